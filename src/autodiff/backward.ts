@@ -1,0 +1,95 @@
+// Reverse-mode differentiation of an ONNX graph into more ONNX nodes in the same graph.
+import type { Graph, Node } from '../onnx/ir.ts';
+import type { Emitter } from '../onnx/emitter.ts';
+import type { ShapeMap } from '../onnx/shapes.ts';
+import { isFloat, f32 } from '../onnx/tensor.ts';
+import { makeContext } from './context.ts';
+import { ruleFor, supportedOps, NO_GRADIENT_OPS } from './rule.ts';
+import './rules/index.ts';
+
+export interface BackwardOptions {
+  /** Scalar tensor to differentiate. */
+  loss: string;
+  /** Tensors (usually parameters) to differentiate with respect to. */
+  wrt: string[];
+}
+
+/**
+ * Append the backward pass of `graph` to itself; returns, per `wrt` name, the tensor holding
+ * its gradient, or null when the loss does not depend on it.
+ */
+export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts: BackwardOptions): Map<string, string | null> {
+  const forward = [...graph.nodes]; // nodes appended below are backward nodes
+  // Which tensors depend on a trainable (and which trainable, for error messages).
+  const origin = new Map<string, string>();
+  for (const w of opts.wrt) origin.set(w, w);
+  for (const n of forward) {
+    if (NO_GRADIENT_OPS.has(n.opType)) continue;
+    const src = n.inputs.find((i) => i && origin.has(i));
+    if (src === undefined) continue;
+    for (const o of n.outputs) {
+      const s = shapes.get(o);
+      if (o && s && isFloat(s.dtype)) origin.set(o, origin.get(src)!);
+    }
+  }
+  // Which tensors the loss depends on.
+  const reaches = new Set<string>([opts.loss]);
+  for (let k = forward.length - 1; k >= 0; k--) {
+    const n = forward[k]!;
+    if (n.outputs.some((o) => reaches.has(o))) for (const i of n.inputs) if (i) reaches.add(i);
+  }
+  if (!origin.has(opts.loss)) {
+    return new Map(opts.wrt.map((w) => [w, null]));
+  }
+
+  const ctx = makeContext(graph, shapes, em);
+  const contrib = new Map<string, string[]>();
+  const addGrad = (name: string, g: string) => {
+    const list = contrib.get(name);
+    if (list) list.push(g); else contrib.set(name, [g]);
+  };
+  const lossShape = shapes.get(opts.loss)?.dims ?? [];
+  addGrad(opts.loss, em.constant(f32(lossShape, new Float32Array(lossShape.reduce((a, b) => a * b, 1)).fill(1)), 'dloss'));
+
+  const gradOf = (name: string): string | null => {
+    const list = contrib.get(name);
+    if (!list || list.length === 0) return null;
+    if (list.length > 1) {
+      const s = em.sum(list);
+      contrib.set(name, [s]);
+      return s;
+    }
+    return list[0]!;
+  };
+
+  for (let k = forward.length - 1; k >= 0; k--) {
+    const node = forward[k]!;
+    if (!node.outputs.some((o) => origin.has(o) && reaches.has(o))) continue;
+    const dOut = node.outputs.map((o) => (o ? gradOf(o) : null));
+    if (dOut.every((g) => g === null)) continue;
+    const needs = node.inputs.map((i) => !!i && origin.has(i) && reaches.has(i));
+    if (!needs.some(Boolean)) continue;
+    const rule = ruleFor(node.opType);
+    if (!rule || node.domain !== '' && node.domain !== 'ai.onnx') throw missingRule(node, origin.get(node.inputs.find((i) => i && origin.has(i))!)!);
+    let grads: (string | null)[];
+    try {
+      grads = rule(ctx, node, dOut, needs);
+    } catch (e) {
+      throw new Error(`gradient of ${node.opType} node '${node.name}' failed: ${(e as Error).message}`);
+    }
+    node.inputs.forEach((input, i) => {
+      const g = grads[i];
+      if (needs[i] && g) addGrad(input, g);
+    });
+  }
+  return new Map(opts.wrt.map((w) => [w, gradOf(w)]));
+}
+
+function missingRule(node: Node, param: string): Error {
+  const domain = node.domain && node.domain !== 'ai.onnx' ? ` in domain '${node.domain}'` : '';
+  return new Error(
+    `no gradient rule for op ${node.opType}${domain} (node '${node.name}'). ` +
+    `The gradient is needed because trainable parameter '${param}' lies upstream of it. ` +
+    `Either freeze the parameters before this node or use supported ops: ${supportedOps().join(', ')}.`,
+  );
+}

@@ -1,0 +1,51 @@
+// The GradContext implementation over a forward graph with probed shapes.
+import type { Graph } from '../onnx/ir.ts';
+import { attrTensor, producers } from '../onnx/ir.ts';
+import type { Emitter } from '../onnx/emitter.ts';
+import type { ShapeMap } from '../onnx/shapes.ts';
+import type { Tensor, DType } from '../onnx/tensor.ts';
+import type { GradContext } from './rule.ts';
+
+export function makeContext(graph: Graph, shapes: ShapeMap, em: Emitter): GradContext {
+  const prod = producers(graph);
+  const initializers = new Map(graph.initializers); // snapshot: forward constants only
+  const ctx: GradContext = {
+    em,
+    opset: em.opset,
+    shape(name) {
+      const s = shapes.get(name);
+      if (!s) throw new Error(`internal: no probed shape for tensor '${name}'`);
+      return s.dims;
+    },
+    dtype(name) {
+      const s = shapes.get(name);
+      if (!s) throw new Error(`internal: no probed dtype for tensor '${name}'`);
+      return s.dtype;
+    },
+    constant(name): Tensor | undefined {
+      const init = initializers.get(name);
+      if (init) return init;
+      const p = prod.get(name);
+      if (p && p.opType === 'Constant') return attrTensor(p, 'value');
+      return undefined;
+    },
+    unbroadcast(grad, gradShape, targetShape) {
+      if (sameShape(gradShape, targetShape)) return grad;
+      const lead = gradShape.length - targetShape.length;
+      const axes: number[] = [];
+      for (let i = 0; i < gradShape.length; i++) {
+        const t = i < lead ? 1 : targetShape[i - lead]!;
+        if (i < lead || (t === 1 && gradShape[i] !== 1)) axes.push(i);
+      }
+      let g = em.reduce('ReduceSum', grad, axes, true);
+      return em.reshape(g, targetShape);
+    },
+  };
+  return ctx;
+}
+
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+export type { DType };

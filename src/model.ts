@@ -1,0 +1,133 @@
+// A loaded ONNX model with live parameters: inspect, run, compile training steps, save.
+import type { Model } from './onnx/ir.ts';
+import { cloneModel, opsetVersion } from './onnx/ir.ts';
+import { decodeModel, encodeModel } from './onnx/proto.ts';
+import { readModelFile, writeFileAtomic } from './onnx/io.ts';
+import { createSession, toOrt, fromOrt, type SessionOptions, ort } from './onnx/runtime.ts';
+import { signatureOf, checkSignature } from './onnx/shapes.ts';
+import { type Tensor, formatShape, cloneTensor } from './onnx/tensor.ts';
+import { TrainStep } from './train/train-step.ts';
+import type { LossSpec } from './train/loss-spec.ts';
+import { selectParams, parameterCandidates, type ParamSelector } from './train/params.ts';
+
+export const MIN_OPSET = 13;
+
+export interface CompileOptions {
+  trainable: ParamSelector;
+  loss: LossSpec;
+  outputs?: string[];
+  batchNorm?: 'eval' | 'train';
+  session?: SessionOptions;
+}
+
+export class RefitModel {
+  /** Bumped whenever baked-in values change, so cached sessions are rebuilt. */
+  version = 0;
+  private inference = new Map<string, Promise<ort.InferenceSession>>();
+
+  constructor(readonly ir: Model, readonly sessionOptions: SessionOptions = {}) {
+    const v = opsetVersion(ir);
+    if (v < MIN_OPSET) {
+      throw new Error(`model uses ONNX opset ${v}; refit supports opsets ${MIN_OPSET}–21. Convert it first, e.g. in Python: onnx.version_converter.convert_version(model, 17)`);
+    }
+  }
+
+  get inputs() { return this.ir.graph.inputs; }
+  get outputs() { return this.ir.graph.outputs; }
+
+  /** Names of float initializers that can be trained. */
+  parameterNames(sel: ParamSelector = 'all'): string[] {
+    return sel === 'all' ? parameterCandidates(this.ir.graph) : selectParams(this.ir.graph, sel);
+  }
+
+  param(name: string): Tensor {
+    const t = this.ir.graph.initializers.get(name);
+    if (!t) throw new Error(`model has no parameter '${name}'`);
+    return t;
+  }
+
+  /**
+   * Replace parameter values (copied in). Shapes must match; nothing changes if any does not.
+   */
+  setParams(values: Map<string, Float32Array> | Record<string, Float32Array>): void {
+    const entries = values instanceof Map ? [...values] : Object.entries(values);
+    for (const [k, v] of entries) {
+      const t = this.param(k);
+      if (t.data.length !== v.length) throw new Error(`parameter '${k}' has ${t.data.length} elements (shape ${formatShape(t.dims)}), got ${v.length}`);
+      for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i]!)) throw new Error(`refusing to set parameter '${k}': value ${i} is ${v[i]}`);
+    }
+    for (const [k, v] of entries) (this.param(k).data as Float32Array).set(v);
+    this.invalidate();
+  }
+
+  /** Call after writing parameter arrays in place, so baked inference sessions are rebuilt. */
+  invalidate(): void {
+    this.version++;
+    const old = [...this.inference.values()];
+    this.inference.clear();
+    for (const s of old) s.then((x) => x.release()).catch(() => undefined);
+  }
+
+  /** A deep copy: parameters are copied so the copy can train without touching this model. */
+  clone(): RefitModel {
+    const ir = cloneModel(this.ir);
+    for (const [k, t] of ir.graph.initializers) ir.graph.initializers.set(k, cloneTensor(t));
+    return new RefitModel(ir, this.sessionOptions);
+  }
+
+  /**
+   * Inference. `feedParams` names parameters passed as inputs instead of baked constants,
+   * so they can change between calls without rebuilding the session.
+   */
+  async run(feeds: Record<string, Tensor>, opts: { outputs?: string[]; feedParams?: string[] } = {}): Promise<Record<string, Tensor>> {
+    checkSignature(this.ir.graph.inputs, signatureOf(feeds));
+    const outputs = opts.outputs ?? this.ir.graph.outputs.map((o) => o.name);
+    const fed = opts.feedParams ?? [];
+    const key = `${this.version}|${fed.join(',')}|${outputs.join(',')}`;
+    let s = this.inference.get(key);
+    if (!s) {
+      const m = cloneModel(this.ir);
+      for (const p of fed) {
+        const t = this.param(p);
+        m.graph.initializers.delete(p);
+        m.graph.inputs.push({ name: p, dtype: t.dtype, shape: [...t.dims] });
+      }
+      const declared = new Map(this.ir.graph.outputs.map((o) => [o.name, o]));
+      m.graph.outputs = outputs.map((o) => declared.get(o) ?? { name: o, dtype: 'float32', shape: null, untyped: true });
+      s = createSession(encodeModel(m), this.sessionOptions);
+      s.catch(() => this.inference.delete(key));
+      this.inference.set(key, s);
+    }
+    const session = await s;
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [k, t] of Object.entries(feeds)) ortFeeds[k] = toOrt(t);
+    for (const p of fed) ortFeeds[p] = toOrt(this.param(p));
+    const out = await session.run(ortFeeds);
+    return Object.fromEntries(outputs.map((o) => [o, fromOrt(out[o]!)]));
+  }
+
+  compileTrainStep(opts: CompileOptions): TrainStep {
+    const trainable = selectParams(this.ir.graph, opts.trainable);
+    return new TrainStep(this, { trainable, loss: opts.loss, outputs: opts.outputs, batchNorm: opts.batchNorm }, opts.session ?? this.sessionOptions);
+  }
+
+  toBytes(): Uint8Array {
+    return encodeModel(this.ir);
+  }
+
+  /** Save as a plain inference model; written to a temp file and renamed, so a failure keeps the old file. */
+  async save(path: string): Promise<void> {
+    writeFileAtomic(path, this.toBytes());
+  }
+
+  async release(): Promise<void> {
+    this.invalidate();
+  }
+}
+
+/** Load an ONNX model from a path or bytes. */
+export async function loadModel(source: string | Uint8Array, opts: SessionOptions = {}): Promise<RefitModel> {
+  const ir = typeof source === 'string' ? readModelFile(source) : decodeModel(source);
+  return new RefitModel(ir, opts);
+}
+

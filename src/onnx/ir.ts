@@ -1,0 +1,156 @@
+// A thin typed IR over ONNX: plain objects that are easy to inspect and rewrite.
+// Converted to and from onnx-proto messages in ./proto.ts.
+import type { DType, Tensor } from './tensor.ts';
+
+export type Attr =
+  | { kind: 'int'; value: number }
+  | { kind: 'float'; value: number }
+  | { kind: 'string'; value: string }
+  | { kind: 'ints'; value: number[] }
+  | { kind: 'floats'; value: number[] }
+  | { kind: 'strings'; value: string[] }
+  | { kind: 'tensor'; value: Tensor }
+  /** Attributes refit does not interpret (subgraphs, sparse tensors): kept verbatim for round trips. */
+  | { kind: 'opaque'; value: unknown };
+
+export interface Node {
+  name: string;
+  opType: string;
+  domain: string;
+  /** Empty string marks an omitted optional input or output, as in ONNX. */
+  inputs: string[];
+  outputs: string[];
+  attrs: Record<string, Attr>;
+}
+
+export type Dim = number | string | null;
+
+export interface ValueInfo {
+  name: string;
+  dtype: DType;
+  /** null for unknown rank; string dims are symbolic (e.g. 'batch'). */
+  shape: Dim[] | null;
+  /** Written without a type (onnxruntime then types it from the graph); used for probe outputs. */
+  untyped?: boolean;
+}
+
+export interface Graph {
+  name: string;
+  nodes: Node[];
+  inputs: ValueInfo[];
+  outputs: ValueInfo[];
+  initializers: Map<string, Tensor>;
+  valueInfo: ValueInfo[];
+}
+
+export interface OpsetImport { domain: string; version: number }
+
+export interface Model {
+  irVersion: number;
+  opsets: OpsetImport[];
+  producerName: string;
+  producerVersion: string;
+  docString: string;
+  metadata: Record<string, string>;
+  graph: Graph;
+}
+
+// ---- attribute accessors: precise errors instead of silent defaults on type mismatch ----
+
+function attrOf(node: Node, name: string, kind: Attr['kind']): Attr | undefined {
+  const a = node.attrs[name];
+  if (a && a.kind !== kind) throw new Error(`node '${node.name}' (${node.opType}): attribute '${name}' is ${a.kind}, expected ${kind}`);
+  return a;
+}
+
+export function attrInt(node: Node, name: string, fallback: number): number;
+export function attrInt(node: Node, name: string): number | undefined;
+export function attrInt(node: Node, name: string, fallback?: number): number | undefined {
+  const a = attrOf(node, name, 'int');
+  return a ? (a.value as number) : fallback;
+}
+
+export function attrFloat(node: Node, name: string, fallback: number): number;
+export function attrFloat(node: Node, name: string): number | undefined;
+export function attrFloat(node: Node, name: string, fallback?: number): number | undefined {
+  const a = attrOf(node, name, 'float');
+  return a ? (a.value as number) : fallback;
+}
+
+export function attrInts(node: Node, name: string, fallback: number[]): number[];
+export function attrInts(node: Node, name: string): number[] | undefined;
+export function attrInts(node: Node, name: string, fallback?: number[]): number[] | undefined {
+  const a = attrOf(node, name, 'ints');
+  return a ? (a.value as number[]) : fallback;
+}
+
+export function attrString(node: Node, name: string, fallback: string): string;
+export function attrString(node: Node, name: string): string | undefined;
+export function attrString(node: Node, name: string, fallback?: string): string | undefined {
+  const a = attrOf(node, name, 'string');
+  return a ? (a.value as string) : fallback;
+}
+
+export function attrTensor(node: Node, name: string): Tensor | undefined {
+  const a = attrOf(node, name, 'tensor');
+  return a ? (a.value as Tensor) : undefined;
+}
+
+// ---- attribute constructors for emitted nodes ----
+
+export type AttrInput = number | string | number[] | string[] | Tensor | Attr;
+
+/** Plain JS values become attributes; integers in ints arrays stay ints, a float forces 'float'. */
+export function toAttr(v: AttrInput, asFloat = false): Attr {
+  if (typeof v === 'number') return asFloat || !Number.isInteger(v) ? { kind: 'float', value: v } : { kind: 'int', value: v };
+  if (typeof v === 'string') return { kind: 'string', value: v };
+  if (Array.isArray(v)) {
+    if (v.length > 0 && typeof v[0] === 'string') return { kind: 'strings', value: v as string[] };
+    const nums = v as number[];
+    return asFloat || nums.some((x) => !Number.isInteger(x)) ? { kind: 'floats', value: nums } : { kind: 'ints', value: nums };
+  }
+  if ('kind' in v) return v;
+  return { kind: 'tensor', value: v };
+}
+
+export const floatAttr = (value: number): Attr => ({ kind: 'float', value });
+export const floatsAttr = (value: number[]): Attr => ({ kind: 'floats', value });
+
+/** Default-domain opset version of a model. */
+export function opsetVersion(model: Model): number {
+  const o = model.opsets.find((x) => x.domain === '' || x.domain === 'ai.onnx');
+  if (!o) throw new Error('model has no default-domain (ai.onnx) opset import');
+  return o.version;
+}
+
+/** Map from tensor name to the node producing it. */
+export function producers(graph: Graph): Map<string, Node> {
+  const m = new Map<string, Node>();
+  for (const n of graph.nodes) for (const o of n.outputs) if (o) m.set(o, n);
+  return m;
+}
+
+/** Map from tensor name to the nodes consuming it. */
+export function consumers(graph: Graph): Map<string, Node[]> {
+  const m = new Map<string, Node[]>();
+  for (const n of graph.nodes) for (const i of n.inputs) if (i) {
+    const list = m.get(i);
+    if (list) list.push(n); else m.set(i, [n]);
+  }
+  return m;
+}
+
+export function cloneGraph(g: Graph): Graph {
+  return {
+    name: g.name,
+    nodes: g.nodes.map((n) => ({ ...n, inputs: [...n.inputs], outputs: [...n.outputs], attrs: { ...n.attrs } })),
+    inputs: g.inputs.map((v) => ({ ...v, shape: v.shape ? [...v.shape] : null })),
+    outputs: g.outputs.map((v) => ({ ...v, shape: v.shape ? [...v.shape] : null })),
+    initializers: new Map(g.initializers), // tensors shared: rewrites replace entries, never mutate them
+    valueInfo: g.valueInfo.map((v) => ({ ...v, shape: v.shape ? [...v.shape] : null })),
+  };
+}
+
+export function cloneModel(m: Model): Model {
+  return { ...m, opsets: m.opsets.map((o) => ({ ...o })), metadata: { ...m.metadata }, graph: cloneGraph(m.graph) };
+}

@@ -1,0 +1,172 @@
+// Conversion between onnx-proto messages and the IR in ./ir.ts.
+import onnxProto from 'onnx-proto';
+import type { Attr, Graph, Model, Node, ValueInfo, Dim } from './ir.ts';
+import { type Tensor, type DType, ONNX_DTYPE, dtypeFromOnnx, fromBytes, size, allocate, toBytes } from './tensor.ts';
+
+const { onnx } = onnxProto;
+type Long = { toNumber(): number };
+
+const num = (v: number | Long | null | undefined): number => (v == null ? 0 : typeof v === 'number' ? v : v.toNumber());
+
+/** Resolves a tensor stored outside the model file (ONNX external data). */
+export type ExternalDataReader = (location: string, offset: number, length: number | undefined) => Uint8Array;
+
+export function tensorFromProto(p: onnxProto.onnx.ITensorProto, readExternal?: ExternalDataReader): Tensor {
+  const name = p.name ?? '';
+  const dtype = dtypeFromOnnx(p.dataType ?? 0);
+  const dims = (p.dims ?? []).map(num);
+  const n = size(dims);
+  if (p.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
+    const kv = Object.fromEntries((p.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
+    if (!kv.location) throw new Error(`tensor '${name}' uses external data but names no location`);
+    if (!readExternal) throw new Error(`tensor '${name}' uses external data ('${kv.location}'): load the model from a file path so the data file can be found`);
+    const bytes = readExternal(kv.location, Number(kv.offset ?? 0), kv.length === undefined ? undefined : Number(kv.length));
+    return { dtype, dims, data: fromBytes(dtype, bytes, n) };
+  }
+  if (p.rawData && p.rawData.length > 0) return { dtype, dims, data: fromBytes(dtype, p.rawData, n) };
+  const data = allocate(dtype, n);
+  const src: ArrayLike<number | Long> | null | undefined =
+    dtype === 'float32' ? p.floatData
+    : dtype === 'float64' ? p.doubleData
+    : dtype === 'int64' ? p.int64Data
+    : dtype === 'uint64' || dtype === 'uint32' ? p.uint64Data
+    : p.int32Data; // int8/16/32, uint8/16, bool, float16 bits all live in int32_data
+  const count = src?.length ?? 0;
+  if (count !== n) throw new Error(`tensor '${name}' of shape [${dims}] has ${count} values, expected ${n}`);
+  for (let i = 0; i < n; i++) {
+    const v = src![i];
+    if (data instanceof BigInt64Array || data instanceof BigUint64Array) data[i] = typeof v === 'number' ? BigInt(v) : BigInt(String(v));
+    else data[i] = num(v);
+  }
+  return { dtype, dims, data };
+}
+
+export function tensorToProto(name: string, t: Tensor): onnxProto.onnx.ITensorProto {
+  return { name, dataType: ONNX_DTYPE[t.dtype], dims: t.dims, rawData: toBytes(t) };
+}
+
+function attrFromProto(a: onnxProto.onnx.IAttributeProto, readExternal?: ExternalDataReader): Attr {
+  const T = onnx.AttributeProto.AttributeType;
+  switch (a.type) {
+    case T.INT: return { kind: 'int', value: num(a.i) };
+    case T.FLOAT: return { kind: 'float', value: a.f ?? 0 };
+    case T.STRING: return { kind: 'string', value: new TextDecoder().decode(a.s ?? new Uint8Array()) };
+    case T.INTS: return { kind: 'ints', value: (a.ints ?? []).map(num) };
+    case T.FLOATS: return { kind: 'floats', value: [...(a.floats ?? [])] };
+    case T.STRINGS: return { kind: 'strings', value: (a.strings ?? []).map((s) => new TextDecoder().decode(s)) };
+    case T.TENSOR: return { kind: 'tensor', value: tensorFromProto(a.t!, readExternal) };
+    default: return { kind: 'opaque', value: a };
+  }
+}
+
+function attrToProto(name: string, a: Attr): onnxProto.onnx.IAttributeProto {
+  const T = onnx.AttributeProto.AttributeType;
+  switch (a.kind) {
+    case 'int': return { name, type: T.INT, i: a.value };
+    case 'float': return { name, type: T.FLOAT, f: a.value };
+    case 'string': return { name, type: T.STRING, s: new TextEncoder().encode(a.value) };
+    case 'ints': return { name, type: T.INTS, ints: a.value };
+    case 'floats': return { name, type: T.FLOATS, floats: a.value };
+    case 'strings': return { name, type: T.STRINGS, strings: a.value.map((s) => new TextEncoder().encode(s)) };
+    case 'tensor': return { name, type: T.TENSOR, t: tensorToProto('', a.value) };
+    case 'opaque': return { ...(a.value as onnxProto.onnx.IAttributeProto), name };
+  }
+}
+
+function valueInfoFromProto(v: onnxProto.onnx.IValueInfoProto): ValueInfo | null {
+  const tt = v.type?.tensorType;
+  if (!tt) return null; // sequences/maps: not used by refit
+  let dtype: DType;
+  try { dtype = dtypeFromOnnx(tt.elemType ?? 0); } catch { return null; }
+  const shape: Dim[] | null = tt.shape
+    ? (tt.shape.dim ?? []).map((d) => (d.dimValue != null && num(d.dimValue) > 0 ? num(d.dimValue) : d.dimParam ? d.dimParam : null))
+    : null;
+  return { name: v.name ?? '', dtype, shape };
+}
+
+function valueInfoToProto(v: ValueInfo): onnxProto.onnx.IValueInfoProto {
+  if (v.untyped) return { name: v.name };
+  return {
+    name: v.name,
+    type: {
+      tensorType: {
+        elemType: ONNX_DTYPE[v.dtype],
+        shape: v.shape ? { dim: v.shape.map((d) => (typeof d === 'number' ? { dimValue: d } : typeof d === 'string' ? { dimParam: d } : {})) } : undefined,
+      },
+    },
+  };
+}
+
+function graphFromProto(g: onnxProto.onnx.IGraphProto, readExternal?: ExternalDataReader): Graph {
+  const initializers = new Map<string, Tensor>();
+  for (const t of g.initializer ?? []) initializers.set(t.name ?? '', tensorFromProto(t, readExternal));
+  const nodes: Node[] = (g.node ?? []).map((n, i) => ({
+    name: n.name || `${n.opType ?? 'node'}_${i}`,
+    opType: n.opType ?? '',
+    domain: n.domain ?? '',
+    inputs: [...(n.input ?? [])],
+    outputs: [...(n.output ?? [])],
+    attrs: Object.fromEntries((n.attribute ?? []).map((a) => [a.name ?? '', attrFromProto(a, readExternal)])),
+  }));
+  const vis = (list: onnxProto.onnx.IValueInfoProto[] | null | undefined) =>
+    (list ?? []).map(valueInfoFromProto).filter((v): v is ValueInfo => v !== null);
+  return {
+    name: g.name ?? 'graph',
+    nodes,
+    // Older exporters list initializers as graph inputs too; they are parameters, not inputs.
+    inputs: vis(g.input).filter((v) => !initializers.has(v.name)),
+    outputs: vis(g.output),
+    initializers,
+    valueInfo: vis(g.valueInfo),
+  };
+}
+
+function graphToProto(g: Graph): onnxProto.onnx.IGraphProto {
+  return {
+    name: g.name,
+    node: g.nodes.map((n) => ({
+      name: n.name, opType: n.opType, domain: n.domain || undefined, input: n.inputs, output: n.outputs,
+      attribute: Object.entries(n.attrs).map(([k, a]) => attrToProto(k, a)),
+    })),
+    input: g.inputs.map(valueInfoToProto),
+    output: g.outputs.map(valueInfoToProto),
+    initializer: [...g.initializers].map(([name, t]) => tensorToProto(name, t)),
+    valueInfo: g.valueInfo.map(valueInfoToProto),
+  };
+}
+
+/** Decode ONNX model bytes. Truncated or malformed bytes fail with a message that says so. */
+export function decodeModel(bytes: Uint8Array, readExternal?: ExternalDataReader): Model {
+  let p: onnxProto.onnx.ModelProto;
+  try {
+    p = onnx.ModelProto.decode(bytes);
+  } catch (e) {
+    throw new Error(`not a valid ONNX model (${bytes.byteLength} bytes; truncated or not ONNX protobuf): ${(e as Error).message}`);
+  }
+  if (!p.graph) throw new Error(`not a valid ONNX model: no graph found in ${bytes.byteLength} bytes`);
+  if (!p.opsetImport || p.opsetImport.length === 0) throw new Error('not a valid ONNX model: no opset_import');
+  const metadata: Record<string, string> = {};
+  for (const e of p.metadataProps ?? []) metadata[e.key ?? ''] = e.value ?? '';
+  return {
+    irVersion: num(p.irVersion),
+    opsets: p.opsetImport.map((o) => ({ domain: o.domain ?? '', version: num(o.version) })),
+    producerName: p.producerName ?? '',
+    producerVersion: p.producerVersion ?? '',
+    docString: p.docString ?? '',
+    metadata,
+    graph: graphFromProto(p.graph, readExternal),
+  };
+}
+
+export function encodeModel(m: Model): Uint8Array {
+  const msg = onnx.ModelProto.create({
+    irVersion: m.irVersion,
+    opsetImport: m.opsets.map((o) => ({ domain: o.domain, version: o.version })),
+    producerName: m.producerName,
+    producerVersion: m.producerVersion,
+    docString: m.docString || undefined,
+    metadataProps: Object.entries(m.metadata).map(([key, value]) => ({ key, value })),
+    graph: graphToProto(m.graph),
+  });
+  return onnx.ModelProto.encode(msg).finish();
+}

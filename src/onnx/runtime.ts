@@ -1,0 +1,44 @@
+// The bridge to onnxruntime-node: sessions and tensor conversion.
+import * as ort from 'onnxruntime-node';
+import type { Tensor, DType, TypedArray } from './tensor.ts';
+
+export interface SessionOptions {
+  /** Intra-op threads; default: onnxruntime's choice (all cores). */
+  threads?: number;
+  /** Graph optimization level; 'all' enables the blocked NCHWc conv kernels (see DESIGN.md). */
+  optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+}
+
+export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
+  const o: ort.InferenceSession.SessionOptions = {
+    graphOptimizationLevel: opts.optimization ?? 'all',
+    executionProviders: ['cpu'],
+  };
+  if (opts.threads) {
+    o.intraOpNumThreads = opts.threads;
+    o.interOpNumThreads = 1;
+  }
+  try {
+    return await ort.InferenceSession.create(bytes, o);
+  } catch (e) {
+    throw new Error(`onnxruntime rejected the graph: ${(e as Error).message}`);
+  }
+}
+
+const ORT_TYPE: Partial<Record<DType, ort.Tensor.Type>> = {
+  float32: 'float32', float64: 'float64', float16: 'float16', int8: 'int8', uint8: 'uint8', int16: 'int16',
+  uint16: 'uint16', int32: 'int32', uint32: 'uint32', int64: 'int64', uint64: 'uint64', bool: 'bool',
+};
+
+export function toOrt(t: Tensor): ort.Tensor {
+  const type = ORT_TYPE[t.dtype];
+  if (!type) throw new Error(`dtype ${t.dtype} cannot be passed to onnxruntime`);
+  return new ort.Tensor(type, t.data as never, t.dims);
+}
+
+export function fromOrt(t: ort.Tensor): Tensor {
+  const dtype = (t.type === 'bool' ? 'bool' : t.type) as DType;
+  return { dtype, dims: [...t.dims], data: t.data as TypedArray };
+}
+
+export { ort };

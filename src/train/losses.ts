@@ -1,0 +1,220 @@
+// Losses as graph pieces. Each returns a LossSpec; per-sample losses take optional
+// per-sample weights (masks are 0/1 weights), which test-time adaptation uses to select samples.
+import type { Emitter } from '../onnx/emitter.ts';
+import type { LossContext, LossInput, LossSpec } from './loss-spec.ts';
+
+export interface SampleWeighting {
+  /** Name of a float [N] loss input holding per-sample weights (or a 0/1 mask). */
+  weights?: string;
+  /**
+   * How the weighted per-sample losses are reduced: 'mean' divides by the batch size N
+   * (PyTorch's `(w * l).mean()`), 'weighted' by the sum of the weights, 'sum' not at all.
+   */
+  reduction?: 'mean' | 'weighted' | 'sum';
+}
+
+const batchDim = (logits: string) => (shapeOf: (t: string) => number[]) => [shapeOf(logits)[0]!];
+
+function weightInput(w: SampleWeighting, logits: string): LossInput[] {
+  return w.weights ? [{ name: w.weights, dtype: 'float32', shape: batchDim(logits) }] : [];
+}
+
+/** Reduce per-sample losses [N] to a scalar, applying weights. */
+function reduceSamples(ctx: LossContext, perSample: string, w: SampleWeighting): string {
+  const em = ctx.em;
+  let l = perSample;
+  if (w.weights) l = em.mul(l, ctx.input(w.weights));
+  const total = em.reduce('ReduceSum', l, [0], false);
+  switch (w.reduction ?? 'mean') {
+    case 'sum': return total;
+    case 'mean': return em.div(total, em.scalar(ctx.shape(perSample)[0]!));
+    case 'weighted': {
+      if (!w.weights) return em.div(total, em.scalar(ctx.shape(perSample)[0]!));
+      // max(sum w, tiny): an all-zero mask gives loss 0 instead of NaN.
+      const denom = em.op('Max', [em.reduce('ReduceSum', ctx.input(w.weights), [0], false), em.scalar(1e-12)]);
+      return em.div(total, denom);
+    }
+  }
+}
+
+function logSoftmax(em: Emitter, logits: string): string {
+  return em.op('LogSoftmax', [logits], { axis: -1 });
+}
+
+function rowSum(em: Emitter, x: string): string {
+  return em.reduce('ReduceSum', x, [-1], false);
+}
+
+function checkLogits(ctx: LossContext, logits: string): number {
+  const s = ctx.shape(logits);
+  if (s.length !== 2) throw new Error(`loss expects '${logits}' to be [batch, classes] logits, got shape [${s}]`);
+  return s[1]!;
+}
+
+export interface CrossEntropyOptions extends SampleWeighting {
+  logits: string;
+  /** Integer class labels [N] (default input name 'y'), or soft target probabilities [N, C] with `soft: true`. */
+  labels?: string;
+  soft?: boolean;
+  labelSmoothing?: number;
+}
+
+export function crossEntropy(o: CrossEntropyOptions): LossSpec {
+  const labels = o.labels ?? 'y';
+  const inputs: LossInput[] = [
+    o.soft
+      ? { name: labels, dtype: 'float32', shape: (s) => s(o.logits) }
+      : { name: labels, dtype: 'int64', shape: batchDim(o.logits) },
+    ...weightInput(o, o.logits),
+  ];
+  return {
+    describe: `crossEntropy(${o.logits}, ${labels})`,
+    reads: [o.logits],
+    inputs,
+    build(ctx) {
+      const em = ctx.em;
+      const C = checkLogits(ctx, o.logits);
+      let target = o.soft
+        ? ctx.input(labels)
+        : em.op('OneHot', [ctx.input(labels), em.constant({ dtype: 'int64', dims: [], data: new BigInt64Array([BigInt(C)]) }), em.constant({ dtype: 'float32', dims: [2], data: new Float32Array([0, 1]) })], { axis: -1 });
+      if (o.labelSmoothing) {
+        const e = o.labelSmoothing;
+        target = em.add(em.mul(target, em.scalar(1 - e)), em.scalar(e / C));
+      }
+      const perSample = em.neg(rowSum(em, em.mul(target, logSoftmax(em, o.logits))));
+      return reduceSamples(withShape(ctx, perSample, o.logits), perSample, o);
+    },
+  };
+}
+
+/** Shannon entropy of softmax(logits) per sample: Tent's objective. */
+export function softmaxEntropy(o: SampleWeighting & { logits: string }): LossSpec {
+  return {
+    describe: `softmaxEntropy(${o.logits})`,
+    reads: [o.logits],
+    inputs: weightInput(o, o.logits),
+    build(ctx) {
+      const em = ctx.em;
+      checkLogits(ctx, o.logits);
+      const logp = logSoftmax(em, o.logits);
+      const p = em.op('Softmax', [o.logits], { axis: -1 });
+      const perSample = em.neg(rowSum(em, em.mul(p, logp)));
+      return reduceSamples(withShape(ctx, perSample, o.logits), perSample, o);
+    },
+  };
+}
+
+/**
+ * Symmetric cross-entropy between the student's logits and teacher probabilities (an input):
+ * 0.5 * (CE(teacher → student) + CE(student → teacher)), as RMT (Döbler et al. 2023) uses.
+ */
+export function symmetricCrossEntropy(o: SampleWeighting & { logits: string; teacher?: string; alpha?: number; beta?: number }): LossSpec {
+  const teacher = o.teacher ?? 'teacher_probs';
+  const a = o.alpha ?? 0.5, b = o.beta ?? 0.5;
+  return {
+    describe: `symmetricCrossEntropy(${o.logits}, ${teacher})`,
+    reads: [o.logits],
+    inputs: [{ name: teacher, dtype: 'float32', shape: (s) => s(o.logits) }, ...weightInput(o, o.logits)],
+    build(ctx) {
+      const em = ctx.em;
+      checkLogits(ctx, o.logits);
+      const t = ctx.input(teacher);
+      const logp = logSoftmax(em, o.logits);
+      const p = em.op('Softmax', [o.logits], { axis: -1 });
+      const logT = em.op('Log', [em.op('Max', [t, em.scalar(1e-12)])]);
+      const ce1 = em.neg(rowSum(em, em.mul(t, logp)));
+      const ce2 = em.neg(rowSum(em, em.mul(p, logT)));
+      const perSample = em.add(em.mul(ce1, em.scalar(a)), em.mul(ce2, em.scalar(b)));
+      return reduceSamples(withShape(ctx, perSample, o.logits), perSample, o);
+    },
+  };
+}
+
+/** KL(target ‖ softmax(logits)) with target probabilities as an input. */
+export function klDivergence(o: SampleWeighting & { logits: string; target?: string }): LossSpec {
+  const target = o.target ?? 'target_probs';
+  return {
+    describe: `klDivergence(${target} ‖ ${o.logits})`,
+    reads: [o.logits],
+    inputs: [{ name: target, dtype: 'float32', shape: (s) => s(o.logits) }, ...weightInput(o, o.logits)],
+    build(ctx) {
+      const em = ctx.em;
+      checkLogits(ctx, o.logits);
+      const t = ctx.input(target);
+      const logT = em.op('Log', [em.op('Max', [t, em.scalar(1e-12)])]);
+      const perSample = rowSum(em, em.mul(t, em.sub(logT, logSoftmax(em, o.logits))));
+      return reduceSamples(withShape(ctx, perSample, o.logits), perSample, o);
+    },
+  };
+}
+
+/** Mean squared error between a model output and a target input of the same shape. */
+export function mse(o: SampleWeighting & { output: string; target?: string }): LossSpec {
+  const target = o.target ?? 'target';
+  return {
+    describe: `mse(${o.output}, ${target})`,
+    reads: [o.output],
+    inputs: [{ name: target, dtype: 'float32', shape: (s) => s(o.output) }, ...weightInput(o, o.output)],
+    build(ctx) {
+      const em = ctx.em;
+      const s = ctx.shape(o.output);
+      const d = em.sub(o.output, ctx.input(target));
+      const sq = em.mul(d, d);
+      const inner = s.slice(1).reduce((a, b) => a * b, 1);
+      const perSample = em.div(em.reduce('ReduceSum', sq, s.slice(1).map((_, i) => i + 1), false), em.scalar(inner));
+      return reduceSamples(withShape(ctx, perSample, o.output), perSample, o);
+    },
+  };
+}
+
+/**
+ * Quadratic penalty pulling parameters toward anchor values: strength * Σ w (θ − θ0)².
+ * With `importance` (e.g. a diagonal Fisher) the weights w are per element, as EWC and EATA use.
+ */
+export function anchorPenalty(o: { anchors: Map<string, Float32Array>; importance?: Map<string, Float32Array>; strength: number }): LossSpec {
+  return {
+    describe: o.importance ? 'fisherPenalty' : 'l2AnchorPenalty',
+    reads: [],
+    inputs: [],
+    build(ctx) {
+      const em = ctx.em;
+      const terms: string[] = [];
+      for (const [name, anchor] of o.anchors) {
+        const dims = ctx.shape(name);
+        const d = em.sub(name, em.constant({ dtype: 'float32', dims, data: anchor }, 'anchor'));
+        let sq = em.mul(d, d);
+        const imp = o.importance?.get(name);
+        if (o.importance && !imp) throw new Error(`no importance weights given for parameter '${name}'`);
+        if (imp) sq = em.mul(sq, em.constant({ dtype: 'float32', dims, data: imp }, 'importance'));
+        terms.push(em.reduce('ReduceSum', sq, dims.map((_, i) => i), false));
+      }
+      if (terms.length === 0) return em.scalar(0);
+      return em.mul(em.sum(terms), em.scalar(o.strength));
+    },
+  };
+}
+
+/** Weighted sum of losses: e.g. a task loss plus a regularizer. */
+export function combine(parts: { loss: LossSpec; weight?: number }[]): LossSpec {
+  const inputs = new Map<string, LossInput>();
+  for (const p of parts) for (const i of p.loss.inputs) inputs.set(i.name, i);
+  return {
+    describe: parts.map((p) => `${p.weight ?? 1}·${p.loss.describe}`).join(' + '),
+    reads: [...new Set(parts.flatMap((p) => p.loss.reads))],
+    inputs: [...inputs.values()],
+    build(ctx) {
+      const em = ctx.em;
+      const terms = parts.map((p) => {
+        const l = p.loss.build(ctx);
+        return p.weight === undefined || p.weight === 1 ? l : em.mul(l, em.scalar(p.weight));
+      });
+      return em.sum(terms);
+    },
+  };
+}
+
+/** Per-sample tensors derive their batch size from the logits they came from. */
+function withShape(ctx: LossContext, perSample: string, from: string): LossContext {
+  const n = ctx.shape(from)[0]!;
+  return { ...ctx, shape: (t) => (t === perSample ? [n] : ctx.shape(t)) };
+}

@@ -1,0 +1,58 @@
+// Choosing which initializers train: names, a regex, a predicate or 'all'.
+import type { Graph } from '../onnx/ir.ts';
+import type { Tensor } from '../onnx/tensor.ts';
+import { isFloat } from '../onnx/tensor.ts';
+
+export type ParamSelector = 'all' | RegExp | string | readonly string[] | ((name: string, t: Tensor) => boolean);
+
+/** Float initializers that can carry a gradient: not BatchNorm running statistics, not shape constants. */
+export function parameterCandidates(graph: Graph): string[] {
+  const stats = new Set<string>();
+  for (const n of graph.nodes) if (n.opType === 'BatchNormalization') {
+    if (n.inputs[3]) stats.add(n.inputs[3]);
+    if (n.inputs[4]) stats.add(n.inputs[4]);
+  }
+  const out: string[] = [];
+  for (const [name, t] of graph.initializers) if (isFloat(t.dtype) && !stats.has(name) && t.data.length > 0) out.push(name);
+  return out;
+}
+
+export function selectParams(graph: Graph, sel: ParamSelector): string[] {
+  const candidates = parameterCandidates(graph);
+  let chosen: string[];
+  if (sel === 'all') chosen = candidates;
+  else if (sel instanceof RegExp) chosen = candidates.filter((n) => sel.test(n));
+  else if (typeof sel === 'function') chosen = candidates.filter((n) => sel(n, graph.initializers.get(n)!));
+  else {
+    const names = typeof sel === 'string' ? [sel] : [...sel];
+    for (const n of names) {
+      const t = graph.initializers.get(n);
+      if (!t) throw new Error(`trainable '${n}' is not an initializer of the model. ${closest(n, candidates)}`);
+      if (!isFloat(t.dtype)) throw new Error(`trainable '${n}' has dtype ${t.dtype}; only float tensors can be trained`);
+    }
+    chosen = names;
+  }
+  if (chosen.length === 0) {
+    throw new Error(`trainable selector ${String(sel)} matched no parameter. Candidates: ${candidates.slice(0, 40).join(', ')}${candidates.length > 40 ? ` … (${candidates.length} in all)` : ''}`);
+  }
+  return chosen;
+}
+
+function closest(name: string, candidates: string[]): string {
+  const scored = candidates.map((c) => [c, editDistance(name, c)] as const).sort((a, b) => a[1] - b[1]).slice(0, 5);
+  return scored.length ? `Closest candidates: ${scored.map((s) => s[0]).join(', ')}` : 'The model has no float parameters.';
+}
+
+function editDistance(a: string, b: string): number {
+  const dp = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = dp[0]!;
+    dp[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = dp[j]!;
+      dp[j] = Math.min(dp[j]! + 1, dp[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return dp[b.length]!;
+}

@@ -1,0 +1,124 @@
+// Build the one ONNX graph of a training step: forward, loss and reverse-mode gradients.
+import type { Model } from '../onnx/ir.ts';
+import { cloneModel, opsetVersion } from '../onnx/ir.ts';
+import { Emitter } from '../onnx/emitter.ts';
+import { probeShapes, type InputSignature, type ShapeMap } from '../onnx/shapes.ts';
+import { buildBackward } from '../autodiff/backward.ts';
+import { isFloat, size } from '../onnx/tensor.ts';
+import type { LossSpec } from './loss-spec.ts';
+import { lowerBatchNormTrain, type RunningStatUpdate } from './batchnorm-train.ts';
+
+export interface StepGraphOptions {
+  /** Initializer names to differentiate; fed as inputs so updates need no recompile. */
+  trainable: string[];
+  loss: LossSpec;
+  /** Extra forward tensors returned by each step. */
+  outputs?: string[];
+  /** 'train': BatchNorm uses batch statistics and returns updated running statistics. */
+  batchNorm?: 'eval' | 'train';
+}
+
+export interface StepGraph {
+  model: Model;
+  shapes: ShapeMap;
+  /** Fed each run from the live parameter values. */
+  paramInputs: string[];
+  /** Loss inputs (labels, weights) by the name the loss declared → graph input name. */
+  lossInputs: Map<string, string>;
+  lossOutput: string;
+  gradOutputs: Map<string, string | null>;
+  extraOutputs: Map<string, string>;
+  runningStats: RunningStatUpdate[];
+}
+
+export const LOSS_OUTPUT = 'refit.loss';
+
+export async function buildStepGraph(source: Model, sig: InputSignature, opts: StepGraphOptions): Promise<StepGraph> {
+  const model = cloneModel(source);
+  const g = model.graph;
+  const opset = opsetVersion(model);
+  const em = new Emitter(g, opset);
+  const forwardShapes = await probeShapes(source, sig);
+  const shapeOf = (t: string) => {
+    const s = forwardShapes.get(t);
+    if (!s) throw new Error(`tensor '${t}' does not exist in the model (known outputs: ${source.graph.outputs.map((o) => o.name).join(', ')})`);
+    return s.dims;
+  };
+  for (const r of opts.loss.reads) shapeOf(r);
+  for (const o of opts.outputs ?? []) shapeOf(o);
+
+  const runningStats = opts.batchNorm === 'train' ? lowerBatchNormTrain(g, em, shapeOf) : [];
+  const statInputs = runningStats.map((r) => r.param);
+
+  // Loss inputs become graph inputs.
+  const lossInputs = new Map<string, string>();
+  const lossSig: InputSignature = {};
+  for (const li of opts.loss.inputs) {
+    const name = `refit.${li.name}`;
+    em.reserve(name);
+    lossInputs.set(li.name, name);
+    const dims = li.shape(shapeOf);
+    g.inputs.push({ name, dtype: li.dtype, shape: dims });
+    lossSig[name] = { dtype: li.dtype, dims };
+  }
+  const lossTensor = opts.loss.build({
+    em,
+    shape: shapeOf,
+    input: (n) => {
+      const t = lossInputs.get(n);
+      if (!t) throw new Error(`loss ${opts.loss.describe} reads undeclared input '${n}'`);
+      return t;
+    },
+  });
+  em.graph.nodes.push({ name: em.fresh('loss_out'), opType: 'Identity', domain: '', inputs: [lossTensor], outputs: [LOSS_OUTPUT], attrs: {} });
+  em.reserve(LOSS_OUTPUT);
+
+  // Shapes for forward + loss (the backward pass needs the loss nodes' shapes too).
+  g.outputs = [{ name: LOSS_OUTPUT, dtype: 'float32', shape: [] }];
+  const shapes = await probeShapes(model, { ...sig, ...lossSig });
+  const lossShape = shapes.get(LOSS_OUTPUT)!;
+  if (size(lossShape.dims) !== 1) throw new Error(`loss ${opts.loss.describe} must be a scalar, got shape [${lossShape.dims}]`);
+
+  const grads = buildBackward(g, shapes, em, { loss: LOSS_OUTPUT, wrt: opts.trainable });
+
+  // Trainables and running statistics become inputs; everything else stays baked in.
+  const paramInputs = [...opts.trainable, ...statInputs.filter((s) => !opts.trainable.includes(s))];
+  for (const p of paramInputs) {
+    const t = g.initializers.get(p)!;
+    g.initializers.delete(p);
+    g.inputs.push({ name: p, dtype: t.dtype, shape: [...t.dims] });
+  }
+  const outputs = [{ name: LOSS_OUTPUT, dtype: 'float32' as const, shape: lossShape.dims }];
+  const gradOutputs = new Map<string, string | null>();
+  for (const [p, gname] of grads) {
+    if (!gname) { gradOutputs.set(p, null); continue; }
+    const out = `refit.grad.${p}`;
+    em.reserve(out);
+    g.nodes.push({ name: em.fresh('grad_out'), opType: 'Identity', domain: '', inputs: [gname], outputs: [out], attrs: {} });
+    outputs.push({ name: out, dtype: 'float32', shape: shapes.get(p)!.dims });
+    gradOutputs.set(p, out);
+  }
+  const extraOutputs = new Map<string, string>();
+  for (const o of opts.outputs ?? []) {
+    const s = shapes.get(o)!;
+    const out = `refit.out.${o}`;
+    em.reserve(out);
+    g.nodes.push({ name: em.fresh('extra_out'), opType: 'Identity', domain: '', inputs: [o], outputs: [out], attrs: {} });
+    outputs.push({ name: out, dtype: s.dtype as 'float32', shape: s.dims });
+    extraOutputs.set(o, out);
+  }
+  const running: RunningStatUpdate[] = [];
+  for (const r of runningStats) {
+    const out = `refit.running.${r.param}`;
+    em.reserve(out);
+    g.nodes.push({ name: em.fresh('running_out'), opType: 'Identity', domain: '', inputs: [r.updated], outputs: [out], attrs: {} });
+    outputs.push({ name: out, dtype: 'float32', shape: shapes.get(r.param)!.dims });
+    running.push({ param: r.param, updated: out });
+  }
+  g.outputs = outputs;
+  for (const p of opts.trainable) {
+    const s = shapes.get(p);
+    if (s && !isFloat(s.dtype)) throw new Error(`trainable '${p}' has dtype ${s.dtype}; only float tensors can be trained`);
+  }
+  return { model, shapes, paramInputs, lossInputs, lossOutput: LOSS_OUTPUT, gradOutputs, extraOutputs, runningStats: running };
+}

@@ -1,0 +1,83 @@
+// A compiled training step: one onnxruntime session per input signature, cached.
+import type { RefitModel } from '../model.ts';
+import { encodeModel } from '../onnx/proto.ts';
+import { createSession, toOrt, fromOrt, type SessionOptions, ort } from '../onnx/runtime.ts';
+import { signatureOf, signatureKey, checkSignature, type InputSignature } from '../onnx/shapes.ts';
+import { type Tensor, formatShape } from '../onnx/tensor.ts';
+import { buildStepGraph, type StepGraph, type StepGraphOptions } from './step-graph.ts';
+
+export interface StepResult {
+  loss: number;
+  /** False when the loss was NaN or Inf; the caller must not apply the gradients. */
+  finite: boolean;
+  grads: Map<string, Float32Array>;
+  /** Requested extra forward tensors, by their model names. */
+  outputs: Record<string, Tensor>;
+  /** Updated BatchNorm running statistics (batchNorm: 'train'); apply with model.setParams to keep them. */
+  runningStats: Map<string, Float32Array>;
+}
+
+interface Compiled { graph: StepGraph; session: ort.InferenceSession }
+
+export class TrainStep {
+  private cache = new Map<string, Promise<Compiled>>();
+  readonly trainable: string[];
+
+  constructor(readonly model: RefitModel, readonly options: StepGraphOptions, readonly session: SessionOptions = {}) {
+    this.trainable = options.trainable;
+  }
+
+  /** Build (or fetch from cache) the step for one input signature. */
+  compile(sig: InputSignature): Promise<Compiled> {
+    const key = `${this.model.version}|${signatureKey(sig)}`;
+    let hit = this.cache.get(key);
+    if (!hit) {
+      hit = (async () => {
+        const graph = await buildStepGraph(this.model.ir, sig, this.options);
+        const session = await createSession(encodeModel(graph.model), this.session);
+        return { graph, session };
+      })();
+      hit.catch(() => this.cache.delete(key));
+      this.cache.set(key, hit);
+    }
+    return hit;
+  }
+
+  /** Run forward, loss and backward on one batch. Parameters are read, never written. */
+  async run(batch: Record<string, Tensor>): Promise<StepResult> {
+    const modelInputs = new Set(this.model.ir.graph.inputs.map((i) => i.name));
+    const sig: InputSignature = {};
+    for (const [k, t] of Object.entries(signatureOf(batch))) if (modelInputs.has(k)) sig[k] = t;
+    checkSignature(this.model.ir.graph.inputs, sig);
+    const { graph, session } = await this.compile(sig);
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const k of Object.keys(sig)) feeds[k] = toOrt(batch[k]!);
+    for (const [lossName, inputName] of graph.lossInputs) {
+      const t = batch[lossName];
+      const decl = graph.model.graph.inputs.find((i) => i.name === inputName)!;
+      if (!t) throw new Error(`the loss needs input '${lossName}' (${decl.dtype} ${formatShape(decl.shape ?? [])}) in the batch`);
+      if (t.dtype !== decl.dtype || t.dims.join(',') !== (decl.shape ?? []).join(',')) {
+        throw new Error(`loss input '${lossName}' is ${t.dtype} ${formatShape(t.dims)}, expected ${decl.dtype} ${formatShape(decl.shape ?? [])}`);
+      }
+      feeds[inputName] = toOrt(t);
+    }
+    for (const p of graph.paramInputs) feeds[p] = toOrt(this.model.param(p));
+    const out = await session.run(feeds);
+    const loss = Number((out[graph.lossOutput]!.data as Float32Array)[0]);
+    const grads = new Map<string, Float32Array>();
+    for (const [p, name] of graph.gradOutputs) {
+      grads.set(p, name ? (out[name]!.data as Float32Array) : new Float32Array(this.model.param(p).data.length));
+    }
+    const outputs: Record<string, Tensor> = {};
+    for (const [o, name] of graph.extraOutputs) outputs[o] = fromOrt(out[name]!);
+    const runningStats = new Map<string, Float32Array>();
+    for (const r of graph.runningStats) runningStats.set(r.param, out[r.updated]!.data as Float32Array);
+    return { loss, finite: Number.isFinite(loss), grads, outputs, runningStats };
+  }
+
+  /** Free the onnxruntime sessions. */
+  async release(): Promise<void> {
+    for (const p of this.cache.values()) (await p.catch(() => null))?.session.release();
+    this.cache.clear();
+  }
+}
