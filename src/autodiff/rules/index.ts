@@ -2,5 +2,10 @@
 import './arith.ts';
 import './matmul.ts';
 import './activations.ts';
+import './elementwise.ts';
 import './reduce.ts';
 import './shape.ts';
+import './indexing.ts';
+import './conv.ts';
+import './pool.ts';
+import './norm.ts';

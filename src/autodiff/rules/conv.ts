@@ -1,0 +1,2 @@
+// Gradient rules: conv (being written).
+export {};

@@ -1,0 +1,2 @@
+// Gradient rules: elementwise (being written).
+export {};

@@ -1,0 +1,2 @@
+// Gradient rules: indexing (being written).
+export {};

@@ -1,0 +1,2 @@
+// Gradient rules: norm (being written).
+export {};

@@ -1,0 +1,2 @@
+// Gradient rules: pool (being written).
+export {};
