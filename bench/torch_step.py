@@ -161,6 +161,7 @@ def main():
         "n_trainable": sum(p.numel() for p in params),
         "blas": blas_library(),
         "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "peak_rss_mb": round(__import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if args.json:
         print(json.dumps(res))

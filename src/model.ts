@@ -21,9 +21,10 @@ export interface CompileOptions {
 }
 
 export class RefitModel {
-  /** Bumped whenever baked-in values change, so cached sessions are rebuilt. */
-  version = 0;
-  private inference = new Map<string, Promise<ort.InferenceSession>>();
+  /** Change stamps per parameter: sessions that bake a parameter in are rebuilt after it changes. */
+  private stamps = new Map<string, number>();
+  private clock = 0;
+  private inference = new Map<string, { stamp: number; session: Promise<ort.InferenceSession> }>();
 
   constructor(readonly ir: Model, readonly sessionOptions: SessionOptions = {}) {
     const v = opsetVersion(ir);
@@ -57,15 +58,23 @@ export class RefitModel {
       for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i]!)) throw new Error(`refusing to set parameter '${k}': value ${i} is ${v[i]}`);
     }
     for (const [k, v] of entries) (this.param(k).data as Float32Array).set(v);
-    this.invalidate();
+    this.touch(entries.map(([k]) => k));
   }
 
-  /** Call after writing parameter arrays in place, so baked inference sessions are rebuilt. */
-  invalidate(): void {
-    this.version++;
-    const old = [...this.inference.values()];
-    this.inference.clear();
-    for (const s of old) s.then((x) => x.release()).catch(() => undefined);
+  /**
+   * Record that parameters changed (call after writing parameter arrays in place), so
+   * sessions that bake them in as constants are rebuilt. Sessions that feed them are kept.
+   */
+  touch(names: Iterable<string>): void {
+    const t = ++this.clock;
+    for (const n of names) this.stamps.set(n, t);
+  }
+
+  /** Latest change stamp among parameters not in `fed`: compiled graphs older than it are stale. */
+  bakedStamp(fed: ReadonlySet<string>): number {
+    let m = 0;
+    for (const [k, t] of this.stamps) if (t > m && !fed.has(k)) m = t;
+    return m;
   }
 
   /** A deep copy: parameters are copied so the copy can train without touching this model. */
@@ -83,9 +92,14 @@ export class RefitModel {
     checkSignature(this.ir.graph.inputs, signatureOf(feeds));
     const outputs = opts.outputs ?? this.ir.graph.outputs.map((o) => o.name);
     const fed = opts.feedParams ?? [];
-    const key = `${this.version}|${fed.join(',')}|${outputs.join(',')}`;
-    let s = this.inference.get(key);
-    if (!s) {
+    const key = `${fed.join(',')}|${outputs.join(',')}`;
+    const stamp = this.bakedStamp(new Set(fed));
+    let entry = this.inference.get(key);
+    if (entry && entry.stamp !== stamp) {
+      entry.session.then((x) => x.release()).catch(() => undefined);
+      entry = undefined;
+    }
+    if (!entry) {
       const m = cloneModel(this.ir);
       for (const p of fed) {
         const t = this.param(p);
@@ -94,11 +108,12 @@ export class RefitModel {
       }
       const declared = new Map(this.ir.graph.outputs.map((o) => [o.name, o]));
       m.graph.outputs = outputs.map((o) => declared.get(o) ?? { name: o, dtype: 'float32', shape: null, untyped: true });
-      s = createSession(encodeModel(m), this.sessionOptions);
-      s.catch(() => this.inference.delete(key));
-      this.inference.set(key, s);
+      const session = createSession(encodeModel(m), this.sessionOptions);
+      session.catch(() => this.inference.delete(key));
+      entry = { stamp, session };
+      this.inference.set(key, entry);
     }
-    const session = await s;
+    const session = await entry.session;
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const [k, t] of Object.entries(feeds)) ortFeeds[k] = toOrt(t);
     for (const p of fed) ortFeeds[p] = toOrt(this.param(p));
@@ -120,8 +135,11 @@ export class RefitModel {
     writeFileAtomic(path, this.toBytes());
   }
 
+  /** Free cached inference sessions. */
   async release(): Promise<void> {
-    this.invalidate();
+    const old = [...this.inference.values()];
+    this.inference.clear();
+    await Promise.all(old.map((e) => e.session.then((x) => x.release()).catch(() => undefined)));
   }
 }
 

@@ -22,14 +22,20 @@ interface Compiled { graph: StepGraph; session: ort.InferenceSession }
 export class TrainStep {
   private cache = new Map<string, Promise<Compiled>>();
   readonly trainable: string[];
+  /** Parameters fed each run (trainables and BatchNorm running statistics); the rest are baked in. */
+  private fed: Set<string>;
 
   constructor(readonly model: RefitModel, readonly options: StepGraphOptions, readonly session: SessionOptions = {}) {
     this.trainable = options.trainable;
+    this.fed = new Set(options.trainable);
+    if (options.batchNorm === 'train') {
+      for (const n of model.ir.graph.nodes) if (n.opType === 'BatchNormalization') for (const i of n.inputs.slice(3, 5)) if (i) this.fed.add(i);
+    }
   }
 
-  /** Build (or fetch from cache) the step for one input signature. */
+  /** Build (or fetch from cache) the step for one input signature; rebuilt when a baked-in parameter changed. */
   compile(sig: InputSignature): Promise<Compiled> {
-    const key = `${this.model.version}|${signatureKey(sig)}`;
+    const key = `${this.model.bakedStamp(this.fed)}|${signatureKey(sig)}`;
     let hit = this.cache.get(key);
     if (!hit) {
       hit = (async () => {

@@ -1,0 +1,16 @@
+// refit's public API.
+export { loadModel, RefitModel, type CompileOptions } from './model.ts';
+export { TrainStep, type StepResult } from './train/train-step.ts';
+export { Trainer, type TrainerOptions, type TrainerStepResult } from './train/trainer.ts';
+export * as losses from './train/losses.ts';
+export * as optim from './train/optim/index.ts';
+export type { LossSpec } from './train/loss-spec.ts';
+export type { ParamSelector } from './train/params.ts';
+export { type Tensor, type DType, tensor, f32, i64 } from './onnx/tensor.ts';
+export type { Model, Graph, Node, ValueInfo } from './onnx/ir.ts';
+export { ModelBuilder } from './onnx/model-builder.ts';
+export { decodeModel, encodeModel } from './onnx/proto.ts';
+export { gradCheck } from './autodiff/gradcheck.ts';
+export { supportedOps } from './autodiff/rule.ts';
+export { parseSafetensors, serializeSafetensors } from './io/safetensors.ts';
+export { Rng } from './util/rng.ts';
