@@ -1,5 +1,26 @@
-// Pointwise activations.
-import { registerRules } from '../rule.ts';
+// Pointwise activations and the softmax family. Rules reuse the forward output where the
+// derivative is a cheap function of it (sigmoid' = y(1−y), tanh' = 1−y², softmax, Elu).
+import { attrFloat, attrInt, attrString, type Node } from '../../onnx/ir.ts';
+import { registerRules, type GradContext } from '../rule.ts';
+
+/** dY where `cond`, else `other` (a tensor) or 0. One Where instead of Cast + Mul. */
+function where(ctx: GradContext, cond: string, a: string, b?: string): string {
+  return ctx.em.op('Where', [cond, a, b ?? ctx.em.scalar(0)]);
+}
+
+/** The `axis` of Softmax/LogSoftmax at opset ≥ 13 (default −1), normalised to non-negative. */
+function softmaxAxis(ctx: GradContext, node: Node): number {
+  if (ctx.opset < 13) {
+    // Before opset 13 these ops flatten to 2-D at `axis` (default 1); refit rejects such models anyway.
+    throw new Error(`${node.opType} before opset 13 (coerce-to-2D semantics) is not supported; convert the model to opset ≥ 13`);
+  }
+  const rank = ctx.shape(node.inputs[0]!).length;
+  const axis = attrInt(node, 'axis', -1);
+  return axis < 0 ? axis + rank : axis;
+}
+
+const GELU_K = Math.sqrt(2 / Math.PI); // tanh form: 0.5x(1 + tanh(K(x + C x³)))
+const GELU_C = 0.044715;
 
 registerRules({
   Relu(ctx, node, [dY]) {
@@ -7,5 +28,96 @@ registerRules({
     const x = node.inputs[0]!;
     const mask = em.op('Cast', [em.op('Greater', [x, em.scalar(0)])], { to: 1 });
     return [em.mul(dY!, mask)];
+  },
+  LeakyRelu(ctx, node, [dY]) {
+    const em = ctx.em;
+    const alpha = attrFloat(node, 'alpha', 0.01);
+    return [where(ctx, em.op('Greater', [node.inputs[0]!, em.scalar(0)]), dY!, em.mul(dY!, em.scalar(alpha)))];
+  },
+  Sigmoid(ctx, node, [dY]) {
+    // y(1 − y)
+    const em = ctx.em;
+    const y = node.outputs[0]!;
+    return [em.mul(em.mul(dY!, y), em.sub(em.scalar(1), y))];
+  },
+  Tanh(ctx, node, [dY]) {
+    // 1 − y²
+    const em = ctx.em;
+    const y = node.outputs[0]!;
+    return [em.mul(dY!, em.sub(em.scalar(1), em.mul(y, y)))];
+  },
+  Gelu(ctx, node, [dY]) {
+    const em = ctx.em;
+    const x = node.inputs[0]!;
+    const approximate = attrString(node, 'approximate', 'none');
+    const s = (v: number) => em.scalar(v);
+    let d: string;
+    if (approximate === 'none') {
+      // y = x·Φ(x): y' = Φ(x) + x·φ(x), Φ(x) = ½(1 + erf(x/√2)), φ(x) = exp(−x²/2)/√(2π)
+      const u = em.mul(x, s(Math.SQRT1_2));
+      const cdf = em.add(em.mul(em.op('Erf', [u]), s(0.5)), s(0.5));
+      const pdfX = em.mul(em.mul(em.op('Exp', [em.neg(em.mul(u, u))]), x), s(1 / Math.sqrt(2 * Math.PI)));
+      d = em.add(cdf, pdfX);
+    } else if (approximate === 'tanh') {
+      // y = ½x(1 + t), t = tanh(K(x + C x³)):
+      // y' = ½(1 + t) + ½x(1 − t²)·K(1 + 3C x²)
+      const x2 = em.mul(x, x);
+      const t = em.op('Tanh', [em.mul(em.mul(x, em.add(em.mul(x2, s(GELU_C)), s(1))), s(GELU_K))]);
+      const dInner = em.add(em.mul(x2, s(3 * GELU_C * GELU_K)), s(GELU_K));
+      const halfX = em.mul(x, s(0.5));
+      const a = em.add(em.mul(t, s(0.5)), s(0.5));
+      const b = em.mul(em.mul(halfX, em.sub(s(1), em.mul(t, t))), dInner);
+      d = em.add(a, b);
+    } else {
+      throw new Error(`Gelu: unknown approximate='${approximate}' (expected 'none' or 'tanh')`);
+    }
+    return [em.mul(dY!, d)];
+  },
+  Softmax(ctx, node, [dY]) {
+    // dx = y·(g − Σ_axis g·y)
+    const em = ctx.em;
+    const y = node.outputs[0]!;
+    const axis = softmaxAxis(ctx, node);
+    const dot = em.reduce('ReduceSum', em.mul(dY!, y), [axis], true);
+    return [em.mul(y, em.sub(dY!, dot))];
+  },
+  LogSoftmax(ctx, node, [dY]) {
+    // dx = g − exp(y)·Σ_axis g
+    const em = ctx.em;
+    const y = node.outputs[0]!;
+    const axis = softmaxAxis(ctx, node);
+    const total = em.reduce('ReduceSum', dY!, [axis], true);
+    return [em.sub(dY!, em.mul(em.op('Exp', [y]), total))];
+  },
+  HardSigmoid(ctx, node, [dY]) {
+    // y = clip(αx + β, 0, 1): y' = α strictly inside (0, 1), read off the output.
+    const em = ctx.em;
+    const y = node.outputs[0]!;
+    const alpha = attrFloat(node, 'alpha', 0.2);
+    const inside = em.op('And', [em.op('Greater', [y, em.scalar(0)]), em.op('Less', [y, em.scalar(1)])]);
+    return [where(ctx, inside, em.mul(dY!, em.scalar(alpha)))];
+  },
+  HardSwish(ctx, node, [dY]) {
+    // y = x·clip(x/6 + ½, 0, 1): y' = 0 for x < −3, 1 for x > 3, x/3 + ½ between.
+    const em = ctx.em;
+    const x = node.inputs[0]!;
+    const mid = em.add(em.mul(x, em.scalar(1 / 3)), em.scalar(0.5));
+    const d = where(ctx, em.op('Less', [x, em.scalar(-3)]), em.scalar(0), where(ctx, em.op('Greater', [x, em.scalar(3)]), em.scalar(1), mid));
+    return [em.mul(dY!, d)];
+  },
+  Elu(ctx, node, [dY]) {
+    // y' = 1 for x > 0, else αeˣ = y + α
+    const em = ctx.em;
+    const alpha = attrFloat(node, 'alpha', 1);
+    const pos = em.op('Greater', [node.inputs[0]!, em.scalar(0)]);
+    return [where(ctx, pos, dY!, em.mul(dY!, em.add(node.outputs[0]!, em.scalar(alpha))))];
+  },
+  Selu(ctx, node, [dY]) {
+    // y' = γ for x > 0, else γαeˣ = y + γα
+    const em = ctx.em;
+    const alpha = attrFloat(node, 'alpha', 1.67326319217681884765625);
+    const gamma = attrFloat(node, 'gamma', 1.05070102214813232421875);
+    const pos = em.op('Greater', [node.inputs[0]!, em.scalar(0)]);
+    return [where(ctx, pos, em.mul(dY!, em.scalar(gamma)), em.mul(dY!, em.add(node.outputs[0]!, em.scalar(gamma * alpha))))];
   },
 });

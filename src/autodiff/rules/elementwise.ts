@@ -1,2 +1,189 @@
-// Gradient rules: elementwise (being written).
-export {};
+// Elementwise math: Sqrt, Reciprocal, Pow, Exp, Log, Erf, Abs, Sin, Cos, Softplus, Softsign,
+// Clip, Where, Min, Max. Each rule is the cheapest standard-op form, reusing the forward output
+// where that is exact, and computes only the gradients that `needs` asks for.
+import type { Node } from '../../onnx/ir.ts';
+import { type Tensor, f32, isFloat, toNumbers } from '../../onnx/tensor.ts';
+import { registerRules, type GradContext } from '../rule.ts';
+
+/** Sum a gradient taken at the output's (broadcast) shape down to one input's shape. */
+function toInput(ctx: GradContext, g: string, node: Node, input: string): string {
+  return ctx.unbroadcast(g, ctx.shape(node.outputs[0]!), ctx.shape(input));
+}
+
+/**
+ * The compile-time value of input i, or undefined. An input that needs a gradient is never
+ * treated as constant: the context's constant() also sees the trainable initializers (which
+ * become graph inputs only after the backward pass is built), and baking their current value
+ * in would be wrong after the first update.
+ */
+function constInput(ctx: GradContext, node: Node, i: number, needs: boolean[]): Tensor | undefined {
+  const name = node.inputs[i];
+  if (!name || needs[i]) return undefined;
+  return ctx.constant(name);
+}
+
+/** Boolean mask `cond` selects dY, elsewhere 0 (one Where instead of Cast + Mul). */
+function masked(ctx: GradContext, cond: string, dY: string): string {
+  return ctx.em.op('Where', [cond, dY, ctx.em.scalar(0)]);
+}
+
+/** Pow(a, b): da = dY·b·a^(b−1); db = dY·y·ln(a) (defined for a > 0, as in PyTorch). */
+function powGrad(ctx: GradContext, node: Node, dY: string, needs: boolean[]): (string | null)[] {
+  const em = ctx.em;
+  const [a, b] = node.inputs as [string, string];
+  const y = node.outputs[0]!;
+  const pow = (base: string, exp: string) => em.op('Pow', [base, exp]);
+  let da: string | null = null, db: string | null = null;
+  if (needs[0]) {
+    const cb = constInput(ctx, node, 1, needs);
+    let local: string;
+    if (cb) {
+      const e = toNumbers(cb);
+      if (e.length === 1 && e[0] === 0) local = em.mul(dY, em.scalar(0));
+      else if (e.length === 1 && e[0] === 1) local = dY;
+      else if (e.length === 1 && e[0] === 2) local = em.mul(dY, em.mul(a, em.scalar(2)));
+      else if (e.length === 1) local = em.mul(dY, em.mul(pow(a, em.scalar(e[0]! - 1)), em.scalar(e[0]!)));
+      else {
+        // A constant exponent tensor (it may broadcast): fold b and b − 1 at compile time, in float32
+        // whatever the exponent's own type (Pow allows integer exponents).
+        const bF = em.constant(f32(cb.dims, Float32Array.from(e)), 'pow_exp');
+        const bM1 = em.constant(f32(cb.dims, Float32Array.from(e, (v) => v - 1)), 'pow_exp_m1');
+        local = em.mul(dY, em.mul(pow(a, bM1), bF));
+      }
+    } else {
+      const bF = isFloat(ctx.dtype(b)) ? b : em.op('Cast', [b], { to: 1 });
+      local = em.mul(dY, em.mul(pow(a, em.sub(bF, em.scalar(1))), bF));
+    }
+    da = toInput(ctx, local, node, a);
+  }
+  if (needs[1]) db = toInput(ctx, em.mul(em.mul(dY, y), em.op('Log', [a])), node, b);
+  return [da, db];
+}
+
+/**
+ * Clip(x, min?, max?) at opset ≥ 11: dx passes where min < x < max (strictly; at the bounds
+ * the gradient is 0). A min or max that needs a gradient gets the sum of dY where it was the
+ * active bound. (With min > max onnxruntime returns max everywhere; that case is not modelled.)
+ */
+function clipGrad(ctx: GradContext, node: Node, dY: string, needs: boolean[]): (string | null)[] {
+  const em = ctx.em;
+  const [x, lo, hi] = node.inputs as [string, string | undefined, string | undefined];
+  if (ctx.opset < 11) throw new Error('Clip before opset 11 (min/max attributes) is not supported');
+  let dx: string | null = null;
+  if (needs[0]) {
+    if (lo && hi) dx = masked(ctx, em.op('And', [em.op('Greater', [x, lo]), em.op('Less', [x, hi])]), dY);
+    else if (lo) dx = masked(ctx, em.op('Greater', [x, lo]), dY);
+    else if (hi) dx = masked(ctx, em.op('Less', [x, hi]), dY);
+    else dx = dY;
+  }
+  const boundGrad = (mask: string, bound: string) => {
+    const rank = ctx.shape(x).length;
+    const s = em.reduce('ReduceSum', masked(ctx, mask, dY), Array.from({ length: rank }, (_, i) => i), false);
+    return em.reshape(s, ctx.shape(bound));
+  };
+  return [
+    dx,
+    lo && needs[1] ? boundGrad(em.op('Less', [x, lo]), lo) : null,    // x < min: the output is min
+    hi && needs[2] ? boundGrad(em.op('Greater', [x, hi]), hi) : null, // x > max: the output is max
+  ];
+}
+
+/**
+ * Min and Max, variadic with broadcasting. The gradient goes to the selected input; on ties it
+ * goes to the FIRST input (lowest index) that attains the result, and the others get 0, so the
+ * gradients always sum to dY (Max(x, x) has gradient dY, not 2·dY). Same convention as ArgMax.
+ */
+function minMaxGrad(ctx: GradContext, node: Node, dY: string, needs: boolean[]): (string | null)[] {
+  const em = ctx.em;
+  const y = node.outputs[0]!;
+  const xs = node.inputs;
+  if (xs.length === 1) return [dY];
+  const last = xs.length - 1;
+  let lastNeeded = -1;
+  needs.forEach((n, i) => { if (n) lastNeeded = i; });
+  const out: (string | null)[] = xs.map(() => null);
+  let taken: string | null = null; // some earlier input attained y
+  for (let i = 0; i <= lastNeeded; i++) {
+    const x = xs[i]!;
+    if (i === last) {
+      // Everything not taken by an earlier input is the last input's.
+      out[i] = toInput(ctx, em.op('Where', [taken!, em.scalar(0), dY]), node, x);
+      break;
+    }
+    const eq = em.op('Equal', [x, y]);
+    if (needs[i]) out[i] = toInput(ctx, masked(ctx, taken ? em.op('And', [eq, em.op('Not', [taken])]) : eq, dY), node, x);
+    if (i < lastNeeded) taken = taken ? em.op('Or', [taken, eq]) : eq;
+  }
+  return out;
+}
+
+registerRules({
+  Sqrt(ctx, node, [dY]) {
+    // d√x = 1/(2√x) = 0.5/y
+    const em = ctx.em;
+    return [em.div(em.mul(dY!, em.scalar(0.5)), node.outputs[0]!)];
+  },
+  Reciprocal(ctx, node, [dY]) {
+    // d(1/x) = −1/x² = −y²
+    const em = ctx.em;
+    const y = node.outputs[0]!;
+    return [em.mul(em.mul(dY!, y), em.neg(y))];
+  },
+  Pow(ctx, node, [dY], needs) {
+    return powGrad(ctx, node, dY!, needs);
+  },
+  Exp(ctx, node, [dY]) {
+    return [ctx.em.mul(dY!, node.outputs[0]!)];
+  },
+  Log(ctx, node, [dY]) {
+    return [ctx.em.div(dY!, node.inputs[0]!)];
+  },
+  Erf(ctx, node, [dY]) {
+    // d erf(x) = 2/√π · exp(−x²)
+    const em = ctx.em;
+    const x = node.inputs[0]!;
+    const e = em.op('Exp', [em.neg(em.mul(x, x))]);
+    return [em.mul(dY!, em.mul(e, em.scalar(2 / Math.sqrt(Math.PI))))];
+  },
+  Abs(ctx, node, [dY]) {
+    // sign(x); 0 at x = 0 (the subgradient PyTorch uses)
+    return [ctx.em.mul(dY!, ctx.em.op('Sign', [node.inputs[0]!]))];
+  },
+  Sin(ctx, node, [dY]) {
+    return [ctx.em.mul(dY!, ctx.em.op('Cos', [node.inputs[0]!]))];
+  },
+  Cos(ctx, node, [dY]) {
+    const em = ctx.em;
+    return [em.mul(dY!, em.neg(em.op('Sin', [node.inputs[0]!])))];
+  },
+  Softplus(ctx, node, [dY]) {
+    // d ln(1 + eˣ) = sigmoid(x)
+    return [ctx.em.mul(dY!, ctx.em.op('Sigmoid', [node.inputs[0]!]))];
+  },
+  Softsign(ctx, node, [dY]) {
+    // d x/(1+|x|) = 1/(1+|x|)²
+    const em = ctx.em;
+    const d = em.add(em.op('Abs', [node.inputs[0]!]), em.scalar(1));
+    return [em.div(dY!, em.mul(d, d))];
+  },
+  Clip(ctx, node, [dY], needs) {
+    return clipGrad(ctx, node, dY!, needs);
+  },
+  Where(ctx, node, [dY], needs) {
+    // The condition gets no gradient; X gets dY where cond, Y where not, each unbroadcast.
+    const em = ctx.em;
+    const [c, x, y] = node.inputs as [string, string, string];
+    const zero = em.scalar(0);
+    return [
+      null,
+      needs[1] ? toInput(ctx, em.op('Where', [c, dY!, zero]), node, x) : null,
+      needs[2] ? toInput(ctx, em.op('Where', [c, zero, dY!]), node, y) : null,
+    ];
+  },
+  Min(ctx, node, [dY], needs) {
+    return minMaxGrad(ctx, node, dY!, needs);
+  },
+  Max(ctx, node, [dY], needs) {
+    return minMaxGrad(ctx, node, dY!, needs);
+  },
+});
