@@ -42,7 +42,7 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
     return new Map(opts.wrt.map((w) => [w, null]));
   }
 
-  const ctx = makeContext(graph, shapes, em);
+  const ctx = makeContext(graph, shapes, em, new Set(opts.wrt));
   const contrib = new Map<string, string[]>();
   const addGrad = (name: string, g: string) => {
     const list = contrib.get(name);

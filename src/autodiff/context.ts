@@ -6,9 +6,10 @@ import type { ShapeMap } from '../onnx/shapes.ts';
 import type { Tensor, DType } from '../onnx/tensor.ts';
 import type { GradContext } from './rule.ts';
 
-export function makeContext(graph: Graph, shapes: ShapeMap, em: Emitter): GradContext {
+export function makeContext(graph: Graph, shapes: ShapeMap, em: Emitter, variables: ReadonlySet<string>): GradContext {
   const prod = producers(graph);
-  const initializers = new Map(graph.initializers); // snapshot: forward constants only
+  // Snapshot of the forward constants; trainables are initializers now but graph inputs later.
+  const initializers = new Map([...graph.initializers].filter(([k]) => !variables.has(k)));
   const ctx: GradContext = {
     em,
     opset: em.opset,

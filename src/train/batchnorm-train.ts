@@ -17,7 +17,15 @@ export interface RunningStatUpdate {
  * Replace every BatchNormalization node by its training-mode form. `rankOf` gives the rank
  * and element count per channel of each node's input.
  */
-export function lowerBatchNormTrain(graph: Graph, em: Emitter, shapeOf: (t: string) => number[]): RunningStatUpdate[] {
+export interface BatchStatOptions {
+  /**
+   * Source-prior strength N (Schneider et al. 2020): normalise with
+   * N/(N+n)·running + n/(N+n)·batch statistics for a batch of n. 0 (default) uses batch statistics only.
+   */
+  prior?: number;
+}
+
+export function lowerBatchNormTrain(graph: Graph, em: Emitter, shapeOf: (t: string) => number[], opts: BatchStatOptions = {}): RunningStatUpdate[] {
   const updates: RunningStatUpdate[] = [];
   const original = graph.nodes;
   graph.nodes = [];
@@ -26,12 +34,12 @@ export function lowerBatchNormTrain(graph: Graph, em: Emitter, shapeOf: (t: stri
       graph.nodes.push(node);
       continue;
     }
-    updates.push(...emitTrainBN(node, em, shapeOf));
+    updates.push(...emitTrainBN(node, em, shapeOf, opts.prior ?? 0));
   }
   return updates;
 }
 
-function emitTrainBN(node: Node, em: Emitter, shapeOf: (t: string) => number[]): RunningStatUpdate[] {
+function emitTrainBN(node: Node, em: Emitter, shapeOf: (t: string) => number[], prior: number): RunningStatUpdate[] {
   const [x, scale, bias, mean, variance] = node.inputs as [string, string, string, string, string];
   const eps = attrFloat(node, 'epsilon', 1e-5);
   const momentum = attrFloat(node, 'momentum', 0.9);
@@ -43,8 +51,17 @@ function emitTrainBN(node: Node, em: Emitter, shapeOf: (t: string) => number[]):
   const batchMean = em.reduce('ReduceMean', x, axes, true);
   const centered = em.sub(x, batchMean);
   const batchVar = em.reduce('ReduceMean', em.mul(centered, centered), axes, true);
-  const invStd = em.op('Reciprocal', [em.op('Sqrt', [em.add(batchVar, em.scalar(eps))])]);
-  const normed = em.mul(centered, invStd);
+  let normed: string;
+  if (prior > 0) {
+    // Mix source and batch statistics; the source ones are constants here (no gradient).
+    const a = prior / (prior + dims[0]!);
+    const mix = (src: string, b: string) => em.add(em.mul(em.reshape(src, bshape), em.scalar(a)), em.mul(b, em.scalar(1 - a)));
+    const m = mix(mean, batchMean), v = mix(variance, batchVar);
+    normed = em.mul(em.sub(x, m), em.op('Reciprocal', [em.op('Sqrt', [em.add(v, em.scalar(eps))])]));
+  } else {
+    const invStd = em.op('Reciprocal', [em.op('Sqrt', [em.add(batchVar, em.scalar(eps))])]);
+    normed = em.mul(centered, invStd);
+  }
   const affine = em.add(em.mul(normed, em.reshape(scale, bshape)), em.reshape(bias, bshape));
   // Keep the node's output name so downstream nodes are untouched.
   em.graph.nodes.push({ name: em.fresh(`${node.name}_train`), opType: 'Identity', domain: '', inputs: [affine], outputs: [node.outputs[0]!], attrs: {} });

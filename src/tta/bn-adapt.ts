@@ -1,0 +1,66 @@
+// BN-adapt (Schneider et al. 2020; Nado et al. 2020): normalise with test-batch statistics,
+// optionally mixed with the source statistics by a prior strength N:
+//   μ = N/(N+n)·μ_source + n/(N+n)·μ_batch   (same for σ²), n = batch size.
+// No parameters change; N = 0 uses the batch statistics alone.
+import type { RefitModel } from '../model.ts';
+import { RefitModel as Model } from '../model.ts';
+import { cloneModel, opsetVersion } from '../onnx/ir.ts';
+import { Emitter } from '../onnx/emitter.ts';
+import { probeShapes, signatureOf, signatureKey } from '../onnx/shapes.ts';
+import { lowerBatchNormTrain } from '../train/batchnorm-train.ts';
+import type { Tensor } from '../onnx/tensor.ts';
+import type { Adapter, AdaptResult } from './types.ts';
+
+export interface BNAdaptOptions {
+  /** Source prior strength N (Schneider et al. 2020). Default 0: pure test-batch statistics. */
+  prior?: number;
+  /** Output to return as logits. Default: the model's first output. */
+  logits?: string;
+}
+
+/** A copy of the model whose BatchNorm layers use (prior-mixed) batch statistics, for one input signature. */
+export async function batchStatModel(model: RefitModel, feeds: Record<string, Tensor>, prior = 0): Promise<RefitModel> {
+  const sig = signatureOf(feeds);
+  const shapes = await probeShapes(model.ir, sig);
+  const ir = cloneModel(model.ir); // shares parameter tensors: no copy, and the source is never written
+  const em = new Emitter(ir.graph, opsetVersion(ir));
+  lowerBatchNormTrain(ir.graph, em, (t) => shapes.get(t)!.dims, { prior });
+  return new Model(ir, model.sessionOptions);
+}
+
+export function hasBatchNorm(model: RefitModel): boolean {
+  return model.ir.graph.nodes.some((n) => n.opType === 'BatchNormalization');
+}
+
+export class BNAdapt implements Adapter {
+  readonly name = 'bn-adapt';
+  private variants = new Map<string, Promise<RefitModel>>();
+  private readonly logits: string;
+
+  constructor(readonly model: RefitModel, readonly options: BNAdaptOptions = {}) {
+    if (!hasBatchNorm(model)) throw new Error('bn-adapt needs a model with BatchNormalization layers; this model has none');
+    if ((options.prior ?? 0) < 0) throw new Error(`bn-adapt prior N must be ≥ 0, got ${options.prior}`);
+    this.logits = options.logits ?? model.outputs[0]!.name;
+  }
+
+  async predict(x: Tensor): Promise<AdaptResult> {
+    const t0 = performance.now();
+    const inputName = this.model.inputs[0]!.name;
+    const feeds = { [inputName]: x };
+    const key = signatureKey(signatureOf(feeds));
+    let v = this.variants.get(key);
+    if (!v) {
+      v = batchStatModel(this.model, feeds, this.options.prior ?? 0);
+      this.variants.set(key, v);
+    }
+    const out = await (await v).run(feeds, { outputs: [this.logits] });
+    return { logits: out[this.logits]!, info: { used: x.dims[0]!, skipped: 0, resets: 0, ms: performance.now() - t0 } };
+  }
+
+  reset(): void { /* stateless: every batch uses its own statistics */ }
+
+  async release(): Promise<void> {
+    for (const v of this.variants.values()) await (await v).release();
+    this.variants.clear();
+  }
+}

@@ -1,0 +1,22 @@
+// Source: the unadapted model, the baseline every method is scored against.
+import type { RefitModel } from '../model.ts';
+import type { Tensor } from '../onnx/tensor.ts';
+import type { Adapter, AdaptResult } from './types.ts';
+
+export class Source implements Adapter {
+  readonly name = 'source';
+  private readonly logits: string;
+
+  constructor(readonly model: RefitModel, opts: { logits?: string } = {}) {
+    this.logits = opts.logits ?? model.outputs[0]!.name;
+  }
+
+  async predict(x: Tensor): Promise<AdaptResult> {
+    const t0 = performance.now();
+    const out = await this.model.run({ [this.model.inputs[0]!.name]: x }, { outputs: [this.logits] });
+    return { logits: out[this.logits]!, info: { used: 0, skipped: 0, resets: 0, ms: performance.now() - t0 } };
+  }
+
+  reset(): void {}
+  async release(): Promise<void> {}
+}
