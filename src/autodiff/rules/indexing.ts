@@ -1,2 +1,286 @@
-// Gradient rules: indexing (being written).
-export {};
+// Ops that select, join or repeat elements: Concat, Split, Slice, Gather, GatherElements,
+// Pad (constant mode) and Tile. (Expand lives in shape.ts.)
+//
+// Every gradient is a dense formulation: Slice/Pad/Reshape where the selection is regular,
+// and an accumulating scatter (or a one-hot MatMul before opset 16) where indices may repeat.
+import { attrInt, attrInts, attrString, type Node } from '../../onnx/ir.ts';
+import { ONNX_DTYPE, toNumbers, tensor, i64, type DType } from '../../onnx/tensor.ts';
+import { registerRules, type GradContext } from '../rule.ts';
+
+const prod = (xs: readonly number[]) => xs.reduce((p, d) => p * d, 1);
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+function normAxis(node: Node, axis: number, rank: number, what = 'axis'): number {
+  const a = axis < 0 ? axis + rank : axis;
+  if (a < 0 || a >= rank) throw new Error(`${node.opType} ${what} ${axis} is out of range for rank ${rank}`);
+  return a;
+}
+
+/** The value of a constant input, or a precise error naming the op, node and tensor. */
+function constInts(ctx: GradContext, node: Node, index: number, what: string): number[] | undefined {
+  const name = node.inputs[index];
+  if (!name) return undefined;
+  const t = ctx.constant(name);
+  if (!t) throw new Error(`${node.opType} input ${what} ('${name}') must be a constant (initializer or Constant) to differentiate`);
+  return toNumbers(t);
+}
+
+/** Zeros of a static shape in the given dtype, built at run time (no large initializer). */
+function zeros(ctx: GradContext, dims: number[], dtype: DType): string {
+  return ctx.em.op('ConstantOfShape', [ctx.em.ints(dims)], { value: tensor(dtype, [1], [0]) });
+}
+
+/** Slice with static per-axis parameters (opset ≥ 10 input form). */
+function slice(ctx: GradContext, x: string, starts: number[], ends: number[], axes: number[], steps?: number[]): string {
+  const em = ctx.em;
+  const ins = [x, em.ints(starts), em.ints(ends), em.ints(axes)];
+  if (steps) ins.push(em.ints(steps));
+  return em.op('Slice', ins);
+}
+
+/** Constant-mode Pad with per-axis begin/end pads (all non-negative), opset-aware. */
+function padZeros(ctx: GradContext, x: string, begin: number[], end: number[]): string {
+  if (begin.every((p) => p === 0) && end.every((p) => p === 0)) return x;
+  const em = ctx.em;
+  const pads = [...begin, ...end];
+  return ctx.opset >= 11 ? em.op('Pad', [x, em.ints(pads)], { mode: 'constant' }) : em.op('Pad', [x], { mode: 'constant', pads });
+}
+
+/**
+ * Gradient of "select along each axis the arithmetic sequence first + k·step, k < count"
+ * (step > 0): spread each axis of g back with step−1 zeros between elements, then zero-pad
+ * to the input's shape. Only Reshape, Pad and Slice: no scatter.
+ */
+function unslice(ctx: GradContext, g: string, gDims: number[], xDims: number[], first: number[], step: number[]): string {
+  const em = ctx.em;
+  const rank = xDims.length;
+  let cur = g, dims = [...gDims];
+  const strided = range(rank).filter((a) => step[a]! > 1 && gDims[a]! > 1);
+  if (strided.length) {
+    // [.., m, ..] → [.., m, 1, ..] → pad to [.., m, s, ..] → [.., m·s, ..]
+    const split: number[] = [], padEnd: number[] = [];
+    for (let a = 0; a < rank; a++) {
+      split.push(dims[a]!); padEnd.push(0);
+      if (strided.includes(a)) { split.push(1); padEnd.push(step[a]! - 1); }
+    }
+    cur = padZeros(ctx, em.reshape(cur, split), split.map(() => 0), padEnd);
+    dims = dims.map((d, a) => (strided.includes(a) ? d * step[a]! : d));
+    cur = em.reshape(cur, dims);
+  }
+  // The spread tail can run past the input's end by up to step−1: trim it.
+  const over = range(rank).filter((a) => first[a]! + dims[a]! > xDims[a]!);
+  if (over.length) {
+    cur = slice(ctx, cur, over.map(() => 0), over.map((a) => xDims[a]! - first[a]!), over);
+    for (const a of over) dims[a] = xDims[a]! - first[a]!;
+  }
+  return padZeros(ctx, cur, first, dims.map((d, a) => xDims[a]! - first[a]! - d));
+}
+
+/**
+ * Accumulate rows of `g` (shape pre ++ idxDims ++ post) into zeros of shape pre ++ [D] ++ post
+ * at the positions `idx` along `axis` (repeats add up). Opset ≥ 16: ScatterND with
+ * reduction='add' (on an axis-first transpose when axis > 0); before: a one-hot MatMul.
+ */
+function scatterAddAlongAxis(ctx: GradContext, g: string, idx: string, xDims: number[], axis: number, dtype: DType): string {
+  const em = ctx.em;
+  const idxDims = ctx.shape(idx);
+  const D = xDims[axis]!;
+  const pre = xDims.slice(0, axis), post = xDims.slice(axis + 1);
+  const K = prod(idxDims);
+  if (ctx.opset >= 16) {
+    const gi = validIndices(ctx, idx, D, 'int64');
+    if (axis === 0) {
+      // updates' shape idxDims ++ post is exactly g's shape.
+      const ind = em.reshape(gi, [...(idxDims.length ? idxDims : [1]), 1]);
+      const upd = idxDims.length ? g : em.reshape(g, [1, ...post]);
+      return em.op('ScatterND', [zeros(ctx, xDims, dtype), ind, upd], { reduction: 'add' });
+    }
+    // Move the index dims first: [pre, K, post] → [K, pre, post]; scatter into [D, pre, post].
+    const g3 = em.reshape(g, [prod(pre), K, prod(post)]);
+    const gt = em.transpose(g3, [1, 0, 2]);
+    const ind = em.reshape(gi, [K, 1]);
+    const s = em.op('ScatterND', [zeros(ctx, [D, prod(pre), prod(post)], dtype), ind, gt], { reduction: 'add' });
+    return em.reshape(em.transpose(s, [1, 0, 2]), xDims);
+  }
+  // OneHot(idx) built transposed, [D, K] (it wraps negative indices itself); dX = onehot · g.
+  // (Measured 2× faster than a [K, D] one-hot through Gemm transA=1.)
+  const oh = em.op('OneHot', [em.reshape(idx, [K]), em.ints([D]), em.constant(tensor(dtype, [2], [0, 1]), 'onehot_values')], { axis: 0 });
+  const g3 = axis === 0 ? em.reshape(g, [K, prod(post)]) : em.reshape(g, [prod(pre), K, prod(post)]);
+  return em.reshape(em.op('MatMul', [oh, g3]), xDims);
+}
+
+/**
+ * Indices as `to` with negatives wrapped into [0, D): folded at compile time for constants,
+ * else one Mod (fmod=0 takes the divisor's sign) — ScatterND does not promise negative indices.
+ */
+function validIndices(ctx: GradContext, idx: string, D: number, to: 'int64'): string {
+  const em = ctx.em;
+  const c = ctx.constant(idx);
+  if (c) {
+    const v = toNumbers(c);
+    if (v.every((k) => k >= 0) && c.dtype === to) return idx;
+    return em.constant(i64(c.dims, v.map((k) => (k < 0 ? k + D : k))), 'indices');
+  }
+  const dt = ctx.dtype(idx);
+  const asI64 = dt === 'int64' ? idx : em.op('Cast', [idx], { to: ONNX_DTYPE.int64 });
+  return em.op('Mod', [asI64, em.constant(i64([], [D]), 'dim')], { fmod: 0 });
+}
+
+registerRules({
+  Concat(ctx, node, [dY], needs) {
+    const em = ctx.em;
+    const y = node.outputs[0]!;
+    const yDims = ctx.shape(y);
+    const axis = normAxis(node, attrInt(node, 'axis', 0), yDims.length);
+    const sizes = node.inputs.map((x) => ctx.shape(x)[axis]!);
+    const wanted = needs.filter(Boolean).length;
+    if (wanted >= 2) {
+      // One Split does all the copying.
+      const parts = ctx.opset >= 13
+        ? em.emit('Split', [dY!, em.ints(sizes)], { axis }, sizes.length, 'dConcat')
+        : em.emit('Split', [dY!], { axis, split: sizes }, sizes.length, 'dConcat');
+      return parts.map((p, i) => (needs[i] ? p : null));
+    }
+    let offset = 0;
+    return node.inputs.map((_, i) => {
+      const start = offset;
+      offset += sizes[i]!;
+      return needs[i] ? slice(ctx, dY!, [start], [start + sizes[i]!], [axis]) : null;
+    });
+  },
+
+  /** Concatenate the output gradients, with zeros for outputs no gradient reached. */
+  Split(ctx, node, dOut, needs) {
+    if (!needs[0]) return [null];
+    const x = node.inputs[0]!;
+    const rank = ctx.shape(x).length;
+    const axis = normAxis(node, attrInt(node, 'axis', 0), rank);
+    const dtype = ctx.dtype(x);
+    const parts = node.outputs.map((o, i) => dOut[i] ?? zeros(ctx, ctx.shape(o), dtype));
+    const grad = parts.length === 1 ? parts[0]! : ctx.em.op('Concat', parts, { axis });
+    return [grad, ...node.inputs.slice(1).map(() => null)];
+  },
+
+  /**
+   * Any Slice: negative and clamped starts/ends, omitted axes, steps > 1 and negative
+   * steps. Negative-step axes are reversed back first; then unslice() spreads and pads.
+   */
+  Slice(ctx, node, [dY], needs) {
+    if (!needs[0]) return node.inputs.map(() => null);
+    const x = node.inputs[0]!;
+    const xDims = ctx.shape(x), yDims = ctx.shape(node.outputs[0]!);
+    const rank = xDims.length;
+    let starts: number[], ends: number[], axes: number[] | undefined, steps: number[] | undefined;
+    if (ctx.opset >= 10) {
+      starts = constInts(ctx, node, 1, 'starts')!;
+      ends = constInts(ctx, node, 2, 'ends')!;
+      axes = constInts(ctx, node, 3, 'axes');
+      steps = constInts(ctx, node, 4, 'steps');
+    } else {
+      starts = attrInts(node, 'starts', []);
+      ends = attrInts(node, 'ends', []);
+      axes = attrInts(node, 'axes');
+    }
+    axes ??= range(starts.length);
+    steps ??= axes.map(() => 1);
+    const dtype = ctx.dtype(x);
+    if (prod(yDims) === 0) return [zeros(ctx, xDims, dtype), ...node.inputs.slice(1).map(() => null)];
+    const first = range(rank).map(() => 0), step = range(rank).map(() => 1);
+    const reversed: number[] = [];
+    axes.forEach((rawAxis, k) => {
+      const a = normAxis(node, rawAxis, rank);
+      const D = xDims[a]!, st = steps![k]!;
+      if (st === 0) throw new Error(`Slice node '${node.name}': step 0 on axis ${rawAxis}`);
+      let s = starts[k]!;
+      if (s < 0) s += D;
+      s = st > 0 ? Math.min(Math.max(s, 0), D) : Math.min(Math.max(s, 0), D - 1);
+      const m = yDims[a]!;
+      if (st > 0) { first[a] = s; step[a] = st; } else { first[a] = s + (m - 1) * st; step[a] = -st; reversed.push(a); }
+    });
+    let g = dY!;
+    if (reversed.length) g = slice(ctx, g, reversed.map((a) => yDims[a]! - 1), reversed.map((a) => -yDims[a]! - 1), reversed, reversed.map(() => -1));
+    return [unslice(ctx, g, yDims, xDims, first, step), ...node.inputs.slice(1).map(() => null)];
+  },
+
+  /** Embedding-style gradient: indices may repeat, so contributions are added, never overwritten. */
+  Gather(ctx, node, [dY], needs) {
+    if (!needs[0]) return [null, null];
+    const [x, idx] = node.inputs as [string, string];
+    const xDims = ctx.shape(x);
+    const axis = normAxis(node, attrInt(node, 'axis', 0), xDims.length);
+    return [scatterAddAlongAxis(ctx, dY!, idx, xDims, axis, ctx.dtype(x)), null];
+  },
+
+  GatherElements(ctx, node, [dY], needs) {
+    if (!needs[0]) return [null, null];
+    const em = ctx.em;
+    const [x, idx] = node.inputs as [string, string];
+    const xDims = ctx.shape(x), iDims = ctx.shape(idx);
+    const rank = xDims.length;
+    const axis = normAxis(node, attrInt(node, 'axis', 0), rank);
+    const dtype = ctx.dtype(x);
+    if (ctx.opset >= 16) {
+      // ScatterElements accepts negative indices in [−D, D) and any index shape ≤ data's.
+      return [em.op('ScatterElements', [zeros(ctx, xDims, dtype), idx, dY!], { axis, reduction: 'add' }), null];
+    }
+    // One-hot along a new axis after `axis`: [.., n, D, ..] · dY[.., n, 1, ..], summed over n.
+    const oh = em.op('OneHot', [idx, em.ints([xDims[axis]!]), em.constant(tensor(dtype, [2], [0, 1]), 'onehot_values')], { axis: axis + 1 });
+    const summed = em.reduce('ReduceSum', em.mul(oh, em.unsqueeze(dY!, [axis + 1])), [axis], false);
+    // The index tensor may be smaller than the data on the other axes: pad those with zeros.
+    const got = iDims.map((d, a) => (a === axis ? xDims[a]! : d));
+    return [padZeros(ctx, summed, range(rank).map(() => 0), got.map((d, a) => xDims[a]! - d)), null];
+  },
+
+  /**
+   * Constant-mode Pad, positive (grow) and negative (crop) pads, optional axes (opset 18).
+   * dX slices the grown border off and zero-fills what was cropped; the constant value's
+   * gradient is the sum of dY over the padded border.
+   */
+  Pad(ctx, node, [dY], needs) {
+    const em = ctx.em;
+    const mode = attrString(node, 'mode', 'constant');
+    if (mode !== 'constant') throw new Error(`Pad mode '${mode}' has no gradient rule yet (only mode 'constant')`);
+    const x = node.inputs[0]!;
+    const xDims = ctx.shape(x), yDims = ctx.shape(node.outputs[0]!);
+    const rank = xDims.length;
+    let pads: number[], axes: number[];
+    if (ctx.opset >= 11) {
+      pads = constInts(ctx, node, 1, 'pads')!;
+      axes = (constInts(ctx, node, 3, 'axes') ?? range(rank)).map((a) => normAxis(node, a, rank, 'axes entry'));
+    } else {
+      pads = attrInts(node, 'pads', []);
+      axes = range(rank);
+    }
+    const begin = range(rank).map(() => 0), end = range(rank).map(() => 0);
+    axes.forEach((a, k) => { begin[a] = pads[k]!; end[a] = pads[k + axes.length]!; });
+    // The part of Y that came from X.
+    const grow = range(rank).filter((a) => begin[a]! > 0 || end[a]! > 0);
+    const inner = grow.length
+      ? slice(ctx, dY!, grow.map((a) => Math.max(begin[a]!, 0)), grow.map((a) => yDims[a]! - Math.max(end[a]!, 0)), grow)
+      : dY!;
+    const out: (string | null)[] = node.inputs.map(() => null);
+    if (needs[0]) out[0] = padZeros(ctx, inner, begin.map((p) => Math.max(-p, 0)), end.map((p) => Math.max(-p, 0)));
+    if (needs[2] && node.inputs[2]) {
+      const all = range(rank);
+      const border = em.sub(em.reduce('ReduceSum', dY!, all, false), em.reduce('ReduceSum', inner, all, false));
+      out[2] = em.reshape(border, ctx.shape(node.inputs[2]));
+    }
+    return out;
+  },
+
+  /** Y = X repeated r_a times per axis: view dY as [r0, d0, r1, d1, …] and sum the r axes. */
+  Tile(ctx, node, [dY], needs) {
+    if (!needs[0]) return [null, null];
+    const em = ctx.em;
+    const x = node.inputs[0]!;
+    const xDims = ctx.shape(x);
+    const reps = constInts(ctx, node, 1, 'repeats')!;
+    const view: number[] = [], sumAxes: number[] = [];
+    xDims.forEach((d, a) => {
+      if (reps[a]! !== 1) { sumAxes.push(view.length); view.push(reps[a]!); }
+      view.push(d);
+    });
+    if (!sumAxes.length) return [dY!, null];
+    return [em.reshape(em.reduce('ReduceSum', em.reshape(dY!, view), sumAxes, false), xDims), null];
+  },
+});
