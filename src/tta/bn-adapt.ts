@@ -9,7 +9,7 @@ import { Emitter } from '../onnx/emitter.ts';
 import { probeShapes, signatureOf, signatureKey } from '../onnx/shapes.ts';
 import { lowerBatchNormTrain } from '../train/batchnorm-train.ts';
 import type { Tensor } from '../onnx/tensor.ts';
-import type { Adapter, AdaptResult } from './types.ts';
+import { type Adapter, type AdaptResult, defaultLogits } from './types.ts';
 
 export interface BNAdaptOptions {
   /** Source prior strength N (Schneider et al. 2020). Default 0: pure test-batch statistics. */
@@ -40,7 +40,7 @@ export class BNAdapt implements Adapter {
   constructor(readonly model: RefitModel, readonly options: BNAdaptOptions = {}) {
     if (!hasBatchNorm(model)) throw new Error('bn-adapt needs a model with BatchNormalization layers; this model has none');
     if ((options.prior ?? 0) < 0) throw new Error(`bn-adapt prior N must be ≥ 0, got ${options.prior}`);
-    this.logits = options.logits ?? model.outputs[0]!.name;
+    this.logits = options.logits ?? defaultLogits(model.outputs);
   }
 
   async predict(x: Tensor): Promise<AdaptResult> {

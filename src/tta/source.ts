@@ -1,14 +1,14 @@
 // Source: the unadapted model, the baseline every method is scored against.
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
-import type { Adapter, AdaptResult } from './types.ts';
+import { type Adapter, type AdaptResult, defaultLogits } from './types.ts';
 
 export class Source implements Adapter {
   readonly name = 'source';
   private readonly logits: string;
 
   constructor(readonly model: RefitModel, opts: { logits?: string } = {}) {
-    this.logits = opts.logits ?? model.outputs[0]!.name;
+    this.logits = opts.logits ?? defaultLogits(model.outputs);
   }
 
   async predict(x: Tensor): Promise<AdaptResult> {

@@ -25,3 +25,8 @@ export interface Adapter {
   reset(): void;
   release(): Promise<void>;
 }
+
+/** The output holding class scores: the one named 'logits' if there is one, else the first. */
+export function defaultLogits(outputs: readonly { name: string }[]): string {
+  return outputs.find((o) => o.name === 'logits')?.name ?? outputs[0]!.name;
+}

@@ -1,0 +1,48 @@
+// Score an adapter on a labelled stream: error per batch and per domain.
+import type { Adapter } from './types.ts';
+import type { Stream } from '../data/streams.ts';
+import { f32 } from '../onnx/tensor.ts';
+import { argmaxRows } from '../data/evaluate.ts';
+
+export interface StreamScore {
+  method: string;
+  /** Error (0..1) of each batch, in stream order. */
+  batchErrors: number[];
+  /** Error per domain, in the order domains first appear. */
+  domains: { domain: string; severity: number; round: number; error: number; samples: number }[];
+  meanError: number;
+  /** Mean wall time per batch (predict + adapt), ms. */
+  msPerBatch: number;
+  skipped: number;
+}
+
+export async function runStream(adapter: Adapter, stream: Stream, onBatch?: (done: number) => void): Promise<StreamScore> {
+  const batchErrors: number[] = [];
+  const perDomain = new Map<string, { domain: string; severity: number; round: number; wrong: number; samples: number }>();
+  let ms = 0, skipped = 0;
+  for (const b of stream) {
+    const x = f32([b.size, 1, 28, 28], b.x);
+    const r = await adapter.predict(x);
+    ms += r.info.ms;
+    skipped = r.info.skipped;
+    const pred = argmaxRows(r.logits.data as Float32Array, r.logits.dims[1]!);
+    let wrong = 0;
+    for (let i = 0; i < b.size; i++) if (pred[i] !== b.y[i]) wrong++;
+    batchErrors.push(wrong / b.size);
+    const key = `${b.round}|${b.domain}|${b.severity}`;
+    const d = perDomain.get(key) ?? { domain: b.domain, severity: b.severity, round: b.round, wrong: 0, samples: 0 };
+    d.wrong += wrong;
+    d.samples += b.size;
+    perDomain.set(key, d);
+    onBatch?.(batchErrors.length);
+  }
+  const domains = [...perDomain.values()].map((d) => ({ domain: d.domain, severity: d.severity, round: d.round, error: d.wrong / d.samples, samples: d.samples }));
+  return {
+    method: adapter.name,
+    batchErrors,
+    domains,
+    meanError: domains.reduce((s, d) => s + d.error, 0) / Math.max(1, domains.length),
+    msPerBatch: ms / Math.max(1, batchErrors.length),
+    skipped,
+  };
+}
