@@ -95,27 +95,6 @@ export function separableFilter(
   }
 }
 
-/** skimage.filters.gaussian / scipy gaussian_filter on one image. */
-export function gaussianBlur(
-  src: Float32Array,
-  srcOff: number,
-  dst: Float32Array,
-  dstOff: number,
-  h: number,
-  w: number,
-  sigma: number,
-  mode: Border,
-  tmp: Float32Array,
-  truncate = 4,
-): void {
-  if (!(sigma > 0)) {
-    if (src !== dst || srcOff !== dstOff) dst.set(src.subarray(srcOff, srcOff + h * w), dstOff);
-    return;
-  }
-  const k = gaussianKernel(sigma, truncate);
-  separableFilter(src, srcOff, dst, dstOff, h, w, k, k, mode, tmp);
-}
-
 /**
  * 2-D correlation with a kh x kw kernel anchored at its center (cv2.filter2D).
  * src and dst must not overlap.
@@ -439,7 +418,10 @@ export function cachedLinearOp(key: string, build: () => LinearOp): LinearOp {
   return op;
 }
 
-/** A Gaussian blur with its kernel and border tables built once (for repeated per-image use). */
+/**
+ * skimage.filters.gaussian / scipy.ndimage.gaussian_filter on one h x w image, with the
+ * kernel and border tables built once for repeated per-image use.
+ */
 export function makeGaussianBlur(
   h: number,
   w: number,

@@ -188,45 +188,56 @@ const CHAMFER_C = 2.1969;
 /**
  * Distance of every pixel to the nearest pixel with isZero set: OpenCV's distanceTransform
  * with DIST_L2 and maskSize 5, i.e. a two-pass 5x5 chamfer (costs 1, 1.4, 2.1969).
+ * Works on a grid padded by 2 cells of "infinity" so the passes need no bounds checks.
  */
-function chamferDistance(isZero: Uint8Array, h: number, w: number, out: Float32Array): void {
+function chamferDistance(isZero: Uint8Array, h: number, w: number, out: Float32Array, grid: Float32Array): void {
   const INF = 1e6;
-  for (let p = 0; p < h * w; p++) out[p] = isZero[p] ? 0 : INF;
-  const upd = (d: number, y: number, x: number, c: number): number => {
-    if (y < 0 || y >= h || x < 0 || x >= w) return d;
-    const v = out[y * w + x]! + c;
-    return v < d ? v : d;
-  };
-  for (let y = 0; y < h; y++) {
-    for (let x = 0; x < w; x++) {
-      let d = out[y * w + x]!;
+  const pw = w + 4;
+  grid.fill(INF);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) if (isZero[y * w + x]) grid[(y + 2) * pw + x + 2] = 0;
+  const A = CHAMFER_A;
+  const B = CHAMFER_B;
+  const C = CHAMFER_C;
+  for (let y = 2; y < h + 2; y++) {
+    for (let x = 2; x < w + 2; x++) {
+      const p = y * pw + x;
+      let d = grid[p]!;
       if (d === 0) continue;
-      d = upd(d, y, x - 1, CHAMFER_A);
-      d = upd(d, y - 1, x - 1, CHAMFER_B);
-      d = upd(d, y - 1, x, CHAMFER_A);
-      d = upd(d, y - 1, x + 1, CHAMFER_B);
-      d = upd(d, y - 2, x - 1, CHAMFER_C);
-      d = upd(d, y - 2, x + 1, CHAMFER_C);
-      d = upd(d, y - 1, x - 2, CHAMFER_C);
-      d = upd(d, y - 1, x + 2, CHAMFER_C);
-      out[y * w + x] = d;
+      d = Math.min(
+        d,
+        grid[p - 1]! + A,
+        grid[p - pw - 1]! + B,
+        grid[p - pw]! + A,
+        grid[p - pw + 1]! + B,
+        grid[p - 2 * pw - 1]! + C,
+        grid[p - 2 * pw + 1]! + C,
+        grid[p - pw - 2]! + C,
+        grid[p - pw + 2]! + C,
+      );
+      grid[p] = d;
     }
   }
-  for (let y = h - 1; y >= 0; y--) {
-    for (let x = w - 1; x >= 0; x--) {
-      let d = out[y * w + x]!;
+  for (let y = h + 1; y >= 2; y--) {
+    for (let x = w + 1; x >= 2; x--) {
+      const p = y * pw + x;
+      let d = grid[p]!;
       if (d === 0) continue;
-      d = upd(d, y, x + 1, CHAMFER_A);
-      d = upd(d, y + 1, x + 1, CHAMFER_B);
-      d = upd(d, y + 1, x, CHAMFER_A);
-      d = upd(d, y + 1, x - 1, CHAMFER_B);
-      d = upd(d, y + 2, x + 1, CHAMFER_C);
-      d = upd(d, y + 2, x - 1, CHAMFER_C);
-      d = upd(d, y + 1, x + 2, CHAMFER_C);
-      d = upd(d, y + 1, x - 2, CHAMFER_C);
-      out[y * w + x] = d;
+      d = Math.min(
+        d,
+        grid[p + 1]! + A,
+        grid[p + pw + 1]! + B,
+        grid[p + pw]! + A,
+        grid[p + pw - 1]! + B,
+        grid[p + 2 * pw + 1]! + C,
+        grid[p + 2 * pw - 1]! + C,
+        grid[p + pw + 2]! + C,
+        grid[p + pw - 2]! + C,
+      );
+      grid[p] = d;
+      out[(y - 2) * w + x - 2] = d;
     }
   }
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) if (isZero[y * w + x]) out[y * w + x] = 0;
 }
 
 /** cv2.equalizeHist on 8-bit values held in a float array (in place). */
@@ -268,6 +279,7 @@ export const spatter: CorruptionDef = {
     const tmp = new Float32Array(px);
     const dist = new Float32Array(px);
     const edge = new Uint8Array(px);
+    const grid = new Float32Array((h + 4) * (w + 4));
     const m = new Float32Array(px);
     const blurLiquid = makeGaussianBlur(h, w, sigma, 'nearest');
     const blurMud = makeGaussianBlur(h, w, c4, 'nearest');
@@ -299,7 +311,7 @@ export const spatter: CorruptionDef = {
             edge[p] = border ? 1 : 0;
           }
         }
-        chamferDistance(edge, h, w, dist);
+        chamferDistance(edge, h, w, dist, grid);
         for (let p = 0; p < px; p++) dist[p] = Math.min(dist[p]!, 20); // THRESH_TRUNC at 20
         applyLinearOp(box3, dist, 0, tmp, 0);
         for (let p = 0; p < px; p++) tmp[p] = Math.floor(tmp[p]!); // astype(uint8)
