@@ -21,6 +21,8 @@ export interface Node {
   inputs: string[];
   outputs: string[];
   attrs: Record<string, Attr>;
+  /** refit's own annotations for later passes (never written to the file). */
+  meta?: { batchStatistics?: boolean };
 }
 
 export type Dim = number | string | null;

@@ -47,24 +47,26 @@ function emitTrainBN(node: Node, em: Emitter, shapeOf: (t: string) => number[], 
   const C = dims[1]!;
   const axes = dims.map((_, i) => i).filter((i) => i !== 1);
   const n = axes.reduce((p, a) => p * dims[a]!, 1);
-  const bshape = dims.map((d, i) => (i === 1 ? C : 1));
   const batchMean = em.reduce('ReduceMean', x, axes, true);
   const centered = em.sub(x, batchMean);
   const batchVar = em.reduce('ReduceMean', em.mul(centered, centered), axes, true);
-  let normed: string;
+  let useMean = em.reshape(batchMean, [C]), useVar = em.reshape(batchVar, [C]);
   if (prior > 0) {
     // Mix source and batch statistics; the source ones are constants here (no gradient).
     const a = prior / (prior + dims[0]!);
-    const mix = (src: string, b: string) => em.add(em.mul(em.reshape(src, bshape), em.scalar(a)), em.mul(b, em.scalar(1 - a)));
-    const m = mix(mean, batchMean), v = mix(variance, batchVar);
-    normed = em.mul(em.sub(x, m), em.op('Reciprocal', [em.op('Sqrt', [em.add(v, em.scalar(eps))])]));
-  } else {
-    const invStd = em.op('Reciprocal', [em.op('Sqrt', [em.add(batchVar, em.scalar(eps))])]);
-    normed = em.mul(centered, invStd);
+    const mix = (src: string, b: string) => em.add(em.mul(src, em.scalar(a)), em.mul(b, em.scalar(1 - a)));
+    useMean = mix(mean, useMean);
+    useVar = mix(variance, useVar);
   }
-  const affine = em.add(em.mul(normed, em.reshape(scale, bshape)), em.reshape(bias, bshape));
-  // Keep the node's output name so downstream nodes are untouched.
-  em.graph.nodes.push({ name: em.fresh(`${node.name}_train`), opType: 'Identity', domain: '', inputs: [affine], outputs: [node.outputs[0]!], attrs: {} });
+  // The normalisation itself is onnxruntime's fused BatchNormalization kernel fed with the batch
+  // statistics. `batchStatistics` tells its gradient rule that mean and variance are functions
+  // of X, so it emits the full batch-statistics gradient in one fused form (norm.ts).
+  em.graph.nodes.push({
+    name: em.fresh(`${node.name}_batchstats`), opType: 'BatchNormalization', domain: '',
+    inputs: [x, scale, bias, useMean, useVar], outputs: [node.outputs[0]!],
+    attrs: { epsilon: { kind: 'float', value: eps } },
+    meta: { batchStatistics: prior === 0 },
+  });
   const m1 = em.scalar(momentum), m2 = em.scalar(1 - momentum);
   const newMean = em.add(em.mul(mean, m1), em.mul(em.reshape(batchMean, [C]), m2));
   const unbiased = em.mul(em.reshape(batchVar, [C]), em.scalar(n > 1 ? n / (n - 1) : 1));

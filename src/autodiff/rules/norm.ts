@@ -56,6 +56,37 @@ function checkRank(node: Node, dims: number[], min: number): void {
   if (dims.length < min) throw new Error(`${node.opType} input '${node.inputs[0]}' has shape [${dims}], expected rank ≥ ${min} (N × C × …)`);
 }
 
+/**
+ * BatchNorm fed with its own batch statistics (training mode, lowered by batchnorm-train.ts):
+ * mean μ and variance σ² are functions of X, so the whole gradient is taken here and none is
+ * passed to the statistics. With r = 1/√(σ² + eps), n elements per channel and sums over them:
+ *   dB = Σ g,  dScale = r·(Σ g·x − μ·Σ g),
+ *   dX = a·g + b·x + c,  a = scale·r,  b = −a·r·dScale/n,  c = −a·dB/n − b·μ
+ * (the usual r·scale·(g − mean(g) − x̂·mean(g·x̂)), rearranged so x̂ is never materialised).
+ */
+function batchStatisticsGrad(ctx: GradContext, node: Node, g: string, needs: boolean[]): (string | null)[] {
+  const em = ctx.em;
+  const [x, scale, , mean, variance] = node.inputs as [string, string, string, string, string];
+  const eps = attrFloat(node, 'epsilon', 1e-5);
+  const dims = ctx.shape(x);
+  checkRank(node, dims, 2);
+  const C = dims[1]!, rank = dims.length;
+  const others = range(0, rank).filter((a) => a !== 1);
+  const n = others.reduce((p, a) => p * dims[a]!, 1);
+  const r = invStd(ctx, variance, eps, ctx.dtype(x)); // [C]
+  const dB = em.reduce('ReduceSum', g, others, false);
+  const sumGX = em.reduce('ReduceSum', em.mul(g, x), others, false);
+  const dScale = em.mul(r, em.sub(sumGX, em.mul(mean, dB)));
+  let dX: string | null = null;
+  if (needs[0]) {
+    const a = em.mul(scale, r);
+    const b = em.neg(em.mul(em.mul(a, r), em.mul(dScale, em.scalar(1 / n))));
+    const c = em.sub(em.neg(em.mul(a, em.mul(dB, em.scalar(1 / n)))), em.mul(b, mean));
+    dX = em.add(em.mul(g, perChannel(ctx, a, C, rank)), em.add(em.mul(x, perChannel(ctx, b, C, rank)), perChannel(ctx, c, C, rank)));
+  }
+  return [dX, needs[1] ? dScale : null, needs[2] ? dB : null, null, null];
+}
+
 registerRules({
   /**
    * Inference form: Y = (X − mean) / sqrt(var + eps) · scale + B with the running statistics
@@ -70,6 +101,7 @@ registerRules({
     if (node.outputs.slice(1).some(Boolean)) {
       throw new Error(`BatchNormalization with running-statistic outputs [${node.outputs.slice(1).filter(Boolean)}] is a training-mode node; compile the step with batchNorm: 'train'`);
     }
+    if (node.meta?.batchStatistics) return batchStatisticsGrad(ctx, node, dY!, needs);
     const em = ctx.em;
     const [x, scale, bias, mean, variance] = node.inputs as [string, string, string, string, string];
     const eps = attrFloat(node, 'epsilon', 1e-5);
