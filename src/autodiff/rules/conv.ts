@@ -1,2 +1,291 @@
-// Gradient rules: conv (being written).
-export {};
+// Conv: gradients of input, weight and bias in standard ONNX ops, 1-D, 2-D and 3-D, with groups,
+// strides, dilations, explicit or auto pads.
+//
+// The formulation of each gradient is chosen per layer geometry from measurements in
+// bench/conv-grad-forms.ts (results in bench/results/conv-grad-forms.md, 2-core machine,
+// onnxruntime-node 1.30, graph optimization 'all', 2 intra-op threads). See pickDx / pickDw.
+import { attrInt, attrInts, attrString, type Node } from '../../onnx/ir.ts';
+import type { Emitter } from '../../onnx/emitter.ts';
+import { f32 } from '../../onnx/tensor.ts';
+import { registerRules, type GradContext } from '../rule.ts';
+
+/** Static geometry of one Conv node for one input signature; pads resolved from auto_pad. */
+export interface ConvGeom {
+  /** Number of spatial dims. */
+  nd: number;
+  N: number;
+  C: number;
+  O: number;
+  group: number;
+  inSp: number[];
+  outSp: number[];
+  k: number[];
+  strides: number[];
+  dil: number[];
+  padB: number[];
+  padE: number[];
+}
+
+/** Resolve a Conv's attributes against static shapes (auto_pad becomes explicit pads). */
+export function convGeom(node: Pick<Node, 'name' | 'opType' | 'attrs'>, x: number[], w: number[], y: number[]): ConvGeom {
+  const nd = x.length - 2;
+  if (nd < 1) throw new Error(`input has shape [${x}], expected rank ≥ 3 (N, C, spatial...)`);
+  if (w.length !== x.length) throw new Error(`weight has shape [${w}], expected rank ${x.length} to match input [${x}]`);
+  const ones = new Array<number>(nd).fill(1);
+  const k = w.slice(2);
+  const strides = attrInts(node as Node, 'strides', ones);
+  const dil = attrInts(node as Node, 'dilations', ones);
+  const group = attrInt(node as Node, 'group', 1);
+  const inSp = x.slice(2), outSp = y.slice(2);
+  const autoPad = attrString(node as Node, 'auto_pad', 'NOTSET');
+  let padB: number[], padE: number[];
+  if (autoPad === 'NOTSET') {
+    const pads = attrInts(node as Node, 'pads', new Array<number>(2 * nd).fill(0));
+    padB = pads.slice(0, nd);
+    padE = pads.slice(nd);
+  } else if (autoPad === 'VALID') {
+    padB = new Array<number>(nd).fill(0);
+    padE = new Array<number>(nd).fill(0);
+  } else if (autoPad === 'SAME_UPPER' || autoPad === 'SAME_LOWER') {
+    padB = []; padE = [];
+    for (let i = 0; i < nd; i++) {
+      const total = Math.max(0, (outSp[i]! - 1) * strides[i]! + (k[i]! - 1) * dil[i]! + 1 - inSp[i]!);
+      const small = Math.floor(total / 2);
+      padB.push(autoPad === 'SAME_UPPER' ? small : total - small);
+      padE.push(total - padB[i]!);
+    }
+  } else {
+    throw new Error(`unknown auto_pad '${autoPad}'`);
+  }
+  return { nd, N: x[0]!, C: x[1]!, O: w[0]!, group, inSp, outSp, k, strides, dil, padB, padE };
+}
+
+const prod = (xs: number[]) => xs.reduce((a, b) => a * b, 1);
+const range = (n: number, from = 0) => Array.from({ length: n }, (_, i) => i + from);
+/** Effective (dilated) kernel extent per spatial dim. */
+const kext = (g: ConvGeom) => g.k.map((k, i) => (k - 1) * g.dil[i]! + 1);
+/**
+ * Input rows left over after the last window (floor semantics of the forward output size):
+ * H + pB + pE = (OH - 1)·s + kext + rest, with 0 ≤ rest < s.
+ */
+const rest = (g: ConvGeom) => kext(g).map((e, i) => g.inSp[i]! + g.padB[i]! + g.padE[i]! - (g.outSp[i]! - 1) * g.strides[i]! - e);
+
+// ---------------------------------------------------------------- dX formulations
+
+export type DxForm = 'conv-flip' | 'convtranspose' | 'conv-zero-insert';
+
+/** Whether a dX form applies to a geometry. */
+export function dxApplies(g: ConvGeom, form: DxForm): boolean {
+  const e = kext(g);
+  // The flipped conv needs non-negative pads kext-1-pB and kext-1-pE' (pE' = pE - rest).
+  const padsOk = () => e.every((x, i) => g.padB[i]! <= x - 1 && g.padE[i]! - rest(g)[i]! <= x - 1);
+  if (form === 'conv-flip') return g.strides.every((s) => s === 1) && padsOk();
+  if (form === 'conv-zero-insert') return padsOk();
+  return true;
+}
+
+/** W [O, C/g, k...] → [C, O/g, k...] (per group C↔O swap), optionally flipped spatially. */
+export function transposeWeight(em: Emitter, g: ConvGeom, w: string, flip: boolean): string {
+  const Og = g.O / g.group, Cg = g.C / g.group;
+  let t: string;
+  if (g.group === 1) t = em.transpose(w, [1, 0, ...range(g.nd, 2)]);
+  else {
+    t = em.reshape(w, [g.group, Og, Cg, ...g.k]);
+    t = em.transpose(t, [0, 2, 1, ...range(g.nd, 3)]);
+    t = em.reshape(t, [g.C, Og, ...g.k]);
+  }
+  if (!flip) return t;
+  const axes = range(g.nd, 2);
+  return em.op('Slice', [t, em.ints(g.k.map((k) => k - 1)), em.ints(g.k.map((k) => -k - 1)), em.ints(axes), em.ints(axes.map(() => -1))]);
+}
+
+/** Gradient of the Conv input from dY [N, O, outSp...]; returns [N, C, inSp...]. */
+export function convDx(em: Emitter, g: ConvGeom, dY: string, w: string, form: DxForm): string {
+  const e = kext(g), r = rest(g);
+  if (form === 'convtranspose') {
+    // out = s·(OH-1) + op + kext - pB - pE'; choose pE' = pE - rest, or output_padding where negative.
+    const padE = g.padE.map((p, i) => Math.max(0, p - r[i]!));
+    const outPad = g.padE.map((p, i) => Math.max(0, r[i]! - p));
+    const attrs: Record<string, number[] | number> = { strides: g.strides, dilations: g.dil, group: g.group, pads: [...g.padB, ...padE], kernel_shape: g.k };
+    if (outPad.some((p) => p > 0)) attrs.output_padding = outPad;
+    return em.op('ConvTranspose', [dY, w], attrs);
+  }
+  if (form === 'conv-flip' && g.strides.some((s) => s > 1)) throw new Error('internal: the conv-flip dX form needs stride 1');
+  // 'conv-zero-insert': dY with s-1 zeros between elements, then the stride-1 flipped conv.
+  let src = dY;
+  const shp = [g.N, g.O, ...g.outSp];
+  for (let i = 0; i < g.nd; i++) {
+    const s = g.strides[i]!, ax = 2 + i;
+    if (s === 1) continue;
+    // [.., OH, 1] padded to [.., OH, s], merged to OH·s and cropped to (OH-1)·s + 1.
+    src = em.unsqueeze(src, [ax + 1]);
+    const pads = new Array<number>(2 * (shp.length + 1)).fill(0);
+    pads[shp.length + 1 + ax + 1] = s - 1;
+    src = em.op('Pad', [src, em.ints(pads)]);
+    src = em.reshape(src, shp.map((d, j) => (j === ax ? d * s : d)));
+    shp[ax] = (shp[ax]! - 1) * s + 1;
+    src = em.op('Slice', [src, em.ints([0]), em.ints([shp[ax]!]), em.ints([ax])]);
+  }
+  const wf = transposeWeight(em, g, w, true);
+  const pads = [...e.map((x, i) => x - 1 - g.padB[i]!), ...e.map((x, i) => x - 1 - (g.padE[i]! - r[i]!))];
+  return em.op('Conv', [src, wf], { dilations: g.dil, group: g.group, pads, kernel_shape: g.k });
+}
+
+// ---------------------------------------------------------------- dW formulations
+
+/**
+ * 'conv-xt': one Conv of X (channels↔batch swapped) with dY as the kernel.
+ * Otherwise im2col then a contraction over N·L: the im2col is a grouped Conv with a one-hot
+ * kernel ('onehot-*') or one strided Slice per kernel tap ('slices-*'); the contraction is
+ * one Gemm ('*-gemm', groups batched in a MatMul), a MatMul batched over N then a sum over N
+ * ('*-matmul'), or, for depthwise convs only, Mul + ReduceSum ('*-mulsum').
+ */
+export type DwForm = 'conv-xt' | 'onehot-gemm' | 'onehot-matmul' | 'onehot-mulsum' | 'slices-gemm' | 'slices-matmul' | 'slices-mulsum';
+
+export const isDepthwise = (g: ConvGeom) => g.group === g.C && g.O === g.C;
+
+export function dwApplies(g: ConvGeom, form: DwForm): boolean {
+  if (form.endsWith('-mulsum')) return isDepthwise(g);
+  return true;
+}
+
+export const isPointwise = (g: ConvGeom) => g.k.every((k) => k === 1) && g.padB.every((p) => p === 0) && g.padE.every((p) => p === 0);
+
+/**
+ * im2col of X: [N, C·K, outSp...] with channel c·K + t holding input channel c at kernel tap t.
+ * 'onehot': one grouped Conv with a one-hot kernel; 'slices': Pad once, then one strided Slice
+ * per tap. A pointwise (1x1, unpadded) conv needs none: X itself, or a strided Slice of it.
+ */
+export function im2col(em: Emitter, g: ConvGeom, x: string, how: 'onehot' | 'slices'): string {
+  const K = prod(g.k);
+  const axes = range(g.nd, 2);
+  if (isPointwise(g)) {
+    if (g.strides.every((s) => s === 1)) return x;
+    return em.op('Slice', [x, em.ints(axes.map(() => 0)), em.ints(g.outSp.map((o, i) => (o - 1) * g.strides[i]! + 1)), em.ints(axes), em.ints(g.strides)]);
+  }
+  if (how === 'onehot') {
+    const oh = new Float32Array(g.C * K * K);
+    for (let c = 0; c < g.C; c++) for (let t = 0; t < K; t++) oh[(c * K + t) * K + t] = 1;
+    const wk = em.constant(f32([g.C * K, 1, ...g.k], oh), 'im2col_onehot');
+    return em.op('Conv', [x, wk], { group: g.C, strides: g.strides, dilations: g.dil, pads: [...g.padB, ...g.padE], kernel_shape: g.k });
+  }
+  const taps = tapSlices(em, g, x).map((t) => em.unsqueeze(t, [2]));
+  const cat = em.op('Concat', taps, { axis: 2 }); // [N, C, K, outSp...]
+  return em.reshape(cat, [g.N, g.C * K, ...g.outSp]);
+}
+
+/** One strided Slice of the padded X per kernel tap (row-major over the kernel dims): [N, C, outSp...] each. */
+function tapSlices(em: Emitter, g: ConvGeom, x: string): string[] {
+  const K = prod(g.k);
+  const axes = range(g.nd, 2);
+  let xp = x;
+  if (g.padB.some((p) => p > 0) || g.padE.some((p) => p > 0)) xp = em.op('Pad', [x, em.ints([0, 0, ...g.padB, 0, 0, ...g.padE])]);
+  const taps: string[] = [];
+  for (let t = 0; t < K; t++) {
+    const idx: number[] = [];
+    let rem = t;
+    for (let i = g.nd - 1; i >= 0; i--) { idx[i] = rem % g.k[i]!; rem = Math.floor(rem / g.k[i]!); }
+    const starts = idx.map((j, i) => j * g.dil[i]!);
+    const ends = starts.map((s0, i) => s0 + (g.outSp[i]! - 1) * g.strides[i]! + 1);
+    taps.push(em.op('Slice', [xp, em.ints(starts), em.ints(ends), em.ints(axes), em.ints(g.strides)]));
+  }
+  return taps;
+}
+
+/** Gradient of the Conv weight; returns [O, C/g, k...]. */
+export function convDw(em: Emitter, g: ConvGeom, x: string, dY: string, form: DwForm): string {
+  const K = prod(g.k), L = prod(g.outSp), Og = g.O / g.group, Cg = g.C / g.group, G = g.group;
+  if (form === 'conv-xt') {
+    // dW[o, c, t] = Σ_n,p X[n, c, p·s + t·d - pB] dY[n, o, p]: a Conv over X with channels↔batch
+    // swapped and dY as the kernel (dilation = forward stride, stride = forward dilation).
+    let xt = em.reshape(x, [g.N, G, Cg, ...g.inSp]);
+    xt = em.transpose(xt, [2, 1, 0, ...range(g.nd, 3)]);
+    xt = em.reshape(xt, [Cg, G * g.N, ...g.inSp]);
+    const dyt = em.transpose(dY, [1, 0, ...range(g.nd, 2)]); // [O, N, outSp]
+    let r = em.op('Conv', [xt, dyt], { group: G, strides: g.dil, dilations: g.strides, pads: [...g.padB, ...g.padE], kernel_shape: g.outSp });
+    // Its output size is k + floor(rest/d) along each dim: crop the extra taps.
+    if (rest(g).some((r0, i) => r0 >= g.dil[i]!)) r = em.op('Slice', [r, em.ints(g.k.map(() => 0)), em.ints(g.k), em.ints(range(g.nd, 2))]);
+    return em.transpose(r, [1, 0, ...range(g.nd, 2)]); // [O, Cg, k]
+  }
+  if (form === 'slices-mulsum') {
+    // Depthwise, tap by tap: dW[c, t] = Σ_n,p slice_t(X)[n, c, p] dY[n, c, p].
+    const sums = tapSlices(em, g, x).map((t) => em.reduce('ReduceSum', em.mul(t, dY), [0, ...range(g.nd, 2)], false));
+    const cat = em.op('Concat', sums.map((s) => em.unsqueeze(s, [1])), { axis: 1 }); // [C, K]
+    return em.reshape(cat, [g.O, 1, ...g.k]);
+  }
+  const cols = im2col(em, g, x, form.startsWith('slices') ? 'slices' : 'onehot'); // [N, C·K, outSp]
+  if (form === 'onehot-mulsum') {
+    const c4 = em.reshape(cols, [g.N, g.C, K, L]);
+    const d4 = em.reshape(dY, [g.N, g.C, 1, L]);
+    return em.reshape(em.reduce('ReduceSum', em.mul(c4, d4), [0, 3], false), [g.O, 1, ...g.k]);
+  }
+  if (form.endsWith('-matmul')) {
+    // Batched over N (and groups): MatMul(dY [N, G, Og, L], colsᵀ [N, G, L, Cg·K]), then sum over N.
+    // onnxruntime fuses the Transpose into the MatMul (FusedMatMul transB).
+    const dy4 = em.reshape(dY, [g.N, G, Og, L]);
+    const c4 = em.transpose(em.reshape(cols, [g.N, G, Cg * K, L]), [0, 1, 3, 2]);
+    const m = em.op('MatMul', [dy4, c4]);
+    return em.reshape(em.reduce('ReduceSum', m, [0], false), [g.O, Cg, ...g.k]);
+  }
+  if (G === 1) {
+    // [O, N·L] · [C·K, N·L]ᵀ: moving the batch next to the spatial axis copies contiguous rows of L.
+    const dy2 = em.reshape(em.transpose(em.reshape(dY, [g.N, g.O, L]), [1, 0, 2]), [g.O, g.N * L]);
+    const c2 = em.reshape(em.transpose(em.reshape(cols, [g.N, g.C * K, L]), [1, 0, 2]), [g.C * K, g.N * L]);
+    return em.reshape(em.op('Gemm', [dy2, c2], { transB: 1 }), [g.O, Cg, ...g.k]);
+  }
+  // Groups batched: [G, Og, N·L] · [G, N·L, Cg·K].
+  const dy3 = em.reshape(em.transpose(em.reshape(dY, [g.N, G, Og, L]), [1, 2, 0, 3]), [G, Og, g.N * L]);
+  const c3 = em.transpose(em.reshape(cols, [g.N, G, Cg * K, L]), [1, 0, 3, 2]);
+  const m = em.op('MatMul', [dy3, em.reshape(c3, [G, g.N * L, Cg * K])]);
+  return em.reshape(m, [g.O, Cg, ...g.k]);
+}
+
+// ---------------------------------------------------------------- the choice
+//
+// Measured by bench/conv-grad-forms.ts (bench/results/conv-grad-forms.md: N=64, 2 intra-op threads,
+// optimization 'all', ms p25 / min of 50 interleaved runs on the 2-core machine while other work
+// ran on it; each choice below held in all five such runs).
+//
+// dX, stride 1: 'conv-flip', a Conv of dY with the C↔O-swapped, flipped weight (it gets the NCHWc
+//   kernels). 3x3 64ch 14x14: 10.4 / 7.0 vs ConvTranspose 15.7 / 7.6; 3x3 32ch 28x28: 8.6 / 5.8 vs
+//   17.9 / 8.2; groups=4: 3.7 / 2.4 vs 16.7 / 4.2; depthwise: 2.1 / 2.0 vs 3.3 / 3.1; 1x1: 1.2 / 0.7
+//   vs 1.3 / 0.9.
+// dX, stride > 1: ConvTranspose. Zero-inserting dY, then the stride-1 form, does s² times the work:
+//   3x3 s2 32→64 28x28: 9.9 / 3.9 vs 52.4 / 39.0; 1x1 s2: 1.5 / 1.2 vs 43.3 / 30.1.
+export function pickDx(g: ConvGeom): DxForm {
+  if (dxApplies(g, 'conv-flip')) return 'conv-flip';
+  return 'convtranspose';
+}
+
+// dW: im2col, then one contraction over N·L. The one Conv of transposed X with dY as its kernel
+//   ('conv-xt') lost everywhere, 1.5-15× the best (3x3 64ch 14x14: 34.4 / 16.6 vs 17.2 / 10.2).
+// im2col: one Slice per kernel tap copies whole rows at stride 1 and beats the one-hot grouped Conv
+//   there without groups (3x3 64ch 14x14: slices-matmul 17.2 / 10.2 vs onehot-matmul 21.1 / 8.1;
+//   32ch 28x28: 19.0 / 11.8 vs 23.3 / 11.5). Strided Slices copy element by element and lose (3x3 s2
+//   32→64 28x28: 15.2 / 9.6 vs 7.0 / 3.3); with groups the one-hot Conv wins too (groups=4:
+//   11.2 / 5.8 vs 10.2 / 3.9).
+// Contraction: a MatMul batched over N (onnxruntime fuses the Transpose into it), then ReduceSum
+//   over N, beats one Gemm over N·L, which first copies the K-times-larger columns (1x1 64ch 14x14:
+//   0.9 / 0.5 vs 1.3 / 0.8; with groups, Gemms batched over groups are 10-40× slower). With few output
+//   positions (L ≤ 64, e.g. 7x7) the per-sample products get too small and one Gemm wins: 3x3 s2
+//   64ch 14x14→7x7: onehot-gemm 8.6 / 2.2 vs onehot-matmul 12.8 / 3.6; 3x3 128ch 7x7: slices-gemm
+//   17.1 / 9.3 vs slices-matmul 19.4 / 11.4. Depthwise: Mul + ReduceSum ('*-mulsum') was no faster
+//   than the batched MatMul (8.4 / 3.9 vs 7.3 / 3.2).
+export function pickDw(g: ConvGeom): DwForm {
+  const slices = g.group === 1 && g.strides.every((s) => s === 1) && !isPointwise(g);
+  const gemm = g.group === 1 && prod(g.outSp) <= 64;
+  return `${slices ? 'slices' : 'onehot'}-${gemm ? 'gemm' : 'matmul'}`;
+}
+
+registerRules({
+  Conv(ctx: GradContext, node, [dY], needs) {
+    const em = ctx.em;
+    if (ctx.opset < 11) throw new Error(`the Conv gradient needs opset ≥ 11 (Slice and Pad with inputs), the model has opset ${ctx.opset}`);
+    const [x, w, b] = node.inputs as [string, string, string | undefined];
+    const g = convGeom(node, ctx.shape(x), ctx.shape(w), ctx.shape(node.outputs[0]!));
+    const dX = needs[0] ? convDx(em, g, dY!, w, pickDx(g)) : null;
+    const dW = needs[1] ? convDw(em, g, x, dY!, pickDw(g)) : null;
+    const dB = b && needs[2] ? em.reduce('ReduceSum', dY!, [0, ...range(g.nd, 2)], false) : null;
+    return [dX, dW, dB];
+  },
+});

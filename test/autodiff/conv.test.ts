@@ -1,0 +1,100 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { checkOp } from './helpers.ts';
+import { ModelBuilder } from '../../src/onnx/model-builder.ts';
+import { Emitter } from '../../src/onnx/emitter.ts';
+import { encodeModel } from '../../src/onnx/proto.ts';
+import { createSession } from '../../src/onnx/runtime.ts';
+import { probeShapes } from '../../src/onnx/shapes.ts';
+import { f32 } from '../../src/onnx/tensor.ts';
+import type { AttrInput } from '../../src/onnx/ir.ts';
+import { Rng } from '../../src/util/rng.ts';
+import {
+  type DxForm, type DwForm, convGeom, convDx, convDw, dxApplies, dwApplies, pickDx, pickDw,
+} from '../../src/autodiff/rules/conv.ts';
+
+const X = (shape: number[]) => ({ name: 'x', shape });
+const W = (shape: number[]) => ({ name: 'w', shape, scale: 0.5 });
+const B = (o: number) => ({ name: 'b', shape: [o] });
+
+test('Conv 2-D, stride 1, pad 1, bias', async () => {
+  await checkOp('Conv', [X([2, 3, 5, 5]), W([4, 3, 3, 3]), B(4)], { pads: [1, 1, 1, 1] });
+});
+test('Conv with more than 64 output positions (dW as a MatMul batched over N)', async () => {
+  await checkOp('Conv', [X([2, 2, 10, 9]), W([3, 2, 3, 3]), B(3)], { pads: [1, 1, 1, 1] });
+  await checkOp('Conv', [X([1, 2, 19, 17]), W([3, 2, 3, 3])], { strides: [2, 2], pads: [1, 1, 1, 1] });
+});
+test('Conv 2-D, stride 2, asymmetric pads, leftover rows', async () => {
+  await checkOp('Conv', [X([2, 3, 6, 7]), W([4, 3, 3, 2])], { strides: [2, 3], pads: [0, 1, 2, 0] });
+});
+test('Conv 2-D, dilation 2, stride 1 and stride 2', async () => {
+  await checkOp('Conv', [X([1, 2, 7, 6]), W([3, 2, 3, 2])], { dilations: [2, 3], pads: [1, 0, 2, 1] });
+  await checkOp('Conv', [X([1, 2, 8, 7]), W([3, 2, 2, 2])], { dilations: [2, 2], strides: [2, 2], pads: [1, 1, 0, 0] });
+});
+test('Conv groups (2 groups) and depthwise', async () => {
+  await checkOp('Conv', [X([2, 4, 5, 5]), W([6, 2, 3, 3]), B(6)], { group: 2, pads: [1, 1, 1, 1] });
+  await checkOp('Conv', [X([2, 3, 6, 6]), W([3, 1, 3, 3])], { group: 3, strides: [2, 2], pads: [1, 1, 1, 1] });
+  await checkOp('Conv', [X([2, 3, 5, 5]), W([6, 1, 3, 3])], { group: 3, pads: [1, 0, 1, 0] });
+});
+test('Conv 1-D with bias, stride and pads', async () => {
+  await checkOp('Conv', [X([2, 3, 9]), W([4, 3, 3]), B(4)], { strides: [2], pads: [2, 1] });
+  await checkOp('Conv', [X([2, 3, 9]), W([4, 3, 3])], { dilations: [2], pads: [0, 3] });
+});
+test('Conv 1x1 pointwise, stride 1 and stride 2', async () => {
+  await checkOp('Conv', [X([2, 4, 4, 4]), W([3, 4, 1, 1]), B(3)], {});
+  await checkOp('Conv', [X([2, 4, 5, 5]), W([3, 4, 1, 1])], { strides: [2, 2] });
+});
+test('Conv auto_pad SAME_UPPER, SAME_LOWER, VALID', async () => {
+  await checkOp('Conv', [X([1, 2, 6, 5]), W([3, 2, 3, 2])], { auto_pad: 'SAME_UPPER', strides: [2, 2] });
+  await checkOp('Conv', [X([1, 2, 6, 5]), W([3, 2, 2, 3])], { auto_pad: 'SAME_LOWER' });
+  await checkOp('Conv', [X([1, 2, 6, 5]), W([3, 2, 3, 3])], { auto_pad: 'VALID', strides: [1, 2] });
+});
+test('Conv 3-D', async () => {
+  await checkOp('Conv', [X([1, 2, 4, 4, 3]), W([2, 2, 2, 3, 2]), B(2)], { pads: [1, 1, 0, 0, 1, 1], strides: [1, 2, 1] });
+});
+
+// Every formulation the rule can choose from (see bench/conv-grad-forms.ts) gives the same
+// gradients as the one it picks, which the finite-difference tests above check.
+const DX_FORMS: DxForm[] = ['conv-flip', 'convtranspose', 'conv-zero-insert'];
+const DW_FORMS: DwForm[] = ['onehot-gemm', 'onehot-matmul', 'slices-gemm', 'slices-matmul', 'onehot-mulsum', 'slices-mulsum', 'conv-xt'];
+const GEOMS: { x: number[]; w: number[]; attrs: Record<string, AttrInput> }[] = [
+  { x: [2, 4, 7, 6], w: [6, 2, 3, 2], attrs: { group: 2, strides: [2, 1], pads: [1, 0, 0, 1], dilations: [1, 2] } },
+  { x: [2, 3, 8, 8], w: [3, 1, 3, 3], attrs: { group: 3, strides: [2, 2], pads: [1, 1, 1, 1] } },
+  { x: [2, 3, 6, 6], w: [3, 1, 3, 3], attrs: { group: 3, pads: [1, 1, 1, 1] } },
+  { x: [2, 3, 10], w: [4, 3, 3], attrs: { strides: [3], pads: [2, 0], dilations: [2] } },
+  { x: [2, 4, 5, 5], w: [3, 4, 1, 1], attrs: { strides: [2, 2] } },
+];
+for (const [gi, geo] of GEOMS.entries()) {
+  test(`Conv gradient forms agree (geometry ${gi})`, async () => {
+    const b = new ModelBuilder({ opset: 17 });
+    const rng = new Rng(11 + gi);
+    const rand = (d: number[]) => f32(d, rng.fill(new Float32Array(d.reduce((a, c) => a * c, 1))));
+    b.initializer('x', rand(geo.x)).initializer('w', rand(geo.w));
+    b.node('Conv', ['x', 'w'], ['y'], geo.attrs);
+    b.output('y');
+    const m = b.build();
+    const yShape = (await probeShapes(m, {})).get('y')!.dims;
+    const node = m.graph.nodes[0]!;
+    const g = convGeom(node, geo.x, geo.w, yShape);
+    b.initializer('dy', rand(yShape));
+    const em = new Emitter(m.graph, 17);
+    const outs: [string, string][] = [];
+    for (const f of DX_FORMS) if (dxApplies(g, f)) outs.push([`dX ${f}`, convDx(em, g, 'dy', 'w', f)]);
+    for (const f of DW_FORMS) if (dwApplies(g, f)) outs.push([`dW ${f}`, convDw(em, g, 'x', 'dy', f)]);
+    for (const [, o] of outs) b.output(o);
+    const session = await createSession(encodeModel(m), { threads: 1 });
+    const res = await session.run({});
+    await session.release();
+    for (const kind of ['dX', 'dW']) {
+      const picked = `${kind} ${kind === 'dX' ? pickDx(g) : pickDw(g)}`;
+      const ref = res[outs.find(([n]) => n === picked)![1]]!.data as Float32Array;
+      for (const [name, o] of outs.filter(([n]) => n.startsWith(kind))) {
+        const v = res[o]!.data as Float32Array;
+        assert.equal(v.length, ref.length, `${name}: size`);
+        const scale = Math.max(...Array.from(ref, Math.abs));
+        const err = Math.max(...Array.from(v, (a, i) => Math.abs(a - ref[i]!)));
+        assert.ok(err <= 1e-5 * scale, `${name} differs from ${picked} by ${err} (scale ${scale})`);
+      }
+    }
+  });
+}
