@@ -41,5 +41,5 @@ export const NO_GRADIENT_OPS = new Set([
   'Shape', 'Size', 'Constant', 'ConstantOfShape', 'Range', 'Equal', 'Less', 'LessOrEqual', 'Greater', 'GreaterOrEqual',
   'Not', 'And', 'Or', 'Xor', 'ArgMax', 'ArgMin', 'NonZero', 'EyeLike', 'RandomNormal', 'RandomUniform',
   'RandomNormalLike', 'RandomUniformLike', 'Bernoulli', 'Multinomial', 'IsNaN', 'IsInf', 'Sign', 'Floor', 'Ceil', 'Round',
-  'OneHot', 'TopK_indices',
+  'OneHot',
 ]);

@@ -6,6 +6,7 @@ import cliProgress from 'cli-progress';
 import { loadModel } from '../model.ts';
 import { loadFashionMnist } from '../data/fashion-mnist.ts';
 import { continualStream, type Stream } from '../data/streams.ts';
+import { assertSeverity } from '../data/corruptions/index.ts';
 import { createAdapter, METHODS } from '../tta/index.ts';
 import { runStream, type StreamScore } from '../tta/run-stream.ts';
 import { renderReport } from '../report/html.ts';
@@ -45,6 +46,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   for (const m of methods) if (!METHODS.includes(m)) throw new Error(`unknown method '${m}'; known methods: ${METHODS.join(', ')}`);
   const data = loadFashionMnist('test');
   const severity = o.severity ?? 5;
+  assertSeverity(severity);
+  if (!(Number.isInteger(o.batchSize ?? 64) && (o.batchSize ?? 64) > 0)) throw new Error(`--batch-size must be a positive integer, got ${o.batchSize}`);
   const batchSize = o.batchSize ?? 64;
   const makeStream = (): Stream => continualStream(data, { severity, batchSize, seed: 0, ...(o.quick ? { batchesPerDomain: 4 } : {}) });
   const stream = makeStream();

@@ -1,0 +1,86 @@
+// End to end: `refit demo --quick` prints the table and writes an HTML report that renders in
+// headless Chromium without console errors.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { METHODS } from '../../src/tta/index.ts';
+import { CORRUPTIONS } from '../../src/data/corruptions/index.ts';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const CHROMIUM = '/usr/bin/chromium';
+const dir = mkdtempSync(join(tmpdir(), 'refit-demo-'));
+const report = join(dir, 'report.html');
+
+test('refit demo --quick prints a table of error per corruption and mean for every method', () => {
+  const out = execFileSync(process.execPath, [join(root, 'bin/refit.js'), 'demo', '--quick', '--out', report], { encoding: 'utf8', cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines = out.split('\n');
+  const header = lines.find((l) => l.startsWith('method'));
+  assert.ok(header, `no table header in:\n${out}`);
+  assert.match(header, /gaussian.*spatter.*mean/);
+  for (const m of METHODS) {
+    const row = lines.find((l) => l.startsWith(m.padEnd(10)));
+    assert.ok(row, `no row for ${m}`);
+    const nums = row.slice(10).trim().split(/\s+/).map(Number);
+    assert.equal(nums.length, CORRUPTIONS.length + 2, `row ${m}: ${row}`);
+    for (const v of nums.slice(0, -1)) assert.ok(v >= 0 && v <= 100, `error ${v} out of range in ${row}`);
+  }
+  // The shipped model is far better than chance on clean-ish domains (brightness), so the
+  // numbers are real predictions, not a placeholder.
+  const source = lines.find((l) => l.startsWith('source'))!.slice(10).trim().split(/\s+/).map(Number);
+  assert.ok(source[CORRUPTIONS.indexOf('brightness')]! < 50, `source error on brightness ${source[CORRUPTIONS.indexOf('brightness')]}`);
+  assert.ok(existsSync(report));
+});
+
+test('refit demo --quick --json is machine-readable', () => {
+  const out = execFileSync(process.execPath, [join(root, 'bin/refit.js'), 'demo', '--quick', '--json', '--methods', 'source', '--out', join(dir, 'r2.html')], { encoding: 'utf8', cwd: dir });
+  const r = JSON.parse(out);
+  assert.equal(r.scores.length, 1);
+  assert.equal(r.scores[0].domains.length, CORRUPTIONS.length);
+  assert.equal(r.stream.severity, 5);
+});
+
+test('bad demo input gets a clear error', () => {
+  const run = (...args: string[]) => {
+    try {
+      execFileSync(process.execPath, [join(root, 'bin/refit.js'), 'demo', '--quick', ...args], { encoding: 'utf8', cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+      return '';
+    } catch (e) {
+      return String((e as { stderr: string }).stderr);
+    }
+  };
+  assert.match(run('--methods', 'nope'), /unknown method 'nope'; known methods: source/);
+  assert.match(run('--model', join(dir, 'missing.onnx')), /model not found/);
+  assert.match(run('--severity', '9'), /severity/i);
+  assert.match(run('--model', join(root, 'test/fixtures/torch/mlp/model.onnx')), /expected \[N, 1, 28, 28\]/);
+});
+
+test('the HTML report renders in headless Chromium with no console errors', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} not installed (.ci/run installs it)` }, async () => {
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'] });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1200, height: 1000 } });
+    const errors: string[] = [];
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(`file://${report}`);
+    await page.waitForFunction(() => document.querySelectorAll('canvas').length === 2);
+    // Chart.js drew something: the canvases are sized and not blank.
+    const painted = await page.evaluate(() => [...document.querySelectorAll('canvas')].map((c) => {
+      const ctx = (c as HTMLCanvasElement).getContext('2d')!;
+      const d = ctx.getImageData(0, 0, (c as HTMLCanvasElement).width, (c as HTMLCanvasElement).height).data;
+      let ink = 0;
+      for (let i = 3; i < d.length; i += 4) if (d[i]! > 0) ink++;
+      return ink;
+    }));
+    assert.ok(painted.every((ink) => ink > 1000), `canvases look blank: ${painted}`);
+    if (process.env.REFIT_SCREENSHOT) await page.screenshot({ path: process.env.REFIT_SCREENSHOT, fullPage: true });
+    assert.deepEqual(errors, []);
+    assert.match(readFileSync(report, 'utf8'), /<table>/);
+  } finally {
+    await browser.close();
+  }
+});
