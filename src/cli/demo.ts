@@ -34,6 +34,11 @@ export interface DemoResult {
 
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const t0 = performance.now();
+  const methods = o.methods ?? METHODS;
+  for (const m of methods) if (!METHODS.includes(m)) throw new Error(`unknown method '${m}'; known methods: ${METHODS.join(', ')}`);
+  const severity = o.severity ?? 5;
+  assertSeverity(severity);
+  if (!(Number.isInteger(o.batchSize ?? 64) && (o.batchSize ?? 64) > 0)) throw new Error(`--batch-size must be a positive integer, got ${o.batchSize}`);
   const modelPath = o.model ?? resolve(packageRoot(), 'models', 'fmnist-cnn.onnx');
   if (!existsSync(modelPath)) throw new Error(`model not found: ${modelPath} (the shipped CNN lives in models/fmnist-cnn.onnx)`);
   const model = await loadModel(modelPath, { threads: o.threads ?? 2 });
@@ -42,12 +47,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   if (shape.length !== 4 || shape[1] !== 1 || shape[2] !== 28 || shape[3] !== 28) {
     throw new Error(`the demo streams 1×28×28 Fashion-MNIST images; model input '${input.name}' has shape [${shape.map((d) => d ?? '?').join(', ')}], expected [N, 1, 28, 28]`);
   }
-  const methods = o.methods ?? METHODS;
-  for (const m of methods) if (!METHODS.includes(m)) throw new Error(`unknown method '${m}'; known methods: ${METHODS.join(', ')}`);
   const data = loadFashionMnist('test');
-  const severity = o.severity ?? 5;
-  assertSeverity(severity);
-  if (!(Number.isInteger(o.batchSize ?? 64) && (o.batchSize ?? 64) > 0)) throw new Error(`--batch-size must be a positive integer, got ${o.batchSize}`);
   const batchSize = o.batchSize ?? 64;
   const makeStream = (): Stream => continualStream(data, { severity, batchSize, seed: 0, ...(o.quick ? { batchesPerDomain: 4 } : {}) });
   const stream = makeStream();
