@@ -1,0 +1,77 @@
+// Model I/O: bytes and file round trips, external data, attribute kinds, probed shapes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import onnxProto from 'onnx-proto';
+import { decodeModel, encodeModel } from '../../src/onnx/proto.ts';
+import { readModelFile, writeModelFile } from '../../src/onnx/io.ts';
+import { ModelBuilder } from '../../src/onnx/model-builder.ts';
+import { probeShapes } from '../../src/onnx/shapes.ts';
+import { loadModel } from '../../src/model.ts';
+import { f32, i64 } from '../../src/onnx/tensor.ts';
+import { floatAttr } from '../../src/onnx/ir.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'refit-io-'));
+
+function small() {
+  const b = new ModelBuilder({ opset: 17 });
+  b.input('x', 'float32', ['N', 4]);
+  b.initializer('w', f32([4, 3], Array.from({ length: 12 }, (_, i) => i / 10)));
+  b.initializer('shape', i64([2], [-1, 3]));
+  b.node('MatMul', ['x', 'w'], ['h']);
+  b.node('LeakyRelu', ['h'], ['a'], { alpha: floatAttr(0.2) });
+  b.node('Reshape', ['a', 'shape'], ['y']);
+  b.output('y', 'float32', ['N', 3]);
+  return b.build();
+}
+
+test('bytes round trip keeps nodes, attributes, initializers and symbolic dims', () => {
+  const m = small();
+  const back = decodeModel(encodeModel(m));
+  assert.deepEqual(back.graph.nodes.map((n) => n.opType), ['MatMul', 'LeakyRelu', 'Reshape']);
+  assert.deepEqual(back.graph.nodes[1]!.attrs.alpha, { kind: 'float', value: Math.fround(0.2) });
+  assert.deepEqual(back.graph.inputs[0]!.shape, ['N', 4]);
+  assert.deepEqual(Array.from(back.graph.initializers.get('w')!.data as Float32Array), Array.from(m.graph.initializers.get('w')!.data as Float32Array));
+  assert.deepEqual(back.graph.initializers.get('shape')!.data, new BigInt64Array([-1n, 3n]));
+  assert.deepEqual(back.opsets, [{ domain: '', version: 17 }]);
+});
+
+test('file round trip, and a model saved by refit runs in onnxruntime', async () => {
+  const path = join(dir, 'small.onnx');
+  writeModelFile(path, small());
+  const model = await loadModel(path);
+  const y = (await model.run({ x: f32([2, 4], [1, 0, 0, 0, 0, 1, 0, 0]) })).y!;
+  assert.deepEqual(y.dims, [2, 3]);
+  assert.ok(Math.abs((y.data as Float32Array)[4]! - 0.4) < 1e-6);
+  assert.deepEqual(readModelFile(path).graph.nodes.length, 3);
+});
+
+test('external data is read from the file next to the model', async () => {
+  const { onnx } = onnxProto;
+  const p = onnx.ModelProto.decode(encodeModel(small()));
+  const w = p.graph!.initializer.find((t) => t.name === 'w')!;
+  const raw = w.rawData!;
+  writeFileSync(join(dir, 'weights.bin'), new Uint8Array([9, 9, 9, 9, ...raw]));
+  w.rawData = new Uint8Array();
+  w.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
+  w.externalData = [{ key: 'location', value: 'weights.bin' }, { key: 'offset', value: '4' }, { key: 'length', value: String(raw.length) }];
+  const path = join(dir, 'external.onnx');
+  writeFileSync(path, onnx.ModelProto.encode(p).finish());
+  const m = readModelFile(path);
+  assert.deepEqual(Array.from(m.graph.initializers.get('w')!.data as Float32Array), Array.from(small().graph.initializers.get('w')!.data as Float32Array));
+  // Bytes alone cannot resolve the data file: the error says so.
+  assert.throws(() => decodeModel(onnx.ModelProto.encode(p).finish()), /external data \('weights\.bin'\).*file path/);
+  // A truncated data file is named.
+  writeFileSync(join(dir, 'weights.bin'), new Uint8Array(10));
+  assert.throws(() => readModelFile(path), /truncated/);
+});
+
+test('probing finds every intermediate shape for a dynamic batch', async () => {
+  const shapes = await probeShapes(small(), { x: { dtype: 'float32', dims: [5, 4] } });
+  assert.deepEqual(shapes.get('h')!.dims, [5, 3]);
+  assert.deepEqual(shapes.get('y')!.dims, [5, 3]);
+  assert.equal(shapes.get('w')!.dtype, 'float32');
+  await assert.rejects(probeShapes(small(), { x: { dtype: 'float32', dims: [5, 7] } }), /input 'x' has shape \[5, 7\], the model expects \[N, 4\]/);
+});
