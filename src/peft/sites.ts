@@ -1,0 +1,146 @@
+// Where adapters attach: the weight-bearing nodes of a graph (MatMul, Gemm, Conv with an
+// initializer weight), each named by its PyTorch-style module, and target selection over them.
+import type { Graph, Node } from '../onnx/ir.ts';
+import { attrInt, attrInts, attrFloat, producers, consumers } from '../onnx/ir.ts';
+import { PeftError, closest } from './errors.ts';
+
+export type SiteOp = 'MatMul' | 'Gemm' | 'Conv';
+
+/**
+ * A layer an adapter can attach to. Tensor names refer to the base graph; rewrites keep them
+ * valid (see `intercept`), so a site found on the base graph stays usable after other adapters.
+ */
+export interface Site {
+  /** Module name: the weight's name without `.weight` (`blocks.0.attn.q`), as PyTorch and HF PEFT name it. */
+  module: string;
+  node: string;
+  op: SiteOp;
+  weight: string;
+  /**
+   * How the weight initializer is stored: `in_out` ([in, out]: refit's MatMul, Gemm transB=0),
+   * `out_in` ([out, in]: PyTorch Linear exported as Transpose→MatMul or Gemm transB=1),
+   * `conv` ([O, C/group, kh, kw]).
+   */
+  layout: 'in_out' | 'out_in' | 'conv';
+  dIn: number;
+  dOut: number;
+  /** The data input (X) of the node. */
+  x: string;
+  /** The node's output (before a separate bias Add). */
+  y: string;
+  /** The module's output: after the bias Add when one follows, else `y`. */
+  out: string;
+  /** Bias initializer, if any (Gemm's C, Conv's B, or the 1-D addend of the following Add). */
+  bias?: string;
+  /** Gemm: transA and alpha; Conv: kernel, group and the node's attributes. */
+  transA?: boolean;
+  alpha?: number;
+  kernel?: number[];
+  group?: number;
+  convNode?: Node;
+}
+
+/** The module name for a weight initializer: `a.b.weight` → `a.b`. */
+export const moduleOf = (weight: string) => weight.replace(/\.weight$/, '');
+
+/** Every site in the graph, in node order. `exclude` skips nodes and weights adapters created. */
+export function findSites(g: Graph, exclude: (name: string) => boolean = () => false): Site[] {
+  const prod = producers(g);
+  const cons = consumers(g);
+  const sites: Site[] = [];
+  const init = (n: string) => g.initializers.get(n);
+  for (const node of g.nodes) {
+    if (exclude(node.name)) continue;
+    let site: Site | undefined;
+    if (node.opType === 'MatMul') {
+      const [x, b] = node.inputs as [string, string];
+      let w = init(b), weight = b, layout: Site['layout'] = 'in_out';
+      const p = prod.get(b);
+      if (!w && p && p.opType === 'Transpose' && init(p.inputs[0]!) && (attrInts(p, 'perm') ?? [1, 0]).join() === '1,0') {
+        weight = p.inputs[0]!; w = init(weight); layout = 'out_in';
+      }
+      if (!w || w.dims.length !== 2) continue;
+      const [dIn, dOut] = layout === 'in_out' ? w.dims as [number, number] : [w.dims[1]!, w.dims[0]!];
+      site = { module: moduleOf(weight), node: node.name, op: 'MatMul', weight, layout, dIn, dOut, x, y: node.outputs[0]!, out: node.outputs[0]! };
+      const next = cons.get(site.y);
+      if (next?.length === 1 && next[0]!.opType === 'Add') {
+        const other = next[0]!.inputs.find((i) => i !== site!.y);
+        const bt = other ? init(other) : undefined;
+        if (bt && bt.data.length === dOut && bt.dims[bt.dims.length - 1] === dOut) { site.bias = other; site.out = next[0]!.outputs[0]!; }
+      }
+    } else if (node.opType === 'Gemm') {
+      const w = init(node.inputs[1]!);
+      if (!w || w.dims.length !== 2) continue;
+      const transB = attrInt(node, 'transB', 0) === 1;
+      const [dIn, dOut] = transB ? [w.dims[1]!, w.dims[0]!] : w.dims as [number, number];
+      const c = node.inputs[2];
+      site = {
+        module: moduleOf(node.inputs[1]!), node: node.name, op: 'Gemm', weight: node.inputs[1]!, layout: transB ? 'out_in' : 'in_out',
+        dIn, dOut, x: node.inputs[0]!, y: node.outputs[0]!, out: node.outputs[0]!, transA: attrInt(node, 'transA', 0) === 1,
+        alpha: attrFloat(node, 'alpha', 1), ...(c && init(c) ? { bias: c } : {}),
+      };
+    } else if (node.opType === 'Conv') {
+      const w = init(node.inputs[1]!);
+      if (!w || w.dims.length < 3) continue;
+      const group = attrInt(node, 'group', 1);
+      const b = node.inputs[2];
+      site = {
+        module: moduleOf(node.inputs[1]!), node: node.name, op: 'Conv', weight: node.inputs[1]!, layout: 'conv',
+        dIn: w.dims[1]! * group, dOut: w.dims[0]!, x: node.inputs[0]!, y: node.outputs[0]!, out: node.outputs[0]!,
+        kernel: w.dims.slice(2), group, convNode: node, ...(b && init(b) ? { bias: b } : {}),
+      };
+    }
+    if (site && !exclude(site.weight)) sites.push(site);
+  }
+  return sites;
+}
+
+/**
+ * Which sites an adapter attaches to.
+ * - a RegExp, tested against the module, weight and node names;
+ * - a name or list of names: each must equal a module, weight or node name, or be a
+ *   module-name suffix after a dot (HF PEFT's `target_modules` rule: `'q'` matches `blocks.0.attn.q`);
+ * - a predicate over sites.
+ */
+export type TargetSelector = RegExp | string | readonly string[] | ((site: Site) => boolean);
+
+export interface TargetOptions {
+  targets: TargetSelector;
+  /** Restrict to these op types. @default all that the method supports */
+  opTypes?: readonly SiteOp[];
+}
+
+export function selectSites(all: Site[], opts: TargetOptions, method: string, supported: readonly SiteOp[]): Site[] {
+  const ops = opts.opTypes ?? supported;
+  for (const o of ops) if (!supported.includes(o)) throw new PeftError(`${method} does not support op type ${o}; it supports ${supported.join(', ')}`);
+  const sites = all.filter((s) => ops.includes(s.op));
+  const names = (s: Site) => [s.module, s.weight, s.node];
+  const candidates = [...new Set(sites.map((s) => s.module))];
+  const t = opts.targets;
+  const hint = (what: string) => {
+    const other = all.filter((s) => !ops.includes(s.op) && names(s).some((n) => matchesName(t, n)));
+    const extra = other.length ? ` (${other.map((s) => `${s.module} is a ${s.op}`).slice(0, 5).join(', ')}; this method targets ${ops.join(', ')})` : '';
+    return `${method}: targets ${what} matched no ${ops.join('/')} layer${extra}. Candidates: ${candidates.slice(0, 40).join(', ')}${candidates.length > 40 ? ` … (${candidates.length} in all)` : ''}`;
+  };
+  let chosen: Site[];
+  if (typeof t === 'function') chosen = sites.filter(t);
+  else if (t instanceof RegExp) chosen = sites.filter((s) => names(s).some((n) => { t.lastIndex = 0; return t.test(n); }));
+  else {
+    const list = typeof t === 'string' ? [t] : [...t];
+    chosen = [];
+    for (const n of list) {
+      const hit = sites.filter((s) => names(s).some((x) => x === n) || s.module.endsWith(`.${n}`));
+      if (hit.length === 0) throw new PeftError(`${method}: target '${n}' matches no ${ops.join('/')} layer. Closest candidates: ${closest(n, candidates).join(', ')}`);
+      for (const h of hit) if (!chosen.includes(h)) chosen.push(h);
+    }
+  }
+  if (chosen.length === 0) throw new PeftError(hint(typeof t === 'function' ? `predicate ${t.name || '(anonymous)'}` : String(t)));
+  return chosen;
+}
+
+function matchesName(t: TargetSelector, n: string): boolean {
+  if (typeof t === 'function') return false;
+  if (t instanceof RegExp) { t.lastIndex = 0; return t.test(n); }
+  const list = typeof t === 'string' ? [t] : t;
+  return list.some((x) => x === n || n.endsWith(`.${x}`));
+}
