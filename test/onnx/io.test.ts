@@ -51,7 +51,7 @@ test('file round trip, and a model saved by refit runs in onnxruntime', async ()
 test('external data is read from the file next to the model', async () => {
   const { onnx } = onnxProto;
   const p = onnx.ModelProto.decode(encodeModel(small()));
-  const w = p.graph!.initializer.find((t) => t.name === 'w')!;
+  const w = p.graph!.initializer!.find((t) => t.name === 'w')!;
   const raw = w.rawData!;
   writeFileSync(join(dir, 'weights.bin'), new Uint8Array([9, 9, 9, 9, ...raw]));
   w.rawData = new Uint8Array();
