@@ -25,7 +25,7 @@ for (const c of CORRUPTIONS) {
 }
 const arch = kind === 'cnn'
   ? 'ResNet-style CNN (`resnetCnn({ width: 32 })` in `src/nn/models.ts`): stem conv3×3-BN-ReLU, three basic residual blocks at widths 32/64/128 (stride-2 downsampling with 1×1 projection shortcuts), global average pool (`features`, 128-d), linear head (`logits`).'
-  : 'Small ViT (`vit({ patch: 4, depth: 6, dim: 96, heads: 4 })` in `src/nn/models.ts`): 4×4 patch embedding (49 tokens), learned positional embedding, 6 pre-LN blocks (4-head self-attention, GELU MLP ×2), final LayerNorm, mean over tokens (`features`, 96-d), linear head (`logits`).';
+  : `Small ViT (\`vit({ patch: ${rec.patch}, depth: 6, dim: 96, heads: 4 })\` in \`src/nn/models.ts\`): ${rec.patch}×${rec.patch} patch embedding (${(28 / rec.patch) ** 2} tokens), learned positional embedding, 6 pre-LN blocks (4-head self-attention, GELU MLP ×2), final LayerNorm, mean over tokens (\`features\`, 96-d), linear head (\`logits\`).`;
 const md = `# fmnist-${kind}.onnx
 
 ${arch}

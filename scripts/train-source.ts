@@ -28,10 +28,11 @@ const seed = flag('seed', 0);
 const batch = flag('batch', 128);
 const lr = flag('lr', kind === 'cnn' ? 2e-3 : 1e-3);
 const threads = flag('threads', 2);
+const patch = flag('patch', 7);
 
 const train = loadFashionMnist('train');
 const testSet = loadFashionMnist('test');
-const ir = kind === 'cnn' ? resnetCnn({ width: 32, seed }) : vit({ patch: 4, depth: 6, dim: 96, heads: 4, seed });
+const ir = kind === 'cnn' ? resnetCnn({ width: 32, seed }) : vit({ patch, depth: 6, dim: 96, heads: 4, seed });
 const model = new RefitModel(ir, { threads });
 const stepsPerEpoch = Math.floor(train.n / batch);
 const total = epochs * stepsPerEpoch;
@@ -67,7 +68,7 @@ mkdirSync('models', { recursive: true });
 model.ir.metadata = { ...model.ir.metadata, 'refit.source': `scripts/train-source.ts ${kind}`, 'refit.seed': String(seed) };
 await model.save(`models/fmnist-${kind}.onnx`);
 writeFileSync(`models/fmnist-${kind}.json`, JSON.stringify({
-  kind, command: `npx tsx scripts/train-source.ts ${args.join(' ')}`, seed, epochs, batch, lr, threads,
+  kind, command: `npx tsx scripts/train-source.ts ${args.join(' ')}`, seed, epochs, batch, lr, threads, ...(kind === 'vit' ? { patch } : {}),
   parameters: model.parameterNames().reduce((s, n) => s + model.param(n).data.length, 0),
   wallSeconds: (performance.now() - t0) / 1000, cleanTestAccuracy: log.at(-1)!.testAccuracy, log,
 }, null, 2));
