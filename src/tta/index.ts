@@ -3,21 +3,32 @@ import type { RefitModel } from '../model.ts';
 import type { Adapter } from './types.ts';
 import { Source } from './source.ts';
 import { BNAdapt, type BNAdaptOptions } from './bn-adapt.ts';
+import { Tent } from './tent.ts';
+import { EATA } from './eata.ts';
+import { SAR } from './sar.ts';
+import { z } from 'zod';
+import { parseOptions } from './common.ts';
 
-export type { Adapter, AdaptResult, AdaptInfo } from './types.ts';
+export type { Adapter, AdaptResult, AdaptInfo, AdapterState } from './types.ts';
 export { Source } from './source.ts';
 export { BNAdapt, batchStatModel, hasBatchNorm } from './bn-adapt.ts';
+export { Tent, TENT_DEFAULTS, type TentOptions } from './tent.ts';
+export { EATA, EATA_DEFAULTS, type EataOptions } from './eata.ts';
+export { SAR, SAR_DEFAULTS, type SarOptions } from './sar.ts';
 
 const FACTORIES: Record<string, (model: RefitModel, opts: Record<string, unknown>) => Adapter> = {
-  source: (m, o) => new Source(m, o as { logits?: string }),
-  'bn-adapt': (m, o) => new BNAdapt(m, o as BNAdaptOptions),
+  source: (m, o) => new Source(m, parseOptions('source', z.object({ logits: z.string().optional() }), o)),
+  'bn-adapt': (m, o) => new BNAdapt(m, parseOptions('bn-adapt', z.object({ prior: z.number().min(0).optional(), logits: z.string().optional() }), o) as BNAdaptOptions),
+  tent: (m, o) => new Tent(m, o),
+  eata: (m, o) => new EATA(m, o),
+  sar: (m, o) => new SAR(m, o),
 };
 
 export const METHODS = Object.keys(FACTORIES);
 
-/** Create an adapter by name; an unknown name lists the known ones. */
+/** Create an adapter by name; an unknown name lists the known ones, an unknown option names the known options. */
 export function createAdapter(model: RefitModel, method: string, opts: Record<string, unknown> = {}): Adapter {
-  const f = FACTORIES[method];
+  const f = Object.hasOwn(FACTORIES, method) ? FACTORIES[method] : undefined;
   if (!f) throw new Error(`unknown adaptation method '${method}'; known methods: ${METHODS.join(', ')}`);
   return f(model, opts);
 }

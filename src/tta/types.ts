@@ -1,14 +1,22 @@
 // The one interface every test-time adaptation method implements.
 import type { Tensor } from '../onnx/tensor.ts';
+import type { OptimizerState } from '../train/optim/index.ts';
 
 export interface AdaptInfo {
-  /** Samples the method used for its update (all, for methods without selection). */
+  /** Number of samples the method used for its update (all, for methods without selection; 0 for Source). */
   used: number;
+  /** Which samples (batch indices) the update used, where the method selects samples. */
+  usedIndices?: Int32Array;
+  /** The adaptation loss of this batch (before the update), where the method has one. */
   loss?: number;
-  /** Steps refused because the loss was not finite, since creation or the last reset. */
+  /** Steps refused because the loss or a gradient was not finite, since the adapter was created. */
   skipped: number;
+  /** Times the adapter went back to the source state (reset(), episodic mode, SAR's model recovery), since creation. */
   resets: number;
+  /** Wall time of predict + adapt for this batch, ms. */
   ms: number;
+  /** Method-specific numbers (e.g. EATA's filter counts, SAR's loss EMA, CoTTA's anchor confidence). */
+  extra?: Record<string, number>;
 }
 
 export interface AdaptResult {
@@ -17,12 +25,26 @@ export interface AdaptResult {
   info: AdaptInfo;
 }
 
+/** A serialisable snapshot of an adapter's whole state (parameters, optimizer, method state). */
+export interface AdapterState {
+  method: string;
+  version: 1;
+  /** Float tensors: adapted parameters, teacher parameters, moving averages, supports… */
+  tensors: Record<string, Float32Array>;
+  optimizer?: OptimizerState;
+  /** Scalars and small JSON values (counters, EMA values). */
+  meta: Record<string, number | string | boolean | null>;
+}
+
 export interface Adapter {
   readonly name: string;
   /** Predict the batch, then adapt on it. */
   predict(x: Tensor): Promise<AdaptResult>;
   /** Back to the source state. */
   reset(): void;
+  /** Snapshot of the adaptation state; `load` restores it exactly. */
+  save?(): Promise<AdapterState>;
+  load?(state: AdapterState): Promise<void>;
   release(): Promise<void>;
 }
 

@@ -1,0 +1,317 @@
+// What every test-time adaptation method shares: option validation, batch checks, finding the
+// normalization layers, and a base class for methods that update parameters by gradient steps.
+import { z } from 'zod';
+import type { RefitModel } from '../model.ts';
+import type { Tensor } from '../onnx/tensor.ts';
+import { formatShape } from '../onnx/tensor.ts';
+import type { Optimizer, OptimizerState } from '../train/optim/index.ts';
+import type { StepResult } from '../train/train-step.ts';
+import { type Adapter, type AdaptInfo, type AdaptResult, type AdapterState, defaultLogits } from './types.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------------------------
+
+/** Options every method accepts. */
+export const commonOptions = {
+  /** 'continual' carries state from batch to batch; 'episodic' resets to the source before every batch. */
+  mode: z.enum(['continual', 'episodic']).default('continual'),
+  /** Seed for everything random (augmentations, stochastic restore). */
+  seed: z.number().int().default(0),
+  /** Output holding class scores; default 'logits' if the model has it, else its first output. */
+  logits: z.string().optional(),
+  /** Threads for the sessions the adapter creates (default: the model's session options). */
+  threads: z.number().int().positive().optional(),
+};
+
+export type CommonOptions = { mode: 'continual' | 'episodic'; seed: number; logits?: string; threads?: number };
+
+/** Validate `opts` against a zod object schema; unknown keys and bad values get a precise error. */
+export function parseOptions<S extends z.ZodObject>(method: string, schema: S, opts: unknown): z.output<S> {
+  if (opts !== undefined && (opts === null || typeof opts !== 'object' || Array.isArray(opts))) {
+    throw new Error(`${method}: options must be an object, got ${opts === null ? 'null' : Array.isArray(opts) ? 'an array' : typeof opts}`);
+  }
+  const r = schema.strict().safeParse(opts ?? {});
+  if (r.success) return r.data as z.output<S>;
+  const known = Object.keys(schema.shape).sort().join(', ');
+  const msgs = r.error.issues.map((i) => {
+    if (i.code === 'unrecognized_keys') return `unknown option${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `'${k}'`).join(', ')} (known options: ${known})`;
+    return `option '${i.path.join('.')}': ${i.message}`;
+  });
+  throw new Error(`${method}: ${msgs.join('; ')}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches
+// ---------------------------------------------------------------------------------------------
+
+/** Throws a precise error for an empty batch, a wrong dtype/shape, or a non-finite input value. */
+export function checkBatch(method: string, model: RefitModel, x: Tensor): void {
+  const input = model.inputs[0]!;
+  if (!x || !Array.isArray(x.dims) || !x.data) throw new Error(`${method}: predict(x) needs a tensor { dtype, dims, data }, got ${typeof x}`);
+  if (x.dtype !== 'float32') throw new Error(`${method}: input '${input.name}' must be float32, got ${x.dtype}`);
+  if (x.dims.length === 0 || x.dims[0] === 0) throw new Error(`${method}: batch of size 0 (input '${input.name}' has shape ${formatShape(x.dims)}); a batch needs at least one sample`);
+  const shape = input.shape;
+  if (shape) {
+    const ok = shape.length === x.dims.length && shape.every((d, i) => typeof d !== 'number' || d === x.dims[i]);
+    if (!ok) throw new Error(`${method}: input '${input.name}' has shape ${formatShape(x.dims)}, the model expects ${formatShape(shape)}`);
+  }
+  const d = x.data as Float32Array;
+  const per = d.length / x.dims[0]!;
+  for (let i = 0; i < d.length; i++) {
+    if (!Number.isFinite(d[i]!)) {
+      throw new Error(`${method}: input '${input.name}' has a non-finite value (${d[i]}) at element ${i} (sample ${Math.floor(i / per)}); refusing to predict or adapt on it`);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Normalization layers
+// ---------------------------------------------------------------------------------------------
+
+export const NORM_OPS = new Set(['BatchNormalization', 'LayerNormalization', 'GroupNormalization', 'InstanceNormalization']);
+
+export interface NormLayer { op: string; node: string; scale?: string; bias?: string }
+
+export function normLayers(model: RefitModel): NormLayer[] {
+  const inits = model.ir.graph.initializers;
+  const out: NormLayer[] = [];
+  for (const n of model.ir.graph.nodes) {
+    if (!NORM_OPS.has(n.opType)) continue;
+    const s = n.inputs[1], b = n.inputs[2];
+    out.push({ op: n.opType, node: n.name, scale: s && inits.has(s) ? s : undefined, bias: b && inits.has(b) ? b : undefined });
+  }
+  return out;
+}
+
+/** The affine parameters (scale, bias) of every normalization layer; a clear error if there are none. */
+export function normAffineParams(method: string, model: RefitModel, exclude?: RegExp): string[] {
+  const layers = normLayers(model);
+  if (layers.length === 0) {
+    throw new Error(`${method} adapts normalization layers (BatchNormalization, LayerNormalization, GroupNormalization or InstanceNormalization), and this model has none. Pass 'params' to choose other parameters, or use a method without parameter updates (source, lame, t3a)`);
+  }
+  const names = [...new Set(layers.flatMap((l) => [l.scale, l.bias]).filter((p): p is string => !!p))];
+  const kept = exclude ? names.filter((n) => !exclude.test(n)) : names;
+  if (kept.length === 0) throw new Error(`${method}: the model's normalization layers have no trainable affine parameters${exclude ? ` left after excluding ${exclude}` : ''}`);
+  return kept;
+}
+
+export function hasBatchNormLayers(model: RefitModel): boolean {
+  return model.ir.graph.nodes.some((n) => n.opType === 'BatchNormalization');
+}
+
+/** Paper learning rates are for batch 64; the SAR repository's main.py (which runs Tent, EATA and SAR) scales them by the batch size. */
+export function paperLr(batch: number, layerNormModel: boolean): number {
+  if (layerNormModel) return (0.001 / 64) * batch; // ViT-Base in SAR's main.py
+  return batch < 32 ? (0.00025 / 64) * batch * 2 : 0.00025; // ResNet-50 (BN or GN) in SAR's and EATA's main.py
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small numerics (O(N·C), never a matrix product)
+// ---------------------------------------------------------------------------------------------
+
+export function softmaxRows(logits: Float32Array, C: number): Float64Array {
+  const n = logits.length / C;
+  const out = new Float64Array(logits.length);
+  for (let i = 0; i < n; i++) {
+    let m = -Infinity;
+    for (let c = 0; c < C; c++) m = Math.max(m, logits[i * C + c]!);
+    let s = 0;
+    for (let c = 0; c < C; c++) s += out[i * C + c] = Math.exp(logits[i * C + c]! - m);
+    for (let c = 0; c < C; c++) out[i * C + c]! /= s;
+  }
+  return out;
+}
+
+export function allFinite(a: ArrayLike<number>): number {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return i;
+  return -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Base class for gradient-based methods
+// ---------------------------------------------------------------------------------------------
+
+export interface AdaptOutcome {
+  logits: Tensor;
+  used: number;
+  usedIndices?: Int32Array;
+  loss?: number;
+  extra?: Record<string, number>;
+}
+
+/**
+ * A method that updates parameters of a private copy of the model. The source model is
+ * cloned once and never written; `reset()` copies the source values back into the copy.
+ */
+export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> implements Adapter {
+  abstract readonly name: string;
+  /** The private working copy: the method writes its parameters, never the source's. */
+  readonly model: RefitModel;
+  readonly logits: string;
+  /** Parameters the method updates (live arrays of `model`). */
+  readonly trainable: string[];
+  protected readonly views: Map<string, Float32Array>;
+  /** Learning rate: the option, or the paper's rule for the first batch's size. */
+  protected lr: number | undefined;
+  private opt: Optimizer | undefined;
+  /** Source values of every parameter the method may change. */
+  private readonly initial: Map<string, Float32Array>;
+  protected skipped = 0;
+  protected resets = 0;
+  protected steps = 0;
+  private batches = 0;
+
+  constructor(readonly source: RefitModel, readonly opts: O, trainable: (copy: RefitModel) => string[]) {
+    this.model = source.clone();
+    this.logits = opts.logits ?? defaultLogits(source.outputs);
+    if (!source.outputs.some((o) => o.name === this.logits)) {
+      throw new Error(`the model has no output '${this.logits}' (outputs: ${source.outputs.map((o) => o.name).join(', ')})`);
+    }
+    this.trainable = trainable(this.model);
+    for (const p of this.trainable) this.model.param(p); // a clear error for an unknown name
+    this.views = new Map(this.trainable.map((p) => [p, this.model.param(p).data as Float32Array]));
+    this.initial = new Map();
+    for (const p of this.mutableParams()) this.initial.set(p, (this.model.param(p).data as Float32Array).slice());
+    this.lr = opts.lr;
+  }
+
+  get sessionOptions() {
+    return this.opts.threads ? { ...this.source.sessionOptions, threads: this.opts.threads } : this.source.sessionOptions;
+  }
+
+  /** Parameters whose values the method can change (reset restores them). Default: the trainables. */
+  protected mutableParams(): string[] {
+    return this.trainable;
+  }
+
+  protected abstract makeOptimizer(lr: number): Optimizer;
+  /** The paper's learning rate for this batch size (used when the `lr` option is not given). */
+  protected abstract defaultLr(batch: number): number;
+  /** Predict, then adapt on the batch (already validated). */
+  protected abstract adapt(x: Tensor): Promise<AdaptOutcome>;
+  /** Reset method state beyond parameters and optimizer (moving averages, teachers…). */
+  protected resetMethodState(): void {}
+  protected saveExtra(_tensors: Record<string, Float32Array>, _meta: AdapterState['meta']): void {}
+  /** Validate first, then return a function that applies (so a bad state changes nothing). */
+  protected loadExtra(_state: AdapterState): () => void {
+    return () => {};
+  }
+
+  protected optimizer(batch: number): Optimizer {
+    if (this.lr === undefined) this.lr = this.defaultLr(batch);
+    if (!this.opt) this.opt = this.makeOptimizer(this.lr);
+    return this.opt;
+  }
+
+  async predict(x: Tensor): Promise<AdaptResult> {
+    checkBatch(this.name, this.source, x);
+    const t0 = performance.now();
+    if (this.opts.mode === 'episodic' && this.batches > 0) this.restoreSource();
+    this.batches++;
+    const r = await this.adapt(x);
+    const info: AdaptInfo = { used: r.used, skipped: this.skipped, resets: this.resets, ms: performance.now() - t0 };
+    if (r.usedIndices) info.usedIndices = r.usedIndices;
+    if (r.loss !== undefined) info.loss = r.loss;
+    if (r.extra) info.extra = r.extra;
+    return { logits: r.logits, info };
+  }
+
+  /** Back to the source parameters, a fresh optimizer, and fresh method state. */
+  reset(): void {
+    this.restoreSource();
+  }
+
+  protected restoreSource(): void {
+    for (const [p, v] of this.initial) (this.model.param(p).data as Float32Array).set(v);
+    this.model.touch(this.initial.keys());
+    this.opt = undefined;
+    this.resetMethodState();
+    this.resets++;
+  }
+
+  /** Source value of a parameter the method may change. */
+  protected sourceValue(p: string): Float32Array {
+    const v = this.initial.get(p);
+    if (!v) throw new Error(`${this.name}: '${p}' is not a parameter this method changes`);
+    return v;
+  }
+
+  /** True if the loss and every gradient are finite; otherwise counts a skipped step. */
+  protected finiteStep(r: Pick<StepResult, 'loss' | 'grads'>): boolean {
+    if (!Number.isFinite(r.loss)) { this.skipped++; return false; }
+    for (const g of r.grads.values()) if (allFinite(g) >= 0) { this.skipped++; return false; }
+    return true;
+  }
+
+  /**
+   * Apply an optimizer step with `grads` unless the loss or a gradient is not finite; a refused
+   * step is counted in `skipped` and changes nothing.
+   */
+  protected applyStep(r: Pick<StepResult, 'loss' | 'grads'>, batch: number): boolean {
+    if (!this.finiteStep(r)) return false;
+    this.optimizer(batch).step(this.views, r.grads);
+    this.model.touch(this.trainable);
+    this.steps++;
+    return true;
+  }
+
+  async save(): Promise<AdapterState> {
+    const tensors: Record<string, Float32Array> = {};
+    for (const p of this.initial.keys()) tensors[`param.${p}`] = (this.model.param(p).data as Float32Array).slice();
+    const meta: AdapterState['meta'] = { skipped: this.skipped, resets: this.resets, steps: this.steps, batches: this.batches, lr: this.lr ?? null };
+    this.saveExtra(tensors, meta);
+    const st: AdapterState = { method: this.name, version: 1, tensors, meta };
+    if (this.opt) st.optimizer = this.opt.state();
+    return st;
+  }
+
+  async load(state: AdapterState): Promise<void> {
+    if (!state || typeof state !== 'object') throw new Error(`${this.name}.load: state must be an object from save(), got ${typeof state}`);
+    if (state.method !== this.name) throw new Error(`${this.name}.load: state was saved by '${String(state.method)}', not '${this.name}'`);
+    if (state.version !== 1) throw new Error(`${this.name}.load: unsupported state version ${String(state.version)} (expected 1)`);
+    const values = new Map<string, Float32Array>();
+    for (const p of this.initial.keys()) {
+      const v = stateTensor(state, `param.${p}`, this.model.param(p).data.length, this.name);
+      const bad = allFinite(v);
+      if (bad >= 0) throw new Error(`${this.name}.load: parameter '${p}' has a non-finite value at ${bad}`);
+      values.set(p, v);
+    }
+    const lr = this.opts.lr ?? metaNumber(state, 'lr', this.name) ?? undefined;
+    const applyExtra = this.loadExtra(state);
+    let opt: Optimizer | undefined;
+    if (state.optimizer) {
+      if (lr === undefined) throw new Error(`${this.name}.load: state has optimizer buffers but no learning rate`);
+      opt = this.makeOptimizer(lr);
+      opt.loadState(state.optimizer as OptimizerState, this.views);
+    }
+    // Everything validated: apply.
+    for (const [p, v] of values) (this.model.param(p).data as Float32Array).set(v);
+    this.model.touch(values.keys());
+    this.lr = lr;
+    this.opt = opt;
+    applyExtra();
+    this.skipped = metaNumber(state, 'skipped', this.name) ?? 0;
+    this.resets = metaNumber(state, 'resets', this.name) ?? 0;
+    this.steps = metaNumber(state, 'steps', this.name) ?? 0;
+    this.batches = metaNumber(state, 'batches', this.name) ?? 0;
+  }
+
+  async release(): Promise<void> {
+    await this.model.release();
+  }
+}
+
+export function metaNumber(state: AdapterState, key: string, who: string): number | null {
+  const v = state.meta?.[key];
+  if (v === null || v === undefined) return null;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${who}.load: meta '${key}' must be a finite number, got ${String(v)}`);
+  return v;
+}
+
+export function stateTensor(state: AdapterState, key: string, length: number, who: string): Float32Array {
+  const v = state.tensors?.[key];
+  if (!(v instanceof Float32Array)) throw new Error(`${who}.load: state has no Float32Array '${key}'`);
+  if (v.length !== length) throw new Error(`${who}.load: '${key}' has ${v.length} elements, expected ${length}`);
+  return v;
+}

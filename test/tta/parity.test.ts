@@ -1,0 +1,78 @@
+// refit's Tent, EATA and SAR steps against PyTorch reference steps that follow the papers'
+// code (fixtures made by test/fixtures/tta/make_tta_fixtures.py with Debian's torch 1.13).
+// Each fixture holds two consecutive steps, so momentum and EATA's p̄ are exercised too.
+// Parameters are compared by their *change* since the source, to ≤ 1e-4 relative.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createAdapter } from '../../src/tta/index.ts';
+import type { ParamAdapter } from '../../src/tta/common.ts';
+import type { EATA } from '../../src/tta/eata.ts';
+import type { SAR } from '../../src/tta/sar.ts';
+import { loadFixture, get, assertClose, diff, measured } from './helpers.ts';
+
+after(() => {
+  const rows = [...measured].map(([k, v]) => `${k}: ${v.toExponential(2)}`);
+  console.log(`# parity: largest relative errors: ${rows.join(', ')}`);
+});
+
+async function runFixture(name: string, opts: Record<string, unknown>, check: (s: number, r: Awaited<ReturnType<ParamAdapter<never>['predict']>>, ad: ParamAdapter<never>) => void) {
+  const { model, tensors, meta } = await loadFixture(name);
+  const ad = createAdapter(model, meta.method, { lr: meta.lr, momentum: meta.momentum, ...opts }) as unknown as ParamAdapter<never>;
+  assert.deepEqual(ad.trainable, meta.params, `${name}: default parameter selection`);
+  const before = new Map(ad.trainable.map((p) => [p, get(tensors, `param_before.${p}`).data as Float32Array]));
+  for (const p of ad.trainable) assert.deepEqual(ad.model.param(p).data, before.get(p), `${name}: source value of ${p}`);
+  for (let s = 0; s < meta.steps; s++) {
+    const r = await ad.predict(get(tensors, `input.x${s}`));
+    assertClose(`${name}.logits step ${s}`, r.logits.data as Float32Array, get(tensors, `step${s}.logits`).data as Float32Array);
+    check(s, r, ad);
+    for (const p of ad.trainable) {
+      const want = diff(get(tensors, `step${s}.param.${p}`).data as Float32Array, before.get(p)!);
+      const got = diff(ad.model.param(p).data as Float32Array, before.get(p)!);
+      assertClose(`${name}.update step ${s} ${p}`, got, want);
+    }
+  }
+  // The source model was never written.
+  for (const p of ad.trainable) assert.deepEqual(model.param(p).data, before.get(p), `${name}: source parameter ${p} changed`);
+  await ad.release();
+  return { tensors, meta };
+}
+
+const scalar = (t: { data: unknown }) => (t.data as Float32Array)[0]!;
+const maskOf = (idx: Int32Array | undefined, n: number) => { const m = new Float32Array(n); for (const i of idx ?? []) m[i] = 1; return m; };
+
+test('Tent: two steps on a BatchNorm CNN match PyTorch (logits, loss, parameter updates)', async () => {
+  const { tensors } = await loadFixture('tent_cnn');
+  await runFixture('tent_cnn', {}, (s, r) => {
+    assertClose(`tent_cnn.loss step ${s}`, [r.info.loss!], [scalar(get(tensors, `step${s}.loss`))]);
+  });
+});
+
+test('EATA: Fisher, two steps with entropy + redundancy filters, reweighting and Fisher penalty match PyTorch', async () => {
+  const { tensors, meta } = await loadFixture('eata_cnn');
+  await runFixture('eata_cnn', { fisherData: get(tensors, 'input.fisher'), fisherBatchSize: meta.fisher_batch, fisherSize: meta.fisher_size, fisherAlpha: meta.fisher_alpha, dMargin: meta.d_margin }, (s, r, ad) => {
+    const eata = ad as unknown as EATA;
+    if (s === 0) for (const [p, f] of eata.fisher!) assertClose(`eata_cnn.fisher ${p}`, f, get(tensors, `fisher.${p}`).data as Float32Array);
+    const want = get(tensors, `step${s}.mask`).data as Float32Array;
+    assert.deepEqual(maskOf(r.info.usedIndices, want.length), want, `eata step ${s}: selected samples`);
+    assert.equal(r.info.used, meta[`step${s}_kept`]);
+    assertClose(`eata_cnn.loss step ${s}`, [r.info.loss!], [scalar(get(tensors, `step${s}.loss`))]);
+    assertClose(`eata_cnn.pbar step ${s}`, eata.movingProbs!, get(tensors, `step${s}.pbar`).data as Float32Array);
+  });
+});
+
+const SAR_CASES: Record<string, string> = { sar_cnn: 'BatchNorm CNN', sar_ln: 'LayerNorm model, final norm excluded', sar_cnn_recovery: 'BatchNorm CNN, model recovery after each step' };
+for (const name of Object.keys(SAR_CASES)) {
+  test(`SAR (${SAR_CASES[name]}): two steps with both SAM passes match PyTorch`, async () => {
+    const { tensors, meta } = await loadFixture(name);
+    await runFixture(name, { rho: meta.rho }, (s, r, ad) => {
+      const sar = ad as unknown as SAR;
+      const want = get(tensors, `step${s}.mask`).data as Float32Array;
+      assert.deepEqual(maskOf(r.info.usedIndices, want.length), want, `${name} step ${s}: samples of the second pass`);
+      assert.equal(r.info.extra!.reliable1, meta[`step${s}_kept1`]);
+      assertClose(`${name}.loss step ${s}`, [r.info.loss!], [scalar(get(tensors, `step${s}.loss`))]);
+      assertClose(`${name}.loss2 step ${s}`, [r.info.extra!.loss2!], [scalar(get(tensors, `step${s}.loss2`))]);
+      assertClose(`${name}.ema step ${s}`, [sar.ema!], [scalar(get(tensors, `step${s}.ema`))]);
+      assert.equal(r.info.extra!.recovered === 1, meta[`step${s}_recovered`], `${name} step ${s}: model recovery`);
+    });
+  });
+}
