@@ -184,7 +184,7 @@ export class PeftModel extends RefitModel {
     }
     checkSignature(this.ir.graph.inputs, signatureOf(feeds));
     const outputs = opts.outputs ?? this.ir.graph.outputs.map((o) => o.name);
-    const fed = this.active.flatMap((e) => [...e.values.keys()]);
+    const fed = this.active.flatMap((e) => [...e.values.keys()]).filter((k) => this.ir.graph.initializers.has(k));
     const key = outputs.join(',');
     const stamp = this.bakedStamp(new Set(fed));
     let hit = this.mixSessions.get(key);
@@ -203,9 +203,10 @@ export class PeftModel extends RefitModel {
       this.mixSessions.set(key, hit);
     }
     const ortFeeds: Record<string, ort.Tensor> = {};
+    const fedSet = new Set(fed);
     for (const [k, t] of Object.entries(feeds)) ortFeeds[k] = toOrt(t);
     for (const e of this.active) {
-      for (const [k, t] of e.values) ortFeeds[k] = toOrt(k === gateName(e.name) ? f32([], [weights[e.name] ?? 0]) : t);
+      for (const [k, t] of e.values) if (fedSet.has(k)) ortFeeds[k] = toOrt(k === gateName(e.name) ? f32([], [weights[e.name] ?? 0]) : t);
     }
     const out = await (await hit.session).run(ortFeeds);
     return Object.fromEntries(outputs.map((o) => [o, fromOrt(out[o]!)]));

@@ -1,0 +1,129 @@
+// Adapters as files in HF PEFT's layout: `adapter_model.safetensors` (keys such as
+// `base_model.model.<module>.lora_A.weight`, PyTorch's [out, in] convention) and
+// `adapter_config.json`. Bytes in, bytes out: the Node file helpers live in ./files-node.ts.
+import { parseSafetensors, serializeSafetensors } from '../io/safetensors.ts';
+import { type Tensor, formatShape } from '../onnx/tensor.ts';
+import type { RefitModel } from '../model.ts';
+import { PeftModel } from './peft-model.ts';
+import type { AdapterMethod } from './types.ts';
+import { lora } from './lora/index.ts';
+import { dora } from './dora/index.ts';
+import { ia3 } from './ia3/index.ts';
+import { vera } from './vera/index.ts';
+import { bitfit, normAffine } from './selection/index.ts';
+import { head } from './head/index.ts';
+import { bottleneck } from './bottleneck/index.ts';
+import { PeftError, closest } from './errors.ts';
+
+export const WEIGHTS_FILE = 'adapter_model.safetensors';
+export const CONFIG_FILE = 'adapter_config.json';
+
+export interface AdapterFiles {
+  /** `adapter_model.safetensors` */
+  weights: Uint8Array;
+  /** `adapter_config.json` */
+  config: string;
+}
+
+/** Serialise one adapter (its current values) in HF PEFT's layout. */
+export function adapterFiles(model: PeftModel, name: string): AdapterFiles {
+  const plan = model.planOf(name);
+  const values = model.adapterValues(name);
+  const tensors = new Map<string, Tensor>();
+  for (const [ir, key] of plan.fileKeys) tensors.set(key, values.get(ir)!);
+  const info = model.adapter(name);
+  const config = { ...plan.fileConfig, refit: { adapter: name, method: info.method } };
+  return { weights: serializeSafetensors(tensors, { format: 'pt' }), config: `${JSON.stringify(config, null, 2)}\n` };
+}
+
+const MODULE_KEY = /^base_model\.model\.(.+)\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector(?:\.weight)?|ia3_l|vera_lambda_[bd]|adapter_(?:down|up)\.(?:weight|bias))$/;
+
+/** HF PEFT's target_modules rule: a list matches a name or a dotted suffix; a string is a full-match regex. */
+function targetMatches(targets: unknown, module: string): boolean {
+  if (typeof targets === 'string') return new RegExp(`^(?:${targets})$`).test(module);
+  if (Array.isArray(targets)) return targets.some((t) => t === module || module.endsWith(`.${t}`));
+  return false;
+}
+
+const num = (cfg: Record<string, unknown>, k: string, fallback?: number): number => {
+  const v = cfg[k] ?? fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new PeftError(`${CONFIG_FILE}: '${k}' must be a number, got ${JSON.stringify(cfg[k])}`);
+  return v;
+};
+
+/** The method a saved config describes, targeting exactly the modules the file holds tensors for. */
+function methodFromConfig(cfg: Record<string, unknown>, modules: string[], keys: string[]): AdapterMethod {
+  const type = cfg.peft_type;
+  const targets = modules.length ? modules : ['(none)'];
+  switch (type) {
+    case 'LORA': {
+      for (const k of ['rank_pattern', 'alpha_pattern'] as const) {
+        if (cfg[k] && Object.keys(cfg[k] as object).length) throw new PeftError(`${CONFIG_FILE}: '${k}' (per-module ranks) is not supported by refit yet`);
+      }
+      if (cfg.fan_in_fan_out) throw new PeftError(`${CONFIG_FILE}: fan_in_fan_out=true (Conv1D weights) is not supported`);
+      const c = { targets, rank: num(cfg, 'r'), alpha: num(cfg, 'lora_alpha', 8), rsLora: cfg.use_rslora === true, dropout: num(cfg, 'lora_dropout', 0) };
+      return cfg.use_dora === true ? dora(c) : lora(c);
+    }
+    case 'IA3': return ia3({ targets, feedforward: (cfg.feedforward_modules as string[] | undefined)?.filter((f) => modules.some((m) => targetMatches([f], m))) ?? [] });
+    case 'VERA': return vera({ targets, rank: num(cfg, 'r'), dInitial: num(cfg, 'd_initial', 0.1), seed: num(cfg, 'projection_prng_key', 0) });
+    case 'BITFIT': case 'NORM_AFFINE': {
+      const names = keys.map((k) => k.replace(/^base_model\.model\./, ''));
+      const set = new Set(names);
+      return (type === 'BITFIT' ? bitfit : normAffine)({ filter: (n) => set.has(n) });
+    }
+    case 'HEAD': return head({ classes: num(cfg, 'classes'), features: cfg.features as string | undefined, output: cfg.output as string | undefined });
+    case 'BOTTLENECK': return bottleneck({
+      targets, form: cfg.form as 'houlsby', reductionFactor: num(cfg, 'reduction_factor'), activation: cfg.non_linearity as 'relu', scaling: num(cfg, 'scaling'),
+    });
+    default: throw new PeftError(`${CONFIG_FILE}: peft_type ${JSON.stringify(type)} is not supported (supported: LORA (with use_dora), IA3, VERA, BITFIT, NORM_AFFINE, HEAD, BOTTLENECK)`);
+  }
+}
+
+/**
+ * Add an adapter read from files to a model. Every tensor is checked (names, dtypes, shapes,
+ * finite values) before anything is applied; on any error the model is unchanged and the
+ * message names the tensor and its expected versus actual shape.
+ */
+export function withAdapterFiles(model: RefitModel, name: string, files: AdapterFiles): PeftModel {
+  let cfg: Record<string, unknown>;
+  try {
+    cfg = JSON.parse(files.config);
+  } catch (e) {
+    throw new PeftError(`${CONFIG_FILE}: not valid JSON (${(e as Error).message})`);
+  }
+  if (!cfg || typeof cfg !== 'object') throw new PeftError(`${CONFIG_FILE}: expected a JSON object`);
+  const { tensors } = parseSafetensors(files.weights, WEIGHTS_FILE);
+  const keys = [...tensors.keys()];
+  const peft = PeftModel.from(model);
+  const siteModules = [...new Set(peft.sites().map((s) => s.module))];
+  const modules: string[] = [];
+  for (const k of keys) {
+    const m = MODULE_KEY.exec(k)?.[1];
+    if (!m) continue;
+    if (!siteModules.includes(m)) throw new PeftError(`${WEIGHTS_FILE}: tensor '${k}' is for module '${m}', which the model does not have. Closest modules: ${closest(m, siteModules).join(', ')}`);
+    if (cfg.target_modules !== undefined && cfg.peft_type !== 'BOTTLENECK' && !targetMatches(cfg.target_modules, m)) {
+      throw new PeftError(`${WEIGHTS_FILE}: tensor '${k}' is for module '${m}', which ${CONFIG_FILE}'s target_modules ${JSON.stringify(cfg.target_modules)} does not cover`);
+    }
+    if (!modules.includes(m)) modules.push(m);
+  }
+  const next = peft.withAdapter(name, methodFromConfig(cfg, modules, keys));
+  const plan = next.planOf(name);
+  const values = next.adapterValues(name);
+  const byKey = new Map([...plan.fileKeys].map(([ir, key]) => [key, ir]));
+  const alias = (k: string) => (byKey.has(k) ? k : k.endsWith('.lora_magnitude_vector') ? `${k}.weight` : k);
+  for (const k of keys) {
+    if (!byKey.has(alias(k))) throw new PeftError(`${WEIGHTS_FILE}: unexpected tensor '${k}'; the adapter expects ${[...byKey.keys()].slice(0, 8).join(', ')}${byKey.size > 8 ? ` … (${byKey.size} in all)` : ''}`);
+  }
+  for (const [key, ir] of byKey) {
+    const want = values.get(ir)!;
+    const t = tensors.get(key) ?? tensors.get(key.replace(/\.weight$/, ''));
+    if (!t) throw new PeftError(`${WEIGHTS_FILE}: missing tensor '${key}' (expected float32 ${formatShape(want.dims)})`);
+    if (t.dtype !== 'float32') throw new PeftError(`${WEIGHTS_FILE}: tensor '${key}' is ${t.dtype}, expected float32`);
+    if (t.dims.join() !== want.dims.join()) throw new PeftError(`${WEIGHTS_FILE}: tensor '${key}' has shape ${formatShape(t.dims)}, expected ${formatShape(want.dims)}`);
+    const d = t.data as Float32Array;
+    for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i]!)) throw new PeftError(`${WEIGHTS_FILE}: tensor '${key}' has a non-finite value (${d[i]}) at index ${i}`);
+  }
+  for (const [key, ir] of byKey) (values.get(ir)!.data as Float32Array).set((tensors.get(key) ?? tensors.get(key.replace(/\.weight$/, '')))!.data as Float32Array);
+  next.touch(values.keys());
+  return next;
+}

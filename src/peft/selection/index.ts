@@ -1,0 +1,48 @@
+// Methods that add no nodes: they choose which base parameters train, and own trained copies.
+// BitFit trains only biases (Ben Zaken et al. 2022, https://arxiv.org/abs/2106.10199);
+// norm-affine trains only normalisation scales and shifts (BatchNorm γ/β, LayerNorm, Group/InstanceNorm).
+import type { Graph } from '../../onnx/ir.ts';
+import type { AdapterMethod, AdapterPlan, PlanContext } from '../types.ts';
+import { type Tensor, cloneTensor } from '../../onnx/tensor.ts';
+import { PeftError } from '../errors.ts';
+
+const NORMS = new Set(['BatchNormalization', 'LayerNormalization', 'InstanceNormalization', 'GroupNormalization']);
+
+export interface SelectionConfig {
+  /** Keep only parameters whose name matches. @default every candidate */
+  filter?: RegExp | ((name: string) => boolean);
+}
+
+function selection(kind: string, peftType: string, candidates: (g: Graph, ctx: PlanContext) => string[], config: SelectionConfig): AdapterMethod {
+  return {
+    method: kind,
+    plan(ctx): AdapterPlan {
+      const all = [...new Set(candidates(ctx.graph, ctx))].filter((n) => ctx.graph.initializers.has(n));
+      const f = config.filter;
+      const chosen = f ? all.filter((n) => (typeof f === 'function' ? f(n) : (f.lastIndex = 0, f.test(n)))) : all;
+      if (chosen.length === 0) throw new PeftError(`${kind}: no parameter selected${f ? ` by filter ${String(f)}` : ''}. Candidates: ${all.slice(0, 40).join(', ') || '(the model has none)'}`);
+      const overrides = new Map<string, Tensor>(chosen.map((n) => [n, cloneTensor(ctx.value(n))]));
+      return {
+        peftType, tensors: new Map(), overrides, trainable: chosen,
+        fileKeys: new Map(chosen.map((n) => [n, `base_model.model.${n}`])),
+        fileConfig: { peft_type: peftType, target_parameters: chosen, base_model_name_or_path: null },
+        apply() { /* no rewrite: the trained copies replace the base values */ },
+        fold: (value) => new Map(chosen.map((n) => [n, value(n)])),
+      };
+    },
+  };
+}
+
+/** BitFit: biases of linear, conv and normalisation layers. */
+export function bitfit(config: SelectionConfig = {}): AdapterMethod {
+  return selection('bitfit', 'BITFIT', (g, ctx) => {
+    const out = ctx.sites.flatMap((s) => (s.bias ? [s.bias] : []));
+    for (const n of g.nodes) if (NORMS.has(n.opType) && n.inputs[2]) out.push(n.inputs[2]);
+    return out;
+  }, config);
+}
+
+/** Norm-affine: the scale and shift of every normalisation layer (not BatchNorm's running statistics). */
+export function normAffine(config: SelectionConfig = {}): AdapterMethod {
+  return selection('norm-affine', 'NORM_AFFINE', (g) => g.nodes.filter((n) => NORMS.has(n.opType)).flatMap((n) => n.inputs.slice(1, 3).filter(Boolean)), config);
+}
