@@ -10,6 +10,7 @@ import { probeShapes, signatureOf, signatureKey } from '../onnx/shapes.ts';
 import { lowerBatchNormTrain } from '../train/batchnorm-train.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { type Adapter, type AdaptResult, defaultLogits } from './types.ts';
+import { checkBatch } from './common.ts';
 
 export interface BNAdaptOptions {
   /** Source prior strength N (Schneider et al. 2020). Default 0: pure test-batch statistics. */
@@ -44,6 +45,7 @@ export class BNAdapt implements Adapter {
   }
 
   async predict(x: Tensor): Promise<AdaptResult> {
+    checkBatch(this.name, this.model, x);
     const t0 = performance.now();
     const inputName = this.model.inputs[0]!.name;
     const feeds = { [inputName]: x };
