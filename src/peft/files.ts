@@ -29,10 +29,11 @@ export interface AdapterFiles {
 export function adapterFiles(model: PeftModel, name: string): AdapterFiles {
   const plan = model.planOf(name);
   const values = model.adapterValues(name);
-  const tensors = new Map<string, Tensor>();
-  for (const [ir, key] of plan.fileKeys) tensors.set(key, values.get(ir)!);
+  const custom = plan.toFiles?.((n) => values.get(n)!);
+  const tensors = custom?.tensors ?? new Map<string, Tensor>();
+  if (!custom) for (const [ir, key] of plan.fileKeys) tensors.set(key, values.get(ir)!);
   const info = model.adapter(name);
-  const config = { ...plan.fileConfig, refit: { adapter: name, method: info.method } };
+  const config = { ...(custom?.config ?? plan.fileConfig), refit: { adapter: name, method: info.method } };
   return { weights: serializeSafetensors(tensors, { format: 'pt' }), config: `${JSON.stringify(config, null, 2)}\n` };
 }
 

@@ -130,7 +130,11 @@ export function selectSites(all: Site[], opts: TargetOptions, method: string, su
     chosen = [];
     for (const n of list) {
       const hit = sites.filter((s) => names(s).some((x) => x === n) || s.module.endsWith(`.${n}`));
-      if (hit.length === 0) throw new PeftError(`${method}: target '${n}' matches no ${ops.join('/')} layer. Closest candidates: ${closest(n, candidates).join(', ')}`);
+      if (hit.length === 0) {
+        const other = all.find((s) => !ops.includes(s.op) && names(s).some((x) => x === n || s.module.endsWith(`.${n}`)));
+        const why = other ? ` (${other.module} is a ${other.op}; this method targets ${ops.join(', ')})` : '';
+        throw new PeftError(`${method}: target '${n}' matches no ${ops.join('/')} layer${why}. Closest candidates: ${closest(n, candidates).join(', ')}`);
+      }
       for (const h of hit) if (!chosen.includes(h)) chosen.push(h);
     }
   }

@@ -37,6 +37,11 @@ export interface AdapterPlan {
   fileKeys: Map<string, string>;
   /** The `adapter_config.json` content. */
   fileConfig: Record<string, unknown>;
+  /**
+   * Custom file content from current values (PiSSA saves a plain LoRA of rank 2r relative to the
+   * original weights). Default: `fileKeys` and `fileConfig`.
+   */
+  toFiles?(value: (name: string) => Tensor): { tensors: Map<string, Tensor>; config: Record<string, unknown> };
   /** Per-tensor learning-rate multipliers (LoRA+). */
   lrScales?: Map<string, number>;
   /** Rewrite the graph; `tensors` and `overrides` are already initializers there. */

@@ -63,6 +63,24 @@ export function foldLora(name: string, sites: Site[], scale: number, value: (n: 
   return out;
 }
 
+function pissaToLora(name: string, sites: Site[], c: ResolvedLora, initial: Map<string, Tensor>, value: (n: string) => Tensor) {
+  const r = c.rank, r2 = 2 * r;
+  const out = new Map<string, Tensor>();
+  for (const s of sites) {
+    const n = loraNames(name, s.module);
+    const { a, b } = factorShapes(s, r2);
+    const A = new Float32Array(r2 * fanIn(s));
+    A.set(value(n.a).data as Float32Array);
+    A.set(initial.get(n.a)!.data as Float32Array, r * fanIn(s));
+    const B = new Float32Array(s.dOut * r2), b1 = value(n.b).data as Float32Array, b0 = initial.get(n.b)!.data as Float32Array;
+    for (let i = 0; i < s.dOut; i++) for (let j = 0; j < r; j++) { B[i * r2 + j] = b1[i * r + j]!; B[i * r2 + r + j] = -b0[i * r + j]!; }
+    out.set(`base_model.model.${s.module}.lora_A.weight`, f32(a, A));
+    out.set(`base_model.model.${s.module}.lora_B.weight`, f32(b, B));
+  }
+  const alpha = c.rsLora ? c.alpha * Math.SQRT2 : 2 * c.alpha; // keeps the scale alpha/r (or alpha/√r)
+  return { tensors: out, config: loraFileConfig({ ...c, rank: r2, alpha, init: 'kaiming' }, sites) };
+}
+
 /**
  * LoRA on the layers chosen by `targets`.
  * @example
@@ -96,6 +114,10 @@ export function lora(config: LoraConfig): AdapterMethod {
           }
         },
         fold: (value) => foldLora(ctx.name, sites, scale, value),
+        // PiSSA trains against residual weights, which a file cannot carry. As HF PEFT does
+        // (`path_initial_model_for_weight_conversion`), save ΔW = s·(B·A − B₀·A₀) as a plain LoRA
+        // of rank 2r — A' = [A; A₀], B' = [B, −B₀] — which applies to the original weights.
+        ...(c.init === 'pissa' ? { toFiles: (value: (n: string) => Tensor) => pissaToLora(ctx.name, sites, c, tensors, value) } : {}),
       };
     },
   };
