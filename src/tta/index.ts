@@ -6,6 +6,8 @@ import { BNAdapt, type BNAdaptOptions } from './bn-adapt.ts';
 import { Tent } from './tent.ts';
 import { EATA } from './eata.ts';
 import { SAR } from './sar.ts';
+import { LAME } from './lame.ts';
+import { T3A } from './t3a.ts';
 import { z } from 'zod';
 import { parseOptions } from './common.ts';
 
@@ -15,6 +17,8 @@ export { BNAdapt, batchStatModel, hasBatchNorm } from './bn-adapt.ts';
 export { Tent, TENT_DEFAULTS, type TentOptions } from './tent.ts';
 export { EATA, EATA_DEFAULTS, type EataOptions } from './eata.ts';
 export { SAR, SAR_DEFAULTS, type SarOptions } from './sar.ts';
+export { LAME, LAME_DEFAULTS, lameSolve, type LameOptions } from './lame.ts';
+export { T3A, T3A_DEFAULTS, type T3AOptions } from './t3a.ts';
 
 const FACTORIES: Record<string, (model: RefitModel, opts: Record<string, unknown>) => Adapter> = {
   source: (m, o) => new Source(m, parseOptions('source', z.object({ logits: z.string().optional() }), o)),
@@ -22,6 +26,8 @@ const FACTORIES: Record<string, (model: RefitModel, opts: Record<string, unknown
   tent: (m, o) => new Tent(m, o),
   eata: (m, o) => new EATA(m, o),
   sar: (m, o) => new SAR(m, o),
+  lame: (m, o) => new LAME(m, o),
+  t3a: (m, o) => new T3A(m, o),
 };
 
 export const METHODS = Object.keys(FACTORIES);
