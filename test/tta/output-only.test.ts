@@ -83,3 +83,13 @@ test('LAME and T3A need a features output and (T3A) a linear head', () => {
   assert.throws(() => createAdapter(smallCnn(), 'lame', { knn: 0 }), /lame: option 'knn'/);
   assert.throws(() => createAdapter(smallCnn(), 't3a', { filterK: 0 }), /t3a: option 'filterK'/);
 });
+
+test('BN-adapt and Source on the CNN: batch statistics change the prediction, the source does not', async () => {
+  const m = smallCnn();
+  const x = images(16, 0, (v) => 1 - v);
+  const src = await createAdapter(m, 'source').predict(x);
+  const bn = await createAdapter(m, 'bn-adapt').predict(x);
+  assert.deepEqual(bn.logits.dims, [16, 10]);
+  assert.notDeepEqual(bn.logits.data, src.logits.data);
+  assert.throws(() => createAdapter(smallVit(), 'bn-adapt'), /BatchNormalization/);
+});
