@@ -154,7 +154,8 @@ export class PeftModel extends RefitModel {
   /** Names to pass as `compileTrainStep({ trainable })`: every active adapter's, or one adapter's. */
   trainableNames(name?: string): string[] {
     const es = name === undefined ? this.active : [this.activeEntry(name)];
-    return es.flatMap((e) => e.plan.trainable);
+    // A tensor a later rewrite removed from the graph (a layer behind a replaced head) does not train.
+    return es.flatMap((e) => e.plan.trainable).filter((n) => this.ir.graph.initializers.has(n));
   }
 
   /** Optimizer param groups for per-tensor lr multipliers (LoRA+'s larger lr for B). Empty when none. */

@@ -49,9 +49,7 @@ export function head(config: HeadConfig): AdapterMethod {
           graph.nodes.push({ name: em.fresh('head_out'), opType: 'Identity', domain: '', inputs: [y], outputs: [output], attrs: {} });
           const o = graph.outputs.find((x) => x.name === output)!;
           if (o.shape) o.shape = [...o.shape.slice(0, -1), config.classes];
-          const keep = new Map([...graph.initializers].filter(([k]) => k.startsWith(`${ctx.name}.`)));
-          dropDead(graph);
-          for (const [k, t] of keep) graph.initializers.set(k, t); // the gate, even though unused
+          dropDead(graph); // the old head's nodes and weights (and this adapter's unused gate) leave the graph
         },
       };
     },
