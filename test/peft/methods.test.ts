@@ -26,7 +26,7 @@ interface Case {
 const attn = /attn\.(q|v)$/;
 const CASES: Case[] = [
   { name: 'lora (MatMul)', model: smallVit, method: () => lora({ targets: attn, rank: 4, alpha: 8 }) },
-  { name: 'lora rsLoRA + Gemm-free head', model: smallVit, method: () => lora({ targets: ['q', 'head'], rank: 2, alpha: 4, rsLora: true }) },
+  { name: 'lora rsLoRA (q and head)', model: smallVit, method: () => lora({ targets: ['q', 'head'], rank: 2, alpha: 4, rsLora: true }) },
   { name: 'lora (Conv)', model: smallCnn, method: () => lora({ targets: /layer2\.0\.conv|downsample/, rank: 2 }), eps: 2e-3, tol: 5e-2 },
   { name: 'lora PiSSA', model: smallVit, method: () => lora({ targets: attn, rank: 4, init: 'pissa' }) },
   { name: 'dora', model: smallVit, method: () => dora({ targets: /attn\.(q|v)$|fc1/, rank: 4, alpha: 8 }) },
