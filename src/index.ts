@@ -14,3 +14,6 @@ export { gradCheck } from './autodiff/gradcheck.ts';
 export { supportedOps } from './autodiff/rule.ts';
 export { parseSafetensors, serializeSafetensors } from './io/safetensors.ts';
 export { Rng } from './util/rng.ts';
+export * as peft from './peft/index.ts';
+export * as tta from './tta/index.ts';
+export * as nn from './nn/index.ts';
