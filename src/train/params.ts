@@ -2,6 +2,7 @@
 import type { Graph } from '../onnx/ir.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { isFloat } from '../onnx/tensor.ts';
+import { closest } from '../util/closest.ts';
 
 export type ParamSelector = 'all' | RegExp | string | readonly string[] | ((name: string, t: Tensor) => boolean);
 
@@ -27,7 +28,7 @@ export function selectParams(graph: Graph, sel: ParamSelector): string[] {
     const names = typeof sel === 'string' ? [sel] : [...sel];
     for (const n of names) {
       const t = graph.initializers.get(n);
-      if (!t) throw new Error(`trainable '${n}' is not an initializer of the model. ${closest(n, candidates)}`);
+      if (!t) throw new Error(`trainable '${n}' is not an initializer of the model. ${closestHint(n, candidates)}`);
       if (!isFloat(t.dtype)) throw new Error(`trainable '${n}' has dtype ${t.dtype}; only float tensors can be trained`);
     }
     chosen = names;
@@ -38,21 +39,7 @@ export function selectParams(graph: Graph, sel: ParamSelector): string[] {
   return chosen;
 }
 
-function closest(name: string, candidates: string[]): string {
-  const scored = candidates.map((c) => [c, editDistance(name, c)] as const).sort((a, b) => a[1] - b[1]).slice(0, 5);
-  return scored.length ? `Closest candidates: ${scored.map((s) => s[0]).join(', ')}` : 'The model has no float parameters.';
-}
-
-function editDistance(a: string, b: string): number {
-  const dp = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = dp[0]!;
-    dp[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = dp[j]!;
-      dp[j] = Math.min(dp[j]! + 1, dp[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = tmp;
-    }
-  }
-  return dp[b.length]!;
+function closestHint(name: string, candidates: string[]): string {
+  const c = closest(name, candidates);
+  return c.length ? `Closest candidates: ${c.join(', ')}` : 'The model has no float parameters.';
 }
