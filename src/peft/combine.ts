@@ -5,9 +5,7 @@
 //   the summed mass, average the entries that agree (Yadav et al. 2023, https://arxiv.org/abs/2306.01708), then SVD to rank r
 // - 'dare': drop each entry with probability 1 − density and rescale the rest by 1/density
 //   (seeded; Yu et al. 2024, https://arxiv.org/abs/2311.03099), sum, then SVD to rank r
-import type { Tensor } from '../onnx/tensor.ts';
 import type { PeftModel } from './peft-model.ts';
-import type { Site } from './sites.ts';
 import { lora, loraNames } from './lora/index.ts';
 import { deltaW, fanIn } from './lora/layer.ts';
 import { loraScale } from './lora/config.ts';

@@ -4,7 +4,8 @@
 // The formulation of each gradient is chosen per layer geometry from measurements in
 // bench/conv-grad-forms.ts (results in bench/results/conv-grad-forms.md, 2-core machine,
 // onnxruntime-node 1.30, graph optimization 'all', 2 intra-op threads). See pickDx / pickDw.
-import { attrInt, attrInts, attrString, type Node } from '../../onnx/ir.ts';
+import { resolvePads } from './window.ts';
+import { attrInt, attrInts, type Node } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
 import { f32 } from '../../onnx/tensor.ts';
 import { registerRules, type GradContext } from '../rule.ts';
@@ -37,26 +38,7 @@ export function convGeom(node: Pick<Node, 'name' | 'opType' | 'attrs'>, x: numbe
   const dil = attrInts(node as Node, 'dilations', ones);
   const group = attrInt(node as Node, 'group', 1);
   const inSp = x.slice(2), outSp = y.slice(2);
-  const autoPad = attrString(node as Node, 'auto_pad', 'NOTSET');
-  let padB: number[], padE: number[];
-  if (autoPad === 'NOTSET') {
-    const pads = attrInts(node as Node, 'pads', new Array<number>(2 * nd).fill(0));
-    padB = pads.slice(0, nd);
-    padE = pads.slice(nd);
-  } else if (autoPad === 'VALID') {
-    padB = new Array<number>(nd).fill(0);
-    padE = new Array<number>(nd).fill(0);
-  } else if (autoPad === 'SAME_UPPER' || autoPad === 'SAME_LOWER') {
-    padB = []; padE = [];
-    for (let i = 0; i < nd; i++) {
-      const total = Math.max(0, (outSp[i]! - 1) * strides[i]! + (k[i]! - 1) * dil[i]! + 1 - inSp[i]!);
-      const small = Math.floor(total / 2);
-      padB.push(autoPad === 'SAME_UPPER' ? small : total - small);
-      padE.push(total - padB[i]!);
-    }
-  } else {
-    throw new Error(`unknown auto_pad '${autoPad}'`);
-  }
+  const { padB, padE } = resolvePads(node, inSp, outSp, k, strides, dil);
   return { nd, N: x[0]!, C: x[1]!, O: w[0]!, group, inSp, outSp, k, strides, dil, padB, padE };
 }
 

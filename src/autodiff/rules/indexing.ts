@@ -170,15 +170,13 @@ registerRules({
     const x = node.inputs[0]!;
     const xDims = ctx.shape(x), yDims = ctx.shape(node.outputs[0]!);
     const rank = xDims.length;
-    let starts: number[], ends: number[], axes: number[] | undefined, steps: number[] | undefined;
+    let starts: number[], axes: number[] | undefined, steps: number[] | undefined;
     if (ctx.opset >= 10) {
       starts = constInts(ctx, node, 1, 'starts')!;
-      ends = constInts(ctx, node, 2, 'ends')!;
       axes = constInts(ctx, node, 3, 'axes');
       steps = constInts(ctx, node, 4, 'steps');
     } else {
       starts = attrInts(node, 'starts', []);
-      ends = attrInts(node, 'ends', []);
       axes = attrInts(node, 'axes');
     }
     axes ??= range(starts.length);

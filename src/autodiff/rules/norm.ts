@@ -103,7 +103,7 @@ registerRules({
     }
     if (node.meta?.batchStatistics) return batchStatisticsGrad(ctx, node, dY!, needs);
     const em = ctx.em;
-    const [x, scale, bias, mean, variance] = node.inputs as [string, string, string, string, string];
+    const [x, scale, , mean, variance] = node.inputs as [string, string, string, string, string];
     const eps = attrFloat(node, 'epsilon', 1e-5);
     const dims = ctx.shape(x);
     checkRank(node, dims, 2);

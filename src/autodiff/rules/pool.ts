@@ -9,7 +9,8 @@
 // GlobalMaxPool send a tied window's whole gradient to its first maximal input, as PyTorch does;
 // gradients are never split between ties.
 // Needs opset ≥ 11 (ScatterElements, Pad with its pads as an input).
-import { attrInt, attrInts, attrString, type Node } from '../../onnx/ir.ts';
+import { resolvePads } from './window.ts';
+import { attrInt, attrInts, type Node } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
 import { f32, i64 } from '../../onnx/tensor.ts';
 import { registerRules, type GradContext } from '../rule.ts';
@@ -40,26 +41,7 @@ export function poolGeom(node: Node, x: number[], y: number[]): PoolGeom {
   const strides = attrInts(node, 'strides', ones);
   const dil = attrInts(node, 'dilations', ones);
   const inSp = x.slice(2), outSp = y.slice(2);
-  const autoPad = attrString(node, 'auto_pad', 'NOTSET');
-  let padB: number[], padE: number[];
-  if (autoPad === 'NOTSET') {
-    const pads = attrInts(node, 'pads', new Array<number>(2 * nd).fill(0));
-    padB = pads.slice(0, nd);
-    padE = pads.slice(nd);
-  } else if (autoPad === 'VALID') {
-    padB = [...ones].fill(0);
-    padE = [...ones].fill(0);
-  } else if (autoPad === 'SAME_UPPER' || autoPad === 'SAME_LOWER') {
-    padB = []; padE = [];
-    for (let i = 0; i < nd; i++) {
-      const total = Math.max(0, (outSp[i]! - 1) * strides[i]! + (k[i]! - 1) * dil[i]! + 1 - inSp[i]!);
-      const small = Math.floor(total / 2);
-      padB.push(autoPad === 'SAME_UPPER' ? small : total - small);
-      padE.push(total - padB[i]!);
-    }
-  } else {
-    throw new Error(`unknown auto_pad '${autoPad}'`);
-  }
+  const { padB, padE } = resolvePads(node, inSp, outSp, k, strides, dil);
   return { nd, N: x[0]!, C: x[1]!, inSp, outSp, k, strides, dil, padB, padE };
 }
 

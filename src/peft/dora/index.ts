@@ -4,7 +4,7 @@
 // treats it as a constant); the forward values are identical either way.
 import type { AdapterMethod, AdapterPlan, PlanContext } from '../types.ts';
 import { type Tensor, f32 } from '../../onnx/tensor.ts';
-import { selectSites, type Site } from '../sites.ts';
+import { selectSites } from '../sites.ts';
 import { intercept, linearT } from '../rewrite.ts';
 import { mat } from '../linalg.ts';
 import { type LoraConfig, resolveLora, loraScale } from '../lora/config.ts';

@@ -4,7 +4,7 @@
 // [out, 1] / [1, in] for linear layers, [1, C, 1, 1] for convolutions.
 import type { AdapterMethod, AdapterPlan, PlanContext } from '../types.ts';
 import { type Tensor, f32, cloneTensor } from '../../onnx/tensor.ts';
-import { selectSites, type Site, type TargetOptions, type TargetSelector } from '../sites.ts';
+import { selectSites, type TargetOptions, type TargetSelector } from '../sites.ts';
 import { intercept } from '../rewrite.ts';
 import { weightMat, toWeight, fanIn } from '../lora/layer.ts';
 import { PeftError } from '../errors.ts';
