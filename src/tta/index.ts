@@ -8,6 +8,7 @@ import { EATA } from './eata.ts';
 import { SAR } from './sar.ts';
 import { LAME } from './lame.ts';
 import { T3A } from './t3a.ts';
+import { CoTTA } from './cotta.ts';
 import { z } from 'zod';
 import { parseOptions } from './common.ts';
 
@@ -19,6 +20,8 @@ export { EATA, EATA_DEFAULTS, type EataOptions } from './eata.ts';
 export { SAR, SAR_DEFAULTS, type SarOptions } from './sar.ts';
 export { LAME, LAME_DEFAULTS, lameSolve, type LameOptions } from './lame.ts';
 export { T3A, T3A_DEFAULTS, type T3AOptions } from './t3a.ts';
+export { CoTTA, COTTA_DEFAULTS, type CottaOptions } from './cotta.ts';
+export { loadSourceSet, sourceDataOptions, type SourceSet } from './source-data.ts';
 
 const FACTORIES: Record<string, (model: RefitModel, opts: Record<string, unknown>) => Adapter> = {
   source: (m, o) => new Source(m, parseOptions('source', z.object({ logits: z.string().optional() }), o)),
@@ -26,6 +29,7 @@ const FACTORIES: Record<string, (model: RefitModel, opts: Record<string, unknown
   tent: (m, o) => new Tent(m, o),
   eata: (m, o) => new EATA(m, o),
   sar: (m, o) => new SAR(m, o),
+  cotta: (m, o) => new CoTTA(m, o),
   lame: (m, o) => new LAME(m, o),
   t3a: (m, o) => new T3A(m, o),
 };

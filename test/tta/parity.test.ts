@@ -1,4 +1,4 @@
-// refit's Tent, EATA and SAR steps against PyTorch reference steps that follow the papers'
+// refit's Tent, EATA, SAR and CoTTA steps against PyTorch reference steps that follow the papers'
 // code (fixtures made by test/fixtures/tta/make_tta_fixtures.py with Debian's torch 1.13).
 // Each fixture holds two consecutive steps, so momentum and EATA's p̄ are exercised too.
 // Parameters are compared by their *change* since the source, to ≤ 1e-4 relative.
@@ -8,6 +8,7 @@ import { createAdapter } from '../../src/tta/index.ts';
 import type { ParamAdapter } from '../../src/tta/common.ts';
 import type { EATA } from '../../src/tta/eata.ts';
 import type { SAR } from '../../src/tta/sar.ts';
+import type { CoTTA } from '../../src/tta/cotta.ts';
 import { loadFixture, get, assertClose, diff, measured } from './helpers.ts';
 
 after(() => {
@@ -15,9 +16,10 @@ after(() => {
   console.log(`# parity: largest relative errors: ${rows.join(', ')}`);
 });
 
-async function runFixture(name: string, opts: Record<string, unknown>, check: (s: number, r: Awaited<ReturnType<ParamAdapter<never>['predict']>>, ad: ParamAdapter<never>) => void) {
+async function runFixture(name: string, opts: Record<string, unknown>, check: (s: number, r: Awaited<ReturnType<ParamAdapter<never>['predict']>>, ad: ParamAdapter<never>) => void, prepare?: (ad: ParamAdapter<never>) => Promise<void>) {
   const { model, tensors, meta } = await loadFixture(name);
-  const ad = createAdapter(model, meta.method, { lr: meta.lr, momentum: meta.momentum, ...opts }) as unknown as ParamAdapter<never>;
+  const ad = createAdapter(model, meta.method, { lr: meta.lr, ...(meta.momentum !== undefined ? { momentum: meta.momentum } : {}), ...opts }) as unknown as ParamAdapter<never>;
+  await prepare?.(ad);
   assert.deepEqual(ad.trainable, meta.params, `${name}: default parameter selection`);
   const before = new Map(ad.trainable.map((p) => [p, get(tensors, `param_before.${p}`).data as Float32Array]));
   for (const p of ad.trainable) assert.deepEqual(ad.model.param(p).data, before.get(p), `${name}: source value of ${p}`);
@@ -74,5 +76,44 @@ for (const name of Object.keys(SAR_CASES)) {
       assertClose(`${name}.ema step ${s}`, [sar.ema!], [scalar(get(tensors, `step${s}.ema`))]);
       assert.equal(r.info.extra!.recovered === 1, meta[`step${s}_recovered`], `${name} step ${s}: model recovery`);
     });
+  });
+}
+
+// Without augmentation a teacher equal to the student gives the consistency loss a zero gradient
+// (softmax(s) − softmax(t)), so those fixtures start the teacher from a perturbed copy, loaded into
+// refit's state; cotta_cnn_aug starts from the source and averages fixed additive "augmentations".
+const COTTA_CASES: Record<string, string> = {
+  cotta_cnn: 'BatchNorm CNN, no augmentation (threshold 0)',
+  cotta_ln: 'LayerNorm model, no augmentation',
+  cotta_cnn_restore: 'BatchNorm CNN, every element restored after each step',
+  cotta_cnn_aug: 'BatchNorm CNN, augmentation-averaged teacher (threshold 1.1, 3 fixed perturbations)',
+};
+for (const name of Object.keys(COTTA_CASES)) {
+  test(`CoTTA (${COTTA_CASES[name]}): two steps match PyTorch: teacher prediction, loss, anchor confidence, student and teacher updates`, async () => {
+    const { tensors, meta } = await loadFixture(name);
+    const N = meta.augmentations as number;
+    let batch = 0;
+    const augment = (x: Float32Array, _d: readonly number[], _r: unknown, k: number) => {
+      const delta = get(tensors, `input.aug${batch}_${k}`).data as Float32Array;
+      if (k === N - 1) batch++;
+      return Float32Array.from(x, (v, i) => v + delta[i]!);
+    };
+    const opts = { betas: meta.betas, emaMomentum: meta.ema_momentum, restore: meta.restore, threshold: meta.threshold, ...(N > 0 ? { augmentations: N, augment } : {}) };
+    const prepare = async (ad: ParamAdapter<never>) => {
+      const st = await ad.save();
+      for (const p of ad.trainable) st.tensors[`teacher.${p}`] = get(tensors, `teacher_before.${p}`).data as Float32Array;
+      await ad.load(st);
+    };
+    await runFixture(name, opts, (s, r, ad) => {
+      const cotta = ad as unknown as CoTTA;
+      assert.equal(r.info.extra!.augmented, N);
+      assertClose(`${name}.loss step ${s}`, [r.info.loss!], [scalar(get(tensors, `step${s}.loss`))]);
+      assertClose(`${name}.anchor step ${s}`, [r.info.extra!.anchorConfidence!], [scalar(get(tensors, `step${s}.anchor_conf`))]);
+      for (const p of cotta.trainable) {
+        const before = get(tensors, `teacher_before.${p}`).data as Float32Array;
+        assertClose(`${name}.teacher step ${s} ${p}`, diff(cotta.teacher.values.get(p)!, before), diff(get(tensors, `step${s}.teacher.${p}`).data as Float32Array, before));
+      }
+      if (meta.restore === 1) assert.equal(r.info.extra!.restored, cotta.trainable.reduce((a, p) => a + cotta.model.param(p).data.length, 0));
+    }, prepare);
   });
 }
