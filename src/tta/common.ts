@@ -204,6 +204,17 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
     return this.opt;
   }
 
+  /** A copy of the optimizer's state (undefined before the first step). */
+  protected optimizerState(): OptimizerState | undefined {
+    return this.opt?.state();
+  }
+
+  /** Replace the optimizer by a fresh one, loaded with `state` when given. */
+  protected restoreOptimizer(state: OptimizerState | undefined, batch: number): void {
+    this.opt = undefined;
+    if (state) this.optimizer(batch).loadState(state, this.views);
+  }
+
   async predict(x: Tensor): Promise<AdaptResult> {
     checkBatch(this.name, this.source, x);
     const t0 = performance.now();

@@ -9,6 +9,7 @@ import { SAR } from './sar.ts';
 import { LAME } from './lame.ts';
 import { T3A } from './t3a.ts';
 import { CoTTA } from './cotta.ts';
+import { RMT } from './rmt.ts';
 import { z } from 'zod';
 import { parseOptions } from './common.ts';
 
@@ -21,6 +22,7 @@ export { SAR, SAR_DEFAULTS, type SarOptions } from './sar.ts';
 export { LAME, LAME_DEFAULTS, lameSolve, type LameOptions } from './lame.ts';
 export { T3A, T3A_DEFAULTS, type T3AOptions } from './t3a.ts';
 export { CoTTA, COTTA_DEFAULTS, type CottaOptions } from './cotta.ts';
+export { RMT, RMT_DEFAULTS, type RmtOptions } from './rmt.ts';
 export { loadSourceSet, sourceDataOptions, type SourceSet } from './source-data.ts';
 
 const FACTORIES: Record<string, (model: RefitModel, opts: Record<string, unknown>) => Adapter> = {
@@ -30,6 +32,7 @@ const FACTORIES: Record<string, (model: RefitModel, opts: Record<string, unknown
   eata: (m, o) => new EATA(m, o),
   sar: (m, o) => new SAR(m, o),
   cotta: (m, o) => new CoTTA(m, o),
+  rmt: (m, o) => new RMT(m, o),
   lame: (m, o) => new LAME(m, o),
   t3a: (m, o) => new T3A(m, o),
 };

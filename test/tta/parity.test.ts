@@ -1,4 +1,4 @@
-// refit's Tent, EATA, SAR and CoTTA steps against PyTorch reference steps that follow the papers'
+// refit's Tent, EATA, SAR, CoTTA and RMT steps against PyTorch reference steps that follow the papers'
 // code (fixtures made by test/fixtures/tta/make_tta_fixtures.py with Debian's torch 1.13).
 // Each fixture holds two consecutive steps, so momentum and EATA's p̄ are exercised too.
 // Parameters are compared by their *change* since the source, to ≤ 1e-4 relative.
@@ -9,6 +9,7 @@ import type { ParamAdapter } from '../../src/tta/common.ts';
 import type { EATA } from '../../src/tta/eata.ts';
 import type { SAR } from '../../src/tta/sar.ts';
 import type { CoTTA } from '../../src/tta/cotta.ts';
+import { PROJECTOR, type RMT } from '../../src/tta/rmt.ts';
 import { loadFixture, get, assertClose, diff, measured } from './helpers.ts';
 
 after(() => {
@@ -117,3 +118,46 @@ for (const name of Object.keys(COTTA_CASES)) {
     }, prepare);
   });
 }
+
+test('RMT: prototypes, mean-teacher warm-up and two steps (SCE on two views, contrastive term through the projector, source replay) match PyTorch', async () => {
+  const { model, tensors, meta } = await loadFixture('rmt_cnn');
+  let batch = 0;
+  const augment = (x: Float32Array) => {
+    const delta = get(tensors, `input.aug${batch++}`).data as Float32Array;
+    return Float32Array.from(x, (v, i) => v + delta[i]!);
+  };
+  const ad = createAdapter(model, 'rmt', {
+    lr: meta.lr, betas: meta.betas, emaMomentum: meta.ema_momentum, projectionDim: meta.projection_dim, temperature: meta.temperature,
+    warmupSamples: meta.warmup_samples, sourceBatchSize: meta.source_batch, augment,
+    sourceData: get(tensors, 'input.source'), sourceLabels: Array.from(get(tensors, 'input.source_labels').data as Float32Array),
+  }) as unknown as RMT;
+  assert.deepEqual(ad.modelParams, meta.params);
+  assert.deepEqual(ad.trainable, [...meta.params, ...PROJECTOR]);
+  // PyTorch's projector initialisation, loaded into refit's state.
+  const st = await ad.save();
+  for (const p of PROJECTOR) st.tensors[`param.${p}`] = get(tensors, `projector_before.${p}`).data as Float32Array;
+  await ad.load(st);
+  const before = (p: string, prefix = 'param_before') => get(tensors, `${prefix}.${p}`).data as Float32Array;
+  for (let s = 0; s < meta.steps; s++) {
+    const r = await ad.predict(get(tensors, `input.x${s}`));
+    if (s === 0) {
+      assert.equal(ad.warmupSteps, meta.warmup_steps);
+      const saved = await ad.save();
+      for (const p of ad.modelParams) {
+        assertClose(`rmt_cnn.warmup ${p}`, diff(saved.tensors[`warm.param.${p}`]!, before(p)), diff(before(p, 'warm.param'), before(p)));
+        assertClose(`rmt_cnn.warmup teacher ${p}`, diff(saved.tensors[`warm.teacher.${p}`]!, before(p)), diff(before(p, 'warm.teacher'), before(p)));
+      }
+    }
+    assertClose(`rmt_cnn.logits step ${s}`, r.logits.data as Float32Array, get(tensors, `step${s}.logits`).data as Float32Array);
+    assertClose(`rmt_cnn.loss step ${s}`, [r.info.loss!], [scalar(get(tensors, `step${s}.loss`))]);
+    for (const p of ad.modelParams) {
+      assertClose(`rmt_cnn.update step ${s} ${p}`, diff(ad.model.param(p).data as Float32Array, before(p)), diff(get(tensors, `step${s}.param.${p}`).data as Float32Array, before(p)));
+      assertClose(`rmt_cnn.teacher step ${s} ${p}`, diff(ad.teacher.values.get(p)!, before(p)), diff(get(tensors, `step${s}.teacher.${p}`).data as Float32Array, before(p)));
+    }
+    for (const p of PROJECTOR) {
+      const b = before(p, 'projector_before');
+      assertClose(`rmt_cnn.projector step ${s} ${p}`, diff(ad.model.param(p).data as Float32Array, b), diff(get(tensors, `step${s}.projector.${p}`).data as Float32Array, b));
+    }
+  }
+  await ad.release();
+});
