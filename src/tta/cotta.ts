@@ -152,8 +152,10 @@ export class CoTTA extends ParamAdapter<z.output<typeof cottaSchema>> {
   }
 
   protected override resetMethodState(): void {
-    // The code's reset() copies the teacher (and anchor) afresh from the restored model.
+    // The code's reset() copies the teacher (and anchor) afresh from the restored model. refit
+    // also restarts the random streams, so a reset adapter repeats a fresh one exactly.
     this.teacher?.set((p) => this.sourceValue(p));
+    this.draws = 0;
   }
 
   protected override saveExtra(tensors: Record<string, Float32Array>, meta: AdapterState['meta']): void {

@@ -98,7 +98,7 @@ const SRC_LABELS = 'src_labels';
 export const PROJECTOR = ['rmt.projector.0.weight', 'rmt.projector.0.bias', 'rmt.projector.2.weight', 'rmt.projector.2.bias'] as const;
 
 interface Prepared { step: TrainStep; classes: number; prototypes: Float32Array | null }
-interface Snapshot { params: Map<string, Float32Array>; teacher: Map<string, Float32Array>; opt: OptimizerState | undefined }
+interface Snapshot { params: Map<string, Float32Array>; teacher: Map<string, Float32Array>; opt: OptimizerState | undefined; srcEpoch: number; srcPos: number }
 
 export class RMT extends ParamAdapter<z.output<typeof rmtSchema>> {
   readonly name = 'rmt';
@@ -288,6 +288,8 @@ export class RMT extends ParamAdapter<z.output<typeof rmtSchema>> {
       params: new Map([...this.views].map(([p, v]) => [p, v.slice()])),
       teacher: new Map([...this.teacher.values].map(([p, v]) => [p, v.slice()])),
       opt: this.optimizerState(),
+      srcEpoch: this.srcEpoch,
+      srcPos: this.srcPos,
     };
   }
 
@@ -358,7 +360,12 @@ export class RMT extends ParamAdapter<z.output<typeof rmtSchema>> {
 
   protected override resetMethodState(): void {
     // Back to the teacher after the warm-up (or the source before it), as the code's reset().
+    // refit also restarts the random streams and the source sampling where the warm-up left
+    // them, so a reset adapter repeats its first batches exactly.
     this.teacher?.set(this.warm ? this.warm.teacher : (p) => this.sourceValue(p));
+    this.draws = 0;
+    this.srcEpoch = this.warm?.srcEpoch ?? 0;
+    this.srcPos = this.warm?.srcPos ?? 0;
   }
 
   protected override saveExtra(tensors: Record<string, Float32Array>, meta: AdapterState['meta']): void {
@@ -370,6 +377,8 @@ export class RMT extends ParamAdapter<z.output<typeof rmtSchema>> {
     meta.warmupSteps = this.warmupSteps;
     meta.warmedUp = this.warmedUp;
     if (this.warm) {
+      meta.warmSrcEpoch = this.warm.srcEpoch;
+      meta.warmSrcPos = this.warm.srcPos;
       for (const [p, v] of this.warm.params) tensors[`warm.param.${p}`] = v.slice();
       for (const [p, v] of this.warm.teacher) tensors[`warm.teacher.${p}`] = v.slice();
       if (this.warm.opt) {
@@ -400,7 +409,7 @@ export class RMT extends ParamAdapter<z.output<typeof rmtSchema>> {
         }
         opt = { ...rest, buffers };
       }
-      warm = { params, teacher: wt, opt };
+      warm = { params, teacher: wt, opt, srcEpoch: metaNumber(state, 'warmSrcEpoch', 'rmt') ?? 0, srcPos: metaNumber(state, 'warmSrcPos', 'rmt') ?? 0 };
     }
     const draws = num('draws') ?? 0, srcEpoch = num('srcEpoch') ?? 0, srcPos = num('srcPos') ?? 0, warmupSteps = num('warmupSteps') ?? 0;
     const srcBatch = num('srcBatch') ?? undefined;

@@ -60,6 +60,11 @@ export function images(n: number, start = 0, transform?: (v: number) => number):
   if (transform) for (let i = 0; i < d.length; i++) d[i] = transform(d[i]!);
   return f32([n, 1, 28, 28], d);
 }
+/** The labels of `images(n, start)`. */
+images.labels = (n: number, start = 0): Uint8Array => {
+  fm ??= loadFashionMnist('test');
+  return fm.labels.slice(start, start + n);
+};
 
 export function paramsOf(model: RefitModel, names: string[]): Map<string, Float32Array> {
   return new Map(names.map((n) => [n, (model.param(n).data as Float32Array).slice()]));

@@ -14,6 +14,9 @@ const OPTS: Record<string, Record<string, unknown>> = {
   tent: { lr: 0.01 },
   eata: { lr: 0.01, marginFactor: 1.0, dMargin: 1.01, fisherData: images(32, 100), fisherBatchSize: 16 },
   sar: { lr: 0.01, marginFactor: 1.0 },
+  // Untrained models are never confident: CoTTA always averages (2 augmentations keep the test fast).
+  cotta: { lr: 0.01, augmentations: 2, restore: 0.05 },
+  rmt: { lr: 0.01, sourceData: images(32, 100), sourceLabels: images.labels(32, 100), warmupSamples: 32, sourceBatchSize: 16 },
 };
 const MODELS = { cnn: smallCnn, vit: smallVit };
 const xA = images(16, 0, (v) => 1 - v); // inverted images: a shifted domain
@@ -22,20 +25,22 @@ const xB = images(16, 16, (v) => 1 - v);
 type PA = ParamAdapter<never>;
 const same = (a: Map<string, Float32Array>, b: Map<string, Float32Array>) => [...a].every(([k, v]) => v.every((x, i) => x === b.get(k)![i]));
 
-for (const method of ['tent', 'eata', 'sar']) {
+for (const method of ['tent', 'eata', 'sar', 'cotta', 'rmt']) {
   for (const [label, make] of Object.entries(MODELS)) {
     test(`${method} on the ${label}: adapts the norm affine parameters of a copy; reset, episodic, save/load`, async () => {
       const source = make();
       const ad = createAdapter(source, method, OPTS[method]) as unknown as PA;
-      assert.ok(ad.trainable.length > 0 && ad.trainable.every((p) => /norm|bn/.test(p)), `trainable: ${ad.trainable}`);
-      const src0 = paramsOf(source, ad.trainable);
+      // RMT also trains its contrastive projector (not a model parameter).
+      const modelParams = ad.trainable.filter((p) => !p.startsWith('rmt.projector.'));
+      assert.ok(modelParams.length > 0 && modelParams.every((p) => /norm|bn/.test(p)), `trainable: ${ad.trainable}`);
+      const src0 = paramsOf(source, modelParams);
       const r1 = await ad.predict(xA);
       assert.deepEqual(r1.logits.dims, [16, 10]);
       assert.ok(r1.info.used > 0, `${method} used no sample`);
       assert.equal(r1.info.usedIndices?.length ?? r1.info.used, r1.info.used);
       assert.ok(Number.isFinite(r1.info.loss!) && r1.info.ms > 0);
-      assert.ok(!same(paramsOf(ad.model, ad.trainable), src0), 'parameters did not change');
-      assert.ok(same(paramsOf(source, ad.trainable), src0), 'the source model was written');
+      assert.ok(!same(paramsOf(ad.model, modelParams), src0), 'parameters did not change');
+      assert.ok(same(paramsOf(source, modelParams), src0), 'the source model was written');
 
       // save → continue → load → continue again: identical.
       const saved = await ad.save();
@@ -46,9 +51,9 @@ for (const method of ['tent', 'eata', 'sar']) {
       assert.deepEqual(rB2.logits.data, rB.logits.data);
       assert.ok(same(paramsOf(ad.model, ad.trainable), after));
 
-      // reset: back to the source values.
+      // reset: back to the source values (RMT: to the state after its warm-up on source data).
       ad.reset();
-      assert.ok(same(paramsOf(ad.model, ad.trainable), src0));
+      if (method !== 'rmt') assert.ok(same(paramsOf(ad.model, ad.trainable), src0));
       const r1again = await ad.predict(xA);
       assert.deepEqual(r1again.logits.data, r1.logits.data, 'after reset the first batch gives the same prediction');
       assert.ok(r1again.info.resets >= 1);
@@ -85,9 +90,9 @@ test('a non-finite loss never updates parameters: the step is skipped and counte
     }
     await ad.release();
   }
-  // EATA and SAR never select a sample whose entropy is NaN.
-  for (const m of ['eata', 'sar']) {
-    const ad = createAdapter(smallCnn(), m, OPTS[m]) as unknown as PA;
+  // EATA and SAR never select a sample whose entropy is NaN; CoTTA's and RMT's loss is NaN there.
+  for (const m of ['eata', 'sar', 'cotta', 'rmt']) {
+    const ad = createAdapter(smallCnn(), m, { ...OPTS[m], ...(m === 'rmt' ? { warmupSamples: 0 } : {}) }) as unknown as PA;
     const before = paramsOf(ad.model, ad.trainable);
     const r = await ad.predict(overflow);
     assert.equal(r.info.used, 0);
@@ -117,7 +122,7 @@ test('bad input: unknown method or option, empty batch, NaN input, wrong shape, 
   const x = net.input('x', ['N', 1, 28, 28]);
   net.output(net.linear(net.flatten(x), { name: 'fc', out: 10 }), 'logits');
   const plain = new RefitModel(net.build());
-  for (const m of ['tent', 'eata', 'sar']) {
+  for (const m of ['tent', 'eata', 'sar', 'cotta', 'rmt']) {
     assert.throws(() => createAdapter(plain, m), new RegExp(`${m} adapts normalization layers .* this model has none`));
   }
   assert.throws(() => createAdapter(plain, 'bn-adapt'), /BatchNormalization/);
