@@ -7,7 +7,7 @@ import { loadModel } from '../model.ts';
 import { loadFashionMnist } from '../data/fashion-mnist.ts';
 import { continualStream, type Stream } from '../data/streams.ts';
 import { assertSeverity } from '../data/corruptions/index.ts';
-import { createAdapter, METHODS } from '../tta/index.ts';
+import { createAdapter, METHODS, loadSourceSet, sourceDataOptions } from '../tta/index.ts';
 import { runStream, type StreamScore } from '../tta/run-stream.ts';
 import { renderReport } from '../report/html.ts';
 import { writeFileAtomic } from '../onnx/io.ts';
@@ -53,8 +53,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const stream = makeStream();
   const bar = o.json ? null : new cliProgress.SingleBar({ format: '{method} |{bar}| {value}/{total} batches | {duration}s', hideCursor: true }, cliProgress.Presets.shades_classic);
   const scores: StreamScore[] = [];
+  // The bundled in-distribution set (2000 training images): EATA's Fisher, RMT's prototypes, warm-up and replay.
+  const sourceSet = loadSourceSet();
   for (const method of methods) {
-    const adapter = createAdapter(model, method);
+    const adapter = createAdapter(model, method, sourceDataOptions(method, sourceSet, { quick: o.quick }));
     bar?.start(stream.numBatches, 0, { method: method.padEnd(10) });
     scores.push(await runStream(adapter, makeStream(), (done) => bar?.update(done)));
     bar?.stop();
