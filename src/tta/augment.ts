@@ -69,6 +69,8 @@ const clip01 = (v: number) => (v < 0 ? 0 : v > 1 ? 1 : v);
 /**
  * One augmented copy of the batch `x` ([n, c, h, w] flattened), written to a new array.
  * Every image gets the same drawn transform; the noise is drawn per pixel from `rng`.
+ * The affine's bilinear taps and the blur's index tables depend only on the draw, so they are
+ * computed once per copy and every image is then a gather.
  */
 export function augmentBatch(x: Float32Array, dims: readonly number[], rng: Rng, draw?: AugmentDraw): Float32Array {
   if (dims.length !== 4) throw new Error(`augmentations need NCHW image batches, got shape [${dims.join(', ')}]`);
@@ -76,16 +78,33 @@ export function augmentBatch(x: Float32Array, dims: readonly number[], rng: Rng,
   const d = draw ?? drawAugment(rng, h, w);
   const hw = h * w, chw = c * hw;
   const out = new Float32Array(n * chw);
-  const img = new Float64Array(chw);
-  const tmp = new Float64Array(hw);
-  // Inverse affine (output → input coordinates) about the image centre.
+  // Affine taps: output pixel q reads 4 input pixels with bilinear weights (edges repeated).
   const rad = (d.angle * Math.PI) / 180;
   const cos = Math.cos(rad) / d.scale, sin = Math.sin(rad) / d.scale;
   const cx = (w - 1) / 2, cy = (h - 1) / 2;
+  const tapIdx = new Int32Array(hw * 4), tapW = new Float64Array(hw * 4);
+  const clampX = (v: number) => (v < 0 ? 0 : v > w - 1 ? w - 1 : v), clampY = (v: number) => (v < 0 ? 0 : v > h - 1 ? h - 1 : v);
+  for (let y = 0; y < h; y++) for (let xo = 0; xo < w; xo++) {
+    const u = xo - cx - d.tx, v = y - cy - d.ty;
+    const sx = cos * u + sin * v + cx, sy = -sin * u + cos * v + cy;
+    const x0 = Math.floor(sx), y0 = Math.floor(sy), fx = sx - x0, fy = sy - y0;
+    const q = (y * w + xo) * 4;
+    const r0 = clampY(y0) * w, r1 = clampY(y0 + 1) * w, c0 = clampX(x0), c1 = clampX(x0 + 1);
+    tapIdx[q] = r0 + c0; tapW[q] = (1 - fy) * (1 - fx);
+    tapIdx[q + 1] = r0 + c1; tapW[q + 1] = (1 - fy) * fx;
+    tapIdx[q + 2] = r1 + c0; tapW[q + 2] = fy * (1 - fx);
+    tapIdx[q + 3] = r1 + c1; tapW[q + 3] = fy * fx;
+  }
+  // Blur: clamped neighbour indices per row/column position.
   const kernel = gaussianKernel(COTTA_AUGMENT.blurKernel, d.sigma);
-  const half = (kernel.length - 1) / 2;
-  for (let b = 0; b < n; b++) {
-    for (let i = 0; i < chw; i++) img[i] = clip01(x[b * chw + i]!);
+  const K = kernel.length, half = (K - 1) / 2;
+  const colIdx = new Int32Array(w * K), rowIdx = new Int32Array(h * K);
+  for (let xo = 0; xo < w; xo++) for (let k = 0; k < K; k++) colIdx[xo * K + k] = clampX(xo + k - half);
+  for (let y = 0; y < h; y++) for (let k = 0; k < K; k++) rowIdx[y * K + k] = clampY(y + k - half) * w;
+  const img = new Float64Array(chw);
+  const a = new Float64Array(hw), b = new Float64Array(hw);
+  for (let im = 0; im < n; im++) {
+    for (let i = 0; i < chw; i++) img[i] = clip01(x[im * chw + i]!);
     // 2. colour jitter, in the drawn order.
     for (const op of d.order) {
       if (op === 'brightness') for (let i = 0; i < chw; i++) img[i] = clip01(img[i]! * d.brightness);
@@ -100,32 +119,29 @@ export function augmentBatch(x: Float32Array, dims: readonly number[], rng: Rng,
     }
     for (let ch = 0; ch < c; ch++) {
       const base = ch * hw;
-      // 3. affine, bilinear, edges repeated.
+      // 3. affine (bilinear gather).
+      for (let q = 0; q < hw; q++) {
+        const t = q * 4;
+        a[q] = tapW[t]! * img[base + tapIdx[t]!]! + tapW[t + 1]! * img[base + tapIdx[t + 1]!]! + tapW[t + 2]! * img[base + tapIdx[t + 2]!]! + tapW[t + 3]! * img[base + tapIdx[t + 3]!]!;
+      }
+      // 4. separable Gaussian blur: rows (a → b), then columns (b → a).
       for (let y = 0; y < h; y++) {
+        const row = y * w;
         for (let xo = 0; xo < w; xo++) {
-          const u = xo - cx - d.tx, v = y - cy - d.ty;
-          const sx = cos * u + sin * v + cx, sy = -sin * u + cos * v + cy;
-          const x0 = Math.floor(sx), y0 = Math.floor(sy);
-          const fx = sx - x0, fy = sy - y0;
-          const px = (yy: number, xx: number) => img[base + Math.min(h - 1, Math.max(0, yy)) * w + Math.min(w - 1, Math.max(0, xx))]!;
-          tmp[y * w + xo] = (1 - fy) * ((1 - fx) * px(y0, x0) + fx * px(y0, x0 + 1)) + fy * ((1 - fx) * px(y0 + 1, x0) + fx * px(y0 + 1, x0 + 1));
+          let s = 0;
+          for (let k = 0; k < K; k++) s += kernel[k]! * a[row + colIdx[xo * K + k]!]!;
+          b[row + xo] = s;
         }
       }
-      // 4. separable Gaussian blur (rows into img, columns back into tmp), edges repeated.
       for (let y = 0; y < h; y++) for (let xo = 0; xo < w; xo++) {
         let s = 0;
-        for (let k = 0; k < kernel.length; k++) s += kernel[k]! * tmp[y * w + Math.min(w - 1, Math.max(0, xo + k - half))]!;
-        img[base + y * w + xo] = s;
-      }
-      for (let y = 0; y < h; y++) for (let xo = 0; xo < w; xo++) {
-        let s = 0;
-        for (let k = 0; k < kernel.length; k++) s += kernel[k]! * img[base + Math.min(h - 1, Math.max(0, y + k - half)) * w + xo]!;
-        tmp[y * w + xo] = s;
+        for (let k = 0; k < K; k++) s += kernel[k]! * b[rowIdx[y * K + k]! + xo]!;
+        a[y * w + xo] = s;
       }
       // 5. flip, 6. noise and clip.
-      const o = b * chw + base;
+      const o = im * chw + base;
       for (let y = 0; y < h; y++) for (let xo = 0; xo < w; xo++) {
-        const src = tmp[y * w + (d.flip ? w - 1 - xo : xo)]!;
+        const src = a[y * w + (d.flip ? w - 1 - xo : xo)]!;
         out[o + y * w + xo] = clip01(src + COTTA_AUGMENT.noiseStd * rng.normal());
       }
     }
