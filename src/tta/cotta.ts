@@ -109,12 +109,9 @@ export class CoTTA extends ParamAdapter<z.output<typeof cottaSchema>> {
     if (augmented) {
       const N = this.opts.augmentations;
       const acc = new Float64Array(n * C);
-      // The next copy is augmented in JavaScript while onnxruntime runs the teacher on this one.
-      let next = this.augmentCopy(x, rng, 0);
       for (let k = 0; k < N; k++) {
-        const pending = this.teacher.run(f32([...x.dims], next), [this.logits]);
-        if (k + 1 < N) next = this.augmentCopy(x, rng, k + 1);
-        const t = (await pending)[this.logits]!.data as Float32Array;
+        const xa = f32([...x.dims], this.augmentCopy(x, rng, k));
+        const t = (await this.teacher.run(xa, [this.logits]))[this.logits]!.data as Float32Array;
         for (let i = 0; i < acc.length; i++) acc[i]! += t[i]!;
       }
       teacherLogits = Float32Array.from(acc, (v) => v / N);
