@@ -4,6 +4,7 @@
 //
 //   npx tsx bench/tta.ts [--quick] [--models cnn,vit] [--methods tent,eata] [--tables main,batch16,correlated,recurring,torch]
 //                        [--threads 2] [--rounds 10] [--cnn models/fmnist-cnn.onnx] [--vit models/fmnist-vit.onnx] [--resume] [--out bench/results/tta]
+//                        [--opt cotta.augmentations=8 ...]   (override a method's option; listed in the report)
 //
 // Tables: the main continual table (15 corruptions in CORRUPTIONS order, one pass over the 10k test
 // set each, batch 64, state carried across domains), batch 16, the temporally correlated label
@@ -32,7 +33,7 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 type Scenario = 'continual' | 'correlated' | 'recurring';
 type Table = 'main' | 'batch16' | 'correlated' | 'recurring' | 'torch';
-interface Job { id: string; table: Table; engine: 'refit' | 'torch'; model: 'cnn' | 'vit'; modelPath: string; method: string; scenario: Scenario; batch: number; quick: boolean; threads: number; rounds: number }
+interface Job { id: string; table: Table; engine: 'refit' | 'torch'; model: 'cnn' | 'vit'; modelPath: string; method: string; scenario: Scenario; batch: number; quick: boolean; threads: number; rounds: number; options: Record<string, unknown> }
 interface DomainScore { domain: string; round: number; error: number; samples: number }
 interface JobResult {
   job: Job;
@@ -70,7 +71,7 @@ async function refitWorker(job: Job): Promise<JobResult> {
   const input = model.inputs[0]!.name;
   const logitsName = model.outputs.find((o) => o.name === 'logits')?.name ?? model.outputs[0]!.name;
   const stream = makeStream(job);
-  const adapter = createAdapter(model, job.method, sourceDataOptions(job.method, loadSourceSet()));
+  const adapter = createAdapter(model, job.method, { ...sourceDataOptions(job.method, loadSourceSet()), ...job.options });
   const perDomain = new Map<string, { domain: string; round: number; wrong: number; samples: number }>();
   const times: number[] = [], plain: number[] = [];
   let skipped = 0;
@@ -176,9 +177,19 @@ async function main(): Promise<void> {
     if (!existsSync(paths[m])) throw new Error(`model not found: ${paths[m]} (train it with scripts/train-source.ts, or pass --${m} <path>)`);
   }
   const out = resolve(arg('out') ?? resolve(root, 'bench/results/tta')) + (quick ? '-quick' : '');
+  // --opt method.option=value (repeatable): non-default options, e.g. fewer CoTTA augmentations.
+  const overrides: Record<string, Record<string, unknown>> = {};
+  process.argv.forEach((a, i) => {
+    if (a !== '--opt') return;
+    const m = /^([\w-]+)\.(\w+)=(.+)$/.exec(process.argv[i + 1] ?? '');
+    if (!m) throw new Error(`--opt takes method.option=value, got '${process.argv[i + 1]}'`);
+    let v: unknown = m[3];
+    try { v = JSON.parse(m[3]!); } catch { /* a string */ }
+    (overrides[m[1]!] ??= {})[m[2]!] = v;
+  });
   const jobs: Job[] = [];
   const add = (table: Table, engine: Job['engine'], model: 'cnn' | 'vit', method: string, scenario: Scenario, batch: number) =>
-    jobs.push({ id: `${table}/${model}/${method}`, table, engine, model, modelPath: paths[model], method, scenario, batch, quick, threads, rounds });
+    jobs.push({ id: `${table}/${model}/${method}`, table, engine, model, modelPath: paths[model], method, scenario, batch, quick, threads, rounds, options: engine === 'refit' ? overrides[method] ?? {} : {} });
   for (const model of models) {
     for (const method of methods) {
       if (model === 'vit' && method === 'bn-adapt') continue; // no BatchNorm: not applicable
@@ -224,6 +235,8 @@ function render(results: JobResult[], meta: { quick: boolean; threads: number; n
   const methods = METHODS.filter((m) => results.some((r) => r.job.method === m));
   const L: string[] = [];
   L.push(`# Test-time adaptation benchmark${meta.quick ? ' (QUICK: 2 batches per domain, not a result)' : ''}`, '');
+  const opts = [...new Set(results.filter((r) => Object.keys(r.job.options ?? {}).length).map((r) => `${r.job.method}: ${JSON.stringify(r.job.options)}`))];
+  if (opts.length) L.push(`**Non-default options:** ${opts.join('; ')}.`, '');
   L.push(`Fashion-MNIST-C, severity 5, ${CORRUPTIONS.length} corruptions in a fixed order, state carried across domains; onnxruntime-node, ${meta.threads} threads; PyTorch ${meta.threads} threads. ${meta.date}, Node ${meta.node}. Made by \`npx tsx bench/tta.ts${meta.quick ? ' --quick' : ''}\`; numbers in bench/results/tta${meta.quick ? '-quick' : ''}.json.`, '');
   for (const model of models) {
     const rows = methods.map((m) => get(`main/${model}/${m}`)).filter((r): r is JobResult => !!r);
