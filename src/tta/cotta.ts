@@ -15,9 +15,10 @@
 //
 // Deviations (docs/tta.md): the adapted parameters default to the normalization affine (the
 // code trains every parameter; pass `params` to choose); N = 32 augmentations as the code, but
-// the augmented passes run only when they are used (the code always computes them); the
-// threshold default is the code's CIFAR-10-C value 0.92 (see docs/tta.md for why it suits
-// Fashion-MNIST). Random numbers (augmentations, restore masks) come from refit's seeded
+// the augmented passes run only when they are used (the code always computes them). The
+// threshold is the paper's p_th = (5% quantile of the source model's confidence on source
+// images) − 0.05 when `thresholdData` (in-distribution images) is given, as refit demo and the
+// benchmark do; otherwise the code's CIFAR-10-C value 0.92. Random numbers (augmentations, restore masks) come from refit's seeded
 // generator, one stream per batch, so `save`/`load` reproduce a run exactly.
 import { z } from 'zod';
 import type { RefitModel } from '../model.ts';
@@ -42,9 +43,14 @@ export const COTTA_DEFAULTS = {
   restore: 0.01,
   /** Anchor-confidence threshold below which the teacher's prediction is augmentation-averaged (OPTIM.AP, CIFAR-10-C). */
   threshold: 0.92,
+  /** The paper's rule for the threshold from source data: the 5% quantile of the source model's confidence, minus δ = 0.05. */
+  thresholdQuantile: 0.05,
+  thresholdMargin: 0.05,
   /** Augmented teacher passes (N = 32 in cotta.py). */
   augmentations: 32,
 } as const;
+
+const tensorSchema = z.custom<Tensor>((v) => !!v && typeof v === 'object' && Array.isArray((v as Tensor).dims) && (v as Tensor).data instanceof Float32Array, 'expected a float32 tensor { dtype, dims, data }');
 
 export const cottaSchema = z.object({
   ...commonOptions,
@@ -53,8 +59,13 @@ export const cottaSchema = z.object({
   params: z.array(z.string()).min(1).optional(),
   emaMomentum: z.number().min(0).max(1).default(COTTA_DEFAULTS.emaMomentum),
   restore: z.number().min(0).max(1).default(COTTA_DEFAULTS.restore),
-  /** Mean anchor confidence below which the teacher averages augmented passes; 0 never augments, > 1 always does. */
-  threshold: z.number().min(0).default(COTTA_DEFAULTS.threshold),
+  /**
+   * Mean anchor confidence below which the teacher averages augmented passes; 0 never augments, > 1
+   * always does. Default: from `thresholdData` by the paper's rule if given, else 0.92 (the code's CIFAR-10-C value).
+   */
+  threshold: z.number().min(0).optional(),
+  /** In-distribution images [M, ...]: threshold = 5% quantile of the source model's max softmax on them − 0.05 (the paper's p_th). */
+  thresholdData: tensorSchema.optional(),
   augmentations: z.number().int().positive().default(COTTA_DEFAULTS.augmentations),
   /** Replace the augmentations: (batch data, dims, rng, k) → augmented batch data of the same size (default: ./augment.ts). */
   augment: z.custom<AugmentFn>((v) => typeof v === 'function', 'expected a function (x, dims, rng, k) => Float32Array').optional(),
@@ -84,6 +95,34 @@ export class CoTTA extends ParamAdapter<z.output<typeof cottaSchema>> {
     });
     this.teacher = new EmaTeacher(this.model, this.trainable);
     this.anchor = new BatchStatRunner(this.source);
+    if (o.thresholdData) {
+      const d = o.thresholdData.dims;
+      if (d.length === 0 || d[0] === 0) throw new Error('cotta: thresholdData is empty; pass in-distribution images [M, ...] with M ≥ 1');
+      const bad = allFinite(o.thresholdData.data as Float32Array);
+      if (bad >= 0) throw new Error(`cotta: thresholdData has a non-finite value at element ${bad}`);
+    }
+  }
+
+  /** The anchor-confidence threshold in use (resolved on the first batch when it comes from thresholdData). */
+  threshold: number | undefined;
+
+  private async resolveThreshold(): Promise<number> {
+    if (this.threshold !== undefined) return this.threshold;
+    const data = this.opts.thresholdData;
+    if (this.opts.threshold !== undefined || !data) return (this.threshold = this.opts.threshold ?? COTTA_DEFAULTS.threshold);
+    // The paper's p_th: the source model as deployed (no adaptation) on source images, the 5% quantile of its confidence, minus 0.05.
+    const per = data.data.length / data.dims[0]!;
+    const confs: number[] = [];
+    for (let s = 0; s < data.dims[0]!; s += 256) {
+      const b = Math.min(256, data.dims[0]! - s);
+      const l = (await this.source.run({ [this.source.inputs[0]!.name]: f32([b, ...data.dims.slice(1)], (data.data as Float32Array).subarray(s * per, (s + b) * per)) }, { outputs: [this.logits] }))[this.logits]!;
+      const C = l.dims[1]!;
+      const p = softmaxRows(l.data as Float32Array, C);
+      for (let i = 0; i < b; i++) { let m = 0; for (let c = 0; c < C; c++) m = Math.max(m, p[i * C + c]!); confs.push(m); }
+    }
+    confs.sort((a, b) => a - b);
+    const q = confs[Math.min(confs.length - 1, Math.floor(COTTA_DEFAULTS.thresholdQuantile * confs.length))]!;
+    return (this.threshold = q - COTTA_DEFAULTS.thresholdMargin);
   }
 
   protected defaultLr(): number {
@@ -104,7 +143,7 @@ export class CoTTA extends ParamAdapter<z.output<typeof cottaSchema>> {
     let conf = 0;
     for (let i = 0; i < n; i++) { let m = 0; for (let c = 0; c < C; c++) m = Math.max(m, pa[i * C + c]!); conf += m / n; }
     // 2. Teacher prediction, augmentation-averaged when the anchor is unsure.
-    const augmented = conf < this.opts.threshold;
+    const augmented = conf < (await this.resolveThreshold());
     let teacherLogits: Float32Array;
     if (augmented) {
       const N = this.opts.augmentations;
@@ -139,7 +178,7 @@ export class CoTTA extends ParamAdapter<z.output<typeof cottaSchema>> {
       logits: f32([n, C], teacherLogits),
       used: updated ? n : 0,
       loss: r.loss,
-      extra: { anchorConfidence: conf, augmented: augmented ? this.opts.augmentations : 0, restored },
+      extra: { anchorConfidence: conf, threshold: this.threshold!, augmented: augmented ? this.opts.augmentations : 0, restored },
     };
   }
 

@@ -35,13 +35,15 @@ export function loadSourceSet(opts: { dir?: string; limit?: number } = {}): Sour
 
 /**
  * Options for `createAdapter(model, method, …)` that give each method the in-distribution data
- * it can use: EATA's `fisherData`, RMT's `sourceData`/`sourceLabels`. Methods not listed get {}.
+ * it can use: EATA's `fisherData`, CoTTA's `thresholdData`, RMT's `sourceData`/`sourceLabels`.
+ * Methods not listed get {}.
  * `quick` (refit demo --quick) shortens RMT's warm-up to one pass over the set instead of the
  * paper's 50000 samples.
  */
 export function sourceDataOptions(method: string, set: SourceSet, o: { quick?: boolean } = {}): Record<string, unknown> {
   switch (method) {
     case 'eata': return { fisherData: set.images };
+    case 'cotta': return { thresholdData: set.images };
     case 'rmt': return { sourceData: set.images, sourceLabels: set.labels, ...(o.quick ? { warmupSamples: set.n } : {}) };
     default: return {};
   }

@@ -54,6 +54,27 @@ test('CoTTA: the anchor gate picks the plain or augmentation-averaged teacher; t
   for (const a of [plain, bnAdapt, aug, seeded, again]) await a.release();
 });
 
+test('CoTTA: with thresholdData the threshold is the paper\'s p_th, the 5% quantile of the source model\'s confidence on them minus 0.05', async () => {
+  const src = smallCnn();
+  const data = images(40, 200);
+  const ad = createAdapter(src, 'cotta', { thresholdData: data, augmentations: 2 }) as CoTTA;
+  const r = await ad.predict(xA);
+  const l = (await src.run({ x: data }, { outputs: ['logits'] })).logits!.data as Float32Array;
+  const confs = Array.from({ length: 40 }, (_, i) => {
+    const row = Array.from(l.subarray(i * 10, i * 10 + 10));
+    const m = Math.max(...row);
+    return 1 / row.reduce((a, v) => a + Math.exp(v - m), 0);
+  }).sort((a, b) => a - b);
+  assert.ok(Math.abs(r.info.extra!.threshold! - (confs[2]! - 0.05)) < 1e-6, `threshold ${r.info.extra!.threshold} vs ${confs[2]! - 0.05}`);
+  assert.equal(r.info.extra!.augmented, r.info.extra!.anchorConfidence! < r.info.extra!.threshold! ? 2 : 0);
+  // An explicit threshold wins; without either, the code's CIFAR-10-C value 0.92.
+  const explicit = createAdapter(src, 'cotta', { thresholdData: data, threshold: 0.5, augmentations: 2 });
+  assert.equal((await explicit.predict(xA)).info.extra!.threshold, 0.5);
+  const plain = createAdapter(src, 'cotta', { augmentations: 2 });
+  assert.equal((await plain.predict(xA)).info.extra!.threshold, 0.92);
+  for (const a of [ad, explicit, plain]) await a.release();
+});
+
 test('CoTTA: stochastic restore puts about a fraction p of the adapted elements back to source; the teacher follows by EMA', async () => {
   const ad = createAdapter(smallCnn(), 'cotta', { threshold: 0, restore: 0.3, lr: 0.05 }) as CoTTA;
   const total = ad.trainable.reduce((a, p) => a + ad.model.param(p).data.length, 0);
@@ -154,6 +175,7 @@ test('the bundled in-distribution set: 2000 Fashion-MNIST training images with l
   assert.deepEqual(new Set(s.labels), new Set([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]));
   assert.ok((s.images.data as Float32Array).every((v) => v >= 0 && v <= 1));
   assert.deepEqual(Object.keys(sourceDataOptions('eata', s)), ['fisherData']);
+  assert.deepEqual(Object.keys(sourceDataOptions('cotta', s)), ['thresholdData']);
   assert.deepEqual(Object.keys(sourceDataOptions('rmt', s)), ['sourceData', 'sourceLabels']);
   assert.deepEqual(sourceDataOptions('tent', s), {});
   assert.throws(() => loadSourceSet({ dir: '/nonexistent' }), /in-distribution set not found/);
