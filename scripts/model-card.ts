@@ -35,7 +35,7 @@ ${arch}
 - Trained by refit itself on the 60k Fashion-MNIST training images (Debian \`dataset-fashion-mnist\`):
   \`${rec.command}\`
 - Seed ${rec.seed}; ${rec.epochs} epochs, batch ${rec.batch}, AdamW lr ${rec.lr} (weight decay 0.05, none on norms/biases), 1 epoch warmup then cosine, label smoothing 0.1, clip norm 5; augmentation: random shift ±2 px and horizontal flip
-- Training wall time: ${(rec.wallSeconds / 60).toFixed(1)} min on this 2-core machine (${rec.threads} onnxruntime threads)
+- Training wall time: ${(rec.wallSeconds / 60).toFixed(1)} min on this 2-core machine (${rec.threads} onnxruntime thread${rec.threads > 1 ? 's' : ''}; the machine was shared with other jobs during training — load average 4–6 — so this is an upper bound)
 - **Clean test accuracy: ${(100 * clean).toFixed(2)}%** (10k test set)
 
 ## Source error at severity 5 (Fashion-MNIST-C, \`npx tsx scripts/model-card.ts ${kind}\`)
