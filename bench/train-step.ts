@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
+import { loadavg } from 'node:os';
 import { loadModel } from '../src/model.ts';
 import * as losses from '../src/train/losses.ts';
 import * as optim from '../src/train/optim/index.ts';
@@ -105,7 +106,7 @@ async function main() {
   const f = (v: unknown, d = 1) => (typeof v === 'number' ? v.toFixed(d) : '–');
   const md = [
     '# Train-step benchmark', '',
-    `Run: \`npx tsx bench/train-step.ts\` on ${new Date().toISOString().slice(0, 10)}, ${THREADS} threads for every engine. Times are medians in ms.`,
+    `Run: \`npx tsx bench/train-step.ts\` on ${new Date().toISOString().slice(0, 10)}, ${THREADS} threads for every engine, load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' ')} (other jobs shared the 2 cores when it is above ~2). Times are medians in ms.`,
     'Targets: step ≤ 3× inference; refit step ≤ PyTorch step; norm-affine step cheaper than the full step.', '',
     '| model | batch | ORT inference | refit step (all) | refit step (norm) | PyTorch step (all) | PyTorch step (norm) | step / inference | refit / PyTorch | norm / full | peak RSS refit (MB) | peak RSS torch (MB) |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|',
