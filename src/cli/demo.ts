@@ -14,7 +14,7 @@ import { writeFileAtomic } from '../onnx/io.ts';
 import { packageRoot } from '../util/package-root.ts';
 
 /** Batches per corruption: the default keeps the demo to a few minutes with every method on 2 cores. */
-export const DEFAULT_BATCHES = 12;
+export const DEFAULT_BATCHES = 6;
 export const QUICK_BATCHES = 3;
 
 export interface DemoOptions {
@@ -57,12 +57,12 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const batchSize = o.batchSize ?? 64;
   const makeStream = (): Stream => continualStream(data, { severity, batchSize, seed: 0, ...(o.full ? {} : { batchesPerDomain: o.quick ? QUICK_BATCHES : DEFAULT_BATCHES }) });
   const stream = makeStream();
-  const bar = o.json ? null : new cliProgress.SingleBar({ format: '{method} |{bar}| {value}/{total} batches | {duration}s', hideCursor: true }, cliProgress.Presets.shades_classic);
+  const bar = o.json ? null : new cliProgress.SingleBar({ format: '{method} |{bar}| {value}/{total} batches | {duration}s', hideCursor: true, noTTYOutput: true, notTTYSchedule: 10000, stream: process.stderr }, cliProgress.Presets.shades_classic);
   const scores: StreamScore[] = [];
   // The bundled in-distribution set (2000 training images): EATA's Fisher, RMT's prototypes, warm-up and replay.
   const sourceSet = loadSourceSet();
   for (const method of methods) {
-    const adapter = createAdapter(model, method, sourceDataOptions(method, sourceSet, { quick: o.quick }));
+    const adapter = createAdapter(model, method, sourceDataOptions(method, sourceSet, { quick: !o.full }) /* RMT: one warm-up pass over the set, except --full */);
     bar?.start(stream.numBatches, 0, { method: method.padEnd(10) });
     scores.push(await runStream(adapter, makeStream(), (done) => bar?.update(done)));
     bar?.stop();
