@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { formatShape } from '../onnx/tensor.ts';
-import type { Optimizer, OptimizerState } from '../train/optim/index.ts';
+import { SGD, type Optimizer, type OptimizerState } from '../train/optim/index.ts';
 import type { StepResult } from '../train/train-step.ts';
 import { type Adapter, type AdaptInfo, type AdaptResult, type AdapterState, defaultLogits } from './types.ts';
 
@@ -325,4 +325,18 @@ export function stateTensor(state: AdapterState, key: string, length: number, wh
   if (!(v instanceof Float32Array)) throw new Error(`${who}.load: state has no Float32Array '${key}'`);
   if (v.length !== length) throw new Error(`${who}.load: '${key}' has ${v.length} elements, expected ${length}`);
   return v;
+}
+
+/**
+ * The entropy-minimisation family (Tent, EATA, SAR): SGD with momentum at the learning rate of
+ * the SAR repository's main.py for the batch size and normalization type (see paperLr).
+ */
+export abstract class PaperSgdAdapter<O extends CommonOptions & { lr?: number; momentum: number }> extends ParamAdapter<O> {
+  protected defaultLr(batch: number): number {
+    return paperLr(batch, !hasBatchNormLayers(this.model));
+  }
+
+  protected makeOptimizer(lr: number): Optimizer {
+    return new SGD({ lr, momentum: this.opts.momentum });
+  }
 }

@@ -15,10 +15,9 @@ import { z } from 'zod';
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { f32 } from '../onnx/tensor.ts';
-import { SGD } from '../train/optim/index.ts';
 import { anchorPenalty, combine } from '../train/losses.ts';
 import type { TrainStep } from '../train/train-step.ts';
-import { commonOptions, parseOptions, ParamAdapter, normAffineParams, paperLr, hasBatchNormLayers, softmaxRows, allFinite, stateTensor, type AdaptOutcome } from './common.ts';
+import { commonOptions, parseOptions, PaperSgdAdapter, normAffineParams, softmaxRows, allFinite, stateTensor, type AdaptOutcome } from './common.ts';
 import { withSelectionHead, classCount, eataSurrogate, pseudoLabelCrossEntropy, ENTROPY, MASK, PBAR } from './heads.ts';
 import type { AdapterState } from './types.ts';
 
@@ -59,7 +58,7 @@ export type EataOptions = z.input<typeof eataSchema>;
 
 interface Prepared { step: TrainStep; classes: number; margin: number }
 
-export class EATA extends ParamAdapter<z.output<typeof eataSchema>> {
+export class EATA extends PaperSgdAdapter<z.output<typeof eataSchema>> {
   readonly name = 'eata';
   private prepared: Promise<Prepared> | undefined;
   /** Moving average of the kept samples' probabilities (null until a sample was kept). */
@@ -77,14 +76,6 @@ export class EATA extends ParamAdapter<z.output<typeof eataSchema>> {
       const bad = allFinite(o.fisherData.data as Float32Array);
       if (bad >= 0) throw new Error(`eata: fisherData has a non-finite value at element ${bad}`);
     }
-  }
-
-  protected defaultLr(batch: number): number {
-    return paperLr(batch, !hasBatchNormLayers(this.model));
-  }
-
-  protected makeOptimizer(lr: number) {
-    return new SGD({ lr, momentum: this.opts.momentum });
   }
 
   private prepare(x: Tensor): Promise<Prepared> {

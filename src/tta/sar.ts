@@ -16,9 +16,8 @@ import { z } from 'zod';
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { f32 } from '../onnx/tensor.ts';
-import { SGD } from '../train/optim/index.ts';
 import type { TrainStep } from '../train/train-step.ts';
-import { commonOptions, parseOptions, ParamAdapter, normAffineParams, paperLr, hasBatchNormLayers, metaNumber, type AdaptOutcome } from './common.ts';
+import { commonOptions, parseOptions, PaperSgdAdapter, normAffineParams, metaNumber, type AdaptOutcome } from './common.ts';
 import { withSelectionHead, classCount, maskedMeanEntropy, ENTROPY, MASK, MASK_IN } from './heads.ts';
 import type { AdapterState } from './types.ts';
 
@@ -54,7 +53,7 @@ export type SarOptions = z.input<typeof sarSchema>;
 
 interface Prepared { step: TrainStep; margin: number }
 
-export class SAR extends ParamAdapter<z.output<typeof sarSchema>> {
+export class SAR extends PaperSgdAdapter<z.output<typeof sarSchema>> {
   readonly name = 'sar';
   private prepared: Promise<Prepared> | undefined;
   /** Moving average of the second-pass loss (null until one exists). */
@@ -65,14 +64,6 @@ export class SAR extends ParamAdapter<z.output<typeof sarSchema>> {
   constructor(model: RefitModel, options: SarOptions = {}) {
     const o = parseOptions('sar', sarSchema, options);
     super(model, o, (m) => o.params ?? normAffineParams('sar', m, o.exclude));
-  }
-
-  protected defaultLr(batch: number): number {
-    return paperLr(batch, !hasBatchNormLayers(this.model));
-  }
-
-  protected makeOptimizer(lr: number) {
-    return new SGD({ lr, momentum: this.opts.momentum });
   }
 
   private prepare(x: Tensor): Promise<Prepared> {

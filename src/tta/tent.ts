@@ -7,10 +7,9 @@
 import { z } from 'zod';
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
-import { SGD } from '../train/optim/index.ts';
 import { softmaxEntropy } from '../train/losses.ts';
 import type { TrainStep } from '../train/train-step.ts';
-import { commonOptions, parseOptions, ParamAdapter, normAffineParams, paperLr, hasBatchNormLayers, type AdaptOutcome } from './common.ts';
+import { commonOptions, parseOptions, PaperSgdAdapter, normAffineParams, type AdaptOutcome } from './common.ts';
 
 /** Paper defaults (ImageNet, batch 64): SGD, momentum 0.9, lr 0.00025 (scaled for other batch sizes as in SAR's main.py). */
 export const TENT_DEFAULTS = { momentum: 0.9, lrAtBatch64: 0.00025, steps: 1 } as const;
@@ -25,7 +24,7 @@ export const tentSchema = z.object({
 });
 export type TentOptions = z.input<typeof tentSchema>;
 
-export class Tent extends ParamAdapter<z.output<typeof tentSchema>> {
+export class Tent extends PaperSgdAdapter<z.output<typeof tentSchema>> {
   readonly name = 'tent';
   private readonly step: TrainStep;
 
@@ -39,14 +38,6 @@ export class Tent extends ParamAdapter<z.output<typeof tentSchema>> {
       batchNorm: 'train',
       session: this.sessionOptions,
     });
-  }
-
-  protected defaultLr(batch: number): number {
-    return paperLr(batch, !hasBatchNormLayers(this.model));
-  }
-
-  protected makeOptimizer(lr: number) {
-    return new SGD({ lr, momentum: this.opts.momentum });
   }
 
   protected async adapt(x: Tensor): Promise<AdaptOutcome> {
