@@ -56,6 +56,16 @@ function checkRank(node: Node, dims: number[], min: number): void {
   if (dims.length < min) throw new Error(`${node.opType} input '${node.inputs[0]}' has shape [${dims}], expected rank ≥ ${min} (N × C × …)`);
 }
 
+/** What both BatchNorm gradients need: inputs, per-channel axes and 1/√(var + eps) as [C]. */
+function bnParts(ctx: GradContext, node: Node) {
+  const [x, scale, , mean, variance] = node.inputs as [string, string, string, string, string];
+  const dims = ctx.shape(x);
+  checkRank(node, dims, 2);
+  const others = range(0, dims.length).filter((a) => a !== 1);
+  const r = invStd(ctx, variance, attrFloat(node, 'epsilon', 1e-5), ctx.dtype(x));
+  return { x, scale, mean, dims, C: dims[1]!, rank: dims.length, others, r };
+}
+
 /**
  * BatchNorm fed with its own batch statistics (training mode, lowered by batchnorm-train.ts):
  * mean μ and variance σ² are functions of X, so the whole gradient is taken here and none is
@@ -66,14 +76,8 @@ function checkRank(node: Node, dims: number[], min: number): void {
  */
 function batchStatisticsGrad(ctx: GradContext, node: Node, g: string, needs: boolean[]): (string | null)[] {
   const em = ctx.em;
-  const [x, scale, , mean, variance] = node.inputs as [string, string, string, string, string];
-  const eps = attrFloat(node, 'epsilon', 1e-5);
-  const dims = ctx.shape(x);
-  checkRank(node, dims, 2);
-  const C = dims[1]!, rank = dims.length;
-  const others = range(0, rank).filter((a) => a !== 1);
+  const { x, scale, mean, dims, C, rank, others, r } = bnParts(ctx, node);
   const n = others.reduce((p, a) => p * dims[a]!, 1);
-  const r = invStd(ctx, variance, eps, ctx.dtype(x)); // [C]
   const dB = em.reduce('ReduceSum', g, others, false);
   const sumGX = em.reduce('ReduceSum', em.mul(g, x), others, false);
   const dScale = em.mul(r, em.sub(sumGX, em.mul(mean, dB)));
@@ -103,14 +107,8 @@ registerRules({
     }
     if (node.meta?.batchStatistics) return batchStatisticsGrad(ctx, node, dY!, needs);
     const em = ctx.em;
-    const [x, scale, , mean, variance] = node.inputs as [string, string, string, string, string];
-    const eps = attrFloat(node, 'epsilon', 1e-5);
-    const dims = ctx.shape(x);
-    checkRank(node, dims, 2);
-    const C = dims[1]!, rank = dims.length;
-    const others = range(0, rank).filter((a) => a !== 1);
+    const { x, scale, mean, C, rank, others, r } = bnParts(ctx, node);
     const g = dY!;
-    const r = invStd(ctx, variance, eps, ctx.dtype(x)); // [C]
     const out: (string | null)[] = [null, null, null, null, null];
     if (needs[0]) out[0] = em.mul(g, perChannel(ctx, em.mul(scale, r), C, rank));
     const wantStats = needs[3] || needs[4];
