@@ -3,7 +3,7 @@ import type { Graph } from '../onnx/ir.ts';
 import { attrTensor, producers } from '../onnx/ir.ts';
 import type { Emitter } from '../onnx/emitter.ts';
 import type { ShapeMap } from '../onnx/shapes.ts';
-import type { Tensor, DType } from '../onnx/tensor.ts';
+import type { Tensor } from '../onnx/tensor.ts';
 import type { GradContext } from './rule.ts';
 
 export function makeContext(graph: Graph, shapes: ShapeMap, em: Emitter, variables: ReadonlySet<string>): GradContext {
@@ -49,4 +49,3 @@ export function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
-export type { DType };

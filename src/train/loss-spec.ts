@@ -1,7 +1,6 @@
 // What a loss is: a piece of graph appended after the model's forward pass.
 import type { Emitter } from '../onnx/emitter.ts';
 import type { DType } from '../onnx/tensor.ts';
-import type { ShapeMap } from '../onnx/shapes.ts';
 
 /** An extra graph input a loss reads (labels, targets, per-sample weights). */
 export interface LossInput {
@@ -29,4 +28,3 @@ export interface LossSpec {
   build(ctx: LossContext): string;
 }
 
-export type { ShapeMap };

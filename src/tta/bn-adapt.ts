@@ -2,8 +2,7 @@
 // optionally mixed with the source statistics by a prior strength N:
 //   μ = N/(N+n)·μ_source + n/(N+n)·μ_batch   (same for σ²), n = batch size.
 // No parameters change; N = 0 uses the batch statistics alone.
-import type { RefitModel } from '../model.ts';
-import { RefitModel as Model } from '../model.ts';
+import { RefitModel } from '../model.ts';
 import { cloneModel, opsetVersion } from '../onnx/ir.ts';
 import { Emitter } from '../onnx/emitter.ts';
 import { probeShapes, signatureOf, signatureKey } from '../onnx/shapes.ts';
@@ -26,7 +25,7 @@ export async function batchStatModel(model: RefitModel, feeds: Record<string, Te
   const ir = cloneModel(model.ir); // shares parameter tensors: no copy, and the source is never written
   const em = new Emitter(ir.graph, opsetVersion(ir));
   lowerBatchNormTrain(ir.graph, em, (t) => shapes.get(t)!.dims, { prior });
-  return new Model(ir, model.sessionOptions);
+  return new RefitModel(ir, model.sessionOptions);
 }
 
 export function hasBatchNorm(model: RefitModel): boolean {
