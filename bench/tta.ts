@@ -2,14 +2,18 @@
 // over Fashion-MNIST-C streams at severity 5, plus PyTorch Tent and EATA (the parity code,
 // test/fixtures/tta/torch_stream.py) on the same stream with the same CPU threads, in the same run.
 //
-//   npx tsx bench/tta.ts [--quick] [--models cnn,vit] [--methods tent,eata] [--tables main,batch16,correlated,recurring,torch]
+//   npx tsx bench/tta.ts [--quick] [--models cnn,vit] [--methods tent,eata] [--tables main,torch,recurring,batch16,correlated,cost]
 //                        [--threads 2] [--rounds 10] [--cnn models/fmnist-cnn.onnx] [--vit models/fmnist-vit.onnx] [--resume] [--out bench/results/tta]
 //                        [--opt cotta.augmentations=8 ...]   (override a method's option; listed in the report)
+//                        [--samples recurring=1024 ...]      (shorten a table's stream to N samples per domain; named in the report)
+//                        [--jobs 2]                          (children at once, for the error tables only)
 //
 // Tables: the main continual table (15 corruptions in CORRUPTIONS order, one pass over the 10k test
 // set each, batch 64, state carried across domains), batch 16, the temporally correlated label
-// stream (Dirichlet γ = 0.1), 10 rounds of the recurring stream, time per adapted batch relative
-// to plain inference with peak RSS, and PyTorch Tent/EATA. Each (model, table, method) runs in its
+// stream (Dirichlet γ = 0.1), 10 rounds of the recurring stream, PyTorch Tent/EATA on the main
+// stream, and the cost table: time per adapted batch relative to plain inference with peak RSS,
+// refit and PyTorch, on a short stream (10 batches per domain) run alone so that the error tables
+// may run in parallel (--jobs) without spoiling the times. Each (model, table, method) runs in its
 // own child process (so each has its own peak RSS); plain inference is timed in the same child,
 // on every batch just before the method sees it. Methods get the bundled in-distribution set as
 // `refit demo` gives it (EATA's Fisher; RMT's prototypes, warm-up and replay).
@@ -32,8 +36,13 @@ import { paperLr } from '../src/tta/common.ts';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 type Scenario = 'continual' | 'correlated' | 'recurring';
-type Table = 'main' | 'batch16' | 'correlated' | 'recurring' | 'torch';
-interface Job { id: string; table: Table; engine: 'refit' | 'torch'; model: 'cnn' | 'vit'; modelPath: string; method: string; scenario: Scenario; batch: number; quick: boolean; threads: number; rounds: number; options: Record<string, unknown> }
+type Table = 'main' | 'batch16' | 'correlated' | 'recurring' | 'torch' | 'cost';
+interface Job {
+  id: string; table: Table; engine: 'refit' | 'torch'; model: 'cnn' | 'vit'; modelPath: string; method: string; scenario: Scenario; batch: number;
+  quick: boolean; threads: number; rounds: number; options: Record<string, unknown>;
+  /** Samples per domain when the table runs on a shortened stream (--samples); undefined = the whole 10k test set. */
+  samplesPerDomain?: number;
+}
 interface DomainScore { domain: string; round: number; error: number; samples: number }
 interface JobResult {
   job: Job;
@@ -54,7 +63,7 @@ interface JobResult {
 
 function makeStream(job: Job): Stream {
   const data = loadFashionMnist('test');
-  const base = { severity: 5, batchSize: job.batch, seed: 0, ...(job.quick ? { batchesPerDomain: 2 } : {}) };
+  const base = { severity: 5, batchSize: job.batch, seed: 0, ...(job.quick ? { batchesPerDomain: 2 } : job.samplesPerDomain ? { samplesPerDomain: job.samplesPerDomain } : {}) };
   if (job.scenario === 'correlated') return correlatedLabelStream(data, base);
   if (job.scenario === 'recurring') return recurringStream(data, { ...base, rounds: job.rounds });
   return continualStream(data, base);
@@ -170,7 +179,7 @@ async function main(): Promise<void> {
   const paths = { cnn: resolve(arg('cnn') ?? resolve(root, 'models/fmnist-cnn.onnx')), vit: resolve(arg('vit') ?? resolve(root, 'models/fmnist-vit.onnx')) };
   const models = (arg('models') ?? 'cnn,vit').split(',') as ('cnn' | 'vit')[];
   const methods = (arg('methods') ?? METHODS.join(',')).split(',');
-  const tables = (arg('tables') ?? 'main,batch16,correlated,recurring,torch').split(',') as Table[];
+  const tables = (arg('tables') ?? 'main,torch,recurring,batch16,correlated,cost').split(',') as Table[];
   for (const m of methods) if (!METHODS.includes(m)) throw new Error(`unknown method '${m}'; known: ${METHODS.join(', ')}`);
   for (const m of models) {
     if (m !== 'cnn' && m !== 'vit') throw new Error(`--models takes cnn and/or vit, got '${m}'`);
@@ -187,32 +196,60 @@ async function main(): Promise<void> {
     try { v = JSON.parse(m[3]!); } catch { /* a string */ }
     (overrides[m[1]!] ??= {})[m[2]!] = v;
   });
+  // --samples table=N (repeatable): shorten that table's stream to N samples per domain. The
+  // cost table defaults to 640 (10 batches per domain): it measures time, not error.
+  const samples: Partial<Record<Table, number>> = { cost: 640 };
+  process.argv.forEach((a, i) => {
+    if (a !== '--samples') return;
+    const m = /^(\w+)=(\d+)$/.exec(process.argv[i + 1] ?? '');
+    if (!m) throw new Error(`--samples takes table=N, got '${process.argv[i + 1]}'`);
+    samples[m[1] as Table] = Number(m[2]);
+  });
   const jobs: Job[] = [];
   const add = (table: Table, engine: Job['engine'], model: 'cnn' | 'vit', method: string, scenario: Scenario, batch: number) =>
-    jobs.push({ id: `${table}/${model}/${method}`, table, engine, model, modelPath: paths[model], method, scenario, batch, quick, threads, rounds, options: engine === 'refit' ? overrides[method] ?? {} : {} });
-  for (const model of models) {
-    for (const method of methods) {
-      if (model === 'vit' && method === 'bn-adapt') continue; // no BatchNorm: not applicable
-      if (tables.includes('main')) add('main', 'refit', model, method, 'continual', 64);
-      if (tables.includes('batch16')) add('batch16', 'refit', model, method, 'continual', 16);
-      if (tables.includes('correlated')) add('correlated', 'refit', model, method, 'correlated', 64);
-      if (tables.includes('recurring')) add('recurring', 'refit', model, method, 'recurring', 64);
+    jobs.push({
+      id: `${table}/${model}/${method}${table === 'cost' && engine === 'torch' ? '/torch' : ''}`, table, engine, model, modelPath: paths[model], method, scenario, batch,
+      quick, threads, rounds, options: engine === 'refit' ? overrides[method] ?? {} : {}, samplesPerDomain: samples[table],
+    });
+  const scenarioOf: Record<Table, [Scenario, number]> = {
+    main: ['continual', 64], batch16: ['continual', 16], correlated: ['correlated', 64], recurring: ['recurring', 64], cost: ['continual', 64], torch: ['continual', 64],
+  };
+  // Jobs run in the order of --tables, model by model.
+  for (const model of models) for (const table of tables) {
+    if (!(table in scenarioOf)) throw new Error(`unknown table '${table}'; known: ${Object.keys(scenarioOf).join(', ')}`);
+    const [scenario, batch] = scenarioOf[table];
+    if (table !== 'torch') {
+      for (const method of methods) if (!(model === 'vit' && method === 'bn-adapt')) add(table, 'refit', model, method, scenario, batch); // the ViT has no BatchNorm
     }
-    if (tables.includes('torch')) for (const method of ['tent', 'eata']) add('torch', 'torch', model, method, 'continual', 64);
+    if (table === 'torch' || table === 'cost') for (const method of ['tent', 'eata'].filter((m) => methods.includes(m))) add(table, 'torch', model, method, scenario, batch);
   }
   const results = new Map<string, JobResult>();
   if (process.argv.includes('--resume') && existsSync(`${out}.json`)) {
     for (const r of (JSON.parse(readFileSync(`${out}.json`, 'utf8')) as { results: JobResult[] }).results) results.set(r.job.id, r);
   }
+  // --jobs K runs K children at once: for the error tables only (their times are then not
+  // comparable); the cost table must run alone on a quiet machine.
+  const parallel = Number(arg('jobs') ?? 1);
+  if (parallel > 1 && tables.includes('cost')) throw new Error('--jobs > 1 would distort the cost table: run --tables cost on its own with --jobs 1');
   const t0 = performance.now();
-  for (const job of jobs) {
-    if (results.has(job.id)) continue;
-    process.stderr.write(`${job.id} (${results.size + 1}/${jobs.length}, ${((performance.now() - t0) / 1000).toFixed(0)} s so far)\n`);
-    const r = await runChild(job);
-    results.set(job.id, r);
-    process.stderr.write(`  → error ${(100 * r.meanError).toFixed(2)}%, ${r.msPerBatch.toFixed(1)} ms/batch, ${r.seconds.toFixed(0)} s\n`);
-    save(out, quick, threads, [...results.values()]);
-  }
+  const todo = jobs.filter((j) => !results.has(j.id));
+  const failures: string[] = [];
+  const runNext = async (): Promise<void> => {
+    for (let job = todo.shift(); job; job = todo.shift()) {
+      process.stderr.write(`${job.id} (${jobs.length - todo.length}/${jobs.length}, ${((performance.now() - t0) / 1000).toFixed(0)} s so far)\n`);
+      try {
+        const r = await runChild(job);
+        results.set(job.id, r);
+        process.stderr.write(`  ${job.id} → error ${(100 * r.meanError).toFixed(2)}%, ${r.msPerBatch.toFixed(1)} ms/batch, ${r.seconds.toFixed(0)} s\n`);
+        save(out, quick, threads, [...results.values()]);
+      } catch (e) {
+        failures.push(String(e));
+        process.stderr.write(`  FAILED ${String(e)}\n`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: parallel }, runNext));
+  if (failures.length) process.stderr.write(`${failures.length} job(s) failed:\n${failures.join('\n')}\n`);
   save(out, quick, threads, [...results.values()]);
   process.stdout.write(readFileSync(`${out}.md`, 'utf8'));
 }
@@ -226,6 +263,8 @@ function save(out: string, quick: boolean, threads: number, results: JobResult[]
 
 // ------------------------------------------------------------------ report
 
+/** ' (first N samples of each domain)' when a table ran on a shortened stream. */
+const shortened = (r: JobResult | undefined) => (r?.job.samplesPerDomain ? ` (${r.job.samplesPerDomain} samples per domain, not the whole test set)` : '');
 const pct = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? '—' : (100 * v).toFixed(1));
 const abbrev = (d: string) => d.replace('_noise', '').replace('_blur', '').replace('_compression', '').replace('_transform', '');
 
@@ -252,7 +291,7 @@ function render(results: JobResult[], meta: { quick: boolean; threads: number; n
   }
   const simple = (table: Table, title: string) => {
     if (!results.some((r) => r.job.table === table)) return;
-    L.push(`## ${title}`, '', `| method | ${models.map((m) => m.toUpperCase()).join(' | ')} |`, `|---|${models.map(() => '---:').join('|')}|`);
+    L.push(`## ${title}${shortened(results.find((r) => r.job.table === table))}`, '', `| method | ${models.map((m) => m.toUpperCase()).join(' | ')} |`, `|---|${models.map(() => '---:').join('|')}|`);
     for (const m of methods) L.push(`| ${m} | ${models.map((mo) => pct(get(`${table}/${mo}/${m}`)?.meanError)).join(' | ')} |`);
     L.push('');
   };
@@ -262,7 +301,7 @@ function render(results: JobResult[], meta: { quick: boolean; threads: number; n
     const rows = methods.map((m) => get(`recurring/${model}/${m}`)).filter((r): r is JobResult => !!r);
     if (rows.length === 0) continue;
     const R = Math.max(...rows.map((r) => r.job.rounds));
-    L.push(`## Recurring continual stream, ${model.toUpperCase()}: mean error (%) per round`, '');
+    L.push(`## Recurring continual stream, ${model.toUpperCase()}: mean error (%) per round${shortened(rows[0])}`, '');
     L.push(`| method | ${Array.from({ length: R }, (_, i) => `round ${i + 1}`).join(' | ')} | last − first |`, `|---|${Array.from({ length: R }, () => '---:').join('|')}|---:|`);
     for (const r of rows) {
       const per = roundErrors(r);
@@ -270,27 +309,39 @@ function render(results: JobResult[], meta: { quick: boolean; threads: number; n
     }
     L.push('');
   }
-  if (results.some((r) => r.job.table === 'main')) {
-    L.push('## Cost per adapted batch (main table runs, batch 64)', '');
-    L.push('Each method ran in its own child process; plain inference = the unadapted model run on every batch just before the method, in that child (first batch excluded from both). "first batch" includes compiling the step graphs and the one-off preparation (EATA\'s Fisher, RMT\'s prototypes and warm-up).', '');
+  // Time comes from the cost table (a short stream run alone on a quiet machine) when it exists,
+  // else from the main runs.
+  const costTable: Table = results.some((r) => r.job.table === 'cost') ? 'cost' : 'main';
+  if (results.some((r) => r.job.table === costTable)) {
+    const any = results.find((r) => r.job.table === costTable);
+    L.push(`## Cost per adapted batch (${costTable === 'cost' ? 'cost' : 'main'} table runs, batch 64${shortened(any)})`, '');
+    L.push('Each method ran in its own child process, one at a time; plain inference = the unadapted model run on every batch just before the method, in that child (first batch excluded from both). "first batch" includes compiling the step graphs and the one-off preparation (EATA\'s Fisher, RMT\'s prototypes and warm-up).', '');
     L.push('| model | method | ms / batch | plain inference ms / batch | relative to plain | first batch ms | peak RSS MiB | skipped steps |', '|---|---|---:|---:|---:|---:|---:|---:|');
     for (const model of models) for (const m of methods) {
-      const r = get(`main/${model}/${m}`);
+      const r = get(`${costTable}/${model}/${m}`);
       if (r) L.push(`| ${model} | ${m} | ${r.msPerBatch.toFixed(1)} | ${r.plainMsPerBatch!.toFixed(1)} | ${(r.msPerBatch / r.plainMsPerBatch!).toFixed(2)}× | ${r.firstBatchMs.toFixed(0)} | ${r.maxRssMB!.toFixed(0)} | ${r.skipped} |`);
     }
     L.push('');
   }
   if (results.some((r) => r.job.engine === 'torch')) {
-    L.push('## refit vs PyTorch (same stream, same threads, same run)', '');
+    L.push('## refit vs PyTorch (same stream, same threads)', '', `Error: the main table's whole stream. Time per batch: ${costTable === 'cost' ? 'the cost table\'s runs (refit and PyTorch one after the other in the same run, quiet machine)' : 'the main runs'}.`, '');
     L.push('| model | method | refit error % | PyTorch error % | refit − PyTorch (points) | refit ms / batch | PyTorch ms / batch | refit speed-up |', '|---|---|---:|---:|---:|---:|---:|---:|');
     for (const model of models) for (const m of ['tent', 'eata']) {
       const a = get(`main/${model}/${m}`), b = get(`torch/${model}/${m}`);
-      if (a && b) L.push(`| ${model} | ${m} | ${pct(a.meanError)} | ${pct(b.meanError)} | ${(100 * (a.meanError - b.meanError)).toFixed(2)} | ${a.msPerBatch.toFixed(1)} | ${b.msPerBatch.toFixed(1)} | ${(b.msPerBatch / a.msPerBatch).toFixed(2)}× |`);
+      const [ta, tb] = timing(get, model, m);
+      if (a && b) L.push(`| ${model} | ${m} | ${pct(a.meanError)} | ${pct(b.meanError)} | ${(100 * (a.meanError - b.meanError)).toFixed(2)} | ${ta?.toFixed(1) ?? '—'} | ${tb?.toFixed(1) ?? '—'} | ${ta && tb ? `${(tb / ta).toFixed(2)}×` : '—'} |`);
     }
     L.push('');
   }
   L.push(...targets(get), '');
   return L.join('\n');
+}
+
+/** refit and PyTorch ms per batch for a method: from the cost table if it ran, else the main/torch runs. */
+function timing(get: (id: string) => JobResult | undefined, model: string, m: string): [number | undefined, number | undefined] {
+  const a = get(`cost/${model}/${m}`), b = get(`cost/${model}/${m}/torch`);
+  if (a && b) return [a.msPerBatch, b.msPerBatch];
+  return [get(`main/${model}/${m}`)?.msPerBatch, get(`torch/${model}/${m}`)?.msPerBatch];
 }
 
 function roundErrors(r: JobResult): number[] {
@@ -319,13 +370,15 @@ function targets(get: (id: string) => JobResult | undefined): string[] {
   }
   for (const model of ['cnn', 'vit']) for (const m of ['tent', 'eata']) {
     const a = get(`main/${model}/${m}`), b = get(`torch/${model}/${m}`);
-    if (!a || !b) continue;
-    const d = 100 * (a.meanError - b.meanError), s = b.msPerBatch / a.msPerBatch;
-    L.push(`| refit ${m} (${model}) within 0.5 point of PyTorch or better | ${d >= 0 ? '+' : ''}${d.toFixed(2)} points | ${yes(d <= 0.5)} |`);
-    L.push(`| refit ${m} (${model}) ≥ 1.5× faster per batch than PyTorch | ${s.toFixed(2)}× | ${yes(s >= 1.5)} |`);
+    if (a && b) {
+      const d = 100 * (a.meanError - b.meanError);
+      L.push(`| refit ${m} (${model}) within 0.5 point of PyTorch or better | ${d >= 0 ? '+' : ''}${d.toFixed(2)} points | ${yes(d <= 0.5)} |`);
+    }
+    const [ta, tb] = timing(get, model, m);
+    if (ta && tb) L.push(`| refit ${m} (${model}) ≥ 1.5× faster per batch than PyTorch | ${(tb / ta).toFixed(2)}× | ${yes(tb / ta >= 1.5)} |`);
   }
   for (const m of ['bn-adapt', 'lame']) for (const model of ['cnn', 'vit']) {
-    const r = get(`main/${model}/${m}`);
+    const r = get(`cost/${model}/${m}`) ?? get(`main/${model}/${m}`);
     if (!r) continue;
     const x = r.msPerBatch / r.plainMsPerBatch!;
     L.push(`| ${m} (${model}) costs ≤ 1.3× plain inference | ${x.toFixed(2)}× | ${yes(x <= 1.3)} |`);

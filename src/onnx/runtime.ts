@@ -7,6 +7,8 @@ export interface SessionOptions {
   threads?: number;
   /** Graph optimization level; 'all' enables the blocked NCHWc conv kernels (see DESIGN.md). */
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  /** Let idle worker threads spin-wait (onnxruntime's default). Default false: see createSession. */
+  spinning?: boolean;
 }
 
 export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
@@ -18,6 +20,12 @@ export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}
     o.intraOpNumThreads = opts.threads;
     o.interOpNumThreads = 1;
   }
+  // onnxruntime's worker threads spin after each parallel section by default. refit alternates
+  // several sessions (inference, training steps, teachers), and a session's spinning threads
+  // then steal the cores from the next one: on 2 cores a Tent step on the CNN took 79 ms with
+  // spinning and 43 ms without (bench/tta.ts cost table). A lone session loses a little
+  // (ViT inference 5.0 → 6.2 ms), so `spinning: true` brings it back.
+  if (!opts.spinning) o.extra = { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } };
   try {
     return await ort.InferenceSession.create(bytes, o);
   } catch (e) {

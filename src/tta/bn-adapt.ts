@@ -8,6 +8,7 @@ import { Emitter } from '../onnx/emitter.ts';
 import { probeShapes, signatureOf, signatureKey } from '../onnx/shapes.ts';
 import { lowerBatchNormTrain } from '../train/batchnorm-train.ts';
 import type { Tensor } from '../onnx/tensor.ts';
+import type { SessionOptions } from '../onnx/runtime.ts';
 import { type Adapter, type AdaptResult, defaultLogits } from './types.ts';
 import { checkBatch } from './common.ts';
 
@@ -19,13 +20,13 @@ export interface BNAdaptOptions {
 }
 
 /** A copy of the model whose BatchNorm layers use (prior-mixed) batch statistics, for one input signature. */
-export async function batchStatModel(model: RefitModel, feeds: Record<string, Tensor>, prior = 0): Promise<RefitModel> {
+export async function batchStatModel(model: RefitModel, feeds: Record<string, Tensor>, prior = 0, session: SessionOptions = model.sessionOptions): Promise<RefitModel> {
   const sig = signatureOf(feeds);
   const shapes = await probeShapes(model.ir, sig);
   const ir = cloneModel(model.ir); // shares parameter tensors: no copy, and the source is never written
   const em = new Emitter(ir.graph, opsetVersion(ir));
   lowerBatchNormTrain(ir.graph, em, (t) => shapes.get(t)!.dims, { prior });
-  return new RefitModel(ir, model.sessionOptions);
+  return new RefitModel(ir, session);
 }
 
 export function hasBatchNorm(model: RefitModel): boolean {

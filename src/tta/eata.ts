@@ -7,6 +7,10 @@
 //   3. loss = mean over kept samples of E·1/exp(E − E0) (coefficient detached)
 //      + β·Σ F·(θ − θ0)², β = 2000 (the code's fisher_alpha), F the diagonal Fisher;
 //   4. one SGD step (momentum 0.9) on the normalization affine parameters, only if a sample was kept.
+// Like the code (which calls backward only when a sample is kept), a batch that keeps nothing
+// costs a forward pass only: after such a batch the next one is first run forward-only, and the
+// training step runs only if that forward keeps a sample. (Once p̄ exists, ε = 0.05 keeps few
+// samples on 10 classes, so most batches take this path.)
 // The Fisher F is computed once, as the code does, from a small in-distribution set
 // (`fisherData`, default the first 2000 samples in batches of 64) with the model's own
 // argmax as pseudo-labels: F = mean over batches of (∇ CE)². Without `fisherData` the
@@ -16,9 +20,11 @@ import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { f32 } from '../onnx/tensor.ts';
 import { anchorPenalty, combine } from '../train/losses.ts';
-import type { TrainStep } from '../train/train-step.ts';
+import type { StepResult, TrainStep } from '../train/train-step.ts';
 import { commonOptions, parseOptions, PaperSgdAdapter, normAffineParams, softmaxRows, allFinite, stateTensor, type AdaptOutcome } from './common.ts';
 import { withSelectionHead, classCount, eataSurrogate, pseudoLabelCrossEntropy, ENTROPY, MASK, PBAR } from './heads.ts';
+import { batchStatModel } from './bn-adapt.ts';
+import { signatureKey, signatureOf } from '../onnx/shapes.ts';
 import type { AdapterState } from './types.ts';
 
 /** Defaults from the paper and its code (github.com/mr-eggplant/EATA, main.py and eata.py). */
@@ -56,7 +62,7 @@ export const eataSchema = z.object({
 });
 export type EataOptions = z.input<typeof eataSchema>;
 
-interface Prepared { step: TrainStep; classes: number; margin: number }
+interface Prepared { step: TrainStep; head: RefitModel; classes: number; margin: number }
 
 export class EATA extends PaperSgdAdapter<z.output<typeof eataSchema>> {
   readonly name = 'eata';
@@ -66,6 +72,10 @@ export class EATA extends PaperSgdAdapter<z.output<typeof eataSchema>> {
   /** Diagonal Fisher and anchors (null without fisherData). */
   fisher: Map<string, Float32Array> | null = null;
   private anchors: Map<string, Float32Array> | null = null;
+  /** Whether the last batch kept no sample (then the next one is probed forward-only first). */
+  private lastKeptNone = false;
+  /** Forward-only copies of the selection head (batch statistics, trainables fed), per input signature. */
+  private probes = new Map<string, Promise<RefitModel>>();
 
   constructor(model: RefitModel, options: EataOptions = {}) {
     const o = parseOptions('eata', eataSchema, options);
@@ -88,7 +98,7 @@ export class EATA extends PaperSgdAdapter<z.output<typeof eataSchema>> {
         ? combine([{ loss: eataSurrogate(margin) }, { loss: anchorPenalty({ anchors: this.anchors!, importance: this.fisher, strength: this.opts.fisherAlpha }) }])
         : eataSurrogate(margin);
       const step = head.compileTrainStep({ trainable: this.trainable, loss, outputs: [this.logits, ENTROPY, MASK], batchNorm: 'train', session: this.sessionOptions });
-      return { step, classes, margin };
+      return { step, head, classes, margin };
     })();
     this.prepared.catch(() => { this.prepared = undefined; });
     return this.prepared;
@@ -115,19 +125,43 @@ export class EATA extends PaperSgdAdapter<z.output<typeof eataSchema>> {
     this.anchors = new Map(this.trainable.map((p) => [p, this.sourceValue(p).slice()]));
   }
 
+  /** The selection head run forward only on the current parameters: logits, entropies and mask. */
+  private async probe(head: RefitModel, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
+    const key = signatureKey(signatureOf(feeds));
+    let m = this.probes.get(key);
+    if (!m) {
+      m = batchStatModel(head, feeds, 0, this.sessionOptions);
+      this.probes.set(key, m);
+      m.catch(() => this.probes.delete(key));
+    }
+    // The trainables are fed, so the probe needs no rebuild after a step.
+    return (await m).run(feeds, { outputs: [this.logits, ENTROPY, MASK], feedParams: this.trainable });
+  }
+
   protected async adapt(x: Tensor): Promise<AdaptOutcome> {
-    const { step, classes, margin } = await this.prepare(x);
+    const { step, head, classes, margin } = await this.prepare(x);
     const n = x.dims[0]!;
-    const r = await step.run({ [this.model.inputs[0]!.name]: x, [PBAR]: f32([classes], this.pbar ?? new Float32Array(classes)) });
-    const logits = r.outputs[this.logits]!;
-    const ent = r.outputs[ENTROPY]!.data as Float32Array;
-    const mask = r.outputs[MASK]!.data as Float32Array;
+    const feeds = { [this.model.inputs[0]!.name]: x, [PBAR]: f32([classes], this.pbar ?? new Float32Array(classes)) };
+    let r: StepResult | null = null;
+    let out: Record<string, Tensor> | undefined;
+    if (this.lastKeptNone) {
+      out = await this.probe(head, feeds);
+      if ((out[MASK]!.data as Float32Array).some((v) => v > 0)) out = undefined; // a sample is kept: take the step
+    }
+    if (!out) {
+      r = await step.run(feeds);
+      out = r.outputs;
+    }
+    const logits = out[this.logits]!;
+    const ent = out[ENTROPY]!.data as Float32Array;
+    const mask = out[MASK]!.data as Float32Array;
     const used: number[] = [];
     let reliable = 0, lossSum = 0;
     for (let i = 0; i < n; i++) {
       if (ent[i]! < margin) reliable++;
       if (mask[i]! > 0) { used.push(i); lossSum += ent[i]! * Math.exp(-(ent[i]! - margin)); }
     }
+    this.lastKeptNone = used.length === 0;
     // The true loss value (the graph differentiates a surrogate with the same gradient).
     let loss = used.length > 0 ? lossSum / used.length : NaN;
     let reg = 0;
@@ -148,13 +182,13 @@ export class EATA extends PaperSgdAdapter<z.output<typeof eataSchema>> {
       this.pbar = this.pbar ? Float32Array.from(this.pbar, (v, c) => mom * v + (1 - mom) * mean[c]!) : Float32Array.from(mean);
     }
     let updated = false;
-    if (used.length > 0) updated = this.applyStep(r, n);
+    if (used.length > 0 && r) updated = this.applyStep(r, n);
     return {
       logits,
       used: updated ? used.length : 0,
       usedIndices: Int32Array.from(updated ? used : []),
       loss,
-      extra: { reliable, kept: used.length, regularizer: reg, fisher: this.fisher ? 1 : 0 },
+      extra: { reliable, kept: used.length, regularizer: reg, fisher: this.fisher ? 1 : 0, forwardOnly: r ? 0 : 1 },
     };
   }
 
@@ -165,6 +199,7 @@ export class EATA extends PaperSgdAdapter<z.output<typeof eataSchema>> {
 
   protected override resetMethodState(): void {
     this.pbar = null;
+    this.lastKeptNone = false;
   }
 
   protected override saveExtra(tensors: Record<string, Float32Array>): void {
@@ -202,6 +237,8 @@ export class EATA extends PaperSgdAdapter<z.output<typeof eataSchema>> {
     const p = this.prepared;
     this.prepared = undefined;
     if (p) await (await p.catch(() => null))?.step.release();
+    for (const m of this.probes.values()) await (await m.catch(() => null))?.release();
+    this.probes.clear();
     await super.release();
   }
 }

@@ -71,6 +71,38 @@ for (const method of ['tent', 'eata', 'sar', 'cotta', 'rmt']) {
   }
 }
 
+test('eata: after a batch that kept nothing, the next runs forward-only, and still steps when that forward keeps a sample', async () => {
+  for (const make of [smallCnn, smallVit]) {
+    // Untrained models give near-uniform probabilities: once p̄ exists, ε = 0.05 filters everything.
+    const ad = createAdapter(make(), 'eata', { lr: 0.01, marginFactor: 1.0, dMargin: 0.05 }) as unknown as PA;
+    const s0 = await ad.save();
+    const r1 = await ad.predict(xA);
+    assert.ok(r1.info.extra!.kept! > 0 && r1.info.extra!.forwardOnly === 0);
+    const r2 = await ad.predict(xB);
+    assert.ok(r2.info.extra!.kept === 0 && r2.info.extra!.forwardOnly === 0);
+    const s2 = await ad.save();
+    const p2 = paramsOf(ad.model, ad.trainable);
+    const r3 = await ad.predict(xA);
+    assert.equal(r3.info.extra!.forwardOnly, 1);
+    assert.equal(r3.info.used, 0);
+    assert.ok(same(paramsOf(ad.model, ad.trainable), p2));
+    // The forward-only logits are the training step's forward on the same parameters.
+    const twin = createAdapter(make(), 'eata', { lr: 0.01, marginFactor: 1.0, dMargin: 0.05 }) as unknown as PA;
+    await twin.load(s2);
+    const t3 = await twin.predict(xA);
+    assert.equal(t3.info.extra!.forwardOnly, 0);
+    const a = r3.logits.data as Float32Array, b = t3.logits.data as Float32Array;
+    assert.ok(a.every((v, i) => Math.abs(v - b[i]!) <= 1e-5), 'forward-only logits differ from the step\'s');
+    // Back to the start (no p̄): the forward keeps samples, so the step runs after all.
+    await ad.load(s0);
+    const r4 = await ad.predict(xA);
+    assert.ok(r4.info.extra!.forwardOnly === 0 && r4.info.used > 0);
+    assert.deepEqual(r4.logits.data, r1.logits.data);
+    await ad.release();
+    await twin.release();
+  }
+});
+
 test('a non-finite loss never updates parameters: the step is skipped and counted', async () => {
   // CNN: finite but huge inputs overflow the convolutions (inf − inf in BatchNorm); ViT (LayerNorm
   // absorbs any scale): a NaN planted in a baked-in, non-adapted parameter of the private copy.
