@@ -33,6 +33,7 @@ export const CONFIGS: BenchConfig[] = [
   { id: 'vit-head', model: 'vit', label: 'head only (new head)', lr: HEAD_LR, lrNote: 'linear probe', methods: () => [] },
   { id: 'vit-lora4', model: 'vit', label: 'LoRA r=4, α=8, attn+MLP', lr: 2e-3, lrNote: 'LoRA 1e-4–2e-3 (α = 2r)', methods: () => [lora({ targets: ATTN_MLP, rank: 4, alpha: 8 })] },
   { id: 'vit-lora8', model: 'vit', label: 'LoRA r=8, α=16, attn+MLP', lr: 2e-3, lrNote: 'LoRA 1e-4–2e-3 (α = 2r)', methods: () => [lora({ targets: ATTN_MLP, rank: 8, alpha: 16 })] },
+  { id: 'vit-lora8-qv', model: 'vit', label: 'LoRA r=8, α=16, attn q+v', lr: 2e-3, lrNote: 'LoRA 1e-4–2e-3 (α = 2r); W_q, W_v as in the LoRA paper', methods: () => [lora({ targets: /attn\.(q|v)$/, rank: 8, alpha: 16 })] },
   { id: 'vit-dora8', model: 'vit', label: 'DoRA r=8, α=16, attn+MLP', lr: 2e-3, lrNote: 'as LoRA', methods: () => [dora({ targets: ATTN_MLP, rank: 8, alpha: 16 })] },
   { id: 'vit-vera', model: 'vit', label: 'VeRA r=256, attn+MLP', lr: 1e-2, lrNote: 'VeRA 4e-3–1e-2', methods: () => [vera({ targets: ATTN_MLP, rank: 256 })] },
   { id: 'vit-ia3', model: 'vit', label: '(IA)^3 k, v, fc2 input', lr: 3e-3, lrNote: 'T-Few 3e-3', methods: () => [ia3({ targets: /attn\.(k|v)$|mlp\.fc2$/, feedforward: /mlp\.fc2$/ })] },

@@ -2,7 +2,9 @@
 // Started by bench/peft.ts; writes one JSON object to --out.
 //
 //   node --import tsx bench/peft-run.ts --id vit-lora8 --model models/fmnist-vit.onnx --epochs 2 --out r.json
-//   (--model random: a randomly initialised model of the shipped architecture; --steps N caps the steps)
+//   (--model random: a randomly initialised model of the shipped architecture; --steps N caps the steps;
+//    --lr X overrides the configuration's lr; --val N holds out the last N training samples, trains
+//    on the rest and reports valAccuracy, for choosing an lr without looking at the test set)
 import { mkdirSync, mkdtempSync, readdirSync, statSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,8 +28,9 @@ const arg = (name: string, dflt?: string): string => {
   if (dflt === undefined) throw new Error(`peft-run: --${name} is required`);
   return dflt;
 };
-const cfg = CONFIGS.find((c) => c.id === arg('id'));
-if (!cfg) throw new Error(`peft-run: unknown --id ${arg('id')}; ids: ${CONFIGS.map((c) => c.id).join(', ')}`);
+const found = CONFIGS.find((c) => c.id === arg('id'));
+if (!found) throw new Error(`peft-run: unknown --id ${arg('id')}; ids: ${CONFIGS.map((c) => c.id).join(', ')}`);
+const cfg: BenchConfig = { ...found, lr: Number(arg('lr', String(found.lr))) };
 const modelPath = arg('model');
 const epochs = Number(arg('epochs', '2'));
 const maxSteps = Number(arg('steps', 'Infinity'));
@@ -45,7 +48,14 @@ const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
 const t0 = performance.now();
 
 // ---- data and model -------------------------------------------------------------------------
-const { train, test } = loadMnist({ trainSize: 8000, seed: 0 });
+const split = loadMnist({ trainSize: 8000, seed: 0 });
+const valSize = Number(arg('val', '0'));
+const { test } = split;
+const train = valSize > 0 ? sliceImages(split.train, 0, split.train.n - valSize) : split.train;
+const val = valSize > 0 ? sliceImages(split.train, split.train.n - valSize, split.train.n) : undefined;
+function sliceImages(d: typeof split.train, from: number, to: number): typeof split.train {
+  return { ...d, n: to - from, images: d.images.subarray(from * 784, to * 784), labels: d.labels.subarray(from, to) };
+}
 async function loadBase(c: BenchConfig): Promise<RefitModel> {
   if (modelPath !== 'random') return loadModel(modelPath, session);
   // The shipped models' architectures (scripts/train-source.ts), randomly initialised.
@@ -113,6 +123,7 @@ const trainSeconds = (performance.now() - tTrain) / 1000;
 
 // ---- accuracy, files, memory ----------------------------------------------------------------
 const testAccuracy = await evaluate(model, test.images, test.labels, test.n);
+const valAccuracy = val ? await evaluate(model, val.images, val.labels, val.n) : undefined;
 const dir = mkdtempSync(join(tmpdir(), `peft-${cfg.id}-`));
 let adapterFileBytes = 0;
 if (cfg.full) {
@@ -149,7 +160,7 @@ if (!cfg.full && timingRounds > 0) {
 // section waits for its slowest thread), and the two graphs here do the same work. Wall-clock
 // medians are kept in the JSON too.
 let mergedAccuracy: number | undefined, mergedInferVsBase: number | undefined, mergedInferWallVsBase: number | undefined, mergedInferMs: number | undefined, baseInferMs: number | undefined;
-if (!cfg.full) {
+if (!cfg.full && inferRounds > 0) {
   const merged = model.mergeAll();
   mergedAccuracy = await evaluate(merged, test.images, test.labels, test.n);
   const one = { threads: 1, optimization: 'all' as const };
@@ -176,7 +187,7 @@ const result = {
   id: cfg.id, model: cfg.model, label: cfg.label, modelSource: modelPath, lr: cfg.lr, headLr: HEAD_LR, lrNote: cfg.lrNote,
   batchNorm: cfg.model === 'cnn' ? (cfg.bnTrain ? 'train' : 'eval') : undefined,
   epochs, steps: done, batch, threads,
-  testAccuracy, mergedAccuracy,
+  testAccuracy, mergedAccuracy, valSize, valAccuracy,
   baseParams, trainableParams, trainablePercent: (100 * trainableParams) / baseParams,
   adapterTrainablePercent: acct?.trainablePercent, optimizerStateBytes: trainableParams * 8,
   adapterFileBytes,

@@ -19,7 +19,8 @@
 // `refit demo` gives it (EATA's Fisher; RMT's prototypes, warm-up and replay).
 //
 // --quick: 2 batches per domain, 2 recurring rounds: a check of the whole pipeline, not a result.
-// Results: <out>.json and <out>.md (quick: <out>-quick.*); --resume skips jobs already in the JSON.
+// Results: <out>.json and <out>.md (quick: <out>-quick.*); --resume skips jobs already in the JSON;
+// --render rewrites <out>.md from <out>.json without running anything.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -224,9 +225,20 @@ async function main(): Promise<void> {
     if (table === 'torch' || table === 'cost') for (const method of ['tent', 'eata'].filter((m) => methods.includes(m))) add(table, 'torch', model, method, scenario, batch);
   }
   const results = new Map<string, JobResult>();
-  if (process.argv.includes('--resume') && existsSync(`${out}.json`)) {
-    for (const r of (JSON.parse(readFileSync(`${out}.json`, 'utf8')) as { results: JobResult[] }).results) results.set(r.job.id, r);
+  // The command lines that produced the file, for the report (--resume appends).
+  let commands: string[] = [];
+  const resume = process.argv.includes('--resume') || process.argv.includes('--render');
+  if (resume && existsSync(`${out}.json`)) {
+    const prev = JSON.parse(readFileSync(`${out}.json`, 'utf8')) as { results: JobResult[]; meta: Meta };
+    for (const r of prev.results) results.set(r.job.id, r);
+    commands = prev.meta.commands ?? [];
   }
+  if (process.argv.includes('--render')) {
+    save(out, quick, threads, [...results.values()], commands);
+    process.stdout.write(readFileSync(`${out}.md`, 'utf8'));
+    return;
+  }
+  commands.push(`npx tsx bench/tta.ts ${process.argv.slice(2).join(' ')}`);
   // --jobs K runs K children at once: for the error tables only (their times are then not
   // comparable); the cost table must run alone on a quiet machine.
   const parallel = Number(arg('jobs') ?? 1);
@@ -241,7 +253,7 @@ async function main(): Promise<void> {
         const r = await runChild(job);
         results.set(job.id, r);
         process.stderr.write(`  ${job.id} → error ${(100 * r.meanError).toFixed(2)}%, ${r.msPerBatch.toFixed(1)} ms/batch, ${r.seconds.toFixed(0)} s\n`);
-        save(out, quick, threads, [...results.values()]);
+        save(out, quick, threads, [...results.values()], commands);
       } catch (e) {
         failures.push(String(e));
         process.stderr.write(`  FAILED ${String(e)}\n`);
@@ -250,13 +262,13 @@ async function main(): Promise<void> {
   };
   await Promise.all(Array.from({ length: parallel }, runNext));
   if (failures.length) process.stderr.write(`${failures.length} job(s) failed:\n${failures.join('\n')}\n`);
-  save(out, quick, threads, [...results.values()]);
+  save(out, quick, threads, [...results.values()], commands);
   process.stdout.write(readFileSync(`${out}.md`, 'utf8'));
 }
 
-function save(out: string, quick: boolean, threads: number, results: JobResult[]): void {
+function save(out: string, quick: boolean, threads: number, results: JobResult[], commands: string[]): void {
   mkdirSync(dirname(out), { recursive: true });
-  const meta = { quick, threads, node: process.version, date: new Date().toISOString(), cpus: (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? null };
+  const meta = { quick, threads, node: process.version, date: new Date().toISOString(), cpus: (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? null, commands };
   writeFileSync(`${out}.json`, JSON.stringify({ meta, results }, null, 1));
   writeFileSync(`${out}.md`, render(results, meta));
 }
@@ -268,7 +280,9 @@ const shortened = (r: JobResult | undefined) => (r?.job.samplesPerDomain ? ` (${
 const pct = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? '—' : (100 * v).toFixed(1));
 const abbrev = (d: string) => d.replace('_noise', '').replace('_blur', '').replace('_compression', '').replace('_transform', '');
 
-function render(results: JobResult[], meta: { quick: boolean; threads: number; node: string; date: string }): string {
+interface Meta { quick: boolean; threads: number; node: string; date: string; commands?: string[] }
+
+function render(results: JobResult[], meta: Meta): string {
   const get = (id: string) => results.find((r) => r.job.id === id);
   const models = [...new Set(results.map((r) => r.job.model))];
   const methods = METHODS.filter((m) => results.some((r) => r.job.method === m));
@@ -276,7 +290,9 @@ function render(results: JobResult[], meta: { quick: boolean; threads: number; n
   L.push(`# Test-time adaptation benchmark${meta.quick ? ' (QUICK: 2 batches per domain, not a result)' : ''}`, '');
   const opts = [...new Set(results.filter((r) => Object.keys(r.job.options ?? {}).length).map((r) => `${r.job.method}: ${JSON.stringify(r.job.options)}`))];
   if (opts.length) L.push(`**Non-default options:** ${opts.join('; ')}.`, '');
-  L.push(`Fashion-MNIST-C, severity 5, ${CORRUPTIONS.length} corruptions in a fixed order, state carried across domains; onnxruntime-node, ${meta.threads} threads; PyTorch ${meta.threads} threads. ${meta.date}, Node ${meta.node}. Made by \`npx tsx bench/tta.ts${meta.quick ? ' --quick' : ''}\`; numbers in bench/results/tta${meta.quick ? '-quick' : ''}.json.`, '');
+  const threadsOf = (pick: (r: JobResult) => boolean) => [...new Set(results.filter(pick).map((r) => r.job.threads))].join('/') || '—';
+  L.push(`Fashion-MNIST-C, severity 5, ${CORRUPTIONS.length} corruptions in a fixed order, state carried across domains. Threads per process (onnxruntime-node intra-op, PyTorch intra-op): error tables ${threadsOf((r) => r.job.table !== 'cost')}, cost table ${threadsOf((r) => r.job.table === 'cost')}. The error tables may run several jobs at once (\`--jobs\`), so their times are not reported; every time below comes from the cost table, run alone. Last written ${meta.date}, Node ${meta.node}; numbers in bench/results/tta${meta.quick ? '-quick' : ''}.json.`, '');
+  if (meta.commands?.length) L.push('Made by:', '', ...meta.commands.map((c) => `    ${c}`), '');
   for (const model of models) {
     const rows = methods.map((m) => get(`main/${model}/${m}`)).filter((r): r is JobResult => !!r);
     const torch = ['tent', 'eata'].map((m) => get(`torch/${model}/${m}`)).filter((r): r is JobResult => !!r);
@@ -329,7 +345,7 @@ function render(results: JobResult[], meta: { quick: boolean; threads: number; n
     for (const model of models) for (const m of ['tent', 'eata']) {
       const a = get(`main/${model}/${m}`), b = get(`torch/${model}/${m}`);
       const [ta, tb] = timing(get, model, m);
-      if (a && b) L.push(`| ${model} | ${m} | ${pct(a.meanError)} | ${pct(b.meanError)} | ${(100 * (a.meanError - b.meanError)).toFixed(2)} | ${ta?.toFixed(1) ?? '—'} | ${tb?.toFixed(1) ?? '—'} | ${ta && tb ? `${(tb / ta).toFixed(2)}×` : '—'} |`);
+      if ((a && b) || (ta && tb)) L.push(`| ${model} | ${m} | ${pct(a?.meanError)} | ${pct(b?.meanError)} | ${a && b ? (100 * (a.meanError - b.meanError)).toFixed(2) : '—'} | ${ta?.toFixed(1) ?? '—'} | ${tb?.toFixed(1) ?? '—'} | ${ta && tb ? `${(tb / ta).toFixed(2)}×` : '—'} |`);
     }
     L.push('');
   }

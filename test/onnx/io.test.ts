@@ -75,3 +75,11 @@ test('probing finds every intermediate shape for a dynamic batch', async () => {
   assert.equal(shapes.get('w')!.dtype, 'float32');
   await assert.rejects(probeShapes(small(), { x: { dtype: 'float32', dims: [5, 7] } }), /input 'x' has shape \[5, 7\], the model expects \[N, 4\]/);
 });
+
+test('sessions with and without spin-waiting give the same outputs', async () => {
+  const x = f32([2, 4], [1, -2, 3, 0.5, 0, 1, -1, 2]);
+  const [a, b] = await Promise.all([loadModel(encodeModel(small()), { threads: 2 }), loadModel(encodeModel(small()), { threads: 2, spinning: true })]);
+  assert.deepEqual((await a.run({ x })).y!.data, (await b.run({ x })).y!.data);
+  await a.release();
+  await b.release();
+});
