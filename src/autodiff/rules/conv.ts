@@ -4,42 +4,23 @@
 // The formulation of each gradient is chosen per layer geometry from measurements in
 // bench/conv-grad-forms.ts (results in bench/results/conv-grad-forms.md, 2-core machine,
 // onnxruntime-node 1.30, graph optimization 'all', 2 intra-op threads). See pickDx / pickDw.
-import { resolvePads } from './window.ts';
-import { attrInt, attrInts, type Node } from '../../onnx/ir.ts';
+import { windowGeom, type WindowGeom } from './window.ts';
+import { attrInt, type Node } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
 import { f32 } from '../../onnx/tensor.ts';
 import { registerRules, type GradContext } from '../rule.ts';
 
 /** Static geometry of one Conv node for one input signature; pads resolved from auto_pad. */
-export interface ConvGeom {
-  /** Number of spatial dims. */
-  nd: number;
-  N: number;
-  C: number;
+export interface ConvGeom extends WindowGeom {
   O: number;
   group: number;
-  inSp: number[];
-  outSp: number[];
-  k: number[];
-  strides: number[];
-  dil: number[];
-  padB: number[];
-  padE: number[];
 }
 
 /** Resolve a Conv's attributes against static shapes (auto_pad becomes explicit pads). */
 export function convGeom(node: Pick<Node, 'name' | 'opType' | 'attrs'>, x: number[], w: number[], y: number[]): ConvGeom {
-  const nd = x.length - 2;
-  if (nd < 1) throw new Error(`input has shape [${x}], expected rank ≥ 3 (N, C, spatial...)`);
+  if (x.length - 2 < 1) throw new Error(`input has shape [${x}], expected rank ≥ 3 (N, C, spatial...)`);
   if (w.length !== x.length) throw new Error(`weight has shape [${w}], expected rank ${x.length} to match input [${x}]`);
-  const ones = new Array<number>(nd).fill(1);
-  const k = w.slice(2);
-  const strides = attrInts(node as Node, 'strides', ones);
-  const dil = attrInts(node as Node, 'dilations', ones);
-  const group = attrInt(node as Node, 'group', 1);
-  const inSp = x.slice(2), outSp = y.slice(2);
-  const { padB, padE } = resolvePads(node, inSp, outSp, k, strides, dil);
-  return { nd, N: x[0]!, C: x[1]!, O: w[0]!, group, inSp, outSp, k, strides, dil, padB, padE };
+  return { ...windowGeom(node, x, y, w.slice(2)), O: w[0]!, group: attrInt(node as Node, 'group', 1) };
 }
 
 const prod = (xs: number[]) => xs.reduce((a, b) => a * b, 1);

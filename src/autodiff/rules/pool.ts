@@ -9,25 +9,14 @@
 // GlobalMaxPool send a tied window's whole gradient to its first maximal input, as PyTorch does;
 // gradients are never split between ties.
 // Needs opset ≥ 11 (ScatterElements, Pad with its pads as an input).
-import { resolvePads } from './window.ts';
+import { windowGeom, type WindowGeom } from './window.ts';
 import { attrInt, attrInts, type Node } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
 import { f32, i64 } from '../../onnx/tensor.ts';
 import { registerRules, type GradContext } from '../rule.ts';
 
 /** Static geometry of one pooling node; pads resolved from auto_pad. */
-export interface PoolGeom {
-  nd: number;
-  N: number;
-  C: number;
-  inSp: number[];
-  outSp: number[];
-  k: number[];
-  strides: number[];
-  dil: number[];
-  padB: number[];
-  padE: number[];
-}
+export type PoolGeom = WindowGeom;
 
 const prod = (xs: number[]) => xs.reduce((a, b) => a * b, 1);
 const range = (n: number, from = 0) => Array.from({ length: n }, (_, i) => i + from);
@@ -37,12 +26,7 @@ export function poolGeom(node: Node, x: number[], y: number[]): PoolGeom {
   if (nd < 1) throw new Error(`input has shape [${x}], expected rank ≥ 3 (N, C, spatial...)`);
   const k = attrInts(node, 'kernel_shape');
   if (!k || k.length !== nd) throw new Error(`kernel_shape is [${k ?? ''}], expected ${nd} values for input [${x}]`);
-  const ones = new Array<number>(nd).fill(1);
-  const strides = attrInts(node, 'strides', ones);
-  const dil = attrInts(node, 'dilations', ones);
-  const inSp = x.slice(2), outSp = y.slice(2);
-  const { padB, padE } = resolvePads(node, inSp, outSp, k, strides, dil);
-  return { nd, N: x[0]!, C: x[1]!, inSp, outSp, k, strides, dil, padB, padE };
+  return windowGeom(node, x, y, k);
 }
 
 const kext = (g: PoolGeom) => g.k.map((k, i) => (k - 1) * g.dil[i]! + 1);
