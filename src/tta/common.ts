@@ -24,6 +24,9 @@ export const commonOptions = {
   threads: z.number().int().positive().optional(),
 };
 
+/** An option holding a float32 tensor (in-distribution images and the like). */
+export const tensorSchema = z.custom<Tensor>((v) => !!v && typeof v === 'object' && Array.isArray((v as Tensor).dims) && (v as Tensor).data instanceof Float32Array, 'expected a float32 tensor { dtype, dims, data }');
+
 export type CommonOptions = { mode: 'continual' | 'episodic'; seed: number; logits?: string; threads?: number };
 
 /** Validate `opts` against a zod object schema; unknown keys and bad values get a precise error. */

@@ -27,7 +27,7 @@ import { f32 } from '../onnx/tensor.ts';
 import { Adam } from '../train/optim/index.ts';
 import type { TrainStep } from '../train/train-step.ts';
 import { Rng, hashSeed } from '../data/random.ts';
-import { commonOptions, parseOptions, ParamAdapter, normAffineParams, softmaxRows, allFinite, metaNumber, stateTensor, type AdaptOutcome } from './common.ts';
+import { commonOptions, parseOptions, ParamAdapter, normAffineParams, softmaxRows, allFinite, metaNumber, stateTensor, type AdaptOutcome, tensorSchema } from './common.ts';
 import { EmaTeacher, BatchStatRunner, teacherCrossEntropy, TEACHER_LOGITS } from './mean-teacher.ts';
 import { augmentBatch } from './augment.ts';
 import type { AdapterState } from './types.ts';
@@ -49,8 +49,6 @@ export const COTTA_DEFAULTS = {
   /** Augmented teacher passes (N = 32 in cotta.py). */
   augmentations: 32,
 } as const;
-
-const tensorSchema = z.custom<Tensor>((v) => !!v && typeof v === 'object' && Array.isArray((v as Tensor).dims) && (v as Tensor).data instanceof Float32Array, 'expected a float32 tensor { dtype, dims, data }');
 
 export const cottaSchema = z.object({
   ...commonOptions,

@@ -21,7 +21,7 @@ import type { Tensor } from '../onnx/tensor.ts';
 import { f32 } from '../onnx/tensor.ts';
 import { anchorPenalty, combine } from '../train/losses.ts';
 import type { StepResult, TrainStep } from '../train/train-step.ts';
-import { commonOptions, parseOptions, PaperSgdAdapter, normAffineParams, softmaxRows, allFinite, stateTensor, type AdaptOutcome } from './common.ts';
+import { commonOptions, parseOptions, PaperSgdAdapter, normAffineParams, softmaxRows, allFinite, stateTensor, type AdaptOutcome, tensorSchema } from './common.ts';
 import { withSelectionHead, classCount, eataSurrogate, pseudoLabelCrossEntropy, ENTROPY, MASK, PBAR } from './heads.ts';
 import { batchStatModel } from './bn-adapt.ts';
 import { signatureKey, signatureOf } from '../onnx/shapes.ts';
@@ -42,8 +42,6 @@ export const EATA_DEFAULTS = {
   fisherBatchSize: 64,
   momentum: 0.9,
 } as const;
-
-const tensorSchema = z.custom<Tensor>((v) => !!v && typeof v === 'object' && Array.isArray((v as Tensor).dims) && (v as Tensor).data instanceof Float32Array, 'expected a float32 tensor { dtype, dims, data }');
 
 export const eataSchema = z.object({
   ...commonOptions,

@@ -37,7 +37,7 @@ import { Adam, type OptimizerState } from '../train/optim/index.ts';
 import type { TrainStep } from '../train/train-step.ts';
 import type { LossContext, LossSpec } from '../train/loss-spec.ts';
 import { Rng, hashSeed } from '../data/random.ts';
-import { commonOptions, parseOptions, ParamAdapter, normAffineParams, allFinite, metaNumber, stateTensor, type AdaptOutcome } from './common.ts';
+import { commonOptions, parseOptions, ParamAdapter, normAffineParams, allFinite, metaNumber, stateTensor, type AdaptOutcome, tensorSchema } from './common.ts';
 import { EmaTeacher, BatchStatRunner, teacherSymmetricCrossEntropy, symmetricTerm, TEACHER_LOGITS } from './mean-teacher.ts';
 import { augmentBatch } from './augment.ts';
 import { multiBranch, branchName } from './branches.ts';
@@ -64,7 +64,6 @@ export const RMT_DEFAULTS = {
   warmupSamples: 50000,
 } as const;
 
-const tensorSchema = z.custom<Tensor>((v) => !!v && typeof v === 'object' && Array.isArray((v as Tensor).dims) && (v as Tensor).data instanceof Float32Array, 'expected a float32 tensor { dtype, dims, data }');
 const labelsSchema = z.custom<ArrayLike<number>>((v) => v instanceof Uint8Array || v instanceof Int32Array || (Array.isArray(v) && v.every((x) => Number.isInteger(x))), 'expected integer labels (Uint8Array, Int32Array or number[])');
 
 export const rmtSchema = z.object({
