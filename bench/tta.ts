@@ -56,6 +56,9 @@ interface JobResult {
   plainMsPerBatch?: number;
   maxRssMB?: number;
   skipped: number;
+  /** Batches on which the method updated parameters (info.used > 0), and samples it used in all (refit jobs). */
+  updatedBatches?: number;
+  usedSamples?: number;
   batches: number;
   seconds: number;
 }
@@ -84,7 +87,7 @@ async function refitWorker(job: Job): Promise<JobResult> {
   const adapter = createAdapter(model, job.method, { ...sourceDataOptions(job.method, loadSourceSet()), ...job.options });
   const perDomain = new Map<string, { domain: string; round: number; wrong: number; samples: number }>();
   const times: number[] = [], plain: number[] = [];
-  let skipped = 0;
+  let skipped = 0, updatedBatches = 0, usedSamples = 0;
   for (const b of stream) {
     // Plain inference of the unadapted model on the same batch, just before the method: the
     // baseline sees the same load as the candidate.
@@ -96,6 +99,8 @@ async function refitWorker(job: Job): Promise<JobResult> {
     const r = await adapter.predict(x);
     times.push(performance.now() - s);
     skipped = r.info.skipped;
+    if (r.info.used > 0) updatedBatches++;
+    usedSamples += r.info.used;
     const pred = argmaxRows(r.logits.data as Float32Array, r.logits.dims[1]!);
     let wrong = 0;
     for (let i = 0; i < b.size; i++) if (pred[i] !== b.y[i]) wrong++;
@@ -114,7 +119,7 @@ async function refitWorker(job: Job): Promise<JobResult> {
     firstBatchMs: times[0]!,
     plainMsPerBatch: mean(plain),
     maxRssMB: process.resourceUsage().maxRSS / 1024,
-    skipped, batches: times.length, seconds: (performance.now() - t0) / 1000,
+    skipped, updatedBatches, usedSamples, batches: times.length, seconds: (performance.now() - t0) / 1000,
   };
 }
 
@@ -332,10 +337,13 @@ function render(results: JobResult[], meta: Meta): string {
     const any = results.find((r) => r.job.table === costTable);
     L.push(`## Cost per adapted batch (${costTable === 'cost' ? 'cost' : 'main'} table runs, batch 64${shortened(any)})`, '');
     L.push('Each method ran in its own child process, one at a time; plain inference = the unadapted model run on every batch just before the method, in that child (first batch excluded from both). "first batch" includes compiling the step graphs and the one-off preparation (EATA\'s Fisher, RMT\'s prototypes and warm-up).', '');
-    L.push('| model | method | ms / batch | plain inference ms / batch | relative to plain | first batch ms | peak RSS MiB | skipped steps |', '|---|---|---:|---:|---:|---:|---:|---:|');
+    L.push('"updated" counts the batches on which a gradient method changed parameters (EATA and SAR update only when their filters keep a sample).', '');
+    L.push('| model | method | ms / batch | plain inference ms / batch | relative to plain | first batch ms | peak RSS MiB | skipped steps | updated batches |', '|---|---|---:|---:|---:|---:|---:|---:|---:|');
+    const gradient = new Set(['tent', 'eata', 'sar', 'cotta', 'rmt']);
     for (const model of models) for (const m of methods) {
       const r = get(`${costTable}/${model}/${m}`);
-      if (r) L.push(`| ${model} | ${m} | ${r.msPerBatch.toFixed(1)} | ${r.plainMsPerBatch!.toFixed(1)} | ${(r.msPerBatch / r.plainMsPerBatch!).toFixed(2)}× | ${r.firstBatchMs.toFixed(0)} | ${r.maxRssMB!.toFixed(0)} | ${r.skipped} |`);
+      const upd = gradient.has(m) && r?.updatedBatches !== undefined ? `${r.updatedBatches}/${r.batches}` : '—';
+      if (r) L.push(`| ${model} | ${m} | ${r.msPerBatch.toFixed(1)} | ${r.plainMsPerBatch!.toFixed(1)} | ${(r.msPerBatch / r.plainMsPerBatch!).toFixed(2)}× | ${r.firstBatchMs.toFixed(0)} | ${r.maxRssMB!.toFixed(0)} | ${r.skipped} | ${upd} |`);
     }
     L.push('');
   }
