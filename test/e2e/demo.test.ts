@@ -25,8 +25,10 @@ test('refit demo --quick prints a table of error per corruption and mean for eve
     const row = lines.find((l) => l.startsWith(m.padEnd(10)));
     assert.ok(row, `no row for ${m}`);
     const nums = row.slice(10).trim().split(/\s+/).map(Number);
-    assert.equal(nums.length, CORRUPTIONS.length + 2, `row ${m}: ${row}`);
-    for (const v of nums.slice(0, -1)) assert.ok(v >= 0 && v <= 100, `error ${v} out of range in ${row}`);
+    // errors per corruption, mean, ms per batch after the first, first batch ms
+    assert.equal(nums.length, CORRUPTIONS.length + 3, `row ${m}: ${row}`);
+    for (const v of nums.slice(0, -2)) assert.ok(v >= 0 && v <= 100, `error ${v} out of range in ${row}`);
+    for (const v of nums.slice(-2)) assert.ok(Number.isFinite(v) && v >= 0, `time ${v} in ${row}`);
   }
   // The shipped model is far better than chance on mild domains (jpeg_compression), so the
   // numbers are real predictions, not a placeholder.
@@ -41,6 +43,7 @@ test('refit demo --quick --json is machine-readable', () => {
   assert.equal(r.scores.length, 1);
   assert.equal(r.scores[0].domains.length, CORRUPTIONS.length);
   assert.equal(r.stream.severity, 5);
+  assert.ok(r.scores[0].firstBatchMs > 0 && r.scores[0].msPerBatch > 0);
 });
 
 test('bad demo input gets a clear error', () => {
