@@ -58,12 +58,14 @@ const byId = (id: string) => results.find((r) => r.id === id);
 const full = byId('vit-full'), l8 = byId('vit-lora8'), l4 = byId('vit-lora4'), cl = byId('cnn-lora8');
 const pct = (v: number | undefined, d = 1) => (v === undefined ? 'n/a' : `${(100 * v).toFixed(d)}`);
 const targets: { target: string; met: boolean | null; measured: string }[] = [];
-if (full && l8) {
-  const gap = 100 * (full.testAccuracy - l8.testAccuracy);
+// This table's budget only (2 epochs, one lr per method); bench/peft-lora-target.ts tunes each lr on
+// validation at 2, 6 and 15 epochs over several seeds.
+for (const r of full ? results.filter((x) => x.model === 'vit' && /^vit-(lora|pissa)8/.test(x.id)) : []) {
+  const gap = 100 * (full!.testAccuracy - r.testAccuracy);
   targets.push({
-    target: 'ViT LoRA r=8 within 1 accuracy point of full fine-tuning, with ≤ 5% trainable parameters',
-    met: gap <= 1 && l8.trainablePercent <= 5,
-    measured: `LoRA r=8 ${pct(l8.testAccuracy, 2)}% vs full FT ${pct(full.testAccuracy, 2)}% (gap ${gap.toFixed(2)} points: ${gap <= 1 ? 'met' : 'not met'}); trainable ${l8.trainablePercent.toFixed(2)}% (${l8.trainablePercent <= 5 ? 'met' : 'not met'})`,
+    target: `ViT ${r.label}: within 1 accuracy point of full fine-tuning, with ≤ 5% trainable parameters (this table's budget; see peft-lora-target.md)`,
+    met: gap <= 1 && r.trainablePercent <= 5,
+    measured: `${pct(r.testAccuracy, 2)}% vs full FT ${pct(full!.testAccuracy, 2)}% (gap ${gap.toFixed(2)} points: ${gap <= 1 ? 'met' : 'not met'}); trainable ${r.trainablePercent.toFixed(2)}% (${r.trainablePercent <= 5 ? 'met' : 'not met'})`,
   });
 }
 for (const r of [l4, l8, cl]) {
