@@ -54,25 +54,21 @@ const wallSeconds = (performance.now() - t0) / 1000;
 const load1 = loadavg();
 
 // ---- targets ----------------------------------------------------------------------------------
-const byId = (id: string) => results.find((r) => r.id === id);
-const full = byId('vit-full'), l8 = byId('vit-lora8'), l4 = byId('vit-lora4'), cl = byId('cnn-lora8');
+const loraRows = results.filter((r) => /^(vit|cnn)-(lora|pissa)\d/.test(r.id));
 const pct = (v: number | undefined, d = 1) => (v === undefined ? 'n/a' : `${(100 * v).toFixed(d)}`);
 const targets: { target: string; met: boolean | null; measured: string }[] = [];
-// This table's budget only (2 epochs, one lr per method); bench/peft-lora-target.ts tunes each lr on
-// validation at 2, 6 and 15 epochs over several seeds.
-for (const r of full ? results.filter((x) => x.model === 'vit' && /^vit-(lora|pissa)8/.test(x.id)) : []) {
-  const gap = 100 * (full!.testAccuracy - r.testAccuracy);
-  targets.push({
-    target: `ViT ${r.label}: within 1 accuracy point of full fine-tuning, with ≤ 5% trainable parameters (this table's budget; see peft-lora-target.md)`,
-    met: gap <= 1 && r.trainablePercent <= 5,
-    measured: `${pct(r.testAccuracy, 2)}% vs full FT ${pct(full!.testAccuracy, 2)}% (gap ${gap.toFixed(2)} points: ${gap <= 1 ? 'met' : 'not met'}); trainable ${r.trainablePercent.toFixed(2)}% (${r.trainablePercent <= 5 ? 'met' : 'not met'})`,
-  });
-}
-for (const r of [l4, l8, cl]) {
+// This table gives every method one lr from its paper's usual range, full fine-tuning included, so it
+// cannot judge a gap of 1 point: bench/peft-lora-target.ts tunes each lr on validation instead.
+targets.push({
+  target: 'ViT LoRA r=8 within 1 accuracy point of full fine-tuning, with ≤ 5% trainable parameters',
+  met: null,
+  measured: 'judged in [peft-lora-target.md](peft-lora-target.md), where every configuration, full fine-tuning included, has its lr chosen on validation, at 2, 6 and 15 epochs, over 5 seeds',
+});
+for (const r of loraRows) {
   if (r?.stepVsFull === undefined) continue;
   targets.push({ target: `${r.model === 'vit' ? 'ViT' : 'CNN'} ${r.label}: train step no slower than a full-fine-tuning step`, met: r.stepVsFull <= 1, measured: `${r.stepVsFull.toFixed(2)}× (${r.methodStepMs.toFixed(1)} ms vs ${r.fullStepMs.toFixed(1)} ms, interleaved in one process)` });
 }
-for (const r of [l4, l8, cl]) {
+for (const r of loraRows) {
   if (r?.mergedInferVsBase === undefined) continue;
   targets.push({ target: `${r.model === 'vit' ? 'ViT' : 'CNN'} ${r.label}: merged model inference within 2% of the base model's`, met: r.mergedInferVsBase <= 1.02, measured: `${r.mergedInferVsBase.toFixed(3)}× (CPU time per run at batch 64, 1 thread, median of ${r.inferRounds} alternating runs: ${r.mergedInferMs.toFixed(2)} ms vs ${r.baseInferMs.toFixed(2)} ms; wall-clock ratio ${r.mergedInferWallVsBase.toFixed(3)}); merged accuracy ${pct(r.mergedAccuracy, 2)}% vs adapter ${pct(r.testAccuracy, 2)}%` });
 }
