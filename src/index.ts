@@ -15,5 +15,6 @@ export { supportedOps } from './autodiff/rule.ts';
 export { parseSafetensors, serializeSafetensors } from './io/safetensors.ts';
 export { Rng } from './util/rng.ts';
 export * as peft from './peft/index.ts';
+export { saveAdapter, loadAdapter } from './peft/files-node.ts';
 export * as tta from './tta/index.ts';
 export * as nn from './nn/index.ts';

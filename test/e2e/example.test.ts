@@ -15,3 +15,17 @@ test('examples/quickstart.ts fine-tunes the shipped CNN and saves a model', () =
   assert.equal(losses.length, 10, log);
   assert.ok(existsSync(out));
 });
+
+test('examples/peft-lora.ts trains a LoRA on MNIST digits, saves it, reloads it and merges it', () => {
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const out = join(mkdtempSync(join(tmpdir(), 'refit-peft-example-')), 'digits');
+  const log = execFileSync(process.execPath, ['--import', 'tsx', join(root, 'examples/peft-lora.ts'), out, '40'], { encoding: 'utf8', cwd: root });
+  const pct = (label: string) => Number(new RegExp(`${label}: (\\d+\\.\\d+)%`).exec(log)?.[1]);
+  const trained = pct('test accuracy with the adapter'), reloaded = pct('reloaded adapters'), merged = pct('merged model');
+  assert.ok(trained > 50, `40 steps should take the new head well past chance (10%); got ${trained}%\n${log}`);
+  // One test digit is 0.05 point: reloading and merging may flip at most a near-tie.
+  assert.ok(Math.abs(reloaded - trained) <= 0.05 && Math.abs(merged - trained) <= 0.05, log);
+  for (const f of ['head/adapter_model.safetensors', 'head/adapter_config.json', 'digits/adapter_model.safetensors', 'digits/adapter_config.json', 'vit-digits.onnx']) {
+    assert.ok(existsSync(join(out, f)), `missing ${f}`);
+  }
+});
