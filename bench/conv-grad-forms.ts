@@ -45,7 +45,7 @@ const CONV_CASES: ConvCase[] = [
   { name: 'conv 3x3 s1 depthwise C=64 14x14', N: 64, C: 64, O: 64, H: 14, k: 3, s: 1, p: 1, g: 64 },
   { name: 'conv 3x3 s2 depthwise C=64 28x28', N: 64, C: 64, O: 64, H: 28, k: 3, s: 2, p: 1, g: 64 },
 ];
-const DX_FORMS: DxForm[] = ['conv-flip', 'convtranspose', 'conv-zero-insert'];
+const DX_FORMS: DxForm[] = ['conv-flip', 'convtranspose', 'conv-zero-insert', 'polyphase'];
 const DW_FORMS: DwForm[] = ['onehot-gemm', 'onehot-matmul', 'slices-gemm', 'slices-matmul', 'onehot-mulsum', 'slices-mulsum', 'conv-xt'];
 
 interface PoolCase { name: string; op: 'MaxPool' | 'AveragePool'; N: number; C: number; H: number; k: number; s: number; p: number }

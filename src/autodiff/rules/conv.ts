@@ -7,7 +7,7 @@
 import { windowGeom, type WindowGeom } from './window.ts';
 import { attrInt, type Node } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
-import { f32 } from '../../onnx/tensor.ts';
+import { f32, i64 } from '../../onnx/tensor.ts';
 import { registerRules, type GradContext } from '../rule.ts';
 
 /** Static geometry of one Conv node for one input signature; pads resolved from auto_pad. */
@@ -35,7 +35,7 @@ const rest = (g: ConvGeom) => kext(g).map((e, i) => g.inSp[i]! + g.padB[i]! + g.
 
 // ---------------------------------------------------------------- dX formulations
 
-export type DxForm = 'conv-flip' | 'convtranspose' | 'conv-zero-insert';
+export type DxForm = 'conv-flip' | 'convtranspose' | 'conv-zero-insert' | 'polyphase';
 
 /** Whether a dX form applies to a geometry. */
 export function dxApplies(g: ConvGeom, form: DxForm): boolean {
@@ -44,7 +44,53 @@ export function dxApplies(g: ConvGeom, form: DxForm): boolean {
   const padsOk = () => e.every((x, i) => g.padB[i]! <= x - 1 && g.padE[i]! - rest(g)[i]! <= x - 1);
   if (form === 'conv-flip') return g.strides.every((s) => s === 1) && padsOk();
   if (form === 'conv-zero-insert') return padsOk();
+  if (form === 'polyphase') return g.nd === 2 && g.strides[0]! > 1 && g.strides[0] === g.strides[1] && g.dil.every((d) => d === 1);
   return true;
+}
+
+/**
+ * Per spatial dim of a stride-s conv, the taps that reach each output phase a = y mod s of dX:
+ * dX[s·q + a] = Σ_m dY[q + carry_a − m] · W[s·m + r_a] over the taps s·m + r_a < k. All phases
+ * read one window of dY, [q − lo, q + hi]; tap j of it uses kernel index `tap[a][j]` (−1: none).
+ */
+function phaseTaps(k: number, s: number, pB: number): { lo: number; hi: number; tap: number[][] } {
+  const ph = Array.from({ length: s }, (_, a) => ({ r: (a + pB) % s, carry: Math.floor((a + pB) / s), M: Math.max(0, Math.ceil((k - ((a + pB) % s)) / s)) }));
+  const lo = Math.max(0, ...ph.map((p) => p.M - 1 - p.carry)), hi = Math.max(0, ...ph.map((p) => p.carry));
+  const tap = ph.map((p) => Array.from({ length: lo + hi + 1 }, (_, j) => {
+    const m = p.carry + lo - j;
+    return m >= 0 && m < p.M ? s * m + p.r : -1;
+  }));
+  return { lo, hi, tap };
+}
+
+/**
+ * dX of a 2-D stride-s conv as one stride-1 Conv over dY producing all s² output phases as
+ * channels (c·s² + phase, so groups stay contiguous), then DepthToSpace (CRD) and a crop. Its
+ * kernel is gathered from W with zeros where a phase has no tap; a stride-1 Conv gets
+ * onnxruntime's NCHWc kernels, which ConvTranspose does not.
+ */
+function polyphaseDx(em: Emitter, g: ConvGeom, dY: string, w: string): string {
+  const s = g.strides[0]!, G = g.group, Og = g.O / G, Cg = g.C / G, [kh, kw] = g.k as [number, number];
+  const th = phaseTaps(kh, s, g.padB[0]!), tw = phaseTaps(kw, s, g.padB[1]!);
+  const Mh = th.lo + th.hi + 1, Mw = tw.lo + tw.hi + 1;
+  const Q = g.inSp.map((h) => Math.ceil(h / s));
+  // K[c·s² + ah·s + aw, o', jh, jw] = W[(c div Cg)·Og + o', c mod Cg, tap_h, tap_w], or the zero slot.
+  const zero = g.O * Cg * kh * kw;
+  const idx: number[] = [];
+  for (let c = 0; c < g.C; c++) for (let ah = 0; ah < s; ah++) for (let aw = 0; aw < s; aw++) {
+    for (let o = 0; o < Og; o++) for (let jh = 0; jh < Mh; jh++) for (let jw = 0; jw < Mw; jw++) {
+      const ih = th.tap[ah]![jh]!, iw = tw.tap[aw]![jw]!;
+      const oo = Math.floor(c / Cg) * Og + o;
+      idx.push(ih < 0 || iw < 0 ? zero : ((oo * Cg + (c % Cg)) * kh + ih) * kw + iw);
+    }
+  }
+  const wz = em.op('Concat', [em.reshape(w, [zero]), em.constant(f32([1], new Float32Array(1)), 'polyphase_zero')], { axis: 0 });
+  const k = em.op('Gather', [wz, em.constant(i64([g.C * s * s, Og, Mh, Mw], idx), 'polyphase_taps')], { axis: 0 });
+  // Rows past the last dY row are zeros: pad to Q + hi rows, or crop the surplus afterwards.
+  const padE = [Q[0]! + th.hi - g.outSp[0]!, Q[1]! + tw.hi - g.outSp[1]!].map((p) => Math.max(0, p));
+  const y = em.op('Conv', [dY, k], { group: G, kernel_shape: [Mh, Mw], pads: [th.lo, tw.lo, ...padE] });
+  const d2s = em.op('DepthToSpace', [y], { blocksize: s, mode: 'CRD' });
+  return em.op('Slice', [d2s, em.ints([0, 0]), em.ints(g.inSp), em.ints([2, 3])]);
 }
 
 /** W [O, C/g, k...] → [C, O/g, k...] (per group C↔O swap), optionally flipped spatially. */
@@ -73,6 +119,7 @@ export function convDx(em: Emitter, g: ConvGeom, dY: string, w: string, form: Dx
     if (outPad.some((p) => p > 0)) attrs.output_padding = outPad;
     return em.op('ConvTranspose', [dY, w], attrs);
   }
+  if (form === 'polyphase') return polyphaseDx(em, g, dY, w);
   if (form === 'conv-flip' && g.strides.some((s) => s > 1)) throw new Error('internal: the conv-flip dX form needs stride 1');
   // 'conv-zero-insert': dY with s-1 zeros between elements, then the stride-1 flipped conv.
   let src = dY;
@@ -206,38 +253,36 @@ export function convDw(em: Emitter, g: ConvGeom, x: string, dY: string, form: Dw
 // ---------------------------------------------------------------- the choice
 //
 // Measured by bench/conv-grad-forms.ts (bench/results/conv-grad-forms.md: N=64, 2 intra-op threads,
-// optimization 'all', ms p25 / min of 50 interleaved runs on the 2-core machine while other work
-// ran on it; each choice below held in all five such runs).
+// optimization 'all', ms p25 of 40 interleaved runs on the idle 2-core machine, load average ≈ 1.1;
+// each choice below held in two such runs).
 //
 // dX, stride 1: 'conv-flip', a Conv of dY with the C↔O-swapped, flipped weight (it gets the NCHWc
-//   kernels). 3x3 64ch 14x14: 10.4 / 7.0 vs ConvTranspose 15.7 / 7.6; 3x3 32ch 28x28: 8.6 / 5.8 vs
-//   17.9 / 8.2; groups=4: 3.7 / 2.4 vs 16.7 / 4.2; depthwise: 2.1 / 2.0 vs 3.3 / 3.1; 1x1: 1.2 / 0.7
-//   vs 1.3 / 0.9.
-// dX, stride > 1: ConvTranspose. Zero-inserting dY, then the stride-1 form, does s² times the work:
-//   3x3 s2 32→64 28x28: 9.9 / 3.9 vs 52.4 / 39.0; 1x1 s2: 1.5 / 1.2 vs 43.3 / 30.1.
+//   kernels). 3x3 64ch 14x14: 3.7 vs ConvTranspose 6.5; 3x3 32ch 28x28: 4.3 vs 8.4; groups=4:
+//   2.0 vs 4.9; depthwise: 1.2 vs 3.3; 1x1: 0.7 vs 1.4; 3x3 128ch 7x7: 6.2 vs 6.0 (a tie).
+// dX, stride > 1: ConvTranspose. Zero-inserting dY, then the stride-1 form, does s² times the work
+//   (3x3 s2 32→64 28x28: 5.1 vs 24.0). The polyphase form (one stride-1 Conv over all s² phases,
+//   then DepthToSpace) gets the NCHWc kernels but multiplies zero taps: 16 instead of 9 per output
+//   for 3x3 s2, and it lost everywhere (3x3 s2 32→64 28x28: 5.9 vs 5.1; 64ch 14x14: 3.7 vs 3.2;
+//   1x1 s2: 3.9 vs 1.5; depthwise s2: 7.6 vs 4.6).
 export function pickDx(g: ConvGeom): DxForm {
   if (dxApplies(g, 'conv-flip')) return 'conv-flip';
   return 'convtranspose';
 }
 
 // dW: im2col, then one contraction over N·L. The one Conv of transposed X with dY as its kernel
-//   ('conv-xt') lost everywhere, 1.5-15× the best (3x3 64ch 14x14: 34.4 / 16.6 vs 17.2 / 10.2).
-// im2col: one Slice per kernel tap copies whole rows at stride 1 and beats the one-hot grouped Conv
-//   there without groups (3x3 64ch 14x14: slices-matmul 17.2 / 10.2 vs onehot-matmul 21.1 / 8.1;
-//   32ch 28x28: 19.0 / 11.8 vs 23.3 / 11.5). Strided Slices copy element by element and lose (3x3 s2
-//   32→64 28x28: 15.2 / 9.6 vs 7.0 / 3.3); with groups the one-hot Conv wins too (groups=4:
-//   11.2 / 5.8 vs 10.2 / 3.9).
+//   ('conv-xt') lost everywhere but depthwise, where it ties (3x3 64ch 14x14: 13.6 vs 5.6).
+// im2col: the one-hot grouped Conv beats one Slice per kernel tap everywhere (3x3 64ch 14x14:
+//   onehot-matmul 5.6 vs slices-matmul 7.4; 32ch 28x28: 7.6 vs 10.1; s2: 3.3 vs 6.7). (An earlier
+//   run on the same machine under load average 5–6 had the slices ahead at stride 1; with the
+//   machine idle the one-hot Conv won in both runs, and the shipped CNN's full fine-tuning step
+//   went from 108–112 to 102–105 ms at batch 64.)
 // Contraction: a MatMul batched over N (onnxruntime fuses the Transpose into it), then ReduceSum
 //   over N, beats one Gemm over N·L, which first copies the K-times-larger columns (1x1 64ch 14x14:
-//   0.9 / 0.5 vs 1.3 / 0.8; with groups, Gemms batched over groups are 10-40× slower). With few output
-//   positions (L ≤ 64, e.g. 7x7) the per-sample products get too small and one Gemm wins: 3x3 s2
-//   64ch 14x14→7x7: onehot-gemm 8.6 / 2.2 vs onehot-matmul 12.8 / 3.6; 3x3 128ch 7x7: slices-gemm
-//   17.1 / 9.3 vs slices-matmul 19.4 / 11.4. Depthwise: Mul + ReduceSum ('*-mulsum') was no faster
-//   than the batched MatMul (8.4 / 3.9 vs 7.3 / 3.2).
+//   0.5 vs 0.8; with groups, Gemms batched over groups are about 7× slower). With few output positions
+//   (L ≤ 64, e.g. 7x7) the per-sample products get too small and one Gemm wins or ties: 3x3 128ch
+//   7x7: onehot-gemm 5.2 vs onehot-matmul 6.0; 3x3 s2 64ch 14x14→7x7: 2.2 vs 2.2.
 export function pickDw(g: ConvGeom): DwForm {
-  const slices = g.group === 1 && g.strides.every((s) => s === 1) && !isPointwise(g);
-  const gemm = g.group === 1 && prod(g.outSp) <= 64;
-  return `${slices ? 'slices' : 'onehot'}-${gemm ? 'gemm' : 'matmul'}`;
+  return g.group === 1 && prod(g.outSp) <= 64 ? 'onehot-gemm' : 'onehot-matmul';
 }
 
 registerRules({
