@@ -26,6 +26,8 @@ registerRules({
   Relu(ctx, node, [dY]) {
     const em = ctx.em;
     const x = node.inputs[0]!;
+    // Mul by a 0/1 mask: Where(x > 0, dY, 0) was slower in onnxruntime (the shipped CNN's Tent
+    // step: 48-49 vs 44 ms per batch of 64).
     const mask = em.op('Cast', [em.op('Greater', [x, em.scalar(0)])], { to: 1 });
     return [em.mul(dY!, mask)];
   },
