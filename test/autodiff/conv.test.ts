@@ -67,6 +67,7 @@ const GEOMS: { x: number[]; w: number[]; attrs: Record<string, AttrInput> }[] = 
   { x: [2, 3, 7, 9], w: [4, 3, 3, 3], attrs: { strides: [2, 2], pads: [0, 1, 1, 0] } },
   { x: [1, 2, 11, 10], w: [3, 2, 5, 4], attrs: { strides: [3, 3], pads: [2, 1, 0, 2] } },
   { x: [2, 4, 9, 9], w: [4, 2, 4, 4], attrs: { group: 2, strides: [2, 2], pads: [1, 1, 2, 2] } },
+  { x: [1, 2, 9, 8], w: [3, 2, 3, 3], attrs: { strides: [2, 2], pads: [2, 2, 0, 1] } },
 ];
 for (const [gi, geo] of GEOMS.entries()) {
   test(`Conv gradient forms agree (geometry ${gi})`, async () => {

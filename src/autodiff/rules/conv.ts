@@ -263,7 +263,8 @@ export function convDw(em: Emitter, g: ConvGeom, x: string, dY: string, form: Dw
 //   (3x3 s2 32→64 28x28: 5.1 vs 24.0). The polyphase form (one stride-1 Conv over all s² phases,
 //   then DepthToSpace) gets the NCHWc kernels but multiplies zero taps: 16 instead of 9 per output
 //   for 3x3 s2, and it lost everywhere (3x3 s2 32→64 28x28: 5.9 vs 5.1; 64ch 14x14: 3.7 vs 3.2;
-//   1x1 s2: 3.9 vs 1.5; depthwise s2: 7.6 vs 4.6).
+//   1x1 s2: 3.9 vs 1.5; depthwise s2: 7.6 vs 4.6). One Conv per phase with only its own taps, then
+//   Concat and DepthToSpace, lost too (tried and removed: 6.0 vs 5.5 and 4.0 vs 3.1).
 export function pickDx(g: ConvGeom): DxForm {
   if (dxApplies(g, 'conv-flip')) return 'conv-flip';
   return 'convtranspose';
