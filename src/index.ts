@@ -18,3 +18,4 @@ export * as peft from './peft/index.ts';
 export { saveAdapter, loadAdapter } from './peft/files-node.ts';
 export * as tta from './tta/index.ts';
 export * as nn from './nn/index.ts';
+export * as data from './data/index.ts';

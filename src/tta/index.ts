@@ -24,6 +24,7 @@ export { T3A, T3A_DEFAULTS, type T3AOptions } from './t3a.ts';
 export { CoTTA, COTTA_DEFAULTS, type CottaOptions } from './cotta.ts';
 export { RMT, RMT_DEFAULTS, type RmtOptions } from './rmt.ts';
 export { loadSourceSet, sourceDataOptions, type SourceSet } from './source-data.ts';
+export { runStream, type StreamScore } from './run-stream.ts';
 
 const FACTORIES: Record<string, (model: RefitModel, opts: Record<string, unknown>) => Adapter> = {
   source: (m, o) => new Source(m, parseOptions('source', z.object({ logits: z.string().optional() }), o)),
