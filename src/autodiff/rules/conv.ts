@@ -271,7 +271,8 @@ export function pickDx(g: ConvGeom): DxForm {
 }
 
 // dW: im2col, then one contraction over N·L. The one Conv of transposed X with dY as its kernel
-//   ('conv-xt') lost everywhere but depthwise, where it ties (3x3 64ch 14x14: 13.6 vs 5.6).
+//   ('conv-xt') lost everywhere, closest on depthwise (3x3 64ch 14x14: 13.6 vs 5.6; depthwise:
+//   4.1 vs 3.6). Depthwise Mul + ReduceSum ('*-mulsum') lost to the batched MatMul too (4.5 vs 3.6).
 // im2col: the one-hot grouped Conv beats one Slice per kernel tap everywhere (3x3 64ch 14x14:
 //   onehot-matmul 5.6 vs slices-matmul 7.4; 32ch 28x28: 7.6 vs 10.1; s2: 3.3 vs 6.7). (An earlier
 //   run on the same machine under load average 5–6 had the slices ahead at stride 1; with the
