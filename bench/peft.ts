@@ -65,11 +65,11 @@ targets.push({
   measured: 'judged in [peft-lora-target.md](peft-lora-target.md), where every configuration, full fine-tuning included, has its lr chosen on validation, at 2, 6 and 15 epochs, over 5 seeds',
 });
 for (const r of loraRows) {
-  if (r?.stepVsFull === undefined) continue;
+  if (r.stepVsFull === undefined) continue;
   targets.push({ target: `${r.model === 'vit' ? 'ViT' : 'CNN'} ${r.label}: train step no slower than a full-fine-tuning step`, met: r.stepVsFull <= 1, measured: `${r.stepVsFull.toFixed(2)}× (${r.methodStepMs.toFixed(1)} ms vs ${r.fullStepMs.toFixed(1)} ms, interleaved in one process)` });
 }
 for (const r of loraRows) {
-  if (r?.mergedInferVsBase === undefined) continue;
+  if (r.mergedInferVsBase === undefined) continue;
   targets.push({ target: `${r.model === 'vit' ? 'ViT' : 'CNN'} ${r.label}: merged model inference within 2% of the base model's`, met: r.mergedInferVsBase <= 1.02, measured: `${r.mergedInferVsBase.toFixed(3)}× (CPU time per run at batch 64, 1 thread, median of ${r.inferRounds} alternating runs: ${r.mergedInferMs.toFixed(2)} ms vs ${r.baseInferMs.toFixed(2)} ms; wall-clock ratio ${r.mergedInferWallVsBase.toFixed(3)}); merged accuracy ${pct(r.mergedAccuracy, 2)}% vs adapter ${pct(r.testAccuracy, 2)}%` });
 }
 
