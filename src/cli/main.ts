@@ -1,6 +1,7 @@
 // The `refit` command.
 import { Command } from 'commander';
 import { runDemo, formatTable } from './demo.ts';
+import { adapterInfo, formatInfo, mergeAdapters } from './adapter.ts';
 
 const program = new Command();
 program.name('refit').description('Keep deployed ONNX models fitted: training, PEFT and test-time adaptation on onnxruntime');
@@ -24,6 +25,29 @@ program
       console.log(formatTable(r));
       console.log(`\nReport: ${r.report}  (${r.seconds.toFixed(1)} s)`);
     }
+  });
+
+const adapter = program.command('adapter').description('inspect adapter folders (HF PEFT layout) and merge them into a model');
+adapter
+  .command('info')
+  .description('what an adapter folder holds: method, rank, target modules, size; with --model, its share of that model')
+  .argument('<dirs...>', 'adapter folders (adapter_model.safetensors + adapter_config.json)')
+  .option('--model <path>', 'check each adapter against this ONNX model and account for it')
+  .option('--json', 'print machine-readable JSON')
+  .action(async (dirs: string[], o) => {
+    const infos = [];
+    for (const d of dirs) infos.push(await adapterInfo(d, o.model));
+    console.log(o.json ? JSON.stringify(infos, null, 2) : infos.map(formatInfo).join('\n'));
+  });
+adapter
+  .command('merge')
+  .description('fold adapters into a model\'s weights and save a plain ONNX model (no extra latency)')
+  .argument('<model>', 'the base ONNX model')
+  .argument('<dirs...>', 'adapter folders, applied in order')
+  .requiredOption('-o, --out <path>', 'where to write the merged model')
+  .action(async (model: string, dirs: string[], o) => {
+    const r = await mergeAdapters(model, dirs, o.out);
+    console.log(`merged ${r.adapters.join(', ')} into ${model}: wrote ${r.out}`);
   });
 
 program.parseAsync(process.argv).catch((e: Error) => {

@@ -1,0 +1,93 @@
+// `refit adapter info` and `refit adapter merge`: inspect adapter folders (adapter_model.safetensors
+// + adapter_config.json, HF PEFT's layout) and fold them into a model for deployment.
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadModel } from '../model.ts';
+import { parseSafetensors } from '../io/safetensors.ts';
+import { loadAdapter } from '../peft/files-node.ts';
+import { accounting } from '../peft/accounting.ts';
+import { WEIGHTS_FILE, CONFIG_FILE } from '../peft/files.ts';
+import type { PeftModel } from '../peft/peft-model.ts';
+
+export interface AdapterInfo {
+  dir: string;
+  peftType: string;
+  rank?: number;
+  alpha?: number;
+  targetModules: string[];
+  tensors: number;
+  parameters: number;
+  fileBytes: number;
+  /** With a base model: the adapter's share of it, and AdamW state to train it. */
+  trainablePercent?: number;
+  optimizerStateBytes?: number;
+}
+
+function readFolder(dir: string): { config: Record<string, unknown>; weights: Uint8Array } {
+  for (const f of [WEIGHTS_FILE, CONFIG_FILE]) if (!existsSync(join(dir, f))) throw new Error(`adapter folder ${dir} has no ${f}`);
+  let config: Record<string, unknown>;
+  try {
+    config = JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8'));
+  } catch (e) {
+    throw new Error(`${join(dir, CONFIG_FILE)}: not valid JSON (${(e as Error).message})`);
+  }
+  return { config, weights: readFileSync(join(dir, WEIGHTS_FILE)) };
+}
+
+/** What an adapter folder holds; with `modelPath`, also checked against that model and accounted. */
+export async function adapterInfo(dir: string, modelPath?: string): Promise<AdapterInfo> {
+  const { config, weights } = readFolder(dir);
+  const { tensors } = parseSafetensors(weights, join(dir, WEIGHTS_FILE));
+  const info: AdapterInfo = {
+    dir,
+    peftType: String(config.peft_type ?? '?'),
+    rank: typeof config.r === 'number' ? config.r : undefined,
+    alpha: typeof config.lora_alpha === 'number' ? config.lora_alpha : undefined,
+    targetModules: Array.isArray(config.target_modules) ? config.target_modules.map(String) : config.target_modules ? [String(config.target_modules)] : [],
+    tensors: tensors.size,
+    parameters: [...tensors.values()].reduce((a, t) => a + t.data.length, 0),
+    fileBytes: statSync(join(dir, WEIGHTS_FILE)).size + statSync(join(dir, CONFIG_FILE)).size,
+  };
+  if (modelPath) {
+    const base = await loadModel(modelPath);
+    const model = await loadAdapter(base, dir, 'adapter');
+    const a = accounting(model, 'adapter');
+    info.trainablePercent = a.trainablePercent;
+    info.optimizerStateBytes = a.optimizerStateBytes;
+    await model.release();
+    await base.release();
+  }
+  return info;
+}
+
+export function formatInfo(i: AdapterInfo): string {
+  const kib = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
+  return [
+    `${i.dir}: ${i.peftType}${i.rank !== undefined ? ` r=${i.rank}` : ''}${i.alpha !== undefined ? ` alpha=${i.alpha}` : ''}`,
+    ...(i.targetModules.length ? [`  target modules (${i.targetModules.length}): ${i.targetModules.slice(0, 12).join(', ')}${i.targetModules.length > 12 ? ', …' : ''}`] : []),
+    `  ${i.tensors} tensors, ${i.parameters.toLocaleString('en-US')} values, ${kib(i.fileBytes)} on disk`,
+    ...(i.trainablePercent !== undefined ? [`  against the model: ${i.trainablePercent.toFixed(2)}% of its parameters, AdamW state ${kib(i.optimizerStateBytes!)}`] : []),
+  ].join('\n');
+}
+
+/**
+ * Load every adapter folder onto the model, fold them all into its weights (or bake those that
+ * cannot fold), and save a plain ONNX model. Nothing is written unless every folder loads.
+ */
+export async function mergeAdapters(modelPath: string, dirs: string[], out: string): Promise<{ adapters: string[]; out: string }> {
+  if (dirs.length === 0) throw new Error('merge: give at least one adapter folder');
+  const base = await loadModel(modelPath);
+  let model: PeftModel | undefined;
+  const names: string[] = [];
+  for (const [i, dir] of dirs.entries()) {
+    const { config } = readFolder(dir);
+    const saved = (config.refit as { adapter?: string } | undefined)?.adapter;
+    const name = saved && !names.includes(saved) ? saved : `adapter${i}`;
+    model = await loadAdapter(model ?? base, dir, name);
+    names.push(name);
+  }
+  const merged = model!.mergeAll();
+  await merged.save(out);
+  await Promise.all([merged.release(), model!.release(), base.release()]);
+  return { adapters: names, out };
+}
