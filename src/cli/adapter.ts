@@ -11,7 +11,9 @@ import type { PeftModel } from '../peft/peft-model.ts';
 
 export interface AdapterInfo {
   dir: string;
+  /** HF PEFT's `peft_type`; a DoRA adapter is LORA with `use_dora`. */
   peftType: string;
+  dora: boolean;
   rank?: number;
   alpha?: number;
   targetModules: string[];
@@ -41,6 +43,7 @@ export async function adapterInfo(dir: string, modelPath?: string): Promise<Adap
   const info: AdapterInfo = {
     dir,
     peftType: String(config.peft_type ?? '?'),
+    dora: config.use_dora === true,
     rank: typeof config.r === 'number' ? config.r : undefined,
     alpha: typeof config.lora_alpha === 'number' ? config.lora_alpha : undefined,
     targetModules: Array.isArray(config.target_modules) ? config.target_modules.map(String) : config.target_modules ? [String(config.target_modules)] : [],
@@ -63,7 +66,7 @@ export async function adapterInfo(dir: string, modelPath?: string): Promise<Adap
 export function formatInfo(i: AdapterInfo): string {
   const kib = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
   return [
-    `${i.dir}: ${i.peftType}${i.rank !== undefined ? ` r=${i.rank}` : ''}${i.alpha !== undefined ? ` alpha=${i.alpha}` : ''}`,
+    `${i.dir}: ${i.peftType}${i.dora ? ' (DoRA)' : ''}${i.rank !== undefined ? ` r=${i.rank}` : ''}${i.alpha !== undefined ? ` alpha=${i.alpha}` : ''}`,
     ...(i.targetModules.length ? [`  target modules (${i.targetModules.length}): ${i.targetModules.slice(0, 12).join(', ')}${i.targetModules.length > 12 ? ', …' : ''}`] : []),
     `  ${i.tensors} tensors, ${i.parameters.toLocaleString('en-US')} values, ${kib(i.fileBytes)} on disk`,
     ...(i.trainablePercent !== undefined ? [`  against the model: ${i.trainablePercent.toFixed(2)}% of its parameters, AdamW state ${kib(i.optimizerStateBytes!)}`] : []),

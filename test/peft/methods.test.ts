@@ -32,6 +32,7 @@ const CASES: Case[] = [
   { name: 'dora', model: smallVit, method: () => dora({ targets: /attn\.(q|v)$|fc1/, rank: 4, alpha: 8 }) },
   { name: 'vera', model: smallVit, method: () => vera({ targets: /attn\.(q|v)$|mlp/, rank: 16 }) },
   { name: 'ia3 (k, v, ffn input)', model: smallVit, method: () => ia3({ targets: /attn\.(k|v)$|fc2/, feedforward: ['fc2'] }) },
+  { name: 'ia3 (k, v only: no feed-forward modules)', model: smallVit, method: () => ia3({ targets: /attn\.(k|v)$/ }) },
   { name: 'ia3 (Conv)', model: smallCnn, method: () => ia3({ targets: /conv2$/, feedforward: /layer3/ }), eps: 2e-3, tol: 5e-2 },
   { name: 'bitfit', model: smallVit, method: () => bitfit() },
   { name: 'norm-affine (BatchNorm)', model: smallCnn, method: () => normAffine(), eps: 2e-3, tol: 5e-2 },

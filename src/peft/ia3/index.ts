@@ -22,7 +22,9 @@ export function ia3(config: Ia3Config): AdapterMethod {
     method: 'ia3',
     plan(ctx: PlanContext): AdapterPlan {
       const sites = selectSites(ctx.sites, config, 'ia3', ['MatMul', 'Gemm', 'Conv']);
-      const ff = new Set(config.feedforward ? selectSites(sites, { targets: config.feedforward }, 'ia3 feedforward', ['MatMul', 'Gemm', 'Conv']).map((s) => s.module) : []);
+      // An empty list means none, as HF PEFT's `feedforward_modules: []` in a saved config.
+      const ffGiven = config.feedforward !== undefined && !(Array.isArray(config.feedforward) && config.feedforward.length === 0);
+      const ff = new Set(ffGiven ? selectSites(sites, { targets: config.feedforward! }, 'ia3 feedforward', ['MatMul', 'Gemm', 'Conv']).map((s) => s.module) : []);
       const name = (m: string) => `${ctx.name}.ia3_l.${m}`;
       const tensors = new Map<string, Tensor>(), fileKeys = new Map<string, string>();
       for (const s of sites) {
