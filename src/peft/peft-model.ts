@@ -2,7 +2,7 @@
 // `<adapter>.<kind>.<module>`. Adapters can be added, trained, blended per request, merged
 // into the base weights and unmerged. Every operation returns a new PeftModel; the source
 // model's tensors are shared, never written.
-import type { Model } from '../onnx/ir.ts';
+import type { Graph, Model } from '../onnx/ir.ts';
 import { cloneModel, opsetVersion } from '../onnx/ir.ts';
 import { Emitter } from '../onnx/emitter.ts';
 import { RefitModel } from '../model.ts';
@@ -36,6 +36,15 @@ export interface AdapterInfo {
 }
 
 export const gateName = (adapter: string) => `${adapter}.gate`;
+
+/**
+ * Methods that add no nodes (BitFit, norm-affine) or are always on (a new head) never read their
+ * gate; an initializer nothing reads makes onnxruntime print a warning on every session.
+ */
+function dropUnusedGates(g: Graph, gates: string[]): void {
+  const read = new Set(g.nodes.flatMap((n) => n.inputs));
+  for (const name of gates) if (!read.has(name) && !g.outputs.some((o) => o.name === name)) g.initializers.delete(name);
+}
 const NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
 
 const copyEntry = (e: Entry): Entry => ({ ...e, values: new Map([...e.values].map(([k, t]) => [k, cloneTensor(t)])) });
@@ -67,6 +76,8 @@ export class PeftModel extends RefitModel {
       e.plan.apply({ graph: g, em: new Emitter(g, opset, `${e.name}/`), gate: gateName(e.name) });
     }
     toposort(g);
+    dropUnusedGates(g, [...merged, ...active].map((e) => gateName(e.name)));
+    dropUnusedGates(root.graph, merged.map((e) => gateName(e.name)));
     super(ir, sessionOptions);
     this.root = root;
   }
