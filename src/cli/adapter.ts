@@ -1,12 +1,12 @@
 // `refit adapter info` and `refit adapter merge`: inspect adapter folders (adapter_model.safetensors
 // + adapter_config.json, HF PEFT's layout) and fold them into a model for deployment.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadModel } from '../model.ts';
+import { loadModel, type RefitModel } from '../model.ts';
 import { parseSafetensors } from '../io/safetensors.ts';
-import { loadAdapter } from '../peft/files-node.ts';
+import { readAdapterFolder } from '../peft/files-node.ts';
+import { withAdapterFiles, WEIGHTS_FILE, CONFIG_FILE } from '../peft/files.ts';
 import { accounting } from '../peft/accounting.ts';
-import { WEIGHTS_FILE, CONFIG_FILE } from '../peft/files.ts';
 import type { PeftModel } from '../peft/peft-model.ts';
 
 export interface AdapterInfo {
@@ -25,21 +25,16 @@ export interface AdapterInfo {
   optimizerStateBytes?: number;
 }
 
-function readFolder(dir: string): { config: Record<string, unknown>; weights: Uint8Array } {
-  for (const f of [WEIGHTS_FILE, CONFIG_FILE]) if (!existsSync(join(dir, f))) throw new Error(`adapter folder ${dir} has no ${f}`);
+/** What an adapter folder holds; with `base`, also checked against that model and accounted. */
+export function adapterInfo(dir: string, base?: RefitModel): AdapterInfo {
+  const folder = readAdapterFolder(dir);
   let config: Record<string, unknown>;
   try {
-    config = JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8'));
+    config = JSON.parse(folder.config);
   } catch (e) {
     throw new Error(`${join(dir, CONFIG_FILE)}: not valid JSON (${(e as Error).message})`);
   }
-  return { config, weights: readFileSync(join(dir, WEIGHTS_FILE)) };
-}
-
-/** What an adapter folder holds; with `modelPath`, also checked against that model and accounted. */
-export async function adapterInfo(dir: string, modelPath?: string): Promise<AdapterInfo> {
-  const { config, weights } = readFolder(dir);
-  const { tensors } = parseSafetensors(weights, join(dir, WEIGHTS_FILE));
+  const { tensors } = parseSafetensors(folder.weights, join(dir, WEIGHTS_FILE));
   const info: AdapterInfo = {
     dir,
     peftType: String(config.peft_type ?? '?'),
@@ -51,14 +46,10 @@ export async function adapterInfo(dir: string, modelPath?: string): Promise<Adap
     parameters: [...tensors.values()].reduce((a, t) => a + t.data.length, 0),
     fileBytes: statSync(join(dir, WEIGHTS_FILE)).size + statSync(join(dir, CONFIG_FILE)).size,
   };
-  if (modelPath) {
-    const base = await loadModel(modelPath);
-    const model = await loadAdapter(base, dir, 'adapter');
-    const a = accounting(model, 'adapter');
+  if (base) {
+    const a = accounting(withAdapterFiles(base, 'adapter', folder), 'adapter');
     info.trainablePercent = a.trainablePercent;
     info.optimizerStateBytes = a.optimizerStateBytes;
-    await model.release();
-    await base.release();
   }
   return info;
 }
@@ -83,10 +74,9 @@ export async function mergeAdapters(modelPath: string, dirs: string[], out: stri
   let model: PeftModel | undefined;
   const names: string[] = [];
   for (const [i, dir] of dirs.entries()) {
-    const { config } = readFolder(dir);
-    const saved = (config.refit as { adapter?: string } | undefined)?.adapter;
-    const name = saved && !names.includes(saved) ? saved : `adapter${i}`;
-    model = await loadAdapter(model ?? base, dir, name);
+    const folder = readAdapterFolder(dir);
+    const name = folder.savedName && !names.includes(folder.savedName) ? folder.savedName : `adapter${i}`;
+    model = withAdapterFiles(model ?? base, name, folder);
     names.push(name);
   }
   const merged = model!.mergeAll();

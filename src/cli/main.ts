@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { runDemo, formatTable } from './demo.ts';
 import { adapterInfo, formatInfo, mergeAdapters } from './adapter.ts';
+import { loadModel } from '../model.ts';
 
 const program = new Command();
 program.name('refit').description('Keep deployed ONNX models fitted: training, PEFT and test-time adaptation on onnxruntime');
@@ -35,9 +36,10 @@ adapter
   .option('--model <path>', 'check each adapter against this ONNX model and account for it')
   .option('--json', 'print machine-readable JSON')
   .action(async (dirs: string[], o) => {
-    const infos = [];
-    for (const d of dirs) infos.push(await adapterInfo(d, o.model));
+    const base = o.model ? await loadModel(o.model) : undefined; // loaded once for every folder
+    const infos = dirs.map((d) => adapterInfo(d, base));
     console.log(o.json ? JSON.stringify(infos, null, 2) : infos.map(formatInfo).join('\n'));
+    await base?.release();
   });
 adapter
   .command('merge')

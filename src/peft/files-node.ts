@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../onnx/io.ts';
 import type { RefitModel } from '../model.ts';
 import type { PeftModel } from './peft-model.ts';
-import { adapterFiles, withAdapterFiles, WEIGHTS_FILE, CONFIG_FILE } from './files.ts';
+import { adapterFiles, withAdapterFiles, WEIGHTS_FILE, CONFIG_FILE, type AdapterFiles } from './files.ts';
 import { PeftError } from './errors.ts';
 
 /** Write one adapter to `dir` (created if needed); each file is replaced atomically. */
@@ -15,12 +15,23 @@ export async function saveAdapter(model: PeftModel, name: string, dir: string): 
   writeFileAtomic(join(dir, CONFIG_FILE), new TextEncoder().encode(f.config));
 }
 
-/** Read an adapter folder and add it to a model as `name` (default: the name it was saved under, else 'default'). */
-export async function loadAdapter(model: RefitModel, dir: string, name?: string): Promise<PeftModel> {
+/** An adapter folder's two files, and the name the adapter was saved under (refit's own files). */
+export interface AdapterFolder extends AdapterFiles {
+  savedName?: string;
+}
+
+/** Read an adapter folder (adapter_model.safetensors + adapter_config.json) without applying it. */
+export function readAdapterFolder(dir: string): AdapterFolder {
   for (const f of [WEIGHTS_FILE, CONFIG_FILE]) if (!existsSync(join(dir, f))) throw new PeftError(`adapter folder ${dir} has no ${f}`);
   const config = readFileSync(join(dir, CONFIG_FILE), 'utf8');
-  let saved: string | undefined;
-  try { saved = JSON.parse(config)?.refit?.adapter; } catch { /* reported by withAdapterFiles */ }
+  let savedName: string | undefined;
+  try { savedName = JSON.parse(config)?.refit?.adapter; } catch { /* reported by withAdapterFiles */ }
   const w = readFileSync(join(dir, WEIGHTS_FILE));
-  return withAdapterFiles(model, name ?? saved ?? 'default', { weights: new Uint8Array(w.buffer, w.byteOffset, w.byteLength), config });
+  return { weights: new Uint8Array(w.buffer, w.byteOffset, w.byteLength), config, savedName };
+}
+
+/** Read an adapter folder and add it to a model as `name` (default: the name it was saved under, else 'default'). */
+export async function loadAdapter(model: RefitModel, dir: string, name?: string): Promise<PeftModel> {
+  const f = readAdapterFolder(dir);
+  return withAdapterFiles(model, name ?? f.savedName ?? 'default', f);
 }
