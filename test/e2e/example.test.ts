@@ -7,8 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+const root = fileURLToPath(new URL('../../', import.meta.url));
+
 test('examples/quickstart.ts fine-tunes the shipped CNN and saves a model', () => {
-  const root = fileURLToPath(new URL('../../', import.meta.url));
   const out = join(mkdtempSync(join(tmpdir(), 'refit-example-')), 'tuned.onnx');
   const log = execFileSync(process.execPath, ['--import', 'tsx', join(root, 'examples/quickstart.ts'), out], { encoding: 'utf8', cwd: root });
   const losses = [...log.matchAll(/loss (\d+\.\d+)/g)].map((m) => Number(m[1]));
@@ -17,7 +18,6 @@ test('examples/quickstart.ts fine-tunes the shipped CNN and saves a model', () =
 });
 
 test('examples/peft-lora.ts trains a LoRA on MNIST digits, saves it, reloads it and merges it', () => {
-  const root = fileURLToPath(new URL('../../', import.meta.url));
   const out = join(mkdtempSync(join(tmpdir(), 'refit-peft-example-')), 'digits');
   const log = execFileSync(process.execPath, ['--import', 'tsx', join(root, 'examples/peft-lora.ts'), out, '40'], { encoding: 'utf8', cwd: root });
   const pct = (label: string) => Number(new RegExp(`${label}: (\\d+\\.\\d+)%`).exec(log)?.[1]);
@@ -31,7 +31,6 @@ test('examples/peft-lora.ts trains a LoRA on MNIST digits, saves it, reloads it 
 });
 
 test('examples/tta-stream.ts: Tent beats the unadapted CNN on a corrupted stream', () => {
-  const root = fileURLToPath(new URL('../../', import.meta.url));
   const log = execFileSync(process.execPath, ['--import', 'tsx', join(root, 'examples/tta-stream.ts'), '5'], { encoding: 'utf8', cwd: root });
   const err = (m: string) => Number(new RegExp(`^${m}: error (\\d+\\.\\d+)%`, 'm').exec(log)?.[1]);
   // Measured: source 49.3%, Tent 24.4% (BatchNorm statistics of the shifted batches do most of it).
