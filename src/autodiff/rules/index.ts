@@ -9,3 +9,4 @@ import './indexing.ts';
 import './conv.ts';
 import './pool.ts';
 import './norm.ts';
+import './einsum.ts';

@@ -1,0 +1,62 @@
+// Einsum: attention patterns, general one- and two-operand equations, the ellipsis with
+// broadcasting, summed-away indices, and a deliberately wrong rule shown to fail.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { checkOp } from './helpers.ts';
+import { assertBrokenFails } from './broken.ts';
+import { explicitEinsum } from '../../src/autodiff/rules/einsum.ts';
+import type { GradRule } from '../../src/autodiff/rule.ts';
+
+const cases: [string, number[][]][] = [
+  ['bhqd,bhkd->bhqk', [[2, 2, 3, 4], [2, 2, 5, 4]]], // attention scores
+  ['bhqk,bhkd->bhqd', [[2, 2, 3, 5], [2, 2, 5, 4]]], // attention-weighted values
+  ['bij,bjk->bik', [[2, 3, 4], [2, 4, 5]]],
+  ['ij->ji', [[3, 4]]],
+  ['bid,jd->bij', [[2, 3, 4], [5, 4]]],
+  // (onnxruntime's shape inference wants every ellipsis of the same rank)
+  ['...ij,...jk->...ik', [[2, 3, 3, 4], [2, 3, 4, 2]]],
+  ['...ij,...jk->...ik', [[2, 1, 3, 4], [1, 3, 4, 2]]], // size-1 ellipsis dims broadcast both ways
+  ['b...d,d->b...', [[2, 3, 4], [4]]], // ellipsis in the middle
+  ['ij,jk', [[3, 4], [4, 2]]], // implicit output (ik)
+  ['bij,bkj->b', [[2, 3, 4], [2, 5, 4]]], // i and k summed away: broadcast back with Expand
+  ['ij->i', [[3, 4]]],
+  ['ij->', [[3, 4]]],
+  ['i,j->ij', [[3], [4]]], // outer product
+  ['abc,cd,de->abe', [[2, 3, 4], [4, 2], [2, 3]]], // three operands
+];
+for (const [eq, shapes] of cases) {
+  test(`Einsum '${eq}' on ${shapes.map((s) => `[${s}]`).join(', ')}`, async () => {
+    await checkOp('Einsum', shapes.map((shape, k) => ({ name: `x${k}`, shape })), { equation: eq }, { opset: 13 });
+  });
+}
+
+test('Einsum with one operand frozen (a constant weight)', async () => {
+  const { f32 } = await import('../../src/onnx/tensor.ts');
+  await checkOp('Einsum', [{ name: 'x', shape: [2, 3, 4] }, { name: 'w', shape: [5, 4], value: f32([5, 4], Array.from({ length: 20 }, (_, i) => Math.sin(i))) }], { equation: 'bid,jd->bij' });
+});
+
+test('Einsum: explicit form of the ellipsis, with a broadcast dim getting its own letter', () => {
+  const e = explicitEinsum('...ij,...jk->...ik', [[2, 1, 3, 4], [5, 4, 6]]);
+  assert.equal(e.inputs[0]!.length, 4);
+  assert.equal(e.inputs[1]!.length, 3);
+  // Position 1 of the ellipsis: operand 0 has 1, operand 1 has 5, so operand 0's letter is its own.
+  assert.notEqual(e.inputs[0]![1], e.inputs[1]![0]);
+  assert.deepEqual(e.output.slice(2), ['i', 'k']);
+  assert.equal(e.output.length, 4);
+});
+
+test('Einsum: a repeated index within one operand (diagonal) is refused by name', async () => {
+  await assert.rejects(checkOp('Einsum', [{ name: 'x', shape: [3, 3] }], { equation: 'ii->i' }), /repeated index 'i' within operand 0/);
+});
+
+test('Einsum: a wrong rule (operands swapped in the gradient) fails the check', async () => {
+  // dA = dY·B (not Bᵀ-contracted): the gradient einsum contracts over the wrong index.
+  const wrong: GradRule = (ctx, node, [dY], needs) => {
+    const [a, b] = node.inputs as [string, string];
+    return [
+      needs[0] ? ctx.em.op('Einsum', [dY!, b], { equation: 'ik,jk->ij' }) : null,
+      needs[1] ? ctx.em.op('Einsum', [a, dY!], { equation: 'ij,ik->kj' }) : null,
+    ];
+  };
+  await assertBrokenFails('Einsum', wrong, () => checkOp('Einsum', [{ name: 'a', shape: [3, 3] }, { name: 'b', shape: [3, 3] }], { equation: 'ij,jk->ik' }));
+});
