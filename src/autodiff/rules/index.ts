@@ -10,3 +10,4 @@ import './conv.ts';
 import './pool.ts';
 import './norm.ts';
 import './einsum.ts';
+import './nd-indexing.ts';

@@ -1,0 +1,83 @@
+// GatherND and ScatterND: index tuples into the leading dims of the data.
+//
+// GatherND's gradient adds dY back at the gathered positions (tuples may repeat): ScatterND
+// with reduction 'add' from opset 16, before that a one-hot MatMul over the flattened
+// positions. batch_dims > 0 is turned into batch_dims 0 by prepending each row's batch
+// coordinates to its index tuples.
+import { attrInt, attrString, type Node } from '../../onnx/ir.ts';
+import { ONNX_DTYPE, i64, tensor, type DType } from '../../onnx/tensor.ts';
+import { registerRules, type GradContext } from '../rule.ts';
+
+const prod = (xs: readonly number[]) => xs.reduce((p, d) => p * d, 1);
+
+function zeros(ctx: GradContext, dims: number[], dtype: DType): string {
+  return ctx.em.op('ConstantOfShape', [ctx.em.ints(dims)], { value: tensor(dtype, [1], [0]) });
+}
+
+/**
+ * Full index tuples (batch coordinates first, then the node's own, negatives wrapped) as int64
+ * of shape idxDims[:-1] ++ [batch + k], so that batch_dims can be treated as 0.
+ */
+function fullIndices(ctx: GradContext, node: Node, x: string, idx: string, batch: number): { ind: string; depth: number; n: number } {
+  const em = ctx.em;
+  const xDims = ctx.shape(x), iDims = ctx.shape(idx);
+  const k = iDims[iDims.length - 1]!;
+  if (k + batch > xDims.length) throw new Error(`${node.opType} node '${node.name}': index tuples of length ${k} with batch_dims ${batch} exceed the rank ${xDims.length} of '${x}'`);
+  const asI64 = ctx.dtype(idx) === 'int64' ? idx : em.op('Cast', [idx], { to: ONNX_DTYPE.int64 });
+  // Mod with a positive divisor (fmod 0) wraps negative indices into [0, D).
+  const dims = xDims.slice(batch, batch + k);
+  const wrapped = em.op('Mod', [asI64, em.constant(i64([k], dims), 'index_dims')], { fmod: 0 });
+  const n = prod(iDims.slice(0, -1));
+  if (batch === 0) return { ind: wrapped, depth: k, n };
+  // Batch coordinates: a constant [B1..Bb, 1.., b] grid expanded over the index dims in between.
+  const B = xDims.slice(0, batch);
+  const grid = new Array<number>(prod(B) * batch);
+  for (let f = 0; f < prod(B); f++) {
+    let r = f;
+    for (let a = batch - 1; a >= 0; a--) { grid[f * batch + a] = r % B[a]!; r = Math.floor(r / B[a]!); }
+  }
+  const mid = iDims.length - 1 - batch;
+  const coords = em.constant(i64([...B, ...Array(mid).fill(1), batch], grid), 'batch_coords');
+  const expanded = em.op('Expand', [coords, em.ints([...iDims.slice(0, -1), batch])]);
+  return { ind: em.op('Concat', [expanded, wrapped], { axis: -1 }), depth: batch + k, n };
+}
+
+/** zeros(xDims) with `upd` added at the `n` index tuples `ind` of length `depth` (tuples may repeat). */
+function scatterAdd(ctx: GradContext, { ind, depth, n }: { ind: string; depth: number; n: number }, upd: string, xDims: number[], dtype: DType): string {
+  const em = ctx.em;
+  if (ctx.opset >= 16) return em.op('ScatterND', [zeros(ctx, xDims, dtype), ind, upd], { reduction: 'add' });
+  // Before opset 16: flat position p = Σ ind_j·stride_j into x viewed as [N, rest]; dX = onehot(p)ᵀ · upd.
+  const lead = xDims.slice(0, depth), rest = xDims.slice(depth);
+  const strides = lead.map((_, j) => prod(lead.slice(j + 1)));
+  const pos = em.reduce('ReduceSum', em.mul(em.reshape(ind, [n, depth]), em.constant(i64([depth], strides), 'strides')), [1], false);
+  const oh = em.op('OneHot', [pos, em.ints([prod(lead)]), em.constant(tensor(dtype, [2], [0, 1]), 'onehot_values')], { axis: 0 });
+  return em.reshape(em.op('MatMul', [oh, em.reshape(upd, [n, prod(rest)])]), xDims);
+}
+
+registerRules({
+  GatherND(ctx, node, [dY], needs) {
+    if (!needs[0]) return [null, null];
+    const [x, idx] = node.inputs as [string, string];
+    const batch = attrInt(node, 'batch_dims', 0);
+    return [scatterAdd(ctx, fullIndices(ctx, node, x, idx, batch), dY!, ctx.shape(x), ctx.dtype(x)), null];
+  },
+
+  /**
+   * ScatterND(data, indices, updates), reduction 'none' or 'add' (opset 16 attribute).
+   * none: data's gradient is dY with the written positions zeroed, the updates' is dY gathered
+   * there (with repeated index tuples the forward keeps an unspecified one; not modelled).
+   * add: data's gradient is dY, the updates' is dY gathered. 'mul', 'max', 'min' are refused.
+   */
+  ScatterND(ctx, node, [dY], needs) {
+    const em = ctx.em;
+    const [x, idx, upd] = node.inputs as [string, string, string];
+    const reduction = attrString(node, 'reduction', 'none');
+    if (reduction !== 'none' && reduction !== 'add') throw new Error(`ScatterND node '${node.name}': reduction '${reduction}' has no gradient rule (only 'none' and 'add')`);
+    const out: (string | null)[] = [null, null, null];
+    // ScatterND itself does not promise negative indices: wrap them for the gradient's ops.
+    const ind = needs[0] || needs[2] ? fullIndices(ctx, node, x, idx, 0).ind : '';
+    if (needs[0]) out[0] = reduction === 'add' ? dY! : em.op('ScatterND', [dY!, ind, zeros(ctx, ctx.shape(upd), ctx.dtype(upd))]);
+    if (needs[2]) out[2] = em.op('GatherND', [dY!, ind]);
+    return out;
+  },
+});

@@ -1,0 +1,54 @@
+// GatherND (batch_dims 0 and > 0, repeated and negative index tuples, before and from opset 16)
+// and ScatterND (reduction none and add), with deliberately wrong rules shown to fail.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { checkOp } from './helpers.ts';
+import { assertBrokenFails } from './broken.ts';
+import { i64, tensor } from '../../src/onnx/tensor.ts';
+import type { GradRule } from '../../src/autodiff/rule.ts';
+
+const idx = (dims: number[], v: number[]) => ({ name: 'idx', shape: dims, value: i64(dims, v) });
+
+for (const opset of [13, 16]) {
+  test(`GatherND batch_dims 0: full tuples with a repeat and a negative index (opset ${opset})`, async () => {
+    await checkOp('GatherND', [{ name: 'x', shape: [3, 4] }, idx([4, 2], [0, 1, 2, 3, 0, 1, -1, -4])], {}, { opset });
+  });
+  test(`GatherND batch_dims 0: partial tuples select slices (opset ${opset})`, async () => {
+    await checkOp('GatherND', [{ name: 'x', shape: [3, 4, 2] }, idx([2, 2, 1], [2, 0, 2, -2])], {}, { opset });
+  });
+  test(`GatherND batch_dims 1 and 2 (opset ${opset})`, async () => {
+    await checkOp('GatherND', [{ name: 'x', shape: [2, 3, 4] }, idx([2, 3, 1], [0, 2, 2, 1, 1, -1])], { batch_dims: 1 }, { opset });
+    await checkOp('GatherND', [{ name: 'x', shape: [2, 3, 4] }, idx([2, 3, 1], [0, 3, 3, 1, 2, 0])], { batch_dims: 2 }, { opset });
+    await checkOp('GatherND', [{ name: 'x', shape: [2, 3, 4, 2] }, idx([2, 2, 2], [0, 1, 2, 3, 1, 1, 1, 1])], { batch_dims: 1 }, { opset });
+  });
+}
+
+for (const reduction of ['none', 'add']) {
+  test(`ScatterND reduction ${reduction}: data and updates, full tuples and slices`, async () => {
+    const attrs = reduction === 'none' ? {} : { reduction };
+    const opset = reduction === 'none' ? 13 : 16;
+    await checkOp('ScatterND', [{ name: 'x', shape: [3, 4] }, idx([2, 2], [0, 1, 2, -1]), { name: 'u', shape: [2] }], attrs, { opset });
+    await checkOp('ScatterND', [{ name: 'x', shape: [4, 3, 2] }, idx([2, 1], [3, 1]), { name: 'u', shape: [2, 3, 2] }], attrs, { opset });
+  });
+}
+test('ScatterND reduction add with a repeated index tuple', async () => {
+  await checkOp('ScatterND', [{ name: 'x', shape: [4, 2] }, idx([3, 1], [1, 3, 1]), { name: 'u', shape: [3, 2] }], { reduction: 'add' }, { opset: 16 });
+});
+test('ScatterND reduction mul is refused by name', async () => {
+  await assert.rejects(checkOp('ScatterND', [{ name: 'x', shape: [4, 2] }, idx([1, 1], [1]), { name: 'u', shape: [1, 2] }], { reduction: 'mul' }, { opset: 16 }), /reduction 'mul' has no gradient rule/);
+});
+
+test('wrong GatherND and ScatterND rules fail the check', async () => {
+  // GatherND batch_dims 1: every row scattered into batch 0 (batch coordinates left at 0).
+  const noBatch: GradRule = (ctx, node, [dY]) => {
+    const em = ctx.em;
+    const [x, i] = node.inputs as [string, string];
+    const z = em.op('ConstantOfShape', [em.ints(ctx.shape(x))], { value: tensor('float32', [1], [0]) });
+    const b0 = em.op('ConstantOfShape', [em.ints([...ctx.shape(i).slice(0, -1), 1])], { value: i64([1], [0]) });
+    return [em.op('ScatterND', [z, em.op('Concat', [b0, i], { axis: -1 }), dY!], { reduction: 'add' }), null];
+  };
+  await assertBrokenFails('GatherND', noBatch, () => checkOp('GatherND', [{ name: 'x', shape: [2, 3, 4] }, idx([2, 3, 1], [0, 1, 1, 1, 0, 1])], { batch_dims: 1 }, { opset: 16 }));
+  // ScatterND none: data's gradient passed through without zeroing the overwritten positions.
+  const noZeroing: GradRule = (ctx, node, [dY], needs) => [dY!, null, needs[2] ? ctx.em.op('GatherND', [dY!, node.inputs[1]!]) : null];
+  await assertBrokenFails('ScatterND', noZeroing, () => checkOp('ScatterND', [{ name: 'x', shape: [3, 4] }, idx([2, 2], [0, 1, 2, 3]), { name: 'u', shape: [2] }], {}, { opset: 13 }));
+});
