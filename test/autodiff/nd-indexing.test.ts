@@ -25,7 +25,7 @@ for (const opset of [13, 16]) {
 
 for (const reduction of ['none', 'add']) {
   test(`ScatterND reduction ${reduction}: data and updates, full tuples and slices`, async () => {
-    const attrs = reduction === 'none' ? {} : { reduction };
+    const attrs: Record<string, string> = reduction === 'none' ? {} : { reduction };
     const opset = reduction === 'none' ? 13 : 16;
     await checkOp('ScatterND', [{ name: 'x', shape: [3, 4] }, idx([2, 2], [0, 1, 2, -1]), { name: 'u', shape: [2] }], attrs, { opset });
     await checkOp('ScatterND', [{ name: 'x', shape: [4, 3, 2] }, idx([2, 1], [3, 1]), { name: 'u', shape: [2, 3, 2] }], attrs, { opset });
