@@ -9,6 +9,8 @@ import { type Tensor, formatShape, cloneTensor } from './onnx/tensor.ts';
 import { TrainStep } from './train/train-step.ts';
 import type { LossSpec } from './train/loss-spec.ts';
 import { selectParams, parameterCandidates, type ParamSelector } from './train/params.ts';
+import { upgradeOpset, type UpgradeOptions, type UpgradeReport } from './onnx/opset-upgrade.ts';
+import { applyExporterQuirks, type QuirkOptions } from './onnx/exporter-quirks.ts';
 
 export const MIN_OPSET = 13;
 
@@ -29,8 +31,12 @@ export class RefitModel {
   constructor(readonly ir: Model, readonly sessionOptions: SessionOptions = {}) {
     const v = opsetVersion(ir);
     if (v < MIN_OPSET) {
-      throw new Error(`model uses ONNX opset ${v}; refit supports opsets ${MIN_OPSET}–21. Convert it first, e.g. in Python: onnx.version_converter.convert_version(model, 17)`);
+      throw new Error(`model uses ONNX opset ${v}; RefitModel needs opsets ${MIN_OPSET}–21. Load it with loadModel(path), which upgrades opsets 7–12 to ${MIN_OPSET} and verifies the result, or convert the IR first with \`(await upgradeOpset(ir)).model\` (in Python: onnx.version_converter.convert_version(model, 17))`);
     }
+    // Exporter quirks (Constant weights, torch.onnx's Identity aliases, running statistics that
+    // share a weight's tensor) are repaired on a clone: the caller's IR and tensors stay untouched.
+    // `keepTies` rides in the options object loadModel passes (see exporter-quirks.ts).
+    this.ir = applyExporterQuirks(ir, { keepTies: (sessionOptions as QuirkOptions).keepTies === true }).model;
   }
 
   get inputs() { return this.ir.graph.inputs; }
@@ -143,9 +149,26 @@ export class RefitModel {
   }
 }
 
-/** Load an ONNX model from a path or bytes. */
-export async function loadModel(source: string | Uint8Array, opts: SessionOptions = {}): Promise<RefitModel> {
-  const ir = typeof source === 'string' ? readModelFile(source) : decodeModel(source);
-  return new RefitModel(ir, opts);
+export interface LoadOptions extends SessionOptions {
+  /**
+   * Upgrade opset 7–12 models to opset 13 on load (default true), verified in onnxruntime on
+   * synthetic inputs (or `feeds`); see src/onnx/opset-upgrade.ts. `false` leaves the model as it
+   * is, and RefitModel then refuses opsets below 13.
+   */
+  upgradeOpset?: boolean | UpgradeOptions;
+  /** Receives the upgrade report (which ops were rewritten, how the outputs compared). */
+  onUpgrade?: (report: UpgradeReport) => void;
+}
+
+/** Load an ONNX model from a path or bytes; models below opset 13 are upgraded and verified (LoadOptions.upgradeOpset). */
+export async function loadModel(source: string | Uint8Array, opts: LoadOptions = {}): Promise<RefitModel> {
+  const { upgradeOpset: upgrade = true, onUpgrade, ...session } = opts;
+  let ir = typeof source === 'string' ? readModelFile(source) : decodeModel(source);
+  if (upgrade !== false && opsetVersion(ir) < MIN_OPSET) {
+    const r = await upgradeOpset(ir, upgrade === true ? {} : upgrade);
+    ir = r.model;
+    onUpgrade?.(r.report);
+  }
+  return new RefitModel(ir, session);
 }
 

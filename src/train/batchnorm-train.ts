@@ -34,9 +34,26 @@ export function lowerBatchNormTrain(graph: Graph, em: Emitter, shapeOf: (t: stri
       graph.nodes.push(node);
       continue;
     }
+    checkRunningStats(graph, node);
     updates.push(...emitTrainBN(node, em, shapeOf, opts.prior ?? 0));
   }
   return updates;
+}
+
+/**
+ * Train mode feeds and updates the running statistics, so each must be an initializer of its own.
+ * (The loader unties torch.onnx's aliases; what is left here is a computed statistic.)
+ */
+export function checkRunningStats(graph: Graph, node: Node): void {
+  for (const slot of [3, 4]) {
+    const s = node.inputs[slot];
+    const what = slot === 3 ? 'running mean' : 'running variance';
+    if (!s) throw new Error(`BatchNormalization node '${node.name}' has no ${what} input; batchNorm: 'train' needs both running statistics. Compile with batchNorm: 'eval'`);
+    if (!graph.initializers.has(s)) {
+      const p = graph.nodes.find((n) => n.outputs.includes(s));
+      throw new Error(`BatchNormalization node '${node.name}': its ${what} '${s}' is ${p ? `computed by node '${p.name}' (${p.opType})` : 'a graph input'}, not an initializer, so batchNorm: 'train' cannot update it. Store it as an initializer, or compile with batchNorm: 'eval'`);
+    }
+  }
 }
 
 function emitTrainBN(node: Node, em: Emitter, shapeOf: (t: string) => number[], prior: number): RunningStatUpdate[] {

@@ -1,21 +1,74 @@
 // Choosing which initializers train: names, a regex, a predicate or 'all'.
+//
+// How 'all' (and a regex or predicate, which filter the same candidates) decides: a candidate
+// is a float initializer with at least one element that is not a buffer. Buffers are
+// - BatchNormalization running statistics (inputs 3 and 4: updated by batchNorm: 'train', never trained);
+// - tensors holding a non-finite value (an attention mask full of −inf);
+// - integer and bool tensors;
+// - float tensors read only as shapes, indices, axes, scales or bounds (Reshape's shape,
+//   Resize's scales, Clip's bounds…; see CONTROL_SLOTS in src/onnx/exporter-quirks.ts).
+// A finite float buffer read as data (a sinusoidal position table, say) cannot be told from a
+// parameter in ONNX: exclude it with a regex or predicate. Exporter quirks (weights as Constant
+// nodes, torch.onnx's Identity aliases) are repaired when the model loads (exporter-quirks.ts).
 import type { Graph } from '../onnx/ir.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { isFloat } from '../onnx/tensor.ts';
+import { dataReaders, firstNonFinite, firstReader } from '../onnx/exporter-quirks.ts';
 import { closest } from '../util/closest.ts';
 
 export type ParamSelector = 'all' | RegExp | string | readonly string[] | ((name: string, t: Tensor) => boolean);
 
-/** Float initializers that can carry a gradient: not BatchNorm running statistics, not shape constants. */
-export function parameterCandidates(graph: Graph): string[] {
-  const stats = new Set<string>();
+function runningStats(graph: Graph): Map<string, string> {
+  const stats = new Map<string, string>();
   for (const n of graph.nodes) if (n.opType === 'BatchNormalization') {
-    if (n.inputs[3]) stats.add(n.inputs[3]);
-    if (n.inputs[4]) stats.add(n.inputs[4]);
+    if (n.inputs[3]) stats.set(n.inputs[3], `running mean (input 3) of BatchNormalization node '${n.name}'`);
+    if (n.inputs[4]) stats.set(n.inputs[4], `running variance (input 4) of BatchNormalization node '${n.name}'`);
   }
+  return stats;
+}
+
+/** Float initializers that can carry a gradient: no buffer (see the comment at the top). */
+export function parameterCandidates(graph: Graph): string[] {
+  const stats = runningStats(graph);
+  const asData = dataReaders(graph);
+  const read = new Set<string>();
+  for (const n of graph.nodes) for (const i of n.inputs) if (i) read.add(i);
   const out: string[] = [];
-  for (const [name, t] of graph.initializers) if (isFloat(t.dtype) && !stats.has(name) && t.data.length > 0) out.push(name);
+  for (const [name, t] of graph.initializers) {
+    if (!isFloat(t.dtype) || t.data.length === 0 || stats.has(name)) continue;
+    if (read.has(name) && !asData.has(name)) continue;
+    if (firstNonFinite(t) >= 0) continue;
+    out.push(name);
+  }
   return out;
+}
+
+/**
+ * Why `name` cannot be trained, as a sentence naming the node and what to do; undefined if it can.
+ * Covers buffers, exporter aliases kept by `keepTies`, and tensors computed by a node.
+ */
+export function whyNotParameter(graph: Graph, name: string): string | undefined {
+  const t = graph.initializers.get(name);
+  if (!t) {
+    const producer = graph.nodes.find((n) => n.outputs.includes(name));
+    if (producer?.opType === 'Identity' && producer.inputs[0] && graph.initializers.has(producer.inputs[0])) {
+      const src = producer.inputs[0];
+      return `'${name}' is an exporter alias: Identity node '${producer.name}' copies initializer '${src}' (torch.onnx stores equal tensors once). It was loaded with keepTies; load without keepTies to train it as its own parameter, or train '${src}', which updates every tensor tied to it`;
+    }
+    if (producer) return `'${name}' is computed by node '${producer.name}' (${producer.opType}), not a stored parameter`;
+    return undefined;
+  }
+  if (!isFloat(t.dtype)) return `'${name}' has dtype ${t.dtype}; only float tensors can be trained`;
+  const stat = runningStats(graph).get(name);
+  if (stat) return `'${name}' is the ${stat}: a buffer, never trained (batchNorm: 'train' updates it from batch statistics). Train the node's scale and bias instead`;
+  const bad = firstNonFinite(t);
+  if (bad >= 0) return `'${name}' holds a non-finite value (${Number((t.data as ArrayLike<number>)[bad])} at element ${bad}): a buffer such as an attention mask, not a parameter`;
+  const reader = firstReader(graph, name);
+  if (reader && !dataReaders(graph).has(name)) {
+    const [n, slot] = reader;
+    return `'${name}' is read only as a shape, index, axis, scale or bound (input ${slot} of ${n.opType} node '${n.name}'): not differentiable`;
+  }
+  return undefined;
 }
 
 export function selectParams(graph: Graph, sel: ParamSelector): string[] {
@@ -27,9 +80,9 @@ export function selectParams(graph: Graph, sel: ParamSelector): string[] {
   else {
     const names = typeof sel === 'string' ? [sel] : [...sel];
     for (const n of names) {
-      const t = graph.initializers.get(n);
-      if (!t) throw new Error(`trainable '${n}' is not an initializer of the model. ${closestHint(n, candidates)}`);
-      if (!isFloat(t.dtype)) throw new Error(`trainable '${n}' has dtype ${t.dtype}; only float tensors can be trained`);
+      const why = whyNotParameter(graph, n);
+      if (why) throw new Error(`trainable ${why}`);
+      if (!graph.initializers.has(n)) throw new Error(`trainable '${n}' is not an initializer of the model. ${closestHint(n, candidates)}`);
     }
     chosen = names;
   }

@@ -4,6 +4,7 @@ import { encodeModel } from '../onnx/proto.ts';
 import { createSession, toOrt, fromOrt, type SessionOptions, ort } from '../onnx/runtime.ts';
 import { signatureOf, signatureKey, checkSignature, type InputSignature } from '../onnx/shapes.ts';
 import { type Tensor, formatShape } from '../onnx/tensor.ts';
+import { checkRunningStats } from './batchnorm-train.ts';
 import { buildStepGraph, type StepGraph, type StepGraphOptions } from './step-graph.ts';
 
 export interface StepResult {
@@ -29,7 +30,10 @@ export class TrainStep {
     this.trainable = options.trainable;
     this.fed = new Set(options.trainable);
     if (options.batchNorm === 'train') {
-      for (const n of model.ir.graph.nodes) if (n.opType === 'BatchNormalization') for (const i of n.inputs.slice(3, 5)) if (i) this.fed.add(i);
+      for (const n of model.ir.graph.nodes) if (n.opType === 'BatchNormalization') {
+        checkRunningStats(model.ir.graph, n); // a precise error now rather than a missing tensor later
+        for (const i of n.inputs.slice(3, 5)) if (i) this.fed.add(i);
+      }
     }
   }
 

@@ -1,0 +1,168 @@
+// Load-time repairs for how exporters store parameters, so that selection, PEFT and saving
+// see every parameter as one initializer under its own name:
+// - weights written as `Constant` nodes (paddle2onnx) become initializers named after the output;
+// - `Identity` aliases of initializers (torch.onnx ≥ 1.13 stores equal tensors once and routes
+//   the others through Identity nodes) become separate initializers (untied, as they were
+//   separate tensors in the source), unless `keepTies`;
+// - BatchNorm running statistics that share storage with anything else (a weight, another BN)
+//   get their own copy, always: a buffer must never sit on a parameter's gradient path.
+// The caller's Model and tensors are never mutated: a changed model is a clone, and every
+// tensor the pass writes is a fresh copy.
+import type { Graph, Model, Node } from './ir.ts';
+import { cloneModel } from './ir.ts';
+import { type Tensor, cloneTensor, isFloat } from './tensor.ts';
+
+export interface QuirkOptions {
+  /**
+   * Keep torch.onnx's ties: an `Identity` of an initializer stays an alias of it (one shared
+   * parameter; asking to train the alias by name is an error). Default false: each alias
+   * becomes its own parameter. BatchNorm running statistics are untied either way.
+   */
+  keepTies?: boolean;
+}
+
+export interface QuirkReport {
+  /** Constant nodes turned into initializers (their output names). */
+  constants: string[];
+  /** Identity outputs turned into their own initializers. */
+  untied: string[];
+  /** BatchNorm running statistics given their own copy: [node, old name, new name]. */
+  statCopies: [string, string, string][];
+}
+
+/**
+ * Input slots that carry shapes, indices, axes, scales or bounds, never data a parameter would
+ * flow through. A float tensor read only in such slots is a constant, not a parameter.
+ */
+export const CONTROL_SLOTS: Record<string, readonly number[]> = {
+  Reshape: [1], Expand: [1], Tile: [1], Slice: [1, 2, 3, 4], Resize: [1, 2, 3], Upsample: [1],
+  Pad: [1, 3], ConstantOfShape: [0], Range: [0, 1, 2], Squeeze: [1], Unsqueeze: [1], Split: [1],
+  ReduceSum: [1], ReduceMean: [1], ReduceMax: [1], ReduceMin: [1], ReduceProd: [1], ReduceL2: [1],
+  ReduceSumSquare: [1], ReduceLogSumExp: [1], TopK: [1], Gather: [1], GatherElements: [1],
+  GatherND: [1], ScatterND: [1], ScatterElements: [1], OneHot: [0, 1], CumSum: [1], Shape: [0],
+  Size: [0], Clip: [1, 2], Trilu: [1], NonZero: [0], EyeLike: [0],
+};
+
+const isControlSlot = (n: Node, i: number) => CONTROL_SLOTS[n.opType]?.includes(i) ?? false;
+
+/** True if some node reads `name` in a data slot (not only as a shape, index, axis or bound). */
+export function readAsData(graph: Graph, name: string): boolean {
+  for (const n of graph.nodes) for (let i = 0; i < n.inputs.length; i++) if (n.inputs[i] === name && !isControlSlot(n, i)) return true;
+  return false;
+}
+
+/** The first node reading `name`, with the slot: for error messages. */
+export function firstReader(graph: Graph, name: string): [Node, number] | undefined {
+  for (const n of graph.nodes) for (let i = 0; i < n.inputs.length; i++) if (n.inputs[i] === name) return [n, i];
+  return undefined;
+}
+
+/** Index of the first non-finite element of a float tensor, or -1. float16 is read from its bits. */
+export function firstNonFinite(t: Tensor): number {
+  if (!isFloat(t.dtype)) return -1;
+  const d = t.data as ArrayLike<number>;
+  if (t.dtype === 'float16') {
+    for (let i = 0; i < d.length; i++) if ((d[i]! & 0x7c00) === 0x7c00) return i;
+    return -1;
+  }
+  for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i]!)) return i;
+  return -1;
+}
+
+/**
+ * What counts as a weight among Constant nodes: a float tensor with at least 2 elements, all
+ * finite, not all equal, read as data by some node. Why: torch.onnx writes its own constants as
+ * Constant nodes too: scalars (epsilon, the 2 of Pow, 1/√d), shapes and axes (integers), and
+ * the all-ones / all-zeros scale and bias of the InstanceNormalization inside an exported
+ * GroupNorm or a non-affine InstanceNorm. None of those are PyTorch parameters; trained
+ * weights are never exactly uniform, so uniform tensors stay constants. Known cost: an untrained
+ * paddle2onnx model whose bias is still all zeros keeps that bias as a constant.
+ */
+export function isWeightConstant(t: Tensor): boolean {
+  if (!isFloat(t.dtype) || t.data.length < 2 || firstNonFinite(t) >= 0) return false;
+  const d = t.data as ArrayLike<number>;
+  for (let i = 1; i < d.length; i++) if (d[i] !== d[0]) return true;
+  return false;
+}
+
+function constantValue(n: Node): Tensor | undefined {
+  if (n.opType !== 'Constant' || (n.domain !== '' && n.domain !== 'ai.onnx')) return undefined;
+  const v = n.attrs.value;
+  if (v?.kind === 'tensor') return v.value as Tensor;
+  const fs = n.attrs.value_floats;
+  if (fs?.kind === 'floats') return { dtype: 'float32', dims: [fs.value.length], data: Float32Array.from(fs.value) };
+  return undefined;
+}
+
+/** Apply the repairs. Returns the input model itself when nothing changed, else a repaired clone. */
+export function applyExporterQuirks(source: Model, opts: QuirkOptions = {}): { model: Model; report: QuirkReport } {
+  const report: QuirkReport = { constants: [], untied: [], statCopies: [] };
+  const model = cloneModel(source); // nodes and maps copied; tensors shared until replaced
+  const g = model.graph;
+  const outputs = new Set(g.outputs.map((o) => o.name));
+  let changed = false;
+
+  // 1. Constant weights → initializers (named after the Constant's output).
+  const isData = dataReaders(g);
+  g.nodes = g.nodes.filter((n) => {
+    const t = constantValue(n);
+    const out = n.outputs[0];
+    if (!t || !out || outputs.has(out) || g.initializers.has(out) || !isData.has(out) || !isWeightConstant(t)) return true;
+    g.initializers.set(out, cloneTensor(t));
+    report.constants.push(out);
+    changed = true;
+    return false;
+  });
+
+  // 2. Identity aliases of initializers. Nodes are in topological order, so chains resolve.
+  const statSlots = new Set<string>();
+  for (const n of g.nodes) if (n.opType === 'BatchNormalization') for (const s of n.inputs.slice(3, 5)) if (s) statSlots.add(s);
+  g.nodes = g.nodes.filter((n) => {
+    if (n.opType !== 'Identity' || (n.domain !== '' && n.domain !== 'ai.onnx')) return true;
+    const src = n.inputs[0], out = n.outputs[0];
+    const t = src ? g.initializers.get(src) : undefined;
+    if (!t || !out || outputs.has(out) || g.initializers.has(out)) return true;
+    if (opts.keepTies && !statSlots.has(out)) return true;
+    g.initializers.set(out, cloneTensor(t));
+    report.untied.push(out);
+    changed = true;
+    return false;
+  });
+
+  // 3. Running statistics that share a tensor with anything else get their own copy.
+  const uses = new Map<string, number>();
+  for (const n of g.nodes) for (const i of n.inputs) if (i) uses.set(i, (uses.get(i) ?? 0) + 1);
+  const taken = new Set<string>();
+  for (const n of g.nodes) {
+    if (n.opType !== 'BatchNormalization') continue;
+    for (const slot of [3, 4]) {
+      const s = n.inputs[slot];
+      const t = s ? g.initializers.get(s) : undefined;
+      if (!s || !t) continue;
+      if ((uses.get(s) ?? 0) > 1 || outputs.has(s) || taken.has(s)) {
+        const fresh = freshName(g, `${n.name || n.outputs[0]}.${slot === 3 ? 'running_mean' : 'running_var'}`);
+        g.initializers.set(fresh, cloneTensor(t));
+        n.inputs[slot] = fresh;
+        report.statCopies.push([n.name, s, fresh]);
+        uses.set(s, (uses.get(s) ?? 1) - 1);
+        taken.add(fresh);
+        changed = true;
+      } else taken.add(s);
+    }
+  }
+  return changed ? { model, report } : { model: source, report };
+}
+
+export function dataReaders(g: Graph): Set<string> {
+  const out = new Set<string>();
+  for (const n of g.nodes) n.inputs.forEach((x, i) => { if (x && !isControlSlot(n, i)) out.add(x); });
+  return out;
+}
+
+function freshName(g: Graph, base: string): string {
+  const used = new Set<string>([...g.initializers.keys(), ...g.inputs.map((i) => i.name)]);
+  for (const n of g.nodes) for (const o of n.outputs) used.add(o);
+  let name = base;
+  for (let k = 1; used.has(name); k++) name = `${base}_${k}`;
+  return name;
+}

@@ -1,0 +1,181 @@
+// Exporter quirks repaired on load, on real torch.onnx exports (test/fixtures/exports/make_exports.py,
+// Debian's torch 1.13): Identity-deduplicated weights, Constant-node weights, buffers.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { loadModel, RefitModel } from '../../src/model.ts';
+import type { SessionOptions } from '../../src/onnx/runtime.ts';
+import { parseSafetensors } from '../../src/io/safetensors.ts';
+import { readModelFile } from '../../src/onnx/io.ts';
+import { decodeModel } from '../../src/onnx/proto.ts';
+import { applyExporterQuirks, isWeightConstant } from '../../src/onnx/exporter-quirks.ts';
+import * as losses from '../../src/train/losses.ts';
+import type { Tensor } from '../../src/onnx/tensor.ts';
+
+const dir = new URL('../fixtures/exports/', import.meta.url);
+const path = (name: string) => new URL(`${name}/model.onnx`, dir).pathname;
+
+function fixture(name: string) {
+  const { tensors } = parseSafetensors(readFileSync(new URL(`${name}/tensors.safetensors`, dir)));
+  const meta = JSON.parse(readFileSync(new URL(`${name}/meta.json`, dir), 'utf8'));
+  return { tensors, meta };
+}
+
+function relErr(a: Float32Array, e: Float32Array): number {
+  let d2 = 0, e2 = 0;
+  for (let i = 0; i < e.length; i++) { d2 += (a[i]! - e[i]!) ** 2; e2 += e[i]! ** 2; }
+  return Math.sqrt(d2) / Math.max(Math.sqrt(e2), 1e-12);
+}
+
+/** Every grad.<prefix> tensor against refit's gradient, ≤ 1e-4 relative (absolute floor for ~0). */
+function checkGrads(tensors: Map<string, Tensor>, grads: Map<string, Float32Array>, prefix: string): number {
+  let n = 0;
+  for (const [k, t] of tensors) {
+    if (!k.startsWith(prefix)) continue;
+    const p = k.slice(prefix.length);
+    const g = grads.get(p);
+    assert.ok(g, `no gradient for '${p}'`);
+    const e = t.data as Float32Array;
+    const norm = Math.sqrt(e.reduce((s, v) => s + v * v, 0));
+    if (norm > 1e-6) assert.ok(relErr(g, e) <= 1e-4, `${p}: relative error ${relErr(g, e).toExponential(2)}`);
+    else assert.ok(Math.sqrt(g.reduce((s, v) => s + v * v, 0)) <= 1e-5, `${p}: expected ~0`);
+    n++;
+  }
+  return n;
+}
+
+function batch(tensors: Map<string, Tensor>) {
+  return { x: tensors.get('input.x')!, y: tensors.get('label.y')! };
+}
+
+test('ResNet block with torch.onnx Identity dedup: every alias is its own parameter, and \'all\' is PyTorch\'s named_parameters', async () => {
+  const { meta } = fixture('resnet_dedup');
+  const src = readModelFile(path('resnet_dedup'));
+  assert.equal(src.graph.nodes.filter((n) => n.opType === 'Identity').length, 20, 'the export has the Identity aliases');
+  const model = new RefitModel(src);
+  assert.equal(model.ir.graph.nodes.filter((n) => n.opType === 'Identity').length, 0);
+  assert.deepEqual(model.parameterNames('all').sort(), [...meta.param_names].sort());
+  // The caller's IR is untouched.
+  assert.equal(src.graph.nodes.filter((n) => n.opType === 'Identity').length, 20);
+  assert.ok(!src.graph.initializers.has('layer1.0.bn1.weight'));
+  // Untied: separate storage.
+  assert.notEqual(model.param('layer1.0.bn1.weight').data, model.param('bn1.weight').data);
+  assert.notEqual(model.param('bn1.running_var').data, model.param('bn1.weight').data);
+});
+
+for (const mode of ['eval', 'train'] as const) {
+  test(`ResNet block with Identity dedup, batchNorm '${mode}': loss and every gradient match PyTorch`, async () => {
+    const { tensors } = fixture('resnet_dedup');
+    const model = await loadModel(path('resnet_dedup'), { threads: 1 });
+    const step = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }), batchNorm: mode });
+    const r = await step.run(batch(tensors));
+    const refLoss = (tensors.get(mode === 'eval' ? 'loss' : 'loss_train')!.data as Float32Array)[0]!;
+    assert.ok(Math.abs(r.loss - refLoss) <= 1e-5 * Math.abs(refLoss) + 1e-6, `loss ${r.loss} vs ${refLoss}`);
+    const n = checkGrads(tensors, r.grads, mode === 'eval' ? 'grad.' : 'grad_train.');
+    assert.equal(n, 20);
+    if (mode === 'train') {
+      let m = 0;
+      for (const [k, t] of tensors) {
+        const mm = /^running_(mean|var)\.(.*)$/.exec(k);
+        if (!mm) continue;
+        const got = r.runningStats.get(mm[2]!);
+        assert.ok(got, `no running statistic ${mm[2]}`);
+        assert.ok(relErr(got, t.data as Float32Array) <= 1e-4, `${k}`);
+        m++;
+      }
+      assert.equal(m, 12);
+    }
+    await step.release();
+  });
+}
+
+test('keepTies keeps torch.onnx\'s aliases as ties; naming an alias or a running statistic is a clear error', async () => {
+  const model = await loadModel(path('resnet_dedup'), { threads: 1, keepTies: true } as SessionOptions);
+  const ids = model.ir.graph.nodes.filter((n) => n.opType === 'Identity');
+  assert.equal(ids.length, 8, 'the 8 weight/bias aliases stay; the 12 running-statistic aliases are untied regardless');
+  assert.ok(ids.every((n) => !/running/.test(n.outputs[0]!)));
+  assert.deepEqual(model.parameterNames('all').sort(), ['bn1.bias', 'bn1.weight', 'conv1.weight', 'fc.bias', 'fc.weight', 'layer1.0.conv1.weight', 'layer1.0.conv2.weight', 'layer1.1.bn1.bias', 'layer1.1.bn1.weight', 'layer1.1.conv1.weight', 'layer1.1.conv2.weight', 'layer1.1.downsample.0.weight']);
+  assert.throws(() => model.compileTrainStep({ trainable: ['layer1.0.bn1.weight'], loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) }),
+    /'layer1\.0\.bn1\.weight' is an exporter alias: Identity node '[^']+' copies initializer 'bn1\.weight'.*load without keepTies/);
+  // Tied training still runs in train mode (the statistics have their own tensors).
+  const { tensors } = fixture('resnet_dedup');
+  const step = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }), batchNorm: 'train' });
+  const r = await step.run(batch(tensors));
+  assert.ok(Number.isFinite(r.loss));
+  // A tied bias's gradient is the sum over every alias: not PyTorch's per-tensor gradient.
+  const tied = r.grads.get('bn1.bias')!, own = tensors.get('grad_train.bn1.bias')!.data as Float32Array;
+  assert.ok(relErr(tied, own) > 0.1, `tied gradient should differ from the untied one (got ${relErr(tied, own)})`);
+  await step.release();
+
+  const plain = await loadModel(path('resnet_dedup'));
+  assert.throws(() => plain.compileTrainStep({ trainable: ['bn1.running_var'], loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) }),
+    /'bn1\.running_var' is the running variance \(input 4\) of BatchNormalization node '[^']+': a buffer, never trained/);
+});
+
+test('GPT-style block at opset 13: \'all\' skips the −inf causal-mask buffer, naming it is a clear error, gradients match PyTorch', async () => {
+  const { tensors, meta } = fixture('gpt_opset13');
+  const model = await loadModel(path('gpt_opset13'), { threads: 1 });
+  const all = model.parameterNames('all');
+  assert.equal(all.length, Object.keys(meta.param_names).length);
+  assert.deepEqual([...all].sort(), Object.keys(meta.param_names).sort());
+  assert.ok(!all.includes('mask'));
+  const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+  assert.throws(() => model.compileTrainStep({ trainable: ['mask'], loss }), /'mask' holds a non-finite value \(-Infinity at element 1\): a buffer such as an attention mask/);
+  const step = model.compileTrainStep({ trainable: 'all', loss });
+  const r = await step.run(batch(tensors));
+  const refLoss = (tensors.get('loss')!.data as Float32Array)[0]!;
+  assert.ok(Math.abs(r.loss - refLoss) <= 1e-5 * Math.abs(refLoss), `loss ${r.loss} vs ${refLoss}`);
+  assert.equal(checkGrads(tensors, r.grads, 'grad.'), 18);
+  await step.release();
+});
+
+test('weights stored as Constant nodes (paddle2onnx style) become parameters that train; saving writes them as initializers', async () => {
+  const { tensors, meta } = fixture('constant_weights');
+  const bytes = readFileSync(path('constant_weights'));
+  const src = decodeModel(bytes);
+  const constants = src.graph.nodes.filter((n) => n.opType === 'Constant').length;
+  const model = new RefitModel(src, { threads: 1 });
+  assert.equal(src.graph.initializers.size, 0, 'the caller\'s IR keeps its Constant nodes');
+  assert.equal(src.graph.nodes.filter((n) => n.opType === 'Constant').length, constants);
+  assert.deepEqual(model.parameterNames('all').sort(), [...meta.param_names].sort());
+  for (const b of meta.buffers) assert.ok(model.ir.graph.initializers.has(b), `running statistic ${b} is an initializer (a buffer)`);
+  const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+  const step = model.compileTrainStep({ trainable: 'all', loss });
+  const r = await step.run(batch(tensors));
+  assert.ok(Math.abs(r.loss - (tensors.get('loss')!.data as Float32Array)[0]!) <= 1e-5);
+  assert.equal(checkGrads(tensors, r.grads, 'grad.'), 6);
+  // One SGD step moves the loss down: the Constant-node weights really train.
+  const upd: Record<string, Float32Array> = {};
+  for (const [k, g] of r.grads) upd[k] = (model.param(k).data as Float32Array).map((v, i) => v - 0.1 * g[i]!);
+  model.setParams(upd);
+  const r2 = await step.run(batch(tensors));
+  assert.ok(r2.loss < r.loss, `loss ${r.loss} → ${r2.loss}`);
+  // Saved and loaded again: a valid model whose weights are initializers with the trained values.
+  const again = await loadModel(model.toBytes(), { threads: 1 });
+  assert.equal(again.ir.graph.nodes.filter((n) => n.opType === 'Constant').length, 0);
+  const out = await again.run({ x: tensors.get('input.x')! });
+  const ref = await model.run({ x: tensors.get('input.x')! });
+  assert.deepEqual(out.logits!.data, ref.logits!.data);
+  await step.release();
+});
+
+test('what counts as a weight among Constant nodes', () => {
+  const f = (data: number[], dims = [data.length]) => ({ dtype: 'float32' as const, dims, data: Float32Array.from(data) });
+  assert.equal(isWeightConstant(f([0.5, -0.25, 1])), true);
+  assert.equal(isWeightConstant(f([2], [])), false, 'a scalar (epsilon, the 2 of Pow) stays a constant');
+  assert.equal(isWeightConstant(f([1, 1, 1, 1])), false, 'uniform ones (GroupNorm\'s InstanceNormalization scale) stay constants');
+  assert.equal(isWeightConstant(f([0, -Infinity])), false, 'a mask stays a constant');
+  assert.equal(isWeightConstant({ dtype: 'int64', dims: [2], data: BigInt64Array.from([1n, 2n]) }), false);
+  const src = decodeModel(readFileSync(path('constant_weights')));
+  assert.deepEqual(applyExporterQuirks(src).report.constants.length, 8, 'conv w/b, bn w/b/mean/var, fc w/b');
+  // A float Constant read only as Resize scales is not a weight: it stays a Constant node.
+  const scales = f([1, 1, 2, 2]);
+  const m = structuredClone(src);
+  m.graph.nodes.push(
+    { name: 'scales', opType: 'Constant', domain: '', inputs: [], outputs: ['scales'], attrs: { value: { kind: 'tensor', value: scales } } },
+    { name: 'up', opType: 'Resize', domain: '', inputs: ['x', '', 'scales'], outputs: ['up'], attrs: {} },
+  );
+  const r = applyExporterQuirks(m);
+  assert.ok(!r.model.graph.initializers.has('scales'));
+  assert.equal(r.report.constants.length, 8);
+});
