@@ -1,10 +1,11 @@
 // Reverse-mode differentiation of an ONNX graph into more ONNX nodes in the same graph.
-import type { Graph, Node } from '../onnx/ir.ts';
+import type { Graph } from '../onnx/ir.ts';
 import type { Emitter } from '../onnx/emitter.ts';
 import type { ShapeMap } from '../onnx/shapes.ts';
 import { isFloat, f32 } from '../onnx/tensor.ts';
 import { makeContext } from './context.ts';
-import { ruleFor, supportedOps, NO_GRADIENT_OPS } from './rule.ts';
+import { ruleFor, NO_GRADIENT_OPS } from './rule.ts';
+import { findBlockers, missingRulesError } from './missing-rules.ts';
 import './rules/index.ts';
 
 export interface BackwardOptions {
@@ -20,6 +21,10 @@ export interface BackwardOptions {
  */
 export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts: BackwardOptions): Map<string, string | null> {
   const forward = [...graph.nodes]; // nodes appended below are backward nodes
+  const isFloatTensor = (t: string) => { const s = shapes.get(t); return !!s && isFloat(s.dtype); };
+  // Name every op without a rule at once, before emitting anything.
+  const blockers = findBlockers({ nodes: forward, wrt: opts.wrt, targets: [opts.loss], isFloat: isFloatTensor });
+  if (blockers.length) throw missingRulesError(blockers, opts.wrt);
   // Which tensors depend on a trainable (and which trainable, for error messages).
   const origin = new Map<string, string>();
   for (const w of opts.wrt) origin.set(w, w);
@@ -70,7 +75,10 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
     const needs = node.inputs.map((i) => !!i && origin.has(i) && reaches.has(i));
     if (!needs.some(Boolean)) continue;
     const rule = ruleFor(node.opType);
-    if (!rule || node.domain !== '' && node.domain !== 'ai.onnx') throw missingRule(node, origin.get(node.inputs.find((i) => i && origin.has(i))!)!);
+    if (!rule || node.domain !== '' && node.domain !== 'ai.onnx') {
+      // Unreachable after findBlockers; kept so a disagreement fails loudly rather than silently.
+      throw missingRulesError([{ opType: node.opType, domain: node.domain, nodes: [node.name], params: [origin.get(node.inputs.find((i) => i && origin.has(i))!)!] }], opts.wrt);
+    }
     let grads: (string | null)[];
     try {
       grads = rule(ctx, node, dOut, needs);
@@ -83,13 +91,4 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
     });
   }
   return new Map(opts.wrt.map((w) => [w, gradOf(w)]));
-}
-
-function missingRule(node: Node, param: string): Error {
-  const domain = node.domain && node.domain !== 'ai.onnx' ? ` in domain '${node.domain}'` : '';
-  return new Error(
-    `no gradient rule for op ${node.opType}${domain} (node '${node.name}'). ` +
-    `The gradient is needed because trainable parameter '${param}' lies upstream of it. ` +
-    `Either freeze the parameters before this node or use supported ops: ${supportedOps().join(', ')}.`,
-  );
 }

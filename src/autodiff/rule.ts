@@ -36,10 +36,16 @@ export function supportedOps(): string[] {
   return [...RULES.keys(), ...NO_GRADIENT_OPS].sort();
 }
 
-/** Ops whose outputs carry no gradient to their inputs (shapes, indices, comparisons, constants). */
+/**
+ * Ops whose every output carries no gradient to any input: shapes, indices, comparisons, random
+ * draws, and piecewise-constant functions (zero derivative almost everywhere: Sign, Floor, Ceil,
+ * Round, Hardmax). Exact: an op with even one differentiable output (TopK's values, Unique's
+ * values, float Mod) is not listed; those need a rule. Quantization ops are left to their rules
+ * (straight-through estimation is a choice, not a fact).
+ */
 export const NO_GRADIENT_OPS = new Set([
   'Shape', 'Size', 'Constant', 'ConstantOfShape', 'Range', 'Equal', 'Less', 'LessOrEqual', 'Greater', 'GreaterOrEqual',
   'Not', 'And', 'Or', 'Xor', 'ArgMax', 'ArgMin', 'NonZero', 'EyeLike', 'RandomNormal', 'RandomUniform',
   'RandomNormalLike', 'RandomUniformLike', 'Bernoulli', 'Multinomial', 'IsNaN', 'IsInf', 'Sign', 'Floor', 'Ceil', 'Round',
-  'OneHot',
+  'OneHot', 'Hardmax', 'NonMaxSuppression', 'BitShift', 'BitwiseAnd', 'BitwiseOr', 'BitwiseXor', 'BitwiseNot',
 ]);

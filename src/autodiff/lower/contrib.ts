@@ -1,0 +1,173 @@
+// onnxruntime's com.microsoft fused ops, as its optimizer writes them into exported models,
+// unfused into default-domain ops that have gradient rules. Semantics follow onnxruntime's
+// docs/ContribOperators.md and its CPU kernels (checked against onnxruntime-node in
+// test/autodiff/contrib-ops.test.ts).
+import type { Graph, Node } from '../../onnx/ir.ts';
+import { attrFloat, attrInt, attrInts } from '../../onnx/ir.ts';
+import type { Emitter } from '../../onnx/emitter.ts';
+import { f32, i64 } from '../../onnx/tensor.ts';
+import { bind, present, refuse, split, wanted } from './util.ts';
+
+const MS = 'com.microsoft';
+
+/** Fused ops unfused here, by op type; SimplifiedLayerNormalization is registered in both domains. */
+export const CONTRIB_OPS = new Set([
+  'Gelu', 'FastGelu', 'BiasGelu', 'QuickGelu', 'BiasAdd', 'SkipLayerNormalization',
+  'SkipSimplifiedLayerNormalization', 'SimplifiedLayerNormalization', 'Attention',
+]);
+
+export function isContribLowerable(node: Node): boolean {
+  if (node.opType === 'SimplifiedLayerNormalization') return node.domain === MS || node.domain === '' || node.domain === 'ai.onnx';
+  return node.domain === MS && CONTRIB_OPS.has(node.opType);
+}
+
+/** Why this fused node cannot be unfused exactly, or undefined when it can. */
+export function contribRefusal(node: Node, shapeOf?: (t: string) => number[]): string | undefined {
+  const used = (i: number) => wanted(node, i);
+  switch (node.opType) {
+    case 'SkipLayerNormalization':
+    case 'SkipSimplifiedLayerNormalization':
+      if (used(1) || used(2)) return 'its mean / inv_std_var outputs are used (only output and input_skip_bias_sum are unfused)';
+      return undefined;
+    case 'SimplifiedLayerNormalization':
+      if (used(1)) return 'its inv_std_var output is used';
+      return undefined;
+    case 'Attention': {
+      if (present(node, 4)) return 'input past (a key/value cache) is not supported';
+      if (present(node, 6)) return 'input past_sequence_length is not supported';
+      if (used(1)) return 'output present (a key/value cache) is not supported';
+      if (attrInt(node, 'do_rotary', 0) !== 0) return 'do_rotary=1 is not supported';
+      if (attrInt(node, 'past_present_share_buffer', 0) !== 0) return 'past_present_share_buffer is not supported';
+      if (present(node, 3) && shapeOf) {
+        const m = shapeOf(node.inputs[3]!), x = shapeOf(node.inputs[0]!);
+        const ok = (m.length === 1 && m[0] === x[0]) || m.length === 2 || m.length === 3;
+        if (!ok) return `mask_index of shape [${m}] is not supported (only a raw mask [batch, total_seq] or [batch, seq, total_seq], or right-padding lengths [batch])`;
+      }
+      return undefined;
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** x · ½ · (1 + erf(x / √2)): exact GELU from default-domain ops present since opset 9. */
+function gelu(em: Emitter, x: string): string {
+  const e = em.op('Erf', [em.div(x, em.scalar(Math.SQRT2))]);
+  return em.mul(em.mul(x, em.scalar(0.5)), em.add(e, em.scalar(1)));
+}
+
+/** Layer normalization over the last axis (LayerNormalization from opset 17, primitives before). */
+function layerNorm(em: Emitter, x: string, gamma: string, beta: string | null, eps: number): string {
+  if (em.opset >= 17) return em.op('LayerNormalization', beta ? [x, gamma, beta] : [x, gamma], { axis: -1, epsilon: { kind: 'float', value: eps } });
+  const d = em.sub(x, em.reduce('ReduceMean', x, [-1], true));
+  const v = em.reduce('ReduceMean', em.mul(d, d), [-1], true);
+  const y = em.mul(em.div(d, em.op('Sqrt', [em.add(v, em.scalar(eps))])), gamma);
+  return beta ? em.add(y, beta) : y;
+}
+
+/** RMS normalization over axes [axis, rank): x / √(mean(x²) + ε) · scale. */
+function rmsNorm(em: Emitter, x: string, scale: string, rank: number, axis: number, eps: number): string {
+  const a = axis < 0 ? axis + rank : axis;
+  const axes = Array.from({ length: rank - a }, (_, k) => a + k);
+  const ms = em.reduce('ReduceMean', em.mul(x, x), axes, true);
+  return em.mul(em.div(x, em.op('Sqrt', [em.add(ms, em.scalar(eps))])), scale);
+}
+
+export function lowerContrib(node: Node, _graph: Graph, em: Emitter, shapeOf: (t: string) => number[]): void {
+  const why = contribRefusal(node, shapeOf);
+  if (why) refuse(node, why);
+  const inp = (i: number) => (present(node, i) ? node.inputs[i]! : null);
+  const out = node.outputs[0]!;
+  switch (node.opType) {
+    case 'Gelu':
+      return bind(em, gelu(em, node.inputs[0]!), out);
+    case 'BiasGelu':
+      return bind(em, gelu(em, em.add(node.inputs[0]!, node.inputs[1]!)), out);
+    case 'FastGelu': {
+      // onnxruntime's form: x · ½ · (1 + tanh(x · (√(2/π) + 0.044715·√(2/π) · x²))).
+      const b = inp(1);
+      const x = b ? em.add(node.inputs[0]!, b) : node.inputs[0]!;
+      const alpha = Math.sqrt(2 / Math.PI), beta = 0.044715 * alpha;
+      const inner = em.mul(x, em.add(em.mul(em.mul(x, x), em.scalar(beta)), em.scalar(alpha)));
+      return bind(em, em.mul(em.mul(x, em.scalar(0.5)), em.add(em.op('Tanh', [inner]), em.scalar(1))), out);
+    }
+    case 'QuickGelu': {
+      const x = node.inputs[0]!;
+      const alpha = attrFloat(node, 'alpha', 1.702);
+      return bind(em, em.mul(x, em.op('Sigmoid', [em.mul(x, em.scalar(alpha))])), out);
+    }
+    case 'BiasAdd':
+      return bind(em, em.add(em.add(node.inputs[0]!, node.inputs[1]!), node.inputs[2]!), out);
+    case 'SkipLayerNormalization':
+    case 'SkipSimplifiedLayerNormalization': {
+      const simplified = node.opType === 'SkipSimplifiedLayerNormalization';
+      const eps = attrFloat(node, 'epsilon', 1e-12);
+      let s = em.add(node.inputs[0]!, node.inputs[1]!);
+      const bias = inp(simplified ? 3 : 4);
+      if (bias) s = em.add(s, bias);
+      const y = simplified
+        ? rmsNorm(em, s, node.inputs[2]!, shapeOf(node.inputs[0]!).length, -1, eps)
+        : layerNorm(em, s, node.inputs[2]!, inp(3), eps);
+      if (wanted(node, 0)) bind(em, y, out);
+      if (wanted(node, 3)) bind(em, s, node.outputs[3]!);
+      return;
+    }
+    case 'SimplifiedLayerNormalization': {
+      const x = node.inputs[0]!;
+      return bind(em, rmsNorm(em, x, node.inputs[1]!, shapeOf(x).length, attrInt(node, 'axis', -1), attrFloat(node, 'epsilon', 1e-5)), out);
+    }
+    case 'Attention':
+      return bind(em, attention(node, em, shapeOf), out);
+  }
+  refuse(node, 'not a fused op refit unfuses');
+}
+
+/** com.microsoft.Attention without past state: packed QKV projection, scaled dot product, masks. */
+function attention(node: Node, em: Emitter, shapeOf: (t: string) => number[]): string {
+  const [x, w] = node.inputs as [string, string];
+  const [B, S] = shapeOf(x) as [number, number];
+  const total = shapeOf(w)[1]!;
+  const N = attrInt(node, 'num_heads');
+  if (!N) refuse(node, 'attribute num_heads is missing');
+  const sizes = attrInts(node, 'qkv_hidden_sizes') ?? [total / 3, total / 3, total / 3];
+  const [hq, hk, hv] = sizes as [number, number, number];
+  if (hq + hk + hv !== total || hq !== hk || hq % N || hv % N) refuse(node, `weights [${shapeOf(w)}] do not split into Q/K/V sizes [${sizes}] for ${N} heads`);
+  const dh = hq / N, dv = hv / N;
+  const scale = attrFloat(node, 'scale', 1 / Math.sqrt(dh));
+  let qkv = em.op('MatMul', [x, w]);
+  if (present(node, 2)) qkv = em.add(qkv, node.inputs[2]!);
+  const [q, k, v] = split(em, qkv, [hq, hk, hv], 2) as [string, string, string];
+  const heads = (t: string, d: number, perm: number[]) => em.transpose(em.reshape(t, [B, S, N, d]), perm);
+  const qh = heads(q, dh, [0, 2, 1, 3]); // [B, N, S, dh]
+  const kT = heads(k, dh, [0, 2, 3, 1]); // [B, N, dh, S]
+  const vh = heads(v, dv, [0, 2, 1, 3]); // [B, N, S, dv]
+  let scores = em.mul(em.op('MatMul', [qh, kT]), em.scalar(scale)); // [B, N, S, S]
+
+  // onnxruntime sets masked scores to mask_filter_value (not −∞): keep that, fully masked rows included.
+  const filter = attrFloat(node, 'mask_filter_value', -10000);
+  let keep: string | null = null; // float 1/0, broadcastable to [B, N, S, S]
+  if (present(node, 3)) {
+    const m = node.inputs[3]!;
+    const md = shapeOf(m);
+    if (md.length === 1) {
+      // Right-padding lengths: key position j is kept when j < length[b].
+      const pos = em.constant(i64([1, S], Array.from({ length: S }, (_, j) => j)), 'positions');
+      const lens = em.unsqueeze(em.op('Cast', [m], { to: 7 }), [1]);
+      keep = em.reshape(em.op('Cast', [em.op('Less', [pos, lens])], { to: 1 }), [B, 1, 1, S]);
+    } else {
+      const gt = em.op('Cast', [em.op('Greater', [em.op('Cast', [m], { to: 7 }), em.constant(i64([], [0]), 'zero')])], { to: 1 });
+      keep = em.reshape(gt, md.length === 2 ? [B, 1, 1, md[1]!] : [B, 1, md[1]!, md[2]!]);
+    }
+  }
+  if (attrInt(node, 'unidirectional', 0) !== 0) {
+    const tri = new Float32Array(S * S);
+    for (let i = 0; i < S; i++) for (let j = 0; j <= i; j++) tri[i * S + j] = 1;
+    const causal = em.constant(f32([S, S], tri), 'causal_keep');
+    keep = keep ? em.mul(keep, causal) : causal;
+  }
+  if (keep) scores = em.add(scores, em.mul(em.sub(em.scalar(1), keep), em.scalar(filter)));
+  if (present(node, 5)) scores = em.add(scores, node.inputs[5]!);
+  const probs = em.op('Softmax', [scores], { axis: -1 });
+  const ctx = em.op('MatMul', [probs, vh]); // [B, N, S, dv]
+  return em.reshape(em.transpose(ctx, [0, 2, 1, 3]), [B, S, hv]);
+}

@@ -1,0 +1,71 @@
+// Rewrites before differentiation: nodes without a gradient rule that equal a composition of
+// ops with rules (recurrent layers unrolled, onnxruntime's fused ops unfused). Only nodes on the
+// gradient path are rewritten, so frozen parts keep their fast fused kernels.
+import type { Graph, Node } from '../../onnx/ir.ts';
+import type { Emitter } from '../../onnx/emitter.ts';
+import { dependents } from '../missing-rules.ts';
+import { RECURRENT_OPS, lowerRecurrent, recurrentRefusal } from './recurrent.ts';
+import { isContribLowerable, lowerContrib, contribRefusal } from './contrib.ts';
+
+export interface LowerOptions {
+  /** Parameters the step differentiates: a node is lowered when an input depends on one. */
+  trainable: readonly string[];
+}
+
+export interface LowerReport {
+  /** Lowered nodes: op type and node name. */
+  lowered: { opType: string; node: string }[];
+}
+
+const isRecurrent = (n: Node) => RECURRENT_OPS.has(n.opType) && (n.domain === '' || n.domain === 'ai.onnx');
+
+/** Whether this pass rewrites nodes of this kind (whatever their attributes). */
+export function isLowerable(node: Node): boolean {
+  return isRecurrent(node) || isContribLowerable(node);
+}
+
+/**
+ * For a diagnosis: null when the node will be lowered into ops with rules, the reason when it is
+ * of a lowerable kind but this form is refused, undefined when the pass does not handle it.
+ */
+export function loweringVerdict(node: Node, graph: Graph, shapeOf?: (t: string) => number[]): string | null | undefined {
+  if (isRecurrent(node)) return recurrentRefusal(node, graph) ?? null;
+  if (isContribLowerable(node)) return contribRefusal(node, shapeOf) ?? null;
+  return undefined;
+}
+
+/** Lower every lowerable node whose inputs depend on a trainable, in place, keeping topological order. */
+export function lowerForGradient(graph: Graph, shapeOf: (t: string) => number[], em: Emitter, opts: LowerOptions): LowerReport {
+  const report: LowerReport = { lowered: [] };
+  if (!graph.nodes.some(isLowerable)) return report;
+  // Every tensor kind counts as dependent here (no dtypes yet): at worst a node is lowered needlessly.
+  const dep = dependents({ nodes: graph.nodes, wrt: opts.trainable, isFloat: () => true });
+  const todo = graph.nodes.filter((n) => isLowerable(n) && n.inputs.some((i) => i && dep.has(i)));
+  // Refuse every unsupported form at once, before anything is rewritten.
+  const refusals = todo.flatMap((n) => {
+    const why = isRecurrent(n) ? recurrentRefusal(n, graph, seqLength(n, shapeOf)) : contribRefusal(n, shapeOf);
+    return why ? [`  - ${n.opType} node '${n.name}': ${why}`] : [];
+  });
+  if (refusals.length) {
+    throw new Error(`cannot differentiate ${refusals.length} node${refusals.length > 1 ? 's' : ''} on the gradient path:\n${refusals.join('\n')}\n` +
+      'Freeze the parameters upstream of these nodes, or re-export the model in the supported form.');
+  }
+  const lower = new Set(todo);
+  const original = graph.nodes;
+  graph.nodes = []; // the emitter appends to graph.nodes: lowered nodes land where the original stood
+  for (const node of original) {
+    if (!lower.has(node)) {
+      graph.nodes.push(node);
+      continue;
+    }
+    if (isRecurrent(node)) lowerRecurrent(node, { ...graph, nodes: original }, em, shapeOf);
+    else lowerContrib(node, graph, em, shapeOf);
+    report.lowered.push({ opType: node.opType, node: node.name });
+  }
+  return report;
+}
+
+function seqLength(n: Node, shapeOf: (t: string) => number[]): number {
+  const d = shapeOf(n.inputs[0]!);
+  return (n.attrs.layout?.value === 1 ? d[1] : d[0])!;
+}

@@ -1,0 +1,148 @@
+// LSTM, GRU and RNN unrolled into MatMul, Split, Sigmoid, Tanh, Mul and Add for the compiled
+// sequence length (a step is compiled per input signature, so the length is fixed), so the
+// existing rules differentiate them. Equations and gate orders are those of the ONNX spec:
+// LSTM gates i, o, f, c with peepholes P = [Pi, Po, Pf]; GRU gates z, r, h; B = [Wb, Rb].
+import type { Graph, Node } from '../../onnx/ir.ts';
+import { attrInt, attrString } from '../../onnx/ir.ts';
+import type { Emitter } from '../../onnx/emitter.ts';
+import { f32 } from '../../onnx/tensor.ts';
+import { bind, constantValue, present, refuse, split, wanted } from './util.ts';
+
+export const RECURRENT_OPS = new Set(['LSTM', 'GRU', 'RNN']);
+
+const DEFAULT_ACTIVATIONS: Record<string, string[]> = { LSTM: ['sigmoid', 'tanh', 'tanh'], GRU: ['sigmoid', 'tanh'], RNN: ['tanh'] };
+
+/**
+ * Why this recurrent node cannot be unrolled exactly, or undefined when it can. `seqLen` is the
+ * compiled sequence length when known (a full-length `sequence_lens` is then checked against it).
+ */
+export function recurrentRefusal(node: Node, graph: Graph, seqLen?: number): string | undefined {
+  const direction = attrString(node, 'direction', 'forward');
+  if (!['forward', 'reverse', 'bidirectional'].includes(direction)) return `unknown direction '${direction}'`;
+  const nd = direction === 'bidirectional' ? 2 : 1;
+  const acts = node.attrs.activations;
+  if (acts) {
+    const got = (acts.value as string[]).map((a) => a.toLowerCase());
+    const want = Array.from({ length: nd }, () => DEFAULT_ACTIVATIONS[node.opType]!).flat();
+    if (got.length !== want.length || got.some((a, i) => a !== want[i])) {
+      return `only the default activations (${DEFAULT_ACTIVATIONS[node.opType]!.join(', ')} per direction) are unrolled, got [${(acts.value as string[]).join(', ')}]`;
+    }
+  }
+  if (node.attrs.clip) return `attribute clip=${node.attrs.clip.value} is not supported (cell clipping is not unrolled)`;
+  if (node.opType === 'LSTM' && attrInt(node, 'input_forget', 0) !== 0) return 'attribute input_forget=1 (coupled input and forget gates) is not supported';
+  const layout = attrInt(node, 'layout', 0);
+  if (layout !== 0 && layout !== 1) return `unknown layout ${layout}`;
+  if (present(node, 4)) {
+    const lens = constantValue(graph, node.inputs[4]!);
+    if (!lens) return `input sequence_lens ('${node.inputs[4]}') is computed at run time; only full-length sequences are unrolled (omit sequence_lens or make it a constant equal to the sequence length)`;
+    const vals = Array.from(lens.data as ArrayLike<number | bigint>, Number);
+    const full = seqLen ?? vals[0];
+    if (vals.some((v) => v !== full)) return `sequence_lens [${vals.join(', ')}] is not all full-length${seqLen !== undefined ? ` (${seqLen})` : ''}; only full-length sequences are unrolled`;
+  }
+  return undefined;
+}
+
+/** Replace one LSTM/GRU/RNN node by its unrolled form, writing its original output names. */
+export function lowerRecurrent(node: Node, graph: Graph, em: Emitter, shapeOf: (t: string) => number[]): void {
+  const x = node.inputs[0]!;
+  const xDims = shapeOf(x);
+  const layout = attrInt(node, 'layout', 0);
+  const [S, Bn] = layout === 0 ? [xDims[0]!, xDims[1]!] : [xDims[1]!, xDims[0]!];
+  const why = recurrentRefusal(node, graph, S);
+  if (why) refuse(node, why);
+  const direction = attrString(node, 'direction', 'forward');
+  const nd = direction === 'bidirectional' ? 2 : 1;
+  const nGates = node.opType === 'LSTM' ? 4 : node.opType === 'GRU' ? 3 : 1;
+  const wDims = shapeOf(node.inputs[1]!);
+  const H = attrInt(node, 'hidden_size') ?? wDims[1]! / nGates;
+  if (wDims[1] !== nGates * H) refuse(node, `W has shape [${wDims}], expected [${nd}, ${nGates * H}, input_size] for hidden_size ${H}`);
+
+  // Time-major input [S, B, I]; initial states [nd, B, H].
+  const xs = layout === 0 ? x : em.transpose(x, [1, 0, 2]);
+  const stateIn = (i: number) => (present(node, i) ? (layout === 0 ? node.inputs[i]! : em.transpose(node.inputs[i]!, [1, 0, 2])) : null);
+  const perDir = (t: string | null, axis = 0): (string | null)[] =>
+    t === null ? Array.from({ length: nd }, () => null) : (nd === 1 ? [em.squeeze(t, [axis])] : split(em, t, [1, 1], axis).map((p) => em.squeeze(p, [axis])));
+  const Ws = perDir(node.inputs[1]!) as string[];
+  const Rs = perDir(node.inputs[2]!) as string[];
+  const Bs = perDir(present(node, 3) ? node.inputs[3]! : null);
+  const h0s = perDir(stateIn(5));
+  const c0s = node.opType === 'LSTM' ? perDir(stateIn(6)) : [];
+  const Ps = node.opType === 'LSTM' ? perDir(present(node, 7) ? node.inputs[7]! : null) : [];
+  const zeros = () => em.constant(f32([Bn, H], new Float32Array(Bn * H)), 'zero_state');
+
+  const Ys: string[] = [], Yh: string[] = [], Yc: string[] = [];
+  for (let d = 0; d < nd; d++) {
+    const reverse = direction === 'reverse' || d === 1;
+    const order = Array.from({ length: S }, (_, t) => (reverse ? S - 1 - t : t));
+    const WT = em.transpose(Ws[d]!, [1, 0]); // [I, G·H]
+    const RT = em.transpose(Rs[d]!, [1, 0]); // [H, G·H]
+    // Input projections of all steps in one MatMul; biases folded in where the equations allow.
+    let xw = em.op('MatMul', [xs, WT]); // [S, B, G·H]
+    let wb: string | null = null, rb: string | null = null;
+    if (Bs[d]) [wb, rb] = split(em, Bs[d]!, [nGates * H, nGates * H], 0);
+    const lbr = node.opType === 'GRU' ? attrInt(node, 'linear_before_reset', 0) !== 0 : false;
+    let rbh: string | null = null;
+    if (wb && rb) {
+      if (node.opType === 'GRU') {
+        // Rb_h sits inside r ⊙ (·) when linear_before_reset; otherwise it adds like the others.
+        const [rbzr, rbhPart] = split(em, rb, [2 * H, H], 0);
+        const [wbzr, wbh] = split(em, wb, [2 * H, H], 0);
+        rbh = rbhPart!;
+        const fold = em.op('Concat', [em.add(wbzr!, rbzr!), lbr ? wbh! : em.add(wbh!, rbh)], { axis: 0 });
+        xw = em.add(xw, fold);
+      } else {
+        xw = em.add(xw, em.add(wb, rb));
+      }
+    }
+    const xSteps = split(em, xw, Array.from({ length: S }, () => 1), 0).map((p) => em.squeeze(p, [0])); // S × [B, G·H]
+
+    let h = h0s[d] ?? zeros();
+    let c = node.opType === 'LSTM' ? (c0s[d] ?? zeros()) : '';
+    let pi = '', po = '', pf = '';
+    if (Ps[d]) [pi, po, pf] = split(em, Ps[d]!, [H, H, H], 0) as [string, string, string];
+    let rzrT = '', rhT = '';
+    if (node.opType === 'GRU' && !lbr) [rzrT, rhT] = split(em, RT, [2 * H, H], 1) as [string, string];
+    const hs: string[] = new Array(S);
+    for (const t of order) {
+      const xt = xSteps[t]!;
+      if (node.opType === 'LSTM') {
+        const gates = em.add(xt, em.op('MatMul', [h, RT]));
+        let [gi, go, gf, gc] = split(em, gates, [H, H, H, H], 1) as [string, string, string, string];
+        if (pi) { gi = em.add(gi, em.mul(pi, c)); gf = em.add(gf, em.mul(pf, c)); }
+        const i = em.op('Sigmoid', [gi]), f = em.op('Sigmoid', [gf]), cc = em.op('Tanh', [gc]);
+        c = em.add(em.mul(f, c), em.mul(i, cc));
+        if (po) go = em.add(go, em.mul(po, c));
+        h = em.mul(em.op('Sigmoid', [go]), em.op('Tanh', [c]));
+      } else if (node.opType === 'GRU') {
+        const [xzr, xh] = split(em, xt, [2 * H, H], 1) as [string, string];
+        let z: string, r: string, ht: string;
+        if (lbr) {
+          const [hzr, hh] = split(em, em.op('MatMul', [h, RT]), [2 * H, H], 1) as [string, string];
+          [z, r] = split(em, em.op('Sigmoid', [em.add(xzr, hzr)]), [H, H], 1) as [string, string];
+          ht = em.op('Tanh', [em.add(xh, em.mul(r, rbh ? em.add(hh, rbh) : hh))]);
+        } else {
+          [z, r] = split(em, em.op('Sigmoid', [em.add(xzr, em.op('MatMul', [h, rzrT]))]), [H, H], 1) as [string, string];
+          ht = em.op('Tanh', [em.add(xh, em.op('MatMul', [em.mul(r, h), rhT]))]);
+        }
+        h = em.add(em.mul(em.sub(em.scalar(1), z), ht), em.mul(z, h));
+      } else {
+        h = em.op('Tanh', [em.add(xt, em.op('MatMul', [h, RT]))]);
+      }
+      hs[t] = h;
+    }
+    if (wanted(node, 0)) Ys.push(em.op('Concat', hs.map((s) => em.unsqueeze(s, [0])), { axis: 0 })); // [S, B, H]
+    Yh.push(h);
+    if (node.opType === 'LSTM') Yc.push(c);
+  }
+  const stack = (parts: string[], axis: number) => (parts.length === 1 ? em.unsqueeze(parts[0]!, [axis]) : em.op('Concat', parts.map((p) => em.unsqueeze(p, [axis])), { axis }));
+  if (wanted(node, 0)) {
+    const y = stack(Ys, 1); // [S, nd, B, H]
+    bind(em, layout === 0 ? y : em.transpose(y, [2, 0, 1, 3]), node.outputs[0]!);
+  }
+  const last = (parts: string[], out: string) => {
+    const v = stack(parts, 0); // [nd, B, H]
+    bind(em, layout === 0 ? v : em.transpose(v, [1, 0, 2]), out);
+  };
+  if (wanted(node, 1)) last(Yh, node.outputs[1]!);
+  if (node.opType === 'LSTM' && wanted(node, 2)) last(Yc, node.outputs[2]!);
+}
