@@ -46,7 +46,7 @@ const CHECKS: Record<string, [string, Check][]> = {
 };
 
 for (const [op, checks] of Object.entries(CHECKS)) {
-  for (const [name, run] of checks) test(`${op} ${name}`, run);
+  for (const [name, run] of checks) test(`${op} ${name}`, async () => { await run(); });
 }
 
 /** Wrong rules, each a plausible mistake. */
