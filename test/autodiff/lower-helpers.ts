@@ -41,7 +41,7 @@ export interface OneOp {
   domain?: string;
   /** Input name → shape (random float initializer), or a fixed tensor; '' for an omitted input. */
   inputs: [string, number[] | Tensor][];
-  /** Graph input fed at run time (random), first of `inputs` by default. */
+  /** Graph input fed at run time (random), first of `inputs` by default; '' for none (all parameters). */
   feed?: string;
   attrs?: Record<string, AttrInput>;
   outputs: string[];
@@ -57,6 +57,11 @@ export function oneOp(spec: OneOp): { model: Model; feeds: Record<string, Tensor
   const rng = new Rng(spec.seed ?? 1);
   const feedName = spec.feed ?? spec.inputs[0]![0];
   const feeds: Record<string, Tensor> = {};
+  if (feedName === '') {
+    // Every input a parameter: a dummy graph input keeps refit's signature non-empty.
+    b.input('dummy', 'float32', [1]);
+    feeds.dummy = f32([1], [0]);
+  }
   const params: string[] = [];
   for (const [name, v] of spec.inputs) {
     if (!name) continue;
