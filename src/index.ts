@@ -1,5 +1,6 @@
 // refit's public API.
 export { loadModel, RefitModel, type CompileOptions } from './model.ts';
+export { upgradeOpset, OpsetUpgradeError, type UpgradeOptions, type UpgradeReport, type UpgradeResult } from './onnx/opset-upgrade.ts';
 export { TrainStep, type StepResult } from './train/train-step.ts';
 export { Trainer, type TrainerOptions, type TrainerStepResult } from './train/trainer.ts';
 export * as losses from './train/losses.ts';
