@@ -1,4 +1,4 @@
-// Pointwise activations and the softmax family. Rules reuse the forward output where the
+// Pointwise activations and the softmax family (Hardmax: no gradient). Rules reuse the forward output where the
 // derivative is a cheap function of it (sigmoid' = y(1−y), tanh' = 1−y², softmax, Elu).
 import { attrFloat, attrInt, attrString, type Node } from '../../onnx/ir.ts';
 import { registerRules, type GradContext } from '../rule.ts';
@@ -8,15 +8,17 @@ function where(ctx: GradContext, cond: string, a: string, b?: string): string {
   return ctx.em.op('Where', [cond, a, b ?? ctx.em.scalar(0)]);
 }
 
-/** The `axis` of Softmax/LogSoftmax at opset ≥ 13 (default −1), normalised to non-negative. */
-function softmaxAxis(ctx: GradContext, node: Node): number {
-  if (ctx.opset < 13) {
-    // Before opset 13 these ops flatten to 2-D at `axis` (default 1); refit rejects such models anyway.
-    throw new Error(`${node.opType} before opset 13 (coerce-to-2D semantics) is not supported; convert the model to opset ≥ 13`);
-  }
+/**
+ * The axes Softmax/LogSoftmax normalise over, non-negative. From opset 13: the one `axis`
+ * (default −1). Before 13 the input is coerced to 2-D at `axis` (default 1) and normalised
+ * over the flattened tail, i.e. over every axis from `axis` on.
+ */
+function softmaxAxes(ctx: GradContext, node: Node): number[] {
   const rank = ctx.shape(node.inputs[0]!).length;
-  const axis = attrInt(node, 'axis', -1);
-  return axis < 0 ? axis + rank : axis;
+  const raw = attrInt(node, 'axis', ctx.opset >= 13 ? -1 : 1);
+  const axis = raw < 0 ? raw + rank : raw;
+  if (axis < 0 || axis >= Math.max(rank, 1)) throw new Error(`${node.opType} node '${node.name}': axis ${raw} is out of range for input '${node.inputs[0]}' of rank ${rank}`);
+  return ctx.opset >= 13 ? [axis] : Array.from({ length: rank - axis }, (_, i) => axis + i);
 }
 
 const GELU_K = Math.sqrt(2 / Math.PI); // tanh form: 0.5x(1 + tanh(K(x + C x³)))
@@ -79,17 +81,19 @@ registerRules({
     // dx = y·(g − Σ_axis g·y)
     const em = ctx.em;
     const y = node.outputs[0]!;
-    const axis = softmaxAxis(ctx, node);
-    const dot = em.reduce('ReduceSum', em.mul(dY!, y), [axis], true);
+    const dot = em.reduce('ReduceSum', em.mul(dY!, y), softmaxAxes(ctx, node), true);
     return [em.mul(y, em.sub(dY!, dot))];
   },
   LogSoftmax(ctx, node, [dY]) {
     // dx = g − exp(y)·Σ_axis g
     const em = ctx.em;
     const y = node.outputs[0]!;
-    const axis = softmaxAxis(ctx, node);
-    const total = em.reduce('ReduceSum', dY!, [axis], true);
+    const total = em.reduce('ReduceSum', dY!, softmaxAxes(ctx, node), true);
     return [em.sub(dY!, em.mul(em.op('Exp', [y]), total))];
+  },
+  /** Hardmax outputs a one-hot: piecewise constant, so its gradient is zero (no gradient flows). */
+  Hardmax() {
+    return [null];
   },
   HardSigmoid(ctx, node, [dY]) {
     // y = clip(αx + β, 0, 1): y' = α strictly inside (0, 1), read off the output.
@@ -121,5 +125,23 @@ registerRules({
     const gamma = attrFloat(node, 'gamma', 1.05070102214813232421875);
     const pos = em.op('Greater', [node.inputs[0]!, em.scalar(0)]);
     return [where(ctx, pos, em.mul(dY!, em.scalar(gamma)), em.mul(dY!, em.add(node.outputs[0]!, em.scalar(gamma * alpha))))];
+  },
+  Celu(ctx, node, [dY]) {
+    // y = max(0, x) + min(0, α(e^(x/α) − 1)): y' = 1 for x > 0, else e^(x/α) = y/α + 1
+    const em = ctx.em;
+    const alpha = attrFloat(node, 'alpha', 1);
+    const pos = em.op('Greater', [node.inputs[0]!, em.scalar(0)]);
+    return [where(ctx, pos, dY!, em.mul(dY!, em.add(em.mul(node.outputs[0]!, em.scalar(1 / alpha)), em.scalar(1))))];
+  },
+  ThresholdedRelu(ctx, node, [dY]) {
+    // y = x for x > α, else 0
+    const em = ctx.em;
+    return [where(ctx, em.op('Greater', [node.inputs[0]!, em.scalar(attrFloat(node, 'alpha', 1))]), dY!)];
+  },
+  Shrink(ctx, node, [dY]) {
+    // y = x ∓ bias where |x| > λ, else 0: y' = 1 where |x| > λ
+    const em = ctx.em;
+    const lambd = attrFloat(node, 'lambd', 0.5);
+    return [where(ctx, em.op('Greater', [em.op('Abs', [node.inputs[0]!]), em.scalar(lambd)]), dY!)];
   },
 });

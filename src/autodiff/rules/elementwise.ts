@@ -1,7 +1,8 @@
 // Elementwise math: Sqrt, Reciprocal, Pow, Exp, Log, Erf, Abs, Sin, Cos, Softplus, Softsign,
-// Clip, Where, Min, Max. Each rule is the cheapest standard-op form, reusing the forward output
-// where that is exact, and computes only the gradients that `needs` asks for.
-import type { Node } from '../../onnx/ir.ts';
+// Clip, Where, Min, Max, Mean, and the other trigonometric and hyperbolic functions. Each rule is
+// the cheapest standard-op form, reusing the forward output where that is exact, and computes
+// only the gradients that `needs` asks for.
+import { attrFloat, type Node } from '../../onnx/ir.ts';
 import { type Tensor, f32, isFloat, toNumbers } from '../../onnx/tensor.ts';
 import { registerRules, type GradContext } from '../rule.ts';
 
@@ -61,14 +62,19 @@ function powGrad(ctx: GradContext, node: Node, dY: string, needs: boolean[]): (s
 }
 
 /**
- * Clip(x, min?, max?) at opset ≥ 11: dx passes where min < x < max (strictly; at the bounds
- * the gradient is 0). A min or max that needs a gradient gets the sum of dY where it was the
+ * Clip(x, min?, max?), or before opset 11 Clip(x) with min/max attributes: dx passes where
+ * min < x < max (strictly; at the bounds the gradient is 0). A min or max that needs a gradient gets the sum of dY where it was the
  * active bound. (With min > max onnxruntime returns max everywhere; that case is not modelled.)
  */
 function clipGrad(ctx: GradContext, node: Node, dY: string, needs: boolean[]): (string | null)[] {
   const em = ctx.em;
-  const [x, lo, hi] = node.inputs as [string, string | undefined, string | undefined];
-  if (ctx.opset < 11) throw new Error('Clip before opset 11 (min/max attributes) is not supported');
+  let [x, lo, hi] = node.inputs as [string, string | undefined, string | undefined];
+  if (ctx.opset < 11) {
+    // Attribute bounds are constants: only x has a gradient.
+    const min = attrFloat(node, 'min'), max = attrFloat(node, 'max');
+    lo = min === undefined ? undefined : em.scalar(min);
+    hi = max === undefined ? undefined : em.scalar(max);
+  }
   let dx: string | null = null;
   if (needs[0]) {
     if (lo && hi) dx = masked(ctx, em.op('And', [em.op('Greater', [x, lo]), em.op('Less', [x, hi])]), dY);
@@ -185,5 +191,57 @@ registerRules({
   },
   Max(ctx, node, [dY], needs) {
     return minMaxGrad(ctx, node, dY!, needs);
+  },
+  Mean(ctx, node, [dY], needs) {
+    // Variadic with broadcasting: each input gets dY/n, summed down to its shape.
+    const g = ctx.em.mul(dY!, ctx.em.scalar(1 / node.inputs.length));
+    return node.inputs.map((x, i) => (needs[i] ? toInput(ctx, g, node, x) : null));
+  },
+  Tan(ctx, node, [dY]) {
+    // 1 + tan² = 1 + y²
+    const em = ctx.em;
+    const y = node.outputs[0]!;
+    return [em.mul(dY!, em.add(em.mul(y, y), em.scalar(1)))];
+  },
+  Atan(ctx, node, [dY]) {
+    const em = ctx.em;
+    const x = node.inputs[0]!;
+    return [em.div(dY!, em.add(em.mul(x, x), em.scalar(1)))];
+  },
+  Asin(ctx, node, [dY]) {
+    // 1/√(1 − x²)
+    const em = ctx.em;
+    const x = node.inputs[0]!;
+    return [em.div(dY!, em.op('Sqrt', [em.sub(em.scalar(1), em.mul(x, x))]))];
+  },
+  Acos(ctx, node, [dY]) {
+    // −1/√(1 − x²)
+    const em = ctx.em;
+    const x = node.inputs[0]!;
+    return [em.neg(em.div(dY!, em.op('Sqrt', [em.sub(em.scalar(1), em.mul(x, x))])))];
+  },
+  Sinh(ctx, node, [dY]) {
+    return [ctx.em.mul(dY!, ctx.em.op('Cosh', [node.inputs[0]!]))];
+  },
+  Cosh(ctx, node, [dY]) {
+    return [ctx.em.mul(dY!, ctx.em.op('Sinh', [node.inputs[0]!]))];
+  },
+  Asinh(ctx, node, [dY]) {
+    // 1/√(x² + 1)
+    const em = ctx.em;
+    const x = node.inputs[0]!;
+    return [em.div(dY!, em.op('Sqrt', [em.add(em.mul(x, x), em.scalar(1))]))];
+  },
+  Acosh(ctx, node, [dY]) {
+    // 1/√(x² − 1), x > 1
+    const em = ctx.em;
+    const x = node.inputs[0]!;
+    return [em.div(dY!, em.op('Sqrt', [em.sub(em.mul(x, x), em.scalar(1))]))];
+  },
+  Atanh(ctx, node, [dY]) {
+    // 1/(1 − x²), |x| < 1
+    const em = ctx.em;
+    const x = node.inputs[0]!;
+    return [em.div(dY!, em.sub(em.scalar(1), em.mul(x, x)))];
   },
 });
