@@ -60,3 +60,32 @@ test('Einsum: a wrong rule (operands swapped in the gradient) fails the check', 
   };
   await assertBrokenFails('Einsum', wrong, () => checkOp('Einsum', [{ name: 'a', shape: [3, 3] }, { name: 'b', shape: [3, 3] }], { equation: 'ij,jk->ik' }));
 });
+
+test('Einsum attention exported by torch 1.13: loss and every gradient match PyTorch to 1e-4', async () => {
+  // Fixture: test/fixtures/einsum/make_einsum_fixture.py (scores, weighted values, projections
+  // on raw weights, a class head summing the token index away).
+  const { readFileSync } = await import('node:fs');
+  const { loadModel } = await import('../../src/model.ts');
+  const { parseSafetensors } = await import('../../src/io/safetensors.ts');
+  const losses = await import('../../src/train/losses.ts');
+  const dir = new URL('../fixtures/einsum/', import.meta.url);
+  const model = await loadModel(new URL('model.onnx', dir).pathname, { threads: 1 });
+  const { tensors } = parseSafetensors(readFileSync(new URL('tensors.safetensors', dir)));
+  const step = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) });
+  const r = await step.run({ x: tensors.get('input.x')!, y: tensors.get('label.y')! });
+  const refLoss = (tensors.get('loss')!.data as Float32Array)[0]!;
+  assert.ok(Math.abs(r.loss - refLoss) <= 1e-4 * Math.abs(refLoss), `loss ${r.loss} vs ${refLoss}`);
+  let n = 0;
+  for (const [k, t] of tensors) {
+    if (!k.startsWith('grad.')) continue;
+    const g = r.grads.get(k.slice(5));
+    assert.ok(g, `no gradient for ${k.slice(5)}`);
+    const e = t.data as Float32Array;
+    let d2 = 0, e2 = 0;
+    for (let i = 0; i < e.length; i++) { d2 += (g[i]! - e[i]!) ** 2; e2 += e[i]! ** 2; }
+    assert.ok(Math.sqrt(d2) <= 1e-4 * Math.sqrt(e2), `${k}: ‖diff‖ ${Math.sqrt(d2).toExponential(2)} vs ‖ref‖ ${Math.sqrt(e2).toExponential(2)}`);
+    n++;
+  }
+  assert.equal(n, 6);
+  await step.release();
+});
