@@ -20,3 +20,4 @@ export { saveAdapter, loadAdapter } from './peft/files-node.ts';
 export * as tta from './tta/index.ts';
 export * as nn from './nn/index.ts';
 export * as data from './data/index.ts';
+export * as drift from './drift/index.ts';
