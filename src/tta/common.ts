@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { formatShape } from '../onnx/tensor.ts';
+import { findNormLayers } from '../onnx/norm-layers.ts';
 import { SGD, type Optimizer, type OptimizerState } from '../train/optim/index.ts';
 import type { StepResult } from '../train/train-step.ts';
 import { type Adapter, type AdaptInfo, type AdaptResult, type AdapterState, defaultLogits } from './types.ts';
@@ -74,24 +75,32 @@ export function checkBatch(method: string, model: RefitModel, x: Tensor): void {
 
 export const NORM_OPS = new Set(['BatchNormalization', 'LayerNormalization', 'GroupNormalization', 'InstanceNormalization']);
 
-export interface NormLayer { op: string; node: string; scale?: string; bias?: string }
+export interface NormLayer {
+  /** The fused op type, or e.g. 'LayerNorm (decomposed)' for a pattern of primitive ops. */
+  op: string;
+  /** The layer's first node. */
+  node: string;
+  scale?: string;
+  bias?: string;
+}
 
+const KIND_NAME = { batch: 'BatchNorm', layer: 'LayerNorm', group: 'GroupNorm', instance: 'InstanceNorm' } as const;
+
+/** Every normalization layer, fused or decomposed (src/onnx/norm-layers.ts), with its affine parameters. */
 export function normLayers(model: RefitModel): NormLayer[] {
-  const inits = model.ir.graph.initializers;
-  const out: NormLayer[] = [];
-  for (const n of model.ir.graph.nodes) {
-    if (!NORM_OPS.has(n.opType)) continue;
-    const s = n.inputs[1], b = n.inputs[2];
-    out.push({ op: n.opType, node: n.name, scale: s && inits.has(s) ? s : undefined, bias: b && inits.has(b) ? b : undefined });
-  }
-  return out;
+  return findNormLayers(model.ir.graph).map((l) => {
+    const out: NormLayer = { op: l.op === 'decomposed' ? `${KIND_NAME[l.kind]} (decomposed)` : l.op, node: l.nodes[0]! };
+    if (l.scale) out.scale = l.scale;
+    if (l.bias) out.bias = l.bias;
+    return out;
+  });
 }
 
 /** The affine parameters (scale, bias) of every normalization layer; a clear error if there are none. */
 export function normAffineParams(method: string, model: RefitModel, exclude?: RegExp): string[] {
   const layers = normLayers(model);
   if (layers.length === 0) {
-    throw new Error(`${method} adapts normalization layers (BatchNormalization, LayerNormalization, GroupNormalization or InstanceNormalization), and this model has none. Pass 'params' to choose other parameters, or use a method without parameter updates (source, lame, t3a)`);
+    throw new Error(`${method} adapts normalization layers (BatchNormalization, LayerNormalization, GroupNormalization or InstanceNormalization, fused or as the primitive ops exporters write below opset 17), and this model has none. Pass 'params' to choose other parameters, or use a method without parameter updates (source, lame, t3a)`);
   }
   const names = [...new Set(layers.flatMap((l) => [l.scale, l.bias]).filter((p): p is string => !!p))];
   const kept = exclude ? names.filter((n) => !exclude.test(n)) : names;

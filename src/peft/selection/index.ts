@@ -5,8 +5,7 @@ import type { Graph } from '../../onnx/ir.ts';
 import type { AdapterMethod, AdapterPlan, PlanContext } from '../types.ts';
 import { type Tensor, cloneTensor } from '../../onnx/tensor.ts';
 import { PeftError } from '../errors.ts';
-
-const NORMS = new Set(['BatchNormalization', 'LayerNormalization', 'InstanceNormalization', 'GroupNormalization']);
+import { findNormLayers } from '../../onnx/norm-layers.ts';
 
 export interface SelectionConfig {
   /** Keep only parameters whose name matches. @default every candidate */
@@ -37,12 +36,16 @@ function selection(kind: string, peftType: string, candidates: (g: Graph, ctx: P
 export function bitfit(config: SelectionConfig = {}): AdapterMethod {
   return selection('bitfit', 'BITFIT', (g, ctx) => {
     const out = ctx.sites.flatMap((s) => (s.bias ? [s.bias] : []));
-    for (const n of g.nodes) if (NORMS.has(n.opType) && n.inputs[2]) out.push(n.inputs[2]);
+    for (const l of findNormLayers(g)) if (l.bias) out.push(l.bias);
     return out;
   }, config);
 }
 
-/** Norm-affine: the scale and shift of every normalisation layer (not BatchNorm's running statistics). */
+/**
+ * Norm-affine: the scale and shift of every normalisation layer (not BatchNorm's running
+ * statistics), fused or decomposed into primitive ops (LayerNorm below opset 17, GroupNorm below 18:
+ * see src/onnx/norm-layers.ts).
+ */
 export function normAffine(config: SelectionConfig = {}): AdapterMethod {
-  return selection('norm-affine', 'NORM_AFFINE', (g) => g.nodes.filter((n) => NORMS.has(n.opType)).flatMap((n) => n.inputs.slice(1, 3).filter(Boolean)), config);
+  return selection('norm-affine', 'NORM_AFFINE', (g) => findNormLayers(g).flatMap((l) => [l.scale, l.bias].filter((p): p is string => !!p)), config);
 }

@@ -1,0 +1,213 @@
+// Normalization layers of a graph, fused or written as primitive ops, with their affine
+// parameters. One place that answers "where are the norm layers?" for PEFT's norm-affine and
+// BitFit selections and every TTA method.
+//
+// Recognised:
+// - fused ops: BatchNormalization, LayerNormalization, InstanceNormalization, GroupNormalization;
+// - LayerNorm as torch.onnx writes it below opset 17 (opsets 13/14 checked with torch 1.13):
+//     m = ReduceMean(x); d = Sub(x, m); v = ReduceMean(Pow(d, 2)); y = Div(d, Sqrt(Add(v, eps)))
+//     then Mul(y, weight), Add(·, bias)
+//   also with Mul(d, d) for the square, Mul(d, Reciprocal(Sqrt(·))) for the division, and Cast
+//   nodes anywhere between (mixed-precision exports);
+// - the same pattern over spatial axes (ReduceMean axes starting at 2) as InstanceNorm;
+// - GroupNorm as torch.onnx writes it below opset 18: Reshape(x, [N, G, -1]) →
+//   InstanceNormalization(scale = ones, bias = zeros, constants) → Reshape back →
+//   Mul(weight) → Add(bias), and the decomposed pattern between two Reshapes likewise.
+// The affine weight may reach the Mul/Add through Unsqueeze, Reshape, Identity or Cast (an
+// unfolded export writes Unsqueeze(weight, [1, 2]); a folded one stores the [C,1,1] result).
+// Forward numerics are never changed: the pattern is only recognised, not rewritten.
+import type { Graph, Node } from './ir.ts';
+import { attrInts, consumers as consumersOf, producers as producersOf } from './ir.ts';
+import { toNumbers } from './tensor.ts';
+
+export type NormKind = 'batch' | 'layer' | 'group' | 'instance';
+
+export interface NormLayer {
+  kind: NormKind;
+  /** The fused op type, or 'decomposed' for a pattern of primitive ops. */
+  op: string;
+  /** Names of the nodes that make up the layer, affine Mul/Add included; the first is the anchor. */
+  nodes: string[];
+  /** Initializer holding the affine scale (γ), when it is a stored parameter. */
+  scale?: string;
+  /** Initializer holding the affine shift (β), when it is a stored parameter. */
+  bias?: string;
+  /** Input tensor of the layer. */
+  x: string;
+  /** Output tensor of the layer (after the affine part). */
+  y: string;
+}
+
+const FUSED: Record<string, NormKind> = {
+  BatchNormalization: 'batch', LayerNormalization: 'layer', InstanceNormalization: 'instance', GroupNormalization: 'group',
+};
+
+/** Ops a parameter may pass through on its way to the affine Mul/Add (layout only, values kept). */
+const PASS_THROUGH = new Set(['Unsqueeze', 'Reshape', 'Identity', 'Cast', 'Squeeze']);
+
+export function findNormLayers(graph: Graph): NormLayer[] {
+  const prod = producersOf(graph);
+  const cons = consumersOf(graph);
+  const outputs = new Set(graph.outputs.map((o) => o.name));
+  const inits = graph.initializers;
+  const used = new Set<Node>();
+
+  /** The only consumer of `t`, skipping single-consumer Casts; undefined if several or a graph output. */
+  const soleConsumer = (t: string): Node | undefined => {
+    const c = cons.get(t);
+    if (!c || c.length !== 1 || outputs.has(t)) return undefined;
+    return c[0]!;
+  };
+  const skipCastsDown = (t: string, nodes: Node[]): string => {
+    for (;;) {
+      const c = soleConsumer(t);
+      if (!c || c.opType !== 'Cast') return t;
+      nodes.push(c);
+      t = c.outputs[0]!;
+    }
+  };
+  const skipCastsUp = (t: string): string => {
+    for (let p = prod.get(t); p?.opType === 'Cast'; p = prod.get(t)) t = p.inputs[0]!;
+    return t;
+  };
+  /** The initializer behind `t` (through layout-only ops), if `t` is a stored parameter. */
+  const paramOf = (t: string | undefined): string | undefined => {
+    for (let i = 0; t && i < 8; i++) {
+      if (inits.has(t)) return t;
+      const p = prod.get(t);
+      if (!p || !PASS_THROUGH.has(p.opType)) return undefined;
+      t = p.inputs[0];
+    }
+    return undefined;
+  };
+  /** Follow y into Mul(param) then Add(param); either may be absent. */
+  const affine = (y: string, nodes: Node[]): { y: string; scale?: string; bias?: string } => {
+    let out: { y: string; scale?: string; bias?: string } = { y };
+    let t = skipCastsDown(y, nodes);
+    const mul = soleConsumer(t);
+    if (mul?.opType === 'Mul') {
+      const other = mul.inputs[0] === t ? mul.inputs[1] : mul.inputs[0];
+      const p = paramOf(other);
+      if (p) { nodes.push(mul); out = { y: mul.outputs[0]!, scale: p }; t = skipCastsDown(out.y, nodes); }
+    }
+    const add = soleConsumer(t);
+    if (add?.opType === 'Add') {
+      const other = add.inputs[0] === t ? add.inputs[1] : add.inputs[0];
+      const p = paramOf(other);
+      if (p) { nodes.push(add); out = { ...out, y: add.outputs[0]!, bias: p }; }
+    }
+    return out;
+  };
+  /** A Reshape around a per-group normalization makes it a GroupNorm: x → Reshape → norm → Reshape. */
+  const groupWrap = (x: string, y: string, nodes: Node[]): { x: string; y: string } | undefined => {
+    const before = prod.get(x);
+    const after = soleConsumer(skipCastsDown(y, []));
+    if (before?.opType !== 'Reshape' || after?.opType !== 'Reshape') return undefined;
+    nodes.unshift(before);
+    nodes.push(after);
+    return { x: before.inputs[0]!, y: after.outputs[0]! };
+  };
+
+  const layers: NormLayer[] = [];
+  for (const n of graph.nodes) {
+    if (used.has(n)) continue;
+    const fused = n.domain === '' || n.domain === 'ai.onnx' ? FUSED[n.opType] : undefined;
+    if (fused) {
+      const nodes = [n];
+      const scale = paramOf(n.inputs[1]), bias = paramOf(n.inputs[2]);
+      // torch.onnx's GroupNorm below opset 18: InstanceNormalization with constant ones/zeros
+      // between two Reshapes, the real affine parameters applied after.
+      if (fused === 'instance' && !scale && !bias) {
+        const g = groupWrap(n.inputs[0]!, n.outputs[0]!, nodes);
+        if (g) {
+          const a = affine(g.y, nodes);
+          layers.push({ kind: 'group', op: 'decomposed', nodes: nodes.map((m) => m.name), ...pick(a), x: g.x, y: a.y });
+          nodes.forEach((m) => used.add(m));
+          continue;
+        }
+      }
+      layers.push({ kind: fused, op: n.opType, nodes: [n.name], ...pick({ scale, bias }), x: n.inputs[0]!, y: n.outputs[0]! });
+      used.add(n);
+      continue;
+    }
+    if (n.opType !== 'ReduceMean') continue;
+    const m = matchMeanVariance(n, graph, prod, cons, skipCastsDown, skipCastsUp);
+    if (!m) continue;
+    const nodes = m.nodes;
+    let kind: NormKind = m.axes.length > 0 && m.axes.every((a) => a >= 2) ? 'instance' : 'layer';
+    let x = m.x, y = m.y;
+    const g = groupWrap(x, y, nodes);
+    if (g) { kind = 'group'; x = g.x; y = g.y; }
+    const a = affine(y, nodes);
+    layers.push({ kind, op: 'decomposed', nodes: nodes.map((k) => k.name), ...pick(a), x, y: a.y });
+    nodes.forEach((k) => used.add(k));
+  }
+  return layers;
+}
+
+function pick(a: { scale?: string; bias?: string }): { scale?: string; bias?: string } {
+  const o: { scale?: string; bias?: string } = {};
+  if (a.scale) o.scale = a.scale;
+  if (a.bias) o.bias = a.bias;
+  return o;
+}
+
+/** Reduction axes of a ReduceMean (attribute below opset 18, constant input from 18). */
+function reduceAxes(n: Node, graph: Graph, prod: Map<string, Node>): number[] | undefined {
+  const attr = attrInts(n, 'axes');
+  if (attr) return attr;
+  const a = n.inputs[1];
+  if (!a) return [];
+  const t = graph.initializers.get(a);
+  if (t) return toNumbers(t);
+  const c = prod.get(a);
+  const v = c?.opType === 'Constant' ? c.attrs.value : undefined;
+  return v?.kind === 'tensor' ? toNumbers(v.value) : undefined;
+}
+
+/**
+ * Match (x − mean(x)) / sqrt(mean((x − mean(x))²) + eps) starting at the first ReduceMean.
+ * Returns the nodes (affine excluded), the input x, the normalized output and the axes.
+ */
+function matchMeanVariance(
+  mean: Node, graph: Graph, prod: Map<string, Node>, cons: Map<string, Node[]>,
+  skipCastsDown: (t: string, nodes: Node[]) => string, skipCastsUp: (t: string) => string,
+): { nodes: Node[]; x: string; y: string; axes: number[] } | undefined {
+  const x = mean.inputs[0]!;
+  const axes = reduceAxes(mean, graph, prod);
+  if (!axes) return undefined;
+  const nodes: Node[] = [mean];
+  const m = skipCastsDown(mean.outputs[0]!, nodes);
+  const sub = (cons.get(m) ?? []).find((c) => c.opType === 'Sub' && c.inputs[1] === m && skipCastsUp(c.inputs[0]!) === skipCastsUp(x));
+  if (!sub) return undefined;
+  nodes.push(sub);
+  const d = sub.outputs[0]!;
+  const users = cons.get(d) ?? [];
+  // The square: Pow(d, 2) or Mul(d, d).
+  const sq = users.find((c) => (c.opType === 'Pow' && c.inputs[0] === d) || (c.opType === 'Mul' && c.inputs[0] === d && c.inputs[1] === d));
+  if (!sq) return undefined;
+  nodes.push(sq);
+  const var1 = (cons.get(sq.outputs[0]!) ?? []).find((c) => c.opType === 'ReduceMean');
+  if (!var1 || (reduceAxes(var1, graph, prod) ?? []).join() !== axes.join()) return undefined;
+  nodes.push(var1);
+  let t = var1.outputs[0]!;
+  const addEps = (cons.get(t) ?? []).find((c) => c.opType === 'Add');
+  if (addEps) { nodes.push(addEps); t = addEps.outputs[0]!; }
+  const sqrt = (cons.get(t) ?? []).find((c) => c.opType === 'Sqrt');
+  if (!sqrt) return undefined;
+  nodes.push(sqrt);
+  const s = skipCastsDown(sqrt.outputs[0]!, nodes);
+  // The division: Div(d, s), or Mul(d, Reciprocal(s)).
+  let div = users.find((c) => c.opType === 'Div' && c.inputs[0] === d && c.inputs[1] === s);
+  if (!div) {
+    const rec = (cons.get(s) ?? []).find((c) => c.opType === 'Reciprocal');
+    if (rec) {
+      const r = rec.outputs[0]!;
+      div = users.find((c) => c.opType === 'Mul' && c.inputs.includes(d) && c.inputs.includes(r) && c !== sq);
+      if (div) nodes.push(rec);
+    }
+  }
+  if (!div) return undefined;
+  nodes.push(div);
+  return { nodes, x, y: div.outputs[0]!, axes };
+}

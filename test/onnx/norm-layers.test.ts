@@ -1,0 +1,138 @@
+// Normalization layers found fused or decomposed (src/onnx/norm-layers.ts), on real torch.onnx
+// exports below opset 17 (test/fixtures/exports/make_exports.py), and used by PEFT and TTA.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { loadModel } from '../../src/model.ts';
+import { parseSafetensors } from '../../src/io/safetensors.ts';
+import { findNormLayers } from '../../src/onnx/norm-layers.ts';
+import type { Model, Node } from '../../src/onnx/ir.ts';
+import { withAdapter, normAffine, bitfit } from '../../src/peft/index.ts';
+import { Tent } from '../../src/tta/index.ts';
+import * as losses from '../../src/train/losses.ts';
+import type { Tensor } from '../../src/onnx/tensor.ts';
+
+const dir = new URL('../fixtures/exports/', import.meta.url);
+const path = (name: string) => new URL(`${name}/model.onnx`, dir).pathname;
+const tensorsOf = (name: string) => parseSafetensors(readFileSync(new URL(`${name}/tensors.safetensors`, dir))).tensors;
+
+function relErr(a: Float32Array, e: Float32Array): number {
+  let d2 = 0, e2 = 0;
+  for (let i = 0; i < e.length; i++) { d2 += (a[i]! - e[i]!) ** 2; e2 += e[i]! ** 2; }
+  return Math.sqrt(d2) / Math.sqrt(e2);
+}
+
+function checkGrads(tensors: Map<string, Tensor>, grads: Map<string, Float32Array>): number {
+  let n = 0;
+  for (const [k, t] of tensors) {
+    if (!k.startsWith('grad.')) continue;
+    const g = grads.get(k.slice(5));
+    if (!g) continue;
+    assert.ok(relErr(g, t.data as Float32Array) <= 1e-4, `${k}: relative error ${relErr(g, t.data as Float32Array)}`);
+    n++;
+  }
+  return n;
+}
+
+const LN = ['ln1.weight', 'ln1.bias', 'ln2.weight', 'ln2.bias', 'ln_f.weight', 'ln_f.bias'];
+
+test('torch.onnx LayerNorm at opset 13 (ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add) is found with its affine parameters', async () => {
+  const model = await loadModel(path('gpt_opset13'));
+  const layers = findNormLayers(model.ir.graph);
+  assert.deepEqual(layers.map((l) => [l.kind, l.op, l.scale, l.bias]), [
+    ['layer', 'decomposed', 'ln1.weight', 'ln1.bias'], ['layer', 'decomposed', 'ln2.weight', 'ln2.bias'], ['layer', 'decomposed', 'ln_f.weight', 'ln_f.bias'],
+  ]);
+  const ops = layers[0]!.nodes.map((n) => model.ir.graph.nodes.find((m) => m.name === n)!.opType);
+  assert.deepEqual(ops, ['ReduceMean', 'Sub', 'Pow', 'ReduceMean', 'Add', 'Sqrt', 'Div', 'Mul', 'Add']);
+  // x and y are the layer's boundary tensors.
+  const first = model.ir.graph.nodes.find((m) => m.name === layers[0]!.nodes[0])!;
+  assert.equal(first.inputs[0], layers[0]!.x);
+  // A ReduceMean that is only a mean (the pooling over tokens in the float model) is no norm layer.
+  const ln = await loadModel(path('layernorm_opset13'));
+  assert.deepEqual(findNormLayers(ln.ir.graph).map((l) => l.scale), ['ln1.weight', 'ln2.weight']);
+});
+
+test('GroupNorm (Reshape/InstanceNormalization/Reshape/Mul/Add at opset 13) and InstanceNorm with and without affine', async () => {
+  const model = await loadModel(path('groupnorm_opset13'));
+  const meta = JSON.parse(readFileSync(new URL('groupnorm_opset13/meta.json', dir), 'utf8'));
+  const layers = findNormLayers(model.ir.graph);
+  assert.deepEqual(layers.map((l) => [l.kind, l.op, l.scale && meta.param_names[l.scale], l.bias && meta.param_names[l.bias]]), [
+    ['group', 'decomposed', 'gn.weight', 'gn.bias'], ['instance', 'InstanceNormalization', 'inorm.weight', 'inorm.bias'], ['instance', 'InstanceNormalization', undefined, undefined],
+  ]);
+  assert.equal(layers[0]!.x, '/conv/Conv_output_0');
+  const resnet = await loadModel(path('resnet_dedup'));
+  assert.deepEqual(findNormLayers(resnet.ir.graph).map((l) => l.kind), Array(6).fill('batch'));
+});
+
+test('variants: Cast nodes, Mul by Reciprocal, Mul(d, d), an Unsqueezed weight, and decomposed GroupNorm between Reshapes', async () => {
+  const model = await loadModel(path('layernorm_opset13'));
+  const m: Model = structuredClone(model.ir);
+  const g = m.graph;
+  const byOp = (op: string, k = 0) => g.nodes.filter((n) => n.opType === op)[k]!;
+  // ln1: Cast to float before the statistics and after the division (as mixed-precision exports do),
+  // Div(d, s) → Mul(d, Reciprocal(s)), Pow(d, 2) → Mul(d, d), 
+  const div = byOp('Div', 0), pow = byOp('Pow', 0), mean = byOp('ReduceMean', 0);
+  const cast = (name: string, input: string, output: string): Node => ({ name, opType: 'Cast', domain: '', inputs: [input], outputs: [output], attrs: { to: { kind: 'int', value: 1 } } });
+  const x = mean.inputs[0]!;
+  g.nodes.splice(g.nodes.indexOf(mean), 0, cast('c_in', x, 'x_cast'));
+  for (const n of g.nodes) if (n !== g.nodes.find((k) => k.name === 'c_in')) n.inputs = n.inputs.map((i) => (i === x && (n === mean || n.opType === 'Sub') ? 'x_cast' : i));
+  const s = div.inputs[1]!;
+  g.nodes.splice(g.nodes.indexOf(div), 1,
+    { name: 'rec', opType: 'Reciprocal', domain: '', inputs: [s], outputs: ['rec'], attrs: {} },
+    { name: 'mul_rec', opType: 'Mul', domain: '', inputs: [div.inputs[0]!, 'rec'], outputs: ['normed'], attrs: {} },
+    cast('c_out', 'normed', div.outputs[0]!));
+  Object.assign(pow, { opType: 'Mul', inputs: [pow.inputs[0]!, pow.inputs[0]!] });
+  const layers = findNormLayers(g);
+  assert.equal(layers.length, 2);
+  assert.equal(layers[0]!.scale, 'ln1.weight');
+  assert.equal(layers[0]!.bias, 'ln1.bias');
+  assert.equal(layers[0]!.x, 'x_cast');
+  for (const n of ['rec', 'mul_rec', 'c_out']) assert.ok(layers[0]!.nodes.includes(n), n);
+
+  // ln2 as a decomposed GroupNorm: Reshape before and after, weight through Unsqueeze.
+  const mean2 = byOp('ReduceMean', 2); // [0] ln1 mean, [1] ln1 variance, [2] ln2 mean
+  const x2 = mean2.inputs[0]!;
+  g.initializers.set('gshape', { dtype: 'int64', dims: [3], data: BigInt64Array.from([0n, 2n, -1n]) });
+  g.initializers.set('back', { dtype: 'int64', dims: [3], data: BigInt64Array.from([0n, 4n, 8n]) });
+  g.nodes.splice(g.nodes.indexOf(mean2), 0, { name: 'to_groups', opType: 'Reshape', domain: '', inputs: [x2, 'gshape'], outputs: ['grouped'], attrs: {} });
+  for (const n of g.nodes) if (n.name !== 'to_groups') n.inputs = n.inputs.map((i) => (i === x2 && (n === mean2 || (n.opType === 'Sub' && n.inputs[1] === mean2.outputs[0])) ? 'grouped' : i));
+  const mul2 = g.nodes.find((n) => n.opType === 'Mul' && n.inputs[1] === 'ln2.weight')!;
+  g.nodes.splice(g.nodes.indexOf(mul2), 0, { name: 'from_groups', opType: 'Reshape', domain: '', inputs: [mul2.inputs[0]!, 'back'], outputs: ['ungrouped'], attrs: {} },
+    { name: 'unsq', opType: 'Unsqueeze', domain: '', inputs: ['ln2.weight', 'axes0'], outputs: ['w_unsq'], attrs: {} });
+  g.initializers.set('axes0', { dtype: 'int64', dims: [1], data: BigInt64Array.from([0n]) });
+  mul2.inputs = ['ungrouped', 'w_unsq'];
+  const l2 = findNormLayers(g)[1]!;
+  assert.deepEqual([l2.kind, l2.scale, l2.bias, l2.x], ['group', 'ln2.weight', 'ln2.bias', x2]);
+});
+
+test('peft.normAffine and BitFit find the decomposed LayerNorm\'s parameters; their gradients match PyTorch', async () => {
+  const model = await loadModel(path('gpt_opset13'), { threads: 1 });
+  const p = withAdapter(model, 'n', normAffine());
+  assert.deepEqual(p.trainableNames().sort(), [...LN].sort());
+  const bf = withAdapter(model, 'b', bitfit());
+  for (const b of ['ln1.bias', 'ln2.bias', 'ln_f.bias']) assert.ok(bf.trainableNames().includes(b), b);
+  const tensors = tensorsOf('gpt_opset13');
+  const step = p.compileTrainStep({ trainable: p.trainableNames(), loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) });
+  const r = await step.run({ x: tensors.get('input.x')!, y: tensors.get('label.y')! });
+  assert.equal(checkGrads(tensors, r.grads), 6);
+  await step.release();
+});
+
+test('Tent adapts the decomposed LayerNorm\'s affine parameters (entropy gradients match PyTorch)', async () => {
+  const model = await loadModel(path('layernorm_opset13'), { threads: 1 });
+  const tensors = tensorsOf('layernorm_opset13');
+  const x = tensors.get('input.x')!;
+  const tent = new Tent(model, { lr: 0.05 });
+  assert.deepEqual([...tent.trainable].sort(), ['ln1.bias', 'ln1.weight', 'ln2.bias', 'ln2.weight']);
+  const step = model.compileTrainStep({ trainable: tent.trainable, loss: losses.softmaxEntropy({ logits: 'logits' }) });
+  const r = await step.run({ x });
+  assert.ok(Math.abs(r.loss - (tensors.get('loss')!.data as Float32Array)[0]!) <= 1e-5);
+  assert.equal(checkGrads(tensors, r.grads), 4);
+  const before = (tent.model.param('ln1.weight').data as Float32Array).slice();
+  const fc = (tent.model.param('fc1.bias').data as Float32Array).slice();
+  await tent.predict(x);
+  assert.notDeepEqual(tent.model.param('ln1.weight').data, before, 'the LayerNorm scale moved');
+  assert.deepEqual(tent.model.param('fc1.bias').data, fc, 'nothing else moved');
+  await step.release();
+  await tent.release();
+});
