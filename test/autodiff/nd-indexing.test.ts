@@ -34,8 +34,11 @@ for (const reduction of ['none', 'add']) {
 test('ScatterND reduction add with a repeated index tuple', async () => {
   await checkOp('ScatterND', [{ name: 'x', shape: [4, 2] }, idx([3, 1], [1, 3, 1]), { name: 'u', shape: [3, 2] }], { reduction: 'add' }, { opset: 16 });
 });
-test('ScatterND reduction mul is refused by name', async () => {
-  await assert.rejects(checkOp('ScatterND', [{ name: 'x', shape: [4, 2] }, idx([1, 1], [1]), { name: 'u', shape: [1, 2] }], { reduction: 'mul' }, { opset: 16 }), /reduction 'mul' has no gradient rule/);
+test('ScatterND reduction mul with unique constant tuples; repeated tuples and max are refused by name', async () => {
+  await checkOp('ScatterND', [{ name: 'x', shape: [3, 4] }, idx([2, 2], [0, 1, 2, -1]), { name: 'u', shape: [2] }], { reduction: 'mul' }, { opset: 16 });
+  await checkOp('ScatterND', [{ name: 'x', shape: [4, 2] }, idx([2, 1], [3, 0]), { name: 'u', shape: [2, 2] }], { reduction: 'mul' }, { opset: 16 });
+  await assert.rejects(checkOp('ScatterND', [{ name: 'x', shape: [4, 2] }, idx([2, 1], [1, -3]), { name: 'u', shape: [2, 2] }], { reduction: 'mul' }, { opset: 16 }), /repeated index tuple \[1\]/);
+  await assert.rejects(checkOp('ScatterND', [{ name: 'x', shape: [4, 2] }, idx([1, 1], [1]), { name: 'u', shape: [1, 2] }], { reduction: 'max' }, { opset: 18 }), /reduction 'max' has no gradient rule/);
 });
 
 test('wrong GatherND and ScatterND rules fail the check', async () => {
@@ -51,4 +54,6 @@ test('wrong GatherND and ScatterND rules fail the check', async () => {
   // ScatterND none: data's gradient passed through without zeroing the overwritten positions.
   const noZeroing: GradRule = (ctx, node, [dY], needs) => [dY!, null, needs[2] ? ctx.em.op('GatherND', [dY!, node.inputs[1]!]) : null];
   await assertBrokenFails('ScatterND', noZeroing, () => checkOp('ScatterND', [{ name: 'x', shape: [3, 4] }, idx([2, 2], [0, 1, 2, 3]), { name: 'u', shape: [2] }], {}, { opset: 13 }));
+  // ScatterND mul treated as add: data's gradient without the factors.
+  await assertBrokenFails('ScatterND', noZeroing, () => checkOp('ScatterND', [{ name: 'x', shape: [3, 4] }, idx([2, 2], [0, 1, 2, 3]), { name: 'u', shape: [2] }], { reduction: 'mul' }, { opset: 16 }));
 });

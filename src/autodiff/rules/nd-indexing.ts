@@ -1,11 +1,11 @@
-// GatherND and ScatterND: index tuples into the leading dims of the data.
+// GatherND and ScatterND (reduction none, add, mul): index tuples into the leading dims of the data.
 //
 // GatherND's gradient adds dY back at the gathered positions (tuples may repeat): ScatterND
 // with reduction 'add' from opset 16, before that a one-hot MatMul over the flattened
 // positions. batch_dims > 0 is turned into batch_dims 0 by prepending each row's batch
 // coordinates to its index tuples.
 import { attrInt, attrString, type Node } from '../../onnx/ir.ts';
-import { ONNX_DTYPE, i64, tensor, type DType } from '../../onnx/tensor.ts';
+import { ONNX_DTYPE, i64, tensor, toNumbers, type DType } from '../../onnx/tensor.ts';
 import { registerRules, type GradContext } from '../rule.ts';
 
 const prod = (xs: readonly number[]) => xs.reduce((p, d) => p * d, 1);
@@ -63,21 +63,42 @@ registerRules({
   },
 
   /**
-   * ScatterND(data, indices, updates), reduction 'none' or 'add' (opset 16 attribute).
+   * ScatterND(data, indices, updates), reduction 'none', 'add' or 'mul' (opset 16 attribute).
    * none: data's gradient is dY with the written positions zeroed, the updates' is dY gathered
    * there (with repeated index tuples the forward keeps an unspecified one; not modelled).
-   * add: data's gradient is dY, the updates' is dY gathered. 'mul', 'max', 'min' are refused.
+   * add: data's gradient is dY, the updates' is dY gathered.
+   * mul, for constant index tuples that never repeat: data's gradient is dY times the scattered
+   * factors, the updates' is dY·data gathered. 'max' and 'min' are refused.
    */
   ScatterND(ctx, node, [dY], needs) {
     const em = ctx.em;
     const [x, idx, upd] = node.inputs as [string, string, string];
     const reduction = attrString(node, 'reduction', 'none');
-    if (reduction !== 'none' && reduction !== 'add') throw new Error(`ScatterND node '${node.name}': reduction '${reduction}' has no gradient rule (only 'none' and 'add')`);
+    const where = `ScatterND node '${node.name}'`;
+    if (reduction !== 'none' && reduction !== 'add' && reduction !== 'mul') throw new Error(`${where}: reduction '${reduction}' has no gradient rule (only 'none', 'add' and 'mul')`);
+    if (reduction === 'mul') {
+      const c = ctx.constant(idx);
+      if (!c) throw new Error(`${where}: reduction 'mul' is differentiated only for constant indices ('${idx}' is computed at run time)`);
+      const k = c.dims[c.dims.length - 1]!, v = toNumbers(c), dims = ctx.shape(x);
+      const seen = new Set<string>();
+      for (let t = 0; t < v.length; t += k) {
+        const key = v.slice(t, t + k).map((e, j) => (e < 0 ? e + dims[j]! : e)).join(',');
+        if (seen.has(key)) throw new Error(`${where}: reduction 'mul' with the repeated index tuple [${key}] has no gradient rule`);
+        seen.add(key);
+      }
+    }
     const out: (string | null)[] = [null, null, null];
     // ScatterND itself does not promise negative indices: wrap them for the gradient's ops.
     const ind = needs[0] || needs[2] ? fullIndices(ctx, node, x, idx, 0).ind : '';
-    if (needs[0]) out[0] = reduction === 'add' ? dY! : em.op('ScatterND', [dY!, ind, zeros(ctx, ctx.shape(upd), ctx.dtype(upd))]);
-    if (needs[2]) out[2] = em.op('GatherND', [dY!, ind]);
+    if (needs[0]) {
+      if (reduction === 'add') out[0] = dY!;
+      else if (reduction === 'none') out[0] = em.op('ScatterND', [dY!, ind, zeros(ctx, ctx.shape(upd), ctx.dtype(upd))]);
+      else {
+        const ones = em.op('ConstantOfShape', [em.ints(ctx.shape(x))], { value: tensor(ctx.dtype(x), [1], [1]) });
+        out[0] = em.mul(dY!, em.op('ScatterND', [ones, ind, upd], { reduction: 'mul' }));
+      }
+    }
+    if (needs[2]) out[2] = em.op('GatherND', [reduction === 'mul' ? em.mul(dY!, x) : dY!, ind]);
     return out;
   },
 });
