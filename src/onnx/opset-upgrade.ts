@@ -146,7 +146,9 @@ export async function upgradeOpset(model: Model, opts: UpgradeOptions = {}): Pro
   for (const [k, t] of g.initializers) { dtypes.set(k, t.dtype); ranks.set(k, t.dims.length); }
   for (const [k, t] of Object.entries(used.feeds)) { dtypes.set(k, t.dtype); ranks.set(k, t.dims.length); }
   for (const [k, t] of ref) { dtypes.set(k, t.dtype); ranks.set(k, t.dims.length); }
+  const constants = new Map<string, Tensor>();
   for (const n of g.nodes) if (n.opType === 'Constant' && n.attrs.value?.kind === 'tensor') {
+    constants.set(n.outputs[0]!, n.attrs.value.value);
     dtypes.set(n.outputs[0]!, n.attrs.value.value.dtype);
     ranks.set(n.outputs[0]!, n.attrs.value.value.dims.length);
   }
@@ -162,6 +164,7 @@ export async function upgradeOpset(model: Model, opts: UpgradeOptions = {}): Pro
     from,
     rank: (n) => ranks.get(n),
     dtype: (n) => dtypes.get(n),
+    value: (n) => g.initializers.get(n) ?? constants.get(n) ?? ref!.get(n),
     used: (n) => reads.has(n),
     fresh(hint) {
       let name = hint;

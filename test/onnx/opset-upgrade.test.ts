@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { upgradeOpset, OpsetUpgradeError } from '../../src/onnx/opset-upgrade.ts';
 import { REWRITES } from '../../src/onnx/upgrade/rewrites.ts';
+import { compareOutputs } from '../../src/onnx/upgrade/verify.ts';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
 import { encodeModel } from '../../src/onnx/proto.ts';
 import { readModelFile } from '../../src/onnx/io.ts';
@@ -143,6 +144,14 @@ const CASES: Case[] = [
     },
   },
   {
+    name: 'Resize-10 nearest down-sampling (rounds up) from computed scales', opsets: [10], wAfter: true, shape: ['N', 2, 5, 5], rewrites: () => ['Resize'],
+    body: (b) => {
+      b.initializer('s1', f32([2], [1, 1])).initializer('s2', f32([2], [0.6, 0.5]));
+      b.node('Concat', ['s1', 's2'], ['scales'], { axis: 0 });
+      b.node('Resize', ['h', 'scales'], ['y'], { mode: 'nearest' });
+    },
+  },
+  {
     name: 'Dropout ratio (inference: identity)', opsets: [9, 10, 11], rewrites: () => ['Dropout'],
     body: (b) => {
       b.node('Dropout', ['h'], ['d', 'mask'], { ratio: 0.3 });
@@ -221,7 +230,8 @@ for (const c of CASES) {
       const counts: Record<string, number> = {};
       for (const op of expected) counts[op] = (counts[op] ?? 0) + 1;
       assert.deepEqual(report.rewritten, counts);
-      for (const o of report.outputs) assert.notEqual(o.verdict, 'different', JSON.stringify(o));
+      // The rewrites reach the same kernels: bit-exact, not merely within the 1e-6 tolerance.
+      for (const o of report.outputs) assert.equal(o.verdict, 'exact', JSON.stringify(o));
       // A second, independent check on a larger batch than the verification used, with real data.
       const dims = (c.shape ?? ['N', 3, 4]).map((d) => (typeof d === 'number' ? d : 3));
       const x = batch(dims, 11);
@@ -309,6 +319,11 @@ test('unconvertible nodes are all named at once, with op, node and why', async (
   b2.input('x', 'float32', ['N', 3, 4, 4]).initializer('sc', f32([4], [1, 1, 2, 2]));
   b2.node('Upsample', ['x', 'sc'], ['u'], { mode: 'cubic' }, 'up_cubic').output('u');
   await assert.rejects(upgradeOpset(b2.build()), /node 'up_cubic' \(Upsample\): mode 'cubic' has no exact Resize equivalent/);
+  // Resize-10 nearest that up-samples one axis and down-samples another: no single nearest_mode.
+  const b3 = new ModelBuilder({ opset: 10 });
+  b3.input('x', 'float32', ['N', 3, 4, 4]).initializer('sc', f32([4], [1, 1, 2, 0.5]));
+  b3.node('Resize', ['x', 'sc'], ['u'], { mode: 'nearest' }, 'mixed').output('u');
+  await assert.rejects(upgradeOpset(b3.build()), /node 'mixed' \(Resize\): scales \[1, 1, 2, 0.5\] up-sample some axes and down-sample others/);
 });
 
 test('opsets below 7 are refused, and RefitModel refuses old opsets with the way to upgrade', async () => {
@@ -331,6 +346,18 @@ test('a model that does not run on synthetic inputs is refused, not accepted unv
   const { report } = await upgradeOpset(b.build(), { feeds: { x: batch([3, 4], 1) } });
   assert.match(report.verifiedOn, /x: float32\[3, 4\] \(given\)/);
   assert.equal(report.outputs[0]!.verdict, 'exact');
+});
+
+test('output comparison: exact, within 1e-6 relative, different; NaN equals NaN only', () => {
+  const t = (v: number[]) => f32([v.length], v);
+  assert.equal(compareOutputs('y', t([1, NaN, -2]), t([1, NaN, -2])).verdict, 'exact');
+  const close = compareOutputs('y', t([1, 1e6]), t([1, 1e6 + 0.5]));
+  assert.equal(close.verdict, 'close');
+  assert.ok(Math.abs(close.maxRelDiff - 5e-7) < 1e-9);
+  assert.equal(compareOutputs('y', t([1, 1e6]), t([1, 1e6 + 2])).verdict, 'different');
+  assert.equal(compareOutputs('y', t([NaN]), t([0])).verdict, 'different');
+  assert.equal(compareOutputs('y', i64([1], [3]), i64([1], [4])).verdict, 'different');
+  assert.match(compareOutputs('y', t([1, 2]), f32([1, 2], [1, 2])).detail!, /shape \[2\] became \[1, 2\]/);
 });
 
 test('verification catches a wrong rewrite: naming the output and the difference', async () => {

@@ -18,6 +18,8 @@ export interface RewriteContext {
   /** Rank of a tensor as run on the verification inputs; undefined when not known. */
   rank(name: string): number | undefined;
   dtype(name: string): DType | undefined;
+  /** A tensor's value: initializers, Constant outputs, and node outputs as computed on the verification inputs. */
+  value(name: string): Tensor | undefined;
   /** Whether any node or graph output reads this tensor. */
   used(name: string): boolean;
   /** A name not yet used in the graph, derived from `hint`. */
@@ -111,13 +113,27 @@ const softmaxFamily: Rewrite = {
   },
 };
 
-/** Upsample (deprecated at 10) and Resize-10: asymmetric coordinates, nearest rounds down. */
-function toResize11(ctx: RewriteContext, node: Node, scalesInput: string | undefined, pre: Node[]): Node[] {
+/**
+ * Upsample (deprecated at 10) and Resize-10: asymmetric coordinates (x_in = x_out / scale).
+ * onnxruntime's nearest pixel for these old ops truncates on an up-sampled axis and rounds up on a
+ * down-sampled one, so nearest_mode is 'floor' or 'ceil' by the scales; an axis with scale 1 maps
+ * integers to integers and agrees with both. Mixed directions have no single nearest_mode.
+ */
+function toResize11(ctx: RewriteContext, node: Node, scalesInput: string | undefined, pre: Node[], scales?: number[]): Node[] {
   const mode = attrString(node, 'mode', 'nearest');
   if (mode !== 'nearest' && mode !== 'linear') throw new UpgradeRefusal(node, `mode '${mode}' has no exact Resize equivalent (only 'nearest' and 'linear')`);
-  const attrs: Record<string, Attr> = { mode: { kind: 'string', value: mode }, coordinate_transformation_mode: { kind: 'string', value: 'asymmetric' } };
-  if (mode === 'nearest') attrs.nearest_mode = { kind: 'string', value: 'floor' };
   if (!scalesInput) throw new UpgradeRefusal(node, 'no scales given');
+  const attrs: Record<string, Attr> = { mode: { kind: 'string', value: mode }, coordinate_transformation_mode: { kind: 'string', value: 'asymmetric' } };
+  if (mode === 'nearest') {
+    const s = scales ?? (() => {
+      const t = ctx.value(scalesInput);
+      return t ? Array.from(t.data as ArrayLike<number>, Number) : undefined;
+    })();
+    if (!s) throw new UpgradeRefusal(node, `the value of scales '${scalesInput}' is unknown, so the old nearest rounding (down when up-sampling, up when down-sampling) cannot be chosen`);
+    const down = s.some((v) => v < 1);
+    if (down && s.some((v) => v > 1)) throw new UpgradeRefusal(node, `scales [${s.join(', ')}] up-sample some axes and down-sample others; the old nearest rounding differs per axis and Resize has one nearest_mode`);
+    attrs.nearest_mode = { kind: 'string', value: down ? 'ceil' : 'floor' };
+  }
   return [...pre, { name: node.name, opType: 'Resize', domain: '', inputs: [node.inputs[0]!, '', scalesInput], outputs: [node.outputs[0]!], attrs }];
 }
 
@@ -238,7 +254,7 @@ export const REWRITES: Record<string, Rewrite> = {
         if (a?.kind !== 'floats') throw new UpgradeRefusal(node, "required attribute 'scales' (floats) is missing");
         const scales = a.value;
         const c = constant(ctx, node, 'scales', { dtype: 'float32', dims: [scales.length], data: Float32Array.from(scales) });
-        return toResize11(ctx, node, c.name, [c.node]);
+        return toResize11(ctx, node, c.name, [c.node], scales);
       }
       return toResize11(ctx, node, node.inputs[1], []);
     },
