@@ -22,6 +22,8 @@ const cases: [string, number[][]][] = [
   ['ij->i', [[3, 4]]],
   ['ij->', [[3, 4]]],
   ['i,j->ij', [[3], [4]]], // outer product
+  ['ij,ij->ij', [[1, 3], [2, 3]]], // a named index of size 1 broadcast
+  ['bhqd,bhkd->bhqk', [[2, 1, 3, 4], [2, 2, 5, 4]]], // one head of queries against two of keys
   ['abc,cd,de->abe', [[2, 3, 4], [4, 2], [2, 3]]], // three operands
 ];
 for (const [eq, shapes] of cases) {

@@ -3,9 +3,9 @@
 // are broadcast back with Unsqueeze + Expand.
 //
 // The equation is first made explicit for the input signature: the ellipsis becomes fresh
-// letters (right-aligned across operands, as NumPy broadcasting), and an operand whose
-// ellipsis dim is 1 where another's is n gets a letter of its own for it (summing a size-1 axis
-// is the same as broadcasting it). Repeated indices within one operand (diagonals, `ii->i`) are
+// letters (right-aligned across operands, as NumPy broadcasting), and an operand whose dim is 1
+// where another's is n (in the ellipsis or under a named index) gets a letter of its own for it
+// (summing a size-1 axis is the same as broadcasting it). Repeated indices within one operand (diagonals, `ii->i`) are
 // refused.
 import { attrString, type Node } from '../../onnx/ir.ts';
 import { registerRules, type GradContext } from '../rule.ts';
@@ -83,6 +83,15 @@ export function explicitEinsum(equation: string, shapes: number[][], where = 'Ei
     for (const p of parsed) for (const c of [...p.before, ...p.after]) count.set(c, (count.get(c) ?? 0) + 1);
     output = [...ellLetters, ...[...count].filter(([, n]) => n === 1).map(([c]) => c).sort()];
   }
+  // A named index of size 1 in one operand and n in another broadcasts too (onnxruntime accepts
+  // it): that operand's size-1 dim also gets a letter of its own.
+  const full = new Map<string, number>();
+  inputs.forEach((t, k) => t.forEach((c, a) => {
+    const d = shapes[k]![a]!, s = full.get(c);
+    if (s !== undefined && s !== 1 && d !== 1 && s !== d) throw new Error(`${where}: index '${c}' of '${equation}' has size ${s} in one operand and ${d} in operand ${k}`);
+    if (s === undefined || s === 1) full.set(c, d);
+  }));
+  for (let k = 0; k < inputs.length; k++) inputs[k] = inputs[k]!.map((c, a) => (shapes[k]![a] === 1 && full.get(c)! > 1 ? fresh() : c));
   const inAny = new Set(inputs.flat());
   for (const c of output) if (!inAny.has(c)) throw new Error(`${where}: output index '${c}' of '${equation}' appears in no operand`);
   if (new Set(output).size !== output.length) throw new Error(`${where}: output of '${equation}' repeats an index`);
