@@ -13,6 +13,7 @@ export { ModelBuilder } from './onnx/model-builder.ts';
 export { decodeModel, encodeModel } from './onnx/proto.ts';
 export { gradCheck } from './autodiff/gradcheck.ts';
 export { supportedOps } from './autodiff/rule.ts';
+export { diagnoseTraining, type Diagnosis, type DiagnoseOptions, type ParamGroup } from './autodiff/diagnose.ts';
 export { parseSafetensors, serializeSafetensors } from './io/safetensors.ts';
 export { Rng } from './util/rng.ts';
 export * as peft from './peft/index.ts';

@@ -126,6 +126,6 @@ export function missingRulesError(blockers: Blocker[], wrt: readonly string[]): 
     : `no gradient rule for ${blockers.length} op type${blockers.length > 1 ? 's' : ''} (${ops.join(', ')})`;
   return new Error(
     `${head} on the gradient path (${nNodes} node${nNodes > 1 ? 's' : ''}):\n${lines.join('\n')}\n${advice} ` +
-    `diagnoseTraining(model) lists the blockers per parameter group. Ops with rules: ${supportedOps().join(', ')}.`,
+    `diagnoseTraining(model) lists the blockers per parameter group. Supported ops: ${supportedOps().join(', ')}.`,
   );
 }
