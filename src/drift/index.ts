@@ -32,3 +32,7 @@ export function restoreDetector(s: DetectorState): DriftDetector {
 
 /** Every detector kind, for benchmarks and UIs. */
 export const DETECTOR_KINDS = Object.keys(RESTORE);
+export { predictionStats, channelStats, gaussianSymmetricKl, mmd2, medianDistance, type PredictionStats, type ChannelStats } from './signals.ts';
+export { ShiftMonitor, type ShiftSignals, type ShiftMonitorOptions } from './shift-monitor.ts';
+export { Reservoir } from './reservoir.ts';
+export { scoreDetector, syntheticStream, type DriftScore } from './evaluate.ts';
