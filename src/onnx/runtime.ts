@@ -9,6 +9,16 @@ export interface SessionOptions {
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
   /** Let idle worker threads spin-wait (onnxruntime's default). Default false: see createSession. */
   spinning?: boolean;
+  /**
+   * How onnxruntime computes a DequantizeLinear(int8/int4 weight) → MatMul it fuses into MatMulNBits
+   * at level 'all' (session.qdq_matmulnbits_accuracy_level: 1 float32, 2 float16, 3 bfloat16, 4 int8).
+   * onnxruntime's default, 4, quantizes the activations too, which the model's graph never asked for:
+   * on a small QDQ transformer it moved the logits by 1.4e-3, and a training step (whose forward
+   * dequantizes the same weights) would then not match its own inference. refit's default, 1, keeps
+   * the fused kernel exact (test/peft/quantized.test.ts checks 'all' against 'disabled'); 4 is faster.
+   * @default 1
+   */
+  qdqMatMulAccuracy?: 0 | 1 | 2 | 3 | 4;
 }
 
 export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
@@ -25,7 +35,9 @@ export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}
   // then steal the cores from the next one: on 2 cores a Tent step on the CNN took 79 ms with
   // spinning and 43 ms without (bench/tta.ts cost table). A lone session loses a little
   // (ViT inference 5.0 → 6.2 ms), so `spinning: true` brings it back.
-  if (!opts.spinning) o.extra = { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } };
+  const session: Record<string, unknown> = { qdq_matmulnbits_accuracy_level: String(opts.qdqMatMulAccuracy ?? 1) };
+  if (!opts.spinning) Object.assign(session, { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } });
+  o.extra = { session };
   try {
     return await ort.InferenceSession.create(bytes, o);
   } catch (e) {

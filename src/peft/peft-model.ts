@@ -15,6 +15,7 @@ import type { ParamGroup } from '../train/optim/types.ts';
 import type { AdapterMethod, AdapterPlan } from './types.ts';
 import { findSites, type Site } from './sites.ts';
 import { toposort } from './rewrite.ts';
+import { floatValue, floatizeQuantized } from './quantized.ts';
 import { PeftError } from './errors.ts';
 
 interface Entry {
@@ -60,8 +61,9 @@ export class PeftModel extends RefitModel {
     const opset = opsetVersion(ir);
     for (const e of merged) {
       if (e.plan.fold) {
-        const value = (n: string) => e.values.get(n) ?? g.initializers.get(n) ?? missing(n);
+        const value = (n: string) => floatValue(g, n, e.values.get(n) ?? g.initializers.get(n) ?? missing(n));
         for (const [k, t] of e.plan.fold(value)) g.initializers.set(k, t);
+        floatizeQuantized(g, new Emitter(g, opset)); // a merged int8 layer becomes a float layer (./quantized.ts)
       } else {
         // Not foldable (a new head, bottleneck adapters): the rewrite becomes part of the base graph.
         for (const [k, t] of e.values) g.initializers.set(k, t);
@@ -120,7 +122,7 @@ export class PeftModel extends RefitModel {
     if (!NAME.test(name)) throw new PeftError(`adapter name '${name}' must match ${NAME} (it prefixes tensor names)`);
     if ([...this.active, ...this.merged].some((e) => e.name === name)) throw new PeftError(`an adapter named '${name}' already exists; remove it first or choose another name`);
     const g = this.ir.graph;
-    const plan = method.plan({ graph: g, name, sites: this.sites(), value: (n) => g.initializers.get(n) ?? missing(n) });
+    const plan = method.plan({ graph: g, name, sites: this.sites(), value: (n) => floatValue(g, n, g.initializers.get(n) ?? missing(n)) });
     for (const k of plan.tensors.keys()) if (g.initializers.has(k) || g.inputs.some((i) => i.name === k)) throw new PeftError(`${method.method} '${name}': tensor '${k}' already exists in the model`);
     for (const k of plan.overrides.keys()) {
       if (!g.initializers.has(k)) throw new PeftError(`${method.method} '${name}': overrides '${k}', which is not an initializer of the model`);

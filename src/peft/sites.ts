@@ -38,10 +38,19 @@ export interface Site {
   kernel?: number[];
   group?: number;
   convNode?: Node;
+  /**
+   * A frozen quantized layer: 'qdq' (weight through DequantizeLinear of an integer initializer) or
+   * 'dynamic' (onnxruntime's DynamicQuantizeLinear + MatMulInteger + Cast + Mul). `weight` is then the
+   * integer initializer, `x` the layer's float input before activation quantization (adapters read
+   * it), and `y` the float output. Adapters see the dequantized weight (see ./quantized.ts).
+   */
+  quant?: 'qdq' | 'dynamic';
 }
 
-/** The module name for a weight initializer: `a.b.weight` → `a.b`. */
-export const moduleOf = (weight: string) => weight.replace(/\.weight$/, '');
+/** The module name for a weight initializer: `a.b.weight` → `a.b` (`a.b.weight_quantized` too, as onnxruntime's quantizers name it). */
+export const moduleOf = (weight: string) => weight.replace(/_quantized$/, '').replace(/\.weight$/, '');
+
+const isIntWeight = (t: { dtype: string } | undefined) => !!t && (t.dtype === 'int8' || t.dtype === 'uint8');
 
 /** Every site in the graph, in node order. `exclude` skips nodes and weights adapters created. */
 export function findSites(g: Graph, exclude: (name: string) => boolean = () => false): Site[] {
@@ -49,6 +58,18 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
   const cons = consumers(g);
   const sites: Site[] = [];
   const init = (n: string) => g.initializers.get(n);
+  // A weight read through DequantizeLinear of an integer initializer (QDQ): the integer initializer.
+  const dqWeight = (n: string) => {
+    const p = prod.get(n);
+    return p && p.opType === 'DequantizeLinear' && isIntWeight(init(p.inputs[0]!)) ? p.inputs[0]! : undefined;
+  };
+  // The float tensor a quantize → DequantizeLinear pair quantizes (a QDQ activation, or a merged
+  // dynamic layer's), so adapters read the unquantized input.
+  const floatInput = (x: string) => {
+    const d = prod.get(x);
+    const q = d && d.opType === 'DequantizeLinear' ? prod.get(d.inputs[0]!) : undefined;
+    return q && (q.opType === 'QuantizeLinear' || q.opType === 'DynamicQuantizeLinear') ? q.inputs[0]! : x;
+  };
   for (const node of g.nodes) {
     if (exclude(node.name)) continue;
     let site: Site | undefined;
@@ -56,39 +77,56 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
       const [x, b] = node.inputs as [string, string];
       let w = init(b), weight = b, layout: Site['layout'] = 'in_out';
       const p = prod.get(b);
+      const dq = dqWeight(b);
       if (!w && p && p.opType === 'Transpose' && init(p.inputs[0]!) && (attrInts(p, 'perm') ?? [1, 0]).join() === '1,0') {
         weight = p.inputs[0]!; w = init(weight); layout = 'out_in';
+      } else if (!w && dq) {
+        weight = dq; w = init(dq);
       }
       if (!w || w.dims.length !== 2) continue;
       const [dIn, dOut] = layout === 'in_out' ? w.dims as [number, number] : [w.dims[1]!, w.dims[0]!];
-      site = { module: moduleOf(weight), node: node.name, op: 'MatMul', weight, layout, dIn, dOut, x, y: node.outputs[0]!, out: node.outputs[0]! };
-      const next = cons.get(site.y);
-      if (next?.length === 1 && next[0]!.opType === 'Add') {
-        const other = next[0]!.inputs.find((i) => i !== site!.y);
-        const bt = other ? init(other) : undefined;
-        if (bt && bt.data.length === dOut && bt.dims[bt.dims.length - 1] === dOut) { site.bias = other; site.out = next[0]!.outputs[0]!; }
-      }
+      site = { module: moduleOf(weight), node: node.name, op: 'MatMul', weight, layout, dIn, dOut, x: floatInput(x), y: node.outputs[0]!, out: node.outputs[0]!, ...(dq ? { quant: 'qdq' as const } : {}) };
+    } else if (node.opType === 'MatMulInteger') {
+      // onnxruntime's quantize_dynamic: DynamicQuantizeLinear(x) → MatMulInteger(x_q, W_q) → Cast → Mul(x_scale·w_scale).
+      const dql = prod.get(node.inputs[0]!), w = init(node.inputs[1]!);
+      const cast = cons.get(node.outputs[0]!);
+      const mul = cast?.length === 1 && cast[0]!.opType === 'Cast' ? cons.get(cast[0]!.outputs[0]!) : undefined;
+      if (!dql || dql.opType !== 'DynamicQuantizeLinear' || !isIntWeight(w) || w!.dims.length !== 2 || mul?.length !== 1 || mul[0]!.opType !== 'Mul') continue;
+      const [dIn, dOut] = w!.dims as [number, number];
+      site = { module: moduleOf(node.inputs[1]!), node: node.name, op: 'MatMul', weight: node.inputs[1]!, layout: 'in_out', dIn, dOut, x: dql.inputs[0]!, y: mul[0]!.outputs[0]!, out: mul[0]!.outputs[0]!, quant: 'dynamic' };
     } else if (node.opType === 'Gemm') {
-      const w = init(node.inputs[1]!);
+      const dq = dqWeight(node.inputs[1]!);
+      const w = init(dq ?? node.inputs[1]!);
       if (!w || w.dims.length !== 2) continue;
       const transB = attrInt(node, 'transB', 0) === 1;
       const [dIn, dOut] = transB ? [w.dims[1]!, w.dims[0]!] : w.dims as [number, number];
       const c = node.inputs[2];
+      const weight = dq ?? node.inputs[1]!;
       site = {
-        module: moduleOf(node.inputs[1]!), node: node.name, op: 'Gemm', weight: node.inputs[1]!, layout: transB ? 'out_in' : 'in_out',
-        dIn, dOut, x: node.inputs[0]!, y: node.outputs[0]!, out: node.outputs[0]!, transA: attrInt(node, 'transA', 0) === 1,
-        alpha: attrFloat(node, 'alpha', 1), ...(c && init(c) ? { bias: c } : {}),
+        module: moduleOf(weight), node: node.name, op: 'Gemm', weight, layout: transB ? 'out_in' : 'in_out',
+        dIn, dOut, x: floatInput(node.inputs[0]!), y: node.outputs[0]!, out: node.outputs[0]!, transA: attrInt(node, 'transA', 0) === 1,
+        alpha: attrFloat(node, 'alpha', 1), ...(c && init(c) ? { bias: c } : {}), ...(dq ? { quant: 'qdq' as const } : {}),
       };
     } else if (node.opType === 'Conv') {
-      const w = init(node.inputs[1]!);
+      const dq = dqWeight(node.inputs[1]!);
+      const weight = dq ?? node.inputs[1]!;
+      const w = init(weight);
       if (!w || w.dims.length < 3) continue;
       const group = attrInt(node, 'group', 1);
       const b = node.inputs[2];
       site = {
-        module: moduleOf(node.inputs[1]!), node: node.name, op: 'Conv', weight: node.inputs[1]!, layout: 'conv',
-        dIn: w.dims[1]! * group, dOut: w.dims[0]!, x: node.inputs[0]!, y: node.outputs[0]!, out: node.outputs[0]!,
-        kernel: w.dims.slice(2), group, convNode: node, ...(b && init(b) ? { bias: b } : {}),
+        module: moduleOf(weight), node: node.name, op: 'Conv', weight, layout: 'conv',
+        dIn: w.dims[1]! * group, dOut: w.dims[0]!, x: floatInput(node.inputs[0]!), y: node.outputs[0]!, out: node.outputs[0]!,
+        kernel: w.dims.slice(2), group, convNode: node, ...(b && init(b) ? { bias: b } : {}), ...(dq ? { quant: 'qdq' as const } : {}),
       };
+    }
+    if (site && site.op === 'MatMul') {
+      const next = cons.get(site.y);
+      if (next?.length === 1 && next[0]!.opType === 'Add') {
+        const other = next[0]!.inputs.find((i) => i !== site!.y);
+        const bt = other ? init(other) : undefined;
+        if (bt && bt.data.length === site.dOut && bt.dims[bt.dims.length - 1] === site.dOut) { site.bias = other; site.out = next[0]!.outputs[0]!; }
+      }
     }
     if (site && !exclude(site.weight)) sites.push(site);
   }

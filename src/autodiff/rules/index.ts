@@ -15,3 +15,4 @@ import './rearrange.ts';
 import './activations-extra.ts';
 import './einsum.ts';
 import './nd-indexing.ts';
+import './quant.ts';

@@ -1,0 +1,85 @@
+// Adapters on frozen quantized layers (QLoRA's idea on onnxruntime's int8 graphs): what an adapter
+// reads as a quantized layer's weight, and how a merge writes one back.
+//
+// - Reading: an adapter (PiSSA's SVD, a fold) asks for a site's weight by the integer initializer's
+//   name and gets it dequantized, (W_q − zero_point)·scale, per tensor or per channel.
+// - Merging: a fold returns a float weight under that name, and `floatizeQuantized` turns the
+//   layer into a float layer on it: DequantizeLinear(W) → MatMul reads the float weight directly;
+//   MatMulInteger + Cast + Mul becomes MatMul(DequantizeLinear(x_q, x_scale, x_zp), W). The input
+//   quantization stays, so the merged layer computes x_fq·(W + ΔW) while the adapter computed
+//   x_fq·W + ΔW·x: they differ by (x_fq − x)·ΔW, small since ΔW is (test/peft/quantized.test.ts
+//   measures it). The merged weight is not re-quantized: re-quantizing to int8 would add up to half
+//   a quantization step (scale/2) per weight, usually more than the adapter changed it.
+import type { Graph, Node } from '../onnx/ir.ts';
+import { attrInt, producers, consumers } from '../onnx/ir.ts';
+import type { Emitter } from '../onnx/emitter.ts';
+import type { Tensor } from '../onnx/tensor.ts';
+import { dequantizeWeight } from '../autodiff/lower/quant.ts';
+import { PeftError } from './errors.ts';
+
+const isInt = (t: Tensor) => t.dtype === 'int8' || t.dtype === 'uint8';
+
+/** `t` (the current value of `name`) as float: dequantized when it is a quantized layer's integer weight. */
+export function floatValue(g: Graph, name: string, t: Tensor): Tensor {
+  if (!isInt(t)) return t;
+  const init = (n: string | undefined) => (n ? g.initializers.get(n) : undefined);
+  for (const n of g.nodes) {
+    if (n.opType === 'DequantizeLinear' && n.inputs[0] === name) {
+      const scale = init(n.inputs[1]);
+      if (!scale) throw new PeftError(`DequantizeLinear node '${n.name}': the scale of weight '${name}' is not an initializer; cannot dequantize it`);
+      return dequantizeWeight(t, scale, init(n.inputs[2]), attrInt(n, 'axis', 1), `weight '${name}'`);
+    }
+    if (n.opType === 'MatMulInteger' && n.inputs[1] === name) {
+      const ws = weightScale(g, n);
+      if (!ws) throw new PeftError(`MatMulInteger node '${n.name}': cannot find the weight scale of '${name}' (expected MatMulInteger → Cast → Mul by x_scale·w_scale)`);
+      return dequantizeWeight(t, init(ws)!, init(n.inputs[3]), 1, `weight '${name}'`);
+    }
+  }
+  return t;
+}
+
+/** The pattern after a MatMulInteger: its Cast, the Mul by the scales, and the weight-scale initializer. */
+function dynamicTail(g: Graph, mi: Node, cons = consumers(g), prod = producers(g)) {
+  const cast = cons.get(mi.outputs[0]!);
+  if (cast?.length !== 1 || cast[0]!.opType !== 'Cast') return undefined;
+  const mul = cons.get(cast[0]!.outputs[0]!);
+  if (mul?.length !== 1 || mul[0]!.opType !== 'Mul') return undefined;
+  const scales = prod.get(mul[0]!.inputs.find((i) => i !== cast[0]!.outputs[0])!);
+  const ws = scales && scales.opType === 'Mul' ? scales.inputs.find((i) => g.initializers.has(i)) : undefined;
+  return { cast: cast[0]!, mul: mul[0]!, scales, ws };
+}
+
+function weightScale(g: Graph, mi: Node): string | undefined {
+  return dynamicTail(g, mi)?.ws;
+}
+
+/** Turn every quantized layer whose integer weight initializer now holds a float (merged) weight into a float layer. */
+export function floatizeQuantized(g: Graph, em: Emitter): void {
+  const floatInit = (n: string | undefined) => !!n && g.initializers.get(n)?.dtype === 'float32';
+  if (!g.nodes.some((n) => (n.opType === 'DequantizeLinear' || n.opType === 'MatMulInteger') && floatInit(n.opType === 'MatMulInteger' ? n.inputs[1] : n.inputs[0]))) return;
+  const prod = producers(g), cons = consumers(g);
+  const drop = new Set<Node>();
+  const rename = new Map<string, string>();
+  const added: Node[] = [];
+  for (const n of g.nodes) {
+    if (n.opType === 'DequantizeLinear' && floatInit(n.inputs[0])) {
+      rename.set(n.outputs[0]!, n.inputs[0]!);
+      drop.add(n);
+    } else if (n.opType === 'MatMulInteger' && floatInit(n.inputs[1])) {
+      const tail = dynamicTail(g, n, cons, prod);
+      const dql = prod.get(n.inputs[0]!);
+      if (!tail || !dql || dql.opType !== 'DynamicQuantizeLinear') throw new PeftError(`cannot merge into MatMulInteger node '${n.name}': expected DynamicQuantizeLinear → MatMulInteger → Cast → Mul`);
+      const fq = em.fresh(`${dql.outputs[0]}.dequantized`);
+      added.push({ name: em.fresh(`${n.name}.dequantize_input`), opType: 'DequantizeLinear', domain: '', inputs: dql.outputs.slice(0, 3), outputs: [fq], attrs: {} });
+      added.push({ name: em.fresh(`${n.name}.merged`), opType: 'MatMul', domain: '', inputs: [fq, n.inputs[1]!], outputs: [tail.mul.outputs[0]!], attrs: {} });
+      drop.add(n); drop.add(tail.cast); drop.add(tail.mul);
+      if (tail.scales && (cons.get(tail.scales.outputs[0]!) ?? []).length === 1) drop.add(tail.scales);
+    }
+  }
+  g.nodes = [...g.nodes.filter((n) => !drop.has(n)), ...added];
+  for (const n of g.nodes) n.inputs = n.inputs.map((i) => rename.get(i) ?? i);
+  for (const o of g.outputs) if (rename.has(o.name)) throw new PeftError(`cannot merge: graph output '${o.name}' is a dequantized weight`);
+  // Scales and zero points that only the removed nodes read.
+  const used = new Set(g.nodes.flatMap((n) => n.inputs));
+  for (const n of drop) for (const i of n.inputs) if (i && !used.has(i) && g.initializers.has(i)) g.initializers.delete(i);
+}
