@@ -59,6 +59,14 @@ test('only some outputs used (Y_h alone, Y alone) still reproduce onnxruntime', 
   }
 });
 
+test('a constant, full-length sequence_lens is accepted and changes nothing', async () => {
+  const s = spec('GRU', 'bidirectional', { states: true, lbr: 1 });
+  const inputs = s.inputs.map(([n, v]): [string, number[] | Tensor] => (n === '' ? ['lens', { dtype: 'int32', dims: [B], data: new Int32Array([S, S]) }] : [n, v]));
+  const { gap, count } = await forwardGap({ ...s, inputs });
+  assert.equal(count, 1);
+  assert.ok(gap <= 1e-5, `${gap}`);
+});
+
 test('layout 1 (batch-major): unrolled equals onnxruntime on the transposed layout-0 op', async () => {
   // onnxruntime's CPU kernels refuse layout=1, so the reference is the layout-0 op between Transposes.
   for (const op of ['LSTM', 'GRU'] as const) {
