@@ -98,6 +98,7 @@ function describeFeeds(feeds: Record<string, Tensor>, how: string): string {
  * converted model run in onnxruntime on the same inputs, and every output must be equal
  * (bit-exact, or within RELATIVE_TOLERANCE per element). Models at 13 or above are returned as they are.
  * Throws OpsetUpgradeError naming every node that cannot be converted, or the output that differs.
+ * The converted model shares initializer tensors with `model` (rewrites never mutate them).
  */
 export async function upgradeOpset(model: Model, opts: UpgradeOptions = {}): Promise<UpgradeResult> {
   const from = opsetVersion(model);
@@ -189,6 +190,9 @@ export async function upgradeOpset(model: Model, opts: UpgradeOptions = {}): Pro
   }
   if (refusals.length) throw fail(refusals.join('; '));
   g.nodes = nodes;
+  // Outputs a rewrite dropped (an unread Dropout mask) must not keep a stale type annotation.
+  const produced = new Set(nodes.flatMap((n) => n.outputs));
+  g.valueInfo = g.valueInfo.filter((v) => produced.has(v.name));
   converted.opsets = converted.opsets.map((o) => (isDefault(o) ? { ...o, version: TARGET_OPSET } : o));
 
   let got: Map<string, Tensor>;
