@@ -149,7 +149,8 @@ export class RefitModel {
   }
 }
 
-export interface LoadOptions extends SessionOptions {
+/** Session options, exporter-quirk options (keepTies, read by the constructor) and the opset upgrade. */
+export interface LoadOptions extends SessionOptions, QuirkOptions {
   /**
    * Upgrade opset 7–12 models to opset 13 on load (default true), verified in onnxruntime on
    * synthetic inputs (or `feeds`); see src/onnx/opset-upgrade.ts. `false` leaves the model as it
