@@ -4,7 +4,7 @@
 //
 // ConvTranspose(X, W) is the adjoint (w.r.t. its input) of the Conv with the same weight W
 // [C, O/g, k...], strides, dilations, pads and group that maps O channels to C. So:
-//   dX = Conv(dY, W)                            (the forward Conv: onnxruntime's NCHWc kernels)
+//   dX = Conv(dY, W)                            (a plain Conv; see the timings below)
 //   dW = Conv's dW with the roles swapped: its "input" is dY, its "output gradient" is X,
 //        built by conv.ts's convDw (one-hot im2col of dY + MatMul, measured fastest there).
 //   dB = Σ dY over batch and space.
@@ -12,9 +12,25 @@
 // the Conv maps dY exactly back onto X's grid; rows that only output_padding or output_shape
 // added receive no input and drop out.
 //
-// Measured once (scripts/not in tests; 2-core machine, onnxruntime-node 1.30, optimization 'all',
-// 2 threads, median of 20): a decoder layer N=8, 64→32 channels, 32×32 → 64×64, k=4 s=2 p=1:
-//   see MEASURED below.
+// Measured once by bench/conv-transpose-grad.ts (2-core machine shared with other jobs, load
+// average 13–17 during the runs, so medians scatter widely; min over two runs of 60 and 100
+// interleaved rounds, p25 over five runs of 20–100 rounds; onnxruntime-node 1.30, optimization
+// 'all', 2 intra-op threads), ms:
+//
+// | decoder layer N=8, 64→32 ch, 32×32 → 64×64, k=4 s=2 p=1 | min | p25 |
+// |---|---|---|
+// | forward ConvTranspose                                   | 7.4–8.1 | 10.6–22.0 |
+// | dX = Conv(dY, W) (this rule)                             | 3.7–6.2 | 15.0–32.0 |
+// | dW one-hot im2col + batched MatMul (this rule, pickDw)   | 9.3–20.5 | 26.9–45.8 |
+// | dW one Conv of transposed dY with X as kernel (conv-xt)  | 9.2–10.4 | 14.4–31.5 |
+//
+// The dX Conv does the forward's FLOPs (0.54 GFLOP) and at its best ran at about the machine's
+// matmul rate, twice as fast as onnxruntime's ConvTranspose forward. A polyphase dX (SpaceToDepth
+// of dY, then a stride-1 Conv) was tried in two runs and was not faster (p25 a tie in one, 25.7
+// vs 15.0 in the other, min 7.4 vs 3.7), so it was removed. For dW, conv-xt beat the one-hot
+// im2col on this k=4 layer in p25 in all five runs, but lost on k=2 s=2 p=0 (min 9.3 vs 3.2) and
+// k=3 s=2 p=1 output_padding=1 (min 13.7 vs 10.7), one run each; with the machine this loaded,
+// the rule keeps conv.ts's pickDw rather than a per-geometry choice from three data points.
 import { attrInt, attrInts, attrString, type Node } from '../../onnx/ir.ts';
 import { registerRules, type GradContext } from '../rule.ts';
 import { convDw, pickDw, type ConvGeom } from './conv.ts';
