@@ -1,10 +1,14 @@
 // GatherND (batch_dims 0 and > 0, repeated and negative index tuples, before and from opset 16)
-// and ScatterND (reduction none and add), with deliberately wrong rules shown to fail.
+// and ScatterND (reduction none, add, mul), plus ScatterElements and TopK, with deliberately wrong
+// rules shown to fail.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkOp } from './helpers.ts';
-import { assertBrokenFails } from './broken.ts';
-import { i64, tensor } from '../../src/onnx/tensor.ts';
+import { assertBrokenFails, withRule } from './broken.ts';
+import { f32, i64, tensor } from '../../src/onnx/tensor.ts';
+import { ModelBuilder } from '../../src/onnx/model-builder.ts';
+import { gradCheck } from '../../src/autodiff/gradcheck.ts';
+import { Rng } from '../../src/util/rng.ts';
 import type { GradRule } from '../../src/autodiff/rule.ts';
 
 const idx = (dims: number[], v: number[]) => ({ name: 'idx', shape: dims, value: i64(dims, v) });
@@ -56,4 +60,41 @@ test('wrong GatherND and ScatterND rules fail the check', async () => {
   await assertBrokenFails('ScatterND', noZeroing, () => checkOp('ScatterND', [{ name: 'x', shape: [3, 4] }, idx([2, 2], [0, 1, 2, 3]), { name: 'u', shape: [2] }], {}, { opset: 13 }));
   // ScatterND mul treated as add: data's gradient without the factors.
   await assertBrokenFails('ScatterND', noZeroing, () => checkOp('ScatterND', [{ name: 'x', shape: [3, 4] }, idx([2, 2], [0, 1, 2, 3]), { name: 'u', shape: [2] }], { reduction: 'mul' }, { opset: 16 }));
+});
+
+for (const reduction of ['none', 'add']) {
+  test(`ScatterElements reduction ${reduction} on a negative axis, a negative index`, async () => {
+    const attrs: Record<string, string | number> = reduction === 'none' ? { axis: -1 } : { axis: -1, reduction };
+    await checkOp('ScatterElements', [{ name: 'x', shape: [3, 4] }, idx([2, 2], [0, 3, -1, 1]), { name: 'u', shape: [2, 2] }], attrs, { opset: 16 });
+  });
+}
+/** TopK's values checked against central differences (checkOp types every output float; indices are int64). */
+async function topk(shape: number[], k: number, attrs: Record<string, number> = {}): Promise<void> {
+  const b = new ModelBuilder({ opset: 13 });
+  // Uniform draws: distinct values, so the selection is stable under the ±eps perturbation.
+  b.initializer('x', f32(shape, new Rng(6).fill(new Float32Array(shape.reduce((a, c) => a * c, 1)), 1, 'uniform')));
+  b.initializer('k', i64([1], [k]));
+  b.input('dummy', 'float32', [1]);
+  b.node('TopK', ['x', 'k'], ['values', 'indices'], attrs);
+  b.node('Identity', ['dummy'], ['dummy_out']);
+  b.output('values');
+  b.output('indices', 'int64');
+  const [r] = await gradCheck(b.build(), { dummy: tensor('float32', [1], [0]) }, { params: ['x'], outputs: ['values'] });
+  assert.ok(r!.relError < 1e-2 && r!.analyticNorm > 0, `TopK ${JSON.stringify(attrs)}: relative error ${r!.relError}, |g| ${r!.analyticNorm}`);
+}
+test('TopK values: largest and smallest, on axis 0 and −1, K as an input', async () => {
+  await topk([3, 5], 2);
+  await topk([4, 3], 3, { axis: 0, largest: 0 });
+});
+test('wrong ScatterElements and TopK rules fail the check', async () => {
+  // ScatterElements none: data's gradient not zeroed where updates overwrote it.
+  const passData: GradRule = (ctx, node, [dY], needs) => [dY!, null, needs[2] ? ctx.em.op('GatherElements', [dY!, node.inputs[1]!], { axis: 1 }) : null];
+  await assertBrokenFails('ScatterElements', passData, () => checkOp('ScatterElements', [{ name: 'x', shape: [3, 4] }, idx([2, 2], [0, 3, 2, 1]), { name: 'u', shape: [2, 2] }], { axis: 1 }, { opset: 16 }));
+  // TopK: the gradient put at the first K positions instead of the selected ones.
+  const firstK: GradRule = (ctx, node, [dV]) => {
+    const em = ctx.em;
+    const xd = ctx.shape(node.inputs[0]!), vd = ctx.shape(node.outputs[0]!);
+    return [em.op('Pad', [dV!, em.ints([0, 0, 0, xd[1]! - vd[1]!])]), null];
+  };
+  await withRule('TopK', firstK, () => assert.rejects(topk([3, 5], 2), /TopK \{\}: relative error/));
 });

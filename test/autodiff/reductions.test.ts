@@ -13,9 +13,11 @@ import type { GradRule } from '../../src/autodiff/rule.ts';
 import type { LossSpec } from '../../src/train/loss-spec.ts';
 
 const ints = (v: number[]) => ({ shape: [v.length], value: i64([v.length], v) });
-const OPS = ['ReduceMax', 'ReduceMin', 'ReduceL2', 'ReduceSumSquare', 'ReduceLogSumExp', 'ReduceProd', 'ReduceSum', 'ReduceMean'];
+const OPS = ['ReduceMax', 'ReduceMin', 'ReduceL1', 'ReduceL2', 'ReduceSumSquare', 'ReduceLogSum', 'ReduceLogSumExp', 'ReduceProd', 'ReduceSum', 'ReduceMean'];
 // Uniform in ±[0.3, 1.3] around 0 keeps ReduceProd's products moderate; Max/Min draws are distinct.
-const x = (shape: number[]) => ({ name: 'x', shape, dist: 'uniform' as const, scale: 1.3 });
+// ReduceLogSum needs positive sums: its input is drawn in [0.2, 1.2].
+let positive = false;
+const x = (shape: number[]) => ({ name: 'x', shape, dist: 'uniform' as const, ...(positive ? { offset: 0.7, scale: 0.5 } : { scale: 1.3 }) });
 
 /** One reduction over `axes` in the form of `opset`. */
 function reduceCase(op: string, opset: number, shape: number[], axes: number[] | undefined, attrs: Record<string, number> = {}) {
@@ -29,6 +31,7 @@ function reduceCase(op: string, opset: number, shape: number[], axes: number[] |
 for (const op of OPS) {
   for (const opset of [13, 18]) {
     test(`${op} (opset ${opset}): one axis kept, two axes with a negative one dropped, all axes`, async () => {
+      positive = op === 'ReduceLogSum';
       await reduceCase(op, opset, [3, 4, 2], [1])();
       await reduceCase(op, opset, [3, 4, 2], [0, -1], { keepdims: 0 })();
       await reduceCase(op, opset, [2, 3], undefined, { keepdims: 0 })();
@@ -36,6 +39,7 @@ for (const op of OPS) {
     });
   }
   test(`${op} (opset 18): noop_with_empty_axes with empty axes is the identity`, async () => {
+    positive = op === 'ReduceLogSum';
     await checkOp(op, [x([2, 3]), { name: 'axes', ...ints([]) }], { noop_with_empty_axes: 1 }, { opset: 18 });
   });
 }
@@ -87,6 +91,10 @@ const noMask: GradRule = (ctx, node, [dY]) => [ctx.em.op('Expand', [dY!, ctx.em.
 const l2NoDiv: GradRule = (ctx, node, [dY]) => [ctx.em.mul(node.inputs[0]!, dY!), null];
 /** SumSquare gradient x·dY (forgot the 2). */
 const ssNoTwo: GradRule = l2NoDiv;
+/** L1 gradient dY everywhere (forgot the sign). */
+const l1NoSign: GradRule = (ctx, node, [dY]) => [ctx.em.op('Expand', [dY!, ctx.em.ints(ctx.shape(node.inputs[0]!))]), null];
+/** LogSum gradient dY/x (the derivative of Σ log x, not of log Σx). */
+const logSumWrong: GradRule = (ctx, node, [dY]) => [ctx.em.div(dY!, node.inputs[0]!), null];
 /** LogSumExp gradient exp(x)·dY (forgot to subtract y). */
 const lseNoShift: GradRule = (ctx, node, [dY]) => [ctx.em.mul(ctx.em.op('Exp', [node.inputs[0]!]), dY!), null];
 
@@ -95,6 +103,10 @@ test('wrong reduction rules fail the finite-difference check', async () => {
   await assertBrokenFails('ReduceMax', noMask, kept('ReduceMax'));
   await assertBrokenFails('ReduceMin', noMask, kept('ReduceMin'));
   await assertBrokenFails('ReduceL2', l2NoDiv, kept('ReduceL2'));
+  await assertBrokenFails('ReduceL1', l1NoSign, kept('ReduceL1'));
+  positive = true;
+  await assertBrokenFails('ReduceLogSum', logSumWrong, kept('ReduceLogSum'));
+  positive = false;
   await assertBrokenFails('ReduceSumSquare', ssNoTwo, kept('ReduceSumSquare'));
   await assertBrokenFails('ReduceLogSumExp', lseNoShift, kept('ReduceLogSumExp'));
   await assertBrokenFails('ReduceProd', prodOverX, prodWithZeros);

@@ -1,5 +1,6 @@
 // Ops that select, join or repeat elements: Concat, Split, Slice, Gather, GatherElements,
-// Pad (constant mode) and Tile. (Expand lives in shape.ts.)
+// ScatterElements, TopK, Pad (constant mode) and Tile. (Expand lives in shape.ts; GatherND and
+// ScatterND in nd-indexing.ts.)
 //
 // Every gradient is a dense formulation: Slice/Pad/Reshape where the selection is regular,
 // and an accumulating scatter (or a one-hot MatMul before opset 16) where indices may repeat.
@@ -227,6 +228,32 @@ registerRules({
     // The index tensor may be smaller than the data on the other axes: pad those with zeros.
     const got = iDims.map((d, a) => (a === axis ? xDims[a]! : d));
     return [padZeros(ctx, summed, range(rank).map(() => 0), got.map((d, a) => xDims[a]! - d)), null];
+  },
+
+  /**
+   * ScatterElements(data, indices, updates), reduction 'none' or 'add'. none: data's gradient
+   * is dY with the written positions zeroed, the updates' is dY gathered there (with repeated
+   * indices the forward keeps an unspecified one; not modelled). add: data's gradient is dY.
+   */
+  ScatterElements(ctx, node, [dY], needs) {
+    const em = ctx.em;
+    const [x, idx, upd] = node.inputs as [string, string, string];
+    const axis = normAxis(node, attrInt(node, 'axis', 0), ctx.shape(x).length);
+    const reduction = attrString(node, 'reduction', 'none');
+    if (reduction !== 'none' && reduction !== 'add') throw new Error(`ScatterElements node '${node.name}': reduction '${reduction}' has no gradient rule (only 'none' and 'add')`);
+    const out: (string | null)[] = [null, null, null];
+    if (needs[0]) out[0] = reduction === 'add' ? dY! : em.op('ScatterElements', [dY!, idx, zeros(ctx, ctx.shape(upd), ctx.dtype(upd))], { axis });
+    if (needs[2]) out[2] = em.op('GatherElements', [dY!, idx], { axis });
+    return out;
+  },
+
+  /** TopK values: dY goes back to where each value came from (indices never repeat within a slice). */
+  TopK(ctx, node, [dValues], needs) {
+    if (!needs[0] || !dValues) return [null, null];
+    const x = node.inputs[0]!;
+    const xDims = ctx.shape(x);
+    const axis = normAxis(node, attrInt(node, 'axis', -1), xDims.length);
+    return [ctx.em.op('ScatterElements', [zeros(ctx, xDims, ctx.dtype(x)), node.outputs[1]!, dValues], { axis }), null];
   },
 
   /**

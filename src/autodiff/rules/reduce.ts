@@ -1,5 +1,5 @@
-// Reductions: ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceL2, ReduceSumSquare,
-// ReduceLogSumExp and ReduceProd, in both axes forms (attribute before the op's opset change,
+// Reductions: ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceL1, ReduceL2, ReduceSumSquare,
+// ReduceLogSum, ReduceLogSumExp and ReduceProd, in both axes forms (attribute before the op's opset change,
 // input after: ReduceSum at 13, the others at 18), keepdims 0/1 and noop_with_empty_axes.
 import { attrInt, attrInts, type Node } from '../../onnx/ir.ts';
 import { ONNX_DTYPE, toNumbers } from '../../onnx/tensor.ts';
@@ -91,6 +91,17 @@ registerRules({
     const safe = em.op('Where', [zero, em.scalar(1), y]);
     const g = em.op('Where', [zero, em.scalar(0), em.div(kept(ctx, node, dY!), safe)]);
     return [em.mul(g, node.inputs[0]!), null];
+  },
+  ReduceL1(ctx, node, [dY]) {
+    // d Σ|x| = sign(x) (0 at 0, as torch)
+    const em = ctx.em;
+    return [em.mul(kept(ctx, node, dY!), em.op('Sign', [node.inputs[0]!])), null];
+  },
+  ReduceLogSum(ctx, node, [dY]) {
+    // d log Σx = 1/Σx = e^(−y)
+    const em = ctx.em;
+    const g = em.mul(kept(ctx, node, dY!), em.op('Exp', [em.neg(kept(ctx, node, node.outputs[0]!))]));
+    return [em.op('Expand', [g, em.ints(ctx.shape(node.inputs[0]!))]), null];
   },
   ReduceLogSumExp(ctx, node, [dY]) {
     // d log Σ eˣ = softmax over the reduced axes = exp(x − y)
