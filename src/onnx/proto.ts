@@ -59,13 +59,24 @@ function attrFromProto(a: onnxProto.onnx.IAttributeProto, readExternal?: Externa
   }
 }
 
+/**
+ * An int64 attribute value for protobufjs. Exporters write INT64_MAX/MIN as "to the end" (Slice
+ * ends); it decodes to the double ±2^63, which protobufjs would wrap to INT64_MIN on the way out,
+ * silently turning `x[:, 1:]` into an empty slice. Values past the int64 range are clamped.
+ */
+function int64(v: number): number | string {
+  if (v >= 9223372036854775807) return '9223372036854775807';
+  if (v <= -9223372036854775808) return '-9223372036854775808';
+  return v;
+}
+
 function attrToProto(name: string, a: Attr): onnxProto.onnx.IAttributeProto {
   const T = onnx.AttributeProto.AttributeType;
   switch (a.kind) {
-    case 'int': return { name, type: T.INT, i: a.value };
+    case 'int': return { name, type: T.INT, i: int64(a.value) as number };
     case 'float': return { name, type: T.FLOAT, f: a.value };
     case 'string': return { name, type: T.STRING, s: new TextEncoder().encode(a.value) };
-    case 'ints': return { name, type: T.INTS, ints: a.value };
+    case 'ints': return { name, type: T.INTS, ints: a.value.map(int64) as number[] };
     case 'floats': return { name, type: T.FLOATS, floats: a.value };
     case 'strings': return { name, type: T.STRINGS, strings: a.value.map((s) => new TextEncoder().encode(s)) };
     case 'tensor': return { name, type: T.TENSOR, t: tensorToProto('', a.value) };

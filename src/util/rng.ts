@@ -32,6 +32,17 @@ export class Rng {
     return r * Math.cos(2 * Math.PI * v);
   }
 
+  /** The generator's whole state, for checkpoints: `setState` continues the same stream. */
+  state(): { s: number; spare: number | null } {
+    return { s: this.s, spare: this.spare };
+  }
+
+  setState(st: { s: number; spare: number | null }): void {
+    if (!Number.isInteger(st?.s)) throw new Error(`Rng.setState: not a state from Rng.state(): ${JSON.stringify(st)}`);
+    this.s = st.s >>> 0;
+    this.spare = st.spare;
+  }
+
   int(n: number): number {
     return Math.floor(this.uniform() * n);
   }

@@ -83,3 +83,18 @@ test('sessions with and without spin-waiting give the same outputs', async () =>
   await a.release();
   await b.release();
 });
+
+test('INT64_MAX/MIN attributes (Slice "to the end") survive a round trip with their sign', async () => {
+  const b = new ModelBuilder({ opset: 9 });
+  b.input('x', 'float32', [2, 3]);
+  b.node('Slice', ['x'], ['y'], { starts: [1], ends: [9223372036854775807], axes: [1] });
+  b.output('y');
+  const twice = decodeModel(encodeModel(decodeModel(encodeModel(b.build()))));
+  const ends = twice.graph.nodes[0]!.attrs.ends!.value as number[];
+  assert.ok(ends[0]! > 0, `ends became ${ends[0]}`);
+  const { createSession, toOrt } = await import('../../src/onnx/runtime.ts');
+  const s = await createSession(encodeModel(twice));
+  const out = await s.run({ x: toOrt(f32([2, 3], [1, 2, 3, 4, 5, 6])) });
+  assert.deepEqual([...(out.y!.data as Float32Array)], [2, 3, 5, 6]);
+  await s.release();
+});
