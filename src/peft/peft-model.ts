@@ -15,7 +15,7 @@ import type { ParamGroup } from '../train/optim/types.ts';
 import type { AdapterMethod, AdapterPlan } from './types.ts';
 import { findSites, type Site } from './sites.ts';
 import { toposort } from './rewrite.ts';
-import { floatValue, floatizeQuantized } from './quantized.ts';
+import { floatValue, floatizeQuantized, asStored, upcastAdapted, checkQuantizedPlan } from './quantized.ts';
 import { PeftError } from './errors.ts';
 
 interface Entry {
@@ -62,7 +62,7 @@ export class PeftModel extends RefitModel {
     for (const e of merged) {
       if (e.plan.fold) {
         const value = (n: string) => floatValue(g, n, e.values.get(n) ?? g.initializers.get(n) ?? missing(n));
-        for (const [k, t] of e.plan.fold(value)) g.initializers.set(k, t);
+        for (const [k, t] of e.plan.fold(value)) g.initializers.set(k, asStored(g.initializers.get(k), t));
         floatizeQuantized(g, new Emitter(g, opset)); // a merged int8 layer becomes a float layer (./quantized.ts)
       } else {
         // Not foldable (a new head, bottleneck adapters): the rewrite becomes part of the base graph.
@@ -78,6 +78,8 @@ export class PeftModel extends RefitModel {
       e.plan.apply({ graph: g, em: new Emitter(g, opset, `${e.name}/`), gate: gateName(e.name) });
     }
     toposort(g);
+    // Adapter rewrites emit float32: on a float16 base the adapted graph runs upcast (./quantized.ts).
+    if (active.length || merged.some((e) => !e.plan.fold)) upcastAdapted(g);
     dropUnusedGates(g, [...merged, ...active].map((e) => gateName(e.name)));
     dropUnusedGates(root.graph, merged.map((e) => gateName(e.name)));
     super(ir, sessionOptions);
@@ -123,6 +125,7 @@ export class PeftModel extends RefitModel {
     if ([...this.active, ...this.merged].some((e) => e.name === name)) throw new PeftError(`an adapter named '${name}' already exists; remove it first or choose another name`);
     const g = this.ir.graph;
     const plan = method.plan({ graph: g, name, sites: this.sites(), value: (n) => floatValue(g, n, g.initializers.get(n) ?? missing(n)) });
+    checkQuantizedPlan(g, method.method, name, plan.overrides.keys(), plan.fileConfig.target_modules, this.sites());
     for (const k of plan.tensors.keys()) if (g.initializers.has(k) || g.inputs.some((i) => i.name === k)) throw new PeftError(`${method.method} '${name}': tensor '${k}' already exists in the model`);
     for (const k of plan.overrides.keys()) {
       if (!g.initializers.has(k)) throw new PeftError(`${method.method} '${name}': overrides '${k}', which is not an initializer of the model`);

@@ -15,12 +15,17 @@ import { attrInt, producers, consumers } from '../onnx/ir.ts';
 import type { Emitter } from '../onnx/emitter.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { dequantizeWeight } from '../autodiff/lower/quant.ts';
+import { graphToFloat32, halfTensorToFloat, floatTensorToHalf } from '../autodiff/lower/float16.ts';
 import { PeftError } from './errors.ts';
 
 const isInt = (t: Tensor) => t.dtype === 'int8' || t.dtype === 'uint8';
 
-/** `t` (the current value of `name`) as float: dequantized when it is a quantized layer's integer weight. */
+/**
+ * `t` (the current value of `name`) as float32: dequantized when it is a quantized layer's integer
+ * weight, upcast when float16 (adapters keep float32 values; a merge writes float16 back, `asStored`).
+ */
 export function floatValue(g: Graph, name: string, t: Tensor): Tensor {
+  if (t.dtype === 'float16') return halfTensorToFloat(t);
   if (!isInt(t)) return t;
   const init = (n: string | undefined) => (n ? g.initializers.get(n) : undefined);
   for (const n of g.nodes) {
@@ -36,6 +41,38 @@ export function floatValue(g: Graph, name: string, t: Tensor): Tensor {
     }
   }
   return t;
+}
+
+/**
+ * A folded (merged) value as the base stores it: float16 weights are rounded back to float16 (the
+ * merged model stays a float16 model); a merged int8 weight stays float (see floatizeQuantized).
+ */
+export function asStored(prev: Tensor | undefined, t: Tensor): Tensor {
+  return prev?.dtype === 'float16' && t.dtype === 'float32' ? floatTensorToHalf(t) : t;
+}
+
+/**
+ * Float16 bases with adapter rewrites (which emit float32 nodes and tensors): the whole graph is
+ * upcast to float32, inputs stay float16 and are cast on entry, outputs become float32.
+ */
+export function upcastAdapted(g: Graph): void {
+  const half = [...g.initializers.values()].some((t) => t.dtype === 'float16') || g.inputs.some((v) => v.dtype === 'float16');
+  if (half) graphToFloat32(g, true);
+}
+
+/**
+ * Refuse what cannot run on a quantized layer: replacing its integer weight (PiSSA's residual, a
+ * trained copy) and rewrites that read the weight inside the graph (DoRA's column norms).
+ */
+export function checkQuantizedPlan(g: Graph, method: string, name: string, overrides: Iterable<string>, targets: unknown, sites: { module: string; weight: string; quant?: string }[]): void {
+  for (const k of overrides) {
+    const t = g.initializers.get(k);
+    if (t && isInt(t)) throw new PeftError(`${method} '${name}': would replace '${k}', the ${t.dtype} weight of a quantized layer, with float values; on a quantized base use an adapter that leaves the base weight alone (LoRA with the default init, (IA)^3, bottleneck) or merge first`);
+  }
+  if (method === 'dora' && Array.isArray(targets)) {
+    const q = sites.filter((s) => s.quant && (targets as string[]).includes(s.module));
+    if (q.length) throw new PeftError(`dora '${name}': ${q.map((s) => s.module).join(', ')} ${q.length > 1 ? 'are' : 'is a'} quantized layer${q.length > 1 ? 's' : ''}; DoRA reads the weight inside the graph, which is ${g.initializers.get(q[0]!.weight)?.dtype} there. Use LoRA on quantized layers`);
+  }
 }
 
 /** The pattern after a MatMulInteger: its Cast, the Mul by the scales, and the weight-scale initializer. */

@@ -10,7 +10,7 @@ import { f32, tensor, type Tensor } from '../../src/onnx/tensor.ts';
 import { cloneModel } from '../../src/onnx/ir.ts';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
 import { Emitter } from '../../src/onnx/emitter.ts';
-import { withAdapter, lora, normAffine, ia3, bottleneck, findSites, type PeftModel } from '../../src/peft/index.ts';
+import { withAdapter, lora, dora, normAffine, ia3, bottleneck, findSites, PeftError, type PeftModel } from '../../src/peft/index.ts';
 import { floatValue, floatizeQuantized } from '../../src/peft/quantized.ts';
 import { crossEntropy } from '../../src/train/losses.ts';
 import { registerRules, ruleFor } from '../../src/autodiff/rule.ts';
@@ -186,4 +186,10 @@ test('an integer hop the pass does not know is refused, naming the node', async 
   const m = new RefitModel(b.output('logits').build(), { threads: 1 });
   const step = m.compileTrainStep({ trainable: ['w'], loss: crossEntropy({ logits: 'logits' }) });
   await assert.rejects(step.run({ x: f32([2, 4]), y: tensor('int64', [2], [0, 1]) }), /QuantizeLinear node 'quantize_h'.*Cast node 'cast_h'/s);
+});
+
+test('PiSSA (which replaces the base weight) and DoRA (which reads it in the graph) are refused on int8 layers', async () => {
+  const base = await load('dynamic');
+  assert.throws(() => withAdapter(base, 'p', lora({ targets: 'fc1', rank: 2, init: 'pissa' })), (e: Error) => e instanceof PeftError && /fc1\.weight_quantized.*int8/.test(e.message));
+  assert.throws(() => withAdapter(base, 'd', dora({ targets: 'fc2', rank: 2 })), (e: Error) => e instanceof PeftError && /fc2 is a quantized layer/.test(e.message));
 });

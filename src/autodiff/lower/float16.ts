@@ -55,7 +55,10 @@ export function floatTensorToHalf(t: Tensor): Tensor {
   return { dtype: 'float16', dims: [...t.dims], data: out };
 }
 
-const hasHalf = (g: Graph) => [...g.initializers.values()].some((t) => t.dtype === 'float16') || g.inputs.some((v) => v.dtype === 'float16') ||
+/** A float16 input not yet cast on entry (only read by Casts to float32). */
+const uncast = (g: Graph, name: string) => g.nodes.some((n) => n.inputs.includes(name) && !(n.opType === 'Cast' && n.attrs.to?.value === F32));
+
+const hasHalf = (g: Graph) => [...g.initializers.values()].some((t) => t.dtype === 'float16') || g.inputs.some((v) => v.dtype === 'float16' && uncast(g, v.name)) ||
   g.outputs.some((v) => v.dtype === 'float16') || g.nodes.some((n) => n.opType === 'Cast' && n.attrs.to?.value === F16);
 
 /**
@@ -68,6 +71,7 @@ export function graphToFloat32(g: Graph, castInputs: boolean): void {
   for (const v of g.inputs) {
     if (v.dtype !== 'float16') continue;
     if (!castInputs) { v.dtype = 'float32'; continue; }
+    if (!uncast(g, v.name)) continue; // already cast on entry (an adapted float16 model)
     const up = `${v.name}.float32`;
     for (const n of g.nodes) n.inputs = n.inputs.map((i) => (i === v.name ? up : i));
     nodes.push({ name: `${v.name}.upcast`, opType: 'Cast', domain: '', inputs: [v.name], outputs: [up], attrs: { to: { kind: 'int', value: F32 } } });
