@@ -111,3 +111,25 @@ test('wrong reduction rules fail the finite-difference check', async () => {
   await assertBrokenFails('ReduceLogSumExp', lseNoShift, kept('ReduceLogSumExp'));
   await assertBrokenFails('ReduceProd', prodOverX, prodWithZeros);
 });
+
+for (const opset of [11, 17]) {
+  test(`reductions, LogSoftmax (middle axis) and TopK exported by torch 1.13 at opset ${opset}: gradient matches PyTorch to 1e-4`, async () => {
+    // Fixture: test/fixtures/reductions/make_reduction_fixture.py. Opset 11 goes through loadModel's upgrade to 13.
+    const { readFileSync } = await import('node:fs');
+    const { loadModel } = await import('../../src/model.ts');
+    const { parseSafetensors } = await import('../../src/io/safetensors.ts');
+    const dir = new URL('../fixtures/reductions/', import.meta.url);
+    const model = await loadModel(new URL(`model_opset${opset}.onnx`, dir).pathname, { threads: 1 });
+    const { tensors } = parseSafetensors(readFileSync(new URL('tensors.safetensors', dir)));
+    const loss: LossSpec = { describe: 'y', reads: ['y'], inputs: [], build: (ctx) => ctx.em.reshape('y', []) };
+    const step = model.compileTrainStep({ trainable: ['w'], loss });
+    const r = await step.run({ x: tensors.get('input.x')! });
+    const refLoss = (tensors.get('loss')!.data as Float32Array)[0]!;
+    assert.ok(Math.abs(r.loss - refLoss) <= 1e-4 * Math.abs(refLoss), `loss ${r.loss} vs ${refLoss}`);
+    const g = r.grads.get('w')!, e = tensors.get('grad.w')!.data as Float32Array;
+    let d2 = 0, e2 = 0;
+    for (let i = 0; i < e.length; i++) { d2 += (g[i]! - e[i]!) ** 2; e2 += e[i]! ** 2; }
+    assert.ok(Math.sqrt(d2) <= 1e-4 * Math.sqrt(e2), `grad.w: ‖diff‖ ${Math.sqrt(d2).toExponential(2)} vs ‖ref‖ ${Math.sqrt(e2).toExponential(2)}`);
+    await step.release();
+  });
+}
