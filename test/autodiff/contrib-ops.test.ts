@@ -2,7 +2,14 @@
 // the unfused forward equals onnxruntime's fused kernel, and gradients through it pass finite differences.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { tensor } from '../../src/onnx/tensor.ts';
+import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { tensor, type Tensor } from '../../src/onnx/tensor.ts';
+import { ort } from '../../src/onnx/runtime.ts';
+import { loadModel } from '../../src/model.ts';
+import { parseSafetensors } from '../../src/io/safetensors.ts';
+import * as losses from '../../src/train/losses.ts';
 import { gradCheck } from '../../src/autodiff/gradcheck.ts';
 import { RefitModel } from '../../src/model.ts';
 import { buildStepGraph } from '../../src/train/step-graph.ts';
@@ -35,6 +42,14 @@ const CASES: [string, OneOp][] = [
   ['Attention right-padding lengths', attn([['m', tensor('int32', [B], [3, 5])]], { num_heads: 4 })],
   ['Attention raw 3-D mask', attn([['m', mask3]], { num_heads: 2 })],
   ['Attention qkv_hidden_sizes, scale', attn([], { num_heads: 2, qkv_hidden_sizes: [D, D, 4], scale: 0.3 }, 2 * D + 4)],
+  ['FusedMatMul transB alpha', { op: 'FusedMatMul', domain: MS, inputs: [['x', [B, S, D]], ['w', [6, D]]], outputs: ['y'], attrs: { transB: 1, alpha: { kind: 'float', value: 0.5 } } }],
+  ['FusedMatMul transA batched', { op: 'FusedMatMul', domain: MS, inputs: [['x', [B, D, S]], ['w', [B, D, 3]]], outputs: ['y'], attrs: { transA: 1 } }],
+  ['FusedGemm Relu', { op: 'FusedGemm', domain: MS, inputs: [['x', [B, D]], ['w', [6, D]], ['c', [6]]], outputs: ['y'], attrs: { transB: 1, activation: 'Relu' } }],
+  ['FusedGemm LeakyRelu', { op: 'FusedGemm', domain: MS, inputs: [['x', [B, D]], ['w', [D, 6]], ['c', [6]]], outputs: ['y'], attrs: { activation: 'LeakyRelu', activation_alpha: { kind: 'float', value: 0.1 }, alpha: { kind: 'float', value: 0.7 } } }],
+  ['FusedConv Relu', { op: 'FusedConv', domain: MS, inputs: [['x', [B, 3, 6, 6]], ['w', [4, 3, 3, 3]], ['c', [4]]], outputs: ['y'], attrs: { activation: 'Relu', pads: [1, 1, 1, 1] } }],
+  ['FusedConv Clip, stride 2, no bias', { op: 'FusedConv', domain: MS, inputs: [['x', [B, 3, 6, 6]], ['w', [4, 3, 3, 3]]], outputs: ['y'], attrs: { activation: 'Clip', activation_params: { kind: 'floats', value: [-0.2, 0.3] }, strides: [2, 2] } }],
+  ['FusedConv HardSigmoid', { op: 'FusedConv', domain: MS, inputs: [['x', [B, 3, 6, 6]], ['w', [4, 3, 3, 3]], ['c', [4]]], outputs: ['y'], attrs: { activation: 'HardSigmoid', activation_params: { kind: 'floats', value: [0.3, 0.4] } } }],
+  ['FusedConv LeakyRelu with residual Z', { op: 'FusedConv', domain: MS, inputs: [['x', [B, 3, 6, 6]], ['w', [4, 3, 3, 3]], ['c', [4]], ['z', [B, 4, 4, 4]]], outputs: ['y'], attrs: { activation: 'LeakyRelu', activation_params: { kind: 'floats', value: [0.2] } } }],
 ];
 
 test('each unfused com.microsoft op equals onnxruntime\'s fused kernel (≤1e-5)', async () => {
@@ -62,7 +77,7 @@ test('the forward check catches a wrong unfusing: Attention unfused without the 
 });
 
 test('finite differences through the unfused ops w.r.t. every float input', async () => {
-  for (const [label, spec] of CASES.filter(([l]) => /^(FastGelu with|BiasGelu|QuickGelu$|SkipLayerNormalization \(beta|SkipSimplified|SimplifiedLayer|Attention raw 2-D mask, uni)/.test(l))) {
+  for (const [label, spec] of CASES.filter(([l]) => /^(FastGelu with|BiasGelu|QuickGelu$|SkipLayerNormalization \(beta|SkipSimplified|SimplifiedLayer|Attention raw 2-D mask, uni|FusedMatMul transB|FusedGemm Leaky|FusedConv LeakyRelu)/.test(l))) {
     const { model, feeds, params } = oneOp({ ...spec, feed: '' });
     const reports = await gradCheck(model, feeds, { params, outputs: spec.outputs.filter(Boolean), maxElements: 24 });
     for (const r of reports) {
@@ -83,4 +98,68 @@ test('fused ops off the gradient path stay fused; unsupported forms are refused 
   const m = new RefitModel(withPresent.model, { threads: 1 });
   const step = m.compileTrainStep({ trainable: ['w'], loss: randomProjectionLoss(['y'], 1) });
   await assert.rejects(step.run(withPresent.feeds), /Attention node 'node_under_test': output present/);
+});
+
+/** Transpose a row-major 2-D array. */
+function transpose2(a: Float32Array, rows: number, cols: number): Float32Array {
+  const t = new Float32Array(a.length);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) t[j * rows + i] = a[i * cols + j]!;
+  return t;
+}
+
+const relErr = (a: Float32Array, b: Float32Array) => {
+  let d = 0, n = 0;
+  for (let i = 0; i < b.length; i++) { d += (a[i]! - b[i]!) ** 2; n += b[i]! ** 2; }
+  return Math.sqrt(d) / Math.sqrt(n);
+};
+
+test('models saved by onnxruntime\'s optimizer (FusedGemm, Gelu, FusedMatMul, BiasGelu) train like the PyTorch originals (≤1e-4)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'refit-ort-optimized-'));
+  try {
+    for (const [name, fused] of [['mlp', ['FusedGemm', 'Gelu']], ['transformer', ['FusedMatMul', 'BiasGelu']]] as const) {
+      const src = new URL(`../fixtures/torch/${name}/`, import.meta.url);
+      const out = join(dir, `${name}.onnx`);
+      const s = await ort.InferenceSession.create(readFileSync(new URL('model.onnx', src)), { graphOptimizationLevel: 'extended', optimizedModelFilePath: out, executionProviders: ['cpu'] });
+      await s.release();
+      const model = await loadModel(out, { threads: 1 });
+      const msOps = new Set(model.ir.graph.nodes.filter((n) => n.domain === MS).map((n) => n.opType));
+      for (const op of fused) assert.ok(msOps.has(op), `${name}: onnxruntime wrote no ${op} (found ${[...msOps]})`);
+      const { tensors } = parseSafetensors(readFileSync(new URL('tensors.safetensors', src)));
+      const meta = JSON.parse(readFileSync(new URL('meta.json', src), 'utf8'));
+      const zero = new Set<string>(meta.numerically_zero_grads ?? []);
+      const feeds: Record<string, Tensor> = { y: tensors.get('label.y')! };
+      for (const [k, t] of tensors) if (k.startsWith('input.')) feeds[k.slice(6)] = t;
+      const step = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) });
+      const r = await step.run(feeds);
+      const refLoss = (tensors.get('loss')!.data as Float32Array)[0]!;
+      assert.ok(Math.abs(r.loss - refLoss) <= 1e-4 * refLoss, `${name} loss ${r.loss} vs ${refLoss}`);
+      let compared = 0;
+      for (const p of step.trainable) {
+        const g = r.grads.get(p)!;
+        let ref = tensors.get(`grad.${p}`)?.data as Float32Array | undefined;
+        let source = p;
+        if (!ref) {
+          // onnxruntime folded Transpose(W) into a new initializer: find W by value, compare Wᵀ's gradient.
+          const v = model.param(p);
+          const [r0, c0] = v.dims as [number, number];
+          for (const [k, t] of tensors) {
+            if (!k.startsWith('param.') || t.dims.join() !== `${c0},${r0}`) continue;
+            if (relErr(transpose2(t.data as Float32Array, c0, r0), v.data as Float32Array) === 0) {
+              source = k.slice(6);
+              ref = transpose2(tensors.get(`grad.${source}`)!.data as Float32Array, c0, r0);
+              break;
+            }
+          }
+        }
+        assert.ok(ref, `${name}: no PyTorch parameter behind '${p}'`);
+        if (zero.has(`grad.${source}`)) continue; // ~1e-10 rounding noise in PyTorch (softmax shift invariance)
+        assert.ok(relErr(g, ref) <= 1e-4, `${name} ${p} (${source}): relative error ${relErr(g, ref).toExponential(2)}`);
+        compared++;
+      }
+      assert.equal(compared, name === 'mlp' ? 6 : 36);
+      await step.release();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -17,7 +17,11 @@ const MS = 'com.microsoft';
  */
 export const CONTRIB_OPS = new Set([
   'Gelu', 'FastGelu', 'BiasGelu', 'QuickGelu', 'SkipLayerNormalization', 'SkipSimplifiedLayerNormalization', 'Attention',
+  'FusedMatMul', 'FusedGemm', 'FusedConv',
 ]);
+
+/** Activations FusedConv / FusedGemm carry, with how many float parameters each takes. */
+const FUSED_ACTIVATIONS: Record<string, number> = { Relu: 0, Tanh: 0, Sigmoid: 0, LeakyRelu: 1, HardSigmoid: 2, Clip: 2 };
 
 export function isContribLowerable(node: Node): boolean {
   if (node.opType === 'SimplifiedLayerNormalization') return node.domain === '' || node.domain === 'ai.onnx';
@@ -48,9 +52,37 @@ export function contribRefusal(node: Node, shapeOf?: (t: string) => number[]): s
       }
       return undefined;
     }
+    case 'FusedMatMul':
+      if (attrInt(node, 'transBatchA', 0) || attrInt(node, 'transBatchB', 0)) return 'transBatchA / transBatchB are not supported';
+      return undefined;
+    case 'FusedGemm':
+    case 'FusedConv': {
+      const act = node.attrs.activation?.value as string | undefined;
+      if (act !== undefined && !(act in FUSED_ACTIVATIONS)) return `fused activation '${act}' is not supported (only ${Object.keys(FUSED_ACTIVATIONS).join(', ')})`;
+      if (node.opType === 'FusedGemm' && act === 'Clip') return "fused activation 'Clip' is not supported in FusedGemm";
+      return undefined;
+    }
     default:
       return undefined;
   }
+}
+
+/** The activation a FusedConv / FusedGemm applies after its linear part. */
+function fusedActivation(em: Emitter, node: Node, y: string): string {
+  const act = node.attrs.activation?.value as string | undefined;
+  if (act === undefined) return y;
+  // FusedConv packs parameters in activation_params; FusedGemm in activation_alpha / _beta.
+  const params = node.opType === 'FusedConv'
+    ? (node.attrs.activation_params?.value as number[] | undefined) ?? []
+    : [attrFloat(node, 'activation_alpha', act === 'LeakyRelu' ? 0.01 : 0.2), attrFloat(node, 'activation_beta', 0.5)];
+  const f = (v: number) => ({ kind: 'float' as const, value: v });
+  switch (act) {
+    case 'Relu': case 'Tanh': case 'Sigmoid': return em.op(act, [y]);
+    case 'LeakyRelu': return em.op('LeakyRelu', [y], { alpha: f(params[0] ?? 0.01) });
+    case 'HardSigmoid': return em.op('HardSigmoid', [y], { alpha: f(params[0] ?? 0.2), beta: f(params[1] ?? 0.5) });
+    case 'Clip': return em.op('Clip', [y, em.scalar(params[0]!), em.scalar(params[1]!)]);
+  }
+  return refuse(node, `fused activation '${act}' is not supported`);
 }
 
 /** x · ½ · (1 + erf(x / √2)): exact GELU from default-domain ops present since opset 9. */
@@ -119,6 +151,27 @@ export function lowerContrib(node: Node, _graph: Graph, em: Emitter, shapeOf: (t
     }
     case 'Attention':
       return bind(em, attention(node, em, shapeOf), out);
+    case 'FusedMatMul': {
+      // alpha · op(A) · op(B), where op transposes the last two axes.
+      const t = (x: string, on: boolean) => {
+        if (!on) return x;
+        const r = shapeOf(x).length;
+        return em.transpose(x, [...Array.from({ length: r - 2 }, (_, k) => k), r - 1, r - 2]);
+      };
+      const y = em.op('MatMul', [t(node.inputs[0]!, attrInt(node, 'transA', 0) !== 0), t(node.inputs[1]!, attrInt(node, 'transB', 0) !== 0)]);
+      const alpha = attrFloat(node, 'alpha', 1);
+      return bind(em, alpha === 1 ? y : em.mul(y, em.scalar(alpha)), out);
+    }
+    case 'FusedGemm': {
+      const attrs = Object.fromEntries(['alpha', 'beta', 'transA', 'transB'].filter((k) => node.attrs[k]).map((k) => [k, node.attrs[k]!]));
+      return bind(em, fusedActivation(em, node, em.op('Gemm', node.inputs.filter(Boolean), attrs)), out);
+    }
+    case 'FusedConv': {
+      const attrs = Object.fromEntries(Object.entries(node.attrs).filter(([k]) => k !== 'activation' && k !== 'activation_params'));
+      let y = em.op('Conv', node.inputs.slice(0, 3).filter((x, i) => i < 2 || x), attrs);
+      if (inp(3)) y = em.add(y, node.inputs[3]!); // the fused residual sum Z is added before the activation
+      return bind(em, fusedActivation(em, node, y), out);
+    }
   }
   refuse(node, 'not a fused op refit unfuses');
 }
