@@ -5,6 +5,15 @@ import assert from 'node:assert/strict';
 import { checkOp } from './helpers.ts';
 import { ruleFor, registerRules } from '../../src/autodiff/rule.ts';
 import type { AttrInput } from '../../src/onnx/ir.ts';
+import { ModelBuilder } from '../../src/onnx/model-builder.ts';
+import { Emitter } from '../../src/onnx/emitter.ts';
+import { encodeModel } from '../../src/onnx/proto.ts';
+import { createSession } from '../../src/onnx/runtime.ts';
+import { probeShapes } from '../../src/onnx/shapes.ts';
+import { f32 } from '../../src/onnx/tensor.ts';
+import { Rng } from '../../src/util/rng.ts';
+import { type DwForm, convDw, dwApplies, pickDw } from '../../src/autodiff/rules/conv.ts';
+import { convTransposeGeom } from '../../src/autodiff/rules/conv-transpose.ts';
 
 const X = (shape: number[]) => ({ name: 'x', shape });
 const W = (shape: number[]) => ({ name: 'w', shape, scale: 0.5 });
@@ -49,3 +58,38 @@ test('a broken ConvTranspose rule (begin pads ignored) fails the same check', as
     registerRules({ ConvTranspose: real });
   }
 });
+
+// Every dW formulation of conv.ts gives the same result on the adjoint geometry, so a later
+// per-geometry choice (bench/conv-transpose-grad.ts found conv-xt faster on a k=4 s=2 layer)
+// can swap forms safely; the finite-difference tests above check the one the rule picks.
+const DW_FORMS: DwForm[] = ['onehot-gemm', 'onehot-matmul', 'slices-gemm', 'slices-matmul', 'onehot-mulsum', 'slices-mulsum', 'conv-xt'];
+for (const [name, c] of CASES.filter(([n]) => /decoder layer|output_padding 1|groups 2|depthwise|output_shape \(|1-D stride|3-D/.test(n))) {
+  test(`ConvTranspose dW forms agree: ${name}`, async () => {
+    const b = new ModelBuilder({ opset: 17 });
+    const rng = new Rng(21);
+    const rand = (d: number[]) => f32(d, rng.fill(new Float32Array(d.reduce((a, q) => a * q, 1))));
+    b.initializer('x', rand(c.x)).initializer('w', rand(c.w));
+    b.node('ConvTranspose', ['x', 'w'], ['y'], c.attrs);
+    b.output('y');
+    const m = b.build();
+    const yShape = (await probeShapes(m, {})).get('y')!.dims;
+    const { conv: g, crop } = convTransposeGeom(m.graph.nodes[0]!, c.x, c.w, yShape);
+    const sp = crop.map((_, i) => i + 2);
+    b.initializer('dy', rand(yShape));
+    const em = new Emitter(m.graph, 17);
+    const dyc = em.op('Slice', ['dy', em.ints(sp.map(() => 0)), em.ints(crop), em.ints(sp)]);
+    const outs = DW_FORMS.filter((f) => dwApplies(g, f)).map((f) => [f, convDw(em, g, dyc, 'x', f)] as const);
+    for (const [, o] of outs) b.output(o);
+    const s = await createSession(encodeModel(m), { threads: 1 });
+    const res = await s.run({});
+    await s.release();
+    const ref = res[outs.find(([f]) => f === pickDw(g))![1]]!.data as Float32Array;
+    assert.deepEqual(res[outs[0]![1]]!.dims, c.w);
+    for (const [f, o] of outs) {
+      const v = res[o]!.data as Float32Array;
+      const scale = Math.max(...Array.from(ref, Math.abs));
+      const err = Math.max(...Array.from(v, (a, i) => Math.abs(a - ref[i]!)));
+      assert.ok(err <= 1e-5 * scale, `dW ${f} differs from ${pickDw(g)} by ${err} (scale ${scale})`);
+    }
+  });
+}
