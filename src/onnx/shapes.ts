@@ -33,6 +33,19 @@ export function checkSignature(inputs: ValueInfo[], sig: InputSignature): void {
  * signature (zeros: valid for indices too). Initializers are included.
  */
 export async function probeShapes(model: Model, sig: InputSignature, feeds?: Record<string, Tensor>): Promise<ShapeMap> {
+  return (await probe(model, sig, { feeds })).shapes;
+}
+
+export interface ProbeResult {
+  shapes: ShapeMap;
+  /** Values of the requested node outputs (the probe computes every value anyway: keeping some costs nothing). */
+  values: Map<string, Tensor>;
+}
+
+/** probeShapes, also returning the values of `values` (node outputs; names the graph does not produce are absent). */
+export async function probe(model: Model, sig: InputSignature, opts: { feeds?: Record<string, Tensor>; values?: Iterable<string> } = {}): Promise<ProbeResult> {
+  const feeds = opts.feeds;
+  const wanted = new Set(opts.values ?? []);
   checkSignature(model.graph.inputs, sig);
   const m = cloneModel(model);
   const known = new Set(m.graph.outputs.map((o) => o.name));
@@ -60,11 +73,13 @@ export async function probeShapes(model: Model, sig: InputSignature, feeds?: Rec
   const shapes: ShapeMap = new Map();
   for (const [name, t] of m.graph.initializers) shapes.set(name, { dtype: t.dtype, dims: [...t.dims] });
   for (const [name, s] of Object.entries(sig)) shapes.set(name, { dtype: s.dtype, dims: [...s.dims] });
+  const values = new Map<string, Tensor>();
   for (const [name, t] of Object.entries(out)) {
     const ft = fromOrt(t);
     shapes.set(name, { dtype: ft.dtype, dims: ft.dims });
+    if (wanted.has(name)) values.set(name, ft);
   }
-  return shapes;
+  return { shapes, values };
 }
 
 export function describeSignature(sig: InputSignature): string {

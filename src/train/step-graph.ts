@@ -2,7 +2,8 @@
 import type { Model } from '../onnx/ir.ts';
 import { cloneModel, opsetVersion } from '../onnx/ir.ts';
 import { Emitter } from '../onnx/emitter.ts';
-import { probeShapes, type InputSignature, type ShapeMap } from '../onnx/shapes.ts';
+import { probe, probeShapes, type InputSignature, type ShapeMap } from '../onnx/shapes.ts';
+import { applyFold, planFold } from '../onnx/fold.ts';
 import { buildBackward } from '../autodiff/backward.ts';
 import { lowerForGradient } from '../autodiff/lower/index.ts';
 import { lowerQuantized } from '../autodiff/lower/quant.ts';
@@ -40,7 +41,9 @@ export async function buildStepGraph(source: Model, sig: InputSignature, opts: S
   const g = model.graph;
   const opset = opsetVersion(model);
   const em = new Emitter(g, opset);
-  const forwardShapes = await probeShapes(source, sig);
+  // One probe gives the forward shapes and the values of everything the signature fixes.
+  const plan = planFold(source.graph, opts.trainable);
+  const { shapes: forwardShapes, values } = await probe(source, sig, { values: plan.candidates });
   const shapeOf = (t: string) => {
     const s = forwardShapes.get(t);
     if (!s) throw new Error(`tensor '${t}' does not exist in the model (known outputs: ${source.graph.outputs.map((o) => o.name).join(', ')})`);
@@ -48,6 +51,8 @@ export async function buildStepGraph(source: Model, sig: InputSignature, opts: S
   };
   for (const r of opts.loss.reads) shapeOf(r);
   for (const o of opts.outputs ?? []) shapeOf(o);
+  // Before the loss and backward exist, so gradient rules see folded values as constants.
+  applyFold(g, plan, values, { roots: [...opts.loss.reads, ...(opts.outputs ?? [])], keep: opts.trainable });
   lowerForGradient(g, shapeOf, em, { trainable: opts.trainable }); // LSTM/GRU unrolled, com.microsoft fused ops unfused
   lowerQuantized(g, em, opts.trainable); // int8 layers → float with straight-through gradients; float16 → float32
 
