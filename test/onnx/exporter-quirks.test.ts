@@ -4,12 +4,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { loadModel, RefitModel } from '../../src/model.ts';
-import type { SessionOptions } from '../../src/onnx/runtime.ts';
 import { parseSafetensors } from '../../src/io/safetensors.ts';
 import { readModelFile } from '../../src/onnx/io.ts';
 import { decodeModel } from '../../src/onnx/proto.ts';
 import { applyExporterQuirks, isWeightConstant } from '../../src/onnx/exporter-quirks.ts';
 import * as losses from '../../src/train/losses.ts';
+import { withAdapter, lora } from '../../src/peft/index.ts';
 import type { Tensor } from '../../src/onnx/tensor.ts';
 
 const dir = new URL('../fixtures/exports/', import.meta.url);
@@ -90,7 +90,7 @@ for (const mode of ['eval', 'train'] as const) {
 }
 
 test('keepTies keeps torch.onnx\'s aliases as ties; naming an alias or a running statistic is a clear error', async () => {
-  const model = await loadModel(path('resnet_dedup'), { threads: 1, keepTies: true } as SessionOptions);
+  const model = await loadModel(path('resnet_dedup'), { threads: 1, keepTies: true });
   const ids = model.ir.graph.nodes.filter((n) => n.opType === 'Identity');
   assert.equal(ids.length, 8, 'the 8 weight/bias aliases stay; the 12 running-statistic aliases are untied regardless');
   assert.ok(ids.every((n) => !/running/.test(n.outputs[0]!)));
@@ -150,6 +150,9 @@ test('weights stored as Constant nodes (paddle2onnx style) become parameters tha
   model.setParams(upd);
   const r2 = await step.run(batch(tensors));
   assert.ok(r2.loss < r.loss, `loss ${r.loss} → ${r2.loss}`);
+  // PEFT finds the converted weights as layers.
+  const p = withAdapter(model, 'l', lora({ targets: /fc|conv/, rank: 2 }));
+  assert.equal(p.trainableNames().length, 4, 'LoRA A and B on the Conv and on the Gemm');
   // Saved and loaded again: a valid model whose weights are initializers with the trained values.
   const again = await loadModel(model.toBytes(), { threads: 1 });
   assert.equal(again.ir.graph.nodes.filter((n) => n.opType === 'Constant').length, 0);
@@ -178,4 +181,17 @@ test('what counts as a weight among Constant nodes', () => {
   const r = applyExporterQuirks(m);
   assert.ok(!r.model.graph.initializers.has('scales'));
   assert.equal(r.report.constants.length, 8);
+});
+
+test('batchNorm \'train\' on a BatchNorm whose running statistic is computed: an error naming the node, not a TypeError', async () => {
+  const m = decodeModel(readFileSync(path('constant_weights')));
+  const bn = m.graph.nodes.find((n) => n.opType === 'BatchNormalization')!;
+  const v = bn.inputs[4]!;
+  m.graph.nodes.splice(m.graph.nodes.indexOf(bn), 0, { name: 'abs_var', opType: 'Abs', domain: '', inputs: [v], outputs: ['var_abs'], attrs: {} });
+  bn.inputs[4] = 'var_abs';
+  const model = new RefitModel(m);
+  const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+  assert.throws(() => model.compileTrainStep({ trainable: 'all', loss, batchNorm: 'train' }),
+    new RegExp(`BatchNormalization node '${bn.name}': its running variance 'var_abs' is computed by node 'abs_var' \\(Abs\\), not an initializer.*batchNorm: 'eval'`));
+  assert.ok(model.compileTrainStep({ trainable: 'all', loss, batchNorm: 'eval' }));
 });
