@@ -67,6 +67,7 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
     return list[0]!;
   };
 
+  const failures: { node: string; op: string; why: string; param: string }[] = [];
   for (let k = forward.length - 1; k >= 0; k--) {
     const node = forward[k]!;
     if (!node.outputs.some((o) => origin.has(o) && reaches.has(o))) continue;
@@ -83,12 +84,22 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
     try {
       grads = rule(ctx, node, dOut, needs);
     } catch (e) {
-      throw new Error(`gradient of ${node.opType} node '${node.name}' failed: ${(e as Error).message}`);
+      // A rule that refuses this node's form: keep going so every refusal is reported at once.
+      failures.push({ node: node.name, op: node.opType, why: (e as Error).message, param: origin.get(node.inputs.find((i) => i && origin.has(i))!)! });
+      continue;
     }
     node.inputs.forEach((input, i) => {
       const g = grads[i];
       if (needs[i] && g) addGrad(input, g);
     });
+  }
+  if (failures.length === 1) {
+    const f = failures[0]!;
+    throw new Error(`gradient of ${f.op} node '${f.node}' failed: ${f.why}`);
+  }
+  if (failures.length > 1) {
+    throw new Error(`gradient of ${failures.length} nodes failed:\n${failures.map((f) => `  - ${f.op} node '${f.node}' (trainable '${f.param}' upstream): ${f.why}`).join('\n')}\n` +
+      'Freeze the parameters upstream of these nodes, or re-export them in a supported form.');
   }
   return new Map(opts.wrt.map((w) => [w, gradOf(w)]));
 }

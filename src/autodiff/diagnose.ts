@@ -153,9 +153,9 @@ function kindAt(n: Node, i: number, rankOf: number, p: string): string | undefin
   switch (n.opType) {
     case 'Conv': case 'ConvTranspose': case 'FusedConv':
       return i === 1 ? 'conv weights' : i === 2 ? 'biases' : undefined;
-    case 'Gemm':
+    case 'Gemm': case 'FusedGemm':
       return i === 2 ? 'biases' : 'linear weights';
-    case 'MatMul': case 'Einsum':
+    case 'MatMul': case 'Einsum': case 'FusedMatMul':
       return rankOf >= 2 ? 'linear weights' : undefined;
     case 'Attention':
       return i === 1 ? 'linear weights' : i === 2 ? 'biases' : undefined;

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
 import { RefitModel } from '../../src/model.ts';
 import { randomProjectionLoss } from '../../src/autodiff/gradcheck.ts';
-import { ruleFor, NO_GRADIENT_OPS } from '../../src/autodiff/rule.ts';
+import { ruleFor, registerRules, NO_GRADIENT_OPS } from '../../src/autodiff/rule.ts';
 import { findBlockers, missingRulesError } from '../../src/autodiff/missing-rules.ts';
 import { diagnoseTraining } from '../../src/autodiff/diagnose.ts';
 import { f32, i64 } from '../../src/onnx/tensor.ts';
@@ -90,4 +90,33 @@ test('ops that carry no gradient stop the path: a parameter reaching the loss on
   assert.ok(r.grads.get('v')!.some((g) => g !== 0));
   assert.ok(r.grads.get('w')!.every((g) => g === 0));
   await step.release();
+});
+
+test('rules that refuse a node\'s form are reported together too, each with its node and reason', async () => {
+  // Stand-ins for refused forms (e.g. a Pad mode without a rule): Sin and Cos rules that throw, restored after.
+  const saved = { Sin: ruleFor('Sin')!, Cos: ruleFor('Cos')! };
+  registerRules({
+    Sin: (_c, n) => { throw new Error(`form of '${n.name}' refused for the test`); },
+    Cos: (_c, n) => { throw new Error(`form of '${n.name}' refused for the test`); },
+  });
+  try {
+    const b = new ModelBuilder({ opset: 17 });
+    b.input('x', 'float32', [2, 3]);
+    b.initializer('w', f32([2, 3], [1, 2, 3, 4, 5, 6]));
+    b.node('Mul', ['x', 'w'], ['h']);
+    b.node('Sin', ['h'], ['s'], {}, 'sin_node');
+    b.node('Cos', ['h'], ['c'], {}, 'cos_node');
+    b.node('Add', ['s', 'c'], ['y']);
+    b.output('y');
+    const m = new RefitModel(b.build(), { threads: 1 });
+    const step = m.compileTrainStep({ trainable: ['w'], loss: randomProjectionLoss(['y'], 1) });
+    await assert.rejects(step.run({ x: f32([2, 3], [1, 1, 1, 1, 1, 1]) }), (e: Error) => {
+      assert.match(e.message, /^gradient of 2 nodes failed:/);
+      assert.match(e.message, /Sin node 'sin_node' \(trainable 'w' upstream\): form of 'sin_node' refused/);
+      assert.match(e.message, /Cos node 'cos_node' \(trainable 'w' upstream\): form of 'cos_node' refused/);
+      return true;
+    });
+  } finally {
+    registerRules(saved);
+  }
 });
