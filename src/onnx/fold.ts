@@ -17,7 +17,8 @@ import { probe, type InputSignature } from './shapes.ts';
  * Which static tensors become initializers:
  * - every non-float static tensor that a kept node reads (shapes, indices, axes, bool masks):
  *   gradient rules need these as constants, and they are small or, for masks, no bigger than
- *   the activations they mask;
+ *   the activations they mask (folded whatever their size; an initializer that only fed them
+ *   is dropped, so nothing is held twice unless another node still reads it);
  * - a float static tensor only if it holds at most FLOAT_FOLD_MAX_ELEMENTS values. Rules need
  *   float constants only for exponents, clip bounds and resize scales (scalars or short
  *   vectors); larger static floats are usually frozen weights behind a Transpose or a

@@ -42,7 +42,11 @@ export async function buildStepGraph(source: Model, sig: InputSignature, opts: S
   const opset = opsetVersion(model);
   const em = new Emitter(g, opset);
   // One probe gives the forward shapes and the values of everything the signature fixes.
-  const plan = planFold(source.graph, opts.trainable);
+  // What is fed each run (trainables; running statistics in 'train' mode) never folds.
+  const fed = opts.batchNorm === 'train'
+    ? [...opts.trainable, ...source.graph.nodes.filter((n) => n.opType === 'BatchNormalization').flatMap((n) => n.inputs.slice(3, 5))]
+    : opts.trainable;
+  const plan = planFold(source.graph, fed);
   const { shapes: forwardShapes, values } = await probe(source, sig, { values: plan.candidates });
   const shapeOf = (t: string) => {
     const s = forwardShapes.get(t);
@@ -52,7 +56,7 @@ export async function buildStepGraph(source: Model, sig: InputSignature, opts: S
   for (const r of opts.loss.reads) shapeOf(r);
   for (const o of opts.outputs ?? []) shapeOf(o);
   // Before the loss and backward exist, so gradient rules see folded values as constants.
-  applyFold(g, plan, values, { roots: [...opts.loss.reads, ...(opts.outputs ?? [])], keep: opts.trainable });
+  applyFold(g, plan, values, { roots: [...opts.loss.reads, ...(opts.outputs ?? [])], keep: fed });
   lowerForGradient(g, shapeOf, em, { trainable: opts.trainable }); // LSTM/GRU unrolled, com.microsoft fused ops unfused
   lowerQuantized(g, em, opts.trainable); // int8 layers → float with straight-through gradients; float16 → float32
 
