@@ -115,6 +115,11 @@ test('Pow with a tensor exponent: gradients to both the base and the exponent (d
   await checkOp('Pow', [{ name: 'a', shape: [3, 4], ...uniform(0.5, 2) }, { name: 'b', shape: [3, 4], ...uniform(-1.5, 2.5) }]);
   await checkOp('Pow', [{ name: 'a', shape: [3, 4], ...uniform(0.5, 2) }, { name: 'b', shape: [], ...uniform(1, 2) }]);
 });
+test('Pow: the exponent gradient is 0, not NaN, where the base is 0 (exponent ≥ 0, as PyTorch)', async () => {
+  const a = f32([2, 3], [0, 0.5, 1.5, 0, 2, 0.8]);
+  const [r] = await checkOp('Pow', [{ name: 'a', shape: [2, 3], value: a }, { name: 'b', shape: [2, 3], ...uniform(1, 2) }]);
+  assert.ok(Number.isFinite(r!.analyticNorm));
+});
 test('Slice with INT64_MAX end, a negative clamped start and a −1 step to INT64_MIN', async () => {
   // Exact int64 extremes (a JS number would round 2⁶³ − 1 up to 2⁶³, which wraps to −2⁶³).
   const MAX = 9223372036854775807n, MIN = -9223372036854775808n;

@@ -28,7 +28,7 @@ function masked(ctx: GradContext, cond: string, dY: string): string {
   return ctx.em.op('Where', [cond, dY, ctx.em.scalar(0)]);
 }
 
-/** Pow(a, b): da = dY·b·a^(b−1); db = dY·y·ln(a) (defined for a > 0, as in PyTorch). */
+/** Pow(a, b): da = dY·b·a^(b−1); db = dY·y·ln(a) (defined for a > 0, 0 at a = 0 with b ≥ 0, as in PyTorch). */
 function powGrad(ctx: GradContext, node: Node, dY: string, needs: boolean[]): (string | null)[] {
   const em = ctx.em;
   const [a, b] = node.inputs as [string, string];
@@ -57,7 +57,12 @@ function powGrad(ctx: GradContext, node: Node, dY: string, needs: boolean[]): (s
     }
     da = toInput(ctx, local, node, a);
   }
-  if (needs[1]) db = toInput(ctx, em.mul(em.mul(dY, y), em.op('Log', [a])), node, b);
+  if (needs[1]) {
+    // y·ln a, and 0 where a = 0 and b ≥ 0 (there y = 0 and ln a = −∞; PyTorch masks the same).
+    const zeroBase = em.op('And', [em.op('Equal', [a, em.scalar(0)]), em.op('GreaterOrEqual', [b, em.scalar(0)])]);
+    const local = em.op('Where', [zeroBase, em.scalar(0), em.mul(y, em.op('Log', [a]))]);
+    db = toInput(ctx, em.mul(dY, local), node, b);
+  }
   return [da, db];
 }
 
