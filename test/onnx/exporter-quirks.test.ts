@@ -61,6 +61,14 @@ test('ResNet block with torch.onnx Identity dedup: every alias is its own parame
   // Untied: separate storage.
   assert.notEqual(model.param('layer1.0.bn1.weight').data, model.param('bn1.weight').data);
   assert.notEqual(model.param('bn1.running_var').data, model.param('bn1.weight').data);
+  // Saved, the untied weights are separate initializers of a valid model with the same outputs.
+  const { tensors } = fixture('resnet_dedup');
+  const x = tensors.get('input.x')!;
+  const again = await loadModel(model.toBytes());
+  assert.equal(again.ir.graph.initializers.size, 12 + 20);
+  assert.deepEqual((await again.run({ x })).logits!.data, (await model.run({ x })).logits!.data);
+  const ref = tensors.get('output.logits')!.data as Float32Array;
+  assert.ok(relErr((await again.run({ x })).logits!.data as Float32Array, ref) < 1e-5);
 });
 
 for (const mode of ['eval', 'train'] as const) {

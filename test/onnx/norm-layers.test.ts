@@ -8,7 +8,7 @@ import { parseSafetensors } from '../../src/io/safetensors.ts';
 import { findNormLayers } from '../../src/onnx/norm-layers.ts';
 import type { Model, Node } from '../../src/onnx/ir.ts';
 import { withAdapter, normAffine, bitfit } from '../../src/peft/index.ts';
-import { Tent } from '../../src/tta/index.ts';
+import { Tent } from '../../src/tta/tent.ts';
 import * as losses from '../../src/train/losses.ts';
 import type { Tensor } from '../../src/onnx/tensor.ts';
 
