@@ -57,18 +57,21 @@ export function lowerRecurrent(node: Node, graph: Graph, em: Emitter, shapeOf: (
   const H = attrInt(node, 'hidden_size') ?? wDims[1]! / nGates;
   if (wDims[1] !== nGates * H) refuse(node, `W has shape [${wDims}], expected [${nd}, ${nGates * H}, input_size] for hidden_size ${H}`);
 
-  // Time-major input [S, B, I]; initial states [nd, B, H].
+  // Time-major input [S, B, I]; states stay 3-D [1, B, H] (fewer nodes than squeezing each step).
   const xs = layout === 0 ? x : em.transpose(x, [1, 0, 2]);
   const stateIn = (i: number) => (present(node, i) ? (layout === 0 ? node.inputs[i]! : em.transpose(node.inputs[i]!, [1, 0, 2])) : null);
-  const perDir = (t: string | null, axis = 0): (string | null)[] =>
-    t === null ? Array.from({ length: nd }, () => null) : (nd === 1 ? [em.squeeze(t, [axis])] : split(em, t, [1, 1], axis).map((p) => em.squeeze(p, [axis])));
+  const perDir = (t: string | null, squeeze = true): (string | null)[] => {
+    if (t === null) return Array.from({ length: nd }, () => null);
+    const parts = nd === 1 ? [t] : split(em, t, [1, 1], 0);
+    return squeeze ? parts.map((p) => em.squeeze(p, [0])) : parts;
+  };
   const Ws = perDir(node.inputs[1]!) as string[];
   const Rs = perDir(node.inputs[2]!) as string[];
   const Bs = perDir(present(node, 3) ? node.inputs[3]! : null);
-  const h0s = perDir(stateIn(5));
-  const c0s = node.opType === 'LSTM' ? perDir(stateIn(6)) : [];
+  const h0s = perDir(stateIn(5), false);
+  const c0s = node.opType === 'LSTM' ? perDir(stateIn(6), false) : [];
   const Ps = node.opType === 'LSTM' ? perDir(present(node, 7) ? node.inputs[7]! : null) : [];
-  const zeros = () => em.constant(f32([Bn, H], new Float32Array(Bn * H)), 'zero_state');
+  const zeros = () => em.constant(f32([1, Bn, H], new Float32Array(Bn * H)), 'zero_state');
 
   const Ys: string[] = [], Yh: string[] = [], Yc: string[] = [];
   for (let d = 0; d < nd; d++) {
@@ -94,7 +97,7 @@ export function lowerRecurrent(node: Node, graph: Graph, em: Emitter, shapeOf: (
         xw = em.add(xw, em.add(wb, rb));
       }
     }
-    const xSteps = split(em, xw, Array.from({ length: S }, () => 1), 0).map((p) => em.squeeze(p, [0])); // S × [B, G·H]
+    const xSteps = split(em, xw, Array.from({ length: S }, () => 1), 0); // S × [1, B, G·H]
 
     let h = h0s[d] ?? zeros();
     let c = node.opType === 'LSTM' ? (c0s[d] ?? zeros()) : '';
@@ -107,21 +110,31 @@ export function lowerRecurrent(node: Node, graph: Graph, em: Emitter, shapeOf: (
       const xt = xSteps[t]!;
       if (node.opType === 'LSTM') {
         const gates = em.add(xt, em.op('MatMul', [h, RT]));
-        let [gi, go, gf, gc] = split(em, gates, [H, H, H, H], 1) as [string, string, string, string];
-        if (pi) { gi = em.add(gi, em.mul(pi, c)); gf = em.add(gf, em.mul(pf, c)); }
-        const i = em.op('Sigmoid', [gi]), f = em.op('Sigmoid', [gf]), cc = em.op('Tanh', [gc]);
-        c = em.add(em.mul(f, c), em.mul(i, cc));
-        if (po) go = em.add(go, em.mul(po, c));
-        h = em.mul(em.op('Sigmoid', [go]), em.op('Tanh', [c]));
+        let i: string, f: string, o: string, cc: string;
+        if (pi) {
+          let [gi, go, gf, gc] = split(em, gates, [H, H, H, H], 2) as [string, string, string, string];
+          gi = em.add(gi, em.mul(pi, c));
+          gf = em.add(gf, em.mul(pf, c));
+          i = em.op('Sigmoid', [gi]); f = em.op('Sigmoid', [gf]); cc = em.op('Tanh', [gc]);
+          c = em.add(em.mul(f, c), em.mul(i, cc));
+          o = em.op('Sigmoid', [em.add(go, em.mul(po, c))]);
+        } else {
+          // Gates i, o, f are contiguous: one Sigmoid (and one backward) for all three.
+          const [gsig, gc] = split(em, gates, [3 * H, H], 2) as [string, string];
+          [i, o, f] = split(em, em.op('Sigmoid', [gsig]), [H, H, H], 2) as [string, string, string];
+          cc = em.op('Tanh', [gc]);
+          c = em.add(em.mul(f, c), em.mul(i, cc));
+        }
+        h = em.mul(o, em.op('Tanh', [c]));
       } else if (node.opType === 'GRU') {
-        const [xzr, xh] = split(em, xt, [2 * H, H], 1) as [string, string];
+        const [xzr, xh] = split(em, xt, [2 * H, H], 2) as [string, string];
         let z: string, r: string, ht: string;
         if (lbr) {
-          const [hzr, hh] = split(em, em.op('MatMul', [h, RT]), [2 * H, H], 1) as [string, string];
-          [z, r] = split(em, em.op('Sigmoid', [em.add(xzr, hzr)]), [H, H], 1) as [string, string];
+          const [hzr, hh] = split(em, em.op('MatMul', [h, RT]), [2 * H, H], 2) as [string, string];
+          [z, r] = split(em, em.op('Sigmoid', [em.add(xzr, hzr)]), [H, H], 2) as [string, string];
           ht = em.op('Tanh', [em.add(xh, em.mul(r, rbh ? em.add(hh, rbh) : hh))]);
         } else {
-          [z, r] = split(em, em.op('Sigmoid', [em.add(xzr, em.op('MatMul', [h, rzrT]))]), [H, H], 1) as [string, string];
+          [z, r] = split(em, em.op('Sigmoid', [em.add(xzr, em.op('MatMul', [h, rzrT]))]), [H, H], 2) as [string, string];
           ht = em.op('Tanh', [em.add(xh, em.op('MatMul', [em.mul(r, h), rhT]))]);
         }
         h = em.add(em.mul(em.sub(em.scalar(1), z), ht), em.mul(z, h));
@@ -130,7 +143,7 @@ export function lowerRecurrent(node: Node, graph: Graph, em: Emitter, shapeOf: (
       }
       hs[t] = h;
     }
-    if (wanted(node, 0)) Ys.push(em.op('Concat', hs.map((s) => em.unsqueeze(s, [0])), { axis: 0 })); // [S, B, H]
+    if (wanted(node, 0)) Ys.push(S === 1 ? hs[0]! : em.op('Concat', hs, { axis: 0 })); // [S, B, H]
     Yh.push(h);
     if (node.opType === 'LSTM') Yc.push(c);
   }
@@ -140,7 +153,7 @@ export function lowerRecurrent(node: Node, graph: Graph, em: Emitter, shapeOf: (
     bind(em, layout === 0 ? y : em.transpose(y, [2, 0, 1, 3]), node.outputs[0]!);
   }
   const last = (parts: string[], out: string) => {
-    const v = stack(parts, 0); // [nd, B, H]
+    const v = parts.length === 1 ? parts[0]! : em.op('Concat', parts, { axis: 0 }); // [nd, B, H]
     bind(em, layout === 0 ? v : em.transpose(v, [1, 0, 2]), out);
   };
   if (wanted(node, 1)) last(Yh, node.outputs[1]!);
