@@ -15,3 +15,5 @@ export { PeftError } from './errors.ts';
 export { findSites, type Site, type SiteOp, type TargetSelector, type TargetOptions } from './sites.ts';
 export { svd, lowRank } from './linalg.ts';
 export type { AdapterMethod, AdapterPlan } from './types.ts';
+export { quantizeDynamic, type QuantizeDynamicOptions } from './quantize-dynamic.ts';
+export { upcastFloat16, downcastFloat16, float16Copy } from '../autodiff/lower/float16.ts';

@@ -54,7 +54,7 @@ test('LoRA on a frozen float16 base: the step equals its float32 twin (same valu
   assert.ok(Math.abs(r16.loss - r32.loss) <= 1e-6, `${r16.loss} vs twin ${r32.loss}`);
   for (const n of names) {
     assert.ok(relErr(r16.grads.get(n)!, r32.grads.get(n)!) <= 1e-5, `${n} vs twin`);
-    // Against the float32 original the float16 rounding of weights and input shows: measured 4e-4.
+    // Against the float32 original the float16 rounding of weights and input shows: measured 5.8e-4 (A), 5.4e-4 (B).
     const e = relErr(r16.grads.get(n)!, rf.grads.get(n)!);
     assert.ok(e <= 5e-3 && e > 0, `${n} vs float model: ${e}`);
   }
@@ -69,7 +69,7 @@ test('LoRA on a frozen float16 base: the step equals its float32 twin (same valu
   const out = (await merged.run({ x: x16 })).logits!;
   assert.equal(out.dtype, 'float16');
   const d = relErr(halfTensorToFloat(out).data as Float32Array, inf.data as Float32Array);
-  assert.ok(d <= 5e-3, `merged float16 vs adapter: ${d}`); // float16 weights and activations: measured 3e-4
+  assert.ok(d <= 5e-3, `merged float16 vs adapter: ${d}`); // float16 weights and activations: measured 4.4e-4
 });
 
 test('norm-affine on a float16 base trains float32 copies; a float16 trainable is refused with what to do', async () => {

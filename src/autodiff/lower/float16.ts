@@ -5,8 +5,14 @@
 // Why upcast rather than compute the step in float16: onnxruntime's CPU provider has float16 kernels
 // for few ops (it inserts float32 casts around the rest itself, InsertCastTransformer), every rule
 // and loss emits float32 constants, and float16 gradients underflow without loss scaling. Measured
-// by test/train/float16.test.ts on the fixture classifier (2 cores, batch 4): see the numbers there
-// and in docs/peft.md. Trainable parameters must be float32: a float16 initializer asked for as
+// by bench/float16.ts on the shipped ViT, batch 64, 2 busy cores (load average 11, so times vary):
+// onnxruntime's float16 inference 38.8 ms vs float32 19.0 ms (100.6 vs 50.6, 64.2 vs 38.1 in later
+// runs): the CPU float16 path a float16 step would run on is 1.7-2x slower; a LoRA step on the float16
+// base, upcast, costs what the float32 step costs (108 vs 150, 151 vs 162, 107 vs 104 ms: noise;
+// bench/results/float16.json holds the latest run), and its
+// gradients are 6.5e-4 relative from the float32 model's (loss 2.456733 vs 2.456745), the float16
+// rounding of the weights and input; test/train/float16.test.ts shows the upcast step equals its
+// float32 twin (the same float16 values in float32) to 1e-6. Trainable parameters must be float32: a float16 initializer asked for as
 // trainable is refused with a pointer to `upcastFloat16` (a float32 master copy of the model).
 import type { Graph, Model, Node } from '../../onnx/ir.ts';
 import { cloneModel } from '../../onnx/ir.ts';
@@ -112,6 +118,24 @@ export function downcastFloat16(like: Model, trained: Model): Model {
   for (const [k, t] of m.graph.initializers) {
     const v = trained.graph.initializers.get(k);
     if (t.dtype === 'float16' && v && v.dtype === 'float32') m.graph.initializers.set(k, floatTensorToHalf(v));
+  }
+  return m;
+}
+
+/**
+ * A float16 copy of a float32 model (weights, Constant tensors, Cast targets, inputs and outputs):
+ * what converters such as onnxconverter-common write without keep_io_types. For tests and benchmarks.
+ */
+export function float16Copy(model: Model): Model {
+  const m = cloneModel(model);
+  const g = m.graph;
+  for (const [k, t] of g.initializers) if (t.dtype === 'float32') g.initializers.set(k, floatTensorToHalf(t));
+  for (const v of [...g.inputs, ...g.outputs, ...g.valueInfo]) if (v.dtype === 'float32') v.dtype = 'float16';
+  for (const n of g.nodes) {
+    if (n.opType === 'Cast' && n.attrs.to?.value === F32) n.attrs = { ...n.attrs, to: { kind: 'int', value: F16 } };
+    for (const [k, a] of Object.entries(n.attrs)) {
+      if (a.kind === 'tensor' && a.value.dtype === 'float32') n.attrs = { ...n.attrs, [k]: { kind: 'tensor', value: floatTensorToHalf(a.value) } };
+    }
   }
   return m;
 }

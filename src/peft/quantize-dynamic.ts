@@ -1,0 +1,72 @@
+// A dynamically quantized copy of a float model, in exactly the form onnxruntime's
+// quantize_dynamic writes (and transformers.js's `model_quantized.onnx` files carry), so a user can
+// make an int8 base without Python, and benchmarks can compare LoRA on an int8 base with its float twin:
+//   DynamicQuantizeLinear(x) → MatMulInteger(x_q, W_q, x_zp, W_zp) → Cast(float) → Mul(·, x_scale·W_scale)
+// for every MatMul whose second input is a 2-D float32 initializer. Weights: int8, symmetric
+// (zero point 0), one scale per tensor (max|W|/127), as quantize_dynamic's defaults. Activations:
+// uint8 with a range computed per call from the tensor's min and max (DynamicQuantizeLinear).
+import type { Model, Node } from '../onnx/ir.ts';
+import { cloneModel } from '../onnx/ir.ts';
+import { type Tensor, f32 } from '../onnx/tensor.ts';
+import { moduleOf } from './sites.ts';
+
+export interface QuantizeDynamicOptions {
+  /** Quantize only MatMuls whose module (weight name without `.weight`) passes. @default all */
+  filter?: (module: string) => boolean;
+}
+
+/** An int8 dynamically quantized copy of `model` (the source is not changed). */
+export function quantizeDynamic(model: Model, opts: QuantizeDynamicOptions = {}): Model {
+  const m = cloneModel(model);
+  const g = m.graph;
+  const nodes: Node[] = [];
+  const quantized = new Map<string, string[]>(); // activation → [x_q, x_scale, x_zp]
+  const replaced = new Set<string>();
+  for (const n of g.nodes) {
+    const w = n.opType === 'MatMul' ? g.initializers.get(n.inputs[1]!) : undefined;
+    if (!w || w.dtype !== 'float32' || w.dims.length !== 2 || (opts.filter && !opts.filter(moduleOf(n.inputs[1]!)))) { nodes.push(n); continue; }
+    const [x, wn] = n.inputs as [string, string];
+    const y = n.outputs[0]!;
+    const { q, scale } = symmetricInt8(w);
+    g.initializers.set(`${wn}_quantized`, q);
+    g.initializers.set(`${wn}_scale`, f32([], [scale]));
+    g.initializers.set(`${wn}_zero_point`, { dtype: 'int8', dims: [], data: new Int8Array(1) });
+    replaced.add(wn);
+    let xq = quantized.get(x);
+    if (!xq) {
+      xq = [`${x}_quantized`, `${x}_scale`, `${x}_zero_point`];
+      quantized.set(x, xq);
+      nodes.push(node('DynamicQuantizeLinear', `${x}_QuantizeLinear`, [x], xq));
+    }
+    nodes.push(
+      node('MatMulInteger', `${n.name}_quant`, [xq[0]!, `${wn}_quantized`, xq[2]!, `${wn}_zero_point`], [`${y}_output_quantized`]),
+      node('Mul', `${n.name}_scales_mul`, [xq[1]!, `${wn}_scale`], [`${y}_scales_mul`]),
+      { ...node('Cast', `${n.name}_cast`, [`${y}_output_quantized`], [`${y}_output_quantized_cast`]), attrs: { to: { kind: 'int', value: 1 } } },
+      node('Mul', `${n.name}_output_scale_mul`, [`${y}_output_quantized_cast`, `${y}_scales_mul`], [y]),
+    );
+  }
+  g.nodes = nodes;
+  const used = new Set(nodes.flatMap((n) => n.inputs));
+  for (const k of replaced) if (!used.has(k)) g.initializers.delete(k);
+  return m;
+}
+
+function node(opType: string, name: string, inputs: string[], outputs: string[]): Node {
+  return { name, opType, domain: '', inputs, outputs, attrs: {} };
+}
+
+function symmetricInt8(w: Tensor): { q: Tensor; scale: number } {
+  const d = w.data as Float32Array;
+  let max = 0;
+  for (const v of d) max = Math.max(max, Math.abs(v));
+  const scale = Math.fround(max > 0 ? max / 127 : 1);
+  const q = new Int8Array(d.length);
+  for (let i = 0; i < d.length; i++) q[i] = Math.max(-127, Math.min(127, roundEven(d[i]! / scale)));
+  return { q: { dtype: 'int8', dims: [...w.dims], data: q }, scale };
+}
+
+/** Round half to even, as numpy and onnxruntime do. */
+function roundEven(v: number): number {
+  const r = Math.round(v);
+  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
