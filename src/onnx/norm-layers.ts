@@ -32,6 +32,11 @@ export interface NormLayer {
   scale?: string;
   /** Initializer holding the affine shift (β), when it is a stored parameter. */
   bias?: string;
+  /**
+   * Constant operands inside a decomposed pattern (ε of the Add, the exponent of Pow): never
+   * parameters, even when an exporter stores them as initializers (tf2onnx does).
+   */
+  constants?: string[];
   /** Input tensor of the layer. */
   x: string;
   /** Output tensor of the layer (after the affine part). */
@@ -139,7 +144,7 @@ export function findNormLayers(graph: Graph): NormLayer[] {
     const g = groupWrap(x, y, nodes);
     if (g) { kind = 'group'; x = g.x; y = g.y; }
     const a = affine(y, nodes);
-    layers.push({ kind, op: 'decomposed', nodes: nodes.map((k) => k.name), ...pick(a), x, y: a.y });
+    layers.push({ kind, op: 'decomposed', nodes: nodes.map((k) => k.name), ...pick(a), constants: m.constants, x, y: a.y });
     nodes.forEach((k) => used.add(k));
   }
   return layers;
@@ -172,7 +177,7 @@ function reduceAxes(n: Node, graph: Graph, prod: Map<string, Node>): number[] | 
 function matchMeanVariance(
   mean: Node, graph: Graph, prod: Map<string, Node>, cons: Map<string, Node[]>,
   skipCastsDown: (t: string, nodes: Node[]) => string, skipCastsUp: (t: string) => string,
-): { nodes: Node[]; x: string; y: string; axes: number[] } | undefined {
+): { nodes: Node[]; x: string; y: string; axes: number[]; constants: string[] } | undefined {
   const x = mean.inputs[0]!;
   const axes = reduceAxes(mean, graph, prod);
   if (!axes) return undefined;
@@ -187,12 +192,19 @@ function matchMeanVariance(
   const sq = users.find((c) => (c.opType === 'Pow' && c.inputs[0] === d) || (c.opType === 'Mul' && c.inputs[0] === d && c.inputs[1] === d));
   if (!sq) return undefined;
   nodes.push(sq);
+  const constants: string[] = [];
+  if (sq.opType === 'Pow' && sq.inputs[1]) constants.push(sq.inputs[1]);
   const var1 = (cons.get(sq.outputs[0]!) ?? []).find((c) => c.opType === 'ReduceMean');
   if (!var1 || (reduceAxes(var1, graph, prod) ?? []).join() !== axes.join()) return undefined;
   nodes.push(var1);
   let t = var1.outputs[0]!;
   const addEps = (cons.get(t) ?? []).find((c) => c.opType === 'Add');
-  if (addEps) { nodes.push(addEps); t = addEps.outputs[0]!; }
+  if (addEps) {
+    nodes.push(addEps);
+    const eps = addEps.inputs[0] === t ? addEps.inputs[1] : addEps.inputs[0];
+    if (eps) constants.push(eps);
+    t = addEps.outputs[0]!;
+  }
   const sqrt = (cons.get(t) ?? []).find((c) => c.opType === 'Sqrt');
   if (!sqrt) return undefined;
   nodes.push(sqrt);
@@ -209,5 +221,5 @@ function matchMeanVariance(
   }
   if (!div) return undefined;
   nodes.push(div);
-  return { nodes, x, y: div.outputs[0]!, axes };
+  return { nodes, x, y: div.outputs[0]!, axes, constants };
 }

@@ -6,7 +6,9 @@
 // - tensors holding a non-finite value (an attention mask full of −inf);
 // - integer and bool tensors;
 // - float tensors read only as shapes, indices, axes, scales or bounds (Reshape's shape,
-//   Resize's scales, Clip's bounds…; see CONTROL_SLOTS in src/onnx/exporter-quirks.ts).
+//   Resize's scales, Clip's bounds…; see CONTROL_SLOTS in src/onnx/exporter-quirks.ts);
+// - the ε and the exponent inside a decomposed normalization (src/onnx/norm-layers.ts), which
+//   some exporters store as initializers.
 // A finite float buffer read as data (a sinusoidal position table, say) cannot be told from a
 // parameter in ONNX: exclude it with a regex or predicate. Exporter quirks (weights as Constant
 // nodes, torch.onnx's Identity aliases) are repaired when the model loads (exporter-quirks.ts).
@@ -14,6 +16,7 @@ import type { Graph } from '../onnx/ir.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { isFloat } from '../onnx/tensor.ts';
 import { dataReaders, firstNonFinite, firstReader } from '../onnx/exporter-quirks.ts';
+import { findNormLayers } from '../onnx/norm-layers.ts';
 import { closest } from '../util/closest.ts';
 
 export type ParamSelector = 'all' | RegExp | string | readonly string[] | ((name: string, t: Tensor) => boolean);
@@ -27,15 +30,29 @@ function runningStats(graph: Graph): Map<string, string> {
   return stats;
 }
 
+/** Initializers that are ε or an exponent inside a decomposed norm layer, read nowhere else: name → layer anchor. */
+function normConstants(graph: Graph): Map<string, string> {
+  const out = new Map<string, string>();
+  // Unnamed nodes cannot be told apart by name: such layers are skipped (their constants stay candidates).
+  const layers = findNormLayers(graph).filter((l) => l.constants?.length && l.nodes.every(Boolean));
+  if (layers.length === 0) return out;
+  const inside = new Set(layers.flatMap((l) => l.nodes));
+  const readOutside = new Set<string>();
+  for (const n of graph.nodes) if (!inside.has(n.name)) for (const i of n.inputs) readOutside.add(i);
+  for (const l of layers) if (l.nodes.every(Boolean)) for (const c of l.constants!) if (graph.initializers.has(c) && !readOutside.has(c)) out.set(c, l.nodes[0]!);
+  return out;
+}
+
 /** Float initializers that can carry a gradient: no buffer (see the comment at the top). */
 export function parameterCandidates(graph: Graph): string[] {
   const stats = runningStats(graph);
+  const normConst = normConstants(graph);
   const asData = dataReaders(graph);
   const read = new Set<string>();
   for (const n of graph.nodes) for (const i of n.inputs) if (i) read.add(i);
   const out: string[] = [];
   for (const [name, t] of graph.initializers) {
-    if (!isFloat(t.dtype) || t.data.length === 0 || stats.has(name)) continue;
+    if (!isFloat(t.dtype) || t.data.length === 0 || stats.has(name) || normConst.has(name)) continue;
     if (read.has(name) && !asData.has(name)) continue;
     if (firstNonFinite(t) >= 0) continue;
     out.push(name);
@@ -61,6 +78,8 @@ export function whyNotParameter(graph: Graph, name: string): string | undefined 
   if (!isFloat(t.dtype)) return `'${name}' has dtype ${t.dtype}; only float tensors can be trained`;
   const stat = runningStats(graph).get(name);
   if (stat) return `'${name}' is the ${stat}: a buffer, never trained (batchNorm: 'train' updates it from batch statistics). Train the node's scale and bias instead`;
+  const anchor = normConstants(graph).get(name);
+  if (anchor) return `'${name}' is the epsilon or exponent of the normalization written as primitive ops starting at node '${anchor}': a constant, not a parameter. Train the layer's scale and bias instead`;
   const bad = firstNonFinite(t);
   if (bad >= 0) return `'${name}' holds a non-finite value (${Number((t.data as ArrayLike<number>)[bad])} at element ${bad}): a buffer such as an attention mask, not a parameter`;
   const reader = firstReader(graph, name);

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { loadModel } from '../../src/model.ts';
+import { loadModel, RefitModel } from '../../src/model.ts';
 import { parseSafetensors } from '../../src/io/safetensors.ts';
 import { findNormLayers } from '../../src/onnx/norm-layers.ts';
 import type { Model, Node } from '../../src/onnx/ir.ts';
@@ -49,6 +49,21 @@ test('torch.onnx LayerNorm at opset 13 (ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/D
   // x and y are the layer's boundary tensors.
   const first = model.ir.graph.nodes.find((m) => m.name === layers[0]!.nodes[0])!;
   assert.equal(first.inputs[0], layers[0]!.x);
+  // Stored as initializers (as tf2onnx does), ε and the exponent 2 are still no parameters.
+  const ir = structuredClone(model.ir);
+  const inner = new Set(layers.flatMap((l) => l.constants ?? []));
+  assert.equal(inner.size, 6, 'ε and the exponent of each of the 3 LayerNorms');
+  for (const n of ir.graph.nodes.filter((k) => k.opType === 'Constant' && inner.has(k.outputs[0]!))) {
+    const v = n.attrs.value!;
+    if (v.kind === 'tensor') ir.graph.initializers.set(n.outputs[0]!, v.value);
+  }
+  ir.graph.nodes = ir.graph.nodes.filter((k) => !ir.graph.initializers.has(k.outputs[0]!));
+  const asInits = new RefitModel(ir);
+  const eps = layers[0]!.constants!.find((c) => ir.graph.initializers.get(c)?.data[0] !== 2)!;
+  assert.ok(ir.graph.initializers.has(eps));
+  assert.deepEqual(asInits.parameterNames('all').sort(), model.parameterNames('all').sort());
+  assert.throws(() => asInits.compileTrainStep({ trainable: [eps], loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) }),
+    /is the epsilon or exponent of the normalization written as primitive ops starting at node '\/ln1\/ReduceMean'/);
   // A ReduceMean that is only a mean (the pooling over tokens in the float model) is no norm layer.
   const ln = await loadModel(path('layernorm_opset13'));
   assert.deepEqual(findNormLayers(ln.ir.graph).map((l) => l.scale), ['ln1.weight', 'ln2.weight']);
