@@ -22,3 +22,5 @@ export * as tta from './tta/index.ts';
 export * as nn from './nn/index.ts';
 export * as data from './data/index.ts';
 export * as drift from './drift/index.ts';
+export * as continual from './continual/index.ts';
+export { saveCheckpoint, loadCheckpoint } from './continual/checkpoint-node.ts';

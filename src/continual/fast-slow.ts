@@ -119,10 +119,10 @@ export class FastSlowLearner {
   }
 
   /** Forward through one learner, with batch statistics where the model has BatchNorm. */
-  private async infer(which: 'fast' | 'slow', x: Tensor, outputs: string[]): Promise<Record<string, Tensor>> {
+  private async infer(which: 'fast' | 'slow', x: Tensor, outputs: string[], batchStats: boolean): Promise<Record<string, Tensor>> {
     const model = which === 'fast' ? this.fast : this.slow;
     const feeds = { [model.inputs[0]!.name]: x };
-    if (!this.batchStats) return model.run(feeds, { outputs, feedParams: this.params });
+    if (!this.batchStats || !batchStats) return model.run(feeds, { outputs, feedParams: this.params });
     const cache = which === 'fast' ? this.fastVariants : this.slowVariants;
     const key = signatureKey(signatureOf(feeds));
     let v = cache.get(key);
@@ -170,9 +170,11 @@ export class FastSlowLearner {
   /**
    * Predict a batch with both experts; with `update`, the fast learner also takes one entropy
    * step (its prediction is the pre-update forward, as in Tent), and with `consolidate` the slow
-   * learner then accumulates it.
+   * learner then accumulates it. Without `update`, `batchStats: false` predicts with the running
+   * (source) statistics of BatchNorm layers instead of the batch's (default true).
    */
-  async process(x: Tensor, opts: { update?: boolean; consolidate?: boolean } = {}): Promise<FastSlowOutput> {
+  async process(x: Tensor, opts: { update?: boolean; consolidate?: boolean; batchStats?: boolean } = {}): Promise<FastSlowOutput> {
+    const batchStats = opts.update || opts.batchStats !== false;
     const outputs = [this.logits, ...(this.options.embedding ? [this.options.embedding] : [])];
     let fastOut: Record<string, Tensor>;
     let loss: number | undefined;
@@ -183,8 +185,8 @@ export class FastSlowLearner {
       loss = r.loss;
       updated = this.applyFast(r);
       if (updated && opts.consolidate) this.consolidate();
-    } else fastOut = await this.infer('fast', x, outputs);
-    const slowOut = await this.infer('slow', x, [this.logits]);
+    } else fastOut = await this.infer('fast', x, outputs, batchStats);
+    const slowOut = await this.infer('slow', x, [this.logits], batchStats);
     const fastLogits = fastOut[this.logits]!, slowLogits = slowOut[this.logits]!;
     const pf = softmaxRows(fastLogits.data as Float32Array, this.classes), ps = softmaxRows(slowLogits.data as Float32Array, this.classes);
     const probs = new Float32Array(pf.length);

@@ -1,0 +1,373 @@
+// The escalation controller (issue 11, part 5): decides when, what and how much to adapt, and
+// undoes a bad decision. It climbs one level only while the cheaper level fails to restore
+// health, comes down when the stream is stable, and rolls back when adaptation collapses:
+//
+//   0 output correction (label-prior re-estimation, error memory)
+//   1 normalization statistics (BatchNorm on batch statistics; no parameter changes)
+//   2 fast-learner updates (entropy steps; labelled feedback steps at every level)
+//   3 consolidation into the slow learner
+//   4 rollback to the last good checkpoint (then back to level 1)
+//
+// Every decision is an event with its reason and the signal values behind it.
+import type { RefitModel } from '../model.ts';
+import type { Tensor } from '../onnx/tensor.ts';
+import { FastSlowLearner, stackRows, type FastSlowOptions, type FastSlowState } from './fast-slow.ts';
+import { FeedbackBuffer, type FeedbackReport, type PendingSample } from './feedback.ts';
+import { ReplayBuffer, type ReplayState } from './replay.ts';
+import { ErrorMemory, type ErrorMemoryOptions } from './error-memory.ts';
+import { PriorCorrection } from './prior-correction.ts';
+import { Adwin } from '../drift/adwin.ts';
+import { restoreDetector } from '../drift/index.ts';
+import type { DetectorState, DriftDetector } from '../drift/types.ts';
+
+export const LEVEL_NAMES = ['output-correction', 'norm-statistics', 'fast-updates', 'consolidation', 'rollback'] as const;
+export type Level = 0 | 1 | 2 | 3 | 4;
+
+export interface ControllerOptions extends Omit<FastSlowOptions, 'decay'> {
+  /** Slow learner's momentum while consolidating. @default 0.99 (see docs: LAE's 0.9999 is for offline epochs) */
+  decay?: number;
+  /** Batches a level gets to restore health before the controller climbs. @default 3 */
+  patience?: number;
+  /** Healthy batches before it comes down a level, and before a good checkpoint is taken. @default 20 */
+  stableBatches?: number;
+  /** A batch is unhealthy when its normalised entropy exceeds reference × this. @default 1.5 */
+  entropyTolerance?: number;
+  /** Collapse: normalised entropy below reference × this (adaptation made the model overconfident). @default 0.25 */
+  collapseFraction?: number;
+  /** Batches at the start whose entropy defines the reference (assumed close to the source). @default 5 */
+  warmupBatches?: number;
+  /** Highest level allowed. @default 3 */
+  maxLevel?: 0 | 1 | 2 | 3;
+  budgets?: { maxUpdateMs?: number; maxTrainableParams?: number };
+  /** Delayed labels: predictions kept waiting, and for how many batches. @default 4096, 50 */
+  feedback?: { capacity?: number; maxAgeBatches?: number; replayCapacity?: number; minBatch?: number };
+  errorMemory?: ErrorMemoryOptions | false;
+  seed?: number;
+}
+
+export interface ControllerEvent {
+  batch: number;
+  kind: 'escalate' | 'deescalate' | 'rollback' | 'checkpoint' | 'drift' | 'budget' | 'collapse' | 'feedback';
+  from?: Level;
+  to?: Level;
+  reason: string;
+  signals: Record<string, number | boolean | null>;
+}
+
+export interface ControllerResult {
+  /** Class probabilities [N, C] after every correction. */
+  probs: Float32Array;
+  predictions: Int32Array;
+  ids: string[];
+  level: Level;
+  /** Events raised by this batch. */
+  events: ControllerEvent[];
+  signals: BatchSignals;
+}
+
+export interface BatchSignals {
+  /** Mean prediction entropy / log C. */
+  entropy: number;
+  confidence: number;
+  reference: number | null;
+  drift: boolean;
+  errorDrift: boolean;
+  collapsed: boolean;
+  healthy: boolean;
+  updateMs: number;
+}
+
+export interface ControllerState {
+  format: 'refit.continual/1';
+  learner: FastSlowState;
+  good: FastSlowState | null;
+  level: Level;
+  batch: number;
+  unhealthyRun: number;
+  healthyRun: number;
+  reference: number | null;
+  warmup: number[];
+  budgetCap: Level;
+  entropyDetector: DetectorState;
+  errorDetector: DetectorState;
+  prior: number[];
+  feedback: ReturnType<FeedbackBuffer['state']>;
+  replay: ReplayState;
+  errorMemory: (ReturnType<ErrorMemory['state']> & { dim: number }) | null;
+  labelled: { input: Float32Array; label: number }[];
+  events: ControllerEvent[];
+}
+
+export class ContinualController {
+  readonly learner: FastSlowLearner;
+  readonly options: ControllerOptions;
+  private level: Level = 0;
+  private batch = 0;
+  private unhealthyRun = 0;
+  private healthyRun = 0;
+  private reference: number | null = null;
+  private warmup: number[] = [];
+  private budgetCap: Level;
+  private good: FastSlowState | null = null;
+  private entropyDetector: DriftDetector = new Adwin();
+  private errorDetector: DriftDetector = new Adwin();
+  private prior: PriorCorrection;
+  private fb: FeedbackBuffer;
+  private replay: ReplayBuffer;
+  private memory: ErrorMemory | null = null;
+  /** Labelled samples waiting for a batch big enough to learn from. */
+  private labelled: { input: Float32Array; label: number }[] = [];
+  readonly events: ControllerEvent[] = [];
+  private readonly inputShape: number[];
+
+  constructor(readonly model: RefitModel, options: ControllerOptions = {}) {
+    this.options = options;
+    this.learner = new FastSlowLearner(model, { ...options, decay: options.decay ?? 0.99 });
+    const C = this.learner.classes;
+    this.prior = new PriorCorrection(C);
+    const f = options.feedback ?? {};
+    this.fb = new FeedbackBuffer(f.capacity ?? 4096, C, f.maxAgeBatches ?? 50);
+    this.replay = new ReplayBuffer(f.replayCapacity ?? 512, options.seed ?? 0);
+    const shape = model.inputs[0]!.shape?.slice(1);
+    if (!shape || shape.some((d) => typeof d !== 'number')) throw new Error('continual: the model input must have a fixed shape after the batch axis');
+    this.inputShape = shape as number[];
+    const nParams = this.learner.params.reduce((a, p) => a + model.param(p).data.length, 0);
+    const maxP = options.budgets?.maxTrainableParams;
+    this.budgetCap = maxP !== undefined && nParams > maxP ? 1 : 3;
+    if (this.budgetCap < 3) this.emit('budget', `${nParams} trainable parameters exceed the budget of ${maxP}: updates (levels 2–3) are off`, { trainable: nParams });
+  }
+
+  get currentLevel(): Level {
+    return this.level;
+  }
+
+  private emit(kind: ControllerEvent['kind'], reason: string, signals: ControllerEvent['signals'], move?: { from: Level; to: Level }): ControllerEvent {
+    const e: ControllerEvent = { batch: this.batch, kind, reason, signals, ...(move ?? {}) };
+    this.events.push(e);
+    return e;
+  }
+
+  private get maxLevel(): Level {
+    return Math.min(this.options.maxLevel ?? 3, this.budgetCap) as Level;
+  }
+
+  /** Predict a batch, adapting as the current level allows; ids name the predictions for feedback. */
+  async predict(x: Tensor, ids?: string[]): Promise<ControllerResult> {
+    const n = x.dims[0]!;
+    if (ids && ids.length !== n) throw new Error(`continual.predict: ${n} inputs but ${ids.length} ids`);
+    const data = x.data as Float32Array;
+    for (let i = 0; i < data.length; i++) checkInput(data[i]!, i);
+    const first = this.events.length;
+    const level = this.level;
+    const t0 = performance.now();
+    const out = level >= 1
+      ? await this.learner.process(x, { update: level >= 2, consolidate: level >= 3, batchStats: true })
+      : await this.learner.process(x, { update: false, batchStats: false });
+    const updateMs = level >= 2 ? performance.now() - t0 : 0;
+    const C = this.learner.classes;
+    // Level 0's correction applies at every level: cheap, and it never changes parameters.
+    const probs = out.probs;
+    normaliseRows(probs, n, C);
+    this.prior.correct(probs, n);
+    if (out.embedding && this.memory) this.memory.correct(probs, out.embedding.data as Float32Array, n);
+    const predictions = argmaxRows(probs, n, C);
+    const signals = this.observe(out.fastLogits, n, updateMs);
+    this.batch++;
+    this.decide(signals);
+    const batchIds = ids ?? Array.from({ length: n }, (_, i) => `${this.batch - 1}:${i}`);
+    const per = data.length / n;
+    const emb = out.embedding?.data as Float32Array | undefined;
+    const d = emb ? emb.length / n : 0;
+    for (let i = 0; i < n; i++) {
+      const s: PendingSample = { id: batchIds[i]!, input: data.slice(i * per, (i + 1) * per), probs: probs.slice(i * C, (i + 1) * C), predicted: predictions[i]!, batch: this.batch };
+      if (emb) s.embedding = emb.slice(i * d, (i + 1) * d);
+      this.fb.add(s);
+    }
+    this.fb.age(this.batch);
+    return { probs, predictions, ids: batchIds, level, events: this.events.slice(first), signals };
+  }
+
+  private observe(logits: Tensor, n: number, updateMs: number): BatchSignals {
+    const C = this.learner.classes;
+    const d = logits.data as Float32Array;
+    let h = 0, conf = 0;
+    for (let i = 0; i < n; i++) {
+      let m = -Infinity;
+      for (let c = 0; c < C; c++) m = Math.max(m, d[i * C + c]!);
+      let z = 0;
+      for (let c = 0; c < C; c++) z += Math.exp(d[i * C + c]! - m);
+      for (let c = 0; c < C; c++) { const p = Math.exp(d[i * C + c]! - m) / z; if (p > 0) h -= p * Math.log(p); }
+      conf += 1 / z;
+    }
+    const entropy = h / n / Math.log(C);
+    if (this.reference === null) {
+      this.warmup.push(entropy);
+      if (this.warmup.length >= (this.options.warmupBatches ?? 5)) this.reference = this.warmup.reduce((a, b) => a + b, 0) / this.warmup.length;
+    }
+    const drift = this.entropyDetector.update(entropy).drift;
+    const ref = this.reference;
+    const collapsed = ref !== null && this.level >= 2 && entropy < ref * (this.options.collapseFraction ?? 0.25);
+    const elevated = ref !== null && entropy > ref * (this.options.entropyTolerance ?? 1.5);
+    const healthy = !drift && !elevated && !collapsed && !this.pendingErrorDrift;
+    const s: BatchSignals = { entropy, confidence: conf / n, reference: ref, drift, errorDrift: this.pendingErrorDrift, collapsed, healthy, updateMs };
+    this.pendingErrorDrift = false;
+    return s;
+  }
+
+  private pendingErrorDrift = false;
+
+  private decide(s: BatchSignals): void {
+    const sig = { entropy: s.entropy, reference: s.reference, confidence: s.confidence, drift: s.drift, errorDrift: s.errorDrift, updateMs: s.updateMs };
+    if (s.drift) this.emit('drift', 'entropy detector (ADWIN) raised an alarm', sig);
+    const maxMs = this.options.budgets?.maxUpdateMs;
+    if (maxMs !== undefined && s.updateMs > maxMs && this.budgetCap > 1) {
+      this.budgetCap = 1;
+      this.emit('budget', `an update took ${s.updateMs.toFixed(1)} ms, over the budget of ${maxMs} ms: updates are off`, sig);
+      if (this.level > 1) this.move(1, 'deescalate', 'update budget exceeded', sig);
+    }
+    if (s.collapsed) {
+      this.emit('collapse', `entropy ${s.entropy.toFixed(3)} fell below ${(this.options.collapseFraction ?? 0.25)} × the reference ${s.reference!.toFixed(3)}`, sig);
+      this.rollback(sig);
+      return;
+    }
+    if (s.healthy) {
+      this.unhealthyRun = 0;
+      this.healthyRun++;
+      const stable = this.options.stableBatches ?? 20;
+      if (this.healthyRun >= stable) {
+        if (this.level >= 2) {
+          this.good = this.learner.state();
+          this.emit('checkpoint', `${stable} healthy batches at level ${this.level}: saved as the last good state`, sig);
+        }
+        if (this.level > 0) this.move((this.level - 1) as Level, 'deescalate', `${stable} healthy batches`, sig);
+        this.healthyRun = 0;
+      }
+      return;
+    }
+    this.healthyRun = 0;
+    this.unhealthyRun++;
+    if (this.unhealthyRun >= (this.options.patience ?? 3) && this.level < this.maxLevel) {
+      const why = [s.drift && 'drift alarm', s.errorDrift && 'labelled error rising', s.reference !== null && s.entropy > s.reference * (this.options.entropyTolerance ?? 1.5) && 'entropy above tolerance'].filter(Boolean).join(', ');
+      this.move((this.level + 1) as Level, 'escalate', `level ${this.level} did not restore health in ${this.unhealthyRun} batches (${why})`, sig);
+      this.unhealthyRun = 0;
+    }
+  }
+
+  private move(to: Level, kind: 'escalate' | 'deescalate', reason: string, sig: ControllerEvent['signals']): void {
+    const from = this.level;
+    this.level = to;
+    this.emit(kind, reason, sig, { from, to });
+  }
+
+  private rollback(sig: ControllerEvent['signals']): void {
+    const from = this.level;
+    if (this.good) this.learner.load(this.good);
+    else this.learner.reset('both');
+    this.entropyDetector.reset();
+    this.level = 1;
+    this.unhealthyRun = this.healthyRun = 0;
+    this.emit('rollback', this.good ? 'restored the last good checkpoint' : 'no good checkpoint yet: back to the source', sig, { from, to: 1 });
+  }
+
+  /**
+   * Labels for earlier predictions. Unknown, expired and invalid labels are counted in the
+   * report, never fatal. Wrong predictions feed the error memory and the labelled-error
+   * detector; labelled samples train the fast learner (with replay) in batches of `minBatch`.
+   */
+  async feedback(ids: readonly string[], labels: ArrayLike<number>): Promise<FeedbackReport> {
+    const { samples, report } = this.fb.resolve(ids, labels);
+    for (const s of samples) {
+      const wrong = s.predicted !== s.label;
+      if (this.errorDetector.update(wrong ? 1 : 0).drift) this.pendingErrorDrift = true;
+      if (wrong && s.embedding) {
+        this.memory ??= this.options.errorMemory === false ? null : new ErrorMemory(s.embedding.length, this.learner.classes, this.options.errorMemory || {});
+        this.memory?.add(s.embedding, s.probs, s.label);
+      }
+      this.replay.add({ input: s.input, label: s.label });
+      this.labelled.push({ input: s.input, label: s.label });
+    }
+    if (report.accepted + report.unknown + report.expired + report.invalid > 0 && (report.unknown || report.expired || report.invalid)) {
+      this.emit('feedback', `${report.unknown} unknown, ${report.expired} expired, ${report.invalid} invalid labels rejected`, { accepted: report.accepted, unknown: report.unknown, expired: report.expired, invalid: report.invalid });
+    }
+    const minBatch = this.options.feedback?.minBatch ?? 16;
+    if (this.labelled.length >= Math.min(minBatch, 8) && this.budgetCap >= 2) {
+      const extra = this.replay.draw(Math.max(0, minBatch - this.labelled.length));
+      const rows = [...this.labelled, ...extra];
+      if (rows.length >= minBatch) {
+        await this.learner.learn(stackRows(rows.map((r) => r.input), this.inputShape), rows.map((r) => r.label), { consolidate: this.level >= 3 });
+        this.labelled = [];
+      }
+    }
+    return report;
+  }
+
+  /** The whole state as one object (tensors stay Float32Arrays): see checkpoint.ts for files. */
+  state(): ControllerState {
+    return {
+      format: 'refit.continual/1',
+      learner: this.learner.state(), good: this.good, level: this.level, batch: this.batch,
+      unhealthyRun: this.unhealthyRun, healthyRun: this.healthyRun, reference: this.reference, warmup: [...this.warmup], budgetCap: this.budgetCap,
+      entropyDetector: this.entropyDetector.state(), errorDetector: this.errorDetector.state(), prior: [...this.prior.prior],
+      feedback: this.fb.state(), replay: this.replay.state(), errorMemory: this.memory ? { ...this.memory.state(), dim: this.memory.dim } : null,
+      labelled: this.labelled.map((r) => ({ input: r.input.slice(), label: r.label })), events: this.events.map((e) => ({ ...e })),
+    };
+  }
+
+  /** Restore `state()`; everything is validated before anything changes. */
+  load(s: ControllerState): void {
+    if (!s || s.format !== 'refit.continual/1') throw new Error(`continual.load: not a refit continual state (format '${(s as { format?: string })?.format}')`);
+    if (s.prior?.length !== this.learner.classes) throw new Error(`continual.load: the state has ${s.prior?.length} classes, this model ${this.learner.classes}`);
+    const probe = new FastSlowLearner(this.model, { ...this.options, decay: this.options.decay ?? 0.99 });
+    try {
+      probe.load(s.learner); // throws on another model's parameters
+      if (s.good) probe.load(s.good);
+    } finally {
+      void probe.release();
+    }
+    const entropy = restoreDetector(s.entropyDetector), error = restoreDetector(s.errorDetector);
+    let memory: ErrorMemory | null = null;
+    if (s.errorMemory) {
+      memory = new ErrorMemory(s.errorMemory.dim, this.learner.classes, this.options.errorMemory || {});
+      memory.load(s.errorMemory);
+    }
+    // Validated: apply.
+    this.learner.load(s.learner);
+    this.good = s.good;
+    Object.assign(this, { level: s.level, batch: s.batch, unhealthyRun: s.unhealthyRun, healthyRun: s.healthyRun, reference: s.reference, warmup: [...s.warmup], budgetCap: s.budgetCap });
+    this.entropyDetector = entropy;
+    this.errorDetector = error;
+    this.memory = memory;
+    this.prior.prior.set(s.prior);
+    this.fb.load(s.feedback);
+    this.replay.load(s.replay);
+    this.labelled = s.labelled.map((r) => ({ input: r.input.slice(), label: r.label }));
+    this.events.length = 0;
+    this.events.push(...s.events);
+  }
+
+  async release(): Promise<void> {
+    await this.learner.release();
+  }
+}
+
+function checkInput(v: number, i: number): void {
+  if (!Number.isFinite(v)) throw new Error(`continual.predict: input value ${i} is ${v}; refusing to predict or adapt on non-finite inputs (nothing changed)`);
+}
+
+function normaliseRows(p: Float32Array, n: number, C: number): void {
+  for (let i = 0; i < n; i++) {
+    let z = 0;
+    for (let c = 0; c < C; c++) z += p[i * C + c]!;
+    for (let c = 0; c < C; c++) p[i * C + c]! /= z || 1;
+  }
+}
+
+function argmaxRows(p: Float32Array, n: number, C: number): Int32Array {
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    let b = 0;
+    for (let c = 1; c < C; c++) if (p[i * C + c]! > p[i * C + b]!) b = c;
+    out[i] = b;
+  }
+  return out;
+}

@@ -1,0 +1,90 @@
+// The escalation controller on the shipped CNN: it stays put on a clean stream, climbs under a
+// shift, takes delayed labels (counting bad ones), refuses non-finite inputs without changing
+// state, and a checkpoint file continues the run exactly; bad checkpoint files are refused.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadModel } from '../../src/model.ts';
+import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
+import { corrupt } from '../../src/data/corruptions/index.ts';
+import { f32 } from '../../src/onnx/tensor.ts';
+import { ContinualController } from '../../src/continual/controller.ts';
+import { encodeCheckpoint, decodeCheckpoint } from '../../src/continual/checkpoint.ts';
+
+const modelPath = new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname;
+const N = 32, B = 14;
+const ds = loadFashionMnist('test', { limit: N * B });
+const noisy = corrupt(ds.images, N * B, 28, 28, 'gaussian_noise', 5, 0);
+const clean = (i: number) => f32([N, 1, 28, 28], ds.images.slice(i * N * 784, (i + 1) * N * 784));
+const shifted = (i: number) => f32([N, 1, 28, 28], noisy.slice(i * N * 784, (i + 1) * N * 784));
+const opts = { logits: 'logits', embedding: 'features', patience: 2, stableBatches: 50, warmupBatches: 3, lr: 0.001 };
+
+test('clean stream: no escalation; shifted stream: the controller climbs with reasons', async () => {
+  const model = await loadModel(modelPath, { threads: 1 });
+  const calm = new ContinualController(model, opts);
+  for (let i = 0; i < 8; i++) await calm.predict(clean(i));
+  assert.equal(calm.currentLevel, 0);
+  assert.equal(calm.events.filter((e) => e.kind === 'escalate').length, 0);
+  const c = new ContinualController(model, opts);
+  for (let i = 0; i < 3; i++) await c.predict(clean(i));
+  const levels: number[] = [];
+  for (let i = 3; i < B; i++) levels.push((await c.predict(shifted(i))).level);
+  const up = c.events.filter((e) => e.kind === 'escalate');
+  assert.ok(up.length >= 2, `escalations: ${JSON.stringify(c.events.map((e) => e.kind))}`);
+  assert.match(up[0]!.reason, /level 0 did not restore health in 2 batches \(.*entropy above tolerance/);
+  assert.ok(typeof up[0]!.signals.entropy === 'number' && typeof up[0]!.signals.reference === 'number');
+  assert.ok(Math.max(...levels) >= 2, `levels ${levels}`);
+  await Promise.all([calm.release(), c.release()]);
+  await model.release();
+});
+
+test('feedback: labels train and fill the error memory; unknown and invalid labels are counted', async () => {
+  const model = await loadModel(modelPath, { threads: 1 });
+  const c = new ContinualController(model, { ...opts, feedback: { minBatch: 16 } });
+  const r = await c.predict(shifted(0));
+  const wrong = [...r.predictions.keys()].filter((i) => r.predictions[i] !== ds.labels[i]);
+  assert.ok(wrong.length > 0, 'the shifted batch has mistakes to learn from');
+  const report = await c.feedback([...r.ids.slice(0, 20), 'nope'], [...Array.from(ds.labels.subarray(0, 19)), 42, 1]);
+  assert.deepEqual([report.accepted, report.invalid, report.unknown], [19, 1, 1]);
+  assert.ok(c.events.some((e) => e.kind === 'feedback' && /1 unknown, 0 expired, 1 invalid/.test(e.reason)));
+  assert.ok(c.learner.steps >= 1, 'a labelled step ran');
+  const st = c.state();
+  assert.ok(st.errorMemory && st.errorMemory.keys.length > 0);
+  await c.release();
+  await model.release();
+});
+
+test('non-finite inputs are refused and change nothing', async () => {
+  const model = await loadModel(modelPath, { threads: 1 });
+  const c = new ContinualController(model, opts);
+  await c.predict(clean(0));
+  const before = JSON.stringify(encodeCheckpoint(model, c.state()).length);
+  const bad = clean(1);
+  (bad.data as Float32Array)[100] = NaN;
+  await assert.rejects(c.predict(bad), /input value 100 is NaN; refusing to predict or adapt/);
+  assert.equal(JSON.stringify(encodeCheckpoint(model, c.state()).length), before);
+  assert.equal(c.state().batch, 1);
+  await c.release();
+  await model.release();
+});
+
+test('checkpoint: a restored controller continues exactly; truncated or foreign files are refused', async () => {
+  const model = await loadModel(modelPath, { threads: 1 });
+  const a = new ContinualController(model, opts);
+  for (let i = 0; i < 3; i++) await a.predict(clean(i));
+  for (let i = 3; i < 8; i++) await a.predict(shifted(i));
+  await a.feedback(a.state().feedback.pending.slice(0, 10).map((p) => p.id), Array.from(ds.labels.subarray(0, 10)));
+  const bytes = encodeCheckpoint(model, a.state());
+  const b = new ContinualController(model, opts);
+  b.load(decodeCheckpoint(model, bytes));
+  for (let i = 8; i < 11; i++) {
+    const ra = await a.predict(shifted(i)), rb = await b.predict(shifted(i));
+    assert.deepEqual([...rb.probs], [...ra.probs]);
+    assert.equal(rb.level, ra.level);
+  }
+  assert.throws(() => decodeCheckpoint(model, bytes.subarray(0, bytes.length - 100)), /truncated|bytes/);
+  const other = await loadModel(new URL('../fixtures/tta/tent_cnn/model.onnx', import.meta.url).pathname);
+  assert.throws(() => decodeCheckpoint(other, bytes), /belongs to another model/);
+  assert.throws(() => decodeCheckpoint(model, new Uint8Array(16)), /checkpoint/);
+  await Promise.all([a.release(), b.release(), other.release()]);
+  await model.release();
+});
