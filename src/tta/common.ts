@@ -5,7 +5,7 @@ import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { formatShape } from '../onnx/tensor.ts';
 import { findNormLayers } from '../onnx/norm-layers.ts';
-import { SGD, type Optimizer, type OptimizerState } from '../train/optim/index.ts';
+import { SGD, Adam, AdamW, type Optimizer, type OptimizerState } from '../train/optim/index.ts';
 import type { StepResult } from '../train/train-step.ts';
 import { type Adapter, type AdaptInfo, type AdaptResult, type AdapterState, defaultLogits } from './types.ts';
 
@@ -23,12 +23,99 @@ export const commonOptions = {
   logits: z.string().optional(),
   /** Threads for the sessions the adapter creates (default: the model's session options). */
   threads: z.number().int().positive().optional(),
+  /**
+   * The optimizer of a gradient method, replacing the method's own (see optimizerSpecSchema):
+   * 'sgd' | 'adam' | 'adamw', or { name, lr, momentum, dampening, nesterov, betas, eps, weightDecay }.
+   */
+  optimizer: z.unknown().transform((v, ctx) => {
+    try { return parseOptimizerSpec(v); } catch (e) { ctx.addIssue({ code: 'custom', message: (e as Error).message }); return z.NEVER; }
+  }).optional(),
+  /** SAR-style model recovery for any gradient method (see recoverySchema); off unless given. */
+  recovery: z.lazy(() => recoverySchema).optional(),
 };
+
+// ---------------------------------------------------------------------------------------------
+// The `optimizer` and `recovery` options (every gradient method)
+// ---------------------------------------------------------------------------------------------
+
+export const OPTIMIZER_NAMES = ['sgd', 'adam', 'adamw'] as const;
+export type OptimizerName = (typeof OPTIMIZER_NAMES)[number];
+
+/** An optimizer chosen by option. Unset fields come from the method (lr, momentum, betas) or torch's defaults. */
+export interface OptimizerSpec {
+  name: OptimizerName;
+  lr?: number;
+  /** SGD only. Default: the method's `momentum` option if it has one, else 0.9 (Tent, EATA, SAR). */
+  momentum?: number;
+  dampening?: number;
+  nesterov?: boolean;
+  /** Adam/AdamW only. Default: the method's `betas` option if it has one, else [0.9, 0.999]. */
+  betas?: [number, number];
+  eps?: number;
+  /** Default 0 (Adam, SGD) and 0.01 (AdamW), as torch. */
+  weightDecay?: number;
+}
+
+const optimizerObject = z.object({
+  name: z.string(),
+  lr: z.number().positive().optional(),
+  momentum: z.number().min(0).max(1).optional(),
+  dampening: z.number().min(0).max(1).optional(),
+  nesterov: z.boolean().optional(),
+  betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).optional(),
+  eps: z.number().min(0).optional(),
+  weightDecay: z.number().min(0).optional(),
+}).strict();
+
+/** Validates an `optimizer` option; the errors name the unknown optimizer or field. */
+export function parseOptimizerSpec(v: unknown): OptimizerSpec {
+  const known = OPTIMIZER_NAMES.join(', ');
+  if (typeof v === 'string') v = { name: v };
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`expected an optimizer name (${known}) or { name, lr, ... }, got ${Array.isArray(v) ? 'an array' : v === null ? 'null' : typeof v}`);
+  const name = (v as { name?: unknown }).name;
+  if (typeof name !== 'string') throw new Error(`the optimizer needs a 'name' (${known})`);
+  if (!(OPTIMIZER_NAMES as readonly string[]).includes(name.toLowerCase())) throw new Error(`unknown optimizer '${name}'; known optimizers: ${known}`);
+  const r = optimizerObject.safeParse(v);
+  if (!r.success) {
+    throw new Error(r.error.issues.map((i) => (i.code === 'unrecognized_keys' ? `unknown optimizer field${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `'${k}'`).join(', ')} (known: ${Object.keys(optimizerObject.shape).join(', ')})` : `optimizer.${i.path.join('.')}: ${i.message}`)).join('; '));
+  }
+  const spec = { ...r.data, name: name.toLowerCase() as OptimizerName };
+  const sgdOnly = ['momentum', 'dampening', 'nesterov'].filter((k) => k in spec);
+  const adamOnly = ['betas', 'eps'].filter((k) => k in spec);
+  if (spec.name === 'sgd' && adamOnly.length) throw new Error(`optimizer 'sgd' has no ${adamOnly.join(', ')} (Adam/AdamW fields)`);
+  if (spec.name !== 'sgd' && sgdOnly.length) throw new Error(`optimizer '${spec.name}' has no ${sgdOnly.join(', ')} (SGD fields)`);
+  return spec as OptimizerSpec;
+}
+
+/** SAR's model recovery (sar.py), for every gradient method. */
+export const RECOVERY_DEFAULTS = { emaThreshold: 0.2, emaMomentum: 0.9, signal: 'entropy' } as const;
+
+export const recoverySchema = z.object({
+  /** Reset to the source when the EMA falls below this (SAR's reset_constant_em = 0.2). */
+  emaThreshold: z.number().default(RECOVERY_DEFAULTS.emaThreshold),
+  /** ema ← emaMomentum·ema + (1 − emaMomentum)·value (SAR: 0.9). */
+  emaMomentum: z.number().min(0).max(1).default(RECOVERY_DEFAULTS.emaMomentum),
+  /**
+   * What the EMA follows: 'entropy' (default) the mean Shannon entropy of the batch's predictions,
+   * comparable across methods (for Tent it is the loss itself); 'loss' the method's reported loss.
+   */
+  signal: z.enum(['entropy', 'loss']).default(RECOVERY_DEFAULTS.signal),
+}).strict();
+export type RecoveryOptions = z.output<typeof recoverySchema>;
+
+/** Mean Shannon entropy of softmax(logits) over the rows. */
+export function meanEntropy(logits: Float32Array, C: number): number {
+  const p = softmaxRows(logits, C);
+  const n = logits.length / C;
+  let s = 0;
+  for (let i = 0; i < p.length; i++) if (p[i]! > 0) s -= p[i]! * Math.log(p[i]!);
+  return s / n;
+}
 
 /** An option holding a float32 tensor (in-distribution images and the like). */
 export const tensorSchema = z.custom<Tensor>((v) => !!v && typeof v === 'object' && Array.isArray((v as Tensor).dims) && (v as Tensor).data instanceof Float32Array, 'expected a float32 tensor { dtype, dims, data }');
 
-export type CommonOptions = { mode: 'continual' | 'episodic'; seed: number; logits?: string; threads?: number };
+export type CommonOptions = { mode: 'continual' | 'episodic'; seed: number; logits?: string; threads?: number; optimizer?: OptimizerSpec | undefined; recovery?: RecoveryOptions | undefined };
 
 /** Validate `opts` against a zod object schema; unknown keys and bad values get a precise error. */
 export function parseOptions<S extends z.ZodObject>(method: string, schema: S, opts: unknown): z.output<S> {
@@ -39,6 +126,7 @@ export function parseOptions<S extends z.ZodObject>(method: string, schema: S, o
   if (r.success) return r.data as z.output<S>;
   const known = Object.keys(schema.shape).sort().join(', ');
   const msgs = r.error.issues.map((i) => {
+    if (i.code === 'unrecognized_keys' && i.path.length > 0) return `option '${i.path.join('.')}': unknown field${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `'${k}'`).join(', ')}`;
     if (i.code === 'unrecognized_keys') return `unknown option${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `'${k}'`).join(', ')} (known options: ${known})`;
     return `option '${i.path.join('.')}': ${i.message}`;
   });
@@ -173,6 +261,9 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
   protected resets = 0;
   protected steps = 0;
   private batches = 0;
+  /** The `recovery` option's moving average (null until a value arrived) and its resets. */
+  recoveryEma: number | null = null;
+  recoveryCount = 0;
 
   constructor(readonly source: RefitModel, readonly opts: O, trainable: (copy: RefitModel) => string[]) {
     this.model = source.clone();
@@ -185,7 +276,8 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
     this.views = new Map(this.trainable.map((p) => [p, this.model.param(p).data as Float32Array]));
     this.initial = new Map();
     for (const p of this.mutableParams()) this.initial.set(p, (this.model.param(p).data as Float32Array).slice());
-    this.lr = opts.lr;
+    // optimizer.lr overrides lr (methods such as CoTTA always have an lr default).
+    this.lr = opts.optimizer?.lr ?? opts.lr;
   }
 
   get sessionOptions() {
@@ -211,9 +303,33 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
   }
 
   protected optimizer(batch: number): Optimizer {
-    if (this.lr === undefined) this.lr = this.defaultLr(batch);
-    if (!this.opt) this.opt = this.makeOptimizer(this.lr);
+    if (this.lr === undefined) {
+      // Adam/AdamW chosen by option without a learning rate: torch's default 1e-3, which is also
+      // Tent's CIFAR setting (the method's own default is for its own optimizer, usually SGD).
+      const n = this.opts.optimizer?.name;
+      this.lr = n === 'adam' || n === 'adamw' ? 1e-3 : this.defaultLr(batch);
+    }
+    if (!this.opt) this.opt = this.buildOptimizer(this.lr);
     return this.opt;
+  }
+
+  /** The `optimizer` option's optimizer if given, else the method's own (makeOptimizer). */
+  protected buildOptimizer(lr: number): Optimizer {
+    const s = this.opts.optimizer;
+    if (!s) return this.makeOptimizer(lr);
+    const o = this.opts as unknown as { momentum?: unknown; betas?: unknown };
+    if (s.name === 'sgd') {
+      return new SGD({
+        lr,
+        momentum: s.momentum ?? (typeof o.momentum === 'number' ? o.momentum : 0.9),
+        dampening: s.dampening ?? 0,
+        nesterov: s.nesterov ?? false,
+        weightDecay: s.weightDecay ?? 0,
+      });
+    }
+    const betas = s.betas ?? (Array.isArray(o.betas) ? (o.betas as [number, number]) : [0.9, 0.999] as const);
+    const hyper = { lr, betas, eps: s.eps ?? 1e-8 };
+    return s.name === 'adam' ? new Adam({ ...hyper, weightDecay: s.weightDecay ?? 0 }) : new AdamW({ ...hyper, weightDecay: s.weightDecay ?? 0.01 });
   }
 
   /** A copy of the optimizer's state (undefined before the first step). */
@@ -233,6 +349,7 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
     if (this.opts.mode === 'episodic' && this.batches > 0) this.restoreSource();
     this.batches++;
     const r = await this.adapt(x);
+    if (this.opts.recovery) this.recover(r);
     const info: AdaptInfo = { used: r.used, skipped: this.skipped, resets: this.resets, ms: performance.now() - t0 };
     if (r.usedIndices) info.usedIndices = r.usedIndices;
     if (r.loss !== undefined) info.loss = r.loss;
@@ -240,9 +357,31 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
     return { logits: r.logits, info };
   }
 
+  /**
+   * The `recovery` option (SAR's model recovery, sar.py): ema ← m·ema + (1 − m)·value for the
+   * batch's mean prediction entropy (or its loss); when ema < threshold, back to the source.
+   * As SAR's code, the EMA survives the recovery, and non-finite values leave it unchanged.
+   */
+  private recover(r: AdaptOutcome): void {
+    const o = this.opts.recovery!;
+    const C = r.logits.dims[r.logits.dims.length - 1]!;
+    const v = o.signal === 'loss' ? r.loss : meanEntropy(r.logits.data as Float32Array, C);
+    if (v !== undefined && Number.isFinite(v)) this.recoveryEma = this.recoveryEma === null ? v : o.emaMomentum * this.recoveryEma + (1 - o.emaMomentum) * v;
+    let recovered = 0;
+    if (this.recoveryEma !== null && this.recoveryEma < o.emaThreshold) {
+      const ema = this.recoveryEma;
+      this.restoreSource();
+      this.recoveryEma = ema;
+      this.recoveryCount++;
+      recovered = 1;
+    }
+    r.extra = { ...r.extra, recoveryEma: this.recoveryEma ?? NaN, recovered };
+  }
+
   /** Back to the source parameters, a fresh optimizer, and fresh method state. */
   reset(): void {
     this.restoreSource();
+    this.recoveryEma = null;
   }
 
   protected restoreSource(): void {
@@ -282,7 +421,7 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
   async save(): Promise<AdapterState> {
     const tensors: Record<string, Float32Array> = {};
     for (const p of this.initial.keys()) tensors[`param.${p}`] = (this.model.param(p).data as Float32Array).slice();
-    const meta: AdapterState['meta'] = { skipped: this.skipped, resets: this.resets, steps: this.steps, batches: this.batches, lr: this.lr ?? null };
+    const meta: AdapterState['meta'] = { skipped: this.skipped, resets: this.resets, steps: this.steps, batches: this.batches, lr: this.lr ?? null, recoveryEma: this.recoveryEma, recoveryCount: this.recoveryCount };
     this.saveExtra(tensors, meta);
     const st: AdapterState = { method: this.name, version: 1, tensors, meta };
     if (this.opt) st.optimizer = this.opt.state();
@@ -300,12 +439,14 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
       if (bad >= 0) throw new Error(`${this.name}.load: parameter '${p}' has a non-finite value at ${bad}`);
       values.set(p, v);
     }
-    const lr = this.opts.lr ?? metaNumber(state, 'lr', this.name) ?? undefined;
+    const lr = this.opts.optimizer?.lr ?? this.opts.lr ?? metaNumber(state, 'lr', this.name) ?? undefined;
+    const recoveryEma = metaNumber(state, 'recoveryEma', this.name);
+    const recoveryCount = metaNumber(state, 'recoveryCount', this.name) ?? 0;
     const applyExtra = this.loadExtra(state);
     let opt: Optimizer | undefined;
     if (state.optimizer) {
       if (lr === undefined) throw new Error(`${this.name}.load: state has optimizer buffers but no learning rate`);
-      opt = this.makeOptimizer(lr);
+      opt = this.buildOptimizer(lr);
       opt.loadState(state.optimizer as OptimizerState, this.views);
     }
     // Everything validated: apply.
@@ -318,6 +459,8 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
     this.resets = metaNumber(state, 'resets', this.name) ?? 0;
     this.steps = metaNumber(state, 'steps', this.name) ?? 0;
     this.batches = metaNumber(state, 'batches', this.name) ?? 0;
+    this.recoveryEma = recoveryEma;
+    this.recoveryCount = recoveryCount;
   }
 
   async release(): Promise<void> {

@@ -10,6 +10,9 @@ import { LAME } from './lame.ts';
 import { T3A } from './t3a.ts';
 import { CoTTA } from './cotta.ts';
 import { RMT } from './rmt.ts';
+import { RDumb } from './rdumb.ts';
+import { ROID } from './roid.ts';
+import { RoTTA } from './rotta.ts';
 import { z } from 'zod';
 import { parseOptions } from './common.ts';
 
@@ -23,6 +26,9 @@ export { LAME, LAME_DEFAULTS, lameSolve, type LameOptions } from './lame.ts';
 export { T3A, T3A_DEFAULTS, type T3AOptions } from './t3a.ts';
 export { CoTTA, COTTA_DEFAULTS, type CottaOptions } from './cotta.ts';
 export { RMT, RMT_DEFAULTS, type RmtOptions } from './rmt.ts';
+export { RDumb, RDUMB_DEFAULTS, type RdumbOptions } from './rdumb.ts';
+export { ROID, ROID_DEFAULTS, type RoidOptions } from './roid.ts';
+export { RoTTA, ROTTA_DEFAULTS, type RottaOptions } from './rotta.ts';
 export { loadSourceSet, sourceDataOptions, type SourceSet } from './source-data.ts';
 export { runStream, type StreamScore } from './run-stream.ts';
 
@@ -34,6 +40,9 @@ const FACTORIES: Record<string, (model: RefitModel, opts: Record<string, unknown
   sar: (m, o) => new SAR(m, o),
   cotta: (m, o) => new CoTTA(m, o),
   rmt: (m, o) => new RMT(m, o),
+  rdumb: (m, o) => new RDumb(m, o),
+  roid: (m, o) => new ROID(m, o),
+  rotta: (m, o) => new RoTTA(m, o),
   lame: (m, o) => new LAME(m, o),
   t3a: (m, o) => new T3A(m, o),
 };
