@@ -14,7 +14,8 @@ export interface SessionOptions {
    * at level 'all' (session.qdq_matmulnbits_accuracy_level: 1 float32, 2 float16, 3 bfloat16, 4 int8).
    * onnxruntime's default, 4, quantizes the activations too, which the model's graph never asked for:
    * on a small QDQ transformer it moved the logits by 1.4e-3, and a training step (whose forward
-   * dequantizes the same weights) would then not match its own inference. refit's default, 1, keeps
+   * dequantizes the same weights, and is not fused: that DequantizeLinear has two consumers) would then
+   * not match the inference. refit’s default, 1, keeps
    * the fused kernel exact (test/peft/quantized.test.ts checks 'all' against 'disabled'); 4 is faster.
    * @default 1
    */
