@@ -168,6 +168,8 @@ function kindAt(n: Node, i: number, rankOf: number, p: string): string | undefin
       return i === 2 || (i === 3 && n.opType === 'SkipLayerNormalization') ? 'norm affine' : i >= 3 ? 'biases' : undefined;
     case 'Gather':
       return i === 0 ? 'embeddings' : undefined;
+    case 'EmbedLayerNormalization':
+      return i >= 2 && i <= 4 ? 'embeddings' : i === 5 || i === 6 ? 'norm affine' : undefined;
     case 'FastGelu': case 'BiasGelu':
       return i === 1 ? 'biases' : undefined;
     case 'Add': case 'Mul':

@@ -50,6 +50,12 @@ const CASES: [string, OneOp][] = [
   ['FusedConv Clip, stride 2, no bias', { op: 'FusedConv', domain: MS, inputs: [['x', [B, 3, 6, 6]], ['w', [4, 3, 3, 3]]], outputs: ['y'], attrs: { activation: 'Clip', activation_params: { kind: 'floats', value: [-0.2, 0.3] }, strides: [2, 2] } }],
   ['FusedConv HardSigmoid', { op: 'FusedConv', domain: MS, inputs: [['x', [B, 3, 6, 6]], ['w', [4, 3, 3, 3]], ['c', [4]]], outputs: ['y'], attrs: { activation: 'HardSigmoid', activation_params: { kind: 'floats', value: [0.3, 0.4] } } }],
   ['FusedConv LeakyRelu with residual Z', { op: 'FusedConv', domain: MS, inputs: [['x', [B, 3, 6, 6]], ['w', [4, 3, 3, 3]], ['c', [4]], ['z', [B, 4, 4, 4]]], outputs: ['y'], attrs: { activation: 'LeakyRelu', activation_params: { kind: 'floats', value: [0.2] } } }],
+  ['EmbedLayerNormalization (segments, mask, mask_index)', { op: 'EmbedLayerNormalization', domain: MS, feed: '', outputs: ['y', 'mask_index'], attrs: { epsilon: { kind: 'float', value: 1e-5 } }, inputs: [
+    ['ids', tensor('int32', [B, S], [1, 4, 2, 0, 3, 5, 5, 1, 2, 0])], ['seg', tensor('int32', [B, S], [0, 0, 1, 1, 1, 0, 1, 0, 1, 0])],
+    ['word', [6, D]], ['pos', [S, D]], ['segemb', [2, D]], ['g', [D]], ['be', [D]], ['m', tensor('int32', [B, S], [1, 1, 1, 0, 0, 1, 1, 1, 1, 1])]] }],
+  ['EmbedLayerNormalization (no segments, position ids)', { op: 'EmbedLayerNormalization', domain: MS, feed: '', outputs: ['y', 'mask_index'], inputs: [
+    ['ids', tensor('int32', [B, S], [1, 4, 2, 0, 3, 5, 5, 1, 2, 0])], ['', []], ['word', [6, D]], ['pos', [7, D]], ['', []], ['g', [D]], ['be', [D]], ['', []],
+    ['pids', tensor('int32', [B, S], [2, 3, 4, 5, 6, 0, 1, 2, 3, 4])]] }],
 ];
 
 test('each unfused com.microsoft op equals onnxruntime\'s fused kernel (≤1e-5)', async () => {
@@ -77,9 +83,9 @@ test('the forward check catches a wrong unfusing: Attention unfused without the 
 });
 
 test('finite differences through the unfused ops w.r.t. every float input', async () => {
-  for (const [label, spec] of CASES.filter(([l]) => /^(FastGelu with|BiasGelu|QuickGelu$|SkipLayerNormalization \(beta|SkipSimplified|SimplifiedLayer|Attention raw 2-D mask, uni|FusedMatMul transB|FusedGemm Leaky|FusedConv LeakyRelu)/.test(l))) {
+  for (const [label, spec] of CASES.filter(([l]) => /^(FastGelu with|BiasGelu|QuickGelu$|SkipLayerNormalization \(beta|SkipSimplified|SimplifiedLayer|Attention raw 2-D mask, uni|FusedMatMul transB|FusedGemm Leaky|FusedConv LeakyRelu|EmbedLayerNormalization \(seg)/.test(l))) {
     const { model, feeds, params } = oneOp({ ...spec, feed: '' });
-    const reports = await gradCheck(model, feeds, { params, outputs: spec.outputs.filter(Boolean), maxElements: 24 });
+    const reports = await gradCheck(model, feeds, { params, outputs: spec.outputs.filter((o) => o && o !== 'mask_index'), maxElements: 24 });
     for (const r of reports) {
       assert.ok(r.relError <= 1e-2, `${label} d/d${r.param}: relative error ${r.relError.toExponential(2)}`);
       assert.ok(r.analyticNorm > 0, `${label} d/d${r.param}: zero gradient`);

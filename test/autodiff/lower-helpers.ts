@@ -71,7 +71,7 @@ export function oneOp(spec: OneOp): { model: Model; feeds: Record<string, Tensor
   }
   b.node(spec.op, spec.inputs.map(([n]) => n), spec.outputs, spec.attrs ?? {}, 'node_under_test');
   if (spec.domain) b.model.graph.nodes[0]!.domain = spec.domain;
-  for (const o of spec.outputs) if (o) b.output(o);
+  for (const o of spec.outputs) if (o) b.model.graph.outputs.push({ name: o, dtype: 'float32', shape: null, untyped: true }); // typed by onnxruntime (mask_index is int32)
   return { model: b.build(), feeds, params };
 }
 

@@ -17,7 +17,7 @@ const MS = 'com.microsoft';
  */
 export const CONTRIB_OPS = new Set([
   'Gelu', 'FastGelu', 'BiasGelu', 'QuickGelu', 'SkipLayerNormalization', 'SkipSimplifiedLayerNormalization', 'Attention',
-  'FusedMatMul', 'FusedGemm', 'FusedConv',
+  'FusedMatMul', 'FusedGemm', 'FusedConv', 'EmbedLayerNormalization',
 ]);
 
 /** Activations FusedConv / FusedGemm carry, with how many float parameters each takes. */
@@ -52,6 +52,10 @@ export function contribRefusal(node: Node, shapeOf?: (t: string) => number[]): s
       }
       return undefined;
     }
+    case 'EmbedLayerNormalization':
+      if (used(2)) return 'its embedding_sum output is used';
+      if (attrInt(node, 'mask_index_type', 1) !== 1 && used(1)) return 'mask_index_type other than 1 is not supported';
+      return undefined;
     case 'FusedMatMul':
       if (attrInt(node, 'transBatchA', 0) || attrInt(node, 'transBatchB', 0)) return 'transBatchA / transBatchB are not supported';
       return undefined;
@@ -151,6 +155,24 @@ export function lowerContrib(node: Node, _graph: Graph, em: Emitter, shapeOf: (t
     }
     case 'Attention':
       return bind(em, attention(node, em, shapeOf), out);
+    case 'EmbedLayerNormalization': {
+      // LayerNorm(word[input_ids] + position[position_ids or 0..S-1] + segment[segment_ids]);
+      // mask_index is the per-row count of the mask (int32; zeros without a mask, as onnxruntime writes).
+      const [ids, seg, word, pos, segEmb, gamma, beta] = node.inputs as string[];
+      const [Bn, S] = shapeOf(ids!) as [number, number];
+      let e = em.op('Gather', [word!, ids!], { axis: 0 });
+      const positions = inp(8) ?? em.constant(i64([1, S], Array.from({ length: S }, (_, j) => j)), 'positions');
+      e = em.add(e, em.op('Gather', [pos!, positions], { axis: 0 }));
+      if (seg && segEmb) e = em.add(e, em.op('Gather', [segEmb, seg], { axis: 0 }));
+      bind(em, layerNorm(em, e, gamma!, beta || null, attrFloat(node, 'epsilon', 1e-12)), out);
+      if (wanted(node, 1)) {
+        const count = inp(7)
+          ? em.reduce('ReduceSum', em.op('Cast', [inp(7)!], { to: 6 }), [1], false)
+          : em.constant({ dtype: 'int32', dims: [Bn], data: new Int32Array(Bn) }, 'mask_index'); // onnxruntime writes zeros without a mask
+        bind(em, count, node.outputs[1]!);
+      }
+      return;
+    }
     case 'FusedMatMul': {
       // alpha · op(A) · op(B), where op transposes the last two axes.
       const t = (x: string, on: boolean) => {
