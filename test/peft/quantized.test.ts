@@ -258,3 +258,32 @@ test('the straight-through term E(x) is exactly 0 in value and has derivative ex
   const g = r.grads.get('p')!;
   vals.forEach((v, i) => { const want = Math.fround(Math.fround(2 * Math.fround(v) / n) * (i < n - 1 ? 3 : 2)); assert.ok(Math.abs(g[i]! - want) <= 1e-6 * Math.abs(want), `gradient at x=${v}: ${g[i]} vs ${want}`); });
 });
+
+for (const fused of ['DynamicQuantizeMatMul', 'MatMulIntegerToFloat'] as const) {
+  test(`com.microsoft ${fused} (onnxruntime's fusion of the dynamic pattern) passes straight-through gradients too`, async () => {
+    // fc2 and head rewritten into the fused op; fc1 keeps the plain pattern (LoRA sits there).
+    const ir = cloneModel((await load('dynamic')).ir);
+    const g = ir.graph;
+    ir.opsets.push({ domain: 'com.microsoft', version: 1 });
+    for (const m of ['fc2', 'head']) {
+      const mi = g.nodes.find((n) => n.opType === 'MatMulInteger' && n.inputs[1] === `${m}.weight_quantized`)!;
+      const dql = g.nodes.find((n) => n.outputs[0] === mi.inputs[0])!;
+      const cast = g.nodes.find((n) => n.inputs[0] === mi.outputs[0])!;
+      const mul = g.nodes.find((n) => n.inputs[0] === cast.outputs[0])!;
+      const w = [`${m}.weight_quantized`, `${m}.weight_scale`, `${m}.weight_zero_point`];
+      const node = fused === 'DynamicQuantizeMatMul'
+        ? { name: `${m}_fused`, opType: fused, domain: 'com.microsoft', inputs: [dql.inputs[0]!, ...w], outputs: [mul.outputs[0]!], attrs: {} }
+        : { name: `${m}_fused`, opType: fused, domain: 'com.microsoft', inputs: [dql.outputs[0]!, w[0]!, dql.outputs[1]!, w[1]!, dql.outputs[2]!, w[2]!], outputs: [mul.outputs[0]!], attrs: {} };
+      const scales = g.nodes.find((n) => n.outputs[0] === mul.inputs[1])!;
+      const drop = new Set([mi, cast, mul, scales, ...(fused === 'DynamicQuantizeMatMul' ? [dql] : [])]);
+      g.nodes = g.nodes.flatMap((n) => (n === mi ? [node] : drop.has(n) ? [] : [n]));
+    }
+    const base = new RefitModel(ir, { threads: 1 });
+    assert.ok(base.ir.graph.nodes.filter((n) => n.opType === fused).length === 2);
+    const p = adapt(base);
+    assert.ok(maxDiff((await p.run({ x })).logits!, Float32Array.from(ref.dynamic.logits)) <= 1e-5, 'fused inference');
+    const r = await p.compileTrainStep({ trainable: p.trainableNames(), loss: crossEntropy({ logits: 'logits' }) }).run({ x, y });
+    assert.ok(Math.abs(r.loss - ref.dynamic.loss) <= 1e-5);
+    for (const [name, key] of Object.entries(GRADS)) assert.ok(relErr(r.grads.get(name)!, ref.dynamic.grads[key]) <= 1e-4, name);
+  });
+}
