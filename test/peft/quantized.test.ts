@@ -287,3 +287,37 @@ for (const fused of ['DynamicQuantizeMatMul', 'MatMulIntegerToFloat'] as const) 
     for (const [name, key] of Object.entries(GRADS)) assert.ok(relErr(r.grads.get(name)!, ref.dynamic.grads[key]) <= 1e-4, name);
   });
 }
+
+test('QDQ Conv (per-channel int8 weight, axis 0) and Gemm: sites found, LoRA trains through them (step forward = inference) and merges into float layers', async () => {
+  const q = (dims: number[], seed: number) => ({ dtype: 'int8', dims, data: Int8Array.from({ length: dims.reduce((a, b) => a * b, 1) }, (_, i) => ((i * 37 + seed * 11) % 201) - 100) }) as Tensor;
+  const u8 = (v: number) => ({ dtype: 'uint8', dims: [], data: new Uint8Array([v]) }) as Tensor;
+  const b = new ModelBuilder({ opset: 17 })
+    .input('x', 'float32', [2, 2, 5, 5])
+    .initializer('conv.weight_quantized', q([3, 2, 3, 3], 1)).initializer('conv.weight_scale', f32([3], [0.004, 0.006, 0.005]))
+    .initializer('conv.weight_zero_point', { dtype: 'int8', dims: [3], data: new Int8Array(3) } as Tensor)
+    .initializer('fc.weight_quantized', q([4, 3], 2)).initializer('fc.weight_scale', f32([], [0.01]))
+    .initializer('xs', f32([], [0.02])).initializer('xz', u8(128)).initializer('hs', f32([], [0.01])).initializer('hz', u8(100))
+    .node('QuantizeLinear', ['x', 'xs', 'xz'], ['xq']).node('DequantizeLinear', ['xq', 'xs', 'xz'], ['xd'])
+    .node('DequantizeLinear', ['conv.weight_quantized', 'conv.weight_scale', 'conv.weight_zero_point'], ['wc'], { axis: 0 })
+    .node('Conv', ['xd', 'wc'], ['c'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, 'conv')
+    .node('ReduceMean', ['c'], ['h'], { axes: [2, 3], keepdims: 0 })
+    .node('QuantizeLinear', ['h', 'hs', 'hz'], ['hq']).node('DequantizeLinear', ['hq', 'hs', 'hz'], ['hd'])
+    .node('DequantizeLinear', ['fc.weight_quantized', 'fc.weight_scale'], ['wf'])
+    .node('Gemm', ['hd', 'wf'], ['logits'], { transB: 1 }, 'fc');
+  const base = new RefitModel(b.output('logits').build(), { threads: 1 });
+  const sites = findSites(base.ir.graph);
+  assert.deepEqual(sites.map((s) => [s.module, s.op, s.quant, s.x, s.dIn, s.dOut]), [['conv', 'Conv', 'qdq', 'x', 2, 3], ['fc', 'Gemm', 'qdq', 'h', 3, 4]]);
+  const p = withAdapter(base, 'ad', lora({ targets: ['conv', 'fc'], rank: 2, alpha: 2 }));
+  for (const [k, t] of p.adapterValues('ad')) if (k.includes('lora_B')) (t.data as Float32Array).fill(0.05);
+  p.touch(p.trainableNames());
+  const xin = f32([2, 2, 5, 5], Array.from({ length: 100 }, (_, i) => Math.sin(i * 1.3)));
+  const labels = tensor('int64', [2], [1, 3]);
+  const r = await p.compileTrainStep({ trainable: p.trainableNames(), loss: crossEntropy({ logits: 'logits' }), outputs: ['logits'] }).run({ x: xin, y: labels });
+  assert.ok(maxDiff(r.outputs.logits!, (await p.run({ x: xin })).logits!) <= 1e-5, 'step forward = inference');
+  for (const k of p.trainableNames()) assert.ok(r.grads.get(k)!.some((v) => v !== 0) && r.grads.get(k)!.every(Number.isFinite), k);
+  const merged = p.merge('ad');
+  assert.equal(merged.ir.graph.initializers.get('conv.weight_quantized')!.dtype, 'float32');
+  assert.ok(!merged.ir.graph.nodes.some((n) => n.opType === 'DequantizeLinear' && n.inputs[0] === 'conv.weight_quantized'));
+  const d = maxDiff((await merged.run({ x: xin })).logits!, (await p.run({ x: xin })).logits!);
+  assert.ok(d <= 2e-2, `merged vs adapter: ${d}`);
+});
