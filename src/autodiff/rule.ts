@@ -39,13 +39,14 @@ export function supportedOps(): string[] {
 /**
  * Ops whose every output carries no gradient to any input: shapes, indices, comparisons, random
  * draws, and piecewise-constant functions (zero derivative almost everywhere: Sign, Floor, Ceil,
- * Round, Hardmax). Exact: an op with even one differentiable output (TopK's values, Unique's
- * values, float Mod) is not listed; those need a rule. Quantization ops are left to their rules
- * (straight-through estimation is a choice, not a fact).
+ * Round, Hardmax). Exact: an op with even one differentiable path is not listed, so reaching it
+ * from a trainable is reported as a missing rule instead of a silent zero: TopK's and Unique's
+ * values, float Mod, OneHot's `values` input, float Range's start and delta. Quantization ops
+ * are left to their rules (straight-through estimation is a choice, not a fact).
  */
 export const NO_GRADIENT_OPS = new Set([
-  'Shape', 'Size', 'Constant', 'ConstantOfShape', 'Range', 'Equal', 'Less', 'LessOrEqual', 'Greater', 'GreaterOrEqual',
+  'Shape', 'Size', 'Constant', 'ConstantOfShape', 'Equal', 'Less', 'LessOrEqual', 'Greater', 'GreaterOrEqual',
   'Not', 'And', 'Or', 'Xor', 'ArgMax', 'ArgMin', 'NonZero', 'EyeLike', 'RandomNormal', 'RandomUniform',
   'RandomNormalLike', 'RandomUniformLike', 'Bernoulli', 'Multinomial', 'IsNaN', 'IsInf', 'Sign', 'Floor', 'Ceil', 'Round',
-  'OneHot', 'Hardmax', 'NonMaxSuppression', 'BitShift', 'BitwiseAnd', 'BitwiseOr', 'BitwiseXor', 'BitwiseNot',
+  'Hardmax', 'NonMaxSuppression', 'BitShift', 'BitwiseAnd', 'BitwiseOr', 'BitwiseXor', 'BitwiseNot',
 ]);
