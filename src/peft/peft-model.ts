@@ -125,7 +125,7 @@ export class PeftModel extends RefitModel {
     if ([...this.active, ...this.merged].some((e) => e.name === name)) throw new PeftError(`an adapter named '${name}' already exists; remove it first or choose another name`);
     const g = this.ir.graph;
     const plan = method.plan({ graph: g, name, sites: this.sites(), value: (n) => floatValue(g, n, g.initializers.get(n) ?? missing(n)) });
-    checkQuantizedPlan(g, method.method, name, plan.overrides.keys(), plan.fileConfig.target_modules, this.sites());
+    checkQuantizedPlan(g, method.method, name, plan.overrides.keys(), plan.fileConfig, this.sites());
     for (const k of plan.tensors.keys()) if (g.initializers.has(k) || g.inputs.some((i) => i.name === k)) throw new PeftError(`${method.method} '${name}': tensor '${k}' already exists in the model`);
     for (const k of plan.overrides.keys()) {
       if (!g.initializers.has(k)) throw new PeftError(`${method.method} '${name}': overrides '${k}', which is not an initializer of the model`);

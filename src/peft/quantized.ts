@@ -62,12 +62,18 @@ export function upcastAdapted(g: Graph): void {
 
 /**
  * Refuse what cannot run on a quantized layer: replacing its integer weight (PiSSA's residual, a
- * trained copy) and rewrites that read the weight inside the graph (DoRA's column norms).
+ * trained copy), rewrites that read the weight inside the graph (DoRA's column norms) and (IA)^3's
+ * input scaling of a MatMulInteger (whose input is the integer x_q).
  */
-export function checkQuantizedPlan(g: Graph, method: string, name: string, overrides: Iterable<string>, targets: unknown, sites: { module: string; weight: string; quant?: string }[]): void {
+export function checkQuantizedPlan(g: Graph, method: string, name: string, overrides: Iterable<string>, config: Record<string, unknown>, sites: { module: string; weight: string; quant?: string }[]): void {
+  const targets = config.target_modules, feedforward = config.feedforward_modules;
   for (const k of overrides) {
     const t = g.initializers.get(k);
     if (t && isInt(t)) throw new PeftError(`${method} '${name}': would replace '${k}', the ${t.dtype} weight of a quantized layer, with float values; on a quantized base use an adapter that leaves the base weight alone (LoRA with the default init, (IA)^3, bottleneck) or merge first`);
+  }
+  if (method === 'ia3' && Array.isArray(feedforward)) {
+    const q = sites.filter((s) => s.quant === 'dynamic' && (feedforward as string[]).includes(s.module));
+    if (q.length) throw new PeftError(`ia3 '${name}': feed-forward (input) scaling on ${q.map((s) => s.module).join(', ')}, dynamically quantized layers whose MatMulInteger reads an integer input; scale their outputs instead (leave them out of 'feedforward')`);
   }
   if (method === 'dora' && Array.isArray(targets)) {
     const q = sites.filter((s) => s.quant && (targets as string[]).includes(s.module));

@@ -222,10 +222,11 @@ test('an integer hop the pass does not know is refused, naming the node', async 
   await assert.rejects(step.run({ x: f32([2, 4]), y: tensor('int64', [2], [0, 1]) }), /QuantizeLinear node 'quantize_h'.*Cast node 'cast_h'/s);
 });
 
-test('PiSSA (which replaces the base weight) and DoRA (which reads it in the graph) are refused on int8 layers', async () => {
+test('PiSSA (which replaces the base weight), DoRA (which reads it in the graph) and (IA)^3 input scaling of a MatMulInteger are refused', async () => {
   const base = await load('dynamic');
   assert.throws(() => withAdapter(base, 'p', lora({ targets: 'fc1', rank: 2, init: 'pissa' })), (e: Error) => e instanceof PeftError && /fc1\.weight_quantized.*int8/.test(e.message));
   assert.throws(() => withAdapter(base, 'd', dora({ targets: 'fc2', rank: 2 })), (e: Error) => e instanceof PeftError && /fc2 is a quantized layer/.test(e.message));
+  assert.throws(() => withAdapter(base, 'i', ia3({ targets: ['fc2', 'head'], feedforward: 'head' })), (e: Error) => e instanceof PeftError && /feed-forward.*head/.test(e.message));
 });
 
 test('quantizeDynamic writes onnxruntime quantize_dynamic form: the same int8 weights and outputs as the Python-made fixture', async () => {
