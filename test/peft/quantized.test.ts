@@ -10,7 +10,7 @@ import { f32, tensor, type Tensor } from '../../src/onnx/tensor.ts';
 import { cloneModel } from '../../src/onnx/ir.ts';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
 import { Emitter } from '../../src/onnx/emitter.ts';
-import { withAdapter, lora, dora, normAffine, ia3, bottleneck, findSites, PeftError, quantizeDynamic, type PeftModel } from '../../src/peft/index.ts';
+import { withAdapter, lora, dora, normAffine, ia3, bottleneck, findSites, PeftError, quantizeDynamic, adapterFiles, withAdapterFiles, type PeftModel } from '../../src/peft/index.ts';
 import { floatValue, floatizeQuantized } from '../../src/peft/quantized.ts';
 import { crossEntropy, mse } from '../../src/train/losses.ts';
 import { straightThrough } from '../../src/autodiff/lower/quant.ts';
@@ -321,4 +321,21 @@ test('QDQ Conv (per-channel int8 weight, axis 0) and Gemm: sites found, LoRA tra
   assert.ok(!merged.ir.graph.nodes.some((n) => n.opType === 'DequantizeLinear' && n.inputs[0] === 'conv.weight_quantized'));
   const d = maxDiff((await merged.run({ x: xin })).logits!, (await p.run({ x: xin })).logits!);
   assert.ok(d <= 2e-2, `merged vs adapter: ${d}`);
+});
+
+test('an adapter file moves between the float model and its int8 copies (module names match)', async () => {
+  const pf = withAdapter(await load('float'), 'ad', lora({ targets: ['fc1', 'fc2'], rank: 2, alpha: 4 }));
+  // Not a constant B: the LayerNorms after fc1 and fc2 would remove a delta equal across features.
+  for (const [k, t] of pf.adapterValues('ad')) if (k.includes('lora_B')) (t.data as Float32Array).forEach((_, i, d) => { d[i] = 0.2 * Math.sin(i + 1); });
+  const files = adapterFiles(pf, 'ad');
+  const yf = (await pf.run({ x })).logits!;
+  for (const kind of ['dynamic', 'qdq'] as const) {
+    const base = await load(kind);
+    const pq = withAdapterFiles(base, 'ad', files);
+    const yq = (await pq.run({ x })).logits!;
+    // The same adapter on the int8 base: as far from the float result as the bases are from each other.
+    const baseGap = maxDiff((await base.run({ x })).logits!, Float32Array.from(ref.float.logits_base));
+    assert.ok(maxDiff(yq, yf) <= 3 * baseGap + 1e-5, `${kind}: ${maxDiff(yq, yf)} vs base gap ${baseGap}`);
+    assert.ok(maxDiff(yq, (await base.run({ x })).logits!) > 1e-2, 'the adapter changes the int8 model');
+  }
 });
