@@ -83,7 +83,10 @@ export function whyNotParameter(graph: Graph, name: string): string | undefined 
   const bad = firstNonFinite(t);
   if (bad >= 0) return `'${name}' holds a non-finite value (${Number((t.data as ArrayLike<number>)[bad])} at element ${bad}): a buffer such as an attention mask, not a parameter`;
   const reader = firstReader(graph, name);
-  if (reader && !dataReaders(graph).has(name)) {
+  // Clip's bounds are left out of 'all' (PyTorch's ReLU6 bounds are constants) but have a
+  // gradient, so naming them is allowed.
+  const clipBoundOnly = graph.nodes.every((n) => n.inputs.every((x, i) => x !== name || (n.opType === 'Clip' && i > 0)));
+  if (reader && !dataReaders(graph).has(name) && !clipBoundOnly) {
     const [n, slot] = reader;
     return `'${name}' is read only as a shape, index, axis, scale or bound (input ${slot} of ${n.opType} node '${n.name}'): not differentiable`;
   }
