@@ -212,8 +212,12 @@ test('optimizer option: names, defaults and clear errors', async () => {
   const t = createAdapter(m, 'tent', { optimizer: 'adam' });
   await t.predict(images(8, 0));
   assert.equal((await t.save!()).meta.lr, 1e-3);
-  assert.equal((await t.save!()).optimizer!.kind, 'adam');
-  await t.release();
+  const st = await t.save!();
+  assert.equal(st.optimizer!.kind, 'adam');
+  // An Adam state does not load into a Tent that uses its default SGD.
+  const t2 = createAdapter(m, 'tent');
+  await assert.rejects(t2.load!(st), /state is for optimizer kind 'adam', this optimizer is 'sgd'/);
+  await t.release(); await t2.release();
 });
 
 test('recovery option: SAR-style reset when the entropy EMA falls below the threshold, for any gradient method', async () => {
