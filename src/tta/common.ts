@@ -276,8 +276,11 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
     this.views = new Map(this.trainable.map((p) => [p, this.model.param(p).data as Float32Array]));
     this.initial = new Map();
     for (const p of this.mutableParams()) this.initial.set(p, (this.model.param(p).data as Float32Array).slice());
-    // optimizer.lr overrides lr (methods such as CoTTA always have an lr default).
-    this.lr = opts.optimizer?.lr ?? opts.lr;
+    // optimizer.lr overrides lr (methods such as CoTTA always have an lr default). The parsed
+    // options belong to this adapter, so `lr` is rewritten too: code that reads opts.lr (RMT's
+    // warm-up ramp, CoTTA's defaultLr) then sees the same value.
+    if (opts.optimizer?.lr !== undefined) (opts as { lr?: number }).lr = opts.optimizer.lr;
+    this.lr = opts.lr;
   }
 
   get sessionOptions() {

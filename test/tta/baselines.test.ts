@@ -214,6 +214,13 @@ test('optimizer option: names, defaults and clear errors', async () => {
   assert.equal((await t.save!()).meta.lr, 1e-3);
   const st = await t.save!();
   assert.equal(st.optimizer!.kind, 'adam');
+  // optimizer.lr overrides a method's lr default (CoTTA: 1e-3), and SGD takes the method's momentum.
+  const c = createAdapter(m, 'cotta', { optimizer: { name: 'sgd', lr: 0.02 }, threshold: 0 });
+  await c.predict(images(8, 0));
+  const cs = await c.save!();
+  assert.equal(cs.meta.lr, 0.02);
+  assert.equal(cs.optimizer!.kind, 'sgd');
+  await c.release();
   // An Adam state does not load into a Tent that uses its default SGD.
   const t2 = createAdapter(m, 'tent');
   await assert.rejects(t2.load!(st), /state is for optimizer kind 'adam', this optimizer is 'sgd'/);
