@@ -12,7 +12,7 @@ import type { RoTTA } from '../../src/tta/rotta.ts';
 import { CSTU, timelinessWeight } from '../../src/tta/memory-bank.ts';
 import { Rng } from '../../src/data/random.ts';
 import type { Adapter } from '../../src/tta/types.ts';
-import { loadFixture, get, assertClose, diff, measured, smallCnn, smallVit, images, paramsOf } from './helpers.ts';
+import { loadFixture, get, assertClose, diff, measured, relErr, smallCnn, smallVit, images, paramsOf } from './helpers.ts';
 
 after(() => {
   const rows = [...measured].map(([k, v]) => `${k}: ${v.toExponential(2)}`);
@@ -306,4 +306,26 @@ test('a short stream: every gradient method, on the CNN and the ViT, runs withou
       await ad.release();
     }
   }
+});
+
+test('the parity checks can fail: ROID with T = 0.5 and RoTTA with α = 0.06 miss the PyTorch references', async () => {
+  const worst = async (fixture: string, method: string, opts: (meta: Record<string, number>) => Record<string, unknown>) => {
+    const { model, tensors, meta } = await loadFixture(fixture);
+    const ad = createAdapter(model, method, opts(meta)) as unknown as ParamAdapter<never>;
+    let e = 0;
+    for (let s = 0; s < meta.steps; s++) {
+      const r = await ad.predict(get(tensors, `input.x${s}`));
+      e = Math.max(e, relErr(r.logits.data as Float32Array, get(tensors, `step${s}.logits`).data as Float32Array));
+      for (const p of ad.trainable) {
+        const before = get(tensors, `param_before.${p}`).data as Float32Array;
+        e = Math.max(e, relErr(diff(params(ad, p), before), diff(get(tensors, `step${s}.param.${p}`).data as Float32Array, before)));
+      }
+    }
+    await ad.release();
+    return e;
+  };
+  const roid = await worst('roid_cnn', 'roid', (m) => ({ lr: m.lr, augment: fixedAug, temperature: 0.5 }));
+  const rotta = await worst('rotta_cnn', 'rotta', (m) => ({ lr: m.lr, capacity: m.capacity, updateEvery: m.updateEvery, nu: m.nu, alpha: 0.06, augment: fixedAug }));
+  assert.ok(roid > 1e-2, `ROID with the wrong temperature: ${roid}`);
+  assert.ok(rotta > 1e-2, `RoTTA with the wrong α: ${rotta}`);
 });
