@@ -26,8 +26,12 @@ export type Level = 0 | 1 | 2 | 3 | 4;
 export interface ControllerOptions extends Omit<FastSlowOptions, 'decay'> {
   /** Slow learner's momentum while consolidating. @default 0.99 (see docs: LAE's 0.9999 is for offline epochs) */
   decay?: number;
-  /** Batches a level gets to restore health before the controller climbs. @default 3 */
+  /** Batches a level gets to restore health before the controller climbs (level 0 → 1 always after 1: it costs nothing). @default 3 */
   patience?: number;
+  /** Label-prior re-estimation at every level: for label shift; on the i.i.d. continual CNN stream it cost 2.4 points (bench/continual.ts), so it is off by default. @default false */
+  priorCorrection?: boolean;
+  /** Which prediction to return: LAE's ensemble of fast and slow ('max') or the fast learner's alone. @default 'max' */
+  ensemble?: 'max' | 'fast';
   /** Healthy batches before it comes down a level, and before a good checkpoint is taken. @default 20 */
   stableBatches?: number;
   /** A batch is unhealthy when its normalised entropy exceeds reference × this. @default 1.5 */
@@ -151,6 +155,23 @@ export class ContinualController {
     return Math.min(this.options.maxLevel ?? 3, this.budgetCap) as Level;
   }
 
+  /**
+   * Set the entropy reference from in-distribution batches (the source model's predictions),
+   * instead of trusting the first `warmupBatches` of the stream to be unshifted.
+   */
+  async calibrate(batches: Tensor[]): Promise<number> {
+    if (batches.length === 0) throw new Error('continual.calibrate: give at least one in-distribution batch');
+    const C = this.learner.classes;
+    let sum = 0;
+    for (const x of batches) {
+      const out = await this.learner.process(x, { update: false, batchStats: false });
+      sum += meanNormalisedEntropy(out.fastLogits.data as Float32Array, x.dims[0]!, C);
+    }
+    this.reference = sum / batches.length;
+    this.warmup = [];
+    return this.reference;
+  }
+
   /** Predict a batch, adapting as the current level allows; ids name the predictions for feedback. */
   async predict(x: Tensor, ids?: string[]): Promise<ControllerResult> {
     const n = x.dims[0]!;
@@ -166,9 +187,9 @@ export class ContinualController {
     const updateMs = level >= 2 ? performance.now() - t0 : 0;
     const C = this.learner.classes;
     // Level 0's correction applies at every level: cheap, and it never changes parameters.
-    const probs = out.probs;
+    const probs = this.options.ensemble === 'fast' ? softmax(out.fastLogits.data as Float32Array, n, C) : out.probs;
     normaliseRows(probs, n, C);
-    this.prior.correct(probs, n);
+    if (this.options.priorCorrection) this.prior.correct(probs, n);
     if (out.embedding && this.memory) this.memory.correct(probs, out.embedding.data as Float32Array, n);
     const predictions = argmaxRows(probs, n, C);
     const signals = this.observe(out.fastLogits, n, updateMs);
@@ -190,16 +211,15 @@ export class ContinualController {
   private observe(logits: Tensor, n: number, updateMs: number): BatchSignals {
     const C = this.learner.classes;
     const d = logits.data as Float32Array;
-    let h = 0, conf = 0;
+    let conf = 0;
     for (let i = 0; i < n; i++) {
       let m = -Infinity;
       for (let c = 0; c < C; c++) m = Math.max(m, d[i * C + c]!);
       let z = 0;
       for (let c = 0; c < C; c++) z += Math.exp(d[i * C + c]! - m);
-      for (let c = 0; c < C; c++) { const p = Math.exp(d[i * C + c]! - m) / z; if (p > 0) h -= p * Math.log(p); }
       conf += 1 / z;
     }
-    const entropy = h / n / Math.log(C);
+    const entropy = meanNormalisedEntropy(d, n, C);
     if (this.reference === null) {
       this.warmup.push(entropy);
       if (this.warmup.length >= (this.options.warmupBatches ?? 5)) this.reference = this.warmup.reduce((a, b) => a + b, 0) / this.warmup.length;
@@ -246,7 +266,8 @@ export class ContinualController {
     }
     this.healthyRun = 0;
     this.unhealthyRun++;
-    if (this.unhealthyRun >= (this.options.patience ?? 3) && this.level < this.maxLevel) {
+    const patience = this.level === 0 ? 1 : this.options.patience ?? 3;
+    if (this.unhealthyRun >= patience && this.level < this.maxLevel) {
       const why = [s.drift && 'drift alarm', s.errorDrift && 'labelled error rising', s.reference !== null && s.entropy > s.reference * (this.options.entropyTolerance ?? 1.5) && 'entropy above tolerance'].filter(Boolean).join(', ');
       this.move((this.level + 1) as Level, 'escalate', `level ${this.level} did not restore health in ${this.unhealthyRun} batches (${why})`, sig);
       this.unhealthyRun = 0;
@@ -352,6 +373,34 @@ export class ContinualController {
 
 function checkInput(v: number, i: number): void {
   if (!Number.isFinite(v)) throw new Error(`continual.predict: input value ${i} is ${v}; refusing to predict or adapt on non-finite inputs (nothing changed)`);
+}
+
+/** Mean softmax entropy of [n, C] logits divided by log C (0 = certain, 1 = uniform). */
+function meanNormalisedEntropy(d: Float32Array, n: number, C: number): number {
+  let h = 0;
+  for (let i = 0; i < n; i++) {
+    let m = -Infinity;
+    for (let c = 0; c < C; c++) m = Math.max(m, d[i * C + c]!);
+    let z = 0;
+    for (let c = 0; c < C; c++) z += Math.exp(d[i * C + c]! - m);
+    for (let c = 0; c < C; c++) {
+      const p = Math.exp(d[i * C + c]! - m) / z;
+      if (p > 0) h -= p * Math.log(p);
+    }
+  }
+  return h / n / Math.log(C);
+}
+
+function softmax(d: Float32Array, n: number, C: number): Float32Array {
+  const out = new Float32Array(n * C);
+  for (let i = 0; i < n; i++) {
+    let m = -Infinity;
+    for (let c = 0; c < C; c++) m = Math.max(m, d[i * C + c]!);
+    let z = 0;
+    for (let c = 0; c < C; c++) z += (out[i * C + c] = Math.exp(d[i * C + c]! - m));
+    for (let c = 0; c < C; c++) out[i * C + c]! /= z;
+  }
+  return out;
 }
 
 function normaliseRows(p: Float32Array, n: number, C: number): void {
