@@ -269,7 +269,7 @@ export class ContinualController {
     const patience = this.level === 0 ? 1 : this.options.patience ?? 3;
     if (this.unhealthyRun >= patience && this.level < this.maxLevel) {
       const why = [s.drift && 'drift alarm', s.errorDrift && 'labelled error rising', s.reference !== null && s.entropy > s.reference * (this.options.entropyTolerance ?? 1.5) && 'entropy above tolerance'].filter(Boolean).join(', ');
-      this.move((this.level + 1) as Level, 'escalate', `level ${this.level} did not restore health in ${this.unhealthyRun} batches (${why})`, sig);
+      this.move((this.level + 1) as Level, 'escalate', `level ${this.level} did not restore health in ${this.unhealthyRun} batch${this.unhealthyRun === 1 ? "" : "es"} (${why})`, sig);
       this.unhealthyRun = 0;
     }
   }

@@ -30,7 +30,7 @@ test('clean stream: no escalation; shifted stream: the controller climbs with re
   for (let i = 3; i < B; i++) levels.push((await c.predict(shifted(i))).level);
   const up = c.events.filter((e) => e.kind === 'escalate');
   assert.ok(up.length >= 2, `escalations: ${JSON.stringify(c.events.map((e) => e.kind))}`);
-  assert.match(up[0]!.reason, /level 0 did not restore health in 1 batches \(.*entropy above tolerance/);
+  assert.match(up[0]!.reason, /level 0 did not restore health in 1 batch \(.*entropy above tolerance/);
   assert.ok(typeof up[0]!.signals.entropy === 'number' && typeof up[0]!.signals.reference === 'number');
   assert.ok(Math.max(...levels) >= 2, `levels ${levels}`);
   await Promise.all([calm.release(), c.release()]);
