@@ -102,12 +102,17 @@ export function applyExporterQuirks(source: Model, opts: QuirkOptions = {}): { m
   const outputs = new Set(g.outputs.map((o) => o.name));
   let changed = false;
 
-  // 1. Constant weights → initializers (named after the Constant's output).
+  // 1. Constant weights → initializers (named after the Constant's output). The inputs of a
+  // DequantizeLinear (int8 weight, scale, zero point: a quantized weight) count as weights too,
+  // so adapters find the quantized layers of a paddle-style int8 model.
   const isData = dataReaders(g);
+  const dequantized = new Set<string>();
+  for (const n of g.nodes) if (n.opType === 'DequantizeLinear') for (const i of n.inputs) if (i) dequantized.add(i);
   g.nodes = g.nodes.filter((n) => {
     const t = constantValue(n);
     const out = n.outputs[0];
-    if (!t || !out || outputs.has(out) || g.initializers.has(out) || !isData.has(out) || !isWeightConstant(t)) return true;
+    if (!t || !out || outputs.has(out) || g.initializers.has(out)) return true;
+    if (!dequantized.has(out) && (!isData.has(out) || !isWeightConstant(t))) return true;
     g.initializers.set(out, cloneTensor(t));
     report.constants.push(out);
     changed = true;

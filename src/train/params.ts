@@ -8,7 +8,9 @@
 // - float tensors read only as shapes, indices, axes, scales or bounds (Reshape's shape,
 //   Resize's scales, Clip's bounds…; see CONTROL_SLOTS in src/onnx/exporter-quirks.ts);
 // - the ε and the exponent inside a decomposed normalization (src/onnx/norm-layers.ts), which
-//   some exporters store as initializers.
+//   some exporters store as initializers;
+// - tensors from which no path to a graph output carries a gradient (nanoGPT's causal-mask
+//   buffer reaches the output only through Equal → Where's condition).
 // A finite float buffer read as data (a sinusoidal position table, say) cannot be told from a
 // parameter in ONNX: exclude it with a regex or predicate. Exporter quirks (weights as Constant
 // nodes, torch.onnx's Identity aliases) are repaired when the model loads (exporter-quirks.ts).
@@ -18,6 +20,7 @@ import { isFloat } from '../onnx/tensor.ts';
 import { dataReaders, firstNonFinite, firstReader } from '../onnx/exporter-quirks.ts';
 import { findNormLayers } from '../onnx/norm-layers.ts';
 import { closest } from '../util/closest.ts';
+import { reachedFrom } from '../autodiff/missing-rules.ts';
 
 export type ParamSelector = 'all' | RegExp | string | readonly string[] | ((name: string, t: Tensor) => boolean);
 
@@ -43,6 +46,11 @@ function normConstants(graph: Graph): Map<string, string> {
   return out;
 }
 
+/** Tensors a gradient can flow back to from the graph's outputs. */
+function gradientReach(graph: Graph): Set<string> {
+  return reachedFrom(graph.nodes, graph.outputs.map((o) => o.name));
+}
+
 /** Float initializers that can carry a gradient: no buffer (see the comment at the top). */
 export function parameterCandidates(graph: Graph): string[] {
   const stats = runningStats(graph);
@@ -50,10 +58,12 @@ export function parameterCandidates(graph: Graph): string[] {
   const asData = dataReaders(graph);
   const read = new Set<string>();
   for (const n of graph.nodes) for (const i of n.inputs) if (i) read.add(i);
+  const reach = gradientReach(graph);
   const out: string[] = [];
   for (const [name, t] of graph.initializers) {
     if (!isFloat(t.dtype) || t.data.length === 0 || stats.has(name) || normConst.has(name)) continue;
     if (read.has(name) && !asData.has(name)) continue;
+    if (read.has(name) && !reach.has(name)) continue;
     if (firstNonFinite(t) >= 0) continue;
     out.push(name);
   }
@@ -80,6 +90,9 @@ export function whyNotParameter(graph: Graph, name: string): string | undefined 
   if (stat) return `'${name}' is the ${stat}: a buffer, never trained (batchNorm: 'train' updates it from batch statistics). Train the node's scale and bias instead`;
   const anchor = normConstants(graph).get(name);
   if (anchor) return `'${name}' is the epsilon or exponent of the normalization written as primitive ops starting at node '${anchor}': a constant, not a parameter. Train the layer's scale and bias instead`;
+  if (firstReader(graph, name) && !gradientReach(graph).has(name)) {
+    return `'${name}' reaches no output through ops that carry a gradient (it is read only through comparisons, conditions or indices, like a causal-mask buffer): a buffer, not a parameter`;
+  }
   const bad = firstNonFinite(t);
   if (bad >= 0) return `'${name}' holds a non-finite value (${Number((t.data as ArrayLike<number>)[bad])} at element ${bad}): a buffer such as an attention mask, not a parameter`;
   const reader = firstReader(graph, name);

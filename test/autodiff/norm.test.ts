@@ -13,11 +13,14 @@ const TOL = 1e-2;
 const positive = { scale: 0.5, offset: 1, dist: 'uniform' as const };
 
 for (const opset of [14, 15]) {
-  test(`BatchNormalization inference (opset ${opset}): X, scale, B and the running statistics`, async () => {
-    await checkOp('BatchNormalization', [
-      { name: 'x', shape: [2, 3, 4, 2] }, { name: 'scale', shape: [3] }, { name: 'b', shape: [3] },
-      { name: 'mean', shape: [3], scale: 0.3 }, { name: 'var', shape: [3], ...positive },
-    ], { epsilon: 1e-3 }, { opset });
+  test(`BatchNormalization inference (opset ${opset}): X, scale and B; naming a running statistic is refused`, async () => {
+    const stats = [{ name: 'mean', shape: [3], value: f32([3], [0.1, -0.2, 0.3]) }, { name: 'var', shape: [3], value: f32([3], [1, 1.5, 0.7]) }];
+    await checkOp('BatchNormalization', [{ name: 'x', shape: [2, 3, 4, 2] }, { name: 'scale', shape: [3] }, { name: 'b', shape: [3] }, ...stats], { epsilon: 1e-3 }, { opset });
+    // Running statistics are buffers (issue 10): asking to train one names the node and what to do.
+    await assert.rejects(
+      checkOp('BatchNormalization', [{ name: 'x', shape: [2, 3, 4, 2] }, { name: 'scale', shape: [3] }, { name: 'b', shape: [3] }, { name: 'mean', shape: [3], scale: 0.3 }, { name: 'var', shape: [3], ...positive }], { epsilon: 1e-3 }, { opset }),
+      /'mean' is the running mean \(input 3\) of BatchNormalization node 'node_under_test': a buffer, never trained.*Train the node's scale and bias instead/,
+    );
   });
 }
 test('BatchNormalization inference on N×C input, running statistics fixed', async () => {
