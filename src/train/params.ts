@@ -10,7 +10,8 @@
 // - the ε and the exponent inside a decomposed normalization (src/onnx/norm-layers.ts), which
 //   some exporters store as initializers;
 // - tensors from which no path to a graph output carries a gradient (nanoGPT's causal-mask
-//   buffer reaches the output only through Equal → Where's condition).
+//   buffer reaches the output only through Equal → Where's condition). Named explicitly, such a
+//   tensor is accepted and gets a zero gradient (a weight behind a Floor, say, is still a weight).
 // A finite float buffer read as data (a sinusoidal position table, say) cannot be told from a
 // parameter in ONNX: exclude it with a regex or predicate. Exporter quirks (weights as Constant
 // nodes, torch.onnx's Identity aliases) are repaired when the model loads (exporter-quirks.ts).
@@ -90,9 +91,6 @@ export function whyNotParameter(graph: Graph, name: string): string | undefined 
   if (stat) return `'${name}' is the ${stat}: a buffer, never trained (batchNorm: 'train' updates it from batch statistics). Train the node's scale and bias instead`;
   const anchor = normConstants(graph).get(name);
   if (anchor) return `'${name}' is the epsilon or exponent of the normalization written as primitive ops starting at node '${anchor}': a constant, not a parameter. Train the layer's scale and bias instead`;
-  if (firstReader(graph, name) && !gradientReach(graph).has(name)) {
-    return `'${name}' reaches no output through ops that carry a gradient (it is read only through comparisons, conditions or indices, like a causal-mask buffer): a buffer, not a parameter`;
-  }
   const bad = firstNonFinite(t);
   if (bad >= 0) return `'${name}' holds a non-finite value (${Number((t.data as ArrayLike<number>)[bad])} at element ${bad}): a buffer such as an attention mask, not a parameter`;
   const reader = firstReader(graph, name);
