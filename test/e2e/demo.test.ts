@@ -15,13 +15,18 @@ const CHROMIUM = '/usr/bin/chromium';
 const dir = mkdtempSync(join(tmpdir(), 'refit-demo-'));
 const report = join(dir, 'report.html');
 
-test('refit demo --quick prints a table of error per corruption and mean for every method', () => {
-  const out = execFileSync(process.execPath, [join(root, 'bin/refit.js'), 'demo', '--quick', '--out', report], { encoding: 'utf8', cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+// ROID and RoTTA are left out here to keep CI short: in a 45-batch quick stream they cost about
+// 100 s (ROID compiles one step per count of kept samples; RoTTA's teacher and memory bank).
+// Their streams are tested in test/tta/baselines.test.ts.
+const DEMO_TESTED = METHODS.filter((m) => m !== 'roid' && m !== 'rotta');
+
+test('refit demo --quick prints a table of error per corruption and mean for every method (but ROID and RoTTA)', () => {
+  const out = execFileSync(process.execPath, [join(root, 'bin/refit.js'), 'demo', '--quick', '--methods', DEMO_TESTED.join(','), '--out', report], { encoding: 'utf8', cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines = out.split('\n');
   const header = lines.find((l) => l.startsWith('method'));
   assert.ok(header, `no table header in:\n${out}`);
   assert.match(header, /gaussian.*spatter.*mean/);
-  for (const m of METHODS) {
+  for (const m of DEMO_TESTED) {
     const row = lines.find((l) => l.startsWith(m.padEnd(10)));
     assert.ok(row, `no row for ${m}`);
     const nums = row.slice(10).trim().split(/\s+/).map(Number);
