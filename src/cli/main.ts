@@ -1,11 +1,124 @@
-// The `refit` command.
+// The `refit` command. Each command's module is imported when it runs, so `--help` stays fast.
 import { Command } from 'commander';
-import { runDemo, formatTable } from './demo.ts';
-import { adapterInfo, formatInfo, mergeAdapters } from './adapter.ts';
-import { loadModel } from '../model.ts';
 
 const program = new Command();
-program.name('refit').description('Keep deployed ONNX models fitted: training, PEFT and test-time adaptation on onnxruntime');
+program
+  .name('refit')
+  .description('Keep deployed ONNX models fitted: training, PEFT and test-time adaptation on onnxruntime')
+  .option('--debug', 'print the stack trace of an error')
+  .addHelpText('after', `
+Examples:
+  refit inspect model.onnx
+  refit train model.onnx --data train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz --adapter lora --epochs 3 --out my-lora/
+  refit adapt model.onnx --method tent --stream stream.npy --out preds.csv
+  refit eval model.onnx --data images/
+  refit demo --quick`);
+
+const examples = (...lines: string[]) => `\nExamples:\n${lines.map((l) => `  ${l}`).join('\n')}`;
+const dataHelp = `
+Data (--data, --stream, --source): an IDX file (idx3-ubyte, .gz or plain; labels in an idx1 file
+via --labels), a .npy file (float32, float64, uint8, int32 or int64, little-endian, C order;
+samples along the first axis), a numeric .csv file (one sample a row; the label column by
+--label-column, default a header column named label/class/target/y, else the last when a row
+has one value more than the model takes), or a
+folder of PNG/JPEG images with one sub-folder per class (sorted names = classes 0, 1, …; a flat
+folder is an unlabelled stream). Images must already have the model's height and width; gray and
+RGB are converted to its channel count. Pixel data (IDX, uint8 NPY, images) is divided by 255;
+float NPY and CSV values are fed as they are. --labels takes an idx1 file, an integer .npy, or a
+.csv/.txt file with one label a line.`;
+
+program
+  .command('inspect')
+  .description('what a model takes and gives, its ops and parameters, and what refit can train in it')
+  .argument('<model>', 'an ONNX model')
+  .option('--json', 'print machine-readable JSON')
+  .addHelpText('after', examples('refit inspect models/fmnist-cnn.onnx', 'refit inspect model.onnx --json | jq .blockers'))
+  .action(async (model: string, o) => {
+    const { inspectModel, formatInspect } = await import('./inspect.ts');
+    const r = await inspectModel(model);
+    console.log(o.json ? JSON.stringify(r, null, 2) : formatInspect(r));
+  });
+
+program
+  .command('train')
+  .description('fine-tune a model, fully or with a PEFT adapter, on labelled data; writes the model (.onnx) or the adapter folder (HF PEFT layout)')
+  .argument('<model>', 'the ONNX model to train')
+  .requiredOption('--data <path>', 'training data: IDX, .npy, .csv or an image folder (see below)')
+  .option('--labels <path>', 'labels, when --data has none: idx1, .npy or .csv/.txt')
+  .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')
+  .option('--adapter <method>', 'train an adapter instead of the whole model: lora, dora, ia3, bottleneck, bitfit, norm-affine')
+  .option('--rank <r>', 'LoRA/DoRA rank', '8')
+  .option('--alpha <a>', 'LoRA/DoRA alpha (default 8, as HF PEFT)')
+  .option('--targets <list>', 'layers the adapter attaches to: comma-separated module names or /regex/ (default: every layer the method supports)')
+  .option('--form <form>', 'bottleneck form: houlsby, pfeiffer or parallel', 'houlsby')
+  .option('--trainable <sel>', 'full training: which parameters, all or /regex/', 'all')
+  .option('--epochs <n>', 'passes over the training set', '1')
+  .option('--batch-size <n>', 'batch size', '32')
+  .option('--lr <lr>', 'AdamW learning rate (default 1e-3 full, 5e-3 adapters)')
+  .option('--weight-decay <wd>', 'AdamW weight decay', '0.01')
+  .option('--clip-norm <c>', 'clip the gradient norm (0: off)', '1')
+  .option('--val-split <f>', 'fraction held out for validation', '0.1')
+  .option('--batch-norm <mode>', 'BatchNorm during training: train (batch statistics; default for full training) or eval (running statistics; default for adapters)')
+  .option('--seed <n>', 'seed for the split and the shuffling', '0')
+  .option('--logits <output>', 'the output holding class scores (default: "logits", else the first output)')
+  .requiredOption('--out <path>', 'where to write: a .onnx file (full training) or a folder (adapter)')
+  .option('--json', 'print machine-readable JSON (no progress bar)')
+  .addHelpText('after', examples(
+    'refit train models/fmnist-cnn.onnx --data t10k-images-idx3-ubyte.gz --labels t10k-labels-idx1-ubyte.gz --epochs 2 --out tuned.onnx',
+    'refit train models/fmnist-vit.onnx --data images/ --adapter lora --rank 8 --targets "/attn\\.(q|v)$/" --epochs 3 --out vit-lora/',
+    'refit train model.onnx --data rows.csv --label-column label --adapter bitfit --lr 1e-2 --out bitfit/',
+  ) + '\n' + dataHelp)
+  .action(async (model: string, o) => {
+    const { runTrain, formatTrainSummary } = await import('./train.ts');
+    const r = await runTrain(model, o);
+    console.log(o.json ? JSON.stringify(r, null, 2) : formatTrainSummary(r));
+  });
+
+program
+  .command('adapt')
+  .description('adapt a model on a stream (a test-time adaptation method or the continual controller) and write its predictions')
+  .argument('<model>', 'the ONNX model')
+  .requiredOption('--method <method>', 'a TTA method (source, bn-adapt, tent, eata, sar, cotta, rmt, rdumb, roid, rotta, lame, t3a) or continual')
+  .requiredOption('--stream <path>', 'the stream, in file order: IDX, .npy, .csv or an image folder (see below)')
+  .option('--labels <path>', 'labels of the stream, to score the predictions (never shown to the method)')
+  .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')
+  .option('--batch-size <n>', 'batch size', '64')
+  .option('--source <path>', 'labelled in-distribution data: EATA\'s Fisher, CoTTA\'s threshold, RMT\'s prototypes, the controller\'s calibration')
+  .option('--source-labels <path>', 'labels of --source, when it has none')
+  .option('--logits <output>', 'the output holding class scores')
+  .option('--embedding <output>', 'continual: an [N, D] output for the error memory (default: "features" when present)')
+  .requiredOption('--out <file>', 'predictions: .csv or .jsonl (id, prediction, confidence, label when given)')
+  .option('--report <file>', 'HTML report of the error over the stream against the unadapted model (needs labels)')
+  .option('--json', 'print machine-readable JSON (no progress bar)')
+  .addHelpText('after', examples(
+    'refit adapt models/fmnist-cnn.onnx --method tent --stream shifted.npy --labels shifted-labels.npy --out preds.csv --report report.html',
+    'refit adapt models/fmnist-cnn.onnx --method continual --stream camera/ --out preds.jsonl',
+  ) + '\n' + dataHelp)
+  .action(async (model: string, o) => {
+    const { runAdapt, formatAdapt } = await import('./adapt.ts');
+    const r = await runAdapt(model, o);
+    console.log(o.json ? JSON.stringify(r, null, 2) : formatAdapt(r));
+  });
+
+program
+  .command('eval')
+  .description('accuracy and cross-entropy of a model on a labelled set')
+  .argument('<model>', 'the ONNX model')
+  .requiredOption('--data <path>', 'labelled data: IDX, .npy, .csv or an image folder (see below)')
+  .option('--labels <path>', 'labels, when --data has none')
+  .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')
+  .option('--batch-size <n>', 'batch size', '256')
+  .option('--logits <output>', 'the output holding class scores')
+  .option('--json', 'print machine-readable JSON (no progress bar)')
+  .addHelpText('after', examples(
+    'refit eval models/fmnist-cnn.onnx --data data/fashion-mnist/t10k-images-idx3-ubyte.gz --labels data/fashion-mnist/t10k-labels-idx1-ubyte.gz',
+    'refit eval tuned.onnx --data rows.csv --json',
+  ) + '\n' + dataHelp)
+  .action(async (model: string, o) => {
+    const { runEval, formatEval } = await import('./eval.ts');
+    const r = await runEval(model, o);
+    console.log(o.json ? JSON.stringify(r, null, 2) : formatEval(r));
+  });
 
 program
   .command('demo')
@@ -18,7 +131,9 @@ program
   .option('--batch-size <n>', 'batch size', (v) => parseInt(v, 10))
   .option('--severity <n>', 'corruption severity 1-5', (v) => parseInt(v, 10))
   .option('--out <file>', 'HTML report path', 'refit-demo-report.html')
+  .addHelpText('after', examples('refit demo --quick', 'refit demo --methods source,tent,eata --json'))
   .action(async (o) => {
+    const { runDemo, formatTable } = await import('./demo.ts');
     const r = await runDemo({ ...o, methods: o.methods?.split(',').map((s: string) => s.trim()) });
     if (o.json) {
       process.stdout.write(JSON.stringify(r, null, 2) + '\n');
@@ -35,7 +150,9 @@ adapter
   .argument('<dirs...>', 'adapter folders (adapter_model.safetensors + adapter_config.json)')
   .option('--model <path>', 'check each adapter against this ONNX model and account for it')
   .option('--json', 'print machine-readable JSON')
+  .addHelpText('after', examples('refit adapter info my-lora/', 'refit adapter info my-lora/ --model models/fmnist-vit.onnx --json'))
   .action(async (dirs: string[], o) => {
+    const [{ adapterInfo, formatInfo }, { loadModel }] = await Promise.all([import('./adapter.ts'), import('../model.ts')]);
     const base = o.model ? await loadModel(o.model) : undefined; // loaded once for every folder
     const infos = dirs.map((d) => adapterInfo(d, base));
     console.log(o.json ? JSON.stringify(infos, null, 2) : infos.map(formatInfo).join('\n'));
@@ -47,12 +164,49 @@ adapter
   .argument('<model>', 'the base ONNX model')
   .argument('<dirs...>', 'adapter folders, applied in order')
   .requiredOption('-o, --out <path>', 'where to write the merged model')
+  .addHelpText('after', examples('refit adapter merge models/fmnist-vit.onnx my-lora/ -o vit-merged.onnx'))
   .action(async (model: string, dirs: string[], o) => {
+    const { mergeAdapters } = await import('./adapter.ts');
     const r = await mergeAdapters(model, dirs, o.out);
     console.log(`merged ${r.adapters.join(', ')} into ${model}: wrote ${r.out}`);
   });
 
+/** The options `refit serve` passes to runServe (src/cli/serve.ts, written with src/serve/). */
+export interface ServeCliOptions {
+  /** Models to serve, each `path` or `name=path`. */
+  model: string[];
+  port: string;
+  host: string;
+  registry?: string;
+  method?: string;
+  debug?: boolean;
+}
+
+program
+  .command('serve')
+  .description('an HTTP service: predictions per tenant with adaptation, feedback, and a versioned adapter registry')
+  .option('--model <path>', 'a model to serve, path or name=path (repeat for more)', (v: string, prev: string[] = []) => [...prev, v])
+  .option('--port <n>', 'port', '8080')
+  .option('--host <host>', 'address to listen on', '127.0.0.1')
+  .option('--registry <path>', 'SQLite file of the adapter registry')
+  .option('--method <method>', 'adaptation per tenant: a TTA method or continual')
+  .addHelpText('after', examples('refit serve --model cnn=models/fmnist-cnn.onnx --port 8080 --registry adapters.sqlite --method tent'))
+  .action(async (o: ServeCliOptions) => {
+    // A computed specifier: serve.ts lives with the service (another part of issue 13), and the
+    // other commands must type-check and run without it.
+    const path = './serve.ts';
+    const { runServe } = (await import(path)) as { runServe(opts: ServeCliOptions): Promise<void> };
+    await runServe({ ...o, model: o.model ?? [], debug: program.opts().debug === true });
+  });
+
 program.parseAsync(process.argv).catch((e: Error) => {
-  console.error(`refit: ${e.message}`);
+  const debug = program.opts().debug === true || process.argv.includes('--debug');
+  console.error(debug ? (e.stack ?? `refit: ${e.message}`) : `refit: ${firstLine(e.message)}`);
   process.exit(1);
 });
+
+/** Errors are one line: a multi-line message keeps its first line (the rest shows with --debug). */
+function firstLine(m: string): string {
+  const lines = m.split('\n').map((l) => l.trim()).filter(Boolean);
+  return lines.length > 1 ? `${lines[0]} (more with --debug)` : lines[0] ?? 'unknown error';
+}

@@ -1,0 +1,174 @@
+// `refit adapt model.onnx --method … --stream …`: run a test-time adaptation method or the
+// continual controller over a stream of batches (in file order), and write one prediction per
+// sample (CSV or JSONL), the error when labels are given, and an HTML report.
+import { extname, resolve } from 'node:path';
+import { loadModel } from '../model.ts';
+import { createAdapter, METHODS, sourceDataOptions } from '../tta/index.ts';
+import type { Adapter } from '../tta/types.ts';
+import { ContinualController, LEVEL_NAMES } from '../continual/index.ts';
+import type { StreamScore } from '../tta/run-stream.ts';
+import { renderReport } from '../report/html.ts';
+import { modelIO, loadData, batchOf, progressBar, positiveInt, range, topClass, writeTextAtomic } from './common.ts';
+
+export interface AdaptOptions {
+  method: string;
+  stream: string;
+  labels?: string;
+  labelColumn?: string;
+  batchSize?: string | number;
+  /** Labelled in-distribution data for the methods that use it (EATA's Fisher, CoTTA, RMT) and the controller's calibration. */
+  source?: string;
+  sourceLabels?: string;
+  logits?: string;
+  embedding?: string;
+  out: string;
+  report?: string;
+  json?: boolean;
+}
+
+export interface AdaptResult {
+  model: string;
+  method: string;
+  stream: { source: string; format: string; samples: number; batches: number; batchSize: number; labelled: boolean };
+  /** With labels: error of the adapted predictions, and of the unadapted model on the same batches. */
+  error: number | null;
+  sourceError: number | null;
+  /** Continual: batches spent at each level, and the controller's events. */
+  levels?: Record<string, number>;
+  events?: { batch: number; kind: string; reason: string }[];
+  out: string;
+  report: string | null;
+  msPerBatch: number;
+  seconds: number;
+}
+
+const FORMATS = ['.csv', '.jsonl'];
+const csvCell = (s: string) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
+
+export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<AdaptResult> {
+  const t0 = performance.now();
+  // Options first: a typo costs nothing and writes nothing.
+  const method = o.method;
+  if (!method) throw new Error(`--method is required: one of ${[...METHODS, 'continual'].join(', ')}`);
+  if (method !== 'continual' && !METHODS.includes(method)) throw new Error(`unknown method '${method}'; known methods: ${[...METHODS, 'continual'].join(', ')}`);
+  const batchSize = positiveInt('--batch-size', o.batchSize ?? 64);
+  if (!o.out) throw new Error('--out is required: a .csv or .jsonl file for the predictions');
+  const ext = extname(o.out).toLowerCase();
+  if (!FORMATS.includes(ext)) throw new Error(`--out ${o.out}: predictions are written as CSV or JSONL; give a path ending in .csv or .jsonl`);
+  if (o.report && extname(o.report).toLowerCase() !== '.html') throw new Error(`--report ${o.report}: give a path ending in .html`);
+
+  const model = await loadModel(modelPath);
+  const io = modelIO(model, o.logits);
+  const ds = loadData(o.stream, io, { labels: o.labels, labelColumn: o.labelColumn });
+  if (o.report && !ds.labels) throw new Error(`--report charts the error over the stream and needs labels; give --labels (or a labelled stream), or drop --report`);
+  const src = o.source ? loadData(o.source, io, { labels: o.sourceLabels, needLabels: '--source' }) : null;
+  const srcTensor = src ? batchOf(src, range(0, src.n)) : null;
+
+  let adapter: Adapter | null = null;
+  let controller: ContinualController | null = null;
+  if (method === 'continual') {
+    const embedding = o.embedding ?? (model.outputs.some((x) => x.name === 'features') ? 'features' : undefined);
+    controller = new ContinualController(model, { logits: io.logits, ...(embedding ? { embedding } : {}) });
+    if (srcTensor) {
+      // The entropy reference from in-distribution batches rather than the stream's first ones.
+      const calib = [];
+      for (let s = 0; s < src!.n; s += batchSize) calib.push(batchOf(src!, range(s, Math.min(s + batchSize, src!.n))).x);
+      await controller.calibrate(calib);
+    }
+  } else {
+    const extra = srcTensor ? sourceDataOptions(method, { images: srcTensor.x, labels: Uint8Array.from(src!.labels!), n: src!.n }) : {};
+    adapter = createAdapter(model, method, { ...(o.logits ? { logits: o.logits } : {}), ...extra }); // each method's own default output otherwise
+  }
+
+  const batches = Math.ceil(ds.n / batchSize);
+  const bar = progressBar(!o.json, 'batches');
+  bar?.start(batches, 0, { label: method, metrics: '' });
+  const lines: string[] = ext === '.csv' ? [['id', 'prediction', ...(ds.classes ? ['class'] : []), 'confidence', ...(ds.labels ? ['label'] : []), ...(controller ? ['level'] : [])].join(',')] : [];
+  const batchErrors: number[] = [], sourceErrors: number[] = [];
+  const levels: Record<string, number> = {};
+  let wrong = 0, sourceWrong = 0, ms = 0;
+  for (let k = 0; k < batches; k++) {
+    const idx = range(k * batchSize, Math.min((k + 1) * batchSize, ds.n));
+    const b = batchOf(ds, idx);
+    const tb = performance.now();
+    let probsOrLogits: Float32Array, C: number, softmaxed: boolean, level: number | undefined;
+    if (controller) {
+      const r = await controller.predict(b.x, b.ids);
+      probsOrLogits = r.probs; C = r.probs.length / idx.length; softmaxed = true; level = r.level;
+      const name = LEVEL_NAMES[r.level];
+      levels[name] = (levels[name] ?? 0) + 1;
+    } else {
+      const r = await adapter!.predict(b.x);
+      probsOrLogits = r.logits.data as Float32Array; C = r.logits.dims[r.logits.dims.length - 1]!; softmaxed = false;
+    }
+    ms += performance.now() - tb;
+    let bw = 0;
+    for (let i = 0; i < idx.length; i++) {
+      const { cls, conf } = softmaxed ? argmaxProb(probsOrLogits, C, i) : topClass(probsOrLogits, C, i);
+      const label = ds.labels?.[idx[i]!];
+      if (label !== undefined && label !== cls) bw++;
+      const row = { id: b.ids[i]!, prediction: cls, ...(ds.classes ? { class: ds.classes[cls] ?? String(cls) } : {}), confidence: +conf.toFixed(6), ...(label !== undefined ? { label } : {}), ...(level !== undefined ? { level } : {}) };
+      lines.push(ext === '.csv' ? Object.values(row).map((v) => csvCell(String(v))).join(',') : JSON.stringify(row));
+    }
+    if (ds.labels) {
+      wrong += bw;
+      batchErrors.push(bw / idx.length);
+      // The unadapted model on the same batch: the baseline the method has to beat.
+      const out = (await model.run({ [io.spec.input]: b.x }, { outputs: [io.logits] }))[io.logits]!;
+      let sw = 0;
+      for (let i = 0; i < idx.length; i++) if (topClass(out.data as Float32Array, C, i).cls !== ds.labels[idx[i]!]) sw++;
+      sourceWrong += sw;
+      sourceErrors.push(sw / idx.length);
+    }
+    bar?.update(k + 1, { metrics: ds.labels ? `error ${(100 * wrong / (idx[idx.length - 1]! + 1)).toFixed(1)}%` : '' });
+  }
+  bar?.stop();
+  writeTextAtomic(o.out, lines.join('\n') + '\n');
+
+  const error = ds.labels ? wrong / ds.n : null;
+  const sourceError = ds.labels ? sourceWrong / ds.n : null;
+  let report: string | null = null;
+  if (o.report) {
+    const score = (name: string, errs: number[], e: number): StreamScore => ({
+      method: name, batchErrors: errs, domains: [{ domain: 'stream', severity: 0, round: 0, error: e, samples: ds.n }],
+      meanError: e, msPerBatch: 0, firstBatchMs: 0, skipped: 0,
+    });
+    report = resolve(o.report);
+    writeTextAtomic(report, renderReport({
+      title: `refit adapt: ${method} on ${o.stream}`,
+      subtitle: `${modelPath} · ${ds.n} samples in ${batches} batches of ${batchSize}${controller ? ` · levels: ${Object.entries(levels).map(([k, v]) => `${k} ${v}`).join(', ')}` : ''}`,
+      scores: [score('source', sourceErrors, sourceError!), score(method, batchErrors, error!)],
+      boundaries: [{ batch: 0, domain: 'stream' }],
+    }));
+  }
+  const events = controller?.events.map((e) => ({ batch: e.batch, kind: e.kind, reason: e.reason }));
+  await adapter?.release();
+  await controller?.release();
+  await model.release();
+  return {
+    model: modelPath,
+    method,
+    stream: { source: ds.source, format: ds.format, samples: ds.n, batches, batchSize, labelled: !!ds.labels },
+    error,
+    sourceError,
+    ...(controller ? { levels, events } : {}),
+    out: o.out,
+    report,
+    msPerBatch: ms / Math.max(1, batches),
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+function argmaxProb(p: Float32Array, C: number, i: number): { cls: number; conf: number } {
+  let arg = 0;
+  for (let c = 1; c < C; c++) if (p[i * C + c]! > p[i * C + arg]!) arg = c;
+  return { cls: arg, conf: p[i * C + arg]! };
+}
+
+export function formatAdapt(r: AdaptResult): string {
+  const lines = [`${r.method} on ${r.stream.samples} samples (${r.stream.batches} batches of ${r.stream.batchSize}, ${r.msPerBatch.toFixed(1)} ms/batch): wrote ${r.out}`];
+  if (r.error !== null) lines.push(`error ${(100 * r.error).toFixed(2)}% (unadapted model: ${(100 * r.sourceError!).toFixed(2)}%)`);
+  if (r.levels) lines.push(`controller levels (batches): ${Object.entries(r.levels).map(([k, v]) => `${k} ${v}`).join(', ')}; ${r.events!.length} events`);
+  if (r.report) lines.push(`report: ${r.report}`);
+  return lines.join('\n');
+}

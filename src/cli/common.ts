@@ -1,0 +1,151 @@
+// Shared pieces of the `refit` commands: what a model takes and gives, batches, a progress bar
+// with ETA, cross-entropy/accuracy in TypeScript, and writes that never leave half a file.
+import { existsSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
+import { dirname, basename, join, resolve } from 'node:path';
+import cliProgress from 'cli-progress';
+import type { RefitModel } from '../model.ts';
+import { f32, i64, type Tensor } from '../onnx/tensor.ts';
+import { defaultLogits } from '../tta/types.ts';
+import { writeFileAtomic } from '../onnx/io.ts';
+import { readDataset, checkLabels, type Dataset, type SampleSpec, type ReadOptions } from './data-files.ts';
+
+export interface ModelIO {
+  spec: SampleSpec;
+  logits: string;
+  /** Class count from the logits output's shape, when it is known. */
+  classes: number | null;
+}
+
+/** The model's single input and its class-score output. */
+export function modelIO(model: RefitModel, logitsName?: string): ModelIO {
+  if (model.inputs.length !== 1) throw new Error(`the CLI feeds models with one input; this one has ${model.inputs.length} (${model.inputs.map((i) => i.name).join(', ')}); use the library for more`);
+  const input = model.inputs[0]!;
+  if (input.dtype !== 'float32') throw new Error(`the model's input '${input.name}' is ${input.dtype}; the CLI feeds float32 inputs`);
+  const dims = (input.shape ?? []).slice(1).map((d) => (typeof d === 'number' && d > 0 ? d : null));
+  if (!input.shape || input.shape.length < 2) throw new Error(`the model's input '${input.name}' has shape ${JSON.stringify(input.shape)}; the CLI needs [N, ...] with a batch dimension first`);
+  const logits = logitsName ?? defaultLogits(model.outputs);
+  const out = model.outputs.find((o) => o.name === logits);
+  if (!out) throw new Error(`the model has no output '${logits}' (outputs: ${model.outputs.map((o) => o.name).join(', ')})`);
+  const c = out.shape?.[out.shape.length - 1];
+  return { spec: { input: input.name, dims }, logits, classes: typeof c === 'number' && c > 0 ? c : null };
+}
+
+/** Read a dataset for this model; labels checked against its classes. */
+export function loadData(path: string, io: ModelIO, o: ReadOptions & { needLabels?: string } = {}): Dataset {
+  const ds = readDataset(path, io.spec, o);
+  if (o.needLabels && !ds.labels) throw new Error(`${path} has no labels, and ${o.needLabels} needs them: give --labels <file>, a CSV label column, or a folder with one sub-folder per class`);
+  checkLabels(ds, io.classes, path);
+  return ds;
+}
+
+/** Samples `idx` (or `start..start+size`) of a dataset as an input tensor and, when labelled, int64 labels. */
+export function batchOf(ds: Dataset, idx: ArrayLike<number>): { x: Tensor; y?: Tensor; ids: string[] } {
+  const per = ds.x.length / ds.n;
+  const x = new Float32Array(idx.length * per);
+  for (let k = 0; k < idx.length; k++) x.set(ds.x.subarray(idx[k]! * per, (idx[k]! + 1) * per), k * per);
+  const y = ds.labels ? i64([idx.length], Array.from(idx, (i) => ds.labels![i]!)) : undefined;
+  return { x: f32([idx.length, ...ds.sampleShape], x), y, ids: Array.from(idx, (i) => ds.ids[i]!) };
+}
+
+export const range = (start: number, end: number) => Array.from({ length: end - start }, (_, i) => start + i);
+
+/** Cross-entropy (summed) and correct predictions of a batch of logits against labels. */
+export function scoreLogits(logits: Float32Array, C: number, labels: ArrayLike<number>): { lossSum: number; correct: number } {
+  let lossSum = 0, correct = 0;
+  for (let i = 0; i < labels.length; i++) {
+    const row = logits.subarray(i * C, (i + 1) * C);
+    let m = -Infinity, arg = 0;
+    for (let c = 0; c < C; c++) if (row[c]! > m) { m = row[c]!; arg = c; }
+    let s = 0;
+    for (let c = 0; c < C; c++) s += Math.exp(row[c]! - m);
+    lossSum += m + Math.log(s) - row[Number(labels[i])]!;
+    if (arg === Number(labels[i])) correct++;
+  }
+  return { lossSum, correct };
+}
+
+/** Loss and accuracy of the model on a labelled dataset, in batches (inference only). */
+export async function evaluateSet(model: RefitModel, io: ModelIO, ds: Dataset, idx: number[], batchSize: number, onBatch?: (done: number) => void): Promise<{ loss: number; accuracy: number; samples: number }> {
+  let lossSum = 0, correct = 0;
+  for (let s = 0; s < idx.length; s += batchSize) {
+    const b = batchOf(ds, idx.slice(s, s + batchSize));
+    const out = (await model.run({ [io.spec.input]: b.x }, { outputs: [io.logits] }))[io.logits]!;
+    const r = scoreLogits(out.data as Float32Array, out.dims[out.dims.length - 1]!, Array.from(b.y!.data as BigInt64Array, Number));
+    lossSum += r.lossSum;
+    correct += r.correct;
+    onBatch?.(Math.min(s + batchSize, idx.length));
+  }
+  return { loss: lossSum / Math.max(1, idx.length), accuracy: correct / Math.max(1, idx.length), samples: idx.length };
+}
+
+/** A progress bar with ETA on stderr; null (no output) with --json. */
+export function progressBar(enabled: boolean, unit: string): cliProgress.SingleBar | null {
+  if (!enabled) return null;
+  return new cliProgress.SingleBar({
+    format: `{label} |{bar}| {value}/{total} ${unit} | ETA {eta_formatted} | {metrics}`,
+    hideCursor: true, noTTYOutput: true, notTTYSchedule: 10000, stream: process.stderr, etaBuffer: 20,
+  }, cliProgress.Presets.shades_classic);
+}
+
+/** A positive integer option, or a one-line error naming it. */
+export function positiveInt(name: string, v: unknown): number {
+  const n = typeof v === 'number' ? v : Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+export function finiteNumber(name: string, v: unknown, check: (n: number) => boolean = () => true, what = 'a number'): number {
+  const n = typeof v === 'number' ? v : Number(v);
+  if (v === undefined || v === '' || !Number.isFinite(n) || !check(n)) throw new Error(`${name} must be ${what}, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+/** Write text atomically (temp file + rename): a failure keeps whatever was there. */
+export function writeTextAtomic(path: string, text: string): void {
+  writeFileAtomic(path, new TextEncoder().encode(text));
+}
+
+/**
+ * Fill a folder through `write(tmpDir)` and then put it in place of `dir`: a failure leaves the
+ * old folder as it was. The swap is two renames (old aside, new in), so a crash between them
+ * leaves the old folder under `<dir>.old-*` rather than a mix of old and new files.
+ */
+export async function replaceDirAtomic(dir: string, write: (tmp: string) => Promise<void>): Promise<void> {
+  const full = resolve(dir);
+  const tmp = mkdtempSync(join(dirname(full), `.${basename(full)}.tmp-`));
+  try {
+    await write(tmp);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  const old = existsSync(full) ? `${full}.old-${process.pid}-${Date.now()}` : null;
+  if (old) renameSync(full, old);
+  try {
+    renameSync(tmp, full);
+  } catch (e) {
+    if (old) renameSync(old, full);
+    rmSync(tmp, { recursive: true, force: true });
+    throw new Error(`could not write ${dir}: ${(e as Error).message}`);
+  }
+  if (old) rmSync(old, { recursive: true, force: true });
+}
+
+/** Parse --targets: `/regex/flags` or a comma-separated list of names. */
+export function parseTargets(s: string): RegExp | string[] {
+  const m = /^\/(.*)\/([a-z]*)$/.exec(s);
+  if (m) {
+    try { return new RegExp(m[1]!, m[2]); } catch (e) { throw new Error(`--targets ${s}: not a valid regular expression (${(e as Error).message})`); }
+  }
+  return s.split(',').map((t) => t.trim()).filter(Boolean);
+}
+
+/** Softmax of one row: predicted class and its probability. */
+export function topClass(logits: Float32Array, C: number, i: number): { cls: number; conf: number } {
+  const row = logits.subarray(i * C, (i + 1) * C);
+  let m = -Infinity, arg = 0;
+  for (let c = 0; c < C; c++) if (row[c]! > m) { m = row[c]!; arg = c; }
+  let s = 0;
+  for (let c = 0; c < C; c++) s += Math.exp(row[c]! - m);
+  return { cls: arg, conf: 1 / s };
+}

@@ -1,0 +1,120 @@
+// `refit inspect model.onnx`: what a model takes and gives, and what refit can train in it.
+// The graph walk is diagnoseTraining's (src/autodiff/diagnose.ts); this file only loads and
+// formats.
+import { loadModel } from '../model.ts';
+import { readModelFile } from '../onnx/io.ts';
+import { opsetVersion, type Model, type ValueInfo } from '../onnx/ir.ts';
+import type { UpgradeReport } from '../onnx/opset-upgrade.ts';
+import { diagnoseTraining, type GroupBlocker } from '../autodiff/diagnose.ts';
+import { supportedOps, NO_GRADIENT_OPS } from '../autodiff/rule.ts';
+
+export interface InspectResult {
+  model: string;
+  opset: number;
+  /** Set when the model was below opset 13 and loadModel upgraded it (verified in onnxruntime). */
+  upgrade: UpgradeReport | null;
+  /** Set when the upgrade failed: the graph is then shown as stored, and refit cannot run it. */
+  upgradeError?: string;
+  inputs: { name: string; dtype: string; shape: (number | string | null)[] | null }[];
+  outputs: { name: string; dtype: string; shape: (number | string | null)[] | null }[];
+  nodes: number;
+  opCounts: Record<string, number>;
+  ops: {
+    /** Op types with a gradient rule in refit. */
+    differentiable: string[];
+    /** Op types whose outputs carry no gradient (shapes, comparisons): nothing to differentiate. */
+    noGradient: string[];
+    /** Op types without a rule of their own that compile by lowering (LSTM, fused ops). */
+    lowered: string[];
+    /** Op types refit cannot differentiate; they block training only on a parameter's gradient path. */
+    withoutRule: string[];
+  };
+  parameters: { tensors: number; values: number };
+  groups: { name: string; tensors: number; values: number; trainable: boolean; blockers: GroupBlocker[]; unreached: string[] }[];
+  /** Ops that block training, with their nodes and the groups they block. */
+  blockers: (GroupBlocker & { groups: string[] })[];
+  summary: string[];
+}
+
+export async function inspectModel(path: string): Promise<InspectResult> {
+  let upgrade: UpgradeReport | null = null;
+  let upgradeError: string | undefined;
+  let ir: Model;
+  try {
+    const m = await loadModel(path, { onUpgrade: (r) => { upgrade = r; } });
+    ir = m.ir;
+    await m.release();
+  } catch (e) {
+    // A model refit cannot upgrade is still worth a look: show the graph as stored.
+    if (!/upgrade|opset/i.test((e as Error).message)) throw e;
+    upgradeError = (e as Error).message;
+    ir = readModelFile(path);
+  }
+  const g = ir.graph;
+  const d = diagnoseTraining(ir);
+  const rules = new Set(supportedOps());
+  const lowered = new Set(d.lowered.map((l) => l.opType));
+  const ops = { differentiable: [] as string[], noGradient: [] as string[], lowered: [] as string[], withoutRule: [] as string[] };
+  for (const op of Object.keys(d.opCounts).sort()) {
+    if (NO_GRADIENT_OPS.has(op)) ops.noGradient.push(op);
+    else if (rules.has(op)) ops.differentiable.push(op);
+    else if (lowered.has(op)) ops.lowered.push(op);
+    else ops.withoutRule.push(op);
+  }
+  const size = (p: string) => g.initializers.get(p)?.data.length ?? 0;
+  const groups = d.groups.map((gr) => ({
+    name: gr.name, tensors: gr.params.length, values: gr.params.reduce((a, p) => a + size(p), 0),
+    trainable: gr.trainable, blockers: gr.blockers, unreached: gr.unreached,
+  }));
+  const vi = (v: ValueInfo) => ({ name: v.name, dtype: v.dtype, shape: v.shape ? [...v.shape] : null });
+  const initNames = new Set(g.initializers.keys());
+  return {
+    model: path,
+    opset: opsetVersion(ir),
+    upgrade,
+    ...(upgradeError ? { upgradeError } : {}),
+    inputs: g.inputs.filter((i) => !initNames.has(i.name)).map(vi),
+    outputs: g.outputs.map(vi),
+    nodes: g.nodes.length,
+    opCounts: d.opCounts,
+    ops,
+    parameters: { tensors: groups.reduce((a, gr) => a + gr.tensors, 0), values: groups.reduce((a, gr) => a + gr.values, 0) },
+    groups,
+    blockers: d.unsupportedOps.map(({ opType, domain, nodes, reason, groups: gs }) => ({ opType, domain, nodes, ...(reason ? { reason } : {}), groups: gs })),
+    summary: d.summary,
+  };
+}
+
+const fmtShape = (s: (number | string | null)[] | null) => (s ? `[${s.map((d) => d ?? '?').join(', ')}]` : '(unknown shape)');
+const n = (v: number) => v.toLocaleString('en-US');
+const opName = (b: { domain: string; opType: string }) => (b.domain ? `${b.domain}:${b.opType}` : b.opType);
+const list = (xs: string[], max = 8) => xs.slice(0, max).map((x) => `'${x}'`).join(', ') + (xs.length > max ? `, … (${xs.length} in all)` : '');
+
+export function formatInspect(r: InspectResult): string {
+  const out: string[] = [r.model];
+  const up = r.upgrade;
+  out.push(`  opset:      ${r.opset}${up ? ` (upgraded on load from ${up.from} to ${up.to}; verified on ${up.verifiedOn})` : ''}`);
+  if (r.upgradeError) out.push(`  upgrade:    failed (${r.upgradeError}); shown as stored`);
+  for (const i of r.inputs) out.push(`  input:      ${i.name} ${i.dtype} ${fmtShape(i.shape)}`);
+  for (const o of r.outputs) out.push(`  output:     ${o.name} ${o.dtype} ${fmtShape(o.shape)}`);
+  out.push(`  parameters: ${n(r.parameters.values)} values in ${r.parameters.tensors} tensors`);
+  const counts = Object.entries(r.opCounts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  out.push(`  ops:        ${r.nodes} nodes: ${counts.map(([k, v]) => `${k} ×${v}`).join(', ')}`);
+  out.push(`  gradients:  ${r.ops.differentiable.length} op types with rules${r.ops.lowered.length ? `, ${r.ops.lowered.join(', ')} by lowering` : ''}${r.ops.noGradient.length ? `, ${r.ops.noGradient.length} carry no gradient (${r.ops.noGradient.join(', ')})` : ''}`);
+  if (r.ops.withoutRule.length) out.push(`              without a rule: ${r.ops.withoutRule.join(', ')}`);
+  out.push('  parameter groups:');
+  for (const gr of r.groups) {
+    const head = `    ${gr.name.padEnd(20)} ${String(gr.tensors).padStart(4)} tensors ${n(gr.values).padStart(11)} values  `;
+    if (gr.trainable && gr.unreached.length === 0) out.push(`${head}trainable`);
+    else {
+      const why = gr.blockers.map((b) => `${opName(b)}${b.reason ? ` (${b.reason})` : ''} at ${list(b.nodes, 4)}`);
+      if (gr.unreached.length) why.push(`${gr.unreached.length} not reaching any output (${list(gr.unreached, 3)})`);
+      out.push(`${head}${gr.trainable ? 'trainable, but ' : 'blocked by '}${why.join('; ')}`);
+    }
+  }
+  if (r.blockers.length) {
+    out.push('  what blocks training:');
+    for (const b of r.blockers) out.push(`    ${opName(b)}: no gradient rule${b.reason ? ` for this form (${b.reason})` : ''}; nodes ${list(b.nodes)}; blocks ${b.groups.join(', ')}`);
+  } else out.push(`  every parameter group can train`);
+  return out.join('\n');
+}

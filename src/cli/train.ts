@@ -1,0 +1,225 @@
+// `refit train model.onnx --data …`: full fine-tuning or a PEFT adapter, with a validation split,
+// metrics per epoch and a progress bar. Nothing is written until training has finished, and then
+// atomically (the model through RefitModel.save, the adapter folder through a swap).
+import { extname } from 'node:path';
+import { loadModel, type RefitModel } from '../model.ts';
+import { crossEntropy } from '../train/losses.ts';
+import { adamw } from '../train/optim/index.ts';
+import { Trainer } from '../train/trainer.ts';
+import { withAdapter, lora, dora, ia3, bottleneck, bitfit, normAffine, accounting, type PeftModel } from '../peft/index.ts';
+import type { AdapterMethod } from '../peft/types.ts';
+import { saveAdapter } from '../peft/files-node.ts';
+import { hasBatchNorm } from '../tta/bn-adapt.ts';
+import { Rng } from '../util/rng.ts';
+import { modelIO, loadData, batchOf, evaluateSet, progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic, scoreLogits, type ModelIO } from './common.ts';
+import type { Dataset } from './data-files.ts';
+
+export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-affine'] as const;
+
+export interface TrainOptions {
+  data: string;
+  labels?: string;
+  labelColumn?: string;
+  adapter?: string;
+  rank?: string | number;
+  alpha?: string | number;
+  targets?: string;
+  form?: string;
+  /** Full training: which parameters (a /regex/ or 'all'). */
+  trainable?: string;
+  epochs?: string | number;
+  batchSize?: string | number;
+  lr?: string | number;
+  weightDecay?: string | number;
+  clipNorm?: string | number;
+  valSplit?: string | number;
+  batchNorm?: string;
+  seed?: string | number;
+  logits?: string;
+  out: string;
+  json?: boolean;
+}
+
+export interface EpochMetrics {
+  epoch: number;
+  trainLoss: number;
+  trainAccuracy: number;
+  valLoss: number | null;
+  valAccuracy: number | null;
+  skippedSteps: number;
+  seconds: number;
+}
+
+export interface TrainResult {
+  model: string;
+  data: { source: string; format: string; samples: number; train: number; validation: number; sampleShape: number[] };
+  mode: 'full' | 'adapter';
+  adapter?: string;
+  trainableParams: number;
+  trainablePercent: number;
+  steps: number;
+  epochs: EpochMetrics[];
+  out: string;
+  seconds: number;
+}
+
+function makeAdapter(kind: string, o: TrainOptions): AdapterMethod {
+  const targets = o.targets ? parseTargets(o.targets) : /./; // default: every layer the method supports (HF PEFT's 'all-linear')
+  const rank = o.rank !== undefined ? positiveInt('--rank', o.rank) : 8;
+  const alpha = o.alpha !== undefined ? finiteNumber('--alpha', o.alpha, (v) => v > 0, 'a positive number') : undefined;
+  const filter = (): RegExp | ((n: string) => boolean) | undefined => {
+    if (!o.targets) return undefined;
+    const t = targets;
+    return t instanceof RegExp ? t : (n: string) => t.includes(n);
+  };
+  switch (kind) {
+    case 'lora': return lora({ targets, rank, ...(alpha ? { alpha } : {}) });
+    case 'dora': return dora({ targets, rank, ...(alpha ? { alpha } : {}) });
+    case 'ia3': return ia3({ targets });
+    case 'bottleneck': {
+      const form = (o.form ?? 'houlsby') as 'houlsby' | 'pfeiffer' | 'parallel';
+      if (!['houlsby', 'pfeiffer', 'parallel'].includes(form)) throw new Error(`--form must be houlsby, pfeiffer or parallel, got '${o.form}'`);
+      return bottleneck({ form, targets });
+    }
+    case 'bitfit': return bitfit({ filter: filter() });
+    case 'norm-affine': return normAffine({ filter: filter() });
+    default: throw new Error(`unknown adapter '${kind}'; known adapters: ${ADAPTERS.join(', ')}`);
+  }
+}
+
+/** Shuffle and split indices into training and validation sets. */
+export function splitIndices(n: number, valSplit: number, seed: number): { train: number[]; val: number[] } {
+  const perm = Array.from(new Rng(seed).permutation(n));
+  let nVal = Math.round(n * valSplit);
+  if (valSplit > 0 && nVal === 0 && n >= 2) nVal = 1;
+  if (n - nVal < 1) throw new Error(`--val-split ${valSplit} leaves no training samples out of ${n}`);
+  return { val: perm.slice(0, nVal).sort((a, b) => a - b), train: perm.slice(nVal) };
+}
+
+export async function runTrain(modelPath: string, o: TrainOptions): Promise<TrainResult> {
+  const t0 = performance.now();
+  // Check every option before loading anything, so a typo costs nothing.
+  const epochs = positiveInt('--epochs', o.epochs ?? 1);
+  const batchSize = positiveInt('--batch-size', o.batchSize ?? 32);
+  const valSplit = finiteNumber('--val-split', o.valSplit ?? 0.1, (v) => v >= 0 && v < 1, 'a fraction in [0, 1)');
+  const seed = finiteNumber('--seed', o.seed ?? 0, Number.isInteger, 'an integer');
+  const mode = o.adapter ? 'adapter' : 'full';
+  if (o.adapter && !(ADAPTERS as readonly string[]).includes(o.adapter)) throw new Error(`unknown adapter '${o.adapter}'; known adapters: ${ADAPTERS.join(', ')}`);
+  const lr = finiteNumber('--lr', o.lr ?? (mode === 'full' ? 1e-3 : 5e-3), (v) => v > 0, 'a positive number');
+  const weightDecay = finiteNumber('--weight-decay', o.weightDecay ?? 0.01, (v) => v >= 0, 'a non-negative number');
+  const clipNorm = finiteNumber('--clip-norm', o.clipNorm ?? 1, (v) => v >= 0, 'a non-negative number (0: no clipping)');
+  if (o.batchNorm !== undefined && o.batchNorm !== 'train' && o.batchNorm !== 'eval') throw new Error(`--batch-norm must be 'train' or 'eval', got '${o.batchNorm}'`);
+  if (!o.out) throw new Error('--out is required: a .onnx file for full training, a folder for an adapter');
+  if (mode === 'full' && extname(o.out).toLowerCase() !== '.onnx') throw new Error(`--out ${o.out}: full training writes an ONNX model; give a path ending in .onnx`);
+  if (mode === 'adapter' && extname(o.out).toLowerCase() === '.onnx') throw new Error(`--out ${o.out}: --adapter writes an adapter folder (HF PEFT layout), not an .onnx file; give a folder path`);
+
+  const base = await loadModel(modelPath);
+  const io = modelIO(base, o.logits);
+  const ds = loadData(o.data, io, { labels: o.labels, labelColumn: o.labelColumn, needLabels: 'training' });
+  const { train, val } = splitIndices(ds.n, valSplit, seed);
+
+  let model: RefitModel = base;
+  let trainable: string[];
+  let percent = 100;
+  if (o.adapter) {
+    const pm = withAdapter(base, o.adapter, makeAdapter(o.adapter, o));
+    model = pm;
+    trainable = pm.trainableNames(o.adapter);
+    percent = accounting(pm, o.adapter).trainablePercent;
+  } else {
+    const sel = o.trainable && o.trainable !== 'all' ? parseTargets(o.trainable) : 'all';
+    trainable = base.parameterNames(sel);
+    if (trainable.length === 0) throw new Error(`--trainable ${o.trainable} selects no parameter of the model`);
+    const all = base.parameterNames('all');
+    const size = (names: string[]) => names.reduce((a, p) => a + base.param(p).data.length, 0);
+    percent = (100 * size(trainable)) / Math.max(1, size(all));
+  }
+  const trainableParams = trainable.reduce((a, p) => a + model.param(p).data.length, 0);
+  // BatchNorm: batch statistics for full training (PyTorch's model.train()), frozen running
+  // statistics for adapters (the base model stays as it was, as PEFT fine-tuning usually does).
+  const bn = (o.batchNorm ?? (mode === 'full' ? 'train' : 'eval')) as 'train' | 'eval';
+  const step = model.compileTrainStep({
+    trainable,
+    loss: crossEntropy({ logits: io.logits, labels: 'refit_labels' }),
+    outputs: [io.logits],
+    ...(hasBatchNorm(model) ? { batchNorm: bn } : {}),
+  });
+  const groups = o.adapter ? (model as PeftModel).paramGroups() : []; // LoRA+ learning-rate scales, when set
+  const trainer = new Trainer(step, adamw({ lr, weightDecay, ...(groups.length ? { groups } : {}) }), clipNorm > 0 ? { clipNorm } : {});
+
+  // Full batches only (a smaller last batch would compile another step graph for one batch),
+  // unless the whole training set is smaller than one batch.
+  const bs = Math.min(batchSize, train.length);
+  const stepsPerEpoch = Math.floor(train.length / bs);
+  const rng = new Rng(seed + 1);
+  const bar = progressBar(!o.json, 'steps');
+  const epochsOut: EpochMetrics[] = [];
+  for (let e = 1; e <= epochs; e++) {
+    const te = performance.now();
+    const order = Array.from(rng.shuffle(Uint32Array.from(train)));
+    let lossSum = 0, correct = 0, seen = 0, lossSteps = 0;
+    const skipped0 = trainer.skippedSteps;
+    bar?.start(stepsPerEpoch, 0, { label: `epoch ${e}/${epochs}`, metrics: '' });
+    for (let s = 0; s < stepsPerEpoch; s++) {
+      const b = batchOf(ds, order.slice(s * bs, (s + 1) * bs));
+      const r = await trainer.step({ [io.spec.input]: b.x, refit_labels: b.y! });
+      if (!r.skipped) { lossSum += r.loss; lossSteps++; }
+      const logits = r.outputs[io.logits];
+      if (logits) {
+        correct += scoreLogits(logits.data as Float32Array, logits.dims[logits.dims.length - 1]!, Array.from(b.y!.data as BigInt64Array, Number)).correct;
+        seen += b.ids.length;
+      }
+      bar?.update(s + 1, { metrics: `loss ${(lossSum / Math.max(1, lossSteps)).toFixed(4)}` });
+    }
+    bar?.stop();
+    const v = val.length ? await evaluateSet(model, io, ds, val, Math.max(bs, 64)) : null;
+    const m: EpochMetrics = {
+      epoch: e,
+      trainLoss: lossSteps ? lossSum / lossSteps : NaN,
+      trainAccuracy: seen ? correct / seen : NaN,
+      valLoss: v ? v.loss : null,
+      valAccuracy: v ? v.accuracy : null,
+      skippedSteps: trainer.skippedSteps - skipped0,
+      seconds: (performance.now() - te) / 1000,
+    };
+    epochsOut.push(m);
+    if (!o.json) console.log(formatEpoch(m, epochs));
+  }
+  if (trainer.steps === 0) throw new Error(`every training step was refused (non-finite loss or gradient); nothing written. Try a smaller --lr (was ${lr})`);
+
+  if (o.adapter) {
+    const pm = model as PeftModel;
+    await replaceDirAtomic(o.out, (tmp) => saveAdapter(pm, o.adapter!, tmp));
+  } else {
+    await model.save(o.out);
+  }
+  await step.release();
+  await Promise.all([model.release(), base.release()]);
+  return {
+    model: modelPath,
+    data: { source: ds.source, format: ds.format, samples: ds.n, train: train.length, validation: val.length, sampleShape: ds.sampleShape },
+    mode,
+    ...(o.adapter ? { adapter: o.adapter } : {}),
+    trainableParams,
+    trainablePercent: percent,
+    steps: trainer.steps,
+    epochs: epochsOut,
+    out: o.out,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+const pct = (v: number | null) => (v === null || Number.isNaN(v) ? '–' : `${(100 * v).toFixed(2)}%`);
+const fx = (v: number | null) => (v === null || Number.isNaN(v) ? '–' : v.toFixed(4));
+
+export function formatEpoch(m: EpochMetrics, of: number): string {
+  return `epoch ${m.epoch}/${of}: train loss ${fx(m.trainLoss)}, accuracy ${pct(m.trainAccuracy)}` +
+    (m.valLoss !== null ? ` | validation loss ${fx(m.valLoss)}, accuracy ${pct(m.valAccuracy)}` : '') +
+    (m.skippedSteps ? ` | ${m.skippedSteps} steps refused (non-finite)` : '') + ` (${m.seconds.toFixed(1)} s)`;
+}
+
+export function formatTrainSummary(r: TrainResult): string {
+  return `trained ${r.trainableParams.toLocaleString('en-US')} parameters (${r.trainablePercent.toFixed(2)}% of the model${r.adapter ? `, adapter ${r.adapter}` : ''}) for ${r.steps} steps on ${r.data.train} samples (${r.data.validation} held out); wrote ${r.out} (${r.seconds.toFixed(1)} s)`;
+}
+
+export type { Dataset, ModelIO };

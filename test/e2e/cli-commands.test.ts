@@ -1,0 +1,232 @@
+// `refit inspect | train | adapt | eval` run as a user runs them (node bin/refit.js …), on tiny
+// datasets written here in every format the CLI reads: IDX, NPY, CSV and a PNG folder.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, mkdirSync, writeFileSync, readFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PNG } from 'pngjs';
+import { loadModel, loadAdapter, ModelBuilder, encodeModel, f32 } from '../../src/index.ts';
+import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
+import { encodeIdx } from '../../src/data/idx.ts';
+import { parseNpy } from '../../src/cli/data-files.ts';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const cnn = join(root, 'models/fmnist-cnn.onnx');
+const dir = mkdtempSync(join(tmpdir(), 'refit-cli-'));
+const p = (...s: string[]) => join(dir, ...s);
+
+interface Run { status: number | null; stdout: string; stderr: string }
+/** Run the CLI without blocking the event loop, so independent runs overlap. */
+function refit(...args: string[]): Promise<Run> {
+  return new Promise((res) => {
+    const c = spawn(process.execPath, [join(root, 'bin/refit.js'), ...args], { cwd: root });
+    let stdout = '', stderr = '';
+    c.stdout.on('data', (d) => (stdout += d));
+    c.stderr.on('data', (d) => (stderr += d));
+    c.on('close', (status) => res({ status, stdout, stderr }));
+  });
+}
+const ok = (r: Run) => assert.equal(r.status, 0, r.stderr);
+/** One line on stderr, exit status 1, no stack trace. */
+function failsCleanly(r: Run, pattern: RegExp): void {
+  assert.equal(r.status, 1, `expected exit 1: ${r.stdout}\n${r.stderr}`);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `one line expected:\n${r.stderr}`);
+  assert.match(lines[0]!, /^refit: /);
+  assert.match(lines[0]!, pattern);
+  assert.doesNotMatch(r.stderr, /\n\s+at /);
+}
+
+function npy(dtype: '<f4' | '<i8', shape: number[], data: Float32Array | BigInt64Array): Uint8Array {
+  let header = `{'descr': '${dtype}', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
+  header = header.padEnd(Math.ceil((header.length + 11) / 64) * 64 - 11, ' ') + '\n';
+  const h = new TextEncoder().encode(header);
+  const out = new Uint8Array(10 + h.length + data.byteLength);
+  out.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, h.length & 0xff, h.length >> 8]);
+  out.set(h, 10);
+  out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), 10 + h.length);
+  return out;
+}
+
+function png(file: string, px: Uint8Array, w: number, h: number, rgb = false): void {
+  const img = new PNG({ width: w, height: h });
+  for (let i = 0; i < w * h; i++) {
+    const v = px[i]!;
+    img.data.set([v, rgb ? 255 - v : v, v, 255], 4 * i); // an RGB image the CLI has to convert to gray
+  }
+  writeFileSync(file, PNG.sync.write(img));
+}
+
+const N = 96;
+const fm = loadFashionMnist('test', { limit: N });
+const bytes = Uint8Array.from(fm.images, (v) => Math.round(v * 255));
+
+before(() => {
+  // IDX (gzip-free) images and labels.
+  writeFileSync(p('images-idx3-ubyte'), encodeIdx([N, 28, 28], bytes));
+  writeFileSync(p('labels-idx1-ubyte'), encodeIdx([N], fm.labels));
+  // NPY: float32 [N, 1, 28, 28] and int64 labels.
+  writeFileSync(p('x.npy'), npy('<f4', [N, 1, 28, 28], Float32Array.from(bytes, (v) => v / 255)));
+  writeFileSync(p('y.npy'), npy('<i8', [N], BigInt64Array.from(fm.labels, (v) => BigInt(v))));
+  // CSV with a header, the label in a named first column.
+  const rows = [['label', ...Array.from({ length: 784 }, (_, i) => `p${i}`)].join(',')];
+  for (let i = 0; i < N; i++) rows.push([fm.labels[i], ...Array.from(fm.images.subarray(i * 784, (i + 1) * 784), (v) => +v.toFixed(4))].join(','));
+  writeFileSync(p('data.csv'), rows.join('\n') + '\n');
+  // A PNG folder, one sub-folder per class (all ten, so the sorted names are the class indices).
+  for (let c = 0; c < 10; c++) mkdirSync(p('png', String(c)), { recursive: true });
+  for (let i = 0; i < 48; i++) png(p('png', String(fm.labels[i]), `img${i}.png`), bytes.subarray(i * 784, (i + 1) * 784), 28, 28, i % 2 === 1);
+  // Bad inputs.
+  mkdirSync(p('png-big', '0'), { recursive: true });
+  png(p('png-big', '0', 'big.png'), new Uint8Array(32 * 32), 32, 32);
+  writeFileSync(p('bad.csv'), `${rows[0]}\n${rows[1]}\n${rows[2]!.replace(/,0\.\d+,/, ',abc,')}\n`);
+});
+
+test('inspect: the torch CNN fixture trains in every group; an op without a rule is named with its node', async () => {
+  const r = await refit('inspect', join(root, 'test/fixtures/torch/cnn/model.onnx'), '--json');
+  ok(r);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.opset, 17);
+  assert.equal(j.upgrade, null);
+  assert.deepEqual(j.inputs.map((i: { name: string }) => i.name), ['x']);
+  assert.equal(j.opCounts.Conv, 6);
+  assert.ok(j.ops.differentiable.includes('Conv') && j.ops.differentiable.includes('BatchNormalization'));
+  assert.deepEqual(j.groups.map((g: { name: string }) => g.name), ['conv weights', 'linear weights', 'norm affine', 'biases']);
+  assert.ok(j.groups.every((g: { trainable: boolean }) => g.trainable));
+  assert.equal(j.blockers.length, 0);
+  assert.equal(j.parameters.values, j.groups.reduce((a: number, g: { values: number }) => a + g.values, 0));
+
+  // x → MatMul(W1) → LpNormalization (no gradient rule) → MatMul(W2) → y: W1 is blocked, W2 is not.
+  const m = new ModelBuilder({ opset: 17 })
+    .input('x', 'float32', ['N', 4])
+    .initializer('fc1.weight', f32([4, 4], Array.from({ length: 16 }, (_, i) => i / 16)))
+    .initializer('fc2.weight', f32([4, 3], Array.from({ length: 12 }, (_, i) => i / 12)))
+    .node('MatMul', ['x', 'fc1.weight'], ['h'], {}, 'fc1')
+    .node('LpNormalization', ['h'], ['hn'], { axis: -1, p: 2 }, 'odd_norm')
+    .node('MatMul', ['hn', 'fc2.weight'], ['logits'], {}, 'fc2')
+    .output('logits', 'float32', ['N', 3])
+    .build();
+  writeFileSync(p('lpnorm.onnx'), encodeModel(m));
+  const [t, js] = await Promise.all([refit('inspect', p('lpnorm.onnx')), refit('inspect', p('lpnorm.onnx'), '--json')]);
+  ok(t);
+  assert.match(t.stdout, /LpNormalization: no gradient rule; nodes 'odd_norm'/);
+  assert.match(t.stdout, /without a rule: LpNormalization/);
+  const b = JSON.parse(js.stdout).blockers;
+  assert.equal(b.length, 1);
+  assert.equal(b[0].opType, 'LpNormalization');
+  assert.deepEqual(b[0].nodes, ['odd_norm']);
+});
+
+test('train: LoRA on IDX and on a PNG folder, full training on NPY, BitFit on CSV; outputs load and learn', async () => {
+  const common = ['--epochs', '2', '--batch-size', '16', '--val-split', '0.25', '--json'];
+  const [lora, full] = await Promise.all([
+    refit('train', cnn, '--data', p('images-idx3-ubyte'), '--labels', p('labels-idx1-ubyte'), '--adapter', 'lora', '--rank', '4', '--targets', '/head|layer3/', '--out', p('lora'), ...common),
+    refit('train', cnn, '--data', p('x.npy'), '--labels', p('y.npy'), '--lr', '5e-4', '--out', p('full.onnx'), ...common),
+  ]);
+  ok(lora);
+  ok(full);
+  const l = JSON.parse(lora.stdout), f = JSON.parse(full.stdout);
+  assert.equal(l.data.format, 'idx');
+  assert.equal(l.data.train + l.data.validation, N);
+  assert.equal(l.data.validation, 24);
+  assert.ok(l.trainablePercent > 0 && l.trainablePercent < 10, `LoRA share ${l.trainablePercent}`);
+  assert.equal(f.data.format, 'npy');
+  assert.equal(f.trainablePercent, 100);
+  for (const r of [l, f]) {
+    assert.equal(r.epochs.length, 2);
+    for (const e of r.epochs) assert.ok(e.valAccuracy >= 0 && e.valAccuracy <= 1 && Number.isFinite(e.valLoss));
+  }
+  // Full training on 72 images at lr 5e-4: the training loss of epoch 2 is below epoch 1's.
+  assert.ok(f.epochs[1].trainLoss < f.epochs[0].trainLoss, `full: ${f.epochs.map((e: { trainLoss: number }) => e.trainLoss)}`);
+  assert.deepEqual(readdirSync(p('lora')).sort(), ['adapter_config.json', 'adapter_model.safetensors']);
+  const base = await loadModel(cnn);
+  const adapted = await loadAdapter(base, p('lora'));
+  assert.ok(adapted.trainableNames().some((n) => n.includes('lora_A')));
+  const tuned = await loadModel(p('full.onnx'));
+  const x = f32([4, 1, 28, 28], fm.images.slice(0, 4 * 784));
+  const a = (await base.run({ x })).logits!.data as Float32Array, b = (await tuned.run({ x })).logits!.data as Float32Array;
+  assert.ok(a.some((v, i) => Math.abs(v - b[i]!) > 1e-4), 'full training changed the model');
+
+  const [png, csv] = await Promise.all([
+    refit('train', cnn, '--data', p('png'), '--adapter', 'lora', '--rank', '2', '--targets', 'head', '--out', p('lora-png'), ...common),
+    refit('train', cnn, '--data', p('data.csv'), '--label-column', 'label', '--adapter', 'bitfit', '--out', p('bitfit'), '--epochs', '1', '--batch-size', '32'),
+  ]);
+  ok(png);
+  ok(csv);
+  const g = JSON.parse(png.stdout);
+  assert.equal(g.data.format, 'images');
+  assert.equal(g.data.samples, 48);
+  assert.match(csv.stdout, /epoch 1\/1: train loss \d\.\d{4}, accuracy \d+\.\d\d% \| validation loss \d\.\d{4}, accuracy \d+\.\d\d%/);
+  assert.ok(existsSync(p('bitfit', 'adapter_model.safetensors')));
+  await Promise.all([base.release(), adapted.release(), tuned.release()]);
+});
+
+test('adapt (tent → CSV, continual → JSONL with a report) and eval', async () => {
+  const [tent, cont, ev] = await Promise.all([
+    refit('adapt', cnn, '--method', 'tent', '--stream', p('x.npy'), '--labels', p('y.npy'), '--batch-size', '48', '--out', p('tent.csv'), '--json'),
+    refit('adapt', cnn, '--method', 'continual', '--stream', p('images-idx3-ubyte'), '--labels', p('labels-idx1-ubyte'), '--batch-size', '48', '--out', p('cont.jsonl'), '--report', p('report.html')),
+    refit('eval', cnn, '--data', p('data.csv'), '--json'),
+  ]);
+  ok(tent);
+  const t = JSON.parse(tent.stdout);
+  assert.equal(t.stream.batches, 2);
+  assert.ok(t.error >= 0 && t.error <= 1 && t.sourceError >= 0);
+  const rows = readFileSync(p('tent.csv'), 'utf8').trim().split('\n');
+  assert.equal(rows[0], 'id,prediction,confidence,label');
+  assert.equal(rows.length, N + 1);
+  const wrong = rows.slice(1).filter((r) => { const c = r.split(','); return c[1] !== c[3]; }).length;
+  assert.equal(wrong / N, t.error);
+  for (const r of rows.slice(1)) { const conf = Number(r.split(',')[2]); assert.ok(conf > 0 && conf <= 1); }
+
+  ok(cont);
+  assert.match(cont.stdout, /error \d+\.\d\d% \(unadapted model: \d+\.\d\d%\)/);
+  assert.match(cont.stdout, /controller levels \(batches\): /);
+  const preds = readFileSync(p('cont.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(preds.length, N);
+  assert.deepEqual(Object.keys(preds[0]), ['id', 'prediction', 'confidence', 'label', 'level']);
+  assert.ok(readFileSync(p('report.html'), 'utf8').includes('refit adapt: continual'));
+
+  ok(ev);
+  const e = JSON.parse(ev.stdout);
+  assert.equal(e.samples, N);
+  assert.ok(e.accuracy > 0.8, `the shipped CNN on clean images: ${e.accuracy}`); // 92.99% on the full test set
+  assert.ok(e.loss > 0 && Number.isFinite(e.loss));
+});
+
+test('bad input: one line, exit 1, nothing written', async () => {
+  const outs = ['m.onnx', 'big', 'u.csv', 'c.onnx'].map((f) => p('never', f));
+  const [missing, big, method, nan, help] = await Promise.all([
+    refit('train', cnn, '--data', p('nope.npy'), '--out', outs[0]!),
+    refit('train', cnn, '--data', p('png-big'), '--adapter', 'lora', '--out', outs[1]!),
+    refit('adapt', cnn, '--method', 'tnet', '--stream', p('x.npy'), '--out', outs[2]!),
+    refit('train', cnn, '--data', p('bad.csv'), '--label-column', 'label', '--out', outs[3]!),
+    refit('train', '--help'),
+  ]);
+  failsCleanly(missing, /data not found: .*nope\.npy/);
+  failsCleanly(big, /big\.png is 32×32; the model's input 'x' takes 28×28 images/);
+  failsCleanly(method, /unknown method 'tnet'; known methods: .*tent.*continual/);
+  failsCleanly(nan, /bad\.csv:3: column \d+ \('p\d+'\) is "abc", not a finite number/);
+  for (const o of outs) assert.ok(!existsSync(o), `${o} must not exist`);
+  assert.ok(!existsSync(p('never')));
+  ok(help);
+  assert.match(help.stdout, /Examples:\n  refit train /);
+  // A failed run leaves a good output from before as it was.
+  const good = readFileSync(p('full.onnx'));
+  failsCleanly(await refit('train', cnn, '--data', p('bad.csv'), '--out', p('full.onnx')), /not a finite number/);
+  assert.ok(readFileSync(p('full.onnx')).equals(good));
+  // --debug shows the stack.
+  const dbg = await refit('--debug', 'eval', cnn, '--data', p('nope.npy'));
+  assert.equal(dbg.status, 1);
+  assert.match(dbg.stderr, /\n\s+at /);
+});
+
+test('NPY reader: header versions and dtypes', () => {
+  const a = parseNpy(npy('<i8', [3], BigInt64Array.from([1n, 2n, 7n])), 'a.npy');
+  assert.deepEqual([a.dtype, a.shape, Array.from(a.values)], ['int64', [3], [1, 2, 7]]);
+  const bad = npy('<f4', [2], Float32Array.from([1, 2]));
+  bad.set(new TextEncoder().encode('>f4'), bad.indexOf(0x3c)); // big-endian
+  assert.throws(() => parseNpy(bad, 'b.npy'), /b\.npy: NPY dtype '>f4' is not supported/);
+  assert.throws(() => parseNpy(npy('<f4', [4], Float32Array.from([1, 2])), 'c.npy'), /c\.npy: NPY data is truncated/);
+});
