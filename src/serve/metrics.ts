@@ -1,0 +1,30 @@
+// Prometheus metrics (prom-client), one registry per server so that several servers in one
+// process (tests) never share counters. Route labels are route templates, never raw URLs, to
+// keep the label sets bounded.
+import { Registry, Counter, Histogram, Gauge, collectDefaultMetrics } from 'prom-client';
+
+export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'refit_' });
+  const m = {
+    registry,
+    requests: new Counter({ name: 'refit_http_requests_total', help: 'HTTP requests by route template, method and status code', labelNames: ['route', 'method', 'status'] as const, registers: [registry] }),
+    latency: new Histogram({
+      name: 'refit_http_request_duration_seconds', help: 'HTTP request latency by route template and method', labelNames: ['route', 'method'] as const,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry],
+    }),
+    predictions: new Counter({ name: 'refit_predicted_samples_total', help: 'Samples predicted, by model and method', labelNames: ['model', 'method'] as const, registers: [registry] }),
+    adaptationSteps: new Counter({ name: 'refit_adaptation_steps_total', help: 'Batches that updated a tenant\'s adaptation state, by model and method', labelNames: ['model', 'method'] as const, registers: [registry] }),
+    skippedSteps: new Counter({ name: 'refit_adaptation_skipped_total', help: 'Adaptation steps refused because the loss or a gradient was not finite', labelNames: ['model', 'method'] as const, registers: [registry] }),
+    rejected: new Counter({ name: 'refit_rejected_inputs_total', help: 'Predict requests rejected before reaching the model, by reason', labelNames: ['model', 'reason'] as const, registers: [registry] }),
+    driftAlarms: new Counter({ name: 'refit_drift_alarms_total', help: 'Drift alarms raised by the continual controller\'s detectors', labelNames: ['model'] as const, registers: [registry] }),
+    controllerEvents: new Counter({ name: 'refit_controller_events_total', help: 'Continual controller events by kind (escalate, deescalate, rollback, checkpoint, drift, budget, collapse, feedback)', labelNames: ['model', 'kind'] as const, registers: [registry] }),
+    feedback: new Counter({ name: 'refit_feedback_labels_total', help: 'Labels received as feedback, by outcome (accepted, unknown, expired, invalid)', labelNames: ['model', 'outcome'] as const, registers: [registry] }),
+    registryWrites: new Counter({ name: 'refit_registry_writes_total', help: 'Registry writes by operation (put, delete, rollback, good, tenant-state)', labelNames: ['op'] as const, registers: [registry] }),
+    tenants: new Gauge({ name: 'refit_tenants_active', help: 'Tenant adaptation sessions held in memory', labelNames: ['model'] as const, registers: [registry] }),
+    evictions: new Counter({ name: 'refit_tenant_evictions_total', help: 'Tenant sessions released from memory (state saved to the registry where the method can save it)', labelNames: ['model'] as const, registers: [registry] }),
+  };
+  return m;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

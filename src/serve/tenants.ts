@@ -1,0 +1,211 @@
+// Tenant sessions: each tenant's own adaptation state (a TTA adapter or a continual controller)
+// over one shared, never-written base model. All work on one tenant's session runs through a
+// per-tenant queue, so updates are serialised and a prediction never sees a half-applied step;
+// different tenants run concurrently. Sessions beyond `maxTenants` are released least recently
+// used first, after their state is saved to the registry (where the method can save it), and
+// come back from it on the tenant's next request.
+import type { RefitModel } from '../model.ts';
+import { createAdapter, METHODS, type Adapter } from '../tta/index.ts';
+import { ContinualController, type ControllerOptions } from '../continual/controller.ts';
+import { encodeCheckpoint, decodeCheckpoint } from '../continual/checkpoint.ts';
+import type { AdapterRegistry } from '../registry/types.ts';
+import { KeyedQueue } from './queue.ts';
+import { encodeAdapterState, decodeAdapterState } from './state-codec.ts';
+import { HttpError } from './inputs.ts';
+import type { Metrics } from './metrics.ts';
+
+export const CONTINUAL = 'continual';
+
+/** Methods the service can run per tenant: every TTA method, and 'continual'. */
+export const SERVE_METHODS = [...METHODS, CONTINUAL];
+
+export interface Session {
+  key: string;
+  model: string;
+  tenant: string;
+  /** The registry adapter the session adapts on top of, if any (state then lives in memory only). */
+  adapter?: { name: string; version: number };
+  method: string;
+  /** The model the session adapts (the shared base, or base + registry adapter); never written. */
+  base: RefitModel;
+  tta?: Adapter;
+  controller?: ContinualController;
+  /** Batches seen by this session object (ids for TTA predictions). */
+  seq: number;
+  sinceSave: number;
+  /** The TTA adapter's skipped-step count at the last batch (for the metric's increments). */
+  skipped: number;
+  evicting?: boolean;
+}
+
+export interface TenantPoolOptions {
+  method: string;
+  methodOptions?: Record<string, unknown>;
+  registry: AdapterRegistry;
+  metrics: Metrics;
+  /** Sessions held in memory at once. @default 64 */
+  maxTenants?: number;
+  /** Save a tenant's state every this many batches (0: only when released and at shutdown). @default 0 */
+  persistEvery?: number;
+  log?: { warn: (msg: string) => void };
+}
+
+/** Make a method's session object for one tenant (validates the method and its options). */
+export function makeAdapter(base: RefitModel, method: string, opts: Record<string, unknown> = {}): { tta?: Adapter; controller?: ContinualController } {
+  if (method === CONTINUAL) return { controller: new ContinualController(base, opts as ControllerOptions) };
+  if (!METHODS.includes(method)) throw new Error(`unknown adaptation method '${method}'; known: ${SERVE_METHODS.join(', ')}`);
+  return { tta: createAdapter(base, method, opts) };
+}
+
+export class TenantPool {
+  private readonly sessions = new Map<string, Session>(); // Map order = least recently used first
+  private readonly queue = new KeyedQueue();
+  readonly maxTenants: number;
+  private closed = false;
+
+  constructor(readonly opts: TenantPoolOptions) {
+    this.maxTenants = opts.maxTenants ?? 64;
+    if (!Number.isInteger(this.maxTenants) || this.maxTenants < 1) throw new Error(`maxTenants must be a positive integer, got ${opts.maxTenants}`);
+  }
+
+  static key(model: string, tenant: string, adapter?: { name: string; version: number }): string {
+    return `${model}\u0000${tenant}${adapter ? `\u0000${adapter.name}@${adapter.version}` : ''}`;
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  /** Sessions in memory for a model: tenant and adapter. */
+  list(model: string): { tenant: string; adapter?: { name: string; version: number } }[] {
+    return [...this.sessions.values()].filter((s) => s.model === model).map((s) => ({ tenant: s.tenant, ...(s.adapter ? { adapter: s.adapter } : {}) }));
+  }
+
+  /**
+   * Run `fn` on the tenant's session (created, or restored from the registry, on first use),
+   * after every earlier task of the same session has finished.
+   */
+  use<T>(model: string, tenant: string, base: RefitModel, adapter: { name: string; version: number } | undefined, fn: (s: Session) => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new HttpError(503, 'the server is shutting down'));
+    const key = TenantPool.key(model, tenant, adapter);
+    return this.queue.run(key, async () => {
+      let s = this.sessions.get(key);
+      if (s) {
+        this.sessions.delete(key); // move to the most recently used end
+      } else {
+        s = await this.create(key, model, tenant, base, adapter);
+      }
+      this.sessions.set(key, s);
+      this.opts.metrics.tenants.set({ model }, this.list(model).length);
+      this.evictIfNeeded();
+      const r = await fn(s);
+      s.seq++;
+      const every = this.opts.persistEvery ?? 0;
+      if (every > 0 && ++s.sinceSave >= every) await this.save(s);
+      return r;
+    });
+  }
+
+  private async create(key: string, model: string, tenant: string, base: RefitModel, adapter?: { name: string; version: number }): Promise<Session> {
+    const { method, methodOptions } = this.opts;
+    const s: Session = { key, model, tenant, method, base, seq: 0, sinceSave: 0, skipped: 0, ...makeAdapter(base, method, methodOptions), ...(adapter ? { adapter } : {}) };
+    if (adapter) return s;
+    const saved = await this.opts.registry.getTenantState(model, tenant);
+    if (!saved) return s;
+    const reset = `DELETE /v1/models/${model}/tenants/${tenant} starts it again from the base model`;
+    if (saved.method !== method) {
+      await this.release(s);
+      throw new HttpError(409, `tenant '${tenant}' has saved state of method '${saved.method}', but this server adapts with '${method}'; ${reset}`);
+    }
+    try {
+      if (s.controller) s.controller.load(decodeCheckpoint(base, saved.bytes, `saved state of tenant '${tenant}'`));
+      else if (s.tta?.load) await s.tta.load(decodeAdapterState(base, saved.bytes, `saved state of tenant '${tenant}'`));
+    } catch (e) {
+      await this.release(s);
+      throw new HttpError(409, `${(e as Error).message}; ${reset}`);
+    }
+    return s;
+  }
+
+  private evictIfNeeded(): void {
+    let over = this.sessions.size - this.maxTenants;
+    for (const s of this.sessions.values()) {
+      if (over <= 0) break;
+      if (s.evicting) continue;
+      s.evicting = true;
+      over--;
+      // Queued behind the victim's own pending work, so nothing it was asked to do is lost.
+      void this.queue.run(s.key, async () => {
+        if (this.sessions.get(s.key) !== s) return;
+        this.sessions.delete(s.key);
+        this.opts.metrics.evictions.inc({ model: s.model });
+        this.opts.metrics.tenants.set({ model: s.model }, this.list(s.model).length);
+        try {
+          await this.save(s);
+        } finally {
+          await this.release(s);
+        }
+      }).catch((e) => this.opts.log?.warn(`saving tenant '${s.tenant}' on release failed: ${(e as Error).message}`));
+    }
+  }
+
+  /** Save a base-model session's state to the registry (methods without save() keep none). */
+  private async save(s: Session): Promise<void> {
+    s.sinceSave = 0;
+    if (s.adapter) return;
+    let bytes: Uint8Array | undefined;
+    if (s.controller) bytes = encodeCheckpoint(s.base, s.controller.state());
+    else if (s.tta?.save) bytes = encodeAdapterState(s.base, await s.tta.save());
+    if (!bytes) return;
+    await this.opts.registry.putTenantState(s.model, s.tenant, s.method, bytes);
+    this.opts.metrics.registryWrites.inc({ op: 'tenant-state' });
+  }
+
+  private async release(s: Session): Promise<void> {
+    await s.tta?.release();
+    await s.controller?.release();
+  }
+
+  /** Forget a tenant: its sessions in memory and its saved state. */
+  async reset(model: string, tenant: string): Promise<{ sessions: number; saved: boolean }> {
+    const keys = [...this.sessions.values()].filter((s) => s.model === model && s.tenant === tenant).map((s) => s.key);
+    let n = 0;
+    await Promise.all(keys.map((k) => this.queue.run(k, async () => {
+      const s = this.sessions.get(k);
+      if (!s) return;
+      this.sessions.delete(k);
+      n++;
+      await this.release(s);
+    })));
+    this.opts.metrics.tenants.set({ model }, this.list(model).length);
+    const saved = await this.opts.registry.deleteTenantState(model, tenant);
+    if (saved) this.opts.metrics.registryWrites.inc({ op: 'tenant-state' });
+    return { sessions: n, saved };
+  }
+
+  /** Drop sessions built on a registry adapter (after it was deleted). */
+  async dropAdapter(model: string, name: string): Promise<void> {
+    const victims = [...this.sessions.values()].filter((s) => s.model === model && s.adapter?.name === name);
+    await Promise.all(victims.map((v) => this.queue.run(v.key, async () => {
+      if (this.sessions.get(v.key) !== v) return;
+      this.sessions.delete(v.key);
+      await this.release(v);
+    })));
+  }
+
+  /** Finish queued work, save every session's state, release everything. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.queue.drain();
+    const all = [...this.sessions.values()];
+    this.sessions.clear();
+    for (const s of all) {
+      try {
+        await this.save(s);
+      } catch (e) {
+        this.opts.log?.warn(`saving tenant '${s.tenant}' at shutdown failed: ${(e as Error).message}`);
+      }
+      await this.release(s);
+    }
+  }
+}
