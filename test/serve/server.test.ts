@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { loadModel, type RefitModel } from '../../src/model.ts';
+import { loadModel } from '../../src/model.ts';
 import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
 import { PeftModel, lora, adapterFiles } from '../../src/peft/index.ts';
 import { SqliteRegistry } from '../../src/registry/index.ts';

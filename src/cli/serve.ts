@@ -1,0 +1,130 @@
+// `refit serve`: load the models, open the registry, listen, and shut down cleanly on SIGINT or
+// SIGTERM (tenant queues drained, tenant state saved, registry closed) before exiting.
+// The command and its options are declared in ./main.ts (ServeCliOptions); this file is the work.
+import { basename, extname } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { loadModel, type RefitModel } from '../model.ts';
+import { SqliteRegistry } from '../registry/sqlite.ts';
+import { NAME_PATTERN } from '../registry/types.ts';
+import { buildServer } from '../serve/server.ts';
+
+export interface RunServeOptions {
+  /** Models, each `path` (named after the file) or `name=path`. */
+  model: string[] | string;
+  port?: string | number;
+  host?: string;
+  /** SQLite file of the registry; unset: an in-memory registry (lost at exit; a warning says so). */
+  registry?: string;
+  /** 'none', a TTA method or 'continual'. */
+  method?: string;
+  /** Method options as a JSON object or an object (e.g. '{"lr": 0.0001}'). */
+  methodOptions?: string | Record<string, unknown>;
+  /** Bearer token for the registry's write routes; default: the REFIT_TOKEN environment variable. */
+  token?: string;
+  maxTenants?: string | number;
+  maxBatch?: string | number;
+  persistEvery?: string | number;
+  /** Request logs (JSON lines) and stack traces. */
+  debug?: boolean;
+  /** Install SIGINT/SIGTERM handlers that close and exit the process. @default true */
+  signals?: boolean;
+  /** Where status lines go. @default console.error */
+  log?: (line: string) => void;
+}
+
+export interface ServeHandle {
+  app: FastifyInstance;
+  url: string;
+  /** Stop taking requests, finish queued ones, save tenant state, close the registry and release the models. */
+  close(): Promise<void>;
+}
+
+/** `name=path` or `path` → [name, path]; the name must be a safe URL segment. */
+export function parseModelSpec(spec: string): [string, string] {
+  const eq = spec.indexOf('=');
+  const [name, path] = eq > 0 ? [spec.slice(0, eq), spec.slice(eq + 1)] : [basename(spec, extname(spec)).replace(/[^A-Za-z0-9._-]/g, '-'), spec];
+  if (!NAME_PATTERN.test(name) || name.includes('..')) throw new Error(`--model ${spec}: the name '${name}' is not allowed in a URL; give name=path with 1-128 letters, digits, '.', '_' or '-'`);
+  if (!path) throw new Error(`--model ${spec}: no path after '='`);
+  return [name, path];
+}
+
+const int = (flag: string, v: string | number | undefined, min: number): number | undefined => {
+  if (v === undefined) return undefined;
+  const n = typeof v === 'number' ? v : Number(v);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${flag} must be an integer ≥ ${min}, got '${v}'`);
+  return n;
+};
+
+export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
+  const log = opts.log ?? ((l: string) => console.error(l));
+  const specs = (Array.isArray(opts.model) ? opts.model : opts.model ? [opts.model] : []).map(parseModelSpec);
+  if (specs.length === 0) throw new Error('refit serve needs at least one --model (path or name=path), e.g. --model cnn=models/fmnist-cnn.onnx');
+  const dup = specs.map(([n]) => n).find((n, i, a) => a.indexOf(n) !== i);
+  if (dup) throw new Error(`--model: the name '${dup}' is given twice; name them with name=path`);
+  const port = int('--port', opts.port ?? 8080, 0)!;
+  if (port > 65535) throw new Error(`--port must be at most 65535, got ${port}`);
+  let methodOptions: Record<string, unknown> | undefined;
+  if (typeof opts.methodOptions === 'string') {
+    try {
+      methodOptions = JSON.parse(opts.methodOptions);
+    } catch (e) {
+      throw new Error(`--method-options must be a JSON object: ${(e as Error).message}`);
+    }
+    if (!methodOptions || typeof methodOptions !== 'object' || Array.isArray(methodOptions)) throw new Error('--method-options must be a JSON object');
+  } else methodOptions = opts.methodOptions;
+
+  const models = new Map<string, RefitModel>();
+  for (const [name, path] of specs) {
+    try {
+      models.set(name, await loadModel(path));
+    } catch (e) {
+      throw new Error(`--model ${name}=${path}: ${(e as Error).message}`);
+    }
+  }
+  const registry = new SqliteRegistry(opts.registry ?? ':memory:');
+  if (!opts.registry) log('refit serve: no --registry given: adapters and tenant state live in memory and are lost at exit');
+  let app: FastifyInstance;
+  try {
+    app = await buildServer({
+      models, registry, method: opts.method, methodOptions,
+      token: opts.token ?? process.env.REFIT_TOKEN ?? undefined,
+      maxTenants: int('--max-tenants', opts.maxTenants, 1), maxBatch: int('--max-batch', opts.maxBatch, 1), persistEvery: int('--persist-every', opts.persistEvery, 0),
+      logger: opts.debug ? { level: 'info' } : false,
+    });
+    await app.listen({ port, host: opts.host ?? '127.0.0.1' });
+  } catch (e) {
+    await registry.close();
+    throw e;
+  }
+  const addr = app.server.address();
+  const url = typeof addr === 'object' && addr ? `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}` : String(addr);
+
+  let closing: Promise<void> | undefined;
+  const close = () => (closing ??= (async () => {
+    await app.close(); // stops listening, drains tenant queues, saves tenant state
+    await registry.close();
+    await Promise.all([...models.values()].map((m) => m.release()));
+  })());
+
+  if (opts.signals !== false) {
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (closing) {
+        log(`refit serve: ${sig} again: exiting without waiting`);
+        process.exit(1);
+      }
+      log(`refit serve: ${sig}: finishing requests and saving tenant state`);
+      close().then(() => {
+        log('refit serve: stopped');
+        process.exit(0);
+      }, (e: Error) => {
+        log(`refit serve: shutdown failed: ${opts.debug ? e.stack : e.message}`);
+        process.exit(1);
+      });
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  }
+  const method = opts.method && opts.method !== 'none' ? opts.method : 'none';
+  log(`refit serve: listening on ${url} (models: ${[...models.keys()].join(', ')}; adaptation: ${method}; registry: ${opts.registry ?? 'in memory'}; OpenAPI: ${url}/docs/json)`);
+  return { app, url, close };
+}
