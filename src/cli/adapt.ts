@@ -8,7 +8,7 @@ import type { Adapter } from '../tta/types.ts';
 import { ContinualController, LEVEL_NAMES } from '../continual/index.ts';
 import type { StreamScore } from '../tta/run-stream.ts';
 import { renderReport } from '../report/html.ts';
-import { modelIO, loadData, batchOf, progressBar, positiveInt, range, topClass, writeTextAtomic } from './common.ts';
+import { modelIO, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic } from './common.ts';
 
 export interface AdaptOptions {
   method: string;
@@ -21,6 +21,8 @@ export interface AdaptOptions {
   sourceLabels?: string;
   logits?: string;
   embedding?: string;
+  /** Continual: hand the stream's labels to the controller this many batches after each batch (delayed feedback). */
+  feedbackDelay?: string | number;
   out: string;
   report?: string;
   json?: boolean;
@@ -36,6 +38,8 @@ export interface AdaptResult {
   /** Continual: batches spent at each level, and the controller's events. */
   levels?: Record<string, number>;
   events?: { batch: number; kind: string; reason: string }[];
+  /** Continual with --feedback-delay: labels accepted by the controller. */
+  feedbackAccepted?: number;
   out: string;
   report: string | null;
   msPerBatch: number;
@@ -56,10 +60,13 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   const ext = extname(o.out).toLowerCase();
   if (!FORMATS.includes(ext)) throw new Error(`--out ${o.out}: predictions are written as CSV or JSONL; give a path ending in .csv or .jsonl`);
   if (o.report && extname(o.report).toLowerCase() !== '.html') throw new Error(`--report ${o.report}: give a path ending in .html`);
+  const delay = o.feedbackDelay !== undefined ? finiteNumber('--feedback-delay', o.feedbackDelay, (v) => Number.isInteger(v) && v >= 0, 'a whole number of batches') : null;
+  if (delay !== null && method !== 'continual') throw new Error(`--feedback-delay is for --method continual (the TTA methods learn from unlabelled data only)`);
 
   const model = await loadModel(modelPath);
   const io = modelIO(model, o.logits);
   const ds = loadData(o.stream, io, { labels: o.labels, labelColumn: o.labelColumn });
+  if (delay !== null && !ds.labels) throw new Error(`--feedback-delay hands the stream's labels to the controller; give --labels (or a labelled stream)`);
   if (o.report && !ds.labels) throw new Error(`--report charts the error over the stream and needs labels; give --labels (or a labelled stream), or drop --report`);
   const src = o.source ? loadData(o.source, io, { labels: o.sourceLabels, needLabels: '--source' }) : null;
   const srcTensor = src ? batchOf(src, range(0, src.n)) : null;
@@ -86,8 +93,14 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   const lines: string[] = ext === '.csv' ? [['id', 'prediction', ...(ds.classes ? ['class'] : []), 'confidence', ...(ds.labels ? ['label'] : []), ...(controller ? ['level'] : [])].join(',')] : [];
   const batchErrors: number[] = [], sourceErrors: number[] = [];
   const levels: Record<string, number> = {};
-  let wrong = 0, sourceWrong = 0, ms = 0;
+  let wrong = 0, sourceWrong = 0, ms = 0, accepted = 0;
+  const feedback = async (k: number) => {
+    // Labels of batch k arrive now: after the predictions they score were made and written.
+    const idx = range(k * batchSize, Math.min((k + 1) * batchSize, ds.n));
+    accepted += (await controller!.feedback(idx.map((i) => ds.ids[i]!), idx.map((i) => ds.labels![i]!))).accepted;
+  };
   for (let k = 0; k < batches; k++) {
+    if (delay !== null && k - delay >= 0 && delay > 0) await feedback(k - delay);
     const idx = range(k * batchSize, Math.min((k + 1) * batchSize, ds.n));
     const b = batchOf(ds, idx);
     const tb = performance.now();
@@ -120,6 +133,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
       sourceWrong += sw;
       sourceErrors.push(sw / idx.length);
     }
+    if (delay === 0) await feedback(k);
     bar?.update(k + 1, { metrics: ds.labels ? `error ${(100 * wrong / (idx[idx.length - 1]! + 1)).toFixed(1)}%` : '' });
   }
   bar?.stop();
@@ -152,6 +166,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
     error,
     sourceError,
     ...(controller ? { levels, events } : {}),
+    ...(delay !== null ? { feedbackAccepted: accepted } : {}),
     out: o.out,
     report,
     msPerBatch: ms / Math.max(1, batches),
@@ -168,7 +183,7 @@ function argmaxProb(p: Float32Array, C: number, i: number): { cls: number; conf:
 export function formatAdapt(r: AdaptResult): string {
   const lines = [`${r.method} on ${r.stream.samples} samples (${r.stream.batches} batches of ${r.stream.batchSize}, ${r.msPerBatch.toFixed(1)} ms/batch): wrote ${r.out}`];
   if (r.error !== null) lines.push(`error ${(100 * r.error).toFixed(2)}% (unadapted model: ${(100 * r.sourceError!).toFixed(2)}%)`);
-  if (r.levels) lines.push(`controller levels (batches): ${Object.entries(r.levels).map(([k, v]) => `${k} ${v}`).join(', ')}; ${r.events!.length} events`);
+  if (r.levels) lines.push(`controller levels (batches): ${Object.entries(r.levels).map(([k, v]) => `${k} ${v}`).join(', ')}; ${r.events!.length} events${r.feedbackAccepted !== undefined ? `; ${r.feedbackAccepted} labels fed back` : ''}`);
   if (r.report) lines.push(`report: ${r.report}`);
   return lines.join('\n');
 }

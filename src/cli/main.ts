@@ -87,6 +87,7 @@ program
   .option('--source-labels <path>', 'labels of --source, when it has none')
   .option('--logits <output>', 'the output holding class scores')
   .option('--embedding <output>', 'continual: an [N, D] output for the error memory (default: "features" when present)')
+  .option('--feedback-delay <batches>', 'continual: give the controller each batch\'s labels this many batches later (delayed feedback; needs --labels)')
   .requiredOption('--out <file>', 'predictions: .csv or .jsonl (id, prediction, confidence, label when given)')
   .option('--report <file>', 'HTML report of the error over the stream against the unadapted model (needs labels)')
   .option('--json', 'print machine-readable JSON (no progress bar)')

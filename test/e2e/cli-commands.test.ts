@@ -8,10 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PNG } from 'pngjs';
+import jpeg from 'jpeg-js';
 import { loadModel, loadAdapter, ModelBuilder, encodeModel, f32 } from '../../src/index.ts';
 import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
 import { encodeIdx } from '../../src/data/idx.ts';
-import { parseNpy } from '../../src/cli/data-files.ts';
+import { parseNpy, readDataset } from '../../src/cli/data-files.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const cnn = join(root, 'models/fmnist-cnn.onnx');
@@ -78,6 +79,10 @@ before(() => {
   // A PNG folder, one sub-folder per class (all ten, so the sorted names are the class indices).
   for (let c = 0; c < 10; c++) mkdirSync(p('png', String(c)), { recursive: true });
   for (let i = 0; i < 48; i++) png(p('png', String(fm.labels[i]), `img${i}.png`), bytes.subarray(i * 784, (i + 1) * 784), 28, 28, i % 2 === 1);
+  // One JPEG among the PNGs.
+  const rgba = new Uint8Array(784 * 4);
+  for (let i = 0; i < 784; i++) rgba.set([bytes[48 * 784 + i]!, bytes[48 * 784 + i]!, bytes[48 * 784 + i]!, 255], 4 * i);
+  writeFileSync(p('png', String(fm.labels[48]), 'img48.jpg'), jpeg.encode({ data: rgba, width: 28, height: 28 }, 95).data);
   // Bad inputs.
   mkdirSync(p('png-big', '0'), { recursive: true });
   png(p('png-big', '0', 'big.png'), new Uint8Array(32 * 32), 32, 32);
@@ -85,8 +90,13 @@ before(() => {
 });
 
 test('inspect: the torch CNN fixture trains in every group; an op without a rule is named with its node', async () => {
-  const r = await refit('inspect', join(root, 'test/fixtures/torch/cnn/model.onnx'), '--json');
+  const [r, old] = await Promise.all([
+    refit('inspect', join(root, 'test/fixtures/torch/cnn/model.onnx'), '--json'),
+    refit('inspect', join(root, 'test/fixtures/opset/cnn_opset9.onnx')),
+  ]);
   ok(r);
+  ok(old);
+  assert.match(old.stdout, /opset: +13 \(upgraded on load from 9 to 13; verified on x: float32\[2, 3, 6, 6\]/);
   const j = JSON.parse(r.stdout);
   assert.equal(j.opset, 17);
   assert.equal(j.upgrade, null);
@@ -157,7 +167,7 @@ test('train: LoRA on IDX and on a PNG folder, full training on NPY, BitFit on CS
   ok(csv);
   const g = JSON.parse(png.stdout);
   assert.equal(g.data.format, 'images');
-  assert.equal(g.data.samples, 48);
+  assert.equal(g.data.samples, 49);
   assert.match(csv.stdout, /epoch 1\/1: train loss \d\.\d{4}, accuracy \d+\.\d\d% \| validation loss \d\.\d{4}, accuracy \d+\.\d\d%/);
   assert.ok(existsSync(p('bitfit', 'adapter_model.safetensors')));
   await Promise.all([base.release(), adapted.release(), tuned.release()]);
@@ -166,7 +176,7 @@ test('train: LoRA on IDX and on a PNG folder, full training on NPY, BitFit on CS
 test('adapt (tent → CSV, continual → JSONL with a report) and eval', async () => {
   const [tent, cont, ev] = await Promise.all([
     refit('adapt', cnn, '--method', 'tent', '--stream', p('x.npy'), '--labels', p('y.npy'), '--batch-size', '48', '--out', p('tent.csv'), '--json'),
-    refit('adapt', cnn, '--method', 'continual', '--stream', p('images-idx3-ubyte'), '--labels', p('labels-idx1-ubyte'), '--batch-size', '48', '--out', p('cont.jsonl'), '--report', p('report.html')),
+    refit('adapt', cnn, '--method', 'continual', '--stream', p('images-idx3-ubyte'), '--labels', p('labels-idx1-ubyte'), '--batch-size', '48', '--feedback-delay', '1', '--out', p('cont.jsonl'), '--report', p('report.html')),
     refit('eval', cnn, '--data', p('data.csv'), '--json'),
   ]);
   ok(tent);
@@ -182,7 +192,7 @@ test('adapt (tent → CSV, continual → JSONL with a report) and eval', async (
 
   ok(cont);
   assert.match(cont.stdout, /error \d+\.\d\d% \(unadapted model: \d+\.\d\d%\)/);
-  assert.match(cont.stdout, /controller levels \(batches\): /);
+  assert.match(cont.stdout, /controller levels \(batches\): .*; 48 labels fed back/); // batch 0's labels, after batch 1
   const preds = readFileSync(p('cont.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   assert.equal(preds.length, N);
   assert.deepEqual(Object.keys(preds[0]), ['id', 'prediction', 'confidence', 'label', 'level']);
@@ -220,6 +230,22 @@ test('bad input: one line, exit 1, nothing written', async () => {
   const dbg = await refit('--debug', 'eval', cnn, '--data', p('nope.npy'));
   assert.equal(dbg.status, 1);
   assert.match(dbg.stderr, /\n\s+at /);
+});
+
+test('image folder reader: classes from sub-folders, gray kept, RGB to luma, JPEG decoded', () => {
+  const ds = readDataset(p('png'), { input: 'x', dims: [1, 28, 28] });
+  assert.deepEqual(ds.classes, ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']);
+  assert.equal(ds.n, 49);
+  for (let k = 0; k < ds.n; k++) {
+    const m = /img(\d+)\.(png|jpg)$/.exec(ds.ids[k]!)!;
+    const i = Number(m[1]);
+    assert.equal(ds.labels![k], fm.labels[i]);
+    const got = ds.x.subarray(k * 784, (k + 1) * 784);
+    const want = Array.from(bytes.subarray(i * 784, (i + 1) * 784), (v) => (m[2] === 'jpg' ? v : i % 2 ? 0.299 * v + 0.587 * (255 - v) + 0.114 * v : v) / 255);
+    const tol = m[2] === 'jpg' ? 0.1 : 1e-6; // JPEG is lossy
+    const err = Math.max(...Array.from(got, (v, j) => Math.abs(v - want[j]!)));
+    assert.ok(err <= tol, `${ds.ids[k]}: max difference ${err}`);
+  }
 });
 
 test('NPY reader: header versions and dtypes', () => {
