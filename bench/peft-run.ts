@@ -94,7 +94,7 @@ const trainer = makeTrainer(cfg, model, trainable, headNames, totalSteps);
 const rssBeforeTrainMiB = maxRssMiB();
 
 // ---- training -------------------------------------------------------------------------------
-const order = new Rng(1000 + seed);
+const order = Rng.xoshiro(1000 + seed);
 const xb = new Float32Array(batch * 784);
 const batchAt = (idx: ArrayLike<number>): Record<string, Tensor> => {
   const ys: number[] = [];

@@ -115,6 +115,6 @@ export function loadMnist(opts: MnistSplitOptions = {}): MnistSplit {
   if (!Number.isInteger(trainSize) || trainSize < 1 || trainSize >= all.n) {
     throw new Error(`loadMnist: trainSize must be an integer in [1, ${all.n - 1}], got ${trainSize}`);
   }
-  const permutation = new Rng(seed).permutation(all.n);
+  const permutation = Rng.xoshiro(seed).permutation(all.n);
   return { train: take(all, permutation.subarray(0, trainSize)), test: take(all, permutation.subarray(trainSize)), permutation, seed };
 }

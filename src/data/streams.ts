@@ -142,7 +142,7 @@ export interface CorrelatedOptions extends MultiDomainOptions {
 export function singleDomainStream(data: LabelledImages, opts: SingleDomainOptions): Stream {
   const o = common(data, opts);
   const sev = severityFor(opts.domain, opts.severity ?? 5);
-  const plan: PlanSegment[] = [segmentFor(data, o, [opts.domain], [0], sev, 0, new Rng(hashSeed(o.seed, 1)))];
+  const plan: PlanSegment[] = [segmentFor(data, o, [opts.domain], [0], sev, 0, Rng.xoshiro(hashSeed(o.seed, 1)))];
   return makeStream('single', data, o, [opts.domain], plan);
 }
 
@@ -150,7 +150,7 @@ export function continualStream(data: LabelledImages, opts: MultiDomainOptions =
   const o = common(data, opts);
   const domains = domainsOf(opts.domains);
   const plan = domains.map((d, k) =>
-    segmentFor(data, o, domains, [k], severityFor(d, opts.severity ?? 5), 0, new Rng(hashSeed(o.seed, 2, k))),
+    segmentFor(data, o, domains, [k], severityFor(d, opts.severity ?? 5), 0, Rng.xoshiro(hashSeed(o.seed, 2, k))),
   );
   return makeStream('continual', data, o, domains, plan);
 }
@@ -164,7 +164,7 @@ export function gradualStream(data: LabelledImages, opts: GradualOptions = {}): 
   const plan: PlanSegment[] = [];
   domains.forEach((d, k) => {
     levels.forEach((l, j) => {
-      plan.push(segmentFor(data, o, domains, [k], severityFor(d, l), 0, new Rng(hashSeed(o.seed, 3, k, j))));
+      plan.push(segmentFor(data, o, domains, [k], severityFor(d, l), 0, Rng.xoshiro(hashSeed(o.seed, 3, k, j))));
     });
   });
   return makeStream('gradual', data, o, domains, plan);
@@ -175,7 +175,7 @@ export function mixedStream(data: LabelledImages, opts: MultiDomainOptions = {})
   const domains = domainsOf(opts.domains);
   const sev = opts.severity ?? 5;
   domains.forEach((d) => severityFor(d, sev));
-  const plan = [segmentFor(data, o, domains, domains.map((_, k) => k), sev, 0, new Rng(hashSeed(o.seed, 4)))];
+  const plan = [segmentFor(data, o, domains, domains.map((_, k) => k), sev, 0, Rng.xoshiro(hashSeed(o.seed, 4)))];
   return makeStream('mixed', data, o, domains, plan);
 }
 
@@ -192,7 +192,7 @@ export function recurringStream(data: LabelledImages, opts: RecurringOptions = {
   const plan: PlanSegment[] = [];
   for (let r = 0; r < rounds; r++) {
     domains.forEach((d, k) => {
-      plan.push(segmentFor(data, o, domains, [k], severityFor(d, opts.severity ?? 5), r, new Rng(hashSeed(o.seed, 5, r, k))));
+      plan.push(segmentFor(data, o, domains, [k], severityFor(d, opts.severity ?? 5), r, Rng.xoshiro(hashSeed(o.seed, 5, r, k))));
     });
   }
   return makeStream('recurring', data, o, domains, plan);

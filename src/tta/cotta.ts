@@ -133,7 +133,7 @@ export class CoTTA extends ParamAdapter<z.output<typeof cottaSchema>> {
 
   protected async adapt(x: Tensor): Promise<AdaptOutcome> {
     const n = x.dims[0]!;
-    const rng = new Rng(hashSeed(this.opts.seed, 0xc077a, this.draws++));
+    const rng = Rng.xoshiro(hashSeed(this.opts.seed, 0xc077a, this.draws++));
     // 1. Anchor confidence (source model, batch statistics).
     const a = (await this.anchor.run(x, [this.logits]))[this.logits]!;
     const C = a.dims[1]!;

@@ -138,7 +138,7 @@ export class RMT extends ParamAdapter<z.output<typeof rmtSchema>> {
       const base = o.params ?? normAffineParams('rmt', m);
       if (!useCont) return base;
       // The projector (nn.Linear defaults: U(±1/√fan_in) for weight and bias), stored [in, out] for MatMul.
-      const rng = new Rng(hashSeed(o.seed, 0x9e0));
+      const rng = Rng.xoshiro(hashSeed(o.seed, 0x9e0));
       const P = o.projectionDim;
       const lin = (inF: number, outF: number, w: string, b: string) => {
         const bound = 1 / Math.sqrt(inF);
@@ -204,7 +204,7 @@ export class RMT extends ParamAdapter<z.output<typeof rmtSchema>> {
 
   private permCache: { epoch: number; perm: Uint32Array } | null = null;
   private permutation(epoch: number): Uint32Array {
-    if (this.permCache?.epoch !== epoch) this.permCache = { epoch, perm: new Rng(hashSeed(this.opts.seed, 0x5c, epoch)).permutation(this.source_!.m) };
+    if (this.permCache?.epoch !== epoch) this.permCache = { epoch, perm: Rng.xoshiro(hashSeed(this.opts.seed, 0x5c, epoch)).permutation(this.source_!.m) };
     return this.permCache.perm;
   }
 
@@ -325,7 +325,7 @@ export class RMT extends ParamAdapter<z.output<typeof rmtSchema>> {
   protected async adapt(x: Tensor): Promise<AdaptOutcome> {
     const { step, classes } = await this.prepare(x);
     const n = x.dims[0]!;
-    const rng = new Rng(hashSeed(this.opts.seed, 0x3a7, this.draws++));
+    const rng = Rng.xoshiro(hashSeed(this.opts.seed, 0x3a7, this.draws++));
     const t = (await this.teacher.run(x, [this.logits]))[this.logits]!;
     const xa = this.opts.augment ? this.opts.augment(x.data as Float32Array, x.dims, rng, 0) : augmentBatch(x.data as Float32Array, x.dims, rng);
     if (!(xa instanceof Float32Array) || xa.length !== x.data.length || allFinite(xa) >= 0) throw new Error(`rmt: the augmented view must be a finite Float32Array of ${x.data.length} values`);

@@ -172,7 +172,7 @@ export class ROID extends ParamAdapter<z.output<typeof roidSchema>> {
         const sub = new Float32Array(keep.length * per);
         keep.forEach((i, k) => sub.set((x.data as Float32Array).subarray(i * per, (i + 1) * per), k * per));
         const dims = [keep.length, ...x.dims.slice(1)];
-        const rng = new Rng(hashSeed(o.seed, 0x401d, this.draws++));
+        const rng = Rng.xoshiro(hashSeed(o.seed, 0x401d, this.draws++));
         const xa = o.augment ? o.augment(sub, dims, rng, 0) : augmentBatch(sub, dims, rng);
         if (!(xa instanceof Float32Array) || xa.length !== sub.length) throw new Error(`roid: the augment function must return a Float32Array of ${sub.length} values, got ${xa instanceof Float32Array ? xa.length + ' values' : typeof xa}`);
         feeds[branchName(input, AUG)] = f32(dims, xa);

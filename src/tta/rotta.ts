@@ -193,7 +193,7 @@ export class RoTTA extends ParamAdapter<z.output<typeof rottaSchema>> {
       const sup = new Float32Array(M * per);
       data.forEach((d, i) => sup.set(d, i * per));
       const dims = [M, ...sampleDims];
-      const rng = new Rng(hashSeed(this.opts.seed, 0x2077a, this.draws++));
+      const rng = Rng.xoshiro(hashSeed(this.opts.seed, 0x2077a, this.draws++));
       const strong = this.opts.augment ? this.opts.augment(sup, dims, rng, 0) : augmentBatch(sup, dims, rng);
       if (!(strong instanceof Float32Array) || strong.length !== sup.length) throw new Error(`rotta: the augment function must return a Float32Array of ${sup.length} values, got ${strong instanceof Float32Array ? strong.length + ' values' : typeof strong}`);
       const bad = allFinite(strong);

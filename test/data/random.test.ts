@@ -4,9 +4,9 @@ import { Rng, hashSeed, hashString, logGamma } from '../../src/data/random.ts';
 
 describe('Rng', () => {
   it('is deterministic per seed and differs across seeds', () => {
-    const a = new Rng(42);
-    const b = new Rng(42);
-    const c = new Rng(43);
+    const a = Rng.xoshiro(42);
+    const b = Rng.xoshiro(42);
+    const c = Rng.xoshiro(43);
     const xa = Array.from({ length: 100 }, () => a.uint32());
     const xb = Array.from({ length: 100 }, () => b.uint32());
     const xc = Array.from({ length: 100 }, () => c.uint32());
@@ -15,7 +15,7 @@ describe('Rng', () => {
   });
 
   it('gives uniforms in [0, 1) with the right mean, and integers in [lo, hi)', () => {
-    const r = new Rng(1);
+    const r = Rng.xoshiro(1);
     let sum = 0;
     for (let i = 0; i < 20000; i++) {
       const u = r.next();
@@ -29,7 +29,7 @@ describe('Rng', () => {
   });
 
   it('gives standard normals (Box-Muller)', () => {
-    const r = new Rng(2);
+    const r = Rng.xoshiro(2);
     let s = 0;
     let s2 = 0;
     const n = 40000;
@@ -43,7 +43,7 @@ describe('Rng', () => {
   });
 
   it('samples Poisson with the right mean and variance, small and large lambda', () => {
-    const r = new Rng(3);
+    const r = Rng.xoshiro(3);
     for (const lam of [0.5, 4, 37.5, 500]) {
       let s = 0;
       let s2 = 0;
@@ -63,7 +63,7 @@ describe('Rng', () => {
   });
 
   it('samples Dirichlet vectors on the simplex; small alpha concentrates', () => {
-    const r = new Rng(4);
+    const r = Rng.xoshiro(4);
     const maxOf = (alpha: number) => {
       let m = 0;
       for (let i = 0; i < 200; i++) {
@@ -82,7 +82,7 @@ describe('Rng', () => {
   });
 
   it('permutes', () => {
-    const p = new Rng(5).permutation(50);
+    const p = Rng.xoshiro(5).permutation(50);
     assert.deepEqual([...p].sort((a, b) => a - b), Array.from({ length: 50 }, (_, i) => i));
   });
 
@@ -92,7 +92,7 @@ describe('Rng', () => {
     assert.notEqual(hashSeed(2 ** 40), hashSeed(0));
     assert.equal(hashString('fog'), hashString('fog'));
     assert.notEqual(hashString('fog'), hashString('snow'));
-    assert.throws(() => new Rng(NaN), /finite/);
+    assert.throws(() => Rng.xoshiro(NaN), /finite/);
   });
 
   it('computes log Gamma', () => {

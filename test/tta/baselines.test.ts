@@ -148,7 +148,7 @@ test('RDumb resets to the source exactly every resetEvery batches (default 1000)
 });
 
 test('RoTTA memory bank (CSTU): class balance and capacity hold on a skewed stream; timeliness weights', () => {
-  const rng = new Rng(7);
+  const rng = Rng.xoshiro(7);
   const bank = new CSTU(12, 4);
   const x = new Float32Array(1);
   for (let i = 0; i < 500; i++) {

@@ -17,9 +17,9 @@ const xA = images(16, 0, (v) => 1 - v);
 
 test('CoTTA augmentations: seeded, shape kept, values in [0, 1], one transform per batch', () => {
   const x = images(4, 0);
-  const a = augmentBatch(x.data as Float32Array, x.dims, new Rng(3));
-  const b = augmentBatch(x.data as Float32Array, x.dims, new Rng(3));
-  const c = augmentBatch(x.data as Float32Array, x.dims, new Rng(4));
+  const a = augmentBatch(x.data as Float32Array, x.dims, Rng.xoshiro(3));
+  const b = augmentBatch(x.data as Float32Array, x.dims, Rng.xoshiro(3));
+  const c = augmentBatch(x.data as Float32Array, x.dims, Rng.xoshiro(4));
   assert.equal(a.length, x.data.length);
   assert.deepEqual(a, b, 'same seed, same augmentation');
   assert.notDeepEqual(a, c);
@@ -28,10 +28,10 @@ test('CoTTA augmentations: seeded, shape kept, values in [0, 1], one transform p
   let d = 0;
   for (let i = 0; i < a.length; i++) d += Math.abs(a[i]! - (x.data as Float32Array)[i]!) / a.length;
   assert.ok(d > 0.005 && d < 0.3, `mean change ${d}`);
-  const draw = drawAugment(new Rng(1), 28, 28);
+  const draw = drawAugment(Rng.xoshiro(1), 28, 28);
   assert.ok(Math.abs(draw.angle) <= 15 && draw.scale >= 0.9 && draw.scale <= 1.1 && Math.abs(draw.tx) <= 4 && draw.sigma <= 0.5);
   assert.deepEqual([...draw.order].sort(), ['brightness', 'contrast', 'gamma']);
-  assert.throws(() => augmentBatch(new Float32Array(4), [4], new Rng(0)), /NCHW/);
+  assert.throws(() => augmentBatch(new Float32Array(4), [4], Rng.xoshiro(0)), /NCHW/);
 });
 
 test('CoTTA: the anchor gate picks the plain or augmentation-averaged teacher; the prediction is the teacher\'s', async () => {

@@ -134,7 +134,7 @@ export function corrupt(
     h,
     w,
     severity,
-    rngFor: (i) => new Rng(hashSeed(seed, typeHash, severity, ids ? ids[i]! : i)),
+    rngFor: (i) => Rng.xoshiro(hashSeed(seed, typeHash, severity, ids ? ids[i]! : i)),
   });
   return out;
 }
