@@ -175,28 +175,37 @@ adapter
 /** The options `refit serve` passes to runServe (src/cli/serve.ts, written with src/serve/). */
 export interface ServeCliOptions {
   /** Models to serve, each `path` or `name=path`. */
-  model: string[];
+  model?: string[];
   port: string;
   host: string;
   registry?: string;
   method?: string;
-  debug?: boolean;
+  methodOptions?: string;
+  token?: string;
+  maxTenants?: string;
+  maxBatch?: string;
+  persistEvery?: string;
 }
 
 program
   .command('serve')
   .description('an HTTP service: predictions per tenant with adaptation, feedback, and a versioned adapter registry')
   .option('--model <path>', 'a model to serve, path or name=path (repeat for more)', (v: string, prev: string[] = []) => [...prev, v])
-  .option('--port <n>', 'port', '8080')
+  .option('--port <n>', 'port (0: any free port)', '8080')
   .option('--host <host>', 'address to listen on', '127.0.0.1')
-  .option('--registry <path>', 'SQLite file of the adapter registry')
-  .option('--method <method>', 'adaptation per tenant: a TTA method or continual')
-  .addHelpText('after', examples('refit serve --model cnn=models/fmnist-cnn.onnx --port 8080 --registry adapters.sqlite --method tent'))
+  .option('--registry <path>', 'SQLite file of the adapter registry (default: in memory, lost at exit)')
+  .option('--method <method>', 'adaptation per tenant: none, a TTA method or continual')
+  .option('--method-options <json>', 'options of the method as a JSON object, e.g. \'{"lr": 0.0001}\'')
+  .option('--token <token>', 'bearer token for the write routes (default: $REFIT_TOKEN)')
+  .option('--max-tenants <n>', 'tenant sessions held in memory; older ones are saved to the registry and released (default 64)')
+  .option('--max-batch <n>', 'samples per predict request (default 256)')
+  .option('--persist-every <n>', 'save each tenant\'s state to the registry every n batches (default 0: on release and shutdown only)')
+  .addHelpText('after', examples(
+    'refit serve --model cnn=models/fmnist-cnn.onnx --port 8080 --registry adapters.sqlite --method tent',
+    'REFIT_TOKEN=secret refit serve --model models/fmnist-cnn.onnx --method continual',
+  ))
   .action(async (o: ServeCliOptions) => {
-    // A computed specifier: serve.ts lives with the service (another part of issue 13), and the
-    // other commands must type-check and run without it.
-    const path = './serve.ts';
-    const { runServe } = (await import(path)) as { runServe(opts: ServeCliOptions): Promise<void> };
+    const { runServe } = await import('./serve.ts');
     await runServe({ ...o, model: o.model ?? [], debug: program.opts().debug === true });
   });
 
