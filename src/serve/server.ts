@@ -143,7 +143,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
     else if (err instanceof PeftError) status = 400;
     if (status >= 500) req.log.error(err);
     const route = req.routeOptions.url ?? '';
-    if (route.endsWith('/predict') && status >= 400 && status < 500 && status !== 404 && status !== 401) {
+    if (route.endsWith('/predict') && (status === 400 || status === 413)) {
       const reason = err instanceof HttpError ? err.reason ?? 'invalid' : err.validation ? 'schema' : err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError ? 'invalid-json' : err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? 'too-large' : 'invalid';
       metrics.rejected.inc({ model: modelLabel(req), reason });
     }
