@@ -19,6 +19,9 @@ import { PriorCorrection } from './prior-correction.ts';
 import { Adwin } from '../drift/adwin.ts';
 import { restoreDetector } from '../drift/index.ts';
 import type { DetectorState, DriftDetector } from '../drift/types.ts';
+import { predictionStats } from '../drift/signals.ts';
+import { softmaxRows } from '../tta/common.ts';
+import { argmaxRows } from '../data/evaluate.ts';
 
 export const LEVEL_NAMES = ['output-correction', 'norm-statistics', 'fast-updates', 'consolidation', 'rollback'] as const;
 export type Level = 0 | 1 | 2 | 3 | 4;
@@ -165,7 +168,7 @@ export class ContinualController {
     let sum = 0;
     for (const x of batches) {
       const out = await this.learner.process(x, { update: false, batchStats: false });
-      sum += meanNormalisedEntropy(out.fastLogits.data as Float32Array, x.dims[0]!, C);
+      sum += predictionStats(out.fastLogits).entropy / Math.log(C);
     }
     this.reference = sum / batches.length;
     this.warmup = [];
@@ -187,11 +190,11 @@ export class ContinualController {
     const updateMs = level >= 2 ? performance.now() - t0 : 0;
     const C = this.learner.classes;
     // Level 0's correction applies at every level: cheap, and it never changes parameters.
-    const probs = this.options.ensemble === 'fast' ? softmax(out.fastLogits.data as Float32Array, n, C) : out.probs;
+    const probs = this.options.ensemble === 'fast' ? Float32Array.from(softmaxRows(out.fastLogits.data as Float32Array, C)) : out.probs;
     normaliseRows(probs, n, C);
     if (this.options.priorCorrection) this.prior.correct(probs, n);
     if (out.embedding && this.memory) this.memory.correct(probs, out.embedding.data as Float32Array, n);
-    const predictions = argmaxRows(probs, n, C);
+    const predictions = argmaxRows(probs, C);
     const signals = this.observe(out.fastLogits, n, updateMs);
     this.batch++;
     this.decide(signals);
@@ -209,17 +212,8 @@ export class ContinualController {
   }
 
   private observe(logits: Tensor, n: number, updateMs: number): BatchSignals {
-    const C = this.learner.classes;
-    const d = logits.data as Float32Array;
-    let conf = 0;
-    for (let i = 0; i < n; i++) {
-      let m = -Infinity;
-      for (let c = 0; c < C; c++) m = Math.max(m, d[i * C + c]!);
-      let z = 0;
-      for (let c = 0; c < C; c++) z += Math.exp(d[i * C + c]! - m);
-      conf += 1 / z;
-    }
-    const entropy = meanNormalisedEntropy(d, n, C);
+    const stats = predictionStats(logits);
+    const entropy = stats.entropy / Math.log(this.learner.classes); // 0 = certain, 1 = uniform
     if (this.reference === null) {
       this.warmup.push(entropy);
       if (this.warmup.length >= (this.options.warmupBatches ?? 5)) this.reference = this.warmup.reduce((a, b) => a + b, 0) / this.warmup.length;
@@ -229,7 +223,7 @@ export class ContinualController {
     const collapsed = ref !== null && this.level >= 2 && entropy < ref * (this.options.collapseFraction ?? 0.25);
     const elevated = ref !== null && entropy > ref * (this.options.entropyTolerance ?? 1.5);
     const healthy = !drift && !elevated && !collapsed && !this.pendingErrorDrift;
-    const s: BatchSignals = { entropy, confidence: conf / n, reference: ref, drift, errorDrift: this.pendingErrorDrift, collapsed, healthy, updateMs };
+    const s: BatchSignals = { entropy, confidence: stats.confidence, reference: ref, drift, errorDrift: this.pendingErrorDrift, collapsed, healthy, updateMs };
     this.pendingErrorDrift = false;
     return s;
   }
@@ -375,48 +369,10 @@ function checkInput(v: number, i: number): void {
   if (!Number.isFinite(v)) throw new Error(`continual.predict: input value ${i} is ${v}; refusing to predict or adapt on non-finite inputs (nothing changed)`);
 }
 
-/** Mean softmax entropy of [n, C] logits divided by log C (0 = certain, 1 = uniform). */
-function meanNormalisedEntropy(d: Float32Array, n: number, C: number): number {
-  let h = 0;
-  for (let i = 0; i < n; i++) {
-    let m = -Infinity;
-    for (let c = 0; c < C; c++) m = Math.max(m, d[i * C + c]!);
-    let z = 0;
-    for (let c = 0; c < C; c++) z += Math.exp(d[i * C + c]! - m);
-    for (let c = 0; c < C; c++) {
-      const p = Math.exp(d[i * C + c]! - m) / z;
-      if (p > 0) h -= p * Math.log(p);
-    }
-  }
-  return h / n / Math.log(C);
-}
-
-function softmax(d: Float32Array, n: number, C: number): Float32Array {
-  const out = new Float32Array(n * C);
-  for (let i = 0; i < n; i++) {
-    let m = -Infinity;
-    for (let c = 0; c < C; c++) m = Math.max(m, d[i * C + c]!);
-    let z = 0;
-    for (let c = 0; c < C; c++) z += (out[i * C + c] = Math.exp(d[i * C + c]! - m));
-    for (let c = 0; c < C; c++) out[i * C + c]! /= z;
-  }
-  return out;
-}
-
 function normaliseRows(p: Float32Array, n: number, C: number): void {
   for (let i = 0; i < n; i++) {
     let z = 0;
     for (let c = 0; c < C; c++) z += p[i * C + c]!;
     for (let c = 0; c < C; c++) p[i * C + c]! /= z || 1;
   }
-}
-
-function argmaxRows(p: Float32Array, n: number, C: number): Int32Array {
-  const out = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    let b = 0;
-    for (let c = 1; c < C; c++) if (p[i * C + c]! > p[i * C + b]!) b = c;
-    out[i] = b;
-  }
-  return out;
 }
