@@ -5,3 +5,4 @@ export { KeyedQueue } from './queue.ts';
 export { HttpError, toInputTensor } from './inputs.ts';
 export { createMetrics, type Metrics } from './metrics.ts';
 export { encodeAdapterState, decodeAdapterState } from './state-codec.ts';
+export { MicroBatcher, type MicroBatchOptions } from './microbatch.ts';

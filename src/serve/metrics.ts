@@ -21,6 +21,8 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     controllerEvents: new Counter({ name: 'refit_controller_events_total', help: 'Continual controller events by kind (escalate, deescalate, rollback, checkpoint, drift, budget, collapse, feedback)', labelNames: ['model', 'kind'] as const, registers: [registry] }),
     feedback: new Counter({ name: 'refit_feedback_labels_total', help: 'Labels received as feedback, by outcome (accepted, unknown, expired, invalid)', labelNames: ['model', 'outcome'] as const, registers: [registry] }),
     registryWrites: new Counter({ name: 'refit_registry_writes_total', help: 'Registry writes by operation (put, delete, rollback, good, tenant-state)', labelNames: ['op'] as const, registers: [registry] }),
+    batchRequests: new Histogram({ name: 'refit_microbatch_requests', help: 'Predict requests joined into one onnxruntime run (plain inference)', labelNames: ['model'] as const, buckets: [1, 2, 4, 8, 16, 32, 64], registers: [registry] }),
+    batchSamples: new Histogram({ name: 'refit_microbatch_samples', help: 'Samples per onnxruntime run of joined predict requests (plain inference)', labelNames: ['model'] as const, buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers: [registry] }),
     tenants: new Gauge({ name: 'refit_tenants_active', help: 'Tenant adaptation sessions held in memory', labelNames: ['model'] as const, registers: [registry] }),
     evictions: new Counter({ name: 'refit_tenant_evictions_total', help: 'Tenant sessions released from memory (state saved to the registry where the method can save it)', labelNames: ['model'] as const, registers: [registry] }),
   };

@@ -15,6 +15,7 @@ import { type AdapterRegistry, type AdapterMeta, RegistryError, NAME_PATTERN, ch
 import { HttpError, toInputTensor, softmaxRows, argmaxRows, rows } from './inputs.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { TenantPool, SERVE_METHODS, CONTINUAL, makeAdapter } from './tenants.ts';
+import { MicroBatcher, type MicroBatchOptions } from './microbatch.ts';
 
 export interface ServeOptions {
   /** Base models by name (the name is the `{model}` path segment). */
@@ -36,6 +37,8 @@ export interface ServeOptions {
   adapterBodyLimit?: number;
   /** Bearer token required by the write routes of the registry (PUT/DELETE adapters, rollback, good marks, tenant reset). Unset: open. */
   token?: string;
+  /** Joining concurrent plain predictions (no adaptation method) into one run: { maxWaitMs: 2, maxSamples: 64 } by default; maxWaitMs 0 turns it off. */
+  microBatch?: MicroBatchOptions;
   /** Fastify's logger option. @default false */
   logger?: FastifyServerOptions['logger'];
   /** Node process metrics (CPU, memory, event loop) in /metrics. @default true */
@@ -193,6 +196,22 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
   };
   const forgetAdapter = (m: string, adapter: string) => {
     for (const k of adapted.keys()) if (k.startsWith(`${m}\u0000${adapter}@`)) adapted.delete(k);
+    for (const k of batchers.keys()) if (k.startsWith(`${m}\u0000${adapter}@`)) batchers.delete(k);
+  };
+
+  // One batcher per model (and adapter version) and per-sample shape: only like inputs are joined.
+  const batchers = new Map<string, MicroBatcher>();
+  const batcherFor = (m: string, ref: Ref | undefined, model: RefitModel, dims: readonly number[]): MicroBatcher => {
+    const key = `${m}\u0000${ref ? `${ref.name}@${ref.version}` : ''}|${dims.slice(1).join('x')}`;
+    let b = batchers.get(key);
+    if (!b) {
+      b = new MicroBatcher(model, defaultLogits(model.outputs), opts.microBatch, (requests, samples) => {
+        metrics.batchRequests.observe({ model: m }, requests);
+        metrics.batchSamples.observe({ model: m }, samples);
+      });
+      batchers.set(key, b);
+    }
+    return b;
   };
 
   const tenantOf = (req: FastifyRequest, body: { tenant?: string }): string => {
@@ -264,11 +283,9 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
       else out.probabilities = rows(probs, n, C);
     };
     if (!method) {
-      // Plain inference on an immutable model: no state, no queue.
-      const logitsName = defaultLogits(model.outputs);
-      const y = (await model.run({ [input.name]: x }, { outputs: [logitsName] }))[logitsName]!;
-      const C = y.dims[1]!;
-      const l = y.data as Float32Array;
+      // Plain inference on an immutable model: no state, no queue; joined with concurrent requests.
+      const l = await batcherFor(m, ref, model, x.dims).run(x);
+      const C = l.length / n;
       const seq = plainSeq++;
       emit(l, softmaxRows(l, n, C), C, Array.from({ length: n }, (_, i) => `p${seq}:${i}`));
     } else if (method === CONTINUAL) {

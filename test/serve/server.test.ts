@@ -55,6 +55,29 @@ test('predict on the base model: probabilities, ids and the same classes as the 
   await app.close();
 });
 
+test('micro-batching: concurrent plain predictions are joined into one run and get the same answers', async () => {
+  const alone = await server({ microBatch: { maxWaitMs: 0 } });
+  const joined = await server({ microBatch: { maxWaitMs: 50, maxSamples: 64 } });
+  const sizes = [1, 3, 1, 2, 1, 4, 1, 1];
+  let from = 0;
+  const inputs = sizes.map((n) => { const b = batch(from, n); from += n; return b; });
+  const want = await Promise.all(inputs.map((b) => predict(alone, 'a', b)));
+  const got = await Promise.all(inputs.map((b, i) => predict(joined, `t${i}`, b)));
+  for (let i = 0; i < sizes.length; i++) {
+    assert.equal(got[i]!.probabilities.length, sizes[i]);
+    assert.deepEqual(got[i]!.predictions, want[i]!.predictions);
+    const d = Math.max(...got[i]!.probabilities.flat().map((p, k) => Math.abs(p - want[i]!.probabilities.flat()[k]!)));
+    assert.ok(d < 1e-5, `request ${i}: max difference ${d}`);
+  }
+  const metric = (app: FastifyInstance, name: string) => app.inject({ url: '/metrics' }).then((r) => Number(new RegExp(`${name}\\{model="cnn"\\} (\\d+)`).exec(r.body)?.[1]));
+  assert.equal(await metric(joined, 'refit_microbatch_requests_sum'), 8);
+  assert.ok((await metric(joined, 'refit_microbatch_requests_count')) < 8, 'fewer runs than requests');
+  assert.equal(await metric(joined, 'refit_microbatch_samples_sum'), 14);
+  assert.equal(await metric(alone, 'refit_microbatch_requests_count'), 8, 'maxWaitMs 0: one run per request');
+  await alone.close();
+  await joined.close();
+});
+
 test('bad inputs get a 400 that names the problem, never reach the model, and are counted', async () => {
   const app = await server({ maxBatch: 8 });
   const post = (payload: unknown, headers: Record<string, string> = {}) => app.inject({ method: 'POST', url: '/v1/models/cnn/predict', payload: payload as string, headers: { 'content-type': 'application/json', ...headers } });
