@@ -1,6 +1,6 @@
 // Shared pieces of the `refit` commands: what a model takes and gives, batches, a progress bar
 // with ETA, cross-entropy/accuracy in TypeScript, and writes that never leave half a file.
-import { existsSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { dirname, basename, join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { RefitModel } from '../model.ts';
@@ -102,6 +102,7 @@ export function finiteNumber(name: string, v: unknown, check: (n: number) => boo
 
 /** Write text atomically (temp file + rename): a failure keeps whatever was there. */
 export function writeTextAtomic(path: string, text: string): void {
+  mkdirSync(dirname(resolve(path)), { recursive: true });
   writeFileAtomic(path, new TextEncoder().encode(text));
 }
 
@@ -112,6 +113,7 @@ export function writeTextAtomic(path: string, text: string): void {
  */
 export async function replaceDirAtomic(dir: string, write: (tmp: string) => Promise<void>): Promise<void> {
   const full = resolve(dir);
+  mkdirSync(dirname(full), { recursive: true });
   const tmp = mkdtempSync(join(dirname(full), `.${basename(full)}.tmp-`));
   try {
     await write(tmp);

@@ -1,7 +1,8 @@
 // `refit train model.onnx --data …`: full fine-tuning or a PEFT adapter, with a validation split,
 // metrics per epoch and a progress bar. Nothing is written until training has finished, and then
 // atomically (the model through RefitModel.save, the adapter folder through a swap).
-import { extname } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { dirname, extname, resolve } from 'node:path';
 import { loadModel, type RefitModel } from '../model.ts';
 import { crossEntropy } from '../train/losses.ts';
 import { adamw } from '../train/optim/index.ts';
@@ -191,6 +192,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
     const pm = model as PeftModel;
     await replaceDirAtomic(o.out, (tmp) => saveAdapter(pm, o.adapter!, tmp));
   } else {
+    mkdirSync(dirname(resolve(o.out)), { recursive: true }); // only now: a failed run creates nothing
     await model.save(o.out);
   }
   await step.release();

@@ -3,7 +3,7 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, mkdirSync, writeFileSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, mkdirSync, writeFileSync, readFileSync, readdirSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +13,7 @@ import { loadModel, loadAdapter, ModelBuilder, encodeModel, f32 } from '../../sr
 import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
 import { encodeIdx } from '../../src/data/idx.ts';
 import { parseNpy, readDataset } from '../../src/cli/data-files.ts';
+import { replaceDirAtomic } from '../../src/cli/common.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const cnn = join(root, 'models/fmnist-cnn.onnx');
@@ -255,4 +256,49 @@ test('NPY reader: header versions and dtypes', () => {
   bad.set(new TextEncoder().encode('>f4'), bad.indexOf(0x3c)); // big-endian
   assert.throws(() => parseNpy(bad, 'b.npy'), /b\.npy: NPY dtype '>f4' is not supported/);
   assert.throws(() => parseNpy(npy('<f4', [4], Float32Array.from([1, 2])), 'c.npy'), /c\.npy: NPY data is truncated/);
+});
+
+test('adapter folder swap: a failed write leaves the old folder as it was and no temp folder behind', async () => {
+  const d = p('swap', 'adapter');
+  await replaceDirAtomic(d, async (tmp) => writeFileSync(join(tmp, 'a.txt'), 'v1'));
+  await assert.rejects(replaceDirAtomic(d, async (tmp) => { writeFileSync(join(tmp, 'a.txt'), 'half'); throw new Error('disk full'); }), /disk full/);
+  assert.equal(readFileSync(join(d, 'a.txt'), 'utf8'), 'v1');
+  assert.deepEqual(readdirSync(p('swap')), ['adapter']);
+  await replaceDirAtomic(d, async (tmp) => writeFileSync(join(tmp, 'b.txt'), 'v2'));
+  assert.deepEqual(readdirSync(d), ['b.txt']);
+  assert.deepEqual(readdirSync(p('swap')), ['adapter']);
+});
+
+test("README: the CLI section's examples run as written", async () => {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('## The `refit` command'));
+  const block = /```bash\n([\s\S]*?)```/.exec(section)![1]!;
+  const lines = block.replace(/\\\n\s*/g, ' ').split('\n').map((l) => l.replace(/\s+#.*$/, '').trim()).filter(Boolean);
+  // Run where the README's relative paths resolve, writing into a temp dir.
+  const cwd = mkdtempSync(join(tmpdir(), 'refit-readme-'));
+  for (const d of ['models', 'data']) symlinkSync(join(root, d), join(cwd, d));
+  const vars: Record<string, string> = {};
+  const commands: string[][] = [];
+  for (const l of lines) {
+    const a = /^(\w+)=(\S+)$/.exec(l);
+    if (a) { vars[a[1]!] = a[2]!; continue; }
+    assert.match(l, /^npx refit /, `a README example that is not a refit command: ${l}`);
+    const args = [...l.slice('npx refit '.length).matchAll(/'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2]!.replace(/\$(\w+)/g, (_, v) => vars[v]!));
+    commands.push(args);
+  }
+  assert.ok(commands.length >= 4);
+  for (const args of commands) {
+    const r = await new Promise<Run>((res) => {
+      const c = spawn(process.execPath, [join(root, 'bin/refit.js'), ...args], { cwd });
+      let stdout = '', stderr = '';
+      c.stdout.on('data', (d) => (stdout += d));
+      c.stderr.on('data', (d) => (stderr += d));
+      c.on('close', (status) => res({ status, stdout, stderr }));
+    });
+    assert.equal(r.status, 0, `refit ${args.join(' ')}\n${r.stderr}`);
+    if (args[0] === 'eval') assert.match(r.stdout, /accuracy 92\.99% \(9299\/10000\)/); // the model card's clean test accuracy
+  }
+  assert.ok(existsSync(join(cwd, 'cnn-lora', 'adapter_model.safetensors')));
+  assert.equal(readFileSync(join(cwd, 'preds.jsonl'), 'utf8').trim().split('\n').length, 2000);
+  assert.ok(existsSync(join(cwd, 'report.html')));
 });
