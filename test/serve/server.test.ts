@@ -199,7 +199,16 @@ test('continual: predictions with ids, feedback labels accepted, unknown ids cou
   const logits = await app.inject({ method: 'POST', url: '/v1/models/cnn/predict', payload: { inputs: batch(0, 2), output: 'logits' } });
   assert.equal(logits.statusCode, 400);
   assert.match(logits.json().message, /probabilities only/);
+  // After the warm-up (5 batches set the entropy reference), a batch of inverted images is
+  // unhealthy (entropy 0.52 against a reference of 0.30) and the controller escalates: the
+  // event comes back in the response and is counted.
+  for (let i = 1; i < 5; i++) await predict(app, 't1', batch(16 * i, 16));
+  const inverted = batch(0, 16);
+  inverted.data = inverted.data.map((v) => 1 - v);
+  const r2 = await predict(app, 't1', inverted) as Predict & { adaptation: { events: { kind: string; to?: number }[] } };
+  assert.ok(r2.adaptation.events.some((e) => e.kind === 'escalate' && e.to === 1), JSON.stringify(r2.adaptation.events));
   const metrics = (await app.inject({ url: '/metrics' })).body;
+  assert.match(metrics, /refit_controller_events_total\{model="cnn",kind="escalate"\} 1/);
   assert.match(metrics, /refit_feedback_labels_total\{model="cnn",outcome="accepted"\} 16/);
   assert.match(metrics, /refit_feedback_labels_total\{model="cnn",outcome="unknown"\} 3/);
   await app.close();
