@@ -16,16 +16,17 @@ Examples:
 
 const examples = (...lines: string[]) => `\nExamples:\n${lines.map((l) => `  ${l}`).join('\n')}`;
 const dataHelp = `
-Data (--data, --stream, --source): an IDX file (idx3-ubyte, .gz or plain; labels in an idx1 file
-via --labels), a .npy file (float32, float64, uint8, int32 or int64, little-endian, C order;
-samples along the first axis), a numeric .csv file (one sample a row; the label column by
---label-column, default a header column named label/class/target/y, else the last when a row
-has one value more than the model takes), or a
-folder of PNG/JPEG images with one sub-folder per class (sorted names = classes 0, 1, …; a flat
-folder is an unlabelled stream). Images must already have the model's height and width; gray and
-RGB are converted to its channel count. Pixel data (IDX, uint8 NPY, images) is divided by 255;
-float NPY and CSV values are fed as they are. --labels takes an idx1 file, an integer .npy, or a
-.csv/.txt file with one label a line.`;
+Data (--data, --stream, --source):
+  IDX       idx3-ubyte images, .gz or plain; their labels in an idx1 file via --labels
+  .npy      float32, float64, uint8, int32 or int64, little-endian, C order; samples on axis 0
+  .csv      numeric, one sample a row; the label column is --label-column, by default a header
+            column named label/class/target/y, else none when a row is exactly one sample,
+            else the last column
+  folder    PNG/JPEG images, one sub-folder per class (sorted names = classes 0, 1, ...);
+            a flat folder is an unlabelled stream. Images must already have the model's height
+            and width (refit does not resize); gray and RGB become the model's channel count
+Pixel data (IDX, uint8 .npy, images) is divided by 255; float .npy and CSV values are fed as
+they are. --labels takes an idx1 file, an integer .npy, or a .csv/.txt file with one label a line.`;
 
 program
   .command('inspect')

@@ -247,6 +247,20 @@ test('image folder reader: classes from sub-folders, gray kept, RGB to luma, JPE
     const err = Math.max(...Array.from(got, (v, j) => Math.abs(v - want[j]!)));
     assert.ok(err <= tol, `${ds.ids[k]}: max difference ${err}`);
   }
+  // A 3-channel model gets planar RGB: gray copied to every plane, colour kept.
+  const rgb = readDataset(p('png'), { input: 'x', dims: [3, 28, 28] });
+  const k1 = rgb.ids.indexOf(join(String(fm.labels[1]), 'img1.png')); // an RGB image (r = b = v, g = 255 − v)
+  const k0 = rgb.ids.indexOf(join(String(fm.labels[0]), 'img0.png')); // a gray one
+  for (let j = 0; j < 784; j += 37) {
+    const v = bytes[784 + j]! / 255, g = bytes[j]! / 255, at = (k: number, c: number) => rgb.x[k * 3 * 784 + c * 784 + j]!;
+    assert.ok(Math.abs(at(k1, 0) - v) < 1e-6 && Math.abs(at(k1, 1) - (1 - v)) < 1e-6 && Math.abs(at(k1, 2) - v) < 1e-6);
+    assert.ok([0, 1, 2].every((c) => Math.abs(at(k0, c) - g) < 1e-6));
+  }
+  // A flat folder is an unlabelled stream, named by file.
+  const flat = readDataset(p('png', String(fm.labels[0])), { input: 'x', dims: [1, 28, 28] });
+  assert.equal(flat.labels, undefined);
+  assert.ok(flat.ids.includes('img0.png'));
+  assert.throws(() => readDataset(p('png'), { input: 'x', dims: [3, 32, 32] }), /img\d+\.(png|jpg) is 28×28; the model's input 'x' takes 32×32 images/);
 });
 
 test('NPY reader: header versions and dtypes', () => {
