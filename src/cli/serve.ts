@@ -82,7 +82,6 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
     }
   }
   const registry = new SqliteRegistry(opts.registry ?? ':memory:');
-  if (!opts.registry) log('refit serve: no --registry given: adapters and tenant state live in memory and are lost at exit');
   let app: FastifyInstance;
   try {
     app = await buildServer({
@@ -124,6 +123,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   }
+  if (!opts.registry) log('refit serve: no --registry given: adapters and tenant state live in memory and are lost at exit');
   const method = opts.method && opts.method !== 'none' ? opts.method : 'none';
   log(`refit serve: listening on ${url} (models: ${[...models.keys()].join(', ')}; adaptation: ${method}; registry: ${opts.registry ?? 'in memory'}; OpenAPI: ${url}/docs/json)`);
   return { app, url, close };
