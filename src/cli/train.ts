@@ -12,8 +12,7 @@ import type { AdapterMethod } from '../peft/types.ts';
 import { saveAdapter } from '../peft/files-node.ts';
 import { hasBatchNorm } from '../tta/bn-adapt.ts';
 import { Rng } from '../util/rng.ts';
-import { modelIO, loadData, batchOf, evaluateSet, progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic, scoreLogits, type ModelIO } from './common.ts';
-import type { Dataset } from './data-files.ts';
+import { modelIO, loadData, batchOf, evaluateSet, progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic, scoreLogits } from './common.ts';
 
 export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-affine'] as const;
 
@@ -224,4 +223,3 @@ export function formatTrainSummary(r: TrainResult): string {
   return `trained ${r.trainableParams.toLocaleString('en-US')} parameters (${r.trainablePercent.toFixed(2)}% of the model${r.adapter ? `, adapter ${r.adapter}` : ''}) for ${r.steps} steps on ${r.data.train} samples (${r.data.validation} held out); wrote ${r.out} (${r.seconds.toFixed(1)} s)`;
 }
 
-export type { Dataset, ModelIO };
