@@ -149,6 +149,22 @@ test('isolation with tent: tenant A\'s adapting traffic, sent concurrently, neve
   await app.close();
 });
 
+test('one tenant\'s concurrent requests are serialised: the answers equal a sequential replay in the order they ran', async () => {
+  // SAR takes two gradient passes per batch (a SAM step: perturb the weights, step, restore), so
+  // two requests interleaved without the queue would see each other's perturbed weights.
+  const app = await server({ method: 'sar' });
+  const inputs = Array.from({ length: 6 }, (_, i) => batch(8 * i, 8));
+  const got = await Promise.all(inputs.map((b) => predict(app, 'A', b)));
+  await app.close();
+  // ids are "<step>:<row>": the step each request ran as
+  const step = got.map((r) => Number(r.ids[0]!.split(':')[0]));
+  assert.deepEqual([...step].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5], 'six distinct steps');
+  const order = step.map((s, i) => [s, i] as const).sort((a, b) => a[0] - b[0]).map(([, i]) => i);
+  const replay = await server({ method: 'sar' });
+  for (const i of order) assert.deepEqual((await predict(replay, 'A', inputs[i])).probabilities, got[i]!.probabilities, `request ${i}`);
+  await replay.close();
+});
+
 test('tenant state survives release (maxTenants) and restart through the registry, exactly', async () => {
   const ref = await server({ method: 'tent' });
   const want: number[][][] = [];
