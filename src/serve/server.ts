@@ -191,6 +191,11 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
       })();
       adapted.set(key, p);
       p.catch(() => adapted.delete(key));
+      // Bounded: the oldest built versions are dropped (requests holding them finish on them).
+      while (adapted.size > 32) adapted.delete(adapted.keys().next().value!);
+    } else {
+      adapted.delete(key);
+      adapted.set(key, p); // most recently used last
     }
     return { model: await p, ref: { name: adapter, version: v } };
   };
