@@ -78,7 +78,9 @@ export class FastSlowLearner {
   private readonly batchStats: boolean;
   private readonly source = new Map<string, Float32Array>();
   private readonly unlabelled: TrainStep;
+  /** Labelled steps in both BatchNorm modes: a step must normalise as the prediction it trains does. */
   private readonly labelled: TrainStep;
+  private readonly labelledSourceStats: TrainStep;
   private opt: Optimizer;
   private rng?: Rng;
   private slowVariants = new Map<string, Promise<RefitModel>>();
@@ -107,6 +109,7 @@ export class FastSlowLearner {
     const bn = this.batchStats ? 'train' : 'eval';
     this.unlabelled = this.fast.compileTrainStep({ trainable: this.params, loss: withAnchor(softmaxEntropy({ logits: this.logits })), outputs, batchNorm: bn });
     this.labelled = this.fast.compileTrainStep({ trainable: this.params, loss: withAnchor(crossEntropy({ logits: this.logits, labels: 'y' })), outputs: [this.logits], batchNorm: bn });
+    this.labelledSourceStats = this.fast.compileTrainStep({ trainable: this.params, loss: withAnchor(crossEntropy({ logits: this.logits, labels: 'y' })), outputs: [this.logits], batchNorm: 'eval' });
     this.opt = this.makeOptimizer();
   }
 
@@ -198,12 +201,18 @@ export class FastSlowLearner {
     return out;
   }
 
-  /** One cross-entropy step of the fast learner on labelled inputs [N, …] (N ≥ 2 for BatchNorm models). */
-  async learn(x: Tensor, labels: ArrayLike<number>, opts: { consolidate?: boolean } = {}): Promise<{ loss: number; updated: boolean }> {
+  /**
+   * One cross-entropy step of the fast learner on labelled inputs [N, …]. `batchStats` (default
+   * true) normalises BatchNorm layers with the batch's statistics (N ≥ 2), false with the running
+   * ones: use the mode the learner predicts with, or the step fits the wrong normalisation.
+   */
+  async learn(x: Tensor, labels: ArrayLike<number>, opts: { consolidate?: boolean; batchStats?: boolean } = {}): Promise<{ loss: number; updated: boolean }> {
     const n = x.dims[0]!;
     if (labels.length !== n) throw new Error(`fast-slow.learn: ${n} inputs but ${labels.length} labels`);
-    if (this.batchStats && n < 2) throw new Error('fast-slow.learn: a BatchNorm model needs at least 2 labelled samples per step (batch statistics)');
-    const r = await this.labelled.run({ [this.fast.inputs[0]!.name]: x, y: i64([n], Array.from(labels)) });
+    const batchStats = opts.batchStats !== false;
+    if (this.batchStats && batchStats && n < 2) throw new Error('fast-slow.learn: a BatchNorm model needs at least 2 labelled samples per step (batch statistics)');
+    const step = batchStats ? this.labelled : this.labelledSourceStats;
+    const r = await step.run({ [this.fast.inputs[0]!.name]: x, y: i64([n], Array.from(labels)) });
     const updated = this.applyFast(r);
     if (updated && opts.consolidate) this.consolidate();
     return { loss: r.loss, updated };
@@ -258,7 +267,7 @@ export class FastSlowLearner {
   }
 
   async release(): Promise<void> {
-    await Promise.all([this.unlabelled.release(), this.labelled.release(), this.fast.release(), this.slow.release()]);
+    await Promise.all([this.unlabelled.release(), this.labelled.release(), this.labelledSourceStats.release(), this.fast.release(), this.slow.release()]);
     for (const v of [...this.fastVariants.values(), ...this.slowVariants.values()]) await (await v).release();
   }
 }

@@ -39,7 +39,7 @@ test('clean stream: no escalation; shifted stream: the controller climbs with re
 
 test('feedback: labels train and fill the error memory; unknown and invalid labels are counted', async () => {
   const model = await loadModel(modelPath, { threads: 1 });
-  const c = new ContinualController(model, { ...opts, feedback: { minBatch: 16 } });
+  const c = new ContinualController(model, { ...opts, feedback: { minBatch: 16 }, errorMemory: true });
   const r = await c.predict(shifted(0));
   const wrong = [...r.predictions.keys()].filter((i) => r.predictions[i] !== ds.labels[i]);
   assert.ok(wrong.length > 0, 'the shifted batch has mistakes to learn from');
