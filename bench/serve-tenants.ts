@@ -1,7 +1,7 @@
 // Memory and latency per tenant in `refit serve` (issue 13): N tenants each send adapting
 // batches through app.inject (no network) on the shipped CNN; RSS and heap are read after each
 // step. Writes bench/results/serve-tenants.json and prints a markdown table.
-// Usage: npx tsx bench/serve-tenants.ts [method=tent] [maxTenants=64]
+// Usage: npx tsx bench/serve-tenants.ts [method=tent] [arena=off|on]   (refit serve runs with the arena off)
 import { writeFileSync } from 'node:fs';
 import { loadModel } from '../src/model.ts';
 import { loadFashionMnist } from '../src/data/fashion-mnist.ts';
@@ -10,7 +10,8 @@ import { buildServer } from '../src/serve/index.ts';
 
 const method = process.argv[2] ?? 'tent';
 const counts = [1, 8, 32, 64];
-const cnn = await loadModel(new URL('../models/fmnist-cnn.onnx', import.meta.url).pathname, { threads: 1 });
+const arena = (process.argv[3] ?? 'off') === 'on';
+const cnn = await loadModel(new URL('../models/fmnist-cnn.onnx', import.meta.url).pathname, { threads: 1, memoryArena: arena });
 const data = loadFashionMnist('test', { limit: 64 });
 const inputs = { dims: [8, 1, 28, 28], data: Array.from(data.images.subarray(0, 8 * 784)) };
 const app = await buildServer({ models: { cnn }, registry: new SqliteRegistry(':memory:'), method, maxTenants: 1000, defaultMetrics: false });

@@ -76,7 +76,9 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
   const models = new Map<string, RefitModel>();
   for (const [name, path] of specs) {
     try {
-      models.set(name, await loadModel(path));
+      // Without onnxruntime's memory arena every tenant's sessions free what they do not hold:
+      // about 6.5 MB per Tent tenant on the shipped CNN instead of 31 (docs/serve.md).
+      models.set(name, await loadModel(path, { memoryArena: false }));
     } catch (e) {
       throw new Error(`--model ${name}=${path}: ${(e as Error).message}`);
     }

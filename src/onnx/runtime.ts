@@ -10,6 +10,12 @@ export interface SessionOptions {
   /** Let idle worker threads spin-wait (onnxruntime's default). Default false: see createSession. */
   spinning?: boolean;
   /**
+   * onnxruntime's CPU memory arena (default on). Off, each session frees what it does not hold:
+   * a service with a Tent session per tenant measured about 31 MB per tenant with the arena and
+   * 6.5 MB without, at a small cost per request (docs/serve.md).
+   */
+  memoryArena?: boolean;
+  /**
    * How onnxruntime computes a DequantizeLinear(int8/int4 weight) → MatMul it fuses into MatMulNBits
    * at level 'all' (session.qdq_matmulnbits_accuracy_level: 1 float32, 2 float16, 3 bfloat16, 4 int8).
    * onnxruntime's default, 4, quantizes the activations too, which the model's graph never asked for:
@@ -27,6 +33,7 @@ export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}
     graphOptimizationLevel: opts.optimization ?? 'all',
     executionProviders: ['cpu'],
   };
+  if (opts.memoryArena === false) o.enableCpuMemArena = false;
   if (opts.threads) {
     o.intraOpNumThreads = opts.threads;
     o.interOpNumThreads = 1;
