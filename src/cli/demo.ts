@@ -7,11 +7,27 @@ import { loadModel } from '../model.ts';
 import { loadFashionMnist } from '../data/fashion-mnist.ts';
 import { continualStream, type Stream } from '../data/streams.ts';
 import { assertSeverity } from '../data/corruptions/index.ts';
-import { createAdapter, METHODS, loadSourceSet, sourceDataOptions } from '../tta/index.ts';
+import { createAdapter, METHODS as TTA_METHODS, loadSourceSet, sourceDataOptions, type Adapter, type SourceSet } from '../tta/index.ts';
+import { ContinualAdapter } from '../continual/adapter.ts';
+import type { RefitModel } from '../model.ts';
+import { f32, type Tensor } from '../onnx/tensor.ts';
 import { runStream, type StreamScore } from '../tta/run-stream.ts';
 import { renderReport } from '../report/html.ts';
 import { writeFileAtomic } from '../onnx/io.ts';
 import { packageRoot } from '../util/package-root.ts';
+
+/** Every TTA method, then the continual controller (issue 11), which escalates only as far as health requires. */
+export const METHODS = [...TTA_METHODS, 'continual'];
+
+/** The controller's entropy reference comes from 512 in-distribution images (the bundled training set). */
+function makeAdapter(model: RefitModel, method: string, sourceSet: SourceSet, full: boolean): Adapter {
+  if (method !== 'continual') return createAdapter(model, method, sourceDataOptions(method, sourceSet, { quick: !full }) /* RMT: one warm-up pass over the set, except --full */);
+  const calibration: Tensor[] = [];
+  const images = sourceSet.images.data as Float32Array;
+  for (let i = 0; i + 64 <= Math.min(512, sourceSet.n); i += 64) calibration.push(f32([64, 1, 28, 28], images.subarray(i * 784, (i + 64) * 784)));
+  const embedding = model.outputs.some((o) => o.name === 'features') ? { embedding: 'features' } : {};
+  return new ContinualAdapter(model, { logits: 'logits', ...embedding }, calibration);
+}
 
 /** Batches per corruption: the default keeps the demo to a few minutes with every method on 2 cores. */
 export const DEFAULT_BATCHES = 6;
@@ -62,7 +78,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   // The bundled in-distribution set (2000 training images): EATA's Fisher, RMT's prototypes, warm-up and replay.
   const sourceSet = loadSourceSet();
   for (const method of methods) {
-    const adapter = createAdapter(model, method, sourceDataOptions(method, sourceSet, { quick: !o.full }) /* RMT: one warm-up pass over the set, except --full */);
+    const adapter = makeAdapter(model, method, sourceSet, !!o.full);
     bar?.start(stream.numBatches, 0, { method: method.padEnd(10) });
     scores.push(await runStream(adapter, makeStream(), (done) => bar?.update(done)));
     bar?.stop();

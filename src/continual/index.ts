@@ -1,6 +1,7 @@
 // Keeping a model fitted over time: fast and slow learners, delayed labels, error memory and
 // the escalation controller (issue 11). Data flows in from src/tta, src/peft and src/drift.
 export { ContinualController, LEVEL_NAMES, type Level, type ControllerOptions, type ControllerEvent, type ControllerResult, type ControllerState, type BatchSignals } from './controller.ts';
+export { ContinualAdapter } from './adapter.ts';
 export { FastSlowLearner, LAE_EMA_DECAY, COTTA_RESTORE_PROBABILITY, type FastSlowOptions, type FastSlowState } from './fast-slow.ts';
 export { FeedbackBuffer, type FeedbackReport } from './feedback.ts';
 export { ReplayBuffer } from './replay.ts';

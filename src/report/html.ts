@@ -43,7 +43,11 @@ export function renderReport(r: ReportInput): string {
     bars: r.scores.map((s, k) => ({ label: s.method, data: s.domains.map((d) => +(100 * d.error).toFixed(2)), backgroundColor: palette[k % palette.length] })),
     domains,
     boundaries: r.boundaries,
+    // The continual controller's level per batch, with its drift alarms as points.
+    levels: r.scores.filter((s) => s.levels).map((s) => ({ label: `${s.method} level`, data: s.levels!, drifts: s.drifts ?? [] })),
   };
+  const levelChart = data.levels.length ? `<h2>Controller level over the stream (0 output correction · 1 norm statistics · 2 fast updates · 3 consolidation; ● drift alarm)</h2>
+<div class="chart" style="height:200px"><canvas id="levels"></canvas></div>` : '';
   const rows = r.scores.map((s) => `<tr><td>${escape(s.method)}</td>${s.domains.map((d) => `<td>${(100 * d.error).toFixed(1)}</td>`).join('')}<td><b>${(100 * s.meanError).toFixed(1)}</b></td></tr>`).join('\n');
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${escape(r.title)}</title>
@@ -56,6 +60,7 @@ table{border-collapse:collapse;font-size:12px;margin:16px 0} td,th{border:1px so
 <h1>${escape(r.title)}</h1><div class="sub">${escape(r.subtitle)}</div>
 <h2>Error over the stream (%, moving average over ${window} batches)</h2>
 <div class="chart"><canvas id="stream"></canvas></div>
+${levelChart}
 <h2>Error per domain (%)</h2>
 <div class="chart"><canvas id="bars"></canvas></div>
 <table><tr><th>method</th>${domains.map((d) => `<th>${escape(d)}</th>`).join('')}<th>mean</th></tr>
@@ -68,6 +73,12 @@ new Chart(document.getElementById('stream'), { type: 'line', data: { labels: D.l
   options: { animation: false, maintainAspectRatio: false, interaction: { mode: 'index', intersect: false },
     scales: { y: { title: { display: true, text: 'error %' }, min: 0 },
       x: { title: { display: true, text: 'batch (domain starts labelled)' }, ticks: { autoSkip: false, maxRotation: 60, callback: (v, i) => startOf.get(i + 1) ?? '' } } } } });
+if (D.levels.length) new Chart(document.getElementById('levels'), { type: 'line',
+  data: { labels: D.labels, datasets: D.levels.flatMap((l, k) => [
+    { label: l.label, data: l.data, stepped: true, borderColor: '#111827', pointRadius: 0, borderWidth: 1.5 },
+    { label: 'drift alarm', data: D.labels.map((_, i) => l.drifts.includes(i + 1) ? l.data[i] : null), showLine: false, pointRadius: 4, borderColor: '#dc2626', backgroundColor: '#dc2626' }]) },
+  options: { animation: false, maintainAspectRatio: false, scales: { y: { min: 0, max: 4, ticks: { stepSize: 1 }, title: { display: true, text: 'level' } },
+    x: { ticks: { autoSkip: false, maxRotation: 60, callback: (v, i) => startOf.get(i + 1) ?? '' } } } } });
 new Chart(document.getElementById('bars'), { type: 'bar', data: { labels: D.domains, datasets: D.bars },
   options: { animation: false, maintainAspectRatio: false, scales: { y: { title: { display: true, text: 'error %' }, min: 0 } } } });
 </script></body></html>

@@ -16,18 +16,24 @@ export interface StreamScore {
   /** Wall time of the first batch, ms: it compiles the method's graphs and does one-off preparation (EATA's Fisher, RMT's warm-up). */
   firstBatchMs: number;
   skipped: number;
+  /** Per batch, for methods that report one in `info.extra` (the continual controller): its level and drift alarms. */
+  levels?: number[];
+  drifts?: number[];
 }
 
 export async function runStream(adapter: Adapter, stream: Stream, onBatch?: (done: number) => void): Promise<StreamScore> {
   const batchErrors: number[] = [];
   const perDomain = new Map<string, { domain: string; severity: number; round: number; wrong: number; samples: number }>();
   let ms = 0, firstBatchMs = 0, skipped = 0;
+  let levels: number[] | undefined, drifts: number[] | undefined;
   for (const b of stream) {
     const x = f32([b.size, 1, 28, 28], b.x);
     const r = await adapter.predict(x);
     if (batchErrors.length === 0) firstBatchMs = r.info.ms;
     else ms += r.info.ms;
     skipped = r.info.skipped;
+    if (r.info.extra?.level !== undefined) (levels ??= []).push(r.info.extra.level);
+    if (r.info.extra?.drift) (drifts ??= []).push(batchErrors.length);
     const pred = argmaxRows(r.logits.data as Float32Array, r.logits.dims[1]!);
     let wrong = 0;
     for (let i = 0; i < b.size; i++) if (pred[i] !== b.y[i]) wrong++;
@@ -48,5 +54,6 @@ export async function runStream(adapter: Adapter, stream: Stream, onBatch?: (don
     msPerBatch: batchErrors.length > 1 ? ms / (batchErrors.length - 1) : firstBatchMs,
     firstBatchMs,
     skipped,
+    ...(levels ? { levels, drifts: drifts ?? [] } : {}),
   };
 }

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { METHODS } from '../../src/tta/index.ts';
+import { METHODS } from '../../src/cli/demo.ts';
 import { CORRUPTIONS } from '../../src/data/corruptions/index.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -75,7 +75,8 @@ test('the HTML report renders in headless Chromium with no console errors', { sk
     page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
     page.on('pageerror', (e) => errors.push(String(e)));
     await page.goto(`file://${report}`);
-    await page.waitForFunction(() => document.querySelectorAll('canvas').length === 2);
+    // error over the stream, the continual controller's levels, error per domain
+    await page.waitForFunction(() => document.querySelectorAll('canvas').length === 3);
     // Chart.js drew something: the canvases are sized and not blank.
     const painted = await page.evaluate(() => [...document.querySelectorAll('canvas')].map((c) => {
       const ctx = (c as HTMLCanvasElement).getContext('2d')!;
