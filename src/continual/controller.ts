@@ -70,6 +70,7 @@ export interface ControllerResult {
   probs: Float32Array;
   predictions: Int32Array;
   ids: string[];
+  /** The level this batch was predicted at (a batch that moves the controller from 0 to 1 is predicted at 1). */
   level: Level;
   /** Events raised by this batch. */
   events: ControllerEvent[];
@@ -188,20 +189,27 @@ export class ContinualController {
     const first = this.events.length;
     const level = this.level;
     const t0 = performance.now();
-    const out = level >= 1
+    let out = level >= 1
       ? await this.learner.process(x, { update: level >= 2, consolidate: level >= 3, batchStats: true })
       : await this.learner.process(x, { update: false, batchStats: false });
     const updateMs = level >= 2 ? performance.now() - t0 : 0;
+    const signals = this.observe(out.fastLogits, n, updateMs);
+    this.batch++;
+    this.decide(signals);
+    // Climbing from level 0 to 1 costs one forward pass and changes no parameter, so the batch
+    // that showed the shift is predicted again with its own normalization statistics at once.
+    let predictedAt: Level = level;
+    if (level === 0 && this.level === 1) {
+      out = await this.learner.process(x, { update: false, batchStats: true });
+      predictedAt = 1;
+    }
     const C = this.learner.classes;
-    // Level 0's correction applies at every level: cheap, and it never changes parameters.
+    // Level 0's corrections apply at every level: cheap, and they never change parameters.
     const probs = this.options.ensemble === 'fast' ? Float32Array.from(softmaxRows(out.fastLogits.data as Float32Array, C)) : out.probs;
     normaliseRows(probs, n, C);
     if (this.options.priorCorrection) this.prior.correct(probs, n);
     if (out.embedding && this.memory) this.memory.correct(probs, out.embedding.data as Float32Array, n);
     const predictions = argmaxRows(probs, C);
-    const signals = this.observe(out.fastLogits, n, updateMs);
-    this.batch++;
-    this.decide(signals);
     const batchIds = ids ?? Array.from({ length: n }, (_, i) => `${this.batch - 1}:${i}`);
     const per = data.length / n;
     const emb = out.embedding?.data as Float32Array | undefined;
@@ -212,7 +220,7 @@ export class ContinualController {
       this.fb.add(s);
     }
     this.fb.age(this.batch);
-    return { probs, predictions, ids: batchIds, level, events: this.events.slice(first), signals };
+    return { probs, predictions, ids: batchIds, level: predictedAt, events: this.events.slice(first), signals };
   }
 
   private observe(logits: Tensor, n: number, updateMs: number): BatchSignals {
