@@ -16,9 +16,10 @@
 // Straight-through choices (docs/peft.md, "Quantized and float16 models"):
 // - Rounding: identity gradient.
 // - Saturation of a QDQ pair with constant per-tensor scale s and zero point z: the gradient is
-//   masked to the representable float range lo ≤ x ≤ hi, lo = s·(qmin − z), hi = s·(qmax − z), as
-//   PyTorch's fake_quantize does: outside it the forward really is constant. Per-axis or computed
-//   scales: unmasked.
+//   masked to the representable float range lo ≤ x ≤ hi, lo = s·(qmin − z), hi = s·(qmax − z):
+//   outside it the forward really is constant. PyTorch's fake_quantize masks on round(x/s) + z
+//   instead, so the two differ for x/s within half a step of the edge (the zoo's int8 references
+//   use refit's rule; test/fixtures/zoo/make_zoo.py). Per-axis or computed scales: unmasked.
 // - DynamicQuantizeLinear (→ MatMulInteger, or → DequantizeLinear as a merged layer has it): unmasked (its range is the tensor's own min/max, so nothing saturates);
 //   its scale and zero point are treated as constants (rules/quant.ts gives them no gradient).
 //
