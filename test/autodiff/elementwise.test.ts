@@ -78,7 +78,7 @@ for (const op of ['Min', 'Max']) {
     await checkOp(op, [{ name: 'a', shape: [2, 3, 4], value: f32([2, 3, 4], Array.from({ length: 24 }, (_, i) => Math.sin(i))) }, { name: 'b', shape: [3, 1], ...u }, { name: 'c', shape: [4], ...u }]);
     await checkOp(op, [{ name: 'a', shape: [3, 4] }, { name: 'b', shape: [3, 4], value: f32([3, 4], Array.from({ length: 12 }, (_, i) => Math.cos(i))) }]);
   });
-  test(`${op}: ties go to the first input, so ${op}(x, x) has gradient dY`, async () => {
+  test(`${op}: ties split the gradient evenly (as torch.maximum/minimum), so ${op}(x, x, x) has gradient dY`, async () => {
     const b = new ModelBuilder({ opset: 17 });
     b.initializer('x', f32([2, 3], [0.1, -0.2, 0.3, -0.4, 0.5, -0.6]));
     b.input('dummy', 'float32', [1]);
@@ -86,7 +86,7 @@ for (const op of ['Min', 'Max']) {
     b.node('Identity', ['dummy'], ['dummy_out']);
     b.output('y');
     const model = new RefitModel(b.build(), { threads: 1 });
-    // loss = Σ y, so the gradient is 1 everywhere (3 under an "every tied input gets dY" rule).
+    // loss = Σ y, so the gradient is 3 × 1/3 = 1 everywhere (3 under an "every tied input gets dY" rule).
     const sum: LossSpec = { describe: 'sum(y)', reads: ['y'], inputs: [], build: (ctx) => ctx.em.reduce('ReduceSum', 'y', [0, 1], false) };
     const step = model.compileTrainStep({ trainable: ['x'], loss: sum });
     const r = await step.run({ dummy: tensor('float32', [1], [0]) });
@@ -94,3 +94,21 @@ for (const op of ['Min', 'Max']) {
     await step.release();
   });
 }
+
+test('Max of two inputs with a tie gives what torch.maximum gives (0.5 each at the tie)', async () => {
+  const b = new ModelBuilder({ opset: 17 });
+  b.initializer('a', f32([2], [1, 2]));
+  b.initializer('b', f32([2], [1, 3]));
+  b.input('dummy', 'float32', [1]);
+  b.node('Max', ['a', 'b'], ['y']);
+  b.node('Identity', ['dummy'], ['dummy_out']);
+  b.output('y');
+  const model = new RefitModel(b.build(), { threads: 1 });
+  const sum: LossSpec = { describe: 'sum(y)', reads: ['y'], inputs: [], build: (ctx) => ctx.em.reduce('ReduceSum', 'y', [0], false) };
+  const step = model.compileTrainStep({ trainable: ['a', 'b'], loss: sum });
+  const r = await step.run({ dummy: tensor('float32', [1], [0]) });
+  // torch: a = [1, 2], b = [1, 3]; torch.maximum(a, b).sum().backward() → a.grad [0.5, 0], b.grad [0.5, 1]
+  assert.deepEqual([...r.grads.get('a')!], [0.5, 0]);
+  assert.deepEqual([...r.grads.get('b')!], [0.5, 1]);
+  await step.release();
+});

@@ -141,7 +141,7 @@ test('Mean: a wrong rule (dY to every input, no 1/n) fails', async () => {
   const noDivide: GradRule = (ctx, node, [dY], needs) => node.inputs.map((x, i) => (needs[i] ? ctx.unbroadcast(dY!, ctx.shape(node.outputs[0]!), ctx.shape(x)) : null));
   await assertBrokenFails('Mean', noDivide, () => checkOp('Mean', [{ name: 'a', shape: [2, 3] }, { name: 'b', shape: [3] }]));
 });
-test('Max and Min with four inputs, ties between inputs go to the first', async () => {
+test('Max and Min with four broadcast inputs', async () => {
   for (const op of ['Max', 'Min']) {
     const u = { dist: 'uniform' as const };
     await checkOp(op, [{ name: 'a', shape: [3, 4], ...u }, { name: 'b', shape: [3, 4], ...u }, { name: 'c', shape: [4], ...u }, { name: 'd', shape: [3, 1], ...u }]);

@@ -104,28 +104,20 @@ function clipGrad(ctx: GradContext, node: Node, dY: string, needs: boolean[]): (
  * goes to the FIRST input (lowest index) that attains the result, and the others get 0, so the
  * gradients always sum to dY (Max(x, x) has gradient dY, not 2·dY). Same convention as ArgMax.
  */
+/**
+ * Max/Min: the gradient goes to the inputs that attain the output, split evenly among tied ones,
+ * as PyTorch's maximum/minimum do (a tie of two gets dY/2 each).
+ */
 function minMaxGrad(ctx: GradContext, node: Node, dY: string, needs: boolean[]): (string | null)[] {
   const em = ctx.em;
   const y = node.outputs[0]!;
   const xs = node.inputs;
   if (xs.length === 1) return [dY];
-  const last = xs.length - 1;
-  let lastNeeded = -1;
-  needs.forEach((n, i) => { if (n) lastNeeded = i; });
-  const out: (string | null)[] = xs.map(() => null);
-  let taken: string | null = null; // some earlier input attained y
-  for (let i = 0; i <= lastNeeded; i++) {
-    const x = xs[i]!;
-    if (i === last) {
-      // Everything not taken by an earlier input is the last input's.
-      out[i] = toInput(ctx, em.op('Where', [taken!, em.scalar(0), dY]), node, x);
-      break;
-    }
-    const eq = em.op('Equal', [x, y]);
-    if (needs[i]) out[i] = toInput(ctx, masked(ctx, taken ? em.op('And', [eq, em.op('Not', [taken])]) : eq, dY), node, x);
-    if (i < lastNeeded) taken = taken ? em.op('Or', [taken, eq]) : eq;
-  }
-  return out;
+  const to = ({ float64: 11, float16: 10 } as Record<string, number>)[ctx.dtype(y)] ?? 1;
+  const hits = xs.map((x) => em.op('Cast', [em.op('Equal', [x, y])], { to }));
+  // Each Equal broadcasts x against y, whose shape is already the broadcast of every input.
+  const share = em.div(dY, em.sum(hits));
+  return xs.map((x, i) => (needs[i] ? toInput(ctx, em.mul(share, hits[i]!), node, x) : null));
 }
 
 registerRules({
