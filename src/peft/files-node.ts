@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../onnx/io.ts';
 import type { RefitModel } from '../model.ts';
 import type { PeftModel } from './peft-model.ts';
-import { adapterFiles, withAdapterFiles, WEIGHTS_FILE, CONFIG_FILE, type AdapterFiles } from './files.ts';
+import { adapterFiles, withAdapterFiles, savedAdapterName, WEIGHTS_FILE, CONFIG_FILE, type AdapterFiles } from './files.ts';
 import { PeftError } from './errors.ts';
 
 /** Write one adapter to `dir` (created if needed); each file is replaced atomically. */
@@ -24,10 +24,9 @@ export interface AdapterFolder extends AdapterFiles {
 export function readAdapterFolder(dir: string): AdapterFolder {
   for (const f of [WEIGHTS_FILE, CONFIG_FILE]) if (!existsSync(join(dir, f))) throw new PeftError(`adapter folder ${dir} has no ${f}`);
   const config = readFileSync(join(dir, CONFIG_FILE), 'utf8');
-  let savedName: string | undefined;
-  try { savedName = JSON.parse(config)?.refit?.adapter; } catch { /* reported by withAdapterFiles */ }
   const w = readFileSync(join(dir, WEIGHTS_FILE));
-  return { weights: new Uint8Array(w.buffer, w.byteOffset, w.byteLength), config, savedName };
+  const files = { weights: new Uint8Array(w.buffer, w.byteOffset, w.byteLength), config };
+  return { ...files, savedName: savedAdapterName(files) };
 }
 
 /** Read an adapter folder and add it to a model as `name` (default: the name it was saved under, else 'default'). */

@@ -16,6 +16,21 @@ import { bottleneck } from './bottleneck/index.ts';
 import { PeftError, closest } from './errors.ts';
 
 export const WEIGHTS_FILE = 'adapter_model.safetensors';
+/** Where refit records an adapter's name and method: the weights file's __metadata__ map. */
+export const REFIT_ADAPTER_KEY = 'refit.adapter';
+export const REFIT_METHOD_KEY = 'refit.method';
+
+/** The name an adapter was saved under by refit: the weights' metadata, or (files from before 2026-12) the config's `refit` key. */
+export function savedAdapterName(f: AdapterFiles): string | undefined {
+  try {
+    const meta = parseSafetensors(f.weights, WEIGHTS_FILE).metadata;
+    if (meta[REFIT_ADAPTER_KEY]) return meta[REFIT_ADAPTER_KEY];
+  } catch { /* reported when the adapter is applied */ }
+  try {
+    const old = JSON.parse(f.config)?.refit?.adapter;
+    return typeof old === 'string' ? old : undefined;
+  } catch { return undefined; }
+}
 export const CONFIG_FILE = 'adapter_config.json';
 
 export interface AdapterFiles {
@@ -33,8 +48,13 @@ export function adapterFiles(model: PeftModel, name: string): AdapterFiles {
   const tensors = custom?.tensors ?? new Map<string, Tensor>();
   if (!custom) for (const [ir, key] of plan.fileKeys) tensors.set(key, values.get(ir)!);
   const info = model.adapter(name);
-  const config = { ...(custom?.config ?? plan.fileConfig), refit: { adapter: name, method: info.method } };
-  return { weights: serializeSafetensors(tensors, { format: 'pt' }), config: `${JSON.stringify(config, null, 2)}\n` };
+  // refit's own metadata goes where PEFT looks for nothing (the safetensors __metadata__ map):
+  // PEFT versions before its forward-compatibility change refuse unknown config keys.
+  const config = custom?.config ?? plan.fileConfig;
+  return {
+    weights: serializeSafetensors(tensors, { format: 'pt', [REFIT_ADAPTER_KEY]: name, [REFIT_METHOD_KEY]: info.method }),
+    config: `${JSON.stringify(config, null, 2)}\n`,
+  };
 }
 
 const MODULE_KEY = /^base_model\.model\.(.+)\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector(?:\.weight)?|ia3_l|vera_lambda_[bd]|adapter_(?:down|up)\.(?:weight|bias))$/;

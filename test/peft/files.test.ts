@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { loadModel } from '../../src/model.ts';
 import { parseSafetensors, serializeSafetensors } from '../../src/io/safetensors.ts';
 import { f32 } from '../../src/onnx/tensor.ts';
-import { withAdapter, lora, withAdapterFiles, adapterFiles, PeftError, PeftModel } from '../../src/peft/index.ts';
+import { withAdapter, lora, dora, withAdapterFiles, adapterFiles, PeftError, PeftModel } from '../../src/peft/index.ts';
 import { saveAdapter, loadAdapter } from '../../src/peft/files-node.ts';
 import { smallVit, images, maxDiff, perturb } from './helpers.ts';
 
@@ -92,6 +92,37 @@ test('a PyTorch adapter folder copied with a wrong target_modules is refused', a
     const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8'));
     writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ ...cfg, target_modules: ['q', 'v'] }));
     await assert.rejects(loadAdapter(await transformer(), dir), /module 'blocks\.0\.mlp\.fc1', which adapter_config\.json's target_modules \["q","v"\] does not cover/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// PeftConfig's and LoraConfig's fields in HF PEFT (src/peft/config.py, src/peft/tuners/lora/config.py);
+// every key refit writes has existed since PEFT 0.9.0, which added use_dora.
+const PEFT_CONFIG_KEYS = ['peft_type', 'auto_mapping', 'base_model_name_or_path', 'revision', 'task_type', 'inference_mode'];
+const LORA_CONFIG_KEYS = ['r', 'target_modules', 'lora_alpha', 'lora_dropout', 'fan_in_fan_out', 'bias', 'use_rslora', 'modules_to_save', 'init_lora_weights',
+  'layers_to_transform', 'layers_pattern', 'rank_pattern', 'alpha_pattern', 'megatron_config', 'megatron_core', 'loftq_config', 'use_dora'];
+
+test('a refit-written LoRA or DoRA config has only keys PEFT\'s LoraConfig defines; refit\'s name and method live in the weights\' metadata', async () => {
+  const allowed = new Set([...PEFT_CONFIG_KEYS, ...LORA_CONFIG_KEYS]);
+  for (const method of [lora({ targets: /attn\.(q|v)$/, rank: 2 }), dora({ targets: /attn\.(q|v)$/, rank: 2 })]) {
+    const f = adapterFiles(withAdapter(smallVit(), 'mine', method), 'mine');
+    const extra = Object.keys(JSON.parse(f.config)).filter((k) => !allowed.has(k));
+    assert.deepEqual(extra, [], `keys PEFT would refuse: ${extra}`);
+    const meta = parseSafetensors(f.weights).metadata;
+    assert.equal(meta['refit.adapter'], 'mine');
+    assert.equal(meta.format, 'pt');
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'refit-peft-'));
+  try {
+    await saveAdapter(withAdapter(smallVit(), 'mine', lora({ targets: 'q', rank: 2 })), 'mine', dir);
+    assert.deepEqual((await loadAdapter(smallVit(), dir)).adapterNames(), ['mine']);
+    // A folder written before the name moved (config key "refit") still loads under its name.
+    const cfgPath = join(dir, 'adapter_config.json');
+    writeFileSync(cfgPath, JSON.stringify({ ...JSON.parse(readFileSync(cfgPath, 'utf8')), refit: { adapter: 'old', method: 'lora' } }));
+    const w = parseSafetensors(readFileSync(join(dir, 'adapter_model.safetensors')));
+    writeFileSync(join(dir, 'adapter_model.safetensors'), serializeSafetensors(w.tensors, { format: 'pt' }));
+    assert.deepEqual((await loadAdapter(smallVit(), dir)).adapterNames(), ['old']);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
