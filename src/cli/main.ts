@@ -12,6 +12,7 @@ Examples:
   refit train model.onnx --data train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz --adapter lora --epochs 3 --out my-lora/
   refit adapt model.onnx --method tent --stream stream.npy --out preds.csv
   refit eval model.onnx --data images/
+  refit bench model.onnx --batch-size 64
   refit demo --quick`);
 
 const examples = (...lines: string[]) => `\nExamples:\n${lines.map((l) => `  ${l}`).join('\n')}`;
@@ -120,6 +121,27 @@ program
     const { runEval, formatEval } = await import('./eval.ts');
     const r = await runEval(model, o);
     console.log(o.json ? JSON.stringify(r, null, 2) : formatEval(r));
+  });
+
+program
+  .command('bench')
+  .description('time inference, training steps (full, norm-affine, LoRA) and TTA methods on random inputs of the model\'s shape')
+  .argument('<model>', 'the ONNX model')
+  .option('--batch-size <n>', 'batch size', '64')
+  .option('--threads <n>', 'onnxruntime intra-op threads', '2')
+  .option('--methods <list>', 'comma-separated TTA methods to time (predict + adapt)', 'tent,eata')
+  .option('--reps <n>', 'timed calls per case (the median is reported)', '20')
+  .option('--warmup <n>', 'untimed calls after the first one', '3')
+  .option('--logits <output>', 'the output holding class scores')
+  .option('--json', 'print machine-readable JSON (no progress bar)')
+  .addHelpText('after', examples(
+    'refit bench models/fmnist-cnn.onnx',
+    'refit bench models/fmnist-vit.onnx --batch-size 32 --threads 4 --methods tent,eata,sar --json',
+  ))
+  .action(async (model: string, o) => {
+    const { runBench, formatBench } = await import('./bench.ts');
+    const r = await runBench(model, o);
+    console.log(o.json ? JSON.stringify(r, null, 2) : formatBench(r));
   });
 
 program

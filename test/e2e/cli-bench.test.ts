@@ -1,0 +1,68 @@
+// `refit bench` run as a user runs it (node bin/refit.js bench …) on the shipped CNN, with few reps.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { BenchResult } from '../../src/cli/bench.ts';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const cnn = join(root, 'models/fmnist-cnn.onnx');
+
+interface Run { status: number | null; stdout: string; stderr: string }
+function refit(...args: string[]): Promise<Run> {
+  return new Promise((res) => {
+    const c = spawn(process.execPath, [join(root, 'bin/refit.js'), ...args], { cwd: root });
+    let stdout = '', stderr = '';
+    c.stdout.on('data', (d) => (stdout += d));
+    c.stderr.on('data', (d) => (stderr += d));
+    c.on('close', (status) => res({ status, stdout, stderr }));
+  });
+}
+function failsCleanly(r: Run, pattern: RegExp): void {
+  assert.equal(r.status, 1, `expected exit 1: ${r.stdout}\n${r.stderr}`);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `one line expected:\n${r.stderr}`);
+  assert.match(lines[0]!, /^refit: /);
+  assert.match(lines[0]!, pattern);
+}
+
+test('refit bench --json: every case timed on the CNN, medians positive, RSS growing', async () => {
+  const r = await refit('bench', cnn, '--batch-size', '8', '--reps', '3', '--warmup', '1', '--methods', 'tent,eata', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stderr, '', 'no progress bar with --json');
+  const j = JSON.parse(r.stdout) as BenchResult;
+  assert.deepEqual(j.input, { name: 'x', shape: [8, 1, 28, 28] });
+  assert.equal(j.threads, 2);
+  assert.deepEqual(j.cases.map((c) => c.name), ['inference', 'full step', 'norm-affine step', 'lora step', 'tent', 'eata']);
+  for (const c of j.cases) {
+    assert.equal(c.error, undefined, `${c.name}: ${c.error}`);
+    assert.ok(c.medianMs! > 0 && c.compileMs! > 0, `${c.name}: ${JSON.stringify(c)}`);
+    assert.ok(Math.abs(c.samplesPerSecond! - 8000 / c.medianMs!) < 1e-6 * c.samplesPerSecond!);
+    assert.ok(c.peakRssMiB > 20, `${c.name}: peak RSS ${c.peakRssMiB} MiB`);
+  }
+  // A peak never goes down, and a full training step costs more than inference.
+  for (let i = 1; i < j.cases.length; i++) assert.ok(j.cases[i]!.peakRssMiB >= j.cases[i - 1]!.peakRssMiB);
+  const by = Object.fromEntries(j.cases.map((c) => [c.name, c]));
+  assert.ok(by['full step']!.medianMs! > by['inference']!.medianMs!, JSON.stringify(j.cases));
+});
+
+test('refit bench: a table on stdout, a progress bar on stderr', async () => {
+  const r = await refit('bench', cnn, '--batch-size', '4', '--reps', '2', '--warmup', '0', '--methods', 'tent');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /case\s+compile ms\s+median ms\s+samples\/s\s+peak RSS MiB/);
+  assert.match(r.stdout, /^lora step\s+[\d.]+\s+[\d.]+/m);
+  assert.match(r.stdout, /^tent\s+[\d.]+/m);
+  assert.match(r.stderr, /bench \|.*\| 15\/15 calls \| ETA/);
+});
+
+test('refit bench: bad options fail in one line, before loading the model', async () => {
+  const [bad, size, help] = await Promise.all([
+    refit('bench', cnn, '--methods', 'tent,nope'),
+    refit('bench', cnn, '--batch-size', '0'),
+    refit('bench', '--help'),
+  ]);
+  failsCleanly(bad, /unknown method 'nope'.*known methods: .*tent/);
+  failsCleanly(size, /--batch-size must be a positive integer/);
+  assert.match(help.stdout, /Examples:\n\s+refit bench models\/fmnist-cnn\.onnx/);
+});
