@@ -205,6 +205,7 @@ export interface ServeCliOptions {
   method?: string;
   methodOptions?: string;
   token?: string;
+  protectReads?: boolean;
   maxTenants?: string;
   maxBatch?: string;
   persistEvery?: string;
@@ -220,12 +221,14 @@ program
   .option('--method <method>', 'adaptation per tenant: none, a TTA method or continual')
   .option('--method-options <json>', 'options of the method as a JSON object, e.g. \'{"lr": 0.0001}\'')
   .option('--token <token>', 'bearer token for the write routes (default: $REFIT_TOKEN)')
+  .option('--protect-reads', 'close the reads too: every route but /healthz needs the token (predict, feedback, listings, /metrics, /docs/json)')
   .option('--max-tenants <n>', 'tenant sessions held in memory; older ones are saved to the registry and released (default 64)')
   .option('--max-batch <n>', 'samples per predict request (default 256)')
   .option('--persist-every <n>', 'save each tenant\'s state to the registry every n batches (default 0: on release and shutdown only)')
   .addHelpText('after', examples(
     'refit serve --model cnn=models/fmnist-cnn.onnx --port 8080 --registry adapters.sqlite --method tent',
     'REFIT_TOKEN=secret refit serve --model models/fmnist-cnn.onnx --method continual',
+    'REFIT_TOKEN=secret refit serve --model models/fmnist-cnn.onnx --protect-reads',
   ))
   .action(async (o: ServeCliOptions) => {
     const { runServe } = await import('./serve.ts');

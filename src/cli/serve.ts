@@ -21,6 +21,8 @@ export interface RunServeOptions {
   methodOptions?: string | Record<string, unknown>;
   /** Bearer token for the registry's write routes; default: the REFIT_TOKEN environment variable. */
   token?: string;
+  /** Every route but /healthz needs the token (reads closed). */
+  protectReads?: boolean;
   maxTenants?: string | number;
   maxBatch?: string | number;
   persistEvery?: string | number;
@@ -63,6 +65,8 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
   if (dup) throw new Error(`--model: the name '${dup}' is given twice; name them with name=path`);
   const port = int('--port', opts.port ?? 8080, 0)!;
   if (port > 65535) throw new Error(`--port must be at most 65535, got ${port}`);
+  const token = opts.token ?? process.env.REFIT_TOKEN ?? undefined;
+  if (opts.protectReads && !token) throw new Error('--protect-reads closes every route but /healthz behind the bearer token; give --token <token> or set REFIT_TOKEN');
   let methodOptions: Record<string, unknown> | undefined;
   if (typeof opts.methodOptions === 'string') {
     try {
@@ -88,7 +92,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
   try {
     app = await buildServer({
       models, registry, method: opts.method, methodOptions,
-      token: opts.token ?? process.env.REFIT_TOKEN ?? undefined,
+      token, protectReads: opts.protectReads === true,
       maxTenants: int('--max-tenants', opts.maxTenants, 1), maxBatch: int('--max-batch', opts.maxBatch, 1), persistEvery: int('--persist-every', opts.persistEvery, 0),
       logger: opts.debug ? { level: 'info' } : false,
     });
@@ -127,6 +131,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
   }
   if (!opts.registry) log('refit serve: no --registry given: adapters and tenant state live in memory and are lost at exit');
   const method = opts.method && opts.method !== 'none' ? opts.method : 'none';
-  log(`refit serve: listening on ${url} (models: ${[...models.keys()].join(', ')}; adaptation: ${method}; registry: ${opts.registry ?? 'in memory'}; OpenAPI: ${url}/docs/json)`);
+  const access = !token ? 'every route open' : opts.protectReads ? 'token needed on every route but /healthz' : 'token needed for writes, reads open';
+  log(`refit serve: listening on ${url} (models: ${[...models.keys()].join(', ')}; adaptation: ${method}; registry: ${opts.registry ?? 'in memory'}; ${access}; OpenAPI: ${url}/docs/json)`);
   return { app, url, close };
 }

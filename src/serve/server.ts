@@ -37,6 +37,11 @@ export interface ServeOptions {
   adapterBodyLimit?: number;
   /** Bearer token required by the write routes of the registry (PUT/DELETE adapters, rollback, good marks, tenant reset). Unset: open. */
   token?: string;
+  /**
+   * Reads closed too: every route but GET /healthz (predict, feedback, listings, adapter
+   * downloads, /metrics, /docs/json) needs the token. Needs `token`. @default false (reads open)
+   */
+  protectReads?: boolean;
   /** Joining concurrent plain predictions (no adaptation method) into one run: { maxWaitMs: 2, maxSamples: 64 } by default; maxWaitMs 0 turns it off. */
   microBatch?: MicroBatchOptions;
   /** Fastify's logger option. @default false */
@@ -47,7 +52,9 @@ export interface ServeOptions {
 
 export const TENANT_HEADER = 'x-refit-tenant';
 
-const name = { type: 'string', pattern: NAME_PATTERN.source, maxLength: 128 } as const;
+// NAME_PATTERN, and no '..' anywhere (checkName's rule), so a path parameter that could read as a
+// path step is refused by the schema (400) before any handler or the registry sees it.
+const name = { type: 'string', pattern: `^(?!.*\\.\\.)${NAME_PATTERN.source.slice(1)}`, maxLength: 128 } as const;
 const modelParams = { type: 'object', required: ['model'], properties: { model: name } } as const;
 const adapterParams = { type: 'object', required: ['model', 'name'], properties: { model: name, name } } as const;
 const errorSchema = { type: 'object', properties: { statusCode: { type: 'integer' }, error: { type: 'string' }, message: { type: 'string' } } } as const;
@@ -76,6 +83,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
   const models = opts.models instanceof Map ? opts.models : new Map(Object.entries(opts.models));
   if (models.size === 0) throw new Error('buildServer: give at least one model');
   for (const k of models.keys()) checkName('model', k);
+  if (opts.protectReads && !opts.token) throw new Error('buildServer: protectReads closes every route but /healthz behind the bearer token; give a token (refit serve: --token or $REFIT_TOKEN)');
   const method = opts.method && opts.method !== 'none' ? opts.method : undefined;
   if (method && !SERVE_METHODS.includes(method)) throw new Error(`unknown adaptation method '${method}'; known: none, ${SERVE_METHODS.join(', ')}`);
   // Fail at start, not on the first request, if the method or its options do not fit a model.
@@ -97,6 +105,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
   const app = Fastify({
     logger: opts.logger ?? false,
     bodyLimit: opts.bodyLimit ?? 16 * 1024 * 1024,
+    maxParamLength: 128, // the longest name NAME_PATTERN allows (Fastify's default, 100, would answer 414 below it)
     // Unknown body fields are refused (a typo gets a 400), not silently dropped.
     ajv: { customOptions: { removeAdditional: false } },
     schemaErrorFormatter: (errors, dataVar) => new Error(errors.map((e) => {
@@ -115,6 +124,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
       openapi: '3.0.3',
       info: { title: 'refit serve', version: '1', description: 'Predictions with per-tenant test-time or continual adaptation over shared base models, and a versioned adapter registry (HF PEFT layout). See docs/serve.md.' },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      ...(opts.protectReads ? { security: [{ bearer: [] }] } : {}), // every route; /healthz opts out
     },
   });
 
@@ -130,9 +140,14 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
 
   const token = opts.token ? Buffer.from(`Bearer ${opts.token}`) : undefined;
   app.addHook('onRequest', async (req) => {
-    if (!token || !(req.routeOptions.config as { write?: boolean } | undefined)?.write) return;
+    if (!token) return;
+    const config = req.routeOptions.config as { write?: boolean; open?: boolean } | undefined;
+    // Closed reads cover unknown URLs too (a 401, not a 404 that would map the routes), but never
+    // the liveness probe, which load balancers call without credentials.
+    const needed = config?.write || (opts.protectReads && !config?.open);
+    if (!needed) return;
     const got = Buffer.from(req.headers.authorization ?? '');
-    if (got.length !== token.length || !timingSafeEqual(got, token)) throw new HttpError(401, `${req.method} ${req.routeOptions.url} needs the header 'Authorization: Bearer <token>' with the server's token`);
+    if (got.length !== token.length || !timingSafeEqual(got, token)) throw new HttpError(401, `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]} needs the header 'Authorization: Bearer <token>' with the server's token`);
   });
 
   const modelLabel = (req: FastifyRequest) => {
@@ -234,7 +249,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
   // Service routes
   // ---------------------------------------------------------------------------------------------
 
-  app.get('/healthz', { schema: { summary: 'Liveness: the models loaded and the adaptation method', tags: ['service'] } }, async () => ({
+  app.get('/healthz', { config: { open: true }, schema: { security: [], summary: 'Liveness: the models loaded and the adaptation method', tags: ['service'] } }, async () => ({
     status: 'ok', models: [...models.keys()], method: method ?? 'none', tenants: pool.size, uptimeSeconds: Math.round(process.uptime()),
   }));
 
