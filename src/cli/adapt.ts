@@ -7,7 +7,7 @@ import { createAdapter, METHODS, sourceDataOptions } from '../tta/index.ts';
 import type { Adapter } from '../tta/types.ts';
 import { ContinualController, LEVEL_NAMES } from '../continual/index.ts';
 import type { StreamScore } from '../tta/run-stream.ts';
-import { renderReport } from '../report/html.ts';
+import { renderReport, runProvenance } from '../report/html.ts';
 import { modelIO, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic } from './common.ts';
 
 export interface AdaptOptions {
@@ -153,6 +153,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
       subtitle: `${modelPath} · ${ds.n} samples in ${batches} batches of ${batchSize}${controller ? ` · levels: ${Object.entries(levels).map(([k, v]) => `${k} ${v}`).join(', ')}` : ''}`,
       scores: [score('source', sourceErrors, sourceError!), score(method, batchErrors, error!)],
       boundaries: [{ batch: 0, domain: 'stream' }],
+      provenance: runProvenance(),
     }));
   }
   const events = controller?.events.map((e) => ({ batch: e.batch, kind: e.kind, reason: e.reason }));

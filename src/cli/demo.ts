@@ -12,7 +12,7 @@ import { ContinualAdapter } from '../continual/adapter.ts';
 import type { RefitModel } from '../model.ts';
 import { f32, type Tensor } from '../onnx/tensor.ts';
 import { runStream, type StreamScore } from '../tta/run-stream.ts';
-import { renderReport } from '../report/html.ts';
+import { renderReport, runProvenance } from '../report/html.ts';
 import { writeFileAtomic } from '../onnx/io.ts';
 import { packageRoot } from '../util/package-root.ts';
 
@@ -94,6 +94,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     subtitle: `${modelPath} · severity ${severity} · batch ${batchSize} · ${stream.numBatches} batches (${stream.numSamples} images)${o.full ? ' · full pass per corruption' : o.quick ? ' · quick run' : ''}`,
     scores,
     boundaries,
+    provenance: runProvenance(),
   })));
   await model.release();
   return {

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { StreamScore } from '../tta/run-stream.ts';
+import { packageRoot } from '../util/package-root.ts';
 
 function chartJsSource(): string {
   const require = createRequire(import.meta.url);
@@ -24,12 +25,36 @@ function smooth(xs: number[], w: number): number[] {
   return out;
 }
 
+/** What produced a report, so that a reader can rerun it and knows which versions gave these numbers. */
+export interface ReportProvenance {
+  /** The exact command line (process.argv), each argument as the shell would need it quoted. */
+  command: string;
+  refit: string;
+  node: string;
+  onnxruntime: string;
+}
+
+/** A POSIX-shell quoting of one argument: bare when it is safe, else in single quotes. */
+const shellQuote = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+
+const versionOf = (packageJson: string) => (JSON.parse(readFileSync(packageJson, 'utf8')) as { version?: string }).version ?? 'unknown';
+
+/** The command line and versions of this process: refit's and onnxruntime-node's from their package.json. */
+export function runProvenance(argv: readonly string[] = process.argv): ReportProvenance {
+  const require = createRequire(import.meta.url);
+  let onnxruntime = 'unknown';
+  try { onnxruntime = versionOf(require.resolve('onnxruntime-node/package.json')); } catch { /* a report is still worth writing */ }
+  return { command: argv.map(shellQuote).join(' '), refit: versionOf(join(packageRoot(), 'package.json')), node: process.versions.node, onnxruntime };
+}
+
 export interface ReportInput {
   title: string;
   subtitle: string;
   scores: StreamScore[];
   /** Where each domain starts, in batches, for the stream chart's labels. */
   boundaries: { batch: number; domain: string }[];
+  /** The command line and versions, shown under the title (runProvenance() gives this process's). */
+  provenance?: ReportProvenance;
 }
 
 export function renderReport(r: ReportInput): string {
@@ -54,10 +79,12 @@ export function renderReport(r: ReportInput): string {
 <style>
 body{font:14px system-ui,sans-serif;margin:24px;color:#111;max-width:1200px}
 h1{font-size:20px;margin:0 0 4px} .sub{color:#555;margin-bottom:16px}
+.prov{color:#555;font-size:12px;margin:-8px 0 16px;overflow-wrap:anywhere} .prov code{color:#111}
 table{border-collapse:collapse;font-size:12px;margin:16px 0} td,th{border:1px solid #ddd;padding:3px 6px;text-align:right} td:first-child,th:first-child{text-align:left}
 .chart{position:relative;height:320px;margin:12px 0 28px}
 </style></head><body>
 <h1>${escape(r.title)}</h1><div class="sub">${escape(r.subtitle)}</div>
+${r.provenance ? `<div class="prov" id="provenance"><code>${escape(r.provenance.command)}</code><br>refit ${escape(r.provenance.refit)} · Node ${escape(r.provenance.node)} · onnxruntime-node ${escape(r.provenance.onnxruntime)}</div>` : ''}
 <h2>Error over the stream (%, moving average over ${window} batches)</h2>
 <div class="chart"><canvas id="stream"></canvas></div>
 ${levelChart}
