@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../onnx/io.ts';
 import type { RefitModel } from '../model.ts';
 import type { PeftModel } from './peft-model.ts';
-import { adapterFiles, withAdapterFiles, savedAdapterName, WEIGHTS_FILE, CONFIG_FILE, type AdapterFiles } from './files.ts';
+import { adapterFiles, withAdapterFiles, savedAdapterName, parseAdapterConfig, WEIGHTS_FILE, CONFIG_FILE, type AdapterFiles } from './files.ts';
 import { PeftError } from './errors.ts';
 
 /** Write one adapter to `dir` (created if needed); each file is replaced atomically. */
@@ -20,10 +20,24 @@ export interface AdapterFolder extends AdapterFiles {
   savedName?: string;
 }
 
-/** Read an adapter folder (adapter_model.safetensors + adapter_config.json) without applying it. */
+/** A PeftError from a folder's files, prefixed with the folder so that the user knows which one. */
+function inFolder(dir: string, e: unknown): unknown {
+  return e instanceof PeftError && !e.message.startsWith('adapter folder ') ? new PeftError(`adapter folder ${dir}: ${e.message}`) : e;
+}
+
+/**
+ * Read an adapter folder (adapter_model.safetensors + adapter_config.json) without applying it.
+ * The config is checked here (valid JSON, no setting refit cannot apply), so every command that
+ * reads a folder refuses it with the folder's name.
+ */
 export function readAdapterFolder(dir: string): AdapterFolder {
   for (const f of [WEIGHTS_FILE, CONFIG_FILE]) if (!existsSync(join(dir, f))) throw new PeftError(`adapter folder ${dir} has no ${f}`);
   const config = readFileSync(join(dir, CONFIG_FILE), 'utf8');
+  try {
+    parseAdapterConfig(config);
+  } catch (e) {
+    throw inFolder(dir, e);
+  }
   const w = readFileSync(join(dir, WEIGHTS_FILE));
   const files = { weights: new Uint8Array(w.buffer, w.byteOffset, w.byteLength), config };
   return { ...files, savedName: savedAdapterName(files) };
@@ -32,5 +46,9 @@ export function readAdapterFolder(dir: string): AdapterFolder {
 /** Read an adapter folder and add it to a model as `name` (default: the name it was saved under, else 'default'). */
 export async function loadAdapter(model: RefitModel, dir: string, name?: string): Promise<PeftModel> {
   const f = readAdapterFolder(dir);
-  return withAdapterFiles(model, name ?? f.savedName ?? 'default', f);
+  try {
+    return withAdapterFiles(model, name ?? f.savedName ?? 'default', f);
+  } catch (e) {
+    throw inFolder(dir, e);
+  }
 }

@@ -72,6 +72,51 @@ const num = (cfg: Record<string, unknown>, k: string, fallback?: number): number
   return v;
 };
 
+const unset = (v: unknown) => v === undefined || v === null || v === false || v === '' || (Array.isArray(v) && v.length === 0) || (typeof v === 'object' && v !== null && !Array.isArray(v) && Object.keys(v).length === 0);
+
+/**
+ * Config settings that change what the files mean in ways refit cannot apply: with any of them set,
+ * loading would either fail later on tensors refit does not expect (a less helpful message) or,
+ * worse, load and compute something else than PEFT. Keys that only steer initialisation or
+ * creation (init_lora_weights, loftq/eva/corda configs, layers_to_transform, exclude_modules) are
+ * fine: refit applies exactly the modules the weights file holds. Keys refit does not know at all
+ * are ignored, because every PEFT release adds some whose default keeps the old behaviour.
+ */
+const UNSUPPORTED_SETTINGS: { key: string; isDefault: (v: unknown) => boolean; why: string }[] = [
+  { key: 'modules_to_save', isDefault: unset, why: 'PEFT saves whole trained copies of those modules (e.g. a new classifier head), which refit does not apply; fold them into the base model first, or train the head with refit\'s head adapter' },
+  { key: 'bias', isDefault: (v) => v === undefined || v === null || v === 'none', why: 'PEFT then trains and saves base-layer biases, which refit does not apply' },
+  { key: 'lora_bias', isDefault: unset, why: 'refit\'s LoRA has no bias on lora_B' },
+  { key: 'trainable_token_indices', isDefault: unset, why: 'refit does not apply trainable token embeddings' },
+  { key: 'layer_replication', isDefault: unset, why: 'refit does not replicate layers' },
+  { key: 'target_parameters', isDefault: unset, why: 'refit applies LoRA to layers (target_modules), not to bare parameters' },
+  { key: 'alora_invocation_tokens', isDefault: unset, why: 'refit has no activated LoRA' },
+  { key: 'use_qalora', isDefault: unset, why: 'refit has no QALoRA' },
+  { key: 'megatron_config', isDefault: unset, why: 'refit does not load Megatron parallel layers' },
+  { key: 'arrow_config', isDefault: unset, why: 'refit has no Arrow routing' },
+];
+
+/** Refuse a config with a setting refit cannot apply, naming the key and its value. */
+export function checkAdapterConfig(cfg: Record<string, unknown>): void {
+  for (const u of UNSUPPORTED_SETTINGS) {
+    if (u.key in cfg && !u.isDefault(cfg[u.key])) {
+      throw new PeftError(`${CONFIG_FILE}: '${u.key}' is set (${JSON.stringify(cfg[u.key])}), which refit does not support: ${u.why}`);
+    }
+  }
+}
+
+/** adapter_config.json's text → its object, refused when it is not a JSON object or sets what refit cannot apply. */
+export function parseAdapterConfig(text: string): Record<string, unknown> {
+  let cfg: unknown;
+  try {
+    cfg = JSON.parse(text);
+  } catch (e) {
+    throw new PeftError(`${CONFIG_FILE}: not valid JSON (${(e as Error).message})`);
+  }
+  if (!cfg || typeof cfg !== 'object' || Array.isArray(cfg)) throw new PeftError(`${CONFIG_FILE}: expected a JSON object`);
+  checkAdapterConfig(cfg as Record<string, unknown>);
+  return cfg as Record<string, unknown>;
+}
+
 /** The method a saved config describes, targeting exactly the modules the file holds tensors for. */
 function methodFromConfig(cfg: Record<string, unknown>, modules: string[], keys: string[]): AdapterMethod {
   const type = cfg.peft_type;
@@ -106,13 +151,8 @@ function methodFromConfig(cfg: Record<string, unknown>, modules: string[], keys:
  * message names the tensor and its expected versus actual shape.
  */
 export function withAdapterFiles(model: RefitModel, name: string, files: AdapterFiles): PeftModel {
-  let cfg: Record<string, unknown>;
-  try {
-    cfg = JSON.parse(files.config);
-  } catch (e) {
-    throw new PeftError(`${CONFIG_FILE}: not valid JSON (${(e as Error).message})`);
-  }
-  if (!cfg || typeof cfg !== 'object') throw new PeftError(`${CONFIG_FILE}: expected a JSON object`);
+  // The config first: an unsupported setting is named as such, not as the unexpected tensors it brings.
+  const cfg = parseAdapterConfig(files.config);
   const { tensors } = parseSafetensors(files.weights, WEIGHTS_FILE);
   const keys = [...tensors.keys()];
   const peft = PeftModel.from(model);

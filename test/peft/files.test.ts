@@ -9,7 +9,7 @@ import { loadModel } from '../../src/model.ts';
 import { parseSafetensors, serializeSafetensors } from '../../src/io/safetensors.ts';
 import { f32 } from '../../src/onnx/tensor.ts';
 import { withAdapter, lora, dora, withAdapterFiles, adapterFiles, PeftError, PeftModel } from '../../src/peft/index.ts';
-import { saveAdapter, loadAdapter } from '../../src/peft/files-node.ts';
+import { saveAdapter, loadAdapter, readAdapterFolder } from '../../src/peft/files-node.ts';
 import { smallVit, images, maxDiff, perturb } from './helpers.ts';
 
 const fx = new URL('../fixtures/peft/', import.meta.url).pathname;
@@ -123,6 +123,49 @@ test('a refit-written LoRA or DoRA config has only keys PEFT\'s LoraConfig defin
     const w = parseSafetensors(readFileSync(join(dir, 'adapter_model.safetensors')));
     writeFileSync(join(dir, 'adapter_model.safetensors'), serializeSafetensors(w.tensors, { format: 'pt' }));
     assert.deepEqual((await loadAdapter(smallVit(), dir)).adapterNames(), ['old']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a folder whose config sets modules_to_save (or another setting refit cannot apply) is refused naming the folder and the key; defaults pass', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'refit-peft-'));
+  try {
+    cpSync(join(fx, 'torch_adapter'), dir, { recursive: true });
+    const cfgPath = join(dir, 'adapter_config.json');
+    const cfg = JSON.parse(readFileSync(cfgPath, 'utf8'));
+    const model = await transformer();
+    // What PEFT writes for modules_to_save=['head']: the key, plus a full copy of the module's weights.
+    const w = parseSafetensors(readFileSync(join(dir, 'adapter_model.safetensors'))).tensors;
+    w.set('base_model.model.head.modules_to_save.default.weight', f32([4, 8]));
+    const weights = serializeSafetensors(w, { format: 'pt' });
+    writeFileSync(join(dir, 'adapter_model.safetensors'), weights);
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ modules_to_save: ['head'] }, /'modules_to_save' is set \(\["head"\]\), which refit does not support/],
+      [{ bias: 'lora_only' }, /'bias' is set \("lora_only"\), which refit does not support/],
+      [{ lora_bias: true }, /'lora_bias' is set \(true\), which refit does not support/],
+      [{ layer_replication: [[0, 1]] }, /'layer_replication' is set/],
+      [{ target_parameters: ['blocks.0.mlp.fc1.weight'] }, /'target_parameters' is set/],
+      [{ trainable_token_indices: [1, 2] }, /'trainable_token_indices' is set/],
+    ];
+    for (const [extra, pattern] of cases) {
+      writeFileSync(cfgPath, JSON.stringify({ ...cfg, ...extra }));
+      const named = (e: Error) => e instanceof PeftError && e.message.startsWith(`adapter folder ${dir}: adapter_config.json: `) && pattern.test(e.message) && !/unexpected tensor/.test(e.message);
+      await assert.rejects(loadAdapter(model, dir), named, JSON.stringify(extra));
+      assert.throws(() => readAdapterFolder(dir), named, `readAdapterFolder, ${JSON.stringify(extra)}`);
+      // From bytes (the service's PUT): the same message, without a folder to name.
+      assert.throws(() => withAdapterFiles(model, 'x', { weights, config: JSON.stringify({ ...cfg, ...extra }) }), (e: Error) => e instanceof PeftError && pattern.test(e.message));
+    }
+    // Defaults of those keys (as PEFT writes them) pass the config check; the extra tensor then
+    // gets the tensor error, with the folder named.
+    writeFileSync(cfgPath, JSON.stringify({ ...cfg, modules_to_save: [], bias: 'none', lora_bias: false, layer_replication: null, target_parameters: [], trainable_token_indices: null, some_future_key: 1 }));
+    assert.doesNotThrow(() => readAdapterFolder(dir));
+    await assert.rejects(loadAdapter(model, dir), (e: Error) => e.message.startsWith(`adapter folder ${dir}: adapter_model.safetensors: unexpected tensor 'base_model.model.head.modules_to_save.default.weight'`));
+    // A missing file and bad JSON name the folder too.
+    writeFileSync(cfgPath, '{"peft_type": "LORA",');
+    assert.throws(() => readAdapterFolder(dir), (e: Error) => e.message.startsWith(`adapter folder ${dir}: adapter_config.json: not valid JSON`));
+    rmSync(cfgPath);
+    assert.throws(() => readAdapterFolder(dir), new RegExp(`adapter folder ${dir} has no adapter_config\\.json`));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
