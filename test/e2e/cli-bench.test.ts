@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BenchResult } from '../../src/cli/bench.ts';
@@ -65,4 +66,20 @@ test('refit bench: bad options fail in one line, before loading the model', asyn
   failsCleanly(bad, /unknown method 'nope'.*known methods: .*tent/);
   failsCleanly(size, /--batch-size must be a positive integer/);
   assert.match(help.stdout, /Examples:\n\s+refit bench models\/fmnist-cnn\.onnx/);
+});
+
+test("README: the bench example runs as written", async () => {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const block = /```bash\n(npx refit bench [^\n]*)\n```/.exec(readme);
+  assert.ok(block, 'the README has a bash block with the bench example');
+  const args = block[1]!.slice('npx refit '.length).split(/\s+/);
+  // Fewer reps than the README's to keep the test short; every other option as written.
+  const i = args.indexOf('--reps');
+  if (i >= 0) args.splice(i, 2);
+  const r = await refit(...args, '--reps', '1', '--warmup', '0', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout) as BenchResult;
+  assert.equal(j.batchSize, 64);
+  assert.deepEqual(j.cases.map((c) => c.name).slice(-2), ['tent', 'eata']);
+  assert.ok(j.cases.every((c) => c.error === undefined && c.medianMs! > 0));
 });
