@@ -21,6 +21,8 @@ export interface BenchOptions {
   methods?: string;
   reps?: string | number;
   warmup?: string | number;
+  /** LoRA rank of the LoRA step (default 8, as refit train). */
+  rank?: string | number;
   logits?: string;
   json?: boolean;
 }
@@ -43,6 +45,7 @@ export interface BenchResult {
   input: { name: string; shape: number[] };
   batchSize: number;
   threads: number;
+  rank: number;
   reps: number;
   warmup: number;
   cases: BenchCase[];
@@ -64,6 +67,7 @@ export async function runBench(modelPath: string, o: BenchOptions = {}): Promise
   const batchSize = positiveInt('--batch-size', o.batchSize ?? 64);
   const threads = positiveInt('--threads', o.threads ?? 2);
   const reps = positiveInt('--reps', o.reps ?? 20);
+  const rank = positiveInt('--rank', o.rank ?? 8);
   const warmup = o.warmup === undefined ? 3 : Number(o.warmup);
   if (!Number.isInteger(warmup) || warmup < 0) throw new Error(`--warmup must be a whole number, got ${JSON.stringify(o.warmup)}`);
   const methods = (o.methods ?? DEFAULT_BENCH_METHODS.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
@@ -103,7 +107,7 @@ export async function runBench(modelPath: string, o: BenchOptions = {}): Promise
     { name: 'inference', prepare: async () => ({ call: () => model.run({ [io.spec.input]: x }, { outputs: [io.logits] }), release: async () => {} }) },
     trainCase('full step', () => ({ m: model, trainable: model.parameterNames('all') })),
     trainCase('norm-affine step', () => { const pm = withAdapter(model, 'na', normAffine({})); return { m: pm, trainable: pm.trainableNames('na') }; }),
-    trainCase('lora step', () => { const pm = withAdapter(model, 'lora', lora({ targets: /./, rank: 8 })); return { m: pm, trainable: pm.trainableNames('lora') }; }),
+    trainCase('lora step', () => { const pm = withAdapter(model, 'lora', lora({ targets: /./, rank })); return { m: pm, trainable: pm.trainableNames('lora') }; }),
     ...methods.map((method): Case => ({
       name: method,
       prepare: async () => {
@@ -153,7 +157,7 @@ export async function runBench(modelPath: string, o: BenchOptions = {}): Promise
   bar?.stop();
   await model.release();
   return {
-    model: modelPath, input: { name: io.spec.input, shape: [batchSize, ...sample] }, batchSize, threads, reps, warmup,
+    model: modelPath, input: { name: io.spec.input, shape: [batchSize, ...sample] }, batchSize, threads, rank, reps, warmup,
     cases: out, seconds: (performance.now() - t0) / 1000,
   };
 }

@@ -130,6 +130,7 @@ program
   .option('--batch-size <n>', 'batch size', '64')
   .option('--threads <n>', 'onnxruntime intra-op threads', '2')
   .option('--methods <list>', 'comma-separated TTA methods to time (predict + adapt)', 'tent,eata')
+  .option('--rank <r>', 'LoRA rank of the LoRA step (on every layer LoRA supports)', '8')
   .option('--reps <n>', 'timed calls per case (the median is reported)', '20')
   .option('--warmup <n>', 'untimed calls after the first one', '3')
   .option('--logits <output>', 'the output holding class scores')

@@ -37,6 +37,17 @@ test('refit bench: a table on stdout, a progress bar on stderr', async () => {
   assert.match(r.stderr, /bench \|.*\| 15\/15 calls \| ETA/);
 });
 
+test('refit bench: a case the model cannot run is reported with its reason, and the others are still timed', async () => {
+  const mlp = join(root, 'test/fixtures/torch/mlp/model.onnx'); // no norm layers; a 5-wide head
+  const r = await refit('bench', mlp, '--batch-size', '4', '--reps', '2', '--warmup', '0', '--methods', 'tent', '--rank', '2', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  const by = Object.fromEntries((JSON.parse(r.stdout) as BenchResult).cases.map((c) => [c.name, c]));
+  for (const ok of ['inference', 'full step', 'lora step']) assert.ok(by[ok]!.medianMs! > 0 && by[ok]!.error === undefined, `${ok}: ${JSON.stringify(by[ok])}`);
+  assert.match(by['norm-affine step']!.error!, /norm-affine: no parameter selected/);
+  assert.equal(by['norm-affine step']!.medianMs, null);
+  assert.match(by.tent!.error!, /tent adapts normalization layers/);
+});
+
 test('refit bench: bad options fail in one line, before loading the model', async () => {
   const [bad, size, help] = await Promise.all([
     refit('bench', cnn, '--methods', 'tent,nope'),
