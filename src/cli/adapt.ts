@@ -93,6 +93,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   const lines: string[] = ext === '.csv' ? [['id', 'prediction', ...(ds.classes ? ['class'] : []), 'confidence', ...(ds.labels ? ['label'] : []), ...(controller ? ['level'] : [])].join(',')] : [];
   const batchErrors: number[] = [], sourceErrors: number[] = [];
   const levels: Record<string, number> = {};
+  const levelPerBatch: number[] = [], driftBatches: number[] = []; // the report's controller timeline
   let wrong = 0, sourceWrong = 0, ms = 0, accepted = 0;
   const feedback = async (k: number) => {
     // Labels of batch k arrive now: after the predictions they score were made and written.
@@ -108,6 +109,8 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
     if (controller) {
       const r = await controller.predict(b.x, b.ids);
       probsOrLogits = r.probs; C = r.probs.length / idx.length; softmaxed = true; level = r.level;
+      levelPerBatch.push(r.level);
+      if (r.signals.drift) driftBatches.push(k);
       const name = LEVEL_NAMES[r.level];
       levels[name] = (levels[name] ?? 0) + 1;
     } else {
@@ -151,7 +154,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
     writeTextAtomic(report, renderReport({
       title: `refit adapt: ${method} on ${o.stream}`,
       subtitle: `${modelPath} · ${ds.n} samples in ${batches} batches of ${batchSize}${controller ? ` · levels: ${Object.entries(levels).map(([k, v]) => `${k} ${v}`).join(', ')}` : ''}`,
-      scores: [score('source', sourceErrors, sourceError!), score(method, batchErrors, error!)],
+      scores: [score('source', sourceErrors, sourceError!), { ...score(method, batchErrors, error!), ...(controller ? { levels: levelPerBatch, drifts: driftBatches } : {}) }],
       boundaries: [{ batch: 0, domain: 'stream' }],
       provenance: runProvenance(),
     }));

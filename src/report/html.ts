@@ -69,7 +69,9 @@ export function renderReport(r: ReportInput): string {
     domains,
     boundaries: r.boundaries,
     // The continual controller's level per batch, with its drift alarms as points.
-    levels: r.scores.filter((s) => s.levels).map((s) => ({ label: `${s.method} level`, data: s.levels!, drifts: s.drifts ?? [] })),
+    // `drifts` holds 0-based batch indices (runStream's batchErrors.length when the alarm came),
+    // so the alarm of batch i is drawn on point i, at the level that batch ran at.
+    levels: r.scores.filter((s) => s.levels).map((s) => ({ label: `${s.method} level`, data: s.levels!, alarms: s.levels!.map((lv, i) => ((s.drifts ?? []).includes(i) ? lv : null)) })),
   };
   const levelChart = data.levels.length ? `<h2>Controller level over the stream (0 output correction · 1 norm statistics · 2 fast updates · 3 consolidation; ● drift alarm)</h2>
 <div class="chart" style="height:200px"><canvas id="levels"></canvas></div>` : '';
@@ -103,7 +105,7 @@ new Chart(document.getElementById('stream'), { type: 'line', data: { labels: D.l
 if (D.levels.length) new Chart(document.getElementById('levels'), { type: 'line',
   data: { labels: D.labels, datasets: D.levels.flatMap((l, k) => [
     { label: l.label, data: l.data, stepped: true, borderColor: '#111827', pointRadius: 0, borderWidth: 1.5 },
-    { label: 'drift alarm', data: D.labels.map((_, i) => l.drifts.includes(i + 1) ? l.data[i] : null), showLine: false, pointRadius: 4, borderColor: '#dc2626', backgroundColor: '#dc2626' }]) },
+    { label: 'drift alarm', data: l.alarms, showLine: false, pointRadius: 4, borderColor: '#dc2626', backgroundColor: '#dc2626' }]) },
   options: { animation: false, maintainAspectRatio: false, scales: { y: { min: 0, max: 4, ticks: { stepSize: 1 }, title: { display: true, text: 'level' } },
     x: { ticks: { autoSkip: false, maxRotation: 60, callback: (v, i) => startOf.get(i + 1) ?? '' } } } } });
 new Chart(document.getElementById('bars'), { type: 'bar', data: { labels: D.domains, datasets: D.bars },

@@ -33,6 +33,19 @@ test('renderReport shows the provenance line escaped, and none when not given', 
   assert.doesNotMatch(renderReport(base), /id="provenance"/);
 });
 
+/** The data object the report's script draws from. */
+const reportData = (html: string) => JSON.parse(/const D = (\{.*\});\n/.exec(html)![1]!) as { levels: { label: string; data: number[]; alarms: (number | null)[] }[]; stream: unknown[] };
+
+test('the controller timeline: levels per batch, each drift alarm on the batch that raised it', () => {
+  const score = { method: 'continual', batchErrors: [0.1, 0.2, 0.5, 0.3, 0.2], domains: [{ domain: 'd', severity: 0, round: 0, error: 0.26, samples: 20 }], meanError: 0.26, msPerBatch: 0, firstBatchMs: 0, skipped: 0, levels: [1, 1, 2, 3, 3], drifts: [2] };
+  const html = renderReport({ title: 't', subtitle: 's', scores: [score], boundaries: [{ batch: 0, domain: 'd' }] });
+  const D = reportData(html);
+  assert.deepEqual(D.levels, [{ label: 'continual level', data: [1, 1, 2, 3, 3], alarms: [null, null, 2, null, null] }]);
+  assert.match(html, /<canvas id="levels">/);
+  const { levels: _l, drifts: _d, ...plain } = score;
+  assert.doesNotMatch(renderReport({ title: 't', subtitle: 's', scores: [plain], boundaries: [] }), /<canvas id="levels">/);
+});
+
 test('refit adapt --report writes the exact command and the versions into the report', () => {
   const dir = mkdtempSync(join(tmpdir(), 'refit-report-'));
   const fm = loadFashionMnist('test', { limit: 32 });
@@ -56,4 +69,15 @@ test('refit adapt --report writes the exact command and the versions into the re
   assert.ok(line, 'no provenance line in the report');
   assert.equal(line[1], [process.execPath, join(root, 'bin/refit.js'), ...args].join(' '));
   assert.equal(line[2], `refit ${refitVersion} · Node ${process.versions.node} · onnxruntime-node ${ortVersion}`);
+  assert.deepEqual(reportData(html).levels, [], 'a TTA method has no controller timeline');
+  // The continual controller: its level per batch on the timeline.
+  const cont = args.map((a) => (a === 'tent' ? 'continual' : a.endsWith('r.html') ? join(dir, 'c.html') : a));
+  const c = spawnSync(process.execPath, [join(root, 'bin/refit.js'), ...cont], { cwd: root, encoding: 'utf8' });
+  assert.equal(c.status, 0, c.stderr);
+  const out = JSON.parse(c.stdout) as { levels: Record<string, number> };
+  const D = reportData(readFileSync(join(dir, 'c.html'), 'utf8'));
+  assert.equal(D.levels.length, 1);
+  assert.equal(D.levels[0]!.data.length, 2, 'one level per batch (32 samples in batches of 16)');
+  assert.equal(D.levels[0]!.alarms.length, 2);
+  assert.equal(Object.values(out.levels).reduce((a, b) => a + b, 0), 2);
 });
