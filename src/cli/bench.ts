@@ -36,6 +36,11 @@ export interface BenchCase {
   samplesPerSecond: number | null;
   /** Process peak resident set size after this case, MiB (cumulative: a peak never goes down). */
   peakRssMiB: number;
+  /**
+   * TTA methods: samples per call the method adapted on (mean over the timed calls). Methods that
+   * filter samples (EATA, SAR) may adapt on none of random inputs, and are then as cheap as inference.
+   */
+  adaptedPerCall?: number;
   /** Why the case could not run (e.g. a model without norm layers has no norm-affine step). */
   error?: string;
 }
@@ -86,7 +91,7 @@ export async function runBench(modelPath: string, o: BenchOptions = {}): Promise
   const x = batch();
   const y = labels();
 
-  type Case = { name: string; prepare: () => Promise<{ call: () => Promise<unknown>; release: () => Promise<void> }> };
+  type Case = { name: string; prepare: () => Promise<{ call: () => Promise<unknown>; release: () => Promise<void>; adapted?: number[] }> };
   const trainCase = (name: string, make: () => { m: RefitModel; trainable: string[] }): Case => ({
     name,
     prepare: async () => {
@@ -115,7 +120,8 @@ export async function runBench(modelPath: string, o: BenchOptions = {}): Promise
         const set = { images: batch(), labels: Uint8Array.from(labels().data as BigInt64Array, Number), n: batchSize };
         const a = createAdapter(model, method, { ...(o.logits ? { logits: o.logits } : {}), ...sourceDataOptions(method, set, { quick: true }) });
         // A fresh batch each call: some methods keep state keyed on what they saw.
-        return { call: () => a.predict(batch()), release: () => a.release() };
+        const adapted: number[] = [];
+        return { call: async () => adapted.push((await a.predict(batch())).info.used), release: () => a.release(), adapted };
       },
     })),
   ];
@@ -129,7 +135,7 @@ export async function runBench(modelPath: string, o: BenchOptions = {}): Promise
     let r: BenchCase;
     try {
       const tc = performance.now();
-      const { call, release } = await c.prepare();
+      const { call, release, adapted } = await c.prepare();
       try {
         await call();
         const compileMs = performance.now() - tc;
@@ -143,7 +149,11 @@ export async function runBench(modelPath: string, o: BenchOptions = {}): Promise
           bar?.update(++done);
         }
         const med = median(times);
-        r = { name: c.name, compileMs, medianMs: med, samplesPerSecond: (1000 * batchSize) / med, peakRssMiB: peakRssMiB() };
+        const timed = adapted?.slice(-reps); // the timed calls only
+        r = {
+          name: c.name, compileMs, medianMs: med, samplesPerSecond: (1000 * batchSize) / med, peakRssMiB: peakRssMiB(),
+          ...(timed ? { adaptedPerCall: timed.reduce((x, y) => x + y, 0) / timed.length } : {}),
+        };
       } finally {
         await release();
       }
@@ -164,10 +174,10 @@ export async function runBench(modelPath: string, o: BenchOptions = {}): Promise
 
 export function formatBench(r: BenchResult): string {
   const f = (v: number | null, d = 1) => (v === null ? '–' : v.toFixed(d));
-  const head = ['case'.padEnd(18), 'compile ms'.padStart(11), 'median ms'.padStart(10), 'samples/s'.padStart(10), 'peak RSS MiB'.padStart(13)].join(' ');
-  const rows = r.cases.map((c) => [c.name.padEnd(18), f(c.compileMs).padStart(11), f(c.medianMs, 2).padStart(10), f(c.samplesPerSecond, 0).padStart(10), c.peakRssMiB.toFixed(0).padStart(13)].join(' ') + (c.error ? `  (failed: ${c.error})` : ''));
+  const head = ['case'.padEnd(18), 'compile ms'.padStart(11), 'median ms'.padStart(10), 'samples/s'.padStart(10), 'peak RSS MiB'.padStart(13), 'adapted'.padStart(8)].join(' ');
+  const rows = r.cases.map((c) => [c.name.padEnd(18), f(c.compileMs).padStart(11), f(c.medianMs, 2).padStart(10), f(c.samplesPerSecond, 0).padStart(10), c.peakRssMiB.toFixed(0).padStart(13), (c.adaptedPerCall === undefined ? '' : `${+c.adaptedPerCall.toFixed(1)}/${r.batchSize}`).padStart(8)].join(' ').trimEnd() + (c.error ? `  (failed: ${c.error})` : ''));
   return [
-    `${r.model}: input ${r.input.name} [${r.input.shape.join(', ')}], ${r.threads} threads; median of ${r.reps} calls after ${r.warmup} warm-up (compile: the first call)`,
+    `${r.model}: input ${r.input.name} [${r.input.shape.join(', ')}], ${r.threads} threads; median of ${r.reps} calls after ${r.warmup} warm-up (compile: the first call; adapted: samples per call a TTA method updated on)`,
     head, ...rows,
   ].join('\n');
 }

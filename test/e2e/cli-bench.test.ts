@@ -33,7 +33,7 @@ test('refit bench: a table on stdout, a progress bar on stderr', async () => {
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /case\s+compile ms\s+median ms\s+samples\/s\s+peak RSS MiB/);
   assert.match(r.stdout, /^lora step\s+[\d.]+\s+[\d.]+/m);
-  assert.match(r.stdout, /^tent\s+[\d.]+/m);
+  assert.match(r.stdout, /^tent\s+[\d.]+\s+[\d.]+\s+\d+\s+\d+\s+4\/4$/m);
   assert.match(r.stderr, /bench \|.*\| 15\/15 calls \| ETA/);
 });
 
@@ -84,4 +84,8 @@ test("README: the bench example runs as written (--json, fewer reps): every case
   for (let k = 1; k < j.cases.length; k++) assert.ok(j.cases[k]!.peakRssMiB >= j.cases[k - 1]!.peakRssMiB);
   const by = Object.fromEntries(j.cases.map((c) => [c.name, c]));
   assert.ok(by['full step']!.medianMs! > by['inference']!.medianMs!, JSON.stringify(j.cases));
+  // Tent updates on every sample; EATA's count is reported whatever it is (its filter decides).
+  assert.equal(by.tent!.adaptedPerCall, 64);
+  assert.ok(by.eata!.adaptedPerCall! >= 0 && by.eata!.adaptedPerCall! <= 64);
+  assert.equal(by.inference!.adaptedPerCall, undefined);
 });
