@@ -87,6 +87,20 @@ test('refit serve --protect-reads without a token fails before loading anything'
   }
 });
 
+test('refit serve --protect-reads over real HTTP: 401 without the token, /healthz open, the start line says so', async () => {
+  const lines: string[] = [];
+  const h = await runServe({ model: [`cnn=${new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname}`], port: 0, token: 't0k', protectReads: true, signals: false, log: (l) => lines.push(l) });
+  try {
+    assert.match(lines.join('\n'), /token needed on every route but \/healthz/);
+    assert.equal((await fetch(`${h.url}/v1/models`)).status, 401);
+    assert.equal((await fetch(`${h.url}/metrics`)).status, 401);
+    assert.equal((await fetch(`${h.url}/healthz`)).status, 200);
+    assert.equal((await fetch(`${h.url}/v1/models`, { headers: { authorization: 'Bearer t0k' } })).status, 200);
+  } finally {
+    await h.close();
+  }
+});
+
 test('path parameters, adapter names and tenants that could read as a path are refused before the registry sees them', async () => {
   const { registry, calls } = recording(new SqliteRegistry(':memory:'));
   const app = await server({ registry, token: 't' });
