@@ -7,6 +7,7 @@
 //   npx tsx bench/foreign.ts [--models cnn28,resnet18_64,resnet18_224,mobilenet_v2_224]
 //        [--configs infer,bn-adapt,tent,eata,sar,full,norm,lora] [--reps 10] [--warmup 2]
 //        [--skip resnet18_224/lora,...] [--out bench/results/foreign]
+//        [--no-arena]   refit sessions with onnxruntime's CPU memory arena off (memoryArena: false)
 //   npx tsx bench/foreign.ts --profile [--models …] [--out bench/results/foreign-profile]
 //        one onnxruntime profile (enableProfiling) of the Tent step and the full step per model,
 //        op types and nodes by time; PyTorch's autograd profiler on the same steps beside it.
@@ -59,7 +60,7 @@ const CONFIGS = ['infer', 'bn-adapt', 'tent', 'eata', 'sar', 'full', 'norm', 'lo
 type Cfg = (typeof CONFIGS)[number];
 const modelDir = join(root, 'tmp', 'foreign-models');
 
-interface Job { model: string; config: Cfg; batch: number; reps: number; warmup: number }
+interface Job { model: string; config: Cfg; batch: number; reps: number; warmup: number; arena?: boolean }
 interface Side { steal?: number; cpu_s?: number; wall_s?: number; otherLoad?: number; ms: number; times: number[]; first_ms: number; peak_rss_mb: number; trainable?: number; used?: number; compile_ms?: number; error?: string }
 
 const arg = (name: string, dflt: string) => { const i = process.argv.indexOf(`--${name}`); return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt; };
@@ -94,7 +95,7 @@ async function timeIt(fn: () => Promise<unknown>, reps: number, warmup: number):
 // ------------------------------------------------------------------ refit child
 
 async function refitChild(job: Job): Promise<Side> {
-  const model = await loadModel(join(modelDir, `${job.model}.onnx`), { threads: THREADS });
+  const model = await loadModel(join(modelDir, `${job.model}.onnx`), { threads: THREADS, ...(job.arena === false ? { memoryArena: false } : {}) });
   const { x, y } = inputs(job, 1);
   const extra: Partial<Side> = {};
   let fn: () => Promise<unknown>;
@@ -252,7 +253,7 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   for (const model of models) for (const config of configs) {
     if (skip.has(`${model}/${config}`) || rows.some((r) => r.model === model && r.config === config)) continue;
-    const job: Job = { model, config, batch: MODELS[model]!.batch, reps, warmup };
+    const job: Job = { model, config, batch: MODELS[model]!.batch, reps, warmup, ...(argv.includes('--no-arena') ? { arena: false } : {}) };
     const idleRefit = waitQuiet(30);
     const refit = runChild(['--child', JSON.stringify(job)], false);
     const idleTorch = waitQuiet(30);
