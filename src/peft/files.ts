@@ -95,8 +95,12 @@ const UNSUPPORTED_SETTINGS: { key: string; isDefault: (v: unknown) => boolean; w
   { key: 'arrow_config', isDefault: unset, why: 'refit has no Arrow routing' },
 ];
 
+/** The PEFT types whose configs come from HF PEFT; refit's own types (BITFIT, NORM_AFFINE, HEAD, BOTTLENECK) use some of these keys themselves. */
+const PEFT_TYPES = new Set(['LORA', 'IA3', 'VERA']);
+
 /** Refuse a config with a setting refit cannot apply, naming the key and its value. */
 export function checkAdapterConfig(cfg: Record<string, unknown>): void {
+  if (!PEFT_TYPES.has(String(cfg.peft_type))) return;
   for (const u of UNSUPPORTED_SETTINGS) {
     if (u.key in cfg && !u.isDefault(cfg[u.key])) {
       throw new PeftError(`${CONFIG_FILE}: '${u.key}' is set (${JSON.stringify(cfg[u.key])}), which refit does not support: ${u.why}`);
