@@ -4,7 +4,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadModel, type RefitModel } from '../model.ts';
 import { parseSafetensors } from '../io/safetensors.ts';
-import { readAdapterFolder } from '../peft/files-node.ts';
+import { readAdapterFolder, inFolder } from '../peft/files-node.ts';
 import { withAdapterFiles, WEIGHTS_FILE, CONFIG_FILE } from '../peft/files.ts';
 import { accounting } from '../peft/accounting.ts';
 import type { PeftModel } from '../peft/peft-model.ts';
@@ -47,7 +47,13 @@ export function adapterInfo(dir: string, base?: RefitModel): AdapterInfo {
     fileBytes: statSync(join(dir, WEIGHTS_FILE)).size + statSync(join(dir, CONFIG_FILE)).size,
   };
   if (base) {
-    const a = accounting(withAdapterFiles(base, 'adapter', folder), 'adapter');
+    let applied;
+    try {
+      applied = withAdapterFiles(base, 'adapter', folder);
+    } catch (e) {
+      throw inFolder(dir, e); // tensor errors name the folder too
+    }
+    const a = accounting(applied, 'adapter');
     info.trainablePercent = a.trainablePercent;
     info.optimizerStateBytes = a.optimizerStateBytes;
   }
@@ -76,7 +82,11 @@ export async function mergeAdapters(modelPath: string, dirs: string[], out: stri
   for (const [i, dir] of dirs.entries()) {
     const folder = readAdapterFolder(dir);
     const name = folder.savedName && !names.includes(folder.savedName) ? folder.savedName : `adapter${i}`;
-    model = withAdapterFiles(model ?? base, name, folder);
+    try {
+      model = withAdapterFiles(model ?? base, name, folder);
+    } catch (e) {
+      throw inFolder(dir, e);
+    }
     names.push(name);
   }
   const merged = model!.mergeAll();

@@ -20,9 +20,11 @@ export interface AdapterFolder extends AdapterFiles {
   savedName?: string;
 }
 
-/** A PeftError from a folder's files, prefixed with the folder so that the user knows which one. */
-function inFolder(dir: string, e: unknown): unknown {
-  return e instanceof PeftError && !e.message.startsWith('adapter folder ') ? new PeftError(`adapter folder ${dir}: ${e.message}`) : e;
+/** An error from a folder's files (a PeftError, or a truncated safetensors file), prefixed with the folder so that the user knows which one. */
+export function inFolder(dir: string, e: unknown): unknown {
+  if (!(e instanceof Error) || e.message.startsWith('adapter folder ')) return e;
+  const message = `adapter folder ${dir}: ${e.message}`;
+  return e instanceof PeftError ? new PeftError(message) : new Error(message);
 }
 
 /**
