@@ -10,7 +10,7 @@ import type { RefitModel } from '../model.ts';
 import { defaultLogits } from '../tta/types.ts';
 import { withAdapterFiles, WEIGHTS_FILE, CONFIG_FILE } from '../peft/files.ts';
 import { PeftError } from '../peft/errors.ts';
-import { modelFingerprint } from '../continual/checkpoint.ts';
+import { modelFingerprint } from '../io/model-state-file.ts';
 import { type AdapterRegistry, type AdapterMeta, RegistryError, NAME_PATTERN, checkName } from '../registry/types.ts';
 import { HttpError, toInputTensor, softmaxRows, argmaxRows, rows } from './inputs.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
