@@ -498,3 +498,17 @@ export abstract class PaperSgdAdapter<O extends CommonOptions & { lr?: number; m
     return new SGD({ lr, momentum: this.opts.momentum });
   }
 }
+
+/**
+ * The teacher-student family (CoTTA, RMT, RoTTA, ROID): Adam at the method's own learning rate
+ * and betas (each paper's configuration; eps 1e-8, no weight decay).
+ */
+export abstract class PaperAdamAdapter<O extends CommonOptions & { lr: number; betas: [number, number] }> extends ParamAdapter<O> {
+  protected defaultLr(): number {
+    return this.opts.lr;
+  }
+
+  protected makeOptimizer(lr: number): Optimizer {
+    return new Adam({ lr, betas: this.opts.betas, eps: 1e-8, weightDecay: 0 });
+  }
+}

@@ -24,10 +24,9 @@ import { z } from 'zod';
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { f32 } from '../onnx/tensor.ts';
-import { Adam } from '../train/optim/index.ts';
 import type { TrainStep } from '../train/train-step.ts';
 import { Rng, hashSeed } from '../data/random.ts';
-import { commonOptions, parseOptions, ParamAdapter, normAffineParams, softmaxRows, allFinite, metaNumber, stateTensor, type AdaptOutcome, tensorSchema } from './common.ts';
+import { commonOptions, parseOptions, normAffineParams, softmaxRows, allFinite, metaNumber, stateTensor, type AdaptOutcome, tensorSchema, PaperAdamAdapter } from './common.ts';
 import { EmaTeacher, BatchStatRunner, teacherCrossEntropy, TEACHER_LOGITS } from './mean-teacher.ts';
 import { augmentBatch } from './augment.ts';
 import type { AdapterState } from './types.ts';
@@ -71,7 +70,7 @@ export const cottaSchema = z.object({
 export type AugmentFn = (x: Float32Array, dims: readonly number[], rng: Rng, k: number) => Float32Array;
 export type CottaOptions = z.input<typeof cottaSchema>;
 
-export class CoTTA extends ParamAdapter<z.output<typeof cottaSchema>> {
+export class CoTTA extends PaperAdamAdapter<z.output<typeof cottaSchema>> {
   readonly name = 'cotta';
   private readonly step: TrainStep;
   readonly teacher: EmaTeacher;
@@ -121,14 +120,6 @@ export class CoTTA extends ParamAdapter<z.output<typeof cottaSchema>> {
     confs.sort((a, b) => a - b);
     const q = confs[Math.min(confs.length - 1, Math.floor(COTTA_DEFAULTS.thresholdQuantile * confs.length))]!;
     return (this.threshold = q - COTTA_DEFAULTS.thresholdMargin);
-  }
-
-  protected defaultLr(): number {
-    return this.opts.lr;
-  }
-
-  protected makeOptimizer(lr: number) {
-    return new Adam({ lr, betas: this.opts.betas, eps: 1e-8, weightDecay: 0 });
   }
 
   protected async adapt(x: Tensor): Promise<AdaptOutcome> {

@@ -33,11 +33,11 @@ import { z } from 'zod';
 import { RefitModel as Model, type RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { f32, i64 } from '../onnx/tensor.ts';
-import { Adam, type OptimizerState } from '../train/optim/index.ts';
+import type { OptimizerState } from '../train/optim/index.ts';
 import type { TrainStep } from '../train/train-step.ts';
 import type { LossContext, LossSpec } from '../train/loss-spec.ts';
 import { Rng, hashSeed } from '../data/random.ts';
-import { commonOptions, parseOptions, ParamAdapter, normAffineParams, allFinite, metaNumber, stateTensor, type AdaptOutcome, tensorSchema } from './common.ts';
+import { commonOptions, parseOptions, normAffineParams, allFinite, metaNumber, stateTensor, type AdaptOutcome, tensorSchema, PaperAdamAdapter } from './common.ts';
 import { EmaTeacher, BatchStatRunner, teacherSymmetricCrossEntropy, symmetricTerm, TEACHER_LOGITS } from './mean-teacher.ts';
 import { augmentBatch } from './augment.ts';
 import { multiBranch, branchName } from './branches.ts';
@@ -99,7 +99,7 @@ export const PROJECTOR = ['rmt.projector.0.weight', 'rmt.projector.0.bias', 'rmt
 interface Prepared { step: TrainStep; classes: number; prototypes: Float32Array | null }
 interface Snapshot { params: Map<string, Float32Array>; teacher: Map<string, Float32Array>; opt: OptimizerState | undefined; srcEpoch: number; srcPos: number }
 
-export class RMT extends ParamAdapter<z.output<typeof rmtSchema>> {
+export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
   readonly name = 'rmt';
   readonly teacher: EmaTeacher;
   /** Model parameters the teacher follows (the trainables minus the projector). */
@@ -173,14 +173,6 @@ export class RMT extends ParamAdapter<z.output<typeof rmtSchema>> {
     } else if (o.sourceLabels) {
       throw new Error('rmt: sourceLabels given without sourceData');
     }
-  }
-
-  protected defaultLr(): number {
-    return this.opts.lr;
-  }
-
-  protected makeOptimizer(lr: number) {
-    return new Adam({ lr, betas: this.opts.betas, eps: 1e-8, weightDecay: 0 });
   }
 
   private get input(): string {

@@ -30,11 +30,10 @@ import { z } from 'zod';
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { f32, i64 } from '../onnx/tensor.ts';
-import { Adam } from '../train/optim/index.ts';
 import type { TrainStep } from '../train/train-step.ts';
 import type { LossContext, LossSpec } from '../train/loss-spec.ts';
 import { Rng, hashSeed } from '../data/random.ts';
-import { commonOptions, parseOptions, ParamAdapter, normAffineParams, softmaxRows, allFinite, metaNumber, type AdaptOutcome } from './common.ts';
+import { commonOptions, parseOptions, normAffineParams, softmaxRows, allFinite, metaNumber, type AdaptOutcome, PaperAdamAdapter } from './common.ts';
 import { BatchStatRunner } from './mean-teacher.ts';
 import { augmentBatch } from './augment.ts';
 import { multiBranch, branchName } from './branches.ts';
@@ -78,7 +77,7 @@ export const ROID_W = 'roid.w';
 export const ROID_KEEP = 'roid.keep';
 export const ROID_WK = 'roid.wk';
 
-export class ROID extends ParamAdapter<z.output<typeof roidSchema>> {
+export class ROID extends PaperAdamAdapter<z.output<typeof roidSchema>> {
   readonly name = 'roid';
   private readonly branched: RefitModel;
   private readonly plain: RefitModel;
@@ -95,14 +94,6 @@ export class ROID extends ParamAdapter<z.output<typeof roidSchema>> {
     this.plain = this.model;
     this.branched = multiBranch(this.model, ['', AUG]);
     this.runner = new BatchStatRunner(this.model, this.trainable);
-  }
-
-  protected defaultLr(): number {
-    return this.opts.lr;
-  }
-
-  protected makeOptimizer(lr: number) {
-    return new Adam({ lr, betas: this.opts.betas, eps: 1e-8, weightDecay: 0 });
   }
 
   /** The moving-average probability vector p̄ (a copy), or null before the first batch. */

@@ -24,11 +24,10 @@ import { z } from 'zod';
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { f32 } from '../onnx/tensor.ts';
-import { Adam } from '../train/optim/index.ts';
 import type { TrainStep } from '../train/train-step.ts';
 import type { LossSpec } from '../train/loss-spec.ts';
 import { Rng, hashSeed } from '../data/random.ts';
-import { commonOptions, parseOptions, ParamAdapter, normAffineParams, softmaxRows, allFinite, metaNumber, stateTensor, type AdaptOutcome } from './common.ts';
+import { commonOptions, parseOptions, normAffineParams, softmaxRows, allFinite, metaNumber, stateTensor, type AdaptOutcome, PaperAdamAdapter } from './common.ts';
 import { TEACHER_LOGITS } from './mean-teacher.ts';
 import { augmentBatch } from './augment.ts';
 import { CSTU, timelinessWeight } from './memory-bank.ts';
@@ -77,7 +76,7 @@ type Stats = { mean: Float32Array; variance: Float32Array }[];
 
 interface Prepared { student: RefitModel; teacher: RefitModel; step: TrainStep; classes: number }
 
-export class RoTTA extends ParamAdapter<z.output<typeof rottaSchema>> {
+export class RoTTA extends PaperAdamAdapter<z.output<typeof rottaSchema>> {
   readonly name = 'rotta';
   readonly layers: RbnLayer[];
   /** The teacher's private copy of the model (its trainables follow the student by EMA). */
@@ -110,14 +109,6 @@ export class RoTTA extends ParamAdapter<z.output<typeof rottaSchema>> {
 
   private sourceStats(): Stats {
     return this.layers.map((l) => ({ mean: (this.source.param(l.mean).data as Float32Array).slice(), variance: (this.source.param(l.variance).data as Float32Array).slice() }));
-  }
-
-  protected defaultLr(): number {
-    return this.opts.lr;
-  }
-
-  protected makeOptimizer(lr: number) {
-    return new Adam({ lr, betas: this.opts.betas, eps: 1e-8, weightDecay: 0 });
   }
 
   private get input(): string {
