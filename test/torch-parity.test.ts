@@ -7,6 +7,7 @@ import { loadModel } from '../src/model.ts';
 import { parseSafetensors } from '../src/io/safetensors.ts';
 import * as losses from '../src/train/losses.ts';
 import type { Tensor } from '../src/onnx/tensor.ts';
+import { assertCloseToTorch } from './helpers/close.ts';
 
 const dir = new URL('./fixtures/torch/', import.meta.url);
 
@@ -15,16 +16,6 @@ async function load(name: string) {
   const { tensors } = parseSafetensors(readFileSync(new URL(`${name}/tensors.safetensors`, dir)));
   const meta = JSON.parse(readFileSync(new URL(`${name}/meta.json`, dir), 'utf8'));
   return { model, tensors, meta };
-}
-
-/** ‖a − b‖ / ‖b‖ ≤ 1e-4, or an absolute floor for tensors PyTorch computes as (numerically) zero. */
-function assertClose(name: string, actual: Float32Array, expected: Tensor, rel = 1e-4, absFloor = 1e-6) {
-  const e = expected.data as Float32Array;
-  assert.equal(actual.length, e.length, `${name}: length`);
-  let d2 = 0, e2 = 0;
-  for (let i = 0; i < e.length; i++) { d2 += (actual[i]! - e[i]!) ** 2; e2 += e[i]! ** 2; }
-  const err = Math.sqrt(d2), norm = Math.sqrt(e2);
-  assert.ok(err <= rel * norm || err <= absFloor * Math.sqrt(e.length), `${name}: ‖diff‖ ${err.toExponential(2)} vs ‖ref‖ ${norm.toExponential(2)}`);
 }
 
 function batchOf(tensors: Map<string, Tensor>, withLabels: boolean): Record<string, Tensor> {
@@ -48,7 +39,7 @@ async function checkGrads(name: string, opts: { batchNorm?: 'train' | 'eval'; gr
     const p = k.slice(prefix.length);
     const g = r.grads.get(p);
     assert.ok(g, `${name}: refit computed no gradient for '${p}'`);
-    assertClose(`${name} grad ${p}`, g, t);
+    assertCloseToTorch(`${name} grad ${p}`, g, t);
     n++;
   }
   assert.ok(n > 0);
@@ -72,7 +63,7 @@ test('ResNet-style CNN, BatchNorm in training mode: gradients and updated runnin
     if (!m) continue;
     const got = r.runningStats.get(m[2]!);
     assert.ok(got, `no updated running statistic for ${m[2]}`);
-    assertClose(k, got, t);
+    assertCloseToTorch(k, got, t);
     n++;
   }
   assert.equal(n, 12);

@@ -9,18 +9,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadModel } from '../src/model.ts';
 import * as peft from '../src/peft/index.ts';
-import type { Tensor } from '../src/onnx/tensor.ts';
 import { listZoo, readZoo, batchOf, lossOf, torchGrad, type ZooFixture } from './fixtures/zoo/read.ts';
-
-/** ‖a − b‖ ≤ rel·‖b‖, or an absolute floor for gradients PyTorch computes as (numerically) zero. */
-function assertClose(what: string, actual: Float32Array, expected: Tensor, rel = 1e-4, absFloor = 1e-6) {
-  const e = expected.data as Float32Array;
-  assert.equal(actual.length, e.length, `${what}: ${actual.length} elements, PyTorch has ${e.length}`);
-  let d2 = 0, e2 = 0;
-  for (let i = 0; i < e.length; i++) { d2 += (actual[i]! - e[i]!) ** 2; e2 += e[i]! ** 2; }
-  const err = Math.sqrt(d2), norm = Math.sqrt(e2);
-  assert.ok(err <= rel * norm || err <= absFloor * Math.sqrt(e.length), `${what}: ‖diff‖ ${err.toExponential(2)} vs ‖ref‖ ${norm.toExponential(2)}`);
-}
+import { assertCloseToTorch } from './helpers/close.ts';
 
 async function checkAgainstTorch(f: ZooFixture) {
   const { meta } = f;
@@ -47,7 +37,7 @@ async function checkAgainstTorch(f: ZooFixture) {
           const needed = missing.filter((m) => !quantized.has(m));
           assert.deepEqual(needed, [], `${f.name} ${c.name}: refit computed no gradient for ${needed.join(', ')} (PyTorch parameter ${p})`);
           if (!grad) continue;
-          assertClose(`${f.name} ${c.name} grad ${p}`, grad, ref);
+          assertCloseToTorch(`${f.name} ${c.name} grad ${p}`, grad, ref);
           n++;
         }
         assert.ok(n > 0, `${f.name}: no gradient compared`);

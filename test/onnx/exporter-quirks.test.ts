@@ -11,6 +11,7 @@ import { applyExporterQuirks, isWeightConstant } from '../../src/onnx/exporter-q
 import * as losses from '../../src/train/losses.ts';
 import { withAdapter, lora } from '../../src/peft/index.ts';
 import type { Tensor } from '../../src/onnx/tensor.ts';
+import { relErr } from '../helpers/close.ts';
 
 const dir = new URL('../fixtures/exports/', import.meta.url);
 const path = (name: string) => new URL(`${name}/model.onnx`, dir).pathname;
@@ -19,12 +20,6 @@ function fixture(name: string) {
   const { tensors } = parseSafetensors(readFileSync(new URL(`${name}/tensors.safetensors`, dir)));
   const meta = JSON.parse(readFileSync(new URL(`${name}/meta.json`, dir), 'utf8'));
   return { tensors, meta };
-}
-
-function relErr(a: Float32Array, e: Float32Array): number {
-  let d2 = 0, e2 = 0;
-  for (let i = 0; i < e.length; i++) { d2 += (a[i]! - e[i]!) ** 2; e2 += e[i]! ** 2; }
-  return Math.sqrt(d2) / Math.max(Math.sqrt(e2), 1e-12);
 }
 
 /** Every grad.<prefix> tensor against refit's gradient, ≤ 1e-4 relative (absolute floor for ~0). */

@@ -15,21 +15,12 @@ import { buildStepGraph } from '../../src/train/step-graph.ts';
 import { f32, i64, type Tensor } from '../../src/onnx/tensor.ts';
 import type { Model } from '../../src/onnx/ir.ts';
 import * as losses from '../../src/train/losses.ts';
+import { assertCloseToTorch } from '../helpers/close.ts';
 
 const dir = new URL('../fixtures/fold/gpt/', import.meta.url);
 const meta = JSON.parse(readFileSync(new URL('meta.json', dir), 'utf8'));
 const { tensors } = parseSafetensors(readFileSync(new URL('tensors.safetensors', dir)));
 const gptPath = new URL('model.onnx', dir).pathname;
-
-/** ‖a − b‖ ≤ rel·‖b‖, or an absolute floor for (numerically) zero references. */
-function assertClose(name: string, actual: Float32Array, expected: Tensor, rel = 1e-4, absFloor = 1e-6) {
-  const e = expected.data as Float32Array;
-  assert.equal(actual.length, e.length, `${name}: length`);
-  let d2 = 0, e2 = 0;
-  for (let i = 0; i < e.length; i++) { d2 += (actual[i]! - e[i]!) ** 2; e2 += e[i]! ** 2; }
-  const err = Math.sqrt(d2), norm = Math.sqrt(e2);
-  assert.ok(err <= rel * norm || err <= absFloor * Math.sqrt(e.length), `${name}: ‖diff‖ ${err.toExponential(2)} vs ‖ref‖ ${norm.toExponential(2)}`);
-}
 
 async function run(model: Model, feeds: Record<string, Tensor>): Promise<Map<string, Tensor>> {
   const s = await createSession(encodeModel(model), { optimization: 'disabled', threads: 1 });
@@ -48,14 +39,14 @@ test('GPT block with dynamic axes: loss and every gradient match PyTorch at two 
     const r = await step.run({ idx: tensors.get(`${prefix}input.idx`)!, y: tensors.get(`${prefix}label.y`)! });
     const refLoss = (tensors.get(`${prefix}loss`)!.data as Float32Array)[0]!;
     assert.ok(Math.abs(r.loss - refLoss) <= 1e-4 * Math.abs(refLoss), `${prefix} loss ${r.loss} vs ${refLoss}`);
-    assertClose(`${prefix} logits`, r.outputs.logits!.data as Float32Array, tensors.get(`${prefix}output.logits`)!);
+    assertCloseToTorch(`${prefix} logits`, r.outputs.logits!.data as Float32Array, tensors.get(`${prefix}output.logits`)!);
     let n = 0;
     for (const [k, t] of tensors) {
       if (!k.startsWith(`${prefix}grad.`)) continue;
       const p = k.slice(`${prefix}grad.`.length);
       const g = r.grads.get(p);
       assert.ok(g, `${prefix}: no gradient for '${p}'`);
-      assertClose(`${prefix} grad ${p}`, g, t);
+      assertCloseToTorch(`${prefix} grad ${p}`, g, t);
       n++;
     }
     assert.equal(n, meta.trainable.length);

@@ -6,6 +6,7 @@ import { parseSafetensors } from '../../src/io/safetensors.ts';
 import { resnetCnn, vit } from '../../src/nn/index.ts';
 import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
 import { f32, type Tensor } from '../../src/onnx/tensor.ts';
+import { relErr as sharedRelErr } from '../helpers/close.ts';
 
 const dir = new URL('../fixtures/tta/', import.meta.url);
 
@@ -22,12 +23,10 @@ export function get(tensors: Map<string, Tensor>, key: string): Tensor {
   return t;
 }
 
-/** ‖a − b‖ / ‖b‖ (with a floor for an all-zero reference); returns the measured error. */
+/** ‖a − b‖ / ‖b‖ (with a floor for an all-zero reference), after checking the lengths. */
 export function relErr(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
   assert.equal(actual.length, expected.length, 'length');
-  let d2 = 0, e2 = 0;
-  for (let i = 0; i < expected.length; i++) { d2 += (actual[i]! - expected[i]!) ** 2; e2 += expected[i]! ** 2; }
-  return Math.sqrt(d2) / Math.max(Math.sqrt(e2), 1e-12);
+  return sharedRelErr(actual, expected);
 }
 
 /** Largest error measured by assertClose in this process, per label prefix (for the report). */
