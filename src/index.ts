@@ -1,4 +1,5 @@
-// refit's public API.
+// refit's public API (Node). The browser entry is src/web.ts.
+import './onnx/runtime-node.ts'; // onnxruntime-node runs the sessions
 export { loadModel, RefitModel, type CompileOptions } from './model.ts';
 export { upgradeOpset, OpsetUpgradeError, type UpgradeOptions, type UpgradeReport, type UpgradeResult } from './onnx/opset-upgrade.ts';
 export { TrainStep, type StepResult } from './train/train-step.ts';
@@ -23,4 +24,5 @@ export * as nn from './nn/index.ts';
 export * as data from './data/index.ts';
 export * as drift from './drift/index.ts';
 export * as continual from './continual/index.ts';
+export { useRuntime, type RuntimeBackend, type SessionOptions } from './onnx/runtime.ts';
 export { saveCheckpoint, loadCheckpoint } from './continual/checkpoint-node.ts';

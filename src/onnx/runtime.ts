@@ -1,9 +1,21 @@
-// The bridge to onnxruntime-node: sessions and tensor conversion.
-import * as ort from 'onnxruntime-node';
+// The bridge to onnxruntime: sessions and tensor conversion, behind a pluggable backend so the
+// rest of refit does not know whether onnxruntime-node or onnxruntime-web runs its graphs.
+// Both packages re-export onnxruntime-common (same version), so its types describe either; only
+// the classes (InferenceSession, Tensor) come from the registered package, which owns them.
+//
+// This file imports no onnxruntime package itself: the web bundle must never reach
+// onnxruntime-node. runtime-node.ts and runtime-web.ts register one (src/index.ts and src/web.ts
+// import them). Code that imports a module directly (the CLI, tests, benchmarks) and never went
+// through an entry still works in Node: the first use loads onnxruntime-node with require() taken
+// from process.getBuiltinModule — no import statement, so bundlers do not follow it.
+import type * as Ort from 'onnxruntime-common';
 import type { Tensor, DType, TypedArray } from './tensor.ts';
 
 export interface SessionOptions {
-  /** Intra-op threads; default: onnxruntime's choice (all cores). */
+  /**
+   * Intra-op threads; default: onnxruntime's choice (all cores). onnxruntime-web has one thread
+   * pool per page (env.wasm.numThreads, see runtime-web.ts), so there it is ignored.
+   */
   threads?: number;
   /** Graph optimization level; 'all' enables the blocked NCHWc conv kernels (see DESIGN.md). */
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
@@ -28,13 +40,65 @@ export interface SessionOptions {
   qdqMatMulAccuracy?: 0 | 1 | 2 | 3 | 4;
 }
 
-export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
-  const o: ort.InferenceSession.SessionOptions = {
+/** The two classes refit takes from an onnxruntime package (either one's module namespace fits). */
+export interface OrtModule {
+  InferenceSession: typeof Ort.InferenceSession;
+  Tensor: typeof Ort.Tensor;
+  env: typeof Ort.env;
+}
+
+/** One onnxruntime package as refit uses it. */
+export interface RuntimeBackend {
+  /** Shown in messages: 'onnxruntime-node', 'onnxruntime-web (wasm)', … */
+  name: string;
+  ort: OrtModule;
+  /** Execution providers for every session, in preference order. */
+  executionProviders: Ort.InferenceSession.ExecutionProviderConfig[];
+  /** Whether SessionOptions.threads applies per session (Node) or not at all (web: one pool per page). */
+  threadsPerSession: boolean;
+}
+
+let current: RuntimeBackend | undefined;
+
+/** Make `backend` run every session created from now on (sessions already made keep theirs). */
+export function useRuntime(backend: RuntimeBackend): void {
+  current = backend;
+}
+
+/** The backend in use; in Node, onnxruntime-node when none was registered. */
+export function runtime(): RuntimeBackend {
+  if (current) return current;
+  const node = loadNodeFallback();
+  if (node) return (current = node);
+  throw new Error(
+    "no onnxruntime backend is registered: in a browser import refit from 'refit/web' (it registers onnxruntime-web), " +
+      'or call useRuntime(...) with your own onnxruntime package first',
+  );
+}
+
+/** The backend for onnxruntime-node's (or any onnxruntime-common-shaped) module. */
+export function nodeBackend(ort: OrtModule): RuntimeBackend {
+  return { name: 'onnxruntime-node', ort, executionProviders: ['cpu'], threadsPerSession: true };
+}
+
+function loadNodeFallback(): RuntimeBackend | undefined {
+  const proc = (globalThis as { process?: { versions?: { node?: string }; getBuiltinModule?: (id: string) => unknown } }).process;
+  if (!proc?.versions?.node) return undefined;
+  if (typeof proc.getBuiltinModule !== 'function') {
+    throw new Error(`Node ${proc.versions.node} has no process.getBuiltinModule (Node ≥ 20.16): import 'refit' (or src/onnx/runtime-node.ts) once to register onnxruntime-node`);
+  }
+  const { createRequire } = proc.getBuiltinModule('node:module') as { createRequire: (from: string) => (id: string) => unknown };
+  return nodeBackend(createRequire(import.meta.url)('onnxruntime-node') as OrtModule);
+}
+
+export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}): Promise<Ort.InferenceSession> {
+  const backend = runtime();
+  const o: Ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: opts.optimization ?? 'all',
-    executionProviders: ['cpu'],
+    executionProviders: backend.executionProviders,
   };
   if (opts.memoryArena === false) o.enableCpuMemArena = false;
-  if (opts.threads) {
+  if (opts.threads && backend.threadsPerSession) {
     o.intraOpNumThreads = opts.threads;
     o.interOpNumThreads = 1;
   }
@@ -47,26 +111,48 @@ export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}
   if (!opts.spinning) Object.assign(session, { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } });
   o.extra = { session };
   try {
-    return await ort.InferenceSession.create(bytes, o);
+    return await backend.ort.InferenceSession.create(bytes, o);
   } catch (e) {
-    throw new Error(`onnxruntime rejected the graph: ${(e as Error).message}`);
+    throw new Error(`${backend.name} rejected the graph: ${(e as Error).message}`);
   }
 }
 
-const ORT_TYPE: Partial<Record<DType, ort.Tensor.Type>> = {
+const ORT_TYPE: Partial<Record<DType, Ort.Tensor.Type>> = {
   float32: 'float32', float64: 'float64', float16: 'float16', int8: 'int8', uint8: 'uint8', int16: 'int16',
   uint16: 'uint16', int32: 'int32', uint32: 'uint32', int64: 'int64', uint64: 'uint64', bool: 'bool',
 };
 
-export function toOrt(t: Tensor): ort.Tensor {
+export function toOrt(t: Tensor): Ort.Tensor {
   const type = ORT_TYPE[t.dtype];
   if (!type) throw new Error(`dtype ${t.dtype} cannot be passed to onnxruntime`);
-  return new ort.Tensor(type, t.data as never, t.dims);
+  return new (runtime().ort.Tensor)(type, t.data as never, t.dims);
 }
 
-export function fromOrt(t: ort.Tensor): Tensor {
+export function fromOrt(t: Ort.Tensor): Tensor {
   const dtype = (t.type === 'bool' ? 'bool' : t.type) as DType;
   return { dtype, dims: [...t.dims], data: t.data as TypedArray };
 }
 
-export { ort };
+/**
+ * The registered package's classes, for code that needs them directly (`ort.InferenceSession.create`),
+ * and its types (`ort.Tensor`, `ort.InferenceSession`). Resolved on each access, so importing this
+ * does not pick a backend.
+ */
+export const ort: OrtModule = new Proxy({} as OrtModule, { get: (_t, key) => runtime().ort[key as keyof OrtModule] });
+// eslint-disable-next-line @typescript-eslint/no-namespace
+export declare namespace ort {
+  type InferenceSession = Ort.InferenceSession;
+  namespace InferenceSession {
+    type SessionOptions = Ort.InferenceSession.SessionOptions;
+    type RunOptions = Ort.InferenceSession.RunOptions;
+    type FeedsType = Ort.InferenceSession.FeedsType;
+    type ReturnType = Ort.InferenceSession.ReturnType;
+    type ExecutionProviderConfig = Ort.InferenceSession.ExecutionProviderConfig;
+  }
+  type Tensor = Ort.Tensor;
+  namespace Tensor {
+    type Type = Ort.Tensor.Type;
+    type DataType = Ort.Tensor.DataType;
+  }
+  type Env = Ort.Env;
+}
