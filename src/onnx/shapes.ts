@@ -38,16 +38,39 @@ export async function probeShapes(model: Model, sig: InputSignature, feeds?: Rec
 
 export interface ProbeResult {
   shapes: ShapeMap;
-  /** Values of the requested node outputs (the probe computes every value anyway: keeping some costs nothing). */
+  /** Values of the requested node outputs (names the graph does not produce are absent). */
   values: Map<string, Tensor>;
+  /** Outputs that were computed by running the graph (values asked for, shapes inference left open); the rest were inferred. */
+  computed: string[];
 }
 
-/** probeShapes, also returning the values of `values` (node outputs; names the graph does not produce are absent). */
+const META_DTYPE: Record<string, DType> = {
+  float32: 'float32', float64: 'float64', float16: 'float16', int8: 'int8', uint8: 'uint8', int16: 'int16',
+  uint16: 'uint16', int32: 'int32', uint32: 'uint32', int64: 'int64', uint64: 'uint64', bool: 'bool',
+};
+
+/**
+ * probeShapes, also returning the values of `values` (node outputs).
+ *
+ * Memory (bench/results/step-memory.md): running a graph with every value as an output holds every
+ * intermediate at once, in onnxruntime and again as the JS copies of the outputs; for a training
+ * step's graph that probe was the process's peak RSS (cnn28 Tent: 554 MB, against 446 MB for the
+ * step itself). So the shapes come from onnxruntime's own shape inference first (the session's
+ * output metadata, with the inputs fixed to the signature), and the graph runs only for the values
+ * asked for and the outputs whose shape or type inference left open (data-dependent shapes),
+ * in a graph cut down to what those need.
+ */
 export async function probe(model: Model, sig: InputSignature, opts: { feeds?: Record<string, Tensor>; values?: Iterable<string> } = {}): Promise<ProbeResult> {
   const feeds = opts.feeds;
-  const wanted = new Set(opts.values ?? []);
   checkSignature(model.graph.inputs, sig);
   const m = cloneModel(model);
+  // Static input shapes let onnxruntime infer static shapes downstream; stale value_info
+  // (symbolic 'batch' dims written by an exporter) would only blur them.
+  m.graph.inputs = m.graph.inputs.map((v) => (sig[v.name] ? { ...v, shape: [...sig[v.name]!.dims] } : v));
+  m.graph.valueInfo = [];
+  const produced = new Set<string>();
+  for (const n of m.graph.nodes) for (const o of n.outputs) if (o) produced.add(o);
+  const wanted = new Set([...(opts.values ?? [])].filter((v) => produced.has(v)));
   const known = new Set(m.graph.outputs.map((o) => o.name));
   for (const n of m.graph.nodes) {
     for (const o of n.outputs) {
@@ -58,28 +81,71 @@ export async function probe(model: Model, sig: InputSignature, opts: { feeds?: R
       }
     }
   }
-  const bytes = encodeModel(m);
-  const session = await createSession(bytes, { optimization: 'disabled', threads: 1 });
-  const ortFeeds: Record<string, ReturnType<typeof toOrt>> = {};
-  for (const [name, s] of Object.entries(sig)) ortFeeds[name] = toOrt(feeds?.[name] ?? tensor(s.dtype, s.dims));
-  let out;
-  try {
-    out = await session.run(ortFeeds);
-  } catch (e) {
-    throw new Error(`shape probe failed for input signature ${describeSignature(sig)}: ${(e as Error).message}`);
-  } finally {
-    await session.release();
-  }
   const shapes: ShapeMap = new Map();
   for (const [name, t] of m.graph.initializers) shapes.set(name, { dtype: t.dtype, dims: [...t.dims] });
   for (const [name, s] of Object.entries(sig)) shapes.set(name, { dtype: s.dtype, dims: [...s.dims] });
+  const open: string[] = [];
+  const session = await createSession(encodeModel(m), { optimization: 'disabled', threads: 1 });
+  try {
+    for (const meta of session.outputMetadata) {
+      const dtype = meta.isTensor ? META_DTYPE[meta.type] : undefined;
+      const dims = meta.isTensor ? meta.shape : undefined;
+      if (dtype && dims && dims.every((d): d is number => typeof d === 'number' && d >= 0)) shapes.set(meta.name, { dtype, dims: [...dims] });
+      else open.push(meta.name);
+    }
+  } finally {
+    await session.release();
+  }
+  const run = [...new Set([...open, ...wanted])];
   const values = new Map<string, Tensor>();
+  if (run.length === 0) return { shapes, values, computed: run };
+  const sub = cutTo(m, run);
+  const subSession = await createSession(encodeModel(sub), { optimization: 'disabled', threads: 1 });
+  const ortFeeds: Record<string, ReturnType<typeof toOrt>> = {};
+  const subInputs = new Set(sub.graph.inputs.map((i) => i.name));
+  for (const [name, s] of Object.entries(sig)) if (subInputs.has(name)) ortFeeds[name] = toOrt(feeds?.[name] ?? tensor(s.dtype, s.dims));
+  let out;
+  try {
+    out = await subSession.run(ortFeeds);
+  } catch (e) {
+    throw new Error(`shape probe failed for input signature ${describeSignature(sig)}: ${(e as Error).message}`);
+  } finally {
+    await subSession.release();
+  }
   for (const [name, t] of Object.entries(out)) {
     const ft = fromOrt(t);
     shapes.set(name, { dtype: ft.dtype, dims: ft.dims });
     if (wanted.has(name)) values.set(name, ft);
   }
-  return { shapes, values };
+  return { shapes, values, computed: run };
+}
+
+/**
+ * The graph with only `outputs` as outputs and only the nodes, initializers and inputs they need.
+ * Nodes with subgraph attributes may read outer values by name: then every node is kept.
+ */
+function cutTo(m: Model, outputs: string[]): Model {
+  const g = m.graph;
+  const outs = new Set(outputs);
+  const typed = new Map(g.outputs.map((o) => [o.name, o]));
+  const sub = { ...m, graph: { ...g, outputs: outputs.map((o) => typed.get(o)!), initializers: new Map(g.initializers) } };
+  if (g.nodes.some((n) => Object.values(n.attrs).some((a) => a.kind === 'opaque'))) return sub;
+  // Walk producers from the outputs (by name, so the node order does not matter).
+  const producer = new Map<string, number>();
+  g.nodes.forEach((n, i) => { for (const o of n.outputs) if (o) producer.set(o, i); });
+  const need = new Set(outs);
+  const keep: boolean[] = new Array(g.nodes.length).fill(false);
+  const todo = [...outs];
+  while (todo.length) {
+    const i = producer.get(todo.pop()!);
+    if (i === undefined || keep[i]) continue;
+    keep[i] = true;
+    for (const x of g.nodes[i]!.inputs) if (x && !need.has(x)) { need.add(x); todo.push(x); }
+  }
+  sub.graph.nodes = g.nodes.filter((_, i) => keep[i]);
+  sub.graph.inputs = g.inputs.filter((v) => need.has(v.name));
+  sub.graph.initializers = new Map([...g.initializers].filter(([k]) => need.has(k)));
+  return sub;
 }
 
 export function describeSignature(sig: InputSignature): string {
