@@ -1,0 +1,171 @@
+// Node-only, CPU-only optimisation: convolutions whose weights are *fed* (trainable parameters)
+// on onnxruntime's blocked NCHWc kernels.
+//
+// Why: onnxruntime's NchwcTransformer moves a Conv onto its blocked kernels only when the weight
+// is a constant it can reorder once. In a training step the trainable weights are graph inputs,
+// so every forward conv falls back to the plain kernel: 1.7–2.4× slower than the same conv with
+// a baked weight (docs/speed.md, full-step profile). This pass writes what the transformer would
+// have written, with the weight reorder as graph ops (Reshape, Transpose, Reshape) that run once
+// per step: ReorderOutput(nchwc.Conv(ReorderInput(X), reorder(W), B)).
+//
+// The standard-op graph stays the portable reference (the browser runs it); this pass is applied
+// only where onnxruntime-node reports a block size, and gives the same numbers (tested).
+import { writeFileSync, readFileSync, rmSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { attrInt, attrInts, type Model, type Node } from './ir.ts';
+import { encodeModel, decodeModel } from './proto.ts';
+import { tensor, type Tensor } from './tensor.ts';
+
+export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
+const CANDIDATE_BLOCKS = [4, 8, 16, 32, 64];
+
+let cachedBlock: Promise<number | null> | undefined;
+
+/**
+ * The channel block size of onnxruntime's NCHWc kernels on this CPU, read from what onnxruntime
+ * itself writes: a probe Conv with a known constant weight is optimised and saved, and the
+ * reordered weight's layout tells the block. null when onnxruntime does not block (e.g. on CPUs
+ * without the kernels), which turns the pass off.
+ */
+export function nchwcBlockSize(): Promise<number | null> {
+  cachedBlock ??= probeBlockSize().catch(() => null);
+  return cachedBlock;
+}
+
+async function probeBlockSize(): Promise<number | null> {
+  const C = 64, k = 3;
+  const w = new Float32Array(C * C * k * k).map((_, i) => i);
+  const probe: Model = {
+    irVersion: 8, opsets: [{ domain: '', version: 13 }], producerName: 'refit', producerVersion: '', docString: '', metadata: {},
+    graph: {
+      name: 'nchwc_probe',
+      nodes: [{ name: 'conv', opType: 'Conv', domain: '', inputs: ['x', 'w'], outputs: ['y'], attrs: { pads: { kind: 'ints', value: [1, 1, 1, 1] } } }],
+      inputs: [{ name: 'x', dtype: 'float32', shape: [1, C, 8, 8] }],
+      outputs: [{ name: 'y', dtype: 'float32', shape: [1, C, 8, 8] }],
+      initializers: new Map([['w', tensor('float32', [C, C, k, k], w)]]),
+      valueInfo: [],
+    },
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'refit-nchwc-'));
+  try {
+    const src = join(dir, 'probe.onnx'), out = join(dir, 'probe.opt.onnx');
+    writeFileSync(src, encodeModel(probe));
+    const s = await ort.InferenceSession.create(src, { graphOptimizationLevel: 'all', optimizedModelFilePath: out, executionProviders: ['cpu'], logSeverityLevel: 3 });
+    await s.release();
+    const opt = decodeModel(new Uint8Array(readFileSync(out)));
+    if (!opt.graph.nodes.some((n) => n.domain === NCHWC_DOMAIN && n.opType === 'Conv')) return null;
+    const reordered = [...opt.graph.initializers.values()].find((t) => t.dims.length === 4 && t.data.length === w.length);
+    if (!reordered) return null;
+    for (const b of CANDIDATE_BLOCKS) if (sameData(reorderOIHWBiBo(w, [C, C, k, k], b), reordered)) return b;
+    return null;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The OIHWBiBo layout onnxruntime's blocked Conv reads: [O/b][I/b][kh][kw][b_in][b_out]. */
+function reorderOIHWBiBo(w: Float32Array, [O, I, kh, kw]: number[], b: number): Float32Array {
+  const out = new Float32Array(w.length);
+  let j = 0;
+  for (let ob = 0; ob < O / b; ob++) for (let ib = 0; ib < I / b; ib++) for (let h = 0; h < kh!; h++) for (let x = 0; x < kw!; x++) {
+    for (let bi = 0; bi < b; bi++) for (let bo = 0; bo < b; bo++) {
+      out[j++] = w[(((ob * b + bo) * I! + ib * b + bi) * kh! + h) * kw! + x]!;
+    }
+  }
+  return out;
+}
+
+function sameData(a: Float32Array, t: Tensor): boolean {
+  const d = t.data as Float32Array;
+  for (let i = 0; i < a.length; i++) if (a[i] !== d[i]) return false;
+  return true;
+}
+
+/**
+ * Rewrite every 2-D Conv whose weight is one of `fed` (graph inputs of known shape) onto the
+ * blocked kernels, in the forms onnxruntime itself would choose (blockedForm). Other convs are
+ * left to onnxruntime (it blocks the baked ones itself). Returns the number of convs rewritten.
+ * The model is changed in place and gains the com.microsoft.nchwc opset import.
+ */
+export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: number): number {
+  const g = model.graph;
+  const shapeOf = new Map(g.inputs.map((i) => [i.name, i.shape]));
+  const used = new Set(g.nodes.flatMap((n) => [...n.inputs, ...n.outputs]));
+  const fresh = (base: string) => {
+    let name = base, i = 0;
+    while (used.has(name)) name = `${base}_${++i}`;
+    used.add(name);
+    return name;
+  };
+  const ints = (name: string, v: number[]) => {
+    const n = fresh(name);
+    g.initializers.set(n, tensor('int64', [v.length], v));
+    return n;
+  };
+  const reordered = new Map<string, string>(); // one reorder per weight, shared by its convs
+  const nodes: Node[] = [];
+  let count = 0;
+  for (const n of g.nodes) {
+    const w = n.inputs[1];
+    const dims = w && fed.has(w) ? shapeOf.get(w) : undefined;
+    const form = n.opType === 'Conv' && n.domain === '' && dims?.length === 4 && dims.every((d) => typeof d === 'number') && attrString(n) === 'NOTSET'
+      ? blockedForm(dims as number[], attrInt(n, 'group', 1), block) : null;
+    if (!form) { nodes.push(n); continue; }
+    const [O, I, kh, kw] = dims as number[];
+    let wr = reordered.get(w!);
+    if (!wr) {
+      // OIHWBiBo: [O/b][I/b][kh][kw][b_in][b_out]; OIHWBo: [O/b][I][kh][kw][b_out].
+      const [split, perm] = form.filter === 'OIHWBiBo'
+        ? [[O! / block, block, I! / block, block, kh!, kw!], [0, 2, 4, 5, 3, 1]]
+        : [[O! / block, block, I!, kh!, kw!], [0, 2, 3, 4, 1]];
+      const ws = fresh(`${w}.nchwc_split`), wt = fresh(`${w}.nchwc_t`);
+      wr = fresh(`${w}.nchwc`);
+      nodes.push(
+        { name: fresh(`${w}.nchwc_reshape_split`), opType: 'Reshape', domain: '', inputs: [w!, ints(`${w}.nchwc_s_split`, split)], outputs: [ws], attrs: {} },
+        { name: fresh(`${w}.nchwc_transpose`), opType: 'Transpose', domain: '', inputs: [ws], outputs: [wt], attrs: { perm: { kind: 'ints', value: perm } } },
+        { name: fresh(`${w}.nchwc_reshape`), opType: 'Reshape', domain: '', inputs: [wt, ints(`${w}.nchwc_s`, [O!, I!, kh!, kw!])], outputs: [wr], attrs: {} },
+      );
+      reordered.set(w!, wr);
+    }
+    const xr = form.reorderInput ? fresh(`${n.name}.nchwc_in`) : n.inputs[0]!, yr = fresh(`${n.name}.nchwc_out`);
+    const attrs: Node['attrs'] = { group: { kind: 'int', value: attrInt(n, 'group', 1) } };
+    for (const a of ['dilations', 'pads', 'strides', 'kernel_shape'] as const) {
+      const v = attrInts(n, a);
+      if (v) attrs[a] = { kind: 'ints', value: v };
+    }
+    if (form.reorderInput) {
+      nodes.push({ name: fresh(`${n.name}.reorder_in`), opType: 'ReorderInput', domain: NCHWC_DOMAIN, inputs: [n.inputs[0]!], outputs: [xr], attrs: { channels_last: { kind: 'int', value: 0 } } });
+    }
+    nodes.push(
+      { name: fresh(`${n.name}.nchwc`), opType: 'Conv', domain: NCHWC_DOMAIN, inputs: [xr, wr, ...(n.inputs[2] ? [n.inputs[2]] : [])], outputs: [yr], attrs },
+      { name: fresh(`${n.name}.reorder_out`), opType: 'ReorderOutput', domain: NCHWC_DOMAIN, inputs: [yr], outputs: [n.outputs[0]!], attrs: { channels: { kind: 'int', value: O! }, channels_last: { kind: 'int', value: 0 } } },
+    );
+    count++;
+  }
+  g.nodes = nodes;
+  if (count && !model.opsets.some((o) => o.domain === NCHWC_DOMAIN)) model.opsets.push({ domain: NCHWC_DOMAIN, version: 1 });
+  return count;
+}
+
+/**
+ * Which blocked form onnxruntime's NchwcTransformer uses for a conv (its TransformConv): ungrouped
+ * with input channels a multiple of the block → reordered input and OIHWBiBo filter; ungrouped
+ * with fewer input channels than the block (a stem on RGB) → the plain NCHW input and an OIHWBo
+ * filter; depthwise → reordered input and OIHWBo. Output channels must fill whole blocks (the
+ * transformer pads them; refit leaves such convs alone). Anything else: null.
+ */
+function blockedForm([O, I]: number[], group: number, block: number): { filter: 'OIHWBiBo' | 'OIHWBo'; reorderInput: boolean } | null {
+  if (O! % block !== 0) return null;
+  if (group === 1) {
+    if (I! < block) return { filter: 'OIHWBo', reorderInput: false };
+    return I! % block === 0 ? { filter: 'OIHWBiBo', reorderInput: true } : null;
+  }
+  return I === 1 && group === O ? { filter: 'OIHWBo', reorderInput: true } : null;
+}
+
+function attrString(n: Node): string {
+  const a = n.attrs.auto_pad;
+  return a && a.kind === 'string' ? a.value : 'NOTSET';
+}
