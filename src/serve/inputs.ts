@@ -1,6 +1,7 @@
 // Request inputs → a float32 tensor for the model, checked before anything reaches the model:
-// nested arrays or { dims, data }, a rectangular shape equal to the model's input shape (a single
-// sample without the batch axis gets one), a batch within the limit, finite values only.
+// nested arrays, { dims, data } or { dims, base64 } (float32 bytes), a rectangular shape equal
+// to the model's input shape (a single sample without the batch axis gets one), a batch within
+// the limit, finite values only.
 import type { Tensor } from '../onnx/tensor.ts';
 import { formatShape } from '../onnx/tensor.ts';
 
@@ -26,25 +27,77 @@ function nestedDims(v: unknown): number[] {
   return dims;
 }
 
-function flatten(v: unknown, dims: number[], out: Float32Array, path: string, depth: number, offset: { i: number }): void {
-  if (depth === dims.length) {
-    if (typeof v !== 'number') throw new HttpError(400, `inputs${path} is ${v === null ? 'null' : typeof v}; every value must be a number`, 'not-a-number');
-    if (!Number.isFinite(v)) throw new HttpError(400, `inputs${path} is ${v}; refusing non-finite values (nothing was predicted or adapted)`, 'non-finite');
-    out[offset.i++] = v;
+// The path of an element (`[0][3][1]`) is built only for the error message: building it for
+// every element cost a string per value on the hot path.
+const at = (idx: number[], depth: number) => idx.slice(0, depth).map((i) => `[${i}]`).join('');
+
+function flatten(v: unknown, dims: number[], out: Float32Array, idx: number[], depth: number, offset: { i: number }): void {
+  if (depth === dims.length - 1) {
+    // Innermost arrays: a plain loop, no recursion per value.
+    if (!Array.isArray(v) || v.length !== dims[depth]) throw ragged(v, dims, idx, depth);
+    let i = offset.i;
+    for (let k = 0; k < v.length; k++) {
+      const x = v[k];
+      if (typeof x !== 'number' || !Number.isFinite(x)) {
+        idx[depth] = k;
+        throw badValue(x, `inputs${at(idx, depth + 1)}`);
+      }
+      out[i++] = x;
+    }
+    offset.i = i;
     return;
   }
-  if (!Array.isArray(v) || v.length !== dims[depth]) {
-    throw new HttpError(400, `inputs are not rectangular: inputs${path} has ${Array.isArray(v) ? `${v.length} entries` : `a ${typeof v}`}, expected an array of ${dims[depth]} (shape ${formatShape(dims)} from the first entries)`, 'ragged');
+  if (!Array.isArray(v) || v.length !== dims[depth]) throw ragged(v, dims, idx, depth);
+  for (let i = 0; i < v.length; i++) {
+    idx[depth] = i;
+    flatten(v[i], dims, out, idx, depth + 1, offset);
   }
-  for (let i = 0; i < v.length; i++) flatten(v[i], dims, out, `${path}[${i}]`, depth + 1, offset);
+}
+
+function ragged(v: unknown, dims: number[], idx: number[], depth: number): HttpError {
+  return new HttpError(400, `inputs are not rectangular: inputs${at(idx, depth)} has ${Array.isArray(v) ? `${v.length} entries` : `a ${v === null ? 'null' : typeof v}`}, expected an array of ${dims[depth]} (shape ${formatShape(dims)} from the first entries)`, 'ragged');
+}
+
+function badValue(x: unknown, where: string): HttpError {
+  if (typeof x !== 'number') return new HttpError(400, `${where} is ${x === null ? 'null' : typeof x}; every value must be a number`, 'not-a-number');
+  return new HttpError(400, `${where} is ${x}; refusing non-finite values (nothing was predicted or adapted)`, 'non-finite');
 }
 
 function checkFinite(d: ArrayLike<number>): void {
   for (let i = 0; i < d.length; i++) {
     const x = d[i];
-    if (typeof x !== 'number') throw new HttpError(400, `inputs.data[${i}] is ${x === null ? 'null' : typeof x}; every value must be a number`, 'not-a-number');
-    if (!Number.isFinite(x)) throw new HttpError(400, `inputs.data[${i}] is ${x}; refusing non-finite values (nothing was predicted or adapted)`, 'non-finite');
+    if (typeof x !== 'number' || !Number.isFinite(x)) throw badValue(x, `inputs.data[${i}]`);
   }
+}
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** base64 of little-endian float32 bytes → a Float32Array of `n` values (copied: aligned, owned). */
+function fromBase64(s: string, n: number, dims: number[]): Float32Array {
+  if (s.length % 4 !== 0 || !BASE64.test(s)) throw new HttpError(400, 'inputs.base64 is not base64 (RFC 4648, with padding) of little-endian float32 values', 'bad-base64');
+  const bytes = Buffer.from(s, 'base64');
+  if (bytes.byteLength !== 4 * n) throw new HttpError(400, `inputs.dims ${formatShape(dims)} hold ${n} values (${4 * n} bytes of float32) but inputs.base64 decodes to ${bytes.byteLength} bytes`, 'shape');
+  const out = new Float32Array(n);
+  if (LITTLE_ENDIAN) new Uint8Array(out.buffer).set(bytes);
+  else {
+    const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    for (let i = 0; i < n; i++) out[i] = v.getFloat32(4 * i, true);
+  }
+  for (let i = 0; i < n; i++) {
+    if (!Number.isFinite(out[i]!)) throw badValue(out[i], `inputs.base64 value ${i}`);
+  }
+  return out;
+}
+
+/** Encode float32 values as the `base64` input form (little-endian), for clients and tests. */
+export function float32ToBase64(d: Float32Array): string {
+  if (!LITTLE_ENDIAN) {
+    const b = Buffer.alloc(4 * d.length);
+    for (let i = 0; i < d.length; i++) b.writeFloatLE(d[i]!, 4 * i);
+    return b.toString('base64');
+  }
+  return Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('base64');
 }
 
 /**
@@ -54,22 +107,27 @@ function checkFinite(d: ArrayLike<number>): void {
 export function toInputTensor(raw: unknown, inputName: string, shape: InputShape, maxBatch: number): Tensor {
   let dims: number[];
   let data: Float32Array;
+  const obj = raw && typeof raw === 'object' && !Array.isArray(raw) ? (raw as { dims?: unknown; data?: unknown; base64?: unknown }) : undefined;
   if (Array.isArray(raw)) {
     dims = nestedDims(raw);
     const n = dims.reduce((a, b) => a * b, 1);
     if (n > 64 * 1024 * 1024) throw new HttpError(413, `inputs hold ${n} values, over the limit`, 'too-large');
     data = new Float32Array(n);
-    flatten(raw, dims, data, '', 0, { i: 0 });
-  } else if (raw && typeof raw === 'object' && Array.isArray((raw as { dims?: unknown }).dims) && Array.isArray((raw as { data?: unknown }).data)) {
-    const r = raw as { dims: unknown[]; data: number[] };
-    if (!r.dims.every((d) => Number.isInteger(d) && (d as number) >= 0)) throw new HttpError(400, `inputs.dims must be non-negative integers, got ${JSON.stringify(r.dims)}`, 'bad-dims');
-    dims = r.dims as number[];
+    if (n > 0) flatten(raw, dims, data, [], 0, { i: 0 });
+  } else if (obj && Array.isArray(obj.dims) && (Array.isArray(obj.data) || typeof obj.base64 === 'string')) {
+    if (obj.data !== undefined && obj.base64 !== undefined) throw new HttpError(400, 'inputs has both data and base64; give one', 'schema');
+    if (!obj.dims.every((d) => Number.isInteger(d) && (d as number) >= 0)) throw new HttpError(400, `inputs.dims must be non-negative integers, got ${JSON.stringify(obj.dims)}`, 'bad-dims');
+    dims = obj.dims as number[];
     const n = dims.reduce((a, b) => a * b, 1);
-    if (n !== r.data.length) throw new HttpError(400, `inputs.dims ${formatShape(dims)} hold ${n} values but inputs.data has ${r.data.length}`, 'shape');
-    checkFinite(r.data);
-    data = Float32Array.from(r.data);
+    if (typeof obj.base64 === 'string') data = fromBase64(obj.base64, n, dims);
+    else {
+      const d = obj.data as unknown[];
+      if (n !== d.length) throw new HttpError(400, `inputs.dims ${formatShape(dims)} hold ${n} values but inputs.data has ${d.length}`, 'shape');
+      checkFinite(d as number[]);
+      data = Float32Array.from(d as number[]);
+    }
   } else {
-    throw new HttpError(400, `inputs must be a nested array or { dims, data } (input '${inputName}'${shape ? `, shape ${formatShape(shape)}` : ''})`, 'schema');
+    throw new HttpError(400, `inputs must be a nested array, { dims, data } or { dims, base64 } (input '${inputName}'${shape ? `, shape ${formatShape(shape)}` : ''})`, 'schema');
   }
   if (shape) {
     if (dims.length === shape.length - 1) dims = [1, ...dims]; // one sample, no batch axis

@@ -1,16 +1,21 @@
 // Micro-batching for plain inference: concurrent predict requests for the same model (and the
 // same registry adapter version) are joined into one onnxruntime run, which is far cheaper per
-// sample at batch 32 than at batch 1. The first request of a batch waits at most `maxWaitMs`;
-// a batch is sent at once when it reaches `maxSamples`. Requests with adaptation never go
-// through here: each tenant's batch is its own adaptation step.
+// sample at batch 32 than at batch 1. While a run is in flight, requests that arrive wait for it
+// and go together in the next run as soon as it ends (under load the batch grows by itself,
+// and two runs never compete for the same cores). With nothing in flight, the first request
+// waits at most `maxWaitMs` for companions. A batch is sent at once when it reaches
+// `maxSamples`. Requests with adaptation never go through here: each tenant's batch is its own
+// adaptation step.
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 
 export interface MicroBatchOptions {
-  /** Longest wait of a request for others to join it; 0 turns micro-batching off. @default 2 */
+  /** Longest wait of a request for others to join it when no run is in flight; 0 turns micro-batching off. @default 2 */
   maxWaitMs?: number;
-  /** Samples at which a batch is sent without waiting. @default 64 */
+  /** Samples at which a batch is sent without waiting (and the most one run takes). @default 32 */
   maxSamples?: number;
+  /** onnxruntime runs of one batcher at once. @default 1 */
+  maxInFlight?: number;
 }
 
 interface Pending {
@@ -22,9 +27,11 @@ interface Pending {
 export class MicroBatcher {
   private pending: Pending[] = [];
   private samples = 0;
+  private inFlight = 0;
   private timer: NodeJS.Timeout | undefined;
   readonly maxWaitMs: number;
   readonly maxSamples: number;
+  readonly maxInFlight: number;
 
   constructor(
     readonly model: RefitModel,
@@ -34,15 +41,22 @@ export class MicroBatcher {
     readonly onBatch: (requests: number, samples: number) => void = () => {},
   ) {
     this.maxWaitMs = opts.maxWaitMs ?? 2;
-    this.maxSamples = opts.maxSamples ?? 64;
+    this.maxSamples = opts.maxSamples ?? 32;
+    this.maxInFlight = opts.maxInFlight ?? 1;
   }
 
   /** The logits rows of `x`, computed alone or with requests that arrive within the wait. */
   run(x: Tensor): Promise<Float32Array> {
     return new Promise((resolve, reject) => {
+      if (this.maxWaitMs <= 0) {
+        // Off: every request is its own run, at once.
+        void this.send([{ x, resolve, reject }], x.dims[0]!);
+        return;
+      }
       this.pending.push({ x, resolve, reject });
       this.samples += x.dims[0]!;
-      if (this.maxWaitMs <= 0 || this.samples >= this.maxSamples) this.flush();
+      if (this.inFlight >= this.maxInFlight) return; // taken when the run in flight ends
+      if (this.samples >= this.maxSamples) this.flush();
       else this.timer ??= setTimeout(() => this.flush(), this.maxWaitMs);
     });
   }
@@ -50,15 +64,18 @@ export class MicroBatcher {
   private flush(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    const batch = this.pending;
-    const samples = this.samples;
-    this.pending = [];
-    this.samples = 0;
-    if (batch.length === 0) return;
-    void this.send(batch, samples);
+    while (this.pending.length > 0 && this.inFlight < this.maxInFlight) {
+      // Up to maxSamples (a single request over it goes alone); the rest waits for the next run.
+      let k = 0, samples = 0;
+      while (k < this.pending.length && (k === 0 || samples + this.pending[k]!.x.dims[0]! <= this.maxSamples)) samples += this.pending[k++]!.x.dims[0]!;
+      const batch = this.pending.splice(0, k);
+      this.samples -= samples;
+      void this.send(batch, samples);
+    }
   }
 
   private async send(batch: Pending[], samples: number): Promise<void> {
+    this.inFlight++;
     const input = this.model.inputs[0]!.name;
     const first = batch[0]!.x;
     let x = first;
@@ -80,11 +97,15 @@ export class MicroBatcher {
       let row = 0;
       for (const p of batch) {
         const n = p.x.dims[0]!;
-        p.resolve(d.slice(row * C, (row + n) * C));
+        p.resolve(batch.length === 1 ? d : d.subarray(row * C, (row + n) * C));
         row += n;
       }
     } catch (e) {
       for (const p of batch) p.reject(e);
+    } finally {
+      this.inFlight--;
+      // What arrived during the run goes now, without waiting for more.
+      if (this.pending.length > 0 && this.maxWaitMs > 0) this.flush();
     }
   }
 }

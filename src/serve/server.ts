@@ -42,7 +42,7 @@ export interface ServeOptions {
    * downloads, /metrics, /docs/json) needs the token. Needs `token`. @default false (reads open)
    */
   protectReads?: boolean;
-  /** Joining concurrent plain predictions (no adaptation method) into one run: { maxWaitMs: 2, maxSamples: 64 } by default; maxWaitMs 0 turns it off. */
+  /** Joining concurrent plain predictions (no adaptation method) into one run: { maxWaitMs: 2, maxSamples: 32, maxInFlight: 1 } by default; maxWaitMs 0 turns it off. */
   microBatch?: MicroBatchOptions;
   /** Fastify's logger option. @default false */
   logger?: FastifyServerOptions['logger'];
@@ -62,7 +62,21 @@ const errorSchema = { type: 'object', properties: { statusCode: { type: 'integer
 // messages can then name the expected versus actual shape and the first non-finite value.
 const inputsSchema = {
   anyOf: [{ type: 'array' }, { type: 'object' }],
-  description: 'nested arrays in the model input\'s shape (e.g. [N][1][28][28]; one sample without the batch axis is accepted), or { dims: [N, 1, 28, 28], data: [flat row-major numbers] }',
+  description: 'nested arrays in the model input\'s shape (e.g. [N][1][28][28]; one sample without the batch axis is accepted), { dims: [N, 1, 28, 28], data: [flat row-major numbers] }, or { dims, base64: the row-major values as little-endian float32 bytes in base64 } (the cheapest to parse: docs/serve.md)',
+} as const;
+// The 200 answer of predict, declared so that Fastify serializes it with fast-json-stringify
+// (compiled once) instead of JSON.stringify; `adaptation` differs by method and stays free-form.
+const rowsSchema = { type: 'array', items: { type: 'array', items: { type: 'number' } } } as const;
+const predictResponse = {
+  type: 'object',
+  properties: {
+    model: { type: 'string' }, tenant: { type: 'string' }, method: { type: 'string' },
+    adapter: { type: ['object', 'null'], properties: { name: { type: 'string' }, version: { type: 'integer' } } },
+    ids: { type: 'array', items: { type: 'string' }, description: 'one id per sample, for feedback' },
+    predictions: { type: 'array', items: { type: 'integer' } },
+    probabilities: rowsSchema, logits: rowsSchema,
+    adaptation: { type: 'object', additionalProperties: true },
+  },
 } as const;
 const adapterRef = {
   adapter: { ...name, description: 'a registry adapter to apply to the base model (its current version unless adapterVersion)' },
@@ -105,7 +119,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
   const app = Fastify({
     logger: opts.logger ?? false,
     bodyLimit: opts.bodyLimit ?? 16 * 1024 * 1024,
-    maxParamLength: 128, // the longest name NAME_PATTERN allows (Fastify's default, 100, would answer 414 below it)
+    routerOptions: { maxParamLength: 128 }, // the longest name NAME_PATTERN allows (Fastify's default, 100, would answer 414 below it)
     // Unknown body fields are refused (a typo gets a 400), not silently dropped.
     ajv: { customOptions: { removeAdditional: false } },
     schemaErrorFormatter: (errors, dataVar) => new Error(errors.map((e) => {
@@ -283,7 +297,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
           ...adapterRef,
         },
       },
-      response: { '4xx': errorSchema },
+      response: { 200: predictResponse, '4xx': errorSchema },
     },
   }, async (req) => {
     const { model: m } = req.params as { model: string };

@@ -13,6 +13,7 @@ import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
 import { PeftModel, lora, adapterFiles } from '../../src/peft/index.ts';
 import { SqliteRegistry } from '../../src/registry/index.ts';
 import { buildServer, type ServeOptions } from '../../src/serve/index.ts';
+import { float32ToBase64 } from '../../src/serve/inputs.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'refit-serve-'));
 const cnn = await loadModel(new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname, { threads: 1 });
@@ -76,6 +77,30 @@ test('micro-batching: concurrent plain predictions are joined into one run and g
   assert.equal(await metric(alone, 'refit_microbatch_requests_count'), 8, 'maxWaitMs 0: one run per request');
   await alone.close();
   await joined.close();
+});
+
+test('inputs as base64 float32 bytes give the same answer as JSON numbers; bad base64 gets a 400 naming the problem', async () => {
+  const app = await server();
+  const b = batch(8, 3);
+  const base64 = float32ToBase64(Float32Array.from(b.data));
+  const want = await predict(app, 'a', b, { output: 'logits' });
+  const got = await predict(app, 'a', { dims: b.dims, base64 }, { output: 'logits' });
+  assert.deepEqual(got.logits, want.logits);
+  assert.deepEqual(got.predictions, want.predictions);
+  const post = (inputs: unknown) => app.inject({ method: 'POST', url: '/v1/models/cnn/predict', payload: { inputs } });
+  let r = await post({ dims: [2, 1, 28, 28], base64 });
+  assert.equal(r.statusCode, 400);
+  assert.match(r.json().message, /inputs.dims \[2, 1, 28, 28\] hold 1568 values \(6272 bytes of float32\) but inputs.base64 decodes to 9408 bytes/);
+  r = await post({ dims: [1, 1, 28, 28], base64: `${'A'.repeat(4180)}!!!!` });
+  assert.match(r.json().message, /inputs.base64 is not base64/);
+  const nan = new Float32Array(784);
+  nan[5] = NaN;
+  r = await post({ dims: [1, 1, 28, 28], base64: float32ToBase64(nan) });
+  assert.equal(r.statusCode, 400);
+  assert.match(r.json().message, /inputs.base64 value 5 is NaN; refusing non-finite values/);
+  r = await post({ dims: [1, 1, 28, 28], base64, data: [] });
+  assert.match(r.json().message, /inputs has both data and base64/);
+  await app.close();
 });
 
 test('bad inputs get a 400 that names the problem, never reach the model, and are counted', async () => {
