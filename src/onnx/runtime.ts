@@ -38,6 +38,13 @@ export interface SessionOptions {
    * @default 1
    */
   qdqMatMulAccuracy?: 0 | 1 | 2 | 3 | 4;
+  /**
+   * Training steps on onnxruntime-node's CPU provider (optimization 'all'): run convolutions whose
+   * weights are fed (trainable) on onnxruntime's blocked NCHWc kernels, which it uses by itself
+   * only for constant weights (src/onnx/nchwc.ts). Same numbers (tested); ignored elsewhere.
+   * @default true
+   */
+  blockedConvs?: boolean;
 }
 
 /** The two classes refit takes from an onnxruntime package (either one's module namespace fits). */
@@ -56,6 +63,8 @@ export interface RuntimeBackend {
   executionProviders: Ort.InferenceSession.ExecutionProviderConfig[];
   /** Whether SessionOptions.threads applies per session (Node) or not at all (web: one pool per page). */
   threadsPerSession: boolean;
+  /** Graph optimization level when SessionOptions.optimization is not given (default 'all'). */
+  defaultOptimization?: SessionOptions['optimization'];
 }
 
 let current: RuntimeBackend | undefined;
@@ -94,7 +103,7 @@ function loadNodeFallback(): RuntimeBackend | undefined {
 export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}): Promise<Ort.InferenceSession> {
   const backend = runtime();
   const o: Ort.InferenceSession.SessionOptions = {
-    graphOptimizationLevel: opts.optimization ?? 'all',
+    graphOptimizationLevel: opts.optimization ?? backend.defaultOptimization ?? 'all',
     executionProviders: backend.executionProviders,
   };
   if (opts.memoryArena === false) o.enableCpuMemArena = false;

@@ -1,5 +1,5 @@
 // The Node-only pass that puts convolutions with fed (trainable) weights on onnxruntime's blocked
-// NCHWc kernels (src/onnx/nchwc-node.ts) must not change the numbers: the same step graph with and
+// NCHWc kernels (src/onnx/nchwc.ts) must not change the numbers: the same step graph with and
 // without it gives the same loss and gradients (≤ 1e-5 relative), on the shipped CNN (stem with one
 // input channel, 3×3 stride 1 and 2, 1×1 stride-2 shortcuts) and on single convs of the other
 // geometries (depthwise, dilation, asymmetric padding, bias).
@@ -14,7 +14,7 @@ import { buildStepGraph } from '../../src/train/step-graph.ts';
 import * as losses from '../../src/train/losses.ts';
 import { encodeModel } from '../../src/onnx/proto.ts';
 import { createSession, toOrt, fromOrt } from '../../src/onnx/runtime.ts';
-import { blockFedConvs, nchwcBlockSize, NCHWC_DOMAIN } from '../../src/onnx/nchwc-node.ts';
+import { blockFedConvs, nchwcBlockSize, NCHWC_DOMAIN } from '../../src/onnx/nchwc.ts';
 import { cloneModel, type Model, type Node } from '../../src/onnx/ir.ts';
 import { f32, i64, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';

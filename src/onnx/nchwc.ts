@@ -1,5 +1,5 @@
-// Node-only, CPU-only optimisation: convolutions whose weights are *fed* (trainable parameters)
-// on onnxruntime's blocked NCHWc kernels.
+// A CPU-only optimisation for onnxruntime-node: convolutions whose weights are *fed* (trainable
+// parameters) on onnxruntime's blocked NCHWc kernels.
 //
 // Why: onnxruntime's NchwcTransformer moves a Conv onto its blocked kernels only when the weight
 // is a constant it can reorder once. In a training step the trainable weights are graph inputs,
@@ -9,11 +9,10 @@
 // per step: ReorderOutput(nchwc.Conv(ReorderInput(X), reorder(W), B)).
 //
 // The standard-op graph stays the portable reference (the browser runs it); this pass is applied
-// only where onnxruntime-node reports a block size, and gives the same numbers (tested).
-import { writeFileSync, readFileSync, rmSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import * as ort from 'onnxruntime-node';
+// only where onnxruntime-node reports a block size, and gives the same numbers (tested). The file
+// imports nothing Node-only (the web bundle reaches it through train-step.ts): files and the session
+// come from process.getBuiltinModule and the registered runtime, only when the backend is Node's.
+import { runtime, type SessionOptions } from './runtime.ts';
 import { attrInt, attrInts, type Model, type Node } from './ir.ts';
 import { encodeModel, decodeModel } from './proto.ts';
 import { tensor, type Tensor } from './tensor.ts';
@@ -22,6 +21,19 @@ export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
 const CANDIDATE_BLOCKS = [4, 8, 16, 32, 64];
 
 let cachedBlock: Promise<number | null> | undefined;
+
+/**
+ * Put a step graph's fed convolutions on the blocked kernels when the session will run on
+ * onnxruntime-node's CPU provider at optimisation level 'all' and `opts.blockedConvs` is not false.
+ * Returns the number of convs rewritten (0 where the pass does not apply).
+ */
+export async function blockFedConvsForSession(model: Model, fed: ReadonlySet<string>, opts: SessionOptions): Promise<number> {
+  if (opts.blockedConvs === false || (opts.optimization ?? 'all') !== 'all') return 0;
+  const backend = runtime();
+  if (backend.name !== 'onnxruntime-node' || !backend.executionProviders.every((p) => p === 'cpu')) return 0;
+  const block = await nchwcBlockSize();
+  return block ? blockFedConvs(model, fed, block) : 0;
+}
 
 /**
  * The channel block size of onnxruntime's NCHWc kernels on this CPU, read from what onnxruntime
@@ -34,7 +46,22 @@ export function nchwcBlockSize(): Promise<number | null> {
   return cachedBlock;
 }
 
+interface NodeFiles {
+  fs: { writeFileSync(p: string, d: Uint8Array): void; readFileSync(p: string): Uint8Array; rmSync(p: string, o: object): void; mkdtempSync(p: string): string };
+  os: { tmpdir(): string };
+  path: { join(...p: string[]): string };
+}
+
+function nodeFiles(): NodeFiles | null {
+  const get = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process?.getBuiltinModule;
+  if (typeof get !== 'function') return null;
+  return { fs: get('node:fs') as NodeFiles['fs'], os: get('node:os') as NodeFiles['os'], path: get('node:path') as NodeFiles['path'] };
+}
+
 async function probeBlockSize(): Promise<number | null> {
+  const files = nodeFiles();
+  if (!files) return null;
+  const { fs, os, path } = files;
   const C = 64, k = 3;
   const w = new Float32Array(C * C * k * k).map((_, i) => i);
   const probe: Model = {
@@ -48,20 +75,19 @@ async function probeBlockSize(): Promise<number | null> {
       valueInfo: [],
     },
   };
-  const dir = mkdtempSync(join(tmpdir(), 'refit-nchwc-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'refit-nchwc-'));
   try {
-    const src = join(dir, 'probe.onnx'), out = join(dir, 'probe.opt.onnx');
-    writeFileSync(src, encodeModel(probe));
-    const s = await ort.InferenceSession.create(src, { graphOptimizationLevel: 'all', optimizedModelFilePath: out, executionProviders: ['cpu'], logSeverityLevel: 3 });
+    const out = path.join(dir, 'probe.opt.onnx');
+    const s = await runtime().ort.InferenceSession.create(encodeModel(probe), { graphOptimizationLevel: 'all', optimizedModelFilePath: out, executionProviders: ['cpu'], logSeverityLevel: 3 });
     await s.release();
-    const opt = decodeModel(new Uint8Array(readFileSync(out)));
+    const opt = decodeModel(new Uint8Array(fs.readFileSync(out)));
     if (!opt.graph.nodes.some((n) => n.domain === NCHWC_DOMAIN && n.opType === 'Conv')) return null;
     const reordered = [...opt.graph.initializers.values()].find((t) => t.dims.length === 4 && t.data.length === w.length);
     if (!reordered) return null;
     for (const b of CANDIDATE_BLOCKS) if (sameData(reorderOIHWBiBo(w, [C, C, k, k], b), reordered)) return b;
     return null;
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
