@@ -1,96 +1,82 @@
-// Continual benchmark (issue 11), first version: the escalation controller against the source
-// model and single TTA methods on the bundled Fashion-MNIST-C streams, label-free and with 1% of
-// labels revealed 5 batches late. Reports online error per domain and mean, and the controller's
-// level timeline. Hyperparameters are refit's defaults, not tuned (no validation stream yet).
+// Continual benchmark (issue 11): the source model, every single TTA method, RoTTA, ROID, RDumb
+// and refit's controller (label-free, and with 1% of labels revealed 5 batches late) on the
+// shipped CNN or ViT, over the bundled Fashion-MNIST-C settings (bench/continual/lib.ts):
+// continual, 10-round recurring, mixed, correlated labels (Dirichlet 0.1), gradual 1→5→1,
+// batch 16 and long (15 corruptions × 10 rounds, order reshuffled per round), severity 5.
+// Reports online error per segment, per round and mean, clean error right after the stream,
+// ms per batch against the source model's (plain inference) in the same run, and the
+// controller's level timeline. Hyperparameters: bench/results/continual-tuned-<model>.json
+// when present (chosen on the validation stream by bench/continual/tune.ts), else defaults.
 //
-//   npx tsx bench/continual.ts [--model cnn|vit] [--samples 1024] [--batch 64] [--methods source,bn-adapt,tent,rmt]
-import { writeFileSync, mkdirSync } from 'node:fs';
-import { loadModel } from '../src/model.ts';
-import { loadFashionMnist } from '../src/data/fashion-mnist.ts';
-import { continualStream } from '../src/data/streams.ts';
-import { argmaxRows } from '../src/data/evaluate.ts';
-import { f32, type Tensor } from '../src/onnx/tensor.ts';
-import { createAdapter, loadSourceSet, sourceDataOptions } from '../src/tta/index.ts';
-import { ContinualController } from '../src/continual/index.ts';
+//   nice -n 15 npx tsx bench/continual.ts --model cnn --samples 256 [--settings continual,mixed]
+//     [--methods source,tent,controller] [--resume] [--tag -smoke] [--round-samples 32] [--level-samples 64] [--clean 512]
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { SETTINGS, METHODS, streamFor, testData, runMethod, runController, type Row, type Setting, type Sizes } from './continual/lib.ts';
+import { loadSourceSet } from '../src/tta/index.ts';
+import { renderMarkdown } from './continual/report.ts';
 
 const args = process.argv.slice(2);
 const opt = (k: string, d: string) => { const i = args.indexOf(`--${k}`); return i >= 0 ? args[i + 1]! : d; };
+if (args.includes('--help')) { console.log(readFileSync(new URL(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).join('\n')); process.exit(0); }
 const which = opt('model', 'cnn') as 'cnn' | 'vit';
-const samples = Number(opt('samples', '1024'));
-const batch = Number(opt('batch', '64'));
-const methods = opt('methods', 'source,bn-adapt,tent,rmt').split(',');
+const samples = Number(opt('samples', '256'));
+const sizes: Sizes = {
+  samples,
+  correlatedSamples: Number(opt('correlated-samples', String(samples * 4))),
+  roundSamples: Number(opt('round-samples', String(Math.max(16, samples / 8)))),
+  levelSamples: Number(opt('level-samples', String(Math.max(16, samples / 4)))),
+  cleanSamples: Number(opt('clean', '512')),
+};
+const settings = opt('settings', SETTINGS.join(',')).split(',') as Setting[];
+for (const s of settings) if (!(SETTINGS as readonly string[]).includes(s)) throw new Error(`unknown setting '${s}'; known: ${SETTINGS.join(', ')}`);
+const methods = opt('methods', METHODS.join(',')).split(',');
+for (const m of methods) if (!(METHODS as readonly string[]).includes(m)) throw new Error(`unknown method '${m}'; known: ${METHODS.join(', ')}`);
 const modelPath = `models/fmnist-${which}.onnx`;
-const data = loadFashionMnist('test');
-const stream = () => continualStream(data, { severity: 5, batchSize: batch, seed: 0, samplesPerDomain: samples });
+const tag = opt('tag', '');
+const jsonPath = `bench/results/continual-${which}${tag}.json`;
+const tunedPath = `bench/results/continual-tuned-${which}.json`;
+const tuned: Record<string, Record<string, unknown>> = existsSync(tunedPath) ? JSON.parse(readFileSync(tunedPath, 'utf8')).chosen : {};
+
+interface Results { model: string; sizes: Sizes; rows: Row[]; tuned: string | null }
+let results: Results = { model: which, sizes, rows: [], tuned: existsSync(tunedPath) ? tunedPath : null };
+if (args.includes('--resume') && existsSync(jsonPath)) {
+  const old = JSON.parse(readFileSync(jsonPath, 'utf8')) as Results;
+  if (JSON.stringify(old.sizes) !== JSON.stringify(sizes)) throw new Error(`--resume: ${jsonPath} was made with sizes ${JSON.stringify(old.sizes)}, not ${JSON.stringify(sizes)}`);
+  results = old;
+}
+const save = () => {
+  mkdirSync('bench/results', { recursive: true });
+  writeFileSync(jsonPath, JSON.stringify(results, null, 1));
+  writeFileSync(`bench/results/continual-${which}${tag}.md`, renderMarkdown(results.model, results.sizes, results.rows, results.tuned));
+};
+
+const data = testData();
 const source = loadSourceSet();
-
-interface Row { method: string; domains: Record<string, number>; mean: number; ms: number; timeline?: number[] }
-const rows: Row[] = [];
-
-function score(perDomain: Map<string, { wrong: number; n: number }>): { domains: Record<string, number>; mean: number } {
-  const domains = Object.fromEntries([...perDomain].map(([k, v]) => [k, v.wrong / v.n]));
-  const vals = Object.values(domains);
-  return { domains, mean: vals.reduce((a, b) => a + b, 0) / vals.length };
-}
-
-for (const m of methods) {
-  const model = await loadModel(modelPath, { threads: 2 });
-  const adapter = createAdapter(model, m, sourceDataOptions(m, source, { quick: true }) as Record<string, unknown>);
-  const per = new Map<string, { wrong: number; n: number }>();
-  const t0 = performance.now();
-  for (const b of stream()) {
-    const r = await adapter.predict(f32([b.size, 1, 28, 28], b.x));
-    const pred = argmaxRows(r.logits.data as Float32Array, r.logits.dims[1]!);
-    const d = per.get(b.domain) ?? { wrong: 0, n: 0 };
-    for (let i = 0; i < b.size; i++) if (pred[i] !== b.y[i]) d.wrong++;
-    d.n += b.size;
-    per.set(b.domain, d);
-  }
-  rows.push({ method: m, ...score(per), ms: performance.now() - t0 });
-  console.log(m, rows.at(-1)!.mean.toFixed(4));
-  await adapter.release?.();
-}
-
-for (const labels of [0, 0.01]) {
-  const model = await loadModel(modelPath, { threads: 2 });
-  const c = new ContinualController(model, { logits: 'logits', embedding: 'features', lr: 0.00025 });
-  const calib: Tensor[] = [];
-  for (let i = 0; i + batch <= 512; i += batch) calib.push(f32([batch, 1, 28, 28], (source.images.data as Float32Array).subarray(i * 784, (i + batch) * 784)));
-  await c.calibrate(calib);
-  const per = new Map<string, { wrong: number; n: number }>();
-  const timeline: number[] = [];
-  const pending: { at: number; ids: string[]; labels: number[] }[] = [];
-  let k = 0;
-  const t0 = performance.now();
-  for (const b of stream()) {
-    const r = await c.predict(f32([b.size, 1, 28, 28], b.x));
-    timeline.push(r.level);
-    const d = per.get(b.domain) ?? { wrong: 0, n: 0 };
-    for (let i = 0; i < b.size; i++) if (r.predictions[i] !== b.y[i]) d.wrong++;
-    d.n += b.size;
-    per.set(b.domain, d);
-    if (labels > 0) {
-      const ids: string[] = [], ys: number[] = [];
-      for (let i = 0; i < b.size; i++) if ((k++ * labels) % 1 + labels >= 1) { ids.push(r.ids[i]!); ys.push(b.y[i]!); }
-      pending.push({ at: b.index + 5, ids, labels: ys });
-      while (pending.length && pending[0]!.at <= b.index) { const p = pending.shift()!; await c.feedback(p.ids, p.labels); }
+for (const setting of settings) {
+  const stream = streamFor(setting, data, sizes);
+  for (const method of methods) {
+    if (results.rows.some((r) => r.setting === setting && r.method === method)) continue;
+    const batchScale = stream.batchSize / 64;
+    let row: Row;
+    try {
+    if (method.startsWith('controller')) {
+      const o = { ...(tuned[method] ?? tuned.controller ?? {}) } as Record<string, unknown>;
+      // The controller's lr is given at batch 64 and scaled linearly with the batch (as Tent's).
+      if (typeof o.lr === 'number') o.lr *= batchScale;
+      row = await runController(modelPath, stream, data, sizes, o, source, method === 'controller+labels' ? 0.01 : 0, 5);
+    } else {
+      const o = { ...(tuned[method] ?? {}) } as Record<string, unknown>;
+      if (typeof o.lr === 'number') o.lr *= batchScale;
+      row = await runMethod(modelPath, method, stream, data, sizes, o, source);
     }
+    } catch (e) {
+      console.log(`${which} ${setting} ${method}: not run: ${(e as Error).message.split('\n')[0]}`);
+      continue;
+    }
+    row.setting = setting;
+    results.rows.push(row);
+    console.log(`${which} ${setting} ${method}: mean ${(100 * row.mean).toFixed(1)} clean ${(100 * row.clean).toFixed(1)} ${row.ms.toFixed(1)} ms/batch ${row.seconds.toFixed(0)} s${row.levels ? ' levels ' + row.levels.slice(0, 80) : ''}`);
+    save();
   }
-  const name = labels ? 'controller (1% labels, 5 batches late)' : 'controller (label-free)';
-  rows.push({ method: name, ...score(per), ms: performance.now() - t0, timeline });
-  console.log(name, rows.at(-1)!.mean.toFixed(4), 'levels', timeline.join(''));
-  await c.release();
 }
-
-mkdirSync('bench/results', { recursive: true });
-const doms = Object.keys(rows[0]!.domains);
-const md = [
-  `# Continual benchmark (first version)`, '',
-  `\`npx tsx bench/continual.ts --model ${which} --samples ${samples} --batch ${batch}\`: continual stream, severity 5, ${samples} samples per corruption, 15 corruptions, batch ${batch}, 2 threads. Untuned defaults; not yet the issue's full benchmark.`, '',
-  `| method | ${doms.map((d) => d.slice(0, 8)).join(' | ')} | mean | s |`, `|---|${doms.map(() => '---:').join('|')}|---:|---:|`,
-  ...rows.map((r) => `| ${r.method} | ${doms.map((d) => (100 * r.domains[d]!).toFixed(1)).join(' | ')} | **${(100 * r.mean).toFixed(1)}** | ${(r.ms / 1000).toFixed(0)} |`), '',
-  ...rows.filter((r) => r.timeline).map((r) => `${r.method} level timeline (one digit per batch): \`${r.timeline!.join('')}\``), '',
-].join('\n');
-writeFileSync(`bench/results/continual-${which}.md`, md);
-writeFileSync(`bench/results/continual-${which}.json`, JSON.stringify({ which, samples, batch, rows }, null, 1));
-console.log(md);
+save();

@@ -21,6 +21,7 @@ import { restoreDetector } from '../drift/index.ts';
 import type { DetectorState, DriftDetector } from '../drift/types.ts';
 import { predictionStats } from '../drift/signals.ts';
 import { softmaxRows } from '../tta/common.ts';
+import { lameSolve, LAME_DEFAULTS } from '../tta/lame.ts';
 import { argmaxRows } from '../data/evaluate.ts';
 
 export const LEVEL_NAMES = ['output-correction', 'norm-statistics', 'fast-updates', 'consolidation', 'rollback'] as const;
@@ -33,6 +34,15 @@ export interface ControllerOptions extends Omit<FastSlowOptions, 'decay'> {
   patience?: number;
   /** Label-prior re-estimation at every level: for label shift; on the i.i.d. continual CNN stream it cost 2.4 points (bench/continual.ts), so it is off by default. @default false */
   priorCorrection?: boolean;
+  /**
+   * LAME (Boudiaf et al. 2022) on the final probabilities, with the embedding's kNN affinity:
+   * true on every batch, 'auto' only when the batch's predicted labels are concentrated
+   * (normalised entropy of the batch's mean prediction below `lameThreshold`), the
+   * temporally correlated label case where LAME is the method that gains. Needs `embedding`. @default false
+   */
+  lame?: boolean | 'auto';
+  /** 'auto' LAME's threshold on the normalised entropy of the batch's mean prediction. @default 0.7 */
+  lameThreshold?: number;
   /** Which prediction to return: LAE's ensemble of fast and slow ('max') or the fast learner's alone. @default 'max' */
   ensemble?: 'max' | 'fast';
   /** Healthy batches before it comes down a level, and before a good checkpoint is taken. @default 20 */
@@ -46,8 +56,11 @@ export interface ControllerOptions extends Omit<FastSlowOptions, 'decay'> {
   /** Highest level allowed. @default 3 */
   maxLevel?: 0 | 1 | 2 | 3;
   budgets?: { maxUpdateMs?: number; maxTrainableParams?: number };
-  /** Delayed labels: predictions kept waiting, and for how many batches. @default 4096, 50 */
-  feedback?: { capacity?: number; maxAgeBatches?: number; replayCapacity?: number; minBatch?: number };
+  /**
+   * Delayed labels: predictions kept waiting, and for how many batches (4096, 50); a labelled step
+   * runs once `minNew` new labels (8) are waiting, filled up to `minBatch` (16) from the replay reservoir.
+   */
+  feedback?: { capacity?: number; maxAgeBatches?: number; replayCapacity?: number; minBatch?: number; minNew?: number };
   /**
    * The error memory's options, or true for its defaults. Off by default: with 1% delayed labels
    * it cost 0.6 point on the ViT stream and nothing measurable on the CNN (docs/continual.md).
@@ -87,6 +100,10 @@ export interface BatchSignals {
   collapsed: boolean;
   healthy: boolean;
   updateMs: number;
+  /** Normalised entropy of the batch's mean prediction (low: the batch's labels are concentrated). */
+  spread?: number;
+  /** LAME corrected this batch's output. */
+  lame?: boolean;
 }
 
 export interface ControllerState {
@@ -208,6 +225,13 @@ export class ContinualController {
     const probs = this.options.ensemble === 'fast' ? Float32Array.from(softmaxRows(out.fastLogits.data as Float32Array, C)) : out.probs;
     normaliseRows(probs, n, C);
     if (this.options.priorCorrection) this.prior.correct(probs, n);
+    signals.spread = labelSpread(probs, n, C);
+    if (out.embedding && (this.options.lame === true || (this.options.lame === 'auto' && signals.spread < (this.options.lameThreshold ?? 0.7)))) {
+      const emb = out.embedding.data as Float32Array;
+      const { Y } = lameSolve(Float64Array.from(probs), emb, n, C, emb.length / n, LAME_DEFAULTS);
+      probs.set(Y);
+      signals.lame = true;
+    }
     if (out.embedding && this.memory) this.memory.correct(probs, out.embedding.data as Float32Array, n);
     const predictions = argmaxRows(probs, C);
     const batchIds = ids ?? Array.from({ length: n }, (_, i) => `${this.batch - 1}:${i}`);
@@ -318,7 +342,7 @@ export class ContinualController {
       this.emit('feedback', `${report.unknown} unknown, ${report.expired} expired, ${report.invalid} invalid labels rejected`, { accepted: report.accepted, unknown: report.unknown, expired: report.expired, invalid: report.invalid });
     }
     const minBatch = this.options.feedback?.minBatch ?? 16;
-    if (this.labelled.length >= Math.min(minBatch, 8) && this.budgetCap >= 2) {
+    if (this.labelled.length >= Math.min(minBatch, this.options.feedback?.minNew ?? 8) && this.budgetCap >= 2) {
       const extra = this.replay.draw(Math.max(0, minBatch - this.labelled.length));
       const rows = [...this.labelled, ...extra];
       if (rows.length >= minBatch) {
@@ -382,6 +406,15 @@ export class ContinualController {
 
 function checkInput(v: number, i: number): void {
   if (!Number.isFinite(v)) throw new Error(`continual.predict: input value ${i} is ${v}; refusing to predict or adapt on non-finite inputs (nothing changed)`);
+}
+
+/** Entropy of the batch's mean prediction / log C. */
+function labelSpread(p: Float32Array, n: number, C: number): number {
+  const m = new Float64Array(C);
+  for (let i = 0; i < n; i++) for (let c = 0; c < C; c++) m[c]! += p[i * C + c]! / n;
+  let h = 0;
+  for (let c = 0; c < C; c++) if (m[c]! > 0) h -= m[c]! * Math.log(m[c]!);
+  return h / Math.log(C);
 }
 
 function normaliseRows(p: Float32Array, n: number, C: number): void {

@@ -17,7 +17,7 @@ import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { f32, i64 } from '../onnx/tensor.ts';
 import { signatureOf, signatureKey } from '../onnx/shapes.ts';
-import { softmaxEntropy, crossEntropy, anchorPenalty, combine } from '../train/losses.ts';
+import { softmaxEntropy, crossEntropy, anchorPenalty, combine, symmetricCrossEntropy } from '../train/losses.ts';
 import type { LossSpec } from '../train/loss-spec.ts';
 import type { TrainStep, StepResult } from '../train/train-step.ts';
 import { sgd, type Optimizer, type OptimizerState } from '../train/optim/index.ts';
@@ -46,6 +46,12 @@ export interface FastSlowOptions {
   restore?: { probability?: number; seed?: number };
   /** L2 (or Fisher-weighted) pull of the fast parameters toward their source values. */
   anchor?: { strength: number; importance?: Map<string, Float32Array> };
+  /**
+   * The fast learner's unlabelled objective: 'entropy' (Tent) or 'teacher', the symmetric
+   * cross-entropy to the slow learner's predictions on the same batch (RMT's mean-teacher term,
+   * Döbler et al. 2023, without its augmentation, contrastive and replay terms). @default 'entropy'
+   */
+  objective?: 'entropy' | 'teacher';
 }
 
 export interface FastSlowOutput {
@@ -78,6 +84,8 @@ export class FastSlowLearner {
   private readonly batchStats: boolean;
   private readonly source = new Map<string, Float32Array>();
   private readonly unlabelled: TrainStep;
+  /** The 'teacher' objective's step (fed the slow learner's probabilities as 'teacher_probs'). */
+  private readonly teacherStep?: TrainStep;
   /** Labelled steps in both BatchNorm modes: a step must normalise as the prediction it trains does. */
   private readonly labelled: TrainStep;
   private readonly labelledSourceStats: TrainStep;
@@ -108,6 +116,9 @@ export class FastSlowLearner {
       options.anchor ? combine([{ loss: l }, { loss: anchorPenalty({ anchors: this.source, importance: options.anchor.importance, strength: options.anchor.strength }) }]) : l;
     const bn = this.batchStats ? 'train' : 'eval';
     this.unlabelled = this.fast.compileTrainStep({ trainable: this.params, loss: withAnchor(softmaxEntropy({ logits: this.logits })), outputs, batchNorm: bn });
+    const objective = options.objective ?? 'entropy';
+    if (objective !== 'entropy' && objective !== 'teacher') throw new Error(`fast-slow: objective must be 'entropy' or 'teacher', got '${String(objective)}'`);
+    if (objective === 'teacher') this.teacherStep = this.fast.compileTrainStep({ trainable: this.params, loss: withAnchor(symmetricCrossEntropy({ logits: this.logits, teacher: 'teacher_probs' })), outputs, batchNorm: bn });
     this.labelled = this.fast.compileTrainStep({ trainable: this.params, loss: withAnchor(crossEntropy({ logits: this.logits, labels: 'y' })), outputs: [this.logits], batchNorm: bn });
     this.labelledSourceStats = this.fast.compileTrainStep({ trainable: this.params, loss: withAnchor(crossEntropy({ logits: this.logits, labels: 'y' })), outputs: [this.logits], batchNorm: 'eval' });
     this.opt = this.makeOptimizer();
@@ -182,14 +193,24 @@ export class FastSlowLearner {
     let fastOut: Record<string, Tensor>;
     let loss: number | undefined;
     let updated = false;
-    if (opts.update) {
+    // The teacher objective needs the slow learner's prediction before the fast step.
+    let slowOut: Record<string, Tensor> | undefined;
+    if (opts.update && this.teacherStep) {
+      slowOut = await this.infer('slow', x, [this.logits], batchStats);
+      const t = softmaxRows(slowOut[this.logits]!.data as Float32Array, this.classes);
+      const r = await this.teacherStep.run({ [this.fast.inputs[0]!.name]: x, teacher_probs: f32([x.dims[0]!, this.classes], Float32Array.from(t)) });
+      fastOut = r.outputs;
+      loss = r.loss;
+      updated = this.applyFast(r);
+      if (updated && opts.consolidate) this.consolidate();
+    } else if (opts.update) {
       const r = await this.unlabelled.run({ [this.fast.inputs[0]!.name]: x });
       fastOut = r.outputs;
       loss = r.loss;
       updated = this.applyFast(r);
       if (updated && opts.consolidate) this.consolidate();
     } else fastOut = await this.infer('fast', x, outputs, batchStats);
-    const slowOut = await this.infer('slow', x, [this.logits], batchStats);
+    slowOut ??= await this.infer('slow', x, [this.logits], batchStats);
     const fastLogits = fastOut[this.logits]!, slowLogits = slowOut[this.logits]!;
     const pf = softmaxRows(fastLogits.data as Float32Array, this.classes), ps = softmaxRows(slowLogits.data as Float32Array, this.classes);
     const probs = new Float32Array(pf.length);
@@ -267,7 +288,7 @@ export class FastSlowLearner {
   }
 
   async release(): Promise<void> {
-    await Promise.all([this.unlabelled.release(), this.labelled.release(), this.labelledSourceStats.release(), this.fast.release(), this.slow.release()]);
+    await Promise.all([this.unlabelled.release(), this.teacherStep?.release(), this.labelled.release(), this.labelledSourceStats.release(), this.fast.release(), this.slow.release()]);
     for (const v of [...this.fastVariants.values(), ...this.slowVariants.values()]) await (await v).release();
   }
 }

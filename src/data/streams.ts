@@ -10,7 +10,7 @@
  * | gradualStream | per corruption, severity 1→2→3→4→5→4→3→2→1, then the next corruption |
  * | mixedStream | all corruptions' samples shuffled together, so a batch mixes domains |
  * | correlatedLabelStream | continual, with labels ordered non-i.i.d. by a Dirichlet(gamma) over time slots (RoTTA) |
- * | recurringStream | the continual sequence repeated for N rounds |
+ * | recurringStream | the continual sequence repeated for N rounds (optionally reshuffled each round) |
  *
  * Every scenario also accepts `gamma` to make its label order temporally correlated.
  *
@@ -130,6 +130,8 @@ export interface GradualOptions extends CommonStreamOptions {
 export interface RecurringOptions extends MultiDomainOptions {
   /** How many times the continual sequence repeats (default 10). */
   rounds?: number;
+  /** Reshuffle the order of the domains in every round after the first (seeded; default false). */
+  shuffleRounds?: boolean;
 }
 
 export interface CorrelatedOptions extends MultiDomainOptions {
@@ -190,8 +192,11 @@ export function recurringStream(data: LabelledImages, opts: RecurringOptions = {
   const rounds = opts.rounds ?? 10;
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`recurringStream: rounds must be a positive integer, got ${rounds}`);
   const plan: PlanSegment[] = [];
+  const orderRng = Rng.xoshiro(hashSeed(o.seed, 6));
   for (let r = 0; r < rounds; r++) {
-    domains.forEach((d, k) => {
+    const order = opts.shuffleRounds && r > 0 ? Array.from(orderRng.permutation(domains.length)) : domains.map((_, k) => k);
+    order.forEach((k) => {
+      const d = domains[k]!;
       plan.push(segmentFor(data, o, domains, [k], severityFor(d, opts.severity ?? 5), r, Rng.xoshiro(hashSeed(o.seed, 5, r, k))));
     });
   }
