@@ -28,6 +28,13 @@ export interface SessionOptions {
    */
   memoryArena?: boolean;
   /**
+   * onnxruntime's memory pattern (enableMemPattern, default on): from the second run on it allocates
+   * one block laid out after the first run's allocations, on top of what the arena already holds
+   * from that run. Training steps turn it off (TrainStep): peak RSS of cnn28's Tent step 325 → 237 MB,
+   * of its full step 513 → 338 MB (bench/results/step-memory.md).
+   */
+  memoryPattern?: boolean;
+  /**
    * How onnxruntime computes a DequantizeLinear(int8/int4 weight) → MatMul it fuses into MatMulNBits
    * at level 'all' (session.qdq_matmulnbits_accuracy_level: 1 float32, 2 float16, 3 bfloat16, 4 int8).
    * onnxruntime's default, 4, quantizes the activations too, which the model's graph never asked for:
@@ -107,6 +114,7 @@ export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}
     executionProviders: backend.executionProviders,
   };
   if (opts.memoryArena === false) o.enableCpuMemArena = false;
+  if (opts.memoryPattern === false) o.enableMemPattern = false;
   if (opts.threads && backend.threadsPerSession) {
     o.intraOpNumThreads = opts.threads;
     o.interOpNumThreads = 1;
