@@ -32,11 +32,16 @@ export interface StepGraph {
   gradOutputs: Map<string, string | null>;
   extraOutputs: Map<string, string>;
   runningStats: RunningStatUpdate[];
+  /** Milliseconds spent per compile phase (probe, fold, lower, loss, backward, outputs): where compile time goes. */
+  timings: Record<string, number>;
 }
 
 export const LOSS_OUTPUT = 'refit.loss';
 
 export async function buildStepGraph(source: Model, sig: InputSignature, opts: StepGraphOptions): Promise<StepGraph> {
+  const timings: Record<string, number> = {};
+  let clock = performance.now();
+  const lap = (phase: string) => { const t = performance.now(); timings[phase] = (timings[phase] ?? 0) + t - clock; clock = t; };
   const model = cloneModel(source);
   const g = model.graph;
   const opset = opsetVersion(model);
@@ -47,7 +52,9 @@ export async function buildStepGraph(source: Model, sig: InputSignature, opts: S
     ? [...opts.trainable, ...source.graph.nodes.filter((n) => n.opType === 'BatchNormalization').flatMap((n) => n.inputs.slice(3, 5))]
     : opts.trainable;
   const plan = planFold(source.graph, fed);
+  lap('plan');
   const { shapes: forwardShapes, values } = await probe(source, sig, { values: plan.candidates });
+  lap('probe');
   const shapeOf = (t: string) => {
     const s = forwardShapes.get(t);
     if (!s) throw new Error(`tensor '${t}' does not exist in the model (known outputs: ${source.graph.outputs.map((o) => o.name).join(', ')})`);
@@ -57,11 +64,13 @@ export async function buildStepGraph(source: Model, sig: InputSignature, opts: S
   for (const o of opts.outputs ?? []) shapeOf(o);
   // Before the loss and backward exist, so gradient rules see folded values as constants.
   applyFold(g, plan, values, { roots: [...opts.loss.reads, ...(opts.outputs ?? [])], keep: fed });
+  lap('fold');
   lowerForGradient(g, shapeOf, em, { trainable: opts.trainable }); // LSTM/GRU unrolled, com.microsoft fused ops unfused
   lowerQuantized(g, em, opts.trainable); // int8 layers → float with straight-through gradients; float16 → float32
 
   const runningStats = opts.batchNorm === 'train' ? lowerBatchNormTrain(g, em, shapeOf) : [];
   const statInputs = runningStats.map((r) => r.param);
+  lap('lower');
 
   // Loss inputs become graph inputs.
   const lossInputs = new Map<string, string>();
@@ -88,11 +97,14 @@ export async function buildStepGraph(source: Model, sig: InputSignature, opts: S
 
   // Shapes for forward + loss (the backward pass needs the loss nodes' shapes too).
   g.outputs = [{ name: LOSS_OUTPUT, dtype: 'float32', shape: [] }];
+  lap('loss');
   const shapes = await probeShapes(model, { ...sig, ...lossSig });
+  lap('probe');
   const lossShape = shapes.get(LOSS_OUTPUT)!;
   if (size(lossShape.dims) !== 1) throw new Error(`loss ${opts.loss.describe} must be a scalar, got shape [${lossShape.dims}]`);
 
   const grads = buildBackward(g, shapes, em, { loss: LOSS_OUTPUT, wrt: opts.trainable });
+  lap('backward');
 
   // Trainables and running statistics become inputs; everything else stays baked in.
   const paramInputs = [...opts.trainable, ...statInputs.filter((s) => !opts.trainable.includes(s))];
@@ -133,5 +145,6 @@ export async function buildStepGraph(source: Model, sig: InputSignature, opts: S
     const s = shapes.get(p);
     if (s && !isFloat(s.dtype)) throw new Error(`trainable '${p}' has dtype ${s.dtype}; only float tensors can be trained`);
   }
-  return { model, shapes, paramInputs, lossInputs, lossOutput: LOSS_OUTPUT, gradOutputs, extraOutputs, runningStats: running };
+  lap('outputs');
+  return { model, shapes, paramInputs, lossInputs, lossOutput: LOSS_OUTPUT, gradOutputs, extraOutputs, runningStats: running, timings };
 }

@@ -44,7 +44,14 @@ export class TrainStep {
     if (!hit) {
       hit = (async () => {
         const graph = await buildStepGraph(this.model.ir, sig, this.options);
-        const session = await createSession(encodeModel(graph.model), this.session);
+        let t = performance.now();
+        const bytes = encodeModel(graph.model);
+        graph.timings.encode = performance.now() - t;
+        t = performance.now();
+        // No memory pattern unless asked: with the arena it holds a second layout of the step's
+        // activations from the second run on (SessionOptions.memoryPattern).
+        const session = await createSession(bytes, { memoryPattern: false, ...this.session });
+        graph.timings.session = performance.now() - t;
         return { graph, session };
       })();
       hit.catch(() => this.cache.delete(key));
