@@ -5,6 +5,7 @@
 import type { Graph, Node } from '../onnx/ir.ts';
 import { attrFloat } from '../onnx/ir.ts';
 import type { Emitter } from '../onnx/emitter.ts';
+import { f32 } from '../onnx/tensor.ts';
 
 export interface RunningStatUpdate {
   /** Initializer holding the running statistic. */
@@ -35,7 +36,7 @@ export function lowerBatchNormTrain(graph: Graph, em: Emitter, shapeOf: (t: stri
       continue;
     }
     checkRunningStats(graph, node);
-    updates.push(...emitTrainBN(node, em, shapeOf, opts.prior ?? 0));
+    updates.push(...emitTrainBN(node, graph, em, shapeOf, opts.prior ?? 0));
   }
   return updates;
 }
@@ -56,7 +57,27 @@ export function checkRunningStats(graph: Graph, node: Node): void {
   }
 }
 
-function emitTrainBN(node: Node, em: Emitter, shapeOf: (t: string) => number[], prior: number): RunningStatUpdate[] {
+/**
+ * How the batch statistics are computed. Both are standard ops and give the same numbers
+ * (test/train/bn-forms.test.ts pins them within 1e-5):
+ * - 'bn-train': one BatchNormalization node in training mode (opset ≥ 14: training_mode=1 and
+ *   outputs Y, running mean, running var; opsets 9–13: the five-output form) fed zero running
+ *   statistics and momentum 0, so its "running" outputs are exactly the batch mean and the biased
+ *   batch variance. onnxruntime's CPU kernel (onnxruntime-web's too) takes both moments in two
+ *   passes (sum, then Σ(x − μ)², so no cancellation when |mean| ≫ std) and normalises in a
+ *   third, one thread, with no activation-sized temporaries.
+ * - 'decomposed': ReduceMean, Sub, Mul, ReduceMean, then an inference BatchNormalization fed the
+ *   moments (the form before; kept as the reference the tests and bench/bn-forms.ts compare to).
+ * Chosen: 'bn-train'. bench/bn-forms.ts (bench/results/bn-forms.md) measured it at 0.44–0.94× the
+ * decomposed form's time on the BN layers of cnn28, ResNet-18 and MobileNetV2, largest gain on
+ * the wide MobileNetV2 activations. Its kernel only takes float and double, so other dtypes keep
+ * the decomposed form.
+ */
+export type BatchStatsForm = 'bn-train' | 'decomposed';
+/** The form the lowering emits; tests and the bench switch it to compare the two. */
+export const batchStatsForm: { current: BatchStatsForm } = { current: 'bn-train' };
+
+function emitTrainBN(node: Node, graph: Graph, em: Emitter, shapeOf: (t: string) => number[], prior: number): RunningStatUpdate[] {
   const [x, scale, bias, mean, variance] = node.inputs as [string, string, string, string, string];
   const eps = attrFloat(node, 'epsilon', 1e-5);
   const momentum = attrFloat(node, 'momentum', 0.9);
@@ -64,10 +85,42 @@ function emitTrainBN(node: Node, em: Emitter, shapeOf: (t: string) => number[], 
   const C = dims[1]!;
   const axes = dims.map((_, i) => i).filter((i) => i !== 1);
   const n = axes.reduce((p, a) => p * dims[a]!, 1);
-  const batchMean = em.reduce('ReduceMean', x, axes, true);
-  const centered = em.sub(x, batchMean);
-  const batchVar = em.reduce('ReduceMean', em.mul(centered, centered), axes, true);
-  let useMean = em.reshape(batchMean, [C]), useVar = em.reshape(batchVar, [C]);
+  const statType = graph.initializers.get(mean)?.dtype;
+  const fusedOk = batchStatsForm.current === 'bn-train' && statType === 'float32' && graph.initializers.get(scale)?.dtype !== 'float16';
+  const epsAttr = { epsilon: { kind: 'float' as const, value: eps } };
+  let batchMean: string, batchVar: string;
+  if (fusedOk) {
+    // Zero "running" inputs and momentum 0: the running outputs are the batch moments themselves.
+    // The running inputs are zeros computed from x, never initializers: onnxruntime's kernel
+    // declares the running outputs as aliases of the running inputs (it updates them in place),
+    // so with an initializer there it wrote each batch's moments into the initializer (a NaN batch
+    // then poisoned every later one: 0·NaN), and its ConstantSharing pass merged two equal zero
+    // initializers into one buffer that both outputs then aliased (wrong moments). Two distinct
+    // tiny nodes (C elements from x, times 0) give each output a buffer of its own, every run;
+    // they are non-finite only when x is, and then so are the moments.
+    const head = em.op('Slice', [em.reshape(x, [-1]), em.ints([0]), em.ints([C])], {}, `${node.name}_head`);
+    const zeroMean = em.mul(head, em.scalar(0));
+    const zeroVar = em.mul(zeroMean, em.scalar(0));
+    const train14 = em.opset >= 14;
+    const outs = [prior === 0 ? node.outputs[0]! : em.fresh(`${node.name}_stats_y`), em.fresh(`${node.name}_batch_mean`), em.fresh(`${node.name}_batch_var`)];
+    if (!train14) outs.push(em.fresh(`${node.name}_saved_mean`), em.fresh(`${node.name}_saved_invstd`));
+    em.graph.nodes.push({
+      name: em.fresh(`${node.name}_batchstats`), opType: 'BatchNormalization', domain: '',
+      inputs: [x, prior === 0 ? scale : em.constant(f32([C], new Float32Array(C).fill(1)), 'bn_ones'), prior === 0 ? bias : em.constant(f32([C], new Float32Array(C)), 'bn_zeros'), zeroMean, zeroVar],
+      outputs: outs,
+      attrs: { ...epsAttr, momentum: { kind: 'float', value: 0 }, ...(train14 ? { training_mode: { kind: 'int', value: 1 } } : {}) },
+      // Its gradient rule (norm.ts batchStatisticsGrad) reads the moments from outputs 1 and 2.
+      meta: { batchStatistics: prior === 0 },
+    });
+    [batchMean, batchVar] = [outs[1]!, outs[2]!];
+    if (prior === 0) return runningUpdates(em, mean, variance, batchMean, batchVar, momentum, n);
+  } else {
+    const m = em.reduce('ReduceMean', x, axes, true);
+    const centered = em.sub(x, m);
+    batchMean = em.reshape(m, [C]);
+    batchVar = em.reshape(em.reduce('ReduceMean', em.mul(centered, centered), axes, true), [C]);
+  }
+  let useMean = batchMean, useVar = batchVar;
   if (prior > 0) {
     // Mix source and batch statistics; the source ones are constants here (no gradient).
     const a = prior / (prior + dims[0]!);
@@ -81,12 +134,17 @@ function emitTrainBN(node: Node, em: Emitter, shapeOf: (t: string) => number[], 
   em.graph.nodes.push({
     name: em.fresh(`${node.name}_batchstats`), opType: 'BatchNormalization', domain: '',
     inputs: [x, scale, bias, useMean, useVar], outputs: [node.outputs[0]!],
-    attrs: { epsilon: { kind: 'float', value: eps } },
+    attrs: epsAttr,
     meta: { batchStatistics: prior === 0 },
   });
+  return runningUpdates(em, mean, variance, batchMean, batchVar, momentum, n);
+}
+
+/** PyTorch's running-statistic update, with the unbiased batch variance. */
+function runningUpdates(em: Emitter, mean: string, variance: string, batchMean: string, batchVar: string, momentum: number, n: number): RunningStatUpdate[] {
   const m1 = em.scalar(momentum), m2 = em.scalar(1 - momentum);
-  const newMean = em.add(em.mul(mean, m1), em.mul(em.reshape(batchMean, [C]), m2));
-  const unbiased = em.mul(em.reshape(batchVar, [C]), em.scalar(n > 1 ? n / (n - 1) : 1));
+  const newMean = em.add(em.mul(mean, m1), em.mul(batchMean, m2));
+  const unbiased = em.mul(batchVar, em.scalar(n > 1 ? n / (n - 1) : 1));
   const newVar = em.add(em.mul(variance, m1), em.mul(unbiased, m2));
   return [{ param: mean, updated: newMean }, { param: variance, updated: newVar }];
 }

@@ -1,13 +1,15 @@
 // Normalisation layers: BatchNormalization (inference form), LayerNormalization,
 // InstanceNormalization and GroupNormalization.
 //
-// BatchNorm in *training* mode never reaches these rules: compileTrainStep lowers it to
-// primitive ops first (src/train/batchnorm-train.ts), and its gradient flows through those.
+// BatchNorm in *training* mode reaches them only as the node src/train/batchnorm-train.ts
+// lowers it to (flagged meta.batchStatistics): batchStatisticsGrad takes the whole gradient
+// through the batch moments there. A training-mode node from a model is refused.
 // The decomposed LayerNorm that exporters emit (ReduceMean, Sub, Pow, Sqrt, Div, ...) also
 // needs no rule here: it differentiates through the primitive rules.
 import { attrFloat, attrInt, type Node } from '../../onnx/ir.ts';
-import { ONNX_DTYPE, tensor, type DType } from '../../onnx/tensor.ts';
+import { ONNX_DTYPE, tensor, f32, type DType } from '../../onnx/tensor.ts';
 import { registerRules, type GradContext } from '../rule.ts';
+import type { Emitter } from '../../onnx/emitter.ts';
 
 const range = (a: number, b: number) => Array.from({ length: Math.max(0, b - a) }, (_, i) => a + i);
 
@@ -67,27 +69,120 @@ function bnParts(ctx: GradContext, node: Node) {
 }
 
 /**
- * BatchNorm fed with its own batch statistics (training mode, lowered by batchnorm-train.ts):
- * mean μ and variance σ² are functions of X, so the whole gradient is taken here and none is
- * passed to the statistics. With r = 1/√(σ² + eps), n elements per channel and sums over them:
+ * How batchStatisticsGrad writes the batch-statistics gradient. All are standard ops and agree
+ * within float32 rounding (test/autodiff/bn-grad-forms.test.ts pins them against each other):
+ * - sumGX, the per-channel Σ g·x: 'mul-reduce' materialises g·x and reduces it; 'diag-matmul'
+ *   takes it from the diagonals of a batched MatMul of g against xᵀ over blocks of `block`
+ *   channels ([N, C/k, k, HW] × [N, C/k, HW, k]; onnxruntime fuses the transpose into FusedMatMul),
+ *   reading g and x once with no activation-sized temporary, at k× the multiply-adds.
+ * - dX = a·g + b·x + c: 'mul-add' is Mul, Mul, Add, Add; 'bn-affine' writes b·x + c as an
+ *   inference BatchNormalization (mean 0, variance 1, epsilon 0: exactly x·b + c, one pass) and
+ *   adds a·g to it.
+ */
+export interface BnGradForm { sumGX: 'mul-reduce' | 'diag-matmul'; block?: number; dX: 'mul-add' | 'bn-affine' }
+export const OLD_BN_GRAD_FORM: BnGradForm = { sumGX: 'mul-reduce', dX: 'mul-add' };
+/** 'auto' = pickBnGradForm; tests and bench/bn-forms.ts set a form to compare. */
+export const bnGradForm: { current: 'auto' | BnGradForm } = { current: 'auto' };
+
+/**
+ * The form chosen for an input of shape `dims`: Σ g·x by Mul + ReduceSum (as before: the same
+ * numbers), dX with the BatchNormalization affine. bench/bn-forms.ts on the BN layers of cnn28,
+ * ResNet-18 and MobileNetV2 (bench/results/bn-forms.md; a 2-core machine shared with other jobs,
+ * so judged on process CPU time and the fastest runs): the bn-affine dX took 0.82–0.92× the CPU
+ * time of the Mul/Add form and its fastest run was at most the old form's on every layer but
+ * cnn28's (equal). The diag-matmul Σ g·x saved a further 0–8% at best, not consistently, and adds
+ * float32 error (1e-6 relative where |mean| = 2·std), so it is not used.
+ */
+export function pickBnGradForm(_dims: number[]): BnGradForm {
+  return { sumGX: 'mul-reduce', dX: 'bn-affine' };
+}
+
+export interface BatchStatGradInputs {
+  x: string; g: string; scale: string; mean: string; variance: string; eps: number; dims: number[];
+  /** Gradients flowing into the batch mean / biased variance as outputs of the node (null: none). */
+  dMean?: string | null; dVar?: string | null;
+}
+
+/**
+ * The gradient of y = scale·(x − μ)·r + β with μ, σ² the batch moments of x over every axis but 1
+ * (r = 1/√(σ² + eps), n elements per channel, sums over them):
  *   dB = Σ g,  dScale = r·(Σ g·x − μ·Σ g),
  *   dX = a·g + b·x + c,  a = scale·r,  b = −a·r·dScale/n,  c = −a·dB/n − b·μ
  * (the usual r·scale·(g − mean(g) − x̂·mean(g·x̂)), rearranged so x̂ is never materialised).
+ * Gradients into μ and σ² themselves add dμ/n and 2·dσ²·(x − μ)/n to dX, folded into b and c.
  */
-function batchStatisticsGrad(ctx: GradContext, node: Node, g: string, needs: boolean[]): (string | null)[] {
-  const em = ctx.em;
-  const { x, scale, mean, dims, C, rank, others, r } = bnParts(ctx, node);
-  const n = others.reduce((p, a) => p * dims[a]!, 1);
+export function emitBatchStatisticsGrad(em: Emitter, p: BatchStatGradInputs, want: { dX: boolean }, form: BnGradForm) {
+  const { x, g, scale, mean, dims } = p;
+  const C = dims[1]!, rank = dims.length;
+  const others = range(0, rank).filter((a) => a !== 1);
+  const n = others.reduce((q, a) => q * dims[a]!, 1);
+  const pc = (t: string) => em.reshape(t, [1, C, ...Array<number>(rank - 2).fill(1)]);
+  const r = em.op('Reciprocal', [em.op('Sqrt', [em.add(p.variance, em.scalar(p.eps))])]);
   const dB = em.reduce('ReduceSum', g, others, false);
-  const sumGX = em.reduce('ReduceSum', em.mul(g, x), others, false);
+  const sumGX = form.sumGX === 'diag-matmul' ? diagSumGX(em, g, x, dims, form.block ?? 16) : em.reduce('ReduceSum', em.mul(g, x), others, false);
   const dScale = em.mul(r, em.sub(sumGX, em.mul(mean, dB)));
   let dX: string | null = null;
-  if (needs[0]) {
+  if (want.dX) {
     const a = em.mul(scale, r);
-    const b = em.neg(em.mul(em.mul(a, r), em.mul(dScale, em.scalar(1 / n))));
-    const c = em.sub(em.neg(em.mul(a, em.mul(dB, em.scalar(1 / n)))), em.mul(b, mean));
-    dX = em.add(em.mul(g, perChannel(ctx, a, C, rank)), em.add(em.mul(x, perChannel(ctx, b, C, rank)), perChannel(ctx, c, C, rank)));
+    let b = em.neg(em.mul(em.mul(a, r), em.mul(dScale, em.scalar(1 / n))));
+    let c = em.sub(em.neg(em.mul(a, em.mul(dB, em.scalar(1 / n)))), em.mul(b, mean));
+    if (p.dMean) c = em.add(c, em.mul(p.dMean, em.scalar(1 / n)));
+    if (p.dVar) {
+      const k = em.mul(p.dVar, em.scalar(2 / n));
+      b = em.add(b, k);
+      c = em.sub(c, em.mul(k, mean));
+    }
+    if (form.dX === 'bn-affine') {
+      const zeros = em.constant(f32([C], new Float32Array(C)), 'bn_zeros');
+      const ones = em.constant(f32([C], new Float32Array(C).fill(1)), 'bn_ones');
+      const bx = em.fresh('bn_affine');
+      em.graph.nodes.push({ name: em.fresh('bn_affine_node'), opType: 'BatchNormalization', domain: '', inputs: [x, b, c, zeros, ones], outputs: [bx], attrs: { epsilon: { kind: 'float', value: 0 } } });
+      dX = em.add(em.mul(g, pc(a)), bx);
+    } else {
+      dX = em.add(em.mul(g, pc(a)), em.add(em.mul(x, pc(b)), pc(c)));
+    }
   }
+  return { dX, dScale, dB };
+}
+
+/** Σ g·x per channel from the diagonals of per-block g·xᵀ products (see BnGradForm). */
+function diagSumGX(em: Emitter, g: string, x: string, dims: number[], k: number): string {
+  const N = dims[0]!, C = dims[1]!, S = dims.slice(2).reduce((q, d) => q * d, 1);
+  const blocks = [N, C / k, k, S];
+  const prod = em.op('MatMul', [em.reshape(g, blocks), em.transpose(em.reshape(x, blocks), [0, 1, 3, 2])]); // [N, C/k, k, k]
+  const diag = em.op('Slice', [em.reshape(prod, [N, C / k, k * k]), em.ints([0]), em.ints([k * k]), em.ints([2]), em.ints([k + 1])]);
+  return em.reshape(em.reduce('ReduceSum', diag, [0], false), [C]);
+}
+
+/** A BatchNormalization node in training mode (running-statistic outputs present). */
+export function isTrainingModeBN(node: Node): boolean {
+  return attrInt(node, 'training_mode', 0) !== 0 || node.outputs.slice(1).some(Boolean);
+}
+
+/**
+ * BatchNorm fed with its own batch statistics (training mode, lowered by batchnorm-train.ts):
+ * mean μ and variance σ² are functions of X, so the whole gradient is taken here and none is
+ * passed to the statistics. Two node forms: an inference node fed the moments (inputs 3, 4), or a
+ * training-mode node with zero running inputs and momentum 0 whose outputs 1, 2 are the moments.
+ */
+function batchStatisticsGrad(ctx: GradContext, node: Node, dOut: (string | null)[], needs: boolean[]): (string | null)[] {
+  const [x, scale] = node.inputs as [string, string];
+  const dims = ctx.shape(x);
+  checkRank(node, dims, 2);
+  const training = isTrainingModeBN(node);
+  if (training && attrFloat(node, 'momentum', 0.9) !== 0) {
+    throw new Error(`BatchNormalization node '${node.name}': the batch-statistics gradient reads the batch moments from its running outputs, which needs momentum 0, got ${attrFloat(node, 'momentum', 0.9)}`);
+  }
+  const [mean, variance] = training ? [node.outputs[1]!, node.outputs[2]!] : [node.inputs[3]!, node.inputs[4]!];
+  const g = dOut[0];
+  const eps = attrFloat(node, 'epsilon', 1e-5);
+  const dMean = training ? dOut[1] ?? null : null, dVar = training ? dOut[2] ?? null : null;
+  if (!g) {
+    if (dMean || dVar) throw new Error(`BatchNormalization node '${node.name}': gradients reach its batch moments but not its output Y; refit's lowering never builds that`);
+    return [null, null, null, null, null];
+  }
+  const form = bnGradForm.current === 'auto' ? pickBnGradForm(dims) : bnGradForm.current;
+  const { dX, dScale, dB } = emitBatchStatisticsGrad(ctx.em, { x, g, scale, mean, variance, eps, dims, dMean, dVar }, { dX: needs[0]! }, form);
   return [dX, needs[1] ? dScale : null, needs[2] ? dB : null, null, null];
 }
 
@@ -98,14 +193,15 @@ registerRules({
    * running statistics are not parameters in the usual sense, but if a caller does train
    * them their exact gradients are returned too.
    */
-  BatchNormalization(ctx, node, [dY], needs) {
+  BatchNormalization(ctx, node, dOut, needs) {
+    const dY = dOut[0];
+    if (node.meta?.batchStatistics) return batchStatisticsGrad(ctx, node, dOut, needs);
     if (attrInt(node, 'training_mode', 0) !== 0) {
       throw new Error(`training_mode=1 BatchNormalization is not differentiated directly; compile the step with batchNorm: 'train' (it lowers the node to primitive ops)`);
     }
     if (node.outputs.slice(1).some(Boolean)) {
       throw new Error(`BatchNormalization with running-statistic outputs [${node.outputs.slice(1).filter(Boolean)}] is a training-mode node; compile the step with batchNorm: 'train'`);
     }
-    if (node.meta?.batchStatistics) return batchStatisticsGrad(ctx, node, dY!, needs);
     const em = ctx.em;
     const { x, scale, mean, C, rank, others, r } = bnParts(ctx, node);
     const g = dY!;
