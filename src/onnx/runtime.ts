@@ -70,8 +70,6 @@ export interface RuntimeBackend {
   executionProviders: Ort.InferenceSession.ExecutionProviderConfig[];
   /** Whether SessionOptions.threads applies per session (Node) or not at all (web: one pool per page). */
   threadsPerSession: boolean;
-  /** Graph optimization level when SessionOptions.optimization is not given (default 'all'). */
-  defaultOptimization?: SessionOptions['optimization'];
 }
 
 let current: RuntimeBackend | undefined;
@@ -110,7 +108,7 @@ function loadNodeFallback(): RuntimeBackend | undefined {
 export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}): Promise<Ort.InferenceSession> {
   const backend = runtime();
   const o: Ort.InferenceSession.SessionOptions = {
-    graphOptimizationLevel: opts.optimization ?? backend.defaultOptimization ?? 'all',
+    graphOptimizationLevel: opts.optimization ?? 'all',
     executionProviders: backend.executionProviders,
   };
   if (opts.memoryArena === false) o.enableCpuMemArena = false;

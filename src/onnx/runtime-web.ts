@@ -1,0 +1,125 @@
+// onnxruntime-web as refit's runtime: wasm (SIMD; threads where the page is cross-origin
+// isolated) by default, WebGPU by option. Importing this file registers wasm, so `refit/web`
+// works with no call; useWebRuntime() changes the device, the wasm file location and threads.
+//
+// Threads: onnxruntime-web has one thread pool per page (env.wasm.numThreads), fixed when the
+// first session starts the wasm module, and only when the page is cross-origin isolated (served
+// with COOP: same-origin and COEP: require-corp); without it onnxruntime-web silently runs one
+// thread. useWebRuntime() reports the threads it will really get.
+//
+// WebGPU: onnxruntime runs the ops its WebGPU provider has on the GPU and the rest on wasm. A
+// browser may offer only a software adapter (headless Chromium: SwiftShader, 16 s per CNN step,
+// and wrong outputs for grouped Conv with 5, 6, 7, 9 or 10 output channels per group, which
+// refit's one-hot im2col weight gradient uses), so a fallback adapter counts as no WebGPU unless
+// allowSoftwareAdapter is set.
+import * as ortWeb from 'onnxruntime-web';
+import { useRuntime, type OrtModule, type RuntimeBackend } from './runtime.ts';
+
+export type WebDevice = 'wasm' | 'webgpu';
+
+export interface WebRuntimeOptions {
+  /** Where sessions run. Default 'wasm'. */
+  device?: WebDevice;
+  /** When WebGPU was asked for and the browser has none: run on wasm with a warning (default), or throw. */
+  fallback?: 'wasm' | 'error';
+  /** Accept a software WebGPU adapter (SwiftShader). Default false: see the note at the top of this file. */
+  allowSoftwareAdapter?: boolean;
+  /**
+   * Where onnxruntime-web's wasm files are (a folder URL ending in '/', or {mjs, wasm} URLs).
+   * Default: next to the bundle that holds onnxruntime-web (`npm run build:web` copies them there).
+   */
+  wasmPaths?: ortWeb.Env.WasmPrefixOrFilePaths;
+  /** wasm threads (one pool per page; needs cross-origin isolation). Default: onnxruntime-web's (min(4, cores/2)). */
+  threads?: number;
+  /** Receives the fallback and thread warnings. Default console.warn. */
+  onWarning?: (message: string) => void;
+}
+
+export interface WebRuntimeInfo {
+  device: WebDevice;
+  /** wasm threads the page gets (1 when not cross-origin isolated). */
+  threads: number;
+  crossOriginIsolated: boolean;
+  /** The WebGPU adapter's vendor/architecture, when WebGPU runs. */
+  adapter?: string;
+  /** Why the device or threads differ from what was asked, if they do. */
+  warnings: string[];
+}
+
+const ort = ortWeb as unknown as OrtModule;
+
+function backendFor(device: WebDevice): RuntimeBackend {
+  return {
+    name: `onnxruntime-web (${device})`,
+    ort,
+    executionProviders: device === 'webgpu' ? ['webgpu'] : ['wasm'],
+    threadsPerSession: false,
+  };
+}
+
+useRuntime(backendFor('wasm'));
+
+interface GpuAdapterLike {
+  info?: { vendor?: string; architecture?: string; description?: string; isFallbackAdapter?: boolean };
+  isFallbackAdapter?: boolean;
+}
+interface NavigatorGpu { gpu?: { requestAdapter(o?: Record<string, unknown>): Promise<GpuAdapterLike | null> } }
+
+/** Why WebGPU cannot be used here, or the adapter's description when it can. */
+async function probeWebGpu(allowSoftware: boolean): Promise<{ ok: true; adapter: string } | { ok: false; why: string }> {
+  const gpu = (globalThis.navigator as NavigatorGpu | undefined)?.gpu;
+  if (!gpu) return { ok: false, why: 'this browser has no navigator.gpu (WebGPU is off or unsupported)' };
+  let adapter: GpuAdapterLike | null;
+  try {
+    adapter = await gpu.requestAdapter();
+  } catch (e) {
+    return { ok: false, why: `navigator.gpu.requestAdapter() failed: ${(e as Error).message}` };
+  }
+  if (!adapter) return { ok: false, why: 'navigator.gpu.requestAdapter() returned no adapter' };
+  const info = adapter.info ?? {};
+  const desc = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unknown adapter';
+  const software = info.isFallbackAdapter ?? adapter.isFallbackAdapter ?? /swiftshader/i.test(desc);
+  if (software && !allowSoftware) {
+    return { ok: false, why: `the only WebGPU adapter is a software one (${desc}): far slower than wasm and wrong on some grouped convolutions; pass allowSoftwareAdapter: true to use it anyway` };
+  }
+  return { ok: true, adapter: desc };
+}
+
+/**
+ * Choose where refit's sessions run in this page. Call before the first model is used: wasm
+ * paths and threads are fixed once onnxruntime-web has started.
+ */
+export async function useWebRuntime(opts: WebRuntimeOptions = {}): Promise<WebRuntimeInfo> {
+  const warn = opts.onWarning ?? ((m: string) => console.warn(`refit: ${m}`));
+  const warnings: string[] = [];
+  const note = (m: string) => { warnings.push(m); warn(m); };
+  const device = opts.device ?? 'wasm';
+  if (device !== 'wasm' && device !== 'webgpu') throw new Error(`useWebRuntime: device must be 'wasm' or 'webgpu', got ${JSON.stringify(device)}`);
+  if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1)) throw new Error(`useWebRuntime: threads must be a positive integer, got ${opts.threads}`);
+  const env = ortWeb.env;
+  if (opts.wasmPaths !== undefined) env.wasm.wasmPaths = opts.wasmPaths;
+  const isolated = (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
+  if (opts.threads !== undefined) env.wasm.numThreads = opts.threads;
+  // onnxruntime-web's own default when unset (its initializeFlags).
+  const cores = (globalThis.navigator as { hardwareConcurrency?: number } | undefined)?.hardwareConcurrency || 1;
+  let threads = env.wasm.numThreads || (isolated ? Math.min(4, Math.ceil(cores / 2)) : 1);
+  if (threads > 1 && !isolated) {
+    note(`${threads} wasm threads need a cross-origin isolated page (Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp); running 1 thread`);
+    env.wasm.numThreads = threads = 1;
+  }
+  let chosen: WebDevice = device;
+  let adapter: string | undefined;
+  if (device === 'webgpu') {
+    const p = await probeWebGpu(opts.allowSoftwareAdapter === true);
+    if (p.ok) adapter = p.adapter;
+    else if (opts.fallback === 'error') throw new Error(`WebGPU was asked for but cannot be used: ${p.why}`);
+    else {
+      note(`WebGPU was asked for but cannot be used: ${p.why}; running on wasm`);
+      chosen = 'wasm';
+    }
+  }
+  useRuntime(backendFor(chosen));
+  return { device: chosen, threads, crossOriginIsolated: isolated, ...(adapter ? { adapter } : {}), warnings };
+}
+
+export { ortWeb };
