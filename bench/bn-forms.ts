@@ -3,6 +3,12 @@
 // checks them against each other, and writes bench/results/bn-forms.{json,md}.
 //
 //   npx tsx bench/bn-forms.ts [--rounds 30] [--quick] [--only fwd|bwd|adapt]
+//   npx tsx bench/bn-forms.ts --steps cnn28,mobilenet_v2_224 [--configs infer,bn-adapt,tent]
+//        [--rounds 4] [--reps 5]
+//        whole models (tmp/foreign-models, see bench/foreign.ts): the same calls compiled with the
+//        old forms ('decomposed' statistics, Mul/Add gradient) and the chosen ones, each in its own
+//        child process, the two alternating; per-call wall and process CPU time →
+//        bench/results/bn-forms-steps.md.
 //
 // - fwd: batch moments + normalisation, as lowerBatchNormTrain emits them ('decomposed' before,
 //   'bn-train' now), outputs Y and the two updated running statistics.
@@ -11,7 +17,9 @@
 //   (BN folded into the conv, activation fused) and with each statistics form.
 // Rounds interleave the candidates of a layer (one run of each per round), so drift in machine
 // load hits them alike; ratios are of medians (and of 25th percentiles) within one layer.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import { ModelBuilder } from '../src/onnx/model-builder.ts';
 import { Emitter } from '../src/onnx/emitter.ts';
@@ -226,4 +234,78 @@ async function main() {
   if (mismatches.length) { console.error('mismatching candidates:\n' + mismatches.join('\n')); process.exitCode = 1; }
 }
 
-await main();
+// ---------------------------------------------------------------- whole models, old forms vs chosen
+
+const STEP_MODELS: Record<string, { chw: number[]; batch: number }> = {
+  cnn28: { chw: [1, 28, 28], batch: 64 }, resnet18_64: { chw: [3, 64, 64], batch: 64 },
+  resnet18_224: { chw: [3, 224, 224], batch: 16 }, mobilenet_v2_224: { chw: [3, 224, 224], batch: 16 },
+};
+
+/** One child: the model's `cfg` call compiled with the old or the chosen forms; per-call wall and CPU ms. */
+async function stepChild(variant: 'old' | 'new', modelName: string, cfg: string, reps: number) {
+  const { loadModel } = await import('../src/model.ts');
+  const { createAdapter } = await import('../src/tta/index.ts');
+  const { bnGradForm } = await import('../src/autodiff/rules/norm.ts');
+  if (variant === 'old') { batchStatsForm.current = 'decomposed'; bnGradForm.current = OLD_BN_GRAD_FORM; }
+  const m = STEP_MODELS[modelName]!;
+  const model = await loadModel(new URL(`../tmp/foreign-models/${modelName}.onnx`, import.meta.url).pathname, { threads: 2 });
+  const rng = new Rng(1);
+  const x = f32([m.batch, ...m.chw], rng.fill(new Float32Array(m.batch * m.chw.reduce((a, b) => a * b, 1)), 1));
+  const adapter = cfg === 'infer' ? null : createAdapter(model, cfg as never, {});
+  const fn = () => (adapter ? adapter.predict(x) : model.run({ x }, { outputs: ['logits'] }));
+  const t0 = performance.now();
+  await fn();
+  const first = performance.now() - t0;
+  await fn();
+  const wall: number[] = [], cpu: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t = performance.now(), u = process.cpuUsage();
+    await fn();
+    const du = process.cpuUsage(u);
+    wall.push(performance.now() - t); cpu.push((du.user + du.system) / 1000);
+  }
+  return { wall, cpu, first };
+}
+
+async function steps() {
+  const models = argOf('--steps')!.split(','), configs = (argOf('--configs') ?? 'infer,bn-adapt,tent').split(',');
+  const rounds = Number(argOf('--rounds') ?? 4), reps = Number(argOf('--reps') ?? 5);
+  const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  const rows: Record<string, unknown>[] = [];
+  const md = [
+    '# Train-mode BatchNorm forms on whole models',
+    '',
+    `\`npx tsx bench/bn-forms.ts ${args.join(' ')}\` on ${new Date().toISOString().slice(0, 16)} UTC: each (model, configuration) compiled with the old forms ` +
+      "('decomposed' batch statistics, Mul/Add gradient) and with the chosen ones, each in its own child process, the two alternating for " +
+      `${rounds} rounds of ${reps} calls (after one compiling call and one warm-up call). 2 onnxruntime threads. The machine (2 cores) was shared with other jobs: ` +
+      'the load average is given per row; CPU ms (user + system of the child per call) is the steadier figure, the fastest call the least disturbed one.',
+    '',
+    '| model | config | wall median old | new | new/old | fastest old | new | new/old | CPU median old | new | new/old | load average start → end |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+  ];
+  const med = (xs: number[]) => quantile(xs, 0.5);
+  for (const model of models) for (const cfg of configs) {
+    const acc = { old: { wall: [] as number[], cpu: [] as number[] }, new: { wall: [] as number[], cpu: [] as number[] } };
+    const l0 = load();
+    for (let r = 0; r < rounds; r++) for (const v of (r % 2 ? ['old', 'new'] : ['new', 'old']) as ('old' | 'new')[]) {
+      const p = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--step-child', v, model, cfg, String(reps)], { encoding: 'utf8', maxBuffer: 1 << 26 });
+      if (p.status !== 0) throw new Error(`${model}/${cfg} (${v}) failed: ${p.stderr.slice(-1500)}`);
+      const j = JSON.parse(p.stdout.trim().split('\n').pop()!);
+      acc[v].wall.push(...j.wall); acc[v].cpu.push(...j.cpu);
+    }
+    const o = acc.old, n = acc.new, l1 = load();
+    const row = { model, config: cfg, old: o, new: n, loadStart: l0, loadEnd: l1 };
+    rows.push(row);
+    const f = (v: number) => v.toFixed(1), q = (a: number, b: number) => (a / b).toFixed(2);
+    const line = `| ${model} | ${cfg} | ${f(med(o.wall))} | ${f(med(n.wall))} | ${q(med(n.wall), med(o.wall))} | ${f(Math.min(...o.wall))} | ${f(Math.min(...n.wall))} | ${q(Math.min(...n.wall), Math.min(...o.wall))} | ${f(med(o.cpu))} | ${f(med(n.cpu))} | ${q(med(n.cpu), med(o.cpu))} | ${l0} → ${l1} |`;
+    md.push(line);
+    console.log(line);
+  }
+  const dir = new URL('./results/', import.meta.url);
+  writeFileSync(new URL('bn-forms-steps.json', dir), JSON.stringify({ date: new Date().toISOString(), rows }, null, 1) + '\n');
+  writeFileSync(new URL('bn-forms-steps.md', dir), md.join('\n') + '\n');
+}
+
+if (args[0] === '--step-child') process.stdout.write(JSON.stringify(await stepChild(args[1] as 'old' | 'new', args[2]!, args[3]!, Number(args[4]))) + '\n');
+else if (argOf('--steps')) await steps();
+else await main();

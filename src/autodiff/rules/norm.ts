@@ -97,11 +97,7 @@ export function pickBnGradForm(_dims: number[]): BnGradForm {
   return { sumGX: 'mul-reduce', dX: 'bn-affine' };
 }
 
-export interface BatchStatGradInputs {
-  x: string; g: string; scale: string; mean: string; variance: string; eps: number; dims: number[];
-  /** Gradients flowing into the batch mean / biased variance as outputs of the node (null: none). */
-  dMean?: string | null; dVar?: string | null;
-}
+export interface BatchStatGradInputs { x: string; g: string; scale: string; mean: string; variance: string; eps: number; dims: number[] }
 
 /**
  * The gradient of y = scale·(x − μ)·r + β with μ, σ² the batch moments of x over every axis but 1
@@ -109,7 +105,6 @@ export interface BatchStatGradInputs {
  *   dB = Σ g,  dScale = r·(Σ g·x − μ·Σ g),
  *   dX = a·g + b·x + c,  a = scale·r,  b = −a·r·dScale/n,  c = −a·dB/n − b·μ
  * (the usual r·scale·(g − mean(g) − x̂·mean(g·x̂)), rearranged so x̂ is never materialised).
- * Gradients into μ and σ² themselves add dμ/n and 2·dσ²·(x − μ)/n to dX, folded into b and c.
  */
 export function emitBatchStatisticsGrad(em: Emitter, p: BatchStatGradInputs, want: { dX: boolean }, form: BnGradForm) {
   const { x, g, scale, mean, dims } = p;
@@ -124,14 +119,8 @@ export function emitBatchStatisticsGrad(em: Emitter, p: BatchStatGradInputs, wan
   let dX: string | null = null;
   if (want.dX) {
     const a = em.mul(scale, r);
-    let b = em.neg(em.mul(em.mul(a, r), em.mul(dScale, em.scalar(1 / n))));
-    let c = em.sub(em.neg(em.mul(a, em.mul(dB, em.scalar(1 / n)))), em.mul(b, mean));
-    if (p.dMean) c = em.add(c, em.mul(p.dMean, em.scalar(1 / n)));
-    if (p.dVar) {
-      const k = em.mul(p.dVar, em.scalar(2 / n));
-      b = em.add(b, k);
-      c = em.sub(c, em.mul(k, mean));
-    }
+    const b = em.neg(em.mul(em.mul(a, r), em.mul(dScale, em.scalar(1 / n))));
+    const c = em.sub(em.neg(em.mul(a, em.mul(dB, em.scalar(1 / n)))), em.mul(b, mean));
     if (form.dX === 'bn-affine') {
       const zeros = em.constant(f32([C], new Float32Array(C)), 'bn_zeros');
       const ones = em.constant(f32([C], new Float32Array(C).fill(1)), 'bn_ones');
@@ -174,15 +163,14 @@ function batchStatisticsGrad(ctx: GradContext, node: Node, dOut: (string | null)
     throw new Error(`BatchNormalization node '${node.name}': the batch-statistics gradient reads the batch moments from its running outputs, which needs momentum 0, got ${attrFloat(node, 'momentum', 0.9)}`);
   }
   const [mean, variance] = training ? [node.outputs[1]!, node.outputs[2]!] : [node.inputs[3]!, node.inputs[4]!];
+  // Refit's lowering only reads the moments outputs for the running-statistic updates, which
+  // are never differentiated; a gradient arriving there would be a graph it did not build.
+  if (dOut.slice(1).some(Boolean)) throw new Error(`BatchNormalization node '${node.name}': a gradient reaches its batch-moment outputs [${node.outputs.slice(1).filter(Boolean)}]; only gradients of Y are supported`);
   const g = dOut[0];
+  if (!g) return [null, null, null, null, null];
   const eps = attrFloat(node, 'epsilon', 1e-5);
-  const dMean = training ? dOut[1] ?? null : null, dVar = training ? dOut[2] ?? null : null;
-  if (!g) {
-    if (dMean || dVar) throw new Error(`BatchNormalization node '${node.name}': gradients reach its batch moments but not its output Y; refit's lowering never builds that`);
-    return [null, null, null, null, null];
-  }
   const form = bnGradForm.current === 'auto' ? pickBnGradForm(dims) : bnGradForm.current;
-  const { dX, dScale, dB } = emitBatchStatisticsGrad(ctx.em, { x, g, scale, mean, variance, eps, dims, dMean, dVar }, { dX: needs[0]! }, form);
+  const { dX, dScale, dB } = emitBatchStatisticsGrad(ctx.em, { x, g, scale, mean, variance, eps, dims }, { dX: needs[0]! }, form);
   return [dX, needs[1] ? dScale : null, needs[2] ? dB : null, null, null];
 }
 
