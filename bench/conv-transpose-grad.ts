@@ -10,7 +10,7 @@ import { encodeModel } from '../src/onnx/proto.ts';
 import { createSession, toOrt } from '../src/onnx/runtime.ts';
 import { f32 } from '../src/onnx/tensor.ts';
 import { Rng } from '../src/util/rng.ts';
-import { convDw, pickDw, type DwForm } from '../src/autodiff/rules/conv.ts';
+import { convDw, dwApplies, pickDw, type DwForm } from '../src/autodiff/rules/conv.ts';
 import { convTransposeGeom } from '../src/autodiff/rules/conv-transpose.ts';
 import type { Node } from '../src/onnx/ir.ts';
 
@@ -44,8 +44,8 @@ const cands: [string, Uint8Array][] = [
   ['forward ConvTranspose', model((em) => em.op('ConvTranspose', ['x', 'w'], attrs))],
   ['dX = Conv(dY, W) (the rule)', model((em) => em.op('Conv', ['dy', 'w'], { strides: g.strides, pads: [...g.padB, ...g.padE], kernel_shape: g.k }))],
 ];
-const forms: DwForm[] = ['onehot-matmul', 'onehot-gemm', 'slices-matmul', 'slices-gemm', 'conv-xt'];
-for (const f of forms) cands.push([`dW ${f}${f === pickDw(g) ? ' (the rule)' : ''}`, model((em) => convDw(em, g, 'dy', 'x', f))]);
+const forms: DwForm[] = ['onehot-matmul', 'onehot-gemm', 'slices-matmul', 'slices-gemm', 'gather-matmul', 'conv-xt', 'conv-nc'];
+for (const f of forms.filter((f) => dwApplies(g, f))) cands.push([`dW ${f}${f === pickDw(g) ? ' (the rule)' : ''}`, model((em) => convDw(em, g, 'dy', 'x', f))]);
 
 const sessions = await Promise.all(cands.map(([, bytes]) => createSession(bytes, { threads: 2 })));
 const times = cands.map(() => [] as number[]);

@@ -62,7 +62,9 @@ test('a broken ConvTranspose rule (begin pads ignored) fails the same check', as
 // Every dW formulation of conv.ts gives the same result on the adjoint geometry, so a later
 // per-geometry choice (bench/conv-transpose-grad.ts found conv-xt faster on a k=4 s=2 layer)
 // can swap forms safely; the finite-difference tests above check the one the rule picks.
-const DW_FORMS: DwForm[] = ['onehot-gemm', 'onehot-matmul', 'slices-gemm', 'slices-matmul', 'onehot-mulsum', 'slices-mulsum', 'conv-xt'];
+const DW_FORMS: DwForm[] = [
+  'onehot-gemm', 'onehot-matmul', 'slices-gemm', 'slices-matmul', 'onehot-mulsum', 'slices-mulsum', 'conv-xt', 'conv-nc', 'gather-matmul', 'gather-mulsum',
+];
 for (const [name, c] of CASES.filter(([n]) => /decoder layer|output_padding 1|groups 2|depthwise|output_shape \(|1-D stride|3-D/.test(n))) {
   test(`ConvTranspose dW forms agree: ${name}`, async () => {
     const b = new ModelBuilder({ opset: 17 });

@@ -55,8 +55,10 @@ test('Conv 3-D', async () => {
 
 // Every formulation the rule can choose from (see bench/conv-grad-forms.ts) gives the same
 // gradients as the one it picks, which the finite-difference tests above check.
-const DX_FORMS: DxForm[] = ['conv-flip', 'convtranspose', 'conv-zero-insert', 'polyphase'];
-const DW_FORMS: DwForm[] = ['onehot-gemm', 'onehot-matmul', 'slices-gemm', 'slices-matmul', 'onehot-mulsum', 'slices-mulsum', 'conv-xt'];
+const DX_FORMS: DxForm[] = ['conv-flip', 'conv-flip-matmul', 'conv-flip-gather', 'convtranspose', 'conv-zero-insert', 'polyphase', 'phases'];
+const DW_FORMS: DwForm[] = [
+  'onehot-gemm', 'onehot-matmul', 'slices-gemm', 'slices-matmul', 'onehot-mulsum', 'slices-mulsum', 'conv-xt', 'conv-nc', 'gather-matmul', 'gather-mulsum',
+];
 const GEOMS: { x: number[]; w: number[]; attrs: Record<string, AttrInput> }[] = [
   { x: [2, 4, 7, 6], w: [6, 2, 3, 2], attrs: { group: 2, strides: [2, 1], pads: [1, 0, 0, 1], dilations: [1, 2] } },
   { x: [2, 3, 8, 8], w: [3, 1, 3, 3], attrs: { group: 3, strides: [2, 2], pads: [1, 1, 1, 1] } },
@@ -68,6 +70,13 @@ const GEOMS: { x: number[]; w: number[]; attrs: Record<string, AttrInput> }[] = 
   { x: [1, 2, 11, 10], w: [3, 2, 5, 4], attrs: { strides: [3, 3], pads: [2, 1, 0, 2] } },
   { x: [2, 4, 9, 9], w: [4, 2, 4, 4], attrs: { group: 2, strides: [2, 2], pads: [1, 1, 2, 2] } },
   { x: [1, 2, 9, 8], w: [3, 2, 3, 3], attrs: { strides: [2, 2], pads: [2, 2, 0, 1] } },
+  // depthwise 5x5 stride 1 and 2 (odd size: the phases form crops), dilated, multiplier 2, 3-D
+  { x: [2, 4, 9, 9], w: [4, 1, 5, 5], attrs: { group: 4, pads: [2, 2, 2, 2] } },
+  { x: [2, 4, 9, 11], w: [4, 1, 5, 5], attrs: { group: 4, strides: [2, 2], pads: [2, 2, 2, 2] } },
+  { x: [2, 3, 9, 9], w: [3, 1, 3, 3], attrs: { group: 3, dilations: [2, 2], pads: [2, 2, 2, 2] } },
+  { x: [2, 3, 8, 7], w: [6, 1, 3, 3], attrs: { group: 3, strides: [2, 2], pads: [1, 0, 1, 1] } },
+  { x: [1, 3, 8, 6, 5], w: [3, 1, 3, 3, 3], attrs: { group: 3, strides: [2, 1, 2], pads: [1, 1, 1, 1, 1, 1] } },
+  { x: [2, 2, 10, 10], w: [2, 1, 3, 3], attrs: { group: 2, strides: [3, 3], pads: [0, 1, 2, 0] } },
 ];
 for (const [gi, geo] of GEOMS.entries()) {
   test(`Conv gradient forms agree (geometry ${gi})`, async () => {

@@ -31,6 +31,8 @@
 // im2col on this k=4 layer in p25 in all five runs, but lost on k=2 s=2 p=0 (min 9.3 vs 3.2) and
 // k=3 s=2 p=1 output_padding=1 (min 13.7 vs 10.7), one run each; with the machine this loaded,
 // the rule keeps conv.ts's pickDw rather than a per-geometry choice from three data points.
+// (pickDw sees the adjoint geometry, so a depthwise ConvTranspose gets conv.ts's depthwise choice,
+// e.g. 'conv-nc' when its input has ≤ 196 positions or the kernel is 5×5 or larger.)
 import { attrInt, attrInts, attrString, type Node } from '../../onnx/ir.ts';
 import { registerRules, type GradContext } from '../rule.ts';
 import { convDw, pickDw, type ConvGeom } from './conv.ts';

@@ -35,16 +35,30 @@ const rest = (g: ConvGeom) => kext(g).map((e, i) => g.inSp[i]! + g.padB[i]! + g.
 
 // ---------------------------------------------------------------- dX formulations
 
-export type DxForm = 'conv-flip' | 'convtranspose' | 'conv-zero-insert' | 'polyphase';
+/**
+ * 'conv-flip': stride-1 Conv of dY with the C↔O-swapped, spatially flipped weight; the flip is a
+ * Slice with negative steps. 'conv-flip-matmul' / 'conv-flip-gather': the same Conv with the
+ * flip done as a MatMul by the k×k tap-reversal matrix / as a Gather of whole tap planes (see
+ * flipTaps). 'phases': one stride-1 Conv per output phase with only that phase's taps, then
+ * Concat + DepthToSpace (2-D, equal strides > 1, no dilation).
+ */
+export type DxForm = 'conv-flip' | 'conv-flip-matmul' | 'conv-flip-gather' | 'convtranspose' | 'conv-zero-insert' | 'polyphase' | 'phases';
+
+/** How the conv-flip dX forms reverse the kernel taps. */
+export type FlipHow = 'slice' | 'matmul' | 'gather';
+const flipOf = (f: DxForm): FlipHow => (f === 'conv-flip-matmul' ? 'matmul' : f === 'conv-flip-gather' ? 'gather' : 'slice');
 
 /** Whether a dX form applies to a geometry. */
 export function dxApplies(g: ConvGeom, form: DxForm): boolean {
   const e = kext(g);
   // The flipped conv needs non-negative pads kext-1-pB and kext-1-pE' (pE' = pE - rest).
   const padsOk = () => e.every((x, i) => g.padB[i]! <= x - 1 && g.padE[i]! - rest(g)[i]! <= x - 1);
-  if (form === 'conv-flip') return g.strides.every((s) => s === 1) && padsOk();
+  if (form.startsWith('conv-flip')) return g.strides.every((s) => s === 1) && padsOk();
   if (form === 'conv-zero-insert') return padsOk();
-  if (form === 'polyphase') return g.nd === 2 && g.strides[0]! > 1 && g.strides[0] === g.strides[1] && g.dil.every((d) => d === 1);
+  const poly = g.nd === 2 && g.strides[0]! > 1 && g.strides[0] === g.strides[1] && g.dil.every((d) => d === 1);
+  if (form === 'polyphase') return poly;
+  // Every phase needs at least one tap (k ≥ s along each dim).
+  if (form === 'phases') return poly && g.k.every((k) => k >= g.strides[0]!);
   return true;
 }
 
@@ -93,9 +107,79 @@ function polyphaseDx(em: Emitter, g: ConvGeom, dY: string, w: string): string {
   return em.op('Slice', [d2s, em.ints([0, 0]), em.ints(g.inSp), em.ints([2, 3])]);
 }
 
+/**
+ * dX of a 2-D stride-s conv, phase by phase: output rows s·q + a (per dim) get only the taps
+ * s·m + r_a, so each of the s² phases is a stride-1 Conv of dY with its own small kernel (for
+ * 3×3 s2: 2×2, 2×1, 1×2 and 1×1, 9 taps in all, no zero taps), gathered from the C↔O-swapped
+ * weight; the phases are interleaved by Concat (channel c·s² + phase) and DepthToSpace (CRD).
+ */
+function phasesDx(em: Emitter, g: ConvGeom, dY: string, w: string): string {
+  const s = g.strides[0]!, G = g.group, Og = g.O / G, [kh, kw] = g.k as [number, number];
+  const Q = g.inSp.map((h) => Math.ceil(h / s));
+  const wt = em.reshape(transposeWeight(em, g, w, false), [g.C, Og, kh * kw]);
+  /** Per dim and phase a: the kernel taps in correlation order, the dY rows to drop at the start and end, and the Conv's pads. */
+  const dimPhase = (d: number, a: number) => {
+    const k = g.k[d]!, pB = g.padB[d]!, OH = g.outSp[d]!;
+    const r = (a + pB) % s, carry = Math.floor((a + pB) / s), M = Math.ceil((k - r) / s);
+    // dX[s·q + a] = Σ_j dY[q + carry − (M−1) + j] · W[s·(M−1−j) + r], j < M.
+    const taps = range(M).map((j) => s * (M - 1 - j) + r);
+    let P = M - 1 - carry, drop0 = 0;
+    if (P < 0) { drop0 = -P; P = 0; }
+    const len = OH - drop0;
+    let E = Q[d]! - len - P + M - 1, keep = len;
+    if (E < 0) { keep = len + E; E = 0; }
+    return { taps, drop0, keep, P, E };
+  };
+  const outs: string[] = [];
+  for (let ah = 0; ah < s; ah++) for (let aw = 0; aw < s; aw++) {
+    const ph = dimPhase(0, ah), pw = dimPhase(1, aw);
+    const idx = ph.taps.flatMap((th) => pw.taps.map((tw) => th * kw + tw));
+    const k = em.reshape(em.op('Gather', [wt, em.ints(idx)], { axis: 2 }), [g.C, Og, ph.taps.length, pw.taps.length]);
+    let src = dY;
+    if (ph.drop0 || pw.drop0 || ph.keep < g.outSp[0]! - ph.drop0 || pw.keep < g.outSp[1]! - pw.drop0) {
+      src = em.op('Slice', [dY, em.ints([ph.drop0, pw.drop0]), em.ints([ph.drop0 + ph.keep, pw.drop0 + pw.keep]), em.ints([2, 3])]);
+    }
+    const y = em.op('Conv', [src, k], { group: G, kernel_shape: [ph.taps.length, pw.taps.length], pads: [ph.P, pw.P, ph.E, pw.E] });
+    outs.push(em.unsqueeze(y, [2]));
+  }
+  const cat = em.reshape(em.op('Concat', outs, { axis: 2 }), [g.N, g.C * s * s, Q[0]!, Q[1]!]);
+  const d2s = em.op('DepthToSpace', [cat], { blocksize: s, mode: 'CRD' });
+  if (Q.every((q, i) => q * s === g.inSp[i])) return d2s;
+  return em.op('Slice', [d2s, em.ints([0, 0]), em.ints(g.inSp), em.ints([2, 3])]);
+}
+
+/**
+ * Reverse the kernel taps of t [A, B, k...] along every spatial dim. 'slice': one Slice with
+ * negative steps (onnxruntime copies it element by element). 'gather': taps moved outermost
+ * ([K, A·B], one Transpose), one Gather of whole tap planes, moved back. ('matmul', the taps
+ * times the K×K reversal matrix, exact since each output is one product by 1 plus zeros, is
+ * built in transposeWeight together with the C↔O swap.)
+ */
+function flipTaps(em: Emitter, g: ConvGeom, t: string, A: number, B: number, how: Exclude<FlipHow, 'matmul'>): string {
+  const K = prod(g.k), axes = range(g.nd, 2);
+  if (how === 'slice') {
+    return em.op('Slice', [t, em.ints(g.k.map((k) => k - 1)), em.ints(g.k.map((k) => -k - 1)), em.ints(axes), em.ints(axes.map(() => -1))]);
+  }
+  const tk = em.transpose(em.reshape(t, [A * B, K]), [1, 0]);
+  const r = em.op('Gather', [tk, em.ints(range(K).reverse())], { axis: 0 });
+  return em.reshape(em.transpose(r, [1, 0]), [A, B, ...g.k]);
+}
+
 /** W [O, C/g, k...] → [C, O/g, k...] (per group C↔O swap), optionally flipped spatially. */
-export function transposeWeight(em: Emitter, g: ConvGeom, w: string, flip: boolean): string {
+export function transposeWeight(em: Emitter, g: ConvGeom, w: string, flip: boolean, how: FlipHow = 'slice'): string {
   const Og = g.O / g.group, Cg = g.C / g.group;
+  if (flip && how === 'matmul') {
+    // The swap as a Transpose straight into the MatMul by the reversal matrix: onnxruntime fuses
+    // the pair into one FusedMatMul (transBatchA) when the Transpose only moves a batch axis.
+    const K = prod(g.k);
+    const j = new Float32Array(K * K);
+    for (let i = 0; i < K; i++) j[i * K + (K - 1 - i)] = 1;
+    const rev = em.constant(f32([K, K], j), 'tap_reversal');
+    const t = g.group === 1
+      ? em.transpose(em.reshape(w, [g.O, g.C, K]), [1, 0, 2])
+      : em.transpose(em.reshape(w, [g.group, Og, Cg, K]), [0, 2, 1, 3]);
+    return em.reshape(em.op('MatMul', [t, rev]), [g.C, Og, ...g.k]);
+  }
   let t: string;
   if (g.group === 1) t = em.transpose(w, [1, 0, ...range(g.nd, 2)]);
   else {
@@ -104,8 +188,7 @@ export function transposeWeight(em: Emitter, g: ConvGeom, w: string, flip: boole
     t = em.reshape(t, [g.C, Og, ...g.k]);
   }
   if (!flip) return t;
-  const axes = range(g.nd, 2);
-  return em.op('Slice', [t, em.ints(g.k.map((k) => k - 1)), em.ints(g.k.map((k) => -k - 1)), em.ints(axes), em.ints(axes.map(() => -1))]);
+  return flipTaps(em, g, t, g.C, Og, how === 'matmul' ? 'slice' : how);
 }
 
 /** Gradient of the Conv input from dY [N, O, outSp...]; returns [N, C, inSp...]. */
@@ -120,7 +203,8 @@ export function convDx(em: Emitter, g: ConvGeom, dY: string, w: string, form: Dx
     return em.op('ConvTranspose', [dY, w], attrs);
   }
   if (form === 'polyphase') return polyphaseDx(em, g, dY, w);
-  if (form === 'conv-flip' && g.strides.some((s) => s > 1)) throw new Error('internal: the conv-flip dX form needs stride 1');
+  if (form === 'phases') return phasesDx(em, g, dY, w);
+  if (form.startsWith('conv-flip') && g.strides.some((s) => s > 1)) throw new Error(`internal: the ${form} dX form needs stride 1`);
   // 'conv-zero-insert': dY with s-1 zeros between elements, then the stride-1 flipped conv.
   let src = dY;
   const shp = [g.N, g.O, ...g.outSp];
@@ -136,7 +220,7 @@ export function convDx(em: Emitter, g: ConvGeom, dY: string, w: string, form: Dx
     shp[ax] = (shp[ax]! - 1) * s + 1;
     src = em.op('Slice', [src, em.ints([0]), em.ints([shp[ax]!]), em.ints([ax])]);
   }
-  const wf = transposeWeight(em, g, w, true);
+  const wf = transposeWeight(em, g, w, true, flipOf(form));
   const pads = [...e.map((x, i) => x - 1 - g.padB[i]!), ...e.map((x, i) => x - 1 - (g.padE[i]! - r[i]!))];
   return em.op('Conv', [src, wf], { dilations: g.dil, group: g.group, pads, kernel_shape: g.k });
 }
@@ -150,12 +234,21 @@ export function convDx(em: Emitter, g: ConvGeom, dY: string, w: string, form: Dx
  * one Gemm ('*-gemm', groups batched in a MatMul), a MatMul batched over N then a sum over N
  * ('*-matmul'), or, for depthwise convs only, Mul + ReduceSum ('*-mulsum').
  */
-export type DwForm = 'conv-xt' | 'onehot-gemm' | 'onehot-matmul' | 'onehot-mulsum' | 'slices-gemm' | 'slices-matmul' | 'slices-mulsum';
+/**
+ * 'gather-*': the im2col as one Gather of the padded X flattened over space ([N, C, Hp·Wp] →
+ * [N, C, K, L], constant indices). 'conv-nc': for one-input-channel groups (depthwise, any
+ * multiplier), one Conv of X as [1, N·C, H, W] with dY as [N·O, 1, OH, OW] for the kernel, group
+ * N·C (no transposes: N and C are adjacent), then ReduceSum over N.
+ */
+export type DwForm =
+  | 'conv-xt' | 'conv-nc' | 'onehot-gemm' | 'onehot-matmul' | 'onehot-mulsum' | 'slices-gemm' | 'slices-matmul' | 'slices-mulsum'
+  | 'gather-matmul' | 'gather-mulsum';
 
 export const isDepthwise = (g: ConvGeom) => g.group === g.C && g.O === g.C;
 
 export function dwApplies(g: ConvGeom, form: DwForm): boolean {
   if (form.endsWith('-mulsum')) return isDepthwise(g);
+  if (form === 'conv-nc') return g.group === g.C;
   return true;
 }
 
@@ -166,7 +259,7 @@ export const isPointwise = (g: ConvGeom) => g.k.every((k) => k === 1) && g.padB.
  * 'onehot': one grouped Conv with a one-hot kernel; 'slices': Pad once, then one strided Slice
  * per tap. A pointwise (1x1, unpadded) conv needs none: X itself, or a strided Slice of it.
  */
-export function im2col(em: Emitter, g: ConvGeom, x: string, how: 'onehot' | 'slices'): string {
+export function im2col(em: Emitter, g: ConvGeom, x: string, how: 'onehot' | 'slices' | 'gather'): string {
   const K = prod(g.k);
   const axes = range(g.nd, 2);
   if (isPointwise(g)) {
@@ -179,17 +272,47 @@ export function im2col(em: Emitter, g: ConvGeom, x: string, how: 'onehot' | 'sli
     const wk = em.constant(f32([g.C * K, 1, ...g.k], oh), 'im2col_onehot');
     return em.op('Conv', [x, wk], { group: g.C, strides: g.strides, dilations: g.dil, pads: [...g.padB, ...g.padE], kernel_shape: g.k });
   }
+  if (how === 'gather') {
+    const xp = padX(em, g, x);
+    const pSp = g.inSp.map((h, i) => h + g.padB[i]! + g.padE[i]!);
+    const L = prod(g.outSp), idx = new Array<number>(K * L);
+    // idx[t·L + p] = flat padded position of output position p at tap t.
+    for (let t = 0; t < K; t++) {
+      const tap = unflat(t, g.k);
+      for (let p = 0; p < L; p++) {
+        const o = unflat(p, g.outSp);
+        let f = 0;
+        for (let i = 0; i < g.nd; i++) f = f * pSp[i]! + o[i]! * g.strides[i]! + tap[i]! * g.dil[i]!;
+        idx[t * L + p] = f;
+      }
+    }
+    const flat = em.reshape(xp, [g.N, g.C, prod(pSp)]);
+    const cols = em.op('Gather', [flat, em.constant(i64([K, L], idx), 'im2col_index')], { axis: 2 }); // [N, C, K, L]
+    return em.reshape(cols, [g.N, g.C * K, ...g.outSp]);
+  }
   const taps = tapSlices(em, g, x).map((t) => em.unsqueeze(t, [2]));
   const cat = em.op('Concat', taps, { axis: 2 }); // [N, C, K, outSp...]
   return em.reshape(cat, [g.N, g.C * K, ...g.outSp]);
+}
+
+/** Row-major multi-index of flat index f in a box of extents `dims`. */
+function unflat(f: number, dims: number[]): number[] {
+  const out: number[] = [];
+  for (let i = dims.length - 1; i >= 0; i--) { out[i] = f % dims[i]!; f = Math.floor(f / dims[i]!); }
+  return out;
+}
+
+/** X with the conv's pads applied (X itself when unpadded). */
+function padX(em: Emitter, g: ConvGeom, x: string): string {
+  if (g.padB.some((p) => p > 0) || g.padE.some((p) => p > 0)) return em.op('Pad', [x, em.ints([0, 0, ...g.padB, 0, 0, ...g.padE])]);
+  return x;
 }
 
 /** One strided Slice of the padded X per kernel tap (row-major over the kernel dims): [N, C, outSp...] each. */
 function tapSlices(em: Emitter, g: ConvGeom, x: string): string[] {
   const K = prod(g.k);
   const axes = range(g.nd, 2);
-  let xp = x;
-  if (g.padB.some((p) => p > 0) || g.padE.some((p) => p > 0)) xp = em.op('Pad', [x, em.ints([0, 0, ...g.padB, 0, 0, ...g.padE])]);
+  const xp = padX(em, g, x);
   const taps: string[] = [];
   for (let t = 0; t < K; t++) {
     const idx: number[] = [];
@@ -217,14 +340,23 @@ export function convDw(em: Emitter, g: ConvGeom, x: string, dY: string, form: Dw
     if (rest(g).some((r0, i) => r0 >= g.dil[i]!)) r = em.op('Slice', [r, em.ints(g.k.map(() => 0)), em.ints(g.k), em.ints(range(g.nd, 2))]);
     return em.transpose(r, [1, 0, ...range(g.nd, 2)]); // [O, Cg, k]
   }
+  if (form === 'conv-nc') {
+    // dW[o, 0, t] = Σ_n Σ_p X[n, c(o), p·s + t·d − pB] dY[n, o, p]: per (n, c) group one input
+    // channel and O/C kernels dY[n, o]; the Conv sums over p, a ReduceSum over n.
+    const xs = em.reshape(x, [1, g.N * g.C, ...g.inSp]);
+    const ks = em.reshape(dY, [g.N * g.O, 1, ...g.outSp]);
+    let r = em.op('Conv', [xs, ks], { group: g.N * g.C, strides: g.dil, dilations: g.strides, pads: [...g.padB, ...g.padE], kernel_shape: g.outSp });
+    if (rest(g).some((r0, i) => r0 >= g.dil[i]!)) r = em.op('Slice', [r, em.ints(g.k.map(() => 0)), em.ints(g.k), em.ints(range(g.nd, 2))]);
+    return em.reshape(em.reduce('ReduceSum', em.reshape(r, [g.N, g.O, ...g.k]), [0], false), [g.O, 1, ...g.k]);
+  }
   if (form === 'slices-mulsum') {
     // Depthwise, tap by tap: dW[c, t] = Σ_n,p slice_t(X)[n, c, p] dY[n, c, p].
     const sums = tapSlices(em, g, x).map((t) => em.reduce('ReduceSum', em.mul(t, dY), [0, ...range(g.nd, 2)], false));
     const cat = em.op('Concat', sums.map((s) => em.unsqueeze(s, [1])), { axis: 1 }); // [C, K]
     return em.reshape(cat, [g.O, 1, ...g.k]);
   }
-  const cols = im2col(em, g, x, form.startsWith('slices') ? 'slices' : 'onehot'); // [N, C·K, outSp]
-  if (form === 'onehot-mulsum') {
+  const cols = im2col(em, g, x, form.startsWith('slices') ? 'slices' : form.startsWith('gather') ? 'gather' : 'onehot'); // [N, C·K, outSp]
+  if (form === 'onehot-mulsum' || form === 'gather-mulsum') {
     const c4 = em.reshape(cols, [g.N, g.C, K, L]);
     const d4 = em.reshape(dY, [g.N, g.C, 1, L]);
     return em.reshape(em.reduce('ReduceSum', em.mul(c4, d4), [0, 3], false), [g.O, 1, ...g.k]);
@@ -265,8 +397,24 @@ export function convDw(em: Emitter, g: ConvGeom, x: string, dY: string, form: Dw
 //   for 3x3 s2, and it lost everywhere (3x3 s2 32→64 28x28: 5.9 vs 5.1; 64ch 14x14: 3.7 vs 3.2;
 //   1x1 s2: 3.9 vs 1.5; depthwise s2: 7.6 vs 4.6). One Conv per phase with only its own taps, then
 //   Concat and DepthToSpace, lost too (tried and removed: 6.0 vs 5.5 and 4.0 vs 3.1).
+//   Per-phase Convs were measured again on the depthwise stride-2 layers of MobileNetV2 at N = 16
+//   with the weight a constant (Tent), where those Convs get the NCHWc kernels and ConvTranspose
+//   does not (bench/results/conv-grad-forms-depthwise-dx-baked.md, load average ≈ 20, p25 ratio to
+//   ConvTranspose): 'phases' 1.72 at 96ch 112²→56², 1.79 at 144ch 56²→28², 1.70 at 192ch
+//   28²→14², 1.36 at 576ch 14²→7²; 'polyphase' 1.39–1.94. ConvTranspose stays.
+// Flipping the fed weight for the stride-1 dX ('wflip' rows of
+//   bench/results/conv-grad-forms-flip.md, ResNet-18 3×3 layers, load average ≈ 20): the C↔O
+//   Transpose followed by a MatMul with the k²×k² tap-reversal matrix ('conv-flip-matmul') beats
+//   onnxruntime's Slice with negative steps, which copies element by element: p25 ratio 0.48 at
+//   512×512×3×3 (N=64, 2×2), 0.77 at 512 (N=16, 7×7), 0.73 at 256, 0.80 at 256 (4×4), 0.66 at
+//   128, 0.63–0.65 at 64 channels; a Gather of whole tap planes between two Transposes won only
+//   on the 64-channel weights (0.65, 0.88) and lost on the larger ones (1.03–2.95). The whole dX (flip + Conv) ratio was 0.45–1.02 (the Conv dominates and
+//   scatters under that load). With the weight a constant onnxruntime folds all three flips alike
+//   (the optimized graph is ReorderInput, Conv, ReorderOutput: bench --set flip prints it).
+//   The MatMul is exact (each output is one weight times 1 plus zeros) unless a weight is ±Inf or
+//   NaN, which then also spreads NaN to the other taps of its kernel.
 export function pickDx(g: ConvGeom): DxForm {
-  if (dxApplies(g, 'conv-flip')) return 'conv-flip';
+  if (dxApplies(g, 'conv-flip-matmul')) return 'conv-flip-matmul';
   return 'convtranspose';
 }
 
@@ -283,7 +431,20 @@ export function pickDx(g: ConvGeom): DxForm {
 //   0.5 vs 0.8; with groups, Gemms batched over groups are about 7× slower). With few output positions
 //   (L ≤ 64, e.g. 7x7) the per-sample products get too small and one Gemm wins or ties: 3x3 128ch
 //   7x7: onehot-gemm 5.2 vs onehot-matmul 6.0; 3x3 s2 64ch 14x14→7x7: 2.2 vs 2.2.
+//
+// Depthwise (one input channel per group), bench/results/conv-grad-forms-depthwise-dw.md (N = 16,
+// MobileNetV2 / EfficientNet-B0 layers; p25 of 8 interleaved rounds, machine under load average
+// ≈ 20 from other jobs, so ratios only): 'conv-nc', one Conv of X as [1, N·C, H, W] with dY as
+// its kernel, wins where the one-hot im2col wastes most (k² MACs per column entry, 25 for 5×5)
+// or the per-sample products are short (L = OH·OW ≤ 196): conv-nc / onehot-matmul = 0.62 at 5×5
+// s1 240ch 28², 0.56 at 5×5 s1 480ch 14², 0.69 at 5×5 s2 144ch 56²→28², 0.57 at 3×3 960ch 7²,
+// 0.68 at 3×3 s2 576ch 14²→7², 0.87 at 3×3 384ch 14². It loses where L is large with 3×3: 1.66
+// at 3×3 144ch 56², 1.52 at 32ch 112², 1.14 at s2 144ch 56²→28² (onehot-matmul kept there).
+// Shifted products (one Slice per tap, Mul, ReduceSum over N and space: 'slices-mulsum') lost
+// everywhere (1.0–2.9× onehot-matmul), as did the Gather im2col (2.6–4.7×, measured on the two
+// 112² layers, first run in conv-grad-forms-summary.md) and Mul + ReduceSum over the one-hot columns (1.05–1.7×).
 export function pickDw(g: ConvGeom): DwForm {
+  if (g.group > 1 && g.group === g.C && (prod(g.k) >= 25 || prod(g.outSp) <= 196)) return 'conv-nc';
   return g.group === 1 && prod(g.outSp) <= 64 ? 'onehot-gemm' : 'onehot-matmul';
 }
 
