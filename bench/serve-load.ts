@@ -279,6 +279,26 @@ async function main(): Promise<void> {
     }
     return { samplesPerSecond: n / ((performance.now() - t0) / 1000), samplesPerCpuSecond: n / cpuSeconds(process.cpuUsage(c0)) };
   }
+  /**
+   * Plain onnxruntime at a fixed rate (the control for the half-load latency): a run of `batch`
+   * is due every 1/rate s, starts when due (or when the one before ends, if later), and its
+   * latency counts from when it was due.
+   */
+  async function plainOpenLoop(batch: number, rate: number, ms: number): Promise<{ p50ms: number; p99ms: number; runs: number }> {
+    const x = new ort.Tensor('float32', data.images.slice(0, batch * 784), [batch, 1, 28, 28]);
+    await session.run({ [inputName]: x });
+    const lat: number[] = [];
+    const t0 = performance.now();
+    for (let i = 0; ; i++) {
+      const due = t0 + (i * 1000) / rate;
+      if (due - t0 > ms) break;
+      const wait = due - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      await session.run({ [inputName]: new ort.Tensor('float32', x.data as Float32Array, [batch, 1, 28, 28]) });
+      lat.push(performance.now() - due);
+    }
+    return { p50ms: pct(lat, 0.5), p99ms: pct(lat, 0.99), runs: lat.length };
+  }
   const mean2 = (a: { samplesPerSecond: number; samplesPerCpuSecond: number }, b: typeof a) => ({
     samplesPerSecond: (a.samplesPerSecond + b.samplesPerSecond) / 2, samplesPerCpuSecond: (a.samplesPerCpuSecond + b.samplesPerCpuSecond) / 2,
   });
@@ -345,7 +365,12 @@ async function main(): Promise<void> {
       if (p.half) {
         const rate = sat.requestsPerSecond / 2;
         const half = await ask({ ...spec, mode: 'open', rate, maxRequests: Math.ceil(rate * seconds) });
-        report({ phase: p.name, round, load: 'half of saturating (open loop)', connections: p.connections, ...half, p99OverP50: half.p99ms / half.p50ms });
+        // The control: plain onnxruntime at the request's batch size and the same request rate, on the same machine now.
+        const control = await plainOpenLoop(p.batch, rate, 2000);
+        report({
+          phase: p.name, round, load: 'half of saturating (open loop)', connections: p.connections, ...half, p99OverP50: half.p99ms / half.p50ms,
+          ortSameRate: { ...control, p99OverP50: control.p99ms / control.p50ms },
+        });
       }
       await app.close();
     }
@@ -383,6 +408,10 @@ async function main(): Promise<void> {
   for (const r of out.summary) {
     console.log(`| ${r.phase} | ${r.load} | ${r.connections} | ${f(r.samplesPerSecond)} | ${f(r.ortSamplesPerSecond)} | ${f(r.ratio, 2)} | ${f(r.cpuRatio, 2)} | ${f(r.p50ms, 1)} | ${f(r.p99ms, 1)} | ${f(r.p99ms / r.p50ms, 2)} | ${r.errors} |`);
   }
+  console.log('\nhalf load: the service against plain onnxruntime (the request batch size, the same fixed request rate, latency from when each run was due), medians:');
+  for (const r of out.summary) {
+    if (r.ortSameRate) console.log(`- ${r.phase}: service p50 ${f(r.p50ms, 1)} ms, p99 ${f(r.p99ms, 1)} ms (p99/p50 ${f(r.p99ms / r.p50ms, 2)}); plain ORT p50 ${f(r.ortSameRate.p50ms, 1)} ms, p99 ${f(r.ortSameRate.p99ms, 1)} ms (p99/p50 ${f(r.ortSameRate.p99ms / r.ortSameRate.p50ms, 2)})`);
+  }
   for (const r of out.summary) {
     if (r.ortAtRunBatch) console.log(`\n${r.phase}: onnxruntime runs averaged ${f(r.meanRunBatch, 1)} samples; against plain ORT at batch ${r.ortAtRunBatch.batch} (${f(r.ortAtRunBatch.samplesPerSecond)} samples/s) the service is ${f(r.ortAtRunBatch.ratio, 2)}, per CPU-second ${f(r.ortAtRunBatch.cpuRatio, 2)}`);
   }
@@ -408,6 +437,10 @@ function summarize(results: Record<string, unknown>[]) {
       requests: rs.reduce((a, r) => a + (r.requests as number), 0), errors: rs.reduce((a, r) => a + (r.errors as number), 0),
       samplesPerSecond: num('samplesPerSecond')!, ortSamplesPerSecond: num('ortSamplesPerSecond'), ratio: num('ratio'), cpuRatio: num('cpuRatio'),
       p50ms: num('p50ms')!, p99ms: num('p99ms')!, meanRunBatch: num('meanRunBatch'),
+      ortSameRate: rs[0]!.ortSameRate ? (() => {
+        const c = rs.map((r) => r.ortSameRate as { p50ms: number; p99ms: number });
+        return { p50ms: med(c.map((x) => x.p50ms)), p99ms: med(c.map((x) => x.p99ms)) };
+      })() : undefined,
       ortAtRunBatch: at.length ? { batch: med(at.map((a) => a.batch)), samplesPerSecond: med(at.map((a) => a.samplesPerSecond)), ratio: med(at.map((a) => a.ratio)), cpuRatio: med(at.map((a) => a.cpuRatio)) } : undefined,
     };
   });
