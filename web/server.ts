@@ -1,7 +1,7 @@
 // A small static server for refit's web pages (the demo, the browser tests): files from a few
 // folders, on 127.0.0.1, with the COOP/COEP headers that make the page cross-origin isolated, so
 // onnxruntime-web may use threads (without them it silently runs one).
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createReadStream, statSync } from 'node:fs';
 import { extname, join, normalize, resolve, sep } from 'node:path';
 
@@ -17,6 +17,8 @@ export interface ServeOptions {
   port?: number;
   /** Send COOP: same-origin and COEP: require-corp (default true). */
   isolated?: boolean;
+  /** Exact paths answered by a handler instead of a file (tests: a body cut off halfway). */
+  routes?: Record<string, (req: IncomingMessage, res: ServerResponse, headers: Record<string, string>) => void>;
 }
 
 export interface Served {
@@ -32,6 +34,8 @@ export async function serve(opts: ServeOptions): Promise<Served> {
     const m = mounts.find(([p]) => path.startsWith(p));
     const headers: Record<string, string> = { 'Cache-Control': 'no-store' };
     if (opts.isolated !== false) Object.assign(headers, { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' });
+    const route = opts.routes?.[path];
+    if (route) return route(req, res, headers);
     let file = m ? normalize(join(m[1], path.slice(m[0].length) || 'index.html')) : '';
     if (m && !file.startsWith(m[1] + sep) && file !== m[1]) file = '';
     let size = -1;

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
 import { buildWeb } from '../../scripts/build-web.ts';
-import { serve, type Served } from '../../web/server.ts';
+import { serve, type Served, type ServeOptions } from '../../web/server.ts';
 
 export const CHROMIUM = '/usr/bin/chromium';
 export const chromiumMissing = existsSync(CHROMIUM) ? false : `${CHROMIUM} not installed (.ci/run installs it)`;
@@ -21,14 +21,14 @@ export interface TestPage {
   close(): Promise<void>;
 }
 
-export async function openTestPage(): Promise<TestPage> {
+export async function openTestPage(routes?: ServeOptions['routes']): Promise<TestPage> {
   const out = mkdtempSync(join(tmpdir(), 'refit-web-test-'));
   let server: Served | undefined;
   let browser: Browser | undefined;
   try {
     const built = await buildWeb({ entry: join(root, 'test/web/page-entry.ts'), outDir: out });
     writeFileSync(join(out, 'index.html'), '<!doctype html><meta charset=utf-8><link rel=icon href="data:,"><title>refit test page</title><script type=module src="/refit-web.js"></script>\n');
-    server = await serve({ mounts: { '/': out, '/models/': join(root, 'models') } });
+    server = await serve({ mounts: { '/': out, '/models/': join(root, 'models') }, ...(routes ? { routes } : {}) });
     const { chromium } = await import('playwright-core');
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'] });
     const page = await browser.newPage();

@@ -1,0 +1,93 @@
+// refit/web's page-side API in headless Chromium, bad input first: WebGPU asked for where there is
+// none, a failed and a truncated model fetch, a file path given to loadModel, adapters in IndexedDB
+// (round trip; a failed save leaves nothing behind), and a corruption that needed a Buffer shim.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { openTestPage, chromiumMissing, type TestPage } from './browser.ts';
+import { corrupt } from '../../src/data/corruptions/index.ts';
+import type * as Web from '../../src/web.ts';
+
+type R = typeof Web;
+let tp: TestPage | undefined;
+before(async () => {
+  if (chromiumMissing) return;
+  tp = await openTestPage({
+    // Promises 4096 bytes, sends 100, then drops the connection.
+    '/cut.onnx': (_req, res, headers) => {
+      res.writeHead(200, { ...headers, 'Content-Type': 'application/octet-stream', 'Content-Length': '4096' });
+      res.write(Buffer.alloc(100));
+      setTimeout(() => res.destroy(), 50);
+    },
+  });
+});
+after(async () => { await tp?.close(); });
+
+// The function runs in the page as source text; tsx wraps named functions in __name(), which the page lacks.
+const inPage = <T>(f: (refit: R) => Promise<T>): Promise<T> =>
+  tp!.page.evaluate(`(() => { const __name = (fn) => fn; return (${f.toString()})(globalThis.refitTest.refit); })()`) as Promise<T>;
+
+test('WebGPU asked for where the browser offers none: wasm with a message, or an error when fallback is "error"', { skip: chromiumMissing }, async () => {
+  const r = await inPage(async (refit) => {
+    const warned: string[] = [];
+    const info = await refit.useWebRuntime({ device: 'webgpu', onWarning: (m) => warned.push(m) });
+    let error = '';
+    try { await refit.useWebRuntime({ device: 'webgpu', fallback: 'error' }); } catch (e) { error = (e as Error).message; }
+    await refit.useWebRuntime({ device: 'wasm' });
+    return { info, warned, error };
+  });
+  // Headless Chromium with --disable-gpu: no adapter, or only SwiftShader (refused by default).
+  assert.equal(r.info.device, 'wasm');
+  assert.match(r.warned[0] ?? '', /^WebGPU was asked for but cannot be used: .+; running on wasm$/);
+  assert.match(r.error, /^WebGPU was asked for but cannot be used: /);
+});
+
+test('model fetches that fail: HTTP 404, a body cut off halfway, a file path', { skip: chromiumMissing }, async () => {
+  const r = await inPage(async (refit) => {
+    const msg = (p: Promise<unknown>) => p.then(() => 'resolved', (e: Error) => e.message);
+    return {
+      missing: await msg(refit.loadModelFrom('/models/missing.onnx')),
+      cut: await msg(refit.loadModelFrom('/cut.onnx')),
+      path: await msg(refit.loadModel('models/fmnist-cnn.onnx')),
+    };
+  });
+  assert.match(r.missing, /^fetching \/models\/missing\.onnx failed: HTTP 404/);
+  assert.match(r.cut, /^reading \S*\/cut\.onnx (failed after 100 bytes of 4096|: the body ended after 100 of 4096 bytes)/);
+  // The browser logs the two failed requests itself; nothing else may be logged.
+  const logged = tp!.errors.splice(0);
+  assert.ok(logged.length <= 2 && logged.every((e) => /Failed to load resource|net::ERR_/.test(e)), logged.join('\n'));
+  assert.match(r.path, /loadModel\('models\/fmnist-cnn\.onnx'\) reads or writes a file path, which only Node can do; in a browser pass the model's bytes/);
+});
+
+test('adapters in IndexedDB: saved, listed, reloaded equal; a failed save writes nothing; a missing one is named', { skip: chromiumMissing }, async () => {
+  const r = await inPage(async (refit) => {
+    const base = await refit.loadModelFrom('/models/fmnist-vit.onnx');
+    const p = refit.peft.withAdapter(base, 'mine', refit.peft.lora({ targets: /blocks\.0\.attn\.(q|v)$/, rank: 2, seed: 3 }));
+    const values = new Map<string, Float32Array>();
+    for (const [k, t] of p.adapterValues('mine')) values.set(k, Float32Array.from(t.data as Float32Array, (_, i) => Math.sin(i + k.length)));
+    p.setParams(values);
+    await refit.saveAdapterToIndexedDB(p, 'mine');
+    let failed = '';
+    try { await refit.saveAdapterToIndexedDB(p, 'nope', 'half'); } catch (e) { failed = (e as Error).message; }
+    const stored = await refit.listAdaptersInIndexedDB();
+    const back = await refit.loadAdapterFromIndexedDB(await refit.loadModelFrom('/models/fmnist-vit.onnx'), 'mine');
+    let same = true;
+    for (const [k, v] of values) { const w = back.adapterValues('mine').get(k)!.data as Float32Array; same &&= w.length === v.length && w.every((x, i) => x === v[i]); }
+    let missing = '';
+    try { await refit.loadAdapterFromIndexedDB(base, 'other'); } catch (e) { missing = (e as Error).message; }
+    await refit.deleteAdapterFromIndexedDB('mine');
+    return { stored, same, failed, missing, after: await refit.listAdaptersInIndexedDB() };
+  });
+  assert.deepEqual(r.stored, ['mine'], 'the failed save left a record');
+  assert.ok(r.failed.length > 0 && /nope/.test(r.failed), r.failed);
+  assert.ok(r.same, 'reloaded adapter values differ');
+  assert.equal(r.missing, "no adapter 'other' in IndexedDB; stored: mine");
+  assert.deepEqual(r.after, []);
+});
+
+test('corruptions run in the page as in Node (jpeg_compression needed a Buffer stand-in)', { skip: chromiumMissing }, async () => {
+  const img = Float32Array.from({ length: 4 * 784 }, (_, i) => ((i * 37) % 256) / 255);
+  const node = corrupt(img, 4, 28, 28, 'jpeg_compression', 5, 0);
+  const web = await tp!.page.evaluate((a) => Array.from((globalThis as unknown as { refitTest: { refit: R } }).refitTest.refit.data.corrupt(Float32Array.from(a), 4, 28, 28, 'jpeg_compression', 5, 0)), Array.from(img));
+  assert.deepEqual(web, Array.from(node));
+  assert.deepEqual(tp!.errors, []);
+});
