@@ -77,7 +77,7 @@ const DW_FORMS: DwForm[] = [
 const SET_FORMS: Record<string, { dx: DxForm[]; dw: DwForm[]; wflip: boolean }> = {
   base: { dx: ['conv-flip', 'conv-flip-matmul', 'convtranspose', 'conv-zero-insert', 'polyphase', 'phases'], dw: DW_FORMS, wflip: false },
   // Gemm over N·L is 7× slower than the batched MatMul with groups (base set), so it is left out.
-  depthwise: { dx: ['conv-flip', 'convtranspose', 'conv-zero-insert', 'polyphase', 'phases'], dw: DW_FORMS.filter((f) => !f.endsWith('-gemm')), wflip: false },
+  depthwise: { dx: ['conv-flip', 'conv-flip-matmul', 'convtranspose', 'conv-zero-insert', 'polyphase', 'phases'], dw: DW_FORMS.filter((f) => !f.endsWith('-gemm')), wflip: false },
   flip: { dx: ['conv-flip', 'conv-flip-matmul', 'conv-flip-gather', 'convtranspose'], dw: [], wflip: true },
 };
 

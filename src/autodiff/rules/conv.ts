@@ -38,7 +38,7 @@ const rest = (g: ConvGeom) => kext(g).map((e, i) => g.inSp[i]! + g.padB[i]! + g.
 /**
  * 'conv-flip': stride-1 Conv of dY with the C↔O-swapped, spatially flipped weight; the flip is a
  * Slice with negative steps. 'conv-flip-matmul' / 'conv-flip-gather': the same Conv with the
- * flip done as a MatMul by the k×k tap-reversal matrix / as a Gather of whole tap planes (see
+ * flip done as a MatMul by the k²×k² tap-reversal matrix / as a Gather of whole tap planes (see
  * flipTaps). 'phases': one stride-1 Conv per output phase with only that phase's taps, then
  * Concat + DepthToSpace (2-D, equal strides > 1, no dilation).
  */
@@ -169,8 +169,9 @@ function flipTaps(em: Emitter, g: ConvGeom, t: string, A: number, B: number, how
 export function transposeWeight(em: Emitter, g: ConvGeom, w: string, flip: boolean, how: FlipHow = 'slice'): string {
   const Og = g.O / g.group, Cg = g.C / g.group;
   if (flip && how === 'matmul') {
-    // The swap as a Transpose straight into the MatMul by the reversal matrix: onnxruntime fuses
-    // the pair into one FusedMatMul (transBatchA) when the Transpose only moves a batch axis.
+    // The C↔O swap as a Transpose straight into the MatMul by the k²×k² reversal matrix (no
+    // Reshape between them, in case onnxruntime fuses the pair; 1.30 did not: its optimized graph
+    // keeps Transpose and MatMul, bench/results/conv-grad-forms-summary.md).
     const K = prod(g.k);
     const j = new Float32Array(K * K);
     for (let i = 0; i < K; i++) j[i * K + (K - 1 - i)] = 1;
