@@ -74,3 +74,17 @@ test('a step asked for the memory pattern gets it', async () => {
     rec.restore();
   }
 });
+
+test('inference sessions (RefitModel.run) have the memory pattern off too', async () => {
+  const rec = recording();
+  try {
+    const model = mlp();
+    await model.run({ x: batch.x });
+    const s = rec.created.filter((c) => c.options.graphOptimizationLevel !== 'disabled');
+    assert.equal(s.length, 1);
+    assert.equal(s[0]!.options.enableMemPattern, false);
+    await model.release();
+  } finally {
+    rec.restore();
+  }
+});
