@@ -68,10 +68,14 @@ export function checkRunningStats(graph: Graph, node: Node): void {
  *   third, one thread, with no activation-sized temporaries.
  * - 'decomposed': ReduceMean, Sub, Mul, ReduceMean, then an inference BatchNormalization fed the
  *   moments (the form before; kept as the reference the tests and bench/bn-forms.ts compare to).
- * Chosen: 'bn-train'. bench/bn-forms.ts (bench/results/bn-forms.md) measured it at 0.44–0.94× the
- * decomposed form's time on the BN layers of cnn28, ResNet-18 and MobileNetV2, largest gain on
- * the wide MobileNetV2 activations. Its kernel only takes float and double, so other dtypes keep
- * the decomposed form.
+ * Chosen: 'bn-train'. bench/bn-forms.ts (bench/results/bn-forms.md) on the six BN layers of cnn28,
+ * ResNet-18 and MobileNetV2 (moments, normalisation and running updates): 0.59–0.73× the
+ * decomposed form's process CPU time and 0.19–0.77× its median wall time, on a 2-core machine
+ * shared with other jobs (the wall times scattered; the CPU times are the steadier figure, and
+ * they favour this single-threaded kernel a little against the two-threaded ops). In the BN-adapt
+ * block Conv → BN → activation it brought the cost over plain inference from 1.13–1.79× to
+ * 1.06–1.41× (CPU). Its kernel only takes float and double, so other dtypes keep the decomposed
+ * form.
  */
 export type BatchStatsForm = 'bn-train' | 'decomposed';
 /** The form the lowering emits; tests and the bench switch it to compare the two. */

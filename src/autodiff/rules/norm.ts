@@ -88,10 +88,10 @@ export const bnGradForm: { current: 'auto' | BnGradForm } = { current: 'auto' };
  * The form chosen for an input of shape `dims`: Σ g·x by Mul + ReduceSum (as before: the same
  * numbers), dX with the BatchNormalization affine. bench/bn-forms.ts on the BN layers of cnn28,
  * ResNet-18 and MobileNetV2 (bench/results/bn-forms.md; a 2-core machine shared with other jobs,
- * so judged on process CPU time and the fastest runs): the bn-affine dX took 0.82–0.92× the CPU
- * time of the Mul/Add form and its fastest run was at most the old form's on every layer but
- * cnn28's (equal). The diag-matmul Σ g·x saved a further 0–8% at best, not consistently, and adds
- * float32 error (1e-6 relative where |mean| = 2·std), so it is not used.
+ * so judged on process CPU time first): the bn-affine dX took 0.82–0.91× the CPU time of the
+ * Mul/Add form (median wall 0.65–0.99×), in this and two earlier runs. The diag-matmul Σ g·x
+ * saved a further 0–8% at best, not consistently across runs, and adds float32 error (1e-6
+ * relative where |mean| = 2·std), so it is not used.
  */
 export function pickBnGradForm(_dims: number[]): BnGradForm {
   return { sumGX: 'mul-reduce', dX: 'bn-affine' };
