@@ -7,7 +7,11 @@
 // { chosen: { controller: {...}, tent: { lr } }, trials: [...] }; bench/continual.ts reads it.
 //
 //   nice -n 15 npx tsx bench/continual/tune.ts --model cnn [--samples 32] [--settings continual,correlated,mixed]
-import { writeFileSync, mkdirSync } from 'node:fs';
+// or in parallel phases (same choices, one process each; then `--phase choose` merges them):
+//   … --phase tent --tag -t0;  … --phase base --configs entropy:0.00025,teacher:0.001 --tag -t1;
+//   … --phase labels --config '{"lr":0.001,…}' --min-new 2 --tag -t5;  … --phase choose --files -t0,-t1,-t5
+// LAME 'auto' thresholds are scored on each label-free run (LAME changes the output only, not the adaptation).
+import { writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { streamFor, validationData, runController, runMethod, mean, SETTINGS, type Setting, type Sizes } from './lib.ts';
 import { loadSourceSet } from '../../src/tta/index.ts';
 import type { ControllerOptions } from '../../src/continual/index.ts';
@@ -26,41 +30,61 @@ const streams = Object.fromEntries(settings.map((s) => [s, streamFor(s, val, siz
 
 interface Trial { who: string; options: Record<string, unknown>; labels: number; errors: Record<string, number>; mean: number }
 const trials: Trial[] = [];
+const LAME_THRESHOLDS = [0.5, 0.7];
 async function trial(who: string, options: Record<string, unknown>, labels = 0): Promise<Trial> {
   const errors: Record<string, number> = {};
+  const lameErrors: Record<number, Record<string, number>> = {};
   for (const s of settings) {
     const r = who === 'controller'
-      ? await runController(modelPath, streams[s]!, val, sizes, options as ControllerOptions, source, labels, 5)
+      ? await runController(modelPath, streams[s]!, val, sizes, options as ControllerOptions, source, labels, 5, labels ? [] : LAME_THRESHOLDS)
       : await runMethod(modelPath, who, streams[s]!, val, sizes, options, source);
     errors[s] = r.mean;
+    for (const [th, e] of Object.entries(r.posthocLame ?? {})) (lameErrors[Number(th)] ??= {})[s] = e;
   }
   const t = { who, options, labels, errors, mean: mean(Object.values(errors)) };
   trials.push(t);
-  console.log(`${which} ${who}${labels ? ' +labels' : ''} ${JSON.stringify(options)}: ${Object.entries(errors).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}`).join(', ')} → ${(100 * t.mean).toFixed(2)}`);
+  log(t);
+  for (const [th, errs] of Object.entries(lameErrors)) {
+    const l = { who, options: { ...options, lame: 'auto', lameThreshold: Number(th) }, labels, errors: errs, mean: mean(Object.values(errs)) };
+    trials.push(l);
+    log(l);
+  }
   return t;
 }
+function log(t: Trial): void {
+  console.log(`${which} ${t.who}${t.labels ? ' +labels' : ''} ${JSON.stringify(t.options)}: ${Object.entries(t.errors).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}`).join(', ')} → ${(100 * t.mean).toFixed(2)}`);
+}
 const best = (ts: Trial[]) => ts.reduce((a, b) => (b.mean < a.mean ? b : a));
-
 const LRS = [0.00025, 0.001];
-// Tent's lr on the same grid (fairness: the controller's fast learner uses the same objective family).
-const tent = best([await trial('tent', { lr: LRS[0] }), await trial('tent', { lr: LRS[1] })]);
-// Controller, label-free: lr × objective, then LAME 'auto' thresholds on the winner.
-const base: Trial[] = [];
-for (const objective of ['entropy', 'teacher']) for (const lr of LRS) base.push(await trial('controller', { lr, objective }));
-let ctl = best(base);
-const lame: Trial[] = [ctl];
-for (const lameThreshold of [0.5, 0.7]) lame.push(await trial('controller', { ...ctl.options, lame: 'auto', lameThreshold }));
-ctl = best(lame);
-// With 1% of labels 5 batches late: how many new labels start a labelled step.
-const fb: Trial[] = [];
-for (const minNew of [8, 2]) fb.push(await trial('controller', { ...ctl.options, feedback: { minNew } }, 0.01));
-const ctlLabels = best(fb);
+const phase = opt('phase', 'all');
+const tag = opt('tag', '');
+const write = (path: string, o: unknown) => { mkdirSync('bench/results', { recursive: true }); writeFileSync(path, JSON.stringify(o, null, 1)); };
 
-const out = {
-  model: which, validation: 'Fashion-MNIST training images 10000..19999, stream seed 1', settings, sizes,
-  chosen: { controller: ctl.options, 'controller+labels': ctlLabels.options, tent: tent.options },
-  trials,
-};
-mkdirSync('bench/results', { recursive: true });
-writeFileSync(`bench/results/continual-tuned-${which}.json`, JSON.stringify(out, null, 1));
-console.log(JSON.stringify(out.chosen));
+function choose(all: Trial[]): Record<string, Record<string, unknown>> {
+  const free = all.filter((t) => t.who === 'controller' && !t.labels), lab = all.filter((t) => t.who === 'controller' && t.labels), tent = all.filter((t) => t.who === 'tent');
+  const chosen: Record<string, Record<string, unknown>> = {};
+  if (free.length) chosen.controller = best(free).options;
+  if (lab.length) chosen['controller+labels'] = best(lab).options;
+  if (tent.length) chosen.tent = best(tent).options;
+  return chosen;
+}
+const meta = { model: which, validation: 'Fashion-MNIST training images 10000..19999, stream seed 1', settings, sizes };
+
+if (phase === 'all' || phase === 'tent') for (const lr of LRS) await trial('tent', { lr });
+if (phase === 'all' || phase === 'base') {
+  const configs = opt('configs', 'entropy:0.00025,entropy:0.001,teacher:0.00025,teacher:0.001').split(',').map((c) => c.split(':'));
+  for (const [objective, lr] of configs) await trial('controller', { lr: Number(lr), objective });
+}
+if (phase === 'all') {
+  // With 1% of labels 5 batches late: how many new labels start a labelled step.
+  for (const minNew of [8, 2]) await trial('controller', { ...choose(trials).controller, feedback: { minNew } }, 0.01);
+}
+if (phase === 'labels') await trial('controller', { ...JSON.parse(opt('config', '{}')), feedback: { minNew: Number(opt('min-new', '8')) } }, 0.01);
+if (phase === 'choose') {
+  for (const t of opt('files', '').split(',')) trials.push(...(JSON.parse(readFileSync(`bench/results/continual-tune-${which}${t}.json`, 'utf8')).trials as Trial[]));
+}
+if (phase === 'all' || phase === 'choose') {
+  const out = { ...meta, chosen: choose(trials), trials };
+  write(`bench/results/continual-tuned-${which}.json`, out);
+  console.log(JSON.stringify(out.chosen));
+} else write(`bench/results/continual-tune-${which}${tag}.json`, { ...meta, trials });

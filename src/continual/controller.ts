@@ -88,6 +88,8 @@ export interface ControllerResult {
   /** Events raised by this batch. */
   events: ControllerEvent[];
   signals: BatchSignals;
+  /** The fast learner's embedding [N, D] of the batch, when the `embedding` option names one. */
+  embedding?: Float32Array;
 }
 
 export interface BatchSignals {
@@ -244,7 +246,9 @@ export class ContinualController {
       this.fb.add(s);
     }
     this.fb.age(this.batch);
-    return { probs, predictions, ids: batchIds, level: predictedAt, events: this.events.slice(first), signals };
+    const result: ControllerResult = { probs, predictions, ids: batchIds, level: predictedAt, events: this.events.slice(first), signals };
+    if (emb) result.embedding = emb;
+    return result;
   }
 
   private observe(logits: Tensor, n: number, updateMs: number): BatchSignals {
