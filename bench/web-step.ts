@@ -7,14 +7,10 @@
 // Cases: cnn-full, cnn-lora, vit-full, vit-lora (test/web/cases.ts). The page is served from
 // 127.0.0.1 with COOP/COEP, so onnxruntime-web gets the threads asked for (one pool per page:
 // each thread count gets its own page).
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { readFileSync } from 'node:fs';
 import * as refit from '../src/index.ts';
-import { buildWeb } from '../scripts/build-web.ts';
-import { serve } from '../web/server.ts';
 import { prepare, batchOf, type CaseSpec } from '../test/web/cases.ts';
+import { openTestPage } from '../test/web/browser.ts';
 
 const argOf = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i > 0 ? process.argv[i + 1]! : d; };
 const [model, adapter] = argOf('case', 'cnn-full').split('-') as [CaseSpec['model'], CaseSpec['adapter']];
@@ -26,20 +22,14 @@ const rounds = Number(argOf('rounds', '5'));
 const warmup = Number(argOf('warmup', '6'));
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
 
-const out = mkdtempSync(join(tmpdir(), 'refit-web-bench-'));
-await buildWeb({ entry: 'test/web/page-entry.ts', outDir: out });
-writeFileSync(join(out, 'index.html'), '<!doctype html><meta charset=utf-8><link rel=icon href="data:,"><title>refit bench</title><script type=module src="/refit-web.js"></script>');
-const server = await serve({ mounts: { '/': out, '/models/': 'models' } });
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu'] });
 const bytes = new Uint8Array(readFileSync(`models/fmnist-${c.model}.onnx`));
 type T = { refitTest: { setup(o: unknown): Promise<{ threads: number }>; open(c: CaseSpec, s: unknown): Promise<{ id: number; firstMs: number; timings: Record<string, number> }>; time(id: number): Promise<number> } };
 console.log(`${c.model}-${c.adapter} batch ${c.batch}, ${rounds} alternating rounds per configuration (ms per step, median)`);
-try {
-  for (const threads of threadList) {
-    const page = await browser.newPage();
-    page.on('pageerror', (e) => console.error('[page]', e));
-    await page.goto(server.url);
-    await page.waitForFunction(() => (globalThis as unknown as T).refitTest);
+for (const threads of threadList) {
+  // One page per thread count: onnxruntime-web fixes its pool when the page's first session starts.
+  const tp = await openTestPage();
+  const page = tp.page;
+  try {
     const info = await page.evaluate((t) => (globalThis as unknown as T).refitTest.setup({ threads: t }), threads);
     // V8 first runs wasm from its baseline compiler and tiers up to optimized code in the
     // background: steps get faster over the first seconds. Warm up before timing anything.
@@ -68,9 +58,7 @@ try {
         `first step Node ${nodeFirst.toFixed(0)} / Chromium ${web.firstMs.toFixed(0)} ms, session creation Node ${nodeSession.toFixed(0)} / Chromium ${web.timings.session!.toFixed(0)} ms, shape probe Chromium ${web.timings.probe!.toFixed(0)} ms`);
       console.log(`  Node ${n.map((v) => v.toFixed(0)).join(' ')} | Chromium ${w.map((v) => v.toFixed(0)).join(' ')}`);
     }
-    await page.close();
+  } finally {
+    await tp.close();
   }
-} finally {
-  await browser.close();
-  await server.close();
 }
