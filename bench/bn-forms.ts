@@ -278,7 +278,8 @@ async function steps() {
     `\`npx tsx bench/bn-forms.ts ${args.join(' ')}\` on ${new Date().toISOString().slice(0, 16)} UTC: each (model, configuration) compiled with the old forms ` +
       "('decomposed' batch statistics, Mul/Add gradient) and with the chosen ones, each in its own child process, the two alternating for " +
       `${rounds} rounds of ${reps} calls (after one compiling call and one warm-up call). 2 onnxruntime threads. The machine (2 cores) was shared with other jobs: ` +
-      'the load average is given per row; CPU ms (user + system of the child per call) is the steadier figure, the fastest call the least disturbed one.',
+      'the load average is given per row; CPU ms (user + system of the child per call) is the steadier figure, the fastest call the least disturbed one. ' +
+      "'infer' runs the same graph on both sides (no BatchNorm lowering): its new/old ratios show how far the noise alone moves a ratio.",
     '',
     '| model | config | wall median old | new | new/old | fastest old | new | new/old | CPU median old | new | new/old | load average start → end |',
     '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
