@@ -26,6 +26,10 @@ export interface RunServeOptions {
   maxTenants?: string | number;
   maxBatch?: string | number;
   persistEvery?: string | number;
+  /** Micro-batching of plain predictions: the longest wait in ms for companions (0: off). @default 2 */
+  microBatchWait?: string | number;
+  /** Micro-batching: samples at which a joined batch is sent at once. @default 32 */
+  microBatchMax?: string | number;
   /** Request logs (JSON lines) and stack traces. */
   debug?: boolean;
   /** Install SIGINT/SIGTERM handlers that close and exit the process. @default true */
@@ -65,6 +69,8 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
   if (dup) throw new Error(`--model: the name '${dup}' is given twice; name them with name=path`);
   const port = int('--port', opts.port ?? 8080, 0)!;
   if (port > 65535) throw new Error(`--port must be at most 65535, got ${port}`);
+  const microBatchWait = int('--micro-batch-wait', opts.microBatchWait, 0);
+  const microBatchMax = int('--micro-batch-max', opts.microBatchMax, 1);
   const token = opts.token ?? process.env.REFIT_TOKEN ?? undefined;
   if (opts.protectReads && !token) throw new Error('--protect-reads closes every route but /healthz behind the bearer token; give --token <token> or set REFIT_TOKEN');
   let methodOptions: Record<string, unknown> | undefined;
@@ -94,6 +100,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
       models, registry, method: opts.method, methodOptions,
       token, protectReads: opts.protectReads === true,
       maxTenants: int('--max-tenants', opts.maxTenants, 1), maxBatch: int('--max-batch', opts.maxBatch, 1), persistEvery: int('--persist-every', opts.persistEvery, 0),
+      microBatch: { ...(microBatchWait !== undefined ? { maxWaitMs: microBatchWait } : {}), ...(microBatchMax !== undefined ? { maxSamples: microBatchMax } : {}) },
       logger: opts.debug ? { level: 'info' } : false,
     });
     await app.listen({ port, host: opts.host ?? '127.0.0.1' });

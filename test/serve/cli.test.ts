@@ -39,6 +39,21 @@ test('runServe listens on a port; close() stops it', async () => {
   await assert.rejects(runServe({ model: ['cnn=/nonexistent.onnx'], signals: false, log: () => {} }), /--model cnn=\/nonexistent\.onnx/);
 });
 
+test('runServe: the micro-batching options reach the batcher; bad values are refused with the flag named', async () => {
+  const h = await runServe({ model: [`cnn=${model}`], port: 0, host: '127.0.0.1', signals: false, log: () => {}, microBatchWait: '0' });
+  try {
+    // maxWaitMs 0: every request is its own run, so 3 concurrent requests make 3 runs.
+    const one = { dims: [1, 1, 28, 28], data: new Array(784).fill(0.5) };
+    await Promise.all([0, 1, 2].map(() => fetch(`${h.url}/v1/models/cnn/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: one }) })));
+    const m = await (await fetch(`${h.url}/metrics`)).text();
+    assert.match(m, /refit_microbatch_requests_count\{model="cnn"\} 3/);
+  } finally {
+    await h.close();
+  }
+  await assert.rejects(runServe({ model: [`cnn=${model}`], port: 0, signals: false, log: () => {}, microBatchMax: '0' }), /--micro-batch-max must be an integer ≥ 1, got '0'/);
+  await assert.rejects(runServe({ model: [`cnn=${model}`], port: 0, signals: false, log: () => {}, microBatchWait: '-1' }), /--micro-batch-wait must be an integer ≥ 0/);
+});
+
 test('refit serve: SIGTERM saves tenant state to the registry file and exits 0', { timeout: 60_000 }, async () => {
   const db = join(dir, 'registry.sqlite');
   const child = spawn(process.execPath, [join(root, 'bin/refit.js'), 'serve', '--model', `cnn=${model}`, '--port', '0', '--registry', db, '--method', 'tent'], { stdio: ['ignore', 'pipe', 'pipe'] });
