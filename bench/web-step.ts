@@ -4,7 +4,8 @@
 //
 //   npx tsx bench/web-step.ts --case cnn-full --batch 32 --threads 1,2 --opt all,extended --rounds 7
 //
-// Cases: cnn-full, cnn-lora, vit-full, vit-lora (test/web/cases.ts). The page is served from
+// Cases: cnn-full, cnn-lora, vit-full, vit-lora (test/web/cases.ts). --webgpu-build bundles
+// onnxruntime-web's WebGPU-capable build (still run on wasm) instead of the wasm-only one. The page is served from
 // 127.0.0.1 with COOP/COEP, so onnxruntime-web gets the threads asked for (one pool per page:
 // each thread count gets its own page).
 import { readFileSync } from 'node:fs';
@@ -27,7 +28,7 @@ type T = { refitTest: { setup(o: unknown): Promise<{ threads: number }>; open(c:
 console.log(`${c.model}-${c.adapter} batch ${c.batch}, ${rounds} alternating rounds per configuration (ms per step, median)`);
 for (const threads of threadList) {
   // One page per thread count: onnxruntime-web fixes its pool when the page's first session starts.
-  const tp = await openTestPage();
+  const tp = await openTestPage(undefined, { webgpu: process.argv.includes('--webgpu-build') });
   const page = tp.page;
   try {
     const info = await page.evaluate((t) => (globalThis as unknown as T).refitTest.setup({ threads: t }), threads);

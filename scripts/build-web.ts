@@ -1,6 +1,7 @@
 // Bundles refit's browser entry (src/web.ts) with esbuild into dist-web/: refit-web.js (ESM, with
-// onnxruntime-web inside) and onnxruntime-web's wasm binary next to it, where onnxruntime-web
-// looks by default. `npm run build:web`; test/web/*.test.ts call buildWeb() too.
+// onnxruntime-web's wasm-only build inside), refit-web-webgpu.js (its WebGPU build), and each one's
+// wasm binary next to it, where onnxruntime-web looks by default. `npm run build:web`;
+// test/web/*.test.ts call buildWeb() too.
 //
 // Two modules read files through node:fs in Node and are imported by browser-safe code
 // (model.ts → onnx/io.ts for loadModel(path), tta/index.ts → tta/source-data.ts); the bundle maps
@@ -26,6 +27,8 @@ export const NODE_ONLY_PACKAGES = ['onnxruntime-node'];
 
 /** onnxruntime-web's default ESM bundle (wasm + WebGPU) loads this binary from its own folder. */
 export const ORT_WASM = 'ort-wasm-simd-threaded.jsep.wasm';
+/** The binary of its wasm-only bundle. */
+export const ORT_WASM_ONLY = 'ort-wasm-simd-threaded.wasm';
 
 export interface NodeOnlyImport {
   path: string;
@@ -52,6 +55,15 @@ export interface WebBuildOptions {
   collectOnly?: boolean;
   /** Skip writing files (graph check only). */
   write?: boolean;
+  /**
+   * Bundle onnxruntime-web's WebGPU-capable build instead of its wasm-only build
+   * ('onnxruntime-web/wasm', the default). The WebGPU build (JSEP) ran the shipped ViT's LoRA step
+   * on wasm at about half the speed of the wasm-only one (214 vs 111 ms, Chromium, 1 thread,
+   * bench/web-step.ts) and warms up slower, so WebGPU is a separate bundle.
+   */
+  webgpu?: boolean;
+  /** The bundle's file name (default refit-web.js). */
+  name?: string;
 }
 
 const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
@@ -90,7 +102,8 @@ export async function buildWeb(opts: WebBuildOptions = {}): Promise<WebBuildResu
     },
   };
   const t0 = performance.now();
-  const bundle = join(outDir, 'refit-web.js');
+  const bundle = join(outDir, opts.name ?? 'refit-web.js');
+  const webgpu = opts.webgpu === true;
   const r = await esbuild.build({
     entryPoints: [entry],
     bundle: true,
@@ -104,14 +117,16 @@ export async function buildWeb(opts: WebBuildOptions = {}): Promise<WebBuildResu
     write: opts.write ?? true,
     logLevel: 'silent',
     plugins: [plugin],
+    ...(webgpu ? {} : { alias: { 'onnxruntime-web': 'onnxruntime-web/wasm' } }),
+    define: { REFIT_WEB_WEBGPU: String(webgpu) },
   });
   if (nodeOnly.length && !opts.collectOnly) {
     throw new Error(`the web entry reaches Node-only modules:\n${nodeOnly.map((n) => `  ${n.path} (imported by ${n.importer})`).join('\n')}`);
   }
   if (opts.write ?? true) {
     mkdirSync(outDir, { recursive: true });
-    const wasm = createRequire(import.meta.url).resolve(`onnxruntime-web/${ORT_WASM}`);
-    copyFileSync(wasm, join(outDir, ORT_WASM));
+    const file = webgpu ? ORT_WASM : ORT_WASM_ONLY;
+    copyFileSync(createRequire(import.meta.url).resolve(`onnxruntime-web/${file}`), join(outDir, file));
   }
   const inputs = Object.keys(r.metafile.inputs).map((p) => relative(root, resolve(root, p)));
   const bytes = opts.write ?? true ? statSync(bundle).size : Object.values(r.metafile.outputs).reduce((s, o) => s + o.bytes, 0);
@@ -119,6 +134,9 @@ export async function buildWeb(opts: WebBuildOptions = {}): Promise<WebBuildResu
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const r = await buildWeb({ minify: process.argv.includes('--minify'), sourcemap: process.argv.includes('--sourcemap') });
-  console.log(`${relative(root, r.bundle)}: ${(r.bytes / 1024).toFixed(0)} KiB from ${r.inputs.length} files in ${r.ms.toFixed(0)} ms (+ ${ORT_WASM})`);
+  const common = { minify: process.argv.includes('--minify'), sourcemap: process.argv.includes('--sourcemap') };
+  for (const [webgpu, name] of [[false, 'refit-web.js'], [true, 'refit-web-webgpu.js']] as const) {
+    const r = await buildWeb({ ...common, webgpu, name });
+    console.log(`${relative(root, r.bundle)}: ${(r.bytes / 1024).toFixed(0)} KiB from ${r.inputs.length} files in ${r.ms.toFixed(0)} ms (+ ${webgpu ? ORT_WASM : ORT_WASM_ONLY})`);
+  }
 }

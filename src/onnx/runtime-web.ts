@@ -48,6 +48,11 @@ export interface WebRuntimeInfo {
 
 const ort = ortWeb as unknown as OrtModule;
 
+// Set by the bundler (scripts/build-web.ts): whether this bundle holds onnxruntime-web's WebGPU
+// build. Unbundled (Node, other bundlers) it is not defined, and 'onnxruntime-web' decides.
+declare const REFIT_WEB_WEBGPU: boolean | undefined;
+const bundledWithoutWebGpu = typeof REFIT_WEB_WEBGPU !== 'undefined' && !REFIT_WEB_WEBGPU;
+
 function backendFor(device: WebDevice): RuntimeBackend {
   return {
     name: `onnxruntime-web (${device})`,
@@ -110,7 +115,9 @@ export async function useWebRuntime(opts: WebRuntimeOptions = {}): Promise<WebRu
   let chosen: WebDevice = device;
   let adapter: string | undefined;
   if (device === 'webgpu') {
-    const p = await probeWebGpu(opts.allowSoftwareAdapter === true);
+    const p = bundledWithoutWebGpu
+      ? { ok: false as const, why: 'this bundle of refit/web holds onnxruntime-web without WebGPU (refit-web.js); load refit-web-webgpu.js (refit/web/webgpu) for it' }
+      : await probeWebGpu(opts.allowSoftwareAdapter === true);
     if (p.ok) adapter = p.adapter;
     else if (opts.fallback === 'error') throw new Error(`WebGPU was asked for but cannot be used: ${p.why}`);
     else {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
-import { buildWeb } from '../../scripts/build-web.ts';
+import { buildWeb, type WebBuildOptions } from '../../scripts/build-web.ts';
 import { serve, type Served, type ServeOptions } from '../../web/server.ts';
 
 export const CHROMIUM = '/usr/bin/chromium';
@@ -21,12 +21,12 @@ export interface TestPage {
   close(): Promise<void>;
 }
 
-export async function openTestPage(routes?: ServeOptions['routes']): Promise<TestPage> {
+export async function openTestPage(routes?: ServeOptions['routes'], build: Pick<WebBuildOptions, 'webgpu'> = {}): Promise<TestPage> {
   const out = mkdtempSync(join(tmpdir(), 'refit-web-test-'));
   let server: Served | undefined;
   let browser: Browser | undefined;
   try {
-    const built = await buildWeb({ entry: join(root, 'test/web/page-entry.ts'), outDir: out });
+    const built = await buildWeb({ entry: join(root, 'test/web/page-entry.ts'), outDir: out, ...build });
     writeFileSync(join(out, 'index.html'), '<!doctype html><meta charset=utf-8><link rel=icon href="data:,"><title>refit test page</title><script type=module src="/refit-web.js"></script>\n');
     server = await serve({ mounts: { '/': out, '/models/': join(root, 'models') }, ...(routes ? { routes } : {}) });
     const { chromium } = await import('playwright-core');

@@ -26,19 +26,34 @@ after(async () => { await tp?.close(); });
 const inPage = <T>(f: (refit: R) => Promise<T>): Promise<T> =>
   tp!.page.evaluate(`(() => { const __name = (fn) => fn; return (${f.toString()})(globalThis.refitTest.refit); })()`) as Promise<T>;
 
-test('WebGPU asked for where the browser offers none: wasm with a message, or an error when fallback is "error"', { skip: chromiumMissing }, async () => {
-  const r = await inPage(async (refit) => {
-    const warned: string[] = [];
-    const info = await refit.useWebRuntime({ device: 'webgpu', onWarning: (m) => warned.push(m) });
-    let error = '';
-    try { await refit.useWebRuntime({ device: 'webgpu', fallback: 'error' }); } catch (e) { error = (e as Error).message; }
-    await refit.useWebRuntime({ device: 'wasm' });
-    return { info, warned, error };
-  });
-  // Headless Chromium with --disable-gpu: no adapter, or only SwiftShader (refused by default).
+const askWebGpu = async (refit: R) => {
+  const warned: string[] = [];
+  const info = await refit.useWebRuntime({ device: 'webgpu', onWarning: (m) => warned.push(m) });
+  let error = '';
+  try { await refit.useWebRuntime({ device: 'webgpu', fallback: 'error' }); } catch (e) { error = (e as Error).message; }
+  await refit.useWebRuntime({ device: 'wasm' });
+  return { info, warned, error };
+};
+
+test('WebGPU asked for from the wasm-only bundle: wasm with a message naming the WebGPU bundle, or an error', { skip: chromiumMissing }, async () => {
+  const r = await inPage(askWebGpu);
   assert.equal(r.info.device, 'wasm');
-  assert.match(r.warned[0] ?? '', /^WebGPU was asked for but cannot be used: .+; running on wasm$/);
-  assert.match(r.error, /^WebGPU was asked for but cannot be used: /);
+  assert.match(r.warned[0] ?? '', /^WebGPU was asked for but cannot be used: this bundle of refit\/web holds onnxruntime-web without WebGPU .*refit-web-webgpu\.js.*; running on wasm$/);
+  assert.match(r.error, /^WebGPU was asked for but cannot be used: this bundle/);
+});
+
+test('WebGPU asked for from the WebGPU bundle where the browser offers no usable adapter: the reason, then wasm or an error', { skip: chromiumMissing }, async () => {
+  const gp = await openTestPage(undefined, { webgpu: true });
+  try {
+    const r = await (gp.page.evaluate(`(() => { const __name = (fn) => fn; return (${askWebGpu.toString()})(globalThis.refitTest.refit); })()`) as ReturnType<typeof askWebGpu>);
+    // Headless Chromium with --disable-gpu: no adapter, or only SwiftShader (refused by default).
+    assert.equal(r.info.device, 'wasm');
+    assert.match(r.warned[0] ?? '', /^WebGPU was asked for but cannot be used: (this browser has no navigator\.gpu|navigator\.gpu\.requestAdapter\(\) returned no adapter|the only WebGPU adapter is a software one).*; running on wasm$/);
+    assert.match(r.error, /^WebGPU was asked for but cannot be used: /);
+    console.log(`# ${r.warned[0]}`);
+  } finally {
+    await gp.close();
+  }
 });
 
 test('model fetches that fail: HTTP 404, a body cut off halfway, a file path', { skip: chromiumMissing }, async () => {
