@@ -1,6 +1,8 @@
 // Pointwise activations and the softmax family (Hardmax: no gradient). Rules reuse the forward output where the
 // derivative is a cheap function of it (sigmoid' = y(1−y), tanh' = 1−y², softmax, Elu).
 import { attrFloat, attrInt, attrString, type Node } from '../../onnx/ir.ts';
+import type { Emitter } from '../../onnx/emitter.ts';
+import { ONNX_DTYPE, type DType } from '../../onnx/tensor.ts';
 import { registerRules, type GradContext } from '../rule.ts';
 
 /** dY where `cond`, else `other` (a tensor) or 0. One Where instead of Cast + Mul. */
@@ -21,17 +23,36 @@ function softmaxAxes(ctx: GradContext, node: Node): number[] {
   return ctx.opset >= 13 ? [axis] : Array.from({ length: rank - axis }, (_, i) => axis + i);
 }
 
+/**
+ * Relu's input gradient, dY where x > 0 (0 at x = 0, as PyTorch). `src` is the input x or the
+ * output y = max(x, 0): x > 0 exactly when y > 0.
+ *  'mul':   dY · Cast(src > 0) to float;
+ *  'where': Where(src > 0, dY, 0).
+ */
+export type ReluGradForm = 'mul' | 'where';
+
+export function reluDx(em: Emitter, src: string, dY: string, form: ReluGradForm, dtype: DType = 'float32'): string {
+  const pos = em.op('Greater', [src, em.scalar(0)]);
+  return form === 'where' ? em.op('Where', [pos, dY, em.scalar(0)]) : em.mul(dY, em.op('Cast', [pos], { to: ONNX_DTYPE[dtype] }));
+}
+
+/**
+ * Mul by a 0/1 mask: Where(x > 0, dY, 0) was slower in onnxruntime (the shipped CNN's Tent step:
+ * 48-49 vs 44 ms per batch of 64; bench/activation-forms.ts, kernel time over the mask Mul:
+ * 1.03-1.64 on [16,64,112,112], [64,64,32,32], [16,144,56,56]). The mask reads y rather than x at
+ * the same cost (0.82-1.07 over reading x, noise on a shared machine) so that onnxruntime can fuse
+ * a Conv → Relu into one Conv, and x need not live until the backward pass.
+ */
+export const RELU_GRAD_FORM: ReluGradForm = 'mul';
+
 const GELU_K = Math.sqrt(2 / Math.PI); // tanh form: 0.5x(1 + tanh(K(x + C x³)))
 const GELU_C = 0.044715;
 
 registerRules({
   Relu(ctx, node, [dY]) {
-    const em = ctx.em;
-    const x = node.inputs[0]!;
-    // Mul by a 0/1 mask: Where(x > 0, dY, 0) was slower in onnxruntime (the shipped CNN's Tent
-    // step: 48-49 vs 44 ms per batch of 64).
-    const mask = em.op('Cast', [em.op('Greater', [x, em.scalar(0)])], { to: 1 });
-    return [em.mul(dY!, mask)];
+    // The mask is read off the output, as PyTorch's threshold_backward does.
+    const y = node.outputs[0]!;
+    return [reluDx(ctx.em, y, dY!, RELU_GRAD_FORM, ctx.dtype(y))];
   },
   LeakyRelu(ctx, node, [dY]) {
     const em = ctx.em;

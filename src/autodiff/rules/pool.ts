@@ -76,6 +76,12 @@ export function maxPoolFormApplies(g: PoolGeom, f: MaxPoolGradForm, opset: numbe
  * of tap positions then a ConvTranspose, was the slowest and was dropped). The Indices forms pay
  * mostly in the forward MaxPool, which onnxruntime runs several times slower when it also writes
  * Indices; the argmax form pays in its im2col Conv and col2im ConvTranspose.
+ * ResNet-18's stem MaxPool (3x3 stride 2 pad 1; bench/activation-forms.ts, forward + gradient,
+ * kernel time over onehot-argmax at opset 13, as the torchvision exports): [16,64,112,112]
+ * scatter-add 0.67 (needs opset ≥ 16), Indices + one overwrite-scatter per phase of disjoint
+ * windows (valid at opset 11) 1.05; [64,64,32,32] 0.63 and 0.88. The per-phase scatter pays the
+ * Indices forward (4-5× the plain MaxPool in a profile) and was not kept; OneHot in place of Equal + Cast,
+ * and a ScatterElements into the [M, K, L] taps in place of the routing Mul, were slower too.
  */
 export function pickMaxPoolForm(g: PoolGeom, opset: number): MaxPoolGradForm {
   if (opset >= 16) return 'scatter-add';
