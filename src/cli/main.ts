@@ -210,6 +210,8 @@ export interface ServeCliOptions {
   maxTenants?: string;
   maxBatch?: string;
   persistEvery?: string;
+  microBatchWait?: string;
+  microBatchMax?: string;
 }
 
 program
@@ -226,6 +228,8 @@ program
   .option('--max-tenants <n>', 'tenant sessions held in memory; older ones are saved to the registry and released (default 64)')
   .option('--max-batch <n>', 'samples per predict request (default 256)')
   .option('--persist-every <n>', 'save each tenant\'s state to the registry every n batches (default 0: on release and shutdown only)')
+  .option('--micro-batch-wait <ms>', 'longest wait for concurrent plain predictions to join one run (default 2; 0: off)')
+  .option('--micro-batch-max <n>', 'samples at which a joined run is sent at once (default 32)')
   .addHelpText('after', examples(
     'refit serve --model cnn=models/fmnist-cnn.onnx --port 8080 --registry adapters.sqlite --method tent',
     'REFIT_TOKEN=secret refit serve --model models/fmnist-cnn.onnx --method continual',
