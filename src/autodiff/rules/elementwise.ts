@@ -1,8 +1,8 @@
 // Elementwise math: Sqrt, Reciprocal, Pow, Exp, Log, Erf, Abs, Sin, Cos, Softplus, Softsign,
-// Clip, Where, Min, Max, Mean, and the other trigonometric and hyperbolic functions. Each rule is
+// Where, Min, Max, Mean, and the other trigonometric and hyperbolic functions. Each rule is
 // the cheapest standard-op form, reusing the forward output where that is exact, and computes
 // only the gradients that `needs` asks for.
-import { attrFloat, type Node } from '../../onnx/ir.ts';
+import type { Node } from '../../onnx/ir.ts';
 import { type Tensor, f32, isFloat, toNumbers } from '../../onnx/tensor.ts';
 import { registerRules, type GradContext } from '../rule.ts';
 
@@ -21,11 +21,6 @@ function constInput(ctx: GradContext, node: Node, i: number, needs: boolean[]): 
   const name = node.inputs[i];
   if (!name || needs[i]) return undefined;
   return ctx.constant(name);
-}
-
-/** Boolean mask `cond` selects dY, elsewhere 0 (one Where instead of Cast + Mul). */
-function masked(ctx: GradContext, cond: string, dY: string): string {
-  return ctx.em.op('Where', [cond, dY, ctx.em.scalar(0)]);
 }
 
 /** Pow(a, b): da = dY·b·a^(b−1); db = dY·y·ln(a) (defined for a > 0, 0 at a = 0 with b ≥ 0, as in PyTorch). */
@@ -66,38 +61,6 @@ function powGrad(ctx: GradContext, node: Node, dY: string, needs: boolean[]): (s
   return [da, db];
 }
 
-/**
- * Clip(x, min?, max?), or before opset 11 Clip(x) with min/max attributes: dx passes where
- * min < x < max (strictly; at the bounds the gradient is 0). A min or max that needs a gradient gets the sum of dY where it was the
- * active bound. (With min > max onnxruntime returns max everywhere; that case is not modelled.)
- */
-function clipGrad(ctx: GradContext, node: Node, dY: string, needs: boolean[]): (string | null)[] {
-  const em = ctx.em;
-  let [x, lo, hi] = node.inputs as [string, string | undefined, string | undefined];
-  if (ctx.opset < 11) {
-    // Attribute bounds are constants: only x has a gradient.
-    const min = attrFloat(node, 'min'), max = attrFloat(node, 'max');
-    lo = min === undefined ? undefined : em.scalar(min);
-    hi = max === undefined ? undefined : em.scalar(max);
-  }
-  let dx: string | null = null;
-  if (needs[0]) {
-    if (lo && hi) dx = masked(ctx, em.op('And', [em.op('Greater', [x, lo]), em.op('Less', [x, hi])]), dY);
-    else if (lo) dx = masked(ctx, em.op('Greater', [x, lo]), dY);
-    else if (hi) dx = masked(ctx, em.op('Less', [x, hi]), dY);
-    else dx = dY;
-  }
-  const boundGrad = (mask: string, bound: string) => {
-    const rank = ctx.shape(x).length;
-    const s = em.reduce('ReduceSum', masked(ctx, mask, dY), Array.from({ length: rank }, (_, i) => i), false);
-    return em.reshape(s, ctx.shape(bound));
-  };
-  return [
-    dx,
-    lo && needs[1] ? boundGrad(em.op('Less', [x, lo]), lo) : null,    // x < min: the output is min
-    hi && needs[2] ? boundGrad(em.op('Greater', [x, hi]), hi) : null, // x > max: the output is max
-  ];
-}
 
 /**
  * Min and Max, variadic with broadcasting. The gradient goes to the selected input; on ties it
@@ -168,9 +131,6 @@ registerRules({
     const em = ctx.em;
     const d = em.add(em.op('Abs', [node.inputs[0]!]), em.scalar(1));
     return [em.div(dY!, em.mul(d, d))];
-  },
-  Clip(ctx, node, [dY], needs) {
-    return clipGrad(ctx, node, dY!, needs);
   },
   Where(ctx, node, [dY], needs) {
     // The condition gets no gradient; X gets dY where cond, Y where not, each unbroadcast.
