@@ -1,6 +1,8 @@
 // A compiled training step: one onnxruntime session per input signature, cached.
 import type { RefitModel } from '../model.ts';
 import { encodeModel } from '../onnx/proto.ts';
+import { cloneModel } from '../onnx/ir.ts';
+import { blockFedConvsForSession } from '../onnx/nchwc.ts';
 import { createSession, toOrt, fromOrt, type SessionOptions, ort } from '../onnx/runtime.ts';
 import { signatureOf, signatureKey, checkSignature, type InputSignature } from '../onnx/shapes.ts';
 import { type Tensor, formatShape } from '../onnx/tensor.ts';
@@ -45,7 +47,13 @@ export class TrainStep {
       hit = (async () => {
         const graph = await buildStepGraph(this.model.ir, sig, this.options);
         let t = performance.now();
-        const bytes = encodeModel(graph.model);
+        // graph.model stays the portable standard-op graph; the session may get a copy whose fed
+        // convolutions run on onnxruntime-node's blocked kernels (src/onnx/nchwc.ts).
+        const forSession = cloneModel(graph.model);
+        await blockFedConvsForSession(forSession, new Set(graph.paramInputs), this.session);
+        graph.timings.blockedConvs = performance.now() - t;
+        t = performance.now();
+        const bytes = encodeModel(forSession);
         graph.timings.encode = performance.now() - t;
         t = performance.now();
         // No memory pattern unless asked: with the arena it holds a second layout of the step's
