@@ -7,6 +7,7 @@
 //   npx tsx bench/foreign.ts [--models cnn28,resnet18_64,resnet18_224,mobilenet_v2_224]
 //        [--configs infer,bn-adapt,tent,eata,sar,full,norm,lora] [--reps 10] [--warmup 2]
 //        [--skip resnet18_224/lora,...] [--out bench/results/foreign]
+//        [--resume [--redo-contended 0.1]]  keep finished rows; rerun those where other processes used > 10% CPU
 //        [--no-arena]   refit sessions with onnxruntime's CPU memory arena off (memoryArena: false)
 //   npx tsx bench/foreign.ts --profile [--models …] [--out bench/results/foreign-profile]
 //        one onnxruntime profile (enableProfiling) of the Tent step and the full step per model,
@@ -233,6 +234,12 @@ const uptime = () => execSync('uptime').toString().trim();
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
+  if (argv.includes('--help') || argv.includes('-h')) {
+    // The usage is this file's opening comment; never start a run (it would overwrite the results).
+    const head = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n');
+    process.stdout.write(head.slice(0, head.findIndex((l) => !l.startsWith('//'))).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
+    return;
+  }
   if (argv[0] === '--child') { process.stdout.write(JSON.stringify(await refitChild(JSON.parse(argv[1]!))) + '\n'); return; }
   if (argv[0] === '--profile-child') { process.stdout.write(JSON.stringify(await profileChild(argv[1]!, (argv[2] ?? 'tent,full').split(','))) + '\n'); return; }
   if (!existsSync(join(modelDir, 'cnn28.onnx'))) execSync(`/usr/bin/python3 ${join(here, 'foreign_torch.py')} --export ${modelDir}`, { stdio: 'inherit' });
