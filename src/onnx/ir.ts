@@ -22,7 +22,14 @@ export interface Node {
   outputs: string[];
   attrs: Record<string, Attr>;
   /** refit's own annotations for later passes (never written to the file). */
-  meta?: { batchStatistics?: boolean };
+  meta?: {
+    batchStatistics?: boolean;
+    /**
+     * On a Conv that computes an input gradient: its weight is this tensor's per-group C↔O swap,
+     * spatially flipped (src/onnx/nchwc.ts builds the blocked form straight from it).
+     */
+    flippedWeightOf?: string;
+  };
 }
 
 export type Dim = number | string | null;

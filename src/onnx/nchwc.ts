@@ -110,8 +110,9 @@ function sameData(a: Float32Array, t: Tensor): boolean {
 }
 
 /**
- * Rewrite every 2-D Conv whose weight is one of `fed` (graph inputs of known shape) onto the
- * blocked kernels, in the forms onnxruntime itself would choose (blockedForm). Other convs are
+ * Rewrite every 2-D Conv whose weight is one of `fed` (graph inputs of known shape), or the flipped
+ * form of one (input-gradient convs, marked by conv.ts), onto the blocked kernels, in the forms
+ * onnxruntime itself would choose (blockedForm). Other convs are
  * left to onnxruntime (it blocks the baked ones itself). Returns the number of convs rewritten.
  * The model is changed in place and gains the com.microsoft.nchwc opset import.
  */
@@ -130,33 +131,65 @@ export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: num
     g.initializers.set(n, tensor('int64', [v.length], v));
     return n;
   };
-  const reordered = new Map<string, string>(); // one reorder per weight, shared by its convs
+  const reordered = new Map<string, string>(); // one reorder per weight and use, shared by its convs
   const nodes: Node[] = [];
+  const op = (opType: string, inputs: string[], attrs: Node['attrs'] = {}): string => {
+    const out = fresh(`${inputs[0]}.nchwc_${opType.toLowerCase()}`);
+    nodes.push({ name: fresh(`${out}_node`), opType, domain: '', inputs, outputs: [out], attrs });
+    return out;
+  };
+  /** W → Reshape(split) → Transpose(perm) → Reshape(final): one pass over the weight. */
+  const permute = (w: string, split: number[], perm: number[], final: number[]) =>
+    op('Reshape', [op('Transpose', [op('Reshape', [w, ints(`${w}.nchwc_split`, split)])], { perm: { kind: 'ints', value: perm } }), ints(`${w}.nchwc_shape`, final)]);
   let count = 0;
   for (const n of g.nodes) {
-    const w = n.inputs[1];
-    const dims = w && fed.has(w) ? shapeOf.get(w) : undefined;
-    const form = n.opType === 'Conv' && n.domain === '' && dims?.length === 4 && dims.every((d) => typeof d === 'number') && attrString(n) === 'NOTSET'
-      ? blockedForm(dims as number[], attrInt(n, 'group', 1), block) : null;
+    if (n.opType !== 'Conv' || n.domain !== '' || attrString(n) !== 'NOTSET') { nodes.push(n); continue; }
+    const group = attrInt(n, 'group', 1);
+    // A forward conv reads the fed weight itself; an input-gradient conv (conv.ts) reads its
+    // C↔O-swapped, flipped form, which is built here from the fed weight in the blocked layout.
+    const direct = n.inputs[1] && fed.has(n.inputs[1]) ? n.inputs[1] : undefined;
+    const flipped = !direct && n.meta?.flippedWeightOf && fed.has(n.meta.flippedWeightOf) ? n.meta.flippedWeightOf : undefined;
+    const w = direct ?? flipped;
+    const dims = w ? shapeOf.get(w) : undefined;
+    if (!w || dims?.length !== 4 || !dims.every((d) => typeof d === 'number')) { nodes.push(n); continue; }
+    const [Ow, Iw, kh, kw] = dims as number[];
+    // The conv's own [O, I/group]: the weight's, or for the swapped form [C, O/group].
+    const [O, I] = direct ? [Ow!, Iw!] : [Iw! * group, Ow! / group];
+    const form = blockedForm([O, I], group, block);
     if (!form) { nodes.push(n); continue; }
-    const [O, I, kh, kw] = dims as number[];
-    let wr = reordered.get(w!);
+    const key = `${direct ? 'direct' : 'flipped'}:${w}`;
+    let wr = reordered.get(key);
     if (!wr) {
-      // OIHWBiBo: [O/b][I/b][kh][kw][b_in][b_out]; OIHWBo: [O/b][I][kh][kw][b_out].
-      const [split, perm] = form.filter === 'OIHWBiBo'
-        ? [[O! / block, block, I! / block, block, kh!, kw!], [0, 2, 4, 5, 3, 1]]
-        : [[O! / block, block, I!, kh!, kw!], [0, 2, 3, 4, 1]];
-      const ws = fresh(`${w}.nchwc_split`), wt = fresh(`${w}.nchwc_t`);
-      wr = fresh(`${w}.nchwc`);
-      nodes.push(
-        { name: fresh(`${w}.nchwc_reshape_split`), opType: 'Reshape', domain: '', inputs: [w!, ints(`${w}.nchwc_s_split`, split)], outputs: [ws], attrs: {} },
-        { name: fresh(`${w}.nchwc_transpose`), opType: 'Transpose', domain: '', inputs: [ws], outputs: [wt], attrs: { perm: { kind: 'ints', value: perm } } },
-        { name: fresh(`${w}.nchwc_reshape`), opType: 'Reshape', domain: '', inputs: [wt, ints(`${w}.nchwc_s`, [O!, I!, kh!, kw!])], outputs: [wr], attrs: {} },
-      );
-      reordered.set(w!, wr);
+      // Target layouts: OIHWBiBo [O/b][I/b][kh][kw][b_in][b_out]; OIHWBo [O/b][I][kh][kw][b_out].
+      const b = block;
+      if (direct) {
+        wr = form.filter === 'OIHWBiBo'
+          ? permute(w, [O / b, b, I / b, b, kh!, kw!], [0, 2, 4, 5, 3, 1], [O, I, kh!, kw!])
+          : permute(w, [O / b, b, I, kh!, kw!], [0, 2, 3, 4, 1], [O, I, kh!, kw!]);
+      } else {
+        // Flip the taps of W [Ow, Iw, K] with one MatMul by the K×K reversal (the last axis, so no
+        // Transpose first), then one Transpose does the C↔O swap and the blocking together.
+        const K = kh! * kw!;
+        const rev = new Float32Array(K * K);
+        for (let i = 0; i < K; i++) rev[i * K + (K - 1 - i)] = 1;
+        const revName = fresh(`${w}.nchwc_tap_reversal`);
+        g.initializers.set(revName, tensor('float32', [K, K], rev));
+        const wf = op('MatMul', [op('Reshape', [w, ints(`${w}.nchwc_taps`, [Ow!, Iw!, K])]), revName]);
+        if (group === 1 && form.filter === 'OIHWBiBo') {
+          // wf (o, c, h, w) as [Ow/b, b, Iw/b, b, kh, kw] → [C/b][O/b][kh][kw][b_in = o][b_out = c].
+          wr = permute(wf, [Ow! / b, b, Iw! / b, b, kh!, kw!], [2, 0, 4, 5, 1, 3], [O, I, kh!, kw!]);
+        } else if (group === 1) {
+          // Fewer than b gradient channels in (Ow < b): [C/b][Ow][kh][kw][b_out = c].
+          wr = permute(wf, [Ow!, Iw! / b, b, kh!, kw!], [1, 0, 3, 4, 2], [O, I, kh!, kw!]);
+        } else {
+          // Depthwise: the swap is the identity; [C/b][1][kh][kw][b].
+          wr = permute(wf, [Ow! / b, b, 1, kh!, kw!], [0, 2, 3, 4, 1], [O, I, kh!, kw!]);
+        }
+      }
+      reordered.set(key, wr);
     }
     const xr = form.reorderInput ? fresh(`${n.name}.nchwc_in`) : n.inputs[0]!, yr = fresh(`${n.name}.nchwc_out`);
-    const attrs: Node['attrs'] = { group: { kind: 'int', value: attrInt(n, 'group', 1) } };
+    const attrs: Node['attrs'] = { group: { kind: 'int', value: group } };
     for (const a of ['dilations', 'pads', 'strides', 'kernel_shape'] as const) {
       const v = attrInts(n, a);
       if (v) attrs[a] = { kind: 'ints', value: v };
@@ -170,9 +203,22 @@ export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: num
     );
     count++;
   }
-  g.nodes = nodes;
+  g.nodes = count ? withoutDeadNodes(nodes, new Set(g.outputs.map((o) => o.name))) : nodes;
   if (count && !model.opsets.some((o) => o.domain === NCHWC_DOMAIN)) model.opsets.push({ domain: NCHWC_DOMAIN, version: 1 });
   return count;
+}
+
+/** The nodes without those whose outputs nobody reads (the flips the blocked weights replaced). */
+function withoutDeadNodes(nodes: Node[], graphOutputs: ReadonlySet<string>): Node[] {
+  const read = new Set(graphOutputs);
+  const keep: Node[] = [];
+  for (let i = nodes.length - 1; i >= 0; i--) {
+    const n = nodes[i]!;
+    if (!n.outputs.some((o) => o && read.has(o))) continue;
+    keep.push(n);
+    for (const x of n.inputs) if (x) read.add(x);
+  }
+  return keep.reverse();
 }
 
 /**

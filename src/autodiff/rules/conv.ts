@@ -223,7 +223,9 @@ export function convDx(em: Emitter, g: ConvGeom, dY: string, w: string, form: Dx
   }
   const wf = transposeWeight(em, g, w, true, flipOf(form));
   const pads = [...e.map((x, i) => x - 1 - g.padB[i]!), ...e.map((x, i) => x - 1 - (g.padE[i]! - r[i]!))];
-  return em.op('Conv', [src, wf], { dilations: g.dil, group: g.group, pads, kernel_shape: g.k });
+  const dx = em.op('Conv', [src, wf], { dilations: g.dil, group: g.group, pads, kernel_shape: g.k });
+  em.graph.nodes.at(-1)!.meta = { flippedWeightOf: w }; // lets the NCHWc pass reorder W once, flip included
+  return dx;
 }
 
 // ---------------------------------------------------------------- dW formulations
