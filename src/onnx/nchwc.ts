@@ -204,6 +204,11 @@ export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: num
     count++;
   }
   g.nodes = count ? withoutDeadNodes(nodes, new Set(g.outputs.map((o) => o.name))) : nodes;
+  if (count) {
+    // The dropped flips' constants too (onnxruntime warns about each unused initializer).
+    const read = new Set([...g.nodes.flatMap((n) => n.inputs), ...g.outputs.map((o) => o.name)]);
+    for (const name of [...g.initializers.keys()]) if (!read.has(name)) g.initializers.delete(name);
+  }
   if (count && !model.opsets.some((o) => o.domain === NCHWC_DOMAIN)) model.opsets.push({ domain: NCHWC_DOMAIN, version: 1 });
   return count;
 }

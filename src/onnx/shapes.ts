@@ -85,12 +85,14 @@ export async function probe(model: Model, sig: InputSignature, opts: { feeds?: R
   for (const [name, t] of m.graph.initializers) shapes.set(name, { dtype: t.dtype, dims: [...t.dims] });
   for (const [name, s] of Object.entries(sig)) shapes.set(name, { dtype: s.dtype, dims: [...s.dims] });
   const open: string[] = [];
+  const untrusted = downstreamOfUntrustedInference(m);
   const session = await createSession(encodeModel(withoutWeights(m)), { optimization: 'disabled', threads: 1 });
   try {
     for (const meta of session.outputMetadata) {
       const dtype = meta.isTensor ? META_DTYPE[meta.type] : undefined;
       const dims = meta.isTensor ? meta.shape : undefined;
-      if (dtype && dims && dims.every((d): d is number => typeof d === 'number' && d >= 0)) shapes.set(meta.name, { dtype, dims: [...dims] });
+      if (untrusted.has(meta.name)) open.push(meta.name);
+      else if (dtype && dims && dims.every((d): d is number => typeof d === 'number' && d >= 0)) shapes.set(meta.name, { dtype, dims: [...dims] });
       else open.push(meta.name);
     }
   } finally {
@@ -118,6 +120,21 @@ export async function probe(model: Model, sig: InputSignature, opts: { feeds?: R
     if (wanted.has(name)) values.set(name, ft);
   }
   return { shapes, values, computed: run };
+}
+
+/**
+ * Ops whose ONNX shape inference disagrees with what onnxruntime computes: Einsum with a broadcast
+ * dimension ('ij,ij->ij' on [1,3] and [2,3] is inferred [1,3]; onnxruntime returns [2,3]).
+ */
+const UNTRUSTED_INFERENCE = new Set(['Einsum']);
+
+/** Outputs of those ops and of everything computed from them: their shapes come from a run. */
+function downstreamOfUntrustedInference(m: Model): Set<string> {
+  const tainted = new Set<string>();
+  for (const n of m.graph.nodes) {
+    if (UNTRUSTED_INFERENCE.has(n.opType) || n.inputs.some((i) => tainted.has(i))) for (const o of n.outputs) if (o) tainted.add(o);
+  }
+  return tainted;
 }
 
 /**
