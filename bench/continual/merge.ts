@@ -3,7 +3,7 @@
 //
 //   npx tsx bench/continual/merge.ts --model cnn bench/results/continual-cnn-base.json bench/results/continual-cnn-c1.json …
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
-import { renderMarkdown } from './report.ts';
+import { renderMarkdown, summary } from './report.ts';
 import { SETTINGS, METHODS, type Row } from './lib.ts';
 
 const args = process.argv.slice(2);
@@ -24,4 +24,5 @@ const order = (r: Row) => SETTINGS.indexOf(r.setting) * 100 + (METHODS as readon
 const all = [...rows.values()].sort((a, b) => order(a) - order(b));
 writeFileSync(`bench/results/continual-${which}.json`, JSON.stringify({ model: which, sizes, rows: all, tuned }, null, 1));
 writeFileSync(`bench/results/continual-${which}.md`, renderMarkdown(which, sizes as never, all, tuned));
+console.log(summary(which, all));
 console.log(`${all.length} rows → bench/results/continual-${which}.{json,md}`);

@@ -62,3 +62,18 @@ export function renderMarkdown(model: string, sizes: Sizes, rows: Row[], tuned: 
   L.push('');
   return L.join('\n');
 }
+
+/** One line per setting: source, the best single method, Tent, RMT, the controller with and without labels (mean error %). */
+export function summary(model: string, rows: Row[]): string {
+  const settings = [...new Set(rows.map((r) => r.setting))];
+  const L = [`| ${model} setting | source | best single | Tent | RMT | controller | controller, 1% labels | singles run |`, '|---|---:|---|---:|---:|---:|---:|---:|'];
+  for (const s of settings) {
+    const rs = rows.filter((r) => r.setting === s);
+    const get = (m: string) => rs.find((r) => r.method === m);
+    const f = (r?: Row) => (r ? pc(r.mean) : '–');
+    const singles = rs.filter((r) => SINGLE.includes(r.method));
+    const best = [...singles].sort((a, b) => a.mean - b.mean)[0];
+    L.push(`| ${s} | ${f(get('source'))} | ${best ? `${best.method} ${pc(best.mean)}` : '–'} | ${f(get('tent'))} | ${f(get('rmt'))} | ${f(get('controller'))} | ${f(get('controller+labels'))} | ${singles.length} |`);
+  }
+  return L.join('\n');
+}
