@@ -30,6 +30,7 @@ import { maxPoolDx, pickMaxPoolForm, type PoolGeom } from '../src/autodiff/rules
 import { registerRules, ruleFor, type GradRule } from '../src/autodiff/rule.ts';
 import { loadModel } from '../src/model.ts';
 import { createAdapter } from '../src/tta/index.ts';
+import { quantile, relDiff } from './stats.ts';
 
 const args = process.argv.slice(2);
 if (args.includes('--help')) {
@@ -160,17 +161,7 @@ const CASES: (() => Case)[] = [
 
 // ---------------------------------------------------------------- timing
 
-const quantile = (xs: number[], q: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const pos = (s.length - 1) * q, lo = Math.floor(pos), hi = Math.ceil(pos);
-  return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo);
-};
 
-function relDiff(a: Float32Array, ref: Float32Array): number {
-  let d = 0, m = 0;
-  for (let i = 0; i < a.length; i++) { d = Math.max(d, Math.abs(a[i]! - ref[i]!)); m = Math.max(m, Math.abs(ref[i]!)); }
-  return d / Math.max(m, 1e-30);
-}
 
 interface Row { form: string; kernelMs: number; wallMs: number; kernelVsOld: number; wallVsOld: number; maxRelDiff: number | null; old: boolean; chosen: boolean; nodes: Record<string, number>; note?: string }
 

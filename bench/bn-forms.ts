@@ -29,6 +29,7 @@ import { f32 } from '../src/onnx/tensor.ts';
 import { Rng } from '../src/util/rng.ts';
 import { lowerBatchNormTrain, batchStatsForm, type BatchStatsForm } from '../src/train/batchnorm-train.ts';
 import { emitBatchStatisticsGrad, pickBnGradForm, OLD_BN_GRAD_FORM, type BnGradForm } from '../src/autodiff/rules/norm.ts';
+import { quantile, relDiff as relDiffOne } from './stats.ts';
 
 const args = process.argv.slice(2);
 const argOf = (k: string) => (args.includes(k) ? args[args.indexOf(k) + 1] : undefined);
@@ -138,20 +139,10 @@ function adaptLayer(g: Geo): Candidate[] {
 
 interface Row { kind: string; form: string; cpuMs: number; vsRefCpu: number; medianMs: number; p25Ms: number; minMs: number; vsRef: number; vsRefP25: number; maxRelDiff: number | null; chosen: boolean }
 
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const pos = (s.length - 1) * q, lo = Math.floor(pos), hi = Math.ceil(pos);
-  return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo);
-}
-
 /** Max over outputs of max |a − ref| / max |ref|. */
 function relDiff(a: Float32Array[], ref: Float32Array[]): number {
   let worst = 0;
-  for (let k = 0; k < Math.min(a.length, ref.length); k++) {
-    let d = 0, m = 0;
-    for (let i = 0; i < ref[k]!.length; i++) { d = Math.max(d, Math.abs(a[k]![i]! - ref[k]![i]!)); m = Math.max(m, Math.abs(ref[k]![i]!)); }
-    worst = Math.max(worst, d / Math.max(m, 1e-12));
-  }
+  for (let k = 0; k < Math.min(a.length, ref.length); k++) worst = Math.max(worst, relDiffOne(a[k]!, ref[k]!));
   return worst;
 }
 

@@ -33,6 +33,7 @@ import {
 import {
   type PoolGeom, type MaxPoolGradForm, maxPoolDx, averagePoolDx, pickMaxPoolForm, maxPoolFormApplies, maxPoolFormNeedsIndices,
 } from '../src/autodiff/rules/pool.ts';
+import { quantile, relDiff } from './stats.ts';
 
 const args = process.argv.slice(2);
 const argOf = (k: string) => (args.includes(k) ? args[args.indexOf(k) + 1] : undefined);
@@ -182,17 +183,6 @@ function poolLayer(c: PoolCase): Layer {
 
 interface Row { kind: string; form: string; medianMs: number; p25Ms: number; minMs: number; vsForward: number; maxRelDiff: number | null; chosen: boolean }
 
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const pos = (s.length - 1) * q, lo = Math.floor(pos), hi = Math.ceil(pos);
-  return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo);
-}
-
-function relDiff(a: Float32Array, ref: Float32Array): number {
-  let d = 0, m = 0;
-  for (let i = 0; i < a.length; i++) { d = Math.max(d, Math.abs(a[i]! - ref[i]!)); m = Math.max(m, Math.abs(ref[i]!)); }
-  return d / Math.max(m, 1e-12);
-}
 
 async function benchLayer(layer: Layer): Promise<Row[]> {
   const rng = new Rng(1);
