@@ -5,7 +5,7 @@
 // is a constant it can reorder once. In a training step the trainable weights are graph inputs,
 // so every forward conv falls back to the plain kernel: 1.7–2.4× slower than the same conv with
 // a baked weight (docs/speed.md, full-step profile). This pass writes what the transformer would
-// have written, with the weight reorder as graph ops (Reshape, Transpose, Reshape) that run once
+// have written, with the weight reorder as graph ops (Reshapes and Transposes) that run once
 // per step: ReorderOutput(nchwc.Conv(ReorderInput(X), reorder(W), B)).
 //
 // The standard-op graph stays the portable reference (the browser runs it); this pass is applied
