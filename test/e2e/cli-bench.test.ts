@@ -1,25 +1,13 @@
 // `refit bench` run as a user runs it (node bin/refit.js bench …) on the shipped CNN, with few reps.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { BenchResult } from '../../src/cli/bench.ts';
+import { refit, root, type Run } from '../helpers/cli.ts';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
 const cnn = join(root, 'models/fmnist-cnn.onnx');
 
-interface Run { status: number | null; stdout: string; stderr: string }
-function refit(...args: string[]): Promise<Run> {
-  return new Promise((res) => {
-    const c = spawn(process.execPath, [join(root, 'bin/refit.js'), ...args], { cwd: root });
-    let stdout = '', stderr = '';
-    c.stdout.on('data', (d) => (stdout += d));
-    c.stderr.on('data', (d) => (stderr += d));
-    c.on('close', (status) => res({ status, stdout, stderr }));
-  });
-}
 function failsCleanly(r: Run, pattern: RegExp): void {
   assert.equal(r.status, 1, `expected exit 1: ${r.stdout}\n${r.stderr}`);
   const lines = r.stderr.trim().split('\n');

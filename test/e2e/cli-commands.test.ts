@@ -2,11 +2,9 @@
 // datasets written here in every format the CLI reads: IDX, NPY, CSV and a PNG folder.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, mkdirSync, writeFileSync, readFileSync, readdirSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
 import { loadModel, loadAdapter, ModelBuilder, encodeModel, f32 } from '../../src/index.ts';
@@ -14,23 +12,12 @@ import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
 import { encodeIdx } from '../../src/data/idx.ts';
 import { parseNpy, readDataset } from '../../src/cli/data-files.ts';
 import { replaceDirAtomic } from '../../src/cli/common.ts';
+import { refit, refitIn, root, npy, type Run } from '../helpers/cli.ts';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
 const cnn = join(root, 'models/fmnist-cnn.onnx');
 const dir = mkdtempSync(join(tmpdir(), 'refit-cli-'));
 const p = (...s: string[]) => join(dir, ...s);
 
-interface Run { status: number | null; stdout: string; stderr: string }
-/** Run the CLI without blocking the event loop, so independent runs overlap. */
-function refit(...args: string[]): Promise<Run> {
-  return new Promise((res) => {
-    const c = spawn(process.execPath, [join(root, 'bin/refit.js'), ...args], { cwd: root });
-    let stdout = '', stderr = '';
-    c.stdout.on('data', (d) => (stdout += d));
-    c.stderr.on('data', (d) => (stderr += d));
-    c.on('close', (status) => res({ status, stdout, stderr }));
-  });
-}
 const ok = (r: Run) => assert.equal(r.status, 0, r.stderr);
 /** One line on stderr, exit status 1, no stack trace. */
 function failsCleanly(r: Run, pattern: RegExp): void {
@@ -42,16 +29,6 @@ function failsCleanly(r: Run, pattern: RegExp): void {
   assert.doesNotMatch(r.stderr, /\n\s+at /);
 }
 
-function npy(dtype: '<f4' | '<i8', shape: number[], data: Float32Array | BigInt64Array): Uint8Array {
-  let header = `{'descr': '${dtype}', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
-  header = header.padEnd(Math.ceil((header.length + 11) / 64) * 64 - 11, ' ') + '\n';
-  const h = new TextEncoder().encode(header);
-  const out = new Uint8Array(10 + h.length + data.byteLength);
-  out.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, h.length & 0xff, h.length >> 8]);
-  out.set(h, 10);
-  out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), 10 + h.length);
-  return out;
-}
 
 function png(file: string, px: Uint8Array, w: number, h: number, rgb = false): void {
   const img = new PNG({ width: w, height: h });
@@ -302,13 +279,7 @@ test("README: the CLI section's examples run as written", async () => {
   }
   assert.ok(commands.length >= 4);
   for (const args of commands) {
-    const r = await new Promise<Run>((res) => {
-      const c = spawn(process.execPath, [join(root, 'bin/refit.js'), ...args], { cwd });
-      let stdout = '', stderr = '';
-      c.stdout.on('data', (d) => (stdout += d));
-      c.stderr.on('data', (d) => (stderr += d));
-      c.on('close', (status) => res({ status, stdout, stderr }));
-    });
+    const r = await refitIn(cwd, args);
     assert.equal(r.status, 0, `refit ${args.join(' ')}\n${r.stderr}`);
     if (args[0] === 'eval') assert.match(r.stdout, /accuracy 92\.99% \(9299\/10000\)/); // the model card's clean test accuracy
   }

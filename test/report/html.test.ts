@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { renderReport, runProvenance } from '../../src/report/html.ts';
 import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
+import { npy } from '../helpers/cli.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const pkg = (p: string) => (JSON.parse(readFileSync(p, 'utf8')) as { version: string }).version;
@@ -49,16 +50,7 @@ test('the controller timeline: levels per batch, each drift alarm on the batch t
 test('refit adapt --report writes the exact command and the versions into the report', () => {
   const dir = mkdtempSync(join(tmpdir(), 'refit-report-'));
   const fm = loadFashionMnist('test', { limit: 32 });
-  const npy = (descr: string, shape: number[], data: ArrayBufferView) => {
-    let h = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
-    h = h.padEnd(Math.ceil((h.length + 11) / 64) * 64 - 11, ' ') + '\n';
-    const hb = new TextEncoder().encode(h);
-    const out = new Uint8Array(10 + hb.length + data.byteLength);
-    out.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, hb.length & 0xff, hb.length >> 8]);
-    out.set(hb, 10);
-    out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), 10 + hb.length);
-    return out;
-  };
+
   writeFileSync(join(dir, 'x.npy'), npy('<f4', [32, 1, 28, 28], fm.images));
   writeFileSync(join(dir, 'y.npy'), npy('<i8', [32], BigInt64Array.from(fm.labels, (v) => BigInt(v))));
   const args = ['adapt', join(root, 'models/fmnist-cnn.onnx'), '--method', 'tent', '--stream', join(dir, 'x.npy'), '--labels', join(dir, 'y.npy'), '--batch-size', '16', '--out', join(dir, 'p.csv'), '--report', join(dir, 'r.html'), '--json'];
