@@ -114,9 +114,7 @@ export class RefitModel {
       }
       const declared = new Map(this.ir.graph.outputs.map((o) => [o.name, o]));
       m.graph.outputs = outputs.map((o) => declared.get(o) ?? { name: o, dtype: 'float32', shape: null, untyped: true });
-      // No memory pattern unless asked (SessionOptions.memoryPattern): with the arena it holds a
-      // second layout of the activations from the second run on, at no measured speed gain.
-      const session = createSession(encodeModel(m), { memoryPattern: false, ...this.sessionOptions });
+      const session = createSession(encodeModel(m), this.sessionOptions);
       session.catch(() => this.inference.delete(key));
       entry = { stamp, session };
       this.inference.set(key, entry);

@@ -28,10 +28,12 @@ export interface SessionOptions {
    */
   memoryArena?: boolean;
   /**
-   * onnxruntime's memory pattern (enableMemPattern, default on): from the second run on it allocates
-   * one block laid out after the first run's allocations, on top of what the arena already holds
-   * from that run. Training steps turn it off (TrainStep): peak RSS of cnn28's Tent step 325 → 237 MB,
-   * of its full step 513 → 338 MB (bench/results/step-memory.md).
+   * onnxruntime's memory pattern (enableMemPattern; onnxruntime's default is on, refit's is off):
+   * from the second run on it allocates one block laid out after the first run's allocations, on top
+   * of what the arena already holds from that run. Off, peak RSS of cnn28's Tent step went
+   * 325 → 237 MB and of its full step 513 → 338 MB, at no measured speed cost (off/on 0.72–1.00,
+   * bench/results/step-memory.md). One-shot sessions (shape probes) run once, where it does nothing.
+   * @default false
    */
   memoryPattern?: boolean;
   /**
@@ -112,7 +114,7 @@ export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}
     executionProviders: backend.executionProviders,
   };
   if (opts.memoryArena === false) o.enableCpuMemArena = false;
-  if (opts.memoryPattern === false) o.enableMemPattern = false;
+  if (opts.memoryPattern !== true) o.enableMemPattern = false;
   if (opts.threads && backend.threadsPerSession) {
     o.intraOpNumThreads = opts.threads;
     o.interOpNumThreads = 1;

@@ -215,7 +215,7 @@ export class PeftModel extends RefitModel {
       }
       const declared = new Map(this.ir.graph.outputs.map((o) => [o.name, o]));
       m.graph.outputs = outputs.map((o) => declared.get(o) ?? { name: o, dtype: 'float32', shape: null, untyped: true });
-      hit = { stamp, session: createSession(encodeModel(m), { memoryPattern: false, ...this.sessionOptions }) }; // as RefitModel.run
+      hit = { stamp, session: createSession(encodeModel(m), this.sessionOptions) };
       hit.session.catch(() => this.mixSessions.delete(key));
       this.mixSessions.set(key, hit);
     }

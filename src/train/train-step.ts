@@ -56,9 +56,7 @@ export class TrainStep {
         const bytes = encodeModel(forSession);
         graph.timings.encode = performance.now() - t;
         t = performance.now();
-        // No memory pattern unless asked: with the arena it holds a second layout of the step's
-        // activations from the second run on (SessionOptions.memoryPattern).
-        const session = await createSession(bytes, { memoryPattern: false, ...this.session });
+        const session = await createSession(bytes, this.session);
         graph.timings.session = performance.now() - t;
         return { graph, session };
       })();
