@@ -3,7 +3,7 @@
 // versions through the same AdapterRegistry that `refit serve` uses. Storage, queue, device and
 // cloud code meet only at these interfaces, so each can be swapped (PostgreSQL or in-memory,
 // NATS JetStream or in-process) without touching the others.
-import type { AdapterRegistry } from '../registry/types.ts';
+import type { AdapterRegistry, AdapterFiles } from '../registry/types.ts';
 
 /** Content-addressed bytes (uploads, adapter blobs). Keys are '/'-separated names checked by the store. */
 export interface BlobStore {
@@ -101,6 +101,38 @@ export interface JobQueue {
   publish(job: Job): Promise<{ duplicate: boolean }>;
   consume(handler: (job: Job, ctx: JobContext) => Promise<void>, opts?: ConsumeOptions): Promise<{ stop(): Promise<void> }>;
   close(): Promise<void>;
+}
+
+/** The samples a device sends in one round (encoded by src/fleet/upload-codec.ts). */
+export interface UploadPayload {
+  model: string;
+  device: string;
+  /** Increases with every upload of the device; the cloud refuses a round it has seen. */
+  round: number;
+  /** [n, ...sample dims], float32. */
+  dims: number[];
+  data: Float32Array;
+  /** Per-sample prediction entropy measured on the device (nats). */
+  entropy?: Float32Array;
+  /** Per-sample predicted class on the device. */
+  predicted?: Int32Array;
+}
+
+/** An adapter version the cloud publishes for a device. */
+export interface PushedAdapter {
+  /** Registry adapter name (per device, or the fleet's). */
+  name: string;
+  version: number;
+  files: AdapterFiles;
+}
+
+/** The device's view of the cloud (HTTP in src/fleet/link-http.ts; in-process in tests). */
+export interface CloudLink {
+  upload(p: UploadPayload): Promise<{ accepted: boolean; reason?: string }>;
+  /** The adapter the device should run when it differs from `current` (name@version); undefined when nothing newer. */
+  fetchAdapter(current: { name: string; version: number } | null): Promise<PushedAdapter | undefined>;
+  /** Tells the cloud which version the device now runs (null: the base model). */
+  reportApplied(applied: { name: string; version: number } | null): Promise<void>;
 }
 
 /** What a cloud worker needs. */
