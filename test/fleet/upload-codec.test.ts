@@ -1,0 +1,130 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { encodeUpload, decodeUpload } from '../../src/fleet/upload-codec.ts';
+import { FleetError, type UploadPayload } from '../../src/fleet/types.ts';
+import { serializeSafetensors } from '../../src/io/safetensors.ts';
+
+const dims = [1, 4, 4];
+function payload(n = 3): UploadPayload {
+  const data = new Float32Array(n * 16).map((_, i) => i / 7);
+  return { model: 'fmnist', device: 'cam-1', round: 5, dims: [n, ...dims], data, entropy: new Float32Array(n).fill(0.5), predicted: new Int32Array(n).map((_, i) => i) };
+}
+const opts = { sampleDims: dims };
+
+/** Throws a FleetError with code 'invalid' whose message matches `re` (never a TypeError). */
+function rejects(bytes: Uint8Array, re: RegExp, o: Parameters<typeof decodeUpload>[1] = opts) {
+  assert.throws(() => decodeUpload(bytes, o), (e: unknown) => {
+    assert.ok(e instanceof FleetError, `expected FleetError, got ${(e as Error)?.constructor?.name}: ${(e as Error)?.message}`);
+    assert.equal(e.code, 'invalid');
+    assert.match(e.message, re);
+    return true;
+  });
+}
+/** Hand-built safetensors bytes with an arbitrary header. */
+function raw(header: unknown, data = new Uint8Array(0), claimed?: number): Uint8Array {
+  const h = new TextEncoder().encode(typeof header === 'string' ? header : JSON.stringify(header));
+  const out = new Uint8Array(8 + h.byteLength + data.byteLength);
+  new DataView(out.buffer).setBigUint64(0, BigInt(claimed ?? h.byteLength), true);
+  out.set(h, 8);
+  out.set(data, 8 + h.byteLength);
+  return out;
+}
+const meta = { format: 'refit.fleet.upload', version: '1', model: 'fmnist', device: 'cam-1', round: '5' };
+
+test('round trip keeps every field, with and without the optional tensors', () => {
+  const p = payload();
+  const back = decodeUpload(encodeUpload(p), opts);
+  assert.deepEqual(back, p);
+  const { entropy: _e, predicted: _p, ...bare } = p;
+  assert.deepEqual(decodeUpload(encodeUpload(bare), opts), bare);
+});
+
+test('truncated bytes, at every length, are refused as invalid', () => {
+  const bytes = encodeUpload(payload());
+  for (let len = 0; len < bytes.byteLength; len += 7) rejects(bytes.subarray(0, len), /too short|truncated|data section|header/);
+});
+
+test('huge header length and oversize bodies are refused before parsing', () => {
+  const bytes = encodeUpload(payload());
+  const huge = bytes.slice();
+  new DataView(huge.buffer).setBigUint64(0, 0xffffffffffffffffn, true);
+  rejects(huge, /header length .* over/);
+  rejects(bytes, /over the 100-byte limit/, { ...opts, maxBytes: 100 });
+  rejects(encodeUpload(payload(10)), /10 samples is over the limit of 4/, { ...opts, maxSamples: 4 });
+});
+
+test('wrong dtype, shape, n mismatch and unknown tensors are refused', () => {
+  const f = (n: number) => new Float32Array(n);
+  rejects(serializeSafetensors({ x: { dtype: 'float64', dims: [1, 1, 4, 4], data: new Float64Array(16) } }, meta), /dtype "F64", expected F32/);
+  rejects(serializeSafetensors({ x: { dtype: 'float32', dims: [1, 1, 4, 5], data: f(20) } }, meta), /shape \[1, 1, 4, 5\], expected \[n, 1, 4, 4\]/);
+  rejects(serializeSafetensors({ x: { dtype: 'float32', dims: [2, 1, 4, 4], data: f(32) }, entropy: { dtype: 'float32', dims: [3], data: f(3) } }, meta), /'entropy' has shape \[3\], expected \[2\]/);
+  rejects(serializeSafetensors({ x: { dtype: 'float32', dims: [2, 1, 4, 4], data: f(32) }, predicted: { dtype: 'float32', dims: [2], data: f(2) } }, meta), /'predicted' has dtype "F32", expected I32/);
+  rejects(serializeSafetensors({ x: { dtype: 'float32', dims: [1, 1, 4, 4], data: f(16) }, y: { dtype: 'float32', dims: [1], data: f(1) } }, meta), /unexpected tensor 'y'/);
+  rejects(serializeSafetensors({ entropy: { dtype: 'float32', dims: [1], data: f(1) } }, meta), /missing tensor 'x'/);
+  rejects(serializeSafetensors({ x: { dtype: 'float32', dims: [0, 1, 4, 4], data: f(0) } }, meta), /no samples/);
+});
+
+test('NaN, infinity, negative entropy and negative classes are refused', () => {
+  const p = payload();
+  p.data[17] = NaN;
+  rejects(encodeUpload(p), /'x' has a non-finite value \(NaN\) at index 17/);
+  const q = payload();
+  q.entropy![1] = Infinity;
+  rejects(encodeUpload(q), /'entropy' has Infinity at index 1/);
+  const r = payload();
+  r.entropy![2] = -1;
+  rejects(encodeUpload(r), /'entropy' has -1/);
+  const s = payload();
+  s.predicted![0] = -3;
+  rejects(encodeUpload(s), /'predicted' has -3/);
+});
+
+test('malformed headers: not JSON, not an object, bad entries, offsets that lie', () => {
+  rejects(raw('{"x":'), /not valid JSON/);
+  rejects(raw('null'), /not a JSON object/);
+  rejects(raw('[1,2]'), /not a JSON object/);
+  rejects(raw({ x: { dtype: 'F32', shape: [1, 1, 4, 4], data_offsets: [0, 64] } }, new Uint8Array(64)), /__metadata__ is missing/);
+  rejects(raw({ __metadata__: meta, x: 7 }), /entry is not an object/);
+  rejects(raw({ __metadata__: meta, x: { dtype: 'F32', shape: 'big', data_offsets: [0, 64] } }, new Uint8Array(64)), /shape "big"/);
+  rejects(raw({ __metadata__: meta, x: { dtype: 'F32', shape: [1, 1, 4, 4] } }, new Uint8Array(64)), /data_offsets undefined/);
+  rejects(raw({ __metadata__: meta, x: { dtype: 'F32', shape: [1, 1, 4, 4], data_offsets: [0, 1e9] } }, new Uint8Array(64)), /outside the 64-byte data section/);
+  rejects(raw({ __metadata__: meta, x: { dtype: 'F32', shape: [1, 1, 4, 4], data_offsets: [0, 60] } }, new Uint8Array(60)), /needs 64 bytes, its offsets give 60/);
+  rejects(raw({ __metadata__: meta, x: { dtype: 'F32', shape: [1, 1, 4, 4], data_offsets: [0, 64] } }, new Uint8Array(80)), /data section has 80 bytes but the tensors cover 64/);
+  rejects(raw({ __metadata__: meta, x: { dtype: 'F32', shape: [1, 1, 4, 4], data_offsets: [0, 64] }, entropy: { dtype: 'F32', shape: [1], data_offsets: [60, 64] } }, new Uint8Array(64)), /overlaps or leaves a gap/);
+  rejects(raw({ __metadata__: meta, x: { dtype: 'F32', shape: [1, 1, 4, 4], data_offsets: [0, 64] } }, new Uint8Array(64), 1 << 20), /header length|truncated/);
+});
+
+test('metadata types, format, round and names are checked', () => {
+  const x = { x: { dtype: 'float32' as const, dims: [1, 1, 4, 4], data: new Float32Array(16) } };
+  rejects(raw({ __metadata__: { ...meta, round: 5 }, x: { dtype: 'F32', shape: [1, 1, 4, 4], data_offsets: [0, 64] } }, new Uint8Array(64)), /__metadata__.round must be a string/);
+  rejects(serializeSafetensors(x, { ...meta, round: '0' }), /round must be a positive integer/);
+  rejects(serializeSafetensors(x, { ...meta, round: '1.5' }), /round must be a positive integer/);
+  rejects(serializeSafetensors(x, { ...meta, round: '99999999999999999' }), /round must be a positive integer/);
+  rejects(serializeSafetensors(x, { ...meta, format: 'pt' }), /format is "pt"/);
+  rejects(serializeSafetensors(x, { ...meta, version: '2' }), /version is "2"/);
+  rejects(serializeSafetensors(x, { ...meta, device: '../etc' }), /device "..\/etc" is not a valid name/);
+  const { model: _m, ...noModel } = meta;
+  rejects(serializeSafetensors(x, noModel), /model undefined is not a valid name/);
+  const ok = serializeSafetensors(x, meta);
+  assert.equal(decodeUpload(ok, opts).round, 5);
+  rejects(ok, /device is 'cam-1', but the caller is 'cam-2'/, { ...opts, device: 'cam-2' });
+  rejects(ok, /model is 'fmnist', expected 'other'/, { ...opts, model: 'other' });
+});
+
+test('encode refuses a payload that would not decode', () => {
+  assert.throws(() => encodeUpload({ ...payload(), round: 0 }), FleetError);
+  assert.throws(() => encodeUpload({ ...payload(), dims: [3, 1, 4, 5] }), FleetError);
+  assert.throws(() => encodeUpload({ ...payload(), entropy: new Float32Array(2) }), FleetError);
+});
+
+test('random byte corruption never escapes as anything but FleetError', () => {
+  const good = encodeUpload(payload());
+  let seed = 12345;
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  for (let k = 0; k < 500; k++) {
+    const b = good.slice();
+    const flips = 1 + Math.floor(rnd() * 4);
+    for (let j = 0; j < flips; j++) b[Math.floor(rnd() * b.byteLength)] = Math.floor(rnd() * 256);
+    try { decodeUpload(b, opts); } catch (e) { assert.ok(e instanceof FleetError, `corruption ${k}: ${(e as Error).constructor.name}: ${(e as Error).message}`); }
+  }
+});
