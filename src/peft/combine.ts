@@ -95,7 +95,8 @@ function sum(ds: Mat[]): Mat {
   return out;
 }
 
-function ties(ds: Mat[], density: number): Mat {
+/** TIES on task vectors already scaled by their weights (exported for the fleet aggregation of norm-affine adapters). */
+export function ties(ds: Mat[], density: number): Mat {
   const trimmed = ds.map((d) => {
     const k = Math.max(1, Math.round(density * d.data.length));
     const thr = Float64Array.from(d.data, Math.abs).sort()[d.data.length - k]!;

@@ -1,0 +1,80 @@
+// What the cloud worker (src/fleet/worker.ts) calls: one object holding the loaded base model
+// and teacher, so a job only passes bytes and samples. Models load once per worker process.
+//
+//   const c = await createConsolidator({ base: 'models/fmnist-cnn.onnx' });
+//   const { files, metrics } = await c.consolidate({ adapter, uploads: [{ dims, data }], replay });
+//   const fleet = c.aggregate([{ files, samples }, …]);
+import { loadModel, type RefitModel } from '../model.ts';
+import type { AdapterFiles } from '../peft/files.ts';
+import { consolidate, type ConsolidateOptions, type ConsolidateResult, type Samples } from './consolidate.ts';
+import { aggregate, type AggregateInput, type AggregateOptions } from './aggregate.ts';
+import { modelTeacher, ensembleTeacher, type Teacher } from './teacher.ts';
+
+/** A device round's work: its current adapter (null: none yet), this round's uploads, earlier uploads to replay. */
+export interface ConsolidateJob {
+  adapter: AdapterFiles | null;
+  uploads: Samples[];
+  replay?: Samples[];
+  /** Seed of the replay draw and minibatch order (the worker passes the round, so a retried job gives the same bytes). */
+  seed?: number;
+}
+
+export interface Consolidator {
+  consolidate(job: ConsolidateJob): Promise<ConsolidateResult>;
+  /** Merge device adapters into the fleet adapter (FedAvg by sample count, or TIES). */
+  aggregate(inputs: AggregateInput[], opts?: Omit<AggregateOptions, 'base'>): AdapterFiles;
+  release(): Promise<void>;
+}
+
+/**
+ * Teachers (see src/fleet/teacher.ts; measured in docs/fleet.md):
+ * - 'cnn-bn-aug': the device's CNN with BatchNorm statistics of the uploads, softmax averaged over
+ *   the plain and 4 augmented copies (the default: lowest validation error, see docs/fleet.md);
+ * - 'vit': the shipped ViT; 'ensemble': mean of 'vit' and 'cnn-bn-aug'.
+ */
+export type TeacherChoice = 'cnn-bn-aug' | 'vit' | 'ensemble';
+
+export interface ConsolidatorOptions {
+  /** The device model: a path or a loaded model. */
+  base: string | RefitModel;
+  teacher?: TeacherChoice | Teacher;
+  /** The ViT's path for 'vit' and 'ensemble'. @default 'models/fmnist-vit.onnx' */
+  vit?: string;
+  /** Augmented copies for 'cnn-bn-aug'. @default 4 */
+  augment?: number;
+  consolidate?: ConsolidateOptions;
+  aggregate?: Omit<AggregateOptions, 'base'>;
+  threads?: number;
+}
+
+export const DEFAULT_TEACHER: TeacherChoice = 'cnn-bn-aug';
+
+export async function makeTeacher(choice: TeacherChoice, base: RefitModel, o: { vit?: string; augment?: number; threads?: number } = {}): Promise<Teacher> {
+  const cnn = () => modelTeacher(base, { bnAdapt: true, augment: o.augment ?? 4, name: `cnn bn-adapted on uploads +${o.augment ?? 4} aug` });
+  const vit = async () => modelTeacher(await loadModel(o.vit ?? 'models/fmnist-vit.onnx', { threads: o.threads ?? 1 }), { name: 'vit' });
+  switch (choice) {
+    case 'cnn-bn-aug': return cnn();
+    case 'vit': return vit();
+    case 'ensemble': return ensembleTeacher([await vit(), cnn()]);
+    default: throw new Error(`unknown teacher '${String(choice)}' (known: cnn-bn-aug, vit, ensemble)`);
+  }
+}
+
+export async function createConsolidator(o: ConsolidatorOptions): Promise<Consolidator> {
+  const base = typeof o.base === 'string' ? await loadModel(o.base, { threads: o.threads ?? 1 }) : o.base;
+  const teacher = typeof o.teacher === 'object' ? o.teacher : await makeTeacher(o.teacher ?? DEFAULT_TEACHER, base, o);
+  return {
+    consolidate: (job) => consolidate({
+      base, teacher, adapter: job.adapter, uploads: job.uploads, replay: job.replay ?? [],
+      options: { ...o.consolidate, ...(job.seed !== undefined ? { seed: job.seed } : {}) },
+    }),
+    aggregate: (inputs, opts) => aggregate(inputs, { ...o.aggregate, ...opts, base }),
+    async release() {
+      await teacher.release();
+      if (typeof o.base === 'string') await base.release();
+    },
+  };
+}
+
+export type { Samples, ConsolidateResult, ConsolidateOptions } from './consolidate.ts';
+export type { AggregateInput, AggregateOptions } from './aggregate.ts';
