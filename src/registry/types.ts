@@ -93,7 +93,7 @@ export interface AdapterRegistry {
 
 /** A registry failure whose message says what is wrong and what to do. `code` maps to an HTTP status. */
 export class RegistryError extends Error {
-  constructor(message: string, readonly code: 'not-found' | 'invalid' | 'corrupt' | 'conflict' = 'invalid') {
+  constructor(message: string, readonly code: 'not-found' | 'invalid' | 'corrupt' | 'conflict' | 'unavailable' = 'invalid') {
     super(message);
     this.name = 'RegistryError';
   }

@@ -1,159 +1,57 @@
-// The SQLite adapter registry: versions, rollback, good marks, retention, sha256 checks, a write
-// that fails inside its transaction, and a file reopened after close.
+// The SQLite adapter registry through the shared registry suite (conformance.ts): versions,
+// rollback, good marks, retention, sha256 checks, a write that fails inside its transaction, and
+// a file reopened after close; plus what only SQLite has (integrity check, schema version).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { SqliteRegistry, RegistryError, SCHEMA_VERSION, type AdapterFiles } from '../../src/registry/index.ts';
+import { SqliteRegistry, SCHEMA_VERSION } from '../../src/registry/index.ts';
+import { registryConformance, files } from './conformance.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'refit-registry-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
+const file = (key: string) => join(dir, `${key}.db`);
 
-/** Two small "files" whose bytes tell the versions apart. */
-function files(tag: number): AdapterFiles {
-  const weights = new Uint8Array(64).map((_, i) => (i * 7 + tag) & 255);
-  return { weights, config: JSON.stringify({ peft_type: 'LORA', r: tag }) };
-}
-
-test('put makes numbered versions with their parent, sha256 and meta; get returns the current one or any asked for', async () => {
-  const reg = new SqliteRegistry(join(dir, 'a.db'));
-  const v1 = await reg.put('cnn', 'shop', files(1), { method: 'lora', metrics: { accuracy: 0.9 } });
-  const v2 = await reg.put('cnn', 'shop', files(2));
-  assert.equal(v1.version, 1);
-  assert.equal(v1.parent, null);
-  assert.equal(v2.version, 2);
-  assert.equal(v2.parent, 1);
-  assert.match(v1.sha256, /^[0-9a-f]{64}$/);
-  assert.notEqual(v1.sha256, v2.sha256);
-  assert.deepEqual(v1.meta, { method: 'lora', metrics: { accuracy: 0.9 } });
-  assert.equal(await reg.current('cnn', 'shop'), 2);
-  const cur = (await reg.get('cnn', 'shop'))!;
-  assert.equal(cur.version, 2);
-  assert.equal(cur.current, true);
-  assert.deepEqual(cur.files.weights, files(2).weights);
-  assert.equal(cur.files.config, files(2).config);
-  const old = (await reg.get('cnn', 'shop', 1))!;
-  assert.deepEqual(old.files.weights, files(1).weights);
-  assert.equal(old.current, false);
-  assert.equal(await reg.get('cnn', 'shop', 9), undefined);
-  assert.equal(await reg.get('cnn', 'nothing'), undefined);
-  assert.deepEqual(await reg.list('cnn'), ['shop']);
-  assert.deepEqual((await reg.versions('cnn', 'shop')).map((v) => v.version), [1, 2]);
-  await reg.close();
+registryConformance('sqlite', {
+  async open(key, opts) {
+    return new SqliteRegistry(file(key), opts);
+  },
+  async corruptWeights(key, model, name, version) {
+    const raw = new Database(file(key));
+    const w = (raw.prepare('SELECT weights FROM adapter_versions WHERE model = ? AND name = ? AND version = ?').get(model, name, version) as { weights: Buffer }).weights;
+    w[10] ^= 0xff;
+    raw.prepare('UPDATE adapter_versions SET weights = ? WHERE model = ? AND name = ? AND version = ?').run(w, model, name, version);
+    raw.close();
+  },
+  async failPointerMove(key) {
+    const raw = new Database(file(key));
+    raw.exec(`CREATE TRIGGER crash BEFORE UPDATE OF current ON adapters BEGIN SELECT RAISE(ABORT, 'simulated crash mid-write'); END`);
+    return async () => {
+      raw.exec('DROP TRIGGER crash');
+      raw.close();
+    };
+  },
+  async bumpSchema(key) {
+    const raw = new Database(file(key));
+    raw.prepare('INSERT INTO schema_version (version, applied_at) VALUES (?, ?)').run(SCHEMA_VERSION + 1, 'later');
+    raw.close();
+  },
+  async afterReopen(_key, reg) {
+    const r = reg as SqliteRegistry;
+    assert.equal(r.schemaVersion(), SCHEMA_VERSION);
+    assert.equal(r.integrityCheck(), 'ok');
+  },
 });
 
-test('rollback moves the current pointer; a later put descends from the version rolled back to; good marks', async () => {
+test('sqlite: an in-memory registry works, and a file from a newer refit is refused synchronously by the constructor', async () => {
   const reg = new SqliteRegistry(':memory:');
-  for (let i = 1; i <= 3; i++) await reg.put('m', 'a', files(i));
-  const good = await reg.markGood('m', 'a', 1);
-  assert.equal(good.good, true);
-  const r = await reg.rollback('m', 'a', 1);
-  assert.equal(r.current, true);
+  await reg.put('m', 'a', files(1));
   assert.equal(await reg.current('m', 'a'), 1);
-  assert.deepEqual((await reg.get('m', 'a'))!.files.weights, files(1).weights);
-  assert.deepEqual((await reg.versions('m', 'a')).map((v) => [v.version, v.current, v.good]), [[1, true, true], [2, false, false], [3, false, false]]);
-  const v4 = await reg.put('m', 'a', files(4));
-  assert.equal(v4.version, 4, 'version numbers are never reused');
-  assert.equal(v4.parent, 1);
-  assert.equal((await reg.markGood('m', 'a', 1, false)).good, false);
-  await assert.rejects(reg.rollback('m', 'a', 7), (e: Error) => e instanceof RegistryError && e.code === 'not-found' && /no version 7 \(stored: 1, 2, 3, 4\)/.test(e.message));
-  await assert.rejects(reg.rollback('m', 'zz', 1), /model 'm' has no adapter 'zz'/);
-  await assert.rejects(reg.rollback('m', 'a', 0), /positive integer/);
-  assert.equal(await reg.delete('m', 'a'), true);
-  assert.equal(await reg.delete('m', 'a'), false);
-  assert.deepEqual(await reg.versions('m', 'a'), []);
-  assert.equal(await reg.current('m', 'a'), null);
   await reg.close();
-});
-
-test('retention keeps the newest N, every good version and the current one', async () => {
-  const reg = new SqliteRegistry(':memory:', { keep: 2 });
-  await reg.put('m', 'a', files(1));
-  await reg.markGood('m', 'a', 1);
-  await reg.put('m', 'a', files(2));
-  await reg.put('m', 'a', files(3));
-  await reg.rollback('m', 'a', 2);
-  await reg.put('m', 'a', files(4));
-  await reg.put('m', 'a', files(5));
-  // newest two: 4, 5; good: 1; 2 was current only until 4 was put
-  assert.deepEqual((await reg.versions('m', 'a')).map((v) => v.version), [1, 4, 5]);
-  await reg.close();
-});
-
-test('names that could escape a path or key are refused', async () => {
-  const reg = new SqliteRegistry(':memory:');
-  for (const bad of ['../x', 'a/b', '', '.hidden', 'a..b', 'x'.repeat(200)]) {
-    await assert.rejects(reg.put('m', bad, files(1)), (e: Error) => e instanceof RegistryError && /not allowed/.test(e.message), bad);
-  }
-  await assert.rejects(reg.getTenantState('m', '../../etc'), /tenant name/);
-  await reg.close();
-});
-
-test('a corrupted blob is reported with the version, the file and what to do', async () => {
-  const path = join(dir, 'corrupt.db');
-  const reg = new SqliteRegistry(path);
-  await reg.put('m', 'a', files(1));
-  await reg.put('m', 'a', files(2));
-  await reg.close();
-  const raw = new Database(path);
-  const w = (raw.prepare('SELECT weights FROM adapter_versions WHERE version = 2').get() as { weights: Buffer }).weights;
-  w[10] ^= 0xff;
-  raw.prepare('UPDATE adapter_versions SET weights = ? WHERE version = 2').run(w);
-  raw.close();
-  const again = new SqliteRegistry(path);
-  await assert.rejects(again.get('m', 'a'), (e: Error) => e instanceof RegistryError && e.code === 'corrupt'
-    && /adapter 'a' version 2 of model 'm' is corrupted/.test(e.message) && /adapter_model\.safetensors/.test(e.message) && /Roll back/.test(e.message));
-  // the other version is intact, and rolling back to it works
-  await again.rollback('m', 'a', 1);
-  assert.deepEqual((await again.get('m', 'a'))!.files.weights, files(1).weights);
-  await again.close();
-});
-
-test('a failure inside the write transaction leaves the previous version whole and current', async () => {
-  const path = join(dir, 'fail.db');
-  const reg = new SqliteRegistry(path);
-  await reg.put('m', 'a', files(1));
-  // Fail after the new version row is inserted, at the step that moves the current pointer.
-  const raw = new Database(path);
-  raw.exec(`CREATE TRIGGER crash BEFORE UPDATE OF current ON adapters BEGIN SELECT RAISE(ABORT, 'simulated crash mid-write'); END`);
-  await assert.rejects(reg.put('m', 'a', files(2)), /simulated crash mid-write/);
-  assert.deepEqual((await reg.versions('m', 'a')).map((v) => v.version), [1], 'no half version');
-  assert.equal(await reg.current('m', 'a'), 1);
-  assert.deepEqual((await reg.get('m', 'a'))!.files.weights, files(1).weights);
-  raw.exec('DROP TRIGGER crash');
-  raw.close();
-  const v = await reg.put('m', 'a', files(2));
-  assert.equal(v.version, 2, 'the failed write consumed no version number');
-  await reg.close();
-});
-
-test('reopening the file reads back versions, pointers, marks and tenant state; the schema version is recorded', async () => {
-  const path = join(dir, 'reopen.db');
-  const reg = new SqliteRegistry(path);
-  await reg.put('m', 'a', files(1));
-  await reg.put('m', 'a', files(2));
-  await reg.markGood('m', 'a', 2);
-  await reg.rollback('m', 'a', 1);
-  const state = new Uint8Array([1, 2, 3, 4]);
-  await reg.putTenantState('m', 'tenant-1', 'tent', state);
-  await reg.putTenantState('m', 'tenant-1', 'tent', new Uint8Array([5, 6]));
-  await reg.close();
-  const again = new SqliteRegistry(path);
-  assert.equal(again.schemaVersion(), SCHEMA_VERSION);
-  assert.equal(again.integrityCheck(), 'ok');
-  assert.equal(await again.current('m', 'a'), 1);
-  assert.deepEqual((await again.versions('m', 'a')).map((v) => [v.version, v.good]), [[1, false], [2, true]]);
-  assert.equal((await again.get('m', 'a', 2))!.files.config, files(2).config);
-  const t = (await again.getTenantState('m', 'tenant-1'))!;
-  assert.equal(t.method, 'tent');
-  assert.deepEqual([...t.bytes], [5, 6]);
-  assert.deepEqual(await again.listTenants('m'), ['tenant-1']);
-  assert.equal(await again.deleteTenantState('m', 'tenant-1'), true);
-  assert.equal(await again.getTenantState('m', 'tenant-1'), undefined);
-  await again.close();
-  // a file from a newer refit is refused rather than misread
+  const path = file('newer');
+  await new SqliteRegistry(path).close();
   const raw = new Database(path);
   raw.prepare('INSERT INTO schema_version (version, applied_at) VALUES (?, ?)').run(SCHEMA_VERSION + 1, 'later');
   raw.close();

@@ -1,0 +1,36 @@
+// A throwaway S3-compatible server for tests: s3rver, a mock S3 server from npm (a dev
+// dependency). No S3-compatible server is packaged in Debian 12 (minio, seaweedfs and
+// ceph-radosgw are not in its archive; checked with apt-cache), so the S3 blob store is tested
+// against this mock, on a free local port, storing into a temporary directory removed after.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import S3rver from 's3rver';
+
+export interface S3Server {
+  endpoint: string;
+  bucket: string;
+  credentials: { accessKeyId: string; secretAccessKey: string };
+  stop(): Promise<void>;
+}
+
+export async function startS3(bucket = 'refit-test'): Promise<S3Server> {
+  const dir = mkdtempSync(join(tmpdir(), 'refit-s3-'));
+  const server = new S3rver({ port: 0, address: '127.0.0.1', directory: dir, silent: true, configureBuckets: [{ name: bucket, configs: [] }] });
+  try {
+    const addr = await server.run();
+    return {
+      endpoint: `http://127.0.0.1:${addr.port}`,
+      bucket,
+      // s3rver's fixed development credentials.
+      credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+      async stop() {
+        await server.close();
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+}
