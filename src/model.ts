@@ -11,6 +11,7 @@ import type { LossSpec } from './train/loss-spec.ts';
 import { selectParams, parameterCandidates, type ParamSelector } from './train/params.ts';
 import { upgradeOpset, type UpgradeOptions, type UpgradeReport } from './onnx/opset-upgrade.ts';
 import { applyExporterQuirks, type QuirkOptions } from './onnx/exporter-quirks.ts';
+import type { BudgetCompileOptions, BudgetedTrainStep } from './train/memory-budget.ts';
 
 export const MIN_OPSET = 13;
 
@@ -127,7 +128,17 @@ export class RefitModel {
     return Object.fromEntries(outputs.map((o) => [o, fromOrt(out[o]!)]));
   }
 
-  compileTrainStep(opts: CompileOptions): TrainStep {
+  /**
+   * Compile a training step. With `memoryBudget` (bytes, or { bytes, batch, optimizer, … }) it
+   * chooses what trains so that the step's accounted memory fits, and resolves to a step whose
+   * `budget` field says what it chose and what was dropped (src/train/memory-budget.ts).
+   */
+  compileTrainStep(opts: BudgetCompileOptions): Promise<BudgetedTrainStep>;
+  compileTrainStep(opts: CompileOptions): TrainStep;
+  compileTrainStep(opts: CompileOptions | BudgetCompileOptions): TrainStep | Promise<BudgetedTrainStep> {
+    // Imported when used: memory-budget.ts reaches PeftModel, which extends this class.
+    if ('memoryBudget' in opts && opts.memoryBudget !== undefined) return import('./train/memory-budget.ts').then((m) => m.compileWithinBudget(this, opts as BudgetCompileOptions));
+    if (opts.trainable === undefined) throw new Error('compileTrainStep: trainable is required (or pass memoryBudget to have it chosen)');
     const trainable = selectParams(this.ir.graph, opts.trainable);
     return new TrainStep(this, { trainable, loss: opts.loss, outputs: opts.outputs, batchNorm: opts.batchNorm }, opts.session ?? this.sessionOptions);
   }
