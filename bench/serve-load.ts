@@ -17,7 +17,10 @@
 // counted against what the server accepted).
 //
 // Usage: npx tsx bench/serve-load.ts [--seconds 5] [--tenants 8] [--rounds 1] [--quick]
+//                                   [--inference-workers 2] [--only <phase name part>]
 //   --rounds N repeats the predict-only phases N times (interleaved) and reports medians.
+//   --inference-workers N: the server's plain-inference worker threads (0: on the event loop).
+//   --only: run only the phases whose name contains this text (e.g. 'batch-32').
 // Writes bench/results/serve-load.json and prints markdown tables.
 import { writeFileSync, readFileSync } from 'node:fs';
 import { fork, type ChildProcess } from 'node:child_process';
@@ -251,7 +254,9 @@ if (process.argv.includes('--client')) {
 // -------------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  const { values: args } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, tenants: { type: 'string', default: '8' }, rounds: { type: 'string', default: '1' }, quick: { type: 'boolean', default: false } } });
+  const { values: args } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, tenants: { type: 'string', default: '8' }, rounds: { type: 'string', default: '1' }, quick: { type: 'boolean', default: false }, 'inference-workers': { type: 'string', default: '2' }, only: { type: 'string' } } });
+  const inferenceWorkers = Number(args['inference-workers']);
+  const only = (name: string) => !args.only || name.includes(args.only);
   const seconds = args.quick ? 2 : Number(args.seconds);
   const tenants = Number(args.tenants);
   const rounds = Number(args.rounds);
@@ -313,7 +318,7 @@ async function main(): Promise<void> {
 
   type Server = Awaited<ReturnType<typeof buildServer>>;
   const serve = async (opts: Partial<Parameters<typeof buildServer>[0]>): Promise<{ app: Server; port: number }> => {
-    const app = await buildServer({ models: { cnn }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false, maxTenants: 1000, ...opts });
+    const app = await buildServer({ models: { cnn }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false, maxTenants: 1000, inferenceWorkers, ...opts });
     await app.listen({ port: 0, host: '127.0.0.1' });
     return { app, port: (app.server.address() as net.AddressInfo).port };
   };
@@ -341,6 +346,7 @@ async function main(): Promise<void> {
   ];
   for (let round = 1; round <= rounds; round++) {
     for (const p of predictPhases) {
+      if (!only(p.name)) continue;
       const { app, port } = await serve({ microBatch: p.microBatch });
       const before = await plain(p.batch);
       const spec: PhaseSpec = { name: p.name, port, mode: 'closed', connections: p.connections, maxRequests: Math.ceil((100000 * seconds) / p.batch), maxSeconds: seconds, encoding: p.encoding, batch: p.batch };
@@ -378,6 +384,7 @@ async function main(): Promise<void> {
 
   // Predict + adapt: N tenants, one connection each, batch 16.
   for (const method of ['tent', 'continual']) {
+    if (!only(`predict+adapt ${method}`)) continue;
     const { app, port } = await serve({ method });
     const feedback = method === 'continual';
     const spec: PhaseSpec = { name: `predict+adapt ${method}`, port, mode: 'closed', connections: tenants, tenants, maxRequests: 100000, maxSeconds: seconds * 2, encoding: 'base64', batch: 16, feedback };

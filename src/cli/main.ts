@@ -212,6 +212,8 @@ export interface ServeCliOptions {
   persistEvery?: string;
   microBatchWait?: string;
   microBatchMax?: string;
+  inferenceWorkers?: string;
+  inferenceThreads?: string;
 }
 
 program
@@ -230,6 +232,8 @@ program
   .option('--persist-every <n>', 'save each tenant\'s state to the registry every n batches (default 0: on release and shutdown only)')
   .option('--micro-batch-wait <ms>', 'longest wait for concurrent plain predictions to join one run (default 2; 0: off)')
   .option('--micro-batch-max <n>', 'samples at which a joined run is sent at once (default 32)')
+  .option('--inference-workers <n>', 'worker threads for plain predictions, so runs do not block request handling (default 2; 0: on the main thread)')
+  .option('--inference-threads <n>', 'onnxruntime threads per inference worker (default 1)')
   .addHelpText('after', examples(
     'refit serve --model cnn=models/fmnist-cnn.onnx --port 8080 --registry adapters.sqlite --method tent',
     'REFIT_TOKEN=secret refit serve --model models/fmnist-cnn.onnx --method continual',

@@ -30,6 +30,10 @@ export interface RunServeOptions {
   microBatchWait?: string | number;
   /** Micro-batching: samples at which a joined batch is sent at once. @default 32 */
   microBatchMax?: string | number;
+  /** Worker threads for plain predictions (0: on the main thread). @default 2 */
+  inferenceWorkers?: string | number;
+  /** onnxruntime threads per inference worker. @default 1 */
+  inferenceThreads?: string | number;
   /** Request logs (JSON lines) and stack traces. */
   debug?: boolean;
   /** Install SIGINT/SIGTERM handlers that close and exit the process. @default true */
@@ -100,6 +104,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
       models, registry, method: opts.method, methodOptions,
       token, protectReads: opts.protectReads === true,
       maxTenants: int('--max-tenants', opts.maxTenants, 1), maxBatch: int('--max-batch', opts.maxBatch, 1), persistEvery: int('--persist-every', opts.persistEvery, 0),
+      inferenceWorkers: int('--inference-workers', opts.inferenceWorkers ?? 2, 0), inferenceThreads: int('--inference-threads', opts.inferenceThreads, 1),
       microBatch: { ...(microBatchWait !== undefined ? { maxWaitMs: microBatchWait } : {}), ...(microBatchMax !== undefined ? { maxSamples: microBatchMax } : {}) },
       logger: opts.debug ? { level: 'info' } : false,
     });

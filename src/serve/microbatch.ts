@@ -1,20 +1,31 @@
 // Micro-batching for plain inference: concurrent predict requests for the same model (and the
 // same registry adapter version) are joined into one onnxruntime run, which is far cheaper per
-// sample at batch 32 than at batch 1. While a run is in flight, requests that arrive wait for it
-// and go together in the next run as soon as it ends (under load the batch grows by itself,
-// and two runs never compete for the same cores). With nothing in flight, the first request
-// waits at most `maxWaitMs` for companions. A batch is sent at once when it reaches
-// `maxSamples`. Requests with adaptation never go through here: each tenant's batch is its own
-// adaptation step.
+// sample at batch 32 than at batch 1. While `maxInFlight` runs are in flight, requests that
+// arrive wait and go together in the next run as soon as one ends (under load the batch grows by
+// itself). With a run slot free, the first request waits at most `maxWaitMs` for companions. A
+// batch is sent at once when it reaches `maxSamples`. On the event loop's thread one run is in
+// flight (onnxruntime-node's run blocks that thread anyway); with an inference pool
+// (inference-pool.ts) one per worker, so a request that arrives during a run starts on an idle
+// worker instead of waiting. Requests with adaptation never go through here: each tenant's batch
+// is its own adaptation step.
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
+
+/** Runs one joined batch: the logits rows of `x`, [n·classes]. */
+export type BatchRunner = (x: Tensor) => Promise<Float32Array>;
+
+/** A runner on the event loop's thread: `model.run`, output `logits`. */
+export function modelRunner(model: RefitModel, logits: string): BatchRunner {
+  const input = model.inputs[0]!.name;
+  return async (x) => (await model.run({ [input]: x }, { outputs: [logits] }))[logits]!.data as Float32Array;
+}
 
 export interface MicroBatchOptions {
   /** Longest wait of a request for others to join it when no run is in flight; 0 turns micro-batching off. @default 2 */
   maxWaitMs?: number;
   /** Samples at which a batch is sent without waiting (and the most one run takes). @default 32 */
   maxSamples?: number;
-  /** onnxruntime runs of one batcher at once. @default 1 */
+  /** onnxruntime runs of one batcher at once. @default 1 (the server sets it to its inference workers) */
   maxInFlight?: number;
 }
 
@@ -34,8 +45,7 @@ export class MicroBatcher {
   readonly maxInFlight: number;
 
   constructor(
-    readonly model: RefitModel,
-    readonly logits: string,
+    readonly runBatch: BatchRunner,
     opts: MicroBatchOptions = {},
     /** Called with the size of each batch sent (for the metrics). */
     readonly onBatch: (requests: number, samples: number) => void = () => {},
@@ -76,7 +86,6 @@ export class MicroBatcher {
 
   private async send(batch: Pending[], samples: number): Promise<void> {
     this.inFlight++;
-    const input = this.model.inputs[0]!.name;
     const first = batch[0]!.x;
     let x = first;
     if (batch.length > 1) {
@@ -91,8 +100,7 @@ export class MicroBatcher {
     }
     this.onBatch(batch.length, samples);
     try {
-      const y = (await this.model.run({ [input]: x }, { outputs: [this.logits] }))[this.logits]!;
-      const d = y.data as Float32Array;
+      const d = await this.runBatch(x);
       const C = d.length / samples;
       let row = 0;
       for (const p of batch) {

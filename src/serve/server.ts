@@ -6,6 +6,7 @@ import swagger from '@fastify/swagger';
 import { STATUS_CODES } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import type { RefitModel } from '../model.ts';
+import type { Tensor } from '../onnx/tensor.ts';
 
 import { defaultLogits } from '../tta/types.ts';
 import { withAdapterFiles, WEIGHTS_FILE, CONFIG_FILE } from '../peft/files.ts';
@@ -15,7 +16,8 @@ import { type AdapterRegistry, type AdapterMeta, RegistryError, NAME_PATTERN, ch
 import { HttpError, toInputTensor, softmaxRows, argmaxRows, rows } from './inputs.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { TenantPool, SERVE_METHODS, CONTINUAL, makeAdapter } from './tenants.ts';
-import { MicroBatcher, type MicroBatchOptions } from './microbatch.ts';
+import { MicroBatcher, modelRunner, type MicroBatchOptions } from './microbatch.ts';
+import { InferencePool } from './inference-pool.ts';
 
 export interface ServeOptions {
   /** Base models by name (the name is the `{model}` path segment). */
@@ -44,6 +46,15 @@ export interface ServeOptions {
   protectReads?: boolean;
   /** Joining concurrent plain predictions (no adaptation method) into one run: { maxWaitMs: 2, maxSamples: 32, maxInFlight: 1 } by default; maxWaitMs 0 turns it off. */
   microBatch?: MicroBatchOptions;
+  /**
+   * Worker threads for plain predictions (no adaptation method), each with its own onnxruntime
+   * session of `inferenceThreads` threads, so that runs do not block the event loop and a request
+   * arriving during one run starts on another core (docs/serve.md, load test). 0 runs them on the
+   * event loop's thread. @default 0
+   */
+  inferenceWorkers?: number;
+  /** onnxruntime threads per inference worker. @default 1 */
+  inferenceThreads?: number;
   /** Fastify's logger option. @default false */
   logger?: FastifyServerOptions['logger'];
   /** Node process metrics (CPU, memory, event loop) in /metrics. @default true */
@@ -171,7 +182,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
 
   app.setErrorHandler((err: Error & { statusCode?: number; validation?: unknown; code?: string }, req, reply) => {
     let status = err.statusCode ?? 500;
-    if (err instanceof RegistryError) status = { 'not-found': 404, invalid: 400, corrupt: 500, conflict: 409 }[err.code];
+    if (err instanceof RegistryError) status = { 'not-found': 404, invalid: 400, corrupt: 500, conflict: 409, unavailable: 503 }[err.code];
     else if (err instanceof PeftError) status = 400;
     if (status >= 500) req.log.error(err);
     const route = req.routeOptions.url ?? '';
@@ -184,8 +195,15 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
     void reply.status(status).send({ statusCode: status, error: STATUS_CODES[status] ?? 'Error', message });
   });
 
+  const workers = opts.inferenceWorkers ?? 0;
+  if (!Number.isInteger(workers) || workers < 0) throw new Error(`buildServer: inferenceWorkers must be an integer ≥ 0, got ${workers}`);
+  const inference = workers > 0
+    ? new InferencePool({ workers, session: { ...models.values().next().value!.sessionOptions, threads: opts.inferenceThreads ?? 1 } })
+    : undefined;
+
   app.addHook('onClose', async () => {
     await pool.close();
+    await inference?.close();
   });
 
   // ---------------------------------------------------------------------------------------------
@@ -231,15 +249,27 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
   const forgetAdapter = (m: string, adapter: string) => {
     for (const k of adapted.keys()) if (k.startsWith(`${m}\u0000${adapter}@`)) adapted.delete(k);
     for (const k of batchers.keys()) if (k.startsWith(`${m}\u0000${adapter}@`)) batchers.delete(k);
+    for (const k of pooled) if (k.startsWith(`${m}\u0000${adapter}@`)) {
+      inference?.forget(k);
+      pooled.delete(k);
+    }
   };
 
   // One batcher per model (and adapter version) and per-sample shape: only like inputs are joined.
   const batchers = new Map<string, MicroBatcher>();
+  // Models the inference workers were asked to load (model and adapter version).
+  const pooled = new Set<string>();
   const batcherFor = (m: string, ref: Ref | undefined, model: RefitModel, dims: readonly number[]): MicroBatcher => {
-    const key = `${m}\u0000${ref ? `${ref.name}@${ref.version}` : ''}|${dims.slice(1).join('x')}`;
+    const modelKey = `${m}\u0000${ref ? `${ref.name}@${ref.version}` : ''}`;
+    const key = `${modelKey}|${dims.slice(1).join('x')}`;
     let b = batchers.get(key);
     if (!b) {
-      b = new MicroBatcher(model, defaultLogits(model.outputs), opts.microBatch, (requests, samples) => {
+      const logits = defaultLogits(model.outputs);
+      const input = model.inputs[0]!.name;
+      if (inference) pooled.add(modelKey);
+      const runner = inference ? (x: Tensor) => inference.run(modelKey, () => model.toBytes(), input, x, logits) : modelRunner(model, logits);
+      const batching = inference ? { maxInFlight: inference.size, ...opts.microBatch } : opts.microBatch;
+      b = new MicroBatcher(runner, batching, (requests, samples) => {
         metrics.batchRequests.observe({ model: m }, requests);
         metrics.batchSamples.observe({ model: m }, samples);
       });

@@ -4,7 +4,7 @@
 // every request gets exactly its own rows back; a failed run rejects only its own requests.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MicroBatcher } from '../../src/serve/microbatch.ts';
+import { MicroBatcher, modelRunner } from '../../src/serve/microbatch.ts';
 import type { RefitModel } from '../../src/model.ts';
 import type { Tensor } from '../../src/onnx/tensor.ts';
 
@@ -32,7 +32,7 @@ const x = (...v: number[]): Tensor => ({ dtype: 'float32', dims: [v.length, 1], 
 
 test('requests arriving during a run are joined into the next run, up to maxSamples', async () => {
   const f = fakeModel();
-  const b = new MicroBatcher(f.model, 'logits', { maxWaitMs: 1, maxSamples: 4 });
+  const b = new MicroBatcher(modelRunner(f.model, 'logits'), { maxWaitMs: 1, maxSamples: 4 });
   const p1 = b.run(x(1));
   await new Promise((r) => setTimeout(r, 5)); // the wait ends: run 1 = [1], in flight
   assert.deepEqual(f.runs, [[1]]);
@@ -51,13 +51,13 @@ test('requests arriving during a run are joined into the next run, up to maxSamp
 
 test('a request over maxSamples goes alone; maxWaitMs 0 runs each request at once', async () => {
   const f = fakeModel();
-  const b = new MicroBatcher(f.model, 'logits', { maxWaitMs: 1, maxSamples: 2 });
+  const b = new MicroBatcher(modelRunner(f.model, 'logits'), { maxWaitMs: 1, maxSamples: 2 });
   const big = b.run(x(1, 2, 3));
   assert.deepEqual(f.runs, [[1, 2, 3]], 'over maxSamples: sent without waiting');
   await f.release();
   assert.deepEqual(Array.from(await big), [1, 2, 2, 4, 3, 6]);
   const g = fakeModel();
-  const off = new MicroBatcher(g.model, 'logits', { maxWaitMs: 0 });
+  const off = new MicroBatcher(modelRunner(g.model, 'logits'), { maxWaitMs: 0 });
   const ps = [off.run(x(7)), off.run(x(8))];
   assert.deepEqual(g.runs, [[7], [8]]);
   await g.release();
@@ -67,7 +67,7 @@ test('a request over maxSamples goes alone; maxWaitMs 0 runs each request at onc
 
 test('a failed run rejects its own requests only; the next run still goes', async () => {
   const f = fakeModel();
-  const b = new MicroBatcher(f.model, 'logits', { maxWaitMs: 1, maxSamples: 8 });
+  const b = new MicroBatcher(modelRunner(f.model, 'logits'), { maxWaitMs: 1, maxSamples: 8 });
   const p1 = b.run(x(1));
   await new Promise((r) => setTimeout(r, 5));
   const p2 = b.run(x(2));
