@@ -83,7 +83,7 @@ export class HttpCloudLink implements CloudLink {
   async upload(p: UploadPayload): Promise<{ accepted: boolean; reason?: string }> {
     const bytes = encodeUpload(p);
     const a = await request(this.o.url, `${this.path}/uploads`, {
-      method: 'POST', headers: { ...this.auth, 'content-type': 'application/octet-stream' }, body: bytes,
+      method: 'POST', headers: { ...this.auth, 'content-type': 'application/octet-stream' }, body: bytes as Uint8Array<ArrayBuffer>,
     }, this.o);
     if (a.status >= 200 && a.status < 300) return { accepted: true };
     const reason = typeof a.body?.reason === 'string' ? a.body.reason : `http-${a.status}`;
