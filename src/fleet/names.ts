@@ -1,6 +1,7 @@
 // Names the cloud service and the workers agree on: registry adapter names, job ids, blob keys.
 // Device names are at most DEVICE_NAME_MAX characters so that 'device.<name>' is still a valid
 // registry name (NAME_PATTERN allows 128).
+import { createHash } from 'node:crypto';
 
 /** The registry adapter that holds the fleet's aggregate (one per model). */
 export const FLEET_ADAPTER = 'fleet';
@@ -13,8 +14,18 @@ export const deviceAdapterName = (device: string): string => `${DEVICE_ADAPTER_P
 /** The device whose adapter `name` is, or undefined for any other adapter. */
 export const deviceOfAdapter = (name: string): string | undefined => (name.startsWith(DEVICE_ADAPTER_PREFIX) ? name.slice(DEVICE_ADAPTER_PREFIX.length) : undefined);
 
-/** One consolidation job per device round: publishing it twice is a no-op (the queue's dedup; the store's job result). */
-export const consolidateJobId = (model: string, device: string, round: number): string => `consolidate:${model}:${device}:${round}`;
+/** Longest job id the queues take (src/fleet/queue-common.ts). */
+const MAX_JOB_ID = 200;
+
+/**
+ * One consolidation job per device round: publishing it twice is a no-op (the queue's dedup; the
+ * store's job result). Readable when it fits the queue's id limit; names too long for it are
+ * replaced by a hash of model and device (still one id per device round).
+ */
+export function consolidateJobId(model: string, device: string, round: number): string {
+  const id = `consolidate:${model}:${device}:${round}`;
+  return id.length <= MAX_JOB_ID ? id : `consolidate:h${createHash('sha256').update(`${model}\u0000${device}`).digest('hex')}:${round}`;
+}
 export const aggregateJobId = (model: string, round: number): string => `aggregate:${model}:${round}`;
 
 /** Where an upload's bytes live in the BlobStore: content-addressed under the device's round. */

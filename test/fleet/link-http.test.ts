@@ -1,6 +1,9 @@
 // HttpCloudLink against the real cloud service on a loopback port, and its retry rule on a
 // scripted server: connection errors and 5xx are retried with backoff, a 4xx never is.
 import { test } from 'node:test';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -8,17 +11,21 @@ import { SqliteRegistry } from '../../src/registry/index.ts';
 import { createCloudServer } from '../../src/fleet/cloud-server.ts';
 import { HttpCloudLink, registerDevice } from '../../src/fleet/link-http.ts';
 import { FleetError, type UploadPayload } from '../../src/fleet/types.ts';
-import { FakeFleetStore, FakeBlobStore, RecordingQueue } from './fakes.ts';
+import { MemoryFleetStore } from '../../src/fleet/store-memory.ts';
+import { FsBlobStore } from '../../src/registry/blob-store-fs.ts';
+import { RecordingQueue } from './fakes.ts';
 
 const ADMIN = 'admin-token-0123456789';
 const payload = (device: string, round: number): UploadPayload => ({ model: 'cnn', device, round, dims: [2, 1, 4, 4], data: new Float32Array(32).fill(0.5) });
 const fast = { backoffMs: 5, maxBackoffMs: 20 };
 
-test('HttpCloudLink: register, upload, replay refused with its reason, adapter fetched and verified, applied recorded', async () => {
-  const store = new FakeFleetStore();
+test('HttpCloudLink: register, upload, replay refused with its reason, adapter fetched and verified, applied recorded', async (t) => {
+  const store = new MemoryFleetStore();
   const queue = new RecordingQueue();
   const registry = new SqliteRegistry(':memory:');
-  const app = await createCloudServer({ store, blobs: new FakeBlobStore(), queue, registry }, { adminToken: ADMIN, models: { cnn: { sampleDims: [1, 4, 4] } }, defaultMetrics: false });
+  const dir = mkdtempSync(join(tmpdir(), 'refit-link-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const app = await createCloudServer({ store, blobs: new FsBlobStore(dir), queue, registry }, { adminToken: ADMIN, models: { cnn: { sampleDims: [1, 4, 4] } }, defaultMetrics: false });
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
   try {
     await assert.rejects(registerDevice(url, 'wrong-admin-token-000', 'cnn', 'cam-1', fast), (e: FleetError) => e.code === 'unauthorized');
