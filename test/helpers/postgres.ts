@@ -58,7 +58,7 @@ process.on('exit', () => {
   }
 });
 
-export async function startPostgres(): Promise<Postgres> {
+export async function startPostgres(opts: { fsync?: boolean } = {}): Promise<Postgres> {
   const bin = findBin();
   if (!bin) throw new Error(postgresMissing());
   const dir = mkdtempSync(join(tmpdir(), 'refit-pg-'));
@@ -89,9 +89,10 @@ export async function startPostgres(): Promise<Postgres> {
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
 
   const start = async (): Promise<void> => {
-    // fsync off: a throwaway server survives process kills either way (the OS keeps the
-    // writes); only a machine crash would need it.
-    const [pc, pa] = cmd('postgres', ['-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200']);
+    // fsync off by default: a throwaway server survives process kills either way (the OS keeps
+    // the writes); only a machine crash would need it. Benchmarks turn it on.
+    const durability = opts.fsync ? [] : ['-c', 'fsync=off', '-c', 'full_page_writes=off'];
+    const [pc, pa] = cmd('postgres', ['-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', ...durability, '-c', 'max_connections=200']);
     const proc = spawn(pc, pa, { stdio: ['ignore', 'ignore', 'pipe'] });
     let log = '';
     proc.stderr!.on('data', (d) => { log = (log + d).slice(-4000); });
