@@ -55,7 +55,28 @@ export function encodeUpload(p: UploadPayload): Uint8Array {
   const tensors = new Map<string, Tensor>([['x', { dtype: 'float32', dims: [...p.dims], data: p.data }]]);
   if (p.entropy) tensors.set('entropy', { dtype: 'float32', dims: [p.dims[0]!], data: p.entropy });
   if (p.predicted) tensors.set('predicted', { dtype: 'int32', dims: [p.dims[0]!], data: p.predicted });
-  return serializeSafetensors(tensors, { format: UPLOAD_FORMAT, version: UPLOAD_FORMAT_VERSION, model: p.model, device: p.device, round: String(p.round) });
+  return serializeSafetensors(tensors, uploadMetadata(p));
+}
+
+function uploadMetadata(p: { model: string; device: string; round: number }): Record<string, string> {
+  return { format: UPLOAD_FORMAT, version: UPLOAD_FORMAT_VERSION, model: p.model, device: p.device, round: String(p.round) };
+}
+
+/**
+ * The exact length of `encodeUpload` for n samples, without building it (a device sizes an
+ * upload to its byte budget with this). Mirrors serializeSafetensors' header: same keys, same
+ * order, padded to 8 bytes; test/fleet/upload-codec.test.ts pins the two together.
+ */
+export function encodedUploadSize(p: { model: string; device: string; round: number }, n: number, sampleDims: readonly number[], has: { entropy?: boolean; predicted?: boolean } = { entropy: true, predicted: true }): number {
+  let per = 4;
+  for (const d of sampleDims) per *= d;
+  const header: Record<string, unknown> = { __metadata__: uploadMetadata(p) };
+  let off = 0;
+  header.x = { dtype: 'F32', shape: [n, ...sampleDims], data_offsets: [off, (off += per * n)] };
+  if (has.entropy) header.entropy = { dtype: 'F32', shape: [n], data_offsets: [off, (off += 4 * n)] };
+  if (has.predicted) header.predicted = { dtype: 'I32', shape: [n], data_offsets: [off, (off += 4 * n)] };
+  const raw = new TextEncoder().encode(JSON.stringify(header)).byteLength;
+  return 8 + Math.ceil(raw / 8) * 8 + off;
 }
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { encodeUpload, decodeUpload } from '../../src/fleet/upload-codec.ts';
+import { encodeUpload, decodeUpload, encodedUploadSize } from '../../src/fleet/upload-codec.ts';
 import { FleetError, type UploadPayload } from '../../src/fleet/types.ts';
 import { serializeSafetensors } from '../../src/io/safetensors.ts';
 
@@ -126,5 +126,16 @@ test('random byte corruption never escapes as anything but FleetError', () => {
     const flips = 1 + Math.floor(rnd() * 4);
     for (let j = 0; j < flips; j++) b[Math.floor(rnd() * b.byteLength)] = Math.floor(rnd() * 256);
     try { decodeUpload(b, opts); } catch (e) { assert.ok(e instanceof FleetError, `corruption ${k}: ${(e as Error).constructor.name}: ${(e as Error).message}`); }
+  }
+});
+
+test('encodedUploadSize is the exact encoded length', () => {
+  for (const n of [1, 3, 9, 10, 99, 100, 1234]) {
+    for (const round of [1, 9, 10, 123456789]) {
+      const p = { ...payload(n), round };
+      assert.equal(encodedUploadSize(p, n, dims), encodeUpload(p).byteLength, `n=${n} round=${round}`);
+      const { entropy: _e, ...noEntropy } = p;
+      assert.equal(encodedUploadSize(p, n, dims, { predicted: true }), encodeUpload(noEntropy).byteLength);
+    }
   }
 });
