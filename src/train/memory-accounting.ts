@@ -22,6 +22,8 @@ import type { Model } from '../onnx/ir.ts';
 import type { DType } from '../onnx/tensor.ts';
 import { size } from '../onnx/tensor.ts';
 import type { StepGraph } from './step-graph.ts';
+import type { TrainStep } from './train-step.ts';
+import { probe, type InputSignature } from '../onnx/shapes.ts';
 
 export type OptimizerKind = 'sgd' | 'sgd-momentum' | 'adam' | 'adamw';
 
@@ -59,6 +61,10 @@ export interface StepMemory {
   frozenBytes: number;
   /** activation + input + trainable + gradient + optimizer state + frozen. */
   totalBytes: number;
+  /** With livenessPeak computed (memoryBudget count 'liveness'): its peak of node outputs alive at once. */
+  livenessPeakBytes?: number;
+  /** livenessPeakBytes + input + trainable + optimizer state + frozen (gradients are among the node outputs). */
+  peakEstimateBytes?: number;
 }
 
 /**
@@ -126,4 +132,60 @@ export function formatBytes(b: number): string {
   if (b >= 1e6) return `${(b / 1e6).toFixed(2)} MB`;
   if (b >= 1e3) return `${(b / 1e3).toFixed(1)} kB`;
   return `${b} B`;
+}
+
+/** Account a TrainStep at one input signature (compiles it if needed; the session is created too). */
+export async function accountTrainStep(step: TrainStep, sig: InputSignature, opts: { optimizer?: OptimizerKind } = {}): Promise<StepMemory> {
+  const { graph } = await step.compile(sig);
+  return accountStep(graph, step.model.ir, step.trainable, opts);
+}
+
+/** Ops whose output onnxruntime may hand out as a view of the input: no new bytes, the input lives as long. */
+const ALIAS_OPS = new Set(['Identity', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze']);
+
+export interface LivenessPeak {
+  /** The most bytes of node outputs alive at once, executing the nodes in graph order. */
+  peakBytes: number;
+  /** The node at which it is reached, and whether it is in the forward or the backward. */
+  node: string;
+  phase: 'forward' | 'backward';
+}
+
+/**
+ * An estimate of the step's peak, beyond the saved activations: every node output is allocated when
+ * its node runs and freed after its last reader (graph outputs live to the end; views of an input —
+ * Reshape, Squeeze … — cost nothing and extend that input's life), in the graph's node order. It
+ * leaves out what a kernel allocates inside (a convolution's im2col buffer), onnxruntime's own
+ * order and in-place reuse, and the allocator's overhead. Needs every value's shape: the whole step
+ * graph goes through onnxruntime's shape inference once (no run for static models).
+ */
+export async function livenessPeak(graph: StepGraph): Promise<LivenessPeak> {
+  const g = graph.model.graph;
+  const sig: InputSignature = {};
+  for (const i of g.inputs) {
+    const s = graph.shapes.get(i.name);
+    sig[i.name] = s ? { dtype: s.dtype, dims: [...s.dims] } : { dtype: i.dtype, dims: (i.shape ?? []).map(Number) };
+  }
+  const { shapes } = await probe(graph.model, sig);
+  const bytes = (t: string) => { const s = shapes.get(t); return s ? size(s.dims) * BYTES[s.dtype] : 0; };
+  const root = new Map<string, string>();
+  const rootOf = (t: string) => root.get(t) ?? t;
+  const lastUse = new Map<string, number>();
+  const outputs = new Set(g.outputs.map((o) => o.name));
+  g.nodes.forEach((n, k) => {
+    if (ALIAS_OPS.has(n.opType) && n.inputs[0] && !g.initializers.has(n.inputs[0]) && !outputs.has(n.outputs[0]!)) root.set(n.outputs[0]!, rootOf(n.inputs[0]));
+    for (const i of n.inputs) if (i) lastUse.set(rootOf(i), k);
+  });
+  for (const o of outputs) lastUse.set(rootOf(o), Infinity);
+  const freeAt = new Map<number, string[]>();
+  for (const [t, k] of lastUse) if (k !== Infinity) freeAt.set(k, [...(freeAt.get(k) ?? []), t]);
+  let live = 0, peak = 0, at = '', phase: LivenessPeak['phase'] = 'forward';
+  const alive = new Set<string>();
+  g.nodes.forEach((n, k) => {
+    for (const o of n.outputs) if (o && rootOf(o) === o && !g.initializers.has(o)) { alive.add(o); live += bytes(o); }
+    if (live > peak) { peak = live; at = n.name; phase = n.outputs.every((o) => !o || graph.shapes.has(o)) ? 'forward' : 'backward'; }
+    for (const o of n.outputs) if (o && rootOf(o) === o && !lastUse.has(o)) { alive.delete(o); live -= bytes(o); } // never read
+    for (const t of freeAt.get(k) ?? []) if (alive.delete(t)) live -= bytes(t);
+  });
+  return { peakBytes: peak, node: at, phase };
 }

@@ -23,7 +23,7 @@ import { findNormLayers } from '../onnx/norm-layers.ts';
 import { parameterCandidates } from './params.ts';
 import { buildStepGraph } from './step-graph.ts';
 import { TrainStep } from './train-step.ts';
-import { accountStep, formatBytes, OPTIMIZER_SLOTS, type OptimizerKind, type StepMemory } from './memory-accounting.ts';
+import { accountStep, livenessPeak, formatBytes, OPTIMIZER_SLOTS, type OptimizerKind, type StepMemory } from './memory-accounting.ts';
 
 export type BudgetRung = 'all' | 'lora' | 'norm-affine' | 'lora-last' | 'norm-affine-last' | 'head';
 export const BUDGET_RUNGS: readonly BudgetRung[] = ['all', 'lora', 'norm-affine', 'lora-last', 'norm-affine-last', 'head'];
@@ -45,6 +45,15 @@ export interface MemoryBudget {
   lastBlocks?: number;
   /** Name of the LoRA adapter the lora rungs add. @default 'budget' */
   adapterName?: string;
+  /**
+   * What is compared with `bytes`. 'saved' (default): StepMemory.totalBytes, the activations kept for
+   * the backward plus batch, parameters, gradients, optimizer state and frozen weights. 'liveness':
+   * StepMemory.peakEstimateBytes, with the most node outputs alive at once in place of the saved
+   * activations and gradients (./memory-accounting.ts livenessPeak: also the forward's transient
+   * tensors and the backward's temporaries; one more shape inference per rung). Measured against
+   * onnxruntime-node's peak in docs/web.md "Memory budget".
+   */
+  count?: 'saved' | 'liveness';
 }
 
 export type BudgetCompileOptions = Omit<CompileOptions, 'trainable'> & {
@@ -59,7 +68,7 @@ export interface BudgetCandidate {
   /** What trains, in words. */
   trains: string;
   trainableParams: number;
-  /** The accounted total, or undefined when the rung does not apply to this model. */
+  /** The bytes compared with the budget (see MemoryBudget.count), or undefined when the rung does not apply to this model. */
   totalBytes?: number;
   activationBytes?: number;
   fits: boolean;
@@ -71,6 +80,9 @@ export interface BudgetChoice {
   budgetBytes: number;
   batch: number;
   optimizer: OptimizerKind;
+  count: 'saved' | 'liveness';
+  /** The bytes compared with the budget. */
+  countedBytes: number;
   rung: BudgetRung | 'requested';
   trains: string;
   trainable: string[];
@@ -105,6 +117,8 @@ export async function compileWithinBudget(model: RefitModel, opts: BudgetCompile
   if (typeof mb.bytes !== 'number' || !Number.isFinite(mb.bytes) || mb.bytes <= 0) throw new Error(`memoryBudget.bytes must be a positive number of bytes, got ${String(mb.bytes)}`);
   const optimizer = mb.optimizer ?? 'adamw';
   if (!(optimizer in OPTIMIZER_SLOTS)) throw new Error(`memoryBudget.optimizer must be one of ${Object.keys(OPTIMIZER_SLOTS).join(', ')}, got '${String(optimizer)}'`);
+  const count = mb.count ?? 'saved';
+  if (count !== 'saved' && count !== 'liveness') throw new Error(`memoryBudget.count must be 'saved' or 'liveness', got '${String(count)}'`);
   const rungs = mb.candidates ?? BUDGET_RUNGS;
   for (const r of rungs) if (!BUDGET_RUNGS.includes(r)) throw new Error(`memoryBudget.candidates: unknown rung '${String(r)}'; rungs: ${BUDGET_RUNGS.join(', ')}`);
   const sig = signatureFor(model, mb);
@@ -129,9 +143,14 @@ export async function compileWithinBudget(model: RefitModel, opts: BudgetCompile
     }
     const graph = await buildStepGraph(plan.model.ir, sig, { trainable: plan.trainable, loss: opts.loss, outputs: opts.outputs, batchNorm: opts.batchNorm });
     const memory = accountStep(graph, plan.model.ir, plan.trainable, { optimizer });
-    const cand: BudgetCandidate = { rung: plan.rung, trains: plan.trains, trainableParams: memory.trainableParams, totalBytes: memory.totalBytes, activationBytes: memory.activationBytes, fits: memory.totalBytes <= mb.bytes };
+    if (count === 'liveness') {
+      memory.livenessPeakBytes = (await livenessPeak(graph)).peakBytes;
+      memory.peakEstimateBytes = memory.livenessPeakBytes + memory.inputBytes + memory.trainableBytes + memory.optimizerStateBytes + memory.frozenBytes;
+    }
+    const counted = count === 'liveness' ? memory.peakEstimateBytes! : memory.totalBytes;
+    const cand: BudgetCandidate = { rung: plan.rung, trains: plan.trains, trainableParams: memory.trainableParams, totalBytes: counted, activationBytes: memory.activationBytes, fits: counted <= mb.bytes };
     if (cand.fits) {
-      const choice: BudgetChoice = { budgetBytes: mb.bytes, batch, optimizer, rung: plan.rung, trains: plan.trains, trainable: plan.trainable, memory, dropped: tried, ...(plan.adapter ? { adapter: plan.adapter } : {}) };
+      const choice: BudgetChoice = { budgetBytes: mb.bytes, batch, optimizer, count, countedBytes: counted, rung: plan.rung, trains: plan.trains, trainable: plan.trainable, memory, dropped: tried, ...(plan.adapter ? { adapter: plan.adapter } : {}) };
       return new BudgetedTrainStep(plan.model, { trainable: plan.trainable, loss: opts.loss, outputs: opts.outputs, batchNorm: opts.batchNorm }, opts.session ?? plan.model.sessionOptions, choice);
     }
     tried.push(cand);
@@ -140,7 +159,7 @@ export async function compileWithinBudget(model: RefitModel, opts: BudgetCompile
   if (costed.length === 0) throw new MemoryBudgetError(`memoryBudget: no candidate applies to this model (${tried.map((c) => `${c.rung}: ${c.skipped}`).join('; ')})`, tried);
   const smallest = costed.reduce((a, c) => (c.totalBytes! < a.totalBytes! ? c : a));
   throw new MemoryBudgetError(
-    `memoryBudget of ${formatBytes(mb.bytes)} (${mb.bytes} bytes; batch ${batch}, ${optimizer}) fits no candidate: the smallest, '${smallest.rung}' (${smallest.trains}), needs ${formatBytes(smallest.totalBytes!)} (${smallest.totalBytes} bytes, of which ${formatBytes(smallest.activationBytes!)} activations kept for the backward). ` +
+    `memoryBudget of ${formatBytes(mb.bytes)} (${mb.bytes} bytes; batch ${batch}, ${optimizer}${count === 'liveness' ? ', liveness estimate' : ''}) fits no candidate: the smallest, '${smallest.rung}' (${smallest.trains}), needs ${formatBytes(smallest.totalBytes!)} (${smallest.totalBytes} bytes, of which ${formatBytes(smallest.activationBytes!)} activations kept for the backward). ` +
     `Tried: ${tried.map((c) => c.totalBytes === undefined ? `${c.rung} (${c.skipped})` : `${c.rung} ${formatBytes(c.totalBytes)}`).join(', ')}. Raise the budget or lower the batch (activations scale with it).`,
     tried,
   );

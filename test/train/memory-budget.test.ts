@@ -10,7 +10,7 @@ import { PeftModel } from '../../src/peft/peft-model.ts';
 import { f32, i64 } from '../../src/onnx/tensor.ts';
 import * as losses from '../../src/train/losses.ts';
 import { buildStepGraph } from '../../src/train/step-graph.ts';
-import { accountStep } from '../../src/train/memory-accounting.ts';
+import { accountStep, livenessPeak } from '../../src/train/memory-accounting.ts';
 import { BUDGET_RUNGS, MemoryBudgetError, type BudgetRung } from '../../src/train/memory-budget.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -58,6 +58,32 @@ test('accounting of a two-layer MLP at batch 5 equals the bytes counted by hand'
   assert.equal(last.totalBytes, 140 + 120 + 24 + 24 + 24 + 48);
   const sgd = accountStep(await buildStepGraph(m.ir, sig, { trainable: ['w2'], loss }), m.ir, ['w2'], { optimizer: 'sgd' });
   assert.equal(sgd.optimizerStateBytes, 0);
+});
+
+test('liveness peak of the MLP step at batch 5, counted by hand', async () => {
+  const m = tiny();
+  const sig = { x: { dtype: 'float32' as const, dims: [5, 4] } };
+  // Walking the step's nodes in order (only w2 training): the most bytes alive at once is at the
+  // backward Mul of the loss gradient by the one-hot labels: r 60 (kept for dW2) + one-hot 40 +
+  // LogSoftmax 40 + the loss 4 (a graph output) + the expanded loss gradient 40 + the Mul's output
+  // 40 = 224. h (60) was freed after Relu, logits (40) after LogSoftmax. With w1 training too the
+  // peak is the same node: Relu's mask and dW1 come after it. (Pinned to the loss gradient's form.)
+  for (const trainable of [['w2'], ['w1', 'w2']]) {
+    const lp = await livenessPeak(await buildStepGraph(m.ir, sig, { trainable, loss }));
+    assert.equal(lp.peakBytes, 224, trainable.join());
+    assert.equal(lp.phase, 'backward');
+    assert.match(lp.node, /^Mul/);
+  }
+  // count: 'liveness' compares liveness + batch + trainable + optimizer state + frozen with the budget:
+  // head (w2) 224 + 120 + 24 + 48 + 48 = 464; all 224 + 120 + 72 + 144 + 0 = 560.
+  const head = await m.compileTrainStep({ loss, memoryBudget: { bytes: 559, batch: 5, count: 'liveness' } });
+  assert.equal(head.budget.rung, 'head');
+  assert.equal(head.budget.countedBytes, 464);
+  assert.equal(head.budget.memory.peakEstimateBytes, 464);
+  assert.equal(head.budget.dropped[0]!.totalBytes, 560);
+  const all = await m.compileTrainStep({ loss, memoryBudget: { bytes: 560, batch: 5, count: 'liveness' } });
+  assert.equal(all.budget.rung, 'all');
+  await assert.rejects(m.compileTrainStep({ loss, memoryBudget: { bytes: 463, batch: 5, count: 'liveness' } }), /liveness estimate\) fits no candidate: the smallest, 'head' .* needs 464 B/);
 });
 
 test('memoryBudget on the tiny model: the budget picks, the step runs, bad budgets are named', async () => {
