@@ -122,8 +122,13 @@ export interface FleetDeviceState {
 interface StoredAdapter { name: string; version: number; weights: string; config: string }
 
 const refKey = (r: AdapterRef) => `${r.name}@${r.version}`;
-const b64 = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength).toString('base64');
-const unb64 = (s: string) => new Uint8Array(Buffer.from(s, 'base64'));
+// btoa/atob rather than Buffer: this file also runs in the browser build.
+function b64(u: Uint8Array): string {
+  let s = '';
+  for (let i = 0; i < u.length; i += 0x8000) s += String.fromCharCode(...u.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+const unb64 = (s: string) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 const MAX_EVENTS = 200;
 
 /** An Adapter that only runs the model (no adaptation). */

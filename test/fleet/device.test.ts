@@ -258,3 +258,24 @@ test('state round-trips: a restored device serves the same version, continues it
   await dev.release();
   await dev2.release();
 });
+
+test('adapt: a factory (e.g. the continual controller) adapts whichever model serves, base or pushed', async () => {
+  const built: RefitModel[] = [];
+  let calls = 0;
+  const link = new FakeLink();
+  const dev = device(link, {
+    adapt: (m) => {
+      built.push(m);
+      return { name: 'spy', async predict(x: Tensor) { calls++; const o = await m.run({ x }, { outputs: ['logits'] }); return { logits: o.logits!, info: { used: 0, skipped: 0, resets: 0, ms: 0 } }; }, reset() {}, async release() {} };
+    },
+  });
+  await dev.predict(xOf(batches[0]!));
+  assert.equal(built.length, 1);
+  assert.equal(built[0], base);
+  link.next = { name: 'fleet', version: 2, files: gentle() };
+  assert.equal((await dev.sync()).applied, true);
+  assert.equal(built.length, 2);
+  assert.notEqual(built[1], base, 'the pushed adapter gets its own model and adaptation');
+  assert.equal(calls, 2, 'one probe batch ran through the new entry before the switch');
+  await dev.release();
+});

@@ -1,0 +1,103 @@
+// Device side of the fleet (issue 15): what CEMA's upload filter keeps and what the budget lets
+// through, on the shipped CNN over shifted Fashion-MNIST-C streams, against uploading every
+// sample; and the error of the device alone (BN-adapt) against the source model.
+//
+//   nice -n 10 npx tsx bench/fleet-device.ts [--batches-per-domain 8] [--batch 64] [--domains a,b,…] [--json out.json]
+//
+// Stream time: one batch per second of device clock (a camera at `batch` frames per second), so
+// a budget in bytes per second compares directly with the stream's own rate.
+import { loadModel } from '../src/model.ts';
+import { loadFashionMnist } from '../src/data/fashion-mnist.ts';
+import { continualStream, mixedStream, type Stream } from '../src/data/streams.ts';
+import { FleetDevice, type FleetDeviceOptions } from '../src/fleet/device.ts';
+import type { CloudLink, UploadPayload } from '../src/fleet/types.ts';
+import type { UploadFilterOptions } from '../src/fleet/upload-filter.ts';
+import { writeFileSync } from 'node:fs';
+
+const args = process.argv.slice(2);
+const arg = (k: string, d: string) => { const i = args.indexOf(`--${k}`); return i >= 0 ? args[i + 1]! : d; };
+const perDomain = Number(arg('batches-per-domain', '8'));
+const batch = Number(arg('batch', '64'));
+const domains = arg('domains', 'gaussian_noise,motion_blur,snow,fog,contrast,pixelate,elastic_transform,spatter').split(',') as never[];
+
+const model = await loadModel(new URL('../models/fmnist-cnn.onnx', import.meta.url).pathname, { threads: 2 });
+const data = loadFashionMnist('test');
+const streams: Record<string, Stream> = {
+  continual: continualStream(data, { domains, severity: 5, batchSize: batch, batchesPerDomain: perDomain, seed: 1 }),
+  mixed: mixedStream(data, { domains, severity: 5, batchSize: batch, batchesPerDomain: perDomain, seed: 2 }),
+};
+
+class CountingLink implements CloudLink {
+  uploads: UploadPayload[] = [];
+  async upload(p: UploadPayload) { this.uploads.push(p); return { accepted: true }; }
+  async fetchAdapter() { return undefined; }
+  async reportApplied() {}
+}
+
+interface Row { stream: string; adapt: string; filter: string; budget: string; error: number; samples: number; kept: number; uploaded: number; keptPct: number; uploadedPct: number; bytes: number; everything: number; reduction: number; uploadedError: number | null; ms: number }
+const rows: Row[] = [];
+
+async function run(stream: string, adapt: 'bn' | 'none', filterName: string, filter: Omit<UploadFilterOptions, 'classes'>, budgetName: string, bytesPerSecond?: number) {
+  let t = 0;
+  const link = new CountingLink();
+  const opts: FleetDeviceOptions = {
+    base: model, link, model: 'fmnist-cnn', device: 'bench', adapt, uploadEvery: 10, now: () => t,
+    filter: { ...filter, ...(bytesPerSecond ? { budget: { bytesPerSecond, burstBytes: bytesPerSecond * 10 } } : {}) },
+  };
+  const dev = new FleetDevice(opts);
+  let wrong = 0, n = 0;
+  const labelOf = new Map<string, number>();
+  const t0 = performance.now();
+  for (const b of streams[stream]!) {
+    const r = await dev.predict({ dtype: 'float32', dims: [b.size, 1, 28, 28], data: b.x });
+    for (let i = 0; i < b.size; i++) {
+      if (r.predicted[i] !== b.y[i]) wrong++;
+      labelOf.set(hashRow(b.x, i), b.y[i]!);
+    }
+    n += b.size;
+    t += 1000;
+  }
+  await dev.uploadNow();
+  const ms = performance.now() - t0;
+  // Error of the device's own predictions on the samples it chose to upload (how hard they are).
+  let upWrong = 0, upN = 0;
+  for (const p of link.uploads) for (let i = 0; i < p.dims[0]!; i++) {
+    const y = labelOf.get(hashRow(p.data, i));
+    if (y === undefined) continue;
+    upN++;
+    if (p.predicted![i] !== y) upWrong++;
+  }
+  const s = dev.stats;
+  rows.push({
+    stream, adapt, filter: filterName, budget: budgetName, error: wrong / n, samples: s.samples, kept: s.kept, uploaded: s.uploadedSamples,
+    keptPct: s.kept / s.samples, uploadedPct: s.uploadedSamples / s.samples, bytes: s.uploadedBytes, everything: s.everythingBytes,
+    reduction: s.uploadedBytes ? s.everythingBytes / s.uploadedBytes : Infinity, uploadedError: upN ? upWrong / upN : null, ms,
+  });
+  await dev.release();
+}
+
+function hashRow(x: Float32Array, i: number): string {
+  let h = 2166136261;
+  for (let j = i * 784; j < (i + 1) * 784; j += 7) h = Math.imul(h ^ Math.round(x[j]! * 1e6), 16777619);
+  return h.toString(36);
+}
+
+const everything = { highMargin: null, lowMargin: null, warmupSamples: null, poolCapacity: 1 << 20 };
+const cema = {};
+const perSecond = batch * (784 * 4 + 8); // the stream's own rate, bytes per second
+for (const stream of Object.keys(streams)) {
+  await run(stream, 'none', 'everything', everything, 'none');
+  await run(stream, 'bn', 'everything', everything, 'none');
+  await run(stream, 'bn', 'cema', cema, 'none');
+  for (const frac of [0.2, 0.1, 0.05]) await run(stream, 'bn', 'cema', cema, `${Math.round(perSecond * frac / 1000)} kB/s (${frac * 100}% of stream)`, perSecond * frac);
+}
+
+const f = (v: number) => (100 * v).toFixed(1);
+console.log(`streams: ${domains.length} corruptions at severity 5, ${perDomain} batches of ${batch} each; device clock 1 s per batch (stream rate ${(perSecond / 1000).toFixed(0)} kB/s)`);
+console.log('| stream | device adapt | filter | budget | error % | kept % | uploaded % | uploaded bytes | all-samples bytes | reduction | device error on uploaded % |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|');
+for (const r of rows) {
+  console.log(`| ${r.stream} | ${r.adapt} | ${r.filter} | ${r.budget} | ${f(r.error)} | ${f(r.keptPct)} | ${f(r.uploadedPct)} | ${r.bytes} | ${r.everything} | ${r.reduction.toFixed(1)}× | ${r.uploadedError === null ? '—' : f(r.uploadedError)} |`);
+}
+const out = arg('json', '');
+if (out) writeFileSync(out, JSON.stringify(rows, null, 2));
