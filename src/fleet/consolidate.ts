@@ -45,6 +45,8 @@ export interface ConsolidateOptions {
   replay?: number;
   /** Seed of the replay draw and the minibatch order. @default 0 */
   seed?: number;
+  /** Teacher temperature: targets ∝ p^(1/T); below 1 sharpens them (toward pseudo-labels). @default 1 */
+  temperature?: number;
 }
 
 export interface ConsolidateInput {
@@ -91,6 +93,7 @@ export async function consolidate(input: ConsolidateInput): Promise<ConsolidateR
     if (!Number.isInteger(v) || v < 0 || (k !== 'replay' && v === 0)) throw new FleetError(`consolidate: option '${k}' must be a ${k === 'replay' ? 'non-negative' : 'positive'} integer, got ${v}`);
   }
   if (!(lr > 0)) throw new FleetError(`consolidate: option 'lr' must be positive, got ${lr}`);
+  if (!((o.temperature ?? 1) > 0)) throw new FleetError(`consolidate: option 'temperature' must be positive, got ${o.temperature}`);
   const base = input.base;
   const sampleDims = (base.inputs[0]!.shape ?? []).slice(1);
   const uploads = stack('uploads', input.uploads ?? [], sampleDims);
@@ -112,6 +115,7 @@ export async function consolidate(input: ConsolidateInput): Promise<ConsolidateR
   const targets = await input.teacher.probs(xt);
   const C = targets.length / n;
   if (!Number.isInteger(C) || C < 1) throw new FleetError(`consolidate: teacher '${input.teacher.name}' gave ${targets.length} probabilities for ${n} samples`);
+  if ((o.temperature ?? 1) !== 1) sharpen(targets, C, o.temperature!);
 
   let student: PeftModel;
   try {
@@ -185,6 +189,18 @@ async function score(student: RefitModel, fed: string[], x: Tensor, targets: Flo
     await runner.release();
   }
   return { kl: kl / n, agree: agree / n };
+}
+
+/** p ← p^(1/T) / Σ p^(1/T) per row, in place (in log space, so small T does not underflow). */
+function sharpen(p: Float32Array, C: number, T: number): void {
+  for (let r = 0; r < p.length / C; r++) {
+    let m = -Infinity;
+    const l = new Float64Array(C);
+    for (let c = 0; c < C; c++) { l[c] = Math.log(Math.max(p[r * C + c]!, 1e-30)) / T; m = Math.max(m, l[c]!); }
+    let s = 0;
+    for (let c = 0; c < C; c++) s += l[c] = Math.exp(l[c]! - m);
+    for (let c = 0; c < C; c++) p[r * C + c] = l[c]! / s;
+  }
 }
 
 /** Concatenate sample sets, checking each one's dims, length and values; errors name the entry. */
