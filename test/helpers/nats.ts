@@ -1,0 +1,138 @@
+// A throwaway NATS server with JetStream for tests and benchmarks: a free loopback port, a
+// temporary store directory, stopped and removed after (also when the process exits early).
+// restart() brings it back on the same port with the same store, as an operator's restart would.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, connect as tcpConnect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+
+export interface NatsServer {
+  url: string;
+  port: number;
+  dir: string;
+  /** Graceful stop (SIGTERM), waits for the exit. The store directory stays until cleanup(). */
+  stop(): Promise<void>;
+  /** Starts it again on the same port and store directory; waits until it accepts clients. */
+  restart(): Promise<void>;
+  /** SIGKILL, as a crash: nothing flushed beyond what the server already wrote. */
+  kill(): Promise<void>;
+  /** Stops it and removes the store directory. */
+  cleanup(): Promise<void>;
+}
+
+export const NATS_MISSING = 'nats-server not installed (.ci/run installs the Debian package nats-server)';
+
+/** The nats-server binary, or undefined when it is not installed. */
+export function natsServerBin(): string | undefined {
+  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin'];
+  for (const d of dirs) if (d && existsSync(join(d, 'nats-server'))) return join(d, 'nats-server');
+  return undefined;
+}
+
+const live = new Set<{ proc?: ChildProcess; dir: string }>();
+let exitHook = false;
+
+function hookExit(): void {
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', () => {
+    for (const s of live) {
+      s.proc?.kill('SIGKILL');
+      rmSync(s.dir, { recursive: true, force: true });
+    }
+  });
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => res(port));
+    });
+  });
+}
+
+/** Resolves when the server on `port` sends its INFO line advertising JetStream. */
+async function waitReady(port: number, proc: ChildProcess, log: () => string, timeoutMs = 10_000): Promise<void> {
+  const t0 = Date.now();
+  for (;;) {
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`nats-server exited (${proc.exitCode ?? proc.signalCode}) before it was ready:\n${log()}`);
+    const ok = await new Promise<boolean>((res) => {
+      const s = tcpConnect(port, '127.0.0.1');
+      let buf = '';
+      const done = (v: boolean) => {
+        s.destroy();
+        res(v);
+      };
+      s.setTimeout(500, () => done(false));
+      s.on('data', (d) => {
+        buf += d;
+        if (buf.includes('\n')) done(buf.startsWith('INFO ') && buf.includes('"jetstream":true'));
+      });
+      s.on('error', () => done(false));
+    });
+    if (ok) return;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`nats-server on port ${port} not ready after ${timeoutMs} ms:\n${log()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Starts nats-server -js; undefined when the binary is missing (the caller skips with NATS_MISSING). */
+export async function startNats(): Promise<NatsServer | undefined> {
+  const bin = natsServerBin();
+  if (!bin) return undefined;
+  hookExit();
+  const dir = mkdtempSync(join(tmpdir(), 'refit-nats-'));
+  const port = await freePort();
+  const entry: { proc?: ChildProcess; dir: string } = { dir };
+  live.add(entry);
+  let log = '';
+
+  const launch = async () => {
+    log = '';
+    const proc = spawn(bin, ['-js', '-sd', dir, '-p', String(port), '-a', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    proc.stdout!.on('data', (d) => (log = (log + d).slice(-4000)));
+    proc.stderr!.on('data', (d) => (log = (log + d).slice(-4000)));
+    entry.proc = proc;
+    await waitReady(port, proc, () => log);
+  };
+  const halt = async (signal: NodeJS.Signals) => {
+    const proc = entry.proc;
+    entry.proc = undefined;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise<void>((res) => proc.once('exit', () => res()));
+    proc.kill(signal);
+    // A graceful stop that takes too long becomes a kill, so a test never hangs here.
+    const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(t);
+  };
+
+  try {
+    await launch();
+  } catch (e) {
+    await halt('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    live.delete(entry);
+    throw e;
+  }
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    dir,
+    stop: () => halt('SIGTERM'),
+    kill: () => halt('SIGKILL'),
+    restart: async () => {
+      await halt('SIGTERM');
+      await launch();
+    },
+    cleanup: async () => {
+      await halt('SIGTERM');
+      rmSync(dir, { recursive: true, force: true });
+      live.delete(entry);
+    },
+  };
+}
