@@ -1,22 +1,25 @@
-// Teach the shipped Fashion-MNIST ViT to read MNIST digits with LoRA, save the adapter in HF
-// PEFT's layout, load it back, and merge it into a plain ONNX model.
-//   npx tsx examples/peft-lora.ts [out-dir] [steps]
+// Teach the shipped Fashion-MNIST ViT to read MNIST digits with LoRA, save the adapters in HF
+// PEFT's layout, load them back, and merge them into a plain ONNX model.
+// Run from the repository root (it reads models/ and writes adapters/head/, adapters/digits/ and
+// vit-digits.onnx there):
+//   npx tsx examples/peft-lora.ts [steps]
+// The README's PEFT block is an excerpt of this file, line for line, and the README's
+// `refit adapter` lines read what it writes (test/e2e/readme-blocks.test.ts checks the excerpt;
+// test/e2e/example.test.ts runs this file, then those lines).
 //
 // The configuration is the ≤ 5% one that comes within 1 point of full fine-tuning at 15 epochs in
-// docs/peft.md#benchmark: LoRA r=8 with PiSSA init on every attention and MLP layer of the two
-// blocks nearest the input (4.93% of the parameters, with the new head).
-import { join } from 'node:path';
+// docs/peft.md#benchmark: LoRA r=8 with PiSSA init on every attention and MLP layer (q, k, v, out,
+// fc1, fc2) of the two blocks nearest the input (4.93% of the parameters, with the new head).
 import { loadModel, Trainer, losses, optim, peft, saveAdapter, loadAdapter, f32, i64 } from '../src/index.ts';
 import { loadMnist } from '../src/data/mnist.ts';
 import { evaluate } from '../src/data/evaluate.ts';
 
-const outDir = process.argv[2] ?? 'vit-digits';
-const steps = Number(process.argv[3] ?? 250);
+const steps = Number(process.argv[2] ?? 250);
 const batch = 64;
 
-const base = await loadModel(new URL('../models/fmnist-vit.onnx', import.meta.url).pathname);
-const model = peft.withAdapter(base, 'head', peft.head({ classes: 10 }))          // new 10-class head
-  .withAdapter('digits', peft.lora({ targets: /blocks\.[01]\.(attn\.(q|k|v|out)|mlp\.fc[12])$/, rank: 8, alpha: 16, init: 'pissa' }));
+const base = await loadModel('models/fmnist-vit.onnx');
+const model = peft.withAdapter(base, 'head', peft.head({ classes: 10 }))      // a new label set
+  .withAdapter('digits', peft.lora({ targets: /blocks\.[01]\.(attn|mlp)\./, rank: 8, alpha: 16, init: 'pissa' }));
 const acct = peft.accounting(model);
 console.log(`trainable: ${acct.trainableParams} parameters (${acct.trainablePercent.toFixed(2)}% of the base), AdamW state ${(acct.optimizerStateBytes / 1024).toFixed(0)} KiB`);
 
@@ -39,12 +42,13 @@ const accuracy = await evaluate(model, test.images, test.labels, test.n);
 console.log(`test accuracy with the adapter: ${(100 * accuracy).toFixed(2)}%`);
 
 // Two adapter folders, each adapter_model.safetensors + adapter_config.json.
-for (const name of ['head', 'digits']) await saveAdapter(model, name, join(outDir, name));
-let reloaded = await loadAdapter(base, join(outDir, 'head'));
-reloaded = await loadAdapter(reloaded, join(outDir, 'digits'));
+await saveAdapter(model, 'head', 'adapters/head/');       // adapter_model.safetensors + adapter_config.json
+await saveAdapter(model, 'digits', 'adapters/digits/');
+let reloaded = await loadAdapter(base, 'adapters/head/');
+reloaded = await loadAdapter(reloaded, 'adapters/digits/');
 console.log(`reloaded adapters: ${(100 * await evaluate(reloaded, test.images, test.labels, test.n)).toFixed(2)}%`);
 
-// Folded into the base weights (the head is baked in): a plain model with no extra latency.
-const merged = model.mergeAll();
-await merged.save(join(outDir, 'vit-digits.onnx'));
-console.log(`merged model: ${(100 * await evaluate(merged, test.images, test.labels, test.n)).toFixed(2)}%, saved ${join(outDir, 'vit-digits.onnx')}`);
+// The head is baked in too: vit-digits.onnx is a plain model that runs anywhere.
+await model.mergeAll().save('vit-digits.onnx');           // folded into the base weights: no extra latency
+const merged = await loadModel('vit-digits.onnx');
+console.log(`merged model: ${(100 * await evaluate(merged, test.images, test.labels, test.n)).toFixed(2)}%, saved vit-digits.onnx`);

@@ -1,24 +1,27 @@
 // Fine-tune refit's shipped CNN on a few bundled Fashion-MNIST images and save the result.
-//   npx tsx examples/quickstart.ts [out.onnx]
+// Run from the repository root (it reads models/ and writes cnn-tuned.onnx there):
+//   npx tsx examples/quickstart.ts
+// The README's first TypeScript block is an excerpt of this file, line for line
+// (test/e2e/readme-blocks.test.ts checks that; test/e2e/example.test.ts runs it).
 import { loadModel, Trainer, losses, optim, f32, i64 } from '../src/index.ts';
 import { loadFashionMnist } from '../src/data/fashion-mnist.ts';
 
-const out = process.argv[2] ?? 'cnn-tuned.onnx';
-const model = await loadModel(new URL('../models/fmnist-cnn.onnx', import.meta.url).pathname);
+const model = await loadModel('models/fmnist-cnn.onnx');                // float32, float16 or int8 ONNX, opset 7–21 (upgraded on load)
 const step = model.compileTrainStep({
-  trainable: /bn|head/,                                          // BatchNorm affine + the classifier head
+  trainable: /bn|head/,                                          // names, a regex, a predicate, or 'all'
   loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }),
-  outputs: ['features'],
-  batchNorm: 'train',
+  outputs: ['features'],                                         // extra tensors returned by each step
+  batchNorm: 'train',                                            // 'eval' (running stats) | 'train' (batch stats, running stats updated)
 });
 const trainer = new Trainer(step, optim.adamw({ lr: 1e-3, weightDecay: 1e-4 }), { clipNorm: 1 });
-const data = loadFashionMnist('test', { limit: 320 });
+
+const data = loadFashionMnist('test', { limit: 640 });             // 10 batches of 64 bundled test images
 for (let s = 0; s < 10; s++) {
-  const i0 = s * 32;
-  const x = f32([32, 1, 28, 28], data.images.slice(i0 * 784, (i0 + 32) * 784));
-  const y = i64([32], Array.from(data.labels.slice(i0, i0 + 32)));
-  const r = await trainer.step({ x, y });
-  console.log(`step ${s}: loss ${r.loss.toFixed(4)}${r.skipped ? ` (skipped: ${r.reason})` : ''}, features ${r.outputs.features!.dims}`);
+  const images = data.images.subarray(s * 64 * 784, (s + 1) * 64 * 784);
+  const labels = Array.from(data.labels.subarray(s * 64, (s + 1) * 64));
+  const r = await trainer.step({ x: f32([64, 1, 28, 28], images), y: i64([64], labels) });
+  // r.loss, r.outputs.features, r.skipped (true when the loss/gradient was NaN/Inf: weights untouched)
+  console.log(`step ${s}: loss ${r.loss.toFixed(4)}${r.skipped ? ' (skipped)' : ''}, features ${r.outputs.features!.dims}`);
 }
-await model.save(out);
-console.log(`saved ${out}`);
+await model.save('cnn-tuned.onnx');                                // a plain inference model that runs anywhere
+console.log('saved cnn-tuned.onnx');

@@ -3,12 +3,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { METHODS } from '../../src/cli/demo.ts';
 import { CORRUPTIONS } from '../../src/data/corruptions/index.ts';
+import { readmeBlock } from '../helpers/readme.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
@@ -42,13 +43,44 @@ test('refit demo --quick prints a table of error per corruption and mean for eve
   assert.ok(existsSync(report));
 });
 
-test('refit demo --quick --json is machine-readable', () => {
-  const out = execFileSync(process.execPath, [join(root, 'bin/refit.js'), 'demo', '--quick', '--json', '--methods', 'source', '--out', join(dir, 'r2.html')], { encoding: 'utf8', cwd: dir });
-  const r = JSON.parse(out);
-  assert.equal(r.scores.length, 1);
-  assert.equal(r.scores[0].domains.length, CORRUPTIONS.length);
-  assert.equal(r.stream.severity, 5);
-  assert.ok(r.scores[0].firstBatchMs > 0 && r.scores[0].msPerBatch > 0);
+// The README's demo block runs as written, each line in a fresh folder (relative --out paths land
+// there); a line's output is checked as a table or, with --json, as JSON, and its report must exist.
+// Every line must be --quick with --methods, so that the block stays a few seconds of CI.
+test("README: the demo section's block runs as written (a table, the JSON, the report)", () => {
+  const lines = readmeBlock('## `refit demo`');
+  assert.ok(lines.length >= 2 && lines.some((l) => l.includes(' --json')) && lines.some((l) => !l.includes(' --json')), `the block shows a table run and a --json run:\n${lines.join('\n')}`);
+  for (const line of lines) {
+    assert.match(line, /^npx refit demo /, `a line in the demo block that is not a refit demo command: ${line}`);
+    const args = line.slice('npx refit '.length).split(/\s+/);
+    assert.ok(args.includes('--quick') && args.includes('--methods'), `each line of the block takes seconds (--quick, --methods …); longer runs belong in the prose: ${line}`);
+    const opt = (name: string) => { const i = args.indexOf(name); return i < 0 ? undefined : args[i + 1]; };
+    const methods = opt('--methods')!.split(',');
+    const batchSize = Number(opt('--batch-size') ?? 64);
+    const cwd = mkdtempSync(join(tmpdir(), 'refit-readme-demo-'));
+    const out = execFileSync(process.execPath, [join(root, 'bin/refit.js'), ...args], { encoding: 'utf8', cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    if (args.includes('--json')) {
+      const r = JSON.parse(out);
+      assert.deepEqual(r.scores.map((s: { method: string }) => s.method), methods);
+      assert.deepEqual(r.stream.domains, [...CORRUPTIONS]);
+      assert.deepEqual([r.stream.severity, r.stream.batchSize, r.stream.batches], [5, batchSize, 3 * CORRUPTIONS.length]);
+      for (const s of r.scores) {
+        assert.equal(s.domains.length, CORRUPTIONS.length);
+        assert.ok(s.meanError > 0 && s.meanError < 1 && s.firstBatchMs > 0 && s.msPerBatch > 0, JSON.stringify(s).slice(0, 300));
+      }
+    } else {
+      const rows = out.split('\n');
+      assert.match(rows.find((l) => l.startsWith('method')) ?? '', /gaussian.*spatter.*mean/, out);
+      assert.match(out, new RegExp(`severity 5, batch ${batchSize};`));
+      for (const m of methods) {
+        const nums = rows.find((l) => l.startsWith(m.padEnd(10)))?.slice(10).trim().split(/\s+/).map(Number);
+        assert.equal(nums?.length, CORRUPTIONS.length + 3, `row ${m} in:\n${out}`);
+        for (const v of nums!.slice(0, -2)) assert.ok(v >= 0 && v <= 100, `error ${v} in row ${m}`);
+      }
+    }
+    const report = join(cwd, opt('--out') ?? 'refit-demo-report.html');
+    assert.match(readFileSync(report, 'utf8'), /<table>/, `${line}: no report at ${report}`);
+    rmSync(cwd, { recursive: true, force: true });
+  }
 });
 
 test('bad demo input gets a clear error', () => {

@@ -10,20 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
+import { readmeBlock } from '../helpers/readme.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-
-/** The first bash block of a README section, continuation lines joined, comments dropped. */
-export function readmeBlock(heading: string): string[] {
-  const readme = readFileSync(join(root, 'README.md'), 'utf8');
-  const start = readme.indexOf(heading);
-  assert.ok(start >= 0, `README has no section '${heading}'`);
-  const end = readme.indexOf('\n## ', start + heading.length);
-  const section = readme.slice(start, end < 0 ? undefined : end);
-  const block = /```bash\n([\s\S]*?)```/.exec(section)?.[1];
-  assert.ok(block, `no bash block in README section '${heading}'`);
-  return block.replace(/\\\n\s*/g, ' ').split('\n').map((l) => l.replace(/\s+#\s.*$/, '').trim()).filter(Boolean);
-}
 
 test('the request files are the first bundled test image (examples/serve/make-requests.ts)', () => {
   const image = Array.from(loadFashionMnist('test', { limit: 1 }).images.subarray(0, 784));
