@@ -89,6 +89,8 @@ for (const stream of Object.keys(streams)) {
   await run(stream, 'none', 'everything', everything, 'none');
   await run(stream, 'bn', 'everything', everything, 'none');
   await run(stream, 'bn', 'cema', cema, 'none');
+  await run(stream, 'bn', 'cema, fixed E_max', { warmupSamples: null }, 'none');
+  await run(stream, 'bn', 'cema + redundancy ε=0.9', { redundancy: 0.9 }, 'none');
   for (const frac of [0.2, 0.1, 0.05]) await run(stream, 'bn', 'cema', cema, `${Math.round(perSecond * frac / 1000)} kB/s (${frac * 100}% of stream)`, perSecond * frac);
 }
 
