@@ -35,17 +35,17 @@ export interface ConsolidateOptions {
   method?: AdapterMethod;
   /** Adapter name written into the files' metadata. @default 'device' */
   name?: string;
-  /** Passes over the training set (uploads + replay draw). @default 8 */
+  /** Passes over the training set (uploads + replay draw). @default 16 */
   epochs?: number;
   /** Minibatch size (one compiled step; smaller sets train as one batch). @default 64 */
   batch?: number;
-  /** Adam learning rate. @default 1e-3 */
+  /** Adam learning rate. @default 0.01 */
   lr?: number;
   /** Replay samples drawn per consolidation (reservoir over the given replay). @default 256 */
   replay?: number;
   /** Seed of the replay draw and the minibatch order. @default 0 */
   seed?: number;
-  /** Teacher temperature: targets ∝ p^(1/T); below 1 sharpens them (toward pseudo-labels). @default 1 */
+  /** Teacher temperature: targets ∝ p^(1/T); below 1 sharpens them (toward pseudo-labels). @default 0.5 */
   temperature?: number;
 }
 
@@ -88,12 +88,13 @@ export async function consolidate(input: ConsolidateInput): Promise<ConsolidateR
   const t0 = performance.now();
   const o = input.options ?? {};
   const name = o.name ?? 'device';
-  const epochs = o.epochs ?? 8, batch = o.batch ?? 64, lr = o.lr ?? 1e-3, replayMax = o.replay ?? 256;
+  // Defaults chosen on validation streams (docs/fleet.md): at T = 1 and lr 1e-3 the student barely moves.
+  const epochs = o.epochs ?? 16, batch = o.batch ?? 64, lr = o.lr ?? 0.01, replayMax = o.replay ?? 256, temperature = o.temperature ?? 0.5;
   for (const [k, v] of [['epochs', epochs], ['batch', batch], ['replay', replayMax]] as const) {
     if (!Number.isInteger(v) || v < 0 || (k !== 'replay' && v === 0)) throw new FleetError(`consolidate: option '${k}' must be a ${k === 'replay' ? 'non-negative' : 'positive'} integer, got ${v}`);
   }
   if (!(lr > 0)) throw new FleetError(`consolidate: option 'lr' must be positive, got ${lr}`);
-  if (!((o.temperature ?? 1) > 0)) throw new FleetError(`consolidate: option 'temperature' must be positive, got ${o.temperature}`);
+  if (!(temperature > 0)) throw new FleetError(`consolidate: option 'temperature' must be positive, got ${temperature}`);
   const base = input.base;
   const sampleDims = (base.inputs[0]!.shape ?? []).slice(1);
   const uploads = stack('uploads', input.uploads ?? [], sampleDims);
@@ -115,7 +116,7 @@ export async function consolidate(input: ConsolidateInput): Promise<ConsolidateR
   const targets = await input.teacher.probs(xt);
   const C = targets.length / n;
   if (!Number.isInteger(C) || C < 1) throw new FleetError(`consolidate: teacher '${input.teacher.name}' gave ${targets.length} probabilities for ${n} samples`);
-  if ((o.temperature ?? 1) !== 1) sharpen(targets, C, o.temperature!);
+  if (temperature !== 1) sharpen(targets, C, temperature);
 
   let student: PeftModel;
   try {

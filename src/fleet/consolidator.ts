@@ -27,12 +27,14 @@ export interface Consolidator {
 }
 
 /**
- * Teachers (see src/fleet/teacher.ts; measured in docs/fleet.md):
- * - 'cnn-bn-aug': the device's CNN with BatchNorm statistics of the uploads, softmax averaged over
- *   the plain and 4 augmented copies (the default: lowest validation error, see docs/fleet.md);
- * - 'vit': the shipped ViT; 'ensemble': mean of 'vit' and 'cnn-bn-aug'.
+ * Teachers (src/fleet/teacher.ts), compared on validation streams in docs/fleet.md:
+ * - 'vit': the shipped ViT (models/fmnist-vit.onnx);
+ * - 'cnn': the device's CNN with BatchNorm statistics of the uploads it labels;
+ * - 'cnn-aug': the same, softmax averaged over the plain and 4 augmented copies;
+ * - 'ensemble': the mean of 'vit' and 'cnn'.
  */
-export type TeacherChoice = 'cnn-bn-aug' | 'vit' | 'ensemble';
+export type TeacherChoice = 'vit' | 'cnn' | 'cnn-aug' | 'ensemble';
+export const TEACHERS: readonly TeacherChoice[] = ['vit', 'cnn', 'cnn-aug', 'ensemble'];
 
 export interface ConsolidatorOptions {
   /** The device model: a path or a loaded model. */
@@ -40,23 +42,21 @@ export interface ConsolidatorOptions {
   teacher?: TeacherChoice | Teacher;
   /** The ViT's path for 'vit' and 'ensemble'. @default 'models/fmnist-vit.onnx' */
   vit?: string;
-  /** Augmented copies for 'cnn-bn-aug'. @default 4 */
-  augment?: number;
   consolidate?: ConsolidateOptions;
   aggregate?: Omit<AggregateOptions, 'base'>;
   threads?: number;
 }
 
-export const DEFAULT_TEACHER: TeacherChoice = 'cnn-bn-aug';
+export const DEFAULT_TEACHER: TeacherChoice = 'vit';
 
-export async function makeTeacher(choice: TeacherChoice, base: RefitModel, o: { vit?: string; augment?: number; threads?: number } = {}): Promise<Teacher> {
-  const cnn = () => modelTeacher(base, { bnAdapt: true, augment: o.augment ?? 4, name: `cnn bn-adapted on uploads +${o.augment ?? 4} aug` });
-  const vit = async () => modelTeacher(await loadModel(o.vit ?? 'models/fmnist-vit.onnx', { threads: o.threads ?? 1 }), { name: 'vit' });
+export async function makeTeacher(choice: TeacherChoice, base: RefitModel, o: { vit?: string; threads?: number } = {}): Promise<Teacher> {
+  const vit = async () => modelTeacher(await loadModel(o.vit ?? 'models/fmnist-vit.onnx', { threads: o.threads ?? 1 }), { name: 'vit', own: true });
   switch (choice) {
-    case 'cnn-bn-aug': return cnn();
     case 'vit': return vit();
-    case 'ensemble': return ensembleTeacher([await vit(), cnn()]);
-    default: throw new Error(`unknown teacher '${String(choice)}' (known: cnn-bn-aug, vit, ensemble)`);
+    case 'cnn': return modelTeacher(base, { name: 'cnn bn-adapted on uploads' });
+    case 'cnn-aug': return modelTeacher(base, { augment: 4, name: 'cnn bn-adapted on uploads +4 aug' });
+    case 'ensemble': return ensembleTeacher([await vit(), modelTeacher(base, { name: 'cnn bn-adapted on uploads' })]);
+    default: throw new Error(`unknown teacher '${String(choice)}' (known: ${TEACHERS.join(', ')})`);
   }
 }
 

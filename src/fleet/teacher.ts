@@ -31,6 +31,8 @@ export interface ModelTeacherOptions {
   /** Largest batch run at once; BN statistics then come from each chunk. @default 1024 */
   maxBatch?: number;
   name?: string;
+  /** release() also releases the model (a teacher that loaded its own). @default false */
+  own?: boolean;
 }
 
 /** A model (the ViT, or the device's own CNN with upload statistics) as a teacher. */
@@ -79,6 +81,7 @@ export function modelTeacher(model: RefitModel, o: ModelTeacherOptions = {}): Te
     },
     async release() {
       for (const v of variants.splice(0)) await v.release();
+      if (o.own) await model.release();
     },
   };
 }
