@@ -226,6 +226,7 @@ export class FleetDevice {
     if (x.dims.length !== this.sampleDims.length + 1 || x.dims.slice(1).some((d, i) => d !== this.sampleDims[i])) {
       throw new FleetError(`device: batch has shape [${x.dims.join(', ')}], expected [n, ${this.sampleDims.join(', ')}]`);
     }
+    if (x.dtype !== 'float32') throw new FleetError(`device: batch is ${x.dtype}, expected float32`);
     if (labels && labels.length !== n) throw new FleetError(`device: ${labels.length} labels for ${n} samples`);
     const s = this.serving;
     s.users++;
@@ -241,7 +242,7 @@ export class FleetDevice {
     const sc = this.filter.screen(probs);
     const data = x.data as Float32Array;
     for (let i = 0; i < n; i++) {
-      if (sc.verdicts[i] !== 'kept') continue;
+      if (sc.verdicts[i] !== 'kept' || !finiteRow(data, i * this.sampleSize, this.sampleSize)) continue;
       this.pool.push({ x: data.slice(i * this.sampleSize, (i + 1) * this.sampleSize), entropy: sc.entropy[i]!, predicted: sc.predicted[i]!, seq: this.seq++ });
       this.stats.kept++;
     }
@@ -253,7 +254,7 @@ export class FleetDevice {
     const lnC = Math.log(C);
     for (let i = 0; i < n; i++) {
       bh.entropy += sc.entropy[i]! / lnC;
-      bh.confidence += probs[i * C + sc.predicted[i]!]!;
+      bh.confidence += sc.predicted[i]! >= 0 ? probs[i * C + sc.predicted[i]!]! : 0;
       if (labels) { bh.labelled++; if (labels[i] === sc.predicted[i]) bh.correct++; }
     }
     this.healthWindow.push(bh);
@@ -497,6 +498,11 @@ export class FleetDevice {
     }
     this.previous = null;
   }
+}
+
+function finiteRow(d: Float32Array, off: number, len: number): boolean {
+  for (let j = off; j < off + len; j++) if (!Number.isFinite(d[j]!)) return false;
+  return true;
 }
 
 function summarise(hs: BatchHealth[]): HealthSummary {

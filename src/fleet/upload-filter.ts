@@ -207,7 +207,8 @@ export class UploadFilter {
 
   /**
    * Judge one batch from its class probabilities (rows of C, summing to 1). Updates Ē with every
-   * sample first, as the reference does, then applies the thresholds to the batch.
+   * sample first, as the reference does, then applies the thresholds to the batch. A row with a
+   * value outside [0, 1] (NaN) is 'unreliable', with entropy ln C and predicted class -1.
    */
   screen(probs: ArrayLike<number>): ScreenResult {
     const C = this.classes;
@@ -215,15 +216,19 @@ export class UploadFilter {
     const n = probs.length / C;
     const entropy = new Float32Array(n);
     const predicted = new Int32Array(n);
+    const broken = new Uint8Array(n);
     for (let i = 0; i < n; i++) {
       let h = 0;
       let best = 0;
       for (let c = 0; c < C; c++) {
         const p = probs[i * C + c]!;
-        if (!Number.isFinite(p)) bad(`probability of sample ${i}, class ${c} is ${p}`);
+        if (!(p >= 0 && p <= 1)) broken[i] = 1;
         if (p > 0) h -= p * Math.log(p);
         if (p > probs[i * C + best]!) best = c;
       }
+      // A row that is not a distribution (NaN from a broken input) has no prediction: it is
+      // unreliable, reported with the maximum entropy and class -1, and kept out of Ē.
+      if (broken[i]) { entropy[i] = Math.log(C); predicted[i] = -1; continue; }
       entropy[i] = h;
       predicted[i] = best;
       this.observe(h);
@@ -234,7 +239,7 @@ export class UploadFilter {
     for (let i = 0; i < n; i++) {
       const h = entropy[i]!;
       let v: Verdict = 'kept';
-      if (high !== null && !(h < high)) v = 'unreliable';
+      if (broken[i] || (high !== null && !(h < high))) v = 'unreliable';
       else if (low !== null && !(h > low)) v = 'low-info';
       else if (this.o.redundancy !== null && this.redundant(probs, i)) v = 'redundant';
       verdicts.push(v);

@@ -279,3 +279,19 @@ test('adapt: a factory (e.g. the continual controller) adapts whichever model se
   assert.equal(calls, 2, 'one probe batch ran through the new entry before the switch');
   await dev.release();
 });
+
+test('a batch with a NaN sample is served (that sample unpredicted), and nothing non-finite is uploaded', async () => {
+  const link = new FakeLink();
+  const dev = device(link, { adapt: 'none', uploadEvery: 1, filter: { warmupSamples: null } });
+  const b = batches[12]!;
+  const x = xOf(b);
+  const data = (x.data as Float32Array).slice();
+  data[5 * 784 + 100] = NaN;
+  const r = await dev.predict({ ...x, data });
+  assert.equal(r.predicted[5], -1);
+  assert.ok(r.predicted.filter((p) => p >= 0).length === b.size - 1, 'the other samples are predicted (no BN statistics shared)');
+  await dev.flush();
+  for (const { p } of link.uploads) assert.ok(p.data.every(Number.isFinite));
+  await assert.rejects(dev.predict({ dtype: 'float32', dims: [2, 1, 28, 27], data: new Float32Array(2 * 28 * 27) }), /expected \[n, 1, 28, 28\]/);
+  await dev.release();
+});

@@ -70,13 +70,17 @@ test('redundancy (EATA ε): a sample too similar to the running average of kept 
   assert.equal(f.counts.redundant, 1);
 });
 
-test('bad options and bad probabilities are FleetErrors', () => {
+test('bad options are FleetErrors; bad probability rows are unreliable', () => {
   assert.throws(() => new UploadFilter({ classes: 1 }), FleetError);
   assert.throws(() => new UploadFilter({ classes: C, lowMargin: 0.5, highMargin: 0.4 }), /lowMargin/);
   assert.throws(() => new UploadFilter({ classes: C, budget: { bytesPerSecond: 0 } }), /bytesPerSecond/);
   const f = new UploadFilter({ classes: C });
   assert.throws(() => f.screen([0.5, 0.5, 0]), /multiple of 10/);
-  assert.throws(() => f.screen(row(0.5).map((p, i) => (i === 3 ? NaN : p))), /class 3 is NaN/);
+  const broken = f.screen([...row(0.5).map((p, i) => (i === 3 ? NaN : p)), ...row(0.9)]);
+  assert.deepEqual(broken.verdicts, ['unreliable', 'kept'], 'a NaN row is unreliable, not an error');
+  assert.equal(broken.predicted[0], -1);
+  assert.ok(Math.abs(broken.entropy[0]! - LN) < 1e-6);
+  assert.ok(Number.isFinite(f.meanEntropy.mean) && f.meanEntropy.seen === 1, 'and stays out of the running mean');
 });
 
 test('token bucket: bytes over any window never exceed burst + rate × window', () => {
