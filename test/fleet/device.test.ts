@@ -14,6 +14,7 @@ import { UploadFilter } from '../../src/fleet/upload-filter.ts';
 import { encodeUpload, decodeUpload } from '../../src/fleet/upload-codec.ts';
 import type { CloudLink, PushedAdapter, UploadPayload } from '../../src/fleet/types.ts';
 import { Rng } from '../../src/util/rng.ts';
+import { ContinualAdapter } from '../../src/continual/adapter.ts';
 import type { Tensor } from '../../src/onnx/tensor.ts';
 
 const modelPath = new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname;
@@ -293,5 +294,20 @@ test('a batch with a NaN sample is served (that sample unpredicted), and nothing
   await dev.flush();
   for (const { p } of link.uploads) assert.ok(p.data.every(Number.isFinite));
   await assert.rejects(dev.predict({ dtype: 'float32', dims: [2, 1, 28, 27], data: new Float32Array(2 * 28 * 27) }), /expected \[n, 1, 28, 28\]/);
+  await dev.release();
+});
+
+test('the continual controller as the device adaptation: serves, uploads, and never writes the base', async () => {
+  const link = new FakeLink();
+  const snapshot = params();
+  const dev = device(link, { adapt: (m) => new ContinualAdapter(m, { maxLevel: 2, patience: 1, warmupBatches: 2 }) });
+  for (let i = 0; i < 6; i++) {
+    const r = await dev.predict(xOf(batches[i]!));
+    assert.equal(r.predicted.length, B);
+    assert.ok(r.predicted.every((p) => p >= 0 && p < 10));
+  }
+  await dev.flush();
+  assert.ok(link.uploads.length >= 1);
+  sameParams(snapshot);
   await dev.release();
 });
