@@ -203,6 +203,7 @@ export interface ServeCliOptions {
   port: string;
   host: string;
   registry?: string;
+  blobs?: string;
   method?: string;
   methodOptions?: string;
   token?: string;
@@ -222,7 +223,8 @@ program
   .option('--model <path>', 'a model to serve, path or name=path (repeat for more)', (v: string, prev: string[] = []) => [...prev, v])
   .option('--port <n>', 'port (0: any free port)', '8080')
   .option('--host <host>', 'address to listen on', '127.0.0.1')
-  .option('--registry <path>', 'SQLite file of the adapter registry (default: in memory, lost at exit)')
+  .option('--registry <spec>', 'the adapter registry: a SQLite file, or postgres://user@host:port/db with --blobs (default: in memory, lost at exit)')
+  .option('--blobs <spec>', 'where a PostgreSQL registry keeps adapter bytes: file:DIR or s3://bucket?endpoint=http://host:port')
   .option('--method <method>', 'adaptation per tenant: none, a TTA method or continual')
   .option('--method-options <json>', 'options of the method as a JSON object, e.g. \'{"lr": 0.0001}\'')
   .option('--token <token>', 'bearer token for the write routes (default: $REFIT_TOKEN)')

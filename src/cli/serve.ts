@@ -4,7 +4,7 @@
 import { basename, extname } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { loadModel, type RefitModel } from '../model.ts';
-import { SqliteRegistry } from '../registry/sqlite.ts';
+import { openRegistry } from '../registry/open.ts';
 import { NAME_PATTERN } from '../registry/types.ts';
 import { buildServer } from '../serve/server.ts';
 
@@ -13,8 +13,13 @@ export interface RunServeOptions {
   model: string[] | string;
   port?: string | number;
   host?: string;
-  /** SQLite file of the registry; unset: an in-memory registry (lost at exit; a warning says so). */
+  /**
+   * The registry: a SQLite file (or `sqlite:PATH`), or `postgres://…` with `blobs`; unset: an
+   * in-memory SQLite registry (lost at exit; a warning says so).
+   */
   registry?: string;
+  /** Blob store of a PostgreSQL registry: `file:DIR` or `s3://bucket?endpoint=…`. */
+  blobs?: string;
   /** 'none', a TTA method or 'continual'. */
   method?: string;
   /** Method options as a JSON object or an object (e.g. '{"lr": 0.0001}'). */
@@ -97,7 +102,13 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
       throw new Error(`--model ${name}=${path}: ${(e as Error).message}`);
     }
   }
-  const registry = new SqliteRegistry(opts.registry ?? ':memory:');
+  let registry;
+  try {
+    registry = await openRegistry(opts.registry ?? ':memory:', opts.blobs ? { blobs: opts.blobs } : {});
+  } catch (e) {
+    await Promise.all([...models.values()].map((m) => m.release()));
+    throw new Error(`--registry: ${(e as Error).message}`);
+  }
   let app: FastifyInstance;
   try {
     app = await buildServer({

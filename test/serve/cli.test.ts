@@ -1,5 +1,6 @@
 // `refit serve` as a process: it listens, answers over real HTTP (loopback only), and on SIGTERM
-// finishes, saves each tenant's state to the registry file and exits 0. runServe in-process too.
+// finishes, saves each tenant's state to the registry file and exits 0. runServe in-process too,
+// also on a PostgreSQL registry (a throwaway server, test/helpers/postgres.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -8,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runServe, parseModelSpec } from '../../src/cli/serve.ts';
 import { SqliteRegistry } from '../../src/registry/index.ts';
+import { startPostgres, postgresMissing } from '../helpers/postgres.ts';
 
 const root = new URL('../../', import.meta.url).pathname;
 const model = join(root, 'models/fmnist-cnn.onnx');
@@ -83,4 +85,31 @@ test('refit serve: SIGTERM saves tenant state to the registry file and exits 0',
   assert.equal(s?.method, 'tent');
   assert.ok(s!.bytes.byteLength > 100);
   await reg.close();
+});
+
+test('runServe --registry postgres://… --blobs file:DIR: tenant state outlives the server; bad specs name the flag', { skip: postgresMissing() ?? false, timeout: 90_000 }, async () => {
+  const pg = await startPostgres();
+  try {
+    const url = await pg.createDatabase('serve_cli');
+    const blobs = `file:${join(dir, 'blobs')}`;
+    const start = () => runServe({ model: [`cnn=${model}`], port: 0, host: '127.0.0.1', signals: false, log: () => {}, registry: url, blobs, method: 'tent' });
+    let h = await start();
+    try {
+      const r = await fetch(`${h.url}/v1/models/cnn/predict`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-refit-tenant': 'shop-1' }, body: JSON.stringify({ inputs: sample }) });
+      assert.equal(r.status, 200, await r.text());
+    } finally {
+      await h.close(); // saves shop-1's Tent state into PostgreSQL + the blob folder
+    }
+    h = await start();
+    try {
+      const tenants = await (await fetch(`${h.url}/v1/models/cnn/tenants`)).json() as { tenants: { tenant: string; saved: boolean }[] } | string[];
+      assert.match(JSON.stringify(tenants), /shop-1/);
+    } finally {
+      await h.close();
+    }
+    await assert.rejects(runServe({ model: [`cnn=${model}`], port: 0, signals: false, log: () => {}, registry: url }), /--registry: .*needs a blob store/);
+    await assert.rejects(runServe({ model: [`cnn=${model}`], port: 0, signals: false, log: () => {}, registry: 'mysql://x' }), /--registry: .*unknown scheme/);
+  } finally {
+    await pg.stop();
+  }
 });
