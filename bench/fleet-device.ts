@@ -3,6 +3,7 @@
 // sample; and the error of the device alone (BN-adapt) against the source model.
 //
 //   nice -n 10 npx tsx bench/fleet-device.ts [--batches-per-domain 8] [--batch 64] [--domains a,b,…] [--json out.json]
+//   nice -n 10 npx tsx bench/fleet-device.ts --overhead     (FleetDevice's cost over plain BN-adapt)
 //
 // Stream time: one batch per second of device clock (a camera at `batch` frames per second), so
 // a budget in bytes per second compares directly with the stream's own rate.
@@ -80,6 +81,24 @@ function hashRow(x: Float32Array, i: number): string {
   let h = 2166136261;
   for (let j = i * 784; j < (i + 1) * 784; j += 7) h = Math.imul(h ^ Math.round(x[j]! * 1e6), 16777619);
   return h.toString(36);
+}
+
+if (args.includes('--overhead')) {
+  // The device's own cost over plain BN-adapt: the two alternate batch by batch in this process.
+  const { BNAdapt } = await import('../src/tta/bn-adapt.ts');
+  const dev = new FleetDevice({ base: model, link: new CountingLink(), model: 'fmnist-cnn', device: 'bench' });
+  const bn = new BNAdapt(model);
+  const A: number[] = [], B: number[] = [];
+  const bs = [...continualStream(data, { domains: ['gaussian_noise', 'fog'], severity: 5, batchSize: batch, batchesPerDomain: 10, seed: 3 })];
+  for (let r = 0; r < 3; r++) for (const b of bs) {
+    const x = { dtype: 'float32' as const, dims: [b.size, 1, 28, 28], data: b.x };
+    let t0 = performance.now(); await bn.predict(x); A.push(performance.now() - t0);
+    t0 = performance.now(); await dev.predict(x); B.push(performance.now() - t0);
+  }
+  await dev.flush();
+  const med = (a: number[]) => { const s = a.slice(10).sort((p, q) => p - q); return s[Math.floor(s.length / 2)]!; };
+  console.log(`median ms per batch of ${batch}: bn-adapt ${med(A).toFixed(1)}, FleetDevice ${med(B).toFixed(1)}, ratio ${(med(B) / med(A)).toFixed(3)} (${A.length} batches each, first 10 dropped)`);
+  process.exit(0);
 }
 
 const everything = { highMargin: null, lowMargin: null, warmupSamples: null, poolCapacity: 1 << 20 };
