@@ -21,6 +21,8 @@ export interface CompileOptions {
   outputs?: string[];
   batchNorm?: 'eval' | 'train';
   session?: SessionOptions;
+  /** Choose what trains to fit a memory budget: see compileTrainStep and src/train/memory-budget.ts. */
+  memoryBudget?: undefined;
 }
 
 export class RefitModel {
@@ -133,8 +135,8 @@ export class RefitModel {
    * chooses what trains so that the step's accounted memory fits, and resolves to a step whose
    * `budget` field says what it chose and what was dropped (src/train/memory-budget.ts).
    */
-  compileTrainStep(opts: BudgetCompileOptions): Promise<BudgetedTrainStep>;
   compileTrainStep(opts: CompileOptions): TrainStep;
+  compileTrainStep(opts: BudgetCompileOptions): Promise<BudgetedTrainStep>;
   compileTrainStep(opts: CompileOptions | BudgetCompileOptions): TrainStep | Promise<BudgetedTrainStep> {
     // Imported when used: memory-budget.ts reaches PeftModel, which extends this class.
     if ('memoryBudget' in opts && opts.memoryBudget !== undefined) return import('./train/memory-budget.ts').then((m) => m.compileWithinBudget(this, opts as BudgetCompileOptions));

@@ -56,7 +56,7 @@ export interface MemoryBudget {
   count?: 'saved' | 'liveness';
 }
 
-export type BudgetCompileOptions = Omit<CompileOptions, 'trainable'> & {
+export type BudgetCompileOptions = Omit<CompileOptions, 'trainable' | 'memoryBudget'> & {
   /** With a budget: tried first (as rung 'requested'), before the rungs after 'all'. */
   trainable?: CompileOptions['trainable'];
   memoryBudget: number | MemoryBudget;
