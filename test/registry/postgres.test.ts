@@ -23,8 +23,10 @@ import { registryConformance, files } from './conformance.ts';
 const skip = postgresMissing();
 if (skip) console.log(`# skipping the PostgreSQL registry tests: ${skip}`);
 const dir = mkdtempSync(join(tmpdir(), 'refit-pgreg-'));
+// Both servers start before any test is registered: node's runner may run the file's after hook
+// as soon as the tests registered so far are done, even while the top level is still awaiting.
 const server: Postgres | undefined = skip ? undefined : await startPostgres();
-let s3: S3Server | undefined;
+const s3: S3Server | undefined = skip ? undefined : await startS3();
 test.after(async () => {
   await server?.stop();
   await s3?.stop();
@@ -88,8 +90,8 @@ function harness(prefix: string, blobStore: (key: string) => BlobStore) {
 
 registryConformance('postgres+fs', harness('fs', (key) => new FsBlobStore(join(dir, key))), { skip });
 
-s3 = skip ? undefined : await startS3();
-registryConformance('postgres+s3', harness('s3', (key) => new S3BlobStore({ bucket: s3!.bucket, endpoint: s3!.endpoint, credentials: s3!.credentials, prefix: `${key}/` })), { skip });
+registryConformance('postgres+s3', harness('s3', (key) => new S3BlobStore({ bucket: s3!.bucket, endpoint: s3!.endpoint, credentials: s3!.credentials, prefix: `${key}/` })),
+  { skip, only: /^(put makes|a corrupted blob|a failure inside|reopening)/ });
 
 const fsOpen = async (key: string, opts: { keep?: number } = {}) => PostgresRegistry.open(await dbUrl(key), { blobs: new FsBlobStore(join(dir, key)), ...opts });
 
@@ -166,7 +168,7 @@ test('postgres: restarted in the middle of a stream of puts, every acknowledged 
   };
   // Two writers and an outage: immediate shutdown (no checkpoint: crash recovery on start), down for 300 ms.
   const writers = Promise.all([until(25), until(25)]);
-  await new Promise((r) => setTimeout(r, 50));
+  for (const t0 = Date.now(); acked.length < 5 && Date.now() - t0 < 10_000;) await new Promise((r) => setTimeout(r, 5));
   const before = acked.length;
   await server!.kill();
   await new Promise((r) => setTimeout(r, 300));
