@@ -12,7 +12,10 @@
 //
 // Steps 2–3 are not a lock: two workers holding the same job at the same time (a lease that ran
 // out while the first still worked) could both put. ctx.keepAlive() while consolidating keeps the
-// lease, which is what makes that window small.
+// lease, which is what makes that window small. Jobs of different rounds of one device may run at
+// once on different workers; a job re-reads the current version just before its put and skips
+// when a later round is already published, so the pointer never moves back to fewer rounds
+// (again a check, not a lock: the window is the put itself).
 import { createHash } from 'node:crypto';
 import type { AdapterFiles, AdapterMeta, AdapterVersion } from '../registry/types.ts';
 import { FleetError, type CloudDeps, type Job, type JobContext, type UploadRecord } from './types.ts';
@@ -121,6 +124,11 @@ export function createJobHandler(deps: WorkerDeps): (job: Job, ctx: JobContext) 
     } finally {
       clearInterval(lease);
     }
+    // Another worker may have published a later round of this device meanwhile (jobs of one
+    // device run concurrently on several workers): never move the current pointer back to fewer rounds.
+    const latest = (await registry.versions(job.model, name)).find((v) => v.current);
+    const latestRound = publishedConfig(latest)?.round ?? 0;
+    if (latestRound >= job.round) return finish(job, null, { device, skipped: `overtaken: version ${latest!.version} covers rounds up to ${latestRound}` });
     const samples = (publishedConfig(current)?.samples ?? 0) + uploads.reduce((n, s) => n + s.dims[0]!, 0);
     const config: PublishedConfig = { [JOB_META_KEY]: job.id, device, round: job.round, rounds, samples };
     const meta: AdapterMeta = { method: 'fleet-consolidate', config: config as unknown as Record<string, unknown>, metrics: numeric(result.metrics) };
