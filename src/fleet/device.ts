@@ -112,7 +112,7 @@ export interface FleetDeviceState {
   round: number;
   serving: StoredAdapter | null;
   /** Set while a newly applied version is on probation. */
-  probation: { previous: StoredAdapter | null; before: HealthSummary; after: BatchHealth[] } | null;
+  probation: { previous: StoredAdapter | null; before: BatchHealth[]; after: BatchHealth[] } | null;
   rejected: string[];
   health: BatchHealth[];
   filter: UploadFilterState;
@@ -158,7 +158,7 @@ export class FleetDevice {
   private readonly now: () => number;
   private serving: Entry;
   private previous: Entry | null = null;
-  private probation: { before: HealthSummary; after: BatchHealth[] } | null = null;
+  private probation: { before: BatchHealth[]; after: BatchHealth[] } | null = null;
   private healthWindow: BatchHealth[] = [];
   private rejected = new Set<string>();
   private pool: PoolItem[] = [];
@@ -238,6 +238,7 @@ export class FleetDevice {
       if (s.retired && s.users === 0) void this.retire(s);
     }
     const C = this.filter.classes;
+    if (logits.data.length !== n * C) throw new FleetError(`device: the model gave ${logits.data.length} scores for ${n} samples, expected ${n} × ${C} classes`);
     const probs = softmaxRows(logits.data as Float32Array, C);
     const sc = this.filter.screen(probs);
     const data = x.data as Float32Array;
@@ -362,12 +363,13 @@ export class FleetDevice {
       return { applied: false, version: this.version, reason };
     }
     // The switch: one assignment. A predict already running finishes on the old entry.
-    const before = summarise(this.healthWindow);
+    const before = [...this.healthWindow];
     const old = this.serving;
     await this.retire(this.previous);
     this.previous = old;
     this.serving = next;
-    this.probation = before.batches > 0 ? { before, after: [] } : null;
+    // With no traffic yet there is no baseline to compare with: the version is applied unwatched.
+    this.probation = before.length > 0 ? { before, after: [] } : null;
     if (!this.probation) { await this.retire(this.previous); this.previous = null; }
     this.log({ batch, kind: 'applied', version: ref, detail: { from: old.ref ? refKey(old.ref) : 'base', probation: this.probation !== null } });
     await this.report(ref);
@@ -389,7 +391,7 @@ export class FleetDevice {
     const p = this.probation!;
     this.probation = null;
     const after = summarise(p.after);
-    const b = p.before;
+    const b = summarise(p.before);
     const detail = { entropyBefore: b.entropy, entropyAfter: after.entropy, confidenceBefore: b.confidence, confidenceAfter: after.confidence, accuracyBefore: b.accuracy, accuracyAfter: after.accuracy };
     let reason: string | null = null;
     if (b.accuracy !== null && after.accuracy !== null && b.labelled >= this.h.minLabels && after.labelled >= this.h.minLabels) {
@@ -411,7 +413,7 @@ export class FleetDevice {
     this.serving = back;
     this.previous = null;
     this.rejected.add(refKey(bad.ref!));
-    this.healthWindow = [];
+    this.healthWindow = [...p.before]; // the baseline stands for the next apply
     await this.retire(bad);
     this.log({ batch, kind: 'rollback', version: back.ref, reason: `${refKey(bad.ref!)}: ${reason}`, detail });
     await this.report(back.ref);

@@ -203,6 +203,11 @@ test('a pushed adapter that hurts health is rolled back to the previous version 
   assert.deepEqual((await dev.predict(x)).logits.data, basePred, 'the base serves exactly as before');
   assert.match((await dev.sync()).reason!, /rolled back or refused before/);
   assert.equal(dev.version, null);
+  // The next version is watched against the same baseline (the window before the bad apply).
+  link.next = { name: 'fmnist-cnn.cam-7', version: 5, files: gentle() };
+  assert.equal((await dev.sync()).applied, true);
+  assert.equal(dev.onProbation, true, 'a version applied right after a rollback is on probation too');
+  assert.equal(dev.state().probation!.before.length, 4, 'against a full window of baseline batches');
   sameParams(snapshot);
   await dev.release();
 });
