@@ -34,6 +34,14 @@ export interface HealthOptions {
   maxEntropyRise?: number;
   /** Without labels: roll back when mean confidence (max probability) falls by more than this. @default 0.05 */
   maxConfidenceDrop?: number;
+  /**
+   * Paired comparison: during probation the previous version also runs on each batch (one more
+   * forward pass, for `window` batches per apply), and the two are compared on the same samples,
+   * so a shift in the stream that arrives with the adapter is not blamed on it. false: compare
+   * the window after the apply with the window before (no extra compute; confounded by shifts).
+   * @default true
+   */
+  paired?: boolean;
 }
 
 export interface FleetDeviceOptions {
@@ -112,7 +120,7 @@ export interface FleetDeviceState {
   round: number;
   serving: StoredAdapter | null;
   /** Set while a newly applied version is on probation. */
-  probation: { previous: StoredAdapter | null; before: BatchHealth[]; after: BatchHealth[] } | null;
+  probation: { previous: StoredAdapter | null; before: BatchHealth[]; after: BatchHealth[]; shadow: BatchHealth[] } | null;
   rejected: string[];
   health: BatchHealth[];
   filter: UploadFilterState;
@@ -158,7 +166,7 @@ export class FleetDevice {
   private readonly now: () => number;
   private serving: Entry;
   private previous: Entry | null = null;
-  private probation: { before: BatchHealth[]; after: BatchHealth[] } | null = null;
+  private probation: { before: BatchHealth[]; after: BatchHealth[]; shadow: BatchHealth[] } | null = null;
   private healthWindow: BatchHealth[] = [];
   private rejected = new Set<string>();
   private pool: PoolItem[] = [];
@@ -188,7 +196,7 @@ export class FleetDevice {
     }
     this.uploadEvery = o.uploadEvery ?? 10;
     if (!(Number.isInteger(this.uploadEvery) && this.uploadEvery >= 1)) throw new FleetError(`device: uploadEvery must be an integer ≥ 1, got ${o.uploadEvery}`);
-    this.h = { window: 8, maxAccuracyDrop: 0.03, minLabels: 32, maxEntropyRise: 0.05, maxConfidenceDrop: 0.05, ...o.health };
+    this.h = { window: 8, maxAccuracyDrop: 0.03, minLabels: 32, maxEntropyRise: 0.05, maxConfidenceDrop: 0.05, paired: true, ...o.health };
     this.now = o.now ?? Date.now;
     this.serving = this.entry(null, null, o.base);
   }
@@ -250,23 +258,31 @@ export class FleetDevice {
     if (this.pool.length > this.filter.poolCapacity) this.pool = this.filter.trim(this.pool);
     this.lastBatch = { dtype: 'float32', dims: [...x.dims], data: data.slice() };
 
-    // Health of this batch.
-    const bh: BatchHealth = { n, entropy: 0, confidence: 0, labelled: 0, correct: 0 };
-    const lnC = Math.log(C);
-    for (let i = 0; i < n; i++) {
-      bh.entropy += sc.entropy[i]! / lnC;
-      bh.confidence += sc.predicted[i]! >= 0 ? probs[i * C + sc.predicted[i]!]! : 0;
-      if (labels) { bh.labelled++; if (labels[i] === sc.predicted[i]) bh.correct++; }
-    }
+    const bh = healthOf(probs, C, labels);
     this.healthWindow.push(bh);
     if (this.healthWindow.length > this.h.window) this.healthWindow.shift();
     this.stats.batches++;
     this.stats.samples += n;
     this.sinceUpload += n;
     const version = s.ref;
-    if (this.probation) {
-      this.probation.after.push(bh);
-      if (this.probation.after.length >= this.h.window) await this.judge();
+    const p = this.probation;
+    if (p && s === this.serving) {
+      let shadow: BatchHealth | null = null;
+      const prev = this.previous;
+      if (this.h.paired && prev) {
+        prev.users++;
+        try {
+          shadow = healthOf(softmaxRows((await prev.adapter.predict(x)).logits.data as Float32Array, C), C, labels);
+        } finally {
+          prev.users--;
+          if (prev.retired && prev.users === 0) void this.retire(prev);
+        }
+      }
+      if (this.probation === p) { // not judged meanwhile by a concurrent batch
+        if (shadow) p.shadow.push(shadow);
+        p.after.push(bh);
+        if (p.after.length >= this.h.window) await this.judge();
+      }
     }
     if (this.stats.batches % this.uploadEvery === 0) this.uploading = this.uploading.then(() => this.uploadPool());
     return { logits, predicted: sc.predicted, entropy: sc.entropy, version };
@@ -368,8 +384,8 @@ export class FleetDevice {
     await this.retire(this.previous);
     this.previous = old;
     this.serving = next;
-    // With no traffic yet there is no baseline to compare with: the version is applied unwatched.
-    this.probation = before.length > 0 ? { before, after: [] } : null;
+    // Unpaired and with no traffic yet there is no baseline to compare with: applied unwatched.
+    this.probation = this.h.paired || before.length > 0 ? { before, after: [], shadow: [] } : null;
     if (!this.probation) { await this.retire(this.previous); this.previous = null; }
     this.log({ batch, kind: 'applied', version: ref, detail: { from: old.ref ? refKey(old.ref) : 'base', probation: this.probation !== null } });
     await this.report(ref);
@@ -391,8 +407,9 @@ export class FleetDevice {
     const p = this.probation!;
     this.probation = null;
     const after = summarise(p.after);
-    const b = summarise(p.before);
-    const detail = { entropyBefore: b.entropy, entropyAfter: after.entropy, confidenceBefore: b.confidence, confidenceAfter: after.confidence, accuracyBefore: b.accuracy, accuracyAfter: after.accuracy };
+    const paired = this.h.paired && p.shadow.length === p.after.length;
+    const b = summarise(paired ? p.shadow : p.before);
+    const detail = { paired, entropyBefore: b.entropy, entropyAfter: after.entropy, confidenceBefore: b.confidence, confidenceAfter: after.confidence, accuracyBefore: b.accuracy, accuracyAfter: after.accuracy };
     let reason: string | null = null;
     if (b.accuracy !== null && after.accuracy !== null && b.labelled >= this.h.minLabels && after.labelled >= this.h.minLabels) {
       if (b.accuracy - after.accuracy > this.h.maxAccuracyDrop) reason = `accuracy fell from ${pct(b.accuracy)} to ${pct(after.accuracy)} (tolerance ${pct(this.h.maxAccuracyDrop)})`;
@@ -413,7 +430,8 @@ export class FleetDevice {
     this.serving = back;
     this.previous = null;
     this.rejected.add(refKey(bad.ref!));
-    this.healthWindow = [...p.before]; // the baseline stands for the next apply
+    // The baseline for the next apply: the previous version's own health on the latest batches.
+    this.healthWindow = paired ? [...p.shadow] : [...p.before];
     await this.retire(bad);
     this.log({ batch, kind: 'rollback', version: back.ref, reason: `${refKey(bad.ref!)}: ${reason}`, detail });
     await this.report(back.ref);
@@ -441,7 +459,7 @@ export class FleetDevice {
       device: this.o.device,
       round: this.round,
       serving: store(this.serving),
-      probation: this.probation ? { previous: store(this.previous), before: this.probation.before, after: this.probation.after } : null,
+      probation: this.probation ? { previous: store(this.previous), before: this.probation.before, after: this.probation.after, shadow: this.probation.shadow } : null,
       rejected: [...this.rejected],
       health: this.healthWindow,
       filter: this.filter.state(),
@@ -480,7 +498,7 @@ export class FleetDevice {
     this.serving = serving;
     await this.retire(old);
     this.previous = previous;
-    this.probation = s.probation && previous ? { before: s.probation.before, after: [...s.probation.after] } : null;
+    this.probation = s.probation && previous ? { before: [...s.probation.before], after: [...s.probation.after], shadow: [...(s.probation.shadow ?? [])] } : null;
     this.round = s.round;
     this.rejected = new Set(s.rejected);
     this.healthWindow = [...s.health];
@@ -505,6 +523,27 @@ export class FleetDevice {
 function finiteRow(d: Float32Array, off: number, len: number): boolean {
   for (let j = off; j < off + len; j++) if (!Number.isFinite(d[j]!)) return false;
   return true;
+}
+
+/** A batch's health from its class probabilities: normalised entropy, confidence, accuracy on labels. */
+function healthOf(probs: Float64Array, C: number, labels?: ArrayLike<number>): BatchHealth {
+  const n = probs.length / C;
+  const lnC = Math.log(C);
+  const bh: BatchHealth = { n, entropy: 0, confidence: 0, labelled: 0, correct: 0 };
+  for (let i = 0; i < n; i++) {
+    let h = 0, best = 0, ok = true;
+    for (let c = 0; c < C; c++) {
+      const p = probs[i * C + c]!;
+      if (!(p >= 0 && p <= 1)) ok = false;
+      if (p > 0) h -= p * Math.log(p);
+      if (p > probs[i * C + best]!) best = c;
+    }
+    // A row that is not a distribution counts as the worst case: no confidence, maximum entropy, wrong.
+    bh.entropy += ok ? h / lnC : 1;
+    bh.confidence += ok ? probs[i * C + best]! : 0;
+    if (labels) { bh.labelled++; if (ok && labels[i] === best) bh.correct++; }
+  }
+  return bh;
 }
 
 function summarise(hs: BatchHealth[]): HealthSummary {

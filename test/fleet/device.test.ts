@@ -316,3 +316,24 @@ test('the continual controller as the device adaptation: serves, uploads, and ne
   sameParams(snapshot);
   await dev.release();
 });
+
+test('paired health: a harder domain arriving with a good adapter is not blamed on it (unpaired windows are)', async () => {
+  const run = async (paired: boolean) => {
+    const link = new FakeLink();
+    const dev = device(link, { health: { window: 4, paired } });
+    for (const b of batches.slice(12, 16)) await dev.predict(xOf(b), b.y); // pixelate: easy
+    link.next = { name: 'fleet', version: 1, files: gentle() };
+    assert.equal((await dev.sync()).applied, true);
+    for (const b of batches.slice(6, 10)) await dev.predict(xOf(b), b.y); // fog: hard, from the same moment
+    const kinds = dev.events.filter((e) => e.kind === 'confirmed' || e.kind === 'rollback');
+    await dev.release();
+    return kinds;
+  };
+  const paired = await run(true);
+  assert.deepEqual(paired.map((e) => e.kind), ['confirmed'], JSON.stringify(paired));
+  assert.equal(paired[0]!.detail!.paired, true);
+  assert.ok(Math.abs((paired[0]!.detail!.accuracyBefore as number) - (paired[0]!.detail!.accuracyAfter as number)) < 0.03, 'same batches, nearly the same model');
+  const unpaired = await run(false);
+  assert.deepEqual(unpaired.map((e) => e.kind), ['rollback'], 'windows before and after differ by the shift');
+  assert.match(unpaired[0]!.reason!, /accuracy fell/);
+});
