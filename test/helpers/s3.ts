@@ -1,7 +1,8 @@
 // A throwaway S3-compatible server for tests: s3rver, a mock S3 server from npm (a dev
-// dependency). No S3-compatible server is packaged in Debian 12 (minio, seaweedfs and
-// ceph-radosgw are not in its archive; checked with apt-cache), so the S3 blob store is tested
-// against this mock, on a free local port, storing into a temporary directory removed after.
+// dependency). Debian 12 packages no standalone S3-compatible server: minio, seaweedfs and
+// garage are not in its archive (checked with apt-cache); its only one, Ceph's radosgw, needs a
+// running Ceph cluster (monitor, manager, OSDs), too much to start per test file. So the S3 blob
+// store is tested against this mock, on a free local port, storing into a temporary directory removed after.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -1,7 +1,7 @@
 // Blob stores: the file-system store (atomic writes, key checks that refuse every way out of the
-// root, list by prefix) and the S3 store against s3rver, a mock S3 server from npm (no
-// S3-compatible server is packaged in Debian 12: minio, seaweedfs and ceph-radosgw are not in
-// its archive), both through one suite of the BlobStore contract.
+// root, list by prefix) and the S3 store against s3rver, a mock S3 server from npm (Debian 12
+// packages no standalone S3-compatible server; see test/helpers/s3.ts), both through one suite of
+// the BlobStore contract.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';

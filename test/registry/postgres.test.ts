@@ -1,9 +1,9 @@
 // The PostgreSQL registry through the shared registry suite, with its bytes in a file-system blob
-// store and (the same suite again) in an S3 store (s3rver, a mock S3 server from npm: no
-// S3-compatible server is packaged in Debian 12, where minio, seaweedfs and ceph-radosgw are not
-// in the archive). Then what only it has: concurrent puts from two pools, the orphan sweep, a
-// lost connection reported clearly and recovered from, and PostgreSQL restarted in the middle of
-// a stream of puts. One server for the file; each registry gets its own database.
+// store, and a smaller run with an S3 store (s3rver, a mock S3 server from npm: Debian 12
+// packages no standalone S3-compatible server; see test/helpers/s3.ts). Then what only it has:
+// concurrent puts from two pools, the orphan sweep, a lost connection reported clearly and
+// recovered from, and PostgreSQL restarted in the middle of a stream of puts. One server for the
+// file; each registry gets its own database.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
