@@ -14,7 +14,7 @@ const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMED
 export function isConnectionError(e: unknown): boolean {
   const err = e as { code?: string; message?: string };
   if (typeof err?.code === 'string' && (CONNECTION_CODES.has(err.code) || err.code.startsWith('08'))) return true;
-  return typeof err?.message === 'string' && /Connection terminated|connection timeout|Client has encountered a connection error|Connection ended|not queryable/i.test(err.message);
+  return typeof err?.message === 'string' && /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|Connection ended|not queryable/i.test(err.message);
 }
 
 /** The URL without its password, for messages. */
