@@ -15,8 +15,12 @@ export interface S3Server {
   stop(): Promise<void>;
 }
 
+const live = new Set<string>();
+process.on('exit', () => { for (const d of live) rmSync(d, { recursive: true, force: true }); });
+
 export async function startS3(bucket = 'refit-test'): Promise<S3Server> {
   const dir = mkdtempSync(join(tmpdir(), 'refit-s3-'));
+  live.add(dir);
   const server = new S3rver({ port: 0, address: '127.0.0.1', directory: dir, silent: true, configureBuckets: [{ name: bucket, configs: [] }] });
   try {
     const addr = await server.run();
@@ -28,6 +32,7 @@ export async function startS3(bucket = 'refit-test'): Promise<S3Server> {
       async stop() {
         await server.close();
         rmSync(dir, { recursive: true, force: true });
+        live.delete(dir);
       },
     };
   } catch (e) {
