@@ -42,6 +42,15 @@ export interface HealthOptions {
    * @default true
    */
   paired?: boolean;
+  /**
+   * Paired, without labels: roll back when the new version's argmax agrees with the previous
+   * version's on fewer than this fraction of samples. Entropy and confidence cannot see an
+   * adapter that is confidently wrong (a scrambled one in the tests cut entropy from 0.50 to 0.13
+   * while accuracy fell from 86 % to 27 %); a cloud adapter that improves the device changes only
+   * the predictions the device got wrong, which on the shifted streams here is 26–42 %. null: off.
+   * @default 0.5
+   */
+  minAgreement?: number | null;
 }
 
 export interface FleetDeviceOptions {
@@ -101,8 +110,8 @@ export interface DeviceStats {
   everythingBytes: number;
 }
 
-interface HealthSummary { batches: number; entropy: number; confidence: number; labelled: number; accuracy: number | null }
-interface BatchHealth { n: number; entropy: number; confidence: number; labelled: number; correct: number }
+interface HealthSummary { batches: number; entropy: number; confidence: number; labelled: number; accuracy: number | null; agreement: number | null }
+interface BatchHealth { n: number; entropy: number; confidence: number; labelled: number; correct: number; /** paired probation: samples whose argmax matches the previous version's */ agree?: number }
 
 interface Entry {
   ref: AdapterRef | null;
@@ -196,7 +205,7 @@ export class FleetDevice {
     }
     this.uploadEvery = o.uploadEvery ?? 10;
     if (!(Number.isInteger(this.uploadEvery) && this.uploadEvery >= 1)) throw new FleetError(`device: uploadEvery must be an integer ≥ 1, got ${o.uploadEvery}`);
-    this.h = { window: 8, maxAccuracyDrop: 0.03, minLabels: 32, maxEntropyRise: 0.05, maxConfidenceDrop: 0.05, paired: true, ...o.health };
+    this.h = { window: 8, maxAccuracyDrop: 0.03, minLabels: 32, maxEntropyRise: 0.05, maxConfidenceDrop: 0.05, paired: true, minAgreement: 0.5, ...o.health };
     this.now = o.now ?? Date.now;
     this.serving = this.entry(null, null, o.base);
   }
@@ -272,7 +281,10 @@ export class FleetDevice {
       if (this.h.paired && prev) {
         prev.users++;
         try {
-          shadow = healthOf(softmaxRows((await prev.adapter.predict(x)).logits.data as Float32Array, C), C, labels);
+          const sp = softmaxRows((await prev.adapter.predict(x)).logits.data as Float32Array, C);
+          shadow = healthOf(sp, C, labels);
+          bh.agree = 0;
+          for (let i = 0; i < n; i++) if (sc.predicted[i]! >= 0 && argmaxRow(sp, i, C) === sc.predicted[i]) bh.agree++;
         } finally {
           prev.users--;
           if (prev.retired && prev.users === 0) void this.retire(prev);
@@ -409,10 +421,12 @@ export class FleetDevice {
     const after = summarise(p.after);
     const paired = this.h.paired && p.shadow.length === p.after.length;
     const b = summarise(paired ? p.shadow : p.before);
-    const detail = { paired, entropyBefore: b.entropy, entropyAfter: after.entropy, confidenceBefore: b.confidence, confidenceAfter: after.confidence, accuracyBefore: b.accuracy, accuracyAfter: after.accuracy };
+    const detail = { paired, agreement: after.agreement, entropyBefore: b.entropy, entropyAfter: after.entropy, confidenceBefore: b.confidence, confidenceAfter: after.confidence, accuracyBefore: b.accuracy, accuracyAfter: after.accuracy };
     let reason: string | null = null;
     if (b.accuracy !== null && after.accuracy !== null && b.labelled >= this.h.minLabels && after.labelled >= this.h.minLabels) {
       if (b.accuracy - after.accuracy > this.h.maxAccuracyDrop) reason = `accuracy fell from ${pct(b.accuracy)} to ${pct(after.accuracy)} (tolerance ${pct(this.h.maxAccuracyDrop)})`;
+    } else if (paired && this.h.minAgreement !== null && after.agreement !== null && after.agreement < this.h.minAgreement) {
+      reason = `its predictions agree with the previous version's on ${pct(after.agreement)} of samples (minimum ${pct(this.h.minAgreement)})`;
     } else if (after.entropy - b.entropy > this.h.maxEntropyRise) {
       reason = `mean normalised entropy rose from ${b.entropy.toFixed(3)} to ${after.entropy.toFixed(3)} (tolerance ${this.h.maxEntropyRise})`;
     } else if (b.confidence - after.confidence > this.h.maxConfidenceDrop) {
@@ -520,6 +534,12 @@ export class FleetDevice {
   }
 }
 
+function argmaxRow(p: Float64Array, i: number, C: number): number {
+  let best = 0;
+  for (let c = 1; c < C; c++) if (p[i * C + c]! > p[i * C + best]!) best = c;
+  return best;
+}
+
 function finiteRow(d: Float32Array, off: number, len: number): boolean {
   for (let j = off; j < off + len; j++) if (!Number.isFinite(d[j]!)) return false;
   return true;
@@ -547,8 +567,11 @@ function healthOf(probs: Float64Array, C: number, labels?: ArrayLike<number>): B
 }
 
 function summarise(hs: BatchHealth[]): HealthSummary {
-  let n = 0, ent = 0, conf = 0, lab = 0, cor = 0;
-  for (const h of hs) { n += h.n; ent += h.entropy; conf += h.confidence; lab += h.labelled; cor += h.correct; }
-  return { batches: hs.length, entropy: n ? ent / n : 0, confidence: n ? conf / n : 0, labelled: lab, accuracy: lab ? cor / lab : null };
+  let n = 0, ent = 0, conf = 0, lab = 0, cor = 0, agN = 0, ag = 0;
+  for (const h of hs) {
+    n += h.n; ent += h.entropy; conf += h.confidence; lab += h.labelled; cor += h.correct;
+    if (h.agree !== undefined) { agN += h.n; ag += h.agree; }
+  }
+  return { batches: hs.length, entropy: n ? ent / n : 0, confidence: n ? conf / n : 0, labelled: lab, accuracy: lab ? cor / lab : null, agreement: agN ? ag / agN : null };
 }
 const pct = (v: number) => `${(100 * v).toFixed(1)}%`;

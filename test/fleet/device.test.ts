@@ -214,7 +214,7 @@ test('a pushed adapter that hurts health is rolled back to the previous version 
 
 test('without labels, a rise in entropy rolls back too', async () => {
   const link = new FakeLink();
-  const dev = device(link, { health: { window: 3 } });
+  const dev = device(link, { health: { window: 3, minAgreement: null } });
   for (let i = 0; i < 3; i++) await dev.predict(xOf(batches[i]!));
   // All shifts of the last block to -50: the features collapse and the head sees the same input for every sample.
   link.next = { name: 'fleet', version: 1, files: adapter((k, v) => { if (k.startsWith('layer3') && k.endsWith('.weight')) v.fill(0); }) };
@@ -336,4 +336,43 @@ test('paired health: a harder domain arriving with a good adapter is not blamed 
   const unpaired = await run(false);
   assert.deepEqual(unpaired.map((e) => e.kind), ['rollback'], 'windows before and after differ by the shift');
   assert.match(unpaired[0]!.reason!, /accuracy fell/);
+});
+
+test('a restart during probation resumes it: the previous version is rebuilt and the judgement completes', async () => {
+  const link = new FakeLink();
+  const dev = device(link, { health: { window: 3 } });
+  for (let i = 0; i < 3; i++) await dev.predict(xOf(batches[i]!), batches[i]!.y);
+  link.next = { name: 'fleet', version: 2, files: harmful() };
+  assert.equal((await dev.sync()).applied, true);
+  await dev.predict(xOf(batches[3]!), batches[3]!.y);
+  const state = JSON.parse(JSON.stringify(dev.state()));
+  await dev.release();
+  assert.equal(state.probation.after.length, 1);
+  const dev2 = device(new FakeLink(), { health: { window: 3 } });
+  await dev2.restore(state);
+  assert.equal(dev2.onProbation, true);
+  assert.deepEqual(dev2.version, { name: 'fleet', version: 2 });
+  for (let i = 4; i < 6; i++) await dev2.predict(xOf(batches[i]!), batches[i]!.y); // labels: this adapter is confidently wrong
+  assert.equal(dev2.onProbation, false);
+  assert.equal(dev2.version, null, 'rolled back to the base after the restart');
+  assert.ok(dev2.events.some((e) => e.kind === 'rollback'));
+  await dev2.release();
+});
+
+test('without labels, a confidently wrong adapter is caught by agreement with the previous version', async () => {
+  const run = async (minAgreement: number | null) => {
+    const dev = device(new FakeLink(), { health: { window: 3, minAgreement } });
+    for (let i = 0; i < 3; i++) await dev.predict(xOf(batches[i]!));
+    assert.equal((await dev.apply({ name: 'fleet', version: 3, files: harmful() })).applied, true);
+    for (let i = 3; i < 6; i++) await dev.predict(xOf(batches[i]!));
+    const e = dev.events.find((x) => x.kind === 'rollback' || x.kind === 'confirmed')!;
+    await dev.release();
+    return e;
+  };
+  const on = await run(0.5);
+  assert.equal(on.kind, 'rollback');
+  assert.match(on.reason!, /agree with the previous version's on \d+\.\d% of samples \(minimum 50\.0%\)/);
+  assert.ok((on.detail!.entropyAfter as number) < (on.detail!.entropyBefore as number), 'entropy alone would have passed it');
+  const off = await run(null);
+  assert.equal(off.kind, 'confirmed', 'entropy and confidence alone do not see it');
 });
