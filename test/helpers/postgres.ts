@@ -51,12 +51,22 @@ export interface Postgres {
 }
 
 const live = new Set<{ proc?: ChildProcess; dir: string }>();
-process.on('exit', () => {
+function cleanup(): void {
   for (const s of live) {
     try { s.proc?.kill('SIGKILL'); } catch { /* already gone */ }
     try { rmSync(s.dir, { recursive: true, force: true }); } catch { /* best effort */ }
   }
-});
+  live.clear();
+}
+process.on('exit', cleanup);
+// 'exit' does not run when a signal ends the process (the test runner's timeout sends SIGTERM):
+// clean up, then end as that signal would have.
+for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(sig, () => {
+    cleanup();
+    process.kill(process.pid, sig);
+  });
+}
 
 export async function startPostgres(opts: { fsync?: boolean } = {}): Promise<Postgres> {
   const bin = findBin();
