@@ -155,7 +155,8 @@ const missing = !natsServerBin() ? NATS_MISSING : postgresMissing();
 
 /** Spawns scripts/fleet-worker.ts; `lines` collects its JSON log lines. */
 function spawnWorker(args: string[], env: Record<string, string>): { proc: ChildProcess; lines: Record<string, unknown>[]; waitFor(pred: (l: Record<string, unknown>) => boolean, ms: number): Promise<void>; exited: Promise<number | null> } {
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'scripts/fleet-worker.ts', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const root = new URL('../..', import.meta.url).pathname;
+  const proc = spawn(process.execPath, ['--import', 'tsx', join(root, 'scripts/fleet-worker.ts'), ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: Record<string, unknown>[] = [];
   const waiters = new Set<() => void>();
   let buf = '';
