@@ -2,7 +2,7 @@
 // adapts only as much as the stream's health requires, and takes labels for a few predictions.
 // Run from the repository root (it reads models/):
 //   npx tsx examples/continual.ts [batches-per-corruption]
-// The README's continual block is an excerpt of this file, line for line
+// The README's continual block is an excerpt of this file (its lines appear here in order)
 // (test/e2e/readme-blocks.test.ts checks that; test/e2e/example.test.ts runs it).
 import { loadModel, continual, data, f32 } from '../src/index.ts';
 

@@ -3,7 +3,7 @@
 // Run from the repository root (it reads models/ and writes adapters/head/, adapters/digits/ and
 // vit-digits.onnx there):
 //   npx tsx examples/peft-lora.ts [steps]
-// The README's PEFT block is an excerpt of this file, line for line, and the README's
+// The README's PEFT block is an excerpt of this file (its lines appear here in order), and the README's
 // `refit adapter` lines read what it writes (test/e2e/readme-blocks.test.ts checks the excerpt;
 // test/e2e/example.test.ts runs this file, then those lines).
 //
@@ -41,7 +41,6 @@ for (let s = 0; s < steps; s++) {
 const accuracy = await evaluate(model, test.images, test.labels, test.n);
 console.log(`test accuracy with the adapter: ${(100 * accuracy).toFixed(2)}%`);
 
-// Two adapter folders, each adapter_model.safetensors + adapter_config.json.
 await saveAdapter(model, 'head', 'adapters/head/');       // adapter_model.safetensors + adapter_config.json
 await saveAdapter(model, 'digits', 'adapters/digits/');
 let reloaded = await loadAdapter(base, 'adapters/head/');

@@ -1,7 +1,7 @@
 // Fine-tune refit's shipped CNN on a few bundled Fashion-MNIST images and save the result.
 // Run from the repository root (it reads models/ and writes cnn-tuned.onnx there):
 //   npx tsx examples/quickstart.ts
-// The README's first TypeScript block is an excerpt of this file, line for line
+// The README's first TypeScript block is an excerpt of this file (its lines appear here in order)
 // (test/e2e/readme-blocks.test.ts checks that; test/e2e/example.test.ts runs it).
 import { loadModel, Trainer, losses, optim, f32, i64 } from '../src/index.ts';
 import { loadFashionMnist } from '../src/data/fashion-mnist.ts';

@@ -2,7 +2,7 @@
 // compare its error with the unadapted model's on the same batches.
 // Run from the repository root (it reads models/):
 //   npx tsx examples/tta-stream.ts [batches-per-corruption]
-// The README's test-time adaptation block is an excerpt of this file, line for line
+// The README's test-time adaptation block is an excerpt of this file (its lines appear here in order)
 // (test/e2e/readme-blocks.test.ts checks that; test/e2e/example.test.ts runs it).
 import { loadModel, tta, data, f32 } from '../src/index.ts';
 import { argmaxRows } from '../src/data/evaluate.ts';
