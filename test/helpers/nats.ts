@@ -11,6 +11,8 @@ export interface NatsServer {
   url: string;
   port: number;
   dir: string;
+  /** The running server's process id (undefined while stopped), e.g. to read its CPU time. */
+  pid(): number | undefined;
   /** Graceful stop (SIGTERM), waits for the exit. The store directory stays until cleanup(). */
   stop(): Promise<void>;
   /** Starts it again on the same port and store directory; waits until it accepts clients. */
@@ -123,6 +125,7 @@ export async function startNats(): Promise<NatsServer | undefined> {
     url: `nats://127.0.0.1:${port}`,
     port,
     dir,
+    pid: () => entry.proc?.pid,
     stop: () => halt('SIGTERM'),
     kill: () => halt('SIGKILL'),
     restart: async () => {
