@@ -31,6 +31,8 @@ export interface DecodeUploadOptions {
   model?: string;
   /** When set, the payload's device must be this one (the authenticated caller). */
   device?: string;
+  /** When set, every `predicted` class must be below it. */
+  classes?: number;
 }
 
 const bad = (msg: string): never => { throw new FleetError(`upload: ${msg}`, 'invalid'); };
@@ -174,6 +176,7 @@ export function decodeUpload(bytes: Uint8Array, opts: DecodeUploadOptions): Uplo
   const entropy = file!.tensors.get('entropy')?.data as Float32Array | undefined;
   if (entropy) for (let i = 0; i < n; i++) if (!(Number.isFinite(entropy[i]!) && entropy[i]! >= 0)) bad(`tensor 'entropy' has ${entropy[i]} at index ${i}, expected a finite value ≥ 0`);
   const predicted = file!.tensors.get('predicted')?.data as Int32Array | undefined;
-  if (predicted) for (let i = 0; i < n; i++) if (predicted[i]! < 0) bad(`tensor 'predicted' has ${predicted[i]} at index ${i}, expected a class index ≥ 0`);
+  const classes = opts.classes ?? 2 ** 31 - 1;
+  if (predicted) for (let i = 0; i < n; i++) if (predicted[i]! < 0 || predicted[i]! >= classes) bad(`tensor 'predicted' has ${predicted[i]} at index ${i}, expected a class index in [0, ${classes})`);
   return { model: model!, device: device!, round, dims: [...xs], data, ...(entropy ? { entropy } : {}), ...(predicted ? { predicted } : {}) };
 }

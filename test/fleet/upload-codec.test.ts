@@ -77,6 +77,10 @@ test('NaN, infinity, negative entropy and negative classes are refused', () => {
   const s = payload();
   s.predicted![0] = -3;
   rejects(encodeUpload(s), /'predicted' has -3/);
+  const t = payload();
+  t.predicted![1] = 10;
+  assert.equal(decodeUpload(encodeUpload(t), opts).predicted![1], 10);
+  rejects(encodeUpload(t), /'predicted' has 10 at index 1, expected a class index in \[0, 10\)/, { ...opts, classes: 10 });
 });
 
 test('malformed headers: not JSON, not an object, bad entries, offsets that lie', () => {
