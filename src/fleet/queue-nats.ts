@@ -264,7 +264,9 @@ export class NatsJobQueue implements JobQueue {
 
   /** Dead letters, oldest first (at most `limit`). */
   async deadLetters(limit = 10_000): Promise<DeadLetter[]> {
-    const info = await this.jsm.streams.info(this.deadStream);
+    const info = await this.jsm.streams.info(this.deadStream).catch((e) => {
+      throw new FleetError(`NatsJobQueue: dead letters unavailable: ${errorText(e)}`, 'unavailable');
+    });
     const out: DeadLetter[] = [];
     for (let seq = info.state.first_seq; seq <= info.state.last_seq && out.length < limit && info.state.messages > 0; seq++) {
       try {
@@ -279,7 +281,9 @@ export class NatsJobQueue implements JobQueue {
 
   /** waiting: not yet delivered; inFlight: delivered and not acknowledged, including naked jobs waiting out their backoff. */
   async stats(): Promise<QueueStats> {
-    const [ci, dead] = await Promise.all([this.jsm.consumers.info(this.jobsStream, this.durable), this.jsm.streams.info(this.deadStream)]);
+    const [ci, dead] = await Promise.all([this.jsm.consumers.info(this.jobsStream, this.durable), this.jsm.streams.info(this.deadStream)]).catch((e) => {
+      throw new FleetError(`NatsJobQueue: stats unavailable: ${errorText(e)}`, 'unavailable');
+    });
     return { waiting: ci.num_pending, inFlight: ci.num_ack_pending, deadLetters: dead.state.messages };
   }
 
