@@ -20,6 +20,8 @@ export interface CompileOptions {
   loss: LossSpec;
   outputs?: string[];
   batchNorm?: 'eval' | 'train';
+  /** Activation checkpointing (src/train/checkpoint.ts): recompute most saved activations in the backward. */
+  checkpoint?: boolean | number;
   session?: SessionOptions;
   /** Choose what trains to fit a memory budget: see compileTrainStep and src/train/memory-budget.ts. */
   memoryBudget?: undefined;
@@ -142,7 +144,7 @@ export class RefitModel {
     if ('memoryBudget' in opts && opts.memoryBudget !== undefined) return import('./train/memory-budget.ts').then((m) => m.compileWithinBudget(this, opts as BudgetCompileOptions));
     if (opts.trainable === undefined) throw new Error('compileTrainStep: trainable is required (or pass memoryBudget to have it chosen)');
     const trainable = selectParams(this.ir.graph, opts.trainable);
-    return new TrainStep(this, { trainable, loss: opts.loss, outputs: opts.outputs, batchNorm: opts.batchNorm }, opts.session ?? this.sessionOptions);
+    return new TrainStep(this, { trainable, loss: opts.loss, outputs: opts.outputs, batchNorm: opts.batchNorm, ...(opts.checkpoint ? { checkpoint: opts.checkpoint } : {}) }, opts.session ?? this.sessionOptions);
   }
 
   toBytes(): Uint8Array {

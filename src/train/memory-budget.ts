@@ -12,8 +12,9 @@
 //   norm-affine-last  norm-affine of the layers from the last blocks on
 //   head              the last linear layer's weight and bias
 // A "block" is a module name's prefix up to its last numeric part (`layer3.0`, `blocks.5`); the
-// last blocks are the last max(1, ⌊blocks/3⌋) of them (`lastBlocks` overrides). Activation
-// checkpointing (recomputing forward segments in the backward) is not built.
+// last blocks are the last max(1, ⌊blocks/3⌋) of them (`lastBlocks` overrides). With
+// `checkpoint: true`, a rung that does not fit is tried again with activation checkpointing
+// (./checkpoint.ts) before the next rung.
 import type { RefitModel, CompileOptions } from '../model.ts';
 import type { InputSignature } from '../onnx/shapes.ts';
 import { PeftModel } from '../peft/peft-model.ts';
@@ -54,6 +55,12 @@ export interface MemoryBudget {
    * onnxruntime-node's peak in docs/web.md "Memory budget".
    */
   count?: 'saved' | 'liveness';
+  /**
+   * Also try each rung with activation checkpointing (./checkpoint.ts) when it does not fit as is,
+   * before dropping to the next rung: same parameters train, some forward nodes run twice.
+   * @default false
+   */
+  checkpoint?: boolean;
 }
 
 export type BudgetCompileOptions = Omit<CompileOptions, 'trainable' | 'memoryBudget'> & {
@@ -65,6 +72,8 @@ export type BudgetCompileOptions = Omit<CompileOptions, 'trainable' | 'memoryBud
 /** One rung as accounted: what it trains and what it costs. */
 export interface BudgetCandidate {
   rung: BudgetRung | 'requested';
+  /** Accounted with activation checkpointing (memoryBudget.checkpoint). */
+  checkpoint?: boolean;
   /** What trains, in words. */
   trains: string;
   trainableParams: number;
@@ -84,6 +93,8 @@ export interface BudgetChoice {
   /** The bytes compared with the budget. */
   countedBytes: number;
   rung: BudgetRung | 'requested';
+  /** The step recomputes activations (memoryBudget.checkpoint). */
+  checkpoint: boolean;
   trains: string;
   trainable: string[];
   memory: StepMemory;
@@ -141,26 +152,31 @@ export async function compileWithinBudget(model: RefitModel, opts: BudgetCompile
       tried.push({ rung: e.rung, trains: '', trainableParams: 0, fits: false, skipped: e.message });
       continue;
     }
-    const graph = await buildStepGraph(plan.model.ir, sig, { trainable: plan.trainable, loss: opts.loss, outputs: opts.outputs, batchNorm: opts.batchNorm });
-    const memory = accountStep(graph, plan.model.ir, plan.trainable, { optimizer });
-    if (count === 'liveness') {
-      memory.livenessPeakBytes = (await livenessPeak(graph)).peakBytes;
-      memory.peakEstimateBytes = memory.livenessPeakBytes + memory.inputBytes + memory.trainableBytes + memory.optimizerStateBytes + memory.frozenBytes;
+    // Plain first; with memoryBudget.checkpoint, the same rung recomputing activations next (same capacity, more compute).
+    for (const checkpoint of mb.checkpoint ? [false, true] : [false]) {
+      const stepOpts = { trainable: plan.trainable, loss: opts.loss, outputs: opts.outputs, batchNorm: opts.batchNorm, ...(checkpoint ? { checkpoint: true } : {}) };
+      const graph = await buildStepGraph(plan.model.ir, sig, stepOpts);
+      const memory = accountStep(graph, plan.model.ir, plan.trainable, { optimizer });
+      if (count === 'liveness') {
+        memory.livenessPeakBytes = (await livenessPeak(graph)).peakBytes;
+        memory.peakEstimateBytes = memory.livenessPeakBytes + memory.inputBytes + memory.trainableBytes + memory.optimizerStateBytes + memory.frozenBytes;
+      }
+      const counted = count === 'liveness' ? memory.peakEstimateBytes! : memory.totalBytes;
+      const trains = checkpoint ? `${plan.trains}, activations checkpointed` : plan.trains;
+      const cand: BudgetCandidate = { rung: plan.rung, checkpoint, trains, trainableParams: memory.trainableParams, totalBytes: counted, activationBytes: memory.activationBytes, fits: counted <= mb.bytes };
+      if (cand.fits) {
+        const choice: BudgetChoice = { budgetBytes: mb.bytes, batch, optimizer, count, countedBytes: counted, rung: plan.rung, checkpoint, trains, trainable: plan.trainable, memory, dropped: tried, ...(plan.adapter ? { adapter: plan.adapter } : {}) };
+        return new BudgetedTrainStep(plan.model, stepOpts, opts.session ?? plan.model.sessionOptions, choice);
+      }
+      tried.push(cand);
     }
-    const counted = count === 'liveness' ? memory.peakEstimateBytes! : memory.totalBytes;
-    const cand: BudgetCandidate = { rung: plan.rung, trains: plan.trains, trainableParams: memory.trainableParams, totalBytes: counted, activationBytes: memory.activationBytes, fits: counted <= mb.bytes };
-    if (cand.fits) {
-      const choice: BudgetChoice = { budgetBytes: mb.bytes, batch, optimizer, count, countedBytes: counted, rung: plan.rung, trains: plan.trains, trainable: plan.trainable, memory, dropped: tried, ...(plan.adapter ? { adapter: plan.adapter } : {}) };
-      return new BudgetedTrainStep(plan.model, { trainable: plan.trainable, loss: opts.loss, outputs: opts.outputs, batchNorm: opts.batchNorm }, opts.session ?? plan.model.sessionOptions, choice);
-    }
-    tried.push(cand);
   }
   const costed = tried.filter((c) => c.totalBytes !== undefined);
   if (costed.length === 0) throw new MemoryBudgetError(`memoryBudget: no candidate applies to this model (${tried.map((c) => `${c.rung}: ${c.skipped}`).join('; ')})`, tried);
   const smallest = costed.reduce((a, c) => (c.totalBytes! < a.totalBytes! ? c : a));
   throw new MemoryBudgetError(
-    `memoryBudget of ${formatBytes(mb.bytes)} (${mb.bytes} bytes; batch ${batch}, ${optimizer}${count === 'liveness' ? ', liveness estimate' : ''}) fits no candidate: the smallest, '${smallest.rung}' (${smallest.trains}), needs ${formatBytes(smallest.totalBytes!)} (${smallest.totalBytes} bytes, of which ${formatBytes(smallest.activationBytes!)} activations kept for the backward). ` +
-    `Tried: ${tried.map((c) => c.totalBytes === undefined ? `${c.rung} (${c.skipped})` : `${c.rung} ${formatBytes(c.totalBytes)}`).join(', ')}. Raise the budget or lower the batch (activations scale with it).`,
+    `memoryBudget of ${formatBytes(mb.bytes)} (${mb.bytes} bytes; batch ${batch}, ${optimizer}${count === 'liveness' ? ', liveness estimate' : ''}) fits no candidate: the smallest, '${smallest.rung}'${smallest.checkpoint ? ' checkpointed' : ''} (${smallest.trains}), needs ${formatBytes(smallest.totalBytes!)} (${smallest.totalBytes} bytes, of which ${formatBytes(smallest.activationBytes!)} activations kept for the backward). ` +
+    `Tried: ${tried.map((c) => c.totalBytes === undefined ? `${c.rung} (${c.skipped})` : `${c.rung}${c.checkpoint ? ' checkpointed' : ''} ${formatBytes(c.totalBytes)}`).join(', ')}. Raise the budget or lower the batch (activations scale with it).`,
     tried,
   );
 }

@@ -10,6 +10,7 @@ import { lowerQuantized } from '../autodiff/lower/quant.ts';
 import { isFloat, size } from '../onnx/tensor.ts';
 import type { LossSpec } from './loss-spec.ts';
 import { lowerBatchNormTrain, type RunningStatUpdate } from './batchnorm-train.ts';
+import { checkpointStepGraph } from './checkpoint.ts';
 
 export interface StepGraphOptions {
   /** Initializer names to differentiate; fed as inputs so updates need no recompile. */
@@ -19,6 +20,12 @@ export interface StepGraphOptions {
   outputs?: string[];
   /** 'train': BatchNorm uses batch statistics and returns updated running statistics. */
   batchNorm?: 'eval' | 'train';
+  /**
+   * Activation checkpointing: keep about √n of the n saved activations and recompute the others in
+   * the backward (./checkpoint.ts); a number sets the segment count. Same gradients, less memory,
+   * one more forward's worth of some nodes.
+   */
+  checkpoint?: boolean | number;
 }
 
 export interface StepGraph {
@@ -146,5 +153,9 @@ export async function buildStepGraph(source: Model, sig: InputSignature, opts: S
     if (s && !isFloat(s.dtype)) throw new Error(`trainable '${p}' has dtype ${s.dtype}; only float tensors can be trained`);
   }
   lap('outputs');
-  return { model, shapes, paramInputs, lossInputs, lossOutput: LOSS_OUTPUT, gradOutputs, extraOutputs, runningStats: running, timings };
+  const step: StepGraph = { model, shapes, paramInputs, lossInputs, lossOutput: LOSS_OUTPUT, gradOutputs, extraOutputs, runningStats: running, timings };
+  if (!opts.checkpoint) return step;
+  const { checkpoint: _, ...checkpointed } = await checkpointStepGraph(step, typeof opts.checkpoint === 'number' ? { segments: opts.checkpoint } : {});
+  lap('checkpoint');
+  return checkpointed;
 }

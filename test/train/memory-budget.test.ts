@@ -1,5 +1,5 @@
 // Memory accounting of a compiled step (src/train/memory-accounting.ts) and
-// compileTrainStep({ memoryBudget }) (src/train/memory-budget.ts).
+// compileTrainStep({ memoryBudget }) (src/train/memory-budget.ts); checkpointing: checkpoint.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join, dirname } from 'node:path';
@@ -154,3 +154,19 @@ for (const name of ['cnn', 'vit'] as const) {
       (e: Error) => e instanceof MemoryBudgetError && e.message.includes(`'head'`) && e.message.includes(`(${smallest} bytes`) && /Raise the budget or lower the batch/.test(e.message));
   });
 }
+
+test('memoryBudget with checkpoint: a rung that fits only when checkpointed is chosen checkpointed', async () => {
+  const model = await loadModel(join(root, 'models', 'fmnist-cnn.onnx'));
+  const opts = { loss, batchNorm: 'train' as const };
+  const none = await model.compileTrainStep({ ...opts, memoryBudget: { bytes: 1, batch: 8, candidates: ['all'], checkpoint: true } }).then(() => null, (e: Error) => e);
+  assert.ok(none instanceof MemoryBudgetError);
+  const [plain, ck] = none.candidates;
+  assert.deepEqual([plain!.checkpoint, ck!.checkpoint], [false, true]);
+  assert.ok(ck!.totalBytes! < plain!.totalBytes!);
+  const s = await model.compileTrainStep({ ...opts, memoryBudget: { bytes: ck!.totalBytes!, batch: 8, checkpoint: true } });
+  assert.equal(s.budget.rung, 'all');
+  assert.equal(s.budget.checkpoint, true);
+  assert.match(s.budget.trains, /activations checkpointed$/);
+  assert.deepEqual(s.budget.dropped.map((d) => [d.rung, d.checkpoint]), [['all', false]]);
+  assert.equal(s.options.checkpoint, true);
+});
