@@ -242,3 +242,29 @@ test('device isolation: A\'s uploads reach only A\'s adapter; B runs its own or 
   assert.equal((await store.getDevice('cnn', 'cam-b'))!.appliedVersion, null);
   await app.close();
 });
+
+test('tenant isolation: models are separate namespaces; a device id registered under two models has two tokens that do not cross', async () => {
+  const store = new MemoryFleetStore();
+  const dir = mkdtempSync(join(tmpdir(), 'refit-fleet-'));
+  dirs.push(dir);
+  const queue = new RecordingQueue();
+  const registry = new SqliteRegistry(':memory:');
+  const app = await createCloudServer({ store, blobs: new FsBlobStore(dir), queue, registry }, { ...config, models: { cnn: { sampleDims: DIMS }, vit: { sampleDims: DIMS } } });
+  const reg = async (model: string) => (await app.inject({ method: 'POST', url: `/v1/fleet/${model}/devices`, headers: { authorization: `Bearer ${ADMIN}` }, payload: { device: 'cam-1' } })).json().token as string;
+  const cnnTok = await reg('cnn');
+  const vitTok = await reg('vit');
+  const send = (model: string, token: string, round: number) => app.inject({
+    method: 'POST', url: `/v1/fleet/${model}/devices/cam-1/uploads`, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream' },
+    payload: Buffer.from(encodeUpload({ ...payload('cam-1', round), model })),
+  });
+  assert.equal((await send('vit', cnnTok, 1)).statusCode, 401, "cnn's token on vit's device of the same name");
+  assert.equal((await send('cnn', vitTok, 1)).statusCode, 401);
+  assert.equal((await send('cnn', cnnTok, 1)).statusCode, 202);
+  assert.equal((await send('vit', vitTok, 1)).statusCode, 202, 'rounds are per model and device');
+  await registry.put('cnn', 'fleet', { weights: new Uint8Array([1]), config: '{}' });
+  const get = (model: string, token: string) => app.inject({ method: 'GET', url: `/v1/fleet/${model}/devices/cam-1/adapter`, headers: { authorization: `Bearer ${token}` } });
+  assert.equal((await get('cnn', cnnTok)).statusCode, 200);
+  assert.equal((await get('vit', vitTok)).statusCode, 204, "cnn's fleet adapter is not vit's");
+  assert.deepEqual(queue.jobs.map((j) => j.id), ['consolidate:cnn:cam-1:1', 'consolidate:vit:cam-1:1']);
+  await app.close();
+});
