@@ -4,6 +4,7 @@
 //
 //   nice -n 10 npx tsx bench/fleet-device.ts [--batches-per-domain 8] [--batch 64] [--domains a,b,…] [--json out.json]
 //   nice -n 10 npx tsx bench/fleet-device.ts --overhead     (FleetDevice's cost over plain BN-adapt)
+//   nice -n 10 npx tsx bench/fleet-device.ts --agreement    (how far consolidated adapters move predictions: the health check's agreement bar)
 //
 // Stream time: one batch per second of device clock (a camera at `batch` frames per second), so
 // a budget in bytes per second compares directly with the stream's own rate.
@@ -99,6 +100,50 @@ if (args.includes('--overhead')) {
   const med = (a: number[]) => { const s = a.slice(10).sort((p, q) => p - q); return s[Math.floor(s.length / 2)]!; };
   console.log(`median ms per batch of ${batch}: bn-adapt ${med(A).toFixed(1)}, FleetDevice ${med(B).toFixed(1)}, ratio ${(med(B) / med(A)).toFixed(3)} (${A.length} batches each, first 10 dropped)`);
   process.exit(0);
+}
+
+if (args.includes('--agreement')) {
+  // Calibrating the health check's agreement bar: how far do real cloud adapters (consolidated by
+  // src/fleet/consolidate.ts from this device's CEMA uploads, ViT teacher) move the device's
+  // predictions? Per corruption: upload a segment, consolidate, then on the next, unseen segment
+  // compare the base (BN-adapt) with the adapter (BN-adapt): argmax agreement and both errors.
+  const { consolidate } = await import('../src/fleet/consolidate.ts');
+  const { modelTeacher } = await import('../src/fleet/teacher.ts');
+  const { withAdapterFiles } = await import('../src/peft/files.ts');
+  const { BNAdapt } = await import('../src/tta/bn-adapt.ts');
+  const vit = await loadModel(new URL('../models/fmnist-vit.onnx', import.meta.url).pathname, { threads: 2 });
+  const teacher = modelTeacher(vit, { name: 'vit' });
+  console.log('| corruption | uploaded | base error % | adapter error % | agreement % | samples |');
+  console.log('|---|---|---|---|---|---|');
+  for (const d of domains) {
+    const all = [...continualStream(data, { domains: [d], severity: 5, batchSize: batch, batchesPerDomain: 2 * perDomain, seed: 5 })];
+    const link = new CountingLink();
+    const dev = new FleetDevice({ base: model, link, model: 'fmnist-cnn', device: 'bench', uploadEvery: perDomain });
+    for (const b of all.slice(0, perDomain)) await dev.predict({ dtype: 'float32', dims: [b.size, 1, 28, 28], data: b.x });
+    await dev.uploadNow();
+    await dev.release();
+    const uploads = link.uploads.map((u) => ({ dims: u.dims, data: u.data }));
+    const up = uploads.reduce((a, u) => a + u.dims[0]!, 0);
+    const { files } = await consolidate({ base: model, uploads, teacher, options: { epochs: 16, lr: 0.01, temperature: 0.5 } });
+    const adapted = new BNAdapt(withAdapterFiles(model, 'fleet', files));
+    const plain = new BNAdapt(model);
+    let agree = 0, wrongBase = 0, wrongAd = 0, n = 0;
+    for (const b of all.slice(perDomain)) {
+      const x = { dtype: 'float32' as const, dims: [b.size, 1, 28, 28], data: b.x };
+      const pb = argmax((await plain.predict(x)).logits.data as Float32Array);
+      const pa = argmax((await adapted.predict(x)).logits.data as Float32Array);
+      for (let i = 0; i < b.size; i++) { n++; if (pa[i] === pb[i]) agree++; if (pb[i] !== b.y[i]) wrongBase++; if (pa[i] !== b.y[i]) wrongAd++; }
+    }
+    console.log(`| ${d} | ${up} | ${(100 * wrongBase / n).toFixed(1)} | ${(100 * wrongAd / n).toFixed(1)} | ${(100 * agree / n).toFixed(1)} | ${n} |`);
+    await adapted.release();
+    await plain.release();
+  }
+  process.exit(0);
+}
+function argmax(l: Float32Array): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < l.length / 10; i++) { let b = 0; for (let c = 1; c < 10; c++) if (l[i * 10 + c]! > l[i * 10 + b]!) b = c; out.push(b); }
+  return out;
 }
 
 const everything = { highMargin: null, lowMargin: null, warmupSamples: null, poolCapacity: 1 << 20 };
