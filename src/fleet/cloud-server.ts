@@ -29,6 +29,8 @@ export interface FleetModelConfig {
   sampleDims: number[];
   /** Samples per upload. @default 1024 */
   maxSamples?: number;
+  /** Output classes: an upload's `predicted` values must lie in [0, classes). Unset: any index ≥ 0. */
+  classes?: number;
 }
 
 export interface CloudServerConfig {
@@ -81,6 +83,7 @@ export async function fleetRoutes(app: FastifyInstance, deps: CloudDeps, config:
     if (!Array.isArray(m.sampleDims) || m.sampleDims.length === 0 || !m.sampleDims.every((d) => Number.isInteger(d) && d > 0)) {
       throw new Error(`fleet model '${k}': sampleDims must be positive integers (one sample's dims without the batch axis), got ${JSON.stringify(m.sampleDims)}`);
     }
+    if (m.classes !== undefined && !(Number.isInteger(m.classes) && m.classes > 0)) throw new Error(`fleet model '${k}': classes must be a positive integer, got ${m.classes}`);
   }
   if (typeof config.adminToken !== 'string' || config.adminToken.length < 16) throw new Error('fleet: adminToken must be a string of at least 16 characters');
   const maxUploadBytes = config.maxUploadBytes ?? 16 * 2 ** 20;
@@ -180,7 +183,7 @@ export async function fleetRoutes(app: FastifyInstance, deps: CloudDeps, config:
       const cfg = models.get(m)!;
       if (!Buffer.isBuffer(req.body)) throw new HttpError(415, `an upload's body is application/octet-stream (safetensors bytes), got ${req.headers['content-type'] ?? 'none'}`, 'media-type');
       const bytes = new Uint8Array(req.body.buffer, req.body.byteOffset, req.body.byteLength);
-      const p = decodeUpload(bytes, { sampleDims: cfg.sampleDims, maxSamples: cfg.maxSamples ?? 1024, maxBytes: maxUploadBytes });
+      const p = decodeUpload(bytes, { sampleDims: cfg.sampleDims, maxSamples: cfg.maxSamples ?? 1024, maxBytes: maxUploadBytes, ...(cfg.classes ? { classes: cfg.classes } : {}) });
       if (p.model !== m) throw new HttpError(400, `the upload is for model '${p.model}', but was sent to model '${m}'`, 'invalid');
       if (p.device !== d) throw new HttpError(403, `the upload claims device '${p.device}', but the token is device '${d}''s`, 'impersonation');
       const hash = sha256(bytes);

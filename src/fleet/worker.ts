@@ -81,7 +81,8 @@ export function createJobHandler(deps: WorkerDeps): (job: Job, ctx: JobContext) 
       return undefined;
     }
     try {
-      const p = decodeUpload(bytes, { sampleDims: deps.models[u.model]!.sampleDims, maxSamples: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER, model: u.model, device: u.device });
+      const cfg = deps.models[u.model]!;
+      const p = decodeUpload(bytes, { sampleDims: cfg.sampleDims, maxSamples: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER, model: u.model, device: u.device, ...(cfg.classes ? { classes: cfg.classes } : {}) });
       return { dims: p.dims, data: p.data };
     } catch (e) {
       log('error', `upload does not decode (${(e as Error).message}); skipped`, where);

@@ -20,7 +20,7 @@ import { RecordingQueue, averagingConsolidator, readAdapter } from './fakes.ts';
 
 const ADMIN = 'admin-token-0123456789';
 const DIMS = [1, 4, 4];
-const config: CloudServerConfig = { adminToken: ADMIN, models: { cnn: { sampleDims: DIMS, maxSamples: 8 } }, maxUploadBytes: 4096, defaultMetrics: false };
+const config: CloudServerConfig = { adminToken: ADMIN, models: { cnn: { sampleDims: DIMS, maxSamples: 8, classes: 10 } }, maxUploadBytes: 4096, defaultMetrics: false };
 
 const dirs: string[] = [];
 test.after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
@@ -104,6 +104,7 @@ test('bad input: each rejection is a 4xx with its reason, logged, counted, with 
     { what: 'truncated', res: () => upload(app, 'cam-a', tokA, good.subarray(0, good.byteLength - 7)), status: 400, reason: 'invalid', message: /truncated|covers|outside/ },
     { what: 'huge header length', res: () => upload(app, 'cam-a', tokA, headerLie), status: 400, reason: 'invalid', message: /header length/ },
     { what: 'not safetensors', res: () => upload(app, 'cam-a', tokA, Buffer.from('hello, cloud')), status: 400, reason: 'invalid', message: /header/ },
+    { what: 'predicted class out of range', res: () => upload(app, 'cam-a', tokA, encodeUpload({ ...payload('cam-a', 6), predicted: Int32Array.from([3, 10]) })), status: 400, reason: 'invalid', message: /expected a class index in \[0, 10\)/ },
     { what: 'too many samples', res: () => upload(app, 'cam-a', tokA, tooMany), status: 400, reason: 'invalid', message: /over the limit of 8/ },
     { what: 'oversize body', res: () => upload(app, 'cam-a', tokA, huge), status: 413, reason: 'too-large', message: /too large|limit/i },
     { what: 'JSON body', res: () => upload(app, 'cam-a', tokA, '{"x":[1]}', 'application/json'), status: 415, reason: 'media-type', message: /octet-stream/ },
@@ -131,7 +132,7 @@ test('bad input: each rejection is a 4xx with its reason, logged, counted, with 
     assert.equal((await store.getDevice('cnn', 'cam-b'))!.lastRound, 0, `${c.what}: round unchanged`);
   }
   const m = (await app.inject({ method: 'GET', url: '/metrics' })).body;
-  assert.match(m, /refit_fleet_uploads_rejected_total\{model="cnn",reason="invalid"\} 7/);
+  assert.match(m, /refit_fleet_uploads_rejected_total\{model="cnn",reason="invalid"\} 8/);
   assert.match(m, /refit_fleet_uploads_rejected_total\{model="cnn",reason="replay"\} 2/);
   assert.match(m, /refit_fleet_uploads_rejected_total\{model="cnn",reason="unauthorized"\} 5/);
   // After all that, the next round of the real device is still accepted.
