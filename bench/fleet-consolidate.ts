@@ -1,0 +1,207 @@
+// Cloud consolidation on a small simulated fleet (issue 15, targets "5× fewer bytes for ≤ 1 point
+// more error" and "fleet error below the best single-device method"). Each device streams its
+// own mix of Fashion-MNIST-C corruptions (severity 5, mixed within batches, batch 64) and runs
+// the shipped CNN with BN-adapt. The stream is cut into segments of --round samples; after each
+// segment the device uploads and the cloud consolidates (src/fleet/consolidate.ts: distil the
+// teacher into the device's norm-affine adapter, replaying its earlier uploads); the device runs
+// the next segment with the new adapter. Chains, each with its own adapters and uploads:
+//   all       every sample uploaded
+//   filtered  CEMA's filter (src/fleet/upload-filter.ts) on the chain's own predictions, then
+//             the --keep fraction most informative of the kept samples (the byte budget)
+//   fleet     filtered uploads, consolidated from the fleet adapter, which is the FedAvg (by
+//             samples) of the devices' new adapters; every device runs the fleet adapter
+//   fleet-ties  evaluation only: TIES of the same device adapters
+// plus the source model, BN-adapt alone and --single methods (src/tta) on the same streams.
+// Errors are online: each segment after the first is scored with the adapter of the round before.
+//
+//   nice -n 10 npx tsx bench/fleet-consolidate.ts [--split test|val] [--devices 6] [--domains 3]
+//     [--round 192] [--rounds 2] [--keep 0.2] [--teacher cnn|cnn-aug|vit|ensemble] [--epochs 16]
+//     [--lr 0.01] [--temperature 0.5] [--single tent] [--tag -x]
+// --split val scores on validation images (training images 10000..19999): that is where the
+// teacher and the options were chosen; report on --split test.
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { loadModel } from '../src/model.ts';
+import { mixedStream, type LabelledImages } from '../src/data/streams.ts';
+import { CORRUPTIONS } from '../src/data/corruptions/index.ts';
+import { Rng } from '../src/data/random.ts';
+import { argmaxRows } from '../src/data/evaluate.ts';
+import { f32 } from '../src/onnx/tensor.ts';
+import { BatchStatRunner } from '../src/tta/mean-teacher.ts';
+import { softmaxRows } from '../src/tta/common.ts';
+import { createAdapter, loadSourceSet, sourceDataOptions } from '../src/tta/index.ts';
+import { withAdapterFiles, type AdapterFiles } from '../src/peft/files.ts';
+import { consolidate, type Samples, type ConsolidateMetrics } from '../src/fleet/consolidate.ts';
+import { aggregate } from '../src/fleet/aggregate.ts';
+import { modelTeacher, ensembleTeacher, type Teacher } from '../src/fleet/teacher.ts';
+import { UploadFilter, type PoolItem } from '../src/fleet/upload-filter.ts';
+import { encodedUploadSize } from '../src/fleet/upload-codec.ts';
+import { testData, validationData } from './continual/lib.ts';
+
+const args = process.argv.slice(2);
+const opt = (k: string, d: string) => { const i = args.indexOf(`--${k}`); return i >= 0 ? args[i + 1]! : d; };
+if (args.includes('--help')) { console.log(readFileSync(new URL(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).join('\n')); process.exit(0); }
+const split = opt('split', 'test') as 'test' | 'val';
+const D = Number(opt('devices', '6')), K = Number(opt('domains', '3')), ROUND = Number(opt('round', '192')), ROUNDS = Number(opt('rounds', '2'));
+const KEEP = Number(opt('keep', '0.2')), BATCH = 64;
+const teacherName = opt('teacher', 'vit');
+const copts = { epochs: Number(opt('epochs', '16')), lr: Number(opt('lr', '0.01')), temperature: Number(opt('temperature', '0.5')) };
+const singles = opt('single', 'tent').split(',').filter(Boolean);
+const tag = opt('tag', '');
+if (ROUND % BATCH) throw new Error(`--round must be a multiple of ${BATCH}`);
+const command = `nice -n 10 npx tsx bench/fleet-consolidate.ts ${args.join(' ')}`.trim();
+
+const data: LabelledImages = split === 'val' ? validationData() : testData();
+const cnn = await loadModel('models/fmnist-cnn.onnx', { threads: 1 });
+const vit = teacherName === 'vit' || teacherName === 'ensemble' ? await loadModel('models/fmnist-vit.onnx', { threads: 1 }) : null;
+const teacher: Teacher = teacherName === 'cnn' ? modelTeacher(cnn, { name: 'cnn bn-adapted on uploads' })
+  : teacherName === 'cnn-aug' ? modelTeacher(cnn, { augment: 4, name: 'cnn bn-adapted +4 aug' })
+    : teacherName === 'vit' ? modelTeacher(vit!, { name: 'vit' })
+      : teacherName === 'ensemble' ? ensembleTeacher([modelTeacher(vit!, { name: 'vit' }), modelTeacher(cnn, { name: 'cnn bn-adapted' })])
+        : (() => { throw new Error(`unknown --teacher ${teacherName} (cnn, cnn-aug, vit, ensemble)`); })();
+const SAMPLE = [1, 28, 28], PX = 784, C = 10;
+
+interface Device { id: string; domains: string[]; x: Float32Array; y: Uint8Array }
+const devices: Device[] = [];
+for (let d = 0; d < D; d++) {
+  const rng = new Rng(1000 + d);
+  const doms = [...CORRUPTIONS];
+  for (let i = doms.length - 1; i > 0; i--) { const j = rng.int(i + 1); [doms[i], doms[j]] = [doms[j]!, doms[i]!]; }
+  const domains = doms.slice(0, K);
+  const total = ROUND * (ROUNDS + 1);
+  const x = new Float32Array(total * PX), y = new Uint8Array(total);
+  let off = 0;
+  for (const b of mixedStream(data, { domains, samplesPerDomain: Math.ceil(total / K), batchSize: BATCH, seed: 100 + d })) {
+    const take = Math.min(b.size, total - off);
+    if (take <= 0) break;
+    x.set(b.x.subarray(0, take * PX), off * PX); y.set(b.y.subarray(0, take), off); off += take;
+  }
+  devices.push({ id: `dev${d}`, domains, x, y });
+}
+
+type Chain = 'all' | 'filtered' | 'fleet';
+const CHAINS: Chain[] = ['all', 'filtered', 'fleet'];
+const ROWS = ['source', 'bn-adapt', ...singles, 'all', 'filtered', 'fleet', 'fleet-ties'];
+// wrong[row][device][segment]
+const wrong: Record<string, number[][]> = Object.fromEntries(ROWS.map((r) => [r, devices.map(() => new Array(ROUNDS + 1).fill(0))]));
+const state = new Map<string, { adapter: AdapterFiles | null; history: Samples[]; filter: UploadFilter; bytes: number; samples: number }>();
+for (const dev of devices) for (const ch of CHAINS) state.set(`${dev.id}/${ch}`, { adapter: null, history: [], filter: new UploadFilter({ classes: C }), bytes: 0, samples: 0 });
+let fleet: AdapterFiles | null = null, fleetTies: AdapterFiles | null = null;
+const singleAdapters = new Map(devices.map((dev) => [dev.id, singles.map((m) => createAdapter(cnn, m, { ...sourceDataOptions(m, loadSourceSet(), { quick: true }) }))]));
+const metrics: (ConsolidateMetrics & { device: string; chain: Chain; round: number })[] = [];
+
+const segment = (dev: Device, s: number) => ({ x: dev.x.subarray(s * ROUND * PX, (s + 1) * ROUND * PX), y: dev.y.subarray(s * ROUND, (s + 1) * ROUND) });
+const models = new Map<AdapterFiles, BatchStatRunner>();
+const runnerFor = (files: AdapterFiles | null): BatchStatRunner => {
+  const key = files ?? (null as unknown as AdapterFiles);
+  let r = models.get(key);
+  if (!r) { r = new BatchStatRunner(files ? withAdapterFiles(cnn, 'device', files) : cnn); models.set(key, r); }
+  return r;
+};
+/** Online predictions of a device model (BN-adapt, batches of 64) on a segment: probabilities and wrong count. */
+async function runSegment(model: (x: Float32Array, n: number) => Promise<Float32Array>, seg: { x: Float32Array; y: Uint8Array }) {
+  const probs = new Float32Array(ROUND * C);
+  let w = 0;
+  for (let s = 0; s < ROUND; s += BATCH) {
+    const logits = await model(seg.x.subarray(s * PX, (s + BATCH) * PX), BATCH);
+    const p = softmaxRows(logits, C);
+    probs.set(Float32Array.from(p), s * C);
+    const pred = argmaxRows(logits, C);
+    for (let i = 0; i < BATCH; i++) if (pred[i] !== seg.y[s + i]) w++;
+  }
+  return { probs, wrong: w };
+}
+const bnRun = (files: AdapterFiles | null) => async (x: Float32Array, n: number) => (await runnerFor(files).run(f32([n, ...SAMPLE], x.slice()), ['logits'])).logits!.data as Float32Array;
+
+const t0 = performance.now();
+for (let s = 0; s <= ROUNDS; s++) {
+  const newAdapters: { files: AdapterFiles; samples: number }[] = [];
+  for (const dev of devices) {
+    const seg = segment(dev, s);
+    wrong.source![devices.indexOf(dev)]![s] = (await runSegment(async (x, n) => (await cnn.run({ x: f32([n, ...SAMPLE], x.slice()) }, { outputs: ['logits'] })).logits!.data as Float32Array, seg)).wrong;
+    wrong['bn-adapt']![devices.indexOf(dev)]![s] = (await runSegment(bnRun(null), seg)).wrong;
+    for (const [k, a] of singleAdapters.get(dev.id)!.entries()) {
+      wrong[singles[k]!]![devices.indexOf(dev)]![s] = (await runSegment(async (x, n) => (await a.predict(f32([n, ...SAMPLE], x.slice()))).logits.data as Float32Array, seg)).wrong;
+    }
+    if (fleetTies) wrong['fleet-ties']![devices.indexOf(dev)]![s] = (await runSegment(bnRun(fleetTies), seg)).wrong;
+    for (const ch of CHAINS) {
+      const st = state.get(`${dev.id}/${ch}`)!;
+      const adapter = ch === 'fleet' ? fleet : st.adapter;
+      const r = await runSegment(bnRun(adapter), seg);
+      wrong[ch]![devices.indexOf(dev)]![s] = r.wrong;
+      if (s === ROUNDS) continue;
+      // Device side: what this chain uploads from the segment.
+      let idx: number[];
+      if (ch === 'all') idx = [...Array(ROUND).keys()];
+      else {
+        const pool: PoolItem<number>[] = [];
+        for (let b = 0; b < ROUND; b += BATCH) {
+          const v = st.filter.screen(r.probs.subarray(b * C, (b + BATCH) * C));
+          v.verdicts.forEach((verdict, i) => { if (verdict === 'kept') pool.push({ x: b + i, entropy: v.entropy[i]!, predicted: v.predicted[i]!, seq: b + i }); });
+        }
+        idx = st.filter.rank(pool).slice(0, Math.floor(KEEP * ROUND)).map((p) => p.x).sort((a, b) => a - b);
+      }
+      if (idx.length === 0) continue;
+      const up = new Float32Array(idx.length * PX);
+      idx.forEach((j, i) => up.set(seg.x.subarray(j * PX, (j + 1) * PX), i * PX));
+      const upload: Samples = { dims: [idx.length, ...SAMPLE], data: up };
+      st.bytes += encodedUploadSize({ model: 'fmnist-cnn', device: dev.id, round: s + 1 }, idx.length, SAMPLE);
+      st.samples += idx.length;
+      // Cloud side.
+      const res = await consolidate({ base: cnn, adapter: adapter, uploads: [upload], replay: st.history, teacher, options: { ...copts, seed: s } });
+      st.history.push(upload);
+      metrics.push({ ...res.metrics, device: dev.id, chain: ch, round: s + 1 });
+      if (ch === 'fleet') newAdapters.push({ files: res.files, samples: st.samples });
+      else st.adapter = res.files;
+    }
+    console.log(`segment ${s} ${dev.id} [${dev.domains.join(', ')}]: ${ROWS.map((r) => `${r} ${(100 * wrong[r]![devices.indexOf(dev)]![s]! / ROUND).toFixed(1)}`).join(' ')} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+  }
+  if (newAdapters.length) {
+    fleet = aggregate(newAdapters, { method: 'fedavg', name: 'fleet' });
+    fleetTies = aggregate(newAdapters, { method: 'ties', base: cnn, name: 'fleet' });
+  }
+}
+
+// Online error over segments 1..ROUNDS (every chain has had at least one consolidation).
+const err = (r: string, devs = devices.map((_, i) => i)) => {
+  let w = 0, n = 0;
+  for (const d of devs) for (let s = 1; s <= ROUNDS; s++) { w += wrong[r]![d]![s]!; n += ROUND; }
+  return w / n;
+};
+const bytes = (ch: Chain) => devices.reduce((a, dev) => a + state.get(`${dev.id}/${ch}`)!.bytes, 0);
+const samplesUp = (ch: Chain) => devices.reduce((a, dev) => a + state.get(`${dev.id}/${ch}`)!.samples, 0);
+const summary = {
+  command, split, devices: devices.map((d) => ({ id: d.id, domains: d.domains })), round: ROUND, rounds: ROUNDS, keep: KEEP,
+  teacher: teacher.name, consolidate: copts, seconds: (performance.now() - t0) / 1000,
+  error: Object.fromEntries(ROWS.map((r) => [r, err(r)])),
+  segment0: Object.fromEntries(ROWS.map((r) => [r, devices.reduce((a, _, d) => a + wrong[r]![d]![0]!, 0) / (ROUND * D)])),
+  perDevice: devices.map((dev, d) => ({ id: dev.id, ...Object.fromEntries(ROWS.map((r) => [r, err(r, [d])])) })),
+  bytes: { all: bytes('all'), filtered: bytes('filtered'), fleet: bytes('fleet') },
+  samples: { all: samplesUp('all'), filtered: samplesUp('filtered'), fleet: samplesUp('fleet') },
+  consolidation: {
+    meanMs: metrics.reduce((a, m) => a + m.ms, 0) / Math.max(1, metrics.length),
+    klBefore: metrics.reduce((a, m) => a + m.klBefore, 0) / Math.max(1, metrics.length),
+    klAfter: metrics.reduce((a, m) => a + m.klAfter, 0) / Math.max(1, metrics.length),
+  },
+  metrics,
+};
+const pct = (v: number) => (100 * v).toFixed(1);
+const md = [
+  `# Fleet consolidation (${split} split)`, '', `\`${command}\``, '',
+  `${D} devices × ${K} corruptions each (severity 5, mixed in batches of ${BATCH}), ${ROUNDS + 1} segments of ${ROUND} samples; teacher: ${teacher.name}; consolidation ${JSON.stringify(copts)}; keep ${KEEP} of each segment after CEMA's filter. Error: online, segments 2..${ROUNDS + 1} (each with the adapter consolidated from the segments before); ${summary.seconds.toFixed(0)} s.`, '',
+  '| method | error % | uploaded samples | uploaded bytes | bytes vs all |', '|---|---:|---:|---:|---:|',
+  ...ROWS.map((r) => {
+    const ch = (r === 'fleet-ties' ? 'fleet' : r) as Chain;
+    const up = CHAINS.includes(ch) ? [samplesUp(ch), bytes(ch), (bytes('all') / Math.max(1, bytes(ch))).toFixed(2) + '× fewer'] : ['', '', ''];
+    return `| ${r} | ${pct(err(r))} | ${up.join(' | ')} |`;
+  }),
+  '', '| device | corruptions | ' + ROWS.join(' | ') + ' |', '|---|---|' + ROWS.map(() => '---:').join('|') + '|',
+  ...devices.map((dev, d) => `| ${dev.id} | ${dev.domains.join(', ')} | ${ROWS.map((r) => pct(err(r, [d]))).join(' | ')} |`),
+  '', `Consolidation: ${metrics.length} runs, mean ${(summary.consolidation.meanMs / 1000).toFixed(1)} s, mean KL(teacher‖student) on the uploads ${summary.consolidation.klBefore.toFixed(3)} → ${summary.consolidation.klAfter.toFixed(3)}.`, '',
+];
+mkdirSync('bench/results', { recursive: true });
+const base = `bench/results/fleet-consolidate-${split}${tag}`;
+writeFileSync(`${base}.json`, JSON.stringify(summary, null, 1));
+writeFileSync(`${base}.md`, md.join('\n'));
+console.log(md.join('\n'));
+for (const r of models.values()) await r.release();
+await teacher.release();
