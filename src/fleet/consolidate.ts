@@ -96,6 +96,8 @@ export async function consolidate(input: ConsolidateInput): Promise<ConsolidateR
   if (!(lr > 0)) throw new FleetError(`consolidate: option 'lr' must be positive, got ${lr}`);
   if (!(temperature > 0)) throw new FleetError(`consolidate: option 'temperature' must be positive, got ${temperature}`);
   const base = input.base;
+  if (!base || !Array.isArray(base.inputs)) throw new FleetError('consolidate: needs the base model (a RefitModel)');
+  if (!input.teacher || typeof input.teacher.probs !== 'function') throw new FleetError('consolidate: needs a teacher ({ name, probs(x), release() }: see src/fleet/teacher.ts)');
   const sampleDims = (base.inputs[0]!.shape ?? []).slice(1);
   const uploads = stack('uploads', input.uploads ?? [], sampleDims);
   if (uploads.n === 0) throw new FleetError('consolidate: no uploaded samples');

@@ -82,6 +82,7 @@ test('bad uploads and adapters: FleetErrors that say what is wrong', async () =>
   const run = (o: Partial<Parameters<typeof consolidate>[0]>) => consolidate({ base, teacher, uploads: [], ...o });
   const x = images(4).data as Float32Array;
   await assert.rejects(run({}), (e) => e instanceof FleetError && /no uploaded samples/.test(e.message));
+  await assert.rejects(run({ teacher: undefined as unknown as typeof teacher }), /needs a teacher/);
   await assert.rejects(run({ uploads: [{ dims: [4, 1, 32, 32], data: new Float32Array(4 * 1024) }] }), /uploads\[0\] has shape \[4, 1, 32, 32\], expected \[n, 1, 28, 28\]/);
   await assert.rejects(run({ uploads: [{ dims: [4, 1, 28, 28], data: x.slice(0, 100) }] }), /uploads\[0\] has 100 values, its shape \[4, 1, 28, 28\] needs 3136/);
   const nan = x.slice(); nan[5] = NaN;
