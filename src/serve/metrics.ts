@@ -2,17 +2,14 @@
 // process (tests) never share counters. Route labels are route templates, never raw URLs, to
 // keep the label sets bounded.
 import { Registry, Counter, Histogram, Gauge, collectDefaultMetrics } from 'prom-client';
+import { httpMetrics } from './http-common.ts';
 
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'refit_' });
   const m = {
     registry,
-    requests: new Counter({ name: 'refit_http_requests_total', help: 'HTTP requests by route template, method and status code', labelNames: ['route', 'method', 'status'] as const, registers: [registry] }),
-    latency: new Histogram({
-      name: 'refit_http_request_duration_seconds', help: 'HTTP request latency by route template and method', labelNames: ['route', 'method'] as const,
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry],
-    }),
+    ...httpMetrics(registry),
     predictions: new Counter({ name: 'refit_predicted_samples_total', help: 'Samples predicted, by model and method', labelNames: ['model', 'method'] as const, registers: [registry] }),
     adaptationSteps: new Counter({ name: 'refit_adaptation_steps_total', help: 'Batches that updated a tenant\'s adaptation state, by model and method', labelNames: ['model', 'method'] as const, registers: [registry] }),
     skippedSteps: new Counter({ name: 'refit_adaptation_skipped_total', help: 'Adaptation steps refused because the loss or a gradient was not finite', labelNames: ['model', 'method'] as const, registers: [registry] }),

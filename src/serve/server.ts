@@ -16,6 +16,7 @@ import { type AdapterRegistry, type AdapterMeta, RegistryError, NAME_PATTERN, ch
 import { HttpError, toInputTensor, softmaxRows, argmaxRows, rows } from './inputs.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { TenantPool, SERVE_METHODS, CONTINUAL, makeAdapter } from './tenants.ts';
+import { nameSchema, errorSchema, serviceOptions } from './http-common.ts';
 import { MicroBatcher, modelRunner, type MicroBatchOptions } from './microbatch.ts';
 import { InferencePool } from './inference-pool.ts';
 
@@ -63,12 +64,11 @@ export interface ServeOptions {
 
 export const TENANT_HEADER = 'x-refit-tenant';
 
-// NAME_PATTERN, and no '..' anywhere (checkName's rule), so a path parameter that could read as a
-// path step is refused by the schema (400) before any handler or the registry sees it.
-const name = { type: 'string', pattern: `^(?!.*\\.\\.)${NAME_PATTERN.source.slice(1)}`, maxLength: 128 } as const;
+// A path parameter that could read as a path step is refused by the schema (400) before any
+// handler or the registry sees it (http-common.ts).
+const name = nameSchema();
 const modelParams = { type: 'object', required: ['model'], properties: { model: name } } as const;
 const adapterParams = { type: 'object', required: ['model', 'name'], properties: { model: name, name } } as const;
-const errorSchema = { type: 'object', properties: { statusCode: { type: 'integer' }, error: { type: 'string' }, message: { type: 'string' } } } as const;
 // The shape and values of `inputs` are checked in code (./inputs.ts), not by the schema: the
 // messages can then name the expected versus actual shape and the first non-finite value.
 const inputsSchema = {
@@ -127,18 +127,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
   let plainSeq = 0; // ids of plain predictions (no tenant state: nothing to give feedback to)
   const registry = opts.registry;
   const metrics: Metrics = createMetrics({ defaultMetrics: opts.defaultMetrics });
-  const app = Fastify({
-    logger: opts.logger ?? false,
-    bodyLimit: opts.bodyLimit ?? 16 * 1024 * 1024,
-    routerOptions: { maxParamLength: 128 }, // the longest name NAME_PATTERN allows (Fastify's default, 100, would answer 414 below it)
-    // Unknown body fields are refused (a typo gets a 400), not silently dropped.
-    ajv: { customOptions: { removeAdditional: false } },
-    schemaErrorFormatter: (errors, dataVar) => new Error(errors.map((e) => {
-      const at = `${dataVar}${e.instancePath.replace(/\//g, '.')}`;
-      if (e.keyword === 'additionalProperties') return `${at} has an unknown field '${(e.params as { additionalProperty: string }).additionalProperty}'`;
-      return `${at} ${e.message}`;
-    }).join('; ')),
-  });
+  const app = Fastify(serviceOptions({ bodyLimit: opts.bodyLimit ?? 16 * 1024 * 1024, logger: opts.logger }));
   const pool = new TenantPool({
     method: method ?? 'none', methodOptions: opts.methodOptions, registry, metrics, maxTenants: opts.maxTenants, persistEvery: opts.persistEvery,
     log: { warn: (m) => app.log.warn(m) },
