@@ -484,7 +484,7 @@ export class FleetDevice {
 
   /**
    * Restore a state from `state()` (after a restart). The serving adapter is rebuilt from its
-   * files and checked as on apply; if that fails the base model serves and the event says why.
+   * files and its tensors checked again; if that fails the base model serves and the event says why.
    */
   async restore(s: FleetDeviceState): Promise<void> {
     if (!s || s.v !== 1) throw new FleetError(`device state: unknown version ${(s as { v?: unknown })?.v}`);
@@ -493,18 +493,20 @@ export class FleetDevice {
     const build = async (st: StoredAdapter | null): Promise<Entry> => {
       if (!st) return this.entry(null, null, this.base);
       const files = { weights: unb64(st.weights), config: st.config };
-      const e = this.entry({ name: st.name, version: st.version }, files, withAdapterFiles(this.base, LOCAL_ADAPTER, files));
-      await this.probe(e);
-      return e;
+      // The files are checked again (names, shapes against the base, finite values); the probe
+      // batch is not run: it passed when the version was applied, and here it would build an
+      // onnxruntime session for a batch shape nothing else uses (a fleet restores devices often).
+      return this.entry({ name: st.name, version: st.version }, files, withAdapterFiles(this.base, LOCAL_ADAPTER, files));
     };
     let serving: Entry;
     let previous: Entry | null = null;
+    let failure: DeviceEvent | null = null;
     try {
       serving = await build(s.serving);
       if (s.probation) previous = await build(s.probation.previous);
     } catch (e) {
       serving = this.entry(null, null, this.base);
-      this.log({ batch: s.stats.batches, kind: 'restore-failed', version: s.serving, reason: (e as Error).message });
+      failure = { batch: s.stats.batches, kind: 'restore-failed', version: s.serving ? { name: s.serving.name, version: s.serving.version } : null, reason: (e as Error).message };
     }
     this.filter.restore(s.filter);
     await this.retire(this.previous);
@@ -518,6 +520,7 @@ export class FleetDevice {
     this.healthWindow = [...s.health];
     Object.assign(this.stats, s.stats);
     this.events.splice(0, this.events.length, ...s.events);
+    if (failure) { this.log(failure); await this.report(null); } // the cloud thinks the lost version runs
     this.pool = [];
     this.sinceUpload = 0;
   }

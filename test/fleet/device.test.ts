@@ -376,3 +376,21 @@ test('without labels, a confidently wrong adapter is caught by agreement with th
   const off = await run(null);
   assert.equal(off.kind, 'confirmed', 'entropy and confidence alone do not see it');
 });
+
+test('a state whose adapter files are damaged restores onto the base model, saying why', async () => {
+  const dev = device(new FakeLink());
+  await dev.apply({ name: 'fleet', version: 9, files: gentle() });
+  const state = JSON.parse(JSON.stringify(dev.state()));
+  await dev.release();
+  state.serving.weights = state.serving.weights.slice(0, 200);
+  const link2 = new FakeLink();
+  const dev2 = device(link2);
+  await dev2.restore(state);
+  assert.equal(dev2.version, null);
+  assert.deepEqual(link2.reports, [null], 'the cloud is told the base serves');
+  const ev = dev2.events.at(-1)!;
+  assert.equal(ev.kind, 'restore-failed');
+  assert.match(ev.reason!, /adapter_model\.safetensors/);
+  assert.equal((await dev2.predict(xOf(batches[0]!))).version, null);
+  await dev2.release();
+});
