@@ -10,14 +10,15 @@
 // or a version tagged with the job id (step 2 finds it). Devices are untouched until they fetch
 // the new current version, so they keep serving their last good one throughout.
 //
-// Steps 2–3 are not a lock: two workers holding the same job at the same time (a lease that ran
-// out while the first still worked) could both put. ctx.keepAlive() while consolidating keeps the
-// lease, which is what makes that window small. Jobs of different rounds of one device may run at
-// once on different workers; a job re-reads the current version just before its put and skips
-// when a later round is already published, so the pointer never moves back to fewer rounds
-// (again a check, not a lock: the window is the put itself).
+// Two workers may hold jobs of one device at once (a lease that ran out while the first still
+// worked, or jobs of different rounds): each put is a compare-and-set on the version the job
+// consolidated from (AdapterRegistry.put's expectCurrent), so only the first publishes. The
+// other gets a conflict and looks again: a version with its job id (the same job, published by
+// the other holder) is reused; a later round already published makes it a skip; otherwise it
+// throws and is redelivered, to consolidate on top of the new version. So no job publishes twice
+// and the pointer never moves back to fewer rounds.
 import { createHash } from 'node:crypto';
-import type { AdapterFiles, AdapterMeta, AdapterVersion } from '../registry/types.ts';
+import { RegistryError, type AdapterFiles, type AdapterMeta, type AdapterVersion } from '../registry/types.ts';
 import { FleetError, type CloudDeps, type Job, type JobContext, type UploadRecord } from './types.ts';
 import { decodeUpload } from './upload-codec.ts';
 import type { Consolidator, Samples } from './consolidator.ts';
@@ -125,15 +126,22 @@ export function createJobHandler(deps: WorkerDeps): (job: Job, ctx: JobContext) 
     } finally {
       clearInterval(lease);
     }
-    // Another worker may have published a later round of this device meanwhile (jobs of one
-    // device run concurrently on several workers): never move the current pointer back to fewer rounds.
-    const latest = (await registry.versions(job.model, name)).find((v) => v.current);
-    const latestRound = publishedConfig(latest)?.round ?? 0;
-    if (latestRound >= job.round) return finish(job, null, { device, skipped: `overtaken: version ${latest!.version} covers rounds up to ${latestRound}` });
     const samples = (publishedConfig(current)?.samples ?? 0) + uploads.reduce((n, s) => n + s.dims[0]!, 0);
     const config: PublishedConfig = { [JOB_META_KEY]: job.id, device, round: job.round, rounds, samples };
     const meta: AdapterMeta = { method: 'fleet-consolidate', config: config as unknown as Record<string, unknown>, metrics: numeric(result.metrics) };
-    const v = await registry.put(job.model, name, result.files, meta);
+    let v: AdapterVersion;
+    try {
+      v = await registry.put(job.model, name, result.files, meta, { expectCurrent: current?.version ?? null });
+    } catch (e) {
+      if (!(e instanceof RegistryError && e.code === 'conflict')) throw e;
+      // Another worker published first (see the header).
+      const same = await publishedBy(job.model, name, job.id);
+      if (same) return finish(job, same.version, { device, reused: true });
+      const latest = (await registry.versions(job.model, name)).find((x) => x.current);
+      const latestRound = publishedConfig(latest)?.round ?? 0;
+      if (latestRound >= job.round) return finish(job, null, { device, skipped: `overtaken: version ${latest!.version} covers rounds up to ${latestRound}` });
+      throw new FleetError(`device ${device}: version ${latest?.version ?? 'none'} was published while this job consolidated on version ${current?.version ?? 'none'}; consolidating again`, 'conflict');
+    }
     await deps.hooks?.afterPut?.(job, v);
     return finish(job, v.version, { device, rounds, replay: replay.length, samples, ...(skipped.length ? { unreadable: skipped } : {}) });
   };

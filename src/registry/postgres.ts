@@ -11,8 +11,8 @@ import { createHash } from 'node:crypto';
 import type { BlobStore } from '../fleet/types.ts';
 import { FleetError } from '../fleet/types.ts';
 import {
-  type AdapterRegistry, type AdapterFiles, type AdapterMeta, type AdapterVersion, type StoredAdapter, type TenantState,
-  RegistryError, checkName, checkVersion,
+  type AdapterRegistry, type AdapterFiles, type AdapterMeta, type AdapterVersion, type StoredAdapter, type TenantState, type PutOptions,
+  RegistryError, checkName, checkVersion, checkExpectedCurrent,
 } from './types.ts';
 import { type Pool, type PoolClient, inTransaction, isConnectionError, makePool, migrate, redact, withClient } from './pg.ts';
 
@@ -170,7 +170,7 @@ export class PostgresRegistry implements AdapterRegistry {
     });
   }
 
-  async put(model: string, name: string, files: AdapterFiles, meta: AdapterMeta = {}): Promise<AdapterVersion> {
+  async put(model: string, name: string, files: AdapterFiles, meta: AdapterMeta = {}, opts?: PutOptions): Promise<AdapterVersion> {
     checkName('model', model);
     checkName('adapter', name);
     if (!(files?.weights instanceof Uint8Array) || typeof files.config !== 'string') {
@@ -185,6 +185,7 @@ export class PostgresRegistry implements AdapterRegistry {
       await c.query('INSERT INTO adapters (model, name, current, next_version, created_at) VALUES ($1, $2, NULL, 1, $3) ON CONFLICT (model, name) DO NOTHING', [model, name, now]);
       // The row lock serializes puts to this adapter across processes: the next one reads our next_version.
       const a = (await c.query('SELECT current, next_version FROM adapters WHERE model = $1 AND name = $2 FOR UPDATE', [model, name])).rows[0] as { current: number | null; next_version: number };
+      checkExpectedCurrent(model, name, a.current, opts); // under the row lock; the transaction rolls back
       const v = a.next_version;
       await c.query(`INSERT INTO adapter_versions (model, name, version, parent, sha256, config_sha256, size, meta, good, created_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, false, $9)`, [model, name, v, a.current, ws, cs, config.byteLength + weights.byteLength, metaJson, now]);

@@ -8,8 +8,8 @@ import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import {
-  type AdapterRegistry, type AdapterFiles, type AdapterMeta, type AdapterVersion, type StoredAdapter, type TenantState,
-  RegistryError, checkName, checkVersion,
+  type AdapterRegistry, type AdapterFiles, type AdapterMeta, type AdapterVersion, type StoredAdapter, type TenantState, type PutOptions,
+  RegistryError, checkName, checkVersion, checkExpectedCurrent,
 } from './types.ts';
 
 /** Bump with a migration in MIGRATIONS when the tables change. */
@@ -140,7 +140,7 @@ export class SqliteRegistry implements AdapterRegistry {
     throw new RegistryError(`adapter '${name}' of model '${model}' has no version ${version} (stored: ${known.map((k) => k.version).join(', ')})`, 'not-found');
   }
 
-  async put(model: string, name: string, files: AdapterFiles, meta: AdapterMeta = {}): Promise<AdapterVersion> {
+  async put(model: string, name: string, files: AdapterFiles, meta: AdapterMeta = {}, opts?: PutOptions): Promise<AdapterVersion> {
     checkName('model', model);
     checkName('adapter', name);
     if (!(files?.weights instanceof Uint8Array) || typeof files.config !== 'string') {
@@ -155,6 +155,7 @@ export class SqliteRegistry implements AdapterRegistry {
     const version = this.db.transaction(() => {
       this.db.prepare('INSERT INTO adapters (model, name, current, next_version, created_at) VALUES (?, ?, NULL, 1, ?) ON CONFLICT (model, name) DO NOTHING').run(model, name, now);
       const a = this.db.prepare('SELECT current, next_version FROM adapters WHERE model = ? AND name = ?').get(model, name) as { current: number | null; next_version: number };
+      checkExpectedCurrent(model, name, a.current, opts); // throws inside the transaction: nothing is written
       const v = a.next_version;
       this.db.prepare(`INSERT INTO adapter_versions (model, name, version, parent, config, weights, sha256, config_sha256, size, meta, good, created_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)`).run(model, name, v, a.current, config, weights, ws, cs, config.byteLength + weights.byteLength, metaJson, now);

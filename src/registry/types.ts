@@ -57,6 +57,16 @@ export interface TenantState {
   updatedAt: string;
 }
 
+/** Options of AdapterRegistry.put. */
+export interface PutOptions {
+  /**
+   * Compare-and-set: put only if the adapter's current version is this one (null: the adapter has
+   * no current version, or does not exist); otherwise throw RegistryError('conflict') and store
+   * nothing. Two writers that read the same current version cannot both publish on top of it.
+   */
+  expectCurrent?: number | null;
+}
+
 /**
  * A versioned store of adapters (HF PEFT layout: adapter_config.json + adapter_model.safetensors)
  * per model and name, plus per-tenant adaptation state.
@@ -67,7 +77,7 @@ export interface TenantState {
  */
 export interface AdapterRegistry {
   /** Store a new version and make it current. Returns its record. */
-  put(model: string, name: string, files: AdapterFiles, meta?: AdapterMeta): Promise<AdapterVersion>;
+  put(model: string, name: string, files: AdapterFiles, meta?: AdapterMeta, opts?: PutOptions): Promise<AdapterVersion>;
   /** The current version (or the one asked for) with its files; undefined when there is none. Throws RegistryError if the stored bytes fail their sha256. */
   get(model: string, name: string, version?: number): Promise<StoredAdapter | undefined>;
   /** Every stored version, oldest first; [] for an unknown adapter. */
@@ -106,6 +116,12 @@ export function checkName(kind: string, v: string): void {
   if (typeof v !== 'string' || !NAME_PATTERN.test(v) || v.includes('..')) {
     throw new RegistryError(`${kind} name ${JSON.stringify(v)} is not allowed: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit, without '..'`);
   }
+}
+
+/** The conflict a compare-and-set put raises when the current version moved (see PutOptions). */
+export function checkExpectedCurrent(model: string, name: string, current: number | null, opts: PutOptions | undefined): void {
+  if (opts?.expectCurrent === undefined || opts.expectCurrent === current) return;
+  throw new RegistryError(`adapter '${name}' of model '${model}' is at version ${current ?? 'none'}, not ${opts.expectCurrent ?? 'none'} as this put expected: another writer published first; read the current version again`, 'conflict');
 }
 
 export function checkVersion(v: number): void {

@@ -127,6 +127,20 @@ test('jobs of one device on two workers at once: a round overtaken by a later on
   assert.match(String((await store.jobResult(queue.jobs[0]!.id))?.detail.skipped), /overtaken: version 1 covers rounds up to 2/);
 });
 
+test('the same job held by two workers at once (a lease ran out): the put is a compare-and-set, one version, the other holder reuses it', async () => {
+  const { deps, queue, registry, store, upload } = await local();
+  const other = createJobHandler(deps);
+  let once = true;
+  // While this worker consolidates, "another worker" holding the same job publishes and commits it.
+  const handle = createJobHandler({ ...deps, hooks: { beforeConsolidate: async (job) => { if (once) { once = false; await other(job, ctx(2)); } } } });
+  await upload(1, 1);
+  await handle(queue.jobs[0]!, ctx());
+  const vs = await registry.versions('cnn', 'device.cam-1');
+  assert.equal(vs.length, 1, 'one version for one job');
+  const r = await store.jobResult(queue.jobs[0]!.id);
+  assert.equal(r?.version, vs[0]!.version);
+});
+
 test('an upload whose blob is missing or altered is skipped with a logged reason, never consolidated', async () => {
   const { deps, queue, registry, store, blobs, logs, upload } = await local();
   const handle = createJobHandler(deps);

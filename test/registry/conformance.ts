@@ -85,6 +85,24 @@ export function registryConformance(label: string, h: RegistryHarness, opts: { s
     await reg.close();
   });
 
+  t('a compare-and-set put (expectCurrent) stores only when the current version is the one expected', async () => {
+    const reg = await h.open('cas');
+    const v1 = await reg.put('m', 'a', files(1), {}, { expectCurrent: null }); // a new adapter: no current version
+    assert.equal(v1.version, 1);
+    // Two writers read version 1 as current; the first put wins, the second is refused and stores nothing.
+    const first = await reg.put('m', 'a', files(2), {}, { expectCurrent: 1 });
+    assert.equal(first.version, 2);
+    await assert.rejects(reg.put('m', 'a', files(3), {}, { expectCurrent: 1 }), (e: Error) => e instanceof RegistryError && e.code === 'conflict' && /at version 2, not 1/.test(e.message));
+    await assert.rejects(reg.put('m', 'a', files(3), {}, { expectCurrent: null }), (e: Error) => e instanceof RegistryError && e.code === 'conflict');
+    assert.deepEqual((await reg.versions('m', 'a')).map((v) => v.version), [1, 2]);
+    assert.equal(await reg.current('m', 'a'), 2);
+    // After a rollback the current version is the one rolled back to; the next version number is still new.
+    await reg.rollback('m', 'a', 1);
+    await assert.rejects(reg.put('m', 'a', files(3), {}, { expectCurrent: 2 }), /at version 1, not 2/);
+    assert.equal((await reg.put('m', 'a', files(3), {}, { expectCurrent: 1 })).version, 3);
+    await reg.close();
+  });
+
   t('retention keeps the newest N, every good version and the current one', async () => {
     const reg = await h.open('retention', { keep: 2 });
     await reg.put('m', 'a', files(1));
