@@ -1,7 +1,7 @@
 // Accounted bytes (src/train/memory-accounting.ts) against measured memory, for the shipped CNN
 // and ViT at batch 32 under three memory budgets (issue 14, part 4), in Node and in Chromium.
 //
-//   npx tsx bench/memory-budget.ts [--models cnn,vit] [--budgets 40e6,9e6,2e6] [--batch 32] [--where node,page] [--page-arena off|on]
+//   npx tsx bench/memory-budget.ts [--models cnn,vit] [--budgets 40e6,9e6,2e6] [--batch 32] [--where node,page] [--page-arena off|on] [--checkpoint] [--count saved|liveness]
 //
 // Each budget picks a rung (compileTrainStep({ memoryBudget })); then one AdamW Trainer step at a
 // time is measured:
@@ -30,7 +30,7 @@ const MB = 1e6;
 const MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '65536', MALLOC_TRIM_THRESHOLD_: '65536' };
 const STEPS = 5;
 
-interface Job { model: 'cnn' | 'vit'; budget: number; batch: number; /** Page only: onnxruntime-web's CPU memory arena (Node runs with it off). */ arena?: boolean }
+interface Job { model: 'cnn' | 'vit'; budget: number; batch: number; /** Page only: onnxruntime-web's CPU memory arena (Node runs with it off). */ arena?: boolean; /** memoryBudget.checkpoint */ checkpoint?: boolean; /** memoryBudget.count */ count?: 'saved' | 'liveness' }
 interface Accounted { liveness?: number; livenessAt?: string; rung: string; trains: string; total: number; activations: number; input: number; trainable: number; gradients: number; optimizer: number; frozen: number }
 interface Measured { before: number; stepPeaks: number[]; processPeak?: number; wasmHeap?: number[]; uaMemory?: number; jsHeap?: number }
 
@@ -40,9 +40,9 @@ const status = (pid: number | 'self', key: 'VmRSS' | 'VmHWM') => {
 };
 const resetPeak = (pid: number | 'self') => writeFileSync(`/proc/${pid}/clear_refs`, '5');
 
-function accounted(step: { budget: { rung: string; trains: string; memory: { totalBytes: number; activationBytes: number; inputBytes: number; trainableBytes: number; gradientBytes: number; optimizerStateBytes: number; frozenBytes: number } } }): Accounted {
+function accounted(step: { budget: { rung: string; checkpoint?: boolean; trains: string; memory: { totalBytes: number; activationBytes: number; inputBytes: number; trainableBytes: number; gradientBytes: number; optimizerStateBytes: number; frozenBytes: number } } }): Accounted {
   const b = step.budget, m = b.memory;
-  return { rung: b.rung, trains: b.trains, total: m.totalBytes, activations: m.activationBytes, input: m.inputBytes, trainable: m.trainableBytes, gradients: m.gradientBytes, optimizer: m.optimizerStateBytes, frozen: m.frozenBytes };
+  return { rung: b.checkpoint ? `${b.rung} (checkpointed)` : b.rung, trains: b.trains, total: m.totalBytes, activations: m.activationBytes, input: m.inputBytes, trainable: m.trainableBytes, gradients: m.gradientBytes, optimizer: m.optimizerStateBytes, frozen: m.frozenBytes };
 }
 
 // ------------------------------------------------------------------ Node child
@@ -50,7 +50,7 @@ function accounted(step: { budget: { rung: string; trains: string; memory: { tot
 async function nodeChild(job: Job): Promise<{ accounted: Accounted; measured: Measured }> {
   const refit = await import('../src/index.ts');
   const model = await refit.loadModel(join(root, `models/fmnist-${job.model}.onnx`), { memoryArena: false, threads: 2 });
-  const step = await model.compileTrainStep({ loss: refit.losses.crossEntropy({ logits: 'logits' }), batchNorm: 'train', memoryBudget: { bytes: job.budget, batch: job.batch } });
+  const step = await model.compileTrainStep({ loss: refit.losses.crossEntropy({ logits: 'logits' }), batchNorm: 'train', memoryBudget: { bytes: job.budget, batch: job.batch, checkpoint: !!job.checkpoint, ...(job.count ? { count: job.count } : {}) } });
   const { graph } = await step.compile({ x: { dtype: 'float32', dims: [job.batch, 1, 28, 28] } });
   const { livenessPeak } = await import('../src/train/memory-accounting.ts');
   const lp = await livenessPeak(graph);
@@ -130,7 +130,7 @@ async function pageRuns(jobs: Job[]): Promise<{ job: Job; accounted: Accounted; 
           const refit = globalThis.refitTest.refit, job = ${JSON.stringify(job)};
           await refit.useWebRuntime({ threads: 2 });
           const m = await refit.loadModelFrom('/models/fmnist-' + job.model + '.onnx', { memoryArena: !!job.arena });
-          const step = await m.compileTrainStep({ loss: refit.losses.crossEntropy({ logits: 'logits' }), batchNorm: 'train', memoryBudget: { bytes: job.budget, batch: job.batch } });
+          const step = await m.compileTrainStep({ loss: refit.losses.crossEntropy({ logits: 'logits' }), batchNorm: 'train', memoryBudget: { bytes: job.budget, batch: job.batch, checkpoint: !!job.checkpoint, ...(job.count ? { count: job.count } : {}) } });
           await step.compile({ x: { dtype: 'float32', dims: [job.batch, 1, 28, 28] } });
           const rng = new refit.Rng(1);
           const x = refit.f32([job.batch, 1, 28, 28], Float32Array.from({ length: job.batch * 784 }, () => rng.uniform()));
@@ -138,7 +138,7 @@ async function pageRuns(jobs: Job[]): Promise<{ job: Job; accounted: Accounted; 
           const trainer = new refit.Trainer(step, refit.optim.adamw({ lr: 1e-3 }));
           globalThis.__w14 = async () => { await trainer.step({ x, y }); return globalThis.__wasmMemories.reduce((a, mm) => a + mm.buffer.byteLength, 0); };
           const b = step.budget, mm = b.memory;
-          return { rung: b.rung, trains: b.trains, total: mm.totalBytes, activations: mm.activationBytes, input: mm.inputBytes, trainable: mm.trainableBytes, gradients: mm.gradientBytes, optimizer: mm.optimizerStateBytes, frozen: mm.frozenBytes,
+          return { rung: b.checkpoint ? b.rung + ' (checkpointed)' : b.rung, trains: b.trains, total: mm.totalBytes, activations: mm.activationBytes, input: mm.inputBytes, trainable: mm.trainableBytes, gradients: mm.gradientBytes, optimizer: mm.optimizerStateBytes, frozen: mm.frozenBytes,
                    wasmBefore: globalThis.__wasmMemories.reduce((a, mm) => a + mm.buffer.byteLength, 0) };
         })()`) as Accounted & { wasmBefore: number };
         const pid = rendererPid();
@@ -185,7 +185,11 @@ async function main(): Promise<void> {
   const budgets = arg('budgets', '40e6,9e6,2e6').split(',').map(Number);
   const batch = Number(arg('batch', '32'));
   const where = arg('where', 'node,page').split(',');
-  const jobs = models.flatMap((model) => budgets.map((budget) => ({ model, budget, batch })));
+  // --checkpoint: memoryBudget.checkpoint (a rung that does not fit is tried checkpointed); results under *Checkpoint keys.
+  const checkpoint = process.argv.includes('--checkpoint');
+  const count = process.argv.includes('--count') ? arg('count', 'saved') as 'saved' | 'liveness' : undefined;
+  const jobs = models.flatMap((model) => budgets.map((budget) => ({ model, budget, batch, checkpoint, ...(count ? { count } : {}) })));
+  const suffix = checkpoint ? 'Checkpoint' : '';
   const outPath = arg('out', join(root, 'bench/results/memory-budget.json'));
   const prior = existsSync(outPath) ? JSON.parse(readFileSync(outPath, 'utf8')) : {};
   const result: Record<string, unknown> = { ...prior, date: new Date().toISOString(), batch, steps: STEPS };
@@ -199,11 +203,11 @@ async function main(): Promise<void> {
       rows.push(row);
       console.log(line('node', job, row.accounted, row.measured));
     }
-    result.node = rows;
+    result[`node${suffix}`] = rows;
   }
   // --page-arena on: onnxruntime-web's memory arena on (its default); off by default, as in Node.
   const arenaOn = arg('page-arena', 'off') === 'on';
-  if (where.includes('page')) result[arenaOn ? 'pageArenaOn' : 'page'] = await pageRuns(jobs.map((j) => ({ ...j, arena: arenaOn })));
+  if (where.includes('page')) result[`${arenaOn ? 'pageArenaOn' : 'page'}${suffix}`] = await pageRuns(jobs.map((j) => ({ ...j, arena: arenaOn })));
   writeFileSync(outPath, JSON.stringify(result, null, 1));
   console.log(`wrote ${outPath}`);
 }

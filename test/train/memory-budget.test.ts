@@ -166,6 +166,7 @@ test('memoryBudget with checkpoint: a rung that fits only when checkpointed is c
   const s = await model.compileTrainStep({ ...opts, memoryBudget: { bytes: ck!.totalBytes!, batch: 8, checkpoint: true } });
   assert.equal(s.budget.rung, 'all');
   assert.equal(s.budget.checkpoint, true);
+  assert.equal(s.budget.count, 'liveness', 'checkpoint counts with the liveness estimate by default');
   assert.match(s.budget.trains, /activations checkpointed$/);
   assert.deepEqual(s.budget.dropped.map((d) => [d.rung, d.checkpoint]), [['all', false]]);
   assert.equal(s.options.checkpoint, true);
