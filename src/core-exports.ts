@@ -3,7 +3,7 @@
 export { loadModel, RefitModel, type CompileOptions } from './model.ts';
 export { TrainStep, type StepResult } from './train/train-step.ts';
 export { Trainer, type TrainerOptions, type TrainerStepResult } from './train/trainer.ts';
-export { accountStep, accountTrainStep, formatBytes, OPTIMIZER_SLOTS, type StepMemory, type SavedTensor, type OptimizerKind } from './train/memory-accounting.ts';
+export { accountStep, accountTrainStep, livenessPeak, formatBytes, OPTIMIZER_SLOTS, type StepMemory, type SavedTensor, type OptimizerKind, type LivenessPeak } from './train/memory-accounting.ts';
 export { BudgetedTrainStep, MemoryBudgetError, BUDGET_RUNGS, type MemoryBudget, type BudgetRung, type BudgetChoice, type BudgetCandidate, type BudgetCompileOptions } from './train/memory-budget.ts';
 export * as losses from './train/losses.ts';
 export * as optim from './train/optim/index.ts';

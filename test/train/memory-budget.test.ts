@@ -104,6 +104,12 @@ test('memoryBudget on the tiny model: the budget picks, the step runs, bad budge
   assert.ok(e instanceof MemoryBudgetError, String(e));
   assert.match(e.message, /^memoryBudget of 403 B \(403 bytes; batch 5, adamw\) fits no candidate: the smallest, 'head' \(the last layer 'w2' \(w2\)\), needs 404 B \(404 bytes, of which 140 B activations kept for the backward\)\. Tried: all 548 B, lora \(no layer takes LoRA of rank 4/);
   assert.match(e.message, /norm-affine \(the model has no normalisation layer/);
+  // A trainable selection given with the budget is tried first, as 'requested'; the ladder follows without 'all'.
+  const asked = await m.compileTrainStep({ trainable: ['w1'], loss, memoryBudget: { bytes: 1e6, batch: 5 } });
+  assert.equal(asked.budget.rung, 'requested');
+  assert.deepEqual(asked.trainable, ['w1']);
+  const askedTooBig = await m.compileTrainStep({ trainable: 'all', loss, memoryBudget: { bytes: 404, batch: 5 } });
+  assert.deepEqual([askedTooBig.budget.rung, askedTooBig.budget.dropped[0]!.rung, askedTooBig.budget.dropped.length], ['head', 'requested', 5]);
   const fits = await m.compileTrainStep({ loss, memoryBudget: { bytes: 404, batch: 5 } });
   assert.equal(fits.budget.rung, 'head');
   assert.deepEqual(fits.trainable, ['w2']);
