@@ -6,7 +6,8 @@
 // trains, so a later rung is not always cheaper (norm-affine on every layer keeps almost every
 // activation of a full step): a later rung is only reached when every earlier one is over budget.
 //   all               every parameter
-//   lora              LoRA (rank 4) on every linear/conv layer (grouped convs excepted), base frozen
+//   lora              LoRA (rank 4) on every linear/conv layer wider than the rank (grouped and
+//                     quantized ones excepted), base frozen
 //   norm-affine       the scale and shift of every normalisation layer (BatchNorm, LayerNorm …)
 //   lora-last         LoRA on the layers of the last blocks, plus norm-affine from there on
 //   norm-affine-last  norm-affine of the layers from the last blocks on
@@ -30,7 +31,7 @@ export type BudgetRung = 'all' | 'lora' | 'norm-affine' | 'lora-last' | 'norm-af
 export const BUDGET_RUNGS: readonly BudgetRung[] = ['all', 'lora', 'norm-affine', 'lora-last', 'norm-affine-last', 'head'];
 
 export interface MemoryBudget {
-  /** The budget: activations kept for the backward + batch + parameters + gradients + optimizer state. */
+  /** The budget in bytes: activations kept for the backward + batch + trainable and frozen parameters + gradients + optimizer state (see `count`). */
   bytes: number;
   /** Batch size to account at (fills each model input's first dimension). Needed when an input's batch dimension is symbolic. */
   batch?: number;
