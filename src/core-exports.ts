@@ -21,4 +21,5 @@ export * as tta from './tta/index.ts';
 export * as nn from './nn/index.ts';
 export * as drift from './drift/index.ts';
 export * as continual from './continual/index.ts';
+export * as fleet from './fleet/device-side.ts';
 export { useRuntime, type RuntimeBackend, type SessionOptions } from './onnx/runtime.ts';

@@ -1,9 +1,8 @@
-// CloudLink over HTTP (Node's fetch): what a device uses to talk to the cloud service
+// CloudLink over HTTP (fetch; Node or a browser): what a device uses to talk to the cloud service
 // (./cloud-server.ts). Connection errors and 5xx answers are retried with exponential backoff and
 // jitter (the service's writes are idempotent per round, so a retried upload is safe); a 4xx is
 // the cloud's considered answer and is never retried: an upload comes back { accepted: false,
 // reason }, anything else throws a FleetError carrying the cloud's message.
-import { createHash } from 'node:crypto';
 import { FleetError, type CloudLink, type PushedAdapter, type UploadPayload } from './types.ts';
 import { encodeUpload } from './upload-codec.ts';
 
@@ -99,11 +98,11 @@ export class HttpCloudLink implements CloudLink {
     if (typeof b?.name !== 'string' || !Number.isInteger(b.version) || typeof b.config !== 'string' || typeof b.weights !== 'string' || typeof b.sha256 !== 'string') {
       throw new FleetError('fetching the adapter: the answer lacks name, version, sha256, config or weights', 'invalid');
     }
-    const w = Buffer.from(b.weights, 'base64');
+    const w = base64Bytes(b.weights);
     // The registry verified the bytes when it read them; this checks the way here.
-    const got = createHash('sha256').update(w).digest('hex');
+    const got = await sha256Hex(w);
     if (got !== b.sha256) throw new FleetError(`fetching the adapter: ${b.name}@${b.version} weights have sha256 ${got}, the cloud said ${b.sha256} (corrupted in transit)`, 'invalid');
-    return { name: b.name, version: b.version as number, files: { weights: new Uint8Array(w.buffer, w.byteOffset, w.byteLength), config: b.config } };
+    return { name: b.name, version: b.version as number, files: { weights: w, config: b.config } };
   }
 
   async reportApplied(applied: { name: string; version: number } | null): Promise<void> {
@@ -112,4 +111,22 @@ export class HttpCloudLink implements CloudLink {
     }, this.o);
     if (a.status !== 200) fail('reporting the applied adapter', a);
   }
+}
+
+// Web APIs only (atob, WebCrypto; both in Node 20 too), so devices in a browser use this link as is.
+function base64Bytes(s: string): Uint8Array {
+  let bin: string;
+  try {
+    bin = atob(s);
+  } catch {
+    throw new FleetError('fetching the adapter: the weights are not valid base64', 'invalid');
+  }
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  const d = new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>));
+  return Array.from(d, (x) => x.toString(16).padStart(2, '0')).join('');
 }
