@@ -35,7 +35,7 @@ export interface ConsolidateOptions {
   method?: AdapterMethod;
   /** Adapter name written into the files' metadata. @default 'device' */
   name?: string;
-  /** Passes over the training set (uploads + replay draw). @default 16 */
+  /** Passes over the training set (uploads + replay draw). @default 4 */
   epochs?: number;
   /** Minibatch size (one compiled step; smaller sets train as one batch). @default 64 */
   batch?: number;
@@ -89,7 +89,7 @@ export async function consolidate(input: ConsolidateInput): Promise<ConsolidateR
   const o = input.options ?? {};
   const name = o.name ?? 'device';
   // Defaults chosen on validation streams (docs/fleet.md): at T = 1 and lr 1e-3 the student barely moves.
-  const epochs = o.epochs ?? 16, batch = o.batch ?? 64, lr = o.lr ?? 0.01, replayMax = o.replay ?? 256, temperature = o.temperature ?? 0.5;
+  const epochs = o.epochs ?? 4, batch = o.batch ?? 64, lr = o.lr ?? 0.01, replayMax = o.replay ?? 256, temperature = o.temperature ?? 0.5;
   for (const [k, v] of [['epochs', epochs], ['batch', batch], ['replay', replayMax]] as const) {
     if (!Number.isInteger(v) || v < 0 || (k !== 'replay' && v === 0)) throw new FleetError(`consolidate: option '${k}' must be a ${k === 'replay' ? 'non-negative' : 'positive'} integer, got ${v}`);
   }
