@@ -141,10 +141,28 @@ export class InferencePool {
     }
   }
 
-  async close(): Promise<void> {
+  /**
+   * Runs still waiting for a worker are failed; runs already on a worker finish (their callers get
+   * their answers); then each worker releases its sessions and exits by itself. Terminating a
+   * worker inside onnxruntime's native run aborts the whole process ("terminate called after
+   * throwing an instance of 'Napi::Error'"), so a worker is terminated only if it has not exited
+   * `graceMs` after it was asked to.
+   */
+  async close(graceMs = 10_000): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
-    for (const w of [...this.waiting.values(), ...this.queue.splice(0)]) w.reject(new Error('inference pool closed'));
+    for (const q of this.queue.splice(0)) q.reject(new Error('inference pool closed'));
+    await Promise.all(this.slots.map(async (s) => {
+      if (s.failed) return;
+      const exited = new Promise<void>((res) => s.worker.once('exit', () => res()));
+      s.worker.ref();
+      s.worker.postMessage({ close: true } satisfies WorkerRequest);
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((res) => { timer = setTimeout(() => res('late'), graceMs); });
+      if ((await Promise.race([exited, late])) === 'late') await s.worker.terminate();
+      clearTimeout(timer);
+    }));
+    for (const w of this.waiting.values()) w.reject(new Error('inference pool closed'));
     this.waiting.clear();
   }
 

@@ -15,6 +15,8 @@ export interface WorkerRequest {
   evict?: string;
   /** A key to unload (no run). */
   forget?: string;
+  /** Finish the runs taken, release every session and exit. */
+  close?: boolean;
   input?: string;
   output?: string;
   dtype?: DType;
@@ -46,6 +48,15 @@ let chain: Promise<void> = Promise.resolve();
 parentPort!.on('message', (m: WorkerRequest) => {
   if (m.forget !== undefined) {
     unload(m.forget);
+    return;
+  }
+  if (m.close) {
+    // After the runs already taken; closing the port ends the thread once the sessions are released.
+    chain = chain.then(async () => {
+      await Promise.all([...sessions.values()].map((s) => s.then((x) => x.release()).catch(() => undefined)));
+      sessions.clear();
+      parentPort!.close();
+    });
     return;
   }
   chain = chain.then(() => handle(m));
