@@ -126,6 +126,12 @@ const cleanup = async () => {
   rmSync(dir, { recursive: true, force: true });
 };
 process.on('SIGINT', () => { void cleanup().then(() => process.exit(130)); });
+// A failure anywhere (a thrown check, a timeout) still stops the workers and removes the files;
+// the test helpers stop PostgreSQL and nats-server on exit themselves.
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
 
 // ---------------------------------------------------------------- CPU accounting (/proc)
 const TICK = 100; // USER_HZ
