@@ -6,7 +6,7 @@
 //     [--compare-devices 100] [--baselines source,bn-adapt,tent,cotta,rmt] [--main-workers 2]
 //     [--workers 1,2,4] [--throughput-jobs 120] [--epochs 4] [--replay 64] [--teacher vit]
 //     [--job-timeout-s 1800] [--out bench/results/fleet-simulation]
-//   --quick: 50 devices, 1 round, 20 compared, 24 throughput jobs per phase (361 s at load 8–10 on
+//   --quick: 50 devices, 1 round, 20 compared, 24 throughput jobs per phase (217–361 s at load 4–10 on
 //   the shared 2-core machine; `--devices 1000 --rounds 1` took 1608 s at load 5–9: docs/fleet.md)
 //
 // What runs: a throwaway PostgreSQL (pg_stat_statements loaded; fsync on) and nats-server
