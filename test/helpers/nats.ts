@@ -3,9 +3,10 @@
 // restart() brings it back on the same port with the same store, as an operator's restart would.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer, connect as tcpConnect } from 'node:net';
+import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { freePort } from './postgres.ts'; // one free-port helper for every throwaway server
 
 export interface NatsServer {
   url: string;
@@ -43,17 +44,6 @@ function hookExit(): void {
       s.proc?.kill('SIGKILL');
       rmSync(s.dir, { recursive: true, force: true });
     }
-  });
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.once('error', rej);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => res(port));
-    });
   });
 }
 
