@@ -2,6 +2,7 @@
 // personalization, both on refit/web. ?batches=N&steps=N shorten it; ?auto=1 runs both and leaves
 // the results on window.demoResult (test/web/demo-page.test.ts drives it that way).
 import * as refit from '../src/web.ts';
+import { setupPersonal, type PersonalResult } from './personal.ts';
 
 const $ = (id: string) => document.getElementById(id)!;
 const params = new URLSearchParams(location.search);
@@ -13,9 +14,13 @@ interface DemoResult {
   tta?: { source: number; adapted: number; batches: number; losses: number[] };
   lora?: { before: number; after: number; reloaded: number; losses: number[] };
   runtime?: refit.WebRuntimeInfo;
+  /** The last finished personalization on the user's own samples (section 3). */
+  personal?: PersonalResult;
 }
 const result: DemoResult = {};
 (globalThis as unknown as { demoResult: DemoResult }).demoResult = result;
+// For the tests: what IndexedDB holds (a failed personalization must leave no adapter there).
+(globalThis as unknown as { demoApi: object }).demoApi = { listAdapters: refit.listAdaptersInIndexedDB };
 
 function fail(e: unknown): never {
   $('error').textContent = `Error: ${(e as Error).message ?? e}`;
@@ -145,9 +150,16 @@ async function runLora(): Promise<void> {
 async function main(): Promise<void> {
   const info = await refit.useWebRuntime({ device: params.get('device') === 'webgpu' ? 'webgpu' : 'wasm' });
   result.runtime = info;
-  $('runtime').textContent = `Runtime: ${info.device}, ${info.threads} thread${info.threads > 1 ? 's' : ''}${info.crossOriginIsolated ? '' : ' (page not cross-origin isolated)'}${info.warnings.length ? ` — ${info.warnings.join('; ')}` : ''}`;
+  $('runtime').textContent = `Runtime: ${info.device}, ${info.threads} thread${info.threads > 1 ? 's' : ''}${info.crossOriginIsolated ? '' : ' (page not cross-origin isolated)'}`;
+  // WebGPU asked for where there is none: the page runs on wasm and says why.
+  $('warning').textContent = info.warnings.join('\n');
+  setupPersonal({
+    steps: Number(params.get('psteps') ?? 30),
+    modelUrl: params.get('vit') ?? './models/fmnist-vit.onnx',
+    onResult: (r) => { result.personal = r; },
+  });
   const busy = (f: () => Promise<void>) => async () => {
-    document.querySelectorAll('button').forEach((b) => { if (b.id !== 'lora-download') b.disabled = true; });
+    for (const id of ['tta-run', 'lora-run']) ($(id) as HTMLButtonElement).disabled = true;
     try { await f(); } catch (e) { fail(e); } finally { ($('tta-run') as HTMLButtonElement).disabled = ($('lora-run') as HTMLButtonElement).disabled = false; }
   };
   $('tta-run').onclick = busy(runTta);

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildWeb } from '../scripts/build-web.ts';
-import { serve } from './server.ts';
+import { cutOffHalfway, serve } from './server.ts';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
 
@@ -17,9 +17,16 @@ export async function buildDemo(outDir = join(root, 'dist-web/demo')): Promise<s
   return outDir;
 }
 
-/** Serve a built demo with the models and data it fetches. */
-export function serveDemo(outDir: string, port?: number) {
-  return serve({ mounts: { '/': outDir, '/models/': join(root, 'models'), '/data/': join(root, 'data/fashion-mnist') }, ...(port !== undefined ? { port } : {}) });
+/**
+ * Serve a built demo with the models and data it fetches. `testRoutes` adds /test/cut/fmnist-vit.onnx,
+ * the ViT cut off halfway (the page's ?vit= points at it in the bad-input test).
+ */
+export function serveDemo(outDir: string, port?: number, opts: { testRoutes?: boolean } = {}) {
+  return serve({
+    mounts: { '/': outDir, '/models/': join(root, 'models'), '/data/': join(root, 'data/fashion-mnist') },
+    ...(port !== undefined ? { port } : {}),
+    ...(opts.testRoutes ? { routes: { '/test/cut/fmnist-vit.onnx': cutOffHalfway(join(root, 'models/fmnist-vit.onnx')) } } : {}),
+  });
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

@@ -2,7 +2,7 @@
 // folders, on 127.0.0.1, with the COOP/COEP headers that make the page cross-origin isolated, so
 // onnxruntime-web may use threads (without them it silently runs one).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createReadStream, statSync } from 'node:fs';
+import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { extname, join, normalize, resolve, sep } from 'node:path';
 
 const TYPES: Record<string, string> = {
@@ -56,4 +56,16 @@ export async function serve(opts: ServeOptions): Promise<Served> {
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : opts.port;
   return { url: `http://127.0.0.1:${port}/`, server, close: () => new Promise((ok) => { server.closeAllConnections(); server.close(() => ok()); }) };
+}
+
+/**
+ * A route (for ServeOptions.routes) that sends `file` with its full Content-Length, then closes the
+ * connection after `fraction` of the body: a model fetch that fails halfway, for the tests.
+ */
+export function cutOffHalfway(file: string, fraction = 0.5): NonNullable<ServeOptions['routes']>[string] {
+  return (_req, res, headers) => {
+    const bytes = readFileSync(file);
+    res.writeHead(200, { ...headers, 'Content-Type': 'application/octet-stream', 'Content-Length': String(bytes.length) });
+    res.write(bytes.subarray(0, Math.floor(bytes.length * fraction)), () => setTimeout(() => res.socket?.destroy(), 50));
+  };
 }
