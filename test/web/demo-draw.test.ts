@@ -78,7 +78,7 @@ async function personalize(page: Page): Promise<string> {
 }
 
 test('own digits: drawn and uploaded, labelled, LoRA personalization with before/after accuracy, saved and reloaded; bad samples and budget are messages', { skip: chromiumMissing }, async () => {
-  const { page, errors } = await open('?psteps=12');
+  const { page, errors } = await open('?psteps=16');
   // No samples yet.
   await page.click('#my-run');
   assert.match((await page.textContent('#my-message'))!, /no samples yet: draw a digit/);
@@ -128,8 +128,8 @@ test('own digits: drawn and uploaded, labelled, LoRA personalization with before
   assert.equal(await page.textContent('#my-message'), '');
   assert.equal(r.n, 13);
   assert.equal(r.nHeld, 2);
-  assert.deepEqual(await page.evaluate(() => { const p = document.getElementById('my-progress') as HTMLProgressElement; return [p.value, p.max]; }), [12, 12]);
-  assert.equal(r.losses.length, 12);
+  assert.deepEqual(await page.evaluate(() => { const p = document.getElementById('my-progress') as HTMLProgressElement; return [p.value, p.max]; }), [16, 16]);
+  assert.equal(r.losses.length, 16);
   const mean = (a: number[]) => a.reduce((s, v) => s + v, 0) / a.length;
   assert.ok(mean(r.losses.slice(-4)) < mean(r.losses.slice(0, 4)) / 2, `loss did not fall by half: ${r.losses.join(' ')}`);
   assert.ok(r.after.train >= 0.9 && r.after.train > r.before.train, `accuracy on the trained samples ${r.before.train} → ${r.after.train}`);
