@@ -8,10 +8,10 @@
 // REFIT_DRAW_SCREENSHOT=path, else in the temp folder, its path printed.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Browser, Page } from 'playwright-core';
+import type { Browser, Download, Page } from 'playwright-core';
 import { buildDemo, serveDemo } from '../../web/serve.ts';
 import type { PersonalResult } from '../../web/personal.ts';
 import { CHROMIUM, chromiumMissing } from './browser.ts';
@@ -139,7 +139,16 @@ test('own digits: drawn and uploaded, labelled, LoRA personalization with before
   assert.ok(r.reloadedSame && r.reloadedMaxDiff < 1e-4, `reloaded: same ${r.reloadedSame}, max logit difference ${r.reloadedMaxDiff}`);
   assert.match((await page.textContent('#my-reloaded'))!, /^same predictions on all 13/);
   assert.deepEqual(await listAdapters(page), ['my-digits']);
-  assert.equal(await page.isDisabled('#my-download'), false);
+  // The download: HF PEFT's two files, the config naming the LoRA targets.
+  const downloads: Download[] = [];
+  const both = new Promise<void>((ok) => page.on('download', (d) => { if (downloads.push(d) === 2) ok(); }));
+  await page.click('#my-download');
+  await both;
+  const [cfg, weights] = downloads;
+  assert.deepEqual([cfg!.suggestedFilename(), weights!.suggestedFilename()], ['my-digits-adapter_config.json', 'my-digits-adapter_model.safetensors']);
+  const config = JSON.parse(readFileSync((await cfg!.path())!, 'utf8')) as { peft_type: string; r: number };
+  assert.equal(config.peft_type, 'LORA');
+  assert.equal(config.r, 4);
   const shot = process.env.REFIT_DRAW_SCREENSHOT ?? join(tmpdir(), 'refit-demo-draw.png');
   // One more digit on the pad (not added), so the screenshot shows a drawing.
   const box = (await page.locator('#my-pad').boundingBox())!;
