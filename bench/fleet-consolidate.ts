@@ -16,7 +16,7 @@
 //
 //   nice -n 10 npx tsx bench/fleet-consolidate.ts [--split test|val] [--devices 6] [--domains 3]
 //     [--round 192] [--rounds 2] [--keep 0.2] [--teacher cnn|cnn-aug|vit|ensemble] [--epochs 16]
-//     [--lr 0.01] [--temperature 0.5] [--single tent] [--tag -x]
+//     [--sim] [--lr 0.01] [--temperature 0.5] [--targets teacher|mix|agree] [--single tent] [--tag -x]
 // --split val scores on validation images (training images 10000..19999): that is where the
 // teacher and the options were chosen; report on --split test.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -42,9 +42,13 @@ const opt = (k: string, d: string) => { const i = args.indexOf(`--${k}`); return
 if (args.includes('--help')) { console.log(readFileSync(new URL(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).join('\n')); process.exit(0); }
 const split = opt('split', 'test') as 'test' | 'val';
 const D = Number(opt('devices', '6')), K = Number(opt('domains', '3')), ROUND = Number(opt('round', '192')), ROUNDS = Number(opt('rounds', '2'));
-const KEEP = Number(opt('keep', '0.2')), BATCH = 64;
+// --sim: the fleet simulation's protocol (bench/fleet-simulation.ts): batches of 32, 2–3
+// corruptions at severity 3–5 per device (the same draw, on this split's images), and its
+// consolidation sizing (batch 32, replay 64).
+const SIM = args.includes('--sim');
+const KEEP = Number(opt('keep', '0.2')), BATCH = SIM ? 32 : 64;
 const teacherName = opt('teacher', 'vit');
-const copts = { epochs: Number(opt('epochs', '16')), lr: Number(opt('lr', '0.01')), temperature: Number(opt('temperature', '0.5')) };
+const copts = { epochs: Number(opt('epochs', '16')), lr: Number(opt('lr', '0.01')), temperature: Number(opt('temperature', '0.5')), targets: opt('targets', 'teacher') as 'teacher' | 'mix' | 'agree', ...(SIM ? { batch: 32, replay: 64 } : {}) };
 const singles = opt('single', 'tent').split(',').filter(Boolean);
 const tag = opt('tag', '');
 if (ROUND % BATCH) throw new Error(`--round must be a multiple of ${BATCH}`);
@@ -60,22 +64,23 @@ const teacher: Teacher = teacherName === 'cnn' ? modelTeacher(cnn, { name: 'cnn 
         : (() => { throw new Error(`unknown --teacher ${teacherName} (cnn, cnn-aug, vit, ensemble)`); })();
 const SAMPLE = [1, 28, 28], PX = 784, C = 10;
 
-interface Device { id: string; domains: string[]; x: Float32Array; y: Uint8Array }
+interface Device { id: string; domains: string[]; severity: number; x: Float32Array; y: Uint8Array }
 const devices: Device[] = [];
 for (let d = 0; d < D; d++) {
-  const rng = new Rng(1000 + d);
+  const rng = new Rng((SIM ? 7000 : 1000) + d);
   const doms = [...CORRUPTIONS];
   for (let i = doms.length - 1; i > 0; i--) { const j = rng.int(i + 1); [doms[i], doms[j]] = [doms[j]!, doms[i]!]; }
-  const domains = doms.slice(0, K);
+  const domains = doms.slice(0, SIM ? 2 + rng.int(2) : K);
+  const severity = SIM ? 3 + rng.int(3) : 5;
   const total = ROUND * (ROUNDS + 1);
   const x = new Float32Array(total * PX), y = new Uint8Array(total);
   let off = 0;
-  for (const b of mixedStream(data, { domains, samplesPerDomain: Math.ceil(total / K), batchSize: BATCH, seed: 100 + d })) {
+  for (const b of mixedStream(data, { domains, severity, samplesPerDomain: Math.ceil(total / domains.length), batchSize: BATCH, seed: 100 + d })) {
     const take = Math.min(b.size, total - off);
     if (take <= 0) break;
     x.set(b.x.subarray(0, take * PX), off * PX); y.set(b.y.subarray(0, take), off); off += take;
   }
-  devices.push({ id: `dev${d}`, domains, x, y });
+  devices.push({ id: `dev${d}`, domains, severity, x, y });
 }
 
 type Chain = 'all' | 'filtered' | 'fleet';
@@ -170,7 +175,7 @@ const err = (r: string, devs = devices.map((_, i) => i)) => {
 const bytes = (ch: Chain) => devices.reduce((a, dev) => a + state.get(`${dev.id}/${ch}`)!.bytes, 0);
 const samplesUp = (ch: Chain) => devices.reduce((a, dev) => a + state.get(`${dev.id}/${ch}`)!.samples, 0);
 const summary = {
-  command, split, devices: devices.map((d) => ({ id: d.id, domains: d.domains })), round: ROUND, rounds: ROUNDS, keep: KEEP,
+  command, split, devices: devices.map((d) => ({ id: d.id, domains: d.domains, severity: d.severity })), sim: SIM, round: ROUND, rounds: ROUNDS, keep: KEEP,
   teacher: teacher.name, consolidate: copts, seconds: (performance.now() - t0) / 1000,
   error: Object.fromEntries(ROWS.map((r) => [r, err(r)])),
   segment0: Object.fromEntries(ROWS.map((r) => [r, devices.reduce((a, _, d) => a + wrong[r]![d]![0]!, 0) / (ROUND * D)])),
@@ -187,7 +192,7 @@ const summary = {
 const pct = (v: number) => (100 * v).toFixed(1);
 const md = [
   `# Fleet consolidation (${split} split)`, '', `\`${command}\``, '',
-  `${D} devices × ${K} corruptions each (severity 5, mixed in batches of ${BATCH}), ${ROUNDS + 1} segments of ${ROUND} samples; teacher: ${teacher.name}; consolidation ${JSON.stringify(copts)}; keep ${KEEP} of each segment after CEMA's filter. Error: online, segments 2..${ROUNDS + 1} (each with the adapter consolidated from the segments before); ${summary.seconds.toFixed(0)} s.`, '',
+  `${D} devices × ${SIM ? '2–3 corruptions each (severity 3–5 per device, the fleet simulation\'s draw' : `${K} corruptions each (severity 5`}, mixed in batches of ${BATCH}), ${ROUNDS + 1} segments of ${ROUND} samples; teacher: ${teacher.name}; consolidation ${JSON.stringify(copts)}; keep ${KEEP} of each segment after CEMA's filter. Error: online, segments 2..${ROUNDS + 1} (each with the adapter consolidated from the segments before); ${summary.seconds.toFixed(0)} s.`, '',
   '| method | error % | uploaded samples | uploaded bytes | bytes vs all |', '|---|---:|---:|---:|---:|',
   ...ROWS.map((r) => {
     const ch = (r === 'fleet-ties' ? 'fleet' : r) as Chain;
@@ -195,7 +200,7 @@ const md = [
     return `| ${r} | ${pct(err(r))} | ${up.join(' | ')} |`;
   }),
   '', '| device | corruptions | ' + ROWS.join(' | ') + ' |', '|---|---|' + ROWS.map(() => '---:').join('|') + '|',
-  ...devices.map((dev, d) => `| ${dev.id} | ${dev.domains.join(', ')} | ${ROWS.map((r) => pct(err(r, [d]))).join(' | ')} |`),
+  ...devices.map((dev, d) => `| ${dev.id} | ${dev.domains.join(', ')}${SIM ? ` @${dev.severity}` : ''} | ${ROWS.map((r) => pct(err(r, [d]))).join(' | ')} |`),
   '', `Consolidation: ${metrics.length} runs, mean ${(summary.consolidation.meanMs / 1000).toFixed(1)} s, mean KL(teacher‖student) on the uploads ${summary.consolidation.klBefore.toFixed(3)} → ${summary.consolidation.klAfter.toFixed(3)}.`, '',
 ];
 mkdirSync('bench/results', { recursive: true });

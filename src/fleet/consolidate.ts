@@ -39,7 +39,11 @@ export interface ConsolidateOptions {
   epochs?: number;
   /** Minibatch size (one compiled step; smaller sets train as one batch). @default 64 */
   batch?: number;
-  /** Adam learning rate. @default 0.01 */
+  /**
+   * Adam learning rate. @default 1e-3: on validation streams of the fleet simulation's protocol
+   * 0.01 made devices worse than BN-adapt alone (+2.5 points filtered, +10.3 uploading
+   * everything, ViT teacher); 1e-3 keeps them within a point of it (docs/fleet.md).
+   */
   lr?: number;
   /** Replay samples drawn per consolidation (reservoir over the given replay). @default 256 */
   replay?: number;
@@ -47,6 +51,16 @@ export interface ConsolidateOptions {
   seed?: number;
   /** Teacher temperature: targets ∝ p^(1/T); below 1 sharpens them (toward pseudo-labels). @default 0.5 */
   temperature?: number;
+  /**
+   * What the student is trained toward (before sharpening):
+   * - 'teacher': the teacher's probabilities (CEMA);
+   * - 'mix': the mean of the teacher's and the student's own BN-adapted probabilities (the device
+   *   model as it runs before this consolidation), so a teacher worse than the device on a shift
+   *   cannot pull it far;
+   * - 'agree': the teacher's where its argmax equals the student's, the student's own elsewhere.
+   * @default 'teacher'
+   */
+  targets?: 'teacher' | 'mix' | 'agree';
 }
 
 export interface ConsolidateInput {
@@ -88,8 +102,8 @@ export async function consolidate(input: ConsolidateInput): Promise<ConsolidateR
   const t0 = performance.now();
   const o = input.options ?? {};
   const name = o.name ?? 'device';
-  // Defaults chosen on validation streams (docs/fleet.md): at T = 1 and lr 1e-3 the student barely moves.
-  const epochs = o.epochs ?? 4, batch = o.batch ?? 64, lr = o.lr ?? 0.01, replayMax = o.replay ?? 256, temperature = o.temperature ?? 0.5;
+  // Defaults chosen on validation streams (docs/fleet.md): lr 0.01 overfits the teacher's errors.
+  const epochs = o.epochs ?? 4, batch = o.batch ?? 64, lr = o.lr ?? 1e-3, replayMax = o.replay ?? 256, temperature = o.temperature ?? 0.5;
   for (const [k, v] of [['epochs', epochs], ['batch', batch], ['replay', replayMax]] as const) {
     if (!Number.isInteger(v) || v < 0 || (k !== 'replay' && v === 0)) throw new FleetError(`consolidate: option '${k}' must be a ${k === 'replay' ? 'non-negative' : 'positive'} integer, got ${v}`);
   }
@@ -118,7 +132,8 @@ export async function consolidate(input: ConsolidateInput): Promise<ConsolidateR
   const targets = await input.teacher.probs(xt);
   const C = targets.length / n;
   if (!Number.isInteger(C) || C < 1) throw new FleetError(`consolidate: teacher '${input.teacher.name}' gave ${targets.length} probabilities for ${n} samples`);
-  if (temperature !== 1) sharpen(targets, C, temperature);
+  const mode = o.targets ?? 'teacher';
+  if (mode !== 'teacher' && mode !== 'mix' && mode !== 'agree') throw new FleetError(`consolidate: option 'targets' must be 'teacher', 'mix' or 'agree', got '${String(mode)}'`);
 
   let student: PeftModel;
   try {
@@ -128,6 +143,19 @@ export async function consolidate(input: ConsolidateInput): Promise<ConsolidateR
   }
   const logits = defaultLogits(student.outputs);
   const trainable = student.adapter(name).trainable;
+  if (mode !== 'teacher') {
+    // The student's own predictions, as the device runs it (BN-adapt in batches of `batch`).
+    const own = (await score(student, trainable, xt, targets, C, batch)).probs;
+    for (let r = 0; r < n; r++) {
+      let bt = 0, bs = 0;
+      for (let c = 1; c < C; c++) { if (targets[r * C + c]! > targets[r * C + bt]!) bt = c; if (own[r * C + c]! > own[r * C + bs]!) bs = c; }
+      for (let c = 0; c < C; c++) {
+        const k = r * C + c;
+        targets[k] = mode === 'mix' ? (targets[k]! + own[k]!) / 2 : bt === bs ? targets[k]! : own[k]!;
+      }
+    }
+  }
+  if (temperature !== 1) sharpen(targets, C, temperature);
   const upX = f32([uploads.n, ...uploads.dims], uploads.data);
   const upT = targets.subarray(0, uploads.n * C);
   const before = await score(student, trainable, upX, upT, C, batch);
@@ -167,16 +195,18 @@ export async function consolidate(input: ConsolidateInput): Promise<ConsolidateR
 }
 
 /** The student as the device runs it (BatchNorm on batch statistics, batches of `batch`) against the teacher. */
-async function score(student: RefitModel, fed: string[], x: Tensor, targets: Float32Array, C: number, batch: number): Promise<{ kl: number; agree: number }> {
+async function score(student: RefitModel, fed: string[], x: Tensor, targets: Float32Array, C: number, batch: number): Promise<{ kl: number; agree: number; probs: Float32Array }> {
   const runner = new BatchStatRunner(student, fed);
   const logits = defaultLogits(student.outputs);
   const n = x.dims[0]!, per = x.data.length / n;
   let kl = 0, agree = 0;
+  const probs = new Float32Array(n * C);
   try {
     for (let s = 0; s < n; s += batch) {
       const m = Math.min(batch, n - s);
       const out = await runner.run(f32([m, ...x.dims.slice(1)], (x.data as Float32Array).slice(s * per, (s + m) * per)), [logits]);
       const p = softmaxRows(out[logits]!.data as Float32Array, C);
+      probs.set(p, s * C);
       for (let i = 0; i < m; i++) {
         let best = 0, bestT = 0;
         for (let c = 0; c < C; c++) {
@@ -191,7 +221,7 @@ async function score(student: RefitModel, fed: string[], x: Tensor, targets: Flo
   } finally {
     await runner.release();
   }
-  return { kl: kl / n, agree: agree / n };
+  return { kl: kl / n, agree: agree / n, probs };
 }
 
 /** p ← p^(1/T) / Σ p^(1/T) per row, in place (in log space, so small T does not underflow). */

@@ -76,6 +76,21 @@ test('starting from the device adapter, with replay; the Consolidator wires teac
   await c.release();
 });
 
+test("targets 'mix' and 'agree' keep the student's own predictions in the targets", async () => {
+  const base = smallCnn();
+  const teacher = modelTeacher(smallCnn(2));
+  const x = images(16, 9);
+  const run = (targets: 'teacher' | 'mix' | 'agree') => consolidate({ base, teacher, uploads: [{ dims: x.dims, data: x.data as Float32Array }], options: { epochs: 1, batch: 8, temperature: 1, targets } });
+  const plain = await run('teacher'), mix = await run('mix'), agree = await run('agree');
+  assert.ok(plain.metrics.agreeBefore < 1 && plain.metrics.klBefore > 0, `a different teacher disagrees somewhere (agree ${plain.metrics.agreeBefore})`);
+  // KL is convex in its first argument: KL((t + p)/2 ‖ p) ≤ KL(t ‖ p)/2
+  assert.ok(mix.metrics.klBefore <= plain.metrics.klBefore / 2 + 1e-6, `mix KL ${mix.metrics.klBefore} vs ${plain.metrics.klBefore}`);
+  // where the teacher disagrees the target is the student's own prediction
+  assert.equal(agree.metrics.agreeBefore, 1);
+  assert.ok(agree.metrics.klBefore < plain.metrics.klBefore, `agree KL ${agree.metrics.klBefore} vs ${plain.metrics.klBefore}`);
+  await assert.rejects(run('both' as never), (e) => e instanceof FleetError && /option 'targets' must be 'teacher', 'mix' or 'agree', got 'both'/.test(e.message));
+});
+
 test('bad uploads and adapters: FleetErrors that say what is wrong', async () => {
   const base = smallCnn();
   const teacher = modelTeacher(base);
