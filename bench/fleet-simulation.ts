@@ -32,7 +32,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import pg from 'pg';
 import { loadModel } from '../src/model.ts';
 import { mixedStream, type StreamBatch } from '../src/data/streams.ts';
@@ -76,6 +76,8 @@ const EPOCHS = int('epochs', 4), REPLAY = int('replay', 64);
 const TEACHER = opt('teacher', 'vit');
 const JOB_TIMEOUT_MS = int('job-timeout-s', 1800) * 1000;
 const OUT = opt('out', quick ? 'bench/results/fleet-simulation-quick' : 'bench/results/fleet-simulation');
+// Made now, not after a run of many minutes: a missing folder once lost a whole run's results.
+mkdirSync(dirname(OUT), { recursive: true });
 const command = `nice -n 10 npx tsx bench/fleet-simulation.ts ${args.join(' ')}`.trim();
 const ROOT = new URL('..', import.meta.url).pathname;
 const SAMPLE_BYTES = 784 * 4 + 8; // one sample's share of an upload (x, entropy, predicted)
