@@ -131,13 +131,12 @@ export class InferencePool {
     }
   }
 
-  /** Drop a model from every worker (e.g. a deleted adapter version). */
-  forget(key: string): void {
+  /** Drop every model whose key matches from every worker (e.g. a deleted adapter's versions). */
+  forget(match: (key: string) => boolean): void {
     for (const s of this.slots) {
-      const at = s.loaded.indexOf(key);
-      if (at < 0 || s.failed) continue;
-      s.loaded.splice(at, 1);
-      s.worker.postMessage({ forget: key } satisfies WorkerRequest);
+      if (s.failed) continue;
+      for (const key of s.loaded.filter(match)) s.worker.postMessage({ forget: key } satisfies WorkerRequest);
+      s.loaded = s.loaded.filter((k) => !match(k));
     }
   }
 

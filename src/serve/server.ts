@@ -48,10 +48,10 @@ export interface ServeOptions {
   /** Joining concurrent plain predictions (no adaptation method) into one run: { maxWaitMs: 2, maxSamples: 32, maxInFlight: 1 } by default; maxWaitMs 0 turns it off. */
   microBatch?: MicroBatchOptions;
   /**
-   * Worker threads for plain predictions (no adaptation method), each with its own onnxruntime
-   * session of `inferenceThreads` threads, so that runs do not block the event loop and a request
-   * arriving during one run starts on another core (docs/serve.md, load test). 0 runs them on the
-   * event loop's thread. @default 0
+   * Worker threads for plain predictions, each with its own onnxruntime session of
+   * `inferenceThreads` threads, so that runs do not block the event loop and a request arriving
+   * during one run starts on another core (docs/serve.md, load test). 0 runs them on the event
+   * loop's thread. Unused (none started) with an adaptation method. @default 0
    */
   inferenceWorkers?: number;
   /** onnxruntime threads per inference worker. @default 1 */
@@ -186,7 +186,9 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
 
   const workers = opts.inferenceWorkers ?? 0;
   if (!Number.isInteger(workers) || workers < 0) throw new Error(`buildServer: inferenceWorkers must be an integer ≥ 0, got ${workers}`);
-  const inference = workers > 0
+  // Only plain predictions run on the workers: with an adaptation method every predict is a
+  // tenant's step on this thread, so no worker is started.
+  const inference = workers > 0 && !method
     ? new InferencePool({ workers, session: { ...models.values().next().value!.sessionOptions, threads: opts.inferenceThreads ?? 1 } })
     : undefined;
 
@@ -238,16 +240,11 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
   const forgetAdapter = (m: string, adapter: string) => {
     for (const k of adapted.keys()) if (k.startsWith(`${m}\u0000${adapter}@`)) adapted.delete(k);
     for (const k of batchers.keys()) if (k.startsWith(`${m}\u0000${adapter}@`)) batchers.delete(k);
-    for (const k of pooled) if (k.startsWith(`${m}\u0000${adapter}@`)) {
-      inference?.forget(k);
-      pooled.delete(k);
-    }
+    inference?.forget((k) => k.startsWith(`${m}\u0000${adapter}@`));
   };
 
   // One batcher per model (and adapter version) and per-sample shape: only like inputs are joined.
   const batchers = new Map<string, MicroBatcher>();
-  // Models the inference workers were asked to load (model and adapter version).
-  const pooled = new Set<string>();
   const batcherFor = (m: string, ref: Ref | undefined, model: RefitModel, dims: readonly number[]): MicroBatcher => {
     const modelKey = `${m}\u0000${ref ? `${ref.name}@${ref.version}` : ''}`;
     const key = `${modelKey}|${dims.slice(1).join('x')}`;
@@ -255,7 +252,6 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
     if (!b) {
       const logits = defaultLogits(model.outputs);
       const input = model.inputs[0]!.name;
-      if (inference) pooled.add(modelKey);
       const runner = inference ? (x: Tensor) => inference.run(modelKey, () => model.toBytes(), input, x, logits) : modelRunner(model, logits);
       const batching = inference ? { maxInFlight: inference.size, ...opts.microBatch } : opts.microBatch;
       b = new MicroBatcher(runner, batching, (requests, samples) => {

@@ -54,6 +54,15 @@ test('a model onnxruntime refuses fails its runs with the reason; the pool keeps
   assert.equal(asked, 1);
   const ok = await pool.run('cnn', () => cnn.toBytes(), 'x', x(0, 2), 'logits');
   assert.equal(ok.length, 20);
+  // A loaded model is not sent again until forgotten (a deleted adapter's versions are).
+  let sent = 0;
+  const counted = () => (sent++, cnn.toBytes());
+  await pool.run('shop@1', counted, 'x', x(0, 1), 'logits');
+  await pool.run('shop@1', counted, 'x', x(0, 1), 'logits');
+  assert.equal(sent, 1);
+  pool.forget((k) => k.startsWith('shop@'));
+  await pool.run('shop@1', counted, 'x', x(0, 1), 'logits');
+  assert.equal(sent, 2);
   // A wrong input name is onnxruntime's error, for that run only.
   await assert.rejects(pool.run('cnn', () => cnn.toBytes(), 'nope', x(0, 2), 'logits'), /nope|input/i);
   // Closing while a run is on the worker: that run finishes (terminating a worker inside
