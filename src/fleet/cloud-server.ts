@@ -14,7 +14,8 @@
 import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
 import { STATUS_CODES } from 'node:http';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { sha256Hex } from '../util/sha256-node.ts';
 import { Registry, Counter, collectDefaultMetrics } from 'prom-client';
 import { NAME_PATTERN } from '../registry/types.ts';
 import { HttpError } from '../serve/inputs.ts';
@@ -66,7 +67,6 @@ const device = nameSchema(DEVICE_NAME_MAX);
 const modelParams = { type: 'object', required: ['model'], properties: { model } } as const;
 const deviceParams = { type: 'object', required: ['model', 'device'], properties: { model, device } } as const;
 const NAME_OK = (v: unknown, max: number) => typeof v === 'string' && v.length <= max && NAME_PATTERN.test(v) && !v.includes('..');
-const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const STATUS: Record<FleetError['code'], number> = { invalid: 400, unauthorized: 401, conflict: 409, 'not-found': 404, unavailable: 503 };
 
 type RouteConfig = { auth?: 'admin' | 'device'; upload?: boolean };
@@ -186,7 +186,7 @@ export async function fleetRoutes(app: FastifyInstance, deps: CloudDeps, config:
       const p = decodeUpload(bytes, { sampleDims: cfg.sampleDims, maxSamples: cfg.maxSamples ?? 1024, maxBytes: maxUploadBytes, ...(cfg.classes ? { classes: cfg.classes } : {}) });
       if (p.model !== m) throw new HttpError(400, `the upload is for model '${p.model}', but was sent to model '${m}'`, 'invalid');
       if (p.device !== d) throw new HttpError(403, `the upload claims device '${p.device}', but the token is device '${d}''s`, 'impersonation');
-      const hash = sha256(bytes);
+      const hash = sha256Hex(bytes);
       const job: Job = { id: consolidateJobId(m, d, p.round), kind: 'consolidate', model: m, device: d, round: p.round };
       const answer = { model: m, device: d, round: p.round, samples: p.dims[0]!, bytes: bytes.byteLength, sha256: hash, job: job.id };
 

@@ -17,7 +17,7 @@
 // the other holder) is reused; a later round already published makes it a skip; otherwise it
 // throws and is redelivered, to consolidate on top of the new version. So no job publishes twice
 // and the pointer never moves back to fewer rounds.
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../util/sha256-node.ts';
 import { RegistryError, type AdapterFiles, type AdapterMeta, type AdapterVersion } from '../registry/types.ts';
 import { FleetError, type CloudDeps, type Job, type JobContext, type UploadRecord } from './types.ts';
 import { decodeUpload } from './upload-codec.ts';
@@ -51,7 +51,6 @@ export interface PublishedConfig {
   devices?: number;
 }
 
-const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const publishedConfig = (v: AdapterVersion | undefined) => v?.meta.config as Partial<PublishedConfig> | undefined;
 const numeric = (o: object) => Object.fromEntries(Object.entries(o).filter(([, v]) => typeof v === 'number' && Number.isFinite(v))) as Record<string, number>;
 
@@ -77,7 +76,7 @@ export function createJobHandler(deps: WorkerDeps): (job: Job, ctx: JobContext) 
       log('error', 'upload blob missing; skipped', where);
       return undefined;
     }
-    if (sha256(bytes) !== u.sha256) {
+    if (sha256Hex(bytes) !== u.sha256) {
       log('error', 'upload blob does not match its sha256; skipped', where);
       return undefined;
     }

@@ -7,7 +7,7 @@
 // reused, rollback moves a pointer, retention keeps the newest N + good + current, every read
 // verifies sha256. Concurrent puts to one adapter from many processes serialize on the adapters
 // row (SELECT … FOR UPDATE), so each gets its own version number.
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../util/sha256-node.ts';
 import type { BlobStore } from '../fleet/types.ts';
 import { FleetError } from '../fleet/types.ts';
 import {
@@ -76,7 +76,6 @@ export interface PostgresRegistryOptions {
   maxConnections?: number;
 }
 
-const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const adapterKey = (sha: string) => `adapters/${sha}`;
 const tenantKey = (model: string, tenant: string, sha: string) => `tenants/${model}/${tenant}/${sha}`;
 
@@ -179,7 +178,7 @@ export class PostgresRegistry implements AdapterRegistry {
     const config = Buffer.from(files.config, 'utf8');
     const weights = files.weights;
     const metaJson = JSON.stringify(meta ?? {});
-    const ws = sha256(weights), cs = sha256(config);
+    const ws = sha256Hex(weights), cs = sha256Hex(config);
     return this.guard(`put ${model}/${name}`, () => this.writeThrough([[adapterKey(ws), weights], [adapterKey(cs), config]], async (c) => {
       const now = new Date().toISOString();
       await c.query('INSERT INTO adapters (model, name, current, next_version, created_at) VALUES ($1, $2, NULL, 1, $3) ON CONFLICT (model, name) DO NOTHING', [model, name, now]);
@@ -210,7 +209,7 @@ export class PostgresRegistry implements AdapterRegistry {
       const fail = (what: string) => new RegistryError(`adapter '${name}' version ${v} of model '${model}' is corrupted in ${this.where}: ${what}. Roll back to another version or put the adapter again; restore the blob store from a backup if many versions fail`, 'corrupt');
       if (!weights) throw fail(`adapter_model.safetensors (blob ${adapterKey(r.sha256)}) is missing from the blob store`);
       if (!config) throw fail(`adapter_config.json (blob ${adapterKey(r.config_sha256)}) is missing from the blob store`);
-      const got = sha256(weights), gotC = sha256(config);
+      const got = sha256Hex(weights), gotC = sha256Hex(config);
       if (got !== r.sha256) throw fail(`adapter_model.safetensors (sha256 ${got}, recorded ${r.sha256})`);
       if (gotC !== r.config_sha256) throw fail(`adapter_config.json (sha256 ${gotC}, recorded ${r.config_sha256})`);
       return { ...this.toVersion(r), files: { weights, config: Buffer.from(config.buffer, config.byteOffset, config.byteLength).toString('utf8') } };
@@ -271,7 +270,7 @@ export class PostgresRegistry implements AdapterRegistry {
     checkName('model', model);
     checkName('tenant', tenant);
     if (!(bytes instanceof Uint8Array)) throw new RegistryError(`tenant state of '${tenant}' must be a Uint8Array`);
-    const sha = sha256(bytes);
+    const sha = sha256Hex(bytes);
     const key = tenantKey(model, tenant, sha);
     await this.guard(`putTenantState ${model}/${tenant}`, () => this.writeThrough([[key, bytes]], async (c) => {
       await c.query(`INSERT INTO tenant_state (model, tenant, method, blob_key, sha256, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
@@ -288,7 +287,7 @@ export class PostgresRegistry implements AdapterRegistry {
         { method: string; blob_key: string; sha256: string; updated_at: string } | undefined;
       if (!r) return undefined;
       const bytes = await this.blobs.get(r.blob_key);
-      const got = bytes ? sha256(bytes) : 'missing';
+      const got = bytes ? sha256Hex(bytes) : 'missing';
       if (!bytes || got !== r.sha256) {
         throw new RegistryError(`the saved state of tenant '${tenant}' (model '${model}') is corrupted in ${this.where} (blob ${r.blob_key}: sha256 ${got}, recorded ${r.sha256}); delete it to start the tenant from the base model`, 'corrupt');
       }

@@ -4,7 +4,7 @@
 // row and the "current" pointer that names it are committed together or not at all. The
 // adapter files are blobs in the same file, each with its sha256, checked on every read.
 import Database from 'better-sqlite3';
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../util/sha256-node.ts';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import {
@@ -63,7 +63,6 @@ export interface SqliteRegistryOptions {
   readonly?: boolean;
 }
 
-const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 interface VersionRow {
   model: string; name: string; version: number; parent: number | null; sha256: string; config_sha256: string;
@@ -151,7 +150,7 @@ export class SqliteRegistry implements AdapterRegistry {
     const metaJson = JSON.stringify(meta ?? {});
     const now = new Date().toISOString();
     // Hashes are computed before the transaction: it holds the write lock only for the inserts.
-    const ws = sha256(weights), cs = sha256(config);
+    const ws = sha256Hex(weights), cs = sha256Hex(config);
     const version = this.db.transaction(() => {
       this.db.prepare('INSERT INTO adapters (model, name, current, next_version, created_at) VALUES (?, ?, NULL, 1, ?) ON CONFLICT (model, name) DO NOTHING').run(model, name, now);
       const a = this.db.prepare('SELECT current, next_version FROM adapters WHERE model = ? AND name = ?').get(model, name) as { current: number | null; next_version: number };
@@ -181,7 +180,7 @@ export class SqliteRegistry implements AdapterRegistry {
     const r = this.db.prepare(`SELECT ${VERSION_COLUMNS}, v.config, v.weights FROM adapter_versions v JOIN adapters a USING (model, name) WHERE v.model = ? AND v.name = ? AND v.version = ?`)
       .get(model, name, v) as (VersionRow & { config: Buffer; weights: Buffer }) | undefined;
     if (!r) return undefined;
-    const got = sha256(r.weights), gotC = sha256(r.config);
+    const got = sha256Hex(r.weights), gotC = sha256Hex(r.config);
     if (got !== r.sha256 || gotC !== r.config_sha256) {
       const which = got !== r.sha256 ? `adapter_model.safetensors (sha256 ${got}, recorded ${r.sha256})` : `adapter_config.json (sha256 ${gotC}, recorded ${r.config_sha256})`;
       throw new RegistryError(`adapter '${name}' version ${v} of model '${model}' is corrupted in ${this.path}: ${which}. Roll back to another version or put the adapter again; restore the registry from a backup if many versions fail`, 'corrupt');
@@ -242,7 +241,7 @@ export class SqliteRegistry implements AdapterRegistry {
     const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.db.prepare(`INSERT INTO tenant_state (model, tenant, method, state, sha256, updated_at) VALUES (?, ?, ?, ?, ?, ?)
       ON CONFLICT (model, tenant) DO UPDATE SET method = excluded.method, state = excluded.state, sha256 = excluded.sha256, updated_at = excluded.updated_at`)
-      .run(model, tenant, method, b, sha256(b), new Date().toISOString());
+      .run(model, tenant, method, b, sha256Hex(b), new Date().toISOString());
   }
 
   async getTenantState(model: string, tenant: string): Promise<TenantState | undefined> {
@@ -251,7 +250,7 @@ export class SqliteRegistry implements AdapterRegistry {
     const r = this.db.prepare('SELECT method, state, sha256, updated_at FROM tenant_state WHERE model = ? AND tenant = ?').get(model, tenant) as
       { method: string; state: Buffer; sha256: string; updated_at: string } | undefined;
     if (!r) return undefined;
-    const got = sha256(r.state);
+    const got = sha256Hex(r.state);
     if (got !== r.sha256) throw new RegistryError(`the saved state of tenant '${tenant}' (model '${model}') is corrupted in ${this.path} (sha256 ${got}, recorded ${r.sha256}); delete it to start the tenant from the base model`, 'corrupt');
     return { model, tenant, method: r.method, bytes: new Uint8Array(r.state.buffer, r.state.byteOffset, r.state.byteLength), sha256: r.sha256, updatedAt: r.updated_at };
   }
