@@ -2,11 +2,11 @@
 // temporary store directory, stopped and removed after (also when the process exits early).
 // restart() brings it back on the same port with the same store, as an operator's restart would.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
-import { freePort } from './postgres.ts'; // one free-port helper for every throwaway server
+import { track, release, stopProcess, freePort } from './throwaway.ts';
 
 export interface NatsServer {
   url: string;
@@ -31,20 +31,6 @@ export function natsServerBin(): string | undefined {
   const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin'];
   for (const d of dirs) if (d && existsSync(join(d, 'nats-server'))) return join(d, 'nats-server');
   return undefined;
-}
-
-const live = new Set<{ proc?: ChildProcess; dir: string }>();
-let exitHook = false;
-
-function hookExit(): void {
-  if (exitHook) return;
-  exitHook = true;
-  process.on('exit', () => {
-    for (const s of live) {
-      s.proc?.kill('SIGKILL');
-      rmSync(s.dir, { recursive: true, force: true });
-    }
-  });
 }
 
 /** Resolves when the server on `port` sends its INFO line advertising JetStream. */
@@ -76,11 +62,9 @@ async function waitReady(port: number, proc: ChildProcess, log: () => string, ti
 export async function startNats(): Promise<NatsServer | undefined> {
   const bin = natsServerBin();
   if (!bin) return undefined;
-  hookExit();
   const dir = mkdtempSync(join(tmpdir(), 'refit-nats-'));
   const port = await freePort();
-  const entry: { proc?: ChildProcess; dir: string } = { dir };
-  live.add(entry);
+  const entry = track(dir);
   let log = '';
 
   const launch = async () => {
@@ -91,24 +75,14 @@ export async function startNats(): Promise<NatsServer | undefined> {
     entry.proc = proc;
     await waitReady(port, proc, () => log);
   };
-  const halt = async (signal: NodeJS.Signals) => {
-    const proc = entry.proc;
-    entry.proc = undefined;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = new Promise<void>((res) => proc.once('exit', () => res()));
-    proc.kill(signal);
-    // A graceful stop that takes too long becomes a kill, so a test never hangs here.
-    const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(t);
-  };
+  // A graceful stop that takes too long becomes a kill, so a test never hangs here.
+  const halt = (signal: NodeJS.Signals) => stopProcess(entry, signal, 5000);
 
   try {
     await launch();
   } catch (e) {
     await halt('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
-    live.delete(entry);
+    release(entry);
     throw e;
   }
   return {
@@ -124,8 +98,7 @@ export async function startNats(): Promise<NatsServer | undefined> {
     },
     cleanup: async () => {
       await halt('SIGTERM');
-      rmSync(dir, { recursive: true, force: true });
-      live.delete(entry);
+      release(entry);
     },
   };
 }

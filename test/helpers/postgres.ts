@@ -4,12 +4,12 @@
 // the directory is chowned to it. The server is stopped and the directory removed when the test
 // file ends, and on process exit even after a failure. One server per test file; tests take a
 // fresh database each (createDatabase), which costs a template copy, not a new server.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { spawn, spawnSync } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { track, release, stopProcess, freePort } from './throwaway.ts';
 
 /** Why the PostgreSQL tests skip here, or undefined when a server can be started. */
 export function postgresMissing(): string | undefined {
@@ -21,17 +21,6 @@ function findBin(): string | undefined {
   if (!existsSync(base)) return undefined;
   const versions = readdirSync(base).filter((v) => existsSync(join(base, v, 'bin', 'initdb'))).sort((a, b) => Number(b) - Number(a));
   return versions.length ? join(base, versions[0]!, 'bin') : undefined;
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
 }
 
 export interface Postgres {
@@ -50,30 +39,11 @@ export interface Postgres {
   stop(): Promise<void>;
 }
 
-const live = new Set<{ proc?: ChildProcess; dir: string }>();
-function cleanup(): void {
-  for (const s of live) {
-    try { s.proc?.kill('SIGKILL'); } catch { /* already gone */ }
-    try { rmSync(s.dir, { recursive: true, force: true }); } catch { /* best effort */ }
-  }
-  live.clear();
-}
-process.on('exit', cleanup);
-// 'exit' does not run when a signal ends the process (the test runner's timeout sends SIGTERM):
-// clean up, then end as that signal would have.
-for (const sig of ['SIGTERM', 'SIGINT'] as const) {
-  process.once(sig, () => {
-    cleanup();
-    process.kill(process.pid, sig);
-  });
-}
-
 export async function startPostgres(opts: { fsync?: boolean } = {}): Promise<Postgres> {
   const bin = findBin();
   if (!bin) throw new Error(postgresMissing());
   const dir = mkdtempSync(join(tmpdir(), 'refit-pg-'));
-  const state: { proc?: ChildProcess; dir: string } = { dir };
-  live.add(state);
+  const state = track(dir);
   const asRoot = process.getuid?.() === 0;
   let uid = 0, gid = 0;
   if (asRoot) {
@@ -88,8 +58,7 @@ export async function startPostgres(opts: { fsync?: boolean } = {}): Promise<Pos
   const [ic, ia] = cmd('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync', '--no-instructions']);
   const init = spawnSync(ic, ia, { encoding: 'utf8' });
   if (init.status !== 0) {
-    rmSync(dir, { recursive: true, force: true });
-    live.delete(state);
+    release(state);
     throw new Error(`initdb failed (${init.status}): ${init.stderr || init.stdout}`);
   }
   // Only local connections, all trusted: the server lives for one test file.
@@ -124,20 +93,12 @@ export async function startPostgres(opts: { fsync?: boolean } = {}): Promise<Pos
       }
     }
   };
-  const shutdown = async (signal: NodeJS.Signals): Promise<void> => {
-    const proc = state.proc;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = new Promise((r) => proc.once('exit', r));
-    proc.kill(signal);
-    await exited;
-    state.proc = undefined;
-  };
+  const shutdown = (signal: NodeJS.Signals) => stopProcess(state, signal);
   try {
     await start();
   } catch (e) {
     await shutdown('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
-    live.delete(state);
+    release(state);
     throw e;
   }
   let n = 0;
@@ -163,8 +124,7 @@ export async function startPostgres(opts: { fsync?: boolean } = {}): Promise<Pos
     start,
     async stop() {
       await shutdown('SIGINT');
-      rmSync(dir, { recursive: true, force: true });
-      live.delete(state);
+      release(state);
     },
   };
 }

@@ -3,10 +3,11 @@
 // garage are not in its archive (checked with apt-cache); its only one, Ceph's radosgw, needs a
 // running Ceph cluster (monitor, manager, OSDs), too much to start per test file. So the S3 blob
 // store is tested against this mock, on a free local port, storing into a temporary directory removed after.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import S3rver from 's3rver';
+import { track, release } from './throwaway.ts';
 
 export interface S3Server {
   endpoint: string;
@@ -15,12 +16,9 @@ export interface S3Server {
   stop(): Promise<void>;
 }
 
-const live = new Set<string>();
-process.on('exit', () => { for (const d of live) rmSync(d, { recursive: true, force: true }); });
-
 export async function startS3(bucket = 'refit-test'): Promise<S3Server> {
   const dir = mkdtempSync(join(tmpdir(), 'refit-s3-'));
-  live.add(dir);
+  const state = track(dir);
   const server = new S3rver({ port: 0, address: '127.0.0.1', directory: dir, silent: true, configureBuckets: [{ name: bucket, configs: [] }] });
   try {
     const addr = await server.run();
@@ -31,12 +29,11 @@ export async function startS3(bucket = 'refit-test'): Promise<S3Server> {
       credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
       async stop() {
         await server.close();
-        rmSync(dir, { recursive: true, force: true });
-        live.delete(dir);
+        release(state);
       },
     };
   } catch (e) {
-    rmSync(dir, { recursive: true, force: true });
+    release(state);
     throw e;
   }
 }
