@@ -5,7 +5,7 @@ import { basename, extname } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { loadModel, type RefitModel } from '../model.ts';
 import { openRegistry } from '../registry/open.ts';
-import { NAME_PATTERN } from '../registry/types.ts';
+import { isSafeName } from '../registry/types.ts';
 import { buildServer } from '../serve/server.ts';
 
 export interface RunServeOptions {
@@ -58,7 +58,7 @@ export interface ServeHandle {
 export function parseModelSpec(spec: string): [string, string] {
   const eq = spec.indexOf('=');
   const [name, path] = eq > 0 ? [spec.slice(0, eq), spec.slice(eq + 1)] : [basename(spec, extname(spec)).replace(/[^A-Za-z0-9._-]/g, '-'), spec];
-  if (!NAME_PATTERN.test(name) || name.includes('..')) throw new Error(`--model ${spec}: the name '${name}' is not allowed in a URL; give name=path with 1-128 letters, digits, '.', '_' or '-'`);
+  if (!isSafeName(name)) throw new Error(`--model ${spec}: the name '${name}' is not allowed in a URL; give name=path with 1-128 letters, digits, '.', '_' or '-'`);
   if (!path) throw new Error(`--model ${spec}: no path after '='`);
   return [name, path];
 }

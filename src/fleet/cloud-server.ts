@@ -17,7 +17,7 @@ import { STATUS_CODES } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { sha256Hex } from '../util/sha256-node.ts';
 import { Registry, Counter, collectDefaultMetrics } from 'prom-client';
-import { NAME_PATTERN } from '../registry/types.ts';
+import { isSafeName } from '../registry/types.ts';
 import { HttpError } from '../serve/inputs.ts';
 import { nameSchema, errorSchema, serviceOptions, bearerToken, sameToken, httpMetrics } from '../serve/http-common.ts';
 import { FleetError, type CloudDeps, type Job } from './types.ts';
@@ -66,7 +66,7 @@ const model = nameSchema();
 const device = nameSchema(DEVICE_NAME_MAX);
 const modelParams = { type: 'object', required: ['model'], properties: { model } } as const;
 const deviceParams = { type: 'object', required: ['model', 'device'], properties: { model, device } } as const;
-const NAME_OK = (v: unknown, max: number) => typeof v === 'string' && v.length <= max && NAME_PATTERN.test(v) && !v.includes('..');
+const NAME_OK = (v: unknown, max: number) => isSafeName(v) && v.length <= max;
 const STATUS: Record<FleetError['code'], number> = { invalid: 400, unauthorized: 401, conflict: 409, 'not-found': 404, unavailable: 503 };
 
 type RouteConfig = { auth?: 'admin' | 'device'; upload?: boolean };

@@ -1,12 +1,12 @@
 // What both FleetStores (in memory, PostgreSQL) check before touching state, so that they refuse
 // the same inputs with the same messages: names, rounds, counts, hashes, blob keys, tokens.
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { NAME_PATTERN } from '../registry/types.ts';
+import { isSafeName } from '../registry/types.ts';
 import { checkBlobKey } from '../registry/blob-key.ts';
 import { FleetError, type UploadRecord, type JobResult } from './types.ts';
 
 export function checkFleetName(kind: 'model' | 'device', v: string): void {
-  if (typeof v !== 'string' || !NAME_PATTERN.test(v) || v.includes('..')) {
+  if (!isSafeName(v)) {
     throw new FleetError(`${kind} name ${JSON.stringify(v)} is not allowed: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit, without '..'`, 'invalid');
   }
 }

@@ -3,17 +3,13 @@
 // also matches): no empty segment, no '.' or '..', no leading '/', nothing a file system or an
 // object store would read as a path step.
 import { FleetError } from '../fleet/types.ts';
-import { NAME_PATTERN } from './types.ts';
+import { isSafeName } from './types.ts';
 
 const MAX_KEY = 1024;
 
-function segmentOk(s: string): boolean {
-  return NAME_PATTERN.test(s) && !s.includes('..');
-}
-
 /** Throws FleetError('invalid') unless `key` is a safe blob key. */
 export function checkBlobKey(key: string): void {
-  if (typeof key !== 'string' || key.length === 0 || key.length > MAX_KEY || !key.split('/').every(segmentOk)) {
+  if (typeof key !== 'string' || key.length === 0 || key.length > MAX_KEY || !key.split('/').every(isSafeName)) {
     throw new FleetError(`blob key ${JSON.stringify(key)} is not allowed: use '/'-separated segments of 1-128 letters, digits, '.', '_' or '-', each starting with a letter or digit, without '..', at most ${MAX_KEY} characters`, 'invalid');
   }
 }
@@ -24,7 +20,7 @@ export function checkBlobPrefix(prefix: string): void {
   if (prefix === '') return;
   const segs = prefix.split('/');
   const last = segs.pop()!;
-  if (!segs.every(segmentOk) || (last !== '' && !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(last)) || last.includes('..')) {
+  if (!segs.every(isSafeName) || (last !== '' && !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(last)) || last.includes('..')) {
     throw new FleetError(`blob prefix ${JSON.stringify(prefix)} is not allowed: it must be the start of a valid key (see checkBlobKey)`, 'invalid');
   }
 }

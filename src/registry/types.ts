@@ -112,8 +112,13 @@ export class RegistryError extends Error {
 /** Model, adapter and tenant names: safe as path segments and object-store keys (no '/', no '..'). */
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
+/** Whether `v` is a safe name: NAME_PATTERN and no '..' anywhere (the rule every name and path segment follows). */
+export function isSafeName(v: unknown): v is string {
+  return typeof v === 'string' && NAME_PATTERN.test(v) && !v.includes('..');
+}
+
 export function checkName(kind: string, v: string): void {
-  if (typeof v !== 'string' || !NAME_PATTERN.test(v) || v.includes('..')) {
+  if (!isSafeName(v)) {
     throw new RegistryError(`${kind} name ${JSON.stringify(v)} is not allowed: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit, without '..'`);
   }
 }

@@ -12,7 +12,7 @@ import { defaultLogits } from '../tta/types.ts';
 import { withAdapterFiles, WEIGHTS_FILE, CONFIG_FILE } from '../peft/files.ts';
 import { PeftError } from '../peft/errors.ts';
 import { modelFingerprint } from '../io/model-state-file.ts';
-import { type AdapterRegistry, type AdapterMeta, RegistryError, NAME_PATTERN, checkName } from '../registry/types.ts';
+import { type AdapterRegistry, type AdapterMeta, RegistryError, isSafeName, checkName } from '../registry/types.ts';
 import { HttpError, toInputTensor, softmaxRows, argmaxRows, rows } from './inputs.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { TenantPool, SERVE_METHODS, CONTINUAL, makeAdapter } from './tenants.ts';
@@ -270,7 +270,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
       throw new HttpError(400, `tenant given twice and differently: header ${TENANT_HEADER}='${header}', body tenant='${body.tenant}'`, 'tenant');
     }
     const t = header ?? body.tenant ?? 'default';
-    if (!NAME_PATTERN.test(t) || t.includes('..')) throw new HttpError(400, `tenant ${JSON.stringify(t)} is not allowed: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`, 'tenant');
+    if (!isSafeName(t)) throw new HttpError(400, `tenant ${JSON.stringify(t)} is not allowed: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`, 'tenant');
     return t;
   };
 
