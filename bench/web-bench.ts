@@ -24,6 +24,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
+import { quantile } from './stats.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..');
@@ -50,7 +51,7 @@ const warmup = Number(arg('warmup', '4'));
 const outBase = arg('out', join(root, 'bench/results/web-bench'));
 // --tfjs off: no tfjs in the page or in Node (to see whether its wasm module, loaded in the same page, slows onnxruntime-web).
 const withTfjs = arg('tfjs', 'on') !== 'off';
-const median = (a: number[]) => { const s = [...a].sort((x, y) => x - y); return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2; };
+const median = (a: number[]) => quantile(a, 0.5);
 const MB = 1e6;
 const TOL = 1e-4;
 
