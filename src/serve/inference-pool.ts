@@ -8,7 +8,8 @@
 // arrives during a run starts on the other core instead of waiting.
 //
 // Node-only (worker_threads), like the rest of src/serve.
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startModuleWorker } from '../util/worker-node.ts';
 import type { SessionOptions } from '../onnx/runtime.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import type { WorkerRequest, WorkerReply } from './inference-worker.ts';
@@ -44,17 +45,6 @@ interface Queued extends Waiting {
   output: string;
 }
 
-/** Start a worker; from TypeScript sources (tsx) the worker registers tsx's loader itself (Node 20 workers do not inherit module hooks). */
-function startWorker(session: SessionOptions): Worker {
-  if (import.meta.url.endsWith('.ts')) {
-    const api = import.meta.resolve('tsx/esm/api');
-    const entry = new URL('./inference-worker.ts', import.meta.url).href;
-    const code = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
-    return new Worker(code, { eval: true, workerData: { session } });
-  }
-  return new Worker(new URL('./inference-worker.js', import.meta.url), { workerData: { session } });
-}
-
 export class InferencePool {
   private slots: Slot[] = [];
   private waiting = new Map<number, Waiting>();
@@ -70,7 +60,7 @@ export class InferencePool {
     this.modelsPerWorker = opts.modelsPerWorker ?? 16;
     const session = { threads: 1, ...opts.session };
     for (let i = 0; i < this.size; i++) {
-      const slot: Slot = { worker: startWorker(session), pending: new Set(), loaded: [] };
+      const slot: Slot = { worker: startModuleWorker(import.meta.url, 'inference-worker', { session }), pending: new Set(), loaded: [] };
       slot.worker.on('message', (m: WorkerReply) => this.onReply(slot, m));
       slot.worker.on('error', (e) => this.onExit(slot, e));
       slot.worker.on('exit', (code) => this.onExit(slot, new Error(`inference worker exited (code ${code})`)));

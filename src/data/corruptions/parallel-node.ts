@@ -4,7 +4,7 @@
  * on the seed, the type, the severity and the image's index).
  */
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import { startModuleWorker } from '../../util/worker-node.ts';
 import { assertCorruptionName, assertSeverity } from './index.ts';
 
 export interface CorruptJob {
@@ -38,20 +38,6 @@ export interface WorkerTask {
   end: number;
   /** Shared output for the whole job (absent when results are discarded). */
   out?: SharedArrayBuffer;
-}
-
-/**
- * Start a worker. From TypeScript sources (run through tsx) the worker must register tsx's
- * loader itself: Node 20 workers do not inherit the parent's module hooks.
- */
-function startWorker(init: WorkerInit): Worker {
-  if (import.meta.url.endsWith('.ts')) {
-    const api = import.meta.resolve('tsx/esm/api');
-    const entry = new URL('./worker-node.ts', import.meta.url).href;
-    const code = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
-    return new Worker(code, { eval: true, workerData: init });
-  }
-  return new Worker(new URL('./worker-node.js', import.meta.url), { workerData: init });
 }
 
 /**
@@ -90,7 +76,7 @@ export async function corruptParallel(
   let next = 0;
   await Promise.all(
     Array.from({ length: nWorkers }, async () => {
-      const worker = startWorker(init);
+      const worker = startModuleWorker(import.meta.url, 'worker-node', init);
       try {
         await new Promise<void>((resolve, reject) => {
           const feed = () => {
