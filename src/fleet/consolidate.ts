@@ -20,7 +20,7 @@ import { BatchStatRunner } from '../tta/mean-teacher.ts';
 import { softmaxRows } from '../tta/common.ts';
 import { defaultLogits } from '../tta/types.ts';
 import { ReplayBuffer } from '../continual/replay.ts';
-import { Rng } from '../data/random.ts';
+import { Rng } from '../util/rng.ts';
 import { FleetError } from './types.ts';
 import type { Teacher } from './teacher.ts';
 

@@ -12,7 +12,7 @@ import { batchStatModel } from '../tta/bn-adapt.ts';
 import { hasBatchNormLayers, softmaxRows } from '../tta/common.ts';
 import { defaultLogits } from '../tta/types.ts';
 import { augmentBatch } from '../tta/augment.ts';
-import { Rng } from '../data/random.ts';
+import { Rng } from '../util/rng.ts';
 
 export interface Teacher {
   readonly name: string;
