@@ -28,11 +28,19 @@ let cachedBlock: Promise<number | null> | undefined;
  * Returns the number of convs rewritten (0 where the pass does not apply).
  */
 export async function blockFedConvsForSession(model: Model, fed: ReadonlySet<string>, opts: SessionOptions): Promise<number> {
-  if (opts.blockedConvs === false || (opts.optimization ?? 'all') !== 'all') return 0;
-  const backend = runtime();
-  if (backend.name !== 'onnxruntime-node' || !backend.executionProviders.every((p) => p === 'cpu')) return 0;
-  const block = await nchwcBlockSize();
+  const block = await nchwcBlockForSession(opts);
   return block ? blockFedConvs(model, fed, block) : 0;
+}
+
+/**
+ * The NCHWc block size when a session with `opts` runs on onnxruntime-node's CPU provider at
+ * optimisation level 'all' and `opts.blockedConvs` is not false; null where no blocked pass applies.
+ */
+export async function nchwcBlockForSession(opts: SessionOptions): Promise<number | null> {
+  if (opts.blockedConvs === false || (opts.optimization ?? 'all') !== 'all') return null;
+  const backend = runtime();
+  if (backend.name !== 'onnxruntime-node' || !backend.executionProviders.every((p) => p === 'cpu')) return null;
+  return nchwcBlockSize();
 }
 
 /**

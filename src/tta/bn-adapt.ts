@@ -7,6 +7,8 @@ import { cloneModel, opsetVersion } from '../onnx/ir.ts';
 import { Emitter } from '../onnx/emitter.ts';
 import { probeShapes, signatureOf, signatureKey } from '../onnx/shapes.ts';
 import { lowerBatchNormTrain } from '../train/batchnorm-train.ts';
+import { nchwcBlockForSession } from '../onnx/nchwc.ts';
+import { blockBatchStats } from '../onnx/nchwc-batchstats.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import type { SessionOptions } from '../onnx/runtime.ts';
 import { type Adapter, type AdaptResult, defaultLogits } from './types.ts';
@@ -19,11 +21,22 @@ export interface BNAdaptOptions {
   logits?: string;
 }
 
+/**
+ * How BN-adapt's graph is built where onnxruntime-node's blocked kernels exist: 'blocked' keeps
+ * activations in the NCHWc layout through the batch statistics (nchwc-batchstats.ts); 'standard'
+ * is the portable lowering alone (the browser's, and the reference the tests compare with).
+ */
+export const bnAdaptForm: { current: 'blocked' | 'standard' } = { current: 'blocked' };
+
 /** A copy of the model whose BatchNorm layers use (prior-mixed) batch statistics, for one input signature. */
 export async function batchStatModel(model: RefitModel, feeds: Record<string, Tensor>, prior = 0, session: SessionOptions = model.sessionOptions): Promise<RefitModel> {
   const sig = signatureOf(feeds);
   const shapes = await probeShapes(model.ir, sig);
   const ir = cloneModel(model.ir); // shares parameter tensors: no copy, and the source is never written
+  // On onnxruntime-node's CPU provider the BN layers behind blocked convs are computed in the
+  // blocked layout (src/onnx/nchwc-batchstats.ts); the rest are lowered as everywhere else.
+  const block = bnAdaptForm.current === 'blocked' ? await nchwcBlockForSession(session) : null;
+  if (block) blockBatchStats(ir, (t) => shapes.get(t)?.dims, block, { prior });
   const em = new Emitter(ir.graph, opsetVersion(ir));
   lowerBatchNormTrain(ir.graph, em, (t) => shapes.get(t)!.dims, { prior });
   return new RefitModel(ir, session);

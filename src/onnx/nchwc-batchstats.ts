@@ -1,0 +1,328 @@
+// BN-adapt on onnxruntime-node's blocked NCHWc kernels: a Node-only, CPU-only rewrite of a
+// batch-statistics inference graph (src/tta/bn-adapt.ts) so that the activations stay in the
+// blocked layout from one convolution to the next.
+//
+// Why: with the standard lowering (src/train/batchnorm-train.ts) onnxruntime blocks every conv
+// (constant weights) but must leave the blocked layout for each training-mode BatchNormalization,
+// whose kernel is single-threaded and NCHW-only: Conv → ReorderOutput → BN (three passes, one
+// thread) → Clip → ReorderInput → next Conv. On MobileNetV2 at 224×224 the BN kernel, the two
+// reorders and the unfused Clip took 70% of the BN-adapt call (docs/speed.md, second pass).
+//
+// Here each BN whose input a blocked conv wrote becomes, on the blocked tensor viewed as
+// [N, C/b, H·W, b]: mean = ReduceMean over axes 0, 2; d = x − mean; var = ReduceSumSquare(d)/n
+// (two passes: no cancellation when |mean| ≫ std); then the normalisation a·d + β' as a blocked
+// depthwise 1×1 Conv (a = scale/√(var + eps)), into which the following Relu/Clip and a residual
+// Add (the NCHWc Conv's Sum input) fuse, as onnxruntime's own NchwcTransformer does for
+// inference BatchNorm. Everything is multi-threaded, and no reorder is left between two blocked
+// convs. Tensors leave the layout (ReorderOutput) only where a node the pass does not know reads
+// them (the pooling head, 24-channel layers that are not a multiple of the block, …).
+//
+// The same numbers as the standard lowering (test/onnx/nchwc-batchstats.test.ts, ≤ 1e-5
+// relative); the block size comes from onnxruntime (nchwc.ts nchwcBlockSize). Weights are
+// reordered by graph ops on the shared initializers, which onnxruntime constant-folds.
+import { attrInt, attrInts, attrFloat, attrString, type Model, type Node } from './ir.ts';
+import { Emitter } from './emitter.ts';
+import { NCHWC_DOMAIN } from './nchwc.ts';
+import type { Tensor } from './tensor.ts';
+import { checkRunningStats } from '../train/batchnorm-train.ts';
+
+/** Whether 1×1 convs take their BN statistics from the input's moments (tests and benches switch it). */
+export const pointwiseStats = { current: true };
+
+export interface BlockedBatchStatsResult {
+  /** Convolutions and BatchNorm layers moved onto the blocked kernels. */
+  convs: number;
+  batchNorms: number;
+}
+
+/**
+ * Rewrite, in place, the convs (constant weights) and inference BatchNormalization nodes of
+ * `model` that fit the blocked kernels into their blocked, batch-statistics form. BatchNorm nodes
+ * left alone stay as they were: the caller lowers them with lowerBatchNormTrain afterwards.
+ * `shapeOf` gives the dims of the model's tensors (from probeShapes). `prior` as in BatchStatOptions.
+ */
+export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] | undefined, block: number, opts: { prior?: number } = {}): BlockedBatchStatsResult {
+  const g = model.graph;
+  const prior = opts.prior ?? 0;
+  const original = g.nodes;
+  const opset = model.opsets.find((o) => o.domain === '' || o.domain === 'ai.onnx')?.version ?? 13;
+  const em = new Emitter(g, opset);
+  g.nodes = [];
+  const consumers = new Map<string, Node[]>();
+  for (const n of original) for (const i of n.inputs) if (i) consumers.set(i, [...(consumers.get(i) ?? []), n]);
+  const graphOutputs = new Set(g.outputs.map((o) => o.name));
+  const soleConsumer = (t: string): Node | undefined => {
+    const c = consumers.get(t);
+    return c?.length === 1 && !graphOutputs.has(t) ? c[0] : undefined;
+  };
+  /** NCHW name → its blocked twin (logical shape [N, C, H, W], memory [N, C/b, H, W, b]). */
+  const blocked = new Map<string, string>();
+  /** NCHW names that exist (graph inputs, initializers, outputs of standard nodes). */
+  const plain = new Set<string>([...g.inputs.map((i) => i.name), ...g.initializers.keys()]);
+  const skip = new Set<Node>();
+  /** Outputs of the convs moved here: their node, blocked (or stem) input, reordered weight, bias, attributes. */
+  const convs = new Map<string, { node: Node; x: string; w: string; bias?: string; attrs: Node['attrs'] }>();
+  const result: BlockedBatchStatsResult = { convs: 0, batchNorms: 0 };
+
+  const push = (n: Node) => { g.nodes.push(n); for (const o of n.outputs) if (o) plain.add(o); };
+  const nchwcNode = (opType: string, inputs: string[], output: string, attrs: Node['attrs']) => {
+    g.nodes.push({ name: em.fresh(`${output}_nchwc_${opType.toLowerCase()}`), opType, domain: NCHWC_DOMAIN, inputs, outputs: [output], attrs });
+  };
+  /** The NCHW form of `t`, reordered out of the blocked layout at first use. */
+  const ensurePlain = (t: string) => {
+    if (!t || plain.has(t) || !blocked.has(t)) return;
+    const C = shapeOf(t)![1]!;
+    nchwcNode('ReorderOutput', [blocked.get(t)!], t, { channels: { kind: 'int', value: C }, channels_last: { kind: 'int', value: 0 } });
+    plain.add(t);
+  };
+  /** The blocked form of `t`, reordered into the layout at first use. */
+  const ensureBlocked = (t: string) => {
+    let b = blocked.get(t);
+    if (!b) {
+      b = em.fresh(`${t}_nchwc`);
+      nchwcNode('ReorderInput', [t], b, { channels_last: { kind: 'int', value: 0 } });
+      blocked.set(t, b);
+    }
+    return b;
+  };
+  const isBlockedDims = (d: number[] | undefined): d is number[] => !!d && d.length === 4 && d.every((v) => Number.isInteger(v) && v > 0) && d[1]! % block === 0;
+
+  for (const n of original) {
+    if (skip.has(n)) continue;
+    if (n.domain === '' && n.opType === 'Conv') {
+      const w = n.inputs[1]!, wt = g.initializers.get(w);
+      const dims = shapeOf(n.outputs[0]!);
+      const group = attrInt(n, 'group', 1);
+      const form = wt && wt.dtype === 'float32' && wt.dims.length === 4 && isBlockedDims(dims) && attrString(n, 'auto_pad', 'NOTSET') === 'NOTSET'
+        ? convForm(wt.dims as number[], group, block) : null;
+      const bn = form ? soleConsumer(n.outputs[0]!) : undefined;
+      if (form && bn && isBatchNorm(bn) && form.filter === 'OIHWBiBo' && isPointwise(n) && pointwiseStats.current && wt!.dims[1]! <= wt!.dims[0]!) {
+        checkRunningStats(g, bn);
+        pointwiseBatchNorm(n, bn, ensureBlocked(n.inputs[0]!), wt!.dims as number[]);
+        skip.add(bn);
+        result.convs++;
+        result.batchNorms++;
+        continue;
+      }
+      if (form) {
+        const x = form.reorderInput ? ensureBlocked(n.inputs[0]!) : n.inputs[0]!;
+        if (!form.reorderInput) ensurePlain(x);
+        const attrs: Node['attrs'] = { group: { kind: 'int', value: group } };
+        for (const a of ['dilations', 'pads', 'strides', 'kernel_shape'] as const) {
+          const v = attrInts(n, a);
+          if (v) attrs[a] = { kind: 'ints', value: v };
+        }
+        const y = em.fresh(`${n.outputs[0]}_nchwc`);
+        const wr = reorderWeight(em, w, wt!.dims as number[], form.filter, block);
+        nchwcNode('Conv', [x, wr, ...(n.inputs[2] ? [n.inputs[2]] : [])], y, attrs);
+        convs.set(n.outputs[0]!, { node: g.nodes[g.nodes.length - 1]!, x, w: wr, bias: n.inputs[2] || undefined, attrs });
+        blocked.set(n.outputs[0]!, y);
+        result.convs++;
+        continue;
+      }
+    }
+    if (isBatchNorm(n) && convs.has(n.inputs[0]!) && soleConsumer(n.inputs[0]!) === n) {
+      checkRunningStats(g, n);
+      blockedBatchNorm(n);
+      result.batchNorms++;
+      continue;
+    }
+    // Elementwise activations keep the layout (channels are whole blocks: no padding to protect).
+    if (n.domain === '' && (n.opType === 'Relu' || n.opType === 'Clip') && blocked.has(n.inputs[0]!)) {
+      const y = em.fresh(`${n.outputs[0]}_nchwc`);
+      g.nodes.push({ ...n, inputs: [blocked.get(n.inputs[0]!)!, ...n.inputs.slice(1)], outputs: [y] });
+      blocked.set(n.outputs[0]!, y);
+      continue;
+    }
+    if (n.domain === '' && n.opType === 'Add' && n.inputs.every((i) => blocked.has(i)) && sameDims(shapeOf(n.inputs[0]!), shapeOf(n.inputs[1]!))) {
+      const y = em.fresh(`${n.outputs[0]}_nchwc`);
+      g.nodes.push({ ...n, inputs: n.inputs.map((i) => blocked.get(i)!), outputs: [y] });
+      blocked.set(n.outputs[0]!, y);
+      continue;
+    }
+    for (const i of n.inputs) ensurePlain(i);
+    push(n);
+  }
+  for (const o of g.outputs) ensurePlain(o.name);
+  // Running statistics no node reads any more (prior 0) leave the graph (onnxruntime warns of each).
+  const read = new Set(g.nodes.flatMap((n) => n.inputs));
+  for (const n of original) if (n.opType === 'BatchNormalization') for (const t of n.inputs.slice(3)) if (t && !read.has(t)) g.initializers.delete(t);
+  if (result.convs && !model.opsets.some((o) => o.domain === NCHWC_DOMAIN)) model.opsets.push({ domain: NCHWC_DOMAIN, version: 1 });
+  return result;
+
+  function blockedBatchNorm(n: Node): void {
+    const [x, scale, bias, runMean, runVar] = n.inputs as [string, string, string, string, string];
+    const dims = shapeOf(x)!;
+    const [N, C, H, W] = dims as [number, number, number, number];
+    const count = N * H * W;
+    const eps = attrFloat(n, 'epsilon', 1e-5);
+    // The shift K: the conv's output mean over the first sample, from the same conv run on that
+    // sample alone (1/N of its work; slicing axis 0 of a blocked tensor is a blocked tensor). The
+    // conv then writes d = y − K (its bias minus K), and the moments come from one-pass sums of d
+    // and d²: var = E[d²] − E[d]² loses only about (1 + (mean − K)²/var) × float32 rounding, and
+    // K is one sample's mean, so a large common mean (|mean| ≫ std) cancels in d, not in the sums.
+    const conv = convs.get(x)!;
+    const view3 = (t: string, n: number) => em.reshape(t, [n * (C / block), H * W, block]);
+    const y0 = em.fresh(`${x}_first_sample`);
+    nchwcNode('Conv', [em.op('Slice', [conv.x, em.ints([0]), em.ints([1]), em.ints([0])]), conv.w, ...(conv.bias ? [conv.bias] : [])], y0, conv.attrs);
+    const K = em.reshape(em.reduce('ReduceMean', view3(y0, 1), [1], false), [C]);
+    conv.node.inputs[2] = conv.bias ? em.sub(conv.bias, K) : em.neg(K);
+    // The conv now reads K: move it after K's nodes (only this BN reads its output).
+    g.nodes.splice(g.nodes.indexOf(conv.node), 1);
+    g.nodes.push(conv.node);
+    // Sums over N, H, W of the blocked [N·C/b, H·W, b] view (channel c = block index · b + lane):
+    // onnxruntime's fast keep-reduce-keep reduction over H·W, then over N.
+    const d = blocked.get(x)!;
+    const sumOver = (op: 'ReduceSum' | 'ReduceSumSquare') => em.reduce('ReduceSum', em.reshape(em.reduce(op, view3(d, N), [1], false), [N, C]), [0], false);
+    const meanD = em.mul(sumOver('ReduceSum'), em.scalar(1 / count));
+    const batchMean = em.add(K, meanD);
+    const batchVar = em.op('Relu', [em.sub(em.mul(sumOver('ReduceSumSquare'), em.scalar(1 / count)), em.mul(meanD, meanD))]);
+    let useMean = batchMean, useVar = batchVar;
+    if (prior > 0) {
+      const a = prior / (prior + N);
+      const mix = (src: string, b: string) => em.add(em.mul(src, em.scalar(a)), em.mul(b, em.scalar(1 - a)));
+      useMean = mix(runMean, batchMean);
+      useVar = mix(runVar, batchVar);
+    }
+    const a = em.div(scale, em.op('Sqrt', [em.add(useVar, em.scalar(eps))]));
+    // y = a·(x − useMean) + β = a·d + β + a·(K − useMean), with d = x − K.
+    const shift = em.add(bias, em.mul(a, em.sub(K, useMean)));
+    const attrs: Node['attrs'] = { group: { kind: 'int', value: C }, kernel_shape: { kind: 'ints', value: [1, 1] } };
+    const { out, sum } = fuseTail(n, attrs);
+    const y = em.fresh(`${out}_nchwc`);
+    nchwcNode('Conv', [em.reshape(d, dims), em.reshape(a, [C, 1, 1, 1]), shift, ...(sum ? [sum] : [])], y, attrs);
+    blocked.set(out, y);
+  }
+
+  /**
+   * A 1×1 stride-1 conv y = W·x + B followed by a BN: the output moments follow from the input's,
+   * mean_y = W·mean_x + B and var_y = diag(W Σ_x Wᵀ), with Σ_x from one Gram MatMul of the
+   * (narrower) input; the BN then folds into the conv (a·W, a·(B − mean_y) + β) and the activation
+   * fuses with it, so the wide output is written once and never read for its statistics. The input
+   * is shifted by its first sample's mean before the Gram product (Σ = G/n − μμᵀ of the shifted
+   * data), for the same reason as in blockedBatchNorm.
+   */
+  function pointwiseBatchNorm(conv: Node, n: Node, xb: string, [O, I]: number[]): void {
+    const [, scale, bias, runMean, runVar] = n.inputs as [string, string, string, string, string];
+    const [N, , H, W] = shapeOf(conv.inputs[0]!)! as [number, number, number, number];
+    const count = N * H * W;
+    const eps = attrFloat(n, 'epsilon', 1e-5);
+    const K = em.reshape(em.reduce('ReduceMean', em.reshape(em.op('Slice', [xb, em.ints([0]), em.ints([1]), em.ints([0])]), [I! / block, H * W, block]), [1], false), [I!]);
+    // NHWC rows [N·H·W, I] of the blocked input, minus K.
+    const rows = em.sub(em.reshape(em.transpose(em.reshape(xb, [N, I! / block, H * W, block]), [0, 2, 1, 3]), [count, I!]), K);
+    const mu = em.mul(em.reduce('ReduceSum', rows, [0], false), em.scalar(1 / count));
+    const gram = em.mul(em.op('MatMul', [em.transpose(rows, [1, 0]), rows]), em.scalar(1 / count));
+    const sigma = em.sub(gram, em.mul(em.reshape(mu, [I!, 1]), em.reshape(mu, [1, I!])));
+    const w2 = em.reshape(conv.inputs[1]!, [O!, I!]);
+    let batchMean = em.reshape(em.op('MatMul', [w2, em.reshape(em.add(K, mu), [I!, 1])]), [O!]);
+    if (conv.inputs[2]) batchMean = em.add(batchMean, conv.inputs[2]);
+    const batchVar = em.op('Relu', [em.reduce('ReduceSum', em.mul(em.op('MatMul', [w2, sigma]), w2), [1], false)]);
+    let useMean = batchMean, useVar = batchVar;
+    if (prior > 0) {
+      const p = prior / (prior + N);
+      const mix = (src: string, b: string) => em.add(em.mul(src, em.scalar(p)), em.mul(b, em.scalar(1 - p)));
+      useMean = mix(runMean, batchMean);
+      useVar = mix(runVar, batchVar);
+    }
+    const a = em.div(scale, em.op('Sqrt', [em.add(useVar, em.scalar(eps))]));
+    // a·(W·x + B − useMean) + β = (a·W)·x + a·(B − useMean) + β.
+    const wa = em.reshape(em.mul(w2, em.reshape(a, [O!, 1])), [O!, I!, 1, 1]);
+    const shift = em.add(bias, em.mul(a, conv.inputs[2] ? em.sub(conv.inputs[2], useMean) : em.neg(useMean)));
+    const attrs: Node['attrs'] = { group: { kind: 'int', value: 1 }, kernel_shape: { kind: 'ints', value: [1, 1] } };
+    const { out, sum } = fuseTail(n, attrs);
+    const y = em.fresh(`${out}_nchwc`);
+    nchwcNode('Conv', [xb, reorderWeight(em, wa, [O!, I!, 1, 1], 'OIHWBiBo', block), shift, ...(sum ? [sum] : [])], y, attrs);
+    blocked.set(out, y);
+  }
+
+  function isBatchNorm(n: Node): boolean {
+    return n.domain === '' && n.opType === 'BatchNormalization' && !n.outputs.slice(1).some(Boolean) && attrInt(n, 'training_mode', 0) === 0 &&
+      g.initializers.get(n.inputs[1]!)?.dtype === 'float32' && !!n.inputs[3] && !!n.inputs[4];
+  }
+
+  function isPointwise(n: Node): boolean {
+    const ones = (a: string) => (attrInts(n, a) ?? [1, 1]).every((v) => v === 1);
+    return attrInt(n, 'group', 1) === 1 && (attrInts(n, 'kernel_shape') ?? g.initializers.get(n.inputs[1]!)!.dims.slice(2)).every((v) => v === 1) &&
+      ones('strides') && ones('dilations') && (attrInts(n, 'pads') ?? [0, 0, 0, 0]).every((v) => v === 0);
+  }
+
+  /**
+   * What onnxruntime's NchwcTransformer fuses into a blocked conv, after BN node `n`: a residual
+   * Add (the Sum input), then Relu or Clip with constant bounds. Sets the activation attributes;
+   * returns the tensor the fused conv stands for and the Sum input.
+   */
+  function fuseTail(n: Node, attrs: Node['attrs']): { out: string; sum?: string } {
+    const dims = shapeOf(n.inputs[0]!)!;
+    let out = n.outputs[0]!;
+    let sum: string | undefined;
+    const add = soleConsumer(out);
+    if (add && add.domain === '' && add.opType === 'Add' && add.inputs.length === 2) {
+      const other = add.inputs[0] === out ? add.inputs[1]! : add.inputs[0]!;
+      if (other !== out && blocked.has(other) && sameDims(shapeOf(other), dims)) {
+        sum = blocked.get(other)!;
+        skip.add(add);
+        out = add.outputs[0]!;
+      }
+    }
+    const act = soleConsumer(out);
+    const bounds = act && act.domain === '' ? activation(act) : null;
+    if (bounds) {
+      attrs.activation = { kind: 'string', value: act!.opType };
+      if (act!.opType === 'Clip') attrs.activation_params = { kind: 'floats', value: bounds };
+      skip.add(act!);
+      out = act!.outputs[0]!;
+    }
+    return { out, sum };
+  }
+
+  /** Relu → []; Clip with constant bounds → [min, max]; anything else → null. */
+  function activation(n: Node): number[] | null {
+    if (n.opType === 'Relu') return [];
+    if (n.opType !== 'Clip') return null;
+    if (n.inputs.length === 1) return [attrFloat(n, 'min', -3.4028234663852886e38), attrFloat(n, 'max', 3.4028234663852886e38)];
+    const v = (i: number, dflt: number) => {
+      const t = n.inputs[i];
+      if (!t) return dflt;
+      const c = constantValue(t);
+      return c && c.data.length === 1 ? Number(c.data[0]) : undefined;
+    };
+    const lo = v(1, -3.4028234663852886e38), hi = v(2, 3.4028234663852886e38);
+    return lo === undefined || hi === undefined ? null : [lo, hi];
+  }
+
+  function constantValue(t: string): Tensor | undefined {
+    const init = g.initializers.get(t);
+    if (init) return init;
+    const c = original.find((n) => n.opType === 'Constant' && n.outputs[0] === t);
+    const a = c?.attrs.value;
+    return a && a.kind === 'tensor' ? a.value : undefined;
+  }
+}
+
+function sameDims(a: number[] | undefined, b: number[] | undefined): boolean {
+  return !!a && !!b && a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/**
+ * The blocked form of a conv with weight [O, I/group, kh, kw] (onnxruntime's TransformConv):
+ * ungrouped with I a multiple of the block → blocked input, OIHWBiBo; ungrouped with I < block
+ * (a stem on RGB) → NCHW input, OIHWBo; depthwise → blocked input, OIHWBo. O must fill whole blocks.
+ */
+function convForm([O, Ig]: number[], group: number, block: number): { filter: 'OIHWBiBo' | 'OIHWBo'; reorderInput: boolean } | null {
+  if (O! % block !== 0) return null;
+  if (group === 1) {
+    if (Ig! < block) return { filter: 'OIHWBo', reorderInput: false };
+    return Ig! % block === 0 ? { filter: 'OIHWBiBo', reorderInput: true } : null;
+  }
+  return Ig === 1 && group === O ? { filter: 'OIHWBo', reorderInput: true } : null;
+}
+
+/** W [O, I, kh, kw] reordered by Reshape/Transpose ops (onnxruntime folds them: W is constant). */
+function reorderWeight(em: Emitter, w: string, [O, I, kh, kw]: number[], filter: 'OIHWBiBo' | 'OIHWBo', b: number): string {
+  const K = kh! * kw!;
+  // (ob, bo, I·K) → (ob, I·K, bo): OIHWBo [O/b][I][kh][kw][b_out].
+  let t = em.transpose(em.reshape(w, [O! / b, b, I! * K]), [0, 2, 1]);
+  // OIHWBiBo: (ob·ib, bi, K, bo) → (ob·ib, K, bi, bo) = [O/b][I/b][kh][kw][b_in][b_out].
+  if (filter === 'OIHWBiBo') t = em.transpose(em.reshape(t, [(O! / b) * (I! / b), b, K, b]), [0, 2, 1, 3]);
+  return em.reshape(t, [O!, I!, kh!, kw!]);
+}
