@@ -44,7 +44,7 @@ function model(b: number, bigMean = false): RefitModel {
   const bn = (x: string, c: number, mean = 0, beta = 0) => {
     const y = `bn${k++}`;
     mb.initializer(`${y}_s`, f32([c], Float32Array.from({ length: c }, () => 0.5 + rng.next())));
-    mb.initializer(`${y}_b`, f32([c], randn([c], 0.2).data.map((v) => v + beta)));
+    mb.initializer(`${y}_b`, f32([c], Float32Array.from({ length: c }, () => rng.normal() * 0.2 + beta)));
     mb.initializer(`${y}_m`, f32([c], Float32Array.from({ length: c }, () => mean + rng.normal() * 0.1)));
     mb.initializer(`${y}_v`, f32([c], Float32Array.from({ length: c }, () => 0.5 + rng.next())));
     mb.node('BatchNormalization', [x, `${y}_s`, `${y}_b`, `${y}_m`, `${y}_v`], [y], { epsilon: 1e-5 });
