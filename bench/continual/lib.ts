@@ -12,6 +12,7 @@ import { f32, type Tensor } from '../../src/onnx/tensor.ts';
 import { createAdapter, sourceDataOptions, type SourceSet } from '../../src/tta/index.ts';
 import { lameSolve, LAME_DEFAULTS } from '../../src/tta/lame.ts';
 import { ContinualController, type ControllerOptions } from '../../src/continual/index.ts';
+import type { DeepLearnerOptions } from '../../src/continual/deep-learner.ts';
 
 export const SETTINGS = ['continual', 'recurring', 'mixed', 'correlated', 'gradual', 'batch16', 'long'] as const;
 export type Setting = (typeof SETTINGS)[number];
@@ -161,7 +162,12 @@ export function calibration(source: SourceSet, batch: number, n = 512): Tensor[]
  */
 export async function runController(modelPath: string, stream: Stream, clean: LabelledImages, sizes: Sizes, opts: ControllerOptions, source: SourceSet, labelFraction = 0, delay = 5, posthocLame: number[] = []): Promise<Row> {
   const model = await loadModel(modelPath, { threads: 1 });
-  const c = new ContinualController(model, { logits: 'logits', embedding: 'features', ...opts });
+  // `deep: true` or `deep: { updateEvery, … }` without data: level 3's deep learner on the bundled source set.
+  const deep = opts.deep as unknown as boolean | Partial<DeepLearnerOptions> | undefined;
+  const o: ControllerOptions = { ...opts };
+  if (deep) o.deep = { ...(deep === true ? {} : deep), sourceData: source.images, sourceLabels: source.labels };
+  else delete o.deep;
+  const c = new ContinualController(model, { logits: 'logits', embedding: 'features', ...o });
   await c.calibrate(calibration(source, stream.batchSize));
   const sc = new Scorer();
   const levels: number[] = [];

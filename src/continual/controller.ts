@@ -15,6 +15,8 @@ import { FastSlowLearner, stackRows, type FastSlowOptions, type FastSlowState } 
 import { FeedbackBuffer, type FeedbackReport, type PendingSample } from './feedback.ts';
 import { ReplayBuffer, type ReplayState } from './replay.ts';
 import { ErrorMemory, type ErrorMemoryOptions } from './error-memory.ts';
+import { DeepLearner, type DeepLearnerOptions } from './deep-learner.ts';
+import type { AdapterState } from '../tta/types.ts';
 import { PriorCorrection } from './prior-correction.ts';
 import { Adwin } from '../drift/adwin.ts';
 import { restoreDetector } from '../drift/index.ts';
@@ -66,6 +68,12 @@ export interface ControllerOptions extends Omit<FastSlowOptions, 'decay'> {
    * it cost 0.6 point on the ViT stream and nothing measurable on the CNN (docs/continual.md).
    */
   errorMemory?: ErrorMemoryOptions | boolean;
+  /**
+   * A labelled in-distribution set turns level 3 into RMT over every trainable parameter
+   * (./deep-learner.ts), stepping on every `updateEvery`-th batch, instead of the fast learner's
+   * consolidation into the slow one. Created when level 3 is first reached.
+   */
+  deep?: DeepLearnerOptions;
   seed?: number;
 }
 
@@ -125,6 +133,9 @@ export interface ControllerState {
   feedback: ReturnType<FeedbackBuffer['state']>;
   replay: ReplayState;
   errorMemory: (ReturnType<ErrorMemory['state']> & { dim: number }) | null;
+  /** The level-3 deep learner's state and its last good state (absent without the `deep` option). */
+  deep?: AdapterState | null;
+  goodDeep?: AdapterState | null;
   labelled: { input: Float32Array; label: number }[];
   events: ControllerEvent[];
 }
@@ -146,6 +157,8 @@ export class ContinualController {
   private fb: FeedbackBuffer;
   private replay: ReplayBuffer;
   private memory: ErrorMemory | null = null;
+  private deep: DeepLearner | null = null;
+  private goodDeep: AdapterState | null = null;
   /** Labelled samples waiting for a batch big enough to learn from. */
   private labelled: { input: Float32Array; label: number }[] = [];
   readonly events: ControllerEvent[] = [];
@@ -208,7 +221,9 @@ export class ContinualController {
     const first = this.events.length;
     const level = this.level;
     const t0 = performance.now();
-    let out = level >= 1
+    let out = level >= 3 && this.options.deep
+      ? await this.deepProcess(x)
+      : level >= 1
       ? await this.learner.process(x, { update: level >= 2, consolidate: level >= 3, batchStats: true })
       : await this.learner.process(x, { update: false, batchStats: false });
     const updateMs = level >= 2 ? performance.now() - t0 : 0;
@@ -251,6 +266,13 @@ export class ContinualController {
     return result;
   }
 
+  /** Level 3 with a labelled in-distribution set: the deep learner predicts (and adapts every k-th batch). */
+  private async deepProcess(x: Tensor): Promise<{ probs: Float32Array; fastLogits: Tensor; embedding?: Tensor }> {
+    this.deep ??= new DeepLearner(this.model, this.options.deep!);
+    const { logits } = await this.deep.predict(x);
+    return { probs: Float32Array.from(softmaxRows(logits.data as Float32Array, this.learner.classes)), fastLogits: logits };
+  }
+
   private observe(logits: Tensor, n: number, updateMs: number): BatchSignals {
     const stats = predictionStats(logits);
     const entropy = stats.entropy / Math.log(this.learner.classes); // 0 = certain, 1 = uniform
@@ -291,6 +313,7 @@ export class ContinualController {
       if (this.healthyRun >= stable) {
         if (this.level >= 2) {
           this.good = this.learner.state();
+          this.goodDeep = this.deep?.state() ?? null;
           this.emit('checkpoint', `${stable} healthy batches at level ${this.level}: saved as the last good state`, sig);
         }
         if (this.level > 0) this.move((this.level - 1) as Level, 'deescalate', `${stable} healthy batches`, sig);
@@ -318,6 +341,10 @@ export class ContinualController {
     const from = this.level;
     if (this.good) this.learner.load(this.good);
     else this.learner.reset('both');
+    if (this.deep) {
+      if (this.goodDeep) this.deep.load(this.goodDeep);
+      else this.deep.reset();
+    }
     this.entropyDetector.reset();
     this.level = 1;
     this.unhealthyRun = this.healthyRun = 0;
@@ -366,6 +393,7 @@ export class ContinualController {
       unhealthyRun: this.unhealthyRun, healthyRun: this.healthyRun, reference: this.reference, warmup: [...this.warmup], budgetCap: this.budgetCap,
       entropyDetector: this.entropyDetector.state(), errorDetector: this.errorDetector.state(), prior: [...this.prior.prior],
       feedback: this.fb.state(), replay: this.replay.state(), errorMemory: this.memory ? { ...this.memory.state(), dim: this.memory.dim } : null,
+      deep: this.deep?.state() ?? null, goodDeep: this.goodDeep,
       labelled: this.labelled.map((r) => ({ input: r.input.slice(), label: r.label })), events: this.events.map((e) => ({ ...e })),
     };
   }
@@ -382,6 +410,18 @@ export class ContinualController {
       void probe.release();
     }
     const entropy = restoreDetector(s.entropyDetector), error = restoreDetector(s.errorDetector);
+    let deep: DeepLearner | null = null;
+    if (s.deep || s.goodDeep) {
+      if (!this.options.deep) throw new Error('continual.load: the state holds a deep learner (level 3 with an in-distribution set), and this controller has no `deep` option');
+      deep = new DeepLearner(this.model, this.options.deep);
+      try {
+        if (s.goodDeep) deep.load(s.goodDeep); // throws on another model's state
+        if (s.deep) deep.load(s.deep);
+      } catch (e) {
+        void deep.release();
+        throw e;
+      }
+    }
     let memory: ErrorMemory | null = null;
     if (s.errorMemory) {
       const mem = this.options.errorMemory;
@@ -395,6 +435,9 @@ export class ContinualController {
     this.entropyDetector = entropy;
     this.errorDetector = error;
     this.memory = memory;
+    void this.deep?.release();
+    this.deep = deep;
+    this.goodDeep = s.goodDeep ?? null;
     this.prior.prior.set(s.prior);
     this.fb.load(s.feedback);
     this.replay.load(s.replay);
@@ -405,6 +448,7 @@ export class ContinualController {
 
   async release(): Promise<void> {
     await this.learner.release();
+    await this.deep?.release();
   }
 }
 

@@ -422,6 +422,15 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
   }
 
   async save(): Promise<AdapterState> {
+    return this.snapshot();
+  }
+
+  async load(state: AdapterState): Promise<void> {
+    this.restore(state);
+  }
+
+  /** `save()` without the promise, for callers whose own state is synchronous (the continual controller). */
+  snapshot(): AdapterState {
     const tensors: Record<string, Float32Array> = {};
     for (const p of this.initial.keys()) tensors[`param.${p}`] = (this.model.param(p).data as Float32Array).slice();
     const meta: AdapterState['meta'] = { skipped: this.skipped, resets: this.resets, steps: this.steps, batches: this.batches, lr: this.lr ?? null, recoveryEma: this.recoveryEma, recoveryCount: this.recoveryCount };
@@ -431,7 +440,8 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
     return st;
   }
 
-  async load(state: AdapterState): Promise<void> {
+  /** `load()` without the promise; validates everything before anything changes. */
+  restore(state: AdapterState): void {
     if (!state || typeof state !== 'object') throw new Error(`${this.name}.load: state must be an object from save(), got ${typeof state}`);
     if (state.method !== this.name) throw new Error(`${this.name}.load: state was saved by '${String(state.method)}', not '${this.name}'`);
     if (state.version !== 1) throw new Error(`${this.name}.load: unsupported state version ${String(state.version)} (expected 1)`);
