@@ -16,7 +16,9 @@ import type { DeepLearnerOptions } from '../../src/continual/deep-learner.ts';
 
 export const SETTINGS = ['continual', 'recurring', 'mixed', 'correlated', 'gradual', 'batch16', 'long'] as const;
 export type Setting = (typeof SETTINGS)[number];
-export const METHODS = ['source', 'bn-adapt', 'tent', 'eata', 'sar', 'cotta', 'rmt', 'lame', 't3a', 'rotta', 'roid', 'rdumb', 'controller', 'controller+labels'] as const;
+// 'rmt-all': RMT over every parameter, as the paper's code trains (refit's RMT defaults to the
+// normalization affine); the controller's level-3 deep learner is this method stepping every k-th batch.
+export const METHODS = ['source', 'bn-adapt', 'tent', 'eata', 'sar', 'cotta', 'rmt', 'rmt-all', 'lame', 't3a', 'rotta', 'roid', 'rdumb', 'controller', 'controller+labels'] as const;
 
 export interface Sizes {
   /** Samples per corruption in continual, mixed and batch16. */
@@ -130,7 +132,9 @@ function errorOf(pred: Int32Array, y: Uint8Array): number {
 /** A single TTA method (createAdapter) on the stream, then on clean images. */
 export async function runMethod(modelPath: string, method: string, stream: Stream, clean: LabelledImages, sizes: Sizes, opts: Record<string, unknown>, source: SourceSet): Promise<Row> {
   const model = await loadModel(modelPath, { threads: 1 });
-  const adapter = createAdapter(model, method, { ...sourceDataOptions(method, source, { quick: true }), ...opts });
+  const all = method === 'rmt-all';
+  const name = all ? 'rmt' : method;
+  const adapter = createAdapter(model, name, { ...sourceDataOptions(name, source, { quick: true }), ...(all ? { params: model.parameterNames('all') } : {}), ...opts });
   const sc = new Scorer();
   const t0 = performance.now();
   for (const b of stream) {

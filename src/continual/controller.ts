@@ -221,8 +221,9 @@ export class ContinualController {
     const first = this.events.length;
     const level = this.level;
     const t0 = performance.now();
-    let out = level >= 3 && this.options.deep
-      ? await this.deepProcess(x)
+    // Once the deep learner exists, levels 1–2 predict with it without steps: what it learned is kept.
+    let out = this.options.deep && (level >= 3 || (level >= 1 && this.deep))
+      ? await this.deepProcess(x, level >= 3)
       : level >= 1
       ? await this.learner.process(x, { update: level >= 2, consolidate: level >= 3, batchStats: true })
       : await this.learner.process(x, { update: false, batchStats: false });
@@ -234,7 +235,7 @@ export class ContinualController {
     // that showed the shift is predicted again with its own normalization statistics at once.
     let predictedAt: Level = level;
     if (level === 0 && this.level === 1) {
-      out = await this.learner.process(x, { update: false, batchStats: true });
+      out = this.deep ? await this.deepProcess(x, false) : await this.learner.process(x, { update: false, batchStats: true });
       predictedAt = 1;
     }
     const C = this.learner.classes;
@@ -266,10 +267,10 @@ export class ContinualController {
     return result;
   }
 
-  /** Level 3 with a labelled in-distribution set: the deep learner predicts (and adapts every k-th batch). */
-  private async deepProcess(x: Tensor): Promise<{ probs: Float32Array; fastLogits: Tensor; embedding?: Tensor }> {
+  /** With a labelled in-distribution set: the deep learner predicts, and at level 3 adapts (every k-th batch). */
+  private async deepProcess(x: Tensor, adapt: boolean): Promise<{ probs: Float32Array; fastLogits: Tensor; embedding?: Tensor }> {
     this.deep ??= new DeepLearner(this.model, this.options.deep!);
-    const { logits } = await this.deep.predict(x);
+    const logits = await this.deep.predict(x, adapt);
     return { probs: Float32Array.from(softmaxRows(logits.data as Float32Array, this.learner.classes)), fastLogits: logits };
   }
 

@@ -56,11 +56,13 @@ export class DeepLearner {
     });
   }
 
-  /** Predict the batch (mean of student and teacher logits) and, on every k-th batch, adapt. */
-  async predict(x: Tensor): Promise<{ logits: Tensor; updated: boolean }> {
-    const r = await this.rmt.predict(x);
-    const d = r.logits.data as Float32Array;
-    return { logits: f32([...r.logits.dims], Float32Array.from(d, (v) => v / 2)), updated: r.info.used > 0 };
+  /**
+   * Predict the batch (mean of student and teacher logits); with `adapt`, step on every k-th
+   * batch. Without, nothing changes (the controller below level 3 keeps what was learned).
+   */
+  async predict(x: Tensor, adapt = true): Promise<Tensor> {
+    const logits = adapt ? (await this.rmt.predict(x)).logits : await this.rmt.infer(x);
+    return f32([...logits.dims], Float32Array.from(logits.data as Float32Array, (v) => v / 2));
   }
 
   state(): AdapterState {

@@ -350,6 +350,15 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
     };
   }
 
+  /**
+   * Student + teacher logits (their sum, as predict's) without any step or state change: for a
+   * caller that decides itself when to adapt (the continual controller below its top level).
+   */
+  async infer(x: Tensor): Promise<Tensor> {
+    const { classes } = await this.prepare(x);
+    return (await this.predictOnly(x, classes)).logits;
+  }
+
   /** Student + teacher logits without a step (the batches between updates, `updateEvery` > 1). */
   private async predictOnly(x: Tensor, classes: number): Promise<AdaptOutcome> {
     this.studentRunner ??= new BatchStatRunner(this.plain, this.modelParams);

@@ -37,6 +37,9 @@ test('RMT updateEvery: steps on every k-th batch only; the batches between chang
   }
   assert.deepEqual(used, [N, 0, 0, N, 0, 0]);
   assert.deepEqual(changed.slice(1), [false, false, true, false, false]);
+  const s0 = await rmt.save();
+  await rmt.infer(shifted(7));
+  assert.deepEqual(await rmt.save(), s0, 'infer changes no state, not even the updateEvery count');
   await assert.rejects(async () => new RMT(model, { updateEvery: 0 }), /updateEvery/);
   await rmt.release();
   await model.release();
