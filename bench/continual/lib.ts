@@ -160,18 +160,22 @@ export function calibration(source: SourceSet, batch: number, n = 512): Tensor[]
   return out;
 }
 
+/** Tuned options name the deep learner as `deep: true` or `deep: { updateEvery, … }`: its data is the bundled source set. */
+export function withSourceSet(opts: ControllerOptions, source: SourceSet): ControllerOptions {
+  const deep = opts.deep as unknown as boolean | Partial<DeepLearnerOptions> | undefined;
+  const o: ControllerOptions = { ...opts };
+  if (deep) o.deep = { ...(deep === true ? {} : deep), sourceData: source.images, sourceLabels: source.labels };
+  else delete o.deep;
+  return o;
+}
+
 /**
  * The controller on the stream; with `labelFraction` > 0, one sample in 1/labelFraction (every
  * 100th for 1%) has its label revealed `delay` batches after its prediction.
  */
 export async function runController(modelPath: string, stream: Stream, clean: LabelledImages, sizes: Sizes, opts: ControllerOptions, source: SourceSet, labelFraction = 0, delay = 5, posthocLame: number[] = []): Promise<Row> {
   const model = await loadModel(modelPath, { threads: 1 });
-  // `deep: true` or `deep: { updateEvery, … }` without data: level 3's deep learner on the bundled source set.
-  const deep = opts.deep as unknown as boolean | Partial<DeepLearnerOptions> | undefined;
-  const o: ControllerOptions = { ...opts };
-  if (deep) o.deep = { ...(deep === true ? {} : deep), sourceData: source.images, sourceLabels: source.labels };
-  else delete o.deep;
-  const c = new ContinualController(model, { logits: 'logits', embedding: 'features', ...o });
+  const c = new ContinualController(model, { logits: 'logits', embedding: 'features', ...withSourceSet(opts, source) });
   await c.calibrate(calibration(source, stream.batchSize));
   const sc = new Scorer();
   const levels: number[] = [];

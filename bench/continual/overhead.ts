@@ -2,6 +2,8 @@
 // times drift; ratios of interleaved medians do not): plain inference (source), Tent, and the
 // controller (tuned options, label-free), each predicting the same shifted batch in turn.
 // The controller's first `warm` batches (calibration, climbing to its adapting levels) are not timed.
+// Ratios use the mean ms per batch (the deep learner steps on every k-th batch only, so a median
+// would hide its steps); medians are reported beside them.
 //
 //   nice -n 15 npx tsx bench/continual/overhead.ts --model cnn [--batches 40] [--batch 64]
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -10,7 +12,7 @@ import { createAdapter, loadSourceSet } from '../../src/tta/index.ts';
 import { ContinualController } from '../../src/continual/index.ts';
 import { continualStream } from '../../src/data/streams.ts';
 import { f32 } from '../../src/onnx/tensor.ts';
-import { testData, calibration } from './lib.ts';
+import { testData, calibration, withSourceSet } from './lib.ts';
 
 const args = process.argv.slice(2);
 const opt = (k: string, d: string) => { const i = args.indexOf(`--${k}`); return i >= 0 ? args[i + 1]! : d; };
@@ -22,8 +24,9 @@ const path = `models/fmnist-${which}.onnx`;
 const batches = [...continualStream(testData(), { domains: ['gaussian_noise', 'fog'], batchSize: batch, batchesPerDomain: Math.ceil((n + warm) / 2) })].map((b) => f32([b.size, 1, 28, 28], b.x));
 const m1 = await loadModel(path, { threads: 1 }), m2 = await loadModel(path, { threads: 1 }), m3 = await loadModel(path, { threads: 1 });
 const source = createAdapter(m1, 'source'), tent = createAdapter(m2, 'tent', tuned.tent ?? {});
-const ctl = new ContinualController(m3, { logits: 'logits', embedding: 'features', ...(tuned.controller ?? {}) });
-await ctl.calibrate(calibration(loadSourceSet(), batch));
+const sourceSet = loadSourceSet();
+const ctl = new ContinualController(m3, { logits: 'logits', embedding: 'features', ...withSourceSet(tuned.controller ?? {}, sourceSet) });
+await ctl.calibrate(calibration(sourceSet, batch));
 const t: Record<string, number[]> = { source: [], tent: [], controller: [] };
 const levels: number[] = [];
 for (let i = 0; i < batches.length; i++) {
@@ -35,10 +38,12 @@ for (let i = 0; i < batches.length; i++) {
   if (i >= warm) { t.source!.push(a); t.tent!.push(b); t.controller!.push(c); }
 }
 const med = (v: number[]) => [...v].sort((p, q) => p - q)[Math.floor(v.length / 2)]!;
+const avg = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
 const out = {
-  model: which, batch, timed: t.source!.length, levels: levels.join(''),
+  model: which, batch, timed: t.source!.length, levels: levels.join(''), options: tuned.controller ?? {},
   medianMs: Object.fromEntries(Object.entries(t).map(([k, v]) => [k, med(v)])),
-  tentOverSource: med(t.tent!) / med(t.source!), controllerOverSource: med(t.controller!) / med(t.source!), controllerOverTent: med(t.controller!) / med(t.tent!),
+  meanMs: Object.fromEntries(Object.entries(t).map(([k, v]) => [k, avg(v)])),
+  tentOverSource: avg(t.tent!) / avg(t.source!), controllerOverSource: avg(t.controller!) / avg(t.source!), controllerOverTent: avg(t.controller!) / avg(t.tent!),
 };
 console.log(JSON.stringify(out));
 writeFileSync(`bench/results/continual-overhead-${which}.json`, JSON.stringify(out, null, 1));
