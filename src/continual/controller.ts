@@ -47,7 +47,7 @@ export interface ControllerOptions extends Omit<FastSlowOptions, 'decay'> {
   lameThreshold?: number;
   /** Which prediction to return: LAE's ensemble of fast and slow ('max') or the fast learner's alone. @default 'max' */
   ensemble?: 'max' | 'fast';
-  /** Healthy batches before it comes down a level, and before a good checkpoint is taken. @default 20 */
+  /** Healthy batches before it comes down a level, and before a good checkpoint is taken. @default 20, 80 with `deep` */
   stableBatches?: number;
   /** A batch is unhealthy when its normalised entropy exceeds reference × this. @default 1.5 */
   entropyTolerance?: number;
@@ -310,7 +310,8 @@ export class ContinualController {
     if (s.healthy) {
       this.unhealthyRun = 0;
       this.healthyRun++;
-      const stable = this.options.stableBatches ?? 20;
+      // With the deep learner, coming down stops its steps: 80 on the validation stream (docs/continual.md).
+      const stable = this.options.stableBatches ?? (this.options.deep ? 80 : 20);
       if (this.healthyRun >= stable) {
         if (this.level >= 2) {
           this.good = this.learner.state();
