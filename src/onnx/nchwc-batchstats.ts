@@ -58,6 +58,9 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
   };
   /** NCHW name → its blocked twin (logical shape [N, C, H, W], memory [N, C/b, H, W, b]). */
   const blocked = new Map<string, string>();
+  /** Channels of each blocked tensor without the pad lanes (what ReorderOutput keeps). */
+  const channels = new Map<string, number>();
+  const setBlocked = (t: string, b: string, c: number) => { blocked.set(t, b); channels.set(t, c); };
   /** NCHW names that exist (graph inputs, initializers, outputs of standard nodes). */
   const plain = new Set<string>([...g.inputs.map((i) => i.name), ...g.initializers.keys()]);
   const skip = new Set<Node>();
@@ -72,7 +75,8 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
   /** The NCHW form of `t`, reordered out of the blocked layout at first use. */
   const ensurePlain = (t: string) => {
     if (!t || plain.has(t) || !blocked.has(t)) return;
-    const C = shapeOf(t)![1]!;
+    const C = channels.get(t);
+    if (C === undefined) throw new Error(`blocked BN-adapt: tensor '${t}' left the NCHWc layout with an unknown channel count`);
     nchwcNode('ReorderOutput', [blocked.get(t)!], t, { channels: { kind: 'int', value: C }, channels_last: { kind: 'int', value: 0 } });
     plain.add(t);
   };
@@ -83,6 +87,8 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
       b = em.fresh(`${t}_nchwc`);
       nchwcNode('ReorderInput', [t], b, { channels_last: { kind: 'int', value: 0 } });
       blocked.set(t, b);
+      const c = shapeOf(t)?.[1];
+      if (c !== undefined) channels.set(t, c);
     }
     return b;
   };
@@ -101,7 +107,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
       const form = wt && wt.dtype === 'float32' && wt.dims.length === 4 && isBlockedDims(dims) && attrString(n, 'auto_pad', 'NOTSET') === 'NOTSET'
         ? convForm(wt.dims as number[], group, block) : null;
       const bn = form ? soleConsumer(n.outputs[0]!) : undefined;
-      if (form && bn && isBatchNorm(bn) && form.filter === 'OIHWBiBo' && isPointwise(n) && pointwiseStats.current && padded(wt!.dims[1]!) <= padded(wt!.dims[0]!)) {
+      if (form && bn && isBatchNorm(bn) && form.filter === 'OIHWBiBo' && isPointwise(n) && isBlockedDims(shapeOf(n.inputs[0]!)) && pointwiseStats.current && padded(wt!.dims[1]!) <= padded(wt!.dims[0]!)) {
         checkRunningStats(g, bn);
         pointwiseBatchNorm(n, bn, ensureBlocked(n.inputs[0]!), wt!.dims as number[]);
         skip.add(bn);
@@ -127,7 +133,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
         const bias = n.inputs[2] ? padVec(n.inputs[2], O!) : undefined;
         nchwcNode('Conv', [x, wr, ...(bias ? [bias] : [])], y, attrs);
         convs.set(n.outputs[0]!, { node: g.nodes[g.nodes.length - 1]!, x, w: wr, bias, attrs });
-        blocked.set(n.outputs[0]!, y);
+        setBlocked(n.outputs[0]!, y, O!);
         result.convs++;
         continue;
       }
@@ -139,16 +145,16 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
       continue;
     }
     // Elementwise activations keep the layout (channels are whole blocks: no padding to protect).
-    if (n.domain === '' && (n.opType === 'Relu' || n.opType === 'Clip') && blocked.has(n.inputs[0]!)) {
+    if (n.domain === '' && (n.opType === 'Relu' || n.opType === 'Clip') && channels.has(n.inputs[0]!)) {
       const y = em.fresh(`${n.outputs[0]}_nchwc`);
       g.nodes.push({ ...n, inputs: [blocked.get(n.inputs[0]!)!, ...n.inputs.slice(1)], outputs: [y] });
-      blocked.set(n.outputs[0]!, y);
+      setBlocked(n.outputs[0]!, y, channels.get(n.inputs[0]!)!);
       continue;
     }
-    if (n.domain === '' && n.opType === 'Add' && n.inputs.every((i) => blocked.has(i)) && sameDims(shapeOf(n.inputs[0]!), shapeOf(n.inputs[1]!))) {
+    if (n.domain === '' && n.opType === 'Add' && n.inputs.every((i) => channels.has(i)) && sameDims(shapeOf(n.inputs[0]!), shapeOf(n.inputs[1]!))) {
       const y = em.fresh(`${n.outputs[0]}_nchwc`);
       g.nodes.push({ ...n, inputs: n.inputs.map((i) => blocked.get(i)!), outputs: [y] });
-      blocked.set(n.outputs[0]!, y);
+      setBlocked(n.outputs[0]!, y, channels.get(n.inputs[0]!)!);
       continue;
     }
     for (const i of n.inputs) ensurePlain(i);
@@ -204,7 +210,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
     const { out, sum } = fuseTail(n, attrs);
     const y = em.fresh(`${out}_nchwc`);
     nchwcNode('Conv', [em.reshape(d, dims), em.reshape(a, [C, 1, 1, 1]), shift, ...(sum ? [sum] : [])], y, attrs);
-    blocked.set(out, y);
+    setBlocked(out, y, C0);
   }
 
   /**
@@ -252,7 +258,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
     const { out, sum } = fuseTail(n, attrs);
     const y = em.fresh(`${out}_nchwc`);
     nchwcNode('Conv', [xb, reorderWeight(em, wa, [O!, I!, 1, 1], 'OIHWBiBo', block), shift, ...(sum ? [sum] : [])], y, attrs);
-    blocked.set(out, y);
+    setBlocked(out, y, O0!);
   }
 
   function isBatchNorm(n: Node): boolean {
