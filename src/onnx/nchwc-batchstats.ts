@@ -9,18 +9,25 @@
 // reorders and the unfused Clip took 70% of the BN-adapt call (docs/speed.md, second pass).
 //
 // Here each BN whose input a blocked conv wrote becomes, on the blocked tensor viewed as
-// [N, C/b, H·W, b]: mean = ReduceMean over axes 0, 2; d = x − mean; var = ReduceSumSquare(d)/n
-// (two passes: no cancellation when |mean| ≫ std); then the normalisation a·d + β' as a blocked
-// depthwise 1×1 Conv (a = scale/√(var + eps)), into which the following Relu/Clip and a residual
-// Add (the NCHWc Conv's Sum input) fuse, as onnxruntime's own NchwcTransformer does for
-// inference BatchNorm. Everything is multi-threaded, and no reorder is left between two blocked
-// convs. Channel counts that are not a multiple of the block (MobileNetV2's 24) are padded with
-// zero lanes, as onnxruntime's transformer pads them. Tensors leave the layout (ReorderOutput) only
-// where a node the pass does not know reads them (the pooling head, …).
+// [N·C/b, H·W, b]: per-channel sums of d and d² (onnxruntime's fast keep-reduce-keep reduction,
+// then over N), where d = y − K is what the conv writes when its bias is lowered by K, the conv's
+// mean over the first sample (the same conv run on that sample alone: 1/N of its work). The shift
+// costs no pass over the activation and keeps var = E[d²] − E[d]² free of cancellation when
+// |mean| ≫ std (K is within a sample's spread of the mean). Then the normalisation a·d + β' as a
+// blocked depthwise 1×1 Conv (a = scale/√(var + eps)), into which the following Relu/Clip and a
+// residual Add (the NCHWc Conv's Sum input) fuse, as onnxruntime's own NchwcTransformer does for
+// inference BatchNorm. A 1×1 expansion conv (pointwiseBatchNorm) instead takes its output moments
+// from its narrower input's mean and covariance and folds the BN into itself. Everything is
+// multi-threaded, and no reorder is left between two blocked convs. Channel counts that are not a
+// multiple of the block (MobileNetV2's 24) are padded with zero lanes, as onnxruntime's transformer
+// pads them. Tensors leave the layout (ReorderOutput) only where a node the pass does not know
+// reads them (the pooling head, MaxPool, …).
 //
-// The same numbers as the standard lowering (test/onnx/nchwc-batchstats.test.ts, ≤ 1e-5
-// relative); the block size comes from onnxruntime (nchwc.ts nchwcBlockSize). Weights are
-// reordered by graph ops on the shared initializers, which onnxruntime constant-folds.
+// The same numbers as the standard lowering (test/onnx/nchwc-batchstats.test.ts: ≤ 1e-5 relative,
+// and as close to float64 as the two-pass kernel at mean/std = 1000); the block size comes from
+// onnxruntime (nchwc.ts nchwcBlockSize). Weights are reordered (and padded) by graph ops on the
+// shared initializers, which onnxruntime constant-folds. Running statistics that no node reads
+// any more (prior 0) are dropped from the rewritten graph.
 import { attrInt, attrInts, attrFloat, attrString, type Model, type Node } from './ir.ts';
 import { Emitter } from './emitter.ts';
 import { NCHWC_DOMAIN } from './nchwc.ts';
