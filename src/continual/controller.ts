@@ -269,7 +269,11 @@ export class ContinualController {
 
   /** With a labelled in-distribution set: the deep learner predicts, and at level 3 adapts (every k-th batch). */
   private async deepProcess(x: Tensor, adapt: boolean): Promise<{ probs: Float32Array; fastLogits: Tensor; embedding?: Tensor }> {
-    this.deep ??= new DeepLearner(this.model, this.options.deep!);
+    if (!this.deep) {
+      this.deep = new DeepLearner(this.model, this.options.deep!);
+      // Labels that arrived before it existed: the replay reservoir's samples.
+      for (const r of this.replay.draw(this.replay.size)) this.deep.addLabelled(r.input, r.label);
+    }
     const logits = await this.deep.predict(x, adapt);
     return { probs: Float32Array.from(softmaxRows(logits.data as Float32Array, this.learner.classes)), fastLogits: logits };
   }
@@ -369,6 +373,7 @@ export class ContinualController {
         this.memory?.add(s.embedding, s.probs, s.label);
       }
       this.replay.add({ input: s.input, label: s.label });
+      this.deep?.addLabelled(s.input, s.label);
       this.labelled.push({ input: s.input, label: s.label });
     }
     if (report.accepted + report.unknown + report.expired + report.invalid > 0 && (report.unknown || report.expired || report.invalid)) {

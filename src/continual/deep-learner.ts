@@ -65,6 +65,11 @@ export class DeepLearner {
     return f32([...logits.dims], Float32Array.from(logits.data as Float32Array, (v) => v / 2));
   }
 
+  /** A labelled sample of the stream (delayed feedback) joins RMT's replay (see RMT.addLabelled). */
+  addLabelled(x: Float32Array, label: number): void {
+    this.rmt.addLabelled(x, label);
+  }
+
   state(): AdapterState {
     return this.rmt.snapshot();
   }

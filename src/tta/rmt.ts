@@ -97,6 +97,8 @@ export const rmtSchema = z.object({
 });
 export type RmtOptions = z.input<typeof rmtSchema>;
 
+/** Labelled target samples kept for replay (the newest). */
+export const LABELLED_CAPACITY = 512;
 const AUG = '__aug';
 const SRC = '__src';
 const SRC_LABELS = 'src_labels';
@@ -124,6 +126,9 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
   private srcEpoch = 0;
   private srcPos = 0;
   private draws = 0;
+  /** Labelled target samples (`addLabelled`), oldest first, at most LABELLED_CAPACITY; and where the replay cycle is. */
+  private labelled: { x: Float32Array; y: number }[] = [];
+  private labelledPos = 0;
   /** Batches adapted on since the last reset (`updateEvery` counts them). */
   private batchesSeen = 0;
   private studentRunner: BatchStatRunner | undefined;
@@ -201,6 +206,33 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
       y[j] = s.y[id]!;
     }
     return { x: f32([b, ...s.dims], x), y };
+  }
+
+  /**
+   * A labelled sample of the target stream (a delayed label, say) joins the source replay: up
+   * to a quarter of each replay batch cycles through these samples. A refit addition for the
+   * continual controller's feedback; RMT's replay is source-only. Needs `sourceData`.
+   */
+  addLabelled(x: Float32Array, label: number): void {
+    const s = this.source_;
+    if (!s) throw new Error('rmt.addLabelled: labelled samples join the source replay, and this RMT has no sourceData');
+    if (x.length !== s.per) throw new Error(`rmt.addLabelled: a sample has ${s.per} values, got ${x.length}`);
+    if (!(Number.isInteger(label) && label >= 0)) throw new Error(`rmt.addLabelled: the label must be a class index ≥ 0, got ${label}`);
+    const bad = allFinite(x);
+    if (bad >= 0) throw new Error(`rmt.addLabelled: value ${bad} of the sample is not finite`);
+    this.labelled.push({ x: x.slice(), y: label });
+    if (this.labelled.length > LABELLED_CAPACITY) this.labelled.shift();
+  }
+
+  /** Rows 0..k of a replay batch replaced by labelled target samples (k ≤ a quarter of the batch). */
+  private mixLabelled(src: { x: Tensor; y: Int32Array }): void {
+    const b = src.y.length, k = Math.min(Math.floor(b / 4), this.labelled.length);
+    const per = this.source_!.per, xd = src.x.data as Float32Array;
+    for (let j = 0; j < k; j++) {
+      const l = this.labelled[this.labelledPos++ % this.labelled.length]!;
+      xd.set(l.x, j * per);
+      src.y[j] = l.y;
+    }
   }
 
   private permCache: { epoch: number; perm: Uint32Array } | null = null;
@@ -334,6 +366,7 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
     const feeds: Record<string, Tensor> = { [this.input]: x, [branchName(this.input, AUG)]: f32([...x.dims], xa), [TEACHER_LOGITS]: t };
     if (this.useSrc) {
       const s = this.nextSource(this.srcBatch!);
+      if (this.labelled.length) this.mixLabelled(s);
       feeds[branchName(this.input, SRC)] = s.x;
       feeds[SRC_LABELS] = i64([s.y.length], Array.from(s.y));
     }
@@ -391,6 +424,14 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
     for (const [p, v] of this.teacher.values) tensors[`teacher.${p}`] = v.slice();
     meta.draws = this.draws;
     meta.batchesSeen = this.batchesSeen;
+    meta.labelledPos = this.labelledPos;
+    if (this.labelled.length) {
+      const per = this.source_!.per;
+      const x = new Float32Array(this.labelled.length * per);
+      this.labelled.forEach((l, i) => x.set(l.x, i * per));
+      tensors['labelled.x'] = x;
+      tensors['labelled.y'] = Float32Array.from(this.labelled, (l) => l.y);
+    }
     meta.srcEpoch = this.srcEpoch;
     meta.srcPos = this.srcPos;
     meta.srcBatch = this.srcBatch ?? null;
@@ -433,9 +474,17 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
     }
     const draws = num('draws') ?? 0, batchesSeen = num('batchesSeen') ?? draws, srcEpoch = num('srcEpoch') ?? 0, srcPos = num('srcPos') ?? 0, warmupSteps = num('warmupSteps') ?? 0;
     const srcBatch = num('srcBatch') ?? undefined;
+    const labelled: { x: Float32Array; y: number }[] = [];
+    const ly = state.tensors['labelled.y'], lx = state.tensors['labelled.x'];
+    if (ly || lx) {
+      const per = this.source_?.per ?? 0;
+      if (!ly || !lx || per === 0 || lx.length !== ly.length * per || ly.some((v) => !(Number.isInteger(v) && v >= 0))) throw new Error('rmt.load: the labelled replay samples are inconsistent (labelled.x, labelled.y)');
+      for (let i = 0; i < ly.length; i++) labelled.push({ x: lx.slice(i * per, (i + 1) * per), y: ly[i]! });
+    }
+    const labelledPos = num('labelledPos') ?? 0;
     return () => {
       this.teacher.set(teacher);
-      Object.assign(this, { draws, batchesSeen, srcEpoch, srcPos, warmupSteps, warmedUp, warm });
+      Object.assign(this, { draws, batchesSeen, srcEpoch, srcPos, warmupSteps, warmedUp, warm, labelled, labelledPos });
       if (srcBatch !== undefined) this.srcBatch = srcBatch;
     };
   }

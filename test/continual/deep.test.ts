@@ -41,6 +41,9 @@ test('RMT updateEvery: steps on every k-th batch only; the batches between chang
   await rmt.infer(shifted(7));
   assert.deepEqual(await rmt.save(), s0, 'infer changes no state, not even the updateEvery count');
   await assert.rejects(async () => new RMT(model, { updateEvery: 0 }), /updateEvery/);
+  assert.throws(() => rmt.addLabelled(new Float32Array(10), 1), /a sample has 784 values, got 10/);
+  assert.throws(() => rmt.addLabelled(new Float32Array(784).fill(NaN), 1), /not finite/);
+  assert.throws(() => new RMT(model).addLabelled(new Float32Array(784), 1), /no sourceData/);
   await rmt.release();
   await model.release();
 });
@@ -58,7 +61,13 @@ test('deep learner: takes over at level 3, the source stays, and a checkpoint co
   assert.ok(Object.keys(st.deep!.tensors).some((k) => k === 'param.stem.conv.weight'), 'every parameter is adapted, convolutions included');
   assert.notDeepEqual(st.deep!.tensors['param.stem.conv.weight'], sourceWeight, 'the deep learner stepped');
   assert.deepEqual(model.param('stem.conv.weight').data, sourceWeight, 'the source model is never written');
-  const bytes = encodeCheckpoint(model, st);
+  // Delayed labels join the deep learner's replay (and travel in the checkpoint).
+  const fb = await a.feedback(st.feedback.pending.slice(0, 6).map((p) => p.id), Array.from(ds.labels.subarray(0, 6)));
+  assert.equal(fb.accepted, 6);
+  const withLabels = a.state();
+  assert.equal(withLabels.deep!.tensors['labelled.y']?.length, 6);
+  assert.equal(withLabels.deep!.tensors['labelled.x']?.length, 6 * 784);
+  const bytes = encodeCheckpoint(model, withLabels);
   const b = new ContinualController(model, opts);
   b.load(decodeCheckpoint(model, bytes));
   for (let i = 6; i < 9; i++) {
