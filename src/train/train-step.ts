@@ -8,6 +8,7 @@ import { signatureOf, signatureKey, checkSignature, type InputSignature } from '
 import { type Tensor, formatShape } from '../onnx/tensor.ts';
 import { checkRunningStats } from './batchnorm-train.ts';
 import { buildStepGraph, type StepGraph, type StepGraphOptions } from './step-graph.ts';
+import { stepSource } from './step-opset.ts';
 
 export interface StepResult {
   loss: number;
@@ -45,7 +46,8 @@ export class TrainStep {
     let hit = this.cache.get(key);
     if (!hit) {
       hit = (async () => {
-        const graph = await buildStepGraph(this.model.ir, sig, this.options);
+        // At opset 16 where that is exact and a MaxPool's gradient gains by it (step-opset.ts).
+        const graph = await buildStepGraph(stepSource(this.model.ir).model, sig, this.options);
         let t = performance.now();
         // graph.model stays the portable standard-op graph; the session may get a copy whose fed
         // convolutions run on onnxruntime-node's blocked kernels (src/onnx/nchwc.ts).
