@@ -4,6 +4,7 @@
 //
 //   --form lift   the step graph at opset 16 (src/train/step-opset.ts: MaxPool's gradient as a
 //                 ScatterElements-add) vs the model's opset 13 (one-hot im2col + ArgMax form)
+//   --form dense  frozen convs on tiny images as dense MatMuls (src/train/tiny-conv-dense.ts) vs Conv
 //
 //   npx tsx bench/step-forms.ts --form lift [--models resnet18_64,resnet18_224] [--rounds 15] [--out FILE]
 //
@@ -12,6 +13,7 @@
 import { writeFileSync, readFileSync } from 'node:fs';
 import { loadModel } from '../src/model.ts';
 import { stepOpsetLift } from '../src/train/step-opset.ts';
+import { tinyConvDense } from '../src/train/tiny-conv-dense.ts';
 import { softmaxEntropy } from '../src/train/losses.ts';
 import { normAffineParams } from '../src/tta/common.ts';
 import { f32 } from '../src/onnx/tensor.ts';
@@ -27,6 +29,8 @@ const MODELS: Record<string, { chw: number[]; batch: number }> = {
 };
 const FORMS: Record<string, { what: string; set: (on: boolean) => void }> = {
   lift: { what: 'step at opset 16 (MaxPool gradient by ScatterElements add) / at the model opset 13', set: (on) => { stepOpsetLift.current = on; } },
+  dense: { what: 'frozen convs on tiny images as dense MatMuls (src/train/tiny-conv-dense.ts) / as Conv', set: (on) => { tinyConvDense.current = on; } },
+  'dense-wide': { what: 'dense MatMuls up to 2 matrix entries per conv multiply-add / up to 1', set: (on) => { tinyConvDense.maxRatio = on ? 2 : 1; } },
 };
 const formName = argOf('--form') ?? 'lift';
 const form = FORMS[formName];
@@ -56,6 +60,7 @@ for (const name of models) {
     await steps[k].run({ [model.inputs[0]!.name]: x });
   }
   form.set(true);
+  if (formName === 'dense-wide') form.set(false); // back to the default
   let diff = 0;
   for (const p of trainable) diff = Math.max(diff, relDiff(first.new!.grads.get(p)!, first.old!.grads.get(p)!));
   const ms: Record<string, number[]> = { old: [], new: [] }, cpu: Record<string, number[]> = { old: [], new: [] };

@@ -9,6 +9,7 @@ import { type Tensor, formatShape } from '../onnx/tensor.ts';
 import { checkRunningStats } from './batchnorm-train.ts';
 import { buildStepGraph, type StepGraph, type StepGraphOptions } from './step-graph.ts';
 import { stepSource } from './step-opset.ts';
+import { denseTinyConvs } from './tiny-conv-dense.ts';
 
 export interface StepResult {
   loss: number;
@@ -46,8 +47,10 @@ export class TrainStep {
     let hit = this.cache.get(key);
     if (!hit) {
       hit = (async () => {
-        // At opset 16 where that is exact and a MaxPool's gradient gains by it (step-opset.ts).
-        const graph = await buildStepGraph(stepSource(this.model.ir).model, sig, this.options);
+        // At opset 16 where that is exact and a MaxPool's gradient gains by it (step-opset.ts);
+        // frozen convs on tiny images as dense MatMuls (tiny-conv-dense.ts).
+        const source = denseTinyConvs(stepSource(this.model.ir).model, sig, (t) => !this.fed.has(t)).model;
+        const graph = await buildStepGraph(source, sig, this.options);
         let t = performance.now();
         // graph.model stays the portable standard-op graph; the session may get a copy whose fed
         // convolutions run on onnxruntime-node's blocked kernels (src/onnx/nchwc.ts).

@@ -1,0 +1,157 @@
+// A convolution with constant weights on a tiny image is a dense linear map: on ResNet-18's
+// layer4 at 64×64 input ([N, 512, 2, 2], 3×3 pad 1) 5 of each output's 9 taps read padding, and
+// the convolution kernel (blocked or not) runs 4 outputs per channel at a time. There the step
+// (whose frozen convs are constants, as in Tent/EATA/SAR) writes the conv as
+// Reshape [N, C·H·W] → MatMul with a constant [C·H·W, C'·H'·W'] matrix → Reshape (+ bias), and
+// its input gradient follows as the MatMul with the transposed constant (onnxruntime folds it).
+// bench/tiny-conv-dense.ts, alternating in one process: [64, 512, 2, 2] 512 out 0.21× the Conv's
+// time; [64, 256, 4, 4] 1.94× (more multiply-adds than the conv), so the form is used only where
+// the matrix has no more entries than the conv has multiply-adds per sample (C'·H'·W' · C·k²),
+// and at most MAX_BYTES. It costs memory: the matrix and its transposed copy, 16 MB each for a
+// 512-channel 2×2 layer (the conv kernel is 9 MB).
+//
+// The shapes come from a small static propagation through the ops CNN forwards are made of;
+// a conv whose input shape it cannot tell is left as it is.
+import type { Graph, Model, Node } from '../onnx/ir.ts';
+import { attrInt, attrInts, attrString } from '../onnx/ir.ts';
+import { f32, i64, type Tensor } from '../onnx/tensor.ts';
+import type { InputSignature } from '../onnx/shapes.ts';
+
+/**
+ * On by default; tests and bench/step-forms.ts switch it off to compare. `maxRatio`: the most
+ * matrix entries per conv multiply-add (per sample) where the dense form is used.
+ */
+export const tinyConvDense: { current: boolean; maxRatio: number } = { current: true, maxRatio: 1 };
+export const MAX_BYTES = 16 * 2 ** 20;
+
+const SAME_SHAPE = new Set(['Relu', 'Clip', 'BatchNormalization', 'Identity', 'Sigmoid', 'HardSigmoid', 'HardSwish', 'LeakyRelu', 'Tanh', 'Dropout']);
+const isDefault = (n: Node) => !n.domain || n.domain === 'ai.onnx';
+
+/** Output size of a window op along one axis, or undefined where auto_pad is not NOTSET/VALID. */
+function windowOut(node: Node, inSp: number[], k: number[]): number[] | undefined {
+  const auto = attrString(node, 'auto_pad', 'NOTSET');
+  if (auto !== 'NOTSET' && auto !== 'VALID') return undefined;
+  const nd = inSp.length;
+  const s = attrInts(node, 'strides', new Array<number>(nd).fill(1));
+  const d = attrInts(node, 'dilations', new Array<number>(nd).fill(1));
+  const p = auto === 'VALID' ? new Array<number>(2 * nd).fill(0) : attrInts(node, 'pads', new Array<number>(2 * nd).fill(0));
+  const ceil = attrInt(node, 'ceil_mode', 0) === 1;
+  return inSp.map((h, i) => {
+    const span = h + p[i]! + p[i + nd]! - d[i]! * (k[i]! - 1) - 1;
+    return (ceil ? Math.ceil(span / s[i]!) : Math.floor(span / s[i]!)) + 1;
+  });
+}
+
+/** Static shapes of the tensors a CNN forward is made of, from the input signature. */
+export function staticShapes(g: Graph, sig: InputSignature): Map<string, number[]> {
+  const sh = new Map<string, number[]>();
+  for (const [k, v] of Object.entries(sig)) sh.set(k, v.dims);
+  for (const [k, t] of g.initializers) sh.set(k, t.dims);
+  for (const n of g.nodes) {
+    if (!isDefault(n)) continue;
+    const x = sh.get(n.inputs[0] ?? '');
+    if (!x) continue;
+    let y: number[] | undefined;
+    if (SAME_SHAPE.has(n.opType)) y = x;
+    else if (n.opType === 'Add' || n.opType === 'Sum' || n.opType === 'Mul' || n.opType === 'Sub') {
+      const all = n.inputs.map((i) => sh.get(i));
+      if (all.every((s) => s && s.join(',') === x.join(','))) y = x;
+    } else if (n.opType === 'Conv' && x.length === 4) {
+      const w = sh.get(n.inputs[1] ?? '');
+      const sp = w && windowOut(n, x.slice(2), w.slice(2));
+      if (w && sp) y = [x[0]!, w[0]!, ...sp];
+    } else if ((n.opType === 'MaxPool' || n.opType === 'AveragePool') && x.length === 4 && !n.outputs[1]) {
+      const sp = windowOut(n, x.slice(2), attrInts(n, 'kernel_shape', []));
+      if (sp) y = [x[0]!, x[1]!, ...sp];
+    } else if (n.opType === 'GlobalAveragePool' || n.opType === 'GlobalMaxPool') y = [x[0]!, x[1]!, ...x.slice(2).map(() => 1)];
+    if (y && n.outputs[0]) sh.set(n.outputs[0], y);
+  }
+  return sh;
+}
+
+/** The dense [C·H·W, C'·H'·W'] matrix of a 2-D group-1 convolution (y = x · M per sample). */
+export function denseConvMatrix(w: Tensor, inDims: number[], outDims: number[], node: Node): Float32Array {
+  const [C, H, W] = inDims as [number, number, number];
+  const [Co, Ho, Wo] = outDims as [number, number, number];
+  const [, , kh, kw] = w.dims as [number, number, number, number];
+  const s = attrInts(node, 'strides', [1, 1]), d = attrInts(node, 'dilations', [1, 1]);
+  const p = attrString(node, 'auto_pad', 'NOTSET') === 'VALID' ? [0, 0, 0, 0] : attrInts(node, 'pads', [0, 0, 0, 0]);
+  const wd = w.data as Float32Array;
+  const O = Co * Ho * Wo;
+  const m = new Float32Array(C * H * W * O);
+  for (let co = 0; co < Co; co++) for (let oh = 0; oh < Ho; oh++) for (let ow = 0; ow < Wo; ow++) {
+    const o = (co * Ho + oh) * Wo + ow;
+    for (let ci = 0; ci < C; ci++) for (let a = 0; a < kh; a++) {
+      const ih = oh * s[0]! + a * d[0]! - p[0]!;
+      if (ih < 0 || ih >= H) continue;
+      for (let b = 0; b < kw; b++) {
+        const iw = ow * s[1]! + b * d[1]! - p[1]!;
+        if (iw < 0 || iw >= W) continue;
+        m[((ci * H + ih) * W + iw) * O + o] += wd[((co * C + ci) * kh + a) * kw + b]!;
+      }
+    }
+  }
+  return m;
+}
+
+/** Why a conv keeps its form, or null when it becomes the dense MatMul. */
+function keep(n: Node, g: Graph, sh: Map<string, number[]>, frozen: (t: string) => boolean): string | null {
+  if (!isDefault(n) || n.opType !== 'Conv') return 'not a Conv';
+  const w = g.initializers.get(n.inputs[1] ?? '');
+  if (!w || !frozen(n.inputs[1]!) || w.dtype !== 'float32' || w.dims.length !== 4) return 'weight not a frozen float32 4-D constant';
+  if (attrInt(n, 'group', 1) !== 1) return 'grouped';
+  const b = n.inputs[2];
+  if (b && !g.initializers.has(b)) return 'computed bias';
+  const x = sh.get(n.inputs[0]!), y = sh.get(n.outputs[0]!);
+  if (!x || !y) return 'shape unknown';
+  const I = x[1]! * x[2]! * x[3]!, O = y[1]! * y[2]! * y[3]!;
+  const macs = O * w.dims[1]! * w.dims[2]! * w.dims[3]!;
+  if (I * O > tinyConvDense.maxRatio * macs) return `dense ${I}×${O} exceeds the conv's ${macs} multiply-adds per sample`;
+  if (I * O * 4 > MAX_BYTES) return `dense matrix ${(I * O * 4 / 2 ** 20).toFixed(1)} MB > ${MAX_BYTES / 2 ** 20} MB`;
+  return null;
+}
+
+/**
+ * `model` with each qualifying convolution written as the dense MatMul (a copy; `model` is not
+ * changed), or `model` itself when none qualifies. `frozen(name)`: the initializer is baked in the
+ * step (not trained, not fed).
+ */
+export function denseTinyConvs(model: Model, sig: InputSignature, frozen: (t: string) => boolean): { model: Model; rewritten: string[] } {
+  if (!tinyConvDense.current) return { model, rewritten: [] };
+  const g = model.graph;
+  const sh = staticShapes(g, sig);
+  const chosen = g.nodes.filter((n) => keep(n, g, sh, frozen) === null);
+  if (!chosen.length) return { model, rewritten: [] };
+  const inits = new Map(g.initializers);
+  const nodes: Node[] = [];
+  const names = new Set([...g.initializers.keys(), ...g.nodes.flatMap((n) => [...n.inputs, ...n.outputs])]);
+  const fresh = (base: string) => { let k = base, i = 0; while (names.has(k)) k = `${base}_${++i}`; names.add(k); return k; };
+  for (const n of g.nodes) {
+    if (!chosen.includes(n)) { nodes.push(n); continue; }
+    const [x, wName, b] = n.inputs as [string, string, string | undefined];
+    const xd = sh.get(x)!, yd = sh.get(n.outputs[0]!)!;
+    const I = xd[1]! * xd[2]! * xd[3]!, O = yd[1]! * yd[2]! * yd[3]!;
+    const mName = fresh(`${n.name || wName}_dense`);
+    inits.set(mName, f32([I, O], denseConvMatrix(g.initializers.get(wName)!, xd.slice(1), yd.slice(1), n)));
+    const sIn = fresh(`${mName}_in_shape`), sOut = fresh(`${mName}_out_shape`);
+    inits.set(sIn, i64([2], [-1, I]));
+    inits.set(sOut, i64([4], [-1, yd[1]!, yd[2]!, yd[3]!]));
+    const xf = fresh(`${mName}_x`), yf = fresh(`${mName}_y`);
+    const out = n.outputs[0]!;
+    nodes.push({ name: fresh(`${n.name}_flatten`), opType: 'Reshape', domain: '', inputs: [x, sIn], outputs: [xf], attrs: {} });
+    nodes.push({ name: fresh(`${n.name}_dense`), opType: 'MatMul', domain: '', inputs: [xf, mName], outputs: [yf], attrs: {} });
+    if (b) {
+      const y4 = fresh(`${mName}_y4`), bShape = fresh(`${mName}_bias_shape`), b4 = fresh(`${mName}_bias4`);
+      inits.set(bShape, i64([4], [1, yd[1]!, 1, 1]));
+      nodes.push({ name: fresh(`${n.name}_unflatten`), opType: 'Reshape', domain: '', inputs: [yf, sOut], outputs: [y4], attrs: {} });
+      nodes.push({ name: fresh(`${n.name}_bias_view`), opType: 'Reshape', domain: '', inputs: [b, bShape], outputs: [b4], attrs: {} });
+      nodes.push({ name: fresh(`${n.name}_bias`), opType: 'Add', domain: '', inputs: [y4, b4], outputs: [out], attrs: {} });
+    } else {
+      nodes.push({ name: fresh(`${n.name}_unflatten`), opType: 'Reshape', domain: '', inputs: [yf, sOut], outputs: [out], attrs: {} });
+    }
+  }
+  // Weights no node reads any more leave the copy (the model keeps them).
+  const read = new Set(nodes.flatMap((n) => n.inputs));
+  for (const n of chosen) if (!read.has(n.inputs[1]!)) inits.delete(n.inputs[1]!);
+  return { model: { ...model, graph: { ...g, nodes, initializers: inits } }, rewritten: chosen.map((n) => n.name) };
+}
