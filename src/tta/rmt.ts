@@ -29,6 +29,8 @@
 // projector (the code trains every model parameter; pass `params` to choose); the source batch
 // size defaults to the first test batch's size (the code: the test batch size); sampling of the
 // source batches uses refit's seeded generator.
+// Outside the paper, off by default: `updateEvery` (a step on every k-th batch only) and
+// `addLabelled` (labelled stream samples in the replay), for the continual controller.
 import { z } from 'zod';
 import { RefitModel as Model, type RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
