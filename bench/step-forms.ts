@@ -30,7 +30,7 @@ const MODELS: Record<string, { chw: number[]; batch: number }> = {
 const FORMS: Record<string, { what: string; set: (on: boolean) => void }> = {
   lift: { what: 'step at opset 16 (MaxPool gradient by ScatterElements add) / at the model opset 13', set: (on) => { stepOpsetLift.current = on; } },
   dense: { what: 'frozen convs on tiny images as dense MatMuls (src/train/tiny-conv-dense.ts) / as Conv', set: (on) => { tinyConvDense.current = on; } },
-  'dense-wide': { what: 'dense MatMuls up to 2 matrix entries per conv multiply-add / up to 1', set: (on) => { tinyConvDense.maxRatio = on ? 2 : 1; } },
+  'dense-wide': { what: 'dense MatMuls up to 2 matrix entries per conv multiply-add and 32 MB / up to 1 and 16 MB (the default)', set: (on) => { tinyConvDense.maxRatio = on ? 2 : 1; tinyConvDense.maxBytes = (on ? 32 : 16) * 2 ** 20; } },
 };
 const formName = argOf('--form') ?? 'lift';
 const form = FORMS[formName];

@@ -7,7 +7,7 @@
 // bench/tiny-conv-dense.ts, alternating in one process: [64, 512, 2, 2] 512 out 0.21× the Conv's
 // time; [64, 256, 4, 4] 1.94× (more multiply-adds than the conv), so the form is used only where
 // the matrix has no more entries than the conv has multiply-adds per sample (C'·H'·W' · C·k²),
-// and at most MAX_BYTES. It costs memory: the matrix and its transposed copy, 16 MB each for a
+// and at most 16 MB (tinyConvDense). It costs memory: the matrix and its transposed copy, 16 MB each for a
 // 512-channel 2×2 layer (the conv kernel is 9 MB).
 //
 // The shapes come from a small static propagation through the ops CNN forwards are made of;
@@ -21,8 +21,7 @@ import type { InputSignature } from '../onnx/shapes.ts';
  * On by default; tests and bench/step-forms.ts switch it off to compare. `maxRatio`: the most
  * matrix entries per conv multiply-add (per sample) where the dense form is used.
  */
-export const tinyConvDense: { current: boolean; maxRatio: number } = { current: true, maxRatio: 1 };
-export const MAX_BYTES = 16 * 2 ** 20;
+export const tinyConvDense: { current: boolean; maxRatio: number; maxBytes: number } = { current: true, maxRatio: 1, maxBytes: 16 * 2 ** 20 };
 
 const SAME_SHAPE = new Set(['Relu', 'Clip', 'BatchNormalization', 'Identity', 'Sigmoid', 'HardSigmoid', 'HardSwish', 'LeakyRelu', 'Tanh', 'Dropout']);
 const isDefault = (n: Node) => !n.domain || n.domain === 'ai.onnx';
@@ -107,7 +106,7 @@ function keep(n: Node, g: Graph, sh: Map<string, number[]>, frozen: (t: string) 
   const I = x[1]! * x[2]! * x[3]!, O = y[1]! * y[2]! * y[3]!;
   const macs = O * w.dims[1]! * w.dims[2]! * w.dims[3]!;
   if (I * O > tinyConvDense.maxRatio * macs) return `dense ${I}×${O} exceeds the conv's ${macs} multiply-adds per sample`;
-  if (I * O * 4 > MAX_BYTES) return `dense matrix ${(I * O * 4 / 2 ** 20).toFixed(1)} MB > ${MAX_BYTES / 2 ** 20} MB`;
+  if (I * O * 4 > tinyConvDense.maxBytes) return `dense matrix ${(I * O * 4 / 2 ** 20).toFixed(1)} MB > ${tinyConvDense.maxBytes / 2 ** 20} MB`;
   return null;
 }
 
