@@ -5,6 +5,7 @@
 //   --form lift   the step graph at opset 16 (src/train/step-opset.ts: MaxPool's gradient as a
 //                 ScatterElements-add) vs the model's opset 13 (one-hot im2col + ArgMax form)
 //   --form dense  frozen convs on tiny images as dense MatMuls (src/train/tiny-conv-dense.ts) vs Conv
+//   --form both   lift and dense together vs neither; --form dense-wide: the dense form's wider limits
 //
 //   npx tsx bench/step-forms.ts --form lift [--models resnet18_64,resnet18_224] [--rounds 15] [--out FILE]
 //
@@ -30,6 +31,7 @@ const MODELS: Record<string, { chw: number[]; batch: number }> = {
 const FORMS: Record<string, { what: string; set: (on: boolean) => void }> = {
   lift: { what: 'step at opset 16 (MaxPool gradient by ScatterElements add) / at the model opset 13', set: (on) => { stepOpsetLift.current = on; } },
   dense: { what: 'frozen convs on tiny images as dense MatMuls (src/train/tiny-conv-dense.ts) / as Conv', set: (on) => { tinyConvDense.current = on; } },
+  both: { what: 'opset-16 step and dense tiny convs / neither (the step before this pass)', set: (on) => { stepOpsetLift.current = on; tinyConvDense.current = on; } },
   'dense-wide': { what: 'dense MatMuls up to 2 matrix entries per conv multiply-add and 32 MB / up to 1 and 16 MB (the default)', set: (on) => { tinyConvDense.maxRatio = on ? 2 : 1; tinyConvDense.maxBytes = (on ? 32 : 16) * 2 ** 20; } },
 };
 const formName = argOf('--form') ?? 'lift';
