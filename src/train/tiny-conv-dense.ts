@@ -76,17 +76,23 @@ export function denseConvMatrix(w: Tensor, inDims: number[], outDims: number[], 
   const s = attrInts(node, 'strides', [1, 1]), d = attrInts(node, 'dilations', [1, 1]);
   const p = attrString(node, 'auto_pad', 'NOTSET') === 'VALID' ? [0, 0, 0, 0] : attrInts(node, 'pads', [0, 0, 0, 0]);
   const wd = w.data as Float32Array;
-  const O = Co * Ho * Wo;
+  const O = Co * Ho * Wo, HoWo = Ho * Wo;
+  // The weight as [ci, a, b, co] so that the innermost loop (over co) reads it contiguously.
+  const wt = new Float32Array(wd.length);
+  for (let co = 0; co < Co; co++) for (let ci = 0; ci < C; ci++) for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) {
+    wt[((ci * kh + a) * kw + b) * Co + co] = wd[((co * C + ci) * kh + a) * kw + b]!;
+  }
   const m = new Float32Array(C * H * W * O);
-  for (let co = 0; co < Co; co++) for (let oh = 0; oh < Ho; oh++) for (let ow = 0; ow < Wo; ow++) {
-    const o = (co * Ho + oh) * Wo + ow;
-    for (let ci = 0; ci < C; ci++) for (let a = 0; a < kh; a++) {
+  for (let ci = 0; ci < C; ci++) for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) {
+    const wBase = ((ci * kh + a) * kw + b) * Co;
+    for (let oh = 0; oh < Ho; oh++) {
       const ih = oh * s[0]! + a * d[0]! - p[0]!;
       if (ih < 0 || ih >= H) continue;
-      for (let b = 0; b < kw; b++) {
+      for (let ow = 0; ow < Wo; ow++) {
         const iw = ow * s[1]! + b * d[1]! - p[1]!;
         if (iw < 0 || iw >= W) continue;
-        m[((ci * H + ih) * W + iw) * O + o] += wd[((co * C + ci) * kh + a) * kw + b]!;
+        const row = ((ci * H + ih) * W + iw) * O + oh * Wo + ow;
+        for (let co = 0; co < Co; co++) m[row + co * HoWo] += wt[wBase + co]!;
       }
     }
   }
