@@ -8,6 +8,7 @@
 //   --form both   lift and dense together vs neither; --form dense-wide: the dense form's wider limits
 //
 //   npx tsx bench/step-forms.ts --form lift [--models resnet18_64,resnet18_224] [--rounds 15] [--out FILE]
+//        [--config full]   every parameter trained instead of Tent's BN affine (same entropy loss)
 //
 // Prints per model: median ms of each (and CPU ms), new / old, and the max relative difference of
 // the gradients (new vs old).
@@ -40,9 +41,11 @@ if (!form) throw new Error(`--form ${formName}: expected one of ${Object.keys(FO
 const models = (argOf('--models') ?? 'resnet18_64').split(',');
 const ROUNDS = Number(argOf('--rounds') ?? 15);
 const out = argOf('--out');
+/** 'tent': BN affine only (conv weights baked); 'full': every parameter but the running statistics (same entropy loss). */
+const config = argOf('--config') ?? 'tent';
 const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 
-const lines = [`\`npx tsx bench/step-forms.ts ${args.join(' ')}\` (${new Date().toISOString().slice(0, 16)} UTC): ${form.what}; Tent step, 2 threads, ${ROUNDS} alternating rounds after 2 warm-up calls each`, '',
+const lines = [`\`npx tsx bench/step-forms.ts ${args.join(' ')}\` (${new Date().toISOString().slice(0, 16)} UTC): ${form.what}; ${config === 'full' ? 'full step (every parameter, entropy loss)' : 'Tent step'}, 2 threads, ${ROUNDS} alternating rounds after 2 warm-up calls each`, '',
   '| model (batch) | old ms | new ms | new / old | CPU new / old | max grad rel diff | loss old / new | load start → end |', '|---|---:|---:|---:|---:|---:|---|---|'];
 for (const name of models) {
   const m = MODELS[name];
@@ -52,7 +55,10 @@ for (const name of models) {
   const rng = new Rng(1);
   const x = f32([m.batch, ...m.chw], rng.fill(new Float32Array(m.batch * m.chw.reduce((a, b) => a * b, 1)), 1));
   const logits = model.outputs[0]!.name;
-  const trainable = normAffineParams('tent', model);
+  const running = new Set(model.ir.graph.nodes.filter((n) => n.opType === 'BatchNormalization').flatMap((n) => n.inputs.slice(3, 5)));
+  const trainable = config === 'full'
+    ? [...model.ir.graph.initializers].filter(([k, t]) => t.dtype === 'float32' && !running.has(k)).map(([k]) => k)
+    : normAffineParams('tent', model);
   const steps: Record<'old' | 'new', TrainStep> = {} as never;
   const first: Record<string, Awaited<ReturnType<TrainStep['run']>>> = {};
   for (const k of ['old', 'new'] as const) {
