@@ -93,7 +93,7 @@ export const rmtSchema = z.object({
   /**
    * Take the update step on every k-th batch only; the batches between are predicted the same
    * way (student + teacher, batch statistics) without a step. A deviation for a compute budget
-   * (the code steps on every batch, k = 1): the step costs about 4–7× a forward pass. @default 1
+   * (the code steps on every batch, k = 1): a step costs several times a batch without one. @default 1
    */
   updateEvery: z.number().int().positive().default(1),
 });
