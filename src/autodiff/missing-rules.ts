@@ -1,6 +1,6 @@
 // Which nodes on the gradient path have no gradient rule: found all at once by a graph walk,
 // so a compile (or a diagnosis) names every blocker instead of the first one met.
-import type { Node } from '../onnx/ir.ts';
+import { isDefaultDomain, type Node } from '../onnx/ir.ts';
 import { ruleFor, supportedOps, NO_GRADIENT_OPS } from './rule.ts';
 
 export interface Blocker {
@@ -30,7 +30,7 @@ export interface PathQuery {
   judge?: (node: Node) => string | null | undefined;
 }
 
-export const isDefaultDomain = (n: Node) => n.domain === '' || n.domain === 'ai.onnx';
+export { isDefaultDomain };
 
 /** Tensors that depend on a `wrt` tensor through ops that carry gradient (float tensors only). */
 export function dependents(q: Pick<PathQuery, 'nodes' | 'wrt' | 'isFloat'>): Set<string> {

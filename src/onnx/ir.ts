@@ -126,6 +126,9 @@ export const floatAttr = (value: number): Attr => ({ kind: 'float', value });
 export const floatsAttr = (value: number[]): Attr => ({ kind: 'floats', value });
 
 /** Default-domain opset version of a model. */
+/** A node of the default (ai.onnx) domain. */
+export const isDefaultDomain = (n: Node) => n.domain === '' || n.domain === 'ai.onnx';
+
 export function opsetVersion(model: Model): number {
   const o = model.opsets.find((x) => x.domain === '' || x.domain === 'ai.onnx');
   if (!o) throw new Error('model has no default-domain (ai.onnx) opset import');

@@ -28,11 +28,11 @@
 // onnxruntime (nchwc.ts nchwcBlockSize). Weights are reordered (and padded) by graph ops on the
 // shared initializers, which onnxruntime constant-folds. Running statistics that no node reads
 // any more (prior 0) are dropped from the rewritten graph.
-import { attrInt, attrInts, attrFloat, attrString, type Model, type Node } from './ir.ts';
+import { attrInt, attrInts, attrFloat, attrString, opsetVersion, type Model, type Node } from './ir.ts';
 import { Emitter } from './emitter.ts';
-import { NCHWC_DOMAIN } from './nchwc.ts';
+import { NCHWC_DOMAIN, blockedForm } from './nchwc.ts';
 import type { Tensor } from './tensor.ts';
-import { checkRunningStats } from '../train/batchnorm-train.ts';
+import { checkRunningStats, mixWithPrior } from '../train/batchnorm-train.ts';
 
 /** Whether 1×1 convs take their BN statistics from the input's moments (tests and benches switch it). */
 export const pointwiseStats = { current: true };
@@ -53,8 +53,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
   const g = model.graph;
   const prior = opts.prior ?? 0;
   const original = g.nodes;
-  const opset = model.opsets.find((o) => o.domain === '' || o.domain === 'ai.onnx')?.version ?? 13;
-  const em = new Emitter(g, opset);
+  const em = new Emitter(g, opsetVersion(model));
   g.nodes = [];
   const consumers = new Map<string, Node[]>();
   for (const n of original) for (const i of n.inputs) if (i) consumers.set(i, [...(consumers.get(i) ?? []), n]);
@@ -112,7 +111,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
       const dims = shapeOf(n.outputs[0]!);
       const group = attrInt(n, 'group', 1);
       const form = wt && wt.dtype === 'float32' && wt.dims.length === 4 && isBlockedDims(dims) && attrString(n, 'auto_pad', 'NOTSET') === 'NOTSET'
-        ? convForm(wt.dims as number[], group, block) : null;
+        ? blockedForm(wt.dims as number[], group, block, { padChannels: true }) : null;
       const bn = form ? soleConsumer(n.outputs[0]!) : undefined;
       if (form && bn && isBatchNorm(bn) && form.filter === 'OIHWBiBo' && isPointwise(n) && isBlockedDims(shapeOf(n.inputs[0]!)) && pointwiseStats.current && padded(wt!.dims[1]!) <= padded(wt!.dims[0]!)) {
         checkRunningStats(g, bn);
@@ -203,13 +202,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
     const meanD = em.mul(sumOver('ReduceSum'), em.scalar(1 / count));
     const batchMean = em.add(K, meanD);
     const batchVar = em.op('Relu', [em.sub(em.mul(sumOver('ReduceSumSquare'), em.scalar(1 / count)), em.mul(meanD, meanD))]);
-    let useMean = batchMean, useVar = batchVar;
-    if (prior > 0) {
-      const a = prior / (prior + N);
-      const mix = (src: string, b: string) => em.add(em.mul(src, em.scalar(a)), em.mul(b, em.scalar(1 - a)));
-      useMean = mix(runMean, batchMean);
-      useVar = mix(runVar, batchVar);
-    }
+    const { useMean, useVar } = mixWithPrior(em, prior, N, { mean: runMean, variance: runVar }, { mean: batchMean, variance: batchVar });
     const a = em.div(scale, em.op('Sqrt', [em.add(useVar, em.scalar(eps))]));
     // y = a·(x − useMean) + β = a·d + β + a·(K − useMean), with d = x − K.
     const shift = em.add(bias, em.mul(a, em.sub(K, useMean)));
@@ -250,13 +243,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
     let batchMean = em.reshape(em.op('MatMul', [w2, em.reshape(em.add(K, mu), [I!, 1])]), [O!]);
     if (convBias) batchMean = em.add(batchMean, convBias);
     const batchVar = em.op('Relu', [em.reduce('ReduceSum', em.mul(em.op('MatMul', [w2, sigma]), w2), [1], false)]);
-    let useMean = batchMean, useVar = batchVar;
-    if (prior > 0) {
-      const p = prior / (prior + N);
-      const mix = (src: string, b: string) => em.add(em.mul(src, em.scalar(p)), em.mul(b, em.scalar(1 - p)));
-      useMean = mix(runMean, batchMean);
-      useVar = mix(runVar, batchVar);
-    }
+    const { useMean, useVar } = mixWithPrior(em, prior, N, { mean: runMean, variance: runVar }, { mean: batchMean, variance: batchVar });
     const a = em.div(scale, em.op('Sqrt', [em.add(useVar, em.scalar(eps))]));
     // a·(W·x + B − useMean) + β = (a·W)·x + a·(B − useMean) + β.
     const wa = em.reshape(em.mul(w2, em.reshape(a, [O!, 1])), [O!, I!, 1, 1]);
@@ -334,17 +321,6 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
 
 function sameDims(a: number[] | undefined, b: number[] | undefined): boolean {
   return !!a && !!b && a.length === b.length && a.every((v, i) => v === b[i]);
-}
-
-/**
- * The blocked form of a conv with weight [O, I/group, kh, kw] (onnxruntime's TransformConv):
- * ungrouped with I ≥ block → blocked input, OIHWBiBo; ungrouped with I < block (a stem on RGB) →
- * NCHW input, OIHWBo; depthwise → blocked input, OIHWBo. Channel counts that are not a multiple of
- * the block are padded with zero weights (ReorderInput pads the input the same way).
- */
-function convForm([O, Ig]: number[], group: number, block: number): { filter: 'OIHWBiBo' | 'OIHWBo'; reorderInput: boolean } | null {
-  if (group === 1) return Ig! < block ? { filter: 'OIHWBo', reorderInput: false } : { filter: 'OIHWBiBo', reorderInput: true };
-  return Ig === 1 && group === O ? { filter: 'OIHWBo', reorderInput: true } : null;
 }
 
 /** W [O, I, kh, kw] reordered by Reshape/Transpose ops (onnxruntime folds them: W is constant). */

@@ -252,13 +252,15 @@ function withoutDeadNodes(nodes: Node[], graphOutputs: ReadonlySet<string>): Nod
  * with input channels a multiple of the block → reordered input and OIHWBiBo filter; ungrouped
  * with fewer input channels than the block (a stem on RGB) → the plain NCHW input and an OIHWBo
  * filter; depthwise → reordered input and OIHWBo. Output channels must fill whole blocks (the
- * transformer pads them; refit leaves such convs alone). Anything else: null.
+ * transformer pads them; refit leaves such convs alone, unless `padChannels`: BN-adapt's blocked
+ * graph (nchwc-batchstats.ts) pads weights and channels with zeros to whole blocks). Anything else: null.
  */
-function blockedForm([O, I]: number[], group: number, block: number): { filter: 'OIHWBiBo' | 'OIHWBo'; reorderInput: boolean } | null {
-  if (O! % block !== 0) return null;
+export function blockedForm([O, I]: number[], group: number, block: number, opts: { padChannels?: boolean } = {}): { filter: 'OIHWBiBo' | 'OIHWBo'; reorderInput: boolean } | null {
+  const pad = opts.padChannels === true;
+  if (!pad && O! % block !== 0) return null;
   if (group === 1) {
     if (I! < block) return { filter: 'OIHWBo', reorderInput: false };
-    return I! % block === 0 ? { filter: 'OIHWBiBo', reorderInput: true } : null;
+    return pad || I! % block === 0 ? { filter: 'OIHWBiBo', reorderInput: true } : null;
   }
   return I === 1 && group === O ? { filter: 'OIHWBo', reorderInput: true } : null;
 }

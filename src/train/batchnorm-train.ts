@@ -81,6 +81,17 @@ export type BatchStatsForm = 'bn-train' | 'decomposed';
 /** The form the lowering emits; tests and the bench switch it to compare the two. */
 export const batchStatsForm: { current: BatchStatsForm } = { current: 'bn-train' };
 
+/**
+ * The statistics BatchNorm normalises with under a source prior of strength N (Schneider et al.
+ * 2020): a·source + (1 − a)·batch with a = N / (N + batch size); the batch's own when N is 0.
+ */
+export function mixWithPrior(em: Emitter, prior: number, batch: number, source: { mean: string; variance: string }, stats: { mean: string; variance: string }): { useMean: string; useVar: string } {
+  if (prior <= 0) return { useMean: stats.mean, useVar: stats.variance };
+  const a = prior / (prior + batch);
+  const mix = (src: string, b: string) => em.add(em.mul(src, em.scalar(a)), em.mul(b, em.scalar(1 - a)));
+  return { useMean: mix(source.mean, stats.mean), useVar: mix(source.variance, stats.variance) };
+}
+
 function emitTrainBN(node: Node, graph: Graph, em: Emitter, shapeOf: (t: string) => number[], prior: number): RunningStatUpdate[] {
   const [x, scale, bias, mean, variance] = node.inputs as [string, string, string, string, string];
   const eps = attrFloat(node, 'epsilon', 1e-5);
@@ -124,14 +135,8 @@ function emitTrainBN(node: Node, graph: Graph, em: Emitter, shapeOf: (t: string)
     batchMean = em.reshape(m, [C]);
     batchVar = em.reshape(em.reduce('ReduceMean', em.mul(centered, centered), axes, true), [C]);
   }
-  let useMean = batchMean, useVar = batchVar;
-  if (prior > 0) {
-    // Mix source and batch statistics; the source ones are constants here (no gradient).
-    const a = prior / (prior + dims[0]!);
-    const mix = (src: string, b: string) => em.add(em.mul(src, em.scalar(a)), em.mul(b, em.scalar(1 - a)));
-    useMean = mix(mean, useMean);
-    useVar = mix(variance, useVar);
-  }
+  // Mix source and batch statistics; the source ones are constants here (no gradient).
+  const { useMean, useVar } = mixWithPrior(em, prior, dims[0]!, { mean, variance }, { mean: batchMean, variance: batchVar });
   // The normalisation itself is onnxruntime's fused BatchNormalization kernel fed with the batch
   // statistics. `batchStatistics` tells its gradient rule that mean and variance are functions
   // of X, so it emits the full batch-statistics gradient in one fused form (norm.ts).

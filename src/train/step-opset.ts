@@ -16,14 +16,12 @@
 // opset too, unchecked). Refit's own lowering reads the opset (batchnorm-train.ts writes the
 // opset-14 training-mode node), so what it emits is valid at the lifted opset.
 import type { Model, Node } from '../onnx/ir.ts';
-import { attrInts, opsetVersion } from '../onnx/ir.ts';
+import { attrInts, opsetVersion, isDefaultDomain as isDefault } from '../onnx/ir.ts';
 
 export const STEP_OPSET = 16;
 
-/** On by default; tests and bench/maxpool-step.ts switch it off to compare with the opset-13 form. */
+/** On by default; tests and bench/step-forms.ts switch it off to compare with the opset-13 form. */
 export const stepOpsetLift: { current: boolean } = { current: true };
-
-const isDefault = (n: Node) => !n.domain || n.domain === 'ai.onnx';
 
 /** Why a node forbids the lift, or null. */
 function refusal(n: Node): string | null {

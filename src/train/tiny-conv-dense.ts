@@ -3,17 +3,17 @@
 // the convolution kernel (blocked or not) runs 4 outputs per channel at a time. There the step
 // (whose frozen convs are constants, as in Tent/EATA/SAR) writes the conv as
 // Reshape [N, C·H·W] → MatMul with a constant [C·H·W, C'·H'·W'] matrix → Reshape (+ bias), and
-// its input gradient follows as the MatMul with the transposed constant (onnxruntime folds it).
+// its input gradient follows as a Gemm reading the same constant transposed (transB: no copy).
 // bench/tiny-conv-dense.ts, alternating in one process: [64, 512, 2, 2] 512 out 0.21× the Conv's
 // time; [64, 256, 4, 4] 1.94× (more multiply-adds than the conv), so the form is used only where
 // the matrix has no more entries than the conv has multiply-adds per sample (C'·H'·W' · C·k²),
-// and at most 16 MB (tinyConvDense). It costs memory: the matrix and its transposed copy, 16 MB each for a
-// 512-channel 2×2 layer (the conv kernel is 9 MB).
+// and at most 16 MB (tinyConvDense). It costs memory: the matrix, 16 MB for a 512-channel 2×2
+// layer (the conv kernel is 9 MB).
 //
 // The shapes come from a small static propagation through the ops CNN forwards are made of;
 // a conv whose input shape it cannot tell is left as it is.
 import type { Graph, Model, Node } from '../onnx/ir.ts';
-import { attrInt, attrInts, attrString } from '../onnx/ir.ts';
+import { attrInt, attrInts, attrString, isDefaultDomain as isDefault } from '../onnx/ir.ts';
 import { f32, i64, type Tensor } from '../onnx/tensor.ts';
 import type { InputSignature } from '../onnx/shapes.ts';
 
@@ -24,7 +24,6 @@ import type { InputSignature } from '../onnx/shapes.ts';
 export const tinyConvDense: { current: boolean; maxRatio: number; maxBytes: number } = { current: true, maxRatio: 1, maxBytes: 16 * 2 ** 20 };
 
 const SAME_SHAPE = new Set(['Relu', 'Clip', 'BatchNormalization', 'Identity', 'Sigmoid', 'HardSigmoid', 'HardSwish', 'LeakyRelu', 'Tanh', 'Dropout']);
-const isDefault = (n: Node) => !n.domain || n.domain === 'ai.onnx';
 
 /** Output size of a window op along one axis, or undefined where auto_pad is not NOTSET/VALID. */
 function windowOut(node: Node, inSp: number[], k: number[]): number[] | undefined {
