@@ -90,12 +90,14 @@ program
   .option('--logits <output>', 'the output holding class scores')
   .option('--embedding <output>', 'continual: an [N, D] output for the error memory (default: "features" when present)')
   .option('--feedback-delay <batches>', 'continual: give the controller each batch\'s labels this many batches later (delayed feedback; needs --labels)')
+  .option('--no-deep', 'continual: keep level 3 on the normalization adapters (by default, with --source, level 3 runs RMT over every parameter on it)')
   .requiredOption('--out <file>', 'predictions: .csv or .jsonl (id, prediction, confidence, label when given)')
   .option('--report <file>', 'HTML report of the error over the stream against the unadapted model (needs labels)')
   .option('--json', 'print machine-readable JSON (no progress bar)')
   .addHelpText('after', examples(
     'refit adapt models/fmnist-cnn.onnx --method tent --stream shifted.npy --labels shifted-labels.npy --out preds.csv --report report.html',
     'refit adapt models/fmnist-cnn.onnx --method continual --stream camera/ --out preds.jsonl',
+    'refit adapt models/fmnist-cnn.onnx --method continual --stream camera/ --source clean/ --out preds.jsonl',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
     const { runAdapt, formatAdapt } = await import('./adapt.ts');

@@ -10,6 +10,7 @@ import jpeg from 'jpeg-js';
 import { loadModel, loadAdapter, ModelBuilder, encodeModel, f32 } from '../../src/index.ts';
 import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
 import { encodeIdx } from '../../src/data/idx.ts';
+import { corrupt } from '../../src/data/corruptions/index.ts';
 import { parseNpy, readDataset } from '../../src/cli/data-files.ts';
 import { replaceDirAtomic } from '../../src/cli/common.ts';
 import { refit, refitIn, root, npy, type Run } from '../helpers/cli.ts';
@@ -181,6 +182,34 @@ test('adapt (tent → CSV, continual → JSONL with a report) and eval', async (
   assert.equal(e.samples, N);
   assert.ok(e.accuracy > 0.8, `the shipped CNN on clean images: ${e.accuracy}`); // 92.99% on the full test set
   assert.ok(e.loss > 0 && Number.isFinite(e.loss));
+});
+
+test('adapt --method continual with --source: level 3 is the deep learner (RMT over every parameter), --no-deep keeps it off', async () => {
+  // A shifted stream (the test images twice over: 12 batches of 16) makes the
+  // controller climb to level 3 (gaussian noise at severity 5); the labelled CSV is the in-distribution set.
+  const twice = new Float32Array(2 * N * 784);
+  twice.set(fm.images);
+  twice.set(fm.images, N * 784);
+  const noisy = corrupt(twice, 2 * N, 28, 28, 'gaussian_noise', 5, 1);
+  writeFileSync(p('noisy.npy'), npy('<f4', [2 * N, 1, 28, 28], noisy));
+  const common = ['--method', 'continual', '--stream', p('noisy.npy'), '--source', p('data.csv'), '--label-column', 'label', '--batch-size', '16', '--json'];
+  const [deep, plain] = await Promise.all([
+    refit('adapt', cnn, ...common, '--out', p('deep.csv')),
+    refit('adapt', cnn, ...common, '--no-deep', '--out', p('nodeep.csv')),
+  ]);
+  ok(deep);
+  ok(plain);
+  const d = JSON.parse(deep.stdout), n = JSON.parse(plain.stdout);
+  assert.equal(d.deepLearner, true);
+  assert.equal(n.deepLearner, false);
+  assert.ok((d.levels.consolidation ?? 0) > 0, `the stream should reach level 3: ${JSON.stringify(d.levels)}`);
+  // Up to level 3 the two runs are the same controller; from there the deep learner predicts.
+  const rows = (f: string) => readFileSync(p(f), 'utf8').trim().split('\n').slice(1);
+  const a = rows('deep.csv'), b = rows('nodeep.csv');
+  assert.equal(a.length, 2 * N);
+  assert.ok(a.some((r, i) => r !== b[i]), 'the deep learner changed no prediction');
+  const tent = await refit('adapt', cnn, '--method', 'tent', '--stream', p('x.npy'), '--no-deep', '--out', p('never.csv'));
+  failsCleanly(tent, /--no-deep is for --method continual/);
 });
 
 test('bad input: one line, exit 1, nothing written', async () => {
