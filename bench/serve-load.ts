@@ -17,10 +17,11 @@
 // counted against what the server accepted).
 //
 // Usage: npx tsx bench/serve-load.ts [--seconds 5] [--tenants 8] [--rounds 1] [--quick]
-//                                   [--inference-workers 2] [--only <phase name part>]
+//                                   [--inference-workers 2] [--only <phase name part>] [--micro-batch-max 32]
 //   --rounds N repeats the predict-only phases N times (interleaved) and reports medians.
 //   --inference-workers N: the server's plain-inference worker threads (0: on the event loop).
 //   --only: run only the phases whose name contains this text (e.g. 'batch-32').
+//   --micro-batch-max N: the most samples one joined run takes (the server's microBatch.maxSamples).
 // Writes bench/results/serve-load.json and prints markdown tables.
 import { writeFileSync, readFileSync } from 'node:fs';
 import { fork, type ChildProcess } from 'node:child_process';
@@ -254,7 +255,8 @@ if (process.argv.includes('--client')) {
 // -------------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  const { values: args } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, tenants: { type: 'string', default: '8' }, rounds: { type: 'string', default: '1' }, quick: { type: 'boolean', default: false }, 'inference-workers': { type: 'string', default: '2' }, only: { type: 'string' } } });
+  const { values: args } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, tenants: { type: 'string', default: '8' }, rounds: { type: 'string', default: '1' }, quick: { type: 'boolean', default: false }, 'inference-workers': { type: 'string', default: '2' }, only: { type: 'string' }, 'micro-batch-max': { type: 'string', default: '32' } } });
+  const microBatchMax = Number(args['micro-batch-max']);
   const inferenceWorkers = Number(args['inference-workers']);
   const only = (name: string) => !args.only || name.includes(args.only);
   const seconds = args.quick ? 2 : Number(args.seconds);
@@ -330,6 +332,12 @@ async function main(): Promise<void> {
     return sum;
   };
 
+  /** Cumulative bucket counts (le → runs) of the joined-run sizes. */
+  const runSizes = async (app: Server): Promise<Map<string, number>> => {
+    const text = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+    return new Map([...text.matchAll(/^refit_microbatch_samples_bucket\{[^}]*le="([^"]+)"[^}]*\} (\S+)$/gm)].map((m) => [m[1]!, Number(m[2])]));
+  };
+
   const results: Record<string, unknown>[] = [];
   const report = (row: Record<string, unknown>) => {
     results.push(row);
@@ -347,7 +355,7 @@ async function main(): Promise<void> {
   for (let round = 1; round <= rounds; round++) {
     for (const p of predictPhases) {
       if (!only(p.name)) continue;
-      const { app, port } = await serve({ microBatch: p.microBatch });
+      const { app, port } = await serve({ microBatch: { ...p.microBatch, maxSamples: microBatchMax } });
       const before = await plain(p.batch);
       const spec: PhaseSpec = { name: p.name, port, mode: 'closed', connections: p.connections, maxRequests: Math.ceil((100000 * seconds) / p.batch), maxSeconds: seconds, encoding: p.encoding, batch: p.batch };
       const sat = await ask(spec);
@@ -370,11 +378,16 @@ async function main(): Promise<void> {
       report(row);
       if (p.half) {
         const rate = sat.requestsPerSecond / 2;
+        const sizes0 = await runSizes(app);
         const half = await ask({ ...spec, mode: 'open', rate, maxRequests: Math.ceil(rate * seconds) });
+        // How large the joined runs were at half load: runs of up to `le` samples, cumulative.
+        const sizes1 = await runSizes(app);
+        const halfRunSizes = Object.fromEntries([...sizes1].map(([le, c]) => [le, c - (sizes0.get(le) ?? 0)]));
         // The control: plain onnxruntime at the request's batch size and the same request rate, on the same machine now.
         const control = await plainOpenLoop(p.batch, rate, 2000);
         report({
           phase: p.name, round, load: 'half of saturating (open loop)', connections: p.connections, ...half, p99OverP50: half.p99ms / half.p50ms,
+          ...(p.batch === 1 && p.microBatch.maxWaitMs > 0 ? { halfRunSizes } : {}),
           ortSameRate: { ...control, p99OverP50: control.p99ms / control.p50ms },
         });
       }
@@ -418,6 +431,12 @@ async function main(): Promise<void> {
   console.log('\nhalf load: the service against plain onnxruntime (the request batch size, the same fixed request rate, latency from when each run was due), medians:');
   for (const r of out.summary) {
     if (r.ortSameRate) console.log(`- ${r.phase}: service p50 ${f(r.p50ms, 1)} ms, p99 ${f(r.p99ms, 1)} ms (p99/p50 ${f(r.p99ms / r.p50ms, 2)}); plain ORT p50 ${f(r.ortSameRate.p50ms, 1)} ms, p99 ${f(r.ortSameRate.p99ms, 1)} ms (p99/p50 ${f(r.ortSameRate.p99ms / r.ortSameRate.p50ms, 2)})`);
+  }
+  for (const r of results as { phase: string; round: number; halfRunSizes?: Record<string, number> }[]) {
+    if (!r.halfRunSizes) continue;
+    const c = r.halfRunSizes, all = c['+Inf'] ?? 0;
+    const over = (le: string) => (all ? f((100 * (all - (c[le] ?? 0))) / all, 1) : '–');
+    console.log(`- ${r.phase}, round ${r.round}: ${all} joined runs at half load; over 4 samples ${over('4')}%, over 8 ${over('8')}%, over 16 ${over('16')}%`);
   }
   for (const r of out.summary) {
     if (r.ortAtRunBatch) console.log(`\n${r.phase}: onnxruntime runs averaged ${f(r.meanRunBatch, 1)} samples; against plain ORT at batch ${r.ortAtRunBatch.batch} (${f(r.ortAtRunBatch.samplesPerSecond)} samples/s) the service is ${f(r.ortAtRunBatch.ratio, 2)}, per CPU-second ${f(r.ortAtRunBatch.cpuRatio, 2)}`);
