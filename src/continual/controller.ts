@@ -25,6 +25,7 @@ import { predictionStats } from '../drift/signals.ts';
 import { softmaxRows } from '../tta/common.ts';
 import { lameSolve, LAME_DEFAULTS } from '../tta/lame.ts';
 import { argmaxRows } from '../data/evaluate.ts';
+import { smoothedBatchPrior } from '../tta/batch-prior.ts';
 
 export const LEVEL_NAMES = ['output-correction', 'norm-statistics', 'fast-updates', 'consolidation', 'rollback'] as const;
 export type Level = 0 | 1 | 2 | 3 | 4;
@@ -34,8 +35,14 @@ export interface ControllerOptions extends Omit<FastSlowOptions, 'decay'> {
   decay?: number;
   /** Batches a level gets to restore health before the controller climbs (level 0 → 1 always after 1: it costs nothing). @default 3 */
   patience?: number;
-  /** Label-prior re-estimation at every level: for label shift; on the i.i.d. continual CNN stream it cost 2.4 points (bench/continual.ts), so it is off by default. @default false */
-  priorCorrection?: boolean;
+  /**
+   * Label-prior correction at every level, for label shift. true: EM re-estimation with a moving
+   * prior (./prior-correction.ts; on the i.i.d. continual CNN stream it cost 2.4 points,
+   * bench/continual.ts). 'batch': ROID's smoothed batch prior (src/tta/batch-prior.ts), applied
+   * to the probabilities (ROID multiplies the logits by it), which leaves a batch whose
+   * predictions cover every class almost unchanged. @default false
+   */
+  priorCorrection?: boolean | 'batch';
   /**
    * LAME (Boudiaf et al. 2022) on the final probabilities, with the embedding's kNN affinity:
    * true on every batch, 'auto' only when the batch's predicted labels are concentrated
@@ -242,7 +249,11 @@ export class ContinualController {
     // Level 0's corrections apply at every level: cheap, and they never change parameters.
     const probs = this.options.ensemble === 'fast' ? Float32Array.from(softmaxRows(out.fastLogits.data as Float32Array, C)) : out.probs;
     normaliseRows(probs, n, C);
-    if (this.options.priorCorrection) this.prior.correct(probs, n);
+    if (this.options.priorCorrection === 'batch') {
+      const sp = smoothedBatchPrior(probs, n, C);
+      for (let k = 0; k < probs.length; k++) probs[k]! *= sp[k % C]!;
+      normaliseRows(probs, n, C);
+    } else if (this.options.priorCorrection) this.prior.correct(probs, n);
     signals.spread = labelSpread(probs, n, C);
     if (out.embedding && (this.options.lame === true || (this.options.lame === 'auto' && signals.spread < (this.options.lameThreshold ?? 0.7)))) {
       const emb = out.embedding.data as Float32Array;

@@ -39,6 +39,7 @@ import { augmentBatch } from './augment.ts';
 import { multiBranch, branchName } from './branches.ts';
 import type { AugmentFn } from './cotta.ts';
 import type { AdapterState } from './types.ts';
+import { smoothedBatchPrior } from './batch-prior.ts';
 
 /** Defaults of the paper's code (conf.py's _C.ROID and cfgs/cifar10_c/roid.yaml). */
 export const ROID_DEFAULTS = {
@@ -189,13 +190,7 @@ export class ROID extends PaperAdamAdapter<z.output<typeof roidSchema>> {
     // 6. Prior correction of the output.
     let out = logits;
     if (o.priorCorrection) {
-      const q = softmaxRows(logits.data as Float32Array, C);
-      const prior = new Float64Array(C);
-      for (let i = 0; i < n; i++) for (let c = 0; c < C; c++) prior[c]! += q[i * C + c]! / n;
-      let pmax = 0;
-      for (let c = 0; c < C; c++) pmax = Math.max(pmax, prior[c]!);
-      const s = Math.max(1 / n, 1 / C) / pmax;
-      const sp = Float32Array.from(prior, (v) => (v + s) / (1 + s * C));
+      const sp = smoothedBatchPrior(softmaxRows(logits.data as Float32Array, C), n, C);
       const l = logits.data as Float32Array;
       out = f32([n, C], Float32Array.from(l, (v, k) => v * sp[k % C]!));
     }

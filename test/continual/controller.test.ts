@@ -9,6 +9,7 @@ import { corrupt } from '../../src/data/corruptions/index.ts';
 import { f32 } from '../../src/onnx/tensor.ts';
 import { ContinualController } from '../../src/continual/controller.ts';
 import { encodeCheckpoint, decodeCheckpoint } from '../../src/continual/checkpoint.ts';
+import { smoothedBatchPrior } from '../../src/tta/batch-prior.ts';
 
 const modelPath = new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname;
 const N = 32, B = 14;
@@ -86,5 +87,35 @@ test('checkpoint: a restored controller continues exactly; truncated or foreign 
   assert.throws(() => decodeCheckpoint(other, bytes), /belongs to another model/);
   assert.throws(() => decodeCheckpoint(model, new Uint8Array(16)), /checkpoint/);
   await Promise.all([a.release(), b.release(), other.release()]);
+  await model.release();
+});
+
+test("priorCorrection 'batch': ROID's smoothed batch prior reweights the returned probabilities, and nothing else", async () => {
+  // Two controllers in the same state see the same batches; the second's probabilities are the
+  // first's times the smoothed prior of the first's, renormalised. A batch of one class (sorted
+  // by label, as under correlated labels) is pulled further towards it.
+  const model = await loadModel(modelPath, { threads: 1 });
+  const plain = new ContinualController(model, opts);
+  const prior = new ContinualController(model, { ...opts, priorCorrection: 'batch' });
+  const order = Array.from({ length: N * B }, (_, i) => i).sort((a, b) => ds.labels[a]! - ds.labels[b]!);
+  const x = f32([N, 1, 28, 28], Float32Array.from({ length: N * 784 }, (_, k) => ds.images[order[Math.floor(k / 784)]! * 784 + (k % 784)]!));
+  const C = 10;
+  for (let round = 0; round < 3; round++) {
+    const a = await plain.predict(x), b = await prior.predict(x);
+    assert.equal(a.level, b.level);
+    const sp = smoothedBatchPrior(a.probs, N, C);
+    for (let i = 0; i < N; i++) {
+      let z = 0;
+      for (let c = 0; c < C; c++) z += a.probs[i * C + c]! * sp[c]!;
+      for (let c = 0; c < C; c++) assert.ok(Math.abs(b.probs[i * C + c]! - (a.probs[i * C + c]! * sp[c]!) / z) < 1e-6);
+    }
+    // Every sample is class 0 here: the correction raises class 0's mean probability.
+    const mean0 = (p: Float32Array) => Array.from({ length: N }, (_, i) => p[i * C]!).reduce((s, v) => s + v, 0) / N;
+    assert.ok(mean0(b.probs) > mean0(a.probs), `class 0: ${mean0(b.probs)} vs ${mean0(a.probs)}`);
+  }
+  // Predictions spread evenly over the classes leave the prior near uniform: almost no change.
+  const even = smoothedBatchPrior(new Float32Array(20 * C).fill(1 / C), 20, C);
+  for (const v of even) assert.ok(Math.abs(v - 1 / C) < 1e-7);
+  await Promise.all([plain.release(), prior.release()]);
   await model.release();
 });
