@@ -64,6 +64,11 @@ export interface ControllerOptions extends Omit<FastSlowOptions, 'decay'> {
   warmupBatches?: number;
   /** Highest level allowed. @default 3 */
   maxLevel?: 0 | 1 | 2 | 3;
+  /**
+   * Limits: an update (levels 2–3) slower than `maxUpdateMs` turns updates off; more trainable
+   * parameters than `maxTrainableParams` in the fast learner turns them off from the start, and in
+   * the deep learner keeps level 3 on the slow learner.
+   */
   budgets?: { maxUpdateMs?: number; maxTrainableParams?: number };
   /**
    * Delayed labels: predictions kept waiting, and for how many batches (4096, 50); a labelled step
@@ -165,6 +170,8 @@ export class ContinualController {
   private replay: ReplayBuffer;
   private memory: ErrorMemory | null = null;
   private deep: DeepLearner | null = null;
+  /** options.deep, unless its parameters are over the budget (then level 3 is the slow learner's). */
+  private readonly deepOptions: DeepLearnerOptions | undefined;
   private goodDeep: AdapterState | null = null;
   /** Labelled samples waiting for a batch big enough to learn from. */
   private labelled: { input: Float32Array; label: number }[] = [];
@@ -186,6 +193,16 @@ export class ContinualController {
     const maxP = options.budgets?.maxTrainableParams;
     this.budgetCap = maxP !== undefined && nParams > maxP ? 1 : 3;
     if (this.budgetCap < 3) this.emit('budget', `${nParams} trainable parameters exceed the budget of ${maxP}: updates (levels 2–3) are off`, { trainable: nParams });
+    this.deepOptions = options.deep;
+    if (options.deep && maxP !== undefined && this.budgetCap === 3) {
+      // The deep learner trains far more than the fast learner: the budget applies to it too.
+      const p = options.deep.params;
+      const nDeep = (p === undefined || p === 'all' ? model.parameterNames('all') : p).reduce((a, n) => a + model.param(n).data.length, 0);
+      if (nDeep > maxP) {
+        this.deepOptions = undefined;
+        this.emit('budget', `the deep learner's ${nDeep} parameters exceed the budget of ${maxP}: level 3 consolidates into the slow learner instead`, { trainable: nDeep });
+      }
+    }
   }
 
   get currentLevel(): Level {
@@ -229,7 +246,7 @@ export class ContinualController {
     const level = this.level;
     const t0 = performance.now();
     // Once the deep learner exists, levels 1–2 predict with it without steps: what it learned is kept.
-    let out = this.options.deep && (level >= 3 || (level >= 1 && this.deep))
+    let out = this.deepOptions && (level >= 3 || (level >= 1 && this.deep))
       ? await this.deepProcess(x, level >= 3)
       : level >= 1
       ? await this.learner.process(x, { update: level >= 2, consolidate: level >= 3, batchStats: true })
@@ -281,7 +298,7 @@ export class ContinualController {
   /** With a labelled in-distribution set: the deep learner predicts, and at level 3 adapts (every k-th batch). */
   private async deepProcess(x: Tensor, adapt: boolean): Promise<{ probs: Float32Array; fastLogits: Tensor; embedding?: Tensor }> {
     if (!this.deep) {
-      this.deep = new DeepLearner(this.model, this.options.deep!);
+      this.deep = new DeepLearner(this.model, this.deepOptions!);
       // Labels that arrived before it existed: the replay reservoir's samples.
       for (const r of this.replay.draw(this.replay.size)) this.deep.addLabelled(r.input, r.label);
     }
@@ -326,7 +343,7 @@ export class ContinualController {
       this.unhealthyRun = 0;
       this.healthyRun++;
       // With the deep learner, coming down stops its steps: 80 on the validation stream (docs/continual.md).
-      const stable = this.options.stableBatches ?? (this.options.deep ? 80 : 20);
+      const stable = this.options.stableBatches ?? (this.deepOptions ? 80 : 20);
       if (this.healthyRun >= stable) {
         if (this.level >= 2) {
           this.good = this.learner.state();
@@ -430,8 +447,8 @@ export class ContinualController {
     const entropy = restoreDetector(s.entropyDetector), error = restoreDetector(s.errorDetector);
     let deep: DeepLearner | null = null;
     if (s.deep || s.goodDeep) {
-      if (!this.options.deep) throw new Error('continual.load: the state holds a deep learner (level 3 with an in-distribution set), and this controller has no `deep` option');
-      deep = new DeepLearner(this.model, this.options.deep);
+      if (!this.deepOptions) throw new Error(`continual.load: the state holds a deep learner (level 3 with an in-distribution set), and this controller has no \`deep\` option${this.options.deep ? ' within its parameter budget' : ''}`);
+      deep = new DeepLearner(this.model, this.deepOptions);
       try {
         if (s.goodDeep) deep.load(s.goodDeep); // throws on another model's state
         if (s.deep) deep.load(s.deep);

@@ -119,3 +119,26 @@ test("priorCorrection 'batch': ROID's smoothed batch prior reweights the returne
   await Promise.all([plain.release(), prior.release()]);
   await model.release();
 });
+
+test('parameter budget: a deep learner over it is left out (an event says so) and level 3 consolidates instead', async () => {
+  const model = await loadModel(modelPath, { threads: 1 });
+  const src = loadFashionMnist('train', { limit: 32 });
+  const deep = { sourceData: f32([32, 1, 28, 28], src.images), sourceLabels: src.labels, updateEvery: 2, rmt: { warmupSamples: 16 } };
+  const probe = new ContinualController(model, opts);
+  const fast = probe.learner.params.reduce((a, p) => a + model.param(p).data.length, 0);
+  await probe.release();
+  const all = model.parameterNames('all').reduce((a, p) => a + model.param(p).data.length, 0);
+  const c = new ContinualController(model, { ...opts, patience: 1, deep, budgets: { maxTrainableParams: fast } });
+  const e = c.events.find((x) => x.kind === 'budget');
+  assert.match(e?.reason ?? '', new RegExp(`the deep learner's ${all} parameters exceed the budget of ${fast}: level 3 consolidates`));
+  for (let i = 0; i < 3; i++) await c.predict(clean(i));
+  let top = 0;
+  for (let i = 3; i < B; i++) top = Math.max(top, (await c.predict(shifted(i))).level);
+  assert.equal(top, 3);
+  assert.equal(c.state().deep, null, 'no deep learner was created');
+  // Within the budget it is there.
+  const d = new ContinualController(model, { ...opts, patience: 1, deep, budgets: { maxTrainableParams: all } });
+  assert.equal(d.events.filter((x) => x.kind === 'budget').length, 0);
+  await Promise.all([c.release(), d.release()]);
+  await model.release();
+});
