@@ -119,7 +119,7 @@ export class RefitModel {
       }
       const declared = new Map(this.ir.graph.outputs.map((o) => [o.name, o]));
       m.graph.outputs = outputs.map((o) => declared.get(o) ?? { name: o, dtype: 'float32', shape: null, untyped: true });
-      const session = createSession(encodeModel(m), this.sessionOptions);
+      const session = createSession(m, this.sessionOptions); // weights as views, not copied into bytes (runtime.ts)
       session.catch(() => this.inference.delete(key));
       entry = { stamp, session };
       this.inference.set(key, entry);

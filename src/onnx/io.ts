@@ -1,12 +1,39 @@
 // Node file I/O for models. Kept apart from ./proto.ts so the core stays browser-safe.
-import { readFileSync, openSync, readSync, closeSync, writeFileSync, renameSync, unlinkSync, existsSync, fsyncSync } from 'node:fs';
+import { readFileSync, openSync, readSync, closeSync, fstatSync, writeFileSync, renameSync, unlinkSync, existsSync, fsyncSync } from 'node:fs';
 import { dirname, resolve, normalize, sep } from 'node:path';
 import { decodeModel, encodeModel, type ExternalDataReader } from './proto.ts';
 import type { Model } from './ir.ts';
 
+/**
+ * The file's bytes in a resizable ArrayBuffer: decoding copies every tensor out of them, and
+ * resize(0) then hands their pages back at once. A plain buffer stays garbage until V8 next collects
+ * it, which it did not do before ResNet-18's Tent step peaked (43 MB of it held there: docs/speed.md,
+ * session 6).
+ */
+function readResizable(path: string): ArrayBuffer & { resize(n: number): void } {
+  const fd = openSync(path, 'r');
+  try {
+    const n = fstatSync(fd).size;
+    const buf = new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => ArrayBuffer & { resize(n: number): void })(n, { maxByteLength: n });
+    const view = new Uint8Array(buf);
+    for (let at = 0; at < n;) {
+      const got = readSync(fd, view, at, n - at, at);
+      if (got === 0) throw new Error(`model file ${path} ended after ${at} of ${n} bytes`);
+      at += got;
+    }
+    return buf;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Attributes kept verbatim (subgraphs, sparse tensors) may still view the file's bytes. */
+const viewsFileBytes = (m: Model) => m.graph.nodes.some((n) => Object.values(n.attrs).some((a) => a.kind === 'opaque'));
+
 export function readModelFile(path: string): Model {
   if (!existsSync(path)) throw new Error(`model file not found: ${path}`);
-  const bytes = readFileSync(path);
+  const file = readResizable(path);
+  const bytes = new Uint8Array(file);
   const base = dirname(resolve(path));
   const readExternal: ExternalDataReader = (location, offset, length) => {
     const full = normalize(resolve(base, location));
@@ -23,11 +50,14 @@ export function readModelFile(path: string): Model {
       closeSync(fd);
     }
   };
+  let model: Model;
   try {
-    return decodeModel(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), readExternal);
+    model = decodeModel(bytes, readExternal);
   } catch (e) {
     throw new Error(`${path}: ${(e as Error).message}`);
   }
+  if (!viewsFileBytes(model)) file.resize(0);
+  return model;
 }
 
 /** Write bytes atomically: a failed write never replaces a good file. */

@@ -132,7 +132,10 @@ function graphFromProto(g: onnxProto.onnx.IGraphProto, readExternal?: ExternalDa
   };
 }
 
-function graphToProto(g: Graph): onnxProto.onnx.IGraphProto {
+/** A tensor handed to onnxruntime beside the model bytes: `data` is a view of the tensor's own memory. */
+export interface ExternalTensorFile { path: string; data: Uint8Array }
+
+function graphToProto(g: Graph, external?: (name: string, t: Tensor) => onnxProto.onnx.ITensorProto | undefined): onnxProto.onnx.IGraphProto {
   return {
     name: g.name,
     node: g.nodes.map((n) => ({
@@ -141,7 +144,7 @@ function graphToProto(g: Graph): onnxProto.onnx.IGraphProto {
     })),
     input: g.inputs.map(valueInfoToProto),
     output: g.outputs.map(valueInfoToProto),
-    initializer: [...g.initializers].map(([name, t]) => tensorToProto(name, t)),
+    initializer: [...g.initializers].map(([name, t]) => external?.(name, t) ?? tensorToProto(name, t)),
     valueInfo: g.valueInfo.map(valueInfoToProto),
   };
 }
@@ -170,6 +173,31 @@ export function decodeModel(bytes: Uint8Array, readExternal?: ExternalDataReader
 }
 
 export function encodeModel(m: Model): Uint8Array {
+  return encode(m);
+}
+
+/**
+ * Encode for an onnxruntime session, with every top-level initializer of at least `minBytes` left
+ * out of the bytes as ONNX external data whose "file" is a view of the tensor's own memory (for
+ * onnxruntime's SessionOptions.externalData, which copies it while creating the session). The
+ * weights are then never copied into one large JS buffer that stays garbage until V8 collects it
+ * (64 MB for ResNet-18's Tent step, still held at the step's peak: docs/speed.md, session 6).
+ */
+export function encodeModelExternal(m: Model, minBytes = 65536): { bytes: Uint8Array; files: ExternalTensorFile[] } {
+  const files: ExternalTensorFile[] = [];
+  const bytes = encode(m, (name, t) => {
+    if (t.data.byteLength < minBytes) return undefined;
+    const path = `refit-initializer-${files.length}`;
+    files.push({ path, data: toBytes(t) });
+    return {
+      name, dataType: ONNX_DTYPE[t.dtype], dims: t.dims, dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+      externalData: [{ key: 'location', value: path }, { key: 'offset', value: '0' }, { key: 'length', value: String(t.data.byteLength) }],
+    };
+  });
+  return { bytes, files };
+}
+
+function encode(m: Model, external?: (name: string, t: Tensor) => onnxProto.onnx.ITensorProto | undefined): Uint8Array {
   const msg = onnx.ModelProto.create({
     irVersion: m.irVersion,
     opsetImport: m.opsets.map((o) => ({ domain: o.domain, version: o.version })),
@@ -177,7 +205,7 @@ export function encodeModel(m: Model): Uint8Array {
     producerVersion: m.producerVersion,
     docString: m.docString || undefined,
     metadataProps: Object.entries(m.metadata).map(([key, value]) => ({ key, value })),
-    graph: graphToProto(m.graph),
+    graph: graphToProto(m.graph, external),
   });
   return onnx.ModelProto.encode(msg).finish();
 }

@@ -10,6 +10,8 @@
 // from process.getBuiltinModule — no import statement, so bundlers do not follow it.
 import type * as Ort from 'onnxruntime-common';
 import type { Tensor, DType, TypedArray } from './tensor.ts';
+import type { Model } from './ir.ts';
+import { encodeModel, encodeModelExternal } from './proto.ts';
 
 export interface SessionOptions {
   /**
@@ -72,6 +74,11 @@ export interface RuntimeBackend {
   executionProviders: Ort.InferenceSession.ExecutionProviderConfig[];
   /** Whether SessionOptions.threads applies per session (Node) or not at all (web: one pool per page). */
   threadsPerSession: boolean;
+  /**
+   * Whether createSession hands a Model's large initializers over as in-memory external data
+   * (SessionOptions.externalData) instead of encoding them into the model bytes.
+   */
+  externalData?: boolean;
 }
 
 let current: RuntimeBackend | undefined;
@@ -94,7 +101,7 @@ export function runtime(): RuntimeBackend {
 
 /** The backend for onnxruntime-node's (or any onnxruntime-common-shaped) module. */
 export function nodeBackend(ort: OrtModule): RuntimeBackend {
-  return { name: 'onnxruntime-node', ort, executionProviders: ['cpu'], threadsPerSession: true };
+  return { name: 'onnxruntime-node', ort, executionProviders: ['cpu'], threadsPerSession: true, externalData: true };
 }
 
 function loadNodeFallback(): RuntimeBackend | undefined {
@@ -107,8 +114,19 @@ function loadNodeFallback(): RuntimeBackend | undefined {
   return nodeBackend(createRequire(import.meta.url)('onnxruntime-node') as OrtModule);
 }
 
-export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}): Promise<Ort.InferenceSession> {
+/**
+ * A session for model bytes, or for a Model: then, where the backend takes external data, its large
+ * initializers go to onnxruntime as views of their own memory (proto.ts encodeModelExternal) rather
+ * than copied into the bytes. Same graph, same numbers; the JS side never holds a second copy of the
+ * weights (ResNet-18's Tent step: 64 MB less at its peak, docs/speed.md, session 6).
+ */
+export async function createSession(model: Uint8Array | Model, opts: SessionOptions = {}): Promise<Ort.InferenceSession> {
   const backend = runtime();
+  let bytes: Uint8Array;
+  let externalData: Ort.InferenceSession.SessionOptions['externalData'];
+  if (model instanceof Uint8Array) bytes = model;
+  else if (backend.externalData) ({ bytes, files: externalData } = encodeModelExternal(model));
+  else bytes = encodeModel(model);
   const o: Ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: opts.optimization ?? 'all',
     executionProviders: backend.executionProviders,
@@ -127,6 +145,7 @@ export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}
   const session: Record<string, unknown> = { qdq_matmulnbits_accuracy_level: String(opts.qdqMatMulAccuracy ?? 1) };
   if (!opts.spinning) Object.assign(session, { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } });
   o.extra = { session };
+  if (externalData?.length) o.externalData = externalData;
   try {
     return await backend.ort.InferenceSession.create(bytes, o);
   } catch (e) {

@@ -1,6 +1,5 @@
 // A compiled training step: one onnxruntime session per input signature, cached.
 import type { RefitModel } from '../model.ts';
-import { encodeModel } from '../onnx/proto.ts';
 import { cloneModel } from '../onnx/ir.ts';
 import { blockFedConvsForSession } from '../onnx/nchwc.ts';
 import { createSession, toOrt, fromOrt, type SessionOptions, ort } from '../onnx/runtime.ts';
@@ -57,11 +56,9 @@ export class TrainStep {
         const forSession = cloneModel(graph.model);
         await blockFedConvsForSession(forSession, new Set(graph.paramInputs), this.session);
         graph.timings.blockedConvs = performance.now() - t;
+        // Encoded inside createSession: the baked weights go to onnxruntime as views, not in the bytes.
         t = performance.now();
-        const bytes = encodeModel(forSession);
-        graph.timings.encode = performance.now() - t;
-        t = performance.now();
-        const session = await createSession(bytes, this.session);
+        const session = await createSession(forSession, this.session);
         graph.timings.session = performance.now() - t;
         return { graph, session };
       })();

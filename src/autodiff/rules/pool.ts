@@ -109,9 +109,16 @@ export function maxPoolDx(em: Emitter, g: PoolGeom, x: string, dY: string, indic
     return e;
   };
   if (form === 'scatter' || form === 'scatter-add') {
-    const zeros = em.op('ConstantOfShape', [em.ints([total])], { value: f32([1], [0]) });
+    // The zeros come from the run's own Indices (i − i = 0, exact for integers), not from a
+    // ConstantOfShape: onnxruntime folds that into an initializer the session keeps for its whole
+    // life (16 MB on ResNet-18 at 64×64 batch 64, 51 MB at 224 batch 16: docs/speed.md, session 6);
+    // built at run time they exist only while this gradient is formed, at the end of the backward.
+    const flat = em.reshape(indices!, [-1]);
+    const first = em.op('Slice', [flat, em.ints([0]), em.ints([1])]);
+    const zero = em.op('Cast', [em.op('Sub', [first, first])], { to: 1 });
+    const zeros = em.op('Expand', [zero, em.ints([total])]);
     const attrs: Record<string, number | string> = form === 'scatter-add' ? { axis: 0, reduction: 'add' } : { axis: 0 };
-    const s = em.op('ScatterElements', [zeros, em.reshape(indices!, [-1]), em.reshape(dY, [-1])], attrs);
+    const s = em.op('ScatterElements', [zeros, flat, em.reshape(dY, [-1])], attrs);
     return em.reshape(s, xShape);
   }
   // im2col of X padded with the lowest float (an exact 0·pad in the one-hot conv, unlike -inf),
