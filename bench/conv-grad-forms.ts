@@ -72,7 +72,7 @@ const dense = (C: number, H: number, N: number): ConvCase => ({ name: `conv 3x3 
 const FLIP_CASES: ConvCase[] = [dense(64, 16, 64), dense(128, 8, 64), dense(256, 4, 64), dense(512, 2, 64), dense(64, 56, 16), dense(256, 14, 16), dense(512, 7, 16)];
 const DX_FORMS: DxForm[] = ['conv-flip', 'conv-flip-matmul', 'conv-flip-gather', 'convtranspose', 'conv-zero-insert', 'polyphase', 'phases'];
 const DW_FORMS: DwForm[] = [
-  'onehot-gemm', 'onehot-matmul', 'slices-gemm', 'slices-matmul', 'onehot-mulsum', 'slices-mulsum', 'gather-matmul', 'gather-mulsum', 'conv-xt', 'conv-nc',
+  'onehot-gemm', 'onehot-matmul', 'slices-gemm', 'slices-matmul', 'onehot-mulsum', 'slices-mulsum', 'gather-matmul', 'gather-mulsum', 'conv-xt', 'conv-nc', 'taps-gemm',
 ];
 /** Which forms each set times (the base set keeps its original candidates). */
 const SET_FORMS: Record<string, { dx: DxForm[]; dw: DwForm[]; wflip: boolean }> = {

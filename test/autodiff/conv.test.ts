@@ -57,7 +57,7 @@ test('Conv 3-D', async () => {
 // gradients as the one it picks, which the finite-difference tests above check.
 const DX_FORMS: DxForm[] = ['conv-flip', 'conv-flip-matmul', 'conv-flip-gather', 'convtranspose', 'conv-zero-insert', 'polyphase', 'phases'];
 const DW_FORMS: DwForm[] = [
-  'onehot-gemm', 'onehot-matmul', 'slices-gemm', 'slices-matmul', 'onehot-mulsum', 'slices-mulsum', 'conv-xt', 'conv-nc', 'gather-matmul', 'gather-mulsum',
+  'onehot-gemm', 'onehot-matmul', 'slices-gemm', 'slices-matmul', 'onehot-mulsum', 'slices-mulsum', 'conv-xt', 'conv-nc', 'gather-matmul', 'gather-mulsum', 'taps-gemm',
 ];
 const GEOMS: { x: number[]; w: number[]; attrs: Record<string, AttrInput> }[] = [
   { x: [2, 4, 7, 6], w: [6, 2, 3, 2], attrs: { group: 2, strides: [2, 1], pads: [1, 0, 0, 1], dilations: [1, 2] } },
@@ -65,6 +65,9 @@ const GEOMS: { x: number[]; w: number[]; attrs: Record<string, AttrInput> }[] = 
   { x: [2, 3, 6, 6], w: [3, 1, 3, 3], attrs: { group: 3, pads: [1, 1, 1, 1] } },
   { x: [2, 3, 10], w: [4, 3, 3], attrs: { strides: [3], pads: [2, 0], dilations: [2] } },
   { x: [2, 4, 5, 5], w: [3, 4, 1, 1], attrs: { strides: [2, 2] } },
+  // stride 1, groups 1 (the tap-by-tap Gemm form is picked): dilated with asymmetric pads, and 3-D
+  { x: [2, 3, 8, 7], w: [5, 3, 3, 2], attrs: { dilations: [2, 1], pads: [2, 0, 1, 1] } },
+  { x: [2, 2, 5, 4, 6], w: [3, 2, 2, 3, 3], attrs: { pads: [1, 1, 1, 0, 1, 1] } },
   // stride > 1 in 2-D (the polyphase form): asymmetric pads, odd sizes, kernels longer than 2s, groups
   { x: [2, 3, 7, 9], w: [4, 3, 3, 3], attrs: { strides: [2, 2], pads: [0, 1, 1, 0] } },
   { x: [1, 2, 11, 10], w: [3, 2, 5, 4], attrs: { strides: [3, 3], pads: [2, 1, 0, 2] } },

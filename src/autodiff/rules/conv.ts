@@ -245,12 +245,13 @@ export function convDx(em: Emitter, g: ConvGeom, dY: string, w: string, form: Dx
  */
 export type DwForm =
   | 'conv-xt' | 'conv-nc' | 'onehot-gemm' | 'onehot-matmul' | 'onehot-mulsum' | 'slices-gemm' | 'slices-matmul' | 'slices-mulsum'
-  | 'gather-matmul' | 'gather-mulsum';
+  | 'gather-matmul' | 'gather-mulsum' | 'taps-gemm';
 
 export const isDepthwise = (g: ConvGeom) => g.group === g.C && g.O === g.C;
 
 export function dwApplies(g: ConvGeom, form: DwForm): boolean {
   if (form.endsWith('-mulsum')) return isDepthwise(g);
+  if (form === 'taps-gemm') return g.group === 1;
   if (form === 'conv-nc') return g.group === g.C;
   return true;
 }
@@ -352,6 +353,16 @@ export function convDw(em: Emitter, g: ConvGeom, x: string, dY: string, form: Dw
     if (rest(g).some((r0, i) => r0 >= g.dil[i]!)) r = em.op('Slice', [r, em.ints(g.k.map(() => 0)), em.ints(g.k), em.ints(range(g.nd, 2))]);
     return em.reshape(em.reduce('ReduceSum', em.reshape(r, [g.N, g.O, ...g.k]), [0], false), [g.O, 1, ...g.k]);
   }
+  if (form === 'taps-gemm') {
+    // Tap by tap, one Gemm over N·L each: dW[:, :, t] = dY [O, N·L] · slice_t(X)ᵀ [N·L, C]. X and dY
+    // are transposed to channels-first ([C, N, sp], [O, N, sp]: one copy of each) so that every tap's
+    // strided Slice of the padded X is already the [C, N·L] operand; nothing K times larger than X is
+    // transposed, and no one-hot Conv builds the columns.
+    const perm = [1, 0, ...range(g.nd, 2)];
+    const dy2 = em.reshape(em.transpose(dY, perm), [g.O, g.N * L]);
+    const per = tapSlices(em, g, em.transpose(x, perm)).map((t) => em.unsqueeze(em.op('Gemm', [dy2, em.reshape(t, [g.C, g.N * L])], { transB: 1 }), [2]));
+    return em.reshape(per.length === 1 ? per[0]! : em.op('Concat', per, { axis: 2 }), [g.O, g.C, ...g.k]);
+  }
   if (form === 'slices-mulsum') {
     // Depthwise, tap by tap: dW[c, t] = Σ_n,p slice_t(X)[n, c, p] dY[n, c, p].
     const sums = tapSlices(em, g, x).map((t) => em.reduce('ReduceSum', em.mul(t, dY), [0, ...range(g.nd, 2)], false));
@@ -434,6 +445,14 @@ export function pickDx(g: ConvGeom): DxForm {
 //   0.5 vs 0.8; with groups, Gemms batched over groups are about 7× slower). With few output positions
 //   (L ≤ 64, e.g. 7x7) the per-sample products get too small and one Gemm wins or ties: 3x3 128ch
 //   7x7: onehot-gemm 5.2 vs onehot-matmul 6.0; 3x3 s2 64ch 14x14→7x7: 2.2 vs 2.2.
+// Stride 1, groups 1 (session 6, 2026-12-02): no im2col at all, one Gemm per tap over N·L on the
+//   channels-first X ('taps-gemm'): new/old at 1 intra-op thread, ms medians of 22 interleaved runs,
+//   N = 64, load average 3–5.6 (ratios only): 3x3 32ch 28x28 0.70–0.72, 64ch 14x14 0.59–0.63,
+//   128ch 7x7 (against onehot-gemm) 0.65–0.69; at 2 threads 0.75, 0.67, 0.55. At stride 2 it ties or
+//   loses (32→64 28x28: 0.98–1.2), so stride 2 keeps the one-hot im2col. A variant whose taps are
+//   contiguous runs of the row-padded, flattened X (dY zero-padded to the same width) lost to it
+//   (1.08–1.22). The CNN's RMT step (three branches, every parameter) went 0.90–0.92
+//   (bench/continual/deep-forms.ts --tag dwtaps).
 //
 // Depthwise (one input channel per group), bench/results/conv-grad-forms-depthwise-dw.md (N = 16,
 // MobileNetV2 / EfficientNet-B0 layers; p25 of 8 interleaved rounds, machine under load average
@@ -446,8 +465,12 @@ export function pickDx(g: ConvGeom): DxForm {
 // Shifted products (one Slice per tap, Mul, ReduceSum over N and space: 'slices-mulsum') lost
 // everywhere (1.0–2.9× onehot-matmul), as did the Gather im2col (2.6–4.7×, measured on the two
 // 112² layers, first run in conv-grad-forms-summary.md) and Mul + ReduceSum over the one-hot columns (1.05–1.7×).
+/** Whether stride-1 dense convs take the tap-by-tap Gemm dW ('taps-gemm'); benches switch it off to compare. */
+export const dwTaps = { current: true };
+
 export function pickDw(g: ConvGeom): DwForm {
   if (g.group > 1 && g.group === g.C && (prod(g.k) >= 25 || prod(g.outSp) <= 196)) return 'conv-nc';
+  if (dwTaps.current && g.group === 1 && prod(g.k) > 1 && g.strides.every((s) => s === 1)) return 'taps-gemm';
   return g.group === 1 && prod(g.outSp) <= 64 ? 'onehot-gemm' : 'onehot-matmul';
 }
 
