@@ -9,6 +9,8 @@
 //        [--skip resnet18_224/lora,...] [--out bench/results/foreign]
 //        [--resume [--redo-contended 0.1]]  keep finished rows; rerun those where other processes used > 10% CPU
 //        [--no-arena]   refit sessions with onnxruntime's CPU memory arena off (memoryArena: false)
+//        [--env K=V,...] extra environment for BOTH sides' children (e.g. MALLOC_MMAP_THRESHOLD_=131072,
+//                       glibc's fixed mmap threshold: docs/speed.md, memory pass of session 6)
 //   npx tsx bench/foreign.ts --profile [--models …] [--out bench/results/foreign-profile]
 //        one onnxruntime profile (enableProfiling) of the Tent step and the full step per model,
 //        op types and nodes by time; PyTorch's autograd profiler on the same steps beside it.
@@ -222,10 +224,11 @@ function runChild(args: string[], py: boolean): Side {
   if (side.cpu_s !== undefined) side.otherLoad = Math.max(0, (busy - side.cpu_s) / (THREADS * wall));
   return side;
 }
+const extraEnv = Object.fromEntries(arg('env', '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 function runChild1(args: string[], py: boolean): Side {
   const r = py
-    ? spawnSync('/usr/bin/python3', [join(here, 'foreign_torch.py'), ...args], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(THREADS), MKL_NUM_THREADS: String(THREADS), OPENBLAS_NUM_THREADS: '1' }, maxBuffer: 1 << 26 })
-    : spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), ...args], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    ? spawnSync('/usr/bin/python3', [join(here, 'foreign_torch.py'), ...args], { encoding: 'utf8', env: { ...process.env, ...extraEnv, OMP_NUM_THREADS: String(THREADS), MKL_NUM_THREADS: String(THREADS), OPENBLAS_NUM_THREADS: '1' }, maxBuffer: 1 << 26 })
+    : spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), ...args], { encoding: 'utf8', env: { ...process.env, ...extraEnv }, maxBuffer: 1 << 26 });
   if (r.status !== 0) return { ms: NaN, times: [], first_ms: NaN, peak_rss_mb: NaN, error: (r.stderr || String(r.signal)).slice(-600) };
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
 }
