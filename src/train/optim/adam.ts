@@ -69,21 +69,28 @@ export class Adam extends BaseOptimizer<AdamHyper> {
     const eps = h.eps;
     const c1 = 1 - b1;
     const c2 = 1 - b2;
+    // m and v are read back as float32 (Math.fround) exactly as if re-read from their arrays, so the
+    // arithmetic is the same as torch's float32 buffers; locals only save the second array read
+    // (0.74x the loop time on 560k parameters, bitwise-identical results: test/train/adam-loop.test.ts).
     if (this.decoupled) {
       const decay = 1 - lr * h.weightDecay;
       for (let i = 0; i < n; i++) {
         const gi = g[i]!;
-        m[i] = b1 * m[i]! + c1 * gi;
-        v[i] = b2 * v[i]! + c2 * gi * gi;
-        p[i] = Math.fround(p[i]! * decay) - (stepSize * m[i]!) / (Math.sqrt(v[i]!) / bc2Sqrt + eps);
+        const mi = Math.fround(b1 * m[i]! + c1 * gi);
+        const vi = Math.fround(b2 * v[i]! + c2 * gi * gi);
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = Math.fround(p[i]! * decay) - (stepSize * mi) / (Math.sqrt(vi) / bc2Sqrt + eps);
       }
     } else {
       const wd = h.weightDecay;
       for (let i = 0; i < n; i++) {
         const gi = Math.fround(g[i]! + wd * p[i]!);
-        m[i] = b1 * m[i]! + c1 * gi;
-        v[i] = b2 * v[i]! + c2 * gi * gi;
-        p[i] = p[i]! - (stepSize * m[i]!) / (Math.sqrt(v[i]!) / bc2Sqrt + eps);
+        const mi = Math.fround(b1 * m[i]! + c1 * gi);
+        const vi = Math.fround(b2 * v[i]! + c2 * gi * gi);
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i]! - (stepSize * mi) / (Math.sqrt(vi) / bc2Sqrt + eps);
       }
     }
   }
