@@ -13,6 +13,7 @@ import { createAdapter, sourceDataOptions, type SourceSet } from '../../src/tta/
 import { lameSolve, LAME_DEFAULTS } from '../../src/tta/lame.ts';
 import { ContinualController, type ControllerOptions } from '../../src/continual/index.ts';
 import type { DeepLearnerOptions } from '../../src/continual/deep-learner.ts';
+import { smoothedBatchPrior } from '../../src/tta/batch-prior.ts';
 
 export const SETTINGS = ['continual', 'recurring', 'mixed', 'correlated', 'gradual', 'batch16', 'long'] as const;
 export type Setting = (typeof SETTINGS)[number];
@@ -83,6 +84,8 @@ export interface Row {
   steps?: number;
   /** Tuner only: mean error with LAME 'auto' at each threshold, scored on the same label-free run. */
   posthocLame?: Record<string, number>;
+  /** bench/continual/prior-sweep.ts: mean error with the smoothed batch prior at each threshold, on the same label-free run. */
+  posthocPrior?: Record<string, number>;
   options?: Record<string, unknown>;
 }
 
@@ -173,13 +176,13 @@ export function withSourceSet(opts: ControllerOptions, source: SourceSet): Contr
  * The controller on the stream; with `labelFraction` > 0, one sample in 1/labelFraction (every
  * 100th for 1%) has its label revealed `delay` batches after its prediction.
  */
-export async function runController(modelPath: string, stream: Stream, clean: LabelledImages, sizes: Sizes, opts: ControllerOptions, source: SourceSet, labelFraction = 0, delay = 5, posthocLame: number[] = []): Promise<Row> {
+export async function runController(modelPath: string, stream: Stream, clean: LabelledImages, sizes: Sizes, opts: ControllerOptions, source: SourceSet, labelFraction = 0, delay = 5, posthocLame: number[] = [], posthocPrior: number[] = []): Promise<Row> {
   const model = await loadModel(modelPath, { threads: 1 });
   const c = new ContinualController(model, { logits: 'logits', embedding: 'features', ...withSourceSet(opts, source) });
   await c.calibrate(calibration(source, stream.batchSize));
   const sc = new Scorer();
   const levels: number[] = [];
-  const posthoc: Record<number, Scorer> = {};
+  const posthoc: Record<number, Scorer> = {}, posthocP: Record<number, Scorer> = {};
   const pending: { at: number; ids: string[]; labels: number[] }[] = [];
   const every = labelFraction > 0 ? Math.round(1 / labelFraction) : 0;
   let k = 0;
@@ -198,6 +201,14 @@ export async function runController(modelPath: string, stream: Stream, clean: La
         s.add(b, spread < th ? argmaxRows(Float32Array.from(lameSolve(Float64Array.from(r.probs), r.embedding, b.size, C, r.embedding.length / b.size, LAME_DEFAULTS).Y), C) : r.predictions, 0);
       }
     }
+    // The same for the smoothed batch prior ('auto' below each threshold; Infinity: 'batch'), which
+    // also changes only the output (scored when the controller's own prior correction is off).
+    if (posthocPrior.length && !opts.priorCorrection && !opts.lame && !labelFraction) {
+      const C = r.probs.length / b.size, spread = labelSpread(r.probs, b.size, C);
+      const sp = smoothedBatchPrior(r.probs, b.size, C);
+      const corrected = Float32Array.from(r.probs, (v, k) => v * sp[k % C]!);
+      for (const th of posthocPrior) (posthocP[th] ??= new Scorer()).add(b, spread < th ? argmaxRows(corrected, C) : r.predictions, 0);
+    }
     if (every) {
       const ids: string[] = [], ys: number[] = [];
       for (let i = 0; i < b.size; i++) if (k++ % every === 0) { ids.push(r.ids[i]!); ys.push(b.y[i]!); }
@@ -214,7 +225,7 @@ export async function runController(modelPath: string, stream: Stream, clean: La
   const steps = c.learner.steps;
   await c.release();
   await model.release();
-  return { setting: 'continual', method: labelFraction ? 'controller+labels' : 'controller', ...sc.result(), clean: wrong / n, seconds: (performance.now() - t0) / 1000, levels: levels.join(''), steps, options: opts as Record<string, unknown>, ...(posthocLame.length ? { posthocLame: Object.fromEntries(Object.entries(posthoc).map(([k, v]) => [k, v.result().mean])) } : {}) };
+  return { setting: 'continual', method: labelFraction ? 'controller+labels' : 'controller', ...sc.result(), clean: wrong / n, seconds: (performance.now() - t0) / 1000, levels: levels.join(''), steps, options: opts as Record<string, unknown>, ...(posthocLame.length ? { posthocLame: Object.fromEntries(Object.entries(posthoc).map(([k, v]) => [k, v.result().mean])) } : {}), ...(posthocPrior.length ? { posthocPrior: Object.fromEntries(Object.entries(posthocP).map(([k, v]) => [k, v.result().mean])) } : {}) };
 }
 
 export type { RefitModel };

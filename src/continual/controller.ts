@@ -40,9 +40,13 @@ export interface ControllerOptions extends Omit<FastSlowOptions, 'decay'> {
    * prior (./prior-correction.ts; on the i.i.d. continual CNN stream it cost 2.4 points,
    * bench/continual.ts). 'batch': ROID's smoothed batch prior (src/tta/batch-prior.ts), applied
    * to the probabilities (ROID multiplies the logits by it), which leaves a batch whose
-   * predictions cover every class almost unchanged. @default false
+   * predictions cover every class almost unchanged. 'auto': 'batch' only on a batch whose
+   * predicted labels are concentrated (normalised entropy of its mean prediction below
+   * `priorThreshold`), as under temporally correlated labels. @default false
    */
-  priorCorrection?: boolean | 'batch';
+  priorCorrection?: boolean | 'batch' | 'auto';
+  /** 'auto' prior correction's threshold on the normalised entropy of the batch's mean prediction. @default 0.7 */
+  priorThreshold?: number;
   /**
    * LAME (Boudiaf et al. 2022) on the final probabilities, with the embedding's kNN affinity:
    * true on every batch, 'auto' only when the batch's predicted labels are concentrated
@@ -126,6 +130,8 @@ export interface BatchSignals {
   spread?: number;
   /** LAME corrected this batch's output. */
   lame?: boolean;
+  /** The smoothed batch prior corrected this batch's output (priorCorrection 'batch' or 'auto'). */
+  prior?: boolean;
 }
 
 export interface ControllerState {
@@ -266,11 +272,13 @@ export class ContinualController {
     // Level 0's corrections apply at every level: cheap, and they never change parameters.
     const probs = this.options.ensemble === 'fast' ? Float32Array.from(softmaxRows(out.fastLogits.data as Float32Array, C)) : out.probs;
     normaliseRows(probs, n, C);
-    if (this.options.priorCorrection === 'batch') {
+    const pc = this.options.priorCorrection;
+    if (pc === 'batch' || (pc === 'auto' && labelSpread(probs, n, C) < (this.options.priorThreshold ?? 0.7))) {
       const sp = smoothedBatchPrior(probs, n, C);
       for (let k = 0; k < probs.length; k++) probs[k]! *= sp[k % C]!;
       normaliseRows(probs, n, C);
-    } else if (this.options.priorCorrection) this.prior.correct(probs, n);
+      signals.prior = true;
+    } else if (pc === true) this.prior.correct(probs, n);
     signals.spread = labelSpread(probs, n, C);
     if (out.embedding && (this.options.lame === true || (this.options.lame === 'auto' && signals.spread < (this.options.lameThreshold ?? 0.7)))) {
       const emb = out.embedding.data as Float32Array;

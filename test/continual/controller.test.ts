@@ -90,7 +90,7 @@ test('checkpoint: a restored controller continues exactly; truncated or foreign 
   await model.release();
 });
 
-test("priorCorrection 'batch': ROID's smoothed batch prior reweights the returned probabilities, and nothing else", async () => {
+test("priorCorrection 'batch' and 'auto': ROID's smoothed batch prior reweights the returned probabilities, and nothing else", async () => {
   // Two controllers in the same state see the same batches; the second's probabilities are the
   // first's times the smoothed prior of the first's, renormalised. A batch of one class (sorted
   // by label, as under correlated labels) is pulled further towards it.
@@ -116,7 +116,12 @@ test("priorCorrection 'batch': ROID's smoothed batch prior reweights the returne
   // Predictions spread evenly over the classes leave the prior near uniform: almost no change.
   const even = smoothedBatchPrior(new Float32Array(20 * C).fill(1 / C), 20, C);
   for (const v of even) assert.ok(Math.abs(v - 1 / C) < 1e-7);
-  await Promise.all([plain.release(), prior.release()]);
+  // 'auto' corrects the one-class batch, not a batch of clean test images in their own order.
+  const auto = new ContinualController(model, { ...opts, priorCorrection: 'auto', priorThreshold: 0.7 });
+  const r1 = await auto.predict(x), r2 = await auto.predict(clean(0));
+  assert.equal(r1.signals.prior, true);
+  assert.ok(r2.signals.spread! > 0.7 && r2.signals.prior === undefined, `spread ${r2.signals.spread}`);
+  await Promise.all([plain.release(), prior.release(), auto.release()]);
   await model.release();
 });
 
