@@ -448,7 +448,9 @@ export function pickDx(g: ConvGeom): DxForm {
 // Stride 1, groups 1 (session 6, 2026-12-02): no im2col at all, one Gemm per tap over N·L on the
 //   channels-first X ('taps-gemm'): new/old at 1 intra-op thread, ms medians of 22 interleaved runs,
 //   N = 64, load average 3–5.6 (ratios only): 3x3 32ch 28x28 0.70–0.72, 64ch 14x14 0.59–0.63,
-//   128ch 7x7 (against onehot-gemm) 0.65–0.69; at 2 threads 0.75, 0.67, 0.55. At stride 2 it ties or
+//   128ch 7x7 (against onehot-gemm) 0.65–0.69; at 2 threads 0.75, 0.67, 0.55. With few input
+//   channels each tap's Gemm is nearly a matrix-vector product and it loses badly (28x28 → 32ch:
+//   C = 1 5.9–11×, C = 3 3.8×, C = 8 1.10×; C = 16 0.75×), so it needs C ≥ 16. At stride 2 it ties or
 //   loses (32→64 28x28: 0.98–1.2), so stride 2 keeps the one-hot im2col. A variant whose taps are
 //   contiguous runs of the row-padded, flattened X (dY zero-padded to the same width) lost to it
 //   (1.08–1.22). The CNN's RMT step (three branches, every parameter) went 0.90–0.92
@@ -470,7 +472,7 @@ export const dwTaps = { current: true };
 
 export function pickDw(g: ConvGeom): DwForm {
   if (g.group > 1 && g.group === g.C && (prod(g.k) >= 25 || prod(g.outSp) <= 196)) return 'conv-nc';
-  if (dwTaps.current && g.group === 1 && prod(g.k) > 1 && g.strides.every((s) => s === 1)) return 'taps-gemm';
+  if (dwTaps.current && g.group === 1 && g.C >= 16 && prod(g.k) > 1 && g.strides.every((s) => s === 1)) return 'taps-gemm';
   return g.group === 1 && prod(g.outSp) <= 64 ? 'onehot-gemm' : 'onehot-matmul';
 }
 
