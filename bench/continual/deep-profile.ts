@@ -3,7 +3,8 @@
 // teacher forwards), split into onnxruntime session runs (by session: the step, the forwards) and
 // the JS around them (Adam, the EMA update, augmentation, feeds and copies). Sessions are wrapped
 // at creation, so src/ is not changed for it. With --ort-profile, onnxruntime's own profile of each
-// session (kernel time by op type) is summarised too.
+// session (kernel time by op type) is summarised too, and the profiles stay in tmp/deep-profile/
+// for bench/continual/profile-flops.py (FLOP rate of the matrix products by op type).
 //
 //   nice -n 5 npx tsx bench/continual/deep-profile.ts --model cnn [--batches 24] [--batch 64] [--ort-profile]
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

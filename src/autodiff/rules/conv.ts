@@ -447,14 +447,14 @@ export function pickDx(g: ConvGeom): DxForm {
 //   7x7: onehot-gemm 5.2 vs onehot-matmul 6.0; 3x3 s2 64ch 14x14→7x7: 2.2 vs 2.2.
 // Stride 1, groups 1 (session 6, 2026-12-02): no im2col at all, one Gemm per tap over N·L on the
 //   channels-first X ('taps-gemm'): new/old at 1 intra-op thread, ms medians of 22 interleaved runs,
-//   N = 64, load average 3–5.6 (ratios only): 3x3 32ch 28x28 0.70–0.72, 64ch 14x14 0.59–0.63,
-//   128ch 7x7 (against onehot-gemm) 0.65–0.69; at 2 threads 0.75, 0.67, 0.55. With few input
-//   channels each tap's Gemm is nearly a matrix-vector product and it loses badly (28x28 → 32ch:
-//   C = 1 5.9–11×, C = 3 3.8×, C = 8 1.10×; C = 16 0.75×), so it needs C ≥ 16. At stride 2 it ties or
-//   loses (32→64 28x28: 0.98–1.2), so stride 2 keeps the one-hot im2col. A variant whose taps are
-//   contiguous runs of the row-padded, flattened X (dY zero-padded to the same width) lost to it
-//   (1.08–1.22). The CNN's RMT step (three branches, every parameter) went 0.90–0.92
-//   (bench/continual/deep-forms.ts --tag dwtaps).
+//   N = 64, load average 3–5 (ratios only; bench/conv-dw-taps.ts): 3x3 32ch 28x28 0.70–0.73, 64ch
+//   14x14 0.59–0.64, 128ch 7x7 (against onehot-gemm) 0.65–0.72; at 2 threads 0.75, 0.67, 0.55. With
+//   few input channels each tap's Gemm is nearly a matrix-vector product and it loses (28x28 → 32ch:
+//   C = 1 4–11×, C = 3 2.5–3.8×, C = 8 1.10–1.13×; C = 16 0.75–0.78×), so it needs C ≥ 16. At
+//   stride 2 it ties or loses (32→64 28x28: 0.98–1.2), so stride 2 keeps the one-hot im2col. Taps
+//   as contiguous runs of the row-padded, flattened X (dY zero-padded to the same width) lost to it
+//   (1.05–1.23). The CNN's RMT step (three branches, every parameter) went 0.87
+//   (bench/continual/deep-forms.ts --tag dwtaps-steps).
 //
 // Depthwise (one input channel per group), bench/results/conv-grad-forms-depthwise-dw.md (N = 16,
 // MobileNetV2 / EfficientNet-B0 layers; p25 of 8 interleaved rounds, machine under load average
