@@ -48,6 +48,14 @@ export interface ControllerOptions extends Omit<FastSlowOptions, 'decay'> {
   /** 'auto' prior correction's threshold on the normalised entropy of the batch's mean prediction. @default 0.7 */
   priorThreshold?: number;
   /**
+   * No adaptation step (fast learner or deep learner) on a batch that follows one whose predicted
+   * labels were concentrated (normalised entropy of its mean prediction below this): under
+   * temporally correlated labels such batches pull the model towards a few classes (ROID's
+   * diversity weighting answers the same problem inside its loss). The batch is still predicted,
+   * at the current level. Off when absent.
+   */
+  holdBelowSpread?: number;
+  /**
    * LAME (Boudiaf et al. 2022) on the final probabilities, with the embedding's kNN affinity:
    * true on every batch, 'auto' only when the batch's predicted labels are concentrated
    * (normalised entropy of the batch's mean prediction below `lameThreshold`), the
@@ -142,6 +150,8 @@ export interface ControllerState {
   batch: number;
   unhealthyRun: number;
   healthyRun: number;
+  /** The previous batch's label spread (absent in states written before it existed: 1). */
+  lastSpread?: number;
   reference: number | null;
   warmup: number[];
   budgetCap: Level;
@@ -165,6 +175,8 @@ export class ContinualController {
   private batch = 0;
   private unhealthyRun = 0;
   private healthyRun = 0;
+  /** The previous batch's normalised label spread (holdBelowSpread). */
+  private lastSpread = 1;
   private reference: number | null = null;
   private warmup: number[] = [];
   private budgetCap: Level;
@@ -251,11 +263,13 @@ export class ContinualController {
     const first = this.events.length;
     const level = this.level;
     const t0 = performance.now();
+    // Under correlated labels the batch after a concentrated one is predicted without a step.
+    const hold = this.options.holdBelowSpread !== undefined && this.lastSpread < this.options.holdBelowSpread;
     // Once the deep learner exists, levels 1–2 predict with it without steps: what it learned is kept.
     let out = this.deepOptions && (level >= 3 || (level >= 1 && this.deep))
-      ? await this.deepProcess(x, level >= 3)
+      ? await this.deepProcess(x, level >= 3 && !hold)
       : level >= 1
-      ? await this.learner.process(x, { update: level >= 2, consolidate: level >= 3, batchStats: true })
+      ? await this.learner.process(x, { update: level >= 2 && !hold, consolidate: level >= 3 && !hold, batchStats: true })
       : await this.learner.process(x, { update: false, batchStats: false });
     const updateMs = level >= 2 ? performance.now() - t0 : 0;
     const signals = this.observe(out.fastLogits, n, updateMs);
@@ -272,8 +286,10 @@ export class ContinualController {
     // Level 0's corrections apply at every level: cheap, and they never change parameters.
     const probs = this.options.ensemble === 'fast' ? Float32Array.from(softmaxRows(out.fastLogits.data as Float32Array, C)) : out.probs;
     normaliseRows(probs, n, C);
+    const spread0 = labelSpread(probs, n, C);
+    this.lastSpread = spread0;
     const pc = this.options.priorCorrection;
-    if (pc === 'batch' || (pc === 'auto' && labelSpread(probs, n, C) < (this.options.priorThreshold ?? 0.7))) {
+    if (pc === 'batch' || (pc === 'auto' && spread0 < (this.options.priorThreshold ?? 0.7))) {
       const sp = smoothedBatchPrior(probs, n, C);
       for (let k = 0; k < probs.length; k++) probs[k]! *= sp[k % C]!;
       normaliseRows(probs, n, C);
@@ -433,7 +449,7 @@ export class ContinualController {
     return {
       format: 'refit.continual/1',
       learner: this.learner.state(), good: this.good, level: this.level, batch: this.batch,
-      unhealthyRun: this.unhealthyRun, healthyRun: this.healthyRun, reference: this.reference, warmup: [...this.warmup], budgetCap: this.budgetCap,
+      unhealthyRun: this.unhealthyRun, healthyRun: this.healthyRun, lastSpread: this.lastSpread, reference: this.reference, warmup: [...this.warmup], budgetCap: this.budgetCap,
       entropyDetector: this.entropyDetector.state(), errorDetector: this.errorDetector.state(), prior: [...this.prior.prior],
       feedback: this.fb.state(), replay: this.replay.state(), errorMemory: this.memory ? { ...this.memory.state(), dim: this.memory.dim } : null,
       deep: this.deep?.state() ?? null, goodDeep: this.goodDeep,
@@ -474,7 +490,7 @@ export class ContinualController {
     // Validated: apply.
     this.learner.load(s.learner);
     this.good = s.good;
-    Object.assign(this, { level: s.level, batch: s.batch, unhealthyRun: s.unhealthyRun, healthyRun: s.healthyRun, reference: s.reference, warmup: [...s.warmup], budgetCap: s.budgetCap });
+    Object.assign(this, { level: s.level, batch: s.batch, unhealthyRun: s.unhealthyRun, healthyRun: s.healthyRun, lastSpread: s.lastSpread ?? 1, reference: s.reference, warmup: [...s.warmup], budgetCap: s.budgetCap });
     this.entropyDetector = entropy;
     this.errorDetector = error;
     this.memory = memory;

@@ -147,3 +147,21 @@ test('parameter budget: a deep learner over it is left out (an event says so) an
   await Promise.all([c.release(), d.release()]);
   await model.release();
 });
+
+test('holdBelowSpread: no adaptation step on the batch after a label-concentrated one; the spread travels in the state', async () => {
+  const model = await loadModel(modelPath, { threads: 1 });
+  // The same shifted stream three times: no hold, a hold that never triggers (0), one that always does (1.01).
+  const runs = [undefined, 0, 1.01].map((h) => new ContinualController(model, { ...opts, ...(h === undefined ? {} : { holdBelowSpread: h }) }));
+  const probs: Float32Array[][] = runs.map(() => []);
+  for (let i = 0; i < 3; i++) for (const c of runs) await c.predict(clean(i));
+  for (let i = 3; i < B; i++) for (const [k, c] of runs.entries()) probs[k]!.push((await c.predict(shifted(i))).probs);
+  const [free, never, always] = runs as [ContinualController, ContinualController, ContinualController];
+  assert.ok(free.learner.steps > 0, 'the shifted stream takes steps');
+  assert.equal(never.learner.steps, free.learner.steps);
+  assert.deepEqual(probs[1], probs[0], 'a hold that never triggers changes nothing');
+  assert.equal(always.learner.steps, 0, 'every batch follows one whose spread is below 1.01');
+  assert.ok(always.currentLevel >= 2, 'it still climbs: holding stops steps, not levels');
+  assert.ok(free.state().lastSpread! > 0 && free.state().lastSpread! <= 1);
+  await Promise.all(runs.map((c) => c.release()));
+  await model.release();
+});
