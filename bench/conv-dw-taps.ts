@@ -5,7 +5,7 @@
 // Written for session 6 (the tap-by-tap Gemm dW, docs/continual.md "Overhead after the deep-learner
 // speedups"); bench/conv-grad-forms.ts is the 2-thread table of every rule form.
 //
-//   nice -n 5 npx tsx bench/conv-dw-taps.ts [--threads 1] [--rounds 22]
+//   nice -n 5 npx tsx bench/conv-dw-taps.ts [--threads 1] [--rounds 22] [--only 64x16,512x2 (C x H)]
 import { readFileSync, writeFileSync } from 'node:fs';
 import { ModelBuilder } from '../src/onnx/model-builder.ts';
 import { Emitter } from '../src/onnx/emitter.ts';
@@ -29,7 +29,13 @@ const CASES = [
   { N: 64, C: 64, O: 64, H: 14, k: 3, s: 1, p: 1 },
   { N: 64, C: 64, O: 128, H: 14, k: 3, s: 2, p: 1 },
   { N: 64, C: 128, O: 128, H: 7, k: 3, s: 1, p: 1 },
+  // ResNet-18 at 64×64 (its stride-1 3×3 layers)
+  { N: 64, C: 64, O: 64, H: 16, k: 3, s: 1, p: 1 },
+  { N: 64, C: 128, O: 128, H: 8, k: 3, s: 1, p: 1 },
+  { N: 64, C: 256, O: 256, H: 4, k: 3, s: 1, p: 1 },
+  { N: 64, C: 512, O: 512, H: 2, k: 3, s: 1, p: 1 },
 ];
+const only = opt('only', '');
 // Candidate: taps of the transposed, padded X ([C, N, ...]) then one Gemm per tap over N·L.
 function tapGemms(em: Emitter, g: ConvGeom, x: string, dY: string, concat: boolean): string {
   const L = g.outSp.reduce((a, b) => a * b, 1), K = g.k.reduce((a, b) => a * b, 1);
@@ -128,7 +134,7 @@ async function time(inputs: Record<string, number[]>, forms: Record<string, Uint
 
 const ints = (v: number[]) => ({ kind: 'ints' as const, value: v });
 const results: unknown[] = [];
-for (const c of CASES) {
+for (const c of CASES.filter((c) => !only || only.split(',').includes(`${c.C}x${c.H}`))) {
   const out = Math.floor((c.H + 2 * c.p - c.k) / c.s) + 1;
   const node = { name: 'conv', opType: 'Conv', attrs: { strides: ints([c.s, c.s]), pads: ints([c.p, c.p, c.p, c.p]), group: { kind: 'int' as const, value: 1 } } };
   const g = convGeom(node, [c.N, c.C, c.H, c.H], [c.O, c.C, c.k, c.k], [c.N, c.O, out, out]);
@@ -154,4 +160,4 @@ for (const c of CASES) {
   }
 }
 const out = { threads, rounds, loadavg: readFileSync('/proc/loadavg', 'utf8').trim(), results };
-writeFileSync(`bench/results/conv-dw-taps-t${threads}.json`, JSON.stringify(out, null, 1));
+writeFileSync(`bench/results/conv-dw-taps-t${threads}${only ? '-' + only.replace(/,/g, '_') : ''}.json`, JSON.stringify(out, null, 1));
