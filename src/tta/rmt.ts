@@ -96,6 +96,22 @@ export const rmtSchema = z.object({
    * (the code steps on every batch, k = 1): a step costs several times a batch without one. @default 1
    */
   updateEvery: z.number().int().positive().default(1),
+  /**
+   * Labelled target samples (`addLabelled`): the largest share of each replay batch they fill.
+   * A refit addition (RMT's replay is source-only). @default 0.25
+   */
+  labelledShare: z.number().min(0).max(1).default(0.25),
+  /**
+   * Replay cycles through the newest `labelledRecent` labelled samples only (1 to
+   * LABELLED_CAPACITY; small values favour the current domain). A refit addition. @default LABELLED_CAPACITY
+   */
+  labelledRecent: z.number().int().positive().optional(),
+  /**
+   * Weight of a labelled target row's cross-entropy in the replay term, relative to a source
+   * row's (λ_src·Σ_rows w·CE / b): their own supervised term in the same branch, without another
+   * forward pass. A refit addition. @default 1
+   */
+  labelledWeight: z.number().min(0).default(1),
 });
 export type RmtOptions = z.input<typeof rmtSchema>;
 
@@ -104,6 +120,7 @@ export const LABELLED_CAPACITY = 512;
 const AUG = '__aug';
 const SRC = '__src';
 const SRC_LABELS = 'src_labels';
+const SRC_WEIGHTS = 'src_weights';
 export const PROJECTOR = ['rmt.projector.0.weight', 'rmt.projector.0.bias', 'rmt.projector.2.weight', 'rmt.projector.2.bias'] as const;
 
 interface Prepared { step: TrainStep; classes: number; prototypes: Float32Array | null }
@@ -226,15 +243,20 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
     if (this.labelled.length > LABELLED_CAPACITY) this.labelled.shift();
   }
 
-  /** Rows 0..k of a replay batch replaced by labelled target samples (k ≤ a quarter of the batch). */
-  private mixLabelled(src: { x: Tensor; y: Int32Array }): void {
-    const b = src.y.length, k = Math.min(Math.floor(b / 4), this.labelled.length);
+  /**
+   * Rows 0..k of a replay batch replaced by labelled target samples (k ≤ labelledShare of the
+   * batch), cycling through the newest `labelledRecent`; returns k.
+   */
+  private mixLabelled(src: { x: Tensor; y: Int32Array }): number {
+    const b = src.y.length, k = Math.min(Math.floor(b * this.opts.labelledShare), this.labelled.length);
     const per = this.source_!.per, xd = src.x.data as Float32Array;
+    const w = Math.min(this.labelled.length, this.opts.labelledRecent ?? LABELLED_CAPACITY), off = this.labelled.length - w;
     for (let j = 0; j < k; j++) {
-      const l = this.labelled[this.labelledPos++ % this.labelled.length]!;
+      const l = this.labelled[off + (this.labelledPos++ % w)]!;
       xd.set(l.x, j * per);
       src.y[j] = l.y;
     }
+    return k;
   }
 
   private permCache: { epoch: number; perm: Uint32Array } | null = null;
@@ -331,6 +353,8 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
     const o = this.opts;
     const logits = this.logits;
     const useSrc = this.useSrc;
+    // Per-row replay weights only when labelled rows weigh differently (else the graph is RMT's).
+    const weightedRows = useSrc && o.labelledWeight !== 1;
     const reads = [logits, branchName(logits, AUG), ...(contrastive ? [PROJECTED] : []), ...(useSrc ? [branchName(logits, SRC)] : [])];
     return {
       describe: `rmt(λ_trg·SCE${contrastive ? ' + λ_cont·contrastive' : ''}${useSrc ? ' + λ_src·CE_src' : ''})`,
@@ -338,6 +362,7 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
       inputs: [
         { name: TEACHER_LOGITS, dtype: 'float32', shape: (s) => s(logits) },
         ...(useSrc ? [{ name: SRC_LABELS, dtype: 'int64' as const, shape: (s: (t: string) => number[]) => [s(branchName(logits, SRC))[0]!] }] : []),
+        ...(weightedRows ? [{ name: SRC_WEIGHTS, dtype: 'float32' as const, shape: (s: (t: string) => number[]) => [s(branchName(logits, SRC))[0]!, 1] }] : []),
       ],
       build: (ctx) => {
         const em = ctx.em;
@@ -349,7 +374,8 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
           const ls = branchName(logits, SRC);
           const [b, C] = ctx.shape(ls) as [number, number];
           const onehot = em.op('OneHot', [ctx.input(SRC_LABELS), em.constant(i64([], [C])), em.constant(f32([2], [0, 1]))], { axis: -1 });
-          const ll = em.reduce('ReduceSum', em.mul(onehot, em.op('LogSoftmax', [ls], { axis: -1 })), [0, 1], false);
+          const picked = em.mul(onehot, em.op('LogSoftmax', [ls], { axis: -1 }));
+          const ll = em.reduce('ReduceSum', weightedRows ? em.mul(picked, ctx.input(SRC_WEIGHTS)) : picked, [0, 1], false);
           weighted(em.div(em.neg(ll), em.scalar(b)), o.lambdaSrc);
         }
         return terms.length === 0 ? em.scalar(0) : em.sum(terms);
@@ -368,9 +394,10 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
     const feeds: Record<string, Tensor> = { [this.input]: x, [branchName(this.input, AUG)]: f32([...x.dims], xa), [TEACHER_LOGITS]: t };
     if (this.useSrc) {
       const s = this.nextSource(this.srcBatch!);
-      if (this.labelled.length) this.mixLabelled(s);
+      const k = this.labelled.length ? this.mixLabelled(s) : 0;
       feeds[branchName(this.input, SRC)] = s.x;
       feeds[SRC_LABELS] = i64([s.y.length], Array.from(s.y));
+      if (this.opts.labelledWeight !== 1) feeds[SRC_WEIGHTS] = f32([s.y.length, 1], Float32Array.from(s.y, (_, j) => (j < k ? this.opts.labelledWeight : 1)));
     }
     const r = await step.run(feeds);
     const student = r.outputs[this.logits]!.data as Float32Array;
