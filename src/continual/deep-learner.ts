@@ -14,8 +14,8 @@
 // batch); the warm-up is one pass over the given set (the code: 50000 samples); the returned
 // scores are the mean of student and teacher logits (the code sums them: same argmax, but the
 // controller's entropy signals need the scale of one model's logits); delayed labels join the
-// replay (RMT.addLabelled). It returns no embedding, so LAME and the error memory, which need
-// one, do not correct its predictions.
+// replay (RMT.addLabelled). It returns no embedding unless asked (`embedding`), so by default
+// LAME and the error memory, which need one, do not correct its predictions.
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { f32 } from '../onnx/tensor.ts';
@@ -30,7 +30,13 @@ export interface DeepLearnerOptions {
   params?: 'all' | string[];
   /** Take RMT's step on every k-th batch at level 3. @default DEEP_UPDATE_EVERY */
   updateEvery?: number;
-  /** Further RMT options (lr, lambdas, seed, …). */
+  /**
+   * Return the teacher's penultimate features as the batch's embedding (`embedding`), so that the
+   * controller's error memory (and LAME) can correct the deep learner's predictions. A refit
+   * addition; the predictions themselves do not change. @default false
+   */
+  embedding?: boolean;
+  /** Further RMT options (lr, lambdas, seed, labelled replay, …). */
   rmt?: Omit<RmtOptions, 'sourceData' | 'sourceLabels' | 'params' | 'updateEvery'>;
 }
 
@@ -48,7 +54,7 @@ export class DeepLearner {
     const o = this.options;
     const params = o.params === undefined || o.params === 'all' ? this.model.parameterNames('all') : o.params;
     if (params.length === 0) throw new Error('continual deep learner: the model has no trainable parameters');
-    return new RMT(this.model, {
+    const rmt = new RMT(this.model, {
       warmupSamples: o.sourceData.dims[0] ?? 0,
       ...o.rmt,
       sourceData: o.sourceData,
@@ -56,6 +62,13 @@ export class DeepLearner {
       params,
       updateEvery: o.updateEvery ?? DEEP_UPDATE_EVERY,
     });
+    rmt.keepFeatures = o.embedding === true;
+    return rmt;
+  }
+
+  /** The last predicted batch's embedding [N, D] (the teacher's features), with the `embedding` option. */
+  get embedding(): Tensor | undefined {
+    return this.rmt.lastFeatures;
   }
 
   /**

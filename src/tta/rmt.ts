@@ -153,6 +153,20 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
   private studentRunner: BatchStatRunner | undefined;
   /** Warm-up steps taken. */
   warmupSteps = 0;
+  /**
+   * With `keepFeatures`, each predicted batch's teacher features (the `features` output, [N, D])
+   * are kept in `lastFeatures`: an embedding for the continual controller's error memory. A refit
+   * addition; it adds an output to the teacher's forward pass and changes no number.
+   */
+  keepFeatures = false;
+  lastFeatures: Tensor | undefined;
+
+  /** The teacher's outputs for x: logits, and features when kept. */
+  private async teacherRun(x: Tensor): Promise<Tensor> {
+    const r = await this.teacher.run(x, this.keepFeatures ? [this.logits, this.features] : [this.logits]);
+    this.lastFeatures = this.keepFeatures ? r[this.features] : undefined;
+    return r[this.logits]!;
+  }
 
   constructor(model: RefitModel, options: RmtOptions = {}) {
     const o = parseOptions('rmt', rmtSchema, options);
@@ -388,7 +402,7 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
     const n = x.dims[0]!;
     if (this.batchesSeen++ % this.opts.updateEvery !== 0) return this.predictOnly(x, classes);
     const rng = Rng.xoshiro(hashSeed(this.opts.seed, 0x3a7, this.draws++));
-    const t = (await this.teacher.run(x, [this.logits]))[this.logits]!;
+    const t = await this.teacherRun(x);
     const xa = this.opts.augment ? this.opts.augment(x.data as Float32Array, x.dims, rng, 0) : augmentBatch(x.data as Float32Array, x.dims, rng);
     if (!(xa instanceof Float32Array) || xa.length !== x.data.length || allFinite(xa) >= 0) throw new Error(`rmt: the augmented view must be a finite Float32Array of ${x.data.length} values`);
     const feeds: Record<string, Tensor> = { [this.input]: x, [branchName(this.input, AUG)]: f32([...x.dims], xa), [TEACHER_LOGITS]: t };
@@ -425,7 +439,7 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
   private async predictOnly(x: Tensor, classes: number): Promise<AdaptOutcome> {
     this.studentRunner ??= new BatchStatRunner(this.plain, this.modelParams);
     const s = (await this.studentRunner.run(x, [this.logits]))[this.logits]!.data as Float32Array;
-    const t = (await this.teacher.run(x, [this.logits]))[this.logits]!.data as Float32Array;
+    const t = (await this.teacherRun(x)).data as Float32Array;
     return { logits: f32([x.dims[0]!, classes], Float32Array.from(s, (v, i) => v + t[i]!)), used: 0, extra: { contrastive: this.useCont ? 1 : 0, replay: 0, warmupSteps: this.warmupSteps } };
   }
 
