@@ -327,7 +327,8 @@ export class ContinualController {
       for (const r of this.replay.draw(this.replay.size)) this.deep.addLabelled(r.input, r.label);
     }
     const logits = await this.deep.predict(x, adapt);
-    return { probs: Float32Array.from(softmaxRows(logits.data as Float32Array, this.learner.classes)), fastLogits: logits };
+    const embedding = this.deep.embedding; // only with deep.embedding: then the error memory acts at level 3
+    return { probs: Float32Array.from(softmaxRows(logits.data as Float32Array, this.learner.classes)), fastLogits: logits, ...(embedding ? { embedding } : {}) };
   }
 
   private observe(logits: Tensor, n: number, updateMs: number): BatchSignals {
