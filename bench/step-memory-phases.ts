@@ -5,7 +5,7 @@
 // reached *inside* it (transient copies included), not only the RSS it left behind.
 //
 //   node --expose-gc --import tsx bench/step-memory-phases.ts [--models resnet18_64] [--configs tent,lora]
-//        [--calls 3] [--gc] [--env MALLOC_ARENA_MAX=2,...] [--out bench/results/step-memory-phases]
+//        [--calls 3] [--gc] [--config session.key=v,...] [--env MALLOC_ARENA_MAX=2,...] [--out bench/results/step-memory-phases]
 //
 // Phases: 'load' (loadModel), then for each session onnxruntime creates: 'js before <kind>' (refit's
 // own work since the last phase: graph building, encoding) and 'create <kind>' (InferenceSession.create),
@@ -37,6 +37,7 @@ const MODELS: Record<string, { chw: [number, number, number]; batch: number }> =
 const arg = (name: string, dflt: string) => { const i = process.argv.indexOf(`--${name}`); return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt; };
 // --gc: collect garbage at every phase boundary (diagnostic: how much of each peak is dead JS buffers).
 const GC = process.argv.includes('--gc');
+const CONFIG = (process.argv.includes('--config') ? process.argv[process.argv.indexOf('--config') + 1]! : '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as const);
 const mb = (kb: number) => Math.round(kb / 1024);
 const status = () => readFileSync('/proc/self/status', 'utf8');
 const field = (s: string, k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(s)![1]);
@@ -58,6 +59,12 @@ async function child(model: string, config: string, calls: number): Promise<unkn
   const { InferenceSession } = runtime().ort;
   const create = InferenceSession.create.bind(InferenceSession) as (...a: unknown[]) => Promise<any>;
   (InferenceSession as any).create = async (bytes: unknown, opts: any) => {
+    // --config k=v,...: extra onnxruntime session config entries for every session but the probes.
+    if (CONFIG.length && opts?.graphOptimizationLevel !== 'disabled') {
+      const session = { ...(opts.extra?.session ?? {}) };
+      for (const [k, v] of CONFIG) session[k] = v;
+      opts = { ...opts, extra: { ...opts.extra, session } };
+    }
     const kind = opts?.graphOptimizationLevel === 'disabled' ? 'probe' : 'pending';
     mark(`js before ${kind}`);
     const s = await create(bytes, opts);
@@ -119,7 +126,7 @@ async function main(): Promise<void> {
   const rows: unknown[] = [];
   const L: string[] = [];
   for (const model of models) for (const config of configs) {
-    const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), '--child', model, config, '--calls', arg('calls', '3'), ...(GC ? ['--gc'] : [])], { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 1 << 26 });
+    const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), '--child', model, config, '--calls', arg('calls', '3'), ...(GC ? ['--gc'] : []), ...(CONFIG.length ? ['--config', arg('config', '')] : [])], { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 1 << 26 });
     if (r.status !== 0) { process.stderr.write(r.stderr); continue; }
     const row = JSON.parse(r.stdout.trim().split('\n').pop()!) as { peak_mb: number; phases: Phase[] };
     rows.push(row);
