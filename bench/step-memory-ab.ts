@@ -5,7 +5,7 @@
 // trees share one onnxruntime.
 //
 //   nice -n 5 npx tsx bench/step-memory-ab.ts --before /tmp/base/src --models resnet18_64,resnet18_224
-//        [--configs tent,lora] [--rounds 12] [--out bench/results/step-memory-ab]
+//        [--now src] [--configs tent,lora] [--rounds 12] [--out bench/results/step-memory-ab]
 //
 // tent: BatchNorm affine trainable, softmax-entropy loss, BatchNorm in train mode (the Tent step);
 // lora: LoRA rank 8 on every non-grouped Conv and Gemm/MatMul, cross-entropy (bench/foreign.ts's lora).
@@ -63,12 +63,15 @@ function apart(a: { loss: number; grads: Map<string, Float32Array> }, b: { loss:
 }
 
 const before = resolve(arg('before', '/tmp/base/src'));
+// --now: the "now" tree (default this checkout's src/; a `git archive HEAD src` copy leaves out
+// other people's uncommitted edits).
+const now = resolve(arg('now', join(root, 'src')));
 const rounds = Number(arg('rounds', '12'));
 const rows: unknown[] = [];
 const L: string[] = [];
 for (const model of arg('models', 'resnet18_64').split(',')) for (const config of arg('configs', 'tent').split(',')) {
   const A = await tree('before', before, model, config);
-  const B = await tree('now', join(root, 'src'), model, config);
+  const B = await tree('now', now, model, config);
   const ra = await A.run(), rb = await B.run(); // compile + first call
   const diff = apart(ra, rb);
   const ta: number[] = [], tb: number[] = [], ratio: number[] = [];
