@@ -79,7 +79,30 @@ export interface RuntimeBackend {
    * (SessionOptions.externalData) instead of encoding them into the model bytes.
    */
   externalData?: boolean;
+  /**
+   * Standard-op shapes this backend computes wrongly or fails to run, which the gradient rules avoid
+   * by emitting another form with the same numbers (read when a step graph is built; BackendFaults).
+   * Absent: none known (onnxruntime-node, onnxruntime-web on wasm).
+   */
+  faults?: BackendFaults;
 }
+
+/** What a backend gets wrong, as the gradient rules ask it. */
+export interface BackendFaults {
+  /** Whether a Conv with `group` groups and `outputsPerGroup` output channels per group gives wrong outputs. */
+  groupedConv?(group: number, outputsPerGroup: number): boolean;
+  /** Whether BatchNormalization with training_mode=1 fails to run (the batch statistics are then decomposed). */
+  batchNormTrainingMode?: boolean;
+  /** Whether MaxPool's optional Indices output fails to run (its gradient then recomputes the argmax). */
+  maxPoolIndices?: boolean;
+  /** The most inputs one Concat may take (forms that concatenate more are not emitted). */
+  maxConcatInputs?: number;
+  /** Whether ConvTranspose is wrong when a dim's begin and end pads differ. */
+  convTransposeUnequalPads?: boolean;
+}
+
+/** The registered backend's faults; none before one is registered (Node's fallback has none). */
+export const runtimeFaults = (): BackendFaults => current?.faults ?? {};
 
 let current: RuntimeBackend | undefined;
 

@@ -6,6 +6,7 @@ import type { Graph, Node } from '../onnx/ir.ts';
 import { attrFloat } from '../onnx/ir.ts';
 import type { Emitter } from '../onnx/emitter.ts';
 import { f32 } from '../onnx/tensor.ts';
+import { runtimeFaults } from '../onnx/runtime.ts';
 
 export interface RunningStatUpdate {
   /** Initializer holding the running statistic. */
@@ -101,7 +102,8 @@ function emitTrainBN(node: Node, graph: Graph, em: Emitter, shapeOf: (t: string)
   const axes = dims.map((_, i) => i).filter((i) => i !== 1);
   const n = axes.reduce((p, a) => p * dims[a]!, 1);
   const statType = graph.initializers.get(mean)?.dtype;
-  const fusedOk = batchStatsForm.current === 'bn-train' && statType === 'float32' && graph.initializers.get(scale)?.dtype !== 'float16';
+  // onnxruntime-web's WebGPU provider rejects the training-mode node at run time (runtime-web.ts WEBGPU_FAULTS).
+  const fusedOk = batchStatsForm.current === 'bn-train' && statType === 'float32' && graph.initializers.get(scale)?.dtype !== 'float16' && !runtimeFaults().batchNormTrainingMode;
   const epsAttr = { epsilon: { kind: 'float' as const, value: eps } };
   let batchMean: string, batchVar: string;
   if (fusedOk) {

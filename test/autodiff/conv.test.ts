@@ -55,7 +55,7 @@ test('Conv 3-D', async () => {
 
 // Every formulation the rule can choose from (see bench/conv-grad-forms.ts) gives the same
 // gradients as the one it picks, which the finite-difference tests above check.
-const DX_FORMS: DxForm[] = ['conv-flip', 'conv-flip-matmul', 'conv-flip-gather', 'convtranspose', 'conv-zero-insert', 'polyphase', 'phases'];
+const DX_FORMS: DxForm[] = ['conv-flip', 'conv-flip-matmul', 'conv-flip-gather', 'convtranspose', 'convtranspose-sympads', 'conv-zero-insert', 'polyphase', 'phases'];
 const DW_FORMS: DwForm[] = [
   'onehot-gemm', 'onehot-matmul', 'slices-gemm', 'slices-matmul', 'onehot-mulsum', 'slices-mulsum', 'conv-xt', 'conv-nc', 'gather-matmul', 'gather-mulsum', 'taps-gemm',
 ];

@@ -21,7 +21,13 @@ export interface TestPage {
   close(): Promise<void>;
 }
 
-export async function openTestPage(routes?: ServeOptions['routes'], build: Pick<WebBuildOptions, 'webgpu'> = {}): Promise<TestPage> {
+/**
+ * Chromium flags that give headless Chromium WebGPU on SwiftShader's software (Vulkan) adapter, the
+ * only one here; without them (the default, with --disable-gpu) requestAdapter() returns none.
+ */
+export const SOFTWARE_WEBGPU_ARGS = ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-angle=swiftshader'];
+
+export async function openTestPage(routes?: ServeOptions['routes'], build: Pick<WebBuildOptions, 'webgpu'> = {}, gpuArgs?: string[]): Promise<TestPage> {
   const out = mkdtempSync(join(tmpdir(), 'refit-web-test-'));
   let server: Served | undefined;
   let browser: Browser | undefined;
@@ -30,7 +36,7 @@ export async function openTestPage(routes?: ServeOptions['routes'], build: Pick<
     writeFileSync(join(out, 'index.html'), '<!doctype html><meta charset=utf-8><link rel=icon href="data:,"><title>refit test page</title><script type=module src="/refit-web.js"></script>\n');
     server = await serve({ mounts: { '/': out, '/models/': join(root, 'models') }, ...(routes ? { routes } : {}) });
     const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'] });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', ...(gpuArgs ?? ['--disable-gpu']), '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'] });
     const page = await browser.newPage();
     const errors: string[] = [];
     page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });

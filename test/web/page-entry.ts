@@ -1,6 +1,7 @@
 // The browser side of test/web/equality.test.ts and bench/web-step.ts: refit's web entry plus the
 // shared cases, exposed on window for page.evaluate. Gradients come back as base64 float32 bytes.
 import * as refit from '../../src/web.ts';
+import { runtime } from '../../src/onnx/runtime.ts';
 import { runCase, reluMargin, prepare, batchOf, type CaseSpec, type RunOptions } from './cases.ts';
 
 function b64(a: Float32Array): string {
@@ -20,6 +21,8 @@ const open = new Map<number, () => Promise<unknown>>();
 
 const api = {
   refit,
+  /** The backend in use (test/web/webgpu-gradients.test.ts swaps in a copy without its grouped-Conv fault). */
+  runtime,
   setup: (opts: refit.WebRuntimeOptions) => refit.useWebRuntime(opts),
   async run(c: CaseSpec, o: RunOptions = {}) {
     const r = await runCase(refit, await modelBytes(c.model), c, o);

@@ -9,6 +9,7 @@ import { attrInt, type Node } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
 import { f32, i64 } from '../../onnx/tensor.ts';
 import { registerRules, type GradContext } from '../rule.ts';
+import { runtimeFaults, type BackendFaults } from '../../onnx/runtime.ts';
 
 /** Static geometry of one Conv node for one input signature; pads resolved from auto_pad. */
 export interface ConvGeom extends WindowGeom {
@@ -42,7 +43,23 @@ const rest = (g: ConvGeom) => kext(g).map((e, i) => g.inSp[i]! + g.padB[i]! + g.
  * flipTaps). 'phases': one stride-1 Conv per output phase with only that phase's taps, then
  * Concat + DepthToSpace (2-D, equal strides > 1, no dilation).
  */
-export type DxForm = 'conv-flip' | 'conv-flip-matmul' | 'conv-flip-gather' | 'convtranspose' | 'conv-zero-insert' | 'polyphase' | 'phases';
+export type DxForm = 'conv-flip' | 'conv-flip-matmul' | 'conv-flip-gather' | 'convtranspose' | 'convtranspose-sympads' | 'conv-zero-insert' | 'polyphase' | 'phases';
+
+/**
+ * The ConvTranspose's end pads and output_padding per spatial dim. 'convtranspose-sympads' raises an
+ * end pad below its begin pad to it and output_padding by as much: the extra output row gets no
+ * contribution (it is past the last tap) and the larger end pad crops it again, so the output is the
+ * same; null where that needs output_padding ≥ stride, or an end pad is above its begin pad.
+ */
+function convTransposePads(g: ConvGeom, sym: boolean): { padE: number[]; outPad: number[] } | null {
+  const r = rest(g);
+  const padE = g.padE.map((p, i) => Math.max(0, p - r[i]!));
+  const outPad = g.padE.map((p, i) => Math.max(0, r[i]! - p));
+  if (!sym) return { padE, outPad };
+  const lift = g.padB.map((p, i) => p - padE[i]!);
+  if (lift.some((l, i) => l < 0 || outPad[i]! + l >= g.strides[i]!)) return null;
+  return { padE: g.padB.slice(), outPad: outPad.map((o, i) => o + lift[i]!) };
+}
 
 /** How the conv-flip dX forms reverse the kernel taps. */
 export type FlipHow = 'slice' | 'matmul' | 'gather';
@@ -54,6 +71,7 @@ export function dxApplies(g: ConvGeom, form: DxForm): boolean {
   // The flipped conv needs non-negative pads kext-1-pB and kext-1-pE' (pE' = pE - rest).
   const padsOk = () => e.every((x, i) => g.padB[i]! <= x - 1 && g.padE[i]! - rest(g)[i]! <= x - 1);
   if (form.startsWith('conv-flip')) return g.strides.every((s) => s === 1) && padsOk();
+  if (form === 'convtranspose-sympads') return convTransposePads(g, true) !== null;
   if (form === 'conv-zero-insert') return padsOk();
   const poly = g.nd === 2 && g.strides[0]! > 1 && g.strides[0] === g.strides[1] && g.dil.every((d) => d === 1);
   if (form === 'polyphase') return poly;
@@ -195,10 +213,11 @@ export function transposeWeight(em: Emitter, g: ConvGeom, w: string, flip: boole
 /** Gradient of the Conv input from dY [N, O, outSp...]; returns [N, C, inSp...]. */
 export function convDx(em: Emitter, g: ConvGeom, dY: string, w: string, form: DxForm): string {
   const e = kext(g), r = rest(g);
-  if (form === 'convtranspose') {
+  if (form === 'convtranspose' || form === 'convtranspose-sympads') {
     // out = s·(OH-1) + op + kext - pB - pE'; choose pE' = pE - rest, or output_padding where negative.
-    const padE = g.padE.map((p, i) => Math.max(0, p - r[i]!));
-    const outPad = g.padE.map((p, i) => Math.max(0, r[i]! - p));
+    const pads = convTransposePads(g, form === 'convtranspose-sympads');
+    if (!pads) throw new Error(`internal: the ${form} dX form does not apply to this geometry`);
+    const { padE, outPad } = pads;
     const attrs: Record<string, number[] | number> = { strides: g.strides, dilations: g.dil, group: g.group, pads: [...g.padB, ...padE], kernel_shape: g.k };
     if (outPad.some((p) => p > 0)) attrs.output_padding = outPad;
     return em.op('ConvTranspose', [dY, w], attrs);
@@ -427,8 +446,14 @@ export function convDw(em: Emitter, g: ConvGeom, x: string, dY: string, form: Dw
 //   (the optimized graph is ReorderInput, Conv, ReorderOutput: bench --set flip prints it).
 //   The MatMul is exact (each output is one weight times 1 plus zeros) unless a weight is ±Inf or
 //   NaN, which then also spreads NaN to the other taps of its kernel.
-export function pickDx(g: ConvGeom): DxForm {
-  if (dxApplies(g, 'conv-flip-matmul')) return 'conv-flip-matmul';
+//
+// Per backend (RuntimeBackend.faults): the flipped Conv has the forward's groups with C/group outputs
+// each, so where the backend gets that grouped Conv wrong ConvTranspose is taken; where ConvTranspose
+// is wrong with unequal begin and end pads (WebGPU), 'convtranspose-sympads' makes them equal.
+export function pickDx(g: ConvGeom, faults: BackendFaults = runtimeFaults()): DxForm {
+  if (dxApplies(g, 'conv-flip-matmul') && !faults.groupedConv?.(g.group, g.C / g.group)) return 'conv-flip-matmul';
+  const p = convTransposePads(g, false)!;
+  if (faults.convTransposeUnequalPads && p.padE.some((e, i) => e !== g.padB[i]) && dxApplies(g, 'convtranspose-sympads')) return 'convtranspose-sympads';
   return 'convtranspose';
 }
 
@@ -470,9 +495,20 @@ export function pickDx(g: ConvGeom): DxForm {
 /** Whether stride-1 dense convs take the tap-by-tap Gemm dW ('taps-gemm'); benches switch it off to compare. */
 export const dwTaps = { current: true };
 
-export function pickDw(g: ConvGeom): DwForm {
-  if (g.group > 1 && g.group === g.C && (prod(g.k) >= 25 || prod(g.outSp) <= 196)) return 'conv-nc';
-  if (dwTaps.current && g.group === 1 && g.C >= 16 && prod(g.k) > 1 && g.strides.every((s) => s === 1)) return 'taps-gemm';
+//
+// Per backend (RuntimeBackend.faults, issue 14): a form the backend gets wrong is not emitted there.
+// Where a grouped Conv is wrong (runtime-web.ts WEBGPU_FAULTS) the one-hot im2col (C groups of K
+// outputs) and 'conv-nc' (N·C groups of O/C outputs) are out; where a Concat may take fewer inputs
+// than the K taps, so are 'taps-gemm' and the per-tap Slice im2col. What is left for the im2col is
+// the per-tap Slices when their Concat fits, else one Gather ('gather-matmul': no grouped Conv, no
+// Concat). Same numbers (the equality tests above cover every form); elsewhere nothing changes.
+export function pickDw(g: ConvGeom, faults: BackendFaults = runtimeFaults()): DwForm {
+  const K = prod(g.k);
+  const bad = (group: number, outs: number) => faults.groupedConv?.(group, outs) === true;
+  const tapsFit = K <= (faults.maxConcatInputs ?? Infinity);
+  if (g.group > 1 && g.group === g.C && (K >= 25 || prod(g.outSp) <= 196) && !bad(g.N * g.C, g.O / g.C)) return 'conv-nc';
+  if (dwTaps.current && g.group === 1 && g.C >= 16 && K > 1 && g.strides.every((s) => s === 1) && tapsFit) return 'taps-gemm';
+  if (bad(g.C, K) && !isPointwise(g)) return tapsFit ? (g.group === 1 && prod(g.outSp) <= 64 ? 'slices-gemm' : 'slices-matmul') : 'gather-matmul';
   return g.group === 1 && prod(g.outSp) <= 64 ? 'onehot-gemm' : 'onehot-matmul';
 }
 

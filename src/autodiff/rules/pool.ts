@@ -14,6 +14,7 @@ import { attrInt, attrInts, type Node } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
 import { f32, i64 } from '../../onnx/tensor.ts';
 import { registerRules, type GradContext } from '../rule.ts';
+import { runtimeFaults, type BackendFaults } from '../../onnx/runtime.ts';
 
 /** Static geometry of one pooling node; pads resolved from auto_pad. */
 export type PoolGeom = WindowGeom;
@@ -39,8 +40,16 @@ const kext = (g: PoolGeom) => g.k.map((k, i) => (k - 1) * g.dil[i]! + 1);
 function col2im(em: Emitter, g: PoolGeom, cols: string, channels: number, kernel: Float32Array): string {
   const e = kext(g);
   const r = e.map((x, i) => g.inSp[i]! + g.padB[i]! + g.padE[i]! - (g.outSp[i]! - 1) * g.strides[i]! - x);
-  const padE = g.padE.map((p, i) => Math.max(0, p - r[i]!));
-  const outPad = g.padE.map((p, i) => Math.max(0, r[i]! - p));
+  let padE = g.padE.map((p, i) => Math.max(0, p - r[i]!));
+  let outPad = g.padE.map((p, i) => Math.max(0, r[i]! - p));
+  // Where ConvTranspose is wrong with unequal begin and end pads (WebGPU, runtime-web.ts
+  // WEBGPU_FAULTS): raise the end pad to the begin pad and output_padding by as much, the same
+  // output (the extra row is past the last tap, and cropped again); conv.ts 'convtranspose-sympads'.
+  const lift = g.padB.map((p, i) => p - padE[i]!);
+  if (runtimeFaults().convTransposeUnequalPads && lift.some((l) => l > 0) && lift.every((l, i) => l >= 0 && outPad[i]! + l < g.strides[i]!)) {
+    padE = g.padB.slice();
+    outPad = outPad.map((o, i) => o + lift[i]!);
+  }
   const w = em.constant(f32([channels, 1, ...g.k], kernel), 'col2im_kernel');
   const attrs: Record<string, number[]> = { strides: g.strides, dilations: g.dil, pads: [...g.padB, ...padE], kernel_shape: g.k };
   if (outPad.some((p) => p > 0)) attrs.output_padding = outPad;
@@ -83,7 +92,12 @@ export function maxPoolFormApplies(g: PoolGeom, f: MaxPoolGradForm, opset: numbe
  * Indices forward (4-5× the plain MaxPool in a profile) and was not kept; OneHot in place of Equal + Cast,
  * and a ScatterElements into the [M, K, L] taps in place of the routing Mul, were slower too.
  */
-export function pickMaxPoolForm(g: PoolGeom, opset: number): MaxPoolGradForm {
+// Per backend (RuntimeBackend.faults): where MaxPool's Indices output fails to run (onnxruntime-web's
+// WebGPU provider, runtime-web.ts WEBGPU_FAULTS), 'onehot-argmax' is taken at every opset. Its one-hot
+// im2col is a Conv of one group (M·C planes of one channel, K outputs), which WebGPU computes right
+// (the grouped-Conv fault is about group > 1).
+export function pickMaxPoolForm(g: PoolGeom, opset: number, faults: BackendFaults = runtimeFaults()): MaxPoolGradForm {
+  if (faults.maxPoolIndices) return 'onehot-argmax';
   if (opset >= 16) return 'scatter-add';
   return disjointWindows(g) ? 'scatter' : 'onehot-argmax';
 }
