@@ -26,7 +26,8 @@ const m = await loadModel(`models/fmnist-${model}.onnx`, { threads: 1 });
 const c = new ContinualController(m, { logits: 'logits', embedding: 'features', ...withSourceSet(opts, src) });
 await c.calibrate(calibration(src, stream.batchSize));
 const alphas = [0, 0.25, 0.5, 1];
-const targets = ['uniform', 'labels'] as const;
+// 'labels:w': the frequencies of the newest w revealed labels.
+const targets = ['uniform', 'labels:20', 'labels:50', 'labels:100'];
 const score = new Map<string, Map<string, { wrong: number; n: number }>>();
 const add = (key: string, domain: string, pred: Int32Array, y: Uint8Array) => {
   const d = (score.get(key) ?? score.set(key, new Map()).get(key)!);
@@ -35,7 +36,6 @@ const add = (key: string, domain: string, pred: Int32Array, y: Uint8Array) => {
   s.n += y.length;
   d.set(domain, s);
 };
-const WINDOW = 100;
 const recent: number[] = [];
 const pending: { at: number; ids: string[]; labels: number[] }[] = [];
 let k = 0;
@@ -44,13 +44,18 @@ for (const b of stream) {
   const C = r.probs.length / b.size;
   const mean = new Float64Array(C);
   for (let i = 0; i < b.size; i++) for (let j = 0; j < C; j++) mean[j]! += r.probs[i * C + j]! / b.size;
-  // Label frequencies of the newest WINDOW labels, with one pseudo-count per class.
-  const freq = new Float64Array(C).fill(1);
-  for (const y of recent) freq[y]!++;
-  const tot = freq.reduce((a, v) => a + v, 0);
+  const prior = (t: string): Float64Array => {
+    if (t === 'uniform') return new Float64Array(C).fill(1 / C);
+    // The newest w labels' frequencies, with one pseudo-count per class.
+    const freq = new Float64Array(C).fill(1);
+    for (const y of recent.slice(-Number(t.slice(7)))) freq[y]!++;
+    const tot = freq.reduce((a, v) => a + v, 0);
+    return freq.map((v) => v / tot);
+  };
   for (const t of targets) for (const a of alphas) {
-    if (a === 0 && t === 'labels') continue;
-    const w = Float64Array.from(mean, (v, j) => ((t === 'uniform' ? 1 / C : freq[j]! / tot) / Math.max(v, 1e-6)) ** a);
+    if (a === 0 && t !== 'uniform') continue;
+    const pi = prior(t);
+    const w = Float64Array.from(mean, (v, j) => (pi[j]! / Math.max(v, 1e-6)) ** a);
     add(a === 0 ? 'none' : `${t} α=${a}`, b.domain, argmaxRows(Float32Array.from(r.probs, (v, q) => v * w[q % C]!), C), b.y);
   }
   // As lib.ts runController: every 100th sample's label arrives 5 batches later.
@@ -60,7 +65,7 @@ for (const b of stream) {
   while (pending.length && pending[0]!.at <= b.index) {
     const p = pending.shift()!;
     await c.feedback(p.ids, p.labels);
-    for (const y of p.labels) { recent.push(y); if (recent.length > WINDOW) recent.shift(); }
+    for (const y of p.labels) { recent.push(y); if (recent.length > 100) recent.shift(); }
   }
 }
 await c.release();
