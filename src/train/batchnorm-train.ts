@@ -102,7 +102,7 @@ function emitTrainBN(node: Node, graph: Graph, em: Emitter, shapeOf: (t: string)
   const axes = dims.map((_, i) => i).filter((i) => i !== 1);
   const n = axes.reduce((p, a) => p * dims[a]!, 1);
   const statType = graph.initializers.get(mean)?.dtype;
-  // onnxruntime-web's WebGPU provider rejects the training-mode node at run time (runtime-web.ts WEBGPU_FAULTS).
+  // onnxruntime-web's WebGPU provider rejects the training-mode node at run time (onnx/webgpu-faults.ts).
   const fusedOk = batchStatsForm.current === 'bn-train' && statType === 'float32' && graph.initializers.get(scale)?.dtype !== 'float16' && !runtimeFaults().batchNormTrainingMode;
   const epsAttr = { epsilon: { kind: 'float' as const, value: eps } };
   let batchMean: string, batchVar: string;

@@ -1,7 +1,7 @@
 // A training step on onnxruntime-web's WebGPU provider (headless Chromium's software adapter,
 // SwiftShader) gives Node's loss and gradients, because the gradient rules avoid the grouped Convs
 // that WebGPU gets wrong there and the ops it cannot run (train-mode BatchNormalization, MaxPool's
-// Indices) (RuntimeBackend.faults, src/onnx/runtime-web.ts WEBGPU_FAULTS).
+// Indices) (RuntimeBackend.faults, src/onnx/webgpu-faults.ts).
 // The negative control runs the same step on WebGPU with the grouped-Conv fault taken off the backend
 // (the other two faults name ops that fail to run, not wrong numbers): the rules then emit the one-hot im2col (a Conv of C groups with 9 outputs each) and the weight
 // gradients of the convolutions that use it come out wrong, so the per-backend choice is what makes
@@ -18,7 +18,7 @@ import assert from 'node:assert/strict';
 import * as refit from '../../src/index.ts';
 import { openTestPage, fromB64, chromiumMissing, SOFTWARE_WEBGPU_ARGS, type TestPage } from './browser.ts';
 import { relErr } from '../helpers/close.ts';
-import { WEBGPU_FAULTS } from '../../src/onnx/runtime-web.ts';
+import { WEBGPU_FAULTS } from '../../src/onnx/webgpu-faults.ts';
 
 const N = 4, SEED = 1;
 
@@ -89,7 +89,7 @@ after(async () => { await tp?.close(); });
 const inPage = (a: Parameters<typeof pageStep>[0]) =>
   tp!.page.evaluate(`(() => { const __name = (fn) => fn; return (${pageStep.toString()})(${JSON.stringify(a)}); })()`) as Promise<Run>;
 
-test('the WebGPU backend names the grouped Convs SwiftShader gets wrong; wasm and Node name none', () => {
+test('the WebGPU faults name the grouped Convs SwiftShader got wrong, and none it got right', () => {
   const bad = [5, 6, 7, 9, 10, 11, 13, 18, 25].map((o) => WEBGPU_FAULTS.groupedConv!(2, o));
   const good = [1, 2, 3, 4, 8, 12, 16, 20].map((o) => WEBGPU_FAULTS.groupedConv!(8, o));
   assert.deepEqual([bad.every(Boolean), good.some(Boolean), WEBGPU_FAULTS.groupedConv!(1, 9)], [true, false, false]);

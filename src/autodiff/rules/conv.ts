@@ -497,7 +497,7 @@ export const dwTaps = { current: true };
 
 //
 // Per backend (RuntimeBackend.faults, issue 14): a form the backend gets wrong is not emitted there.
-// Where a grouped Conv is wrong (runtime-web.ts WEBGPU_FAULTS) the one-hot im2col (C groups of K
+// Where a grouped Conv is wrong (onnx/webgpu-faults.ts) the one-hot im2col (C groups of K
 // outputs) and 'conv-nc' (N·C groups of O/C outputs) are out; where a Concat may take fewer inputs
 // than the K taps, so are 'taps-gemm' and the per-tap Slice im2col. What is left for the im2col is
 // the per-tap Slices when their Concat fits, else one Gather ('gather-matmul': no grouped Conv, no

@@ -42,8 +42,8 @@ function col2im(em: Emitter, g: PoolGeom, cols: string, channels: number, kernel
   const r = e.map((x, i) => g.inSp[i]! + g.padB[i]! + g.padE[i]! - (g.outSp[i]! - 1) * g.strides[i]! - x);
   let padE = g.padE.map((p, i) => Math.max(0, p - r[i]!));
   let outPad = g.padE.map((p, i) => Math.max(0, r[i]! - p));
-  // Where ConvTranspose is wrong with unequal begin and end pads (WebGPU, runtime-web.ts
-  // WEBGPU_FAULTS): raise the end pad to the begin pad and output_padding by as much, the same
+  // Where ConvTranspose is wrong with unequal begin and end pads (WebGPU, onnx/
+  // webgpu-faults.ts): raise the end pad to the begin pad and output_padding by as much, the same
   // output (the extra row is past the last tap, and cropped again); conv.ts 'convtranspose-sympads'.
   const lift = g.padB.map((p, i) => p - padE[i]!);
   if (runtimeFaults().convTransposeUnequalPads && lift.some((l) => l > 0) && lift.every((l, i) => l >= 0 && outPad[i]! + l < g.strides[i]!)) {
@@ -93,7 +93,7 @@ export function maxPoolFormApplies(g: PoolGeom, f: MaxPoolGradForm, opset: numbe
  * and a ScatterElements into the [M, K, L] taps in place of the routing Mul, were slower too.
  */
 // Per backend (RuntimeBackend.faults): where MaxPool's Indices output fails to run (onnxruntime-web's
-// WebGPU provider, runtime-web.ts WEBGPU_FAULTS), 'onehot-argmax' is taken at every opset. Its one-hot
+// WebGPU provider, onnx/webgpu-faults.ts), 'onehot-argmax' is taken at every opset. Its one-hot
 // im2col is a Conv of one group (M·C planes of one channel, K outputs), which WebGPU computes right
 // (the grouped-Conv fault is about group > 1).
 export function pickMaxPoolForm(g: PoolGeom, opset: number, faults: BackendFaults = runtimeFaults()): MaxPoolGradForm {
