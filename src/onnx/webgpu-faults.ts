@@ -6,16 +6,17 @@ import type { BackendFaults } from './runtime.ts';
 /**
  * What onnxruntime-web 1.30's WebGPU provider gets wrong, so that the gradient rules build training
  * steps that run and are right on it (test/web/webgpu-gradients.test.ts; Node and wasm have none).
+ * Each entry was found on SwiftShader's adapter in headless Chromium, one op at a time against
+ * onnxruntime-node: bench/webgpu-faults.ts (bench/results/webgpu-faults.md).
  *
- * Grouped Conv: on SwiftShader (headless Chromium here) it gets grouped Convs wrong
- * when a group has more than 4 output channels and not a multiple of 4: 5, 6, 7, 9, 10, 11, 13, 18 and
- * 25 were wrong (errors of the order of the outputs) with 2, 4, 6, 8, 16 and 32 groups; 1–4, 8, 12, 16
- * and 20 were right, and so were 1, 3 and 5 groups with any count (one Conv per shape, 6×6 input, 3×3
- * kernel, against a direct sum; test/web/webgpu-gradients.test.ts reruns the cases refit emits). The
- * one-hot im2col of refit's Conv weight gradient is such a Conv (C groups of K = 9 outputs for 3×3),
- * so on WebGPU the rules take the per-tap Slice im2col instead (conv.ts pickDw). Whether a hardware
- * adapter has the fault is not known (no GPU here), so it is assumed on every WebGPU adapter: the
- * forms it rules out are only slower, never wrong, and odd group counts are ruled out too.
+ * Grouped Conv: wrong (errors of the size of the outputs) when a group has more than 4 output
+ * channels and not a multiple of 4 — 5, 6, 7, 9, 10, 25 with 2, 4, 8 and 16 groups (and 11, 13, 18
+ * with 2, 6 with 6 and 32 in a first probe); 1, 3, 4, 8, 12, 16 right, and 1, 3 and 5 groups right
+ * with any count. The one-hot im2col of refit's Conv weight gradient is such a Conv (C groups of
+ * K = 9 outputs for 3×3), so on WebGPU the rules take another im2col (conv.ts pickDw). Whether a
+ * hardware adapter has the fault is not known (no GPU here), so it is assumed on every WebGPU
+ * adapter: the forms it rules out are only slower, never wrong, and odd group counts are ruled
+ * out too.
  */
 export const WEBGPU_FAULTS: BackendFaults = {
   groupedConv: (group, outputsPerGroup) => group > 1 && outputsPerGroup > 4 && outputsPerGroup % 4 !== 0,
@@ -27,8 +28,8 @@ export const WEBGPU_FAULTS: BackendFaults = {
   maxPoolIndices: true,
   // A Concat binds each input and its output as a storage buffer, and the device onnxruntime-web
   // requests allows 8 per shader stage (WebGPU's default limit; SwiftShader's adapter offers 10):
-  // with 9 inputs the pipeline is invalid ("The number of storage buffers (10) in the Compute stage
-  // exceeds the maximum per-stage limit (8)"), and the failure poisons the other kernels submitted
+  // with 8 or 9 inputs the pipeline is invalid ("The number of storage buffers (10) in the Compute
+  // stage exceeds the maximum per-stage limit (8)"), and the failure poisons the other kernels submitted
   // with it (outputs of unrelated nodes came back as zeros or stale data). Conv dW's per-tap forms
   // concatenate K = 9 taps for 3×3, so on WebGPU the rules take the Gather im2col (conv.ts pickDw).
   maxConcatInputs: 7,
