@@ -1,18 +1,17 @@
 // A training step on onnxruntime-web's WebGPU provider (headless Chromium's software adapter,
-// SwiftShader) gives Node's loss and gradients, because the gradient rules avoid the grouped Convs
-// that WebGPU gets wrong there and the ops it cannot run (train-mode BatchNormalization, MaxPool's
-// Indices) (RuntimeBackend.faults, src/onnx/webgpu-faults.ts).
-// The negative control runs the same step on WebGPU with the grouped-Conv fault taken off the backend
-// (the other two faults name ops that fail to run, not wrong numbers): the rules then emit the one-hot im2col (a Conv of C groups with 9 outputs each) and the weight
-// gradients of the convolutions that use it come out wrong, so the per-backend choice is what makes
-// the step right.
+// SwiftShader) gives onnxruntime-node's loss and gradients, because the gradient rules avoid what
+// WebGPU gets wrong or cannot run there (RuntimeBackend.faults, src/onnx/webgpu-faults.ts).
+// The negative control runs the same step on WebGPU with only the grouped-Conv fault taken off the
+// backend (without the others the step fails to run or WebGPU refuses a kernel): the rules then emit
+// the one-hot im2col (a Conv of C groups with 9 outputs each), and the weight gradients of the convs
+// with 8 and 16 input channels come out wrong, so the per-backend choice is what makes the step right.
 //
 // The net is small so the step stays short on SwiftShader: 3×3 convs on an 8×8 input with BatchNorm
 // in train mode (3, 8 and 16 input channels, stride 1 and 2) and an overlapping MaxPool, so every
 // WebGPU fault is met: grouped one-hot im2col, 9-input Concat (per-tap forms), train-mode
 // BatchNormalization, MaxPool Indices, ConvTranspose with unequal pads (stride-2 dX and col2im).
 // Inputs: see the ReLU note in equality.test.ts; this test checks that no ReLU input changes sign
-// between the runtimes before it compares gradients.
+// between the runtimes before it compares gradients (the margin here is 2.1e-4).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as refit from '../../src/index.ts';
