@@ -56,6 +56,16 @@ export interface ControllerOptions extends Omit<FastSlowOptions, 'decay'> {
    */
   holdBelowSpread?: number;
   /**
+   * Undo a persistent class bias of the model: each batch's probabilities are moved from the
+   * batch's mean prediction m towards uniform, p' ∝ p·(1/C / m)^alpha (Saerens et al. 2002's prior
+   * adjustment, with m as the model's current prior), but only when m is at least `similarity`
+   * (cosine) like the moving average (momentum 0.8) of the previous batches' m: a model stuck on a
+   * few classes predicts them batch after batch, while temporally correlated labels move from class
+   * to class, where a concentrated m is the truth and the adjustment would hurt. A refit addition;
+   * it changes only the output. Off when absent.
+   */
+  debias?: { similarity: number; alpha?: number };
+  /**
    * LAME (Boudiaf et al. 2022) on the final probabilities, with the embedding's kNN affinity:
    * true on every batch, 'auto' only when the batch's predicted labels are concentrated
    * (normalised entropy of the batch's mean prediction below `lameThreshold`), the
@@ -140,6 +150,8 @@ export interface BatchSignals {
   lame?: boolean;
   /** The smoothed batch prior corrected this batch's output (priorCorrection 'batch' or 'auto'). */
   prior?: boolean;
+  /** `debias` moved this batch's output towards uniform. */
+  debiased?: boolean;
 }
 
 export interface ControllerState {
@@ -152,6 +164,8 @@ export interface ControllerState {
   healthyRun: number;
   /** The previous batch's label spread (absent in states written before it existed: 1). */
   lastSpread?: number;
+  /** debias: moving average of the batches' mean predictions (absent in older states: none). */
+  meanAvg?: number[] | null;
   reference: number | null;
   warmup: number[];
   budgetCap: Level;
@@ -177,6 +191,8 @@ export class ContinualController {
   private healthyRun = 0;
   /** The previous batch's normalised label spread (holdBelowSpread). */
   private lastSpread = 1;
+  /** Moving average of the batches' mean predictions (debias). */
+  private meanAvg: Float64Array | null = null;
   private reference: number | null = null;
   private warmup: number[] = [];
   private budgetCap: Level;
@@ -295,6 +311,7 @@ export class ContinualController {
       normaliseRows(probs, n, C);
       signals.prior = true;
     } else if (pc === true) this.prior.correct(probs, n);
+    if (this.options.debias) signals.debiased = this.debias(probs, n, C, this.options.debias);
     signals.spread = labelSpread(probs, n, C);
     if (out.embedding && (this.options.lame === true || (this.options.lame === 'auto' && signals.spread < (this.options.lameThreshold ?? 0.7)))) {
       const emb = out.embedding.data as Float32Array;
@@ -317,6 +334,26 @@ export class ContinualController {
     const result: ControllerResult = { probs, predictions, ids: batchIds, level: predictedAt, events: this.events.slice(first), signals };
     if (emb) result.embedding = emb;
     return result;
+  }
+
+  /** `debias`: towards uniform when the batch's mean prediction is like the previous batches'. */
+  private debias(probs: Float32Array, n: number, C: number, o: { similarity: number; alpha?: number }): boolean {
+    const mean = new Float64Array(C);
+    for (let i = 0; i < n; i++) for (let c = 0; c < C; c++) mean[c]! += probs[i * C + c]! / n;
+    const avg = this.meanAvg;
+    let sim = -1;
+    if (avg) {
+      let d = 0, na = 0, nb = 0;
+      for (let c = 0; c < C; c++) { d += mean[c]! * avg[c]!; na += mean[c]! ** 2; nb += avg[c]! ** 2; }
+      sim = d / Math.sqrt(na * nb);
+    }
+    this.meanAvg = avg ? avg.map((v, c) => 0.8 * v + 0.2 * mean[c]!) : mean;
+    if (sim < o.similarity) return false;
+    const a = o.alpha ?? 1;
+    const w = Float64Array.from(mean, (v) => (1 / C / Math.max(v, 1e-6)) ** a);
+    for (let k = 0; k < probs.length; k++) probs[k]! *= w[k % C]!;
+    normaliseRows(probs, n, C);
+    return true;
   }
 
   /** With a labelled in-distribution set: the deep learner predicts, and at level 3 adapts (every k-th batch). */
@@ -450,7 +487,7 @@ export class ContinualController {
     return {
       format: 'refit.continual/1',
       learner: this.learner.state(), good: this.good, level: this.level, batch: this.batch,
-      unhealthyRun: this.unhealthyRun, healthyRun: this.healthyRun, lastSpread: this.lastSpread, reference: this.reference, warmup: [...this.warmup], budgetCap: this.budgetCap,
+      unhealthyRun: this.unhealthyRun, healthyRun: this.healthyRun, lastSpread: this.lastSpread, meanAvg: this.meanAvg ? [...this.meanAvg] : null, reference: this.reference, warmup: [...this.warmup], budgetCap: this.budgetCap,
       entropyDetector: this.entropyDetector.state(), errorDetector: this.errorDetector.state(), prior: [...this.prior.prior],
       feedback: this.fb.state(), replay: this.replay.state(), errorMemory: this.memory ? { ...this.memory.state(), dim: this.memory.dim } : null,
       deep: this.deep?.state() ?? null, goodDeep: this.goodDeep,
@@ -491,7 +528,7 @@ export class ContinualController {
     // Validated: apply.
     this.learner.load(s.learner);
     this.good = s.good;
-    Object.assign(this, { level: s.level, batch: s.batch, unhealthyRun: s.unhealthyRun, healthyRun: s.healthyRun, lastSpread: s.lastSpread ?? 1, reference: s.reference, warmup: [...s.warmup], budgetCap: s.budgetCap });
+    Object.assign(this, { level: s.level, batch: s.batch, unhealthyRun: s.unhealthyRun, healthyRun: s.healthyRun, lastSpread: s.lastSpread ?? 1, meanAvg: s.meanAvg ? Float64Array.from(s.meanAvg) : null, reference: s.reference, warmup: [...s.warmup], budgetCap: s.budgetCap });
     this.entropyDetector = entropy;
     this.errorDetector = error;
     this.memory = memory;

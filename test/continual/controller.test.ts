@@ -165,3 +165,43 @@ test('holdBelowSpread: no adaptation step on the batch after a label-concentrate
   await Promise.all(runs.map((c) => c.release()));
   await model.release();
 });
+
+test('debias: towards uniform only when the batch mean prediction persists; checkpointed', async () => {
+  const model = await loadModel(modelPath, { threads: 1 });
+  const byLabel = (c: number) => {
+    const idx = Array.from({ length: N * B }, (_, i) => i).filter((i) => ds.labels[i] === c).slice(0, 16);
+    return f32([idx.length, 1, 28, 28], Float32Array.from({ length: idx.length * 784 }, (_, k) => ds.images[idx[Math.floor(k / 784)]! * 784 + (k % 784)]!));
+  };
+  const b = byLabel(7);
+  const plain = new ContinualController(model, opts);
+  const deb = new ContinualController(model, { ...opts, debias: { similarity: 0.9 } });
+  // A new class every batch (labels that move, as under correlation): never adjusted.
+  for (const x of [byLabel(0), byLabel(3), byLabel(9), b]) {
+    const [p, q] = [await plain.predict(x), await deb.predict(x)];
+    assert.ok(!q.signals.debiased);
+    assert.deepEqual(q.probs, p.probs);
+  }
+  // The same class again and again (a persistent bias): adjusted, exactly p·(1/C / m), renormalised.
+  const C = 10;
+  const seen: boolean[] = [];
+  for (let r = 0; r < 12; r++) {
+    const [p, q] = [await plain.predict(b), await deb.predict(b)];
+    seen.push(!!q.signals.debiased);
+    if (!q.signals.debiased) { assert.deepEqual(q.probs, p.probs); continue; } // the moving average still remembers the other classes
+    const n = b.dims[0]!, m = new Float64Array(C);
+    for (let i = 0; i < n; i++) for (let c = 0; c < C; c++) m[c]! += p.probs[i * C + c]! / n;
+    for (let i = 0; i < n; i++) {
+      let z = 0;
+      for (let c = 0; c < C; c++) z += p.probs[i * C + c]! / C / m[c]!;
+      for (let c = 0; c < C; c++) assert.ok(Math.abs(q.probs[i * C + c]! - p.probs[i * C + c]! / C / m[c]! / z) < 1e-5);
+    }
+  }
+  assert.deepEqual(seen.slice(-3), [true, true, true], `debiased: ${seen}`);
+  // The moving average travels in the state: a restored controller adjusts the next batch alike.
+  const restored = new ContinualController(model, { ...opts, debias: { similarity: 0.9 } });
+  restored.load(decodeCheckpoint(model, encodeCheckpoint(model, deb.state())));
+  const [u, v] = [await deb.predict(b), await restored.predict(b)];
+  assert.deepEqual(v.probs, u.probs);
+  await Promise.all([plain.release(), deb.release(), restored.release()]);
+  await model.release();
+});
