@@ -78,6 +78,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   if (o.report && !ds.labels) throw new Error(`--report charts the error over the stream and needs labels; give --labels (or a labelled stream), or drop --report`);
   const src = o.source ? loadData(o.source, io, { labels: o.sourceLabels, needLabels: '--source' }) : null;
   const srcTensor = src ? batchOf(src, range(0, src.n)) : null;
+  const deepLearner = method === 'continual' && !!srcTensor && o.deep !== false;
 
   let adapter: Adapter | null = null;
   let controller: ContinualController | null = null;
@@ -86,7 +87,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
     // With labelled in-distribution data, level 3 is the deep learner, as in `refit demo`: on the
     // CNN's validation stream it cut the error by 2 points over the normalization adapters
     // (docs/continual.md). Its other options keep the library's defaults.
-    const deep = srcTensor && o.deep !== false ? { deep: { sourceData: srcTensor.x, sourceLabels: src!.labels! } } : {};
+    const deep = deepLearner ? { deep: { sourceData: srcTensor!.x, sourceLabels: src!.labels! } } : {};
     controller = new ContinualController(model, { logits: io.logits, ...(embedding ? { embedding } : {}), ...deep });
     if (srcTensor) {
       // The entropy reference from in-distribution batches rather than the stream's first ones.
@@ -181,7 +182,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
     stream: { source: ds.source, format: ds.format, samples: ds.n, batches, batchSize, labelled: !!ds.labels },
     error,
     sourceError,
-    ...(controller ? { levels, events, deepLearner: !!srcTensor && o.deep !== false } : {}),
+    ...(controller ? { levels, events, deepLearner } : {}),
     ...(delay !== null ? { feedbackAccepted: accepted } : {}),
     out: o.out,
     report,

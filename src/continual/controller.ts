@@ -15,7 +15,7 @@ import { FastSlowLearner, stackRows, type FastSlowOptions, type FastSlowState } 
 import { FeedbackBuffer, type FeedbackReport, type PendingSample } from './feedback.ts';
 import { ReplayBuffer, type ReplayState } from './replay.ts';
 import { ErrorMemory, type ErrorMemoryOptions } from './error-memory.ts';
-import { DeepLearner, type DeepLearnerOptions } from './deep-learner.ts';
+import { DeepLearner, deepLearnerParams, type DeepLearnerOptions } from './deep-learner.ts';
 import type { AdapterState } from '../tta/types.ts';
 import { PriorCorrection } from './prior-correction.ts';
 import { Adwin } from '../drift/adwin.ts';
@@ -223,15 +223,15 @@ export class ContinualController {
     const shape = model.inputs[0]!.shape?.slice(1);
     if (!shape || shape.some((d) => typeof d !== 'number')) throw new Error('continual: the model input must have a fixed shape after the batch axis');
     this.inputShape = shape as number[];
-    const nParams = this.learner.params.reduce((a, p) => a + model.param(p).data.length, 0);
+    const size = (names: readonly string[]) => names.reduce((a, p) => a + model.param(p).data.length, 0);
+    const nParams = size(this.learner.params);
     const maxP = options.budgets?.maxTrainableParams;
     this.budgetCap = maxP !== undefined && nParams > maxP ? 1 : 3;
     if (this.budgetCap < 3) this.emit('budget', `${nParams} trainable parameters exceed the budget of ${maxP}: updates (levels 2–3) are off`, { trainable: nParams });
     this.deepOptions = options.deep;
     if (options.deep && maxP !== undefined && this.budgetCap === 3) {
       // The deep learner trains far more than the fast learner: the budget applies to it too.
-      const p = options.deep.params;
-      const nDeep = (p === undefined || p === 'all' ? model.parameterNames('all') : p).reduce((a, n) => a + model.param(n).data.length, 0);
+      const nDeep = size(deepLearnerParams(model, options.deep));
       if (nDeep > maxP) {
         this.deepOptions = undefined;
         this.emit('budget', `the deep learner's ${nDeep} parameters exceed the budget of ${maxP}: level 3 consolidates into the slow learner instead`, { trainable: nDeep });
@@ -306,9 +306,7 @@ export class ContinualController {
     this.lastSpread = spread0;
     const pc = this.options.priorCorrection;
     if (pc === 'batch' || (pc === 'auto' && spread0 < (this.options.priorThreshold ?? 0.7))) {
-      const sp = smoothedBatchPrior(probs, n, C);
-      for (let k = 0; k < probs.length; k++) probs[k]! *= sp[k % C]!;
-      normaliseRows(probs, n, C);
+      reweightRows(probs, n, C, smoothedBatchPrior(probs, n, C));
       signals.prior = true;
     } else if (pc === true) this.prior.correct(probs, n);
     if (this.options.debias) signals.debiased = this.debias(probs, n, C, this.options.debias);
@@ -350,9 +348,7 @@ export class ContinualController {
     this.meanAvg = avg ? avg.map((v, c) => 0.8 * v + 0.2 * mean[c]!) : mean;
     if (sim < o.similarity) return false;
     const a = o.alpha ?? 1;
-    const w = Float64Array.from(mean, (v) => (1 / C / Math.max(v, 1e-6)) ** a);
-    for (let k = 0; k < probs.length; k++) probs[k]! *= w[k % C]!;
-    normaliseRows(probs, n, C);
+    reweightRows(probs, n, C, Float64Array.from(mean, (v) => (1 / C / Math.max(v, 1e-6)) ** a));
     return true;
   }
 
@@ -560,6 +556,12 @@ function labelSpread(p: Float32Array, n: number, C: number): number {
   let h = 0;
   for (let c = 0; c < C; c++) if (m[c]! > 0) h -= m[c]! * Math.log(m[c]!);
   return h / Math.log(C);
+}
+
+/** Probabilities [n, C] times per-class weights [C], each row renormalised (a prior adjustment). */
+function reweightRows(p: Float32Array, n: number, C: number, w: ArrayLike<number>): void {
+  for (let k = 0; k < p.length; k++) p[k]! *= w[k % C]!;
+  normaliseRows(p, n, C);
 }
 
 function normaliseRows(p: Float32Array, n: number, C: number): void {

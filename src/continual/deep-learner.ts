@@ -40,6 +40,11 @@ export interface DeepLearnerOptions {
   rmt?: Omit<RmtOptions, 'sourceData' | 'sourceLabels' | 'params' | 'updateEvery'>;
 }
 
+/** The parameters the deep learner adapts: `params`, or every trainable parameter by default. */
+export function deepLearnerParams(model: RefitModel, o: Pick<DeepLearnerOptions, 'params'>): string[] {
+  return o.params === undefined || o.params === 'all' ? model.parameterNames('all') : o.params;
+}
+
 /** RMT's step every 4th batch: chosen on the validation stream (docs/continual.md). */
 export const DEEP_UPDATE_EVERY = 4;
 
@@ -52,7 +57,7 @@ export class DeepLearner {
 
   private create(): RMT {
     const o = this.options;
-    const params = o.params === undefined || o.params === 'all' ? this.model.parameterNames('all') : o.params;
+    const params = deepLearnerParams(this.model, o);
     if (params.length === 0) throw new Error('continual deep learner: the model has no trainable parameters');
     const rmt = new RMT(this.model, {
       warmupSamples: o.sourceData.dims[0] ?? 0,
