@@ -10,6 +10,7 @@ import { f32 } from '../../src/onnx/tensor.ts';
 import { ContinualController } from '../../src/continual/controller.ts';
 import { encodeCheckpoint, decodeCheckpoint } from '../../src/continual/checkpoint.ts';
 import { smoothedBatchPrior } from '../../src/tta/batch-prior.ts';
+import { deep } from './deep-fixture.ts';
 
 const modelPath = new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname;
 const N = 32, B = 14;
@@ -127,8 +128,6 @@ test("priorCorrection 'batch' and 'auto': ROID's smoothed batch prior reweights 
 
 test('parameter budget: a deep learner over it is left out (an event says so) and level 3 consolidates instead', async () => {
   const model = await loadModel(modelPath, { threads: 1 });
-  const src = loadFashionMnist('train', { limit: 32 });
-  const deep = { sourceData: f32([32, 1, 28, 28], src.images), sourceLabels: src.labels, updateEvery: 2, rmt: { warmupSamples: 16 } };
   const probe = new ContinualController(model, opts);
   const fast = probe.learner.params.reduce((a, p) => a + model.param(p).data.length, 0);
   await probe.release();

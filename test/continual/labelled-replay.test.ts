@@ -9,14 +9,14 @@ import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
 import { corrupt } from '../../src/data/corruptions/index.ts';
 import { f32 } from '../../src/onnx/tensor.ts';
 import { RMT, type RmtOptions } from '../../src/tta/rmt.ts';
+import { sourceSet32 } from './deep-fixture.ts';
 
 const modelPath = new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname;
 const N = 16;
 const ds = loadFashionMnist('test', { limit: 3 * N });
 const noisy = corrupt(ds.images, 3 * N, 28, 28, 'gaussian_noise', 5, 0);
 const batch = (i: number) => f32([N, 1, 28, 28], noisy.slice(i * N * 784, (i + 1) * N * 784));
-const src = loadFashionMnist('train', { limit: 32 });
-const base = { sourceData: f32([32, 1, 28, 28], src.images), sourceLabels: src.labels, warmupSamples: 16, params: ['stem.conv.weight', 'head.weight'] };
+const base = { ...sourceSet32, warmupSamples: 16, params: ['stem.conv.weight', 'head.weight'] };
 
 /** Parameters after two steps, with `labels` labelled stream samples added before them. */
 async function after(model: Awaited<ReturnType<typeof loadModel>>, opts: Partial<RmtOptions>, labels: number): Promise<Record<string, Float32Array>> {
