@@ -4,7 +4,7 @@
 // The formulation of each gradient is chosen per layer geometry from measurements in
 // bench/conv-grad-forms.ts (results in bench/results/conv-grad-forms.md, 2-core machine,
 // onnxruntime-node 1.30, graph optimization 'all', 2 intra-op threads). See pickDx / pickDw.
-import { windowGeom, type WindowGeom } from './window.ts';
+import { windowGeom, kext, rest, transposePads, type WindowGeom } from './window.ts';
 import { attrInt, type Node } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
 import { f32, i64 } from '../../onnx/tensor.ts';
@@ -26,13 +26,6 @@ export function convGeom(node: Pick<Node, 'name' | 'opType' | 'attrs'>, x: numbe
 
 const prod = (xs: number[]) => xs.reduce((a, b) => a * b, 1);
 const range = (n: number, from = 0) => Array.from({ length: n }, (_, i) => i + from);
-/** Effective (dilated) kernel extent per spatial dim. */
-const kext = (g: ConvGeom) => g.k.map((k, i) => (k - 1) * g.dil[i]! + 1);
-/**
- * Input rows left over after the last window (floor semantics of the forward output size):
- * H + pB + pE = (OH - 1)·s + kext + rest, with 0 ≤ rest < s.
- */
-const rest = (g: ConvGeom) => kext(g).map((e, i) => g.inSp[i]! + g.padB[i]! + g.padE[i]! - (g.outSp[i]! - 1) * g.strides[i]! - e);
 
 // ---------------------------------------------------------------- dX formulations
 
@@ -45,22 +38,6 @@ const rest = (g: ConvGeom) => kext(g).map((e, i) => g.inSp[i]! + g.padB[i]! + g.
  */
 export type DxForm = 'conv-flip' | 'conv-flip-matmul' | 'conv-flip-gather' | 'convtranspose' | 'convtranspose-sympads' | 'conv-zero-insert' | 'polyphase' | 'phases';
 
-/**
- * The ConvTranspose's end pads and output_padding per spatial dim. 'convtranspose-sympads' raises an
- * end pad below its begin pad to it and output_padding by as much: the extra output row gets no
- * contribution (it is past the last tap) and the larger end pad crops it again, so the output is the
- * same; null where that needs output_padding ≥ stride, or an end pad is above its begin pad.
- */
-function convTransposePads(g: ConvGeom, sym: boolean): { padE: number[]; outPad: number[] } | null {
-  const r = rest(g);
-  const padE = g.padE.map((p, i) => Math.max(0, p - r[i]!));
-  const outPad = g.padE.map((p, i) => Math.max(0, r[i]! - p));
-  if (!sym) return { padE, outPad };
-  const lift = g.padB.map((p, i) => p - padE[i]!);
-  if (lift.some((l, i) => l < 0 || outPad[i]! + l >= g.strides[i]!)) return null;
-  return { padE: g.padB.slice(), outPad: outPad.map((o, i) => o + lift[i]!) };
-}
-
 /** How the conv-flip dX forms reverse the kernel taps. */
 export type FlipHow = 'slice' | 'matmul' | 'gather';
 const flipOf = (f: DxForm): FlipHow => (f === 'conv-flip-matmul' ? 'matmul' : f === 'conv-flip-gather' ? 'gather' : 'slice');
@@ -71,7 +48,7 @@ export function dxApplies(g: ConvGeom, form: DxForm): boolean {
   // The flipped conv needs non-negative pads kext-1-pB and kext-1-pE' (pE' = pE - rest).
   const padsOk = () => e.every((x, i) => g.padB[i]! <= x - 1 && g.padE[i]! - rest(g)[i]! <= x - 1);
   if (form.startsWith('conv-flip')) return g.strides.every((s) => s === 1) && padsOk();
-  if (form === 'convtranspose-sympads') return convTransposePads(g, true) !== null;
+  if (form === 'convtranspose-sympads') return transposePads(g, true) !== null;
   if (form === 'conv-zero-insert') return padsOk();
   const poly = g.nd === 2 && g.strides[0]! > 1 && g.strides[0] === g.strides[1] && g.dil.every((d) => d === 1);
   if (form === 'polyphase') return poly;
@@ -215,7 +192,7 @@ export function convDx(em: Emitter, g: ConvGeom, dY: string, w: string, form: Dx
   const e = kext(g), r = rest(g);
   if (form === 'convtranspose' || form === 'convtranspose-sympads') {
     // out = s·(OH-1) + op + kext - pB - pE'; choose pE' = pE - rest, or output_padding where negative.
-    const pads = convTransposePads(g, form === 'convtranspose-sympads');
+    const pads = transposePads(g, form === 'convtranspose-sympads');
     if (!pads) throw new Error(`internal: the ${form} dX form does not apply to this geometry`);
     const { padE, outPad } = pads;
     const attrs: Record<string, number[] | number> = { strides: g.strides, dilations: g.dil, group: g.group, pads: [...g.padB, ...padE], kernel_shape: g.k };
@@ -452,7 +429,7 @@ export function convDw(em: Emitter, g: ConvGeom, x: string, dY: string, form: Dw
 // is wrong with unequal begin and end pads (WebGPU), 'convtranspose-sympads' makes them equal.
 export function pickDx(g: ConvGeom, faults: BackendFaults = runtimeFaults()): DxForm {
   if (dxApplies(g, 'conv-flip-matmul') && !faults.groupedConv?.(g.group, g.C / g.group)) return 'conv-flip-matmul';
-  const p = convTransposePads(g, false)!;
+  const p = transposePads(g, false)!;
   if (faults.convTransposeUnequalPads && p.padE.some((e, i) => e !== g.padB[i]) && dxApplies(g, 'convtranspose-sympads')) return 'convtranspose-sympads';
   return 'convtranspose';
 }

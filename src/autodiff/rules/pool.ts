@@ -9,7 +9,7 @@
 // GlobalMaxPool send a tied window's whole gradient to its first maximal input, as PyTorch does;
 // gradients are never split between ties.
 // Needs opset ≥ 11 (ScatterElements, Pad with its pads as an input).
-import { windowGeom, type WindowGeom } from './window.ts';
+import { windowGeom, kext, transposePads, type WindowGeom } from './window.ts';
 import { attrInt, attrInts, type Node } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
 import { f32, i64 } from '../../onnx/tensor.ts';
@@ -30,7 +30,6 @@ export function poolGeom(node: Node, x: number[], y: number[]): PoolGeom {
   return windowGeom(node, x, y, k);
 }
 
-const kext = (g: PoolGeom) => g.k.map((k, i) => (k - 1) * g.dil[i]! + 1);
 
 /**
  * col2im: sum [M, K, outSp...] values (one channel per window tap, or K = 1 for one value per
@@ -38,18 +37,9 @@ const kext = (g: PoolGeom) => g.k.map((k, i) => (k - 1) * g.dil[i]! + 1);
  * [K, 1, k...] kernel. Its pads and output_padding make the output exactly inSp, ceil mode too.
  */
 function col2im(em: Emitter, g: PoolGeom, cols: string, channels: number, kernel: Float32Array): string {
-  const e = kext(g);
-  const r = e.map((x, i) => g.inSp[i]! + g.padB[i]! + g.padE[i]! - (g.outSp[i]! - 1) * g.strides[i]! - x);
-  let padE = g.padE.map((p, i) => Math.max(0, p - r[i]!));
-  let outPad = g.padE.map((p, i) => Math.max(0, r[i]! - p));
-  // Where ConvTranspose is wrong with unequal begin and end pads (WebGPU, onnx/
-  // webgpu-faults.ts): raise the end pad to the begin pad and output_padding by as much, the same
-  // output (the extra row is past the last tap, and cropped again); conv.ts 'convtranspose-sympads'.
-  const lift = g.padB.map((p, i) => p - padE[i]!);
-  if (runtimeFaults().convTransposeUnequalPads && lift.some((l) => l > 0) && lift.every((l, i) => l >= 0 && outPad[i]! + l < g.strides[i]!)) {
-    padE = g.padB.slice();
-    outPad = outPad.map((o, i) => o + lift[i]!);
-  }
+  // Where ConvTranspose is wrong with unequal begin and end pads (WebGPU, onnx/webgpu-faults.ts),
+  // equal pads with the same output where that is possible (window.ts transposePads).
+  const { padE, outPad } = (runtimeFaults().convTransposeUnequalPads && transposePads(g, true)) || transposePads(g, false)!;
   const w = em.constant(f32([channels, 1, ...g.k], kernel), 'col2im_kernel');
   const attrs: Record<string, number[]> = { strides: g.strides, dilations: g.dil, pads: [...g.padB, ...padE], kernel_shape: g.k };
   if (outPad.some((p) => p > 0)) attrs.output_padding = outPad;

@@ -48,3 +48,29 @@ export function resolvePads(node: Pick<Node, 'name' | 'opType' | 'attrs'>, inSp:
   }
   throw new Error(`unknown auto_pad '${autoPad}'`);
 }
+
+/** Effective (dilated) kernel extent per spatial dim. */
+export const kext = (g: WindowGeom) => g.k.map((k, i) => (k - 1) * g.dil[i]! + 1);
+/**
+ * Input rows left over after the last window (floor semantics of the forward output size):
+ * H + pB + pE = (OH - 1)·s + kext + rest, with 0 ≤ rest < s.
+ */
+export const rest = (g: WindowGeom) => kext(g).map((e, i) => g.inSp[i]! + g.padB[i]! + g.padE[i]! - (g.outSp[i]! - 1) * g.strides[i]! - e);
+
+/**
+ * The end pads and output_padding per spatial dim of a ConvTranspose that scatters [.., outSp]
+ * back onto the input (a conv's dX, a pool's col2im). `sym` raises an end pad below its begin pad
+ * to it and output_padding by as much (for backends where ConvTranspose is wrong with unequal pads:
+ * onnx/webgpu-faults.ts): the extra output row gets no contribution (it is past the last tap) and
+ * the larger end pad crops it again, so the output is the same; null where that needs
+ * output_padding ≥ stride, or an end pad is above its begin pad.
+ */
+export function transposePads(g: WindowGeom, sym: boolean): { padE: number[]; outPad: number[] } | null {
+  const r = rest(g);
+  const padE = g.padE.map((p, i) => Math.max(0, p - r[i]!));
+  const outPad = g.padE.map((p, i) => Math.max(0, r[i]! - p));
+  if (!sym) return { padE, outPad };
+  const lift = g.padB.map((p, i) => p - padE[i]!);
+  if (lift.some((l, i) => l < 0 || outPad[i]! + l >= g.strides[i]!)) return null;
+  return { padE: g.padB.slice(), outPad: outPad.map((o, i) => o + lift[i]!) };
+}
