@@ -27,7 +27,9 @@ export class Trainer {
   private params: Map<string, Float32Array>;
 
   constructor(readonly compiled: TrainStep, readonly optimizer: Optimizer, readonly options: TrainerOptions = {}) {
-    // Views onto the model's live parameter arrays: the optimizer updates them in place.
+    // Views onto the model's live parameter arrays: the optimizer updates them in place, so
+    // they are the model's own (not shared with a sharing clone: RefitModel.own).
+    compiled.model.own(compiled.trainable);
     this.params = new Map(compiled.trainable.map((p) => [p, compiled.model.param(p).data as Float32Array]));
   }
 
@@ -42,6 +44,7 @@ export class Trainer {
     const model = this.compiled.model;
     const changed = [...this.params.keys()];
     if (r.runningStats.size > 0 && this.options.keepRunningStats !== false) {
+      model.own(r.runningStats.keys());
       for (const [p, v] of r.runningStats) (model.param(p).data as Float32Array).set(v);
       changed.push(...r.runningStats.keys());
     }

@@ -45,7 +45,9 @@ export class EmaTeacher {
   private readonly live: Map<string, Float32Array>;
 
   constructor(source: RefitModel, readonly params: string[]) {
-    this.model = source.clone();
+    // Copies only the parameters it follows; the rest stay shared with the source (read-only).
+    this.model = source.clone({ copy: params });
+    this.model.own(params);
     this.live = new Map(params.map((p) => [p, this.model.param(p).data as Float32Array]));
     this.runner = new BatchStatRunner(this.model, params);
   }
