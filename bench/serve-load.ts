@@ -65,6 +65,8 @@ interface PhaseResult {
   /** Open loop: the rate asked for and the rate sent. */
   targetRate?: number;
   sentRate?: number;
+  /** Open loop: how late requests left the client after they were due. */
+  sendDelay?: { p50ms: number; p99ms: number };
   /** The first connection error, if any. */
   firstError?: string;
   feedback?: { labelsSent: number; accepted: number; unknown: number; expired: number; invalid: number; requests: number; errors: number; p50ms: number; p99ms: number };
@@ -75,6 +77,24 @@ const pct = (a: number[], p: number) => {
   const s = Float64Array.from(a).sort();
   return s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
 };
+
+/**
+ * The q-quantile of a Prometheus histogram's observations between two reads (cumulative counts by
+ * bucket bound `le`), interpolated linearly inside the bucket as Prometheus's histogram_quantile does.
+ */
+function bucketQuantile(now: Map<string, number>, before: Map<string, number>, q: number): number {
+  const rows = [...now].map(([le, c]) => [le === '+Inf' ? Infinity : Number(le), c - (before.get(le) ?? 0)] as const).sort((a, b) => a[0] - b[0]);
+  const total = rows.at(-1)?.[1] ?? 0;
+  if (total === 0) return NaN;
+  const rank = q * total;
+  let lo = 0, below = 0;
+  for (const [le, c] of rows) {
+    if (c >= rank) return le === Infinity ? lo : lo + ((le - lo) * (rank - below)) / Math.max(c - below, 1e-9);
+    lo = le;
+    below = c;
+  }
+  return lo;
+}
 
 // -------------------------------------------------------------------------------------------------
 // The client (child process)
@@ -131,6 +151,9 @@ function requestBytes(path: string, body: string, tenant?: string): Buffer {
   const len = Buffer.byteLength(body);
   return Buffer.from(`POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${len}\r\n${tenant ? `x-refit-tenant: ${tenant}\r\n` : ''}\r\n${body}`);
 }
+
+/** Open loop: how late the client sent each request after it was due (its own timer and free connections). */
+let sendDelay: number[] = [];
 
 async function runPhase(s: PhaseSpec): Promise<PhaseResult> {
   const data = loadFashionMnist('test', { limit: 4096 });
@@ -200,6 +223,7 @@ async function runPhase(s: PhaseSpec): Promise<PhaseResult> {
     const rate = s.rate!;
     const free = [...conns];
     const queue: number[] = []; // due times
+    sendDelay = [];
     let due = 0, done = 0;
     await new Promise<void>((resolve) => {
       const dispatch = () => {
@@ -207,6 +231,7 @@ async function runPhase(s: PhaseSpec): Promise<PhaseResult> {
           const dueAt = queue.shift()!;
           const conn = free.pop()!;
           const body = built[0]![sent++ % nBodies]!;
+          sendDelay.push(performance.now() - dueAt);
           void conn.request(body).catch(failed).then((r) => {
             lat.push(performance.now() - dueAt);
             count(r.status);
@@ -234,7 +259,7 @@ async function runPhase(s: PhaseSpec): Promise<PhaseResult> {
     requests: lat.length, errors, statuses, seconds, requestsPerSecond: lat.length / seconds, samplesPerSecond: (lat.length * s.batch) / seconds,
     p50ms: pct(lat, 0.5), p99ms: pct(lat, 0.99), ...(firstError ? { firstError } : {}),
   };
-  if (s.mode === 'open') Object.assign(r, { targetRate: s.rate, sentRate: lat.length / seconds });
+  if (s.mode === 'open') Object.assign(r, { targetRate: s.rate, sentRate: lat.length / seconds, sendDelay: { p50ms: pct(sendDelay, 0.5), p99ms: pct(sendDelay, 0.99) } });
   if (s.feedback) {
     const { lat: fl, ...rest } = fb;
     r.feedback = { ...rest, p50ms: pct(fl, 0.5), p99ms: pct(fl, 0.99) };
@@ -332,11 +357,25 @@ async function main(): Promise<void> {
     return sum;
   };
 
-  /** Cumulative bucket counts (le → runs) of the joined-run sizes. */
-  const runSizes = async (app: Server): Promise<Map<string, number>> => {
+  /** Cumulative bucket counts (le → observations) of a histogram (samples whose labels include `having`). */
+  const buckets = async (app: Server, name: string, having = ''): Promise<Map<string, number>> => {
     const text = (await app.inject({ method: 'GET', url: '/metrics' })).body;
-    return new Map([...text.matchAll(/^refit_microbatch_samples_bucket\{[^}]*le="([^"]+)"[^}]*\} (\S+)$/gm)].map((m) => [m[1]!, Number(m[2])]));
+    const out = new Map<string, number>();
+    for (const m of text.matchAll(new RegExp(`^${name}_bucket\\{([^}]*)\\} (\\S+)$`, 'gm'))) {
+      if (!m[1]!.includes(having)) continue;
+      const le = /le="([^"]+)"/.exec(m[1]!)![1]!;
+      out.set(le, (out.get(le) ?? 0) + Number(m[2]));
+    }
+    return out;
   };
+  /** The joined-run sizes' buckets. */
+  const runSizes = (app: Server) => buckets(app, 'refit_microbatch_samples');
+  /** Where a half-load request's time went inside the server, from its histograms (ms, interpolated in buckets). */
+  const serverSide = async (app: Server) => ({
+    request: await buckets(app, 'refit_http_request_duration_seconds', 'route="/v1/models/:model/predict"'),
+    wait: await buckets(app, 'refit_microbatch_wait_seconds'),
+    run: await buckets(app, 'refit_inference_run_seconds'),
+  });
 
   const results: Record<string, unknown>[] = [];
   const report = (row: Record<string, unknown>) => {
@@ -379,15 +418,20 @@ async function main(): Promise<void> {
       if (p.half) {
         const rate = sat.requestsPerSecond / 2;
         const sizes0 = await runSizes(app);
+        const side0 = await serverSide(app);
         const half = await ask({ ...spec, mode: 'open', rate, maxRequests: Math.ceil(rate * seconds) });
         // How large the joined runs were at half load: runs of up to `le` samples, cumulative.
         const sizes1 = await runSizes(app);
         const halfRunSizes = Object.fromEntries([...sizes1].map(([le, c]) => [le, c - (sizes0.get(le) ?? 0)]));
+        const side1 = await serverSide(app);
+        const q = (k: keyof typeof side1) => ({ p50ms: 1000 * bucketQuantile(side1[k], side0[k], 0.5), p99ms: 1000 * bucketQuantile(side1[k], side0[k], 0.99) });
+        const halfServerSide = { request: q('request'), ...(p.microBatch.maxWaitMs > 0 ? { wait: q('wait'), run: q('run') } : {}) };
         // The control: plain onnxruntime at the request's batch size and the same request rate, on the same machine now.
         const control = await plainOpenLoop(p.batch, rate, 2000);
         report({
           phase: p.name, round, load: 'half of saturating (open loop)', connections: p.connections, ...half, p99OverP50: half.p99ms / half.p50ms,
           ...(p.batch === 1 && p.microBatch.maxWaitMs > 0 ? { halfRunSizes } : {}),
+          halfServerSide,
           ortSameRate: { ...control, p99OverP50: control.p99ms / control.p50ms },
         });
       }
@@ -431,6 +475,13 @@ async function main(): Promise<void> {
   console.log('\nhalf load: the service against plain onnxruntime (the request batch size, the same fixed request rate, latency from when each run was due), medians:');
   for (const r of out.summary) {
     if (r.ortSameRate) console.log(`- ${r.phase}: service p50 ${f(r.p50ms, 1)} ms, p99 ${f(r.p99ms, 1)} ms (p99/p50 ${f(r.p99ms / r.p50ms, 2)}); plain ORT p50 ${f(r.ortSameRate.p50ms, 1)} ms, p99 ${f(r.ortSameRate.p99ms, 1)} ms (p99/p50 ${f(r.ortSameRate.p99ms / r.ortSameRate.p50ms, 2)})`);
+  }
+  type Quant = { p50ms: number; p99ms: number };
+  for (const r of results as { phase: string; round: number; p50ms: number; p99ms: number; sendDelay?: Quant; halfServerSide?: { request: Quant; wait?: Quant; run?: Quant } }[]) {
+    const h = r.halfServerSide;
+    if (!h || !r.sendDelay) continue;
+    const pq = (x: Quant) => `${f(x.p50ms, 1)} / ${f(x.p99ms, 1)}`;
+    console.log(`- ${r.phase}, round ${r.round}, where the time went at half load (p50 / p99 ms; server side from its histograms): end to end ${pq(r)}; client sent late ${pq(r.sendDelay)}; in the server ${pq(h.request)}${h.wait ? `, of which waiting to be joined ${pq(h.wait)} and the run ${pq(h.run!)}` : ''}`);
   }
   for (const r of results as { phase: string; round: number; halfRunSizes?: Record<string, number> }[]) {
     if (!r.halfRunSizes) continue;

@@ -33,6 +33,16 @@ interface Pending {
   x: Tensor;
   resolve: (logits: Float32Array) => void;
   reject: (e: unknown) => void;
+  /** performance.now() when the request reached the batcher. */
+  at: number;
+}
+
+/** What the server's metrics see of the batcher: where a request's time goes before its answer. */
+export interface BatchObserver {
+  /** A batch is sent: its requests, its samples, and how long each request waited for it (ms). */
+  batch?(requests: number, samples: number, waitedMs: readonly number[]): void;
+  /** A run ended (answered or failed): its samples and its time from send to answer (ms). */
+  run?(samples: number, ms: number): void;
 }
 
 export class MicroBatcher {
@@ -47,8 +57,8 @@ export class MicroBatcher {
   constructor(
     readonly runBatch: BatchRunner,
     opts: MicroBatchOptions = {},
-    /** Called with the size of each batch sent (for the metrics). */
-    readonly onBatch: (requests: number, samples: number) => void = () => {},
+    /** Told of each batch sent and each run ended (for the metrics). */
+    readonly observer: BatchObserver = {},
   ) {
     this.maxWaitMs = opts.maxWaitMs ?? 2;
     this.maxSamples = opts.maxSamples ?? 32;
@@ -60,10 +70,10 @@ export class MicroBatcher {
     return new Promise((resolve, reject) => {
       if (this.maxWaitMs <= 0) {
         // Off: every request is its own run, at once.
-        void this.send([{ x, resolve, reject }], x.dims[0]!);
+        void this.send([{ x, resolve, reject, at: performance.now() }], x.dims[0]!);
         return;
       }
-      this.pending.push({ x, resolve, reject });
+      this.pending.push({ x, resolve, reject, at: performance.now() });
       this.samples += x.dims[0]!;
       if (this.inFlight >= this.maxInFlight) return; // taken when the run in flight ends
       if (this.samples >= this.maxSamples) this.flush();
@@ -98,9 +108,10 @@ export class MicroBatcher {
       }
       x = { dtype: 'float32', dims: [samples, ...first.dims.slice(1)], data };
     }
-    this.onBatch(batch.length, samples);
+    const sent = performance.now();
+    this.observer.batch?.(batch.length, samples, batch.map((p) => sent - p.at));
     try {
-      const d = await this.runBatch(x);
+      const d = await this.runBatch(x).finally(() => this.observer.run?.(samples, performance.now() - sent));
       const C = d.length / samples;
       let row = 0;
       for (const p of batch) {

@@ -254,9 +254,13 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
       const input = model.inputs[0]!.name;
       const runner = inference ? (x: Tensor) => inference.run(modelKey, () => model.toBytes(), input, x, logits) : modelRunner(model, logits);
       const batching = inference ? { maxInFlight: inference.size, ...opts.microBatch } : opts.microBatch;
-      b = new MicroBatcher(runner, batching, (requests, samples) => {
-        metrics.batchRequests.observe({ model: m }, requests);
-        metrics.batchSamples.observe({ model: m }, samples);
+      b = new MicroBatcher(runner, batching, {
+        batch: (requests, samples, waitedMs) => {
+          metrics.batchRequests.observe({ model: m }, requests);
+          metrics.batchSamples.observe({ model: m }, samples);
+          for (const w of waitedMs) metrics.batchWait.observe({ model: m }, w / 1000);
+        },
+        run: (_samples, ms) => metrics.runSeconds.observe({ model: m }, ms / 1000),
       });
       batchers.set(key, b);
     }

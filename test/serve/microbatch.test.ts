@@ -1,7 +1,8 @@
 // The micro-batcher alone, on a fake model that records its runs: requests that arrive while a
 // run is in flight go together in the next run as soon as it ends; a batch never exceeds
 // maxSamples (but one large request goes alone); maxWaitMs 0 runs every request by itself;
-// every request gets exactly its own rows back; a failed run rejects only its own requests.
+// every request gets exactly its own rows back; a failed run rejects only its own requests; the
+// observer (the server's metrics) sees each request's wait and each run's time.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MicroBatcher, modelRunner } from '../../src/serve/microbatch.ts';
@@ -77,4 +78,32 @@ test('a failed run rejects its own requests only; the next run still goes', asyn
   await failed;
   await f.release();
   assert.deepEqual(Array.from(await p2), [2, 4]);
+});
+
+test('the observer sees each request\'s wait and each run\'s time, failed runs included', async () => {
+  const f = fakeModel();
+  const batches: { requests: number; samples: number; waited: number[] }[] = [];
+  const runs: { samples: number; ms: number }[] = [];
+  const b = new MicroBatcher(modelRunner(f.model, 'logits'), { maxWaitMs: 10, maxSamples: 8 }, {
+    batch: (requests, samples, waitedMs) => batches.push({ requests, samples, waited: [...waitedMs] }),
+    run: (samples, ms) => runs.push({ samples, ms }),
+  });
+  const p1 = b.run(x(1));
+  await new Promise((r) => setTimeout(r, 20)); // run 1 = [1] in flight after its 10 ms wait
+  const later = [b.run(x(2, 3)), b.run(x(4))]; // wait for run 1 to end
+  await new Promise((r) => setTimeout(r, 30));
+  const failed = assert.rejects(p1, /run failed/);
+  f.fail();
+  await f.release(); // run 1 fails after ≥ 30 ms in flight; run 2 = [2, 3], [4] goes at once
+  await failed;
+  await f.release();
+  await Promise.all(later);
+  assert.deepEqual(batches.map((x) => [x.requests, x.samples]), [[1, 1], [2, 3]]);
+  // Node's timers count whole milliseconds of loop time, so a timer may fire up to 1 ms early.
+  assert.ok(batches[0]!.waited[0]! >= 8.5, `the first request waited out maxWaitMs: ${batches[0]!.waited[0]}`);
+  for (const w of batches[1]!.waited) assert.ok(w >= 29, `requests that arrived mid-run waited for it: ${w} ms`);
+  assert.equal(runs.length, 2);
+  assert.equal(runs[0]!.samples, 1);
+  assert.ok(runs[0]!.ms >= 29, `the failed run is timed too: ${runs[0]!.ms} ms`);
+  assert.equal(runs[1]!.samples, 3);
 });

@@ -75,6 +75,9 @@ test('micro-batching: concurrent plain predictions are joined into one run and g
   assert.ok((await metric(joined, 'refit_microbatch_requests_count')) < 8, 'fewer runs than requests');
   assert.equal(await metric(joined, 'refit_microbatch_samples_sum'), 14);
   assert.equal(await metric(alone, 'refit_microbatch_requests_count'), 8, 'maxWaitMs 0: one run per request');
+  // Where the time went: one wait per request, one run time per run.
+  assert.equal(await metric(joined, 'refit_microbatch_wait_seconds_count'), 8);
+  assert.equal(await metric(joined, 'refit_inference_run_seconds_count'), await metric(joined, 'refit_microbatch_requests_count'));
   await alone.close();
   await joined.close();
 });
