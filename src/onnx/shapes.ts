@@ -60,7 +60,7 @@ const META_DTYPE: Record<string, DType> = {
  * asked for and the outputs whose shape or type inference left open (data-dependent shapes),
  * in a graph cut down to what those need.
  */
-export async function probe(model: Model, sig: InputSignature, opts: { feeds?: Record<string, Tensor>; values?: Iterable<string> } = {}): Promise<ProbeResult> {
+export async function probe(model: Model, sig: InputSignature, opts: { feeds?: Record<string, Tensor>; values?: Iterable<string>; maxFloatElements?: number } = {}): Promise<ProbeResult> {
   const feeds = opts.feeds;
   checkSignature(model.graph.inputs, sig);
   const m = cloneModel(model);
@@ -97,6 +97,14 @@ export async function probe(model: Model, sig: InputSignature, opts: { feeds?: R
     }
   } finally {
     await session.release();
+  }
+  // `maxFloatElements`: values asked for but known to be larger floats are not fetched (the step's
+  // fold keeps those computed anyway; fetching them made JS garbage of a dense conv matrix's size).
+  if (opts.maxFloatElements !== undefined) {
+    for (const v of wanted) {
+      const s = shapes.get(v);
+      if (s && isFloat(s.dtype) && size(s.dims) > opts.maxFloatElements) wanted.delete(v);
+    }
   }
   const run = [...new Set([...open, ...wanted])];
   const values = new Map<string, Tensor>();

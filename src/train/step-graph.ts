@@ -3,7 +3,7 @@ import type { Model } from '../onnx/ir.ts';
 import { cloneModel, opsetVersion } from '../onnx/ir.ts';
 import { Emitter } from '../onnx/emitter.ts';
 import { probe, probeShapes, type InputSignature, type ShapeMap } from '../onnx/shapes.ts';
-import { applyFold, planFold } from '../onnx/fold.ts';
+import { applyFold, planFold, FLOAT_FOLD_MAX_ELEMENTS } from '../onnx/fold.ts';
 import { buildBackward } from '../autodiff/backward.ts';
 import { lowerForGradient } from '../autodiff/lower/index.ts';
 import { lowerQuantized } from '../autodiff/lower/quant.ts';
@@ -60,7 +60,7 @@ export async function buildStepGraph(source: Model, sig: InputSignature, opts: S
     : opts.trainable;
   const plan = planFold(source.graph, fed);
   lap('plan');
-  const { shapes: forwardShapes, values } = await probe(source, sig, { values: plan.candidates });
+  const { shapes: forwardShapes, values } = await probe(source, sig, { values: plan.candidates, maxFloatElements: FLOAT_FOLD_MAX_ELEMENTS });
   lap('probe');
   const shapeOf = (t: string) => {
     const s = forwardShapes.get(t);

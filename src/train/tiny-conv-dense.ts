@@ -21,7 +21,7 @@ import type { InputSignature } from '../onnx/shapes.ts';
  * On by default; tests and bench/step-forms.ts switch it off to compare. `maxRatio`: the most
  * matrix entries per conv multiply-add (per sample) where the dense form is used.
  */
-export const tinyConvDense: { current: boolean; maxRatio: number; maxBytes: number } = { current: true, maxRatio: 1, maxBytes: 16 * 2 ** 20 };
+export const tinyConvDense: { current: boolean; maxRatio: number; maxBytes: number; matrix: 'graph' | 'js' } = { current: true, maxRatio: 1, maxBytes: 16 * 2 ** 20, matrix: 'graph' };
 
 const SAME_SHAPE = new Set(['Relu', 'Clip', 'BatchNormalization', 'Identity', 'Sigmoid', 'HardSigmoid', 'HardSwish', 'LeakyRelu', 'Tanh', 'Dropout']);
 
@@ -98,6 +98,39 @@ export function denseConvMatrix(w: Tensor, inDims: number[], outDims: number[], 
   return m;
 }
 
+/**
+ * Where the matrix (`tinyConvDense.matrix`): 'graph' builds it in the step graph from the conv
+ * weight (gathers of its taps, which onnxruntime constant-folds), so refit holds no JS copy: 48 MB
+ * on ResNet-18's layer4 at 64×64 (memory pass 2, docs/speed.md); 'js' bakes denseConvMatrix's.
+ * Both give the same matrix: every entry is one weight or zero.
+ *
+ * The graph form: M[(ci, ih, iw), (co, oh, ow)] = W[co, ci, a, b] with ih = oh·s + a·d − p (and
+ * the same for b), zero where no tap a fits. W is padded with one zero tap per spatial axis, a
+ * [H, H'] table of tap indices (the zero tap where none fits) gathers along each kernel axis,
+ * and a Transpose and a Reshape lay the result out as [C·H·W, C'·H'·W'].
+ */
+function denseMatrixNodes(node: Node, w: string, wDims: number[], inDims: number[], outDims: number[], add: (opType: string, inputs: string[], attrs?: Node['attrs']) => string, constant: (base: string, t: Tensor) => string): string {
+  const [C, H, W] = inDims as [number, number, number];
+  const [Co, Ho, Wo] = outDims as [number, number, number];
+  const k = wDims.slice(2) as [number, number];
+  const s = attrInts(node, 'strides', [1, 1]), d = attrInts(node, 'dilations', [1, 1]);
+  const p = attrString(node, 'auto_pad', 'NOTSET') === 'VALID' ? [0, 0, 0, 0] : attrInts(node, 'pads', [0, 0, 0, 0]);
+  const taps = (axis: 0 | 1, size: number, out: number) => {
+    const t: number[] = [];
+    for (let i = 0; i < size; i++) for (let o = 0; o < out; o++) {
+      const off = i - o * s[axis]! + p[axis]!;
+      const a = off / d[axis]!;
+      t.push(off >= 0 && Number.isInteger(a) && a < k[axis]! ? a : k[axis]!);
+    }
+    return constant(`${w}_dense_taps${axis}`, i64([size, out], t));
+  };
+  const padded = add('Pad', [w, constant(`${w}_dense_pads`, i64([8], [0, 0, 0, 0, 0, 0, 1, 1]))]);
+  const rows = add('Gather', [padded, taps(0, H, Ho)], { axis: { kind: 'int', value: 2 } }); // [Co, C, H, Ho, kw + 1]
+  const both = add('Gather', [rows, taps(1, W, Wo)], { axis: { kind: 'int', value: 4 } }); // [Co, C, H, Ho, W, Wo]
+  const laid = add('Transpose', [both], { perm: { kind: 'ints', value: [1, 2, 4, 0, 3, 5] } }); // [C, H, W, Co, Ho, Wo]
+  return add('Reshape', [laid, constant(`${w}_dense_shape`, i64([2], [C * H * W, Co * Ho * Wo]))]);
+}
+
 /** Why a conv keeps its form, or null when it becomes the dense MatMul. */
 function keep(n: Node, g: Graph, sh: Map<string, number[]>, frozen: (t: string) => boolean): string | null {
   if (!isDefault(n) || n.opType !== 'Conv') return 'not a Conv';
@@ -135,8 +168,17 @@ export function denseTinyConvs(model: Model, sig: InputSignature, frozen: (t: st
     const [x, wName, b] = n.inputs as [string, string, string | undefined];
     const xd = sh.get(x)!, yd = sh.get(n.outputs[0]!)!;
     const I = xd[1]! * xd[2]! * xd[3]!, O = yd[1]! * yd[2]! * yd[3]!;
-    const mName = fresh(`${n.name || wName}_dense`);
-    inits.set(mName, f32([I, O], denseConvMatrix(g.initializers.get(wName)!, xd.slice(1), yd.slice(1), n)));
+    let mName = fresh(`${n.name || wName}_dense`);
+    if (tinyConvDense.matrix === 'js') inits.set(mName, f32([I, O], denseConvMatrix(g.initializers.get(wName)!, xd.slice(1), yd.slice(1), n)));
+    else {
+      const add = (opType: string, inputs: string[], attrs: Node['attrs'] = {}) => {
+        const out = fresh(`${mName}_${opType.toLowerCase()}`);
+        nodes.push({ name: fresh(`${out}_node`), opType, domain: '', inputs, outputs: [out], attrs });
+        return out;
+      };
+      const constant = (base: string, t: Tensor) => { const k = fresh(base); inits.set(k, t); return k; };
+      mName = denseMatrixNodes(n, wName, g.initializers.get(wName)!.dims, xd.slice(1), yd.slice(1), add, constant);
+    }
     const sIn = fresh(`${mName}_in_shape`), sOut = fresh(`${mName}_out_shape`);
     inits.set(sIn, i64([2], [-1, I]));
     inits.set(sOut, i64([4], [-1, yd[1]!, yd[2]!, yd[3]!]));

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
 import { RefitModel } from '../../src/model.ts';
 import { randomProjectionLoss } from '../../src/autodiff/gradcheck.ts';
-import { tinyConvDense, denseTinyConvs, staticShapes } from '../../src/train/tiny-conv-dense.ts';
+import { tinyConvDense, denseTinyConvs, staticShapes, denseConvMatrix } from '../../src/train/tiny-conv-dense.ts';
 import { signatureOf } from '../../src/onnx/shapes.ts';
 import type { Model } from '../../src/onnx/ir.ts';
 import '../../src/autodiff/rules/index.ts';
@@ -19,7 +19,7 @@ import { relErr } from '../helpers/close.ts';
 const N = 4, C = 8;
 
 /** x [N, C, 2S, 2S] → Conv 3×3/2 → BN → Relu → Conv 3×3 pad 1 (+ bias) → BN → Relu → Conv 3×3 pad 1 + b3 → y. */
-function net(S: number): Model {
+function net(S: number, C = 8): Model {
   const b = new ModelBuilder({ opset: 13 });
   const rng = new Rng(9);
   const init = (name: string, dims: number[], scale: number, offset = 0) => {
@@ -42,7 +42,7 @@ function net(S: number): Model {
   return b.build();
 }
 
-const batch = (S: number): Record<string, Tensor> => ({ x: f32([N, C, 2 * S, 2 * S], new Rng(4).fill(new Float32Array(N * C * 4 * S * S), 1)) });
+const batch = (S: number, C = 8): Record<string, Tensor> => ({ x: f32([N, C, 2 * S, 2 * S], new Rng(4).fill(new Float32Array(N * C * 4 * S * S), 1)) });
 const TRAINABLE = ['g0', 'be0', 'g1', 'be1', 'b2'];
 
 async function step(ir: Model, dense: boolean, trainable = TRAINABLE) {
@@ -51,9 +51,9 @@ async function step(ir: Model, dense: boolean, trainable = TRAINABLE) {
   tinyConvDense.current = dense;
   const s = model.compileTrainStep({ trainable, loss: randomProjectionLoss(['y'], 5), batchNorm: 'train' });
   try {
-    const b = batch(ir.graph.inputs[0]!.shape![2] as number / 2);
+    const b = batch(ir.graph.inputs[0]!.shape![2] as number / 2, ir.graph.inputs[0]!.shape![1] as number);
     const { graph } = await s.compile(signatureOf(b));
-    return { r: await s.run(b), ops: graph.model.graph.nodes.map((n) => n.opType) };
+    return { r: await s.run(b), ops: graph.model.graph.nodes.map((n) => n.opType), inits: [...graph.model.graph.initializers.values()] };
   } finally {
     tinyConvDense.current = saved;
     await s.release();
@@ -91,4 +91,64 @@ test('not chosen: 3×3 on 4×4 (the matrix would exceed the conv\'s multiply-add
   denseTinyConvs(m, sig(2), frozen);
   assert.equal(m.graph.nodes.length, before, 'the model is not changed');
   assert.ok(m.graph.initializers.has('w1'));
+});
+
+test("the matrix built in the graph (tinyConvDense.matrix 'graph') is denseConvMatrix's, bit for bit, over strides, pads, dilations and a 1×1", async () => {
+  const cases: { k: number; S: number; attrs: Record<string, number[]> }[] = [
+    { k: 3, S: 2, attrs: { pads: [1, 1, 1, 1] } }, // ResNet-18 layer4 at 64×64
+    { k: 3, S: 4, attrs: { pads: [1, 1, 1, 1], strides: [2, 2] } }, // its stride-2 entry conv
+    { k: 1, S: 4, attrs: { strides: [2, 2] } }, // the 1×1 downsample
+    { k: 3, S: 5, attrs: { pads: [2, 0, 1, 2], dilations: [2, 1], strides: [1, 2] } },
+  ];
+  const saved = { ...tinyConvDense };
+  Object.assign(tinyConvDense, { maxRatio: 1e9, matrix: 'graph' });
+  try {
+    for (const { k, S, attrs } of cases) {
+      const b = new ModelBuilder({ opset: 13 });
+      const w = f32([6, C, k, k], new Rng(k * 10 + S).fill(new Float32Array(6 * C * k * k), 1));
+      b.initializer('w', w);
+      b.input('x', 'float32', [N, C, S, S]);
+      b.node('Conv', ['x', 'w'], ['y'], { kernel_shape: [k, k], ...attrs }, 'conv');
+      b.output('y');
+      const ir = b.build();
+      const sig = { x: { dtype: 'float32' as const, dims: [N, C, S, S] } };
+      const { model, rewritten } = denseTinyConvs(ir, sig, () => true);
+      assert.deepEqual(rewritten, ['conv']);
+      const mm = model.graph.nodes.find((n) => n.opType === 'MatMul')!;
+      assert.ok(!model.graph.initializers.has(mm.inputs[1]!), 'the matrix is computed, not an initializer');
+      model.graph.outputs = [...model.graph.outputs, { name: mm.inputs[1]!, dtype: 'float32', shape: null }];
+      const shapes = staticShapes(ir.graph, sig);
+      const expected = denseConvMatrix(w, shapes.get('x')!.slice(1), shapes.get('y')!.slice(1), ir.graph.nodes[0]!);
+      const x = f32([N, C, S, S], new Rng(3).fill(new Float32Array(N * C * S * S), 1));
+      const out = await new RefitModel(model, { threads: 1 }).run({ x }, { outputs: [mm.inputs[1]!, 'y'] });
+      const got = out[mm.inputs[1]!]!.data as Float32Array;
+      assert.equal(got.length, expected.length);
+      assert.ok(got.every((v, i) => v === expected[i]), `matrix of ${JSON.stringify(attrs)} k=${k} S=${S}`);
+      // And the rewritten conv still computes the conv.
+      const conv = await new RefitModel(ir, { threads: 1 }).run({ x });
+      assert.ok(relErr(out.y!.data as Float32Array, conv.y!.data as Float32Array) <= 1e-6, 'dense output = conv output');
+    }
+  } finally {
+    Object.assign(tinyConvDense, saved);
+  }
+});
+
+test("the step with the matrix in the graph gives the baked matrix's loss, gradients and running statistics exactly", async () => {
+  // 32 channels: the [128, 128] matrices are above what the step folds into initializers (fold.ts).
+  const ir = net(2, 32);
+  const saved = tinyConvDense.matrix;
+  try {
+    tinyConvDense.matrix = 'js';
+    const js = await step(ir, true);
+    assert.equal(js.inits.filter((t) => t.dims.join() === '128,128').length, 2, 'two baked matrices');
+    tinyConvDense.matrix = 'graph';
+    const graph = await step(ir, true);
+    assert.equal(graph.ops.filter((o) => o === 'Gather').length, 4, 'two matrices, two gathers each');
+    assert.equal(graph.inits.filter((t) => t.dims.join() === '128,128').length, 0, 'no matrix held in the step graph');
+    assert.equal(graph.r.loss, js.r.loss);
+    for (const [k, g] of js.r.grads) assert.ok(graph.r.grads.get(k)!.every((v, i) => v === g[i]), `d/d${k}`);
+    for (const [k, v] of js.r.runningStats) assert.ok(graph.r.runningStats.get(k)!.every((u, i) => u === v[i]), `running ${k}`);
+  } finally {
+    tinyConvDense.matrix = saved;
+  }
 });
