@@ -51,6 +51,9 @@ const warmup = Number(arg('warmup', '4'));
 const outBase = arg('out', join(root, 'bench/results/web-bench'));
 // --tfjs off: no tfjs in the page or in Node (to see whether its wasm module, loaded in the same page, slows onnxruntime-web).
 const withTfjs = arg('tfjs', 'on') !== 'off';
+// --start on: the page starts onnxruntime-web at setup (useWebRuntime({ start: true }), timed apart as
+// startMs), so its first session no longer holds the wasm's compile; off: as before.
+const startRuntime = arg('start', 'on') !== 'off';
 const median = (a: number[]) => quantile(a, 0.5);
 const MB = 1e6;
 const TOL = 1e-4;
@@ -149,7 +152,7 @@ try {
   for (const threads of threadList) {
     const { browser, page, errors } = await openPage(['--disable-gpu']);
     try {
-      const ortInfo = await page.evaluate((t) => (globalThis as unknown as { refitTest: { setup(o: unknown): Promise<unknown> } }).refitTest.setup({ threads: t }), threads);
+      const ortInfo = await page.evaluate((t) => (globalThis as unknown as { refitTest: { setup(o: unknown): Promise<unknown> } }).refitTest.setup({ threads: t.threads, start: t.start }), { threads, start: startRuntime });
       const tfInfo = withTfjs ? await call(page, 'tfSetup', threads) : 'off';
       pageInfo[threads] = { ort: ortInfo, tfjs: tfInfo };
       console.log(`threads ${threads}: page ort ${JSON.stringify(ortInfo)}, tfjs ${JSON.stringify(tfInfo)}; Node tfjs-wasm threads ${nodeTfThreads}`);
@@ -278,6 +281,8 @@ function markdown(rs: Row[], webgpu: Record<string, unknown>, date: string): str
     const m = r.median;
     lines.push(`| ${r.case} | ${r.threads} | ${f(m.node)} | ${f(m.page)} | ${r2(m.page, m.node)} | ${f(m.pageTfjs)} | ${r2(m.pageTfjs, m.page)} | ${f(m.nodeTfjs)} | ${r2(m.nodeTfjs, m.node)} | ${f(r.sessionMs.node, 0)} / ${f(r.sessionMs.page, 0)}${r.sessionMs.pageFirstInPage ? ' (first in page)' : ''} |`);
   }
+  const starts = Object.entries(pageInfo).map(([t, i]) => [t, (i as { ort?: { startMs?: number } }).ort?.startMs] as const).filter(([, ms]) => ms !== undefined);
+  if (starts.length) lines.push('', `onnxruntime-web started at page setup (useWebRuntime({ start: true }), once per page, before any model): ${starts.map(([t, ms]) => `${t} thread${t === '1' ? '' : 's'} ${f(ms, 0)} ms`).join(', ')}; the sessions above exclude it.`);
   lines.push('', 'Memory (MB): creation = peak RSS above the RSS before, from loading the model to the end of the first step (renderer for Chromium); heap growth = that runtime\'s wasm heap over the same span; step = one step after the timed rounds, peak RSS above the RSS before it; heap after = the runtime\'s wasm heap after it (a heap only grows: the largest configuration so far in that page).', '',
     '| case | threads | Node ort: creation / step | Chromium ort: creation / heap growth / step / heap after | Chromium tfjs: creation / heap growth / step / heap after | Node tfjs: creation / step |',
     '|---|---:|---|---|---|---|');

@@ -148,7 +148,8 @@ async function runLora(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const info = await refit.useWebRuntime({ device: params.get('device') === 'webgpu' ? 'webgpu' : 'wasm' });
+  // start: onnxruntime-web compiles its wasm now, not inside the first model's session.
+  const info = await refit.useWebRuntime({ device: params.get('device') === 'webgpu' ? 'webgpu' : 'wasm', start: true });
   result.runtime = info;
   $('runtime').textContent = `Runtime: ${info.device}, ${info.threads} thread${info.threads > 1 ? 's' : ''}${info.crossOriginIsolated ? '' : ' (page not cross-origin isolated)'}`;
   // WebGPU asked for where there is none: the page runs on wasm and says why.

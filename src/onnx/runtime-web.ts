@@ -13,7 +13,8 @@
 // allowSoftwareAdapter is set. On WebGPU the backend carries webgpu-faults.ts, and the gradient
 // rules avoid the ops it names.
 import * as ortWeb from 'onnxruntime-web';
-import { useRuntime, type OrtModule, type RuntimeBackend } from './runtime.ts';
+import { useRuntime, createSession, type OrtModule, type RuntimeBackend } from './runtime.ts';
+import { ModelBuilder } from './model-builder.ts';
 import { WEBGPU_FAULTS } from './webgpu-faults.ts';
 
 export type WebDevice = 'wasm' | 'webgpu';
@@ -34,6 +35,12 @@ export interface WebRuntimeOptions {
   threads?: number;
   /** Receives the fallback and thread warnings. Default console.warn. */
   onWarning?: (message: string) => void;
+  /**
+   * Start onnxruntime-web now (fetch, compile and instantiate its wasm, start its threads) instead
+   * of inside the first model's session. Call it at page load, while the model downloads: the
+   * first session then costs what later ones cost. Default false.
+   */
+  start?: boolean;
 }
 
 export interface WebRuntimeInfo {
@@ -45,6 +52,20 @@ export interface WebRuntimeInfo {
   adapter?: string;
   /** Why the device or threads differ from what was asked, if they do. */
   warnings: string[];
+  /** With `start`: ms to start onnxruntime-web (once per page). */
+  startMs?: number;
+}
+
+/** A session of a one-node graph, created and released: onnxruntime-web starts its wasm for it. */
+async function startRuntime(): Promise<number> {
+  const t = performance.now();
+  const b = new ModelBuilder({ opset: 13 });
+  b.input('x', 'float32', [1]);
+  b.node('Identity', ['x'], ['y']);
+  b.output('y');
+  const session = await createSession(b.build());
+  await session.release();
+  return performance.now() - t;
 }
 
 const ort = ortWeb as unknown as OrtModule;
@@ -128,7 +149,8 @@ export async function useWebRuntime(opts: WebRuntimeOptions = {}): Promise<WebRu
     }
   }
   useRuntime(backendFor(chosen));
-  return { device: chosen, threads, crossOriginIsolated: isolated, ...(adapter ? { adapter } : {}), warnings };
+  const startMs = opts.start ? await startRuntime() : undefined;
+  return { device: chosen, threads, crossOriginIsolated: isolated, ...(adapter ? { adapter } : {}), warnings, ...(startMs !== undefined ? { startMs } : {}) };
 }
 
 export { ortWeb };

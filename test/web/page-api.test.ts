@@ -1,5 +1,5 @@
 // refit/web's page-side API in headless Chromium, bad input first: WebGPU asked for where there is
-// none, a failed and a truncated model fetch, a file path given to loadModel, adapters in IndexedDB
+// none, starting onnxruntime-web before any model, a failed and a truncated model fetch, a file path given to loadModel, adapters in IndexedDB
 // (round trip; a failed save leaves nothing behind), and a corruption that needed a Buffer shim.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -53,6 +53,25 @@ test('WebGPU asked for from the WebGPU bundle where the browser offers no usable
     console.log(`# ${r.warned[0]}`);
   } finally {
     await gp.close();
+  }
+});
+
+test('useWebRuntime({ start: true }) starts onnxruntime-web before any model, and models then run', { skip: chromiumMissing }, async () => {
+  const fresh = await openTestPage();
+  try {
+    const r = await (fresh.page.evaluate(`(async () => {
+      const refit = globalThis.refitTest.refit;
+      const info = await refit.useWebRuntime({ start: true });
+      const model = await refit.loadModelFrom('/models/fmnist-cnn.onnx');
+      const out = await model.run({ x: { dtype: 'float32', dims: [2, 1, 28, 28], data: new Float32Array(2 * 784).fill(0.5) } }, { outputs: ['logits'] });
+      return { startMs: info.startMs, dims: out.logits.dims, finite: Array.from(out.logits.data).every(Number.isFinite) };
+    })()`) as Promise<{ startMs?: number; dims: number[]; finite: boolean }>);
+    assert.ok(typeof r.startMs === 'number' && r.startMs > 0 && Number.isFinite(r.startMs), `startMs ${r.startMs}`);
+    assert.deepEqual(r.dims, [2, 10]);
+    assert.ok(r.finite);
+    console.log(`# onnxruntime-web started in ${r.startMs!.toFixed(0)} ms`);
+  } finally {
+    await fresh.close();
   }
 });
 
