@@ -8,7 +8,10 @@
 //        [--now src] [--configs tent,lora] [--rounds 12] [--out bench/results/step-memory-ab]
 //
 // tent: BatchNorm affine trainable, softmax-entropy loss, BatchNorm in train mode (the Tent step);
-// lora: LoRA rank 8 on every non-grouped Conv and Gemm/MatMul, cross-entropy (bench/foreign.ts's lora).
+// lora: LoRA rank 8 on every non-grouped Conv and Gemm/MatMul, cross-entropy (bench/foreign.ts's lora);
+// tent-adapter: the Tent adapter's predict (createAdapter); bn-adapt: BN-adapt's predict ("gradients
+// apart" is then how far apart the logits are). An adapter's call is not idempotent (Tent steps), but
+// both trees take the same steps in the same order, so their logits stay comparable.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -39,6 +42,13 @@ async function tree(name: string, src: string, model: string, config: string): P
   const rnd = () => { s = (s * 1103515245 + 12345) % 2147483648; return s / 2147483648 - 0.5; };
   const x = f32([info.batch, c, h, w], Float32Array.from({ length: info.batch * c * h * w }, rnd));
   const y = i64([info.batch], Array.from({ length: info.batch }, (_, i) => i % 10));
+  // bn-adapt: the adapter's predict (no gradients; its logits stand in as the one "gradient");
+  // tent-adapter: tta.createAdapter(model, 'tent').predict (the adapter's copy and its step).
+  if (config === 'bn-adapt' || config === 'tent-adapter') {
+    const { createAdapter } = await imp('tta/index.ts');
+    const a = createAdapter(m0, config === 'bn-adapt' ? 'bn-adapt' : 'tent');
+    return { name, run: async () => { const r = await a.predict(x); return { loss: r.info.loss ?? 0, grads: new Map([['logits', r.logits.data as Float32Array]]) }; } };
+  }
   let step;
   if (config === 'tent') {
     const bn = new Set<string>();

@@ -135,7 +135,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
         }
         const y = em.fresh(`${n.outputs[0]}_nchwc`);
         const wp = Op === O && Ip === I ? w : em.op('Pad', [w, em.ints([0, 0, 0, 0, Op - O!, Ip - I!, 0, 0])]);
-        const wr = reorderWeight(em, wp, [Op, Ip, kh!, kw!], form.filter, block);
+        const wr = reorderConstantWeight(em, wp, [Op, Ip, kh!, kw!], form.filter, block);
         const bias = n.inputs[2] ? padVec(n.inputs[2], O!) : undefined;
         nchwcNode('Conv', [x, wr, ...(bias ? [bias] : [])], y, attrs);
         convs.set(n.outputs[0]!, { node: g.nodes[g.nodes.length - 1]!, x, w: wr, bias, attrs });
@@ -323,8 +323,25 @@ function sameDims(a: number[] | undefined, b: number[] | undefined): boolean {
   return !!a && !!b && a.length === b.length && a.every((v, i) => v === b[i]);
 }
 
-/** W [O, I, kh, kw] reordered by Reshape/Transpose ops (onnxruntime folds them: W is constant). */
-function reorderWeight(em: Emitter, w: string, [O, I, kh, kw]: number[], filter: 'OIHWBiBo' | 'OIHWBo', b: number): string {
+/**
+ * A constant W [O, I, kh, kw] reordered by one Transpose between two Reshapes, which onnxruntime
+ * folds when it creates the session. Each folded op leaves a copy of every weight alive until the
+ * folding pass ends, so fewer ops is less memory there: ResNet-18 64's BN-adapt session creation
+ * peaked about 90 MB lower than with reorderWeight's two transposes (memory pass 2, docs/speed.md).
+ * The same layout, element for element (test/onnx/nchwc-batchstats.test.ts).
+ */
+export function reorderConstantWeight(em: Emitter, w: string, [O, I, kh, kw]: number[], filter: 'OIHWBiBo' | 'OIHWBo', b: number): string {
+  if (filter === 'OIHWBo') return reorderWeight(em, w, [O!, I!, kh!, kw!], filter, b); // already one Transpose
+  // (ob, bo, ib, bi, K) → (ob, ib, K, bi, bo) = [O/b][I/b][kh][kw][b_in][b_out].
+  const t = em.transpose(em.reshape(w, [O! / b, b, I! / b, b, kh! * kw!]), [0, 2, 4, 3, 1]);
+  return em.reshape(t, [O!, I!, kh!, kw!]);
+}
+
+/**
+ * W [O, I, kh, kw] reordered by Reshape/Transpose ops, for a weight computed in every run (a
+ * 1×1 conv's BN-folded weight): two 3-/4-D transposes, faster there than one 5-D one (nchwc.ts).
+ */
+export function reorderWeight(em: Emitter, w: string, [O, I, kh, kw]: number[], filter: 'OIHWBiBo' | 'OIHWBo', b: number): string {
   const K = kh! * kw!;
   // (ob, bo, I·K) → (ob, I·K, bo): OIHWBo [O/b][I][kh][kw][b_out].
   let t = em.transpose(em.reshape(w, [O! / b, b, I! * K]), [0, 2, 1]);

@@ -194,3 +194,27 @@ test('blocked BN-adapt: inputs with mean 1000 and spread ~1 keep their variance 
   assert.ok(standardErr <= 1e-3, `standard ${standardErr}`);
   assert.ok(blockedErr <= 1.5 * standardErr, `blocked ${blockedErr}, standard ${standardErr}`);
 });
+
+test('a constant weight reordered by one 5-D Transpose (reorderConstantWeight) has the two-transpose layout, element for element', async () => {
+  const { Emitter } = await import('../../src/onnx/emitter.ts');
+  const { reorderConstantWeight, reorderWeight } = await import('../../src/onnx/nchwc-batchstats.ts');
+  for (const [b, O, I, k] of [[8, 16, 24, 3], [16, 32, 16, 1], [4, 8, 12, 3]] as const) {
+    for (const filter of ['OIHWBiBo', 'OIHWBo'] as const) {
+      const mb = new ModelBuilder({ opset: 13 });
+      mb.initializer('w', f32([O, I, k, k], Float32Array.from({ length: O * I * k * k }, (_, i) => i + 0.5)));
+      mb.input('x', 'float32', [1]);
+      mb.node('Identity', ['x'], ['y']);
+      mb.output('y');
+      const ir = mb.build();
+      const em = new Emitter(ir.graph, 13);
+      const one = reorderConstantWeight(em, 'w', [O, I, k, k], filter, b);
+      const two = reorderWeight(em, 'w', [O, I, k, k], filter, b);
+      ir.graph.outputs = [...ir.graph.outputs, { name: one, dtype: 'float32', shape: null }, { name: two, dtype: 'float32', shape: null }];
+      const out = await new RefitModel(ir, { threads: 1 }).run({ x: f32([1], [0]) }, { outputs: [one, two] });
+      const a = out[one]!.data as Float32Array, c = out[two]!.data as Float32Array;
+      assert.equal(a.length, O * I * k * k);
+      assert.ok(a.every((v, i) => v === c[i]), `${filter} b=${b} [${O}, ${I}, ${k}, ${k}]`);
+      if (filter === 'OIHWBiBo') assert.ok(a.some((v, i) => v !== i + 0.5), 'the layout moved something');
+    }
+  }
+});
