@@ -87,6 +87,49 @@ export function crossEntropy(o: CrossEntropyOptions): LossSpec {
   };
 }
 
+export interface TokenCrossEntropyOptions {
+  /** Logits whose last axis holds the classes: a language model's [batch, sequence, vocab], or [batch, classes]. */
+  logits: string;
+  /** Integer labels shaped as the logits without their last axis (default input name 'y'). */
+  labels?: string;
+  /** The label of positions that have no target (padding, a prompt); they add nothing. Default -100, as PyTorch's. */
+  ignoreIndex?: number;
+}
+
+/**
+ * Cross-entropy at every position of [..., classes] logits (next-token prediction, token
+ * classification), averaged over the positions whose label is not `ignoreIndex`: PyTorch's
+ * `F.cross_entropy(logits.flatten(0, -2), labels.flatten(), ignore_index=-100)`. The label's
+ * log-probability is gathered, never a one-hot of the vocabulary; a batch with no labelled
+ * position has loss 0.
+ */
+export function tokenCrossEntropy(o: TokenCrossEntropyOptions): LossSpec {
+  const labels = o.labels ?? 'y';
+  const ignore = o.ignoreIndex ?? -100;
+  if (!Number.isInteger(ignore)) throw new Error(`tokenCrossEntropy: ignoreIndex must be an integer, got ${ignore}`);
+  return {
+    describe: `tokenCrossEntropy(${o.logits}, ${labels})`,
+    reads: [o.logits],
+    inputs: [{ name: labels, dtype: 'int64', shape: (s) => s(o.logits).slice(0, -1) }],
+    build(ctx) {
+      const em = ctx.em;
+      const s = ctx.shape(o.logits);
+      if (s.length < 2) throw new Error(`tokenCrossEntropy expects '${o.logits}' to be [..., classes] logits, got shape [${s}]`);
+      const int64 = (v: number) => em.constant({ dtype: 'int64', dims: [], data: new BigInt64Array([BigInt(v)]) });
+      const y = ctx.input(labels);
+      const valid = em.op('Not', [em.op('Equal', [y, int64(ignore)])]);
+      // Ignored positions gather class 0 and are weighted 0 (an out-of-range index would fail the gather).
+      const safe = em.unsqueeze(em.op('Where', [valid, y, int64(0)]), [s.length - 1]);
+      const picked = em.squeeze(em.op('GatherElements', [logSoftmax(em, o.logits), safe], { axis: s.length - 1 }), [s.length - 1]);
+      const w = em.op('Cast', [valid], { to: 1 });
+      const all = s.slice(0, -1).map((_, i) => i);
+      const total = em.reduce('ReduceSum', em.mul(picked, w), all, false);
+      const count = em.op('Max', [em.reduce('ReduceSum', w, all, false), em.scalar(1)]);
+      return em.neg(em.div(total, count));
+    },
+  };
+}
+
 /** Shannon entropy of softmax(logits) per sample: Tent's objective. */
 export function softmaxEntropy(o: SampleWeighting & { logits: string }): LossSpec {
   return {

@@ -84,3 +84,58 @@ test('anchor (L2) and Fisher-weighted penalties combine with a task loss', async
   await check('l2', losses.combine([{ loss: losses.crossEntropy({ logits: 'logits' }) }, { loss: losses.anchorPenalty({ anchors: new Map([['w', anchor]]), strength: 0.5 }) }]), ce + 0.5 * l2);
   await check('fisher', losses.combine([{ loss: losses.crossEntropy({ logits: 'logits' }) }, { loss: losses.anchorPenalty({ anchors: new Map([['w', anchor]]), importance: new Map([['w', fisher]]), strength: 2 }), weight: 0.5 }]), ce + fw);
 });
+
+// Token cross-entropy: [N, T, C] logits of a per-position linear map, labels [N, T] with ignored positions.
+const T = 3;
+const XT = new Rng(13).fill(new Float32Array(N * T * D));
+const tokenLabels = [0, 2, -100, 1, 1, 0, -100, -100, 2, 2, 0, 1];
+function sequenceLinear() {
+  const b = new ModelBuilder({ opset: 17 });
+  b.input('x', 'float32', ['N', T, D]);
+  b.initializer('w', f32([D, C], W.slice()));
+  b.node('MatMul', ['x', 'w'], ['logits']);
+  b.output('logits');
+  return b.build();
+}
+/** The mean over labelled positions of −log softmax(z)[y], in float64. */
+function tokenCe(lab: number[], ignore = -100): number {
+  let s = 0, n = 0;
+  for (let p = 0; p < N * T; p++) {
+    if (lab[p] === ignore) continue;
+    const z = Array.from({ length: C }, (_, c) => { let v = 0; for (let d = 0; d < D; d++) v += XT[p * D + d]! * W[d * C + c]!; return v; });
+    const m = Math.max(...z), lse = m + Math.log(z.reduce((a, v) => a + Math.exp(v - m), 0));
+    s += lse - z[lab[p]!]!;
+    n++;
+  }
+  return n ? s / n : 0;
+}
+async function checkToken(name: string, loss: LossSpec, lab: number[], expected: number, gradient = true) {
+  const feeds = { x: f32([N, T, D], XT), y: i64([N, T], lab) };
+  const r = await new RefitModel(sequenceLinear()).compileTrainStep({ trainable: ['w'], loss }).run(feeds);
+  assert.ok(Math.abs(r.loss - expected) <= 1e-5 * Math.max(1, Math.abs(expected)), `${name}: ${r.loss} vs ${expected}`);
+  if (!gradient) return r;
+  const [g] = await gradCheck(sequenceLinear(), feeds, { params: ['w'], loss });
+  assert.ok(g!.relError < 1e-2, `${name} gradient: ${g!.relError}`);
+  assert.ok(g!.analyticNorm > 0);
+  return r;
+}
+
+test('token cross-entropy: [N, T, C] logits, the mean over labelled positions (ignoreIndex -100 as PyTorch)', async () => {
+  await checkToken('token ce', losses.tokenCrossEntropy({ logits: 'logits' }), tokenLabels, tokenCe(tokenLabels));
+  // Another pad label; -100 is then an error of the caller, so the labels use 0 as the pad.
+  const padded = tokenLabels.map((v) => (v === -100 ? 0 : v + 1 > C - 1 ? C - 1 : v + 1));
+  await checkToken('token ce, ignoreIndex 0', losses.tokenCrossEntropy({ logits: 'logits', ignoreIndex: 0 }), padded, tokenCe(padded, 0));
+});
+
+test('token cross-entropy: a batch with no labelled position has loss 0 and zero, finite gradients', async () => {
+  const r = await checkToken('all ignored', losses.tokenCrossEntropy({ logits: 'logits' }), tokenLabels.map(() => -100), 0, false);
+  const g = r.grads.get('w')!;
+  assert.equal(g.length, D * C);
+  assert.ok(g.every((v) => v === 0), 'every gradient is exactly 0');
+});
+
+test('token cross-entropy on [N, C] logits equals cross-entropy', async () => {
+  const a = await valueOf(losses.tokenCrossEntropy({ logits: 'logits' }));
+  assert.ok(Math.abs(a - (await valueOf(losses.crossEntropy({ logits: 'logits' })))) < 1e-6);
+  assert.throws(() => losses.tokenCrossEntropy({ logits: 'logits', ignoreIndex: 0.5 }), /ignoreIndex must be an integer/);
+});
