@@ -64,6 +64,23 @@ test('input shapes that disagree with the model name the input and both shapes',
   await assert.rejects(m.run({ x: tensor('int32', [2, 3]) }), /dtype int32, the model expects float32/);
 });
 
+test('a finite loss with a non-finite gradient is refused: the step is skipped and names the tensor and element', async () => {
+  // y = x · sqrt(s): at s = 0 the loss is finite and d loss / d s is infinite.
+  const b = new ModelBuilder({ opset: 17 });
+  b.input('x', 'float32', ['N', 3]);
+  b.initializer('s', f32([3], [1, 0, 1]));
+  b.node('Sqrt', ['s'], ['r']);
+  b.node('Mul', ['x', 'r'], ['out']);
+  b.output('out');
+  const m = new RefitModel(b.build());
+  const trainer = new Trainer(m.compileTrainStep({ trainable: ['s'], loss: losses.mse({ output: 'out' }) }), optim.sgd({ lr: 0.1 }));
+  const r = await trainer.step({ x: f32([2, 3], [1, 2, 3, 4, 5, 6]), target: f32([2, 3], [0, 1, 0, 0, 1, 0]) });
+  assert.ok(Number.isFinite(r.loss));
+  assert.equal(r.skipped, true);
+  assert.match(r.reason!, /gradient of 's' has a non-finite value at 1$/);
+  assert.deepEqual(Array.from(m.param('s').data as Float32Array), [1, 0, 1]);
+});
+
 test('a NaN loss is refused: the step is skipped and flagged, weights never become NaN', async () => {
   const m = linearModel();
   const before = (m.param('fc.weight').data as Float32Array).slice();

@@ -1,7 +1,7 @@
 // The training loop step: run the compiled step, refuse non-finite results, clip, update.
 import type { TrainStep } from './train-step.ts';
 import type { Optimizer } from './optim/index.ts';
-import { clipGradNorm } from './optim/index.ts';
+import { clipGradNorm, firstNonFinite } from './optim/index.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 
 export interface TrainerOptions {
@@ -37,7 +37,8 @@ export class Trainer {
     const r = await this.compiled.run(batch);
     if (!r.finite) return this.skip(r.loss, `loss is ${r.loss}`, r.outputs);
     for (const [p, g] of r.grads) {
-      for (let i = 0; i < g.length; i++) if (!Number.isFinite(g[i]!)) return this.skip(r.loss, `gradient of '${p}' has a non-finite value at ${i}`, r.outputs);
+      const bad = firstNonFinite(g);
+      if (bad >= 0) return this.skip(r.loss, `gradient of '${p}' has a non-finite value at ${bad}`, r.outputs);
     }
     const gradNorm = this.options.clipNorm ? clipGradNorm(r.grads, this.options.clipNorm) : undefined;
     this.optimizer.step(this.params, r.grads);

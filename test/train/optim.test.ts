@@ -397,3 +397,20 @@ describe('performance shape', () => {
     console.log(`# adamw step over ${n} params: ${ms.toFixed(2)} ms`);
   });
 });
+
+describe('firstNonFinite', () => {
+  it('finds the first NaN, +Inf or -Inf at every position of short and odd lengths (the 4-way sums and their tail)', () => {
+    for (let n = 0; n <= 9; n++) {
+      const a = new Float32Array(n).map((_, i) => (i % 2 ? -3e38 : 3e38)); // large, finite: x·0 is 0
+      assert.equal(optim.firstNonFinite(a), -1, `all finite, n ${n}`);
+      for (let at = 0; at < n; at++) {
+        for (const bad of [NaN, Infinity, -Infinity]) {
+          const b = a.slice();
+          b[at] = bad;
+          if (at + 2 < n) b[at + 2] = NaN; // a later one too: the first is reported
+          assert.equal(optim.firstNonFinite(b), at, `n ${n}, ${bad} at ${at}`);
+        }
+      }
+    }
+  });
+});
