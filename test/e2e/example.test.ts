@@ -47,6 +47,18 @@ test('examples/tta-stream.ts: Tent beats the unadapted CNN on a corrupted stream
   rmSync(cwd, { recursive: true, force: true });
 });
 
+test('examples/lora-language-model.ts: LoRA on an exported nanoGPT lowers the next-token loss; the saved adapter reloads to the same loss', () => {
+  const cwd = folder();
+  const log = example(cwd, 'lora-language-model.ts', '60', join(root, 'test/fixtures/token-ce/model.onnx'));
+  const m = /next-token loss (\d+\.\d+) -> (\d+\.\d+)/.exec(log);
+  // Measured: 3.8884 -> 2.0690 at 60 steps.
+  assert.ok(m && Number(m[2]) < Number(m[1]) - 1, log);
+  const h = /held-out loss (\d+\.\d+), after reloading the adapter (\d+\.\d+)/.exec(log);
+  assert.ok(h && h[1] === h[2], log);
+  assert.ok(existsSync(join(cwd, 'adapters/counting/adapter_model.safetensors')));
+  rmSync(cwd, { recursive: true, force: true });
+});
+
 test('examples/continual.ts: the controller leaves level 0 when the corruption turns to noise', () => {
   const cwd = folder();
   const log = example(cwd, 'continual.ts', '4');

@@ -35,6 +35,7 @@ const RUNNERS: Record<string, Runner> = {
   '## Test-time adaptation (`src/tta/`) › ts 1': { file: EXAMPLES, proof: ['examples/tta-stream.ts'], example: 'examples/tta-stream.ts' },
   '## Drift detectors and keeping a model fitted (`src/drift/`, `src/continual/`) › ts 1': { file: EXAMPLES, proof: ['examples/continual.ts'], example: 'examples/continual.ts' },
   '## Parameter-efficient fine-tuning (`src/peft/`) › ts 1': { file: EXAMPLES, proof: ['examples/peft-lora.ts'], example: 'examples/peft-lora.ts' },
+  '### Language models: LoRA with a next-token loss › ts 1': { file: EXAMPLES, proof: ['examples/lora-language-model.ts'], example: 'examples/lora-language-model.ts' },
   '## Parameter-efficient fine-tuning (`src/peft/`) › bash 1': { file: EXAMPLES, proof: ["readmeBlock('## Parameter-efficient fine-tuning"] },
   '## The `refit` command › bash 1': { file: 'test/e2e/cli-commands.test.ts', proof: ["readme.indexOf('## The `refit` command')"] },
   '## The `refit` command › bash 2': { file: 'test/e2e/cli-bench.test.ts', proof: ['npx refit bench'] },
