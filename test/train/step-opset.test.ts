@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
 import { RefitModel } from '../../src/model.ts';
 import { randomProjectionLoss } from '../../src/autodiff/gradcheck.ts';
-import { stepOpsetLift, stepSource, STEP_OPSET } from '../../src/train/step-opset.ts';
+import { stepOpsetLift, stepSource, STEP_OPSET, EMBEDDING_ROWS } from '../../src/train/step-opset.ts';
 import { opsetVersion, type Model } from '../../src/onnx/ir.ts';
 import { signatureOf } from '../../src/onnx/shapes.ts';
 import '../../src/autodiff/rules/index.ts';
@@ -101,4 +101,48 @@ test('the lift leaves what it cannot vouch for, or does not need, at its opset',
   const saved = stepOpsetLift.current;
   stepOpsetLift.current = false;
   try { assert.equal(stepSource(net(13)).lifted, false); } finally { stepOpsetLift.current = saved; }
+});
+
+/** idx → Gather(emb [rows, 6]) → MatMul(head [6, 3]) → logits [2, 5, 3], at opset 14. */
+function embedding(rows: number): Model {
+  const b = new ModelBuilder({ opset: 14 });
+  const rng = new Rng(3);
+  b.input('idx', 'int64', [2, 5]);
+  b.initializer('emb', f32([rows, 6], rng.fill(new Float32Array(rows * 6), 0.5)));
+  b.initializer('head', f32([6, 3], rng.fill(new Float32Array(18), 0.5)));
+  b.node('Gather', ['emb', 'idx'], ['h']);
+  b.node('MatMul', ['h', 'head'], ['logits']);
+  b.output('logits');
+  return b.build();
+}
+
+test('an opset-14 model with a large embedding is stepped at opset 16 (ScatterND add, no one-hot of the vocabulary), same loss and gradients', async () => {
+  assert.equal(stepSource(embedding(EMBEDDING_ROWS - 1)).lifted, false, 'a small table stays');
+  const ir = embedding(EMBEDDING_ROWS);
+  const src = stepSource(ir);
+  assert.equal(src.lifted, true);
+  assert.match(src.why, /embedding of 256 rows at opset 14/);
+  const { i64 } = await import('../../src/onnx/tensor.ts');
+  const { tokenCrossEntropy } = await import('../../src/train/losses.ts');
+  // Repeated indices: their gradients must add up.
+  const feeds = { idx: i64([2, 5], [3, 255, 3, 0, 17, 3, 255, 9, 9, 100]), labels: i64([2, 5], [0, 1, 2, -100, 1, 2, 0, 1, 2, 0]) };
+  const run = async (lift: boolean) => {
+    const saved = stepOpsetLift.current;
+    stepOpsetLift.current = lift;
+    const s = new RefitModel(ir, { threads: 1 }).compileTrainStep({ trainable: ['emb', 'head'], loss: tokenCrossEntropy({ logits: 'logits', labels: 'labels' }) });
+    try {
+      const { graph } = await s.compile(signatureOf({ idx: feeds.idx }));
+      return { r: await s.run(feeds), ops: new Set(graph.model.graph.nodes.map((n) => n.opType)) };
+    } finally {
+      stepOpsetLift.current = saved;
+      await s.release();
+    }
+  };
+  const old = await run(false), lifted = await run(true);
+  assert.ok(old.ops.has('OneHot') && !old.ops.has('ScatterND'), 'opset 14: the one-hot forms');
+  assert.ok(lifted.ops.has('ScatterND') && !lifted.ops.has('OneHot'), 'opset 16: scatter-add, no one-hot');
+  assert.ok(Math.abs(lifted.r.loss - old.r.loss) <= 1e-6 * Math.abs(old.r.loss));
+  for (const [k, g] of old.r.grads) assert.ok(relErr(lifted.r.grads.get(k)!, g) <= 1e-5, `d/d${k}`);
+  const g = lifted.r.grads.get('emb')!;
+  assert.ok(g.slice(3 * 6, 4 * 6).some((v) => v !== 0) && g.slice(4 * 6, 5 * 6).every((v) => v === 0), 'rows read get gradients, others none');
 });
