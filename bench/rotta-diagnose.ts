@@ -5,12 +5,14 @@
 //   - teacher+batch-stats: the teacher's parameters normalised with this batch's statistics (α = 1);
 //   - student: the student in eval mode (its own global statistics);
 //   - bn-adapt: a BN-adapt adapter on the same batches;
-//   - lag: per BatchNorm layer ‖μ_global − μ_batch‖ / ‖μ_source − μ_batch‖ of the teacher (0: the
-//     global statistics are this batch's, 1: still the source's), averaged over layers;
+//   - lag: per BatchNorm layer d(global, batch) / d(source, batch) for the teacher's statistics (0: the
+//     global statistics are this batch's, 1: as far from it as the source's), averaged over layers;
+//     d: the means' distance in batch standard deviations and the log variance ratios, over channels;
 //   - bank: share of memory-bank samples whose pseudo-label (their class list) is their true label,
 //     and share that came from the current corruption.
 //
-//   - lag end: the lag at the corruption's last batch.
+//   - lag end: the lag at the corruption's last batch; stem lag: the lag of the first layer alone
+//     (the only one whose input does not depend on how earlier layers normalise);
 //
 //   npx tsx bench/rotta-diagnose.ts [samples per corruption = 1000] ['<rotta options JSON>'] [corruptions = all]
 import { loadModel } from '../src/model.ts';
@@ -51,34 +53,40 @@ const inner = ad as unknown as {
 const src = inner.sourceStats();
 const input = model.inputs[0]!.name;
 
-type Acc = { n: number; rotta: number; tbatch: number; student: number; bn: number; lag: number; lagN: number; lagEnd: number; bankOk: number; bankCur: number; bankN: number };
+type Acc = { n: number; rotta: number; tbatch: number; student: number; bn: number; lag: number; lagN: number; lagEnd: number; lag0: number; bankOk: number; bankCur: number; bankN: number };
 const per = new Map<string, Acc>();
 const wrong = (p: Int32Array, y: Uint8Array) => p.reduce((s, v, i) => s + (v !== y[i] ? 1 : 0), 0);
-const norm = (a: Float32Array, b: Float32Array) => Math.sqrt(a.reduce((s, v, i) => s + (v - b[i]!) ** 2, 0));
+// Distance of statistics s from the batch's b: means in units of the batch's standard deviation,
+// variances as log ratios (a corruption such as noise moves the variance more than the mean).
+type Moments = { mean: Float32Array; variance: Float32Array };
+const dist = (s: Moments, b: Moments) => Math.sqrt(s.mean.reduce((t, m, c) => {
+  const v = b.variance[c]! + 1e-5;
+  return t + (m - b.mean[c]!) ** 2 / v + Math.log((s.variance[c]! + 1e-5) / v) ** 2;
+}, 0));
 const t0 = Date.now();
 for (const b of stream) {
   if (!per.has(b.domain) && per.size >= maxDomains) break;
   const x = f32([b.size, 1, 28, 28], b.x);
   const p = await inner.prepare(x);
   const C = 10;
-  const layers = ad.layers.flatMap((_, k) => [rbnName('mean_out', k)]);
+  const layers = ad.layers.flatMap((_, k) => [rbnName('mean_out', k), rbnName('var_out', k)]);
   const tb = await p.teacher.run(inner.statFeeds({ [input]: x }, ad.teacherStats, 1), { outputs: ['logits', ...layers], feedParams: inner.trainable });
   const st = await p.student.run(inner.statFeeds({ [input]: x }, ad.studentStats, 0), { outputs: ['logits'], feedParams: inner.trainable });
-  let lag = 0;
-  ad.layers.forEach((_, k) => {
-    const mb = tb[rbnName('mean_out', k)]!.data as Float32Array;
-    lag += norm(ad.teacherStats[k]!.mean, mb) / Math.max(1e-12, norm(src[k]!.mean, mb));
+  const lags = ad.layers.map((_, k) => {
+    const b = { mean: tb[rbnName('mean_out', k)]!.data as Float32Array, variance: tb[rbnName('var_out', k)]!.data as Float32Array };
+    return dist(ad.teacherStats[k]!, b) / Math.max(1e-12, dist(src[k]!, b));
   });
+  const lag = lags.reduce((s, v) => s + v, 0);
   cur = { y: b.y, domain: b.domain, i: 0 };
   const r = await ad.predict(x);
   const rb = await bn.predict(x);
-  const a = per.get(b.domain) ?? per.set(b.domain, { n: 0, rotta: 0, tbatch: 0, student: 0, bn: 0, lag: 0, lagN: 0, lagEnd: 0, bankOk: 0, bankCur: 0, bankN: 0 }).get(b.domain)!;
+  const a = per.get(b.domain) ?? per.set(b.domain, { n: 0, rotta: 0, tbatch: 0, student: 0, bn: 0, lag: 0, lagN: 0, lagEnd: 0, lag0: 0, bankOk: 0, bankCur: 0, bankN: 0 }).get(b.domain)!;
   a.n += b.size;
   a.rotta += wrong(argmaxRows(r.logits.data as Float32Array, C), b.y);
   a.tbatch += wrong(argmaxRows(tb.logits!.data as Float32Array, C), b.y);
   a.student += wrong(argmaxRows(st.logits!.data as Float32Array, C), b.y);
   a.bn += wrong(argmaxRows(rb.logits.data as Float32Array, C), b.y);
-  a.lag += lag / ad.layers.length; a.lagN++; a.lagEnd = lag / ad.layers.length;
+  a.lag += lag / ad.layers.length; a.lagN++; a.lagEnd = lag / ad.layers.length; a.lag0 += lags[0]!;
   ad.bank!.data.forEach((list, c) => list.forEach((it) => {
     const t = tag.get(it.data)!;
     a.bankN++; if (t.y === c) a.bankOk++; if (t.domain === b.domain) a.bankCur++;
@@ -86,13 +94,13 @@ for (const b of stream) {
 }
 const pct = (v: number, d: number) => (100 * v / d).toFixed(1);
 console.log(`rotta-diagnose cnn continual ${n} ${JSON.stringify(opts)}: ${((Date.now() - t0) / 1000).toFixed(0)} s`);
-console.log('corruption | rotta % | teacher+batch-stats % | student % | bn-adapt % | lag | lag end | bank pseudo-label correct % | bank from current corruption %');
-const tot: Acc = { n: 0, rotta: 0, tbatch: 0, student: 0, bn: 0, lag: 0, lagN: 0, lagEnd: 0, bankOk: 0, bankCur: 0, bankN: 0 };
+console.log('corruption | rotta % | teacher+batch-stats % | student % | bn-adapt % | lag | lag end | stem lag | bank pseudo-label correct % | bank from current corruption %');
+const tot: Acc = { n: 0, rotta: 0, tbatch: 0, student: 0, bn: 0, lag: 0, lagN: 0, lagEnd: 0, lag0: 0, bankOk: 0, bankCur: 0, bankN: 0 };
 for (const [d, a] of per) {
-  console.log(`${d} | ${pct(a.rotta, a.n)} | ${pct(a.tbatch, a.n)} | ${pct(a.student, a.n)} | ${pct(a.bn, a.n)} | ${(a.lag / a.lagN).toFixed(2)} | ${a.lagEnd.toFixed(2)} | ${pct(a.bankOk, a.bankN)} | ${pct(a.bankCur, a.bankN)}`);
+  console.log(`${d} | ${pct(a.rotta, a.n)} | ${pct(a.tbatch, a.n)} | ${pct(a.student, a.n)} | ${pct(a.bn, a.n)} | ${(a.lag / a.lagN).toFixed(2)} | ${a.lagEnd.toFixed(2)} | ${(a.lag0 / a.lagN).toFixed(2)} | ${pct(a.bankOk, a.bankN)} | ${pct(a.bankCur, a.bankN)}`);
   for (const k of Object.keys(tot) as (keyof Acc)[]) tot[k] += a[k];
 }
 // Mean over corruptions of each corruption's error (the benchmark's mean online error).
 const m = (k: 'rotta' | 'tbatch' | 'student' | 'bn') => (100 * [...per.values()].reduce((s, a) => s + a[k] / a.n, 0) / per.size).toFixed(2);
-console.log(`mean | ${m('rotta')} | ${m('tbatch')} | ${m('student')} | ${m('bn')} | ${(tot.lag / tot.lagN).toFixed(2)} | ${(tot.lagEnd / per.size).toFixed(2)} | ${pct(tot.bankOk, tot.bankN)} | ${pct(tot.bankCur, tot.bankN)}`);
+console.log(`mean | ${m('rotta')} | ${m('tbatch')} | ${m('student')} | ${m('bn')} | ${(tot.lag / tot.lagN).toFixed(2)} | ${(tot.lagEnd / per.size).toFixed(2)} | ${(tot.lag0 / tot.lagN).toFixed(2)} | ${pct(tot.bankOk, tot.bankN)} | ${pct(tot.bankCur, tot.bankN)}`);
 await ad.release(); await bn.release(); await model.release(); await bnModel.release();
