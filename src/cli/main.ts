@@ -45,7 +45,9 @@ program
   .command('train')
   .description('fine-tune a model, fully or with a PEFT adapter, on labelled data; writes the model (.onnx) or the adapter folder (HF PEFT layout)')
   .argument('<model>', 'the ONNX model to train')
-  .requiredOption('--data <path>', 'training data: IDX, .npy, .csv or an image folder (see below)')
+  .requiredOption('--data <path>', 'training data: IDX, .npy, .csv or an image folder (see below); --task next-token: a .npy of token ids [sequences, length]')
+  .option('--task <task>', 'classify (labelled samples) or next-token (a language model: each position predicts the next token)', 'classify')
+  .option('--pad-token <id>', 'next-token: the padding token id; positions before it get no label')
   .option('--labels <path>', 'labels, when --data has none: idx1, .npy or .csv/.txt')
   .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')
   .option('--adapter <method>', 'train an adapter instead of the whole model: lora, dora, ia3, bottleneck, bitfit, norm-affine')
@@ -69,6 +71,7 @@ program
     'refit train models/fmnist-cnn.onnx --data t10k-images-idx3-ubyte.gz --labels t10k-labels-idx1-ubyte.gz --epochs 2 --out tuned.onnx',
     'refit train models/fmnist-vit.onnx --data images/ --adapter lora --rank 8 --targets "/attn\\.(q|v)$/" --epochs 3 --out vit-lora/',
     'refit train model.onnx --data rows.csv --label-column label --adapter bitfit --lr 1e-2 --out bitfit/',
+    'refit train gpt.onnx --task next-token --data token-ids.npy --pad-token 0 --adapter lora --rank 8 --out gpt-lora/',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
     const { runTrain, formatTrainSummary } = await import('./train.ts');

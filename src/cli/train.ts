@@ -1,10 +1,10 @@
 // `refit train model.onnx --data …`: full fine-tuning or a PEFT adapter, with a validation split,
-// metrics per epoch and a progress bar. Nothing is written until training has finished, and then
+// metrics per epoch and a progress bar, for a classifier or (--task next-token) a language model;
+// what differs between the two is in train-task.ts and token-task.ts. Nothing is written until training has finished, and then
 // atomically (the model through RefitModel.save, the adapter folder through a swap).
 import { mkdirSync } from 'node:fs';
 import { dirname, extname, resolve } from 'node:path';
 import { loadModel, type RefitModel } from '../model.ts';
-import { crossEntropy } from '../train/losses.ts';
 import { adamw } from '../train/optim/index.ts';
 import { Trainer } from '../train/trainer.ts';
 import { withAdapter, lora, dora, ia3, bottleneck, bitfit, normAffine, accounting, type PeftModel } from '../peft/index.ts';
@@ -12,11 +12,18 @@ import type { AdapterMethod } from '../peft/types.ts';
 import { saveAdapter } from '../peft/files-node.ts';
 import { hasBatchNorm } from '../tta/bn-adapt.ts';
 import { Rng } from '../util/rng.ts';
-import { modelIO, loadData, batchOf, evaluateSet, progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic, scoreLogits } from './common.ts';
+import { progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic } from './common.ts';
+import { classifyTask, type TrainTask } from './train-task.ts';
+import { nextTokenTask } from './token-task.ts';
 
 export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-affine'] as const;
+export const TASKS = ['classify', 'next-token'] as const;
 
 export interface TrainOptions {
+  /** 'classify' (labelled samples, the default) or 'next-token' (token id sequences, token-task.ts). */
+  task?: string;
+  /** next-token: a token id whose positions are padding (no label). */
+  padToken?: string | number;
   data: string;
   labels?: string;
   labelColumn?: string;
@@ -53,6 +60,7 @@ export interface EpochMetrics {
 export interface TrainResult {
   model: string;
   data: { source: string; format: string; samples: number; train: number; validation: number; sampleShape: number[] };
+  task: string;
   mode: 'full' | 'adapter';
   adapter?: string;
   trainableParams: number;
@@ -104,6 +112,9 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const valSplit = finiteNumber('--val-split', o.valSplit ?? 0.1, (v) => v >= 0 && v < 1, 'a fraction in [0, 1)');
   const seed = finiteNumber('--seed', o.seed ?? 0, Number.isInteger, 'an integer');
   const mode = o.adapter ? 'adapter' : 'full';
+  const taskName = o.task ?? 'classify';
+  if (!(TASKS as readonly string[]).includes(taskName)) throw new Error(`unknown --task '${o.task}'; known tasks: ${TASKS.join(', ')}`);
+  const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   if (o.adapter && !(ADAPTERS as readonly string[]).includes(o.adapter)) throw new Error(`unknown adapter '${o.adapter}'; known adapters: ${ADAPTERS.join(', ')}`);
   const lr = finiteNumber('--lr', o.lr ?? (mode === 'full' ? 1e-3 : 5e-3), (v) => v > 0, 'a positive number');
   const weightDecay = finiteNumber('--weight-decay', o.weightDecay ?? 0.01, (v) => v >= 0, 'a non-negative number');
@@ -114,9 +125,10 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   if (mode === 'adapter' && extname(o.out).toLowerCase() === '.onnx') throw new Error(`--out ${o.out}: --adapter writes an adapter folder (HF PEFT layout), not an .onnx file; give a folder path`);
 
   const base = await loadModel(modelPath);
-  const io = modelIO(base, o.logits);
-  const ds = loadData(o.data, io, { labels: o.labels, labelColumn: o.labelColumn, needLabels: 'training' });
-  const { train, val } = splitIndices(ds.n, valSplit, seed);
+  const task: TrainTask = taskName === 'next-token'
+    ? nextTokenTask(base, { data: o.data, ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) })
+    : classifyTask(base, o);
+  const { train, val } = splitIndices(task.data.samples, valSplit, seed);
 
   let model: RefitModel = base;
   let trainable: string[];
@@ -140,8 +152,8 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const bn = (o.batchNorm ?? (mode === 'full' ? 'train' : 'eval')) as 'train' | 'eval';
   const step = model.compileTrainStep({
     trainable,
-    loss: crossEntropy({ logits: io.logits, labels: 'refit_labels' }),
-    outputs: [io.logits],
+    loss: task.loss,
+    outputs: [task.logits],
     ...(hasBatchNorm(model) ? { batchNorm: bn } : {}),
   });
   const groups = o.adapter ? (model as PeftModel).paramGroups() : []; // LoRA+ learning-rate scales, when set
@@ -161,18 +173,19 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
     const skipped0 = trainer.skippedSteps;
     bar?.start(stepsPerEpoch, 0, { label: `epoch ${e}/${epochs}`, metrics: '' });
     for (let s = 0; s < stepsPerEpoch; s++) {
-      const b = batchOf(ds, order.slice(s * bs, (s + 1) * bs));
-      const r = await trainer.step({ [io.spec.input]: b.x, refit_labels: b.y! });
+      const idx = order.slice(s * bs, (s + 1) * bs);
+      const r = await trainer.step(task.feeds(idx));
       if (!r.skipped) { lossSum += r.loss; lossSteps++; }
-      const logits = r.outputs[io.logits];
+      const logits = r.outputs[task.logits];
       if (logits) {
-        correct += scoreLogits(logits.data as Float32Array, logits.dims[logits.dims.length - 1]!, Array.from(b.y!.data as BigInt64Array, Number)).correct;
-        seen += b.ids.length;
+        const c = task.score(logits, idx);
+        correct += c.correct;
+        seen += c.scored;
       }
       bar?.update(s + 1, { metrics: `loss ${(lossSum / Math.max(1, lossSteps)).toFixed(4)}` });
     }
     bar?.stop();
-    const v = val.length ? await evaluateSet(model, io, ds, val, Math.max(bs, 64)) : null;
+    const v = val.length ? await task.evaluate(model, val, Math.max(bs, 64)) : null;
     const m: EpochMetrics = {
       epoch: e,
       trainLoss: lossSteps ? lossSum / lossSteps : NaN,
@@ -198,8 +211,9 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   await Promise.all([model.release(), base.release()]);
   return {
     model: modelPath,
-    data: { source: ds.source, format: ds.format, samples: ds.n, train: train.length, validation: val.length, sampleShape: ds.sampleShape },
+    data: { ...task.data, train: train.length, validation: val.length },
     mode,
+    task: taskName,
     ...(o.adapter ? { adapter: o.adapter } : {}),
     trainableParams,
     trainablePercent: percent,

@@ -212,6 +212,44 @@ test('adapt --method continual with --source: level 3 is the deep learner (RMT o
   failsCleanly(tent, /--no-deep is for --method continual/);
 });
 
+test('train --task next-token: LoRA on an exported nanoGPT from a .npy of token ids; bad token files fail cleanly', async () => {
+  const gpt = join(root, 'test/fixtures/token-ce/model.onnx'); // vocabulary 37, dynamic batch and sequence
+  const S = 48, T = 10;
+  // A corpus that counts (token t is followed by t + 1 mod 37), some tails padded with id 0.
+  const ids = BigInt64Array.from({ length: S * T }, (_, i) => { const s = Math.floor(i / T), t = i % T; return BigInt(s < 6 && t >= 7 ? 0 : (s * 5 + t) % 37); });
+  writeFileSync(p('tokens.npy'), npy('<i8', [S, T], ids));
+  const r = await refit('train', gpt, '--task', 'next-token', '--data', p('tokens.npy'), '--pad-token', '0', '--adapter', 'lora', '--rank', '4', '--lr', '2e-2',
+    '--epochs', '3', '--batch-size', '8', '--val-split', '0.25', '--out', p('gpt-lora'), '--json');
+  ok(r);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.task, 'next-token');
+  assert.equal(j.data.format, 'npy token ids');
+  assert.deepEqual(j.data.sampleShape, [T]);
+  assert.equal(j.data.train + j.data.validation, S);
+  assert.equal(j.epochs.length, 3);
+  for (const e of j.epochs) assert.ok(Number.isFinite(e.valLoss) && e.valAccuracy >= 0 && e.valAccuracy <= 1);
+  // Measured: train loss 3.7 -> 2.5 over the three epochs.
+  assert.ok(j.epochs[2].trainLoss < j.epochs[0].trainLoss - 0.3, `train losses ${j.epochs.map((e: { trainLoss: number }) => e.trainLoss)}`);
+  const adapted = await loadAdapter(await loadModel(gpt), p('gpt-lora'));
+  assert.ok(adapted.trainableNames().some((n) => n.includes('lora_A')));
+
+  writeFileSync(p('tokens-f32.npy'), npy('<f4', [S, T], Float32Array.from(ids, Number)));
+  writeFileSync(p('tokens-oov.npy'), npy('<i8', [2, T], BigInt64Array.from({ length: 2 * T }, (_, i) => BigInt(i === 13 ? 40 : 1))));
+  const out = p('never-lm');
+  const [f32ids, oov, cnnModel, task] = await Promise.all([
+    refit('train', gpt, '--task', 'next-token', '--data', p('tokens-f32.npy'), '--adapter', 'lora', '--out', out),
+    refit('train', gpt, '--task', 'next-token', '--data', p('tokens-oov.npy'), '--adapter', 'lora', '--out', out),
+    refit('train', cnn, '--task', 'next-token', '--data', p('tokens.npy'), '--adapter', 'lora', '--out', out),
+    refit('train', gpt, '--task', 'summarise', '--data', p('tokens.npy'), '--adapter', 'lora', '--out', out),
+  ]);
+  failsCleanly(f32ids, /token ids must be int32 or int64, got float32/);
+  failsCleanly(oov, /token 40 \(sequence 1, position 3\) is outside the model's vocabulary \[0, 37\)/);
+  failsCleanly(cnnModel, /--task next-token feeds one input of token ids; this model has x \(float32\)/);
+  failsCleanly(task, /unknown --task 'summarise'; known tasks: classify, next-token/);
+  assert.ok(!existsSync(out));
+  await adapted.release();
+});
+
 test('bad input: one line, exit 1, nothing written', async () => {
   const outs = ['m.onnx', 'big', 'u.csv', 'c.onnx'].map((f) => p('never', f));
   const [missing, big, method, nan, help] = await Promise.all([

@@ -1,0 +1,49 @@
+// What `refit train` trains on: the data, the loss, how a batch is fed and scored. The loop in
+// train.ts is the same for every task; classification (labelled samples) and next-token
+// prediction (token sequences, token-tasks.ts) differ only here.
+import type { RefitModel } from '../model.ts';
+import type { Tensor } from '../onnx/tensor.ts';
+import type { LossSpec } from '../train/loss-spec.ts';
+import { crossEntropy } from '../train/losses.ts';
+import { modelIO, loadData, batchOf, evaluateSet, scoreLogits } from './common.ts';
+
+export interface TrainTask {
+  /** For the result: where the data came from and what it holds. */
+  data: { source: string; format: string; samples: number; sampleShape: number[] };
+  /** The output the loss reads. */
+  logits: string;
+  loss: LossSpec;
+  /** The step's feeds for samples `idx` (model inputs and the loss's labels). */
+  feeds(idx: number[]): Record<string, Tensor>;
+  /** Correct predictions and how many were scored, from a step's logits for samples `idx`. */
+  score(logits: Tensor, idx: number[]): { correct: number; scored: number };
+  /** Mean loss and accuracy of `model` on samples `idx`, by plain inference. */
+  evaluate(model: RefitModel, idx: number[], batchSize: number): Promise<{ loss: number; accuracy: number }>;
+}
+
+export interface ClassifyOptions {
+  data: string;
+  labels?: string;
+  labelColumn?: string;
+  logits?: string;
+}
+
+/** Labelled samples (IDX, NPY, CSV, image folders) and cross-entropy over [N, classes] logits. */
+export function classifyTask(model: RefitModel, o: ClassifyOptions): TrainTask {
+  const io = modelIO(model, o.logits);
+  const ds = loadData(o.data, io, { labels: o.labels, labelColumn: o.labelColumn, needLabels: 'training' });
+  return {
+    data: { source: ds.source, format: ds.format, samples: ds.n, sampleShape: ds.sampleShape },
+    logits: io.logits,
+    loss: crossEntropy({ logits: io.logits, labels: 'refit_labels' }),
+    feeds(idx) {
+      const b = batchOf(ds, idx);
+      return { [io.spec.input]: b.x, refit_labels: b.y! };
+    },
+    score(logits, idx) {
+      const r = scoreLogits(logits.data as Float32Array, logits.dims[logits.dims.length - 1]!, idx.map((i) => ds.labels![i]!));
+      return { correct: r.correct, scored: idx.length };
+    },
+    evaluate: (m, idx, bs) => evaluateSet(m, io, ds, idx, bs),
+  };
+}
