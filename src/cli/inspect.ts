@@ -101,7 +101,12 @@ export function formatInspect(r: InspectResult): string {
   const counts = Object.entries(r.opCounts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   out.push(`  ops:        ${r.nodes} nodes: ${counts.map(([k, v]) => `${k} ×${v}`).join(', ')}`);
   out.push(`  gradients:  ${r.ops.differentiable.length} op types with rules${r.ops.lowered.length ? `, ${r.ops.lowered.join(', ')} by lowering` : ''}${r.ops.noGradient.length ? `, ${r.ops.noGradient.length} carry no gradient (${r.ops.noGradient.join(', ')})` : ''}`);
-  if (r.ops.withoutRule.length) out.push(`              without a rule: ${r.ops.withoutRule.join(', ')}`);
+  if (r.ops.withoutRule.length) {
+    // An op without a rule matters only between a parameter and an output (then it is a blocker below).
+    const blocking = new Set(r.blockers.map((b) => b.opType));
+    const idle = r.ops.withoutRule.filter((op) => !blocking.has(op));
+    out.push(`              without a rule: ${r.ops.withoutRule.join(', ')}${idle.length ? ` (${idle.length === r.ops.withoutRule.length ? 'none' : idle.join(', ')} between a parameter and an output: nothing to differentiate there)` : ''}`);
+  }
   out.push('  parameter groups:');
   for (const gr of r.groups) {
     const head = `    ${gr.name.padEnd(20)} ${String(gr.tensors).padStart(4)} tensors ${n(gr.values).padStart(11)} values  `;

@@ -101,11 +101,16 @@ test('inspect: the torch CNN fixture trains in every group; an op without a rule
   const [t, js] = await Promise.all([refit('inspect', p('lpnorm.onnx')), refit('inspect', p('lpnorm.onnx'), '--json')]);
   ok(t);
   assert.match(t.stdout, /LpNormalization: no gradient rule; nodes 'odd_norm'/);
-  assert.match(t.stdout, /without a rule: LpNormalization/);
+  assert.match(t.stdout, /without a rule: LpNormalization\n/, 'a blocker gets no "nothing to differentiate" note');
   const b = JSON.parse(js.stdout).blockers;
   assert.equal(b.length, 1);
   assert.equal(b[0].opType, 'LpNormalization');
   assert.deepEqual(b[0].nodes, ['odd_norm']);
+  // An op without a rule off every parameter's path (the exported nanoGPT's positions: Range) is said to be harmless.
+  const gpt = await refit('inspect', join(root, 'test/fixtures/token-ce/model.onnx'));
+  ok(gpt);
+  assert.match(gpt.stdout, /without a rule: Range \(none between a parameter and an output: nothing to differentiate there\)/);
+  assert.match(gpt.stdout, /every parameter group can train/);
 });
 
 test('train: LoRA on IDX and on a PNG folder, full training on NPY, BitFit on CSV; outputs load and learn', async () => {
