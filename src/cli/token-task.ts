@@ -7,6 +7,7 @@ import type { RefitModel } from '../model.ts';
 import { i64, tensor } from '../onnx/tensor.ts';
 import { tokenCrossEntropy } from '../train/losses.ts';
 import { parseNpy } from './data-files.ts';
+import { scoreLogits } from './common.ts';
 import { readBytes } from '../data/idx-node.ts';
 import type { TrainTask } from './train-task.ts';
 
@@ -60,13 +61,9 @@ export function nextTokenTask(model: RefitModel, o: NextTokenOptions): TrainTask
       for (let t = 0; t < T; t++) {
         const y = labels[s * T + t]!;
         if (y === IGNORE) continue;
-        const row = z.subarray((k * T + t) * V, (k * T + t + 1) * V);
-        let m = -Infinity, arg = 0;
-        for (let c = 0; c < V; c++) if (row[c]! > m) { m = row[c]!; arg = c; }
-        let e = 0;
-        for (let c = 0; c < V; c++) e += Math.exp(row[c]! - m);
-        lossSum += m + Math.log(e) - row[y]!;
-        if (arg === y) correct++;
+        const r = scoreLogits(z.subarray((k * T + t) * V, (k * T + t + 1) * V), V, [y]);
+        lossSum += r.lossSum;
+        correct += r.correct;
         scored++;
       }
     });

@@ -57,7 +57,7 @@ export const EMBEDDING_ROWS = 256;
 export function largestEmbedding(model: Model): number {
   let rows = 0;
   for (const n of model.graph.nodes) {
-    if (!isDefault(n) || n.opType !== 'Gather' || (attrInt(n, 'axis') ?? 0) !== 0) continue;
+    if (!isDefault(n) || n.opType !== 'Gather' || attrInt(n, 'axis', 0) !== 0) continue;
     const t = model.graph.initializers.get(n.inputs[0]!);
     if (t && t.dims.length === 2) rows = Math.max(rows, t.dims[0]!);
   }
