@@ -1,10 +1,14 @@
 // The model zoo (issue 10, item 7): real architectures exported as users export them
 // (test/fixtures/zoo/make_zoo.py: torchvision ResNet-18, MobileNetV2, EfficientNet-B0, a nanoGPT
 // decoder and a BERT encoder with dynamic axes, a U-Net with ConvTranspose and Resize, a
-// paddle2onnx-style opset-11 model with Constant-node weights, and an int8 QDQ twin of each), width-reduced.
+// paddle2onnx-style opset-11 model with Constant-node weights, and an int8 QDQ twin of each; then
+// torchvision ConvNeXt, MobileNetV3-small, ShuffleNetV2, DenseNet, SqueezeNet 1.1, RegNetY, ViT and
+// Swin, and an LSTM classifier), width-reduced. Every folder with a meta.json is picked up.
 // For each: trainable 'all', one step per reference case, loss and every gradient against
 // PyTorch ≤ 1e-4 relative (int8 twins against their dequantized float model with
-// straight-through fake quantization); then LoRA on its linear and convolution layers.
+// straight-through fake quantization; a parameter the exporter rearranged, as Swin's gathered
+// relative position bias or the LSTM's reordered gates, through its index map in read.ts);
+// then LoRA on its linear and convolution layers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadModel } from '../src/model.ts';
