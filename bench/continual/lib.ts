@@ -9,7 +9,7 @@ import {
 } from '../../src/data/streams.ts';
 import { argmaxRows } from '../../src/data/evaluate.ts';
 import { f32, type Tensor } from '../../src/onnx/tensor.ts';
-import { createAdapter, sourceDataOptions, type SourceSet } from '../../src/tta/index.ts';
+import { createAdapter, inputStats, sourceDataOptions, type SourceSet } from '../../src/tta/index.ts';
 import { lameSolve, LAME_DEFAULTS } from '../../src/tta/lame.ts';
 import { ContinualController, type ControllerOptions } from '../../src/continual/index.ts';
 import type { DeepLearnerOptions } from '../../src/continual/deep-learner.ts';
@@ -137,7 +137,7 @@ export async function runMethod(modelPath: string, method: string, stream: Strea
   const model = await loadModel(modelPath, { threads: 1 });
   const all = method === 'rmt-all';
   const name = all ? 'rmt' : method;
-  const adapter = createAdapter(model, name, { ...sourceDataOptions(name, source, { quick: true }), ...(all ? { params: model.parameterNames('all') } : {}), ...opts });
+  const adapter = createAdapter(model, name, { ...sourceDataOptions(name, source, { quick: true }), ...(all ? { params: model.parameterNames('all') } : {}), ...withInputStats(opts, source) });
   const sc = new Scorer();
   const t0 = performance.now();
   for (const b of stream) {
@@ -163,10 +163,18 @@ export function calibration(source: SourceSet, batch: number, n = 512): Tensor[]
   return out;
 }
 
+/** Options may name input alignment as `inputAlign: 'source'`: the statistics are the bundled source set's. */
+export function withInputStats<T extends object>(opts: T, source: SourceSet): T {
+  const a = (opts as { inputAlign?: unknown }).inputAlign;
+  if (a === 'source') return { ...opts, inputAlign: inputStats(source.images) };
+  if (a === false || a === 'off') { const { inputAlign: _, ...rest } = opts as T & { inputAlign?: unknown }; return rest as T; }
+  return opts;
+}
+
 /** Tuned options name the deep learner as `deep: true` or `deep: { updateEvery, … }`: its data is the bundled source set. */
 export function withSourceSet(opts: ControllerOptions, source: SourceSet): ControllerOptions {
   const deep = opts.deep as unknown as boolean | Partial<DeepLearnerOptions> | undefined;
-  const o: ControllerOptions = { ...opts };
+  const o: ControllerOptions = withInputStats({ ...opts }, source);
   if (deep) o.deep = { ...(deep === true ? {} : deep), sourceData: source.images, sourceLabels: source.labels };
   else delete o.deep;
   return o;

@@ -26,6 +26,7 @@ import { softmaxRows } from '../tta/common.ts';
 import { lameSolve, LAME_DEFAULTS } from '../tta/lame.ts';
 import { argmaxRows } from '../data/evaluate.ts';
 import { smoothedBatchPrior } from '../tta/batch-prior.ts';
+import { alignInput, type InputStats } from '../tta/input-align.ts';
 
 export const LEVEL_NAMES = ['output-correction', 'norm-statistics', 'fast-updates', 'consolidation', 'rollback'] as const;
 export type Level = 0 | 1 | 2 | 3 | 4;
@@ -108,6 +109,13 @@ export interface ControllerOptions extends Omit<FastSlowOptions, 'decay'> {
    * consolidation into the slow one. Created when level 3 is first reached.
    */
   deep?: DeepLearnerOptions;
+  /**
+   * Input alignment (../tta/input-align.ts): every batch, calibration batches included, is
+   * standardised per channel to these source statistics (`tta.inputStats` of in-distribution
+   * inputs) before anything else sees it, at every level: it changes no parameter and is close to
+   * the identity on in-distribution batches. A refit addition. Off when absent.
+   */
+  inputAlign?: InputStats;
   seed?: number;
 }
 
@@ -261,7 +269,8 @@ export class ContinualController {
     if (batches.length === 0) throw new Error('continual.calibrate: give at least one in-distribution batch');
     const C = this.learner.classes;
     let sum = 0;
-    for (const x of batches) {
+    for (const b of batches) {
+      const x = this.options.inputAlign ? alignInput(b, this.options.inputAlign) : b;
       const out = await this.learner.process(x, { update: false, batchStats: false });
       sum += predictionStats(out.fastLogits).entropy / Math.log(C);
     }
@@ -271,11 +280,13 @@ export class ContinualController {
   }
 
   /** Predict a batch, adapting as the current level allows; ids name the predictions for feedback. */
-  async predict(x: Tensor, ids?: string[]): Promise<ControllerResult> {
-    const n = x.dims[0]!;
+  async predict(input: Tensor, ids?: string[]): Promise<ControllerResult> {
+    const n = input.dims[0]!;
     if (ids && ids.length !== n) throw new Error(`continual.predict: ${n} inputs but ${ids.length} ids`);
-    const data = x.data as Float32Array;
+    const data = input.data as Float32Array;
     for (let i = 0; i < data.length; i++) checkInput(data[i]!, i);
+    // Everything below (both learners, the buffers kept for feedback) sees the aligned batch.
+    const x = this.options.inputAlign ? alignInput(input, this.options.inputAlign) : input;
     const first = this.events.length;
     const level = this.level;
     const t0 = performance.now();
@@ -320,11 +331,12 @@ export class ContinualController {
     if (out.embedding && this.memory) this.memory.correct(probs, out.embedding.data as Float32Array, n);
     const predictions = argmaxRows(probs, C);
     const batchIds = ids ?? Array.from({ length: n }, (_, i) => `${this.batch - 1}:${i}`);
-    const per = data.length / n;
+    // Labels that come back later train on the input the model saw (aligned, with inputAlign).
+    const seen = x.data as Float32Array, per = seen.length / n;
     const emb = out.embedding?.data as Float32Array | undefined;
     const d = emb ? emb.length / n : 0;
     for (let i = 0; i < n; i++) {
-      const s: PendingSample = { id: batchIds[i]!, input: data.slice(i * per, (i + 1) * per), probs: probs.slice(i * C, (i + 1) * C), predicted: predictions[i]!, batch: this.batch };
+      const s: PendingSample = { id: batchIds[i]!, input: seen.slice(i * per, (i + 1) * per), probs: probs.slice(i * C, (i + 1) * C), predicted: predictions[i]!, batch: this.batch };
       if (emb) s.embedding = emb.slice(i * d, (i + 1) * d);
       this.fb.add(s);
     }

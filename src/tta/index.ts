@@ -15,6 +15,7 @@ import { ROID } from './roid.ts';
 import { RoTTA } from './rotta.ts';
 import { z } from 'zod';
 import { parseOptions } from './common.ts';
+import { InputAligned, type InputStats } from './input-align.ts';
 
 export type { Adapter, AdaptResult, AdaptInfo, AdapterState } from './types.ts';
 export { Source } from './source.ts';
@@ -29,6 +30,7 @@ export { RMT, RMT_DEFAULTS, type RmtOptions } from './rmt.ts';
 export { RDumb, RDUMB_DEFAULTS, type RdumbOptions } from './rdumb.ts';
 export { ROID, ROID_DEFAULTS, type RoidOptions } from './roid.ts';
 export { RoTTA, ROTTA_DEFAULTS, type RottaOptions } from './rotta.ts';
+export { alignInput, inputStats, InputAligned, type InputStats } from './input-align.ts';
 export { loadSourceSet, sourceDataOptions, type SourceSet } from './source-data.ts';
 export { runStream, type StreamScore } from './run-stream.ts';
 
@@ -49,9 +51,15 @@ const FACTORIES: Record<string, (model: RefitModel, opts: Record<string, unknown
 
 export const METHODS = Object.keys(FACTORIES);
 
-/** Create an adapter by name; an unknown name lists the known ones, an unknown option names the known options. */
+/**
+ * Create an adapter by name; an unknown name lists the known ones, an unknown option names the known options.
+ * `inputAlign: { mean, std }` (any method; see ./input-align.ts) standardises every batch's input
+ * to those source statistics before the method sees it.
+ */
 export function createAdapter(model: RefitModel, method: string, opts: Record<string, unknown> = {}): Adapter {
   const f = Object.hasOwn(FACTORIES, method) ? FACTORIES[method] : undefined;
   if (!f) throw new Error(`unknown adaptation method '${method}'; known methods: ${METHODS.join(', ')}`);
-  return f(model, opts);
+  const { inputAlign, ...rest } = opts;
+  if (inputAlign === undefined) return f(model, rest);
+  return new InputAligned(f(model, rest), inputAlign as InputStats);
 }
