@@ -11,7 +11,12 @@
 // then LoRA on its linear and convolution layers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { loadModel } from '../src/model.ts';
+import { ort } from '../src/onnx/runtime.ts';
+import { attrInt } from '../src/onnx/ir.ts';
 import * as peft from '../src/peft/index.ts';
 import { listZoo, readZoo, batchOf, lossOf, torchGrad, type ZooFixture } from './fixtures/zoo/read.ts';
 import { assertCloseToTorch } from './helpers/close.ts';
@@ -79,3 +84,50 @@ for (const name of listZoo()) {
     await checkLora(f);
   });
 }
+
+// A model saved by onnxruntime's optimizer ('extended', optimizedModelFilePath), as users ship them:
+// MatmulTransposeFusion folds nn.MultiheadAttention's batch-axis Transposes into FusedMatMul
+// transBatchA / transBatchB (src/autodiff/lower/contrib.ts). The optimizer also drops the exporter's
+// Identity aliases, so deduplicated tensors (zero biases, unit LayerNorm scales) become one shared
+// tensor: its PyTorch gradient is the sum over the parameters the export aliased to it.
+test('zoo vit saved by onnxruntime\'s optimizer (FusedMatMul transBatchA/B): loss and every tied gradient match PyTorch', async () => {
+  const f = readZoo('vit');
+  const dir = mkdtempSync(join(tmpdir(), 'refit-zoo-ort-'));
+  try {
+    const out = join(dir, 'vit.onnx');
+    const s = await ort.InferenceSession.create(f.modelPath, { graphOptimizationLevel: 'extended', optimizedModelFilePath: out, executionProviders: ['cpu'] });
+    await s.release();
+    const model = await loadModel(out, { threads: 1 });
+    const batched = model.ir.graph.nodes.filter((n) => n.opType === 'FusedMatMul' && (attrInt(n, 'transBatchA', 0) || attrInt(n, 'transBatchB', 0)));
+    assert.ok(batched.length > 0, 'onnxruntime wrote no FusedMatMul with transBatchA/B: this test checks nothing');
+    const step = model.compileTrainStep({ trainable: 'all', loss: lossOf(f.meta), outputs: [f.meta.output] });
+    try {
+      const c = f.meta.cases[0]!.name;
+      const r = await step.run(batchOf(f, c));
+      const refLoss = (f.tensors.get(`${c}.loss`)!.data as Float32Array)[0]!;
+      assert.ok(Math.abs(r.loss - refLoss) <= 1e-4 * Math.abs(refLoss), `loss ${r.loss} vs PyTorch ${refLoss}`);
+      const sums = new Map<string, Float32Array>();
+      for (const [p, holders] of Object.entries(f.meta.params)) {
+        const { dims, data } = f.tensors.get(`${c}.grad.${p}`)!;
+        const ref = data as Float32Array;
+        for (const [o, transposed] of holders) {
+          const src = f.meta.identity_aliases[o] ?? o;
+          const acc = sums.get(src) ?? new Float32Array(ref.length);
+          const [rows, cols] = dims as [number, number]; // a transposed holder is [cols, rows] in ONNX
+          for (let i = 0; i < ref.length; i++) acc[transposed ? (i % cols) * rows + Math.floor(i / cols) : i]! += ref[i]!;
+          sums.set(src, acc);
+        }
+      }
+      for (const [name, ref] of sums) {
+        const g = r.grads.get(name);
+        assert.ok(g, `no gradient for ${name}`);
+        assertCloseToTorch(`vit (onnxruntime-optimized) grad ${name}`, g, { dtype: 'float32', dims: [ref.length], data: ref });
+      }
+    } finally {
+      await step.release();
+      await model.release();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

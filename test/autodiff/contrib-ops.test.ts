@@ -44,6 +44,11 @@ const CASES: [string, OneOp][] = [
   ['Attention qkv_hidden_sizes, scale', attn([], { num_heads: 2, qkv_hidden_sizes: [D, D, 4], scale: 0.3 }, 2 * D + 4)],
   ['FusedMatMul transB alpha', { op: 'FusedMatMul', domain: MS, inputs: [['x', [B, S, D]], ['w', [6, D]]], outputs: ['y'], attrs: { transB: 1, alpha: { kind: 'float', value: 0.5 } } }],
   ['FusedMatMul transA batched', { op: 'FusedMatMul', domain: MS, inputs: [['x', [B, D, S]], ['w', [B, D, 3]]], outputs: ['y'], attrs: { transA: 1 } }],
+  // transBatch*: axis 0 holds the rows (or K), the batch axes follow (nn.MultiheadAttention's [L, N·H, E] fused by
+  // onnxruntime); its kernel wants both inputs of one rank ≥ 3 then
+  ['FusedMatMul transBatchA', { op: 'FusedMatMul', domain: MS, inputs: [['x', [S, 3, D]], ['w', [3, D, 4]]], outputs: ['y'], attrs: { transBatchA: 1 } }],
+  ['FusedMatMul transBatchB transB alpha', { op: 'FusedMatMul', domain: MS, inputs: [['x', [3, S, D]], ['w', [6, 3, D]]], outputs: ['y'], attrs: { transBatchB: 1, transB: 1, alpha: { kind: 'float', value: 0.5 } } }],
+  ['FusedMatMul transBatchA transA, transBatchB, rank 4', { op: 'FusedMatMul', domain: MS, inputs: [['x', [D, B, 3, S]], ['w', [D, B, 3, 4]]], outputs: ['y'], attrs: { transBatchA: 1, transA: 1, transBatchB: 1 } }],
   ['FusedGemm Relu', { op: 'FusedGemm', domain: MS, inputs: [['x', [B, D]], ['w', [6, D]], ['c', [6]]], outputs: ['y'], attrs: { transB: 1, activation: 'Relu' } }],
   ['FusedGemm LeakyRelu', { op: 'FusedGemm', domain: MS, inputs: [['x', [B, D]], ['w', [D, 6]], ['c', [6]]], outputs: ['y'], attrs: { activation: 'LeakyRelu', activation_alpha: { kind: 'float', value: 0.1 }, alpha: { kind: 'float', value: 0.7 } } }],
   ['FusedConv Relu', { op: 'FusedConv', domain: MS, inputs: [['x', [B, 3, 6, 6]], ['w', [4, 3, 3, 3]], ['c', [4]]], outputs: ['y'], attrs: { activation: 'Relu', pads: [1, 1, 1, 1] } }],
@@ -83,7 +88,7 @@ test('the forward check catches a wrong unfusing: Attention unfused without the 
 });
 
 test('finite differences through the unfused ops w.r.t. every float input', async () => {
-  for (const [label, spec] of CASES.filter(([l]) => /^(FastGelu with|BiasGelu|QuickGelu$|SkipLayerNormalization \(beta|SkipSimplified|SimplifiedLayer|Attention raw 2-D mask, uni|FusedMatMul transB|FusedGemm Leaky|FusedConv LeakyRelu|EmbedLayerNormalization \(seg)/.test(l))) {
+  for (const [label, spec] of CASES.filter(([l]) => /^(FastGelu with|BiasGelu|QuickGelu$|SkipLayerNormalization \(beta|SkipSimplified|SimplifiedLayer|Attention raw 2-D mask, uni|FusedMatMul transB|FusedMatMul transBatch|FusedGemm Leaky|FusedConv LeakyRelu|EmbedLayerNormalization \(seg)/.test(l))) {
     const { model, feeds, params } = oneOp({ ...spec, feed: '' });
     const reports = await gradCheck(model, feeds, { params, outputs: spec.outputs.filter((o) => o && o !== 'mask_index'), maxElements: 24 });
     for (const r of reports) {

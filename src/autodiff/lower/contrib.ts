@@ -57,7 +57,6 @@ export function contribRefusal(node: Node, shapeOf?: (t: string) => number[]): s
       if (attrInt(node, 'mask_index_type', 1) !== 1 && used(1)) return 'mask_index_type other than 1 is not supported';
       return undefined;
     case 'FusedMatMul':
-      if (attrInt(node, 'transBatchA', 0) || attrInt(node, 'transBatchB', 0)) return 'transBatchA / transBatchB are not supported';
       return undefined;
     case 'FusedGemm':
     case 'FusedConv': {
@@ -174,13 +173,18 @@ export function lowerContrib(node: Node, _graph: Graph, em: Emitter, shapeOf: (t
       return;
     }
     case 'FusedMatMul': {
-      // alpha · op(A) · op(B), where op transposes the last two axes.
-      const t = (x: string, on: boolean) => {
-        if (!on) return x;
+      // alpha · op(A) · op(B). transBatchA/B first move axis 0 behind the batch axes (perm
+      // [1, …, r−2, 0, r−1]): onnxruntime's MatmulTransposeFusion folds a Transpose such as
+      // nn.MultiheadAttention's [L, N·H, E] → [N·H, L, E] into it, and its kernel then takes the rows
+      // from axis 0 (matmul_helper's leading axis; it wants both inputs of one rank ≥ 3 then).
+      // transA/B transpose the last two axes after that.
+      const t = (x: string, batch: boolean, last: boolean) => {
         const r = shapeOf(x).length;
-        return em.transpose(x, [...Array.from({ length: r - 2 }, (_, k) => k), r - 1, r - 2]);
+        if (batch && r > 2) x = em.transpose(x, [...Array.from({ length: r - 2 }, (_, k) => k + 1), 0, r - 1]);
+        return last ? em.transpose(x, [...Array.from({ length: r - 2 }, (_, k) => k), r - 1, r - 2]) : x;
       };
-      const y = em.op('MatMul', [t(node.inputs[0]!, attrInt(node, 'transA', 0) !== 0), t(node.inputs[1]!, attrInt(node, 'transB', 0) !== 0)]);
+      const on = (a: string) => attrInt(node, a, 0) !== 0;
+      const y = em.op('MatMul', [t(node.inputs[0]!, on('transBatchA'), on('transA')), t(node.inputs[1]!, on('transBatchB'), on('transB'))]);
       const alpha = attrFloat(node, 'alpha', 1);
       return bind(em, alpha === 1 ? y : em.mul(y, em.scalar(alpha)), out);
     }
