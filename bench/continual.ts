@@ -10,6 +10,8 @@
 //
 //   nice -n 15 npx tsx bench/continual.ts --model cnn --samples 256 [--settings continual,mixed]
 //     [--methods source,tent,controller] [--resume] [--tag -smoke] [--round-samples 32] [--level-samples 64] [--clean 512]
+//     [--align]   every method with input alignment to the source set (inputAlign, src/tta/input-align.ts);
+//                 its rows are named '<method>+align' (the controller's tuned options may hold it already)
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { SETTINGS, METHODS, streamFor, testData, runMethod, runController, type Row, type Setting, type Sizes } from './continual/lib.ts';
 import { loadSourceSet } from '../src/tta/index.ts';
@@ -33,6 +35,8 @@ const methods = opt('methods', METHODS.join(',')).split(',');
 for (const m of methods) if (!(METHODS as readonly string[]).includes(m)) throw new Error(`unknown method '${m}'; known: ${METHODS.join(', ')}`);
 const modelPath = `models/fmnist-${which}.onnx`;
 const tag = opt('tag', '');
+const align = args.includes('--align');
+const rowName = (m: string) => (align ? `${m}+align` : m);
 const jsonPath = `bench/results/continual-${which}${tag}.json`;
 const tunedPath = `bench/results/continual-tuned-${which}.json`;
 const tuned: Record<string, Record<string, unknown>> = existsSync(tunedPath) ? JSON.parse(readFileSync(tunedPath, 'utf8')).chosen : {};
@@ -55,17 +59,17 @@ const source = loadSourceSet();
 for (const setting of settings) {
   const stream = streamFor(setting, data, sizes);
   for (const method of methods) {
-    if (results.rows.some((r) => r.setting === setting && r.method === method)) continue;
+    if (results.rows.some((r) => r.setting === setting && r.method === rowName(method))) continue;
     const batchScale = stream.batchSize / 64;
     let row: Row;
     try {
     if (method.startsWith('controller')) {
-      const o = { ...(tuned[method] ?? tuned.controller ?? {}) } as Record<string, unknown>;
+      const o = { ...(tuned[method] ?? tuned.controller ?? {}), ...(align ? { inputAlign: 'source' } : {}) } as Record<string, unknown>;
       // The controller's lr is given at batch 64 and scaled linearly with the batch (as Tent's).
       if (typeof o.lr === 'number') o.lr *= batchScale;
       row = await runController(modelPath, stream, data, sizes, o, source, method === 'controller+labels' ? 0.01 : 0, 5);
     } else {
-      const o = { ...(tuned[method] ?? {}) } as Record<string, unknown>;
+      const o = { ...(tuned[method] ?? {}), ...(align ? { inputAlign: 'source' } : {}) } as Record<string, unknown>;
       if (typeof o.lr === 'number') o.lr *= batchScale;
       row = await runMethod(modelPath, method, stream, data, sizes, o, source);
     }
@@ -74,6 +78,7 @@ for (const setting of settings) {
       continue;
     }
     row.setting = setting;
+    row.method = rowName(row.method);
     results.rows.push(row);
     console.log(`${which} ${setting} ${method}: mean ${(100 * row.mean).toFixed(1)} clean ${(100 * row.clean).toFixed(1)} ${row.ms.toFixed(1)} ms/batch ${row.seconds.toFixed(0)} s${row.levels ? ' levels ' + row.levels.slice(0, 80) : ''}`);
     save();

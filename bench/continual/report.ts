@@ -4,6 +4,9 @@ import type { Row, Sizes } from './lib.ts';
 
 const pc = (v: number) => (100 * v).toFixed(1);
 const SINGLE = ['bn-adapt', 'tent', 'eata', 'sar', 'cotta', 'rmt', 'lame', 't3a', 'rotta', 'roid', 'rdumb'];
+// A method run with input alignment (bench/continual.ts --align) is a single method too; so is the
+// source model with it, which changes no parameter but is an adaptation of the input.
+const isSingle = (m: string) => SINGLE.includes(m) || (m.endsWith('+align') && m !== 'controller+align' && m !== 'controller+labels+align');
 
 /** Levels as runs: "1×4 2×3 3×113" (level × batches). */
 export function runs(levels: string): string {
@@ -46,7 +49,7 @@ export function renderMarkdown(model: string, sizes: Sizes, rows: Row[], tuned: 
   L.push('## Targets', '');
   for (const s of settings) {
     const rs = rows.filter((r) => r.setting === s);
-    const singles = rs.filter((r) => SINGLE.includes(r.method));
+    const singles = rs.filter((r) => isSingle(r.method));
     const best = singles.sort((a, b) => a.mean - b.mean)[0];
     const c = rs.find((r) => r.method === 'controller'), cl = rs.find((r) => r.method === 'controller+labels');
     const src = rs.find((r) => r.method === 'source'), tent = rs.find((r) => r.method === 'tent');
@@ -71,7 +74,7 @@ export function summary(model: string, rows: Row[]): string {
     const rs = rows.filter((r) => r.setting === s);
     const get = (m: string) => rs.find((r) => r.method === m);
     const f = (r?: Row) => (r ? pc(r.mean) : '–');
-    const singles = rs.filter((r) => SINGLE.includes(r.method));
+    const singles = rs.filter((r) => isSingle(r.method));
     const best = [...singles].sort((a, b) => a.mean - b.mean)[0];
     L.push(`| ${s} | ${f(get('source'))} | ${best ? `${best.method} ${pc(best.mean)}` : '–'} | ${f(get('tent'))} | ${f(get('rmt'))} | ${f(get('controller'))} | ${f(get('controller+labels'))} | ${singles.length} |`);
   }

@@ -3,7 +3,7 @@
 // sample (CSV or JSONL), the error when labels are given, and an HTML report.
 import { extname, resolve } from 'node:path';
 import { loadModel } from '../model.ts';
-import { createAdapter, METHODS, sourceDataOptions } from '../tta/index.ts';
+import { createAdapter, inputStats, METHODS, sourceDataOptions } from '../tta/index.ts';
 import type { Adapter } from '../tta/types.ts';
 import { ContinualController, LEVEL_NAMES } from '../continual/index.ts';
 import type { StreamScore } from '../tta/run-stream.ts';
@@ -28,6 +28,8 @@ export interface AdaptOptions {
    * learner, as `refit demo`); false (`--no-deep`) keeps level 3 on the normalization adapters. @default true
    */
   deep?: boolean;
+  /** Standardise each batch's input per channel to --source's mean and std (src/tta/input-align.ts). */
+  inputAlign?: boolean;
   out: string;
   report?: string;
   json?: boolean;
@@ -47,6 +49,8 @@ export interface AdaptResult {
   feedbackAccepted?: number;
   /** Continual: whether level 3 runs the deep learner (RMT over every parameter on --source). */
   deepLearner?: boolean;
+  /** With --input-align: the --source statistics each batch was standardised to. */
+  inputAlign?: { mean: number[]; std: number[] };
   out: string;
   report: string | null;
   msPerBatch: number;
@@ -79,6 +83,8 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   const src = o.source ? loadData(o.source, io, { labels: o.sourceLabels, needLabels: '--source' }) : null;
   const srcTensor = src ? batchOf(src, range(0, src.n)) : null;
   const deepLearner = method === 'continual' && !!srcTensor && o.deep !== false;
+  if (o.inputAlign && !srcTensor) throw new Error('--input-align standardises the stream to the statistics of in-distribution data; give --source');
+  const align = o.inputAlign ? { inputAlign: inputStats(srcTensor!.x) } : {};
 
   let adapter: Adapter | null = null;
   let controller: ContinualController | null = null;
@@ -88,7 +94,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
     // CNN's validation stream it cut the error by 2 points over the normalization adapters
     // (docs/continual.md). Its other options keep the library's defaults.
     const deep = deepLearner ? { deep: { sourceData: srcTensor!.x, sourceLabels: src!.labels! } } : {};
-    controller = new ContinualController(model, { logits: io.logits, ...(embedding ? { embedding } : {}), ...deep });
+    controller = new ContinualController(model, { logits: io.logits, ...(embedding ? { embedding } : {}), ...deep, ...align });
     if (srcTensor) {
       // The entropy reference from in-distribution batches rather than the stream's first ones.
       const calib = [];
@@ -97,7 +103,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
     }
   } else {
     const extra = srcTensor ? sourceDataOptions(method, { images: srcTensor.x, labels: Uint8Array.from(src!.labels!), n: src!.n }) : {};
-    adapter = createAdapter(model, method, { ...(o.logits ? { logits: o.logits } : {}), ...extra }); // each method's own default output otherwise
+    adapter = createAdapter(model, method, { ...(o.logits ? { logits: o.logits } : {}), ...extra, ...align }); // each method's own default output otherwise
   }
 
   const batches = Math.ceil(ds.n / batchSize);
@@ -184,6 +190,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
     sourceError,
     ...(controller ? { levels, events, deepLearner } : {}),
     ...(delay !== null ? { feedbackAccepted: accepted } : {}),
+    ...(o.inputAlign ? { inputAlign: align.inputAlign } : {}),
     out: o.out,
     report,
     msPerBatch: ms / Math.max(1, batches),
@@ -202,6 +209,7 @@ export function formatAdapt(r: AdaptResult): string {
   if (r.error !== null) lines.push(`error ${(100 * r.error).toFixed(2)}% (unadapted model: ${(100 * r.sourceError!).toFixed(2)}%)`);
   if (r.levels) lines.push(`controller levels (batches): ${Object.entries(r.levels).map(([k, v]) => `${k} ${v}`).join(', ')}; ${r.events!.length} events${r.feedbackAccepted !== undefined ? `; ${r.feedbackAccepted} labels fed back` : ''}`);
   if (r.levels) lines.push(r.deepLearner ? 'level 3: RMT over every parameter on --source (the deep learner)' : 'level 3: the normalization adapters (give --source, labelled in-distribution data, for RMT over every parameter)');
+  if (r.inputAlign) lines.push(`input aligned per channel to --source: mean ${r.inputAlign.mean.map((v) => v.toFixed(4)).join(', ')}, std ${r.inputAlign.std.map((v) => v.toFixed(4)).join(', ')}`);
   if (r.report) lines.push(`report: ${r.report}`);
   return lines.join('\n');
 }

@@ -217,6 +217,22 @@ test('adapt --method continual with --source: level 3 is the deep learner (RMT o
   failsCleanly(tent, /--no-deep is for --method continual/);
 });
 
+test('adapt --input-align: a washed-out stream standardised to --source loses most of its error; without --source it fails cleanly', async () => {
+  writeFileSync(p('washed.npy'), npy('<f4', [N, 1, 28, 28], Float32Array.from(fm.images, (v) => 0.3 * v + 0.45)));
+  const common = ['--method', 'source', '--stream', p('washed.npy'), '--labels', p('y.npy'), '--source', p('data.csv'), '--label-column', 'label', '--json'];
+  const [aligned, plain] = await Promise.all([
+    refit('adapt', cnn, ...common, '--input-align', '--out', p('aligned.csv')),
+    refit('adapt', cnn, ...common, '--out', p('plain.csv')),
+  ]);
+  ok(aligned);
+  ok(plain);
+  const a = JSON.parse(aligned.stdout), b = JSON.parse(plain.stdout);
+  assert.equal(a.inputAlign.mean.length, 1);
+  assert.equal(b.inputAlign, undefined);
+  assert.ok(b.error > 0.3 && a.error < b.error / 2, `washed-out stream: ${a.error} aligned against ${b.error}`);
+  failsCleanly(await refit('adapt', cnn, '--method', 'tent', '--stream', p('x.npy'), '--input-align', '--out', p('never.csv')), /--input-align .* give --source/);
+});
+
 test('train --task next-token: LoRA on an exported nanoGPT from a .npy of token ids; bad token files fail cleanly', async () => {
   const gpt = join(root, 'test/fixtures/token-ce/model.onnx'); // vocabulary 37, dynamic batch and sequence
   const S = 48, T = 10;
