@@ -7,6 +7,7 @@ import { applyFold, planFold, FLOAT_FOLD_MAX_ELEMENTS } from '../onnx/fold.ts';
 import { buildBackward } from '../autodiff/backward.ts';
 import { lowerForGradient } from '../autodiff/lower/index.ts';
 import { lowerQuantized } from '../autodiff/lower/quant.ts';
+import { NCHWC_DOMAIN, nchwcBlockSize } from '../onnx/nchwc.ts';
 import { isFloat, size } from '../onnx/tensor.ts';
 import type { LossSpec } from './loss-spec.ts';
 import { lowerBatchNormTrain, type RunningStatUpdate } from './batchnorm-train.ts';
@@ -72,7 +73,9 @@ export async function buildStepGraph(source: Model, sig: InputSignature, opts: S
   // Before the loss and backward exist, so gradient rules see folded values as constants.
   applyFold(g, plan, values, { roots: [...opts.loss.reads, ...(opts.outputs ?? [])], keep: fed });
   lap('fold');
-  lowerForGradient(g, shapeOf, em, { trainable: opts.trainable }); // LSTM/GRU unrolled, com.microsoft fused ops unfused
+  // LSTM/GRU unrolled, com.microsoft fused ops unfused, blocked NCHWc ops (a model saved at level 'all') unblocked
+  const nchwcBlock = g.nodes.some((n) => n.domain === NCHWC_DOMAIN) ? await nchwcBlockSize() : null;
+  lowerForGradient(g, shapeOf, em, { trainable: opts.trainable, nchwcBlock });
   lowerQuantized(g, em, opts.trainable); // int8 layers → float with straight-through gradients; float16 → float32
 
   const runningStats = opts.batchNorm === 'train' ? lowerBatchNormTrain(g, em, shapeOf) : [];

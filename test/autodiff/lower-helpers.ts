@@ -6,6 +6,7 @@ import { encodeModel } from '../../src/onnx/proto.ts';
 import { createSession, toOrt, fromOrt } from '../../src/onnx/runtime.ts';
 import { probeShapes, signatureOf } from '../../src/onnx/shapes.ts';
 import { lowerForGradient } from '../../src/autodiff/lower/index.ts';
+import { NCHWC_DOMAIN, nchwcBlockSize } from '../../src/onnx/nchwc.ts';
 import { type Tensor, f32 } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 
@@ -25,7 +26,9 @@ export async function lowered(m: Model, feeds: Record<string, Tensor>, trainable
   const shapeOf = (t: string) => shapes?.get(t)?.dims ?? feeds[t]?.dims ?? m.graph.initializers.get(t)?.dims ?? [];
   const c = cloneModel(m);
   const em = new Emitter(c.graph, opsetVersion(c));
-  const r = lowerForGradient(c.graph, shapeOf, em, { trainable });
+  // onnxruntime's block size, as the step builder asks it, when the model holds blocked NCHWc nodes
+  const nchwcBlock = c.graph.nodes.some((n) => n.domain === NCHWC_DOMAIN) ? await nchwcBlockSize() : null;
+  const r = lowerForGradient(c.graph, shapeOf, em, { trainable, nchwcBlock });
   return { model: c, count: r.lowered.length };
 }
 

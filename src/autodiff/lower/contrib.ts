@@ -20,8 +20,8 @@ export const CONTRIB_OPS = new Set([
   'FusedMatMul', 'FusedGemm', 'FusedConv', 'EmbedLayerNormalization',
 ]);
 
-/** Activations FusedConv / FusedGemm carry, with how many float parameters each takes. */
-const FUSED_ACTIVATIONS: Record<string, number> = { Relu: 0, Tanh: 0, Sigmoid: 0, LeakyRelu: 1, HardSigmoid: 2, Clip: 2 };
+/** Activations FusedConv / FusedGemm (and com.microsoft.nchwc Conv) carry, with how many float parameters each takes. */
+export const FUSED_ACTIVATIONS: Record<string, number> = { Relu: 0, Tanh: 0, Sigmoid: 0, LeakyRelu: 1, HardSigmoid: 2, Clip: 2, HardSwish: 0 };
 
 export function isContribLowerable(node: Node): boolean {
   if (node.opType === 'SimplifiedLayerNormalization') return node.domain === '' || node.domain === 'ai.onnx';
@@ -70,12 +70,12 @@ export function contribRefusal(node: Node, shapeOf?: (t: string) => number[]): s
   }
 }
 
-/** The activation a FusedConv / FusedGemm applies after its linear part. */
-function fusedActivation(em: Emitter, node: Node, y: string): string {
+/** The activation a FusedConv / FusedGemm / nchwc Conv applies after its linear part. */
+export function fusedActivation(em: Emitter, node: Node, y: string): string {
   const act = node.attrs.activation?.value as string | undefined;
   if (act === undefined) return y;
-  // FusedConv packs parameters in activation_params; FusedGemm in activation_alpha / _beta.
-  const params = node.opType === 'FusedConv'
+  // FusedConv and nchwc Conv pack parameters in activation_params; FusedGemm in activation_alpha / _beta.
+  const params = node.opType !== 'FusedGemm'
     ? (node.attrs.activation_params?.value as number[] | undefined) ?? []
     : [attrFloat(node, 'activation_alpha', act === 'LeakyRelu' ? 0.01 : 0.2), attrFloat(node, 'activation_beta', 0.5)];
   const f = (v: number) => ({ kind: 'float' as const, value: v });
@@ -84,6 +84,11 @@ function fusedActivation(em: Emitter, node: Node, y: string): string {
     case 'LeakyRelu': return em.op('LeakyRelu', [y], { alpha: f(params[0] ?? 0.01) });
     case 'HardSigmoid': return em.op('HardSigmoid', [y], { alpha: f(params[0] ?? 0.2), beta: f(params[1] ?? 0.5) });
     case 'Clip': return em.op('Clip', [y, em.scalar(params[0]!), em.scalar(params[1]!)]);
+    // onnxruntime fuses HardSwish into its blocked nchwc Conv (MobileNetV3 saved at level 'all').
+    // Written as x·HardSigmoid(x), never the HardSwish op: onnxruntime inlines that op as a function
+    // with names '_inlfunc_HardSwish_token_<n>_…' from a counter that restarts per session, and a
+    // model it saved already holds such names, so a new HardSwish is rejected as a duplicate.
+    case 'HardSwish': return em.mul(y, em.op('HardSigmoid', [y], { alpha: f(1 / 6), beta: f(0.5) }));
   }
   return refuse(node, `fused activation '${act}' is not supported`);
 }

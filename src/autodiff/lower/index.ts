@@ -1,15 +1,19 @@
 // Rewrites before differentiation: nodes without a gradient rule that equal a composition of
-// ops with rules (recurrent layers unrolled, onnxruntime's fused ops unfused). Only nodes on the
+// ops with rules (recurrent layers unrolled, onnxruntime's fused ops unfused, its blocked NCHWc
+// ops of a model saved at level 'all' written as standard ops on the same memory). Only nodes on the
 // gradient path are rewritten, so frozen parts keep their fast fused kernels.
 import type { Graph, Node } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
 import { dependents } from '../missing-rules.ts';
 import { RECURRENT_OPS, lowerRecurrent, recurrentRefusal } from './recurrent.ts';
 import { isContribLowerable, lowerContrib, contribRefusal } from './contrib.ts';
+import { isNchwcLowerable, lowerNchwc, nchwcRefusal } from './nchwc.ts';
 
 export interface LowerOptions {
   /** Parameters the step differentiates: a node is lowered when an input depends on one. */
   trainable: readonly string[];
+  /** onnxruntime's NCHWc block size on this CPU (nchwcBlockSize), for com.microsoft.nchwc nodes; null: none. */
+  nchwcBlock?: number | null;
 }
 
 export interface LowerReport {
@@ -21,7 +25,7 @@ const isRecurrent = (n: Node) => RECURRENT_OPS.has(n.opType) && (n.domain === ''
 
 /** Whether this pass rewrites nodes of this kind (whatever their attributes). */
 export function isLowerable(node: Node): boolean {
-  return isRecurrent(node) || isContribLowerable(node);
+  return isRecurrent(node) || isContribLowerable(node) || isNchwcLowerable(node);
 }
 
 /**
@@ -31,6 +35,7 @@ export function isLowerable(node: Node): boolean {
 export function loweringVerdict(node: Node, graph: Graph, shapeOf?: (t: string) => number[]): string | null | undefined {
   if (isRecurrent(node)) return recurrentRefusal(node, graph) ?? null;
   if (isContribLowerable(node)) return contribRefusal(node, shapeOf) ?? null;
+  if (isNchwcLowerable(node)) return nchwcRefusal(node, undefined, shapeOf) ?? null;
   return undefined;
 }
 
@@ -43,7 +48,8 @@ export function lowerForGradient(graph: Graph, shapeOf: (t: string) => number[],
   const todo = graph.nodes.filter((n) => isLowerable(n) && n.inputs.some((i) => i && dep.has(i)));
   // Refuse every unsupported form at once, before anything is rewritten.
   const refusals = todo.flatMap((n) => {
-    const why = isRecurrent(n) ? recurrentRefusal(n, graph, seqLength(n, shapeOf)) : contribRefusal(n, shapeOf);
+    const why = isRecurrent(n) ? recurrentRefusal(n, graph, seqLength(n, shapeOf))
+      : isNchwcLowerable(n) ? nchwcRefusal(n, opts.nchwcBlock ?? null, shapeOf) : contribRefusal(n, shapeOf);
     return why ? [`  - ${n.opType} node '${n.name}': ${why}`] : [];
   });
   if (refusals.length) {
@@ -59,6 +65,7 @@ export function lowerForGradient(graph: Graph, shapeOf: (t: string) => number[],
       continue;
     }
     if (isRecurrent(node)) lowerRecurrent(node, { ...graph, nodes: original }, em, shapeOf);
+    else if (isNchwcLowerable(node)) lowerNchwc(node, em, shapeOf, opts.nchwcBlock);
     else lowerContrib(node, graph, em, shapeOf);
     report.lowered.push({ opType: node.opType, node: node.name });
   }
