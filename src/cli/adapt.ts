@@ -3,7 +3,7 @@
 // sample (CSV or JSONL), the error when labels are given, and an HTML report.
 import { extname, resolve } from 'node:path';
 import { loadModel } from '../model.ts';
-import { createAdapter, inputStats, METHODS, sourceDataOptions } from '../tta/index.ts';
+import { createAdapter, inputStats, METHODS, sourceDataOptions, type InputStats } from '../tta/index.ts';
 import type { Adapter } from '../tta/types.ts';
 import { ContinualController, LEVEL_NAMES } from '../continual/index.ts';
 import type { StreamScore } from '../tta/run-stream.ts';
@@ -28,7 +28,7 @@ export interface AdaptOptions {
    * learner, as `refit demo`); false (`--no-deep`) keeps level 3 on the normalization adapters. @default true
    */
   deep?: boolean;
-  /** Standardise each batch's input per channel to --source's mean and std (src/tta/input-align.ts). */
+  /** Align each batch's input per channel to --source's statistics (src/tta/input-align.ts). */
   inputAlign?: boolean;
   out: string;
   report?: string;
@@ -50,7 +50,7 @@ export interface AdaptResult {
   /** Continual: whether level 3 runs the deep learner (RMT over every parameter on --source). */
   deepLearner?: boolean;
   /** With --input-align: the --source statistics each batch was standardised to. */
-  inputAlign?: { mean: number[]; std: number[] };
+  inputAlign?: InputStats;
   out: string;
   report: string | null;
   msPerBatch: number;
@@ -209,7 +209,7 @@ export function formatAdapt(r: AdaptResult): string {
   if (r.error !== null) lines.push(`error ${(100 * r.error).toFixed(2)}% (unadapted model: ${(100 * r.sourceError!).toFixed(2)}%)`);
   if (r.levels) lines.push(`controller levels (batches): ${Object.entries(r.levels).map(([k, v]) => `${k} ${v}`).join(', ')}; ${r.events!.length} events${r.feedbackAccepted !== undefined ? `; ${r.feedbackAccepted} labels fed back` : ''}`);
   if (r.levels) lines.push(r.deepLearner ? 'level 3: RMT over every parameter on --source (the deep learner)' : 'level 3: the normalization adapters (give --source, labelled in-distribution data, for RMT over every parameter)');
-  if (r.inputAlign) lines.push(`input aligned per channel to --source: mean ${r.inputAlign.mean.map((v) => v.toFixed(4)).join(', ')}, std ${r.inputAlign.std.map((v) => v.toFixed(4)).join(', ')}`);
+  if (r.inputAlign) lines.push(`input aligned per channel to --source: mean ${r.inputAlign.mean.map((v) => v.toFixed(4)).join(', ')}, within-sample std ${r.inputAlign.sampleStd.map((v) => v.toFixed(4)).join(', ')}`);
   if (r.report) lines.push(`report: ${r.report}`);
   return lines.join('\n');
 }

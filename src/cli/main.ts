@@ -94,7 +94,7 @@ program
   .option('--embedding <output>', 'continual: an [N, D] output for the error memory (default: "features" when present)')
   .option('--feedback-delay <batches>', 'continual: give the controller each batch\'s labels this many batches later (delayed feedback; needs --labels)')
   .option('--no-deep', 'continual: keep level 3 on the normalization adapters (by default, with --source, level 3 runs RMT over every parameter on it)')
-  .option('--input-align', 'standardise each batch\'s input, per channel, to the mean and std of --source before the method sees it (undoes brightness, contrast and gain shifts; docs/tta.md)')
+  .option('--input-align', 'align each batch\'s input, per channel, to the mean and within-sample spread of --source before the method sees it (undoes brightness and contrast shifts; docs/tta.md)')
   .requiredOption('--out <file>', 'predictions: .csv or .jsonl (id, prediction, confidence, label when given)')
   .option('--report <file>', 'HTML report of the error over the stream against the unadapted model (needs labels)')
   .option('--json', 'print machine-readable JSON (no progress bar)')
