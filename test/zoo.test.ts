@@ -150,10 +150,12 @@ test('zoo vit saved by onnxruntime\'s optimizer at \'extended\' (FusedMatMul tra
   await checkOptimized('vit', 'extended', (m) => hasNode(m, (n) => n.opType === 'FusedMatMul' && !!(attrInt(n, 'transBatchA', 0) || attrInt(n, 'transBatchB', 0)), 'FusedMatMul with transBatchA/B'), 14);
 });
 
-test('zoo convnext and mobilenet_v3_small saved at onnxruntime\'s default level \'all\' (blocked NCHWc convs): loss and the gradients of the tensors it kept match PyTorch', { skip: (await nchwcBlockSize()) === null ? 'onnxruntime has no NCHWc kernels on this CPU' : false }, async () => {
+test('zoo convnext, mobilenet_v3_small and unet saved at onnxruntime\'s default level \'all\' (blocked NCHWc convs, pools, upsampling): loss and the gradients of the tensors it kept match PyTorch', { skip: (await nchwcBlockSize()) === null ? 'onnxruntime has no NCHWc kernels on this CPU' : false }, async () => {
   const blockedConv = (m: RefitModel) => hasNode(m, (n) => n.domain === NCHWC_DOMAIN && n.opType === 'Conv', 'nchwc Conv');
   // ConvNeXt: the LayerNorm scales and Linear weights it kept sit upstream of blocked convs, so their gradients cross them
   await checkOptimized('convnext', 'all', blockedConv, 10);
   // MobileNetV3: BatchNorm folded into the convs, HardSwish fused into them; the classifier is what stays
   await checkOptimized('mobilenet_v3_small', 'all', (m) => blockedConv(m) ?? hasNode(m, (n) => n.domain === NCHWC_DOMAIN && n.attrs.activation?.value === 'HardSwish', 'nchwc Conv with HardSwish'), 2);
+  // U-Net: nearest and bilinear Resize become nchwc Upsample; the ConvTranspose stays standard
+  await checkOptimized('unet', 'all', (m) => hasNode(m, (n) => n.domain === NCHWC_DOMAIN && n.opType === 'Upsample', 'nchwc Upsample'), 1);
 });

@@ -72,6 +72,10 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
   };
   for (const node of g.nodes) {
     if (exclude(node.name)) continue;
+    // Default-domain ops only: a com.microsoft.nchwc Conv (a model saved by onnxruntime at level
+    // 'all') holds its weight reordered into blocks and reads blocked activations, so an adapter
+    // written for an OIHW weight and an NCHW input would mix the wrong elements.
+    if (node.domain !== '' && node.domain !== 'ai.onnx') continue;
     let site: Site | undefined;
     if (node.opType === 'MatMul') {
       const [x, b] = node.inputs as [string, string];

@@ -16,6 +16,7 @@ import { f32, type Tensor } from '../../src/onnx/tensor.ts';
 import type { Model } from '../../src/onnx/ir.ts';
 import { gradCheck } from '../../src/autodiff/gradcheck.ts';
 import { Rng } from '../../src/util/rng.ts';
+import { findSites } from '../../src/peft/sites.ts';
 import { lowered, runModel, maxAbsDiff } from './lower-helpers.ts';
 
 const f = (value: number) => ({ kind: 'float' as const, value });
@@ -25,7 +26,8 @@ const ints = (value: number[]) => ({ kind: 'ints' as const, value });
  * A small CNN whose every layer onnxruntime blocks: an RGB stem (plain NCHW input, OIHWBo filter)
  * with 12 output channels (padded to a whole block), a depthwise stride-2 conv + Clip (ReLU6),
  * a pointwise conv + HardSwish, a conv whose residual Add and Relu onnxruntime fuses (Sum input),
- * MaxPool, AveragePool (count_include_pad 0), GlobalAveragePool, then a Gemm head.
+ * nearest ×2 Resize, MaxPool, bilinear ×2 Resize, AveragePool (count_include_pad 0),
+ * GlobalAveragePool, then a Gemm head.
  */
 function smallCnn(): { model: Model; feeds: Record<string, Tensor> } {
   const rng = new Rng(3);
@@ -47,8 +49,11 @@ function smallCnn(): { model: Model; feeds: Record<string, Tensor> } {
   b.node('Conv', ['r3', 'w4', 'b4'], ['c4'], { pads: ints([1, 1, 1, 1]) });
   b.node('Add', ['c4', 'r3'], ['s4']);
   b.node('Relu', ['s4'], ['r4']);
-  b.node('MaxPool', ['r4'], ['p1'], { kernel_shape: ints([2, 2]), strides: ints([2, 2]) });
-  b.node('AveragePool', ['p1'], ['p2'], { kernel_shape: ints([3, 3]), pads: ints([1, 1, 1, 1]), count_include_pad: { kind: 'int', value: 0 } });
+  b.initializer('roi', f32([0], [])); b.initializer('x2', f32([4], [1, 1, 2, 2]));
+  b.node('Resize', ['r4', 'roi', 'x2'], ['u1'], { mode: { kind: 'string', value: 'nearest' }, coordinate_transformation_mode: { kind: 'string', value: 'asymmetric' }, nearest_mode: { kind: 'string', value: 'floor' } });
+  b.node('MaxPool', ['u1'], ['p1'], { kernel_shape: ints([2, 2]), strides: ints([2, 2]) });
+  b.node('Resize', ['p1', 'roi', 'x2'], ['u2'], { mode: { kind: 'string', value: 'linear' } });
+  b.node('AveragePool', ['u2'], ['p2'], { kernel_shape: ints([3, 3]), pads: ints([1, 1, 1, 1]), count_include_pad: { kind: 'int', value: 0 } });
   b.node('GlobalAveragePool', ['p2'], ['g']);
   b.node('Flatten', ['g'], ['fl']);
   b.node('Gemm', ['fl', 'wf', 'bf'], ['y'], { transB: { kind: 'int', value: 1 }, alpha: f(1) });
@@ -76,7 +81,7 @@ test('a model saved at level \'all\' lowers to standard ops that equal onnxrunti
   const { model, feeds } = smallCnn();
   const saved = await savedAtAll(model);
   const ops = new Set(saved.graph.nodes.filter((n) => n.domain === NCHWC_DOMAIN).map((n) => n.opType));
-  for (const op of ['Conv', 'ReorderOutput', 'MaxPool', 'AveragePool', 'GlobalAveragePool']) assert.ok(ops.has(op), `onnxruntime wrote no nchwc ${op} (found ${[...ops]})`);
+  for (const op of ['Conv', 'ReorderOutput', 'MaxPool', 'AveragePool', 'GlobalAveragePool', 'Upsample']) assert.ok(ops.has(op), `onnxruntime wrote no nchwc ${op} (found ${[...ops]})`);
   const acts = new Set(saved.graph.nodes.filter((n) => n.domain === NCHWC_DOMAIN && n.opType === 'Conv').map((n) => String(n.attrs.activation?.value)));
   const sums = saved.graph.nodes.filter((n) => n.domain === NCHWC_DOMAIN && n.opType === 'Conv' && n.inputs[3]).length;
   assert.ok(acts.has('HardSwish') && acts.has('Clip') && sums > 0, `fused activations ${[...acts]}, ${sums} Sum inputs: the forms this test means to cover were not written`);
@@ -100,4 +105,12 @@ test('gradients through the lowered blocked ops (w.r.t. the stored reordered wei
     assert.ok(r.relError <= 1e-2, `d/d${r.param}: relative error ${r.relError.toExponential(2)}`);
     assert.ok(r.analyticNorm > 0, `d/d${r.param}: zero gradient`);
   }
+});
+
+test('PEFT takes no blocked conv for a layer: its weight and input are not in the layout an adapter assumes', { skip: (await nchwcBlockSize()) === null ? 'onnxruntime has no NCHWc kernels on this CPU' : false }, async () => {
+  const { model } = smallCnn();
+  const saved = await savedAtAll(model);
+  assert.ok(saved.graph.nodes.some((n) => n.domain === NCHWC_DOMAIN && n.opType === 'Conv'));
+  assert.deepEqual(findSites(saved.graph).map((s) => s.op), ['Gemm']);
+  assert.deepEqual(findSites(model.graph).map((s) => s.op), ['Conv', 'Conv', 'Conv', 'Conv', 'Gemm'], 'the unsaved model has its convs as sites');
 });

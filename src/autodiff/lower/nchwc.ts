@@ -12,13 +12,14 @@
 // in the stored layout. The block b is onnxruntime's own on this CPU (src/onnx/nchwc.ts,
 // nchwcBlockSize): the kernels that ran the saved model here read it with that block.
 import type { Node } from '../../onnx/ir.ts';
-import { attrInt } from '../../onnx/ir.ts';
+import { attrInt, attrInts } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
 import { NCHWC_DOMAIN } from '../../onnx/nchwc.ts';
+import { f32 } from '../../onnx/tensor.ts';
 import { bind, refuse } from './util.ts';
 import { fusedActivation, FUSED_ACTIVATIONS } from './contrib.ts';
 
-export const NCHWC_OPS = new Set(['ReorderInput', 'ReorderOutput', 'Conv', 'MaxPool', 'AveragePool', 'GlobalMaxPool', 'GlobalAveragePool']);
+export const NCHWC_OPS = new Set(['ReorderInput', 'ReorderOutput', 'Conv', 'MaxPool', 'AveragePool', 'GlobalMaxPool', 'GlobalAveragePool', 'Upsample']);
 
 export function isNchwcLowerable(node: Node): boolean {
   return node.domain === NCHWC_DOMAIN && NCHWC_OPS.has(node.opType);
@@ -89,6 +90,16 @@ export function lowerNchwc(node: Node, em: Emitter, shapeOf: (t: string) => numb
       let y = blockOf(em.op('Conv', [xStd, wStd, ...bias], stdAttrs(['activation', 'activation_params'])), [N, Co, Ho, Wo]);
       if (node.inputs[3]) y = em.add(y, node.inputs[3]); // the fused residual Sum, before the activation
       return bind(em, fusedActivation(em, node, y), out);
+    }
+    case 'Upsample': {
+      // Integer scales; nearest reads floor(x / s) (asymmetric), linear keeps its coordinate mode.
+      if (em.opset < 11) refuse(node, 'the model\'s opset is below 11, where Resize has no coordinate_transformation_mode');
+      const mode = (node.attrs.mode?.value as string | undefined) ?? 'nearest';
+      const coords = (node.attrs.coordinate_transformation_mode?.value as string | undefined) ?? 'asymmetric';
+      const scales = em.constant(f32([4], attrInts(node, 'scales') ?? [1, 1, 1, 1]), 'scales');
+      const y = em.op('Resize', [unblock(x, [N, C, H, W]), em.constant(f32([0], []), 'roi'), scales],
+        { mode, coordinate_transformation_mode: coords, ...(mode === 'nearest' ? { nearest_mode: 'floor' } : {}) });
+      return bind(em, blockOf(y, [N, Co, Ho, Wo]), out);
     }
     default: {
       // Pools: the standard op of the same name and attributes, between unblock and block.
