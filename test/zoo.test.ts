@@ -150,6 +150,10 @@ test('zoo vit saved by onnxruntime\'s optimizer at \'extended\' (FusedMatMul tra
   await checkOptimized('vit', 'extended', (m) => hasNode(m, (n) => n.opType === 'FusedMatMul' && !!(attrInt(n, 'transBatchA', 0) || attrInt(n, 'transBatchB', 0)), 'FusedMatMul with transBatchA/B'), 14);
 });
 
+test('zoo gpt_int8 saved at \'extended\' (QDQ MatMuls fused into MatMulIntegerToFloat, int8 activations moved across Transpose/Reshape): loss and every tied gradient match PyTorch', async () => {
+  await checkOptimized('gpt_int8', 'extended', (m) => hasNode(m, (n) => n.opType === 'MatMulIntegerToFloat', 'MatMulIntegerToFloat'), 10);
+});
+
 test('zoo convnext, mobilenet_v3_small and unet saved at onnxruntime\'s default level \'all\' (blocked NCHWc convs, pools, upsampling): loss and the gradients of the tensors it kept match PyTorch', { skip: (await nchwcBlockSize()) === null ? 'onnxruntime has no NCHWc kernels on this CPU' : false }, async () => {
   const blockedConv = (m: RefitModel) => hasNode(m, (n) => n.domain === NCHWC_DOMAIN && n.opType === 'Conv', 'nchwc Conv');
   // ConvNeXt: the LayerNorm scales and Linear weights it kept sit upstream of blocked convs, so their gradients cross them

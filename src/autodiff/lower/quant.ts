@@ -27,7 +27,8 @@
 // x_scale·w_scale) becomes MatMul(x_ste, W) with W = (W_q − W_zp)·w_scale dequantized here once, so
 // the gradient to x is dY·Wᵀ. Its forward differs from the integer kernel only by float32 summation
 // order (≈1e-7 relative). com.microsoft's DynamicQuantizeMatMul and MatMulIntegerToFloat are the same
-// layer fused, and are lowered the same way.
+// layer fused, and are lowered the same way; a MatMulIntegerToFloat fed by a static QuantizeLinear
+// (onnxruntime's fusion of a QDQ MatMul, in a model it saved) takes the QDQ pair's straight-through.
 import type { Graph, Node } from '../../onnx/ir.ts';
 import { attrInt, producers, consumers } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
@@ -39,6 +40,9 @@ import { lowerFloat16 } from './float16.ts';
 const M = 12582912; // 1.5·2^23
 const DOWN = 2 ** -40, UP = 2 ** 40;
 const MS = 'com.microsoft';
+
+/** Ops that only move elements: onnxruntime's QDQ propagation carries integer tensors across them. */
+const INT_MOVEMENT = new Set(['Transpose', 'Reshape', 'Squeeze', 'Unsqueeze', 'Flatten', 'Identity', 'Slice', 'Gather']);
 
 const QUANT_RANGE: Record<string, [number, number]> = { uint8: [0, 255], int8: [-128, 127], uint16: [0, 65535], int16: [-32768, 32767] };
 
@@ -85,6 +89,25 @@ export function lowerQuantized(g: Graph, em: Emitter, trainable: readonly string
   const prod = producers(g), cons = consumers(g);
   const constant = (t: string | undefined) => (t ? constantValue(g, t) : undefined);
   const only = (t: string) => { const c = cons.get(t) ?? []; return c.length === 1 ? c[0]! : undefined; };
+  // The QuantizeLinear behind an integer tensor, through the data-movement ops onnxruntime's QDQ
+  // propagation moves it across (a model it saved: QuantizeLinear → Transpose/Reshape (int8) →
+  // DequantizeLinear or MatMulIntegerToFloat). Per-tensor scales only: movement keeps them valid.
+  const traceQuantize = (t: string): { q: Node; path: Node[] } | undefined => {
+    const path: Node[] = [];
+    let p = prod.get(t);
+    while (p && INT_MOVEMENT.has(p.opType) && (p.domain === '' || p.domain === 'ai.onnx')) { path.unshift(p); p = prod.get(p.inputs[0]!); }
+    if (!p || p.opType !== 'QuantizeLinear' || !dep.has(p.inputs[0]!)) return undefined;
+    if (path.length && (constant(p.inputs[1])?.data.length ?? 0) !== 1) return undefined;
+    return { q: p, path };
+  };
+  // x_ste − DequantizeLinear(…) for a traced QuantizeLinear: its straight-through term E(x) (saturation-
+  // masked), moved by float copies of the path's ops so it lines up with the integer tensor.
+  const movedSte = ({ q, path }: { q: Node; path: Node[] }): string => {
+    const x = q.inputs[0]!;
+    let e = straightThrough(em, x, rangeMask(em, x, constant(q.inputs[1]), constant(q.inputs[2]) ?? { dtype: 'uint8', dims: [], data: new Uint8Array(1) }));
+    for (const m of path) e = em.emit(m.opType, [e, ...m.inputs.slice(1)], m.attrs as never, 1, `${m.outputs[0]}.ste`)[0]!;
+    return e;
+  };
 
   // Plan: which nodes are replaced, and what to emit in place of the last one.
   const skip = new Set<Node>();
@@ -124,14 +147,15 @@ export function lowerQuantized(g: Graph, em: Emitter, trainable: readonly string
         });
         continue;
       }
-      if (!q || q.opType !== 'QuantizeLinear' || !dep.has(q.inputs[0]!)) continue;
-      if (!sameParam(g, q.inputs[1], node.inputs[1]) || !sameParam(g, q.inputs[2], node.inputs[2]) || attrInt(q, 'axis', 1) !== attrInt(node, 'axis', 1)) continue;
-      const x = q.inputs[0]!, out = node.outputs[0]!;
+      const traced = traceQuantize(node.inputs[0]!);
+      if (!traced) continue;
+      const tq = traced.q;
+      if (!sameParam(g, tq.inputs[1], node.inputs[1]) || !sameParam(g, tq.inputs[2], node.inputs[2]) || attrInt(tq, 'axis', 1) !== attrInt(node, 'axis', 1)) continue;
+      const out = node.outputs[0]!;
       emitAt.set(node, () => {
         const fq = em.fresh(`${out}.fq`);
         g.nodes.push({ ...node, outputs: [fq, ...node.outputs.slice(1)] });
-        const mask = rangeMask(em, x, constant(q.inputs[1]), constant(q.inputs[2]) ?? { dtype: 'uint8', dims: [], data: new Uint8Array(1) });
-        bindTo(em, em.add(fq, straightThrough(em, x, mask)), out);
+        bindTo(em, em.add(fq, movedSte(traced)), out);
       });
     } else if (node.opType === 'MatMulInteger') {
       const dql = prod.get(node.inputs[0]!);
@@ -160,6 +184,25 @@ export function lowerQuantized(g: Graph, em: Emitter, trainable: readonly string
         bindTo(em, y, node.outputs[0]!);
         report.lowered.push({ opType: node.opType, node: node.name });
       });
+    } else if (node.domain === MS && node.opType === 'MatMulIntegerToFloat' && prod.get(node.inputs[0]!)?.opType !== 'DynamicQuantizeLinear') {
+      // onnxruntime's fusion of a static QDQ MatMul (a QDQ model saved at level 'extended' or 'all'):
+      // QuantizeLinear(x, s, z) [→ Reshape/Transpose…] → MatMulIntegerToFloat(x_q, W_q, s, w_scale, z,
+      // w_zp[, bias]). The activation is the QDQ pair's x_ste (saturation-masked), the weight
+      // dequantized once.
+      const [a, b, aScale, bScale, aZp, bZp, bias] = node.inputs;
+      const traced = traceQuantize(a!);
+      if (!traced) continue;
+      const q = traced.q;
+      if (!sameParam(g, q.inputs[1], aScale) || !sameParam(g, q.inputs[2], aZp)) {
+        throw new Error(`MatMulIntegerToFloat node '${node.name}': its activation scale and zero point must be those of QuantizeLinear '${q.name}' to train through it`);
+      }
+      emitAt.set(node, () => {
+        const fq = em.op('DequantizeLinear', [a!, aScale!, ...(aZp ? [aZp] : [])], {}, `${a}.dequantized`);
+        let y = em.op('MatMul', [em.add(fq, movedSte(traced)), weightOf(node, b!, bScale, bZp || undefined, 1)]);
+        if (bias) y = em.add(y, bias);
+        bindTo(em, y, node.outputs[0]!);
+        report.lowered.push({ opType: node.opType, node: node.name });
+      });
     } else if (node.domain === MS && node.opType === 'MatMulIntegerToFloat') {
       const [a, b, aScale, bScale, aZp, bZp, bias] = node.inputs;
       const dql = prod.get(a!);
@@ -177,9 +220,11 @@ export function lowerQuantized(g: Graph, em: Emitter, trainable: readonly string
   }
 
   // An integer hop left on the gradient path would silently stop the gradient: refuse it instead.
+  // Through integer data movement (Transpose, Reshape…) to the nodes that read the value.
+  const readers = (t: string): Node[] => (cons.get(t) ?? []).flatMap((c) => (INT_MOVEMENT.has(c.opType) && c.inputs[0] === t && !emitAt.has(c) ? readers(c.outputs[0]!) : [c]));
   for (const n of g.nodes) {
     if ((n.opType !== 'QuantizeLinear' && n.opType !== 'DynamicQuantizeLinear') || !dep.has(n.inputs[0]!)) continue;
-    for (const c of cons.get(n.outputs[0]!) ?? []) {
+    for (const c of n.opType === 'QuantizeLinear' ? readers(n.outputs[0]!) : cons.get(n.outputs[0]!) ?? []) {
       if (!emitAt.has(c) && !skip.has(c)) {
         throw new Error(`${n.opType} node '${n.name}' quantizes '${n.inputs[0]}', which depends on a trainable parameter, and its integer output feeds ${c.opType} node '${c.name}', ` +
           'a form refit cannot differentiate (it handles QuantizeLinear → DequantizeLinear with the same scale and zero point, and DynamicQuantizeLinear → MatMulInteger → Cast → Mul). ' +
@@ -198,6 +243,11 @@ export function lowerQuantized(g: Graph, em: Emitter, trainable: readonly string
       if (node.opType === 'DequantizeLinear') report.lowered.push({ opType: 'QuantizeLinear→DequantizeLinear', node: node.name });
     } else g.nodes.push(node);
   }
+  // The integer weights (and their scales) of the layers replaced above are read by nothing now:
+  // drop them, or onnxruntime warns about each one when the step's session loads.
+  const replaced = original.filter((n) => skip.has(n) || (emitAt.has(n) && n.opType !== 'DequantizeLinear'));
+  const read = new Set([...g.nodes.flatMap((n) => n.inputs), ...g.outputs.map((o) => o.name)]);
+  for (const n of replaced) for (const i of n.inputs) if (i && !read.has(i) && g.initializers.has(i) && !trainable.includes(i)) g.initializers.delete(i);
   return report;
 }
 

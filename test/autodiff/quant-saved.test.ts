@@ -1,0 +1,80 @@
+// A QDQ model saved by onnxruntime's optimizer (level 'extended'): it fuses QuantizeLinear →
+// DequantizeLinear → MatMul into com.microsoft MatMulIntegerToFloat fed by the QuantizeLinear's
+// integer output, moved across a Reshape (src/autodiff/lower/quant.ts). The saved model trains like
+// its source: the same loss and the same straight-through gradients upstream of the quantized layer.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ModelBuilder } from '../../src/onnx/model-builder.ts';
+import { encodeModel, decodeModel } from '../../src/onnx/proto.ts';
+import { ort } from '../../src/onnx/runtime.ts';
+import { f32, type Tensor } from '../../src/onnx/tensor.ts';
+import type { Model } from '../../src/onnx/ir.ts';
+import { RefitModel } from '../../src/model.ts';
+import { mse } from '../../src/train/losses.ts';
+import { Rng } from '../../src/util/rng.ts';
+
+/** x [2, 3, 8] → float Linear → QDQ activation → int8 MatMul → per-feature scale (a bias Add would make onnxruntime write a Gemm). */
+function qdqMlp(): Model {
+  const rng = new Rng(11);
+  const r = (dims: number[], s: number) => f32(dims, rng.fill(new Float32Array(dims.reduce((a, c) => a * c, 1)), s, 'normal'));
+  const wq = { dtype: 'int8', dims: [6, 4], data: Int8Array.from({ length: 24 }, (_, i) => ((i * 53 + 7) % 201) - 100) } as Tensor;
+  return new ModelBuilder({ opset: 17 })
+    .input('x', 'float32', [2, 3, 8])
+    .initializer('w0', r([8, 6], 0.5)).initializer('b0', r([6], 0.1))
+    .initializer('hs', f32([], [0.02])).initializer('hz', { dtype: 'uint8', dims: [], data: new Uint8Array([128]) } as Tensor)
+    .initializer('w1_q', wq).initializer('w1_s', f32([4], [0.01, 0.02, 0.015, 0.012])).initializer('w1_z', { dtype: 'int8', dims: [4], data: new Int8Array(4) } as Tensor)
+    .initializer('b1', r([4], 0.1))
+    .node('MatMul', ['x', 'w0'], ['h0']).node('Add', ['h0', 'b0'], ['h'])
+    .node('QuantizeLinear', ['h', 'hs', 'hz'], ['hq']).node('DequantizeLinear', ['hq', 'hs', 'hz'], ['hd'])
+    .node('DequantizeLinear', ['w1_q', 'w1_s', 'w1_z'], ['w1'], { axis: 1 })
+    .node('MatMul', ['hd', 'w1'], ['y0']).node('Mul', ['y0', 'b1'], ['y'])
+    .output('y', 'float32', [2, 3, 4])
+    .build();
+}
+
+async function savedAt(m: Model, level: 'extended' | 'all'): Promise<Model> {
+  const dir = mkdtempSync(join(tmpdir(), 'refit-quant-saved-'));
+  try {
+    const out = join(dir, 'opt.onnx');
+    const s = await ort.InferenceSession.create(encodeModel(m), { graphOptimizationLevel: level, optimizedModelFilePath: out, executionProviders: ['cpu'], logSeverityLevel: 3 });
+    await s.release();
+    return decodeModel(new Uint8Array(readFileSync(out)));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('a QDQ MatMul saved by onnxruntime as MatMulIntegerToFloat (static QuantizeLinear input) trains like its source', async () => {
+  const src = qdqMlp();
+  const saved = await savedAt(src, 'extended');
+  const fused = saved.graph.nodes.find((n) => n.opType === 'MatMulIntegerToFloat');
+  assert.ok(fused, `onnxruntime wrote no MatMulIntegerToFloat (ops: ${[...new Set(saved.graph.nodes.map((n) => n.opType))]})`);
+  // onnxruntime moves the QuantizeLinear ahead of a Reshape: the int8 activation crosses it
+  const chain: string[] = [];
+  for (let t = fused.inputs[0]!, p = saved.graph.nodes.find((n) => n.outputs.includes(t)); p; t = p.inputs[0]!, p = saved.graph.nodes.find((n) => n.outputs.includes(t))) {
+    chain.unshift(p.opType);
+    if (p.opType === 'QuantizeLinear') break;
+  }
+  assert.deepEqual(chain, ['QuantizeLinear', 'Reshape'], 'the form this test means to cover');
+  const rng = new Rng(4);
+  const x = f32([2, 3, 8], rng.fill(new Float32Array(48), 1, 'normal'));
+  const target = f32([2, 3, 4], rng.fill(new Float32Array(24), 1, 'normal'));
+  const run = async (m: Model) => {
+    const model = new RefitModel(m, { threads: 1 });
+    const step = model.compileTrainStep({ trainable: ['w0', 'b0', 'b1'], loss: mse({ output: 'y', target: 'target' }) });
+    const r = await step.run({ x, target });
+    await step.release();
+    return r;
+  };
+  const a = await run(src), b = await run(saved);
+  assert.ok(Math.abs(a.loss - b.loss) <= 1e-5 * Math.abs(a.loss), `loss ${b.loss} vs source ${a.loss}`);
+  for (const p of ['w0', 'b0', 'b1']) {
+    const ga = a.grads.get(p)!, gb = b.grads.get(p)!;
+    let d = 0, n = 0;
+    for (let i = 0; i < ga.length; i++) { d += (ga[i]! - gb[i]!) ** 2; n += ga[i]! ** 2; }
+    assert.ok(n > 0 && Math.sqrt(d) <= 1e-5 * Math.sqrt(n), `${p}: ‖diff‖ ${Math.sqrt(d)} vs ‖grad‖ ${Math.sqrt(n)}`);
+  }
+});
