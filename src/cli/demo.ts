@@ -7,7 +7,7 @@ import { loadModel } from '../model.ts';
 import { loadFashionMnist } from '../data/fashion-mnist.ts';
 import { continualStream, type Stream } from '../data/streams.ts';
 import { assertSeverity } from '../data/corruptions/index.ts';
-import { createAdapter, METHODS as TTA_METHODS, loadSourceSet, sourceDataOptions, type Adapter, type SourceSet } from '../tta/index.ts';
+import { createAdapter, inputStats, METHODS as TTA_METHODS, loadSourceSet, sourceDataOptions, type Adapter, type SourceSet } from '../tta/index.ts';
 import { ContinualAdapter } from '../continual/adapter.ts';
 import type { RefitModel } from '../model.ts';
 import { f32, type Tensor } from '../onnx/tensor.ts';
@@ -29,8 +29,9 @@ function makeAdapter(model: RefitModel, method: string, sourceSet: SourceSet, fu
   // The options the validation stream chose for the shipped CNN (bench/results/continual-tuned-cnn.json):
   // level 3 runs RMT over every parameter on the bundled set, stepping on every 4th batch, and the
   // output gets the smoothed batch prior (for correlated labels; on this i.i.d. stream it moves little)
-  // and the persistence-gated debias (a class bias the model keeps batch after batch).
-  return new ContinualAdapter(model, { logits: 'logits', ...embedding, lr: 0.001, priorCorrection: 'batch', debias: { similarity: 0.98 }, deep: { sourceData: sourceSet.images, sourceLabels: sourceSet.labels } }, calibration);
+  // and the persistence-gated debias (a class bias the model keeps batch after batch); every batch's
+  // input is first aligned to the bundled set's statistics (input alignment, ../tta/input-align.ts).
+  return new ContinualAdapter(model, { logits: 'logits', ...embedding, lr: 0.001, priorCorrection: 'batch', debias: { similarity: 0.98 }, inputAlign: inputStats(sourceSet.images), deep: { sourceData: sourceSet.images, sourceLabels: sourceSet.labels } }, calibration);
 }
 
 /** Batches per corruption: the default keeps the demo to a few minutes with every method on 2 cores. */
