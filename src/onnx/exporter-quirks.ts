@@ -41,12 +41,52 @@ export const CONTROL_SLOTS: Record<string, readonly number[]> = {
   ReduceSumSquare: [1], ReduceLogSumExp: [1], TopK: [1], Gather: [1], GatherElements: [1],
   GatherND: [1], ScatterND: [1], ScatterElements: [1], OneHot: [0, 1], CumSum: [1], Shape: [0],
   Size: [0], Clip: [1, 2], Trilu: [1], NonZero: [0], EyeLike: [0],
+  // Quantization scales and zero points: refit keeps them constant (the straight-through
+  // convention of src/autodiff/rules/quant.ts; no LSQ), and a lowered layer dequantizes its weight
+  // once, after which nothing reads a fused layer's weight scale at all. Listed so that 'all' offers
+  // the same parameters before and after onnxruntime's optimizer fuses QDQ pairs into com.microsoft
+  // MatMulIntegerToFloat (level 'extended'/'all'). See also quantizationControls below.
+  QuantizeLinear: [1, 2], DequantizeLinear: [1, 2], MatMulInteger: [2, 3],
+  MatMulIntegerToFloat: [2, 3, 4, 5], DynamicQuantizeMatMul: [2, 3],
+  QLinearMatMul: [1, 2, 4, 5, 6, 7], QLinearConv: [1, 2, 4, 5, 6, 7],
 };
 
-const isControlSlot = (n: Node, i: number) => CONTROL_SLOTS[n.opType]?.includes(i) ?? false;
+const QUANT_CONTROL_OPS = new Set(['QuantizeLinear', 'DequantizeLinear', 'MatMulInteger', 'MatMulIntegerToFloat', 'DynamicQuantizeMatMul', 'QLinearMatMul', 'QLinearConv']);
+
+/**
+ * Slot predicate for one graph: CONTROL_SLOTS, plus the weight scale of onnxruntime's unfused
+ * dynamic quantization (quantize_dynamic: MatMulInteger → Cast → Mul by Mul(x_scale, w_scale),
+ * x_scale a DynamicQuantizeLinear's output 1). That Mul is an ordinary op, so only the graph
+ * around it tells its w_scale is a quantization scale.
+ */
+function controlSlots(g: Graph): (n: Node, i: number) => boolean {
+  const dynScales = dynamicScales(g);
+  return (n, i) => (CONTROL_SLOTS[n.opType]?.includes(i) ?? false) || isDynamicWeightScale(n, i, dynScales);
+}
+
+/** The activation scales DynamicQuantizeLinear nodes compute (their output 1). */
+const dynamicScales = (g: Graph) => new Set(g.nodes.flatMap((n) => (n.opType === 'DynamicQuantizeLinear' && n.outputs[1] ? [n.outputs[1]] : [])));
+
+const isDynamicWeightScale = (n: Node, i: number, dynScales: ReadonlySet<string>) =>
+  n.opType === 'Mul' && n.inputs.length === 2 && i < 2 && dynScales.has(n.inputs[1 - i]!) && !dynScales.has(n.inputs[i]!);
+
+/**
+ * Tensors read in a quantization scale or zero-point slot, each with its first such reader and
+ * slot (for the refusal that names it).
+ */
+export function quantizationControls(g: Graph): Map<string, [Node, number]> {
+  const dynScales = dynamicScales(g);
+  const out = new Map<string, [Node, number]>();
+  for (const n of g.nodes) n.inputs.forEach((x, i) => {
+    if (!x || out.has(x)) return;
+    if ((QUANT_CONTROL_OPS.has(n.opType) && CONTROL_SLOTS[n.opType]!.includes(i)) || isDynamicWeightScale(n, i, dynScales)) out.set(x, [n, i]);
+  });
+  return out;
+}
 
 /** True if some node reads `name` in a data slot (not only as a shape, index, axis or bound). */
 export function readAsData(graph: Graph, name: string): boolean {
+  const isControlSlot = controlSlots(graph);
   for (const n of graph.nodes) for (let i = 0; i < n.inputs.length; i++) if (n.inputs[i] === name && !isControlSlot(n, i)) return true;
   return false;
 }
@@ -160,6 +200,7 @@ export function applyExporterQuirks(source: Model, opts: QuirkOptions = {}): { m
 
 export function dataReaders(g: Graph): Set<string> {
   const out = new Set<string>();
+  const isControlSlot = controlSlots(g);
   for (const n of g.nodes) n.inputs.forEach((x, i) => { if (x && !isControlSlot(n, i)) out.add(x); });
   return out;
 }

@@ -6,7 +6,8 @@
 // - tensors holding a non-finite value (an attention mask full of −inf);
 // - integer and bool tensors;
 // - float tensors read only as shapes, indices, axes, scales or bounds (Reshape's shape,
-//   Resize's scales, Clip's bounds…; see CONTROL_SLOTS in src/onnx/exporter-quirks.ts);
+//   Resize's scales, Clip's bounds, quantization scales and zero points…; see CONTROL_SLOTS in
+//   src/onnx/exporter-quirks.ts);
 // - the ε and the exponent inside a decomposed normalization (src/onnx/norm-layers.ts), which
 //   some exporters store as initializers;
 // - tensors from which no path to a graph output carries a gradient (nanoGPT's causal-mask
@@ -18,7 +19,7 @@
 import type { Graph } from '../onnx/ir.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { isFloat } from '../onnx/tensor.ts';
-import { dataReaders, firstNonFinite, firstReader } from '../onnx/exporter-quirks.ts';
+import { dataReaders, firstNonFinite, firstReader, quantizationControls } from '../onnx/exporter-quirks.ts';
 import { findNormLayers } from '../onnx/norm-layers.ts';
 import { closest } from '../util/closest.ts';
 import { reachedFrom } from '../autodiff/missing-rules.ts';
@@ -98,6 +99,8 @@ export function whyNotParameter(graph: Graph, name: string): string | undefined 
   // gradient, so naming them is allowed.
   const clipBoundOnly = graph.nodes.every((n) => n.inputs.every((x, i) => x !== name || (n.opType === 'Clip' && i > 0)));
   if (reader && !dataReaders(graph).has(name) && !clipBoundOnly) {
+    const quant = quantizationControls(graph).get(name);
+    if (quant) return `'${name}' is a quantization scale or zero point (input ${quant[1]} of ${quant[0].opType} node '${quant[0].name}'): refit keeps scales and zero points constant (straight-through estimation; a trainable scale, as in LSQ, is not supported). Train the layer's float parameters, or an adapter on it (LoRA)`;
     const [n, slot] = reader;
     return `'${name}' is read only as a shape, index, axis, scale or bound (input ${slot} of ${n.opType} node '${n.name}'): not differentiable`;
   }

@@ -78,3 +78,57 @@ test('a QDQ MatMul saved by onnxruntime as MatMulIntegerToFloat (static Quantize
     assert.ok(n > 0 && Math.sqrt(d) <= 1e-5 * Math.sqrt(n), `${p}: ‖diff‖ ${Math.sqrt(d)} vs ‖grad‖ ${Math.sqrt(n)}`);
   }
 });
+
+test('trainable \'all\' offers no quantization scale, before or after onnxruntime fuses the layer, and the step still matches', async () => {
+  const src = qdqMlp();
+  const rng = new Rng(5);
+  const x = f32([2, 3, 8], rng.fill(new Float32Array(48), 1, 'normal'));
+  const target = f32([2, 3, 4], rng.fill(new Float32Array(24), 1, 'normal'));
+  const run = async (m: Model) => {
+    const model = new RefitModel(m, { threads: 1 });
+    const step = model.compileTrainStep({ trainable: 'all', loss: mse({ output: 'y', target: 'target' }) });
+    const r = await step.run({ x, target });
+    await step.release();
+    return { names: model.parameterNames('all'), r };
+  };
+  const a = await run(src);
+  // hs: the activation scale (QuantizeLinear, then MatMulIntegerToFloat's a_scale); w1_s: the weight
+  // scale, which no node reads once the fused layer is lowered (onnxruntime warned about it)
+  assert.deepEqual(a.names, ['w0', 'b0', 'b1']);
+  for (const level of ['extended', 'all'] as const) {
+    const saved = await savedAt(src, level);
+    const fused = saved.graph.nodes.find((n) => n.opType === 'MatMulIntegerToFloat');
+    assert.ok(fused && fused.inputs[3] === 'w1_s', `${level}: the form this test means to cover`);
+    const b = await run(saved);
+    assert.deepEqual(b.names, a.names, `${level}: 'all' differs from the source's`);
+    assert.deepEqual([...b.r.grads.keys()], a.names);
+    assert.ok(Math.abs(a.r.loss - b.r.loss) <= 1e-5 * Math.abs(a.r.loss), `${level}: loss ${b.r.loss} vs source ${a.r.loss}`);
+    for (const p of a.names) {
+      const ga = a.r.grads.get(p)!, gb = b.r.grads.get(p)!;
+      let d = 0, n = 0;
+      for (let i = 0; i < ga.length; i++) { d += (ga[i]! - gb[i]!) ** 2; n += ga[i]! ** 2; }
+      assert.ok(n > 0 && Math.sqrt(d) <= 1e-5 * Math.sqrt(n), `${level} ${p}: ‖diff‖ ${Math.sqrt(d)} vs ‖grad‖ ${Math.sqrt(n)}`);
+    }
+    // named explicitly, a scale is refused with the reason
+    assert.throws(() => new RefitModel(saved).compileTrainStep({ trainable: ['w0', 'w1_s'], loss: mse({ output: 'y', target: 'target' }) }),
+      /'w1_s' is a quantization scale or zero point \(input 3 of MatMulIntegerToFloat node .*a trainable scale, as in LSQ, is not supported/);
+  }
+  assert.throws(() => new RefitModel(src).parameterNames(['hs']), /'hs' is a quantization scale or zero point \(input 1 of QuantizeLinear/);
+});
+
+test('the weight scale of onnxruntime\'s unfused dynamic quantization (Mul(x_scale, w_scale)) is not offered by \'all\' either', () => {
+  const m = new ModelBuilder({ opset: 17 })
+    .input('x', 'float32', [2, 4])
+    .initializer('w_q', { dtype: 'int8', dims: [4, 3], data: Int8Array.from({ length: 12 }, (_, i) => i * 9 - 50) } as Tensor)
+    .initializer('w_s', f32([], [0.02])).initializer('b', f32([3], [0.1, -0.2, 0.3]))
+    .node('DynamicQuantizeLinear', ['x'], ['xq', 'xs', 'xz'])
+    .node('MatMulInteger', ['xq', 'w_q', 'xz'], ['yi'])
+    .node('Mul', ['xs', 'w_s'], ['s'])
+    .node('Cast', ['yi'], ['yf'], { to: { kind: 'int', value: 1 } })
+    .node('Mul', ['yf', 's'], ['y0']).node('Add', ['y0', 'b'], ['y'])
+    .output('y', 'float32', [2, 3])
+    .build();
+  const model = new RefitModel(m);
+  assert.deepEqual(model.parameterNames('all'), ['b']);
+  assert.throws(() => model.parameterNames(['w_s']), /'w_s' is a quantization scale or zero point \(input 1 of Mul node/);
+});
