@@ -124,7 +124,7 @@ export class PeftModel extends RefitModel {
     if (!NAME.test(name)) throw new PeftError(`adapter name '${name}' must match ${NAME} (it prefixes tensor names)`);
     if ([...this.active, ...this.merged].some((e) => e.name === name)) throw new PeftError(`an adapter named '${name}' already exists; remove it first or choose another name`);
     const g = this.ir.graph;
-    const plan = method.plan({ graph: g, name, sites: this.sites(), value: (n) => floatValue(g, n, g.initializers.get(n) ?? missing(n)) });
+    const plan = method.plan({ graph: g, name, sites: this.sites(), value: (n) => floatValue(g, n, g.initializers.get(n) ?? missing(n)), source: { opsets: this.ir.opsets, producerName: this.ir.producerName } });
     checkQuantizedPlan(g, method.method, name, plan.overrides.keys(), plan.fileConfig, this.sites());
     for (const k of plan.tensors.keys()) if (g.initializers.has(k) || g.inputs.some((i) => i.name === k)) throw new PeftError(`${method.method} '${name}': tensor '${k}' already exists in the model`);
     for (const k of plan.overrides.keys()) {

@@ -1,6 +1,6 @@
 // The one interface every PEFT method implements: plan an adapter on a graph (resolve targets,
 // create its tensors), then rewrite the graph, and optionally fold it into the base weights.
-import type { Graph } from '../onnx/ir.ts';
+import type { Graph, Model } from '../onnx/ir.ts';
 import type { Emitter } from '../onnx/emitter.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import type { Site } from './sites.ts';
@@ -14,6 +14,8 @@ export interface PlanContext {
   sites: Site[];
   /** Current value of an initializer. */
   value(name: string): Tensor;
+  /** The base model's opset imports and producer: where it came from, for messages. */
+  source?: Pick<Model, 'opsets' | 'producerName'>;
 }
 
 export interface ApplyContext {

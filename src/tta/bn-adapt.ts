@@ -13,6 +13,7 @@ import type { Tensor } from '../onnx/tensor.ts';
 import type { SessionOptions } from '../onnx/runtime.ts';
 import { type Adapter, type AdaptResult, defaultLogits } from './types.ts';
 import { checkBatch } from './common.ts';
+import { noNormLayerMessage } from '../onnx/norm-folding.ts';
 
 export interface BNAdaptOptions {
   /** Source prior strength N (Schneider et al. 2020). Default 0: pure test-batch statistics. */
@@ -52,7 +53,10 @@ export class BNAdapt implements Adapter {
   private readonly logits: string;
 
   constructor(readonly model: RefitModel, readonly options: BNAdaptOptions = {}) {
-    if (!hasBatchNorm(model)) throw new Error('bn-adapt needs a model with BatchNormalization layers; this model has none');
+    if (!hasBatchNorm(model)) {
+      throw new Error(noNormLayerMessage('bn-adapt re-estimates the statistics of BatchNormalization layers, and this model has none.', model.ir,
+        'use a method without BatchNorm statistics: tent, eata or sar adapt LayerNorm and GroupNorm layers too; lame, t3a and source need no norm layer'));
+    }
     if ((options.prior ?? 0) < 0) throw new Error(`bn-adapt prior N must be ≥ 0, got ${options.prior}`);
     this.logits = options.logits ?? defaultLogits(model.outputs);
   }

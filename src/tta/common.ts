@@ -5,6 +5,7 @@ import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { formatShape } from '../onnx/tensor.ts';
 import { findNormLayers } from '../onnx/norm-layers.ts';
+import { noNormLayerMessage, NORM_KINDS } from '../onnx/norm-folding.ts';
 import { SGD, Adam, AdamW, type Optimizer, type OptimizerState } from '../train/optim/index.ts';
 import type { StepResult } from '../train/train-step.ts';
 import { type Adapter, type AdaptInfo, type AdaptResult, type AdapterState, defaultLogits } from './types.ts';
@@ -188,7 +189,8 @@ export function normLayers(model: RefitModel): NormLayer[] {
 export function normAffineParams(method: string, model: RefitModel, exclude?: RegExp): string[] {
   const layers = normLayers(model);
   if (layers.length === 0) {
-    throw new Error(`${method} adapts normalization layers (BatchNormalization, LayerNormalization, GroupNormalization or InstanceNormalization, fused or as the primitive ops exporters write below opset 17), and this model has none. Pass 'params' to choose other parameters, or use a method without parameter updates (source, lame, t3a)`);
+    throw new Error(noNormLayerMessage(`${method} adapts normalization layers (${NORM_KINDS}), and this model has none.`, model.ir,
+      'pass \'params\' to choose other parameters, or use a method without parameter updates (source, lame, t3a)'));
   }
   const names = [...new Set(layers.flatMap((l) => [l.scale, l.bias]).filter((p): p is string => !!p))];
   const kept = exclude ? names.filter((n) => !exclude.test(n)) : names;

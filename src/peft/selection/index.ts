@@ -6,6 +6,7 @@ import type { AdapterMethod, AdapterPlan, PlanContext } from '../types.ts';
 import { type Tensor, cloneTensor } from '../../onnx/tensor.ts';
 import { PeftError } from '../errors.ts';
 import { findNormLayers } from '../../onnx/norm-layers.ts';
+import { noNormLayerMessage, NORM_KINDS } from '../../onnx/norm-folding.ts';
 
 export interface SelectionConfig {
   /** Keep only parameters whose name matches. @default every candidate */
@@ -47,5 +48,12 @@ export function bitfit(config: SelectionConfig = {}): AdapterMethod {
  * see src/onnx/norm-layers.ts).
  */
 export function normAffine(config: SelectionConfig = {}): AdapterMethod {
-  return selection('norm-affine', 'NORM_AFFINE', (g) => findNormLayers(g).flatMap((l) => [l.scale, l.bias].filter((p): p is string => !!p)), config);
+  return selection('norm-affine', 'NORM_AFFINE', (g, ctx) => {
+    const layers = findNormLayers(g);
+    if (layers.length === 0) {
+      throw new PeftError(noNormLayerMessage(`norm-affine trains the scale and shift of normalization layers (${NORM_KINDS}), and this model has none.`, { graph: g, ...ctx.source },
+        'train another parameter group: lora(), bitfit(), or every parameter (trainable: \'all\')'));
+    }
+    return layers.flatMap((l) => [l.scale, l.bias].filter((p): p is string => !!p));
+  }, config);
 }
