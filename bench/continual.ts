@@ -10,6 +10,7 @@
 //
 //   nice -n 15 npx tsx bench/continual.ts --model cnn --samples 256 [--settings continual,mixed]
 //     [--methods source,tent,controller] [--resume] [--tag -smoke] [--round-samples 32] [--level-samples 64] [--clean 512]
+//     [--overwrite]  start the tag's results again (without it, or --resume, an existing file is refused)
 //     [--align]   every method with input alignment to the source set (inputAlign, src/tta/input-align.ts);
 //                 its rows are named '<method>+align' (the controller's tuned options may hold it already)
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -43,6 +44,11 @@ const tuned: Record<string, Record<string, unknown>> = existsSync(tunedPath) ? J
 
 interface Results { model: string; sizes: Sizes; rows: Row[]; tuned: string | null }
 let results: Results = { model: which, sizes, rows: [], tuned: existsSync(tunedPath) ? tunedPath : null };
+// A finished run's rows are not thrown away by the next run under the same tag: add to them with
+// --resume, or start afresh with --overwrite (two session-8 part files were lost this way).
+if (existsSync(jsonPath) && !args.includes('--resume') && !args.includes('--overwrite')) {
+  throw new Error(`${jsonPath} exists: give --resume to add rows to it, --overwrite to start it again, or another --tag`);
+}
 if (args.includes('--resume') && existsSync(jsonPath)) {
   const old = JSON.parse(readFileSync(jsonPath, 'utf8')) as Results;
   if (JSON.stringify(old.sizes) !== JSON.stringify(sizes)) throw new Error(`--resume: ${jsonPath} was made with sizes ${JSON.stringify(old.sizes)}, not ${JSON.stringify(sizes)}`);
