@@ -166,9 +166,7 @@ export function calibration(source: SourceSet, batch: number, n = 512): Tensor[]
 /** Options may name input alignment as `inputAlign: 'source'`: the statistics are the bundled source set's. */
 export function withInputStats<T extends object>(opts: T, source: SourceSet): T {
   const a = (opts as { inputAlign?: unknown }).inputAlign;
-  if (a === 'source') return { ...opts, inputAlign: inputStats(source.images) };
-  if (a === false || a === 'off') { const { inputAlign: _, ...rest } = opts as T & { inputAlign?: unknown }; return rest as T; }
-  return opts;
+  return a === 'source' ? { ...opts, inputAlign: inputStats(source.images) } : opts;
 }
 
 /** Tuned options name the deep learner as `deep: true` or `deep: { updateEvery, … }`: its data is the bundled source set. */

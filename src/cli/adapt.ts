@@ -49,7 +49,7 @@ export interface AdaptResult {
   feedbackAccepted?: number;
   /** Continual: whether level 3 runs the deep learner (RMT over every parameter on --source). */
   deepLearner?: boolean;
-  /** With --input-align: the --source statistics each batch was standardised to. */
+  /** With --input-align: the --source statistics each batch was aligned to. */
   inputAlign?: InputStats;
   out: string;
   report: string | null;
@@ -83,7 +83,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   const src = o.source ? loadData(o.source, io, { labels: o.sourceLabels, needLabels: '--source' }) : null;
   const srcTensor = src ? batchOf(src, range(0, src.n)) : null;
   const deepLearner = method === 'continual' && !!srcTensor && o.deep !== false;
-  if (o.inputAlign && !srcTensor) throw new Error('--input-align standardises the stream to the statistics of in-distribution data; give --source');
+  if (o.inputAlign && !srcTensor) throw new Error('--input-align aligns the stream to the statistics of in-distribution data; give --source');
   const align = o.inputAlign ? { inputAlign: inputStats(srcTensor!.x) } : {};
 
   let adapter: Adapter | null = null;

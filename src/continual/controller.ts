@@ -111,7 +111,7 @@ export interface ControllerOptions extends Omit<FastSlowOptions, 'decay'> {
   deep?: DeepLearnerOptions;
   /**
    * Input alignment (../tta/input-align.ts): every batch, calibration batches included, is
-   * standardised per channel to these source statistics (`tta.inputStats` of in-distribution
+   * moved per channel to these source statistics (`tta.inputStats` of in-distribution
    * inputs) before anything else sees it, at every level: it changes no parameter and is close to
    * the identity on in-distribution batches. A refit addition. Off when absent.
    */

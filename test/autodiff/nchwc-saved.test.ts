@@ -5,12 +5,7 @@
 // kernels, and gradients through it (w.r.t. the stored, reordered weights) pass finite differences.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
-import { encodeModel, decodeModel } from '../../src/onnx/proto.ts';
-import { ort } from '../../src/onnx/runtime.ts';
 import { NCHWC_DOMAIN, nchwcBlockSize } from '../../src/onnx/nchwc.ts';
 import { f32, type Tensor } from '../../src/onnx/tensor.ts';
 import type { Model } from '../../src/onnx/ir.ts';
@@ -18,6 +13,7 @@ import { gradCheck } from '../../src/autodiff/gradcheck.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { findSites } from '../../src/peft/sites.ts';
 import { lowered, runModel, maxAbsDiff } from './lower-helpers.ts';
+import { savedByOrt } from '../helpers/ort-saved.ts';
 
 const f = (value: number) => ({ kind: 'float' as const, value });
 const ints = (value: number[]) => ({ kind: 'ints' as const, value });
@@ -62,24 +58,12 @@ function smallCnn(): { model: Model; feeds: Record<string, Tensor> } {
   return { model: b.build(), feeds: { x } };
 }
 
-/** The model as onnxruntime saves it at level 'all' (optimizedModelFilePath). */
-async function savedAtAll(m: Model): Promise<Model> {
-  const dir = mkdtempSync(join(tmpdir(), 'refit-nchwc-saved-'));
-  try {
-    const out = join(dir, 'opt.onnx');
-    const s = await ort.InferenceSession.create(encodeModel(m), { graphOptimizationLevel: 'all', optimizedModelFilePath: out, executionProviders: ['cpu'], logSeverityLevel: 3 });
-    await s.release();
-    return decodeModel(new Uint8Array(readFileSync(out)));
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 const floatParams = (m: Model) => [...m.graph.initializers].filter(([, t]) => t.dtype === 'float32' && t.data.length > 1).map(([n]) => n);
 
 test('a model saved at level \'all\' lowers to standard ops that equal onnxruntime\'s blocked kernels', { skip: (await nchwcBlockSize()) === null ? 'onnxruntime has no NCHWc kernels on this CPU' : false }, async () => {
   const { model, feeds } = smallCnn();
-  const saved = await savedAtAll(model);
+  const saved = await savedByOrt(model, 'all');
   const ops = new Set(saved.graph.nodes.filter((n) => n.domain === NCHWC_DOMAIN).map((n) => n.opType));
   for (const op of ['Conv', 'ReorderOutput', 'MaxPool', 'AveragePool', 'GlobalAveragePool', 'Upsample']) assert.ok(ops.has(op), `onnxruntime wrote no nchwc ${op} (found ${[...ops]})`);
   const acts = new Set(saved.graph.nodes.filter((n) => n.domain === NCHWC_DOMAIN && n.opType === 'Conv').map((n) => String(n.attrs.activation?.value)));
@@ -98,7 +82,7 @@ test('a model saved at level \'all\' lowers to standard ops that equal onnxrunti
 
 test('gradients through the lowered blocked ops (w.r.t. the stored reordered weights) pass finite differences', { skip: (await nchwcBlockSize()) === null ? 'onnxruntime has no NCHWc kernels on this CPU' : false }, async () => {
   const { model, feeds } = smallCnn();
-  const saved = await savedAtAll(model);
+  const saved = await savedByOrt(model, 'all');
   const reports = await gradCheck(saved, feeds, { params: floatParams(saved), outputs: ['y'], maxElements: 24 });
   assert.ok(reports.length >= 8, `${reports.length} parameters checked`);
   for (const r of reports) {
@@ -109,7 +93,7 @@ test('gradients through the lowered blocked ops (w.r.t. the stored reordered wei
 
 test('PEFT takes no blocked conv for a layer: its weight and input are not in the layout an adapter assumes', { skip: (await nchwcBlockSize()) === null ? 'onnxruntime has no NCHWc kernels on this CPU' : false }, async () => {
   const { model } = smallCnn();
-  const saved = await savedAtAll(model);
+  const saved = await savedByOrt(model, 'all');
   assert.ok(saved.graph.nodes.some((n) => n.domain === NCHWC_DOMAIN && n.opType === 'Conv'));
   assert.deepEqual(findSites(saved.graph).map((s) => s.op), ['Gemm']);
   assert.deepEqual(findSites(model.graph).map((s) => s.op), ['Conv', 'Conv', 'Conv', 'Conv', 'Gemm'], 'the unsaved model has its convs as sites');

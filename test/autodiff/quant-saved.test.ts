@@ -4,17 +4,13 @@
 // its source: the same loss and the same straight-through gradients upstream of the quantized layer.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
-import { encodeModel, decodeModel } from '../../src/onnx/proto.ts';
-import { ort } from '../../src/onnx/runtime.ts';
 import { f32, type Tensor } from '../../src/onnx/tensor.ts';
 import type { Model } from '../../src/onnx/ir.ts';
 import { RefitModel } from '../../src/model.ts';
 import { mse } from '../../src/train/losses.ts';
 import { Rng } from '../../src/util/rng.ts';
+import { savedByOrt } from '../helpers/ort-saved.ts';
 
 /** x [2, 3, 8] → float Linear → QDQ activation → int8 MatMul → per-feature scale (a bias Add would make onnxruntime write a Gemm). */
 function qdqMlp(): Model {
@@ -35,21 +31,10 @@ function qdqMlp(): Model {
     .build();
 }
 
-async function savedAt(m: Model, level: 'extended' | 'all'): Promise<Model> {
-  const dir = mkdtempSync(join(tmpdir(), 'refit-quant-saved-'));
-  try {
-    const out = join(dir, 'opt.onnx');
-    const s = await ort.InferenceSession.create(encodeModel(m), { graphOptimizationLevel: level, optimizedModelFilePath: out, executionProviders: ['cpu'], logSeverityLevel: 3 });
-    await s.release();
-    return decodeModel(new Uint8Array(readFileSync(out)));
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 test('a QDQ MatMul saved by onnxruntime as MatMulIntegerToFloat (static QuantizeLinear input) trains like its source', async () => {
   const src = qdqMlp();
-  const saved = await savedAt(src, 'extended');
+  const saved = await savedByOrt(src, 'extended');
   const fused = saved.graph.nodes.find((n) => n.opType === 'MatMulIntegerToFloat');
   assert.ok(fused, `onnxruntime wrote no MatMulIntegerToFloat (ops: ${[...new Set(saved.graph.nodes.map((n) => n.opType))]})`);
   // onnxruntime moves the QuantizeLinear ahead of a Reshape: the int8 activation crosses it
@@ -96,7 +81,7 @@ test('trainable \'all\' offers no quantization scale, before or after onnxruntim
   // scale, which no node reads once the fused layer is lowered (onnxruntime warned about it)
   assert.deepEqual(a.names, ['w0', 'b0', 'b1']);
   for (const level of ['extended', 'all'] as const) {
-    const saved = await savedAt(src, level);
+    const saved = await savedByOrt(src, level);
     const fused = saved.graph.nodes.find((n) => n.opType === 'MatMulIntegerToFloat');
     assert.ok(fused && fused.inputs[3] === 'w1_s', `${level}: the form this test means to cover`);
     const b = await run(saved);

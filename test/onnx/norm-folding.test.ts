@@ -4,12 +4,7 @@
 // to folding.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
-import { encodeModel, decodeModel } from '../../src/onnx/proto.ts';
-import { ort } from '../../src/onnx/runtime.ts';
 import { NCHWC_DOMAIN, nchwcBlockSize } from '../../src/onnx/nchwc.ts';
 import { f32 } from '../../src/onnx/tensor.ts';
 import type { Model } from '../../src/onnx/ir.ts';
@@ -18,6 +13,7 @@ import { Rng } from '../../src/util/rng.ts';
 import { createAdapter } from '../../src/tta/index.ts';
 import * as peft from '../../src/peft/index.ts';
 import { foldedNormHint } from '../../src/onnx/norm-folding.ts';
+import { savedByOrt } from '../helpers/ort-saved.ts';
 
 const ints = (value: number[]) => ({ kind: 'ints' as const, value });
 
@@ -48,17 +44,6 @@ function bnCnn(): Model {
   return b.build();
 }
 
-async function savedAt(m: Model, level: 'basic' | 'extended' | 'all'): Promise<Model> {
-  const dir = mkdtempSync(join(tmpdir(), 'refit-norm-folding-'));
-  try {
-    const out = join(dir, 'opt.onnx');
-    const s = await ort.InferenceSession.create(encodeModel(m), { graphOptimizationLevel: level, optimizedModelFilePath: out, executionProviders: ['cpu'], logSeverityLevel: 3 });
-    await s.release();
-    return decodeModel(new Uint8Array(readFileSync(out)));
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 /** The TTA methods that adapt norm layers' affine parameters (normAffineParams), and BN-adapt. */
 const NORM_METHODS = ['tent', 'eata', 'sar', 'cotta', 'rmt', 'roid', 'rotta', 'bn-adapt'];
@@ -70,7 +55,7 @@ test('norm-affine, Tent, BN-adapt and the other norm methods on a CNN saved by o
   assert.equal(peft.withAdapter(src, 'n', peft.normAffine()).trainableNames().length, 4);
   for (const m of NORM_METHODS) await createAdapter(src, m).release();
 
-  const saved = new RefitModel(await savedAt(bnCnn(), 'all'));
+  const saved = new RefitModel(await savedByOrt(bnCnn(), 'all'));
   const g = saved.ir.graph;
   assert.ok(!g.nodes.some((n) => n.opType === 'BatchNormalization'), 'onnxruntime kept a BatchNormalization');
   if ((await nchwcBlockSize()) !== null) assert.ok(g.nodes.some((n) => n.domain === NCHWC_DOMAIN && n.opType === 'Conv'), 'no blocked conv: not the form this test means to cover');
@@ -101,7 +86,7 @@ test('norm-affine, Tent, BN-adapt and the other norm methods on a CNN saved by o
 });
 
 test('a model onnxruntime saved at \'basic\' is recognised by its opset imports alone (no blocked or fused op left)', async () => {
-  const saved = await savedAt(bnCnn(), 'basic');
+  const saved = await savedByOrt(bnCnn(), 'basic');
   assert.ok(!saved.graph.nodes.some((n) => n.domain !== '' || n.opType === 'BatchNormalization'), 'expected only standard ops and no BatchNorm at \'basic\'');
   const hint = foldedNormHint(saved);
   assert.match(hint, /^This model was saved by onnxruntime \(it declares onnxruntime's internal opsets\) and 2 convolutions have a bias/);
