@@ -42,6 +42,8 @@ export interface DemoOptions {
   quick?: boolean;
   /** One pass over the 10k test set per corruption (the benchmark's stream) instead of the default slice. */
   full?: boolean;
+  /** Batches per corruption; overrides --quick's 3 and the default 6 (not with --full). */
+  batches?: number;
   json?: boolean;
   model?: string;
   methods?: string[];
@@ -66,6 +68,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const severity = o.severity ?? 5;
   assertSeverity(severity);
   if (!(Number.isInteger(o.batchSize ?? 64) && (o.batchSize ?? 64) > 0)) throw new Error(`--batch-size must be a positive integer, got ${o.batchSize}`);
+  if (o.batches !== undefined && !(Number.isInteger(o.batches) && o.batches > 0)) throw new Error(`--batches must be a positive integer, got ${o.batches}`);
+  if (o.batches !== undefined && o.full) throw new Error('--batches and --full do not go together: --full streams the whole test set per corruption');
   const modelPath = o.model ?? resolve(packageRoot(), 'models', 'fmnist-cnn.onnx');
   if (!existsSync(modelPath)) throw new Error(`model not found: ${modelPath} (the shipped CNN lives in models/fmnist-cnn.onnx)`);
   const model = await loadModel(modelPath, { threads: o.threads ?? 2 });
@@ -76,7 +80,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   }
   const data = loadFashionMnist('test');
   const batchSize = o.batchSize ?? 64;
-  const makeStream = (): Stream => continualStream(data, { severity, batchSize, seed: 0, ...(o.full ? {} : { batchesPerDomain: o.quick ? QUICK_BATCHES : DEFAULT_BATCHES }) });
+  const makeStream = (): Stream => continualStream(data, { severity, batchSize, seed: 0, ...(o.full ? {} : { batchesPerDomain: o.batches ?? (o.quick ? QUICK_BATCHES : DEFAULT_BATCHES) }) });
   const stream = makeStream();
   const bar = o.json ? null : new cliProgress.SingleBar({ format: '{method} |{bar}| {value}/{total} batches | {duration}s', hideCursor: true, noTTYOutput: true, notTTYSchedule: 10000, stream: process.stderr }, cliProgress.Presets.shades_classic);
   const scores: StreamScore[] = [];

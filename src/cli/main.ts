@@ -157,6 +157,7 @@ program
   .description('score the shipped CNN, unadapted and with every adaptation method, on the continual Fashion-MNIST-C stream')
   .option('--quick', 'a short run: 3 batches per corruption (default 6)')
   .option('--full', 'one pass over the 10k test set per corruption (slow: the benchmark stream)')
+  .option('--batches <n>', 'batches per corruption (default 6; --quick 3)', (v) => parseInt(v, 10))
   .option('--json', 'print machine-readable JSON instead of the table')
   .option('--model <path>', 'ONNX model with input [N,1,28,28] and logits output (default: the shipped CNN)')
   .option('--methods <list>', 'comma-separated methods (default: all)')
