@@ -40,9 +40,10 @@ test('examples/quickstart.ts fine-tunes the shipped CNN and saves a model that l
 
 test('examples/tta-stream.ts: Tent beats the unadapted CNN on a corrupted stream', () => {
   const cwd = folder();
-  const log = example(cwd, 'tta-stream.ts', '5');
+  // Two batches of 64 per corruption: Tent predicts each domain's second batch after a step on its first.
+  const log = example(cwd, 'tta-stream.ts', '2');
   const err = (m: string) => Number(new RegExp(`^${m}: error (\\d+\\.\\d+)%`, 'm').exec(log)?.[1]);
-  // Measured: source 49.3%, Tent 24.4% (BatchNorm statistics of the shifted batches do most of it).
+  // Measured: source 51.3%, Tent 24.2% (49.3% and 24.4% at 5 batches per corruption; BatchNorm statistics of the shifted batches do most of it).
   assert.ok(err('tent') < err('source') - 10, log);
   rmSync(cwd, { recursive: true, force: true });
 });
