@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { decodeModel } from '../../src/onnx/proto.ts';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
-import { diagnoseTraining } from '../../src/index.ts';
+import { diagnoseTraining } from '../../src/autodiff/diagnose.ts';
 import { f32 } from '../../src/onnx/tensor.ts';
 
 const fixture = (p: string) => decodeModel(readFileSync(new URL(`../fixtures/${p}/model.onnx`, import.meta.url)));
