@@ -163,10 +163,14 @@ export function calibration(source: SourceSet, batch: number, n = 512): Tensor[]
   return out;
 }
 
-/** Options may name input alignment as `inputAlign: 'source'`: the statistics are the bundled source set's. */
+/**
+ * Options may name input alignment as `inputAlign: 'source'` (the bundled source set's statistics)
+ * or `'source-classes'` (with its per-class statistics: the class-mix gate).
+ */
 export function withInputStats<T extends object>(opts: T, source: SourceSet): T {
   const a = (opts as { inputAlign?: unknown }).inputAlign;
-  return a === 'source' ? { ...opts, inputAlign: inputStats(source.images) } : opts;
+  if (a === 'source') return { ...opts, inputAlign: inputStats(source.images) };
+  return a === 'source-classes' ? { ...opts, inputAlign: inputStats(source.images, source.labels) } : opts;
 }
 
 /** Tuned options name the deep learner as `deep: true` or `deep: { updateEvery, … }`: its data is the bundled source set. */

@@ -84,7 +84,8 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   const srcTensor = src ? batchOf(src, range(0, src.n)) : null;
   const deepLearner = method === 'continual' && !!srcTensor && o.deep !== false;
   if (o.inputAlign && !srcTensor) throw new Error('--input-align aligns the stream to the statistics of in-distribution data; give --source');
-  const align = o.inputAlign ? { inputAlign: inputStats(srcTensor!.x) } : {};
+  // The source's labels give per-class statistics: the class-mix gate (src/tta/class-mix.ts).
+  const align = o.inputAlign ? { inputAlign: inputStats(srcTensor!.x, src!.labels) } : {};
 
   let adapter: Adapter | null = null;
   let controller: ContinualController | null = null;

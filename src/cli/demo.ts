@@ -31,7 +31,7 @@ function makeAdapter(model: RefitModel, method: string, sourceSet: SourceSet, fu
   // output gets the smoothed batch prior (for correlated labels; on this i.i.d. stream it moves little)
   // and the persistence-gated debias (a class bias the model keeps batch after batch); every batch's
   // input is first aligned to the bundled set's statistics (input alignment, ../tta/input-align.ts).
-  return new ContinualAdapter(model, { logits: 'logits', ...embedding, lr: 0.001, priorCorrection: 'batch', debias: { similarity: 0.98 }, inputAlign: inputStats(sourceSet.images), deep: { sourceData: sourceSet.images, sourceLabels: sourceSet.labels } }, calibration);
+  return new ContinualAdapter(model, { logits: 'logits', ...embedding, lr: 0.001, priorCorrection: 'batch', debias: { similarity: 0.98 }, inputAlign: inputStats(sourceSet.images, sourceSet.labels), deep: { sourceData: sourceSet.images, sourceLabels: sourceSet.labels } }, calibration);
 }
 
 /** Batches per corruption: the default keeps the demo to a few minutes with every method on 2 cores. */

@@ -26,7 +26,7 @@ import { softmaxRows } from '../tta/common.ts';
 import { lameSolve, LAME_DEFAULTS } from '../tta/lame.ts';
 import { argmaxRows } from '../data/evaluate.ts';
 import { smoothedBatchPrior } from '../tta/batch-prior.ts';
-import { alignInput, type InputStats } from '../tta/input-align.ts';
+import { alignInput, alignInputDetailed, type InputStats } from '../tta/input-align.ts';
 
 export const LEVEL_NAMES = ['output-correction', 'norm-statistics', 'fast-updates', 'consolidation', 'rollback'] as const;
 export type Level = 0 | 1 | 2 | 3 | 4;
@@ -113,7 +113,10 @@ export interface ControllerOptions extends Omit<FastSlowOptions, 'decay'> {
    * Input alignment (../tta/input-align.ts): every batch, calibration batches included, is
    * moved per channel to these source statistics (`tta.inputStats` of in-distribution
    * inputs) before anything else sees it, at every level: it changes no parameter and is close to
-   * the identity on in-distribution batches. A refit addition. Off when absent.
+   * the identity on in-distribution batches. With per-class statistics (`tta.inputStats(images,
+   * labels)`) a channel whose moments some class mix explains is left as it came (the class-mix
+   * gate, ../tta/class-mix.ts), so batches of a few classes are not 'corrected'. A refit addition.
+   * Off when absent.
    */
   inputAlign?: InputStats;
   seed?: number;
@@ -160,6 +163,8 @@ export interface BatchSignals {
   prior?: boolean;
   /** `debias` moved this batch's output towards uniform. */
   debiased?: boolean;
+  /** With inputAlign: whether any channel of the batch was aligned (the class-mix gate may leave it as it came). */
+  aligned?: boolean;
 }
 
 export interface ControllerState {
@@ -286,7 +291,8 @@ export class ContinualController {
     const data = input.data as Float32Array;
     for (let i = 0; i < data.length; i++) checkInput(data[i]!, i);
     // Everything below (both learners, the buffers kept for feedback) sees the aligned batch.
-    const x = this.options.inputAlign ? alignInput(input, this.options.inputAlign) : input;
+    const al = this.options.inputAlign ? alignInputDetailed(input, this.options.inputAlign) : null;
+    const x = al ? al.x : input;
     const first = this.events.length;
     const level = this.level;
     const t0 = performance.now();
@@ -300,6 +306,7 @@ export class ContinualController {
       : await this.learner.process(x, { update: false, batchStats: false });
     const updateMs = level >= 2 ? performance.now() - t0 : 0;
     const signals = this.observe(out.fastLogits, n, updateMs);
+    if (al) signals.aligned = al.aligned.some(Boolean);
     this.batch++;
     this.decide(signals);
     // Climbing from level 0 to 1 costs one forward pass and changes no parameter, so the batch

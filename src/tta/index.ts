@@ -30,7 +30,7 @@ export { RMT, RMT_DEFAULTS, type RmtOptions } from './rmt.ts';
 export { RDumb, RDUMB_DEFAULTS, type RdumbOptions } from './rdumb.ts';
 export { ROID, ROID_DEFAULTS, type RoidOptions } from './roid.ts';
 export { RoTTA, ROTTA_DEFAULTS, type RottaOptions } from './rotta.ts';
-export { alignInput, inputStats, InputAligned, type InputStats } from './input-align.ts';
+export { alignInput, alignInputDetailed, inputStats, InputAligned, CLASS_MIX_MARGIN, type InputStats } from './input-align.ts';
 export { loadSourceSet, sourceDataOptions, type SourceSet } from './source-data.ts';
 export { runStream, type StreamScore } from './run-stream.ts';
 

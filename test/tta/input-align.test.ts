@@ -3,7 +3,7 @@
 // reason it exists: an affine intensity shift (brightness, contrast) is undone exactly.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { alignInput, inputStats, createAdapter, loadSourceSet } from '../../src/tta/index.ts';
+import { alignInput, alignInputDetailed, inputStats, createAdapter, loadSourceSet } from '../../src/tta/index.ts';
 import { loadModel } from '../../src/model.ts';
 import { ContinualController } from '../../src/continual/controller.ts';
 import { argmaxRows } from '../../src/data/evaluate.ts';
@@ -71,6 +71,45 @@ test('bad input is refused with the reason: non-finite values, channel mismatch,
   assert.throws(() => alignInput(f32([2, 1, 2, 2], rand(8, 5)), { mean: [0], sampleStd: [0] }), /positive finite sampleStd/);
   assert.throws(() => alignInput({ dtype: 'int32', dims: [1, 1], data: new Int32Array(1) }, { mean: [0], sampleStd: [1] }), /must be float32, got int32/);
   assert.throws(() => inputStats(f32([0, 1, 2, 2], new Float32Array(0))), /no samples/);
+});
+
+test('inputStats with labels: each class\'s statistics, as inputStats of its samples alone; bad labels refused', () => {
+  const x = images(60, 500), y = images.labels(60, 500);
+  const s = inputStats(x, y);
+  assert.deepEqual([s.mean, s.sampleStd], [inputStats(x).mean, inputStats(x).sampleStd], 'the overall statistics are unchanged');
+  const present = [...new Set(y)].sort((a, b) => a - b);
+  assert.equal(s.classes!.length, present.length, 'one entry per class present');
+  present.forEach((k, i) => {
+    const idx = [...y.keys()].filter((j) => y[j] === k);
+    const d = new Float32Array(idx.length * 784);
+    idx.forEach((j, r) => d.set((x.data as Float32Array).subarray(j * 784, (j + 1) * 784), r * 784));
+    const own = inputStats(f32([idx.length, 1, 28, 28], d));
+    assert.ok(Math.abs(s.classes![i]!.mean[0]! - own.mean[0]!) < 1e-9 && Math.abs(s.classes![i]!.sampleStd[0]! - own.sampleStd[0]!) < 1e-9, `class ${k}`);
+  });
+  assert.throws(() => inputStats(x, y.slice(1)), /60 samples but 59 labels/);
+  assert.throws(() => inputStats(x, Array.from(y, (v, i) => (i === 3 ? 1.5 : v))), /label 1\.5 of sample 3 is not a class index/);
+  assert.throws(() => alignInput(x, { ...s, classes: [{ mean: [0.1, 0.2], sampleStd: [0.3, 0.3] }] }), /classes\[0\] must hold .* each of the 1 channels/);
+  assert.throws(() => alignInput(x, s, { margin: -1 }), /margin must be a finite number ≥ 0, got -1/);
+});
+
+test('the class-mix gate: a batch of one source class is left as it came, a brightened or washed-out batch is aligned as without it', () => {
+  const src = images(600, 1000), labels = images.labels(600, 1000);
+  const gated = inputStats(src, labels), plain = inputStats(src);
+  // 32 sandals (class 5: small, dark) from elsewhere in the test set.
+  const all = images(2000, 3000), yAll = images.labels(2000, 3000);
+  const idx = [...yAll.keys()].filter((j) => yAll[j] === 5).slice(0, 32);
+  const d = new Float32Array(32 * 784);
+  idx.forEach((j, r) => d.set((all.data as Float32Array).subarray(j * 784, (j + 1) * 784), r * 784));
+  const sandals = f32([32, 1, 28, 28], d);
+  const one = alignInputDetailed(sandals, gated);
+  assert.deepEqual([one.aligned, one.x.data], [[false], sandals.data], 'one class: unchanged');
+  assert.ok(maxDiff(alignInput(sandals, plain), sandals) > 0.05, 'without class statistics the same batch is moved');
+  for (const shift of [(v: number) => Math.min(1, v + 0.3), (v: number) => 0.3 * v + 0.5]) {
+    const x = images(64, 5000, shift);
+    const r = alignInputDetailed(x, gated);
+    assert.deepEqual(r.aligned, [true]);
+    assert.deepEqual(r.x.data, alignInput(x, plain).data, 'aligned exactly as without the gate');
+  }
 });
 
 test("createAdapter's inputAlign: the method sees the aligned batch (same logits and state as feeding it aligned); bad statistics refused", async () => {
