@@ -13,6 +13,8 @@
 //     [--overwrite]  start the tag's results again (without it, or --resume, an existing file is refused)
 //     [--align]   every method with input alignment to the source set (inputAlign, src/tta/input-align.ts);
 //                 its rows are named '<method>+align' (the controller's tuned options may hold it already)
+//     [--align-classes]  the same with the class-mix gate (the source set's per-class statistics);
+//                 rows '<method>+align-classes'
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { SETTINGS, METHODS, streamFor, testData, runMethod, runController, type Row, type Setting, type Sizes } from './continual/lib.ts';
 import { loadSourceSet } from '../src/tta/index.ts';
@@ -36,8 +38,9 @@ const methods = opt('methods', METHODS.join(',')).split(',');
 for (const m of methods) if (!(METHODS as readonly string[]).includes(m)) throw new Error(`unknown method '${m}'; known: ${METHODS.join(', ')}`);
 const modelPath = `models/fmnist-${which}.onnx`;
 const tag = opt('tag', '');
-const align = args.includes('--align');
-const rowName = (m: string) => (align ? `${m}+align` : m);
+const alignAs = args.includes('--align-classes') ? 'source-classes' : args.includes('--align') ? 'source' : null;
+const align = alignAs !== null;
+const rowName = (m: string) => (alignAs === 'source-classes' ? `${m}+align-classes` : align ? `${m}+align` : m);
 const jsonPath = `bench/results/continual-${which}${tag}.json`;
 const tunedPath = `bench/results/continual-tuned-${which}.json`;
 const tuned: Record<string, Record<string, unknown>> = existsSync(tunedPath) ? JSON.parse(readFileSync(tunedPath, 'utf8')).chosen : {};
@@ -70,12 +73,12 @@ for (const setting of settings) {
     let row: Row;
     try {
     if (method.startsWith('controller')) {
-      const o = { ...(tuned[method] ?? tuned.controller ?? {}), ...(align ? { inputAlign: 'source' } : {}) } as Record<string, unknown>;
+      const o = { ...(tuned[method] ?? tuned.controller ?? {}), ...(align ? { inputAlign: alignAs } : {}) } as Record<string, unknown>;
       // The controller's lr is given at batch 64 and scaled linearly with the batch (as Tent's).
       if (typeof o.lr === 'number') o.lr *= batchScale;
       row = await runController(modelPath, stream, data, sizes, o, source, method === 'controller+labels' ? 0.01 : 0, 5);
     } else {
-      const o = { ...(tuned[method] ?? {}), ...(align ? { inputAlign: 'source' } : {}) } as Record<string, unknown>;
+      const o = { ...(tuned[method] ?? {}), ...(align ? { inputAlign: alignAs } : {}) } as Record<string, unknown>;
       if (typeof o.lr === 'number') o.lr *= batchScale;
       row = await runMethod(modelPath, method, stream, data, sizes, o, source);
     }

@@ -4,9 +4,12 @@ import type { Row, Sizes } from './lib.ts';
 
 const pc = (v: number) => (100 * v).toFixed(1);
 const SINGLE = ['bn-adapt', 'tent', 'eata', 'sar', 'cotta', 'rmt', 'lame', 't3a', 'rotta', 'roid', 'rdumb'];
-// A method run with input alignment (bench/continual.ts --align) is a single method too; so is the
+// A method run with input alignment (bench/continual.ts --align, --align-classes) is a single method too; so is the
 // source model with it, which changes no parameter but is an adaptation of the input.
-const isSingle = (m: string) => SINGLE.includes(m) || (m.endsWith('+align') && m !== 'controller+align' && m !== 'controller+labels+align');
+const isSingle = (m: string) => {
+  const base = m.replace(/\+align(-classes)?$/, '');
+  return SINGLE.includes(base) || (base !== m && base !== 'controller' && base !== 'controller+labels');
+};
 
 /** Levels as runs: "1×4 2×3 3×113" (level × batches). */
 export function runs(levels: string): string {
