@@ -76,6 +76,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const input = model.inputs[0]!;
   const shape = input.shape ?? [];
   if (shape.length !== 4 || shape[1] !== 1 || shape[2] !== 28 || shape[3] !== 28) {
+    await model.release();
     throw new Error(`the demo streams 1×28×28 Fashion-MNIST images; model input '${input.name}' has shape [${shape.map((d) => d ?? '?').join(', ')}], expected [N, 1, 28, 28]`);
   }
   const data = loadFashionMnist('test');

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { METHODS } from '../../src/cli/demo.ts';
+import { METHODS, runDemo, type DemoOptions } from '../../src/cli/demo.ts';
 import { CORRUPTIONS } from '../../src/data/corruptions/index.ts';
 import { readmeBlock } from '../helpers/readme.ts';
 
@@ -84,21 +84,24 @@ test("README: the demo section's block runs as written (a table, the JSON, the r
   }
 });
 
-test('bad demo input gets a clear error', () => {
-  const run = (...args: string[]) => {
-    try {
-      execFileSync(process.execPath, [join(root, 'bin/refit.js'), 'demo', '--quick', ...args], { encoding: 'utf8', cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-      return '';
-    } catch (e) {
-      return String((e as { stderr: string }).stderr);
-    }
-  };
-  assert.match(run('--methods', 'nope'), /unknown method 'nope'; known methods: source/);
-  assert.match(run('--model', join(dir, 'missing.onnx')), /model not found/);
-  assert.match(run('--severity', '9'), /severity/i);
-  assert.match(run('--batches', '0'), /--batches must be a positive integer, got 0/);
-  assert.match(run('--batches', '2', '--full'), /--batches and --full do not go together/);
-  assert.match(run('--model', join(root, 'test/fixtures/torch/mlp/model.onnx')), /expected \[N, 1, 28, 28\]/);
+// One bad option through the CLI (its one-line error and exit status 1); the others through
+// runDemo in this process, which is what the CLI calls, without a process start each.
+test('bad demo input gets a clear error', async () => {
+  let stderr = '', status = 0;
+  try {
+    execFileSync(process.execPath, [join(root, 'bin/refit.js'), 'demo', '--quick', '--methods', 'nope'], { encoding: 'utf8', cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    ({ stderr, status } = e as { stderr: string; status: number });
+  }
+  assert.equal(status, 1);
+  assert.match(stderr, /unknown method 'nope'; known methods: source/);
+  const bad = (o: DemoOptions, re: RegExp) => assert.rejects(runDemo({ quick: true, out: join(dir, 'never.html'), ...o }), re);
+  await bad({ model: join(dir, 'missing.onnx') }, /model not found/);
+  await bad({ severity: 9 }, /severity/i);
+  await bad({ batches: 0 }, /--batches must be a positive integer, got 0/);
+  await bad({ batches: 2, full: true }, /--batches and --full do not go together/);
+  await bad({ model: join(root, 'test/fixtures/torch/mlp/model.onnx') }, /expected \[N, 1, 28, 28\]/);
+  assert.ok(!existsSync(join(dir, 'never.html')), 'no report written');
 });
 
 test('the HTML report renders in headless Chromium with no console errors', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} not installed (.ci/run installs it)` }, async () => {
