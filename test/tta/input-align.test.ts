@@ -166,8 +166,32 @@ test('the continual controller with inputAlign behaves as one fed the aligned ba
     const x = images(32, 400 + 32 * i, i < 2 ? undefined : (v) => 1 - v);
     const ra = await a.predict(x), rb = await b.predict(alignInput(x, stats));
     assert.deepEqual(ra.probs, rb.probs, `batch ${i}`);
+    assert.equal(ra.signals.aligned, true, 'without class statistics every batch is aligned');
     levels.push(ra.level);
   }
   assert.ok(levels.some((l) => l >= 1), `the inverted batches make it climb: levels ${levels.join('')}`);
+  await a.release(); await b.release(); await model.release(); await model2.release();
+});
+
+test('the controller with class statistics: a one-class batch is predicted as it came (signals.aligned false), a washed-out one aligned', async () => {
+  const cnnPath = new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname;
+  const model = await loadModel(cnnPath, { threads: 1 }), model2 = await loadModel(cnnPath, { threads: 1 });
+  const gated = inputStats(images(600, 1000), images.labels(600, 1000));
+  const opts = { logits: 'logits', embedding: 'features', warmupBatches: 2, lr: 0.001 };
+  const a = new ContinualController(model, { ...opts, inputAlign: gated });
+  const b = new ContinualController(model2, opts);
+  // 32 trousers (class 1) from elsewhere in the test set, then a washed-out mixed batch.
+  const all = images(2000, 3000), yAll = images.labels(2000, 3000);
+  const idx = [...yAll.keys()].filter((j) => yAll[j] === 1).slice(0, 32);
+  const d = new Float32Array(32 * 784);
+  idx.forEach((j, r) => d.set((all.data as Float32Array).subarray(j * 784, (j + 1) * 784), r * 784));
+  const trousers = f32([32, 1, 28, 28], d);
+  const ra = await a.predict(trousers), rb = await b.predict(trousers);
+  assert.equal(ra.signals.aligned, false);
+  assert.deepEqual(ra.probs, rb.probs, 'predicted exactly as the batch came');
+  const washed = images(32, 5000, (v) => 0.3 * v + 0.5);
+  const wa = await a.predict(washed), wb = await b.predict(alignInput(washed, gated));
+  assert.equal(wa.signals.aligned, true);
+  assert.deepEqual(wa.probs, wb.probs, 'predicted as the aligned batch');
   await a.release(); await b.release(); await model.release(); await model2.release();
 });
