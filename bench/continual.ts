@@ -39,8 +39,7 @@ for (const m of methods) if (!(METHODS as readonly string[]).includes(m)) throw 
 const modelPath = `models/fmnist-${which}.onnx`;
 const tag = opt('tag', '');
 const alignAs = args.includes('--align-classes') ? 'source-classes' : args.includes('--align') ? 'source' : null;
-const align = alignAs !== null;
-const rowName = (m: string) => (alignAs === 'source-classes' ? `${m}+align-classes` : align ? `${m}+align` : m);
+const rowName = (m: string) => (alignAs === 'source-classes' ? `${m}+align-classes` : alignAs ? `${m}+align` : m);
 const jsonPath = `bench/results/continual-${which}${tag}.json`;
 const tunedPath = `bench/results/continual-tuned-${which}.json`;
 const tuned: Record<string, Record<string, unknown>> = existsSync(tunedPath) ? JSON.parse(readFileSync(tunedPath, 'utf8')).chosen : {};
@@ -73,12 +72,12 @@ for (const setting of settings) {
     let row: Row;
     try {
     if (method.startsWith('controller')) {
-      const o = { ...(tuned[method] ?? tuned.controller ?? {}), ...(align ? { inputAlign: alignAs } : {}) } as Record<string, unknown>;
+      const o = { ...(tuned[method] ?? tuned.controller ?? {}), ...(alignAs ? { inputAlign: alignAs } : {}) } as Record<string, unknown>;
       // The controller's lr is given at batch 64 and scaled linearly with the batch (as Tent's).
       if (typeof o.lr === 'number') o.lr *= batchScale;
       row = await runController(modelPath, stream, data, sizes, o, source, method === 'controller+labels' ? 0.01 : 0, 5);
     } else {
-      const o = { ...(tuned[method] ?? {}), ...(align ? { inputAlign: alignAs } : {}) } as Record<string, unknown>;
+      const o = { ...(tuned[method] ?? {}), ...(alignAs ? { inputAlign: alignAs } : {}) } as Record<string, unknown>;
       if (typeof o.lr === 'number') o.lr *= batchScale;
       row = await runMethod(modelPath, method, stream, data, sizes, o, source);
     }

@@ -29,6 +29,13 @@ const channelMoments = (t: Tensor) => {
     return { mean, sampleStd: Math.sqrt(within) };
   });
 };
+/** The samples of class k in x (labels y), the first `limit` of them, as one batch. */
+const ofClass = (x: Tensor, y: Uint8Array, k: number, limit = Infinity): Tensor => {
+  const idx = [...y.keys()].filter((j) => y[j] === k).slice(0, limit);
+  const d = new Float32Array(idx.length * 784);
+  idx.forEach((j, r) => d.set((x.data as Float32Array).subarray(j * 784, (j + 1) * 784), r * 784));
+  return f32([idx.length, 1, 28, 28], d);
+};
 const maxDiff = (a: Tensor, b: Tensor) => (a.data as Float32Array).reduce((w, v, i) => Math.max(w, Math.abs(v - (b.data[i] as number))), 0);
 
 test('alignInput gives every channel the source mean and within-sample spread, keeps x, and undoes brightness and per-sample contrast exactly', () => {
@@ -80,10 +87,7 @@ test('inputStats with labels: each class\'s statistics, as inputStats of its sam
   const present = [...new Set(y)].sort((a, b) => a - b);
   assert.equal(s.classes!.length, present.length, 'one entry per class present');
   present.forEach((k, i) => {
-    const idx = [...y.keys()].filter((j) => y[j] === k);
-    const d = new Float32Array(idx.length * 784);
-    idx.forEach((j, r) => d.set((x.data as Float32Array).subarray(j * 784, (j + 1) * 784), r * 784));
-    const own = inputStats(f32([idx.length, 1, 28, 28], d));
+    const own = inputStats(ofClass(x, y, k));
     assert.ok(Math.abs(s.classes![i]!.mean[0]! - own.mean[0]!) < 1e-9 && Math.abs(s.classes![i]!.sampleStd[0]! - own.sampleStd[0]!) < 1e-9, `class ${k}`);
   });
   assert.throws(() => inputStats(x, y.slice(1)), /60 samples but 59 labels/);
@@ -96,11 +100,7 @@ test('the class-mix gate: a batch of one source class is left as it came, a brig
   const src = images(600, 1000), labels = images.labels(600, 1000);
   const gated = inputStats(src, labels), plain = inputStats(src);
   // 32 sandals (class 5: small, dark) from elsewhere in the test set.
-  const all = images(2000, 3000), yAll = images.labels(2000, 3000);
-  const idx = [...yAll.keys()].filter((j) => yAll[j] === 5).slice(0, 32);
-  const d = new Float32Array(32 * 784);
-  idx.forEach((j, r) => d.set((all.data as Float32Array).subarray(j * 784, (j + 1) * 784), r * 784));
-  const sandals = f32([32, 1, 28, 28], d);
+  const sandals = ofClass(images(2000, 3000), images.labels(2000, 3000), 5, 32);
   const one = alignInputDetailed(sandals, gated);
   assert.deepEqual([one.aligned, one.x.data], [[false], sandals.data], 'one class: unchanged');
   assert.ok(maxDiff(alignInput(sandals, plain), sandals) > 0.05, 'without class statistics the same batch is moved');
@@ -181,11 +181,7 @@ test('the controller with class statistics: a one-class batch is predicted as it
   const a = new ContinualController(model, { ...opts, inputAlign: gated });
   const b = new ContinualController(model2, opts);
   // 32 trousers (class 1) from elsewhere in the test set, then a washed-out mixed batch.
-  const all = images(2000, 3000), yAll = images.labels(2000, 3000);
-  const idx = [...yAll.keys()].filter((j) => yAll[j] === 1).slice(0, 32);
-  const d = new Float32Array(32 * 784);
-  idx.forEach((j, r) => d.set((all.data as Float32Array).subarray(j * 784, (j + 1) * 784), r * 784));
-  const trousers = f32([32, 1, 28, 28], d);
+  const trousers = ofClass(images(2000, 3000), images.labels(2000, 3000), 1, 32);
   const ra = await a.predict(trousers), rb = await b.predict(trousers);
   assert.equal(ra.signals.aligned, false);
   assert.deepEqual(ra.probs, rb.probs, 'predicted exactly as the batch came');
