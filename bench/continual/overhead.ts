@@ -5,7 +5,9 @@
 // Ratios use the mean ms per batch (the deep learner steps on every k-th batch only, so a median
 // would hide its steps); medians are reported beside them.
 //
-//   nice -n 15 npx tsx bench/continual/overhead.ts --model cnn [--batches 40] [--batch 64]
+//   nice -n 15 npx tsx bench/continual/overhead.ts --model cnn [--batches 40] [--batch 64] [--every K] [--tag T]
+//
+// `--every K` replaces the tuned deep learner's updateEvery (a step on every K-th batch at level 3).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadModel } from '../../src/model.ts';
 import { createAdapter, loadSourceSet } from '../../src/tta/index.ts';
@@ -20,6 +22,8 @@ const which = opt('model', 'cnn');
 const n = Number(opt('batches', '40')), batch = Number(opt('batch', '64')), warm = 10;
 const tunedPath = `bench/results/continual-tuned-${which}.json`;
 const tuned = existsSync(tunedPath) ? JSON.parse(readFileSync(tunedPath, 'utf8')).chosen : {};
+const every = opt('every', '');
+if (every) tuned.controller = { ...tuned.controller, deep: { ...tuned.controller?.deep, updateEvery: Number(every) } };
 const path = `models/fmnist-${which}.onnx`;
 const batches = [...continualStream(testData(), { domains: ['gaussian_noise', 'fog'], batchSize: batch, batchesPerDomain: Math.ceil((n + warm) / 2) })].map((b) => f32([b.size, 1, 28, 28], b.x));
 const m1 = await loadModel(path, { threads: 1 }), m2 = await loadModel(path, { threads: 1 }), m3 = await loadModel(path, { threads: 1 });
@@ -46,5 +50,5 @@ const out = {
   tentOverSource: avg(t.tent!) / avg(t.source!), controllerOverSource: avg(t.controller!) / avg(t.source!), controllerOverTent: avg(t.controller!) / avg(t.tent!),
 };
 console.log(JSON.stringify(out));
-writeFileSync(`bench/results/continual-overhead-${which}.json`, JSON.stringify(out, null, 1));
+writeFileSync(`bench/results/continual-overhead-${which}${opt('tag', '')}.json`, JSON.stringify(out, null, 1));
 await Promise.all([source.release(), tent.release(), ctl.release()]);

@@ -27,7 +27,7 @@ function makeAdapter(model: RefitModel, method: string, sourceSet: SourceSet, fu
   for (let i = 0; i + 64 <= Math.min(512, sourceSet.n); i += 64) calibration.push(f32([64, 1, 28, 28], images.subarray(i * 784, (i + 64) * 784)));
   const embedding = model.outputs.some((o) => o.name === 'features') ? { embedding: 'features' } : {};
   // The options the validation stream chose for the shipped CNN (bench/results/continual-tuned-cnn.json):
-  // level 3 runs RMT over every parameter on the bundled set, stepping on every 4th batch, and the
+  // level 3 runs RMT over every parameter on the bundled set, stepping on every 5th batch, and the
   // output gets the smoothed batch prior (for correlated labels; on this i.i.d. stream it moves little)
   // and the persistence-gated debias (a class bias the model keeps batch after batch); every batch's
   // input is first aligned to the bundled set's statistics (input alignment, ../tta/input-align.ts).
