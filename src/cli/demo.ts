@@ -28,10 +28,13 @@ function makeAdapter(model: RefitModel, method: string, sourceSet: SourceSet, fu
   const embedding = model.outputs.some((o) => o.name === 'features') ? { embedding: 'features' } : {};
   // The options the validation stream chose for the shipped CNN (bench/results/continual-tuned-cnn.json):
   // level 3 runs RMT over every parameter on the bundled set, stepping on every 5th batch, and the
-  // output gets the smoothed batch prior (for correlated labels; on this i.i.d. stream it moves little)
-  // and the persistence-gated debias (a class bias the model keeps batch after batch); every batch's
+  // output gets the smoothed batch prior (for correlated labels; on this i.i.d. stream it moves little),
+  // the persistence-gated debias (a class bias the model keeps batch after batch) and, on batches
+  // whose predicted labels are concentrated, LAME on the deep learner's features; every batch's
   // input is first aligned to the bundled set's statistics (input alignment, ../tta/input-align.ts).
-  return new ContinualAdapter(model, { logits: 'logits', ...embedding, lr: 0.001, priorCorrection: 'batch', debias: { similarity: 0.98 }, inputAlign: inputStats(sourceSet.images, sourceSet.labels), deep: { sourceData: sourceSet.images, sourceLabels: sourceSet.labels } }, calibration);
+  // LAME's threshold is on the batch-size-corrected spread: 0.95 on the raw spread at batch 64.
+  const lame = embedding.embedding ? { lame: 'auto' as const, lameThreshold: 0.9805 } : {};
+  return new ContinualAdapter(model, { logits: 'logits', ...embedding, ...lame, lr: 0.001, priorCorrection: 'batch', debias: { similarity: 0.98 }, inputAlign: inputStats(sourceSet.images, sourceSet.labels), deep: { sourceData: sourceSet.images, sourceLabels: sourceSet.labels, embedding: true } }, calibration);
 }
 
 /** Batches per corruption: the default keeps the demo to a few minutes with every method on 2 cores. */

@@ -8,7 +8,7 @@ import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
 import { corrupt } from '../../src/data/corruptions/index.ts';
 import { f32 } from '../../src/onnx/tensor.ts';
 import { FastSlowLearner } from '../../src/continual/fast-slow.ts';
-import { ContinualController } from '../../src/continual/controller.ts';
+import { ContinualController, sizeCorrectedSpread } from '../../src/continual/controller.ts';
 import { recurringStream } from '../../src/data/streams.ts';
 
 const modelPath = new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname;
@@ -66,4 +66,28 @@ test('recurring stream: shuffleRounds reorders the domains after round 1, the sa
   for (let r = 0; r < 3; r++) assert.deepEqual(shuf.segments.filter((s) => s.round === r).map((s) => s.domain).sort(), [...domains].sort());
   const ids = (s: typeof plain) => new Map([...s].map((b) => [`${b.round}|${b.domain}`, b.ids.join()]));
   assert.deepEqual(ids(shuf), ids(plain));
+});
+
+test("LAME 'auto' compares the batch-size-corrected spread: Miller–Madow's (C − 1)/(2n) in units of log C", () => {
+  assert.ok(Math.abs(sizeCorrectedSpread(0.9, 64, 10) - (0.9 + 9 / (128 * Math.log(10)))) < 1e-12);
+  // The same raw spread counts as more concentrated in a big batch than in a small one.
+  assert.ok(sizeCorrectedSpread(0.85, 16, 10) > 0.93 && sizeCorrectedSpread(0.85, 64, 10) < 0.93);
+  assert.ok(Math.abs(sizeCorrectedSpread(0.5, 1e9, 10) - 0.5) < 1e-8, 'no correction for a very large batch');
+});
+
+test("LAME 'auto' leaves a batch alone whose raw spread is under the threshold but whose size-corrected spread is not", async () => {
+  const model = await loadModel(modelPath, { threads: 1 });
+  const x = rows(Array.from({ length: 32 }, (_, i) => i));
+  const probe = new ContinualController(model, { logits: 'logits', embedding: 'features', maxLevel: 0 });
+  const raw = (await probe.predict(x)).signals.spread!;
+  await probe.release();
+  const halfway = raw + (sizeCorrectedSpread(raw, 32, 10) - raw) / 2;
+  const c = new ContinualController(model, { logits: 'logits', embedding: 'features', lame: 'auto', lameThreshold: halfway, maxLevel: 0 });
+  const r = await c.predict(x);
+  assert.equal(r.signals.spread, raw);
+  assert.ok(!r.signals.lame, `raw spread ${raw} < threshold ${halfway}, corrected ${sizeCorrectedSpread(raw, 32, 10)} is not: no LAME`);
+  const below = new ContinualController(model, { logits: 'logits', embedding: 'features', lame: 'auto', lameThreshold: sizeCorrectedSpread(raw, 32, 10) + 1e-6, maxLevel: 0 });
+  assert.equal((await below.predict(x)).signals.lame, true, 'and LAME acts once the corrected spread is under the threshold');
+  await Promise.all([c.release(), below.release()]);
+  await model.release();
 });
