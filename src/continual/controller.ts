@@ -572,7 +572,6 @@ function checkInput(v: number, i: number): void {
   if (!Number.isFinite(v)) throw new Error(`continual.predict: input value ${i} is ${v}; refusing to predict or adapt on non-finite inputs (nothing changed)`);
 }
 
-/** Entropy of the batch's mean prediction / log C. */
 /**
  * A batch's label spread plus the Miller–Madow bias of an entropy estimated from n samples,
  * (C − 1)/(2n), in units of log C: 0.031 at n = 64, 0.122 at n = 16 for C = 10. Without it a
@@ -583,6 +582,7 @@ export function sizeCorrectedSpread(spread: number, n: number, C: number): numbe
   return spread + (C - 1) / (2 * n * Math.log(C));
 }
 
+/** Entropy of the batch's mean prediction / log C. */
 function labelSpread(p: Float32Array, n: number, C: number): number {
   const m = new Float64Array(C);
   for (let i = 0; i < n; i++) for (let c = 0; c < C; c++) m[c]! += p[i * C + c]! / n;
