@@ -12,6 +12,7 @@ import { selectParams, parameterCandidates, type ParamSelector } from './train/p
 import { upgradeOpset, type UpgradeOptions, type UpgradeReport } from './onnx/opset-upgrade.ts';
 import { applyExporterQuirks, type QuirkOptions } from './onnx/exporter-quirks.ts';
 import type { BudgetCompileOptions, BudgetedTrainStep } from './train/memory-budget.ts';
+import { addFeaturesOutput, findPenultimate } from './onnx/penultimate.ts';
 
 export const MIN_OPSET = 13;
 
@@ -130,6 +131,24 @@ export class RefitModel {
       else sharedTensors.add(t);
     }
     return new RefitModel(ir, this.sessionOptions);
+  }
+
+  /**
+   * This model with its penultimate features as an output named `name` ('features'): the input
+   * of the linear layer (Gemm, or MatMul with a weight) that computes `logits` (the output named
+   * 'logits', else the first), [batch, D]. RMT, T3A, LAME and the continual controller's error
+   * memory read them; models exported from PyTorch have only their logits. A sharing clone: this
+   * model is unchanged. Returns this model when it already has an output `name`.
+   */
+  withFeatures(opts: { logits?: string; name?: string } = {}): RefitModel {
+    const name = opts.name ?? 'features';
+    if (this.outputs.some((o) => o.name === name)) return this;
+    const logits = opts.logits ?? (this.outputs.find((o) => o.name === 'logits') ?? this.outputs[0]!).name;
+    const p = findPenultimate(this.ir.graph, logits);
+    if ('reason' in p) throw new Error(`withFeatures: ${p.reason}, so refit cannot tell which tensor holds the penultimate features; export the model with them as an output named '${name}'`);
+    const m = this.clone({ copy: [] });
+    addFeaturesOutput(m.ir.graph, p, logits, name);
+    return m;
   }
 
   /**

@@ -8,7 +8,7 @@ import type { Adapter } from '../tta/types.ts';
 import { ContinualController, LEVEL_NAMES } from '../continual/index.ts';
 import type { StreamScore } from '../tta/run-stream.ts';
 import { renderReport, runProvenance } from '../report/html.ts';
-import { modelIO, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic } from './common.ts';
+import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic } from './common.ts';
 
 export interface AdaptOptions {
   method: string;
@@ -75,8 +75,9 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   if (delay !== null && method !== 'continual') throw new Error(`--feedback-delay is for --method continual (the TTA methods learn from unlabelled data only)`);
   if (o.deep === false && method !== 'continual') throw new Error(`--no-deep is for --method continual (it turns off the controller's level-3 deep learner)`);
 
-  const model = await loadModel(modelPath);
+  let model = await loadModel(modelPath);
   const io = modelIO(model, o.logits);
+  model = withFeaturesFor(method, model, io.logits, { embedding: o.embedding, quiet: o.json });
   const ds = loadData(o.stream, io, { labels: o.labels, labelColumn: o.labelColumn });
   if (delay !== null && !ds.labels) throw new Error(`--feedback-delay hands the stream's labels to the controller; give --labels (or a labelled stream)`);
   if (o.report && !ds.labels) throw new Error(`--report charts the error over the stream and needs labels; give --labels (or a labelled stream), or drop --report`);

@@ -16,6 +16,26 @@ export interface ModelIO {
   classes: number | null;
 }
 
+/**
+ * RMT, T3A and LAME read the penultimate features, and the controller's deep learner and error
+ * memory use them: a model exported with only its logits gets the input of its linear head as the
+ * output 'features' (model.withFeatures()), said on stderr. Where it has no linear head, T3A,
+ * LAME and RMT fail with the reason; the controller runs without an embedding.
+ */
+export function withFeaturesFor(method: string, model: RefitModel, logits: string, o: { embedding?: string; quiet?: boolean } = {}): RefitModel {
+  const reads = ['rmt', 't3a', 'lame'].includes(method) || (method === 'continual' && !o.embedding);
+  if (!reads || model.outputs.some((v) => v.name === 'features')) return model;
+  try {
+    const m = model.withFeatures({ logits });
+    const f = m.outputs.find((v) => v.name === 'features')!;
+    if (!o.quiet) process.stderr.write(`refit: the model has no 'features' output; ${method} uses the input of its linear head (${f.shape![1]} values per sample)\n`);
+    return m;
+  } catch (e) {
+    if (method === 'continual') return model;
+    throw new Error(`--method ${method} reads the penultimate features: ${(e as Error).message.replace(/^withFeatures: /, '')}`);
+  }
+}
+
 /** The model's single input and its class-score output. */
 export function modelIO(model: RefitModel, logitsName?: string): ModelIO {
   if (model.inputs.length !== 1) throw new Error(`the CLI feeds models with one input; this one has ${model.inputs.length} (${model.inputs.map((i) => i.name).join(', ')}); use the library for more`);

@@ -15,6 +15,8 @@ import { runStream, type StreamScore } from '../tta/run-stream.ts';
 import { renderReport, runProvenance } from '../report/html.ts';
 import { writeFileAtomic } from '../onnx/io.ts';
 import { packageRoot } from '../util/package-root.ts';
+import { withFeaturesFor } from './common.ts';
+import { defaultLogits } from '../tta/types.ts';
 
 /** Every TTA method, then the continual controller (issue 11), which escalates only as far as health requires. */
 export const METHODS = [...TTA_METHODS, 'continual'];
@@ -91,7 +93,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   // The bundled in-distribution set (2000 training images): EATA's Fisher, RMT's prototypes, warm-up and replay.
   const sourceSet = loadSourceSet();
   for (const method of methods) {
-    const adapter = makeAdapter(model, method, sourceSet, !!o.full);
+    const adapter = makeAdapter(withFeaturesFor(method, model, defaultLogits(model.outputs), { quiet: o.json }), method, sourceSet, !!o.full);
     bar?.start(stream.numBatches, 0, { method: method.padEnd(10) });
     scores.push(await runStream(adapter, makeStream(), (done) => bar?.update(done)));
     bar?.stop();

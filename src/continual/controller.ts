@@ -15,7 +15,7 @@ import { FastSlowLearner, stackRows, type FastSlowOptions, type FastSlowState } 
 import { FeedbackBuffer, type FeedbackReport, type PendingSample } from './feedback.ts';
 import { ReplayBuffer, type ReplayState } from './replay.ts';
 import { ErrorMemory, type ErrorMemoryOptions } from './error-memory.ts';
-import { DeepLearner, deepLearnerParams, type DeepLearnerOptions } from './deep-learner.ts';
+import { DeepLearner, deepLearnerModel, deepLearnerParams, type DeepLearnerOptions } from './deep-learner.ts';
 import type { AdapterState } from '../tta/types.ts';
 import { PriorCorrection } from './prior-correction.ts';
 import { Adwin } from '../drift/adwin.ts';
@@ -223,6 +223,8 @@ export class ContinualController {
   private deep: DeepLearner | null = null;
   /** options.deep, unless its parameters are over the budget (then level 3 is the slow learner's). */
   private readonly deepOptions: DeepLearnerOptions | undefined;
+  /** The model the deep learner adapts: this one, with penultimate features added when it has none. */
+  private readonly deepModel: RefitModel;
   private goodDeep: AdapterState | null = null;
   /** Labelled samples waiting for a batch big enough to learn from. */
   private labelled: { input: Float32Array; label: number }[] = [];
@@ -254,6 +256,7 @@ export class ContinualController {
         this.emit('budget', `the deep learner's ${nDeep} parameters exceed the budget of ${maxP}: level 3 consolidates into the slow learner instead`, { trainable: nDeep });
       }
     }
+    this.deepModel = this.deepOptions ? deepLearnerModel(model, this.deepOptions, options.logits) : model;
   }
 
   get currentLevel(): Level {
@@ -378,7 +381,7 @@ export class ContinualController {
   /** With a labelled in-distribution set: the deep learner predicts, and at level 3 adapts (every k-th batch). */
   private async deepProcess(x: Tensor, adapt: boolean): Promise<{ probs: Float32Array; fastLogits: Tensor; embedding?: Tensor }> {
     if (!this.deep) {
-      this.deep = new DeepLearner(this.model, this.deepOptions!);
+      this.deep = new DeepLearner(this.deepModel, this.deepOptions!);
       // Labels that arrived before it existed: the replay reservoir's samples.
       for (const r of this.replay.draw(this.replay.size)) this.deep.addLabelled(r.input, r.label);
     }
@@ -529,7 +532,7 @@ export class ContinualController {
     let deep: DeepLearner | null = null;
     if (s.deep || s.goodDeep) {
       if (!this.deepOptions) throw new Error(`continual.load: the state holds a deep learner (level 3 with an in-distribution set), and this controller has no \`deep\` option${this.options.deep ? ' within its parameter budget' : ''}`);
-      deep = new DeepLearner(this.model, this.deepOptions);
+      deep = new DeepLearner(this.deepModel, this.deepOptions);
       try {
         if (s.goodDeep) deep.load(s.goodDeep); // throws on another model's state
         if (s.deep) deep.load(s.deep);

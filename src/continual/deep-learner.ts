@@ -22,7 +22,7 @@
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { f32 } from '../onnx/tensor.ts';
-import { RMT, type RmtOptions } from '../tta/rmt.ts';
+import { RMT, RMT_DEFAULTS, type RmtOptions } from '../tta/rmt.ts';
 import type { AdapterState } from '../tta/types.ts';
 
 export interface DeepLearnerOptions {
@@ -46,6 +46,23 @@ export interface DeepLearnerOptions {
 /** The parameters the deep learner adapts: `params`, or every trainable parameter by default. */
 export function deepLearnerParams(model: RefitModel, o: Pick<DeepLearnerOptions, 'params'>): string[] {
   return o.params === undefined || o.params === 'all' ? model.parameterNames('all') : o.params;
+}
+
+/**
+ * The model the deep learner's RMT adapts. RMT's contrastive term reads the penultimate features
+ * (an output named 'features'); a model exported with only its logits gets the input of its linear
+ * head as that output (model.withFeatures()). The controller calls this when it is built, so a
+ * model without a usable head is refused then, not when level 3 is first reached mid-stream.
+ */
+export function deepLearnerModel(model: RefitModel, o: Pick<DeepLearnerOptions, 'rmt'>, logits?: string): RefitModel {
+  const contrastive = (o.rmt?.lambdaCont ?? RMT_DEFAULTS.lambdaCont) > 0;
+  const name = o.rmt?.features ?? 'features';
+  if (!contrastive || model.outputs.some((v) => v.name === name)) return model;
+  try {
+    return model.withFeatures({ ...(logits ? { logits } : {}), name });
+  } catch (e) {
+    throw new Error(`continual deep learner (level 3, RMT): its contrastive term reads the penultimate features, and ${(e as Error).message.replace(/^withFeatures: /, '')}; or pass deep.rmt.lambdaCont: 0`);
+  }
 }
 
 /** RMT's step every 5th batch: the CNN's choice on the validation streams under the 2× Tent budget (docs/continual.md). */

@@ -10,7 +10,7 @@ export function resolveOutputs(method: string, model: RefitModel, logits?: strin
   const f = features ?? 'features';
   if (!names.includes(l)) throw new Error(`${method}: the model has no output '${l}' (outputs: ${names.join(', ')})`);
   if (!names.includes(f)) {
-    throw new Error(`${method} reads the penultimate features, and the model has no output '${f}' (outputs: ${names.join(', ')}). Expose the penultimate layer as an output (refit's resnetCnn and vit call it 'features') or pass the 'features' option`);
+    throw new Error(`${method} reads the penultimate features, and the model has no output '${f}' (outputs: ${names.join(', ')}). Use model.withFeatures(), which adds the input of the model's linear head as 'features' (refit's own models have it), or pass the 'features' option naming another output`);
   }
   return { logits: l, features: f };
 }

@@ -176,7 +176,7 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
     let D = 0;
     if (useCont) {
       const f = model.outputs.find((v) => v.name === features);
-      if (!f) throw new Error(`rmt: the contrastive term reads the penultimate features, and the model has no output '${features}' (outputs: ${model.outputs.map((v) => v.name).join(', ')}); expose it, pass 'features', or set lambdaCont: 0`);
+      if (!f) throw new Error(`rmt: the contrastive term reads the penultimate features, and the model has no output '${features}' (outputs: ${model.outputs.map((v) => v.name).join(', ')}); use model.withFeatures() (the input of the model's linear head, as 'features'), pass 'features' naming another output, or set lambdaCont: 0`);
       const d = f.shape?.[f.shape.length - 1];
       if (f.shape?.length !== 2 || typeof d !== 'number') throw new Error(`rmt: features output '${features}' must have a static shape [batch, D], got ${JSON.stringify(f.shape)}`);
       D = d;
