@@ -1,7 +1,7 @@
 // Bad input gets a precise error and corrupts nothing, in memory or on disk.
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync, chmodSync, existsSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, chmodSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadModel, RefitModel } from '../src/model.ts';
@@ -26,6 +26,7 @@ function linearModel(opset = 17) {
 const x = f32([2, 3], [1, 2, 3, 4, 5, 6]);
 const y = i64([2], [0, 1]);
 const dir = mkdtempSync(join(tmpdir(), 'refit-bad-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
 
 test('a truncated ONNX file is rejected with a clear message', async () => {
   const path = join(dir, 'trunc.onnx');

@@ -1,8 +1,8 @@
 // `refit inspect | train | adapt | eval` run as a user runs them (node bin/refit.js …), on tiny
 // datasets written here in every format the CLI reads: IDX, NPY, CSV and a PNG folder.
-import { test, before } from 'node:test';
+import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, mkdirSync, writeFileSync, readFileSync, readdirSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdtempSync, mkdirSync, writeFileSync, readFileSync, readdirSync, symlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
@@ -17,6 +17,7 @@ import { refit, refitIn, root, npy, type Run } from '../helpers/cli.ts';
 
 const cnn = join(root, 'models/fmnist-cnn.onnx');
 const dir = mkdtempSync(join(tmpdir(), 'refit-cli-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
 const p = (...s: string[]) => join(dir, ...s);
 
 const ok = (r: Run) => assert.equal(r.status, 0, r.stderr);

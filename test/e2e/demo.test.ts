@@ -1,6 +1,6 @@
 // End to end: `refit demo --quick` prints the table and writes an HTML report that renders in
 // headless Chromium without console errors.
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -14,6 +14,7 @@ import { readmeBlock } from '../helpers/readme.ts';
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
 const dir = mkdtempSync(join(tmpdir(), 'refit-demo-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
 const report = join(dir, 'report.html');
 
 // One batch of 16 per corruption keeps the run short (15 batches per method: each method's set-up

@@ -1,7 +1,7 @@
 // Model I/O: bytes and file round trips, external data, attribute kinds, probed shapes.
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
@@ -14,6 +14,7 @@ import { f32, i64 } from '../../src/onnx/tensor.ts';
 import { floatAttr } from '../../src/onnx/ir.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'refit-io-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
 
 function small() {
   const b = new ModelBuilder({ opset: 17 });
