@@ -134,7 +134,7 @@ function errorOf(pred: Int32Array, y: Uint8Array): number {
 
 /** A single TTA method (createAdapter) on the stream, then on clean images. */
 export async function runMethod(modelPath: string, method: string, stream: Stream, clean: LabelledImages, sizes: Sizes, opts: Record<string, unknown>, source: SourceSet): Promise<Row> {
-  const model = await loadModel(modelPath, { threads: 1 });
+  const model = (await loadModel(modelPath, { threads: 1 })).withFeatures(); // a model exported with only its logits: its head's input
   const all = method === 'rmt-all';
   const name = all ? 'rmt' : method;
   const adapter = createAdapter(model, name, { ...sourceDataOptions(name, source, { quick: true }), ...(all ? { params: model.parameterNames('all') } : {}), ...withInputStats(opts, source) });
@@ -187,7 +187,7 @@ export function withSourceSet(opts: ControllerOptions, source: SourceSet): Contr
  * 100th for 1%) has its label revealed `delay` batches after its prediction.
  */
 export async function runController(modelPath: string, stream: Stream, clean: LabelledImages, sizes: Sizes, opts: ControllerOptions, source: SourceSet, labelFraction = 0, delay = 5, posthocLame: number[] = [], posthocPrior: number[] = []): Promise<Row> {
-  const model = await loadModel(modelPath, { threads: 1 });
+  const model = (await loadModel(modelPath, { threads: 1 })).withFeatures();
   const c = new ContinualController(model, { logits: 'logits', embedding: 'features', ...withSourceSet(opts, source) });
   await c.calibrate(calibration(source, stream.batchSize));
   const sc = new Scorer();

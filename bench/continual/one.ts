@@ -2,7 +2,7 @@
 // trials in bench/results/continual-tuned-*.json were run this way): mean online error, clean
 // error after, ms per batch and the error per corruption.
 //
-//   npx tsx bench/continual/one.ts <cnn|vit> <setting> <samples per corruption> <method> '<options JSON>' [val]
+//   npx tsx bench/continual/one.ts <cnn|vit|path.onnx> <setting> <samples per corruption> <method> '<options JSON>' [val]
 //   e.g. npx tsx bench/continual/one.ts cnn continual 1000 controller '{"lr":0.001,"deep":true}' val
 //
 // `val`: the validation stream (Fashion-MNIST training images 10000-19999, seed 1); otherwise the
@@ -25,9 +25,10 @@ function heldOutClean() {
 }
 const src = loadSourceSet();
 const t0 = Date.now();
+const modelPath = model.endsWith('.onnx') ? model : `models/fmnist-${model}.onnx`;
 const row = method.startsWith('controller')
-  ? await runController(`models/fmnist-${model}.onnx`, stream, clean, sizes, opts, src, method === 'controller+labels' ? 0.01 : 0, 5)
-  : await runMethod(`models/fmnist-${model}.onnx`, method, stream, clean, sizes, opts, src);
+  ? await runController(modelPath, stream, clean, sizes, opts, src, method === 'controller+labels' ? 0.01 : 0, 5)
+  : await runMethod(modelPath, method, stream, clean, sizes, opts, src);
 const doms = new Map<string, number[]>();
 for (const s of row.segments) (doms.get(s.domain) ?? doms.set(s.domain, []).get(s.domain)!).push(s.error);
 console.log(`${model} ${setting} ${n} ${method} ${json} | mean ${(100 * row.mean).toFixed(2)} clean ${(100 * row.clean).toFixed(1)} ${row.ms.toFixed(0)}ms ${((Date.now() - t0) / 1000).toFixed(0)}s ${row.levels ? 'levels ' + row.levels.slice(0, 60) : ''}`);
