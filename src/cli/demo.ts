@@ -9,6 +9,7 @@ import { continualStream, type Stream } from '../data/streams.ts';
 import { assertSeverity } from '../data/corruptions/index.ts';
 import { createAdapter, inputStats, METHODS as TTA_METHODS, loadSourceSet, sourceDataOptions, type Adapter, type SourceSet } from '../tta/index.ts';
 import { ContinualAdapter } from '../continual/adapter.ts';
+import { recommendedControllerOptions } from '../continual/recommended.ts';
 import type { RefitModel } from '../model.ts';
 import { f32, type Tensor } from '../onnx/tensor.ts';
 import { runStream, type StreamScore } from '../tta/run-stream.ts';
@@ -27,16 +28,12 @@ function makeAdapter(model: RefitModel, method: string, sourceSet: SourceSet, fu
   const calibration: Tensor[] = [];
   const images = sourceSet.images.data as Float32Array;
   for (let i = 0; i + 64 <= Math.min(512, sourceSet.n); i += 64) calibration.push(f32([64, 1, 28, 28], images.subarray(i * 784, (i + 64) * 784)));
-  const embedding = model.outputs.some((o) => o.name === 'features') ? { embedding: 'features' } : {};
-  // The options the validation stream chose for the shipped CNN (bench/results/continual-tuned-cnn.json):
-  // level 3 runs RMT over every parameter on the bundled set, stepping on every 5th batch, and the
-  // output gets the smoothed batch prior (for correlated labels; on this i.i.d. stream it moves little),
-  // the persistence-gated debias (a class bias the model keeps batch after batch) and, on batches
-  // whose predicted labels are concentrated, LAME on the deep learner's features; every batch's
-  // input is first aligned to the bundled set's statistics (input alignment, ../tta/input-align.ts).
-  // LAME's threshold is on the batch-size-corrected spread: 0.95 on the raw spread at batch 64.
-  const lame = embedding.embedding ? { lame: 'auto' as const, lameThreshold: 0.9805 } : {};
-  return new ContinualAdapter(model, { logits: 'logits', ...embedding, ...lame, lr: 0.001, priorCorrection: 'batch', debias: { similarity: 0.98 }, inputAlign: inputStats(sourceSet.images, sourceSet.labels), deep: { sourceData: sourceSet.images, sourceLabels: sourceSet.labels, embedding: true } }, calibration);
+  // The options the validation stream chose for the shipped CNN (../continual/recommended.ts):
+  // level 3 runs RMT over every parameter on the bundled set; the smoothed batch prior, the
+  // persistence-gated debias and, on label-concentrated batches, LAME on the output; every batch's
+  // input first aligned to the bundled set's statistics (input alignment, ../tta/input-align.ts).
+  const embedding = model.outputs.some((o) => o.name === 'features') ? 'features' : undefined;
+  return new ContinualAdapter(model, recommendedControllerOptions({ logits: 'logits', embedding, source: sourceSet, inputAlign: inputStats(sourceSet.images, sourceSet.labels) }), calibration);
 }
 
 /** Batches per corruption: the default keeps the demo to a few minutes with every method on 2 cores. */

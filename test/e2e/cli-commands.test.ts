@@ -218,7 +218,7 @@ test('adapt --method continual with --source: level 3 is the deep learner (RMT o
   failsCleanly(tent, /--no-deep is for --method continual/);
 });
 
-test('adapt --input-align: a washed-out stream standardised to --source loses most of its error; without --source it fails cleanly', async () => {
+test('adapt --input-align: a washed-out stream standardised to --source loses most of its error (by default for continual with --source); without --source it fails cleanly', async () => {
   writeFileSync(p('washed.npy'), npy('<f4', [N, 1, 28, 28], Float32Array.from(fm.images, (v) => 0.3 * v + 0.45)));
   const common = ['--method', 'source', '--stream', p('washed.npy'), '--labels', p('y.npy'), '--source', p('data.csv'), '--label-column', 'label', '--json'];
   const [aligned, plain] = await Promise.all([
@@ -231,6 +231,18 @@ test('adapt --input-align: a washed-out stream standardised to --source loses mo
   assert.equal(a.inputAlign.mean.length, 1);
   assert.equal(b.inputAlign, undefined);
   assert.ok(b.error > 0.3 && a.error < b.error / 2, `washed-out stream: ${a.error} aligned against ${b.error}`);
+  // The continual controller with --source aligns by default (its recommended options); --no-input-align turns it off.
+  const cont = ['--method', 'continual', '--stream', p('washed.npy'), '--labels', p('y.npy'), '--source', p('data.csv'), '--label-column', 'label', '--no-deep', '--json'];
+  const [cAligned, cPlain] = await Promise.all([
+    refit('adapt', cnn, ...cont, '--out', p('c-aligned.csv')),
+    refit('adapt', cnn, ...cont, '--no-input-align', '--out', p('c-plain.csv')),
+  ]);
+  ok(cAligned);
+  ok(cPlain);
+  const ca = JSON.parse(cAligned.stdout), cb = JSON.parse(cPlain.stdout);
+  assert.equal(ca.inputAlign.mean.length, 1);
+  assert.equal(cb.inputAlign, undefined);
+  assert.ok(ca.error < cb.error / 2, `continual on the washed-out stream: ${ca.error} aligned by default against ${cb.error} with --no-input-align`);
   failsCleanly(await refit('adapt', cnn, '--method', 'tent', '--stream', p('x.npy'), '--input-align', '--out', p('never.csv')), /--input-align .* give --source/);
 });
 
