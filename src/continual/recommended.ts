@@ -18,7 +18,7 @@ export interface RecommendedInputs {
 }
 
 export function recommendedControllerOptions(o: RecommendedInputs): ControllerOptions {
-  const deep = o.source ? { deep: { sourceData: o.source.images, sourceLabels: Uint8Array.from(o.source.labels), embedding: true } } : {};
+  const deep = o.source ? { deep: { sourceData: o.source.images, sourceLabels: o.source.labels, embedding: true } } : {};
   // LAME acts on label-concentrated batches and needs features (the embedding; at level 3 the deep
   // learner's). Its threshold compares the batch-size-corrected spread (0.95 raw at batch 64).
   const lame = o.embedding ? { lame: 'auto' as const, lameThreshold: 0.9805 } : {};
