@@ -2,15 +2,13 @@
 // RMT's contrastive term, T3A's prototypes, LAME's affinity and the continual controller's error
 // memory read them. refit's own models name them 'features'; a model exported from PyTorch or
 // elsewhere has only its logits, so refit finds the head's input and adds it as an output.
-import { producers, type Graph, type Node } from './ir.ts';
+import { producers, type Graph } from './ir.ts';
 
 export interface Penultimate {
   /** The head's input tensor, [batch, D]. */
   tensor: string;
   /** Feature width D (from the head's weight). */
   dim: number;
-  /** The node that maps it towards the logits (Gemm or MatMul). */
-  head: Node;
 }
 
 /** Ops that only reshape a [batch, C] tensor on the way to the logits output (or name it). */
@@ -50,12 +48,12 @@ export function findPenultimate(graph: Graph, logits: string): Penultimate | { r
       const transA = n.attrs.transA?.kind === 'int' ? n.attrs.transA.value : 0;
       const transB = n.attrs.transB?.kind === 'int' ? n.attrs.transB.value : 0;
       const w = weight(n.inputs[1]!);
-      if (transA === 0 && w && w.dims.length === 2 && !isWeight(n.inputs[0]!)) return { tensor: unquantized(n.inputs[0]!), dim: w.dims[transB ? 1 : 0]!, head: n };
+      if (transA === 0 && w && w.dims.length === 2 && !isWeight(n.inputs[0]!)) return { tensor: unquantized(n.inputs[0]!), dim: w.dims[transB ? 1 : 0]! };
     }
     if (n.opType === 'MatMul') {
       const [a, b] = n.inputs as [string, string];
       const w = weight(b);
-      if (w && w.dims.length === 2 && !isWeight(a)) return { tensor: unquantized(a), dim: w.dims[0]!, head: n };
+      if (w && w.dims.length === 2 && !isWeight(a)) return { tensor: unquantized(a), dim: w.dims[0]! };
     }
     return { reason: `output '${logits}' comes from ${n.opType} node '${n.name}', not from a linear layer (Gemm, or MatMul with a weight)` };
   }
