@@ -27,6 +27,7 @@ import { lameSolve, LAME_DEFAULTS } from '../tta/lame.ts';
 import { argmaxRows } from '../data/evaluate.ts';
 import { smoothedBatchPrior } from '../tta/batch-prior.ts';
 import { alignInput, alignInputDetailed, type InputStats } from '../tta/input-align.ts';
+import { checkControllerOptions } from './options.ts';
 
 export const LEVEL_NAMES = ['output-correction', 'norm-statistics', 'fast-updates', 'consolidation', 'rollback'] as const;
 export type Level = 0 | 1 | 2 | 3 | 4;
@@ -232,6 +233,7 @@ export class ContinualController {
   private readonly inputShape: number[];
 
   constructor(readonly model: RefitModel, options: ControllerOptions = {}) {
+    checkControllerOptions(options);
     this.options = options;
     this.learner = new FastSlowLearner(model, { ...options, decay: options.decay ?? 0.99 });
     const C = this.learner.classes;
