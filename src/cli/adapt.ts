@@ -3,13 +3,13 @@
 // sample (CSV or JSONL), the error when labels are given, and an HTML report.
 import { extname, resolve } from 'node:path';
 import { loadModel } from '../model.ts';
-import { createAdapter, inputStats, METHODS, sourceDataOptions, type InputStats } from '../tta/index.ts';
+import { createAdapter, METHODS, type InputStats } from '../tta/index.ts';
 import type { Adapter } from '../tta/types.ts';
 import { ContinualController, LEVEL_NAMES } from '../continual/index.ts';
-import { recommendedControllerOptions } from '../continual/recommended.ts';
 import type { StreamScore } from '../tta/run-stream.ts';
 import { renderReport, runProvenance } from '../report/html.ts';
 import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic } from './common.ts';
+import { methodSetup } from './method-setup.ts';
 
 export interface AdaptOptions {
   method: string;
@@ -82,34 +82,14 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   const ds = loadData(o.stream, io, { labels: o.labels, labelColumn: o.labelColumn });
   if (delay !== null && !ds.labels) throw new Error(`--feedback-delay hands the stream's labels to the controller; give --labels (or a labelled stream)`);
   if (o.report && !ds.labels) throw new Error(`--report charts the error over the stream and needs labels; give --labels (or a labelled stream), or drop --report`);
-  const src = o.source ? loadData(o.source, io, { labels: o.sourceLabels, needLabels: '--source' }) : null;
-  const srcTensor = src ? batchOf(src, range(0, src.n)) : null;
-  const deepLearner = method === 'continual' && !!srcTensor && o.deep !== false;
-  if (o.inputAlign && !srcTensor) throw new Error('--input-align aligns the stream to the statistics of in-distribution data; give --source');
-  // The source's labels give per-class statistics: the class-mix gate (src/tta/class-mix.ts).
-  // On by default for the continual controller with --source: it is part of the options it runs
-  // (../continual/recommended.ts); --no-input-align turns it off.
-  const aligned = o.inputAlign ?? (method === 'continual' && !!srcTensor);
-  const align = aligned ? { inputAlign: inputStats(srcTensor!.x, src!.labels) } : {};
-
+  const setup = methodSetup(method, model, io, o, batchSize);
   let adapter: Adapter | null = null;
   let controller: ContinualController | null = null;
   if (method === 'continual') {
-    const embedding = o.embedding ?? (model.outputs.some((x) => x.name === 'features') ? 'features' : undefined);
-    // The options `refit demo` runs (chosen on the shipped CNN's validation streams; on a ResNet-18
-    // trained elsewhere they beat the library's defaults too, docs/continual.md). With labelled
-    // in-distribution data, level 3 is the deep learner (RMT over every parameter).
-    const source = deepLearner ? { images: srcTensor!.x, labels: src!.labels! } : undefined;
-    controller = new ContinualController(model, recommendedControllerOptions({ logits: io.logits, embedding, source, ...align }));
-    if (srcTensor) {
-      // The entropy reference from in-distribution batches rather than the stream's first ones.
-      const calib = [];
-      for (let s = 0; s < src!.n; s += batchSize) calib.push(batchOf(src!, range(s, Math.min(s + batchSize, src!.n))).x);
-      await controller.calibrate(calib);
-    }
+    controller = new ContinualController(model, setup.options);
+    if (setup.calibration) await controller.calibrate(setup.calibration);
   } else {
-    const extra = srcTensor ? sourceDataOptions(method, { images: srcTensor.x, labels: Uint8Array.from(src!.labels!), n: src!.n }) : {};
-    adapter = createAdapter(model, method, { ...(o.logits ? { logits: o.logits } : {}), ...extra, ...align }); // each method's own default output otherwise
+    adapter = createAdapter(model, method, setup.options); // each method's own default output unless --logits
   }
 
   const batches = Math.ceil(ds.n / batchSize);
@@ -194,9 +174,9 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
     stream: { source: ds.source, format: ds.format, samples: ds.n, batches, batchSize, labelled: !!ds.labels },
     error,
     sourceError,
-    ...(controller ? { levels, events, deepLearner } : {}),
+    ...(controller ? { levels, events, deepLearner: setup.deepLearner } : {}),
     ...(delay !== null ? { feedbackAccepted: accepted } : {}),
-    ...(aligned ? { inputAlign: align.inputAlign } : {}),
+    ...(setup.inputAlign ? { inputAlign: setup.inputAlign } : {}),
     out: o.out,
     report,
     msPerBatch: ms / Math.max(1, batches),

@@ -215,6 +215,10 @@ export interface ServeCliOptions {
   blobs?: string;
   method?: string;
   methodOptions?: string;
+  source?: string;
+  sourceLabels?: string;
+  deep?: boolean;
+  inputAlign?: boolean;
   token?: string;
   protectReads?: boolean;
   maxTenants?: string;
@@ -235,7 +239,12 @@ program
   .option('--registry <spec>', 'the adapter registry: a SQLite file, or postgres://user@host:port/db with --blobs (default: in memory, lost at exit)')
   .option('--blobs <spec>', 'where a PostgreSQL registry keeps adapter bytes: file:DIR or s3://bucket?endpoint=http://host:port')
   .option('--method <method>', 'adaptation per tenant: none, a TTA method or continual')
-  .option('--method-options <json>', 'options of the method as a JSON object, e.g. \'{"lr": 0.0001}\'')
+  .option('--method-options <json>', 'options of the method as a JSON object, e.g. \'{"lr": 0.0001}\'; for continual, on top of the recommended set')
+  .option('--source <path>', 'labelled in-distribution data for every model: the controller\'s calibration, deep learner and input alignment; EATA\'s Fisher, CoTTA\'s threshold, RMT\'s prototypes')
+  .option('--source-labels <path>', 'labels of --source, when it has none')
+  .option('--no-deep', 'continual: keep level 3 on the normalization adapters (by default, with --source, level 3 runs RMT over every parameter on it)')
+  .option('--input-align', 'align each batch\'s input to --source\'s per-channel statistics before the method sees it; on by default for continual with --source')
+  .option('--no-input-align', 'continual with --source: do not align the input')
   .option('--token <token>', 'bearer token for the write routes (default: $REFIT_TOKEN)')
   .option('--protect-reads', 'close the reads too: every route but /healthz needs the token (predict, feedback, listings, /metrics, /docs/json)')
   .option('--max-tenants <n>', 'tenant sessions held in memory; older ones are saved to the registry and released (default 64)')
@@ -247,7 +256,7 @@ program
   .option('--inference-threads <n>', 'onnxruntime threads per inference worker (default 1)')
   .addHelpText('after', examples(
     'refit serve --model cnn=models/fmnist-cnn.onnx --port 8080 --registry adapters.sqlite --method tent',
-    'REFIT_TOKEN=secret refit serve --model models/fmnist-cnn.onnx --method continual',
+    'REFIT_TOKEN=secret refit serve --model models/fmnist-cnn.onnx --method continual --source clean/',
     'REFIT_TOKEN=secret refit serve --model models/fmnist-cnn.onnx --protect-reads',
   ))
   .action(async (o: ServeCliOptions) => {

@@ -7,6 +7,8 @@ import { loadModel, type RefitModel } from '../model.ts';
 import { openRegistry } from '../registry/open.ts';
 import { isSafeName } from '../registry/types.ts';
 import { buildServer } from '../serve/server.ts';
+import { modelIO } from './common.ts';
+import { methodSetup, type MethodSetup } from './method-setup.ts';
 
 export interface RunServeOptions {
   /** Models, each `path` (named after the file) or `name=path`. */
@@ -22,8 +24,18 @@ export interface RunServeOptions {
   blobs?: string;
   /** 'none', a TTA method or 'continual'. */
   method?: string;
-  /** Method options as a JSON object or an object (e.g. '{"lr": 0.0001}'). */
+  /** Method options as a JSON object or an object (e.g. '{"lr": 0.0001}'); for continual, on top of the recommended set. */
   methodOptions?: string | Record<string, unknown>;
+  /**
+   * Labelled in-distribution data, read for each model (./method-setup.ts, as `refit adapt`):
+   * the controller's calibration, deep learner and input alignment; EATA's Fisher and the like.
+   */
+  source?: string;
+  sourceLabels?: string;
+  /** Continual with `source`: level 3 runs the deep learner; false keeps it on the normalization adapters. @default true */
+  deep?: boolean;
+  /** Input alignment to `source`'s statistics; default on for continual with `source`. */
+  inputAlign?: boolean;
   /** Bearer token for the registry's write routes; default: the REFIT_TOKEN environment variable. */
   token?: string;
   /** Every route but /healthz needs the token (reads closed). */
@@ -92,16 +104,26 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
     if (!methodOptions || typeof methodOptions !== 'object' || Array.isArray(methodOptions)) throw new Error('--method-options must be a JSON object');
   } else methodOptions = opts.methodOptions;
 
+  const method = opts.method && opts.method !== 'none' ? opts.method : undefined;
+  if (!method && (opts.source || opts.inputAlign)) throw new Error(`--source and --input-align are for an adaptation method; give --method`);
+  if (opts.deep === false && method !== 'continual') throw new Error(`--no-deep is for --method continual (it turns off the controller's level-3 deep learner)`);
+
   const models = new Map<string, RefitModel>();
+  // Per model: the method's options (the controller's recommended set, what --source gives) and calibration batches.
+  const setups = new Map<string, MethodSetup>();
   for (const [name, path] of specs) {
     try {
       // Without onnxruntime's memory arena every tenant's sessions free what they do not hold:
       // about 6.5 MB per Tent tenant on the shipped CNN instead of 31 (docs/serve.md).
-      models.set(name, await loadModel(path, { memoryArena: false }));
+      const model = await loadModel(path, { memoryArena: false });
+      models.set(name, model);
+      if (method && (method === 'continual' || opts.source || opts.inputAlign)) setups.set(name, methodSetup(method, model, modelIO(model), opts, 64));
     } catch (e) {
+      await Promise.all([...models.values()].map((m) => m.release()));
       throw new Error(`--model ${name}=${path}: ${(e as Error).message}`);
     }
   }
+  const perModel = (name: string) => ({ ...setups.get(name)?.options, ...methodOptions });
   let registry;
   try {
     registry = await openRegistry(opts.registry ?? ':memory:', opts.blobs ? { blobs: opts.blobs } : {});
@@ -112,7 +134,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
   let app: FastifyInstance;
   try {
     app = await buildServer({
-      models, registry, method: opts.method, methodOptions,
+      models, registry, method: opts.method, methodOptions: setups.size ? perModel : methodOptions, calibration: (name) => setups.get(name)?.calibration,
       token, protectReads: opts.protectReads === true,
       maxTenants: int('--max-tenants', opts.maxTenants, 1), maxBatch: int('--max-batch', opts.maxBatch, 1), persistEvery: int('--persist-every', opts.persistEvery, 0),
       inferenceWorkers: int('--inference-workers', opts.inferenceWorkers ?? 2, 0), inferenceThreads: int('--inference-threads', opts.inferenceThreads, 1),
@@ -153,8 +175,14 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
     process.on('SIGTERM', onSignal);
   }
   if (!opts.registry) log('refit serve: no --registry given: adapters and tenant state live in memory and are lost at exit');
-  const method = opts.method && opts.method !== 'none' ? opts.method : 'none';
   const access = !token ? 'every route open' : opts.protectReads ? 'token needed on every route but /healthz' : 'token needed for writes, reads open';
-  log(`refit serve: listening on ${url} (models: ${[...models.keys()].join(', ')}; adaptation: ${method}; registry: ${opts.registry ?? 'in memory'}; ${access}; OpenAPI: ${url}/docs/json)`);
+  log(`refit serve: listening on ${url} (models: ${[...models.keys()].join(', ')}; adaptation: ${method ?? 'none'}${describeSetup([...setups.values()][0])}; registry: ${opts.registry ?? 'in memory'}; ${access}; OpenAPI: ${url}/docs/json)`);
   return { app, url, close };
+}
+
+/** What --source and the recommended options brought, for the start-up line. */
+function describeSetup(s: MethodSetup | undefined): string {
+  if (!s) return '';
+  const parts = [s.calibration && 'calibrated on --source', s.deepLearner && 'deep learner', s.inputAlign && 'input alignment'].filter(Boolean);
+  return parts.length ? ` (${parts.join(', ')})` : '';
 }

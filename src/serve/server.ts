@@ -15,7 +15,7 @@ import { modelFingerprint } from '../io/model-state-file.ts';
 import { type AdapterRegistry, type AdapterMeta, RegistryError, isSafeName, checkName } from '../registry/types.ts';
 import { HttpError, toInputTensor, softmaxRows, argmaxRows, rows } from './inputs.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
-import { TenantPool, SERVE_METHODS, CONTINUAL, makeAdapter } from './tenants.ts';
+import { TenantPool, SERVE_METHODS, CONTINUAL, makeAdapter, optionsFor } from './tenants.ts';
 import { nameSchema, errorSchema, serviceOptions } from './http-common.ts';
 import { MicroBatcher, modelRunner, type MicroBatchOptions } from './microbatch.ts';
 import { InferencePool } from './inference-pool.ts';
@@ -26,8 +26,16 @@ export interface ServeOptions {
   registry: AdapterRegistry;
   /** Adaptation per tenant: a TTA method (src/tta), 'continual', or 'none'/undefined for plain inference. */
   method?: string;
-  /** Options for the method (createAdapter's options, or the ContinualController's). */
-  methodOptions?: Record<string, unknown>;
+  /**
+   * Options for the method (createAdapter's options, or the ContinualController's): one object for
+   * every model, or per model by name (`refit serve --source` gives each its own source statistics).
+   */
+  methodOptions?: Record<string, unknown> | ((model: string) => Record<string, unknown>);
+  /**
+   * In-distribution batches per model: a new continual tenant's entropy reference comes from them
+   * (`ContinualController.calibrate`) instead of its stream's first batches. Unused by TTA methods.
+   */
+  calibration?: (model: string) => Tensor[] | undefined;
   /** Tenant sessions held in memory (older ones are saved to the registry and released). @default 64 */
   maxTenants?: number;
   /** Save each tenant's state to the registry every this many batches; 0: on release and shutdown only. @default 0 */
@@ -115,7 +123,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
   if (method) {
     for (const [k, m] of models) {
       try {
-        const probe = makeAdapter(m, method, opts.methodOptions);
+        const probe = makeAdapter(m, method, optionsFor(opts.methodOptions, k));
         await probe.tta?.release();
         await probe.controller?.release();
       } catch (e) {
@@ -129,7 +137,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
   const metrics: Metrics = createMetrics({ defaultMetrics: opts.defaultMetrics });
   const app = Fastify(serviceOptions({ bodyLimit: opts.bodyLimit ?? 16 * 1024 * 1024, logger: opts.logger }));
   const pool = new TenantPool({
-    method: method ?? 'none', methodOptions: opts.methodOptions, registry, metrics, maxTenants: opts.maxTenants, persistEvery: opts.persistEvery,
+    method: method ?? 'none', methodOptions: opts.methodOptions, calibration: opts.calibration, registry, metrics, maxTenants: opts.maxTenants, persistEvery: opts.persistEvery,
     log: { warn: (m) => app.log.warn(m) },
   });
 

@@ -5,6 +5,7 @@
 // used first, after their state is saved to the registry (where the method can save it), and
 // come back from it on the tenant's next request.
 import type { RefitModel } from '../model.ts';
+import type { Tensor } from '../onnx/tensor.ts';
 import { createAdapter, METHODS, type Adapter } from '../tta/index.ts';
 import { ContinualController, type ControllerOptions } from '../continual/controller.ts';
 import { encodeCheckpoint, decodeCheckpoint } from '../continual/checkpoint.ts';
@@ -40,7 +41,9 @@ export interface Session {
 
 export interface TenantPoolOptions {
   method: string;
-  methodOptions?: Record<string, unknown>;
+  methodOptions?: Record<string, unknown> | ((model: string) => Record<string, unknown>);
+  /** In-distribution batches per model that calibrate a new continual tenant (ServeOptions.calibration). */
+  calibration?: (model: string) => Tensor[] | undefined;
   registry: AdapterRegistry;
   metrics: Metrics;
   /** Sessions held in memory at once. @default 64 */
@@ -48,6 +51,11 @@ export interface TenantPoolOptions {
   /** Save a tenant's state every this many batches (0: only when released and at shutdown). @default 0 */
   persistEvery?: number;
   log?: { warn: (msg: string) => void };
+}
+
+/** The method options of one model: the shared object, or the per-model function's answer. */
+export function optionsFor(o: TenantPoolOptions['methodOptions'], model: string): Record<string, unknown> | undefined {
+  return typeof o === 'function' ? o(model) : o;
 }
 
 /** Make a method's session object for one tenant (validates the method and its options). */
@@ -108,10 +116,14 @@ export class TenantPool {
 
   private async create(key: string, model: string, tenant: string, base: RefitModel, adapter?: { name: string; version: number }): Promise<Session> {
     const { method, methodOptions } = this.opts;
-    const s: Session = { key, model, tenant, method, base, seq: 0, sinceSave: 0, skipped: 0, ...makeAdapter(base, method, methodOptions), ...(adapter ? { adapter } : {}) };
-    if (adapter) return s;
-    const saved = await this.opts.registry.getTenantState(model, tenant);
-    if (!saved) return s;
+    const s: Session = { key, model, tenant, method, base, seq: 0, sinceSave: 0, skipped: 0, ...makeAdapter(base, method, optionsFor(methodOptions, model)), ...(adapter ? { adapter } : {}) };
+    const saved = adapter ? null : await this.opts.registry.getTenantState(model, tenant);
+    if (!saved) {
+      // A new controller: its entropy reference from in-distribution data (a saved state has its own).
+      const calibration = s.controller && this.opts.calibration?.(model);
+      if (calibration?.length) await s.controller!.calibrate(calibration);
+      return s;
+    }
     const reset = `DELETE /v1/models/${model}/tenants/${tenant} starts it again from the base model`;
     if (saved.method !== method) {
       await this.release(s);

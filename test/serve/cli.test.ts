@@ -4,12 +4,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runServe, parseModelSpec } from '../../src/cli/serve.ts';
 import { SqliteRegistry } from '../../src/registry/index.ts';
 import { startPostgres, postgresMissing } from '../helpers/postgres.ts';
+import { npy } from '../helpers/cli.ts';
+import { loadModel } from '../../src/model.ts';
+import { f32 } from '../../src/onnx/tensor.ts';
+import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
+import { ContinualController } from '../../src/continual/controller.ts';
+import { methodSetup } from '../../src/cli/method-setup.ts';
+import { modelIO } from '../../src/cli/common.ts';
 
 const root = new URL('../../', import.meta.url).pathname;
 const model = join(root, 'models/fmnist-cnn.onnx');
@@ -54,6 +61,45 @@ test('runServe: the micro-batching options reach the batcher; bad values are ref
   }
   await assert.rejects(runServe({ model: [`cnn=${model}`], port: 0, signals: false, log: () => {}, microBatchMax: '0' }), /--micro-batch-max must be an integer ≥ 1, got '0'/);
   await assert.rejects(runServe({ model: [`cnn=${model}`], port: 0, signals: false, log: () => {}, microBatchWait: '-1' }), /--micro-batch-wait must be an integer ≥ 0/);
+});
+
+test('runServe --method continual: the recommended options, and with --source calibration, the deep learner and input alignment per model, as refit adapt sets them up', async () => {
+  const src = loadFashionMnist('train', { limit: 32 });
+  writeFileSync(join(dir, 'src-x.npy'), npy('<f4', [32, 1, 28, 28], src.images));
+  writeFileSync(join(dir, 'src-y.npy'), npy('<i8', [32], BigInt64Array.from(src.labels, (v) => BigInt(v))));
+  const flags = { source: join(dir, 'src-x.npy'), sourceLabels: join(dir, 'src-y.npy') };
+  const lines: string[] = [];
+  const h = await runServe({ model: [`cnn=${model}`], port: 0, signals: false, log: (l) => lines.push(l), method: 'continual', ...flags });
+  // A washed-out batch (contrast 0.3): the tenant's controller must answer exactly as one made
+  // with methodSetup's options and calibrated on the same source.
+  const washed = { dims: [16, 1, 28, 28], data: Array.from(src.images.subarray(0, 16 * 784), (v) => 0.3 * v + 0.45) };
+  try {
+    assert.match(lines.join('\n'), /adaptation: continual \(calibrated on --source, deep learner, input alignment\)/);
+    const r = await fetch(`${h.url}/v1/models/cnn/predict`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-refit-tenant': 'a' }, body: JSON.stringify({ inputs: washed, output: 'probabilities' }) });
+    assert.equal(r.status, 200);
+    const served = ((await r.json()) as { probabilities: number[][] }).probabilities.flat();
+    const m = await loadModel(model, { memoryArena: false });
+    const setup = methodSetup('continual', m, modelIO(m), flags, 64);
+    assert.equal(setup.deepLearner, true);
+    assert.ok(setup.inputAlign && setup.calibration?.length === 1);
+    const c = new ContinualController(m, setup.options);
+    await c.calibrate(setup.calibration!);
+    const direct = (await c.predict(f32([16, 1, 28, 28], Float32Array.from(washed.data)))).probs;
+    assert.ok(served.every((v, i) => Math.abs(v - direct[i]!) < 1e-6), 'served probabilities differ from the controller made directly');
+    // Without alignment the same batch gets other answers (the alignment reached the tenant).
+    const plain = new ContinualController(m, { ...setup.options, inputAlign: undefined });
+    await plain.calibrate(setup.calibration!);
+    const unaligned = (await plain.predict(f32([16, 1, 28, 28], Float32Array.from(washed.data)))).probs;
+    assert.ok(unaligned.some((v, i) => Math.abs(v - direct[i]!) > 1e-3));
+    await Promise.all([c.release(), plain.release(), m.release()]);
+  } finally {
+    await h.close();
+  }
+  const refused = (o: object, why: RegExp) => assert.rejects(runServe({ model: [`cnn=${model}`], port: 0, signals: false, log: () => {}, ...o }), why);
+  await refused({ method: 'continual', methodOptions: '{"lrr": 0.1}' }, /model 'cnn': method 'continual' cannot run on it: continual: unknown option 'lrr'/);
+  await refused({ method: 'tent', deep: false }, /--no-deep is for --method continual/);
+  await refused({ source: flags.source }, /--source and --input-align are for an adaptation method; give --method/);
+  await refused({ method: 'tent', inputAlign: true }, /--input-align aligns the stream .* give --source/);
 });
 
 test('refit serve: SIGTERM saves tenant state to the registry file and exits 0', { timeout: 60_000 }, async () => {

@@ -1,0 +1,57 @@
+// What `refit adapt` and `refit serve` hand a method: its options (the controller's recommended
+// set, or a TTA method's own with what --source gives it) and, for the controller, in-distribution
+// batches that set its entropy reference. One place, so the two commands run the same thing.
+import type { RefitModel } from '../model.ts';
+import type { Tensor } from '../onnx/tensor.ts';
+import { inputStats, sourceDataOptions, type InputStats } from '../tta/index.ts';
+import { recommendedControllerOptions } from '../continual/recommended.ts';
+import { loadData, batchOf, range, type ModelIO } from './common.ts';
+
+export interface SourceFlags {
+  /** Labelled in-distribution data (--source, --source-labels). */
+  source?: string;
+  sourceLabels?: string;
+  /** --logits as given (TTA methods otherwise pick their own default output). */
+  logits?: string;
+  /** Continual: an [N, D] output for LAME and the error memory (default: 'features' when present). */
+  embedding?: string;
+  /** Continual with --source: level 3 runs the deep learner; false is --no-deep. @default true */
+  deep?: boolean;
+  /** Input alignment to --source's statistics; default on for continual with --source. */
+  inputAlign?: boolean;
+}
+
+export interface MethodSetup {
+  options: Record<string, unknown>;
+  /** Continual with --source: batches of it for `calibrate`. */
+  calibration?: Tensor[];
+  /** Continual: level 3 is the deep learner (RMT over every parameter on --source). */
+  deepLearner: boolean;
+  inputAlign?: InputStats;
+}
+
+export function methodSetup(method: string, model: RefitModel, io: ModelIO, o: SourceFlags, batchSize: number): MethodSetup {
+  const src = o.source ? loadData(o.source, io, { labels: o.sourceLabels, needLabels: '--source' }) : null;
+  const srcTensor = src ? batchOf(src, range(0, src.n)).x : null;
+  if (o.inputAlign && !srcTensor) throw new Error('--input-align aligns the stream to the statistics of in-distribution data; give --source');
+  // The source's labels give per-class statistics: the class-mix gate (src/tta/class-mix.ts).
+  // On by default for the continual controller with --source: it is part of the options it runs
+  // (../continual/recommended.ts); --no-input-align turns it off.
+  const aligned = o.inputAlign ?? (method === 'continual' && !!srcTensor);
+  const inputAlign = aligned ? inputStats(srcTensor!, src!.labels) : undefined;
+  const align = inputAlign ? { inputAlign } : {};
+  if (method !== 'continual') {
+    const extra = srcTensor ? sourceDataOptions(method, { images: srcTensor, labels: Uint8Array.from(src!.labels!), n: src!.n }) : {};
+    return { options: { ...(o.logits ? { logits: o.logits } : {}), ...extra, ...align }, deepLearner: false, ...align };
+  }
+  const deepLearner = !!srcTensor && o.deep !== false;
+  const embedding = o.embedding ?? (model.outputs.some((x) => x.name === 'features') ? 'features' : undefined);
+  // The options `refit demo` runs (chosen on the shipped CNN's validation streams; on a ResNet-18
+  // trained elsewhere they beat the library's defaults too, docs/continual.md). With labelled
+  // in-distribution data, level 3 is the deep learner (RMT over every parameter).
+  const source = deepLearner ? { images: srcTensor!, labels: src!.labels! } : undefined;
+  const options = recommendedControllerOptions({ logits: io.logits, embedding, source, ...align }) as Record<string, unknown>;
+  // The entropy reference from in-distribution batches rather than the stream's first ones.
+  const calibration = src ? Array.from({ length: Math.ceil(src.n / batchSize) }, (_, b) => batchOf(src, range(b * batchSize, Math.min((b + 1) * batchSize, src.n))).x) : undefined;
+  return { options, deepLearner, ...align, ...(calibration ? { calibration } : {}) };
+}
