@@ -82,7 +82,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   const ds = loadData(o.stream, io, { labels: o.labels, labelColumn: o.labelColumn });
   if (delay !== null && !ds.labels) throw new Error(`--feedback-delay hands the stream's labels to the controller; give --labels (or a labelled stream)`);
   if (o.report && !ds.labels) throw new Error(`--report charts the error over the stream and needs labels; give --labels (or a labelled stream), or drop --report`);
-  const setup = methodSetup(method, model, io, o, batchSize);
+  const setup = methodSetup(method, model, io, o, { batchSize, log: o.json ? undefined : (line) => process.stderr.write(`${line}\n`) });
   let adapter: Adapter | null = null;
   let controller: ContinualController | null = null;
   if (method === 'continual') {

@@ -30,7 +30,19 @@ export interface MethodSetup {
   inputAlign?: InputStats;
 }
 
-export function methodSetup(method: string, model: RefitModel, io: ModelIO, o: SourceFlags, batchSize: number): MethodSetup {
+export interface SetupOptions {
+  /** Batch size of the calibration batches. */
+  batchSize: number;
+  /** Gets a line at every tenth of RMT's warm-up (its paper's 50,000 source samples take minutes on a CPU, inside the first batch). */
+  log?: (line: string) => void;
+  /**
+   * RMT warms up on one pass over the source set instead of its paper's 50,000 samples (as the
+   * controller's deep learner does): `refit serve` warms up every new tenant inside its first request.
+   */
+  shortWarmup?: boolean;
+}
+
+export function methodSetup(method: string, model: RefitModel, io: ModelIO, o: SourceFlags, { batchSize, log, shortWarmup }: SetupOptions): MethodSetup {
   const src = o.source ? loadData(o.source, io, { labels: o.sourceLabels, needLabels: '--source' }) : null;
   const srcTensor = src ? batchOf(src, range(0, src.n)).x : null;
   if (o.inputAlign && !srcTensor) throw new Error('--input-align aligns the stream to the statistics of in-distribution data; give --source');
@@ -41,8 +53,9 @@ export function methodSetup(method: string, model: RefitModel, io: ModelIO, o: S
   const inputAlign = aligned ? inputStats(srcTensor!, src!.labels) : undefined;
   const align = inputAlign ? { inputAlign } : {};
   if (method !== 'continual') {
-    const extra = srcTensor ? sourceDataOptions(method, { images: srcTensor, labels: Uint8Array.from(src!.labels!), n: src!.n }) : {};
-    return { options: { ...(o.logits ? { logits: o.logits } : {}), ...extra, ...align }, deepLearner: false, ...align };
+    const extra = srcTensor ? sourceDataOptions(method, { images: srcTensor, labels: Uint8Array.from(src!.labels!), n: src!.n }, { quick: shortWarmup }) : {};
+    const progress = method === 'rmt' && srcTensor && log ? { onWarmup: warmupLog(log) } : {};
+    return { options: { ...(o.logits ? { logits: o.logits } : {}), ...extra, ...progress, ...align }, deepLearner: false, ...align };
   }
   const deepLearner = !!srcTensor && o.deep !== false;
   const embedding = o.embedding ?? (model.outputs.some((x) => x.name === 'features') ? 'features' : undefined);
@@ -54,4 +67,15 @@ export function methodSetup(method: string, model: RefitModel, io: ModelIO, o: S
   // The entropy reference from in-distribution batches rather than the stream's first ones.
   const calibration = src ? Array.from({ length: Math.ceil(src.n / batchSize) }, (_, b) => batchOf(src, range(b * batchSize, Math.min((b + 1) * batchSize, src.n))).x) : undefined;
   return { options, deepLearner, ...align, ...(calibration ? { calibration } : {}) };
+}
+
+/** RMT's onWarmup: one line per tenth done. */
+function warmupLog(log: (line: string) => void): (done: number, total: number) => void {
+  let shown = 0;
+  return (done, total) => {
+    const tenth = Math.floor((10 * done) / total);
+    if (tenth <= shown) return;
+    shown = tenth;
+    log(`refit: RMT warm-up on the source set (the paper's mean-teacher warm-up): ${done}/${total} samples`);
+  };
 }

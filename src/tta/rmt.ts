@@ -81,6 +81,8 @@ export const rmtSchema = z.object({
   temperature: z.number().positive().default(RMT_DEFAULTS.temperature),
   projectionDim: z.number().int().positive().default(RMT_DEFAULTS.projectionDim),
   warmupSamples: z.number().int().min(0).default(RMT_DEFAULTS.warmupSamples),
+  /** Called after each warm-up step with the source samples done and the warm-up's total (the CLI prints progress). */
+  onWarmup: z.custom<(done: number, total: number) => void>((v) => typeof v === 'function', 'expected a function (done, total) => void').optional(),
   /** Labelled in-distribution images [M, ...] and their labels: prototypes, warm-up and replay. */
   sourceData: tensorSchema.optional(),
   sourceLabels: labelsSchema.optional(),
@@ -347,6 +349,7 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
           const r = await step.run({ [this.input]: x, [TEACHER_LOGITS]: t });
           if (this.applyStep(r, bs)) this.teacher.update(this.views, this.opts.emaMomentum);
           this.warmupSteps++;
+          this.opts.onWarmup?.((i + 1) * bs, steps * bs);
         }
       } finally {
         opt.lr = this.opts.lr;

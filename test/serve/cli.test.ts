@@ -17,6 +17,7 @@ import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
 import { ContinualController } from '../../src/continual/controller.ts';
 import { methodSetup } from '../../src/cli/method-setup.ts';
 import { modelIO } from '../../src/cli/common.ts';
+import { createAdapter } from '../../src/tta/index.ts';
 
 const root = new URL('../../', import.meta.url).pathname;
 const model = join(root, 'models/fmnist-cnn.onnx');
@@ -79,7 +80,7 @@ test('runServe --method continual: the recommended options, and with --source ca
     assert.equal(r.status, 200);
     const served = ((await r.json()) as { probabilities: number[][] }).probabilities.flat();
     const m = await loadModel(model, { memoryArena: false });
-    const setup = methodSetup('continual', m, modelIO(m), flags, 64);
+    const setup = methodSetup('continual', m, modelIO(m), flags, { batchSize: 64 });
     assert.equal(setup.deepLearner, true);
     assert.ok(setup.inputAlign && setup.calibration?.length === 1);
     const c = new ContinualController(m, setup.options);
@@ -95,6 +96,17 @@ test('runServe --method continual: the recommended options, and with --source ca
   } finally {
     await h.close();
   }
+  // RMT behind the service warms up on one pass over --source (every new tenant does it inside its
+  // first request), and says how far it is.
+  const m = await loadModel(model, { memoryArena: false });
+  const logged: string[] = [];
+  const rmt = methodSetup('rmt', m, modelIO(m), flags, { batchSize: 16, log: (l) => logged.push(l), shortWarmup: true });
+  assert.equal(rmt.options.warmupSamples, 32);
+  const ad = createAdapter(m, 'rmt', rmt.options);
+  await ad.predict(f32([16, 1, 28, 28], Float32Array.from(washed.data)));
+  assert.match(logged.at(-1) ?? '', /RMT warm-up on the source set .*: 32\/32 samples/);
+  await ad.release();
+  await m.release();
   const refused = (o: object, why: RegExp) => assert.rejects(runServe({ model: [`cnn=${model}`], port: 0, signals: false, log: () => {}, ...o }), why);
   await refused({ method: 'continual', methodOptions: '{"lrr": 0.1}' }, /model 'cnn': method 'continual' cannot run on it: continual: unknown option 'lrr'/);
   await refused({ method: 'tent', deep: false }, /--no-deep is for --method continual/);

@@ -119,9 +119,11 @@ test('RMT without source data is its source-free variant: SCE self-training only
 
 test('RMT: warm-up on source batches, prediction = student + teacher logits, reset returns to the warmed-up state', async () => {
   const src = loadSourceSet({ limit: 48 });
-  const ad = createAdapter(smallCnn(), 'rmt', { sourceData: src.images, sourceLabels: src.labels, warmupSamples: 48, sourceBatchSize: 16, lr: 0.01 }) as RMT;
+  const progress: [number, number][] = [];
+  const ad = createAdapter(smallCnn(), 'rmt', { sourceData: src.images, sourceLabels: src.labels, warmupSamples: 48, sourceBatchSize: 16, lr: 0.01, onWarmup: (d: number, t: number) => progress.push([d, t]) }) as RMT;
   const r1 = await ad.predict(xA);
   assert.equal(ad.warmupSteps, 3);
+  assert.deepEqual(progress, [[16, 48], [32, 48], [48, 48]], 'onWarmup after each warm-up step');
   assert.deepEqual(r1.info.extra, { contrastive: 1, replay: 16, warmupSteps: 3 });
   const warmState = await ad.save();
   const r2 = await ad.predict(xA);
