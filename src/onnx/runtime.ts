@@ -12,6 +12,7 @@ import type * as Ort from 'onnxruntime-common';
 import type { Tensor, DType, TypedArray } from './tensor.ts';
 import type { Model } from './ir.ts';
 import { encodeModel, encodeModelExternal } from './proto.ts';
+import { disableOrtTelemetry } from './ort-telemetry.ts';
 
 export interface SessionOptions {
   /**
@@ -134,6 +135,7 @@ function loadNodeFallback(): RuntimeBackend | undefined {
     throw new Error(`Node ${proc.versions.node} has no process.getBuiltinModule (Node ≥ 20.16): import 'refit' (or src/onnx/runtime-node.ts) once to register onnxruntime-node`);
   }
   const { createRequire } = proc.getBuiltinModule('node:module') as { createRequire: (from: string) => (id: string) => unknown };
+  disableOrtTelemetry();
   return nodeBackend(createRequire(import.meta.url)('onnxruntime-node') as OrtModule);
 }
 
