@@ -12,7 +12,8 @@ import { selectParams, parameterCandidates, type ParamSelector } from './train/p
 import { upgradeOpset, type UpgradeOptions, type UpgradeReport } from './onnx/opset-upgrade.ts';
 import { applyExporterQuirks, type QuirkOptions } from './onnx/exporter-quirks.ts';
 import type { BudgetCompileOptions, BudgetedTrainStep } from './train/memory-budget.ts';
-import { addFeaturesOutput, findPenultimate } from './onnx/penultimate.ts';
+import { addFeaturesOutput, findPenultimate, FeaturesError } from './onnx/penultimate.ts';
+import { defaultLogits } from './onnx/default-logits.ts';
 
 export const MIN_OPSET = 13;
 
@@ -143,9 +144,9 @@ export class RefitModel {
   withFeatures(opts: { logits?: string; name?: string } = {}): RefitModel {
     const name = opts.name ?? 'features';
     if (this.outputs.some((o) => o.name === name)) return this;
-    const logits = opts.logits ?? (this.outputs.find((o) => o.name === 'logits') ?? this.outputs[0]!).name;
+    const logits = opts.logits ?? defaultLogits(this.outputs);
     const p = findPenultimate(this.ir.graph, logits);
-    if ('reason' in p) throw new Error(`withFeatures: ${p.reason}, so refit cannot tell which tensor holds the penultimate features; export the model with them as an output named '${name}'`);
+    if ('reason' in p) throw new FeaturesError(`${p.reason}, so refit cannot tell which tensor holds the penultimate features; export the model with them as an output named '${name}'`);
     const m = this.clone({ copy: [] });
     addFeaturesOutput(m.ir.graph, p, logits, name);
     return m;

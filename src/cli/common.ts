@@ -7,6 +7,7 @@ import type { RefitModel } from '../model.ts';
 import { f32, i64, type Tensor } from '../onnx/tensor.ts';
 import { defaultLogits } from '../tta/types.ts';
 import { writeFileAtomic } from '../onnx/io.ts';
+import { FeaturesError } from '../onnx/penultimate.ts';
 import { readDataset, checkLabels, type Dataset, type SampleSpec, type ReadOptions } from './data-files.ts';
 
 export interface ModelIO {
@@ -32,7 +33,7 @@ export function withFeaturesFor(method: string, model: RefitModel, logits: strin
     return m;
   } catch (e) {
     if (method === 'continual') return model;
-    throw new Error(`--method ${method} reads the penultimate features: ${(e as Error).message.replace(/^withFeatures: /, '')}`);
+    throw new Error(`--method ${method} reads the penultimate features: ${e instanceof FeaturesError ? e.reason : (e as Error).message}`);
   }
 }
 

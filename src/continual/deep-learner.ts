@@ -23,6 +23,7 @@ import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { f32 } from '../onnx/tensor.ts';
 import { RMT, RMT_DEFAULTS, type RmtOptions } from '../tta/rmt.ts';
+import { FeaturesError } from '../onnx/penultimate.ts';
 import type { AdapterState } from '../tta/types.ts';
 
 export interface DeepLearnerOptions {
@@ -61,7 +62,7 @@ export function deepLearnerModel(model: RefitModel, o: Pick<DeepLearnerOptions, 
   try {
     return model.withFeatures({ ...(logits ? { logits } : {}), name });
   } catch (e) {
-    throw new Error(`continual deep learner (level 3, RMT): its contrastive term reads the penultimate features, and ${(e as Error).message.replace(/^withFeatures: /, '')}; or pass deep.rmt.lambdaCont: 0`);
+    throw new Error(`continual deep learner (level 3, RMT): its contrastive term reads the penultimate features, and ${e instanceof FeaturesError ? e.reason : (e as Error).message}; or pass deep.rmt.lambdaCont: 0`);
   }
 }
 

@@ -60,6 +60,14 @@ export function findPenultimate(graph: Graph, logits: string): Penultimate | { r
   return { reason: `no linear layer within 8 nodes of output '${logits}'` };
 }
 
+/** Why `withFeatures` cannot add the features: `reason` alone, for callers that phrase their own message. */
+export class FeaturesError extends Error {
+  constructor(readonly reason: string) {
+    super(`withFeatures: ${reason}`);
+    this.name = 'FeaturesError';
+  }
+}
+
 /**
  * Adds the head's input as a graph output named `name` ([batch, dim], float32, the batch dim as
  * the logits output's), through an Identity node, or declares the tensor `name` as the output when
@@ -71,7 +79,7 @@ export function addFeaturesOutput(graph: Graph, p: Penultimate, logits: string, 
   const prod = producers(graph).get(name);
   const isHeadInput = p.tensor === name || (prod?.opType === 'Identity' && prod.inputs[0] === p.tensor);
   if (!isHeadInput) {
-    if (prod || graph.initializers.has(name) || graph.inputs.some((v) => v.name === name)) throw new Error(`withFeatures: the graph already has a tensor named '${name}' that is not the linear head's input; pass another name`);
+    if (prod || graph.initializers.has(name) || graph.inputs.some((v) => v.name === name)) throw new FeaturesError(`the graph already has a tensor named '${name}' that is not the linear head's input; pass another name`);
     graph.nodes.push({ name: `refit_${name}`, opType: 'Identity', domain: '', inputs: [p.tensor], outputs: [name], attrs: {} });
   }
   graph.outputs.push({ name, dtype: 'float32', shape: [batch, p.dim] });
