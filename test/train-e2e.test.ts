@@ -2,7 +2,7 @@
 // task, save it, and check plain onnxruntime on the saved file agrees with refit.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -38,7 +38,7 @@ function accuracy(logits: Tensor, labels: number[]): number {
   return ok / labels.length;
 }
 
-test('the MLP fixture trains to ≥ 95% held-out accuracy, and the saved file runs in plain onnxruntime identically', async () => {
+test('the MLP fixture trains to ≥ 95% held-out accuracy, and the saved file runs in plain onnxruntime identically', async (t) => {
   const model = await loadModel(new URL('./fixtures/torch/mlp/model.onnx', import.meta.url).pathname, { threads: 1 });
   const test = clusters(500, 2);
   const before = accuracy((await model.run({ x: test.x })).logits!, test.labels);
@@ -59,7 +59,9 @@ test('the MLP fixture trains to ≥ 95% held-out accuracy, and the saved file ru
   const odd = clusters(7, 5);
   assert.equal((await trainer.step({ x: odd.x, y: odd.y })).skipped, false);
 
-  const path = join(mkdtempSync(join(tmpdir(), 'refit-e2e-')), 'mlp-tuned.onnx');
+  const dir = mkdtempSync(join(tmpdir(), 'refit-e2e-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'mlp-tuned.onnx');
   await model.save(path);
   const session = await ort.InferenceSession.create(readFileSync(path));
   const plain = (await session.run({ x: new ort.Tensor('float32', test.x.data as Float32Array, test.x.dims) })).logits!.data as Float32Array;

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync, readFileSync, cpSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync, readFileSync, cpSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,8 +13,9 @@ const root = fileURLToPath(new URL('../../', import.meta.url));
 const vitPath = join(root, 'models/fmnist-vit.onnx');
 const refit = (...args: string[]) => spawnSync(process.execPath, [join(root, 'bin/refit.js'), ...args], { encoding: 'utf8', cwd: root });
 
-test('refit adapter info / merge: the merged model gives the adapter model\'s outputs; a corrupt folder writes nothing', async () => {
+test('refit adapter info / merge: the merged model gives the adapter model\'s outputs; a corrupt folder writes nothing', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'refit-cli-adapter-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const base = await loadModel(vitPath);
   const model = peft.withAdapter(base, 'digits', peft.lora({ targets: /attn\.(q|v)$/, rank: 4, alpha: 8 }));
   // Non-zero B, so that merging changes the weights.

@@ -361,13 +361,14 @@ test('adapter folder swap: a failed write leaves the old folder as it was and no
   assert.deepEqual(readdirSync(p('swap')), ['adapter']);
 });
 
-test("README: the CLI section's examples run as written", async () => {
+test("README: the CLI section's examples run as written", async (t) => {
   const readme = readFileSync(join(root, 'README.md'), 'utf8');
   const section = readme.slice(readme.indexOf('## The `refit` command'));
   const block = /```bash\n([\s\S]*?)```/.exec(section)![1]!;
   const lines = block.replace(/\\\n\s*/g, ' ').split('\n').map((l) => l.replace(/\s+#.*$/, '').trim()).filter(Boolean);
   // Run where the README's relative paths resolve, writing into a temp dir.
   const cwd = mkdtempSync(join(tmpdir(), 'refit-readme-'));
+  t.after(() => rmSync(cwd, { recursive: true, force: true }));
   for (const d of ['models', 'data']) symlinkSync(join(root, d), join(cwd, d));
   const vars: Record<string, string> = {};
   const commands: string[][] = [];

@@ -52,7 +52,7 @@ test('refit demo --batches 1 prints a table of error per corruption and mean for
 // The README's demo block runs as written, each line in a fresh folder (relative --out paths land
 // there); a line's output is checked as a table or, with --json, as JSON, and its report must exist.
 // Every line must be --quick with --methods, so that the block stays a few seconds of CI.
-test("README: the demo section's block runs as written (a table, the JSON, the report)", () => {
+test("README: the demo section's block runs as written (a table, the JSON, the report)", (t) => {
   const lines = readmeBlock('## `refit demo`');
   assert.ok(lines.length >= 2 && lines.some((l) => l.includes(' --json')) && lines.some((l) => !l.includes(' --json')), `the block shows a table run and a --json run:\n${lines.join('\n')}`);
   for (const line of lines) {
@@ -63,6 +63,7 @@ test("README: the demo section's block runs as written (a table, the JSON, the r
     const methods = opt('--methods')!.split(',');
     const batchSize = Number(opt('--batch-size') ?? 64);
     const cwd = mkdtempSync(join(tmpdir(), 'refit-readme-demo-'));
+    t.after(() => rmSync(cwd, { recursive: true, force: true }));
     const out = execFileSync(process.execPath, [join(root, 'bin/refit.js'), ...args], { encoding: 'utf8', cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     if (args.includes('--json')) {
       const r = JSON.parse(out);

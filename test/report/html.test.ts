@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,8 +47,9 @@ test('the controller timeline: levels per batch, each drift alarm on the batch t
   assert.doesNotMatch(renderReport({ title: 't', subtitle: 's', scores: [plain], boundaries: [] }), /<canvas id="levels">/);
 });
 
-test('refit adapt --report writes the exact command and the versions into the report', () => {
+test('refit adapt --report writes the exact command and the versions into the report', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'refit-report-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const fm = loadFashionMnist('test', { limit: 32 });
 
   writeFileSync(join(dir, 'x.npy'), npy('<f4', [32, 1, 28, 28], fm.images));

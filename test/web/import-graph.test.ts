@@ -3,7 +3,7 @@
 // same build as `npm run build:web`), so a new import anywhere below the entry is caught.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildWeb, NODE_ONLY_STANDINS } from '../../scripts/build-web.ts';
@@ -22,8 +22,9 @@ test('the web entry reaches no Node builtin and not onnxruntime-node', async () 
   }
 });
 
-test('the check catches a Node import: an entry that pulls in the Node entry fails, naming the chain', async () => {
+test('the check catches a Node import: an entry that pulls in the Node entry fails, naming the chain', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'refit-web-graph-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const entry = join(dir, 'entry.ts');
   writeFileSync(entry, `export * from ${JSON.stringify(new URL('../../src/index.ts', import.meta.url).pathname)};\n`);
   const r = await buildWeb({ write: false, collectOnly: true, entry });
