@@ -54,6 +54,9 @@ const withTfjs = arg('tfjs', 'on') !== 'off';
 // --start on: the page starts onnxruntime-web at setup (useWebRuntime({ start: true }), timed apart as
 // startMs), so its first session no longer holds the wasm's compile; off: as before.
 const startRuntime = arg('start', 'on') !== 'off';
+// --warm on: after the start, warmUp() compiles and runs one step of two tiny models (src/web/warm.ts),
+// timed apart as warmMs, so the first model session meets warm code.
+const warmRuntime = arg('warm', 'off') === 'on';
 const median = (a: number[]) => quantile(a, 0.5);
 const MB = 1e6;
 const TOL = 1e-4;
@@ -152,7 +155,7 @@ try {
   for (const threads of threadList) {
     const { browser, page, errors } = await openPage(['--disable-gpu']);
     try {
-      const ortInfo = await page.evaluate((t) => (globalThis as unknown as { refitTest: { setup(o: unknown): Promise<unknown> } }).refitTest.setup({ threads: t.threads, start: t.start }), { threads, start: startRuntime });
+      const ortInfo = await page.evaluate((t) => (globalThis as unknown as { refitTest: { setup(o: unknown): Promise<unknown> } }).refitTest.setup({ threads: t.threads, start: t.start, warm: t.warm }), { threads, start: startRuntime, warm: warmRuntime });
       const tfInfo = withTfjs ? await call(page, 'tfSetup', threads) : 'off';
       pageInfo[threads] = { ort: ortInfo, tfjs: tfInfo };
       console.log(`threads ${threads}: page ort ${JSON.stringify(ortInfo)}, tfjs ${JSON.stringify(tfInfo)}; Node tfjs-wasm threads ${nodeTfThreads}`);
@@ -283,6 +286,8 @@ function markdown(rs: Row[], webgpu: Record<string, unknown>, date: string): str
   }
   const starts = Object.entries(pageInfo).map(([t, i]) => [t, (i as { ort?: { startMs?: number } }).ort?.startMs] as const).filter(([, ms]) => ms !== undefined);
   if (starts.length) lines.push('', `onnxruntime-web started at page setup (useWebRuntime({ start: true }), once per page, before any model): ${starts.map(([t, ms]) => `${t} thread${t === '1' ? '' : 's'} ${f(ms, 0)} ms`).join(', ')}; the sessions above exclude it.`);
+  const warms = Object.entries(pageInfo).map(([t, i]) => [t, (i as { ort?: { warmMs?: number } }).ort?.warmMs] as const).filter(([, ms]) => ms !== undefined);
+  if (warms.length) lines.push('', `warmUp() after the start (one step of two tiny models, src/web/warm.ts, once per page, before any model): ${warms.map(([t, ms]) => `${t} thread${t === '1' ? '' : 's'} ${f(ms, 0)} ms`).join(', ')}; the sessions above exclude it.`);
   lines.push('', 'Memory (MB): creation = peak RSS above the RSS before, from loading the model to the end of the first step (renderer for Chromium); heap growth = that runtime\'s wasm heap over the same span; step = one step after the timed rounds, peak RSS above the RSS before it; heap after = the runtime\'s wasm heap after it (a heap only grows: the largest configuration so far in that page).', '',
     '| case | threads | Node ort: creation / step | Chromium ort: creation / heap growth / step / heap after | Chromium tfjs: creation / heap growth / step / heap after | Node tfjs: creation / step |',
     '|---|---:|---|---|---|---|');

@@ -6,6 +6,7 @@
 import './onnx/runtime-web.ts'; // registers onnxruntime-web (wasm) as the runtime
 
 export { useWebRuntime, type WebRuntimeOptions, type WebRuntimeInfo, type WebDevice } from './onnx/runtime-web.ts';
+export { warmUp } from './web/warm.ts';
 export * from './core-exports.ts';
 export * as data from './web/data.ts';
 export { fetchBytes, bytesOf, loadModelFrom, gunzip, downloadBytes, type ByteSource, type FetchOptions } from './web/io.ts';

@@ -56,20 +56,22 @@ test('WebGPU asked for from the WebGPU bundle where the browser offers no usable
   }
 });
 
-test('useWebRuntime({ start: true }) starts onnxruntime-web before any model, and models then run', { skip: chromiumMissing }, async () => {
+test('useWebRuntime({ start: true }) starts onnxruntime-web before any model, warmUp() steps two tiny models, and models then run', { skip: chromiumMissing }, async () => {
   const fresh = await openTestPage();
   try {
     const r = await (fresh.page.evaluate(`(async () => {
       const refit = globalThis.refitTest.refit;
       const info = await refit.useWebRuntime({ start: true });
+      const warmMs = await refit.warmUp();
       const model = await refit.loadModelFrom('/models/fmnist-cnn.onnx');
       const out = await model.run({ x: { dtype: 'float32', dims: [2, 1, 28, 28], data: new Float32Array(2 * 784).fill(0.5) } }, { outputs: ['logits'] });
-      return { startMs: info.startMs, dims: out.logits.dims, finite: Array.from(out.logits.data).every(Number.isFinite) };
-    })()`) as Promise<{ startMs?: number; dims: number[]; finite: boolean }>);
+      return { startMs: info.startMs, warmMs, dims: out.logits.dims, finite: Array.from(out.logits.data).every(Number.isFinite) };
+    })()`) as Promise<{ startMs?: number; warmMs: number; dims: number[]; finite: boolean }>);
     assert.ok(typeof r.startMs === 'number' && r.startMs > 0 && Number.isFinite(r.startMs), `startMs ${r.startMs}`);
     assert.deepEqual(r.dims, [2, 10]);
     assert.ok(r.finite);
-    console.log(`# onnxruntime-web started in ${r.startMs!.toFixed(0)} ms`);
+    assert.ok(r.warmMs > 0 && Number.isFinite(r.warmMs), `warmMs ${r.warmMs}`);
+    console.log(`# onnxruntime-web started in ${r.startMs!.toFixed(0)} ms, warmed up in ${r.warmMs.toFixed(0)} ms`);
   } finally {
     await fresh.close();
   }

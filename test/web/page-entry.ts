@@ -23,7 +23,12 @@ const api = {
   refit,
   /** The backend in use (test/web/webgpu-gradients.test.ts swaps in a copy without its grouped-Conv fault). */
   runtime,
-  setup: (opts: refit.WebRuntimeOptions) => refit.useWebRuntime(opts),
+  /** useWebRuntime; with `warm`, then warmUp (its ms as warmMs). */
+  async setup(opts: refit.WebRuntimeOptions & { warm?: boolean }) {
+    const { warm, ...o } = opts;
+    const info = await refit.useWebRuntime(o);
+    return warm ? { ...info, warmMs: await refit.warmUp() } : info;
+  },
   async run(c: CaseSpec, o: RunOptions = {}) {
     const r = await runCase(refit, await modelBytes(c.model), c, o);
     return { ...r, grads: Object.fromEntries(Object.entries(r.grads).map(([k, v]) => [k, b64(v)])), reluInputs: r.reluInputs && b64(r.reluInputs) };
