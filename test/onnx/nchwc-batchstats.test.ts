@@ -47,7 +47,8 @@ function model(b: number): RefitModel {
     return y;
   };
   const relu6 = (x: string) => { const y = `clip${k++}`; mb.node('Clip', [x, 'zero', 'six'], [y]); return y; };
-  mb.initializer('zero', f32([], [0])).initializer('six', f32([], [6]));
+  // One bound an initializer, the other a Constant node (as torch.onnx writes ReLU6's).
+  mb.initializer('zero', f32([], [0])).node('Constant', [], ['six'], { value: f32([], [6]) });
   const C = 2 * b;
   let h = relu6(bn(conv('x', 3, C, 3, 2), C)); // stem: 3 channels in, NCHW input
   h = relu6(bn(conv(h, C, C, 3, 1, C), C)); // depthwise
@@ -101,6 +102,10 @@ test('blocked BN-adapt rewrites every blocked-size conv and BN, and leaves one r
   assert.equal(ops.filter((o) => o === 'nchwc.ReorderOutput').length, 1, `one exit from the layout (to the pooling head): ${ops.join(' ')}`);
   assert.equal(ops.filter((o) => o === 'nchwc.ReorderInput').length, 0, 'the stem reads the NCHW input itself');
   assert.equal(ops.filter((o) => o === 'Clip').length, 0, 'every Clip fuses into its conv');
+  // The fused Clips' bounds leave the graph with them (onnxruntime would warn of each unused one).
+  const read = new Set(ir.graph.nodes.flatMap((n) => n.inputs));
+  assert.deepEqual([...ir.graph.initializers.keys()].filter((t) => !read.has(t)), [], 'initializers no node reads');
+  assert.deepEqual(ir.graph.nodes.filter((n) => n.opType === 'Constant' && !n.outputs.some((o) => read.has(o))).map((n) => n.outputs[0]), [], 'Constant nodes no node reads');
   // The residual Add fused as a Sum input: no node writes its output.
   assert.ok(!ir.graph.nodes.some((n) => n.outputs.some((o) => /^add\d+$/.test(o))));
 });
