@@ -33,7 +33,10 @@ export interface MethodSetup {
 export interface SetupOptions {
   /** Batch size of the calibration batches. */
   batchSize: number;
-  /** Gets a line at every tenth of RMT's warm-up (its paper's 50,000 source samples take minutes on a CPU, inside the first batch). */
+  /**
+   * Gets a line at every tenth of RMT's warm-up (its paper's 50,000 source samples take minutes on
+   * a CPU, inside the first batch). For one adapter: the options hold one counter.
+   */
   log?: (line: string) => void;
   /**
    * RMT warms up on one pass over the source set instead of its paper's 50,000 samples (as the
