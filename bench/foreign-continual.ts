@@ -6,7 +6,8 @@
 //
 //   /usr/bin/python3 bench/train_foreign_fmnist.py            # tmp/foreign-fmnist/resnet18-fmnist.onnx
 //   npx tsx bench/foreign-continual.ts [--model PATH] [--samples 1000] [--methods source,bn-adapt,tent,rmt,continual,continual+align] [--tag T]
-//   ('<method>+align' adds --input-align)
+//   ('<method>+align' adds --input-align, '+noalign' --no-input-align, '+nodeep' --no-deep; the
+//   controller with --source aligns by default since session 11, so 'continual' is 'continual+align')
 //
 // Writes bench/results/foreign-continual<T>.{json,md}: mean online error per method, the
 // unadapted model's on the same batches, ms per batch (the CLI's), and the controller's levels.
@@ -50,8 +51,11 @@ interface Row { method: string; error: number; sourceError: number; msPerBatch: 
 const rows: Row[] = [];
 for (const method of a.methods!.split(',')) {
   // '<method>+align': with --input-align (each batch aligned to the source set's statistics).
-  const [name, flag] = method.split('+') as [string, string | undefined];
-  const args = ['bin/refit.js', 'adapt', a.model!, '--method', name, ...(flag === 'align' ? ['--input-align'] : []), '--stream', join(work, 'stream.npy'), '--labels', join(work, 'stream-y.npy'),
+  const [name, ...flags] = method.split('+') as [string, ...string[]];
+  const FLAGS: Record<string, string> = { align: '--input-align', noalign: '--no-input-align', nodeep: '--no-deep' };
+  const unknown = flags.find((f) => !FLAGS[f]);
+  if (unknown) throw new Error(`${method}: unknown suffix '+${unknown}' (known: ${Object.keys(FLAGS).map((f) => `+${f}`).join(', ')})`);
+  const args = ['bin/refit.js', 'adapt', a.model!, '--method', name, ...flags.map((f) => FLAGS[f]!), '--stream', join(work, 'stream.npy'), '--labels', join(work, 'stream-y.npy'),
     '--source', join(work, 'source.npy'), '--source-labels', join(work, 'source-y.npy'), '--batch-size', String(bs), '--out', join(work, `${method}.csv`), '--json'];
   const t0 = performance.now();
   let out: string, note = '';
