@@ -23,6 +23,7 @@ import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { f32 } from '../onnx/tensor.ts';
 import { RMT, RMT_DEFAULTS, type RmtOptions } from '../tta/rmt.ts';
+import { normAffineParams } from '../tta/common.ts';
 import { FeaturesError } from '../onnx/penultimate.ts';
 import type { AdapterState } from '../tta/types.ts';
 
@@ -30,8 +31,11 @@ export interface DeepLearnerOptions {
   /** Labelled in-distribution images [M, ...] (RMT's warm-up, replay and prototypes). */
   sourceData: Tensor;
   sourceLabels: ArrayLike<number>;
-  /** Parameters RMT adapts: 'all' (every trainable parameter, RMT's code) or names. @default 'all' */
-  params?: 'all' | string[];
+  /**
+   * Parameters RMT adapts: 'all' (every trainable parameter, RMT's code), 'norm' (the normalization
+   * layers' scales and shifts, RMT's paper default for its TTA setting) or names. @default 'all'
+   */
+  params?: 'all' | 'norm' | string[];
   /** Take RMT's step on every k-th batch at level 3. @default DEEP_UPDATE_EVERY */
   updateEvery?: number;
   /**
@@ -46,6 +50,7 @@ export interface DeepLearnerOptions {
 
 /** The parameters the deep learner adapts: `params`, or every trainable parameter by default. */
 export function deepLearnerParams(model: RefitModel, o: Pick<DeepLearnerOptions, 'params'>): string[] {
+  if (o.params === 'norm') return normAffineParams('continual deep learner (deep.params \'norm\')', model);
   return o.params === undefined || o.params === 'all' ? model.parameterNames('all') : o.params;
 }
 

@@ -67,7 +67,7 @@ export const controllerOptionsSchema = z.object({
   deep: z.object({
     sourceData: tensorSchema,
     sourceLabels: labels,
-    params: z.union([z.literal('all'), z.array(z.string()).min(1)]).optional(),
+    params: z.union([z.literal('all'), z.literal('norm'), z.array(z.string()).min(1)], { error: "expected 'all', 'norm' or parameter names" }).optional(),
     updateEvery: count.optional(),
     embedding: z.boolean().optional(),
     rmt: deepRmt.optional(),

@@ -9,6 +9,8 @@ import { recommendedControllerOptions } from '../../src/continual/recommended.ts
 import { inputStats } from '../../src/tta/input-align.ts';
 import { f32 } from '../../src/onnx/tensor.ts';
 import { deep, sourceSet32 } from './deep-fixture.ts';
+import { deepLearnerParams } from '../../src/continual/deep-learner.ts';
+import { normAffineParams } from '../../src/tta/common.ts';
 
 const modelPath = new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname;
 
@@ -30,6 +32,7 @@ test('bad controller options are refused by name before anything runs', async ()
     [{ deep: { sourceLabels: sourceSet32.sourceLabels } }, /option 'deep.sourceData'/],
     [{ deep: { ...deep, sourceLabels: sourceSet32.sourceLabels.slice(0, 8) } }, /option 'deep': 32 source images but 8 source labels/],
     [{ inputAlign: { mean: [0.3] } }, /option 'inputAlign.sampleStd'/],
+    [{ deep: { ...deep, params: 'bn' } }, /option 'deep.params': expected 'all', 'norm' or parameter names/],
   ];
   for (const [o, why] of bad) assert.throws(() => new ContinualController(model, o as never), why, JSON.stringify(o));
   await model.release();
@@ -51,5 +54,16 @@ test('every documented option, and the recommended set, is accepted', async () =
   const made = [new ContinualController(model, all), new ContinualController(model, { errorMemory: true, priorCorrection: false, lame: true, embedding: 'features' })];
   made.push(new ContinualController(model, recommendedControllerOptions({ logits: 'logits', embedding: 'features', source: { images, labels: sourceSet32.sourceLabels } })));
   for (const c of made) await c.release();
+  await model.release();
+});
+
+test("deep.params 'norm': the deep learner adapts the normalization layers' scales and shifts only", async () => {
+  const model = await loadModel(modelPath, { threads: 1 });
+  const norm = deepLearnerParams(model, { params: 'norm' });
+  assert.deepEqual(norm, normAffineParams('t', model));
+  assert.ok(norm.length > 0 && norm.length < deepLearnerParams(model, {}).length);
+  assert.ok(norm.every((p) => /bn|norm/i.test(p)), norm.join(', '));
+  const c = new ContinualController(model, { deep: { ...deep, params: 'norm' } });
+  await c.release();
   await model.release();
 });
