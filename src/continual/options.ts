@@ -4,7 +4,7 @@
 // The schema only validates: the controller keeps the options object it was given.
 import { z } from 'zod';
 import { parseOptions, tensorSchema } from '../tta/common.ts';
-import { rmtSchema } from '../tta/rmt.ts';
+import { rmtSchema, labelsSchema as labels } from '../tta/rmt.ts';
 import type { ControllerOptions } from './controller.ts';
 
 const fraction = z.number().min(0).max(1);
@@ -12,11 +12,6 @@ const count = z.number().int().min(1);
 /** A threshold on a normalised spread in [0, 1]; above 1 it always holds. */
 const threshold = z.number().finite().min(0);
 const vector = z.array(z.number().finite()).min(1);
-
-const labels = z.custom<ArrayLike<number>>(
-  (v) => v instanceof Uint8Array || v instanceof Int32Array || (Array.isArray(v) && v.every((x) => Number.isInteger(x))),
-  'expected integer labels (Uint8Array, Int32Array or number[])',
-);
 
 /** `tta.inputStats(images[, labels])`: per channel mean and within-sample std, optionally per class. */
 const inputStats = z.object({

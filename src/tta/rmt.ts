@@ -66,7 +66,7 @@ export const RMT_DEFAULTS = {
   warmupSamples: 50000,
 } as const;
 
-const labelsSchema = z.custom<ArrayLike<number>>((v) => v instanceof Uint8Array || v instanceof Int32Array || (Array.isArray(v) && v.every((x) => Number.isInteger(x))), 'expected integer labels (Uint8Array, Int32Array or number[])');
+export const labelsSchema = z.custom<ArrayLike<number>>((v) => v instanceof Uint8Array || v instanceof Int32Array || (Array.isArray(v) && v.every((x) => Number.isInteger(x))), 'expected integer labels (Uint8Array, Int32Array or number[])');
 
 export const rmtSchema = z.object({
   ...commonOptions,
