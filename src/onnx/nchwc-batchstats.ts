@@ -170,7 +170,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
   // Constants and initializers no node reads any more leave the graph (onnxruntime warns of each
   // at session creation): running statistics (prior 0) and the bounds of Clips fused into a conv
   // (MobileNet's ReLU6, exported as Constant nodes).
-  const read = new Set([...g.nodes.flatMap((n) => n.inputs), ...g.outputs.map((o) => o.name)]);
+  const read = new Set([...g.nodes.flatMap((n) => n.inputs), ...g.outputs.map((o) => o.name), ...g.inputs.map((i) => i.name)]);
   g.nodes = g.nodes.filter((n) => !(n.opType === 'Constant' && n.domain === '' && !n.outputs.some((o) => read.has(o))));
   for (const t of [...g.initializers.keys()]) if (!read.has(t)) g.initializers.delete(t);
   if (result.convs && !model.opsets.some((o) => o.domain === NCHWC_DOMAIN)) model.opsets.push({ domain: NCHWC_DOMAIN, version: 1 });
