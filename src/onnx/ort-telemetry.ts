@@ -6,10 +6,8 @@
 // unless the variable is already set: ORT_DISABLE_TELEMETRY=0 keeps the telemetry on.
 // (test/onnx/ort-telemetry.test.ts checks both in child processes.)
 
-/** Set ORT_DISABLE_TELEMETRY=1 in this process's environment if it is unset. */
-export function disableOrtTelemetry(): void {
-  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
-  if (env && env.ORT_DISABLE_TELEMETRY === undefined) env.ORT_DISABLE_TELEMETRY = '1';
-}
+// Imported for this side effect, ahead of onnxruntime-node (runtime-node.ts, runtime.ts).
+const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
+if (env && env.ORT_DISABLE_TELEMETRY === undefined) env.ORT_DISABLE_TELEMETRY = '1';
 
-disableOrtTelemetry();
+export {};

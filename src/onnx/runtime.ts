@@ -12,7 +12,7 @@ import type * as Ort from 'onnxruntime-common';
 import type { Tensor, DType, TypedArray } from './tensor.ts';
 import type { Model } from './ir.ts';
 import { encodeModel, encodeModelExternal } from './proto.ts';
-import { disableOrtTelemetry } from './ort-telemetry.ts';
+import './ort-telemetry.ts'; // sets ORT_DISABLE_TELEMETRY before onnxruntime-node loads (lazily, below)
 
 export interface SessionOptions {
   /**
@@ -135,7 +135,6 @@ function loadNodeFallback(): RuntimeBackend | undefined {
     throw new Error(`Node ${proc.versions.node} has no process.getBuiltinModule (Node ≥ 20.16): import 'refit' (or src/onnx/runtime-node.ts) once to register onnxruntime-node`);
   }
   const { createRequire } = proc.getBuiltinModule('node:module') as { createRequire: (from: string) => (id: string) => unknown };
-  disableOrtTelemetry();
   return nodeBackend(createRequire(import.meta.url)('onnxruntime-node') as OrtModule);
 }
 
