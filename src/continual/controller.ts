@@ -288,9 +288,18 @@ export class ContinualController {
       const out = await this.learner.process(x, { update: false, batchStats: false });
       sum += predictionStats(out.fastLogits).entropy / Math.log(C);
     }
-    this.reference = sum / batches.length;
+    return this.useReference(sum / batches.length);
+  }
+
+  /**
+   * Take an entropy reference that `calibrate` computed on another controller of the same model
+   * and options (they would compute the same one): a service calibrates once per model, not per tenant.
+   */
+  useReference(reference: number): number {
+    if (!(Number.isFinite(reference) && reference >= 0)) throw new Error(`continual.useReference: the reference must be a finite normalised entropy ≥ 0, got ${reference}`);
+    this.reference = reference;
     this.warmup = [];
-    return this.reference;
+    return reference;
   }
 
   /** Predict a batch, adapting as the current level allows; ids name the predictions for feedback. */

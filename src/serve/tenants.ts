@@ -68,6 +68,8 @@ export function makeAdapter(base: RefitModel, method: string, opts: Record<strin
 export class TenantPool {
   private readonly sessions = new Map<string, Session>(); // Map order = least recently used first
   private readonly queue = new KeyedQueue();
+  /** Entropy references of base models (calibrate). */
+  private readonly references = new WeakMap<RefitModel, Promise<number>>();
   readonly maxTenants: number;
   private closed = false;
 
@@ -114,14 +116,28 @@ export class TenantPool {
     });
   }
 
+  /**
+   * A new controller's entropy reference from in-distribution data (a saved state has its own),
+   * computed once per base model: every fresh controller of that model would compute the same.
+   */
+  private async calibrate(controller: ContinualController, model: string, base: RefitModel): Promise<void> {
+    const batches = this.opts.calibration?.(model);
+    if (!batches?.length) return;
+    let reference = this.references.get(base);
+    if (!reference) {
+      reference = controller.calibrate(batches);
+      this.references.set(base, reference);
+      reference.catch(() => this.references.delete(base));
+    }
+    controller.useReference(await reference);
+  }
+
   private async create(key: string, model: string, tenant: string, base: RefitModel, adapter?: { name: string; version: number }): Promise<Session> {
     const { method, methodOptions } = this.opts;
     const s: Session = { key, model, tenant, method, base, seq: 0, sinceSave: 0, skipped: 0, ...makeAdapter(base, method, optionsFor(methodOptions, model)), ...(adapter ? { adapter } : {}) };
     const saved = adapter ? null : await this.opts.registry.getTenantState(model, tenant);
     if (!saved) {
-      // A new controller: its entropy reference from in-distribution data (a saved state has its own).
-      const calibration = s.controller && this.opts.calibration?.(model);
-      if (calibration?.length) await s.controller!.calibrate(calibration);
+      if (s.controller) await this.calibrate(s.controller, model, base);
       return s;
     }
     const reset = `DELETE /v1/models/${model}/tenants/${tenant} starts it again from the base model`;

@@ -86,7 +86,12 @@ test('runServe --method continual: the recommended options, and with --source ca
     const c = new ContinualController(m, setup.options);
     await c.calibrate(setup.calibration!);
     const direct = (await c.predict(f32([16, 1, 28, 28], Float32Array.from(washed.data)))).probs;
+    assert.throws(() => c.useReference(Number.NaN), /useReference: the reference must be a finite normalised entropy ≥ 0, got NaN/);
     assert.ok(served.every((v, i) => Math.abs(v - direct[i]!) < 1e-6), 'served probabilities differ from the controller made directly');
+    // A second tenant takes the model's reference computed for the first (calibrated once per model): the same answers.
+    const r2 = await fetch(`${h.url}/v1/models/cnn/predict`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-refit-tenant': 'b' }, body: JSON.stringify({ inputs: washed, output: 'probabilities' }) });
+    const second = ((await r2.json()) as { probabilities: number[][] }).probabilities.flat();
+    assert.ok(second.every((v, i) => Math.abs(v - direct[i]!) < 1e-6), "the second tenant's probabilities differ from the controller made directly");
     // Without alignment the same batch gets other answers (the alignment reached the tenant).
     const plain = new ContinualController(m, { ...setup.options, inputAlign: undefined });
     await plain.calibrate(setup.calibration!);
