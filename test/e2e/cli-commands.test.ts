@@ -21,6 +21,12 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 const p = (...s: string[]) => join(dir, ...s);
 
 const ok = (r: Run) => assert.equal(r.status, 0, r.stderr);
+/** `refit adapt` on the CNN with `common` plus each variant's flags, concurrently; each must succeed, and its --json answer is returned. */
+async function adaptJson(common: string[], ...variants: string[][]): Promise<Record<string, any>[]> {
+  const runs = await Promise.all(variants.map((v) => refit('adapt', cnn, ...common, ...v)));
+  runs.forEach(ok);
+  return runs.map((r) => JSON.parse(r.stdout));
+}
 /** One line on stderr, exit status 1, no stack trace. */
 function failsCleanly(r: Run, pattern: RegExp): void {
   assert.equal(r.status, 1, `expected exit 1: ${r.stdout}\n${r.stderr}`);
@@ -199,13 +205,7 @@ test('adapt --method continual with --source: level 3 is the deep learner (RMT o
   const noisy = corrupt(twice, 2 * N, 28, 28, 'gaussian_noise', 5, 1);
   writeFileSync(p('noisy.npy'), npy('<f4', [2 * N, 1, 28, 28], noisy));
   const common = ['--method', 'continual', '--stream', p('noisy.npy'), '--source', p('data.csv'), '--label-column', 'label', '--batch-size', '16', '--json'];
-  const [deep, plain] = await Promise.all([
-    refit('adapt', cnn, ...common, '--out', p('deep.csv')),
-    refit('adapt', cnn, ...common, '--no-deep', '--out', p('nodeep.csv')),
-  ]);
-  ok(deep);
-  ok(plain);
-  const d = JSON.parse(deep.stdout), n = JSON.parse(plain.stdout);
+  const [d, n] = await adaptJson(common, ['--out', p('deep.csv')], ['--no-deep', '--out', p('nodeep.csv')]);
   assert.equal(d.deepLearner, true);
   assert.equal(n.deepLearner, false);
   assert.ok((d.levels.consolidation ?? 0) > 0, `the stream should reach level 3: ${JSON.stringify(d.levels)}`);
@@ -221,25 +221,13 @@ test('adapt --method continual with --source: level 3 is the deep learner (RMT o
 test('adapt --input-align: a washed-out stream standardised to --source loses most of its error (by default for continual with --source); without --source it fails cleanly', async () => {
   writeFileSync(p('washed.npy'), npy('<f4', [N, 1, 28, 28], Float32Array.from(fm.images, (v) => 0.3 * v + 0.45)));
   const common = ['--method', 'source', '--stream', p('washed.npy'), '--labels', p('y.npy'), '--source', p('data.csv'), '--label-column', 'label', '--json'];
-  const [aligned, plain] = await Promise.all([
-    refit('adapt', cnn, ...common, '--input-align', '--out', p('aligned.csv')),
-    refit('adapt', cnn, ...common, '--out', p('plain.csv')),
-  ]);
-  ok(aligned);
-  ok(plain);
-  const a = JSON.parse(aligned.stdout), b = JSON.parse(plain.stdout);
+  const [a, b] = await adaptJson(common, ['--input-align', '--out', p('aligned.csv')], ['--out', p('plain.csv')]);
   assert.equal(a.inputAlign.mean.length, 1);
   assert.equal(b.inputAlign, undefined);
   assert.ok(b.error > 0.3 && a.error < b.error / 2, `washed-out stream: ${a.error} aligned against ${b.error}`);
   // The continual controller with --source aligns by default (its recommended options); --no-input-align turns it off.
   const cont = ['--method', 'continual', '--stream', p('washed.npy'), '--labels', p('y.npy'), '--source', p('data.csv'), '--label-column', 'label', '--no-deep', '--json'];
-  const [cAligned, cPlain] = await Promise.all([
-    refit('adapt', cnn, ...cont, '--out', p('c-aligned.csv')),
-    refit('adapt', cnn, ...cont, '--no-input-align', '--out', p('c-plain.csv')),
-  ]);
-  ok(cAligned);
-  ok(cPlain);
-  const ca = JSON.parse(cAligned.stdout), cb = JSON.parse(cPlain.stdout);
+  const [ca, cb] = await adaptJson(cont, ['--out', p('c-aligned.csv')], ['--no-input-align', '--out', p('c-plain.csv')]);
   assert.equal(ca.inputAlign.mean.length, 1);
   assert.equal(cb.inputAlign, undefined);
   assert.ok(ca.error < cb.error / 2, `continual on the washed-out stream: ${ca.error} aligned by default against ${cb.error} with --no-input-align`);
