@@ -189,7 +189,11 @@ export function withSourceSet(opts: ControllerOptions, source: SourceSet): Contr
 export async function runController(modelPath: string, stream: Stream, clean: LabelledImages, sizes: Sizes, opts: ControllerOptions, source: SourceSet, labelFraction = 0, delay = 5, posthocLame: number[] = [], posthocPrior: number[] = []): Promise<Row> {
   const model = (await loadModel(modelPath, { threads: 1 })).withFeatures();
   const c = new ContinualController(model, { logits: 'logits', embedding: 'features', ...withSourceSet(opts, source) });
-  await c.calibrate(calibration(source, stream.batchSize));
+  const cal = calibration(source, stream.batchSize);
+  await c.calibrate(cal);
+  // The deep learner's warm-up before the stream, as `refit adapt` does (the same predictions;
+  // before session 13 its 20–50 s fell inside the batch that first reached level 3, and the ms).
+  await c.prepareDeepLearner(cal[0]!);
   const sc = new Scorer();
   const levels: number[] = [];
   const posthoc: Record<number, Scorer> = {}, posthocP: Record<number, Scorer> = {};

@@ -88,6 +88,11 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   if (method === 'continual') {
     controller = new ContinualController(model, setup.options);
     if (setup.calibration) await controller.calibrate(setup.calibration);
+    // Warm the level-3 deep learner up now, with progress, not inside the batch that first reaches level 3.
+    if (setup.deepLearner && setup.calibration) {
+      if (!o.json) process.stderr.write('refit: preparing the deep learner (RMT on --source: prototypes, warm-up, compiled step)\n');
+      await controller.prepareDeepLearner(setup.calibration[0]!);
+    }
   } else {
     adapter = createAdapter(model, method, setup.options); // each method's own default output unless --logits
   }

@@ -57,7 +57,7 @@ export function methodSetup(method: string, model: RefitModel, io: ModelIO, o: S
   const align = inputAlign ? { inputAlign } : {};
   if (method !== 'continual') {
     const extra = srcTensor ? sourceDataOptions(method, { images: srcTensor, labels: Uint8Array.from(src!.labels!), n: src!.n }, { quick: shortWarmup }) : {};
-    const progress = method === 'rmt' && srcTensor && log ? { onWarmup: warmupLog(log) } : {};
+    const progress = method === 'rmt' && srcTensor && log ? { onWarmup: warmupLog(log, "RMT warm-up on the source set (the paper's mean-teacher warm-up)") } : {};
     return { options: { ...(o.logits ? { logits: o.logits } : {}), ...extra, ...progress, ...align }, deepLearner: false, ...align };
   }
   const deepLearner = !!srcTensor && o.deep !== false;
@@ -66,19 +66,20 @@ export function methodSetup(method: string, model: RefitModel, io: ModelIO, o: S
   // trained elsewhere they beat the library's defaults too, docs/continual.md). With labelled
   // in-distribution data, level 3 is the deep learner (RMT over every parameter).
   const source = deepLearner ? { images: srcTensor!, labels: src!.labels! } : undefined;
-  const options = recommendedControllerOptions({ logits: io.logits, embedding, source, ...align }) as Record<string, unknown>;
+  const options = recommendedControllerOptions({ logits: io.logits, embedding, source, ...align });
+  if (options.deep && log) options.deep.rmt = { ...options.deep.rmt, onWarmup: warmupLog(log, "the deep learner's warm-up on the source set (RMT)") };
   // The entropy reference from in-distribution batches rather than the stream's first ones.
   const calibration = src ? Array.from({ length: Math.ceil(src.n / batchSize) }, (_, b) => batchOf(src, range(b * batchSize, Math.min((b + 1) * batchSize, src.n))).x) : undefined;
-  return { options, deepLearner, ...align, ...(calibration ? { calibration } : {}) };
+  return { options: options as Record<string, unknown>, deepLearner, ...align, ...(calibration ? { calibration } : {}) };
 }
 
 /** RMT's onWarmup: one line per tenth done. */
-function warmupLog(log: (line: string) => void): (done: number, total: number) => void {
+function warmupLog(log: (line: string) => void, what: string): (done: number, total: number) => void {
   let shown = 0;
   return (done, total) => {
     const tenth = Math.floor((10 * done) / total);
     if (tenth <= shown) return;
     shown = tenth;
-    log(`refit: RMT warm-up on the source set (the paper's mean-teacher warm-up): ${done}/${total} samples`);
+    log(`refit: ${what}: ${done}/${total} samples`);
   };
 }

@@ -111,7 +111,8 @@ export interface ControllerOptions extends Omit<FastSlowOptions, 'decay'> {
   /**
    * A labelled in-distribution set turns level 3 into RMT over every trainable parameter
    * (./deep-learner.ts), stepping on every `updateEvery`-th batch, instead of the fast learner's
-   * consolidation into the slow one. Created when level 3 is first reached.
+   * consolidation into the slow one. Built when level 3 is first reached, unless
+   * `prepareDeepLearner` built it before the stream (its warm-up takes seconds to minutes).
    */
   deep?: DeepLearnerOptions;
   /**
@@ -222,6 +223,10 @@ export class ContinualController {
   private replay: ReplayBuffer;
   private memory: ErrorMemory | null = null;
   private deep: DeepLearner | null = null;
+  /** Whether the deep learner predicts: from the first batch at level 3 on (prepareDeepLearner builds it earlier, unused). */
+  private deepActive = false;
+  /** A prepared deep learner's state from another controller (useDeepLearnerState), loaded when it is built. */
+  private deepStart: AdapterState | null = null;
   /** options.deep, unless its parameters are over the budget (then level 3 is the slow learner's). */
   private readonly deepOptions: DeepLearnerOptions | undefined;
   /** The model the deep learner adapts: this one, with penultimate features added when it has none. */
@@ -316,8 +321,8 @@ export class ContinualController {
     const t0 = performance.now();
     // Under correlated labels the batch after a concentrated one is predicted without a step.
     const hold = this.options.holdBelowSpread !== undefined && this.lastSpread < this.options.holdBelowSpread;
-    // Once the deep learner exists, levels 1–2 predict with it without steps: what it learned is kept.
-    let out = this.deepOptions && (level >= 3 || (level >= 1 && this.deep))
+    // Once the deep learner has been in use, levels 1–2 predict with it without steps: what it learned is kept.
+    let out = this.deepOptions && (level >= 3 || (level >= 1 && this.deepActive))
       ? await this.deepProcess(x, level >= 3 && !hold)
       : level >= 1
       ? await this.learner.process(x, { update: level >= 2 && !hold, consolidate: level >= 3 && !hold, batchStats: true })
@@ -331,7 +336,7 @@ export class ContinualController {
     // that showed the shift is predicted again with its own normalization statistics at once.
     let predictedAt: Level = level;
     if (level === 0 && this.level === 1) {
-      out = this.deep ? await this.deepProcess(x, false) : await this.learner.process(x, { update: false, batchStats: true });
+      out = this.deepActive ? await this.deepProcess(x, false) : await this.learner.process(x, { update: false, batchStats: true });
       predictedAt = 1;
     }
     const C = this.learner.classes;
@@ -391,14 +396,57 @@ export class ContinualController {
 
   /** With a labelled in-distribution set: the deep learner predicts, and at level 3 adapts (every k-th batch). */
   private async deepProcess(x: Tensor, adapt: boolean): Promise<{ probs: Float32Array; fastLogits: Tensor; embedding?: Tensor }> {
-    if (!this.deep) {
-      this.deep = new DeepLearner(this.deepModel, this.deepOptions!);
-      // Labels that arrived before it existed: the replay reservoir's samples.
-      for (const r of this.replay.draw(this.replay.size)) this.deep.addLabelled(r.input, r.label);
+    const deep = this.buildDeep();
+    if (!this.deepActive) {
+      this.deepActive = true;
+      // Labels that arrived before it was in use: the replay reservoir's samples.
+      for (const r of this.replay.draw(this.replay.size)) deep.addLabelled(r.input, r.label);
     }
-    const logits = await this.deep.predict(x, adapt);
-    const embedding = this.deep.embedding; // only with deep.embedding: then the error memory acts at level 3
+    const logits = await deep.predict(x, adapt);
+    const embedding = deep.embedding; // only with deep.embedding: then the error memory acts at level 3
     return { probs: Float32Array.from(softmaxRows(logits.data as Float32Array, this.learner.classes)), fastLogits: logits, ...(embedding ? { embedding } : {}) };
+  }
+
+  private buildDeep(): DeepLearner {
+    if (!this.deep) {
+      const deep = new DeepLearner(this.deepModel, this.deepOptions!);
+      if (this.deepStart) deep.load(this.deepStart); // warmed up elsewhere: its warm-up is skipped
+      this.deep = deep;
+    }
+    return this.deep;
+  }
+
+  /**
+   * Build the level-3 deep learner now: RMT's source prototypes, its warm-up on the in-distribution
+   * set and its compiled step. Otherwise the batch that first reaches level 3 waits for all of it
+   * (23 s on the shipped CNN, 47 s on torchvision's ResNet-18 at 28×28; docs/continual.md). It
+   * still predicts only from level 3 on, so no prediction changes. `sample`: a batch of the
+   * stream's size (its values are not learned from). Nothing to do without the `deep` option, over
+   * the parameter budget, or once built.
+   */
+  async prepareDeepLearner(sample: Tensor): Promise<void> {
+    if (!this.deepOptions || this.deepActive) return;
+    await this.buildDeep().ready(this.options.inputAlign ? alignInput(sample, this.options.inputAlign) : sample);
+  }
+
+  /**
+   * The prepared, not yet used deep learner's state, for other controllers of the same model and
+   * options (useDeepLearnerState): a service warms up once per model, not once per tenant.
+   */
+  preparedDeepLearnerState(): AdapterState {
+    if (!this.deep || this.deepActive) throw new Error('continual.preparedDeepLearnerState: call prepareDeepLearner first, before the deep learner is in use');
+    return this.deep.state();
+  }
+
+  /**
+   * Start the deep learner, when level 3 first needs it, from `preparedDeepLearnerState()` of
+   * another controller of the same model and options, skipping its warm-up.
+   */
+  useDeepLearnerState(state: AdapterState): void {
+    if (!this.deepOptions) throw new Error('continual.useDeepLearnerState: this controller has no deep learner (no `deep` option, or over its parameter budget)');
+    if (state?.method !== 'rmt') throw new Error(`continual.useDeepLearnerState: not a deep learner's state (method '${String(state?.method)}')`);
+    if (this.deep) throw new Error('continual.useDeepLearnerState: the deep learner is already built');
+    this.deepStart = state;
   }
 
   private observe(logits: Tensor, n: number, updateMs: number): BatchSignals {
@@ -442,7 +490,7 @@ export class ContinualController {
       if (this.healthyRun >= stable) {
         if (this.level >= 2) {
           this.good = this.learner.state();
-          this.goodDeep = this.deep?.state() ?? null;
+          this.goodDeep = this.deepActive ? this.deep!.state() : null;
           this.emit('checkpoint', `${stable} healthy batches at level ${this.level}: saved as the last good state`, sig);
         }
         if (this.level > 0) this.move((this.level - 1) as Level, 'deescalate', `${stable} healthy batches`, sig);
@@ -470,7 +518,7 @@ export class ContinualController {
     const from = this.level;
     if (this.good) this.learner.load(this.good);
     else this.learner.reset('both');
-    if (this.deep) {
+    if (this.deep && this.deepActive) {
       if (this.goodDeep) this.deep.load(this.goodDeep);
       else this.deep.reset();
     }
@@ -496,7 +544,7 @@ export class ContinualController {
         this.memory?.add(s.embedding, s.probs, s.label);
       }
       this.replay.add({ input: s.input, label: s.label });
-      this.deep?.addLabelled(s.input, s.label);
+      if (this.deepActive) this.deep!.addLabelled(s.input, s.label);
       this.labelled.push({ input: s.input, label: s.label });
     }
     if (report.accepted + report.unknown + report.expired + report.invalid > 0 && (report.unknown || report.expired || report.invalid)) {
@@ -523,7 +571,7 @@ export class ContinualController {
       unhealthyRun: this.unhealthyRun, healthyRun: this.healthyRun, lastSpread: this.lastSpread, meanAvg: this.meanAvg ? [...this.meanAvg] : null, reference: this.reference, warmup: [...this.warmup], budgetCap: this.budgetCap,
       entropyDetector: this.entropyDetector.state(), errorDetector: this.errorDetector.state(), prior: [...this.prior.prior],
       feedback: this.fb.state(), replay: this.replay.state(), errorMemory: this.memory ? { ...this.memory.state(), dim: this.memory.dim } : null,
-      deep: this.deep?.state() ?? null, goodDeep: this.goodDeep,
+      deep: this.deepActive ? this.deep!.state() : null, goodDeep: this.goodDeep,
       labelled: this.labelled.map((r) => ({ input: r.input.slice(), label: r.label })), events: this.events.map((e) => ({ ...e })),
     };
   }
@@ -565,8 +613,11 @@ export class ContinualController {
     this.entropyDetector = entropy;
     this.errorDetector = error;
     this.memory = memory;
-    void this.deep?.release();
-    this.deep = deep;
+    // A prepared deep learner not yet in use is as good as a new one: kept when the state has none.
+    const kept = !deep && !this.deepActive ? this.deep : null;
+    if (this.deep !== kept) void this.deep?.release();
+    this.deep = deep ?? kept;
+    this.deepActive = deep !== null;
     this.goodDeep = s.goodDeep ?? null;
     this.prior.prior.set(s.prior);
     this.fb.load(s.feedback);

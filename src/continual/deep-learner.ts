@@ -111,6 +111,11 @@ export class DeepLearner {
     return f32([...logits.dims], Float32Array.from(logits.data as Float32Array, (v) => v / 2));
   }
 
+  /** RMT's prototypes, warm-up and compiled step, now instead of on the first adapted batch (RMT.ready). */
+  ready(sample: Tensor): Promise<void> {
+    return this.rmt.ready(sample);
+  }
+
   /** A labelled sample of the stream (delayed feedback) joins RMT's replay (see RMT.addLabelled). */
   addLabelled(x: Float32Array, label: number): void {
     this.rmt.addLabelled(x, label);

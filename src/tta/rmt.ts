@@ -430,6 +430,15 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
   }
 
   /**
+   * Do now what the first batch would otherwise wait for: the source prototypes, the warm-up on
+   * the source set and the compiled step. `sample` is a batch of the size the stream will have
+   * (its values are not used for learning). Changes nothing the first batch would not.
+   */
+  async ready(sample: Tensor): Promise<void> {
+    await this.prepare(sample);
+  }
+
+  /**
    * Student + teacher logits (their sum, as predict's) without any step or state change: for a
    * caller that decides itself when to adapt (the continual controller below its top level).
    */

@@ -204,8 +204,13 @@ test('adapt --method continual with --source: level 3 is the deep learner (RMT o
   twice.set(fm.images, N * 784);
   const noisy = corrupt(twice, 2 * N, 28, 28, 'gaussian_noise', 5, 1);
   writeFileSync(p('noisy.npy'), npy('<f4', [2 * N, 1, 28, 28], noisy));
-  const common = ['--method', 'continual', '--stream', p('noisy.npy'), '--source', p('data.csv'), '--label-column', 'label', '--batch-size', '16', '--json'];
-  const [d, n] = await adaptJson(common, ['--out', p('deep.csv')], ['--no-deep', '--out', p('nodeep.csv')]);
+  const plain = ['--method', 'continual', '--stream', p('noisy.npy'), '--source', p('data.csv'), '--label-column', 'label', '--batch-size', '16'];
+  const common = [...plain, '--json'];
+  // Without --json, the same run shows the deep learner prepared before the stream, with its warm-up's progress.
+  const [[d, n], shown] = await Promise.all([adaptJson(common, ['--out', p('deep.csv')], ['--no-deep', '--out', p('nodeep.csv')]), refit('adapt', cnn, ...plain, '--out', p('shown.csv'))]);
+  ok(shown);
+  assert.match(shown.stderr, /preparing the deep learner[^\n]*\n(refit: the deep learner's warm-up on the source set \(RMT\): \d+\/\d+ samples\n)+/);
+  assert.equal(readFileSync(p('shown.csv'), 'utf8'), readFileSync(p('deep.csv'), 'utf8'), 'the same predictions as the --json run');
   assert.equal(d.deepLearner, true);
   assert.equal(n.deepLearner, false);
   assert.ok((d.levels.consolidation ?? 0) > 0, `the stream should reach level 3: ${JSON.stringify(d.levels)}`);

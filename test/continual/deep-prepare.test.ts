@@ -1,0 +1,70 @@
+// prepareDeepLearner builds the level-3 deep learner (prototypes, warm-up, compiled step) before the
+// stream, and useDeepLearnerState hands that warm state to another controller: the predictions are
+// the same as building it on the batch that first reaches level 3, and no stream batch warms up.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadModel } from '../../src/model.ts';
+import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
+import { corrupt } from '../../src/data/corruptions/index.ts';
+import { f32 } from '../../src/onnx/tensor.ts';
+import { ContinualController, type ControllerOptions } from '../../src/continual/controller.ts';
+import { encodeCheckpoint, decodeCheckpoint } from '../../src/continual/checkpoint.ts';
+import { deep } from './deep-fixture.ts';
+
+const modelPath = new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname;
+const N = 16, B = 5;
+const ds = loadFashionMnist('test', { limit: N * B });
+const noisy = corrupt(ds.images, N * B, 28, 28, 'gaussian_noise', 5, 0);
+const shifted = (i: number) => f32([N, 1, 28, 28], noisy.slice(i * N * 784, (i + 1) * N * 784));
+const calibration = [f32([N, 1, 28, 28], ds.images.slice(0, N * 784))];
+
+/** Options whose deep learner counts its warm-up steps in `warmups`. */
+function options(warmups: number[]): ControllerOptions {
+  return { logits: 'logits', patience: 1, stableBatches: 50, lr: 0.001, deep: { ...deep, rmt: { ...deep.rmt, onWarmup: () => warmups.push(1) } } };
+}
+
+test('a prepared deep learner predicts as one built at level 3, and no stream batch waits for its warm-up', async () => {
+  const model = await loadModel(modelPath, { threads: 1 });
+  const counts = [[], [], []] as number[][];
+  const [lazy, prepared, shared] = counts.map((w) => new ContinualController(model, options(w))) as [ContinualController, ContinualController, ContinualController];
+  for (const c of [lazy, prepared, shared]) await c.calibrate(calibration);
+  await prepared.prepareDeepLearner(calibration[0]!);
+  assert.ok(counts[1]!.length > 0, 'prepareDeepLearner ran the warm-up');
+  assert.equal(prepared.state().deep, null, 'a deep learner not yet in use is not part of the state');
+  shared.useDeepLearnerState(prepared.preparedDeepLearnerState());
+  const before = counts[1]!.length;
+  let reached = false;
+  for (let i = 0; i < B; i++) {
+    const r = await Promise.all([lazy, prepared, shared].map((c) => c.predict(shifted(i))));
+    assert.deepEqual(r[1]!.probs, r[0]!.probs, `batch ${i}: prepared and lazy predict alike`);
+    assert.deepEqual(r[2]!.probs, r[0]!.probs, `batch ${i}: the shared warm state predicts alike`);
+    reached ||= r[0]!.level === 3;
+    // Labels before level 3 join the deep learner's replay once it is in use, once.
+    if (i === 0) for (const c of [lazy, prepared, shared]) await c.feedback(r[0]!.ids.slice(0, 8), Array.from(ds.labels.slice(0, 8)));
+  }
+  assert.ok(reached, 'the stream reached level 3');
+  assert.ok(counts[0]!.length > 0, 'the lazy controller warmed up on a stream batch');
+  assert.equal(counts[1]!.length, before, 'the prepared controller did not warm up again');
+  assert.equal(counts[2]!.length, 0, 'the controller given the warm state never warmed up');
+  assert.throws(() => prepared.preparedDeepLearnerState(), /before the deep learner is in use/);
+  assert.throws(() => lazy.useDeepLearnerState(prepared.state().deep!), /already built/);
+  assert.throws(() => new ContinualController(model, { logits: 'logits' }).useDeepLearnerState(prepared.state().deep!), /no deep learner/);
+  for (const c of [lazy, prepared, shared]) await c.release();
+  await model.release();
+});
+
+test('loading a state without a deep learner keeps a prepared one', async () => {
+  const model = await loadModel(modelPath, { threads: 1 });
+  const warmups: number[] = [];
+  const a = new ContinualController(model, options(warmups));
+  await a.calibrate(calibration);
+  const saved = encodeCheckpoint(model, a.state());
+  await a.prepareDeepLearner(calibration[0]!);
+  const n = warmups.length;
+  a.load(decodeCheckpoint(model, saved));
+  for (let i = 0; i < B; i++) await a.predict(shifted(i));
+  assert.equal(a.currentLevel, 3);
+  assert.equal(warmups.length, n, 'no second warm-up after load');
+  await a.release();
+  await model.release();
+});
