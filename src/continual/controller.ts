@@ -431,21 +431,23 @@ export class ContinualController {
 
   /**
    * The prepared, not yet used deep learner's state, for other controllers of the same model and
-   * options (useDeepLearnerState): a service warms up once per model, not once per tenant.
+   * options (useDeepLearnerState): a service warms up once per model, not once per tenant. Null
+   * when the controller has no deep learner (no `deep` option, or over the parameter budget).
    */
-  preparedDeepLearnerState(): AdapterState {
+  preparedDeepLearnerState(): AdapterState | null {
+    if (!this.deepOptions) return null;
     if (!this.deep || this.deepActive) throw new Error('continual.preparedDeepLearnerState: call prepareDeepLearner first, before the deep learner is in use');
     return this.deep.state();
   }
 
   /**
    * Start the deep learner, when level 3 first needs it, from `preparedDeepLearnerState()` of
-   * another controller of the same model and options, skipping its warm-up.
+   * another controller of the same model and options, skipping its warm-up. A deep learner already
+   * built (prepared, or loaded with a state that holds one) keeps its own.
    */
   useDeepLearnerState(state: AdapterState): void {
     if (!this.deepOptions) throw new Error('continual.useDeepLearnerState: this controller has no deep learner (no `deep` option, or over its parameter budget)');
     if (state?.method !== 'rmt') throw new Error(`continual.useDeepLearnerState: not a deep learner's state (method '${String(state?.method)}')`);
-    if (this.deep) throw new Error('continual.useDeepLearnerState: the deep learner is already built');
     this.deepStart = state;
   }
 

@@ -33,7 +33,9 @@ export interface ServeOptions {
   methodOptions?: Record<string, unknown> | ((model: string) => Record<string, unknown>);
   /**
    * In-distribution batches per model: a new continual tenant's entropy reference comes from them
-   * (`ContinualController.calibrate`) instead of its stream's first batches. Unused by TTA methods.
+   * (`ContinualController.calibrate`) instead of its stream's first batches, and, when the options
+   * give the controller a deep learner, the server warms that up once per model before it
+   * listens (`ContinualController.prepareDeepLearner`), not inside a tenant's request. Unused by TTA methods.
    */
   calibration?: (model: string) => Tensor[] | undefined;
   /** Tenant sessions held in memory (older ones are saved to the registry and released). @default 64 */
@@ -140,6 +142,16 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
     method: method ?? 'none', methodOptions: opts.methodOptions, calibration: opts.calibration, registry, metrics, maxTenants: opts.maxTenants, persistEvery: opts.persistEvery,
     log: { warn: (m) => app.log.warn(m) },
   });
+  // Each model's calibration and deep-learner warm-up, before the first request rather than inside one.
+  if (method === CONTINUAL) {
+    for (const [k, m] of models) {
+      try {
+        await pool.start(k, m);
+      } catch (e) {
+        throw new Error(`model '${k}': preparing method 'continual' failed: ${(e as Error).message}`);
+      }
+    }
+  }
 
   await app.register(swagger, {
     openapi: {

@@ -14,6 +14,7 @@ import { KeyedQueue } from './queue.ts';
 import { encodeAdapterState, decodeAdapterState } from './state-codec.ts';
 import { HttpError } from './inputs.ts';
 import type { Metrics } from './metrics.ts';
+import type { AdapterState } from '../tta/types.ts';
 
 export const CONTINUAL = 'continual';
 
@@ -65,11 +66,19 @@ export function makeAdapter(base: RefitModel, method: string, opts: Record<strin
   return { tta: createAdapter(base, method, opts) };
 }
 
+/** What every new continual tenant of a base model starts from (TenantPool.start). */
+export interface ContinualStart {
+  /** The entropy reference of the calibration batches. */
+  reference: number;
+  /** The level-3 deep learner's state after its warm-up, when the options give it one. */
+  deep: AdapterState | null;
+}
+
 export class TenantPool {
   private readonly sessions = new Map<string, Session>(); // Map order = least recently used first
   private readonly queue = new KeyedQueue();
-  /** Entropy references of base models (calibrate). */
-  private readonly references = new WeakMap<RefitModel, Promise<number>>();
+  /** Per base model, what its new continual tenants start from (start). */
+  private readonly starts = new WeakMap<RefitModel, Promise<ContinualStart | null>>();
   readonly maxTenants: number;
   private closed = false;
 
@@ -117,27 +126,44 @@ export class TenantPool {
   }
 
   /**
-   * A new controller's entropy reference from in-distribution data (a saved state has its own),
-   * computed once per base model: every fresh controller of that model would compute the same.
+   * What every new continual tenant of a base model starts from, computed once per model by a
+   * throwaway controller (every fresh controller would compute the same): the entropy reference of
+   * the calibration batches, and the deep learner's state after its warm-up, so that no tenant
+   * warms up inside a request (23 s on the shipped CNN with 2000 source images). Null without
+   * calibration batches. buildServer calls it for every model before it listens.
    */
-  private async calibrate(controller: ContinualController, model: string, base: RefitModel): Promise<void> {
-    const batches = this.opts.calibration?.(model);
-    if (!batches?.length) return;
-    let reference = this.references.get(base);
-    if (!reference) {
-      reference = controller.calibrate(batches);
-      this.references.set(base, reference);
-      reference.catch(() => this.references.delete(base));
+  start(model: string, base: RefitModel): Promise<ContinualStart | null> {
+    let p = this.starts.get(base);
+    if (!p) {
+      p = this.computeStart(model, base);
+      this.starts.set(base, p);
+      p.catch(() => this.starts.delete(base));
     }
-    controller.useReference(await reference);
+    return p;
+  }
+
+  private async computeStart(model: string, base: RefitModel): Promise<ContinualStart | null> {
+    const batches = this.opts.calibration?.(model);
+    if (this.opts.method !== CONTINUAL || !batches?.length) return null;
+    const { controller } = makeAdapter(base, CONTINUAL, optionsFor(this.opts.methodOptions, model));
+    try {
+      const reference = await controller!.calibrate(batches);
+      await controller!.prepareDeepLearner(batches[0]!);
+      return { reference, deep: controller!.preparedDeepLearnerState() };
+    } finally {
+      await controller!.release();
+    }
   }
 
   private async create(key: string, model: string, tenant: string, base: RefitModel, adapter?: { name: string; version: number }): Promise<Session> {
     const { method, methodOptions } = this.opts;
     const s: Session = { key, model, tenant, method, base, seq: 0, sinceSave: 0, skipped: 0, ...makeAdapter(base, method, optionsFor(methodOptions, model)), ...(adapter ? { adapter } : {}) };
     const saved = adapter ? null : await this.opts.registry.getTenantState(model, tenant);
+    const start = s.controller ? await this.start(model, base) : null;
+    // A saved tenant whose deep learner was never in use builds it from the warm state too.
+    if (start?.deep) s.controller!.useDeepLearnerState(start.deep);
     if (!saved) {
-      if (s.controller) await this.calibrate(s.controller, model, base);
+      if (start) s.controller!.useReference(start.reference);
       return s;
     }
     const reset = `DELETE /v1/models/${model}/tenants/${tenant} starts it again from the base model`;

@@ -31,7 +31,7 @@ test('a prepared deep learner predicts as one built at level 3, and no stream ba
   await prepared.prepareDeepLearner(calibration[0]!);
   assert.ok(counts[1]!.length > 0, 'prepareDeepLearner ran the warm-up');
   assert.equal(prepared.state().deep, null, 'a deep learner not yet in use is not part of the state');
-  shared.useDeepLearnerState(prepared.preparedDeepLearnerState());
+  shared.useDeepLearnerState(prepared.preparedDeepLearnerState()!);
   const before = counts[1]!.length;
   let reached = false;
   for (let i = 0; i < B; i++) {
@@ -47,8 +47,11 @@ test('a prepared deep learner predicts as one built at level 3, and no stream ba
   assert.equal(counts[1]!.length, before, 'the prepared controller did not warm up again');
   assert.equal(counts[2]!.length, 0, 'the controller given the warm state never warmed up');
   assert.throws(() => prepared.preparedDeepLearnerState(), /before the deep learner is in use/);
-  assert.throws(() => lazy.useDeepLearnerState(prepared.state().deep!), /already built/);
-  assert.throws(() => new ContinualController(model, { logits: 'logits' }).useDeepLearnerState(prepared.state().deep!), /no deep learner/);
+  assert.throws(() => lazy.useDeepLearnerState({ ...prepared.state().deep!, method: 'tent' }), /not a deep learner's state \(method 'tent'\)/);
+  const none = new ContinualController(model, { logits: 'logits' });
+  assert.throws(() => none.useDeepLearnerState(prepared.state().deep!), /no deep learner/);
+  assert.equal(none.preparedDeepLearnerState(), null, 'no deep option: nothing to hand on');
+  await none.release();
   for (const c of [lazy, prepared, shared]) await c.release();
   await model.release();
 });

@@ -76,6 +76,9 @@ test('runServe --method continual: the recommended options, and with --source ca
   const washed = { dims: [16, 1, 28, 28], data: Array.from(src.images.subarray(0, 16 * 784), (v) => 0.3 * v + 0.45) };
   try {
     assert.match(lines.join('\n'), /adaptation: continual \(calibrated on --source, deep learner, input alignment\)/);
+    // The deep learner warmed up once for the model, before the server listened (no tenant warms up in a request).
+    const warm = lines.findIndex((l) => /the deep learner's warm-up on the source set \(RMT\): 32\/32 samples \(model cnn\)/.test(l));
+    assert.ok(warm >= 0 && warm < lines.findIndex((l) => /listening on/.test(l)), lines.join('\n'));
     const r = await fetch(`${h.url}/v1/models/cnn/predict`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-refit-tenant': 'a' }, body: JSON.stringify({ inputs: washed, output: 'probabilities' }) });
     assert.equal(r.status, 200);
     const served = ((await r.json()) as { probabilities: number[][] }).probabilities.flat();
