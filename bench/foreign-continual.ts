@@ -6,7 +6,8 @@
 //
 //   /usr/bin/python3 bench/train_foreign_fmnist.py            # tmp/foreign-fmnist/resnet18-fmnist.onnx
 //   npx tsx bench/foreign-continual.ts [--model PATH] [--samples 1000] [--methods source,bn-adapt,tent,rmt,continual,continual+align] [--tag T]
-//   ('<method>+align' adds --input-align, '+noalign' --no-input-align, '+nodeep' --no-deep; the
+//   ('<method>+align' adds --input-align, '+noalign' --no-input-align, '+nodeep' --no-deep,
+//   '+deepall' / '+deepnorm' --deep-params all / norm; the
 //   controller with --source aligns by default since session 11, so 'continual' is 'continual+align')
 //
 // Writes bench/results/foreign-continual<T>.{json,md}: mean online error per method, the
@@ -52,10 +53,10 @@ const rows: Row[] = [];
 for (const method of a.methods!.split(',')) {
   // '<method>+align': with --input-align (each batch aligned to the source set's statistics).
   const [name, ...flags] = method.split('+') as [string, ...string[]];
-  const FLAGS: Record<string, string> = { align: '--input-align', noalign: '--no-input-align', nodeep: '--no-deep' };
+  const FLAGS: Record<string, string[]> = { align: ['--input-align'], noalign: ['--no-input-align'], nodeep: ['--no-deep'], deepall: ['--deep-params', 'all'], deepnorm: ['--deep-params', 'norm'] };
   const unknown = flags.find((f) => !FLAGS[f]);
   if (unknown) throw new Error(`${method}: unknown suffix '+${unknown}' (known: ${Object.keys(FLAGS).map((f) => `+${f}`).join(', ')})`);
-  const args = ['bin/refit.js', 'adapt', a.model!, '--method', name, ...flags.map((f) => FLAGS[f]!), '--stream', join(work, 'stream.npy'), '--labels', join(work, 'stream-y.npy'),
+  const args = ['bin/refit.js', 'adapt', a.model!, '--method', name, ...flags.flatMap((f) => FLAGS[f]!), '--stream', join(work, 'stream.npy'), '--labels', join(work, 'stream-y.npy'),
     '--source', join(work, 'source.npy'), '--source-labels', join(work, 'source-y.npy'), '--batch-size', String(bs), '--out', join(work, `${method}.csv`), '--json'];
   const t0 = performance.now();
   let out: string, note = '';

@@ -25,10 +25,12 @@ export interface AdaptOptions {
   /** Continual: hand the stream's labels to the controller this many batches after each batch (delayed feedback). */
   feedbackDelay?: string | number;
   /**
-   * Continual with --source: level 3 runs RMT over every parameter on the source set (the deep
-   * learner, as `refit demo`); false (`--no-deep`) keeps level 3 on the normalization adapters. @default true
+   * Continual with --source: level 3 runs RMT on the source set (the deep learner, as `refit
+   * demo`); false (`--no-deep`) keeps level 3 on the normalization adapters. @default true
    */
   deep?: boolean;
+  /** Continual with --source: what the deep learner adapts, 'all' or 'norm' (--deep-params). @default 'norm' over 1M parameters, else 'all' */
+  deepParams?: string;
   /** Align each batch's input per channel to --source's statistics (src/tta/input-align.ts); default: on for continual with --source. */
   inputAlign?: boolean;
   out: string;
@@ -48,8 +50,9 @@ export interface AdaptResult {
   events?: { batch: number; kind: string; reason: string }[];
   /** Continual with --feedback-delay: labels accepted by the controller. */
   feedbackAccepted?: number;
-  /** Continual: whether level 3 runs the deep learner (RMT over every parameter on --source). */
+  /** Continual: whether level 3 runs the deep learner (RMT on --source), and over what. */
   deepLearner?: boolean;
+  deepParams?: 'all' | 'norm';
   /** With --input-align: the --source statistics each batch was aligned to. */
   inputAlign?: InputStats;
   out: string;
@@ -179,7 +182,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
     stream: { source: ds.source, format: ds.format, samples: ds.n, batches, batchSize, labelled: !!ds.labels },
     error,
     sourceError,
-    ...(controller ? { levels, events, deepLearner: setup.deepLearner } : {}),
+    ...(controller ? { levels, events, deepLearner: setup.deepLearner, ...(setup.deepParams ? { deepParams: setup.deepParams } : {}) } : {}),
     ...(delay !== null ? { feedbackAccepted: accepted } : {}),
     ...(setup.inputAlign ? { inputAlign: setup.inputAlign } : {}),
     out: o.out,
@@ -199,7 +202,7 @@ export function formatAdapt(r: AdaptResult): string {
   const lines = [`${r.method} on ${r.stream.samples} samples (${r.stream.batches} batches of ${r.stream.batchSize}, ${r.msPerBatch.toFixed(1)} ms/batch): wrote ${r.out}`];
   if (r.error !== null) lines.push(`error ${(100 * r.error).toFixed(2)}% (unadapted model: ${(100 * r.sourceError!).toFixed(2)}%)`);
   if (r.levels) lines.push(`controller levels (batches): ${Object.entries(r.levels).map(([k, v]) => `${k} ${v}`).join(', ')}; ${r.events!.length} events${r.feedbackAccepted !== undefined ? `; ${r.feedbackAccepted} labels fed back` : ''}`);
-  if (r.levels) lines.push(r.deepLearner ? 'level 3: RMT over every parameter on --source (the deep learner)' : 'level 3: the normalization adapters (give --source, labelled in-distribution data, for RMT over every parameter)');
+  if (r.levels) lines.push(r.deepLearner ? `level 3: RMT over ${r.deepParams === 'norm' ? "the normalization layers' scales and shifts (a large model; --deep-params all for every parameter)" : 'every parameter'} on --source (the deep learner)` : 'level 3: the normalization adapters (give --source, labelled in-distribution data, for RMT, the deep learner)');
   if (r.inputAlign) lines.push(`input aligned per channel to --source: mean ${r.inputAlign.mean.map((v) => v.toFixed(4)).join(', ')}, within-sample std ${r.inputAlign.sampleStd.map((v) => v.toFixed(4)).join(', ')}`);
   if (r.report) lines.push(`report: ${r.report}`);
   return lines.join('\n');

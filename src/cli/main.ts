@@ -93,7 +93,8 @@ program
   .option('--logits <output>', 'the output holding class scores')
   .option('--embedding <output>', 'continual: an [N, D] output for the error memory (default: "features" when present)')
   .option('--feedback-delay <batches>', 'continual: give the controller each batch\'s labels this many batches later (delayed feedback; needs --labels)')
-  .option('--no-deep', 'continual: keep level 3 on the normalization adapters (by default, with --source, level 3 runs RMT over every parameter on it)')
+  .option('--no-deep', 'continual: keep level 3 on the normalization adapters (by default, with --source, level 3 runs RMT on it)')
+  .option('--deep-params <all|norm>', 'continual with --source: what the deep learner adapts (default: every parameter; the normalization layers\' scales and shifts on models over 1M parameters)')
   .option('--input-align', 'align each batch\'s input, per channel, to the mean and within-sample spread of --source before the method sees it (undoes brightness and contrast shifts; docs/tta.md); on by default for continual with --source')
   .option('--no-input-align', 'continual with --source: do not align the input')
   .requiredOption('--out <file>', 'predictions: .csv or .jsonl (id, prediction, confidence, label when given)')
@@ -218,6 +219,7 @@ export interface ServeCliOptions {
   source?: string;
   sourceLabels?: string;
   deep?: boolean;
+  deepParams?: string;
   inputAlign?: boolean;
   token?: string;
   protectReads?: boolean;
@@ -242,7 +244,8 @@ program
   .option('--method-options <json>', 'options of the method as a JSON object, e.g. \'{"lr": 0.0001}\'; for continual, on top of the recommended set')
   .option('--source <path>', 'labelled in-distribution data for every model: the controller\'s calibration, deep learner and input alignment; EATA\'s Fisher, CoTTA\'s threshold, RMT\'s prototypes')
   .option('--source-labels <path>', 'labels of --source, when it has none')
-  .option('--no-deep', 'continual: keep level 3 on the normalization adapters (by default, with --source, level 3 runs RMT over every parameter on it)')
+  .option('--no-deep', 'continual: keep level 3 on the normalization adapters (by default, with --source, level 3 runs RMT on it)')
+  .option('--deep-params <all|norm>', 'continual with --source: what the deep learner adapts (default: every parameter; the normalization layers\' scales and shifts on models over 1M parameters)')
   .option('--input-align', 'align each batch\'s input to --source\'s per-channel statistics before the method sees it; on by default for continual with --source')
   .option('--no-input-align', 'continual with --source: do not align the input')
   .option('--token <token>', 'bearer token for the write routes (default: $REFIT_TOKEN)')

@@ -4,7 +4,7 @@
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { inputStats, sourceDataOptions, type InputStats } from '../tta/index.ts';
-import { recommendedControllerOptions } from '../continual/recommended.ts';
+import { recommendedControllerOptions, recommendedDeepParams } from '../continual/recommended.ts';
 import { loadData, batchOf, range, type ModelIO } from './common.ts';
 
 export interface SourceFlags {
@@ -17,6 +17,8 @@ export interface SourceFlags {
   embedding?: string;
   /** Continual with --source: level 3 runs the deep learner; false is --no-deep. @default true */
   deep?: boolean;
+  /** --deep-params: what the deep learner adapts, 'all' or 'norm'. @default recommendedDeepParams(model) */
+  deepParams?: string;
   /** Input alignment to --source's statistics; default on for continual with --source. */
   inputAlign?: boolean;
 }
@@ -25,8 +27,10 @@ export interface MethodSetup {
   options: Record<string, unknown>;
   /** Continual with --source: batches of it for `calibrate`. */
   calibration?: Tensor[];
-  /** Continual: level 3 is the deep learner (RMT over every parameter on --source). */
+  /** Continual: level 3 is the deep learner (RMT on --source). */
   deepLearner: boolean;
+  /** What the deep learner adapts: every parameter, or the normalization layers' scales and shifts. */
+  deepParams?: 'all' | 'norm';
   inputAlign?: InputStats;
 }
 
@@ -61,16 +65,20 @@ export function methodSetup(method: string, model: RefitModel, io: ModelIO, o: S
     return { options: { ...(o.logits ? { logits: o.logits } : {}), ...extra, ...progress, ...align }, deepLearner: false, ...align };
   }
   const deepLearner = !!srcTensor && o.deep !== false;
+  if (o.deepParams !== undefined && !['all', 'norm'].includes(o.deepParams)) throw new Error(`--deep-params must be 'all' or 'norm', got '${o.deepParams}'`);
+  if (o.deepParams !== undefined && !deepLearner) throw new Error(`--deep-params is for the deep learner of --method continual with --source${o.deep === false ? ', and --no-deep turns it off' : ''}`);
+  // Every parameter on small models, the normalization layers' scales and shifts on large ones.
+  const deepParams = deepLearner ? (o.deepParams as 'all' | 'norm' | undefined) ?? recommendedDeepParams(model) : undefined;
   const embedding = o.embedding ?? (model.outputs.some((x) => x.name === 'features') ? 'features' : undefined);
   // The options `refit demo` runs (chosen on the shipped CNN's validation streams; on a ResNet-18
   // trained elsewhere they beat the library's defaults too, docs/continual.md). With labelled
-  // in-distribution data, level 3 is the deep learner (RMT over every parameter).
+  // in-distribution data, level 3 is the deep learner (RMT).
   const source = deepLearner ? { images: srcTensor!, labels: src!.labels! } : undefined;
-  const options = recommendedControllerOptions({ logits: io.logits, embedding, source, ...align });
+  const options = recommendedControllerOptions({ logits: io.logits, embedding, source, ...(deepParams ? { deepParams } : {}), ...align });
   if (options.deep && log) options.deep.rmt = { ...options.deep.rmt, onWarmup: warmupLog(log, "the deep learner's warm-up on the source set (RMT)") };
   // The entropy reference from in-distribution batches rather than the stream's first ones.
   const calibration = src ? Array.from({ length: Math.ceil(src.n / batchSize) }, (_, b) => batchOf(src, range(b * batchSize, Math.min((b + 1) * batchSize, src.n))).x) : undefined;
-  return { options: options as Record<string, unknown>, deepLearner, ...align, ...(calibration ? { calibration } : {}) };
+  return { options: options as Record<string, unknown>, deepLearner, ...(deepParams ? { deepParams } : {}), ...align, ...(calibration ? { calibration } : {}) };
 }
 
 /** RMT's onWarmup: one line per tenth done. */

@@ -212,6 +212,7 @@ test('adapt --method continual with --source: level 3 is the deep learner (RMT o
   assert.match(shown.stderr, /preparing the deep learner[^\n]*\n(refit: the deep learner's warm-up on the source set \(RMT\): \d+\/\d+ samples\n)+/);
   assert.equal(readFileSync(p('shown.csv'), 'utf8'), readFileSync(p('deep.csv'), 'utf8'), 'the same predictions as the --json run');
   assert.equal(d.deepLearner, true);
+  assert.equal(d.deepParams, 'all', 'the shipped CNN is under the size where the deep learner adapts only the normalization affine');
   assert.equal(n.deepLearner, false);
   assert.ok((d.levels.consolidation ?? 0) > 0, `the stream should reach level 3: ${JSON.stringify(d.levels)}`);
   // Up to level 3 the two runs are the same controller; from there the deep learner predicts.
@@ -221,6 +222,12 @@ test('adapt --method continual with --source: level 3 is the deep learner (RMT o
   assert.ok(a.some((r, i) => r !== b[i]), 'the deep learner changed no prediction');
   const tent = await refit('adapt', cnn, '--method', 'tent', '--stream', p('x.npy'), '--no-deep', '--out', p('never.csv'));
   failsCleanly(tent, /--no-deep is for --method continual/);
+  const [badParams, noDeepParams] = await Promise.all([
+    refit('adapt', cnn, ...plain, '--deep-params', 'some', '--out', p('never.csv')),
+    refit('adapt', cnn, ...plain, '--no-deep', '--deep-params', 'norm', '--out', p('never.csv')),
+  ]);
+  failsCleanly(badParams, /--deep-params must be 'all' or 'norm', got 'some'/);
+  failsCleanly(noDeepParams, /--deep-params is for the deep learner .*--no-deep turns it off/);
 });
 
 test('adapt --input-align: a washed-out stream standardised to --source loses most of its error (by default for continual with --source); without --source it fails cleanly', async () => {
