@@ -59,6 +59,7 @@ export function methodSetup(method: string, model: RefitModel, io: ModelIO, o: S
   const aligned = o.inputAlign ?? (method === 'continual' && !!srcTensor);
   const inputAlign = aligned ? inputStats(srcTensor!, src!.labels) : undefined;
   const align = inputAlign ? { inputAlign } : {};
+  if (o.deepParams !== undefined && method !== 'continual') throw new Error(`--deep-params is for --method continual (what its level-3 deep learner adapts)`);
   if (method !== 'continual') {
     const extra = srcTensor ? sourceDataOptions(method, { images: srcTensor, labels: Uint8Array.from(src!.labels!), n: src!.n }, { quick: shortWarmup }) : {};
     const progress = method === 'rmt' && srcTensor && log ? { onWarmup: warmupLog(log, "RMT warm-up on the source set (the paper's mean-teacher warm-up)") } : {};

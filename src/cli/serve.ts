@@ -34,6 +34,8 @@ export interface RunServeOptions {
   sourceLabels?: string;
   /** Continual with `source`: level 3 runs the deep learner; false keeps it on the normalization adapters. @default true */
   deep?: boolean;
+  /** --deep-params: what the deep learner adapts, 'all' or 'norm' (default: 'norm' on models over 1M parameters). */
+  deepParams?: string;
   /** Input alignment to `source`'s statistics; default on for continual with `source`. */
   inputAlign?: boolean;
   /** Bearer token for the registry's write routes; default: the REFIT_TOKEN environment variable. */
@@ -107,6 +109,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
   const method = opts.method && opts.method !== 'none' ? opts.method : undefined;
   if (!method && (opts.source || opts.inputAlign)) throw new Error(`--source and --input-align are for an adaptation method; give --method`);
   if (opts.deep === false && method !== 'continual') throw new Error(`--no-deep is for --method continual (it turns off the controller's level-3 deep learner)`);
+  if (opts.deepParams !== undefined && method !== 'continual') throw new Error(`--deep-params is for --method continual (what its level-3 deep learner adapts)`);
 
   const models = new Map<string, RefitModel>();
   // Per model: the method's options (the controller's recommended set, what --source gives) and calibration batches.

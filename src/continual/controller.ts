@@ -419,7 +419,7 @@ export class ContinualController {
   /**
    * Build the level-3 deep learner now: RMT's source prototypes, its warm-up on the in-distribution
    * set and its compiled step. Otherwise the batch that first reaches level 3 waits for all of it
-   * (23 s on the shipped CNN, 47 s on torchvision's ResNet-18 at 28×28; docs/continual.md). It
+   * (23 s on the shipped CNN, 49 s on torchvision's ResNet-18 at 28×28; docs/continual.md). It
    * still predicts only from level 3 on, so no prediction changes. `sample`: a batch of the
    * stream's size (its values are not learned from). Nothing to do without the `deep` option, over
    * the parameter budget, or once built.

@@ -228,6 +228,7 @@ test('adapt --method continual with --source: level 3 is the deep learner (RMT o
   ]);
   failsCleanly(badParams, /--deep-params must be 'all' or 'norm', got 'some'/);
   failsCleanly(noDeepParams, /--deep-params is for the deep learner .*--no-deep turns it off/);
+  failsCleanly(await refit('adapt', cnn, '--method', 'tent', '--stream', p('x.npy'), '--deep-params', 'norm', '--out', p('never.csv')), /--deep-params is for --method continual/);
 });
 
 test('adapt --input-align: a washed-out stream standardised to --source loses most of its error (by default for continual with --source); without --source it fails cleanly', async () => {

@@ -119,6 +119,7 @@ test('runServe --method continual: the recommended options, and with --source ca
   await refused({ method: 'continual', methodOptions: '{"lrr": 0.1}' }, /model 'cnn': method 'continual' cannot run on it: continual: unknown option 'lrr'/);
   await refused({ method: 'tent', deep: false }, /--no-deep is for --method continual/);
   await refused({ source: flags.source }, /--source and --input-align are for an adaptation method; give --method/);
+  await refused({ method: 'tent', deepParams: 'norm' }, /--deep-params is for --method continual/);
   await refused({ method: 'tent', inputAlign: true }, /--input-align aligns the stream .* give --source/);
 });
 
