@@ -3,20 +3,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadModel } from '../../src/model.ts';
-import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
-import { corrupt } from '../../src/data/corruptions/index.ts';
-import { f32 } from '../../src/onnx/tensor.ts';
 import { ContinualController } from '../../src/continual/controller.ts';
 import { encodeCheckpoint, decodeCheckpoint } from '../../src/continual/checkpoint.ts';
-import { deep } from './deep-fixture.ts';
+import { deep, noisyBatches, cnnPath as modelPath } from './deep-fixture.ts';
 
-const modelPath = new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname;
 const N = 16, B = 6;
-const ds = loadFashionMnist('test', { limit: N * B });
-const noisy = corrupt(ds.images, N * B, 28, 28, 'gaussian_noise', 5, 0);
-const shifted = (i: number) => f32([N, 1, 28, 28], noisy.slice(i * N * 784, (i + 1) * N * 784));
+const { shifted, calibration } = noisyBatches(B, N);
 const base = { logits: 'logits', embedding: 'features', patience: 1, stableBatches: 50, lr: 0.001 };
-const calibration = [f32([N, 1, 28, 28], ds.images.slice(0, N * 784))];
 
 test('deep learner embedding: same predictions, and the error memory acts at level 3', async () => {
   const model = await loadModel(modelPath, { threads: 1 });

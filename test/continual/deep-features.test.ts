@@ -6,20 +6,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadModel, RefitModel } from '../../src/model.ts';
 import { cloneModel } from '../../src/onnx/ir.ts';
-import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
-import { corrupt } from '../../src/data/corruptions/index.ts';
-import { f32 } from '../../src/onnx/tensor.ts';
 import { ContinualController } from '../../src/continual/controller.ts';
 import { deepLearnerModel } from '../../src/continual/deep-learner.ts';
 import { readZoo } from '../fixtures/zoo/read.ts';
-import { deep } from './deep-fixture.ts';
+import { deep, noisyBatches, cnnPath as modelPath } from './deep-fixture.ts';
 
-const modelPath = new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname;
 const N = 16, B = 6;
-const ds = loadFashionMnist('test', { limit: N * B });
-const noisy = corrupt(ds.images, N * B, 28, 28, 'gaussian_noise', 5, 0);
-const shifted = (i: number) => f32([N, 1, 28, 28], noisy.slice(i * N * 784, (i + 1) * N * 784));
-const calibration = [f32([N, 1, 28, 28], ds.images.slice(0, N * 784))];
+const { shifted, calibration } = noisyBatches(B, N);
 // Climbs one level per unhealthy batch up to 3, as in deep.test.ts.
 const opts = { logits: 'logits', patience: 1, stableBatches: 50, lr: 0.001, deep };
 

@@ -4,19 +4,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadModel } from '../../src/model.ts';
-import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
-import { corrupt } from '../../src/data/corruptions/index.ts';
-import { f32 } from '../../src/onnx/tensor.ts';
 import { ContinualController, type ControllerOptions } from '../../src/continual/controller.ts';
 import { encodeCheckpoint, decodeCheckpoint } from '../../src/continual/checkpoint.ts';
-import { deep } from './deep-fixture.ts';
+import { deep, noisyBatches, cnnPath as modelPath } from './deep-fixture.ts';
 
-const modelPath = new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname;
 const N = 16, B = 5;
-const ds = loadFashionMnist('test', { limit: N * B });
-const noisy = corrupt(ds.images, N * B, 28, 28, 'gaussian_noise', 5, 0);
-const shifted = (i: number) => f32([N, 1, 28, 28], noisy.slice(i * N * 784, (i + 1) * N * 784));
-const calibration = [f32([N, 1, 28, 28], ds.images.slice(0, N * 784))];
+const { shifted, calibration, labels: streamLabels } = noisyBatches(B, N);
 
 /** Options whose deep learner counts its warm-up steps in `warmups`. */
 function options(warmups: number[]): ControllerOptions {
@@ -40,7 +33,7 @@ test('a prepared deep learner predicts as one built at level 3, and no stream ba
     assert.deepEqual(r[2]!.probs, r[0]!.probs, `batch ${i}: the shared warm state predicts alike`);
     reached ||= r[0]!.level === 3;
     // Labels before level 3 join the deep learner's replay once it is in use, once.
-    if (i === 0) for (const c of [lazy, prepared, shared]) await c.feedback(r[0]!.ids.slice(0, 8), Array.from(ds.labels.slice(0, 8)));
+    if (i === 0) for (const c of [lazy, prepared, shared]) await c.feedback(r[0]!.ids.slice(0, 8), Array.from(streamLabels.slice(0, 8)));
   }
   assert.ok(reached, 'the stream reached level 3');
   assert.ok(counts[0]!.length > 0, 'the lazy controller warmed up on a stream batch');
