@@ -146,7 +146,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
   if (method === CONTINUAL) {
     for (const [k, m] of models) {
       try {
-        await pool.start(k, m);
+        await pool.start(k, m, true);
       } catch (e) {
         throw new Error(`model '${k}': preparing method 'continual' failed: ${(e as Error).message}`);
       }

@@ -130,24 +130,27 @@ export class TenantPool {
    * throwaway controller (every fresh controller would compute the same): the entropy reference of
    * the calibration batches, and the deep learner's state after its warm-up, so that no tenant
    * warms up inside a request (23 s on the shipped CNN with 2000 source images). Null without
-   * calibration batches. buildServer calls it for every model before it listens.
+   * calibration batches. buildServer calls it for every model before it listens, with
+   * `prepareDeep`; a base first met in a request (a registry adapter's) gets the reference only,
+   * and its tenants warm their deep learners up if and when they reach level 3, as before.
    */
-  start(model: string, base: RefitModel): Promise<ContinualStart | null> {
+  start(model: string, base: RefitModel, prepareDeep = false): Promise<ContinualStart | null> {
     let p = this.starts.get(base);
     if (!p) {
-      p = this.computeStart(model, base);
+      p = this.computeStart(model, base, prepareDeep);
       this.starts.set(base, p);
       p.catch(() => this.starts.delete(base));
     }
     return p;
   }
 
-  private async computeStart(model: string, base: RefitModel): Promise<ContinualStart | null> {
+  private async computeStart(model: string, base: RefitModel, prepareDeep: boolean): Promise<ContinualStart | null> {
     const batches = this.opts.calibration?.(model);
     if (this.opts.method !== CONTINUAL || !batches?.length) return null;
     const { controller } = makeAdapter(base, CONTINUAL, optionsFor(this.opts.methodOptions, model));
     try {
       const reference = await controller!.calibrate(batches);
+      if (!prepareDeep) return { reference, deep: null };
       await controller!.prepareDeepLearner(batches[0]!);
       return { reference, deep: controller!.preparedDeepLearnerState() };
     } finally {
