@@ -410,7 +410,12 @@ export class ContinualController {
   private buildDeep(): DeepLearner {
     if (!this.deep) {
       const deep = new DeepLearner(this.deepModel, this.deepOptions!);
-      if (this.deepStart) deep.load(this.deepStart); // warmed up elsewhere: its warm-up is skipped
+      try {
+        if (this.deepStart) deep.load(this.deepStart); // warmed up elsewhere: its warm-up is skipped
+      } catch (e) {
+        void deep.release();
+        throw e;
+      }
       this.deep = deep;
     }
     return this.deep;

@@ -139,6 +139,8 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
   private readonly useCont: boolean;
   private readonly useSrc: boolean;
   private prepared: Promise<Prepared> | undefined;
+  /** The source prototypes once computed (or restored: a state carries them, so a restored RMT skips that pass over the source set). */
+  private prototypes: Float32Array | null = null;
   /** State after the warm-up: where reset() returns. */
   private warm: Snapshot | null = null;
   private warmedUp = false;
@@ -290,7 +292,7 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
         const maxLabel = this.source_.y.reduce((a, v) => Math.max(a, v), 0);
         if (maxLabel >= classes) throw new Error(`rmt: sourceLabels has label ${maxLabel}, the model has ${classes} classes`);
       }
-      const prototypes = this.useCont ? await this.computePrototypes(classes) : null;
+      const prototypes = this.useCont ? (this.prototypes ??= await this.computePrototypes(classes)) : null;
       if (this.source_ && !this.warmedUp) await this.warmup();
       const suffixes = ['', AUG, ...(this.useSrc ? [SRC] : [])];
       const branched = multiBranch(this.model, suffixes);
@@ -492,6 +494,7 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
     meta.srcBatch = this.srcBatch ?? null;
     meta.warmupSteps = this.warmupSteps;
     meta.warmedUp = this.warmedUp;
+    if (this.prototypes) tensors.prototypes = this.prototypes.slice();
     if (this.warm) {
       meta.warmSrcEpoch = this.warm.srcEpoch;
       meta.warmSrcPos = this.warm.srcPos;
@@ -537,7 +540,10 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
       for (let i = 0; i < ly.length; i++) labelled.push({ x: lx.slice(i * per, (i + 1) * per), y: ly[i]! });
     }
     const labelledPos = num('labelledPos') ?? 0;
+    const prototypes = state.tensors.prototypes?.slice() ?? null;
+    if (prototypes && (prototypes.length === 0 || allFinite(prototypes) >= 0)) throw new Error('rmt.load: the source prototypes are empty or not finite');
     return () => {
+      if (prototypes) this.prototypes = prototypes;
       this.teacher.set(teacher);
       Object.assign(this, { draws, batchesSeen, srcEpoch, srcPos, warmupSteps, warmedUp, warm, labelled, labelledPos });
       if (srcBatch !== undefined) this.srcBatch = srcBatch;

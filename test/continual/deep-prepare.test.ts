@@ -64,3 +64,32 @@ test('loading a state without a deep learner keeps a prepared one', async () => 
   await a.release();
   await model.release();
 });
+
+test('the warm state carries the source prototypes: a controller started from it uses them, and bad ones are refused', async () => {
+  const model = await loadModel(modelPath, { threads: 1 });
+  const prepared = new ContinualController(model, options([]));
+  await prepared.calibrate(calibration);
+  await prepared.prepareDeepLearner(calibration[0]!);
+  const state = prepared.preparedDeepLearnerState()!;
+  const prototypes = state.tensors.prototypes!;
+  assert.ok(prototypes.length > 0 && prototypes.length % 10 === 0, 'one prototype per class of the source set');
+  // Other prototypes in the state: the contrastive term, and so the adapted predictions, change.
+  const [same, moved] = [prototypes, prototypes.map((v) => v + 1)].map((p) => {
+    const c = new ContinualController(model, options([]));
+    c.useDeepLearnerState({ ...state, tensors: { ...state.tensors, prototypes: p } });
+    return c;
+  }) as [ContinualController, ContinualController];
+  let differ = false;
+  for (const c of [same, moved]) await c.calibrate(calibration);
+  for (let i = 0; i < B; i++) {
+    const [a, b] = await Promise.all([same.predict(shifted(i)), moved.predict(shifted(i))]);
+    differ ||= a.probs.some((v, k) => v !== b.probs[k]);
+  }
+  assert.ok(differ, 'the restored prototypes were not used');
+  const bad = new ContinualController(model, options([]));
+  bad.useDeepLearnerState({ ...state, tensors: { ...state.tensors, prototypes: prototypes.map(() => Number.NaN) } });
+  await bad.calibrate(calibration);
+  await assert.rejects(bad.prepareDeepLearner(calibration[0]!), /rmt\.load: the source prototypes are empty or not finite/);
+  for (const c of [prepared, same, moved, bad]) await c.release();
+  await model.release();
+});
