@@ -138,6 +138,8 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
     throw new Error(`--registry: ${(e as Error).message}`);
   }
   let app: FastifyInstance;
+  const preparing = [...setups].filter(([, s]) => s.deepLearner).map(([name]) => name);
+  if (preparing.length) log(`refit serve: calibrating and warming up the deep learner on --source before listening (models: ${preparing.join(', ')})`);
   try {
     app = await buildServer({
       models, registry, method: opts.method, methodOptions: setups.size ? perModel : methodOptions, calibration: (name) => setups.get(name)?.calibration,
@@ -189,6 +191,6 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
 /** What --source and the recommended options brought, for the start-up line. */
 function describeSetup(s: MethodSetup | undefined): string {
   if (!s) return '';
-  const parts = [s.calibration && 'calibrated on --source', s.deepLearner && 'deep learner', s.inputAlign && 'input alignment'].filter(Boolean);
+  const parts = [s.calibration && 'calibrated on --source', s.deepLearner && `deep learner${s.deepParams === 'norm' ? " over the normalization layers' scales and shifts" : ''}`, s.inputAlign && 'input alignment'].filter(Boolean);
   return parts.length ? ` (${parts.join(', ')})` : '';
 }

@@ -79,6 +79,7 @@ test('runServe --method continual: the recommended options, and with --source ca
     // The deep learner warmed up once for the model, before the server listened (no tenant warms up in a request).
     const warm = lines.findIndex((l) => /the deep learner's warm-up on the source set \(RMT\): 32\/32 samples \(model cnn\)/.test(l));
     assert.ok(warm >= 0 && warm < lines.findIndex((l) => /listening on/.test(l)), lines.join('\n'));
+    assert.match(lines[0]!, /calibrating and warming up the deep learner on --source before listening \(models: cnn\)/);
     const r = await fetch(`${h.url}/v1/models/cnn/predict`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-refit-tenant': 'a' }, body: JSON.stringify({ inputs: washed, output: 'probabilities' }) });
     assert.equal(r.status, 200);
     const served = ((await r.json()) as { probabilities: number[][] }).probabilities.flat();
