@@ -8,6 +8,7 @@ import type { InputStats } from '../tta/input-align.ts';
 import type { ControllerOptions } from './controller.ts';
 import type { RefitModel } from '../model.ts';
 import { normLayers } from '../tta/common.ts';
+import { countParameters } from '../nn/summary.ts';
 
 /**
  * Above this many trainable parameters the deep learner adapts the normalization layers' scales
@@ -22,9 +23,8 @@ export const DEEP_NORM_ABOVE = 1_000_000;
 
 /** What the recommended deep learner adapts on `model`: 'norm' on large models with normalization layers, else 'all'. */
 export function recommendedDeepParams(model: RefitModel, above = DEEP_NORM_ABOVE): 'all' | 'norm' {
-  const n = model.parameterNames('all').reduce((a, p) => a + model.param(p).data.length, 0);
   const affine = normLayers(model).some((l) => l.scale || l.bias);
-  return n > above && affine ? 'norm' : 'all';
+  return countParameters(model.ir) > above && affine ? 'norm' : 'all';
 }
 
 export interface RecommendedInputs {
