@@ -15,8 +15,9 @@
 // Errors are online: each segment after the first is scored with the adapter of the round before.
 //
 //   nice -n 10 npx tsx bench/fleet-consolidate.ts [--split test|val] [--devices 6] [--domains 3]
-//     [--round 192] [--rounds 2] [--keep 0.2] [--teacher cnn|cnn-aug|vit|ensemble] [--epochs 16]
-//     [--sim] [--lr 0.01] [--temperature 0.5] [--targets teacher|mix|agree] [--single tent] [--tag -x]
+//     [--round 192] [--rounds 2] [--keep 0.2] [--teacher cnn|cnn-aug|vit|ensemble|model|model+cnn]
+//     [--teacher-model tmp/foreign-fmnist/resnet18-fmnist.onnx] [--epochs 16]
+//     [--sim] [--high-margin 0.4|none] [--select cema|random] [--lr 0.01] [--temperature 0.5] [--targets teacher|mix|agree] [--single tent] [--tag -x]
 // --split val scores on validation images (training images 10000..19999): that is where the
 // teacher and the options were chosen; report on --split test.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -32,7 +33,8 @@ import { createAdapter, loadSourceSet, sourceDataOptions } from '../src/tta/inde
 import { withAdapterFiles, type AdapterFiles } from '../src/peft/files.ts';
 import { consolidate, type Samples, type ConsolidateMetrics } from '../src/fleet/consolidate.ts';
 import { aggregate } from '../src/fleet/aggregate.ts';
-import { modelTeacher, ensembleTeacher, type Teacher } from '../src/fleet/teacher.ts';
+import type { Teacher } from '../src/fleet/teacher.ts';
+import { makeTeacher, type TeacherChoice } from '../src/fleet/consolidator.ts';
 import { UploadFilter, type PoolItem } from '../src/fleet/upload-filter.ts';
 import { encodedUploadSize } from '../src/fleet/upload-codec.ts';
 import { testData, validationData } from './continual/lib.ts';
@@ -47,6 +49,9 @@ const D = Number(opt('devices', '6')), K = Number(opt('domains', '3')), ROUND = 
 // consolidation sizing (batch 32, replay 64).
 const SIM = args.includes('--sim');
 const KEEP = Number(opt('keep', '0.2')), BATCH = SIM ? 32 : 64;
+// --high-margin: CEMA's unreliable-sample bar (E_max(0) = margin·ln C); 'none' uploads uncertain samples too.
+// --select random: upload a seeded uniform draw of KEEP·round samples instead (no filter).
+const HIGH = opt('high-margin', ''), SELECT = opt('select', 'cema'), filterOptions = HIGH === '' ? {} : { highMargin: HIGH === 'none' ? null : Number(HIGH) };
 const teacherName = opt('teacher', 'vit');
 const copts = { epochs: Number(opt('epochs', '16')), lr: Number(opt('lr', '0.01')), temperature: Number(opt('temperature', '0.5')), targets: opt('targets', 'teacher') as 'teacher' | 'mix' | 'agree', ...(SIM ? { batch: 32, replay: 64 } : {}) };
 const singles = opt('single', 'tent').split(',').filter(Boolean);
@@ -56,12 +61,7 @@ const command = `nice -n 10 npx tsx bench/fleet-consolidate.ts ${args.join(' ')}
 
 const data: LabelledImages = split === 'val' ? validationData() : testData();
 const cnn = await loadModel('models/fmnist-cnn.onnx', { threads: 1 });
-const vit = teacherName === 'vit' || teacherName === 'ensemble' ? await loadModel('models/fmnist-vit.onnx', { threads: 1 }) : null;
-const teacher: Teacher = teacherName === 'cnn' ? modelTeacher(cnn, { name: 'cnn bn-adapted on uploads' })
-  : teacherName === 'cnn-aug' ? modelTeacher(cnn, { augment: 4, name: 'cnn bn-adapted +4 aug' })
-    : teacherName === 'vit' ? modelTeacher(vit!, { name: 'vit' })
-      : teacherName === 'ensemble' ? ensembleTeacher([modelTeacher(vit!, { name: 'vit' }), modelTeacher(cnn, { name: 'cnn bn-adapted' })])
-        : (() => { throw new Error(`unknown --teacher ${teacherName} (cnn, cnn-aug, vit, ensemble)`); })();
+const teacher: Teacher = await makeTeacher(teacherName as TeacherChoice, cnn, { teacherModel: opt('teacher-model', 'tmp/foreign-fmnist/resnet18-fmnist.onnx') });
 const SAMPLE = [1, 28, 28], PX = 784, C = 10;
 
 interface Device { id: string; domains: string[]; severity: number; x: Float32Array; y: Uint8Array }
@@ -89,7 +89,7 @@ const ROWS = ['source', 'bn-adapt', ...singles, 'all', 'filtered', 'fleet', 'fle
 // wrong[row][device][segment]
 const wrong: Record<string, number[][]> = Object.fromEntries(ROWS.map((r) => [r, devices.map(() => new Array(ROUNDS + 1).fill(0))]));
 const state = new Map<string, { adapter: AdapterFiles | null; history: Samples[]; filter: UploadFilter; bytes: number; samples: number }>();
-for (const dev of devices) for (const ch of CHAINS) state.set(`${dev.id}/${ch}`, { adapter: null, history: [], filter: new UploadFilter({ classes: C }), bytes: 0, samples: 0 });
+for (const dev of devices) for (const ch of CHAINS) state.set(`${dev.id}/${ch}`, { adapter: null, history: [], filter: new UploadFilter({ classes: C, ...filterOptions }), bytes: 0, samples: 0 });
 let fleet: AdapterFiles | null = null, fleetTies: AdapterFiles | null = null;
 const singleAdapters = new Map(devices.map((dev) => [dev.id, singles.map((m) => createAdapter(cnn, m, { ...sourceDataOptions(m, loadSourceSet(), { quick: true }) }))]));
 const metrics: (ConsolidateMetrics & { device: string; chain: Chain; round: number })[] = [];
@@ -137,7 +137,11 @@ for (let s = 0; s <= ROUNDS; s++) {
       // Device side: what this chain uploads from the segment.
       let idx: number[];
       if (ch === 'all') idx = [...Array(ROUND).keys()];
-      else {
+      else if (SELECT === 'random') {
+        const rng = new Rng(31 * s + devices.indexOf(dev)), order = [...Array(ROUND).keys()];
+        for (let i = order.length - 1; i > 0; i--) { const j = rng.int(i + 1); [order[i], order[j]] = [order[j]!, order[i]!]; }
+        idx = order.slice(0, Math.floor(KEEP * ROUND)).sort((a, b) => a - b);
+      } else {
         const pool: PoolItem<number>[] = [];
         for (let b = 0; b < ROUND; b += BATCH) {
           const v = st.filter.screen(r.probs.subarray(b * C, (b + BATCH) * C));
@@ -175,7 +179,7 @@ const err = (r: string, devs = devices.map((_, i) => i)) => {
 const bytes = (ch: Chain) => devices.reduce((a, dev) => a + state.get(`${dev.id}/${ch}`)!.bytes, 0);
 const samplesUp = (ch: Chain) => devices.reduce((a, dev) => a + state.get(`${dev.id}/${ch}`)!.samples, 0);
 const summary = {
-  command, split, devices: devices.map((d) => ({ id: d.id, domains: d.domains, severity: d.severity })), sim: SIM, round: ROUND, rounds: ROUNDS, keep: KEEP,
+  command, split, devices: devices.map((d) => ({ id: d.id, domains: d.domains, severity: d.severity })), sim: SIM, round: ROUND, rounds: ROUNDS, keep: KEEP, highMargin: HIGH || undefined, select: SELECT,
   teacher: teacher.name, consolidate: copts, seconds: (performance.now() - t0) / 1000,
   error: Object.fromEntries(ROWS.map((r) => [r, err(r)])),
   segment0: Object.fromEntries(ROWS.map((r) => [r, devices.reduce((a, _, d) => a + wrong[r]![d]![0]!, 0) / (ROUND * D)])),
@@ -192,7 +196,7 @@ const summary = {
 const pct = (v: number) => (100 * v).toFixed(1);
 const md = [
   `# Fleet consolidation (${split} split)`, '', `\`${command}\``, '',
-  `${D} devices × ${SIM ? '2–3 corruptions each (severity 3–5 per device, the fleet simulation\'s draw' : `${K} corruptions each (severity 5`}, mixed in batches of ${BATCH}), ${ROUNDS + 1} segments of ${ROUND} samples; teacher: ${teacher.name}; consolidation ${JSON.stringify(copts)}; keep ${KEEP} of each segment after CEMA's filter. Error: online, segments 2..${ROUNDS + 1} (each with the adapter consolidated from the segments before); ${summary.seconds.toFixed(0)} s.`, '',
+  `${D} devices × ${SIM ? '2–3 corruptions each (severity 3–5 per device, the fleet simulation\'s draw' : `${K} corruptions each (severity 5`}, mixed in batches of ${BATCH}), ${ROUNDS + 1} segments of ${ROUND} samples; teacher: ${teacher.name}; consolidation ${JSON.stringify(copts)}; keep ${KEEP} of each segment ${SELECT === 'random' ? 'drawn uniformly at random' : `after CEMA's filter${HIGH ? ` (highMargin ${HIGH})` : ''}`}. Error: online, segments 2..${ROUNDS + 1} (each with the adapter consolidated from the segments before); ${summary.seconds.toFixed(0)} s.`, '',
   '| method | error % | uploaded samples | uploaded bytes | bytes vs all |', '|---|---:|---:|---:|---:|',
   ...ROWS.map((r) => {
     const ch = (r === 'fleet-ties' ? 'fleet' : r) as Chain;

@@ -17,7 +17,7 @@ import { resolve } from 'node:path';
 import { openRegistry, openBlobStore } from '../src/registry/open.ts';
 import { PostgresFleetStore } from '../src/fleet/store-postgres.ts';
 import { NatsJobQueue } from '../src/fleet/queue-nats.ts';
-import { createConsolidator, type Consolidator, type TeacherChoice } from '../src/fleet/consolidator.ts';
+import { createConsolidator, TEACHERS, type Consolidator, type TeacherChoice } from '../src/fleet/consolidator.ts';
 import { runWorker, type WorkerLog } from '../src/fleet/worker.ts';
 import type { FleetModelConfig } from '../src/fleet/cloud-server.ts';
 
@@ -31,7 +31,8 @@ const USAGE = `usage: tsx scripts/fleet-worker.ts --queue URL --store URL --regi
   --blobs SPEC             blob store of the uploads (file:DIR or s3://…)
   --model NAME=1x28x28     a model and one sample's dims (repeatable)
   --base PATH              device model for the default consolidator (default models/fmnist-cnn.onnx)
-  --teacher NAME           cnn-bn-aug | vit | ensemble (default consolidator's default)
+  --teacher NAME           vit | cnn | cnn-aug | ensemble | model | model+cnn (default vit)
+  --teacher-model PATH     the larger cloud model for --teacher model and model+cnn
   --consolidator-module P  module exporting createConsolidator(): Promise<Consolidator>
   --aggregate fedavg|ties  fleet merge (default fedavg)
   --concurrency N          jobs at once in this process (default 1)`;
@@ -40,7 +41,7 @@ const { values: a } = parseArgs({
   options: {
     queue: { type: 'string' }, 'queue-prefix': { type: 'string' }, 'ack-wait-ms': { type: 'string' },
     store: { type: 'string' }, registry: { type: 'string' }, 'registry-blobs': { type: 'string' }, blobs: { type: 'string' },
-    model: { type: 'string', multiple: true }, base: { type: 'string' }, teacher: { type: 'string' },
+    model: { type: 'string', multiple: true }, base: { type: 'string' }, teacher: { type: 'string' }, 'teacher-model': { type: 'string' },
     'consolidator-module': { type: 'string' }, aggregate: { type: 'string' }, concurrency: { type: 'string' }, help: { type: 'boolean' },
   },
 });
@@ -59,13 +60,15 @@ const num = (k: string, v: string | undefined, d: number) => {
   const n = v === undefined ? d : Number(v);
   return Number.isInteger(n) && n > 0 ? n : die(`--${k} must be a positive integer, got ${v}`);
 };
+if (a.teacher && !(TEACHERS as readonly string[]).includes(a.teacher)) die(`--teacher must be one of ${TEACHERS.join(', ')}, got ${a.teacher}`);
+if (a.teacher?.startsWith('model') && !a['teacher-model']) die(`--teacher ${a.teacher} needs --teacher-model PATH`);
 if (a.aggregate && a.aggregate !== 'fedavg' && a.aggregate !== 'ties') die(`--aggregate must be fedavg or ties, got ${a.aggregate}`);
 
 const log: WorkerLog = (level, msg, fields) => process.stdout.write(`${JSON.stringify({ level, msg, pid: process.pid, ...fields })}\n`);
 
 const consolidator: Consolidator = a['consolidator-module']
   ? await (await import(pathToFileURL(resolve(a['consolidator-module'])).href) as { createConsolidator(): Promise<Consolidator> }).createConsolidator()
-  : await createConsolidator({ base: a.base ?? 'models/fmnist-cnn.onnx', ...(a.teacher ? { teacher: a.teacher as TeacherChoice } : {}) });
+  : await createConsolidator({ base: a.base ?? 'models/fmnist-cnn.onnx', ...(a.teacher ? { teacher: a.teacher as TeacherChoice } : {}), ...(a['teacher-model'] ? { teacherModel: a['teacher-model'] } : {}) });
 const store = await PostgresFleetStore.open(a.store!);
 const registry = await openRegistry(a.registry!, a['registry-blobs'] ? { blobs: a['registry-blobs'] } : {});
 const blobs = openBlobStore(a.blobs!);

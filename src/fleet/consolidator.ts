@@ -31,10 +31,13 @@ export interface Consolidator {
  * - 'vit': the shipped ViT (models/fmnist-vit.onnx);
  * - 'cnn': the device's CNN with BatchNorm statistics of the uploads it labels;
  * - 'cnn-aug': the same, softmax averaged over the plain and 4 augmented copies;
- * - 'ensemble': the mean of 'vit' and 'cnn'.
+ * - 'ensemble': the mean of 'vit' and 'cnn';
+ * - 'model': a larger cloud model of the user's (`teacherModel`, CEMA's setting), with BatchNorm
+ *   statistics of the uploads it labels when it has BatchNorm;
+ * - 'model+cnn': the mean of 'model' and 'cnn'.
  */
-export type TeacherChoice = 'vit' | 'cnn' | 'cnn-aug' | 'ensemble';
-export const TEACHERS: readonly TeacherChoice[] = ['vit', 'cnn', 'cnn-aug', 'ensemble'];
+export type TeacherChoice = 'vit' | 'cnn' | 'cnn-aug' | 'ensemble' | 'model' | 'model+cnn';
+export const TEACHERS: readonly TeacherChoice[] = ['vit', 'cnn', 'cnn-aug', 'ensemble', 'model', 'model+cnn'];
 
 export interface ConsolidatorOptions {
   /** The device model: a path or a loaded model. */
@@ -42,6 +45,8 @@ export interface ConsolidatorOptions {
   teacher?: TeacherChoice | Teacher;
   /** The ViT's path for 'vit' and 'ensemble'. @default 'models/fmnist-vit.onnx' */
   vit?: string;
+  /** The teacher's path for 'model' and 'model+cnn': a classifier with the base's input and classes. */
+  teacherModel?: string;
   consolidate?: ConsolidateOptions;
   aggregate?: Omit<AggregateOptions, 'base'>;
   threads?: number;
@@ -49,13 +54,21 @@ export interface ConsolidatorOptions {
 
 export const DEFAULT_TEACHER: TeacherChoice = 'vit';
 
-export async function makeTeacher(choice: TeacherChoice, base: RefitModel, o: { vit?: string; threads?: number } = {}): Promise<Teacher> {
-  const vit = async () => modelTeacher(await loadModel(o.vit ?? 'models/fmnist-vit.onnx', { threads: o.threads ?? 1 }), { name: 'vit', own: true });
+export async function makeTeacher(choice: TeacherChoice, base: RefitModel, o: { vit?: string; teacherModel?: string; threads?: number } = {}): Promise<Teacher> {
+  const load = (path: string) => loadModel(path, { threads: o.threads ?? 1 });
+  const vit = async () => modelTeacher(await load(o.vit ?? 'models/fmnist-vit.onnx'), { name: 'vit', own: true });
+  const cnn = () => modelTeacher(base, { name: 'cnn bn-adapted on uploads' });
+  const model = async () => {
+    if (!o.teacherModel) throw new Error(`teacher '${choice}' needs teacherModel: the path of a classifier with the base model's input and classes`);
+    return modelTeacher(await load(o.teacherModel), { name: o.teacherModel, own: true });
+  };
   switch (choice) {
     case 'vit': return vit();
-    case 'cnn': return modelTeacher(base, { name: 'cnn bn-adapted on uploads' });
+    case 'cnn': return cnn();
     case 'cnn-aug': return modelTeacher(base, { augment: 4, name: 'cnn bn-adapted on uploads +4 aug' });
-    case 'ensemble': return ensembleTeacher([await vit(), modelTeacher(base, { name: 'cnn bn-adapted on uploads' })]);
+    case 'ensemble': return ensembleTeacher([await vit(), cnn()]);
+    case 'model': return model();
+    case 'model+cnn': return ensembleTeacher([await model(), cnn()]);
     default: throw new Error(`unknown teacher '${String(choice)}' (known: ${TEACHERS.join(', ')})`);
   }
 }

@@ -11,7 +11,7 @@ import { batchStatModel } from '../../src/tta/bn-adapt.ts';
 import { f32 } from '../../src/onnx/tensor.ts';
 import { consolidate } from '../../src/fleet/consolidate.ts';
 import { modelTeacher, ensembleTeacher } from '../../src/fleet/teacher.ts';
-import { createConsolidator } from '../../src/fleet/consolidator.ts';
+import { createConsolidator, makeTeacher } from '../../src/fleet/consolidator.ts';
 import { FleetError } from '../../src/fleet/types.ts';
 import { withAdapterFiles, adapterFiles, withAdapter, lora, normAffine } from '../../src/peft/index.ts';
 import { parseSafetensors } from '../../src/io/safetensors.ts';
@@ -107,4 +107,18 @@ test('bad uploads and adapters: FleetErrors that say what is wrong', async () =>
   const foreign = adapterFiles(withAdapter(smallVit(), 'v', lora({ targets: /attn\.q$/, rank: 2 })), 'v');
   await assert.rejects(run({ uploads: [{ dims: [4, 1, 28, 28], data: x }], adapter: foreign }), (e) => e instanceof FleetError && /adapter does not fit the base model/.test(e.message));
   await assert.rejects(run({ uploads: [{ dims: [4, 1, 28, 28], data: x }], adapter: { weights: new Uint8Array(3), config: '{}' } }), /adapter does not fit/);
+});
+
+test("teachers 'model' and 'model+cnn' load the user's larger cloud model, and say when it is missing", async () => {
+  const base = smallCnn();
+  const x = images(8, 3);
+  await assert.rejects(makeTeacher('model', base), /teacher 'model' needs teacherModel: the path of a classifier/);
+  const own = await loadModel('models/fmnist-cnn.onnx', { threads: 1 });
+  const plain = await modelTeacher(own).probs(x), device = await modelTeacher(base).probs(x);
+  const model = await makeTeacher('model', base, { teacherModel: 'models/fmnist-cnn.onnx' });
+  assert.deepEqual(await model.probs(x), plain);
+  const both = await makeTeacher('model+cnn', base, { teacherModel: 'models/fmnist-cnn.onnx' });
+  const p = await both.probs(x);
+  for (let i = 0; i < p.length; i++) assert.ok(Math.abs(p[i]! - (plain[i]! + device[i]!) / 2) < 1e-6, `probability ${i}`);
+  await model.release(); await both.release(); await own.release();
 });
