@@ -11,7 +11,6 @@ export class ContinualAdapter implements Adapter {
   private controller: ContinualController;
   private resets = 0;
   private calibrated: number | null = null;
-  private prepared = false;
 
   constructor(readonly model: RefitModel, readonly options: ControllerOptions = {}, private readonly calibration: Tensor[] = []) {
     this.controller = new ContinualController(model, options);
@@ -24,9 +23,6 @@ export class ContinualAdapter implements Adapter {
   async predict(x: Tensor): Promise<AdaptResult> {
     const t0 = performance.now();
     if (this.calibration.length && this.calibrated === null) this.calibrated = await this.controller.calibrate(this.calibration);
-    // The deep learner's warm-up (seconds to minutes) goes into the first batch, which stream
-    // scores time apart (run-stream.ts), not into the batch that first reaches level 3.
-    if (!this.prepared) { await this.controller.prepareDeepLearner(x); this.prepared = true; }
     const r = await this.controller.predict(x);
     const logits = new Float32Array(r.probs.length);
     for (let i = 0; i < logits.length; i++) logits[i] = Math.log(Math.max(r.probs[i]!, 1e-30));
@@ -45,7 +41,6 @@ export class ContinualAdapter implements Adapter {
     void this.controller.release();
     this.controller = new ContinualController(this.model, this.options);
     this.calibrated = null;
-    this.prepared = false;
     this.resets++;
   }
 

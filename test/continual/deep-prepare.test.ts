@@ -5,7 +5,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadModel } from '../../src/model.ts';
 import { ContinualController, type ControllerOptions } from '../../src/continual/controller.ts';
-import { ContinualAdapter } from '../../src/continual/adapter.ts';
 import { encodeCheckpoint, decodeCheckpoint } from '../../src/continual/checkpoint.ts';
 import { deep, noisyBatches, cnnPath as modelPath } from './deep-fixture.ts';
 
@@ -92,23 +91,5 @@ test('the warm state carries the source prototypes: a controller started from it
   await bad.calibrate(calibration);
   await assert.rejects(bad.prepareDeepLearner(calibration[0]!), /rmt\.load: the source prototypes are empty or not finite/);
   for (const c of [prepared, same, moved, bad]) await c.release();
-  await model.release();
-});
-
-test('the ContinualAdapter (refit demo, streams) warms its deep learner up in the first batch, not at level 3', async () => {
-  const model = await loadModel(modelPath, { threads: 1 });
-  const warmups: number[] = [];
-  const adapter = new ContinualAdapter(model, options(warmups), calibration);
-  await adapter.predict(shifted(0));
-  const n = warmups.length;
-  assert.ok(n > 0, 'the first batch ran the warm-up');
-  let reached = false;
-  for (let i = 1; i < B; i++) reached ||= (await adapter.predict(shifted(i))).info.extra!.level === 3;
-  assert.ok(reached, 'the stream reached level 3');
-  assert.equal(warmups.length, n, 'no warm-up on a later batch');
-  adapter.reset();
-  await adapter.predict(shifted(0));
-  assert.equal(warmups.length, 2 * n, 'a reset controller prepares its own on its first batch');
-  await adapter.release();
   await model.release();
 });
