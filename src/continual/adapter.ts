@@ -23,14 +23,16 @@ export class ContinualAdapter implements Adapter {
   async predict(x: Tensor): Promise<AdaptResult> {
     const t0 = performance.now();
     if (this.calibration.length && this.calibrated === null) this.calibrated = await this.controller.calibrate(this.calibration);
+    const setup = this.controller.deepSetupMs;
     const r = await this.controller.predict(x);
+    const setupMs = this.controller.deepSetupMs - setup;
     const logits = new Float32Array(r.probs.length);
     for (let i = 0; i < logits.length; i++) logits[i] = Math.log(Math.max(r.probs[i]!, 1e-30));
     const n = x.dims[0]!;
     return {
       logits: { dtype: 'float32', dims: [n, r.probs.length / n], data: logits },
       info: {
-        used: r.level >= 2 ? n : 0, skipped: this.controller.learner.skipped, resets: this.resets, ms: performance.now() - t0,
+        used: r.level >= 2 ? n : 0, skipped: this.controller.learner.skipped, resets: this.resets, ms: performance.now() - t0, ...(setupMs > 0 ? { setupMs } : {}),
         extra: { level: r.level, drift: r.signals.drift ? 1 : 0, entropy: r.signals.entropy },
       },
     };

@@ -15,6 +15,8 @@ export interface AdaptInfo {
   resets: number;
   /** Wall time of predict + adapt for this batch, ms. */
   ms: number;
+  /** Of `ms`, one-time set-up met after the first batch (the continual controller's deep learner, built when level 3 first needs it). */
+  setupMs?: number;
   /** Method-specific numbers (e.g. EATA's filter counts, SAR's loss EMA, CoTTA's anchor confidence). */
   extra?: Record<string, number>;
 }

@@ -5,6 +5,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadModel } from '../../src/model.ts';
 import { ContinualController, type ControllerOptions } from '../../src/continual/controller.ts';
+import { ContinualAdapter } from '../../src/continual/adapter.ts';
+import { runStream } from '../../src/tta/run-stream.ts';
+import type { Adapter } from '../../src/tta/types.ts';
+import { continualStream } from '../../src/data/streams.ts';
+import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
+import { f32 } from '../../src/onnx/tensor.ts';
 import { encodeCheckpoint, decodeCheckpoint } from '../../src/continual/checkpoint.ts';
 import { deep, noisyBatches, cnnPath as modelPath } from './deep-fixture.ts';
 
@@ -91,5 +97,36 @@ test('the warm state carries the source prototypes: a controller started from it
   await bad.calibrate(calibration);
   await assert.rejects(bad.prepareDeepLearner(calibration[0]!), /rmt\.load: the source prototypes are empty or not finite/);
   for (const c of [prepared, same, moved, bad]) await c.release();
+  await model.release();
+});
+
+test('the deep learner built at level 3 is reported as one-time set-up, which stream scores keep out of ms per batch', async () => {
+  const model = await loadModel(modelPath, { threads: 1 });
+  const adapter = new ContinualAdapter(model, options([]), calibration);
+  const infos = [];
+  for (let i = 0; i < B; i++) infos.push((await adapter.predict(shifted(i))).info);
+  const setups = infos.filter((f) => f.setupMs !== undefined);
+  assert.equal(setups.length, 1, 'one batch built the deep learner');
+  const first = setups[0]!;
+  assert.equal(first.extra!.level, 3, 'on the batch that first reached level 3');
+  assert.ok(first.setupMs! > 0 && first.setupMs! < first.ms, `set-up ${first.setupMs} ms inside the batch's ${first.ms} ms`);
+  // A prepared controller has nothing left to set up.
+  const prepared = new ContinualAdapter(model, options([]), calibration);
+  await prepared.current.calibrate(calibration);
+  await prepared.current.prepareDeepLearner(calibration[0]!);
+  for (let i = 0; i < B; i++) assert.equal((await prepared.predict(shifted(i))).info.setupMs, undefined);
+  // runStream: the set-up counts with the first batch, not in ms per batch.
+  const fake: Adapter = {
+    name: 'fake', reset() {}, async release() {},
+    async predict(x) {
+      const n = x.dims[0]!, k = calls++;
+      return { logits: f32([n, 10], new Float32Array(n * 10)), info: { used: 0, skipped: 0, resets: 0, ms: k === 2 ? 1010 : 10, ...(k === 2 ? { setupMs: 1000 } : {}) } };
+    },
+  };
+  let calls = 0;
+  const score = await runStream(fake, continualStream(loadFashionMnist('test', { limit: 64 }), { severity: 1, batchSize: 16, seed: 0, batchesPerDomain: 1, domains: ['brightness', 'contrast', 'fog', 'snow'] }));
+  assert.equal(score.firstBatchMs, 1010);
+  assert.equal(score.msPerBatch, 10);
+  await adapter.release(); await prepared.release();
   await model.release();
 });
