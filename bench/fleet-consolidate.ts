@@ -38,6 +38,8 @@ import { makeTeacher, type TeacherChoice } from '../src/fleet/consolidator.ts';
 import { UploadFilter, type PoolItem } from '../src/fleet/upload-filter.ts';
 import { encodedUploadSize } from '../src/fleet/upload-codec.ts';
 import { testData, validationData } from './continual/lib.ts';
+import { demoAdapter } from '../src/cli/demo.ts';
+import { withFeaturesFor } from '../src/cli/common.ts';
 
 const args = process.argv.slice(2);
 const opt = (k: string, d: string) => { const i = args.indexOf(`--${k}`); return i >= 0 ? args[i + 1]! : d; };
@@ -91,7 +93,10 @@ const wrong: Record<string, number[][]> = Object.fromEntries(ROWS.map((r) => [r,
 const state = new Map<string, { adapter: AdapterFiles | null; history: Samples[]; filter: UploadFilter; bytes: number; samples: number }>();
 for (const dev of devices) for (const ch of CHAINS) state.set(`${dev.id}/${ch}`, { adapter: null, history: [], filter: new UploadFilter({ classes: C, ...filterOptions }), bytes: 0, samples: 0 });
 let fleet: AdapterFiles | null = null, fleetTies: AdapterFiles | null = null;
-const singleAdapters = new Map(devices.map((dev) => [dev.id, singles.map((m) => createAdapter(cnn, m, { ...sourceDataOptions(m, loadSourceSet(), { quick: true }) }))]));
+// 'continual': the controller as `refit demo` runs it (recommended options, deep learner on the bundled set).
+const single = (m: string) => m === 'continual' ? demoAdapter(withFeaturesFor(m, cnn, 'logits', { quiet: true }), m, loadSourceSet())
+  : createAdapter(cnn, m, { ...sourceDataOptions(m, loadSourceSet(), { quick: true }) });
+const singleAdapters = new Map(devices.map((dev) => [dev.id, singles.map(single)]));
 const metrics: (ConsolidateMetrics & { device: string; chain: Chain; round: number })[] = [];
 
 const segment = (dev: Device, s: number) => ({ x: dev.x.subarray(s * ROUND * PX, (s + 1) * ROUND * PX), y: dev.y.subarray(s * ROUND, (s + 1) * ROUND) });

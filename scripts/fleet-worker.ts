@@ -31,8 +31,8 @@ const USAGE = `usage: tsx scripts/fleet-worker.ts --queue URL --store URL --regi
   --blobs SPEC             blob store of the uploads (file:DIR or s3://…)
   --model NAME=1x28x28     a model and one sample's dims (repeatable)
   --base PATH              device model for the default consolidator (default models/fmnist-cnn.onnx)
-  --teacher NAME           vit | cnn | cnn-aug | ensemble | model | model+cnn (default vit)
-  --teacher-model PATH     the larger cloud model for --teacher model and model+cnn
+  --teacher NAME           vit | cnn | cnn-aug | ensemble | model | model+cnn (default vit; model with --teacher-model)
+  --teacher-model PATH     a larger cloud model as teacher (--teacher model, model+cnn); docs/fleet.md
   --consolidator-module P  module exporting createConsolidator(): Promise<Consolidator>
   --aggregate fedavg|ties  fleet merge (default fedavg)
   --concurrency N          jobs at once in this process (default 1)`;

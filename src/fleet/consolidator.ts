@@ -45,7 +45,7 @@ export interface ConsolidatorOptions {
   teacher?: TeacherChoice | Teacher;
   /** The ViT's path for 'vit' and 'ensemble'. @default 'models/fmnist-vit.onnx' */
   vit?: string;
-  /** The teacher's path for 'model' and 'model+cnn': a classifier with the base's input and classes. */
+  /** The teacher's path for 'model' and 'model+cnn': a classifier with the base's input and classes. Without `teacher`, it is 'model'. */
   teacherModel?: string;
   consolidate?: ConsolidateOptions;
   aggregate?: Omit<AggregateOptions, 'base'>;
@@ -75,7 +75,7 @@ export async function makeTeacher(choice: TeacherChoice, base: RefitModel, o: { 
 
 export async function createConsolidator(o: ConsolidatorOptions): Promise<Consolidator> {
   const base = typeof o.base === 'string' ? await loadModel(o.base, { threads: o.threads ?? 1 }) : o.base;
-  const teacher = typeof o.teacher === 'object' ? o.teacher : await makeTeacher(o.teacher ?? DEFAULT_TEACHER, base, o);
+  const teacher = typeof o.teacher === 'object' ? o.teacher : await makeTeacher(o.teacher ?? (o.teacherModel ? 'model' : DEFAULT_TEACHER), base, o);
   return {
     consolidate: (job) => consolidate({
       base, teacher, adapter: job.adapter, uploads: job.uploads, replay: job.replay ?? [],

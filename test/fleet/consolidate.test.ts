@@ -121,4 +121,9 @@ test("teachers 'model' and 'model+cnn' load the user's larger cloud model, and s
   const p = await both.probs(x);
   for (let i = 0; i < p.length; i++) assert.ok(Math.abs(p[i]! - (plain[i]! + device[i]!) / 2) < 1e-6, `probability ${i}`);
   await model.release(); await both.release(); await own.release();
+  // teacherModel alone picks 'model'
+  const c = await createConsolidator({ base, teacherModel: 'models/fmnist-cnn.onnx', consolidate: { epochs: 1, batch: 8 } });
+  const r = await c.consolidate({ adapter: null, uploads: [{ dims: x.dims, data: x.data as Float32Array }] });
+  assert.equal(r.metrics.teacher, 'models/fmnist-cnn.onnx');
+  await c.release();
 });
