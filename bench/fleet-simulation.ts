@@ -3,7 +3,7 @@
 //
 //   nice -n 10 npx tsx bench/fleet-simulation.ts [--quick] [--devices 1000] [--rounds 2]
 //     [--batch 32] [--round-batches 4] [--measure-batches 2] [--budget 0.1] [--wave 16]
-//     [--compare-devices 100] [--baselines source,bn-adapt,tent,cotta,rmt] [--main-workers 2]
+//     [--compare-devices 100] [--baselines source,bn-adapt,tent,cotta,rmt,continual] [--main-workers 2]
 //     [--workers 1,2,4] [--throughput-jobs 120] [--epochs 4] [--replay 64] [--teacher vit] [--teacher-model PATH]
 //     [--lr 0.001] [--high-margin 0.4|none]
 //     [--job-timeout-s 1800] [--out bench/results/fleet-simulation]
@@ -41,7 +41,11 @@ import { CORRUPTIONS } from '../src/data/corruptions/index.ts';
 import { Rng } from '../src/data/random.ts';
 import { argmaxRows } from '../src/data/evaluate.ts';
 import { f32 } from '../src/onnx/tensor.ts';
-import { createAdapter, loadSourceSet, sourceDataOptions } from '../src/tta/index.ts';
+import { createAdapter, loadSourceSet, sourceDataOptions, type Adapter } from '../src/tta/index.ts';
+import type { RefitModel } from '../src/model.ts';
+import type { ContinualAdapter } from '../src/continual/adapter.ts';
+import { demoAdapter } from '../src/cli/demo.ts';
+import { withFeaturesFor } from '../src/cli/common.ts';
 import { FleetDevice, type FleetDeviceState } from '../src/fleet/device.ts';
 import { HttpCloudLink, registerDevice } from '../src/fleet/link-http.ts';
 import { createCloudServer } from '../src/fleet/cloud-server.ts';
@@ -69,7 +73,7 @@ const BATCH = int('batch', 32), R1 = int('round-batches', 4), R2 = int('measure-
 const BUDGET = Number(opt('budget', '0.1'));
 const WAVE = int('wave', 16);
 const CMP = Math.min(D, int('compare-devices', quick ? 20 : 100));
-const BASELINES = opt('baselines', 'source,bn-adapt,tent,cotta,rmt').split(',').filter(Boolean);
+const BASELINES = opt('baselines', 'source,bn-adapt,tent,cotta,rmt,continual').split(',').filter(Boolean);
 const MAIN_W = int('main-workers', 2);
 const WORKERS = opt('workers', '1,2,4').split(',').filter(Boolean).map(Number);
 const TPUT = int('throughput-jobs', quick ? 24 : 120);
@@ -376,17 +380,37 @@ for (const m of MODES) {
 
 // ---------------------------------------------------------------- single-device methods
 const source = loadSourceSet();
+/**
+ * A new adapter per call. 'continual' is the controller as `refit demo` runs it; its deep learner
+ * is warmed up once and shared (useDeepLearnerState), as `refit serve` does for its tenants,
+ * instead of once per device.
+ */
+async function freshAdapter(model: RefitModel, method: string): Promise<() => Adapter> {
+  if (method !== 'continual') return () => createAdapter(model, method, { ...sourceDataOptions(method, source, { quick: true }) });
+  const m = withFeaturesFor(method, model, 'logits', { quiet: true });
+  const make = () => demoAdapter(m, method, source) as ContinualAdapter;
+  const first = make();
+  await first.current.prepareDeepLearner(f32([BATCH, 1, 28, 28], segment(specs[0]!, 0)[0]!.x));
+  const warm = first.current.preparedDeepLearnerState();
+  await first.release();
+  return () => {
+    const a = make();
+    if (warm) a.current.useDeepLearnerState(warm);
+    return a;
+  };
+}
 const baselineErr: Record<string, number[][]> = {};
 const baselineSeconds: Record<string, number> = {};
 for (const method of BASELINES) {
   const t0 = performance.now();
-  let adapter;
+  let adapter: Adapter | undefined;
   try {
     const model = await loadModel(join(ROOT, 'models/fmnist-cnn.onnx'), { threads: 1 });
-    adapter = createAdapter(model, method, { ...sourceDataOptions(method, source, { quick: true }) });
+    const fresh = await freshAdapter(model, method);
     baselineErr[method] = Array.from({ length: ROUNDS + 1 }, () => [0, 0]);
     for (const sp of specs.slice(0, CMP)) {
-      adapter.reset();
+      // A fresh controller per device; the TTA methods go back to their start with reset().
+      if (!adapter || method === 'continual') { await adapter?.release(); adapter = fresh(); } else adapter.reset();
       for (let s = 0; s <= ROUNDS; s++) for (const b of segment(sp, s)) {
         const r = await adapter.predict(f32([BATCH, 1, 28, 28], b.x));
         const p = argmaxRows(r.logits.data as Float32Array, r.logits.dims[1]!);
@@ -395,7 +419,7 @@ for (const method of BASELINES) {
         baselineErr[method]![s]![0]! += wrong; baselineErr[method]![s]![1]! += BATCH;
       }
     }
-    await adapter.release();
+    await adapter?.release();
     await model.release();
   } catch (e) {
     log(`baseline ${method} not run: ${(e as Error).message.split('\n')[0]}`);
