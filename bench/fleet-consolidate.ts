@@ -17,7 +17,7 @@
 //   nice -n 10 npx tsx bench/fleet-consolidate.ts [--split test|val] [--devices 6] [--domains 3]
 //     [--round 192] [--rounds 2] [--keep 0.2] [--teacher cnn|cnn-aug|vit|ensemble|model|model+cnn]
 //     [--teacher-model tmp/foreign-fmnist/resnet18-fmnist.onnx] [--epochs 16]
-//     [--sim] [--high-margin 0.4|none] [--select cema|random] [--lr 0.01] [--temperature 0.5] [--targets teacher|mix|agree] [--single tent] [--tag -x]
+//     [--sim] [--high-margin 0.4|none] [--select cema|random|hybrid] [--lr 0.01] [--temperature 0.5] [--targets teacher|mix|agree] [--single tent] [--tag -x]
 // --split val scores on validation images (training images 10000..19999): that is where the
 // teacher and the options were chosen; report on --split test.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -52,7 +52,8 @@ const D = Number(opt('devices', '6')), K = Number(opt('domains', '3')), ROUND = 
 const SIM = args.includes('--sim');
 const KEEP = Number(opt('keep', '0.2')), BATCH = SIM ? 32 : 64;
 // --high-margin: CEMA's unreliable-sample bar (E_max(0) = margin·ln C); 'none' uploads uncertain samples too.
-// --select random: upload a seeded uniform draw of KEEP·round samples instead (no filter).
+// --select random: upload a seeded uniform draw of KEEP·round samples instead (no filter);
+// hybrid: half the filter's ranking, half a uniform draw from the rest.
 const HIGH = opt('high-margin', ''), SELECT = opt('select', 'cema'), filterOptions = HIGH === '' ? {} : { highMargin: HIGH === 'none' ? null : Number(HIGH) };
 const teacherName = opt('teacher', 'vit');
 const copts = { epochs: Number(opt('epochs', '16')), lr: Number(opt('lr', '0.01')), temperature: Number(opt('temperature', '0.5')), targets: opt('targets', 'teacher') as 'teacher' | 'mix' | 'agree', ...(SIM ? { batch: 32, replay: 64 } : {}) };
@@ -152,7 +153,14 @@ for (let s = 0; s <= ROUNDS; s++) {
           const v = st.filter.screen(r.probs.subarray(b * C, (b + BATCH) * C));
           v.verdicts.forEach((verdict, i) => { if (verdict === 'kept') pool.push({ x: b + i, entropy: v.entropy[i]!, predicted: v.predicted[i]!, seq: b + i }); });
         }
-        idx = st.filter.rank(pool).slice(0, Math.floor(KEEP * ROUND)).map((p) => p.x).sort((a, b) => a - b);
+        idx = st.filter.rank(pool).slice(0, Math.floor((SELECT === 'hybrid' ? KEEP / 2 : KEEP) * ROUND)).map((p) => p.x);
+        if (SELECT === 'hybrid') {
+          // The other half a uniform draw from the rest, so the uploads' statistics stay closer to the stream's.
+          const rng = new Rng(31 * s + devices.indexOf(dev)), taken = new Set(idx), rest = [...Array(ROUND).keys()].filter((j) => !taken.has(j));
+          for (let i = rest.length - 1; i > 0; i--) { const j = rng.int(i + 1); [rest[i], rest[j]] = [rest[j]!, rest[i]!]; }
+          idx.push(...rest.slice(0, Math.floor(KEEP * ROUND) - idx.length));
+        }
+        idx.sort((a, b) => a - b);
       }
       if (idx.length === 0) continue;
       const up = new Float32Array(idx.length * PX);
@@ -201,7 +209,7 @@ const summary = {
 const pct = (v: number) => (100 * v).toFixed(1);
 const md = [
   `# Fleet consolidation (${split} split)`, '', `\`${command}\``, '',
-  `${D} devices × ${SIM ? '2–3 corruptions each (severity 3–5 per device, the fleet simulation\'s draw' : `${K} corruptions each (severity 5`}, mixed in batches of ${BATCH}), ${ROUNDS + 1} segments of ${ROUND} samples; teacher: ${teacher.name}; consolidation ${JSON.stringify(copts)}; keep ${KEEP} of each segment ${SELECT === 'random' ? 'drawn uniformly at random' : `after CEMA's filter${HIGH ? ` (highMargin ${HIGH})` : ''}`}. Error: online, segments 2..${ROUNDS + 1} (each with the adapter consolidated from the segments before); ${summary.seconds.toFixed(0)} s.`, '',
+  `${D} devices × ${SIM ? '2–3 corruptions each (severity 3–5 per device, the fleet simulation\'s draw' : `${K} corruptions each (severity 5`}, mixed in batches of ${BATCH}), ${ROUNDS + 1} segments of ${ROUND} samples; teacher: ${teacher.name}; consolidation ${JSON.stringify(copts)}; keep ${KEEP} of each segment ${SELECT === 'random' ? 'drawn uniformly at random' : `${SELECT === 'hybrid' ? 'half ' : ''}after CEMA's filter${HIGH ? ` (highMargin ${HIGH})` : ''}${SELECT === 'hybrid' ? ', half drawn uniformly from the rest' : ''}`}. Error: online, segments 2..${ROUNDS + 1} (each with the adapter consolidated from the segments before); ${summary.seconds.toFixed(0)} s.`, '',
   '| method | error % | uploaded samples | uploaded bytes | bytes vs all |', '|---|---:|---:|---:|---:|',
   ...ROWS.map((r) => {
     const ch = (r === 'fleet-ties' ? 'fleet' : r) as Chain;
