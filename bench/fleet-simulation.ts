@@ -25,7 +25,7 @@
 // sync() → --measure-batches batches, whose error is "after consolidation". Modes on the same
 // streams: 'filtered' (CEMA's filter + the budget, all devices, model `sim`) and 'everything'
 // (every sample uploaded, the first --compare-devices devices, model `sim-all`); single-device
-// methods (src/tta) on the same segments of the same devices. Then throughput phases, one per
+// methods (src/tta, and the continual controller as `refit demo` runs it) on the same segments of the same devices. Then throughput phases, one per
 // worker count: the first --throughput-jobs recorded uploads are sent again over HTTP under fresh
 // device names (uploads/s), then W workers start and drain them (jobs/s), with each worker's CPU,
 // PostgreSQL's statement time (pg_stat_statements), nats-server's and PostgreSQL's CPU, and the
