@@ -5,7 +5,7 @@
 //     [--batch 32] [--round-batches 4] [--measure-batches 2] [--budget 0.1] [--wave 16]
 //     [--compare-devices 100] [--baselines source,bn-adapt,tent,cotta,rmt,continual] [--main-workers 2]
 //     [--workers 1,2,4] [--throughput-jobs 120] [--epochs 4] [--replay 64] [--teacher vit] [--teacher-model PATH]
-//     [--lr 0.001] [--high-margin 0.4|none]
+//     [--lr 0.001] [--high-margin 0.4|none] [--uniform-share 0]
 //     [--job-timeout-s 1800] [--out bench/results/fleet-simulation]
 //   --quick: 50 devices, 1 round, 20 compared, 24 throughput jobs per phase (217–361 s at load 4–10 on
 //   the shared 2-core machine; `--devices 1000 --rounds 1` took 1608 s at load 5–9: docs/fleet.md)
@@ -82,7 +82,8 @@ const TEACHER = opt('teacher', 'vit');
 const TEACHER_MODEL = opt('teacher-model', '');
 const LR = opt('lr', ''); // consolidation's learning rate ('' : consolidate's default)
 // The devices' unreliable-sample bar (CEMA's E_max(0) = margin·ln C); 'none': upload uncertain samples too.
-const HIGH = opt('high-margin', ''), filterBar = HIGH === '' ? {} : { highMargin: HIGH === 'none' ? null : Number(HIGH) };
+const HIGH = opt('high-margin', ''), SHARE = opt('uniform-share', ''); // --uniform-share: UploadFilter's uniformShare
+const filterBar = { ...(HIGH === '' ? {} : { highMargin: HIGH === 'none' ? null : Number(HIGH) }), ...(SHARE === '' ? {} : { uniformShare: Number(SHARE) }) };
 const JOB_TIMEOUT_MS = int('job-timeout-s', 1800) * 1000;
 const OUT = opt('out', quick ? 'bench/results/fleet-simulation-quick' : 'bench/results/fleet-simulation');
 // Made now, not after a run of many minutes: a missing folder once lost a whole run's results.
@@ -528,7 +529,7 @@ const subsetErr = (mode: string, s: number) => {
 };
 const result = {
   command, date: new Date().toISOString(), seconds: (performance.now() - t00) / 1000,
-  config: { devices: D, rounds: ROUNDS, batch: BATCH, roundBatches: R1, measureBatches: R2, budgetFraction: BUDGET, budgetBytesPerSecond: BUDGET * streamRate, streamBytesPerSecond: streamRate, wave: WAVE, compareDevices: CMP, mainWorkers: MAIN_W, workers: WORKERS, throughputJobs: TPUT, consolidation: { teacher: TEACHER, ...(TEACHER_MODEL ? { teacherModel: TEACHER_MODEL } : {}), ...(LR ? { lr: Number(LR) } : {}), ...(HIGH ? { highMargin: HIGH } : {}), epochs: EPOCHS, replay: REPLAY, batch: BATCH } },
+  config: { devices: D, rounds: ROUNDS, batch: BATCH, roundBatches: R1, measureBatches: R2, budgetFraction: BUDGET, budgetBytesPerSecond: BUDGET * streamRate, streamBytesPerSecond: streamRate, wave: WAVE, compareDevices: CMP, mainWorkers: MAIN_W, workers: WORKERS, throughputJobs: TPUT, consolidation: { teacher: TEACHER, ...(TEACHER_MODEL ? { teacherModel: TEACHER_MODEL } : {}), ...(LR ? { lr: Number(LR) } : {}), ...(HIGH ? { highMargin: HIGH } : {}), ...(SHARE ? { uniformShare: Number(SHARE) } : {}), epochs: EPOCHS, replay: REPLAY, batch: BATCH } },
   loop: { seconds: loopSeconds, roundSeconds, mainProcessCpuSeconds: (mainCpu.user + mainCpu.system) / 1e6, workerJobMsMedian: median(mainWorkerJobs), workerJobs: mainWorkerJobs.length },
   error: Object.fromEntries(MODES.map((m) => [m.name, { all: errs[m.name]!.map(pct), compared: errs[m.name]!.map((_, s) => subsetErr(m.name, s)) }])),
   baselines: Object.fromEntries(Object.entries(baselineErr).map(([k, v]) => [k, v.map(pct)])),
@@ -539,7 +540,7 @@ const f1 = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : '—');
 const segName = (s: number) => (s < ROUNDS ? `round ${s + 1}` : 'after consolidation');
 const md: string[] = [
   `# Fleet simulation${quick ? ' (quick)' : ''}`, '', `\`${command}\` (${result.date}, ${result.seconds.toFixed(0)} s; load average at the end ${loadavg().map((v) => v.toFixed(1)).join(' ')})`, '',
-  `${D} devices (${CMP} also in the 'everything' mode and the single-device methods), ${ROUNDS} round(s) of ${R1} batches of ${BATCH}, then ${R2} measured batches; budget ${(BUDGET * 100).toFixed(0)} % of the stream (${(BUDGET * streamRate / 1000).toFixed(1)} kB/s, stream ${(streamRate / 1000).toFixed(1)} kB/s); consolidation: teacher ${TEACHER}${TEACHER_MODEL ? ` (${TEACHER_MODEL})` : ''}${LR ? `, lr ${LR}` : ''}${HIGH ? `, devices' highMargin ${HIGH}` : ''}, ${EPOCHS} epochs, replay ${REPLAY}; ${MAIN_W} worker process(es) in the loop.`, '',
+  `${D} devices (${CMP} also in the 'everything' mode and the single-device methods), ${ROUNDS} round(s) of ${R1} batches of ${BATCH}, then ${R2} measured batches; budget ${(BUDGET * 100).toFixed(0)} % of the stream (${(BUDGET * streamRate / 1000).toFixed(1)} kB/s, stream ${(streamRate / 1000).toFixed(1)} kB/s); consolidation: teacher ${TEACHER}${TEACHER_MODEL ? ` (${TEACHER_MODEL})` : ''}${LR ? `, lr ${LR}` : ''}${HIGH ? `, devices' highMargin ${HIGH}` : ''}${SHARE ? `, uniformShare ${SHARE}` : ''}, ${EPOCHS} epochs, replay ${REPLAY}; ${MAIN_W} worker process(es) in the loop.`, '',
   '## Error % (online, per segment)', '',
   `| | ${Array.from({ length: ROUNDS + 1 }, (_, s) => segName(s)).join(' | ')} |`, `|---|${'---:|'.repeat(ROUNDS + 1)}`,
   `| fleet, filtered (all ${D} devices) | ${errs.filtered!.map((e) => f1(pct(e))).join(' | ')} |`,

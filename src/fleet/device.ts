@@ -179,6 +179,9 @@ export class FleetDevice {
   private healthWindow: BatchHealth[] = [];
   private rejected = new Set<string>();
   private pool: PoolItem[] = [];
+  /** Every sample since the last upload, reservoir-sampled (only with the filter's uniformShare). */
+  private uniform: PoolItem[] = [];
+  private uniformSeen = 0;
   private seq = 0;
   private round = 0;
   private sinceUpload = 0;
@@ -259,10 +262,13 @@ export class FleetDevice {
     const probs = softmaxRows(logits.data as Float32Array, C);
     const sc = this.filter.screen(probs);
     const data = x.data as Float32Array;
+    const uniform = this.filter.uniformShare > 0;
     for (let i = 0; i < n; i++) {
-      if (sc.verdicts[i] !== 'kept' || !finiteRow(data, i * this.sampleSize, this.sampleSize)) continue;
-      this.pool.push({ x: data.slice(i * this.sampleSize, (i + 1) * this.sampleSize), entropy: sc.entropy[i]!, predicted: sc.predicted[i]!, seq: this.seq++ });
-      this.stats.kept++;
+      const kept = sc.verdicts[i] === 'kept';
+      if ((!kept && !(uniform && sc.predicted[i]! >= 0)) || !finiteRow(data, i * this.sampleSize, this.sampleSize)) continue;
+      const item = { x: data.slice(i * this.sampleSize, (i + 1) * this.sampleSize), entropy: sc.entropy[i]!, predicted: sc.predicted[i]!, seq: this.seq++ };
+      if (kept) { this.pool.push(item); this.stats.kept++; }
+      if (uniform) this.filter.offerUniform(this.uniform, this.uniformSeen++, item);
     }
     if (this.pool.length > this.filter.poolCapacity) this.pool = this.filter.trim(this.pool);
     this.lastBatch = { dtype: 'float32', dims: [...x.dims], data: data.slice() };
@@ -317,14 +323,18 @@ export class FleetDevice {
     this.sinceUpload = 0;
     if (!this.pool.length) return;
     const ranked = this.filter.rank(this.pool);
+    // The kept samples and the budget set the upload's size; uniformShare only changes who fills it.
     const { k, bytes } = this.filter.admit(ranked.length, (m) => encodedUploadSize(meta, m, this.sampleDims), this.now());
     if (k === 0) {
       this.pool = this.filter.trim(ranked);
       this.log({ batch, kind: 'upload-skipped', reason: `budget: ${this.filter.bucket?.available(this.now())} bytes available, one sample needs ${encodedUploadSize(meta, 1, this.sampleDims)}`, detail: { pending: this.pool.length } });
       return;
     }
-    const chosen = ranked.slice(0, k);
-    this.pool = this.filter.trim(ranked.slice(k));
+    const chosen = this.uniform.length ? this.filter.pick(ranked, this.uniform, k) : ranked.slice(0, k);
+    const sent = new Set(chosen.map((c) => c.seq));
+    this.pool = this.filter.trim(this.uniform.length ? ranked.filter((it) => !sent.has(it.seq)) : ranked.slice(k));
+    this.uniform = [];
+    this.uniformSeen = 0;
     this.round = round; // a round is used once, whatever the answer: rounds only increase
     const payload: UploadPayload = {
       ...meta,
@@ -522,6 +532,8 @@ export class FleetDevice {
     this.events.splice(0, this.events.length, ...s.events);
     if (failure) { this.log(failure); await this.report(null); } // the cloud thinks the lost version runs
     this.pool = [];
+    this.uniform = [];
+    this.uniformSeen = 0;
     this.sinceUpload = 0;
   }
 

@@ -394,3 +394,17 @@ test('a state whose adapter files are damaged restores onto the base model, sayi
   assert.equal((await dev2.predict(xOf(batches[0]!))).version, null);
   await dev2.release();
 });
+
+test('uniformShare: uploads also carry samples the bars dropped, half of each upload', async () => {
+  const link = new FakeLink();
+  const filter = new UploadFilter({ classes: 10, uniformShare: 0.5, highMargin: null, lowMargin: 0.3, warmupSamples: null });
+  const dev = device(link, { filter });
+  for (const b of batches.slice(0, 3)) await dev.predict(xOf(b));
+  await dev.flush();
+  assert.equal(link.uploads.length, 1);
+  const p = link.uploads[0]!.p, low = 0.3 * Math.log(10);
+  const dropped = Array.from(p.entropy!).filter((e) => e <= low).length;
+  assert.equal(p.dims[0], dev.stats.kept, 'as many samples as the filter kept (no budget)');
+  assert.ok(dropped > 0 && dropped <= Math.round(p.dims[0]! / 2), `${dropped} of ${p.dims[0]} uploaded samples were below E_min`);
+  await dev.release();
+});
