@@ -228,8 +228,6 @@ export class ContinualController {
   /** A prepared deep learner's state from another controller (useDeepLearnerState), loaded when it is built. */
   private deepStart: AdapterState | null = null;
   private setupMs = 0;
-  /** Whether the deep learner has done its one-time set-up (here or in prepareDeepLearner). */
-  private deepReady = false;
   /** options.deep, unless its parameters are over the budget (then level 3 is the slow learner's). */
   private readonly deepOptions: DeepLearnerOptions | undefined;
   /** The model the deep learner adapts: this one, with penultimate features added when it has none. */
@@ -404,11 +402,10 @@ export class ContinualController {
       this.deepActive = true;
       // Its one-time set-up (prototypes, warm-up, compiled step; nothing when prepared before),
       // timed apart so that stream scores do not count it as a batch's work.
-      if (!this.deepReady) {
+      if (!deep.isReady) {
         const t0 = performance.now();
         await deep.ready(x);
         this.setupMs += performance.now() - t0;
-        this.deepReady = true;
       }
       // Labels that arrived before it was in use: the replay reservoir's samples.
       for (const r of this.replay.draw(this.replay.size)) deep.addLabelled(r.input, r.label);
@@ -443,7 +440,6 @@ export class ContinualController {
   async prepareDeepLearner(sample: Tensor): Promise<void> {
     if (!this.deepOptions || this.deepActive) return;
     await this.buildDeep().ready(this.options.inputAlign ? alignInput(sample, this.options.inputAlign) : sample);
-    this.deepReady = true;
   }
 
   /**
@@ -645,7 +641,6 @@ export class ContinualController {
     if (this.deep !== kept) void this.deep?.release();
     this.deep = deep ?? kept;
     this.deepActive = deep !== null;
-    this.deepReady &&= kept !== null;
     this.goodDeep = s.goodDeep ?? null;
     this.prior.prior.set(s.prior);
     this.fb.load(s.feedback);

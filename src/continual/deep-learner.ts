@@ -116,6 +116,11 @@ export class DeepLearner {
     return this.rmt.ready(sample);
   }
 
+  /** Whether ready() has run (or is running), here or on the first adapted batch. */
+  get isReady(): boolean {
+    return this.rmt.isPrepared;
+  }
+
   /** A labelled sample of the stream (delayed feedback) joins RMT's replay (see RMT.addLabelled). */
   addLabelled(x: Float32Array, label: number): void {
     this.rmt.addLabelled(x, label);

@@ -431,6 +431,11 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
     };
   }
 
+  /** Whether the one-time set-up (prototypes, warm-up, compiled step) has run or is running: ready() would do nothing new. */
+  get isPrepared(): boolean {
+    return this.prepared !== undefined;
+  }
+
   /**
    * Do now what the first batch would otherwise wait for: the source prototypes, the warm-up on
    * the source set and the compiled step. `sample` is a batch of the size the stream will have
