@@ -17,6 +17,7 @@ import { defaultLogits } from '../tta/types.ts';
 import { softmaxRows } from '../tta/common.ts';
 import { withAdapterFiles, type AdapterFiles } from '../peft/files.ts';
 import { UploadFilter, type UploadFilterOptions, type UploadFilterState, type PoolItem } from './upload-filter.ts';
+import { ItemReservoir } from '../util/item-reservoir.ts';
 import { encodedUploadSize } from './upload-codec.ts';
 import { FleetError, type CloudLink, type PushedAdapter, type UploadPayload } from './types.ts';
 
@@ -180,8 +181,7 @@ export class FleetDevice {
   private rejected = new Set<string>();
   private pool: PoolItem[] = [];
   /** Every sample since the last upload, reservoir-sampled (only with the filter's uniformShare). */
-  private uniform: PoolItem[] = [];
-  private uniformSeen = 0;
+  private uniform: ItemReservoir<PoolItem>;
   private seq = 0;
   private round = 0;
   private sinceUpload = 0;
@@ -206,6 +206,7 @@ export class FleetDevice {
       if (c === undefined) throw new FleetError('device: cannot tell the number of classes from the model output; pass filter.classes');
       this.filter = new UploadFilter({ ...o.filter, classes: c });
     }
+    this.uniform = new ItemReservoir(this.filter.poolCapacity, this.filter.seed);
     this.uploadEvery = o.uploadEvery ?? 10;
     if (!(Number.isInteger(this.uploadEvery) && this.uploadEvery >= 1)) throw new FleetError(`device: uploadEvery must be an integer ≥ 1, got ${o.uploadEvery}`);
     this.h = { window: 8, maxAccuracyDrop: 0.03, minLabels: 32, maxEntropyRise: 0.05, maxConfidenceDrop: 0.05, paired: true, minAgreement: 0.5, ...o.health };
@@ -268,7 +269,7 @@ export class FleetDevice {
       if ((!kept && !(uniform && sc.predicted[i]! >= 0)) || !finiteRow(data, i * this.sampleSize, this.sampleSize)) continue;
       const item = { x: data.slice(i * this.sampleSize, (i + 1) * this.sampleSize), entropy: sc.entropy[i]!, predicted: sc.predicted[i]!, seq: this.seq++ };
       if (kept) { this.pool.push(item); this.stats.kept++; }
-      if (uniform) this.filter.offerUniform(this.uniform, this.uniformSeen++, item);
+      if (uniform) this.uniform.add(item);
     }
     if (this.pool.length > this.filter.poolCapacity) this.pool = this.filter.trim(this.pool);
     this.lastBatch = { dtype: 'float32', dims: [...x.dims], data: data.slice() };
@@ -330,11 +331,10 @@ export class FleetDevice {
       this.log({ batch, kind: 'upload-skipped', reason: `budget: ${this.filter.bucket?.available(this.now())} bytes available, one sample needs ${encodedUploadSize(meta, 1, this.sampleDims)}`, detail: { pending: this.pool.length } });
       return;
     }
-    const chosen = this.uniform.length ? this.filter.pick(ranked, this.uniform, k) : ranked.slice(0, k);
+    const chosen = this.filter.pick(ranked, this.uniform, k);
     const sent = new Set(chosen.map((c) => c.seq));
-    this.pool = this.filter.trim(this.uniform.length ? ranked.filter((it) => !sent.has(it.seq)) : ranked.slice(k));
-    this.uniform = [];
-    this.uniformSeen = 0;
+    this.pool = this.filter.trim(ranked.filter((it) => !sent.has(it.seq)));
+    this.uniform.clear();
     this.round = round; // a round is used once, whatever the answer: rounds only increase
     const payload: UploadPayload = {
       ...meta,
@@ -532,8 +532,7 @@ export class FleetDevice {
     this.events.splice(0, this.events.length, ...s.events);
     if (failure) { this.log(failure); await this.report(null); } // the cloud thinks the lost version runs
     this.pool = [];
-    this.uniform = [];
-    this.uniformSeen = 0;
+    this.uniform.clear();
     this.sinceUpload = 0;
   }
 

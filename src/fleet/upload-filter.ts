@@ -27,6 +27,7 @@
 //   (highest entropy inside the band, classes interleaved so one confusing class cannot fill
 //   the upload), and the pool keeps only the best `poolCapacity` between uploads.
 import { Rng } from '../util/rng.ts';
+import type { ItemReservoir } from '../util/item-reservoir.ts';
 import { FleetError } from './types.ts';
 
 export interface UploadFilterOptions {
@@ -56,7 +57,7 @@ export interface UploadFilterOptions {
    * statistics unlike the stream's (docs/fleet.md: 0.5 gave 28.4 % against 30.0 % on validation). @default 0
    */
   uniformShare?: number;
-  /** Seed for tie-breaks in the ranking (and the uniform draw). @default 0 */
+  /** Seed for tie-breaks in the ranking (and of the device's uniform reservoir). @default 0 */
   seed?: number;
 }
 
@@ -161,6 +162,7 @@ export class UploadFilter {
   readonly bucket: TokenBucket | null;
   readonly poolCapacity: number;
   readonly uniformShare: number;
+  readonly seed: number;
   private readonly o: Required<Omit<UploadFilterOptions, 'budget' | 'meanHorizon' | 'classes'>> & { meanHorizon?: number };
   private n = 0;
   private mean = 0;
@@ -194,6 +196,7 @@ export class UploadFilter {
     if (this.o.highMargin !== null && this.o.lowMargin !== null && this.o.lowMargin >= this.o.highMargin) bad(`lowMargin (${this.o.lowMargin}) must be below highMargin (${this.o.highMargin})`);
     this.poolCapacity = this.o.poolCapacity;
     this.uniformShare = this.o.uniformShare;
+    this.seed = this.o.seed;
     if (!(this.uniformShare >= 0 && this.uniformShare <= 1)) bad(`uniformShare must lie in [0, 1], got ${opts.uniformShare}`);
     this.bucket = opts.budget ? new TokenBucket(opts.budget) : null;
     this.rng = new Rng(this.o.seed);
@@ -309,30 +312,18 @@ export class UploadFilter {
   }
 
   /**
-   * Offer a sample to the uniform reservoir (Vitter's algorithm R, `poolCapacity` items): `seen`
-   * is how many samples were offered before it since the last upload.
+   * An upload's k items: round(k · uniformShare) drawn from `reservoir` (every sample since the
+   * last upload), then the ranking's in its order, each sample (seq) once. `k` must not exceed the
+   * ranking, which then always fills the upload.
    */
-  offerUniform<T>(reservoir: PoolItem<T>[], seen: number, item: PoolItem<T>): void {
-    if (reservoir.length < this.poolCapacity) { reservoir.push(item); return; }
-    const j = this.rng.int(seen + 1);
-    if (j < this.poolCapacity) reservoir[j] = item;
-  }
-
-  /**
-   * An upload's k items: round(k · uniformShare) drawn uniformly from `reservoir`, the rest from
-   * `ranked` in its order, each sample (seq) once; short of either, the other fills in. `k` must
-   * not exceed the distinct samples of both.
-   */
-  pick<T>(ranked: PoolItem<T>[], reservoir: PoolItem<T>[], k: number): PoolItem<T>[] {
-    const out: PoolItem<T>[] = [], taken = new Set<number>();
-    const add = (it: PoolItem<T>) => { if (out.length < k && !taken.has(it.seq)) { taken.add(it.seq); out.push(it); } };
-    const uniform = [...reservoir];
-    for (let i = uniform.length - 1; i > 0; i--) { const j = this.rng.int(i + 1); [uniform[i], uniform[j]] = [uniform[j]!, uniform[i]!]; }
-    const u = Math.round(k * this.uniformShare);
-    for (const it of uniform) { if (out.length >= u) break; add(it); }
-    for (const it of ranked) add(it);
-    for (const it of uniform) add(it);
-    if (out.length < k) bad(`pick: ${k} items asked, ${out.length} distinct samples offered`);
+  pick<T>(ranked: PoolItem<T>[], reservoir: ItemReservoir<PoolItem<T>>, k: number): PoolItem<T>[] {
+    if (k > ranked.length) bad(`pick: ${k} items asked, the ranking holds ${ranked.length}`);
+    const out = reservoir.draw(Math.round(k * this.uniformShare));
+    const taken = new Set(out.map((it) => it.seq));
+    for (const it of ranked) {
+      if (out.length >= k) break;
+      if (!taken.has(it.seq)) out.push(it);
+    }
     return out;
   }
 

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { UploadFilter, TokenBucket, type PoolItem } from '../../src/fleet/upload-filter.ts';
 import { FleetError } from '../../src/fleet/types.ts';
 import { Rng } from '../../src/util/rng.ts';
+import { ItemReservoir } from '../../src/util/item-reservoir.ts';
 
 const C = 10;
 const LN = Math.log(C);
@@ -170,21 +171,28 @@ test('uniformShare: a reservoir of every sample, and uploads that mix a uniform 
   assert.throws(() => new UploadFilter({ classes: C, uniformShare: 1.5 }), /uniformShare must lie in \[0, 1\], got 1.5/);
   const f = new UploadFilter({ classes: C, poolCapacity: 100, uniformShare: 0.5, seed: 2 });
   // Reservoir: 1000 offers into 100 places keep 100 distinct samples spread over the whole stream.
-  const res: PoolItem<number>[] = [];
-  for (let i = 0; i < 1000; i++) f.offerUniform(res, i, { x: i, entropy: 0, predicted: 0, seq: i });
-  assert.equal(res.length, 100);
-  assert.equal(new Set(res.map((it) => it.seq)).size, 100);
-  const mean = res.reduce((s, it) => s + it.seq, 0) / 100;
+  const res = new ItemReservoir<PoolItem<number>>(f.poolCapacity, f.seed);
+  for (let i = 0; i < 1000; i++) res.add({ x: i, entropy: 0, predicted: 0, seq: i });
+  const all = res.draw(1000);
+  assert.equal(all.length, 100);
+  assert.equal(new Set(all.map((it) => it.seq)).size, 100);
+  const mean = all.reduce((s, it) => s + it.seq, 0) / 100;
   assert.ok(mean > 400 && mean < 600, `mean position ${mean} of a uniform draw from 0..999`);
-  assert.ok(res.filter((it) => it.seq >= 500).length > 30, 'the second half of the stream is drawn too');
+  assert.ok(all.filter((it) => it.seq >= 500).length > 30, 'the second half of the stream is drawn too');
   // pick: half from the reservoir, the rest the ranking's top in order, each sample once.
   const ranked = Array.from({ length: 20 }, (_, i) => ({ x: i, entropy: 1, predicted: 0, seq: i }));
   const chosen = f.pick(ranked, res, 10);
   assert.equal(chosen.length, 10);
-  assert.equal(chosen.filter((it) => it.seq >= 100).length >= 5, true, 'five or more from the reservoir');
-  assert.deepEqual(chosen.filter((it) => it.seq < 20).map((it) => it.seq), [...Array(chosen.filter((it) => it.seq < 20).length).keys()], 'the ranking in order');
-  // A sample in both is taken once; short of distinct samples is an error.
-  const both = f.pick(ranked.slice(0, 4), ranked.slice(0, 4), 4);
-  assert.deepEqual(both.map((it) => it.seq).sort(), [0, 1, 2, 3]);
-  assert.throws(() => f.pick(ranked.slice(0, 4), ranked.slice(0, 4), 5), /5 items asked, 4 distinct samples offered/);
+  const fromRanking = new Set(ranked);
+  const drawn = chosen.filter((it) => !fromRanking.has(it));
+  assert.equal(drawn.length, 5, 'five from the reservoir');
+  const drawnSeqs = new Set(drawn.map((it) => it.seq));
+  assert.deepEqual(chosen.filter((it) => fromRanking.has(it)), ranked.filter((it) => !drawnSeqs.has(it.seq)).slice(0, 5), 'then the ranking in order, without the drawn samples');
+  // A sample in both is taken once; asking for more than the ranking holds is an error.
+  const both = new ItemReservoir<PoolItem<number>>(10, 1);
+  for (const it of ranked.slice(0, 4)) both.add(it);
+  assert.deepEqual(f.pick(ranked.slice(0, 4), both, 4).map((it) => it.seq).sort(), [0, 1, 2, 3]);
+  assert.throws(() => f.pick(ranked.slice(0, 4), both, 5), /pick: 5 items asked, the ranking holds 4/);
+  // Without a uniform share an upload is the ranking's prefix.
+  assert.deepEqual(new UploadFilter({ classes: C }).pick(ranked, res, 7), ranked.slice(0, 7));
 });
