@@ -461,6 +461,11 @@ export class ContinualController {
     return this.deep.state();
   }
 
+  /** Whether level 3 is a deep learner's (the `deep` option, within the parameter budget). */
+  get hasDeepLearner(): boolean {
+    return this.deepOptions !== undefined;
+  }
+
   /**
    * Start the deep learner, when level 3 first needs it, from `preparedDeepLearnerState()` of
    * another controller of the same model and options, skipping its warm-up. A deep learner already

@@ -140,7 +140,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
   const app = Fastify(serviceOptions({ bodyLimit: opts.bodyLimit ?? 16 * 1024 * 1024, logger: opts.logger }));
   const pool = new TenantPool({
     method: method ?? 'none', methodOptions: opts.methodOptions, calibration: opts.calibration, registry, metrics, maxTenants: opts.maxTenants, persistEvery: opts.persistEvery,
-    log: { warn: (m) => app.log.warn(m) },
+    log: { warn: (m) => app.log.warn(m), info: (m) => app.log.info(m) },
   });
   // Each model's calibration and deep-learner warm-up, before the first request rather than inside one.
   if (method === CONTINUAL) {

@@ -51,7 +51,7 @@ export interface TenantPoolOptions {
   maxTenants?: number;
   /** Save a tenant's state every this many batches (0: only when released and at shutdown). @default 0 */
   persistEvery?: number;
-  log?: { warn: (msg: string) => void };
+  log?: { warn: (msg: string) => void; info?: (msg: string) => void };
 }
 
 /** The method options of one model: the shared object, or the per-model function's answer. */
@@ -79,6 +79,10 @@ export class TenantPool {
   private readonly queue = new KeyedQueue();
   /** Per base model, what its new continual tenants start from (start). */
   private readonly starts = new WeakMap<RefitModel, Promise<ContinualStart | null>>();
+  /** Deep-learner warm-ups running in the background, per base first met in a request (warmUpLater). */
+  private readonly warming = new Map<RefitModel, Promise<void>>();
+  /** Bases whose background warm-up failed: their tenants warm up at level 3 instead, not again here. */
+  private readonly warmFailed = new WeakSet<RefitModel>();
   readonly maxTenants: number;
   private closed = false;
 
@@ -131,8 +135,8 @@ export class TenantPool {
    * the calibration batches, and the deep learner's state after its warm-up, so that no tenant
    * warms up inside a request (23 s on the shipped CNN with 2000 source images). Null without
    * calibration batches. buildServer calls it for every model before it listens, with
-   * `prepareDeep`; a base first met in a request (a registry adapter's) gets the reference only,
-   * and its tenants warm their deep learners up if and when they reach level 3, as before.
+   * `prepareDeep`; a base first met in a request (a registry adapter's) gets the reference at
+   * once and its deep learner's warm-up in the background (warmUpLater).
    */
   start(model: string, base: RefitModel, prepareDeep = false): Promise<ContinualStart | null> {
     let p = this.starts.get(base);
@@ -158,6 +162,33 @@ export class TenantPool {
     }
   }
 
+  /**
+   * Warm the deep learner of a base first met in a request (a registry adapter's) up in the
+   * background, once, and hand its state to the base's sessions whose deep learner is not built
+   * yet and to every later one. Without it each tenant of the adapter would warm up inside the
+   * request that first reaches level 3 (23 s on the shipped CNN); now only one that gets there
+   * before this finishes does. It takes CPU from the requests while it runs.
+   */
+  private warmUpLater(model: string, base: RefitModel): void {
+    if (this.closed || this.warming.has(base) || this.warmFailed.has(base)) return;
+    this.opts.log?.info?.(`model '${model}': warming up the deep learner of a registry adapter in the background`);
+    const p = this.computeStart(model, base, true).then((start) => {
+      if (!start?.deep) return;
+      this.starts.set(base, Promise.resolve(start));
+      for (const s of this.sessions.values()) if (s.base === base) s.controller?.useDeepLearnerState(start.deep);
+      this.opts.log?.info?.(`model '${model}': a registry adapter's deep learner is warm`);
+    }, (e: Error) => {
+      this.warmFailed.add(base);
+      this.opts.log?.warn(`model '${model}': warming up a registry adapter's deep learner failed (${e.message}); its tenants warm up when they reach level 3`);
+    }).finally(() => this.warming.delete(base));
+    this.warming.set(base, p);
+  }
+
+  /** Resolves when no background warm-up (warmUpLater) is running. */
+  async warmUps(): Promise<void> {
+    while (this.warming.size) await Promise.all(this.warming.values());
+  }
+
   private async create(key: string, model: string, tenant: string, base: RefitModel, adapter?: { name: string; version: number }): Promise<Session> {
     const { method, methodOptions } = this.opts;
     const s: Session = { key, model, tenant, method, base, seq: 0, sinceSave: 0, skipped: 0, ...makeAdapter(base, method, optionsFor(methodOptions, model)), ...(adapter ? { adapter } : {}) };
@@ -165,6 +196,7 @@ export class TenantPool {
     const start = s.controller ? await this.start(model, base) : null;
     // A saved tenant whose deep learner was never in use builds it from the warm state too.
     if (start?.deep) s.controller!.useDeepLearnerState(start.deep);
+    else if (start && s.controller!.hasDeepLearner) this.warmUpLater(model, base);
     if (!saved) {
       if (start) s.controller!.useReference(start.reference);
       return s;
@@ -254,6 +286,7 @@ export class TenantPool {
   async close(): Promise<void> {
     this.closed = true;
     await this.queue.drain();
+    await this.warmUps(); // they use the base models' sessions
     const all = [...this.sessions.values()];
     this.sessions.clear();
     for (const s of all) {
