@@ -1,6 +1,7 @@
 // `refit eval model.onnx --data …`: accuracy and cross-entropy on a labelled set (inference only).
 import { loadModel } from '../model.ts';
-import { modelIO, loadData, evaluateSet, progressBar, positiveInt, range } from './common.ts';
+import { progressBar, positiveInt, finiteNumber, range } from './common.ts';
+import { classifyTask } from './train-task.ts';
 
 export interface EvalOptions {
   data: string;
@@ -8,6 +9,8 @@ export interface EvalOptions {
   labelColumn?: string;
   batchSize?: string | number;
   logits?: string;
+  /** Token models: the padding token id (attention_mask 0 there). */
+  padToken?: string | number;
   json?: boolean;
 }
 
@@ -23,15 +26,19 @@ export interface EvalResult {
 export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalResult> {
   const t0 = performance.now();
   const batchSize = positiveInt('--batch-size', o.batchSize ?? 256);
+  const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   const model = await loadModel(modelPath);
-  const io = modelIO(model, o.logits);
-  const ds = loadData(o.data, io, { labels: o.labels, labelColumn: o.labelColumn, needLabels: 'eval' });
-  const bar = progressBar(!o.json, 'samples');
-  bar?.start(ds.n, 0, { label: 'eval', metrics: '' });
-  const r = await evaluateSet(model, io, ds, range(0, ds.n), batchSize, (done) => bar?.update(done));
-  bar?.stop();
-  await model.release();
-  return { model: modelPath, data: o.data, samples: ds.n, accuracy: r.accuracy, loss: r.loss, seconds: (performance.now() - t0) / 1000 };
+  try {
+    const task = classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, needLabels: 'eval' }, 'refit eval');
+    const n = task.data.samples;
+    const bar = progressBar(!o.json, 'samples');
+    bar?.start(n, 0, { label: 'eval', metrics: '' });
+    const r = await task.evaluate(model, range(0, n), batchSize, (done) => bar?.update(done));
+    bar?.stop();
+    return { model: modelPath, data: o.data, samples: n, accuracy: r.accuracy, loss: r.loss, seconds: (performance.now() - t0) / 1000 };
+  } finally {
+    await model.release();
+  }
 }
 
 export function formatEval(r: EvalResult): string {

@@ -27,7 +27,10 @@ Data (--data, --stream, --source):
             a flat folder is an unlabelled stream. Images must already have the model's height
             and width (refit does not resize); gray and RGB become the model's channel count
 Pixel data (IDX, uint8 .npy, images) is divided by 255; float .npy and CSV values are fed as
-they are. --labels takes an idx1 file, an integer .npy, or a .csv/.txt file with one label a line.`;
+they are. --labels takes an idx1 file, an integer .npy, or a .csv/.txt file with one label a line.
+Token models (int64/int32 inputs, e.g. BERT or GPT exports; train and eval): --data is a .npy of
+token ids [sequences, length] from the model's own tokenizer; the CLI makes attention_mask (0 at
+--pad-token, else 1), token_type_ids (0) and position_ids (0..length-1) where the model has them.`;
 
 program
   .command('inspect')
@@ -45,9 +48,9 @@ program
   .command('train')
   .description('fine-tune a model, fully or with a PEFT adapter, on labelled data; writes the model (.onnx) or the adapter folder (HF PEFT layout)')
   .argument('<model>', 'the ONNX model to train')
-  .requiredOption('--data <path>', 'training data: IDX, .npy, .csv or an image folder (see below); --task next-token: a .npy of token ids [sequences, length]')
+  .requiredOption('--data <path>', 'training data: IDX, .npy, .csv or an image folder (see below); token models: a .npy of token ids [sequences, length]')
   .option('--task <task>', 'classify (labelled samples) or next-token (a language model: each position predicts the next token)', 'classify')
-  .option('--pad-token <id>', 'next-token: the padding token id; positions before it get no label')
+  .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there; next-token: positions before it get no label)')
   .option('--labels <path>', 'labels, when --data has none: idx1, .npy or .csv/.txt')
   .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')
   .option('--adapter <method>', 'train an adapter instead of the whole model: lora, dora, ia3, bottleneck, bitfit, norm-affine')
@@ -72,6 +75,7 @@ program
     'refit train models/fmnist-vit.onnx --data images/ --adapter lora --rank 8 --targets "/attn\\.(q|v)$/" --epochs 3 --out vit-lora/',
     'refit train model.onnx --data rows.csv --label-column label --adapter bitfit --lr 1e-2 --out bitfit/',
     'refit train gpt.onnx --task next-token --data token-ids.npy --pad-token 0 --adapter lora --rank 8 --out gpt-lora/',
+    'refit train bert.onnx --data token-ids.npy --labels labels.npy --pad-token 0 --adapter lora --out bert-lora/',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
     const { runTrain, formatTrainSummary } = await import('./train.ts');
@@ -121,10 +125,12 @@ program
   .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')
   .option('--batch-size <n>', 'batch size', '256')
   .option('--logits <output>', 'the output holding class scores')
+  .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there)')
   .option('--json', 'print machine-readable JSON (no progress bar)')
   .addHelpText('after', examples(
     'refit eval models/fmnist-cnn.onnx --data data/fashion-mnist/t10k-images-idx3-ubyte.gz --labels data/fashion-mnist/t10k-labels-idx1-ubyte.gz',
     'refit eval tuned.onnx --data rows.csv --json',
+    'refit eval bert.onnx --data token-ids.npy --labels labels.npy --pad-token 0',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
     const { runEval, formatEval } = await import('./eval.ts');

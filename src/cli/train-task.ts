@@ -1,11 +1,13 @@
 // What `refit train` trains on: the data, the loss, how a batch is fed and scored. The loop in
 // train.ts is the same for every task; classification (labelled samples) and next-token
-// prediction (token sequences, token-tasks.ts) differ only here.
+// prediction (token sequences, token-task.ts) differ only here.
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import type { LossSpec } from '../train/loss-spec.ts';
 import { crossEntropy } from '../train/losses.ts';
 import { modelIO, loadData, batchOf, evaluateSet, scoreLogits } from './common.ts';
+import { isTokenModel } from './token-inputs.ts';
+import { sequenceClassifyTask } from './sequence-classify-task.ts';
 
 export interface TrainTask {
   /** For the result: where the data came from and what it holds. */
@@ -18,7 +20,7 @@ export interface TrainTask {
   /** Correct predictions and how many were scored, from a step's logits for samples `idx`. */
   score(logits: Tensor, idx: number[]): { correct: number; scored: number };
   /** Mean loss and accuracy of `model` on samples `idx`, by plain inference. */
-  evaluate(model: RefitModel, idx: number[], batchSize: number): Promise<{ loss: number; accuracy: number }>;
+  evaluate(model: RefitModel, idx: number[], batchSize: number, onBatch?: (done: number) => void): Promise<{ loss: number; accuracy: number }>;
 }
 
 export interface ClassifyOptions {
@@ -26,12 +28,23 @@ export interface ClassifyOptions {
   labels?: string;
   labelColumn?: string;
   logits?: string;
+  /** Token models: the padding token id (attention_mask 0 there). */
+  padToken?: number;
+  /** What the labels are for, in the error when there are none. @default 'training' */
+  needLabels?: string;
 }
 
-/** Labelled samples (IDX, NPY, CSV, image folders) and cross-entropy over [N, classes] logits. */
-export function classifyTask(model: RefitModel, o: ClassifyOptions): TrainTask {
+/**
+ * Labelled samples (IDX, NPY, CSV, image folders) and cross-entropy over [N, classes] logits; on a
+ * model that takes token ids, labelled token sequences (sequence-classify-task.ts).
+ */
+export function classifyTask(model: RefitModel, o: ClassifyOptions, what = 'refit train'): TrainTask {
+  if (isTokenModel(model)) {
+    if (o.labelColumn !== undefined) throw new Error(`--label-column reads CSV data; a token model's data is a .npy of token ids, with its labels in --labels`);
+    return sequenceClassifyTask(model, o, what);
+  }
   const io = modelIO(model, o.logits);
-  const ds = loadData(o.data, io, { labels: o.labels, labelColumn: o.labelColumn, needLabels: 'training' });
+  const ds = loadData(o.data, io, { labels: o.labels, labelColumn: o.labelColumn, needLabels: o.needLabels ?? 'training' });
   return {
     data: { source: ds.source, format: ds.format, samples: ds.n, sampleShape: ds.sampleShape },
     logits: io.logits,
@@ -44,6 +57,6 @@ export function classifyTask(model: RefitModel, o: ClassifyOptions): TrainTask {
       const r = scoreLogits(logits.data as Float32Array, logits.dims[logits.dims.length - 1]!, idx.map((i) => ds.labels![i]!));
       return { correct: r.correct, scored: idx.length };
     },
-    evaluate: (m, idx, bs) => evaluateSet(m, io, ds, idx, bs),
+    evaluate: (m, idx, bs, onBatch) => evaluateSet(m, io, ds, idx, bs, onBatch),
   };
 }

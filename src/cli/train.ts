@@ -22,7 +22,7 @@ export const TASKS = ['classify', 'next-token'] as const;
 export interface TrainOptions {
   /** 'classify' (labelled samples, the default) or 'next-token' (token id sequences, token-task.ts). */
   task?: string;
-  /** next-token: a token id whose positions are padding (no label). */
+  /** Token models: a token id whose positions are padding (no label for next-token; attention_mask 0). */
   padToken?: string | number;
   data: string;
   labels?: string;
@@ -127,7 +127,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const base = await loadModel(modelPath);
   const task: TrainTask = taskName === 'next-token'
     ? nextTokenTask(base, { data: o.data, ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) })
-    : classifyTask(base, o);
+    : classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken });
   const { train, val } = splitIndices(task.data.samples, valSplit, seed);
 
   let model: RefitModel = base;

@@ -1,0 +1,90 @@
+// Token models from the CLI: which input takes the token ids, and the inputs that Hugging Face
+// exports (optimum, transformers.js) put beside it, made from the ids as the tokenizer would:
+//   attention_mask  1 for a token, 0 for --pad-token (all 1 without one)
+//   token_type_ids  0 (one segment)
+//   position_ids    0 … length−1
+// A model with any other input is refused with the list, before any data is read.
+import type { RefitModel } from '../model.ts';
+import { tensor, type DType, type Tensor } from '../onnx/tensor.ts';
+import { parseNpy } from './data-files.ts';
+import { readBytes } from '../data/idx-node.ts';
+import { existsSync } from 'node:fs';
+
+const COMPANIONS = ['attention_mask', 'token_type_ids', 'position_ids'] as const;
+type Companion = (typeof COMPANIONS)[number];
+const INT = new Set<DType>(['int64', 'int32']);
+
+export interface TokenInputs {
+  /** The input that takes the token ids. */
+  ids: { name: string; dtype: 'int64' | 'int32' };
+  /** The Hugging Face inputs made from the ids, with their dtypes. */
+  companions: { name: Companion; dtype: DType }[];
+  /** The vocabulary size, when the ids feed an embedding table directly (a Gather on an initializer). */
+  vocab: number | null;
+}
+
+/** Whether the model takes integer inputs (token ids) rather than float32 samples. */
+export function isTokenModel(model: RefitModel): boolean {
+  return model.inputs.some((i) => INT.has(i.dtype));
+}
+
+/** The token-id input and its companions; throws, naming every input, when the CLI cannot feed the model. */
+export function tokenInputs(model: RefitModel, what: string): TokenInputs {
+  const names = model.inputs.map((i) => `${i.name} (${i.dtype})`).join(', ');
+  const others = model.inputs.filter((i) => !(COMPANIONS as readonly string[]).includes(i.name));
+  const ids = others.length === 1 ? others[0]! : model.inputs.find((i) => i.name === 'input_ids');
+  if (!ids || !INT.has(ids.dtype)) {
+    throw new Error(`${what} feeds one input of token ids; this model has ${names} (it needs int64 or int32 ids, e.g. input_ids, and makes ${COMPANIONS.join(', ')} from them); use the library for other inputs`);
+  }
+  const unknown = others.filter((i) => i !== ids);
+  if (unknown.length) throw new Error(`${what}: the CLI cannot make the model's input${unknown.length > 1 ? 's' : ''} ${unknown.map((i) => `'${i.name}'`).join(', ')} (it makes ${COMPANIONS.join(', ')} from the token ids); model inputs: ${names}; use the library for other inputs`);
+  const companions = model.inputs.filter((i) => i !== ids).map((i) => ({ name: i.name as Companion, dtype: i.dtype }));
+  for (const c of companions) {
+    if (!INT.has(c.dtype) && c.dtype !== 'float32') throw new Error(`${what}: the model's input '${c.name}' is ${c.dtype}; the CLI makes it as int64, int32 or float32`);
+  }
+  return { ids: { name: ids.name, dtype: ids.dtype as 'int64' | 'int32' }, companions, vocab: vocabularySize(model, ids.name) };
+}
+
+/** The first dimension of the initializer a Gather reads with the ids, if one does. */
+function vocabularySize(model: RefitModel, ids: string): number | null {
+  const g = model.ir.graph;
+  for (const n of g.nodes) {
+    if (n.opType !== 'Gather' || n.inputs[1] !== ids) continue;
+    const table = g.initializers.get(n.inputs[0]!);
+    if (table && table.dims.length >= 1) return table.dims[0]!;
+  }
+  return null;
+}
+
+/** Token ids [sequences, length] from a .npy file of integers, checked against the vocabulary. */
+export function readTokenIds(path: string, vocab: number | null, minLength = 1): { values: ArrayLike<number>; n: number; length: number } {
+  if (!existsSync(path)) throw new Error(`data not found: ${path}`);
+  if (!path.toLowerCase().endsWith('.npy')) throw new Error(`${path}: token models read token ids from a .npy file of integers [sequences, length] (tokenize with the model's tokenizer first)`);
+  const a = parseNpy(readBytes(path, 'NPY file'), path);
+  if (a.dtype !== 'int32' && a.dtype !== 'int64') throw new Error(`${path}: token ids must be int32 or int64, got ${a.dtype} (np.asarray(ids, dtype=np.int64))`);
+  if (a.shape.length !== 2 || a.shape[1]! < minLength) throw new Error(`${path}: token ids must have shape [sequences, length] with length ≥ ${minLength}, got [${a.shape.join(', ')}]`);
+  const [n, length] = a.shape as [number, number];
+  for (let i = 0; i < a.values.length; i++) {
+    const v = a.values[i]!;
+    if (v < 0 || (vocab !== null && v >= vocab)) throw new Error(`${path}: token ${v} (sequence ${Math.floor(i / length)}, position ${i % length}) is outside the model's vocabulary [0, ${vocab ?? '?'})`);
+  }
+  return { values: a.values, n, length };
+}
+
+/** The model's feeds for sequences `idx` of `values` ([n, length]): the ids and their companions. */
+export function tokenFeeds(t: TokenInputs, values: ArrayLike<number>, length: number, idx: readonly number[], padToken?: number): Record<string, Tensor> {
+  const b = idx.length;
+  const ids = new Float64Array(b * length);
+  idx.forEach((s, k) => { for (let p = 0; p < length; p++) ids[k * length + p] = values[s * length + p]!; });
+  const make = (dtype: DType, f: (i: number) => number): Tensor => {
+    const data = dtype === 'int64' ? BigInt64Array.from({ length: b * length }, (_, i) => BigInt(f(i)))
+      : dtype === 'int32' ? Int32Array.from({ length: b * length }, (_, i) => f(i))
+        : Float32Array.from({ length: b * length }, (_, i) => f(i));
+    return tensor(dtype, [b, length], data);
+  };
+  const feeds: Record<string, Tensor> = { [t.ids.name]: make(t.ids.dtype, (i) => ids[i]!) };
+  for (const c of t.companions) {
+    feeds[c.name] = make(c.dtype, c.name === 'attention_mask' ? (i) => (ids[i] === padToken ? 0 : 1) : c.name === 'position_ids' ? (i) => i % length : () => 0);
+  }
+  return feeds;
+}
