@@ -8,7 +8,7 @@ import type { Adapter } from '../tta/types.ts';
 import { ContinualController, LEVEL_NAMES } from '../continual/index.ts';
 import type { StreamScore } from '../tta/run-stream.ts';
 import { renderReport, runProvenance } from '../report/html.ts';
-import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic } from './common.ts';
+import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic, pixelNorm } from './common.ts';
 import { methodSetup } from './method-setup.ts';
 
 export interface AdaptOptions {
@@ -33,6 +33,9 @@ export interface AdaptOptions {
   deepParams?: string;
   /** Align each batch's input per channel to --source's statistics (src/tta/input-align.ts); default: on for continual with --source. */
   inputAlign?: boolean;
+  /** Pixel data's per-channel normalisation, comma-separated (torchvision's Normalize); the stream's and --source's. */
+  mean?: string;
+  std?: string;
   out: string;
   report?: string;
   json?: boolean;
@@ -77,10 +80,11 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   if (o.report && extname(o.report).toLowerCase() !== '.html') throw new Error(`--report ${o.report}: give a path ending in .html`);
   const delay = o.feedbackDelay !== undefined ? finiteNumber('--feedback-delay', o.feedbackDelay, (v) => Number.isInteger(v) && v >= 0, 'a whole number of batches') : null;
   if (delay !== null && method !== 'continual') throw new Error(`--feedback-delay is for --method continual (the TTA methods learn from unlabelled data only)`);
+  const pixels = pixelNorm(o);
   if (o.deep === false && method !== 'continual') throw new Error(`--no-deep is for --method continual (it turns off the controller's level-3 deep learner)`);
 
   let model = await loadModel(modelPath);
-  const io = modelIO(model, o.logits);
+  const io = modelIO(model, o.logits, pixels);
   model = withFeaturesFor(method, model, io.logits, { embedding: o.embedding, quiet: o.json });
   const ds = loadData(o.stream, io, { labels: o.labels, labelColumn: o.labelColumn });
   if (delay !== null && !ds.labels) throw new Error(`--feedback-delay hands the stream's labels to the controller; give --labels (or a labelled stream)`);

@@ -8,7 +8,7 @@ import { f32, i64, type Tensor } from '../onnx/tensor.ts';
 import { defaultLogits } from '../tta/types.ts';
 import { writeFileAtomic } from '../onnx/io.ts';
 import { FeaturesError } from '../onnx/penultimate.ts';
-import { readDataset, checkLabels, type Dataset, type SampleSpec, type ReadOptions } from './data-files.ts';
+import { readDataset, checkLabels, type Dataset, type SampleSpec, type ReadOptions, type PixelNorm } from './data-files.ts';
 
 export interface ModelIO {
   spec: SampleSpec;
@@ -37,8 +37,22 @@ export function withFeaturesFor(method: string, model: RefitModel, logits: strin
   }
 }
 
-/** The model's single input and its class-score output. */
-export function modelIO(model: RefitModel, logitsName?: string): ModelIO {
+/** --mean and --std (comma-separated, one value or one per channel), checked; undefined when neither is given. */
+export function pixelNorm(o: { mean?: string; std?: string }): PixelNorm | undefined {
+  if (o.mean === undefined && o.std === undefined) return undefined;
+  if (o.mean === undefined || o.std === undefined) throw new Error('--mean and --std go together (e.g. ImageNet\'s --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225)');
+  const list = (name: string, v: string, ok: (x: number) => boolean, what: string) => {
+    const xs = v.split(',').map((t) => t.trim());
+    return xs.map((t) => finiteNumber(name, t, ok, what));
+  };
+  const mean = list('--mean', o.mean, () => true, 'comma-separated numbers');
+  const std = list('--std', o.std, (x) => x > 0, 'comma-separated positive numbers');
+  if (mean.length !== std.length) throw new Error(`--mean has ${mean.length} values and --std ${std.length}; give as many of each (one, or one per channel)`);
+  return { mean, std };
+}
+
+/** The model's single input and its class-score output; `pixels` normalises the pixel data read for it. */
+export function modelIO(model: RefitModel, logitsName?: string, pixels?: PixelNorm): ModelIO {
   if (model.inputs.length !== 1) throw new Error(`the CLI feeds models with one input; this one has ${model.inputs.length} (${model.inputs.map((i) => i.name).join(', ')}); use the library for more`);
   const input = model.inputs[0]!;
   if (input.dtype !== 'float32') throw new Error(`the model's input '${input.name}' is ${input.dtype}; the CLI feeds float32 inputs`);
@@ -48,7 +62,7 @@ export function modelIO(model: RefitModel, logitsName?: string): ModelIO {
   const out = model.outputs.find((o) => o.name === logits);
   if (!out) throw new Error(`the model has no output '${logits}' (outputs: ${model.outputs.map((o) => o.name).join(', ')})`);
   const c = out.shape?.[out.shape.length - 1];
-  return { spec: { input: input.name, dims }, logits, classes: typeof c === 'number' && c > 0 ? c : null };
+  return { spec: { input: input.name, dims, ...(pixels ? { pixels } : {}) }, logits, classes: typeof c === 'number' && c > 0 ? c : null };
 }
 
 /** Read a dataset for this model; labels checked against its classes. */

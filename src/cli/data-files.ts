@@ -15,6 +15,17 @@ import { parseIdx } from '../data/idx.ts';
 export interface SampleSpec {
   input: string;
   dims: (number | null)[];
+  /** Pixel data's normalisation, as torchvision's Normalize after ToTensor (--mean, --std). */
+  pixels?: PixelNorm;
+}
+
+/**
+ * (v − mean[c]) / std[c] per channel c of pixel data already scaled to [0, 1]; one value applies to
+ * every channel. The channel is the sample's first dimension ([C, H, W]).
+ */
+export interface PixelNorm {
+  mean: number[];
+  std: number[];
 }
 
 export interface Dataset {
@@ -30,6 +41,8 @@ export interface Dataset {
   classes?: string[];
   format: 'idx' | 'npy' | 'csv' | 'images';
   source: string;
+  /** Whether the values came from 8-bit pixels (IDX, uint8 NPY, images), scaled to [0, 1]. */
+  pixelData?: boolean;
 }
 
 export interface ReadOptions {
@@ -58,6 +71,7 @@ export function readDataset(path: string, spec: SampleSpec, o: ReadOptions = {})
     else if (looksLikeIdx(path)) ds = readIdxData(path, spec);
     else throw new Error(`${path}: unknown data format; give an IDX file (idx3-ubyte, optionally .gz), a .npy or .csv file, or a folder of PNG/JPEG images with one sub-folder per class`);
   }
+  if (spec.pixels) normalizePixels(ds, spec.pixels);
   if (o.labels) {
     if (ds.labels) throw new Error(`${path} carries labels already (${ds.format === 'images' ? 'its sub-folders' : 'its label column'}); drop --labels ${o.labels}${ds.format === 'csv' ? ' or pass --label-column none' : ''}`);
     const labels = readLabels(o.labels);
@@ -65,6 +79,19 @@ export function readDataset(path: string, spec: SampleSpec, o: ReadOptions = {})
     ds.labels = labels;
   }
   return ds;
+}
+
+/** Apply --mean/--std to pixel data in place; other data is refused, since it is fed as it is. */
+function normalizePixels(ds: Dataset, p: PixelNorm): void {
+  if (!ds.pixelData) throw new Error(`${ds.source}: --mean and --std normalise pixel data (IDX, uint8 .npy, images), and this ${ds.format === 'npy' ? 'float .npy' : ds.format.toUpperCase()} data is fed as it is; normalise it before saving it, or drop --mean and --std`);
+  const per = ds.x.length / Math.max(1, ds.n);
+  const C = p.mean.length > 1 ? ds.sampleShape[0]! : 1;
+  if (p.mean.length > 1 && (ds.sampleShape.length < 2 || p.mean.length !== C)) throw new Error(`--mean and --std give ${p.mean.length} channels, but the samples of ${ds.source} have shape ${fmtShape(ds.sampleShape)} (${ds.sampleShape.length < 2 ? 'no channel dimension' : `${C} channels first`}); give one value or one per channel`);
+  const plane = per / C;
+  for (let i = 0; i < ds.x.length; i++) {
+    const c = C === 1 ? 0 : Math.floor((i % per) / plane);
+    ds.x[i] = (ds.x[i]! - p.mean[c]!) / p.std[c]!;
+  }
 }
 
 /** Check labels against the model's class count. */
@@ -104,7 +131,7 @@ function readIdxData(path: string, spec: SampleSpec): Dataset {
   const [n, ...have] = a.dims as [number, ...number[]];
   const x = new Float32Array(a.data.length);
   for (let i = 0; i < x.length; i++) x[i] = a.data[i]! / 255;
-  return { x, n, sampleShape: conform(have, spec, path), ids: rowIds(n), format: 'idx', source: path };
+  return { x, n, sampleShape: conform(have, spec, path), ids: rowIds(n), format: 'idx', source: path, pixelData: true };
 }
 
 const rowIds = (n: number) => Array.from({ length: n }, (_, i) => String(i));
@@ -178,7 +205,7 @@ function readNpyData(path: string, spec: SampleSpec): Dataset {
     if (!Number.isFinite(v)) throw new Error(`${path}: value ${i} (sample ${Math.floor(i / (x.length / n))}) is ${a.values[i]}; inputs must be finite`);
     x[i] = v;
   }
-  return { x, n, sampleShape: conform(have, spec, path), ids: rowIds(n), format: 'npy', source: path };
+  return { x, n, sampleShape: conform(have, spec, path), ids: rowIds(n), format: 'npy', source: path, pixelData: a.dtype === 'uint8' };
 }
 
 // ---- CSV -------------------------------------------------------------------------------------
@@ -314,5 +341,5 @@ function readImageFolder(dir: string, spec: SampleSpec): Dataset {
     }
   });
   const labels = classes ? Int32Array.from(files, (f) => f.label!) : undefined;
-  return { x, n: files.length, sampleShape: [C, H, W], labels, ids: files.map((f) => relative(dir, f.file)), classes, format: 'images', source: dir };
+  return { x, n: files.length, sampleShape: [C, H, W], labels, ids: files.map((f) => relative(dir, f.file)), classes, format: 'images', source: dir, pixelData: true };
 }

@@ -1,6 +1,6 @@
 // `refit eval model.onnx --data …`: accuracy and cross-entropy on a labelled set (inference only).
 import { loadModel } from '../model.ts';
-import { progressBar, positiveInt, finiteNumber, range } from './common.ts';
+import { progressBar, positiveInt, finiteNumber, range, pixelNorm } from './common.ts';
 import { classifyTask } from './train-task.ts';
 
 export interface EvalOptions {
@@ -11,6 +11,9 @@ export interface EvalOptions {
   logits?: string;
   /** Token models: the padding token id (attention_mask 0 there). */
   padToken?: string | number;
+  /** Pixel data's per-channel normalisation, comma-separated (torchvision's Normalize). */
+  mean?: string;
+  std?: string;
   json?: boolean;
 }
 
@@ -27,9 +30,10 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   const t0 = performance.now();
   const batchSize = positiveInt('--batch-size', o.batchSize ?? 256);
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
+  const pixels = pixelNorm(o);
   const model = await loadModel(modelPath);
   try {
-    const task = classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, needLabels: 'eval' }, 'refit eval');
+    const task = classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, pixels, needLabels: 'eval' }, 'refit eval');
     const n = task.data.samples;
     const bar = progressBar(!o.json, 'samples');
     bar?.start(n, 0, { label: 'eval', metrics: '' });

@@ -26,8 +26,9 @@ Data (--data, --stream, --source):
   folder    PNG/JPEG images, one sub-folder per class (sorted names = classes 0, 1, ...);
             a flat folder is an unlabelled stream. Images must already have the model's height
             and width (refit does not resize); gray and RGB become the model's channel count
-Pixel data (IDX, uint8 .npy, images) is divided by 255; float .npy and CSV values are fed as
-they are. --labels takes an idx1 file, an integer .npy, or a .csv/.txt file with one label a line.
+Pixel data (IDX, uint8 .npy, images) is divided by 255, then normalised per channel by --mean
+and --std where given (as torchvision's ToTensor and Normalize); float .npy and CSV values are fed
+as they are. --labels takes an idx1 file, an integer .npy, or a .csv/.txt file with one label a line.
 Token models (int64/int32 inputs, e.g. BERT or GPT exports; train and eval): --data is a .npy of
 token ids [sequences, length] from the model's own tokenizer; the CLI makes attention_mask (0 at
 --pad-token, else 1), token_type_ids (0) and position_ids (0..length-1) where the model has them.`;
@@ -68,6 +69,8 @@ program
   .option('--batch-norm <mode>', 'BatchNorm during training: train (batch statistics; default for full training) or eval (running statistics; default for adapters)')
   .option('--seed <n>', 'seed for the split and the shuffling', '0')
   .option('--logits <output>', 'the output holding class scores (default: "logits", else the first output)')
+  .option('--mean <values>', 'pixel data: per-channel mean to subtract after scaling to [0, 1], comma-separated (e.g. ImageNet 0.485,0.456,0.406)')
+  .option('--std <values>', 'pixel data: per-channel std to divide by, with --mean (e.g. ImageNet 0.229,0.224,0.225)')
   .requiredOption('--out <path>', 'where to write: a .onnx file (full training) or a folder (adapter)')
   .option('--json', 'print machine-readable JSON (no progress bar)')
   .addHelpText('after', examples(
@@ -95,6 +98,8 @@ program
   .option('--source <path>', 'labelled in-distribution data: EATA\'s Fisher, CoTTA\'s threshold, RMT\'s prototypes, the controller\'s calibration')
   .option('--source-labels <path>', 'labels of --source, when it has none')
   .option('--logits <output>', 'the output holding class scores')
+  .option('--mean <values>', 'pixel data: per-channel mean to subtract after scaling to [0, 1], comma-separated (e.g. ImageNet 0.485,0.456,0.406)')
+  .option('--std <values>', 'pixel data: per-channel std to divide by, with --mean (e.g. ImageNet 0.229,0.224,0.225)')
   .option('--embedding <output>', 'continual: an [N, D] output for the error memory (default: "features" when present)')
   .option('--feedback-delay <batches>', 'continual: give the controller each batch\'s labels this many batches later (delayed feedback; needs --labels)')
   .option('--no-deep', 'continual: keep level 3 on the normalization adapters (by default, with --source, level 3 runs RMT on it)')
@@ -125,6 +130,8 @@ program
   .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')
   .option('--batch-size <n>', 'batch size', '256')
   .option('--logits <output>', 'the output holding class scores')
+  .option('--mean <values>', 'pixel data: per-channel mean to subtract after scaling to [0, 1], comma-separated (e.g. ImageNet 0.485,0.456,0.406)')
+  .option('--std <values>', 'pixel data: per-channel std to divide by, with --mean (e.g. ImageNet 0.229,0.224,0.225)')
   .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there)')
   .option('--json', 'print machine-readable JSON (no progress bar)')
   .addHelpText('after', examples(

@@ -7,6 +7,7 @@ import type { LossSpec } from '../train/loss-spec.ts';
 import { crossEntropy } from '../train/losses.ts';
 import { modelIO, loadData, batchOf, evaluateSet, scoreLogits } from './common.ts';
 import { isTokenModel } from './token-inputs.ts';
+import type { PixelNorm } from './data-files.ts';
 import { sequenceClassifyTask } from './sequence-classify-task.ts';
 
 export interface TrainTask {
@@ -32,6 +33,8 @@ export interface ClassifyOptions {
   padToken?: number;
   /** What the labels are for, in the error when there are none. @default 'training' */
   needLabels?: string;
+  /** Pixel data's normalisation (--mean, --std). */
+  pixels?: PixelNorm;
 }
 
 /**
@@ -41,9 +44,10 @@ export interface ClassifyOptions {
 export function classifyTask(model: RefitModel, o: ClassifyOptions, what = 'refit train'): TrainTask {
   if (isTokenModel(model)) {
     if (o.labelColumn !== undefined) throw new Error(`--label-column reads CSV data; a token model's data is a .npy of token ids, with its labels in --labels`);
+    if (o.pixels) throw new Error(`--mean and --std normalise pixel data; a token model reads token ids`);
     return sequenceClassifyTask(model, o, what);
   }
-  const io = modelIO(model, o.logits);
+  const io = modelIO(model, o.logits, o.pixels);
   const ds = loadData(o.data, io, { labels: o.labels, labelColumn: o.labelColumn, needLabels: o.needLabels ?? 'training' });
   return {
     data: { source: ds.source, format: ds.format, samples: ds.n, sampleShape: ds.sampleShape },

@@ -12,7 +12,7 @@ import type { AdapterMethod } from '../peft/types.ts';
 import { saveAdapter } from '../peft/files-node.ts';
 import { hasBatchNorm } from '../tta/bn-adapt.ts';
 import { Rng } from '../util/rng.ts';
-import { progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic } from './common.ts';
+import { progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic, pixelNorm } from './common.ts';
 import { classifyTask, type TrainTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
 
@@ -43,6 +43,9 @@ export interface TrainOptions {
   batchNorm?: string;
   seed?: string | number;
   logits?: string;
+  /** Pixel data's per-channel normalisation, comma-separated (torchvision's Normalize). */
+  mean?: string;
+  std?: string;
   out: string;
   json?: boolean;
 }
@@ -115,6 +118,8 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const taskName = o.task ?? 'classify';
   if (!(TASKS as readonly string[]).includes(taskName)) throw new Error(`unknown --task '${o.task}'; known tasks: ${TASKS.join(', ')}`);
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
+  const pixels = pixelNorm(o);
+  if (pixels && taskName === 'next-token') throw new Error('--mean and --std normalise pixel data; --task next-token reads token ids');
   if (o.adapter && !(ADAPTERS as readonly string[]).includes(o.adapter)) throw new Error(`unknown adapter '${o.adapter}'; known adapters: ${ADAPTERS.join(', ')}`);
   const lr = finiteNumber('--lr', o.lr ?? (mode === 'full' ? 1e-3 : 5e-3), (v) => v > 0, 'a positive number');
   const weightDecay = finiteNumber('--weight-decay', o.weightDecay ?? 0.01, (v) => v >= 0, 'a non-negative number');
@@ -127,7 +132,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const base = await loadModel(modelPath);
   const task: TrainTask = taskName === 'next-token'
     ? nextTokenTask(base, { data: o.data, ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) })
-    : classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken });
+    : classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, pixels });
   const { train, val } = splitIndices(task.data.samples, valSplit, seed);
 
   let model: RefitModel = base;
