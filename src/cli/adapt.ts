@@ -10,6 +10,7 @@ import type { StreamScore } from '../tta/run-stream.ts';
 import { renderReport, runProvenance } from '../report/html.ts';
 import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic, pixelNorm } from './common.ts';
 import { methodSetup } from './method-setup.ts';
+import { parseResize } from './image-resize.ts';
 
 export interface AdaptOptions {
   method: string;
@@ -36,6 +37,8 @@ export interface AdaptOptions {
   /** Pixel data's per-channel normalisation, comma-separated (torchvision's Normalize); the stream's and --source's. */
   mean?: string;
   std?: string;
+  /** Image folders (the stream's and --source): a size for the shorter side before a centre crop, or 'stretch'. */
+  resize?: string;
   out: string;
   report?: string;
   json?: boolean;
@@ -81,15 +84,16 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   const delay = o.feedbackDelay !== undefined ? finiteNumber('--feedback-delay', o.feedbackDelay, (v) => Number.isInteger(v) && v >= 0, 'a whole number of batches') : null;
   if (delay !== null && method !== 'continual') throw new Error(`--feedback-delay is for --method continual (the TTA methods learn from unlabelled data only)`);
   const pixels = pixelNorm(o);
+  const resize = parseResize(o.resize);
   if (o.deep === false && method !== 'continual') throw new Error(`--no-deep is for --method continual (it turns off the controller's level-3 deep learner)`);
 
   let model = await loadModel(modelPath);
-  const io = modelIO(model, o.logits, pixels);
+  const io = modelIO(model, o.logits, { pixels, resize });
   model = withFeaturesFor(method, model, io.logits, { embedding: o.embedding, quiet: o.json });
-  const ds = loadData(o.stream, io, { labels: o.labels, labelColumn: o.labelColumn });
+  const ds = await loadData(o.stream, io, { labels: o.labels, labelColumn: o.labelColumn });
   if (delay !== null && !ds.labels) throw new Error(`--feedback-delay hands the stream's labels to the controller; give --labels (or a labelled stream)`);
   if (o.report && !ds.labels) throw new Error(`--report charts the error over the stream and needs labels; give --labels (or a labelled stream), or drop --report`);
-  const setup = methodSetup(method, model, io, o, { batchSize, log: o.json ? undefined : (line) => process.stderr.write(`${line}\n`) });
+  const setup = await methodSetup(method, model, io, o, { batchSize, log: o.json ? undefined : (line) => process.stderr.write(`${line}\n`) });
   let adapter: Adapter | null = null;
   let controller: ContinualController | null = null;
   if (method === 'continual') {

@@ -9,6 +9,7 @@ import { defaultLogits } from '../tta/types.ts';
 import { writeFileAtomic } from '../onnx/io.ts';
 import { FeaturesError } from '../onnx/penultimate.ts';
 import { readDataset, checkLabels, type Dataset, type SampleSpec, type ReadOptions, type PixelNorm } from './data-files.ts';
+import { resizeFolder, type ResizeMode } from './image-resize.ts';
 
 export interface ModelIO {
   spec: SampleSpec;
@@ -51,8 +52,14 @@ export function pixelNorm(o: { mean?: string; std?: string }): PixelNorm | undef
   return { mean, std };
 }
 
-/** The model's single input and its class-score output; `pixels` normalises the pixel data read for it. */
-export function modelIO(model: RefitModel, logitsName?: string, pixels?: PixelNorm): ModelIO {
+/** How data read for the model is prepared: --mean/--std and --resize. */
+export interface Preprocess {
+  pixels?: PixelNorm;
+  resize?: ResizeMode;
+}
+
+/** The model's single input and its class-score output; `prep` prepares the data read for it. */
+export function modelIO(model: RefitModel, logitsName?: string, prep: Preprocess = {}): ModelIO {
   if (model.inputs.length !== 1) throw new Error(`the CLI feeds models with one input; this one has ${model.inputs.length} (${model.inputs.map((i) => i.name).join(', ')}); use the library for more`);
   const input = model.inputs[0]!;
   if (input.dtype !== 'float32') throw new Error(`the model's input '${input.name}' is ${input.dtype}; the CLI feeds float32 inputs`);
@@ -62,12 +69,13 @@ export function modelIO(model: RefitModel, logitsName?: string, pixels?: PixelNo
   const out = model.outputs.find((o) => o.name === logits);
   if (!out) throw new Error(`the model has no output '${logits}' (outputs: ${model.outputs.map((o) => o.name).join(', ')})`);
   const c = out.shape?.[out.shape.length - 1];
-  return { spec: { input: input.name, dims, ...(pixels ? { pixels } : {}) }, logits, classes: typeof c === 'number' && c > 0 ? c : null };
+  return { spec: { input: input.name, dims, ...(prep.pixels ? { pixels: prep.pixels } : {}), ...(prep.resize !== undefined ? { resize: prep.resize } : {}) }, logits, classes: typeof c === 'number' && c > 0 ? c : null };
 }
 
-/** Read a dataset for this model; labels checked against its classes. */
-export function loadData(path: string, io: ModelIO, o: ReadOptions & { needLabels?: string } = {}): Dataset {
-  const ds = readDataset(path, io.spec, o);
+/** Read a dataset for this model (image folders resized first with --resize); labels checked against its classes. */
+export async function loadData(path: string, io: ModelIO, o: ReadOptions & { needLabels?: string } = {}): Promise<Dataset> {
+  const decoded = io.spec.resize !== undefined ? await resizeFolder(path, io.spec, io.spec.resize) : undefined;
+  const ds = readDataset(path, io.spec, { ...o, ...(decoded ? { decoded } : {}) });
   if (o.needLabels && !ds.labels) throw new Error(`${path} has no labels, and ${o.needLabels} needs them: give --labels <file>, a CSV label column, or a folder with one sub-folder per class`);
   checkLabels(ds, io.classes, path);
   return ds;

@@ -10,6 +10,7 @@ import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
 import { readBytes, maybeGunzip } from '../data/idx-node.ts';
 import { parseIdx } from '../data/idx.ts';
+import type { ResizeMode } from './image-resize.ts';
 
 /** What a model's input wants per sample: its dims after the batch dimension (null: free). */
 export interface SampleSpec {
@@ -17,6 +18,8 @@ export interface SampleSpec {
   dims: (number | null)[];
   /** Pixel data's normalisation, as torchvision's Normalize after ToTensor (--mean, --std). */
   pixels?: PixelNorm;
+  /** Image folders: how images of another size reach the model's (--resize, ./image-resize.ts). */
+  resize?: ResizeMode;
 }
 
 /**
@@ -53,6 +56,8 @@ export interface ReadOptions {
    * @default a header column named label, class, target or y; else 'none' when a row has exactly a sample's values; else 'last'
    */
   labelColumn?: string;
+  /** Image folders: images already decoded (and resized, ./image-resize.ts), by file. */
+  decoded?: ReadonlyMap<string, DecodedImage>;
 }
 
 const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg']);
@@ -63,7 +68,7 @@ const prod = (d: readonly number[]) => d.reduce((a, b) => a * b, 1);
 export function readDataset(path: string, spec: SampleSpec, o: ReadOptions = {}): Dataset {
   if (!existsSync(path)) throw new Error(`data not found: ${path}`);
   let ds: Dataset;
-  if (statSync(path).isDirectory()) ds = readImageFolder(path, spec);
+  if (statSync(path).isDirectory()) ds = readImageFolder(path, spec, o.decoded);
   else {
     const ext = extname(path).toLowerCase();
     if (ext === '.npy') ds = readNpyData(path, spec);
@@ -173,7 +178,7 @@ export function parseNpy(bytes: Uint8Array, name: string): NpyArray {
   const off = start + headerLen;
   if (bytes.length - off < count * size) throw new Error(`${name}: NPY data is truncated: shape ${fmtShape(shape)} of ${dtype} needs ${count * size} bytes, the file has ${bytes.length - off}`);
   // A copy, so typed-array views are aligned whatever the header length.
-  const raw = bytes.slice(off, off + count * size).buffer;
+  const raw = new Uint8Array(bytes.subarray(off, off + count * size)).buffer; // a copy even of a Node Buffer (whose slice is a view)
   let values: Float64Array | Float32Array;
   switch (dtype) {
     case 'float32': values = new Float32Array(raw); break;
@@ -290,8 +295,15 @@ export function readLabels(path: string): Int32Array {
 
 // ---- image folders ---------------------------------------------------------------------------
 
+/** An RGBA image. */
+export interface DecodedImage {
+  width: number;
+  height: number;
+  rgba: Uint8Array;
+}
+
 /** An RGBA image decoded by pngjs or jpeg-js. */
-function decodeImage(file: string): { width: number; height: number; rgba: Uint8Array } {
+function decodeImage(file: string): DecodedImage {
   const buf = readFileSync(file);
   try {
     if (extname(file).toLowerCase() === '.png') {
@@ -309,17 +321,8 @@ function listImages(dir: string): string[] {
   return readdirSync(dir).filter((f) => !f.startsWith('.') && IMAGE_EXT.has(extname(f).toLowerCase())).sort().map((f) => join(dir, f));
 }
 
-/**
- * A folder with one sub-folder per class (classes in sorted order, as torchvision's ImageFolder),
- * or a flat folder of images (no labels). Images must have the model's height and width: refit
- * does not resize. Grayscale and RGB are converted to the model's channel count (gray from RGB by
- * ITU-R 601 luma, as PIL's convert('L')).
- */
-function readImageFolder(dir: string, spec: SampleSpec): Dataset {
-  const [C, H, W] = spec.dims;
-  if (spec.dims.length !== 3 || (C !== 1 && C !== 3) || typeof H !== 'number' || typeof W !== 'number') {
-    throw new Error(`${dir}: images need a model input of shape [N, C, H, W] with C = 1 or 3 and a fixed H and W; the model's input '${spec.input}' is ${fmtShape(['N' as unknown as number, ...spec.dims])}`);
-  }
+/** A folder's images, with their class when it has one sub-folder per class (sorted names). */
+function imageFolder(dir: string): { files: { file: string; label?: number }[]; classes?: string[] } {
   const subdirs = readdirSync(dir).filter((f) => !f.startsWith('.') && statSync(join(dir, f)).isDirectory()).sort();
   const files: { file: string; label?: number }[] = [];
   let classes: string[] | undefined;
@@ -328,11 +331,29 @@ function readImageFolder(dir: string, spec: SampleSpec): Dataset {
     subdirs.forEach((c, k) => { for (const f of listImages(join(dir, c))) files.push({ file: f, label: k }); });
   } else for (const f of listImages(dir)) files.push({ file: f });
   if (files.length === 0) throw new Error(`${dir}: no PNG or JPEG images found (expected one sub-folder per class, or images directly in the folder)`);
+  return { files, ...(classes ? { classes } : {}) };
+}
+
+/** The image files the folder reader reads, in its order. */
+export const imageFiles = (dir: string) => imageFolder(dir).files;
+
+/**
+ * A folder with one sub-folder per class (classes in sorted order, as torchvision's ImageFolder),
+ * or a flat folder of images (no labels). Images must have the model's height and width, or come
+ * resized in `decoded` (--resize, ./image-resize.ts). Grayscale and RGB are converted to the model's channel count (gray from RGB by
+ * ITU-R 601 luma, as PIL's convert('L')).
+ */
+function readImageFolder(dir: string, spec: SampleSpec, decoded?: ReadonlyMap<string, DecodedImage>): Dataset {
+  const [C, H, W] = spec.dims;
+  if (spec.dims.length !== 3 || (C !== 1 && C !== 3) || typeof H !== 'number' || typeof W !== 'number') {
+    throw new Error(`${dir}: images need a model input of shape [N, C, H, W] with C = 1 or 3 and a fixed H and W; the model's input '${spec.input}' is ${fmtShape(['N' as unknown as number, ...spec.dims])}`);
+  }
+  const { files, classes } = imageFolder(dir);
   const px = H * W;
   const x = new Float32Array(files.length * C * px);
   files.forEach(({ file }, i) => {
-    const img = decodeImage(file);
-    if (img.width !== W || img.height !== H) throw new Error(`${file} is ${img.width}×${img.height}; the model's input '${spec.input}' takes ${W}×${H} images (resize them first: refit does not resize)`);
+    const img = decoded?.get(file) ?? decodeImage(file);
+    if (img.width !== W || img.height !== H) throw new Error(`${file} is ${img.width}×${img.height}; the model's input '${spec.input}' takes ${W}×${H} images (--resize brings them to it: a size for the shorter side before a centre crop, as torchvision's Resize and CenterCrop, or 'stretch')`);
     const o = i * C * px;
     for (let p = 0; p < px; p++) {
       const r = img.rgba[4 * p]!, g = img.rgba[4 * p + 1]!, b = img.rgba[4 * p + 2]!;

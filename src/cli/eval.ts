@@ -2,6 +2,7 @@
 import { loadModel } from '../model.ts';
 import { progressBar, positiveInt, finiteNumber, range, pixelNorm } from './common.ts';
 import { classifyTask } from './train-task.ts';
+import { parseResize } from './image-resize.ts';
 
 export interface EvalOptions {
   data: string;
@@ -14,6 +15,8 @@ export interface EvalOptions {
   /** Pixel data's per-channel normalisation, comma-separated (torchvision's Normalize). */
   mean?: string;
   std?: string;
+  /** Image folders: a size for the shorter side before a centre crop, or 'stretch'. */
+  resize?: string;
   json?: boolean;
 }
 
@@ -31,9 +34,10 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   const batchSize = positiveInt('--batch-size', o.batchSize ?? 256);
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   const pixels = pixelNorm(o);
+  const resize = parseResize(o.resize);
   const model = await loadModel(modelPath);
   try {
-    const task = classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, pixels, needLabels: 'eval' }, 'refit eval');
+    const task = await classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, pixels, resize, needLabels: 'eval' }, 'refit eval');
     const n = task.data.samples;
     const bar = progressBar(!o.json, 'samples');
     bar?.start(n, 0, { label: 'eval', metrics: '' });

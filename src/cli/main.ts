@@ -24,8 +24,8 @@ Data (--data, --stream, --source):
             column named label/class/target/y, else none when a row is exactly one sample,
             else the last column
   folder    PNG/JPEG images, one sub-folder per class (sorted names = classes 0, 1, ...);
-            a flat folder is an unlabelled stream. Images must already have the model's height
-            and width (refit does not resize); gray and RGB become the model's channel count
+            a flat folder is an unlabelled stream. Images must have the model's height and
+            width, or take --resize; gray and RGB become the model's channel count
 Pixel data (IDX, uint8 .npy, images) is divided by 255, then normalised per channel by --mean
 and --std where given (as torchvision's ToTensor and Normalize); float .npy and CSV values are fed
 as they are. --labels takes an idx1 file, an integer .npy, or a .csv/.txt file with one label a line.
@@ -71,6 +71,7 @@ program
   .option('--logits <output>', 'the output holding class scores (default: "logits", else the first output)')
   .option('--mean <values>', 'pixel data: per-channel mean to subtract after scaling to [0, 1], comma-separated (e.g. ImageNet 0.485,0.456,0.406)')
   .option('--std <values>', 'pixel data: per-channel std to divide by, with --mean (e.g. ImageNet 0.229,0.224,0.225)')
+  .option('--resize <size|stretch>', "image folders of another size: scale the shorter side to <size>, then crop the model's H×W from the centre (torchvision's Resize + CenterCrop, e.g. 256 for 224×224), or 'stretch' to H×W")
   .requiredOption('--out <path>', 'where to write: a .onnx file (full training) or a folder (adapter)')
   .option('--json', 'print machine-readable JSON (no progress bar)')
   .addHelpText('after', examples(
@@ -100,6 +101,7 @@ program
   .option('--logits <output>', 'the output holding class scores')
   .option('--mean <values>', 'pixel data: per-channel mean to subtract after scaling to [0, 1], comma-separated (e.g. ImageNet 0.485,0.456,0.406)')
   .option('--std <values>', 'pixel data: per-channel std to divide by, with --mean (e.g. ImageNet 0.229,0.224,0.225)')
+  .option('--resize <size|stretch>', "image folders of another size: scale the shorter side to <size>, then crop the model's H×W from the centre (torchvision's Resize + CenterCrop, e.g. 256 for 224×224), or 'stretch' to H×W")
   .option('--embedding <output>', 'continual: an [N, D] output for the error memory (default: "features" when present)')
   .option('--feedback-delay <batches>', 'continual: give the controller each batch\'s labels this many batches later (delayed feedback; needs --labels)')
   .option('--no-deep', 'continual: keep level 3 on the normalization adapters (by default, with --source, level 3 runs RMT on it)')
@@ -132,6 +134,7 @@ program
   .option('--logits <output>', 'the output holding class scores')
   .option('--mean <values>', 'pixel data: per-channel mean to subtract after scaling to [0, 1], comma-separated (e.g. ImageNet 0.485,0.456,0.406)')
   .option('--std <values>', 'pixel data: per-channel std to divide by, with --mean (e.g. ImageNet 0.229,0.224,0.225)')
+  .option('--resize <size|stretch>', "image folders of another size: scale the shorter side to <size>, then crop the model's H×W from the centre (torchvision's Resize + CenterCrop, e.g. 256 for 224×224), or 'stretch' to H×W")
   .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there)')
   .option('--json', 'print machine-readable JSON (no progress bar)')
   .addHelpText('after', examples(

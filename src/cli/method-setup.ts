@@ -49,8 +49,8 @@ export interface SetupOptions {
   shortWarmup?: boolean;
 }
 
-export function methodSetup(method: string, model: RefitModel, io: ModelIO, o: SourceFlags, { batchSize, log, shortWarmup }: SetupOptions): MethodSetup {
-  const src = o.source ? loadData(o.source, io, { labels: o.sourceLabels, needLabels: '--source' }) : null;
+export async function methodSetup(method: string, model: RefitModel, io: ModelIO, o: SourceFlags, { batchSize, log, shortWarmup }: SetupOptions): Promise<MethodSetup> {
+  const src = o.source ? await loadData(o.source, io, { labels: o.sourceLabels, needLabels: '--source' }) : null;
   const srcTensor = src ? batchOf(src, range(0, src.n)).x : null;
   if (o.inputAlign && !srcTensor) throw new Error('--input-align aligns the stream to the statistics of in-distribution data; give --source');
   // The source's labels give per-class statistics: the class-mix gate (src/tta/class-mix.ts).

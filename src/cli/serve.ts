@@ -123,7 +123,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
       // The controller's deep learner warms up once per model before the server listens: its
       // progress is worth showing. RMT's per-tenant warm-ups would only be noise in the log.
       const progress = method === 'continual' ? { log: (line: string) => log(`${line} (model ${name})`) } : {};
-      if (method && (method === 'continual' || opts.source || opts.inputAlign)) setups.set(name, methodSetup(method, model, modelIO(model), opts, { batchSize: 64, shortWarmup: true, ...progress }));
+      if (method && (method === 'continual' || opts.source || opts.inputAlign)) setups.set(name, await methodSetup(method, model, modelIO(model), opts, { batchSize: 64, shortWarmup: true, ...progress }));
     } catch (e) {
       await Promise.all([...models.values()].map((m) => m.release()));
       throw new Error(`--model ${name}=${path}: ${(e as Error).message}`);

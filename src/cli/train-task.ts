@@ -8,6 +8,7 @@ import { crossEntropy } from '../train/losses.ts';
 import { modelIO, loadData, batchOf, evaluateSet, scoreLogits } from './common.ts';
 import { isTokenModel } from './token-inputs.ts';
 import type { PixelNorm } from './data-files.ts';
+import type { ResizeMode } from './image-resize.ts';
 import { sequenceClassifyTask } from './sequence-classify-task.ts';
 
 export interface TrainTask {
@@ -35,20 +36,22 @@ export interface ClassifyOptions {
   needLabels?: string;
   /** Pixel data's normalisation (--mean, --std). */
   pixels?: PixelNorm;
+  /** Image folders: --resize. */
+  resize?: ResizeMode;
 }
 
 /**
  * Labelled samples (IDX, NPY, CSV, image folders) and cross-entropy over [N, classes] logits; on a
  * model that takes token ids, labelled token sequences (sequence-classify-task.ts).
  */
-export function classifyTask(model: RefitModel, o: ClassifyOptions, what = 'refit train'): TrainTask {
+export async function classifyTask(model: RefitModel, o: ClassifyOptions, what = 'refit train'): Promise<TrainTask> {
   if (isTokenModel(model)) {
     if (o.labelColumn !== undefined) throw new Error(`--label-column reads CSV data; a token model's data is a .npy of token ids, with its labels in --labels`);
-    if (o.pixels) throw new Error(`--mean and --std normalise pixel data; a token model reads token ids`);
+    if (o.pixels || o.resize !== undefined) throw new Error(`--mean, --std and --resize prepare pixel data; a token model reads token ids`);
     return sequenceClassifyTask(model, o, what);
   }
-  const io = modelIO(model, o.logits, o.pixels);
-  const ds = loadData(o.data, io, { labels: o.labels, labelColumn: o.labelColumn, needLabels: o.needLabels ?? 'training' });
+  const io = modelIO(model, o.logits, { pixels: o.pixels, resize: o.resize });
+  const ds = await loadData(o.data, io, { labels: o.labels, labelColumn: o.labelColumn, needLabels: o.needLabels ?? 'training' });
   return {
     data: { source: ds.source, format: ds.format, samples: ds.n, sampleShape: ds.sampleShape },
     logits: io.logits,

@@ -15,6 +15,7 @@ import { Rng } from '../util/rng.ts';
 import { progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic, pixelNorm } from './common.ts';
 import { classifyTask, type TrainTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
+import { parseResize } from './image-resize.ts';
 
 export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-affine'] as const;
 export const TASKS = ['classify', 'next-token'] as const;
@@ -46,6 +47,8 @@ export interface TrainOptions {
   /** Pixel data's per-channel normalisation, comma-separated (torchvision's Normalize). */
   mean?: string;
   std?: string;
+  /** Image folders: a size for the shorter side before a centre crop, or 'stretch' (./image-resize.ts). */
+  resize?: string;
   out: string;
   json?: boolean;
 }
@@ -119,7 +122,8 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   if (!(TASKS as readonly string[]).includes(taskName)) throw new Error(`unknown --task '${o.task}'; known tasks: ${TASKS.join(', ')}`);
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   const pixels = pixelNorm(o);
-  if (pixels && taskName === 'next-token') throw new Error('--mean and --std normalise pixel data; --task next-token reads token ids');
+  const resize = parseResize(o.resize);
+  if ((pixels || resize !== undefined) && taskName === 'next-token') throw new Error('--mean, --std and --resize prepare pixel data; --task next-token reads token ids');
   if (o.adapter && !(ADAPTERS as readonly string[]).includes(o.adapter)) throw new Error(`unknown adapter '${o.adapter}'; known adapters: ${ADAPTERS.join(', ')}`);
   const lr = finiteNumber('--lr', o.lr ?? (mode === 'full' ? 1e-3 : 5e-3), (v) => v > 0, 'a positive number');
   const weightDecay = finiteNumber('--weight-decay', o.weightDecay ?? 0.01, (v) => v >= 0, 'a non-negative number');
@@ -132,7 +136,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const base = await loadModel(modelPath);
   const task: TrainTask = taskName === 'next-token'
     ? nextTokenTask(base, { data: o.data, ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) })
-    : classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, pixels });
+    : await classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, pixels, resize });
   const { train, val } = splitIndices(task.data.samples, valSplit, seed);
 
   let model: RefitModel = base;

@@ -84,7 +84,7 @@ test('runServe --method continual: the recommended options, and with --source ca
     assert.equal(r.status, 200);
     const served = ((await r.json()) as { probabilities: number[][] }).probabilities.flat();
     const m = await loadModel(model, { memoryArena: false });
-    const setup = methodSetup('continual', m, modelIO(m), flags, { batchSize: 64 });
+    const setup = await methodSetup('continual', m, modelIO(m), flags, { batchSize: 64 });
     assert.equal(setup.deepLearner, true);
     assert.ok(setup.inputAlign && setup.calibration?.length === 1);
     const c = new ContinualController(m, setup.options);
@@ -109,7 +109,7 @@ test('runServe --method continual: the recommended options, and with --source ca
   // first request), and says how far it is.
   const m = await loadModel(model, { memoryArena: false });
   const logged: string[] = [];
-  const rmt = methodSetup('rmt', m, modelIO(m), flags, { batchSize: 16, log: (l) => logged.push(l), shortWarmup: true });
+  const rmt = await methodSetup('rmt', m, modelIO(m), flags, { batchSize: 16, log: (l) => logged.push(l), shortWarmup: true });
   assert.equal(rmt.options.warmupSamples, 32);
   const ad = createAdapter(m, 'rmt', rmt.options);
   await ad.predict(f32([16, 1, 28, 28], Float32Array.from(washed.data)));
