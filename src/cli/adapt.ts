@@ -10,7 +10,7 @@ import type { StreamScore } from '../tta/run-stream.ts';
 import { renderReport, runProvenance } from '../report/html.ts';
 import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic, pixelNorm } from './common.ts';
 import { methodSetup } from './method-setup.ts';
-import { parseResize } from './image-resize.ts';
+import { parseResize } from '../data/image-resize.ts';
 
 export interface AdaptOptions {
   method: string;

@@ -1,6 +1,6 @@
 // Shared pieces of the `refit` commands: what a model takes and gives, batches, a progress bar
 // with ETA, cross-entropy/accuracy in TypeScript, and writes that never leave half a file.
-import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, basename, join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { RefitModel } from '../model.ts';
@@ -8,8 +8,8 @@ import { f32, i64, type Tensor } from '../onnx/tensor.ts';
 import { defaultLogits } from '../tta/types.ts';
 import { writeFileAtomic } from '../onnx/io.ts';
 import { FeaturesError } from '../onnx/penultimate.ts';
-import { readDataset, checkLabels, type Dataset, type SampleSpec, type ReadOptions, type PixelNorm } from './data-files.ts';
-import { resizeFolder, type ResizeMode } from './image-resize.ts';
+import { readDataset, checkLabels, imageFiles, type Dataset, type SampleSpec, type ReadOptions, type PixelNorm, type DecodedImage } from './data-files.ts';
+import { resizeImage, type ResizeMode } from '../data/image-resize.ts';
 
 export interface ModelIO {
   spec: SampleSpec;
@@ -70,6 +70,19 @@ export function modelIO(model: RefitModel, logitsName?: string, prep: Preprocess
   if (!out) throw new Error(`the model has no output '${logits}' (outputs: ${model.outputs.map((o) => o.name).join(', ')})`);
   const c = out.shape?.[out.shape.length - 1];
   return { spec: { input: input.name, dims, ...(prep.pixels ? { pixels: prep.pixels } : {}), ...(prep.resize !== undefined ? { resize: prep.resize } : {}) }, logits, classes: typeof c === 'number' && c > 0 ? c : null };
+}
+
+/**
+ * Every image of a folder (as the folder reader lists them) decoded and resized to the model's
+ * H×W, by file; the folder reader then converts them as it converts images of the right size.
+ */
+async function resizeFolder(path: string, spec: SampleSpec, mode: ResizeMode): Promise<Map<string, DecodedImage>> {
+  if (!existsSync(path) || !statSync(path).isDirectory()) throw new Error(`--resize resizes the images of a folder; ${path} is not a folder (resize the data before saving it, or drop --resize)`);
+  const [, H, W] = spec.dims;
+  if (spec.dims.length !== 3 || typeof H !== 'number' || typeof W !== 'number') throw new Error(`--resize needs a model input of shape [N, C, H, W] with a fixed H and W; the model's input '${spec.input}' is [N, ${spec.dims.map((d) => d ?? '?').join(', ')}]`);
+  const out = new Map<string, DecodedImage>();
+  for (const { file } of imageFiles(path)) out.set(file, await resizeImage(file, W, H, mode));
+  return out;
 }
 
 /** Read a dataset for this model (image folders resized first with --resize); labels checked against its classes. */

@@ -10,7 +10,10 @@ import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
 import { readBytes, maybeGunzip } from '../data/idx-node.ts';
 import { parseIdx } from '../data/idx.ts';
-import type { ResizeMode } from './image-resize.ts';
+import type { ResizeMode } from '../data/image-resize.ts';
+import { writePlanar, normalizePlanar, type DecodedImage, type PixelNorm } from '../data/pixels.ts';
+
+export type { DecodedImage, PixelNorm };
 
 /** What a model's input wants per sample: its dims after the batch dimension (null: free). */
 export interface SampleSpec {
@@ -18,17 +21,8 @@ export interface SampleSpec {
   dims: (number | null)[];
   /** Pixel data's normalisation, as torchvision's Normalize after ToTensor (--mean, --std). */
   pixels?: PixelNorm;
-  /** Image folders: how images of another size reach the model's (--resize, ./image-resize.ts). */
+  /** Image folders: how images of another size reach the model's (--resize, ../data/image-resize.ts). */
   resize?: ResizeMode;
-}
-
-/**
- * (v − mean[c]) / std[c] per channel c of pixel data already scaled to [0, 1]; one value applies to
- * every channel. The channel is the sample's first dimension ([C, H, W]).
- */
-export interface PixelNorm {
-  mean: number[];
-  std: number[];
 }
 
 export interface Dataset {
@@ -56,7 +50,7 @@ export interface ReadOptions {
    * @default a header column named label, class, target or y; else 'none' when a row has exactly a sample's values; else 'last'
    */
   labelColumn?: string;
-  /** Image folders: images already decoded (and resized, ./image-resize.ts), by file. */
+  /** Image folders: images already decoded (and resized, ../data/image-resize.ts), by file. */
   decoded?: ReadonlyMap<string, DecodedImage>;
 }
 
@@ -89,14 +83,9 @@ export function readDataset(path: string, spec: SampleSpec, o: ReadOptions = {})
 /** Apply --mean/--std to pixel data in place; other data is refused, since it is fed as it is. */
 function normalizePixels(ds: Dataset, p: PixelNorm): void {
   if (!ds.pixelData) throw new Error(`${ds.source}: --mean and --std normalise pixel data (IDX, uint8 .npy, images), and this ${ds.format === 'npy' ? 'float .npy' : ds.format.toUpperCase()} data is fed as it is; normalise it before saving it, or drop --mean and --std`);
-  const per = ds.x.length / Math.max(1, ds.n);
-  const C = p.mean.length > 1 ? ds.sampleShape[0]! : 1;
+  const C = ds.sampleShape[0]!;
   if (p.mean.length > 1 && (ds.sampleShape.length < 2 || p.mean.length !== C)) throw new Error(`--mean and --std give ${p.mean.length} channels, but the samples of ${ds.source} have shape ${fmtShape(ds.sampleShape)} (${ds.sampleShape.length < 2 ? 'no channel dimension' : `${C} channels first`}); give one value or one per channel`);
-  const plane = per / C;
-  for (let i = 0; i < ds.x.length; i++) {
-    const c = C === 1 ? 0 : Math.floor((i % per) / plane);
-    ds.x[i] = (ds.x[i]! - p.mean[c]!) / p.std[c]!;
-  }
+  normalizePlanar(ds.x, ds.x.length / Math.max(1, ds.n), C, p);
 }
 
 /** Check labels against the model's class count. */
@@ -295,13 +284,6 @@ export function readLabels(path: string): Int32Array {
 
 // ---- image folders ---------------------------------------------------------------------------
 
-/** An RGBA image. */
-export interface DecodedImage {
-  width: number;
-  height: number;
-  rgba: Uint8Array;
-}
-
 /** An RGBA image decoded by pngjs or jpeg-js. */
 function decodeImage(file: string): DecodedImage {
   const buf = readFileSync(file);
@@ -340,8 +322,8 @@ export const imageFiles = (dir: string) => imageFolder(dir).files;
 /**
  * A folder with one sub-folder per class (classes in sorted order, as torchvision's ImageFolder),
  * or a flat folder of images (no labels). Images must have the model's height and width, or come
- * resized in `decoded` (--resize, ./image-resize.ts). Grayscale and RGB are converted to the model's channel count (gray from RGB by
- * ITU-R 601 luma, as PIL's convert('L')).
+ * resized in `decoded` (--resize, ../data/image-resize.ts). Grayscale and RGB are converted to
+ * the model's channel count (../data/pixels.ts).
  */
 function readImageFolder(dir: string, spec: SampleSpec, decoded?: ReadonlyMap<string, DecodedImage>): Dataset {
   const [C, H, W] = spec.dims;
@@ -354,12 +336,7 @@ function readImageFolder(dir: string, spec: SampleSpec, decoded?: ReadonlyMap<st
   files.forEach(({ file }, i) => {
     const img = decoded?.get(file) ?? decodeImage(file);
     if (img.width !== W || img.height !== H) throw new Error(`${file} is ${img.width}×${img.height}; the model's input '${spec.input}' takes ${W}×${H} images (--resize brings them to it: a size for the shorter side before a centre crop, as torchvision's Resize and CenterCrop, or 'stretch')`);
-    const o = i * C * px;
-    for (let p = 0; p < px; p++) {
-      const r = img.rgba[4 * p]!, g = img.rgba[4 * p + 1]!, b = img.rgba[4 * p + 2]!;
-      if (C === 1) x[o + p] = (r === g && g === b ? r : 0.299 * r + 0.587 * g + 0.114 * b) / 255;
-      else { x[o + p] = r / 255; x[o + px + p] = g / 255; x[o + 2 * px + p] = b / 255; }
-    }
+    writePlanar(img, C, x, i * C * px);
   });
   const labels = classes ? Int32Array.from(files, (f) => f.label!) : undefined;
   return { x, n: files.length, sampleShape: [C, H, W], labels, ids: files.map((f) => relative(dir, f.file)), classes, format: 'images', source: dir, pixelData: true };

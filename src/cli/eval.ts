@@ -2,7 +2,7 @@
 import { loadModel } from '../model.ts';
 import { progressBar, positiveInt, finiteNumber, range, pixelNorm } from './common.ts';
 import { classifyTask } from './train-task.ts';
-import { parseResize } from './image-resize.ts';
+import { parseResize } from '../data/image-resize.ts';
 
 export interface EvalOptions {
   data: string;

@@ -237,6 +237,9 @@ export interface ServeCliOptions {
   deep?: boolean;
   deepParams?: string;
   inputAlign?: boolean;
+  resize?: string;
+  mean?: string;
+  std?: string;
   token?: string;
   protectReads?: boolean;
   maxTenants?: string;
@@ -264,6 +267,9 @@ program
   .option('--deep-params <all|norm>', 'continual with --source: what the deep learner adapts (default: every parameter; the normalization layers\' scales and shifts on models over 1M parameters)')
   .option('--input-align', 'align each batch\'s input to --source\'s per-channel statistics before the method sees it; on by default for continual with --source')
   .option('--no-input-align', 'continual with --source: do not align the input')
+  .option('--resize <size|stretch>', "image inputs ({ images: [base64 PNG/JPEG] }) and a --source image folder of another size: the shorter side to <size>, then the model's H×W from the centre (torchvision's Resize + CenterCrop), or 'stretch'")
+  .option('--mean <values>', 'image inputs and pixel --source data: per-channel mean to subtract after scaling to [0, 1], comma-separated')
+  .option('--std <values>', 'image inputs and pixel --source data: per-channel std to divide by, with --mean')
   .option('--token <token>', 'bearer token for the write routes (default: $REFIT_TOKEN)')
   .option('--protect-reads', 'close the reads too: every route but /healthz needs the token (predict, feedback, listings, /metrics, /docs/json)')
   .option('--max-tenants <n>', 'tenant sessions held in memory; older ones are saved to the registry and released (default 64)')

@@ -7,7 +7,8 @@ import { loadModel, type RefitModel } from '../model.ts';
 import { openRegistry } from '../registry/open.ts';
 import { isSafeName } from '../registry/types.ts';
 import { buildServer } from '../serve/server.ts';
-import { modelIO } from './common.ts';
+import { modelIO, pixelNorm } from './common.ts';
+import { parseResize } from '../data/image-resize.ts';
 import { methodSetup, type MethodSetup } from './method-setup.ts';
 
 export interface RunServeOptions {
@@ -38,6 +39,11 @@ export interface RunServeOptions {
   deepParams?: string;
   /** Input alignment to `source`'s statistics; default on for continual with `source`. */
   inputAlign?: boolean;
+  /** Image inputs and a `source` image folder: a size for the shorter side before a centre crop, or 'stretch' (../data/image-resize.ts). */
+  resize?: string;
+  /** Image inputs and pixel `source` data: per-channel normalisation, comma-separated (torchvision's Normalize). */
+  mean?: string;
+  std?: string;
   /** Bearer token for the registry's write routes; default: the REFIT_TOKEN environment variable. */
   token?: string;
   /** Every route but /healthz needs the token (reads closed). */
@@ -106,6 +112,8 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
     if (!methodOptions || typeof methodOptions !== 'object' || Array.isArray(methodOptions)) throw new Error('--method-options must be a JSON object');
   } else methodOptions = opts.methodOptions;
 
+  const pixels = pixelNorm(opts);
+  const resize = parseResize(opts.resize);
   const method = opts.method && opts.method !== 'none' ? opts.method : undefined;
   if (!method && (opts.source || opts.inputAlign)) throw new Error(`--source and --input-align are for an adaptation method; give --method`);
   if (opts.deep === false && method !== 'continual') throw new Error(`--no-deep is for --method continual (it turns off the controller's level-3 deep learner)`);
@@ -123,7 +131,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
       // The controller's deep learner warms up once per model before the server listens: its
       // progress is worth showing. RMT's per-tenant warm-ups would only be noise in the log.
       const progress = method === 'continual' ? { log: (line: string) => log(`${line} (model ${name})`) } : {};
-      if (method && (method === 'continual' || opts.source || opts.inputAlign)) setups.set(name, await methodSetup(method, model, modelIO(model), opts, { batchSize: 64, shortWarmup: true, ...progress }));
+      if (method && (method === 'continual' || opts.source || opts.inputAlign)) setups.set(name, await methodSetup(method, model, modelIO(model, undefined, { pixels, resize }), opts, { batchSize: 64, shortWarmup: true, ...progress }));
     } catch (e) {
       await Promise.all([...models.values()].map((m) => m.release()));
       throw new Error(`--model ${name}=${path}: ${(e as Error).message}`);
@@ -143,7 +151,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
   try {
     app = await buildServer({
       models, registry, method: opts.method, methodOptions: setups.size ? perModel : methodOptions, calibration: (name) => setups.get(name)?.calibration,
-      token, protectReads: opts.protectReads === true,
+      token, protectReads: opts.protectReads === true, images: { ...(resize !== undefined ? { resize } : {}), ...(pixels ? { pixels } : {}) },
       maxTenants: int('--max-tenants', opts.maxTenants, 1), maxBatch: int('--max-batch', opts.maxBatch, 1), persistEvery: int('--persist-every', opts.persistEvery, 0),
       inferenceWorkers: int('--inference-workers', opts.inferenceWorkers ?? 2, 0), inferenceThreads: int('--inference-threads', opts.inferenceThreads, 1),
       microBatch: { ...(microBatchWait !== undefined ? { maxWaitMs: microBatchWait } : {}), ...(microBatchMax !== undefined ? { maxSamples: microBatchMax } : {}) },

@@ -8,7 +8,7 @@ import { crossEntropy } from '../train/losses.ts';
 import { modelIO, loadData, batchOf, evaluateSet, scoreLogits } from './common.ts';
 import { isTokenModel } from './token-inputs.ts';
 import type { PixelNorm } from './data-files.ts';
-import type { ResizeMode } from './image-resize.ts';
+import type { ResizeMode } from '../data/image-resize.ts';
 import { sequenceClassifyTask } from './sequence-classify-task.ts';
 
 export interface TrainTask {

@@ -15,7 +15,7 @@ import { Rng } from '../util/rng.ts';
 import { progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic, pixelNorm } from './common.ts';
 import { classifyTask, type TrainTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
-import { parseResize } from './image-resize.ts';
+import { parseResize } from '../data/image-resize.ts';
 
 export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-affine'] as const;
 export const TASKS = ['classify', 'next-token'] as const;

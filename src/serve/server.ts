@@ -14,6 +14,7 @@ import { PeftError } from '../peft/errors.ts';
 import { modelFingerprint } from '../io/model-state-file.ts';
 import { type AdapterRegistry, type AdapterMeta, RegistryError, isSafeName, checkName } from '../registry/types.ts';
 import { HttpError, toInputTensor, softmaxRows, argmaxRows, rows } from './inputs.ts';
+import { isImageInputs, imagesToTensor, type ImageOptions } from './images.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { TenantPool, SERVE_METHODS, CONTINUAL, makeAdapter, optionsFor } from './tenants.ts';
 import { nameSchema, errorSchema, serviceOptions } from './http-common.ts';
@@ -46,6 +47,12 @@ export interface ServeOptions {
   maxBatch?: number;
   /** Request body limit in bytes for predict and feedback. @default 16 MiB */
   bodyLimit?: number;
+  /**
+   * How image inputs (`inputs: { images: [base64 PNG/JPEG] }`) are prepared: resized to the
+   * model's H×W (`resize`, ../data/image-resize.ts; unset: only images of that size are taken)
+   * and normalised per channel (`pixels`). Tensor inputs are fed as they come.
+   */
+  images?: ImageOptions;
   /** Request body limit for an adapter upload. @default 64 MiB */
   adapterBodyLimit?: number;
   /** Bearer token required by the write routes of the registry (PUT/DELETE adapters, rollback, good marks, tenant reset). Unset: open. */
@@ -83,7 +90,7 @@ const adapterParams = { type: 'object', required: ['model', 'name'], properties:
 // messages can then name the expected versus actual shape and the first non-finite value.
 const inputsSchema = {
   anyOf: [{ type: 'array' }, { type: 'object' }],
-  description: 'nested arrays in the model input\'s shape (e.g. [N][1][28][28]; one sample without the batch axis is accepted), { dims: [N, 1, 28, 28], data: [flat row-major numbers] }, or { dims, base64: the row-major values as little-endian float32 bytes in base64 } (the cheapest to parse: docs/serve.md)',
+  description: 'nested arrays in the model input\'s shape (e.g. [N][1][28][28]; one sample without the batch axis is accepted), { dims: [N, 1, 28, 28], data: [flat row-major numbers] }, or { dims, base64: the row-major values as little-endian float32 bytes in base64 } (the cheapest to parse: docs/serve.md), or { images: [base64 PNG or JPEG files] } (decoded, resized and normalised as the server was started: refit serve --resize, --mean, --std)',
 } as const;
 // The 200 answer of predict, declared so that Fastify serializes it with fast-json-stringify
 // (compiled once) instead of JSON.stringify; `adaptation` differs by method and stays free-form.
@@ -119,6 +126,13 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
   if (models.size === 0) throw new Error('buildServer: give at least one model');
   for (const k of models.keys()) checkName('model', k);
   if (opts.protectReads && !opts.token) throw new Error('buildServer: protectReads closes every route but /healthz behind the bearer token; give a token (refit serve: --token or $REFIT_TOKEN)');
+  const px = opts.images?.pixels;
+  if (px && px.mean.length > 1) {
+    for (const [k, m] of models) {
+      const C = m.inputs[0]?.shape?.[1];
+      if (C !== px.mean.length) throw new Error(`model '${k}': the image normalisation gives ${px.mean.length} channels, but its input '${m.inputs[0]?.name}' has shape ${JSON.stringify(m.inputs[0]?.shape)}; give one value or one per channel`);
+    }
+  }
   const method = opts.method && opts.method !== 'none' ? opts.method : undefined;
   if (method && !SERVE_METHODS.includes(method)) throw new Error(`unknown adaptation method '${method}'; known: none, ${SERVE_METHODS.join(', ')}`);
   // Fail at start, not on the first request, if the method or its options do not fit a model.
@@ -344,7 +358,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
     const base = getModel(m);
     const tenant = tenantOf(req, body);
     const input = base.inputs[0]!;
-    const x = toInputTensor(body.inputs, input.name, input.shape, maxBatch);
+    const x = isImageInputs(body.inputs) ? await imagesToTensor(body.inputs, input.name, input.shape, maxBatch, opts.images) : toInputTensor(body.inputs, input.name, input.shape, maxBatch);
     if (body.adapterVersion !== undefined && body.adapter === undefined) throw new HttpError(400, 'adapterVersion needs adapter', 'schema');
     const { model, ref } = body.adapter ? await withRegistryAdapter(m, body.adapter, body.adapterVersion) : { model: base, ref: undefined };
     const n = x.dims[0]!;

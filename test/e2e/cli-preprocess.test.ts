@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { PNG } from 'pngjs';
 import { readDataset, parseNpy } from '../../src/cli/data-files.ts';
 import { pixelNorm, loadData, modelIO } from '../../src/cli/common.ts';
-import { parseResize, resizeImage } from '../../src/cli/image-resize.ts';
+import { parseResize, resizeImage } from '../../src/data/image-resize.ts';
 import { loadModel } from '../../src/model.ts';
 import { runEval } from '../../src/cli/eval.ts';
 import { runAdapt } from '../../src/cli/adapt.ts';

@@ -14,6 +14,7 @@ import { PeftModel, lora, adapterFiles } from '../../src/peft/index.ts';
 import { SqliteRegistry } from '../../src/registry/index.ts';
 import { buildServer, type ServeOptions } from '../../src/serve/index.ts';
 import { float32ToBase64 } from '../../src/serve/inputs.ts';
+import { PNG } from 'pngjs';
 
 const dir = mkdtempSync(join(tmpdir(), 'refit-serve-'));
 const cnn = await loadModel(new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname, { threads: 1 });
@@ -382,4 +383,52 @@ test('/healthz, and /docs/json is an OpenAPI 3 document with every route', async
   assert.ok(doc.paths['/v1/models/{model}/adapters/{name}'].put.security);
   assert.equal(doc.paths['/docs/json'], undefined);
   await app.close();
+});
+
+/** Samples [from, from + n) of the test images as base64 PNG files, `scale`× larger (nearest). */
+function pngs(from: number, n: number, scale = 1): string[] {
+  return Array.from({ length: n }, (_, k) => {
+    const S = 28 * scale;
+    const png = new PNG({ width: S, height: S });
+    for (let y = 0; y < S; y++) {
+      for (let x = 0; x < S; x++) {
+        const v = Math.round(data.images[(from + k) * 784 + Math.floor(y / scale) * 28 + Math.floor(x / scale)]! * 255);
+        png.data.set([v, v, v, 255], 4 * (y * S + x));
+      }
+    }
+    return PNG.sync.write(png).toString('base64');
+  });
+}
+
+test('image inputs: base64 PNGs predict as the same pixels sent as a tensor; resized and normalised as the server was started; bad images refused', async () => {
+  const app = await server();
+  const want = await predict(app, 'a', batch(0, 4));
+  const got = await predict(app, 'a', { images: pngs(0, 4) });
+  assert.deepEqual(got.predictions, want.predictions);
+  for (let i = 0; i < 4; i++) for (let c = 0; c < 10; c++) assert.ok(Math.abs(got.probabilities[i]![c]! - want.probabilities[i]![c]!) < 1e-6);
+  const bad = async (inputs: unknown, status: number, msg: RegExp) => {
+    const r = await app.inject({ method: 'POST', url: '/v1/models/cnn/predict', payload: { inputs } });
+    assert.equal(r.statusCode, status, r.body);
+    assert.match(r.json().message, msg);
+  };
+  await bad({ images: pngs(0, 1, 2) }, 400, /inputs\.images\[0\]: it is 56×56 and the model takes 28×28 images; --resize brings them to it/);
+  await bad({ images: ['not base64!'] }, 400, /inputs\.images\[0\] is not base64/);
+  await bad({ images: [Buffer.from('hello, not an image').toString('base64')] }, 400, /inputs\.images\[0\]: cannot decode or resize image/);
+  await bad({ images: [] }, 400, /non-empty array of base64-encoded PNG or JPEG files/);
+  await bad({ images: pngs(0, 1), dims: [1, 1, 28, 28] }, 400, /inputs with images takes no 'dims'/);
+  const metrics = (await app.inject({ url: '/metrics' })).body;
+  assert.match(metrics, /refit_rejected_inputs_total\{model="cnn",reason="bad-image"\} 2/);
+  await app.close();
+
+  // Resize(28) of 2× images, and a normalisation: as the same normalisation applied to the tensor.
+  const prepared = await server({ images: { resize: 28, pixels: { mean: [0.5], std: [0.25] } } });
+  const norm = batch(0, 4);
+  norm.data = norm.data.map((v) => (v - 0.5) / 0.25);
+  const wantNorm = await predict(prepared, 'a', norm);
+  const gotNorm = await predict(prepared, 'a', { images: pngs(0, 4) });
+  assert.deepEqual(gotNorm.predictions, wantNorm.predictions);
+  const big = await predict(prepared, 'a', { images: pngs(0, 4, 2) });
+  assert.equal(big.predictions.length, 4);
+  await prepared.close();
+  await assert.rejects(server({ images: { pixels: { mean: [0.4, 0.5, 0.6], std: [1, 1, 1] } } }), /image normalisation gives 3 channels, but its input 'x' has shape \[.*,1,28,28\]/);
 });
