@@ -17,10 +17,12 @@
 //   nice -n 10 npx tsx bench/fleet-consolidate.ts [--split test|val] [--devices 6] [--domains 3]
 //     [--round 192] [--rounds 2] [--keep 0.2] [--teacher cnn|cnn-aug|vit|ensemble|model|model+cnn]
 //     [--teacher-model tmp/foreign-fmnist/resnet18-fmnist.onnx] [--epochs 16]
-//     [--sim] [--high-margin 0.4|none] [--select cema|random|hybrid] [--lr 0.01] [--temperature 0.5] [--targets teacher|mix|agree] [--single tent] [--tag -x]
+//     [--sim] [--high-margin 0.4|none] [--select cema|random|hybrid] [--codec f32|u8|png|jpeg:Q] [--lr 0.01] [--temperature 0.5] [--targets teacher|mix|agree] [--single tent] [--tag -x]
 // --split val scores on validation images (training images 10000..19999): that is where the
 // teacher and the options were chosen; report on --split test.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import sharp from 'sharp';
+import jpeg from 'jpeg-js';
 import { loadModel } from '../src/model.ts';
 import { mixedStream, type LabelledImages } from '../src/data/streams.ts';
 import { CORRUPTIONS } from '../src/data/corruptions/index.ts';
@@ -58,6 +60,12 @@ const HIGH = opt('high-margin', ''), SELECT = opt('select', 'cema'), filterOptio
 const teacherName = opt('teacher', 'vit');
 const copts = { epochs: Number(opt('epochs', '16')), lr: Number(opt('lr', '0.01')), temperature: Number(opt('temperature', '0.5')), targets: opt('targets', 'teacher') as 'teacher' | 'mix' | 'agree', ...(SIM ? { batch: 32, replay: 64 } : {}) };
 const singles = opt('single', 'tent').split(',').filter(Boolean);
+// --codec: how an upload's images travel. f32 (upload-codec's float32, the default), u8 (8 bits a
+// pixel, rounded), png (u8 tiled into one lossless PNG per upload), jpeg:Q (u8 tiled into one JPEG
+// of quality Q per upload by sharp's mozjpeg; the cloud trains on the decoded, lossy images),
+// jpegjs:Q (the same by jpeg-js, pure JavaScript). Bytes count the images
+// so encoded plus upload-codec's header and 8 bytes a sample of entropy and prediction.
+const CODEC = opt('codec', 'f32');
 const tag = opt('tag', '');
 if (ROUND % BATCH) throw new Error(`--round must be a multiple of ${BATCH}`);
 const command = `nice -n 10 npx tsx bench/fleet-consolidate.ts ${args.join(' ')}`.trim();
@@ -123,6 +131,36 @@ async function runSegment(model: (x: Float32Array, n: number) => Promise<Float32
 }
 const bnRun = (files: AdapterFiles | null) => async (x: Float32Array, n: number) => (await runnerFor(files).run(f32([n, ...SAMPLE], x.slice()), ['logits'])).logits!.data as Float32Array;
 
+/** The images of one upload through --codec: what the cloud gets, and the bytes they took. */
+async function encodeImages(x: Float32Array, n: number): Promise<{ data: Float32Array; bytes: number }> {
+  if (CODEC === 'f32') return { data: x, bytes: 4 * x.length };
+  const u8 = Uint8Array.from(x, (v) => Math.round(Math.min(1, Math.max(0, v)) * 255));
+  if (CODEC === 'u8') return { data: Float32Array.from(u8, (v) => v / 255), bytes: u8.length };
+  // Tiled 16 images a row into one grey image.
+  const [, H, W] = SAMPLE as [number, number, number];
+  const cols = Math.min(16, n), rows = Math.ceil(n / cols);
+  const tile = new Uint8Array(rows * H * cols * W);
+  for (let k = 0; k < n; k++) for (let y = 0; y < H; y++) tile.set(u8.subarray(k * H * W + y * W, k * H * W + (y + 1) * W), ((Math.floor(k / cols) * H + y) * cols + (k % cols)) * W);
+  const [kind, q] = CODEC.split(':');
+  if (kind === 'jpegjs') {
+    // jpeg-js (pure JavaScript, as a browser or any device can run it), RGB with R = G = B.
+    const rgba = new Uint8Array(tile.length * 4);
+    tile.forEach((v, i) => rgba.set([v, v, v, 255], 4 * i));
+    const enc = jpeg.encode({ data: rgba, width: cols * W, height: rows * H }, Number(q)).data;
+    const back = jpeg.decode(enc, { useTArray: true, formatAsRGBA: true }).data;
+    const data = new Float32Array(x.length);
+    for (let k = 0; k < n; k++) for (let y = 0; y < H; y++) for (let c = 0; c < W; c++) data[k * H * W + y * W + c] = back[4 * (((Math.floor(k / cols) * H + y) * cols + (k % cols)) * W + c)]! / 255;
+    return { data, bytes: enc.byteLength };
+  }
+  const img = sharp(tile, { raw: { width: cols * W, height: rows * H, channels: 1 } });
+  const enc = kind === 'png' ? await img.png({ compressionLevel: 9 }).toBuffer() : kind === 'jpeg' ? await img.jpeg({ quality: Number(q), mozjpeg: true }).toBuffer() : null;
+  if (!enc) throw new Error(`--codec ${CODEC}: expected f32, u8, png or jpeg:Q`);
+  const back = await sharp(enc).greyscale().raw().toBuffer();
+  const data = new Float32Array(x.length);
+  for (let k = 0; k < n; k++) for (let y = 0; y < H; y++) for (let c = 0; c < W; c++) data[k * H * W + y * W + c] = back[((Math.floor(k / cols) * H + y) * cols + (k % cols)) * W + c]! / 255;
+  return { data, bytes: enc.byteLength };
+}
+
 const t0 = performance.now();
 for (let s = 0; s <= ROUNDS; s++) {
   const newAdapters: { files: AdapterFiles; samples: number }[] = [];
@@ -163,10 +201,12 @@ for (let s = 0; s <= ROUNDS; s++) {
         idx.sort((a, b) => a - b);
       }
       if (idx.length === 0) continue;
-      const up = new Float32Array(idx.length * PX);
+      let up: Float32Array = new Float32Array(idx.length * PX);
       idx.forEach((j, i) => up.set(seg.x.subarray(j * PX, (j + 1) * PX), i * PX));
+      const coded = await encodeImages(up, idx.length);
+      up = coded.data;
       const upload: Samples = { dims: [idx.length, ...SAMPLE], data: up };
-      st.bytes += encodedUploadSize({ model: 'fmnist-cnn', device: dev.id, round: s + 1 }, idx.length, SAMPLE);
+      st.bytes += encodedUploadSize({ model: 'fmnist-cnn', device: dev.id, round: s + 1 }, idx.length, SAMPLE) - 4 * PX * idx.length + coded.bytes;
       st.samples += idx.length;
       // Cloud side.
       const res = await consolidate({ base: cnn, adapter: adapter, uploads: [upload], replay: st.history, teacher, options: { ...copts, seed: s } });

@@ -5,7 +5,7 @@
 //     [--batch 32] [--round-batches 4] [--measure-batches 2] [--budget 0.1] [--wave 16]
 //     [--compare-devices 100] [--baselines source,bn-adapt,tent,cotta,rmt,continual] [--main-workers 2]
 //     [--workers 1,2,4] [--throughput-jobs 120] [--epochs 4] [--replay 64] [--teacher vit] [--teacher-model PATH]
-//     [--lr 0.001] [--high-margin 0.4|none] [--uniform-share 0]
+//     [--lr 0.001] [--high-margin 0.4|none] [--uniform-share 0] [--codec f32|u8|jpeg:50] [--filter cema|none]
 //     [--job-timeout-s 1800] [--out bench/results/fleet-simulation]
 //   --quick: 50 devices, 1 round, 20 compared, 24 throughput jobs per phase (217–361 s at load 4–10 on
 //   the shared 2-core machine; `--devices 1000 --rounds 1` took 1608 s at load 5–9: docs/fleet.md)
@@ -30,6 +30,8 @@
 // device names (uploads/s), then W workers start and drain them (jobs/s), with each worker's CPU,
 // PostgreSQL's statement time (pg_stat_statements), nats-server's and PostgreSQL's CPU, and the
 // machine's load. Correctness checks run at the end; any failure exits 1.
+import sharp from 'sharp';
+import { quantize, tile } from '../src/fleet/upload-images.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -84,6 +86,12 @@ const LR = opt('lr', ''); // consolidation's learning rate ('' : consolidate's d
 // The devices' unreliable-sample bar (CEMA's E_max(0) = margin·ln C); 'none': upload uncertain samples too.
 const HIGH = opt('high-margin', ''), SHARE = opt('uniform-share', ''); // --uniform-share: UploadFilter's uniformShare
 const filterBar = { ...(HIGH === '' ? {} : { highMargin: HIGH === 'none' ? null : Number(HIGH) }), ...(SHARE === '' ? {} : { uniformShare: Number(SHARE) }) };
+// --codec: how the 'filtered' mode's devices upload (FleetDevice's codec; the 'everything' mode
+// stays float32, the lossless reference). --filter none: those devices keep every sample and only
+// the byte budget limits them (with a compressing codec, compression instead of selection).
+const CODEC_ARG = opt('codec', 'f32');
+const CODEC = CODEC_ARG.startsWith('jpeg:') ? { jpeg: Number(CODEC_ARG.slice(5)) } : CODEC_ARG as 'f32' | 'u8';
+const NO_FILTER = opt('filter', 'cema') === 'none';
 const JOB_TIMEOUT_MS = int('job-timeout-s', 1800) * 1000;
 const OUT = opt('out', quick ? 'bench/results/fleet-simulation-quick' : 'bench/results/fleet-simulation');
 // Made now, not after a run of many minutes: a missing folder once lost a whole run's results.
@@ -274,10 +282,18 @@ const add = (mode: string, dev: string, s: number, wrong: number, n: number) => 
 };
 const events: Record<string, number> = {};
 
+let everythingPngBytes = 0;
+async function pngBytes(p: UploadPayload): Promise<number> {
+  const t = tile(quantize(p.data).q, p.dims[0]!, p.dims.slice(1));
+  return (await sharp(t.pixels, { raw: { width: t.width, height: t.height, channels: t.channels as 1 | 3 } }).png({ compressionLevel: 9 }).toBuffer()).byteLength;
+}
+
 class RecordingLink implements CloudLink {
   constructor(private readonly inner: HttpCloudLink, private readonly keep: boolean) {}
   async upload(p: UploadPayload) {
     const r = await this.inner.upload(p);
+    // With a lossy codec, the lossless reference too: the 'everything' uploads as 8-bit PNGs (tiled as the JPEG is).
+    if (r.accepted && p.model === 'sim-all' && CODEC_ARG !== 'f32') everythingPngBytes += await pngBytes(p);
     if (r.accepted) {
       accepted.push({ model: p.model, device: p.device, round: p.round, samples: p.dims[0]!, bytes: 0 });
       if (this.keep && replayable.length < TPUT) replayable.push(p);
@@ -303,7 +319,8 @@ async function runDevice(mode: Mode, sp: Spec, s: number): Promise<void> {
   const bps = BUDGET * streamRate;
   const dev = new FleetDevice({
     base, link, model: mode.model, device: sp.id, uploadEvery: 1_000_000, now: () => clock.t, health: { window: 2 },
-    filter: mode.name === 'everything' ? everythingFilter : { ...filterBar, budget: { bytesPerSecond: bps, burstBytes: bps * R1 } },
+    filter: mode.name === 'everything' ? everythingFilter : { ...(NO_FILTER ? everythingFilter : filterBar), budget: { bytesPerSecond: bps, burstBytes: bps * R1 } },
+    ...(mode.name === 'filtered' ? { codec: CODEC } : {}),
   });
   try {
     const st = states.get(key);
@@ -360,13 +377,13 @@ await stopWorkers(mainWorkers);
 log(`loop done in ${loopSeconds.toFixed(0)} s`);
 
 // Device outcomes from their saved states.
-const deviceStats: Record<string, { uploads: number; uploadedBytes: number; everythingBytes: number; uploadedSamples: number; samples: number; onAdapter: number; rollbacks: number; failed: number; rejected: number }> = {};
+const deviceStats: Record<string, { uploads: number; uploadedBytes: number; everythingBytes: number; everythingU8Bytes: number; uploadedSamples: number; samples: number; onAdapter: number; rollbacks: number; failed: number; rejected: number }> = {};
 const finalVersions: { model: string; device: string; name: string; version: number }[] = [];
 for (const m of MODES) {
-  const a = { uploads: 0, uploadedBytes: 0, everythingBytes: 0, uploadedSamples: 0, samples: 0, onAdapter: 0, rollbacks: 0, failed: 0, rejected: 0 };
+  const a = { uploads: 0, uploadedBytes: 0, everythingBytes: 0, everythingU8Bytes: 0, uploadedSamples: 0, samples: 0, onAdapter: 0, rollbacks: 0, failed: 0, rejected: 0 };
   for (const sp of specs.slice(0, m.devices)) {
     const st = states.get(`${m.model}/${sp.id}`)!;
-    a.uploads += st.stats.uploads; a.uploadedBytes += st.stats.uploadedBytes; a.everythingBytes += st.stats.everythingBytes;
+    a.uploads += st.stats.uploads; a.uploadedBytes += st.stats.uploadedBytes; a.everythingBytes += st.stats.everythingBytes; a.everythingU8Bytes += st.stats.everythingU8Bytes;
     a.uploadedSamples += st.stats.uploadedSamples; a.samples += st.stats.samples;
     if (st.serving) { a.onAdapter++; finalVersions.push({ model: m.model, device: sp.id, name: st.serving.name, version: st.serving.version }); }
     for (const e of st.events) {
@@ -547,8 +564,10 @@ const md: string[] = [
   `| fleet, filtered (the ${CMP} compared devices) | ${errs.filtered!.map((_, s) => f1(subsetErr('filtered', s))).join(' | ')} |`,
   `| fleet, everything uploaded (the ${CMP}) | ${errs.everything!.map((e) => f1(pct(e))).join(' | ')} |`,
   ...Object.entries(baselineErr).map(([k, v]) => `| ${k} alone (the ${CMP}) | ${v.map((e) => f1(pct(e))).join(' | ')} |`), '',
-  '## Uploads', '', '| mode | devices | uploads | uploaded samples | uploaded bytes | everything bytes | fewer bytes | on an adapter at the end | rollbacks | failed | rejected |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-  ...MODES.map((m) => { const a = deviceStats[m.name]!; return `| ${m.name} | ${m.devices} | ${a.uploads} | ${a.uploadedSamples} of ${a.samples} | ${a.uploadedBytes} | ${a.everythingBytes} | ${(a.everythingBytes / a.uploadedBytes).toFixed(1)}× | ${a.onAdapter} | ${a.rollbacks} | ${a.failed} | ${a.rejected} |`; }), '',
+  '## Uploads', '', `'filtered' devices upload with codec ${CODEC_ARG}${NO_FILTER ? ', every sample kept (--filter none)' : ''}. "everything" bytes: every sample as float32; "at 8 bits": the same at 8 bits a value (lossless for 8-bit images), the reference for a lossy codec.`, '',
+  '| mode | devices | uploads | uploaded samples | uploaded bytes | everything bytes | fewer bytes | everything at 8 bits | fewer than 8-bit everything | on an adapter at the end | rollbacks | failed | rejected |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ...MODES.map((m) => { const a = deviceStats[m.name]!; return `| ${m.name} | ${m.devices} | ${a.uploads} | ${a.uploadedSamples} of ${a.samples} | ${a.uploadedBytes} | ${a.everythingBytes} | ${(a.everythingBytes / a.uploadedBytes).toFixed(1)}× | ${a.everythingU8Bytes} | ${(a.everythingU8Bytes / a.uploadedBytes).toFixed(1)}× | ${a.onAdapter} | ${a.rollbacks} | ${a.failed} | ${a.rejected} |`; }), '',
+  ...(everythingPngBytes ? [`The 'everything' mode's uploads as lossless 8-bit PNGs (the samples tiled as the JPEG codec tiles them, zlib level 9): ${everythingPngBytes} bytes, ${(everythingPngBytes / deviceStats.filtered!.uploadedBytes).toFixed(1)}× the 'filtered' devices' bytes (the same devices and segments: ${CMP === D ? 'all' : `the first ${CMP} of ${D}`}).`, ''] : []),
   `Loop: ${loopSeconds.toFixed(0)} s (segments ${roundSeconds.map((s) => s.toFixed(0)).join(', ')} s); this process (devices + cloud service) used ${result.loop.mainProcessCpuSeconds.toFixed(0)} CPU s; median job ${f1(result.loop.workerJobMsMedian)} ms over ${mainWorkerJobs.length} jobs.`, '',
   '## Cloud throughput', '', '| workers | uploads/s | jobs | jobs/s | × 1 worker | worker CPU s (each) | worker cores used | worker CPU ms/job | median job ms | machine cores busy | load 1-min |', '|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|',
   ...phases.map((p) => `| ${p.workers} | ${p.uploadsPerSecond.toFixed(1)} | ${p.jobs} | ${p.jobsPerSecond.toFixed(2)} | ${(p.jobsPerSecond / phases[0]!.jobsPerSecond).toFixed(2)}× | ${p.workerCpuSeconds.map((c) => c.toFixed(1)).join(', ')} | ${p.workerCoresUsed.toFixed(2)} | ${p.cpuMsPerJob.toFixed(0)} | ${p.jobMsMedian.toFixed(0)} | ${p.machineCoresBusy.toFixed(2)} | ${p.loadBefore.toFixed(1)} → ${p.loadAfter.toFixed(1)} |`), '',

@@ -18,7 +18,8 @@ import { softmaxRows } from '../tta/common.ts';
 import { withAdapterFiles, type AdapterFiles } from '../peft/files.ts';
 import { UploadFilter, type UploadFilterOptions, type UploadFilterState, type PoolItem } from './upload-filter.ts';
 import { ItemReservoir } from '../util/item-reservoir.ts';
-import { encodedUploadSize } from './upload-codec.ts';
+import { encodedUploadSize, encodeUploadAsync } from './upload-codec.ts';
+import { codecName, jpegable, type UploadCodec } from './upload-images.ts';
 import { FleetError, type CloudLink, type PushedAdapter, type UploadPayload } from './types.ts';
 
 /** Name of the pushed adapter inside the device's PeftModel (registry names may hold '.', '@'). */
@@ -78,6 +79,12 @@ export interface FleetDeviceOptions {
   now?: () => number;
   /** Sample dims without the batch dim. @default the model input's static dims */
   sampleDims?: number[];
+  /**
+   * How uploads travel (./upload-images.ts): 'f32', 'u8' (8 bits a value: 4× fewer bytes, lossless
+   * for 8-bit images), or { jpeg: quality } (the samples tiled in one JPEG; Node only, needs sharp).
+   * The budget counts the encoded bytes. @default 'f32'
+   */
+  codec?: UploadCodec;
 }
 
 export interface DevicePrediction {
@@ -107,8 +114,10 @@ export interface DeviceStats {
   uploads: number;
   uploadedSamples: number;
   uploadedBytes: number;
-  /** What uploading every sample in the same rounds would have cost. */
+  /** What uploading every sample in the same rounds would have cost, as float32. */
   everythingBytes: number;
+  /** The same at 8 bits a value ('u8', lossless for 8-bit images): the reference for a lossy codec. */
+  everythingU8Bytes: number;
 }
 
 interface HealthSummary { batches: number; entropy: number; confidence: number; labelled: number; accuracy: number | null; agreement: number | null }
@@ -166,11 +175,14 @@ class PlainAdapter implements Adapter {
 export class FleetDevice {
   readonly filter: UploadFilter;
   readonly events: DeviceEvent[] = [];
-  readonly stats: DeviceStats = { batches: 0, samples: 0, kept: 0, uploads: 0, uploadedSamples: 0, uploadedBytes: 0, everythingBytes: 0 };
+  readonly stats: DeviceStats = { batches: 0, samples: 0, kept: 0, uploads: 0, uploadedSamples: 0, uploadedBytes: 0, everythingBytes: 0, everythingU8Bytes: 0 };
   private readonly base: RefitModel;
   private readonly link: CloudLink;
   private readonly sampleDims: number[];
   private readonly sampleSize: number;
+  private readonly codec: 'f32' | 'u8' | 'jpeg';
+  /** With the JPEG codec: bytes a sample, learnt from the uploads so far (for the budget's estimate). */
+  private readonly jpeg: JpegSizes | null;
   private readonly uploadEvery: number;
   private readonly h: Required<HealthOptions>;
   private readonly now: () => number;
@@ -198,6 +210,13 @@ export class FleetDevice {
     if (!dims.length || !dims.every((d) => Number.isInteger(d) && d > 0)) throw new FleetError(`device: cannot tell the sample dims from input '${input.name}' (shape ${JSON.stringify(input.shape)}); pass sampleDims`);
     this.sampleDims = dims;
     this.sampleSize = dims.reduce((a, b) => a * b, 1);
+    try {
+      this.codec = codecName(o.codec);
+    } catch (e) {
+      throw new FleetError(`device: ${(e as Error).message}`);
+    }
+    if (this.codec === 'jpeg' && !jpegable(dims)) throw new FleetError(`device: the JPEG codec takes images [1 or 3, H, W], and this model's samples are [${dims.join(', ')}]; use 'u8'`);
+    this.jpeg = this.codec === 'jpeg' ? new JpegSizes(dims) : null;
     const out = o.base.outputs.find((x) => x.name === defaultLogits(o.base.outputs));
     const classes = typeof out?.shape?.[1] === 'number' ? out.shape[1] : undefined;
     if (o.filter instanceof UploadFilter) this.filter = o.filter;
@@ -320,30 +339,61 @@ export class FleetDevice {
     const batch = this.stats.batches;
     const round = this.round + 1;
     const meta = { model: this.o.model, device: this.o.device, round };
-    this.stats.everythingBytes += this.sinceUpload > 0 ? encodedUploadSize(meta, this.sinceUpload, this.sampleDims) : 0;
+    if (this.sinceUpload > 0) {
+      this.stats.everythingBytes += encodedUploadSize(meta, this.sinceUpload, this.sampleDims);
+      this.stats.everythingU8Bytes += encodedUploadSize(meta, this.sinceUpload, this.sampleDims, undefined, 'u8');
+    }
     this.sinceUpload = 0;
     if (!this.pool.length) return;
     const ranked = this.filter.rank(this.pool);
     // The kept samples and the budget set the upload's size; uniformShare only changes who fills it.
-    const { k, bytes } = this.filter.admit(ranked.length, (m) => encodedUploadSize(meta, m, this.sampleDims), this.now());
+    // A JPEG's size is known only once encoded: the budget is taken for an estimate, the upload
+    // shrunk until its JPEG fits that, and the rest given back.
+    if (this.jpeg && !this.jpeg.seen) { // the first JPEG upload: learn the bytes a sample from the top of the ranking (not sent)
+      try {
+        const probe = ranked.slice(0, 32);
+        this.jpeg.observe(probe.length, await this.encode(meta, probe));
+      } catch { /* the upload below reports it */ }
+    }
+    const size = (m: number) => (this.jpeg ? this.jpeg.estimate(meta, m) : encodedUploadSize(meta, m, this.sampleDims, undefined, this.codec as 'f32' | 'u8'));
+    let { k, bytes } = this.filter.admit(ranked.length, size, this.now());
     if (k === 0) {
       this.pool = this.filter.trim(ranked);
-      this.log({ batch, kind: 'upload-skipped', reason: `budget: ${this.filter.bucket?.available(this.now())} bytes available, one sample needs ${encodedUploadSize(meta, 1, this.sampleDims)}`, detail: { pending: this.pool.length } });
+      this.log({ batch, kind: 'upload-skipped', reason: `budget: ${this.filter.bucket?.available(this.now())} bytes available, one sample needs ${size(1)}`, detail: { pending: this.pool.length } });
       return;
     }
-    const chosen = this.filter.pick(ranked, this.uniform, k);
+    let chosen = this.filter.pick(ranked, this.uniform, k);
+    if (this.jpeg) {
+      const taken = bytes;
+      let encoded: number;
+      try {
+        encoded = await this.encode(meta, chosen);
+        while (encoded > taken && chosen.length > 1) {
+          chosen = chosen.slice(0, Math.max(1, Math.floor((chosen.length * taken) / encoded) - 1));
+          encoded = await this.encode(meta, chosen);
+        }
+      } catch (e) { // sharp missing or failing: nothing sent, the budget and the pool kept
+        this.filter.refund(taken);
+        this.pool = this.filter.trim(ranked);
+        this.log({ batch, kind: 'upload-failed', reason: (e as Error).message, detail: { samples: chosen.length } });
+        return;
+      }
+      if (encoded > taken) { // not even one sample fits what was taken
+        this.filter.refund(taken);
+        this.pool = this.filter.trim(ranked);
+        this.log({ batch, kind: 'upload-skipped', reason: `budget: one sample's JPEG needs ${encoded} bytes, ${taken} were available`, detail: { pending: this.pool.length } });
+        return;
+      }
+      this.filter.refund(taken - encoded);
+      this.jpeg.observe(chosen.length, encoded);
+      k = chosen.length;
+      bytes = encoded;
+    }
     const sent = new Set(chosen.map((c) => c.seq));
     this.pool = this.filter.trim(ranked.filter((it) => !sent.has(it.seq)));
     this.uniform.clear();
     this.round = round; // a round is used once, whatever the answer: rounds only increase
-    const payload: UploadPayload = {
-      ...meta,
-      dims: [k, ...this.sampleDims],
-      data: new Float32Array(k * this.sampleSize),
-      entropy: Float32Array.from(chosen, (c) => c.entropy),
-      predicted: Int32Array.from(chosen, (c) => c.predicted),
-    };
-    chosen.forEach((c, i) => payload.data.set(c.x, i * this.sampleSize));
+    const payload = this.payload(meta, chosen);
     try {
       const r = await this.link.upload(payload);
       if (!r.accepted) { this.log({ batch, kind: 'upload-rejected', reason: r.reason ?? 'rejected', detail: { round, samples: k, bytes } }); return; }
@@ -354,6 +404,25 @@ export class FleetDevice {
     } catch (e) {
       this.log({ batch, kind: 'upload-failed', reason: (e as Error).message, detail: { round, samples: k, bytes } });
     }
+  }
+
+  private payload(meta: { model: string; device: string; round: number }, chosen: readonly PoolItem<Float32Array>[]): UploadPayload {
+    const k = chosen.length;
+    const payload: UploadPayload = {
+      ...meta,
+      dims: [k, ...this.sampleDims],
+      data: new Float32Array(k * this.sampleSize),
+      entropy: Float32Array.from(chosen, (c) => c.entropy),
+      predicted: Int32Array.from(chosen, (c) => c.predicted),
+      ...(this.codec !== 'f32' ? { codec: this.o.codec! } : {}),
+    };
+    chosen.forEach((c, i) => payload.data.set(c.x, i * this.sampleSize));
+    return payload;
+  }
+
+  /** The encoded size of an upload of `chosen` (the link encodes the same payload to the same bytes). */
+  private async encode(meta: { model: string; device: string; round: number }, chosen: readonly PoolItem<Float32Array>[]): Promise<number> {
+    return (await encodeUploadAsync(this.payload(meta, chosen))).byteLength;
   }
 
   /**
@@ -589,3 +658,26 @@ function summarise(hs: BatchHealth[]): HealthSummary {
   return { batches: hs.length, entropy: n ? ent / n : 0, confidence: n ? conf / n : 0, labelled: lab, accuracy: lab ? cor / lab : null, agreement: agN ? ag / agN : null };
 }
 const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
+
+/**
+ * The budget's estimate of a JPEG upload's size before it is encoded: the 8-bit upload's header,
+ * plus samples at 1.25× the bytes a sample the earlier uploads took (before the first, what a probe
+ * of the top-ranked samples took; the 8-bit size if that failed). Increasing in the number of
+ * samples, as UploadFilter.admit needs.
+ */
+class JpegSizes {
+  private perSample: number;
+  constructor(private readonly dims: readonly number[]) {
+    this.perSample = dims.reduce((a, b) => a * b, 1);
+  }
+  estimate(meta: { model: string; device: string; round: number }, m: number): number {
+    const header = encodedUploadSize(meta, m, this.dims, undefined, 'u8') - m * this.dims.reduce((a, b) => a * b, 1);
+    return header + Math.ceil(1.25 * m * this.perSample);
+  }
+  observe(samples: number, bytes: number): void {
+    this.perSample = this.seen ? 0.7 * this.perSample + 0.3 * (bytes / samples) : bytes / samples;
+    this.seen = true;
+  }
+  /** Whether an encoded upload (or the first upload's probe) has set the estimate. */
+  seen = false;
+}

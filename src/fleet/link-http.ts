@@ -4,7 +4,7 @@
 // the cloud's considered answer and is never retried: an upload comes back { accepted: false,
 // reason }, anything else throws a FleetError carrying the cloud's message.
 import { FleetError, type CloudLink, type PushedAdapter, type UploadPayload } from './types.ts';
-import { encodeUpload } from './upload-codec.ts';
+import { encodeUploadAsync } from './upload-codec.ts';
 
 export interface HttpRetryOptions {
   /** Retries after the first try (connection errors and 5xx only). @default 4 */
@@ -80,7 +80,7 @@ export class HttpCloudLink implements CloudLink {
   }
 
   async upload(p: UploadPayload): Promise<{ accepted: boolean; reason?: string }> {
-    const bytes = encodeUpload(p);
+    const bytes = await encodeUploadAsync(p);
     const a = await request(this.o.url, `${this.path}/uploads`, {
       method: 'POST', headers: { ...this.auth, 'content-type': 'application/octet-stream' }, body: bytes as Uint8Array<ArrayBuffer>,
     }, this.o);

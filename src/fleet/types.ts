@@ -4,6 +4,7 @@
 // cloud code meet only at these interfaces, so each can be swapped (PostgreSQL or in-memory,
 // NATS JetStream or in-process) without touching the others.
 import type { AdapterRegistry, AdapterFiles } from '../registry/types.ts';
+import type { UploadCodec } from './upload-images.ts';
 
 /** Content-addressed bytes (uploads, adapter blobs). Keys are '/'-separated names checked by the store. */
 export interface BlobStore {
@@ -116,6 +117,11 @@ export interface UploadPayload {
   entropy?: Float32Array;
   /** Per-sample predicted class on the device. */
   predicted?: Int32Array;
+  /**
+   * How `data` travels (upload-images.ts): float32 (the default), 8 bits a value ('u8'), or one
+   * JPEG of the tiled images ({ jpeg: quality }; decoded uploads say { jpeg: 0 }, the quality unknown).
+   */
+  codec?: UploadCodec;
 }
 
 /** An adapter version the cloud publishes for a device. */

@@ -134,6 +134,16 @@ export class TokenBucket {
     return Math.floor(this.tokens);
   }
 
+  /**
+   * Give back part of what the last take spent (a JPEG upload takes an estimate, then returns what
+   * its encoded bytes did not use). Never above the burst; giving back no more than was taken keeps
+   * the bound above.
+   */
+  refund(bytes: number): void {
+    if (!(Number.isFinite(bytes) && bytes >= 0)) bad(`refund must be a finite byte count ≥ 0, got ${bytes}`);
+    this.tokens = Math.min(this.burst, this.tokens + bytes);
+  }
+
   /** Spend `bytes` at `tMs`; false (and nothing spent) when the bucket holds fewer. */
   take(bytes: number, tMs: number): boolean {
     this.refill(tMs);
@@ -351,6 +361,11 @@ export class UploadFilter {
     const bytes = bytesFor(lo);
     if (!this.bucket.take(bytes, tMs)) return { k: 0, bytes: 0 };
     return { k: lo, bytes };
+  }
+
+  /** Return unused bytes of the last admit to the budget (TokenBucket.refund); nothing without a budget. */
+  refund(bytes: number): void {
+    this.bucket?.refund(bytes);
   }
 
   state(): UploadFilterState {

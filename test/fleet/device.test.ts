@@ -11,7 +11,7 @@ import { adapterFiles, type AdapterFiles } from '../../src/peft/files.ts';
 import { parseSafetensors, serializeSafetensors } from '../../src/io/safetensors.ts';
 import { FleetDevice, type FleetDeviceOptions } from '../../src/fleet/device.ts';
 import { UploadFilter } from '../../src/fleet/upload-filter.ts';
-import { encodeUpload, decodeUpload } from '../../src/fleet/upload-codec.ts';
+import { encodeUploadAsync, decodeUpload } from '../../src/fleet/upload-codec.ts';
 import type { CloudLink, PushedAdapter, UploadPayload } from '../../src/fleet/types.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { ContinualAdapter } from '../../src/continual/adapter.ts';
@@ -33,16 +33,17 @@ const xOf = (b: StreamBatch): Tensor => ({ dtype: 'float32', dims: [b.size, 1, 2
 
 /** The cloud, in process: records uploads (with the device clock) and pushes whatever `next` holds. */
 class FakeLink implements CloudLink {
-  uploads: { p: UploadPayload; t: number; bytes: number }[] = [];
+  uploads: { p: UploadPayload; t: number; bytes: number; decoded: UploadPayload }[] = [];
   reports: ({ name: string; version: number } | null)[] = [];
   next: PushedAdapter | undefined;
   fetched: ({ name: string; version: number } | null)[] = [];
   constructor(private clock: () => number = () => 0) {}
   async upload(p: UploadPayload) {
     // What the HTTP route does with it: encode, decode with the model's sample dims.
-    const bytes = encodeUpload(p);
-    decodeUpload(bytes, { sampleDims: [1, 28, 28], model: 'fmnist-cnn', device: 'cam-7' });
-    this.uploads.push({ p, t: this.clock(), bytes: bytes.byteLength });
+    const t = this.clock(); // when the device sent it (encoding below awaits)
+    const bytes = await encodeUploadAsync(p);
+    const decoded = decodeUpload(bytes, { sampleDims: [1, 28, 28], model: 'fmnist-cnn', device: 'cam-7' });
+    this.uploads.push({ p, t, bytes: bytes.byteLength, decoded });
     return { accepted: true };
   }
   async fetchAdapter(current: { name: string; version: number } | null) {
@@ -407,4 +408,41 @@ test('uniformShare: uploads also carry samples the bars dropped, half of each up
   assert.equal(p.dims[0], dev.stats.kept, 'as many samples as the filter kept (no budget)');
   assert.ok(dropped > 0 && dropped <= Math.round(p.dims[0]! / 2), `${dropped} of ${p.dims[0]} uploaded samples were below E_min`);
   await dev.release();
+});
+
+test('codecs: 8-bit and JPEG uploads keep the budget over every window and carry more samples under it', async () => {
+  const rate = 6_000, burst = 12_000;
+  const run = async (codec: FleetDeviceOptions['codec']) => {
+    let t = 0;
+    const link = new FakeLink(() => t);
+    const dev = device(link, { codec, now: () => t, filter: { budget: { bytesPerSecond: rate, burstBytes: burst }, warmupSamples: 64, seed: 2 } });
+    for (const b of batches) {
+      await dev.predict(xOf(b));
+      await dev.flush(); // each upload at its batch's time: a JPEG's encoding would otherwise queue them to the end
+      t += 1000;
+    }
+    await dev.uploadNow();
+    const ups = link.uploads;
+    for (let i = 0; i < ups.length; i++) {
+      let sum = 0;
+      for (let j = i; j < ups.length; j++) {
+        sum += ups[j]!.bytes;
+        assert.ok(sum <= burst + rate * (ups[j]!.t - ups[i]!.t) / 1000, `${JSON.stringify(codec)}: uploads ${i}..${j}: ${sum} bytes`);
+      }
+    }
+    assert.equal(dev.stats.uploadedBytes, ups.reduce((a, u) => a + u.bytes, 0), 'counted bytes are the encoded bytes');
+    let err = 0, n = 0;
+    for (const u of ups) for (let i = 0; i < u.p.data.length; i++) { err += Math.abs(u.decoded.data[i]! - u.p.data[i]!); n++; }
+    const stats = { ...dev.stats };
+    await dev.release();
+    return { samples: stats.uploadedSamples, kept: stats.kept, meanError: err / Math.max(1, n), stats };
+  };
+  const f32 = await run('f32'), u8 = await run('u8'), jpeg = await run({ jpeg: 50 });
+  assert.equal(f32.meanError, 0);
+  assert.ok(u8.meanError < 1 / 255, `8 bits: mean error ${u8.meanError}`);
+  assert.ok(jpeg.meanError < 0.06, `JPEG: mean error ${jpeg.meanError}`);
+  assert.ok(u8.samples > 2 * f32.samples, `8 bits: ${u8.samples} samples against float32's ${f32.samples}`);
+  assert.ok(jpeg.samples > u8.samples || jpeg.samples === jpeg.kept, `JPEG: ${jpeg.samples} samples against 8 bits' ${u8.samples} (kept ${jpeg.kept})`);
+  assert.ok(Math.abs(u8.stats.everythingBytes / u8.stats.everythingU8Bytes - 4) < 0.1, 'the 8-bit reference is a quarter of float32');
+  await assert.rejects(async () => device(new FakeLink(), { codec: { jpeg: 0 } }), /upload codec must be 'f32', 'u8' or \{ jpeg: quality 1–100 \}/);
 });

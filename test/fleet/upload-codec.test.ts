@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { encodeUpload, decodeUpload, encodedUploadSize } from '../../src/fleet/upload-codec.ts';
+import { encodeUpload, encodeUploadAsync, decodeUpload, encodedUploadSize } from '../../src/fleet/upload-codec.ts';
 import { FleetError, type UploadPayload } from '../../src/fleet/types.ts';
-import { serializeSafetensors } from '../../src/io/safetensors.ts';
+import { serializeSafetensors, parseSafetensors } from '../../src/io/safetensors.ts';
 
 const dims = [1, 4, 4];
 function payload(n = 3): UploadPayload {
@@ -142,4 +142,51 @@ test('encodedUploadSize is the exact encoded length', () => {
       assert.equal(encodedUploadSize(p, n, dims, { predicted: true }), encodeUpload(noEntropy).byteLength);
     }
   }
+});
+
+test('codecs: 8 bits and JPEG round trip within their precision; sizes known before encoding for 8 bits', async () => {
+  const p = payload(5);
+  const u8 = encodeUpload({ ...p, codec: 'u8' });
+  assert.equal(u8.byteLength, encodedUploadSize(p, 5, dims, undefined, 'u8'), 'the 8-bit size is exact before encoding');
+  const back = decodeUpload(u8, opts);
+  assert.equal(back.codec, 'u8');
+  const span = 79 / 7; // the payload's values run from 0 to 79/7
+  back.data.forEach((v, i) => assert.ok(Math.abs(v - p.data[i]!) <= span / 510 + 1e-6, `value ${i}: ${v} against ${p.data[i]}`));
+  assert.deepEqual([back.entropy, back.predicted, back.dims], [p.entropy, p.predicted, p.dims]);
+  // JPEG: 40 smooth 16×16 grey images and 3 RGB ones; normalised values (outside [0, 1]) travel too.
+  for (const [C, n] of [[1, 40], [3, 3]] as const) {
+    const sd = [C, 16, 16];
+    const data = Float32Array.from({ length: n * C * 256 }, (_, i) => 2 * Math.sin((i % 16) / 5 + Math.floor(i / 256)) * Math.cos(Math.floor(i / 16) % 16 / 4) - 0.5);
+    const q: UploadPayload = { model: 'fmnist', device: 'cam-1', round: 2, dims: [n, ...sd], data, codec: { jpeg: 75 } };
+    const bytes = await encodeUploadAsync(q);
+    const j = decodeUpload(bytes, { sampleDims: sd });
+    assert.deepEqual(j.dims, [n, ...sd]);
+    let err = 0;
+    j.data.forEach((v, i) => { err += Math.abs(v - data[i]!); });
+    assert.ok(err / data.length < 0.05, `C ${C}: mean error ${err / data.length} on values spanning 4`);
+    assert.ok(bytes.byteLength < encodedUploadSize(q, n, sd, undefined, 'u8'), 'smaller than 8 bits');
+  }
+  assert.throws(() => encodeUpload({ ...p, codec: { jpeg: 50 } }), /encodes asynchronously; use encodeUploadAsync/);
+  await assert.rejects(encodeUploadAsync({ model: 'm', device: 'd', round: 1, dims: [2, 8], data: new Float32Array(16), codec: { jpeg: 50 } }), /JPEG codec takes images \[1 or 3, H, W\], got samples \[8\]/);
+});
+
+test('codecs: bad metadata, a damaged JPEG or one of the wrong size are refused as invalid', async () => {
+  const p = payload(2);
+  const f = parseSafetensors(encodeUpload({ ...p, codec: 'u8' }), 'u8');
+  const x = f.tensors.get('x')!;
+  const m = f.metadata!;
+  rejects(serializeSafetensors({ x }, { ...m, x_codec: 'png' }), /x_codec is "png", expected 'u8' or 'jpeg'/);
+  rejects(serializeSafetensors({ x }, { ...m, x_min: '0.5' }), /x_min and x_max must be float32 bits in 8 hex digits/);
+  rejects(serializeSafetensors({ x }, { ...m, x_min: '7f800000' }), /must be finite with x_min ≤ x_max/); // +Infinity
+  rejects(serializeSafetensors({ x }, { ...m, x_n: '3' }), /x_n is 3, but tensor 'x' holds 2 samples/);
+  rejects(serializeSafetensors({ x: { dtype: 'float32', dims: [2, ...dims], data: p.data } }, m), /dtype "F32", expected U8/);
+  const sd = [1, 16, 16];
+  const q: UploadPayload = { model: 'fmnist', device: 'cam-1', round: 2, dims: [20, ...sd], data: new Float32Array(20 * 256).map((_, i) => (i % 7) / 7), codec: { jpeg: 50 } };
+  const j = parseSafetensors(await encodeUploadAsync(q), 'jpeg');
+  const jpg = j.tensors.get('x_jpeg')!;
+  const damaged = { ...jpg, data: (jpg.data as Uint8Array).slice(0, 40), dims: [40] };
+  rejects(serializeSafetensors({ x_jpeg: damaged }, j.metadata!), /tensor 'x_jpeg': not a JPEG it can decode/, { sampleDims: sd });
+  rejects(serializeSafetensors({ x_jpeg: jpg }, { ...j.metadata!, x_n: '40' }), /the JPEG is 256×32, but 40 samples of 16×16 tile to 256×48/, { sampleDims: sd });
+  rejects(serializeSafetensors({ x_jpeg: jpg }, j.metadata!), /a JPEG upload needs image samples \[1 or 3, H, W\]; this model's are \[256\]/, { sampleDims: [256] });
+  rejects(serializeSafetensors({ x_jpeg: jpg, x: { dtype: 'uint8', dims: [20, ...sd], data: new Uint8Array(20 * 256) } }, j.metadata!), /tensor 'x' does not go with codec jpeg/, { sampleDims: sd });
 });
