@@ -63,7 +63,8 @@ const singles = opt('single', 'tent').split(',').filter(Boolean);
 // --codec: how an upload's images travel. f32 (upload-codec's float32, the default), u8 (8 bits a
 // pixel, rounded), png (u8 tiled into one lossless PNG per upload), jpeg:Q (u8 tiled into one JPEG
 // of quality Q per upload by sharp's mozjpeg; the cloud trains on the decoded, lossy images),
-// jpegjs:Q (the same by jpeg-js, pure JavaScript), webp:Q and avif:Q (sharp's WebP and AVIF). Bytes count the images
+// jpegjs:Q (the same by jpeg-js, pure JavaScript), webp:Q and avif:Q (sharp's WebP and AVIF),
+// webpll (lossless WebP). Bytes count the images
 // so encoded plus upload-codec's header and 8 bytes a sample of entropy and prediction.
 const CODEC = opt('codec', 'f32');
 const tag = opt('tag', '');
@@ -156,7 +157,8 @@ async function encodeImages(x: Float32Array, n: number): Promise<{ data: Float32
   const enc = kind === 'png' ? await img.png({ compressionLevel: 9 }).toBuffer()
     : kind === 'jpeg' ? await img.jpeg({ quality: Number(q), mozjpeg: true }).toBuffer()
       : kind === 'webp' ? await img.webp({ quality: Number(q), effort: 6 }).toBuffer()
-        : kind === 'avif' ? await img.avif({ quality: Number(q), effort: 4 }).toBuffer() : null;
+        : kind === 'avif' ? await img.avif({ quality: Number(q), effort: 4 }).toBuffer()
+          : kind === 'webpll' ? await img.webp({ lossless: true, effort: 6 }).toBuffer() : null;
   if (!enc) throw new Error(`--codec ${CODEC}: expected f32, u8, png or jpeg:Q`);
   const back = await sharp(enc).greyscale().raw().toBuffer();
   const data = new Float32Array(x.length);
