@@ -39,6 +39,7 @@ import type { Teacher } from '../src/fleet/teacher.ts';
 import { makeTeacher, type TeacherChoice } from '../src/fleet/consolidator.ts';
 import { UploadFilter, type PoolItem } from '../src/fleet/upload-filter.ts';
 import { encodedUploadSize } from '../src/fleet/upload-codec.ts';
+import { tile, untile } from '../src/fleet/upload-images.ts';
 import { testData, validationData } from './continual/lib.ts';
 import { demoAdapter } from '../src/cli/demo.ts';
 import { withFeaturesFor } from '../src/cli/common.ts';
@@ -137,33 +138,25 @@ async function encodeImages(x: Float32Array, n: number): Promise<{ data: Float32
   if (CODEC === 'f32') return { data: x, bytes: 4 * x.length };
   const u8 = Uint8Array.from(x, (v) => Math.round(Math.min(1, Math.max(0, v)) * 255));
   if (CODEC === 'u8') return { data: Float32Array.from(u8, (v) => v / 255), bytes: u8.length };
-  // Tiled 16 images a row into one grey image.
-  const [, H, W] = SAMPLE as [number, number, number];
-  const cols = Math.min(16, n), rows = Math.ceil(n / cols);
-  const tile = new Uint8Array(rows * H * cols * W);
-  for (let k = 0; k < n; k++) for (let y = 0; y < H; y++) tile.set(u8.subarray(k * H * W + y * W, k * H * W + (y + 1) * W), ((Math.floor(k / cols) * H + y) * cols + (k % cols)) * W);
+  // Tiled into one grey image, as the device's codec tiles (src/fleet/upload-images.ts).
+  const t = tile(u8, n, SAMPLE);
+  const back = (pixels: ArrayLike<number>, stride: number) => Float32Array.from(untile(pixels, stride, n, SAMPLE), (v) => v / 255);
   const [kind, q] = CODEC.split(':');
   if (kind === 'jpegjs') {
     // jpeg-js (pure JavaScript, as a browser or any device can run it), RGB with R = G = B.
-    const rgba = new Uint8Array(tile.length * 4);
-    tile.forEach((v, i) => rgba.set([v, v, v, 255], 4 * i));
-    const enc = jpeg.encode({ data: rgba, width: cols * W, height: rows * H }, Number(q)).data;
-    const back = jpeg.decode(enc, { useTArray: true, formatAsRGBA: true }).data;
-    const data = new Float32Array(x.length);
-    for (let k = 0; k < n; k++) for (let y = 0; y < H; y++) for (let c = 0; c < W; c++) data[k * H * W + y * W + c] = back[4 * (((Math.floor(k / cols) * H + y) * cols + (k % cols)) * W + c)]! / 255;
-    return { data, bytes: enc.byteLength };
+    const rgba = new Uint8Array(t.pixels.length * 4);
+    t.pixels.forEach((v, i) => rgba.set([v, v, v, 255], 4 * i));
+    const enc = jpeg.encode({ data: rgba, width: t.width, height: t.height }, Number(q)).data;
+    return { data: back(jpeg.decode(enc, { useTArray: true, formatAsRGBA: true }).data, 4), bytes: enc.byteLength };
   }
-  const img = sharp(tile, { raw: { width: cols * W, height: rows * H, channels: 1 } });
+  const img = sharp(t.pixels, { raw: { width: t.width, height: t.height, channels: 1 } });
   const enc = kind === 'png' ? await img.png({ compressionLevel: 9 }).toBuffer()
     : kind === 'jpeg' ? await img.jpeg({ quality: Number(q), mozjpeg: true }).toBuffer()
       : kind === 'webp' ? await img.webp({ quality: Number(q), effort: 6 }).toBuffer()
         : kind === 'avif' ? await img.avif({ quality: Number(q), effort: 4 }).toBuffer()
           : kind === 'webpll' ? await img.webp({ lossless: true, effort: 6 }).toBuffer() : null;
-  if (!enc) throw new Error(`--codec ${CODEC}: expected f32, u8, png or jpeg:Q`);
-  const back = await sharp(enc).greyscale().raw().toBuffer();
-  const data = new Float32Array(x.length);
-  for (let k = 0; k < n; k++) for (let y = 0; y < H; y++) for (let c = 0; c < W; c++) data[k * H * W + y * W + c] = back[((Math.floor(k / cols) * H + y) * cols + (k % cols)) * W + c]! / 255;
-  return { data, bytes: enc.byteLength };
+  if (!enc) throw new Error(`--codec ${CODEC}: expected f32, u8, png, jpeg:Q, jpegjs:Q, webp:Q, avif:Q or webpll`);
+  return { data: back(await sharp(enc).greyscale().raw().toBuffer(), 1), bytes: enc.byteLength };
 }
 
 const t0 = performance.now();

@@ -40,16 +40,38 @@ export function dequantize(q: Uint8Array, min: number, max: number): Float32Arra
   return Float32Array.from(q, (v) => min + (v / 255) * span);
 }
 
-/** n samples [C, H, W] (C 1 or 3) as one image TILE_COLS samples wide, interleaved channels. */
-export function tile(q: Uint8Array, n: number, [C, H, W]: readonly number[]): { pixels: Uint8Array; width: number; height: number; channels: number } {
-  const cols = Math.min(TILE_COLS, n), rows = Math.ceil(n / cols);
-  const width = cols * W!, height = rows * H!;
-  const pixels = new Uint8Array(width * height * C!);
+/** Where n samples of W×H go in the tiled image: TILE_COLS to a row. */
+function tileLayout(n: number, H: number, W: number): { cols: number; width: number; height: number } {
+  const cols = Math.min(TILE_COLS, n);
+  return { cols, width: cols * W, height: Math.ceil(n / cols) * H };
+}
+
+/**
+ * Visit every value of n samples [C, H, W]: `at(i, p)` with i its index in the samples and p its
+ * pixel's index in the tiled image (row-major, `width` wide). tile and untile are its two directions.
+ */
+function eachTiled(n: number, [C, H, W]: readonly number[], at: (i: number, p: number, c: number) => void): void {
+  const { cols, width } = tileLayout(n, H!, W!);
   for (let k = 0; k < n; k++) {
     const x0 = (k % cols) * W!, y0 = Math.floor(k / cols) * H!;
-    for (let c = 0; c < C!; c++) for (let y = 0; y < H!; y++) for (let x = 0; x < W!; x++) pixels[((y0 + y) * width + x0 + x) * C! + c] = q[((k * C! + c) * H! + y) * W! + x]!;
+    for (let c = 0; c < C!; c++) for (let y = 0; y < H!; y++) for (let x = 0; x < W!; x++) at(((k * C! + c) * H! + y) * W! + x, (y0 + y) * width + x0 + x, c);
   }
-  return { pixels, width, height, channels: C! };
+}
+
+/** n samples [C, H, W] (C 1 or 3) as one image TILE_COLS samples wide, interleaved channels. */
+export function tile(q: Uint8Array, n: number, dims: readonly number[]): { pixels: Uint8Array; width: number; height: number; channels: number } {
+  const C = dims[0]!;
+  const { width, height } = tileLayout(n, dims[1]!, dims[2]!);
+  const pixels = new Uint8Array(width * height * C);
+  eachTiled(n, dims, (i, p, c) => { pixels[p * C + c] = q[i]!; });
+  return { pixels, width, height, channels: C };
+}
+
+/** The n samples [C, H, W] back from a tiled image whose pixels are `stride` values apart (channel c at offset c). */
+export function untile(pixels: ArrayLike<number>, stride: number, n: number, dims: readonly number[]): Uint8Array {
+  const q = new Uint8Array(n * dims[0]! * dims[1]! * dims[2]!);
+  eachTiled(n, dims, (i, p, c) => { q[i] = pixels[p * stride + c]!; });
+  return q;
 }
 
 /** The JPEG of the tiled samples (sharp, loaded on first use: it is Node only). */
@@ -68,22 +90,18 @@ export async function encodeJpeg(q: Uint8Array, n: number, sampleDims: readonly 
 }
 
 /** The 8-bit samples back from a tiled JPEG; throws with the reason when it is not what was declared. */
-export function decodeJpeg(bytes: Uint8Array, n: number, [C, H, W]: readonly number[]): Uint8Array {
-  const cols = Math.min(TILE_COLS, n), rows = Math.ceil(n / cols);
+export function decodeJpeg(bytes: Uint8Array, n: number, dims: readonly number[]): Uint8Array {
+  const [, H, W] = dims as [number, number, number];
+  const { width, height } = tileLayout(n, H, W);
   let img;
   try {
     // Refused before its pixels are allocated when it claims more than the declared samples tile to.
-    img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true, maxResolutionInMP: Math.min(MAX_JPEG_PIXELS, cols * W! * rows * H!) / 1e6 + 1e-6, maxMemoryUsageInMB: 512 });
+    img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true, maxResolutionInMP: Math.min(MAX_JPEG_PIXELS, width * height) / 1e6 + 1e-6, maxMemoryUsageInMB: 512 });
   } catch (e) {
     throw new Error(`not a JPEG it can decode (${(e as Error).message})`);
   }
-  if (img.width !== cols * W! || img.height !== rows * H!) throw new Error(`the JPEG is ${img.width}×${img.height}, but ${n} samples of ${W}×${H} tile to ${cols * W!}×${rows * H!}`);
-  const q = new Uint8Array(n * C! * H! * W!);
-  for (let k = 0; k < n; k++) {
-    const x0 = (k % cols) * W!, y0 = Math.floor(k / cols) * H!;
-    for (let c = 0; c < C!; c++) for (let y = 0; y < H!; y++) for (let x = 0; x < W!; x++) q[((k * C! + c) * H! + y) * W! + x] = img.data[4 * ((y0 + y) * img.width + x0 + x) + c]!;
-  }
-  return q;
+  if (img.width !== width || img.height !== height) throw new Error(`the JPEG is ${img.width}×${img.height}, but ${n} samples of ${W}×${H} tile to ${width}×${height}`);
+  return untile(img.data, 4, n, dims);
 }
 
 /** Whether samples of these dims can travel as a JPEG: images [1|3, H, W]. */
