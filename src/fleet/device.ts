@@ -666,12 +666,14 @@ const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
  * samples, as UploadFilter.admit needs.
  */
 class JpegSizes {
+  /** Bytes a sample at 8 bits, the estimate before any JPEG was seen. */
+  private readonly u8PerSample: number;
   private perSample: number;
   constructor(private readonly dims: readonly number[]) {
-    this.perSample = dims.reduce((a, b) => a * b, 1);
+    this.u8PerSample = this.perSample = dims.reduce((a, b) => a * b, 1);
   }
   estimate(meta: { model: string; device: string; round: number }, m: number): number {
-    const header = encodedUploadSize(meta, m, this.dims, undefined, 'u8') - m * this.dims.reduce((a, b) => a * b, 1);
+    const header = encodedUploadSize(meta, m, this.dims, undefined, 'u8') - m * this.u8PerSample;
     return header + Math.ceil(1.25 * m * this.perSample);
   }
   observe(samples: number, bytes: number): void {

@@ -119,7 +119,7 @@ export interface UploadPayload {
   predicted?: Int32Array;
   /**
    * How `data` travels (upload-images.ts): float32 (the default), 8 bits a value ('u8'), or one
-   * JPEG of the tiled images ({ jpeg: quality }; decoded uploads say { jpeg: 0 }, the quality unknown).
+   * JPEG of the tiled images ({ jpeg: quality }); a decoded upload says how it came.
    */
   codec?: UploadCodec;
 }

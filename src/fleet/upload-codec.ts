@@ -6,7 +6,8 @@
 //   entropy    float32 [n]   (optional)
 //   predicted  int32   [n]   (optional)
 //   __metadata__ { format: 'refit.fleet.upload', version: '1', model, device, round,
-//                  and for 'u8' and jpeg: x_codec, x_min, x_max (float32 bits in 8 hex digits), x_n }
+//                  and for 'u8' and jpeg: x_codec, x_min, x_max (float32 bits in 8 hex digits), x_n;
+//                  for jpeg also x_quality }
 // Decoding is the cloud's first line of defence against a bad device: every field is checked
 // before anything is built, and every failure is a FleetError('invalid') naming what was wrong.
 import { parseSafetensors, serializeSafetensors } from '../io/safetensors.ts';
@@ -78,8 +79,9 @@ export async function encodeUploadAsync(p: UploadPayload): Promise<Uint8Array> {
   const sample = p.dims.slice(1);
   if (!jpegable(sample)) throw new FleetError(`upload: the JPEG codec takes images [1 or 3, H, W], got samples [${sample.join(', ')}]`, 'invalid');
   const { q, min, max } = quantize(p.data);
-  const bytes = await encodeJpeg(q, p.dims[0]!, sample, (p.codec as { jpeg: number }).jpeg);
-  return pack(p, ['x_jpeg', { dtype: 'uint8', dims: [bytes.length], data: bytes }], { x_codec: 'jpeg', x_min: f32hex(min), x_max: f32hex(max), x_n: String(p.dims[0]) });
+  const quality = (p.codec as { jpeg: number }).jpeg;
+  const bytes = await encodeJpeg(q, p.dims[0]!, sample, quality);
+  return pack(p, ['x_jpeg', { dtype: 'uint8', dims: [bytes.length], data: bytes }], { x_codec: 'jpeg', x_min: f32hex(min), x_max: f32hex(max), x_n: String(p.dims[0]), x_quality: String(quality) });
 }
 
 function pack(p: UploadPayload, x: [string, Tensor], meta: Record<string, string> = {}): Uint8Array {
@@ -156,6 +158,8 @@ export function decodeUpload(bytes: Uint8Array, opts: DecodeUploadOptions): Uplo
     nDeclared = /^[1-9][0-9]{0,8}$/.test(m.x_n as string ?? '') ? Number(m.x_n) : NaN;
     if (!Number.isSafeInteger(nDeclared)) bad(`__metadata__.x_n must be the number of samples, got ${JSON.stringify(m.x_n)}`);
   }
+  const quality = codec === 'jpeg' && /^([1-9][0-9]?|100)$/.test(m.x_quality as string ?? '') ? Number(m.x_quality) : NaN;
+  if (codec === 'jpeg' && Number.isNaN(quality)) bad(`__metadata__.x_quality must be the JPEG quality 1–100, got ${JSON.stringify(m.x_quality)}`);
   if (m.format !== UPLOAD_FORMAT) bad(`__metadata__.format is ${JSON.stringify(m.format)}, expected '${UPLOAD_FORMAT}'`);
   if (m.version !== UPLOAD_FORMAT_VERSION) bad(`__metadata__.version is ${JSON.stringify(m.version)}, this build reads version ${UPLOAD_FORMAT_VERSION}`);
   const round = /^[1-9][0-9]{0,15}$/.test(m.round as string ?? '') ? Number(m.round) : NaN;
@@ -234,5 +238,5 @@ export function decodeUpload(bytes: Uint8Array, opts: DecodeUploadOptions): Uplo
   const predicted = file!.tensors.get('predicted')?.data as Int32Array | undefined;
   const classes = opts.classes ?? 2 ** 31 - 1;
   if (predicted) for (let i = 0; i < n; i++) if (predicted[i]! < 0 || predicted[i]! >= classes) bad(`tensor 'predicted' has ${predicted[i]} at index ${i}, expected a class index in [0, ${classes})`);
-  return { model: model!, device: device!, round, dims: [...xs], data, ...(entropy ? { entropy } : {}), ...(predicted ? { predicted } : {}), ...(codec !== 'f32' ? { codec: codec === 'u8' ? 'u8' as const : { jpeg: 0 } } : {}) };
+  return { model: model!, device: device!, round, dims: [...xs], data, ...(entropy ? { entropy } : {}), ...(predicted ? { predicted } : {}), ...(codec !== 'f32' ? { codec: codec === 'u8' ? 'u8' as const : { jpeg: quality } } : {}) };
 }

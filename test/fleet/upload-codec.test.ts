@@ -161,6 +161,7 @@ test('codecs: 8 bits and JPEG round trip within their precision; sizes known bef
     const bytes = await encodeUploadAsync(q);
     const j = decodeUpload(bytes, { sampleDims: sd });
     assert.deepEqual(j.dims, [n, ...sd]);
+    assert.deepEqual(j.codec, { jpeg: 75 }, 'a decoded upload says how it came');
     let err = 0;
     j.data.forEach((v, i) => { err += Math.abs(v - data[i]!); });
     assert.ok(err / data.length < 0.05, `C ${C}: mean error ${err / data.length} on values spanning 4`);
@@ -186,6 +187,7 @@ test('codecs: bad metadata, a damaged JPEG or one of the wrong size are refused 
   const jpg = j.tensors.get('x_jpeg')!;
   const damaged = { ...jpg, data: (jpg.data as Uint8Array).slice(0, 40), dims: [40] };
   rejects(serializeSafetensors({ x_jpeg: damaged }, j.metadata!), /tensor 'x_jpeg': not a JPEG it can decode/, { sampleDims: sd });
+  rejects(serializeSafetensors({ x_jpeg: jpg }, { ...j.metadata!, x_quality: '0' }), /x_quality must be the JPEG quality 1–100, got "0"/, { sampleDims: sd });
   rejects(serializeSafetensors({ x_jpeg: jpg }, { ...j.metadata!, x_n: '40' }), /the JPEG is 256×32, but 40 samples of 16×16 tile to 256×48/, { sampleDims: sd });
   rejects(serializeSafetensors({ x_jpeg: jpg }, j.metadata!), /a JPEG upload needs image samples \[1 or 3, H, W\]; this model's are \[256\]/, { sampleDims: [256] });
   rejects(serializeSafetensors({ x_jpeg: jpg, x: { dtype: 'uint8', dims: [20, ...sd], data: new Uint8Array(20 * 256) } }, j.metadata!), /tensor 'x' does not go with codec jpeg/, { sampleDims: sd });
