@@ -121,12 +121,17 @@ export function scoreLogits(logits: Float32Array, C: number, labels: ArrayLike<n
 }
 
 /** Loss and accuracy of the model on a labelled dataset, in batches (inference only). */
-export async function evaluateSet(model: RefitModel, io: ModelIO, ds: Dataset, idx: number[], batchSize: number, onBatch?: (done: number) => void): Promise<{ loss: number; accuracy: number; samples: number }> {
+export function evaluateSet(model: RefitModel, io: ModelIO, ds: Dataset, idx: number[], batchSize: number, onBatch?: (done: number) => void): Promise<{ loss: number; accuracy: number; samples: number }> {
+  return evaluateBatches(model, io.logits, idx, batchSize, (part) => ({ [io.spec.input]: batchOf(ds, part).x }), (i) => ds.labels![i]!, onBatch);
+}
+
+/** Loss and accuracy over `[N, classes]` logits of samples `idx`, fed `feeds(part)` a batch at a time, against `label(i)`. */
+export async function evaluateBatches(model: RefitModel, logits: string, idx: number[], batchSize: number, feeds: (part: number[]) => Record<string, Tensor>, label: (i: number) => number, onBatch?: (done: number) => void): Promise<{ loss: number; accuracy: number; samples: number }> {
   let lossSum = 0, correct = 0;
   for (let s = 0; s < idx.length; s += batchSize) {
-    const b = batchOf(ds, idx.slice(s, s + batchSize));
-    const out = (await model.run({ [io.spec.input]: b.x }, { outputs: [io.logits] }))[io.logits]!;
-    const r = scoreLogits(out.data as Float32Array, out.dims[out.dims.length - 1]!, Array.from(b.y!.data as BigInt64Array, Number));
+    const part = idx.slice(s, s + batchSize);
+    const out = (await model.run(feeds(part), { outputs: [logits] }))[logits]!;
+    const r = scoreLogits(out.data as Float32Array, out.dims[out.dims.length - 1]!, part.map(label));
     lossSum += r.lossSum;
     correct += r.correct;
     onBatch?.(Math.min(s + batchSize, idx.length));

@@ -6,7 +6,7 @@ import { i64 } from '../onnx/tensor.ts';
 import { crossEntropy } from '../train/losses.ts';
 import { defaultLogits } from '../tta/types.ts';
 import { readLabels } from './data-files.ts';
-import { scoreLogits } from './common.ts';
+import { scoreLogits, evaluateBatches } from './common.ts';
 import { tokenInputs, readTokenIds, tokenFeeds } from './token-inputs.ts';
 import type { TrainTask } from './train-task.ts';
 
@@ -41,17 +41,6 @@ export function sequenceClassifyTask(model: RefitModel, o: SequenceClassifyOptio
     loss: crossEntropy({ logits, labels: 'refit_labels' }),
     feeds: (idx) => ({ ...feeds(idx), refit_labels: i64([idx.length], idx.map((i) => labels[i]!)) }),
     score: (z, idx) => ({ correct: scoreOf(z.data as Float32Array, idx).correct, scored: idx.length }),
-    async evaluate(m, idx, bs, onBatch) {
-      let lossSum = 0, correct = 0;
-      for (let s = 0; s < idx.length; s += bs) {
-        const part = idx.slice(s, s + bs);
-        const z = (await m.run(feeds(part), { outputs: [logits] }))[logits]!;
-        const r = scoreOf(z.data as Float32Array, part);
-        lossSum += r.lossSum;
-        correct += r.correct;
-        onBatch?.(Math.min(s + bs, idx.length));
-      }
-      return { loss: lossSum / Math.max(1, idx.length), accuracy: correct / Math.max(1, idx.length) };
-    },
+    evaluate: (m, idx, bs, onBatch) => evaluateBatches(m, logits, idx, bs, feeds, (i) => labels[i]!, onBatch),
   };
 }
