@@ -6,7 +6,7 @@ import type { Tensor } from '../onnx/tensor.ts';
 import { formatShape } from '../onnx/tensor.ts';
 import { resizeImage, type ResizeMode } from '../data/image-resize.ts';
 import { writePlanar, normalizePlanar, type PixelNorm } from '../data/pixels.ts';
-import { HttpError, type InputShape } from './inputs.ts';
+import { HttpError, strictBase64, type InputShape } from './inputs.ts';
 
 /** How the server prepares image inputs (refit serve --resize, --mean, --std). */
 export interface ImageOptions {
@@ -34,8 +34,8 @@ export async function imagesToTensor(raw: { images: unknown }, inputName: string
   const data = new Float32Array(images.length * per);
   for (let i = 0; i < images.length; i++) {
     const s = images[i] as string;
-    const bytes = Buffer.from(s, 'base64');
-    if (bytes.length === 0 || bytes.toString('base64') !== s) throw new HttpError(400, `inputs.images[${i}] is not base64 (RFC 4648, with padding)`, 'bad-base64');
+    if (s === '') throw new HttpError(400, `inputs.images[${i}] is not base64 (RFC 4648, with padding)`, 'bad-base64');
+    const bytes = strictBase64(s, `inputs.images[${i}]`);
     let img;
     try {
       img = await resizeImage(bytes, W, H, o.resize, `inputs.images[${i}]`);

@@ -72,12 +72,18 @@ function checkFinite(d: ArrayLike<number>): void {
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-/** base64 of little-endian float32 bytes → a Float32Array of `n` values (copied: aligned, owned). */
-function fromBase64(s: string, n: number, dims: number[]): Float32Array {
+/** The bytes of `s`, or a 400 saying `what` is not base64 (RFC 4648, with padding) `of`. */
+export function strictBase64(s: string, what: string, of = ''): Buffer {
   const bytes = Buffer.from(s, 'base64');
   // Buffer.from skips what is not base64; encoding back and comparing refuses it (and is cheaper
   // than a regular expression over the string).
-  if (bytes.toString('base64') !== s) throw new HttpError(400, 'inputs.base64 is not base64 (RFC 4648, with padding) of little-endian float32 values', 'bad-base64');
+  if (bytes.toString('base64') !== s) throw new HttpError(400, `${what} is not base64 (RFC 4648, with padding)${of}`, 'bad-base64');
+  return bytes;
+}
+
+/** base64 of little-endian float32 bytes → a Float32Array of `n` values (copied: aligned, owned). */
+function fromBase64(s: string, n: number, dims: number[]): Float32Array {
+  const bytes = strictBase64(s, 'inputs.base64', ' of little-endian float32 values');
   if (bytes.byteLength !== 4 * n) throw new HttpError(400, `inputs.dims ${formatShape(dims)} hold ${n} values (${4 * n} bytes of float32) but inputs.base64 decodes to ${bytes.byteLength} bytes`, 'shape');
   const out = new Float32Array(n);
   if (LITTLE_ENDIAN) new Uint8Array(out.buffer).set(bytes);
