@@ -13,6 +13,7 @@
 // without bytes or a job without a record.
 import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
+import cors from '@fastify/cors';
 import { STATUS_CODES } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { sha256Hex } from '../util/sha256-node.ts';
@@ -45,6 +46,13 @@ export interface CloudServerConfig {
   logger?: FastifyServerOptions['logger'];
   /** Node process metrics in /metrics (createCloudServer only). @default true */
   defaultMetrics?: boolean;
+  /**
+   * Origins of the web pages whose devices may call the service from a browser (CORS), e.g.
+   * ['https://app.example.com'], or '*' for any. A page on another origin cannot read the
+   * service's answers without this. Devices authenticate with their bearer token, never cookies,
+   * so no credentials are allowed. (createCloudServer only.) @default none
+   */
+  corsOrigins?: string[] | '*';
 }
 
 export type FleetMetrics = ReturnType<typeof createFleetMetrics>;
@@ -314,6 +322,14 @@ export async function createCloudServer(deps: CloudDeps, config: CloudServerConf
   if (config.defaultMetrics !== false) collectDefaultMetrics({ register: promRegistry, prefix: 'refit_' });
   const { requests, latency } = httpMetrics(promRegistry);
   const metrics = createFleetMetrics(promRegistry);
+  if (config.corsOrigins !== undefined) {
+    const o = config.corsOrigins;
+    if (o !== '*' && !(Array.isArray(o) && o.every((v) => typeof v === 'string' && /^https?:\/\/[^/]+$/.test(v)))) {
+      throw new Error(`fleet: corsOrigins must be '*' or origins like 'https://app.example.com' (scheme and host, no path), got ${JSON.stringify(o)}`);
+    }
+    // Answers to preflights (OPTIONS) and the Access-Control headers on every answer, refusals included.
+    await app.register(cors, { origin: o === '*' ? '*' : o, methods: ['GET', 'POST'], allowedHeaders: ['authorization', 'content-type'], maxAge: 600 });
+  }
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',

@@ -81,7 +81,7 @@ export interface FleetDeviceOptions {
   sampleDims?: number[];
   /**
    * How uploads travel (./upload-images.ts): 'f32', 'u8' (8 bits a value: 4× fewer bytes, lossless
-   * for 8-bit images), or { jpeg: quality } (the samples tiled in one JPEG; Node only, needs sharp).
+   * for 8-bit images), or { jpeg: quality } (the samples tiled in one JPEG: sharp in Node, the browser's encoder in a page).
    * The budget counts the encoded bytes. @default 'f32'
    */
   codec?: UploadCodec;
@@ -372,7 +372,7 @@ export class FleetDevice {
           chosen = chosen.slice(0, Math.max(1, Math.floor((chosen.length * taken) / encoded) - 1));
           encoded = await this.encode(meta, chosen);
         }
-      } catch (e) { // sharp missing or failing: nothing sent, the budget and the pool kept
+      } catch (e) { // no encoder (sharp missing in Node) or it failed: nothing sent, the budget and the pool kept
         this.filter.refund(taken);
         this.pool = this.filter.trim(ranked);
         this.log({ batch, kind: 'upload-failed', reason: (e as Error).message, detail: { samples: chosen.length } });

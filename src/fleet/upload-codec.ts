@@ -72,7 +72,7 @@ export function encodeUpload(p: UploadPayload): Uint8Array {
   return pack(p, ['x', { dtype: 'uint8', dims: [...p.dims], data: q }], { x_codec: 'u8', x_min: f32hex(min), x_max: f32hex(max), x_n: String(p.dims[0]) });
 }
 
-/** encodeUpload for every codec, JPEG included (sharp, Node only). */
+/** encodeUpload for every codec, JPEG included (sharp in Node, OffscreenCanvas in a browser). */
 export async function encodeUploadAsync(p: UploadPayload): Promise<Uint8Array> {
   if (codecName(p.codec) !== 'jpeg') return encodeUpload(p);
   checkPayload(p);

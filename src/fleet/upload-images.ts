@@ -1,7 +1,8 @@
 // How an upload's samples travel, besides float32 (upload-codec.ts):
 //   'u8'          8 bits a value, between the upload's min and max (lossless for 8-bit images)
 //   { jpeg: Q }   the samples, 8 bits as above, tiled 16 to a row into one image and compressed as
-//                 one JPEG of quality Q by sharp's mozjpeg (Node only; images [1|3, H, W] only)
+//                 one JPEG of quality Q: by sharp's mozjpeg in Node, by the browser's encoder in a
+//                 page (images [1|3, H, W] only)
 // Measured with a teacher better than the device (docs/fleet.md, "Compressed uploads"): every
 // sample as JPEG quality 50 erred 0.2 (validation) and 0.4 (test) point more than every sample as
 // float32, in 23× fewer bytes than float32, 5.8× fewer than 8 bits and 3.5–5.2× fewer than lossless
@@ -74,19 +75,44 @@ export function untile(pixels: ArrayLike<number>, stride: number, n: number, dim
   return q;
 }
 
-/** The JPEG of the tiled samples (sharp, loaded on first use: it is Node only). */
+/**
+ * The JPEG of the tiled samples: sharp's mozjpeg in Node (loaded on first use), the browser's own
+ * encoder (OffscreenCanvas) in a page or worker.
+ */
 export async function encodeJpeg(q: Uint8Array, n: number, sampleDims: readonly number[], quality: number): Promise<Uint8Array> {
   const t = tile(q, n, sampleDims);
+  const inNode = typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node === 'string';
+  if (!inNode && typeof OffscreenCanvas === 'function') return encodeJpegCanvas(t, quality);
   const name = 'sharp'; // not a literal, so browser bundles leave it out
   let sharp;
   try {
     sharp = (await import(name)).default;
   } catch (e) {
-    throw new Error(`the JPEG upload codec needs sharp (Node; npm install sharp): ${(e as Error).message}`);
+    throw new Error(`the JPEG upload codec needs sharp in Node (npm install sharp), or a browser's OffscreenCanvas: ${(e as Error).message}`);
   }
   // Colour at full resolution (4:4:4): a model's channels are features, not a viewer's chroma.
   const b: Buffer = await sharp(t.pixels, { raw: { width: t.width, height: t.height, channels: t.channels } }).jpeg({ quality, mozjpeg: true, chromaSubsampling: '4:4:4' }).toBuffer();
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/**
+ * The browser's JPEG encoder (Chromium: libjpeg-turbo). A canvas is RGBA, so a grey image goes in
+ * as R = G = B: its chroma is constant and costs next to nothing, and R decodes back as the grey.
+ * The browser subsamples colour (4:2:0) and chooses its own tables; quality is Q/100.
+ */
+async function encodeJpegCanvas(t: ReturnType<typeof tile>, quality: number): Promise<Uint8Array> {
+  const rgba = new Uint8ClampedArray(t.width * t.height * 4);
+  for (let p = 0; p < t.width * t.height; p++) {
+    for (let c = 0; c < 3; c++) rgba[p * 4 + c] = t.pixels[p * t.channels + (t.channels === 1 ? 0 : c)]!;
+    rgba[p * 4 + 3] = 255;
+  }
+  const canvas = new OffscreenCanvas(t.width, t.height);
+  const ctx = canvas.getContext('2d');
+  if (!ctx) throw new Error('the JPEG upload codec: this browser gave no 2D context for an OffscreenCanvas');
+  ctx.putImageData(new ImageData(rgba, t.width, t.height), 0, 0);
+  const blob = await canvas.convertToBlob({ type: 'image/jpeg', quality: quality / 100 });
+  if (blob.type !== 'image/jpeg') throw new Error(`the JPEG upload codec: this browser wrote ${blob.type || 'no image'} instead of a JPEG`);
+  return new Uint8Array(await blob.arrayBuffer());
 }
 
 /** The 8-bit samples back from a tiled JPEG; throws with the reason when it is not what was declared. */
