@@ -8,9 +8,8 @@ import type { Adapter } from '../tta/types.ts';
 import { ContinualController, LEVEL_NAMES } from '../continual/index.ts';
 import type { StreamScore } from '../tta/run-stream.ts';
 import { renderReport, runProvenance } from '../report/html.ts';
-import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic, pixelNorm } from './common.ts';
+import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic, preprocessOptions } from './common.ts';
 import { methodSetup } from './method-setup.ts';
-import { parseResize } from '../data/image-resize.ts';
 
 export interface AdaptOptions {
   method: string;
@@ -39,6 +38,8 @@ export interface AdaptOptions {
   std?: string;
   /** Image folders (the stream's and --source): a size for the shorter side before a centre crop, or 'stretch'. */
   resize?: string;
+  /** A Hugging Face preprocessor_config.json (or its folder): --resize, --mean and --std where not given (./hf-preprocessor.ts). */
+  preprocessor?: string;
   out: string;
   report?: string;
   json?: boolean;
@@ -83,8 +84,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   if (o.report && extname(o.report).toLowerCase() !== '.html') throw new Error(`--report ${o.report}: give a path ending in .html`);
   const delay = o.feedbackDelay !== undefined ? finiteNumber('--feedback-delay', o.feedbackDelay, (v) => Number.isInteger(v) && v >= 0, 'a whole number of batches') : null;
   if (delay !== null && method !== 'continual') throw new Error(`--feedback-delay is for --method continual (the TTA methods learn from unlabelled data only)`);
-  const pixels = pixelNorm(o);
-  const resize = parseResize(o.resize);
+  const { pixels, resize } = preprocessOptions(o, o.json);
   if (o.deep === false && method !== 'continual') throw new Error(`--no-deep is for --method continual (it turns off the controller's level-3 deep learner)`);
 
   let model = await loadModel(modelPath);

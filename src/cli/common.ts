@@ -9,7 +9,8 @@ import { defaultLogits } from '../tta/types.ts';
 import { writeFileAtomic } from '../onnx/io.ts';
 import { FeaturesError } from '../onnx/penultimate.ts';
 import { readDataset, checkLabels, imageFiles, type Dataset, type SampleSpec, type ReadOptions, type PixelNorm, type DecodedImage } from './data-files.ts';
-import { resizeImage, type ResizeMode } from '../data/image-resize.ts';
+import { resizeImage, parseResize, type ResizeMode } from '../data/image-resize.ts';
+import { readHfPreprocessor } from './hf-preprocessor.ts';
 
 export interface ModelIO {
   spec: SampleSpec;
@@ -50,6 +51,26 @@ export function pixelNorm(o: { mean?: string; std?: string }): PixelNorm | undef
   const std = list('--std', o.std, (x) => x > 0, 'comma-separated positive numbers');
   if (mean.length !== std.length) throw new Error(`--mean has ${mean.length} values and --std ${std.length}; give as many of each (one, or one per channel)`);
   return { mean, std };
+}
+
+/**
+ * --mean/--std and --resize, with --preprocessor (a Hugging Face preprocessor_config.json,
+ * ./hf-preprocessor.ts) filling whichever of them is not given; what it set goes to stderr unless quiet.
+ */
+export function preprocessOptions(o: { mean?: string; std?: string; resize?: string; preprocessor?: string }, quiet = false): Preprocess {
+  let pixels = pixelNorm(o);
+  let resize = parseResize(o.resize);
+  if (o.preprocessor !== undefined) {
+    const hf = readHfPreprocessor(o.preprocessor);
+    const given = [pixels && '--mean/--std', resize !== undefined && '--resize'].filter(Boolean);
+    pixels ??= hf.pixels;
+    resize ??= hf.resize;
+    if (!quiet) {
+      process.stderr.write(`refit: preprocessing from ${hf.summary}${given.length ? ` (${given.join(' and ')} given, and used instead)` : ''}\n`);
+      for (const n of hf.notes) process.stderr.write(`refit: note: ${n}\n`);
+    }
+  }
+  return { ...(pixels ? { pixels } : {}), ...(resize !== undefined ? { resize } : {}) };
 }
 
 /** How data read for the model is prepared: --mean/--std and --resize. */

@@ -1,8 +1,7 @@
 // `refit eval model.onnx --data …`: accuracy and cross-entropy on a labelled set (inference only).
 import { loadModel } from '../model.ts';
-import { progressBar, positiveInt, finiteNumber, range, pixelNorm } from './common.ts';
+import { progressBar, positiveInt, finiteNumber, range, preprocessOptions } from './common.ts';
 import { classifyTask } from './train-task.ts';
-import { parseResize } from '../data/image-resize.ts';
 
 export interface EvalOptions {
   data: string;
@@ -17,6 +16,8 @@ export interface EvalOptions {
   std?: string;
   /** Image folders: a size for the shorter side before a centre crop, or 'stretch'. */
   resize?: string;
+  /** A Hugging Face preprocessor_config.json (or its folder): --resize, --mean and --std where not given (./hf-preprocessor.ts). */
+  preprocessor?: string;
   json?: boolean;
 }
 
@@ -33,8 +34,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   const t0 = performance.now();
   const batchSize = positiveInt('--batch-size', o.batchSize ?? 256);
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
-  const pixels = pixelNorm(o);
-  const resize = parseResize(o.resize);
+  const { pixels, resize } = preprocessOptions(o, o.json);
   const model = await loadModel(modelPath);
   try {
     const task = await classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, pixels, resize, needLabels: 'eval' }, 'refit eval');

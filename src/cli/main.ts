@@ -72,6 +72,7 @@ program
   .option('--mean <values>', 'pixel data: per-channel mean to subtract after scaling to [0, 1], comma-separated (e.g. ImageNet 0.485,0.456,0.406)')
   .option('--std <values>', 'pixel data: per-channel std to divide by, with --mean (e.g. ImageNet 0.229,0.224,0.225)')
   .option('--resize <size|stretch>', "image folders of another size: scale the shorter side to <size>, then crop the model's H×W from the centre (torchvision's Resize + CenterCrop, e.g. 256 for 224×224), or 'stretch' to H×W")
+  .option('--preprocessor <file>', "a Hugging Face preprocessor_config.json (or the folder holding it): its resize, crop and normalisation as --resize, --mean and --std, where those are not given")
   .requiredOption('--out <path>', 'where to write: a .onnx file (full training) or a folder (adapter)')
   .option('--json', 'print machine-readable JSON (no progress bar)')
   .addHelpText('after', examples(
@@ -102,6 +103,7 @@ program
   .option('--mean <values>', 'pixel data: per-channel mean to subtract after scaling to [0, 1], comma-separated (e.g. ImageNet 0.485,0.456,0.406)')
   .option('--std <values>', 'pixel data: per-channel std to divide by, with --mean (e.g. ImageNet 0.229,0.224,0.225)')
   .option('--resize <size|stretch>', "image folders of another size: scale the shorter side to <size>, then crop the model's H×W from the centre (torchvision's Resize + CenterCrop, e.g. 256 for 224×224), or 'stretch' to H×W")
+  .option('--preprocessor <file>', "a Hugging Face preprocessor_config.json (or the folder holding it): its resize, crop and normalisation as --resize, --mean and --std, where those are not given")
   .option('--embedding <output>', 'continual: an [N, D] output for the error memory (default: "features" when present)')
   .option('--feedback-delay <batches>', 'continual: give the controller each batch\'s labels this many batches later (delayed feedback; needs --labels)')
   .option('--no-deep', 'continual: keep level 3 on the normalization adapters (by default, with --source, level 3 runs RMT on it)')
@@ -135,6 +137,7 @@ program
   .option('--mean <values>', 'pixel data: per-channel mean to subtract after scaling to [0, 1], comma-separated (e.g. ImageNet 0.485,0.456,0.406)')
   .option('--std <values>', 'pixel data: per-channel std to divide by, with --mean (e.g. ImageNet 0.229,0.224,0.225)')
   .option('--resize <size|stretch>', "image folders of another size: scale the shorter side to <size>, then crop the model's H×W from the centre (torchvision's Resize + CenterCrop, e.g. 256 for 224×224), or 'stretch' to H×W")
+  .option('--preprocessor <file>', "a Hugging Face preprocessor_config.json (or the folder holding it): its resize, crop and normalisation as --resize, --mean and --std, where those are not given")
   .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there)')
   .option('--json', 'print machine-readable JSON (no progress bar)')
   .addHelpText('after', examples(
@@ -238,6 +241,7 @@ export interface ServeCliOptions {
   deepParams?: string;
   inputAlign?: boolean;
   resize?: string;
+  preprocessor?: string;
   mean?: string;
   std?: string;
   token?: string;
@@ -268,6 +272,7 @@ program
   .option('--input-align', 'align each batch\'s input to --source\'s per-channel statistics before the method sees it; on by default for continual with --source')
   .option('--no-input-align', 'continual with --source: do not align the input')
   .option('--resize <size|stretch>', "image inputs ({ images: [base64 PNG/JPEG] }) and a --source image folder of another size: the shorter side to <size>, then the model's H×W from the centre (torchvision's Resize + CenterCrop), or 'stretch'")
+  .option('--preprocessor <file>', "a Hugging Face preprocessor_config.json (or the folder holding it): its resize, crop and normalisation as --resize, --mean and --std, where those are not given")
   .option('--mean <values>', 'image inputs and pixel --source data: per-channel mean to subtract after scaling to [0, 1], comma-separated')
   .option('--std <values>', 'image inputs and pixel --source data: per-channel std to divide by, with --mean')
   .option('--token <token>', 'bearer token for the write routes (default: $REFIT_TOKEN)')

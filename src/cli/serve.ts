@@ -7,8 +7,7 @@ import { loadModel, type RefitModel } from '../model.ts';
 import { openRegistry } from '../registry/open.ts';
 import { isSafeName } from '../registry/types.ts';
 import { buildServer } from '../serve/server.ts';
-import { modelIO, pixelNorm } from './common.ts';
-import { parseResize } from '../data/image-resize.ts';
+import { modelIO, preprocessOptions } from './common.ts';
 import { methodSetup, type MethodSetup } from './method-setup.ts';
 
 export interface RunServeOptions {
@@ -41,6 +40,8 @@ export interface RunServeOptions {
   inputAlign?: boolean;
   /** Image inputs and a `source` image folder: a size for the shorter side before a centre crop, or 'stretch' (../data/image-resize.ts). */
   resize?: string;
+  /** A Hugging Face preprocessor_config.json (or its folder): --resize, --mean and --std where not given (./hf-preprocessor.ts). */
+  preprocessor?: string;
   /** Image inputs and pixel `source` data: per-channel normalisation, comma-separated (torchvision's Normalize). */
   mean?: string;
   std?: string;
@@ -112,8 +113,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
     if (!methodOptions || typeof methodOptions !== 'object' || Array.isArray(methodOptions)) throw new Error('--method-options must be a JSON object');
   } else methodOptions = opts.methodOptions;
 
-  const pixels = pixelNorm(opts);
-  const resize = parseResize(opts.resize);
+  const { pixels, resize } = preprocessOptions(opts);
   const method = opts.method && opts.method !== 'none' ? opts.method : undefined;
   if (!method && (opts.source || opts.inputAlign)) throw new Error(`--source and --input-align are for an adaptation method; give --method`);
   if (opts.deep === false && method !== 'continual') throw new Error(`--no-deep is for --method continual (it turns off the controller's level-3 deep learner)`);

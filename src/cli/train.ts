@@ -12,10 +12,9 @@ import type { AdapterMethod } from '../peft/types.ts';
 import { saveAdapter } from '../peft/files-node.ts';
 import { hasBatchNorm } from '../tta/bn-adapt.ts';
 import { Rng } from '../util/rng.ts';
-import { progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic, pixelNorm } from './common.ts';
+import { progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic, preprocessOptions } from './common.ts';
 import { classifyTask, type TrainTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
-import { parseResize } from '../data/image-resize.ts';
 
 export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-affine'] as const;
 export const TASKS = ['classify', 'next-token'] as const;
@@ -49,6 +48,8 @@ export interface TrainOptions {
   std?: string;
   /** Image folders: a size for the shorter side before a centre crop, or 'stretch' (./image-resize.ts). */
   resize?: string;
+  /** A Hugging Face preprocessor_config.json (or its folder): --resize, --mean and --std where not given (./hf-preprocessor.ts). */
+  preprocessor?: string;
   out: string;
   json?: boolean;
 }
@@ -121,8 +122,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const taskName = o.task ?? 'classify';
   if (!(TASKS as readonly string[]).includes(taskName)) throw new Error(`unknown --task '${o.task}'; known tasks: ${TASKS.join(', ')}`);
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
-  const pixels = pixelNorm(o);
-  const resize = parseResize(o.resize);
+  const { pixels, resize } = preprocessOptions(o, o.json);
   if ((pixels || resize !== undefined) && taskName === 'next-token') throw new Error('--mean, --std and --resize prepare pixel data; --task next-token reads token ids');
   if (o.adapter && !(ADAPTERS as readonly string[]).includes(o.adapter)) throw new Error(`unknown adapter '${o.adapter}'; known adapters: ${ADAPTERS.join(', ')}`);
   const lr = finiteNumber('--lr', o.lr ?? (mode === 'full' ? 1e-3 : 5e-3), (v) => v > 0, 'a positive number');

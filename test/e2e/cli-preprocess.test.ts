@@ -5,12 +5,13 @@
 // PIL images (checked against PIL's output in test/fixtures/resize).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
 import { readDataset, parseNpy } from '../../src/cli/data-files.ts';
 import { pixelNorm, loadData, modelIO } from '../../src/cli/common.ts';
+import { readHfPreprocessor } from '../../src/cli/hf-preprocessor.ts';
 import { parseResize, resizeImage } from '../../src/data/image-resize.ts';
 import { loadModel } from '../../src/model.ts';
 import { runEval } from '../../src/cli/eval.ts';
@@ -97,13 +98,14 @@ test('--resize matches PIL\'s bilinear resize (torchvision\'s Resize + CenterCro
   await assert.rejects(resizeImage(fixture('source.png'), 28, 28, 20), /source\.png: --resize 20 makes it 27×20, smaller than the model's 28×28; give a size of at least 28/);
 });
 
-test('eval with --resize on a folder of upscaled images scores as the originals; misuse is refused', async () => {
-  const fm = loadFashionMnist('test', { limit: 48 });
+/** 48 Fashion-MNIST test images as 56×64 PNGs in class folders: each pixel 2×2, 4 black rows above and below. */
+function upscaledFolder(fm = loadFashionMnist('test', { limit: 48 })): string {
   const big = p('big');
+  if (existsSync(big)) return big;
   for (let i = 0; i < 48; i++) {
     const cls = join(big, String(fm.labels[i]));
     mkdirSync(cls, { recursive: true });
-    const png = new PNG({ width: 56, height: 64 }); // each pixel 2×2, and 4 black rows above and below
+    const png = new PNG({ width: 56, height: 64 });
     for (let y = 0; y < 64; y++) {
       for (let x = 0; x < 56; x++) {
         const v = y >= 4 && y < 60 ? Math.round(fm.images[i * 784 + Math.floor((y - 4) / 2) * 28 + Math.floor(x / 2)]! * 255) : 0;
@@ -112,6 +114,12 @@ test('eval with --resize on a folder of upscaled images scores as the originals;
     }
     writeFileSync(join(cls, `img${i}.png`), PNG.sync.write(png));
   }
+  return big;
+}
+
+test('eval with --resize on a folder of upscaled images scores as the originals; misuse is refused', async () => {
+  const fm = loadFashionMnist('test', { limit: 48 });
+  const big = upscaledFolder(fm);
   writeFileSync(p('x48.npy'), npy('<f4', [48, 1, 28, 28], fm.images.subarray(0, 48 * 784)));
   writeFileSync(p('y48.npy'), npy('<i8', [48], BigInt64Array.from(fm.labels.subarray(0, 48), (v) => BigInt(v))));
   // Resize(28) + CenterCrop(28): 56×64 → 28×32, rows 2–29, which is the original image again.
@@ -136,4 +144,48 @@ test('eval with --resize on a folder of upscaled images scores as the originals;
   assert.equal(stretched.samples, 48);
   await assert.rejects(runEval(cnn, { data: big, json: true }), /is 56×64; the model's input 'x' takes 28×28 images \(--resize brings them to it/);
   await assert.rejects(runEval(cnn, { data: p('x48.npy'), labels: p('y48.npy'), resize: '28', json: true }), /--resize resizes the images of a folder; .*x48\.npy is not a folder/);
+});
+
+test('--preprocessor: a Hugging Face preprocessor_config.json as --resize, --mean and --std; what it cannot follow is refused', async () => {
+  const cfg = (name: string, c: Record<string, unknown>) => { writeFileSync(p(name), JSON.stringify(c)); return p(name); };
+  const base = { do_rescale: true, rescale_factor: 1 / 255, do_normalize: true, image_mean: [0.3], image_std: [0.6], resample: 2 };
+  // A CLIP/ResNet-style processor: the shorter side to 28, then the centre 28×28.
+  const crop = cfg('crop.json', { ...base, do_resize: true, size: { shortest_edge: 28 }, do_center_crop: true, crop_size: { height: 28, width: 28 } });
+  assert.deepEqual(readHfPreprocessor(crop), { pixels: { mean: [0.3], std: [0.6] }, resize: 28, size: [28, 28], notes: [], summary: `${crop}: shorter side to 28, then the centre 28×28; mean 0.3, std 0.6` });
+  // A ViT-style one (straight to height × width), given as its folder, bicubic: a note says refit resizes bilinear.
+  mkdirSync(p('vit'));
+  cfg('vit/preprocessor_config.json', { ...base, do_resize: true, size: { height: 28, width: 28 }, resample: 3 });
+  const vit = readHfPreprocessor(p('vit'));
+  assert.equal(vit.resize, 'stretch');
+  assert.match(vit.notes[0]!, /resamples bicubic; refit resizes bilinear/);
+  // ConvNeXt's crop_pct: the shorter side to trunc(S / crop_pct), then S×S.
+  assert.equal(readHfPreprocessor(cfg('convnext.json', { ...base, size: { shortest_edge: 224 }, crop_pct: 0.875 })).resize, 256);
+  // Older configs give size as a number: microsoft/resnet-50's (ConvNeXt's processor) is the shorter side, google/vit's a square.
+  assert.deepEqual(readHfPreprocessor(cfg('resnet50.json', { ...base, size: 224, crop_pct: 0.875, resample: 3 })).resize, 256);
+  assert.deepEqual(readHfPreprocessor(cfg('vit224.json', { do_normalize: true, do_resize: true, image_mean: [0.5, 0.5, 0.5], image_std: [0.5, 0.5, 0.5], resample: 2, size: 224 })).size, [224, 224]);
+  assert.equal(readHfPreprocessor(cfg('convnext384.json', { ...base, size: { shortest_edge: 384 }, crop_pct: 0.875 })).resize, 'stretch');
+
+  // The same scores as the flags it stands for, on the folder of 56×64 images above; flags given win.
+  const big = upscaledFolder();
+  const flags = await runEval(cnn, { data: big, resize: '28', mean: '0.3', std: '0.6', json: true });
+  const viaCfg = await runEval(cnn, { data: big, preprocessor: crop, json: true });
+  assert.equal(viaCfg.loss, flags.loss);
+  assert.equal(viaCfg.accuracy, flags.accuracy);
+  const overridden = await runEval(cnn, { data: big, preprocessor: crop, resize: 'stretch', json: true });
+  const stretched = await runEval(cnn, { data: big, resize: 'stretch', mean: '0.3', std: '0.6', json: true });
+  assert.equal(overridden.loss, stretched.loss);
+  assert.notEqual(overridden.loss, viaCfg.loss);
+
+  const refused = [
+    [{ ...base, do_rescale: false, size: { height: 28, width: 28 } }, /do_rescale is false/],
+    [{ ...base, rescale_factor: 1 / 127.5, size: { height: 28, width: 28 } }, /rescale_factor .* is not 1\/255/],
+    [{ ...base, size: { shortest_edge: 28 } }, /without a centre crop keeps each image's aspect ratio/],
+    [{ ...base, size: { shortest_edge: 28, longest_edge: 40 }, do_center_crop: true, crop_size: { height: 28, width: 28 } }, /longest_edge is not followed/],
+    [{ ...base, image_std: [0.6, 0] , image_mean: [0.3, 0.3], size: { height: 28, width: 28 } }, /image_std must be positive/],
+    [{ ...base, image_mean: [0.3, 0.3], size: { height: 28, width: 28 } }, /image_mean has 2 values and image_std 1/],
+  ] as const;
+  refused.forEach(([c, re], i) => assert.throws(() => readHfPreprocessor(cfg(`bad${i}.json`, c)), re));
+  writeFileSync(p('broken.json'), '{"size": ');
+  assert.throws(() => readHfPreprocessor(p('broken.json')), /--preprocessor: cannot read .*broken\.json as JSON/);
+  await assert.rejects(runEval(cnn, { data: big, preprocessor: p('missing.json'), json: true }), /--preprocessor: cannot read .*missing\.json/);
 });
