@@ -23,3 +23,4 @@ export * as drift from './drift/index.ts';
 export * as continual from './continual/index.ts';
 export * as fleet from './fleet/device-side.ts';
 export { useRuntime, type RuntimeBackend, type SessionOptions } from './onnx/runtime.ts';
+export { withTokenInputs, type TokenInputsOptions } from './onnx/token-companions.ts';

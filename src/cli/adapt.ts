@@ -8,7 +8,9 @@ import type { Adapter } from '../tta/types.ts';
 import { ContinualController, LEVEL_NAMES } from '../continual/index.ts';
 import type { StreamScore } from '../tta/run-stream.ts';
 import { renderReport, runProvenance } from '../report/html.ts';
-import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic, preprocessOptions } from './common.ts';
+import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic, preprocessOptions, type ModelIO } from './common.ts';
+import { isTokenModel } from './token-inputs.ts';
+import { tokenStream, TOKEN_METHODS, type StreamData } from './token-stream.ts';
 import { methodSetup } from './method-setup.ts';
 
 export interface AdaptOptions {
@@ -40,6 +42,8 @@ export interface AdaptOptions {
   resize?: string;
   /** A Hugging Face preprocessor_config.json (or its folder): --resize, --mean and --std where not given (./hf-preprocessor.ts). */
   preprocessor?: string;
+  /** Token models: the padding id (attention_mask 0 there; ./token-stream.ts). */
+  padToken?: string | number;
   out: string;
   report?: string;
   json?: boolean;
@@ -85,12 +89,25 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   const delay = o.feedbackDelay !== undefined ? finiteNumber('--feedback-delay', o.feedbackDelay, (v) => Number.isInteger(v) && v >= 0, 'a whole number of batches') : null;
   if (delay !== null && method !== 'continual') throw new Error(`--feedback-delay is for --method continual (the TTA methods learn from unlabelled data only)`);
   const { pixels, resize } = preprocessOptions(o, o.json);
+  const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   if (o.deep === false && method !== 'continual') throw new Error(`--no-deep is for --method continual (it turns off the controller's level-3 deep learner)`);
 
   let model = await loadModel(modelPath);
-  const io = modelIO(model, o.logits, { pixels, resize });
+  let io: ModelIO;
+  let ds: StreamData;
+  if (isTokenModel(model)) {
+    // Token ids in: the companions made inside the graph, methods that leave the input as it is.
+    if (!TOKEN_METHODS.includes(method)) throw new Error(`--method ${method} on a token model: ${method === 'continual' ? 'the continual controller aligns and augments image inputs' : `${method} augments its input images`}; token models take ${TOKEN_METHODS.join(', ')}`);
+    const imageFlags = [pixels && '--mean/--std', resize !== undefined && '--resize', o.source && '--source', o.inputAlign && '--input-align'].filter(Boolean);
+    if (imageFlags.length) throw new Error(`${imageFlags.join(', ')}: for image data; this model reads token ids`);
+    ({ model, io, ds } = tokenStream(model, { stream: o.stream, labels: o.labels, logits: o.logits, ...(padToken !== undefined ? { padToken } : {}) }));
+  } else {
+    if (padToken !== undefined) throw new Error('--pad-token is for token models; this model takes float32 inputs');
+    io = modelIO(model, o.logits, { pixels, resize });
+    const images = await loadData(o.stream, io, { labels: o.labels, labelColumn: o.labelColumn });
+    ds = { ...images, batch: (idx) => batchOf(images, idx).x };
+  }
   model = withFeaturesFor(method, model, io.logits, { embedding: o.embedding, quiet: o.json });
-  const ds = await loadData(o.stream, io, { labels: o.labels, labelColumn: o.labelColumn });
   if (delay !== null && !ds.labels) throw new Error(`--feedback-delay hands the stream's labels to the controller; give --labels (or a labelled stream)`);
   if (o.report && !ds.labels) throw new Error(`--report charts the error over the stream and needs labels; give --labels (or a labelled stream), or drop --report`);
   const setup = await methodSetup(method, model, io, o, { batchSize, log: o.json ? undefined : (line) => process.stderr.write(`${line}\n`) });
@@ -124,7 +141,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   for (let k = 0; k < batches; k++) {
     if (delay !== null && k - delay >= 0 && delay > 0) await feedback(k - delay);
     const idx = range(k * batchSize, Math.min((k + 1) * batchSize, ds.n));
-    const b = batchOf(ds, idx);
+    const b = { x: ds.batch(idx), ids: idx.map((i) => ds.ids[i]!) };
     const tb = performance.now();
     let probsOrLogits: Float32Array, C: number, softmaxed: boolean, level: number | undefined;
     if (controller) {

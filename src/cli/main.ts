@@ -104,6 +104,7 @@ program
   .option('--std <values>', 'pixel data: per-channel std to divide by, with --mean (e.g. ImageNet 0.229,0.224,0.225)')
   .option('--resize <size|stretch>', "image folders of another size: scale the shorter side to <size>, then crop the model's H×W from the centre (torchvision's Resize + CenterCrop, e.g. 256 for 224×224), or 'stretch' to H×W")
   .option('--preprocessor <file>', "a Hugging Face preprocessor_config.json (or the folder holding it): its resize, crop and normalisation as --resize, --mean and --std, where those are not given")
+  .option('--pad-token <id>', 'token models (a .npy of token ids as the stream): the padding token id (attention_mask 0 there)')
   .option('--embedding <output>', 'continual: an [N, D] output for the error memory (default: "features" when present)')
   .option('--feedback-delay <batches>', 'continual: give the controller each batch\'s labels this many batches later (delayed feedback; needs --labels)')
   .option('--no-deep', 'continual: keep level 3 on the normalization adapters (by default, with --source, level 3 runs RMT on it)')
@@ -118,6 +119,7 @@ program
     'refit adapt models/fmnist-cnn.onnx --method continual --stream camera/ --out preds.jsonl',
     'refit adapt models/fmnist-cnn.onnx --method continual --stream camera/ --source clean/ --out preds.jsonl',
     'refit adapt models/fmnist-vit.onnx --method source --stream camera/ --source clean/ --input-align --out preds.csv',
+    'refit adapt bert.onnx --method tent --stream token-ids.npy --pad-token 0 --out preds.csv',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
     const { runAdapt, formatAdapt } = await import('./adapt.ts');

@@ -1,5 +1,6 @@
 // Token models from the CLI: which input takes the token ids, and the inputs that Hugging Face
-// exports (optimum, transformers.js) put beside it, made from the ids as the tokenizer would:
+// exports (optimum, transformers.js) put beside it, made from the ids as the tokenizer would (in
+// JavaScript here; ../onnx/token-companions.ts makes the same inside the graph):
 //   attention_mask  1 for a token, 0 for --pad-token (all 1 without one)
 //   token_type_ids  0 (one segment)
 //   position_ids    0 … length−1
@@ -9,10 +10,11 @@ import { tensor, type DType, type Tensor } from '../onnx/tensor.ts';
 import { parseNpy } from './data-files.ts';
 import { readBytes } from '../data/idx-node.ts';
 import { existsSync } from 'node:fs';
+import { TOKEN_COMPANIONS, TOKEN_DTYPES, tokenIdsInput, type TokenCompanion } from '../onnx/token-companions.ts';
 
-const COMPANIONS = ['attention_mask', 'token_type_ids', 'position_ids'] as const;
-type Companion = (typeof COMPANIONS)[number];
-const INT = new Set<DType>(['int64', 'int32']);
+const COMPANIONS = TOKEN_COMPANIONS;
+type Companion = TokenCompanion;
+const INT = TOKEN_DTYPES;
 
 export interface TokenInputs {
   /** The input that takes the token ids. */
@@ -32,17 +34,17 @@ export function isTokenModel(model: RefitModel): boolean {
 export function tokenInputs(model: RefitModel, what: string): TokenInputs {
   const names = model.inputs.map((i) => `${i.name} (${i.dtype})`).join(', ');
   const others = model.inputs.filter((i) => !(COMPANIONS as readonly string[]).includes(i.name));
-  const ids = others.length === 1 ? others[0]! : model.inputs.find((i) => i.name === 'input_ids');
-  if (!ids || !INT.has(ids.dtype)) {
+  const ids = tokenIdsInput(model);
+  if (!ids) {
     throw new Error(`${what} feeds one input of token ids; this model has ${names} (it needs int64 or int32 ids, e.g. input_ids, and makes ${COMPANIONS.join(', ')} from them); use the library for other inputs`);
   }
-  const unknown = others.filter((i) => i !== ids);
+  const unknown = others.filter((i) => i.name !== ids.name);
   if (unknown.length) throw new Error(`${what}: the CLI cannot make the model's input${unknown.length > 1 ? 's' : ''} ${unknown.map((i) => `'${i.name}'`).join(', ')} (it makes ${COMPANIONS.join(', ')} from the token ids); model inputs: ${names}; use the library for other inputs`);
-  const companions = model.inputs.filter((i) => i !== ids).map((i) => ({ name: i.name as Companion, dtype: i.dtype }));
+  const companions = model.inputs.filter((i) => i.name !== ids.name).map((i) => ({ name: i.name as Companion, dtype: i.dtype }));
   for (const c of companions) {
     if (!INT.has(c.dtype) && c.dtype !== 'float32') throw new Error(`${what}: the model's input '${c.name}' is ${c.dtype}; the CLI makes it as int64, int32 or float32`);
   }
-  return { ids: { name: ids.name, dtype: ids.dtype as 'int64' | 'int32' }, companions, vocab: vocabularySize(model, ids.name) };
+  return { ids, companions, vocab: vocabularySize(model, ids.name) };
 }
 
 /** The first dimension of the initializer a Gather reads with the ids, if one does. */

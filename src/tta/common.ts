@@ -5,6 +5,7 @@ import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { formatShape } from '../onnx/tensor.ts';
 import { findNormLayers } from '../onnx/norm-layers.ts';
+import { TOKEN_COMPANIONS, TOKEN_DTYPES } from '../onnx/token-companions.ts';
 import { noNormLayerMessage, NORM_KINDS } from '../onnx/norm-folding.ts';
 import { SGD, Adam, AdamW, type Optimizer, type OptimizerState } from '../train/optim/index.ts';
 import type { StepResult } from '../train/train-step.ts';
@@ -138,17 +139,25 @@ export function parseOptions<S extends z.ZodObject>(method: string, schema: S, o
 // Batches
 // ---------------------------------------------------------------------------------------------
 
-/** Throws a precise error for an empty batch, a wrong dtype/shape, or a non-finite input value. */
+/**
+ * Throws a precise error for a model with more than one input, an empty batch, a wrong
+ * dtype/shape, or a non-finite input value. Token models (an int64/int32 input) take their ids.
+ */
 export function checkBatch(method: string, model: RefitModel, x: Tensor): void {
   const input = model.inputs[0]!;
+  if (model.inputs.length !== 1) {
+    throw new Error(`${method}: the model takes ${model.inputs.length} inputs (${model.inputs.map((i) => i.name).join(', ')}) and an adapter feeds one; for a Hugging Face token model, withTokenInputs(model, { padToken }) makes ${TOKEN_COMPANIONS.join(', ')} inside the graph`);
+  }
   if (!x || !Array.isArray(x.dims) || !x.data) throw new Error(`${method}: predict(x) needs a tensor { dtype, dims, data }, got ${typeof x}`);
-  if (x.dtype !== 'float32') throw new Error(`${method}: input '${input.name}' must be float32, got ${x.dtype}`);
+  const tokens = TOKEN_DTYPES.has(input.dtype);
+  if (x.dtype !== (tokens ? input.dtype : 'float32')) throw new Error(`${method}: input '${input.name}' must be ${tokens ? `${input.dtype} token ids` : 'float32'}, got ${x.dtype}`);
   if (x.dims.length === 0 || x.dims[0] === 0) throw new Error(`${method}: batch of size 0 (input '${input.name}' has shape ${formatShape(x.dims)}); a batch needs at least one sample`);
   const shape = input.shape;
   if (shape) {
     const ok = shape.length === x.dims.length && shape.every((d, i) => typeof d !== 'number' || d === x.dims[i]);
     if (!ok) throw new Error(`${method}: input '${input.name}' has shape ${formatShape(x.dims)}, the model expects ${formatShape(shape)}`);
   }
+  if (tokens) return;
   const d = x.data as Float32Array;
   const per = d.length / x.dims[0]!;
   for (let i = 0; i < d.length; i++) {
@@ -156,6 +165,12 @@ export function checkBatch(method: string, model: RefitModel, x: Tensor): void {
       throw new Error(`${method}: input '${input.name}' has a non-finite value (${d[i]}) at element ${i} (sample ${Math.floor(i / per)}); refusing to predict or adapt on it`);
     }
   }
+}
+
+/** Methods that transform their input (augmentations, alignment) take float images: a clear error for a token model. */
+export function requireFloatInput(method: string, model: RefitModel, what: string): void {
+  const input = model.inputs[0];
+  if (input && input.dtype !== 'float32') throw new Error(`${method} ${what}, and this model's input '${input.name}' is ${input.dtype} (token ids); on token models use tent, eata, sar, lame, t3a or source`);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import type { Tensor } from '../onnx/tensor.ts';
 import { f32 } from '../onnx/tensor.ts';
 import type { TrainStep } from '../train/train-step.ts';
 import { Rng, hashSeed } from '../data/random.ts';
-import { commonOptions, parseOptions, normAffineParams, softmaxRows, allFinite, metaNumber, stateTensor, type AdaptOutcome, tensorSchema, PaperAdamAdapter } from './common.ts';
+import { commonOptions, parseOptions, normAffineParams, softmaxRows, allFinite, metaNumber, stateTensor, type AdaptOutcome, tensorSchema, PaperAdamAdapter, requireFloatInput } from './common.ts';
 import { EmaTeacher, BatchStatRunner, teacherCrossEntropy, TEACHER_LOGITS } from './mean-teacher.ts';
 import { augmentBatch } from './augment.ts';
 import type { AdapterState } from './types.ts';
@@ -81,6 +81,7 @@ export class CoTTA extends PaperAdamAdapter<z.output<typeof cottaSchema>> {
   restored = 0;
 
   constructor(model: RefitModel, options: CottaOptions = {}) {
+    requireFloatInput('cotta', model, 'augments its input images');
     const o = parseOptions('cotta', cottaSchema, options);
     super(model, o, (m) => o.params ?? normAffineParams('cotta', m));
     this.step = this.model.compileTrainStep({

@@ -39,7 +39,7 @@ import type { OptimizerState } from '../train/optim/index.ts';
 import type { TrainStep } from '../train/train-step.ts';
 import type { LossContext, LossSpec } from '../train/loss-spec.ts';
 import { Rng, hashSeed } from '../data/random.ts';
-import { commonOptions, parseOptions, normAffineParams, allFinite, metaNumber, stateTensor, type AdaptOutcome, tensorSchema, PaperAdamAdapter } from './common.ts';
+import { commonOptions, parseOptions, normAffineParams, allFinite, metaNumber, stateTensor, type AdaptOutcome, tensorSchema, PaperAdamAdapter, requireFloatInput } from './common.ts';
 import { EmaTeacher, BatchStatRunner, teacherSymmetricCrossEntropy, symmetricTerm, TEACHER_LOGITS } from './mean-teacher.ts';
 import { augmentBatch } from './augment.ts';
 import { multiBranch, branchName } from './branches.ts';
@@ -173,6 +173,7 @@ export class RMT extends PaperAdamAdapter<z.output<typeof rmtSchema>> {
   }
 
   constructor(model: RefitModel, options: RmtOptions = {}) {
+    requireFloatInput('rmt', model, 'augments its input images');
     const o = parseOptions('rmt', rmtSchema, options);
     const features = o.features ?? 'features';
     const hasSource = !!o.sourceData;

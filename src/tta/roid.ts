@@ -33,7 +33,7 @@ import { f32, i64 } from '../onnx/tensor.ts';
 import type { TrainStep } from '../train/train-step.ts';
 import type { LossContext, LossSpec } from '../train/loss-spec.ts';
 import { Rng, hashSeed } from '../data/random.ts';
-import { commonOptions, parseOptions, normAffineParams, softmaxRows, allFinite, metaNumber, type AdaptOutcome, PaperAdamAdapter } from './common.ts';
+import { commonOptions, parseOptions, normAffineParams, softmaxRows, allFinite, metaNumber, type AdaptOutcome, PaperAdamAdapter, requireFloatInput } from './common.ts';
 import { BatchStatRunner } from './mean-teacher.ts';
 import { augmentBatch } from './augment.ts';
 import { multiBranch, branchName } from './branches.ts';
@@ -90,6 +90,7 @@ export class ROID extends PaperAdamAdapter<z.output<typeof roidSchema>> {
   private draws = 0;
 
   constructor(model: RefitModel, options: RoidOptions = {}) {
+    requireFloatInput('roid', model, 'augments its input images');
     const o = parseOptions('roid', roidSchema, options);
     super(model, o, (m) => o.params ?? normAffineParams('roid', m));
     this.plain = this.model;

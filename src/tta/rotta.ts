@@ -32,7 +32,7 @@ import { f32 } from '../onnx/tensor.ts';
 import type { TrainStep } from '../train/train-step.ts';
 import type { LossSpec } from '../train/loss-spec.ts';
 import { Rng, hashSeed } from '../data/random.ts';
-import { commonOptions, parseOptions, normAffineParams, softmaxRows, allFinite, metaNumber, stateTensor, type AdaptOutcome, PaperAdamAdapter } from './common.ts';
+import { commonOptions, parseOptions, normAffineParams, softmaxRows, allFinite, metaNumber, stateTensor, type AdaptOutcome, PaperAdamAdapter, requireFloatInput } from './common.ts';
 import { TEACHER_LOGITS } from './mean-teacher.ts';
 import { augmentBatch } from './augment.ts';
 import { CSTU, timelinessWeight } from './memory-bank.ts';
@@ -98,6 +98,7 @@ export class RoTTA extends PaperAdamAdapter<z.output<typeof rottaSchema>> {
   private draws = 0;
 
   constructor(model: RefitModel, options: RottaOptions = {}) {
+    requireFloatInput('rotta', model, 'augments its input images');
     const o = parseOptions('rotta', rottaSchema, options);
     super(model, o, (m) => {
       if (o.params) return o.params;

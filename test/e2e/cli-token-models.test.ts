@@ -107,3 +107,29 @@ test('token models: bad data, labels and inputs get one clear error and nothing 
   assert.ok(!existsSync(out));
   await assert.rejects(runEval(bert, { data: p('ids20.npy'), labels: p('y20.npy'), padToken: -1, json: true }), /--pad-token must be a non-negative integer token id/);
 });
+
+test('refit adapt on token ids: Tent and the others that leave the input as it is; image-only methods and flags refused', async () => {
+  const { ids, labels } = sequences(64, 8, 3);
+  const padded = new BigInt64Array(64 * 12);
+  for (let s = 0; s < 64; s++) padded.set(ids.subarray(s * 8, s * 8 + 8), s * 12);
+  writeFileSync(p('stream.npy'), npy('<i8', [64, 12], padded));
+  writeFileSync(p('stream-y.npy'), npy('<i8', [64], labels));
+  const { runAdapt } = await import('../../src/cli/adapt.ts');
+  const base = { stream: p('stream.npy'), labels: p('stream-y.npy'), padToken: 0, batchSize: 16, json: true };
+  // The source method predicts as eval does with the same mask.
+  const src = await runAdapt(bert, { ...base, method: 'source', out: p('src.csv') });
+  const ev = await runEval(bert, { data: p('stream.npy'), labels: p('stream-y.npy'), padToken: 0, json: true });
+  assert.equal(src.stream.format, 'npy token ids');
+  assert.equal(src.error, 1 - ev.accuracy);
+  assert.equal(src.sourceError, src.error);
+  const tent = await runAdapt(bert, { ...base, method: 'tent', out: p('tent.jsonl') });
+  assert.equal(tent.stream.samples, 64);
+  assert.equal(tent.sourceError, src.error, 'the unadapted baseline is the same model, masked the same way');
+  assert.ok(tent.error !== null && tent.error >= 0 && tent.error <= 1);
+  for (const m of ['eata', 'sar', 'lame', 't3a']) assert.equal((await runAdapt(bert, { ...base, method: m, out: p(`${m}.csv`) })).stream.samples, 64, m);
+  await assert.rejects(runAdapt(bert, { ...base, method: 'rmt', out: p('x.csv') }), /--method rmt on a token model: rmt augments its input images; token models take tent, eata, sar, lame, t3a, source/);
+  await assert.rejects(runAdapt(bert, { ...base, method: 'continual', out: p('x.csv') }), /--method continual on a token model: the continual controller aligns and augments image inputs/);
+  await assert.rejects(runAdapt(bert, { ...base, method: 'tent', mean: '0.5', std: '0.5', out: p('x.csv') }), /--mean\/--std: for image data; this model reads token ids/);
+  await assert.rejects(runAdapt(new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname, { ...base, method: 'tent', out: p('x.csv') }), /--pad-token is for token models/);
+  assert.equal(existsSync(p('x.csv')), false, 'nothing written');
+});

@@ -1,0 +1,55 @@
+// `refit adapt` on a sequence classifier (BERT-style: token ids in, [batch, classes] logits out):
+// the stream is a .npy of token ids [sequences, length], labels (optional) one per sequence, and
+// the model gets its Hugging Face companion inputs made inside the graph (withTokenInputs), so
+// the adapters feed the ids alone.
+import type { RefitModel } from '../model.ts';
+import { tensor, type Tensor } from '../onnx/tensor.ts';
+import { withTokenInputs } from '../onnx/token-companions.ts';
+import { defaultLogits } from '../tta/types.ts';
+import { readLabels } from './data-files.ts';
+import { tokenInputs, readTokenIds } from './token-inputs.ts';
+import type { ModelIO } from './common.ts';
+
+/** What `refit adapt` reads of a stream, images or tokens. */
+export interface StreamData {
+  n: number;
+  ids: string[];
+  labels?: Int32Array;
+  classes?: string[];
+  source: string;
+  format: string;
+  /** The model's input for these samples. */
+  batch(idx: readonly number[]): Tensor;
+}
+
+/** Methods whose updates do not transform the input (the augmenting ones and the controller take images). */
+export const TOKEN_METHODS = ['tent', 'eata', 'sar', 'lame', 't3a', 'source'];
+
+export function tokenStream(model: RefitModel, o: { stream: string; labels?: string; logits?: string; padToken?: number }): { model: RefitModel; io: ModelIO; ds: StreamData } {
+  const inputs = tokenInputs(model, 'refit adapt on a token model');
+  const logits = o.logits ?? defaultLogits(model.outputs);
+  const out = model.outputs.find((v) => v.name === logits);
+  if (!out) throw new Error(`the model has no output '${logits}' (outputs: ${model.outputs.map((v) => v.name).join(', ')})`);
+  if (out.shape && out.shape.length !== 2) throw new Error(`refit adapt on a token model classifies sequences and needs [batch, classes] logits; output '${logits}' has shape ${JSON.stringify(out.shape)}`);
+  const c = out.shape?.[1];
+  const classes = typeof c === 'number' && c > 0 ? c : null;
+  const a = readTokenIds(o.stream, inputs.vocab);
+  let labels: Int32Array | undefined;
+  if (o.labels) {
+    labels = readLabels(o.labels);
+    if (labels.length !== a.n) throw new Error(`${o.labels}: ${labels.length} labels for ${a.n} sequences in ${o.stream}`);
+    const bad = classes === null ? -1 : labels.findIndex((y) => y >= classes);
+    if (bad >= 0) throw new Error(`${o.labels}: label ${bad} is ${labels[bad]}, but the model has ${classes} classes`);
+  }
+  const { dtype } = inputs.ids;
+  const batch = (idx: readonly number[]): Tensor => {
+    const v = (i: number) => a.values[idx[Math.floor(i / a.length)]! * a.length + (i % a.length)]!;
+    const n = idx.length * a.length;
+    return tensor(dtype, [idx.length, a.length], dtype === 'int64' ? BigInt64Array.from({ length: n }, (_, i) => BigInt(v(i))) : Int32Array.from({ length: n }, (_, i) => v(i)));
+  };
+  return {
+    model: withTokenInputs(model, o.padToken !== undefined ? { padToken: o.padToken } : {}),
+    io: { spec: { input: inputs.ids.name, dims: [a.length] }, logits, classes },
+    ds: { n: a.n, ids: Array.from({ length: a.n }, (_, i) => String(i)), ...(labels ? { labels } : {}), source: o.stream, format: 'npy token ids', batch },
+  };
+}

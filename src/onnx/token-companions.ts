@@ -1,0 +1,75 @@
+// A token model with one input. Hugging Face exports (optimum, transformers.js) take token ids
+// plus inputs a tokenizer makes from them; withTokenInputs computes those inside the graph, as the
+// tokenizer would, so that everything fed one tensor (test-time adaptation, the continual
+// controller, the service) can run the model on its ids alone:
+//   attention_mask  1 for a token, 0 for padToken (all 1 without one)
+//   token_type_ids  0 (one segment)
+//   position_ids    0 … length−1 in every row
+// The CLI makes the same inputs in JavaScript (src/cli/token-inputs.ts, tokenFeeds).
+import type { RefitModel } from '../model.ts';
+import type { DType } from './tensor.ts';
+import { i64, tensor } from './tensor.ts';
+import { Emitter } from './emitter.ts';
+import { opsetVersion } from './ir.ts';
+
+export const TOKEN_COMPANIONS = ['attention_mask', 'token_type_ids', 'position_ids'] as const;
+export type TokenCompanion = (typeof TOKEN_COMPANIONS)[number];
+export const TOKEN_DTYPES = new Set<DType>(['int64', 'int32']);
+
+/** ONNX element types for Cast's `to`. */
+const ELEM: Partial<Record<DType, number>> = { float32: 1, int32: 6, int64: 7 };
+
+export interface TokenInputsOptions {
+  /** The id that pads a row; attention_mask is 0 there. Without it every position is a token. */
+  padToken?: number;
+}
+
+/** The token-id input: the one input that is not a companion (or 'input_ids'), of an integer type. */
+export function tokenIdsInput(model: RefitModel): { name: string; dtype: 'int64' | 'int32' } | undefined {
+  const others = model.inputs.filter((i) => !(TOKEN_COMPANIONS as readonly string[]).includes(i.name));
+  const ids = others.length === 1 ? others[0]! : model.inputs.find((i) => i.name === 'input_ids');
+  return ids && TOKEN_DTYPES.has(ids.dtype) ? { name: ids.name, dtype: ids.dtype as 'int64' | 'int32' } : undefined;
+}
+
+/**
+ * This model with its companion inputs (attention_mask, token_type_ids, position_ids) made from
+ * the token ids inside the graph: a sharing clone whose only input is the ids. Throws, naming the
+ * inputs, for a model it cannot reduce to one input. A model that takes the ids alone is returned as it is.
+ */
+export function withTokenInputs(model: RefitModel, opts: TokenInputsOptions = {}): RefitModel {
+  const names = model.inputs.map((i) => `${i.name} (${i.dtype})`).join(', ');
+  const ids = tokenIdsInput(model);
+  if (!ids) throw new Error(`withTokenInputs: the model needs one input of int64 or int32 token ids (e.g. input_ids) besides ${TOKEN_COMPANIONS.join(', ')}; it has ${names}`);
+  const companions = model.inputs.filter((i) => i.name !== ids.name);
+  const unknown = companions.filter((i) => !(TOKEN_COMPANIONS as readonly string[]).includes(i.name));
+  if (unknown.length) throw new Error(`withTokenInputs: cannot make the input${unknown.length > 1 ? 's' : ''} ${unknown.map((i) => `'${i.name}'`).join(', ')} from the token ids (it makes ${TOKEN_COMPANIONS.join(', ')}); model inputs: ${names}`);
+  for (const c of companions) if (ELEM[c.dtype] === undefined) throw new Error(`withTokenInputs: the model's input '${c.name}' is ${c.dtype}; it makes int64, int32 or float32 companions`);
+  const pad = opts.padToken;
+  if (pad !== undefined && !(Number.isInteger(pad) && pad >= 0)) throw new Error(`withTokenInputs: padToken must be a non-negative integer, got ${pad}`);
+  if (!companions.length) return model;
+
+  const m = model.clone({ copy: [] });
+  const g = m.ir.graph;
+  const em = new Emitter(g, opsetVersion(m.ir), 'refit_tokens_');
+  const before = g.nodes.length;
+  const idConst = (v: number) => em.constant(tensor(ids.dtype, [], ids.dtype === 'int64' ? BigInt64Array.from([BigInt(v)]) : Int32Array.from([v])), 'id');
+  const cast = (x: string, c: { name: string; dtype: DType }) => g.nodes.push({ name: em.fresh(`${c.name}_node`), opType: 'Cast', domain: '', inputs: [x], outputs: [c.name], attrs: { to: { kind: 'int', value: ELEM[c.dtype]! } } });
+  for (const c of companions) {
+    if (c.name === 'attention_mask') {
+      // Equal(ids, ids) is all true: the mask without a pad token.
+      const token = pad === undefined ? em.op('Equal', [ids.name, ids.name]) : em.op('Not', [em.op('Equal', [ids.name, idConst(pad)])]);
+      cast(token, c);
+    } else if (c.name === 'token_type_ids') {
+      cast(em.op('Mul', [ids.name, idConst(0)]), c);
+    } else {
+      const shape = em.op('Shape', [ids.name]);
+      const length = em.op('Gather', [shape, em.constant(i64([], [1]), 'one')], { axis: 0 });
+      const range = em.op('Range', [em.constant(i64([], [0]), 'zero'), length, em.constant(i64([], [1]), 'one')]);
+      cast(em.op('Expand', [em.unsqueeze(range, [0]), shape]), c);
+    }
+  }
+  // The new nodes read only the ids: they go first, keeping the graph in topological order.
+  g.nodes.unshift(...g.nodes.splice(before));
+  g.inputs = g.inputs.filter((i) => i.name === ids.name);
+  return m;
+}

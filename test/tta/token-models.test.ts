@@ -1,0 +1,83 @@
+// Test-time adaptation on a token model: the zoo's Hugging Face BertForSequenceClassification
+// export (input_ids, token_type_ids, attention_mask). withTokenInputs makes the companions inside
+// the graph, as the CLI makes them in JavaScript, so the adapters feed the ids alone.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadModel, type RefitModel } from '../../src/model.ts';
+import { withTokenInputs } from '../../src/onnx/token-companions.ts';
+import { tokenInputs, tokenFeeds } from '../../src/cli/token-inputs.ts';
+import { createAdapter } from '../../src/tta/index.ts';
+import { tensor, type Tensor } from '../../src/onnx/tensor.ts';
+import { Rng } from '../../src/util/rng.ts';
+
+const path = new URL('../fixtures/zoo/bert/model.onnx', import.meta.url).pathname;
+let bert: RefitModel;
+let ids: RefitModel;
+const B = 8, L = 6, PAD = 0;
+// Token ids 1–31 (the zoo BERT's vocabulary is 32); the last two rows padded with PAD.
+const values = (() => {
+  const r = new Rng(4);
+  const v = Array.from({ length: B * L }, () => 1 + r.int(31));
+  for (const [row, from] of [[6, 3], [7, 4]] as const) for (let p = from; p < L; p++) v[row * L + p] = PAD;
+  return v;
+})();
+const batch = (rows: number[], length = L): Tensor => tensor('int64', [rows.length, length], BigInt64Array.from(rows.flatMap((r) => values.slice(r * L, r * L + length).map(BigInt))));
+const rows = Array.from({ length: B }, (_, i) => i);
+
+before(async () => {
+  bert = await loadModel(path, { threads: 1 });
+  ids = withTokenInputs(bert, { padToken: PAD });
+});
+after(async () => { await ids.release(); await bert.release(); });
+
+const maxDiff = (a: Tensor, b: Tensor) => { let d = 0; for (let i = 0; i < a.data.length; i++) d = Math.max(d, Math.abs(Number(a.data[i]) - Number(b.data[i]))); return d; };
+
+test('withTokenInputs: one input, and the outputs the model gives with the companions the CLI makes', async () => {
+  assert.deepEqual(bert.inputs.map((i) => i.name), ['input_ids', 'token_type_ids', 'attention_mask']);
+  assert.deepEqual(ids.inputs.map((i) => i.name), ['input_ids']);
+  const feeds = tokenFeeds(tokenInputs(bert, 'test'), values, L, rows, PAD);
+  const want = (await bert.run(feeds)).logits!;
+  const got = (await ids.run({ input_ids: feeds.input_ids! })).logits!;
+  assert.equal(maxDiff(want, got), 0);
+  // Without a pad token every position is a token: the padded rows then score differently.
+  const unmasked = (await withTokenInputs(bert).run({ input_ids: feeds.input_ids! })).logits!;
+  assert.ok(maxDiff(unmasked, got) > 1e-4);
+  assert.throws(() => withTokenInputs(bert, { padToken: -1 }), /padToken must be a non-negative integer/);
+  const img = await loadModel(new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname);
+  assert.throws(() => withTokenInputs(img), /needs one input of int64 or int32 token ids .* it has x \(float32\)/);
+  await img.release();
+});
+
+test('Tent on token ids: predicts as the model, lowers its entropy, and the padding mask holds', async () => {
+  const tent = createAdapter(ids, 'tent', { lr: 0.05 });
+  const plain = (await ids.run({ input_ids: batch(rows) })).logits!;
+  const first = await tent.predict(batch(rows));
+  assert.ok(maxDiff(first.logits, plain) < 1e-5, 'the first prediction is the unadapted model\'s (LayerNorm only: no batch statistics)');
+  const losses = [first.info.loss!];
+  for (let i = 0; i < 5; i++) losses.push((await tent.predict(batch(rows))).info.loss!);
+  assert.ok(losses.at(-1)! < losses[0]! - 1e-3, `entropy ${losses.map((l) => l.toFixed(4)).join(' → ')}`);
+  // A padded row predicts as its unpadded prefix (episodic: each call starts from the source).
+  const episodic = createAdapter(ids, 'tent', { mode: 'episodic' });
+  const padded = (await episodic.predict(batch([6]))).logits;
+  const prefix = (await episodic.predict(batch([6], 3))).logits;
+  assert.ok(maxDiff(padded, prefix) < 1e-5, `padded ${Array.from(padded.data as Float32Array)} against prefix ${Array.from(prefix.data as Float32Array)}`);
+  await tent.release();
+  await episodic.release();
+});
+
+test('EATA, SAR, LAME, T3A and source run on token ids; augmenting methods and several inputs are refused by name', async () => {
+  for (const m of ['eata', 'sar', 'lame', 't3a', 'source']) {
+    const a = createAdapter(m === 'lame' || m === 't3a' ? ids.withFeatures() : ids, m);
+    const r = await a.predict(batch(rows));
+    assert.deepEqual(r.logits.dims, [B, 2], m);
+    assert.ok(Array.from(r.logits.data as Float32Array).every(Number.isFinite), m);
+    await a.release();
+  }
+  for (const m of ['cotta', 'rmt', 'roid', 'rotta']) assert.throws(() => createAdapter(ids, m), new RegExp(`^Error: ${m} augments its input images, and this model's input 'input_ids' is int64 \\(token ids\\); on token models use tent`));
+  const tent = createAdapter(bert, 'tent');
+  await assert.rejects(tent.predict(batch(rows)), /tent: the model takes 3 inputs \(input_ids, token_type_ids, attention_mask\) and an adapter feeds one; for a Hugging Face token model, withTokenInputs/);
+  await tent.release();
+  const t2 = createAdapter(ids, 'tent');
+  await assert.rejects(t2.predict(tensor('float32', [1, L])), /tent: input 'input_ids' must be int64 token ids, got float32/);
+  await t2.release();
+});
