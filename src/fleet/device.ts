@@ -352,7 +352,7 @@ export class FleetDevice {
     if (this.jpeg && !this.jpeg.seen) { // the first JPEG upload: learn the bytes a sample from the top of the ranking (not sent)
       try {
         const probe = ranked.slice(0, 32);
-        this.jpeg.observe(probe.length, await this.encode(meta, probe));
+        this.jpeg.observe(probe.length, (await encodeUploadAsync(this.payload(meta, probe))).byteLength);
       } catch { /* the upload below reports it */ }
     }
     const size = (m: number) => (this.jpeg ? this.jpeg.estimate(meta, m) : encodedUploadSize(meta, m, this.sampleDims, undefined, this.codec as 'f32' | 'u8'));
@@ -363,14 +363,17 @@ export class FleetDevice {
       return;
     }
     let chosen = this.filter.pick(ranked, this.uniform, k);
+    let jpegBytes: Uint8Array | undefined; // the upload as encoded to fit the budget: the link sends these
     if (this.jpeg) {
       const taken = bytes;
       let encoded: number;
       try {
-        encoded = await this.encode(meta, chosen);
+        jpegBytes = await encodeUploadAsync(this.payload(meta, chosen));
+        encoded = jpegBytes.byteLength;
         while (encoded > taken && chosen.length > 1) {
           chosen = chosen.slice(0, Math.max(1, Math.floor((chosen.length * taken) / encoded) - 1));
-          encoded = await this.encode(meta, chosen);
+          jpegBytes = await encodeUploadAsync(this.payload(meta, chosen));
+          encoded = jpegBytes.byteLength;
         }
       } catch (e) { // no encoder (sharp missing in Node) or it failed: nothing sent, the budget and the pool kept
         this.filter.refund(taken);
@@ -395,7 +398,7 @@ export class FleetDevice {
     this.round = round; // a round is used once, whatever the answer: rounds only increase
     const payload = this.payload(meta, chosen);
     try {
-      const r = await this.link.upload(payload);
+      const r = await this.link.upload(payload, jpegBytes);
       if (!r.accepted) { this.log({ batch, kind: 'upload-rejected', reason: r.reason ?? 'rejected', detail: { round, samples: k, bytes } }); return; }
       this.stats.uploads++;
       this.stats.uploadedSamples += k;
@@ -418,11 +421,6 @@ export class FleetDevice {
     };
     chosen.forEach((c, i) => payload.data.set(c.x, i * this.sampleSize));
     return payload;
-  }
-
-  /** The encoded size of an upload of `chosen` (the link encodes the same payload to the same bytes). */
-  private async encode(meta: { model: string; device: string; round: number }, chosen: readonly PoolItem<Float32Array>[]): Promise<number> {
-    return (await encodeUploadAsync(this.payload(meta, chosen))).byteLength;
   }
 
   /**

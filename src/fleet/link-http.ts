@@ -79,8 +79,8 @@ export class HttpCloudLink implements CloudLink {
     this.auth = { authorization: `Bearer ${o.token}` };
   }
 
-  async upload(p: UploadPayload): Promise<{ accepted: boolean; reason?: string }> {
-    const bytes = await encodeUploadAsync(p);
+  async upload(p: UploadPayload, encoded?: Uint8Array): Promise<{ accepted: boolean; reason?: string }> {
+    const bytes = encoded ?? await encodeUploadAsync(p);
     const a = await request(this.o.url, `${this.path}/uploads`, {
       method: 'POST', headers: { ...this.auth, 'content-type': 'application/octet-stream' }, body: bytes as Uint8Array<ArrayBuffer>,
     }, this.o);

@@ -134,7 +134,11 @@ export interface PushedAdapter {
 
 /** The device's view of the cloud (HTTP in src/fleet/link-http.ts; in-process in tests). */
 export interface CloudLink {
-  upload(p: UploadPayload): Promise<{ accepted: boolean; reason?: string }>;
+  /**
+   * Send one round. `encoded`, when given, is encodeUploadAsync(p) already made (a JPEG device
+   * encodes to fit its budget): a link that sends bytes sends those instead of encoding again.
+   */
+  upload(p: UploadPayload, encoded?: Uint8Array): Promise<{ accepted: boolean; reason?: string }>;
   /** The adapter the device should run when it differs from `current` (name@version); undefined when nothing newer. */
   fetchAdapter(current: { name: string; version: number } | null): Promise<PushedAdapter | undefined>;
   /** Tells the cloud which version the device now runs (null: the base model). */

@@ -12,6 +12,7 @@ import { parseSafetensors, serializeSafetensors } from '../../src/io/safetensors
 import { FleetDevice, type FleetDeviceOptions } from '../../src/fleet/device.ts';
 import { UploadFilter } from '../../src/fleet/upload-filter.ts';
 import { encodeUploadAsync, decodeUpload } from '../../src/fleet/upload-codec.ts';
+import { codecName } from '../../src/fleet/upload-images.ts';
 import type { CloudLink, PushedAdapter, UploadPayload } from '../../src/fleet/types.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { ContinualAdapter } from '../../src/continual/adapter.ts';
@@ -38,10 +39,16 @@ class FakeLink implements CloudLink {
   next: PushedAdapter | undefined;
   fetched: ({ name: string; version: number } | null)[] = [];
   constructor(private clock: () => number = () => 0) {}
-  async upload(p: UploadPayload) {
+  /** Uploads that came with their bytes already encoded (a JPEG device's), each checked equal to encoding the payload. */
+  preEncoded = 0;
+  async upload(p: UploadPayload, encoded?: Uint8Array) {
     // What the HTTP route does with it: encode, decode with the model's sample dims.
     const t = this.clock(); // when the device sent it (encoding below awaits)
     const bytes = await encodeUploadAsync(p);
+    if (encoded) {
+      assert.deepEqual(encoded, bytes, 'the bytes the device encoded are the payload\'s encoding');
+      this.preEncoded++;
+    }
     const decoded = decodeUpload(bytes, { sampleDims: [1, 28, 28], model: 'fmnist-cnn', device: 'cam-7' });
     this.uploads.push({ p, t, bytes: bytes.byteLength, decoded });
     return { accepted: true };
@@ -435,6 +442,8 @@ test('codecs: 8-bit and JPEG uploads keep the budget over every window and carry
     for (const u of ups) for (let i = 0; i < u.p.data.length; i++) { err += Math.abs(u.decoded.data[i]! - u.p.data[i]!); n++; }
     const stats = { ...dev.stats };
     await dev.release();
+    // A JPEG upload is encoded once, to fit the budget, and those bytes are what the link sends.
+    assert.equal(link.preEncoded, codecName(codec) === 'jpeg' ? ups.length : 0);
     return { samples: stats.uploadedSamples, kept: stats.kept, meanError: err / Math.max(1, n), stats };
   };
   const f32 = await run('f32'), u8 = await run('u8'), jpeg = await run({ jpeg: 50 });
