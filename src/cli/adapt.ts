@@ -101,13 +101,14 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
     const imageFlags = [pixels && '--mean/--std', resize !== undefined && '--resize', o.source && '--source', o.inputAlign && '--input-align'].filter(Boolean);
     if (imageFlags.length) throw new Error(`${imageFlags.join(', ')}: for image data; this model reads token ids`);
     ({ model, io, ds } = tokenStream(model, { stream: o.stream, labels: o.labels, logits: o.logits, ...(padToken !== undefined ? { padToken } : {}) }));
+    model = withFeaturesFor(method, model, io.logits, { embedding: o.embedding, quiet: o.json });
   } else {
     if (padToken !== undefined) throw new Error('--pad-token is for token models; this model takes float32 inputs');
     io = modelIO(model, o.logits, { pixels, resize });
+    model = withFeaturesFor(method, model, io.logits, { embedding: o.embedding, quiet: o.json }); // before the data: its error first
     const images = await loadData(o.stream, io, { labels: o.labels, labelColumn: o.labelColumn });
     ds = { ...images, batch: (idx) => batchOf(images, idx).x };
   }
-  model = withFeaturesFor(method, model, io.logits, { embedding: o.embedding, quiet: o.json });
   if (delay !== null && !ds.labels) throw new Error(`--feedback-delay hands the stream's labels to the controller; give --labels (or a labelled stream)`);
   if (o.report && !ds.labels) throw new Error(`--report charts the error over the stream and needs labels; give --labels (or a labelled stream), or drop --report`);
   const setup = await methodSetup(method, model, io, o, { batchSize, log: o.json ? undefined : (line) => process.stderr.write(`${line}\n`) });
