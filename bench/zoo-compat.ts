@@ -21,6 +21,7 @@ import { loadavg } from 'node:os';
 import { loadModel, type RefitModel } from '../src/model.ts';
 import * as peft from '../src/peft/index.ts';
 import { createAdapter } from '../src/tta/index.ts';
+import { withTokenInputs, tokenIdsInput } from '../src/onnx/token-companions.ts';
 import type { TrainStep } from '../src/train/train-step.ts';
 import type { Tensor } from '../src/onnx/tensor.ts';
 import { listZoo, readZoo, batchOf, inputsOf, lossOf, torchGrad, ZOO_DIR, type ZooFixture } from '../test/fixtures/zoo/read.ts';
@@ -127,17 +128,20 @@ async function row(name: string): Promise<Row> {
       r.cells[col] = { ok: false, error: firstLine(e) };
     }
   }
-  // Tent on the first graph input (Tent takes one input tensor and [N, C] logits)
+  // Tent on the first graph input (Tent takes one input tensor and [N, C] logits); a token model's
+  // other inputs (attention_mask, …) made inside the graph from its ids (withTokenInputs).
   try {
-    const tent = createAdapter(base, 'tent', {});
+    const one = base.inputs.length > 1 && tokenIdsInput(base) ? withTokenInputs(base) : base;
+    const tent = createAdapter(one, 'tent', {});
     try {
-      const x = inputs[base.inputs[0]!.name]!;
+      const x = inputs[one.inputs[0]!.name]!;
       const res = await tent.predict(x);
       if (res.info.skipped) throw new Error(`Tent skipped its step (non-finite loss ${res.info.loss})`);
       const ms = await timeIt(() => tent.predict(x));
       r.cells.tent = { ok: true, ms, ratio: r.inferenceMs ? ms / r.inferenceMs : undefined };
     } finally {
       await tent.release();
+      if (one !== base) await one.release();
     }
   } catch (e) {
     r.cells.tent = { ok: false, error: firstLine(e) };
@@ -161,7 +165,7 @@ function markdown(rows: Row[], meta: { date: string; threads: number; reps: numb
     '',
     'Columns: **full step** = `compileTrainStep({ trainable: \'all\' })` with the model\'s loss (cross-entropy, or MSE to a fixed target for GPT and the U-Net), BatchNorm in inference mode;',
     '**norm-affine** = `peft.normAffine()` (every normalization layer\'s scale and bias); **LoRA** = `peft.lora({ rank: 2 })` on every MatMul/Gemm/Conv with group 1;',
-    '**TTA** = `tta.createAdapter(model, \'tent\')`, one `predict` (forward, entropy step) on the first graph input.',
+    '**TTA** = `tta.createAdapter(model, \'tent\')`, one `predict` (forward, entropy step) on the first graph input (a token model with more inputs: through `withTokenInputs(model)`, which makes them from the ids).',
     '✓ n× is the time of one step (or one Tent predict) over plain inference of the same batch (`model.run`); ✗ gives the first line of the error.',
     meta.full
       ? 'The full-size exports carry no gradient references: the full step is ✗ only when it fails, trains a buffer, or leaves a PyTorch parameter without gradient.'

@@ -102,8 +102,9 @@ export class FastSlowLearner {
     const outs = model.outputs.map((o) => o.name);
     this.logits = options.logits ?? outs[outs.length - 1]!;
     if (!outs.includes(this.logits)) throw new Error(`fast-slow: the model has no output '${this.logits}' (outputs: ${outs.join(', ')})`);
-    const c = model.outputs.find((o) => o.name === this.logits)!.shape?.[1];
-    if (typeof c !== 'number') throw new Error(`fast-slow: output '${this.logits}' must be [N, classes] with a fixed class count`);
+    const shape = model.outputs.find((o) => o.name === this.logits)!.shape;
+    const c = shape?.length === 2 ? shape[1] : undefined;
+    if (typeof c !== 'number') throw new Error(`fast-slow: output '${this.logits}' must be [N, classes] with a fixed class count, got ${shape ? `[${shape.join(', ')}]` : 'an unknown shape'}`);
     this.classes = c;
     this.params = options.params ?? normAffineParams('fast-slow', this.fast);
     for (const p of this.params) this.source.set(p, (model.param(p).data as Float32Array).slice());

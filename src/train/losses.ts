@@ -130,7 +130,12 @@ export function tokenCrossEntropy(o: TokenCrossEntropyOptions): LossSpec {
   };
 }
 
-/** Shannon entropy of softmax(logits) per sample: Tent's objective. */
+/**
+ * Shannon entropy of softmax(logits) per sample: Tent's objective. Dense logits [batch, classes,
+ * H, W, …] (segmentation; rank ≥ 4) give each position's entropy over the classes (axis 1),
+ * averaged over the positions per sample: Tent's segmentation objective. Rank 3 is refused: a
+ * language model's [batch, sequence, vocabulary] has its classes last.
+ */
 export function softmaxEntropy(o: SampleWeighting & { logits: string }): LossSpec {
   return {
     describe: `softmaxEntropy(${o.logits})`,
@@ -138,10 +143,20 @@ export function softmaxEntropy(o: SampleWeighting & { logits: string }): LossSpe
     inputs: weightInput(o, o.logits),
     build(ctx) {
       const em = ctx.em;
-      checkLogits(ctx, o.logits);
-      const logp = logSoftmax(em, o.logits);
-      const p = em.op('Softmax', [o.logits], { axis: -1 });
-      const perSample = em.neg(rowSum(em, em.mul(p, logp)));
+      const rank = ctx.shape(o.logits).length;
+      if (rank === 3) throw new Error(`softmaxEntropy: '${o.logits}' has shape [${ctx.shape(o.logits)}]: [batch, sequence, vocabulary] or [batch, classes, length] cannot be told apart; it takes [batch, classes] or image-shaped [batch, classes, H, W, …] logits`);
+      let perSample: string;
+      if (rank > 3) {
+        const logp = em.op('LogSoftmax', [o.logits], { axis: 1 });
+        const p = em.op('Softmax', [o.logits], { axis: 1 });
+        const perPosition = em.neg(em.reduce('ReduceSum', em.mul(p, logp), [1], false));
+        perSample = em.reduce('ReduceMean', perPosition, Array.from({ length: rank - 2 }, (_, i) => i + 1), false);
+      } else {
+        checkLogits(ctx, o.logits);
+        const logp = logSoftmax(em, o.logits);
+        const p = em.op('Softmax', [o.logits], { axis: -1 });
+        perSample = em.neg(rowSum(em, em.mul(p, logp)));
+      }
       return reduceSamples(withShape(ctx, perSample, o.logits), perSample, o);
     },
   };

@@ -114,6 +114,23 @@ export function meanEntropy(logits: Float32Array, C: number): number {
   return s / n;
 }
 
+/** Mean Shannon entropy of the class scores: [batch, classes] rows, or every position of [batch, classes, ...positions]. */
+export function meanEntropyOf(logits: Tensor): number {
+  const [n, C] = logits.dims as [number, number];
+  const d = logits.data as Float32Array;
+  if (logits.dims.length === 2) return meanEntropy(d, C);
+  const P = d.length / (n * C); // positions per sample; class c of position q of sample i at (i·C + c)·P + q
+  const row = new Float32Array(C);
+  let s = 0;
+  for (let i = 0; i < n; i++) {
+    for (let q = 0; q < P; q++) {
+      for (let c = 0; c < C; c++) row[c] = d[(i * C + c) * P + q]!;
+      s += meanEntropy(row, C);
+    }
+  }
+  return s / (n * P);
+}
+
 /** An option holding a float32 tensor (in-distribution images and the like). */
 export const tensorSchema = z.custom<Tensor>((v) => !!v && typeof v === 'object' && Array.isArray((v as Tensor).dims) && (v as Tensor).data instanceof Float32Array, 'expected a float32 tensor { dtype, dims, data }');
 
@@ -293,6 +310,12 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
     if (!source.outputs.some((o) => o.name === this.logits)) {
       throw new Error(`the model has no output '${this.logits}' (outputs: ${source.outputs.map((o) => o.name).join(', ')})`);
     }
+    const rank = source.outputs.find((o) => o.name === this.logits)!.shape?.length;
+    const m = this.constructor.name.toLowerCase();
+    if (rank === 3) throw new Error(`${m}: output '${this.logits}' has 3 dims ([batch, sequence, vocabulary] or [batch, classes, length]); test-time adaptation takes [batch, classes] logits${this.takesDenseLogits() ? ' or image-shaped [batch, classes, H, W]' : ''}`);
+    if (rank !== undefined && rank > 3 && !this.takesDenseLogits()) {
+      throw new Error(`${m}: output '${this.logits}' has ${rank} dims, class scores per position (segmentation); ${m} adapts classifiers ([batch, classes] logits). tent adapts dense outputs (entropy averaged over positions, as in its paper's segmentation experiments)`);
+    }
     this.trainable = trainable(this.model);
     for (const p of this.trainable) this.model.param(p); // a clear error for an unknown name
     this.model.own([...this.trainable, ...this.mutableParams()]);
@@ -313,6 +336,11 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
   /** Parameters whose values the method can change (reset restores them). Default: the trainables. */
   protected mutableParams(): string[] {
     return this.trainable;
+  }
+
+  /** Whether the method adapts on dense logits [batch, classes, H, W, …] (Tent); the others take [batch, classes]. */
+  protected takesDenseLogits(): boolean {
+    return false;
   }
 
   protected abstract makeOptimizer(lr: number): Optimizer;
@@ -390,8 +418,7 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
    */
   private recover(r: AdaptOutcome): void {
     const o = this.opts.recovery!;
-    const C = r.logits.dims[r.logits.dims.length - 1]!;
-    const v = o.signal === 'loss' ? r.loss : meanEntropy(r.logits.data as Float32Array, C);
+    const v = o.signal === 'loss' ? r.loss : meanEntropyOf(r.logits);
     if (v !== undefined && Number.isFinite(v)) this.recoveryEma = this.recoveryEma === null ? v : o.emaMomentum * this.recoveryEma + (1 - o.emaMomentum) * v;
     let recovered = 0;
     if (this.recoveryEma !== null && this.recoveryEma < o.emaThreshold) {
