@@ -17,7 +17,7 @@
 //   nice -n 10 npx tsx bench/fleet-consolidate.ts [--split test|val] [--devices 6] [--domains 3]
 //     [--round 192] [--rounds 2] [--keep 0.2] [--teacher cnn|cnn-aug|vit|ensemble|model|model+cnn]
 //     [--teacher-model tmp/foreign-fmnist/resnet18-fmnist.onnx] [--epochs 16]
-//     [--sim] [--high-margin 0.4|none] [--select cema|random|hybrid] [--codec f32|u8|png|jpeg:Q] [--lr 0.01] [--temperature 0.5] [--targets teacher|mix|agree] [--single tent] [--tag -x]
+//     [--sim] [--high-margin 0.4|none] [--select cema|random|hybrid] [--codec f32|u8|png|jpeg:Q|browser:Q] [--lr 0.01] [--temperature 0.5] [--targets teacher|mix|agree] [--single tent] [--tag -x]
 // --split val scores on validation images (training images 10000..19999): that is where the
 // teacher and the options were chosen; report on --split test.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -65,7 +65,8 @@ const singles = opt('single', 'tent').split(',').filter(Boolean);
 // pixel, rounded), png (u8 tiled into one lossless PNG per upload), jpeg:Q (u8 tiled into one JPEG
 // of quality Q per upload by sharp's mozjpeg; the cloud trains on the decoded, lossy images),
 // jpegjs:Q (the same by jpeg-js, pure JavaScript), webp:Q and avif:Q (sharp's WebP and AVIF),
-// webpll (lossless WebP). Bytes count the images
+// webpll (lossless WebP), browser:Q (headless Chromium's own JPEG encoder, as a device in a web
+// page encodes: src/fleet/upload-images.ts). Bytes count the images
 // so encoded plus upload-codec's header and 8 bytes a sample of entropy and prediction.
 const CODEC = opt('codec', 'f32');
 const tag = opt('tag', '');
@@ -133,6 +134,29 @@ async function runSegment(model: (x: Float32Array, n: number) => Promise<Float32
 }
 const bnRun = (files: AdapterFiles | null) => async (x: Float32Array, n: number) => (await runnerFor(files).run(f32([n, ...SAMPLE], x.slice()), ['logits'])).logits!.data as Float32Array;
 
+/** One headless Chromium page for --codec browser:Q, started on first use. */
+let browserPage: Promise<import('playwright-core').Page> | undefined;
+async function browserJpeg(grey: Uint8Array, width: number, height: number, quality: number): Promise<Uint8Array> {
+  browserPage ??= (async () => {
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu'] });
+    return browser.newPage();
+  })();
+  const page = await browserPage;
+  const b64 = await page.evaluate(async ([g, w, h, qq]) => {
+    const px = Uint8Array.from(atob(g as string), (c) => c.charCodeAt(0));
+    const rgba = new Uint8ClampedArray(px.length * 4);
+    for (let i = 0; i < px.length; i++) { rgba[4 * i] = rgba[4 * i + 1] = rgba[4 * i + 2] = px[i]!; rgba[4 * i + 3] = 255; }
+    const canvas = new OffscreenCanvas(w as number, h as number);
+    canvas.getContext('2d')!.putImageData(new ImageData(rgba, w as number, h as number), 0, 0);
+    const bytes = new Uint8Array(await (await canvas.convertToBlob({ type: 'image/jpeg', quality: (qq as number) / 100 })).arrayBuffer());
+    let s = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(s);
+  }, [Buffer.from(grey).toString('base64'), width, height, quality] as const);
+  return new Uint8Array(Buffer.from(b64, 'base64'));
+}
+
 /** The images of one upload through --codec: what the cloud gets, and the bytes they took. */
 async function encodeImages(x: Float32Array, n: number): Promise<{ data: Float32Array; bytes: number }> {
   if (CODEC === 'f32') return { data: x, bytes: 4 * x.length };
@@ -142,6 +166,12 @@ async function encodeImages(x: Float32Array, n: number): Promise<{ data: Float32
   const t = tile(u8, n, SAMPLE);
   const back = (pixels: ArrayLike<number>, stride: number) => Float32Array.from(untile(pixels, stride, n, SAMPLE), (v) => v / 255);
   const [kind, q] = CODEC.split(':');
+  if (kind === 'browser') {
+    // Chromium's own JPEG encoder, as a device in a web page encodes (upload-images.ts,
+    // encodeJpegCanvas: R = G = B, alpha 255, quality Q/100); the cloud decodes with jpeg-js.
+    const enc = await browserJpeg(t.pixels, t.width, t.height, Number(q));
+    return { data: back(jpeg.decode(enc, { useTArray: true, formatAsRGBA: true }).data, 4), bytes: enc.byteLength };
+  }
   if (kind === 'jpegjs') {
     // jpeg-js (pure JavaScript, as a browser or any device can run it), RGB with R = G = B.
     const rgba = new Uint8Array(t.pixels.length * 4);
@@ -155,7 +185,7 @@ async function encodeImages(x: Float32Array, n: number): Promise<{ data: Float32
       : kind === 'webp' ? await img.webp({ quality: Number(q), effort: 6 }).toBuffer()
         : kind === 'avif' ? await img.avif({ quality: Number(q), effort: 4 }).toBuffer()
           : kind === 'webpll' ? await img.webp({ lossless: true, effort: 6 }).toBuffer() : null;
-  if (!enc) throw new Error(`--codec ${CODEC}: expected f32, u8, png, jpeg:Q, jpegjs:Q, webp:Q, avif:Q or webpll`);
+  if (!enc) throw new Error(`--codec ${CODEC}: expected f32, u8, png, jpeg:Q, jpegjs:Q, browser:Q, webp:Q, avif:Q or webpll`);
   return { data: back(await sharp(enc).greyscale().raw().toBuffer(), 1), bytes: enc.byteLength };
 }
 
@@ -265,3 +295,4 @@ writeFileSync(`${base}.md`, md.join('\n'));
 console.log(md.join('\n'));
 for (const r of models.values()) await r.release();
 await teacher.release();
+if (browserPage) await (await browserPage).context().browser()?.close();
