@@ -244,6 +244,7 @@ export interface ServeCliOptions {
   inputAlign?: boolean;
   resize?: string;
   preprocessor?: string;
+  padToken?: string;
   mean?: string;
   std?: string;
   token?: string;
@@ -277,6 +278,7 @@ program
   .option('--preprocessor <file>', "a Hugging Face preprocessor_config.json (or the folder holding it): its resize, crop and normalisation as --resize, --mean and --std, where those are not given")
   .option('--mean <values>', 'image inputs and pixel --source data: per-channel mean to subtract after scaling to [0, 1], comma-separated')
   .option('--std <values>', 'image inputs and pixel --source data: per-channel std to divide by, with --mean')
+  .option('--pad-token <id>', 'token models (BERT-style, token ids in): the padding id, attention_mask 0 there; requests send the ids alone')
   .option('--token <token>', 'bearer token for the write routes (default: $REFIT_TOKEN)')
   .option('--protect-reads', 'close the reads too: every route but /healthz needs the token (predict, feedback, listings, /metrics, /docs/json)')
   .option('--max-tenants <n>', 'tenant sessions held in memory; older ones are saved to the registry and released (default 64)')

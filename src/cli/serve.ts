@@ -7,7 +7,9 @@ import { loadModel, type RefitModel } from '../model.ts';
 import { openRegistry } from '../registry/open.ts';
 import { isSafeName } from '../registry/types.ts';
 import { buildServer } from '../serve/server.ts';
-import { modelIO, preprocessOptions } from './common.ts';
+import { modelIO, preprocessOptions, finiteNumber } from './common.ts';
+import { isTokenModel } from './token-inputs.ts';
+import { withTokenInputs } from '../onnx/token-companions.ts';
 import { methodSetup, type MethodSetup } from './method-setup.ts';
 
 export interface RunServeOptions {
@@ -42,6 +44,8 @@ export interface RunServeOptions {
   resize?: string;
   /** A Hugging Face preprocessor_config.json (or its folder): --resize, --mean and --std where not given (./hf-preprocessor.ts). */
   preprocessor?: string;
+  /** Token models: the padding id (attention_mask 0 there); requests send the ids alone. */
+  padToken?: string | number;
   /** Image inputs and pixel `source` data: per-channel normalisation, comma-separated (torchvision's Normalize). */
   mean?: string;
   std?: string;
@@ -114,6 +118,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
   } else methodOptions = opts.methodOptions;
 
   const { pixels, resize } = preprocessOptions(opts);
+  const padToken = opts.padToken !== undefined ? finiteNumber('--pad-token', opts.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   const method = opts.method && opts.method !== 'none' ? opts.method : undefined;
   if (!method && (opts.source || opts.inputAlign)) throw new Error(`--source and --input-align are for an adaptation method; give --method`);
   if (opts.deep === false && method !== 'continual') throw new Error(`--no-deep is for --method continual (it turns off the controller's level-3 deep learner)`);
@@ -126,7 +131,13 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
     try {
       // Without onnxruntime's memory arena every tenant's sessions free what they do not hold:
       // about 6.5 MB per Tent tenant on the shipped CNN instead of 31 (docs/serve.md).
-      const model = await loadModel(path, { memoryArena: false });
+      let model = await loadModel(path, { memoryArena: false });
+      // A token model's attention_mask & co. made from its ids inside the graph: requests send the ids alone.
+      if (isTokenModel(model) && model.inputs.length > 1) {
+        const wrapped = withTokenInputs(model, padToken !== undefined ? { padToken } : {});
+        await model.release();
+        model = wrapped;
+      }
       models.set(name, model);
       // The controller's deep learner warms up once per model before the server listens: its
       // progress is worth showing. RMT's per-tenant warm-ups would only be noise in the log.

@@ -10,7 +10,7 @@ import { tensor, type DType, type Tensor } from '../onnx/tensor.ts';
 import { parseNpy } from './data-files.ts';
 import { readBytes } from '../data/idx-node.ts';
 import { existsSync } from 'node:fs';
-import { TOKEN_COMPANIONS, TOKEN_DTYPES, tokenIdsInput, type TokenCompanion } from '../onnx/token-companions.ts';
+import { TOKEN_COMPANIONS, TOKEN_DTYPES, tokenIdsInput, vocabularySize, type TokenCompanion } from '../onnx/token-companions.ts';
 
 const COMPANIONS = TOKEN_COMPANIONS;
 type Companion = TokenCompanion;
@@ -45,17 +45,6 @@ export function tokenInputs(model: RefitModel, what: string): TokenInputs {
     if (!INT.has(c.dtype) && c.dtype !== 'float32') throw new Error(`${what}: the model's input '${c.name}' is ${c.dtype}; the CLI makes it as int64, int32 or float32`);
   }
   return { ids, companions, vocab: vocabularySize(model, ids.name) };
-}
-
-/** The first dimension of the initializer a Gather reads with the ids, if one does. */
-function vocabularySize(model: RefitModel, ids: string): number | null {
-  const g = model.ir.graph;
-  for (const n of g.nodes) {
-    if (n.opType !== 'Gather' || n.inputs[1] !== ids) continue;
-    const table = g.initializers.get(n.inputs[0]!);
-    if (table && table.dims.length >= 1) return table.dims[0]!;
-  }
-  return null;
 }
 
 /** Token ids [sequences, length] from a .npy file of integers, checked against the vocabulary. */

@@ -31,6 +31,17 @@ export function tokenIdsInput(model: RefitModel): { name: string; dtype: 'int64'
   return ids && TOKEN_DTYPES.has(ids.dtype) ? { name: ids.name, dtype: ids.dtype as 'int64' | 'int32' } : undefined;
 }
 
+/** The first dimension of the initializer a Gather reads with the ids (the vocabulary), if one does. */
+export function vocabularySize(model: RefitModel, ids: string): number | null {
+  const g = model.ir.graph;
+  for (const n of g.nodes) {
+    if (n.opType !== 'Gather' || n.inputs[1] !== ids) continue;
+    const table = g.initializers.get(n.inputs[0]!);
+    if (table && table.dims.length >= 1) return table.dims[0]!;
+  }
+  return null;
+}
+
 /**
  * This model with its companion inputs (attention_mask, token_type_ids, position_ids) made from
  * the token ids inside the graph: a sharing clone whose only input is the ids. Throws, naming the

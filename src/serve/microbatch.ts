@@ -99,14 +99,15 @@ export class MicroBatcher {
     const first = batch[0]!.x;
     let x = first;
     if (batch.length > 1) {
+      // One array of the requests' type (float32 samples, or token ids).
       const per = first.data.length / first.dims[0]!;
-      const data = new Float32Array(samples * per);
+      const data = new (first.data.constructor as new (n: number) => Float32Array)(samples * per);
       let off = 0;
       for (const p of batch) {
         data.set(p.x.data as Float32Array, off);
         off += p.x.data.length;
       }
-      x = { dtype: 'float32', dims: [samples, ...first.dims.slice(1)], data };
+      x = { dtype: first.dtype, dims: [samples, ...first.dims.slice(1)], data };
     }
     const sent = performance.now();
     this.observer.batch?.(batch.length, samples, batch.map((p) => sent - p.at));

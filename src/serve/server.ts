@@ -14,6 +14,8 @@ import { PeftError } from '../peft/errors.ts';
 import { modelFingerprint } from '../io/model-state-file.ts';
 import { type AdapterRegistry, type AdapterMeta, RegistryError, isSafeName, checkName } from '../registry/types.ts';
 import { HttpError, toInputTensor, softmaxRows, argmaxRows, rows } from './inputs.ts';
+import { toTokenTensor } from './token-inputs.ts';
+import { TOKEN_COMPANIONS, TOKEN_DTYPES, vocabularySize } from '../onnx/token-companions.ts';
 import { isImageInputs, imagesToTensor, type ImageOptions } from './images.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { TenantPool, SERVE_METHODS, CONTINUAL, makeAdapter, optionsFor } from './tenants.ts';
@@ -132,6 +134,13 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
       const C = m.inputs[0]?.shape?.[1];
       if (C !== px.mean.length) throw new Error(`model '${k}': the image normalisation gives ${px.mean.length} channels, but its input '${m.inputs[0]?.name}' has shape ${JSON.stringify(m.inputs[0]?.shape)}; give one value or one per channel`);
     }
+  }
+  // Token models (int64/int32 ids in): their vocabulary, to refuse an id out of it with a 400.
+  const tokenInputs = new Map<string, { name: string; dtype: 'int64' | 'int32'; vocab: number | null }>();
+  for (const [k, m] of models) {
+    if (m.inputs.length !== 1) throw new Error(`model '${k}': the service feeds one input, and it takes ${m.inputs.length} (${m.inputs.map((i) => i.name).join(', ')}); for a Hugging Face token model, withTokenInputs(model, { padToken }) (refit serve: --pad-token) makes ${TOKEN_COMPANIONS.join(', ')} inside the graph`);
+    const input = m.inputs[0]!;
+    if (TOKEN_DTYPES.has(input.dtype)) tokenInputs.set(k, { name: input.name, dtype: input.dtype as 'int64' | 'int32', vocab: vocabularySize(m, input.name) });
   }
   const method = opts.method && opts.method !== 'none' ? opts.method : undefined;
   if (method && !SERVE_METHODS.includes(method)) throw new Error(`unknown adaptation method '${method}'; known: none, ${SERVE_METHODS.join(', ')}`);
@@ -358,7 +367,15 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
     const base = getModel(m);
     const tenant = tenantOf(req, body);
     const input = base.inputs[0]!;
-    const x = isImageInputs(body.inputs) ? await imagesToTensor(body.inputs, input.name, input.shape, maxBatch, opts.images) : toInputTensor(body.inputs, input.name, input.shape, maxBatch);
+    const ids = tokenInputs.get(m);
+    let x: Tensor;
+    if (ids) {
+      if (isImageInputs(body.inputs)) throw new HttpError(400, `model '${m}' takes token ids in '${input.name}', not images`, 'bad-token');
+      if (body.inputs && typeof body.inputs === 'object' && 'base64' in body.inputs) throw new HttpError(400, `model '${m}' takes token ids: give nested arrays or { dims, data }, not base64 float32`, 'bad-token');
+      x = toTokenTensor(toInputTensor(body.inputs, input.name, input.shape, maxBatch), ids, ids.vocab);
+    } else {
+      x = isImageInputs(body.inputs) ? await imagesToTensor(body.inputs, input.name, input.shape, maxBatch, opts.images) : toInputTensor(body.inputs, input.name, input.shape, maxBatch);
+    }
     if (body.adapterVersion !== undefined && body.adapter === undefined) throw new HttpError(400, 'adapterVersion needs adapter', 'schema');
     const { model, ref } = body.adapter ? await withRegistryAdapter(m, body.adapter, body.adapterVersion) : { model: base, ref: undefined };
     const n = x.dims[0]!;

@@ -1,0 +1,51 @@
+// The service on a token model (the zoo's BERT-style classifier, its attention_mask made inside
+// the graph by withTokenInputs): requests send the ids alone, plain and under Tent; ids that are
+// not whole numbers within the vocabulary, images and float32 bytes are refused with a reason.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { FastifyInstance } from 'fastify';
+import { loadModel } from '../../src/model.ts';
+import { withTokenInputs } from '../../src/onnx/token-companions.ts';
+import { tokenInputs, tokenFeeds } from '../../src/cli/token-inputs.ts';
+import { SqliteRegistry } from '../../src/registry/index.ts';
+import { buildServer } from '../../src/serve/index.ts';
+
+const bert = await loadModel(new URL('../fixtures/zoo/bert/model.onnx', import.meta.url).pathname, { threads: 1 });
+const ids = withTokenInputs(bert, { padToken: 0 });
+test.after(async () => { await ids.release(); await bert.release(); });
+
+const rows = [[5, 9, 14, 3, 0, 0], [7, 7, 2, 30, 11, 4], [12, 1, 0, 0, 0, 0]];
+const post = (app: FastifyInstance, inputs: unknown, tenant = 'a') => app.inject({ method: 'POST', url: '/v1/models/bert/predict', headers: { 'x-refit-tenant': tenant }, payload: { inputs, output: 'logits' } });
+
+test('predict on token ids: the logits of the model fed its companions, plain and under Tent; bad ids refused with a reason', async () => {
+  const want = (await bert.run(tokenFeeds(tokenInputs(bert, 'test'), rows.flat(), 6, [0, 1, 2], 0))).logits!.data as Float32Array;
+  for (const method of [undefined, 'tent']) {
+    const app = await buildServer({ models: { bert: ids }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false, inferenceWorkers: method ? 0 : 1, ...(method ? { method } : {}) }); // plain: through an inference worker thread
+    try {
+      const r = await post(app, rows);
+      assert.equal(r.statusCode, 200, r.body);
+      const got = (r.json() as { logits: number[][] }).logits.flat();
+      // The first Tent prediction is the unadapted model's (LayerNorm only: no batch statistics).
+      got.forEach((v, i) => assert.ok(Math.abs(v - want[i]!) < 1e-5, `${method ?? 'plain'}: logit ${i}: ${v} against ${want[i]}`));
+      assert.equal((await post(app, { dims: [1, 6], data: rows[0] })).statusCode, 200, 'one row as { dims, data }');
+      for (const [inputs, re] of [
+        [[[5, 9, 14.5, 3, 0, 0]], /takes token ids \(whole numbers in \[0, 32\), the model's vocabulary\); value 2 is 14\.5/],
+        [[[5, 9, 32, 3, 0, 0]], /value 2 is 32/],
+        [[[-1, 9, 3, 3, 0, 0]], /value 0 is -1/],
+        [{ images: ['aGVsbG8='] }, /takes token ids in 'input_ids', not images/],
+        [{ dims: [1, 6], base64: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' }, /takes token ids: give nested arrays or \{ dims, data \}, not base64 float32/],
+      ] as const) {
+        const bad = await post(app, inputs);
+        assert.equal(bad.statusCode, 400, bad.body);
+        assert.match((bad.json() as { message: string }).message, re);
+      }
+      const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+      assert.match(metrics, /refit_rejected_inputs_total\{model="bert",reason="bad-token"\} 5/);
+    } finally {
+      await app.close();
+    }
+  }
+  // A model with its companions as inputs is refused at start, naming the way to serve it.
+  await assert.rejects(buildServer({ models: { bert }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false }), /model 'bert': the service feeds one input, and it takes 3 \(input_ids, token_type_ids, attention_mask\); for a Hugging Face token model, withTokenInputs/);
+  await assert.rejects(buildServer({ models: { bert: ids }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false, method: 'cotta' }), /model 'bert': method 'cotta' cannot run on it: cotta augments its input images/);
+});
