@@ -1,6 +1,7 @@
 // `refit inspect model.onnx`: what a model takes and gives, and what refit can train in it.
 // The graph walk is diagnoseTraining's (src/autodiff/diagnose.ts); this file only loads and
 // formats.
+import { tokenIdsInput, vocabularySize, TOKEN_COMPANIONS } from '../onnx/token-companions.ts';
 import { loadModel } from '../model.ts';
 import { readModelFile } from '../onnx/io.ts';
 import { opsetVersion, type Model, type ValueInfo } from '../onnx/ir.ts';
@@ -30,6 +31,8 @@ export interface InspectResult {
     withoutRule: string[];
   };
   parameters: { tensors: number; values: number };
+  /** A token model: the ids input, its vocabulary, and the inputs refit makes from the ids (withTokenInputs, --pad-token). */
+  tokens?: { ids: string; vocab: number | null; companions: string[] };
   groups: { name: string; tensors: number; values: number; trainable: boolean; blockers: GroupBlocker[]; unreached: string[] }[];
   /** Ops that block training, with their nodes and the groups they block. */
   blockers: (GroupBlocker & { groups: string[] })[];
@@ -39,10 +42,13 @@ export interface InspectResult {
 export async function inspectModel(path: string): Promise<InspectResult> {
   let upgrade: UpgradeReport | null = null;
   let upgradeError: string | undefined;
+  let tokens: InspectResult['tokens'];
   let ir: Model;
   try {
     const m = await loadModel(path, { onUpgrade: (r) => { upgrade = r; } });
     ir = m.ir;
+    const ids = tokenIdsInput(m);
+    if (ids) tokens = { ids: ids.name, vocab: vocabularySize(m, ids.name), companions: m.inputs.filter((i) => (TOKEN_COMPANIONS as readonly string[]).includes(i.name)).map((i) => i.name) };
     await m.release();
   } catch (e) {
     // A model refit cannot upgrade is still worth a look: show the graph as stored.
@@ -79,6 +85,7 @@ export async function inspectModel(path: string): Promise<InspectResult> {
     opCounts: d.opCounts,
     ops,
     parameters: { tensors: groups.reduce((a, gr) => a + gr.tensors, 0), values: groups.reduce((a, gr) => a + gr.values, 0) },
+    ...(tokens ? { tokens } : {}),
     groups,
     blockers: d.unsupportedOps.map(({ opType, domain, nodes, reason, groups: gs }) => ({ opType, domain, nodes, ...(reason ? { reason } : {}), groups: gs })),
     summary: d.summary,
@@ -97,6 +104,7 @@ export function formatInspect(r: InspectResult): string {
   if (r.upgradeError) out.push(`  upgrade:    failed (${r.upgradeError}); shown as stored`);
   for (const i of r.inputs) out.push(`  input:      ${i.name} ${i.dtype} ${fmtShape(i.shape)}`);
   for (const o of r.outputs) out.push(`  output:     ${o.name} ${o.dtype} ${fmtShape(o.shape)}`);
+  if (r.tokens) out.push(`  token ids:  '${r.tokens.ids}'${r.tokens.vocab !== null ? ` (vocabulary ${n(r.tokens.vocab)})` : ''}, from a .npy of ids${r.tokens.companions.length ? `; refit makes ${r.tokens.companions.join(', ')} from them (--pad-token: the padding id)` : ''}`);
   out.push(`  parameters: ${n(r.parameters.values)} values in ${r.parameters.tensors} tensors`);
   const counts = Object.entries(r.opCounts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   out.push(`  ops:        ${r.nodes} nodes: ${counts.map(([k, v]) => `${k} ×${v}`).join(', ')}`);
