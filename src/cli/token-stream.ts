@@ -22,8 +22,7 @@ export interface StreamData {
   batch(idx: readonly number[]): Tensor;
 }
 
-/** Methods whose updates do not transform the input (the augmenting ones and the controller take images). */
-export const TOKEN_METHODS = ['tent', 'eata', 'sar', 'lame', 't3a', 'source'];
+export { TOKEN_METHODS } from '../tta/common.ts';
 
 export function tokenStream(model: RefitModel, o: { stream: string; labels?: string; logits?: string; padToken?: number }): { model: RefitModel; io: ModelIO; ds: StreamData } {
   const inputs = tokenInputs(model, 'refit adapt on a token model');

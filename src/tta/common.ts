@@ -184,10 +184,13 @@ export function checkBatch(method: string, model: RefitModel, x: Tensor): void {
   }
 }
 
+/** The methods that leave their input as it is, and so run on token ids. */
+export const TOKEN_METHODS = ['tent', 'eata', 'sar', 'lame', 't3a', 'source'] as const;
+
 /** Methods that transform their input (augmentations, alignment) take float images: a clear error for a token model. */
 export function requireFloatInput(method: string, model: RefitModel, what: string): void {
   const input = model.inputs[0];
-  if (input && input.dtype !== 'float32') throw new Error(`${method} ${what}, and this model's input '${input.name}' is ${input.dtype} (token ids); on token models use tent, eata, sar, lame, t3a or source`);
+  if (input && input.dtype !== 'float32') throw new Error(`${method} ${what}, and this model's input '${input.name}' is ${input.dtype} (token ids); on token models use ${TOKEN_METHODS.join(', ')}`);
 }
 
 // ---------------------------------------------------------------------------------------------
