@@ -245,6 +245,7 @@ export interface ServeCliOptions {
   resize?: string;
   preprocessor?: string;
   padToken?: string;
+  cors?: string;
   mean?: string;
   std?: string;
   token?: string;
@@ -279,6 +280,7 @@ program
   .option('--mean <values>', 'image inputs and pixel --source data: per-channel mean to subtract after scaling to [0, 1], comma-separated')
   .option('--std <values>', 'image inputs and pixel --source data: per-channel std to divide by, with --mean')
   .option('--pad-token <id>', 'token models (BERT-style, token ids in): the padding id, attention_mask 0 there; requests send the ids alone')
+  .option('--cors <origins>', "web pages that may call the service from a browser: comma-separated origins (https://app.example.com) or '*'")
   .option('--token <token>', 'bearer token for the write routes (default: $REFIT_TOKEN)')
   .option('--protect-reads', 'close the reads too: every route but /healthz needs the token (predict, feedback, listings, /metrics, /docs/json)')
   .option('--max-tenants <n>', 'tenant sessions held in memory; older ones are saved to the registry and released (default 64)')

@@ -46,6 +46,8 @@ export interface RunServeOptions {
   preprocessor?: string;
   /** Token models: the padding id (attention_mask 0 there); requests send the ids alone. */
   padToken?: string | number;
+  /** Origins of web pages allowed to call the service (CORS): comma-separated, or '*'. */
+  cors?: string;
   /** Image inputs and pixel `source` data: per-channel normalisation, comma-separated (torchvision's Normalize). */
   mean?: string;
   std?: string;
@@ -167,6 +169,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
       inferenceWorkers: int('--inference-workers', opts.inferenceWorkers ?? 2, 0), inferenceThreads: int('--inference-threads', opts.inferenceThreads, 1),
       microBatch: { ...(microBatchWait !== undefined ? { maxWaitMs: microBatchWait } : {}), ...(microBatchMax !== undefined ? { maxSamples: microBatchMax } : {}) },
       logger: opts.debug ? { level: 'info' } : false,
+      ...(opts.cors !== undefined ? { corsOrigins: opts.cors.trim() === '*' ? '*' as const : opts.cors.split(',').map((o) => o.trim()).filter(Boolean) } : {}),
     });
     await app.listen({ port, host: opts.host ?? '127.0.0.1' });
   } catch (e) {

@@ -13,14 +13,13 @@
 // without bytes or a job without a record.
 import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
-import cors from '@fastify/cors';
 import { STATUS_CODES } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { sha256Hex } from '../util/sha256-node.ts';
 import { Registry, Counter, collectDefaultMetrics } from 'prom-client';
 import { isSafeName } from '../registry/types.ts';
 import { HttpError } from '../serve/inputs.ts';
-import { nameSchema, errorSchema, serviceOptions, bearerToken, sameToken, httpMetrics } from '../serve/http-common.ts';
+import { nameSchema, errorSchema, serviceOptions, bearerToken, sameToken, httpMetrics, allowOrigins } from '../serve/http-common.ts';
 import { FleetError, type CloudDeps, type Job } from './types.ts';
 import { decodeUpload } from './upload-codec.ts';
 import { FLEET_ADAPTER, DEVICE_NAME_MAX, deviceAdapterName, consolidateJobId, aggregateJobId, uploadBlobKey } from './names.ts';
@@ -322,14 +321,7 @@ export async function createCloudServer(deps: CloudDeps, config: CloudServerConf
   if (config.defaultMetrics !== false) collectDefaultMetrics({ register: promRegistry, prefix: 'refit_' });
   const { requests, latency } = httpMetrics(promRegistry);
   const metrics = createFleetMetrics(promRegistry);
-  if (config.corsOrigins !== undefined) {
-    const o = config.corsOrigins;
-    if (o !== '*' && !(Array.isArray(o) && o.every((v) => typeof v === 'string' && /^https?:\/\/[^/]+$/.test(v)))) {
-      throw new Error(`fleet: corsOrigins must be '*' or origins like 'https://app.example.com' (scheme and host, no path), got ${JSON.stringify(o)}`);
-    }
-    // Answers to preflights (OPTIONS) and the Access-Control headers on every answer, refusals included.
-    await app.register(cors, { origin: o === '*' ? '*' : o, methods: ['GET', 'POST'], allowedHeaders: ['authorization', 'content-type'], maxAge: 600 });
-  }
+  if (config.corsOrigins !== undefined) await allowOrigins(app, config.corsOrigins, { methods: ['GET', 'POST'], headers: ['authorization', 'content-type'], who: 'fleet: corsOrigins' });
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',

@@ -1,7 +1,8 @@
 // What every refit HTTP service shares (`refit serve` and the fleet's cloud service): the JSON
 // schema of a name path parameter, the error body, Fastify options that refuse unknown body
-// fields with messages naming the field, and a constant-time bearer check.
-import type { FastifyServerOptions } from 'fastify';
+// fields with messages naming the field, a constant-time bearer check, and CORS for web pages.
+import type { FastifyInstance, FastifyServerOptions } from 'fastify';
+import cors from '@fastify/cors';
 import { timingSafeEqual } from 'node:crypto';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { NAME_PATTERN } from '../registry/types.ts';
@@ -59,4 +60,17 @@ export function httpMetrics(registry: Registry) {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry],
     }),
   };
+}
+
+/**
+ * Let web pages on `origins` (['https://app.example.com'], or '*' for any) call the service from a
+ * browser (CORS, @fastify/cors): preflights answered, the Access-Control headers on every answer,
+ * refusals included. Bearer tokens, never cookies: no credentials. Register it before any auth
+ * hook, so a preflight (which carries no token) is answered before auth is asked.
+ */
+export async function allowOrigins(app: FastifyInstance, origins: string[] | '*', o: { methods: string[]; headers: string[]; who: string }): Promise<void> {
+  if (origins !== '*' && !(Array.isArray(origins) && origins.length > 0 && origins.every((v) => typeof v === 'string' && /^https?:\/\/[^/]+$/.test(v)))) {
+    throw new Error(`${o.who}: CORS origins must be '*' or origins like 'https://app.example.com' (scheme and host, no path), got ${JSON.stringify(origins)}`);
+  }
+  await app.register(cors, { origin: origins, methods: o.methods, allowedHeaders: o.headers, maxAge: 600 });
 }

@@ -19,7 +19,7 @@ import { TOKEN_COMPANIONS, TOKEN_DTYPES, vocabularySize } from '../onnx/token-co
 import { isImageInputs, imagesToTensor, type ImageOptions } from './images.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { TenantPool, SERVE_METHODS, CONTINUAL, makeAdapter, optionsFor } from './tenants.ts';
-import { nameSchema, errorSchema, serviceOptions } from './http-common.ts';
+import { nameSchema, errorSchema, serviceOptions, allowOrigins } from './http-common.ts';
 import { MicroBatcher, modelRunner, type MicroBatchOptions } from './microbatch.ts';
 import { InferencePool } from './inference-pool.ts';
 
@@ -77,6 +77,12 @@ export interface ServeOptions {
   inferenceThreads?: number;
   /** Fastify's logger option. @default false */
   logger?: FastifyServerOptions['logger'];
+  /**
+   * Origins of web pages that may call the service from a browser (CORS), e.g.
+   * ['https://app.example.com'], or '*'. Without it a page on another origin cannot read the
+   * answers. Preflights are answered before the token check (they carry none). @default none
+   */
+  corsOrigins?: string[] | '*';
   /** Node process metrics (CPU, memory, event loop) in /metrics. @default true */
   defaultMetrics?: boolean;
 }
@@ -179,6 +185,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
     }
   }
 
+  if (opts.corsOrigins !== undefined) await allowOrigins(app, opts.corsOrigins, { methods: ['GET', 'POST', 'PUT', 'DELETE'], headers: ['authorization', 'content-type', TENANT_HEADER], who: 'buildServer: corsOrigins' });
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',

@@ -167,3 +167,33 @@ test('limits: a body over bodyLimit or adapterBodyLimit, a batch over maxBatch, 
   assert.deepEqual((await app.inject({ url: '/v1/models/cnn/adapters' })).json().adapters, [], 'nothing stored');
   await app.close();
 });
+
+test('corsOrigins: a listed page may call the service from a browser (preflight answered before the token check, headers on refusals too); other origins get no CORS headers', async () => {
+  const origin = 'https://app.example.com';
+  const app = await server({ corsOrigins: [origin], token: 'secret-token-123', protectReads: true });
+  try {
+    const pre = await app.inject({ method: 'OPTIONS', url: '/v1/models/cnn/predict', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type, x-refit-tenant' } });
+    assert.equal(pre.statusCode, 204, pre.body);
+    assert.equal(pre.headers['access-control-allow-origin'], origin);
+    assert.match(String(pre.headers['access-control-allow-headers']), /x-refit-tenant/);
+    const ok = await app.inject({ method: 'POST', url: '/v1/models/cnn/predict', headers: { origin, authorization: 'Bearer secret-token-123', 'x-refit-tenant': 'page' }, payload: { inputs: batch(1) } });
+    assert.equal(ok.statusCode, 200, ok.body);
+    assert.equal(ok.headers['access-control-allow-origin'], origin);
+    const refused = await app.inject({ method: 'POST', url: '/v1/models/cnn/predict', headers: { origin }, payload: { inputs: batch(1) } });
+    assert.equal(refused.statusCode, 401);
+    assert.equal(refused.headers['access-control-allow-origin'], origin, 'the page can read why it was refused');
+    const other = await app.inject({ method: 'GET', url: '/healthz', headers: { origin: 'https://elsewhere.example.com' } });
+    assert.equal(other.statusCode, 200);
+    assert.equal(other.headers['access-control-allow-origin'], undefined);
+  } finally {
+    await app.close();
+  }
+  const plain = await server();
+  try {
+    const r = await plain.inject({ method: 'GET', url: '/healthz', headers: { origin } });
+    assert.equal(r.headers['access-control-allow-origin'], undefined, 'no CORS unless asked');
+  } finally {
+    await plain.close();
+  }
+  await assert.rejects(server({ corsOrigins: ['app.example.com'] }), /buildServer: corsOrigins: CORS origins must be '\*' or origins like/);
+});

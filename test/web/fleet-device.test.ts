@@ -157,5 +157,5 @@ test('without the page\'s origin in corsOrigins the browser cannot read the serv
     await c.app.close();
   }
   await assert.rejects(createCloudServer({ store: new MemoryFleetStore(), blobs: new FsBlobStore(dir), queue: new RecordingQueue(), registry: new SqliteRegistry(':memory:') },
-    { adminToken: ADMIN, models: { [MODEL]: { sampleDims: [1, 28, 28] } }, corsOrigins: ['http://127.0.0.1:8080/app'] }), /corsOrigins must be '\*' or origins like/);
+    { adminToken: ADMIN, models: { [MODEL]: { sampleDims: [1, 28, 28] } }, corsOrigins: ['http://127.0.0.1:8080/app'] }), /fleet: corsOrigins: CORS origins must be '\*' or origins like/);
 });
