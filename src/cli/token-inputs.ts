@@ -12,37 +12,33 @@ import { readBytes } from '../data/idx-node.ts';
 import { existsSync } from 'node:fs';
 import { TOKEN_COMPANIONS, TOKEN_DTYPES, tokenIdsInput, vocabularySize, type TokenCompanion } from '../onnx/token-companions.ts';
 
-const COMPANIONS = TOKEN_COMPANIONS;
-type Companion = TokenCompanion;
-const INT = TOKEN_DTYPES;
-
 export interface TokenInputs {
   /** The input that takes the token ids. */
   ids: { name: string; dtype: 'int64' | 'int32' };
   /** The Hugging Face inputs made from the ids, with their dtypes. */
-  companions: { name: Companion; dtype: DType }[];
+  companions: { name: TokenCompanion; dtype: DType }[];
   /** The vocabulary size, when the ids feed an embedding table directly (a Gather on an initializer). */
   vocab: number | null;
 }
 
 /** Whether the model takes integer inputs (token ids) rather than float32 samples. */
 export function isTokenModel(model: RefitModel): boolean {
-  return model.inputs.some((i) => INT.has(i.dtype));
+  return model.inputs.some((i) => TOKEN_DTYPES.has(i.dtype));
 }
 
 /** The token-id input and its companions; throws, naming every input, when the CLI cannot feed the model. */
 export function tokenInputs(model: RefitModel, what: string): TokenInputs {
   const names = model.inputs.map((i) => `${i.name} (${i.dtype})`).join(', ');
-  const others = model.inputs.filter((i) => !(COMPANIONS as readonly string[]).includes(i.name));
+  const others = model.inputs.filter((i) => !(TOKEN_COMPANIONS as readonly string[]).includes(i.name));
   const ids = tokenIdsInput(model);
   if (!ids) {
-    throw new Error(`${what} feeds one input of token ids; this model has ${names} (it needs int64 or int32 ids, e.g. input_ids, and makes ${COMPANIONS.join(', ')} from them); use the library for other inputs`);
+    throw new Error(`${what} feeds one input of token ids; this model has ${names} (it needs int64 or int32 ids, e.g. input_ids, and makes ${TOKEN_COMPANIONS.join(', ')} from them); use the library for other inputs`);
   }
   const unknown = others.filter((i) => i.name !== ids.name);
-  if (unknown.length) throw new Error(`${what}: the CLI cannot make the model's input${unknown.length > 1 ? 's' : ''} ${unknown.map((i) => `'${i.name}'`).join(', ')} (it makes ${COMPANIONS.join(', ')} from the token ids); model inputs: ${names}; use the library for other inputs`);
-  const companions = model.inputs.filter((i) => i.name !== ids.name).map((i) => ({ name: i.name as Companion, dtype: i.dtype }));
+  if (unknown.length) throw new Error(`${what}: the CLI cannot make the model's input${unknown.length > 1 ? 's' : ''} ${unknown.map((i) => `'${i.name}'`).join(', ')} (it makes ${TOKEN_COMPANIONS.join(', ')} from the token ids); model inputs: ${names}; use the library for other inputs`);
+  const companions = model.inputs.filter((i) => i.name !== ids.name).map((i) => ({ name: i.name as TokenCompanion, dtype: i.dtype }));
   for (const c of companions) {
-    if (!INT.has(c.dtype) && c.dtype !== 'float32') throw new Error(`${what}: the model's input '${c.name}' is ${c.dtype}; the CLI makes it as int64, int32 or float32`);
+    if (!TOKEN_DTYPES.has(c.dtype) && c.dtype !== 'float32') throw new Error(`${what}: the model's input '${c.name}' is ${c.dtype}; the CLI makes it as int64, int32 or float32`);
   }
   return { ids, companions, vocab: vocabularySize(model, ids.name) };
 }

@@ -119,16 +119,12 @@ export function meanEntropyOf(logits: Tensor): number {
   const [n, C] = logits.dims as [number, number];
   const d = logits.data as Float32Array;
   if (logits.dims.length === 2) return meanEntropy(d, C);
-  const P = d.length / (n * C); // positions per sample; class c of position q of sample i at (i·C + c)·P + q
-  const row = new Float32Array(C);
-  let s = 0;
-  for (let i = 0; i < n; i++) {
-    for (let q = 0; q < P; q++) {
-      for (let c = 0; c < C; c++) row[c] = d[(i * C + c) * P + q]!;
-      s += meanEntropy(row, C);
-    }
-  }
-  return s / (n * P);
+  // Channels last, one row of C scores per position, then the mean over every row at once (one
+  // copy, not an array per pixel). Class c of position q of sample i is at (i·C + c)·P + q.
+  const P = d.length / (n * C);
+  const rows = new Float32Array(d.length);
+  for (let i = 0; i < n; i++) for (let c = 0; c < C; c++) for (let q = 0; q < P; q++) rows[(i * P + q) * C + c] = d[(i * C + c) * P + q]!;
+  return meanEntropy(rows, C);
 }
 
 /** An option holding a float32 tensor (in-distribution images and the like). */
