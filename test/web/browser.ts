@@ -53,6 +53,14 @@ export async function openTestPage(routes?: ServeOptions['routes'], build: Pick<
   }
 }
 
+/**
+ * Run `f(arg)` in the page: `f` travels as source text and `arg` as JSON. tsx wraps named functions
+ * in __name(), which the page lacks, so the page gets an identity one.
+ */
+export function runInPage<A, T>(page: Page, f: (a: A) => Promise<T>, arg: A): Promise<T> {
+  return page.evaluate(`(() => { const __name = (fn) => fn; return (${f.toString()})(${JSON.stringify(arg)}); })()`) as Promise<T>;
+}
+
 /** Float32 values from the page's base64. */
 export function fromB64(s: string): Float32Array {
   const b = Buffer.from(s, 'base64');

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openTestPage, chromiumMissing, type TestPage } from './browser.ts';
+import { openTestPage, chromiumMissing, runInPage, type TestPage } from './browser.ts';
 import { loadModel } from '../../src/model.ts';
 import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
 import { continualStream } from '../../src/data/streams.ts';
@@ -74,8 +74,7 @@ const devicePage = async (a: { url: string; token: string; batches: string[]; B:
   return { events: dev.events.map((e) => ({ kind: e.kind, ...(e.reason ? { reason: e.reason } : {}) })), stats: { ...dev.stats }, sync, stolen };
 };
 const b64 = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
-const inPage = <T, A>(f: (a: A) => Promise<T>, arg: A): Promise<T> =>
-  tp!.page.evaluate(`(() => { const __name = (fn) => fn; return (${f.toString()})(${JSON.stringify(arg)}); })()`) as Promise<T>;
+const inPage = <T, A>(f: (a: A) => Promise<T>, arg: A): Promise<T> => runInPage(tp!.page, f, arg);
 
 test('a FleetDevice in Chromium uploads browser-encoded JPEGs to a cloud on another origin and applies its adapter', { skip: chromiumMissing }, async () => {
   const origin = new URL(tp!.url).origin;

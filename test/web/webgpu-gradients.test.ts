@@ -15,7 +15,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as refit from '../../src/index.ts';
-import { openTestPage, fromB64, chromiumMissing, SOFTWARE_WEBGPU_ARGS, type TestPage } from './browser.ts';
+import { openTestPage, fromB64, chromiumMissing, runInPage, SOFTWARE_WEBGPU_ARGS, type TestPage } from './browser.ts';
 import { relErr } from '../helpers/close.ts';
 import { WEBGPU_FAULTS } from '../../src/onnx/webgpu-faults.ts';
 
@@ -85,8 +85,7 @@ before(async () => {
 });
 after(async () => { await tp?.close(); });
 
-const inPage = (a: Parameters<typeof pageStep>[0]) =>
-  tp!.page.evaluate(`(() => { const __name = (fn) => fn; return (${pageStep.toString()})(${JSON.stringify(a)}); })()`) as Promise<Run>;
+const inPage = (a: Parameters<typeof pageStep>[0]) => runInPage(tp!.page, pageStep, a);
 
 test('the WebGPU faults name the grouped Convs SwiftShader got wrong, and none it got right', () => {
   const bad = [5, 6, 7, 9, 10, 11, 13, 18, 25].map((o) => WEBGPU_FAULTS.groupedConv!(2, o));
