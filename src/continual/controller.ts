@@ -11,7 +11,8 @@
 // Every decision is an event with its reason and the signal values behind it.
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
-import { FastSlowLearner, stackRows, type FastSlowOptions, type FastSlowState } from './fast-slow.ts';
+import { FastSlowLearner, type FastSlowOptions, type FastSlowState } from './fast-slow.ts';
+import { inputSpec, checkBatch, rowOf, stackRows, type InputSpec, type InputRow } from './input-rows.ts';
 import { FeedbackBuffer, type FeedbackReport, type PendingSample } from './feedback.ts';
 import { ReplayBuffer, type ReplayState } from './replay.ts';
 import { ErrorMemory, type ErrorMemoryOptions } from './error-memory.ts';
@@ -125,6 +126,12 @@ export interface ControllerOptions extends Omit<FastSlowOptions, 'decay'> {
    * Off when absent.
    */
   inputAlign?: InputStats;
+  /**
+   * A token model's pad token (the id `withTokenInputs` masks): labelled rows of different lengths
+   * are padded with it into one batch, so batches may have any length. Without it every batch must
+   * have the first one's length. Token models only.
+   */
+  padToken?: number;
   seed?: number;
 }
 
@@ -197,7 +204,9 @@ export interface ControllerState {
   /** The level-3 deep learner's state and its last good state (absent without the `deep` option). */
   deep?: AdapterState | null;
   goodDeep?: AdapterState | null;
-  labelled: { input: Float32Array; label: number }[];
+  labelled: { input: InputRow; label: number }[];
+  /** A token model without padToken: the sequence length of its rows (absent for float inputs). */
+  tokenLength?: number | null;
   events: ControllerEvent[];
 }
 
@@ -234,9 +243,11 @@ export class ContinualController {
   private readonly deepModel: RefitModel;
   private goodDeep: AdapterState | null = null;
   /** Labelled samples waiting for a batch big enough to learn from. */
-  private labelled: { input: Float32Array; label: number }[] = [];
+  private labelled: { input: InputRow; label: number }[] = [];
   readonly events: ControllerEvent[] = [];
-  private readonly inputShape: number[];
+  private readonly input: InputSpec;
+  /** A token model without padToken: the length every batch must have (the first batch's). */
+  private tokenLength: number | null = null;
 
   constructor(readonly model: RefitModel, options: ControllerOptions = {}) {
     checkControllerOptions(options);
@@ -247,9 +258,13 @@ export class ContinualController {
     const f = options.feedback ?? {};
     this.fb = new FeedbackBuffer(f.capacity ?? 4096, C, f.maxAgeBatches ?? 50);
     this.replay = new ReplayBuffer(f.replayCapacity ?? 512, options.seed ?? 0);
-    const shape = model.inputs[0]!.shape?.slice(1);
-    if (!shape || shape.some((d) => typeof d !== 'number')) throw new Error('continual: the model input must have a fixed shape after the batch axis');
-    this.inputShape = shape as number[];
+    this.input = inputSpec(model, options.padToken);
+    if (this.input.kind === 'tokens') {
+      // Both transform images: alignment moves pixel statistics, RMT augments and replays images.
+      const ids = `this model's input '${this.input.name}' is ${this.input.dtype} token ids`;
+      if (options.inputAlign) throw new Error(`continual: inputAlign moves image channels to source statistics, and ${ids}; leave it out`);
+      if (options.deep) throw new Error(`continual: the deep learner (level 3, RMT) augments its input images, and ${ids}; leave out \`deep\` (level 3 then consolidates the fast learner into the slow one)`);
+    }
     const size = (names: readonly string[]) => names.reduce((a, p) => a + model.param(p).data.length, 0);
     const nParams = size(this.learner.params);
     const maxP = options.budgets?.maxTrainableParams;
@@ -312,8 +327,8 @@ export class ContinualController {
   async predict(input: Tensor, ids?: string[]): Promise<ControllerResult> {
     const n = input.dims[0]!;
     if (ids && ids.length !== n) throw new Error(`continual.predict: ${n} inputs but ${ids.length} ids`);
-    const data = input.data as Float32Array;
-    for (let i = 0; i < data.length; i++) checkInput(data[i]!, i);
+    checkBatch(this.input, input, this.tokenLength);
+    if (this.input.kind === 'tokens' && this.input.padToken === undefined) this.tokenLength = input.dims[1]!;
     // Everything below (both learners, the buffers kept for feedback) sees the aligned batch.
     const al = this.options.inputAlign ? alignInputDetailed(input, this.options.inputAlign) : null;
     const x = al ? al.x : input;
@@ -363,11 +378,10 @@ export class ContinualController {
     const predictions = argmaxRows(probs, C);
     const batchIds = ids ?? Array.from({ length: n }, (_, i) => `${this.batch - 1}:${i}`);
     // Labels that come back later train on the input the model saw (aligned, with inputAlign).
-    const seen = x.data as Float32Array, per = seen.length / n;
     const emb = out.embedding?.data as Float32Array | undefined;
     const d = emb ? emb.length / n : 0;
     for (let i = 0; i < n; i++) {
-      const s: PendingSample = { id: batchIds[i]!, input: seen.slice(i * per, (i + 1) * per), probs: probs.slice(i * C, (i + 1) * C), predicted: predictions[i]!, batch: this.batch };
+      const s: PendingSample = { id: batchIds[i]!, input: rowOf(x, i), probs: probs.slice(i * C, (i + 1) * C), predicted: predictions[i]!, batch: this.batch };
       if (emb) s.embedding = emb.slice(i * d, (i + 1) * d);
       this.fb.add(s);
     }
@@ -408,7 +422,7 @@ export class ContinualController {
         this.setupMs += performance.now() - t0;
       }
       // Labels that arrived before it was in use: the replay reservoir's samples.
-      for (const r of this.replay.draw(this.replay.size)) deep.addLabelled(r.input, r.label);
+      for (const r of this.replay.draw(this.replay.size)) deep.addLabelled(r.input as Float32Array, r.label);
     }
     const logits = await deep.predict(x, adapt);
     const embedding = deep.embedding; // only with deep.embedding: then the error memory acts at level 3
@@ -572,7 +586,7 @@ export class ContinualController {
         this.memory?.add(s.embedding, s.probs, s.label);
       }
       this.replay.add({ input: s.input, label: s.label });
-      if (this.deepActive) this.deep!.addLabelled(s.input, s.label);
+      if (this.deepActive) this.deep!.addLabelled(s.input as Float32Array, s.label); // float inputs: token models have no deep learner
       this.labelled.push({ input: s.input, label: s.label });
     }
     if (report.accepted + report.unknown + report.expired + report.invalid > 0 && (report.unknown || report.expired || report.invalid)) {
@@ -584,7 +598,7 @@ export class ContinualController {
       const rows = [...this.labelled, ...extra];
       if (rows.length >= minBatch) {
         // Train in the normalisation the current level predicts with (level 0: source statistics).
-        await this.learner.learn(stackRows(rows.map((r) => r.input), this.inputShape), rows.map((r) => r.label), { consolidate: this.level >= 3, batchStats: this.level >= 1 });
+        await this.learner.learn(stackRows(rows.map((r) => r.input), this.input.kind === 'float' ? this.input.shape : [], this.input.kind === 'tokens' ? this.input.padToken : undefined), rows.map((r) => r.label), { consolidate: this.level >= 3, batchStats: this.level >= 1 });
         this.labelled = [];
       }
     }
@@ -600,7 +614,7 @@ export class ContinualController {
       entropyDetector: this.entropyDetector.state(), errorDetector: this.errorDetector.state(), prior: [...this.prior.prior],
       feedback: this.fb.state(), replay: this.replay.state(), errorMemory: this.memory ? { ...this.memory.state(), dim: this.memory.dim } : null,
       deep: this.deepActive ? this.deep!.state() : null, goodDeep: this.goodDeep,
-      labelled: this.labelled.map((r) => ({ input: r.input.slice(), label: r.label })), events: this.events.map((e) => ({ ...e })),
+      labelled: this.labelled.map((r) => ({ input: r.input.slice(), label: r.label })), ...(this.input.kind === 'tokens' ? { tokenLength: this.tokenLength } : {}), events: this.events.map((e) => ({ ...e })),
     };
   }
 
@@ -651,6 +665,7 @@ export class ContinualController {
     this.fb.load(s.feedback);
     this.replay.load(s.replay);
     this.labelled = s.labelled.map((r) => ({ input: r.input.slice(), label: r.label }));
+    this.tokenLength = s.tokenLength ?? null;
     this.events.length = 0;
     this.events.push(...s.events);
   }
@@ -659,10 +674,6 @@ export class ContinualController {
     await this.learner.release();
     await this.deep?.release();
   }
-}
-
-function checkInput(v: number, i: number): void {
-  if (!Number.isFinite(v)) throw new Error(`continual.predict: input value ${i} is ${v}; refusing to predict or adapt on non-finite inputs (nothing changed)`);
 }
 
 /**

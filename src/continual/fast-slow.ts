@@ -293,14 +293,3 @@ export class FastSlowLearner {
     for (const v of [...this.fastVariants.values(), ...this.slowVariants.values()]) await (await v).release();
   }
 }
-
-/** A helper for callers that hold labelled rows: stack rows of one input shape into a batch tensor. */
-export function stackRows(rows: Float32Array[], shape: number[]): Tensor {
-  const per = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(rows.length * per);
-  rows.forEach((r, i) => {
-    if (r.length !== per) throw new Error(`stackRows: row ${i} has ${r.length} values, expected ${per}`);
-    data.set(r, i * per);
-  });
-  return f32([rows.length, ...shape], data);
-}

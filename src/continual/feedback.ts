@@ -1,11 +1,12 @@
 // Delayed labels: predictions wait in a bounded buffer (what is needed to learn from them:
 // the input, the embedding, the prediction) until their label arrives or they expire.
 // Unknown, expired and invalid labels are counted, never fatal (issue 11, part 4).
+import type { InputRow } from './input-rows.ts';
 
 export interface PendingSample {
   id: string;
-  /** The sample's input values (one row of the batch). */
-  input: Float32Array;
+  /** The sample's input values or token ids (one row of the batch). */
+  input: InputRow;
   /** Its embedding, where the model has one (for the error memory). */
   embedding?: Float32Array;
   /** Predicted class probabilities at prediction time. */

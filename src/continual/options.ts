@@ -68,6 +68,7 @@ export const controllerOptionsSchema = z.object({
     rmt: deepRmt.optional(),
   }).strict().optional(),
   inputAlign: inputStats.optional(),
+  padToken: z.number().int().min(0).optional(),
   seed: z.number().int().optional(),
 });
 

@@ -120,7 +120,7 @@ export async function consolidate(input: ConsolidateInput): Promise<ConsolidateR
 
   // Replay: a seeded reservoir over the earlier uploads (src/continual/replay.ts).
   const rng = new Rng(o.seed ?? 0);
-  const reservoir = new ReplayBuffer(Math.max(1, replayMax), o.seed ?? 0);
+  const reservoir = new ReplayBuffer<Float32Array>(Math.max(1, replayMax), o.seed ?? 0);
   if (replayMax > 0) for (let i = 0; i < replayAll.n; i++) reservoir.add({ input: replayAll.data.subarray(i * per, (i + 1) * per), label: -1 });
   const replayed = replayMax > 0 ? reservoir.draw(replayMax) : [];
   const n = uploads.n + replayed.length;

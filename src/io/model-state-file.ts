@@ -1,6 +1,7 @@
-// A model's adaptation state as one safetensors blob: every Float32Array in the state becomes a
-// tensor, the rest is JSON in the metadata, next to a format tag and a fingerprint of the model,
-// so a state from another model or of another kind is refused. Browser-safe (bytes in, bytes out).
+// A model's adaptation state as one safetensors blob: every Float32Array in the state (and every
+// BigInt64Array or Int32Array: a token model's ids) becomes a tensor, the rest is JSON in the
+// metadata, next to a format tag and a fingerprint of the model, so a state from another model or
+// of another kind is refused. Browser-safe (bytes in, bytes out).
 // Used by the continual controller's checkpoints and the service's per-tenant TTA state.
 import type { RefitModel } from '../model.ts';
 import { parseSafetensors, serializeSafetensors } from './safetensors.ts';
@@ -26,12 +27,13 @@ export interface StateFormat { tag: string; kind: string }
 export function encodeModelState(model: RefitModel, state: unknown, format: StateFormat, what: string): Uint8Array {
   const tensors = new Map<string, Tensor>();
   const json = JSON.stringify(state, (_k, v) => {
-    if (v instanceof Float32Array) {
+    const dtype = v instanceof Float32Array ? 'float32' : v instanceof BigInt64Array ? 'int64' : v instanceof Int32Array ? 'int32' : null;
+    if (dtype) {
       const key = `t${tensors.size}`;
-      tensors.set(key, { dtype: 'float32', dims: [v.length], data: v });
+      tensors.set(key, { dtype, dims: [v.length], data: v });
       return { $tensor: key };
     }
-    if (ArrayBuffer.isView(v)) throw new Error(`${what}: a ${v.constructor.name} cannot be stored (only Float32Array)`);
+    if (ArrayBuffer.isView(v)) throw new Error(`${what}: a ${v.constructor.name} cannot be stored (only Float32Array, and BigInt64Array or Int32Array token ids)`);
     return v;
   });
   return serializeSafetensors(tensors, { format: format.tag, model: modelFingerprint(model), state: json });
@@ -47,7 +49,7 @@ export function decodeModelState<T>(model: RefitModel, bytes: Uint8Array, format
       const t = file.tensors.get(v.$tensor);
       if (!t) throw new Error(`${what}: tensor '${v.$tensor}' is missing`);
       // A copy: the parsed tensor views the blob's buffer, which its owner may reuse.
-      return (t.data as Float32Array).slice();
+      return (t.data as Float32Array | BigInt64Array | Int32Array).slice();
     }
     return v;
   }) as T;

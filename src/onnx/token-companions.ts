@@ -1,7 +1,7 @@
 // A token model with one input. Hugging Face exports (optimum, transformers.js) take token ids
 // plus inputs a tokenizer makes from them; withTokenInputs computes those inside the graph, as the
-// tokenizer would, so that what feeds one tensor (the test-time adaptation methods, the service)
-// can run the model on its ids alone (the continual controller takes float inputs only):
+// tokenizer would, so that what feeds one tensor (the test-time adaptation methods, the continual
+// controller, the service) can run the model on its ids alone:
 //   attention_mask  1 for a token, 0 for padToken (all 1 without one)
 //   token_type_ids  0 (one segment)
 //   position_ids    0 … length−1 in every row
