@@ -97,7 +97,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   let ds: StreamData;
   if (isTokenModel(model)) {
     // Token ids in: the companions made inside the graph, methods that leave the input as it is.
-    if (!(TOKEN_METHODS as readonly string[]).includes(method)) throw new Error(`--method ${method} on a token model: ${method === 'continual' ? 'the continual controller aligns and augments image inputs' : `${method} augments its input images`}; token models take ${TOKEN_METHODS.join(', ')}`);
+    if (method !== 'continual' && !(TOKEN_METHODS as readonly string[]).includes(method)) throw new Error(`--method ${method} on a token model: ${method} augments its input images; token models take ${TOKEN_METHODS.join(', ')}, continual`);
     const imageFlags = [pixels && '--mean/--std', resize !== undefined && '--resize', o.source && '--source', o.inputAlign && '--input-align'].filter(Boolean);
     if (imageFlags.length) throw new Error(`${imageFlags.join(', ')}: for image data; this model reads token ids`);
     ({ model, io, ds } = tokenStream(model, { stream: o.stream, labels: o.labels, logits: o.logits, ...(padToken !== undefined ? { padToken } : {}) }));
@@ -115,7 +115,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   let adapter: Adapter | null = null;
   let controller: ContinualController | null = null;
   if (method === 'continual') {
-    controller = new ContinualController(model, setup.options);
+    controller = new ContinualController(model, { ...setup.options, ...(padToken !== undefined ? { padToken } : {}) });
     if (setup.calibration) await controller.calibrate(setup.calibration);
     // Warm the level-3 deep learner up now, with progress, not inside the batch that first reaches level 3.
     if (setup.deepLearner && setup.calibration) {

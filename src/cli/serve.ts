@@ -10,6 +10,7 @@ import { buildServer } from '../serve/server.ts';
 import { modelIO, preprocessOptions, finiteNumber } from './common.ts';
 import { isTokenModel } from './token-inputs.ts';
 import { withTokenInputs } from '../onnx/token-companions.ts';
+import { tokenModelIO } from './token-stream.ts';
 import { methodSetup, type MethodSetup } from './method-setup.ts';
 
 export interface RunServeOptions {
@@ -144,13 +145,18 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
       // The controller's deep learner warms up once per model before the server listens: its
       // progress is worth showing. RMT's per-tenant warm-ups would only be noise in the log.
       const progress = method === 'continual' ? { log: (line: string) => log(`${line} (model ${name})`) } : {};
-      if (method && (method === 'continual' || opts.source || opts.inputAlign)) setups.set(name, await methodSetup(method, model, modelIO(model, undefined, { pixels, resize }), opts, { batchSize: 64, shortWarmup: true, ...progress }));
+      const tokens = isTokenModel(model);
+      if (tokens && (opts.source || opts.inputAlign)) throw new Error(`${[opts.source && '--source', opts.inputAlign && '--input-align'].filter(Boolean).join(', ')}: for image data; this model reads token ids`);
+      const io = tokens ? tokenModelIO(model, undefined, 'refit serve on a token model') : modelIO(model, undefined, { pixels, resize });
+      if (method && (method === 'continual' || opts.source || opts.inputAlign)) setups.set(name, await methodSetup(method, model, io, opts, { batchSize: 64, shortWarmup: true, ...progress }));
     } catch (e) {
       await Promise.all([...models.values()].map((m) => m.release()));
       throw new Error(`--model ${name}=${path}: ${(e as Error).message}`);
     }
   }
-  const perModel = (name: string) => ({ ...setups.get(name)?.options, ...methodOptions });
+  // The controller pads a token model's labelled rows with the pad token the model masks.
+  const padFor = (name: string) => (method === 'continual' && padToken !== undefined && isTokenModel(models.get(name)!) ? { padToken } : {});
+  const perModel = (name: string) => ({ ...setups.get(name)?.options, ...padFor(name), ...methodOptions });
   let registry;
   try {
     registry = await openRegistry(opts.registry ?? ':memory:', opts.blobs ? { blobs: opts.blobs } : {});

@@ -24,15 +24,24 @@ export interface StreamData {
 
 export { TOKEN_METHODS } from '../tta/common.ts';
 
-export function tokenStream(model: RefitModel, o: { stream: string; labels?: string; logits?: string; padToken?: number }): { model: RefitModel; io: ModelIO; ds: StreamData } {
-  const inputs = tokenInputs(model, 'refit adapt on a token model');
-  const logits = o.logits ?? defaultLogits(model.outputs);
+/** A sequence classifier's input and logits, as modelIO gives them for image models; `what` names the command in errors. */
+export function tokenModelIO(model: RefitModel, logitsName: string | undefined, what: string, length: number | null = null): ModelIO {
+  const inputs = tokenInputs(model, what);
+  const logits = logitsName ?? defaultLogits(model.outputs);
   const out = model.outputs.find((v) => v.name === logits);
   if (!out) throw new Error(`the model has no output '${logits}' (outputs: ${model.outputs.map((v) => v.name).join(', ')})`);
-  if (out.shape && out.shape.length !== 2) throw new Error(`refit adapt on a token model classifies sequences and needs [batch, classes] logits; output '${logits}' has shape ${JSON.stringify(out.shape)}`);
+  if (out.shape && out.shape.length !== 2) throw new Error(`${what} classifies sequences and needs [batch, classes] logits; output '${logits}' has shape ${JSON.stringify(out.shape)}`);
   const c = out.shape?.[1];
-  const classes = typeof c === 'number' && c > 0 ? c : null;
+  return { spec: { input: inputs.ids.name, dims: [length] }, logits, classes: typeof c === 'number' && c > 0 ? c : null };
+}
+
+export function tokenStream(model: RefitModel, o: { stream: string; labels?: string; logits?: string; padToken?: number }): { model: RefitModel; io: ModelIO; ds: StreamData } {
+  const what = 'refit adapt on a token model';
+  const inputs = tokenInputs(model, what);
+  const logitsIO = tokenModelIO(model, o.logits, what); // its errors before the data's
   const a = readTokenIds(o.stream, inputs.vocab);
+  const io = { ...logitsIO, spec: { ...logitsIO.spec, dims: [a.length] } };
+  const classes = io.classes;
   let labels: Int32Array | undefined;
   if (o.labels) {
     labels = readLabels(o.labels);
@@ -48,7 +57,7 @@ export function tokenStream(model: RefitModel, o: { stream: string; labels?: str
   };
   return {
     model: withTokenInputs(model, o.padToken !== undefined ? { padToken: o.padToken } : {}),
-    io: { spec: { input: inputs.ids.name, dims: [a.length] }, logits, classes },
+    io,
     ds: { n: a.n, ids: Array.from({ length: a.n }, (_, i) => String(i)), ...(labels ? { labels } : {}), source: o.stream, format: 'npy token ids', batch },
   };
 }

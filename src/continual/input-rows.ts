@@ -62,13 +62,16 @@ export function inputSpec(model: RefitModel, padToken?: number): InputSpec {
   return { kind: 'float', name: input.name, shape: shape as number[] };
 }
 
+/** A batch the controller will not take (the caller's input, not a fault: the service answers 400). */
+export class RefusedInput extends Error {}
+
 /**
- * Throws, naming the first bad value, for a batch the controller must not predict or learn from:
+ * Throws RefusedInput, naming the first bad value, for a batch the controller must not predict or learn from:
  * a non-finite float, or a token id outside the model's vocabulary. `length`:
  * without a pad token, the one sequence length the controller's rows have (null: none yet).
  */
 export function checkBatch(spec: InputSpec, x: Tensor, length: number | null, where = 'continual.predict'): void {
-  const refuse = (what: string) => { throw new Error(`${where}: ${what}; refusing to predict or adapt on it (nothing changed)`); };
+  const refuse = (what: string) => { throw new RefusedInput(`${where}: ${what}; refusing to predict or adapt on it (nothing changed)`); };
   if (spec.kind === 'float') {
     if (x.dtype !== 'float32') refuse(`input '${spec.name}' takes float32 values, got ${x.dtype}`);
     const d = x.data as Float32Array;

@@ -15,6 +15,7 @@ import { modelFingerprint } from '../io/model-state-file.ts';
 import { type AdapterRegistry, type AdapterMeta, RegistryError, isSafeName, checkName } from '../registry/types.ts';
 import { HttpError, toInputTensor, softmaxRows, argmaxRows, rows } from './inputs.ts';
 import { toTokenTensor } from './token-inputs.ts';
+import { RefusedInput } from '../continual/input-rows.ts';
 import { TOKEN_COMPANIONS, TOKEN_DTYPES, vocabularySize } from '../onnx/token-companions.ts';
 import { isImageInputs, imagesToTensor, type ImageOptions } from './images.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
@@ -225,7 +226,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
   app.setErrorHandler((err: Error & { statusCode?: number; validation?: unknown; code?: string }, req, reply) => {
     let status = err.statusCode ?? 500;
     if (err instanceof RegistryError) status = { 'not-found': 404, invalid: 400, corrupt: 500, conflict: 409, unavailable: 503 }[err.code];
-    else if (err instanceof PeftError) status = 400;
+    else if (err instanceof PeftError || err instanceof RefusedInput) status = 400;
     if (status >= 500) req.log.error(err);
     const route = req.routeOptions.url ?? '';
     if (route.endsWith('/predict') && (status === 400 || status === 413)) {

@@ -108,7 +108,7 @@ test('token models: bad data, labels and inputs get one clear error and nothing 
   await assert.rejects(runEval(bert, { data: p('ids20.npy'), labels: p('y20.npy'), padToken: -1, json: true }), /--pad-token must be a non-negative integer token id/);
 });
 
-test('refit adapt on token ids: Tent and the others that leave the input as it is; image-only methods and flags refused', async () => {
+test('refit adapt on token ids: Tent, the others that leave the input as it is, and the continual controller; image-only methods and flags refused', async () => {
   const { ids, labels } = sequences(64, 8, 3);
   const padded = new BigInt64Array(64 * 12);
   for (let s = 0; s < 64; s++) padded.set(ids.subarray(s * 8, s * 8 + 8), s * 12);
@@ -127,8 +127,13 @@ test('refit adapt on token ids: Tent and the others that leave the input as it i
   assert.equal(tent.sourceError, src.error, 'the unadapted baseline is the same model, masked the same way');
   assert.ok(tent.error !== null && tent.error >= 0 && tent.error <= 1);
   for (const m of ['eata', 'sar', 'lame', 't3a']) assert.equal((await runAdapt(bert, { ...base, method: m, out: p(`${m}.csv`) })).stream.samples, 64, m);
-  await assert.rejects(runAdapt(bert, { ...base, method: 'rmt', out: p('x.csv') }), /--method rmt on a token model: rmt augments its input images; token models take tent, eata, sar, lame, t3a, source/);
-  await assert.rejects(runAdapt(bert, { ...base, method: 'continual', out: p('x.csv') }), /--method continual on a token model: the continual controller aligns and augments image inputs/);
+  // The continual controller, with the stream's labels handed back one batch late.
+  const cont = await runAdapt(bert, { ...base, method: 'continual', feedbackDelay: 1, out: p('continual.csv') });
+  assert.equal(Object.values(cont.levels!).reduce((a, b) => a + b, 0), 4, JSON.stringify(cont.levels));
+  assert.equal(cont.feedbackAccepted, 48, 'the labels of the first three batches');
+  assert.equal(cont.sourceError, src.error);
+  await assert.rejects(runAdapt(bert, { ...base, method: 'rmt', out: p('x.csv') }), /--method rmt on a token model: rmt augments its input images; token models take tent, eata, sar, lame, t3a, source, continual/);
+  await assert.rejects(runAdapt(bert, { ...base, method: 'continual', source: p('stream.npy'), out: p('x.csv') }), /--source: for image data; this model reads token ids/);
   await assert.rejects(runAdapt(bert, { ...base, method: 'tent', mean: '0.5', std: '0.5', out: p('x.csv') }), /--mean\/--std: for image data; this model reads token ids/);
   await assert.rejects(runAdapt(new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname, { ...base, method: 'tent', out: p('x.csv') }), /--pad-token is for token models/);
   assert.equal(existsSync(p('x.csv')), false, 'nothing written');

@@ -49,6 +49,24 @@ test('runServe listens on a port; close() stops it', async () => {
   await assert.rejects(runServe({ model: ['cnn=/nonexistent.onnx'], signals: false, log: () => {} }), /--model cnn=\/nonexistent\.onnx/);
 });
 
+test('runServe --method continual on a token model: --pad-token reaches the controller, so requests of different lengths train together; image flags refused', async () => {
+  const bert = `bert=${join(root, 'test/fixtures/zoo/bert/model.onnx')}`;
+  const h = await runServe({ model: [bert], method: 'continual', methodOptions: '{"feedback": {"minBatch": 4, "minNew": 4}}', padToken: 0, port: 0, host: '127.0.0.1', signals: false, log: () => {} });
+  try {
+    const call = async (route: string, body: unknown) => {
+      const r = await fetch(`${h.url}/v1/models/bert/${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      assert.equal(r.status, 200, await r.clone().text());
+      return r.json() as Promise<{ ids: string[]; accepted: number }>;
+    };
+    const a = await call('predict', { inputs: [[5, 9, 14, 3, 0, 0], [7, 7, 2, 30, 11, 4]] });
+    const b = await call('predict', { inputs: [[5, 9, 14], [7, 7, 2]] });
+    assert.equal((await call('feedback', { ids: [...a.ids, ...b.ids], labels: [0, 1, 0, 1] })).accepted, 4);
+  } finally {
+    await h.close();
+  }
+  await assert.rejects(runServe({ model: [bert], method: 'continual', source: join(root, 'models/fmnist-cnn.onnx'), signals: false, log: () => {} }), /--source: for image data; this model reads token ids/);
+});
+
 test('runServe: the micro-batching options reach the batcher; bad values are refused with the flag named', async () => {
   const h = await runServe({ model: [`cnn=${model}`], port: 0, host: '127.0.0.1', signals: false, log: () => {}, microBatchWait: '0' });
   try {

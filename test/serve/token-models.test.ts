@@ -52,3 +52,33 @@ test('predict on token ids: the logits of the model fed its companions, plain an
   await assert.rejects(buildServer({ models: { gpt }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false }), /model 'gpt': the service answers class scores \[batch, classes\] for token ids, and output 'logits' is \[batch, sequence, 32\]/);
   await gpt.release();
 });
+
+test('the continual controller behind the service on token ids: requests of different lengths, labels fed back later, a batch it cannot take is a 400', async () => {
+  const methodOptions = { padToken: 0, patience: 1, feedback: { minBatch: 4, minNew: 4 } };
+  const app = await buildServer({ models: { bert: ids }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false, method: 'continual', methodOptions });
+  try {
+    const first = await post(app, rows, 'c');
+    assert.equal(first.statusCode, 400, 'the controller returns probabilities only');
+    const predict = (inputs: unknown) => app.inject({ method: 'POST', url: '/v1/models/bert/predict', headers: { 'x-refit-tenant': 'c' }, payload: { inputs } });
+    const a = await predict(rows), b = await predict([[4, 8, 15, 16], [23, 4, 2, 0]]);
+    assert.equal(a.statusCode, 200, a.body);
+    assert.equal(b.statusCode, 200, b.body);
+    const seen = [...(a.json() as { ids: string[] }).ids, ...(b.json() as { ids: string[] }).ids];
+    const fb = await app.inject({ method: 'POST', url: '/v1/models/bert/feedback', headers: { 'x-refit-tenant': 'c' }, payload: { ids: seen, labels: [0, 1, 1, 0, 1] } });
+    assert.equal(fb.statusCode, 200, fb.body);
+    assert.equal((fb.json() as { accepted: number }).accepted, 5, 'rows of 6 and 4 ids, padded into one labelled step');
+  } finally {
+    await app.close();
+  }
+  // Without a pad token the controller keeps one sequence length: another is the caller's error.
+  const fixed = await buildServer({ models: { bert: ids }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false, method: 'continual' });
+  try {
+    const predict = (inputs: unknown) => fixed.inject({ method: 'POST', url: '/v1/models/bert/predict', payload: { inputs } });
+    assert.equal((await predict(rows)).statusCode, 200);
+    const other = await predict([[4, 8, 15, 16]]);
+    assert.equal(other.statusCode, 400, other.body);
+    assert.match((other.json() as { message: string }).message, /sequences of 4 ids after sequences of 6: without padToken/);
+  } finally {
+    await fixed.close();
+  }
+});
