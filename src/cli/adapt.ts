@@ -88,7 +88,8 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   if (o.report && extname(o.report).toLowerCase() !== '.html') throw new Error(`--report ${o.report}: give a path ending in .html`);
   const delay = o.feedbackDelay !== undefined ? finiteNumber('--feedback-delay', o.feedbackDelay, (v) => Number.isInteger(v) && v >= 0, 'a whole number of batches') : null;
   if (delay !== null && method !== 'continual') throw new Error(`--feedback-delay is for --method continual (the TTA methods learn from unlabelled data only)`);
-  const { pixels, resize } = preprocessOptions(o, o.json);
+  const prep = preprocessOptions(o, o.json);
+  const { pixels, resize } = prep;
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   if (o.deep === false && method !== 'continual') throw new Error(`--no-deep is for --method continual (it turns off the controller's level-3 deep learner)`);
 
@@ -104,7 +105,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
     model = withFeaturesFor(method, model, io.logits, { embedding: o.embedding, quiet: o.json });
   } else {
     if (padToken !== undefined) throw new Error('--pad-token is for token models; this model takes float32 inputs');
-    io = modelIO(model, o.logits, { pixels, resize });
+    io = modelIO(model, o.logits, prep);
     model = withFeaturesFor(method, model, io.logits, { embedding: o.embedding, quiet: o.json }); // before the data: its error first
     const images = await loadData(o.stream, io, { labels: o.labels, labelColumn: o.labelColumn });
     ds = { ...images, batch: (idx) => batchOf(images, idx).x };

@@ -60,23 +60,30 @@ export function pixelNorm(o: { mean?: string; std?: string }): PixelNorm | undef
 export function preprocessOptions(o: { mean?: string; std?: string; resize?: string; preprocessor?: string }, quiet = false): Preprocess {
   let pixels = pixelNorm(o);
   let resize = parseResize(o.resize);
+  let processorSize: Preprocess['processorSize'];
   if (o.preprocessor !== undefined) {
     const hf = readHfPreprocessor(o.preprocessor);
     const given = [pixels && '--mean/--std', resize !== undefined && '--resize'].filter(Boolean);
     pixels ??= hf.pixels;
-    resize ??= hf.resize;
+    // The processor's size is checked against the model's input when its resize is the one used.
+    if (resize === undefined && hf.resize !== undefined) {
+      resize = hf.resize;
+      if (hf.size) processorSize = { size: hf.size, file: hf.file };
+    }
     if (!quiet) {
       process.stderr.write(`refit: preprocessing from ${hf.summary}${given.length ? ` (${given.join(' and ')} given, and used instead)` : ''}\n`);
       for (const n of hf.notes) process.stderr.write(`refit: note: ${n}\n`);
     }
   }
-  return { ...(pixels ? { pixels } : {}), ...(resize !== undefined ? { resize } : {}) };
+  return { ...(pixels ? { pixels } : {}), ...(resize !== undefined ? { resize } : {}), ...(processorSize ? { processorSize } : {}) };
 }
 
 /** How data read for the model is prepared: --mean/--std and --resize. */
 export interface Preprocess {
   pixels?: PixelNorm;
   resize?: ResizeMode;
+  /** --preprocessor's crop or target size [H, W] (and its file), when its resize is used: it must be the model's H×W. */
+  processorSize?: { size: [number, number]; file: string };
 }
 
 /** The model's single input and its class-score output; `prep` prepares the data read for it. */
@@ -86,6 +93,10 @@ export function modelIO(model: RefitModel, logitsName?: string, prep: Preprocess
   if (input.dtype !== 'float32') throw new Error(`the model's input '${input.name}' is ${input.dtype}; the CLI feeds float32 inputs`);
   const dims = (input.shape ?? []).slice(1).map((d) => (typeof d === 'number' && d > 0 ? d : null));
   if (!input.shape || input.shape.length < 2) throw new Error(`the model's input '${input.name}' has shape ${JSON.stringify(input.shape)}; the CLI needs [N, ...] with a batch dimension first`);
+  const ps = prep.processorSize;
+  if (ps && dims.length === 3 && dims[1] !== null && dims[2] !== null && (dims[1] !== ps.size[0] || dims[2] !== ps.size[1])) {
+    throw new Error(`--preprocessor ${ps.file}: the processor makes ${ps.size[0]}×${ps.size[1]} images, and the model's input '${input.name}' is ${dims.join('×')}; give this model's own preprocessor_config.json, or --resize`);
+  }
   const logits = logitsName ?? defaultLogits(model.outputs);
   const out = model.outputs.find((o) => o.name === logits);
   if (!out) throw new Error(`the model has no output '${logits}' (outputs: ${model.outputs.map((o) => o.name).join(', ')})`);

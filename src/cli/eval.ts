@@ -34,10 +34,10 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   const t0 = performance.now();
   const batchSize = positiveInt('--batch-size', o.batchSize ?? 256);
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
-  const { pixels, resize } = preprocessOptions(o, o.json);
+  const prep = preprocessOptions(o, o.json);
   const model = await loadModel(modelPath);
   try {
-    const task = await classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, pixels, resize, needLabels: 'eval' }, 'refit eval');
+    const task = await classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep, needLabels: 'eval' }, 'refit eval');
     const n = task.data.samples;
     const bar = progressBar(!o.json, 'samples');
     bar?.start(n, 0, { label: 'eval', metrics: '' });

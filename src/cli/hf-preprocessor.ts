@@ -23,6 +23,8 @@ export interface HfPreprocess {
   notes: string[];
   /** One line saying what was read. */
   summary: string;
+  /** The preprocessor_config.json read. */
+  file: string;
 }
 
 /** PIL's resample codes, as processors store them. */
@@ -114,5 +116,5 @@ export function readHfPreprocessor(path: string): HfPreprocess {
     resize === undefined ? 'no resize' : resize === 'stretch' ? `resize straight to ${size![0]}×${size![1]}` : `shorter side to ${resize}, then the centre ${size![0]}×${size![1]}`,
     pixels ? `mean ${pixels.mean.join(',')}, std ${pixels.std.join(',')}` : 'no normalisation',
   ];
-  return { ...(pixels ? { pixels } : {}), ...(resize !== undefined ? { resize } : {}), ...(size ? { size } : {}), notes, summary: `${file}: ${parts.join('; ')}` };
+  return { ...(pixels ? { pixels } : {}), ...(resize !== undefined ? { resize } : {}), ...(size ? { size } : {}), notes, summary: `${file}: ${parts.join('; ')}`, file };
 }

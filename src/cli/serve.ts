@@ -120,7 +120,8 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
     if (!methodOptions || typeof methodOptions !== 'object' || Array.isArray(methodOptions)) throw new Error('--method-options must be a JSON object');
   } else methodOptions = opts.methodOptions;
 
-  const { pixels, resize } = preprocessOptions(opts);
+  const prep = preprocessOptions(opts);
+  const { pixels, resize } = prep;
   const padToken = opts.padToken !== undefined ? finiteNumber('--pad-token', opts.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   const method = opts.method && opts.method !== 'none' ? opts.method : undefined;
   if (!method && (opts.source || opts.inputAlign)) throw new Error(`--source and --input-align are for an adaptation method; give --method`);
@@ -147,8 +148,9 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
       const progress = method === 'continual' ? { log: (line: string) => log(`${line} (model ${name})`) } : {};
       const tokens = isTokenModel(model);
       if (tokens && (opts.source || opts.inputAlign)) throw new Error(`${[opts.source && '--source', opts.inputAlign && '--input-align'].filter(Boolean).join(', ')}: for image data; this model reads token ids`);
-      const io = tokens ? tokenModelIO(model, undefined, 'refit serve on a token model') : modelIO(model, undefined, { pixels, resize });
-      if (method && (method === 'continual' || opts.source || opts.inputAlign)) setups.set(name, await methodSetup(method, model, io, opts, { batchSize: 64, shortWarmup: true, ...progress }));
+      const needsIO = prep.processorSize || (method && (method === 'continual' || opts.source || opts.inputAlign)); // modelIO checks the processor's size
+      const io = !needsIO ? null : tokens ? tokenModelIO(model, undefined, 'refit serve on a token model') : modelIO(model, undefined, prep);
+      if (io && method && (method === 'continual' || opts.source || opts.inputAlign)) setups.set(name, await methodSetup(method, model, io, opts, { batchSize: 64, shortWarmup: true, ...progress }));
     } catch (e) {
       await Promise.all([...models.values()].map((m) => m.release()));
       throw new Error(`--model ${name}=${path}: ${(e as Error).message}`);

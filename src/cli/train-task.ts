@@ -5,10 +5,8 @@ import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import type { LossSpec } from '../train/loss-spec.ts';
 import { crossEntropy } from '../train/losses.ts';
-import { modelIO, loadData, batchOf, evaluateSet, scoreLogits } from './common.ts';
+import { modelIO, loadData, batchOf, evaluateSet, scoreLogits, type Preprocess } from './common.ts';
 import { isTokenModel } from './token-inputs.ts';
-import type { PixelNorm } from './data-files.ts';
-import type { ResizeMode } from '../data/image-resize.ts';
 import { sequenceClassifyTask } from './sequence-classify-task.ts';
 
 export interface TrainTask {
@@ -25,7 +23,8 @@ export interface TrainTask {
   evaluate(model: RefitModel, idx: number[], batchSize: number, onBatch?: (done: number) => void): Promise<{ loss: number; accuracy: number }>;
 }
 
-export interface ClassifyOptions {
+/** Pixel data's normalisation (--mean, --std), image folders' --resize, and --preprocessor's size to check. */
+export interface ClassifyOptions extends Preprocess {
   data: string;
   labels?: string;
   labelColumn?: string;
@@ -34,10 +33,6 @@ export interface ClassifyOptions {
   padToken?: number;
   /** What the labels are for, in the error when there are none. @default 'training' */
   needLabels?: string;
-  /** Pixel data's normalisation (--mean, --std). */
-  pixels?: PixelNorm;
-  /** Image folders: --resize. */
-  resize?: ResizeMode;
 }
 
 /**
@@ -50,7 +45,7 @@ export async function classifyTask(model: RefitModel, o: ClassifyOptions, what =
     if (o.pixels || o.resize !== undefined) throw new Error(`--mean, --std and --resize prepare pixel data; a token model reads token ids`);
     return sequenceClassifyTask(model, o, what);
   }
-  const io = modelIO(model, o.logits, { pixels: o.pixels, resize: o.resize });
+  const io = modelIO(model, o.logits, o);
   const ds = await loadData(o.data, io, { labels: o.labels, labelColumn: o.labelColumn, needLabels: o.needLabels ?? 'training' });
   return {
     data: { source: ds.source, format: ds.format, samples: ds.n, sampleShape: ds.sampleShape },

@@ -122,7 +122,8 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const taskName = o.task ?? 'classify';
   if (!(TASKS as readonly string[]).includes(taskName)) throw new Error(`unknown --task '${o.task}'; known tasks: ${TASKS.join(', ')}`);
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
-  const { pixels, resize } = preprocessOptions(o, o.json);
+  const prep = preprocessOptions(o, o.json);
+  const { pixels, resize } = prep;
   if ((pixels || resize !== undefined) && taskName === 'next-token') throw new Error('--mean, --std and --resize prepare pixel data; --task next-token reads token ids');
   if (o.adapter && !(ADAPTERS as readonly string[]).includes(o.adapter)) throw new Error(`unknown adapter '${o.adapter}'; known adapters: ${ADAPTERS.join(', ')}`);
   const lr = finiteNumber('--lr', o.lr ?? (mode === 'full' ? 1e-3 : 5e-3), (v) => v > 0, 'a positive number');
@@ -136,7 +137,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const base = await loadModel(modelPath);
   const task: TrainTask = taskName === 'next-token'
     ? nextTokenTask(base, { data: o.data, ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) })
-    : await classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, pixels, resize });
+    : await classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep });
   const { train, val } = splitIndices(task.data.samples, valSplit, seed);
 
   let model: RefitModel = base;

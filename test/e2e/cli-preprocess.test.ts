@@ -151,7 +151,7 @@ test('--preprocessor: a Hugging Face preprocessor_config.json as --resize, --mea
   const base = { do_rescale: true, rescale_factor: 1 / 255, do_normalize: true, image_mean: [0.3], image_std: [0.6], resample: 2 };
   // A CLIP/ResNet-style processor: the shorter side to 28, then the centre 28×28.
   const crop = cfg('crop.json', { ...base, do_resize: true, size: { shortest_edge: 28 }, do_center_crop: true, crop_size: { height: 28, width: 28 } });
-  assert.deepEqual(readHfPreprocessor(crop), { pixels: { mean: [0.3], std: [0.6] }, resize: 28, size: [28, 28], notes: [], summary: `${crop}: shorter side to 28, then the centre 28×28; mean 0.3, std 0.6` });
+  assert.deepEqual(readHfPreprocessor(crop), { pixels: { mean: [0.3], std: [0.6] }, resize: 28, size: [28, 28], notes: [], summary: `${crop}: shorter side to 28, then the centre 28×28; mean 0.3, std 0.6`, file: crop });
   // A ViT-style one (straight to height × width), given as its folder, bicubic: a note says refit resizes bilinear.
   mkdirSync(p('vit'));
   cfg('vit/preprocessor_config.json', { ...base, do_resize: true, size: { height: 28, width: 28 }, resample: 3 });
@@ -188,4 +188,8 @@ test('--preprocessor: a Hugging Face preprocessor_config.json as --resize, --mea
   writeFileSync(p('broken.json'), '{"size": ');
   assert.throws(() => readHfPreprocessor(p('broken.json')), /--preprocessor: cannot read .*broken\.json as JSON/);
   await assert.rejects(runEval(cnn, { data: big, preprocessor: p('missing.json'), json: true }), /--preprocessor: cannot read .*missing\.json/);
+  // Another model's processor (a 224×224 crop for this 28×28 model) is refused, unless --resize is given.
+  const other = cfg('other.json', { ...base, size: { shortest_edge: 256 }, do_center_crop: true, crop_size: { height: 224, width: 224 } });
+  await assert.rejects(runEval(cnn, { data: big, preprocessor: other, json: true }), /--preprocessor .*other\.json: the processor makes 224×224 images, and the model's input 'x' is 1×28×28; give this model's own preprocessor_config\.json, or --resize/);
+  assert.equal((await runEval(cnn, { data: big, preprocessor: other, resize: '28', json: true })).loss, flags.loss);
 });
