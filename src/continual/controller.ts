@@ -12,7 +12,7 @@
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { FastSlowLearner, type FastSlowOptions, type FastSlowState } from './fast-slow.ts';
-import { inputSpec, checkBatch, rowOf, stackRows, type InputSpec, type InputRow } from './input-rows.ts';
+import { inputSpec, checkBatch, rowOf, batchOfRows, type InputSpec, type InputRow } from './input-rows.ts';
 import { FeedbackBuffer, type FeedbackReport, type PendingSample } from './feedback.ts';
 import { ReplayBuffer, type ReplayState } from './replay.ts';
 import { ErrorMemory, type ErrorMemoryOptions } from './error-memory.ts';
@@ -598,7 +598,7 @@ export class ContinualController {
       const rows = [...this.labelled, ...extra];
       if (rows.length >= minBatch) {
         // Train in the normalisation the current level predicts with (level 0: source statistics).
-        await this.learner.learn(stackRows(rows.map((r) => r.input), this.input.kind === 'float' ? this.input.shape : [], this.input.kind === 'tokens' ? this.input.padToken : undefined), rows.map((r) => r.label), { consolidate: this.level >= 3, batchStats: this.level >= 1 });
+        await this.learner.learn(batchOfRows(this.input, rows.map((r) => r.input)), rows.map((r) => r.label), { consolidate: this.level >= 3, batchStats: this.level >= 1 });
         this.labelled = [];
       }
     }

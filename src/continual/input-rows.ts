@@ -44,6 +44,11 @@ export function stackRows(rows: InputRow[], shape: number[], padToken?: number):
   return tensor(big ? 'int64' : 'int32', [rows.length, longest], data);
 }
 
+/** Rows of this input as one batch (stackRows with the spec's shape or pad token). */
+export function batchOfRows(spec: InputSpec, rows: InputRow[]): Tensor {
+  return spec.kind === 'float' ? stackRows(rows, spec.shape) : stackRows(rows, [], spec.padToken);
+}
+
 /** What the controller's model takes: float inputs of a fixed shape, or one row of token ids per sample. */
 export type InputSpec =
   | { kind: 'float'; name: string; shape: number[] }
