@@ -3,7 +3,7 @@
 // decoder and a BERT encoder with dynamic axes, a U-Net with ConvTranspose and Resize, a
 // paddle2onnx-style opset-11 model with Constant-node weights, and an int8 QDQ twin of each; then
 // torchvision ConvNeXt, MobileNetV3-small, ShuffleNetV2, DenseNet, SqueezeNet 1.1, RegNetY, ViT and
-// Swin, and an LSTM classifier), width-reduced. Every folder with a meta.json is picked up.
+// Swin, an LSTM classifier, and RoBERTa- and DistilBERT-style encoders), width-reduced. Every folder with a meta.json is picked up.
 // For each: trainable 'all', one step per reference case, loss and every gradient against
 // PyTorch ≤ 1e-4 relative (int8 twins against their dequantized float model with
 // straight-through fake quantization; a parameter the exporter rearranged, as Swin's gathered

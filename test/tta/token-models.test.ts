@@ -81,3 +81,28 @@ test('EATA, SAR, LAME, T3A and source run on token ids; augmenting methods and s
   await assert.rejects(t2.predict(tensor('float32', [1, L])), /tent: input 'input_ids' must be int64 token ids, got float32/);
   await t2.release();
 });
+
+test('RoBERTa- and DistilBERT-style exports (input_ids and attention_mask only; RoBERTa pads with id 1 and counts positions from it): the mask made from the ids, Tent and the controller on them', async () => {
+  const { ContinualController } = await import('../../src/continual/controller.ts');
+  for (const [name, pad] of [['roberta', 1], ['distilbert', 0]] as const) {
+    const m = await loadModel(new URL(`../fixtures/zoo/${name}/model.onnx`, import.meta.url).pathname, { threads: 1 });
+    assert.deepEqual(m.inputs.map((i) => i.name), ['input_ids', 'attention_mask'], name);
+    const one = withTokenInputs(m, { padToken: pad });
+    // Ids 2–31 (no pad id among them) with the last two rows padded, fed with the mask a tokenizer makes and alone.
+    const v = values.map((t) => (t === PAD ? pad : Math.max(2, t)));
+    const x = tensor('int64', [B, L], BigInt64Array.from(v.map(BigInt)));
+    const mask = tensor('int64', [B, L], BigInt64Array.from(v.map((t) => BigInt(t === pad ? 0 : 1))));
+    const want = (await m.run({ input_ids: x, attention_mask: mask })).logits!;
+    assert.equal(maxDiff((await one.run({ input_ids: x })).logits!, want), 0, name);
+    const tent = createAdapter(one, 'tent', { lr: 0.05 });
+    const losses: number[] = [];
+    for (let i = 0; i < 4; i++) losses.push((await tent.predict(x)).info.loss!);
+    assert.ok(losses.at(-1)! < losses[0]!, `${name}: entropy ${losses.join(' → ')}`);
+    const c = new ContinualController(one, { padToken: pad });
+    const r = await c.predict(x);
+    assert.deepEqual(r.probs.length, B * 2, name);
+    await Promise.all([tent.release(), c.release()]);
+    await one.release();
+    await m.release();
+  }
+});
