@@ -7,8 +7,9 @@
 // Default: the width-reduced fixtures of test/fixtures/zoo (made by make_zoo.py), which also carry
 // PyTorch references, so the full step's column says whether loss and gradients match (≤ 1e-4).
 // --full: the full-size exports in bench/models/zoo (make_zoo.py --full; no gradient references).
-// Writes bench/results/zoo-compat.json (zoo-compat-full.json with --full) and docs/compat.md
-// (the fixture run; --full adds its own section only when docs/compat.md is regenerated with both).
+// Writes bench/results/zoo-compat.json (zoo-compat-full.json with --full) and docs/compat.md (the
+// fixture table, then the full-size one when a --full run is recorded). --only reruns some models
+// and merges their rows into the last run's.
 //
 // Every cell runs in this one process, one after another, on the same batch (a model's first case):
 // the ratio is the median of `reps` timed runs of that step (after one untimed run, which
@@ -155,12 +156,14 @@ function cellText(c: Cell): string {
   return `✓ ${c.ratio !== undefined ? `${c.ratio.toFixed(2)}×` : `${c.ms?.toFixed(1)} ms`}`;
 }
 
-function markdown(rows: Row[], meta: { date: string; threads: number; reps: number; full: boolean; load: string }): string {
+interface Meta { date: string; threads: number; reps: number; full: boolean; load: string; earlier?: string; only?: string }
+
+function markdown(rows: Row[], meta: Meta): string {
   const ok = (c: Column) => rows.filter((r) => r.cells[c].ok).length;
   const lines = [
     '# Compatibility: the model zoo',
     '',
-    `Made by \`npx tsx bench/zoo-compat.ts${meta.full ? ' --full' : ''}\` on ${meta.date} (${meta.threads} onnxruntime thread${meta.threads > 1 ? 's' : ''}, median of ${meta.reps} runs; raw numbers in [\`bench/results/zoo-compat${meta.full ? '-full' : ''}.json\`](../bench/results/zoo-compat${meta.full ? '-full' : ''}.json)).`,
+    `Made by \`npx tsx bench/zoo-compat.ts${meta.full ? ' --full' : ''}\` on ${meta.earlier ? `${meta.earlier}; rerun with \`--only ${meta.only}\` for those models on ${meta.date}` : meta.date} (${meta.threads} onnxruntime thread${meta.threads > 1 ? 's' : ''}, median of ${meta.reps} runs; raw numbers in [\`bench/results/zoo-compat${meta.full ? '-full' : ''}.json\`](../bench/results/zoo-compat${meta.full ? '-full' : ''}.json)).`,
     `Models: ${meta.full ? 'the full-size exports of `make_zoo.py --full`' : 'the width-reduced fixtures of [`test/fixtures/zoo`](../test/fixtures/zoo/README.md) (the same ops, module structure and exporter quirks as the originals, fewer channels and layers)'}.`,
     '',
     'Columns: **full step** = `compileTrainStep({ trainable: \'all\' })` with the model\'s loss (cross-entropy, or MSE to a fixed target for GPT and the U-Net), BatchNorm in inference mode;',
@@ -184,11 +187,11 @@ function markdown(rows: Row[], meta: { date: string; threads: number; reps: numb
     '',
     '## Notes',
     '',
-    '- Tent needs one float input and `[batch, classes]` logits: it does not apply to token models (GPT, BERT, the LSTM) or dense outputs (the U-Net); those ✗ are the method\'s scope, not a defect.',
+    '- Tent takes `[batch, classes]` logits, or image-shaped `[batch, classes, H, W]` ones (the U-Net: per-pixel entropy), on one input (a token model\'s companions made by `withTokenInputs`). A language model\'s `[batch, sequence, vocabulary]` logits (GPT) are out of its scope, not a defect.',
     '- norm-affine and Tent train normalization layers: SqueezeNet 1.1 and the LSTM classifier have none, so both ✗ there by design. LoRA targets MatMul/Gemm/Conv only: on the LSTM it trains the classifier alone (the recurrent weights are not a LoRA target).',
-    '- The widths are tiny, so plain inference takes well under a millisecond and each step\'s fixed costs (feeding every parameter, reading every gradient back) dominate the ratios; `--full` runs the full-size exports.',
+    meta.full ? '- Full-size exports: the ratios are those of real models; no gradient references at this size.' : '- The widths are tiny, so plain inference takes well under a millisecond and each step\'s fixed costs (feeding every parameter, reading every gradient back) dominate the ratios; `--full` runs the full-size exports.',
     '- Timings come from one process on a shared 2-core machine with other jobs running (load average ' + meta.load + ' at the start), so ratios are rough.',
-    '- Failures are what issue 10 fixes, piece by piece; `test/zoo.test.ts` checks the same models, every case, with the precise error.',
+    '- `test/zoo.test.ts` checks the same models, every case, with the precise error.',
     '',
   ];
   return lines.filter((l, i, a) => !(l === '' && a[i - 1] === '')).join('\n');
@@ -196,7 +199,7 @@ function markdown(rows: Row[], meta: { date: string; threads: number; reps: numb
 
 /** docs/compat.md: the fixture table, then the full-size one when a --full run has been recorded. */
 function writeDocs() {
-  const read = (f: string) => (existsSync(f) ? JSON.parse(readFileSync(f, 'utf8')) as { rows: Row[]; date: string; threads: number; reps: number; full: boolean; load: string } : undefined);
+  const read = (f: string) => (existsSync(f) ? JSON.parse(readFileSync(f, 'utf8')) as Meta & { rows: Row[] } : undefined);
   const small = read(join(root, 'bench/results/zoo-compat.json'));
   const big = read(join(root, 'bench/results/zoo-compat-full.json'));
   const parts: string[] = [];
@@ -219,13 +222,21 @@ async function main() {
     console.log(`${n.padEnd(22)} infer ${r.inferenceMs?.toFixed(2) ?? 'FAIL'} ms | full ${s('full')} | normAffine ${s('normAffine')} | lora ${s('lora')} | tent ${s('tent')}  (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
     for (const c of ['full', 'normAffine', 'lora', 'tent'] as Column[]) if (!r.cells[c].ok) console.log(`    ${c}: ${r.cells[c].error ?? r.cells[c].note}`);
   }
-  const meta = { date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC', threads, reps, full, load: loadAtStart };
+  const meta: Meta = { date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC', threads, reps, full, load: loadAtStart };
   mkdirSync(join(root, 'bench/results'), { recursive: true });
   const out = join(root, `bench/results/zoo-compat${full ? '-full' : ''}`);
-  writeFileSync(`${out}.json`, JSON.stringify({ ...meta, rows }, null, 1) + '\n');
-  writeFileSync(`${out}.md`, markdown(rows, meta));
-  if (only.length === 0) writeDocs();
-  console.log(`wrote ${out}.json, ${out}.md${only.length === 0 ? ', docs/compat.md' : ''}`);
+  // --only: the new rows replace their models' rows of the last run; the others are kept (with
+  // their own date in the meta's `earlier`).
+  let all = rows;
+  if (only.length && existsSync(`${out}.json`)) {
+    const last = JSON.parse(readFileSync(`${out}.json`, 'utf8')) as { rows: Row[]; date: string; earlier?: string };
+    all = [...last.rows.filter((r) => !names.includes(r.model)), ...rows].sort((a, b) => (a.model < b.model ? -1 : 1));
+    Object.assign(meta, { earlier: last.earlier ?? last.date, only: names.join(',') });
+  }
+  writeFileSync(`${out}.json`, JSON.stringify({ ...meta, rows: all }, null, 1) + '\n');
+  writeFileSync(`${out}.md`, markdown(all, meta));
+  writeDocs(); // --only merged its rows into the last run's
+  console.log(`wrote ${out}.json, ${out}.md, docs/compat.md`);
 }
 
 await main();
