@@ -229,7 +229,7 @@ export function formatAdapt(r: AdaptResult): string {
   const lines = [`${r.method} on ${r.stream.samples} samples (${r.stream.batches} batches of ${r.stream.batchSize}, ${r.msPerBatch.toFixed(1)} ms/batch): wrote ${r.out}`];
   if (r.error !== null) lines.push(`error ${(100 * r.error).toFixed(2)}% (unadapted model: ${(100 * r.sourceError!).toFixed(2)}%)`);
   if (r.levels) lines.push(`controller levels (batches): ${Object.entries(r.levels).map(([k, v]) => `${k} ${v}`).join(', ')}; ${r.events!.length} events${r.feedbackAccepted !== undefined ? `; ${r.feedbackAccepted} labels fed back` : ''}`);
-  if (r.levels) lines.push(r.deepLearner ? `level 3: RMT over ${r.deepParams === 'norm' ? "the normalization layers' scales and shifts (a large model; --deep-params all for every parameter)" : 'every parameter'} on --source (the deep learner)` : 'level 3: the normalization adapters (give --source, labelled in-distribution data, for RMT, the deep learner)');
+  if (r.levels) lines.push(r.deepLearner ? `level 3: RMT over ${r.deepParams === 'norm' ? "the normalization layers' scales and shifts (a large model; --deep-params all for every parameter)" : 'every parameter'} on --source (the deep learner)` : r.stream.format === 'npy token ids' ? 'level 3: the normalization adapters (the deep learner, RMT, augments images: not for token ids)' : 'level 3: the normalization adapters (give --source, labelled in-distribution data, for RMT, the deep learner)');
   if (r.inputAlign) lines.push(`input aligned per channel to --source: mean ${r.inputAlign.mean.map((v) => v.toFixed(4)).join(', ')}, within-sample std ${r.inputAlign.sampleStd.map((v) => v.toFixed(4)).join(', ')}`);
   if (r.report) lines.push(`report: ${r.report}`);
   return lines.join('\n');

@@ -132,6 +132,8 @@ test('refit adapt on token ids: Tent, the others that leave the input as it is, 
   assert.equal(Object.values(cont.levels!).reduce((a, b) => a + b, 0), 4, JSON.stringify(cont.levels));
   assert.equal(cont.feedbackAccepted, 48, 'the labels of the first three batches');
   assert.equal(cont.sourceError, src.error);
+  const { formatAdapt } = await import('../../src/cli/adapt.ts');
+  assert.match(formatAdapt(cont), /level 3: the normalization adapters \(the deep learner, RMT, augments images: not for token ids\)/);
   await assert.rejects(runAdapt(bert, { ...base, method: 'rmt', out: p('x.csv') }), /--method rmt on a token model: rmt augments its input images; token models take tent, eata, sar, lame, t3a, source, continual/);
   await assert.rejects(runAdapt(bert, { ...base, method: 'continual', source: p('stream.npy'), out: p('x.csv') }), /--source: for image data; this model reads token ids/);
   await assert.rejects(runAdapt(bert, { ...base, method: 'tent', mean: '0.5', std: '0.5', out: p('x.csv') }), /--mean\/--std: for image data; this model reads token ids/);
