@@ -31,7 +31,7 @@ function nestedDims(v: unknown): number[] {
 // every element cost a string per value on the hot path.
 const at = (idx: number[], depth: number) => idx.slice(0, depth).map((i) => `[${i}]`).join('');
 
-function flatten(v: unknown, dims: number[], out: Float32Array, idx: number[], depth: number, offset: { i: number }): void {
+function flatten(v: unknown, dims: number[], out: Float32Array | Float64Array, idx: number[], depth: number, offset: { i: number }): void {
   if (depth === dims.length - 1) {
     // Innermost arrays: a plain loop, no recursion per value.
     if (!Array.isArray(v) || v.length !== dims[depth]) throw ragged(v, dims, idx, depth);
@@ -111,15 +111,20 @@ export function float32ToBase64(d: Float32Array): string {
  * Build the input tensor for `inputName` of declared `shape` (symbolic axes match any size).
  * Accepts a batch ([N, ...]) or one sample (the shape without its batch axis).
  */
-export function toInputTensor(raw: unknown, inputName: string, shape: InputShape, maxBatch: number): Tensor {
+/**
+ * `float64`: the values as JSON gave them (a token model's ids, checked whole before they become
+ * integers: float32 would round 14.0000001 to 14). The tensor is then float64.
+ */
+export function toInputTensor(raw: unknown, inputName: string, shape: InputShape, maxBatch: number, precision: 'float32' | 'float64' = 'float32'): Tensor {
   let dims: number[];
-  let data: Float32Array;
+  let data: Float32Array | Float64Array;
+  const Values = precision === 'float64' ? Float64Array : Float32Array;
   const obj = raw && typeof raw === 'object' && !Array.isArray(raw) ? (raw as { dims?: unknown; data?: unknown; base64?: unknown }) : undefined;
   if (Array.isArray(raw)) {
     dims = nestedDims(raw);
     const n = dims.reduce((a, b) => a * b, 1);
     if (n > 64 * 1024 * 1024) throw new HttpError(413, `inputs hold ${n} values, over the limit`, 'too-large');
-    data = new Float32Array(n);
+    data = new Values(n);
     if (n > 0) flatten(raw, dims, data, [], 0, { i: 0 });
   } else if (obj && Array.isArray(obj.dims) && (Array.isArray(obj.data) || typeof obj.base64 === 'string')) {
     if (obj.data !== undefined && obj.base64 !== undefined) throw new HttpError(400, 'inputs has both data and base64; give one', 'schema');
@@ -131,7 +136,7 @@ export function toInputTensor(raw: unknown, inputName: string, shape: InputShape
       const d = obj.data as unknown[];
       if (n !== d.length) throw new HttpError(400, `inputs.dims ${formatShape(dims)} hold ${n} values but inputs.data has ${d.length}`, 'shape');
       checkFinite(d as number[]);
-      data = Float32Array.from(d as number[]);
+      data = Values.from(d as number[]);
     }
   } else {
     throw new HttpError(400, `inputs must be a nested array, { dims, data } or { dims, base64 } (input '${inputName}'${shape ? `, shape ${formatShape(shape)}` : ''})`, 'schema');
@@ -143,7 +148,7 @@ export function toInputTensor(raw: unknown, inputName: string, shape: InputShape
   }
   if (dims.length === 0 || dims[0] === 0) throw new HttpError(400, `inputs hold no sample (shape ${formatShape(dims)})`, 'empty');
   if (dims[0]! > maxBatch) throw new HttpError(413, `batch of ${dims[0]} samples is over the limit of ${maxBatch}; split it into smaller requests`, 'batch-limit');
-  return { dtype: 'float32', dims, data };
+  return { dtype: precision, dims, data };
 }
 
 /** Softmax of [n, C] rows (float64 accumulation). */

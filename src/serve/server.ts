@@ -383,7 +383,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
     if (ids) {
       if (isImageInputs(body.inputs)) throw new HttpError(400, `model '${m}' takes token ids in '${input.name}', not images`, 'bad-token');
       if (body.inputs && typeof body.inputs === 'object' && 'base64' in body.inputs) throw new HttpError(400, `model '${m}' takes token ids: give nested arrays or { dims, data }, not base64 float32`, 'bad-token');
-      x = toTokenTensor(toInputTensor(body.inputs, input.name, input.shape, maxBatch), ids, ids.vocab);
+      x = toTokenTensor(toInputTensor(body.inputs, input.name, input.shape, maxBatch, 'float64'), ids, ids.vocab);
     } else {
       x = isImageInputs(body.inputs) ? await imagesToTensor(body.inputs, input.name, input.shape, maxBatch, opts.images) : toInputTensor(body.inputs, input.name, input.shape, maxBatch);
     }

@@ -1,6 +1,7 @@
 // The service on a token model (the zoo's BERT-style classifier, its attention_mask made inside
 // the graph by withTokenInputs): requests send the ids alone, plain and under Tent; ids that are
-// not whole numbers within the vocabulary, images and float32 bytes are refused with a reason.
+// not whole numbers within the vocabulary (as JSON gave them, not rounded to float32), images and
+// float32 bytes are refused with a reason.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { FastifyInstance } from 'fastify';
@@ -31,6 +32,8 @@ test('predict on token ids: the logits of the model fed its companions, plain an
       for (const [inputs, re] of [
         [[[5, 9, 14.5, 3, 0, 0]], /takes token ids \(whole numbers in \[0, 32\), the model's vocabulary\); value 2 is 14\.5/],
         [[[5, 9, 32, 3, 0, 0]], /value 2 is 32/],
+        [[[5, 9, 14.0000001, 3, 0, 0]], /value 2 is 14\.0000001/], // float32 would make it 14
+        [{ dims: [1, 6], data: [5, 9, 3.00000001, 3, 0, 0] }, /value 2 is 3\.00000001/],
         [[[-1, 9, 3, 3, 0, 0]], /value 0 is -1/],
         [{ images: ['aGVsbG8='] }, /takes token ids in 'input_ids', not images/],
         [{ dims: [1, 6], base64: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' }, /takes token ids: give nested arrays or \{ dims, data \}, not base64 float32/],
@@ -40,7 +43,7 @@ test('predict on token ids: the logits of the model fed its companions, plain an
         assert.match((bad.json() as { message: string }).message, re);
       }
       const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
-      assert.match(metrics, /refit_rejected_inputs_total\{model="bert",reason="bad-token"\} 5/);
+      assert.match(metrics, /refit_rejected_inputs_total\{model="bert",reason="bad-token"\} 7/);
     } finally {
       await app.close();
     }
