@@ -3,7 +3,10 @@
 // clean, then typos, leetspeak, dropped words and shuffled word order at severity 5, each segment
 // the whole split in a seeded order. Every method runs on the same stream from the same model:
 //
-//   npx tsx bench/text/fortunes-tta.ts [--split val|test] [--methods source,tent,…] [--options '{"tent":{"lr":0.001}}'] [--tag=-x]
+//   npx tsx bench/text/fortunes-tta.ts [--split val|test] [--methods source,tent,…] [--options '{"tent":{"lr":0.001}}'] [--calibrate] [--tag=-x]
+//
+// --calibrate: in-distribution fortunes (1000 of the training split) set the controller's entropy
+// reference (calibrate) and EATA's Fisher (fisherData), as refit adapt's --source does for images.
 //
 // Methods: source, tent, eata, sar, lame, t3a (the token methods), continual (the controller with
 // the options refit adapt runs, recommendedControllerOptions, label-free), continual+labels (the
@@ -23,7 +26,7 @@ import { recommendedControllerOptions } from '../../src/continual/recommended.ts
 import { argmaxRows } from '../../src/data/evaluate.ts';
 import { Rng } from '../../src/util/rng.ts';
 
-const { values: args } = parseArgs({ options: { split: { type: 'string', default: 'test' }, methods: { type: 'string' }, options: { type: 'string', default: '{}' }, tag: { type: 'string', default: '' }, batch: { type: 'string', default: '64' } } });
+const { values: args } = parseArgs({ options: { split: { type: 'string', default: 'test' }, methods: { type: 'string' }, options: { type: 'string', default: '{}' }, tag: { type: 'string', default: '' }, batch: { type: 'string', default: '64' }, calibrate: { type: 'boolean', default: false } } });
 const dir = new URL('../models/text/', import.meta.url).pathname;
 if (!existsSync(`${dir}fortunes-bert.onnx`)) throw new Error(`${dir}fortunes-bert.onnx is missing: run /usr/bin/python3 bench/text/make_fortunes.py first`);
 const split = args.split!;
@@ -41,6 +44,16 @@ const stream = readTokenIds(`${dir}${split}-stream.npy`, vocab);
 const labels = readLabels(`${dir}${split}-stream-labels.npy`);
 const perSegment = stream.n / SEGMENTS.length;
 const C = 6;
+
+// --calibrate: the first 1000 training fortunes (make_fortunes.py's train-clean.npy), in batches of B.
+const train = readTokenIds(`${dir}train-clean.npy`, vocab);
+const calibrationIds = tensor('int64', [train.n, train.length], BigInt64Array.from(Array.from(train.values, (v) => BigInt(v))));
+const calibration = args.calibrate
+  ? Array.from({ length: Math.ceil(train.n / B) }, (_, b) => {
+    const n = Math.min(B, train.n - b * B), L = train.length;
+    return tensor('int64', [n, L], (calibrationIds.data as BigInt64Array).slice(b * B * L, (b * B + n) * L));
+  })
+  : null;
 
 function batchAt(start: number, end: number): Tensor {
   const L = stream.length;
@@ -63,6 +76,8 @@ async function run(method: string): Promise<Row> {
     const merged: Record<string, unknown> = { ...recommendedControllerOptions({ logits: 'logits', embedding: 'features' }), padToken: PAD, ...opts };
     for (const k of Object.keys(merged)) if (merged[k] === null) delete merged[k];
     const c = new ContinualController(withFeatures, merged);
+    // --calibrate: the entropy reference from in-distribution fortunes instead of the stream's first batches.
+    if (calibration) await c.calibrate(calibration);
     // 1 % of the labels, 5 batches late (bench/continual/lib.ts's regime): seeded choice of samples.
     const reveal = method === 'continual+labels' ? new Rng(5) : null;
     const waiting: { due: number; ids: string[]; labels: number[] }[] = [];
@@ -82,7 +97,7 @@ async function run(method: string): Promise<Row> {
     await c.release();
   } else {
     const model = method === 'lame' || method === 't3a' ? withFeatures : ids;
-    const a = createAdapter(model, method, opts);
+    const a = createAdapter(model, method, { ...(calibration && method === 'eata' ? { fisherData: calibrationIds } : {}), ...opts });
     for (let s = 0; s < stream.n; s += B) {
       const e = Math.min(s + B, stream.n);
       const t0 = performance.now();
@@ -106,7 +121,7 @@ const pct = (v: number) => (100 * v).toFixed(2);
 const md = [
   `# Text that shifts: the fortunes BERT (${split} split)`,
   '',
-  `Made by \`npx tsx bench/text/fortunes-tta.ts --split ${split}${args.methods ? ` --methods ${args.methods}` : ''}${args.options !== '{}' ? ` --options '${args.options}'` : ''}\` on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC (2 onnxruntime threads, batch ${B}).`,
+  `Made by \`npx tsx bench/text/fortunes-tta.ts --split ${split}${args.methods ? ` --methods ${args.methods}` : ''}${args.options !== '{}' ? ` --options '${args.options}'` : ''}${args.calibrate ? ' --calibrate' : ''}\` on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC (2 onnxruntime threads, batch ${B}).`,
   `Stream: the ${split} split (${perSegment} fortunes) clean, then under each corruption at severity 5, in that order (bench/text/make_fortunes.py). Online error %, per segment and mean.`,
   '',
   `| method | options | mean | ${SEGMENTS.join(' | ')} | ms per batch |`,

@@ -15,7 +15,8 @@ Shifts (the text counterpart of Fashion-MNIST-C, applied to the raw text before 
 seeded RNG per split and corruption): typos (one edit in a word), leetspeak (a→4, e→3, i→1, o→0,
 s→5, t→7), dropped words, and locally shuffled word order, each at severity 1–5.
 
-Writes to bench/models/text (gitignored): fortunes-bert.onnx, vocab.json, and for the val and test
+Writes to bench/models/text (gitignored): fortunes-bert.onnx, vocab.json, train-clean.npy and
+train-labels.npy (the first 1000 training fortunes, in-distribution data), and for the val and test
 splits <split>-clean.npy, <split>-<corruption>-<severity>.npy (int64 ids [n, 64]) and
 <split>-labels.npy; then <split>-stream.npy / <split>-stream-labels.npy: clean, then each
 corruption at severity 5 in turn, each segment the whole split in a seeded order.
@@ -232,6 +233,9 @@ def main():
                       output_names=["logits"], dynamic_axes={"input_ids": seq, "token_type_ids": seq, "attention_mask": seq, "logits": {0: "batch"}},
                       opset_version=14)
 
+    # In-distribution data for calibration (an entropy reference, EATA's Fisher): the first 1000 training fortunes.
+    np.save(os.path.join(OUT, "train-clean.npy"), enc["train"][0][:1000])
+    np.save(os.path.join(OUT, "train-labels.npy"), enc["train"][1][:1000])
     summary = {"classes": CLASSES, "sizes": {k: len(v) for k, v in split.items()}, "vocabulary": len(vocab), "val_accuracy": best, "test": {}}
     for name in ["val", "test"]:
         texts = [t for t, _ in split[name]]

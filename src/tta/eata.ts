@@ -18,10 +18,10 @@
 import { z } from 'zod';
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
-import { f32 } from '../onnx/tensor.ts';
+import { f32, tensor } from '../onnx/tensor.ts';
 import { anchorPenalty, combine } from '../train/losses.ts';
 import type { StepResult, TrainStep } from '../train/train-step.ts';
-import { commonOptions, parseOptions, PaperSgdAdapter, normAffineParams, softmaxRows, allFinite, stateTensor, type AdaptOutcome, tensorSchema } from './common.ts';
+import { commonOptions, parseOptions, PaperSgdAdapter, normAffineParams, softmaxRows, allFinite, stateTensor, type AdaptOutcome, inputTensorSchema } from './common.ts';
 import { withSelectionHead, classCount, eataSurrogate, pseudoLabelCrossEntropy, ENTROPY, MASK, PBAR } from './heads.ts';
 import { batchStatModel } from './bn-adapt.ts';
 import { signatureKey, signatureOf } from '../onnx/shapes.ts';
@@ -54,7 +54,7 @@ export const eataSchema = z.object({
   probsMomentum: z.number().min(0).max(1).default(EATA_DEFAULTS.probsMomentum),
   fisherAlpha: z.number().min(0).default(EATA_DEFAULTS.fisherAlpha),
   /** In-distribution images [M, ...] for the Fisher; without them the regularizer is off. */
-  fisherData: tensorSchema.optional(),
+  fisherData: inputTensorSchema.optional(),
   fisherSize: z.number().int().positive().default(EATA_DEFAULTS.fisherSize),
   fisherBatchSize: z.number().int().positive().default(EATA_DEFAULTS.fisherBatchSize),
 });
@@ -80,8 +80,10 @@ export class EATA extends PaperSgdAdapter<z.output<typeof eataSchema>> {
     super(model, o, (m) => o.params ?? normAffineParams('eata', m));
     if (o.fisherData) {
       const d = o.fisherData.dims;
-      if (d.length === 0 || d[0] === 0) throw new Error('eata: fisherData is empty; pass in-distribution images [M, ...] with M ≥ 1');
-      const bad = allFinite(o.fisherData.data as Float32Array);
+      if (d.length === 0 || d[0] === 0) throw new Error('eata: fisherData is empty; pass in-distribution inputs [M, ...] with M ≥ 1');
+      const input = model.inputs[0]!;
+      if (o.fisherData.dtype !== input.dtype) throw new Error(`eata: fisherData is ${o.fisherData.dtype}, and the model's input '${input.name}' takes ${input.dtype}`);
+      const bad = o.fisherData.dtype === 'float32' ? allFinite(o.fisherData.data as Float32Array) : -1;
       if (bad >= 0) throw new Error(`eata: fisherData has a non-finite value at element ${bad}`);
     }
   }
@@ -112,7 +114,7 @@ export class EATA extends PaperSgdAdapter<z.output<typeof eataSchema>> {
     let batches = 0;
     for (let s = 0; s < m; s += bs) {
       const b = Math.min(bs, m - s);
-      const x = f32([b, ...data.dims.slice(1)], (data.data as Float32Array).subarray(s * per, (s + b) * per));
+      const x = tensor(data.dtype, [b, ...data.dims.slice(1)], (data.data as Float32Array | BigInt64Array | Int32Array).subarray(s * per, (s + b) * per));
       const r = await step.run({ [this.model.inputs[0]!.name]: x });
       if (!r.finite) throw new Error(`eata: the Fisher loss is ${r.loss} on fisherData batch ${batches}`);
       for (const [p, g] of r.grads) { const f = fisher.get(p)!; for (let i = 0; i < g.length; i++) f[i] += Math.fround(g[i]! * g[i]!); }
