@@ -5,12 +5,13 @@ import { extname, resolve } from 'node:path';
 import { loadModel } from '../model.ts';
 import { createAdapter, METHODS, type InputStats } from '../tta/index.ts';
 import type { Adapter } from '../tta/types.ts';
+import type { Tensor } from '../onnx/tensor.ts';
 import { ContinualController, LEVEL_NAMES } from '../continual/index.ts';
 import type { StreamScore } from '../tta/run-stream.ts';
 import { renderReport, runProvenance } from '../report/html.ts';
 import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic, preprocessOptions, type ModelIO } from './common.ts';
 import { isTokenModel } from './token-inputs.ts';
-import { tokenStream, TOKEN_METHODS, type StreamData } from './token-stream.ts';
+import { tokenStream, tokenSourceIds, TOKEN_METHODS, type StreamData } from './token-stream.ts';
 import { methodSetup } from './method-setup.ts';
 
 export interface AdaptOptions {
@@ -96,11 +97,14 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   let model = await loadModel(modelPath);
   let io: ModelIO;
   let ds: StreamData;
+  let tokenSource: Tensor | undefined;
   if (isTokenModel(model)) {
     // Token ids in: the companions made inside the graph, methods that leave the input as it is.
     if (method !== 'continual' && !(TOKEN_METHODS as readonly string[]).includes(method)) throw new Error(`--method ${method} on a token model: ${method} augments its input images; token models take ${TOKEN_METHODS.join(', ')}, continual`);
-    const imageFlags = [pixels && '--mean/--std', resize !== undefined && '--resize', o.source && '--source', o.inputAlign && '--input-align'].filter(Boolean);
+    const imageFlags = [pixels && '--mean/--std', resize !== undefined && '--resize', o.inputAlign && '--input-align', o.sourceLabels && '--source-labels'].filter(Boolean);
     if (imageFlags.length) throw new Error(`${imageFlags.join(', ')}: for image data; this model reads token ids`);
+    // --source: in-distribution ids (the controller's entropy reference, EATA's Fisher).
+    if (o.source) tokenSource = tokenSourceIds(model, o.source, '--source');
     ({ model, io, ds } = tokenStream(model, { stream: o.stream, labels: o.labels, logits: o.logits, ...(padToken !== undefined ? { padToken } : {}) }));
     model = withFeaturesFor(method, model, io.logits, { embedding: o.embedding, quiet: o.json });
   } else {
@@ -112,7 +116,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   }
   if (delay !== null && !ds.labels) throw new Error(`--feedback-delay hands the stream's labels to the controller; give --labels (or a labelled stream)`);
   if (o.report && !ds.labels) throw new Error(`--report charts the error over the stream and needs labels; give --labels (or a labelled stream), or drop --report`);
-  const setup = await methodSetup(method, model, io, o, { batchSize, log: o.json ? undefined : (line) => process.stderr.write(`${line}\n`) });
+  const setup = await methodSetup(method, model, io, o, { batchSize, log: o.json ? undefined : (line) => process.stderr.write(`${line}\n`), ...(tokenSource ? { tokenSource } : {}) });
   let adapter: Adapter | null = null;
   let controller: ContinualController | null = null;
   if (method === 'continual') {

@@ -2,7 +2,7 @@
 // set, or a TTA method's own with what --source gives it) and, for the controller, in-distribution
 // batches that set its entropy reference. One place, so the two commands run the same thing.
 import type { RefitModel } from '../model.ts';
-import type { Tensor } from '../onnx/tensor.ts';
+import { tensor, type Tensor } from '../onnx/tensor.ts';
 import { inputStats, sourceDataOptions, type InputStats } from '../tta/index.ts';
 import { recommendedControllerOptions, recommendedDeepParams } from '../continual/recommended.ts';
 import { loadData, batchOf, range, type ModelIO } from './common.ts';
@@ -47,9 +47,16 @@ export interface SetupOptions {
    * controller's deep learner does): `refit serve` warms up every new tenant inside its first request.
    */
   shortWarmup?: boolean;
+  /**
+   * A token model's --source: in-distribution sequences of ids [M, length]. They set the
+   * controller's entropy reference and EATA's Fisher; a token model has no deep learner and no
+   * input alignment (both are for images).
+   */
+  tokenSource?: Tensor;
 }
 
-export async function methodSetup(method: string, model: RefitModel, io: ModelIO, o: SourceFlags, { batchSize, log, shortWarmup }: SetupOptions): Promise<MethodSetup> {
+export async function methodSetup(method: string, model: RefitModel, io: ModelIO, o: SourceFlags, { batchSize, log, shortWarmup, tokenSource }: SetupOptions): Promise<MethodSetup> {
+  if (tokenSource) return tokenSetup(method, model, io, o, tokenSource, batchSize);
   const src = o.source ? await loadData(o.source, io, { labels: o.sourceLabels, needLabels: '--source' }) : null;
   const srcTensor = src ? batchOf(src, range(0, src.n)).x : null;
   if (o.inputAlign && !srcTensor) throw new Error('--input-align aligns the stream to the statistics of in-distribution data; give --source');
@@ -80,6 +87,22 @@ export async function methodSetup(method: string, model: RefitModel, io: ModelIO
   // The entropy reference from in-distribution batches rather than the stream's first ones.
   const calibration = src ? Array.from({ length: Math.ceil(src.n / batchSize) }, (_, b) => batchOf(src, range(b * batchSize, Math.min((b + 1) * batchSize, src.n))).x) : undefined;
   return { options: options as Record<string, unknown>, deepLearner, ...(deepParams ? { deepParams } : {}), ...align, ...(calibration ? { calibration } : {}) };
+}
+
+/** methodSetup for a token model with --source: EATA's Fisher, or the controller's calibration batches. */
+function tokenSetup(method: string, model: RefitModel, io: ModelIO, o: SourceFlags, ids: Tensor, batchSize: number): MethodSetup {
+  if (o.inputAlign) throw new Error('--input-align moves image channels to the source\'s statistics; this model reads token ids');
+  if (o.deepParams !== undefined) throw new Error('--deep-params is for the deep learner, which augments images; this model reads token ids');
+  const logits = o.logits ? { logits: o.logits } : {};
+  if (method !== 'continual') return { options: { ...logits, ...(method === 'eata' ? { fisherData: ids } : {}) }, deepLearner: false };
+  const embedding = o.embedding ?? (model.outputs.some((x) => x.name === 'features') ? 'features' : undefined);
+  const [M, L] = ids.dims as [number, number];
+  const rows = ids.data as BigInt64Array | Int32Array;
+  const calibration = Array.from({ length: Math.ceil(M / batchSize) }, (_, b) => {
+    const n = Math.min(batchSize, M - b * batchSize);
+    return tensor(ids.dtype, [n, L], rows.slice(b * batchSize * L, (b * batchSize + n) * L));
+  });
+  return { options: recommendedControllerOptions({ logits: io.logits, ...(embedding ? { embedding } : {}) }) as Record<string, unknown>, deepLearner: false, calibration };
 }
 
 /** RMT's onWarmup: one line per tenth done. */

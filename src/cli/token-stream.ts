@@ -35,6 +35,14 @@ export function tokenModelIO(model: RefitModel, logitsName: string | undefined, 
   return { spec: { input: inputs.ids.name, dims: [length] }, logits, classes: typeof c === 'number' && c > 0 ? c : null };
 }
 
+/** In-distribution sequences for a token model (--source): a .npy of ids as one [M, length] tensor of the model's id type. */
+export function tokenSourceIds(model: RefitModel, path: string, what: string): Tensor {
+  const { ids, vocab } = tokenInputs(model, what);
+  const a = readTokenIds(path, vocab);
+  const n = a.n * a.length;
+  return tensor(ids.dtype, [a.n, a.length], ids.dtype === 'int64' ? BigInt64Array.from({ length: n }, (_, i) => BigInt(a.values[i]!)) : Int32Array.from({ length: n }, (_, i) => a.values[i]!));
+}
+
 export function tokenStream(model: RefitModel, o: { stream: string; labels?: string; logits?: string; padToken?: number }): { model: RefitModel; io: ModelIO; ds: StreamData } {
   const what = 'refit adapt on a token model';
   const inputs = tokenInputs(model, what);

@@ -135,7 +135,13 @@ test('refit adapt on token ids: Tent, the others that leave the input as it is, 
   const { formatAdapt } = await import('../../src/cli/adapt.ts');
   assert.match(formatAdapt(cont), /level 3: the normalization adapters \(the deep learner, RMT, augments images: not for token ids\)/);
   await assert.rejects(runAdapt(bert, { ...base, method: 'rmt', out: p('x.csv') }), /--method rmt on a token model: rmt augments its input images; token models take tent, eata, sar, lame, t3a, source, continual/);
-  await assert.rejects(runAdapt(bert, { ...base, method: 'continual', source: p('stream.npy'), out: p('x.csv') }), /--source: for image data; this model reads token ids/);
+  // --source: in-distribution ids set the controller's entropy reference and EATA's Fisher.
+  const calibrated = await runAdapt(bert, { ...base, method: 'continual', source: p('ids.npy'), out: p('calibrated.csv') });
+  assert.equal(calibrated.deepLearner, false);
+  assert.equal(Object.values(calibrated.levels!).reduce((a, b) => a + b, 0), 4);
+  assert.equal((await runAdapt(bert, { ...base, method: 'eata', source: p('ids.npy'), out: p('eata-fisher.csv') })).stream.samples, 64);
+  await assert.rejects(runAdapt(bert, { ...base, method: 'continual', source: p('ids.npy'), sourceLabels: p('labels.npy'), out: p('x.csv') }), /--source-labels: for image data; this model reads token ids/);
+  await assert.rejects(runAdapt(bert, { ...base, method: 'continual', source: p('oov.npy'), out: p('x.csv') }), /token 40 .* is outside the model's vocabulary/);
   await assert.rejects(runAdapt(bert, { ...base, method: 'tent', mean: '0.5', std: '0.5', out: p('x.csv') }), /--mean\/--std: for image data; this model reads token ids/);
   await assert.rejects(runAdapt(new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname, { ...base, method: 'tent', out: p('x.csv') }), /--pad-token is for token models/);
   assert.equal(existsSync(p('x.csv')), false, 'nothing written');

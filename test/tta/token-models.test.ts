@@ -106,3 +106,11 @@ test('RoBERTa- and DistilBERT-style exports (input_ids and attention_mask only; 
     await m.release();
   }
 });
+
+test("EATA's Fisher from in-distribution token ids; fisherData of another type than the model's input is refused", async () => {
+  const eata = createAdapter(ids, 'eata', { fisherData: batch(rows) });
+  const r = await eata.predict(batch(rows));
+  assert.equal(r.info.extra?.fisher, 1, 'the Fisher regulariser is on');
+  await eata.release();
+  assert.throws(() => createAdapter(ids, 'eata', { fisherData: tensor('float32', [B, L]) }), /eata: fisherData is float32, and the model's input 'input_ids' takes int64/);
+});
