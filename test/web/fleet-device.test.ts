@@ -29,17 +29,20 @@ const B = 32;
 let tp: TestPage | undefined;
 let dir = '';
 let batches: Float32Array[] = [];
+// Time limits, so that a hang (seen once, under other load: no progress for minutes with Chromium
+// idle) fails with a message instead of running into CI's limit; each step takes seconds.
+const LIMIT = { timeout: 180_000 };
 before(async () => {
   if (chromiumMissing) return;
   tp = await openTestPage();
   dir = mkdtempSync(join(tmpdir(), 'refit-web-fleet-'));
   const data = loadFashionMnist('test');
   batches = [...continualStream(data, { domains: ['fog', 'gaussian_noise'], severity: 3, batchSize: B, batchesPerDomain: 2, seed: 5 })].map((b) => b.x);
-});
+}, LIMIT);
 after(async () => {
   await tp?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
-});
+}, LIMIT);
 
 async function cloud(corsOrigins?: string[]) {
   const store = new MemoryFleetStore();
@@ -76,7 +79,7 @@ const devicePage = async (a: { url: string; token: string; batches: string[]; B:
 const b64 = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
 const inPage = <T, A>(f: (a: A) => Promise<T>, arg: A): Promise<T> => runInPage(tp!.page, f, arg);
 
-test('a FleetDevice in Chromium uploads browser-encoded JPEGs to a cloud on another origin and applies its adapter', { skip: chromiumMissing }, async () => {
+test('a FleetDevice in Chromium uploads browser-encoded JPEGs to a cloud on another origin and applies its adapter', { skip: chromiumMissing, ...LIMIT }, async () => {
   const origin = new URL(tp!.url).origin;
   const c = await cloud([origin]);
   try {
@@ -142,7 +145,7 @@ test('a FleetDevice in Chromium uploads browser-encoded JPEGs to a cloud on anot
   }
 });
 
-test('without the page\'s origin in corsOrigins the browser cannot read the service: uploads fail, nothing is applied', { skip: chromiumMissing }, async () => {
+test('without the page\'s origin in corsOrigins the browser cannot read the service: uploads fail, nothing is applied', { skip: chromiumMissing, ...LIMIT }, async () => {
   const c = await cloud();
   try {
     const token = await registerDevice(c.url, ADMIN, MODEL, 'page-1');
