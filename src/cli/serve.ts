@@ -10,7 +10,7 @@ import { buildServer } from '../serve/server.ts';
 import { modelIO, preprocessOptions, finiteNumber } from './common.ts';
 import { isTokenModel } from './token-inputs.ts';
 import { withTokenInputs } from '../onnx/token-companions.ts';
-import { tokenModelIO } from './token-stream.ts';
+import { tokenModelIO, tokenSourceIds } from './token-stream.ts';
 import { methodSetup, type MethodSetup } from './method-setup.ts';
 
 export interface RunServeOptions {
@@ -147,10 +147,12 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
       // progress is worth showing. RMT's per-tenant warm-ups would only be noise in the log.
       const progress = method === 'continual' ? { log: (line: string) => log(`${line} (model ${name})`) } : {};
       const tokens = isTokenModel(model);
-      if (tokens && (opts.source || opts.inputAlign)) throw new Error(`${[opts.source && '--source', opts.inputAlign && '--input-align'].filter(Boolean).join(', ')}: for image data; this model reads token ids`);
+      if (tokens && (opts.sourceLabels || opts.inputAlign)) throw new Error(`${[opts.sourceLabels && '--source-labels', opts.inputAlign && '--input-align'].filter(Boolean).join(', ')}: for image data; this model reads token ids`);
+      // A token model's --source: in-distribution ids (the controller's entropy reference, EATA's Fisher).
+      const tokenSource = tokens && opts.source ? tokenSourceIds(model, opts.source, '--source') : undefined;
       const needsIO = prep.processorSize || (method && (method === 'continual' || opts.source || opts.inputAlign)); // modelIO checks the processor's size
       const io = !needsIO ? null : tokens ? tokenModelIO(model, undefined, 'refit serve on a token model') : modelIO(model, undefined, prep);
-      if (io && method && (method === 'continual' || opts.source || opts.inputAlign)) setups.set(name, await methodSetup(method, model, io, opts, { batchSize: 64, shortWarmup: true, ...progress }));
+      if (io && method && (method === 'continual' || opts.source || opts.inputAlign)) setups.set(name, await methodSetup(method, model, io, opts, { batchSize: 64, shortWarmup: true, ...progress, ...(tokenSource ? { tokenSource } : {}) }));
     } catch (e) {
       await Promise.all([...models.values()].map((m) => m.release()));
       throw new Error(`--model ${name}=${path}: ${(e as Error).message}`);

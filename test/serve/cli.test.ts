@@ -49,7 +49,7 @@ test('runServe listens on a port; close() stops it', async () => {
   await assert.rejects(runServe({ model: ['cnn=/nonexistent.onnx'], signals: false, log: () => {} }), /--model cnn=\/nonexistent\.onnx/);
 });
 
-test('runServe --method continual on a token model: --pad-token reaches the controller, so requests of different lengths train together; image flags refused', async () => {
+test('runServe --method continual on a token model: --pad-token reaches the controller, so requests of different lengths train together; --source ids calibrate it; image flags refused', async () => {
   const bert = `bert=${join(root, 'test/fixtures/zoo/bert/model.onnx')}`;
   const h = await runServe({ model: [bert], method: 'continual', methodOptions: '{"feedback": {"minBatch": 4, "minNew": 4}}', padToken: 0, port: 0, host: '127.0.0.1', signals: false, log: () => {} });
   try {
@@ -64,7 +64,19 @@ test('runServe --method continual on a token model: --pad-token reaches the cont
   } finally {
     await h.close();
   }
-  await assert.rejects(runServe({ model: [bert], method: 'continual', source: join(root, 'models/fmnist-cnn.onnx'), signals: false, log: () => {} }), /--source: for image data; this model reads token ids/);
+  // --source: in-distribution ids set each tenant's entropy reference before its first request.
+  const source = join(dir, 'bert-source.npy');
+  writeFileSync(source, npy('<i8', [8, 6], BigInt64Array.from({ length: 48 }, (_, i) => BigInt(2 + (i % 29)))));
+  const cal = await runServe({ model: [bert], method: 'continual', source, padToken: 0, port: 0, host: '127.0.0.1', signals: false, log: () => {} });
+  try {
+    const r = await fetch(`${cal.url}/v1/models/bert/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: [[5, 9, 14, 3, 0, 0]] }) });
+    assert.equal(r.status, 200);
+    const reference = ((await r.json()) as { adaptation: { signals: { reference: number | null } } }).adaptation.signals.reference;
+    assert.ok(typeof reference === 'number' && reference > 0, `calibrated reference ${reference}`);
+  } finally {
+    await cal.close();
+  }
+  await assert.rejects(runServe({ model: [bert], method: 'continual', source, sourceLabels: source, signals: false, log: () => {} }), /--source-labels: for image data; this model reads token ids/);
 });
 
 test('runServe: the micro-batching options reach the batcher; bad values are refused with the flag named', async () => {
