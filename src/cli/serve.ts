@@ -150,9 +150,10 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
       if (tokens && (opts.sourceLabels || opts.inputAlign)) throw new Error(`${[opts.sourceLabels && '--source-labels', opts.inputAlign && '--input-align'].filter(Boolean).join(', ')}: for image data; this model reads token ids`);
       // A token model's --source: in-distribution ids (the controller's entropy reference, EATA's Fisher).
       const tokenSource = tokens && opts.source ? tokenSourceIds(model, opts.source, '--source') : undefined;
-      const needsIO = prep.processorSize || (method && (method === 'continual' || opts.source || opts.inputAlign)); // modelIO checks the processor's size
+      const needsSetup = !!method && (method === 'continual' || !!opts.source || !!opts.inputAlign);
+      const needsIO = needsSetup || !!prep.processorSize; // modelIO checks the processor's size
       const io = !needsIO ? null : tokens ? tokenModelIO(model, undefined, 'refit serve on a token model') : modelIO(model, undefined, prep);
-      if (io && method && (method === 'continual' || opts.source || opts.inputAlign)) setups.set(name, await methodSetup(method, model, io, opts, { batchSize: 64, shortWarmup: true, ...progress, ...(tokenSource ? { tokenSource } : {}) }));
+      if (io && needsSetup) setups.set(name, await methodSetup(method, model, io, opts, { batchSize: 64, shortWarmup: true, ...progress, ...(tokenSource ? { tokenSource } : {}) }));
     } catch (e) {
       await Promise.all([...models.values()].map((m) => m.release()));
       throw new Error(`--model ${name}=${path}: ${(e as Error).message}`);

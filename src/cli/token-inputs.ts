@@ -6,7 +6,7 @@
 //   position_ids    0 … length−1
 // A model with any other input is refused with the list, before any data is read.
 import type { RefitModel } from '../model.ts';
-import { tensor, type DType, type Tensor } from '../onnx/tensor.ts';
+import { tensorOf, type DType, type Tensor } from '../onnx/tensor.ts';
 import { parseNpy } from './data-files.ts';
 import { readBytes } from '../data/idx-node.ts';
 import { existsSync } from 'node:fs';
@@ -63,12 +63,7 @@ export function tokenFeeds(t: TokenInputs, values: ArrayLike<number>, length: nu
   const b = idx.length;
   const ids = new Float64Array(b * length);
   idx.forEach((s, k) => { for (let p = 0; p < length; p++) ids[k * length + p] = values[s * length + p]!; });
-  const make = (dtype: DType, f: (i: number) => number): Tensor => {
-    const data = dtype === 'int64' ? BigInt64Array.from({ length: b * length }, (_, i) => BigInt(f(i)))
-      : dtype === 'int32' ? Int32Array.from({ length: b * length }, (_, i) => f(i))
-        : Float32Array.from({ length: b * length }, (_, i) => f(i));
-    return tensor(dtype, [b, length], data);
-  };
+  const make = (dtype: DType, f: (i: number) => number): Tensor => tensorOf(dtype, [b, length], f);
   const feeds: Record<string, Tensor> = { [t.ids.name]: make(t.ids.dtype, (i) => ids[i]!) };
   for (const c of t.companions) {
     feeds[c.name] = make(c.dtype, c.name === 'attention_mask' ? (i) => (ids[i] === padToken ? 0 : 1) : c.name === 'position_ids' ? (i) => i % length : () => 0);

@@ -3,7 +3,7 @@
 // the model gets its Hugging Face companion inputs made inside the graph (withTokenInputs), so
 // the adapters feed the ids alone.
 import type { RefitModel } from '../model.ts';
-import { tensor, type Tensor } from '../onnx/tensor.ts';
+import { tensorOf, type Tensor } from '../onnx/tensor.ts';
 import { withTokenInputs } from '../onnx/token-companions.ts';
 import { defaultLogits } from '../tta/types.ts';
 import { readLabels } from './data-files.ts';
@@ -39,8 +39,7 @@ export function tokenModelIO(model: RefitModel, logitsName: string | undefined, 
 export function tokenSourceIds(model: RefitModel, path: string, what: string): Tensor {
   const { ids, vocab } = tokenInputs(model, what);
   const a = readTokenIds(path, vocab);
-  const n = a.n * a.length;
-  return tensor(ids.dtype, [a.n, a.length], ids.dtype === 'int64' ? BigInt64Array.from({ length: n }, (_, i) => BigInt(a.values[i]!)) : Int32Array.from({ length: n }, (_, i) => a.values[i]!));
+  return tensorOf(ids.dtype, [a.n, a.length], (i) => a.values[i]!);
 }
 
 export function tokenStream(model: RefitModel, o: { stream: string; labels?: string; logits?: string; padToken?: number }): { model: RefitModel; io: ModelIO; ds: StreamData } {
@@ -60,8 +59,7 @@ export function tokenStream(model: RefitModel, o: { stream: string; labels?: str
   const { dtype } = inputs.ids;
   const batch = (idx: readonly number[]): Tensor => {
     const v = (i: number) => a.values[idx[Math.floor(i / a.length)]! * a.length + (i % a.length)]!;
-    const n = idx.length * a.length;
-    return tensor(dtype, [idx.length, a.length], dtype === 'int64' ? BigInt64Array.from({ length: n }, (_, i) => BigInt(v(i))) : Int32Array.from({ length: n }, (_, i) => v(i)));
+    return tensorOf(dtype, [idx.length, a.length], v);
   };
   return {
     model: withTokenInputs(model, o.padToken !== undefined ? { padToken: o.padToken } : {}),

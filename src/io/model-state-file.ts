@@ -5,7 +5,7 @@
 // Used by the continual controller's checkpoints and the service's per-tenant TTA state.
 import type { RefitModel } from '../model.ts';
 import { parseSafetensors, serializeSafetensors } from './safetensors.ts';
-import type { Tensor } from '../onnx/tensor.ts';
+import { inputArrayDtype, type Tensor } from '../onnx/tensor.ts';
 
 /** Names, shapes and a sample of values of every initializer: tells one model from another. */
 export function modelFingerprint(model: RefitModel): string {
@@ -27,7 +27,7 @@ export interface StateFormat { tag: string; kind: string }
 export function encodeModelState(model: RefitModel, state: unknown, format: StateFormat, what: string): Uint8Array {
   const tensors = new Map<string, Tensor>();
   const json = JSON.stringify(state, (_k, v) => {
-    const dtype = v instanceof Float32Array ? 'float32' : v instanceof BigInt64Array ? 'int64' : v instanceof Int32Array ? 'int32' : null;
+    const dtype = inputArrayDtype(v);
     if (dtype) {
       const key = `t${tensors.size}`;
       tensors.set(key, { dtype, dims: [v.length], data: v });

@@ -53,6 +53,19 @@ export function allocate(dtype: DType, n: number): TypedArray {
   }
 }
 
+/** A tensor of `dtype` whose element i is value(i) (as a BigInt for the 64-bit integer types). */
+export function tensorOf(dtype: DType, dims: number[], value: (i: number) => number): Tensor {
+  const data = allocate(dtype, size(dims));
+  if (data instanceof BigInt64Array || data instanceof BigUint64Array) for (let i = 0; i < data.length; i++) data[i] = BigInt(value(i));
+  else for (let i = 0; i < data.length; i++) data[i] = value(i);
+  return { dtype, dims, data };
+}
+
+/** The dtype of a Float32Array, BigInt64Array or Int32Array (what model inputs and saved states hold: values or token ids); null for anything else. */
+export function inputArrayDtype(data: unknown): 'float32' | 'int64' | 'int32' | null {
+  return data instanceof Float32Array ? 'float32' : data instanceof BigInt64Array ? 'int64' : data instanceof Int32Array ? 'int32' : null;
+}
+
 /** View little-endian raw bytes as a typed array (copies, so alignment never matters). */
 export function fromBytes(dtype: DType, bytes: Uint8Array, n: number): TypedArray {
   const need = n * BYTES_PER_ELEMENT[dtype];

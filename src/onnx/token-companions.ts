@@ -8,7 +8,7 @@
 // The CLI makes the same inputs in JavaScript (src/cli/token-inputs.ts, tokenFeeds).
 import type { RefitModel } from '../model.ts';
 import type { DType } from './tensor.ts';
-import { i64, tensor } from './tensor.ts';
+import { i64, tensorOf } from './tensor.ts';
 import { Emitter } from './emitter.ts';
 import { opsetVersion } from './ir.ts';
 
@@ -63,7 +63,7 @@ export function withTokenInputs(model: RefitModel, opts: TokenInputsOptions = {}
   const g = m.ir.graph;
   const em = new Emitter(g, opsetVersion(m.ir), 'refit_tokens_');
   const before = g.nodes.length;
-  const idConst = (v: number) => em.constant(tensor(ids.dtype, [], ids.dtype === 'int64' ? BigInt64Array.from([BigInt(v)]) : Int32Array.from([v])), 'id');
+  const idConst = (v: number) => em.constant(tensorOf(ids.dtype, [], () => v), 'id');
   const cast = (x: string, c: { name: string; dtype: DType }) => g.nodes.push({ name: em.fresh(`${c.name}_node`), opType: 'Cast', domain: '', inputs: [x], outputs: [c.name], attrs: { to: { kind: 'int', value: ELEM[c.dtype]! } } });
   for (const c of companions) {
     if (c.name === 'attention_mask') {

@@ -109,11 +109,9 @@ export function float32ToBase64(d: Float32Array): string {
 
 /**
  * Build the input tensor for `inputName` of declared `shape` (symbolic axes match any size).
- * Accepts a batch ([N, ...]) or one sample (the shape without its batch axis).
- */
-/**
- * `float64`: the values as JSON gave them (a token model's ids, checked whole before they become
- * integers: float32 would round 14.0000001 to 14). The tensor is then float64.
+ * Accepts a batch ([N, ...]) or one sample (the shape without its batch axis). `float64`: the
+ * values as JSON gave them (a token model's ids, checked whole before they become integers:
+ * float32 would round 14.0000001 to 14); the tensor is then float64.
  */
 export function toInputTensor(raw: unknown, inputName: string, shape: InputShape, maxBatch: number, precision: 'float32' | 'float64' = 'float32'): Tensor {
   let dims: number[];

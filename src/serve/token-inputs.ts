@@ -2,7 +2,7 @@
 // classifier; its attention_mask and other companions made inside the graph by withTokenInputs):
 // the request's numbers (parsed as float64, as JSON gives them: ./inputs.ts) must be whole ids
 // within the model's vocabulary. Anything else is a 400 naming the first bad value, before the model runs.
-import { tensor, type Tensor } from '../onnx/tensor.ts';
+import { tensorOf, type Tensor } from '../onnx/tensor.ts';
 import { HttpError } from './inputs.ts';
 
 /** The largest id each dtype holds, when the model's vocabulary is not known. */
@@ -18,5 +18,5 @@ export function toTokenTensor(x: Tensor, input: { name: string; dtype: 'int64' |
       throw new HttpError(400, `input '${input.name}' takes token ids (whole numbers in [0, ${limit})${vocab !== null ? ', the model\'s vocabulary' : ''}); value ${i} is ${v}`, 'bad-token');
     }
   }
-  return tensor(input.dtype, [...x.dims], input.dtype === 'int64' ? BigInt64Array.from(d, (v) => BigInt(v)) : Int32Array.from(d));
+  return tensorOf(input.dtype, [...x.dims], (i) => d[i]!);
 }

@@ -3,7 +3,7 @@
 import { z } from 'zod';
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
-import { formatShape } from '../onnx/tensor.ts';
+import { formatShape, inputArrayDtype } from '../onnx/tensor.ts';
 import { findNormLayers } from '../onnx/norm-layers.ts';
 import { TOKEN_COMPANIONS, TOKEN_DTYPES } from '../onnx/token-companions.ts';
 import { noNormLayerMessage, NORM_KINDS } from '../onnx/norm-folding.ts';
@@ -129,8 +129,8 @@ export function meanEntropyOf(logits: Tensor): number {
 
 /** An option holding a float32 tensor (in-distribution images and the like). */
 export const tensorSchema = z.custom<Tensor>((v) => !!v && typeof v === 'object' && Array.isArray((v as Tensor).dims) && (v as Tensor).data instanceof Float32Array, 'expected a float32 tensor { dtype, dims, data }');
-/** Model inputs: float32 values, or a token model's int64/int32 ids. */
-export const inputTensorSchema = z.custom<Tensor>((v) => !!v && typeof v === 'object' && Array.isArray((v as Tensor).dims) && ((v as Tensor).data instanceof Float32Array || (v as Tensor).data instanceof BigInt64Array || (v as Tensor).data instanceof Int32Array), 'expected a tensor { dtype, dims, data } of float32 values or int64/int32 token ids');
+/** Model inputs: float32 values, or a token model's int64/int32 ids (the type read from the array: inputArrayDtype). */
+export const inputTensorSchema = z.custom<Tensor>((v) => !!v && typeof v === 'object' && Array.isArray((v as Tensor).dims) && inputArrayDtype((v as Tensor).data) !== null, 'expected a tensor { dtype, dims, data } of float32 values or int64/int32 token ids');
 
 export type CommonOptions = { mode: 'continual' | 'episodic'; seed: number; logits?: string; threads?: number; optimizer?: OptimizerSpec | undefined; recovery?: RecoveryOptions | undefined };
 

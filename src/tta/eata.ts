@@ -18,7 +18,7 @@
 import { z } from 'zod';
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
-import { f32, tensor } from '../onnx/tensor.ts';
+import { f32, tensor, inputArrayDtype } from '../onnx/tensor.ts';
 import { anchorPenalty, combine } from '../train/losses.ts';
 import type { StepResult, TrainStep } from '../train/train-step.ts';
 import { commonOptions, parseOptions, PaperSgdAdapter, normAffineParams, softmaxRows, allFinite, stateTensor, type AdaptOutcome, inputTensorSchema } from './common.ts';
@@ -81,7 +81,7 @@ export class EATA extends PaperSgdAdapter<z.output<typeof eataSchema>> {
     if (o.fisherData) {
       const d = o.fisherData.dims;
       if (d.length === 0 || d[0] === 0) throw new Error('eata: fisherData is empty; pass in-distribution inputs [M, ...] with M ≥ 1');
-      const input = model.inputs[0]!, dtype = dataType(o.fisherData);
+      const input = model.inputs[0]!, dtype = inputArrayDtype(o.fisherData.data)!;
       if (dtype !== input.dtype) throw new Error(`eata: fisherData is ${dtype}, and the model's input '${input.name}' takes ${input.dtype}`);
       const bad = dtype === 'float32' ? allFinite(o.fisherData.data as Float32Array) : -1;
       if (bad >= 0) throw new Error(`eata: fisherData has a non-finite value at element ${bad}`);
@@ -114,7 +114,7 @@ export class EATA extends PaperSgdAdapter<z.output<typeof eataSchema>> {
     let batches = 0;
     for (let s = 0; s < m; s += bs) {
       const b = Math.min(bs, m - s);
-      const x = tensor(dataType(data), [b, ...data.dims.slice(1)], (data.data as Float32Array | BigInt64Array | Int32Array).subarray(s * per, (s + b) * per));
+      const x = tensor(inputArrayDtype(data.data)!, [b, ...data.dims.slice(1)], (data.data as Float32Array | BigInt64Array | Int32Array).subarray(s * per, (s + b) * per));
       const r = await step.run({ [this.model.inputs[0]!.name]: x });
       if (!r.finite) throw new Error(`eata: the Fisher loss is ${r.loss} on fisherData batch ${batches}`);
       for (const [p, g] of r.grads) { const f = fisher.get(p)!; for (let i = 0; i < g.length; i++) f[i] += Math.fround(g[i]! * g[i]!); }
@@ -241,9 +241,4 @@ export class EATA extends PaperSgdAdapter<z.output<typeof eataSchema>> {
     this.probes.clear();
     await super.release();
   }
-}
-
-/** What fisherData holds, by its array (inputTensorSchema admits these three; `dtype` may be absent). */
-function dataType(t: Tensor): 'float32' | 'int64' | 'int32' {
-  return t.data instanceof Float32Array ? 'float32' : t.data instanceof BigInt64Array ? 'int64' : 'int32';
 }
