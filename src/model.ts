@@ -125,12 +125,26 @@ export class RefitModel {
    * (a TTA adapter that trains BatchNorm's affine shares the rest: 43 MB on ResNet-18).
    */
   clone(opts: { copy?: Iterable<string> } = {}): RefitModel {
+    return this.cloneEdited(opts.copy ? new Set([...opts.copy, ...this.owned]) : null, () => undefined);
+  }
+
+  /**
+   * A sharing clone (as clone({ copy: [] })) whose IR `edit` rewrites before the model is made,
+   * so the exporter-quirk repairs of the constructor also see what the edit brought in (the nodes
+   * of an inlined If branch, say).
+   */
+  rewritten(edit: (ir: Model) => void): RefitModel {
+    return this.cloneEdited(new Set(this.owned), edit);
+  }
+
+  /** A clone copying the parameters in `copy` (all when null), sharing the rest, with `edit` applied to its IR. */
+  private cloneEdited(copy: ReadonlySet<string> | null, edit: (ir: Model) => void): RefitModel {
     const ir = cloneModel(this.ir);
-    const copy = opts.copy ? new Set([...opts.copy, ...this.owned]) : null;
     for (const [k, t] of ir.graph.initializers) {
       if (!copy || copy.has(k)) ir.graph.initializers.set(k, cloneTensor(t));
       else sharedTensors.add(t);
     }
+    edit(ir);
     return new RefitModel(ir, this.sessionOptions);
   }
 

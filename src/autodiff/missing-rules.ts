@@ -2,6 +2,7 @@
 // so a compile (or a diagnosis) names every blocker instead of the first one met.
 import { isDefaultDomain, type Node } from '../onnx/ir.ts';
 import { ruleFor, supportedOps, NO_GRADIENT_OPS } from './rule.ts';
+import { outerReads } from '../onnx/subgraphs.ts';
 
 export interface Blocker {
   opType: string;
@@ -32,12 +33,18 @@ export interface PathQuery {
 
 export { isDefaultDomain };
 
+/** What a node reads: its inputs, and for If/Loop/Scan the enclosing graph's tensors its subgraphs read. */
+function readsOf(n: Node): readonly string[] {
+  const outer = outerReads(n);
+  return outer.length ? [...n.inputs, ...outer] : n.inputs;
+}
+
 /** Tensors that depend on a `wrt` tensor through ops that carry gradient (float tensors only). */
 export function dependents(q: Pick<PathQuery, 'nodes' | 'wrt' | 'isFloat'>): Set<string> {
   const dep = new Set(q.wrt);
   for (const n of q.nodes) {
     if (NO_GRADIENT_OPS.has(n.opType) && isDefaultDomain(n)) continue;
-    if (!n.inputs.some((i) => i && dep.has(i))) continue;
+    if (!readsOf(n).some((i) => i && dep.has(i))) continue;
     for (const o of n.outputs) if (o && q.isFloat(o)) dep.add(o);
   }
   return dep;
@@ -49,7 +56,7 @@ export function reachedFrom(nodes: readonly Node[], targets: readonly string[]):
   for (let k = nodes.length - 1; k >= 0; k--) {
     const n = nodes[k]!;
     if (NO_GRADIENT_OPS.has(n.opType) && isDefaultDomain(n)) continue;
-    if (n.outputs.some((o) => o && reach.has(o))) for (const i of n.inputs) if (i) reach.add(i);
+    if (n.outputs.some((o) => o && reach.has(o))) for (const i of readsOf(n)) if (i) reach.add(i);
   }
   return reach;
 }
@@ -59,7 +66,7 @@ export function nodesOnPath(q: PathQuery): { onPath: Node[]; dep: Set<string>; r
   const dep = dependents(q);
   const reach = reachedFrom(q.nodes, q.targets);
   const on = (t: string) => !!t && dep.has(t) && reach.has(t);
-  const onPath = q.nodes.filter((n) => n.outputs.some(on) && n.inputs.some(on));
+  const onPath = q.nodes.filter((n) => n.outputs.some(on) && readsOf(n).some(on));
   return { onPath, dep, reach };
 }
 
@@ -85,14 +92,14 @@ export function findBlockers(q: PathQuery): Blocker[] {
     // Walk back from the blocked nodes' inputs over dependent tensors to the parameters.
     const params = new Set<string>();
     const seen = new Set<string>();
-    const stack = node.flatMap((n) => n.inputs.filter((i) => i && dep.has(i)));
+    const stack = node.flatMap((n) => readsOf(n).filter((i) => i && dep.has(i)));
     while (stack.length) {
       const t = stack.pop()!;
       if (seen.has(t)) continue;
       seen.add(t);
       if (wrt.has(t)) params.add(t);
       const p = prod.get(t);
-      if (p) for (const i of p.inputs) if (i && dep.has(i) && !seen.has(i)) stack.push(i);
+      if (p) for (const i of readsOf(p)) if (i && dep.has(i) && !seen.has(i)) stack.push(i);
     }
     const first = node[0]!;
     out.push({ opType: first.opType, domain: isDefaultDomain(first) ? '' : first.domain, nodes: node.map((n) => n.name), params: q.wrt.filter((p) => params.has(p)), reason });
@@ -124,8 +131,11 @@ export function missingRulesError(blockers: Blocker[], wrt: readonly string[]): 
   const head = blockers.length === 1 && !blockers[0]!.reason
     ? `no gradient rule for op ${ops[0]}`
     : `no gradient rule for ${blockers.length} op type${blockers.length > 1 ? 's' : ''} (${ops.join(', ')})`;
+  const control = ops.some((o) => o === 'If' || o === 'Loop' || o === 'Scan')
+    ? 'Control flow is not differentiated; an If whose branch is fixed can be inlined: for a text decoder exported with a KV cache (optimum\'s merged decoder, with use_cache_branch) train withoutKvCache(model). '
+    : '';
   return new Error(
-    `${head} on the gradient path (${nNodes} node${nNodes > 1 ? 's' : ''}):\n${lines.join('\n')}\n${advice} ` +
+    `${head} on the gradient path (${nNodes} node${nNodes > 1 ? 's' : ''}):\n${lines.join('\n')}\n${control}${advice} ` +
     `diagnoseTraining(model) lists the blockers per parameter group. Supported ops: ${supportedOps().join(', ')}.`,
   );
 }

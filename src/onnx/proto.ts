@@ -108,7 +108,7 @@ function valueInfoToProto(v: ValueInfo): onnxProto.onnx.IValueInfoProto {
   };
 }
 
-function graphFromProto(g: onnxProto.onnx.IGraphProto, readExternal?: ExternalDataReader): Graph {
+export function graphFromProto(g: onnxProto.onnx.IGraphProto, readExternal?: ExternalDataReader): Graph {
   const initializers = new Map<string, Tensor>();
   for (const t of g.initializer ?? []) initializers.set(t.name ?? '', tensorFromProto(t, readExternal));
   const nodes: Node[] = (g.node ?? []).map((n, i) => ({

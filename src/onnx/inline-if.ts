@@ -1,0 +1,90 @@
+// An If whose condition is a constant is one of its branches. Optimum merges a text decoder and
+// its KV-cache twin into one file with a single If on a `use_cache_branch` input (transformers.js
+// ships these as decoder_model_merged.onnx); once that input is fixed (./kv-cache.ts), the If
+// always takes the same branch, and inlining it gives refit a flat graph it can differentiate.
+//
+// Inlining: the branch's nodes go where the If was, its initializers join the graph's, and each
+// branch output is renamed to the If output it stands for. Branches read outer-scope tensors by
+// name (optimum moves the shared weights to the top graph), so only names the branch itself
+// defines can clash with the outer graph's; those are renamed.
+import type onnxProto from 'onnx-proto';
+import type { Graph, Node } from './ir.ts';
+import { graphFromProto } from './proto.ts';
+import { toNumbers } from './tensor.ts';
+
+/** The value of a one-element condition that is an initializer or a Constant node's output; undefined when it is computed or fed. */
+export function constantCondition(g: Graph, name: string): boolean | undefined {
+  const init = g.initializers.get(name);
+  const fromNode = g.nodes.find((n) => n.opType === 'Constant' && n.outputs[0] === name)?.attrs.value;
+  const t = init ?? (fromNode?.kind === 'tensor' ? fromNode.value : undefined);
+  if (!t || t.data.length !== 1) return undefined;
+  return toNumbers(t)[0] !== 0;
+}
+
+/** The branch graph an If node takes for `value`. */
+function branchOf(n: Node, value: boolean): Graph {
+  const key = value ? 'then_branch' : 'else_branch';
+  const a = n.attrs[key];
+  const proto = a?.kind === 'opaque' ? (a.value as onnxProto.onnx.IAttributeProto).g : undefined;
+  if (!proto) throw new Error(`If node '${n.name}' has no ${key} graph`);
+  return graphFromProto(proto);
+}
+
+/** Whether a node carries a subgraph (If, Loop, Scan), whose outer-scope reads cannot be followed through a rename. */
+const hasSubgraph = (n: Node) => Object.values(n.attrs).some((a) => a.kind === 'opaque' && !!(a.value as onnxProto.onnx.IAttributeProto).g);
+
+/** Replace If node `n` of `g` by the branch it takes when its condition is `value`. */
+export function inlineIf(g: Graph, n: Node, value: boolean): void {
+  const at = g.nodes.indexOf(n);
+  if (at < 0) throw new Error(`inlineIf: node '${n.name}' is not in the graph`);
+  const b = branchOf(n, value);
+  if (b.outputs.length !== n.outputs.length) throw new Error(`If node '${n.name}': its ${value ? 'then' : 'else'} branch has ${b.outputs.length} outputs for the node's ${n.outputs.length}`);
+
+  // Names the branch defines, renamed where the outer graph already uses them.
+  const outer = new Set<string>([...g.initializers.keys(), ...g.inputs.map((v) => v.name), ...g.nodes.flatMap((x) => x.outputs)]);
+  const outerNodes = new Set(g.nodes.map((x) => x.name));
+  const fresh = (used: Set<string>, base: string) => {
+    let k = 1, name = `${base}_inlined`;
+    while (used.has(name)) name = `${base}_inlined_${++k}`;
+    used.add(name);
+    return name;
+  };
+  const rename = new Map<string, string>();
+  const defined = [...b.initializers.keys(), ...b.nodes.flatMap((x) => x.outputs)].filter(Boolean);
+  for (const name of defined) if (outer.has(name)) rename.set(name, fresh(outer, name));
+  // A branch output produced inside the branch takes the If output's name; one that is an outer
+  // tensor (or appears twice among the outputs) is copied by an Identity.
+  const copies: Node[] = [];
+  b.outputs.forEach((o, i) => {
+    const target = n.outputs[i]!;
+    if (!target) return; // an omitted If output
+    const own = defined.includes(o.name) && !rename.has(o.name) && !b.outputs.slice(0, i).some((p) => p.name === o.name);
+    if (own) rename.set(o.name, target);
+    else copies.push({ name: fresh(outerNodes, `${n.name}_out${i}`), opType: 'Identity', domain: '', inputs: [rename.get(o.name) ?? o.name], outputs: [target], attrs: {} });
+  });
+  if (rename.size && b.nodes.some(hasSubgraph)) {
+    throw new Error(`If node '${n.name}': its branch holds a nested subgraph and defines names the outer graph also uses (${[...rename.keys()].slice(0, 3).join(', ')}); refit cannot inline it`);
+  }
+  const r = (name: string) => rename.get(name) ?? name;
+  const nodes = b.nodes.map((x) => ({
+    ...x,
+    name: outerNodes.has(x.name) ? fresh(outerNodes, x.name) : (outerNodes.add(x.name), x.name),
+    inputs: x.inputs.map((i) => (i ? r(i) : i)),
+    outputs: x.outputs.map((o) => (o ? r(o) : o)),
+  }));
+  for (const [k, t] of b.initializers) g.initializers.set(r(k), t);
+  const shaped = new Set(g.valueInfo.map((v) => v.name));
+  for (const v of b.valueInfo) if (!shaped.has(r(v.name))) g.valueInfo.push({ ...v, name: r(v.name) });
+  g.nodes.splice(at, 1, ...nodes, ...copies);
+}
+
+/** Inline every If whose condition is a constant, including those a branch brings in; returns how many. */
+export function inlineConstantIfs(g: Graph): number {
+  let count = 0;
+  for (;;) {
+    const n = g.nodes.find((x) => x.opType === 'If' && x.domain === '' && constantCondition(g, x.inputs[0]!) !== undefined);
+    if (!n) return count;
+    inlineIf(g, n, constantCondition(g, n.inputs[0]!)!);
+    count++;
+  }
+}

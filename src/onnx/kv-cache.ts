@@ -1,0 +1,133 @@
+// Text decoders exported for generation carry a KV cache: inputs past_key_values.* ([batch,
+// heads, past, head size]) and outputs present.*, and optimum's merged files also a
+// `use_cache_branch` flag choosing between the cached and the uncached graph (an If). That is
+// what transformers.js ships: decoder_model_merged.onnx (GPT-2 and most older exports) or one
+// model.onnx with past inputs (onnx-community's Llama, Qwen, SmolLM …).
+//
+// Training and adaptation run whole sequences, with no cache: withoutKvCache makes every past
+// tensor empty (past length 0) inside the graph, fixes use_cache_branch to false and inlines the
+// If it chose (./inline-if.ts), and drops the present outputs. The result computes exactly what
+// the model computes when fed empty pasts, from the ids (and attention mask, positions) alone.
+// Its weights keep their names, so what trains on it can be written back into the original file
+// (writeWeightsBack), which keeps its cache for generation.
+import type { RefitModel } from '../model.ts';
+import type { Graph, Node, ValueInfo } from './ir.ts';
+import { opsetVersion } from './ir.ts';
+import { Emitter } from './emitter.ts';
+import { i64, tensor, type DType, type Tensor } from './tensor.ts';
+import { inlineConstantIfs } from './inline-if.ts';
+
+const PAST = /^past(_key_values)?[._]/;
+const PRESENT = /^present[._]/;
+export const USE_CACHE_BRANCH = 'use_cache_branch';
+
+export interface KvCache {
+  /** The past inputs (past_key_values.*). */
+  past: ValueInfo[];
+  /** optimum's merged-decoder flag, when the model has one. */
+  useCacheBranch?: string;
+  /** The present outputs (present.*). */
+  present: string[];
+}
+
+/** The model's KV-cache inputs and outputs, or null when it has none. */
+export function kvCacheOf(model: Pick<RefitModel, 'inputs' | 'outputs'>): KvCache | null {
+  const past = model.inputs.filter((i) => PAST.test(i.name) && (i.dtype === 'float32' || i.dtype === 'float16'));
+  const flag = model.inputs.find((i) => i.name === USE_CACHE_BRANCH && i.dtype === 'bool');
+  if (!past.length && !flag) return null;
+  return { past, ...(flag ? { useCacheBranch: flag.name } : {}), present: model.outputs.filter((o) => PAST.test(o.name) || PRESENT.test(o.name)).map((o) => o.name) };
+}
+
+/** Which axis of a past input is the cache length: the dimension named for it, else [batch, heads, past, head size]'s third. */
+function pastAxis(v: ValueInfo): number {
+  const named = v.shape!.findIndex((d) => typeof d === 'string' && /past/i.test(d));
+  return named >= 0 ? named : v.shape!.length === 4 ? 2 : -1;
+}
+
+/**
+ * The model without its KV cache: past inputs made empty inside the graph, use_cache_branch fixed
+ * to false (its If inlined), present outputs dropped. A sharing clone; a model without a cache is
+ * returned as it is. Throws, naming the input, for a past input whose shape it cannot make.
+ */
+export function withoutKvCache(model: RefitModel): RefitModel {
+  const kv = kvCacheOf(model);
+  if (!kv) return model;
+  const batchSource = model.inputs.find((i) => !PAST.test(i.name) && i.name !== kv.useCacheBranch && i.shape?.length && typeof i.shape[0] !== 'number');
+  const plans = kv.past.map((v) => {
+    const what = `KV cache input '${v.name}' (shape ${JSON.stringify(v.shape)})`;
+    if (!v.shape) throw new Error(`${what}: its rank is not declared, so refit cannot make an empty cache for it`);
+    const axis = pastAxis(v);
+    if (axis < 0) throw new Error(`${what}: no dimension is named for the past length and it is not [batch, heads, past, head size]`);
+    const dims = v.shape.map((d, k) => {
+      if (k === axis) return 0;
+      if (typeof d === 'number') return d;
+      if (k === 0) return 'batch' as const;
+      throw new Error(`${what}: dimension ${k} ('${d}') is not a number; refit needs every dimension but the batch and the past length fixed to make an empty cache`);
+    });
+    if (dims.includes('batch') && !batchSource) throw new Error(`${what}: no other input has a batch dimension to take the cache's batch size from`);
+    return { v, dims };
+  });
+  return model.rewritten((ir) => {
+    const g = ir.graph;
+    const em = new Emitter(g, opsetVersion(ir), 'refit_kv_');
+    const before = g.nodes.length;
+    let batch: string | undefined;
+    for (const { v, dims } of plans) {
+      let shape: string;
+      if (dims.includes('batch')) {
+        batch ??= em.op('Slice', [em.op('Shape', [batchSource!.name]), em.constant(i64([1], [0]), 'zero'), em.constant(i64([1], [1]), 'one')]);
+        shape = em.op('Concat', [batch, em.constant(i64([dims.length - 1], dims.slice(1) as number[]), 'cache_dims')], { axis: 0 });
+      } else {
+        shape = em.constant(i64([dims.length], dims as number[]), 'cache_shape');
+      }
+      g.nodes.push(emptyOfShape(em, shape, v.name, v.dtype));
+    }
+    g.nodes.unshift(...g.nodes.splice(before)); // they read only an input's shape
+    if (kv.useCacheBranch) g.initializers.set(kv.useCacheBranch, tensor('bool', [1], [0]));
+    const gone = new Set([...kv.past.map((v) => v.name), ...(kv.useCacheBranch ? [kv.useCacheBranch] : [])]);
+    g.inputs = g.inputs.filter((i) => !gone.has(i.name));
+    inlineConstantIfs(g);
+    const left = g.nodes.find((n) => n.opType === 'If');
+    if (left) throw new Error(`withoutKvCache: If node '${left.name}' does not depend on ${USE_CACHE_BRANCH} alone; refit cannot choose its branch`);
+    const present = new Set(kv.present);
+    g.outputs = g.outputs.filter((o) => !present.has(o.name));
+    if (!g.outputs.length) throw new Error('withoutKvCache: the model has no output besides its KV cache');
+    dropDeadNodes(g);
+  });
+}
+
+/** A ConstantOfShape node writing an empty (or zero) tensor of `dtype` to `out`. */
+function emptyOfShape(em: Emitter, shape: string, out: string, dtype: DType): Node {
+  return { name: em.fresh(`${out}_node`), opType: 'ConstantOfShape', domain: '', inputs: [shape], outputs: [out], attrs: { value: { kind: 'tensor', value: tensor(dtype, [1], [0]) } } };
+}
+
+/** Remove nodes no graph output depends on (the present tensors' producers that nothing else reads). */
+function dropDeadNodes(g: Graph): void {
+  const live = new Set(g.outputs.map((o) => o.name));
+  const keep: Node[] = [];
+  for (let i = g.nodes.length - 1; i >= 0; i--) {
+    const n = g.nodes[i]!;
+    if (!n.outputs.some((o) => o && live.has(o))) continue;
+    keep.push(n);
+    for (const x of n.inputs) if (x) live.add(x);
+  }
+  g.nodes = keep.reverse();
+  for (const k of [...g.initializers.keys()]) if (!live.has(k)) g.initializers.delete(k);
+}
+
+/**
+ * Write the weights `names` of `trained` (a model made by withoutKvCache from `base`, trained or
+ * merged since) into `base`, which keeps its cache. Every name must be a float32 weight of both
+ * with the same shape; nothing is written otherwise.
+ */
+export function writeWeightsBack(base: RefitModel, trained: RefitModel, names: readonly string[]): void {
+  const values = new Map<string, Float32Array>();
+  for (const n of names) {
+    const to = base.ir.graph.initializers.get(n);
+    const from: Tensor | undefined = trained.ir.graph.initializers.get(n);
+    if (!to || !from) throw new Error(`weight '${n}' is not in ${to ? 'the trained' : 'the original'} model, so it cannot be written back into the model with its KV cache`);
+    if (to.dtype !== 'float32' || from.dtype !== 'float32' || to.dims.join() !== from.dims.join()) throw new Error(`weight '${n}': ${from.dtype} [${from.dims}] cannot be written back over ${to.dtype} [${to.dims}]`);
+    values.set(n, from.data as Float32Array);
+  }
+  base.setParams(values);
+}
