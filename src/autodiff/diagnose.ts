@@ -211,6 +211,7 @@ export function inferDtypes(g: Graph): Map<string, DType> {
     if (op === 'DequantizeLinear') { set(n, 0, d.get(n.inputs[1] ?? '') ?? 'float32'); continue; }
     if (op === 'MatMulInteger' || op === 'ConvInteger') { set(n, 0, 'int32'); continue; }
     if (op === 'OneHot') { set(n, 0, d.get(n.inputs[2] ?? '')); continue; }
+    if (op === 'If' || op === 'Loop' || op === 'Scan') continue; // outputs typed by the subgraphs (unknown: treated as float)
     if (NO_GRADIENT_OPS.has(op) && op !== 'Sign' && op !== 'Floor' && op !== 'Ceil' && op !== 'Round') { continue; }
     const t = firstKnown(n);
     n.outputs.forEach((_, i) => set(n, i, t));

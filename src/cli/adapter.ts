@@ -8,6 +8,7 @@ import { readAdapterFolder, inFolder } from '../peft/files-node.ts';
 import { withAdapterFiles, WEIGHTS_FILE, CONFIG_FILE } from '../peft/files.ts';
 import { accounting } from '../peft/accounting.ts';
 import type { PeftModel } from '../peft/peft-model.ts';
+import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts';
 
 export interface AdapterInfo {
   dir: string;
@@ -73,10 +74,15 @@ export function formatInfo(i: AdapterInfo): string {
 /**
  * Load every adapter folder onto the model, fold them all into its weights (or bake those that
  * cannot fold), and save a plain ONNX model. Nothing is written unless every folder loads.
+ * A model with a KV cache gets the adapters on its cache-free form (../onnx/kv-cache.ts) and the
+ * folded weights written back, so the merged file keeps its cache; adapters that cannot fold are
+ * refused there.
  */
 export async function mergeAdapters(modelPath: string, dirs: string[], out: string): Promise<{ adapters: string[]; out: string }> {
   if (dirs.length === 0) throw new Error('merge: give at least one adapter folder');
-  const base = await loadModel(modelPath);
+  const given = await loadModel(modelPath);
+  const kv = kvCacheOf(given);
+  const base = kv ? withoutKvCache(given) : given;
   let model: PeftModel | undefined;
   const names: string[] = [];
   for (const [i, dir] of dirs.entries()) {
@@ -90,7 +96,15 @@ export async function mergeAdapters(modelPath: string, dirs: string[], out: stri
     names.push(name);
   }
   const merged = model!.mergeAll();
-  await merged.save(out);
-  await Promise.all([merged.release(), model!.release(), base.release()]);
+  if (kv) {
+    const g = merged.ir.graph;
+    if (g.nodes.length !== base.ir.graph.nodes.length || [...g.initializers.keys()].some((k) => !base.ir.graph.initializers.has(k))) {
+      throw new Error(`merge: ${modelPath} has a KV cache, so its adapters must fold into its weights; ${names.join(', ')} changed the graph instead (an adapter that adds layers, or a quantized weight); nothing written`);
+    }
+    const changed = [...g.initializers].filter(([k, t]) => given.ir.graph.initializers.has(k) && t !== base.ir.graph.initializers.get(k)).map(([k]) => k);
+    writeWeightsBack(given, merged, changed);
+  }
+  await (kv ? given : merged).save(out);
+  await Promise.all([merged.release(), model!.release(), base.release(), given.release()]);
   return { adapters: names, out };
 }

@@ -2,6 +2,7 @@
 // The graph walk is diagnoseTraining's (src/autodiff/diagnose.ts); this file only loads and
 // formats.
 import { tokenIdsInput, vocabularySize, TOKEN_COMPANIONS } from '../onnx/token-companions.ts';
+import { kvCacheOf, withoutKvCache } from '../onnx/kv-cache.ts';
 import { loadModel } from '../model.ts';
 import { readModelFile } from '../onnx/io.ts';
 import { opsetVersion, type Model, type ValueInfo } from '../onnx/ir.ts';
@@ -33,6 +34,8 @@ export interface InspectResult {
   parameters: { tensors: number; values: number };
   /** A token model: the ids input, its vocabulary, and the inputs refit makes from the ids (withTokenInputs, --pad-token). */
   tokens?: { ids: string; vocab: number | null; companions: string[] };
+  /** A text decoder exported with a KV cache: what refit trains is the model without it (ops, gradients and groups below). */
+  kvCache?: { past: number; useCacheBranch: boolean };
   groups: { name: string; tensors: number; values: number; trainable: boolean; blockers: GroupBlocker[]; unreached: string[] }[];
   /** Ops that block training, with their nodes and the groups they block. */
   blockers: (GroupBlocker & { groups: string[] })[];
@@ -43,18 +46,24 @@ export async function inspectModel(path: string): Promise<InspectResult> {
   let upgrade: UpgradeReport | null = null;
   let upgradeError: string | undefined;
   let tokens: InspectResult['tokens'];
+  let kvCache: InspectResult['kvCache'];
   let ir: Model;
+  let shown: Model; // the graph as given (inputs, outputs); `ir` is what trains
   try {
     const m = await loadModel(path, { onUpgrade: (r) => { upgrade = r; } });
-    ir = m.ir;
-    const ids = tokenIdsInput(m);
-    if (ids) tokens = { ids: ids.name, vocab: vocabularySize(m, ids.name), companions: m.inputs.filter((i) => (TOKEN_COMPANIONS as readonly string[]).includes(i.name)).map((i) => i.name) };
-    await m.release();
+    const kv = kvCacheOf(m);
+    const t = kv ? withoutKvCache(m) : m;
+    shown = m.ir;
+    ir = t.ir;
+    if (kv) kvCache = { past: kv.past.length, useCacheBranch: kv.useCacheBranch !== undefined };
+    const ids = tokenIdsInput(t);
+    if (ids) tokens = { ids: ids.name, vocab: vocabularySize(t, ids.name), companions: t.inputs.filter((i) => (TOKEN_COMPANIONS as readonly string[]).includes(i.name)).map((i) => i.name) };
+    await Promise.all([m.release(), t.release()]);
   } catch (e) {
     // A model refit cannot upgrade is still worth a look: show the graph as stored.
     if (!/upgrade|opset/i.test((e as Error).message)) throw e;
     upgradeError = (e as Error).message;
-    ir = readModelFile(path);
+    ir = shown = readModelFile(path);
   }
   const g = ir.graph;
   const d = diagnoseTraining(ir);
@@ -73,19 +82,20 @@ export async function inspectModel(path: string): Promise<InspectResult> {
     trainable: gr.trainable, blockers: gr.blockers, unreached: gr.unreached,
   }));
   const vi = (v: ValueInfo) => ({ name: v.name, dtype: v.dtype, shape: v.shape ? [...v.shape] : null });
-  const initNames = new Set(g.initializers.keys());
+  const initNames = new Set(shown.graph.initializers.keys());
   return {
     model: path,
     opset: opsetVersion(ir),
     upgrade,
     ...(upgradeError ? { upgradeError } : {}),
-    inputs: g.inputs.filter((i) => !initNames.has(i.name)).map(vi),
-    outputs: g.outputs.map(vi),
+    inputs: shown.graph.inputs.filter((i) => !initNames.has(i.name)).map(vi),
+    outputs: shown.graph.outputs.map(vi),
     nodes: g.nodes.length,
     opCounts: d.opCounts,
     ops,
     parameters: { tensors: groups.reduce((a, gr) => a + gr.tensors, 0), values: groups.reduce((a, gr) => a + gr.values, 0) },
     ...(tokens ? { tokens } : {}),
+    ...(kvCache ? { kvCache } : {}),
     groups,
     blockers: d.unsupportedOps.map(({ opType, domain, nodes, reason, groups: gs }) => ({ opType, domain, nodes, ...(reason ? { reason } : {}), groups: gs })),
     summary: d.summary,
@@ -105,6 +115,7 @@ export function formatInspect(r: InspectResult): string {
   for (const i of r.inputs) out.push(`  input:      ${i.name} ${i.dtype} ${fmtShape(i.shape)}`);
   for (const o of r.outputs) out.push(`  output:     ${o.name} ${o.dtype} ${fmtShape(o.shape)}`);
   if (r.tokens) out.push(`  token ids:  '${r.tokens.ids}'${r.tokens.vocab !== null ? ` (vocabulary ${n(r.tokens.vocab)})` : ''}, from a .npy of ids${r.tokens.companions.length ? `; refit makes ${r.tokens.companions.join(', ')} from them (--pad-token: the padding id)` : ''}`);
+  if (r.kvCache) out.push(`  KV cache:   ${r.kvCache.past} past inputs${r.kvCache.useCacheBranch ? ' and use_cache_branch (optimum\'s merged decoder)' : ''}; refit trains the model without it (empty pasts${r.kvCache.useCacheBranch ? ', the uncached branch inlined' : ''}), as analysed below`);
   out.push(`  parameters: ${n(r.parameters.values)} values in ${r.parameters.tensors} tensors`);
   const counts = Object.entries(r.opCounts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   out.push(`  ops:        ${r.nodes} nodes: ${counts.map(([k, v]) => `${k} ×${v}`).join(', ')}`);

@@ -10,6 +10,7 @@ import { tensorOf, type DType, type Tensor } from '../onnx/tensor.ts';
 import { parseNpy } from './data-files.ts';
 import { readBytes } from '../data/idx-node.ts';
 import { existsSync } from 'node:fs';
+import { kvCacheOf } from '../onnx/kv-cache.ts';
 import { TOKEN_COMPANIONS, TOKEN_DTYPES, tokenIdsInput, vocabularySize, type TokenCompanion } from '../onnx/token-companions.ts';
 
 export interface TokenInputs {
@@ -35,6 +36,8 @@ export function tokenInputs(model: RefitModel, what: string): TokenInputs {
     throw new Error(`${what} feeds one input of token ids; this model has ${names} (it needs int64 or int32 ids, e.g. input_ids, and makes ${TOKEN_COMPANIONS.join(', ')} from them); use the library for other inputs`);
   }
   const unknown = others.filter((i) => i.name !== ids.name);
+  const kv = kvCacheOf(model);
+  if (kv) throw new Error(`${what}: the model has a KV cache (inputs ${[...kv.past.map((v) => v.name).slice(0, 2), ...(kv.useCacheBranch ? [kv.useCacheBranch] : [])].map((n) => `'${n}'`).join(', ')}…), the export of a text decoder for generation; refit train runs such a model without it, and the library's withoutKvCache(model) does so for other uses`);
   if (unknown.length) throw new Error(`${what}: the CLI cannot make the model's input${unknown.length > 1 ? 's' : ''} ${unknown.map((i) => `'${i.name}'`).join(', ')} (it makes ${TOKEN_COMPANIONS.join(', ')} from the token ids); model inputs: ${names}; use the library for other inputs`);
   const companions = model.inputs.filter((i) => i.name !== ids.name).map((i) => ({ name: i.name as TokenCompanion, dtype: i.dtype }));
   for (const c of companions) {

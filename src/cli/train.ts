@@ -2,6 +2,9 @@
 // metrics per epoch and a progress bar, for a classifier or (--task next-token) a language model;
 // what differs between the two is in train-task.ts and token-task.ts. Nothing is written until training has finished, and then
 // atomically (the model through RefitModel.save, the adapter folder through a swap).
+// A text decoder exported with a KV cache (optimum's merged decoder, or past_key_values inputs)
+// trains without it (../onnx/kv-cache.ts); full training writes the trained weights back into the
+// model as given, so the file keeps its cache for generation.
 import { mkdirSync } from 'node:fs';
 import { dirname, extname, resolve } from 'node:path';
 import { loadModel, type RefitModel } from '../model.ts';
@@ -15,6 +18,7 @@ import { Rng } from '../util/rng.ts';
 import { progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic, preprocessOptions } from './common.ts';
 import { classifyTask, type TrainTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
+import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts';
 
 export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-affine'] as const;
 export const TASKS = ['classify', 'next-token'] as const;
@@ -72,6 +76,8 @@ export interface TrainResult {
   adapter?: string;
   trainableParams: number;
   trainablePercent: number;
+  /** A model with a KV cache: it trained without it; weights defined only inside its If branch, left frozen. */
+  kvCache?: { frozen: string[] };
   steps: number;
   epochs: EpochMetrics[];
   out: string;
@@ -134,7 +140,9 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   if (mode === 'full' && extname(o.out).toLowerCase() !== '.onnx') throw new Error(`--out ${o.out}: full training writes an ONNX model; give a path ending in .onnx`);
   if (mode === 'adapter' && extname(o.out).toLowerCase() === '.onnx') throw new Error(`--out ${o.out}: --adapter writes an adapter folder (HF PEFT layout), not an .onnx file; give a folder path`);
 
-  const base = await loadModel(modelPath);
+  const given = await loadModel(modelPath);
+  const kv = kvCacheOf(given);
+  const base = kv ? withoutKvCache(given) : given;
   const task: TrainTask = taskName === 'next-token'
     ? nextTokenTask(base, { data: o.data, ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) })
     : await classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep });
@@ -143,6 +151,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   let model: RefitModel = base;
   let trainable: string[];
   let percent = 100;
+  let frozen: string[] = [];
   if (o.adapter) {
     const pm = withAdapter(base, o.adapter, makeAdapter(o.adapter, o));
     model = pm;
@@ -151,6 +160,11 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   } else {
     const sel = o.trainable && o.trainable !== 'all' ? parseTargets(o.trainable) : 'all';
     trainable = base.parameterNames(sel);
+    if (kv) {
+      // Only weights of the file as given can be written back (an If branch's own scalars cannot).
+      frozen = trainable.filter((p) => !given.ir.graph.initializers.has(p));
+      trainable = trainable.filter((p) => given.ir.graph.initializers.has(p));
+    }
     if (trainable.length === 0) throw new Error(`--trainable ${o.trainable} selects no parameter of the model`);
     const all = base.parameterNames('all');
     const size = (names: string[]) => names.reduce((a, p) => a + base.param(p).data.length, 0);
@@ -215,10 +229,11 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
     await replaceDirAtomic(o.out, (tmp) => saveAdapter(pm, o.adapter!, tmp));
   } else {
     mkdirSync(dirname(resolve(o.out)), { recursive: true }); // only now: a failed run creates nothing
-    await model.save(o.out);
+    if (kv) writeWeightsBack(given, model, trainable);
+    await (kv ? given : model).save(o.out);
   }
   await step.release();
-  await Promise.all([model.release(), base.release()]);
+  await Promise.all([model.release(), base.release(), given.release()]);
   return {
     model: modelPath,
     data: { ...task.data, train: train.length, validation: val.length },
@@ -227,6 +242,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
     ...(o.adapter ? { adapter: o.adapter } : {}),
     trainableParams,
     trainablePercent: percent,
+    ...(kv ? { kvCache: { frozen } } : {}),
     steps: trainer.steps,
     epochs: epochsOut,
     out: o.out,
@@ -244,6 +260,9 @@ export function formatEpoch(m: EpochMetrics, of: number): string {
 }
 
 export function formatTrainSummary(r: TrainResult): string {
-  return `trained ${r.trainableParams.toLocaleString('en-US')} parameters (${r.trainablePercent.toFixed(2)}% of the model${r.adapter ? `, adapter ${r.adapter}` : ''}) for ${r.steps} steps on ${r.data.train} samples (${r.data.validation} held out); wrote ${r.out} (${r.seconds.toFixed(1)} s)`;
+  const kv = r.kvCache
+    ? `; trained without the model's KV cache${r.mode === 'full' ? ', written back into the model with it' : ''}${r.kvCache.frozen.length ? ` (${r.kvCache.frozen.length} tensor${r.kvCache.frozen.length > 1 ? 's' : ''} defined inside its If branch left frozen: ${r.kvCache.frozen.slice(0, 3).join(', ')})` : ''}`
+    : '';
+  return `trained ${r.trainableParams.toLocaleString('en-US')} parameters (${r.trainablePercent.toFixed(2)}% of the model${r.adapter ? `, adapter ${r.adapter}` : ''}) for ${r.steps} steps on ${r.data.train} samples (${r.data.validation} held out)${kv}; wrote ${r.out} (${r.seconds.toFixed(1)} s)`;
 }
 

@@ -5,12 +5,14 @@
 //   attention_mask  1 for a token, 0 for padToken (all 1 without one)
 //   token_type_ids  0 (one segment)
 //   position_ids    0 … length−1 in every row
-// The CLI makes the same inputs in JavaScript (src/cli/token-inputs.ts, tokenFeeds).
+// The CLI makes the same inputs in JavaScript (src/cli/token-inputs.ts, tokenFeeds). A text decoder
+// exported with a KV cache loses it first (./kv-cache.ts: empty pasts, use_cache_branch false).
 import type { RefitModel } from '../model.ts';
 import type { DType } from './tensor.ts';
 import { i64, tensorOf } from './tensor.ts';
 import { Emitter } from './emitter.ts';
 import { opsetVersion } from './ir.ts';
+import { withoutKvCache } from './kv-cache.ts';
 
 export const TOKEN_COMPANIONS = ['attention_mask', 'token_type_ids', 'position_ids'] as const;
 export type TokenCompanion = (typeof TOKEN_COMPANIONS)[number];
@@ -46,8 +48,10 @@ export function vocabularySize(model: RefitModel, ids: string): number | null {
  * This model with its companion inputs (attention_mask, token_type_ids, position_ids) made from
  * the token ids inside the graph: a sharing clone whose only input is the ids. Throws, naming the
  * inputs, for a model it cannot reduce to one input. A model that takes the ids alone is returned as it is.
+ * A model with a KV cache (past_key_values inputs, optimum's use_cache_branch) runs without it (withoutKvCache).
  */
-export function withTokenInputs(model: RefitModel, opts: TokenInputsOptions = {}): RefitModel {
+export function withTokenInputs(cached: RefitModel, opts: TokenInputsOptions = {}): RefitModel {
+  const model = withoutKvCache(cached);
   const names = model.inputs.map((i) => `${i.name} (${i.dtype})`).join(', ');
   const ids = tokenIdsInput(model);
   if (!ids) throw new Error(`withTokenInputs: the model needs one input of int64 or int32 token ids (e.g. input_ids) besides ${TOKEN_COMPANIONS.join(', ')}; it has ${names}`);

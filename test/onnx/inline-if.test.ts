@@ -12,6 +12,7 @@ import { tensorToProto } from '../../src/onnx/proto.ts';
 import { f32, tensor, type Tensor } from '../../src/onnx/tensor.ts';
 import type { Attr } from '../../src/onnx/ir.ts';
 import * as losses from '../../src/train/losses.ts';
+import { diagnoseTraining } from '../../src/autodiff/diagnose.ts';
 
 const { onnx } = onnxProto;
 const F = onnx.TensorProto.DataType.FLOAT;
@@ -91,4 +92,6 @@ test('a weight read only inside an If branch is refused on the gradient path, no
     (e: Error) => /no gradient rule for op If/.test(e.message) && /the_if/.test(e.message) && /'w'/.test(e.message) && /withoutKvCache/.test(e.message),
   );
   await step.release();
+  const d = diagnoseTraining(m.ir);
+  assert.deepEqual(d.unsupportedOps.map((b) => [b.opType, b.nodes, b.params]), [['If', ['the_if'], ['w']]], 'diagnoseTraining names it too');
 });
