@@ -3,7 +3,9 @@
 // decoder and a BERT encoder with dynamic axes, a U-Net with ConvTranspose and Resize, a
 // paddle2onnx-style opset-11 model with Constant-node weights, and an int8 QDQ twin of each; then
 // torchvision ConvNeXt, MobileNetV3-small, ShuffleNetV2, DenseNet, SqueezeNet 1.1, RegNetY, ViT and
-// Swin, an LSTM classifier, and RoBERTa- and DistilBERT-style encoders), width-reduced. Every folder with a meta.json is picked up.
+// Swin, an LSTM classifier, RoBERTa- and DistilBERT-style encoders, and text decoders with a KV
+// cache: GPT-2 merged by optimum's rule (an If on use_cache_branch) and a Llama with
+// past_key_values inputs, trained through withoutKvCache), width-reduced. Every folder with a meta.json is picked up.
 // For each: trainable 'all', one step per reference case, loss and every gradient against
 // PyTorch ≤ 1e-4 relative (int8 twins against their dequantized float model with
 // straight-through fake quantization; a parameter the exporter rearranged, as Swin's gathered
@@ -15,6 +17,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadModel, type RefitModel } from '../src/model.ts';
+import { withoutKvCache } from '../src/onnx/kv-cache.ts';
 import { NCHWC_DOMAIN, nchwcBlockSize } from '../src/onnx/nchwc.ts';
 import { ort } from '../src/onnx/runtime.ts';
 import { attrInt } from '../src/onnx/ir.ts';
@@ -22,9 +25,15 @@ import * as peft from '../src/peft/index.ts';
 import { listZoo, readZoo, batchOf, lossOf, torchGrad, type ZooFixture } from './fixtures/zoo/read.ts';
 import { assertCloseToTorch } from './helpers/close.ts';
 
+/** The fixture's model as refit trains it: a KV-cache decoder without its cache. */
+async function zooModel(f: ZooFixture): Promise<RefitModel> {
+  const m = await loadModel(f.modelPath, { threads: 1 });
+  return f.meta.kv_cache ? withoutKvCache(m) : m;
+}
+
 async function checkAgainstTorch(f: ZooFixture) {
   const { meta } = f;
-  const model = await loadModel(f.modelPath, { threads: 1 });
+  const model = await zooModel(f);
   const quantized = new Set(meta.quantized_weights);
   const buffers = new Set(meta.buffers);
   for (const bn of ['eval', 'train'] as const) {
@@ -60,7 +69,7 @@ async function checkAgainstTorch(f: ZooFixture) {
 }
 
 async function checkLora(f: ZooFixture) {
-  const base = await loadModel(f.modelPath, { threads: 1 });
+  const base = await zooModel(f);
   // every linear and convolution layer LoRA supports: group 1 and wide enough for rank 2
   const m = peft.withAdapter(base, 'zoo', peft.lora({ targets: (s) => (s.group ?? 1) === 1 && Math.min(s.dIn, s.dOut) >= 2, rank: 2, alpha: 4 }));
   const step = m.compileTrainStep({ trainable: m.trainableNames(), loss: lossOf(f.meta), outputs: [f.meta.output] });
