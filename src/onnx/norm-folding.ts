@@ -52,7 +52,7 @@ export function foldedNormHint(model: ModelHeader): string {
 }
 
 /** The normalization layers refit recognises (src/onnx/norm-layers.ts), for the lead sentence. */
-export const NORM_KINDS = 'BatchNormalization, LayerNormalization, GroupNormalization or InstanceNormalization, fused or as the primitive ops exporters write below opset 17';
+export const NORM_KINDS = 'BatchNormalization, LayerNormalization, GroupNormalization or InstanceNormalization, fused or as the primitive ops exporters write below opset 17, or RMSNorm as primitive ops';
 
 /**
  * `lead` (what needs norm layers, and that this model has none), then the likely reason when a

@@ -10,6 +10,9 @@
 //   also with Mul(d, d) for the square, Mul(d, Reciprocal(Sqrt(·))) for the division, and Cast
 //   nodes anywhere between (mixed-precision exports);
 // - the same pattern over spatial axes (ReduceMean axes starting at 2) as InstanceNorm;
+// - RMSNorm (Llama, Qwen, T5 …) as torch.onnx writes it: r = Sqrt(Add(ReduceMean(Pow(x, 2)), eps)),
+//   then Mul(x, Div(1, r)), Mul(x, Reciprocal(r)) or Div(x, r), then Mul(weight); Casts anywhere
+//   between (HF computes it in float32);
 // - GroupNorm as torch.onnx writes it below opset 18: Reshape(x, [N, G, -1]) →
 //   InstanceNormalization(scale = ones, bias = zeros, constants) → Reshape back →
 //   Mul(weight) → Add(bias), and the decomposed pattern between two Reshapes likewise.
@@ -18,9 +21,9 @@
 // Forward numerics are never changed: the pattern is only recognised, not rewritten.
 import type { Graph, Node } from './ir.ts';
 import { attrInts, consumers as consumersOf, producers as producersOf } from './ir.ts';
-import { toNumbers } from './tensor.ts';
+import { toNumbers, type Tensor } from './tensor.ts';
 
-export type NormKind = 'batch' | 'layer' | 'group' | 'instance';
+export type NormKind = 'batch' | 'layer' | 'group' | 'instance' | 'rms';
 
 export interface NormLayer {
   kind: NormKind;
@@ -137,7 +140,14 @@ export function findNormLayers(graph: Graph): NormLayer[] {
     }
     if (n.opType !== 'ReduceMean') continue;
     const m = matchMeanVariance(n, graph, prod, cons, skipCastsDown, skipCastsUp);
-    if (!m) continue;
+    if (!m) {
+      const r = matchRootMeanSquare(n, graph, prod, cons, skipCastsDown, skipCastsUp);
+      if (!r || r.nodes.some((k) => used.has(k))) continue;
+      const a = affine(r.y, r.nodes);
+      layers.push({ kind: 'rms', op: 'decomposed', nodes: r.nodes.map((k) => k.name), ...pick(a), constants: r.constants, x: r.x, y: a.y });
+      r.nodes.forEach((k) => used.add(k));
+      continue;
+    }
     const nodes = m.nodes;
     let kind: NormKind = m.axes.length > 0 && m.axes.every((a) => a >= 2) ? 'instance' : 'layer';
     let x = m.x, y = m.y;
@@ -222,4 +232,56 @@ function matchMeanVariance(
   if (!div) return undefined;
   nodes.push(div);
   return { nodes, x, y: div.outputs[0]!, axes, constants };
+}
+
+/** The value of a one-element constant (an initializer or a Constant node's output), if `t` is one. */
+function scalarOf(t: string | undefined, graph: Graph, prod: Map<string, Node>): number | undefined {
+  if (!t) return undefined;
+  const init = graph.initializers.get(t);
+  const v = init ?? (prod.get(t)?.opType === 'Constant' ? (prod.get(t)!.attrs.value?.kind === 'tensor' ? prod.get(t)!.attrs.value!.value as Tensor : undefined) : undefined);
+  return v && v.data.length === 1 ? toNumbers(v)[0] : undefined;
+}
+
+/**
+ * Match x / sqrt(mean(x²) + eps) (RMSNorm) at its ReduceMean. Returns the nodes (affine excluded,
+ * the square first), the input x, the normalized output and the constants (exponent, ε).
+ */
+function matchRootMeanSquare(
+  mean: Node, graph: Graph, prod: Map<string, Node>, cons: Map<string, Node[]>,
+  skipCastsDown: (t: string, nodes: Node[]) => string, skipCastsUp: (t: string) => string,
+): { nodes: Node[]; x: string; y: string; constants: string[] } | undefined {
+  if (!reduceAxes(mean, graph, prod)) return undefined;
+  const sq = prod.get(mean.inputs[0]!);
+  if (!sq) return undefined;
+  const constants: string[] = [];
+  if (sq.opType === 'Pow' && scalarOf(sq.inputs[1], graph, prod) === 2) constants.push(sq.inputs[1]!);
+  else if (!(sq.opType === 'Mul' && sq.inputs[0] === sq.inputs[1])) return undefined;
+  const x = sq.inputs[0]!;
+  const nodes: Node[] = [sq, mean];
+  let t = mean.outputs[0]!;
+  const addEps = (cons.get(t) ?? []).find((c) => c.opType === 'Add');
+  if (addEps) {
+    nodes.push(addEps);
+    const eps = addEps.inputs[0] === t ? addEps.inputs[1] : addEps.inputs[0];
+    if (eps) constants.push(eps);
+    t = addEps.outputs[0]!;
+  }
+  const sqrt = (cons.get(t) ?? []).find((c) => c.opType === 'Sqrt');
+  if (!sqrt) return undefined;
+  nodes.push(sqrt);
+  const r = skipCastsDown(sqrt.outputs[0]!, nodes);
+  const isX = (i: string | undefined) => !!i && skipCastsUp(i) === skipCastsUp(x);
+  // The scaling: Div(x, r), or Mul(x, 1 / r) with Reciprocal(r) or Div(1, r).
+  let out = (cons.get(r) ?? []).find((c) => c.opType === 'Div' && c.inputs[1] === r && isX(c.inputs[0]));
+  if (!out) {
+    const inv = (cons.get(r) ?? []).find((c) => c.opType === 'Reciprocal' || (c.opType === 'Div' && c.inputs[1] === r && scalarOf(c.inputs[0], graph, prod) === 1));
+    if (!inv) return undefined;
+    const between: Node[] = [];
+    const ri = skipCastsDown(inv.outputs[0]!, between);
+    out = (cons.get(ri) ?? []).find((c) => c.opType === 'Mul' && c.inputs.includes(ri) && isX(c.inputs[c.inputs[0] === ri ? 1 : 0]));
+    if (!out) return undefined;
+    nodes.push(inv, ...between);
+  }
+  nodes.push(out);
+  return { nodes, x, y: out.outputs[0]!, constants };
 }

@@ -206,7 +206,7 @@ export interface NormLayer {
   bias?: string;
 }
 
-const KIND_NAME = { batch: 'BatchNorm', layer: 'LayerNorm', group: 'GroupNorm', instance: 'InstanceNorm' } as const;
+const KIND_NAME = { batch: 'BatchNorm', layer: 'LayerNorm', group: 'GroupNorm', instance: 'InstanceNorm', rms: 'RMSNorm' } as const;
 
 /** Every normalization layer, fused or decomposed (src/onnx/norm-layers.ts), with its affine parameters. */
 export function normLayers(model: RefitModel): NormLayer[] {

@@ -38,7 +38,11 @@ function feeds(m: RefitModel, input: Tensor, past?: Record<string, Tensor>, past
   return f;
 }
 
-const maxDiff = (a: Tensor, b: Tensor) => a.data.reduce((m: number, v, i) => Math.max(m, Math.abs((v as number) - (b.data[i] as number))), 0);
+function maxDiff(a: Tensor, b: Tensor): number {
+  let m = 0;
+  for (let i = 0; i < a.data.length; i++) m = Math.max(m, Math.abs(Number(a.data[i]) - Number(b.data[i])));
+  return m;
+}
 
 /**
  * The model generates with its cache as it scores whole sequences: logits of the last token fed

@@ -55,13 +55,13 @@ test('an If on a constant condition is replaced by its branch: same outputs, cla
     assert.equal(inlineConstantIfs(ir.graph), 1);
     assert.ok(!ir.graph.nodes.some((n) => n.opType === 'If'));
     const got = await new RefitModel(ir).run({ x });
-    assert.deepEqual(Array.from(got.u!.data), Array.from(want.u!.data), `u, branch ${value}`);
-    assert.deepEqual(Array.from(got.z!.data), Array.from(want.z!.data), `z, branch ${value}`);
+    assert.deepEqual(Array.from(got.u!.data as Float32Array), Array.from(want.u!.data as Float32Array), `u, branch ${value}`);
+    assert.deepEqual(Array.from(got.z!.data as Float32Array), Array.from(want.z!.data as Float32Array), `z, branch ${value}`);
     // x=[1,2]: then (x·w + 1) + (x + t) = [1.5, -3] + [11, 22]; else ((x + w)·[3,4]) + [11, 22]
-    assert.deepEqual(Array.from(got.u!.data), value ? [12.5, 19] : [15.5, 22]);
-    assert.deepEqual(Array.from(got.z!.data), value ? [1, 1] : [1.5, 0]);
+    assert.deepEqual(Array.from(got.u!.data as Float32Array), value ? [12.5, 19] : [15.5, 22]);
+    assert.deepEqual(Array.from(got.z!.data as Float32Array), value ? [1, 1] : [1.5, 0]);
     if (!value) {
-      assert.deepEqual(Array.from(ir.graph.initializers.get('t')!.data), [10, 20], 'the outer t is untouched');
+      assert.deepEqual(Array.from(ir.graph.initializers.get('t')!.data as Float32Array), [10, 20], 'the outer t is untouched');
       assert.ok([...ir.graph.initializers.keys()].some((k) => k.startsWith('t_inlined')), 'the branch t is renamed');
     }
   }
@@ -74,7 +74,7 @@ test('a branch output listed twice is copied by an Identity', async () => {
   inlineConstantIfs(ir.graph);
   assert.ok(ir.graph.nodes.some((k) => k.opType === 'Identity' && k.inputs[0] === 'y' && k.outputs[0] === 'z'));
   const got = await new RefitModel(ir).run({ x });
-  assert.deepEqual(Array.from(got.z!.data), [4.5, 0]);
+  assert.deepEqual(Array.from(got.z!.data as Float32Array), [4.5, 0]);
 });
 
 test('an If on a fed condition stays; its outer-scope reads are named', () => {

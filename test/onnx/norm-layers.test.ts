@@ -161,3 +161,49 @@ test('Tent adapts the decomposed LayerNorm\'s affine parameters (entropy gradien
   await step.release();
   await tent.release();
 });
+
+test('RMSNorm as torch.onnx writes HF Llama\'s (Cast, Pow 2, ReduceMean, Add ε, Sqrt, Div(1, ·), Mul, Cast, Mul weight): found, and norm-affine\'s gradients are the zoo\'s PyTorch ones', async () => {
+  const { readZoo, batchOf, lossOf, torchGrad } = await import('../fixtures/zoo/read.ts');
+  const { withoutKvCache } = await import('../../src/onnx/kv-cache.ts');
+  const f = readZoo('llama');
+  const m = withoutKvCache(await loadModel(f.modelPath, { threads: 1 }));
+  const layers = findNormLayers(m.ir.graph);
+  assert.deepEqual(layers.map((l) => [l.kind, l.scale, l.bias]), [
+    ['rms', 'model.layers.0.input_layernorm.weight', undefined], ['rms', 'model.layers.0.post_attention_layernorm.weight', undefined],
+    ['rms', 'model.layers.1.input_layernorm.weight', undefined], ['rms', 'model.layers.1.post_attention_layernorm.weight', undefined],
+    ['rms', 'model.norm.weight', undefined],
+  ]);
+  assert.ok(layers.every((l) => l.constants?.length === 2), 'the exponent and ε are constants, never parameters');
+  const pm = withAdapter(m, 'n', normAffine());
+  assert.deepEqual(pm.trainableNames('n').sort(), layers.map((l) => l.scale!).sort());
+  const step = pm.compileTrainStep({ trainable: pm.trainableNames('n'), loss: lossOf(f.meta), outputs: [f.meta.output] });
+  const c = f.meta.cases[0]!.name;
+  const r = await step.run(batchOf(f, c));
+  for (const l of layers) {
+    const ref = f.tensors.get(`${c}.grad.${l.scale}`)!.data as Float32Array;
+    const { grad } = torchGrad(f, l.scale!, r.grads);
+    assert.ok(grad && relErr(grad, ref) < 1e-4, `${l.scale}: relative error ${grad && relErr(grad, ref)}`);
+  }
+  await step.release();
+  await pm.release();
+});
+
+test('RMSNorm variants: Mul(x, Reciprocal(r)) and Div(x, r), Mul(x, x) for the square; a Pow by 3 is not one', async () => {
+  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
+  const { f32 } = await import('../../src/onnx/tensor.ts');
+  const rms = (scaling: 'reciprocal' | 'div', square: 'pow' | 'mul', exponent = 2) => {
+    const b = new ModelBuilder({ opset: 14 }).input('x', 'float32', [2, 4])
+      .initializer('two', f32([], [exponent])).initializer('eps', f32([], [1e-6])).initializer('w', f32([4], [1, 2, 3, 4]));
+    b.node(square === 'pow' ? 'Pow' : 'Mul', square === 'pow' ? ['x', 'two'] : ['x', 'x'], ['sq'])
+      .node('ReduceMean', ['sq'], ['ms'], { axes: [-1], keepdims: 1 }).node('Add', ['ms', 'eps'], ['v']).node('Sqrt', ['v'], ['r']);
+    if (scaling === 'div') b.node('Div', ['x', 'r'], ['n']);
+    else b.node('Reciprocal', ['r'], ['inv']).node('Mul', ['x', 'inv'], ['n']);
+    return b.node('Mul', ['n', 'w'], ['y']).output('y').build().graph;
+  };
+  for (const [scaling, square] of [['reciprocal', 'pow'], ['div', 'mul'], ['div', 'pow']] as const) {
+    const layers = findNormLayers(rms(scaling, square));
+    assert.deepEqual(layers.map((l) => [l.kind, l.scale, l.x, l.y]), [['rms', 'w', 'x', 'y']], `${scaling}, ${square}`);
+    assert.deepEqual(layers[0]!.constants, square === 'pow' ? ['two', 'eps'] : ['eps']);
+  }
+  assert.deepEqual(findNormLayers(rms('div', 'pow', 3)), []);
+});
