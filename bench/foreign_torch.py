@@ -47,6 +47,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", _threads_from_argv())
 
 import torch  # noqa: E402
+from torch_blas import require_fast_blas  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
@@ -174,6 +175,7 @@ def median_ms(fn, reps, warmup):
 
 def run(args):
     torch.set_num_threads(args.threads)
+    require_fast_blas()  # refuse to time PyTorch on the reference BLAS (torch_blas.py)
     arch, chw = MODELS[args.run]
     m = build(arch)
     m.load_state_dict(torch.load(os.path.join(args.dir, f"{arch}.pt")))
@@ -260,6 +262,7 @@ def run(args):
 def profile(args):
     """Top autograd ops of one Tent step and one full step (torch.autograd.profiler)."""
     torch.set_num_threads(args.threads)
+    require_fast_blas()  # refuse to time PyTorch on the reference BLAS (torch_blas.py)
     arch, chw = MODELS[args.run]
     out = {}
     for cfg in ("tent", "full"):

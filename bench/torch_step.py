@@ -39,6 +39,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", _threads_from_argv())
 
 import torch  # noqa: E402
+from torch_blas import require_fast_blas  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -117,6 +118,7 @@ def main():
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
+    require_fast_blas()  # refuse to time PyTorch on the reference BLAS (torch_blas.py)
     model = make_cnn(args.width, seed=args.seed) if args.model == "cnn" else make_transformer(seed=args.seed)
     if args.export:
         export_onnx(model, args.export)

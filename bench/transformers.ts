@@ -1,8 +1,10 @@
 // Transformers that PyTorch built, refit against PyTorch on the same weights, inputs and thread
 // count, in one run (issue 12, item 1: "the BERT/GPT-style models"): a nanoGPT-style decoder
-// (next-token cross-entropy, `losses.tokenCrossEntropy`) and a BERT-style sequence classifier,
-// the classes of test/fixtures/zoo/make_zoo.py at bench size, exported by
-// bench/transformers_torch.py (opset 14, dynamic batch and sequence axes).
+// (next-token cross-entropy, `losses.tokenCrossEntropy`), a BERT-style sequence classifier and an
+// HF Llama-structured decoder exported with a KV cache (past_key_values inputs, as onnx-community
+// ships it; refit trains it through withoutKvCache, PyTorch calls it without a cache), the classes
+// of test/fixtures/zoo/make_zoo.py at bench size, exported by bench/transformers_torch.py (opset
+// 14, dynamic batch and sequence axes).
 //
 //   npx tsx bench/transformers.ts [--models gpt,bert] [--configs infer,full,lora] [--reps 5] [--warmup 2] [--out bench/results/transformers]
 //
@@ -28,6 +30,7 @@ const THREADS = 2;
 const MODELS = {
   gpt: { vocab: 2048, batch: 8, seq: 128, label: 'nanoGPT-style decoder: vocab 2048, d 256, 4 heads, 4 layers, block 128 (3.7M parameters); batch 8 × 128 tokens' },
   bert: { vocab: 4096, batch: 16, seq: 128, label: 'BERT-style encoder (HF BertForSequenceClassification structure): vocab 4096, d 256, 4 heads, 4 post-LN layers, FFN 1024 (4.3M parameters), 2 labels; batch 16 × 128 tokens, odd sequences padded by 8' },
+  llama: { vocab: 2048, batch: 8, seq: 128, label: 'HF Llama-structured decoder (RMSNorm, rotary, 4 query / 2 key-value heads, SwiGLU FFN 704), vocab 2048, d 256, 4 layers, untied head (3.8M parameters), exported with past_key_values inputs and trained without the cache; batch 8 × 128 tokens' },
 } as const;
 type Name = keyof typeof MODELS;
 const CONFIGS = ['infer', 'full', 'lora'] as const;
@@ -50,9 +53,13 @@ async function child(name: Name, config: Cfg, reps: number, warmup: number): Pro
   const { batch: B, seq: T, vocab } = MODELS[name];
   const feeds: Record<string, import('../src/onnx/tensor.ts').Tensor> = {};
   let loss;
-  if (name === 'gpt') {
-    const idx = tokens(B * T, vocab, 1);
-    feeds.idx = i64([B, T], idx);
+  if (name === 'gpt' || name === 'llama') {
+    const idx = tokens(B * T, vocab, name === 'gpt' ? 1 : 3);
+    feeds[name === 'gpt' ? 'idx' : 'input_ids'] = i64([B, T], idx);
+    if (name === 'llama') {
+      feeds.attention_mask = i64([B, T], Array.from({ length: B * T }, () => 1));
+      feeds.position_ids = i64([B, T], Array.from({ length: B * T }, (_, i) => i % T));
+    }
     feeds.labels = i64([B, T], idx.map((_, i) => ((i + 1) % T === 0 ? -100 : idx[i + 1]!)));
     loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'labels' });
   } else {
@@ -62,7 +69,8 @@ async function child(name: Name, config: Cfg, reps: number, warmup: number): Pro
     feeds.labels = i64([B], Array.from({ length: B }, (_, i) => i % 2));
     loss = losses.crossEntropy({ logits: 'logits', labels: 'labels' });
   }
-  const model = await loadModel(join(modelDir, `${name}.onnx`), { threads: THREADS });
+  const { withoutKvCache } = await import('../src/onnx/kv-cache.ts');
+  const model = withoutKvCache(await loadModel(join(modelDir, `${name}.onnx`), { threads: THREADS }));
   let call: () => Promise<unknown>;
   let trainable = 0;
   let loss0: number | null = null;
@@ -93,7 +101,7 @@ if (process.argv[2] === '--child') {
   process.exit(0);
 }
 
-const models = arg('models', 'gpt,bert').split(',') as Name[];
+const models = arg('models', 'gpt,bert,llama').split(',') as Name[];
 const configs = arg('configs', CONFIGS.join(',')).split(',') as Cfg[];
 const reps = Number(arg('reps', '5')), warmup = Number(arg('warmup', '2'));
 const out = arg('out', join(root, 'bench/results/transformers'));

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""PyTorch side of bench/transformers.ts: a nanoGPT-style decoder and a BERT-style encoder (the
-classes of test/fixtures/zoo/make_zoo.py) at bench size, exported to ONNX the way users export
-them (opset 14, dynamic batch and sequence axes), and timed here on the same weights and inputs.
+"""PyTorch side of bench/transformers.ts: a nanoGPT-style decoder, a BERT-style encoder and an HF
+Llama-structured decoder (the classes of test/fixtures/zoo/make_zoo.py) at bench size, exported to
+ONNX the way users export them (opset 14, dynamic batch and sequence axes; the Llama as
+onnx-community ships it, with past_key_values inputs and present outputs), and timed here on the
+same weights and inputs (the Llama without a cache, as refit trains it).
 
 Debian's system python (torch 1.13):
     /usr/bin/python3 bench/transformers_torch.py --export tmp/transformer-models
@@ -20,12 +22,13 @@ import time
 import warnings
 
 import torch
+from torch_blas import require_fast_blas  # noqa: E402
 import torch.nn as nn
 import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "test", "fixtures", "zoo"))
-from make_zoo import GPT, Bert  # noqa: E402
+from make_zoo import GPT, Bert, LlamaForCausalLM, export_kv, kv_names  # noqa: E402
 
 warnings.filterwarnings("ignore")
 THREADS = 2
@@ -33,14 +36,17 @@ THREADS = 2
 MODELS = {
     "gpt": dict(vocab=2048, block=128, d=256, heads=4, layers=4, batch=8, seq=128),
     "bert": dict(vocab=4096, max_pos=128, d=256, heads=4, layers=4, ffn=1024, batch=16, seq=128, labels=2),
+    "llama": dict(vocab=2048, d=256, heads=4, kv_heads=2, layers=4, ffn=704, batch=8, seq=128),
 }
 
 
 def build(name):
     c = MODELS[name]
-    torch.manual_seed(21 if name == "gpt" else 22)
+    torch.manual_seed({"gpt": 21, "bert": 22, "llama": 23}[name])
     if name == "gpt":
         return GPT(c["vocab"], c["block"], c["d"], c["heads"], c["layers"])
+    if name == "llama":
+        return LlamaForCausalLM(c["vocab"], c["d"], c["heads"], c["kv_heads"], c["layers"], c["ffn"])
     return Bert(c["vocab"], c["max_pos"], c["d"], c["heads"], c["layers"], c["ffn"], c["labels"])
 
 
@@ -57,6 +63,11 @@ def inputs(name):
         labels = torch.full((B, T), -100, dtype=torch.long)
         labels[:, :-1] = idx[:, 1:]  # next token; the last position has none
         return (idx,), labels
+    if name == "llama":
+        idx = tokens(B * T, c["vocab"], 3).view(B, T)
+        labels = torch.full((B, T), -100, dtype=torch.long)
+        labels[:, :-1] = idx[:, 1:]
+        return (idx, torch.ones(B, T, dtype=torch.long), torch.arange(T).repeat(B, 1)), labels
     ids = tokens(B * T, c["vocab"], 2).view(B, T)
     tt = torch.zeros(B, T, dtype=torch.long)
     tt[:, T // 2:] = 1
@@ -67,7 +78,7 @@ def inputs(name):
 
 
 def loss_of(name, logits, labels):
-    if name == "gpt":
+    if name in ("gpt", "llama"):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
     return F.cross_entropy(logits, labels)
 
@@ -103,6 +114,11 @@ def export(out):
     for name in MODELS:
         m = build(name).eval()
         args, _ = inputs(name)
+        if name == "llama":
+            export_llama(m, os.path.join(out, "llama.onnx"))
+            torch.save(m.state_dict(), os.path.join(out, "llama.pt"))
+            print(f"exported llama: {sum(p.numel() for p in m.parameters())} parameters")
+            continue
         seq = {0: "batch", 1: "sequence"}
         names = ["idx"] if name == "gpt" else ["input_ids", "token_type_ids", "attention_mask"]
         axes = {n: seq for n in names}
@@ -113,8 +129,25 @@ def export(out):
         print(f"exported {name}: {sum(p.numel() for p in m.parameters())} parameters")
 
 
+def export_llama(m, path):
+    """As onnx-community's model.onnx: past_key_values inputs, present outputs, traced with a past of 3."""
+    c = MODELS["llama"]
+    L, hd = c["layers"], c["d"] // c["heads"]
+    dyn = {"input_ids": {0: "batch_size", 1: "sequence_length"}, "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
+           "position_ids": {0: "batch_size", 1: "sequence_length"}, "logits": {0: "batch_size", 1: "sequence_length"}}
+    for n in kv_names("past_key_values", L):
+        dyn[n] = {0: "batch_size", 2: "past_sequence_length"}
+    for n in kv_names("present", L):
+        dyn[n] = {0: "batch_size", 2: "total_sequence_length"}
+    gen = torch.Generator().manual_seed(4)
+    past = [torch.randn(2, c["kv_heads"], 3, hd, generator=gen) for _ in range(2 * L)]
+    export_kv(m, (tokens(10, c["vocab"], 5).view(2, 5), torch.ones(2, 8, dtype=torch.long), torch.arange(3, 8).repeat(2, 1), *past), path,
+              ["input_ids", "attention_mask", "position_ids", *kv_names("past_key_values", L)], ["logits", *kv_names("present", L)], dyn, 14)
+
+
 def run(name, config, models, reps, warmup):
     torch.set_num_threads(THREADS)
+    require_fast_blas()  # refuse to time PyTorch on the reference BLAS (torch_blas.py)
     m = build(name)
     m.load_state_dict(torch.load(os.path.join(models, f"{name}.pt")))
     args, labels = inputs(name)
