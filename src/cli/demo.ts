@@ -7,7 +7,7 @@ import { loadModel } from '../model.ts';
 import { loadFashionMnist } from '../data/fashion-mnist.ts';
 import { continualStream, type Stream } from '../data/streams.ts';
 import { assertSeverity } from '../data/corruptions/index.ts';
-import { createAdapter, inputStats, METHODS as TTA_METHODS, loadSourceSet, sourceDataOptions, type Adapter, type SourceSet } from '../tta/index.ts';
+import { createAdapter, inputStats, CLASSIFIER_METHODS as TTA_METHODS, loadSourceSet, sourceDataOptions, type Adapter, type SourceSet } from '../tta/index.ts';
 import { ContinualAdapter } from '../continual/adapter.ts';
 import { recommendedControllerOptions } from '../continual/recommended.ts';
 import type { RefitModel } from '../model.ts';

@@ -313,7 +313,7 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
     }
     const rank = source.outputs.find((o) => o.name === this.logits)!.shape?.length;
     const m = this.constructor.name.toLowerCase();
-    if (rank === 3) throw new Error(`${m}: output '${this.logits}' has 3 dims ([batch, sequence, vocabulary] or [batch, classes, length]); test-time adaptation takes [batch, classes] logits${this.takesDenseLogits() ? ' or image-shaped [batch, classes, H, W]' : ''}`);
+    if (rank === 3 && !this.takesSequenceLogits()) throw new Error(`${m}: output '${this.logits}' has 3 dims ([batch, sequence, vocabulary] or [batch, classes, length]); test-time adaptation takes [batch, classes] logits${this.takesDenseLogits() ? ' or image-shaped [batch, classes, H, W]' : ''}`);
     if (rank !== undefined && rank > 3 && !this.takesDenseLogits()) {
       throw new Error(`${m}: output '${this.logits}' has ${rank} dims, class scores per position (segmentation); ${m} adapts classifiers ([batch, classes] logits). tent adapts dense outputs (entropy averaged over positions, as in its paper's segmentation experiments)`);
     }
@@ -342,6 +342,20 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
   /** Whether the method adapts on dense logits [batch, classes, H, W, …] (Tent); the others take [batch, classes]. */
   protected takesDenseLogits(): boolean {
     return false;
+  }
+
+  /** Whether the method adapts a language model's [batch, sequence, vocabulary] logits (dynamic evaluation). */
+  protected takesSequenceLogits(): boolean {
+    return false;
+  }
+
+  /** θ ← θ + λ (θ_source − θ) for every trainable: a decay back toward the source values. */
+  protected decayTowardSource(lambda: number): void {
+    for (const [p, v] of this.views) {
+      const s = this.sourceValue(p);
+      for (let i = 0; i < v.length; i++) v[i]! += lambda * (s[i]! - v[i]!);
+    }
+    this.model.touch(this.trainable);
   }
 
   protected abstract makeOptimizer(lr: number): Optimizer;

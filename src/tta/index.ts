@@ -13,6 +13,7 @@ import { RMT } from './rmt.ts';
 import { RDumb } from './rdumb.ts';
 import { ROID } from './roid.ts';
 import { RoTTA } from './rotta.ts';
+import { DynamicEval } from './dynamic-eval.ts';
 import { z } from 'zod';
 import { parseOptions } from './common.ts';
 import { InputAligned, type InputStats } from './input-align.ts';
@@ -30,6 +31,7 @@ export { RMT, RMT_DEFAULTS, type RmtOptions } from './rmt.ts';
 export { RDumb, RDUMB_DEFAULTS, type RdumbOptions } from './rdumb.ts';
 export { ROID, ROID_DEFAULTS, type RoidOptions } from './roid.ts';
 export { RoTTA, ROTTA_DEFAULTS, type RottaOptions } from './rotta.ts';
+export { DynamicEval, DYNAMIC_EVAL_DEFAULTS, type DynamicEvalOptions } from './dynamic-eval.ts';
 export { alignInput, alignInputDetailed, inputStats, InputAligned, CLASS_MIX_MARGIN, type InputStats } from './input-align.ts';
 export { loadSourceSet, sourceDataOptions, type SourceSet } from './source-data.ts';
 export { runStream, type StreamScore } from './run-stream.ts';
@@ -47,9 +49,13 @@ const FACTORIES: Record<string, (model: RefitModel, opts: Record<string, unknown
   rotta: (m, o) => new RoTTA(m, o),
   lame: (m, o) => new LAME(m, o),
   t3a: (m, o) => new T3A(m, o),
+  'dynamic-eval': (m, o) => new DynamicEval(m, o),
 };
 
 export const METHODS = Object.keys(FACTORIES);
+/** Methods for language models ([batch, sequence, vocabulary] logits); the others adapt classifiers. */
+export const LANGUAGE_MODEL_METHODS = ['dynamic-eval'];
+export const CLASSIFIER_METHODS = METHODS.filter((m) => !LANGUAGE_MODEL_METHODS.includes(m));
 
 /**
  * Create an adapter by name; an unknown name lists the known ones, an unknown option names the known options.

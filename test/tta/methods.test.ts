@@ -2,7 +2,7 @@
 // happens, the source is never written, reset/episodic/save/load, NaN handling, bad input.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createAdapter, METHODS } from '../../src/tta/index.ts';
+import { createAdapter, CLASSIFIER_METHODS } from '../../src/tta/index.ts';
 import type { ParamAdapter } from '../../src/tta/common.ts';
 import { RefitModel } from '../../src/model.ts';
 import { NetBuilder } from '../../src/nn/index.ts';
@@ -141,7 +141,7 @@ test('bad input: unknown method or option, empty batch, NaN input, wrong shape, 
   assert.throws(() => createAdapter(cnn, 'sar', { mode: 'sometimes' }), /sar: option 'mode'/);
   assert.throws(() => createAdapter(cnn, 'bn-adapt', { prior: 'big' }), /bn-adapt: option 'prior'/);
   assert.throws(() => createAdapter(cnn, 'source', { foo: 1 }), /source: unknown option 'foo'/);
-  for (const m of METHODS) {
+  for (const m of CLASSIFIER_METHODS) {
     const ad = createAdapter(cnn, m);
     await assert.rejects(ad.predict(f32([0, 1, 28, 28], new Float32Array(0))), /batch of size 0/, m);
     const nan = images(2, 0);
