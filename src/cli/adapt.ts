@@ -3,7 +3,8 @@
 // sample (CSV or JSONL), the error when labels are given, and an HTML report.
 import { extname, resolve } from 'node:path';
 import { loadModel } from '../model.ts';
-import { createAdapter, METHODS, type InputStats } from '../tta/index.ts';
+import { createAdapter, METHODS, LANGUAGE_MODEL_METHODS, type InputStats } from '../tta/index.ts';
+import { adaptLanguageModel, type LanguageModelScores } from './adapt-lm.ts';
 import type { Adapter } from '../tta/types.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { ContinualController, LEVEL_NAMES } from '../continual/index.ts';
@@ -67,6 +68,8 @@ export interface AdaptResult {
   deepParams?: 'all' | 'norm';
   /** With --input-align: the --source statistics each batch was aligned to. */
   inputAlign?: InputStats;
+  /** A language-model method (dynamic-eval): next-token log-loss of the stream, adapted and not (./adapt-lm.ts). */
+  languageModel?: LanguageModelScores;
   out: string;
   report: string | null;
   msPerBatch: number;
@@ -93,6 +96,15 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   const { pixels, resize } = prep;
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   if (o.deep === false && method !== 'continual') throw new Error(`--no-deep is for --method continual (it turns off the controller's level-3 deep learner)`);
+  if (LANGUAGE_MODEL_METHODS.includes(method)) {
+    const unused = [o.labels && '--labels', o.source && '--source', o.report && '--report', pixels && '--mean/--std', resize !== undefined && '--resize', o.inputAlign && '--input-align'].filter(Boolean);
+    if (unused.length) throw new Error(`${unused.join(', ')}: not for --method ${method}, which scores a language model on the stream's own next tokens`);
+    const r = await adaptLanguageModel(modelPath, { method, stream: o.stream, out: o.out, batchSize, ...(padToken !== undefined ? { padToken } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(o.json ? { json: true } : {}) });
+    return {
+      model: modelPath, method, stream: { source: o.stream, format: 'npy token ids', samples: r.samples, batches: r.batches, batchSize, labelled: false },
+      error: null, sourceError: null, languageModel: r.scores, out: o.out, report: null, msPerBatch: r.ms, seconds: (performance.now() - t0) / 1000,
+    };
+  }
 
   let model = await loadModel(modelPath);
   let io: ModelIO;
@@ -232,6 +244,8 @@ function argmaxProb(p: Float32Array, C: number, i: number): { cls: number; conf:
 export function formatAdapt(r: AdaptResult): string {
   const lines = [`${r.method} on ${r.stream.samples} samples (${r.stream.batches} batches of ${r.stream.batchSize}, ${r.msPerBatch.toFixed(1)} ms/batch): wrote ${r.out}`];
   if (r.error !== null) lines.push(`error ${(100 * r.error).toFixed(2)}% (unadapted model: ${(100 * r.sourceError!).toFixed(2)}%)`);
+  const lm = r.languageModel;
+  if (lm) lines.push(`next-token log-loss ${lm.nll.toFixed(4)} nats per token, perplexity ${Math.exp(lm.nll).toFixed(2)} (unadapted model: ${lm.sourceNll.toFixed(4)}, ${Math.exp(lm.sourceNll).toFixed(2)}) over ${lm.tokens} tokens`);
   if (r.levels) lines.push(`controller levels (batches): ${Object.entries(r.levels).map(([k, v]) => `${k} ${v}`).join(', ')}; ${r.events!.length} events${r.feedbackAccepted !== undefined ? `; ${r.feedbackAccepted} labels fed back` : ''}`);
   if (r.levels) lines.push(r.deepLearner ? `level 3: RMT over ${r.deepParams === 'norm' ? "the normalization layers' scales and shifts (a large model; --deep-params all for every parameter)" : 'every parameter'} on --source (the deep learner)` : r.stream.format === 'npy token ids' ? 'level 3: the normalization adapters (the deep learner, RMT, augments images: not for token ids)' : 'level 3: the normalization adapters (give --source, labelled in-distribution data, for RMT, the deep learner)');
   if (r.inputAlign) lines.push(`input aligned per channel to --source: mean ${r.inputAlign.mean.map((v) => v.toFixed(4)).join(', ')}, within-sample std ${r.inputAlign.sampleStd.map((v) => v.toFixed(4)).join(', ')}`);

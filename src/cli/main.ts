@@ -92,7 +92,7 @@ program
   .command('adapt')
   .description('adapt a model on a stream (a test-time adaptation method or the continual controller) and write its predictions')
   .argument('<model>', 'the ONNX model')
-  .requiredOption('--method <method>', 'a TTA method (source, bn-adapt, tent, eata, sar, cotta, rmt, rdumb, roid, rotta, lame, t3a) or continual')
+  .requiredOption('--method <method>', 'a TTA method (source, bn-adapt, tent, eata, sar, cotta, rmt, rdumb, roid, rotta, lame, t3a), continual, or for a language model dynamic-eval')
   .requiredOption('--stream <path>', 'the stream, in file order: IDX, .npy, .csv or an image folder (see below)')
   .option('--labels <path>', 'labels of the stream, to score the predictions (never shown to the method)')
   .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')
@@ -120,6 +120,7 @@ program
     'refit adapt models/fmnist-cnn.onnx --method continual --stream camera/ --source clean/ --out preds.jsonl',
     'refit adapt models/fmnist-vit.onnx --method source --stream camera/ --source clean/ --input-align --out preds.csv',
     'refit adapt bert.onnx --method tent --stream token-ids.npy --pad-token 0 --out preds.csv',
+    'refit adapt decoder_model_merged.onnx --method dynamic-eval --stream token-ids.npy --pad-token 0 --out log-loss.csv',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
     const { runAdapt, formatAdapt } = await import('./adapt.ts');

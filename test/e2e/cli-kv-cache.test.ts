@@ -125,3 +125,27 @@ test('LoRA on the Llama-style decoder, then refit adapter merge: the merged file
   await assertCacheAgrees(merged, 'merged Llama');
   await Promise.all([merged.release(), base.release(), adapted.release()]);
 });
+
+test('refit adapt --method dynamic-eval on the merged decoder: per-sequence log-loss before each update, and the unadapted model\'s', async () => {
+  const { runAdapt, formatAdapt } = await import('../../src/cli/adapt.ts');
+  const { readFileSync } = await import('node:fs');
+  // 16 sequences, then the same 16 again: read twice, the second pass is more likely.
+  const r = new Rng(3);
+  const rows = Array.from({ length: 16 }, () => { let t = Math.floor(r.next() * 29); return Array.from({ length: 10 }, () => (t = (t + 3) % 29)); });
+  const all = [...rows, ...rows].flat();
+  writeFileSync(p('stream.npy'), npy('<i8', [32, 10], BigInt64Array.from(all, BigInt)));
+  const res = await runAdapt(gpt2, { method: 'dynamic-eval', stream: p('stream.npy'), batchSize: 8, out: p('ll.csv'), json: true });
+  assert.equal(res.stream.samples, 32);
+  const lm = res.languageModel!;
+  assert.equal(lm.tokens, 32 * 9);
+  assert.ok(lm.nll < lm.sourceNll, `adapted ${lm.nll} against unadapted ${lm.sourceNll}`);
+  const csv = readFileSync(p('ll.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(',').map(Number));
+  assert.equal(csv.length, 32);
+  for (const row of csv.slice(0, 8)) assert.ok(Math.abs(row[2]! - row[3]!) < 1e-4, 'the first batch is scored before any update');
+  const mean = (rs: number[][], k: number) => rs.reduce((a, x) => a + x[k]!, 0) / rs.length;
+  assert.ok(mean(csv.slice(16), 2) < mean(csv.slice(0, 16), 2), 'the repeated half is more likely after adapting on it');
+  assert.ok(Math.abs(mean(csv.slice(16), 3) - mean(csv.slice(0, 16), 3)) < 1e-4, 'the unadapted model scores both halves alike');
+  assert.match(formatAdapt(res), /next-token log-loss .* nats per token, perplexity .* \(unadapted model: /);
+  await assert.rejects(runAdapt(gpt2, { method: 'dynamic-eval', stream: p('stream.npy'), labels: p('stream.npy'), out: p('x.csv'), json: true }), /--labels: not for --method dynamic-eval/);
+  await assert.rejects(runAdapt(new URL('../fixtures/zoo/bert/model.onnx', import.meta.url).pathname, { method: 'dynamic-eval', stream: p('stream.npy'), out: p('x.csv'), json: true }), /dynamic-eval adapts language models/);
+});
