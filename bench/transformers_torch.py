@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "test", "fixtures", "zoo"))
-from make_zoo import GPT, Bert, LlamaForCausalLM, export_kv, kv_names  # noqa: E402
+from make_zoo import GPT, Bert, LlamaForCausalLM, export_kv, llama_kv_io  # noqa: E402
 
 warnings.filterwarnings("ignore")
 THREADS = 2
@@ -133,16 +133,10 @@ def export_llama(m, path):
     """As onnx-community's model.onnx: past_key_values inputs, present outputs, traced with a past of 3."""
     c = MODELS["llama"]
     L, hd = c["layers"], c["d"] // c["heads"]
-    dyn = {"input_ids": {0: "batch_size", 1: "sequence_length"}, "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
-           "position_ids": {0: "batch_size", 1: "sequence_length"}, "logits": {0: "batch_size", 1: "sequence_length"}}
-    for n in kv_names("past_key_values", L):
-        dyn[n] = {0: "batch_size", 2: "past_sequence_length"}
-    for n in kv_names("present", L):
-        dyn[n] = {0: "batch_size", 2: "total_sequence_length"}
     gen = torch.Generator().manual_seed(4)
     past = [torch.randn(2, c["kv_heads"], 3, hd, generator=gen) for _ in range(2 * L)]
     export_kv(m, (tokens(10, c["vocab"], 5).view(2, 5), torch.ones(2, 8, dtype=torch.long), torch.arange(3, 8).repeat(2, 1), *past), path,
-              ["input_ids", "attention_mask", "position_ids", *kv_names("past_key_values", L)], ["logits", *kv_names("present", L)], dyn, 14)
+              *llama_kv_io(L), 14)
 
 
 def run(name, config, models, reps, warmup):

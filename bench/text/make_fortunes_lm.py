@@ -36,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "test", "fixtures", "zoo"))
 from make_fortunes import read_category, tokens, OUT  # noqa: E402
-from make_zoo import LlamaForCausalLM, export_kv, kv_names  # noqa: E402
+from make_zoo import LlamaForCausalLM, export_kv, llama_kv_io  # noqa: E402
 
 SOURCE = ["computers", "definitions", "people", "work", "science", "politics", "wisdom", "humorists", "literature", "law",
           "education", "miscellaneous", "love", "men-women", "platitudes", "fortunes", "medicine", "sports", "pets", "news"]
@@ -134,17 +134,9 @@ def main():
         json.dump(vocab, f)
 
     # Export as onnx-community ships decoders: with past_key_values inputs (traced with a past of 3).
-    hd = D // HEADS
-    dyn = {"input_ids": {0: "batch_size", 1: "sequence_length"}, "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
-           "position_ids": {0: "batch_size", 1: "sequence_length"}, "logits": {0: "batch_size", 1: "sequence_length"}}
-    for n in kv_names("past_key_values", LAYERS):
-        dyn[n] = {0: "batch_size", 2: "past_sequence_length"}
-    for n in kv_names("present", LAYERS):
-        dyn[n] = {0: "batch_size", 2: "total_sequence_length"}
-    past = [torch.zeros(2, KV_HEADS, 3, hd) for _ in range(2 * LAYERS)]
+    past = [torch.zeros(2, KV_HEADS, 3, D // HEADS) for _ in range(2 * LAYERS)]
     export_kv(model, (torch.full((2, 5), BOS), torch.ones(2, 8, dtype=torch.long), torch.arange(3, 8).repeat(2, 1), *past),
-              os.path.join(OUT, "fortunes-llama.onnx"), ["input_ids", "attention_mask", "position_ids", *kv_names("past_key_values", LAYERS)],
-              ["logits", *kv_names("present", LAYERS)], dyn, 14)
+              os.path.join(OUT, "fortunes-llama.onnx"), *llama_kv_io(LAYERS), 14)
     model.eval()
     with torch.no_grad():
         per = {}
