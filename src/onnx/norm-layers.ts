@@ -207,18 +207,9 @@ function matchMeanVariance(
   const var1 = (cons.get(sq.outputs[0]!) ?? []).find((c) => c.opType === 'ReduceMean');
   if (!var1 || (reduceAxes(var1, graph, prod) ?? []).join() !== axes.join()) return undefined;
   nodes.push(var1);
-  let t = var1.outputs[0]!;
-  const addEps = (cons.get(t) ?? []).find((c) => c.opType === 'Add');
-  if (addEps) {
-    nodes.push(addEps);
-    const eps = addEps.inputs[0] === t ? addEps.inputs[1] : addEps.inputs[0];
-    if (eps) constants.push(eps);
-    t = addEps.outputs[0]!;
-  }
-  const sqrt = (cons.get(t) ?? []).find((c) => c.opType === 'Sqrt');
-  if (!sqrt) return undefined;
-  nodes.push(sqrt);
-  const s = skipCastsDown(sqrt.outputs[0]!, nodes);
+  const root = rootOf(var1.outputs[0]!, cons, nodes, constants);
+  if (!root) return undefined;
+  const s = skipCastsDown(root, nodes);
   // The division: Div(d, s), or Mul(d, Reciprocal(s)).
   let div = users.find((c) => c.opType === 'Div' && c.inputs[0] === d && c.inputs[1] === s);
   if (!div) {
@@ -232,6 +223,22 @@ function matchMeanVariance(
   if (!div) return undefined;
   nodes.push(div);
   return { nodes, x, y: div.outputs[0]!, axes, constants };
+}
+
+/** Sqrt(Add(v, ε)) (the Add optional) after a mean of squares `v`: its output, with the nodes and ε recorded. */
+function rootOf(v: string, cons: Map<string, Node[]>, nodes: Node[], constants: string[]): string | undefined {
+  let t = v;
+  const addEps = (cons.get(t) ?? []).find((c) => c.opType === 'Add');
+  if (addEps) {
+    nodes.push(addEps);
+    const eps = addEps.inputs[0] === t ? addEps.inputs[1] : addEps.inputs[0];
+    if (eps) constants.push(eps);
+    t = addEps.outputs[0]!;
+  }
+  const sqrt = (cons.get(t) ?? []).find((c) => c.opType === 'Sqrt');
+  if (!sqrt) return undefined;
+  nodes.push(sqrt);
+  return sqrt.outputs[0]!;
 }
 
 /** The value of a one-element constant (an initializer or a Constant node's output), if `t` is one. */
@@ -258,18 +265,9 @@ function matchRootMeanSquare(
   else if (!(sq.opType === 'Mul' && sq.inputs[0] === sq.inputs[1])) return undefined;
   const x = sq.inputs[0]!;
   const nodes: Node[] = [sq, mean];
-  let t = mean.outputs[0]!;
-  const addEps = (cons.get(t) ?? []).find((c) => c.opType === 'Add');
-  if (addEps) {
-    nodes.push(addEps);
-    const eps = addEps.inputs[0] === t ? addEps.inputs[1] : addEps.inputs[0];
-    if (eps) constants.push(eps);
-    t = addEps.outputs[0]!;
-  }
-  const sqrt = (cons.get(t) ?? []).find((c) => c.opType === 'Sqrt');
-  if (!sqrt) return undefined;
-  nodes.push(sqrt);
-  const r = skipCastsDown(sqrt.outputs[0]!, nodes);
+  const root = rootOf(mean.outputs[0]!, cons, nodes, constants);
+  if (!root) return undefined;
+  const r = skipCastsDown(root, nodes);
   const isX = (i: string | undefined) => !!i && skipCastsUp(i) === skipCastsUp(x);
   // The scaling: Div(x, r), or Mul(x, 1 / r) with Reciprocal(r) or Div(1, r).
   let out = (cons.get(r) ?? []).find((c) => c.opType === 'Div' && c.inputs[1] === r && isX(c.inputs[0]));
