@@ -7,6 +7,7 @@
 //   npx tsx bench/text/dynamic-eval.ts --grid                 # choose lr and decay on the validation stream
 //   npx tsx bench/text/dynamic-eval.ts --split test [--lr 1e-3] [--decay 0]
 //   npx tsx bench/text/dynamic-eval.ts --split source          # the held-out source fortunes (no shift)
+//   --tag <name>: write bench/results/text-dynamic-eval-<name>.* instead
 //
 // Batches of --batch (16) rows in stream order; 2 onnxruntime threads. Writes
 // bench/results/text-dynamic-eval-<split|grid>.{json,md}.
@@ -92,12 +93,12 @@ const results: Run[] = [await run(model, null)];
 const show = (r: Run) => console.log(`${r.label.padEnd(36)} mean ${r.mean.toFixed(4)} nats/token (${((r.mean / results[0]!.mean - 1) * 100).toFixed(2)} %) | ${Object.entries(r.perSegment).map(([c, v]) => `${c} ${v.toFixed(3)}`).join(', ')} | ${r.msPerBatch.toFixed(1)} ms/batch`);
 show(results[0]!);
 const settings = grid
-  ? [1e-4, 3e-4, 1e-3, 3e-3, 1e-2].flatMap((lr) => [0, 0.02, 0.1].map((decay) => ({ lr, decay })))
+  ? [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1].flatMap((lr) => [0, 0.02, 0.1].map((decay) => ({ lr, decay })))
   : [{ lr: Number(arg('lr', String(DYNAMIC_EVAL_DEFAULTS.lr))), decay: Number(arg('decay', String(DYNAMIC_EVAL_DEFAULTS.decay))) }];
 for (const o of settings) { const r = await run(model, o); results.push(r); show(r); }
 await model.release();
 
-const tag = grid ? 'grid' : split;
+const tag = arg('tag', grid ? 'grid' : split);
 const cats = Object.keys(results[0]!.perSegment);
 const lines = [
   `# Dynamic evaluation on fortunes text that shifts (${new Date().toISOString()})`, '',

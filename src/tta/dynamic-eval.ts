@@ -24,7 +24,7 @@ import { commonOptions, parseOptions, ParamAdapter, type AdaptOutcome } from './
  * Defaults chosen on the validation stream of bench/text/dynamic-eval.ts (never on its test
  * stream): learning rate and decay per step, every parameter trained.
  */
-export const DYNAMIC_EVAL_DEFAULTS = { lr: 1e-3, decay: 0 } as const;
+export const DYNAMIC_EVAL_DEFAULTS = { lr: 0.1, decay: 0 } as const;
 
 export const dynamicEvalSchema = z.object({
   ...commonOptions,
