@@ -9,6 +9,7 @@ import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 
 import { defaultLogits } from '../tta/types.ts';
+import { LANGUAGE_MODEL_METHODS } from '../tta/index.ts';
 import { withAdapterFiles, WEIGHTS_FILE, CONFIG_FILE } from '../peft/files.ts';
 import { PeftError } from '../peft/errors.ts';
 import { modelFingerprint } from '../io/model-state-file.ts';
@@ -153,6 +154,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
     tokenInputs.set(k, { name: input.name, dtype: input.dtype as 'int64' | 'int32', vocab: vocabularySize(m, input.name) });
   }
   const method = opts.method && opts.method !== 'none' ? opts.method : undefined;
+  if (method && LANGUAGE_MODEL_METHODS.includes(method)) throw new Error(`${method} adapts language models, which the service does not serve; run it with refit adapt or the library`);
   if (method && !SERVE_METHODS.includes(method)) throw new Error(`unknown adaptation method '${method}'; known: none, ${SERVE_METHODS.join(', ')}`);
   // Fail at start, not on the first request, if the method or its options do not fit a model.
   if (method) {

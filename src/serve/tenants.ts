@@ -6,7 +6,7 @@
 // come back from it on the tenant's next request.
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
-import { createAdapter, METHODS, type Adapter } from '../tta/index.ts';
+import { createAdapter, CLASSIFIER_METHODS, LANGUAGE_MODEL_METHODS, type Adapter } from '../tta/index.ts';
 import { ContinualController, type ControllerOptions } from '../continual/controller.ts';
 import { encodeCheckpoint, decodeCheckpoint } from '../continual/checkpoint.ts';
 import type { AdapterRegistry } from '../registry/types.ts';
@@ -18,8 +18,8 @@ import type { AdapterState } from '../tta/types.ts';
 
 export const CONTINUAL = 'continual';
 
-/** Methods the service can run per tenant: every TTA method, and 'continual'. */
-export const SERVE_METHODS = [...METHODS, CONTINUAL];
+/** Methods the service can run per tenant: every TTA method for classifiers, and 'continual' (language models are not served). */
+export const SERVE_METHODS = [...CLASSIFIER_METHODS, CONTINUAL];
 
 export interface Session {
   key: string;
@@ -62,7 +62,8 @@ export function optionsFor(o: TenantPoolOptions['methodOptions'], model: string)
 /** Make a method's session object for one tenant (validates the method and its options). */
 export function makeAdapter(base: RefitModel, method: string, opts: Record<string, unknown> = {}): { tta?: Adapter; controller?: ContinualController } {
   if (method === CONTINUAL) return { controller: new ContinualController(base, opts as ControllerOptions) };
-  if (!METHODS.includes(method)) throw new Error(`unknown adaptation method '${method}'; known: ${SERVE_METHODS.join(', ')}`);
+  if (LANGUAGE_MODEL_METHODS.includes(method)) throw new Error(`${method} adapts language models, which the service does not serve; run it with refit adapt or the library`);
+  if (!CLASSIFIER_METHODS.includes(method)) throw new Error(`unknown adaptation method '${method}'; known: ${SERVE_METHODS.join(', ')}`);
   return { tta: createAdapter(base, method, opts) };
 }
 

@@ -51,6 +51,7 @@ test('predict on token ids: the logits of the model fed its companions, plain an
   // A model with its companions as inputs is refused at start, naming the way to serve it.
   await assert.rejects(buildServer({ models: { bert }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false }), /model 'bert': the service feeds one input, and it takes 3 \(input_ids, token_type_ids, attention_mask\); for a Hugging Face token model, withTokenInputs/);
   await assert.rejects(buildServer({ models: { bert: ids }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false, method: 'cotta' }), /model 'bert': method 'cotta' cannot run on it: cotta augments its input images/);
+  await assert.rejects(buildServer({ models: { bert: ids }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false, method: 'dynamic-eval' }), /dynamic-eval adapts language models, which the service does not serve; run it with refit adapt or the library/);
   const gpt = await loadModel(new URL('../fixtures/zoo/gpt/model.onnx', import.meta.url).pathname);
   await assert.rejects(buildServer({ models: { gpt }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false }), /model 'gpt': the service answers class scores \[batch, classes\] for token ids, and output 'logits' is \[batch, sequence, 32\]/);
   await gpt.release();
