@@ -132,15 +132,17 @@ async function row(name: string): Promise<Row> {
       r.cells[col] = { ok: false, error: firstLine(e) };
     }
   }
-  // Tent on the first graph input (Tent takes one input tensor and [N, C] logits); a token model's
-  // other inputs (attention_mask, …) made inside the graph from its ids (withTokenInputs).
+  // Tent on the first graph input (Tent takes one input tensor and [N, C] logits), dynamic evaluation
+  // for a language model ([batch, sequence, vocabulary] logits); a token model's other inputs
+  // (attention_mask, …) made inside the graph from its ids (withTokenInputs).
   try {
     const one = base.inputs.length > 1 && tokenIdsInput(base) ? withTokenInputs(base) : base;
-    const tent = createAdapter(one, 'tent', {});
+    const lm = one.outputs.find((o) => o.name === f.meta.output)?.shape?.length === 3 && tokenIdsInput(one);
+    const tent = createAdapter(one, lm ? 'dynamic-eval' : 'tent', lm ? { logits: f.meta.output } : {});
     try {
       const x = inputs[one.inputs[0]!.name]!;
       const res = await tent.predict(x);
-      if (res.info.skipped) throw new Error(`Tent skipped its step (non-finite loss ${res.info.loss})`);
+      if (res.info.skipped) throw new Error(`${tent.name} skipped its step (non-finite loss ${res.info.loss})`);
       const ms = await timeIt(() => tent.predict(x));
       r.cells.tent = { ok: true, ms, ratio: r.inferenceMs ? ms / r.inferenceMs : undefined };
     } finally {
@@ -171,17 +173,17 @@ function markdown(rows: Row[], meta: Meta): string {
     '',
     'Columns: **full step** = `compileTrainStep({ trainable: \'all\' })` with the model\'s loss (cross-entropy, or MSE to a fixed target for GPT and the U-Net), BatchNorm in inference mode;',
     '**norm-affine** = `peft.normAffine()` (every normalization layer\'s scale and bias); **LoRA** = `peft.lora({ rank: 2 })` on every MatMul/Gemm/Conv with group 1;',
-    '**TTA** = `tta.createAdapter(model, \'tent\')`, one `predict` (forward, entropy step) on the first graph input (a token model with more inputs: through `withTokenInputs(model)`, which makes them from the ids). A text decoder exported with a KV cache (past_key_values inputs, optimum\'s If on use_cache_branch) is timed and trained in every column as `withoutKvCache(model)`.',
+    '**TTA** = `tta.createAdapter(model, \'tent\')`, one `predict` (forward, entropy step) on the first graph input; for a language model (`[batch, sequence, vocabulary]` logits) `\'dynamic-eval\'` (forward, next-token step) (a token model with more inputs: through `withTokenInputs(model)`, which makes them from the ids). A text decoder exported with a KV cache (past_key_values inputs, optimum\'s If on use_cache_branch) is timed and trained in every column as `withoutKvCache(model)`.',
     '✓ n× is the time of one step (or one Tent predict) over plain inference of the same batch (`model.run`); ✗ gives the first line of the error.',
     meta.full
       ? 'The full-size exports carry no gradient references: the full step is ✗ only when it fails, trains a buffer, or leaves a PyTorch parameter without gradient.'
       : 'The full step also compares loss and every gradient with PyTorch (`test/zoo.test.ts` does the same, for every case): a mismatch beyond 1e-4 relative, a buffer trained, or a PyTorch parameter without gradient is a ✗.',
     '',
-    '| model | opset | inference ms | full step | norm-affine | LoRA | TTA (Tent) |',
+    '| model | opset | inference ms | full step | norm-affine | LoRA | TTA (Tent; dynamic-eval for LMs) |',
     '|---|---|---|---|---|---|---|',
     ...rows.map((r) => `| ${r.model} | ${r.opset} | ${r.inferenceMs?.toFixed(2) ?? `✗ ${r.inferenceError}`} | ${cellText(r.cells.full)} | ${cellText(r.cells.normAffine)} | ${cellText(r.cells.lora)} | ${cellText(r.cells.tent)} |`),
     '',
-    `Working: full step ${ok('full')}/${rows.length}, norm-affine ${ok('normAffine')}/${rows.length}, LoRA ${ok('lora')}/${rows.length}, Tent ${ok('tent')}/${rows.length}.`,
+    `Working: full step ${ok('full')}/${rows.length}, norm-affine ${ok('normAffine')}/${rows.length}, LoRA ${ok('lora')}/${rows.length}, TTA ${ok('tent')}/${rows.length}.`,
     '',
     '## Details',
     '',
