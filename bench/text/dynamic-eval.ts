@@ -8,6 +8,7 @@
 //   npx tsx bench/text/dynamic-eval.ts --split test [--lr 1e-3] [--decay 0]
 //   npx tsx bench/text/dynamic-eval.ts --split source          # the held-out source fortunes (no shift)
 //   --tag <name>: write bench/results/text-dynamic-eval-<name>.* instead
+//   --lora <rank>: adapt a LoRA of that rank on every linear layer (peft.lora) instead of every parameter
 //
 // Batches of --batch (16) rows in stream order; 2 onnxruntime threads. Writes
 // bench/results/text-dynamic-eval-<split|grid>.{json,md}.
@@ -18,6 +19,7 @@ import { loadModel, type RefitModel } from '../../src/model.ts';
 import { withTokenInputs } from '../../src/onnx/token-companions.ts';
 import { DynamicEval, DYNAMIC_EVAL_DEFAULTS } from '../../src/tta/dynamic-eval.ts';
 import { parseNpy } from '../../src/cli/data-files.ts';
+import * as peft from '../../src/peft/index.ts';
 import { tensor, type Tensor } from '../../src/onnx/tensor.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -68,7 +70,7 @@ function nll(z: Float32Array, x: Tensor): number {
 interface Run { label: string; lr?: number; decay?: number; perSegment: Record<string, number>; mean: number; msPerBatch: number }
 
 async function run(model: RefitModel, opts: { lr: number; decay: number } | null): Promise<Run> {
-  const ad = opts ? new DynamicEval(model, { ...opts, padToken: PAD }) : null;
+  const ad = opts ? new DynamicEval(model, { ...opts, padToken: PAD, ...(params ? { params } : {}) }) : null;
   const sums = new Map<string, [number, number]>();
   let ms = 0, batches = 0;
   for (const seg of segments) {
@@ -85,18 +87,24 @@ async function run(model: RefitModel, opts: { lr: number; decay: number } | null
   await ad?.release();
   const perSegment = Object.fromEntries([...sums].map(([c, [s, k]]) => [c, s / k]));
   const total = [...sums.values()].reduce((acc, [s, k]) => [acc[0] + s, acc[1] + k], [0, 0]);
-  return { label: opts ? `dynamic-eval lr ${opts.lr} decay ${opts.decay}` : 'static', ...(opts ?? {}), perSegment, mean: total[0] / total[1], msPerBatch: ms / batches };
+  return { label: opts ? `dynamic-eval${rank ? ` LoRA r${rank}` : ''} lr ${opts.lr} decay ${opts.decay}` : 'static', ...(opts ?? {}), perSegment, mean: total[0] / total[1], msPerBatch: ms / batches };
 }
 
-const model = withTokenInputs(await loadModel(join(dir, 'fortunes-llama.onnx'), { threads: 2 }), { padToken: PAD });
+const base = withTokenInputs(await loadModel(join(dir, 'fortunes-llama.onnx'), { threads: 2 }), { padToken: PAD });
+const rank = Number(arg('lora', '0'));
+// LoRA (B = 0 at the start: the same predictions as the base until it adapts), on every linear layer.
+const model: RefitModel = rank ? peft.withAdapter(base, 'dynamic', peft.lora({ targets: (s) => Math.min(s.dIn, s.dOut) >= rank, rank, alpha: rank })) : base;
+const params = rank ? (model as peft.PeftModel).trainableNames('dynamic') : undefined;
+if (params) console.log(`LoRA rank ${rank}: ${params.reduce((a, p) => a + model.param(p).data.length, 0)} trainable values`);
 const results: Run[] = [await run(model, null)];
 const show = (r: Run) => console.log(`${r.label.padEnd(36)} mean ${r.mean.toFixed(4)} nats/token (${((r.mean / results[0]!.mean - 1) * 100).toFixed(2)} %) | ${Object.entries(r.perSegment).map(([c, v]) => `${c} ${v.toFixed(3)}`).join(', ')} | ${r.msPerBatch.toFixed(1)} ms/batch`);
 show(results[0]!);
 const settings = grid
-  ? [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1].flatMap((lr) => [0, 0.02, 0.1].map((decay) => ({ lr, decay })))
+  ? (rank ? [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1] : [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]).flatMap((lr) => (rank ? [0] : [0, 0.02, 0.1]).map((decay) => ({ lr, decay })))
   : [{ lr: Number(arg('lr', String(DYNAMIC_EVAL_DEFAULTS.lr))), decay: Number(arg('decay', String(DYNAMIC_EVAL_DEFAULTS.decay))) }];
 for (const o of settings) { const r = await run(model, o); results.push(r); show(r); }
 await model.release();
+if (model !== base) await base.release();
 
 const tag = arg('tag', grid ? 'grid' : split);
 const cats = Object.keys(results[0]!.perSegment);
