@@ -97,3 +97,27 @@ test('dynamic-eval refuses a classifier; the classifier methods refuse a languag
   assert.throws(() => createAdapter(model, 'tent'), /tent: output 'logits' has 3 dims/);
   await Promise.all([cls.release(), model.release()]);
 });
+
+test('dynamic-eval\'s guard: a loss that jumps past resetAbove × its average sends the parameters back to the source', async () => {
+  const model = await lm();
+  const src = nll((await model.run({ input_ids: ids(1) }))['logits']!, ids(1));
+  const losses = async (resetAbove: number) => {
+    const a = new DynamicEval(model, { lr: 50, resetAbove });
+    const out: { loss: number; resets: number; diverged?: number }[] = [];
+    for (let k = 0; k < 6; k++) {
+      const r = await a.predict(ids(1 + (k % 2)));
+      out.push({ loss: r.info.loss!, resets: r.info.resets, ...(r.info.extra?.diverged ? { diverged: 1 } : {}) });
+    }
+    await a.release();
+    return out;
+  };
+  const off = await losses(0);
+  assert.ok(off.slice(1).some((r) => !(r.loss < 3 * src)), `without the guard lr 50 blows up: ${off.map((r) => r.loss.toFixed(2))} (source ${src.toFixed(2)})`);
+  const on = await losses(2);
+  const hit = on.findIndex((r) => r.diverged);
+  assert.ok(hit > 0, `the guard fired: ${JSON.stringify(on)}`);
+  assert.equal(on[hit]!.resets, 1);
+  assert.ok(Math.abs(on[hit + 1]!.loss - nll((await model.run({ input_ids: ids(1 + ((hit + 1) % 2)) }))['logits']!, ids(1 + ((hit + 1) % 2)))) < 1e-4, 'the batch after the reset is scored by the source');
+  await assert.rejects(async () => new DynamicEval(model, { resetAbove: 0.5 }), /resetAbove/);
+  await model.release();
+});
