@@ -80,6 +80,7 @@ program
     'refit train models/fmnist-vit.onnx --data images/ --adapter lora --rank 8 --targets "/attn\\.(q|v)$/" --epochs 3 --out vit-lora/',
     'refit train model.onnx --data rows.csv --label-column label --adapter bitfit --lr 1e-2 --out bitfit/',
     'refit train gpt.onnx --task next-token --data token-ids.npy --pad-token 0 --adapter lora --rank 8 --out gpt-lora/',
+    'refit train decoder_model_merged.onnx --task next-token --data token-ids.npy --out tuned_merged.onnx   # a KV-cache export: trained without the cache, written back with it',
     'refit train bert.onnx --data token-ids.npy --labels labels.npy --pad-token 0 --adapter lora --out bert-lora/',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
