@@ -1,9 +1,16 @@
-// `refit eval model.onnx --data …`: accuracy and cross-entropy on a labelled set (inference only).
+// `refit eval model.onnx --data …`: accuracy and cross-entropy on a labelled set (inference only);
+// with --task next-token, a language model's next-token accuracy, log-loss and perplexity on
+// token sequences (a decoder exported with a KV cache runs without it).
 import { loadModel } from '../model.ts';
 import { progressBar, positiveInt, finiteNumber, range, preprocessOptions } from './common.ts';
 import { classifyTask } from './train-task.ts';
+import { nextTokenTask } from './token-task.ts';
+import { TASKS } from './train.ts';
+import { kvCacheOf, withoutKvCache } from '../onnx/kv-cache.ts';
 
 export interface EvalOptions {
+  /** 'classify' (the default) or 'next-token' (a language model on token sequences). */
+  task?: string;
   data: string;
   labels?: string;
   labelColumn?: string;
@@ -25,8 +32,11 @@ export interface EvalResult {
   model: string;
   data: string;
   samples: number;
+  /** Per sample, or with task 'next-token' per scored token (a next token that is not padding). */
   accuracy: number;
+  /** Mean cross-entropy (nats; per token for next-token). */
   loss: number;
+  task?: 'next-token';
   seconds: number;
 }
 
@@ -35,6 +45,22 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   const batchSize = positiveInt('--batch-size', o.batchSize ?? 256);
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   const prep = preprocessOptions(o, o.json);
+  const taskName = o.task ?? 'classify';
+  if (!(TASKS as readonly string[]).includes(taskName)) throw new Error(`unknown --task '${o.task}'; known tasks: ${TASKS.join(', ')}`);
+  if (taskName === 'next-token') {
+    const flags = [o.labels && '--labels', o.labelColumn && '--label-column', prep.pixels && '--mean/--std', prep.resize !== undefined && '--resize'].filter(Boolean);
+    if (flags.length) throw new Error(`${flags.join(', ')}: not for --task next-token, which scores each position on the sequence's own next token`);
+    const given = await loadModel(modelPath);
+    const model = kvCacheOf(given) ? withoutKvCache(given) : given;
+    try {
+      const task = nextTokenTask(model, { data: o.data, ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) });
+      const n = task.data.samples;
+      const r = await task.evaluate(model, range(0, n), batchSize);
+      return { model: modelPath, data: o.data, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'next-token', seconds: (performance.now() - t0) / 1000 };
+    } finally {
+      await Promise.all([model.release(), given.release()]);
+    }
+  }
   const model = await loadModel(modelPath);
   try {
     const task = await classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep, needLabels: 'eval' }, 'refit eval');
@@ -50,5 +76,6 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
 }
 
 export function formatEval(r: EvalResult): string {
+  if (r.task === 'next-token') return `${r.model} on ${r.data} (${r.samples} sequences): next-token accuracy ${(100 * r.accuracy).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per token, perplexity ${Math.exp(r.loss).toFixed(2)} (${r.seconds.toFixed(1)} s)`;
   return `${r.model} on ${r.data}: accuracy ${(100 * r.accuracy).toFixed(2)}% (${Math.round(r.accuracy * r.samples)}/${r.samples}), loss ${r.loss.toFixed(4)} (${r.seconds.toFixed(1)} s)`;
 }

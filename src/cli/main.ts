@@ -131,9 +131,10 @@ program
 
 program
   .command('eval')
-  .description('accuracy and cross-entropy of a model on a labelled set')
+  .description('accuracy and cross-entropy of a model on a labelled set, or (--task next-token) a language model\'s on token sequences')
   .argument('<model>', 'the ONNX model')
-  .requiredOption('--data <path>', 'labelled data: IDX, .npy, .csv or an image folder (see below)')
+  .requiredOption('--data <path>', 'labelled data: IDX, .npy, .csv or an image folder (see below); --task next-token: a .npy of token ids')
+  .option('--task <task>', 'classify (labelled samples) or next-token (a language model: each position scored on the next token)', 'classify')
   .option('--labels <path>', 'labels, when --data has none')
   .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')
   .option('--batch-size <n>', 'batch size', '256')
@@ -148,6 +149,7 @@ program
     'refit eval models/fmnist-cnn.onnx --data data/fashion-mnist/t10k-images-idx3-ubyte.gz --labels data/fashion-mnist/t10k-labels-idx1-ubyte.gz',
     'refit eval tuned.onnx --data rows.csv --json',
     'refit eval bert.onnx --data token-ids.npy --labels labels.npy --pad-token 0',
+    'refit eval decoder_model_merged.onnx --task next-token --data token-ids.npy --pad-token 0',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
     const { runEval, formatEval } = await import('./eval.ts');

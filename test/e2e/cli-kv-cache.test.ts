@@ -146,6 +146,12 @@ test('refit adapt --method dynamic-eval on the merged decoder: per-sequence log-
   assert.ok(mean(csv.slice(16), 2) < mean(csv.slice(0, 16), 2), 'the repeated half is more likely after adapting on it');
   assert.ok(Math.abs(mean(csv.slice(16), 3) - mean(csv.slice(0, 16), 3)) < 1e-4, 'the unadapted model scores both halves alike');
   assert.match(formatAdapt(res), /next-token log-loss .* nats per token, perplexity .* \(unadapted model: /);
+  // refit eval --task next-token scores the unadapted model the same way
+  const { runEval, formatEval } = await import('../../src/cli/eval.ts');
+  const ev = await runEval(gpt2, { task: 'next-token', data: p('stream.npy'), json: true });
+  assert.ok(Math.abs(ev.loss - lm.sourceNll) < 1e-4, `eval ${ev.loss} against the adapt run's unadapted ${lm.sourceNll}`);
+  assert.match(formatEval(ev), /\(32 sequences\): next-token accuracy .*%, loss .* nats per token, perplexity /);
+  await assert.rejects(runEval(gpt2, { task: 'next-token', data: p('stream.npy'), labels: p('stream.npy'), json: true }), /--labels: not for --task next-token/);
   await assert.rejects(runAdapt(gpt2, { method: 'dynamic-eval', stream: p('stream.npy'), labels: p('stream.npy'), out: p('x.csv'), json: true }), /--labels: not for --method dynamic-eval/);
   await assert.rejects(runAdapt(new URL('../fixtures/zoo/bert/model.onnx', import.meta.url).pathname, { method: 'dynamic-eval', stream: p('stream.npy'), out: p('x.csv'), json: true }), /dynamic-eval adapts language models/);
 });
