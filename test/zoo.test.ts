@@ -112,7 +112,7 @@ async function checkOptimized(name: string, level: 'extended' | 'all', expect: (
     const out = join(dir, `${name}.onnx`);
     const s = await ort.InferenceSession.create(f.modelPath, { graphOptimizationLevel: level, optimizedModelFilePath: out, executionProviders: ['cpu'], logSeverityLevel: 3 });
     await s.release();
-    const model = await loadModel(out, { threads: 1 });
+    const model = await loadModel(out, { threads: 1 }).then((m) => (f.meta.kv_cache ? withoutKvCache(m) : m));
     const missingForm = expect(model);
     assert.equal(missingForm, undefined, `onnxruntime did not write the form this test checks: ${missingForm}`);
     const step = model.compileTrainStep({ trainable: 'all', loss: lossOf(f.meta), outputs: [f.meta.output] });
@@ -157,6 +157,10 @@ const hasNode = (m: RefitModel, pred: (n: RefitModel['ir']['graph']['nodes'][num
 
 test('zoo vit saved by onnxruntime\'s optimizer at \'extended\' (FusedMatMul transBatchA/B): loss and every tied gradient match PyTorch', async () => {
   await checkOptimized('vit', 'extended', (m) => hasNode(m, (n) => n.opType === 'FusedMatMul' && !!(attrInt(n, 'transBatchA', 0) || attrInt(n, 'transBatchB', 0)), 'FusedMatMul with transBatchA/B'), 14);
+});
+
+test('zoo llama saved by onnxruntime\'s optimizer at \'extended\' (SimplifiedLayerNormalization for RMSNorm, QuickGelu for SiLU, FusedMatMul), trained without its KV cache: loss and every gradient it kept match PyTorch; norm-affine finds the fused RMSNorms', async () => {
+  await checkOptimized('llama', 'extended', (m) => hasNode(m, (n) => n.opType === 'SimplifiedLayerNormalization', 'SimplifiedLayerNormalization') ?? (peft.withAdapter(m, 'n', peft.normAffine()).trainableNames('n').length === 5 ? undefined : 'norm-affine on the 5 fused RMSNorms'), 15);
 });
 
 test('zoo gpt_int8 saved at \'extended\' (QDQ MatMuls fused into MatMulIntegerToFloat, int8 activations moved across Transpose/Reshape): loss and every tied gradient match PyTorch', async () => {

@@ -3,7 +3,10 @@
 // BitFit selections and every TTA method.
 //
 // Recognised:
-// - fused ops: BatchNormalization, LayerNormalization, InstanceNormalization, GroupNormalization;
+// - fused ops: BatchNormalization, LayerNormalization, InstanceNormalization, GroupNormalization,
+//   and onnxruntime's SimplifiedLayerNormalization (RMSNorm, written by its optimizer) and
+//   com.microsoft's SkipLayerNormalization / SkipSimplifiedLayerNormalization (gamma input 2,
+//   beta input 3; x is input 0 plus the skip);
 // - LayerNorm as torch.onnx writes it below opset 17 (opsets 13/14 checked with torch 1.13):
 //     m = ReduceMean(x); d = Sub(x, m); v = ReduceMean(Pow(d, 2)); y = Div(d, Sqrt(Add(v, eps)))
 //     then Mul(y, weight), Add(·, bias)
@@ -48,7 +51,12 @@ export interface NormLayer {
 
 const FUSED: Record<string, NormKind> = {
   BatchNormalization: 'batch', LayerNormalization: 'layer', InstanceNormalization: 'instance', GroupNormalization: 'group',
+  // onnxruntime's fused RMSNorm (its optimizer writes it for the decomposed pattern; default domain)
+  SimplifiedLayerNormalization: 'rms',
 };
+
+/** onnxruntime's residual-add-then-norm ops (com.microsoft): input, skip, gamma, beta? … */
+const FUSED_SKIP: Record<string, NormKind> = { SkipLayerNormalization: 'layer', SkipSimplifiedLayerNormalization: 'rms' };
 
 /** Ops a parameter may pass through on its way to the affine Mul/Add (layout only, values kept). */
 const PASS_THROUGH = new Set(['Unsqueeze', 'Reshape', 'Identity', 'Cast', 'Squeeze']);
@@ -119,6 +127,14 @@ export function findNormLayers(graph: Graph): NormLayer[] {
   const layers: NormLayer[] = [];
   for (const n of graph.nodes) {
     if (used.has(n)) continue;
+    const skip = n.domain === 'com.microsoft' ? FUSED_SKIP[n.opType] : undefined;
+    if (skip) {
+      // gamma is input 2 and beta (SkipLayerNormalization only) input 3; x is the sum of inputs 0 and 1
+      const scale = paramOf(n.inputs[2]), bias = skip === 'layer' ? paramOf(n.inputs[3]) : undefined;
+      layers.push({ kind: skip, op: n.opType, nodes: [n.name], ...pick({ scale, bias }), x: n.inputs[0]!, y: n.outputs[0]! });
+      used.add(n);
+      continue;
+    }
     const fused = n.domain === '' || n.domain === 'ai.onnx' ? FUSED[n.opType] : undefined;
     if (fused) {
       const nodes = [n];

@@ -207,3 +207,19 @@ test('RMSNorm variants: Mul(x, Reciprocal(r)) and Div(x, r), Mul(x, x) for the s
   }
   assert.deepEqual(findNormLayers(rms('div', 'pow', 3)), []);
 });
+
+test('onnxruntime\'s fused norms: SimplifiedLayerNormalization (RMSNorm), com.microsoft SkipLayerNormalization and SkipSimplifiedLayerNormalization, with gamma (and beta) found', async () => {
+  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
+  const { f32 } = await import('../../src/onnx/tensor.ts');
+  const b = new ModelBuilder({ opset: 17 }).input('x', 'float32', [2, 4]).input('s', 'float32', [2, 4])
+    .initializer('g1', f32([4], [1, 2, 3, 4])).initializer('g2', f32([4], [1, 1, 2, 2])).initializer('b2', f32([4], [0, 1, 0, 1])).initializer('g3', f32([4], [2, 2, 2, 2]));
+  b.node('SimplifiedLayerNormalization', ['x', 'g1'], ['y1'], { axis: -1, epsilon: 1e-6 });
+  const g = b.output('y3').build().graph;
+  g.nodes.push({ name: 'skipln', opType: 'SkipLayerNormalization', domain: 'com.microsoft', inputs: ['y1', 's', 'g2', 'b2'], outputs: ['y2'], attrs: {} });
+  g.nodes.push({ name: 'skipsln', opType: 'SkipSimplifiedLayerNormalization', domain: 'com.microsoft', inputs: ['y2', 's', 'g3'], outputs: ['y3'], attrs: {} });
+  assert.deepEqual(findNormLayers(g).map((l) => [l.kind, l.op, l.scale, l.bias]), [
+    ['rms', 'SimplifiedLayerNormalization', 'g1', undefined],
+    ['layer', 'SkipLayerNormalization', 'g2', 'b2'],
+    ['rms', 'SkipSimplifiedLayerNormalization', 'g3', undefined],
+  ]);
+});
