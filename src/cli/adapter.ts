@@ -101,8 +101,7 @@ export async function mergeAdapters(modelPath: string, dirs: string[], out: stri
     if (g.nodes.length !== base.ir.graph.nodes.length || [...g.initializers.keys()].some((k) => !base.ir.graph.initializers.has(k))) {
       throw new Error(`merge: ${modelPath} has a KV cache, so its adapters must fold into its weights; ${names.join(', ')} changed the graph instead (an adapter that adds layers, or a quantized weight); nothing written`);
     }
-    const changed = [...g.initializers].filter(([k, t]) => given.ir.graph.initializers.has(k) && t !== base.ir.graph.initializers.get(k)).map(([k]) => k);
-    writeWeightsBack(given, merged, changed);
+    writeWeightsBack(given, merged);
   }
   await (kv ? given : merged).save(out);
   await Promise.all([merged.release(), model!.release(), base.release(), given.release()]);

@@ -118,9 +118,14 @@ function dropDeadNodes(g: Graph): void {
 /**
  * Write the weights `names` of `trained` (a model made by withoutKvCache from `base`, trained or
  * merged since) into `base`, which keeps its cache. Every name must be a float32 weight of both
- * with the same shape; nothing is written otherwise.
+ * with the same shape; nothing is written otherwise. Without `names`: every float32 weight of
+ * `base` that `trained` holds with the same shape and other values. Returns the names written.
  */
-export function writeWeightsBack(base: RefitModel, trained: RefitModel, names: readonly string[]): void {
+export function writeWeightsBack(base: RefitModel, trained: RefitModel, names?: readonly string[]): string[] {
+  names ??= [...base.ir.graph.initializers].filter(([k, t]) => {
+    const u = trained.ir.graph.initializers.get(k);
+    return u && u !== t && t.dtype === 'float32' && u.dtype === 'float32' && t.dims.join() === u.dims.join() && (u.data as Float32Array).some((v, i) => v !== t.data[i]);
+  }).map(([k]) => k);
   const values = new Map<string, Float32Array>();
   for (const n of names) {
     const to = base.ir.graph.initializers.get(n);
@@ -130,4 +135,5 @@ export function writeWeightsBack(base: RefitModel, trained: RefitModel, names: r
     values.set(n, from.data as Float32Array);
   }
   base.setParams(values);
+  return [...names];
 }
