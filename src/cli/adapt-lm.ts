@@ -41,7 +41,7 @@ function perSequence(z: Float32Array, ids: ArrayLike<number>, b: number, T: numb
   });
 }
 
-export async function adaptLanguageModel(modelPath: string, o: { method: string; stream: string; out: string; batchSize: number; padToken?: number; logits?: string; json?: boolean }): Promise<{ samples: number; batches: number; scores: LanguageModelScores; ms: number }> {
+export async function adaptLanguageModel(modelPath: string, o: { method: string; stream: string; out: string; batchSize: number; padToken?: number; logits?: string; json?: boolean; methodOptions?: Record<string, unknown> }): Promise<{ samples: number; batches: number; scores: LanguageModelScores; ms: number }> {
   const ext = extname(o.out).toLowerCase();
   const given = await loadModel(modelPath);
   const base = kvCacheOf(given) ? withoutKvCache(given) : given;
@@ -51,7 +51,7 @@ export async function adaptLanguageModel(modelPath: string, o: { method: string;
   const vocab = base.outputs.find((out) => out.name === logits)!.shape?.[2];
   const data = readTokenIds(o.stream, typeof vocab === 'number' ? vocab : inputs.vocab, 2);
   const model = withTokenInputs(base, o.padToken !== undefined ? { padToken: o.padToken } : {});
-  const adapter = createAdapter(model, o.method, { logits, ...(o.padToken !== undefined ? { padToken: o.padToken } : {}) });
+  const adapter = createAdapter(model, o.method, { logits, ...(o.padToken !== undefined ? { padToken: o.padToken } : {}), ...o.methodOptions });
   const T = data.length;
   const batches = Math.ceil(data.n / o.batchSize);
   const lines = ext === '.csv' ? ['id,tokens,nll,source_nll'] : [];

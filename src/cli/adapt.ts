@@ -10,7 +10,7 @@ import type { Tensor } from '../onnx/tensor.ts';
 import { ContinualController, LEVEL_NAMES } from '../continual/index.ts';
 import type { StreamScore } from '../tta/run-stream.ts';
 import { renderReport, runProvenance } from '../report/html.ts';
-import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic, preprocessOptions, type ModelIO } from './common.ts';
+import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic, preprocessOptions, parseMethodOptions, type ModelIO } from './common.ts';
 import { isTokenModel } from './token-inputs.ts';
 import { tokenStream, tokenSourceIds, TOKEN_METHODS, type StreamData } from './token-stream.ts';
 import { methodSetup } from './method-setup.ts';
@@ -46,6 +46,8 @@ export interface AdaptOptions {
   preprocessor?: string;
   /** Token models: the padding id (attention_mask 0 there; ./token-stream.ts). */
   padToken?: string | number;
+  /** The method's options as a JSON object (e.g. '{"lr": 0.001}'), over its defaults (continual: over the recommended set). */
+  methodOptions?: string | Record<string, unknown>;
   out: string;
   report?: string;
   json?: boolean;
@@ -96,10 +98,11 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   const { pixels, resize } = prep;
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   if (o.deep === false && method !== 'continual') throw new Error(`--no-deep is for --method continual (it turns off the controller's level-3 deep learner)`);
+  const methodOptions = parseMethodOptions(o.methodOptions) ?? {};
   if (LANGUAGE_MODEL_METHODS.includes(method)) {
     const unused = [o.labels && '--labels', o.source && '--source', o.report && '--report', pixels && '--mean/--std', resize !== undefined && '--resize', o.inputAlign && '--input-align'].filter(Boolean);
     if (unused.length) throw new Error(`${unused.join(', ')}: not for --method ${method}, which scores a language model on the stream's own next tokens`);
-    const r = await adaptLanguageModel(modelPath, { method, stream: o.stream, out: o.out, batchSize, ...(padToken !== undefined ? { padToken } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(o.json ? { json: true } : {}) });
+    const r = await adaptLanguageModel(modelPath, { method, stream: o.stream, out: o.out, batchSize, methodOptions, ...(padToken !== undefined ? { padToken } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(o.json ? { json: true } : {}) });
     return {
       model: modelPath, method, stream: { source: o.stream, format: 'npy token ids', samples: r.samples, batches: r.batches, batchSize, labelled: false },
       error: null, sourceError: null, languageModel: r.scores, out: o.out, report: null, msPerBatch: r.ms, seconds: (performance.now() - t0) / 1000,
@@ -132,7 +135,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   let adapter: Adapter | null = null;
   let controller: ContinualController | null = null;
   if (method === 'continual') {
-    controller = new ContinualController(model, { ...setup.options, ...(padToken !== undefined ? { padToken } : {}) });
+    controller = new ContinualController(model, { ...setup.options, ...(padToken !== undefined ? { padToken } : {}), ...methodOptions });
     if (setup.calibration) await controller.calibrate(setup.calibration);
     // Warm the level-3 deep learner up now, with progress, not inside the batch that first reaches level 3.
     if (setup.deepLearner && setup.calibration) {
@@ -140,7 +143,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
       await controller.prepareDeepLearner(setup.calibration[0]!);
     }
   } else {
-    adapter = createAdapter(model, method, setup.options); // each method's own default output unless --logits
+    adapter = createAdapter(model, method, { ...setup.options, ...methodOptions }); // each method's own default output unless --logits
   }
 
   const batches = Math.ceil(ds.n / batchSize);

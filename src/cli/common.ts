@@ -244,3 +244,16 @@ export function topClass(logits: Float32Array, C: number, i: number): { cls: num
   for (let c = 0; c < C; c++) s += Math.exp(row[c]! - m);
   return { cls: arg, conf: 1 / s };
 }
+
+/** --method-options: a JSON object of the method's options (or one already parsed); undefined when not given. */
+export function parseMethodOptions(v: string | Record<string, unknown> | undefined): Record<string, unknown> | undefined {
+  if (typeof v !== 'string') return v;
+  let o: unknown;
+  try {
+    o = JSON.parse(v);
+  } catch (e) {
+    throw new Error(`--method-options must be a JSON object: ${(e as Error).message}`);
+  }
+  if (!o || typeof o !== 'object' || Array.isArray(o)) throw new Error('--method-options must be a JSON object');
+  return o as Record<string, unknown>;
+}

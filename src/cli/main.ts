@@ -106,6 +106,7 @@ program
   .option('--resize <size|stretch>', "image folders of another size: scale the shorter side to <size>, then crop the model's H×W from the centre (torchvision's Resize + CenterCrop, e.g. 256 for 224×224), or 'stretch' to H×W")
   .option('--preprocessor <file>', "a Hugging Face preprocessor_config.json (or the folder holding it): its resize, crop and normalisation as --resize, --mean and --std, where those are not given")
   .option('--pad-token <id>', 'token models (a .npy of token ids as the stream): the padding token id (attention_mask 0 there)')
+  .option('--method-options <json>', 'options of the method as a JSON object, e.g. \'{"lr": 0.001}\' (docs/tta.md lists each method\'s); for continual, on top of the recommended set')
   .option('--embedding <output>', 'continual: an [N, D] output for the error memory (default: "features" when present)')
   .option('--feedback-delay <batches>', 'continual: give the controller each batch\'s labels this many batches later (delayed feedback; needs --labels)')
   .option('--no-deep', 'continual: keep level 3 on the normalization adapters (by default, with --source, level 3 runs RMT on it)')

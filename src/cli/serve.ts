@@ -7,7 +7,7 @@ import { loadModel, type RefitModel } from '../model.ts';
 import { openRegistry } from '../registry/open.ts';
 import { isSafeName } from '../registry/types.ts';
 import { buildServer } from '../serve/server.ts';
-import { modelIO, preprocessOptions, finiteNumber } from './common.ts';
+import { modelIO, preprocessOptions, finiteNumber, parseMethodOptions } from './common.ts';
 import { isTokenModel } from './token-inputs.ts';
 import { withTokenInputs } from '../onnx/token-companions.ts';
 import { tokenModelIO, tokenSourceIds } from './token-stream.ts';
@@ -110,15 +110,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
   const microBatchMax = int('--micro-batch-max', opts.microBatchMax, 1);
   const token = opts.token ?? process.env.REFIT_TOKEN ?? undefined;
   if (opts.protectReads && !token) throw new Error('--protect-reads closes every route but /healthz behind the bearer token; give --token <token> or set REFIT_TOKEN');
-  let methodOptions: Record<string, unknown> | undefined;
-  if (typeof opts.methodOptions === 'string') {
-    try {
-      methodOptions = JSON.parse(opts.methodOptions);
-    } catch (e) {
-      throw new Error(`--method-options must be a JSON object: ${(e as Error).message}`);
-    }
-    if (!methodOptions || typeof methodOptions !== 'object' || Array.isArray(methodOptions)) throw new Error('--method-options must be a JSON object');
-  } else methodOptions = opts.methodOptions;
+  const methodOptions = parseMethodOptions(opts.methodOptions);
 
   const prep = preprocessOptions(opts);
   const { pixels, resize } = prep;

@@ -152,6 +152,11 @@ test('refit adapt --method dynamic-eval on the merged decoder: per-sequence log-
   assert.ok(Math.abs(ev.loss - lm.sourceNll) < 1e-4, `eval ${ev.loss} against the adapt run's unadapted ${lm.sourceNll}`);
   assert.match(formatEval(ev), /\(32 sequences\): next-token accuracy .*%, loss .* nats per token, perplexity /);
   await assert.rejects(runEval(gpt2, { task: 'next-token', data: p('stream.npy'), labels: p('stream.npy'), json: true }), /--labels: not for --task next-token/);
+  // --method-options reach the method: a vanishing rate leaves the model as it was
+  const still = await runAdapt(gpt2, { method: 'dynamic-eval', stream: p('stream.npy'), batchSize: 8, out: p('ll2.csv'), methodOptions: '{"lr": 1e-9}', json: true });
+  assert.ok(Math.abs(still.languageModel!.nll - still.languageModel!.sourceNll) < 1e-5, JSON.stringify(still.languageModel));
+  await assert.rejects(runAdapt(gpt2, { method: 'dynamic-eval', stream: p('stream.npy'), out: p('x.csv'), methodOptions: '{lr: 1}', json: true }), /--method-options must be a JSON object/);
+  await assert.rejects(runAdapt(gpt2, { method: 'dynamic-eval', stream: p('stream.npy'), out: p('x.csv'), methodOptions: '{"lr": -1}', json: true }), /dynamic-eval: option 'lr'/);
   await assert.rejects(runAdapt(gpt2, { method: 'dynamic-eval', stream: p('stream.npy'), labels: p('stream.npy'), out: p('x.csv'), json: true }), /--labels: not for --method dynamic-eval/);
   await assert.rejects(runAdapt(new URL('../fixtures/zoo/bert/model.onnx', import.meta.url).pathname, { method: 'dynamic-eval', stream: p('stream.npy'), out: p('x.csv'), json: true }), /dynamic-eval adapts language models/);
 });
