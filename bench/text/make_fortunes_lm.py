@@ -35,7 +35,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "test", "fixtures", "zoo"))
-from make_fortunes import read_category, tokens, OUT  # noqa: E402
+from make_fortunes import read_category, tokens, encode, OUT, CLS  # noqa: E402  (encode starts each row with id 2: [CLS] there, [BOS] here)
 from make_zoo import LlamaForCausalLM, export_kv, llama_kv_io  # noqa: E402
 
 SOURCE = ["computers", "definitions", "people", "work", "science", "politics", "wisdom", "humorists", "literature", "law",
@@ -43,18 +43,9 @@ SOURCE = ["computers", "definitions", "people", "work", "science", "politics", "
 VAL_STREAM = ["startrek", "food", "riddles", "tao"]
 TEST_STREAM = ["zippy", "songs-poems", "linux", "pratchett"]
 SEGMENT = 320
-MAX_LEN = 64
-PAD, UNK, BOS = 0, 1, 2
+PAD, UNK, BOS = 0, 1, CLS
 D, HEADS, KV_HEADS, LAYERS, FFN = 128, 4, 2, 2, 352
 EPOCHS, BATCH, LR = 6, 32, 3e-3
-
-
-def encode(texts, vocab):
-    out = np.zeros((len(texts), MAX_LEN), dtype=np.int64)
-    for i, t in enumerate(texts):
-        ids = [BOS] + [vocab.get(w, UNK) for w in tokens(t)][: MAX_LEN - 1]
-        out[i, : len(ids)] = ids
-    return out
 
 
 def stream(categories, vocab, rng):
