@@ -49,9 +49,11 @@ export const CONTROL_SLOTS: Record<string, readonly number[]> = {
   QuantizeLinear: [1, 2], DequantizeLinear: [1, 2], MatMulInteger: [2, 3],
   MatMulIntegerToFloat: [2, 3, 4, 5], DynamicQuantizeMatMul: [2, 3],
   QLinearMatMul: [1, 2, 4, 5, 6, 7], QLinearConv: [1, 2, 4, 5, 6, 7],
+  // com.microsoft's low-bit weight (src/onnx/nbits.ts): its scales and zero points, and g_idx
+  MatMulNBits: [2, 3, 4],
 };
 
-const QUANT_CONTROL_OPS = new Set(['QuantizeLinear', 'DequantizeLinear', 'MatMulInteger', 'MatMulIntegerToFloat', 'DynamicQuantizeMatMul', 'QLinearMatMul', 'QLinearConv']);
+const QUANT_CONTROL_OPS = new Set(['QuantizeLinear', 'DequantizeLinear', 'MatMulInteger', 'MatMulIntegerToFloat', 'DynamicQuantizeMatMul', 'QLinearMatMul', 'QLinearConv', 'MatMulNBits']);
 
 /**
  * Slot predicate for one graph: CONTROL_SLOTS, plus the weight scale of onnxruntime's unfused

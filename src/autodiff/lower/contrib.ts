@@ -6,7 +6,8 @@ import type { Graph, Node } from '../../onnx/ir.ts';
 import { attrFloat, attrInt, attrInts } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
 import { f32, i64 } from '../../onnx/tensor.ts';
-import { bind, present, refuse, split, wanted } from './util.ts';
+import { bind, constantValue, present, refuse, split, wanted } from './util.ts';
+import { dequantizeNBits, nbitsLayout } from '../../onnx/nbits.ts';
 
 const MS = 'com.microsoft';
 
@@ -17,7 +18,7 @@ const MS = 'com.microsoft';
  */
 export const CONTRIB_OPS = new Set([
   'Gelu', 'FastGelu', 'BiasGelu', 'QuickGelu', 'SkipLayerNormalization', 'SkipSimplifiedLayerNormalization', 'Attention',
-  'FusedMatMul', 'FusedGemm', 'FusedConv', 'EmbedLayerNormalization',
+  'FusedMatMul', 'FusedGemm', 'FusedConv', 'EmbedLayerNormalization', 'MatMulNBits',
 ]);
 
 /** Activations FusedConv / FusedGemm (and com.microsoft.nchwc Conv) carry, with how many float parameters each takes. */
@@ -58,6 +59,12 @@ export function contribRefusal(node: Node, shapeOf?: (t: string) => number[]): s
       return undefined;
     case 'FusedMatMul':
       return undefined;
+    case 'MatMulNBits': {
+      const l = nbitsLayout(node);
+      if (typeof l === 'string') return l;
+      if (present(node, 4)) return 'input g_idx (act-order) is not supported';
+      return undefined;
+    }
     case 'FusedGemm':
     case 'FusedConv': {
       const act = node.attrs.activation?.value as string | undefined;
@@ -116,12 +123,27 @@ function rmsNorm(em: Emitter, x: string, scale: string, rank: number, axis: numb
   return em.mul(em.div(x, em.op('Sqrt', [em.add(ms, em.scalar(eps))])), scale);
 }
 
-export function lowerContrib(node: Node, _graph: Graph, em: Emitter, shapeOf: (t: string) => number[]): void {
+export function lowerContrib(node: Node, graph: Graph, em: Emitter, shapeOf: (t: string) => number[]): void {
   const why = contribRefusal(node, shapeOf);
   if (why) refuse(node, why);
   const inp = (i: number) => (present(node, i) ? node.inputs[i]! : null);
   const out = node.outputs[0]!;
   switch (node.opType) {
+    case 'MatMulNBits': {
+      // The frozen low-bit weight, dequantized once here (the ONNX reference's rule, ../../onnx/nbits.ts):
+      // the step reads it as a float constant [K, N], and the input's gradient flows through it.
+      const l = nbitsLayout(node) as Exclude<ReturnType<typeof nbitsLayout>, string>;
+      const c = (i: number) => {
+        const t = present(node, i) ? constantValue(graph, node.inputs[i]!) : undefined;
+        if (present(node, i) && !t) refuse(node, `input ${i} ('${node.inputs[i]}') is computed in the graph; the quantized weight must be stored in the file`);
+        return t;
+      };
+      const w = dequantizeNBits(l, c(1)!, c(2)!, c(3));
+      const wt = new Float32Array(l.K * l.N);
+      for (let n = 0; n < l.N; n++) for (let k = 0; k < l.K; k++) wt[k * l.N + n] = w[n * l.K + k]!;
+      const y = em.op('MatMul', [node.inputs[0]!, em.constant(f32([l.K, l.N], wt), 'nbits_weight')]);
+      return bind(em, present(node, 5) ? em.add(y, node.inputs[5]!) : y, out);
+    }
     case 'Gelu':
       return bind(em, gelu(em, node.inputs[0]!), out);
     case 'BiasGelu':

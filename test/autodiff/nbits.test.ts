@@ -1,0 +1,116 @@
+// com.microsoft's MatMulNBits (transformers.js's q4 models) lowered for gradients
+// (src/onnx/nbits.ts, src/autodiff/lower/contrib.ts). The zoo's Llama has every weight MatMul
+// replaced by a 4-bit MatMulNBits packed here by hand from the op's spec; its float twin has the
+// same weights dequantized. onnxruntime's kernel must compute the twin's logits (the packing is
+// the spec's), and refit's step on the 4-bit model must give the twin's loss and gradients.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadModel, RefitModel } from '../../src/model.ts';
+import { withoutKvCache } from '../../src/onnx/kv-cache.ts';
+import { cloneModel, type Model } from '../../src/onnx/ir.ts';
+import { f32, tensor } from '../../src/onnx/tensor.ts';
+import * as peft from '../../src/peft/index.ts';
+import { readZoo, batchOf, lossOf } from '../fixtures/zoo/read.ts';
+
+const BLOCK = 16;
+
+/**
+ * Replace every MatMul by a stored [K, N] weight with MatMulNBits (4 bits, blocks of 16 along K):
+ * per block an asymmetric scale and zero point, q = round(w / scale) + zp in 0…15. Odd layers
+ * store zero points as packed bytes, even ones leave them out (the op's default 8, a symmetric
+ * scale). Returns the 4-bit model and its float twin (the dequantized weights in the MatMuls).
+ */
+function quantize(ir: Model): { q4: Model; twin: Model; layers: number } {
+  const q4 = cloneModel(ir), twin = cloneModel(ir);
+  let layers = 0;
+  q4.graph.nodes = q4.graph.nodes.map((n) => {
+    const w = q4.graph.initializers.get(n.inputs[1] ?? '');
+    if (n.opType !== 'MatMul' || !w || w.dims.length !== 2 || w.dtype !== 'float32') return n;
+    const [K, N] = w.dims as [number, number];
+    const blocks = Math.ceil(K / BLOCK), blob = BLOCK / 2, zpBytes = Math.ceil(blocks / 2);
+    const withZp = layers % 2 === 1;
+    const B = new Uint8Array(N * blocks * blob), scales = new Float32Array(N * blocks), zps = new Uint8Array(N * zpBytes);
+    const deq = new Float32Array(K * N);
+    const wd = w.data as Float32Array;
+    for (let c = 0; c < N; c++) {
+      for (let j = 0; j < blocks; j++) {
+        const ks = Array.from({ length: Math.min(BLOCK, K - j * BLOCK) }, (_, i) => j * BLOCK + i);
+        const vals = ks.map((k) => wd[k * N + c]!);
+        const lo = Math.min(0, ...vals), hi = Math.max(0, ...vals);
+        const scale = withZp ? (hi - lo) / 15 || 1 : Math.max(-lo, hi) / 7 || 1;
+        const zp = withZp ? Math.round(-lo / scale) : 8;
+        scales[c * blocks + j] = scale;
+        if (withZp) zps[c * zpBytes + (j >> 1)]! |= zp << (4 * (j & 1));
+        ks.forEach((k, i) => {
+          const q = Math.min(15, Math.max(0, Math.round(vals[i]! / scale) + zp));
+          B[(c * blocks + j) * blob + (i >> 1)]! |= q << (4 * (i & 1));
+          deq[k * N + c] = (q - zp) * Math.fround(scale);
+        });
+      }
+    }
+    const name = `${n.inputs[1]}_q4`;
+    q4.graph.initializers.set(`${name}_B`, tensor('uint8', [N, blocks, blob], B));
+    q4.graph.initializers.set(`${name}_scales`, f32([N * blocks], scales));
+    if (withZp) q4.graph.initializers.set(`${name}_zp`, tensor('uint8', [N * zpBytes], zps));
+    twin.graph.initializers.set(n.inputs[1]!, f32([K, N], deq));
+    layers++;
+    return {
+      name: `${n.name}_nbits`, opType: 'MatMulNBits', domain: 'com.microsoft',
+      inputs: [n.inputs[0]!, `${name}_B`, `${name}_scales`, ...(withZp ? [`${name}_zp`] : [])], outputs: n.outputs,
+      attrs: { K: { kind: 'int', value: K }, N: { kind: 'int', value: N }, bits: { kind: 'int', value: 4 }, block_size: { kind: 'int', value: BLOCK } },
+    };
+  });
+  for (const n of ir.graph.nodes) if (n.opType === 'MatMul' && q4.graph.initializers.has(`${n.inputs[1]}_q4_B`)) q4.graph.initializers.delete(n.inputs[1]!);
+  if (!q4.opsets.some((o) => o.domain === 'com.microsoft')) q4.opsets.push({ domain: 'com.microsoft', version: 1 });
+  return { q4, twin, layers };
+}
+
+const maxRel = (a: Float32Array, b: Float32Array) => {
+  let d = 0, n = 0;
+  for (let i = 0; i < a.length; i++) { d = Math.max(d, Math.abs(a[i]! - b[i]!)); n = Math.max(n, Math.abs(b[i]!)); }
+  return d / Math.max(n, 1e-12);
+};
+
+test('MatMulNBits (4 bits, blocks of 16, packed and default zero points): onnxruntime computes the dequantized twin, and refit\'s step on it gives the twin\'s loss and gradients', async () => {
+  const f = readZoo('llama');
+  const base = withoutKvCache(await loadModel(f.modelPath, { threads: 1 }));
+  const { q4, twin, layers } = quantize(base.ir);
+  assert.equal(layers, 15, 'q, k, v, o, gate, up, down per layer, and the head');
+  const m4 = new RefitModel(q4, { threads: 1 }), mt = new RefitModel(twin, { threads: 1 });
+  const c = f.meta.cases[0]!.name;
+  const batch = batchOf(f, c);
+  const feeds = Object.fromEntries(Object.entries(batch).filter(([k]) => m4.inputs.some((i) => i.name === k)));
+  const z4 = (await m4.run(feeds))['logits']!.data as Float32Array, zt = (await mt.run(feeds))['logits']!.data as Float32Array;
+  assert.ok(maxRel(z4, zt) < 1e-5, `onnxruntime's MatMulNBits against the twin: ${maxRel(z4, zt)}`);
+  // 'all' on the 4-bit model: the float parameters (embedding, RMSNorm weights, the rotary buffer); scales are not parameters.
+  const names = m4.parameterNames();
+  assert.ok(!names.some((p) => p.endsWith('_scales')), names.join(', '));
+  const s4 = m4.compileTrainStep({ trainable: names, loss: lossOf(f.meta), outputs: ['logits'] });
+  const st = mt.compileTrainStep({ trainable: names, loss: lossOf(f.meta), outputs: ['logits'] });
+  const r4 = await s4.run(batch), rt = await st.run(batch);
+  assert.ok(Math.abs(r4.loss - rt.loss) <= 1e-5 * Math.abs(rt.loss), `loss ${r4.loss} against the twin's ${rt.loss}`);
+  for (const p of names) assert.ok(maxRel(r4.grads.get(p)!, rt.grads.get(p)!) < 1e-4, `${p}: ${maxRel(r4.grads.get(p)!, rt.grads.get(p)!)}`);
+  await Promise.all([s4.release(), st.release()]);
+  // norm-affine finds the RMSNorms of the 4-bit model and steps
+  const na = peft.withAdapter(m4, 'n', peft.normAffine());
+  assert.equal(na.trainableNames('n').length, 5);
+  const sn = na.compileTrainStep({ trainable: na.trainableNames('n'), loss: lossOf(f.meta), outputs: ['logits'] });
+  assert.ok(Number.isFinite((await sn.run(batch)).loss));
+  await Promise.all([sn.release(), na.release(), m4.release(), mt.release(), base.release()]);
+});
+
+test('MatMulNBits refusal names the node: act-order g_idx', async () => {
+  const f = readZoo('llama');
+  const base = withoutKvCache(await loadModel(f.modelPath, { threads: 1 }));
+  const { q4 } = quantize(base.ir);
+  const batch = batchOf(f, f.meta.cases[0]!.name);
+  const node = q4.graph.nodes.find((n) => n.opType === 'MatMulNBits')!;
+  const gidx = cloneModel(q4);
+  const g = gidx.graph.nodes.find((n) => n.name === node.name)!;
+  gidx.graph.initializers.set('g_idx', tensor('int32', [16], Array.from({ length: 16 }, (_, i) => Math.floor(i / 16))));
+  g.inputs = [...g.inputs.slice(0, 3), g.inputs[3] ?? '', 'g_idx'];
+  const m = new RefitModel(gidx, { threads: 1 });
+  const step = m.compileTrainStep({ trainable: m.parameterNames(), loss: lossOf(f.meta), outputs: ['logits'] });
+  await assert.rejects(step.run(batch), new RegExp(`MatMulNBits node '${node.name}': input g_idx \\(act-order\\) is not supported`));
+  await Promise.all([step.release(), m.release(), base.release()]);
+});
