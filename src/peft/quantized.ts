@@ -17,6 +17,8 @@ import type { Tensor } from '../onnx/tensor.ts';
 import { dequantizeWeight } from '../autodiff/lower/quant.ts';
 import { graphToFloat32, halfTensorToFloat, floatTensorToHalf } from '../autodiff/lower/float16.ts';
 import { PeftError } from './errors.ts';
+import { dequantizeNBits, nbitsLayout } from '../onnx/nbits.ts';
+import { f32 } from '../onnx/tensor.ts';
 
 const isInt = (t: Tensor) => t.dtype === 'int8' || t.dtype === 'uint8';
 
@@ -33,6 +35,15 @@ export function floatValue(g: Graph, name: string, t: Tensor): Tensor {
       const scale = init(n.inputs[1]);
       if (!scale) throw new PeftError(`DequantizeLinear node '${n.name}': the scale of weight '${name}' is not an initializer; cannot dequantize it`);
       return dequantizeWeight(t, scale, init(n.inputs[2]), attrInt(n, 'axis', 1), `weight '${name}'`);
+    }
+    if (n.opType === 'MatMulNBits' && n.inputs[1] === name) {
+      const l = nbitsLayout(n);
+      const scales = init(n.inputs[2]);
+      if (typeof l === 'string' || !scales) throw new PeftError(`MatMulNBits node '${n.name}': cannot dequantize weight '${name}' (${typeof l === 'string' ? l : 'its scales are not an initializer'})`);
+      const w = dequantizeNBits(l, t, scales, init(n.inputs[3])); // [N, K]; adapters read [K, N] ('in_out')
+      const wt = new Float32Array(l.K * l.N);
+      for (let o = 0; o < l.N; o++) for (let k = 0; k < l.K; k++) wt[k * l.N + o] = w[o * l.K + k]!;
+      return f32([l.K, l.N], wt);
     }
     if (n.opType === 'MatMulInteger' && n.inputs[1] === name) {
       const ws = weightScale(g, n);
@@ -99,6 +110,15 @@ function weightScale(g: Graph, mi: Node): string | undefined {
 /** Turn every quantized layer whose integer weight initializer now holds a float (merged) weight into a float layer. */
 export function floatizeQuantized(g: Graph, em: Emitter): void {
   const floatInit = (n: string | undefined) => !!n && g.initializers.get(n)?.dtype === 'float32';
+  // A merged MatMulNBits reads its folded float [K, N] weight as a plain MatMul (its bias, input 5, added after).
+  g.nodes = g.nodes.flatMap((n) => {
+    if (n.opType !== 'MatMulNBits' || !floatInit(n.inputs[1])) return [n];
+    for (const i of n.inputs.slice(2, 5)) if (i && g.nodes.filter((m) => m.inputs.includes(i)).length === 1) g.initializers.delete(i);
+    const bias = n.inputs[5];
+    const y = bias ? em.fresh(`${n.name}.merged`) : n.outputs[0]!;
+    const mm: Node = { name: em.fresh(`${n.name}.merged`), opType: 'MatMul', domain: '', inputs: [n.inputs[0]!, n.inputs[1]!], outputs: [y], attrs: {} };
+    return bias ? [mm, { name: em.fresh(`${n.name}.bias`), opType: 'Add', domain: '', inputs: [y, bias], outputs: [n.outputs[0]!], attrs: {} }] : [mm];
+  });
   if (!g.nodes.some((n) => (n.opType === 'DequantizeLinear' || n.opType === 'MatMulInteger') && floatInit(n.opType === 'MatMulInteger' ? n.inputs[1] : n.inputs[0]))) return;
   const prod = producers(g), cons = consumers(g);
   const drop = new Set<Node>();

@@ -3,6 +3,7 @@
 import type { Graph, Node } from '../onnx/ir.ts';
 import { attrInt, attrInts, attrFloat, producers, consumers } from '../onnx/ir.ts';
 import { PeftError, closest } from './errors.ts';
+import { nbitsLayout } from '../onnx/nbits.ts';
 
 export type SiteOp = 'MatMul' | 'Gemm' | 'Conv';
 
@@ -39,16 +40,17 @@ export interface Site {
   group?: number;
   convNode?: Node;
   /**
-   * A frozen quantized layer: 'qdq' (weight through DequantizeLinear of an integer initializer) or
-   * 'dynamic' (onnxruntime's DynamicQuantizeLinear + MatMulInteger + Cast + Mul). `weight` is then the
+   * A frozen quantized layer: 'qdq' (weight through DequantizeLinear of an integer initializer),
+   * 'dynamic' (onnxruntime's DynamicQuantizeLinear + MatMulInteger + Cast + Mul) or 'nbits'
+   * (com.microsoft MatMulNBits: `weight` is its packed uint8 B, dIn/dOut its K/N). `weight` is then the
    * integer initializer, `x` the layer's float input before activation quantization (adapters read
    * it), and `y` the float output. Adapters see the dequantized weight (see ./quantized.ts).
    */
-  quant?: 'qdq' | 'dynamic';
+  quant?: 'qdq' | 'dynamic' | 'nbits';
 }
 
-/** The module name for a weight initializer: `a.b.weight` → `a.b` (`a.b.weight_quantized` too, as onnxruntime's quantizers name it). */
-export const moduleOf = (weight: string) => weight.replace(/_quantized$/, '').replace(/\.weight$/, '');
+/** The module name for a weight initializer: `a.b.weight` → `a.b` (`a.b.weight_quantized` and `a.b.weight_Q4` too, as onnxruntime's quantizers name them). */
+export const moduleOf = (weight: string) => weight.replace(/_quantized$|_Q\d$/, '').replace(/\.weight$/, '');
 
 const isIntWeight = (t: { dtype: string } | undefined) => !!t && (t.dtype === 'int8' || t.dtype === 'uint8');
 
@@ -72,6 +74,13 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
   };
   for (const node of g.nodes) {
     if (exclude(node.name)) continue;
+    if (node.domain === 'com.microsoft' && node.opType === 'MatMulNBits') {
+      // A low-bit weight (transformers.js's q4 models): its own bias (input 5) stays inside the op.
+      const l = nbitsLayout(node), b = node.inputs[1]!;
+      if (typeof l === 'string' || init(b)?.dtype !== 'uint8' || exclude(b)) continue;
+      sites.push({ module: moduleOf(b), node: node.name, op: 'MatMul', weight: b, layout: 'in_out', dIn: l.K, dOut: l.N, x: node.inputs[0]!, y: node.outputs[0]!, out: node.outputs[0]!, quant: 'nbits' });
+      continue;
+    }
     // Default-domain ops only: a com.microsoft.nchwc Conv (a model saved by onnxruntime at level
     // 'all') holds its weight reordered into blocks and reads blocked activations, so an adapter
     // written for an OIHW weight and an NCHW input would mix the wrong elements.

@@ -48,19 +48,20 @@ function quantize(ir: Model): { q4: Model; twin: Model; layers: number } {
         });
       }
     }
-    const name = `${n.inputs[1]}_q4`;
-    q4.graph.initializers.set(`${name}_B`, tensor('uint8', [N, blocks, blob], B));
+    // onnxruntime's quantizer's names: <weight>_Q4, _scales, _zero_points
+    const name = n.inputs[1]!;
+    q4.graph.initializers.set(`${name}_Q4`, tensor('uint8', [N, blocks, blob], B));
     q4.graph.initializers.set(`${name}_scales`, f32([N * blocks], scales));
-    if (withZp) q4.graph.initializers.set(`${name}_zp`, tensor('uint8', [N * zpBytes], zps));
+    if (withZp) q4.graph.initializers.set(`${name}_zero_points`, tensor('uint8', [N * zpBytes], zps));
     twin.graph.initializers.set(n.inputs[1]!, f32([K, N], deq));
     layers++;
     return {
       name: `${n.name}_nbits`, opType: 'MatMulNBits', domain: 'com.microsoft',
-      inputs: [n.inputs[0]!, `${name}_B`, `${name}_scales`, ...(withZp ? [`${name}_zp`] : [])], outputs: n.outputs,
+      inputs: [n.inputs[0]!, `${name}_Q4`, `${name}_scales`, ...(withZp ? [`${name}_zero_points`] : [])], outputs: n.outputs,
       attrs: { K: { kind: 'int', value: K }, N: { kind: 'int', value: N }, bits: { kind: 'int', value: 4 }, block_size: { kind: 'int', value: BLOCK } },
     };
   });
-  for (const n of ir.graph.nodes) if (n.opType === 'MatMul' && q4.graph.initializers.has(`${n.inputs[1]}_q4_B`)) q4.graph.initializers.delete(n.inputs[1]!);
+  for (const n of ir.graph.nodes) if (n.opType === 'MatMul' && q4.graph.initializers.has(`${n.inputs[1]}_Q4`)) q4.graph.initializers.delete(n.inputs[1]!);
   if (!q4.opsets.some((o) => o.domain === 'com.microsoft')) q4.opsets.push({ domain: 'com.microsoft', version: 1 });
   return { q4, twin, layers };
 }
@@ -113,4 +114,31 @@ test('MatMulNBits refusal names the node: act-order g_idx', async () => {
   const step = m.compileTrainStep({ trainable: m.parameterNames(), loss: lossOf(f.meta), outputs: ['logits'] });
   await assert.rejects(step.run(batch), new RegExp(`MatMulNBits node '${node.name}': input g_idx \\(act-order\\) is not supported`));
   await Promise.all([step.release(), m.release(), base.release()]);
+});
+
+test('LoRA on MatMulNBits layers (QLoRA on a 4-bit model): the same loss and adapter gradients as on the float twin; mergeAll folds into plain float MatMuls that compute the adapter model', async () => {
+  const f = readZoo('llama');
+  const base = withoutKvCache(await loadModel(f.modelPath, { threads: 1 }));
+  const { q4, twin } = quantize(base.ir);
+  const m4 = new RefitModel(q4, { threads: 1 }), mt = new RefitModel(twin, { threads: 1 });
+  const lora = () => peft.lora({ targets: (s) => Math.min(s.dIn, s.dOut) >= 2, rank: 2, alpha: 4 });
+  const p4 = peft.withAdapter(m4, 'q', lora()), pt = peft.withAdapter(mt, 'q', lora());
+  assert.deepEqual(p4.trainableNames('q'), pt.trainableNames('q'), 'the same modules (onnxruntime\'s _Q4 names map to the weight\'s module)');
+  assert.equal(p4.trainableNames('q').length, 30, 'A and B on all 15 four-bit layers');
+  // B starts at 0: give it values so that every gradient is informative
+  const values = Object.fromEntries(p4.trainableNames('q').filter((n) => n.includes('lora_B')).map((n, i) => [n, Float32Array.from(p4.param(n).data as Float32Array, (_, k) => 0.05 * Math.sin(i + k))]));
+  p4.setParams(values); pt.setParams(values);
+  const batch = batchOf(f, f.meta.cases[0]!.name);
+  const s4 = p4.compileTrainStep({ trainable: p4.trainableNames('q'), loss: lossOf(f.meta), outputs: ['logits'] });
+  const st = pt.compileTrainStep({ trainable: pt.trainableNames('q'), loss: lossOf(f.meta), outputs: ['logits'] });
+  const r4 = await s4.run(batch), rt = await st.run(batch);
+  assert.ok(Math.abs(r4.loss - rt.loss) <= 1e-5 * Math.abs(rt.loss), `loss ${r4.loss} against ${rt.loss}`);
+  for (const n of p4.trainableNames('q')) assert.ok(maxRel(r4.grads.get(n)!, rt.grads.get(n)!) < 1e-4, `${n}: ${maxRel(r4.grads.get(n)!, rt.grads.get(n)!)}`);
+  await Promise.all([s4.release(), st.release()]);
+  const feeds = Object.fromEntries(Object.entries(batch).filter(([k]) => m4.inputs.some((i) => i.name === k)));
+  const merged = p4.mergeAll();
+  assert.ok(!merged.ir.graph.nodes.some((n) => n.opType === 'MatMulNBits'), 'merged layers are float MatMuls');
+  const want = (await p4.run(feeds))['logits']!.data as Float32Array, got = (await merged.run(feeds))['logits']!.data as Float32Array;
+  assert.ok(maxRel(got, want) < 1e-5, `merged against the adapter model: ${maxRel(got, want)}`);
+  await Promise.all([merged.release(), p4.release(), pt.release(), m4.release(), mt.release(), base.release()]);
 });
