@@ -97,9 +97,11 @@ export async function mergeAdapters(modelPath: string, dirs: string[], out: stri
   }
   const merged = model!.mergeAll();
   if (kv) {
-    const g = merged.ir.graph;
-    if (g.nodes.length !== base.ir.graph.nodes.length || [...g.initializers.keys()].some((k) => !base.ir.graph.initializers.has(k))) {
-      throw new Error(`merge: ${modelPath} has a KV cache, so its adapters must fold into its weights; ${names.join(', ')} changed the graph instead (an adapter that adds layers, or a quantized weight); nothing written`);
+    const g = merged.ir.graph, b = base.ir.graph;
+    const ops = (x: typeof g) => x.nodes.map((n) => `${n.domain}:${n.opType}`).sort().join();
+    const reshaped = [...g.initializers].some(([k, t]) => { const u = b.initializers.get(k); return !u || u.dtype !== t.dtype || u.dims.join() !== t.dims.join(); });
+    if (ops(g) !== ops(b) || reshaped) {
+      throw new Error(`merge: ${modelPath} has a KV cache, so its adapters must fold into its weights as they are stored; ${names.join(', ')} changed the graph instead (an adapter that adds layers, or a merge into a quantized weight, which becomes a float layer); nothing written`);
     }
     writeWeightsBack(given, merged);
   }

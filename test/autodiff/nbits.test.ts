@@ -142,3 +142,29 @@ test('LoRA on MatMulNBits layers (QLoRA on a 4-bit model): the same loss and ada
   assert.ok(maxRel(got, want) < 1e-5, `merged against the adapter model: ${maxRel(got, want)}`);
   await Promise.all([merged.release(), p4.release(), pt.release(), m4.release(), mt.release(), base.release()]);
 });
+
+test('refit train --adapter lora on a 4-bit decoder with a KV cache; refit adapter merge refuses to turn its 4-bit layers into float ones in place', async () => {
+  const { mkdtempSync, rmSync, writeFileSync, existsSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { encodeModel } = await import('../../src/onnx/proto.ts');
+  const { runTrain } = await import('../../src/cli/train.ts');
+  const { mergeAdapters } = await import('../../src/cli/adapter.ts');
+  const { npy } = await import('../helpers/cli.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'refit-nbits-'));
+  try {
+    const file = await loadModel(readZoo('llama').modelPath, { threads: 1 });
+    const { q4 } = quantize(file.ir); // the file as given: past_key_values inputs and all
+    await file.release();
+    const path = join(dir, 'model_q4.onnx');
+    writeFileSync(path, encodeModel(q4));
+    const ids = BigInt64Array.from({ length: 32 * 8 }, (_, i) => BigInt((3 + i * 7) % 29));
+    writeFileSync(join(dir, 'ids.npy'), npy('<i8', [32, 8], ids));
+    const r = await runTrain(path, { task: 'next-token', data: join(dir, 'ids.npy'), adapter: 'lora', rank: 2, epochs: 1, out: join(dir, 'lora'), json: true });
+    assert.ok(r.kvCache && r.steps > 0 && Number.isFinite(r.epochs[0]!.trainLoss), JSON.stringify(r));
+    await assert.rejects(mergeAdapters(path, [join(dir, 'lora')], join(dir, 'merged.onnx')), /must fold into its weights as they are stored; .* a merge into a quantized weight, which becomes a float layer\); nothing written/);
+    assert.ok(!existsSync(join(dir, 'merged.onnx')));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
