@@ -27,7 +27,7 @@ function unpack(row: Uint8Array, i: number, bits: number): number {
   return v & ((1 << bits) - 1);
 }
 
-/** The float weight [N, K] that B, its scales and zero points stand for. */
+/** The float weight that B, its scales and zero points stand for, as [K, N]: what a MatMul's B reads (Y = A · W). */
 export function dequantizeNBits(l: NBitsLayout, B: Tensor, scales: Tensor, zeroPoints?: Tensor): Float32Array {
   const { K, N, bits, blockSize, blocks } = l;
   const blob = Math.ceil((blockSize * bits) / 8);
@@ -46,7 +46,7 @@ export function dequantizeNBits(l: NBitsLayout, B: Tensor, scales: Tensor, zeroP
         : unpack((zeroPoints.data as Uint8Array).subarray(n * zpBytes, (n + 1) * zpBytes), j, bits);
       const scale = s[n * blocks + j]!;
       const block = q.subarray((n * blocks + j) * blob, (n * blocks + j + 1) * blob);
-      for (let i = 0; i < blockSize && j * blockSize + i < K; i++) w[n * K + j * blockSize + i] = (unpack(block, i, bits) - zp) * scale;
+      for (let i = 0; i < blockSize && j * blockSize + i < K; i++) w[(j * blockSize + i) * N + n] = (unpack(block, i, bits) - zp) * scale;
     }
   }
   return w;

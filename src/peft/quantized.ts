@@ -40,10 +40,7 @@ export function floatValue(g: Graph, name: string, t: Tensor): Tensor {
       const l = nbitsLayout(n);
       const scales = init(n.inputs[2]);
       if (typeof l === 'string' || !scales) throw new PeftError(`MatMulNBits node '${n.name}': cannot dequantize weight '${name}' (${typeof l === 'string' ? l : 'its scales are not an initializer'})`);
-      const w = dequantizeNBits(l, t, scales, init(n.inputs[3])); // [N, K]; adapters read [K, N] ('in_out')
-      const wt = new Float32Array(l.K * l.N);
-      for (let o = 0; o < l.N; o++) for (let k = 0; k < l.K; k++) wt[k * l.N + o] = w[o * l.K + k]!;
-      return f32([l.K, l.N], wt);
+      return f32([l.K, l.N], dequantizeNBits(l, t, scales, init(n.inputs[3]))); // 'in_out', as the site says
     }
     if (n.opType === 'MatMulInteger' && n.inputs[1] === name) {
       const ws = weightScale(g, n);

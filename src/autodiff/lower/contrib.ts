@@ -138,10 +138,7 @@ export function lowerContrib(node: Node, graph: Graph, em: Emitter, shapeOf: (t:
         if (present(node, i) && !t) refuse(node, `input ${i} ('${node.inputs[i]}') is computed in the graph; the quantized weight must be stored in the file`);
         return t;
       };
-      const w = dequantizeNBits(l, c(1)!, c(2)!, c(3));
-      const wt = new Float32Array(l.K * l.N);
-      for (let n = 0; n < l.N; n++) for (let k = 0; k < l.K; k++) wt[k * l.N + n] = w[n * l.K + k]!;
-      const y = em.op('MatMul', [node.inputs[0]!, em.constant(f32([l.K, l.N], wt), 'nbits_weight')]);
+      const y = em.op('MatMul', [node.inputs[0]!, em.constant(f32([l.K, l.N], dequantizeNBits(l, c(1)!, c(2)!, c(3))), 'nbits_weight')]);
       return bind(em, present(node, 5) ? em.add(y, node.inputs[5]!) : y, out);
     }
     case 'Gelu':
