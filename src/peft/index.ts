@@ -16,4 +16,5 @@ export { findSites, type Site, type SiteOp, type TargetSelector, type TargetOpti
 export { svd, lowRank } from './linalg.ts';
 export type { AdapterMethod, AdapterPlan } from './types.ts';
 export { quantizeDynamic, type QuantizeDynamicOptions } from './quantize-dynamic.ts';
+export { quantizeNBits, packNBits, type QuantizeNBitsOptions } from './quantize-nbits.ts';
 export { upcastFloat16, downcastFloat16, float16Copy } from '../autodiff/lower/float16.ts';

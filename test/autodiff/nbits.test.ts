@@ -168,3 +168,28 @@ test('refit train --adapter lora on a 4-bit decoder with a KV cache; refit adapt
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('peft.quantizeNBits writes what onnxruntime\'s kernel reads (blocks of 32, longer than some layers\' K): its outputs equal the float model with the weights it stands for', async () => {
+  const { quantizeNBits } = await import('../../src/peft/index.ts');
+  const { dequantizeNBits, nbitsLayout } = await import('../../src/onnx/nbits.ts');
+  const f = readZoo('llama');
+  const base = withoutKvCache(await loadModel(f.modelPath, { threads: 1 }));
+  const q = quantizeNBits(base.ir, { blockSize: 32 });
+  const nodes = q.graph.nodes.filter((n) => n.opType === 'MatMulNBits');
+  assert.equal(nodes.length, 15);
+  const twin = cloneModel(base.ir);
+  for (const n of nodes) {
+    const l = nbitsLayout(n) as Exclude<ReturnType<typeof nbitsLayout>, string>;
+    const w = n.inputs[1]!.replace(/_Q4$/, '');
+    twin.graph.initializers.set(w, f32([l.K, l.N], dequantizeNBits(l, q.graph.initializers.get(n.inputs[1]!)!, q.graph.initializers.get(n.inputs[2]!)!, q.graph.initializers.get(n.inputs[3]!))));
+  }
+  const mq = new RefitModel(q, { threads: 1 }), mt = new RefitModel(twin, { threads: 1 });
+  const batch = batchOf(f, f.meta.cases[0]!.name);
+  const feeds = Object.fromEntries(Object.entries(batch).filter(([k]) => mq.inputs.some((i) => i.name === k)));
+  const zq = (await mq.run(feeds))['logits']!.data as Float32Array, zt = (await mt.run(feeds))['logits']!.data as Float32Array;
+  assert.ok(maxRel(zq, zt) < 1e-5, `${maxRel(zq, zt)}`);
+  const zf = (await base.run(feeds))['logits']!.data as Float32Array;
+  assert.ok(maxRel(zq, zf) > 1e-4 && maxRel(zq, zf) < 1, `4-bit weights change the logits, within their scale: ${maxRel(zq, zf)}`);
+  assert.throws(() => quantizeNBits(base.ir, { blockSize: 24 }), /blockSize must be a power of 2 of at least 16/);
+  await Promise.all([mq.release(), mt.release(), base.release()]);
+});
