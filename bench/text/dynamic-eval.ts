@@ -9,13 +9,14 @@
 //   npx tsx bench/text/dynamic-eval.ts --split source          # the held-out source fortunes (no shift)
 //   --tag <name>: write bench/results/text-dynamic-eval-<name>.* instead
 //   --lora <rank>: adapt a LoRA of that rank on every linear layer (peft.lora) instead of every parameter
+//   --q4: first quantize every weight MatMul to 4 bits (peft.quantizeNBits, blocks of 32: a model_q4.onnx)
 //
 // Batches of --batch (16) rows in stream order; 2 onnxruntime threads. Writes
 // bench/results/text-dynamic-eval-<split|grid>.{json,md}.
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadModel, type RefitModel } from '../../src/model.ts';
+import { loadModel, RefitModel } from '../../src/model.ts';
 import { withTokenInputs } from '../../src/onnx/token-companions.ts';
 import { DynamicEval, DYNAMIC_EVAL_DEFAULTS } from '../../src/tta/dynamic-eval.ts';
 import { parseNpy } from '../../src/cli/data-files.ts';
@@ -87,10 +88,12 @@ async function run(model: RefitModel, opts: { lr: number; decay: number } | null
   await ad?.release();
   const perSegment = Object.fromEntries([...sums].map(([c, [s, k]]) => [c, s / k]));
   const total = [...sums.values()].reduce((acc, [s, k]) => [acc[0] + s, acc[1] + k], [0, 0]);
-  return { label: opts ? `dynamic-eval${rank ? ` LoRA r${rank}` : ''} lr ${opts.lr} decay ${opts.decay}` : 'static', ...(opts ?? {}), perSegment, mean: total[0] / total[1], msPerBatch: ms / batches };
+  return { label: `${q4 ? '4-bit: ' : ''}${opts ? `dynamic-eval${rank ? ` LoRA r${rank}` : ''} lr ${opts.lr} decay ${opts.decay}` : 'static'}`, ...(opts ?? {}), perSegment, mean: total[0] / total[1], msPerBatch: ms / batches };
 }
 
-const base = withTokenInputs(await loadModel(join(dir, 'fortunes-llama.onnx'), { threads: 2 }), { padToken: PAD });
+const q4 = process.argv.includes('--q4');
+const loaded = await loadModel(join(dir, 'fortunes-llama.onnx'), { threads: 2 });
+const base = withTokenInputs(q4 ? new RefitModel(peft.quantizeNBits(loaded.ir, { blockSize: 32 }), { threads: 2 }) : loaded, { padToken: PAD });
 const rank = Number(arg('lora', '0'));
 // LoRA (B = 0 at the start: the same predictions as the base until it adapts), on every linear layer.
 const model: RefitModel = rank ? peft.withAdapter(base, 'dynamic', peft.lora({ targets: (s) => Math.min(s.dIn, s.dOut) >= rank, rank, alpha: rank })) : base;
