@@ -69,6 +69,10 @@ export function lowerForGradient(graph: Graph, shapeOf: (t: string) => number[],
     else lowerContrib(node, graph, em, shapeOf);
     report.lowered.push({ opType: node.opType, node: node.name });
   }
+  // Initializers only the lowered nodes read (a 4-bit weight dequantized into a constant, its scales):
+  // dropped, so the session neither holds them nor warns about them.
+  const read = new Set(graph.nodes.flatMap((n) => n.inputs));
+  for (const n of lower) for (const i of n.inputs) if (i && !read.has(i) && !graph.outputs.some((o) => o.name === i)) graph.initializers.delete(i);
   return report;
 }
 
