@@ -24,6 +24,19 @@ const mask3 = tensor('int32', [B, S, S], Array.from({ length: B * S * S }, (_, i
 const attn = (extra: [string, number[] | ReturnType<typeof tensor>][], attrs: Record<string, number | number[]>, w = 3 * D): OneOp =>
   ({ op: 'Attention', domain: MS, inputs: [['x', [B, S, D]], ['w', [D, w]], ['b', [w]], ...extra], outputs: ['y'], attrs: attrs as never });
 
+/** GroupQueryAttention with 4 query and 2 key/value heads of size Hd (onnxruntime wants a multiple of 16) on a first prompt (an empty past); `half` = rotary channels / 2 (a multiple of 8). */
+const gqa = (packed: boolean, seqlens: number[], attrs: Record<string, number> = {}, half = 0, Hd = 16): OneOp => {
+  const cache = half ? [['cos', tensor('float32', [8, half], Array.from({ length: 8 * half }, (_, i) => Math.cos(i * 0.37)))], ['sin', tensor('float32', [8, half], Array.from({ length: 8 * half }, (_, i) => Math.sin(i * 0.37)))]] as [string, ReturnType<typeof tensor>][] : [];
+  return {
+    op: 'GroupQueryAttention', domain: MS, outputs: ['y'], feed: '', attrs: { num_heads: 4, kv_num_heads: 2, ...attrs } as never,
+    inputs: [
+      ...(packed ? [['q', [B, S, 8 * Hd]], ['', []], ['', []]] : [['q', [B, S, 4 * Hd]], ['k', [B, S, 2 * Hd]], ['v', [B, S, 2 * Hd]]]) as [string, number[]][],
+      ['pk', tensor('float32', [B, 2, 0, Hd], [])], ['pv', tensor('float32', [B, 2, 0, Hd], [])],
+      ['seqlens', tensor('int32', [B], seqlens)], ['total', tensor('int32', [], [S])], ...cache,
+    ],
+  };
+};
+
 const CASES: [string, OneOp][] = [
   ['Gelu', { op: 'Gelu', domain: MS, inputs: [['x', [B, S, D]]], outputs: ['y'], feed: '' }],
   ['FastGelu with bias', { op: 'FastGelu', domain: MS, inputs: [['x', [B, S, D]], ['b', [D]]], outputs: ['y'] }],
@@ -55,6 +68,10 @@ const CASES: [string, OneOp][] = [
   ['FusedConv Clip, stride 2, no bias', { op: 'FusedConv', domain: MS, inputs: [['x', [B, 3, 6, 6]], ['w', [4, 3, 3, 3]]], outputs: ['y'], attrs: { activation: 'Clip', activation_params: { kind: 'floats', value: [-0.2, 0.3] }, strides: [2, 2] } }],
   ['FusedConv HardSigmoid', { op: 'FusedConv', domain: MS, inputs: [['x', [B, 3, 6, 6]], ['w', [4, 3, 3, 3]], ['c', [4]]], outputs: ['y'], attrs: { activation: 'HardSigmoid', activation_params: { kind: 'floats', value: [0.3, 0.4] } } }],
   ['FusedConv LeakyRelu with residual Z', { op: 'FusedConv', domain: MS, inputs: [['x', [B, 3, 6, 6]], ['w', [4, 3, 3, 3]], ['c', [4]], ['z', [B, 4, 4, 4]]], outputs: ['y'], attrs: { activation: 'LeakyRelu', activation_params: { kind: 'floats', value: [0.2] } } }],
+  ['GroupQueryAttention 4/2 heads, first prompt', gqa(false, [S - 1, S - 1])],
+  ['GroupQueryAttention packed QKV, rotary over the whole head', gqa(true, [S - 1, S - 1], { do_rotary: 1 }, 8)],
+  ['GroupQueryAttention rotary over half the head, scale', gqa(false, [S - 1, S - 1], { do_rotary: 1, scale: 0.3 }, 8, 32)],
+  ['GroupQueryAttention right-padded row (seqlens_k 2 of 4)', gqa(false, [S - 1, S - 3], { do_rotary: 1 }, 8)],
   ['EmbedLayerNormalization (segments, mask, mask_index)', { op: 'EmbedLayerNormalization', domain: MS, feed: '', outputs: ['y', 'mask_index'], attrs: { epsilon: { kind: 'float', value: 1e-5 } }, inputs: [
     ['ids', tensor('int32', [B, S], [1, 4, 2, 0, 3, 5, 5, 1, 2, 0])], ['seg', tensor('int32', [B, S], [0, 0, 1, 1, 1, 0, 1, 0, 1, 0])],
     ['word', [6, D]], ['pos', [S, D]], ['segemb', [2, D]], ['g', [D]], ['be', [D]], ['m', tensor('int32', [B, S], [1, 1, 1, 0, 0, 1, 1, 1, 1, 1])]] }],
@@ -88,7 +105,7 @@ test('the forward check catches a wrong unfusing: Attention unfused without the 
 });
 
 test('finite differences through the unfused ops w.r.t. every float input', async () => {
-  for (const [label, spec] of CASES.filter(([l]) => /^(FastGelu with|BiasGelu|QuickGelu$|SkipLayerNormalization \(beta|SkipSimplified|SimplifiedLayer|Attention raw 2-D mask, uni|FusedMatMul transB|FusedMatMul transBatch|FusedGemm Leaky|FusedConv LeakyRelu|EmbedLayerNormalization \(seg)/.test(l))) {
+  for (const [label, spec] of CASES.filter(([l]) => /^(FastGelu with|BiasGelu|QuickGelu$|SkipLayerNormalization \(beta|SkipSimplified|SimplifiedLayer|Attention raw 2-D mask, uni|FusedMatMul transB|FusedMatMul transBatch|FusedGemm Leaky|FusedConv LeakyRelu|EmbedLayerNormalization \(seg|GroupQueryAttention (4\/2|packed|right))/.test(l))) {
     const { model, feeds, params } = oneOp({ ...spec, feed: '' });
     const reports = await gradCheck(model, feeds, { params, outputs: spec.outputs.filter((o) => o && o !== 'mask_index'), maxElements: 24 });
     for (const r of reports) {
@@ -109,6 +126,13 @@ test('fused ops off the gradient path stay fused; unsupported forms are refused 
   const m = new RefitModel(withPresent.model, { threads: 1 });
   const step = m.compileTrainStep({ trainable: ['w'], loss: randomProjectionLoss(['y'], 1) });
   await assert.rejects(step.run(withPresent.feeds), /Attention node 'node_under_test': output present/);
+  // GroupQueryAttention with a non-empty past (a KV cache): refused, pointing to withoutKvCache
+  const cached = gqa(false, [S + 2, S + 2]);
+  cached.inputs = cached.inputs.map(([n, t]) => (n === 'pk' || n === 'pv' ? [n, [B, 2, 3, 16]] : n === 'total' ? [n, tensor('int32', [], [S + 3])] : [n, t]));
+  const withPast = oneOp({ ...cached, feed: 'q' });
+  const mg = new RefitModel(withPast.model, { threads: 1 });
+  const sg = mg.compileTrainStep({ trainable: ['k'], loss: randomProjectionLoss(['y'], 1) });
+  await assert.rejects(sg.run(withPast.feeds), /GroupQueryAttention node 'node_under_test': a non-empty past \(a KV cache\) is not supported: refit trains whole sequences \(withoutKvCache\)/);
 });
 
 /** Transpose a row-major 2-D array. */

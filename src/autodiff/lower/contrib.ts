@@ -8,6 +8,7 @@ import type { Emitter } from '../../onnx/emitter.ts';
 import { f32, i64 } from '../../onnx/tensor.ts';
 import { bind, constantValue, present, refuse, split, wanted } from './util.ts';
 import { dequantizeNBits, nbitsLayout } from '../../onnx/nbits.ts';
+import { gqaRefusal, lowerGqa } from './gqa.ts';
 
 const MS = 'com.microsoft';
 
@@ -18,7 +19,7 @@ const MS = 'com.microsoft';
  */
 export const CONTRIB_OPS = new Set([
   'Gelu', 'FastGelu', 'BiasGelu', 'QuickGelu', 'SkipLayerNormalization', 'SkipSimplifiedLayerNormalization', 'Attention',
-  'FusedMatMul', 'FusedGemm', 'FusedConv', 'EmbedLayerNormalization', 'MatMulNBits',
+  'FusedMatMul', 'FusedGemm', 'FusedConv', 'EmbedLayerNormalization', 'MatMulNBits', 'GroupQueryAttention',
 ]);
 
 /** Activations FusedConv / FusedGemm (and com.microsoft.nchwc Conv) carry, with how many float parameters each takes. */
@@ -59,6 +60,8 @@ export function contribRefusal(node: Node, shapeOf?: (t: string) => number[]): s
       return undefined;
     case 'FusedMatMul':
       return undefined;
+    case 'GroupQueryAttention':
+      return gqaRefusal(node, shapeOf);
     case 'MatMulNBits': {
       const l = nbitsLayout(node);
       if (typeof l === 'string') return l;
@@ -129,6 +132,8 @@ export function lowerContrib(node: Node, graph: Graph, em: Emitter, shapeOf: (t:
   const inp = (i: number) => (present(node, i) ? node.inputs[i]! : null);
   const out = node.outputs[0]!;
   switch (node.opType) {
+    case 'GroupQueryAttention':
+      return lowerGqa(node, em, shapeOf);
     case 'MatMulNBits': {
       // The frozen low-bit weight, dequantized once here (the ONNX reference's rule, ../../onnx/nbits.ts):
       // the step reads it as a float constant [K, N], and the input's gradient flows through it.
