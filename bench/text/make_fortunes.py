@@ -24,7 +24,6 @@ corruption at severity 5 in turn, each segment the whole split in a seeded order
 Run with Debian's python (torch, onnx): /usr/bin/python3 bench/text/make_fortunes.py
 """
 import json
-import math
 import os
 import random
 import re
@@ -34,6 +33,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "test", "fixtures", "zoo"))
+from make_zoo import BertLayer  # noqa: E402  (HF BertLayer, the zoo's; trained here with dropout)
 
 FORTUNES = "/usr/share/games/fortunes"
 CLASSES = ["computers", "definitions", "politics", "science", "songs-poems", "zippy"]
@@ -98,38 +100,6 @@ def corrupt(text, kind, severity, rng):
 
 
 # --- the model -------------------------------------------------------------------------------
-class SelfAttention(nn.Module):
-    def __init__(self, d, heads):
-        super().__init__()
-        self.heads, self.size = heads, d // heads
-        self.query, self.key, self.value = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
-
-    def split(self, x):
-        return x.view(x.size()[:-1] + (self.heads, self.size)).permute(0, 2, 1, 3)
-
-    def forward(self, h, mask):
-        q, k, v = self.split(self.query(h)), self.split(self.key(h)), self.split(self.value(h))
-        p = F.softmax(torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.size) + mask, dim=-1)
-        c = torch.matmul(p, v).permute(0, 2, 1, 3).contiguous()
-        return c.view(c.size()[:-2] + (self.heads * self.size,))
-
-
-class Layer(nn.Module):
-    def __init__(self, d, heads, ffn, dropout):
-        super().__init__()
-        self.attention = SelfAttention(d, heads)
-        self.attention_output = nn.Linear(d, d)
-        self.attention_norm = nn.LayerNorm(d, eps=1e-12)
-        self.intermediate = nn.Linear(d, ffn)
-        self.output = nn.Linear(ffn, d)
-        self.output_norm = nn.LayerNorm(d, eps=1e-12)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, h, mask):
-        a = self.attention_norm(self.drop(self.attention_output(self.attention(h, mask))) + h)
-        return self.output_norm(self.drop(self.output(F.gelu(self.intermediate(a)))) + a)
-
-
 class Bert(nn.Module):
     def __init__(self, vocab, d=64, heads=4, layers=2, ffn=256, labels=len(CLASSES), dropout=0.1):
         super().__init__()
@@ -138,7 +108,7 @@ class Bert(nn.Module):
         self.token_type_embeddings = nn.Embedding(2, d)
         self.embeddings_norm = nn.LayerNorm(d, eps=1e-12)
         self.register_buffer("position_ids", torch.arange(MAX_LEN).expand((1, -1)))
-        self.layers = nn.ModuleList([Layer(d, heads, ffn, dropout) for _ in range(layers)])
+        self.layers = nn.ModuleList([BertLayer(d, heads, ffn, dropout) for _ in range(layers)])
         self.pooler = nn.Linear(d, d)
         self.classifier = nn.Linear(d, labels)
         self.drop = nn.Dropout(dropout)
