@@ -20,6 +20,7 @@ import { loadModel, RefitModel } from '../../src/model.ts';
 import { withTokenInputs } from '../../src/onnx/token-companions.ts';
 import { DynamicEval, DYNAMIC_EVAL_DEFAULTS } from '../../src/tta/dynamic-eval.ts';
 import { parseNpy } from '../../src/cli/data-files.ts';
+import { scoreLogits } from '../../src/cli/common.ts';
 import * as peft from '../../src/peft/index.ts';
 import { tensor, type Tensor } from '../../src/onnx/tensor.ts';
 
@@ -57,12 +58,7 @@ function nll(z: Float32Array, x: Tensor): number {
   let sum = 0, k = 0;
   for (let i = 0; i < d.length; i++) {
     if (i % T === T - 1 || d[i + 1] === BigInt(PAD)) continue;
-    const row = z.subarray(i * V, (i + 1) * V);
-    let m = -Infinity;
-    for (let v = 0; v < V; v++) if (row[v]! > m) m = row[v]!;
-    let e = 0;
-    for (let v = 0; v < V; v++) e += Math.exp(row[v]! - m);
-    sum += m + Math.log(e) - row[Number(d[i + 1])]!;
+    sum += scoreLogits(z.subarray(i * V, (i + 1) * V), V, [Number(d[i + 1])]).lossSum;
     k++;
   }
   return sum / Math.max(1, k);

@@ -9,7 +9,7 @@ import { loadModel } from '../model.ts';
 import { withTokenInputs } from '../onnx/token-companions.ts';
 import { tensorOf, type Tensor } from '../onnx/tensor.ts';
 import { createAdapter } from '../tta/index.ts';
-import { progressBar, range, writeTextAtomic } from './common.ts';
+import { progressBar, range, scoreLogits, writeTextAtomic } from './common.ts';
 import { readTokenIds, tokenInputs } from './token-inputs.ts';
 import { kvCacheOf, withoutKvCache } from '../onnx/kv-cache.ts';
 
@@ -29,12 +29,7 @@ function perSequence(z: Float32Array, ids: ArrayLike<number>, b: number, T: numb
     for (let t = 0; t + 1 < T; t++) {
       const y = ids[s * T + t + 1]!;
       if (y === pad) continue;
-      const row = z.subarray((s * T + t) * V, (s * T + t + 1) * V);
-      let m = -Infinity;
-      for (let v = 0; v < V; v++) if (row[v]! > m) m = row[v]!;
-      let e = 0;
-      for (let v = 0; v < V; v++) e += Math.exp(row[v]! - m);
-      sum += m + Math.log(e) - row[y]!;
+      sum += scoreLogits(z.subarray((s * T + t) * V, (s * T + t + 1) * V), V, [y]).lossSum;
       n++;
     }
     return { sum, n };
