@@ -10,6 +10,7 @@
 import type onnxProto from 'onnx-proto';
 import type { Graph, Node } from './ir.ts';
 import { graphFromProto } from './proto.ts';
+import { subgraphsOf } from './subgraphs.ts';
 import { toNumbers } from './tensor.ts';
 
 /** The value of a one-element condition that is an initializer or a Constant node's output; undefined when it is computed or fed. */
@@ -29,9 +30,6 @@ function branchOf(n: Node, value: boolean): Graph {
   if (!proto) throw new Error(`If node '${n.name}' has no ${key} graph`);
   return graphFromProto(proto);
 }
-
-/** Whether a node carries a subgraph (If, Loop, Scan), whose outer-scope reads cannot be followed through a rename. */
-const hasSubgraph = (n: Node) => Object.values(n.attrs).some((a) => a.kind === 'opaque' && !!(a.value as onnxProto.onnx.IAttributeProto).g);
 
 /** Replace If node `n` of `g` by the branch it takes when its condition is `value`. */
 export function inlineIf(g: Graph, n: Node, value: boolean): void {
@@ -62,7 +60,7 @@ export function inlineIf(g: Graph, n: Node, value: boolean): void {
     if (own) rename.set(o.name, target);
     else copies.push({ name: fresh(outerNodes, `${n.name}_out${i}`), opType: 'Identity', domain: '', inputs: [rename.get(o.name) ?? o.name], outputs: [target], attrs: {} });
   });
-  if (rename.size && b.nodes.some(hasSubgraph)) {
+  if (rename.size && b.nodes.some((x) => subgraphsOf(x).length > 0)) { // outer-scope reads cannot follow a rename
     throw new Error(`If node '${n.name}': its branch holds a nested subgraph and defines names the outer graph also uses (${[...rename.keys()].slice(0, 3).join(', ')}); refit cannot inline it`);
   }
   const r = (name: string) => rename.get(name) ?? name;

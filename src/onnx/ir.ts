@@ -1,6 +1,7 @@
 // A thin typed IR over ONNX: plain objects that are easy to inspect and rewrite.
 // Converted to and from onnx-proto messages in ./proto.ts.
 import type { DType, Tensor } from './tensor.ts';
+import { outerReads } from './subgraphs.ts';
 
 export type Attr =
   | { kind: 'int'; value: number }
@@ -140,6 +141,27 @@ export function producers(graph: Graph): Map<string, Node> {
   const m = new Map<string, Node>();
   for (const n of graph.nodes) for (const o of n.outputs) if (o) m.set(o, n);
   return m;
+}
+
+/**
+ * Remove nodes that no graph output depends on, then initializers nothing reads. An If, Loop or
+ * Scan counts what its subgraphs read from this graph as read (./subgraphs.ts).
+ */
+export function dropDead(g: Graph): void {
+  const prod = producers(g);
+  const reads = (n: Node) => [...n.inputs, ...outerReads(n)];
+  const live = new Set<Node>();
+  const stack = g.outputs.map((o) => prod.get(o.name)).filter((n): n is Node => !!n);
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (live.has(n)) continue;
+    live.add(n);
+    for (const i of reads(n)) { const p = i ? prod.get(i) : undefined; if (p) stack.push(p); }
+  }
+  g.nodes = g.nodes.filter((n) => live.has(n));
+  const used = new Set(g.nodes.flatMap(reads));
+  for (const o of g.outputs) used.add(o.name);
+  for (const k of [...g.initializers.keys()]) if (!used.has(k)) g.initializers.delete(k);
 }
 
 /** Map from tensor name to the nodes consuming it. */

@@ -11,8 +11,8 @@
 // Its weights keep their names, so what trains on it can be written back into the original file
 // (writeWeightsBack), which keeps its cache for generation.
 import type { RefitModel } from '../model.ts';
-import type { Graph, Node, ValueInfo } from './ir.ts';
-import { opsetVersion } from './ir.ts';
+import type { Node, ValueInfo } from './ir.ts';
+import { dropDead, opsetVersion } from './ir.ts';
 import { Emitter } from './emitter.ts';
 import { i64, tensor, type DType, type Tensor } from './tensor.ts';
 import { inlineConstantIfs } from './inline-if.ts';
@@ -92,27 +92,13 @@ export function withoutKvCache(model: RefitModel): RefitModel {
     const present = new Set(kv.present);
     g.outputs = g.outputs.filter((o) => !present.has(o.name));
     if (!g.outputs.length) throw new Error('withoutKvCache: the model has no output besides its KV cache');
-    dropDeadNodes(g);
+    dropDead(g); // the present tensors' producers that nothing else reads
   });
 }
 
 /** A ConstantOfShape node writing an empty (or zero) tensor of `dtype` to `out`. */
 function emptyOfShape(em: Emitter, shape: string, out: string, dtype: DType): Node {
   return { name: em.fresh(`${out}_node`), opType: 'ConstantOfShape', domain: '', inputs: [shape], outputs: [out], attrs: { value: { kind: 'tensor', value: tensor(dtype, [1], [0]) } } };
-}
-
-/** Remove nodes no graph output depends on (the present tensors' producers that nothing else reads). */
-function dropDeadNodes(g: Graph): void {
-  const live = new Set(g.outputs.map((o) => o.name));
-  const keep: Node[] = [];
-  for (let i = g.nodes.length - 1; i >= 0; i--) {
-    const n = g.nodes[i]!;
-    if (!n.outputs.some((o) => o && live.has(o))) continue;
-    keep.push(n);
-    for (const x of n.inputs) if (x) live.add(x);
-  }
-  g.nodes = keep.reverse();
-  for (const k of [...g.initializers.keys()]) if (!live.has(k)) g.initializers.delete(k);
 }
 
 /**

@@ -35,24 +35,6 @@ export function toposort(g: Graph): void {
   g.nodes = out;
 }
 
-/** Remove nodes that no graph output depends on, then initializers no node reads. */
-export function dropDead(g: Graph): void {
-  const prod = new Map<string, Node>();
-  for (const n of g.nodes) for (const o of n.outputs) if (o) prod.set(o, n);
-  const live = new Set<Node>();
-  const stack = g.outputs.map((o) => prod.get(o.name)).filter((n): n is Node => !!n);
-  while (stack.length) {
-    const n = stack.pop()!;
-    if (live.has(n)) continue;
-    live.add(n);
-    for (const i of n.inputs) { const p = i ? prod.get(i) : undefined; if (p) stack.push(p); }
-  }
-  g.nodes = g.nodes.filter((n) => live.has(n));
-  const used = new Set(g.nodes.flatMap((n) => n.inputs));
-  for (const o of g.outputs) used.add(o.name);
-  for (const k of [...g.initializers.keys()]) if (!used.has(k)) g.initializers.delete(k);
-}
-
 /** x · Wᵀ for a weight stored PyTorch-style [out, in] (every adapter matrix is). */
 export function linearT(em: Emitter, x: string, w: string): string {
   return em.op('MatMul', [x, em.transpose(w, [1, 0])]);

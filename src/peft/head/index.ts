@@ -2,7 +2,8 @@
 // replacing the model's old head (whose nodes and weights leave the graph).
 import type { AdapterMethod, AdapterPlan, PlanContext } from '../types.ts';
 import { type Tensor, f32 } from '../../onnx/tensor.ts';
-import { dropDead, linearT } from '../rewrite.ts';
+import { linearT } from '../rewrite.ts';
+import { dropDead } from '../../onnx/ir.ts';
 import { kaimingUniform } from '../linalg.ts';
 import { Rng } from '../../util/rng.ts';
 import { PeftError } from '../errors.ts';
