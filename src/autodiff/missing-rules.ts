@@ -2,7 +2,7 @@
 // so a compile (or a diagnosis) names every blocker instead of the first one met.
 import { isDefaultDomain, type Node } from '../onnx/ir.ts';
 import { ruleFor, supportedOps, NO_GRADIENT_OPS } from './rule.ts';
-import { outerReads } from '../onnx/subgraphs.ts';
+import { readsOf } from '../onnx/subgraphs.ts';
 
 export interface Blocker {
   opType: string;
@@ -32,12 +32,6 @@ export interface PathQuery {
 }
 
 export { isDefaultDomain };
-
-/** What a node reads: its inputs, and for If/Loop/Scan the enclosing graph's tensors its subgraphs read. */
-function readsOf(n: Node): readonly string[] {
-  const outer = outerReads(n);
-  return outer.length ? [...n.inputs, ...outer] : n.inputs;
-}
 
 /** Tensors that depend on a `wrt` tensor through ops that carry gradient (float tensors only). */
 export function dependents(q: Pick<PathQuery, 'nodes' | 'wrt' | 'isFloat'>): Set<string> {

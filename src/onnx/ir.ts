@@ -1,7 +1,7 @@
 // A thin typed IR over ONNX: plain objects that are easy to inspect and rewrite.
 // Converted to and from onnx-proto messages in ./proto.ts.
 import type { DType, Tensor } from './tensor.ts';
-import { outerReads } from './subgraphs.ts';
+import { readsOf } from './subgraphs.ts';
 
 export type Attr =
   | { kind: 'int'; value: number }
@@ -149,17 +149,16 @@ export function producers(graph: Graph): Map<string, Node> {
  */
 export function dropDead(g: Graph): void {
   const prod = producers(g);
-  const reads = (n: Node) => [...n.inputs, ...outerReads(n)];
   const live = new Set<Node>();
   const stack = g.outputs.map((o) => prod.get(o.name)).filter((n): n is Node => !!n);
   while (stack.length) {
     const n = stack.pop()!;
     if (live.has(n)) continue;
     live.add(n);
-    for (const i of reads(n)) { const p = i ? prod.get(i) : undefined; if (p) stack.push(p); }
+    for (const i of readsOf(n)) { const p = i ? prod.get(i) : undefined; if (p) stack.push(p); }
   }
   g.nodes = g.nodes.filter((n) => live.has(n));
-  const used = new Set(g.nodes.flatMap(reads));
+  const used = new Set(g.nodes.flatMap(readsOf));
   for (const o of g.outputs) used.add(o.name);
   for (const k of [...g.initializers.keys()]) if (!used.has(k)) g.initializers.delete(k);
 }

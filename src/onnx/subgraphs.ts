@@ -19,14 +19,14 @@ export function subgraphsOf(n: Node): GraphProto[] {
   return out;
 }
 
-function readsOf(g: GraphProto, into: Set<string>): void {
+function collectReads(g: GraphProto, into: Set<string>): void {
   const defined = new Set<string>([...(g.input ?? []).map((v) => v.name ?? ''), ...(g.initializer ?? []).map((t) => t.name ?? '')]);
   for (const n of g.node ?? []) {
     for (const i of n.input ?? []) if (i && !defined.has(i)) into.add(i);
     for (const a of n.attribute ?? []) {
       const nested = new Set<string>();
-      if (a.g) readsOf(a.g, nested);
-      for (const s of a.graphs ?? []) readsOf(s, nested);
+      if (a.g) collectReads(a.g, nested);
+      for (const s of a.graphs ?? []) collectReads(s, nested);
       for (const i of nested) if (!defined.has(i)) into.add(i);
     }
     for (const o of n.output ?? []) if (o) defined.add(o);
@@ -41,9 +41,15 @@ export function outerReads(n: Node): string[] {
   let r = cache.get(n);
   if (!r) {
     const s = new Set<string>();
-    for (const g of subgraphsOf(n)) readsOf(g, s);
+    for (const g of subgraphsOf(n)) collectReads(g, s);
     r = [...s];
     cache.set(n, r);
   }
   return r;
+}
+
+/** What a node reads: its inputs, and for If/Loop/Scan the enclosing graph's tensors its subgraphs read. */
+export function readsOf(n: Node): readonly string[] {
+  const outer = outerReads(n);
+  return outer.length ? [...n.inputs, ...outer] : n.inputs;
 }
