@@ -11,7 +11,7 @@ import { tensorOf, type Tensor } from '../onnx/tensor.ts';
 import { createAdapter } from '../tta/index.ts';
 import { progressBar, range, scoreLogits, writeTextAtomic } from './common.ts';
 import { readTokenIds, tokenInputs } from './token-inputs.ts';
-import { kvCacheOf, withoutKvCache } from '../onnx/kv-cache.ts';
+import { withoutKvCache } from '../onnx/kv-cache.ts';
 
 export interface LanguageModelScores {
   /** Labelled positions (a next token that is not padding) over the stream. */
@@ -39,7 +39,7 @@ function perSequence(z: Float32Array, ids: ArrayLike<number>, b: number, T: numb
 export async function adaptLanguageModel(modelPath: string, o: { method: string; stream: string; out: string; batchSize: number; padToken?: number; logits?: string; json?: boolean; methodOptions?: Record<string, unknown> }): Promise<{ samples: number; batches: number; scores: LanguageModelScores; ms: number }> {
   const ext = extname(o.out).toLowerCase();
   const given = await loadModel(modelPath);
-  const base = kvCacheOf(given) ? withoutKvCache(given) : given;
+  const base = withoutKvCache(given); // a model without a cache comes back as it is
   const inputs = tokenInputs(base, `--method ${o.method}`);
   const logits = o.logits ?? base.outputs.find((out) => out.shape?.length === 3)?.name;
   if (!logits) throw new Error(`--method ${o.method} adapts language models: it needs [batch, sequence, vocabulary] logits; this model's outputs are ${base.outputs.map((out) => `${out.name} ${JSON.stringify(out.shape)}`).join(', ')}`);

@@ -6,7 +6,7 @@ import { progressBar, positiveInt, finiteNumber, range, preprocessOptions } from
 import { classifyTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
 import { TASKS } from './train.ts';
-import { kvCacheOf, withoutKvCache } from '../onnx/kv-cache.ts';
+import { withoutKvCache } from '../onnx/kv-cache.ts';
 
 export interface EvalOptions {
   /** 'classify' (the default) or 'next-token' (a language model on token sequences). */
@@ -51,7 +51,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
     const flags = [o.labels && '--labels', o.labelColumn && '--label-column', prep.pixels && '--mean/--std', prep.resize !== undefined && '--resize'].filter(Boolean);
     if (flags.length) throw new Error(`${flags.join(', ')}: not for --task next-token, which scores each position on the sequence's own next token`);
     const given = await loadModel(modelPath);
-    const model = kvCacheOf(given) ? withoutKvCache(given) : given;
+    const model = withoutKvCache(given); // a model without a cache comes back as it is
     try {
       const task = nextTokenTask(model, { data: o.data, ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) });
       const n = task.data.samples;
