@@ -50,10 +50,11 @@ test('a step session has the memory pattern off; the probe session gets no weigh
     const step = model.compileTrainStep({ trainable: ['w2'], loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) });
     const r = await step.run(batch);
     assert.ok(Number.isFinite(r.loss));
-    const steps = rec.created.filter((c) => c.outputs.includes('refit.loss') && c.options.graphOptimizationLevel !== 'disabled');
+    // Probes run at 'basic' (inference) or 'disabled' (the cut run); steps at refit's default, 'all'.
+    const steps = rec.created.filter((c) => c.outputs.includes('refit.loss') && c.options.graphOptimizationLevel === 'all');
     assert.equal(steps.length, 1);
     assert.equal(steps[0]!.options.enableMemPattern, false);
-    const probes = rec.created.filter((c) => c.options.graphOptimizationLevel === 'disabled');
+    const probes = rec.created.filter((c) => c.options.graphOptimizationLevel === 'basic');
     assert.ok(probes.length >= 1);
     for (const p of probes) assert.equal(p.initializers, 0, 'weights are inputs of the inference-only probe');
     await step.release();
@@ -67,7 +68,7 @@ test('a step asked for the memory pattern gets it', async () => {
   try {
     const step = mlp().compileTrainStep({ trainable: ['w1'], loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }), session: { memoryPattern: true } });
     await step.run(batch);
-    const s = rec.created.find((c) => c.outputs.includes('refit.loss') && c.options.graphOptimizationLevel !== 'disabled')!;
+    const s = rec.created.find((c) => c.outputs.includes('refit.loss') && c.options.graphOptimizationLevel === 'all')!;
     assert.notEqual(s.options.enableMemPattern, false);
     await step.release();
   } finally {
