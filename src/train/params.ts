@@ -115,7 +115,10 @@ export function selectParams(graph: Graph, sel: ParamSelector): string[] {
   else if (typeof sel === 'function') chosen = candidates.filter((n) => sel(n, graph.initializers.get(n)!));
   else {
     const names = typeof sel === 'string' ? [sel] : [...sel];
+    // A candidate can train; only the others need the reasons (each of which scans the graph).
+    const ok = new Set(candidates);
     for (const n of names) {
+      if (ok.has(n)) continue;
       const why = whyNotParameter(graph, n);
       if (why) throw new Error(`trainable ${why}`);
       if (!graph.initializers.has(n)) throw new Error(`trainable '${n}' is not an initializer of the model. ${closestHint(n, candidates)}`);
