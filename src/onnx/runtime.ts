@@ -51,6 +51,16 @@ export interface SessionOptions {
    */
   qdqMatMulAccuracy?: 0 | 1 | 2 | 3 | 4;
   /**
+   * Whether onnxruntime pre-packs constant matrix weights (its default; session.disable_prepacking
+   * when false). A pre-packed MatMul or Gemm weight is a second copy of it in the kernel's layout, and
+   * a frozen weight that both the forward and the input gradient read is packed twice: on a
+   * 135M-parameter decoder's LoRA step that was 0.7 GB (docs/speed.md, session 19). Unpacked, the
+   * kernel packs panels per call, which costs little when the product has many rows (a training
+   * batch) and more at one row (a single-token inference), so inference keeps it.
+   * @default true
+   */
+  prepack?: boolean;
+  /**
    * Training steps on onnxruntime-node's CPU provider (optimization 'all'): run convolutions whose
    * weights are fed (trainable) on onnxruntime's blocked NCHWc kernels, which it uses by itself
    * only for constant weights (src/onnx/nchwc.ts). Same numbers (tested); ignored elsewhere.
@@ -168,6 +178,7 @@ export async function createSession(model: Uint8Array | Model, opts: SessionOpti
   // (ViT inference 5.0 → 6.2 ms), so `spinning: true` brings it back.
   const session: Record<string, unknown> = { qdq_matmulnbits_accuracy_level: String(opts.qdqMatMulAccuracy ?? 1) };
   if (!opts.spinning) Object.assign(session, { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } });
+  if (opts.prepack === false) session.disable_prepacking = '1';
   o.extra = { session };
   if (externalData?.length) o.externalData = externalData;
   try {

@@ -89,3 +89,25 @@ test('inference sessions (RefitModel.run) have the memory pattern off too', asyn
     rec.restore();
   }
 });
+
+test('a step asked not to pre-pack its weights gets session.disable_prepacking, and the same loss and gradients within float rounding', async () => {
+  const rec = recording();
+  try {
+    const model = mlp();
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    const packed = await model.compileTrainStep({ trainable: ['w2'], loss }).run(batch);
+    const step = model.compileTrainStep({ trainable: ['w2'], loss, session: { prepack: false } });
+    const unpacked = await step.run(batch);
+    const steps = rec.created.filter((c) => c.outputs.includes('refit.loss') && c.options.graphOptimizationLevel === 'all');
+    assert.equal(steps.length, 2);
+    const config = (c: Created) => (c.options.extra as { session?: Record<string, unknown> } | undefined)?.session?.disable_prepacking;
+    assert.equal(config(steps[0]!), undefined, 'pre-packing stays onnxruntime\'s default');
+    assert.equal(config(steps[1]!), '1');
+    assert.ok(Math.abs(unpacked.loss - packed.loss) <= 1e-6 * Math.abs(packed.loss));
+    const a = unpacked.grads.get('w2')!, b = packed.grads.get('w2')!;
+    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i]! - b[i]!) <= 1e-5 * (Math.abs(b[i]!) + 1e-3), `w2[${i}]`);
+    await step.release();
+  } finally {
+    rec.restore();
+  }
+});
