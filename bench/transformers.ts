@@ -4,9 +4,10 @@
 // HF Llama-structured decoder exported with a KV cache (past_key_values inputs, as onnx-community
 // ships it; refit trains it through withoutKvCache, PyTorch calls it without a cache), the classes
 // of test/fixtures/zoo/make_zoo.py at bench size, exported by bench/transformers_torch.py (opset
-// 14, dynamic batch and sequence axes).
+// 14, dynamic batch and sequence axes). `smollm` (not in the default list: 652 MB, about 2 min a
+// run) is that Llama at SmolLM-135M's shape.
 //
-//   npx tsx bench/transformers.ts [--models gpt,bert] [--configs infer,full,lora] [--reps 5] [--warmup 2] [--out bench/results/transformers]
+//   npx tsx bench/transformers.ts [--models gpt,bert,smollm] [--configs infer,full,lora] [--reps 5] [--warmup 2] [--out bench/results/transformers]
 //
 // Configurations (refit / PyTorch): infer = model.run / forward under no_grad; full = every
 // parameter, the model's loss, SGD lr 1e-3 (Trainer / torch.optim.SGD; GPT's tied lm_head is two
@@ -31,7 +32,9 @@ const MODELS = {
   gpt: { vocab: 2048, batch: 8, seq: 128, label: 'nanoGPT-style decoder: vocab 2048, d 256, 4 heads, 4 layers, block 128 (3.7M parameters); batch 8 × 128 tokens' },
   bert: { vocab: 4096, batch: 16, seq: 128, label: 'BERT-style encoder (HF BertForSequenceClassification structure): vocab 4096, d 256, 4 heads, 4 post-LN layers, FFN 1024 (4.3M parameters), 2 labels; batch 16 × 128 tokens, odd sequences padded by 8' },
   llama: { vocab: 2048, batch: 8, seq: 128, label: 'HF Llama-structured decoder (RMSNorm, rotary, 4 query / 2 key-value heads, SwiGLU FFN 704), vocab 2048, d 256, 4 layers, untied head (3.8M parameters), exported with past_key_values inputs and trained without the cache; batch 8 × 128 tokens' },
+  smollm: { vocab: 49152, batch: 4, seq: 128, label: 'the same Llama structure at SmolLM-135M\'s shape (d 576, 30 layers, 9 query / 3 key-value heads, FFN 1536, vocab 49152, lm_head tied to the embedding: 134.5M parameters, random weights with std 0.02), exported as the Llama; batch 4 × 128 tokens' },
 } as const;
+const isLlama = (n: string) => n === 'llama' || n === 'smollm';
 type Name = keyof typeof MODELS;
 const CONFIGS = ['infer', 'full', 'lora'] as const;
 type Cfg = (typeof CONFIGS)[number];
@@ -53,10 +56,10 @@ async function child(name: Name, config: Cfg, reps: number, warmup: number): Pro
   const { batch: B, seq: T, vocab } = MODELS[name];
   const feeds: Record<string, import('../src/onnx/tensor.ts').Tensor> = {};
   let loss;
-  if (name === 'gpt' || name === 'llama') {
+  if (name === 'gpt' || isLlama(name)) {
     const idx = tokens(B * T, vocab, name === 'gpt' ? 1 : 3);
     feeds[name === 'gpt' ? 'idx' : 'input_ids'] = i64([B, T], idx);
-    if (name === 'llama') {
+    if (isLlama(name)) {
       feeds.attention_mask = i64([B, T], Array.from({ length: B * T }, () => 1));
       feeds.position_ids = i64([B, T], Array.from({ length: B * T }, (_, i) => i % T));
     }
@@ -107,7 +110,8 @@ const reps = Number(arg('reps', '5')), warmup = Number(arg('warmup', '2'));
 const out = arg('out', join(root, 'bench/results/transformers'));
 const torchEnv = Object.fromEntries(arg('torch-env', 'OMP_WAIT_POLICY=PASSIVE').split(',').filter(Boolean).map((kv) => kv.split('=') as [string, string]));
 if (!models.every((m) => existsSync(join(modelDir, `${m}.onnx`)))) {
-  const r = spawnSync('/usr/bin/python3', [join(here, 'transformers_torch.py'), '--export', modelDir], { stdio: 'inherit' });
+  const missing = models.filter((m) => !existsSync(join(modelDir, `${m}.onnx`)));
+  const r = spawnSync('/usr/bin/python3', [join(here, 'transformers_torch.py'), '--export', modelDir, '--only', missing.join(',')], { stdio: 'inherit' });
   if (r.status !== 0) throw new Error('bench/transformers_torch.py --export failed (Debian: apt-get install python3-torch python3-onnx)');
 }
 const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """PyTorch side of bench/transformers.ts: a nanoGPT-style decoder, a BERT-style encoder and an HF
-Llama-structured decoder (the classes of test/fixtures/zoo/make_zoo.py) at bench size, exported to
+Llama-structured decoder (the classes of test/fixtures/zoo/make_zoo.py) at bench size, and the same
+Llama at SmolLM-135M's shape (`smollm`, 134.5M parameters, lm_head tied), exported to
 ONNX the way users export them (opset 14, dynamic batch and sequence axes; the Llama as
 onnx-community ships it, with past_key_values inputs and present outputs), and timed here on the
 same weights and inputs (the Llama without a cache, as refit trains it).
 
 Debian's system python (torch 1.13):
-    /usr/bin/python3 bench/transformers_torch.py --export tmp/transformer-models
+    /usr/bin/python3 bench/transformers_torch.py --export tmp/transformer-models [--only smollm]
     /usr/bin/python3 bench/transformers_torch.py --run gpt lora --models tmp/transformer-models [--reps 5] [--warmup 2]
 
 --run prints one JSON line: ms (median of reps), times, first_ms, peak_rss_mb, loss (before any
@@ -37,16 +38,20 @@ MODELS = {
     "gpt": dict(vocab=2048, block=128, d=256, heads=4, layers=4, batch=8, seq=128),
     "bert": dict(vocab=4096, max_pos=128, d=256, heads=4, layers=4, ffn=1024, batch=16, seq=128, labels=2),
     "llama": dict(vocab=2048, d=256, heads=4, kv_heads=2, layers=4, ffn=704, batch=8, seq=128),
+    # SmolLM-135M's shape (HF config: hidden 576, 30 layers, 9 heads, 3 key-value heads,
+    # intermediate 1536, vocab 49152, tied embeddings, initializer_range 0.02), random weights.
+    "smollm": dict(vocab=49152, d=576, heads=9, kv_heads=3, layers=30, ffn=1536, batch=4, seq=128, tie=True, std=0.02),
 }
+LLAMAS = ("llama", "smollm")
 
 
 def build(name):
     c = MODELS[name]
-    torch.manual_seed({"gpt": 21, "bert": 22, "llama": 23}[name])
+    torch.manual_seed({"gpt": 21, "bert": 22, "llama": 23, "smollm": 24}[name])
     if name == "gpt":
         return GPT(c["vocab"], c["block"], c["d"], c["heads"], c["layers"])
-    if name == "llama":
-        return LlamaForCausalLM(c["vocab"], c["d"], c["heads"], c["kv_heads"], c["layers"], c["ffn"])
+    if name in LLAMAS:
+        return LlamaForCausalLM(c["vocab"], c["d"], c["heads"], c["kv_heads"], c["layers"], c["ffn"], c.get("tie", False), c.get("std", 0.2))
     return Bert(c["vocab"], c["max_pos"], c["d"], c["heads"], c["layers"], c["ffn"], c["labels"])
 
 
@@ -63,7 +68,7 @@ def inputs(name):
         labels = torch.full((B, T), -100, dtype=torch.long)
         labels[:, :-1] = idx[:, 1:]  # next token; the last position has none
         return (idx,), labels
-    if name == "llama":
+    if name in LLAMAS:
         idx = tokens(B * T, c["vocab"], 3).view(B, T)
         labels = torch.full((B, T), -100, dtype=torch.long)
         labels[:, :-1] = idx[:, 1:]
@@ -78,7 +83,7 @@ def inputs(name):
 
 
 def loss_of(name, logits, labels):
-    if name in ("gpt", "llama"):
+    if name in ("gpt", *LLAMAS):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
     return F.cross_entropy(logits, labels)
 
@@ -109,15 +114,15 @@ def add_lora(model):
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def export(out):
+def export(out, names):
     os.makedirs(out, exist_ok=True)
-    for name in MODELS:
+    for name in names:
         m = build(name).eval()
         args, _ = inputs(name)
-        if name == "llama":
-            export_llama(m, os.path.join(out, "llama.onnx"))
-            torch.save(m.state_dict(), os.path.join(out, "llama.pt"))
-            print(f"exported llama: {sum(p.numel() for p in m.parameters())} parameters")
+        if name in LLAMAS:
+            export_llama(m, name, os.path.join(out, f"{name}.onnx"))
+            torch.save(m.state_dict(), os.path.join(out, f"{name}.pt"))
+            print(f"exported {name}: {sum(p.numel() for p in m.parameters())} parameters")
             continue
         seq = {0: "batch", 1: "sequence"}
         names = ["idx"] if name == "gpt" else ["input_ids", "token_type_ids", "attention_mask"]
@@ -129,9 +134,9 @@ def export(out):
         print(f"exported {name}: {sum(p.numel() for p in m.parameters())} parameters")
 
 
-def export_llama(m, path):
+def export_llama(m, name, path):
     """As onnx-community's model.onnx: past_key_values inputs, present outputs, traced with a past of 3."""
-    c = MODELS["llama"]
+    c = MODELS[name]
     L, hd = c["layers"], c["d"] // c["heads"]
     gen = torch.Generator().manual_seed(4)
     past = [torch.randn(2, c["kv_heads"], 3, hd, generator=gen) for _ in range(2 * L)]
@@ -186,12 +191,13 @@ def run(name, config, models, reps, warmup):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--export")
+    ap.add_argument("--only", default=",".join(MODELS), help="the models --export writes")
     ap.add_argument("--run", nargs=2)
     ap.add_argument("--models", default=os.path.join(HERE, "..", "tmp", "transformer-models"))
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     a = ap.parse_args()
     if a.export:
-        export(a.export)
+        export(a.export, a.only.split(","))
     if a.run:
         run(a.run[0], a.run[1], a.models, a.reps, a.warmup)
