@@ -37,6 +37,15 @@ const gqa = (packed: boolean, seqlens: number[], attrs: Record<string, number> =
   };
 };
 
+/** RotaryEmbedding on `input` (a shape) with a cos/sin cache of 8 positions × `half` and the given position ids. */
+const rope = (input: number[], half: number, positions: ReturnType<typeof tensor>, attrs: Record<string, number> = {}): OneOp => ({
+  op: 'RotaryEmbedding', domain: MS, outputs: ['y'], feed: '', attrs: attrs as never,
+  inputs: [['x', input], ['pos', positions],
+    ['cos', tensor('float32', [8, half], Array.from({ length: 8 * half }, (_, i) => Math.cos(i * 0.37)))],
+    ['sin', tensor('float32', [8, half], Array.from({ length: 8 * half }, (_, i) => Math.sin(i * 0.37)))]],
+});
+const positions = tensor('int64', [B, S], [0, 1, 2, 3, 4, 2, 3, 4, 5, 6]);
+
 const CASES: [string, OneOp][] = [
   ['Gelu', { op: 'Gelu', domain: MS, inputs: [['x', [B, S, D]]], outputs: ['y'], feed: '' }],
   ['FastGelu with bias', { op: 'FastGelu', domain: MS, inputs: [['x', [B, S, D]], ['b', [D]]], outputs: ['y'] }],
@@ -72,6 +81,10 @@ const CASES: [string, OneOp][] = [
   ['GroupQueryAttention packed QKV, rotary over the whole head', gqa(true, [S - 1, S - 1], { do_rotary: 1 }, 8)],
   ['GroupQueryAttention rotary over half the head, scale', gqa(false, [S - 1, S - 1], { do_rotary: 1, scale: 0.3 }, 8, 32)],
   ['GroupQueryAttention right-padded row (seqlens_k 2 of 4)', gqa(false, [S - 1, S - 3], { do_rotary: 1 }, 8)],
+  ['RotaryEmbedding [B, S, N·H], 2 heads, whole head, position ids', rope([B, S, 32], 8, positions, { num_heads: 2 })],
+  ['RotaryEmbedding interleaved, rotary over half the head', rope([B, S, 32], 4, positions, { num_heads: 2, interleaved: 1, rotary_embedding_dim: 8 })],
+  ['RotaryEmbedding [B, N, S, H], position offset', rope([B, 2, S, 16], 8, tensor('int64', [1], [2]))],
+  ['RotaryEmbedding num_heads 0 (head size from the cache), interleaved', rope([B, S, 32], 8, positions, { interleaved: 1 })],
   ['EmbedLayerNormalization (segments, mask, mask_index)', { op: 'EmbedLayerNormalization', domain: MS, feed: '', outputs: ['y', 'mask_index'], attrs: { epsilon: { kind: 'float', value: 1e-5 } }, inputs: [
     ['ids', tensor('int32', [B, S], [1, 4, 2, 0, 3, 5, 5, 1, 2, 0])], ['seg', tensor('int32', [B, S], [0, 0, 1, 1, 1, 0, 1, 0, 1, 0])],
     ['word', [6, D]], ['pos', [S, D]], ['segemb', [2, D]], ['g', [D]], ['be', [D]], ['m', tensor('int32', [B, S], [1, 1, 1, 0, 0, 1, 1, 1, 1, 1])]] }],
@@ -105,7 +118,7 @@ test('the forward check catches a wrong unfusing: Attention unfused without the 
 });
 
 test('finite differences through the unfused ops w.r.t. every float input', async () => {
-  for (const [label, spec] of CASES.filter(([l]) => /^(FastGelu with|BiasGelu|QuickGelu$|SkipLayerNormalization \(beta|SkipSimplified|SimplifiedLayer|Attention raw 2-D mask, uni|FusedMatMul transB|FusedMatMul transBatch|FusedGemm Leaky|FusedConv LeakyRelu|EmbedLayerNormalization \(seg|GroupQueryAttention (4\/2|packed|right))/.test(l))) {
+  for (const [label, spec] of CASES.filter(([l]) => /^(FastGelu with|BiasGelu|QuickGelu$|SkipLayerNormalization \(beta|SkipSimplified|SimplifiedLayer|Attention raw 2-D mask, uni|FusedMatMul transB|FusedMatMul transBatch|FusedGemm Leaky|FusedConv LeakyRelu|EmbedLayerNormalization \(seg|GroupQueryAttention (4\/2|packed|right)|RotaryEmbedding)/.test(l))) {
     const { model, feeds, params } = oneOp({ ...spec, feed: '' });
     const reports = await gradCheck(model, feeds, { params, outputs: spec.outputs.filter((o) => o && o !== 'mask_index'), maxElements: 24 });
     for (const r of reports) {
@@ -133,6 +146,12 @@ test('fused ops off the gradient path stay fused; unsupported forms are refused 
   const mg = new RefitModel(withPast.model, { threads: 1 });
   const sg = mg.compileTrainStep({ trainable: ['k'], loss: randomProjectionLoss(['y'], 1) });
   await assert.rejects(sg.run(withPast.feeds), /GroupQueryAttention node 'node_under_test': a non-empty past \(a KV cache\) is not supported: refit trains whole sequences \(withoutKvCache\)/);
+  // RotaryEmbedding forms onnxruntime's kernel has and the lowering does not
+  for (const [attrs, why] of [[{ num_heads: 2, scale: 0.5 }, /a scale other than 1 is not supported/], [{ num_heads: 2, is_packed_batching: 1 }, /is_packed_batching is not supported/]] as const) {
+    const r = oneOp({ ...rope([B, S, 32], 8, positions, attrs), feed: 'x' });
+    const step = new RefitModel(r.model, { threads: 1 }).compileTrainStep({ trainable: ['cos'], loss: randomProjectionLoss(['y'], 1) });
+    await assert.rejects(step.run(r.feeds), why);
+  }
 });
 
 /** Transpose a row-major 2-D array. */

@@ -9,6 +9,7 @@ import { f32, i64 } from '../../onnx/tensor.ts';
 import { bind, constantValue, present, refuse, split, wanted } from './util.ts';
 import { dequantizeNBits, nbitsLayout } from '../../onnx/nbits.ts';
 import { gqaRefusal, lowerGqa } from './gqa.ts';
+import { lowerRotary, rotaryRefusal } from './rotary.ts';
 
 const MS = 'com.microsoft';
 
@@ -19,7 +20,7 @@ const MS = 'com.microsoft';
  */
 export const CONTRIB_OPS = new Set([
   'Gelu', 'FastGelu', 'BiasGelu', 'QuickGelu', 'SkipLayerNormalization', 'SkipSimplifiedLayerNormalization', 'Attention',
-  'FusedMatMul', 'FusedGemm', 'FusedConv', 'EmbedLayerNormalization', 'MatMulNBits', 'GroupQueryAttention',
+  'FusedMatMul', 'FusedGemm', 'FusedConv', 'EmbedLayerNormalization', 'MatMulNBits', 'GroupQueryAttention', 'RotaryEmbedding',
 ]);
 
 /** Activations FusedConv / FusedGemm (and com.microsoft.nchwc Conv) carry, with how many float parameters each takes. */
@@ -62,6 +63,8 @@ export function contribRefusal(node: Node, shapeOf?: (t: string) => number[]): s
       return undefined;
     case 'GroupQueryAttention':
       return gqaRefusal(node, shapeOf);
+    case 'RotaryEmbedding':
+      return rotaryRefusal(node, shapeOf);
     case 'MatMulNBits': {
       const l = nbitsLayout(node);
       if (typeof l === 'string') return l;
@@ -134,6 +137,8 @@ export function lowerContrib(node: Node, graph: Graph, em: Emitter, shapeOf: (t:
   switch (node.opType) {
     case 'GroupQueryAttention':
       return lowerGqa(node, em, shapeOf);
+    case 'RotaryEmbedding':
+      return lowerRotary(node, em, shapeOf);
     case 'MatMulNBits': {
       // The frozen low-bit weight, dequantized once here (the ONNX reference's rule, ../../onnx/nbits.ts):
       // the step reads it as a float constant [K, N], and the input's gradient flows through it.

@@ -13,6 +13,7 @@ import { attrFloat, attrInt } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
 import { f32 } from '../../onnx/tensor.ts';
 import { bind, present, split, wanted } from './util.ts';
+import { rotate } from './rotary.ts';
 
 const INPUT = { query: 0, key: 1, value: 2, pastKey: 3, pastValue: 4, seqlensK: 5, totalLength: 6, cos: 7, sin: 8 } as const;
 
@@ -44,12 +45,8 @@ export function lowerGqa(node: Node, em: Emitter, shapeOf: (t: string) => number
     const half = shapeOf(node.inputs[INPUT.cos]!)[1]!;
     const rows = (c: string) => em.op('Slice', [c, em.ints([0]), em.ints([S]), em.ints([0])]); // positions 0 … S−1
     const cos = rows(node.inputs[INPUT.cos]!), sin = rows(node.inputs[INPUT.sin]!);
-    const rotate = (x: string) => {
-      const [x1, x2, rest] = split(em, x, [half, half, D - 2 * half].filter((n) => n > 0), 3) as [string, string, string?];
-      const r1 = em.sub(em.mul(x1, cos), em.mul(x2, sin)), r2 = em.add(em.mul(x2, cos), em.mul(x1, sin));
-      return em.op('Concat', rest ? [r1, r2, rest] : [r1, r2], { axis: 3 });
-    };
-    q = rotate(q); k = rotate(k);
+    q = rotate(em, q, [B, H, S], D, cos, sin, half, false);
+    k = rotate(em, k, [B, KVH, S], D, cos, sin, half, false);
   }
   if (wanted(node, 1)) bind(em, k, node.outputs[1]!);
   if (wanted(node, 2)) bind(em, v, node.outputs[2]!);
