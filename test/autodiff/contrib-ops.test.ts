@@ -81,6 +81,7 @@ const CASES: [string, OneOp][] = [
   ['GroupQueryAttention packed QKV, rotary over the whole head', gqa(true, [S - 1, S - 1], { do_rotary: 1 }, 8)],
   ['GroupQueryAttention rotary over half the head, scale', gqa(false, [S - 1, S - 1], { do_rotary: 1, scale: 0.3 }, 8, 32)],
   ['GroupQueryAttention right-padded row (seqlens_k 2 of 4)', gqa(false, [S - 1, S - 3], { do_rotary: 1 }, 8)],
+  ['GroupQueryAttention interleaved rotary over half the head', gqa(false, [S - 1, S - 1], { do_rotary: 1, rotary_interleaved: 1 }, 8, 32)],
   ['RotaryEmbedding [B, S, N·H], 2 heads, whole head, position ids', rope([B, S, 32], 8, positions, { num_heads: 2 })],
   ['RotaryEmbedding interleaved, rotary over half the head', rope([B, S, 32], 4, positions, { num_heads: 2, interleaved: 1, rotary_embedding_dim: 8 })],
   ['RotaryEmbedding [B, N, S, H], position offset', rope([B, 2, S, 16], 8, tensor('int64', [1], [2]))],

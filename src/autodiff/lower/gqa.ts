@@ -2,7 +2,7 @@
 // Llama/Qwen/Phi decoders) as standard ops, for the form refit trains: a whole sequence with an
 // empty KV cache (past length 0, the first prompt), so every position's keys are its own sequence's.
 //   q, k, v from query/key/value (or query packed as [q | k | v]), heads split;
-//   rotary (do_rotary, not interleaved) on q and k at positions 0 … S−1 from cos_cache/sin_cache
+//   rotary (do_rotary; halves, or pairs when rotary_interleaved) on q and k at positions 0 … S−1 from cos_cache/sin_cache
 //   rows, over the first 2·cos_cache.shape[1] channels of each head;
 //   each of the kv_num_heads key/value heads shared by num_heads / kv_num_heads query heads;
 //   softmax(scale · q·kᵀ) · v with a causal mask and keys past seqlens_k[b] (the row's last valid
@@ -23,7 +23,6 @@ export function gqaRefusal(node: Node, shapeOf?: (t: string) => number[]): strin
   if (attrInt(node, 'local_window_size', -1) !== -1) return 'local_window_size (sliding-window attention) is not supported';
   if (attrFloat(node, 'softcap', 0) !== 0) return 'softcap is not supported';
   if (attrInt(node, 'smooth_softmax', 0) !== 0) return 'smooth_softmax is not supported';
-  if (attrInt(node, 'do_rotary', 0) !== 0 && attrInt(node, 'rotary_interleaved', 0) !== 0) return 'interleaved rotary is not supported';
   if (!present(node, INPUT.seqlensK)) return 'input seqlens_k is required';
   if (shapeOf && present(node, INPUT.pastKey) && shapeOf(node.inputs[INPUT.pastKey]!)[2] !== 0) {
     return 'a non-empty past (a KV cache) is not supported: refit trains whole sequences (withoutKvCache)';
@@ -45,8 +44,9 @@ export function lowerGqa(node: Node, em: Emitter, shapeOf: (t: string) => number
     const half = shapeOf(node.inputs[INPUT.cos]!)[1]!;
     const rows = (c: string) => em.op('Slice', [c, em.ints([0]), em.ints([S]), em.ints([0])]); // positions 0 … S−1
     const cos = rows(node.inputs[INPUT.cos]!), sin = rows(node.inputs[INPUT.sin]!);
-    q = rotate(em, q, [B, H, S], D, cos, sin, half, false);
-    k = rotate(em, k, [B, KVH, S], D, cos, sin, half, false);
+    const interleaved = attrInt(node, 'rotary_interleaved', 0) !== 0;
+    q = rotate(em, q, [B, H, S], D, cos, sin, half, interleaved);
+    k = rotate(em, k, [B, KVH, S], D, cos, sin, half, interleaved);
   }
   if (wanted(node, 1)) bind(em, k, node.outputs[1]!);
   if (wanted(node, 2)) bind(em, v, node.outputs[2]!);
