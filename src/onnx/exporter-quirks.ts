@@ -49,11 +49,12 @@ export const CONTROL_SLOTS: Record<string, readonly number[]> = {
   QuantizeLinear: [1, 2], DequantizeLinear: [1, 2], MatMulInteger: [2, 3],
   MatMulIntegerToFloat: [2, 3, 4, 5], DynamicQuantizeMatMul: [2, 3],
   QLinearMatMul: [1, 2, 4, 5, 6, 7], QLinearConv: [1, 2, 4, 5, 6, 7],
-  // com.microsoft's low-bit weight (src/onnx/nbits.ts): its scales and zero points, and g_idx
-  MatMulNBits: [2, 3, 4],
+  // com.microsoft's low-bit weight (src/onnx/nbits.ts): its scales and zero points, and g_idx;
+  // and its low-bit embedding table (onnxruntime-genai's 4-bit tied embeddings): scales, zero points
+  MatMulNBits: [2, 3, 4], GatherBlockQuantized: [2, 3],
 };
 
-const QUANT_CONTROL_OPS = new Set(['QuantizeLinear', 'DequantizeLinear', 'MatMulInteger', 'MatMulIntegerToFloat', 'DynamicQuantizeMatMul', 'QLinearMatMul', 'QLinearConv', 'MatMulNBits']);
+const QUANT_CONTROL_OPS = new Set(['QuantizeLinear', 'DequantizeLinear', 'MatMulInteger', 'MatMulIntegerToFloat', 'DynamicQuantizeMatMul', 'QLinearMatMul', 'QLinearConv', 'MatMulNBits', 'GatherBlockQuantized']);
 
 /**
  * Slot predicate for one graph: CONTROL_SLOTS, plus the weight scale of onnxruntime's unfused

@@ -193,3 +193,29 @@ test('peft.quantizeNBits writes what onnxruntime\'s kernel reads (blocks of 32, 
   assert.throws(() => quantizeNBits(base.ir, { blockSize: 24 }), /blockSize must be a power of 2 of at least 16/);
   await Promise.all([mq.release(), mt.release(), base.release()]);
 });
+
+test('a 4-bit embedding table (GatherBlockQuantized, onnxruntime-genai\'s tied embeddings) stays frozen: \'all\' trains the rest, and its scales are refused by name', async () => {
+  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
+  const { tokenCrossEntropy } = await import('../../src/train/losses.ts');
+  const V = 6, C = 32, bs = 16;
+  const b = new ModelBuilder({ opset: 17 });
+  b.model.opsets.push({ domain: 'com.microsoft', version: 1 });
+  b.input('ids', 'int64', [2, 3]);
+  b.initializer('data', tensor('uint8', [V, C / 2], Array.from({ length: V * C / 2 }, (_, i) => (i * 37) & 255)));
+  b.initializer('scales', f32([V, C / bs], Array.from({ length: V * C / bs }, (_, i) => 0.01 * (i + 1))));
+  b.initializer('w', f32([C, 4], Array.from({ length: C * 4 }, (_, i) => Math.sin(i))));
+  b.node('GatherBlockQuantized', ['data', 'ids', 'scales'], ['emb'], { bits: 4, block_size: bs, gather_axis: 0, quantize_axis: 1 });
+  b.model.graph.nodes.at(-1)!.domain = 'com.microsoft';
+  b.node('MatMul', ['emb', 'w'], ['logits']);
+  b.output('logits', 'float32', [2, 3, 4]);
+  const m = new RefitModel(b.build(), { threads: 1 });
+  assert.deepEqual(m.parameterNames(), ['w'], 'the table\'s scales are quantization controls, not parameters');
+  const ids = tensor('int64', [2, 3], [0, 1, 2, 3, 4, 5]);
+  const y = tensor('int64', [2, 3], [0, 1, 2, 3, 0, 1]);
+  const loss = tokenCrossEntropy({ logits: 'logits', labels: 'y' });
+  const r = await m.compileTrainStep({ trainable: 'all', loss }).run({ ids, y });
+  assert.ok(Number.isFinite(r.loss));
+  assert.ok(r.grads.get('w')!.some((g) => g !== 0));
+  assert.throws(() => m.compileTrainStep({ trainable: ['scales'], loss }), /'scales' is a quantization scale or zero point \(input 2 of GatherBlockQuantized/);
+  await m.release();
+});
