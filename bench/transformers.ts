@@ -18,6 +18,8 @@
 // threads spinning beside them the GPT forward took 153 ms instead of 65 (docs/speed.md). Each (model, configuration, engine) runs in its own child process, so peak RSS is
 // its own; times are the median of --reps calls after --warmup calls; the first call (which
 // compiles) is reported apart; the first step's loss (before any update) is compared.
+// --keep-ties loads refit's side with keepTies, so a tied lm_head that the exporter stored as a
+// transposed copy trains as one tensor, as PyTorch's tie does.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -73,7 +75,7 @@ async function child(name: Name, config: Cfg, reps: number, warmup: number): Pro
     loss = losses.crossEntropy({ logits: 'logits', labels: 'labels' });
   }
   const { withoutKvCache } = await import('../src/onnx/kv-cache.ts');
-  const model = withoutKvCache(await loadModel(join(modelDir, `${name}.onnx`), { threads: THREADS }));
+  const model = withoutKvCache(await loadModel(join(modelDir, `${name}.onnx`), { threads: THREADS, keepTies: process.env.REFIT_KEEP_TIES === '1' }));
   let call: () => Promise<unknown>;
   let trainable = 0;
   let loss0: number | null = null;
@@ -119,7 +121,7 @@ const lastJson = (s: string): Side => { const line = s.trim().split('\n').at(-1)
 const rows: { model: Name; config: Cfg; refit: Side; torch: Side; load: string }[] = [];
 for (const name of models) for (const config of configs) {
   const l0 = load();
-  const refit = lastJson(spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', name, config, String(reps), String(warmup)], { cwd: root, encoding: 'utf8', maxBuffer: 1 << 26 }).stdout);
+  const refit = lastJson(spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', name, config, String(reps), String(warmup)], { cwd: root, encoding: 'utf8', maxBuffer: 1 << 26, env: { ...process.env, REFIT_KEEP_TIES: process.argv.includes('--keep-ties') ? '1' : '0' } }).stdout);
   const torch = lastJson(spawnSync('/usr/bin/python3', [join(here, 'transformers_torch.py'), '--run', name, config, '--models', modelDir, '--reps', String(reps), '--warmup', String(warmup)], { cwd: root, encoding: 'utf8', maxBuffer: 1 << 26, env: { ...process.env, ...torchEnv } }).stdout);
   const row = { model: name, config, refit, torch, load: `${l0} → ${load()}` };
   rows.push(row);

@@ -5,7 +5,9 @@
 //   the others through Identity nodes) become separate initializers (untied, as they were
 //   separate tensors in the source), unless `keepTies`;
 // - BatchNorm running statistics that share storage with anything else (a weight, another BN)
-//   get their own copy, always: a buffer must never sit on a parameter's gradient path.
+//   get their own copy, always: a buffer must never sit on a parameter's gradient path;
+// - with `keepTies`, a weight stored again transposed (constant folding of a tied lm_head) is read
+//   as a Transpose of the original, so the tie trains as one parameter.
 // The caller's Model and tensors are never mutated: a changed model is a clone, and every
 // tensor the pass writes is a fresh copy.
 import type { Graph, Model, Node } from './ir.ts';
@@ -15,8 +17,11 @@ import { type Tensor, cloneTensor, isFloat } from './tensor.ts';
 export interface QuirkOptions {
   /**
    * Keep torch.onnx's ties: an `Identity` of an initializer stays an alias of it (one shared
-   * parameter; asking to train the alias by name is an error). Default false: each alias
-   * becomes its own parameter. BatchNorm running statistics are untied either way.
+   * parameter; asking to train the alias by name is an error), and a 2-D weight that is exactly
+   * another's transpose (torch.onnx folds a tied `lm_head`, `x @ wte.T`, into a MatMul with a
+   * transposed copy of the embedding) is read as Transpose(original): one parameter, whose
+   * gradient sums both uses, as PyTorch trains the tie. Default false: each alias and each copy
+   * is its own parameter. BatchNorm running statistics are untied either way.
    */
   keepTies?: boolean;
 }
@@ -28,6 +33,8 @@ export interface QuirkReport {
   untied: string[];
   /** BatchNorm running statistics given their own copy: [node, old name, new name]. */
   statCopies: [string, string, string][];
+  /** keepTies: transposed copies now read as Transpose(original): [copy, original]. */
+  retied: [string, string][];
 }
 
 /**
@@ -139,7 +146,7 @@ function constantValue(n: Node): Tensor | undefined {
 
 /** Apply the repairs. Returns the input model itself when nothing changed, else a repaired clone. */
 export function applyExporterQuirks(source: Model, opts: QuirkOptions = {}): { model: Model; report: QuirkReport } {
-  const report: QuirkReport = { constants: [], untied: [], statCopies: [] };
+  const report: QuirkReport = { constants: [], untied: [], statCopies: [], retied: [] };
   const model = cloneModel(source); // nodes and maps copied; tensors shared until replaced
   const g = model.graph;
   const outputs = new Set(g.outputs.map((o) => o.name));
@@ -198,7 +205,54 @@ export function applyExporterQuirks(source: Model, opts: QuirkOptions = {}): { m
       } else taken.add(s);
     }
   }
+
+  // 4. keepTies: transposed copies of a weight become a Transpose of it (placed first: it reads
+  // only an initializer).
+  if (opts.keepTies) {
+    for (const [copy, original] of transposedCopies(g)) {
+      g.initializers.delete(copy);
+      g.nodes.unshift({ name: freshName(g, `${copy}_tie`), opType: 'Transpose', domain: '', inputs: [original], outputs: [copy], attrs: { perm: { kind: 'ints', value: [1, 0] } } });
+      report.retied.push([copy, original]);
+      changed = true;
+    }
+  }
   return changed ? { model, report } : { model: source, report };
+}
+
+/**
+ * Pairs [copy, original] of 2-D float initializers where the copy is exactly the original's
+ * transpose. A table a Gather reads (an embedding) is taken as the original. Tensors of one value
+ * (zeros, ones) are left alone: equal by construction, not by a tie.
+ */
+function transposedCopies(g: Graph): [string, string][] {
+  const gathered = new Set(g.nodes.filter((n) => n.opType === 'Gather').map((n) => n.inputs[0]));
+  const matrices = [...g.initializers].filter(([, t]) => t.dtype === 'float32' && t.dims.length === 2 && t.dims[0]! > 1 && t.dims[1]! > 1 && !uniform(t));
+  const byDims = new Map<string, string[]>();
+  for (const [k, t] of matrices) byDims.set(t.dims.join(), [...(byDims.get(t.dims.join()) ?? []), k]);
+  matrices.sort(([a], [b]) => Number(gathered.has(b)) - Number(gathered.has(a)));
+  const paired = new Set<string>();
+  const out: [string, string][] = [];
+  for (const [original, t] of matrices) {
+    if (paired.has(original)) continue;
+    const copy = (byDims.get(`${t.dims[1]},${t.dims[0]}`) ?? []).find((c) => c !== original && !paired.has(c) && isTransposeOf(g.initializers.get(c)!, t));
+    if (!copy) continue;
+    out.push([copy, original]);
+    paired.add(copy).add(original);
+  }
+  return out;
+}
+
+function uniform(t: Tensor): boolean {
+  const d = t.data as Float32Array;
+  return d.every((v) => v === d[0]);
+}
+
+/** Whether `c` ([b, a]) is `t` ([a, b]) transposed, element for element. */
+function isTransposeOf(c: Tensor, t: Tensor): boolean {
+  const [a, b] = t.dims as [number, number];
+  const cd = c.data as Float32Array, td = t.data as Float32Array;
+  for (let i = 0; i < a; i++) for (let j = 0; j < b; j++) if (cd[j * a + i] !== td[i * b + j]) return false;
+  return true;
 }
 
 export function dataReaders(g: Graph): Set<string> {

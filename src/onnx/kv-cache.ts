@@ -105,7 +105,9 @@ function emptyOfShape(em: Emitter, shape: string, out: string, dtype: DType): No
  * Write the weights `names` of `trained` (a model made by withoutKvCache from `base`, trained or
  * merged since) into `base`, which keeps its cache. Every name must be a float32 weight of both
  * with the same shape; nothing is written otherwise. Without `names`: every float32 weight of
- * `base` that `trained` holds with the same shape and other values. Returns the names written.
+ * `base` that `trained` holds with the same shape and other values. A copy of a written weight
+ * that `trained` reads as its Transpose (loaded with keepTies) is written too, transposed.
+ * Returns the names written.
  */
 export function writeWeightsBack(base: RefitModel, trained: RefitModel, names?: readonly string[]): string[] {
   names ??= [...base.ir.graph.initializers].filter(([k, t]) => {
@@ -120,6 +122,22 @@ export function writeWeightsBack(base: RefitModel, trained: RefitModel, names?: 
     if (to.dtype !== 'float32' || from.dtype !== 'float32' || to.dims.join() !== from.dims.join()) throw new Error(`weight '${n}': ${from.dtype} [${from.dims}] cannot be written back over ${to.dtype} [${to.dims}]`);
     values.set(n, from.data as Float32Array);
   }
+  // A transposed copy the trained model reads as Transpose(weight) (loaded with keepTies) is
+  // still an initializer of the file: it gets the written weight, transposed.
+  const written = [...names];
+  for (const n of trained.ir.graph.nodes) {
+    const [src, copy] = [n.inputs[0], n.outputs[0]];
+    const from = src ? values.get(src) : undefined;
+    const to = copy ? base.ir.graph.initializers.get(copy) : undefined;
+    const perm = n.attrs.perm?.kind === 'ints' ? n.attrs.perm.value.join() : '1,0';
+    if (n.opType !== 'Transpose' || perm !== '1,0' || !from || !to || trained.ir.graph.initializers.has(copy!)) continue;
+    const [a, b] = trained.ir.graph.initializers.get(src!)!.dims as [number, number];
+    if (to.dims.join() !== `${b},${a}`) continue;
+    const t = new Float32Array(a * b);
+    for (let i = 0; i < a; i++) for (let j = 0; j < b; j++) t[j * a + i] = from[i * b + j]!;
+    values.set(copy!, t);
+    written.push(copy!);
+  }
   base.setParams(values);
-  return [...names];
+  return written;
 }
