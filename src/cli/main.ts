@@ -60,6 +60,7 @@ program
   .option('--targets <list>', 'layers the adapter attaches to: comma-separated module names or /regex/ (default: every layer the method supports)')
   .option('--form <form>', 'bottleneck form: houlsby, pfeiffer or parallel', 'houlsby')
   .option('--trainable <sel>', 'full training: which parameters, all or /regex/', 'all')
+  .option('--keep-ties', 'full training: train a weight the exporter stored twice as one tensor, as PyTorch ties it (a tied lm_head folded into a transposed copy of the embedding; equal tensors torch.onnx stored once)')
   .option('--epochs <n>', 'passes over the training set', '1')
   .option('--batch-size <n>', 'batch size', '32')
   .option('--lr <lr>', 'AdamW learning rate (default 1e-3 full, 5e-3 adapters)')

@@ -38,6 +38,8 @@ export interface TrainOptions {
   form?: string;
   /** Full training: which parameters (a /regex/ or 'all'). */
   trainable?: string;
+  /** Load with keepTies: a tied weight stored twice (transposed copy, Identity alias) trains as one tensor. */
+  keepTies?: boolean;
   epochs?: string | number;
   batchSize?: string | number;
   lr?: string | number;
@@ -140,7 +142,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   if (mode === 'full' && extname(o.out).toLowerCase() !== '.onnx') throw new Error(`--out ${o.out}: full training writes an ONNX model; give a path ending in .onnx`);
   if (mode === 'adapter' && extname(o.out).toLowerCase() === '.onnx') throw new Error(`--out ${o.out}: --adapter writes an adapter folder (HF PEFT layout), not an .onnx file; give a folder path`);
 
-  const given = await loadModel(modelPath);
+  const given = await loadModel(modelPath, o.keepTies ? { keepTies: true } : {});
   const kv = kvCacheOf(given);
   const base = kv ? withoutKvCache(given) : given;
   const task: TrainTask = taskName === 'next-token'
