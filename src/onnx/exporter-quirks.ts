@@ -59,7 +59,14 @@ export const CONTROL_SLOTS: Record<string, readonly number[]> = {
   // com.microsoft's low-bit weight (src/onnx/nbits.ts): its scales and zero points, and g_idx;
   // and its low-bit embedding table (onnxruntime-genai's 4-bit tied embeddings): scales, zero points
   MatMulNBits: [2, 3, 4], GatherBlockQuantized: [2, 3],
+  // Rotary position tables (cos/sin caches) and positions: buffers in every model that has them
+  // (RotaryEmbedding's slots 1-3 are position_ids, cos, sin in com.microsoft's and cos, sin,
+  // position_ids in opset 23's), and GroupQueryAttention's seqlens_k, total length, cos, sin.
+  RotaryEmbedding: [1, 2, 3], GroupQueryAttention: [5, 6, 7, 8],
 };
+
+/** Ops whose control slots above include a rotary position table, for the message that names it. */
+export const ROTARY_TABLE_OPS = new Set(['RotaryEmbedding', 'GroupQueryAttention']);
 
 const QUANT_CONTROL_OPS = new Set(['QuantizeLinear', 'DequantizeLinear', 'MatMulInteger', 'MatMulIntegerToFloat', 'DynamicQuantizeMatMul', 'QLinearMatMul', 'QLinearConv', 'MatMulNBits', 'GatherBlockQuantized']);
 

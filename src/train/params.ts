@@ -6,7 +6,7 @@
 // - tensors holding a non-finite value (an attention mask full of −inf);
 // - integer and bool tensors;
 // - float tensors read only as shapes, indices, axes, scales or bounds (Reshape's shape,
-//   Resize's scales, Clip's bounds, quantization scales and zero points…; see CONTROL_SLOTS in
+//   Resize's scales, Clip's bounds, quantization scales and zero points, rotary cos/sin tables…; see CONTROL_SLOTS in
 //   src/onnx/exporter-quirks.ts);
 // - the ε and the exponent inside a decomposed normalization (src/onnx/norm-layers.ts), which
 //   some exporters store as initializers;
@@ -19,7 +19,7 @@
 import type { Graph } from '../onnx/ir.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { isFloat } from '../onnx/tensor.ts';
-import { dataReaders, firstNonFinite, firstReader, quantizationControls } from '../onnx/exporter-quirks.ts';
+import { dataReaders, firstNonFinite, firstReader, quantizationControls, ROTARY_TABLE_OPS } from '../onnx/exporter-quirks.ts';
 import { findNormLayers } from '../onnx/norm-layers.ts';
 import { closest } from '../util/closest.ts';
 import { reachedFrom } from '../autodiff/missing-rules.ts';
@@ -102,6 +102,7 @@ export function whyNotParameter(graph: Graph, name: string): string | undefined 
     const quant = quantizationControls(graph).get(name);
     if (quant) return `'${name}' is a quantization scale or zero point (input ${quant[1]} of ${quant[0].opType} node '${quant[0].name}'): refit keeps scales and zero points constant (straight-through estimation; a trainable scale, as in LSQ, is not supported). Train the layer's float parameters, or an adapter on it (LoRA)`;
     const [n, slot] = reader;
+    if (ROTARY_TABLE_OPS.has(n.opType)) return `'${name}' is a rotary position table (input ${slot} of ${n.opType} node '${n.name}'): a buffer, not a parameter`;
     return `'${name}' is read only as a shape, index, axis, scale or bound (input ${slot} of ${n.opType} node '${n.name}'): not differentiable`;
   }
   return undefined;
