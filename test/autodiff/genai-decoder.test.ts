@@ -104,6 +104,8 @@ test('genai-style int4 decoder: LoRA on its 4-bit layers trains, and its gradien
   const p = peft.withAdapter(free, 'ad', peft.lora({ targets: () => true, rank: 2, alpha: 4 }));
   const names = p.trainableNames('ad');
   assert.equal(names.length, 2 * 8, 'q, k, v, o, gate, up, down and the lm_head each get A and B');
+  // the model's size counts its quantized weights: 96 norm values, 10,496 in the 4-bit layers, 40 × 32 in the table
+  assert.equal(peft.accounting(p, 'ad').baseParams, 96 + (2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64 + 32 * V) + V * d);
   const loss = tokenCrossEntropy({ logits: 'logits', labels: 'labels' });
   const step = p.compileTrainStep({ trainable: names, loss });
   const r = await step.run({ ...cacheFree, labels });
