@@ -40,6 +40,8 @@ export interface TrainOptions {
   trainable?: string;
   /** Load with keepTies: a tied weight stored twice (transposed copy, Identity alias) trains as one tensor. */
   keepTies?: boolean;
+  /** The step without onnxruntime's weight pre-packing (SessionOptions.prepack false). */
+  lowMemory?: boolean;
   epochs?: string | number;
   batchSize?: string | number;
   lr?: string | number;
@@ -181,6 +183,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
     loss: task.loss,
     outputs: [task.logits],
     ...(hasBatchNorm(model) ? { batchNorm: bn } : {}),
+    ...(o.lowMemory ? { session: { ...model.sessionOptions, prepack: false } } : {}),
   });
   const groups = o.adapter ? (model as PeftModel).paramGroups() : []; // LoRA+ learning-rate scales, when set
   const trainer = new Trainer(step, adamw({ lr, weightDecay, ...(groups.length ? { groups } : {}) }), clipNorm > 0 ? { clipNorm } : {});

@@ -16,6 +16,8 @@ import { withoutKvCache, kvCacheOf } from '../../src/onnx/kv-cache.ts';
 import { tensor, tensorOf, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { npy } from '../helpers/cli.ts';
+import * as ortNode from 'onnxruntime-node';
+import { nodeBackend, runtime, useRuntime, type OrtModule } from '../../src/onnx/runtime.ts';
 
 const zoo = (name: string) => new URL(`../fixtures/zoo/${name}/model.onnx`, import.meta.url).pathname;
 const gpt2 = zoo('gpt2_merged');
@@ -119,6 +121,27 @@ test('refit train --keep-ties on the merged decoder: the tied lm_head trains as 
   const after = await loadModel(p('gpt2-tied.onnx'), { threads: 1 });
   await assertCacheAgrees(after, 'decoder trained with --keep-ties');
   await after.release();
+});
+
+test('refit train --low-memory: the step session is created without onnxruntime\'s weight pre-packing, and trains as without it', async () => {
+  const data = tokenData('seq-low.npy', 32, 10, 4);
+  const before = runtime();
+  const configs: (string | undefined)[] = [];
+  const IS = ortNode.InferenceSession;
+  useRuntime(nodeBackend({ ...ortNode, InferenceSession: { create: async (bytes: Uint8Array, o: ortNode.InferenceSession.SessionOptions) => {
+    const s = await IS.create(bytes, o);
+    if (s.outputNames.includes('refit.loss') && o.graphOptimizationLevel === 'all') configs.push((o.extra as { session?: Record<string, string> } | undefined)?.session?.disable_prepacking);
+    return s;
+  } } } as unknown as OrtModule));
+  let low, plain;
+  try {
+    low = await runTrain(llama, { task: 'next-token', data, adapter: 'lora', rank: 2, epochs: 1, lowMemory: true, out: p('llama-low'), json: true });
+    plain = await runTrain(llama, { task: 'next-token', data, adapter: 'lora', rank: 2, epochs: 1, out: p('llama-plain'), json: true });
+  } finally {
+    useRuntime(before);
+  }
+  assert.deepEqual(configs, ['1', undefined]);
+  assert.ok(Math.abs(low.epochs[0]!.valLoss! - plain.epochs[0]!.valLoss!) < 1e-4, `${low.epochs[0]!.valLoss} vs ${plain.epochs[0]!.valLoss}`);
 });
 
 test('LoRA on the Llama-style decoder, then refit adapter merge: the merged file keeps its cache and computes what the adapter computes', async () => {
