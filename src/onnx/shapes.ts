@@ -41,7 +41,7 @@ export interface ProbeResult {
   shapes: ShapeMap;
   /** Values of the requested node outputs (names the graph does not produce are absent). */
   values: Map<string, Tensor>;
-  /** Outputs that were computed by running the graph (values asked for, shapes inference left open); the rest were inferred. */
+  /** Values asked for and outputs whose shape inference left open: computed by a run (or, for a Shape or Size of a known shape, from it); the rest were inferred. */
   computed: string[];
 }
 

@@ -6,8 +6,8 @@
 // - tensors holding a non-finite value (an attention mask full of −inf);
 // - integer and bool tensors;
 // - float tensors read only as shapes, indices, axes, scales or bounds (Reshape's shape,
-//   Resize's scales, Clip's bounds, quantization scales and zero points, rotary cos/sin tables…; see CONTROL_SLOTS in
-//   src/onnx/exporter-quirks.ts);
+//   Resize's scales, Clip's bounds, quantization scales and zero points, rotary cos/sin tables…;
+//   see CONTROL_SLOTS in src/onnx/exporter-quirks.ts);
 // - the ε and the exponent inside a decomposed normalization (src/onnx/norm-layers.ts), which
 //   some exporters store as initializers;
 // - tensors from which no path to a graph output carries a gradient (nanoGPT's causal-mask
