@@ -161,14 +161,14 @@ function cellText(c: Cell): string {
   return `✓ ${c.ratio !== undefined ? `${c.ratio.toFixed(2)}×` : `${c.ms?.toFixed(1)} ms`}`;
 }
 
-interface Meta { date: string; threads: number; reps: number; full: boolean; load: string; earlier?: string; only?: string }
+interface Meta { date: string; threads: number; reps: number; full: boolean; load: string; earlier?: string; only?: string; reruns?: { only: string; date: string }[] }
 
 function markdown(rows: Row[], meta: Meta): string {
   const ok = (c: Column) => rows.filter((r) => r.cells[c].ok).length;
   const lines = [
     '# Compatibility: the model zoo',
     '',
-    `Made by \`npx tsx bench/zoo-compat.ts${meta.full ? ' --full' : ''}\` on ${meta.earlier ? `${meta.earlier}; rerun with \`--only ${meta.only}\` for those models on ${meta.date}` : meta.date} (${meta.threads} onnxruntime thread${meta.threads > 1 ? 's' : ''}, median of ${meta.reps} runs; raw numbers in [\`bench/results/zoo-compat${meta.full ? '-full' : ''}.json\`](../bench/results/zoo-compat${meta.full ? '-full' : ''}.json)).`,
+    `Made by \`npx tsx bench/zoo-compat.ts${meta.full ? ' --full' : ''}\` on ${meta.earlier ? `${meta.earlier}; ${(meta.reruns ?? [{ only: meta.only!, date: meta.date }]).map((r) => `rerun with \`--only ${r.only}\` for those models on ${r.date}`).join('; ')}` : meta.date} (${meta.threads} onnxruntime thread${meta.threads > 1 ? 's' : ''}, median of ${meta.reps} runs; raw numbers in [\`bench/results/zoo-compat${meta.full ? '-full' : ''}.json\`](../bench/results/zoo-compat${meta.full ? '-full' : ''}.json)).`,
     `Models: ${meta.full ? 'the full-size exports of `make_zoo.py --full`' : 'the width-reduced fixtures of [`test/fixtures/zoo`](../test/fixtures/zoo/README.md) (the same ops, module structure and exporter quirks as the originals, fewer channels and layers)'}.`,
     '',
     'Columns: **full step** = `compileTrainStep({ trainable: \'all\' })` with the model\'s loss (cross-entropy, or MSE to a fixed target for GPT and the U-Net), BatchNorm in inference mode;',
@@ -231,12 +231,14 @@ async function main() {
   mkdirSync(join(root, 'bench/results'), { recursive: true });
   const out = join(root, `bench/results/zoo-compat${full ? '-full' : ''}`);
   // --only: the new rows replace their models' rows of the last run; the others are kept (with
-  // their own date in the meta's `earlier`).
+  // their own date in the meta's `earlier`, and each --only run in `reruns`).
   let all = rows;
   if (only.length && existsSync(`${out}.json`)) {
-    const last = JSON.parse(readFileSync(`${out}.json`, 'utf8')) as { rows: Row[]; date: string; earlier?: string };
+    const last = JSON.parse(readFileSync(`${out}.json`, 'utf8')) as { rows: Row[]; date: string; earlier?: string; only?: string; reruns?: Meta['reruns'] };
     all = [...last.rows.filter((r) => !names.includes(r.model)), ...rows].sort((a, b) => (a.model < b.model ? -1 : 1));
-    Object.assign(meta, { earlier: last.earlier ?? last.date, only: names.join(',') });
+    // every earlier --only run stays named, with its date
+    const before = last.reruns ?? (last.only ? [{ only: last.only, date: last.date }] : []);
+    Object.assign(meta, { earlier: last.earlier ?? last.date, only: names.join(','), reruns: [...before, { only: names.join(','), date: meta.date }] });
   }
   writeFileSync(`${out}.json`, JSON.stringify({ ...meta, rows: all }, null, 1) + '\n');
   writeFileSync(`${out}.md`, markdown(all, meta));

@@ -14,26 +14,31 @@ import { f32 } from '../../src/onnx/tensor.ts';
 
 const WTE = 'transformer.wte.weight';
 
-test('keepTies: the tied lm_head copy is read as Transpose(wte), and wte\'s gradient is PyTorch\'s tied one', async () => {
-  const f = readZoo('gpt');
-  const [copy] = f.meta.params[WTE]!.find(([, transposed]) => transposed)!;
-  const tied = await loadModel(f.modelPath, { threads: 1, keepTies: true });
-  const untied = await loadModel(f.modelPath, { threads: 1 });
-  assert.ok(!tied.parameterNames().includes(copy), `'${copy}' is no parameter of its own`);
-  assert.ok(untied.parameterNames().includes(copy), 'without keepTies the copy stays a parameter');
-  const c = f.meta.cases[0]!;
-  const ref = f.tensors.get(`${c.name}.grad.${WTE}`)!;
-  const run = async (m: typeof tied) => {
-    const step = m.compileTrainStep({ trainable: 'all', loss: lossOf(f.meta) });
-    try { return await step.run(batchOf(f, c.name)); } finally { await step.release(); }
-  };
-  const a = await run(tied), b = await run(untied);
-  assert.ok(Math.abs(a.loss - b.loss) <= 1e-6 * Math.abs(b.loss), 'the same forward');
-  assertCloseToTorch(`${WTE} (tied)`, a.grads.get(WTE)!, ref);
-  // not vacuous: the untied embedding's own gradient is only part of the tied one
-  assert.ok(relErr(b.grads.get(WTE)!, ref.data as Float32Array) > 1e-2);
-  await tied.release(); await untied.release();
-});
+for (const [name, weight] of [['gpt', WTE], ['qwen2', 'model.embed_tokens.weight']] as const) {
+  test(`keepTies, zoo ${name}: the tied lm_head copy is read as a Transpose of the embedding, whose gradient is PyTorch's tied one`, async () => {
+    const f = readZoo(name);
+    const [copy] = f.meta.params[weight]!.find(([, transposed]) => transposed)!;
+    const load = async (keepTies: boolean) => {
+      const m = await loadModel(f.modelPath, { threads: 1, keepTies });
+      return f.meta.kv_cache ? withoutKvCache(m) : m;
+    };
+    const tied = await load(true), untied = await load(false);
+    assert.ok(!tied.parameterNames().includes(copy), `'${copy}' is no parameter of its own`);
+    assert.ok(untied.parameterNames().includes(copy), 'without keepTies the copy stays a parameter');
+    const c = f.meta.cases[0]!;
+    const ref = f.tensors.get(`${c.name}.grad.${weight}`)!;
+    const run = async (m: typeof tied) => {
+      const step = m.compileTrainStep({ trainable: 'all', loss: lossOf(f.meta) });
+      try { return await step.run(batchOf(f, c.name)); } finally { await step.release(); }
+    };
+    const a = await run(tied), b = await run(untied);
+    assert.ok(Math.abs(a.loss - b.loss) <= 1e-6 * Math.abs(b.loss), 'the same forward');
+    assertCloseToTorch(`${weight} (tied)`, a.grads.get(weight)!, ref);
+    // not vacuous: the untied embedding's own gradient is only part of the tied one
+    assert.ok(relErr(b.grads.get(weight)!, ref.data as Float32Array) > 1e-2);
+    await tied.release(); await untied.release();
+  });
+}
 
 test('keepTies: only exact transposes are tied, the gathered table as the original, never tensors of one value', () => {
   const b = new ModelBuilder({ opset: 17 });
