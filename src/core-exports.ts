@@ -25,4 +25,5 @@ export * as fleet from './fleet/device-side.ts';
 export { useRuntime, type RuntimeBackend, type SessionOptions } from './onnx/runtime.ts';
 export { withTokenInputs, type TokenInputsOptions } from './onnx/token-companions.ts';
 export { withoutKvCache, kvCacheOf, writeWeightsBack, type KvCache } from './onnx/kv-cache.ts';
+export { joinModels, splitWeights, type JoinOptions, type JoinResult } from './onnx/join.ts';
 export { inlineConstantIfs } from './onnx/inline-if.ts';

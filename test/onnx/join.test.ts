@@ -1,0 +1,118 @@
+// joinModels: an encoder and a decoder exported as two files (optimum's seq2seq layout) as one
+// graph, so one step trains both: the joined forward is the decoder's on the encoder's output,
+// a tensor both files hold with the same values (Marian's and T5's shared embedding) is one
+// parameter with both uses' gradients (finite differences), and trained weights go back into
+// the two files.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ModelBuilder } from '../../src/onnx/model-builder.ts';
+import type { Model } from '../../src/onnx/ir.ts';
+import { RefitModel } from '../../src/model.ts';
+import { joinModels, splitWeights } from '../../src/onnx/join.ts';
+import { gradCheck } from '../../src/autodiff/gradcheck.ts';
+import { f32, tensorOf, type Tensor } from '../../src/onnx/tensor.ts';
+import { Rng } from '../../src/util/rng.ts';
+
+const V = 11, d = 6, B = 2, TE = 5, TD = 4;
+
+function weights(seed: number, dims: number[]): Tensor {
+  const r = new Rng(seed);
+  return f32(dims, Array.from({ length: dims.reduce((a, b) => a * b) }, () => r.next() - 0.5));
+}
+
+/** Encoder: shared embedding → MatMul → Tanh → last_hidden_state [B, TE, d]. */
+function encoder(): Model {
+  const b = new ModelBuilder({ opset: 17 });
+  b.input('input_ids', 'int64', ['batch', 'enc']);
+  b.input('attention_mask', 'int64', ['batch', 'enc']);
+  b.initializer('shared', weights(1, [V, d]));
+  b.initializer('enc.w', weights(2, [d, d]));
+  b.node('Gather', ['shared', 'input_ids'], ['h']);
+  b.node('MatMul', ['h', 'enc.w'], ['m']);
+  b.node('Tanh', ['m'], ['last_hidden_state']);
+  b.output('last_hidden_state', 'float32', ['batch', 'enc', d]);
+  return b.build();
+}
+
+/** Decoder: shared embedding, cross-attention over the encoder states (masked), a head. */
+function decoder(): Model {
+  const b = new ModelBuilder({ opset: 17 });
+  b.input('input_ids', 'int64', ['batch', 'dec']);
+  b.input('encoder_hidden_states', 'float32', ['batch', 'enc', d]);
+  b.input('encoder_attention_mask', 'int64', ['batch', 'enc']);
+  b.initializer('shared', weights(1, [V, d])); // the same values as the encoder's: one tensor when joined
+  b.initializer('dec.q', weights(3, [d, d]));
+  b.initializer('lm_head', weights(4, [d, V]));
+  b.initializer('one', f32([], [1]));
+  b.initializer('neg', f32([], [-1e4]));
+  b.initializer('axis1', { dtype: 'int64', dims: [1], data: new BigInt64Array([1n]) });
+  b.node('Gather', ['shared', 'input_ids'], ['h']); // 'h' clashes with the encoder's
+  b.node('MatMul', ['h', 'dec.q'], ['q']);
+  b.node('Transpose', ['encoder_hidden_states'], ['kT'], { perm: [0, 2, 1] });
+  b.node('MatMul', ['q', 'kT'], ['scores']);
+  b.node('Cast', ['encoder_attention_mask'], ['maskf'], { to: 1 });
+  b.node('Sub', ['one', 'maskf'], ['off']);
+  b.node('Mul', ['off', 'neg'], ['bias2']);
+  b.node('Unsqueeze', ['bias2', 'axis1'], ['bias']);
+  b.node('Add', ['scores', 'bias'], ['masked']);
+  b.node('Softmax', ['masked'], ['attn'], { axis: -1 });
+  b.node('MatMul', ['attn', 'encoder_hidden_states'], ['ctx']);
+  b.node('Add', ['h', 'ctx'], ['m']); // 'm' clashes too
+  b.node('MatMul', ['m', 'lm_head'], ['logits']);
+  b.output('logits', 'float32', ['batch', 'dec', V]);
+  return b.build();
+}
+
+const encIds = tensorOf('int64', [B, TE], (i) => (3 * i + 1) % V);
+const mask = tensorOf('int64', [B, TE], (i) => (i >= TE + 3 ? 0 : 1)); // the second row's last 2 positions padded
+const decIds = tensorOf('int64', [B, TD], (i) => (5 * i + 2) % V);
+const links = { encoder_hidden_states: 'last_hidden_state', encoder_attention_mask: 'attention_mask' };
+
+test('joinModels: the joined forward is the decoder on the encoder\'s output; clashing names get the prefix, the shared embedding stays one tensor', async () => {
+  const j = joinModels(encoder(), decoder(), { links });
+  assert.deepEqual(j.model.graph.inputs.map((i) => i.name), ['input_ids', 'attention_mask', 'decoder_input_ids']);
+  assert.deepEqual(j.shared, ['shared']);
+  assert.equal(j.renamed.get('input_ids'), 'decoder_input_ids');
+  assert.equal(j.renamed.get('h'), 'decoder_h');
+  const joined = new RefitModel(j.model, { threads: 1 });
+  const params = joined.parameterNames();
+  assert.ok(['dec.q', 'enc.w', 'lm_head', 'shared'].every((p) => params.includes(p)) && params.filter((p) => p === 'shared').length === 1, params.join());
+  const enc = new RefitModel(encoder(), { threads: 1 }), dec = new RefitModel(decoder(), { threads: 1 });
+  const states = (await enc.run({ input_ids: encIds, attention_mask: mask }))['last_hidden_state']!;
+  const want = (await dec.run({ input_ids: decIds, encoder_hidden_states: states, encoder_attention_mask: mask }))['logits']!;
+  const got = (await joined.run({ input_ids: encIds, attention_mask: mask, decoder_input_ids: decIds }))['logits']!;
+  assert.deepEqual([...got.data], [...want.data]);
+  await Promise.all([joined.release(), enc.release(), dec.release()]);
+});
+
+test('joinModels: one step trains both halves; the shared embedding\'s gradient sums its three uses (finite differences)', async () => {
+  const j = joinModels(encoder(), decoder(), { links });
+  const reports = await gradCheck(j.model, { input_ids: encIds, attention_mask: mask, decoder_input_ids: decIds }, { params: ['shared', 'enc.w', 'dec.q'], outputs: ['logits'], maxElements: 24 });
+  assert.equal(reports.length, 3);
+  for (const r of reports) {
+    assert.ok(r.relError <= 1e-2, `${r.param}: relative error ${r.relError.toExponential(2)}`);
+    assert.ok(r.analyticNorm > 0, `${r.param}: zero gradient`);
+  }
+});
+
+test('splitWeights: trained weights go back into the two models under their own names', () => {
+  const j = joinModels(encoder(), decoder(), { links });
+  const joined = new RefitModel(j.model);
+  joined.setParams({ shared: new Float32Array(V * d).fill(0.25), 'enc.w': new Float32Array(d * d).fill(0.5), 'dec.q': new Float32Array(d * d).fill(0.75) });
+  const enc = new RefitModel(encoder()), dec = new RefitModel(decoder());
+  const n = splitWeights(joined, enc, dec, j);
+  assert.deepEqual(n.first.sort(), ['enc.w', 'shared']);
+  assert.deepEqual(n.second.sort(), ['dec.q', 'lm_head', 'one', 'neg', 'shared'].sort());
+  assert.equal(enc.param('shared').data[0], 0.25);
+  assert.equal(dec.param('shared').data[0], 0.25);
+  assert.equal(enc.param('enc.w').data[0], 0.5);
+  assert.equal(dec.param('dec.q').data[0], 0.75);
+});
+
+test('joinModels refuses, by name: a link to a tensor the first model lacks, an input the second lacks, a subgraph node', () => {
+  assert.throws(() => joinModels(encoder(), decoder(), { links: { encoder_hidden_states: 'nope' } }), /the first model has no tensor 'nope' to feed 'encoder_hidden_states'/);
+  assert.throws(() => joinModels(encoder(), decoder(), { links: { nope: 'last_hidden_state' } }), /the second model has no input 'nope'/);
+  const withIf = decoder();
+  withIf.graph.nodes.push({ name: 'branch', opType: 'If', domain: '', inputs: ['c'], outputs: ['z'], attrs: { then_branch: { kind: 'opaque', value: {} } } });
+  assert.throws(() => joinModels(encoder(), withIf, { links }), /a node with a subgraph \('branch', If\); for a decoder with a KV cache, join withoutKvCache\(decoder\)/);
+});
