@@ -7,10 +7,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
 import type { Model } from '../../src/onnx/ir.ts';
-import { RefitModel } from '../../src/model.ts';
+import { readFileSync } from 'node:fs';
+import { loadModel, RefitModel } from '../../src/model.ts';
+import { tokenCrossEntropy } from '../../src/train/losses.ts';
 import { joinModels, splitWeights } from '../../src/onnx/join.ts';
 import { gradCheck } from '../../src/autodiff/gradcheck.ts';
-import { f32, tensorOf, type Tensor } from '../../src/onnx/tensor.ts';
+import { f32, tensor, tensorOf, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 
 const V = 11, d = 6, B = 2, TE = 5, TD = 4;
@@ -116,3 +118,53 @@ test('joinModels refuses, by name: a link to a tensor the first model lacks, an 
   withIf.graph.nodes.push({ name: 'branch', opType: 'If', domain: '', inputs: ['c'], outputs: ['z'], attrs: { then_branch: { kind: 'opaque', value: {} } } });
   assert.throws(() => joinModels(encoder(), withIf, { links }), /a node with a subgraph \('branch', If\); for a decoder with a KV cache, join withoutKvCache\(decoder\)/);
 });
+
+// A BART/Marian-style encoder-decoder exported by torch.onnx as optimum lays it out, two files
+// (test/fixtures/seq2seq/make_seq2seq.py), against PyTorch's float64 loss and gradients. Its
+// embedding `model.shared` is read by the encoder, the decoder and the tied lm_head (a transposed
+// copy in the decoder file).
+const FIX = new URL('../fixtures/seq2seq/', import.meta.url).pathname;
+const seq2seqRef = JSON.parse(readFileSync(`${FIX}reference.json`, 'utf8')) as {
+  encoder: Record<string, [string, boolean][]>; decoder: Record<string, [string, boolean][]>;
+  inputs: Record<'input_ids' | 'attention_mask' | 'decoder_input_ids' | 'labels', number[][]>;
+  loss: number; grads: Record<string, number[]>; shapes: Record<string, number[]>;
+};
+const ids2 = (rows: number[][]) => tensor('int64', [rows.length, rows[0]!.length], rows.flat());
+
+for (const keepTies of [false, true]) {
+  test(`an exported encoder-decoder joined${keepTies ? ' (keepTies)' : ''}: loss and every parameter's gradient match PyTorch`, async () => {
+    const encoderFile = await loadModel(`${FIX}encoder_model.onnx`, { keepTies });
+    const decoderFile = await loadModel(`${FIX}decoder_model.onnx`, { keepTies });
+    const j = joinModels(encoderFile.ir, decoderFile.ir, { links });
+    const model = new RefitModel(j.model, { threads: 1 });
+    const step = model.compileTrainStep({ trainable: 'all', loss: tokenCrossEntropy({ logits: 'logits', labels: 'labels' }) });
+    const { input_ids, attention_mask, decoder_input_ids, labels } = seq2seqRef.inputs;
+    const r = await step.run({ input_ids: ids2(input_ids), attention_mask: ids2(attention_mask), decoder_input_ids: ids2(decoder_input_ids), labels: ids2(labels) });
+    await step.release();
+    assert.ok(Math.abs(r.loss - seq2seqRef.loss) <= 1e-5 * seq2seqRef.loss, `loss ${r.loss} vs PyTorch ${seq2seqRef.loss}`);
+    const seen = new Set<string>();
+    for (const [param, want] of Object.entries(seq2seqRef.grads)) {
+      const got = new Float32Array(want.length);
+      const [rows, cols] = seq2seqRef.shapes[param]!;
+      let found = 0;
+      const holders = [...seq2seqRef.encoder[param]!.map(([n, t]) => [n, t] as const), ...seq2seqRef.decoder[param]!.map(([n, t]) => [j.renamed.get(n) ?? n, t] as const)];
+      for (const [name, transposed] of holders) {
+        const g = r.grads.get(name);
+        if (!g || seen.has(`${name}`)) continue; // a tensor both files share, or a retied copy, counts once
+        seen.add(name);
+        found++;
+        for (let i = 0; i < want.length; i++) got[i]! += transposed ? g[(i % cols!) * rows! + Math.floor(i / cols!)]! : g[i]!;
+      }
+      assert.ok(found > 0, `no gradient for ${param}`);
+      assertClose(`${param}`, got, want);
+    }
+    if (keepTies) assert.ok(!model.parameterNames().some((n) => seq2seqRef.decoder['model.shared.weight']!.some(([c, t]) => t && (j.renamed.get(c) ?? c) === n)), 'the tied lm_head copy is no parameter');
+    await model.release();
+  });
+}
+
+function assertClose(name: string, got: Float32Array, want: number[]) {
+  let d2 = 0, w2 = 0;
+  for (let i = 0; i < want.length; i++) { d2 += (got[i]! - want[i]!) ** 2; w2 += want[i]! ** 2; }
+  assert.ok(Math.sqrt(d2) <= 1e-4 * Math.sqrt(w2) + 1e-6, `${name}: relative error ${(Math.sqrt(d2 / Math.max(w2, 1e-30))).toExponential(2)}`);
+}
