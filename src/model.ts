@@ -2,7 +2,7 @@
 import type { Model } from './onnx/ir.ts';
 import { cloneModel, opsetVersion } from './onnx/ir.ts';
 import { decodeModel, encodeModel } from './onnx/proto.ts';
-import { readModelFile, writeFileAtomic } from './onnx/io.ts';
+import { readModelFile, writeModelFile, type WriteOptions } from './onnx/io.ts';
 import { createSession, toOrt, fromOrt, type SessionOptions, ort } from './onnx/runtime.ts';
 import { signatureOf, checkSignature } from './onnx/shapes.ts';
 import { type Tensor, formatShape, cloneTensor } from './onnx/tensor.ts';
@@ -222,9 +222,13 @@ export class RefitModel {
     return encodeModel(this.ir);
   }
 
-  /** Save as a plain inference model; written to a temp file and renamed, so a failure keeps the old file. */
-  async save(path: string): Promise<void> {
-    writeFileAtomic(path, this.toBytes());
+  /**
+   * Save as a plain inference model. Written to a temp file and renamed, so a failure keeps the old
+   * file. A model whose weights exceed 1.5 GiB (protobuf's limit is 2 GiB) is written with them in
+   * `<path>_data` beside it, as ONNX external data; `externalData` forces either form.
+   */
+  async save(path: string, opts: WriteOptions = {}): Promise<void> {
+    writeModelFile(path, this.ir, opts);
   }
 
   /** Free cached inference sessions. */

@@ -1,7 +1,7 @@
 // Node file I/O for models. Kept apart from ./proto.ts so the core stays browser-safe.
-import { readFileSync, openSync, readSync, closeSync, fstatSync, writeFileSync, renameSync, unlinkSync, existsSync, fsyncSync } from 'node:fs';
-import { dirname, resolve, normalize, sep } from 'node:path';
-import { decodeModel, encodeModel, type ExternalDataReader } from './proto.ts';
+import { openSync, readSync, closeSync, fstatSync, writeFileSync, writeSync, renameSync, unlinkSync, existsSync, fsyncSync } from 'node:fs';
+import { basename, dirname, join, resolve, normalize, sep } from 'node:path';
+import { decodeModel, encodeModel, encodeModelWithDataFile, type ExternalDataReader } from './proto.ts';
 import type { Model } from './ir.ts';
 
 /**
@@ -41,7 +41,7 @@ export function readModelFile(path: string): Model {
     if (!existsSync(full)) throw new Error(`external data file '${location}' (next to ${path}) not found`);
     const fd = openSync(full, 'r');
     try {
-      const len = length ?? readFileSync(full).byteLength - offset;
+      const len = length ?? fstatSync(fd).size - offset;
       const buf = new Uint8Array(len);
       const got = readSync(fd, buf, 0, len, offset);
       if (got !== len) throw new Error(`external data file '${location}' is truncated: wanted ${len} bytes at offset ${offset}, got ${got}`);
@@ -78,6 +78,49 @@ export function writeFileAtomic(path: string, bytes: Uint8Array): void {
   }
 }
 
-export function writeModelFile(path: string, model: Model): void {
-  writeFileAtomic(path, encodeModel(model));
+/**
+ * Above this many bytes of initializers a model is written with its weights in a data file beside
+ * it: protobuf caps a message at 2 GiB, and onnxruntime cannot read a larger single file.
+ */
+export const EXTERNAL_DATA_ABOVE = 1.5 * 2 ** 30;
+
+export interface WriteOptions {
+  /**
+   * Weights in `<file>.onnx_data` beside the model (ONNX external data): true, false, or 'auto'
+   * (the default: when the initializers exceed EXTERNAL_DATA_ABOVE bytes, or `above` if given).
+   */
+  externalData?: boolean | 'auto';
+  above?: number;
+}
+
+/**
+ * Write a model atomically. With external data the data file is written (to a temporary name,
+ * then renamed) before the model file, so a model file on disk never names data that is missing;
+ * a failure leaves the old files as they were.
+ */
+export function writeModelFile(path: string, model: Model, opts: WriteOptions = {}): void {
+  const weights = [...model.graph.initializers.values()].reduce((a, t) => a + t.data.byteLength, 0);
+  const external = opts.externalData === true || ((opts.externalData ?? 'auto') === 'auto' && weights > (opts.above ?? EXTERNAL_DATA_ABOVE));
+  if (!external) { writeFileAtomic(path, encodeModel(model)); return; }
+  const location = `${basename(path)}_data`;
+  const { bytes, chunks } = encodeModelWithDataFile(model, location);
+  writeChunksAtomic(join(dirname(path), location), chunks);
+  writeFileAtomic(path, bytes);
+}
+
+function writeChunksAtomic(path: string, chunks: Uint8Array[]): void {
+  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+  try {
+    const fd = openSync(tmp, 'w');
+    try {
+      for (const c of chunks) for (let at = 0; at < c.byteLength;) at += writeSync(fd, c, at, c.byteLength - at);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (e) {
+    try { unlinkSync(tmp); } catch { /* already gone */ }
+    throw new Error(`could not save ${path}: ${(e as Error).message}`);
+  }
 }

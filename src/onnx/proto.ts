@@ -197,6 +197,29 @@ export function encodeModelExternal(m: Model, minBytes = 65536): { bytes: Uint8A
   return { bytes, files };
 }
 
+/**
+ * Encode for a file with its weights beside it: every top-level initializer of at least `minBytes`
+ * goes to one data file named `location` (ONNX external data, as onnx's save_model writes it with
+ * all_tensors_to_one_file), at consecutive offsets. Returns the model bytes and the data file's
+ * chunks in order (views of the tensors' own memory, not copies).
+ */
+export function encodeModelWithDataFile(m: Model, location: string, minBytes = 1024): { bytes: Uint8Array; chunks: Uint8Array[] } {
+  const chunks: Uint8Array[] = [];
+  let offset = 0;
+  const bytes = encode(m, (name, t) => {
+    if (t.data.byteLength < minBytes) return undefined;
+    const data = toBytes(t);
+    const proto = {
+      name, dataType: ONNX_DTYPE[t.dtype], dims: t.dims, dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+      externalData: [{ key: 'location', value: location }, { key: 'offset', value: String(offset) }, { key: 'length', value: String(data.byteLength) }],
+    };
+    chunks.push(data);
+    offset += data.byteLength;
+    return proto;
+  });
+  return { bytes, chunks };
+}
+
 function encode(m: Model, external?: (name: string, t: Tensor) => onnxProto.onnx.ITensorProto | undefined): Uint8Array {
   const msg = onnx.ModelProto.create({
     irVersion: m.irVersion,

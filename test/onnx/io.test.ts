@@ -1,7 +1,7 @@
 // Model I/O: bytes and file round trips, external data, attribute kinds, probed shapes.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
@@ -98,4 +98,32 @@ test('INT64_MAX/MIN attributes (Slice "to the end") survive a round trip with th
   const out = await s.run({ x: toOrt(f32([2, 3], [1, 2, 3, 4, 5, 6])) });
   assert.deepEqual([...(out.y!.data as Float32Array)], [2, 3, 5, 6]);
   await s.release();
+});
+
+test('a model saved with external data: the weights go to <file>_data, and it loads and runs as the single file does', async () => {
+  const big = new ModelBuilder({ opset: 17 });
+  big.input('x', 'float32', ['N', 64]);
+  big.initializer('w', f32([64, 32], Array.from({ length: 64 * 32 }, (_, i) => Math.sin(i))));
+  big.initializer('b', f32([32], Array.from({ length: 32 }, (_, i) => i / 32)));
+  big.node('MatMul', ['x', 'w'], ['h']);
+  big.node('Add', ['h', 'b'], ['y']);
+  big.output('y', 'float32', ['N', 32]);
+  const m = big.build();
+  const single = join(dir, 'single.onnx'), split = join(dir, 'split.onnx');
+  writeModelFile(single, m);
+  writeModelFile(split, m, { externalData: true });
+  assert.ok(!existsSync(`${single}_data`));
+  assert.ok(existsSync(`${split}_data`));
+  assert.ok(statSync(split).size < 1024, `the model file holds no large weight (${statSync(split).size} bytes)`);
+  assert.equal(statSync(`${split}_data`).size, 64 * 32 * 4, 'w in the data file; b (128 bytes) stays inline');
+  const x = f32([2, 64], Array.from({ length: 128 }, (_, i) => Math.cos(i)));
+  const [a, c] = await Promise.all([loadModel(single), loadModel(split)]);
+  assert.deepEqual((await c.run({ x }))['y']!.data, (await a.run({ x }))['y']!.data);
+  // 'auto' (the default) splits above the threshold, and saving again replaces both files
+  await c.save(split, { above: 10 });
+  assert.equal(statSync(`${split}_data`).size, 64 * 32 * 4);
+  assert.deepEqual(readModelFile(split).graph.initializers.get('w')!.data, m.graph.initializers.get('w')!.data);
+  writeModelFile(join(dir, 'under.onnx'), m, { above: 1e9 });
+  assert.ok(!existsSync(join(dir, 'under.onnx_data')));
+  await Promise.all([a.release(), c.release()]);
 });

@@ -14,6 +14,8 @@ export function writeFileAtomic(path: string, _bytes: Uint8Array): void {
   nodeOnly(`saving to '${path}'`, 'take model.toBytes() and download or store it (downloadBytes, saveAdapterToIndexedDB)');
 }
 
-export function writeModelFile(path: string, _model: Model): void {
+export type WriteOptions = Record<string, unknown>;
+
+export function writeModelFile(path: string, _model: Model, _opts?: WriteOptions): void {
   nodeOnly(`writeModelFile('${path}')`, 'encode it with encodeModel(model) and download or store the bytes');
 }
