@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { loadModel, RefitModel } from '../../src/model.ts';
 import { tokenCrossEntropy } from '../../src/train/losses.ts';
 import { joinModels, splitWeights } from '../../src/onnx/join.ts';
+import { kvCacheOf, withoutKvCache } from '../../src/onnx/kv-cache.ts';
 import { gradCheck } from '../../src/autodiff/gradcheck.ts';
 import { f32, tensor, tensorOf, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
@@ -125,16 +126,17 @@ test('joinModels refuses, by name: a link to a tensor the first model lacks, an 
 // copy in the decoder file).
 const FIX = new URL('../fixtures/seq2seq/', import.meta.url).pathname;
 const seq2seqRef = JSON.parse(readFileSync(`${FIX}reference.json`, 'utf8')) as {
-  encoder: Record<string, [string, boolean][]>; decoder: Record<string, [string, boolean][]>;
+  encoder: Record<string, [string, boolean][]>; decoder_model: Record<string, [string, boolean][]>; decoder_model_merged: Record<string, [string, boolean][]>;
   inputs: Record<'input_ids' | 'attention_mask' | 'decoder_input_ids' | 'labels', number[][]>;
   loss: number; grads: Record<string, number[]>; shapes: Record<string, number[]>;
 };
 const ids2 = (rows: number[][]) => tensor('int64', [rows.length, rows[0]!.length], rows.flat());
 
-for (const keepTies of [false, true]) {
-  test(`an exported encoder-decoder joined${keepTies ? ' (keepTies)' : ''}: loss and every parameter's gradient match PyTorch`, async () => {
+for (const [decoderName, keepTies] of [['decoder_model', false], ['decoder_model', true], ['decoder_model_merged', false]] as const) {
+  test(`an exported encoder-decoder joined (${decoderName}${keepTies ? ', keepTies' : ''}): loss and every parameter's gradient match PyTorch`, async () => {
     const encoderFile = await loadModel(`${FIX}encoder_model.onnx`, { keepTies });
-    const decoderFile = await loadModel(`${FIX}decoder_model.onnx`, { keepTies });
+    // the merged decoder trains without its cache (both its own keys and values and the cross-attention's)
+    const decoderFile = withoutKvCache(await loadModel(`${FIX}${decoderName}.onnx`, { keepTies }));
     const j = joinModels(encoderFile.ir, decoderFile.ir, { links });
     const model = new RefitModel(j.model, { threads: 1 });
     const step = model.compileTrainStep({ trainable: 'all', loss: tokenCrossEntropy({ logits: 'logits', labels: 'labels' }) });
@@ -147,7 +149,7 @@ for (const keepTies of [false, true]) {
       const got = new Float32Array(want.length);
       const [rows, cols] = seq2seqRef.shapes[param]!;
       let found = 0;
-      const holders = [...seq2seqRef.encoder[param]!.map(([n, t]) => [n, t] as const), ...seq2seqRef.decoder[param]!.map(([n, t]) => [j.renamed.get(n) ?? n, t] as const)];
+      const holders = [...seq2seqRef.encoder[param]!.map(([n, t]) => [n, t] as const), ...seq2seqRef[decoderName][param]!.map(([n, t]) => [j.renamed.get(n) ?? n, t] as const)];
       for (const [name, transposed] of holders) {
         const g = r.grads.get(name);
         if (!g || seen.has(`${name}`)) continue; // a tensor both files share, or a retied copy, counts once
@@ -158,7 +160,7 @@ for (const keepTies of [false, true]) {
       assert.ok(found > 0, `no gradient for ${param}`);
       assertClose(`${param}`, got, want);
     }
-    if (keepTies) assert.ok(!model.parameterNames().some((n) => seq2seqRef.decoder['model.shared.weight']!.some(([c, t]) => t && (j.renamed.get(c) ?? c) === n)), 'the tied lm_head copy is no parameter');
+    if (keepTies) assert.ok(!model.parameterNames().some((n) => seq2seqRef[decoderName]['model.shared.weight']!.some(([c, t]) => t && (j.renamed.get(c) ?? c) === n)), 'the tied lm_head copy is no parameter');
     await model.release();
   });
 }
@@ -168,3 +170,24 @@ function assertClose(name: string, got: Float32Array, want: number[]) {
   for (let i = 0; i < want.length; i++) { d2 += (got[i]! - want[i]!) ** 2; w2 += want[i]! ** 2; }
   assert.ok(Math.sqrt(d2) <= 1e-4 * Math.sqrt(w2) + 1e-6, `${name}: relative error ${(Math.sqrt(d2 / Math.max(w2, 1e-30))).toExponential(2)}`);
 }
+
+test('the merged seq2seq decoder fixture generates with its cache as it scores whole sequences', async () => {
+  const enc = await loadModel(`${FIX}encoder_model.onnx`, { threads: 1 });
+  const dec = await loadModel(`${FIX}decoder_model_merged.onnx`, { threads: 1 });
+  const kv = kvCacheOf(dec)!;
+  assert.deepEqual(kv.past.map((p) => p.name).sort(), ['past_key_values.0.decoder.key', 'past_key_values.0.decoder.value', 'past_key_values.0.encoder.key', 'past_key_values.0.encoder.value']);
+  const { input_ids, attention_mask, decoder_input_ids } = seq2seqRef.inputs;
+  const states = (await enc.run({ input_ids: ids2(input_ids), attention_mask: ids2(attention_mask) }))['last_hidden_state']!;
+  const empty = Object.fromEntries(kv.past.map((p) => [p.name, tensor('float32', [2, 2, 0, 4], [])]));
+  const run = (ids: Tensor, past: Record<string, Tensor>, cached: boolean) => dec.run({ input_ids: ids, encoder_hidden_states: states, encoder_attention_mask: ids2(attention_mask), ...past, use_cache_branch: tensor('bool', [1], [cached ? 1 : 0]) });
+  const T = decoder_input_ids[0]!.length;
+  const whole = (await run(ids2(decoder_input_ids), empty, false))['logits']!;
+  const first = await run(ids2(decoder_input_ids.map((r) => r.slice(0, T - 1))), empty, false);
+  const past = Object.fromEntries(kv.past.map((p, k) => [p.name, first[kv.present[k]!]!]));
+  const step = (await run(ids2(decoder_input_ids.map((r) => r.slice(T - 1))), past, true))['logits']!;
+  let diff = 0;
+  for (let b = 0; b < 2; b++) for (let v = 0; v < V + 5; v++) diff = Math.max(diff, Math.abs((step.data[b * (V + 5) + v] as number) - (whole.data[(b * T + T - 1) * (V + 5) + v] as number)));
+  assert.ok(diff < 1e-4, `cached step vs whole sequence: ${diff}`);
+  await Promise.all([enc.release(), dec.release()]);
+});
+
