@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { loadModel, RefitModel } from '../../src/model.ts';
 import { tokenCrossEntropy } from '../../src/train/losses.ts';
 import { joinModels, splitWeights } from '../../src/onnx/join.ts';
-import { kvCacheOf, withoutKvCache } from '../../src/onnx/kv-cache.ts';
+import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../../src/onnx/kv-cache.ts';
 import { gradCheck } from '../../src/autodiff/gradcheck.ts';
 import { f32, tensor, tensorOf, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
@@ -191,3 +191,25 @@ test('the merged seq2seq decoder fixture generates with its cache as it scores w
   await Promise.all([enc.release(), dec.release()]);
 });
 
+
+test('trained weights go back into the merged decoder\'s file (splitWeights, then writeWeightsBack), which then computes what the joined model computes', async () => {
+  const enc = await loadModel(`${FIX}encoder_model.onnx`, { threads: 1 });
+  const file = await loadModel(`${FIX}decoder_model_merged.onnx`, { threads: 1 });
+  const free = withoutKvCache(file);
+  const j = joinModels(enc.ir, free.ir, { links });
+  const joined = new RefitModel(j.model, { threads: 1 });
+  // "train": move every float weight a little
+  joined.setParams(new Map(joined.parameterNames().map((n) => [n, (joined.param(n).data as Float32Array).map((v, i) => v + 0.01 * Math.sin(i + n.length))])));
+  splitWeights(joined, enc, free, j);
+  writeWeightsBack(file, free);
+  const { input_ids, attention_mask, decoder_input_ids } = seq2seqRef.inputs;
+  const want = (await joined.run({ input_ids: ids2(input_ids), attention_mask: ids2(attention_mask), decoder_input_ids: ids2(decoder_input_ids) }))['logits']!;
+  const states = (await enc.run({ input_ids: ids2(input_ids), attention_mask: ids2(attention_mask) }))['last_hidden_state']!;
+  const kv = kvCacheOf(file)!;
+  const empty = Object.fromEntries(kv.past.map((p) => [p.name, tensor('float32', [2, 2, 0, 4], [])]));
+  const got = (await file.run({ input_ids: ids2(decoder_input_ids), encoder_hidden_states: states, encoder_attention_mask: ids2(attention_mask), ...empty, use_cache_branch: tensor('bool', [1], [0]) }))['logits']!;
+  let diff = 0;
+  for (let i = 0; i < want.data.length; i++) diff = Math.max(diff, Math.abs((got.data[i] as number) - (want.data[i] as number)));
+  assert.ok(diff < 1e-5, `file vs joined: ${diff}`);
+  await Promise.all([enc.release(), file.release(), joined.release()]);
+});
