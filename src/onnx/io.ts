@@ -1,5 +1,5 @@
 // Node file I/O for models. Kept apart from ./proto.ts so the core stays browser-safe.
-import { openSync, readSync, closeSync, fstatSync, writeFileSync, writeSync, renameSync, unlinkSync, existsSync, fsyncSync } from 'node:fs';
+import { openSync, readSync, closeSync, fstatSync, writeSync, renameSync, unlinkSync, existsSync, fsyncSync } from 'node:fs';
 import { basename, dirname, join, resolve, normalize, sep } from 'node:path';
 import { decodeModel, encodeModel, encodeModelWithDataFile, type ExternalDataReader } from './proto.ts';
 import type { Model } from './ir.ts';
@@ -60,13 +60,13 @@ export function readModelFile(path: string): Model {
   return model;
 }
 
-/** Write bytes atomically: a failed write never replaces a good file. */
-export function writeFileAtomic(path: string, bytes: Uint8Array): void {
+/** Write bytes (or chunks, in order) atomically: a failed write never replaces a good file. */
+export function writeFileAtomic(path: string, bytes: Uint8Array | readonly Uint8Array[]): void {
   const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
   try {
     const fd = openSync(tmp, 'w');
     try {
-      writeFileSync(fd, bytes);
+      for (const c of bytes instanceof Uint8Array ? [bytes] : bytes) for (let at = 0; at < c.byteLength;) at += writeSync(fd, c, at, c.byteLength - at);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
@@ -86,7 +86,7 @@ export const EXTERNAL_DATA_ABOVE = 1.5 * 2 ** 30;
 
 export interface WriteOptions {
   /**
-   * Weights in `<file>.onnx_data` beside the model (ONNX external data): true, false, or 'auto'
+   * Weights in `<file>_data` beside the model (`model.onnx_data`; ONNX external data): true, false, or 'auto'
    * (the default: when the initializers exceed EXTERNAL_DATA_ABOVE bytes, or `above` if given).
    */
   externalData?: boolean | 'auto';
@@ -95,8 +95,9 @@ export interface WriteOptions {
 
 /**
  * Write a model atomically. With external data the data file is written (to a temporary name,
- * then renamed) before the model file, so a model file on disk never names data that is missing;
- * a failure leaves the old files as they were.
+ * then renamed) before the model file, so a model file on disk never names data that is missing.
+ * A failed write leaves the old files; a crash between the two renames leaves the new data beside
+ * the old model file.
  */
 export function writeModelFile(path: string, model: Model, opts: WriteOptions = {}): void {
   const weights = [...model.graph.initializers.values()].reduce((a, t) => a + t.data.byteLength, 0);
@@ -104,23 +105,6 @@ export function writeModelFile(path: string, model: Model, opts: WriteOptions = 
   if (!external) { writeFileAtomic(path, encodeModel(model)); return; }
   const location = `${basename(path)}_data`;
   const { bytes, chunks } = encodeModelWithDataFile(model, location);
-  writeChunksAtomic(join(dirname(path), location), chunks);
+  writeFileAtomic(join(dirname(path), location), chunks);
   writeFileAtomic(path, bytes);
-}
-
-function writeChunksAtomic(path: string, chunks: Uint8Array[]): void {
-  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
-  try {
-    const fd = openSync(tmp, 'w');
-    try {
-      for (const c of chunks) for (let at = 0; at < c.byteLength;) at += writeSync(fd, c, at, c.byteLength - at);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-  } catch (e) {
-    try { unlinkSync(tmp); } catch { /* already gone */ }
-    throw new Error(`could not save ${path}: ${(e as Error).message}`);
-  }
 }

@@ -10,7 +10,7 @@ export function readModelFile(path: string): Model {
   return nodeOnly(`loadModel('${path}')`, "pass the model's bytes: loadModel(await fetchBytes(url)) or modelFrom(blob)");
 }
 
-export function writeFileAtomic(path: string, _bytes: Uint8Array): void {
+export function writeFileAtomic(path: string, _bytes: Uint8Array | readonly Uint8Array[]): void {
   nodeOnly(`saving to '${path}'`, 'take model.toBytes() and download or store it (downloadBytes, saveAdapterToIndexedDB)');
 }
 
