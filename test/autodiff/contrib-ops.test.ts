@@ -86,6 +86,12 @@ const CASES: [string, OneOp][] = [
   ['RotaryEmbedding interleaved, rotary over half the head', rope([B, S, 32], 4, positions, { num_heads: 2, interleaved: 1, rotary_embedding_dim: 8 })],
   ['RotaryEmbedding [B, N, S, H], position offset', rope([B, 2, S, 16], 8, tensor('int64', [1], [2]))],
   ['RotaryEmbedding num_heads 0 (head size from the cache), interleaved', rope([B, S, 32], 8, positions, { interleaved: 1 })],
+  ['MultiHeadAttention self, packed bias, key_padding_mask', { op: 'MultiHeadAttention', domain: MS, feed: '', outputs: ['y'], attrs: { num_heads: 2 },
+    inputs: [['q', [B, S, D]], ['k', [B, S, D]], ['v', [B, S, D]], ['b', [3 * D]], ['m', padMask]] }],
+  ['MultiHeadAttention cross (7 keys), attention_bias, scale', { op: 'MultiHeadAttention', domain: MS, feed: '', outputs: ['y'], attrs: { num_heads: 2, scale: { kind: 'float', value: 0.4 } } as never,
+    inputs: [['q', [B, S, D]], ['k', [B, 7, D]], ['v', [B, 7, D]], ['', []], ['', []], ['ab', [1, 2, S, 7]]] }],
+  ['MultiHeadAttention unidirectional, present key and value', { op: 'MultiHeadAttention', domain: MS, feed: '', outputs: ['y', 'pk', 'pv'], attrs: { num_heads: 2, unidirectional: 1 },
+    inputs: [['q', [B, S, D]], ['k', [B, S, D]], ['v', [B, S, D]]] }],
   ['EmbedLayerNormalization (segments, mask, mask_index)', { op: 'EmbedLayerNormalization', domain: MS, feed: '', outputs: ['y', 'mask_index'], attrs: { epsilon: { kind: 'float', value: 1e-5 } }, inputs: [
     ['ids', tensor('int32', [B, S], [1, 4, 2, 0, 3, 5, 5, 1, 2, 0])], ['seg', tensor('int32', [B, S], [0, 0, 1, 1, 1, 0, 1, 0, 1, 0])],
     ['word', [6, D]], ['pos', [S, D]], ['segemb', [2, D]], ['g', [D]], ['be', [D]], ['m', tensor('int32', [B, S], [1, 1, 1, 0, 0, 1, 1, 1, 1, 1])]] }],
@@ -119,7 +125,7 @@ test('the forward check catches a wrong unfusing: Attention unfused without the 
 });
 
 test('finite differences through the unfused ops w.r.t. every float input', async () => {
-  for (const [label, spec] of CASES.filter(([l]) => /^(FastGelu with|BiasGelu|QuickGelu$|SkipLayerNormalization \(beta|SkipSimplified|SimplifiedLayer|Attention raw 2-D mask, uni|FusedMatMul transB|FusedMatMul transBatch|FusedGemm Leaky|FusedConv LeakyRelu|EmbedLayerNormalization \(seg|GroupQueryAttention (4\/2|packed|right)|RotaryEmbedding)/.test(l))) {
+  for (const [label, spec] of CASES.filter(([l]) => /^(FastGelu with|BiasGelu|QuickGelu$|SkipLayerNormalization \(beta|SkipSimplified|SimplifiedLayer|Attention raw 2-D mask, uni|FusedMatMul transB|FusedMatMul transBatch|FusedGemm Leaky|FusedConv LeakyRelu|EmbedLayerNormalization \(seg|GroupQueryAttention (4\/2|packed|right)|RotaryEmbedding|MultiHeadAttention (self|cross))/.test(l))) {
     const { model, feeds, params } = oneOp({ ...spec, feed: '' });
     const reports = await gradCheck(model, feeds, { params, outputs: spec.outputs.filter((o) => o && o !== 'mask_index'), maxElements: 24 });
     for (const r of reports) {
@@ -147,6 +153,10 @@ test('fused ops off the gradient path stay fused; unsupported forms are refused 
   const mg = new RefitModel(withPast.model, { threads: 1 });
   const sg = mg.compileTrainStep({ trainable: ['k'], loss: randomProjectionLoss(['y'], 1) });
   await assert.rejects(sg.run(withPast.feeds), /GroupQueryAttention node 'node_under_test': a non-empty past \(a KV cache\) is not supported: refit trains whole sequences \(withoutKvCache\)/);
+  // MultiHeadAttention with keys already split into heads ([B, N, L, H], as a cross-attention cache feeds them)
+  const mha = oneOp({ op: 'MultiHeadAttention', domain: MS, outputs: ['y'], attrs: { num_heads: 2 }, inputs: [['q', [B, S, D]], ['k', [B, 2, 7, 4]], ['v', [B, 2, 7, 4]]] });
+  const ms = new RefitModel(mha.model, { threads: 1 }).compileTrainStep({ trainable: ['k'], loss: randomProjectionLoss(['y'], 1) });
+  await assert.rejects(ms.run(mha.feeds), /MultiHeadAttention node 'node_under_test': only separate \[batch, sequence, hidden\] query, key and value are supported \(got ranks 3, 4, 4/);
   // RotaryEmbedding forms onnxruntime's kernel has and the lowering does not
   for (const [attrs, why] of [[{ num_heads: 2, scale: 0.5 }, /a scale other than 1 is not supported/], [{ num_heads: 2, is_packed_batching: 1 }, /is_packed_batching is not supported/]] as const) {
     const r = oneOp(rope([B, S, 32], 8, positions, attrs));

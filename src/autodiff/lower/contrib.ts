@@ -21,6 +21,7 @@ const MS = 'com.microsoft';
 export const CONTRIB_OPS = new Set([
   'Gelu', 'FastGelu', 'BiasGelu', 'QuickGelu', 'SkipLayerNormalization', 'SkipSimplifiedLayerNormalization', 'Attention',
   'FusedMatMul', 'FusedGemm', 'FusedConv', 'EmbedLayerNormalization', 'MatMulNBits', 'GroupQueryAttention', 'RotaryEmbedding',
+  'MultiHeadAttention',
 ]);
 
 /** Activations FusedConv / FusedGemm (and com.microsoft.nchwc Conv) carry, with how many float parameters each takes. */
@@ -53,6 +54,17 @@ export function contribRefusal(node: Node, shapeOf?: (t: string) => number[]): s
         const ok = (m.length === 1 && m[0] === x[0]) || m.length === 2 || m.length === 3;
         if (!ok) return `mask_index of shape [${m}] is not supported (only a raw mask [batch, total_seq] or [batch, seq, total_seq], or right-padding lengths [batch])`;
       }
+      return undefined;
+    }
+    case 'MultiHeadAttention': {
+      if (!shapeOf) return undefined;
+      const ranks = [0, 1, 2].map((i) => (present(node, i) ? shapeOf(node.inputs[i]!).length : 0));
+      if (ranks[0] !== 3 || ranks[1] !== 3 || ranks[2] !== 3) return `only separate [batch, sequence, hidden] query, key and value are supported (got ranks ${ranks.join(', ')}: packed or pre-projected forms are not)`;
+      if (present(node, 4) && shapeOf(node.inputs[4]!).length !== 2) return 'only a key_padding_mask of [batch, key sequence] is supported';
+      if ([6, 7].some((i) => present(node, i) && shapeOf(node.inputs[i]!)[2] !== 0)) return 'a non-empty past (a KV cache) is not supported: refit trains whole sequences (withoutKvCache)';
+      if (node.inputs.slice(8).some(Boolean)) return 'inputs past_sequence_length and cache_indirection are not supported';
+      if (used(3)) return 'output qk is not supported';
+      if (attrInt(node, 'unidirectional', 0) !== 0 && shapeOf(node.inputs[0]!)[1] !== shapeOf(node.inputs[1]!)[1]) return 'unidirectional attention with a key sequence of another length is not supported';
       return undefined;
     }
     case 'EmbedLayerNormalization':
@@ -188,6 +200,8 @@ export function lowerContrib(node: Node, graph: Graph, em: Emitter, shapeOf: (t:
     }
     case 'Attention':
       return bind(em, attention(node, em, shapeOf), out);
+    case 'MultiHeadAttention':
+      return multiHeadAttention(node, em, shapeOf);
     case 'EmbedLayerNormalization': {
       // LayerNorm(word[input_ids] + position[position_ids or 0..S-1] + segment[segment_ids]);
       // mask_index is the per-row count of the mask (int32; zeros without a mask, as onnxruntime writes).
@@ -237,6 +251,47 @@ export function lowerContrib(node: Node, graph: Graph, em: Emitter, shapeOf: (t:
 }
 
 /** com.microsoft.Attention without past state: packed QKV projection, scaled dot product, masks. */
+/**
+ * com.microsoft MultiHeadAttention (onnxruntime's optimizer writes it for encoder-decoder and
+ * cross-attention blocks), for separate [B, S, D] query and [B, L, D] key / value: the packed bias
+ * [q | k | v] added, softmax(scale · q·kᵀ + masks) · v per head; a key_padding_mask [B, L] and
+ * unidirectional set masked scores to mask_filter_value's offset, as the kernel does; attention_bias
+ * is added. present_key / present_value, when used, are the heads of k and v ([B, N, L, dh]).
+ */
+function multiHeadAttention(node: Node, em: Emitter, shapeOf: (t: string) => number[]): void {
+  const [q0, k0, v0] = node.inputs as [string, string, string];
+  const [B, S, Dq] = shapeOf(q0) as [number, number, number];
+  const L = shapeOf(k0)[1]!, Dv = shapeOf(v0)[2]!;
+  const N = attrInt(node, 'num_heads');
+  if (!N || Dq % N || Dv % N) refuse(node, `num_heads ${N} does not divide the hidden sizes ${Dq} and ${Dv}`);
+  const dh = Dq / N, dv = Dv / N;
+  let q = q0, k = k0, v = v0;
+  if (present(node, 3)) {
+    const [bq, bk, bv] = split(em, node.inputs[3]!, [Dq, Dq, Dv], 0) as [string, string, string];
+    q = em.add(q, bq); k = em.add(k, bk); v = em.add(v, bv);
+  }
+  const heads = (t: string, len: number, d: number) => em.transpose(em.reshape(t, [B, len, N, d]), [0, 2, 1, 3]);
+  const qh = heads(q, S, dh), kh = heads(k, L, dh), vh = heads(v, L, dv); // [B, N, ·, d]
+  let scores = em.mul(em.op('MatMul', [qh, em.transpose(kh, [0, 1, 3, 2])]), em.scalar(attrFloat(node, 'scale', 0) || 1 / Math.sqrt(dh))); // [B, N, S, L]
+  let keep: string | null = null;
+  if (present(node, 4)) {
+    const m = em.op('Cast', [em.op('Greater', [em.op('Cast', [node.inputs[4]!], { to: 7 }), em.constant(i64([], [0]), 'zero')])], { to: 1 });
+    keep = em.reshape(m, [B, 1, 1, L]);
+  }
+  if (attrInt(node, 'unidirectional', 0) !== 0) {
+    const tri = new Float32Array(S * L);
+    for (let i = 0; i < S; i++) for (let j = 0; j <= i && j < L; j++) tri[i * L + j] = 1;
+    const causal = em.constant(f32([S, L], tri), 'causal_keep');
+    keep = keep ? em.mul(keep, causal) : causal;
+  }
+  if (keep) scores = em.add(scores, em.mul(em.sub(em.scalar(1), keep), em.scalar(attrFloat(node, 'mask_filter_value', -10000))));
+  if (present(node, 5)) scores = em.add(scores, node.inputs[5]!);
+  const ctx = em.op('MatMul', [em.op('Softmax', [scores], { axis: -1 }), vh]); // [B, N, S, dv]
+  bind(em, em.reshape(em.transpose(ctx, [0, 2, 1, 3]), [B, S, Dv]), node.outputs[0]!);
+  if (wanted(node, 1)) bind(em, kh, node.outputs[1]!);
+  if (wanted(node, 2)) bind(em, vh, node.outputs[2]!);
+}
+
 function attention(node: Node, em: Emitter, shapeOf: (t: string) => number[]): string {
   const [x, w] = node.inputs as [string, string];
   const [B, S] = shapeOf(x) as [number, number];
