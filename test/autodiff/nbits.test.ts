@@ -219,3 +219,29 @@ test('a 4-bit embedding table (GatherBlockQuantized, onnxruntime-genai\'s tied e
   assert.throws(() => m.compileTrainStep({ trainable: ['scales'], loss }), /'scales' is a quantization scale or zero point \(input 2 of GatherBlockQuantized/);
   await m.release();
 });
+
+test('q4f16 (transformers.js\'s model_q4f16.onnx: 4-bit layers with float16 scales in a float16 model): LoRA trains, and its gradients match finite differences', async () => {
+  const { float16Copy } = await import('../../src/autodiff/lower/float16.ts');
+  const { tokenCrossEntropy } = await import('../../src/train/losses.ts');
+  const { gradCheck } = await import('../../src/autodiff/gradcheck.ts');
+  const { quantizeNBits } = await import('../../src/peft/quantize-nbits.ts');
+  const f = withoutKvCache(await loadModel(readZoo('llama').modelPath, { threads: 1 }));
+  const q16 = new RefitModel(float16Copy(quantizeNBits(f.ir, { blockSize: 16 })), { threads: 1 });
+  const nbits = q16.ir.graph.nodes.filter((n) => n.opType === 'MatMulNBits');
+  assert.ok(nbits.length > 0 && nbits.every((n) => q16.ir.graph.initializers.get(n.inputs[2]!)!.dtype === 'float16'), 'float16 scales');
+  const ids = tensor('int64', [2, 6], Array.from({ length: 12 }, (_, i) => (i * 7 + 3) % 40));
+  const feeds = { input_ids: ids, attention_mask: tensor('int64', [2, 6], new Array(12).fill(1)), position_ids: tensor('int64', [2, 6], Array.from({ length: 12 }, (_, i) => i % 6)) };
+  const p = peft.withAdapter(q16, 'ad', peft.lora({ targets: () => true, rank: 2 }));
+  const names = p.trainableNames('ad');
+  const r = await p.compileTrainStep({ trainable: names, loss: tokenCrossEntropy({ logits: 'logits', labels: 'labels' }) }).run({ ...feeds, labels: tensor('int64', [2, 6], Array.from({ length: 12 }, (_, i) => (i * 5) % 40)) });
+  assert.ok(Number.isFinite(r.loss));
+  const vals = p.adapterValues('ad');
+  for (const n of names.filter((k) => k.includes('lora_B'))) (vals.get(n)!.data as Float32Array).forEach((_, i, a) => { a[i] = 0.05 * Math.sin(i + n.length); });
+  p.touch(names);
+  // float16 logits make the differences noisier than float32's: 1e-2 is the finite-difference bound used throughout
+  const reps = await gradCheck(p.ir, feeds, { params: [names[0]!, names[1]!, names.at(-1)!], outputs: ['logits'], maxElements: 12 });
+  for (const rep of reps) {
+    assert.ok(rep.relError <= 1e-2, `${rep.param}: relative error ${rep.relError.toExponential(2)}`);
+    assert.ok(rep.analyticNorm > 0, `${rep.param}: zero gradient`);
+  }
+});
