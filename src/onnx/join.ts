@@ -82,11 +82,12 @@ export function joinModels(first: Model, second: Model, opts: JoinOptions): Join
     inputs: [...ga.inputs, ...gb.inputs.filter((i) => !linked.has(i.name)).map((i) => ({ ...i, name: to(i.name) }))],
     outputs: gb.outputs.map((o) => ({ ...o, name: to(o.name) })),
     initializers,
-    valueInfo: [...ga.valueInfo, ...gb.valueInfo.map((v) => ({ ...v, name: to(v.name) }))],
+    // the first model's value_info wins for a name both describe (a linked tensor)
+    valueInfo: [...ga.valueInfo, ...gb.valueInfo.map((v) => ({ ...v, name: to(v.name) })).filter((v) => !ga.valueInfo.some((w) => w.name === v.name))],
   };
   const opsets = [...a.opsets, ...b.opsets.filter((o) => !a.opsets.some((p) => p.domain === o.domain))];
   const renamed = new Map([...rename].filter(([k]) => !linked.has(k)));
-  return { model: { ...a, opsets, graph }, renamed, shared };
+  return { model: { ...a, irVersion: Math.max(a.irVersion, b.irVersion), opsets, graph }, renamed, shared };
 }
 
 /** Every tensor name a graph defines or reads: inputs, outputs, initializers, node inputs and outputs. */
