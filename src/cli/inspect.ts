@@ -1,6 +1,7 @@
 // `refit inspect model.onnx`: what a model takes and gives, and what refit can train in it.
 // The graph walk is diagnoseTraining's (src/autodiff/diagnose.ts); this file only loads and
 // formats.
+import { quantizedValues } from '../peft/accounting.ts';
 import { tokenIdsInput, vocabularySize, TOKEN_COMPANIONS } from '../onnx/token-companions.ts';
 import { kvCacheOf, withoutKvCache } from '../onnx/kv-cache.ts';
 import { loadModel } from '../model.ts';
@@ -31,7 +32,8 @@ export interface InspectResult {
     /** Op types refit cannot differentiate; they block training only on a parameter's gradient path. */
     withoutRule: string[];
   };
-  parameters: { tensors: number; values: number };
+  /** Float parameters; `quantized`: weight values the model holds quantized (int8, 4-bit), frozen. */
+  parameters: { tensors: number; values: number; quantized: number };
   /** A token model: the ids input, its vocabulary, and the inputs refit makes from the ids (withTokenInputs, --pad-token). */
   tokens?: { ids: string; vocab: number | null; companions: string[] };
   /** A text decoder exported with a KV cache: what refit trains is the model without it (ops, gradients and groups below). */
@@ -93,7 +95,7 @@ export async function inspectModel(path: string): Promise<InspectResult> {
     nodes: g.nodes.length,
     opCounts: d.opCounts,
     ops,
-    parameters: { tensors: groups.reduce((a, gr) => a + gr.tensors, 0), values: groups.reduce((a, gr) => a + gr.values, 0) },
+    parameters: { tensors: groups.reduce((a, gr) => a + gr.tensors, 0), values: groups.reduce((a, gr) => a + gr.values, 0), quantized: quantizedValues(g) },
     ...(tokens ? { tokens } : {}),
     ...(kvCache ? { kvCache } : {}),
     groups,
@@ -116,7 +118,7 @@ export function formatInspect(r: InspectResult): string {
   for (const o of r.outputs) out.push(`  output:     ${o.name} ${o.dtype} ${fmtShape(o.shape)}`);
   if (r.tokens) out.push(`  token ids:  '${r.tokens.ids}'${r.tokens.vocab !== null ? ` (vocabulary ${n(r.tokens.vocab)})` : ''}, from a .npy of ids${r.tokens.companions.length ? `; refit makes ${r.tokens.companions.join(', ')} from them (--pad-token: the padding id)` : ''}`);
   if (r.kvCache) out.push(`  KV cache:   ${r.kvCache.past} past inputs${r.kvCache.useCacheBranch ? ' and use_cache_branch (optimum\'s merged decoder)' : ''}; refit trains the model without it (empty pasts${r.kvCache.useCacheBranch ? ', the uncached branch inlined' : ''}), as analysed below`);
-  out.push(`  parameters: ${n(r.parameters.values)} values in ${r.parameters.tensors} tensors`);
+  out.push(`  parameters: ${n(r.parameters.values)} values in ${r.parameters.tensors} tensors${r.parameters.quantized ? `, and ${n(r.parameters.quantized)} weight values stored quantized (frozen; adapters train on them)` : ''}`);
   const counts = Object.entries(r.opCounts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   out.push(`  ops:        ${r.nodes} nodes: ${counts.map(([k, v]) => `${k} ×${v}`).join(', ')}`);
   out.push(`  gradients:  ${r.ops.differentiable.length} op types with rules${r.ops.lowered.length ? `, ${r.ops.lowered.join(', ')} by lowering` : ''}${r.ops.noGradient.length ? `, ${r.ops.noGradient.length} carry no gradient (${r.ops.noGradient.join(', ')})` : ''}`);

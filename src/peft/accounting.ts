@@ -21,7 +21,7 @@ export interface Accounting {
  * Weight values the base holds quantized, which are not float parameters but are the model's size:
  * every quantized layer's dIn · dOut (int8, 4-bit) and a low-bit embedding table's rows · columns.
  */
-function quantizedValues(g: Graph): number {
+export function quantizedValues(g: Graph): number {
   let n = findSites(g).filter((s) => s.quant).reduce((a, s) => a + (s.dIn / (s.group ?? 1)) * s.dOut * (s.kernel ?? []).reduce((k, v) => k * v, 1), 0);
   for (const node of g.nodes) {
     const data = node.opType === 'GatherBlockQuantized' ? g.initializers.get(node.inputs[0] ?? '') : undefined;

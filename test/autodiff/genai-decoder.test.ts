@@ -125,6 +125,22 @@ test('genai-style int4 decoder: LoRA on its 4-bit layers trains, and its gradien
   await free.release();
 });
 
+test('genai-style int4 decoder: refit inspect counts its quantized weights apart from its float parameters', async () => {
+  const { inspectModel, formatInspect } = await import('../../src/cli/inspect.ts');
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'refit-genai-'));
+  try {
+    await new RefitModel(genaiDecoder()).save(join(dir, 'model.onnx'));
+    const r = await inspectModel(join(dir, 'model.onnx'));
+    assert.deepEqual(r.parameters, { tensors: 3, values: 96, quantized: (2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64 + 32 * V) + V * d });
+    assert.match(formatInspect(r), /parameters: 96 values in 3 tensors, and 11,776 weight values stored quantized/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('genai-style int4 decoder: \'all\' trains the norm weights, nothing quantized and no rotary table', async () => {
   const free = withoutKvCache(new RefitModel(genaiDecoder(), { threads: 1 }));
   assert.deepEqual(free.parameterNames().sort(), ['ln1.weight', 'ln2.weight', 'lnf.weight'], 'not the 4-bit weights, their scales, or the rotary tables');
