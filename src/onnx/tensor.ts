@@ -21,10 +21,20 @@ export const ONNX_DTYPE: Record<DType, number> = {
 
 const CODE_TO_DTYPE = new Map<number, DType>(Object.entries(ONNX_DTYPE).map(([k, v]) => [v, k as DType]));
 
+/** ONNX's names for the element types refit does not hold (TensorProto.DataType). */
+const UNSUPPORTED_DTYPE: Record<number, string> = {
+  8: 'string', 14: 'complex64', 15: 'complex128', 16: 'bfloat16', 17: 'float8e4m3fn', 18: 'float8e4m3fnuz',
+  19: 'float8e5m2', 20: 'float8e5m2fnuz', 21: 'uint4', 22: 'int4', 23: 'float4e2m1',
+};
+
 export function dtypeFromOnnx(code: number): DType {
   const d = CODE_TO_DTYPE.get(code);
-  if (!d) throw new Error(`unsupported ONNX tensor data type ${code} (supported: ${[...CODE_TO_DTYPE.keys()].join(', ')})`);
-  return d;
+  if (d) return d;
+  const name = UNSUPPORTED_DTYPE[code];
+  const hint = code === 21 || code === 22
+    ? ': 4-bit weights load as com.microsoft MatMulNBits (onnxruntime\'s 4-bit quantizer in its default QOperator format, transformers.js\'s model_q4.onnx), not yet as int4 DequantizeLinear'
+    : code === 16 ? ': convert the model to float32 or float16' : '';
+  throw new Error(`unsupported ONNX tensor data type ${code}${name ? ` (${name})` : ''}${hint} (supported: ${[...CODE_TO_DTYPE.values()].join(', ')})`);
 }
 
 export const BYTES_PER_ELEMENT: Record<DType, number> = {

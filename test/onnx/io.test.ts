@@ -127,3 +127,13 @@ test('a model saved with external data: the weights go to <file>_data, and it lo
   assert.ok(!existsSync(join(dir, 'under.onnx_data')));
   await Promise.all([a.release(), c.release()]);
 });
+
+test('a tensor type refit does not hold (int4, bfloat16) is refused at load by its name, with what to do', () => {
+  for (const [code, name, hint] of [[22, 'int4', /MatMulNBits/], [16, 'bfloat16', /float32 or float16/], [21, 'uint4', /MatMulNBits/]] as const) {
+    const m = onnxProto.onnx.ModelProto.create({
+      irVersion: 10, opsetImport: [{ domain: '', version: 21 }],
+      graph: { name: 'g', initializer: [{ name: 'w', dataType: code, dims: [2], rawData: new Uint8Array([0x21]) }], node: [], input: [], output: [] },
+    });
+    assert.throws(() => decodeModel(onnxProto.onnx.ModelProto.encode(m).finish()), new RegExp(`unsupported ONNX tensor data type ${code} \\(${name}\\): .*${hint.source}`));
+  }
+});
