@@ -11,7 +11,37 @@ const num = (v: number | Long | null | undefined): number => (v == null ? 0 : ty
 /** Resolves a tensor stored outside the model file (ONNX external data). */
 export type ExternalDataReader = (location: string, offset: number, length: number | undefined) => Uint8Array;
 
+/** ONNX's 4-bit element types (TensorProto.UINT4, INT4): held unpacked, one value a byte, as uint8 / int8. */
+const FOUR_BIT: Record<number, 'uint8' | 'int8'> = { 21: 'uint8', 22: 'int8' };
+
+/**
+ * A uint4/int4 tensor (two values a byte, the low nibble first) as uint8/int8 with one value a
+ * byte. DequantizeLinear (opset 21) takes int8 with the same block_size and axis, so a graph that
+ * only dequantizes its 4-bit weights computes the same; it is written back as 8-bit.
+ */
+function unpackFourBit(p: onnxProto.onnx.ITensorProto, dtype: 'uint8' | 'int8', readExternal?: ExternalDataReader): Tensor {
+  const name = p.name ?? '';
+  const dims = (p.dims ?? []).map(num);
+  const n = size(dims), bytesNeeded = Math.ceil(n / 2);
+  let packed: Uint8Array;
+  if (p.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
+    const kv = Object.fromEntries((p.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
+    if (!kv.location || !readExternal) throw new Error(`tensor '${name}' uses external data${kv.location ? ` ('${kv.location}'): load the model from a file path so the data file can be found` : ' but names no location'}`);
+    packed = readExternal(kv.location, Number(kv.offset ?? 0), kv.length === undefined ? undefined : Number(kv.length));
+  } else if (p.rawData && p.rawData.length > 0) packed = p.rawData;
+  else packed = Uint8Array.from((p.int32Data ?? []).map((v) => num(v) & 0xff)); // one packed byte per entry
+  if (packed.length < bytesNeeded) throw new Error(`tensor '${name}' of shape [${dims}] (4-bit) has ${packed.length} bytes, expected ${bytesNeeded}`);
+  const data = dtype === 'int8' ? new Int8Array(n) : new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
+    const v = (packed[i >> 1]! >> ((i & 1) * 4)) & 15;
+    data[i] = dtype === 'int8' && v >= 8 ? v - 16 : v;
+  }
+  return { dtype, dims, data };
+}
+
 export function tensorFromProto(p: onnxProto.onnx.ITensorProto, readExternal?: ExternalDataReader): Tensor {
+  const fourBit = FOUR_BIT[p.dataType ?? 0];
+  if (fourBit) return unpackFourBit(p, fourBit, readExternal);
   const name = p.name ?? '';
   const dtype = dtypeFromOnnx(p.dataType ?? 0);
   const dims = (p.dims ?? []).map(num);
@@ -88,7 +118,8 @@ function valueInfoFromProto(v: onnxProto.onnx.IValueInfoProto): ValueInfo | null
   const tt = v.type?.tensorType;
   if (!tt) return null; // sequences/maps: not used by refit
   let dtype: DType;
-  try { dtype = dtypeFromOnnx(tt.elemType ?? 0); } catch { return null; }
+  // a 4-bit value is held as 8-bit (unpackFourBit), and so described
+  try { dtype = FOUR_BIT[tt.elemType ?? 0] ?? dtypeFromOnnx(tt.elemType ?? 0); } catch { return null; }
   const shape: Dim[] | null = tt.shape
     ? (tt.shape.dim ?? []).map((d) => (d.dimValue != null && num(d.dimValue) > 0 ? num(d.dimValue) : d.dimParam ? d.dimParam : null))
     : null;

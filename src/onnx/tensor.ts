@@ -31,9 +31,8 @@ export function dtypeFromOnnx(code: number): DType {
   const d = CODE_TO_DTYPE.get(code);
   if (d) return d;
   const name = UNSUPPORTED_DTYPE[code];
-  const hint = code === 21 || code === 22
-    ? ': 4-bit weights load as com.microsoft MatMulNBits (onnxruntime\'s 4-bit quantizer in its default QOperator format, transformers.js\'s model_q4.onnx), not yet as int4 DequantizeLinear'
-    : code === 16 ? ': convert the model to float32 or float16' : '';
+  // (uint4/int4 never get here: proto.ts holds them unpacked as uint8/int8)
+  const hint = code === 16 ? ': convert the model to float32 or float16' : code >= 17 && code <= 20 ? ': 8-bit floats are not supported; convert the model to float32 or float16' : '';
   throw new Error(`unsupported ONNX tensor data type ${code}${name ? ` (${name})` : ''}${hint} (supported: ${[...CODE_TO_DTYPE.values()].join(', ')})`);
 }
 

@@ -34,7 +34,7 @@ export function floatValue(g: Graph, name: string, t: Tensor): Tensor {
     if (n.opType === 'DequantizeLinear' && n.inputs[0] === name) {
       const scale = init(n.inputs[1]);
       if (!scale) throw new PeftError(`DequantizeLinear node '${n.name}': the scale of weight '${name}' is not an initializer; cannot dequantize it`);
-      return dequantizeWeight(t, scale, init(n.inputs[2]), attrInt(n, 'axis', 1), `weight '${name}'`);
+      return dequantizeWeight(t, scale, init(n.inputs[2]), attrInt(n, 'axis', 1), `weight '${name}'`, attrInt(n, 'block_size', 0));
     }
     if (n.opType === 'MatMulNBits' && n.inputs[1] === name) {
       const l = nbitsLayout(n);

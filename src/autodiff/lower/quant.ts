@@ -57,11 +57,31 @@ export function straightThrough(em: Emitter, x: string, mask?: string): string {
   return mask ? em.op('Where', [mask, e, em.scalar(0)]) : e;
 }
 
-/** Dequantize a constant integer weight [K, N] (per-tensor, or per column: scale/zero point of size N). */
-export function dequantizeWeight(q: Tensor, scale: Tensor, zp: Tensor | undefined, axis = 1, what = 'weight'): Tensor {
+/**
+ * Dequantize a constant integer weight [K, N] (per-tensor, or per column: scale/zero point of size
+ * N), or, with `blockSize` (DequantizeLinear's block_size, opset 21), per block of that many values
+ * along `axis`: the scale and zero point have the weight's shape with that axis ⌈dim / blockSize⌉.
+ */
+export function dequantizeWeight(q: Tensor, scale: Tensor, zp: Tensor | undefined, axis = 1, what = 'weight', blockSize = 0): Tensor {
   const s = toNumbers(scale), z = zp ? toNumbers(zp) : [0];
   const dims = q.dims;
   const ax = axis < 0 ? axis + dims.length : axis;
+  if (blockSize > 0) {
+    const blocks = Math.ceil(dims[ax]! / blockSize);
+    const sdims = dims.map((d, k) => (k === ax ? blocks : d));
+    if (scale.dims.join() !== sdims.join() || (zp && zp.dims.join() !== sdims.join())) {
+      throw new Error(`${what}: blocked scale${zp ? ' and zero point' : ''} of shape [${scale.dims}]${zp ? ` / [${zp.dims}]` : ''}; expected [${sdims}] (block_size ${blockSize} on axis ${ax} of [${dims}])`);
+    }
+    const inner = dims.slice(ax + 1).reduce((a, b) => a * b, 1), d = dims[ax]!;
+    const src = q.data as Int8Array | Uint8Array;
+    const out = new Float32Array(src.length);
+    for (let i = 0; i < src.length; i++) {
+      const outer = Math.floor(i / (inner * d)), along = Math.floor(i / inner) % d, rest = i % inner;
+      const j = (outer * blocks + Math.floor(along / blockSize)) * inner + rest;
+      out[i] = (src[i]! - (zp ? z[j]! : 0)) * s[j]!;
+    }
+    return f32([...dims], out);
+  }
   const n = s.length > 1 ? dims[ax]! : 1;
   if ((s.length !== 1 && s.length !== n) || (z.length !== 1 && z.length !== s.length && z.length !== n)) {
     throw new Error(`${what}: scale has ${s.length} values and zero point ${z.length}; expected 1 or ${dims[ax]} (axis ${ax} of [${dims}])`);
