@@ -51,8 +51,9 @@ export interface NormLayer {
 
 const FUSED: Record<string, NormKind> = {
   BatchNormalization: 'batch', LayerNormalization: 'layer', InstanceNormalization: 'instance', GroupNormalization: 'group',
-  // onnxruntime's fused RMSNorm (its optimizer writes it for the decomposed pattern; default domain)
-  SimplifiedLayerNormalization: 'rms',
+  // onnxruntime's fused RMSNorm (its optimizer writes it for the decomposed pattern; default domain),
+  // and opset 23's standard RMSNormalization
+  SimplifiedLayerNormalization: 'rms', RMSNormalization: 'rms',
 };
 
 /** onnxruntime's residual-add-then-norm ops (com.microsoft): input, skip, gamma, beta? … */

@@ -57,6 +57,8 @@ const CASES: [string, OneOp][] = [
   ['SkipLayerNormalization (gamma only, opset 13: primitives)', { op: 'SkipLayerNormalization', domain: MS, inputs: [['x', [B, S, D]], ['s', [B, S, D]], ['g', [D]]], outputs: ['y'], opset: 13 }],
   ['SkipSimplifiedLayerNormalization', { op: 'SkipSimplifiedLayerNormalization', domain: MS, inputs: [['x', [B, S, D]], ['s', [B, S, D]], ['g', [D]], ['bias', [D]]], outputs: ['y', '', '', 'sum'], attrs: { epsilon: 1e-6 } }],
   ['SimplifiedLayerNormalization (RMSNorm)', { op: 'SimplifiedLayerNormalization', inputs: [['x', [B, S, D]], ['g', [D]]], outputs: ['y'], attrs: { epsilon: 1e-6, axis: -1 } }],
+  ['RMSNormalization (opset 23)', { op: 'RMSNormalization', inputs: [['x', [B, S, D]], ['g', [D]]], outputs: ['y'], attrs: { epsilon: { kind: 'float', value: 1e-6 } } as never, opset: 23 }],
+  ['RMSNormalization (opset 23) over the last two axes', { op: 'RMSNormalization', inputs: [['x', [B, S, D]], ['g', [S, D]]], outputs: ['y'], attrs: { axis: -2 }, opset: 23 }],
   ['Attention', attn([], { num_heads: 2 })],
   ['Attention unidirectional', attn([], { num_heads: 2, unidirectional: 1 })],
   ['Attention raw 2-D mask', attn([['m', padMask]], { num_heads: 2 })],
@@ -125,7 +127,7 @@ test('the forward check catches a wrong unfusing: Attention unfused without the 
 });
 
 test('finite differences through the unfused ops w.r.t. every float input', async () => {
-  for (const [label, spec] of CASES.filter(([l]) => /^(FastGelu with|BiasGelu|QuickGelu$|SkipLayerNormalization \(beta|SkipSimplified|SimplifiedLayer|Attention raw 2-D mask, uni|FusedMatMul transB|FusedMatMul transBatch|FusedGemm Leaky|FusedConv LeakyRelu|EmbedLayerNormalization \(seg|GroupQueryAttention (4\/2|packed|right)|RotaryEmbedding|MultiHeadAttention (self|cross))/.test(l))) {
+  for (const [label, spec] of CASES.filter(([l]) => /^(FastGelu with|BiasGelu|QuickGelu$|SkipLayerNormalization \(beta|SkipSimplified|SimplifiedLayer|RMSNormalization|Attention raw 2-D mask, uni|FusedMatMul transB|FusedMatMul transBatch|FusedGemm Leaky|FusedConv LeakyRelu|EmbedLayerNormalization \(seg|GroupQueryAttention (4\/2|packed|right)|RotaryEmbedding|MultiHeadAttention (self|cross))/.test(l))) {
     const { model, feeds, params } = oneOp({ ...spec, feed: '' });
     const reports = await gradCheck(model, feeds, { params, outputs: spec.outputs.filter((o) => o && o !== 'mask_index'), maxElements: 24 });
     for (const r of reports) {

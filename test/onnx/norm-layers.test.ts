@@ -223,3 +223,20 @@ test('onnxruntime\'s fused norms: SimplifiedLayerNormalization (RMSNorm), com.mi
     ['rms', 'SkipSimplifiedLayerNormalization', 'g3', undefined],
   ]);
 });
+
+test('opset 23\'s RMSNormalization is an rms layer: its scale found, norm-affine trains it', async () => {
+  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
+  const { f32 } = await import('../../src/onnx/tensor.ts');
+  const { RefitModel } = await import('../../src/model.ts');
+  const peft = await import('../../src/peft/index.ts');
+  const b = new ModelBuilder({ opset: 23 }).input('x', 'float32', [2, 4]).initializer('g', f32([4], [1, 2, 3, 4])).initializer('w', f32([4, 3], Array.from({ length: 12 }, (_, i) => i / 10)));
+  b.node('RMSNormalization', ['x', 'g'], ['n'], { epsilon: 1e-6 });
+  b.node('MatMul', ['n', 'w'], ['y']);
+  const m = b.output('y', 'float32', [2, 3]).build();
+  assert.deepEqual(findNormLayers(m.graph).map((l) => [l.kind, l.op, l.scale]), [['rms', 'RMSNormalization', 'g']]);
+  const p = peft.withAdapter(new RefitModel(m, { threads: 1 }), 'na', peft.normAffine());
+  assert.deepEqual(p.trainableNames('na').length > 0, true);
+  const { randomProjectionLoss } = await import('../../src/autodiff/gradcheck.ts');
+  const r = await p.compileTrainStep({ trainable: p.trainableNames('na'), loss: randomProjectionLoss(['y'], 1) }).run({ x: f32([2, 4], [1, -2, 3, 0.5, 2, 2, -1, 0]) });
+  assert.ok(p.trainableNames('na').every((n) => r.grads.get(n)!.some((v) => v !== 0)));
+});

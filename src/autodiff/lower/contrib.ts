@@ -28,7 +28,8 @@ export const CONTRIB_OPS = new Set([
 export const FUSED_ACTIVATIONS: Record<string, number> = { Relu: 0, Tanh: 0, Sigmoid: 0, LeakyRelu: 1, HardSigmoid: 2, Clip: 2, HardSwish: 0 };
 
 export function isContribLowerable(node: Node): boolean {
-  if (node.opType === 'SimplifiedLayerNormalization') return node.domain === '' || node.domain === 'ai.onnx';
+  // onnxruntime's RMSNorm and opset 23's standard one (same inputs and attributes) are default-domain ops
+  if (node.opType === 'SimplifiedLayerNormalization' || node.opType === 'RMSNormalization') return node.domain === '' || node.domain === 'ai.onnx';
   return node.domain === MS && CONTRIB_OPS.has(node.opType);
 }
 
@@ -194,7 +195,8 @@ export function lowerContrib(node: Node, graph: Graph, em: Emitter, shapeOf: (t:
       if (wanted(node, 3)) bind(em, s, node.outputs[3]!);
       return;
     }
-    case 'SimplifiedLayerNormalization': {
+    case 'SimplifiedLayerNormalization':
+    case 'RMSNormalization': {
       const x = node.inputs[0]!;
       return bind(em, rmsNorm(em, x, node.inputs[1]!, shapeOf(x).length, attrInt(node, 'axis', -1), attrFloat(node, 'epsilon', 1e-5)), out);
     }
