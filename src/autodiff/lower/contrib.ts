@@ -275,11 +275,26 @@ function multiHeadAttention(node: Node, em: Emitter, shapeOf: (t: string) => num
   const heads = (t: string, len: number, d: number) => em.transpose(em.reshape(t, [B, len, N, d]), [0, 2, 1, 3]);
   const qh = heads(q, S, dh), kh = heads(k, L, dh), vh = heads(v, L, dv); // [B, N, ·, d]
   let scores = em.mul(em.op('MatMul', [qh, em.transpose(kh, [0, 1, 3, 2])]), em.scalar(attrFloat(node, 'scale', 0) || 1 / Math.sqrt(dh))); // [B, N, S, L]
-  let keep: string | null = null;
-  if (present(node, 4)) {
-    const m = em.op('Cast', [em.op('Greater', [em.op('Cast', [node.inputs[4]!], { to: 7 }), em.constant(i64([], [0]), 'zero')])], { to: 1 });
-    keep = em.reshape(m, [B, 1, 1, L]);
-  }
+  const keep = present(node, 4) ? em.reshape(rawMaskKeep(em, node.inputs[4]!), [B, 1, 1, L]) : null;
+  scores = masked(node, em, scores, keep, S, L);
+  const ctx = em.op('MatMul', [em.op('Softmax', [scores], { axis: -1 }), vh]); // [B, N, S, dv]
+  bind(em, em.reshape(em.transpose(ctx, [0, 2, 1, 3]), [B, S, Dv]), node.outputs[0]!);
+  if (wanted(node, 1)) bind(em, kh, node.outputs[1]!);
+  if (wanted(node, 2)) bind(em, vh, node.outputs[2]!);
+}
+
+/** A raw attention mask (nonzero: attend) as float 1/0. */
+function rawMaskKeep(em: Emitter, mask: string): string {
+  return em.op('Cast', [em.op('Greater', [em.op('Cast', [mask], { to: 7 }), em.constant(i64([], [0]), 'zero')])], { to: 1 });
+}
+
+/**
+ * Attention scores [B, N, S, L] masked as onnxruntime's Attention and MultiHeadAttention kernels
+ * mask them: where `keep` (float 1/0) or, with unidirectional, the causal triangle is 0, the score
+ * is offset by mask_filter_value (not −∞: fully masked rows included); then the additive bias of
+ * input 5 (relative_position_bias / attention_bias), if given.
+ */
+function masked(node: Node, em: Emitter, scores: string, keep: string | null, S: number, L: number): string {
   if (attrInt(node, 'unidirectional', 0) !== 0) {
     const tri = new Float32Array(S * L);
     for (let i = 0; i < S; i++) for (let j = 0; j <= i && j < L; j++) tri[i * L + j] = 1;
@@ -287,11 +302,7 @@ function multiHeadAttention(node: Node, em: Emitter, shapeOf: (t: string) => num
     keep = keep ? em.mul(keep, causal) : causal;
   }
   if (keep) scores = em.add(scores, em.mul(em.sub(em.scalar(1), keep), em.scalar(attrFloat(node, 'mask_filter_value', -10000))));
-  if (present(node, 5)) scores = em.add(scores, node.inputs[5]!);
-  const ctx = em.op('MatMul', [em.op('Softmax', [scores], { axis: -1 }), vh]); // [B, N, S, dv]
-  bind(em, em.reshape(em.transpose(ctx, [0, 2, 1, 3]), [B, S, Dv]), node.outputs[0]!);
-  if (wanted(node, 1)) bind(em, kh, node.outputs[1]!);
-  if (wanted(node, 2)) bind(em, vh, node.outputs[2]!);
+  return present(node, 5) ? em.add(scores, node.inputs[5]!) : scores;
 }
 
 function attention(node: Node, em: Emitter, shapeOf: (t: string) => number[]): string {
@@ -314,8 +325,6 @@ function attention(node: Node, em: Emitter, shapeOf: (t: string) => number[]): s
   const vh = heads(v, dv, [0, 2, 1, 3]); // [B, N, S, dv]
   let scores = em.mul(em.op('MatMul', [qh, kT]), em.scalar(scale)); // [B, N, S, S]
 
-  // onnxruntime sets masked scores to mask_filter_value (not −∞): keep that, fully masked rows included.
-  const filter = attrFloat(node, 'mask_filter_value', -10000);
   let keep: string | null = null; // float 1/0, broadcastable to [B, N, S, S]
   if (present(node, 3)) {
     const m = node.inputs[3]!;
@@ -326,18 +335,10 @@ function attention(node: Node, em: Emitter, shapeOf: (t: string) => number[]): s
       const lens = em.unsqueeze(em.op('Cast', [m], { to: 7 }), [1]);
       keep = em.reshape(em.op('Cast', [em.op('Less', [pos, lens])], { to: 1 }), [B, 1, 1, S]);
     } else {
-      const gt = em.op('Cast', [em.op('Greater', [em.op('Cast', [m], { to: 7 }), em.constant(i64([], [0]), 'zero')])], { to: 1 });
-      keep = em.reshape(gt, md.length === 2 ? [B, 1, 1, md[1]!] : [B, 1, md[1]!, md[2]!]);
+      keep = em.reshape(rawMaskKeep(em, m), md.length === 2 ? [B, 1, 1, md[1]!] : [B, 1, md[1]!, md[2]!]);
     }
   }
-  if (attrInt(node, 'unidirectional', 0) !== 0) {
-    const tri = new Float32Array(S * S);
-    for (let i = 0; i < S; i++) for (let j = 0; j <= i; j++) tri[i * S + j] = 1;
-    const causal = em.constant(f32([S, S], tri), 'causal_keep');
-    keep = keep ? em.mul(keep, causal) : causal;
-  }
-  if (keep) scores = em.add(scores, em.mul(em.sub(em.scalar(1), keep), em.scalar(filter)));
-  if (present(node, 5)) scores = em.add(scores, node.inputs[5]!);
+  scores = masked(node, em, scores, keep, S, S);
   const probs = em.op('Softmax', [scores], { axis: -1 });
   const ctx = em.op('MatMul', [probs, vh]); // [B, N, S, dv]
   return em.reshape(em.transpose(ctx, [0, 2, 1, 3]), [B, S, hv]);
