@@ -11,6 +11,16 @@ const num = (v: number | Long | null | undefined): number => (v == null ? 0 : ty
 /** Resolves a tensor stored outside the model file (ONNX external data). */
 export type ExternalDataReader = (location: string, offset: number, length: number | undefined) => Uint8Array;
 
+/** The bytes of a tensor stored as ONNX external data, or undefined for one stored in the model. */
+function externalBytes(p: onnxProto.onnx.ITensorProto, readExternal?: ExternalDataReader): Uint8Array | undefined {
+  if (p.dataLocation !== onnx.TensorProto.DataLocation.EXTERNAL) return undefined;
+  const name = p.name ?? '';
+  const kv = Object.fromEntries((p.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
+  if (!kv.location) throw new Error(`tensor '${name}' uses external data but names no location`);
+  if (!readExternal) throw new Error(`tensor '${name}' uses external data ('${kv.location}'): load the model from a file path so the data file can be found`);
+  return readExternal(kv.location, Number(kv.offset ?? 0), kv.length === undefined ? undefined : Number(kv.length));
+}
+
 /** ONNX's 4-bit element types (TensorProto.UINT4, INT4): held unpacked, one value a byte, as uint8 / int8. */
 const FOUR_BIT: Record<number, 'uint8' | 'int8'> = { 21: 'uint8', 22: 'int8' };
 
@@ -23,13 +33,8 @@ function unpackFourBit(p: onnxProto.onnx.ITensorProto, dtype: 'uint8' | 'int8', 
   const name = p.name ?? '';
   const dims = (p.dims ?? []).map(num);
   const n = size(dims), bytesNeeded = Math.ceil(n / 2);
-  let packed: Uint8Array;
-  if (p.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
-    const kv = Object.fromEntries((p.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
-    if (!kv.location || !readExternal) throw new Error(`tensor '${name}' uses external data${kv.location ? ` ('${kv.location}'): load the model from a file path so the data file can be found` : ' but names no location'}`);
-    packed = readExternal(kv.location, Number(kv.offset ?? 0), kv.length === undefined ? undefined : Number(kv.length));
-  } else if (p.rawData && p.rawData.length > 0) packed = p.rawData;
-  else packed = Uint8Array.from((p.int32Data ?? []).map((v) => num(v) & 0xff)); // one packed byte per entry
+  const packed = externalBytes(p, readExternal)
+    ?? (p.rawData && p.rawData.length > 0 ? p.rawData : Uint8Array.from((p.int32Data ?? []).map((v) => num(v) & 0xff))); // one packed byte per entry
   if (packed.length < bytesNeeded) throw new Error(`tensor '${name}' of shape [${dims}] (4-bit) has ${packed.length} bytes, expected ${bytesNeeded}`);
   const data = dtype === 'int8' ? new Int8Array(n) : new Uint8Array(n);
   for (let i = 0; i < n; i++) {
@@ -46,13 +51,8 @@ export function tensorFromProto(p: onnxProto.onnx.ITensorProto, readExternal?: E
   const dtype = dtypeFromOnnx(p.dataType ?? 0);
   const dims = (p.dims ?? []).map(num);
   const n = size(dims);
-  if (p.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
-    const kv = Object.fromEntries((p.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
-    if (!kv.location) throw new Error(`tensor '${name}' uses external data but names no location`);
-    if (!readExternal) throw new Error(`tensor '${name}' uses external data ('${kv.location}'): load the model from a file path so the data file can be found`);
-    const bytes = readExternal(kv.location, Number(kv.offset ?? 0), kv.length === undefined ? undefined : Number(kv.length));
-    return { dtype, dims, data: fromBytes(dtype, bytes, n) };
-  }
+  const external = externalBytes(p, readExternal);
+  if (external) return { dtype, dims, data: fromBytes(dtype, external, n) };
   if (p.rawData && p.rawData.length > 0) return { dtype, dims, data: fromBytes(dtype, p.rawData, n) };
   const data = allocate(dtype, n);
   const src: ArrayLike<number | Long> | null | undefined =

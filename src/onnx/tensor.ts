@@ -24,14 +24,13 @@ const CODE_TO_DTYPE = new Map<number, DType>(Object.entries(ONNX_DTYPE).map(([k,
 /** ONNX's names for the element types refit does not hold (TensorProto.DataType). */
 const UNSUPPORTED_DTYPE: Record<number, string> = {
   8: 'string', 14: 'complex64', 15: 'complex128', 16: 'bfloat16', 17: 'float8e4m3fn', 18: 'float8e4m3fnuz',
-  19: 'float8e5m2', 20: 'float8e5m2fnuz', 21: 'uint4', 22: 'int4', 23: 'float4e2m1',
+  19: 'float8e5m2', 20: 'float8e5m2fnuz', 23: 'float4e2m1', // (uint4 21 and int4 22: proto.ts holds them as uint8/int8)
 };
 
 export function dtypeFromOnnx(code: number): DType {
   const d = CODE_TO_DTYPE.get(code);
   if (d) return d;
   const name = UNSUPPORTED_DTYPE[code];
-  // (uint4/int4 never get here: proto.ts holds them unpacked as uint8/int8)
   const hint = code === 16 ? ': convert the model to float32 or float16' : code >= 17 && code <= 20 ? ': 8-bit floats are not supported; convert the model to float32 or float16' : '';
   throw new Error(`unsupported ONNX tensor data type ${code}${name ? ` (${name})` : ''}${hint} (supported: ${[...CODE_TO_DTYPE.values()].join(', ')})`);
 }
