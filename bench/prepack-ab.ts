@@ -21,44 +21,22 @@ import { withoutKvCache } from '../src/onnx/kv-cache.ts';
 import { f32, i64, type Tensor } from '../src/onnx/tensor.ts';
 import type { TrainStep } from '../src/train/train-step.ts';
 import type { LossSpec } from '../src/train/loss-spec.ts';
+import { TRANSFORMERS, transformerBatch, type TransformerName } from './transformer-batches.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..');
 const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : d; };
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
-const tokens = (n: number, vocab: number, seed: number) => Array.from({ length: n }, (_, i) => (i * 7919 + seed * 104729) % vocab);
 const THREADS = 2;
-const TRANSFORMERS: Record<string, { vocab: number; batch: number; seq: number }> = {
-  gpt: { vocab: 2048, batch: 8, seq: 128 }, bert: { vocab: 4096, batch: 16, seq: 128 },
-  llama: { vocab: 2048, batch: 8, seq: 128 }, smollm: { vocab: 49152, batch: 4, seq: 128 },
-};
 const loraAll = () => peft.lora({ targets: (s) => (s.group ?? 1) === 1 && Math.min(s.dIn, s.dOut) >= 8, rank: 8, alpha: 8 });
 
 interface Case { model: RefitModel; trainable: string[]; loss: LossSpec; batchNorm?: 'train'; feeds: Record<string, Tensor> }
 
 async function makeCase(name: string): Promise<Case> {
   const [model] = name.split('-') as [string, string];
-  if (TRANSFORMERS[model]) {
-    const { vocab, batch: B, seq: T } = TRANSFORMERS[model]!;
+  if (model in TRANSFORMERS) {
     const base = withoutKvCache(await loadModel(join(root, 'tmp', 'transformer-models', `${model}.onnx`), { threads: THREADS }));
-    const feeds: Record<string, Tensor> = {};
-    let loss: LossSpec;
-    if (model === 'bert') {
-      feeds.input_ids = i64([B, T], tokens(B * T, vocab, 2));
-      feeds.token_type_ids = i64([B, T], Array.from({ length: B * T }, (_, i) => (i % T >= T / 2 ? 1 : 0)));
-      feeds.attention_mask = i64([B, T], Array.from({ length: B * T }, (_, i) => (Math.floor(i / T) % 2 === 1 && i % T >= T - 8 ? 0 : 1)));
-      feeds.labels = i64([B], Array.from({ length: B }, (_, i) => i % 2));
-      loss = losses.crossEntropy({ logits: 'logits', labels: 'labels' });
-    } else {
-      const idx = tokens(B * T, vocab, model === 'gpt' ? 1 : 3);
-      feeds[model === 'gpt' ? 'idx' : 'input_ids'] = i64([B, T], idx);
-      if (model !== 'gpt') {
-        feeds.attention_mask = i64([B, T], idx.map(() => 1));
-        feeds.position_ids = i64([B, T], idx.map((_, i) => i % T));
-      }
-      feeds.labels = i64([B, T], idx.map((_, i) => ((i + 1) % T === 0 ? -100 : idx[i + 1]!)));
-      loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'labels' });
-    }
+    const { feeds, loss } = await transformerBatch(model as TransformerName);
     const p = peft.withAdapter(base, 'lora', loraAll());
     return { model: p, trainable: p.trainableNames('lora'), loss, feeds };
   }

@@ -24,19 +24,13 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { TRANSFORMERS, transformerBatch } from './transformer-batches.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..');
 const modelDir = join(root, 'tmp', 'transformer-models');
 const THREADS = 2;
-// As bench/transformers_torch.py's MODELS.
-const MODELS = {
-  gpt: { vocab: 2048, batch: 8, seq: 128, label: 'nanoGPT-style decoder: vocab 2048, d 256, 4 heads, 4 layers, block 128 (3.7M parameters); batch 8 × 128 tokens' },
-  bert: { vocab: 4096, batch: 16, seq: 128, label: 'BERT-style encoder (HF BertForSequenceClassification structure): vocab 4096, d 256, 4 heads, 4 post-LN layers, FFN 1024 (4.3M parameters), 2 labels; batch 16 × 128 tokens, odd sequences padded by 8' },
-  llama: { vocab: 2048, batch: 8, seq: 128, label: 'HF Llama-structured decoder (RMSNorm, rotary, 4 query / 2 key-value heads, SwiGLU FFN 704), vocab 2048, d 256, 4 layers, untied head (3.8M parameters), exported with past_key_values inputs and trained without the cache; batch 8 × 128 tokens' },
-  smollm: { vocab: 49152, batch: 4, seq: 128, label: 'the same Llama structure at SmolLM-135M\'s shape (d 576, 30 layers, 9 query / 3 key-value heads, FFN 1536, vocab 49152, lm_head tied to the embedding: 134.5M parameters, random weights with std 0.02), exported as the Llama; batch 4 × 128 tokens' },
-} as const;
-const isLlama = (n: string) => n === 'llama' || n === 'smollm';
+const MODELS = TRANSFORMERS; // As bench/transformers_torch.py's MODELS (bench/transformer-batches.ts)
 type Name = keyof typeof MODELS;
 const CONFIGS = ['infer', 'full', 'lora'] as const;
 type Cfg = (typeof CONFIGS)[number];
@@ -45,35 +39,12 @@ interface Side { ms: number; times: number[]; first_ms: number; peak_rss_mb: num
 const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : d; };
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
 
-/** Token i = (i·7919 + seed·104729) mod vocab, as transformers_torch.py's tokens(). */
-const tokens = (n: number, vocab: number, seed: number) => Array.from({ length: n }, (_, i) => (i * 7919 + seed * 104729) % vocab);
-
 async function child(name: Name, config: Cfg, reps: number, warmup: number): Promise<Side> {
   const { loadModel } = await import('../src/model.ts');
-  const losses = await import('../src/train/losses.ts');
   const optim = await import('../src/train/optim/index.ts');
   const { Trainer } = await import('../src/train/trainer.ts');
   const peft = await import('../src/peft/index.ts');
-  const { i64 } = await import('../src/onnx/tensor.ts');
-  const { batch: B, seq: T, vocab } = MODELS[name];
-  const feeds: Record<string, import('../src/onnx/tensor.ts').Tensor> = {};
-  let loss;
-  if (name === 'gpt' || isLlama(name)) {
-    const idx = tokens(B * T, vocab, name === 'gpt' ? 1 : 3);
-    feeds[name === 'gpt' ? 'idx' : 'input_ids'] = i64([B, T], idx);
-    if (isLlama(name)) {
-      feeds.attention_mask = i64([B, T], Array.from({ length: B * T }, () => 1));
-      feeds.position_ids = i64([B, T], Array.from({ length: B * T }, (_, i) => i % T));
-    }
-    feeds.labels = i64([B, T], idx.map((_, i) => ((i + 1) % T === 0 ? -100 : idx[i + 1]!)));
-    loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'labels' });
-  } else {
-    feeds.input_ids = i64([B, T], tokens(B * T, vocab, 2));
-    feeds.token_type_ids = i64([B, T], Array.from({ length: B * T }, (_, i) => (i % T >= T / 2 ? 1 : 0)));
-    feeds.attention_mask = i64([B, T], Array.from({ length: B * T }, (_, i) => (Math.floor(i / T) % 2 === 1 && i % T >= T - 8 ? 0 : 1)));
-    feeds.labels = i64([B], Array.from({ length: B }, (_, i) => i % 2));
-    loss = losses.crossEntropy({ logits: 'logits', labels: 'labels' });
-  }
+  const { feeds, loss } = await transformerBatch(name);
   const { withoutKvCache } = await import('../src/onnx/kv-cache.ts');
   const model = withoutKvCache(await loadModel(join(modelDir, `${name}.onnx`), { threads: THREADS, keepTies: process.env.REFIT_KEEP_TIES === '1' }));
   let call: () => Promise<unknown>;
