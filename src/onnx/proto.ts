@@ -2,6 +2,7 @@
 import onnxProto from 'onnx-proto';
 import type { Attr, Graph, Model, Node, ValueInfo, Dim } from './ir.ts';
 import { type Tensor, type DType, ONNX_DTYPE, dtypeFromOnnx, fromBytes, size, allocate, toBytes } from './tensor.ts';
+import { inlineModelFunctions } from './inline-functions.ts';
 
 const { onnx } = onnxProto;
 type Long = { toNumber(): number };
@@ -190,6 +191,7 @@ export function decodeModel(bytes: Uint8Array, readExternal?: ExternalDataReader
   }
   if (!p.graph) throw new Error(`not a valid ONNX model: no graph found in ${bytes.byteLength} bytes`);
   if (!p.opsetImport || p.opsetImport.length === 0) throw new Error('not a valid ONNX model: no opset_import');
+  inlineModelFunctions(p, bytes); // refit's IR is one flat graph
   const metadata: Record<string, string> = {};
   for (const e of p.metadataProps ?? []) metadata[e.key ?? ''] = e.value ?? '';
   return {
