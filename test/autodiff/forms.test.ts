@@ -201,3 +201,22 @@ test('new unary rules: wrong variants (sign flipped or scaled) fail the check', 
   await assertBrokenFails('ThresholdedRelu', scaled('ThresholdedRelu', 0.5), check('ThresholdedRelu', uniform(1.1, 3)));
   await assertBrokenFails('Shrink', scaled('Shrink', 0), check('Shrink', uniform(0.6, 2)));
 });
+
+test('CastLike: the gradient flows to its input, cast back; its type-giving input gets none and blocks nothing', async () => {
+  await checkOp('CastLike', [{ name: 'x', shape: [2, 3] }, { name: 'like', shape: [1], value: f32([1], [0]) }]);
+  // PyTorch's dynamo exporter casts scalars like the tensor they meet: x · CastLike(2.5 as float64, x)
+  const b = new ModelBuilder({ opset: 17 });
+  b.input('dummy', 'float32', [1]);
+  b.initializer('x', f32([2, 2], [0.5, -1, 2, 3]));
+  b.initializer('c', tensor('float64', [], [2.5]));
+  b.node('CastLike', ['c', 'x'], ['c32']);
+  b.node('Mul', ['x', 'c32'], ['y0']);
+  b.node('Identity', ['dummy'], ['dummy_out']);
+  b.output('y0');
+  const model = new RefitModel(b.build(), { threads: 1 });
+  const sum: LossSpec = { describe: 'sum(y0)', reads: ['y0'], inputs: [], build: (ctx) => ctx.em.reduce('ReduceSum', 'y0', [0, 1], false) };
+  const step = model.compileTrainStep({ trainable: ['x'], loss: sum });
+  const r = await step.run({ dummy: f32([1], [0]) });
+  assert.deepEqual([...r.grads.get('x')!], [2.5, 2.5, 2.5, 2.5]);
+  await step.release();
+});
