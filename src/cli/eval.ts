@@ -5,12 +5,15 @@ import { loadModel } from '../model.ts';
 import { progressBar, positiveInt, finiteNumber, range, preprocessOptions } from './common.ts';
 import { classifyTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
+import { pairsTask } from './pairs-task.ts';
 import { TASKS } from './train.ts';
 import { withoutKvCache } from '../onnx/kv-cache.ts';
 
 export interface EvalOptions {
-  /** 'classify' (the default) or 'next-token' (a language model on token sequences). */
+  /** 'classify' (the default), 'next-token' (a language model on token sequences) or 'pairs' (an embedding model's retrieval accuracy). */
   task?: string;
+  /** --task pairs: 'mean' (over the attention mask, the default) or 'cls'. */
+  pooling?: string;
   data: string;
   labels?: string;
   labelColumn?: string;
@@ -32,11 +35,11 @@ export interface EvalResult {
   model: string;
   data: string;
   samples: number;
-  /** Per sample, or with task 'next-token' per scored token (a next token that is not padding). */
+  /** Per sample, or with task 'next-token' per scored token (a next token that is not padding), or with 'pairs' per anchor (its own positive the nearest of all candidates). */
   accuracy: number;
-  /** Mean cross-entropy (nats; per token for next-token). */
+  /** Mean cross-entropy (nats; per token for next-token; the in-batch-negatives loss over the whole set for pairs). */
   loss: number;
-  task?: 'next-token';
+  task?: 'next-token' | 'pairs';
   seconds: number;
 }
 
@@ -47,6 +50,23 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   const prep = preprocessOptions(o, o.json);
   const taskName = o.task ?? 'classify';
   if (!(TASKS as readonly string[]).includes(taskName)) throw new Error(`unknown --task '${o.task}'; known tasks: ${TASKS.join(', ')}`);
+  if (o.pooling !== undefined && taskName !== 'pairs') throw new Error('--pooling is for --task pairs (an embedding model)');
+  if (taskName === 'pairs') {
+    const flags = [o.labels && '--labels', o.labelColumn && '--label-column', prep.pixels && '--mean/--std', prep.resize !== undefined && '--resize'].filter(Boolean);
+    if (flags.length) throw new Error(`${flags.join(', ')}: not for --task pairs, which scores each anchor on finding its own positive`);
+    const model = await loadModel(modelPath);
+    try {
+      const task = pairsTask(model, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}), ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) });
+      const n = task.data.samples;
+      const bar = progressBar(!o.json, 'examples');
+      bar?.start(n, 0, { label: 'eval', metrics: '' });
+      const r = await task.evaluate(model, range(0, n), batchSize, (done) => bar?.update(done));
+      bar?.stop();
+      return { model: modelPath, data: o.data, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'pairs', seconds: (performance.now() - t0) / 1000 };
+    } finally {
+      await model.release();
+    }
+  }
   if (taskName === 'next-token') {
     const flags = [o.labels && '--labels', o.labelColumn && '--label-column', prep.pixels && '--mean/--std', prep.resize !== undefined && '--resize'].filter(Boolean);
     if (flags.length) throw new Error(`${flags.join(', ')}: not for --task next-token, which scores each position on the sequence's own next token`);
@@ -76,6 +96,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
 }
 
 export function formatEval(r: EvalResult): string {
+  if (r.task === 'pairs') return `${r.model} on ${r.data} (${r.samples} examples): retrieval accuracy ${(100 * r.accuracy).toFixed(2)}% (each anchor's own positive the nearest of all ${r.samples} examples' candidates), in-batch-negatives loss ${r.loss.toFixed(4)} (${r.seconds.toFixed(1)} s)`;
   if (r.task === 'next-token') return `${r.model} on ${r.data} (${r.samples} sequences): next-token accuracy ${(100 * r.accuracy).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per token, perplexity ${Math.exp(r.loss).toFixed(2)} (${r.seconds.toFixed(1)} s)`;
   return `${r.model} on ${r.data}: accuracy ${(100 * r.accuracy).toFixed(2)}% (${Math.round(r.accuracy * r.samples)}/${r.samples}), loss ${r.loss.toFixed(4)} (${r.seconds.toFixed(1)} s)`;
 }

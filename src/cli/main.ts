@@ -49,8 +49,9 @@ program
   .command('train')
   .description('fine-tune a model, fully or with a PEFT adapter, on labelled data; writes the model (.onnx) or the adapter folder (HF PEFT layout)')
   .argument('<model>', 'the ONNX model to train')
-  .requiredOption('--data <path>', 'training data: IDX, .npy, .csv or an image folder (see below); token models: a .npy of token ids [sequences, length]')
-  .option('--task <task>', 'classify (labelled samples) or next-token (a language model: each position predicts the next token)', 'classify')
+  .requiredOption('--data <path>', 'training data: IDX, .npy, .csv or an image folder (see below); token models: a .npy of token ids [sequences, length]; --task pairs: [examples, columns, length]')
+  .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position predicts the next token) or pairs (an embedding model: anchor, positive and optional hard negatives per example, in-batch negatives as sentence-transformers trains)', 'classify')
+  .option('--pooling <mode>', '--task pairs: token states to one embedding by mean over the attention mask (default) or cls (the first token)')
   .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there; next-token: positions before it get no label)')
   .option('--labels <path>', 'labels, when --data has none: idx1, .npy or .csv/.txt')
   .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')
@@ -70,7 +71,7 @@ program
   .option('--val-split <f>', 'fraction held out for validation', '0.1')
   .option('--batch-norm <mode>', 'BatchNorm during training: train (batch statistics; default for full training) or eval (running statistics; default for adapters)')
   .option('--seed <n>', 'seed for the split and the shuffling', '0')
-  .option('--logits <output>', 'the output holding class scores (default: "logits", else the first output)')
+  .option('--logits <output>', 'the output holding class scores (default: "logits", else the first output); --task pairs: the embeddings (default: last_hidden_state or sentence_embedding)')
   .option('--mean <values>', 'pixel data: per-channel mean to subtract after scaling to [0, 1], comma-separated (e.g. ImageNet 0.485,0.456,0.406)')
   .option('--std <values>', 'pixel data: per-channel std to divide by, with --mean (e.g. ImageNet 0.229,0.224,0.225)')
   .option('--resize <size|stretch>', "image folders of another size: scale the shorter side to <size>, then crop the model's H×W from the centre (torchvision's Resize + CenterCrop, e.g. 256 for 224×224), or 'stretch' to H×W")
@@ -84,6 +85,7 @@ program
     'refit train gpt.onnx --task next-token --data token-ids.npy --pad-token 0 --adapter lora --rank 8 --out gpt-lora/',
     'refit train decoder_model_merged.onnx --task next-token --data token-ids.npy --out tuned_merged.onnx   # a KV-cache export: trained without the cache, written back with it',
     'refit train bert.onnx --data token-ids.npy --labels labels.npy --pad-token 0 --adapter lora --out bert-lora/',
+    'refit train all-MiniLM-L6-v2.onnx --task pairs --data pairs.npy --pad-token 0 --adapter lora --out minilm-lora/   # pairs.npy: [examples, 2 or more, length]',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
     const { runTrain, formatTrainSummary } = await import('./train.ts');
@@ -136,8 +138,9 @@ program
   .command('eval')
   .description('accuracy and cross-entropy of a model on a labelled set, or (--task next-token) a language model\'s on token sequences')
   .argument('<model>', 'the ONNX model')
-  .requiredOption('--data <path>', 'labelled data: IDX, .npy, .csv or an image folder (see below); --task next-token: a .npy of token ids')
-  .option('--task <task>', 'classify (labelled samples) or next-token (a language model: each position scored on the next token)', 'classify')
+  .requiredOption('--data <path>', 'labelled data: IDX, .npy, .csv or an image folder (see below); --task next-token: a .npy of token ids; --task pairs: [examples, columns, length]')
+  .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position scored on the next token) or pairs (an embedding model: how often an anchor\'s nearest candidate is its own positive)', 'classify')
+  .option('--pooling <mode>', '--task pairs: mean (over the attention mask, the default) or cls')
   .option('--labels <path>', 'labels, when --data has none')
   .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')
   .option('--batch-size <n>', 'batch size', '256')
@@ -153,6 +156,7 @@ program
     'refit eval tuned.onnx --data rows.csv --json',
     'refit eval bert.onnx --data token-ids.npy --labels labels.npy --pad-token 0',
     'refit eval decoder_model_merged.onnx --task next-token --data token-ids.npy --pad-token 0',
+    'refit eval all-MiniLM-L6-v2.onnx --task pairs --data held-out-pairs.npy --pad-token 0',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
     const { runEval, formatEval } = await import('./eval.ts');

@@ -46,19 +46,27 @@ export function tokenInputs(model: RefitModel, what: string): TokenInputs {
   return { ids, companions, vocab: vocabularySize(model, ids.name) };
 }
 
-/** Token ids [sequences, length] from a .npy file of integers, checked against the vocabulary. */
-export function readTokenIds(path: string, vocab: number | null, minLength = 1): { values: ArrayLike<number>; n: number; length: number } {
+/**
+ * Token ids [sequences, length] from a .npy file of integers, checked against the vocabulary; with
+ * `grouped`, [examples, columns, length] (columns ≥ 2: --task pairs), returned as
+ * examples · columns sequences, example-major.
+ */
+export function readTokenIds(path: string, vocab: number | null, minLength = 1, grouped = false): { values: ArrayLike<number>; n: number; length: number; columns: number } {
   if (!existsSync(path)) throw new Error(`data not found: ${path}`);
-  if (!path.toLowerCase().endsWith('.npy')) throw new Error(`${path}: token models read token ids from a .npy file of integers [sequences, length] (tokenize with the model's tokenizer first)`);
+  const form = grouped ? '[examples, columns, length]' : '[sequences, length]';
+  if (!path.toLowerCase().endsWith('.npy')) throw new Error(`${path}: token models read token ids from a .npy file of integers ${form} (tokenize with the model's tokenizer first)`);
   const a = parseNpy(readBytes(path, 'NPY file'), path);
   if (a.dtype !== 'int32' && a.dtype !== 'int64') throw new Error(`${path}: token ids must be int32 or int64, got ${a.dtype} (np.asarray(ids, dtype=np.int64))`);
-  if (a.shape.length !== 2 || a.shape[1]! < minLength) throw new Error(`${path}: token ids must have shape [sequences, length] with length ≥ ${minLength}, got [${a.shape.join(', ')}]`);
-  const [n, length] = a.shape as [number, number];
+  const length = a.shape[a.shape.length - 1]!;
+  if (grouped) {
+    if (a.shape.length !== 3 || a.shape[1]! < 2 || length < minLength) throw new Error(`${path}: token ids must have shape [examples, columns, length] with columns ≥ 2 (anchor, positive, then any hard negatives) and length ≥ ${minLength}, got [${a.shape.join(', ')}]`);
+  } else if (a.shape.length !== 2 || length < minLength) throw new Error(`${path}: token ids must have shape [sequences, length] with length ≥ ${minLength}, got [${a.shape.join(', ')}]`);
+  const columns = grouped ? a.shape[1]! : 1;
   for (let i = 0; i < a.values.length; i++) {
     const v = a.values[i]!;
     if (v < 0 || (vocab !== null && v >= vocab)) throw new Error(`${path}: token ${v} (sequence ${Math.floor(i / length)}, position ${i % length}) is outside the model's vocabulary [0, ${vocab ?? '?'})`);
   }
-  return { values: a.values, n, length };
+  return { values: a.values, n: a.shape[0]!, length, columns };
 }
 
 /** The model's feeds for sequences `idx` of `values` ([n, length]): the ids and their companions. */

@@ -18,14 +18,17 @@ import { Rng } from '../util/rng.ts';
 import { progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic, preprocessOptions } from './common.ts';
 import { classifyTask, type TrainTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
+import { pairsTask } from './pairs-task.ts';
 import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts';
 
 export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-affine'] as const;
-export const TASKS = ['classify', 'next-token'] as const;
+export const TASKS = ['classify', 'next-token', 'pairs'] as const;
 
 export interface TrainOptions {
-  /** 'classify' (labelled samples, the default) or 'next-token' (token id sequences, token-task.ts). */
+  /** 'classify' (labelled samples, the default), 'next-token' (token id sequences, token-task.ts) or 'pairs' (an embedding model on token id groups, pairs-task.ts). */
   task?: string;
+  /** --task pairs: how token states become a sentence embedding, 'mean' (over the attention mask) or 'cls'. */
+  pooling?: string;
   /** Token models: a token id whose positions are padding (no label for next-token; attention_mask 0). */
   padToken?: string | number;
   data: string;
@@ -134,7 +137,9 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   const prep = preprocessOptions(o, o.json);
   const { pixels, resize } = prep;
-  if ((pixels || resize !== undefined) && taskName === 'next-token') throw new Error('--mean, --std and --resize prepare pixel data; --task next-token reads token ids');
+  if ((pixels || resize !== undefined) && taskName !== 'classify') throw new Error(`--mean, --std and --resize prepare pixel data; --task ${taskName} reads token ids`);
+  if (o.pooling !== undefined && taskName !== 'pairs') throw new Error('--pooling is for --task pairs (an embedding model)');
+  if (taskName === 'pairs' && (o.labels || o.labelColumn)) throw new Error('--task pairs learns from which sequences belong together (anchor, positive, hard negatives); it takes no --labels');
   if (o.adapter && !(ADAPTERS as readonly string[]).includes(o.adapter)) throw new Error(`unknown adapter '${o.adapter}'; known adapters: ${ADAPTERS.join(', ')}`);
   const lr = finiteNumber('--lr', o.lr ?? (mode === 'full' ? 1e-3 : 5e-3), (v) => v > 0, 'a positive number');
   const weightDecay = finiteNumber('--weight-decay', o.weightDecay ?? 0.01, (v) => v >= 0, 'a non-negative number');
@@ -149,7 +154,9 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const base = kv ? withoutKvCache(given) : given;
   const task: TrainTask = taskName === 'next-token'
     ? nextTokenTask(base, { data: o.data, ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) })
-    : await classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep });
+    : taskName === 'pairs'
+      ? pairsTask(base, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}), ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) })
+      : await classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep });
   const { train, val } = splitIndices(task.data.samples, valSplit, seed);
 
   let model: RefitModel = base;
