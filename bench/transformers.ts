@@ -5,7 +5,9 @@
 // ships it; refit trains it through withoutKvCache, PyTorch calls it without a cache), the classes
 // of test/fixtures/zoo/make_zoo.py at bench size, exported by bench/transformers_torch.py (opset
 // 14, dynamic batch and sequence axes). `smollm` (not in the default list: 652 MB, about 2 min a
-// run) is that Llama at SmolLM-135M's shape.
+// run) is that Llama at SmolLM-135M's shape; `minilm` (not in the default list) a BERT encoder at
+// all-MiniLM-L6-v2's shape exported for feature-extraction and trained on pairs with in-batch
+// negatives (`losses.inBatchNegatives`, sentence-transformers' MultipleNegativesRankingLoss).
 //
 //   npx tsx bench/transformers.ts [--models gpt,bert,smollm] [--configs infer,full,lora] [--reps 5] [--warmup 2] [--out bench/results/transformers]
 //
@@ -52,7 +54,7 @@ async function child(name: Name, config: Cfg, reps: number, warmup: number): Pro
   let loss0: number | null = null;
   if (config === 'infer') {
     const { labels: _, ...inputs } = feeds;
-    call = () => model.run(inputs, { outputs: ['logits'] });
+    call = () => model.run(inputs, { outputs: [name === 'minilm' ? 'last_hidden_state' : 'logits'] });
   } else {
     const adapted = config === 'lora' ? peft.withAdapter(model, 'lora', peft.lora({ targets: (s) => (s.group ?? 1) === 1 && Math.min(s.dIn, s.dOut) >= 8, rank: 8, alpha: 8 })) : undefined;
     const m = adapted ?? model;

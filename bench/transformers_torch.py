@@ -4,7 +4,9 @@ Llama-structured decoder (the classes of test/fixtures/zoo/make_zoo.py) at bench
 Llama at SmolLM-135M's shape (`smollm`, 134.5M parameters, lm_head tied), exported to
 ONNX the way users export them (opset 14, dynamic batch and sequence axes; the Llama as
 onnx-community ships it, with past_key_values inputs and present outputs), and timed here on the
-same weights and inputs (the Llama without a cache, as refit trains it).
+same weights and inputs (the Llama without a cache, as refit trains it); and a BERT encoder at
+all-MiniLM-L6-v2's shape exported for feature-extraction (`minilm`), trained with
+sentence-transformers' MultipleNegativesRankingLoss.
 
 Debian's system python (torch 1.13):
     /usr/bin/python3 bench/transformers_torch.py --export tmp/transformer-models [--only smollm]
@@ -41,13 +43,43 @@ MODELS = {
     # SmolLM-135M's shape (HF config: hidden 576, 30 layers, 9 heads, 3 key-value heads,
     # intermediate 1536, vocab 49152, tied embeddings, initializer_range 0.02), random weights.
     "smollm": dict(vocab=49152, d=576, heads=9, kv_heads=3, layers=30, ffn=1536, batch=4, seq=128, tie=True, std=0.02),
+    # all-MiniLM-L6-v2's shape (HF config: hidden 384, 6 layers, 12 heads, intermediate 1536, vocab
+    # 30522, 512 positions), exported for feature-extraction (last_hidden_state) and trained as
+    # sentence-transformers trains it: MultipleNegativesRankingLoss on `batch` (anchor, positive) pairs.
+    "minilm": dict(vocab=30522, max_pos=512, d=384, heads=12, layers=6, ffn=1536, batch=16, seq=64, std=0.02),
 }
 LLAMAS = ("llama", "smollm")
 
 
+class FeatureExtractor(Bert):
+    """BertModel as a feature-extraction export has it: the token states, no pooler or head."""
+
+    def __init__(self, c):
+        super().__init__(c["vocab"], c["max_pos"], c["d"], c["heads"], c["layers"], c["ffn"])
+        del self.pooler, self.classifier
+        for n, p in self.named_parameters():
+            if n.endswith("weight") and p.dim() == 2:
+                nn.init.normal_(p, 0.0, c["std"])
+
+    def forward(self, input_ids, token_type_ids, attention_mask):
+        return self.encode(input_ids, token_type_ids, self.position_ids[:, :input_ids.size(1)], attention_mask)
+
+
+def mnrl(h, mask, scale=20.0):
+    """sentence-transformers' MultipleNegativesRankingLoss after mean pooling: the first half of
+    the rows are anchors, the second their positives."""
+    me = mask.unsqueeze(-1).to(h.dtype)
+    e = (h * me).sum(1) / torch.clamp(me.sum(1), min=1e-9)
+    b = e.shape[0] // 2
+    a, p = F.normalize(e[:b], p=2, dim=1), F.normalize(e[b:], p=2, dim=1)
+    return F.cross_entropy(a @ p.T * scale, torch.arange(b))
+
+
 def build(name):
     c = MODELS[name]
-    torch.manual_seed({"gpt": 21, "bert": 22, "llama": 23, "smollm": 24}[name])
+    torch.manual_seed({"gpt": 21, "bert": 22, "llama": 23, "smollm": 24, "minilm": 25}[name])
+    if name == "minilm":
+        return FeatureExtractor(c)
     if name == "gpt":
         return GPT(c["vocab"], c["block"], c["d"], c["heads"], c["layers"])
     if name in LLAMAS:
@@ -73,6 +105,12 @@ def inputs(name):
         labels = torch.full((B, T), -100, dtype=torch.long)
         labels[:, :-1] = idx[:, 1:]
         return (idx, torch.ones(B, T, dtype=torch.long), torch.arange(T).repeat(B, 1)), labels
+    if name == "minilm":  # 2B rows: B anchors, then their B positives; every third row padded after 40 tokens
+        ids = tokens(2 * B * T, c["vocab"], 6).view(2 * B, T)
+        am = torch.ones(2 * B, T, dtype=torch.long)
+        am[::3, 40:] = 0
+        ids[am == 0] = 0
+        return (ids, torch.zeros(2 * B, T, dtype=torch.long), am), am
     ids = tokens(B * T, c["vocab"], 2).view(B, T)
     tt = torch.zeros(B, T, dtype=torch.long)
     tt[:, T // 2:] = 1
@@ -83,6 +121,8 @@ def inputs(name):
 
 
 def loss_of(name, logits, labels):
+    if name == "minilm":  # `labels` is the attention mask; `logits` the token states
+        return mnrl(logits, labels)
     if name in ("gpt", *LLAMAS):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
     return F.cross_entropy(logits, labels)
@@ -127,9 +167,10 @@ def export(out, names):
         seq = {0: "batch", 1: "sequence"}
         names = ["idx"] if name == "gpt" else ["input_ids", "token_type_ids", "attention_mask"]
         axes = {n: seq for n in names}
-        axes["logits"] = seq if name == "gpt" else {0: "batch"}
+        output = "last_hidden_state" if name == "minilm" else "logits"
+        axes[output] = seq if name in ("gpt", "minilm") else {0: "batch"}
         torch.onnx.export(m, args, os.path.join(out, f"{name}.onnx"), opset_version=14, input_names=names,
-                          output_names=["logits"], dynamic_axes=axes, do_constant_folding=True)
+                          output_names=[output], dynamic_axes=axes, do_constant_folding=True)
         torch.save(m.state_dict(), os.path.join(out, f"{name}.pt"))
         print(f"exported {name}: {sum(p.numel() for p in m.parameters())} parameters")
 
