@@ -75,7 +75,7 @@ export async function buildStepGraph(source: Model, sig: InputSignature, opts: S
   lap('fold');
   // LSTM/GRU unrolled, com.microsoft fused ops unfused, blocked NCHWc ops (a model saved at level 'all') unblocked
   const nchwcBlock = g.nodes.some((n) => n.domain === NCHWC_DOMAIN) ? await nchwcBlockSize() : null;
-  lowerForGradient(g, shapeOf, em, { trainable: opts.trainable, nchwcBlock });
+  lowerForGradient(g, shapeOf, em, { trainable: opts.trainable, nchwcBlock, dtypeOf: (t) => forwardShapes.get(t)?.dtype });
   lowerQuantized(g, em, opts.trainable); // int8 layers → float with straight-through gradients; float16 → float32
 
   const runningStats = opts.batchNorm === 'train' ? lowerBatchNormTrain(g, em, shapeOf) : [];

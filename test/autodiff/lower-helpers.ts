@@ -28,7 +28,8 @@ export async function lowered(m: Model, feeds: Record<string, Tensor>, trainable
   const em = new Emitter(c.graph, opsetVersion(c));
   // onnxruntime's block size, as the step builder asks it, when the model holds blocked NCHWc nodes
   const nchwcBlock = c.graph.nodes.some((n) => n.domain === NCHWC_DOMAIN) ? await nchwcBlockSize() : null;
-  const r = lowerForGradient(c.graph, shapeOf, em, { trainable, nchwcBlock });
+  const dtypeOf = (t: string) => shapes?.get(t)?.dtype ?? feeds[t]?.dtype ?? m.graph.initializers.get(t)?.dtype;
+  const r = lowerForGradient(c.graph, shapeOf, em, { trainable, nchwcBlock, dtypeOf });
   return { model: c, count: r.lowered.length };
 }
 

@@ -8,12 +8,16 @@ import { dependents } from '../missing-rules.ts';
 import { RECURRENT_OPS, lowerRecurrent, recurrentRefusal } from './recurrent.ts';
 import { isContribLowerable, lowerContrib, contribRefusal } from './contrib.ts';
 import { isNchwcLowerable, lowerNchwc, nchwcRefusal } from './nchwc.ts';
+import { isOnnxAttentionLowerable, lowerOnnxAttention, onnxAttentionRefusal } from './onnx-attention.ts';
+import type { DType } from '../../onnx/tensor.ts';
 
 export interface LowerOptions {
   /** Parameters the step differentiates: a node is lowered when an input depends on one. */
   trainable: readonly string[];
   /** onnxruntime's NCHWc block size on this CPU (nchwcBlockSize), for com.microsoft.nchwc nodes; null: none. */
   nchwcBlock?: number | null;
+  /** Element types of the forward tensors (a bool attention mask is read differently from a float one). */
+  dtypeOf?: (t: string) => DType | undefined;
 }
 
 export interface LowerReport {
@@ -25,7 +29,7 @@ const isRecurrent = (n: Node) => RECURRENT_OPS.has(n.opType) && (n.domain === ''
 
 /** Whether this pass rewrites nodes of this kind (whatever their attributes). */
 export function isLowerable(node: Node): boolean {
-  return isRecurrent(node) || isContribLowerable(node) || isNchwcLowerable(node);
+  return isRecurrent(node) || isContribLowerable(node) || isNchwcLowerable(node) || isOnnxAttentionLowerable(node);
 }
 
 /**
@@ -36,6 +40,7 @@ export function loweringVerdict(node: Node, graph: Graph, shapeOf?: (t: string) 
   if (isRecurrent(node)) return recurrentRefusal(node, graph) ?? null;
   if (isContribLowerable(node)) return contribRefusal(node, shapeOf) ?? null;
   if (isNchwcLowerable(node)) return nchwcRefusal(node, undefined, shapeOf) ?? null;
+  if (isOnnxAttentionLowerable(node)) return onnxAttentionRefusal(node, shapeOf) ?? null;
   return undefined;
 }
 
@@ -49,7 +54,8 @@ export function lowerForGradient(graph: Graph, shapeOf: (t: string) => number[],
   // Refuse every unsupported form at once, before anything is rewritten.
   const refusals = todo.flatMap((n) => {
     const why = isRecurrent(n) ? recurrentRefusal(n, graph, seqLength(n, shapeOf))
-      : isNchwcLowerable(n) ? nchwcRefusal(n, opts.nchwcBlock ?? null, shapeOf) : contribRefusal(n, shapeOf);
+      : isNchwcLowerable(n) ? nchwcRefusal(n, opts.nchwcBlock ?? null, shapeOf)
+        : isOnnxAttentionLowerable(n) ? onnxAttentionRefusal(n, shapeOf) : contribRefusal(n, shapeOf);
     return why ? [`  - ${n.opType} node '${n.name}': ${why}`] : [];
   });
   if (refusals.length) {
@@ -66,6 +72,7 @@ export function lowerForGradient(graph: Graph, shapeOf: (t: string) => number[],
     }
     if (isRecurrent(node)) lowerRecurrent(node, { ...graph, nodes: original }, em, shapeOf);
     else if (isNchwcLowerable(node)) lowerNchwc(node, em, shapeOf, opts.nchwcBlock);
+    else if (isOnnxAttentionLowerable(node)) lowerOnnxAttention(node, em, shapeOf, opts.dtypeOf ?? (() => undefined));
     else lowerContrib(node, graph, em, shapeOf);
     report.lowered.push({ opType: node.opType, node: node.name });
   }
