@@ -10,6 +10,7 @@ import { parameterCandidates } from '../train/params.ts';
 import { NO_GRADIENT_OPS } from './rule.ts';
 import { findBlockers, nodesOnPath, isDefaultDomain } from './missing-rules.ts';
 import { isLowerable, loweringVerdict } from './lower/index.ts';
+import { staticTensors } from '../onnx/fold.ts';
 import './rules/index.ts';
 
 export interface DiagnoseOptions {
@@ -46,7 +47,7 @@ export interface Diagnosis {
   unsupportedOps: (GroupBlocker & { groups: string[]; params: string[] })[];
   /** Nodes per op type in the whole graph (non-default domains as 'domain:Op'). */
   opCounts: Record<string, number>;
-  /** Ops without a rule of their own that compile by lowering when on the path (LSTM, fused ops). */
+  /** Ops without a rule of their own that compile by lowering when on the path (LSTM, fused ops; an If on a shape, inlined). */
   lowered: { opType: string; nodes: string[] }[];
   /** The same as readable lines. */
   summary: string[];
@@ -62,7 +63,9 @@ export function diagnoseTraining(source: Model, opts: DiagnoseOptions = {}): Dia
   const targets = opts.targets ? [...opts.targets] : g.outputs.map((o) => o.name);
   const dtypes = inferDtypes(g);
   const isFloatT = (t: string) => { const d = dtypes.get(t); return d === undefined || isFloat(d); };
-  const judge = (n: Node) => loweringVerdict(n, g);
+  // An If on a value the input shapes fix (PyTorch's `if x.dim() == 3:`) is inlined when a step compiles.
+  const fixed = staticTensors(g, params);
+  const judge = (n: Node) => (n.opType === 'If' && isDefaultDomain(n) && fixed.has(n.inputs[0]!) ? null : loweringVerdict(n, g));
   const groupOf = opts.groupOf ?? ((p: string) => paramKind(p, g));
 
   const byGroup = new Map<string, string[]>();
@@ -94,7 +97,7 @@ export function diagnoseTraining(source: Model, opts: DiagnoseOptions = {}): Dia
   for (const n of g.nodes) {
     const key = isDefaultDomain(n) ? n.opType : `${n.domain}:${n.opType}`;
     opCounts[key] = (opCounts[key] ?? 0) + 1;
-    if (isLowerable(n) && judge(n) === null) {
+    if ((isLowerable(n) || n.opType === 'If') && judge(n) === null) { // an If: inlined
       const l = lowered.get(key);
       if (l) l.push(n.name); else lowered.set(key, [n.name]);
     }

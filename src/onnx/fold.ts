@@ -12,6 +12,7 @@ import type { Graph, Model, Node } from './ir.ts';
 import { cloneModel } from './ir.ts';
 import { isFloat, size, type Tensor } from './tensor.ts';
 import { probe, type InputSignature } from './shapes.ts';
+import { readsOf } from './subgraphs.ts';
 
 /**
  * Which static tensors become initializers:
@@ -126,11 +127,11 @@ export function applyFold(graph: Graph, plan: FoldPlan, values: ReadonlyMap<stri
     if (v) { fold.set(t, v); continue; }
     if (live.has(p)) continue;
     live.add(p);
-    for (const i of p.inputs) if (i) stack.push(i);
+    for (const i of readsOf(p)) if (i) stack.push(i); // an If branch's reads of this graph too
   }
 
   const readBefore = new Set<string>();
-  for (const n of graph.nodes) for (const i of n.inputs) if (i) readBefore.add(i);
+  for (const n of graph.nodes) for (const i of readsOf(n)) if (i) readBefore.add(i);
   const before = graph.nodes.length;
   const folded: string[] = [];
   for (const n of graph.nodes) for (const o of n.outputs) if (fold.has(o)) folded.push(o);
@@ -151,7 +152,7 @@ export function applyFold(graph: Graph, plan: FoldPlan, values: ReadonlyMap<stri
   }
 
   const readAfter = new Set<string>([...outputs, ...(opts.roots ?? [])]);
-  for (const n of graph.nodes) for (const i of n.inputs) if (i) readAfter.add(i);
+  for (const n of graph.nodes) for (const i of readsOf(n)) if (i) readAfter.add(i);
   const keep = new Set(opts.keep ?? []);
   const removedInitializers: string[] = [];
   for (const name of [...graph.initializers.keys()]) {

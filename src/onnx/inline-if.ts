@@ -10,7 +10,7 @@
 import type onnxProto from 'onnx-proto';
 import type { Graph, Node } from './ir.ts';
 import { graphFromProto } from './proto.ts';
-import { subgraphsOf } from './subgraphs.ts';
+import { readsOf, subgraphsOf } from './subgraphs.ts';
 import { toNumbers } from './tensor.ts';
 
 /** The value of a one-element condition that is an initializer or a Constant node's output; undefined when it is computed or fed. */
@@ -82,7 +82,10 @@ export function inlineConstantIfs(g: Graph): number {
   for (;;) {
     const n = g.nodes.find((x) => x.opType === 'If' && x.domain === '' && constantCondition(g, x.inputs[0]!) !== undefined);
     if (!n) return count;
-    inlineIf(g, n, constantCondition(g, n.inputs[0]!)!);
+    const cond = n.inputs[0]!;
+    inlineIf(g, n, constantCondition(g, cond)!);
     count++;
+    // a condition nothing else reads goes too (onnxruntime warns about unused initializers)
+    if (g.initializers.has(cond) && !g.outputs.some((o) => o.name === cond) && !g.nodes.some((x) => readsOf(x).includes(cond))) g.initializers.delete(cond);
   }
 }

@@ -4,6 +4,7 @@ import { cloneModel, opsetVersion } from '../onnx/ir.ts';
 import { Emitter } from '../onnx/emitter.ts';
 import { probe, probeShapes, type InputSignature, type ShapeMap } from '../onnx/shapes.ts';
 import { applyFold, planFold, FLOAT_FOLD_MAX_ELEMENTS } from '../onnx/fold.ts';
+import { inlineConstantIfs } from '../onnx/inline-if.ts';
 import { buildBackward } from '../autodiff/backward.ts';
 import { lowerForGradient } from '../autodiff/lower/index.ts';
 import { lowerQuantized } from '../autodiff/lower/quant.ts';
@@ -72,6 +73,9 @@ export async function buildStepGraph(source: Model, sig: InputSignature, opts: S
   for (const o of opts.outputs ?? []) shapeOf(o);
   // Before the loss and backward exist, so gradient rules see folded values as constants.
   applyFold(g, plan, values, { roots: [...opts.loss.reads, ...(opts.outputs ?? [])], keep: fed });
+  // An If on a shape (PyTorch's `if x.dim() == 3:`, as its LocalResponseNorm export has) now has a
+  // constant condition: the branch it takes replaces it, so gradients flow through.
+  inlineConstantIfs(g);
   lap('fold');
   // LSTM/GRU unrolled, com.microsoft fused ops unfused, blocked NCHWc ops (a model saved at level 'all') unblocked
   const nchwcBlock = g.nodes.some((n) => n.domain === NCHWC_DOMAIN) ? await nchwcBlockSize() : null;

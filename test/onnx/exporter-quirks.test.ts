@@ -12,6 +12,7 @@ import * as losses from '../../src/train/losses.ts';
 import { withAdapter, lora } from '../../src/peft/index.ts';
 import type { Tensor } from '../../src/onnx/tensor.ts';
 import { relErr } from '../helpers/close.ts';
+import { diagnoseTraining } from '../../src/autodiff/diagnose.ts';
 
 const dir = new URL('../fixtures/exports/', import.meta.url);
 const path = (name: string) => new URL(`${name}/model.onnx`, dir).pathname;
@@ -197,4 +198,21 @@ test('batchNorm \'train\' on a BatchNorm whose running statistic is computed: an
   assert.throws(() => model.compileTrainStep({ trainable: 'all', loss, batchNorm: 'train' }),
     new RegExp(`BatchNormalization node '${bn.name}': its running variance 'var_abs' is computed by node 'abs_var' \\(Abs\\), not an initializer.*batchNorm: 'eval'`));
   assert.ok(model.compileTrainStep({ trainable: 'all', loss, batchNorm: 'eval' }));
+});
+
+test('an If on the input\'s rank (torch.onnx\'s LocalResponseNorm) is inlined when a step compiles: PyTorch\'s loss and gradients, and inspect calls the model trainable', async () => {
+  const { tensors, meta } = fixture('lrn_if');
+  const model = await loadModel(path('lrn_if'), { threads: 1 });
+  assert.ok(model.ir.graph.nodes.some((n) => n.opType === 'If'), 'the export has its If');
+  const d = diagnoseTraining(model.ir);
+  assert.ok(d.groups.every((g) => g.trainable), d.summary.join('; '));
+  assert.ok(d.lowered.some((l) => l.opType === 'If'));
+  assert.deepEqual([...model.parameterNames('all')].sort(), Object.keys(meta.param_names).sort());
+  const step = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) });
+  const r = await step.run(batch(tensors));
+  const refLoss = (tensors.get('loss')!.data as Float32Array)[0]!;
+  assert.ok(Math.abs(r.loss - refLoss) <= 1e-5 * Math.abs(refLoss), `loss ${r.loss} vs ${refLoss}`);
+  assert.equal(checkGrads(tensors, r.grads, 'grad.'), 6);
+  await step.release();
+  await model.release();
 });

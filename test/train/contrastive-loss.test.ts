@@ -9,6 +9,7 @@ import { loadModel } from '../../src/model.ts';
 import { parseSafetensors } from '../../src/io/safetensors.ts';
 import { inBatchNegatives } from '../../src/train/losses.ts';
 import { type Tensor } from '../../src/onnx/tensor.ts';
+import type { LossSpec } from '../../src/train/loss-spec.ts';
 import { relErr } from '../helpers/close.ts';
 
 const FIX = new URL('../fixtures/exports/feature_extraction/', import.meta.url).pathname;
@@ -51,7 +52,7 @@ for (const [tag, rows, group, pooling] of [['mean3', 9, 3, 'mean'], ['cls2', 8, 
 
 test('inBatchNegatives refuses rows that are not whole groups and bad options', async () => {
   const model = await loadModel(`${FIX}model.onnx`, { threads: 1 });
-  const compile = (o: Parameters<typeof inBatchNegatives>[0], rows: number) => model.compileTrainStep({ trainable: 'all', loss: o }).run(feeds(rows));
+  const compile = (o: LossSpec, rows: number) => model.compileTrainStep({ trainable: 'all', loss: o }).run(feeds(rows));
   await assert.rejects(async () => compile(inBatchNegatives({ embeddings: 'last_hidden_state', group: 2 }), 9), /has 9 rows, which is not 2 columns of at least 2 examples/);
   await assert.rejects(async () => compile(inBatchNegatives({ embeddings: 'last_hidden_state', group: 3 }), 3), /has 3 rows/);
   assert.throws(() => inBatchNegatives({ embeddings: 'e', group: 1 }), /group must be an integer ≥ 2/);
