@@ -9,6 +9,7 @@ import { RECURRENT_OPS, lowerRecurrent, recurrentRefusal } from './recurrent.ts'
 import { isContribLowerable, lowerContrib, contribRefusal } from './contrib.ts';
 import { isNchwcLowerable, lowerNchwc, nchwcRefusal } from './nchwc.ts';
 import { isOnnxAttentionLowerable, lowerOnnxAttention, onnxAttentionRefusal } from './onnx-attention.ts';
+import { isLrn, lowerLrn } from './lrn.ts';
 import type { DType } from '../../onnx/tensor.ts';
 
 export interface LowerOptions {
@@ -29,7 +30,7 @@ const isRecurrent = (n: Node) => RECURRENT_OPS.has(n.opType) && (n.domain === ''
 
 /** Whether this pass rewrites nodes of this kind (whatever their attributes). */
 export function isLowerable(node: Node): boolean {
-  return isRecurrent(node) || isContribLowerable(node) || isNchwcLowerable(node) || isOnnxAttentionLowerable(node);
+  return isRecurrent(node) || isContribLowerable(node) || isNchwcLowerable(node) || isOnnxAttentionLowerable(node) || isLrn(node);
 }
 
 /**
@@ -41,6 +42,7 @@ export function loweringVerdict(node: Node, graph: Graph, shapeOf?: (t: string) 
   if (isContribLowerable(node)) return contribRefusal(node, shapeOf) ?? null;
   if (isNchwcLowerable(node)) return nchwcRefusal(node, undefined, shapeOf) ?? null;
   if (isOnnxAttentionLowerable(node)) return onnxAttentionRefusal(node, shapeOf) ?? null;
+  if (isLrn(node)) return null;
   return undefined;
 }
 
@@ -55,7 +57,8 @@ export function lowerForGradient(graph: Graph, shapeOf: (t: string) => number[],
   const refusals = todo.flatMap((n) => {
     const why = isRecurrent(n) ? recurrentRefusal(n, graph, seqLength(n, shapeOf))
       : isNchwcLowerable(n) ? nchwcRefusal(n, opts.nchwcBlock ?? null, shapeOf)
-        : isOnnxAttentionLowerable(n) ? onnxAttentionRefusal(n, shapeOf) : contribRefusal(n, shapeOf);
+        : isOnnxAttentionLowerable(n) ? onnxAttentionRefusal(n, shapeOf)
+          : isLrn(n) ? undefined : contribRefusal(n, shapeOf);
     return why ? [`  - ${n.opType} node '${n.name}': ${why}`] : [];
   });
   if (refusals.length) {
@@ -73,6 +76,7 @@ export function lowerForGradient(graph: Graph, shapeOf: (t: string) => number[],
     if (isRecurrent(node)) lowerRecurrent(node, { ...graph, nodes: original }, em, shapeOf);
     else if (isNchwcLowerable(node)) lowerNchwc(node, em, shapeOf, opts.nchwcBlock);
     else if (isOnnxAttentionLowerable(node)) lowerOnnxAttention(node, em, shapeOf, opts.dtypeOf ?? (() => undefined));
+    else if (isLrn(node)) lowerLrn(node, em, shapeOf);
     else lowerContrib(node, graph, em, shapeOf);
     report.lowered.push({ opType: node.opType, node: node.name });
   }
