@@ -54,19 +54,28 @@ function checkLogits(ctx: LossContext, logits: string): number {
 }
 
 export interface CrossEntropyOptions extends SampleWeighting {
+  /** [N, C] logits, or dense [N, C, d1, …] ones (a segmenter's per-pixel classes on axis 1, as PyTorch's F.cross_entropy takes them). */
   logits: string;
-  /** Integer class labels [N] (default input name 'y'), or soft target probabilities [N, C] with `soft: true`. */
+  /** Integer class labels [N] (default input name 'y'), [N, d1, …] for dense logits, or soft target probabilities [N, C] with `soft: true`. */
   labels?: string;
   soft?: boolean;
   labelSmoothing?: number;
+  /** Dense logits: the label of positions that count for nothing (segmentation's 255 for "void"). Default -100, as PyTorch's. */
+  ignoreIndex?: number;
 }
 
+/**
+ * Cross-entropy, batch mean: PyTorch's F.cross_entropy. For dense [N, C, d1, …] logits the mean
+ * runs over every position whose label is not `ignoreIndex` (a batch with none has loss 0); the
+ * label's log-probability is gathered, never a one-hot of the classes.
+ */
 export function crossEntropy(o: CrossEntropyOptions): LossSpec {
   const labels = o.labels ?? 'y';
+  const dense = (s: number[]) => s.length > 2;
   const inputs: LossInput[] = [
     o.soft
       ? { name: labels, dtype: 'float32', shape: (s) => s(o.logits) }
-      : { name: labels, dtype: 'int64', shape: batchDim(o.logits) },
+      : { name: labels, dtype: 'int64', shape: (s) => { const d = s(o.logits); return dense(d) ? [d[0]!, ...d.slice(2)] : [d[0]!]; } },
     ...weightInput(o, o.logits),
   ];
   return {
@@ -75,6 +84,7 @@ export function crossEntropy(o: CrossEntropyOptions): LossSpec {
     inputs,
     build(ctx) {
       const em = ctx.em;
+      if (dense(ctx.shape(o.logits))) return denseCrossEntropy(ctx, o, labels);
       const C = checkLogits(ctx, o.logits);
       let target = o.soft
         ? ctx.input(labels)
@@ -87,6 +97,33 @@ export function crossEntropy(o: CrossEntropyOptions): LossSpec {
       return reduceSamples(withShape(ctx, perSample, o.logits), perSample, o);
     },
   };
+}
+
+/** Cross-entropy over the classes on axis 1 at every position of [N, C, d1, …] logits, averaged over the labelled positions. */
+function denseCrossEntropy(ctx: LossContext, o: CrossEntropyOptions, labels: string): string {
+  const refused = [o.soft && 'soft targets', o.labelSmoothing && 'label smoothing', o.weights && 'per-sample weights'].filter(Boolean);
+  if (refused.length) throw new Error(`crossEntropy on dense logits '${o.logits}' [${ctx.shape(o.logits)}] takes integer labels per position, without ${refused.join(', ')} (those are for [N, C] logits)`);
+  const em = ctx.em;
+  const ignore = o.ignoreIndex ?? -100;
+  if (!Number.isInteger(ignore)) throw new Error(`crossEntropy: ignoreIndex must be an integer, got ${ignore}`);
+  return labelledMeanNll(em, o.logits, ctx.input(labels), 1, ctx.shape(o.logits).length, ignore);
+}
+
+/**
+ * −mean log-probability of each position's label, the classes on `axis` of `logits` (rank
+ * `rank`), over the positions whose label is not `ignore` (0 when there are none). The label's
+ * log-probability is gathered, never a one-hot of the classes.
+ */
+function labelledMeanNll(em: Emitter, logits: string, y: string, axis: number, rank: number, ignore: number): string {
+  const int64 = (v: number) => em.constant({ dtype: 'int64', dims: [], data: new BigInt64Array([BigInt(v)]) });
+  const valid = em.op('Not', [em.op('Equal', [y, int64(ignore)])]);
+  // ignored positions gather class 0 and weigh 0 (an out-of-range index would fail the gather)
+  const safe = em.unsqueeze(em.op('Where', [valid, y, int64(0)]), [axis]);
+  const picked = em.squeeze(em.op('GatherElements', [em.op('LogSoftmax', [logits], { axis }), safe], { axis }), [axis]);
+  const w = em.op('Cast', [valid], { to: 1 });
+  const all = Array.from({ length: rank - 1 }, (_, i) => i);
+  const total = em.reduce('ReduceSum', em.mul(picked, w), all, false);
+  return em.neg(em.div(total, em.op('Max', [em.reduce('ReduceSum', w, all, false), em.scalar(1)])));
 }
 
 export interface TokenCrossEntropyOptions {
@@ -117,17 +154,7 @@ export function tokenCrossEntropy(o: TokenCrossEntropyOptions): LossSpec {
       const em = ctx.em;
       const s = ctx.shape(o.logits);
       if (s.length < 2) throw new Error(`tokenCrossEntropy expects '${o.logits}' to be [..., classes] logits, got shape [${s}]`);
-      const int64 = (v: number) => em.constant({ dtype: 'int64', dims: [], data: new BigInt64Array([BigInt(v)]) });
-      const y = ctx.input(labels);
-      const valid = em.op('Not', [em.op('Equal', [y, int64(ignore)])]);
-      // Ignored positions gather class 0 and are weighted 0 (an out-of-range index would fail the gather).
-      const safe = em.unsqueeze(em.op('Where', [valid, y, int64(0)]), [s.length - 1]);
-      const picked = em.squeeze(em.op('GatherElements', [logSoftmax(em, o.logits), safe], { axis: s.length - 1 }), [s.length - 1]);
-      const w = em.op('Cast', [valid], { to: 1 });
-      const all = s.slice(0, -1).map((_, i) => i);
-      const total = em.reduce('ReduceSum', em.mul(picked, w), all, false);
-      const count = em.op('Max', [em.reduce('ReduceSum', w, all, false), em.scalar(1)]);
-      return em.neg(em.div(total, count));
+      return labelledMeanNll(em, o.logits, ctx.input(labels), s.length - 1, s.length, ignore);
     },
   };
 }

@@ -216,3 +216,18 @@ test('an If on the input\'s rank (torch.onnx\'s LocalResponseNorm) is inlined wh
   await step.release();
   await model.release();
 });
+
+test('a segmenter (dilated conv, bilinear upsample) trains on per-pixel cross-entropy with void pixels: PyTorch\'s F.cross_entropy(ignore_index=255) loss and gradients', async () => {
+  const { tensors } = fixture('segmenter');
+  const model = await loadModel(path('segmenter'), { threads: 1 });
+  const step = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y', ignoreIndex: 255 }) });
+  const r = await step.run(batch(tensors));
+  const refLoss = (tensors.get('loss')!.data as Float32Array)[0]!;
+  assert.ok(Math.abs(r.loss - refLoss) <= 1e-5 * Math.abs(refLoss), `loss ${r.loss} vs ${refLoss}`);
+  assert.equal(checkGrads(tensors, r.grads, 'grad.'), 8);
+  await step.release();
+  assert.throws(() => losses.crossEntropy({ logits: 'logits', ignoreIndex: 1.5 }).build({ em: null as never, shape: () => [2, 4, 8, 8], input: () => 'y' }), /ignoreIndex must be an integer/);
+  const soft = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y', labelSmoothing: 0.1 }) });
+  await assert.rejects(soft.run(batch(tensors)), /takes integer labels per position, without label smoothing \(those are for \[N, C\] logits\)/);
+  await model.release();
+});
