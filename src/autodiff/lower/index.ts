@@ -10,6 +10,7 @@ import { isContribLowerable, lowerContrib, contribRefusal } from './contrib.ts';
 import { isNchwcLowerable, lowerNchwc, nchwcRefusal } from './nchwc.ts';
 import { isOnnxAttentionLowerable, lowerOnnxAttention, onnxAttentionRefusal } from './onnx-attention.ts';
 import { isLrn, lowerLrn } from './lrn.ts';
+import { isGridSample, lowerGridSample, gridSampleRefusal } from './grid-sample.ts';
 import type { DType } from '../../onnx/tensor.ts';
 
 export interface LowerOptions {
@@ -28,9 +29,50 @@ export interface LowerReport {
 
 const isRecurrent = (n: Node) => RECURRENT_OPS.has(n.opType) && (n.domain === '' || n.domain === 'ai.onnx');
 
+/** What a lowering needs beyond the node; `graph` is the graph as it was before any node was rewritten. */
+interface Context { graph: Graph; shapeOf: (t: string) => number[]; opts: LowerOptions }
+
+/**
+ * One kind of rewrite: which nodes it takes, why it would refuse one (undefined: it will not;
+ * `ctx` undefined for a diagnosis before any shape is known), and the rewrite itself.
+ */
+interface Lowering {
+  takes(n: Node): boolean;
+  refusal(n: Node, graph: Graph, shapeOf?: (t: string) => number[], ctx?: Context): string | undefined;
+  lower(n: Node, em: Emitter, ctx: Context): void;
+}
+
+const LOWERINGS: Lowering[] = [
+  {
+    takes: isRecurrent,
+    refusal: (n, graph, _s, ctx) => recurrentRefusal(n, graph, ctx ? seqLength(n, ctx.shapeOf) : undefined),
+    lower: (n, em, ctx) => lowerRecurrent(n, ctx.graph, em, ctx.shapeOf),
+  },
+  {
+    takes: isNchwcLowerable,
+    // the block size is known only once a step compiles (undefined: not judged on it)
+    refusal: (n, _g, shapeOf, ctx) => nchwcRefusal(n, ctx ? ctx.opts.nchwcBlock ?? null : undefined, shapeOf),
+    lower: (n, em, ctx) => lowerNchwc(n, em, ctx.shapeOf, ctx.opts.nchwcBlock),
+  },
+  {
+    takes: isOnnxAttentionLowerable,
+    refusal: (n, _g, shapeOf) => onnxAttentionRefusal(n, shapeOf),
+    lower: (n, em, ctx) => lowerOnnxAttention(n, em, ctx.shapeOf, ctx.opts.dtypeOf ?? (() => undefined)),
+  },
+  { takes: isLrn, refusal: () => undefined, lower: (n, em, ctx) => lowerLrn(n, em, ctx.shapeOf) },
+  { takes: isGridSample, refusal: (n, _g, shapeOf) => gridSampleRefusal(n, shapeOf), lower: (n, em, ctx) => lowerGridSample(n, em, ctx.shapeOf) },
+  {
+    takes: isContribLowerable,
+    refusal: (n, _g, shapeOf) => contribRefusal(n, shapeOf),
+    lower: (n, em, ctx) => lowerContrib(n, ctx.graph, em, ctx.shapeOf),
+  },
+];
+
+const loweringOf = (node: Node) => LOWERINGS.find((l) => l.takes(node));
+
 /** Whether this pass rewrites nodes of this kind (whatever their attributes). */
 export function isLowerable(node: Node): boolean {
-  return isRecurrent(node) || isContribLowerable(node) || isNchwcLowerable(node) || isOnnxAttentionLowerable(node) || isLrn(node);
+  return loweringOf(node) !== undefined;
 }
 
 /**
@@ -38,12 +80,8 @@ export function isLowerable(node: Node): boolean {
  * of a lowerable kind but this form is refused, undefined when the pass does not handle it.
  */
 export function loweringVerdict(node: Node, graph: Graph, shapeOf?: (t: string) => number[]): string | null | undefined {
-  if (isRecurrent(node)) return recurrentRefusal(node, graph) ?? null;
-  if (isContribLowerable(node)) return contribRefusal(node, shapeOf) ?? null;
-  if (isNchwcLowerable(node)) return nchwcRefusal(node, undefined, shapeOf) ?? null;
-  if (isOnnxAttentionLowerable(node)) return onnxAttentionRefusal(node, shapeOf) ?? null;
-  if (isLrn(node)) return null;
-  return undefined;
+  const l = loweringOf(node);
+  return l ? l.refusal(node, graph, shapeOf) ?? null : undefined;
 }
 
 /** Lower every lowerable node whose inputs depend on a trainable, in place, keeping topological order. */
@@ -53,12 +91,10 @@ export function lowerForGradient(graph: Graph, shapeOf: (t: string) => number[],
   // Every tensor kind counts as dependent here (no dtypes yet): at worst a node is lowered needlessly.
   const dep = dependents({ nodes: graph.nodes, wrt: opts.trainable, isFloat: () => true });
   const todo = graph.nodes.filter((n) => isLowerable(n) && n.inputs.some((i) => i && dep.has(i)));
+  const ctx: Context = { graph: { ...graph, nodes: graph.nodes }, shapeOf, opts };
   // Refuse every unsupported form at once, before anything is rewritten.
   const refusals = todo.flatMap((n) => {
-    const why = isRecurrent(n) ? recurrentRefusal(n, graph, seqLength(n, shapeOf))
-      : isNchwcLowerable(n) ? nchwcRefusal(n, opts.nchwcBlock ?? null, shapeOf)
-        : isOnnxAttentionLowerable(n) ? onnxAttentionRefusal(n, shapeOf)
-          : isLrn(n) ? undefined : contribRefusal(n, shapeOf);
+    const why = loweringOf(n)!.refusal(n, graph, shapeOf, ctx);
     return why ? [`  - ${n.opType} node '${n.name}': ${why}`] : [];
   });
   if (refusals.length) {
@@ -73,11 +109,7 @@ export function lowerForGradient(graph: Graph, shapeOf: (t: string) => number[],
       graph.nodes.push(node);
       continue;
     }
-    if (isRecurrent(node)) lowerRecurrent(node, { ...graph, nodes: original }, em, shapeOf);
-    else if (isNchwcLowerable(node)) lowerNchwc(node, em, shapeOf, opts.nchwcBlock);
-    else if (isOnnxAttentionLowerable(node)) lowerOnnxAttention(node, em, shapeOf, opts.dtypeOf ?? (() => undefined));
-    else if (isLrn(node)) lowerLrn(node, em, shapeOf);
-    else lowerContrib(node, graph, em, shapeOf);
+    loweringOf(node)!.lower(node, em, ctx);
     report.lowered.push({ opType: node.opType, node: node.name });
   }
   // Initializers only the lowered nodes read (a 4-bit weight dequantized into a constant, its scales):
