@@ -231,3 +231,15 @@ test('a segmenter (dilated conv, bilinear upsample) trains on per-pixel cross-en
   await assert.rejects(soft.run(batch(tensors)), /takes integer labels per position, without label smoothing \(those are for \[N, C\] logits\)/);
   await model.release();
 });
+
+test('a spatial transformer (F.grid_sample on a predicted grid, opset 16) trains with PyTorch\'s loss and gradients, the localisation net\'s through the grid', async () => {
+  const { tensors } = fixture('stn_grid_sample');
+  const model = await loadModel(path('stn_grid_sample'), { threads: 1 });
+  const step = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) });
+  const r = await step.run(batch(tensors));
+  const refLoss = (tensors.get('loss')!.data as Float32Array)[0]!;
+  assert.ok(Math.abs(r.loss - refLoss) <= 1e-5 * Math.abs(refLoss), `loss ${r.loss} vs ${refLoss}`);
+  assert.equal(checkGrads(tensors, r.grads, 'grad.'), 6);
+  await step.release();
+  await model.release();
+});
