@@ -6,6 +6,7 @@ import { progressBar, positiveInt, finiteNumber, range, preprocessOptions } from
 import { classifyTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
 import { pairsTask } from './pairs-task.ts';
+import { loadSeq2seq, seq2seqTask } from './seq2seq-task.ts';
 import { TASKS } from './train.ts';
 import { withoutKvCache } from '../onnx/kv-cache.ts';
 
@@ -14,6 +15,10 @@ export interface EvalOptions {
   task?: string;
   /** --task pairs: 'mean' (over the attention mask, the default) or 'cls'. */
   pooling?: string;
+  /** --task seq2seq: the decoder file (the model argument is the encoder); --labels holds the target ids. */
+  decoder?: string;
+  /** --task seq2seq: the decoder's start token (default --pad-token). */
+  decoderStart?: string | number;
   data: string;
   labels?: string;
   labelColumn?: string;
@@ -39,7 +44,7 @@ export interface EvalResult {
   accuracy: number;
   /** Mean cross-entropy (nats; per token for next-token; the in-batch-negatives loss over the whole set for pairs). */
   loss: number;
-  task?: 'next-token' | 'pairs';
+  task?: 'next-token' | 'pairs' | 'seq2seq';
   seconds: number;
 }
 
@@ -51,6 +56,21 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   const taskName = o.task ?? 'classify';
   if (!(TASKS as readonly string[]).includes(taskName)) throw new Error(`unknown --task '${o.task}'; known tasks: ${TASKS.join(', ')}`);
   if (o.pooling !== undefined && taskName !== 'pairs') throw new Error('--pooling is for --task pairs (an embedding model)');
+  if ((taskName === 'seq2seq') !== (o.decoder !== undefined)) throw new Error(taskName === 'seq2seq' ? '--task seq2seq scores an encoder and its decoder: give the decoder file with --decoder (the model argument is the encoder)' : '--decoder is for --task seq2seq');
+  if (taskName === 'seq2seq') {
+    const flags = [o.labelColumn && '--label-column', prep.pixels && '--mean/--std', prep.resize !== undefined && '--resize', o.pooling && '--pooling'].filter(Boolean);
+    if (flags.length) throw new Error(`${flags.join(', ')}: not for --task seq2seq, which reads source ids (--data) and target ids (--labels)`);
+    const decoderStart = o.decoderStart !== undefined ? finiteNumber('--decoder-start', o.decoderStart, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
+    const pair = await loadSeq2seq(modelPath, o.decoder!);
+    try {
+      const task = seq2seqTask(pair, { data: o.data, ...(o.labels ? { targets: o.labels } : {}), ...(padToken !== undefined ? { padToken } : {}), ...(decoderStart !== undefined ? { decoderStart } : {}) });
+      const n = task.data.samples;
+      const r = await task.evaluate(pair.joined, range(0, n), batchSize);
+      return { model: `${modelPath} + ${o.decoder}`, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'seq2seq', seconds: (performance.now() - t0) / 1000 };
+    } finally {
+      await pair.release();
+    }
+  }
   if (taskName === 'pairs') {
     const flags = [o.labels && '--labels', o.labelColumn && '--label-column', prep.pixels && '--mean/--std', prep.resize !== undefined && '--resize'].filter(Boolean);
     if (flags.length) throw new Error(`${flags.join(', ')}: not for --task pairs, which scores each anchor on finding its own positive`);
@@ -97,6 +117,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
 
 export function formatEval(r: EvalResult): string {
   if (r.task === 'pairs') return `${r.model} on ${r.data} (${r.samples} examples): retrieval accuracy ${(100 * r.accuracy).toFixed(2)}% (each anchor's own positive the nearest of all ${r.samples} examples' candidates), in-batch-negatives loss ${r.loss.toFixed(4)} (${r.seconds.toFixed(1)} s)`;
+  if (r.task === 'seq2seq') return `${r.model} on ${r.data} (${r.samples} sequences): target-token accuracy ${(100 * r.accuracy).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per token, perplexity ${Math.exp(r.loss).toFixed(2)} (${r.seconds.toFixed(1)} s)`;
   if (r.task === 'next-token') return `${r.model} on ${r.data} (${r.samples} sequences): next-token accuracy ${(100 * r.accuracy).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per token, perplexity ${Math.exp(r.loss).toFixed(2)} (${r.seconds.toFixed(1)} s)`;
   return `${r.model} on ${r.data}: accuracy ${(100 * r.accuracy).toFixed(2)}% (${Math.round(r.accuracy * r.samples)}/${r.samples}), loss ${r.loss.toFixed(4)} (${r.seconds.toFixed(1)} s)`;
 }

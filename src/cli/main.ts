@@ -49,11 +49,13 @@ program
   .command('train')
   .description('fine-tune a model, fully or with a PEFT adapter, on labelled data; writes the model (.onnx) or the adapter folder (HF PEFT layout)')
   .argument('<model>', 'the ONNX model to train')
-  .requiredOption('--data <path>', 'training data: IDX, .npy, .csv or an image folder (see below); token models: a .npy of token ids [sequences, length]; --task pairs: [examples, columns, length]')
-  .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position predicts the next token) or pairs (an embedding model: anchor, positive and optional hard negatives per example, in-batch negatives as sentence-transformers trains)', 'classify')
+  .requiredOption('--data <path>', 'training data: IDX, .npy, .csv or an image folder (see below); token models: a .npy of token ids [sequences, length]; --task pairs: [examples, columns, length]; --task seq2seq: the source ids')
+  .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position predicts the next token), pairs (an embedding model: anchor, positive and optional hard negatives per example, in-batch negatives as sentence-transformers trains) or seq2seq (an encoder-decoder in two files: <model> is the encoder, --decoder the decoder, --labels the target ids)', 'classify')
+  .option('--decoder <file>', '--task seq2seq: the decoder file (decoder_model.onnx or decoder_model_merged.onnx); both files are written into --out')
+  .option('--decoder-start <id>', "--task seq2seq: the decoder's start token (config.json's decoder_start_token_id; default --pad-token)")
   .option('--pooling <mode>', '--task pairs: token states to one embedding by mean over the attention mask (default) or cls (the first token)')
   .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there; next-token: positions before it get no label)')
-  .option('--labels <path>', 'labels, when --data has none: idx1, .npy or .csv/.txt')
+  .option('--labels <path>', 'labels, when --data has none: idx1, .npy or .csv/.txt; --task seq2seq: the target token ids [sequences, length]')
   .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')
   .option('--adapter <method>', 'train an adapter instead of the whole model: lora, dora, ia3, bottleneck, bitfit, norm-affine')
   .option('--rank <r>', 'LoRA/DoRA rank', '8')
@@ -76,7 +78,7 @@ program
   .option('--std <values>', 'pixel data: per-channel std to divide by, with --mean (e.g. ImageNet 0.229,0.224,0.225)')
   .option('--resize <size|stretch>', "image folders of another size: scale the shorter side to <size>, then crop the model's H×W from the centre (torchvision's Resize + CenterCrop, e.g. 256 for 224×224), or 'stretch' to H×W")
   .option('--preprocessor <file>', "a Hugging Face preprocessor_config.json (or the folder holding it): its resize, crop and normalisation as --resize, --mean and --std, where those are not given")
-  .requiredOption('--out <path>', 'where to write: a .onnx file (full training) or a folder (adapter)')
+  .requiredOption('--out <path>', 'where to write: a .onnx file (full training), a folder (adapter; --task seq2seq: both files)')
   .option('--json', 'print machine-readable JSON (no progress bar)')
   .addHelpText('after', examples(
     'refit train models/fmnist-cnn.onnx --data t10k-images-idx3-ubyte.gz --labels t10k-labels-idx1-ubyte.gz --epochs 2 --out tuned.onnx',
@@ -86,6 +88,7 @@ program
     'refit train decoder_model_merged.onnx --task next-token --data token-ids.npy --out tuned_merged.onnx   # a KV-cache export: trained without the cache, written back with it',
     'refit train bert.onnx --data token-ids.npy --labels labels.npy --pad-token 0 --adapter lora --out bert-lora/',
     'refit train all-MiniLM-L6-v2.onnx --task pairs --data pairs.npy --pad-token 0 --adapter lora --out minilm-lora/   # pairs.npy: [examples, 2 or more, length]',
+    'refit train encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100 --out opus-mt-tuned/',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
     const { runTrain, formatTrainSummary } = await import('./train.ts');
@@ -138,8 +141,10 @@ program
   .command('eval')
   .description('accuracy and cross-entropy of a model on a labelled set, or (--task next-token) a language model\'s on token sequences')
   .argument('<model>', 'the ONNX model')
-  .requiredOption('--data <path>', 'labelled data: IDX, .npy, .csv or an image folder (see below); --task next-token: a .npy of token ids; --task pairs: [examples, columns, length]')
-  .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position scored on the next token) or pairs (an embedding model: how often an anchor\'s nearest candidate is its own positive)', 'classify')
+  .requiredOption('--data <path>', 'labelled data: IDX, .npy, .csv or an image folder (see below); --task next-token: a .npy of token ids; --task pairs: [examples, columns, length]; --task seq2seq: the source ids')
+  .option('--decoder <file>', '--task seq2seq: the decoder file; the model argument is the encoder, --labels the target ids')
+  .option('--decoder-start <id>', "--task seq2seq: the decoder's start token (config.json's decoder_start_token_id; default --pad-token)")
+  .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position scored on the next token), pairs (an embedding model: how often an anchor\'s nearest candidate is its own positive) or seq2seq (an encoder-decoder on target sequences)', 'classify')
   .option('--pooling <mode>', '--task pairs: mean (over the attention mask, the default) or cls')
   .option('--labels <path>', 'labels, when --data has none')
   .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')
@@ -157,6 +162,7 @@ program
     'refit eval bert.onnx --data token-ids.npy --labels labels.npy --pad-token 0',
     'refit eval decoder_model_merged.onnx --task next-token --data token-ids.npy --pad-token 0',
     'refit eval all-MiniLM-L6-v2.onnx --task pairs --data held-out-pairs.npy --pad-token 0',
+    'refit eval encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
     const { runEval, formatEval } = await import('./eval.ts');

@@ -27,10 +27,13 @@ export function isTokenModel(model: RefitModel): boolean {
   return model.inputs.some((i) => TOKEN_DTYPES.has(i.dtype));
 }
 
-/** The token-id input and its companions; throws, naming every input, when the CLI cannot feed the model. */
-export function tokenInputs(model: RefitModel, what: string): TokenInputs {
+/**
+ * The token-id input and its companions; throws, naming every input, when the CLI cannot feed the
+ * model. `fedElsewhere`: inputs the caller feeds itself (a joined decoder's ids), left out.
+ */
+export function tokenInputs(model: RefitModel, what: string, fedElsewhere: readonly string[] = []): TokenInputs {
   const names = model.inputs.map((i) => `${i.name} (${i.dtype})`).join(', ');
-  const others = model.inputs.filter((i) => !(TOKEN_COMPANIONS as readonly string[]).includes(i.name));
+  const others = model.inputs.filter((i) => !(TOKEN_COMPANIONS as readonly string[]).includes(i.name) && !fedElsewhere.includes(i.name));
   const ids = tokenIdsInput(model);
   if (!ids) {
     throw new Error(`${what} feeds one input of token ids; this model has ${names} (it needs int64 or int32 ids, e.g. input_ids, and makes ${TOKEN_COMPANIONS.join(', ')} from them); use the library for other inputs`);
@@ -39,7 +42,7 @@ export function tokenInputs(model: RefitModel, what: string): TokenInputs {
   const kv = kvCacheOf(model);
   if (kv) throw new Error(`${what}: the model has a KV cache (inputs ${[...kv.past.map((v) => v.name).slice(0, 2), ...(kv.useCacheBranch ? [kv.useCacheBranch] : [])].map((n) => `'${n}'`).join(', ')}…), the export of a text decoder for generation; refit train runs such a model without it, and the library's withoutKvCache(model) does so for other uses`);
   if (unknown.length) throw new Error(`${what}: the CLI cannot make the model's input${unknown.length > 1 ? 's' : ''} ${unknown.map((i) => `'${i.name}'`).join(', ')} (it makes ${TOKEN_COMPANIONS.join(', ')} from the token ids); model inputs: ${names}; use the library for other inputs`);
-  const companions = model.inputs.filter((i) => i.name !== ids.name).map((i) => ({ name: i.name as TokenCompanion, dtype: i.dtype }));
+  const companions = model.inputs.filter((i) => i.name !== ids.name && !fedElsewhere.includes(i.name)).map((i) => ({ name: i.name as TokenCompanion, dtype: i.dtype }));
   for (const c of companions) {
     if (!TOKEN_DTYPES.has(c.dtype) && c.dtype !== 'float32') throw new Error(`${what}: the model's input '${c.name}' is ${c.dtype}; the CLI makes it as int64, int32 or float32`);
   }

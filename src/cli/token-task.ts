@@ -3,7 +3,7 @@
 // refit reads ids, not text). Position t's label is token t + 1; the last position and positions
 // whose next token is --pad-token have none (-100, as PyTorch's ignore_index).
 import type { RefitModel } from '../model.ts';
-import { i64 } from '../onnx/tensor.ts';
+import { i64, type Tensor } from '../onnx/tensor.ts';
 import { tokenCrossEntropy } from '../train/losses.ts';
 import { scoreLogits } from './common.ts';
 import { tokenInputs, readTokenIds, tokenFeeds } from './token-inputs.ts';
@@ -15,7 +15,7 @@ export interface NextTokenOptions {
   padToken?: number;
 }
 
-const IGNORE = -100;
+export const IGNORE = -100;
 
 export function nextTokenTask(model: RefitModel, o: NextTokenOptions): TrainTask {
   const inputs = tokenInputs(model, '--task next-token');
@@ -38,22 +38,7 @@ export function nextTokenTask(model: RefitModel, o: NextTokenOptions): TrainTask
   const pick = (src: ArrayLike<number>, idx: number[]) => idx.flatMap((i) => Array.from({ length: T }, (_, t) => src[i * T + t]!));
   const rows = (src: ArrayLike<number>, idx: number[]) => i64([idx.length, T], pick(src, idx));
   const tokens = (idx: number[]) => tokenFeeds(inputs, a.values, T, idx, o.padToken);
-  /** Loss sum, correct and scored positions of logits [b, T, V] against the labels of `idx`. */
-  const tally = (z: Float32Array, idx: number[]) => {
-    const V = z.length / (idx.length * T);
-    let lossSum = 0, correct = 0, scored = 0;
-    idx.forEach((s, k) => {
-      for (let t = 0; t < T; t++) {
-        const y = labels[s * T + t]!;
-        if (y === IGNORE) continue;
-        const r = scoreLogits(z.subarray((k * T + t) * V, (k * T + t + 1) * V), V, [y]);
-        lossSum += r.lossSum;
-        correct += r.correct;
-        scored++;
-      }
-    });
-    return { lossSum, correct, scored };
-  };
+  const tally = (z: Float32Array, idx: number[]) => tokenTally(z, labels, T, idx);
   return {
     data: { source: o.data, format: 'npy token ids', samples: n, sampleShape: [T] },
     logits,
@@ -63,15 +48,36 @@ export function nextTokenTask(model: RefitModel, o: NextTokenOptions): TrainTask
       const r = tally(z.data as Float32Array, idx);
       return { correct: r.correct, scored: r.scored };
     },
-    async evaluate(m, idx, bs) {
-      let lossSum = 0, correct = 0, scored = 0;
-      for (let s = 0; s < idx.length; s += bs) {
-        const part = idx.slice(s, s + bs);
-        const out = (await m.run(tokens(part), { outputs: [logits] }))[logits]!;
-        const r = tally(out.data as Float32Array, part);
-        lossSum += r.lossSum; correct += r.correct; scored += r.scored;
-      }
-      return { loss: lossSum / Math.max(1, scored), accuracy: correct / Math.max(1, scored) };
-    },
+    evaluate: (m, idx, bs) => evaluateTokens(m, idx, bs, logits, tokens, tally),
   };
+}
+
+/** Loss sum, correct and scored positions of logits [b, T, V] against rows `idx` of `labels` [n, T] (IGNORE: not scored). */
+export function tokenTally(z: Float32Array, labels: ArrayLike<number>, T: number, idx: readonly number[]): { lossSum: number; correct: number; scored: number } {
+  const V = z.length / (idx.length * T);
+  let lossSum = 0, correct = 0, scored = 0;
+  idx.forEach((s, k) => {
+    for (let t = 0; t < T; t++) {
+      const y = labels[s * T + t]!;
+      if (y === IGNORE) continue;
+      const r = scoreLogits(z.subarray((k * T + t) * V, (k * T + t + 1) * V), V, [y]);
+      lossSum += r.lossSum;
+      correct += r.correct;
+      scored++;
+    }
+  });
+  return { lossSum, correct, scored };
+}
+
+/** Mean per-token loss and accuracy of `m` on rows `idx`, by plain inference in batches of `bs`. */
+export async function evaluateTokens(m: RefitModel, idx: number[], bs: number, logits: string, feeds: (idx: number[]) => Record<string, Tensor>,
+  tally: (z: Float32Array, idx: number[]) => { lossSum: number; correct: number; scored: number }): Promise<{ loss: number; accuracy: number }> {
+  let lossSum = 0, correct = 0, scored = 0;
+  for (let s = 0; s < idx.length; s += bs) {
+    const part = idx.slice(s, s + bs);
+    const out = (await m.run(feeds(part), { outputs: [logits] }))[logits]!;
+    const r = tally(out.data as Float32Array, part);
+    lossSum += r.lossSum; correct += r.correct; scored += r.scored;
+  }
+  return { loss: lossSum / Math.max(1, scored), accuracy: correct / Math.max(1, scored) };
 }

@@ -19,16 +19,21 @@ import { progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic,
 import { classifyTask, type TrainTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
 import { pairsTask } from './pairs-task.ts';
+import { loadSeq2seq, seq2seqTask } from './seq2seq-task.ts';
 import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts';
 
 export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-affine'] as const;
-export const TASKS = ['classify', 'next-token', 'pairs'] as const;
+export const TASKS = ['classify', 'next-token', 'pairs', 'seq2seq'] as const;
 
 export interface TrainOptions {
   /** 'classify' (labelled samples, the default), 'next-token' (token id sequences, token-task.ts) or 'pairs' (an embedding model on token id groups, pairs-task.ts). */
   task?: string;
   /** --task pairs: how token states become a sentence embedding, 'mean' (over the attention mask) or 'cls'. */
   pooling?: string;
+  /** --task seq2seq: the decoder file (decoder_model.onnx or decoder_model_merged.onnx); the model argument is the encoder. */
+  decoder?: string;
+  /** --task seq2seq: the decoder's start token (config.json's decoder_start_token_id); default the pad token. */
+  decoderStart?: string | number;
   /** Token models: a token id whose positions are padding (no label for next-token; attention_mask 0). */
   padToken?: string | number;
   data: string;
@@ -140,19 +145,29 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   if ((pixels || resize !== undefined) && taskName !== 'classify') throw new Error(`--mean, --std and --resize prepare pixel data; --task ${taskName} reads token ids`);
   if (o.pooling !== undefined && taskName !== 'pairs') throw new Error('--pooling is for --task pairs (an embedding model)');
   if (taskName === 'pairs' && (o.labels || o.labelColumn)) throw new Error('--task pairs learns from which sequences belong together (anchor, positive, hard negatives); it takes no --labels');
+  const seq2seq = taskName === 'seq2seq';
+  if (seq2seq !== (o.decoder !== undefined)) throw new Error(seq2seq ? '--task seq2seq trains an encoder and its decoder: give the decoder file with --decoder (the model argument is the encoder)' : '--decoder is for --task seq2seq');
+  if (!seq2seq && o.decoderStart !== undefined) throw new Error('--decoder-start is for --task seq2seq');
+  if (seq2seq && o.adapter) throw new Error('--task seq2seq trains the weights of both files (all, or --trainable /regex/); adapters over two files are not supported yet');
+  if (seq2seq && o.labelColumn) throw new Error('--label-column reads CSV data; --task seq2seq reads the target token ids from --labels (.npy)');
+  const decoderStart = o.decoderStart !== undefined ? finiteNumber('--decoder-start', o.decoderStart, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   if (o.adapter && !(ADAPTERS as readonly string[]).includes(o.adapter)) throw new Error(`unknown adapter '${o.adapter}'; known adapters: ${ADAPTERS.join(', ')}`);
   const lr = finiteNumber('--lr', o.lr ?? (mode === 'full' ? 1e-3 : 5e-3), (v) => v > 0, 'a positive number');
   const weightDecay = finiteNumber('--weight-decay', o.weightDecay ?? 0.01, (v) => v >= 0, 'a non-negative number');
   const clipNorm = finiteNumber('--clip-norm', o.clipNorm ?? 1, (v) => v >= 0, 'a non-negative number (0: no clipping)');
   if (o.batchNorm !== undefined && o.batchNorm !== 'train' && o.batchNorm !== 'eval') throw new Error(`--batch-norm must be 'train' or 'eval', got '${o.batchNorm}'`);
   if (!o.out) throw new Error('--out is required: a .onnx file for full training, a folder for an adapter');
-  if (mode === 'full' && extname(o.out).toLowerCase() !== '.onnx') throw new Error(`--out ${o.out}: full training writes an ONNX model; give a path ending in .onnx`);
+  if (seq2seq && extname(o.out).toLowerCase() === '.onnx') throw new Error(`--out ${o.out}: --task seq2seq writes the encoder and decoder files into a folder; give a folder path`);
+  if (mode === 'full' && !seq2seq && extname(o.out).toLowerCase() !== '.onnx') throw new Error(`--out ${o.out}: full training writes an ONNX model; give a path ending in .onnx`);
   if (mode === 'adapter' && extname(o.out).toLowerCase() === '.onnx') throw new Error(`--out ${o.out}: --adapter writes an adapter folder (HF PEFT layout), not an .onnx file; give a folder path`);
 
-  const given = await loadModel(modelPath, o.keepTies ? { keepTies: true } : {});
-  const kv = kvCacheOf(given);
+  const pair = seq2seq ? await loadSeq2seq(modelPath, o.decoder!, o.keepTies ? { keepTies: true } : {}) : null;
+  const given = pair ? pair.joined : await loadModel(modelPath, o.keepTies ? { keepTies: true } : {});
+  const kv = pair ? null : kvCacheOf(given);
   const base = kv ? withoutKvCache(given) : given;
-  const task: TrainTask = taskName === 'next-token'
+  const task: TrainTask = pair
+    ? seq2seqTask(pair, { data: o.data, ...(o.labels ? { targets: o.labels } : {}), ...(padToken !== undefined ? { padToken } : {}), ...(decoderStart !== undefined ? { decoderStart } : {}) })
+    : taskName === 'next-token'
     ? nextTokenTask(base, { data: o.data, ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) })
     : taskName === 'pairs'
       ? pairsTask(base, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}), ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) })
@@ -239,13 +254,16 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   if (o.adapter) {
     const pm = model as PeftModel;
     await replaceDirAtomic(o.out, (tmp) => saveAdapter(pm, o.adapter!, tmp));
+  } else if (pair) {
+    // both files or neither: written into a fresh folder that replaces --out at once
+    await replaceDirAtomic(o.out, async (tmp) => { await pair.write(tmp, (m, path) => m.save(path)); });
   } else {
     mkdirSync(dirname(resolve(o.out)), { recursive: true }); // only now: a failed run creates nothing
     if (kv) writeWeightsBack(given, model, trainable);
     await (kv ? given : model).save(o.out);
   }
   await step.release();
-  await Promise.all([model.release(), base.release(), given.release()]);
+  await Promise.all([model.release(), base.release(), given.release(), pair?.release()]);
   return {
     model: modelPath,
     data: { ...task.data, train: train.length, validation: val.length },

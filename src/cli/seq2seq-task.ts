@@ -1,0 +1,108 @@
+// `refit train encoder_model.onnx --decoder decoder_model[_merged].onnx --task seq2seq`: an
+// encoder-decoder exported as two files (optimum's layout for Marian, T5, BART and the translation
+// and summarisation models transformers.js ships) trained as one graph (../onnx/join.ts), on
+// source ids [n, source length] (--data) and target ids [n, target length] (--labels). As
+// Hugging Face trains them: the decoder reads the targets shifted right behind
+// --decoder-start (the model's decoder_start_token_id), and each position learns the target
+// token there; padding in the targets is not scored. The trained weights go back into both
+// files, which keep their names and (a merged decoder) their KV cache.
+import { basename, join } from 'node:path';
+import { loadModel, RefitModel } from '../model.ts';
+import { i64 } from '../onnx/tensor.ts';
+import { joinModels, splitWeights } from '../onnx/join.ts';
+import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts';
+import { tokenCrossEntropy } from '../train/losses.ts';
+import { tokenInputs, readTokenIds, tokenFeeds } from './token-inputs.ts';
+import { IGNORE, tokenTally, evaluateTokens } from './token-task.ts';
+import type { TrainTask } from './train-task.ts';
+
+export interface Seq2seqOptions {
+  /** Source token ids [n, source length]. */
+  data: string;
+  /** Target token ids [n, target length]. */
+  targets?: string;
+  padToken?: number;
+  /** The decoder's first input token (config.json's decoder_start_token_id); default the pad token. */
+  decoderStart?: number;
+}
+
+/** The two files joined for training, and how to write what trained back into them. */
+export interface Seq2seqPair {
+  joined: RefitModel;
+  /** The decoder's input that takes the target ids in the joined model (decoder_input_ids). */
+  decoderIds: string;
+  /** Write the trained weights of `joined` into copies of both files in folder `out`. */
+  write(out: string, write: (model: RefitModel, path: string) => Promise<void>): Promise<string[]>;
+  release(): Promise<void>;
+}
+
+const LINKS = { hidden: 'encoder_hidden_states', mask: 'encoder_attention_mask' };
+
+export async function loadSeq2seq(encoderPath: string, decoderPath: string, opts: { keepTies?: boolean } = {}): Promise<Seq2seqPair> {
+  const encoder = await loadModel(encoderPath, opts);
+  const decoderFile = await loadModel(decoderPath, opts);
+  const decoder = kvCacheOf(decoderFile) ? withoutKvCache(decoderFile) : decoderFile;
+  const names = (m: RefitModel) => m.inputs.map((i) => i.name).join(', ');
+  if (!decoder.inputs.some((i) => i.name === LINKS.hidden)) {
+    throw new Error(`${decoderPath}: a seq2seq decoder reads the encoder's output as '${LINKS.hidden}'; its inputs are ${names(decoder)}`);
+  }
+  const hidden = encoder.outputs.find((o) => o.name === 'last_hidden_state')?.name ?? encoder.outputs[0]!.name;
+  const links: Record<string, string> = { [LINKS.hidden]: hidden };
+  if (decoder.inputs.some((i) => i.name === LINKS.mask)) {
+    if (!encoder.inputs.some((i) => i.name === 'attention_mask')) throw new Error(`${decoderPath} reads '${LINKS.mask}', and ${encoderPath} takes no attention_mask to give it`);
+    links[LINKS.mask] = 'attention_mask';
+  }
+  const j = joinModels(encoder.ir, decoder.ir, { links });
+  const decoderIds = j.renamed.get('input_ids') ?? 'input_ids';
+  const joined = new RefitModel(j.model, encoder.sessionOptions);
+  return {
+    joined,
+    decoderIds,
+    async write(out, write) {
+      const parts = splitWeights(joined, encoder, decoder, j);
+      const encoderOut = join(out, basename(encoderPath)), decoderOut = join(out, basename(decoderPath));
+      await write(encoder, encoderOut);
+      if (decoder !== decoderFile) writeWeightsBack(decoderFile, decoder, parts.second); // the file keeps its cache
+      await write(decoderFile, decoderOut);
+      return [encoderOut, decoderOut];
+    },
+    async release() {
+      await Promise.all([joined.release(), encoder.release(), decoder.release(), decoderFile.release()]);
+    },
+  };
+}
+
+export function seq2seqTask(pair: Seq2seqPair, o: Seq2seqOptions): TrainTask {
+  const model = pair.joined;
+  if (!o.targets) throw new Error('--task seq2seq learns the target sequences: give their token ids with --labels <file> (.npy [sequences, length])');
+  // The joined model's inputs: the encoder's ids and companions, and the decoder's ids.
+  const encoderInputs = tokenInputs(model, '--task seq2seq (the encoder)', [pair.decoderIds]);
+  const logits = model.outputs.find((v) => v.shape?.length === 3)?.name ?? model.outputs[0]!.name;
+  const vocabDim = model.outputs.find((v) => v.name === logits)?.shape?.[2];
+  const vocab = typeof vocabDim === 'number' && vocabDim > 0 ? vocabDim : null;
+  const start = o.decoderStart ?? o.padToken;
+  if (start === undefined) throw new Error("--task seq2seq: give --decoder-start <id>, the model's decoder_start_token_id (config.json; Marian and T5 start with the pad id, BART with 2), or --pad-token when it is the pad id");
+  if (!Number.isInteger(start) || start < 0 || (vocab !== null && start >= vocab)) throw new Error(`--decoder-start must be a token id in [0, ${vocab ?? '?'}), got ${start}`);
+  const src = readTokenIds(o.data, encoderInputs.vocab);
+  const tgt = readTokenIds(o.targets, vocab);
+  if (tgt.n !== src.n) throw new Error(`${o.targets}: ${tgt.n} target sequences for ${src.n} source sequences in ${o.data}`);
+  const T = tgt.length;
+  // labels: the targets, padding unscored; decoder ids: the targets shifted right behind the start token
+  const labels = Float64Array.from({ length: tgt.n * T }, (_, i) => (tgt.values[i] === o.padToken ? IGNORE : tgt.values[i]!));
+  const shifted = Float64Array.from({ length: tgt.n * T }, (_, i) => (i % T === 0 ? start : tgt.values[i - 1]!));
+  const rows = (a: ArrayLike<number>, idx: number[]) => i64([idx.length, T], idx.flatMap((s) => Array.from({ length: T }, (_, t) => a[s * T + t]!)));
+  const feeds = (idx: number[]) => ({ ...tokenFeeds(encoderInputs, src.values, src.length, idx, o.padToken), [pair.decoderIds]: rows(shifted, idx) });
+  const tally = (z: Float32Array, idx: number[]) => tokenTally(z, labels, T, idx);
+  return {
+    data: { source: `${o.data} → ${o.targets}`, format: 'npy token ids (source, target)', samples: src.n, sampleShape: [src.length, T] },
+    logits,
+    loss: tokenCrossEntropy({ logits, labels: 'refit_labels' }),
+    feeds: (idx) => ({ ...feeds(idx), refit_labels: rows(labels, idx) }),
+    score(z, idx) {
+      const r = tally(z.data as Float32Array, idx);
+      return { correct: r.correct, scored: r.scored };
+    },
+    evaluate: (m, idx, bs) => evaluateTokens(m, idx, bs, logits, feeds, tally),
+  };
+}
+
