@@ -31,6 +31,10 @@ export interface Seq2seqPair {
   joined: RefitModel;
   /** The decoder's input that takes the target ids in the joined model (decoder_input_ids). */
   decoderIds: string;
+  /** Whether the decoder file has a KV cache (trained without it, written back with it). */
+  cached: boolean;
+  /** Whether a weight of the joined model can be written back (not one defined only inside a merged decoder's If branch). */
+  writable(name: string): boolean;
   /** Write the trained weights of `joined` into copies of both files in folder `out`. */
   write(out: string, write: (model: RefitModel, path: string) => Promise<void>): Promise<string[]>;
   release(): Promise<void>;
@@ -55,14 +59,18 @@ export async function loadSeq2seq(encoderPath: string, decoderPath: string, opts
   const j = joinModels(encoder.ir, decoder.ir, { links });
   const decoderIds = j.renamed.get('input_ids') ?? 'input_ids';
   const joined = new RefitModel(j.model, encoder.sessionOptions);
+  const inFile = (name: string) => decoderFile.ir.graph.initializers.has(name);
+  const decoderName = new Map([...decoder.ir.graph.initializers.keys()].map((n) => [j.renamed.get(n) ?? n, n]));
   return {
     joined,
     decoderIds,
+    cached: decoder !== decoderFile,
+    writable: (name) => encoder.ir.graph.initializers.has(name) || inFile(decoderName.get(name) ?? name),
     async write(out, write) {
       const parts = splitWeights(joined, encoder, decoder, j);
       const encoderOut = join(out, basename(encoderPath)), decoderOut = join(out, basename(decoderPath));
       await write(encoder, encoderOut);
-      if (decoder !== decoderFile) writeWeightsBack(decoderFile, decoder, parts.second); // the file keeps its cache
+      if (decoder !== decoderFile) writeWeightsBack(decoderFile, decoder, parts.second.filter(inFile)); // the file keeps its cache
       await write(decoderFile, decoderOut);
       return [encoderOut, decoderOut];
     },

@@ -186,10 +186,11 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   } else {
     const sel = o.trainable && o.trainable !== 'all' ? parseTargets(o.trainable) : 'all';
     trainable = base.parameterNames(sel);
-    if (kv) {
+    if (kv || pair) {
       // Only weights of the file as given can be written back (an If branch's own scalars cannot).
-      frozen = trainable.filter((p) => !given.ir.graph.initializers.has(p));
-      trainable = trainable.filter((p) => given.ir.graph.initializers.has(p));
+      const writable = pair ? pair.writable : (p: string) => given.ir.graph.initializers.has(p);
+      frozen = trainable.filter((p) => !writable(p));
+      trainable = trainable.filter(writable);
     }
     if (trainable.length === 0) throw new Error(`--trainable ${o.trainable} selects no parameter of the model`);
     const all = base.parameterNames('all');
@@ -272,7 +273,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
     ...(o.adapter ? { adapter: o.adapter } : {}),
     trainableParams,
     trainablePercent: percent,
-    ...(kv ? { kvCache: { frozen } } : {}),
+    ...(kv || pair?.cached ? { kvCache: { frozen } } : {}),
     steps: trainer.steps,
     epochs: epochsOut,
     out: o.out,
