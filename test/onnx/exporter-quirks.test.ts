@@ -44,6 +44,19 @@ function batch(tensors: Map<string, Tensor>) {
   return { x: tensors.get('input.x')!, y: tensors.get('label.y')! };
 }
 
+/** One full step of fixture `name` with `loss`: PyTorch's loss (≤1e-5 relative) and `grads` gradients (checkGrads). */
+async function trainsAsTorch(name: string, loss: losses.CrossEntropyOptions, grads: number): Promise<void> {
+  const { tensors } = fixture(name);
+  const model = await loadModel(path(name), { threads: 1 });
+  const step = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy(loss) });
+  const r = await step.run(batch(tensors));
+  const refLoss = (tensors.get('loss')!.data as Float32Array)[0]!;
+  assert.ok(Math.abs(r.loss - refLoss) <= 1e-5 * Math.abs(refLoss), `${name}: loss ${r.loss} vs ${refLoss}`);
+  assert.equal(checkGrads(tensors, r.grads, 'grad.'), grads);
+  await step.release();
+  await model.release();
+}
+
 test('ResNet block with torch.onnx Identity dedup: every alias is its own parameter, and \'all\' is PyTorch\'s named_parameters', async () => {
   const { meta } = fixture('resnet_dedup');
   const src = readModelFile(path('resnet_dedup'));
@@ -201,45 +214,27 @@ test('batchNorm \'train\' on a BatchNorm whose running statistic is computed: an
 });
 
 test('an If on the input\'s rank (torch.onnx\'s LocalResponseNorm) is inlined when a step compiles: PyTorch\'s loss and gradients, and inspect calls the model trainable', async () => {
-  const { tensors, meta } = fixture('lrn_if');
+  const { meta } = fixture('lrn_if');
   const model = await loadModel(path('lrn_if'), { threads: 1 });
   assert.ok(model.ir.graph.nodes.some((n) => n.opType === 'If'), 'the export has its If');
   const d = diagnoseTraining(model.ir);
   assert.ok(d.groups.every((g) => g.trainable), d.summary.join('; '));
   assert.ok(d.lowered.some((l) => l.opType === 'If'));
   assert.deepEqual([...model.parameterNames('all')].sort(), Object.keys(meta.param_names).sort());
-  const step = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) });
-  const r = await step.run(batch(tensors));
-  const refLoss = (tensors.get('loss')!.data as Float32Array)[0]!;
-  assert.ok(Math.abs(r.loss - refLoss) <= 1e-5 * Math.abs(refLoss), `loss ${r.loss} vs ${refLoss}`);
-  assert.equal(checkGrads(tensors, r.grads, 'grad.'), 6);
-  await step.release();
   await model.release();
+  await trainsAsTorch('lrn_if', { logits: 'logits', labels: 'y' }, 6);
 });
 
 test('a segmenter (dilated conv, bilinear upsample) trains on per-pixel cross-entropy with void pixels: PyTorch\'s F.cross_entropy(ignore_index=255) loss and gradients', async () => {
+  await trainsAsTorch('segmenter', { logits: 'logits', labels: 'y', ignoreIndex: 255 }, 8);
+  assert.throws(() => losses.crossEntropy({ logits: 'logits', ignoreIndex: 1.5 }).build({ em: null as never, shape: () => [2, 4, 8, 8], input: () => 'y' }), /ignoreIndex must be an integer/);
   const { tensors } = fixture('segmenter');
   const model = await loadModel(path('segmenter'), { threads: 1 });
-  const step = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y', ignoreIndex: 255 }) });
-  const r = await step.run(batch(tensors));
-  const refLoss = (tensors.get('loss')!.data as Float32Array)[0]!;
-  assert.ok(Math.abs(r.loss - refLoss) <= 1e-5 * Math.abs(refLoss), `loss ${r.loss} vs ${refLoss}`);
-  assert.equal(checkGrads(tensors, r.grads, 'grad.'), 8);
-  await step.release();
-  assert.throws(() => losses.crossEntropy({ logits: 'logits', ignoreIndex: 1.5 }).build({ em: null as never, shape: () => [2, 4, 8, 8], input: () => 'y' }), /ignoreIndex must be an integer/);
   const soft = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y', labelSmoothing: 0.1 }) });
   await assert.rejects(soft.run(batch(tensors)), /takes integer labels per position, without label smoothing \(those are for \[N, C\] logits\)/);
   await model.release();
 });
 
 test('a spatial transformer (F.grid_sample on a predicted grid, opset 16) trains with PyTorch\'s loss and gradients, the localisation net\'s through the grid', async () => {
-  const { tensors } = fixture('stn_grid_sample');
-  const model = await loadModel(path('stn_grid_sample'), { threads: 1 });
-  const step = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) });
-  const r = await step.run(batch(tensors));
-  const refLoss = (tensors.get('loss')!.data as Float32Array)[0]!;
-  assert.ok(Math.abs(r.loss - refLoss) <= 1e-5 * Math.abs(refLoss), `loss ${r.loss} vs ${refLoss}`);
-  assert.equal(checkGrads(tensors, r.grads, 'grad.'), 6);
-  await step.release();
-  await model.release();
+  await trainsAsTorch('stn_grid_sample', { logits: 'logits', labels: 'y' }, 6);
 });
