@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Torchvision models beyond the zoo (googlenet, mnasnet, resnext, vgg, alexnet, efficientnet_v2,
+regnet_x, maxvit, inception_v3, and the segmentation models deeplabv3, lraspp, fcn) exported as a
+user exports them (torch.onnx, opset 13, dynamic batch, BatchNorm kept: TrainingMode.PRESERVE),
+random weights, with PyTorch's cross-entropy (per pixel for the segmenters) and every parameter's
+gradient for one batch, for bench/torchvision-extra.ts.
+
+    /usr/bin/python3 bench/torchvision_extra.py --out tmp/torchvision-extra [--only googlenet,maxvit]
+
+Writes <name>.onnx, <name>.x.npy, <name>.y.npy, <name>.grads.safetensors (the gradients under the
+names refit gives the parameters, transposed like their initializers) and <name>.json (loss,
+input size) per model.
+"""
+import argparse
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torchvision.models import segmentation as seg
+
+import onnx  # noqa: E402
+import onnx.numpy_helper  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "fixtures", "torch"))
+from make_fixtures import write_safetensors  # noqa: E402
+
+warnings.filterwarnings("ignore")
+M = torchvision.models
+# name: (constructor, input size, dense labels). Input sizes: the smallest each accepts at opset 13
+# (adaptive pools must divide evenly; AlexNet and VGG pool to 7x7, MaxViT needs 224, Inception 75+).
+MODELS = {
+    "googlenet": (lambda: M.googlenet(weights=None, aux_logits=False, init_weights=True, num_classes=10), 64, False),
+    "mnasnet0_5": (lambda: M.mnasnet0_5(num_classes=10), 64, False),
+    "resnext50_32x4d": (lambda: M.resnext50_32x4d(num_classes=10), 64, False),
+    "vgg11_bn": (lambda: M.vgg11_bn(num_classes=10), 224, False),
+    "alexnet": (lambda: M.alexnet(num_classes=10), 224, False),
+    "efficientnet_v2_s": (lambda: M.efficientnet_v2_s(num_classes=10), 64, False),
+    "regnet_x_400mf": (lambda: M.regnet_x_400mf(num_classes=10), 64, False),
+    "maxvit_t": (lambda: M.maxvit_t(num_classes=10), 224, False),
+    "inception_v3": (lambda: M.inception_v3(weights=None, aux_logits=False, init_weights=True, num_classes=10), 96, False),
+    "deeplabv3_mobilenet_v3_large": (lambda: seg.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5, aux_loss=False), 64, True),
+    "lraspp_mobilenet_v3_large": (lambda: seg.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5), 64, True),
+    "fcn_resnet50": (lambda: seg.fcn_resnet50(weights=None, weights_backbone=None, num_classes=5, aux_loss=False), 64, True),
+}
+
+
+def onnx_names(proto, model):
+    """Each parameter's gradient under the name refit gives it: its own name when the export keeps
+    it (an initializer, or an Identity alias of an equal one that refit unties), else the
+    initializer holding its values (transposed: the MatMul weights constant folding writes)."""
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    aliases = {o for n in proto.graph.node if n.op_type == "Identity" for o in n.output}
+    out = {}
+    for k, p in model.named_parameters():
+        if p.grad is None:
+            continue
+        g, v = p.grad.numpy(), p.detach().numpy()
+        if k in inits or k in aliases:
+            out[k] = g
+            continue
+        for name, a in inits.items():
+            if name in out:
+                continue
+            if a.shape == v.shape and np.array_equal(a, v):
+                out[name] = g
+                break
+            if v.ndim == 2 and a.shape == v.T.shape and np.array_equal(a, v.T):
+                out[name] = np.ascontiguousarray(g.T)
+                break
+    return out
+
+
+class Out(torch.nn.Module):
+    """A segmentation model's 'out' logits, as an exporter for inference keeps them."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m(x)["out"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--only", default=",".join(MODELS))
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    for name in a.only.split(","):
+        make, hw, dense = MODELS[name]
+        torch.manual_seed(0)
+        m = make().eval()
+        if dense:
+            m = Out(m).eval()
+        x = torch.randn(2, 3, hw, hw)
+        y = torch.randint(0, 5, (2, hw, hw)) if dense else torch.randint(0, 10, (2,))
+        path = os.path.join(a.out, name)
+        torch.onnx.export(m, (x,), f"{path}.onnx", opset_version=13, input_names=["x"], output_names=["logits"],
+                          dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, training=torch.onnx.TrainingMode.PRESERVE)
+        m.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(m(x), y)
+        loss.backward()
+        np.save(f"{path}.x.npy", x.numpy())
+        np.save(f"{path}.y.npy", y.numpy())
+        grads = onnx_names(onnx.load(f"{path}.onnx"), m)
+        write_safetensors(f"{path}.grads.safetensors", [(k, np.ascontiguousarray(v, dtype=np.float32)) for k, v in grads.items()])
+        with open(f"{path}.json", "w") as f:
+            json.dump({"loss": float(loss), "hw": hw, "dense": dense, "params": sum(p.numel() for p in m.parameters()),
+                       "torch": torch.__version__, "torchvision": torchvision.__version__, "grads": sorted(grads)}, f)
+        print(f"{name}: loss {float(loss):.5f}, {len(grads)} parameters", flush=True)
+
+
+if __name__ == "__main__":
+    main()
