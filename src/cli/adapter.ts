@@ -9,6 +9,7 @@ import { withAdapterFiles, WEIGHTS_FILE, CONFIG_FILE } from '../peft/files.ts';
 import { accounting } from '../peft/accounting.ts';
 import type { PeftModel } from '../peft/peft-model.ts';
 import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts';
+import { sameGraph } from './common.ts';
 
 export interface AdapterInfo {
   dir: string;
@@ -97,10 +98,7 @@ export async function mergeAdapters(modelPath: string, dirs: string[], out: stri
   }
   const merged = model!.mergeAll();
   if (kv) {
-    const g = merged.ir.graph, b = base.ir.graph;
-    const ops = (x: typeof g) => x.nodes.map((n) => `${n.domain}:${n.opType}`).sort().join();
-    const reshaped = [...g.initializers].some(([k, t]) => { const u = b.initializers.get(k); return !u || u.dtype !== t.dtype || u.dims.join() !== t.dims.join(); });
-    if (ops(g) !== ops(b) || reshaped) {
+    if (!sameGraph(merged, base)) {
       throw new Error(`merge: ${modelPath} has a KV cache, so its adapters must fold into its weights as they are stored; ${names.join(', ')} changed the graph instead (an adapter that adds layers, or a merge into a quantized weight, which becomes a float layer); nothing written`);
     }
     writeWeightsBack(given, merged);

@@ -257,3 +257,10 @@ export function parseMethodOptions(v: string | Record<string, unknown> | undefin
   if (!o || typeof o !== 'object' || Array.isArray(o)) throw new Error('--method-options must be a JSON object');
   return o as Record<string, unknown>;
 }
+
+/** Whether `a` has `b`'s ops and initializers (names, types, shapes): adapters folded into weights, nothing added or reshaped. */
+export function sameGraph(a: RefitModel, b: RefitModel): boolean {
+  const ops = (m: RefitModel) => m.ir.graph.nodes.map((n) => `${n.domain}:${n.opType}`).sort().join();
+  const ga = a.ir.graph.initializers, gb = b.ir.graph.initializers;
+  return ops(a) === ops(b) && ga.size === gb.size && [...gb].every(([k, t]) => { const u = ga.get(k); return !!u && u.dtype === t.dtype && u.dims.join() === t.dims.join(); });
+}

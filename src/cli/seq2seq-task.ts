@@ -4,8 +4,8 @@
 // source ids [n, source length] (--data) and target ids [n, target length] (--labels). As
 // Hugging Face trains them: the decoder reads the targets shifted right behind
 // --decoder-start (the model's decoder_start_token_id), and each position learns the target
-// token there; padding in the targets is not scored. The trained weights go back into both
-// files, which keep their names and (a merged decoder) their KV cache.
+// token there; padding in the targets is not scored. The trained weights (or an adapter folded
+// into them) go back into both files, which keep their names and (a merged decoder) their KV cache.
 import { basename, join } from 'node:path';
 import { loadModel, RefitModel } from '../model.ts';
 import { i64 } from '../onnx/tensor.ts';
@@ -35,8 +35,8 @@ export interface Seq2seqPair {
   cached: boolean;
   /** Whether a weight of the joined model can be written back (not one defined only inside a merged decoder's If branch). */
   writable(name: string): boolean;
-  /** Write the trained weights of `joined` into copies of both files in folder `out`. */
-  write(out: string, write: (model: RefitModel, path: string) => Promise<void>): Promise<string[]>;
+  /** Write the weights of `trained` (default `joined`: the same graph, weights trained or adapters folded in) into copies of both files in folder `out`. */
+  write(out: string, write: (model: RefitModel, path: string) => Promise<void>, trained?: RefitModel): Promise<string[]>;
   release(): Promise<void>;
 }
 
@@ -66,8 +66,8 @@ export async function loadSeq2seq(encoderPath: string, decoderPath: string, opts
     decoderIds,
     cached: decoder !== decoderFile,
     writable: (name) => encoder.ir.graph.initializers.has(name) || inFile(decoderName.get(name) ?? name),
-    async write(out, write) {
-      const parts = splitWeights(joined, encoder, decoder, j);
+    async write(out, write, trained = joined) {
+      const parts = splitWeights(trained, encoder, decoder, j);
       const encoderOut = join(out, basename(encoderPath)), decoderOut = join(out, basename(decoderPath));
       await write(encoder, encoderOut);
       if (decoder !== decoderFile) writeWeightsBack(decoderFile, decoder, parts.second.filter(inFile)); // the file keeps its cache

@@ -15,7 +15,7 @@ import type { AdapterMethod } from '../peft/types.ts';
 import { saveAdapter } from '../peft/files-node.ts';
 import { hasBatchNorm } from '../tta/bn-adapt.ts';
 import { Rng } from '../util/rng.ts';
-import { progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic, preprocessOptions } from './common.ts';
+import { progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic, preprocessOptions, sameGraph } from './common.ts';
 import { classifyTask, type TrainTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
 import { pairsTask } from './pairs-task.ts';
@@ -148,8 +148,8 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const seq2seq = taskName === 'seq2seq';
   if (seq2seq !== (o.decoder !== undefined)) throw new Error(seq2seq ? '--task seq2seq trains an encoder and its decoder: give the decoder file with --decoder (the model argument is the encoder)' : '--decoder is for --task seq2seq');
   if (!seq2seq && o.decoderStart !== undefined) throw new Error('--decoder-start is for --task seq2seq');
-  if (seq2seq && o.adapter) throw new Error('--task seq2seq trains the weights of both files (all, or --trainable /regex/); adapters over two files are not supported yet');
   if (seq2seq && o.labelColumn) throw new Error('--label-column reads CSV data; --task seq2seq reads the target token ids from --labels (.npy)');
+  if (seq2seq && o.adapter === 'bottleneck') throw new Error('--task seq2seq with --adapter bottleneck: an adapter is folded into the weights of both files, and bottleneck adapters add layers instead; use lora, dora, ia3, bitfit or norm-affine');
   const decoderStart = o.decoderStart !== undefined ? finiteNumber('--decoder-start', o.decoderStart, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   if (o.adapter && !(ADAPTERS as readonly string[]).includes(o.adapter)) throw new Error(`unknown adapter '${o.adapter}'; known adapters: ${ADAPTERS.join(', ')}`);
   const lr = finiteNumber('--lr', o.lr ?? (mode === 'full' ? 1e-3 : 5e-3), (v) => v > 0, 'a positive number');
@@ -252,7 +252,13 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   }
   if (trainer.steps === 0) throw new Error(`every training step was refused (non-finite loss or gradient); nothing written. Try a smaller --lr (was ${lr})`);
 
-  if (o.adapter) {
+  if (o.adapter && pair) {
+    // an adapter over two files has no HF PEFT layout: it is folded in, and both files are written
+    const merged = (model as PeftModel).mergeAll();
+    if (!sameGraph(merged, base)) throw new Error(`--task seq2seq with --adapter ${o.adapter}: the adapter must fold into the weights of both files, and it changed the graph instead (an adapter that adds layers); use lora, dora, ia3 or bitfit; nothing written`);
+    await replaceDirAtomic(o.out, async (tmp) => { await pair.write(tmp, (m, path) => m.save(path), merged); });
+    await merged.release();
+  } else if (o.adapter) {
     const pm = model as PeftModel;
     await replaceDirAtomic(o.out, (tmp) => saveAdapter(pm, o.adapter!, tmp));
   } else if (pair) {
