@@ -51,7 +51,7 @@ program
   .argument('<model>', 'the ONNX model to train')
   .requiredOption('--data <path>', 'training data: IDX, .npy, .csv or an image folder (see below); token models: a .npy of token ids [sequences, length]; --task pairs: [examples, columns, length]; --task seq2seq: the source ids')
   .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position predicts the next token), pairs (an embedding model: anchor, positive and optional hard negatives per example, in-batch negatives as sentence-transformers trains) or seq2seq (an encoder-decoder in two files: <model> is the encoder, --decoder the decoder, --labels the target ids)', 'classify')
-  .option('--decoder <file>', '--task seq2seq: the decoder file (decoder_model.onnx or decoder_model_merged.onnx); both files are written into --out')
+  .option('--decoder <file>', '--task seq2seq: the decoder file (decoder_model.onnx or decoder_model_merged.onnx); both files are written into --out (an --adapter folded in)')
   .option('--decoder-start <id>', "--task seq2seq: the decoder's start token (config.json's decoder_start_token_id; default --pad-token)")
   .option('--pooling <mode>', '--task pairs: token states to one embedding by mean over the attention mask (default) or cls (the first token)')
   .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there; next-token: positions before it get no label)')
@@ -89,6 +89,7 @@ program
     'refit train bert.onnx --data token-ids.npy --labels labels.npy --pad-token 0 --adapter lora --out bert-lora/',
     'refit train all-MiniLM-L6-v2.onnx --task pairs --data pairs.npy --pad-token 0 --adapter lora --out minilm-lora/   # pairs.npy: [examples, 2 or more, length]',
     'refit train encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100 --out opus-mt-tuned/',
+    'refit train encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100 --adapter lora --out opus-mt-lora/   # folded into both files',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
     const { runTrain, formatTrainSummary } = await import('./train.ts');
