@@ -145,6 +145,10 @@ function inlineGraph(g: GraphProto, fns: Map<string, Fn>, names: NameSource, cou
 /** The body of `fn` for one call: names bound to the call's, attributes resolved. */
 function expandCall(call: NodeProto, fn: Fn, names: NameSource): NodeProto[] {
   const prefix = call.name || `${fn.proto.name}`;
+  const declared = { inputs: fn.proto.input?.length ?? 0, outputs: fn.proto.output?.length ?? 0 };
+  if ((call.input?.length ?? 0) > declared.inputs || (call.output?.length ?? 0) > declared.outputs) {
+    throw new Error(`node '${call.name}' calls model-local function '${fn.proto.domain}:${fn.proto.name}' with ${call.input?.length ?? 0} inputs and ${call.output?.length ?? 0} outputs; it declares ${declared.inputs} and ${declared.outputs}`);
+  }
   const rename = new Map<string, string>();
   (fn.proto.input ?? []).forEach((formal, i) => rename.set(formal, call.input?.[i] ?? ''));
   (fn.proto.output ?? []).forEach((formal, i) => {

@@ -150,7 +150,7 @@ test('hand-written functions: attribute references, a default from attribute_pro
   await model.release();
 });
 
-test('functions refit cannot inline faithfully are refused by name: recursion, overloads, another opset', () => {
+test('functions refit cannot inline faithfully are refused by name: recursion, overloads, another opset, a call with more outputs than declared', () => {
   const selfCall = onnx.FunctionProto.encode({
     name: 'Loop1', domain: 'local', input: ['X'], output: ['Y'], opsetImport: [{ domain: '', version: 17 }, { domain: 'local', version: 1 }],
     node: [{ opType: 'Loop1', domain: 'local', input: ['X'], output: ['Y'] }],
@@ -160,4 +160,6 @@ test('functions refit cannot inline faithfully are refused by name: recursion, o
   const twice = [scaleFunction(), scaleFunction()];
   assert.throws(() => decodeModel(modelBytes({ fnBytes: twice })), /'local:Scale' is overloaded/);
   assert.throws(() => decodeModel(modelBytes({ fnBytes: [scaleFunction(13)] })), /'local:Scale' is written for opset 13 and the model for opset 17/);
+  const tooMany = [{ name: 'bad', opType: 'Scale', domain: 'local', input: ['x'], output: ['y2', 'aux2', 'z'], attribute: [{ name: 'alpha', type: A.FLOAT, f: 2 }] }];
+  assert.throws(() => decodeModel(modelBytes({ graphNodes: tooMany })), /node 'bad' calls model-local function 'local:Scale' with 1 inputs and 3 outputs; it declares 1 and 2/);
 });
