@@ -7,6 +7,7 @@ import { classifyTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
 import { pairsTask } from './pairs-task.ts';
 import { loadSeq2seq, seq2seqTask } from './seq2seq-task.ts';
+import { segmentTask } from './segment-task.ts';
 import { TASKS } from './train.ts';
 import { withoutKvCache } from '../onnx/kv-cache.ts';
 
@@ -19,6 +20,8 @@ export interface EvalOptions {
   decoder?: string;
   /** --task seq2seq: the decoder's start token (default --pad-token). */
   decoderStart?: string | number;
+  /** --task segment: the mask value of pixels left out (default 255). */
+  ignoreIndex?: string | number;
   data: string;
   labels?: string;
   labelColumn?: string;
@@ -44,7 +47,7 @@ export interface EvalResult {
   accuracy: number;
   /** Mean cross-entropy (nats; per token for next-token; the in-batch-negatives loss over the whole set for pairs). */
   loss: number;
-  task?: 'next-token' | 'pairs' | 'seq2seq';
+  task?: 'next-token' | 'pairs' | 'seq2seq' | 'segment';
   seconds: number;
 }
 
@@ -101,8 +104,16 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
       await Promise.all([model.release(), given.release()]);
     }
   }
+  if (o.ignoreIndex !== undefined && taskName !== 'segment') throw new Error('--ignore-index is for --task segment');
   const model = await loadModel(modelPath);
   try {
+    if (taskName === 'segment') {
+      const ignoreIndex = o.ignoreIndex !== undefined ? finiteNumber('--ignore-index', o.ignoreIndex, Number.isInteger, 'an integer') : undefined;
+      const task = await segmentTask(model, { data: o.data, labels: o.labels, logits: o.logits, ...prep, ...(ignoreIndex !== undefined ? { ignoreIndex } : {}) }, 'refit eval');
+      const n = task.data.samples;
+      const r = await task.evaluate(model, range(0, n), batchSize);
+      return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'segment', seconds: (performance.now() - t0) / 1000 };
+    }
     const task = await classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep, needLabels: 'eval' }, 'refit eval');
     const n = task.data.samples;
     const bar = progressBar(!o.json, 'samples');
@@ -117,6 +128,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
 
 export function formatEval(r: EvalResult): string {
   if (r.task === 'pairs') return `${r.model} on ${r.data} (${r.samples} examples): retrieval accuracy ${(100 * r.accuracy).toFixed(2)}% (each anchor's own positive the nearest of all ${r.samples} examples' candidates), in-batch-negatives loss ${r.loss.toFixed(4)} (${r.seconds.toFixed(1)} s)`;
+  if (r.task === 'segment') return `${r.model} on ${r.data} (${r.samples} images): pixel accuracy ${(100 * r.accuracy).toFixed(2)}% over the labelled pixels, loss ${r.loss.toFixed(4)} nats per pixel (${r.seconds.toFixed(1)} s)`;
   if (r.task === 'seq2seq') return `${r.model} on ${r.data} (${r.samples} sequences): target-token accuracy ${(100 * r.accuracy).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per token, perplexity ${Math.exp(r.loss).toFixed(2)} (${r.seconds.toFixed(1)} s)`;
   if (r.task === 'next-token') return `${r.model} on ${r.data} (${r.samples} sequences): next-token accuracy ${(100 * r.accuracy).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per token, perplexity ${Math.exp(r.loss).toFixed(2)} (${r.seconds.toFixed(1)} s)`;
   return `${r.model} on ${r.data}: accuracy ${(100 * r.accuracy).toFixed(2)}% (${Math.round(r.accuracy * r.samples)}/${r.samples}), loss ${r.loss.toFixed(4)} (${r.seconds.toFixed(1)} s)`;

@@ -50,9 +50,10 @@ program
   .description('fine-tune a model, fully or with a PEFT adapter, on labelled data; writes the model (.onnx) or the adapter folder (HF PEFT layout)')
   .argument('<model>', 'the ONNX model to train')
   .requiredOption('--data <path>', 'training data: IDX, .npy, .csv or an image folder (see below); token models: a .npy of token ids [sequences, length]; --task pairs: [examples, columns, length]; --task seq2seq: the source ids')
-  .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position predicts the next token), pairs (an embedding model: anchor, positive and optional hard negatives per example, in-batch negatives as sentence-transformers trains) or seq2seq (an encoder-decoder in two files: <model> is the encoder, --decoder the decoder, --labels the target ids)', 'classify')
+  .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position predicts the next token), pairs (an embedding model: anchor, positive and optional hard negatives per example, in-batch negatives as sentence-transformers trains), seq2seq (an encoder-decoder in two files: <model> is the encoder, --decoder the decoder, --labels the target ids) or segment (a segmenter\'s [N, classes, H, W] logits, --labels a .npy of masks [N, H, W])', 'classify')
   .option('--decoder <file>', '--task seq2seq: the decoder file (decoder_model.onnx or decoder_model_merged.onnx); both files are written into --out (an --adapter folded in)')
   .option('--decoder-start <id>', "--task seq2seq: the decoder's start token (config.json's decoder_start_token_id; default --pad-token)")
+  .option('--ignore-index <v>', '--task segment: the mask value of pixels left out (default 255, the void of VOC-style masks)')
   .option('--pooling <mode>', '--task pairs: token states to one embedding by mean over the attention mask (default) or cls (the first token)')
   .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there; next-token: positions before it get no label)')
   .option('--labels <path>', 'labels, when --data has none: idx1, .npy or .csv/.txt; --task seq2seq: the target token ids [sequences, length]')
@@ -89,6 +90,7 @@ program
     'refit train bert.onnx --data token-ids.npy --labels labels.npy --pad-token 0 --adapter lora --out bert-lora/',
     'refit train all-MiniLM-L6-v2.onnx --task pairs --data pairs.npy --pad-token 0 --adapter lora --out minilm-lora/   # pairs.npy: [examples, 2 or more, length]',
     'refit train encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100 --out opus-mt-tuned/',
+    'refit train deeplabv3.onnx --task segment --data images/ --labels masks.npy --adapter lora --out deeplab-lora/',
     'refit train encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100 --adapter lora --out opus-mt-lora/   # folded into both files',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
@@ -145,7 +147,8 @@ program
   .requiredOption('--data <path>', 'labelled data: IDX, .npy, .csv or an image folder (see below); --task next-token: a .npy of token ids; --task pairs: [examples, columns, length]; --task seq2seq: the source ids')
   .option('--decoder <file>', '--task seq2seq: the decoder file; the model argument is the encoder, --labels the target ids')
   .option('--decoder-start <id>', "--task seq2seq: the decoder's start token (config.json's decoder_start_token_id; default --pad-token)")
-  .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position scored on the next token), pairs (an embedding model: how often an anchor\'s nearest candidate is its own positive) or seq2seq (an encoder-decoder on target sequences)', 'classify')
+  .option('--ignore-index <v>', '--task segment: the mask value of pixels left out (default 255)')
+  .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position scored on the next token), pairs (an embedding model: how often an anchor\'s nearest candidate is its own positive), seq2seq (an encoder-decoder on target sequences) or segment (pixel accuracy of a segmenter against --labels masks)', 'classify')
   .option('--pooling <mode>', '--task pairs: mean (over the attention mask, the default) or cls')
   .option('--labels <path>', 'labels, when --data has none')
   .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')

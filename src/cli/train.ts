@@ -20,10 +20,11 @@ import { classifyTask, type TrainTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
 import { pairsTask } from './pairs-task.ts';
 import { loadSeq2seq, seq2seqTask } from './seq2seq-task.ts';
+import { segmentTask } from './segment-task.ts';
 import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts';
 
 export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-affine'] as const;
-export const TASKS = ['classify', 'next-token', 'pairs', 'seq2seq'] as const;
+export const TASKS = ['classify', 'next-token', 'pairs', 'seq2seq', 'segment'] as const;
 
 export interface TrainOptions {
   /** 'classify' (labelled samples, the default), 'next-token' (token id sequences, token-task.ts) or 'pairs' (an embedding model on token id groups, pairs-task.ts). */
@@ -34,6 +35,8 @@ export interface TrainOptions {
   decoder?: string;
   /** --task seq2seq: the decoder's start token (config.json's decoder_start_token_id); default the pad token. */
   decoderStart?: string | number;
+  /** --task segment: the mask value of pixels left out (default 255). */
+  ignoreIndex?: string | number;
   /** Token models: a token id whose positions are padding (no label for next-token; attention_mask 0). */
   padToken?: string | number;
   data: string;
@@ -142,7 +145,10 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   const prep = preprocessOptions(o, o.json);
   const { pixels, resize } = prep;
-  if ((pixels || resize !== undefined) && taskName !== 'classify') throw new Error(`--mean, --std and --resize prepare pixel data; --task ${taskName} reads token ids`);
+  if ((pixels || resize !== undefined) && taskName !== 'classify' && taskName !== 'segment') throw new Error(`--mean, --std and --resize prepare pixel data; --task ${taskName} reads token ids`);
+  if (o.ignoreIndex !== undefined && taskName !== 'segment') throw new Error('--ignore-index is for --task segment');
+  if (taskName === 'segment' && o.labelColumn) throw new Error('--label-column reads CSV labels; --task segment reads masks from --labels (.npy [N, H, W])');
+  const ignoreIndex = o.ignoreIndex !== undefined ? finiteNumber('--ignore-index', o.ignoreIndex, Number.isInteger, 'an integer') : undefined;
   if (o.pooling !== undefined && taskName !== 'pairs') throw new Error('--pooling is for --task pairs (an embedding model)');
   if (taskName === 'pairs' && (o.labels || o.labelColumn)) throw new Error('--task pairs learns from which sequences belong together (anchor, positive, hard negatives); it takes no --labels');
   const seq2seq = taskName === 'seq2seq';
@@ -165,13 +171,17 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const given = pair ? pair.joined : await loadModel(modelPath, o.keepTies ? { keepTies: true } : {});
   const kv = pair ? null : kvCacheOf(given);
   const base = kv ? withoutKvCache(given) : given;
-  const task: TrainTask = pair
-    ? seq2seqTask(pair, { data: o.data, ...(o.labels ? { targets: o.labels } : {}), ...(padToken !== undefined ? { padToken } : {}), ...(decoderStart !== undefined ? { decoderStart } : {}) })
-    : taskName === 'next-token'
-    ? nextTokenTask(base, { data: o.data, ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) })
-    : taskName === 'pairs'
-      ? pairsTask(base, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}), ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) })
-      : await classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep });
+  const logits = o.logits ? { logits: o.logits } : {}, pad = padToken !== undefined ? { padToken } : {};
+  const makeTask = async (): Promise<TrainTask> => {
+    switch (taskName) {
+      case 'seq2seq': return seq2seqTask(pair!, { data: o.data, ...(o.labels ? { targets: o.labels } : {}), ...pad, ...(decoderStart !== undefined ? { decoderStart } : {}) });
+      case 'next-token': return nextTokenTask(base, { data: o.data, ...logits, ...pad });
+      case 'pairs': return pairsTask(base, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...pad, ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) });
+      case 'segment': return segmentTask(base, { data: o.data, labels: o.labels, ...logits, ...prep, ...(ignoreIndex !== undefined ? { ignoreIndex } : {}) });
+      default: return classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep });
+    }
+  };
+  const task = await makeTask();
   const { train, val } = splitIndices(task.data.samples, valSplit, seed);
 
   let model: RefitModel = base;

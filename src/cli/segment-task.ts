@@ -1,0 +1,92 @@
+// `refit train --task segment` / `refit eval --task segment`: a segmenter (logits [N, classes, H,
+// W], as torchvision's DeepLabV3, LR-ASPP and FCN export) trained on images and a class per pixel:
+// the images as for classification (IDX, .npy, an image folder…), the masks as a .npy of integers
+// [N, H, W] at the logits' size (--labels), pixels labelled --ignore-index (255 by default, the
+// "void" of VOC-style masks) left out. The loss is PyTorch's per-pixel F.cross_entropy; accuracy
+// is pixel accuracy over the labelled pixels.
+import type { RefitModel } from '../model.ts';
+import { i64, type Tensor } from '../onnx/tensor.ts';
+import { crossEntropy } from '../train/losses.ts';
+import { readBytes } from '../data/idx-node.ts';
+import { modelIO, loadData, batchOf, type Preprocess } from './common.ts';
+import { parseNpy } from './data-files.ts';
+import type { TrainTask } from './train-task.ts';
+
+export interface SegmentOptions extends Preprocess {
+  data: string;
+  /** Masks: a .npy of class indices [N, H, W]. */
+  labels?: string;
+  logits?: string;
+  /** The mask value of pixels that count for nothing. @default 255 */
+  ignoreIndex?: number;
+}
+
+export const SEGMENT_IGNORE = 255;
+
+export async function segmentTask(model: RefitModel, o: SegmentOptions, what = 'refit train'): Promise<TrainTask> {
+  const io = modelIO(model, o.logits, o);
+  const out = model.outputs.find((v) => v.name === io.logits)!;
+  if (out.shape && out.shape.length !== 4) throw new Error(`${what} --task segment needs [batch, classes, H, W] logits; output '${io.logits}' has shape ${JSON.stringify(out.shape)}`);
+  const ignore = o.ignoreIndex ?? SEGMENT_IGNORE;
+  if (!o.labels) throw new Error(`--task segment learns a class per pixel: give the masks with --labels <file> (.npy of integers [N, H, W])`);
+  if (!o.labels.toLowerCase().endsWith('.npy')) throw new Error(`${o.labels}: masks are read from a .npy of integers [N, H, W]`);
+  const ds = await loadData(o.data, io, {});
+  const m = parseNpy(readBytes(o.labels, 'NPY file'), o.labels);
+  if (m.shape.length !== 3 || m.shape[0] !== ds.n) throw new Error(`${o.labels}: masks must have shape [${ds.n}, H, W] for the ${ds.n} images of ${o.data}, got [${m.shape.join(', ')}]`);
+  const [, H, W] = m.shape as [number, number, number];
+  // the classes and the logits' size, from the export or else from one image through the model
+  const fixed = out.shape?.slice(1).every((d) => typeof d === 'number' && d > 0);
+  const [classes, ...size] = fixed ? out.shape!.slice(1) as number[] : (await model.run({ [io.spec.input]: batchOf(ds, [0]).x }, { outputs: [io.logits] }))[io.logits]!.dims.slice(1);
+  if (size[0] !== H || size[1] !== W) throw new Error(`${o.labels}: masks are ${H}×${W}, and the model's logits are ${size.join('×')}; give masks at the logits' size`);
+  const per = H * W;
+  const masks = new Float64Array(m.values.length);
+  for (let i = 0; i < masks.length; i++) {
+    const v = Number(m.values[i]);
+    if (v !== ignore && !(Number.isInteger(v) && v >= 0 && v < classes!)) {
+      throw new Error(`${o.labels}: pixel ${i % per} of mask ${Math.floor(i / per)} is ${v}, not a class in [0, ${classes}) nor the ignore index ${ignore}`);
+    }
+    masks[i] = v;
+  }
+  const labelsOf = (idx: readonly number[]) => i64([idx.length, H, W], idx.flatMap((s) => Array.from(masks.subarray(s * per, (s + 1) * per))));
+  /** Loss sum (nats), correct and labelled pixels of logits [b, C, H, W] against the masks of `idx`. */
+  const tally = (z: Tensor, idx: readonly number[]) => {
+    const C = z.dims[1]!;
+    const x = z.data as Float32Array;
+    let lossSum = 0, correct = 0, scored = 0;
+    idx.forEach((s, k) => {
+      for (let p = 0; p < per; p++) {
+        const y = masks[s * per + p]!;
+        if (y === ignore) continue;
+        let best = -Infinity, arg = 0;
+        for (let cc = 0; cc < C; cc++) { const v = x[(k * C + cc) * per + p]!; if (v > best) { best = v; arg = cc; } }
+        let sum = 0;
+        for (let cc = 0; cc < C; cc++) sum += Math.exp(x[(k * C + cc) * per + p]! - best);
+        lossSum += best + Math.log(sum) - x[(k * C + y) * per + p]!;
+        if (arg === y) correct++;
+        scored++;
+      }
+    });
+    return { lossSum, correct, scored };
+  };
+  const input = (idx: number[]) => ({ [io.spec.input]: batchOf(ds, idx).x });
+  return {
+    data: { source: `${o.data} + ${o.labels}`, format: `${ds.format} images, npy masks`, samples: ds.n, sampleShape: ds.sampleShape },
+    logits: io.logits,
+    loss: crossEntropy({ logits: io.logits, labels: 'refit_labels', ignoreIndex: ignore }),
+    feeds: (idx) => ({ ...input(idx), refit_labels: labelsOf(idx) }),
+    score(z, idx) {
+      const r = tally(z, idx);
+      return { correct: r.correct, scored: r.scored };
+    },
+    async evaluate(model2, idx, bs, onBatch) {
+      let lossSum = 0, correct = 0, scored = 0;
+      for (let s = 0; s < idx.length; s += bs) {
+        const part = idx.slice(s, s + bs);
+        const r = tally((await model2.run(input(part), { outputs: [io.logits] }))[io.logits]!, part);
+        lossSum += r.lossSum; correct += r.correct; scored += r.scored;
+        onBatch?.(Math.min(s + bs, idx.length));
+      }
+      return { loss: lossSum / Math.max(1, scored), accuracy: correct / Math.max(1, scored) };
+    },
+  };
+}
