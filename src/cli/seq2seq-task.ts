@@ -1,14 +1,18 @@
 // `refit train encoder_model.onnx --decoder decoder_model[_merged].onnx --task seq2seq`: an
 // encoder-decoder exported as two files (optimum's layout for Marian, T5, BART and the translation
 // and summarisation models transformers.js ships) trained as one graph (../onnx/join.ts), on
-// source ids [n, source length] (--data) and target ids [n, target length] (--labels). As
+// source ids [n, source length] (--data; for an encoder of float features such as Whisper's
+// input_features, those values [n, …]) and target ids [n, target length] (--labels). As
 // Hugging Face trains them: the decoder reads the targets shifted right behind
 // --decoder-start (the model's decoder_start_token_id), and each position learns the target
 // token there; padding in the targets is not scored. The trained weights (or an adapter folded
 // into them) go back into both files, which keep their names and (a merged decoder) their KV cache.
 import { basename, join } from 'node:path';
 import { loadModel, RefitModel } from '../model.ts';
-import { i64 } from '../onnx/tensor.ts';
+import { i64, f32, type Tensor } from '../onnx/tensor.ts';
+import { existsSync } from 'node:fs';
+import { readBytes } from '../data/idx-node.ts';
+import { parseNpy } from './data-files.ts';
 import { joinModels, splitWeights } from '../onnx/join.ts';
 import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts';
 import { tokenCrossEntropy } from '../train/losses.ts';
@@ -83,26 +87,24 @@ export async function loadSeq2seq(encoderPath: string, decoderPath: string, opts
 export function seq2seqTask(pair: Seq2seqPair, o: Seq2seqOptions): TrainTask {
   const model = pair.joined;
   if (!o.targets) throw new Error('--task seq2seq learns the target sequences: give their token ids with --labels <file> (.npy [sequences, length])');
-  // The joined model's inputs: the encoder's ids and companions, and the decoder's ids.
-  const encoderInputs = tokenInputs(model, '--task seq2seq (the encoder)', [pair.decoderIds]);
+  const source = sourceOf(pair, o);
   const logits = model.outputs.find((v) => v.shape?.length === 3)?.name ?? model.outputs[0]!.name;
   const vocabDim = model.outputs.find((v) => v.name === logits)?.shape?.[2];
   const vocab = typeof vocabDim === 'number' && vocabDim > 0 ? vocabDim : null;
   const start = o.decoderStart ?? o.padToken;
   if (start === undefined) throw new Error("--task seq2seq: give --decoder-start <id>, the model's decoder_start_token_id (config.json; Marian and T5 start with the pad id, BART with 2), or --pad-token when it is the pad id");
   if (!Number.isInteger(start) || start < 0 || (vocab !== null && start >= vocab)) throw new Error(`--decoder-start must be a token id in [0, ${vocab ?? '?'}), got ${start}`);
-  const src = readTokenIds(o.data, encoderInputs.vocab);
   const tgt = readTokenIds(o.targets, vocab);
-  if (tgt.n !== src.n) throw new Error(`${o.targets}: ${tgt.n} target sequences for ${src.n} source sequences in ${o.data}`);
+  if (tgt.n !== source.n) throw new Error(`${o.targets}: ${tgt.n} target sequences for ${source.n} sources in ${o.data}`);
   const T = tgt.length;
   // labels: the targets, padding unscored; decoder ids: the targets shifted right behind the start token
   const labels = Float64Array.from({ length: tgt.n * T }, (_, i) => (tgt.values[i] === o.padToken ? IGNORE : tgt.values[i]!));
   const shifted = Float64Array.from({ length: tgt.n * T }, (_, i) => (i % T === 0 ? start : tgt.values[i - 1]!));
   const rows = (a: ArrayLike<number>, idx: number[]) => i64([idx.length, T], idx.flatMap((s) => Array.from({ length: T }, (_, t) => a[s * T + t]!)));
-  const feeds = (idx: number[]) => ({ ...tokenFeeds(encoderInputs, src.values, src.length, idx, o.padToken), [pair.decoderIds]: rows(shifted, idx) });
+  const feeds = (idx: number[]) => ({ ...source.feeds(idx), [pair.decoderIds]: rows(shifted, idx) });
   const tally = (z: Float32Array, idx: number[]) => tokenTally(z, labels, T, idx);
   return {
-    data: { source: `${o.data} → ${o.targets}`, format: 'npy token ids (source, target)', samples: src.n, sampleShape: [src.length, T] },
+    data: { source: `${o.data} → ${o.targets}`, format: `${source.format} → npy token ids`, samples: source.n, sampleShape: [...source.shape, T] },
     logits,
     loss: tokenCrossEntropy({ logits, labels: 'refit_labels' }),
     feeds: (idx) => ({ ...feeds(idx), refit_labels: rows(labels, idx) }),
@@ -114,3 +116,31 @@ export function seq2seqTask(pair: Seq2seqPair, o: Seq2seqOptions): TrainTask {
   };
 }
 
+/**
+ * The encoder's feeds from --data: token ids [n, length] with their companions (a text encoder),
+ * or, for an encoder whose one input is float (Whisper's input_features [n, 80, frames]), the
+ * .npy's rows as they are.
+ */
+function sourceOf(pair: Seq2seqPair, o: Seq2seqOptions): { n: number; shape: number[]; format: string; feeds(idx: number[]): Record<string, Tensor> } {
+  const encoder = pair.joined.inputs.filter((i) => i.name !== pair.decoderIds);
+  const only = encoder.length === 1 ? encoder[0]! : undefined;
+  if (only?.dtype === 'float32') {
+    if (!existsSync(o.data)) throw new Error(`data not found: ${o.data}`);
+    if (!o.data.toLowerCase().endsWith('.npy')) throw new Error(`${o.data}: the encoder's input '${only.name}' is float; give its values as a .npy [n, ${(only.shape ?? []).slice(1).join(', ')}]`);
+    const a = parseNpy(readBytes(o.data, 'NPY file'), o.data);
+    const want = (only.shape ?? []).slice(1);
+    const fits = a.shape.length === want.length + 1 && want.every((d, k) => typeof d !== 'number' || d <= 0 || d === a.shape[k + 1]);
+    if (!fits) throw new Error(`${o.data}: shape [${a.shape.join(', ')}] does not fit the encoder's input '${only.name}' [n, ${want.map((d) => d ?? '?').join(', ')}]`);
+    const per = a.shape.slice(1).reduce((x, y) => x * y, 1);
+    const values = Float32Array.from(a.values as ArrayLike<number>);
+    for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i]!)) throw new Error(`${o.data}: value ${i} is ${values[i]}; the encoder's input must be finite`);
+    return {
+      n: a.shape[0]!, shape: a.shape.slice(1), format: 'npy features',
+      feeds: (idx) => ({ [only.name]: f32([idx.length, ...a.shape.slice(1)], Float32Array.from(idx.flatMap((s) => Array.from(values.subarray(s * per, (s + 1) * per))))) }),
+    };
+  }
+  // The joined model's inputs: the encoder's ids and companions, and the decoder's ids.
+  const inputs = tokenInputs(pair.joined, '--task seq2seq (the encoder)', [pair.decoderIds]);
+  const src = readTokenIds(o.data, inputs.vocab);
+  return { n: src.n, shape: [src.length], format: 'npy token ids', feeds: (idx) => tokenFeeds(inputs, src.values, src.length, idx, o.padToken) };
+}
