@@ -38,6 +38,8 @@ export interface InspectResult {
   tokens?: { ids: string; vocab: number | null; companions: string[] };
   /** A text decoder exported with a KV cache: what refit trains is the model without it (ops, gradients and groups below). */
   kvCache?: { past: number; useCacheBranch: boolean };
+  /** Which `refit train --task` fits the model's inputs and outputs, and how; absent when none is clear. */
+  task?: { task: string; how: string };
   groups: { name: string; tensors: number; values: number; trainable: boolean; blockers: GroupBlocker[]; unreached: string[] }[];
   /** Ops that block training, with their nodes and the groups they block. */
   blockers: (GroupBlocker & { groups: string[] })[];
@@ -98,10 +100,28 @@ export async function inspectModel(path: string): Promise<InspectResult> {
     parameters: { tensors: groups.reduce((a, gr) => a + gr.tensors, 0), values: groups.reduce((a, gr) => a + gr.values, 0), quantized: quantizedValues(g) },
     ...(tokens ? { tokens } : {}),
     ...(kvCache ? { kvCache } : {}),
+    ...(suggestTask(shown, tokens) ?? {}),
     groups,
     blockers: d.unsupportedOps.map(({ opType, domain, nodes, reason, groups: gs }) => ({ opType, domain, nodes, ...(reason ? { reason } : {}), groups: gs })),
     summary: d.summary,
   };
+}
+
+/** The training task the CLI would use for a model of these inputs and outputs (a hint for the reader). */
+function suggestTask(m: Model, tokens: InspectResult['tokens']): { task: { task: string; how: string } } | undefined {
+  const outs = m.graph.outputs;
+  const rank = (o: ValueInfo) => o.shape?.length ?? 0;
+  const pick = (task: string, how: string) => ({ task: { task, how } });
+  if (m.graph.inputs.some((i) => i.name === 'encoder_hidden_states')) return pick('seq2seq', "the decoder of an encoder-decoder: `refit train <encoder> --decoder <this file> --task seq2seq --data <source ids> --labels <target ids>`");
+  const hidden = outs.find((o) => ['last_hidden_state', 'sentence_embedding', 'token_embeddings'].includes(o.name));
+  if (tokens && hidden && !outs.some((o) => o.name === 'logits')) return pick('pairs', "an embedding model: `--task pairs --data <[examples, 2 or more, length] ids>` (or, as the encoder of a seq2seq pair, `--task seq2seq --decoder <decoder>`)");
+  if (hidden && !tokens && !outs.some((o) => o.name === 'logits')) return pick('seq2seq', "an encoder of features (Whisper-style): `--task seq2seq --decoder <decoder> --data <features .npy> --labels <target ids>`");
+  const logits = outs.find((o) => o.name === 'logits') ?? outs[0];
+  if (!logits) return undefined;
+  if (tokens && rank(logits) === 3) return pick('next-token', '`--task next-token --data <[sequences, length] ids>` (a language model)');
+  if (rank(logits) === 2) return pick('classify', tokens ? '`--data <ids .npy> --labels <one per sequence>` (a sequence classifier)' : '`--data <samples> --labels <one per sample>` (the default task)');
+  if (!tokens && rank(logits) === 4) return pick('segment', '`--task segment --data <images> --labels <[N, H, W] masks .npy>` (per-pixel classes on axis 1)');
+  return undefined;
 }
 
 const fmtShape = (s: (number | string | null)[] | null) => (s ? `[${s.map((d) => d ?? '?').join(', ')}]` : '(unknown shape)');
@@ -117,6 +137,7 @@ export function formatInspect(r: InspectResult): string {
   for (const i of r.inputs) out.push(`  input:      ${i.name} ${i.dtype} ${fmtShape(i.shape)}`);
   for (const o of r.outputs) out.push(`  output:     ${o.name} ${o.dtype} ${fmtShape(o.shape)}`);
   if (r.tokens) out.push(`  token ids:  '${r.tokens.ids}'${r.tokens.vocab !== null ? ` (vocabulary ${n(r.tokens.vocab)})` : ''}, from a .npy of ids${r.tokens.companions.length ? `; refit makes ${r.tokens.companions.join(', ')} from them (--pad-token: the padding id)` : ''}`);
+  if (r.task) out.push(`  task:       ${r.task.task}: ${r.task.how}`);
   if (r.kvCache) out.push(`  KV cache:   ${r.kvCache.past} past inputs${r.kvCache.useCacheBranch ? ' and use_cache_branch (optimum\'s merged decoder)' : ''}; refit trains the model without it (empty pasts${r.kvCache.useCacheBranch ? ', the uncached branch inlined' : ''}), as analysed below`);
   out.push(`  parameters: ${n(r.parameters.values)} values in ${r.parameters.tensors} tensors${r.parameters.quantized ? `, and ${n(r.parameters.quantized)} weight values stored quantized (frozen; adapters train on them)` : ''}`);
   const counts = Object.entries(r.opCounts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
