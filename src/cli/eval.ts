@@ -12,7 +12,7 @@ import { TASKS } from './train.ts';
 import { withoutKvCache } from '../onnx/kv-cache.ts';
 
 export interface EvalOptions {
-  /** 'classify' (the default), 'next-token' (a language model on token sequences) or 'pairs' (an embedding model's retrieval accuracy). */
+  /** 'classify' (the default), 'next-token' (a language model on token sequences), 'pairs' (an embedding model's retrieval accuracy), 'seq2seq' (an encoder-decoder in two files) or 'segment' (a segmenter's pixel accuracy). */
   task?: string;
   /** --task pairs: 'mean' (over the attention mask, the default) or 'cls'. */
   pooling?: string;
@@ -108,6 +108,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   const model = await loadModel(modelPath);
   try {
     if (taskName === 'segment') {
+      if (o.labelColumn || padToken !== undefined) throw new Error(`${o.labelColumn ? '--label-column' : '--pad-token'}: not for --task segment, which reads images (--data) and masks (--labels, .npy [N, H, W])`);
       const ignoreIndex = o.ignoreIndex !== undefined ? finiteNumber('--ignore-index', o.ignoreIndex, Number.isInteger, 'an integer') : undefined;
       const task = await segmentTask(model, { data: o.data, labels: o.labels, logits: o.logits, ...prep, ...(ignoreIndex !== undefined ? { ignoreIndex } : {}) }, 'refit eval');
       const n = task.data.samples;

@@ -27,7 +27,11 @@ export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-af
 export const TASKS = ['classify', 'next-token', 'pairs', 'seq2seq', 'segment'] as const;
 
 export interface TrainOptions {
-  /** 'classify' (labelled samples, the default), 'next-token' (token id sequences, token-task.ts) or 'pairs' (an embedding model on token id groups, pairs-task.ts). */
+  /**
+   * 'classify' (labelled samples, the default), 'next-token' (token id sequences, token-task.ts),
+   * 'pairs' (an embedding model on token id groups, pairs-task.ts), 'seq2seq' (an encoder-decoder
+   * in two files, seq2seq-task.ts) or 'segment' (a segmenter on masks, segment-task.ts).
+   */
   task?: string;
   /** --task pairs: how token states become a sentence embedding, 'mean' (over the attention mask) or 'cls'. */
   pooling?: string;
@@ -147,7 +151,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const { pixels, resize } = prep;
   if ((pixels || resize !== undefined) && taskName !== 'classify' && taskName !== 'segment') throw new Error(`--mean, --std and --resize prepare pixel data; --task ${taskName} reads token ids`);
   if (o.ignoreIndex !== undefined && taskName !== 'segment') throw new Error('--ignore-index is for --task segment');
-  if (taskName === 'segment' && o.labelColumn) throw new Error('--label-column reads CSV labels; --task segment reads masks from --labels (.npy [N, H, W])');
+  if (taskName === 'segment' && (o.labelColumn || o.padToken !== undefined)) throw new Error(`${o.labelColumn ? '--label-column' : '--pad-token'}: not for --task segment, which reads images (--data) and masks (--labels, .npy [N, H, W])`);
   const ignoreIndex = o.ignoreIndex !== undefined ? finiteNumber('--ignore-index', o.ignoreIndex, Number.isInteger, 'an integer') : undefined;
   if (o.pooling !== undefined && taskName !== 'pairs') throw new Error('--pooling is for --task pairs (an embedding model)');
   if (taskName === 'pairs' && (o.labels || o.labelColumn)) throw new Error('--task pairs learns from which sequences belong together (anchor, positive, hard negatives); it takes no --labels');
