@@ -15,7 +15,7 @@ import { Trainer } from '../../src/train/trainer.ts';
 import * as optim from '../../src/train/optim/index.ts';
 import { Rng } from '../../src/util/rng.ts';
 
-const f = (v: number) => ({ kind: 'float', value: v });
+const f = (v: number) => ({ kind: 'float' as const, value: v });
 const lrn = (shape: number[], attrs: Record<string, unknown>): OneOp => ({ op: 'LRN', opset: 13, feed: '', outputs: ['y'], attrs: attrs as never, inputs: [['x', shape]], scale: 1.5 });
 const CASES: [string, OneOp][] = [
   ['size 5, AlexNet\'s alpha 1e-4 and beta 0.75 (defaults), bias 1', lrn([2, 7, 3, 3], { size: 5 })],
