@@ -48,6 +48,8 @@ export interface EvalResult {
   /** Mean cross-entropy (nats; per token for next-token; the in-batch-negatives loss over the whole set for pairs). */
   loss: number;
   task?: 'next-token' | 'pairs' | 'seq2seq' | 'segment';
+  /** --task segment: the mean intersection over union over the classes labelled or predicted. */
+  meanIoU?: number;
   seconds: number;
 }
 
@@ -113,7 +115,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
       const task = await segmentTask(model, { data: o.data, labels: o.labels, logits: o.logits, ...prep, ...(ignoreIndex !== undefined ? { ignoreIndex } : {}) }, 'refit eval');
       const n = task.data.samples;
       const r = await task.evaluate(model, range(0, n), batchSize);
-      return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'segment', seconds: (performance.now() - t0) / 1000 };
+      return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'segment', meanIoU: r.meanIoU!, seconds: (performance.now() - t0) / 1000 };
     }
     const task = await classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep, needLabels: 'eval' }, 'refit eval');
     const n = task.data.samples;
@@ -129,7 +131,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
 
 export function formatEval(r: EvalResult): string {
   if (r.task === 'pairs') return `${r.model} on ${r.data} (${r.samples} examples): retrieval accuracy ${(100 * r.accuracy).toFixed(2)}% (each anchor's own positive the nearest of all ${r.samples} examples' candidates), in-batch-negatives loss ${r.loss.toFixed(4)} (${r.seconds.toFixed(1)} s)`;
-  if (r.task === 'segment') return `${r.model} on ${r.data} (${r.samples} images): pixel accuracy ${(100 * r.accuracy).toFixed(2)}% over the labelled pixels, loss ${r.loss.toFixed(4)} nats per pixel (${r.seconds.toFixed(1)} s)`;
+  if (r.task === 'segment') return `${r.model} on ${r.data} (${r.samples} images): pixel accuracy ${(100 * r.accuracy).toFixed(2)}% over the labelled pixels, mean IoU ${(100 * (r.meanIoU ?? NaN)).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per pixel (${r.seconds.toFixed(1)} s)`;
   if (r.task === 'seq2seq') return `${r.model} on ${r.data} (${r.samples} sequences): target-token accuracy ${(100 * r.accuracy).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per token, perplexity ${Math.exp(r.loss).toFixed(2)} (${r.seconds.toFixed(1)} s)`;
   if (r.task === 'next-token') return `${r.model} on ${r.data} (${r.samples} sequences): next-token accuracy ${(100 * r.accuracy).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per token, perplexity ${Math.exp(r.loss).toFixed(2)} (${r.seconds.toFixed(1)} s)`;
   return `${r.model} on ${r.data}: accuracy ${(100 * r.accuracy).toFixed(2)}% (${Math.round(r.accuracy * r.samples)}/${r.samples}), loss ${r.loss.toFixed(4)} (${r.seconds.toFixed(1)} s)`;

@@ -3,7 +3,7 @@
 // the images as for classification (IDX, .npy, an image folder…), the masks as a .npy of integers
 // [N, H, W] at the logits' size (--labels), pixels labelled --ignore-index (255 by default, the
 // "void" of VOC-style masks) left out. The loss is PyTorch's per-pixel F.cross_entropy; accuracy
-// is pixel accuracy over the labelled pixels.
+// is pixel accuracy over the labelled pixels, and evaluation also gives the mean IoU.
 import type { RefitModel } from '../model.ts';
 import { i64, type Tensor } from '../onnx/tensor.ts';
 import { crossEntropy } from '../train/losses.ts';
@@ -48,8 +48,11 @@ export async function segmentTask(model: RefitModel, o: SegmentOptions, what = '
     masks[i] = v;
   }
   const labelsOf = (idx: readonly number[]) => i64([idx.length, H, W], idx.flatMap((s) => Array.from(masks.subarray(s * per, (s + 1) * per))));
-  /** Loss sum (nats), correct and labelled pixels of logits [b, C, H, W] against the masks of `idx`. */
-  const tally = (z: Tensor, idx: readonly number[]) => {
+  /**
+   * Loss sum (nats), correct and labelled pixels of logits [b, C, H, W] against the masks of `idx`;
+   * with `confusion` ([true · C + predicted] counts), the pixels added to it.
+   */
+  const tally = (z: Tensor, idx: readonly number[], confusion?: Float64Array) => {
     const C = z.dims[1]!;
     const x = z.data as Float32Array;
     let lossSum = 0, correct = 0, scored = 0;
@@ -63,6 +66,7 @@ export async function segmentTask(model: RefitModel, o: SegmentOptions, what = '
         for (let cc = 0; cc < C; cc++) sum += Math.exp(x[(k * C + cc) * per + p]! - best);
         lossSum += best + Math.log(sum) - x[(k * C + y) * per + p]!;
         if (arg === y) correct++;
+        if (confusion) confusion[y * C + arg]!++;
         scored++;
       }
     });
@@ -80,13 +84,32 @@ export async function segmentTask(model: RefitModel, o: SegmentOptions, what = '
     },
     async evaluate(model2, idx, bs, onBatch) {
       let lossSum = 0, correct = 0, scored = 0;
+      const confusion = new Float64Array(classes! * classes!);
       for (let s = 0; s < idx.length; s += bs) {
         const part = idx.slice(s, s + bs);
-        const r = tally((await model2.run(input(part), { outputs: [io.logits] }))[io.logits]!, part);
+        const r = tally((await model2.run(input(part), { outputs: [io.logits] }))[io.logits]!, part, confusion);
         lossSum += r.lossSum; correct += r.correct; scored += r.scored;
         onBatch?.(Math.min(s + bs, idx.length));
       }
-      return { loss: lossSum / Math.max(1, scored), accuracy: correct / Math.max(1, scored) };
+      return { loss: lossSum / Math.max(1, scored), accuracy: correct / Math.max(1, scored), meanIoU: meanIoU(confusion, classes!) };
     },
   };
+}
+
+/**
+ * Mean intersection over union over the classes present in the labels or the predictions
+ * (`confusion[true · C + predicted]`): the standard segmentation score (a class neither labelled
+ * nor predicted is left out, as torchmetrics' and mmseg's nan-mean leave it).
+ */
+export function meanIoU(confusion: Float64Array, C: number): number {
+  let sum = 0, present = 0;
+  for (let c = 0; c < C; c++) {
+    let row = 0, col = 0;
+    for (let k = 0; k < C; k++) { row += confusion[c * C + k]!; col += confusion[k * C + c]!; }
+    const union = row + col - confusion[c * C + c]!;
+    if (union === 0) continue;
+    sum += confusion[c * C + c]! / union;
+    present++;
+  }
+  return present ? sum / present : NaN;
 }
