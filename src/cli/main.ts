@@ -90,7 +90,7 @@ program
     'refit train bert.onnx --data token-ids.npy --labels labels.npy --pad-token 0 --adapter lora --out bert-lora/',
     'refit train all-MiniLM-L6-v2.onnx --task pairs --data pairs.npy --pad-token 0 --adapter lora --out minilm-lora/   # pairs.npy: [examples, 2 or more, length]',
     'refit train encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100 --out opus-mt-tuned/',
-    'refit train deeplabv3.onnx --task segment --data images/ --labels masks.npy --adapter lora --out deeplab-lora/',
+    'refit train deeplabv3.onnx --task segment --data images/ --labels masks/ --adapter lora --out deeplab-lora/   # masks/: a PNG per image, same name',
     'refit train encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100 --adapter lora --out opus-mt-lora/   # folded into both files',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {

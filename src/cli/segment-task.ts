@@ -1,9 +1,10 @@
 // `refit train --task segment` / `refit eval --task segment`: a segmenter (logits [N, classes, H,
 // W], as torchvision's DeepLabV3, LR-ASPP and FCN export) trained on images and a class per pixel:
 // the images as for classification (IDX, .npy, an image folder…), the masks as a .npy of integers
-// [N, H, W] at the logits' size (--labels), pixels labelled --ignore-index (255 by default, the
-// "void" of VOC-style masks) left out. The loss is PyTorch's per-pixel F.cross_entropy; accuracy
-// is pixel accuracy over the labelled pixels, and evaluation also gives the mean IoU.
+// [N, H, W] or a folder of grayscale or palette PNGs (./masks.ts), at the logits' size (--labels),
+// pixels labelled --ignore-index (255 by default, the "void" of VOC-style masks) left out. The
+// loss is PyTorch's per-pixel F.cross_entropy; accuracy is pixel accuracy over the labelled
+// pixels, and evaluation also gives the mean IoU.
 import type { RefitModel } from '../model.ts';
 import { i64, type Tensor } from '../onnx/tensor.ts';
 import { crossEntropy } from '../train/losses.ts';
@@ -11,10 +12,12 @@ import { readBytes } from '../data/idx-node.ts';
 import { modelIO, loadData, batchOf, type Preprocess } from './common.ts';
 import { parseNpy } from './data-files.ts';
 import type { TrainTask } from './train-task.ts';
+import { readMaskFolder } from './masks.ts';
+import { existsSync, statSync } from 'node:fs';
 
 export interface SegmentOptions extends Preprocess {
   data: string;
-  /** Masks: a .npy of class indices [N, H, W]. */
+  /** Masks: a .npy of class indices [N, H, W], or a folder of PNG masks (./masks.ts). */
   labels?: string;
   logits?: string;
   /** The mask value of pixels that count for nothing. @default 255 */
@@ -28,20 +31,29 @@ export async function segmentTask(model: RefitModel, o: SegmentOptions, what = '
   const out = model.outputs.find((v) => v.name === io.logits)!;
   if (out.shape && out.shape.length !== 4) throw new Error(`${what} --task segment needs [batch, classes, H, W] logits; output '${io.logits}' has shape ${JSON.stringify(out.shape)}`);
   const ignore = o.ignoreIndex ?? SEGMENT_IGNORE;
-  if (!o.labels) throw new Error(`--task segment learns a class per pixel: give the masks with --labels <file> (.npy of integers [N, H, W])`);
-  if (!o.labels.toLowerCase().endsWith('.npy')) throw new Error(`${o.labels}: masks are read from a .npy of integers [N, H, W]`);
+  if (!o.labels) throw new Error(`--task segment learns a class per pixel: give the masks with --labels <file or folder> (a .npy of integers [N, H, W], or a folder of PNG masks)`);
+  const folder = existsSync(o.labels) && statSync(o.labels).isDirectory();
+  if (!folder && !o.labels.toLowerCase().endsWith('.npy')) throw new Error(`${o.labels}: masks are read from a .npy of integers [N, H, W] or a folder of PNG masks`);
   const ds = await loadData(o.data, io, {});
-  const m = parseNpy(readBytes(o.labels, 'NPY file'), o.labels);
-  if (m.shape.length !== 3 || m.shape[0] !== ds.n) throw new Error(`${o.labels}: masks must have shape [${ds.n}, H, W] for the ${ds.n} images of ${o.data}, got [${m.shape.join(', ')}]`);
-  const [, H, W] = m.shape as [number, number, number];
+  let H: number, W: number, values: ArrayLike<number | bigint>;
+  if (folder) {
+    const r = readMaskFolder(o.labels, ds.ids, ds.format === 'images');
+    [H, W] = [r.height, r.width];
+    values = concat(r.masks);
+  } else {
+    const m = parseNpy(readBytes(o.labels, 'NPY file'), o.labels);
+    if (m.shape.length !== 3 || m.shape[0] !== ds.n) throw new Error(`${o.labels}: masks must have shape [${ds.n}, H, W] for the ${ds.n} images of ${o.data}, got [${m.shape.join(', ')}]`);
+    [, H, W] = m.shape as [number, number, number];
+    values = m.values;
+  }
   // the classes and the logits' size, from the export or else from one image through the model
   const fixed = out.shape?.slice(1).every((d) => typeof d === 'number' && d > 0);
   const [classes, ...size] = fixed ? out.shape!.slice(1) as number[] : (await model.run({ [io.spec.input]: batchOf(ds, [0]).x }, { outputs: [io.logits] }))[io.logits]!.dims.slice(1);
   if (size[0] !== H || size[1] !== W) throw new Error(`${o.labels}: masks are ${H}×${W}, and the model's logits are ${size.join('×')}; give masks at the logits' size`);
   const per = H * W;
-  const masks = new Float64Array(m.values.length);
+  const masks = new Float64Array(values.length);
   for (let i = 0; i < masks.length; i++) {
-    const v = Number(m.values[i]);
+    const v = Number(values[i]);
     if (v !== ignore && !(Number.isInteger(v) && v >= 0 && v < classes!)) {
       throw new Error(`${o.labels}: pixel ${i % per} of mask ${Math.floor(i / per)} is ${v}, not a class in [0, ${classes}) nor the ignore index ${ignore}`);
     }
@@ -112,4 +124,11 @@ export function meanIoU(confusion: Float64Array, C: number): number {
     present++;
   }
   return present ? sum / present : NaN;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
 }

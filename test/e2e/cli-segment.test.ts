@@ -10,6 +10,10 @@ import { join } from 'node:path';
 import { runTrain } from '../../src/cli/train.ts';
 import { runEval } from '../../src/cli/eval.ts';
 import { meanIoU } from '../../src/cli/segment-task.ts';
+import { readMaskPng } from '../../src/cli/masks.ts';
+import { mkdirSync } from 'node:fs';
+import { deflateSync, crc32 } from 'node:zlib';
+import { PNG } from 'pngjs';
 import { Rng } from '../../src/util/rng.ts';
 import { npy } from '../helpers/cli.ts';
 
@@ -77,4 +81,59 @@ test('mean IoU: per class intersection over union, averaged over the classes lab
   // class 0: 8 / (10 + 9 − 8) = 8/11; class 1: 4 / (5 + 6 − 4) = 4/7
   assert.ok(Math.abs(meanIoU(confusion, 3) - (8 / 11 + 4 / 7) / 2) < 1e-12);
   assert.ok(Number.isNaN(meanIoU(new Float64Array(4), 2)));
+});
+
+/** A palette PNG (colour type 3) of `indices` [h·w], with `palette` [[r, g, b], …], written chunk by chunk. */
+function palettePng(w: number, h: number, indices: number[], palette: number[][]): Buffer {
+  const chunk = (type: string, data: Buffer) => {
+    const len = Buffer.alloc(4); len.writeUInt32BE(data.length);
+    const td = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const crc = Buffer.alloc(4); crc.writeUInt32BE(crc32(td) >>> 0);
+    return Buffer.concat([len, td, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0); ihdr.writeUInt32BE(h, 4); ihdr[8] = 8; ihdr[9] = 3;
+  const rows = Buffer.concat(Array.from({ length: h }, (_, y) => Buffer.from([0, ...indices.slice(y * w, (y + 1) * w)])));
+  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr), chunk('PLTE', Buffer.from(palette.flat())), chunk('IDAT', deflateSync(rows)), chunk('IEND', Buffer.alloc(0))]);
+}
+
+/** An 8-bit grayscale PNG of `values` [h·w]. */
+function grayPng(w: number, h: number, values: ArrayLike<number>): Buffer {
+  const png = new PNG({ width: w, height: h, colorType: 0, inputColorType: 0, bitDepth: 8 });
+  png.data = Buffer.from(Array.from(values));
+  return PNG.sync.write(png, { colorType: 0, inputColorType: 0, bitDepth: 8 });
+}
+
+test('PNG masks: a palette mask gives its palette indices (VOC), a grayscale one its values; an RGB mask and an ambiguous palette are refused', () => {
+  mkdirSync(p('png'), { recursive: true });
+  // VOC's first colours and its void colour at index 255
+  const palette = [[0, 0, 0], [128, 0, 0], [0, 128, 0], ...Array.from({ length: 252 }, (_, k) => [k, 1, 2]), [224, 224, 192]];
+  writeFileSync(p('png/voc.png'), palettePng(3, 2, [0, 1, 2, 255, 1, 0], palette));
+  assert.deepEqual([...readMaskPng(p('png/voc.png')).values], [0, 1, 2, 255, 1, 0]);
+  writeFileSync(p('png/gray.png'), grayPng(3, 2, [3, 0, 255, 1, 2, 3]));
+  assert.deepEqual([...readMaskPng(p('png/gray.png')).values], [3, 0, 255, 1, 2, 3]);
+  writeFileSync(p('png/twice.png'), palettePng(2, 1, [0, 2], [[0, 0, 0], [5, 5, 5], [5, 5, 5]]));
+  assert.throws(() => readMaskPng(p('png/twice.png')), /palette entries 1 and 2 have the same colour, so pixel 1 does not say its class/);
+  const rgb = new PNG({ width: 2, height: 1 });
+  rgb.data = Buffer.from([1, 2, 3, 255, 4, 5, 6, 255]);
+  writeFileSync(p('png/rgb.png'), PNG.sync.write(rgb));
+  assert.throws(() => readMaskPng(p('png/rgb.png')), /an RGB mask has no class index/);
+});
+
+test('--task segment on an image folder with a folder of PNG masks matched by name', async () => {
+  const { x, y } = scenes(24, 3);
+  mkdirSync(p('imgs'), { recursive: true });
+  mkdirSync(p('masks'), { recursive: true });
+  for (let i = 0; i < 24; i++) {
+    const img = new PNG({ width: 8, height: 8 });
+    for (let k = 0; k < 64; k++) for (let c = 0; c < 3; c++) img.data[4 * k + c] = Math.max(0, Math.min(255, Math.round(128 + 60 * x[i * 192 + c * 64 + k]!)));
+    for (let k = 0; k < 64; k++) img.data[4 * k + 3] = 255;
+    writeFileSync(p(`imgs/scene-${String(i).padStart(2, '0')}.png`), PNG.sync.write(img));
+    writeFileSync(p(`masks/scene-${String(i).padStart(2, '0')}.png`), grayPng(8, 8, y.subarray(i * 64, (i + 1) * 64)));
+  }
+  const r = await runTrain(model, { task: 'segment', data: p('imgs'), labels: p('masks'), epochs: 2, batchSize: 8, out: p('from-png.onnx'), json: true });
+  assert.equal(r.data.samples, 24);
+  assert.ok(r.epochs.every((e) => Number.isFinite(e.trainLoss)));
+  rmSync(p('masks/scene-05.png'));
+  await assert.rejects(runTrain(model, { task: 'segment', data: p('imgs'), labels: p('masks'), out: p('y.onnx'), json: true }), /no mask for image '.*scene-05.png' \(expected scene-05.png\)/);
 });
