@@ -5,6 +5,7 @@ import { extname, resolve } from 'node:path';
 import { loadModel } from '../model.ts';
 import { createAdapter, METHODS, LANGUAGE_MODEL_METHODS, type InputStats } from '../tta/index.ts';
 import { adaptLanguageModel, type LanguageModelScores } from './adapt-lm.ts';
+import { adaptSegmenter } from './adapt-dense.ts';
 import type { Adapter } from '../tta/types.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { ContinualController, LEVEL_NAMES } from '../continual/index.ts';
@@ -72,6 +73,8 @@ export interface AdaptResult {
   inputAlign?: InputStats;
   /** A language-model method (dynamic-eval): next-token log-loss of the stream, adapted and not (./adapt-lm.ts). */
   languageModel?: LanguageModelScores;
+  /** A segmenter with masks: the labelled pixels `error` and `sourceError` are shares of (./adapt-dense.ts). */
+  pixels?: number;
   out: string;
   report: string | null;
   msPerBatch: number;
@@ -125,6 +128,18 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   } else {
     if (padToken !== undefined) throw new Error('--pad-token is for token models; this model takes float32 inputs');
     io = modelIO(model, o.logits, prep);
+    if (model.outputs.find((v) => v.name === io.logits)?.shape?.length === 4) {
+      // a segmenter: one row per image, pixel accuracy against masks (./adapt-dense.ts)
+      const unused = [o.source && '--source', o.report && '--report', o.inputAlign && '--input-align', o.embedding && '--embedding', o.labelColumn && '--label-column'].filter(Boolean);
+      if (unused.length) throw new Error(`${unused.join(', ')}: not for a segmenter (dense logits [batch, classes, H, W]), which refit adapt scores per pixel against --labels masks`);
+      const r = await adaptSegmenter(model, io, { method, stream: o.stream, out: o.out, batchSize, methodOptions, ...(o.labels ? { labels: o.labels } : {}), ...(o.json ? { json: true } : {}) });
+      await model.release();
+      return {
+        model: modelPath, method, stream: { source: r.source, format: r.format, samples: r.samples, batches: r.batches, batchSize, labelled: !!r.scores },
+        error: r.scores?.error ?? null, sourceError: r.scores?.sourceError ?? null, ...(r.scores ? { pixels: r.scores.pixels } : {}),
+        out: o.out, report: null, msPerBatch: r.ms, seconds: (performance.now() - t0) / 1000,
+      };
+    }
     model = withFeaturesFor(method, model, io.logits, { embedding: o.embedding, quiet: o.json }); // before the data: its error first
     const images = await loadData(o.stream, io, { labels: o.labels, labelColumn: o.labelColumn });
     ds = { ...images, batch: (idx) => batchOf(images, idx).x };
@@ -246,7 +261,7 @@ function argmaxProb(p: Float32Array, C: number, i: number): { cls: number; conf:
 
 export function formatAdapt(r: AdaptResult): string {
   const lines = [`${r.method} on ${r.stream.samples} samples (${r.stream.batches} batches of ${r.stream.batchSize}, ${r.msPerBatch.toFixed(1)} ms/batch): wrote ${r.out}`];
-  if (r.error !== null) lines.push(`error ${(100 * r.error).toFixed(2)}% (unadapted model: ${(100 * r.sourceError!).toFixed(2)}%)`);
+  if (r.error !== null) lines.push(`${r.pixels !== undefined ? `pixel error over ${r.pixels.toLocaleString('en-US')} labelled pixels` : 'error'} ${(100 * r.error).toFixed(2)}% (unadapted model: ${(100 * r.sourceError!).toFixed(2)}%)`);
   const lm = r.languageModel;
   if (lm) lines.push(`next-token log-loss ${lm.nll.toFixed(4)} nats per token, perplexity ${Math.exp(lm.nll).toFixed(2)} (unadapted model: ${lm.sourceNll.toFixed(4)}, ${Math.exp(lm.sourceNll).toFixed(2)}) over ${lm.tokens} tokens`);
   if (r.levels) lines.push(`controller levels (batches): ${Object.entries(r.levels).map(([k, v]) => `${k} ${v}`).join(', ')}; ${r.events!.length} events${r.feedbackAccepted !== undefined ? `; ${r.feedbackAccepted} labels fed back` : ''}`);

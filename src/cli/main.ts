@@ -123,7 +123,7 @@ program
   .option('--deep-params <all|norm>', 'continual with --source: what the deep learner adapts (default: every parameter; the normalization layers\' scales and shifts on models over 1M parameters)')
   .option('--input-align', 'align each batch\'s input, per channel, to the mean and within-sample spread of --source before the method sees it (undoes brightness and contrast shifts; docs/tta.md); on by default for continual with --source')
   .option('--no-input-align', 'continual with --source: do not align the input')
-  .requiredOption('--out <file>', 'predictions: .csv or .jsonl (id, prediction, confidence, label when given)')
+  .requiredOption('--out <file>', 'predictions: .csv or .jsonl (id, prediction, confidence, label when given; a segmenter: id, mean confidence, pixel accuracy against --labels masks)')
   .option('--report <file>', 'HTML report of the error over the stream against the unadapted model (needs labels)')
   .option('--json', 'print machine-readable JSON (no progress bar)')
   .addHelpText('after', examples(

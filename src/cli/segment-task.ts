@@ -10,6 +10,7 @@ import { i64, type Tensor } from '../onnx/tensor.ts';
 import { crossEntropy } from '../train/losses.ts';
 import { readBytes } from '../data/idx-node.ts';
 import { modelIO, loadData, batchOf, type Preprocess } from './common.ts';
+import type { Dataset } from './data-files.ts';
 import { parseNpy } from './data-files.ts';
 import type { TrainTask } from './train-task.ts';
 import { readMaskFolder } from './masks.ts';
@@ -26,39 +27,51 @@ export interface SegmentOptions extends Preprocess {
 
 export const SEGMENT_IGNORE = 255;
 
-export async function segmentTask(model: RefitModel, o: SegmentOptions, what = 'refit train'): Promise<TrainTask> {
-  const io = modelIO(model, o.logits, o);
-  const out = model.outputs.find((v) => v.name === io.logits)!;
-  if (out.shape && out.shape.length !== 4) throw new Error(`${what} --task segment needs [batch, classes, H, W] logits; output '${io.logits}' has shape ${JSON.stringify(out.shape)}`);
-  const ignore = o.ignoreIndex ?? SEGMENT_IGNORE;
-  if (!o.labels) throw new Error(`--task segment learns a class per pixel: give the masks with --labels <file or folder> (a .npy of integers [N, H, W], or a folder of PNG masks)`);
-  const folder = existsSync(o.labels) && statSync(o.labels).isDirectory();
-  if (!folder && !o.labels.toLowerCase().endsWith('.npy')) throw new Error(`${o.labels}: masks are read from a .npy of integers [N, H, W] or a folder of PNG masks`);
-  const ds = await loadData(o.data, io, {});
+/** A segmenter's masks for dataset `ds` (read from `labels`), checked against its logits' classes and size. */
+export interface Masks { masks: Float64Array; H: number; W: number; classes: number; ignore: number }
+
+/**
+ * Read and check the masks of `ds` for a segmenter (logits `logits` of `model`, input `input`):
+ * the classes and the logits' size come from the export, or else from one image through the model.
+ */
+export async function segmentMasks(model: RefitModel, input: string, logits: string, ds: Dataset, labels: string, dataName: string, ignore = SEGMENT_IGNORE): Promise<Masks> {
+  const folder = existsSync(labels) && statSync(labels).isDirectory();
+  if (!folder && !labels.toLowerCase().endsWith('.npy')) throw new Error(`${labels}: masks are read from a .npy of integers [N, H, W] or a folder of PNG masks`);
   let H: number, W: number, values: ArrayLike<number | bigint>;
   if (folder) {
-    const r = readMaskFolder(o.labels, ds.ids, ds.format === 'images');
+    const r = readMaskFolder(labels, ds.ids, ds.format === 'images');
     [H, W] = [r.height, r.width];
     values = concat(r.masks);
   } else {
-    const m = parseNpy(readBytes(o.labels, 'NPY file'), o.labels);
-    if (m.shape.length !== 3 || m.shape[0] !== ds.n) throw new Error(`${o.labels}: masks must have shape [${ds.n}, H, W] for the ${ds.n} images of ${o.data}, got [${m.shape.join(', ')}]`);
+    const m = parseNpy(readBytes(labels, 'NPY file'), labels);
+    if (m.shape.length !== 3 || m.shape[0] !== ds.n) throw new Error(`${labels}: masks must have shape [${ds.n}, H, W] for the ${ds.n} images of ${dataName}, got [${m.shape.join(', ')}]`);
     [, H, W] = m.shape as [number, number, number];
     values = m.values;
   }
-  // the classes and the logits' size, from the export or else from one image through the model
+  const out = model.outputs.find((v) => v.name === logits)!;
   const fixed = out.shape?.slice(1).every((d) => typeof d === 'number' && d > 0);
-  const [classes, ...size] = fixed ? out.shape!.slice(1) as number[] : (await model.run({ [io.spec.input]: batchOf(ds, [0]).x }, { outputs: [io.logits] }))[io.logits]!.dims.slice(1);
-  if (size[0] !== H || size[1] !== W) throw new Error(`${o.labels}: masks are ${H}×${W}, and the model's logits are ${size.join('×')}; give masks at the logits' size`);
+  const [classes, ...size] = fixed ? out.shape!.slice(1) as number[] : (await model.run({ [input]: batchOf(ds, [0]).x }, { outputs: [logits] }))[logits]!.dims.slice(1);
+  if (size[0] !== H || size[1] !== W) throw new Error(`${labels}: masks are ${H}×${W}, and the model's logits are ${size.join('×')}; give masks at the logits' size`);
   const per = H * W;
   const masks = new Float64Array(values.length);
   for (let i = 0; i < masks.length; i++) {
     const v = Number(values[i]);
     if (v !== ignore && !(Number.isInteger(v) && v >= 0 && v < classes!)) {
-      throw new Error(`${o.labels}: pixel ${i % per} of mask ${Math.floor(i / per)} is ${v}, not a class in [0, ${classes}) nor the ignore index ${ignore}`);
+      throw new Error(`${labels}: pixel ${i % per} of mask ${Math.floor(i / per)} is ${v}, not a class in [0, ${classes}) nor the ignore index ${ignore}`);
     }
     masks[i] = v;
   }
+  return { masks, H, W, classes: classes!, ignore };
+}
+
+export async function segmentTask(model: RefitModel, o: SegmentOptions, what = 'refit train'): Promise<TrainTask> {
+  const io = modelIO(model, o.logits, o);
+  const out = model.outputs.find((v) => v.name === io.logits)!;
+  if (out.shape && out.shape.length !== 4) throw new Error(`${what} --task segment needs [batch, classes, H, W] logits; output '${io.logits}' has shape ${JSON.stringify(out.shape)}`);
+  if (!o.labels) throw new Error(`--task segment learns a class per pixel: give the masks with --labels <file or folder> (a .npy of integers [N, H, W], or a folder of PNG masks)`);
+  const ds = await loadData(o.data, io, {});
+  const { masks, H, W, classes, ignore } = await segmentMasks(model, io.spec.input, io.logits, ds, o.labels, o.data, o.ignoreIndex);
+  const per = H * W;
   const labelsOf = (idx: readonly number[]) => i64([idx.length, H, W], idx.flatMap((s) => Array.from(masks.subarray(s * per, (s + 1) * per))));
   /**
    * Loss sum (nats), correct and labelled pixels of logits [b, C, H, W] against the masks of `idx`;
