@@ -9,7 +9,7 @@ import { extname } from 'node:path';
 import type { RefitModel } from '../model.ts';
 import { createAdapter } from '../tta/index.ts';
 import type { Tensor } from '../onnx/tensor.ts';
-import { loadData, batchOf, progressBar, range, writeTextAtomic, type ModelIO } from './common.ts';
+import { loadData, batchOf, progressBar, range, writeTextAtomic, csvCell, type ModelIO } from './common.ts';
 import { segmentMasks, type Masks } from './segment-task.ts';
 
 /** Methods that adapt a segmenter: the others take [batch, classes] logits. */
@@ -62,7 +62,7 @@ export async function adaptSegmenter(model: RefitModel, io: ModelIO, o: { method
     const rows = perImage(r.logits, idx, masks);
     rows.forEach((s, i) => {
       const row = { id: ds.ids[idx[i]!]!, confidence: +s.confidence.toFixed(6), ...(masks ? { pixel_accuracy: s.labelled ? +(s.correct / s.labelled).toFixed(6) : null } : {}) };
-      lines.push(csv ? Object.values(row).map((v) => (v === null ? '' : /[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v))).join(',') : JSON.stringify(row));
+      lines.push(csv ? Object.values(row).map((v) => (v === null ? '' : csvCell(String(v)))).join(',') : JSON.stringify(row));
       labelled += s.labelled;
       wrong += s.labelled - s.correct;
     });

@@ -11,7 +11,7 @@ import type { Tensor } from '../onnx/tensor.ts';
 import { ContinualController, LEVEL_NAMES } from '../continual/index.ts';
 import type { StreamScore } from '../tta/run-stream.ts';
 import { renderReport, runProvenance } from '../report/html.ts';
-import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic, preprocessOptions, parseMethodOptions, type ModelIO } from './common.ts';
+import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic, preprocessOptions, parseMethodOptions, csvCell, type ModelIO } from './common.ts';
 import { isTokenModel } from './token-inputs.ts';
 import { tokenStream, tokenSourceIds, TOKEN_METHODS, type StreamData } from './token-stream.ts';
 import { methodSetup } from './method-setup.ts';
@@ -82,7 +82,6 @@ export interface AdaptResult {
 }
 
 const FORMATS = ['.csv', '.jsonl'];
-const csvCell = (s: string) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
 
 export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<AdaptResult> {
   const t0 = performance.now();

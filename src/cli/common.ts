@@ -194,6 +194,9 @@ export function finiteNumber(name: string, v: unknown, check: (n: number) => boo
 }
 
 /** Write text atomically (temp file + rename): a failure keeps whatever was there. */
+/** A CSV cell: quoted when it holds a quote, a comma or a newline. */
+export const csvCell = (s: string) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
+
 export function writeTextAtomic(path: string, text: string): void {
   mkdirSync(dirname(resolve(path)), { recursive: true });
   writeFileAtomic(path, new TextEncoder().encode(text));
