@@ -6,6 +6,7 @@ import { type Tensor, formatShape } from '../onnx/tensor.ts';
 import type { RefitModel } from '../model.ts';
 import { PeftModel } from './peft-model.ts';
 import type { AdapterMethod } from './types.ts';
+import type { Site } from './sites.ts';
 import { lora } from './lora/index.ts';
 import { dora } from './dora/index.ts';
 import { ia3 } from './ia3/index.ts';
@@ -157,9 +158,9 @@ function methodFromConfig(cfg: Record<string, unknown>, modules: string[], keys:
 export function withAdapterFiles(model: RefitModel, name: string, files: AdapterFiles): PeftModel {
   // The config first: an unsupported setting is named as such, not as the unexpected tensors it brings.
   const cfg = parseAdapterConfig(files.config);
-  const { tensors } = parseSafetensors(files.weights, WEIGHTS_FILE);
-  const keys = [...tensors.keys()];
   const peft = PeftModel.from(model);
+  const tensors = byCurrentNames(parseSafetensors(files.weights, WEIGHTS_FILE).tensors, cfg, peft.sites());
+  const keys = [...tensors.keys()];
   const siteModules = [...new Set(peft.sites().map((s) => s.module))];
   const modules: string[] = [];
   for (const k of keys) {
@@ -191,4 +192,20 @@ export function withAdapterFiles(model: RefitModel, name: string, files: Adapter
   for (const [key, ir] of byKey) (values.get(ir)!.data as Float32Array).set((tensors.get(key) ?? tensors.get(key.replace(/\.weight$/, '')))!.data as Float32Array);
   next.touch(values.keys());
   return next;
+}
+
+/**
+ * A file written before a module was named from its node (`onnx::MatMul_880`, now
+ * `layers.0.self_attn.q_proj`; ./sites.ts) names it by its weight: its keys and target_modules
+ * are read under the current names.
+ */
+function byCurrentNames<T>(tensors: Map<string, T>, cfg: Record<string, unknown>, sites: readonly Site[]): Map<string, T> {
+  const current = new Map(sites.filter((x) => x.alias).map((x) => [x.alias!, x.module]));
+  if (current.size === 0) return tensors;
+  if (Array.isArray(cfg.target_modules)) cfg.target_modules = cfg.target_modules.map((t) => current.get(t as string) ?? t);
+  return new Map([...tensors].map(([k, t]) => {
+    const m = MODULE_KEY.exec(k)?.[1];
+    const to = m !== undefined ? current.get(m) : undefined;
+    return [to ? `base_model.model.${to}.${k.slice(`base_model.model.${m}.`.length)}` : k, t];
+  }));
 }

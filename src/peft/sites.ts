@@ -12,8 +12,15 @@ export type SiteOp = 'MatMul' | 'Gemm' | 'Conv';
  * valid (see `intercept`), so a site found on the base graph stays usable after other adapters.
  */
 export interface Site {
-  /** Module name: the weight's name without `.weight` (`blocks.0.attn.q`), as PyTorch and HF PEFT name it. */
+  /**
+   * Module name, as PyTorch and HF PEFT name it: the weight's name without `.weight`
+   * (`blocks.0.attn.q`), or, when the exporter named the weight itself (torch.onnx's transposed
+   * `onnx::MatMul_880`), the module path in the node's name (`/layers.0/self_attn/q_proj/MatMul` →
+   * `layers.0.self_attn.q_proj`).
+   */
   module: string;
+  /** The weight-derived name a site renamed from its node had before (adapter files may use it). */
+  alias?: string;
   node: string;
   op: SiteOp;
   weight: string;
@@ -53,6 +60,38 @@ export interface Site {
 export const moduleOf = (weight: string) => weight.replace(/_quantized$|_Q\d$/, '').replace(/\.weight$/, '');
 
 const isIntWeight = (t: { dtype: string } | undefined) => !!t && (t.dtype === 'int8' || t.dtype === 'uint8');
+
+/** A weight name the exporter made up rather than took from the module (torch.onnx's folded transposes). */
+const GENERATED = /^onnx::/;
+
+/**
+ * The module path torch.onnx writes into a node's name: `/layers.0/self_attn/q_proj/MatMul` →
+ * `layers.0.self_attn.q_proj`. A called container repeats in its child's scope (`/mlp/mlp.0/…`):
+ * written once (`mlp.0`). Undefined for names of another form.
+ */
+export function modulePathOfNode(node: string): string | undefined {
+  if (!node.startsWith('/')) return undefined;
+  const parts = node.slice(1).split('/').slice(0, -1);
+  if (parts.length === 0 || parts.some((p) => p === '')) return undefined;
+  const out: string[] = [];
+  for (const p of parts) {
+    if (out.length && p.startsWith(`${out[out.length - 1]}.`)) out[out.length - 1] = p;
+    else out.push(p);
+  }
+  return out.join('.');
+}
+
+/** Sites whose weight the exporter named get their module's name from their node, where that is unambiguous. */
+function nameFromNodes(sites: Site[]): void {
+  const derived = sites.map((s) => (GENERATED.test(s.weight) ? modulePathOfNode(s.node) : undefined));
+  const count = new Map<string, number>();
+  for (const s of sites) count.set(s.module, (count.get(s.module) ?? 0) + 1);
+  for (const d of derived) if (d) count.set(d, (count.get(d) ?? 0) + 1);
+  sites.forEach((s, i) => {
+    const d = derived[i];
+    if (d && count.get(d) === 1) { s.alias = s.module; s.module = d; } // two layers in one path keep their weights' names
+  });
+}
 
 /** Every site in the graph, in node order. `exclude` skips nodes and weights adapters created. */
 export function findSites(g: Graph, exclude: (name: string) => boolean = () => false): Site[] {
@@ -143,6 +182,7 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
     }
     if (site && !exclude(site.weight)) sites.push(site);
   }
+  nameFromNodes(sites);
   return sites;
 }
 

@@ -1,0 +1,59 @@
+// Module names for weights the exporter named itself: torch.onnx writes a Linear applied to a 3-D
+// input as MatMul with a transposed copy of its weight, `onnx::MatMul_652`; refit names that layer
+// from its node, `/layers.0/self_attn/q_proj/MatMul` → `layers.0.self_attn.q_proj`, as PyTorch and
+// HF PEFT name it, so `target_modules: ['q_proj', 'v_proj']` works on such exports and adapter
+// files carry PyTorch's module names. Files written with the old names still load.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadModel } from '../../src/model.ts';
+import { parseSafetensors, serializeSafetensors } from '../../src/io/safetensors.ts';
+import { withAdapter, lora, withAdapterFiles, adapterFiles } from '../../src/peft/index.ts';
+import { findSites, modulePathOfNode } from '../../src/peft/sites.ts';
+import { i64 } from '../../src/onnx/tensor.ts';
+import { withoutKvCache } from '../../src/onnx/kv-cache.ts';
+import { maxDiff, perturb } from './helpers.ts';
+
+const llama = new URL('../fixtures/zoo/llama/model.onnx', import.meta.url).pathname;
+
+test('module paths from torch.onnx node names', () => {
+  assert.equal(modulePathOfNode('/layers.0/self_attn/q_proj/MatMul'), 'layers.0.self_attn.q_proj');
+  assert.equal(modulePathOfNode('/encoder/layers/encoder_layer_0/mlp/mlp.0/MatMul'), 'encoder.layers.encoder_layer_0.mlp.0', 'a called container written once');
+  assert.equal(modulePathOfNode('/lm_head/MatMul'), 'lm_head');
+  for (const other of ['MatMul_12', '/MatMul', 'node_under_test', '//x/MatMul']) assert.equal(modulePathOfNode(other), undefined, other);
+});
+
+test('an exported Llama\'s projections are named as PyTorch names them, and HF PEFT\'s usual target_modules select them', async () => {
+  const m = await loadModel(llama, { threads: 1 });
+  const sites = findSites(m.ir.graph);
+  const q = sites.find((s) => s.node === '/layers.0/self_attn/q_proj/MatMul')!;
+  assert.ok(q.weight.startsWith('onnx::MatMul_'), 'the export folded the weight into a transposed copy');
+  assert.equal(q.module, 'layers.0.self_attn.q_proj');
+  assert.equal(q.alias, q.weight);
+  const p = withAdapter(m, 'qv', lora({ targets: ['q_proj', 'v_proj'], rank: 2 }));
+  assert.deepEqual([...p.planOf('qv').fileConfig.target_modules as string[]].sort(), ['layers.0.self_attn.q_proj', 'layers.0.self_attn.v_proj', 'layers.1.self_attn.q_proj', 'layers.1.self_attn.v_proj']);
+  const keys = [...parseSafetensors(adapterFiles(p, 'qv').weights).tensors.keys()];
+  assert.ok(keys.includes('base_model.model.layers.0.self_attn.q_proj.lora_A.weight'), keys.slice(0, 3).join(', '));
+  await m.release();
+});
+
+test('an adapter file that names modules by their weights (written before) loads onto the same layers', async () => {
+  const m = withoutKvCache(await loadModel(llama, { threads: 1 }));
+  const p = withAdapter(m, 'qv', lora({ targets: ['q_proj', 'v_proj'], rank: 2 }));
+  perturb(p, 'qv');
+  const now = adapterFiles(p, 'qv');
+  const byAlias = new Map(findSites(m.ir.graph).filter((s) => s.alias).map((s) => [s.module, s.alias!]));
+  // the same file as an older refit wrote it: keys and target_modules under the weights' names
+  const old = new Map([...parseSafetensors(now.weights).tensors].map(([k, t]) => {
+    const mod = /^base_model\.model\.(.+)\.lora_[AB]\.weight$/.exec(k)![1]!;
+    return [k.replace(mod, byAlias.get(mod)!), t];
+  }));
+  const cfg = JSON.parse(now.config);
+  cfg.target_modules = cfg.target_modules.map((t: string) => byAlias.get(t) ?? t);
+  const loaded = withAdapterFiles(m, 'qv', { weights: serializeSafetensors(old), config: JSON.stringify(cfg) });
+  const ids = i64([1, 5], [3, 1, 4, 1, 5]);
+  const feeds = { input_ids: ids, attention_mask: i64([1, 5], [1, 1, 1, 1, 1]), position_ids: i64([1, 5], [0, 1, 2, 3, 4]) };
+  const want = (await p.run(feeds as never, { outputs: ['logits'] })).logits!;
+  const got = (await loaded.run(feeds as never, { outputs: ['logits'] })).logits!;
+  assert.ok(maxDiff(got, want) < 1e-6, `outputs differ by ${maxDiff(got, want)}`);
+  await m.release();
+});
