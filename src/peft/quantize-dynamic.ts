@@ -8,7 +8,7 @@
 import type { Model, Node } from '../onnx/ir.ts';
 import { cloneModel } from '../onnx/ir.ts';
 import { type Tensor, f32 } from '../onnx/tensor.ts';
-import { moduleOf } from './sites.ts';
+import { moduleOfLayer } from './sites.ts';
 
 export interface QuantizeDynamicOptions {
   /** Quantize only MatMuls whose module (weight name without `.weight`) passes. @default all */
@@ -24,7 +24,7 @@ export function quantizeDynamic(model: Model, opts: QuantizeDynamicOptions = {})
   const replaced = new Set<string>();
   for (const n of g.nodes) {
     const w = n.opType === 'MatMul' ? g.initializers.get(n.inputs[1]!) : undefined;
-    if (!w || w.dtype !== 'float32' || w.dims.length !== 2 || (opts.filter && !opts.filter(moduleOf(n.inputs[1]!)))) { nodes.push(n); continue; }
+    if (!w || w.dtype !== 'float32' || w.dims.length !== 2 || (opts.filter && !opts.filter(moduleOfLayer(n.inputs[1]!, n.name)))) { nodes.push(n); continue; }
     const [x, wn] = n.inputs as [string, string];
     const y = n.outputs[0]!;
     const { q, scale } = symmetricInt8(w);

@@ -8,7 +8,7 @@
 import type { Model, Node } from '../onnx/ir.ts';
 import { cloneModel } from '../onnx/ir.ts';
 import { f32, tensor, type Tensor } from '../onnx/tensor.ts';
-import { moduleOf } from './sites.ts';
+import { moduleOfLayer } from './sites.ts';
 
 export interface QuantizeNBitsOptions {
   /** Values per block along K: a power of 2, at least 16 (onnxruntime's default is 32). @default 32 */
@@ -51,7 +51,7 @@ export function quantizeNBits(model: Model, opts: QuantizeNBitsOptions = {}): Mo
   const replaced = new Set<string>();
   g.nodes = g.nodes.map((n): Node => {
     const w = n.opType === 'MatMul' ? g.initializers.get(n.inputs[1]!) : undefined;
-    if (!w || w.dtype !== 'float32' || w.dims.length !== 2 || (opts.filter && !opts.filter(moduleOf(n.inputs[1]!)))) return n;
+    if (!w || w.dtype !== 'float32' || w.dims.length !== 2 || (opts.filter && !opts.filter(moduleOfLayer(n.inputs[1]!, n.name)))) return n;
     const wn = n.inputs[1]!;
     const [K, N] = w.dims as [number, number];
     const { B, scales, zeroPoints } = packNBits(w, blockSize);

@@ -81,6 +81,11 @@ export function modulePathOfNode(node: string): string | undefined {
   return out.join('.');
 }
 
+/** A layer's module name from its weight and node (as findSites names it, short of its check that no two layers share one). */
+export function moduleOfLayer(weight: string, node: string): string {
+  return (GENERATED.test(weight) ? modulePathOfNode(node) : undefined) ?? moduleOf(weight);
+}
+
 /** Sites whose weight the exporter named get their module's name from their node, where that is unambiguous. */
 function nameFromNodes(sites: Site[]): void {
   const derived = sites.map((s) => (GENERATED.test(s.weight) ? modulePathOfNode(s.node) : undefined));
