@@ -12,6 +12,11 @@ import { findSites, modulePathOfNode } from '../../src/peft/sites.ts';
 import { i64 } from '../../src/onnx/tensor.ts';
 import { withoutKvCache } from '../../src/onnx/kv-cache.ts';
 import { maxDiff, perturb } from './helpers.ts';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runTrain } from '../../src/cli/train.ts';
+import { npy } from '../helpers/cli.ts';
 
 const llama = new URL('../fixtures/zoo/llama/model.onnx', import.meta.url).pathname;
 
@@ -56,4 +61,16 @@ test('an adapter file that names modules by their weights (written before) loads
   const got = (await loaded.run(feeds as never, { outputs: ['logits'] })).logits!;
   assert.ok(maxDiff(got, want) < 1e-6, `outputs differ by ${maxDiff(got, want)}`);
   await m.release();
+});
+
+test('refit train --adapter lora --targets q_proj,v_proj on the exported Llama (the usual PEFT recipe from the command line)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'refit-qv-'));
+  try {
+    writeFileSync(join(dir, 'ids.npy'), npy('<i8', [16, 6], BigInt64Array.from({ length: 96 }, (_, i) => BigInt(1 + ((i * 7) % 30)))));
+    await runTrain(llama, { task: 'next-token', data: join(dir, 'ids.npy'), adapter: 'lora', targets: 'q_proj,v_proj', rank: 2, out: join(dir, 'qv'), json: true });
+    const cfg = JSON.parse(readFileSync(join(dir, 'qv', 'adapter_config.json'), 'utf8'));
+    assert.deepEqual([...cfg.target_modules].sort(), ['layers.0.self_attn.q_proj', 'layers.0.self_attn.v_proj', 'layers.1.self_attn.q_proj', 'layers.1.self_attn.v_proj']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
