@@ -11,7 +11,7 @@ import { type Tensor, f32 } from '../onnx/tensor.ts';
 import { moduleOfLayer } from './sites.ts';
 
 export interface QuantizeDynamicOptions {
-  /** Quantize only MatMuls whose module (weight name without `.weight`) passes. @default all */
+  /** Quantize only MatMuls whose module (as adapter sites name it: ./sites.ts, moduleOfLayer) passes. @default all */
   filter?: (module: string) => boolean;
 }
 

@@ -13,7 +13,7 @@ import { moduleOfLayer } from './sites.ts';
 export interface QuantizeNBitsOptions {
   /** Values per block along K: a power of 2, at least 16 (onnxruntime's default is 32). @default 32 */
   blockSize?: number;
-  /** Quantize only MatMuls whose module (weight name without `.weight`) passes. @default all */
+  /** Quantize only MatMuls whose module (as adapter sites name it: ./sites.ts, moduleOfLayer) passes. @default all */
   filter?: (module: string) => boolean;
 }
 
