@@ -10,7 +10,7 @@ import type { RefitModel } from '../model.ts';
 import { createAdapter } from '../tta/index.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { loadData, batchOf, progressBar, range, writeTextAtomic, csvCell, type ModelIO } from './common.ts';
-import { segmentMasks, type Masks } from './segment-task.ts';
+import { segmentMasks, pixelTop, type Masks } from './segment-task.ts';
 
 /** Methods that adapt a segmenter: the others take [batch, classes] logits. */
 export const DENSE_METHODS = ['source', 'bn-adapt', 'tent'] as const;
@@ -29,9 +29,7 @@ function perImage(z: Tensor, idx: readonly number[], m?: Masks): { confidence: n
   return Array.from({ length: b }, (_, k) => {
     let conf = 0, correct = 0, labelled = 0;
     for (let p = 0; p < per; p++) {
-      let best = -Infinity, arg = 0, sum = 0;
-      for (let c = 0; c < C; c++) { const v = x[(k * C + c) * per + p]!; if (v > best) { best = v; arg = c; } }
-      for (let c = 0; c < C; c++) sum += Math.exp(x[(k * C + c) * per + p]! - best);
+      const { arg, sum } = pixelTop(x, k, C, per, p);
       conf += 1 / sum;
       const y = m?.masks[idx[k]! * per + p];
       if (y === undefined || y === m!.ignore) continue;

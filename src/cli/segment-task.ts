@@ -28,7 +28,18 @@ export interface SegmentOptions extends Preprocess {
 export const SEGMENT_IGNORE = 255;
 
 /** A segmenter's masks for dataset `ds` (read from `labels`), checked against its logits' classes and size. */
-export interface Masks { masks: Float64Array; H: number; W: number; classes: number; ignore: number }
+export interface Masks { masks: Float64Array; H: number; W: number; classes: number; ignore: number; format: 'npy' | 'png' }
+
+/**
+ * Pixel `p` of image `k` in logits x [b, C, H·W]: its top class, that class's logit, and
+ * Σ exp(logit − top logit) (so log-sum-exp = top + log(sum) and the top probability = 1/sum).
+ */
+export function pixelTop(x: Float32Array, k: number, C: number, per: number, p: number): { arg: number; best: number; sum: number } {
+  let best = -Infinity, arg = 0, sum = 0;
+  for (let c = 0; c < C; c++) { const v = x[(k * C + c) * per + p]!; if (v > best) { best = v; arg = c; } }
+  for (let c = 0; c < C; c++) sum += Math.exp(x[(k * C + c) * per + p]! - best);
+  return { arg, best, sum };
+}
 
 /**
  * Read and check the masks of `ds` for a segmenter (logits `logits` of `model`, input `input`):
@@ -50,18 +61,18 @@ export async function segmentMasks(model: RefitModel, input: string, logits: str
   }
   const out = model.outputs.find((v) => v.name === logits)!;
   const fixed = out.shape?.slice(1).every((d) => typeof d === 'number' && d > 0);
-  const [classes, ...size] = fixed ? out.shape!.slice(1) as number[] : (await model.run({ [input]: batchOf(ds, [0]).x }, { outputs: [logits] }))[logits]!.dims.slice(1);
+  const [classes, ...size] = (fixed ? out.shape!.slice(1) as number[] : (await model.run({ [input]: batchOf(ds, [0]).x }, { outputs: [logits] }))[logits]!.dims.slice(1)) as [number, ...number[]];
   if (size[0] !== H || size[1] !== W) throw new Error(`${labels}: masks are ${H}×${W}, and the model's logits are ${size.join('×')}; give masks at the logits' size`);
   const per = H * W;
   const masks = new Float64Array(values.length);
   for (let i = 0; i < masks.length; i++) {
     const v = Number(values[i]);
-    if (v !== ignore && !(Number.isInteger(v) && v >= 0 && v < classes!)) {
+    if (v !== ignore && !(Number.isInteger(v) && v >= 0 && v < classes)) {
       throw new Error(`${labels}: pixel ${i % per} of mask ${Math.floor(i / per)} is ${v}, not a class in [0, ${classes}) nor the ignore index ${ignore}`);
     }
     masks[i] = v;
   }
-  return { masks, H, W, classes: classes!, ignore };
+  return { masks, H, W, classes, ignore, format: folder ? 'png' : 'npy' };
 }
 
 export async function segmentTask(model: RefitModel, o: SegmentOptions, what = 'refit train'): Promise<TrainTask> {
@@ -70,7 +81,7 @@ export async function segmentTask(model: RefitModel, o: SegmentOptions, what = '
   if (out.shape && out.shape.length !== 4) throw new Error(`${what} --task segment needs [batch, classes, H, W] logits; output '${io.logits}' has shape ${JSON.stringify(out.shape)}`);
   if (!o.labels) throw new Error(`--task segment learns a class per pixel: give the masks with --labels <file or folder> (a .npy of integers [N, H, W], or a folder of PNG masks)`);
   const ds = await loadData(o.data, io, {});
-  const { masks, H, W, classes, ignore } = await segmentMasks(model, io.spec.input, io.logits, ds, o.labels, o.data, o.ignoreIndex);
+  const { masks, H, W, classes, ignore, format } = await segmentMasks(model, io.spec.input, io.logits, ds, o.labels, o.data, o.ignoreIndex);
   const per = H * W;
   const labelsOf = (idx: readonly number[]) => i64([idx.length, H, W], idx.flatMap((s) => Array.from(masks.subarray(s * per, (s + 1) * per))));
   /**
@@ -85,10 +96,7 @@ export async function segmentTask(model: RefitModel, o: SegmentOptions, what = '
       for (let p = 0; p < per; p++) {
         const y = masks[s * per + p]!;
         if (y === ignore) continue;
-        let best = -Infinity, arg = 0;
-        for (let cc = 0; cc < C; cc++) { const v = x[(k * C + cc) * per + p]!; if (v > best) { best = v; arg = cc; } }
-        let sum = 0;
-        for (let cc = 0; cc < C; cc++) sum += Math.exp(x[(k * C + cc) * per + p]! - best);
+        const { arg, best, sum } = pixelTop(x, k, C, per, p);
         lossSum += best + Math.log(sum) - x[(k * C + y) * per + p]!;
         if (arg === y) correct++;
         if (confusion) confusion[y * C + arg]!++;
@@ -99,7 +107,7 @@ export async function segmentTask(model: RefitModel, o: SegmentOptions, what = '
   };
   const input = (idx: number[]) => ({ [io.spec.input]: batchOf(ds, idx).x });
   return {
-    data: { source: `${o.data} + ${o.labels}`, format: `${ds.format} images, npy masks`, samples: ds.n, sampleShape: ds.sampleShape },
+    data: { source: `${o.data} + ${o.labels}`, format: `${ds.format} images, ${format} masks`, samples: ds.n, sampleShape: ds.sampleShape },
     logits: io.logits,
     loss: crossEntropy({ logits: io.logits, labels: 'refit_labels', ignoreIndex: ignore }),
     feeds: (idx) => ({ ...input(idx), refit_labels: labelsOf(idx) }),
@@ -109,14 +117,14 @@ export async function segmentTask(model: RefitModel, o: SegmentOptions, what = '
     },
     async evaluate(model2, idx, bs, onBatch) {
       let lossSum = 0, correct = 0, scored = 0;
-      const confusion = new Float64Array(classes! * classes!);
+      const confusion = new Float64Array(classes * classes);
       for (let s = 0; s < idx.length; s += bs) {
         const part = idx.slice(s, s + bs);
         const r = tally((await model2.run(input(part), { outputs: [io.logits] }))[io.logits]!, part, confusion);
         lossSum += r.lossSum; correct += r.correct; scored += r.scored;
         onBatch?.(Math.min(s + bs, idx.length));
       }
-      return { loss: lossSum / Math.max(1, scored), accuracy: correct / Math.max(1, scored), meanIoU: meanIoU(confusion, classes!) };
+      return { loss: lossSum / Math.max(1, scored), accuracy: correct / Math.max(1, scored), meanIoU: meanIoU(confusion, classes) };
     },
   };
 }
