@@ -52,7 +52,7 @@ export async function segmentMasks(model: RefitModel, input: string, logits: str
   if (folder) {
     const r = readMaskFolder(labels, ds.ids, ds.format === 'images');
     [H, W] = [r.height, r.width];
-    values = concat(r.masks);
+    values = Buffer.concat(r.masks);
   } else {
     const m = parseNpy(readBytes(labels, 'NPY file'), labels);
     if (m.shape.length !== 3 || m.shape[0] !== ds.n) throw new Error(`${labels}: masks must have shape [${ds.n}, H, W] for the ${ds.n} images of ${dataName}, got [${m.shape.join(', ')}]`);
@@ -145,11 +145,4 @@ export function meanIoU(confusion: Float64Array, C: number): number {
     present++;
   }
   return present ? sum / present : NaN;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let at = 0;
-  for (const p of parts) { out.set(p, at); at += p.length; }
-  return out;
 }
