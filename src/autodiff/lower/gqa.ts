@@ -12,7 +12,7 @@ import type { Node } from '../../onnx/ir.ts';
 import { attrFloat, attrInt } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
 import { f32 } from '../../onnx/tensor.ts';
-import { bind, present, split, wanted } from './util.ts';
+import { bind, present, repeatKvHeads, split, wanted } from './util.ts';
 import { rotate } from './rotary.ts';
 
 const INPUT = { query: 0, key: 1, value: 2, pastKey: 3, pastValue: 4, seqlensK: 5, totalLength: 6, cos: 7, sin: 8 } as const;
@@ -50,8 +50,7 @@ export function lowerGqa(node: Node, em: Emitter, shapeOf: (t: string) => number
   }
   if (wanted(node, 1)) bind(em, k, node.outputs[1]!);
   if (wanted(node, 2)) bind(em, v, node.outputs[2]!);
-  // kv head j serves query heads j·G … j·G + G − 1
-  const repeat = (x: string) => (H === KVH ? x : em.reshape(em.op('Expand', [em.unsqueeze(x, [2]), em.ints([B, KVH, H / KVH, S, D])]), [B, H, S, D]));
+  const repeat = (x: string) => repeatKvHeads(em, x, B, KVH, H, S, D);
   const scale = attrFloat(node, 'scale', 0) || 1 / Math.sqrt(D);
   const scores = em.mul(em.op('MatMul', [q, em.transpose(repeat(k), [0, 1, 3, 2])]), em.scalar(scale)); // [B, H, S, S]
   // key j is seen by query i when j ≤ i and j ≤ seqlens_k[b]

@@ -7,8 +7,8 @@
 import type { Node } from '../../onnx/ir.ts';
 import { attrFloat, attrInt, isDefaultDomain } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
-import { f32, i64, type DType } from '../../onnx/tensor.ts';
-import { bind, present, refuse, wanted } from './util.ts';
+import { f32, type DType } from '../../onnx/tensor.ts';
+import { bind, present, refuse, repeatKvHeads, wanted } from './util.ts';
 import { rotate } from './rotary.ts';
 
 export const ONNX_ATTENTION_OPS = new Set(['Attention', 'RotaryEmbedding']);
@@ -71,10 +71,8 @@ export function lowerOnnxAttention(node: Node, em: Emitter, shapeOf: (t: string)
   const L = P + (rank3 ? shapeOf(k0)[1]! : shapeOf(k0)[2]!);
   if (Hq !== Hkv) {
     if (Hq % Hkv) refuse(node, `${Hq} query heads are not a multiple of ${Hkv} key-value heads`);
-    // each key-value head serves Hq / Hkv consecutive query heads: [h0, h0, h1, h1, …]
-    const repeat = (t: string, d: number) => em.reshape(em.op('Expand', [em.unsqueeze(t, [2]), em.constant(i64([5], [B, Hkv, Hq / Hkv, L, d]), 'repeat_kv')]), [B, Hq, L, d]);
-    k = repeat(k, dq);
-    v = repeat(v, dv);
+    k = repeatKvHeads(em, k, B, Hkv, Hq, L, dq); // [h0, h0, h1, h1, …], as the spec repeats them
+    v = repeatKvHeads(em, v, B, Hkv, Hq, L, dv);
   }
   let scores = em.mul(em.op('MatMul', [q, em.transpose(k, [0, 1, 3, 2])]), em.scalar(attrFloat(node, 'scale', 1 / Math.sqrt(dq)))); // [B, Hq, S, L]
   const softcap = attrFloat(node, 'softcap', 0);

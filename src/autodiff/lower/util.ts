@@ -13,6 +13,15 @@ export function split(em: Emitter, x: string, sizes: number[], axis: number): st
     : em.emit('Split', [x], { axis, split: sizes }, sizes.length, 'split');
 }
 
+/**
+ * Key or value heads [B, kvHeads, L, d] for `heads` query heads (grouped-query attention): key-value
+ * head j serves query heads j·G … j·G + G − 1, G = heads / kvHeads. Unchanged when they are equal.
+ */
+export function repeatKvHeads(em: Emitter, x: string, B: number, kvHeads: number, heads: number, L: number, d: number): string {
+  if (heads === kvHeads) return x;
+  return em.reshape(em.op('Expand', [em.unsqueeze(x, [2]), em.ints([B, kvHeads, heads / kvHeads, L, d])]), [B, heads, L, d]);
+}
+
 /** Make the lowered value `src` available under the original output name `dst`. */
 export function bind(em: Emitter, src: string, dst: string): void {
   em.graph.nodes.push({ name: em.fresh(`${dst}_lowered`), opType: 'Identity', domain: '', inputs: [src], outputs: [dst], attrs: {} });
