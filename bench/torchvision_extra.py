@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Torchvision models beyond the zoo (googlenet, mnasnet, resnext, vgg, alexnet, efficientnet_v2,
-regnet_x, maxvit, inception_v3, and the segmentation models deeplabv3, lraspp, fcn) exported as a
+regnet_x, maxvit, inception_v3, the segmentation models deeplabv3, lraspp, fcn, and the video
+models r3d_18, mc3_18, r2plus1d_18 and mvit_v2_s on [N, 3, T, H, W] clips) exported as a
 user exports them (torch.onnx, opset 13, dynamic batch, BatchNorm kept: TrainingMode.PRESERVE),
 random weights, with PyTorch's cross-entropy (per pixel for the segmenters) and every parameter's
 gradient for one batch, for bench/torchvision-extra.ts.
@@ -31,8 +32,11 @@ from make_fixtures import write_safetensors  # noqa: E402
 
 warnings.filterwarnings("ignore")
 M = torchvision.models
+V = torchvision.models.video
 # name: (constructor, input size, dense labels). Input sizes: the smallest each accepts at opset 13
-# (adaptive pools must divide evenly; AlexNet and VGG pool to 7x7, MaxViT needs 224, Inception 75+).
+# (adaptive pools must divide evenly; AlexNet and VGG pool to 7x7, MaxViT needs 224, Inception 75+);
+# a tuple is a video clip's (T, H, W) (MViT's positional sizes follow its input: 8x64x64 is set
+# in its constructor).
 MODELS = {
     "googlenet": (lambda: M.googlenet(weights=None, aux_logits=False, init_weights=True, num_classes=10), 64, False),
     "mnasnet0_5": (lambda: M.mnasnet0_5(num_classes=10), 64, False),
@@ -46,7 +50,28 @@ MODELS = {
     "deeplabv3_mobilenet_v3_large": (lambda: seg.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5, aux_loss=False), 64, True),
     "lraspp_mobilenet_v3_large": (lambda: seg.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5), 64, True),
     "fcn_resnet50": (lambda: seg.fcn_resnet50(weights=None, weights_backbone=None, num_classes=5, aux_loss=False), 64, True),
+    "r3d_18": (lambda: V.r3d_18(num_classes=10), (4, 32, 32), False),
+    "mc3_18": (lambda: V.mc3_18(num_classes=10), (4, 32, 32), False),
+    "r2plus1d_18": (lambda: V.r2plus1d_18(num_classes=10), (4, 32, 32), False),
+    "mvit_v2_s": (lambda: V.MViT(spatial_size=(64, 64), temporal_size=8, num_classes=10, **MVIT_V2_S), (8, 64, 64), False),
 }
+
+
+def _mvit_v2_s_config():
+    """mvit_v2_s's block configuration, as torchvision builds it (its builder fixes the input size)."""
+    cfg = {"num_heads": [1, 2, 2, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 8, 8],
+           "input_channels": [96, 96, 192, 192, 384, 384, 384, 384, 384, 384, 384, 384, 384, 384, 384, 768],
+           "output_channels": [96, 192, 192, 384, 384, 384, 384, 384, 384, 384, 384, 384, 384, 384, 768, 768],
+           "kernel_q": [[3, 3, 3]] * 16, "kernel_kv": [[3, 3, 3]] * 16,
+           "stride_q": [[1, 1, 1], [1, 2, 2]] + [[1, 1, 1]] * 1 + [[1, 2, 2]] + [[1, 1, 1]] * 10 + [[1, 2, 2], [1, 1, 1]],
+           "stride_kv": [[1, 8, 8], [1, 4, 4], [1, 4, 4], [1, 2, 2]] + [[1, 2, 2]] * 10 + [[1, 1, 1]] * 2}
+    from torchvision.models.video.mvit import MSBlockConfig
+    blocks = [MSBlockConfig(**{k: v[i] for k, v in cfg.items()}) for i in range(16)]
+    return {"block_setting": blocks, "residual_pool": True, "residual_with_cls_embed": False,
+            "rel_pos_embed": True, "proj_after_attn": True, "stochastic_depth_prob": 0.2}
+
+
+MVIT_V2_S = _mvit_v2_s_config()
 
 
 def onnx_names(proto, model):
@@ -98,7 +123,7 @@ def main():
         m = make().eval()
         if dense:
             m = Out(m).eval()
-        x = torch.randn(2, 3, hw, hw)
+        x = torch.randn(2, 3, *hw) if isinstance(hw, tuple) else torch.randn(2, 3, hw, hw)
         y = torch.randint(0, 5, (2, hw, hw)) if dense else torch.randint(0, 10, (2,))
         path = os.path.join(a.out, name)
         torch.onnx.export(m, (x,), f"{path}.onnx", opset_version=13, input_names=["x"], output_names=["logits"],
@@ -111,7 +136,7 @@ def main():
         grads = onnx_names(onnx.load(f"{path}.onnx"), m)
         write_safetensors(f"{path}.grads.safetensors", [(k, np.ascontiguousarray(v, dtype=np.float32)) for k, v in grads.items()])
         with open(f"{path}.json", "w") as f:
-            json.dump({"loss": float(loss), "hw": hw, "dense": dense, "params": sum(p.numel() for p in m.parameters()),
+            json.dump({"loss": float(loss), "hw": hw, "shape": list(x.shape), "dense": dense, "params": sum(p.numel() for p in m.parameters()),
                        "torch": torch.__version__, "torchvision": torchvision.__version__, "grads": sorted(grads)}, f)
         print(f"{name}: loss {float(loss):.5f}, {len(grads)} parameters", flush=True)
 

@@ -21,9 +21,12 @@ export interface BackwardOptions {
  */
 export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts: BackwardOptions): Map<string, string | null> {
   const forward = [...graph.nodes]; // nodes appended below are backward nodes
-  const isFloatTensor = (t: string) => { const s = shapes.get(t); return !!s && isFloat(s.dtype); };
-  // Name every op without a rule at once, before emitting anything.
-  const blockers = findBlockers({ nodes: forward, wrt: opts.wrt, targets: [opts.loss], isFloat: isFloatTensor });
+  // Name every op without a rule at once, before emitting anything. A value the probe gave no
+  // shape is not a tensor (a Loop's sequence of activations): it may carry gradient, so the ops
+  // around it are blockers. Read as "not float", it cut the path in silence, and every parameter
+  // before torchvision MViT's tensor_split Loops got a zero gradient.
+  const mayCarryGradient = (t: string) => { const s = shapes.get(t); return !s || isFloat(s.dtype); };
+  const blockers = findBlockers({ nodes: forward, wrt: opts.wrt, targets: [opts.loss], isFloat: mayCarryGradient });
   if (blockers.length) throw missingRulesError(blockers, opts.wrt);
   // Which tensors depend on a trainable (and which trainable, for error messages).
   const origin = new Map<string, string>();

@@ -6,6 +6,7 @@ import type { Graph, Model, Node } from '../onnx/ir.ts';
 import { attrInt, attrTensor } from '../onnx/ir.ts';
 import { type DType, isFloat, dtypeFromOnnx } from '../onnx/tensor.ts';
 import { applyExporterQuirks } from '../onnx/exporter-quirks.ts';
+import { withUnrolledLoops } from '../onnx/unroll-loop.ts';
 import { parameterCandidates } from '../train/params.ts';
 import { NO_GRADIENT_OPS } from './rule.ts';
 import { findBlockers, nodesOnPath, isDefaultDomain } from './missing-rules.ts';
@@ -57,7 +58,10 @@ export const GROUP_ORDER = ['conv weights', 'linear weights', 'recurrent weights
 
 /** Diagnose which parameter groups can train; never throws on an unknown op. */
 export function diagnoseTraining(source: Model, opts: DiagnoseOptions = {}): Diagnosis {
-  const model = applyExporterQuirks(source).model; // the parameters RefitModel would see
+  const exported = applyExporterQuirks(source).model; // the parameters RefitModel would see
+  // A Loop with a constant trip count is unrolled when a step compiles (PyTorch's tensor_split), so
+  // the paths are judged on the unrolled graph; the op counts stay the export's.
+  const model = withUnrolledLoops(exported);
   const g = model.graph;
   const params = opts.params ? [...opts.params] : parameterCandidates(g);
   const targets = opts.targets ? [...opts.targets] : g.outputs.map((o) => o.name);
@@ -94,10 +98,12 @@ export function diagnoseTraining(source: Model, opts: DiagnoseOptions = {}): Dia
 
   const opCounts: Record<string, number> = {};
   const lowered = new Map<string, string[]>();
-  for (const n of g.nodes) {
+  const loops = new Set(g.nodes.filter((x) => x.opType === 'Loop').map((x) => x.name));
+  for (const n of exported.graph.nodes) {
     const key = isDefaultDomain(n) ? n.opType : `${n.domain}:${n.opType}`;
     opCounts[key] = (opCounts[key] ?? 0) + 1;
-    if ((isLowerable(n) || n.opType === 'If') && judge(n) === null) { // an If: inlined
+    const unrolled = n.opType === 'Loop' && isDefaultDomain(n) && !loops.has(n.name);
+    if (((isLowerable(n) || n.opType === 'If') && judge(n) === null) || unrolled) { // an If: inlined; a Loop: unrolled
       const l = lowered.get(key);
       if (l) l.push(n.name); else lowered.set(key, [n.name]);
     }

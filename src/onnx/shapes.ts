@@ -3,7 +3,7 @@
 // Exact for any op onnxruntime runs (no hand-written inference rules to get wrong).
 import type { Model, ValueInfo } from './ir.ts';
 import { cloneModel } from './ir.ts';
-import { readsOf } from './subgraphs.ts';
+import { readsOf, withoutSubgraphShapes } from './subgraphs.ts';
 import { encodeModel } from './proto.ts';
 import { createSession, toOrt, fromOrt } from './runtime.ts';
 import { type Tensor, type DType, tensor, size, formatShape, isFloat } from './tensor.ts';
@@ -69,6 +69,7 @@ export async function probe(model: Model, sig: InputSignature, opts: { feeds?: R
   // (symbolic 'batch' dims written by an exporter) would only blur them.
   m.graph.inputs = m.graph.inputs.map((v) => (sig[v.name] ? { ...v, shape: [...sig[v.name]!.dims] } : v));
   m.graph.valueInfo = [];
+  m.graph.nodes = m.graph.nodes.map(withoutSubgraphShapes);
   const produced = new Set<string>();
   for (const n of m.graph.nodes) for (const o of n.outputs) if (o) produced.add(o);
   const wanted = new Set([...(opts.values ?? [])].filter((v) => produced.has(v)));
@@ -140,20 +141,51 @@ function shapeConstants(m: Model, shapes: ShapeMap): Map<string, Tensor> {
  */
 async function inferShapes(m: Model, shapes: ShapeMap): Promise<string[]> {
   const open: string[] = [];
+  const scalars = new Map<string, DType>();
   const untrusted = downstreamOfUntrustedInference(m);
   const session = await createSession(encodeModel(withoutWeights(m)), { optimization: 'basic', threads: 1 });
   try {
     for (const meta of session.outputMetadata) {
       const dtype = meta.isTensor ? META_DTYPE[meta.type] : undefined;
       const dims = meta.isTensor ? meta.shape : undefined;
+      // A sequence (a Loop's carried list) has no tensor shape, and onnxruntime-node cannot return one.
+      if (!meta.isTensor) continue;
       if (untrusted.has(meta.name)) open.push(meta.name);
+      else if (dtype && dims?.length === 0) scalars.set(meta.name, dtype);
       else if (dtype && dims && dims.every((d): d is number => typeof d === 'number' && d >= 0)) shapes.set(meta.name, { dtype, dims: [...dims] });
       else open.push(meta.name);
     }
   } finally {
     await session.release();
   }
+  const ranked = scalars.size > 0 ? await scalarsOfKnownRank(m, shapes, [...scalars.keys()]) : new Set<string>();
+  for (const [name, dtype] of scalars) {
+    if (ranked.has(name)) shapes.set(name, { dtype, dims: [] });
+    else open.push(name);
+  }
   return open;
+}
+
+/**
+ * onnxruntime's output metadata gives the shape [] both for a scalar and for a tensor whose rank
+ * inference could not tell (what a Loop's sequence hands to SequenceAt, and everything computed
+ * from it: torch.tensor_split's export in torchvision's MViT). Believing [] there made a Shape of
+ * a 4-d activation the constant [] and the probe run fail. So each [] is asked again, as a Shape of
+ * it: inference gives that Shape the dims [0] only when it knows the rank is 0.
+ */
+async function scalarsOfKnownRank(m: Model, shapes: ShapeMap, names: string[]): Promise<Set<string>> {
+  const probes = names.map((n, i) => ({ of: n, out: `__rank_of_${i}` }));
+  const known = withConstants(m, shapeConstants(m, shapes));
+  known.graph.nodes = [...known.graph.nodes, ...probes.map((p) => ({ opType: 'Shape', domain: '', name: p.out, inputs: [p.of], outputs: [p.out], attrs: {} }))];
+  known.graph.outputs = [...known.graph.outputs, ...probes.map((p) => ({ name: p.out, dtype: 'int64' as const, shape: null, untyped: true }))];
+  const cut = cutTo(known, probes.map((p) => p.out));
+  const session = await createSession(encodeModel(withoutWeights(cut)), { optimization: 'basic', threads: 1 });
+  try {
+    const rank = new Map(session.outputMetadata.map((meta) => [meta.name, meta.isTensor ? meta.shape : undefined]));
+    return new Set(probes.filter((p) => { const d = rank.get(p.out); return d?.length === 1 && d[0] === 0; }).map((p) => p.of));
+  } finally {
+    await session.release();
+  }
 }
 
 /** Run the graph cut down to `names` on the signature (zeros where no feed is given). */

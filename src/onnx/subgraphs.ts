@@ -53,3 +53,36 @@ export function readsOf(n: Node): readonly string[] {
   const outer = outerReads(n);
   return outer.length ? [...n.inputs, ...outer] : n.inputs;
 }
+
+type ValueInfoProto = onnxProto.onnx.IValueInfoProto;
+
+/** A value's type with its tensor shape dropped (element type kept); sequences and others as they are. */
+function withoutShape(v: ValueInfoProto): ValueInfoProto {
+  const t = v.type?.tensorType;
+  return t?.shape ? { ...v, type: { ...v.type, tensorType: { elemType: t.elemType } } } : v;
+}
+
+function graphWithoutShapes(g: GraphProto): GraphProto {
+  return {
+    ...g,
+    output: (g.output ?? []).map(withoutShape),
+    valueInfo: [],
+    node: (g.node ?? []).map((n) => (n.attribute?.some((a) => a.g || a.graphs?.length) ? { ...n, attribute: n.attribute.map(attrWithoutShapes) } : n)),
+  };
+}
+
+function attrWithoutShapes(a: onnxProto.onnx.IAttributeProto): onnxProto.onnx.IAttributeProto {
+  if (!a.g && !a.graphs?.length) return a;
+  return { ...a, ...(a.g ? { g: graphWithoutShapes(a.g) } : {}), ...(a.graphs?.length ? { graphs: a.graphs.map(graphWithoutShapes) } : {}) };
+}
+
+/**
+ * `n` with the output shapes and value_info its subgraphs declare removed (a copy; `n` itself when
+ * it has no subgraph). PyTorch's exporter can declare an If branch's output with the traced
+ * example's dims ([2, 320, 384] where the run gives [2, 65, 384] in torchvision's MViT blocks), and
+ * onnxruntime allocates the branch's output from that declaration and fails; inferred, it is right.
+ */
+export function withoutSubgraphShapes(n: Node): Node {
+  if (subgraphsOf(n).length === 0) return n;
+  return { ...n, attrs: Object.fromEntries(Object.entries(n.attrs).map(([k, a]) => [k, a.kind === 'opaque' ? { kind: 'opaque', value: attrWithoutShapes(a.value as onnxProto.onnx.IAttributeProto) } : a])) };
+}

@@ -5,6 +5,7 @@ import { Emitter } from '../onnx/emitter.ts';
 import { probe, probeShapes, type InputSignature, type ShapeMap } from '../onnx/shapes.ts';
 import { applyFold, planFold, FLOAT_FOLD_MAX_ELEMENTS } from '../onnx/fold.ts';
 import { inlineConstantIfs } from '../onnx/inline-if.ts';
+import { withUnrolledLoops } from '../onnx/unroll-loop.ts';
 import { buildBackward } from '../autodiff/backward.ts';
 import { lowerForGradient } from '../autodiff/lower/index.ts';
 import { lowerQuantized } from '../autodiff/lower/quant.ts';
@@ -47,10 +48,12 @@ export interface StepGraph {
 
 export const LOSS_OUTPUT = 'refit.loss';
 
-export async function buildStepGraph(source: Model, sig: InputSignature, opts: StepGraphOptions): Promise<StepGraph> {
+export async function buildStepGraph(given: Model, sig: InputSignature, opts: StepGraphOptions): Promise<StepGraph> {
   const timings: Record<string, number> = {};
   let clock = performance.now();
   const lap = (phase: string) => { const t = performance.now(); timings[phase] = (timings[phase] ?? 0) + t - clock; clock = t; };
+  // Before the probe, so the fold sees what each iteration computes from its constant iteration number.
+  const source = withUnrolledLoops(given);
   const model = cloneModel(source);
   const g = model.graph;
   const opset = opsetVersion(model);

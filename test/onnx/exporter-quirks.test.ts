@@ -225,6 +225,16 @@ test('an If on the input\'s rank (torch.onnx\'s LocalResponseNorm) is inlined wh
   await trainsAsTorch('lrn_if', { logits: 'logits', labels: 'y' }, 6);
 });
 
+test('a torchvision MViT block (tensor_split exported as a Loop building a sequence; an If on the rank whose branches declare wrong dims): the Loop is unrolled, PyTorch\'s loss and every gradient', async () => {
+  const model = await loadModel(path('mvit_block'), { threads: 1 });
+  for (const op of ['Loop', 'SequenceInsert', 'SequenceAt', 'If']) assert.ok(model.ir.graph.nodes.some((n) => n.opType === op), `the export has its ${op}`);
+  const d = diagnoseTraining(model.ir);
+  assert.ok(d.groups.every((g) => g.trainable && g.unreached.length === 0), d.summary.join('; '));
+  assert.ok(d.lowered.some((l) => l.opType === 'Loop'), 'inspect counts the Loop as unrolled');
+  await model.release();
+  await trainsAsTorch('mvit_block', { logits: 'logits', labels: 'y' }, Object.keys(fixture('mvit_block').meta.param_names).length);
+});
+
 test('a segmenter (dilated conv, bilinear upsample) trains on per-pixel cross-entropy with void pixels: PyTorch\'s F.cross_entropy(ignore_index=255) loss and gradients', async () => {
   await trainsAsTorch('segmenter', { logits: 'logits', labels: 'y', ignoreIndex: 255 }, 8);
   assert.throws(() => losses.crossEntropy({ logits: 'logits', ignoreIndex: 1.5 }).build({ em: null as never, shape: () => [2, 4, 8, 8], input: () => 'y' }), /ignoreIndex must be an integer/);
