@@ -14,12 +14,9 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadModel } from '../src/model.ts';
 import * as losses from '../src/train/losses.ts';
 import { createAdapter } from '../src/tta/index.ts';
-import { f32, i64 } from '../src/onnx/tensor.ts';
-import { parseNpy } from '../src/cli/data-files.ts';
-import { parseSafetensors } from '../src/io/safetensors.ts';
+import { stepAgainstTorch, parityTable, describeRow, type ParityRow } from './parity.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..');
@@ -34,61 +31,27 @@ if (missing.length) {
   const r = spawnSync('/usr/bin/python3', [join(here, 'torchvision_extra.py'), '--out', dir, '--only', missing.join(',')], { stdio: 'inherit' });
   if (r.status !== 0) throw new Error('bench/torchvision_extra.py failed (Debian: apt-get install python3-torch python3-torchvision python3-onnx)');
 }
-const relErr = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let d = 0, n = 0;
-  for (let i = 0; i < b.length; i++) { d += (a[i]! - b[i]!) ** 2; n += b[i]! ** 2; }
-  return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-12);
-};
-const ZERO_NORM = 1e-6;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
-const npy = (f: string) => parseNpy(new Uint8Array(readFileSync(f)), f);
 
-interface Row { model: string; params: number; input: string; loss: number; torchLoss: number; grads: string; worstGrad: number; firstMs: number; stepMs: number; tent: string; error?: string }
-const rows: Row[] = [];
+const rows: (ParityRow & { tent: string })[] = [];
 for (const name of names) {
-  const ref = JSON.parse(readFileSync(join(dir, `${name}.json`), 'utf8')) as { loss: number; shape?: number[]; hw: number; dense: boolean; params: number };
-  const torchGrads = parseSafetensors(readFileSync(join(dir, `${name}.grads.safetensors`))).tensors;
-  const xa = npy(join(dir, `${name}.x.npy`)), ya = npy(join(dir, `${name}.y.npy`));
-  const x = f32(xa.shape, Float32Array.from(xa.values as ArrayLike<number>));
-  const y = i64(ya.shape, Array.from(ya.values as ArrayLike<number>, Number));
-  const model = await loadModel(join(dir, `${name}.onnx`), { threads: 2 });
-  const row: Row = { model: name, params: ref.params, input: (ref.shape ?? [2, 3, ref.hw, ref.hw]).join('×'), loss: NaN, torchLoss: ref.loss, grads: '', worstGrad: NaN, firstMs: NaN, stepMs: NaN, tent: '' };
-  try {
-    const step = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) });
-    let t = performance.now();
-    const r = await step.run({ x, y });
-    row.firstMs = performance.now() - t;
-    const times: number[] = [];
-    for (let i = 0; i < 3; i++) { t = performance.now(); await step.run({ x, y }); times.push(performance.now() - t); }
-    row.stepMs = median(times);
-    row.loss = r.loss;
-    let compared = 0, worst = 0, zero = 0;
-    for (const [p, want] of torchGrads) {
-      const got = r.grads.get(p);
-      if (!got) continue;
-      compared++;
-      // A gradient that is zero in exact arithmetic (a key projection's bias under softmax) is
-      // float noise on both sides; its relative error says nothing.
-      const w = want.data as Float32Array;
-      if (Math.sqrt(w.reduce((a, v) => a + v * v, 0)) < ZERO_NORM) { zero++; continue; }
-      worst = Math.max(worst, relErr(got, w));
-    }
-    row.grads = `${compared}/${torchGrads.size} (refit: ${r.grads.size}${zero ? `; ${zero} of norm < ${ZERO_NORM} not in the worst` : ''})`;
-    row.worstGrad = worst;
-    await step.release();
-  } catch (e) { row.error = (e as Error).message.split('\n')[0]!.slice(0, 200); }
-  try {
-    await createAdapter(model, 'tent').predict(x);
-    row.tent = '✓';
-  } catch (e) { row.tent = `✗ ${(e as Error).message.slice(0, 120)}`; }
-  await model.release();
-  rows.push(row);
-  console.log(`${name}: loss ${row.loss.toFixed(5)} / PyTorch ${row.torchLoss.toFixed(5)}, gradients ${row.grads}, worst relative error ${row.worstGrad.toExponential(1)}, first ${row.firstMs.toFixed(0)} ms, step ${row.stepMs.toFixed(0)} ms, Tent ${row.tent}${row.error ? `, ERROR ${row.error}` : ''}`);
+  const ref = JSON.parse(readFileSync(join(dir, `${name}.json`), 'utf8')) as { loss: number; params: number };
+  let tent = '';
+  const row = await stepAgainstTorch(dir, name, {
+    loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }), torchLoss: ref.loss, params: ref.params,
+    feeds: ({ x, y }) => ({ x, y }),
+    after: async (model, { x }) => {
+      try {
+        await createAdapter(model, 'tent').predict(x);
+        tent = '✓';
+      } catch (e) { tent = `✗ ${(e as Error).message.slice(0, 120)}`; }
+    },
+  });
+  rows.push({ ...row, tent });
+  console.log(`${describeRow(row)}, Tent ${tent}`);
 }
 const lines = [`# Torchvision models beyond the zoo (${new Date().toISOString()})`, '',
   `\`npx tsx bench/torchvision-extra.ts ${process.argv.slice(2).join(' ')}\`: torch.onnx exports (opset 13, random weights, bench/torchvision_extra.py), refit's full step against PyTorch's cross-entropy (per pixel for the segmenters) on one batch of 2; 2 threads.`, '',
-  '| model | parameters | input | loss refit / PyTorch | gradients compared | worst gradient relative error | first call ms | step ms | Tent |', '|---|---:|---|---|---|---:|---:|---:|---|'];
-for (const r of rows) lines.push(`| ${r.model} | ${r.params.toLocaleString('en-US')} | ${r.input} | ${r.error ? `✗ ${r.error}` : `${r.loss.toFixed(5)} / ${r.torchLoss.toFixed(5)}`} | ${r.grads} | ${r.worstGrad.toExponential(1)} | ${r.firstMs.toFixed(0)} | ${r.stepMs.toFixed(0)} | ${r.tent} |`);
+  ...parityTable(rows, [{ head: 'Tent', cell: (r) => (r as ParityRow & { tent: string }).tent }])];
 writeFileSync(`${out}.md`, lines.join('\n') + '\n');
 writeFileSync(`${out}.json`, JSON.stringify({ date: new Date().toISOString(), rows }, null, 1));
 console.log(`wrote ${out}.md and .json`);

@@ -74,7 +74,7 @@ def _mvit_v2_s_config():
 MVIT_V2_S = _mvit_v2_s_config()
 
 
-def onnx_names(proto, model):
+def onnx_names(proto, model, matched=None):
     """Each parameter's gradient under the name refit gives it: its own name when the export keeps
     it (an initializer, or an Identity alias of an equal one that refit unties), else the
     initializer holding its values (transposed: the MatMul weights constant folding writes)."""
@@ -87,6 +87,8 @@ def onnx_names(proto, model):
         g, v = p.grad.numpy(), p.detach().numpy()
         if k in inits or k in aliases:
             out[k] = g
+            if matched is not None:
+                matched.add(k)
             continue
         for name, a in inits.items():
             if name in out:
@@ -97,6 +99,10 @@ def onnx_names(proto, model):
             if v.ndim == 2 and a.shape == v.T.shape and np.array_equal(a, v.T):
                 out[name] = np.ascontiguousarray(g.T)
                 break
+        else:
+            continue
+        if matched is not None:
+            matched.add(k)
     return out
 
 

@@ -119,6 +119,29 @@ test('finite differences through the unrolled LSTM (peepholes, states) and GRU (
   await checkOp('RNN', asOp(spec('RNN', 'forward', { states: true })), spec('RNN', 'forward').attrs, { nOutputs: 2 });
 });
 
+test('activations other than the defaults (PyTorch\'s nn.RNN(nonlinearity=\'relu\'), and every one the ONNX spec lists, with activation_alpha/beta consumed in order) equal onnxruntime', async () => {
+  type A = Record<string, never>;
+  const cases: [Op, string, A][] = [
+    ['RNN', 'bidirectional', { activations: ['Relu', 'Relu'] } as unknown as A], // DeepSpeech's bidirectional ReLU RNN
+    ['RNN', 'forward', { activations: ['Softsign'] } as unknown as A],
+    ['RNN', 'reverse', { activations: ['LeakyRelu'], activation_alpha: [0.3] } as unknown as A],
+    ['GRU', 'bidirectional', { activations: ['HardSigmoid', 'Softplus', 'Sigmoid', 'Elu'], activation_alpha: [0.3, 0.8], activation_beta: [0.4] } as unknown as A],
+    ['LSTM', 'forward', { activations: ['HardSigmoid', 'ScaledTanh', 'Affine'], activation_alpha: [0.25, 1.5, 0.7], activation_beta: [0.5, 0.8, 0.1] } as unknown as A],
+    ['LSTM', 'bidirectional', { activations: ['Sigmoid', 'Relu', 'Tanh', 'Sigmoid', 'Tanh', 'ThresholdedRelu'], activation_alpha: [0.1] } as unknown as A],
+  ];
+  for (const [op, direction, attrs] of cases) {
+    const { gap, count } = await forwardGap(spec(op, direction, { states: true, attrs }));
+    assert.equal(count, 1, `${op} ${JSON.stringify(attrs)}: not lowered`);
+    assert.ok(gap <= 1e-5, `${op} ${direction} ${JSON.stringify(attrs)}: max |diff| ${gap}`);
+  }
+  const asOp = (s: ReturnType<typeof spec>) => s.inputs.map(([name, v]) => ({ name, shape: v as number[] }));
+  const reluRnn = spec('RNN', 'bidirectional', { states: true, attrs: cases[0]![2] });
+  await checkOp('RNN', asOp(reluRnn), reluRnn.attrs, { nOutputs: 2 });
+  // a parameter the list needs but the node does not give (onnxruntime runs it with a default of its own)
+  const { model, feeds, params } = oneOp(spec('RNN', 'forward', { attrs: { activations: ['LeakyRelu'] } as unknown as A }));
+  await assert.rejects(lowered(model, feeds, params), /activation LeakyRelu needs 1 activation_alpha and 0 activation_beta values/);
+});
+
 async function torchParity(name: string) {
   const dir = new URL(`../fixtures/recurrent/${name}/`, import.meta.url);
   const model = await loadModel(new URL('model.onnx', dir).pathname, { threads: 1 });

@@ -1,4 +1,5 @@
-// LSTM, GRU and RNN unrolled into MatMul, Split, Sigmoid, Tanh, Mul and Add for the compiled
+// LSTM, GRU and RNN unrolled into MatMul, Split, their activations (Sigmoid and Tanh by default;
+// any the ONNX spec lists, with activation_alpha/beta), Mul and Add for the compiled
 // sequence length (a step is compiled per input signature, so the length is fixed), so the
 // existing rules differentiate them. Equations and gate orders are those of the ONNX spec:
 // LSTM gates i, o, f, c with peepholes P = [Pi, Po, Pf]; GRU gates z, r, h; B = [Wb, Rb].
@@ -6,11 +7,55 @@ import type { Graph, Node } from '../../onnx/ir.ts';
 import { attrInt, attrString } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
 import { f32 } from '../../onnx/tensor.ts';
+import { floatAttr } from '../../onnx/ir.ts';
 import { bind, constantValue, present, refuse, split, wanted } from './util.ts';
 
 export const RECURRENT_OPS = new Set(['LSTM', 'GRU', 'RNN']);
 
-const DEFAULT_ACTIVATIONS: Record<string, string[]> = { LSTM: ['sigmoid', 'tanh', 'tanh'], GRU: ['sigmoid', 'tanh'], RNN: ['tanh'] };
+const DEFAULT_ACTIVATIONS: Record<string, string[]> = { LSTM: ['Sigmoid', 'Tanh', 'Tanh'], GRU: ['Sigmoid', 'Tanh'], RNN: ['Tanh'] };
+
+/** The ONNX recurrent activations and how many of activation_alpha / activation_beta each consumes. */
+const ACTIVATION_PARAMS: Record<string, [alphas: number, betas: number]> = {
+  Relu: [0, 0], Tanh: [0, 0], Sigmoid: [0, 0], Softsign: [0, 0], Softplus: [0, 0],
+  LeakyRelu: [1, 0], ThresholdedRelu: [1, 0], Elu: [1, 0], HardSigmoid: [1, 1], ScaledTanh: [1, 1], Affine: [1, 1],
+};
+
+interface Activation { name: string; alpha?: number; beta?: number }
+
+/**
+ * The activations per direction ([f, g, h] for LSTM, [f, g] for GRU, [f] for RNN), their
+ * parameters consumed in order from activation_alpha and activation_beta as the ONNX spec says;
+ * a string when the node's list cannot be unrolled exactly (an unknown name, a count that does
+ * not fit, a parameter the list does not give).
+ */
+function activationsOf(node: Node, nd: number): Activation[][] | string {
+  const defaults = DEFAULT_ACTIVATIONS[node.opType]!;
+  const listed = node.attrs.activations?.value as string[] | undefined;
+  const names = listed ?? Array.from({ length: nd }, () => defaults).flat();
+  if (names.length !== defaults.length * nd) return `activations [${names.join(', ')}] has ${names.length} entries; ${node.opType} ${nd === 2 ? 'bidirectional ' : ''}takes ${defaults.length * nd}`;
+  const alphas = [...((node.attrs.activation_alpha?.value as number[] | undefined) ?? [])];
+  const betas = [...((node.attrs.activation_beta?.value as number[] | undefined) ?? [])];
+  const out: Activation[] = [];
+  for (const raw of names) {
+    const name = Object.keys(ACTIVATION_PARAMS).find((k) => k.toLowerCase() === raw.toLowerCase());
+    if (!name) return `activation '${raw}' is not one of ${Object.keys(ACTIVATION_PARAMS).join(', ')}`;
+    const [na, nb] = ACTIVATION_PARAMS[name]!;
+    if (alphas.length < na || betas.length < nb) return `activation ${name} needs ${na} activation_alpha and ${nb} activation_beta values, which the node does not give`;
+    out.push({ name, ...(na ? { alpha: alphas.shift()! } : {}), ...(nb ? { beta: betas.shift()! } : {}) });
+  }
+  return Array.from({ length: nd }, (_, d) => out.slice(d * defaults.length, (d + 1) * defaults.length));
+}
+
+/** One recurrent activation in standard ops. */
+function activate(em: Emitter, a: Activation, x: string): string {
+  switch (a.name) {
+    case 'LeakyRelu': case 'ThresholdedRelu': case 'Elu': return em.op(a.name, [x], { alpha: floatAttr(a.alpha!) });
+    case 'HardSigmoid': return em.op('HardSigmoid', [x], { alpha: floatAttr(a.alpha!), beta: floatAttr(a.beta!) });
+    case 'ScaledTanh': return em.mul(em.scalar(a.alpha!), em.op('Tanh', [em.mul(em.scalar(a.beta!), x)]));
+    case 'Affine': return em.add(em.mul(em.scalar(a.alpha!), x), em.scalar(a.beta!));
+    default: return em.op(a.name, [x]);
+  }
+}
 
 /**
  * Why this recurrent node cannot be unrolled exactly, or undefined when it can. `seqLen` is the
@@ -20,14 +65,8 @@ export function recurrentRefusal(node: Node, graph: Graph, seqLen?: number): str
   const direction = attrString(node, 'direction', 'forward');
   if (!['forward', 'reverse', 'bidirectional'].includes(direction)) return `unknown direction '${direction}'`;
   const nd = direction === 'bidirectional' ? 2 : 1;
-  const acts = node.attrs.activations;
-  if (acts) {
-    const got = (acts.value as string[]).map((a) => a.toLowerCase());
-    const want = Array.from({ length: nd }, () => DEFAULT_ACTIVATIONS[node.opType]!).flat();
-    if (got.length !== want.length || got.some((a, i) => a !== want[i])) {
-      return `only the default activations (${DEFAULT_ACTIVATIONS[node.opType]!.join(', ')} per direction) are unrolled, got [${(acts.value as string[]).join(', ')}]`;
-    }
-  }
+  const acts = activationsOf(node, nd);
+  if (typeof acts === 'string') return acts;
   if (node.attrs.clip) return `attribute clip=${node.attrs.clip.value} is not supported (cell clipping is not unrolled)`;
   if (node.opType === 'LSTM' && attrInt(node, 'input_forget', 0) !== 0) return 'attribute input_forget=1 (coupled input and forget gates) is not supported';
   const layout = attrInt(node, 'layout', 0);
@@ -73,8 +112,11 @@ export function lowerRecurrent(node: Node, graph: Graph, em: Emitter, shapeOf: (
   const Ps = node.opType === 'LSTM' ? perDir(present(node, 7) ? node.inputs[7]! : null) : [];
   const zeros = () => em.constant(f32([1, Bn, H], new Float32Array(Bn * H)), 'zero_state');
 
+  const acts = activationsOf(node, nd) as Activation[][];
   const Ys: string[] = [], Yh: string[] = [], Yc: string[] = [];
   for (let d = 0; d < nd; d++) {
+    const [fAct, gAct, hAct] = acts[d]! as [Activation, Activation?, Activation?];
+    const f = (v: string) => activate(em, fAct, v), g = (v: string) => activate(em, gAct!, v), hh = (v: string) => activate(em, hAct!, v);
     const reverse = direction === 'reverse' || d === 1;
     const order = Array.from({ length: S }, (_, t) => (reverse ? S - 1 - t : t));
     const WT = em.transpose(Ws[d]!, [1, 0]); // [I, G·H]
@@ -110,36 +152,36 @@ export function lowerRecurrent(node: Node, graph: Graph, em: Emitter, shapeOf: (
       const xt = xSteps[t]!;
       if (node.opType === 'LSTM') {
         const gates = em.add(xt, em.op('MatMul', [h, RT]));
-        let i: string, f: string, o: string, cc: string;
+        let i: string, fg: string, o: string, cc: string;
         if (pi) {
           let [gi, go, gf, gc] = split(em, gates, [H, H, H, H], 2) as [string, string, string, string];
           gi = em.add(gi, em.mul(pi, c));
           gf = em.add(gf, em.mul(pf, c));
-          i = em.op('Sigmoid', [gi]); f = em.op('Sigmoid', [gf]); cc = em.op('Tanh', [gc]);
-          c = em.add(em.mul(f, c), em.mul(i, cc));
-          o = em.op('Sigmoid', [em.add(go, em.mul(po, c))]);
+          i = f(gi); fg = f(gf); cc = g(gc);
+          c = em.add(em.mul(fg, c), em.mul(i, cc));
+          o = f(em.add(go, em.mul(po, c)));
         } else {
-          // Gates i, o, f are contiguous: one Sigmoid (and one backward) for all three.
+          // Gates i, o, f are contiguous: one activation (and one backward) for all three.
           const [gsig, gc] = split(em, gates, [3 * H, H], 2) as [string, string];
-          [i, o, f] = split(em, em.op('Sigmoid', [gsig]), [H, H, H], 2) as [string, string, string];
-          cc = em.op('Tanh', [gc]);
-          c = em.add(em.mul(f, c), em.mul(i, cc));
+          [i, o, fg] = split(em, f(gsig), [H, H, H], 2) as [string, string, string];
+          cc = g(gc);
+          c = em.add(em.mul(fg, c), em.mul(i, cc));
         }
-        h = em.mul(o, em.op('Tanh', [c]));
+        h = em.mul(o, hh(c));
       } else if (node.opType === 'GRU') {
         const [xzr, xh] = split(em, xt, [2 * H, H], 2) as [string, string];
         let z: string, r: string, ht: string;
         if (lbr) {
-          const [hzr, hh] = split(em, em.op('MatMul', [h, RT]), [2 * H, H], 2) as [string, string];
-          [z, r] = split(em, em.op('Sigmoid', [em.add(xzr, hzr)]), [H, H], 2) as [string, string];
-          ht = em.op('Tanh', [em.add(xh, em.mul(r, rbh ? em.add(hh, rbh) : hh))]);
+          const [hzr, hhr] = split(em, em.op('MatMul', [h, RT]), [2 * H, H], 2) as [string, string];
+          [z, r] = split(em, f(em.add(xzr, hzr)), [H, H], 2) as [string, string];
+          ht = g(em.add(xh, em.mul(r, rbh ? em.add(hhr, rbh) : hhr)));
         } else {
-          [z, r] = split(em, em.op('Sigmoid', [em.add(xzr, em.op('MatMul', [h, rzrT]))]), [H, H], 2) as [string, string];
-          ht = em.op('Tanh', [em.add(xh, em.op('MatMul', [em.mul(r, h), rhT]))]);
+          [z, r] = split(em, f(em.add(xzr, em.op('MatMul', [h, rzrT]))), [H, H], 2) as [string, string];
+          ht = g(em.add(xh, em.op('MatMul', [em.mul(r, h), rhT])));
         }
         h = em.add(em.mul(em.sub(em.scalar(1), z), ht), em.mul(z, h));
       } else {
-        h = em.op('Tanh', [em.add(xt, em.op('MatMul', [h, RT]))]);
+        h = f(em.add(xt, em.op('MatMul', [h, RT])));
       }
       hs[t] = h;
     }
