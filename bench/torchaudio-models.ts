@@ -1,8 +1,9 @@
 // Speech models from torchaudio, as a user exports them (bench/torchaudio_models.py: torch.onnx,
 // opset 14, random weights): does refit's full step ('all') give PyTorch's loss and every
-// gradient, computed in float64 (and how far is PyTorch's own float32 step from it)? wav2vec 2.0 and HuBERT base with a CTC head, a Conformer encoder, DeepSpeech (LSTM),
-// Wav2Letter and Conv-TasNet. Frame classifiers take frame-level cross-entropy, Conv-TasNet the
-// mean squared error against target sources.
+// gradient, computed in float64 (and how far is PyTorch's own float32 step from it)? wav2vec 2.0
+// with a CTC head and the CTC loss (losses.ctc against F.ctc_loss), a Conformer encoder and
+// DeepSpeech (a bidirectional ReLU RNN) with frame-level cross-entropy, Wav2Letter with
+// cross-entropy over [N, C, T], Conv-TasNet with the mean squared error against target sources.
 //
 //   npx tsx bench/torchaudio-models.ts [--only wav2vec2_base,conformer] [--out bench/results/torchaudio-models]
 //
@@ -31,6 +32,7 @@ if (missing.length) {
 }
 
 const LOSS: Record<string, LossSpec> = {
+  ctc: losses.ctc({ logits: 'out', labels: 'y', maxLabelLength: 12 }),
   frames: losses.tokenCrossEntropy({ logits: 'out', labels: 'y' }),
   channels: losses.crossEntropy({ logits: 'out', labels: 'y' }),
   mse: losses.mse({ output: 'out', target: 'y' }),
@@ -43,7 +45,7 @@ for (const name of names) {
   console.log(describeRow(row));
 }
 const lines = [`# Speech models from torchaudio (${new Date().toISOString()})`, '',
-  `\`npx tsx bench/torchaudio-models.ts ${process.argv.slice(2).join(' ')}\`: torch.onnx exports (opset 14, random weights, bench/torchaudio_models.py), refit's full step against PyTorch's loss and gradients computed in float64 (frame-level cross-entropy; mean squared error for Conv-TasNet) on one batch of 2; 2 threads. "PyTorch float32 worst": PyTorch's own float32 step against the same float64 reference. "unnamed": PyTorch parameters whose ONNX initializer the script could not match by name or value (weight-norm pairs, LSTM gates reordered by the exporter), so not compared.`, '',
+  `\`npx tsx bench/torchaudio-models.ts ${process.argv.slice(2).join(' ')}\`: torch.onnx exports (opset 14, random weights, bench/torchaudio_models.py), refit's full step against PyTorch's loss and gradients computed in float64 (CTC for wav2vec 2.0, rows of 12 and 7 labels over 49 frames; frame-level cross-entropy; mean squared error for Conv-TasNet) on one batch of 2; 2 threads. "PyTorch float32 worst": PyTorch's own float32 step against the same float64 reference. "unnamed": PyTorch parameters whose ONNX initializer the script could not match by name or value (weight-norm pairs, LSTM gates reordered by the exporter), so not compared.`, '',
   ...parityTable(rows, [
     { head: 'PyTorch float32 worst', cell: (r) => (r as unknown as { torch32: number }).torch32.toExponential(1) },
     { head: 'unnamed', cell: (r) => String((r as unknown as { unnamed: number }).unnamed) },

@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """Speech models from torchaudio (Debian's python3-torchaudio 0.13) exported as a user exports them
 (torch.onnx, opset 14, dynamic batch, random weights): wav2vec 2.0 and HuBERT base with a CTC head
-(what ASR fine-tuning trains), a Conformer encoder on 80 log-mel features, DeepSpeech (an LSTM over
+and the CTC loss (what ASR fine-tuning trains), a Conformer encoder on 80 log-mel features, DeepSpeech (an LSTM over
 feature frames), Wav2Letter (1-d convolutions) and Conv-TasNet (waveform source separation). For each:
 PyTorch's loss and every parameter's gradient on one batch, for bench/torchaudio-models.ts, computed
 in float64 (the model and batch cast up after the float32 export): the reference is the exact
 gradient, not PyTorch's float32 one, which is far from it on wav2vec 2.0 (its feature projection's
 LayerNorm sees features of std 4e-4, below its eps, and PyTorch's float32 backward there is 99 %
 off). PyTorch's own float32 error against it is saved too (`torch32_worst`).
-Frame classifiers take frame-level cross-entropy (F.cross_entropy over every frame); Conv-TasNet
-the mean squared error against a target mixture of sources.
+The CTC models take F.ctc_loss on label sequences, the other frame classifiers frame-level
+cross-entropy (F.cross_entropy over every frame), Conv-TasNet the mean squared error against target
+sources.
 
     /usr/bin/python3 bench/torchaudio_models.py --out tmp/torchaudio [--only wav2vec2_base,conformer]
 
@@ -62,10 +63,12 @@ class ConformerHead(torch.nn.Module):
         return self.head(self.encoder(x, lengths)[0])
 
 
-# name: (constructor, input shape, kind): 'frames' = [N, T, C] logits with frame labels; 'mse' = a waveform output
+# name: (constructor, input shape, kind): 'ctc' = [N, T, C] logits with CTC over label sequences
+# (blank 0, rows of 12 and 7 labels padded with -100); 'frames' = [N, T, C] logits with frame
+# labels; 'channels' = [N, C, T] logits with frame labels; 'mse' = a waveform output
 MODELS = {
-    "wav2vec2_base": (lambda: First(A.wav2vec2_base(aux_num_out=32)), (2, 16000), "frames"),
-    "hubert_base": (lambda: First(A.hubert_base(aux_num_out=32)), (2, 16000), "frames"),
+    "wav2vec2_base": (lambda: First(A.wav2vec2_base(aux_num_out=32)), (2, 16000), "ctc"),
+    "hubert_base": (lambda: First(A.hubert_base(aux_num_out=32)), (2, 16000), "ctc"),
     "conformer": (lambda: ConformerHead(), (2, 64, 80), "frames"),
     "deepspeech": (lambda: A.DeepSpeech(n_feature=80, n_hidden=256, n_class=32), (2, 1, 50, 80), "frames"),
     "wav2letter": (lambda: A.Wav2Letter(num_classes=32, input_type="mfcc", num_features=13), (2, 13, 200), "channels"),
@@ -91,6 +94,10 @@ def main():
             out = m(x)
         if kind == "mse":
             y = torch.randn(*out.shape)
+        elif kind == "ctc":
+            y = torch.full((out.shape[0], 12), -100, dtype=torch.int64)
+            y[0, :12] = torch.randint(1, out.shape[-1], (12,))
+            y[1, :7] = torch.randint(1, out.shape[-1], (7,))
         elif kind == "channels":  # Wav2Letter: [N, classes, frames]
             y = torch.randint(0, out.shape[1], (out.shape[0], out.shape[2]))
         else:
@@ -101,7 +108,11 @@ def main():
             mm.zero_grad(set_to_none=True)
             o = mm(x.to(dtype))
             yy = y.to(dtype) if kind == "mse" else y
-            loss = F.mse_loss(o, yy) if kind == "mse" else F.cross_entropy(o, yy) if kind == "channels" else F.cross_entropy(o.flatten(0, -2), yy.flatten())
+            if kind == "ctc":
+                lens = (yy != -100).sum(1)
+                loss = F.ctc_loss(o.log_softmax(-1).transpose(0, 1), yy[yy != -100], torch.full((o.shape[0],), o.shape[1]), lens)
+            else:
+                loss = F.mse_loss(o, yy) if kind == "mse" else F.cross_entropy(o, yy) if kind == "channels" else F.cross_entropy(o.flatten(0, -2), yy.flatten())
             loss.backward()
             return float(loss), {k: p.grad.double().clone() for k, p in mm.named_parameters() if p.grad is not None}
 

@@ -8,6 +8,7 @@ import { nextTokenTask } from './token-task.ts';
 import { pairsTask } from './pairs-task.ts';
 import { loadSeq2seq, seq2seqTask } from './seq2seq-task.ts';
 import { segmentTask } from './segment-task.ts';
+import { ctcTask } from './ctc-task.ts';
 import { TASKS } from './train.ts';
 import { withoutKvCache } from '../onnx/kv-cache.ts';
 
@@ -47,7 +48,7 @@ export interface EvalResult {
   accuracy: number;
   /** Mean cross-entropy (nats; per token for next-token; the in-batch-negatives loss over the whole set for pairs). */
   loss: number;
-  task?: 'next-token' | 'pairs' | 'seq2seq' | 'segment';
+  task?: 'next-token' | 'pairs' | 'seq2seq' | 'segment' | 'ctc';
   /** --task segment: the mean intersection over union over the classes labelled or predicted. */
   meanIoU?: number;
   seconds: number;
@@ -109,6 +110,14 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   if (o.ignoreIndex !== undefined && taskName !== 'segment') throw new Error('--ignore-index is for --task segment');
   const model = await loadModel(modelPath);
   try {
+    if (taskName === 'ctc') {
+      const flags = [o.labelColumn && '--label-column', prep.pixels && '--mean/--std', prep.resize !== undefined && '--resize', o.pooling && '--pooling'].filter(Boolean);
+      if (flags.length) throw new Error(`${flags.join(', ')}: not for --task ctc, which reads audio or features (--data) and label sequences (--labels)`);
+      const task = await ctcTask(model, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) });
+      const n = task.data.samples;
+      const r = await task.evaluate(model, range(0, n), batchSize);
+      return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'ctc', seconds: (performance.now() - t0) / 1000 };
+    }
     if (taskName === 'segment') {
       if (o.labelColumn || padToken !== undefined) throw new Error(`${o.labelColumn ? '--label-column' : '--pad-token'}: not for --task segment, which reads images (--data) and masks (--labels, .npy [N, H, W])`);
       const ignoreIndex = o.ignoreIndex !== undefined ? finiteNumber('--ignore-index', o.ignoreIndex, Number.isInteger, 'an integer') : undefined;
@@ -132,6 +141,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
 export function formatEval(r: EvalResult): string {
   if (r.task === 'pairs') return `${r.model} on ${r.data} (${r.samples} examples): retrieval accuracy ${(100 * r.accuracy).toFixed(2)}% (each anchor's own positive the nearest of all ${r.samples} examples' candidates), in-batch-negatives loss ${r.loss.toFixed(4)} (${r.seconds.toFixed(1)} s)`;
   if (r.task === 'segment') return `${r.model} on ${r.data} (${r.samples} images): pixel accuracy ${(100 * r.accuracy).toFixed(2)}% over the labelled pixels, mean IoU ${(100 * (r.meanIoU ?? NaN)).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per pixel (${r.seconds.toFixed(1)} s)`;
+  if (r.task === 'ctc') return `${r.model} on ${r.data} (${r.samples} sequences): label error rate ${(100 * (1 - r.accuracy)).toFixed(2)}% (greedy decoding against the labels, edit distance over label count), CTC loss ${r.loss.toFixed(4)} nats per label (${r.seconds.toFixed(1)} s)`;
   if (r.task === 'seq2seq') return `${r.model} on ${r.data} (${r.samples} sequences): target-token accuracy ${(100 * r.accuracy).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per token, perplexity ${Math.exp(r.loss).toFixed(2)} (${r.seconds.toFixed(1)} s)`;
   if (r.task === 'next-token') return `${r.model} on ${r.data} (${r.samples} sequences): next-token accuracy ${(100 * r.accuracy).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per token, perplexity ${Math.exp(r.loss).toFixed(2)} (${r.seconds.toFixed(1)} s)`;
   return `${r.model} on ${r.data}: accuracy ${(100 * r.accuracy).toFixed(2)}% (${Math.round(r.accuracy * r.samples)}/${r.samples}), loss ${r.loss.toFixed(4)} (${r.seconds.toFixed(1)} s)`;

@@ -50,7 +50,7 @@ program
   .description('fine-tune a model, fully or with a PEFT adapter, on labelled data; writes the model (.onnx) or the adapter folder (HF PEFT layout)')
   .argument('<model>', 'the ONNX model to train')
   .requiredOption('--data <path>', 'training data: IDX, .npy, .csv or an image folder (see below); token models: a .npy of token ids [sequences, length]; --task pairs: [examples, columns, length]; --task seq2seq: the source ids')
-  .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position predicts the next token), pairs (an embedding model: anchor, positive and optional hard negatives per example, in-batch negatives as sentence-transformers trains), seq2seq (an encoder-decoder in two files: <model> is the encoder, --decoder the decoder, --labels the target ids) or segment (a segmenter\'s [N, classes, H, W] logits, --labels a .npy of masks [N, H, W])', 'classify')
+  .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position predicts the next token), pairs (an embedding model: anchor, positive and optional hard negatives per example, in-batch negatives as sentence-transformers trains), seq2seq (an encoder-decoder in two files: <model> is the encoder, --decoder the decoder, --labels the target ids), segment (a segmenter\'s [N, classes, H, W] logits, --labels a .npy of masks [N, H, W]) or ctc (a speech recogniser\'s [N, frames, classes] logits with the CTC loss: --data audio or features, --labels a .npy of label sequences [N, length] filled with -100, --pad-token the blank, default 0)', 'classify')
   .option('--decoder <file>', '--task seq2seq: the decoder file (decoder_model.onnx or decoder_model_merged.onnx); both files are written into --out (an --adapter folded in)')
   .option('--decoder-start <id>', "--task seq2seq: the decoder's start token (config.json's decoder_start_token_id; default --pad-token)")
   .option('--ignore-index <v>', '--task segment: the mask value of pixels left out (default 255, the void of VOC-style masks)')
@@ -91,6 +91,7 @@ program
     'refit train all-MiniLM-L6-v2.onnx --task pairs --data pairs.npy --pad-token 0 --adapter lora --out minilm-lora/   # pairs.npy: [examples, 2 or more, length]',
     'refit train encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100 --out opus-mt-tuned/',
     'refit train deeplabv3.onnx --task segment --data images/ --labels masks/ --adapter lora --out deeplab-lora/   # masks/: a PNG per image, same name',
+    'refit train wav2vec2-base-960h.onnx --task ctc --data audio.npy --labels char-ids.npy --pad-token 0 --adapter lora --out w2v-lora/   # audio.npy [n, samples] at 16 kHz',
     'refit train encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100 --adapter lora --out opus-mt-lora/   # folded into both files',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
@@ -148,7 +149,7 @@ program
   .option('--decoder <file>', '--task seq2seq: the decoder file; the model argument is the encoder, --labels the target ids')
   .option('--decoder-start <id>', "--task seq2seq: the decoder's start token (config.json's decoder_start_token_id; default --pad-token)")
   .option('--ignore-index <v>', '--task segment: the mask value of pixels left out (default 255)')
-  .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position scored on the next token), pairs (an embedding model: how often an anchor\'s nearest candidate is its own positive), seq2seq (an encoder-decoder on target sequences) or segment (pixel accuracy of a segmenter against --labels masks)', 'classify')
+  .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position scored on the next token), pairs (an embedding model: how often an anchor\'s nearest candidate is its own positive), seq2seq (an encoder-decoder on target sequences), segment (pixel accuracy of a segmenter against --labels masks) or ctc (label error rate of a speech recogniser\'s greedy decoding against --labels sequences)', 'classify')
   .option('--pooling <mode>', '--task pairs: mean (over the attention mask, the default) or cls')
   .option('--labels <path>', 'labels, when --data has none; --task seq2seq: the target token ids; --task segment: masks (.npy [N, H, W] or a folder of PNG masks)')
   .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')

@@ -21,10 +21,11 @@ import { nextTokenTask } from './token-task.ts';
 import { pairsTask } from './pairs-task.ts';
 import { loadSeq2seq, seq2seqTask } from './seq2seq-task.ts';
 import { segmentTask } from './segment-task.ts';
+import { ctcTask } from './ctc-task.ts';
 import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts';
 
 export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-affine'] as const;
-export const TASKS = ['classify', 'next-token', 'pairs', 'seq2seq', 'segment'] as const;
+export const TASKS = ['classify', 'next-token', 'pairs', 'seq2seq', 'segment', 'ctc'] as const;
 
 export interface TrainOptions {
   /**
@@ -149,7 +150,8 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   const prep = preprocessOptions(o, o.json);
   const { pixels, resize } = prep;
-  if ((pixels || resize !== undefined) && taskName !== 'classify' && taskName !== 'segment') throw new Error(`--mean, --std and --resize prepare pixel data; --task ${taskName} reads token ids`);
+  if ((pixels || resize !== undefined) && taskName !== 'classify' && taskName !== 'segment') throw new Error(`--mean, --std and --resize prepare pixel data; --task ${taskName} reads ${taskName === 'ctc' ? 'audio or features' : 'token ids'}`);
+  if (taskName === 'ctc' && o.labelColumn) throw new Error('--label-column reads CSV data; --task ctc reads label sequences from --labels (.npy [n, length])');
   if (o.ignoreIndex !== undefined && taskName !== 'segment') throw new Error('--ignore-index is for --task segment');
   if (taskName === 'segment' && (o.labelColumn || o.padToken !== undefined)) throw new Error(`${o.labelColumn ? '--label-column' : '--pad-token'}: not for --task segment, which reads images (--data) and masks (--labels, .npy [N, H, W])`);
   const ignoreIndex = o.ignoreIndex !== undefined ? finiteNumber('--ignore-index', o.ignoreIndex, Number.isInteger, 'an integer') : undefined;
@@ -182,6 +184,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
       case 'next-token': return nextTokenTask(base, { data: o.data, ...logits, ...pad });
       case 'pairs': return pairsTask(base, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...pad, ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) });
       case 'segment': return segmentTask(base, { data: o.data, labels: o.labels, ...logits, ...prep, ...(ignoreIndex !== undefined ? { ignoreIndex } : {}) });
+      case 'ctc': return ctcTask(base, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...logits, ...pad });
       default: return classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep });
     }
   };

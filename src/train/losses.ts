@@ -4,6 +4,7 @@ import type { Emitter } from '../onnx/emitter.ts';
 import type { LossContext, LossInput, LossSpec } from './loss-spec.ts';
 
 export { inBatchNegatives, type InBatchNegativesOptions } from './contrastive-loss.ts';
+export { ctc, type CtcOptions } from './ctc-loss.ts';
 
 export interface SampleWeighting {
   /** Name of a float [N] loss input holding per-sample weights (or a 0/1 mask). */

@@ -1,5 +1,6 @@
 // refit inspect names the training task that fits a model's inputs and outputs: a classifier, a
-// language model, an embedding model, the two halves of an encoder-decoder, a segmenter.
+// language model, an embedding model, the two halves of an encoder-decoder, a segmenter (a CTC
+// speech recogniser: test/e2e/cli-ctc.test.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { inspectModel, formatInspect } from '../../src/cli/inspect.ts';

@@ -1,0 +1,84 @@
+// `refit train --task ctc` and `refit eval --task ctc`: a frame classifier (features [N, 24, 6] →
+// Linear-ReLU-Linear → [N, 24, 5] logits, class 0 the blank) learns to read sequences of 2–4
+// "phonemes" (each a few frames of its own feature pattern, silence between) from their label
+// sequences alone, without frame alignments; the label error rate of greedy decoding falls.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runTrain } from '../../src/cli/train.ts';
+import { runEval, formatEval } from '../../src/cli/eval.ts';
+import { ModelBuilder } from '../../src/onnx/model-builder.ts';
+import { encodeModel } from '../../src/onnx/proto.ts';
+import { f32 } from '../../src/onnx/tensor.ts';
+import { Rng } from '../../src/util/rng.ts';
+import { npy } from '../helpers/cli.ts';
+import { inspectModel } from '../../src/cli/inspect.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'refit-ctc-'));
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+const p = (f: string) => join(dir, f);
+const T = 24, F = 6, C = 5, S = 4;
+
+function model(seed: number): Uint8Array {
+  const r = new Rng(seed), rnd = (n: number, s: number) => Array.from({ length: n }, () => s * (r.next() - 0.5));
+  return encodeModel(new ModelBuilder({ opset: 17 }).input('features', 'float32', ['N', T, F])
+    .initializer('w1', f32([F, 16], rnd(F * 16, 0.6))).initializer('b1', f32([16], rnd(16, 0.1)))
+    .initializer('w2', f32([16, C], rnd(16 * C, 0.6))).initializer('b2', f32([C], rnd(C, 0.1)))
+    .node('MatMul', ['features', 'w1'], ['h0']).node('Add', ['h0', 'b1'], ['h1']).node('Relu', ['h1'], ['h'])
+    .node('MatMul', ['h', 'w2'], ['z0']).node('Add', ['z0', 'b2'], ['logits'])
+    .output('logits', 'float32', ['N', T, C]).build());
+}
+
+/** n utterances: 2–4 phonemes (classes 1–4, a repeat allowed), each 3–4 frames of its pattern, 1–2 silent frames between. */
+function utterances(n: number, seed: number): { x: Float32Array; y: BigInt64Array } {
+  const r = new Rng(seed), x = new Float32Array(n * T * F), y = new BigInt64Array(n * S).fill(-100n);
+  for (let i = 0; i < n; i++) {
+    const k = 2 + Math.floor(r.next() * 3);
+    let t = 1;
+    for (let j = 0; j < k; j++) {
+      const c = 1 + Math.floor(r.next() * 4);
+      y[i * S + j] = BigInt(c);
+      const len = 3 + Math.floor(r.next() * 2);
+      for (let u = 0; u < len && t < T; u++, t++) { x[(i * T + t) * F + c - 1] = 1; x[(i * T + t) * F + 4 + (j % 2)] = 0.5; }
+      t += 1 + Math.floor(r.next() * 2);
+    }
+    for (let q = 0; q < T * F; q++) x[i * T * F + q]! += 0.1 * (r.next() - 0.5);
+  }
+  return { x, y };
+}
+
+test('a frame classifier learns label sequences with the CTC loss: label error rate falls; eval agrees', async () => {
+  writeFileSync(p('model.onnx'), model(3));
+  assert.equal((await inspectModel(p('model.onnx'))).task?.task, 'ctc', 'inspect suggests --task ctc for float input and [N, frames, classes] logits');
+  const { x, y } = utterances(240, 4);
+  writeFileSync(p('x.npy'), npy('<f4', [240, T, F], x));
+  writeFileSync(p('y.npy'), npy('<i8', [240, S], y));
+  const before = await runEval(p('model.onnx'), { task: 'ctc', data: p('x.npy'), labels: p('y.npy'), json: true });
+  const r = await runTrain(p('model.onnx'), { task: 'ctc', data: p('x.npy'), labels: p('y.npy'), epochs: 12, lr: 0.02, batchSize: 16, out: p('tuned.onnx'), json: true });
+  assert.equal(r.task, 'ctc');
+  const after = await runEval(p('tuned.onnx'), { task: 'ctc', data: p('x.npy'), labels: p('y.npy'), json: true });
+  assert.equal(after.task, 'ctc');
+  assert.match(formatEval(after), /label error rate \d+\.\d+% \(greedy decoding/);
+  // Measured: label error rate 79.4 % → 0.0 %, CTC loss 9.25 → 0.007 nats per label
+  assert.ok(1 - after.accuracy < 0.1 && 1 - before.accuracy > 0.5, `label error rate ${1 - before.accuracy} → ${1 - after.accuracy}`);
+  assert.ok(after.loss < before.loss / 4, `loss ${before.loss} → ${after.loss}`);
+});
+
+test('--task ctc: labels that are the blank, out of range, after the fill, or of the wrong count, and misplaced flags get one clear error; nothing written', async () => {
+  writeFileSync(p('m.onnx'), model(5));
+  const { x, y } = utterances(8, 6);
+  writeFileSync(p('x8.npy'), npy('<f4', [8, T, F], x));
+  const bad = (edit: (v: BigInt64Array) => void, name: string) => { const v = y.slice(); edit(v); writeFileSync(p(name), npy('<i8', [8, S], v)); return p(name); };
+  const train = (labels: string | undefined, extra: Record<string, unknown> = {}) => runTrain(p('m.onnx'), { task: 'ctc', data: p('x8.npy'), ...(labels ? { labels } : {}), out: p('never.onnx'), json: true, ...extra });
+  await assert.rejects(train(bad((v) => { v[1] = 0n; }, 'blank.npy')), /row 0 has label 0, which is the blank \(--pad-token\)/);
+  await assert.rejects(train(bad((v) => { v[0] = 7n; }, 'big.npy')), /row 0 has label 7, which is not a class \(the model has 5\)/);
+  await assert.rejects(train(bad((v) => { v[4 + 2] = -100n; v[4 + 3] = 2n; }, 'gap.npy')), /row 1 has a label after its fill/);
+  writeFileSync(p('y7.npy'), npy('<i8', [7, S], y.slice(0, 7 * S)));
+  await assert.rejects(train(p('y7.npy')), /7 label sequences for 8 samples/);
+  await assert.rejects(train(undefined), /--task ctc learns label sequences: give them with --labels/);
+  await assert.rejects(train(p('y7.npy'), { padToken: 9 }), /--pad-token 9 \(the CTC blank\) is not one of the model's 5 classes/);
+  await assert.rejects(train(p('y7.npy'), { labelColumn: 'y' }), /--label-column reads CSV data; --task ctc reads label sequences/);
+  assert.ok(!existsSync(p('never.onnx')));
+});
