@@ -7,6 +7,7 @@ import { createSession, toOrt, fromOrt, type SessionOptions, ort } from './onnx/
 import { signatureOf, checkSignature } from './onnx/shapes.ts';
 import { type Tensor, formatShape, cloneTensor } from './onnx/tensor.ts';
 import { TrainStep } from './train/train-step.ts';
+import type { StopGradient } from './autodiff/backward.ts';
 import type { LossSpec } from './train/loss-spec.ts';
 import { selectParams, parameterCandidates, type ParamSelector } from './train/params.ts';
 import { upgradeOpset, type UpgradeOptions, type UpgradeReport } from './onnx/opset-upgrade.ts';
@@ -31,6 +32,12 @@ export interface CompileOptions {
   batchNorm?: 'eval' | 'train';
   /** Activation checkpointing (src/train/checkpoint.ts): recompute most saved activations in the backward. */
   checkpoint?: boolean | number;
+  /**
+   * Where no gradient flows back: PyTorch's `.detach()`, which an ONNX export loses (it keeps the
+   * values, not the cut). A tensor name cuts every use of it; `{ tensor, into }` only its use by
+   * node `into` (src/autodiff/backward.ts).
+   */
+  stopGradient?: StopGradient[];
   session?: SessionOptions;
   /** Choose what trains to fit a memory budget: see compileTrainStep and src/train/memory-budget.ts. */
   memoryBudget?: undefined;
@@ -215,7 +222,7 @@ export class RefitModel {
     if ('memoryBudget' in opts && opts.memoryBudget !== undefined) return import('./train/memory-budget.ts').then((m) => m.compileWithinBudget(this, opts as BudgetCompileOptions));
     if (opts.trainable === undefined) throw new Error('compileTrainStep: trainable is required (or pass memoryBudget to have it chosen)');
     const trainable = selectParams(this.ir.graph, opts.trainable);
-    return new TrainStep(this, { trainable, loss: opts.loss, outputs: opts.outputs, batchNorm: opts.batchNorm, ...(opts.checkpoint ? { checkpoint: opts.checkpoint } : {}) }, opts.session ?? this.sessionOptions);
+    return new TrainStep(this, { trainable, loss: opts.loss, outputs: opts.outputs, batchNorm: opts.batchNorm, ...(opts.checkpoint ? { checkpoint: opts.checkpoint } : {}), ...(opts.stopGradient?.length ? { stopGradient: opts.stopGradient } : {}) }, opts.session ?? this.sessionOptions);
   }
 
   toBytes(): Uint8Array {

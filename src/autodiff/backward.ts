@@ -13,7 +13,16 @@ export interface BackwardOptions {
   loss: string;
   /** Tensors (usually parameters) to differentiate with respect to. */
   wrt: string[];
+  /**
+   * Where no gradient flows back, as if PyTorch had `.detach()`ed there (an ONNX export keeps the
+   * values and loses the cut: torchvision's RAFT detaches its flow coordinates): a tensor (every
+   * use of it), or `{ tensor, into }`, its use by the node named `into` only (PyTorch detached one
+   * use and kept another, and the export has one tensor for both).
+   */
+  stopGradient?: Iterable<StopGradient>;
 }
+
+export type StopGradient = string | { tensor: string; into: string };
 
 /**
  * Append the backward pass of `graph` to itself; returns, per `wrt` name, the tensor holding
@@ -25,7 +34,17 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
   // shape is not a tensor (a Loop's sequence of activations): it may carry gradient, so the ops
   // around it are blockers. Read as "not float", it cut the path in silence, and every parameter
   // before torchvision MViT's tensor_split Loops got a zero gradient.
-  const mayCarryGradient = (t: string) => { const s = shapes.get(t); return !s || isFloat(s.dtype); };
+  const stopped = new Set<string>(), cutEdges = new Set<string>();
+  for (const stop of opts.stopGradient ?? []) {
+    const t = typeof stop === 'string' ? stop : stop.tensor;
+    if (!shapes.has(t)) throw new Error(`stopGradient: '${t}' is not a tensor of the model`);
+    if (typeof stop === 'string') { stopped.add(t); continue; }
+    const into = forward.find((n) => n.name === stop.into);
+    if (!into) throw new Error(`stopGradient: no node of the model is named '${stop.into}'`);
+    if (!into.inputs.includes(t)) throw new Error(`stopGradient: node '${stop.into}' does not read '${t}' (its inputs: ${into.inputs.filter(Boolean).join(', ')})`);
+    cutEdges.add(`${t}\u0000${stop.into}`);
+  }
+  const mayCarryGradient = (t: string) => { if (stopped.has(t)) return false; const s = shapes.get(t); return !s || isFloat(s.dtype); };
   const blockers = findBlockers({ nodes: forward, wrt: opts.wrt, targets: [opts.loss], isFloat: mayCarryGradient });
   if (blockers.length) throw missingRulesError(blockers, opts.wrt);
   // Which tensors depend on a trainable (and which trainable, for error messages).
@@ -37,7 +56,7 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
     if (src === undefined) continue;
     for (const o of n.outputs) {
       const s = shapes.get(o);
-      if (o && s && isFloat(s.dtype)) origin.set(o, origin.get(src)!);
+      if (o && s && isFloat(s.dtype) && !stopped.has(o)) origin.set(o, origin.get(src)!);
     }
   }
   // Which tensors the loss depends on.
@@ -76,7 +95,7 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
     if (!node.outputs.some((o) => origin.has(o) && reaches.has(o))) continue;
     const dOut = node.outputs.map((o) => (o ? gradOf(o) : null));
     if (dOut.every((g) => g === null)) continue;
-    const needs = node.inputs.map((i) => !!i && origin.has(i) && reaches.has(i));
+    const needs = node.inputs.map((i) => !!i && origin.has(i) && reaches.has(i) && !cutEdges.has(`${i}\u0000${node.name}`));
     if (!needs.some(Boolean)) continue;
     const rule = ruleFor(node.opType);
     if (!rule || node.domain !== '' && node.domain !== 'ai.onnx') {

@@ -159,7 +159,7 @@ export async function compileWithinBudget(model: RefitModel, opts: BudgetCompile
     }
     // Plain first; with memoryBudget.checkpoint, the same rung recomputing activations next (same capacity, more compute).
     for (const checkpoint of mb.checkpoint ? [false, true] : [false]) {
-      const stepOpts = { trainable: plan.trainable, loss: opts.loss, outputs: opts.outputs, batchNorm: opts.batchNorm, ...(checkpoint ? { checkpoint: true } : {}) };
+      const stepOpts = { trainable: plan.trainable, loss: opts.loss, outputs: opts.outputs, batchNorm: opts.batchNorm, ...(checkpoint ? { checkpoint: true } : {}), ...(opts.stopGradient?.length ? { stopGradient: opts.stopGradient } : {}) };
       const graph = await buildStepGraph(plan.model.ir, sig, stepOpts);
       const memory = accountStep(graph, plan.model.ir, plan.trainable, { optimizer });
       if (count === 'liveness') {

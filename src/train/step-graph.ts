@@ -6,7 +6,7 @@ import { probe, probeShapes, type InputSignature, type ShapeMap } from '../onnx/
 import { applyFold, planFold, FLOAT_FOLD_MAX_ELEMENTS } from '../onnx/fold.ts';
 import { inlineConstantIfs } from '../onnx/inline-if.ts';
 import { withUnrolledLoops } from '../onnx/unroll-loop.ts';
-import { buildBackward } from '../autodiff/backward.ts';
+import { buildBackward, type StopGradient } from '../autodiff/backward.ts';
 import { lowerForGradient } from '../autodiff/lower/index.ts';
 import { lowerQuantized } from '../autodiff/lower/quant.ts';
 import { NCHWC_DOMAIN, nchwcBlockSize } from '../onnx/nchwc.ts';
@@ -29,6 +29,8 @@ export interface StepGraphOptions {
    * one more forward's worth of some nodes.
    */
   checkpoint?: boolean | number;
+  /** Where no gradient flows back (PyTorch's `.detach()`, which an export loses): a tensor, or one use of it (src/autodiff/backward.ts). */
+  stopGradient?: StopGradient[];
 }
 
 export interface StepGraph {
@@ -120,7 +122,7 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
   const lossShape = shapes.get(LOSS_OUTPUT)!;
   if (size(lossShape.dims) !== 1) throw new Error(`loss ${opts.loss.describe} must be a scalar, got shape [${lossShape.dims}]`);
 
-  const grads = buildBackward(g, shapes, em, { loss: LOSS_OUTPUT, wrt: opts.trainable });
+  const grads = buildBackward(g, shapes, em, { loss: LOSS_OUTPUT, wrt: opts.trainable, ...(opts.stopGradient ? { stopGradient: opts.stopGradient } : {}) });
   lap('backward');
 
   // Trainables and running statistics become inputs; everything else stays baked in.

@@ -235,6 +235,29 @@ test('a torchvision MViT block (tensor_split exported as a Loop building a seque
   await trainsAsTorch('mvit_block', { logits: 'logits', labels: 'y' }, Object.keys(fixture('mvit_block').meta.param_names).length);
 });
 
+test('detach() is lost in the export; stopGradient on the detached uses gives PyTorch\'s gradients, and without it refit differentiates everything', async () => {
+  const { tensors, meta } = fixture('detach');
+  const model = await loadModel(path('detach'), { threads: 1 });
+  const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+  const run = async (stopGradient?: { tensor: string; into: string }[]) => {
+    const step = model.compileTrainStep({ trainable: 'all', loss, ...(stopGradient ? { stopGradient } : {}) });
+    const r = await step.run(batch(tensors));
+    await step.release();
+    return r;
+  };
+  const cut = await run(meta.stop_gradient);
+  assert.equal(checkGrads(tensors, cut.grads, 'grad.'), 6);
+  const whole = await run();
+  assert.ok(relErr(whole.grads.get('a.weight')!, tensors.get('grad.a.weight')!.data as Float32Array) > 0.05, 'without the cut, a\'s gradient is not PyTorch\'s');
+  assert.equal(whole.loss, cut.loss);
+  // a whole-tensor stop cuts h's kept use too: a gets no gradient through either
+  const both = await run([meta.stop_gradient[0].tensor] as never);
+  assert.ok(both.grads.get('a.weight')!.every((v) => v === 0));
+  await assert.rejects(model.compileTrainStep({ trainable: 'all', loss, stopGradient: [{ tensor: 'nope', into: '/Mul' }] }).run(batch(tensors)), /stopGradient: 'nope' is not a tensor of the model/);
+  await assert.rejects(model.compileTrainStep({ trainable: 'all', loss, stopGradient: [{ tensor: meta.stop_gradient[0].tensor, into: '/Mul' }] }).run(batch(tensors)), /stopGradient: node '\/Mul' does not read '\/Tanh_output_0'/);
+  await model.release();
+});
+
 test('a segmenter (dilated conv, bilinear upsample) trains on per-pixel cross-entropy with void pixels: PyTorch\'s F.cross_entropy(ignore_index=255) loss and gradients', async () => {
   await trainsAsTorch('segmenter', { logits: 'logits', labels: 'y', ignoreIndex: 255 }, 8);
   assert.throws(() => losses.crossEntropy({ logits: 'logits', ignoreIndex: 1.5 }).build({ em: null as never, shape: () => [2, 4, 8, 8], input: () => 'y' }), /ignoreIndex must be an integer/);
