@@ -6,7 +6,7 @@ import type { Graph, Model, Node } from '../onnx/ir.ts';
 import { attrInt, attrTensor } from '../onnx/ir.ts';
 import { type DType, isFloat, dtypeFromOnnx } from '../onnx/tensor.ts';
 import { applyExporterQuirks } from '../onnx/exporter-quirks.ts';
-import { withUnrolledLoops } from '../onnx/unroll-loop.ts';
+import { withUnrolledLoops, unrollPlan } from '../onnx/unroll-loop.ts';
 import { parameterCandidates } from '../train/params.ts';
 import { NO_GRADIENT_OPS } from './rule.ts';
 import { findBlockers, nodesOnPath, isDefaultDomain } from './missing-rules.ts';
@@ -54,6 +54,15 @@ export interface Diagnosis {
   summary: string[];
 }
 
+/**
+ * Sequence ops and the inputs that must be fixed for them to resolve into tensors
+ * (../onnx/static-sequences.ts): positions, and SplitToSequence's sizes.
+ */
+const SEQUENCE_POSITIONS: Record<string, number[]> = {
+  SequenceEmpty: [], SequenceConstruct: [], SequenceLength: [], ConcatFromSequence: [],
+  SequenceAt: [1], SequenceInsert: [2], SequenceErase: [1], SplitToSequence: [1],
+};
+
 export const GROUP_ORDER = ['conv weights', 'linear weights', 'recurrent weights', 'norm affine', 'biases', 'embeddings', 'quantization scales', 'other'] as const;
 
 /** Diagnose which parameter groups can train; never throws on an unknown op. */
@@ -69,7 +78,12 @@ export function diagnoseTraining(source: Model, opts: DiagnoseOptions = {}): Dia
   const isFloatT = (t: string) => { const d = dtypes.get(t); return d === undefined || isFloat(d); };
   // An If on a value the input shapes fix (PyTorch's `if x.dim() == 3:`) is inlined when a step compiles.
   const fixed = staticTensors(g, params);
-  const judge = (n: Node) => (n.opType === 'If' && isDefaultDomain(n) && fixed.has(n.inputs[0]!) ? null : loweringVerdict(n, g));
+  const judge = (n: Node) => (isDefaultDomain(n) && (
+    (n.opType === 'If' && fixed.has(n.inputs[0]!))
+    // a Loop whose trip count the shapes fix, unrolled once a step folds it; the sequences it builds resolve then
+    || (n.opType === 'Loop' && fixed.has(n.inputs[0]!) && typeof unrollPlan(g, n, { tripCountFixed: true }) !== 'string')
+    || (SEQUENCE_POSITIONS[n.opType] !== undefined && SEQUENCE_POSITIONS[n.opType]!.every((i) => !n.inputs[i] || fixed.has(n.inputs[i]!)))
+  ) ? null : loweringVerdict(n, g));
   const groupOf = opts.groupOf ?? ((p: string) => paramKind(p, g));
 
   const byGroup = new Map<string, string[]>();
@@ -98,12 +112,15 @@ export function diagnoseTraining(source: Model, opts: DiagnoseOptions = {}): Dia
 
   const opCounts: Record<string, number> = {};
   const lowered = new Map<string, string[]>();
-  const loops = new Set(g.nodes.filter((x) => x.opType === 'Loop').map((x) => x.name));
+  const loops = new Map(g.nodes.filter((x) => x.opType === 'Loop').map((x) => [x.name, x]));
+  const kept = new Set(g.nodes.map((x) => x.name)); // what the unrolling before compiling left
   for (const n of exported.graph.nodes) {
     const key = isDefaultDomain(n) ? n.opType : `${n.domain}:${n.opType}`;
     opCounts[key] = (opCounts[key] ?? 0) + 1;
-    const unrolled = n.opType === 'Loop' && isDefaultDomain(n) && !loops.has(n.name);
-    if (((isLowerable(n) || n.opType === 'If') && judge(n) === null) || unrolled) { // an If: inlined; a Loop: unrolled
+    const loop = n.opType === 'Loop' && isDefaultDomain(n) ? loops.get(n.name) : undefined;
+    const unrolled = n.opType === 'Loop' && isDefaultDomain(n) && (!loop || judge(loop) === null);
+    const resolved = SEQUENCE_POSITIONS[n.opType] !== undefined && isDefaultDomain(n) && (!kept.has(n.name) || judge(n) === null);
+    if (((isLowerable(n) || n.opType === 'If') && judge(n) === null) || unrolled || resolved) { // an If: inlined; a Loop: unrolled; a sequence op: resolved to tensors
       const l = lowered.get(key);
       if (l) l.push(n.name); else lowered.set(key, [n.name]);
     }

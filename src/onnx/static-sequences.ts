@@ -2,13 +2,14 @@
 // (./unroll-loop.ts), PyTorch's tensor_split is SequenceEmpty, a chain of SequenceInserts and
 // SequenceAt with constant positions: plain wiring that refit has no gradient rules for, since
 // sequences are not tensors. Here each read of such a sequence is rewritten into the tensors it
-// reads (SequenceAt → Identity, ConcatFromSequence → Concat, SequenceLength → a constant), and the
-// sequence ops, read by nothing then, are dropped.
+// reads (SequenceAt → Identity, ConcatFromSequence → Concat, SequenceLength → a constant; a
+// SplitToSequence into known pieces becomes a Split), and the sequence ops, read by nothing then,
+// are dropped.
 import type { Graph, Node } from './ir.ts';
 import { consumers } from './ir.ts';
 import { readsOf } from './subgraphs.ts';
 import { Emitter } from './emitter.ts';
-import { tensor, toNumbers, type Tensor } from './tensor.ts';
+import { i64, tensor, toNumbers, type Tensor } from './tensor.ts';
 
 function constantInt(g: Graph, name: string | undefined): number | undefined {
   if (!name) return undefined;
@@ -23,8 +24,12 @@ function position(p: number, length: number, inclusiveEnd: boolean): number | un
   return q >= 0 && (q < length || (inclusiveEnd && q === length)) ? q : undefined;
 }
 
-/** Rewrite the reads of statically known sequences in `g`; returns how many reads were rewritten. */
-export function resolveStaticSequences(g: Graph, opset: number): number {
+/**
+ * Rewrite the reads of statically known sequences in `g`; returns how many reads were rewritten.
+ * `shapeOf` (when the caller knows shapes) lets a SplitToSequence into equal chunks or single
+ * slices be resolved too: it tells how many pieces there are.
+ */
+export function resolveStaticSequences(g: Graph, opset: number, shapeOf?: (t: string) => number[] | undefined): number {
   const known = new Map<string, string[]>();
   const em = new Emitter(g, opset);
   let rewritten = 0;
@@ -37,6 +42,35 @@ export function resolveStaticSequences(g: Graph, opset: number): number {
       case 'SequenceEmpty': if (out) known.set(out, []); break;
       case 'SequenceConstruct': if (out) known.set(out, [...n.inputs]); break;
       case 'Identity': if (seq && out) known.set(out, seq); break;
+      case 'SplitToSequence': {
+        const pieces = out ? splitPieces(g, n, shapeOf) : undefined;
+        if (!pieces) break;
+        // One Split node (its sizes an input from opset 13, an attribute before), then a Squeeze per
+        // piece where keepdims=0 dropped the axis of single slices.
+        const axis = n.attrs.axis?.kind === 'int' ? n.attrs.axis.value : 0;
+        const parts = pieces.map(() => em.fresh(`${out}__piece`));
+        const sizes = em.constant(i64([pieces.length], pieces), 'split_sizes');
+        const nodes: Node[] = [opset >= 13
+          ? { name: em.fresh(`${n.name}/split`), opType: 'Split', domain: '', inputs: [n.inputs[0]!, sizes], outputs: parts, attrs: { axis: { kind: 'int', value: axis } } }
+          : { name: em.fresh(`${n.name}/split`), opType: 'Split', domain: '', inputs: [n.inputs[0]!], outputs: parts, attrs: { axis: { kind: 'int', value: axis }, split: { kind: 'ints', value: pieces } } }];
+        let items = parts;
+        const dropAxis = !n.inputs[1] && n.attrs.keepdims?.kind === 'int' && n.attrs.keepdims.value === 0;
+        if (dropAxis) {
+          const axes = em.constant(i64([1], [axis]), 'axes');
+          items = parts.map((p) => {
+            const o = em.fresh(`${p}__squeezed`);
+            nodes.push(opset >= 13
+              ? { name: em.fresh(`${n.name}/squeeze`), opType: 'Squeeze', domain: '', inputs: [p, axes], outputs: [o], attrs: {} }
+              : { name: em.fresh(`${n.name}/squeeze`), opType: 'Squeeze', domain: '', inputs: [p], outputs: [o], attrs: { axes: { kind: 'ints', value: [axis] } } });
+            return o;
+          });
+        }
+        // the sequence op stays (dropped once nothing reads it); its pieces go before it
+        g.nodes.splice(k, 0, ...nodes);
+        k += nodes.length;
+        known.set(out!, items);
+        break;
+      }
       case 'SequenceInsert': {
         if (!seq || !out) break;
         const at = n.inputs[2] ? constantInt(g, n.inputs[2]) : seq.length;
@@ -92,6 +126,25 @@ export function resolveStaticSequences(g: Graph, opset: number): number {
   }
   if (rewritten > 0) dropUnreadSequences(g, new Set(known.keys()));
   return rewritten;
+}
+
+/**
+ * The piece sizes a SplitToSequence node cuts: a constant 1-D `split` gives them; a constant scalar
+ * chunk size, or no `split` (single slices), needs the input's length along the axis from `shapeOf`.
+ */
+function splitPieces(g: Graph, n: Node, shapeOf?: (t: string) => number[] | undefined): number[] | undefined {
+  const axis = n.attrs.axis?.kind === 'int' ? n.attrs.axis.value : 0;
+  const a = n.inputs[1] ? g.nodes.find((x) => x.opType === 'Constant' && x.outputs[0] === n.inputs[1])?.attrs.value : undefined;
+  const split: Tensor | undefined = n.inputs[1] ? g.initializers.get(n.inputs[1]) ?? (a?.kind === 'tensor' ? a.value : undefined) : undefined;
+  if (n.inputs[1] && !split) return undefined;
+  if (split && split.dims.length === 1) return toNumbers(split);
+  const dims = shapeOf?.(n.inputs[0]!);
+  if (!dims) return undefined;
+  const len = dims[axis < 0 ? axis + dims.length : axis];
+  if (len === undefined) return undefined;
+  const chunk = split ? toNumbers(split)[0]! : 1;
+  if (!(chunk > 0)) return undefined;
+  return Array.from({ length: Math.ceil(len / chunk) }, (_, i) => Math.min(chunk, len - i * chunk));
 }
 
 /** Remove the nodes that build `sequences` once nothing reads them, repeatedly (a chain of inserts). */

@@ -36,22 +36,27 @@ function declaredRank(v: onnxProto.onnx.IValueInfoProto | undefined): number {
   return v?.type?.tensorType?.shape?.dim?.length ?? 0;
 }
 
-/** Why Loop node `n` cannot be unrolled, or its trip count and body when it can. */
-export function unrollPlan(g: Graph, n: Node): { trips: number; body: onnxProto.onnx.IGraphProto } | string {
+/**
+ * Why Loop node `n` cannot be unrolled, or its trip count and body when it can. `tripCountFixed`:
+ * judge as if the trip count were a constant (one the input shapes fix, known only once a step
+ * folds them; its size is then not checked here).
+ */
+export function unrollPlan(g: Graph, n: Node, opts: { tripCountFixed?: boolean } = {}): { trips: number; body: onnxProto.onnx.IGraphProto } | string {
   const a = n.attrs.body;
   const body = a?.kind === 'opaque' ? (a.value as onnxProto.onnx.IAttributeProto).g : undefined;
   if (!body) return 'it has no body graph';
   const m = n.inputs[0] ? constantValue(g, n.inputs[0]) : undefined;
-  if (!m || m.data.length !== 1) return 'its trip count is not a constant';
-  const trips = Number(toNumbers(m)[0]);
+  if ((!m || m.data.length !== 1) && !(opts.tripCountFixed && n.inputs[0])) return 'its trip count is not a constant';
+  const trips = m ? Number(toNumbers(m)[0]) : 1;
   const cond = n.inputs[1];
   if (cond && !isTrue(constantValue(g, cond))) return 'its condition is not a constant true';
   const inputs = (body.input ?? []).map((v) => v.name ?? '');
   const bodyGraph = graphFromProto(body);
-  // The body's condition output, followed back through Identities (PyTorch's exports pass the
-  // outer constant true through one).
+  // The body's condition output, followed back through Identities and Casts (PyTorch's exports
+  // pass the outer constant true through one or the other).
   let condOut = body.output?.[0]?.name ?? '';
-  for (let hop = bodyGraph.nodes.find((x) => x.opType === 'Identity' && x.outputs[0] === condOut); hop; hop = bodyGraph.nodes.find((x) => x.opType === 'Identity' && x.outputs[0] === condOut)) condOut = hop.inputs[0]!;
+  const hopOf = (t: string) => bodyGraph.nodes.find((x) => (x.opType === 'Identity' || x.opType === 'Cast') && x.outputs[0] === t);
+  for (let hop = hopOf(condOut); hop; hop = hopOf(condOut)) condOut = hop.inputs[0]!;
   const passes = condOut === inputs[1] || isTrue(constantValue(bodyGraph, condOut)) || isTrue(constantValue(g, condOut));
   if (!passes) return 'its body computes whether to stop';
   if (bodyGraph.nodes.some((x) => subgraphsOf(x).length > 0)) return 'its body holds subgraphs of its own';

@@ -5,7 +5,8 @@ import { Emitter } from '../onnx/emitter.ts';
 import { probe, probeShapes, type InputSignature, type ShapeMap } from '../onnx/shapes.ts';
 import { applyFold, planFold, FLOAT_FOLD_MAX_ELEMENTS } from '../onnx/fold.ts';
 import { inlineConstantIfs } from '../onnx/inline-if.ts';
-import { withUnrolledLoops } from '../onnx/unroll-loop.ts';
+import { withUnrolledLoops, unrollConstantLoops } from '../onnx/unroll-loop.ts';
+import { resolveStaticSequences } from '../onnx/static-sequences.ts';
 import { buildBackward, type StopGradient } from '../autodiff/backward.ts';
 import { lowerForGradient } from '../autodiff/lower/index.ts';
 import { lowerQuantized } from '../autodiff/lower/quant.ts';
@@ -81,6 +82,15 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
   // An If on a shape (PyTorch's `if x.dim() == 3:`, as its LocalResponseNorm export has) now has a
   // constant condition: the branch it takes replaces it, so gradients flow through.
   inlineConstantIfs(g);
+  // A Loop whose trip count the input shapes fix (PyTorch 1.13's repeat_interleave over a
+  // dimension) is unrollable now that the fold made it a constant; what its copies compute from
+  // their iteration numbers (slice bounds) is folded in a second round.
+  if (unrollConstantLoops(g, opset) > 0) {
+    resolveStaticSequences(g, opset, (t) => forwardShapes.get(t)?.dims);
+    const again = planFold(g, fed);
+    const { values: more } = await probe(model, sig, { values: again.candidates, maxFloatElements: FLOAT_FOLD_MAX_ELEMENTS });
+    applyFold(g, again, more, { roots: [...opts.loss.reads, ...(opts.outputs ?? [])], keep: fed });
+  }
   lap('fold');
   // LSTM/GRU unrolled, com.microsoft fused ops unfused, blocked NCHWc ops (a model saved at level 'all') unblocked
   const nchwcBlock = g.nodes.some((n) => n.domain === NCHWC_DOMAIN) ? await nchwcBlockSize() : null;

@@ -235,6 +235,15 @@ test('a torchvision MViT block (tensor_split exported as a Loop building a seque
   await trainsAsTorch('mvit_block', { logits: 'logits', labels: 'y' }, Object.keys(fixture('mvit_block').meta.param_names).length);
 });
 
+test('repeat_interleave over a dynamic length (a Loop whose trip count the input shape fixes, over a SplitToSequence): unrolled after the fold, PyTorch\'s loss and gradients', async () => {
+  const model = await loadModel(path('repeat_interleave'), { threads: 1 });
+  for (const op of ['Loop', 'SplitToSequence', 'ConcatFromSequence']) assert.ok(model.ir.graph.nodes.some((n) => n.opType === op), `the export has its ${op}`);
+  const d = diagnoseTraining(model.ir);
+  assert.ok(d.groups.every((g) => g.trainable && g.unreached.length === 0), d.summary.join('; '));
+  await model.release();
+  await trainsAsTorch('repeat_interleave', { logits: 'logits', labels: 'y' }, 4);
+});
+
 test('detach() is lost in the export; stopGradient on the detached uses gives PyTorch\'s gradients, and without it refit differentiates everything', async () => {
   const { tensors, meta } = fixture('detach');
   const model = await loadModel(path('detach'), { threads: 1 });
