@@ -1,9 +1,10 @@
 // `refit train --task ctc`: a speech recogniser with a CTC head (wav2vec 2.0, HuBERT, or any model
 // whose output is [batch, frames, classes] frame logits) trained on audio or features (--data,
-// .npy [n, …] as the model's input takes them) and label sequences (--labels, .npy int [n,
-// length], each row's labels first, then a negative fill), with the CTC loss (losses.ctc), as
+// .npy [n, …] as the model's input takes them) and label sequences (--labels: .npy int [n,
+// length], each row's labels first, then a negative fill; or a .txt of transcripts, one per line,
+// with the model's vocab.json in --vocab, ./ctc-vocab.ts), with the CTC loss (losses.ctc), as
 // Hugging Face fine-tunes Wav2Vec2ForCTC. --pad-token is the blank (HF's vocabularies make
-// `<pad>` the blank; default 0). Accuracy is 1 − label error rate: the edit distance between each
+// `<pad>` the blank; default 0, or the vocabulary's pad token). Accuracy is 1 − label error rate: the edit distance between each
 // row's greedy decoding and its labels, over the label count.
 import type { RefitModel } from '../model.ts';
 import { i64, type Tensor } from '../onnx/tensor.ts';
@@ -11,14 +12,19 @@ import { readBytes } from '../data/idx-node.ts';
 import { ctc } from '../train/losses.ts';
 import { ctcGreedyDecode, ctcRowLoss, editDistance } from '../train/ctc-decode.ts';
 import { modelIO, loadData, batchOf } from './common.ts';
-import { parseNpy } from './data-files.ts';
+import { parseNpy, type NpyArray } from './data-files.ts';
+import { readCtcVocab, encodeTranscript, type CtcVocab } from './ctc-vocab.ts';
+import { readFileSync } from 'node:fs';
 import type { TrainTask } from './train-task.ts';
 
 export interface CtcTaskOptions {
   data: string;
+  /** Label ids (.npy int [n, length], -100 after each row's labels), or transcripts (.txt, one per line, with `vocab`). */
   labels?: string;
+  /** A Hugging Face vocab.json (or the model folder holding it) that turns --labels transcripts into ids. */
+  vocab?: string;
   logits?: string;
-  /** The blank class (HF: the pad token id). Default 0. */
+  /** The blank class (HF: the pad token id). Default 0, or the vocabulary's pad token. */
   padToken?: number;
 }
 
@@ -26,15 +32,20 @@ export interface CtcTaskOptions {
 const FILL = -100;
 
 export async function ctcTask(model: RefitModel, o: CtcTaskOptions): Promise<TrainTask> {
-  if (!o.labels) throw new Error('--task ctc learns label sequences: give them with --labels <file> (.npy int [n, length], each row filled with -100 after its labels)');
+  if (!o.labels) throw new Error('--task ctc learns label sequences: give them with --labels <file> (.npy int [n, length], each row filled with -100 after its labels; or a .txt of transcripts with --vocab)');
+  const transcripts = /\.txt$/i.test(o.labels);
+  if (transcripts && !o.vocab) throw new Error(`--labels ${o.labels}: transcripts need the model's vocabulary to become ids: give --vocab <vocab.json or model folder>`);
+  if (!transcripts && o.vocab) throw new Error(`--vocab turns transcripts (--labels <file>.txt) into ids; --labels ${o.labels} holds ids already`);
+  const vocab = o.vocab ? readCtcVocab(o.vocab) : undefined;
+  if (vocab && o.padToken !== undefined && o.padToken !== vocab.blank) throw new Error(`--pad-token ${o.padToken}: ${vocab.file} makes ${vocab.blank} the blank (its pad token)`);
   const io = modelIO(model, o.logits ?? model.outputs.find((v) => v.shape?.length === 3)?.name);
   const out = model.outputs.find((v) => v.name === io.logits)!;
   if (out.shape && out.shape.length !== 3) throw new Error(`--task ctc reads frame logits [batch, frames, classes]; output '${io.logits}' has shape ${JSON.stringify(out.shape)} (--logits names another output)`);
   const classes = io.classes;
-  const blank = o.padToken ?? 0;
+  const blank = o.padToken ?? vocab?.blank ?? 0;
   if (classes !== null && blank >= classes) throw new Error(`--pad-token ${blank} (the CTC blank) is not one of the model's ${classes} classes`);
   const ds = await loadData(o.data, io);
-  const a = parseNpy(readBytes(o.labels, 'NPY file'), o.labels);
+  const a = vocab ? transcriptIds(o.labels, vocab) : parseNpy(readBytes(o.labels, 'NPY file'), o.labels);
   if (a.dtype !== 'int64' && a.dtype !== 'int32') throw new Error(`${o.labels}: label sequences must be integers (int64 or int32), got ${a.dtype}`);
   if (a.shape.length !== 2) throw new Error(`${o.labels}: shape [${a.shape.join(', ')}]; label sequences are [n, length]`);
   const [n, S] = a.shape as [number, number];
@@ -66,7 +77,7 @@ export async function ctcTask(model: RefitModel, o: CtcTaskOptions): Promise<Tra
     return { errors, count, lossSum };
   };
   return {
-    data: { source: `${o.data} → ${o.labels}`, format: `${ds.format} → npy label sequences`, samples: n, sampleShape: [...ds.sampleShape, S] },
+    data: { source: `${o.data} → ${o.labels}`, format: `${ds.format} → ${vocab ? `transcripts (${vocab.file})` : 'npy label sequences'}`, samples: n, sampleShape: [...ds.sampleShape, S] },
     logits: io.logits,
     loss: ctc({ logits: io.logits, labels: 'refit_labels', blank, maxLabelLength: S }),
     feeds: (idx) => ({ ...feeds(idx), refit_labels: labelFeed(idx) }),
@@ -85,4 +96,17 @@ export async function ctcTask(model: RefitModel, o: CtcTaskOptions): Promise<Tra
       return { loss: lossSum / Math.max(idx.length, 1), accuracy: count ? Math.max(1 - errors / count, 0) : 0 };
     },
   };
+}
+
+/** A transcript file (one per line) as label ids [n, longest], -100 after each row's labels. */
+function transcriptIds(path: string, vocab: CtcVocab): NpyArray {
+  let text: string;
+  try { text = readFileSync(path, 'utf8'); } catch (e) { throw new Error(`--labels ${path}: ${(e as Error).message}`); }
+  const lines = text.split(/\r?\n/);
+  if (lines.at(-1) === '') lines.pop();
+  const rows = lines.map((line, i) => encodeTranscript(vocab, line, `${path} line ${i + 1}`));
+  const S = Math.max(1, ...rows.map((r) => r.length));
+  const values = new Float64Array(rows.length * S).fill(FILL);
+  rows.forEach((r, i) => values.set(r, i * S));
+  return { dtype: 'int64', shape: [rows.length, S], values };
 }

@@ -23,6 +23,8 @@ export interface EvalOptions {
   decoderStart?: string | number;
   /** --task segment: the mask value of pixels left out (default 255). */
   ignoreIndex?: string | number;
+  /** --task ctc: a Hugging Face vocab.json (or its folder) that turns --labels transcripts into ids. */
+  vocab?: string;
   data: string;
   labels?: string;
   labelColumn?: string;
@@ -62,6 +64,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   const taskName = o.task ?? 'classify';
   if (!(TASKS as readonly string[]).includes(taskName)) throw new Error(`unknown --task '${o.task}'; known tasks: ${TASKS.join(', ')}`);
   if (o.pooling !== undefined && taskName !== 'pairs') throw new Error('--pooling is for --task pairs (an embedding model)');
+  if (o.vocab !== undefined && taskName !== 'ctc') throw new Error('--vocab is for --task ctc (transcripts as label ids)');
   if ((taskName === 'seq2seq') !== (o.decoder !== undefined)) throw new Error(taskName === 'seq2seq' ? '--task seq2seq scores an encoder and its decoder: give the decoder file with --decoder (the model argument is the encoder)' : '--decoder is for --task seq2seq');
   if (taskName === 'seq2seq') {
     const flags = [o.labelColumn && '--label-column', prep.pixels && '--mean/--std', prep.resize !== undefined && '--resize', o.pooling && '--pooling'].filter(Boolean);
@@ -113,7 +116,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
     if (taskName === 'ctc') {
       const flags = [o.labelColumn && '--label-column', prep.pixels && '--mean/--std', prep.resize !== undefined && '--resize', o.pooling && '--pooling'].filter(Boolean);
       if (flags.length) throw new Error(`${flags.join(', ')}: not for --task ctc, which reads audio or features (--data) and label sequences (--labels)`);
-      const task = await ctcTask(model, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) });
+      const task = await ctcTask(model, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.vocab ? { vocab: o.vocab } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) });
       const n = task.data.samples;
       const r = await task.evaluate(model, range(0, n), batchSize);
       return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'ctc', seconds: (performance.now() - t0) / 1000 };

@@ -54,6 +54,7 @@ program
   .option('--decoder <file>', '--task seq2seq: the decoder file (decoder_model.onnx or decoder_model_merged.onnx); both files are written into --out (an --adapter folded in)')
   .option('--decoder-start <id>', "--task seq2seq: the decoder's start token (config.json's decoder_start_token_id; default --pad-token)")
   .option('--ignore-index <v>', '--task segment: the mask value of pixels left out (default 255, the void of VOC-style masks)')
+  .option('--vocab <file>', '--task ctc: a Hugging Face vocab.json (or the model folder holding it; its tokenizer_config.json read too) that turns --labels transcripts (.txt, one per line) into ids; its pad token is the blank')
   .option('--pooling <mode>', '--task pairs: token states to one embedding by mean over the attention mask (default) or cls (the first token)')
   .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there; next-token: positions before it get no label)')
   .option('--labels <path>', 'labels, when --data has none: idx1, .npy or .csv/.txt; --task seq2seq: the target token ids [sequences, length]; --task segment: masks (.npy [N, H, W] or a folder of PNG masks)')
@@ -91,7 +92,7 @@ program
     'refit train all-MiniLM-L6-v2.onnx --task pairs --data pairs.npy --pad-token 0 --adapter lora --out minilm-lora/   # pairs.npy: [examples, 2 or more, length]',
     'refit train encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100 --out opus-mt-tuned/',
     'refit train deeplabv3.onnx --task segment --data images/ --labels masks/ --adapter lora --out deeplab-lora/   # masks/: a PNG per image, same name',
-    'refit train wav2vec2-base-960h.onnx --task ctc --data audio.npy --labels char-ids.npy --pad-token 0 --adapter lora --out w2v-lora/   # audio.npy [n, samples] at 16 kHz',
+    'refit train wav2vec2-base-960h.onnx --task ctc --data audio.npy --labels transcripts.txt --vocab wav2vec2-base-960h/ --adapter lora --out w2v-lora/   # audio.npy [n, samples] at 16 kHz, a transcript per line',
     'refit train encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100 --adapter lora --out opus-mt-lora/   # folded into both files',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
@@ -149,6 +150,7 @@ program
   .option('--decoder <file>', '--task seq2seq: the decoder file; the model argument is the encoder, --labels the target ids')
   .option('--decoder-start <id>', "--task seq2seq: the decoder's start token (config.json's decoder_start_token_id; default --pad-token)")
   .option('--ignore-index <v>', '--task segment: the mask value of pixels left out (default 255)')
+  .option('--vocab <file>', '--task ctc: a Hugging Face vocab.json (or the model folder) for --labels transcripts (.txt)')
   .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position scored on the next token), pairs (an embedding model: how often an anchor\'s nearest candidate is its own positive), seq2seq (an encoder-decoder on target sequences), segment (pixel accuracy of a segmenter against --labels masks) or ctc (label error rate of a speech recogniser\'s greedy decoding against --labels sequences)', 'classify')
   .option('--pooling <mode>', '--task pairs: mean (over the attention mask, the default) or cls')
   .option('--labels <path>', 'labels, when --data has none; --task seq2seq: the target token ids; --task segment: masks (.npy [N, H, W] or a folder of PNG masks)')

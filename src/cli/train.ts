@@ -42,6 +42,8 @@ export interface TrainOptions {
   decoderStart?: string | number;
   /** --task segment: the mask value of pixels left out (default 255). */
   ignoreIndex?: string | number;
+  /** --task ctc: a Hugging Face vocab.json (or its folder) that turns --labels transcripts into ids. */
+  vocab?: string;
   /** Token models: a token id whose positions are padding (no label for next-token; attention_mask 0). */
   padToken?: string | number;
   data: string;
@@ -151,7 +153,8 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const prep = preprocessOptions(o, o.json);
   const { pixels, resize } = prep;
   if ((pixels || resize !== undefined) && taskName !== 'classify' && taskName !== 'segment') throw new Error(`--mean, --std and --resize prepare pixel data; --task ${taskName} reads ${taskName === 'ctc' ? 'audio or features' : 'token ids'}`);
-  if (taskName === 'ctc' && o.labelColumn) throw new Error('--label-column reads CSV data; --task ctc reads label sequences from --labels (.npy [n, length])');
+  if (taskName === 'ctc' && o.labelColumn) throw new Error('--label-column reads CSV data; --task ctc reads label sequences from --labels (.npy [n, length], or transcripts with --vocab)');
+  if (o.vocab !== undefined && taskName !== 'ctc') throw new Error('--vocab is for --task ctc (transcripts as label ids)');
   if (o.ignoreIndex !== undefined && taskName !== 'segment') throw new Error('--ignore-index is for --task segment');
   if (taskName === 'segment' && (o.labelColumn || o.padToken !== undefined)) throw new Error(`${o.labelColumn ? '--label-column' : '--pad-token'}: not for --task segment, which reads images (--data) and masks (--labels, .npy [N, H, W])`);
   const ignoreIndex = o.ignoreIndex !== undefined ? finiteNumber('--ignore-index', o.ignoreIndex, Number.isInteger, 'an integer') : undefined;
@@ -184,7 +187,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
       case 'next-token': return nextTokenTask(base, { data: o.data, ...logits, ...pad });
       case 'pairs': return pairsTask(base, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...pad, ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) });
       case 'segment': return segmentTask(base, { data: o.data, labels: o.labels, ...logits, ...prep, ...(ignoreIndex !== undefined ? { ignoreIndex } : {}) });
-      case 'ctc': return ctcTask(base, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...logits, ...pad });
+      case 'ctc': return ctcTask(base, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.vocab ? { vocab: o.vocab } : {}), ...logits, ...pad });
       default: return classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep });
     }
   };

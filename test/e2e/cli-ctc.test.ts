@@ -4,7 +4,7 @@
 // sequences alone, without frame alignments; the label error rate of greedy decoding falls.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTrain } from '../../src/cli/train.ts';
@@ -15,6 +15,7 @@ import { f32 } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { npy } from '../helpers/cli.ts';
 import { inspectModel } from '../../src/cli/inspect.ts';
+import { readCtcVocab, encodeTranscript } from '../../src/cli/ctc-vocab.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'refit-ctc-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -64,6 +65,31 @@ test('a frame classifier learns label sequences with the CTC loss: label error r
   // Measured: label error rate 79.4 % → 0.0 %, CTC loss 9.25 → 0.007 nats per label
   assert.ok(1 - after.accuracy < 0.1 && 1 - before.accuracy > 0.5, `label error rate ${1 - before.accuracy} → ${1 - after.accuracy}`);
   assert.ok(after.loss < before.loss / 4, `loss ${before.loss} → ${after.loss}`);
+});
+
+test('--task ctc reads transcripts with a Hugging Face vocab.json (spaces as the word delimiter, the pad token the blank); a character outside it is refused by name', async () => {
+  // phonemes 1–4 as the letters A–D of a vocab.json
+  writeFileSync(p('wide.onnx'), model(7));
+  const { x, y } = utterances(40, 8);
+  writeFileSync(p('x40.npy'), npy('<f4', [40, T, F], x));
+  mkdirSync(p('vocab'), { recursive: true });
+  writeFileSync(p('vocab/vocab.json'), JSON.stringify({ '<pad>': 0, A: 1, B: 2, C: 3, D: 4 }));
+  const letters = (i: number) => Array.from(y.subarray(i * S, (i + 1) * S)).filter((v) => v >= 0n).map((v) => 'ABCD'[Number(v) - 1]).join('');
+  writeFileSync(p('t.txt'), Array.from({ length: 40 }, (_, i) => letters(i)).join('\n') + '\n');
+  writeFileSync(p('ids.npy'), npy('<i8', [40, S], y));
+  const fromText = await runEval(p('wide.onnx'), { task: 'ctc', data: p('x40.npy'), labels: p('t.txt'), vocab: p('vocab'), json: true });
+  const fromIds = await runEval(p('wide.onnx'), { task: 'ctc', data: p('x40.npy'), labels: p('ids.npy'), json: true });
+  assert.equal(fromText.loss, fromIds.loss);
+  assert.equal(fromText.accuracy, fromIds.accuracy);
+  writeFileSync(p('lower.txt'), 'ab\n'.repeat(40));
+  await assert.rejects(runEval(p('wide.onnx'), { task: 'ctc', data: p('x40.npy'), labels: p('lower.txt'), vocab: p('vocab'), json: true }),
+    /lower\.txt line 1: character "a" is not in .*vocab\.json \(the vocabulary has its upper case: give uppercase transcripts\)/);
+  await assert.rejects(runEval(p('wide.onnx'), { task: 'ctc', data: p('x40.npy'), labels: p('t.txt'), json: true }), /transcripts need the model's vocabulary to become ids: give --vocab/);
+  await assert.rejects(runEval(p('wide.onnx'), { task: 'ctc', data: p('x40.npy'), labels: p('ids.npy'), vocab: p('vocab'), json: true }), /--vocab turns transcripts .* holds ids already/);
+  await assert.rejects(runEval(p('wide.onnx'), { task: 'classify', data: p('x40.npy'), labels: p('ids.npy'), vocab: p('vocab'), json: true }), /--vocab is for --task ctc/);
+  // words: spaces become the delimiter token
+  writeFileSync(p('vocab2.json'), JSON.stringify({ '<pad>': 0, A: 1, B: 2, '|': 3 }));
+  assert.deepEqual(encodeTranscript(readCtcVocab(p('vocab2.json')), '  AB  A ', 'x'), [1, 2, 3, 1]);
 });
 
 test('--task ctc: labels that are the blank, out of range, after the fill, or of the wrong count, and misplaced flags get one clear error; nothing written', async () => {
