@@ -14,6 +14,7 @@ import { ctcGreedyDecode, ctcRowLoss, editDistance } from '../train/ctc-decode.t
 import { modelIO, loadData, batchOf } from './common.ts';
 import { parseNpy, type NpyArray } from './data-files.ts';
 import { readCtcVocab, encodeTranscript, type CtcVocab } from './ctc-vocab.ts';
+import { readAudioPreprocessor, normalizeRows } from './hf-audio-preprocessor.ts';
 import { readFileSync } from 'node:fs';
 import type { TrainTask } from './train-task.ts';
 
@@ -26,6 +27,10 @@ export interface CtcTaskOptions {
   logits?: string;
   /** The blank class (HF: the pad token id). Default 0, or the vocabulary's pad token. */
   padToken?: number;
+  /** A Wav2Vec2FeatureExtractor preprocessor_config.json: its per-utterance normalisation (./hf-audio-preprocessor.ts). */
+  preprocessor?: string;
+  /** Say what the preprocessor does on stderr (the CLI without --json). */
+  verbose?: boolean;
 }
 
 /** The fill of label rows after their labels (any negative value is read as this). */
@@ -44,7 +49,10 @@ export async function ctcTask(model: RefitModel, o: CtcTaskOptions): Promise<Tra
   const classes = io.classes;
   const blank = o.padToken ?? vocab?.blank ?? 0;
   if (classes !== null && blank >= classes) throw new Error(`--pad-token ${blank} (the CTC blank) is not one of the model's ${classes} classes`);
-  const ds = await loadData(o.data, io);
+  const audio = o.preprocessor !== undefined ? readAudioPreprocessor(o.preprocessor) : undefined;
+  if (audio && o.verbose) process.stderr.write(`refit: preprocessing from ${audio.summary}\n`);
+  const read = await loadData(o.data, io);
+  const ds = audio?.normalize ? { ...read, x: normalizeRows(read.x, read.n) } : read;
   const a = vocab ? transcriptIds(o.labels, vocab) : parseNpy(readBytes(o.labels, 'NPY file'), o.labels);
   if (a.dtype !== 'int64' && a.dtype !== 'int32') throw new Error(`${o.labels}: label sequences must be integers (int64 or int32), got ${a.dtype}`);
   if (a.shape.length !== 2) throw new Error(`${o.labels}: shape [${a.shape.join(', ')}]; label sequences are [n, length]`);

@@ -60,7 +60,8 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   const t0 = performance.now();
   const batchSize = positiveInt('--batch-size', o.batchSize ?? 256);
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
-  const prep = preprocessOptions(o, o.json);
+  // --task ctc reads an audio feature extractor's config itself (hf-audio-preprocessor.ts)
+  const prep = preprocessOptions(o.task === 'ctc' ? { ...o, preprocessor: undefined } : o, o.json);
   const taskName = o.task ?? 'classify';
   if (!(TASKS as readonly string[]).includes(taskName)) throw new Error(`unknown --task '${o.task}'; known tasks: ${TASKS.join(', ')}`);
   if (o.pooling !== undefined && taskName !== 'pairs') throw new Error('--pooling is for --task pairs (an embedding model)');
@@ -116,7 +117,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
     if (taskName === 'ctc') {
       const flags = [o.labelColumn && '--label-column', prep.pixels && '--mean/--std', prep.resize !== undefined && '--resize', o.pooling && '--pooling'].filter(Boolean);
       if (flags.length) throw new Error(`${flags.join(', ')}: not for --task ctc, which reads audio or features (--data) and label sequences (--labels)`);
-      const task = await ctcTask(model, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.vocab ? { vocab: o.vocab } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) });
+      const task = await ctcTask(model, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.vocab ? { vocab: o.vocab } : {}), ...(o.preprocessor ? { preprocessor: o.preprocessor, verbose: !o.json } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) });
       const n = task.data.samples;
       const r = await task.evaluate(model, range(0, n), batchSize);
       return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'ctc', seconds: (performance.now() - t0) / 1000 };

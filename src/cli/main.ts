@@ -79,7 +79,7 @@ program
   .option('--mean <values>', 'pixel data: per-channel mean to subtract after scaling to [0, 1], comma-separated (e.g. ImageNet 0.485,0.456,0.406)')
   .option('--std <values>', 'pixel data: per-channel std to divide by, with --mean (e.g. ImageNet 0.229,0.224,0.225)')
   .option('--resize <size|stretch>', "image folders of another size: scale the shorter side to <size>, then crop the model's H×W from the centre (torchvision's Resize + CenterCrop, e.g. 256 for 224×224), or 'stretch' to H×W")
-  .option('--preprocessor <file>', "a Hugging Face preprocessor_config.json (or the folder holding it): its resize, crop and normalisation as --resize, --mean and --std, where those are not given")
+  .option('--preprocessor <file>', "a Hugging Face preprocessor_config.json (or the folder holding it): its resize, crop and normalisation as --resize, --mean and --std, where those are not given; --task ctc: a Wav2Vec2FeatureExtractor\'s per-utterance audio normalisation")
   .requiredOption('--out <path>', 'where to write: a .onnx file (full training), a folder (adapter; --task seq2seq: both files)')
   .option('--json', 'print machine-readable JSON (no progress bar)')
   .addHelpText('after', examples(
@@ -92,7 +92,7 @@ program
     'refit train all-MiniLM-L6-v2.onnx --task pairs --data pairs.npy --pad-token 0 --adapter lora --out minilm-lora/   # pairs.npy: [examples, 2 or more, length]',
     'refit train encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100 --out opus-mt-tuned/',
     'refit train deeplabv3.onnx --task segment --data images/ --labels masks/ --adapter lora --out deeplab-lora/   # masks/: a PNG per image, same name',
-    'refit train wav2vec2-base-960h.onnx --task ctc --data audio.npy --labels transcripts.txt --vocab wav2vec2-base-960h/ --adapter lora --out w2v-lora/   # audio.npy [n, samples] at 16 kHz, a transcript per line',
+    'refit train wav2vec2-base-960h.onnx --task ctc --data audio.npy --labels transcripts.txt --vocab wav2vec2-base-960h/ --preprocessor wav2vec2-base-960h/ --adapter lora --out w2v-lora/   # audio.npy [n, samples] at 16 kHz, a transcript per line',
     'refit train encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100 --adapter lora --out opus-mt-lora/   # folded into both files',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
@@ -160,7 +160,7 @@ program
   .option('--mean <values>', 'pixel data: per-channel mean to subtract after scaling to [0, 1], comma-separated (e.g. ImageNet 0.485,0.456,0.406)')
   .option('--std <values>', 'pixel data: per-channel std to divide by, with --mean (e.g. ImageNet 0.229,0.224,0.225)')
   .option('--resize <size|stretch>', "image folders of another size: scale the shorter side to <size>, then crop the model's H×W from the centre (torchvision's Resize + CenterCrop, e.g. 256 for 224×224), or 'stretch' to H×W")
-  .option('--preprocessor <file>', "a Hugging Face preprocessor_config.json (or the folder holding it): its resize, crop and normalisation as --resize, --mean and --std, where those are not given")
+  .option('--preprocessor <file>', "a Hugging Face preprocessor_config.json (or the folder holding it): its resize, crop and normalisation as --resize, --mean and --std, where those are not given; --task ctc: a Wav2Vec2FeatureExtractor\'s per-utterance audio normalisation")
   .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there)')
   .option('--json', 'print machine-readable JSON (no progress bar)')
   .addHelpText('after', examples(

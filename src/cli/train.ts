@@ -150,7 +150,8 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const taskName = o.task ?? 'classify';
   if (!(TASKS as readonly string[]).includes(taskName)) throw new Error(`unknown --task '${o.task}'; known tasks: ${TASKS.join(', ')}`);
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
-  const prep = preprocessOptions(o, o.json);
+  // --task ctc reads an audio feature extractor's config itself (hf-audio-preprocessor.ts)
+  const prep = preprocessOptions(o.task === 'ctc' ? { ...o, preprocessor: undefined } : o, o.json);
   const { pixels, resize } = prep;
   if ((pixels || resize !== undefined) && taskName !== 'classify' && taskName !== 'segment') throw new Error(`--mean, --std and --resize prepare pixel data; --task ${taskName} reads ${taskName === 'ctc' ? 'audio or features' : 'token ids'}`);
   if (taskName === 'ctc' && o.labelColumn) throw new Error('--label-column reads CSV data; --task ctc reads label sequences from --labels (.npy [n, length], or transcripts with --vocab)');
@@ -187,7 +188,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
       case 'next-token': return nextTokenTask(base, { data: o.data, ...logits, ...pad });
       case 'pairs': return pairsTask(base, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...pad, ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) });
       case 'segment': return segmentTask(base, { data: o.data, labels: o.labels, ...logits, ...prep, ...(ignoreIndex !== undefined ? { ignoreIndex } : {}) });
-      case 'ctc': return ctcTask(base, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.vocab ? { vocab: o.vocab } : {}), ...logits, ...pad });
+      case 'ctc': return ctcTask(base, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.vocab ? { vocab: o.vocab } : {}), ...(o.preprocessor ? { preprocessor: o.preprocessor, verbose: !o.json } : {}), ...logits, ...pad });
       default: return classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep });
     }
   };

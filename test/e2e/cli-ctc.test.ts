@@ -92,6 +92,30 @@ test('--task ctc reads transcripts with a Hugging Face vocab.json (spaces as the
   assert.deepEqual(encodeTranscript(readCtcVocab(p('vocab2.json')), '  AB  A ', 'x'), [1, 2, 3, 1]);
 });
 
+test('--task ctc --preprocessor: a Wav2Vec2FeatureExtractor\'s per-utterance normalisation is applied as transformers does; a log-mel extractor is refused', async () => {
+  writeFileSync(p('pm.onnx'), model(9));
+  const { x, y } = utterances(12, 10);
+  for (let i = 0; i < x.length; i++) x[i] = 3 * x[i]! + 0.5; // an offset and a scale the normalisation removes
+  writeFileSync(p('x12.npy'), npy('<f4', [12, T, F], x));
+  writeFileSync(p('y12.npy'), npy('<i8', [12, S], y));
+  writeFileSync(p('w2v.json'), JSON.stringify({ feature_extractor_type: 'Wav2Vec2FeatureExtractor', do_normalize: true, feature_size: 1, padding_value: 0, sampling_rate: 16000 }));
+  const by = await runEval(p('pm.onnx'), { task: 'ctc', data: p('x12.npy'), labels: p('y12.npy'), preprocessor: p('w2v.json'), json: true });
+  // the same rows normalised here: (x − mean) / sqrt(var + 1e-7) per row, in float64
+  const per = T * F, z = new Float32Array(x.length);
+  for (let r = 0; r < 12; r++) {
+    const row = Array.from(x.subarray(r * per, (r + 1) * per));
+    const mean = row.reduce((a, v) => a + v, 0) / per, v = row.reduce((a, q) => a + (q - mean) ** 2, 0) / per;
+    row.forEach((q, i) => { z[r * per + i] = (q - mean) / Math.sqrt(v + 1e-7); });
+  }
+  writeFileSync(p('z12.npy'), npy('<f4', [12, T, F], z));
+  const pre = await runEval(p('pm.onnx'), { task: 'ctc', data: p('z12.npy'), labels: p('y12.npy'), json: true });
+  assert.ok(Math.abs(by.loss - pre.loss) <= 1e-5 * Math.abs(pre.loss), `${by.loss} vs ${pre.loss}`);
+  const raw = await runEval(p('pm.onnx'), { task: 'ctc', data: p('x12.npy'), labels: p('y12.npy'), json: true });
+  assert.notEqual(raw.loss, by.loss);
+  writeFileSync(p('whisper.json'), JSON.stringify({ feature_extractor_type: 'WhisperFeatureExtractor', feature_size: 80 }));
+  await assert.rejects(runEval(p('pm.onnx'), { task: 'ctc', data: p('x12.npy'), labels: p('y12.npy'), preprocessor: p('whisper.json'), json: true }), /WhisperFeatureExtractor, which computes log-mel features: give those features as --data/);
+});
+
 test('--task ctc: labels that are the blank, out of range, after the fill, or of the wrong count, and misplaced flags get one clear error; nothing written', async () => {
   writeFileSync(p('m.onnx'), model(5));
   const { x, y } = utterances(8, 6);
