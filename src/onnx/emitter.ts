@@ -47,6 +47,16 @@ export class Emitter {
     return outputs;
   }
 
+  /**
+   * Run `fn` and take back the nodes it appended, for a pass that places them itself (in the
+   * middle of the graph, where the node they replace was).
+   */
+  collect<T>(fn: () => T): { value: T; nodes: Node[] } {
+    const start = this.graph.nodes.length;
+    const value = fn();
+    return { value, nodes: this.graph.nodes.splice(start) };
+  }
+
   op(opType: string, inputs: string[], attrs: Record<string, AttrInput> = {}, hint?: string): string {
     return this.emit(opType, inputs, attrs, 1, hint)[0]!;
   }
@@ -56,7 +66,8 @@ export class Emitter {
     const key = t.data.length <= 16 ? `${t.dtype}|${t.dims}|${Array.from(t.data as ArrayLike<number | bigint>).join(',')}` : null;
     if (key) {
       const hit = this.constCache.get(key);
-      if (hit) return hit;
+      // a pass may have dropped it since (a fold that left it unread)
+      if (hit && this.graph.initializers.has(hit)) return hit;
     }
     const name = this.fresh(hint);
     this.graph.initializers.set(name, t);

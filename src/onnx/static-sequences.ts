@@ -9,7 +9,7 @@ import type { Graph, Node } from './ir.ts';
 import { consumers } from './ir.ts';
 import { readsOf } from './subgraphs.ts';
 import { Emitter } from './emitter.ts';
-import { i64, tensor, toNumbers, type Tensor } from './tensor.ts';
+import { tensor, toNumbers, type Tensor } from './tensor.ts';
 
 function constantInt(g: Graph, name: string | undefined): number | undefined {
   if (!name) return undefined;
@@ -27,11 +27,11 @@ function position(p: number, length: number, inclusiveEnd: boolean): number | un
 /**
  * Rewrite the reads of statically known sequences in `g`; returns how many reads were rewritten.
  * `shapeOf` (when the caller knows shapes) lets a SplitToSequence into equal chunks or single
- * slices be resolved too: it tells how many pieces there are.
+ * slices be resolved too: it tells how many pieces there are. Pass the emitter that owns `g` when
+ * there is one (fresh names).
  */
-export function resolveStaticSequences(g: Graph, opset: number, shapeOf?: (t: string) => number[] | undefined): number {
+export function resolveStaticSequences(g: Graph, opset: number, shapeOf?: (t: string) => number[] | undefined, em = new Emitter(g, opset)): number {
   const known = new Map<string, string[]>();
-  const em = new Emitter(g, opset);
   let rewritten = 0;
   for (let k = 0; k < g.nodes.length; k++) {
     const n = g.nodes[k]!;
@@ -45,27 +45,14 @@ export function resolveStaticSequences(g: Graph, opset: number, shapeOf?: (t: st
       case 'SplitToSequence': {
         const pieces = out ? splitPieces(g, n, shapeOf) : undefined;
         if (!pieces) break;
-        // One Split node (its sizes an input from opset 13, an attribute before), then a Squeeze per
-        // piece where keepdims=0 dropped the axis of single slices.
+        // One Split, then a Squeeze per piece where keepdims=0 dropped the axis of single slices;
+        // the sequence op stays (dropped once nothing reads it) and its pieces go before it.
         const axis = n.attrs.axis?.kind === 'int' ? n.attrs.axis.value : 0;
-        const parts = pieces.map(() => em.fresh(`${out}__piece`));
-        const sizes = em.constant(i64([pieces.length], pieces), 'split_sizes');
-        const nodes: Node[] = [opset >= 13
-          ? { name: em.fresh(`${n.name}/split`), opType: 'Split', domain: '', inputs: [n.inputs[0]!, sizes], outputs: parts, attrs: { axis: { kind: 'int', value: axis } } }
-          : { name: em.fresh(`${n.name}/split`), opType: 'Split', domain: '', inputs: [n.inputs[0]!], outputs: parts, attrs: { axis: { kind: 'int', value: axis }, split: { kind: 'ints', value: pieces } } }];
-        let items = parts;
         const dropAxis = !n.inputs[1] && n.attrs.keepdims?.kind === 'int' && n.attrs.keepdims.value === 0;
-        if (dropAxis) {
-          const axes = em.constant(i64([1], [axis]), 'axes');
-          items = parts.map((p) => {
-            const o = em.fresh(`${p}__squeezed`);
-            nodes.push(opset >= 13
-              ? { name: em.fresh(`${n.name}/squeeze`), opType: 'Squeeze', domain: '', inputs: [p, axes], outputs: [o], attrs: {} }
-              : { name: em.fresh(`${n.name}/squeeze`), opType: 'Squeeze', domain: '', inputs: [p], outputs: [o], attrs: { axes: { kind: 'ints', value: [axis] } } });
-            return o;
-          });
-        }
-        // the sequence op stays (dropped once nothing reads it); its pieces go before it
+        const { value: items, nodes } = em.collect(() => {
+          const parts = em.emit('Split', opset >= 13 ? [n.inputs[0]!, em.ints(pieces)] : [n.inputs[0]!], opset >= 13 ? { axis } : { axis, split: pieces }, pieces.length, `${out}__piece`);
+          return dropAxis ? parts.map((part) => em.squeeze(part, [axis])) : parts;
+        });
         g.nodes.splice(k, 0, ...nodes);
         k += nodes.length;
         known.set(out!, items);
@@ -103,22 +90,11 @@ export function resolveStaticSequences(g: Graph, opset: number, shapeOf?: (t: st
         if (!seq || seq.length === 0) break;
         const axis = n.attrs.axis?.kind === 'int' ? n.attrs.axis.value : 0;
         const newAxis = n.attrs.new_axis?.kind === 'int' && n.attrs.new_axis.value === 1;
-        const parts: Node[] = [];
-        let items = seq;
-        if (newAxis) {
-          // Stacking: each element gains the axis first (a negative axis counts in the output's rank, as Concat's does after the Unsqueeze).
-          const axes = em.constant(tensor('int64', [1], [axis]), 'axes');
-          items = seq.map((s) => {
-            const o = em.fresh(`${s}__unsqueezed`);
-            parts.push(opset >= 13
-              ? { name: em.fresh(`${n.name}/unsqueeze`), opType: 'Unsqueeze', domain: '', inputs: [s, axes], outputs: [o], attrs: {} }
-              : { name: em.fresh(`${n.name}/unsqueeze`), opType: 'Unsqueeze', domain: '', inputs: [s], outputs: [o], attrs: { axes: { kind: 'ints', value: [axis] } } });
-            return o;
-          });
-        }
-        parts.push({ name: n.name, opType: 'Concat', domain: '', inputs: items, outputs: n.outputs, attrs: { axis: { kind: 'int', value: axis } } });
-        g.nodes.splice(k, 1, ...parts);
-        k += parts.length - 1;
+        // Stacking: each element gains the axis first (a negative axis counts in the output's rank, as Concat's does after the Unsqueeze).
+        const { value: items, nodes } = em.collect(() => (newAxis ? seq.map((x) => em.unsqueeze(x, [axis])) : seq));
+        nodes.push({ name: n.name, opType: 'Concat', domain: '', inputs: items, outputs: n.outputs, attrs: { axis: { kind: 'int', value: axis } } });
+        g.nodes.splice(k, 1, ...nodes);
+        k += nodes.length - 1;
         rewritten++;
         break;
       }

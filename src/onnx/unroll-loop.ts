@@ -103,26 +103,19 @@ function unroll(g: Graph, n: Node, trips: number, proto: onnxProto.onnx.IGraphPr
     const target = n.outputs[carriedCount + k];
     if (!target) return;
     // A scan output stacks the iterations' values on a new first axis.
-    const axes = em.constant(tensor('int64', [1], [0]), 'axes0');
-    const rows = values.map((v) => {
-      const out = em.fresh(`${target}__row`);
-      nodes.push(em.opset >= 13
-        ? { name: em.fresh(`${n.name}/unsqueeze`), opType: 'Unsqueeze', domain: '', inputs: [v, axes], outputs: [out], attrs: {} }
-        : { name: em.fresh(`${n.name}/unsqueeze`), opType: 'Unsqueeze', domain: '', inputs: [v], outputs: [out], attrs: { axes: { kind: 'ints', value: [0] } } });
-      return out;
-    });
-    nodes.push({ name: em.fresh(`${n.name}/stack`), opType: 'Concat', domain: '', inputs: rows, outputs: [target], attrs: { axis: { kind: 'int', value: 0 } } });
+    const { value: rows, nodes: unsqueezes } = em.collect(() => values.map((v) => em.unsqueeze(v, [0])));
+    nodes.push(...unsqueezes, { name: em.fresh(`${n.name}/stack`), opType: 'Concat', domain: '', inputs: rows, outputs: [target], attrs: { axis: { kind: 'int', value: 0 } } });
   });
   g.nodes.splice(g.nodes.indexOf(n), 1, ...nodes);
 }
 
 /**
  * Unroll every default-domain Loop of `g` that runs a fixed number of times (see the top of this
- * file); returns how many were unrolled. Loops that cannot be stay as they are.
+ * file); returns how many were unrolled. Loops that cannot be stay as they are. Pass the emitter
+ * that owns `g` when there is one: two emitters on one graph hand out the same fresh names.
  */
-export function unrollConstantLoops(g: Graph, opset: number): number {
+export function unrollConstantLoops(g: Graph, opset: number, em = new Emitter(g, opset)): number {
   let count = 0;
-  const em = new Emitter(g, opset);
   const controls = new Set<string>();
   for (const n of [...g.nodes]) {
     if (n.opType !== 'Loop' || (n.domain !== '' && n.domain !== 'ai.onnx')) continue;

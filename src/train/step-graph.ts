@@ -85,8 +85,8 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
   // A Loop whose trip count the input shapes fix (PyTorch 1.13's repeat_interleave over a
   // dimension) is unrollable now that the fold made it a constant; what its copies compute from
   // their iteration numbers (slice bounds) is folded in a second round.
-  if (unrollConstantLoops(g, opset) > 0) {
-    resolveStaticSequences(g, opset, (t) => forwardShapes.get(t)?.dims);
+  if (unrollConstantLoops(g, opset, em) > 0) {
+    resolveStaticSequences(g, opset, (t) => forwardShapes.get(t)?.dims, em);
     const again = planFold(g, fed);
     const { values: more } = await probe(model, sig, { values: again.candidates, maxFloatElements: FLOAT_FOLD_MAX_ELEMENTS });
     applyFold(g, again, more, { roots: [...opts.loss.reads, ...(opts.outputs ?? [])], keep: fed });
