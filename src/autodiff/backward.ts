@@ -30,10 +30,6 @@ export type StopGradient = string | { tensor: string; into: string };
  */
 export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts: BackwardOptions): Map<string, string | null> {
   const forward = [...graph.nodes]; // nodes appended below are backward nodes
-  // Name every op without a rule at once, before emitting anything. A value the probe gave no
-  // shape is not a tensor (a Loop's sequence of activations): it may carry gradient, so the ops
-  // around it are blockers. Read as "not float", it cut the path in silence, and every parameter
-  // before torchvision MViT's tensor_split Loops got a zero gradient.
   const stopped = new Set<string>(), cutEdges = new Set<string>();
   for (const stop of opts.stopGradient ?? []) {
     const t = typeof stop === 'string' ? stop : stop.tensor;
@@ -44,6 +40,10 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
     if (!into.inputs.includes(t)) throw new Error(`stopGradient: node '${stop.into}' does not read '${t}' (its inputs: ${into.inputs.filter(Boolean).join(', ')})`);
     cutEdges.add(`${t}\u0000${stop.into}`);
   }
+  // Name every op without a rule at once, before emitting anything. A value the probe gave no
+  // shape is not a tensor (a Loop's sequence of activations): it may carry gradient, so the ops
+  // around it are blockers. Read as "not float", it cut the path in silence, and every parameter
+  // before torchvision MViT's tensor_split Loops got a zero gradient.
   const mayCarryGradient = (t: string) => { if (stopped.has(t)) return false; const s = shapes.get(t); return !s || isFloat(s.dtype); };
   const blockers = findBlockers({ nodes: forward, wrt: opts.wrt, targets: [opts.loss], isFloat: mayCarryGradient });
   if (blockers.length) throw missingRulesError(blockers, opts.wrt);

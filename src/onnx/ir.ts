@@ -163,6 +163,14 @@ export function dropDead(g: Graph): void {
   for (const k of [...g.initializers.keys()]) if (!used.has(k)) g.initializers.delete(k);
 }
 
+/** The value of a tensor fixed in the file (initializer or Constant output), if it is one. */
+export function constantValue(graph: Graph, name: string): Tensor | undefined {
+  const init = graph.initializers.get(name);
+  if (init) return init;
+  const p = graph.nodes.find((n) => n.outputs.includes(name));
+  return p && p.opType === 'Constant' ? attrTensor(p, 'value') : undefined;
+}
+
 /** Map from tensor name to the nodes consuming it. */
 export function consumers(graph: Graph): Map<string, Node[]> {
   const m = new Map<string, Node[]>();

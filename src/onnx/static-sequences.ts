@@ -6,15 +6,13 @@
 // SplitToSequence into known pieces becomes a Split), and the sequence ops, read by nothing then,
 // are dropped.
 import type { Graph, Node } from './ir.ts';
-import { consumers } from './ir.ts';
+import { consumers, constantValue } from './ir.ts';
 import { readsOf } from './subgraphs.ts';
 import { Emitter } from './emitter.ts';
-import { tensor, toNumbers, type Tensor } from './tensor.ts';
+import { tensor, toNumbers } from './tensor.ts';
 
 function constantInt(g: Graph, name: string | undefined): number | undefined {
-  if (!name) return undefined;
-  const a = g.nodes.find((n) => n.opType === 'Constant' && n.outputs[0] === name)?.attrs.value;
-  const t: Tensor | undefined = g.initializers.get(name) ?? (a?.kind === 'tensor' ? a.value : undefined);
+  const t = name ? constantValue(g, name) : undefined;
   return t && t.data.length === 1 ? Number(toNumbers(t)[0]) : undefined;
 }
 
@@ -110,8 +108,7 @@ export function resolveStaticSequences(g: Graph, opset: number, shapeOf?: (t: st
  */
 function splitPieces(g: Graph, n: Node, shapeOf?: (t: string) => number[] | undefined): number[] | undefined {
   const axis = n.attrs.axis?.kind === 'int' ? n.attrs.axis.value : 0;
-  const a = n.inputs[1] ? g.nodes.find((x) => x.opType === 'Constant' && x.outputs[0] === n.inputs[1])?.attrs.value : undefined;
-  const split: Tensor | undefined = n.inputs[1] ? g.initializers.get(n.inputs[1]) ?? (a?.kind === 'tensor' ? a.value : undefined) : undefined;
+  const split = n.inputs[1] ? constantValue(g, n.inputs[1]) : undefined;
   if (n.inputs[1] && !split) return undefined;
   if (split && split.dims.length === 1) return toNumbers(split);
   const dims = shapeOf?.(n.inputs[0]!);

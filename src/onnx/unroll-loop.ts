@@ -9,7 +9,7 @@
 // constant true), so every iteration runs. Loops whose body holds subgraphs of its own are left
 // alone (their outer-scope reads could not follow the renaming).
 import type onnxProto from 'onnx-proto';
-import { cloneModel, opsetVersion, type Graph, type Model, type Node } from './ir.ts';
+import { cloneModel, constantValue, opsetVersion, type Graph, type Model, type Node } from './ir.ts';
 import { resolveStaticSequences } from './static-sequences.ts';
 import { graphFromProto } from './proto.ts';
 import { subgraphsOf, readsOf } from './subgraphs.ts';
@@ -18,14 +18,6 @@ import { tensor, toNumbers, type Tensor } from './tensor.ts';
 
 /** Past this many copied nodes a Loop stays a Loop (a graph is not worth growing without bound). */
 export const MAX_UNROLLED_NODES = 20_000;
-
-/** A tensor's value when it is an initializer or a Constant node's output; undefined otherwise. */
-function constantValue(g: Graph, name: string): Tensor | undefined {
-  const init = g.initializers.get(name);
-  if (init) return init;
-  const a = g.nodes.find((n) => n.opType === 'Constant' && n.outputs[0] === name)?.attrs.value;
-  return a?.kind === 'tensor' ? a.value : undefined;
-}
 
 function isTrue(t: Tensor | undefined): boolean {
   return !!t && t.data.length === 1 && toNumbers(t)[0] !== 0;

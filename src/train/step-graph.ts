@@ -88,7 +88,8 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
   if (unrollConstantLoops(g, opset, em) > 0) {
     resolveStaticSequences(g, opset, (t) => forwardShapes.get(t)?.dims, em);
     const again = planFold(g, fed);
-    const { values: more } = await probe(model, sig, { values: again.candidates, maxFloatElements: FLOAT_FOLD_MAX_ELEMENTS });
+    const { shapes: unrolledShapes, values: more } = await probe(model, sig, { values: again.candidates, maxFloatElements: FLOAT_FOLD_MAX_ELEMENTS });
+    for (const [k, v] of unrolledShapes) if (!forwardShapes.has(k)) forwardShapes.set(k, v); // the copies' shapes, for the lowerings
     applyFold(g, again, more, { roots: [...opts.loss.reads, ...(opts.outputs ?? [])], keep: fed });
   }
   lap('fold');

@@ -1,9 +1,7 @@
 // Small emission helpers shared by the lowering passes (opset-aware Split, binding a result to
 // an existing tensor name, reading compile-time constants).
-import type { Graph, Node } from '../../onnx/ir.ts';
-import { attrTensor } from '../../onnx/ir.ts';
+import type { Node } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
-import type { Tensor } from '../../onnx/tensor.ts';
 
 /** Split `x` along `axis` into pieces of the given sizes (Split's sizes moved to an input at opset 13). */
 export function split(em: Emitter, x: string, sizes: number[], axis: number): string[] {
@@ -27,13 +25,7 @@ export function bind(em: Emitter, src: string, dst: string): void {
   em.graph.nodes.push({ name: em.fresh(`${dst}_lowered`), opType: 'Identity', domain: '', inputs: [src], outputs: [dst], attrs: {} });
 }
 
-/** The value of a tensor fixed in the file (initializer or Constant output), if it is one. */
-export function constantValue(graph: Graph, name: string): Tensor | undefined {
-  const init = graph.initializers.get(name);
-  if (init) return init;
-  const p = graph.nodes.find((n) => n.outputs.includes(name));
-  return p && p.opType === 'Constant' ? attrTensor(p, 'value') : undefined;
-}
+export { constantValue } from '../../onnx/ir.ts';
 
 export const present = (node: Node, i: number) => !!node.inputs[i];
 export const wanted = (node: Node, i: number) => !!node.outputs[i];
