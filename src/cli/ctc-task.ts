@@ -80,14 +80,18 @@ export async function ctcTask(model: RefitModel, o: CtcTaskOptions): Promise<Tra
       const row = v.subarray(r * T * C, (r + 1) * T * C);
       errors += editDistance(ctcGreedyDecode(row, T, C, blank), rows[i]!);
       count += rows[i]!.length;
-      lossSum += ctcRowLoss(row, T, C, rows[i]!, blank) / Math.max(rows[i]!.length, 1);
+      const loss = ctcRowLoss(row, T, C, rows[i]!, blank);
+      lossSum += Number.isFinite(loss) ? loss / Math.max(rows[i]!.length, 1) : 0; // zeroInfinity, as the step
     });
     return { errors, count, lossSum };
   };
   return {
     data: { source: `${o.data} → ${o.labels}`, format: `${ds.format} → ${vocab ? `transcripts (${vocab.file})` : 'npy label sequences'}`, samples: n, sampleShape: [...ds.sampleShape, S] },
     logits: io.logits,
-    loss: ctc({ logits: io.logits, labels: 'refit_labels', blank, maxLabelLength: S }),
+    // A row with more labels (and repeats) than the model has frames has no alignment: it counts
+    // 0 rather than making the batch's loss +∞ (transformers' ctc_zero_infinity, which its CTC
+    // fine-tuning examples turn on).
+    loss: ctc({ logits: io.logits, labels: 'refit_labels', blank, maxLabelLength: S, zeroInfinity: true }),
     feeds: (idx) => ({ ...feeds(idx), refit_labels: labelFeed(idx) }),
     score(z, idx) {
       const t = tally(z, idx);

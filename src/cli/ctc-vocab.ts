@@ -28,7 +28,10 @@ export function readCtcVocab(path: string): CtcVocab {
     ids.set(k, v as number);
   }
   const cfgFile = join(dirname(file), 'tokenizer_config.json');
-  const cfg = existsSync(cfgFile) ? JSON.parse(readFileSync(cfgFile, 'utf8')) as Record<string, unknown> : {};
+  let cfg: Record<string, unknown> = {};
+  if (existsSync(cfgFile)) {
+    try { cfg = JSON.parse(readFileSync(cfgFile, 'utf8')) as Record<string, unknown>; } catch (e) { throw new Error(`--vocab: ${cfgFile} is not JSON (${(e as Error).message})`); }
+  }
   const token = (v: unknown, d: string) => (typeof v === 'string' ? v : typeof v === 'object' && v && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : d);
   const pad = token(cfg.pad_token, '<pad>');
   const blank = ids.get(pad);
