@@ -163,10 +163,12 @@ export function tokenCrossEntropy(o: TokenCrossEntropyOptions): LossSpec {
 /**
  * Shannon entropy of softmax(logits) per sample: Tent's objective. Dense logits [batch, classes,
  * H, W, …] (segmentation; rank ≥ 4) give each position's entropy over the classes (axis 1),
- * averaged over the positions per sample: Tent's segmentation objective. Rank 3 is refused: a
- * language model's [batch, sequence, vocabulary] has its classes last.
+ * averaged over the positions per sample: Tent's segmentation objective. Rank 3 is ambiguous
+ * ([batch, classes, length] or a speech recogniser's [batch, frames, classes]) and needs
+ * `classesLast: true` for the second: each frame's entropy over the last axis, averaged over the
+ * frames per sample.
  */
-export function softmaxEntropy(o: SampleWeighting & { logits: string }): LossSpec {
+export function softmaxEntropy(o: SampleWeighting & { logits: string; classesLast?: boolean }): LossSpec {
   return {
     describe: `softmaxEntropy(${o.logits})`,
     reads: [o.logits],
@@ -174,9 +176,13 @@ export function softmaxEntropy(o: SampleWeighting & { logits: string }): LossSpe
     build(ctx) {
       const em = ctx.em;
       const rank = ctx.shape(o.logits).length;
-      if (rank === 3) throw new Error(`softmaxEntropy: '${o.logits}' has shape [${ctx.shape(o.logits)}]: [batch, sequence, vocabulary] or [batch, classes, length] cannot be told apart; it takes [batch, classes] or image-shaped [batch, classes, H, W, …] logits`);
+      if (rank === 3 && !o.classesLast) throw new Error(`softmaxEntropy: '${o.logits}' has shape [${ctx.shape(o.logits)}]: [batch, sequence, vocabulary] or [batch, classes, length] cannot be told apart; it takes [batch, classes] or image-shaped [batch, classes, H, W, …] logits, or [batch, frames, classes] with classesLast: true`);
       let perSample: string;
-      if (rank > 3) {
+      if (rank === 3) {
+        const logp = em.op('LogSoftmax', [o.logits], { axis: -1 });
+        const p = em.op('Softmax', [o.logits], { axis: -1 });
+        perSample = em.reduce('ReduceMean', em.neg(em.reduce('ReduceSum', em.mul(p, logp), [2], false)), [1], false);
+      } else if (rank > 3) {
         const logp = em.op('LogSoftmax', [o.logits], { axis: 1 });
         const p = em.op('Softmax', [o.logits], { axis: 1 });
         const perPosition = em.neg(em.reduce('ReduceSum', em.mul(p, logp), [1], false));

@@ -114,10 +114,14 @@ export function meanEntropy(logits: Float32Array, C: number): number {
   return s / n;
 }
 
-/** Mean Shannon entropy of the class scores: [batch, classes] rows, or every position of [batch, classes, ...positions]. */
-export function meanEntropyOf(logits: Tensor): number {
+/**
+ * Mean Shannon entropy of the class scores: [batch, classes] rows, every position of [batch,
+ * classes, ...positions], or with `classesLast` every frame of [batch, frames, classes].
+ */
+export function meanEntropyOf(logits: Tensor, classesLast = false): number {
   const [n, C] = logits.dims as [number, number];
   const d = logits.data as Float32Array;
+  if (classesLast) return meanEntropy(d, logits.dims[logits.dims.length - 1]!);
   if (logits.dims.length === 2) return meanEntropy(d, C);
   // Channels last, one row of C scores per position, then the mean over every row at once (one
   // copy, not an array per pixel). Class c of position q of sample i is at (i·C + c)·P + q.
@@ -433,7 +437,7 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
    */
   private recover(r: AdaptOutcome): void {
     const o = this.opts.recovery!;
-    const v = o.signal === 'loss' ? r.loss : meanEntropyOf(r.logits);
+    const v = o.signal === 'loss' ? r.loss : meanEntropyOf(r.logits, this.takesSequenceLogits());
     if (v !== undefined && Number.isFinite(v)) this.recoveryEma = this.recoveryEma === null ? v : o.emaMomentum * this.recoveryEma + (1 - o.emaMomentum) * v;
     let recovered = 0;
     if (this.recoveryEma !== null && this.recoveryEma < o.emaThreshold) {

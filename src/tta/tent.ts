@@ -5,7 +5,10 @@
 // used or kept (the code sets track_running_stats = False). LayerNorm models adapt their LN
 // affine parameters the same way (LN has no running statistics). A segmentation model's dense
 // logits [batch, classes, H, W] are adapted on the mean entropy over pixels, as the paper's
-// segmentation experiment (GTA → Cityscapes) minimises it.
+// segmentation experiment (GTA → Cityscapes) minimises it. A speech recogniser's frame logits
+// [batch, frames, classes] (`frames: true`) are adapted on the mean entropy over frames: not in
+// Tent's paper, it is SUTA's entropy-minimisation term (Lin et al., 2022) without its other parts
+// (minimum class confusion, temperature, single-utterance episodes).
 import { z } from 'zod';
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
@@ -23,6 +26,12 @@ export const tentSchema = z.object({
   momentum: z.number().min(0).max(1).default(TENT_DEFAULTS.momentum),
   /** Parameters to adapt (default: every normalization layer's scale and bias). */
   params: z.array(z.string()).min(1).optional(),
+  /**
+   * The logits are a speech recogniser's [batch, frames, classes] (a CTC model): the entropy of each
+   * frame, averaged over the frames. Not in Tent's paper, which adapts classifiers and segmenters;
+   * it is the entropy-minimisation objective SUTA (Lin et al., 2022) applies to CTC frames.
+   */
+  frames: z.boolean().default(false),
 });
 export type TentOptions = z.input<typeof tentSchema>;
 
@@ -35,7 +44,7 @@ export class Tent extends PaperSgdAdapter<z.output<typeof tentSchema>> {
     super(model, o, (m) => o.params ?? normAffineParams('tent', m));
     this.step = this.model.compileTrainStep({
       trainable: this.trainable,
-      loss: softmaxEntropy({ logits: this.logits }),
+      loss: softmaxEntropy({ logits: this.logits, ...(o.frames ? { classesLast: true } : {}) }),
       outputs: [this.logits],
       batchNorm: 'train',
       session: this.sessionOptions,
@@ -45,6 +54,11 @@ export class Tent extends PaperSgdAdapter<z.output<typeof tentSchema>> {
   /** Dense logits (segmentation): the entropy of each position, averaged (softmaxEntropy), as the paper's segmentation runs. */
   protected override takesDenseLogits(): boolean {
     return true;
+  }
+
+  /** Frame logits [batch, frames, classes] with `frames: true`. */
+  protected override takesSequenceLogits(): boolean {
+    return this.opts?.frames === true;
   }
 
   protected async adapt(x: Tensor): Promise<AdaptOutcome> {
