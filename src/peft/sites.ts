@@ -61,8 +61,12 @@ export const moduleOf = (weight: string) => weight.replace(/_quantized$|_Q\d$/, 
 
 const isIntWeight = (t: { dtype: string } | undefined) => !!t && (t.dtype === 'int8' || t.dtype === 'uint8');
 
-/** A weight name the exporter made up rather than took from the module (torch.onnx's folded transposes). */
-const GENERATED = /^onnx::/;
+/**
+ * A weight name the exporter made up rather than took from the module: torch.onnx's folded
+ * transposes (`onnx::MatMul_123`), and a Constant node's output made an initializer on load
+ * (`/conv1/Constant_2_output_0`: torch's quantized models export their weights that way).
+ */
+const GENERATED = /^onnx::|^\/.*_output_\d+$/;
 
 /**
  * The module path torch.onnx writes into a node's name: `/layers.0/self_attn/q_proj/MatMul` →
@@ -218,6 +222,7 @@ export function selectSites(all: Site[], opts: TargetOptions, method: string, su
     const extra = other.length ? ` (${other.map((s) => `${s.module} is a ${s.op}`).slice(0, 5).join(', ')}; this method targets ${ops.join(', ')})` : '';
     return `${method}: targets ${what} matched no ${ops.join('/')} layer${extra}. Candidates: ${candidates.slice(0, 40).join(', ')}${candidates.length > 40 ? ` … (${candidates.length} in all)` : ''}`;
   };
+  if (t === undefined || t === null) throw new PeftError(`${method}: give targets, the layers to adapt (a name, a list of names, a RegExp such as /./ for every ${ops.join('/')} layer, or a predicate). Candidates: ${candidates.slice(0, 40).join(', ')}${candidates.length > 40 ? ` … (${candidates.length} in all)` : ''}`);
   let chosen: Site[];
   if (typeof t === 'function') chosen = sites.filter(t);
   else if (t instanceof RegExp) chosen = sites.filter((s) => names(s).some((n) => { t.lastIndex = 0; return t.test(n); }));

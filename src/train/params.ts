@@ -108,6 +108,9 @@ export function whyNotParameter(graph: Graph, name: string): string | undefined 
   return undefined;
 }
 
+/** Ops that read a weight stored quantized (int8, 4-bit): such a weight is frozen, adapters train beside it. */
+const QUANTIZED_WEIGHT_OPS = new Set(['DequantizeLinear', 'MatMulNBits', 'MatMulInteger', 'ConvInteger', 'QLinearConv', 'QLinearMatMul', 'GatherBlockQuantized']);
+
 export function selectParams(graph: Graph, sel: ParamSelector): string[] {
   const candidates = parameterCandidates(graph);
   let chosen: string[];
@@ -125,6 +128,10 @@ export function selectParams(graph: Graph, sel: ParamSelector): string[] {
       if (!graph.initializers.has(n)) throw new Error(`trainable '${n}' is not an initializer of the model. ${closestHint(n, candidates)}`);
     }
     chosen = names;
+  }
+  if (chosen.length === 0 && candidates.length === 0) {
+    const quantized = graph.nodes.some((n) => QUANTIZED_WEIGHT_OPS.has(n.opType));
+    throw new Error(`trainable selector ${String(sel)} matched no parameter: the model has no float parameters${quantized ? ' (its weights are stored quantized, and those stay frozen): train an adapter on them, e.g. withAdapter(model, name, lora({ targets: /./ })) or `refit train --adapter lora`' : ''}`);
   }
   if (chosen.length === 0) {
     throw new Error(`trainable selector ${String(sel)} matched no parameter. Candidates: ${candidates.slice(0, 40).join(', ')}${candidates.length > 40 ? ` … (${candidates.length} in all)` : ''}`);

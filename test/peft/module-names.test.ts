@@ -74,3 +74,21 @@ test('refit train --adapter lora --targets q_proj,v_proj on the exported Llama (
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('weights torch exported as Constant nodes (its quantized models: `/conv1/Constant_2_output_0`) are named after their layer; LoRA without targets and \'all\' on a model whose weights are all quantized get clear errors', async () => {
+  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
+  const { RefitModel } = await import('../../src/model.ts');
+  const { f32, tensor } = await import('../../src/onnx/tensor.ts');
+  const m = new ModelBuilder({ opset: 13 }).input('x', 'float32', [2, 4])
+    .node('Constant', [], ['/fc/Constant_2_output_0'], { value: f32([4, 3], Array.from({ length: 12 }, (_, i) => i / 10)) }, '/fc/Constant_2')
+    .node('MatMul', ['x', '/fc/Constant_2_output_0'], ['y'], {}, '/fc/MatMul').output('y', 'float32', [2, 3]).build();
+  const model = new RefitModel(m);
+  assert.deepEqual(findSites(model.ir.graph).map((s) => s.module), ['fc']);
+  assert.throws(() => withAdapter(model, 'a', lora({ rank: 2 } as never)), /lora: give targets, the layers to adapt .* Candidates: fc/);
+  // every weight int8 behind DequantizeLinear: 'all' finds no float parameter and says what to do
+  const q = new ModelBuilder({ opset: 13 }).input('x', 'float32', [2, 4])
+    .initializer('w_q', tensor('int8', [4, 3], Array.from({ length: 12 }, (_, i) => i - 6))).initializer('s', f32([], [0.05])).initializer('z', tensor('int8', [], [0]))
+    .node('DequantizeLinear', ['w_q', 's', 'z'], ['w'], {}, '/fc/DequantizeLinear').node('MatMul', ['x', 'w'], ['y'], {}, '/fc/MatMul').output('y', 'float32', [2, 3]).build();
+  const { mse } = await import('../../src/train/losses.ts');
+  assert.throws(() => new RefitModel(q).compileTrainStep({ trainable: 'all', loss: mse({ output: 'y' }) }), /matched no parameter: the model has no float parameters \(its weights are stored quantized, and those stay frozen\): train an adapter/);
+});
