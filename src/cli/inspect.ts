@@ -116,6 +116,8 @@ function suggestTask(m: Model, tokens: InspectResult['tokens']): { task: { task:
   const hidden = outs.find((o) => ['last_hidden_state', 'sentence_embedding', 'token_embeddings'].includes(o.name));
   if (tokens && hidden && !outs.some((o) => o.name === 'logits')) return pick('pairs', "an embedding model: `--task pairs --data <[examples, 2 or more, length] ids>` (or, as the encoder of a seq2seq pair, `--task seq2seq --decoder <decoder>`)");
   if (hidden && !tokens && !outs.some((o) => o.name === 'logits')) return pick('seq2seq', "an encoder of features (Whisper-style): `--task seq2seq --decoder <decoder> --data <features .npy> --labels <target ids>`");
+  // A detector's boxes, scores and labels (torchvision's exports): no CLI task trains one.
+  if (outs.some((o) => /^(pred_)?boxes$|^bboxes$/i.test(o.name))) return undefined;
   const logits = outs.find((o) => o.name === 'logits') ?? outs[0];
   if (!logits) return undefined;
   if (tokens && rank(logits) === 3) return pick('next-token', '`--task next-token --data <[sequences, length] ids>` (a language model)');

@@ -22,3 +22,23 @@ test('inspect suggests the --task for each kind of model', async () => {
     assert.match(formatInspect(r), new RegExp(`task: +${task}: `), path);
   }
 });
+
+test('inspect suggests no task for a detector (boxes, scores, labels): no CLI task trains one', async () => {
+  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
+  const { encodeModel } = await import('../../src/onnx/proto.ts');
+  const { f32 } = await import('../../src/onnx/tensor.ts');
+  const { writeFileSync, mkdtempSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const m = new ModelBuilder({ opset: 13 }).input('x', 'float32', [1, 4]).initializer('w', f32([4, 4], new Array(16).fill(0.1)))
+    .node('MatMul', ['x', 'w'], ['boxes']).node('Relu', ['boxes'], ['scores']).output('boxes', 'float32', [1, 4]).output('scores', 'float32', [1, 4]).build();
+  const dir = mkdtempSync(join(tmpdir(), 'refit-det-'));
+  try {
+    writeFileSync(join(dir, 'det.onnx'), encodeModel(m));
+    const r = await inspectModel(join(dir, 'det.onnx'));
+    assert.equal(r.task, undefined);
+    assert.doesNotMatch(formatInspect(r), /task:/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
