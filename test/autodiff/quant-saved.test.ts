@@ -117,3 +117,30 @@ test('the weight scale of onnxruntime\'s unfused dynamic quantization (Mul(x_sca
   assert.deepEqual(model.parameterNames('all'), ['b']);
   assert.throws(() => model.parameterNames(['w_s']), /'w_s' is a quantization scale or zero point \(input 1 of Mul node/);
 });
+
+test('torch\'s quantized exports put a Cast to the same integer type between QuantizeLinear and DequantizeLinear: it trains as the pair without it; a Cast to another integer type is refused', async () => {
+  const withCast = (to: number | null): Model => {
+    const m = qdqMlp();
+    if (to === null) return m;
+    const dq = m.graph.nodes.find((n) => n.opType === 'DequantizeLinear' && n.inputs[0] === 'hq')!;
+    dq.inputs[0] = 'hq_cast';
+    if (to === 3) { // to int8: the DequantizeLinear then needs an int8 zero point (a valid graph, other values)
+      m.graph.initializers.set('hz8', { dtype: 'int8', dims: [], data: new Int8Array([0]) } as Tensor);
+      dq.inputs[2] = 'hz8';
+    }
+    m.graph.nodes.splice(m.graph.nodes.indexOf(dq), 0, { name: 'hq_cast_node', opType: 'Cast', domain: '', inputs: ['hq'], outputs: ['hq_cast'], attrs: { to: { kind: 'int', value: to } } });
+    return m;
+  };
+  const x = f32([2, 3, 8], new Rng(12).fill(new Float32Array(48), 1, 'normal'));
+  const run = async (m: Model) => {
+    const step = new RefitModel(m).compileTrainStep({ trainable: ['w0', 'b0', 'b1'], loss: mse({ output: 'y' }) });
+    const r = await step.run({ x, target: f32([2, 3, 4], new Float32Array(24).fill(0.3)) });
+    await step.release();
+    return r;
+  };
+  const plain = await run(withCast(null)), cast = await run(withCast(2)); // uint8, the zero point's type
+  assert.equal(cast.loss, plain.loss);
+  for (const p of ['w0', 'b0', 'b1']) assert.deepEqual(Array.from(cast.grads.get(p)!), Array.from(plain.grads.get(p)!), p);
+  assert.ok(plain.grads.get('w0')!.some((v) => v !== 0), 'the straight-through gradient reaches w0');
+  await assert.rejects(run(withCast(3)), /QuantizeLinear node .* quantizes 'h', which depends on a trainable parameter, and its integer output feeds (Cast|DequantizeLinear) node/);
+});

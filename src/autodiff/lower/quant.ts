@@ -44,6 +44,11 @@ const MS = 'com.microsoft';
 /** Ops that only move elements: onnxruntime's QDQ propagation carries integer tensors across them. */
 const INT_MOVEMENT = new Set(['Transpose', 'Reshape', 'Squeeze', 'Unsqueeze', 'Flatten', 'Identity', 'Slice', 'Gather']);
 
+/** ONNX's TensorProto codes of the integer types QuantizeLinear writes. */
+const DTYPE_CODE: Record<string, number> = { uint8: 2, int8: 3, uint16: 4, int16: 5 };
+/** A Cast to an integer type QuantizeLinear writes: data movement when it is to the type it already has (checked where a path is traced). */
+const isIntCast = (n: Node) => n.opType === 'Cast' && Object.values(DTYPE_CODE).includes(attrInt(n, 'to') ?? -1);
+
 const QUANT_RANGE: Record<string, [number, number]> = { uint8: [0, 255], int8: [-128, 127], uint16: [0, 65535], int16: [-32768, 32767] };
 
 export interface QuantLowerReport {
@@ -115,9 +120,13 @@ export function lowerQuantized(g: Graph, em: Emitter, trainable: readonly string
   const traceQuantize = (t: string): { q: Node; path: Node[] } | undefined => {
     const path: Node[] = [];
     let p = prod.get(t);
-    while (p && INT_MOVEMENT.has(p.opType) && (p.domain === '' || p.domain === 'ai.onnx')) { path.unshift(p); p = prod.get(p.inputs[0]!); }
+    while (p && (INT_MOVEMENT.has(p.opType) || isIntCast(p)) && (p.domain === '' || p.domain === 'ai.onnx')) { path.unshift(p); p = prod.get(p.inputs[0]!); }
     if (!p || p.opType !== 'QuantizeLinear' || !dep.has(p.inputs[0]!)) return undefined;
     if (path.length && (constant(p.inputs[1])?.data.length ?? 0) !== 1) return undefined;
+    // A Cast on the way must be to the type QuantizeLinear gives (torch's quantized exports write
+    // QuantizeLinear → Cast(uint8) → DequantizeLinear): a cast to another integer type changes values.
+    const qType = DTYPE_CODE[constant(p.inputs[2])?.dtype ?? 'uint8'];
+    if (path.some((m) => m.opType === 'Cast' && attrInt(m, 'to') !== qType)) return undefined;
     return { q: p, path };
   };
   // x_ste − DequantizeLinear(…) for a traced QuantizeLinear: its straight-through term E(x) (saturation-
@@ -125,7 +134,7 @@ export function lowerQuantized(g: Graph, em: Emitter, trainable: readonly string
   const movedSte = ({ q, path }: { q: Node; path: Node[] }): string => {
     const x = q.inputs[0]!;
     let e = straightThrough(em, x, rangeMask(em, x, constant(q.inputs[1]), constant(q.inputs[2]) ?? { dtype: 'uint8', dims: [], data: new Uint8Array(1) }));
-    for (const m of path) e = em.emit(m.opType, [e, ...m.inputs.slice(1)], m.attrs as never, 1, `${m.outputs[0]}.ste`)[0]!;
+    for (const m of path) if (m.opType !== 'Cast') e = em.emit(m.opType, [e, ...m.inputs.slice(1)], m.attrs as never, 1, `${m.outputs[0]}.ste`)[0]!; // a same-type Cast moves nothing
     return e;
   };
 
@@ -241,7 +250,7 @@ export function lowerQuantized(g: Graph, em: Emitter, trainable: readonly string
 
   // An integer hop left on the gradient path would silently stop the gradient: refuse it instead.
   // Through integer data movement (Transpose, Reshape…) to the nodes that read the value.
-  const readers = (t: string): Node[] => (cons.get(t) ?? []).flatMap((c) => (INT_MOVEMENT.has(c.opType) && c.inputs[0] === t && !emitAt.has(c) ? readers(c.outputs[0]!) : [c]));
+  const readers = (t: string): Node[] => (cons.get(t) ?? []).flatMap((c) => ((INT_MOVEMENT.has(c.opType) || isIntCast(c)) && c.inputs[0] === t && !emitAt.has(c) ? readers(c.outputs[0]!) : [c]));
   for (const n of g.nodes) {
     if ((n.opType !== 'QuantizeLinear' && n.opType !== 'DynamicQuantizeLinear') || !dep.has(n.inputs[0]!)) continue;
     for (const c of n.opType === 'QuantizeLinear' ? readers(n.outputs[0]!) : cons.get(n.outputs[0]!) ?? []) {
