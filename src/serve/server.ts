@@ -148,9 +148,14 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
   for (const [k, m] of models) {
     if (m.inputs.length !== 1) throw new Error(`model '${k}': the service feeds one input, and it takes ${m.inputs.length} (${m.inputs.map((i) => i.name).join(', ')}); for a Hugging Face token model, withTokenInputs(model, { padToken }) (refit serve: --pad-token) makes ${TOKEN_COMPANIONS.join(', ')} inside the graph`);
     const input = m.inputs[0]!;
-    if (!TOKEN_DTYPES.has(input.dtype)) continue;
     const logits = m.outputs.find((o) => o.name === defaultLogits(m.outputs));
-    if (logits?.shape && logits.shape.length !== 2) throw new Error(`model '${k}': the service answers class scores [batch, classes] for token ids, and output '${logits.name}' is [${logits.shape.join(', ')}] (a language model's logits are not served)`);
+    const tokens = TOKEN_DTYPES.has(input.dtype);
+    // Class scores per sample only: a segmenter's per-pixel or a recogniser's per-frame scores read
+    // as [batch, classes] would be answered as nonsense predictions.
+    if (logits?.shape && logits.shape.length !== 2) {
+      throw new Error(`model '${k}': the service answers class scores [batch, classes], and output '${logits.name}' is [${logits.shape.join(', ')}] (${tokens ? "a language model's logits are not served" : 'per-position scores (a segmenter, a speech recogniser) are not served'}); use refit eval or the library`);
+    }
+    if (!tokens) continue;
     tokenInputs.set(k, { name: input.name, dtype: input.dtype as 'int64' | 'int32', vocab: vocabularySize(m, input.name) });
   }
   const method = opts.method && opts.method !== 'none' ? opts.method : undefined;

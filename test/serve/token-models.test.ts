@@ -53,7 +53,7 @@ test('predict on token ids: the logits of the model fed its companions, plain an
   await assert.rejects(buildServer({ models: { bert: ids }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false, method: 'cotta' }), /model 'bert': method 'cotta' cannot run on it: cotta augments its input images/);
   await assert.rejects(buildServer({ models: { bert: ids }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false, method: 'dynamic-eval' }), /dynamic-eval adapts language models, which the service does not serve; run it with refit adapt or the library/);
   const gpt = await loadModel(new URL('../fixtures/zoo/gpt/model.onnx', import.meta.url).pathname);
-  await assert.rejects(buildServer({ models: { gpt }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false }), /model 'gpt': the service answers class scores \[batch, classes\] for token ids, and output 'logits' is \[batch, sequence, 32\]/);
+  await assert.rejects(buildServer({ models: { gpt }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false }), /model 'gpt': the service answers class scores \[batch, classes\], and output 'logits' is \[batch, sequence, 32\] \(a language model's logits are not served\)/);
   await gpt.release();
 });
 
@@ -85,4 +85,12 @@ test('the continual controller behind the service on token ids: requests of diff
   } finally {
     await fixed.close();
   }
+});
+
+test('a model whose logits are per position (a segmenter, a speech recogniser) is refused at start: its scores read as [batch, classes] were answered as nonsense predictions', async () => {
+  const { loadModel } = await import('../../src/model.ts');
+  const segmenter = await loadModel(new URL('../fixtures/exports/segmenter/model.onnx', import.meta.url).pathname, { threads: 1 });
+  await assert.rejects(buildServer({ models: { seg: segmenter }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false }),
+    /model 'seg': the service answers class scores \[batch, classes\], and output 'logits' is \[batch, [^\]]+\] \(per-position scores \(a segmenter, a speech recogniser\) are not served\)/);
+  await segmenter.release();
 });
