@@ -9,6 +9,7 @@ import { lowerForGradient } from '../../src/autodiff/lower/index.ts';
 import { NCHWC_DOMAIN, nchwcBlockSize } from '../../src/onnx/nchwc.ts';
 import { type Tensor, f32 } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
+import assert from 'node:assert/strict';
 
 export async function runModel(m: Model, feeds: Record<string, Tensor>): Promise<Map<string, Tensor>> {
   const s = await createSession(encodeModel(m), { threads: 1, optimization: 'disabled' });
@@ -88,4 +89,13 @@ export async function forwardGap(spec: OneOp): Promise<{ gap: number; count: num
   let gap = 0;
   for (const o of spec.outputs) if (o) gap = Math.max(gap, maxAbsDiff(got.get(o)!, ref.get(o)!));
   return { gap, count };
+}
+
+/** Each labelled one-op model is lowered (one node) and its outputs equal onnxruntime's kernel within `tol`. */
+export async function assertLowersLikeOrt(cases: Iterable<readonly [string, OneOp]>, tol = 1e-5): Promise<void> {
+  for (const [label, spec] of cases) {
+    const { gap, count } = await forwardGap(spec);
+    assert.equal(count, 1, `${label}: not lowered`);
+    assert.ok(gap <= tol, `${label}: max |diff| ${gap}`);
+  }
 }
