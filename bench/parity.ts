@@ -1,13 +1,25 @@
 // One full training step of an exported model against PyTorch's loss and gradients (written by a
 // bench's Python script as <name>.x.npy, <name>.y.npy, <name>.grads.safetensors): the core of
 // bench/torchvision-extra.ts and bench/torchaudio-models.ts.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { loadModel, type RefitModel } from '../src/model.ts';
 import type { LossSpec } from '../src/train/loss-spec.ts';
 import { f32, i64, type Tensor } from '../src/onnx/tensor.ts';
 import { parseNpy } from '../src/cli/data-files.ts';
 import { parseSafetensors } from '../src/io/safetensors.ts';
+
+/**
+ * Run a bench's Python script (Debian's /usr/bin/python3) for the models of `names` whose
+ * PyTorch references are not in `dir` yet; `debian` names the packages it needs, for the error.
+ */
+export function exportMissing(script: string, dir: string, names: string[], debian: string): void {
+  const missing = names.filter((n) => !existsSync(join(dir, `${n}.grads.safetensors`)));
+  if (!missing.length) return;
+  const r = spawnSync('/usr/bin/python3', [script, '--out', dir, '--only', missing.join(',')], { stdio: 'inherit' });
+  if (r.status !== 0) throw new Error(`${script} failed (Debian: apt-get install ${debian})`);
+}
 
 /** A gradient that is zero in exact arithmetic (a key projection's bias under softmax) is float noise on both sides; its relative error says nothing. */
 export const ZERO_NORM = 1e-6;

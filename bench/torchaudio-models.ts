@@ -10,13 +10,12 @@
 // Exports into tmp/torchaudio first (Debian's python3-torch, python3-torchaudio, python3-onnx)
 // when a model is missing there. One batch of 2, the first call (which compiles) and the median of
 // 3 later calls.
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as losses from '../src/train/losses.ts';
 import type { LossSpec } from '../src/train/loss-spec.ts';
-import { stepAgainstTorch, parityTable, describeRow } from './parity.ts';
+import { exportMissing, stepAgainstTorch, parityTable, describeRow } from './parity.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..');
@@ -25,11 +24,7 @@ const ALL = ['wav2vec2_base', 'conformer', 'deepspeech', 'wav2letter', 'conv_tas
 const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 ? process.argv[i + 1]! : d; };
 const names = arg('only', ALL.join(',')).split(',');
 const out = arg('out', join(root, 'bench/results/torchaudio-models'));
-const missing = names.filter((n) => !existsSync(join(dir, `${n}.grads.safetensors`)));
-if (missing.length) {
-  const r = spawnSync('/usr/bin/python3', [join(here, 'torchaudio_models.py'), '--out', dir, '--only', missing.join(',')], { stdio: 'inherit' });
-  if (r.status !== 0) throw new Error('bench/torchaudio_models.py failed (Debian: apt-get install python3-torch python3-torchaudio python3-onnx)');
-}
+exportMissing(join(here, 'torchaudio_models.py'), dir, names, 'python3-torch python3-torchaudio python3-onnx');
 
 const LOSS: Record<string, LossSpec> = {
   ctc: losses.ctc({ logits: 'out', labels: 'y', maxLabelLength: 12 }),

@@ -10,13 +10,12 @@
 // Exports into tmp/torchvision-extra first (Debian's python3-torch and python3-torchvision) when a
 // model is missing there. One batch of 2; the step's first call (which compiles) and the median of
 // 3 later calls; gradients compared as ‖refit − PyTorch‖ / ‖PyTorch‖ per tensor, the worst reported.
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as losses from '../src/train/losses.ts';
 import { createAdapter } from '../src/tta/index.ts';
-import { stepAgainstTorch, parityTable, describeRow, type ParityRow } from './parity.ts';
+import { exportMissing, stepAgainstTorch, parityTable, describeRow, type ParityRow } from './parity.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..');
@@ -26,11 +25,7 @@ const ALL = ['googlenet', 'mnasnet0_5', 'resnext50_32x4d', 'vgg11_bn', 'alexnet'
 const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 ? process.argv[i + 1]! : d; };
 const names = arg('only', ALL.join(',')).split(',');
 const out = arg('out', join(root, 'bench/results/torchvision-extra'));
-const missing = names.filter((n) => !existsSync(join(dir, `${n}.grads.safetensors`)));
-if (missing.length) {
-  const r = spawnSync('/usr/bin/python3', [join(here, 'torchvision_extra.py'), '--out', dir, '--only', missing.join(',')], { stdio: 'inherit' });
-  if (r.status !== 0) throw new Error('bench/torchvision_extra.py failed (Debian: apt-get install python3-torch python3-torchvision python3-onnx)');
-}
+exportMissing(join(here, 'torchvision_extra.py'), dir, names, 'python3-torch python3-torchvision python3-onnx');
 
 const rows: (ParityRow & { tent: string })[] = [];
 for (const name of names) {
