@@ -9,15 +9,14 @@
 // into them) go back into both files, which keep their names and (a merged decoder) their KV cache.
 import { basename, join } from 'node:path';
 import { loadModel, RefitModel } from '../model.ts';
-import { i64, f32, type Tensor } from '../onnx/tensor.ts';
+import { f32, type Tensor } from '../onnx/tensor.ts';
 import { existsSync } from 'node:fs';
 import { readBytes } from '../data/idx-node.ts';
 import { parseNpy } from './data-files.ts';
 import { joinModels, splitWeights } from '../onnx/join.ts';
 import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts';
-import { tokenCrossEntropy } from '../train/losses.ts';
 import { tokenInputs, readTokenIds, tokenFeeds } from './token-inputs.ts';
-import { IGNORE, tokenTally, evaluateTokens } from './token-task.ts';
+import { IGNORE, idRows, labelsPerPosition } from './token-task.ts';
 import type { TrainTask } from './train-task.ts';
 
 export interface Seq2seqOptions {
@@ -100,19 +99,10 @@ export function seq2seqTask(pair: Seq2seqPair, o: Seq2seqOptions): TrainTask {
   // labels: the targets, padding unscored; decoder ids: the targets shifted right behind the start token
   const labels = Float64Array.from({ length: tgt.n * T }, (_, i) => (tgt.values[i] === o.padToken ? IGNORE : tgt.values[i]!));
   const shifted = Float64Array.from({ length: tgt.n * T }, (_, i) => (i % T === 0 ? start : tgt.values[i - 1]!));
-  const rows = (a: ArrayLike<number>, idx: number[]) => i64([idx.length, T], idx.flatMap((s) => Array.from({ length: T }, (_, t) => a[s * T + t]!)));
-  const feeds = (idx: number[]) => ({ ...source.feeds(idx), [pair.decoderIds]: rows(shifted, idx) });
-  const tally = (z: Float32Array, idx: number[]) => tokenTally(z, labels, T, idx);
+  const feeds = (idx: number[]) => ({ ...source.feeds(idx), [pair.decoderIds]: idRows(shifted, T, idx) });
   return {
     data: { source: `${o.data} → ${o.targets}`, format: `${source.format} → npy token ids`, samples: source.n, sampleShape: [...source.shape, T] },
-    logits,
-    loss: tokenCrossEntropy({ logits, labels: 'refit_labels' }),
-    feeds: (idx) => ({ ...feeds(idx), refit_labels: rows(labels, idx) }),
-    score(z, idx) {
-      const r = tally(z.data as Float32Array, idx);
-      return { correct: r.correct, scored: r.scored };
-    },
-    evaluate: (m, idx, bs) => evaluateTokens(m, idx, bs, logits, feeds, tally),
+    ...labelsPerPosition(logits, labels, T, feeds),
   };
 }
 

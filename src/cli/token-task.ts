@@ -35,25 +35,36 @@ export function nextTokenTask(model: RefitModel, o: NextTokenOptions): TrainTask
       labels[s * T + t] = next === o.padToken ? IGNORE : next;
     }
   }
-  const pick = (src: ArrayLike<number>, idx: number[]) => idx.flatMap((i) => Array.from({ length: T }, (_, t) => src[i * T + t]!));
-  const rows = (src: ArrayLike<number>, idx: number[]) => i64([idx.length, T], pick(src, idx));
   const tokens = (idx: number[]) => tokenFeeds(inputs, a.values, T, idx, o.padToken);
+  return { data: { source: o.data, format: 'npy token ids', samples: n, sampleShape: [T] }, ...labelsPerPosition(logits, labels, T, tokens) };
+}
+
+/** Rows `idx` of `src` [n, T] as an int64 tensor [idx.length, T]. */
+export function idRows(src: ArrayLike<number>, T: number, idx: readonly number[]): Tensor {
+  return i64([idx.length, T], idx.flatMap((i) => Array.from({ length: T }, (_, t) => src[i * T + t]!)));
+}
+
+/**
+ * What every task with a label per position shares (next-token, seq2seq): token cross-entropy of
+ * `logits` [b, T, V] against `labels` [n, T] (IGNORE: not scored), fed `feeds` and the labels,
+ * scored and evaluated per labelled position.
+ */
+export function labelsPerPosition(logits: string, labels: ArrayLike<number>, T: number, feeds: (idx: number[]) => Record<string, Tensor>): Omit<TrainTask, 'data'> {
   const tally = (z: Float32Array, idx: number[]) => tokenTally(z, labels, T, idx);
   return {
-    data: { source: o.data, format: 'npy token ids', samples: n, sampleShape: [T] },
     logits,
     loss: tokenCrossEntropy({ logits, labels: 'refit_labels' }),
-    feeds: (idx) => ({ ...tokens(idx), refit_labels: rows(labels, idx) }),
+    feeds: (idx) => ({ ...feeds(idx), refit_labels: idRows(labels, T, idx) }),
     score(z, idx) {
       const r = tally(z.data as Float32Array, idx);
       return { correct: r.correct, scored: r.scored };
     },
-    evaluate: (m, idx, bs) => evaluateTokens(m, idx, bs, logits, tokens, tally),
+    evaluate: (m, idx, bs) => evaluateTokens(m, idx, bs, logits, feeds, tally),
   };
 }
 
 /** Loss sum, correct and scored positions of logits [b, T, V] against rows `idx` of `labels` [n, T] (IGNORE: not scored). */
-export function tokenTally(z: Float32Array, labels: ArrayLike<number>, T: number, idx: readonly number[]): { lossSum: number; correct: number; scored: number } {
+function tokenTally(z: Float32Array, labels: ArrayLike<number>, T: number, idx: readonly number[]): { lossSum: number; correct: number; scored: number } {
   const V = z.length / (idx.length * T);
   let lossSum = 0, correct = 0, scored = 0;
   idx.forEach((s, k) => {
@@ -70,7 +81,7 @@ export function tokenTally(z: Float32Array, labels: ArrayLike<number>, T: number
 }
 
 /** Mean per-token loss and accuracy of `m` on rows `idx`, by plain inference in batches of `bs`. */
-export async function evaluateTokens(m: RefitModel, idx: number[], bs: number, logits: string, feeds: (idx: number[]) => Record<string, Tensor>,
+async function evaluateTokens(m: RefitModel, idx: number[], bs: number, logits: string, feeds: (idx: number[]) => Record<string, Tensor>,
   tally: (z: Float32Array, idx: number[]) => { lossSum: number; correct: number; scored: number }): Promise<{ loss: number; accuracy: number }> {
   let lossSum = 0, correct = 0, scored = 0;
   for (let s = 0; s < idx.length; s += bs) {
