@@ -4,8 +4,7 @@
 // variance, x ← (x − mean) / sqrt(var + 1e-7), as transformers' zero_mean_unit_var_norm computes it
 // (over the whole row here: the CLI's rows carry no padding). Extractors that compute features
 // (Whisper's and SeamlessM4T's log-mel) are refused: give their features as --data.
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { readPreprocessorConfig } from './hf-preprocessor.ts';
 
 export interface AudioPreprocess {
   normalize: boolean;
@@ -14,9 +13,7 @@ export interface AudioPreprocess {
 }
 
 export function readAudioPreprocessor(path: string): AudioPreprocess {
-  const file = existsSync(path) && statSync(path).isDirectory() ? join(path, 'preprocessor_config.json') : path;
-  let c: Record<string, unknown>;
-  try { c = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>; } catch (e) { throw new Error(`--preprocessor: cannot read ${file} as JSON (${(e as Error).message})`); }
+  const { file, config: c } = readPreprocessorConfig(path);
   const kind = typeof c.feature_extractor_type === 'string' ? c.feature_extractor_type : undefined;
   if (kind !== 'Wav2Vec2FeatureExtractor') {
     throw new Error(`--preprocessor ${file}: --task ctc follows Wav2Vec2FeatureExtractor (raw audio, optionally normalised); this is ${kind ?? 'not an audio feature extractor'}${kind && /Whisper|Seamless|Speech2Text/.test(kind) ? ', which computes log-mel features: give those features as --data' : ''}`);

@@ -32,19 +32,25 @@ const RESAMPLE: Record<number, string> = { 0: 'nearest', 1: 'Lanczos', 2: 'bilin
 
 type Size = number | { height?: number; width?: number; shortest_edge?: number; longest_edge?: number };
 
+/** A preprocessor_config.json (or the folder holding one) as a JSON object, and the file read. */
+export function readPreprocessorConfig(path: string): { file: string; config: Record<string, unknown> } {
+  const file = existsSync(path) && statSync(path).isDirectory() ? join(path, 'preprocessor_config.json') : path;
+  let config: Record<string, unknown>;
+  try {
+    config = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`--preprocessor: cannot read ${file} as JSON (${(e as Error).message})`);
+  }
+  if (!config || typeof config !== 'object' || Array.isArray(config)) throw new Error(`--preprocessor: ${file} is not a JSON object`);
+  return { file, config };
+}
+
 /**
  * Read `path` (a preprocessor_config.json, or a folder holding one) into --resize, --mean and
  * --std; throws a message naming the field it cannot follow.
  */
 export function readHfPreprocessor(path: string): HfPreprocess {
-  const file = existsSync(path) && statSync(path).isDirectory() ? join(path, 'preprocessor_config.json') : path;
-  let c: Record<string, unknown>;
-  try {
-    c = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new Error(`--preprocessor: cannot read ${file} as JSON (${(e as Error).message})`);
-  }
-  if (!c || typeof c !== 'object' || Array.isArray(c)) throw new Error(`--preprocessor: ${file} is not a JSON object`);
+  const { file, config: c } = readPreprocessorConfig(path);
   const bad = (m: string): never => { throw new Error(`--preprocessor ${file}: ${m}`); };
   const notes: string[] = [];
   const on = (k: string, dflt: boolean) => (c[k] === undefined ? dflt : c[k] === true ? true : c[k] === false ? false : bad(`${k} must be true or false, got ${JSON.stringify(c[k])}`));
