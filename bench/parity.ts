@@ -33,30 +33,32 @@ const relErr = (a: ArrayLike<number>, b: ArrayLike<number>) => {
 };
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
+/** A tensor a bench's Python script saved as `<dir>/<file>`: float32 (from float32/64) or int64. */
+export function savedTensor(dir: string, file: string): Tensor {
+  const a = parseNpy(new Uint8Array(readFileSync(join(dir, file))), file);
+  return a.dtype === 'float32' || a.dtype === 'float64'
+    ? f32(a.shape, Float32Array.from(a.values as ArrayLike<number>))
+    : i64(a.shape, Array.from(a.values as ArrayLike<number>, Number));
+}
+
 /** The batch a bench's Python script saved: x as float32, y as int64 (or float32 targets). */
 export function savedBatch(dir: string, name: string): { x: Tensor; y: Tensor } {
-  const npy = (f: string) => parseNpy(new Uint8Array(readFileSync(join(dir, f))), f);
-  const xa = npy(`${name}.x.npy`), ya = npy(`${name}.y.npy`);
-  const x = f32(xa.shape, Float32Array.from(xa.values as ArrayLike<number>));
-  const y = ya.dtype === 'float32' || ya.dtype === 'float64'
-    ? f32(ya.shape, Float32Array.from(ya.values as ArrayLike<number>))
-    : i64(ya.shape, Array.from(ya.values as ArrayLike<number>, Number));
-  return { x, y };
+  return { x: savedTensor(dir, `${name}.x.npy`), y: savedTensor(dir, `${name}.y.npy`) };
 }
 
 /**
  * Compile `loss` over every parameter of `<dir>/<name>.onnx`, run it on the saved batch (first call,
  * then the median of 3), and compare with PyTorch's loss and every gradient it saved. `feeds` names
- * the model input and the loss's label input. Errors are caught into the row.
+ * the model's inputs and the loss's label input, made from the saved x and y or given whole (a
+ * model with several inputs). Errors are caught into the row.
  */
-export async function stepAgainstTorch(dir: string, name: string, opts: { loss: LossSpec; torchLoss: number; params: number; feeds: (b: { x: Tensor; y: Tensor }) => Record<string, Tensor>; threads?: number; after?: (model: RefitModel, b: { x: Tensor; y: Tensor }) => Promise<void> }): Promise<ParityRow> {
+export async function stepAgainstTorch(dir: string, name: string, opts: { loss: LossSpec; torchLoss: number; params: number; feeds: ((b: { x: Tensor; y: Tensor }) => Record<string, Tensor>) | Record<string, Tensor>; threads?: number; after?: (model: RefitModel, feeds: Record<string, Tensor>) => Promise<void> }): Promise<ParityRow> {
   const torchGrads = parseSafetensors(readFileSync(join(dir, `${name}.grads.safetensors`))).tensors;
-  const b = savedBatch(dir, name);
-  const row: ParityRow = { model: name, params: opts.params, input: b.x.dims.join('×'), loss: NaN, torchLoss: opts.torchLoss, grads: '', worstGrad: NaN, firstMs: NaN, stepMs: NaN };
+  const feeds = typeof opts.feeds === 'function' ? opts.feeds(savedBatch(dir, name)) : opts.feeds;
+  const row: ParityRow = { model: name, params: opts.params, input: Object.values(feeds)[0]!.dims.join('×'), loss: NaN, torchLoss: opts.torchLoss, grads: '', worstGrad: NaN, firstMs: NaN, stepMs: NaN };
   const model = await loadModel(join(dir, `${name}.onnx`), { threads: opts.threads ?? 2 });
   try {
     const step = model.compileTrainStep({ trainable: 'all', loss: opts.loss });
-    const feeds = opts.feeds(b);
     let t = performance.now();
     const r = await step.run(feeds);
     row.firstMs = performance.now() - t;
@@ -77,7 +79,7 @@ export async function stepAgainstTorch(dir: string, name: string, opts: { loss: 
     row.worstGrad = worst;
     await step.release();
   } catch (e) { row.error = (e as Error).message.split('\n')[0]!.slice(0, 200); }
-  await opts.after?.(model, b);
+  await opts.after?.(model, feeds);
   await model.release();
   return row;
 }

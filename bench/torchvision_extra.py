@@ -77,7 +77,9 @@ MVIT_V2_S = _mvit_v2_s_config()
 def onnx_names(proto, model, matched=None):
     """Each parameter's gradient under the name refit gives it: its own name when the export keeps
     it (an initializer, or an Identity alias of an equal one that refit unties), else the
-    initializer holding its values (transposed: the MatMul weights constant folding writes)."""
+    initializer holding its values (transposed: the MatMul weights constant folding writes; or
+    reshaped: a GroupNorm's weight as [C, 1, 1], a position table as [1, n, d]). Values shared by
+    several parameters (a fresh norm's ones) are ambiguous: give such a model random values first."""
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
     aliases = {o for n in proto.graph.node if n.op_type == "Identity" for o in n.output}
     out = {}
@@ -98,6 +100,9 @@ def onnx_names(proto, model, matched=None):
                 break
             if v.ndim == 2 and a.shape == v.T.shape and np.array_equal(a, v.T):
                 out[name] = np.ascontiguousarray(g.T)
+                break
+            if a.size == v.size and a.size > 1 and np.array_equal(a.reshape(-1), v.reshape(-1)):
+                out[name] = g.reshape(a.shape)
                 break
         else:
             continue

@@ -1,0 +1,98 @@
+// Architectures people deploy with onnxruntime that no other bench holds (bench/popular_architectures.py:
+// YOLOv8's detector, a diffusers-style denoising U-Net, CLIP's dual encoder, SegFormer), written after
+// their reference code and exported as their tools export them: does refit's full step ('all') give
+// PyTorch's loss and every gradient, and do the PEFT and TTA paths a user of each would take run?
+//
+//   npx tsx bench/popular-architectures.ts [--only yolov8,clip] [--out bench/results/popular-architectures]
+//
+// Exports into tmp/popular-architectures first (Debian's python3-torch and python3-onnx) when a model
+// is missing there. One batch; the step's first call (which compiles) and the median of 3 later calls;
+// gradients compared as ‖refit − PyTorch‖ / ‖PyTorch‖ per tensor, the worst reported.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as losses from '../src/train/losses.ts';
+import * as peft from '../src/peft/index.ts';
+import { createAdapter } from '../src/tta/index.ts';
+import type { RefitModel } from '../src/model.ts';
+import type { LossSpec } from '../src/train/loss-spec.ts';
+import type { Tensor } from '../src/onnx/tensor.ts';
+import { exportMissing, stepAgainstTorch, parityTable, describeRow, savedTensor, type ParityRow } from './parity.ts';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, '..');
+const dir = join(root, 'tmp', 'popular-architectures');
+
+interface Case {
+  loss: LossSpec;
+  /** What a user of this model would adapt: [column, what runs]. */
+  paths: [string, (model: RefitModel, feeds: Record<string, Tensor>) => Promise<string>][];
+}
+
+/** One step of `method` (an adapter added to the model) with the case's loss: the trainable tensor count. */
+const peftStep = (method: () => peft.AdapterMethod, loss: LossSpec) => async (model: RefitModel, feeds: Record<string, Tensor>) => {
+  const m = peft.withAdapter(model, 'a', method());
+  const step = m.compileTrainStep({ trainable: m.trainableNames(), loss });
+  const r = await step.run(feeds);
+  await step.release();
+  await m.release();
+  if (!Number.isFinite(r.loss)) throw new Error(`non-finite loss ${r.loss}`);
+  return `✓ ${r.grads.size} tensors`;
+};
+const attention = /(q_proj|k_proj|v_proj|out_proj|to_q|to_k|to_v|to_out|query|key|value|output)/;
+const loraOn = (re: RegExp) => () => peft.lora({ rank: 4, alpha: 8, targets: re });
+const tta = (method: string, input: string) => async (model: RefitModel, feeds: Record<string, Tensor>) => {
+  await createAdapter(model, method).predict(feeds[input]!);
+  return '✓';
+};
+
+const CASES: Record<string, (lossOnly?: boolean) => Case> = {
+  yolov8: () => {
+    const loss = losses.mse({ output: 'output0', target: 'y' });
+    return { loss, paths: [['norm-affine', peftStep(() => peft.normAffine(), loss)], ['BN-adapt', tta('bn-adapt', 'images')]] };
+  },
+  unet2d: () => {
+    const loss = losses.mse({ output: 'noise_pred', target: 'y' });
+    return { loss, paths: [['LoRA on attention (diffusers\' targets)', peftStep(loraOn(/to_(q|k|v|out)/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
+  clip: () => {
+    const loss = losses.combine([
+      { loss: losses.crossEntropy({ logits: 'logits_per_image', labels: 'y' }), weight: 0.5 },
+      { loss: losses.crossEntropy({ logits: 'logits_per_text', labels: 'y' }), weight: 0.5 }]);
+    return { loss, paths: [['LoRA on attention', peftStep(loraOn(attention), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
+  segformer: () => {
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['LoRA on attention', peftStep(loraOn(attention), loss)], ['Tent', tta('tent', 'pixel_values')]] };
+  },
+};
+
+const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 ? process.argv[i + 1]! : d; };
+const names = arg('only', Object.keys(CASES).join(',')).split(',');
+const out = arg('out', join(root, 'bench/results/popular-architectures'));
+exportMissing(join(here, 'popular_architectures.py'), dir, names, 'python3-torch python3-onnx');
+
+const rows: (ParityRow & { paths: string })[] = [];
+for (const name of names) {
+  const ref = JSON.parse(readFileSync(join(dir, `${name}.json`), 'utf8')) as { loss: number; params: number; inputs: Record<string, number[]> };
+  const feeds: Record<string, Tensor> = { y: savedTensor(dir, `${name}.y.npy`) };
+  for (const input of Object.keys(ref.inputs)) feeds[input] = savedTensor(dir, `${name}.${input}.npy`);
+  const c = CASES[name]!();
+  const paths: string[] = [];
+  const row = await stepAgainstTorch(dir, name, {
+    loss: c.loss, torchLoss: ref.loss, params: ref.params, feeds,
+    after: async (model) => {
+      for (const [what, run] of c.paths) {
+        try { paths.push(`${what} ${await run(model, feeds)}`); } catch (e) { paths.push(`${what} ✗ ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`); }
+      }
+    },
+  });
+  rows.push({ ...row, input: Object.entries(ref.inputs).map(([k, s]) => `${k} ${s.join('×')}`).join(', '), paths: paths.join('; ') });
+  console.log(`${describeRow(row)} | ${paths.join(' | ')}`);
+}
+const lines = [`# Architectures people deploy, beyond the zoo (${new Date().toISOString()})`, '',
+  `\`npx tsx bench/popular-architectures.ts ${process.argv.slice(2).join(' ')}\`: torch.onnx exports as each model's tools write them (bench/popular_architectures.py: YOLOv8 at opset 12 with batch, height and width dynamic; a diffusers-style UNet2DModel at opset 17; CLIP at opset 14 with batch and sequence dynamic; SegFormer-B0 at opset 14 with batch, height and width dynamic; random weights, width-reduced), refit's full step against PyTorch's loss (YOLOv8: MSE of the decoded output to a fixed target; U-Net: MSE to the noise; CLIP: the symmetric contrastive cross-entropy; SegFormer: per-pixel cross-entropy) on one batch; 2 threads. The last column runs what a user of each model would adapt with.`, '',
+  ...parityTable(rows, [{ head: 'adaptation paths', cell: (r) => (r as ParityRow & { paths: string }).paths }])];
+writeFileSync(`${out}.md`, lines.join('\n') + '\n');
+writeFileSync(`${out}.json`, JSON.stringify({ date: new Date().toISOString(), rows }, null, 1));
+console.log(`wrote ${out}.md and .json`);

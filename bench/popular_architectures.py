@@ -1,0 +1,452 @@
+#!/usr/bin/env python3
+"""Architectures people deploy with onnxruntime that no other bench holds, written after their
+reference code (width-reduced, the same module structure and ops) and exported as their tools
+export them, random weights, with PyTorch's loss and every parameter's gradient for one batch,
+for bench/popular-architectures.ts:
+
+- yolov8: ultralytics' YOLOv8 layout (Conv-BN-SiLU, C2f with chunk, SPPF, nearest upsampling, the
+  Detect head with DFL and anchors made from the feature shapes), opset 12 with batch, height and
+  width dynamic (`yolo export format=onnx dynamic=True opset=12`); loss: MSE of the decoded
+  output [N, 4 + classes, anchors] to a fixed target (a stand-in for YOLO's assigned loss).
+- unet2d: diffusers' UNet2DModel layout (sinusoidal timestep embedding, ResnetBlock2D with
+  GroupNorm and the time projection, attention blocks, skip concatenations), opset 17, inputs
+  sample and timestep; loss: MSE to the noise (the denoising objective).
+- clip: CLIP's dual encoder (causal text transformer pooled at the argmax token, ViT with a class
+  embedding and pre-LayerNorm, L2-normalised projections, exp of a learned logit scale), opset 14,
+  batch and sequence dynamic; loss: the symmetric contrastive cross-entropy.
+- segformer: SegFormer-B0's layout (overlapping patch embeddings, efficient self-attention with
+  spatial reduction, Mix-FFN's depthwise convolution, the all-MLP decoder with bilinear
+  upsampling), opset 14, batch, height and width dynamic; loss: per-pixel cross-entropy at 1/4 size.
+
+    /usr/bin/python3 bench/popular_architectures.py --out tmp/popular-architectures [--only yolov8,clip]
+
+Writes <name>.onnx, <name>.<input>.npy per graph input, <name>.y.npy (target or labels),
+<name>.grads.safetensors and <name>.json (loss, inputs) per model.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import warnings
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "fixtures", "torch"))
+from make_fixtures import write_safetensors  # noqa: E402
+from torchvision_extra import onnx_names  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+# ---------------------------------------------------------------- YOLOv8 (ultralytics' modules)
+class Conv(nn.Module):
+    def __init__(self, c1, c2, k=1, s=1):
+        super().__init__()
+        self.conv = nn.Conv2d(c1, c2, k, s, k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(c2, eps=0.001, momentum=0.03)
+        self.act = nn.SiLU()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, c1, c2, shortcut=True):
+        super().__init__()
+        self.cv1, self.cv2 = Conv(c1, c2, 3), Conv(c2, c2, 3)
+        self.add = shortcut and c1 == c2
+
+    def forward(self, x):
+        return x + self.cv2(self.cv1(x)) if self.add else self.cv2(self.cv1(x))
+
+
+class C2f(nn.Module):
+    def __init__(self, c1, c2, n=1, shortcut=False):
+        super().__init__()
+        self.c = c2 // 2
+        self.cv1 = Conv(c1, 2 * self.c, 1)
+        self.cv2 = Conv((2 + n) * self.c, c2, 1)
+        self.m = nn.ModuleList(Bottleneck(self.c, self.c, shortcut) for _ in range(n))
+
+    def forward(self, x):
+        y = list(self.cv1(x).chunk(2, 1))
+        y.extend(m(y[-1]) for m in self.m)
+        return self.cv2(torch.cat(y, 1))
+
+
+class SPPF(nn.Module):
+    def __init__(self, c1, c2, k=5):
+        super().__init__()
+        c_ = c1 // 2
+        self.cv1, self.cv2 = Conv(c1, c_, 1), Conv(c_ * 4, c2, 1)
+        self.m = nn.MaxPool2d(k, 1, k // 2)
+
+    def forward(self, x):
+        y = [self.cv1(x)]
+        y.extend(self.m(y[-1]) for _ in range(3))
+        return self.cv2(torch.cat(y, 1))
+
+
+class DFL(nn.Module):
+    """The distribution focal loss's integral: a frozen 1×1 convolution with weights 0..15."""
+
+    def __init__(self, c1=16):
+        super().__init__()
+        self.conv = nn.Conv2d(c1, 1, 1, bias=False).requires_grad_(False)
+        self.conv.weight.data[:] = torch.arange(c1, dtype=torch.float).view(1, c1, 1, 1)
+        self.c1 = c1
+
+    def forward(self, x):
+        b, _, a = x.shape
+        return self.conv(x.view(b, 4, self.c1, a).transpose(2, 1).softmax(1)).view(b, 4, a)
+
+
+def make_anchors(feats, strides, offset=0.5):
+    points, stride_tensor = [], []
+    for f, stride in zip(feats, strides):
+        _, _, h, w = f.shape
+        sx = torch.arange(end=w, dtype=f.dtype) + offset
+        sy = torch.arange(end=h, dtype=f.dtype) + offset
+        sy, sx = torch.meshgrid(sy, sx, indexing="ij")
+        points.append(torch.stack((sx, sy), -1).view(-1, 2))
+        stride_tensor.append(torch.full((h * w, 1), stride, dtype=f.dtype))
+    return torch.cat(points), torch.cat(stride_tensor)
+
+
+class Detect(nn.Module):
+    def __init__(self, nc, ch, strides=(8, 16, 32), reg_max=16):
+        super().__init__()
+        self.nc, self.reg_max, self.no, self.stride = nc, reg_max, nc + reg_max * 4, strides
+        c2, c3 = max(16, ch[0] // 4, reg_max * 4), max(ch[0], min(nc, 100))
+        self.cv2 = nn.ModuleList(nn.Sequential(Conv(x, c2, 3), Conv(c2, c2, 3), nn.Conv2d(c2, 4 * reg_max, 1)) for x in ch)
+        self.cv3 = nn.ModuleList(nn.Sequential(Conv(x, c3, 3), Conv(c3, c3, 3), nn.Conv2d(c3, nc, 1)) for x in ch)
+        self.dfl = DFL(reg_max)
+
+    def forward(self, x):
+        x = [torch.cat((self.cv2[i](xi), self.cv3[i](xi)), 1) for i, xi in enumerate(x)]
+        anchors, strides = (t.transpose(0, 1) for t in make_anchors(x, self.stride))
+        x_cat = torch.cat([xi.view(x[0].shape[0], self.no, -1) for xi in x], 2)
+        box, cls = x_cat.split((self.reg_max * 4, self.nc), 1)
+        lt, rb = self.dfl(box).chunk(2, 1)
+        a = anchors.unsqueeze(0)
+        x1y1, x2y2 = a - lt, a + rb
+        dbox = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1) * strides
+        return torch.cat((dbox, cls.sigmoid()), 1)
+
+
+class YOLOv8(nn.Module):
+    """yolov8n.yaml's graph at half its width (channels 8..128), 10 classes."""
+
+    def __init__(self, nc=10, w=(8, 16, 32, 64, 128)):
+        super().__init__()
+        a, b, c, d, e = w
+        self.b0, self.b1, self.b2 = Conv(3, a, 3, 2), Conv(a, b, 3, 2), C2f(b, b, 1, True)
+        self.b3, self.b4 = Conv(b, c, 3, 2), C2f(c, c, 2, True)
+        self.b5, self.b6 = Conv(c, d, 3, 2), C2f(d, d, 2, True)
+        self.b7, self.b8, self.b9 = Conv(d, e, 3, 2), C2f(e, e, 1, True), SPPF(e, e)
+        self.up = nn.Upsample(scale_factor=2.0, mode="nearest")
+        self.h12, self.h15 = C2f(e + d, d), C2f(d + c, c)
+        self.h16, self.h18 = Conv(c, c, 3, 2), C2f(c + d, d)
+        self.h19, self.h21 = Conv(d, d, 3, 2), C2f(d + e, e)
+        self.detect = Detect(nc, (c, d, e))
+
+    def forward(self, x):
+        p4 = self.b4(self.b3(self.b2(self.b1(self.b0(x)))))
+        p6 = self.b6(self.b5(p4))
+        p9 = self.b9(self.b8(self.b7(p6)))
+        h12 = self.h12(torch.cat((self.up(p9), p6), 1))
+        h15 = self.h15(torch.cat((self.up(h12), p4), 1))
+        h18 = self.h18(torch.cat((self.h16(h15), h12), 1))
+        h21 = self.h21(torch.cat((self.h19(h18), p9), 1))
+        return self.detect([h15, h18, h21])
+
+
+# ---------------------------------------------------------------- UNet2DModel (diffusers' modules)
+def timestep_embedding(t, dim, max_period=10000):
+    """diffusers' get_timestep_embedding with flip_sin_to_cos=True, downscale_freq_shift=0."""
+    half = dim // 2
+    exponent = -math.log(max_period) * torch.arange(0, half, dtype=torch.float32) / half
+    emb = t[:, None].float() * torch.exp(exponent)[None, :]
+    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=-1)
+    return torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
+
+
+class ResnetBlock2D(nn.Module):
+    def __init__(self, cin, cout, temb, groups=8):
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(groups, cin, eps=1e-5), nn.Conv2d(cin, cout, 3, padding=1)
+        self.time_emb_proj = nn.Linear(temb, cout)
+        self.norm2, self.conv2 = nn.GroupNorm(groups, cout, eps=1e-5), nn.Conv2d(cout, cout, 3, padding=1)
+        self.conv_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
+
+    def forward(self, x, temb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return (self.conv_shortcut(x) if self.conv_shortcut is not None else x) + h
+
+
+class AttnBlock(nn.Module):
+    """diffusers' Attention as UNet2DModel's attention blocks use it (group norm, residual)."""
+
+    def __init__(self, c, head_dim=8, groups=8):
+        super().__init__()
+        self.heads, self.scale = c // head_dim, head_dim ** -0.5
+        self.group_norm = nn.GroupNorm(groups, c, eps=1e-5)
+        self.to_q, self.to_k, self.to_v = nn.Linear(c, c), nn.Linear(c, c), nn.Linear(c, c)
+        self.to_out = nn.ModuleList([nn.Linear(c, c)])
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        y = self.group_norm(x).view(b, c, h * w).transpose(1, 2)
+        q, k, v = (t.view(b, -1, self.heads, c // self.heads).transpose(1, 2) for t in (self.to_q(y), self.to_k(y), self.to_v(y)))
+        p = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)
+        y = (p @ v).transpose(1, 2).reshape(b, -1, c)
+        return self.to_out[0](y).transpose(-1, -2).reshape(b, c, h, w) + x
+
+
+class UNet2D(nn.Module):
+    """Two resolutions down and up (channels 32, 64), attention at the lower one and in the middle."""
+
+    def __init__(self, c=(32, 64)):
+        super().__init__()
+        t = c[0] * 4
+        self.c0 = c[0]
+        self.time_linear_1, self.time_linear_2 = nn.Linear(c[0], t), nn.Linear(t, t)
+        self.conv_in = nn.Conv2d(3, c[0], 3, padding=1)
+        self.down0, self.downsample0 = ResnetBlock2D(c[0], c[0], t), nn.Conv2d(c[0], c[0], 3, stride=2, padding=1)
+        self.down1, self.down1_attn = ResnetBlock2D(c[0], c[1], t), AttnBlock(c[1])
+        self.mid0, self.mid_attn, self.mid1 = ResnetBlock2D(c[1], c[1], t), AttnBlock(c[1]), ResnetBlock2D(c[1], c[1], t)
+        self.up1, self.up1_attn = ResnetBlock2D(c[1] + c[1], c[1], t), AttnBlock(c[1])
+        self.up1b, self.up1b_attn = ResnetBlock2D(c[1] + c[0], c[1], t), AttnBlock(c[1])
+        self.upsample1 = nn.Conv2d(c[1], c[1], 3, padding=1)
+        self.up0, self.up0b = ResnetBlock2D(c[1] + c[0], c[0], t), ResnetBlock2D(c[0] + c[0], c[0], t)
+        self.conv_norm_out, self.conv_out = nn.GroupNorm(8, c[0], eps=1e-5), nn.Conv2d(c[0], 3, 3, padding=1)
+
+    def forward(self, sample, timestep):
+        temb = self.time_linear_2(F.silu(self.time_linear_1(timestep_embedding(timestep, self.c0))))
+        x = self.conv_in(sample)
+        s0 = x
+        x = self.down0(x, temb)
+        s1 = x
+        x = self.downsample0(x)
+        s2 = x
+        x = self.down1_attn(self.down1(x, temb))
+        s3 = x
+        x = self.mid1(self.mid_attn(self.mid0(x, temb)), temb)
+        x = self.up1_attn(self.up1(torch.cat((x, s3), 1), temb))
+        x = self.up1b_attn(self.up1b(torch.cat((x, s2), 1), temb))
+        x = self.upsample1(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        x = self.up0(torch.cat((x, s1), 1), temb)
+        x = self.up0b(torch.cat((x, s0), 1), temb)
+        return self.conv_out(F.silu(self.conv_norm_out(x)))
+
+
+# ---------------------------------------------------------------- CLIP (transformers' CLIPModel layout)
+class QuickGELU(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, d, heads):
+        super().__init__()
+        self.heads = heads
+        self.layer_norm1, self.layer_norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
+        self.fc1, self.act, self.fc2 = nn.Linear(d, 4 * d), QuickGELU(), nn.Linear(4 * d, d)
+
+    def attention(self, x, mask):
+        b, s, d = x.shape
+        hd = d // self.heads
+        q, k, v = (p(x).view(b, s, self.heads, hd).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        w = (q * hd ** -0.5) @ k.transpose(-1, -2)
+        if mask is not None:
+            w = w + mask
+        return self.out_proj((torch.softmax(w, -1) @ v).transpose(1, 2).reshape(b, s, d))
+
+    def forward(self, x, mask=None):
+        x = x + self.attention(self.layer_norm1(x), mask)
+        return x + self.fc2(self.act(self.fc1(self.layer_norm2(x))))
+
+
+class CLIP(nn.Module):
+    def __init__(self, vocab=100, d=32, heads=2, layers=2, patch=8, image=32, proj=24):
+        super().__init__()
+        self.token_embedding, self.position_embedding = nn.Embedding(vocab, d), nn.Embedding(77, d)
+        self.text_layers = nn.ModuleList(EncoderLayer(d, heads) for _ in range(layers))
+        self.final_layer_norm = nn.LayerNorm(d)
+        self.class_embedding = nn.Parameter(torch.randn(d))
+        self.patch_embedding = nn.Conv2d(3, d, patch, stride=patch, bias=False)
+        self.vision_position_embedding = nn.Embedding((image // patch) ** 2 + 1, d)
+        self.pre_layrnorm, self.post_layernorm = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.vision_layers = nn.ModuleList(EncoderLayer(d, heads) for _ in range(layers))
+        self.text_projection, self.visual_projection = nn.Linear(d, proj, bias=False), nn.Linear(d, proj, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, input_ids, pixel_values):
+        b, s = input_ids.shape
+        x = self.token_embedding(input_ids) + self.position_embedding(torch.arange(s)[None])
+        mask = torch.full((s, s), float("-inf")).triu(1)[None, None]
+        for layer in self.text_layers:
+            x = layer(x, mask)
+        x = self.final_layer_norm(x)
+        text = self.text_projection(x[torch.arange(b), input_ids.argmax(dim=-1)])
+        p = self.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
+        v = torch.cat([self.class_embedding.expand(p.shape[0], 1, -1), p], 1)
+        v = self.pre_layrnorm(v + self.vision_position_embedding.weight[None])
+        for layer in self.vision_layers:
+            v = layer(v)
+        image = self.visual_projection(self.post_layernorm(v[:, 0]))
+        image = image / image.norm(p=2, dim=-1, keepdim=True)
+        text = text / text.norm(p=2, dim=-1, keepdim=True)
+        logits_per_text = self.logit_scale.exp() * text @ image.t()
+        return logits_per_text.t(), logits_per_text
+
+
+# ---------------------------------------------------------------- SegFormer (transformers' Segformer layout)
+class OverlapPatchEmbed(nn.Module):
+    def __init__(self, cin, d, k, s):
+        super().__init__()
+        self.proj, self.layer_norm = nn.Conv2d(cin, d, k, s, k // 2), nn.LayerNorm(d)
+
+    def forward(self, x):
+        x = self.proj(x)
+        _, _, h, w = x.shape
+        return self.layer_norm(x.flatten(2).transpose(1, 2)), h, w
+
+
+class SegformerLayer(nn.Module):
+    def __init__(self, d, heads, sr):
+        super().__init__()
+        self.heads, self.sr = heads, sr
+        self.layer_norm_1, self.layer_norm_2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.query, self.key, self.value, self.output = (nn.Linear(d, d) for _ in range(4))
+        if sr > 1:
+            self.sr_conv, self.sr_norm = nn.Conv2d(d, d, sr, sr), nn.LayerNorm(d)
+        self.dense1, self.dwconv, self.dense2 = nn.Linear(d, 4 * d), nn.Conv2d(4 * d, 4 * d, 3, 1, 1, groups=4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x, h, w):
+        b, n, d = x.shape
+        y = self.layer_norm_1(x)
+        kv = y
+        if self.sr > 1:
+            kv = self.sr_norm(self.sr_conv(y.transpose(1, 2).reshape(b, d, h, w)).reshape(b, d, -1).transpose(1, 2))
+        hd = d // self.heads
+        q = self.query(y).view(b, -1, self.heads, hd).transpose(1, 2)
+        k, v = (p(kv).view(b, -1, self.heads, hd).transpose(1, 2) for p in (self.key, self.value))
+        a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd), -1) @ v
+        x = x + self.output(a.transpose(1, 2).reshape(b, n, d))
+        y = self.dense1(self.layer_norm_2(x))
+        y = self.dwconv(y.transpose(1, 2).view(b, -1, h, w)).flatten(2).transpose(1, 2)
+        return x + self.dense2(F.gelu(y))
+
+
+class Segformer(nn.Module):
+    """SegFormer-B0's stages (hidden 32, 64, 160, 256; reductions 8, 4, 2, 1) one layer each, 5 classes."""
+
+    def __init__(self, dims=(32, 64, 160, 256), heads=(1, 2, 5, 8), srs=(8, 4, 2, 1), dec=64, classes=5):
+        super().__init__()
+        cins = (3,) + dims[:-1]
+        self.patch = nn.ModuleList(OverlapPatchEmbed(ci, d, 7 if i == 0 else 3, 4 if i == 0 else 2) for i, (ci, d) in enumerate(zip(cins, dims)))
+        self.block = nn.ModuleList(SegformerLayer(d, h, s) for d, h, s in zip(dims, heads, srs))
+        self.norm = nn.ModuleList(nn.LayerNorm(d) for d in dims)
+        self.linear_c = nn.ModuleList(nn.Linear(d, dec) for d in dims)
+        self.linear_fuse = nn.Conv2d(4 * dec, dec, 1, bias=False)
+        self.batch_norm = nn.BatchNorm2d(dec)
+        self.classifier = nn.Conv2d(dec, classes, 1)
+
+    def forward(self, x):
+        feats = []
+        for pe, blk, ln in zip(self.patch, self.block, self.norm):
+            t, h, w = pe(x)
+            t = ln(blk(t, h, w))
+            x = t.transpose(1, 2).reshape(t.shape[0], -1, h, w)
+            feats.append(x)
+        size = feats[0].shape[2:]
+        ups = [F.interpolate(lin(f.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(f.shape[0], -1, f.shape[2], f.shape[3]), size=size, mode="bilinear", align_corners=False)
+               for f, lin in zip(feats, self.linear_c)]
+        y = torch.relu(self.batch_norm(self.linear_fuse(torch.cat(ups[::-1], 1))))
+        return self.classifier(y)
+
+
+# ---------------------------------------------------------------- export and reference
+def yolov8_case():
+    x = torch.rand(2, 3, 64, 96)
+    return dict(model=YOLOv8(), inputs={"images": x}, outputs=["output0"], opset=12,
+                dynamic={"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "anchors"}},
+                target=lambda out: torch.rand_like(out[0]) * 10,
+                loss=lambda out, y: F.mse_loss(out[0], y))
+
+
+def unet2d_case():
+    return dict(model=UNet2D(), inputs={"sample": torch.randn(2, 3, 16, 16), "timestep": torch.tensor([10, 700])}, outputs=["noise_pred"], opset=17,
+                dynamic={"sample": {0: "batch"}, "timestep": {0: "batch"}, "noise_pred": {0: "batch"}},
+                target=lambda out: torch.randn_like(out[0]),
+                loss=lambda out, y: F.mse_loss(out[0], y))
+
+
+def clip_case():
+    ids = torch.randint(1, 98, (4, 7))
+    ids[torch.arange(4), torch.tensor([6, 4, 5, 3])] = 99  # the end-of-text token, the largest id, where CLIP pools
+    return dict(model=CLIP(), inputs={"input_ids": ids, "pixel_values": torch.randn(4, 3, 32, 32)}, outputs=["logits_per_image", "logits_per_text"], opset=14,
+                dynamic={"input_ids": {0: "batch", 1: "sequence"}, "pixel_values": {0: "batch"}, "logits_per_image": {0: "batch", 1: "batch"}, "logits_per_text": {0: "batch", 1: "batch"}},
+                target=lambda out: torch.arange(4),
+                loss=lambda out, y: (F.cross_entropy(out[0], y) + F.cross_entropy(out[1], y)) / 2)
+
+
+def segformer_case():
+    x = torch.randn(2, 3, 64, 64)
+    return dict(model=Segformer(), inputs={"pixel_values": x}, outputs=["logits"], opset=14,
+                dynamic={"pixel_values": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "h", 3: "w"}},
+                target=lambda out: torch.randint(0, 5, (2, out[0].shape[2], out[0].shape[3])),
+                loss=lambda out, y: F.cross_entropy(out[0], y))
+
+
+CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--only", default=",".join(CASES))
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    for name in a.only.split(","):
+        torch.manual_seed(0)
+        case = CASES[name]()
+        m = case["model"].eval()
+        for mod in m.modules():  # trained-looking norms: a fresh one's ones and zeros match each other's initializers
+            if isinstance(mod, (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d)):
+                with torch.no_grad():
+                    mod.weight.add_(0.1 * torch.randn_like(mod.weight))
+                    mod.bias.add_(0.1 * torch.randn_like(mod.bias))
+        inputs = case["inputs"]
+        path = os.path.join(a.out, name)
+        torch.onnx.export(m, tuple(inputs.values()), f"{path}.onnx", opset_version=case["opset"], input_names=list(inputs), output_names=case["outputs"],
+                          dynamic_axes=case["dynamic"], training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=True)
+        m.zero_grad(set_to_none=True)
+        out = m(*inputs.values())
+        out = out if isinstance(out, tuple) else (out,)
+        y = case["target"](out)
+        loss = case["loss"](out, y)
+        loss.backward()
+        for k, v in inputs.items():
+            np.save(f"{path}.{k}.npy", v.numpy())
+        np.save(f"{path}.y.npy", y.numpy())
+        grads = onnx_names(onnx.load(f"{path}.onnx"), m)
+        write_safetensors(f"{path}.grads.safetensors", [(k, np.ascontiguousarray(v, dtype=np.float32)) for k, v in grads.items()])
+        with open(f"{path}.json", "w") as f:
+            json.dump({"loss": float(loss), "inputs": {k: list(v.shape) for k, v in inputs.items()}, "outputs": [list(o.shape) for o in out],
+                       "params": sum(p.numel() for p in m.parameters() if p.requires_grad), "opset": case["opset"], "torch": torch.__version__, "grads": sorted(grads)}, f)
+        print(f"{name}: loss {float(loss):.5f}, {len(grads)} parameters with gradients, outputs {[list(o.shape) for o in out]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
