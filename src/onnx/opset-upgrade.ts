@@ -118,9 +118,12 @@ export async function upgradeOpset(model: Model, opts: UpgradeOptions = {}): Pro
   const seed = opts.seed ?? 0;
   if (opts.feeds) attempts.push({ feeds: opts.feeds, how: 'given' });
   else {
-    for (const dim of [2, 1]) {
+    // Small symbolic dims first (cheap); then a batch of 1 with 64 on every other symbolic axis:
+    // YOLO's dynamic height and width must survive five stride-2 stages and a 2× upsample.
+    const sizes: [number | ((axis: number) => number), string][] = [[2, '2'], [1, '1'], [(axis) => (axis === 0 ? 1 : 64), '1 on the first axis and 64 on the others']];
+    for (const [dim, what] of sizes) {
       try {
-        attempts.push({ feeds: syntheticFeeds(original.graph.inputs, seed, dim), how: `synthetic, seed ${seed}, symbolic dims ${dim}` });
+        attempts.push({ feeds: syntheticFeeds(original.graph.inputs, seed, dim), how: `synthetic, seed ${seed}, symbolic dims ${what}` });
       } catch (e) {
         throw fail(`cannot make verification inputs (${(e as Error).message}); pass \`feeds\` to verify on`);
       }

@@ -51,6 +51,13 @@ export interface SessionOptions {
    */
   qdqMatMulAccuracy?: 0 | 1 | 2 | 3 | 4;
   /**
+   * Keep onnxruntime's own error log quiet (logSeverityLevel 4, fatal only): for runs whose failure
+   * refit expects and reports itself, such as an opset upgrade's verification trying smaller
+   * synthetic inputs first. The error still reaches the caller.
+   * @default false
+   */
+  quiet?: boolean;
+  /**
    * Whether onnxruntime pre-packs constant matrix weights (its default; session.disable_prepacking
    * when false). A pre-packed MatMul or Gemm weight is a second copy of it in the kernel's layout, and
    * a frozen weight that both the forward and the input gradient read is packed twice: on a
@@ -166,6 +173,7 @@ export async function createSession(model: Uint8Array | Model, opts: SessionOpti
     executionProviders: backend.executionProviders,
   };
   if (opts.memoryArena === false) o.enableCpuMemArena = false;
+  if (opts.quiet) o.logSeverityLevel = 4;
   if (opts.memoryPattern !== true) o.enableMemPattern = false;
   if (opts.threads && backend.threadsPerSession) {
     o.intraOpNumThreads = opts.threads;

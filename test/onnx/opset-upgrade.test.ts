@@ -351,6 +351,17 @@ test('a model that does not run on synthetic inputs is refused, not accepted unv
   assert.equal(opsetVersion(m.ir), 13);
 });
 
+test('a detector\'s dynamic height and width: verified on a batch of 1 at 64 when 2 and 1 do not run', async () => {
+  // A 5×5 convolution without padding needs at least 5 pixels: YOLO's exports (opset 12, height and
+  // width dynamic) need 32, and loadModel refused them before this third synthetic size.
+  const b = new ModelBuilder({ opset: 12 });
+  b.input('x', 'float32', ['N', 1, 'H', 'W']).initializer('w', f32([2, 1, 5, 5], Array.from({ length: 50 }, (_, i) => (i % 7) / 10 - 0.3)));
+  b.node('Conv', ['x', 'w'], ['c']).node('Softmax', ['c'], ['y'], { axis: 1 }).output('y');
+  const { model, report } = await upgradeOpset(b.build());
+  assert.equal(opsetVersion(model), 13);
+  assert.match(report.verifiedOn, /x: float32\[1, 1, 64, 64\] \(synthetic, seed 0, symbolic dims 1 on the first axis and 64 on the others\)/);
+});
+
 test('output comparison: exact, within 1e-6 relative, different; NaN equals NaN only', () => {
   const t = (v: number[]) => f32([v.length], v);
   assert.equal(compareOutputs('y', t([1, NaN, -2]), t([1, NaN, -2])).verdict, 'exact');

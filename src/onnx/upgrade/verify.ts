@@ -9,14 +9,16 @@ import { Rng } from '../../util/rng.ts';
 
 /**
  * Inputs from the declared signature: floats standard normal, integers in {0, 1, 2} (valid as
- * indices into any non-trivial axis), bools random; symbolic dimensions set to `dynamicDim`.
+ * indices into any non-trivial axis), bools random; symbolic dimensions set to `dynamicDim`, or
+ * per axis by it (a detector's dynamic height and width need more than a batch does).
  */
-export function syntheticFeeds(inputs: ValueInfo[], seed: number, dynamicDim: number): Record<string, Tensor> {
+export function syntheticFeeds(inputs: ValueInfo[], seed: number, dynamicDim: number | ((axis: number) => number)): Record<string, Tensor> {
   const rng = new Rng(seed);
   const feeds: Record<string, Tensor> = {};
+  const dimAt = typeof dynamicDim === 'number' ? () => dynamicDim : dynamicDim;
   for (const v of inputs) {
     if (v.shape === null) throw new Error(`input '${v.name}' has no declared shape`);
-    const dims = v.shape.map((d) => (typeof d === 'number' ? d : dynamicDim));
+    const dims = v.shape.map((d, axis) => (typeof d === 'number' ? d : dimAt(axis)));
     const n = size(dims);
     const data = allocate(v.dtype, n);
     for (let i = 0; i < n; i++) {
@@ -46,7 +48,7 @@ export async function runAll(model: Model, feeds: Record<string, Tensor>, expose
       }
     }
   }
-  const session = await createSession(encodeModel(m), { optimization: 'disabled', threads: 1 });
+  const session = await createSession(encodeModel(m), { optimization: 'disabled', threads: 1, quiet: true });
   try {
     const ortFeeds: Record<string, ReturnType<typeof toOrt>> = {};
     for (const [k, t] of Object.entries(feeds)) ortFeeds[k] = toOrt(t);
