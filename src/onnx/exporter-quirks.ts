@@ -1,6 +1,8 @@
 // Load-time repairs for how exporters store parameters, so that selection, PEFT and saving
 // see every parameter as one initializer under its own name:
-// - weights written as `Constant` nodes (paddle2onnx) become initializers named after the output;
+// - weights written as `Constant` nodes (paddle2onnx) become initializers named after the output
+//   (not in torch.onnx's exports, which store every parameter as an initializer: their float
+//   Constants are computed buffers, such as a diffusion U-Net's timestep frequencies);
 // - `Identity` aliases of initializers (torch.onnx ≥ 1.13 stores equal tensors once and routes
 //   the others through Identity nodes) become separate initializers (untied, as they were
 //   separate tensors in the source), unless `keepTies`;
@@ -161,7 +163,10 @@ export function applyExporterQuirks(source: Model, opts: QuirkOptions = {}): { m
 
   // 1. Constant weights → initializers (named after the Constant's output). The inputs of a
   // DequantizeLinear (int8 weight, scale, zero point: a quantized weight) count as weights too,
-  // so adapters find the quantized layers of a paddle-style int8 model.
+  // so adapters find the quantized layers of a paddle-style int8 model (and of torch's quantized
+  // models, whose packed weights torch.onnx writes as Constants). Any other float Constant in a
+  // torch.onnx export is what PyTorch computed from buffers, never a parameter ('all' would train it).
+  const fromTorch = source.producerName === 'pytorch';
   const isData = dataReaders(g);
   const dequantized = new Set<string>();
   for (const n of g.nodes) if (n.opType === 'DequantizeLinear') for (const i of n.inputs) if (i) dequantized.add(i);
@@ -169,7 +174,7 @@ export function applyExporterQuirks(source: Model, opts: QuirkOptions = {}): { m
     const t = constantValue(n);
     const out = n.outputs[0];
     if (!t || !out || outputs.has(out) || g.initializers.has(out)) return true;
-    if (!dequantized.has(out) && (!isData.has(out) || !isWeightConstant(t))) return true;
+    if (!dequantized.has(out) && (fromTorch || !isData.has(out) || !isWeightConstant(t))) return true;
     g.initializers.set(out, cloneTensor(t));
     report.constants.push(out);
     changed = true;

@@ -200,6 +200,26 @@ test('what counts as a weight among Constant nodes', () => {
   assert.equal(r.report.constants.length, 8);
 });
 
+test('a float Constant in a torch.onnx export is a computed buffer (a U-Net\'s timestep frequencies), not a weight: \'all\' leaves it; paddle2onnx\'s Constants are weights', async () => {
+  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
+  const { RefitModel } = await import('../../src/model.ts');
+  const { mse } = await import('../../src/train/losses.ts');
+  const { f32 } = await import('../../src/onnx/tensor.ts');
+  const build = (producer: string) => {
+    const m = new ModelBuilder({ opset: 13 }).input('t', 'float32', [2, 1]).initializer('proj', f32([3, 2], [0.1, -0.2, 0.3, 0.4, -0.5, 0.6]))
+      .node('Constant', [], ['/Constant_1_output_0'], { value: f32([1, 3], [1, 0.1, 0.01]) }, '/Constant_1')
+      .node('Mul', ['t', '/Constant_1_output_0'], ['e']).node('Sin', ['e'], ['s']).node('MatMul', ['s', 'proj'], ['y']).output('y', 'float32', [2, 2]).build();
+    m.producerName = producer;
+    return new RefitModel(m);
+  };
+  const feeds = { t: f32([2, 1], [10, 700]), target: f32([2, 2], [0, 1, 1, 0]) };
+  const torch = await build('pytorch').compileTrainStep({ trainable: 'all', loss: mse({ output: 'y' }) }).run(feeds);
+  assert.deepEqual([...torch.grads.keys()], ['proj']);
+  const paddle = await build('PaddlePaddle').compileTrainStep({ trainable: 'all', loss: mse({ output: 'y' }) }).run(feeds);
+  assert.deepEqual([...paddle.grads.keys()].sort(), ['/Constant_1_output_0', 'proj']);
+  assert.equal(paddle.loss, torch.loss);
+});
+
 test('batchNorm \'train\' on a BatchNorm whose running statistic is computed: an error naming the node, not a TypeError', async () => {
   const m = decodeModel(readFileSync(path('constant_weights')));
   const bn = m.graph.nodes.find((n) => n.opType === 'BatchNormalization')!;
