@@ -6,6 +6,7 @@ import { loadModel } from '../model.ts';
 import { createAdapter, METHODS, LANGUAGE_MODEL_METHODS, type InputStats } from '../tta/index.ts';
 import { adaptLanguageModel, type LanguageModelScores } from './adapt-lm.ts';
 import { adaptSegmenter } from './adapt-dense.ts';
+import { adaptOutputs } from './adapt-outputs.ts';
 import type { Adapter } from '../tta/types.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { ContinualController, LEVEL_NAMES } from '../continual/index.ts';
@@ -75,6 +76,8 @@ export interface AdaptResult {
   languageModel?: LanguageModelScores;
   /** A segmenter with masks: the labelled pixels `error` and `sourceError` are shares of (./adapt-dense.ts). */
   pixels?: number;
+  /** A model without class scores (a detector): the shape of the adapted outputs written to the .npy (./adapt-outputs.ts). */
+  outputShape?: number[];
   out: string;
   report: string | null;
   msPerBatch: number;
@@ -92,7 +95,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   const batchSize = positiveInt('--batch-size', o.batchSize ?? 64);
   if (!o.out) throw new Error('--out is required: a .csv or .jsonl file for the predictions');
   const ext = extname(o.out).toLowerCase();
-  if (!FORMATS.includes(ext)) throw new Error(`--out ${o.out}: predictions are written as CSV or JSONL; give a path ending in .csv or .jsonl`);
+  if (!FORMATS.includes(ext) && ext !== '.npy') throw new Error(`--out ${o.out}: predictions are written as CSV or JSONL (a detector's adapted outputs as .npy); give a path ending in .csv or .jsonl`);
   if (o.report && extname(o.report).toLowerCase() !== '.html') throw new Error(`--report ${o.report}: give a path ending in .html`);
   const delay = o.feedbackDelay !== undefined ? finiteNumber('--feedback-delay', o.feedbackDelay, (v) => Number.isInteger(v) && v >= 0, 'a whole number of batches') : null;
   if (delay !== null && method !== 'continual') throw new Error(`--feedback-delay is for --method continual (the TTA methods learn from unlabelled data only)`);
@@ -127,7 +130,20 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   } else {
     if (padToken !== undefined) throw new Error('--pad-token is for token models; this model takes float32 inputs');
     io = modelIO(model, o.logits, prep);
-    if (model.outputs.find((v) => v.name === io.logits)?.shape?.length === 4) {
+    const rank = model.outputs.find((v) => v.name === io.logits)?.shape?.length;
+    if (rank !== undefined && rank !== 2 && rank !== 4) {
+      // a detector, a regressor, a recogniser: the adapted outputs themselves (./adapt-outputs.ts)
+      const unused = [o.labels && '--labels', o.source && '--source', o.report && '--report', o.inputAlign && '--input-align', o.embedding && '--embedding', o.labelColumn && '--label-column'].filter(Boolean);
+      if (unused.length) throw new Error(`${unused.join(', ')}: not for this model, whose output '${io.logits}' has ${rank} axes (neither [batch, classes] nor [batch, classes, H, W]); refit adapt writes its adapted outputs to .npy without scoring them`);
+      const r = await adaptOutputs(model, io, { method, stream: o.stream, out: o.out, batchSize, methodOptions, ...(o.json ? { json: true } : {}) });
+      await model.release();
+      return {
+        model: modelPath, method, stream: { source: r.source, format: r.format, samples: r.samples, batches: r.batches, batchSize, labelled: false },
+        error: null, sourceError: null, outputShape: r.shape, out: o.out, report: null, msPerBatch: r.ms, seconds: (performance.now() - t0) / 1000,
+      };
+    }
+    if (ext === '.npy') throw new Error(`--out ${o.out}: .npy holds the adapted outputs of a model that has no class scores; '${io.logits}' gives classes, so the predictions are written as CSV or JSONL`);
+    if (rank === 4) {
       // a segmenter: one row per image, pixel accuracy against masks (./adapt-dense.ts)
       const unused = [o.source && '--source', o.report && '--report', o.inputAlign && '--input-align', o.embedding && '--embedding', o.labelColumn && '--label-column'].filter(Boolean);
       if (unused.length) throw new Error(`${unused.join(', ')}: not for a segmenter (dense logits [batch, classes, H, W]), which refit adapt scores per pixel against --labels masks`);

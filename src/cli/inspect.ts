@@ -122,6 +122,8 @@ function suggestTask(m: Model, tokens: InspectResult['tokens']): { task: { task:
   if (!logits) return undefined;
   if (tokens && rank(logits) === 3) return pick('next-token', '`--task next-token --data <[sequences, length] ids>` (a language model)');
   if (rank(logits) === 2) return pick('classify', tokens ? '`--data <ids .npy> --labels <one per sequence>` (a sequence classifier)' : '`--data <samples> --labels <one per sample>` (the default task)');
+  // An image in and [N, C, positions] out is a detector (YOLO's [N, 4 + classes, anchors]), not a recogniser.
+  if (!tokens && rank(logits) === 3 && m.graph.inputs[0] && rank(m.graph.inputs[0]) === 4) return pick('none', "no `refit train` task fits a detector's [N, 4 + classes, anchors] output: `refit adapt --method bn-adapt --out adapted.npy` adapts its normalization statistics and writes the adapted outputs; the library trains it with a loss of your own");
   if (!tokens && rank(logits) === 3) return pick('ctc', '`--task ctc --data <audio or features .npy> --labels <[N, length] label sequences, -100 after each row>` (a speech recogniser: frame logits [N, frames, classes], class 0 the blank unless --pad-token says)');
   if (!tokens && rank(logits) === 4) return pick('segment', '`--task segment --data <images> --labels <[N, H, W] masks .npy>` (per-pixel classes on axis 1)');
   return undefined;

@@ -1,4 +1,5 @@
 // Shared by the tests that run the `refit` command as a user does, and write the NPY files it reads.
+import { npyChunks } from '../../src/cli/data-files.ts';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,12 +26,5 @@ export function refitIn(cwd: string, args: string[]): Promise<Run> {
 
 /** An NPY (version 1.0) file of `data` with dtype `descr` ('<f4', '<i8', …) and `shape`. */
 export function npy(descr: string, shape: number[], data: ArrayBufferView): Uint8Array {
-  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
-  header = header.padEnd(Math.ceil((header.length + 11) / 64) * 64 - 11, ' ') + '\n';
-  const h = new TextEncoder().encode(header);
-  const out = new Uint8Array(10 + h.length + data.byteLength);
-  out.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, h.length & 0xff, h.length >> 8]);
-  out.set(h, 10);
-  out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), 10 + h.length);
-  return out;
+  return Buffer.concat(npyChunks(descr, shape, [data]));
 }
