@@ -8,6 +8,7 @@ import { nextTokenTask } from './token-task.ts';
 import { pairsTask } from './pairs-task.ts';
 import { loadSeq2seq, seq2seqTask } from './seq2seq-task.ts';
 import { segmentTask } from './segment-task.ts';
+import { regressTask } from './regress-task.ts';
 import { ctcTask } from './ctc-task.ts';
 import { TASKS } from './train.ts';
 import { withoutKvCache } from '../onnx/kv-cache.ts';
@@ -50,7 +51,9 @@ export interface EvalResult {
   accuracy: number;
   /** Mean cross-entropy (nats; per token for next-token; the in-batch-negatives loss over the whole set for pairs). */
   loss: number;
-  task?: 'next-token' | 'pairs' | 'seq2seq' | 'segment' | 'ctc';
+  task?: 'next-token' | 'pairs' | 'seq2seq' | 'segment' | 'ctc' | 'regress';
+  /** --task regress: the mean absolute error (`loss` is the mean squared error; `accuracy` is NaN). */
+  meanAbsoluteError?: number;
   /** --task segment: the mean intersection over union over the classes labelled or predicted. */
   meanIoU?: number;
   seconds: number;
@@ -130,6 +133,13 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
       const r = await task.evaluate(model, range(0, n), batchSize);
       return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'segment', meanIoU: r.meanIoU!, seconds: (performance.now() - t0) / 1000 };
     }
+    if (taskName === 'regress') {
+      if (o.labelColumn || padToken !== undefined) throw new Error(`${o.labelColumn ? '--label-column' : '--pad-token'}: not for --task regress, which reads inputs (--data) and float targets (--labels, .npy [N, ...])`);
+      const task = await regressTask(model, { data: o.data, labels: o.labels, logits: o.logits, ...prep }, 'refit eval');
+      const n = task.data.samples;
+      const r = await task.evaluate(model, range(0, n), batchSize);
+      return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'regress', meanAbsoluteError: r.meanAbsoluteError, seconds: (performance.now() - t0) / 1000 };
+    }
     const task = await classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep, needLabels: 'eval' }, 'refit eval');
     const n = task.data.samples;
     const bar = progressBar(!o.json, 'samples');
@@ -145,6 +155,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
 export function formatEval(r: EvalResult): string {
   if (r.task === 'pairs') return `${r.model} on ${r.data} (${r.samples} examples): retrieval accuracy ${(100 * r.accuracy).toFixed(2)}% (each anchor's own positive the nearest of all ${r.samples} examples' candidates), in-batch-negatives loss ${r.loss.toFixed(4)} (${r.seconds.toFixed(1)} s)`;
   if (r.task === 'segment') return `${r.model} on ${r.data} (${r.samples} images): pixel accuracy ${(100 * r.accuracy).toFixed(2)}% over the labelled pixels, mean IoU ${(100 * (r.meanIoU ?? NaN)).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per pixel (${r.seconds.toFixed(1)} s)`;
+  if (r.task === 'regress') return `${r.model} on ${r.data} (${r.samples} samples): mean squared error ${r.loss.toPrecision(5)}, mean absolute error ${(r.meanAbsoluteError ?? NaN).toPrecision(5)} per output value (${r.seconds.toFixed(1)} s)`;
   if (r.task === 'ctc') return `${r.model} on ${r.data} (${r.samples} sequences): label error rate ${(100 * (1 - r.accuracy)).toFixed(2)}% (greedy decoding against the labels, edit distance over label count), CTC loss ${r.loss.toFixed(4)} nats per label (${r.seconds.toFixed(1)} s)`;
   if (r.task === 'seq2seq') return `${r.model} on ${r.data} (${r.samples} sequences): target-token accuracy ${(100 * r.accuracy).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per token, perplexity ${Math.exp(r.loss).toFixed(2)} (${r.seconds.toFixed(1)} s)`;
   if (r.task === 'next-token') return `${r.model} on ${r.data} (${r.samples} sequences): next-token accuracy ${(100 * r.accuracy).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per token, perplexity ${Math.exp(r.loss).toFixed(2)} (${r.seconds.toFixed(1)} s)`;

@@ -116,14 +116,24 @@ function suggestTask(m: Model, tokens: InspectResult['tokens']): { task: { task:
   const hidden = outs.find((o) => ['last_hidden_state', 'sentence_embedding', 'token_embeddings'].includes(o.name));
   if (tokens && hidden && !outs.some((o) => o.name === 'logits')) return pick('pairs', "an embedding model: `--task pairs --data <[examples, 2 or more, length] ids>` (or, as the encoder of a seq2seq pair, `--task seq2seq --decoder <decoder>`)");
   if (hidden && !tokens && !outs.some((o) => o.name === 'logits')) return pick('seq2seq', "an encoder of features (Whisper-style): `--task seq2seq --decoder <decoder> --data <features .npy> --labels <target ids>`");
+  // The CLI feeds one float input (token models get their companions made): a diffusion U-Net's
+  // sample and timestep are the library's to feed.
+  if (!tokens && m.graph.inputs.length > 1) return undefined;
   // A detector's boxes, scores and labels (torchvision's exports): no CLI task trains one.
   if (outs.some((o) => /^(pred_)?boxes$|^bboxes$/i.test(o.name))) return undefined;
   const logits = outs.find((o) => o.name === 'logits') ?? outs[0];
   if (!logits) return undefined;
   if (tokens && rank(logits) === 3) return pick('next-token', '`--task next-token --data <[sequences, length] ids>` (a language model)');
   if (rank(logits) === 2) return pick('classify', tokens ? '`--data <ids .npy> --labels <one per sequence>` (a sequence classifier)' : '`--data <samples> --labels <one per sample>` (the default task)');
-  // An image in and [N, C, positions] out is a detector (YOLO's [N, 4 + classes, anchors]), not a recogniser.
-  if (!tokens && rank(logits) === 3 && m.graph.inputs[0] && rank(m.graph.inputs[0]) === 4) return pick('none', "no `refit train` task fits a detector's [N, 4 + classes, anchors] output: `refit adapt --method bn-adapt --out adapted.npy` adapts its normalization statistics and writes the adapted outputs; the library trains it with a loss of your own");
+  // An image in: a map of values at its size (a depth estimator's [N, H, W], a denoiser's image)
+  // is a regression; another [N, C, positions] output is a detector (YOLO's [N, 4 + classes,
+  // anchors]), not a recogniser.
+  const image = m.graph.inputs.length === 1 && m.graph.inputs[0]!.shape?.length === 4 ? m.graph.inputs[0]!.shape : null;
+  const same = (a: readonly (string | number | null)[], b: readonly (string | number | null)[]) => a.length === b.length && a.every((d, i) => d !== null && d === b[i]);
+  if (!tokens && image && logits.shape && ((rank(logits) === 3 && same(logits.shape.slice(1), image.slice(2))) || (rank(logits) === 4 && same(logits.shape.slice(1), image.slice(1))))) {
+    return pick('regress', "values at the input's size (a depth map, a restored image): `--task regress --data <images> --labels <float .npy of targets [N, ...] of the output's shape>`");
+  }
+  if (!tokens && rank(logits) === 3 && image) return pick('none', "no `refit train` task fits a detector's [N, 4 + classes, anchors] output: `refit adapt --method bn-adapt --out adapted.npy` adapts its normalization statistics and writes the adapted outputs; the library trains it with a loss of your own");
   if (!tokens && rank(logits) === 3) return pick('ctc', '`--task ctc --data <audio or features .npy> --labels <[N, length] label sequences, -100 after each row>` (a speech recogniser: frame logits [N, frames, classes], class 0 the blank unless --pad-token says)');
   if (!tokens && rank(logits) === 4) return pick('segment', '`--task segment --data <images> --labels <[N, H, W] masks .npy>` (per-pixel classes on axis 1)');
   return undefined;

@@ -20,7 +20,7 @@ export interface TrainTask {
   /** Correct predictions and how many were scored, from a step's logits for samples `idx`. */
   score(logits: Tensor, idx: number[]): { correct: number; scored: number };
   /** Mean loss and accuracy of `model` on samples `idx`, by plain inference. */
-  evaluate(model: RefitModel, idx: number[], batchSize: number, onBatch?: (done: number) => void): Promise<{ loss: number; accuracy: number; meanIoU?: number }>;
+  evaluate(model: RefitModel, idx: number[], batchSize: number, onBatch?: (done: number) => void): Promise<{ loss: number; accuracy: number; meanIoU?: number; meanAbsoluteError?: number }>;
 }
 
 /** Pixel data's normalisation (--mean, --std), image folders' --resize, and --preprocessor's size to check. */

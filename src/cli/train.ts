@@ -21,11 +21,12 @@ import { nextTokenTask } from './token-task.ts';
 import { pairsTask } from './pairs-task.ts';
 import { loadSeq2seq, seq2seqTask } from './seq2seq-task.ts';
 import { segmentTask } from './segment-task.ts';
+import { regressTask } from './regress-task.ts';
 import { ctcTask } from './ctc-task.ts';
 import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts';
 
 export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-affine'] as const;
-export const TASKS = ['classify', 'next-token', 'pairs', 'seq2seq', 'segment', 'ctc'] as const;
+export const TASKS = ['classify', 'next-token', 'pairs', 'seq2seq', 'segment', 'ctc', 'regress'] as const;
 
 export interface TrainOptions {
   /**
@@ -153,11 +154,12 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   // --task ctc reads an audio feature extractor's config itself (hf-audio-preprocessor.ts)
   const prep = preprocessOptions(o.task === 'ctc' ? { ...o, preprocessor: undefined } : o, o.json);
   const { pixels, resize } = prep;
-  if ((pixels || resize !== undefined) && taskName !== 'classify' && taskName !== 'segment') throw new Error(`--mean, --std and --resize prepare pixel data; --task ${taskName} reads ${taskName === 'ctc' ? 'audio or features' : 'token ids'}`);
+  if ((pixels || resize !== undefined) && taskName !== 'classify' && taskName !== 'segment' && taskName !== 'regress') throw new Error(`--mean, --std and --resize prepare pixel data; --task ${taskName} reads ${taskName === 'ctc' ? 'audio or features' : 'token ids'}`);
   if (taskName === 'ctc' && o.labelColumn) throw new Error('--label-column reads CSV data; --task ctc reads label sequences from --labels (.npy [n, length], or transcripts with --vocab)');
   if (o.vocab !== undefined && taskName !== 'ctc') throw new Error('--vocab is for --task ctc (transcripts as label ids)');
   if (o.ignoreIndex !== undefined && taskName !== 'segment') throw new Error('--ignore-index is for --task segment');
   if (taskName === 'segment' && (o.labelColumn || o.padToken !== undefined)) throw new Error(`${o.labelColumn ? '--label-column' : '--pad-token'}: not for --task segment, which reads images (--data) and masks (--labels, .npy [N, H, W])`);
+  if (taskName === 'regress' && (o.labelColumn || o.padToken !== undefined)) throw new Error(`${o.labelColumn ? '--label-column' : '--pad-token'}: not for --task regress, which reads inputs (--data) and float targets (--labels, .npy [N, ...])`);
   const ignoreIndex = o.ignoreIndex !== undefined ? finiteNumber('--ignore-index', o.ignoreIndex, Number.isInteger, 'an integer') : undefined;
   if (o.pooling !== undefined && taskName !== 'pairs') throw new Error('--pooling is for --task pairs (an embedding model)');
   if (taskName === 'pairs' && (o.labels || o.labelColumn)) throw new Error('--task pairs learns from which sequences belong together (anchor, positive, hard negatives); it takes no --labels');
@@ -188,6 +190,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
       case 'next-token': return nextTokenTask(base, { data: o.data, ...logits, ...pad });
       case 'pairs': return pairsTask(base, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...pad, ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) });
       case 'segment': return segmentTask(base, { data: o.data, labels: o.labels, ...logits, ...prep, ...(ignoreIndex !== undefined ? { ignoreIndex } : {}) });
+      case 'regress': return regressTask(base, { data: o.data, labels: o.labels, ...logits, ...prep });
       case 'ctc': return ctcTask(base, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.vocab ? { vocab: o.vocab } : {}), ...(o.preprocessor ? { preprocessor: o.preprocessor, verbose: !o.json } : {}), ...logits, ...pad });
       default: return classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep });
     }
