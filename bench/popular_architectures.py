@@ -17,6 +17,10 @@ for bench/popular-architectures.ts:
 - segformer: SegFormer-B0's layout (overlapping patch embeddings, efficient self-attention with
   spatial reduction, Mix-FFN's depthwise convolution, the all-MLP decoder with bilinear
   upsampling), opset 14, batch, height and width dynamic; loss: per-pixel cross-entropy at 1/4 size.
+- depth_anything: Depth Anything's layout (a DINOv2 ViT whose position embeddings are resized
+  bicubically to the input's patch grid, LayerScale; the DPT head with ConvTranspose reassembly
+  and bilinear align_corners fusion), opset 14, batch, height and width dynamic, input 70×84 (a
+  5×6 grid of 14-pixel patches, position table 4×4); loss: MSE of the depth map to a target.
 
     /usr/bin/python3 bench/popular_architectures.py --out tmp/popular-architectures [--only yolov8,clip]
 
@@ -376,6 +380,98 @@ class Segformer(nn.Module):
         return self.classifier(y)
 
 
+# ---------------------------------------------------------------- Depth Anything (DINOv2 backbone + DPT head)
+class LayerScale(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.gamma = nn.Parameter(1e-1 * torch.ones(d) + 1e-2 * torch.randn(d))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
+class Dinov2Layer(nn.Module):
+    """DINOv2's block: pre-norm, fused qkv, LayerScale on both branches, GELU MLP."""
+
+    def __init__(self, d, heads):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(d, eps=1e-6), nn.LayerNorm(d, eps=1e-6)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.ls1, self.ls2 = LayerScale(d), LayerScale(d)
+        self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = torch.softmax(q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5, -1) @ v
+        x = x + self.ls1(self.proj(a.transpose(1, 2).reshape(b, n, d)))
+        return x + self.ls2(self.fc2(F.gelu(self.fc1(self.norm2(x)))))
+
+
+class ResidualConvUnit(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class FusionBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.res1, self.res2, self.out = ResidualConvUnit(c), ResidualConvUnit(c), nn.Conv2d(c, c, 1)
+
+    def forward(self, x, skip=None, size=None):
+        if skip is not None:
+            x = x + self.res1(skip)
+        x = self.res2(x)
+        x = F.interpolate(x, size=size, scale_factor=None if size else 2.0, mode="bilinear", align_corners=True)
+        return self.out(x)
+
+
+class DepthAnything(nn.Module):
+    """Depth Anything's layout, small: a DINOv2 ViT (patch 14, position embeddings resized bicubically
+    to the input's grid, as DINOv2 interpolate_pos_encoding does) and the DPT head (four layers
+    reassembled at 4, 2, 1 and 1/2 of the grid by ConvTranspose and a strided conv, fused
+    coarse-to-fine with bilinear upsampling, a ReLU depth map at the input's size)."""
+
+    def __init__(self, d=48, heads=3, layers=4, feat=(24, 48, 96, 96), c=32, grid=4):
+        super().__init__()
+        self.grid = grid
+        self.patch_embed = nn.Conv2d(3, d, 14, stride=14)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.pos_embed = nn.Parameter(torch.randn(1, grid * grid + 1, d) * 0.02)
+        self.blocks = nn.ModuleList(Dinov2Layer(d, heads) for _ in range(layers))
+        self.norm = nn.LayerNorm(d, eps=1e-6)
+        self.projects = nn.ModuleList(nn.Conv2d(d, f, 1) for f in feat)
+        self.resize = nn.ModuleList([nn.ConvTranspose2d(feat[0], feat[0], 4, 4), nn.ConvTranspose2d(feat[1], feat[1], 2, 2), nn.Identity(), nn.Conv2d(feat[3], feat[3], 3, 2, 1)])
+        self.layer_rn = nn.ModuleList(nn.Conv2d(f, c, 3, padding=1, bias=False) for f in feat)
+        self.fusion = nn.ModuleList(FusionBlock(c) for _ in feat)
+        self.head1, self.head2, self.head3 = nn.Conv2d(c, c // 2, 3, padding=1), nn.Conv2d(c // 2, 16, 3, padding=1), nn.Conv2d(16, 1, 1)
+        nn.init.constant_(self.head3.bias, 1.0)  # positive depths: random weights would leave the ReLU shut
+
+    def forward(self, pixel_values):
+        b, _, H, W = pixel_values.shape
+        h, w = H // 14, W // 14
+        x = self.patch_embed(pixel_values).flatten(2).transpose(1, 2)
+        pos = self.pos_embed[:, 1:].reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
+        pos = F.interpolate(pos, size=(h, w), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(1, h * w, -1)
+        x = torch.cat((self.cls_token.expand(b, -1, -1), x), 1) + torch.cat((self.pos_embed[:, :1], pos), 1)
+        feats = []
+        for blk in self.blocks:
+            x = blk(x)
+            feats.append(self.norm(x)[:, 1:].transpose(1, 2).reshape(b, -1, h, w))
+        maps = [rn(rs(pr(f))) for f, pr, rs, rn in zip(feats, self.projects, self.resize, self.layer_rn)]
+        y = self.fusion[3](maps[3], size=maps[2].shape[2:])
+        y = self.fusion[2](y, maps[2], size=maps[1].shape[2:])
+        y = self.fusion[1](y, maps[1], size=maps[0].shape[2:])
+        y = self.fusion[0](y, maps[0])
+        y = F.interpolate(self.head1(y), size=(H, W), mode="bilinear", align_corners=True)
+        return F.relu(self.head3(F.relu(self.head2(y)))).squeeze(1)
+
+
 # ---------------------------------------------------------------- export and reference
 def yolov8_case():
     x = torch.rand(2, 3, 64, 96)
@@ -409,7 +505,17 @@ def segformer_case():
                 loss=lambda out, y: F.cross_entropy(out[0], y))
 
 
-CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case}
+def depth_anything_case():
+    # torch.onnx folds the position table into two initializers: the class token's row, and the
+    # grid permuted for the bicubic Resize. Their gradients are the table's, cut the same way.
+    grid = lambda t: t[:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    return dict(model=DepthAnything(), derived=[("pos_embed", lambda t: t[:, :1]), ("pos_embed", grid)], inputs={"pixel_values": torch.randn(2, 3, 70, 84)}, outputs=["predicted_depth"], opset=14,
+                dynamic={"pixel_values": {0: "batch", 2: "height", 3: "width"}, "predicted_depth": {0: "batch", 1: "height", 2: "width"}},
+                target=lambda out: torch.rand_like(out[0]),
+                loss=lambda out, y: F.mse_loss(out[0], y))
+
+
+CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case, "depth_anything": depth_anything_case}
 
 
 def main():
@@ -440,7 +546,15 @@ def main():
         for k, v in inputs.items():
             np.save(f"{path}.{k}.npy", v.numpy())
         np.save(f"{path}.y.npy", y.numpy())
-        grads = onnx_names(onnx.load(f"{path}.onnx"), m)
+        proto = onnx.load(f"{path}.onnx")
+        grads = onnx_names(proto, m)
+        params = dict(m.named_parameters())
+        for pname, cut in case.get("derived", []):  # a parameter the export folded into pieces
+            want = cut(params[pname].detach()).numpy()
+            for i in proto.graph.initializer:
+                a = onnx.numpy_helper.to_array(i)
+                if a.shape == want.shape and np.array_equal(a, want):
+                    grads[i.name] = cut(params[pname].grad).numpy()
         write_safetensors(f"{path}.grads.safetensors", [(k, np.ascontiguousarray(v, dtype=np.float32)) for k, v in grads.items()])
         with open(f"{path}.json", "w") as f:
             json.dump({"loss": float(loss), "inputs": {k: list(v.shape) for k, v in inputs.items()}, "outputs": [list(o.shape) for o in out],
