@@ -25,6 +25,8 @@ const dir = join(root, 'tmp', 'popular-architectures');
 
 interface Case {
   loss: LossSpec;
+  /** A tied embedding trained as one tensor, as PyTorch trains it (loadModel's keepTies). */
+  keepTies?: boolean;
   /** What a user of this model would adapt: [column, what runs]. */
   paths: [string, (model: RefitModel, feeds: Record<string, Tensor>) => Promise<string>][];
 }
@@ -65,6 +67,10 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
     const loss = losses.mse({ output: 'predicted_depth', target: 'y' });
     return { loss, paths: [['LoRA on qkv and proj', peftStep(loraOn(/\.(qkv|proj)$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
   },
+  t5: () => {
+    const loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, keepTies: true, paths: [['LoRA on q and v (PEFT\'s T5 default)', peftStep(loraOn(/\.(q|v)$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
   segformer: () => {
     const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
     return { loss, paths: [['LoRA on attention', peftStep(loraOn(attention), loss)], ['Tent', tta('tent', 'pixel_values')]] };
@@ -84,7 +90,7 @@ for (const name of names) {
   const c = CASES[name]!();
   const paths: string[] = [];
   const row = await stepAgainstTorch(dir, name, {
-    loss: c.loss, torchLoss: ref.loss, params: ref.params, feeds,
+    loss: c.loss, torchLoss: ref.loss, params: ref.params, feeds, ...(c.keepTies ? { keepTies: true } : {}),
     after: async (model) => {
       for (const [what, run] of c.paths) {
         try { paths.push(`${what} ${await run(model, feeds)}`); } catch (e) { paths.push(`${what} ✗ ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`); }

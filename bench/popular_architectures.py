@@ -21,6 +21,10 @@ for bench/popular-architectures.ts:
   bicubically to the input's patch grid, LayerScale; the DPT head with ConvTranspose reassembly
   and bilinear align_corners fusion), opset 14, batch, height and width dynamic, input 70×84 (a
   5×6 grid of 14-pixel patches, position table 4×4); loss: MSE of the depth map to a target.
+- t5: T5's encoder-decoder in one graph (relative position buckets computed from the lengths by
+  log, Min and Where, the bias table shared by every layer; RMS norms; Flan-T5's gated GELU; the
+  tied embedding as the output projection), opset 14, batch and both lengths dynamic; loss:
+  token cross-entropy on the decoder's logits.
 
     /usr/bin/python3 bench/popular_architectures.py --out tmp/popular-architectures [--only yolov8,clip]
 
@@ -472,6 +476,99 @@ class DepthAnything(nn.Module):
         return F.relu(self.head3(F.relu(self.head2(y)))).squeeze(1)
 
 
+# ---------------------------------------------------------------- T5 (transformers' T5 / Flan-T5 layout)
+class T5LayerNorm(nn.Module):
+    """RMS norm without mean or bias, as T5 writes it."""
+
+    def __init__(self, d, eps=1e-6):
+        super().__init__()
+        self.weight, self.eps = nn.Parameter(torch.ones(d)), eps
+
+    def forward(self, x):
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+
+def relative_bucket(rel, bidirectional, buckets=32, max_distance=128):
+    """transformers' T5Attention._relative_position_bucket."""
+    out = 0
+    if bidirectional:
+        buckets //= 2
+        out = (rel > 0).to(torch.long) * buckets
+        rel = torch.abs(rel)
+    else:
+        rel = -torch.min(rel, torch.zeros_like(rel))
+    exact = buckets // 2
+    large = exact + (torch.log(rel.float() / exact) / math.log(max_distance / exact) * (buckets - exact)).to(torch.long)
+    large = torch.min(large, torch.full_like(large, buckets - 1))
+    return out + torch.where(rel < exact, rel, large)
+
+
+class T5Attention(nn.Module):
+    def __init__(self, d, heads, kv, bias=False, bidirectional=True):
+        super().__init__()
+        self.heads, self.kv, self.bidirectional = heads, kv, bidirectional
+        self.q, self.k, self.v, self.o = nn.Linear(d, heads * kv, bias=False), nn.Linear(d, heads * kv, bias=False), nn.Linear(d, heads * kv, bias=False), nn.Linear(heads * kv, d, bias=False)
+        self.relative_attention_bias = nn.Embedding(32, heads) if bias else None
+
+    def position_bias(self, q_len, k_len):
+        rel = torch.arange(k_len)[None, :] - torch.arange(q_len)[:, None]
+        return self.relative_attention_bias(relative_bucket(rel, self.bidirectional)).permute(2, 0, 1)[None]
+
+    def forward(self, x, kv=None, bias=None, mask=None):
+        b, n, _ = x.shape
+        kv = x if kv is None else kv
+        split = lambda t: t.view(b, -1, self.heads, self.kv).transpose(1, 2)
+        q, k, v = split(self.q(x)), split(self.k(kv)), split(self.v(kv))
+        if bias is None:
+            bias = self.position_bias(n, kv.shape[1]) if self.relative_attention_bias is not None else torch.zeros(1, self.heads, n, kv.shape[1])
+            if mask is not None:
+                bias = bias + mask
+        a = torch.softmax(q @ k.transpose(-1, -2) + bias, -1)  # T5 does not scale by 1/sqrt(d)
+        return self.o((a @ v).transpose(1, 2).reshape(b, n, -1)), bias
+
+
+class T5Block(nn.Module):
+    def __init__(self, d, heads, kv, ff, first, decoder):
+        super().__init__()
+        self.decoder = decoder
+        self.ln_self, self.self_attn = T5LayerNorm(d), T5Attention(d, heads, kv, bias=first, bidirectional=not decoder)
+        if decoder:
+            self.ln_cross, self.cross_attn = T5LayerNorm(d), T5Attention(d, heads, kv)
+        self.ln_ff, self.wi_0, self.wi_1, self.wo = T5LayerNorm(d), nn.Linear(d, ff, bias=False), nn.Linear(d, ff, bias=False), nn.Linear(ff, d, bias=False)
+
+    def forward(self, x, bias=None, mask=None, enc=None):
+        h, bias = self.self_attn(self.ln_self(x), bias=bias, mask=mask)
+        x = x + h
+        if self.decoder:
+            x = x + self.cross_attn(self.ln_cross(x), kv=enc)[0]
+        y = self.ln_ff(x)
+        return x + self.wo(F.gelu(self.wi_0(y), approximate="tanh") * self.wi_1(y)), bias  # Flan-T5's gated-gelu
+
+
+class T5(nn.Module):
+    """T5's encoder-decoder with Flan-T5's gated-GELU feed-forward, tied embeddings scaled by d^-0.5."""
+
+    def __init__(self, vocab=100, d=32, heads=4, kv=8, ff=64, layers=2):
+        super().__init__()
+        self.d = d
+        self.shared = nn.Embedding(vocab, d)
+        self.encoder = nn.ModuleList(T5Block(d, heads, kv, ff, i == 0, False) for i in range(layers))
+        self.decoder = nn.ModuleList(T5Block(d, heads, kv, ff, i == 0, True) for i in range(layers))
+        self.enc_norm, self.dec_norm = T5LayerNorm(d), T5LayerNorm(d)
+
+    def forward(self, input_ids, decoder_input_ids):
+        x, bias = self.shared(input_ids), None
+        for blk in self.encoder:
+            x, bias = blk(x, bias)
+        enc = self.enc_norm(x)
+        t = decoder_input_ids.shape[1]
+        causal = torch.triu(torch.full((t, t), -1e9), 1)[None, None]
+        y, bias = self.shared(decoder_input_ids), None
+        for blk in self.decoder:
+            y, bias = blk(y, bias, mask=causal, enc=enc)
+        return (self.dec_norm(y) * self.d ** -0.5) @ self.shared.weight.t()
+
+
 # ---------------------------------------------------------------- export and reference
 def yolov8_case():
     x = torch.rand(2, 3, 64, 96)
@@ -515,7 +612,15 @@ def depth_anything_case():
                 loss=lambda out, y: F.mse_loss(out[0], y))
 
 
-CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case, "depth_anything": depth_anything_case}
+def t5_case():
+    ids, dec = torch.randint(0, 100, (2, 9)), torch.randint(0, 100, (2, 6))
+    return dict(model=T5(), inputs={"input_ids": ids, "decoder_input_ids": dec}, outputs=["logits"], opset=14,
+                dynamic={"input_ids": {0: "batch", 1: "encoder_sequence"}, "decoder_input_ids": {0: "batch", 1: "decoder_sequence"}, "logits": {0: "batch", 1: "decoder_sequence"}},
+                target=lambda out: torch.randint(0, 100, out[0].shape[:2]),
+                loss=lambda out, y: F.cross_entropy(out[0].flatten(0, 1), y.flatten()))
+
+
+CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case, "depth_anything": depth_anything_case, "t5": t5_case}
 
 
 def main():
@@ -529,10 +634,11 @@ def main():
         case = CASES[name]()
         m = case["model"].eval()
         for mod in m.modules():  # trained-looking norms: a fresh one's ones and zeros match each other's initializers
-            if isinstance(mod, (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d)):
+            if isinstance(mod, (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d, T5LayerNorm)):
                 with torch.no_grad():
                     mod.weight.add_(0.1 * torch.randn_like(mod.weight))
-                    mod.bias.add_(0.1 * torch.randn_like(mod.bias))
+                    if getattr(mod, "bias", None) is not None:
+                        mod.bias.add_(0.1 * torch.randn_like(mod.bias))
         inputs = case["inputs"]
         path = os.path.join(a.out, name)
         torch.onnx.export(m, tuple(inputs.values()), f"{path}.onnx", opset_version=case["opset"], input_names=list(inputs), output_names=case["outputs"],
