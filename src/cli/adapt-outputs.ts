@@ -4,15 +4,16 @@
 // the methods that need no loss run here (source, bn-adapt: the normalization statistics of the
 // batch, the usual first step for a detector on a new camera); what comes out is the adapted
 // model's output for every sample, as one float32 .npy [samples, ...output dims], for the
-// caller's own decoding (non-maximum suppression, thresholds). Written once, atomically, at the end.
+// caller's own decoding (non-maximum suppression, thresholds), streamed batch by batch into a
+// temporary that replaces --out only at the end.
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { RefitModel } from '../model.ts';
 import { createAdapter } from '../tta/index.ts';
 import { formatShape } from '../onnx/tensor.ts';
 import { loadData, batchOf, progressBar, range, type ModelIO } from './common.ts';
-import { npyChunks } from './data-files.ts';
-import { writeFileAtomic } from '../onnx/io.ts';
+import { npyHeader, bytesOf } from './data-files.ts';
+import { AtomicFileWriter } from '../onnx/io.ts';
 
 /** Methods that adapt without a loss, so without knowing what the output means. */
 export const OUTPUT_METHODS = ['source', 'bn-adapt'] as const;
@@ -27,7 +28,10 @@ export async function adaptOutputs(model: RefitModel, io: ModelIO, o: { method: 
   const batches = Math.ceil(ds.n / o.batchSize);
   const bar = progressBar(!o.json, 'batches');
   bar?.start(batches, 0, { label: o.method, metrics: '' });
-  const chunks: Float32Array[] = [];
+  // Streamed into a temporary beside --out, which replaces it only when every batch is written:
+  // a detector's outputs (YOLO at 640: 2.8 MB a frame) need not fit in memory.
+  mkdirSync(dirname(resolve(o.out)), { recursive: true });
+  const file = new AtomicFileWriter(o.out);
   let per: number[] | undefined, ms = 0;
   try {
     for (let k = 0; k < batches; k++) {
@@ -38,16 +42,18 @@ export async function adaptOutputs(model: RefitModel, io: ModelIO, o: { method: 
       const rest = r.logits.dims.slice(1);
       // Dynamic output dims (anchors follow the image size) must agree across batches to stack.
       if (per && rest.join() !== per.join()) throw new Error(`the output '${io.logits}' is ${formatShape(r.logits.dims)} on batch ${k} and [*, ${per.join(', ')}] before: samples of one size stack into one .npy; give images of one size`);
+      if (!per) file.write(npyHeader('<f4', [ds.n, ...rest])); // every dim is known now
       per = rest;
-      chunks.push(r.logits.data as Float32Array);
+      file.write(bytesOf(r.logits.data as Float32Array));
       bar?.update(k + 1, { metrics: '' });
     }
+    file.commit();
+  } catch (e) {
+    file.abort();
+    throw e;
   } finally {
     bar?.stop();
     await adapter.release();
   }
-  const shape = [ds.n, ...(per ?? [])];
-  mkdirSync(dirname(resolve(o.out)), { recursive: true });
-  writeFileAtomic(o.out, npyChunks('<f4', shape, chunks));
-  return { samples: ds.n, batches, ms: ms / Math.max(1, batches), format: ds.format, source: ds.source, shape };
+  return { samples: ds.n, batches, ms: ms / Math.max(1, batches), format: ds.format, source: ds.source, shape: [ds.n, ...(per ?? [])] };
 }

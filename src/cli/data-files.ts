@@ -188,15 +188,18 @@ export function parseNpy(bytes: Uint8Array, name: string): NpyArray {
   return { dtype, shape, values };
 }
 
-/** An NPY file (format 1.0, C order) of `descr` ('<f4', '|u1', …) and `shape` as chunks: the header, then `data`'s bytes. */
-export function npyChunks(descr: string, shape: readonly number[], data: readonly ArrayBufferView[]): Uint8Array[] {
+/** The header of an NPY file (format 1.0, C order) of `descr` ('<f4', '|u1', …) and `shape`; the raw data follows it. */
+export function npyHeader(descr: string, shape: readonly number[]): Uint8Array {
   const dict = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
   const header = new TextEncoder().encode(dict.padEnd(Math.ceil((dict.length + 11) / 64) * 64 - 11, ' ') + '\n'); // 10 + header: a multiple of 64
   const head = new Uint8Array(10 + header.length);
   head.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, header.length & 0xff, header.length >> 8]);
   head.set(header, 10);
-  return [head, ...data.map((d) => new Uint8Array(d.buffer, d.byteOffset, d.byteLength))];
+  return head;
 }
+
+/** The bytes of a typed array, as a view (no copy). */
+export const bytesOf = (d: ArrayBufferView) => new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
 
 function readNpyData(path: string, spec: SampleSpec): Dataset {
   const a = parseNpy(readBytes(path, 'NPY file'), path);

@@ -60,22 +60,60 @@ export function readModelFile(path: string): Model {
   return model;
 }
 
+/**
+ * A file written in pieces into a temporary beside `path` that takes its place only on commit():
+ * a failed or abandoned write (abort()) never replaces a good file, and what is written need not
+ * fit in memory at once.
+ */
+export class AtomicFileWriter {
+  private readonly tmp: string;
+  private fd: number | null;
+
+  constructor(readonly path: string) {
+    this.tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+    this.fd = openSync(this.tmp, 'w');
+  }
+
+  write(...chunks: readonly Uint8Array[]): void {
+    if (this.fd === null) throw new Error(`${this.path}: written after commit or abort`);
+    try {
+      for (const c of chunks) for (let at = 0; at < c.byteLength;) at += writeSync(this.fd, c, at, c.byteLength - at);
+    } catch (e) {
+      this.abort();
+      throw new Error(`could not save ${this.path}: ${(e as Error).message}`);
+    }
+  }
+
+  commit(): void {
+    if (this.fd === null) throw new Error(`${this.path}: committed after commit or abort`);
+    try {
+      fsyncSync(this.fd);
+      closeSync(this.fd);
+      this.fd = null;
+      renameSync(this.tmp, this.path);
+    } catch (e) {
+      this.abort();
+      throw new Error(`could not save ${this.path}: ${(e as Error).message}`);
+    }
+  }
+
+  /** Drop the temporary; the file at `path`, if any, stays as it was. */
+  abort(): void {
+    if (this.fd !== null) { try { closeSync(this.fd); } catch { /* closed */ } this.fd = null; }
+    try { unlinkSync(this.tmp); } catch { /* already gone */ }
+  }
+}
+
 /** Write bytes (or chunks, in order) atomically: a failed write never replaces a good file. */
 export function writeFileAtomic(path: string, bytes: Uint8Array | readonly Uint8Array[]): void {
-  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+  let w: AtomicFileWriter;
   try {
-    const fd = openSync(tmp, 'w');
-    try {
-      for (const c of bytes instanceof Uint8Array ? [bytes] : bytes) for (let at = 0; at < c.byteLength;) at += writeSync(fd, c, at, c.byteLength - at);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
+    w = new AtomicFileWriter(path);
   } catch (e) {
-    try { unlinkSync(tmp); } catch { /* already gone */ }
     throw new Error(`could not save ${path}: ${(e as Error).message}`);
   }
+  w.write(...(bytes instanceof Uint8Array ? [bytes] : bytes));
+  w.commit();
 }
 
 /**

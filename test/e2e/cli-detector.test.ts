@@ -4,7 +4,7 @@
 // it now runs the methods that need no loss and writes the adapted outputs themselves as .npy.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runAdapt } from '../../src/cli/adapt.ts';
@@ -60,6 +60,13 @@ test('refit adapt on a detector writes its BN-adapted outputs as .npy [samples, 
   await assert.rejects(runAdapt(p('det.onnx'), { method: 'bn-adapt', stream: p('stream.npy'), out: p('t.csv'), json: true }), /writes the adapted outputs themselves, as float32 \.npy/);
   await assert.rejects(runAdapt(p('det.onnx'), { method: 'bn-adapt', stream: p('stream.npy'), labels: p('stream.npy'), out: p('t.npy'), json: true }), /--labels: not for this model, whose output 'output0' has 3 axes/);
   assert.ok(!existsSync(p('t.npy')) && !existsSync(p('t.csv')), 'a refused run writes nothing');
+  // A run that fails leaves the earlier output as it was, and no temporary beside it.
+  const before = readFileSync(p('adapted.npy'));
+  const bad = x.slice(); bad[5 * per + 3] = NaN;
+  writeFileSync(p('bad.npy'), npy('<f4', [n, 3, 4, 5], bad));
+  await assert.rejects(runAdapt(p('det.onnx'), { method: 'bn-adapt', stream: p('bad.npy'), batchSize: 4, out: p('adapted.npy'), json: true }), /NaN/);
+  assert.deepEqual(readFileSync(p('adapted.npy')), before);
+  assert.deepEqual(readdirSync(dir).filter((f) => f.endsWith('.tmp')), []);
   const info = await inspectModel(p('det.onnx'));
   assert.equal(info.task?.task, 'none');
   assert.match(info.task!.how, /refit adapt --method bn-adapt --out adapted\.npy/);

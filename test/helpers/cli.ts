@@ -1,5 +1,5 @@
 // Shared by the tests that run the `refit` command as a user does, and write the NPY files it reads.
-import { npyChunks } from '../../src/cli/data-files.ts';
+import { npyHeader, bytesOf } from '../../src/cli/data-files.ts';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,5 +26,5 @@ export function refitIn(cwd: string, args: string[]): Promise<Run> {
 
 /** An NPY (version 1.0) file of `data` with dtype `descr` ('<f4', '<i8', …) and `shape`. */
 export function npy(descr: string, shape: number[], data: ArrayBufferView): Uint8Array {
-  return Buffer.concat(npyChunks(descr, shape, [data]));
+  return Buffer.concat([npyHeader(descr, shape), bytesOf(data)]);
 }

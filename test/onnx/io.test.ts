@@ -1,12 +1,12 @@
 // Model I/O: bytes and file round trips, external data, attribute kinds, probed shapes.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, rmSync, existsSync, statSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, existsSync, statSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { decodeModel, encodeModel } from '../../src/onnx/proto.ts';
-import { readModelFile, writeModelFile } from '../../src/onnx/io.ts';
+import { readModelFile, writeModelFile, AtomicFileWriter } from '../../src/onnx/io.ts';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
 import { probeShapes } from '../../src/onnx/shapes.ts';
 import { loadModel } from '../../src/model.ts';
@@ -135,5 +135,27 @@ test('a tensor type refit does not hold (bfloat16, float8) is refused at load by
       graph: { name: 'g', initializer: [{ name: 'w', dataType: code, dims: [2], rawData: new Uint8Array([0x21]) }], node: [], input: [], output: [] },
     });
     assert.throws(() => decodeModel(onnxProto.onnx.ModelProto.encode(m).finish()), new RegExp(`unsupported ONNX tensor data type ${code} \\(${name}\\): .*${hint.source}`));
+  }
+});
+
+test('AtomicFileWriter: pieces land in a temporary that replaces the file on commit; abort leaves the old file and no temporary', () => {
+  const own = mkdtempSync(join(tmpdir(), 'refit-atomic-'));
+  try {
+    const f = join(own, 'out.bin');
+    writeFileSync(f, 'old');
+    const a = new AtomicFileWriter(f);
+    a.write(new TextEncoder().encode('ne'), new TextEncoder().encode('w'));
+    assert.equal(readFileSync(f, 'utf8'), 'old', 'not replaced before commit');
+    a.abort();
+    assert.equal(readFileSync(f, 'utf8'), 'old');
+    assert.deepEqual(readdirSync(own), ['out.bin']);
+    assert.throws(() => a.write(new Uint8Array(1)), /written after commit or abort/);
+    const b = new AtomicFileWriter(f);
+    b.write(new TextEncoder().encode('new'));
+    b.commit();
+    assert.equal(readFileSync(f, 'utf8'), 'new');
+    assert.deepEqual(readdirSync(own), ['out.bin']);
+  } finally {
+    rmSync(own, { recursive: true, force: true });
   }
 });
