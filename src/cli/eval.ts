@@ -6,7 +6,7 @@ import { progressBar, positiveInt, finiteNumber, range, preprocessOptions } from
 import { classifyTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
 import { pairsTask } from './pairs-task.ts';
-import { loadSeq2seq, seq2seqTask } from './seq2seq-task.ts';
+import { loadSeq2seq, loadSeq2seqFile, seq2seqTask } from './seq2seq-task.ts';
 import { segmentTask } from './segment-task.ts';
 import { regressTask } from './regress-task.ts';
 import { ctcTask } from './ctc-task.ts';
@@ -69,17 +69,17 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   if (!(TASKS as readonly string[]).includes(taskName)) throw new Error(`unknown --task '${o.task}'; known tasks: ${TASKS.join(', ')}`);
   if (o.pooling !== undefined && taskName !== 'pairs') throw new Error('--pooling is for --task pairs (an embedding model)');
   if (o.vocab !== undefined && taskName !== 'ctc') throw new Error('--vocab is for --task ctc (transcripts as label ids)');
-  if ((taskName === 'seq2seq') !== (o.decoder !== undefined)) throw new Error(taskName === 'seq2seq' ? '--task seq2seq scores an encoder and its decoder: give the decoder file with --decoder (the model argument is the encoder)' : '--decoder is for --task seq2seq');
+  if (taskName !== 'seq2seq' && o.decoder !== undefined) throw new Error('--decoder is for --task seq2seq');
   if (taskName === 'seq2seq') {
     const flags = [o.labelColumn && '--label-column', prep.pixels && '--mean/--std', prep.resize !== undefined && '--resize', o.pooling && '--pooling'].filter(Boolean);
     if (flags.length) throw new Error(`${flags.join(', ')}: not for --task seq2seq, which reads source ids (--data) and target ids (--labels)`);
     const decoderStart = o.decoderStart !== undefined ? finiteNumber('--decoder-start', o.decoderStart, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
-    const pair = await loadSeq2seq(modelPath, o.decoder!);
+    const pair = o.decoder !== undefined ? await loadSeq2seq(modelPath, o.decoder) : await loadSeq2seqFile(modelPath);
     try {
       const task = seq2seqTask(pair, { data: o.data, ...(o.labels ? { targets: o.labels } : {}), ...(padToken !== undefined ? { padToken } : {}), ...(decoderStart !== undefined ? { decoderStart } : {}) });
       const n = task.data.samples;
       const r = await task.evaluate(pair.joined, range(0, n), batchSize);
-      return { model: `${modelPath} + ${o.decoder}`, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'seq2seq', seconds: (performance.now() - t0) / 1000 };
+      return { model: o.decoder !== undefined ? `${modelPath} + ${o.decoder}` : modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'seq2seq', seconds: (performance.now() - t0) / 1000 };
     } finally {
       await pair.release();
     }

@@ -112,6 +112,7 @@ function suggestTask(m: Model, tokens: InspectResult['tokens']): { task: { task:
   const outs = m.graph.outputs;
   const rank = (o: ValueInfo) => o.shape?.length ?? 0;
   const pick = (task: string, how: string) => ({ task: { task, how } });
+  if (m.graph.inputs.some((i) => i.name === 'decoder_input_ids') && !m.graph.inputs.some((i) => i.name === 'encoder_hidden_states')) return pick('seq2seq', 'an encoder-decoder in one file: `refit train <this file> --task seq2seq --data <source ids> --labels <target ids> --decoder-start <id>`');
   if (m.graph.inputs.some((i) => i.name === 'encoder_hidden_states')) return pick('seq2seq', "the decoder of an encoder-decoder: `refit train <encoder> --decoder <this file> --task seq2seq --data <source ids> --labels <target ids>`");
   const hidden = outs.find((o) => ['last_hidden_state', 'sentence_embedding', 'token_embeddings'].includes(o.name));
   if (tokens && hidden && !outs.some((o) => o.name === 'logits')) return pick('pairs', "an embedding model: `--task pairs --data <[examples, 2 or more, length] ids>` (or, as the encoder of a seq2seq pair, `--task seq2seq --decoder <decoder>`)");

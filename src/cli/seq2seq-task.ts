@@ -7,6 +7,8 @@
 // --decoder-start (the model's decoder_start_token_id), and each position learns the target
 // token there; padding in the targets is not scored. The trained weights (or an adapter folded
 // into them) go back into both files, which keep their names and (a merged decoder) their KV cache.
+// Without --decoder, the model is an encoder-decoder exported as one graph (torch.onnx.export of
+// the whole model: input_ids and decoder_input_ids in, logits out), trained and written as it is.
 import { basename, join } from 'node:path';
 import { loadModel, RefitModel } from '../model.ts';
 import { f32, type Tensor } from '../onnx/tensor.ts';
@@ -80,6 +82,30 @@ export async function loadSeq2seq(encoderPath: string, decoderPath: string, opts
     async release() {
       await Promise.all([joined.release(), encoder.release(), decoder.release(), decoderFile.release()]);
     },
+  };
+}
+
+/** The decoder's ids in an encoder-decoder exported as one graph, as transformers names them. */
+export const ONE_FILE_DECODER_IDS = 'decoder_input_ids';
+
+/** An encoder-decoder exported as one graph: the pair is the file itself, written back under its own name. */
+export async function loadSeq2seqFile(path: string, opts: { keepTies?: boolean } = {}): Promise<Seq2seqPair> {
+  const model = await loadModel(path, opts);
+  if (!model.inputs.some((i) => i.name === ONE_FILE_DECODER_IDS)) {
+    await model.release();
+    throw new Error(`${path}: --task seq2seq trains an encoder-decoder: give the decoder file with --decoder (the model argument is the encoder), or a model exported as one graph that takes '${ONE_FILE_DECODER_IDS}'; this one's inputs are ${model.inputs.map((i) => i.name).join(', ')}`);
+  }
+  return {
+    joined: model,
+    decoderIds: ONE_FILE_DECODER_IDS,
+    cached: false,
+    writable: (name) => model.ir.graph.initializers.has(name),
+    async write(out, write, trained = model) {
+      const file = join(out, basename(path));
+      await write(trained, file);
+      return [file];
+    },
+    release: () => model.release(),
   };
 }
 

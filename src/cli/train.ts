@@ -19,7 +19,7 @@ import { progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic,
 import { classifyTask, type TrainTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
 import { pairsTask } from './pairs-task.ts';
-import { loadSeq2seq, seq2seqTask } from './seq2seq-task.ts';
+import { loadSeq2seq, loadSeq2seqFile, seq2seqTask } from './seq2seq-task.ts';
 import { segmentTask } from './segment-task.ts';
 import { regressTask } from './regress-task.ts';
 import { ctcTask } from './ctc-task.ts';
@@ -164,7 +164,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   if (o.pooling !== undefined && taskName !== 'pairs') throw new Error('--pooling is for --task pairs (an embedding model)');
   if (taskName === 'pairs' && (o.labels || o.labelColumn)) throw new Error('--task pairs learns from which sequences belong together (anchor, positive, hard negatives); it takes no --labels');
   const seq2seq = taskName === 'seq2seq';
-  if (seq2seq !== (o.decoder !== undefined)) throw new Error(seq2seq ? '--task seq2seq trains an encoder and its decoder: give the decoder file with --decoder (the model argument is the encoder)' : '--decoder is for --task seq2seq');
+  if (!seq2seq && o.decoder !== undefined) throw new Error('--decoder is for --task seq2seq');
   if (!seq2seq && o.decoderStart !== undefined) throw new Error('--decoder-start is for --task seq2seq');
   if (seq2seq && o.labelColumn) throw new Error('--label-column reads CSV data; --task seq2seq reads the target token ids from --labels (.npy)');
   if (seq2seq && o.adapter === 'bottleneck') throw new Error('--task seq2seq with --adapter bottleneck: an adapter is folded into the weights of both files, and bottleneck adapters add layers instead; use lora, dora, ia3, bitfit or norm-affine');
@@ -175,12 +175,13 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const clipNorm = finiteNumber('--clip-norm', o.clipNorm ?? 1, (v) => v >= 0, 'a non-negative number (0: no clipping)');
   if (o.batchNorm !== undefined && o.batchNorm !== 'train' && o.batchNorm !== 'eval') throw new Error(`--batch-norm must be 'train' or 'eval', got '${o.batchNorm}'`);
   if (!o.out) throw new Error('--out is required: a .onnx file for full training, a folder for an adapter');
-  if (seq2seq && extname(o.out).toLowerCase() === '.onnx') throw new Error(`--out ${o.out}: --task seq2seq writes the encoder and decoder files into a folder; give a folder path`);
+  if (seq2seq && extname(o.out).toLowerCase() === '.onnx') throw new Error(`--out ${o.out}: --task seq2seq writes the model's files (the encoder and the decoder, or the one file) into a folder; give a folder path`);
   if (mode === 'full' && !seq2seq && extname(o.out).toLowerCase() !== '.onnx') throw new Error(`--out ${o.out}: full training writes an ONNX model; give a path ending in .onnx`);
   if (mode === 'adapter' && extname(o.out).toLowerCase() === '.onnx') throw new Error(`--out ${o.out}: --adapter writes an adapter folder (HF PEFT layout), not an .onnx file; give a folder path`);
 
-  const pair = seq2seq ? await loadSeq2seq(modelPath, o.decoder!, o.keepTies ? { keepTies: true } : {}) : null;
-  const given = pair ? pair.joined : await loadModel(modelPath, o.keepTies ? { keepTies: true } : {});
+  const ties = o.keepTies ? { keepTies: true } : {};
+  const pair = !seq2seq ? null : o.decoder !== undefined ? await loadSeq2seq(modelPath, o.decoder, ties) : await loadSeq2seqFile(modelPath, ties);
+  const given = pair ? pair.joined : await loadModel(modelPath, ties);
   const kv = pair ? null : kvCacheOf(given);
   const base = kv ? withoutKvCache(given) : given;
   const logits = o.logits ? { logits: o.logits } : {}, pad = padToken !== undefined ? { padToken } : {};

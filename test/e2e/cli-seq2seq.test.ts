@@ -88,11 +88,36 @@ test('--task seq2seq: missing or misplaced options and bad data get one clear er
     [{ ...base, labels: p('t19.npy') }, /19 target sequences for 20 sources/],
     [{ ...base, padToken: undefined }, /give --decoder-start <id>/],
     [{ ...base, adapter: 'bottleneck' }, /bottleneck adapters add layers instead; use lora/],
-    [{ ...base, out: p('x.onnx') }, /writes the encoder and decoder files into a folder/],
+    [{ ...base, out: p('x.onnx') }, /writes the model's files \(the encoder and the decoder, or the one file\) into a folder/],
     [{ ...base, decoder: encoder }, /reads the encoder's output as 'encoder_hidden_states'/],
   ];
   for (const [o, re] of cases) await assert.rejects(runTrain(encoder, o), re);
   assert.ok(existsSync(p('kept/marker')) && !existsSync(p('kept/encoder_model.onnx')));
+});
+
+test('an encoder-decoder exported as one graph (decoder_input_ids an input of the same file) trains without --decoder and is written back under its name; inspect suggests it', async () => {
+  // The fixture pair joined into one graph, its decoder ids named as torch.onnx exports of a whole model name them.
+  const pair = await loadSeq2seq(encoder, merged);
+  const ir = pair.joined.ir;
+  const rename = (t: string) => (t === pair.decoderIds ? 'decoder_input_ids' : t);
+  for (const i of ir.graph.inputs) i.name = rename(i.name);
+  for (const n of ir.graph.nodes) n.inputs = n.inputs.map(rename);
+  mkdirSync(p('one'), { recursive: true });
+  await pair.joined.save(p('one/bart_whole.onnx'));
+  await pair.release();
+  const { inspectModel } = await import('../../src/cli/inspect.ts');
+  assert.equal((await inspectModel(p('one/bart_whole.onnx'))).task?.task, 'seq2seq');
+  const { src, tgt } = copyTask(240, 1);
+  writeFileSync(p('one-src.npy'), npy('<i8', [240, 6], src));
+  writeFileSync(p('one-tgt.npy'), npy('<i8', [240, 6], tgt));
+  const common = { task: 'seq2seq', data: p('one-src.npy'), labels: p('one-tgt.npy'), padToken: PAD, decoderStart: START, json: true };
+  const before = await runEval(p('one/bart_whole.onnx'), common);
+  assert.equal(before.model, p('one/bart_whole.onnx'));
+  await runTrain(p('one/bart_whole.onnx'), { ...common, epochs: 12, lr: 0.02, batchSize: 16, out: p('one-tuned') });
+  const after = await runEval(p('one-tuned/bart_whole.onnx'), common);
+  assert.ok(after.loss < before.loss - 1 && after.accuracy > before.accuracy + 0.15, `loss ${before.loss} → ${after.loss}, accuracy ${before.accuracy} → ${after.accuracy}`);
+  // A one-file model without decoder_input_ids: what to give instead
+  await assert.rejects(runTrain(encoder, { ...common, out: p('x') }), /give the decoder file with --decoder .*or a model exported as one graph that takes 'decoder_input_ids'/);
 });
 
 // A Whisper-shaped pair: the encoder reads float features [batch, 4, frames] (Whisper's
