@@ -150,6 +150,7 @@ export function formatInspect(r: InspectResult): string {
   const up = r.upgrade;
   out.push(`  opset:      ${r.opset}${up ? ` (upgraded on load from ${up.from} to ${up.to}; verified on ${up.verifiedOn})` : ''}`);
   if (r.upgradeError) out.push(`  upgrade:    failed (${r.upgradeError}); shown as stored`);
+  for (const note of up?.notes ?? []) out.push(`  note:       ${note}`);
   for (const i of r.inputs) out.push(`  input:      ${i.name} ${i.dtype} ${fmtShape(i.shape)}`);
   for (const o of r.outputs) out.push(`  output:     ${o.name} ${o.dtype} ${fmtShape(o.shape)}`);
   if (r.tokens) out.push(`  token ids:  '${r.tokens.ids}'${r.tokens.vocab !== null ? ` (vocabulary ${n(r.tokens.vocab)})` : ''}, from a .npy of ids${r.tokens.companions.length ? `; refit makes ${r.tokens.companions.join(', ')} from them (--pad-token: the padding id)` : ''}`);

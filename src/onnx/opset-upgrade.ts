@@ -4,7 +4,7 @@
 // Python users have onnx.version_converter; a Node user loading a paddle2onnx or older
 // tf2onnx export has nothing else, hence this.
 import type { Attr, Model, Node } from './ir.ts';
-import { cloneModel, opsetVersion } from './ir.ts';
+import { cloneModel, opsetVersion, attrString } from './ir.ts';
 import type { DType, Tensor } from './tensor.ts';
 import { formatShape } from './tensor.ts';
 import { REWRITES, UpgradeRefusal, type RewriteContext } from './upgrade/rewrites.ts';
@@ -28,6 +28,8 @@ export interface UpgradeReport {
   /** The verification inputs, e.g. "x: float32[2, 3, 8, 8] (synthetic, seed 0)". */
   verifiedOn: string;
   outputs: OutputComparison[];
+  /** What the file computes that its exporter's framework did not (the conversion itself changes nothing). */
+  notes?: string[];
 }
 
 export interface UpgradeResult {
@@ -87,6 +89,21 @@ function sanitizeIntAttrs(model: Model): void {
     if (a.kind === 'int' && a.value > LIMIT) n.attrs[k] = { kind: 'int', value: LIMIT };
     if (a.kind === 'ints' && a.value.some((v) => v > LIMIT)) n.attrs[k] = { kind: 'ints', value: a.value.map((v) => Math.min(v, LIMIT)) };
   }
+}
+
+/**
+ * What an old-opset torch.onnx export computes differently from the PyTorch model. Below opset 11,
+ * `F.interpolate(mode='bilinear')` can only be written as Upsample or Resize-10, whose linear mode
+ * has asymmetric coordinates where PyTorch's (align_corners=False) are half-pixel: the file is
+ * another function, and torch.onnx only warns. (TensorFlow's resize_bilinear is asymmetric, so a
+ * tf2onnx file computes what its model did: only torch's files are named.)
+ */
+function exportNotes(model: Model, from: number): string[] {
+  if (model.producerName !== 'pytorch' || from > 10) return [];
+  const linear = model.graph.nodes.filter((n) => (n.opType === 'Upsample' || n.opType === 'Resize') && attrString(n, 'mode', 'nearest') === 'linear');
+  if (!linear.length) return [];
+  const names = linear.slice(0, 3).map((n) => `'${n.name}'`).join(', ') + (linear.length > 3 ? `, … (${linear.length} in all)` : '');
+  return [`${linear.length} ${linear[0]!.opType} node${linear.length > 1 ? 's' : ''} (${names}) resize bilinearly with opset ${from}'s asymmetric coordinates, where PyTorch's F.interpolate(mode='bilinear', align_corners=False) uses half-pixel ones: this file does not compute what the PyTorch model did (torch.onnx warns of it at export), and refit trains the file as it computes. Export at opset 11 or later to match PyTorch`];
 }
 
 function describeFeeds(feeds: Record<string, Tensor>, how: string): string {
@@ -210,5 +227,6 @@ export async function upgradeOpset(model: Model, opts: UpgradeOptions = {}): Pro
     const what = bad.map((c) => `output '${c.output}' ${c.detail ?? `differs by up to ${c.maxAbsDiff.toExponential(3)} (relative ${c.maxRelDiff.toExponential(3)}; tolerance ${RELATIVE_TOLERANCE})`}`).join('; ');
     throw fail(`verification failed on ${describeFeeds(used.feeds, used.how)}: ${what}`);
   }
-  return { model: converted, report: { from, to: TARGET_OPSET, rewritten, verifiedOn: describeFeeds(used.feeds, used.how), outputs } };
+  const notes = exportNotes(model, from);
+  return { model: converted, report: { from, to: TARGET_OPSET, rewritten, verifiedOn: describeFeeds(used.feeds, used.how), outputs, ...(notes.length ? { notes } : {}) } };
 }

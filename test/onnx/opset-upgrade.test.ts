@@ -362,6 +362,21 @@ test('a detector\'s dynamic height and width: verified on a batch of 1 at 64 whe
   assert.match(report.verifiedOn, /x: float32\[1, 1, 64, 64\] \(synthetic, seed 0, symbolic dims 1 on the first axis and 64 on the others\)/);
 });
 
+test('a torch.onnx export below opset 11 with bilinear Upsample: the upgrade notes that the file is not what PyTorch computed; other producers get no note', async () => {
+  const build = (producer: string) => {
+    const b = new ModelBuilder({ opset: 9 });
+    b.input('x', 'float32', ['N', 1, 4, 4]).initializer('scales', f32([4], [1, 1, 2, 2]));
+    b.node('Upsample', ['x', 'scales'], ['y'], { mode: 'linear' }, '/Upsample').output('y');
+    const m = b.build();
+    m.producerName = producer;
+    return m;
+  };
+  const { report } = await upgradeOpset(build('pytorch'));
+  assert.equal(report.notes?.length, 1);
+  assert.match(report.notes![0]!, /1 Upsample node \('\/Upsample'\) resize bilinearly with opset 9's asymmetric coordinates, where PyTorch's .* half-pixel .* Export at opset 11 or later/);
+  assert.equal((await upgradeOpset(build('tf2onnx'))).report.notes, undefined, 'TensorFlow\'s bilinear resize is asymmetric: the file is what its model computed');
+});
+
 test('output comparison: exact, within 1e-6 relative, different; NaN equals NaN only', () => {
   const t = (v: number[]) => f32([v.length], v);
   assert.equal(compareOutputs('y', t([1, NaN, -2]), t([1, NaN, -2])).verdict, 'exact');
