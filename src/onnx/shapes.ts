@@ -1,7 +1,7 @@
 // Shapes of every intermediate tensor for one input signature, found by probing:
 // run the graph once in onnxruntime with every value exposed as an output.
 // Exact for any op onnxruntime runs (no hand-written inference rules to get wrong).
-import type { Model, ValueInfo } from './ir.ts';
+import type { Model, Node, ValueInfo } from './ir.ts';
 import { cloneModel } from './ir.ts';
 import { readsOf, withoutSubgraphShapes } from './subgraphs.ts';
 import { encodeModel } from './proto.ts';
@@ -142,7 +142,7 @@ function shapeConstants(m: Model, shapes: ShapeMap): Map<string, Tensor> {
 async function inferShapes(m: Model, shapes: ShapeMap): Promise<string[]> {
   const open: string[] = [];
   const scalars = new Map<string, DType>();
-  const untrusted = downstreamOfUntrustedInference(m);
+  const inferred = new Map<string, { dtype: DType; dims: number[] }>();
   const session = await createSession(encodeModel(withoutWeights(m)), { optimization: 'basic', threads: 1 });
   try {
     for (const meta of session.outputMetadata) {
@@ -150,14 +150,20 @@ async function inferShapes(m: Model, shapes: ShapeMap): Promise<string[]> {
       const dims = meta.isTensor ? meta.shape : undefined;
       // A sequence (a Loop's carried list) has no tensor shape, and onnxruntime-node cannot return one.
       if (!meta.isTensor) continue;
-      if (untrusted.has(meta.name)) open.push(meta.name);
-      else if (dtype && dims?.length === 0) scalars.set(meta.name, dtype);
-      else if (dtype && dims && dims.every((d): d is number => typeof d === 'number' && d >= 0)) shapes.set(meta.name, { dtype, dims: [...dims] });
+      if (dtype && dims?.length === 0) scalars.set(meta.name, dtype);
+      else if (dtype && dims && dims.every((d): d is number => typeof d === 'number' && d >= 0)) inferred.set(meta.name, { dtype, dims: [...dims] });
       else open.push(meta.name);
     }
   } finally {
     await session.release();
   }
+  const shapeOf = (t: string) => inferred.get(t)?.dims ?? shapes.get(t)?.dims;
+  const untrusted = downstreamOfUntrustedInference(m, shapeOf);
+  for (const [name, s] of inferred) {
+    if (untrusted.has(name)) open.push(name);
+    else shapes.set(name, s);
+  }
+  for (const name of [...scalars.keys()]) if (untrusted.has(name)) { scalars.delete(name); open.push(name); }
   const ranked = scalars.size > 0 ? await scalarsOfKnownRank(m, shapes, [...scalars.keys()]) : new Set<string>();
   for (const [name, dtype] of scalars) {
     if (ranked.has(name)) shapes.set(name, { dtype, dims: [] });
@@ -227,16 +233,58 @@ function withConstants(m: Model, values: Map<string, Tensor>): Model {
 }
 
 /**
- * Ops whose ONNX shape inference disagrees with what onnxruntime computes: Einsum with a broadcast
- * dimension ('ij,ij->ij' on [1,3] and [2,3] is inferred [1,3]; onnxruntime returns [2,3]).
+ * Whether onnxruntime's inferred shape of node `n`'s output can be believed. Einsum's inference
+ * disagrees with its kernel on a broadcast dimension ('ij,ij->ij' on [1,3] and [2,3] is inferred
+ * [1,3]; the kernel returns [2,3]), so an Einsum's inferred shape is believed only where it is the
+ * shape its equation gives from its inputs' (MaxViT's attention: every activation after its first
+ * Einsum used to come from a run, 5 s of a 13 s first call).
  */
-const UNTRUSTED_INFERENCE = new Set(['Einsum']);
+function inferenceTrusted(n: Node, shapeOf: (t: string) => number[] | undefined): boolean {
+  if (n.opType !== 'Einsum') return true;
+  const out = shapeOf(n.outputs[0] ?? '');
+  const want = einsumShape(n, n.inputs.map(shapeOf));
+  return !!out && !!want && out.length === want.length && out.every((d, i) => d === want[i]);
+}
 
-/** Outputs of those ops and of everything computed from them: their shapes come from a run. */
-function downstreamOfUntrustedInference(m: Model): Set<string> {
+/** The output shape of an explicit ('…->…') Einsum equation on inputs of these shapes, broadcasting as its kernel does; undefined when unsure. */
+export function einsumShape(n: Node, inputs: (number[] | undefined)[]): number[] | undefined {
+  const eq = n.attrs.equation?.kind === 'string' ? n.attrs.equation.value.replace(/\s/g, '') : undefined;
+  if (!eq || !eq.includes('->') || inputs.some((d) => !d)) return undefined;
+  const [lhs, rhs] = eq.split('->') as [string, string];
+  const terms = lhs.split(',');
+  if (terms.length !== inputs.length) return undefined;
+  const size = new Map<string, number>();
+  let ellipsis: number[] = [];
+  const merge = (a: number, b: number) => (a === b || b === 1 ? a : a === 1 ? b : NaN);
+  for (let k = 0; k < terms.length; k++) {
+    const dims = inputs[k]!, term = terms[k]!;
+    const letters = term.replace('...', '');
+    const e = term.includes('...') ? dims.length - letters.length : 0;
+    if (e < 0 || (!term.includes('...') && letters.length !== dims.length)) return undefined;
+    const at = term.indexOf('...');
+    const ell = e > 0 ? dims.slice(at, at + e) : [];
+    const named = e > 0 ? [...dims.slice(0, at), ...dims.slice(at + e)] : dims;
+    // the ellipsis dims broadcast right-aligned across operands
+    const len = Math.max(ellipsis.length, ell.length);
+    ellipsis = Array.from({ length: len }, (_, i) => merge(ellipsis[ellipsis.length - len + i] ?? 1, ell[ell.length - len + i] ?? 1));
+    for (let i = 0; i < letters.length; i++) size.set(letters[i]!, merge(size.get(letters[i]!) ?? 1, named[i]!));
+  }
+  if ([...size.values(), ...ellipsis].some((d) => Number.isNaN(d))) return undefined; // sizes that cannot broadcast
+  const out: number[] = [];
+  for (let i = 0; i < rhs.length; i++) {
+    if (rhs.startsWith('...', i)) { out.push(...ellipsis); i += 2; continue; }
+    const d = size.get(rhs[i]!);
+    if (d === undefined) return undefined;
+    out.push(d);
+  }
+  return out.every((d) => Number.isInteger(d) && d >= 0) ? out : undefined;
+}
+
+/** Outputs of nodes whose inferred shape cannot be believed, and of everything computed from them: their shapes come from a run. */
+function downstreamOfUntrustedInference(m: Model, shapeOf: (t: string) => number[] | undefined): Set<string> {
   const tainted = new Set<string>();
   for (const n of m.graph.nodes) {
-    if (UNTRUSTED_INFERENCE.has(n.opType) || n.inputs.some((i) => tainted.has(i))) for (const o of n.outputs) if (o) tainted.add(o);
+    if (n.inputs.some((i) => tainted.has(i)) || !inferenceTrusted(n, shapeOf)) for (const o of n.outputs) if (o) tainted.add(o);
   }
   return tainted;
 }

@@ -91,3 +91,27 @@ test('Einsum attention exported by torch 1.13: loss and every gradient match PyT
   assert.equal(n, 6);
   await step.release();
 });
+
+test('einsumShape: the output shape an explicit equation gives, broadcasting as the kernel does; the probe believes inference only where they agree', async () => {
+  const { einsumShape, probe } = await import('../../src/onnx/shapes.ts');
+  const node = (equation: string) => ({ name: 'e', opType: 'Einsum', domain: '', inputs: ['a', 'b'], outputs: ['y'], attrs: { equation: { kind: 'string' as const, value: equation } } });
+  assert.deepEqual(einsumShape(node('ij,ij->ij'), [[1, 3], [2, 3]]), [2, 3]);
+  assert.deepEqual(einsumShape(node('...ij,...jk->...ik'), [[2, 1, 3, 4], [1, 3, 4, 2]]), [2, 3, 3, 2]);
+  assert.deepEqual(einsumShape(node('bhid,bhjd->bhij'), [[2, 4, 49, 8], [2, 4, 49, 8]]), [2, 4, 49, 49]);
+  assert.equal(einsumShape(node('ij,jk'), [[2, 3], [3, 4]]), undefined, 'implicit output: not guessed');
+  assert.equal(einsumShape(node('ij,jk->ik'), [[2, 3], [4, 4]]), undefined, 'sizes that cannot broadcast');
+  // MaxViT-style attention scores: inference is right, so nothing after the Einsum needs a run;
+  // a broadcast Einsum (inference says [1, 3], the kernel [2, 3]) still sends its outputs to a run.
+  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
+  const b = new ModelBuilder({ opset: 13 }).input('q', 'float32', ['B', 4, 8]).input('k', 'float32', ['B', 4, 8]);
+  b.node('Einsum', ['q', 'k'], ['s'], { equation: 'bid,bjd->bij' }).node('Softmax', ['s'], ['p'], { axis: -1 }).output('p');
+  const sig = { q: { dtype: 'float32' as const, dims: [2, 4, 8] }, k: { dtype: 'float32' as const, dims: [2, 4, 8] } };
+  const r = await probe(b.build(), sig);
+  assert.deepEqual(r.computed, []);
+  assert.deepEqual(r.shapes.get('p')?.dims, [2, 4, 4]);
+  const c = new ModelBuilder({ opset: 13 }).input('a', 'float32', [1, 3]).input('x', 'float32', [2, 3]);
+  c.node('Einsum', ['a', 'x'], ['y'], { equation: 'ij,ij->ij' }).node('Relu', ['y'], ['z']).output('z');
+  const r2 = await probe(c.build(), { a: { dtype: 'float32', dims: [1, 3] }, x: { dtype: 'float32', dims: [2, 3] } });
+  assert.deepEqual([...r2.computed].sort(), ['y', 'z']);
+  assert.deepEqual(r2.shapes.get('z')?.dims, [2, 3]);
+});
