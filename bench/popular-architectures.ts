@@ -71,6 +71,10 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
     const loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' });
     return { loss, keepTies: true, paths: [['LoRA on q and v (PEFT\'s T5 default)', peftStep(loraOn(/\.(q|v)$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
   },
+  sam_encoder: () => {
+    const loss = losses.mse({ output: 'image_embeddings', target: 'y' });
+    return { loss, paths: [['LoRA on qkv', peftStep(loraOn(/\.qkv$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
   segformer: () => {
     const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
     return { loss, paths: [['LoRA on attention', peftStep(loraOn(attention), loss)], ['Tent', tta('tent', 'pixel_values')]] };

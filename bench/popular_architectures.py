@@ -25,6 +25,10 @@ for bench/popular-architectures.ts:
   log, Min and Where, the bias table shared by every layer; RMS norms; Flan-T5's gated GELU; the
   tied embedding as the output projection), opset 14, batch and both lengths dynamic; loss:
   token cross-entropy on the decoder's logits.
+- sam_encoder: segment-anything's ImageEncoderViT (windowed attention with the grid padded to whole
+  windows, decomposed relative positions gathered from tables and applied by Einsum, a global
+  block, the neck's LayerNorm2d), opset 16 (as SAM's exporters use), batch dynamic; loss: MSE of
+  the image embeddings to a target.
 
     /usr/bin/python3 bench/popular_architectures.py --out tmp/popular-architectures [--only yolov8,clip]
 
@@ -569,6 +573,96 @@ class T5(nn.Module):
         return (self.dec_norm(y) * self.d ** -0.5) @ self.shared.weight.t()
 
 
+# ---------------------------------------------------------------- SAM's image encoder (segment-anything's ImageEncoderViT)
+def get_rel_pos(q_size, k_size, rel_pos):
+    """segment-anything's get_rel_pos: the table resized linearly when it does not fit, then gathered."""
+    max_rel_dist = int(2 * max(q_size, k_size) - 1)
+    if rel_pos.shape[0] != max_rel_dist:
+        rel_pos = F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_rel_dist, mode="linear").reshape(-1, max_rel_dist).permute(1, 0)
+    q_coords = torch.arange(q_size)[:, None] * max(k_size / q_size, 1.0)
+    k_coords = torch.arange(k_size)[None, :] * max(q_size / k_size, 1.0)
+    rel = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
+    return rel_pos[rel.long()]
+
+
+class SamAttention(nn.Module):
+    def __init__(self, d, heads, size):
+        super().__init__()
+        self.heads, self.scale = heads, (d // heads) ** -0.5
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        hd = d // heads
+        self.rel_pos_h, self.rel_pos_w = nn.Parameter(torch.randn(2 * size - 1, hd) * 0.02), nn.Parameter(torch.randn(2 * size - 1, hd) * 0.02)
+
+    def forward(self, x):
+        B, H, W, _ = x.shape
+        qkv = self.qkv(x).reshape(B, H * W, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(3, B * self.heads, H * W, -1).unbind(0)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        Rh, Rw = get_rel_pos(H, H, self.rel_pos_h), get_rel_pos(W, W, self.rel_pos_w)
+        r_q = q.reshape(B * self.heads, H, W, -1)
+        rel_h, rel_w = torch.einsum("bhwc,hkc->bhwk", r_q, Rh), torch.einsum("bhwc,wkc->bhwk", r_q, Rw)
+        attn = (attn.view(B * self.heads, H, W, H, W) + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).view(B * self.heads, H * W, H * W)
+        x = (attn.softmax(dim=-1) @ v).view(B, self.heads, H, W, -1).permute(0, 2, 3, 1, 4).reshape(B, H, W, -1)
+        return self.proj(x)
+
+
+class SamBlock(nn.Module):
+    """A ViT block with windowed attention (window 0: global), padding the grid to whole windows."""
+
+    def __init__(self, d, heads, window, grid):
+        super().__init__()
+        self.window = window
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = SamAttention(d, heads, window if window > 0 else grid)
+        self.lin1, self.lin2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        shortcut = x
+        x = self.norm1(x)
+        if self.window > 0:
+            B, H, W, C = x.shape
+            ws = self.window
+            ph, pw = (ws - H % ws) % ws, (ws - W % ws) % ws
+            x = F.pad(x, (0, 0, 0, pw, 0, ph))
+            Hp, Wp = H + ph, W + pw
+            x = x.view(B, Hp // ws, ws, Wp // ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws, ws, C)
+            x = self.attn(x)
+            x = x.view(B, Hp // ws, Wp // ws, ws, ws, -1).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, -1)[:, :H, :W, :].contiguous()
+        else:
+            x = self.attn(x)
+        x = shortcut + x
+        return x + self.lin2(F.gelu(self.lin1(self.norm2(x))))
+
+
+class LayerNorm2d(nn.Module):
+    def __init__(self, c, eps=1e-6):
+        super().__init__()
+        self.weight, self.bias, self.eps = nn.Parameter(torch.ones(c)), nn.Parameter(torch.zeros(c)), eps
+
+    def forward(self, x):
+        u = x.mean(1, keepdim=True)
+        s = (x - u).pow(2).mean(1, keepdim=True)
+        return self.weight[:, None, None] * ((x - u) / torch.sqrt(s + self.eps)) + self.bias[:, None, None]
+
+
+class SamImageEncoder(nn.Module):
+    """ImageEncoderViT's layout, small: patch 8 on 80×80 (a 10×10 grid), windows of 4 (padded to 12)
+    with a global block last, absolute position embeddings, the neck (1×1 and 3×3 convs, LayerNorm2d)."""
+
+    def __init__(self, d=32, heads=2, out=16, grid=10, window=4):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, d, 8, 8)
+        self.pos_embed = nn.Parameter(torch.randn(1, grid, grid, d) * 0.02)
+        self.blocks = nn.ModuleList([SamBlock(d, heads, window, grid), SamBlock(d, heads, 0, grid)])
+        self.neck = nn.Sequential(nn.Conv2d(d, out, 1, bias=False), LayerNorm2d(out), nn.Conv2d(out, out, 3, padding=1, bias=False), LayerNorm2d(out))
+
+    def forward(self, pixel_values):
+        x = self.patch_embed(pixel_values).permute(0, 2, 3, 1) + self.pos_embed
+        for blk in self.blocks:
+            x = blk(x)
+        return self.neck(x.permute(0, 3, 1, 2))
+
+
 # ---------------------------------------------------------------- export and reference
 def yolov8_case():
     x = torch.rand(2, 3, 64, 96)
@@ -620,7 +714,14 @@ def t5_case():
                 loss=lambda out, y: F.cross_entropy(out[0].flatten(0, 1), y.flatten()))
 
 
-CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case, "depth_anything": depth_anything_case, "t5": t5_case}
+def sam_encoder_case():
+    return dict(model=SamImageEncoder(), inputs={"pixel_values": torch.randn(2, 3, 80, 80)}, outputs=["image_embeddings"], opset=16,
+                dynamic={"pixel_values": {0: "batch"}, "image_embeddings": {0: "batch"}},
+                target=lambda out: torch.randn_like(out[0]),
+                loss=lambda out, y: F.mse_loss(out[0], y))
+
+
+CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case, "depth_anything": depth_anything_case, "t5": t5_case, "sam_encoder": sam_encoder_case}
 
 
 def main():
@@ -634,7 +735,7 @@ def main():
         case = CASES[name]()
         m = case["model"].eval()
         for mod in m.modules():  # trained-looking norms: a fresh one's ones and zeros match each other's initializers
-            if isinstance(mod, (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d, T5LayerNorm)):
+            if isinstance(mod, (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d, T5LayerNorm, LayerNorm2d)):
                 with torch.no_grad():
                     mod.weight.add_(0.1 * torch.randn_like(mod.weight))
                     if getattr(mod, "bias", None) is not None:
