@@ -16,7 +16,7 @@ import * as peft from '../src/peft/index.ts';
 import { createAdapter } from '../src/tta/index.ts';
 import type { RefitModel } from '../src/model.ts';
 import type { LossSpec } from '../src/train/loss-spec.ts';
-import type { Tensor } from '../src/onnx/tensor.ts';
+import { f32, type Tensor } from '../src/onnx/tensor.ts';
 import { exportMissing, stepAgainstTorch, parityTable, describeRow, savedTensor, type ParityRow } from './parity.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -27,6 +27,8 @@ interface Case {
   loss: LossSpec;
   /** A tied embedding trained as one tensor, as PyTorch trains it (loadModel's keepTies). */
   keepTies?: boolean;
+  /** Loss inputs beyond the saved target (a constant target of a second term). */
+  extraFeeds?: (feeds: Record<string, Tensor>) => Record<string, Tensor>;
   /** What a user of this model would adapt: [column, what runs]. */
   paths: [string, (model: RefitModel, feeds: Record<string, Tensor>) => Promise<string>][];
 }
@@ -75,6 +77,11 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
     const loss = losses.mse({ output: 'image_embeddings', target: 'y' });
     return { loss, paths: [['LoRA on qkv', peftStep(loraOn(/\.qkv$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
   },
+  sam_decoder: () => {
+    const loss = losses.combine([{ loss: losses.binaryCrossEntropy({ logits: 'pred_masks', target: 'y' }) }, { loss: losses.mse({ output: 'iou_scores', target: 'iou_target' }) }]);
+    return { loss, extraFeeds: (f) => ({ iou_target: f32(f.y!.dims.slice(0, 2), new Float32Array(f.y!.dims[0]! * f.y!.dims[1]!).fill(0.5)) }),
+      paths: [['LoRA on the two-way transformer (MedSAM-style)', peftStep(loraOn(/(q|k|v|out)_proj$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
   segformer: () => {
     const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
     return { loss, paths: [['LoRA on attention', peftStep(loraOn(attention), loss)], ['Tent', tta('tent', 'pixel_values')]] };
@@ -92,6 +99,7 @@ for (const name of names) {
   const feeds: Record<string, Tensor> = { y: savedTensor(dir, `${name}.y.npy`) };
   for (const input of Object.keys(ref.inputs)) feeds[input] = savedTensor(dir, `${name}.${input}.npy`);
   const c = CASES[name]!();
+  Object.assign(feeds, c.extraFeeds?.(feeds));
   const paths: string[] = [];
   const row = await stepAgainstTorch(dir, name, {
     loss: c.loss, torchLoss: ref.loss, params: ref.params, feeds, ...(c.keepTies ? { keepTies: true } : {}),

@@ -29,6 +29,12 @@ for bench/popular-architectures.ts:
   windows, decomposed relative positions gathered from tables and applied by Einsum, a global
   block, the neck's LayerNorm2d), opset 16 (as SAM's exporters use), batch dynamic; loss: MSE of
   the image embeddings to a target.
+- sam_decoder: segment-anything's PromptEncoder (points: random Fourier features of the
+  coordinates, a label-selected embedding by Where) and MaskDecoder (two-way transformer,
+  ConvTranspose upscaling with LayerNorm2d, per-mask hypernetworks, the IoU head), opset 16, batch
+  and point count dynamic, as transformers.js's prompt_encoder_mask_decoder takes them; loss:
+  binary cross-entropy of the masks (MedSAM's fine-tuning objective, with its Dice term left out)
+  plus MSE of the IoU scores to 0.5.
 
     /usr/bin/python3 bench/popular_architectures.py --out tmp/popular-architectures [--only yolov8,clip]
 
@@ -663,6 +669,98 @@ class SamImageEncoder(nn.Module):
         return self.neck(x.permute(0, 3, 1, 2))
 
 
+# ---------------------------------------------------------------- SAM's prompt encoder and mask decoder (segment-anything)
+class PositionEmbeddingRandom(nn.Module):
+    """Random Fourier features of normalised coordinates (a buffer: PyTorch never trains it)."""
+
+    def __init__(self, feats):
+        super().__init__()
+        self.register_buffer("positional_encoding_gaussian_matrix", torch.randn(2, feats))
+
+    def encode(self, coords):
+        coords = (2 * coords - 1) @ self.positional_encoding_gaussian_matrix * (2 * math.pi)
+        return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
+
+
+class TwoWayAttention(nn.Module):
+    def __init__(self, d, heads, downsample=1):
+        super().__init__()
+        self.heads, inner = heads, d // downsample
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = nn.Linear(d, inner), nn.Linear(d, inner), nn.Linear(d, inner), nn.Linear(inner, d)
+
+    def forward(self, q, k, v):
+        split = lambda x: x.reshape(x.shape[0], x.shape[1], self.heads, -1).transpose(1, 2)
+        q, k, v = split(self.q_proj(q)), split(self.k_proj(k)), split(self.v_proj(v))
+        a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), -1) @ v
+        return self.out_proj(a.transpose(1, 2).reshape(a.shape[0], a.shape[2], -1))
+
+
+class TwoWayBlock(nn.Module):
+    def __init__(self, d, heads, skip_first_pe):
+        super().__init__()
+        self.skip_first_pe = skip_first_pe
+        self.self_attn, self.norm1 = TwoWayAttention(d, heads), nn.LayerNorm(d)
+        self.cross_token_to_image, self.norm2 = TwoWayAttention(d, heads, 2), nn.LayerNorm(d)
+        self.mlp1, self.mlp2, self.norm3 = nn.Linear(d, 2 * d), nn.Linear(2 * d, d), nn.LayerNorm(d)
+        self.cross_image_to_token, self.norm4 = TwoWayAttention(d, heads, 2), nn.LayerNorm(d)
+
+    def forward(self, queries, keys, query_pe, key_pe):
+        queries = self.self_attn(queries, queries, queries) if self.skip_first_pe else queries + self.self_attn(queries + query_pe, queries + query_pe, queries)
+        queries = self.norm1(queries)
+        queries = self.norm2(queries + self.cross_token_to_image(queries + query_pe, keys + key_pe, keys))
+        queries = self.norm3(queries + self.mlp2(F.relu(self.mlp1(queries))))
+        keys = self.norm4(keys + self.cross_image_to_token(keys + key_pe, queries + query_pe, queries))
+        return queries, keys
+
+
+class SamMaskDecoder(nn.Module):
+    """PromptEncoder (points) + MaskDecoder as segment-anything writes them, small (d 32, 4 mask
+    tokens, a 8×8 embedding), taking what transformers.js's prompt_encoder_mask_decoder takes:
+    image embeddings, point coordinates in pixels and point labels (1 foreground, 0 background,
+    -1 padding)."""
+
+    def __init__(self, d=32, heads=2, grid=8, image=64, masks=3):
+        super().__init__()
+        self.grid, self.image, self.masks = grid, image, masks + 1
+        self.pe_layer = PositionEmbeddingRandom(d // 2)
+        self.point_embeddings = nn.ModuleList(nn.Embedding(1, d) for _ in range(2))
+        self.not_a_point_embed, self.no_mask_embed = nn.Embedding(1, d), nn.Embedding(1, d)
+        self.iou_token, self.mask_tokens = nn.Embedding(1, d), nn.Embedding(self.masks, d)
+        self.layers = nn.ModuleList([TwoWayBlock(d, heads, True), TwoWayBlock(d, heads, False)])
+        self.final_attn_token_to_image, self.norm_final_attn = TwoWayAttention(d, heads, 2), nn.LayerNorm(d)
+        self.upscale1, self.upscale_norm, self.upscale2 = nn.ConvTranspose2d(d, d // 4, 2, 2), LayerNorm2d(d // 4), nn.ConvTranspose2d(d // 4, d // 8, 2, 2)
+        self.hypernetworks = nn.ModuleList(nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d // 8)) for _ in range(self.masks))
+        self.iou_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, self.masks))
+
+    def forward(self, image_embeddings, point_coords, point_labels):
+        b = point_coords.shape[0]
+        # prompt encoder: Fourier features of the shifted, normalised points; the label picks an embedding
+        pe = self.pe_layer.encode((point_coords + 0.5) / self.image)
+        labels = point_labels[..., None]
+        pe = torch.where(labels == -1, torch.zeros_like(pe) + self.not_a_point_embed.weight, pe)
+        pe = pe + torch.where(labels == 0, self.point_embeddings[0].weight.expand_as(pe), torch.zeros_like(pe))
+        sparse = pe + torch.where(labels == 1, self.point_embeddings[1].weight.expand_as(pe), torch.zeros_like(pe))
+        dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(b, -1, self.grid, self.grid)
+        ys, xs = torch.meshgrid((torch.arange(self.grid) + 0.5) / self.grid, (torch.arange(self.grid) + 0.5) / self.grid, indexing="ij")
+        image_pe = self.pe_layer.encode(torch.stack([xs, ys], -1)).permute(2, 0, 1)[None]
+        # mask decoder
+        tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], 0)[None].expand(b, -1, -1)
+        tokens = torch.cat([tokens, sparse], 1)
+        src = image_embeddings + dense
+        c, h, w = src.shape[1:]
+        keys = src.flatten(2).permute(0, 2, 1)
+        key_pe = image_pe.expand(b, -1, -1, -1).flatten(2).permute(0, 2, 1)
+        queries = tokens
+        for layer in self.layers:
+            queries, keys = layer(queries, keys, tokens, key_pe)
+        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(queries + tokens, keys + key_pe, keys))
+        iou_out, mask_out = queries[:, 0], queries[:, 1:1 + self.masks]
+        up = F.gelu(self.upscale2(F.gelu(self.upscale_norm(self.upscale1(keys.transpose(1, 2).reshape(b, c, h, w))))))
+        hyper = torch.stack([mlp(mask_out[:, i]) for i, mlp in enumerate(self.hypernetworks)], 1)
+        masks = (hyper @ up.flatten(2)).reshape(b, -1, up.shape[2], up.shape[3])
+        return masks[:, 1:], self.iou_head(iou_out)[:, 1:]  # multimask output: the three masks and their scores
+
+
 # ---------------------------------------------------------------- export and reference
 def yolov8_case():
     x = torch.rand(2, 3, 64, 96)
@@ -699,8 +797,8 @@ def segformer_case():
 def depth_anything_case():
     # torch.onnx folds the position table into two initializers: the class token's row, and the
     # grid permuted for the bicubic Resize. Their gradients are the table's, cut the same way.
-    grid = lambda t: t[:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
-    return dict(model=DepthAnything(), derived=[("pos_embed", lambda t: t[:, :1]), ("pos_embed", grid)], inputs={"pixel_values": torch.randn(2, 3, 70, 84)}, outputs=["predicted_depth"], opset=14,
+    grid = lambda P: P["pos_embed"][:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    return dict(model=DepthAnything(), derived=[lambda P: P["pos_embed"][:, :1], grid], inputs={"pixel_values": torch.randn(2, 3, 70, 84)}, outputs=["predicted_depth"], opset=14,
                 dynamic={"pixel_values": {0: "batch", 2: "height", 3: "width"}, "predicted_depth": {0: "batch", 1: "height", 2: "width"}},
                 target=lambda out: torch.rand_like(out[0]),
                 loss=lambda out, y: F.mse_loss(out[0], y))
@@ -721,7 +819,18 @@ def sam_encoder_case():
                 loss=lambda out, y: F.mse_loss(out[0], y))
 
 
-CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case, "depth_anything": depth_anything_case, "t5": t5_case, "sam_encoder": sam_encoder_case}
+def sam_decoder_case():
+    coords = torch.tensor([[[10.0, 20.0], [40.0, 33.0], [0.0, 0.0]], [[50.0, 8.0], [22.0, 60.0], [5.0, 5.0]]])
+    labels = torch.tensor([[1, 0, -1], [1, 1, 0]])
+    # torch.onnx folds the IoU token and the mask tokens into one [1, 5, d] tensor
+    return dict(model=SamMaskDecoder(), derived=[lambda P: torch.cat([P["iou_token.weight"], P["mask_tokens.weight"]], 0)[None]], inputs={"image_embeddings": torch.randn(2, 32, 8, 8), "point_coords": coords, "point_labels": labels},
+                outputs=["pred_masks", "iou_scores"], opset=16,
+                dynamic={"image_embeddings": {0: "batch"}, "point_coords": {0: "batch", 1: "points"}, "point_labels": {0: "batch", 1: "points"}, "pred_masks": {0: "batch"}, "iou_scores": {0: "batch"}},
+                target=lambda out: (torch.rand_like(out[0]) > 0.5).float(),
+                loss=lambda out, y: F.binary_cross_entropy_with_logits(out[0], y) + F.mse_loss(out[1], torch.full_like(out[1], 0.5)))
+
+
+CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case, "depth_anything": depth_anything_case, "t5": t5_case, "sam_encoder": sam_encoder_case, "sam_decoder": sam_decoder_case}
 
 
 def main():
@@ -756,12 +865,14 @@ def main():
         proto = onnx.load(f"{path}.onnx")
         grads = onnx_names(proto, m)
         params = dict(m.named_parameters())
-        for pname, cut in case.get("derived", []):  # a parameter the export folded into pieces
-            want = cut(params[pname].detach()).numpy()
+        values = {k: p.detach() for k, p in params.items()}
+        pgrads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in params.items()}
+        for fold in case.get("derived", []):  # parameters the export folded into another tensor: its gradient, folded the same way
+            want = fold(values).numpy()
             for i in proto.graph.initializer:
-                a = onnx.numpy_helper.to_array(i)
-                if a.shape == want.shape and np.array_equal(a, want):
-                    grads[i.name] = cut(params[pname].grad).numpy()
+                arr = onnx.numpy_helper.to_array(i)
+                if arr.shape == want.shape and np.array_equal(arr, want):
+                    grads[i.name] = fold(pgrads).numpy()
         write_safetensors(f"{path}.grads.safetensors", [(k, np.ascontiguousarray(v, dtype=np.float32)) for k, v in grads.items()])
         with open(f"{path}.json", "w") as f:
             json.dump({"loss": float(loss), "inputs": {k: list(v.shape) for k, v in inputs.items()}, "outputs": [list(o.shape) for o in out],

@@ -261,6 +261,42 @@ export function mse(o: SampleWeighting & { output: string; target?: string }): L
   };
 }
 
+export interface BinaryCrossEntropyOptions extends SampleWeighting {
+  /** Logits of independent yes/no outputs, any shape [N, …] (a multi-label classifier, a mask decoder's masks). */
+  logits: string;
+  /** Float targets in [0, 1] of the logits' shape (default input name 'target'). */
+  target?: string;
+  /** Weight of the positive term (PyTorch's pos_weight, one value for every output): > 1 favours recall. */
+  posWeight?: number;
+}
+
+/**
+ * Binary cross-entropy on logits, averaged over every output of a sample, then over the samples:
+ * PyTorch's `F.binary_cross_entropy_with_logits(z, y, pos_weight=p)` (mean). In the stable form
+ * PyTorch computes, max(z, 0) − z·y + log(1 + e^(−|z|)); with p, (1 − y)·z + (1 + (p − 1)·y)·(log(1 + e^(−|z|)) + max(−z, 0)).
+ */
+export function binaryCrossEntropy(o: BinaryCrossEntropyOptions): LossSpec {
+  const target = o.target ?? 'target';
+  if (o.posWeight !== undefined && !(o.posWeight > 0)) throw new Error(`binaryCrossEntropy: posWeight must be positive, got ${o.posWeight}`);
+  return {
+    describe: `binaryCrossEntropy(${o.logits}, ${target})`,
+    reads: [o.logits],
+    inputs: [{ name: target, dtype: 'float32', shape: (s) => s(o.logits) }, ...weightInput(o, o.logits)],
+    build(ctx) {
+      const em = ctx.em;
+      const s = ctx.shape(o.logits);
+      const z = o.logits, y = ctx.input(target);
+      const softplusNegAbs = em.op('Softplus', [em.neg(em.op('Abs', [z]))]); // log(1 + e^(−|z|))
+      const el = o.posWeight === undefined || o.posWeight === 1
+        ? em.add(em.sub(em.op('Relu', [z]), em.mul(z, y)), softplusNegAbs)
+        : em.add(em.mul(em.sub(em.scalar(1), y), z), em.mul(em.add(em.scalar(1), em.mul(em.scalar(o.posWeight - 1), y)), em.add(softplusNegAbs, em.op('Relu', [em.neg(z)]))));
+      const inner = s.slice(1).reduce((a, b) => a * b, 1);
+      const perSample = s.length > 1 ? em.div(em.reduce('ReduceSum', el, s.slice(1).map((_, i) => i + 1), false), em.scalar(inner)) : el;
+      return reduceSamples(withShape(ctx, perSample, o.logits), perSample, o);
+    },
+  };
+}
+
 /**
  * Quadratic penalty pulling parameters toward anchor values: strength * Σ w (θ − θ0)².
  * With `importance` (e.g. a diagonal Fisher) the weights w are per element, as EWC and EATA use.

@@ -139,3 +139,21 @@ test('token cross-entropy on [N, C] logits equals cross-entropy', async () => {
   assert.ok(Math.abs(a - (await valueOf(losses.crossEntropy({ logits: 'logits' })))) < 1e-6);
   assert.throws(() => losses.tokenCrossEntropy({ logits: 'logits', ignoreIndex: 0.5 }), /ignoreIndex must be an integer/);
 });
+
+test('binaryCrossEntropy matches PyTorch\'s F.binary_cross_entropy_with_logits (mean), with and without pos_weight, including a logit of −40', async () => {
+  // z = x · w; reference values from PyTorch 1.13 in float64 (w.grad after backward).
+  const b = new ModelBuilder({ opset: 17 });
+  b.input('x', 'float32', [2, 3]).initializer('w', f32([3], [1, 0.5, -1])).node('Mul', ['x', 'w'], ['z']).output('z');
+  const feeds = { x: f32([2, 3], [0.5, -2, 3, -40, 1.5, 0.25]), target: f32([2, 3], [1, 0, 0.3, 1, 0, 1]) };
+  const cases: [number | undefined, number, number[]][] = [
+    [undefined, 7.283122741544303, [6.635204944266821, 0.0801475343371832, -0.14971108428145818]],
+    [2.5, 17.83677089392707, [16.588012360667054, 0.0801475343371832, -0.39917629412186806]],
+  ];
+  for (const [posWeight, loss, grad] of cases) {
+    const r = await new RefitModel(b.build()).compileTrainStep({ trainable: ['w'], loss: losses.binaryCrossEntropy({ logits: 'z', ...(posWeight ? { posWeight } : {}) }) }).run(feeds);
+    assert.ok(Math.abs(r.loss - loss) < 1e-5 * loss, `pos_weight ${posWeight}: loss ${r.loss} vs ${loss}`);
+    const g = r.grads.get('w')!;
+    grad.forEach((v, i) => assert.ok(Math.abs(g[i]! - v) < 1e-5 * Math.max(1, Math.abs(v)), `pos_weight ${posWeight}: grad ${i} ${g[i]} vs ${v}`));
+  }
+  assert.throws(() => losses.binaryCrossEntropy({ logits: 'z', posWeight: 0 }), /posWeight must be positive/);
+});
