@@ -1,5 +1,6 @@
 // Architectures people deploy with onnxruntime that no other bench holds (bench/popular_architectures.py:
-// YOLOv8's detector, a diffusers-style denoising U-Net, CLIP's dual encoder, SegFormer, Depth Anything), written after
+// YOLOv8's detector, a diffusers-style denoising U-Net, CLIP's dual encoder, SegFormer, Depth Anything,
+// T5, SAM's image encoder and mask decoder), written after
 // their reference code and exported as their tools export them: does refit's full step ('all') give
 // PyTorch's loss and every gradient, and do the PEFT and TTA paths a user of each would take run?
 //
@@ -113,7 +114,7 @@ for (const name of names) {
   console.log(`${describeRow(row)} | ${paths.join(' | ')}`);
 }
 const lines = [`# Architectures people deploy, beyond the zoo (${new Date().toISOString()})`, '',
-  `\`npx tsx bench/popular-architectures.ts ${process.argv.slice(2).join(' ')}\`: torch.onnx exports as each model's tools write them (bench/popular_architectures.py: YOLOv8 at opset 12 with batch, height and width dynamic; a diffusers-style UNet2DModel at opset 17; CLIP at opset 14 with batch and sequence dynamic; SegFormer-B0 at opset 14 with batch, height and width dynamic; Depth Anything (DINOv2 + DPT) at opset 14 with batch, height and width dynamic; random weights, width-reduced), refit's full step against PyTorch's loss (YOLOv8: MSE of the decoded output to a fixed target; U-Net: MSE to the noise; CLIP: the symmetric contrastive cross-entropy; SegFormer: per-pixel cross-entropy; Depth Anything: MSE of the depth map) on one batch; 2 threads. The last column runs what a user of each model would adapt with.`, '',
+  `\`npx tsx bench/popular-architectures.ts ${process.argv.slice(2).join(' ')}\`: torch.onnx exports as each model's tools write them (bench/popular_architectures.py: YOLOv8 at opset 12 with batch, height and width dynamic; a diffusers-style UNet2DModel at opset 17; CLIP at opset 14 with batch and sequence dynamic; SegFormer-B0 at opset 14 with batch, height and width dynamic; Depth Anything (DINOv2 + DPT) at opset 14 with batch, height and width dynamic; T5 in one graph at opset 14 with batch and both lengths dynamic, its tied embedding kept one tensor (keepTies); SAM's image encoder, and its prompt encoder with mask decoder, at opset 16; random weights, width-reduced), refit's full step against PyTorch's loss (YOLOv8: MSE of the decoded output to a fixed target; U-Net: MSE to the noise; CLIP: the symmetric contrastive cross-entropy; SegFormer: per-pixel cross-entropy; Depth Anything: MSE of the depth map; T5: token cross-entropy; SAM's encoder: MSE of the embeddings; its decoder: binary cross-entropy of the masks plus MSE of the IoU scores) on one batch; 2 threads. The last column runs what a user of each model would adapt with.`, '',
   ...parityTable(rows, [{ head: 'adaptation paths', cell: (r) => (r as ParityRow & { paths: string }).paths }])];
 writeFileSync(`${out}.md`, lines.join('\n') + '\n');
 writeFileSync(`${out}.json`, JSON.stringify({ date: new Date().toISOString(), rows }, null, 1));
