@@ -164,12 +164,43 @@ async function inferShapes(m: Model, shapes: ShapeMap): Promise<string[]> {
     else shapes.set(name, s);
   }
   for (const name of [...scalars.keys()]) if (untrusted.has(name)) { scalars.delete(name); open.push(name); }
-  const ranked = scalars.size > 0 ? await scalarsOfKnownRank(m, shapes, [...scalars.keys()]) : new Set<string>();
+  // Scalars the graph itself proves (a torch export's shape arithmetic: Gather of a Shape at a
+  // constant index, and arithmetic on those) need no second session to ask.
+  const certain = provenScalars(m);
+  const unsure = [...scalars.keys()].filter((n) => !certain.has(n));
+  const ranked = unsure.length > 0 ? await scalarsOfKnownRank(m, shapes, unsure) : new Set<string>();
+  for (const n of certain) ranked.add(n);
   for (const [name, dtype] of scalars) {
     if (ranked.has(name)) shapes.set(name, { dtype, dims: [] });
     else open.push(name);
   }
   return open;
+}
+
+/** Elementwise ops whose output is a scalar when every input is. */
+const SCALAR_PRESERVING = new Set(['Add', 'Sub', 'Mul', 'Div', 'Mod', 'Pow', 'Min', 'Max', 'Neg', 'Abs', 'Floor', 'Ceil', 'Sqrt', 'Cast', 'Equal', 'Less', 'LessOrEqual', 'Greater', 'GreaterOrEqual', 'Not', 'And', 'Or', 'Where', 'Identity']);
+
+/**
+ * Node outputs whose rank is 0 by construction: a Constant holding a scalar, a Gather at a scalar
+ * index from a Shape (always 1-d), and elementwise ops on scalars only. What torch.onnx writes for
+ * `x.size(i)` arithmetic: MViT-V2-S's unrolled graph has thousands, and asking each in a session of
+ * its own cost 1.6 s of its first call.
+ */
+function provenScalars(m: Model): Set<string> {
+  const scalar = new Set<string>();
+  const shapes = new Set<string>();
+  for (const [k, t] of m.graph.initializers) if (t.dims.length === 0) scalar.add(k);
+  for (const n of m.graph.nodes) {
+    if (n.domain !== '' && n.domain !== 'ai.onnx') continue;
+    const out = n.outputs[0];
+    if (!out || n.outputs.length !== 1) continue;
+    const value = n.opType === 'Constant' && n.attrs.value?.kind === 'tensor' ? n.attrs.value.value : undefined;
+    if (value && value.dims.length === 0) scalar.add(out);
+    else if (n.opType === 'Shape') shapes.add(out);
+    else if (n.opType === 'Gather' && shapes.has(n.inputs[0] ?? '') && scalar.has(n.inputs[1] ?? '')) scalar.add(out);
+    else if (SCALAR_PRESERVING.has(n.opType) && n.inputs.length > 0 && n.inputs.every((i) => scalar.has(i))) scalar.add(out);
+  }
+  return scalar;
 }
 
 /**

@@ -159,3 +159,15 @@ test('AtomicFileWriter: pieces land in a temporary that replaces the file on com
     rmSync(own, { recursive: true, force: true });
   }
 });
+
+test('probe: the scalars of torch.onnx\'s size arithmetic (Gather of a Shape at a constant index, then arithmetic) are known without a run', async () => {
+  const { probe } = await import('../../src/onnx/shapes.ts');
+  const b = new ModelBuilder({ opset: 13 }).input('x', 'float32', ['N', 6]);
+  b.node('Shape', ['x'], ['s']).node('Constant', [], ['i'], { value: i64([], [1]) }).node('Gather', ['s', 'i'], ['n'], { axis: 0 })
+    .node('Constant', [], ['two'], { value: i64([], [2]) }).node('Div', ['n', 'two'], ['half']).node('Cast', ['half'], ['h'], { to: 1 })
+    .node('Mul', ['x', 'h'], ['y']).output('y');
+  const r = await probe(b.build(), { x: { dtype: 'float32', dims: [3, 6] } });
+  assert.deepEqual(r.computed, [], 'no run');
+  for (const t of ['n', 'half', 'h']) assert.deepEqual(r.shapes.get(t)?.dims, [], t);
+  assert.deepEqual(r.shapes.get('y')?.dims, [3, 6]);
+});
