@@ -1,6 +1,6 @@
 // Architectures people deploy with onnxruntime that no other bench holds (bench/popular_architectures.py:
 // YOLOv8's detector, a diffusers-style denoising U-Net, CLIP's dual encoder, SegFormer, Depth Anything,
-// T5, SAM's image encoder and mask decoder), written after
+// T5, SAM's image encoder and mask decoder, ConvNeXt V2), written after
 // their reference code and exported as their tools export them: does refit's full step ('all') give
 // PyTorch's loss and every gradient, and do the PEFT and TTA paths a user of each would take run?
 //
@@ -83,6 +83,10 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
     return { loss, extraFeeds: (f) => ({ iou_target: f32(f.y!.dims.slice(0, 2), new Float32Array(f.y!.dims[0]! * f.y!.dims[1]!).fill(0.5)) }),
       paths: [['LoRA on the two-way transformer (MedSAM-style)', peftStep(loraOn(/(q|k|v|out)_proj$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
   },
+  convnextv2: () => {
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['LoRA on pwconv', peftStep(loraOn(/pwconv\d$/), loss)], ['Tent', tta('tent', 'pixel_values')]] };
+  },
   segformer: () => {
     const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
     return { loss, paths: [['LoRA on attention', peftStep(loraOn(attention), loss)], ['Tent', tta('tent', 'pixel_values')]] };
@@ -114,7 +118,7 @@ for (const name of names) {
   console.log(`${describeRow(row)} | ${paths.join(' | ')}`);
 }
 const lines = [`# Architectures people deploy, beyond the zoo (${new Date().toISOString()})`, '',
-  `\`npx tsx bench/popular-architectures.ts ${process.argv.slice(2).join(' ')}\`: torch.onnx exports as each model's tools write them (bench/popular_architectures.py: YOLOv8 at opset 12 with batch, height and width dynamic; a diffusers-style UNet2DModel at opset 17; CLIP at opset 14 with batch and sequence dynamic; SegFormer-B0 at opset 14 with batch, height and width dynamic; Depth Anything (DINOv2 + DPT) at opset 14 with batch, height and width dynamic; T5 in one graph at opset 14 with batch and both lengths dynamic, its tied embedding kept one tensor (keepTies); SAM's image encoder, and its prompt encoder with mask decoder, at opset 16; random weights, width-reduced), refit's full step against PyTorch's loss (YOLOv8: MSE of the decoded output to a fixed target; U-Net: MSE to the noise; CLIP: the symmetric contrastive cross-entropy; SegFormer: per-pixel cross-entropy; Depth Anything: MSE of the depth map; T5: token cross-entropy; SAM's encoder: MSE of the embeddings; its decoder: binary cross-entropy of the masks plus MSE of the IoU scores) on one batch; 2 threads. The last column runs what a user of each model would adapt with.`, '',
+  `\`npx tsx bench/popular-architectures.ts ${process.argv.slice(2).join(' ')}\`: torch.onnx exports as each model's tools write them (bench/popular_architectures.py: YOLOv8 at opset 12 with batch, height and width dynamic; a diffusers-style UNet2DModel at opset 17; CLIP at opset 14 with batch and sequence dynamic; SegFormer-B0 at opset 14 with batch, height and width dynamic; Depth Anything (DINOv2 + DPT) at opset 14 with batch, height and width dynamic; T5 in one graph at opset 14 with batch and both lengths dynamic, its tied embedding kept one tensor (keepTies); SAM's image encoder, and its prompt encoder with mask decoder, at opset 16; ConvNeXt V2 (GRN) at opset 14; random weights, width-reduced), refit's full step against PyTorch's loss (YOLOv8: MSE of the decoded output to a fixed target; U-Net: MSE to the noise; CLIP: the symmetric contrastive cross-entropy; SegFormer: per-pixel cross-entropy; Depth Anything: MSE of the depth map; T5: token cross-entropy; SAM's encoder: MSE of the embeddings; its decoder: binary cross-entropy of the masks plus MSE of the IoU scores; ConvNeXt V2: cross-entropy) on one batch; 2 threads. The last column runs what a user of each model would adapt with.`, '',
   ...parityTable(rows, [{ head: 'adaptation paths', cell: (r) => (r as ParityRow & { paths: string }).paths }])];
 writeFileSync(`${out}.md`, lines.join('\n') + '\n');
 writeFileSync(`${out}.json`, JSON.stringify({ date: new Date().toISOString(), rows }, null, 1));

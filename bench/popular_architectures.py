@@ -35,6 +35,8 @@ for bench/popular-architectures.ts:
   and point count dynamic, as transformers.js's prompt_encoder_mask_decoder takes them; loss:
   binary cross-entropy of the masks (MedSAM's fine-tuning objective, with its Dice term left out)
   plus MSE of the IoU scores to 0.5.
+- convnextv2: ConvNeXt V2's layout (depthwise 7×7, channels-last LayerNorm, GRN: an L2 norm over
+  height and width divided by its channel mean), opset 14, batch dynamic; loss: cross-entropy.
 
     /usr/bin/python3 bench/popular_architectures.py --out tmp/popular-architectures [--only yolov8,clip]
 
@@ -761,6 +763,49 @@ class SamMaskDecoder(nn.Module):
         return masks[:, 1:], self.iou_head(iou_out)[:, 1:]  # multimask output: the three masks and their scores
 
 
+# ---------------------------------------------------------------- ConvNeXt V2 (its GRN block)
+class GRN(nn.Module):
+    """ConvNeXt V2's global response normalisation over channels-last activations."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.gamma, self.beta = nn.Parameter(0.1 * torch.randn(1, 1, 1, d)), nn.Parameter(0.1 * torch.randn(1, 1, 1, d))
+
+    def forward(self, x):
+        gx = torch.norm(x, p=2, dim=(1, 2), keepdim=True)
+        nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
+        return self.gamma * (x * nx) + self.beta + x
+
+
+class ConvNeXtV2Block(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.dwconv, self.norm = nn.Conv2d(d, d, 7, padding=3, groups=d), nn.LayerNorm(d, eps=1e-6)
+        self.pwconv1, self.grn, self.pwconv2 = nn.Linear(d, 4 * d), GRN(4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
+        return x + self.pwconv2(self.grn(F.gelu(self.pwconv1(y)))).permute(0, 3, 1, 2)
+
+
+class ConvNeXtV2(nn.Module):
+    """ConvNeXt V2's layout, two stages (channels 24, 48): a 4×4 stem with LayerNorm2d, a
+    downsampling LayerNorm2d + 2×2 conv, blocks with GRN, a pooled LayerNorm head, 10 classes."""
+
+    def __init__(self, dims=(24, 48), classes=10):
+        super().__init__()
+        self.stem, self.stem_norm = nn.Conv2d(3, dims[0], 4, 4), LayerNorm2d(dims[0])
+        self.stage0 = nn.Sequential(ConvNeXtV2Block(dims[0]), ConvNeXtV2Block(dims[0]))
+        self.down_norm, self.down = LayerNorm2d(dims[0]), nn.Conv2d(dims[0], dims[1], 2, 2)
+        self.stage1 = nn.Sequential(ConvNeXtV2Block(dims[1]), ConvNeXtV2Block(dims[1]))
+        self.head_norm, self.head = nn.LayerNorm(dims[1], eps=1e-6), nn.Linear(dims[1], classes)
+
+    def forward(self, x):
+        x = self.stage0(self.stem_norm(self.stem(x)))
+        x = self.stage1(self.down(self.down_norm(x)))
+        return self.head(self.head_norm(x.mean([-2, -1])))
+
+
 # ---------------------------------------------------------------- export and reference
 def yolov8_case():
     x = torch.rand(2, 3, 64, 96)
@@ -830,7 +875,14 @@ def sam_decoder_case():
                 loss=lambda out, y: F.binary_cross_entropy_with_logits(out[0], y) + F.mse_loss(out[1], torch.full_like(out[1], 0.5)))
 
 
-CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case, "depth_anything": depth_anything_case, "t5": t5_case, "sam_encoder": sam_encoder_case, "sam_decoder": sam_decoder_case}
+def convnextv2_case():
+    return dict(model=ConvNeXtV2(), inputs={"pixel_values": torch.randn(2, 3, 64, 64)}, outputs=["logits"], opset=14,
+                dynamic={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+                target=lambda out: torch.tensor([3, 7]),
+                loss=lambda out, y: F.cross_entropy(out[0], y))
+
+
+CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case, "depth_anything": depth_anything_case, "t5": t5_case, "sam_encoder": sam_encoder_case, "sam_decoder": sam_decoder_case, "convnextv2": convnextv2_case}
 
 
 def main():
