@@ -93,7 +93,7 @@ export async function loadSeq2seqFile(path: string, opts: { keepTies?: boolean }
   const model = await loadModel(path, opts);
   if (!model.inputs.some((i) => i.name === ONE_FILE_DECODER_IDS)) {
     await model.release();
-    throw new Error(`${path}: --task seq2seq trains an encoder-decoder: give the decoder file with --decoder (the model argument is the encoder), or a model exported as one graph that takes '${ONE_FILE_DECODER_IDS}'; this one's inputs are ${model.inputs.map((i) => i.name).join(', ')}`);
+    throw new Error(`${path}: --task seq2seq takes an encoder-decoder: give the decoder file with --decoder (the model argument is the encoder), or a model exported as one graph that takes '${ONE_FILE_DECODER_IDS}'; this one's inputs are ${model.inputs.map((i) => i.name).join(', ')}`);
   }
   return {
     joined: model,

@@ -14,7 +14,7 @@ import { compareOutputs, runAll, syntheticFeeds, RELATIVE_TOLERANCE, type Output
 export { TARGET_OPSET, MIN_SOURCE_OPSET, RELATIVE_TOLERANCE };
 
 export interface UpgradeOptions {
-  /** Inputs to verify on. Default: synthesised from the declared inputs (seeded), symbolic dims 2, then 1. */
+  /** Inputs to verify on. Default: synthesised from the declared inputs (seeded), symbolic dims 2, then 1, then 1 on the first axis and 64 on the others. */
   feeds?: Record<string, Tensor>;
   /** Seed of the synthetic inputs (default 0). */
   seed?: number;
