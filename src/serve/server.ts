@@ -153,7 +153,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
     // Class scores per sample only: a segmenter's per-pixel or a recogniser's per-frame scores read
     // as [batch, classes] would be answered as nonsense predictions.
     if (logits?.shape && logits.shape.length !== 2) {
-      throw new Error(`model '${k}': the service answers class scores [batch, classes], and output '${logits.name}' is [${logits.shape.join(', ')}] (${tokens ? "a language model's logits are not served" : 'per-position scores (a segmenter, a speech recogniser) are not served'}); use refit eval or the library`);
+      throw new Error(`model '${k}': the service answers class scores [batch, classes], and output '${logits.name}' is [${logits.shape.join(', ')}] (${tokens ? "a language model's logits are not served" : 'per-position outputs (a segmenter, a speech recogniser, a detector, a depth map) are not served'}); use refit eval, refit adapt or the library`);
     }
     if (!tokens) continue;
     tokenInputs.set(k, { name: input.name, dtype: input.dtype as 'int64' | 'int32', vocab: vocabularySize(m, input.name) });

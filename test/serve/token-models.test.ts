@@ -91,6 +91,6 @@ test('a model whose logits are per position (a segmenter, a speech recogniser) i
   const { loadModel } = await import('../../src/model.ts');
   const segmenter = await loadModel(new URL('../fixtures/exports/segmenter/model.onnx', import.meta.url).pathname, { threads: 1 });
   await assert.rejects(buildServer({ models: { seg: segmenter }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false }),
-    /model 'seg': the service answers class scores \[batch, classes\], and output 'logits' is \[batch, [^\]]+\] \(per-position scores \(a segmenter, a speech recogniser\) are not served\)/);
+    /model 'seg': the service answers class scores \[batch, classes\], and output 'logits' is \[batch, [^\]]+\] \(per-position outputs \(a segmenter, a speech recogniser, a detector, a depth map\) are not served\); use refit eval, refit adapt or the library/);
   await segmenter.release();
 });
