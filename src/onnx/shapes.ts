@@ -174,7 +174,44 @@ async function inferShapes(m: Model, shapes: ShapeMap): Promise<string[]> {
     if (ranked.has(name)) shapes.set(name, { dtype, dims: [] });
     else open.push(name);
   }
-  return open;
+  return fillOpen(m, shapes, open);
+}
+
+/** Elementwise ops whose output shape is the broadcast of their inputs'. */
+const BROADCASTING = new Set(['Add', 'Sub', 'Mul', 'Div', 'Max', 'Min']);
+
+/**
+ * Shapes onnxruntime's inference leaves open that the graph fixes: the statistics outputs of a
+ * training-mode BatchNormalization below opset 14 (ONNX infers only its first output; they are
+ * [C], as its running statistics), and elementwise arithmetic on known shapes after them (the
+ * running-statistic updates of a step with batchNorm: 'train'). On MobileNetV2's SAR step those
+ * were 468 values computed by a run of the whole forward pass (436 ms of a 1.8 s first call).
+ * Returns what stays open.
+ */
+function fillOpen(m: Model, shapes: ShapeMap, open: string[]): string[] {
+  if (open.length === 0) return open;
+  const left = new Set(open);
+  for (const n of m.graph.nodes) {
+    if (n.domain !== '' && n.domain !== 'ai.onnx') continue;
+    if (n.opType === 'BatchNormalization') {
+      const stat = shapes.get(n.inputs[3] ?? '');
+      if (!stat) continue;
+      for (const o of n.outputs.slice(1)) if (o && left.has(o)) { shapes.set(o, { dtype: stat.dtype, dims: [...stat.dims] }); left.delete(o); }
+    } else if (BROADCASTING.has(n.opType) && n.outputs[0] && left.has(n.outputs[0])) {
+      const ins = n.inputs.map((i) => shapes.get(i));
+      if (ins.some((s) => !s)) continue;
+      const rank = Math.max(...ins.map((s) => s!.dims.length));
+      const dims = Array.from({ length: rank }, (_, k) => {
+        const ds = ins.map((s) => s!.dims[s!.dims.length - rank + k] ?? 1);
+        const big = ds.filter((d) => d !== 1);
+        return big.length === 0 ? 1 : big.every((d) => d === big[0]) ? big[0]! : NaN;
+      });
+      if (dims.some((d) => Number.isNaN(d))) continue;
+      shapes.set(n.outputs[0], { dtype: ins[0]!.dtype, dims });
+      left.delete(n.outputs[0]);
+    }
+  }
+  return open.filter((o) => left.has(o));
 }
 
 /** Elementwise ops whose output is a scalar when every input is. */

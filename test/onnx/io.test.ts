@@ -171,3 +171,16 @@ test('probe: the scalars of torch.onnx\'s size arithmetic (Gather of a Shape at 
   for (const t of ['n', 'half', 'h']) assert.deepEqual(r.shapes.get(t)?.dims, [], t);
   assert.deepEqual(r.shapes.get('y')?.dims, [3, 6]);
 });
+
+test('probe: a training-mode BatchNormalization below opset 14 (statistics outputs ONNX does not infer) and arithmetic on them need no run', async () => {
+  const { probe } = await import('../../src/onnx/shapes.ts');
+  const C = 3;
+  const b = new ModelBuilder({ opset: 13 }).input('x', 'float32', ['N', C, 4, 4])
+    .initializer('s', f32([C], [1, 1, 1])).initializer('b', f32([C], [0, 0, 0])).initializer('m', f32([C], [0, 0, 0])).initializer('v', f32([C], [1, 1, 1]))
+    .initializer('k', f32([], [0.9]));
+  b.node('BatchNormalization', ['x', 's', 'b', 'm', 'v'], ['y', 'mean', 'var', 'saved_mean', 'saved_var'], { momentum: 0.5 })
+    .node('Mul', ['mean', 'k'], ['scaled']).node('Add', ['scaled', 'var'], ['sum']).output('y').output('sum');
+  const r = await probe(b.build(), { x: { dtype: 'float32', dims: [2, C, 4, 4] } });
+  assert.deepEqual(r.computed, [], 'no run');
+  for (const t of ['mean', 'var', 'saved_mean', 'saved_var', 'scaled', 'sum']) assert.deepEqual(r.shapes.get(t)?.dims, [C], t);
+});
