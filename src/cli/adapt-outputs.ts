@@ -1,8 +1,9 @@
 // `refit adapt yolov8n.onnx --method bn-adapt --stream frames/ --out adapted.npy`: test-time
 // adaptation of a model whose output is neither one class per sample nor one per pixel (a
 // detector's [N, 4 + classes, anchors], a regressor's values, a recogniser's frame logits). Only
-// the methods that need no loss run here (source, bn-adapt: the normalization statistics of the
-// batch, the usual first step for a detector on a new camera); what comes out is the adapted
+// the methods whose objective never reads the output run here (source; bn-adapt: the normalization
+// statistics of the batch, the usual first step for a detector on a new camera; actmad: every
+// parameter stepped so that BatchNorm outputs match their statistics on --source); what comes out is the adapted
 // model's output for every sample, as one float32 .npy [samples, ...output dims], for the
 // caller's own decoding (non-maximum suppression, thresholds), streamed batch by batch into a
 // temporary that replaces --out only at the end.
@@ -15,8 +16,8 @@ import { loadData, batchOf, progressBar, range, type ModelIO } from './common.ts
 import { npyHeader, bytesOf } from './data-files.ts';
 import { AtomicFileWriter } from '../onnx/io.ts';
 
-/** Methods that adapt without a loss, so without knowing what the output means. */
-export const OUTPUT_METHODS = ['source', 'bn-adapt'] as const;
+/** Methods that adapt without reading the output, so without knowing what it means (ActMAD matches inner activations to --source's). */
+export const OUTPUT_METHODS = ['source', 'bn-adapt', 'actmad'] as const;
 
 export async function adaptOutputs(model: RefitModel, io: ModelIO, o: { method: string; stream: string; out: string; batchSize: number; json?: boolean; methodOptions: Record<string, unknown> }): Promise<{ samples: number; batches: number; ms: number; format: string; source: string; shape: number[] }> {
   const dims = model.outputs.find((v) => v.name === io.logits)?.shape ?? [];

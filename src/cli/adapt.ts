@@ -133,9 +133,12 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
     const rank = model.outputs.find((v) => v.name === io.logits)?.shape?.length;
     if (rank !== undefined && rank !== 2 && rank !== 4) {
       // a detector, a regressor, a recogniser: the adapted outputs themselves (./adapt-outputs.ts)
-      const unused = [o.labels && '--labels', o.source && '--source', o.report && '--report', o.inputAlign && '--input-align', o.embedding && '--embedding', o.labelColumn && '--label-column'].filter(Boolean);
+      const unused = [o.labels && '--labels', o.source && method !== 'actmad' && '--source', o.report && '--report', o.inputAlign && '--input-align', o.embedding && '--embedding', o.labelColumn && '--label-column'].filter(Boolean);
       if (unused.length) throw new Error(`${unused.join(', ')}: not for this model, whose output '${io.logits}' has ${rank} axes (neither [batch, classes] nor [batch, classes, H, W]); refit adapt writes its adapted outputs to .npy without scoring them`);
-      const r = await adaptOutputs(model, io, { method, stream: o.stream, out: o.out, batchSize, methodOptions, ...(o.json ? { json: true } : {}) });
+      if (method === 'actmad' && !o.source) throw new Error('--method actmad matches the stream\'s activation statistics to clean in-distribution data: give it with --source');
+      const clean = method === 'actmad' ? await loadData(o.source!, io, {}) : null;
+      const sourceData = clean ? { sourceData: batchOf(clean, range(0, clean.n)).x } : {};
+      const r = await adaptOutputs(model, io, { method, stream: o.stream, out: o.out, batchSize, methodOptions: { ...sourceData, ...methodOptions }, ...(o.json ? { json: true } : {}) });
       await model.release();
       return {
         model: modelPath, method, stream: { source: r.source, format: r.format, samples: r.samples, batches: r.batches, batchSize, labelled: false },

@@ -57,7 +57,9 @@ export interface SetupOptions {
 
 export async function methodSetup(method: string, model: RefitModel, io: ModelIO, o: SourceFlags, { batchSize, log, shortWarmup, tokenSource }: SetupOptions): Promise<MethodSetup> {
   if (tokenSource) return tokenSetup(method, model, io, o, tokenSource, batchSize);
-  const src = o.source ? await loadData(o.source, io, { labels: o.sourceLabels, needLabels: '--source' }) : null;
+  if (method === 'actmad' && !o.source) throw new Error('--method actmad matches the stream\'s activation statistics to clean in-distribution data: give it with --source');
+  // ActMAD reads only the source's inputs; the other methods with --source read its labels too.
+  const src = o.source ? await loadData(o.source, io, method === 'actmad' ? {} : { labels: o.sourceLabels, needLabels: '--source' }) : null;
   const srcTensor = src ? batchOf(src, range(0, src.n)).x : null;
   if (o.inputAlign && !srcTensor) throw new Error('--input-align aligns the stream to the statistics of in-distribution data; give --source');
   // The source's labels give per-class statistics: the class-mix gate (src/tta/class-mix.ts).
@@ -68,7 +70,7 @@ export async function methodSetup(method: string, model: RefitModel, io: ModelIO
   const align = inputAlign ? { inputAlign } : {};
   if (o.deepParams !== undefined && method !== 'continual') throw new Error(`--deep-params is for --method continual (what its level-3 deep learner adapts)`);
   if (method !== 'continual') {
-    const extra = srcTensor ? sourceDataOptions(method, { images: srcTensor, labels: Uint8Array.from(src!.labels!), n: src!.n }, { quick: shortWarmup }) : {};
+    const extra = srcTensor ? sourceDataOptions(method, { images: srcTensor, labels: Uint8Array.from(src!.labels ?? []), n: src!.n }, { quick: shortWarmup }) : {};
     const progress = method === 'rmt' && srcTensor && log ? { onWarmup: warmupLog(log, "RMT warm-up on the source set (the paper's mean-teacher warm-up)") } : {};
     return { options: { ...(o.logits ? { logits: o.logits } : {}), ...extra, ...progress, ...align }, deepLearner: false, ...align };
   }

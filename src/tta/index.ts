@@ -13,6 +13,7 @@ import { RMT } from './rmt.ts';
 import { RDumb } from './rdumb.ts';
 import { ROID } from './roid.ts';
 import { RoTTA } from './rotta.ts';
+import { ActMAD } from './actmad.ts';
 import { DynamicEval } from './dynamic-eval.ts';
 import { z } from 'zod';
 import { parseOptions } from './common.ts';
@@ -31,6 +32,7 @@ export { RMT, RMT_DEFAULTS, type RmtOptions } from './rmt.ts';
 export { RDumb, RDUMB_DEFAULTS, type RdumbOptions } from './rdumb.ts';
 export { ROID, ROID_DEFAULTS, type RoidOptions } from './roid.ts';
 export { RoTTA, ROTTA_DEFAULTS, type RottaOptions } from './rotta.ts';
+export { ActMAD, ACTMAD_DEFAULTS, actmadLoss, type ActmadOptions } from './actmad.ts';
 export { DynamicEval, DYNAMIC_EVAL_DEFAULTS, type DynamicEvalOptions } from './dynamic-eval.ts';
 export { alignInput, alignInputDetailed, inputStats, InputAligned, CLASS_MIX_MARGIN, type InputStats } from './input-align.ts';
 export { loadSourceSet, sourceDataOptions, type SourceSet } from './source-data.ts';
@@ -47,6 +49,7 @@ const FACTORIES: Record<string, (model: RefitModel, opts: Record<string, unknown
   rdumb: (m, o) => new RDumb(m, o),
   roid: (m, o) => new ROID(m, o),
   rotta: (m, o) => new RoTTA(m, o),
+  actmad: (m, o) => new ActMAD(m, o as never),
   lame: (m, o) => new LAME(m, o),
   t3a: (m, o) => new T3A(m, o),
   'dynamic-eval': (m, o) => new DynamicEval(m, o),

@@ -35,7 +35,8 @@ export function loadSourceSet(opts: { dir?: string; limit?: number } = {}): Sour
 
 /**
  * Options for `createAdapter(model, method, …)` that give each method the in-distribution data
- * it can use: EATA's `fisherData`, CoTTA's `thresholdData`, RMT's `sourceData`/`sourceLabels`.
+ * it can use: EATA's `fisherData`, CoTTA's `thresholdData`, RMT's `sourceData`/`sourceLabels`,
+ * ActMAD's `sourceData`.
  * Methods not listed get {}.
  * `quick` (refit demo --quick) shortens RMT's warm-up to one pass over the set instead of the
  * paper's 50000 samples.
@@ -45,6 +46,7 @@ export function sourceDataOptions(method: string, set: SourceSet, o: { quick?: b
     case 'eata': return { fisherData: set.images };
     case 'cotta': return { thresholdData: set.images };
     case 'rmt': return { sourceData: set.images, sourceLabels: set.labels, ...(o.quick ? { warmupSamples: set.n } : {}) };
+    case 'actmad': return { sourceData: set.images };
     default: return {};
   }
 }

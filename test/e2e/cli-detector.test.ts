@@ -56,7 +56,13 @@ test('refit adapt on a detector writes its BN-adapted outputs as .npy [samples, 
   const s = parseNpy(readFileSync(p('source.npy')), 'source.npy');
   assert.ok(Math.abs(s.values[0]! - 1 / (1 + Math.exp(-x[0]! / Math.sqrt(1 + 1e-5)))) < 1e-6);
 
-  await assert.rejects(runAdapt(p('det.onnx'), { method: 'tent', stream: p('stream.npy'), out: p('t.npy'), json: true }), /--method tent needs class scores, and the output 'output0' is \[batch, 3, anchors\].*runs source, bn-adapt/);
+  // ActMAD (the objective reads BatchNorm outputs, never the prediction) with clean data from --source
+  const clean = new Rng(5), cx = Float32Array.from({ length: 8 * per }, () => clean.normal());
+  writeFileSync(p('clean.npy'), npy('<f4', [8, 3, 4, 5], cx));
+  const act = await runAdapt(p('det.onnx'), { method: 'actmad', source: p('clean.npy'), stream: p('stream.npy'), batchSize: 4, methodOptions: '{"sourceBatch": 4, "lr": 0.05}', out: p('actmad.npy'), json: true });
+  assert.deepEqual(act.outputShape, [n, 3, 20]);
+  await assert.rejects(runAdapt(p('det.onnx'), { method: 'actmad', stream: p('stream.npy'), out: p('t.npy'), json: true }), /--method actmad matches the stream's activation statistics to clean in-distribution data: give it with --source/);
+  await assert.rejects(runAdapt(p('det.onnx'), { method: 'tent', stream: p('stream.npy'), out: p('t.npy'), json: true }), /--method tent needs class scores, and the output 'output0' is \[batch, 3, anchors\].*runs source, bn-adapt, actmad/);
   await assert.rejects(runAdapt(p('det.onnx'), { method: 'bn-adapt', stream: p('stream.npy'), out: p('t.csv'), json: true }), /writes the adapted outputs themselves, as float32 \.npy/);
   await assert.rejects(runAdapt(p('det.onnx'), { method: 'bn-adapt', stream: p('stream.npy'), labels: p('stream.npy'), out: p('t.npy'), json: true }), /--labels: not for this model, whose output 'output0' has 3 axes/);
   assert.ok(!existsSync(p('t.npy')) && !existsSync(p('t.csv')), 'a refused run writes nothing');
