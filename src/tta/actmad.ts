@@ -144,6 +144,9 @@ export class ActMAD extends ParamAdapter<z.output<typeof actmadSchema>> {
   protected async adapt(x: Tensor): Promise<AdaptOutcome> {
     const stats = await this.sourceStatistics();
     this.step ??= this.model.compileTrainStep({ trainable: this.trainable, loss: actmadLoss(this.layers), outputs: [this.logits], batchNorm: 'eval', session: this.sessionOptions });
+    // The statistics are per element: a stream of another input size than the source set has none to match.
+    const src = this.opts.sourceData.dims.slice(1), got = x.dims.slice(1);
+    if (src.join() !== got.join()) throw new Error(`actmad: the batch's samples are [${got.join(', ')}] and sourceData's [${src.join(', ')}]; the statistics it matches are per channel and position, so give source data of the stream's size`);
     const r = await this.step.run({ [this.model.inputs[0]!.name]: x, ...stats });
     const n = x.dims[0]!;
     const ok = this.applyStep(r, n);

@@ -62,6 +62,8 @@ test('refit adapt on a detector writes its BN-adapted outputs as .npy [samples, 
   const act = await runAdapt(p('det.onnx'), { method: 'actmad', source: p('clean.npy'), stream: p('stream.npy'), batchSize: 4, methodOptions: '{"sourceBatch": 4, "lr": 0.05}', out: p('actmad.npy'), json: true });
   assert.deepEqual(act.outputShape, [n, 3, 20]);
   await assert.rejects(runAdapt(p('det.onnx'), { method: 'actmad', stream: p('stream.npy'), out: p('t.npy'), json: true }), /--method actmad matches the stream's activation statistics to clean in-distribution data: give it with --source/);
+  writeFileSync(p('clean-wide.npy'), npy('<f4', [8, 3, 4, 6], Float32Array.from({ length: 8 * 72 }, () => clean.normal())));
+  await assert.rejects(runAdapt(p('det.onnx'), { method: 'actmad', source: p('clean-wide.npy'), stream: p('stream.npy'), batchSize: 4, methodOptions: '{"sourceBatch": 4}', out: p('t.npy'), json: true }), /the batch's samples are \[3, 4, 5\] and sourceData's \[3, 4, 6\]/);
   await assert.rejects(runAdapt(p('det.onnx'), { method: 'tent', stream: p('stream.npy'), out: p('t.npy'), json: true }), /--method tent needs class scores, and the output 'output0' is \[batch, 3, anchors\].*runs source, bn-adapt, actmad/);
   await assert.rejects(runAdapt(p('det.onnx'), { method: 'bn-adapt', stream: p('stream.npy'), out: p('t.csv'), json: true }), /writes the adapted outputs themselves, as float32 \.npy/);
   await assert.rejects(runAdapt(p('det.onnx'), { method: 'bn-adapt', stream: p('stream.npy'), labels: p('stream.npy'), out: p('t.npy'), json: true }), /--labels: not for this model, whose output 'output0' has 3 axes/);
