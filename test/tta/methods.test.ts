@@ -142,7 +142,7 @@ test('bad input: unknown method or option, empty batch, NaN input, wrong shape, 
   assert.throws(() => createAdapter(cnn, 'bn-adapt', { prior: 'big' }), /bn-adapt: option 'prior'/);
   assert.throws(() => createAdapter(cnn, 'source', { foo: 1 }), /source: unknown option 'foo'/);
   for (const m of CLASSIFIER_METHODS) {
-    const ad = createAdapter(cnn, m);
+    const ad = createAdapter(cnn, m, m === 'actmad' ? { sourceData: images(64, 3) } : {}); // ActMAD needs its clean set
     await assert.rejects(ad.predict(f32([0, 1, 28, 28], new Float32Array(0))), /batch of size 0/, m);
     const nan = images(2, 0);
     (nan.data as Float32Array)[900] = NaN;
