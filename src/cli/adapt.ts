@@ -15,7 +15,7 @@ import { renderReport, runProvenance } from '../report/html.ts';
 import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic, preprocessOptions, parseMethodOptions, csvCell, type ModelIO } from './common.ts';
 import { isTokenModel } from './token-inputs.ts';
 import { tokenStream, tokenSourceIds, TOKEN_METHODS, type StreamData } from './token-stream.ts';
-import { methodSetup } from './method-setup.ts';
+import { methodSetup, ACTMAD_NEEDS_SOURCE } from './method-setup.ts';
 
 export interface AdaptOptions {
   method: string;
@@ -135,7 +135,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
       // a detector, a regressor, a recogniser: the adapted outputs themselves (./adapt-outputs.ts)
       const unused = [o.labels && '--labels', o.source && method !== 'actmad' && '--source', o.report && '--report', o.inputAlign && '--input-align', o.embedding && '--embedding', o.labelColumn && '--label-column'].filter(Boolean);
       if (unused.length) throw new Error(`${unused.join(', ')}: not for this model, whose output '${io.logits}' has ${rank} axes (neither [batch, classes] nor [batch, classes, H, W]); refit adapt writes its adapted outputs to .npy without scoring them`);
-      if (method === 'actmad' && !o.source) throw new Error('--method actmad matches the stream\'s activation statistics to clean in-distribution data: give it with --source');
+      if (method === 'actmad' && !o.source) throw new Error(ACTMAD_NEEDS_SOURCE);
       const clean = method === 'actmad' ? await loadData(o.source!, io, {}) : null;
       const sourceData = clean ? { sourceData: batchOf(clean, range(0, clean.n)).x } : {};
       const r = await adaptOutputs(model, io, { method, stream: o.stream, out: o.out, batchSize, methodOptions: { ...sourceData, ...methodOptions }, ...(o.json ? { json: true } : {}) });

@@ -55,9 +55,12 @@ export interface SetupOptions {
   tokenSource?: Tensor;
 }
 
+/** ActMAD without --source (the classifier path here, a detector's in ./adapt.ts). */
+export const ACTMAD_NEEDS_SOURCE = '--method actmad matches the stream\'s activation statistics to clean in-distribution data: give it with --source';
+
 export async function methodSetup(method: string, model: RefitModel, io: ModelIO, o: SourceFlags, { batchSize, log, shortWarmup, tokenSource }: SetupOptions): Promise<MethodSetup> {
   if (tokenSource) return tokenSetup(method, model, io, o, tokenSource, batchSize);
-  if (method === 'actmad' && !o.source) throw new Error('--method actmad matches the stream\'s activation statistics to clean in-distribution data: give it with --source');
+  if (method === 'actmad' && !o.source) throw new Error(ACTMAD_NEEDS_SOURCE);
   // ActMAD reads only the source's inputs; the other methods with --source read its labels too.
   const src = o.source ? await loadData(o.source, io, method === 'actmad' ? {} : { labels: o.sourceLabels, needLabels: '--source' }) : null;
   const srcTensor = src ? batchOf(src, range(0, src.n)).x : null;
