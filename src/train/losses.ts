@@ -242,6 +242,13 @@ export function klDivergence(o: SampleWeighting & { logits: string; target?: str
   };
 }
 
+/** The mean of elementwise losses `el` of shape `s` over every axis but the batch's: [N]. */
+function meanPerSample(em: Emitter, el: string, s: number[]): string {
+  if (s.length < 2) return el;
+  const inner = s.slice(1).reduce((a, b) => a * b, 1);
+  return em.div(em.reduce('ReduceSum', el, s.slice(1).map((_, i) => i + 1), false), em.scalar(inner));
+}
+
 /** Mean squared error between a model output and a target input of the same shape. */
 export function mse(o: SampleWeighting & { output: string; target?: string }): LossSpec {
   const target = o.target ?? 'target';
@@ -253,9 +260,7 @@ export function mse(o: SampleWeighting & { output: string; target?: string }): L
       const em = ctx.em;
       const s = ctx.shape(o.output);
       const d = em.sub(o.output, ctx.input(target));
-      const sq = em.mul(d, d);
-      const inner = s.slice(1).reduce((a, b) => a * b, 1);
-      const perSample = em.div(em.reduce('ReduceSum', sq, s.slice(1).map((_, i) => i + 1), false), em.scalar(inner));
+      const perSample = meanPerSample(em, em.mul(d, d), s);
       return reduceSamples(withShape(ctx, perSample, o.output), perSample, o);
     },
   };
@@ -290,8 +295,7 @@ export function binaryCrossEntropy(o: BinaryCrossEntropyOptions): LossSpec {
       const el = o.posWeight === undefined || o.posWeight === 1
         ? em.add(em.sub(em.op('Relu', [z]), em.mul(z, y)), softplusNegAbs)
         : em.add(em.mul(em.sub(em.scalar(1), y), z), em.mul(em.add(em.scalar(1), em.mul(em.scalar(o.posWeight - 1), y)), em.add(softplusNegAbs, em.op('Relu', [em.neg(z)]))));
-      const inner = s.slice(1).reduce((a, b) => a * b, 1);
-      const perSample = s.length > 1 ? em.div(em.reduce('ReduceSum', el, s.slice(1).map((_, i) => i + 1), false), em.scalar(inner)) : el;
+      const perSample = meanPerSample(em, el, s);
       return reduceSamples(withShape(ctx, perSample, o.logits), perSample, o);
     },
   };
