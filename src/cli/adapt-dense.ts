@@ -12,8 +12,8 @@ import type { Tensor } from '../onnx/tensor.ts';
 import { loadData, batchOf, progressBar, range, writeTextAtomic, csvCell, type ModelIO } from './common.ts';
 import { segmentMasks, pixelTop, type Masks } from './segment-task.ts';
 
-/** Methods that adapt a segmenter: the others take [batch, classes] logits. */
-export const DENSE_METHODS = ['source', 'bn-adapt', 'tent'] as const;
+/** Methods that adapt a segmenter (ActMAD with --source: it never reads the logits): the others take [batch, classes] logits. */
+export const DENSE_METHODS = ['source', 'bn-adapt', 'tent', 'actmad'] as const;
 
 export interface DenseScores {
   /** Labelled pixels over the stream, and the share the adapted and the unadapted model got wrong. */

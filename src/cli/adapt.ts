@@ -86,6 +86,14 @@ export interface AdaptResult {
 
 const FORMATS = ['.csv', '.jsonl'];
 
+/** ActMAD's clean inputs from --source (its labels unused), for the segmenter and output paths; {} for other methods. */
+async function actmadSource(method: string, source: string | undefined, io: ModelIO): Promise<{ sourceData?: Tensor }> {
+  if (method !== 'actmad') return {};
+  if (!source) throw new Error(ACTMAD_NEEDS_SOURCE);
+  const clean = await loadData(source, io, {});
+  return { sourceData: batchOf(clean, range(0, clean.n)).x };
+}
+
 export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<AdaptResult> {
   const t0 = performance.now();
   // Options first: a typo costs nothing and writes nothing.
@@ -135,10 +143,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
       // a detector, a regressor, a recogniser: the adapted outputs themselves (./adapt-outputs.ts)
       const unused = [o.labels && '--labels', o.source && method !== 'actmad' && '--source', o.report && '--report', o.inputAlign && '--input-align', o.embedding && '--embedding', o.labelColumn && '--label-column'].filter(Boolean);
       if (unused.length) throw new Error(`${unused.join(', ')}: not for this model, whose output '${io.logits}' has ${rank} axes (neither [batch, classes] nor [batch, classes, H, W]); refit adapt writes its adapted outputs to .npy without scoring them`);
-      if (method === 'actmad' && !o.source) throw new Error(ACTMAD_NEEDS_SOURCE);
-      const clean = method === 'actmad' ? await loadData(o.source!, io, {}) : null;
-      const sourceData = clean ? { sourceData: batchOf(clean, range(0, clean.n)).x } : {};
-      const r = await adaptOutputs(model, io, { method, stream: o.stream, out: o.out, batchSize, methodOptions: { ...sourceData, ...methodOptions }, ...(o.json ? { json: true } : {}) });
+      const r = await adaptOutputs(model, io, { method, stream: o.stream, out: o.out, batchSize, methodOptions: { ...await actmadSource(method, o.source, io), ...methodOptions }, ...(o.json ? { json: true } : {}) });
       await model.release();
       return {
         model: modelPath, method, stream: { source: r.source, format: r.format, samples: r.samples, batches: r.batches, batchSize, labelled: false },
@@ -148,9 +153,9 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
     if (ext === '.npy') throw new Error(`--out ${o.out}: .npy holds the adapted outputs of a model that has no class scores; '${io.logits}' gives classes, so the predictions are written as CSV or JSONL`);
     if (rank === 4) {
       // a segmenter: one row per image, pixel accuracy against masks (./adapt-dense.ts)
-      const unused = [o.source && '--source', o.report && '--report', o.inputAlign && '--input-align', o.embedding && '--embedding', o.labelColumn && '--label-column'].filter(Boolean);
+      const unused = [o.source && method !== 'actmad' && '--source', o.report && '--report', o.inputAlign && '--input-align', o.embedding && '--embedding', o.labelColumn && '--label-column'].filter(Boolean);
       if (unused.length) throw new Error(`${unused.join(', ')}: not for a segmenter (dense logits [batch, classes, H, W]), which refit adapt scores per pixel against --labels masks`);
-      const r = await adaptSegmenter(model, io, { method, stream: o.stream, out: o.out, batchSize, methodOptions, ...(o.labels ? { labels: o.labels } : {}), ...(o.json ? { json: true } : {}) });
+      const r = await adaptSegmenter(model, io, { method, stream: o.stream, out: o.out, batchSize, methodOptions: { ...await actmadSource(method, o.source, io), ...methodOptions }, ...(o.labels ? { labels: o.labels } : {}), ...(o.json ? { json: true } : {}) });
       await model.release();
       return {
         model: modelPath, method, stream: { source: r.source, format: r.format, samples: r.samples, batches: r.batches, batchSize, labelled: !!r.scores },

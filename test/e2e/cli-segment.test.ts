@@ -160,6 +160,10 @@ test('refit adapt on a segmenter: bn-adapt and Tent cut the pixel error of a low
   const rows = readFileSync(p('tent.csv'), 'utf8').trim().split('\n');
   assert.equal(rows[0], 'id,confidence,pixel_accuracy');
   assert.equal(rows.length, 97);
-  await assert.rejects(runAdapt(p('seg.onnx'), { method: 'eata', stream: p('stream.npy'), out: p('x.csv'), json: true }), /--method eata adapts classifiers; a segmenter's dense logits \[batch, classes, H, W\] take source, bn-adapt, tent/);
+  await assert.rejects(runAdapt(p('seg.onnx'), { method: 'eata', stream: p('stream.npy'), out: p('x.csv'), json: true }), /--method eata adapts classifiers; a segmenter's dense logits \[batch, classes, H, W\] take source, bn-adapt, tent, actmad/);
+  // ActMAD with the clean training images as --source (its objective never reads the logits)
+  const act = await runAdapt(p('seg.onnx'), { method: 'actmad', source: p('train-x.npy'), stream: p('stream.npy'), labels: p('stream-y.npy'), batchSize: 32, out: p('actmad.csv'), json: true });
+  assert.equal(act.pixels, 96 * 56);
+  assert.ok(Number.isFinite(act.error!));
   await assert.rejects(runAdapt(p('seg.onnx'), { method: 'tent', stream: p('stream.npy'), report: p('r.html'), out: p('x.csv'), json: true }), /--report: not for a segmenter/);
 });
