@@ -177,6 +177,11 @@ async function inferShapes(m: Model, shapes: ShapeMap): Promise<string[]> {
   return fillOpen(m, shapes, open);
 }
 
+/** NumPy broadcasting of two sizes along one axis; NaN where they cannot broadcast. */
+function broadcastDim(a: number, b: number): number {
+  return a === b || b === 1 ? a : a === 1 ? b : NaN;
+}
+
 /** Elementwise ops whose output shape is the broadcast of their inputs'. */
 const BROADCASTING = new Set(['Add', 'Sub', 'Mul', 'Div', 'Max', 'Min']);
 
@@ -201,11 +206,7 @@ function fillOpen(m: Model, shapes: ShapeMap, open: string[]): string[] {
       const ins = n.inputs.map((i) => shapes.get(i));
       if (ins.some((s) => !s)) continue;
       const rank = Math.max(...ins.map((s) => s!.dims.length));
-      const dims = Array.from({ length: rank }, (_, k) => {
-        const ds = ins.map((s) => s!.dims[s!.dims.length - rank + k] ?? 1);
-        const big = ds.filter((d) => d !== 1);
-        return big.length === 0 ? 1 : big.every((d) => d === big[0]) ? big[0]! : NaN;
-      });
+      const dims = Array.from({ length: rank }, (_, k) => ins.reduce((d, s) => broadcastDim(d, s!.dims[s!.dims.length - rank + k] ?? 1), 1));
       if (dims.some((d) => Number.isNaN(d))) continue;
       shapes.set(n.outputs[0], { dtype: ins[0]!.dtype, dims });
       left.delete(n.outputs[0]);
@@ -323,7 +324,6 @@ export function einsumShape(n: Node, inputs: (number[] | undefined)[]): number[]
   if (terms.length !== inputs.length) return undefined;
   const size = new Map<string, number>();
   let ellipsis: number[] = [];
-  const merge = (a: number, b: number) => (a === b || b === 1 ? a : a === 1 ? b : NaN);
   for (let k = 0; k < terms.length; k++) {
     const dims = inputs[k]!, term = terms[k]!;
     const letters = term.replace('...', '');
@@ -334,8 +334,8 @@ export function einsumShape(n: Node, inputs: (number[] | undefined)[]): number[]
     const named = e > 0 ? [...dims.slice(0, at), ...dims.slice(at + e)] : dims;
     // the ellipsis dims broadcast right-aligned across operands
     const len = Math.max(ellipsis.length, ell.length);
-    ellipsis = Array.from({ length: len }, (_, i) => merge(ellipsis[ellipsis.length - len + i] ?? 1, ell[ell.length - len + i] ?? 1));
-    for (let i = 0; i < letters.length; i++) size.set(letters[i]!, merge(size.get(letters[i]!) ?? 1, named[i]!));
+    ellipsis = Array.from({ length: len }, (_, i) => broadcastDim(ellipsis[ellipsis.length - len + i] ?? 1, ell[ell.length - len + i] ?? 1));
+    for (let i = 0; i < letters.length; i++) size.set(letters[i]!, broadcastDim(size.get(letters[i]!) ?? 1, named[i]!));
   }
   if ([...size.values(), ...ellipsis].some((d) => Number.isNaN(d))) return undefined; // sizes that cannot broadcast
   const out: number[] = [];
