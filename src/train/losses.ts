@@ -242,28 +242,31 @@ export function klDivergence(o: SampleWeighting & { logits: string; target?: str
   };
 }
 
-/** The mean of elementwise losses `el` of shape `s` over every axis but the batch's: [N]. */
-function meanPerSample(em: Emitter, el: string, s: number[]): string {
-  if (s.length < 2) return el;
-  const inner = s.slice(1).reduce((a, b) => a * b, 1);
-  return em.div(em.reduce('ReduceSum', el, s.slice(1).map((_, i) => i + 1), false), em.scalar(inner));
+/**
+ * A loss that is the mean over every output of a sample of `el(output, target)` (elementwise, a
+ * target input of the output's shape), then reduced over the samples with their weights.
+ */
+function elementwiseLoss(name: string, output: string, target: string, w: SampleWeighting, el: (em: Emitter, z: string, y: string) => string): LossSpec {
+  return {
+    describe: `${name}(${output}, ${target})`,
+    reads: [output],
+    inputs: [{ name: target, dtype: 'float32', shape: (s) => s(output) }, ...weightInput(w, output)],
+    build(ctx) {
+      const em = ctx.em;
+      const s = ctx.shape(output);
+      let perSample = el(em, output, ctx.input(target));
+      if (s.length > 1) perSample = em.div(em.reduce('ReduceSum', perSample, s.slice(1).map((_, i) => i + 1), false), em.scalar(s.slice(1).reduce((a, b) => a * b, 1)));
+      return reduceSamples(withShape(ctx, perSample, output), perSample, w);
+    },
+  };
 }
 
 /** Mean squared error between a model output and a target input of the same shape. */
 export function mse(o: SampleWeighting & { output: string; target?: string }): LossSpec {
-  const target = o.target ?? 'target';
-  return {
-    describe: `mse(${o.output}, ${target})`,
-    reads: [o.output],
-    inputs: [{ name: target, dtype: 'float32', shape: (s) => s(o.output) }, ...weightInput(o, o.output)],
-    build(ctx) {
-      const em = ctx.em;
-      const s = ctx.shape(o.output);
-      const d = em.sub(o.output, ctx.input(target));
-      const perSample = meanPerSample(em, em.mul(d, d), s);
-      return reduceSamples(withShape(ctx, perSample, o.output), perSample, o);
-    },
-  };
+  return elementwiseLoss('mse', o.output, o.target ?? 'target', o, (em, z, y) => {
+    const d = em.sub(z, y);
+    return em.mul(d, d);
+  });
 }
 
 export interface BinaryCrossEntropyOptions extends SampleWeighting {
@@ -281,24 +284,13 @@ export interface BinaryCrossEntropyOptions extends SampleWeighting {
  * PyTorch computes, max(z, 0) − z·y + log(1 + e^(−|z|)); with p, (1 − y)·z + (1 + (p − 1)·y)·(log(1 + e^(−|z|)) + max(−z, 0)).
  */
 export function binaryCrossEntropy(o: BinaryCrossEntropyOptions): LossSpec {
-  const target = o.target ?? 'target';
-  if (o.posWeight !== undefined && !(o.posWeight > 0)) throw new Error(`binaryCrossEntropy: posWeight must be positive, got ${o.posWeight}`);
-  return {
-    describe: `binaryCrossEntropy(${o.logits}, ${target})`,
-    reads: [o.logits],
-    inputs: [{ name: target, dtype: 'float32', shape: (s) => s(o.logits) }, ...weightInput(o, o.logits)],
-    build(ctx) {
-      const em = ctx.em;
-      const s = ctx.shape(o.logits);
-      const z = o.logits, y = ctx.input(target);
-      const softplusNegAbs = em.op('Softplus', [em.neg(em.op('Abs', [z]))]); // log(1 + e^(−|z|))
-      const el = o.posWeight === undefined || o.posWeight === 1
-        ? em.add(em.sub(em.op('Relu', [z]), em.mul(z, y)), softplusNegAbs)
-        : em.add(em.mul(em.sub(em.scalar(1), y), z), em.mul(em.add(em.scalar(1), em.mul(em.scalar(o.posWeight - 1), y)), em.add(softplusNegAbs, em.op('Relu', [em.neg(z)]))));
-      const perSample = meanPerSample(em, el, s);
-      return reduceSamples(withShape(ctx, perSample, o.logits), perSample, o);
-    },
-  };
+  const p = o.posWeight;
+  if (p !== undefined && !(p > 0)) throw new Error(`binaryCrossEntropy: posWeight must be positive, got ${p}`);
+  return elementwiseLoss('binaryCrossEntropy', o.logits, o.target ?? 'target', o, (em, z, y) => {
+    const softplusNegAbs = em.op('Softplus', [em.neg(em.op('Abs', [z]))]); // log(1 + e^(−|z|))
+    if (p === undefined || p === 1) return em.add(em.sub(em.op('Relu', [z]), em.mul(z, y)), softplusNegAbs);
+    return em.add(em.mul(em.sub(em.scalar(1), y), z), em.mul(em.add(em.scalar(1), em.mul(em.scalar(p - 1), y)), em.add(softplusNegAbs, em.op('Relu', [em.neg(z)]))));
+  });
 }
 
 /**
