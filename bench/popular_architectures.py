@@ -43,7 +43,6 @@ for bench/popular-architectures.ts:
 Writes <name>.onnx, <name>.<input>.npy per graph input, <name>.y.npy (target or labels),
 <name>.grads.safetensors and <name>.json (loss, inputs) per model.
 """
-import argparse
 import json
 import math
 import os
@@ -57,9 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "fixtures", "torch"))
-from make_fixtures import write_safetensors  # noqa: E402
-from torchvision_extra import onnx_names  # noqa: E402
+from torchvision_extra import bench_args, onnx_names, write_grads  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -886,12 +883,8 @@ CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segfo
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--only", default=",".join(CASES))
-    a = ap.parse_args()
-    os.makedirs(a.out, exist_ok=True)
-    for name in a.only.split(","):
+    out_dir, names = bench_args(CASES)
+    for name in names:
         torch.manual_seed(0)
         case = CASES[name]()
         m = case["model"].eval()
@@ -902,7 +895,7 @@ def main():
                     if getattr(mod, "bias", None) is not None:
                         mod.bias.add_(0.1 * torch.randn_like(mod.bias))
         inputs = case["inputs"]
-        path = os.path.join(a.out, name)
+        path = os.path.join(out_dir, name)
         torch.onnx.export(m, tuple(inputs.values()), f"{path}.onnx", opset_version=case["opset"], input_names=list(inputs), output_names=case["outputs"],
                           dynamic_axes=case["dynamic"], training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=True)
         m.zero_grad(set_to_none=True)
@@ -925,7 +918,7 @@ def main():
                 arr = onnx.numpy_helper.to_array(i)
                 if arr.shape == want.shape and np.array_equal(arr, want):
                     grads[i.name] = fold(pgrads).numpy()
-        write_safetensors(f"{path}.grads.safetensors", [(k, np.ascontiguousarray(v, dtype=np.float32)) for k, v in grads.items()])
+        write_grads(path, grads)
         with open(f"{path}.json", "w") as f:
             json.dump({"loss": float(loss), "inputs": {k: list(v.shape) for k, v in inputs.items()}, "outputs": [list(o.shape) for o in out],
                        "params": sum(p.numel() for p in m.parameters() if p.requires_grad), "opset": case["opset"], "torch": torch.__version__, "grads": sorted(grads)}, f)

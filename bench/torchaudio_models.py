@@ -16,7 +16,6 @@ sources.
 
 Writes <name>.onnx, <name>.x.npy, <name>.y.npy, <name>.grads.safetensors and <name>.json per model.
 """
-import argparse
 import json
 import os
 import sys
@@ -32,9 +31,7 @@ import onnx  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, "..", "test", "fixtures", "torch"))
-from make_fixtures import write_safetensors  # noqa: E402
-from torchvision_extra import onnx_names  # noqa: E402
+from torchvision_extra import bench_args, onnx_names, write_grads  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -77,17 +74,13 @@ MODELS = {
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--only", default=",".join(MODELS))
-    a = ap.parse_args()
-    os.makedirs(a.out, exist_ok=True)
-    for name in a.only.split(","):
+    out_dir, names = bench_args(MODELS)
+    for name in names:
         make, shape, kind = MODELS[name]
         torch.manual_seed(0)
         m = make().eval()
         x = torch.randn(*shape)
-        path = os.path.join(a.out, name)
+        path = os.path.join(out_dir, name)
         torch.onnx.export(m, (x,), f"{path}.onnx", opset_version=14, input_names=["x"], output_names=["out"],
                           dynamic_axes={"x": {0: "batch"}, "out": {0: "batch"}})
         with torch.no_grad():
@@ -127,7 +120,7 @@ def main():
             p.grad = g64[k].float() if k in g64 else None
         matched = set()
         grads = onnx_names(onnx.load(f"{path}.onnx"), m, matched)
-        write_safetensors(f"{path}.grads.safetensors", [(k, np.ascontiguousarray(v, dtype=np.float32)) for k, v in grads.items()])
+        write_grads(path, grads)
         with open(f"{path}.json", "w") as f:
             json.dump({"loss": loss, "loss32": loss32, "torch32_worst": torch32_worst, "kind": kind, "shape": list(x.shape), "out": list(out.shape),
                        "params": sum(p.numel() for p in m.parameters()), "torch": torch.__version__,

@@ -111,6 +111,21 @@ def onnx_names(proto, model, matched=None):
     return out
 
 
+def bench_args(names):
+    """What each bench script's main reads: --out (a folder, created) and --only (default: every name)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--only", default=",".join(names))
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    return a.out, a.only.split(",")
+
+
+def write_grads(path, grads):
+    """<path>.grads.safetensors: the gradients under refit's names, as float32."""
+    write_safetensors(f"{path}.grads.safetensors", [(k, np.ascontiguousarray(v, dtype=np.float32)) for k, v in grads.items()])
+
+
 class Out(torch.nn.Module):
     """A segmentation model's 'out' logits, as an exporter for inference keeps them."""
 
@@ -123,12 +138,8 @@ class Out(torch.nn.Module):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--only", default=",".join(MODELS))
-    a = ap.parse_args()
-    os.makedirs(a.out, exist_ok=True)
-    for name in a.only.split(","):
+    out_dir, names = bench_args(MODELS)
+    for name in names:
         make, hw, dense = MODELS[name]
         torch.manual_seed(0)
         m = make().eval()
@@ -136,7 +147,7 @@ def main():
             m = Out(m).eval()
         x = torch.randn(2, 3, *hw) if isinstance(hw, tuple) else torch.randn(2, 3, hw, hw)
         y = torch.randint(0, 5, (2, hw, hw)) if dense else torch.randint(0, 10, (2,))
-        path = os.path.join(a.out, name)
+        path = os.path.join(out_dir, name)
         torch.onnx.export(m, (x,), f"{path}.onnx", opset_version=13, input_names=["x"], output_names=["logits"],
                           dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, training=torch.onnx.TrainingMode.PRESERVE)
         m.zero_grad(set_to_none=True)
@@ -145,7 +156,7 @@ def main():
         np.save(f"{path}.x.npy", x.numpy())
         np.save(f"{path}.y.npy", y.numpy())
         grads = onnx_names(onnx.load(f"{path}.onnx"), m)
-        write_safetensors(f"{path}.grads.safetensors", [(k, np.ascontiguousarray(v, dtype=np.float32)) for k, v in grads.items()])
+        write_grads(path, grads)
         with open(f"{path}.json", "w") as f:
             json.dump({"loss": float(loss), "hw": hw, "shape": list(x.shape), "dense": dense, "params": sum(p.numel() for p in m.parameters()),
                        "torch": torch.__version__, "torchvision": torchvision.__version__, "grads": sorted(grads)}, f)
