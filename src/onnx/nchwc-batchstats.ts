@@ -228,14 +228,13 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
    * image), with the conv's attributes for it; undefined where the output map is no larger than
    * the window (the whole first sample costs no more) or the window does not fit.
    */
-  function firstSampleWindow(conv: { x: string; attrs: Node['attrs']; inDims: number[]; inBlocked: boolean }, H: number, W: number): { x: string; attrs: Node['attrs']; rows: number; cols: number } | undefined {
+  function firstSampleWindow(conv: { node: Node; x: string; attrs: Node['attrs']; inDims: number[]; inBlocked: boolean }, H: number, W: number): { x: string; attrs: Node['attrs']; rows: number; cols: number } | undefined {
     const [, Cin, Hin, Win] = conv.inDims;
     if (conv.inDims.length !== 4 || H * W <= SHIFT_WINDOW * SHIFT_WINDOW) return undefined;
-    const ints = (a: string, d: number[]) => (conv.attrs[a]?.kind === 'ints' ? (conv.attrs[a] as { value: number[] }).value : d);
-    const [kh, kw] = ints('kernel_shape', [1, 1]) as [number, number];
-    const [sh, sw] = ints('strides', [1, 1]) as [number, number];
-    const [dh, dw] = ints('dilations', [1, 1]) as [number, number];
-    const [pt, pl] = ints('pads', [0, 0, 0, 0]) as [number, number];
+    const [kh, kw] = (attrInts(conv.node, 'kernel_shape') ?? [1, 1]) as [number, number];
+    const [sh, sw] = (attrInts(conv.node, 'strides') ?? [1, 1]) as [number, number];
+    const [dh, dw] = (attrInts(conv.node, 'dilations') ?? [1, 1]) as [number, number];
+    const [pt, pl] = (attrInts(conv.node, 'pads') ?? [0, 0, 0, 0]) as [number, number];
     // Along one axis: the first output whose field starts at or after the padding, and how many fit.
     const axis = (size: number, out: number, k: number, s: number, d: number, pad: number) => {
       const first = Math.ceil(pad / s), start = first * s - pad;
@@ -247,7 +246,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
     // A blocked input is sliced in its memory layout [N, C/b, H, W, b]; the slice is a blocked tensor.
     const Cm = conv.inBlocked ? padded(Cin!) : Cin!;
     const mem = conv.inBlocked ? em.reshape(conv.x, [conv.inDims[0]!, Cm / block, Hin!, Win!, block]) : conv.x;
-    const cut = em.op('Slice', [mem, em.ints([0, r.start, c.start]), em.ints([1, r.start + r.len, c.start + c.len]), em.ints(conv.inBlocked ? [0, 2, 3] : [0, 2, 3])]);
+    const cut = em.op('Slice', [mem, em.ints([0, r.start, c.start]), em.ints([1, r.start + r.len, c.start + c.len]), em.ints([0, 2, 3])]);
     const x = conv.inBlocked ? em.reshape(cut, [1, Cm, r.len, c.len]) : cut;
     return { x, attrs: { ...conv.attrs, pads: { kind: 'ints', value: [0, 0, 0, 0] } }, rows: r.n, cols: c.n };
   }
