@@ -40,6 +40,9 @@ export const actmadSchema = z.object({
 });
 export type ActmadOptions = z.input<typeof actmadSchema>;
 
+/** The loss input holding layer i's source mean or variance (actmadLoss reads it, ActMAD feeds it). */
+const statInput = (kind: 'mean' | 'var', i: number) => `actmad_${kind}_${i}`;
+
 /** ½ Σ_layers (mean |μ − μ_s| + mean |σ² − σ²_s|) over the batch axis: the reference code's loss. */
 export function actmadLoss(layers: string[]): LossSpec {
   const perSample = (t: string) => (s: (x: string) => number[]) => s(t).slice(1);
@@ -47,8 +50,8 @@ export function actmadLoss(layers: string[]): LossSpec {
     describe: `actmad(${layers.length} layers)`,
     reads: layers,
     inputs: layers.flatMap((t, i) => [
-      { name: `actmad_mean_${i}`, dtype: 'float32' as const, shape: perSample(t) },
-      { name: `actmad_var_${i}`, dtype: 'float32' as const, shape: perSample(t) },
+      { name: statInput('mean', i), dtype: 'float32' as const, shape: perSample(t) },
+      { name: statInput('var', i), dtype: 'float32' as const, shape: perSample(t) },
     ]),
     build(ctx) {
       const em = ctx.em;
@@ -61,7 +64,7 @@ export function actmadLoss(layers: string[]): LossSpec {
         const d = em.sub(t, mean);
         const variance = em.div(em.reduce('ReduceSum', em.mul(d, d), [0], false), em.scalar(n - 1));
         const l1 = (a: string, b: string) => em.reduce('ReduceMean', em.op('Abs', [em.sub(a, b)]), all, false);
-        return em.add(l1(mean, ctx.input(`actmad_mean_${i}`)), l1(variance, ctx.input(`actmad_var_${i}`)));
+        return em.add(l1(mean, ctx.input(statInput('mean', i))), l1(variance, ctx.input(statInput('var', i))));
       });
       return em.mul(em.sum(terms), em.scalar(0.5));
     },
@@ -134,8 +137,8 @@ export class ActMAD extends ParamAdapter<z.output<typeof actmadSchema>> {
     }
     const stats: Record<string, Tensor> = {};
     sums.forEach((s, i) => {
-      stats[`actmad_mean_${i}`] = f32(s.dims, Float32Array.from(s.mean!));
-      stats[`actmad_var_${i}`] = f32(s.dims, Float32Array.from(s.variance!));
+      stats[statInput('mean', i)] = f32(s.dims, Float32Array.from(s.mean!));
+      stats[statInput('var', i)] = f32(s.dims, Float32Array.from(s.variance!));
     });
     this.sourceStats = stats;
     return stats;
