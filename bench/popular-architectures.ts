@@ -91,7 +91,31 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
     const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
     return { loss, paths: [['LoRA on attention', peftStep(loraOn(attention), loss)], ['Tent', tta('tent', 'pixel_values')]] };
   },
+  deberta_v3: () => {
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['LoRA on query_proj and value_proj (PEFT\'s DeBERTa-v2 default)', peftStep(loraOn(/(query|value)_proj$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
+  detr: () => detection(/(q|v)_proj$/),
+  rtdetr: () => detection(/(value_proj|sampling_offsets|q_proj|v_proj)$/),
+  levit: () => {
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['Tent', tta('tent', 'pixel_values')], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
+  mobilevit: () => {
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['LoRA on attention', peftStep(loraOn(/(query|key|value)$/), loss)], ['Tent', tta('tent', 'pixel_values')]] };
+  },
+  u2net: () => {
+    const loss = losses.mse({ output: 'mask', target: 'y' });
+    return { loss, paths: [['BN-adapt', tta('bn-adapt', 'pixel_values')], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
 };
+
+/** A set-prediction detector (DETR's heads): class cross-entropy per query against matched labels, plus the boxes' squared error. */
+function detection(loraTargets: RegExp): Case {
+  const loss = losses.combine([{ loss: losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' }) }, { loss: losses.mse({ output: 'pred_boxes', target: 'boxes' }) }]);
+  return { loss, paths: [['LoRA on attention', peftStep(() => peft.lora({ rank: 4, alpha: 8, targets: loraTargets }), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+}
 
 const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 ? process.argv[i + 1]! : d; };
 const names = arg('only', Object.keys(CASES).join(',')).split(',');
@@ -100,9 +124,9 @@ exportMissing(join(here, 'popular_architectures.py'), dir, names, 'python3-torch
 
 const rows: (ParityRow & { paths: string })[] = [];
 for (const name of names) {
-  const ref = JSON.parse(readFileSync(join(dir, `${name}.json`), 'utf8')) as { loss: number; params: number; inputs: Record<string, number[]> };
-  const feeds: Record<string, Tensor> = { y: savedTensor(dir, `${name}.y.npy`) };
-  for (const input of Object.keys(ref.inputs)) feeds[input] = savedTensor(dir, `${name}.${input}.npy`);
+  const ref = JSON.parse(readFileSync(join(dir, `${name}.json`), 'utf8')) as { loss: number; params: number; inputs: Record<string, number[]>; targets?: string[] };
+  const feeds: Record<string, Tensor> = {};
+  for (const input of [...Object.keys(ref.inputs), ...(ref.targets ?? ['y'])]) feeds[input] = savedTensor(dir, `${name}.${input}.npy`);
   const c = CASES[name]!();
   Object.assign(feeds, c.extraFeeds?.(feeds));
   const paths: string[] = [];

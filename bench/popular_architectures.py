@@ -880,6 +880,10 @@ def convnextv2_case():
 
 
 CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case, "depth_anything": depth_anything_case, "t5": t5_case, "sam_encoder": sam_encoder_case, "sam_decoder": sam_decoder_case, "convnextv2": convnextv2_case}
+# More families, one module each, with CASES of the same form (a case may add "norms": its own
+# normalisation classes, perturbed like the ones below).
+for family in ("arch_text", "arch_detection", "arch_vision"):
+    CASES.update(__import__(family).CASES)
 
 
 def main():
@@ -889,7 +893,7 @@ def main():
         case = CASES[name]()
         m = case["model"].eval()
         for mod in m.modules():  # trained-looking norms: a fresh one's ones and zeros match each other's initializers
-            if isinstance(mod, (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d, T5LayerNorm, LayerNorm2d)):
+            if isinstance(mod, (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, T5LayerNorm, LayerNorm2d) + tuple(case.get("norms", ()))):
                 with torch.no_grad():
                     mod.weight.add_(0.1 * torch.randn_like(mod.weight))
                     if getattr(mod, "bias", None) is not None:
@@ -906,7 +910,9 @@ def main():
         loss.backward()
         for k, v in inputs.items():
             np.save(f"{path}.{k}.npy", v.numpy())
-        np.save(f"{path}.y.npy", y.numpy())
+        targets = y if isinstance(y, dict) else {"y": y}  # several loss inputs: one file each
+        for k, v in targets.items():
+            np.save(f"{path}.{k}.npy", v.numpy())
         proto = onnx.load(f"{path}.onnx")
         grads = onnx_names(proto, m)
         params = dict(m.named_parameters())
@@ -920,7 +926,7 @@ def main():
                     grads[i.name] = fold(pgrads).numpy()
         write_grads(path, grads)
         with open(f"{path}.json", "w") as f:
-            json.dump({"loss": float(loss), "inputs": {k: list(v.shape) for k, v in inputs.items()}, "outputs": [list(o.shape) for o in out],
+            json.dump({"loss": float(loss), "inputs": {k: list(v.shape) for k, v in inputs.items()}, "targets": sorted(targets), "outputs": [list(o.shape) for o in out],
                        "params": sum(p.numel() for p in m.parameters() if p.requires_grad), "opset": case["opset"], "torch": torch.__version__, "grads": sorted(grads)}, f)
         print(f"{name}: loss {float(loss):.5f}, {len(grads)} parameters with gradients, outputs {[list(o.shape) for o in out]}", flush=True)
 
