@@ -271,26 +271,51 @@ export function mse(o: SampleWeighting & { output: string; target?: string }): L
 
 export interface BinaryCrossEntropyOptions extends SampleWeighting {
   /** Logits of independent yes/no outputs, any shape [N, …] (a multi-label classifier, a mask decoder's masks). */
-  logits: string;
-  /** Float targets in [0, 1] of the logits' shape (default input name 'target'). */
+  logits?: string;
+  /**
+   * Or probabilities in [0, 1], for a model whose graph ends in its Sigmoid (a matting or
+   * background-removal model such as U²-Net/IS-Net): PyTorch's `F.binary_cross_entropy`.
+   */
+  probabilities?: string;
+  /** Float targets in [0, 1] of the output's shape (default input name 'target'). */
   target?: string;
-  /** Weight of the positive term (PyTorch's pos_weight, one value for every output): > 1 favours recall. */
+  /** Weight of the positive term (PyTorch's pos_weight, one value for every output): > 1 favours recall. Logits only, as in PyTorch. */
   posWeight?: number;
 }
 
 /**
- * Binary cross-entropy on logits, averaged over every output of a sample, then over the samples:
- * PyTorch's `F.binary_cross_entropy_with_logits(z, y, pos_weight=p)` (mean). In the stable form
- * PyTorch computes, max(z, 0) − z·y + log(1 + e^(−|z|)); with p, (1 − y)·z + (1 + (p − 1)·y)·(log(1 + e^(−|z|)) + max(−z, 0)).
+ * Binary cross-entropy, averaged over every output of a sample, then over the samples.
+ *
+ * On `logits`: PyTorch's `F.binary_cross_entropy_with_logits(z, y, pos_weight=p)` (mean). In the
+ * stable form PyTorch computes, max(z, 0) − z·y + log(1 + e^(−|z|)); with p, (1 − y)·z + (1 + (p − 1)·y)·(log(1 + e^(−|z|)) + max(−z, 0)).
+ *
+ * On `probabilities`: PyTorch's `F.binary_cross_entropy(q, y)`, −(y·log q + (1 − y)·log(1 − q))
+ * with each log clamped at −100 as PyTorch clamps it. Where the clamp holds (q or 1 − q below
+ * e^−100, in float32 only exactly 0) refit's gradient is the clamped function's, 0; PyTorch's
+ * backward uses (q − y) / max(q·(1 − q), 1e−12) there instead. Behind a Sigmoid both reach the
+ * logits as 0, since the Sigmoid's own gradient q·(1 − q) is 0 at those q.
  */
 export function binaryCrossEntropy(o: BinaryCrossEntropyOptions): LossSpec {
   const p = o.posWeight;
   if (p !== undefined && !(p > 0)) throw new Error(`binaryCrossEntropy: posWeight must be positive, got ${p}`);
-  return elementwiseLoss('binaryCrossEntropy', o.logits, o.target ?? 'target', o, (em, z, y) => {
+  if ((o.logits === undefined) === (o.probabilities === undefined)) throw new Error('binaryCrossEntropy: give exactly one of logits and probabilities');
+  if (o.probabilities !== undefined) {
+    if (p !== undefined) throw new Error('binaryCrossEntropy: posWeight needs logits (PyTorch\'s binary_cross_entropy has none)');
+    return elementwiseLoss('binaryCrossEntropy', o.probabilities, o.target ?? 'target', o, (em, q, y) =>
+      em.neg(em.add(em.mul(y, clampedLog(em, q)), em.mul(em.sub(em.scalar(1), y), clampedLog(em, em.sub(em.scalar(1), q))))));
+  }
+  return elementwiseLoss('binaryCrossEntropy', o.logits!, o.target ?? 'target', o, (em, z, y) => {
     const softplusNegAbs = em.op('Softplus', [em.neg(em.op('Abs', [z]))]); // log(1 + e^(−|z|))
     if (p === undefined || p === 1) return em.add(em.sub(em.op('Relu', [z]), em.mul(z, y)), softplusNegAbs);
     return em.add(em.mul(em.sub(em.scalar(1), y), z), em.mul(em.add(em.scalar(1), em.mul(em.scalar(p - 1), y)), em.add(softplusNegAbs, em.op('Relu', [em.neg(z)]))));
   });
+}
+
+/** max(log q, −100), as PyTorch's binary_cross_entropy takes it; q = 0 reads −100 without a log(0) whose gradient would be NaN. */
+function clampedLog(em: Emitter, q: string): string {
+  const positive = em.op('Greater', [q, em.scalar(0)]);
+  const logQ = em.op('Log', [em.op('Where', [positive, q, em.scalar(1)])]);
+  return em.op('Where', [positive, em.op('Max', [logQ, em.scalar(-100)]), em.scalar(-100)]);
 }
 
 /**

@@ -157,3 +157,23 @@ test('binaryCrossEntropy matches PyTorch\'s F.binary_cross_entropy_with_logits (
   }
   assert.throws(() => losses.binaryCrossEntropy({ logits: 'z', posWeight: 0 }), /posWeight must be positive/);
 });
+
+test('binaryCrossEntropy on probabilities matches PyTorch\'s F.binary_cross_entropy; exact 0 and 1 read log −100 with finite gradients', async () => {
+  // q = Sigmoid(x · w); reference values from PyTorch 1.13 in float64 (the logits form gives the same).
+  const b = new ModelBuilder({ opset: 17 });
+  b.input('x', 'float32', [2, 3]).initializer('w', f32([3], [1, 0.5, -1])).node('Mul', ['x', 'w'], ['z']).node('Sigmoid', ['z'], ['q']).output('q');
+  const feeds = { x: f32([2, 3], [0.5, -2, 3, -4, 1.5, 0.25]), target: f32([2, 3], [1, 0, 0.3, 1, 0, 1]) };
+  const r = await new RefitModel(b.build()).compileTrainStep({ trainable: ['w'], loss: losses.binaryCrossEntropy({ probabilities: 'q' }) }).run(feeds);
+  assert.ok(Math.abs(r.loss - 1.2861477295306039) < 1e-5, `loss ${r.loss}`);
+  [0.6232141376254269, 0.0801475343371832, -0.14971108428145818].forEach((v, i) => assert.ok(Math.abs(r.grads.get('w')![i]! - v) < 1e-5, `grad ${i} ${r.grads.get('w')![i]} vs ${v}`));
+  // Probabilities of exactly 0 and 1 (q = x · w): PyTorch clamps each log at −100, loss 67.01324025694664.
+  const e = new ModelBuilder({ opset: 17 });
+  e.input('x', 'float32', [2, 3]).initializer('w', f32([3], [1, 1, 1])).node('Mul', ['x', 'w'], ['q']).output('q');
+  const edge = await new RefitModel(e.build()).compileTrainStep({ trainable: ['w'], loss: losses.binaryCrossEntropy({ probabilities: 'q' }) })
+    .run({ x: f32([2, 3], [0, 1, 0.5, 1, 0, 0.25]), target: f32([2, 3], [1, 0, 0.3, 0, 1, 1]) });
+  assert.ok(Math.abs(edge.loss - 67.01324025694664) < 1e-4, `loss ${edge.loss}`);
+  assert.ok(edge.grads.get('w')!.every(Number.isFinite), `finite gradients: ${edge.grads.get('w')}`);
+  assert.throws(() => losses.binaryCrossEntropy({ probabilities: 'q', posWeight: 2 }), /posWeight needs logits/);
+  assert.throws(() => losses.binaryCrossEntropy({ target: 'y' }), /exactly one of logits and probabilities/);
+  assert.throws(() => losses.binaryCrossEntropy({ logits: 'z', probabilities: 'q' }), /exactly one of logits and probabilities/);
+});
