@@ -59,6 +59,7 @@ import type { CloudLink, UploadPayload } from '../src/fleet/types.ts';
 import { startPostgres, postgresMissing } from '../test/helpers/postgres.ts';
 import { startNats, natsServerBin, NATS_MISSING } from '../test/helpers/nats.ts';
 import { testData } from './continual/lib.ts';
+import { median } from './stats.ts';
 
 const args = process.argv.slice(2);
 if (args.includes('--help')) { console.log(readFileSync(new URL(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).join('\n')); process.exit(0); }
@@ -457,7 +458,6 @@ interface Phase {
   job: { pgStatementMs: number; pgStatements: number; pgCpuMs: number; natsCpuMs: number };
 }
 const phases: Phase[] = [];
-const median = (a: number[]) => { if (!a.length) return NaN; const s = [...a].sort((p, q) => p - q); return s[Math.floor(s.length / 2)]!; };
 for (const W of WORKERS) {
   const model = `sim-t${W}`;
   const payloads = replayable.slice(0, TPUT);

@@ -48,6 +48,7 @@ import { Rng } from '../src/util/rng.ts';
 import { createAdapter } from '../src/tta/index.ts';
 import { withAdapter, lora } from '../src/peft/index.ts';
 import { ort } from '../src/onnx/runtime.ts';
+import { median } from './stats.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..');
@@ -67,7 +68,6 @@ interface Job { model: string; config: Cfg; batch: number; reps: number; warmup:
 interface Side { steal?: number; cpu_s?: number; wall_s?: number; otherLoad?: number; ms: number; times: number[]; first_ms: number; peak_rss_mb: number; trainable?: number; used?: number; compile_ms?: number; error?: string }
 
 const arg = (name: string, dflt: string) => { const i = process.argv.indexOf(`--${name}`); return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt; };
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
 
 function inputs(job: Job, seed: number): { x: Tensor; y: Tensor } {
   const [c, h, w] = MODELS[job.model]!.chw;

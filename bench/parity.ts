@@ -9,6 +9,7 @@ import type { LossSpec } from '../src/train/loss-spec.ts';
 import { f32, i64, type Tensor } from '../src/onnx/tensor.ts';
 import { parseNpy } from '../src/cli/data-files.ts';
 import { parseSafetensors } from '../src/io/safetensors.ts';
+import { median } from './stats.ts';
 
 /**
  * Run a bench's Python script (Debian's /usr/bin/python3) for the models of `names` whose
@@ -31,7 +32,6 @@ const relErr = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   for (let i = 0; i < b.length; i++) { d += (a[i]! - b[i]!) ** 2; n += b[i]! ** 2; }
   return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-12);
 };
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
 /** A tensor a bench's Python script saved as `<dir>/<file>`: float32 (from float32/64) or int64. */
 export function savedTensor(dir: string, file: string): Tensor {

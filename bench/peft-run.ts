@@ -20,6 +20,7 @@ import { Trainer } from '../src/train/trainer.ts';
 import { PeftModel, withAdapter, head, accounting } from '../src/peft/index.ts';
 import { saveAdapter } from '../src/peft/files-node.ts';
 import { CONFIGS, HEAD_LR, WEIGHT_DECAY, type BenchConfig } from './peft-configs.ts';
+import { median } from './stats.ts';
 
 const args = process.argv.slice(2);
 const arg = (name: string, dflt?: string): string => {
@@ -43,7 +44,6 @@ const out = arg('out');
 
 const session = { threads, optimization: 'all' as const };
 const maxRssMiB = () => process.resourceUsage().maxRSS / 1024;
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
 const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
 const t0 = performance.now();
 

@@ -22,11 +22,11 @@ import { f32, i64, type Tensor } from '../src/onnx/tensor.ts';
 import type { TrainStep } from '../src/train/train-step.ts';
 import type { LossSpec } from '../src/train/loss-spec.ts';
 import { TRANSFORMERS, transformerBatch, type TransformerName } from './transformer-batches.ts';
+import { median } from './stats.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..');
 const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : d; };
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
 const THREADS = 2;
 const loraAll = () => peft.lora({ targets: (s) => (s.group ?? 1) === 1 && Math.min(s.dIn, s.dOut) >= 8, rank: 8, alpha: 8 });
 

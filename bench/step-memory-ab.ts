@@ -15,6 +15,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { median } from './stats.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..');
@@ -25,7 +26,6 @@ const MODELS: Record<string, { chw: [number, number, number]; batch: number }> =
   resnet18_224: { chw: [3, 224, 224], batch: 16 },
   mobilenet_v2_224: { chw: [3, 224, 224], batch: 16 },
 };
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
 
 interface Tree { name: string; run: () => Promise<{ loss: number; grads: Map<string, Float32Array> }> }
 

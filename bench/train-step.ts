@@ -15,17 +15,13 @@ import * as optim from '../src/train/optim/index.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { f32, i64, type Tensor } from '../src/onnx/tensor.ts';
 import { Rng } from '../src/util/rng.ts';
+import { median } from './stats.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const THREADS = 2;
 
 interface Config { model: 'cnn' | 'transformer'; batch: number; iters: number }
 interface ChildResult { infer_ms: number; step_all_ms: number; step_norm_ms: number; compile_ms: number; peak_rss_mb: number }
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 function batchFor(model: string, n: number): Record<string, Tensor> {
   const rng = new Rng(1);

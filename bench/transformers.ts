@@ -27,6 +27,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TRANSFORMERS, transformerBatch } from './transformer-batches.ts';
+import { median } from './stats.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..');
@@ -39,7 +40,6 @@ type Cfg = (typeof CONFIGS)[number];
 interface Side { ms: number; times: number[]; first_ms: number; peak_rss_mb: number; loss: number | null; trainable: number; error?: string }
 
 const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : d; };
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
 
 async function child(name: Name, config: Cfg, reps: number, warmup: number): Promise<Side> {
   const { loadModel } = await import('../src/model.ts');

@@ -24,7 +24,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
-import { quantile } from './stats.ts';
+import { median } from './stats.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..');
@@ -57,7 +57,6 @@ const startRuntime = arg('start', 'on') !== 'off';
 // --warm on: after the start, warmUp() compiles and runs one step of two tiny models (src/web/warm.ts),
 // timed apart as warmMs, so the first model session meets warm code.
 const warmRuntime = arg('warm', 'off') === 'on';
-const median = (a: number[]) => quantile(a, 0.5);
 const MB = 1e6;
 const TOL = 1e-4;
 

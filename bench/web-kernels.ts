@@ -17,7 +17,7 @@ import * as refit from '../src/index.ts';
 import { ModelBuilder } from '../src/onnx/model-builder.ts';
 import { encodeModel } from '../src/onnx/proto.ts';
 import type { Model } from '../src/onnx/ir.ts';
-import { quantile } from './stats.ts';
+import { median } from './stats.ts';
 
 const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i > 0 ? process.argv[i + 1]! : d; };
 const cases = arg('cases', 'cnn-tent,vit-lora').split(',');
@@ -29,7 +29,6 @@ ortWeb.env.wasm.numThreads = 1;
 
 type Ort = typeof ortNode;
 type Feeds = Record<string, unknown>;
-const median = (a: number[]) => quantile(a, 0.5);
 
 async function timeRuns(session: { run(f: Feeds): Promise<unknown> }, feeds: Feeds, n: number): Promise<number[]> {
   for (let i = 0; i < 3; i++) await session.run(feeds);

@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import * as refit from '../src/index.ts';
 import { prepare, batchOf, type CaseSpec } from '../test/web/cases.ts';
 import { openTestPage } from '../test/web/browser.ts';
+import { median } from './stats.ts';
 
 const argOf = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i > 0 ? process.argv[i + 1]! : d; };
 const [model, adapter] = argOf('case', 'cnn-full').split('-') as [CaseSpec['model'], CaseSpec['adapter']];
@@ -21,7 +22,6 @@ const opts = argOf('opt', 'all').split(',') as ('all' | 'extended' | 'basic')[];
 const spinnings = argOf('spinning', 'false').split(',').map((v) => v === 'true');
 const rounds = Number(argOf('rounds', '5'));
 const warmup = Number(argOf('warmup', '6'));
-const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
 
 const bytes = new Uint8Array(readFileSync(`models/fmnist-${c.model}.onnx`));
 type T = { refitTest: { setup(o: unknown): Promise<{ threads: number }>; open(c: CaseSpec, s: unknown): Promise<{ id: number; firstMs: number; timings: Record<string, number> }>; time(id: number): Promise<number> } };

@@ -27,6 +27,7 @@ import { withoutKvCache } from '../src/onnx/kv-cache.ts';
 import type { TrainStep } from '../src/train/train-step.ts';
 import type { Tensor } from '../src/onnx/tensor.ts';
 import { listZoo, readZoo, batchOf, inputsOf, lossOf, torchGrad, ZOO_DIR, type ZooFixture } from '../test/fixtures/zoo/read.ts';
+import { median } from './stats.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -43,7 +44,6 @@ interface Cell { ok: boolean; error?: string; ms?: number; ratio?: number; train
 interface Row { model: string; description: string; opset: number; inferenceMs?: number; inferenceError?: string; cells: Record<Column, Cell> }
 
 const firstLine = (e: unknown) => (e instanceof Error ? `${e.name === 'Error' ? '' : e.name + ': '}${e.message}` : String(e)).split('\n')[0]!.slice(0, 240);
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
 
 async function timeIt(f: () => Promise<unknown>): Promise<number> {
   await f(); // compile / warm up
