@@ -57,7 +57,8 @@ export class RefitModel {
     // Exporter quirks (Constant weights, torch.onnx's Identity aliases, running statistics that
     // share a weight's tensor) are repaired on a clone: the caller's IR and tensors stay untouched.
     // `keepTies` rides in the options object loadModel passes (see exporter-quirks.ts).
-    this.ir = applyExporterQuirks(ir, { keepTies: (sessionOptions as QuirkOptions).keepTies === true }).model;
+    const keepTies = (sessionOptions as QuirkOptions).keepTies;
+    this.ir = applyExporterQuirks(ir, keepTies === undefined ? {} : { keepTies }).model;
   }
 
   get inputs() { return this.ir.graph.inputs; }

@@ -47,7 +47,7 @@ export interface Seq2seqPair {
 
 const LINKS = { hidden: 'encoder_hidden_states', mask: 'encoder_attention_mask' };
 
-export async function loadSeq2seq(encoderPath: string, decoderPath: string, opts: { keepTies?: boolean } = {}): Promise<Seq2seqPair> {
+export async function loadSeq2seq(encoderPath: string, decoderPath: string, opts: { keepTies?: boolean | 'auto' } = {}): Promise<Seq2seqPair> {
   const encoder = await loadModel(encoderPath, opts);
   const decoderFile = await loadModel(decoderPath, opts);
   const decoder = kvCacheOf(decoderFile) ? withoutKvCache(decoderFile) : decoderFile;
@@ -89,7 +89,7 @@ export async function loadSeq2seq(encoderPath: string, decoderPath: string, opts
 export const ONE_FILE_DECODER_IDS = 'decoder_input_ids';
 
 /** An encoder-decoder exported as one graph: the pair is the file itself, written back under its own name. */
-export async function loadSeq2seqFile(path: string, opts: { keepTies?: boolean } = {}): Promise<Seq2seqPair> {
+export async function loadSeq2seqFile(path: string, opts: { keepTies?: boolean | 'auto' } = {}): Promise<Seq2seqPair> {
   const model = await loadModel(path, opts);
   if (!model.inputs.some((i) => i.name === ONE_FILE_DECODER_IDS)) {
     await model.release();

@@ -57,8 +57,10 @@ export interface TrainOptions {
   form?: string;
   /** Full training: which parameters (a /regex/ or 'all'). */
   trainable?: string;
-  /** Load with keepTies: a tied weight stored twice (transposed copy, Identity alias) trains as one tensor. */
+  /** Load with keepTies: true, every tie kept (by default, 'auto', the ties of tensors of more than one value). */
   keepTies?: boolean;
+  /** Load with keepTies: false: each copy of a weight stored twice is its own parameter. */
+  untie?: boolean;
   /** The step without onnxruntime's weight pre-packing (SessionOptions.prepack false). */
   lowMemory?: boolean;
   epochs?: string | number;
@@ -179,7 +181,8 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   if (mode === 'full' && !seq2seq && extname(o.out).toLowerCase() !== '.onnx') throw new Error(`--out ${o.out}: full training writes an ONNX model; give a path ending in .onnx`);
   if (mode === 'adapter' && extname(o.out).toLowerCase() === '.onnx') throw new Error(`--out ${o.out}: --adapter writes an adapter folder (HF PEFT layout), not an .onnx file; give a folder path`);
 
-  const ties = o.keepTies ? { keepTies: true } : {};
+  if (o.keepTies && o.untie) throw new Error('--keep-ties and --untie contradict each other; give one');
+  const ties = o.untie ? { keepTies: false } : o.keepTies ? { keepTies: true } : {};
   const pair = !seq2seq ? null : o.decoder !== undefined ? await loadSeq2seq(modelPath, o.decoder, ties) : await loadSeq2seqFile(modelPath, ties);
   const given = pair ? pair.joined : await loadModel(modelPath, ties);
   const kv = pair ? null : kvCacheOf(given);

@@ -4,12 +4,16 @@
 //   (not in torch.onnx's exports, which store every parameter as an initializer: their float
 //   Constants are computed buffers, such as a diffusion U-Net's timestep frequencies);
 // - `Identity` aliases of initializers (torch.onnx ≥ 1.13 stores equal tensors once and routes
-//   the others through Identity nodes) become separate initializers (untied, as they were
-//   separate tensors in the source), unless `keepTies`;
+//   the others through Identity nodes): by default (`keepTies: 'auto'`) an alias of a tensor of
+//   one value (fresh BatchNorm ones, zero biases: separate parameters that happen to be equal)
+//   becomes its own initializer, and an alias of any other tensor stays a tie (one weight used
+//   twice, whose folded copies the exporter merged: DeBERTa's shared key projections, a module
+//   called in every decoder layer), unless the file shows separate parameters of equal values
+//   (below); `false` unties every alias, `true` keeps every one;
 // - BatchNorm running statistics that share storage with anything else (a weight, another BN)
 //   get their own copy, always: a buffer must never sit on a parameter's gradient path;
-// - with `keepTies`, a weight stored again transposed (constant folding of a tied lm_head) is read
-//   as a Transpose of the original, so the tie trains as one parameter.
+// - a weight stored again transposed (constant folding of a tied lm_head) is read as a Transpose
+//   of the original, so the tie trains as one parameter (with 'auto' and true).
 // The caller's Model and tensors are never mutated: a changed model is a clone, and every
 // tensor the pass writes is a fresh copy.
 import type { Graph, Model, Node } from './ir.ts';
@@ -18,14 +22,22 @@ import { type Tensor, cloneTensor, isFloat } from './tensor.ts';
 
 export interface QuirkOptions {
   /**
-   * Keep torch.onnx's ties: an `Identity` of an initializer stays an alias of it (one shared
-   * parameter; asking to train the alias by name is an error), and a 2-D weight that is exactly
-   * another's transpose (torch.onnx folds a tied `lm_head`, `x @ wte.T`, into a MatMul with a
-   * transposed copy of the embedding) is read as Transpose(original): one parameter, whose
-   * gradient sums both uses, as PyTorch trains the tie. Default false: each alias and each copy
-   * is its own parameter. BatchNorm running statistics are untied either way.
+   * torch.onnx's ties. It stores equal tensors once, routing the other uses through an `Identity`
+   * alias, and folds a tied `lm_head` (`x @ wte.T`) into a MatMul with a transposed copy of the
+   * embedding. A kept tie is one parameter whose gradient sums its uses, as PyTorch trains a
+   * weight used twice; asking to train an alias by name is then an error that names its source.
+   *
+   * - `'auto'` (default): keep the ties of tensors with more than one value, which no two
+   *   separately trained parameters share; untie tensors of one value (fresh BatchNorm ones and
+   *   zero biases, separate parameters in PyTorch). When an alias under a parameter's own name
+   *   (a weight or bias) holds more than two values, the file holds separate parameters that are
+   *   equal (an untrained model whose layers were deep-copied), so every tie is undone, as with
+   *   `false`. Not caught: such a model without biases.
+   * - `true`: keep every tie. `false`: each alias and each transposed copy is its own parameter.
+   *
+   * BatchNorm running statistics are untied either way.
    */
-  keepTies?: boolean;
+  keepTies?: boolean | 'auto';
 }
 
 export interface QuirkReport {
@@ -35,8 +47,10 @@ export interface QuirkReport {
   untied: string[];
   /** BatchNorm running statistics given their own copy: [node, old name, new name]. */
   statCopies: [string, string, string][];
-  /** keepTies: transposed copies now read as Transpose(original): [copy, original]. */
+  /** Transposed copies now read as Transpose(original): [copy, original]. */
   retied: [string, string][];
+  /** keepTies 'auto': the alias under a parameter's own name, of more than one value, for which every tie was undone. */
+  equalParameters?: string;
 }
 
 /**
@@ -184,12 +198,15 @@ export function applyExporterQuirks(source: Model, opts: QuirkOptions = {}): { m
   // 2. Identity aliases of initializers. Nodes are in topological order, so chains resolve.
   const statSlots = new Set<string>();
   for (const n of g.nodes) if (n.opType === 'BatchNormalization') for (const s of n.inputs.slice(3, 5)) if (s) statSlots.add(s);
+  const equal = (opts.keepTies ?? 'auto') === 'auto' ? equalParameters(g) : undefined;
+  if (equal) report.equalParameters = equal;
+  const mode = opts.keepTies === true ? 'all' : opts.keepTies === false || equal ? 'none' : 'varied';
   g.nodes = g.nodes.filter((n) => {
-    if (n.opType !== 'Identity' || (n.domain !== '' && n.domain !== 'ai.onnx')) return true;
-    const src = n.inputs[0], out = n.outputs[0];
-    const t = src ? g.initializers.get(src) : undefined;
-    if (!t || !out || outputs.has(out) || g.initializers.has(out)) return true;
-    if (opts.keepTies && !statSlots.has(out)) return true;
+    if (!isInitializerAlias(g, n)) return true;
+    const src = n.inputs[0]!, out = n.outputs[0]!;
+    const t = g.initializers.get(src)!;
+    if (outputs.has(out) || g.initializers.has(out)) return true;
+    if (mode !== 'none' && !statSlots.has(out) && (mode === 'all' || (isFloat(t.dtype) && !uniform(t)))) return true;
     g.initializers.set(out, cloneTensor(t));
     report.untied.push(out);
     changed = true;
@@ -218,9 +235,9 @@ export function applyExporterQuirks(source: Model, opts: QuirkOptions = {}): { m
     }
   }
 
-  // 4. keepTies: transposed copies of a weight become a Transpose of it (placed first: it reads
-  // only an initializer).
-  if (opts.keepTies) {
+  // 4. Transposed copies of a weight become a Transpose of it (placed first: it reads only an
+  // initializer).
+  if (mode !== 'none') {
     for (const [copy, original] of transposedCopies(g)) {
       g.initializers.delete(copy);
       g.nodes.unshift({ name: freshName(g, `${copy}_tie`), opType: 'Transpose', domain: '', inputs: [original], outputs: [copy], attrs: { perm: { kind: 'ints', value: [1, 0] } } });
@@ -252,6 +269,33 @@ function transposedCopies(g: Graph): [string, string][] {
     paired.add(copy).add(original);
   }
   return out;
+}
+
+const isInitializerAlias = (g: Graph, n: Node) =>
+  n.opType === 'Identity' && (n.domain === '' || n.domain === 'ai.onnx') && !!n.inputs[0] && !!n.outputs[0] && g.initializers.has(n.inputs[0]);
+
+/**
+ * A name the exporter made up rather than took from a module: torch.onnx's folded tensors
+ * (`onnx::MatMul_123`), and a Constant node's output made an initializer on load
+ * (`/conv1/Constant_2_output_0`: torch's quantized models export their weights that way).
+ */
+export const GENERATED_NAME = /^onnx::|^\/.*_output_\d+$/;
+
+/**
+ * An Identity alias under a parameter's own name (`layers.1.linear1.bias`: a weight or bias) whose
+ * tensor holds more than two values: two separate PyTorch parameters that are equal, which
+ * happens in an untrained model whose layers were deep-copied (nn.TransformerEncoder's random
+ * biases) but not between trained weights. A weight used twice is one parameter: its only aliases
+ * are folded copies under made-up names. Buffers equal in every layer are left out: a causal mask
+ * holds two values, and its name (GPT-2's `attn.bias` aside) is not a weight's or a bias's.
+ */
+function equalParameters(g: Graph): string | undefined {
+  for (const n of g.nodes) {
+    if (!isInitializerAlias(g, n) || GENERATED_NAME.test(n.outputs[0]!) || !/(weight|bias)$/.test(n.outputs[0]!)) continue;
+    const t = g.initializers.get(n.inputs[0]!)!;
+    if (isFloat(t.dtype) && new Set(t.data as Float32Array).size > 2) return n.outputs[0]!;
+  }
+  return undefined;
 }
 
 function uniform(t: Tensor): boolean {

@@ -82,7 +82,7 @@ export function whyNotParameter(graph: Graph, name: string): string | undefined 
     const producer = graph.nodes.find((n) => n.outputs.includes(name));
     if (producer?.opType === 'Identity' && producer.inputs[0] && graph.initializers.has(producer.inputs[0])) {
       const src = producer.inputs[0];
-      return `'${name}' is an exporter alias: Identity node '${producer.name}' copies initializer '${src}' (torch.onnx stores equal tensors once). It was loaded with keepTies; load without keepTies to train it as its own parameter, or train '${src}', which updates every tensor tied to it`;
+      return `'${name}' is an exporter alias: Identity node '${producer.name}' copies initializer '${src}' (torch.onnx stores equal tensors once). It is kept as a tie (loadModel keeps the ties of tensors of more than one value, one weight used twice, by default, and every tie with keepTies: true); load with keepTies: false to train it as its own parameter, or train '${src}', which updates every tensor tied to it`;
     }
     if (producer) return `'${name}' is computed by node '${producer.name}' (${producer.opType}), not a stored parameter`;
     return undefined;

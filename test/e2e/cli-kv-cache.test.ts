@@ -110,16 +110,17 @@ test('refit train --task next-token on the merged decoder: the written file keep
   await Promise.all([before.release(), after.release()]);
 });
 
-test('refit train --keep-ties on the merged decoder: the tied lm_head trains as one tensor with the embedding, and the written file still generates with its cache', async () => {
+test('refit train on the merged decoder: the tied lm_head trains as one tensor with the embedding (--untie: as its own), and the written file still generates with its cache', async () => {
   const data = tokenData('seq-tied.npy', 48, 10, 3);
-  const untied = await runTrain(gpt2, { task: 'next-token', data, epochs: 1, lr: 0.01, out: p('gpt2-untied.onnx'), json: true });
-  const tied = await runTrain(gpt2, { task: 'next-token', data, epochs: 1, lr: 0.01, keepTies: true, out: p('gpt2-tied.onnx'), json: true });
+  const untied = await runTrain(gpt2, { task: 'next-token', data, epochs: 1, lr: 0.01, untie: true, out: p('gpt2-untied.onnx'), json: true });
+  const tied = await runTrain(gpt2, { task: 'next-token', data, epochs: 1, lr: 0.01, out: p('gpt2-tied.onnx'), json: true });
+  await assert.rejects(runTrain(gpt2, { task: 'next-token', data, keepTies: true, untie: true, out: p('gpt2-both.onnx') }), /--keep-ties and --untie contradict/);
   const m = await loadModel(gpt2);
   const wte = m.param('transformer.wte.weight');
   assert.equal(untied.trainableParams - tied.trainableParams, wte.data.length, 'the transposed copy is no parameter of its own');
   await m.release();
   const after = await loadModel(p('gpt2-tied.onnx'), { threads: 1 });
-  await assertCacheAgrees(after, 'decoder trained with --keep-ties');
+  await assertCacheAgrees(after, 'decoder trained with its tie');
   await after.release();
 });
 

@@ -10,7 +10,8 @@ import { decodeModel } from '../../src/onnx/proto.ts';
 import { applyExporterQuirks, isWeightConstant } from '../../src/onnx/exporter-quirks.ts';
 import * as losses from '../../src/train/losses.ts';
 import { withAdapter, lora } from '../../src/peft/index.ts';
-import type { Tensor } from '../../src/onnx/tensor.ts';
+import { f32, type Tensor } from '../../src/onnx/tensor.ts';
+import { ModelBuilder } from '../../src/onnx/model-builder.ts';
 import { relErr } from '../helpers/close.ts';
 import { diagnoseTraining } from '../../src/autodiff/diagnose.ts';
 
@@ -113,7 +114,7 @@ test('keepTies keeps torch.onnx\'s aliases as ties; naming an alias or a running
   assert.ok(ids.every((n) => !/running/.test(n.outputs[0]!)));
   assert.deepEqual(model.parameterNames('all').sort(), ['bn1.bias', 'bn1.weight', 'conv1.weight', 'fc.bias', 'fc.weight', 'layer1.0.conv1.weight', 'layer1.0.conv2.weight', 'layer1.1.bn1.bias', 'layer1.1.bn1.weight', 'layer1.1.conv1.weight', 'layer1.1.conv2.weight', 'layer1.1.downsample.0.weight']);
   assert.throws(() => model.compileTrainStep({ trainable: ['layer1.0.bn1.weight'], loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) }),
-    /'layer1\.0\.bn1\.weight' is an exporter alias: Identity node '[^']+' copies initializer 'bn1\.weight'.*load without keepTies/);
+    /'layer1\.0\.bn1\.weight' is an exporter alias: Identity node '[^']+' copies initializer 'bn1\.weight'.*load with keepTies: false/);
   // Tied training still runs in train mode (the statistics have their own tensors).
   const { tensors } = fixture('resnet_dedup');
   const step = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }), batchNorm: 'train' });
@@ -299,4 +300,45 @@ test('a segmenter (dilated conv, bilinear upsample) trains on per-pixel cross-en
 
 test('a spatial transformer (F.grid_sample on a predicted grid, opset 16) trains with PyTorch\'s loss and gradients, the localisation net\'s through the grid', async () => {
   await trainsAsTorch('stn_grid_sample', { logits: 'logits', labels: 'y' }, 6);
+});
+
+test("keepTies 'auto' (the default): an alias of a tensor of more than one value stays a tie, one of one value is untied, and an equal parameter under its own name unties all", async () => {
+  // x → MatMul(x, W) → MatMul(·, Identity(W)) [a folded weight used twice] → Add(b0) → Add(Identity(b0)) [zeros: two biases]
+  const build = (named?: 'equal') => {
+    const b = new ModelBuilder({ opset: 17 });
+    b.input('x', 'float32', [2, 3]);
+    b.initializer('onnx::MatMul_7', f32([3, 3], [0.5, -1, 2, 0.25, 1, -0.5, 3, 0.1, -2]));
+    b.initializer('b0', f32([3], [0, 0, 0]));
+    b.node('Identity', ['onnx::MatMul_7'], ['onnx::MatMul_9']);
+    b.node('Identity', ['b0'], ['b1']);
+    b.node('MatMul', ['x', 'onnx::MatMul_7'], ['h']).node('MatMul', ['h', 'onnx::MatMul_9'], ['h2']);
+    b.node('Add', ['h2', 'b0'], ['h3']).node('Add', ['h3', 'b1'], ['y']);
+    if (named) { // layers.1.bias, an equal parameter of its own (a deep-copied, untrained layer)
+      b.initializer('layers.0.bias', f32([3], [1, 2, 3]));
+      b.node('Identity', ['layers.0.bias'], ['layers.1.bias']);
+      b.node('Add', ['y', 'layers.0.bias'], ['y1']).node('Add', ['y1', 'layers.1.bias'], ['out']).output('out', 'float32', [2, 3]);
+    } else b.output('y', 'float32', [2, 3]);
+    return b.build();
+  };
+  const auto = applyExporterQuirks(build());
+  assert.deepEqual(auto.report.untied, ['b1'], 'the zero bias is untied, the weight used twice is not');
+  assert.ok(auto.model.graph.nodes.some((n) => n.opType === 'Identity' && n.outputs[0] === 'onnx::MatMul_9'));
+  const model = new RefitModel(build());
+  assert.deepEqual(model.parameterNames().sort(), ['b0', 'b1', 'onnx::MatMul_7']);
+  // The tie's gradient is the sum over both uses: finite differences on the one tensor.
+  const step = model.compileTrainStep({ trainable: 'all', loss: losses.mse({ output: 'y', target: 't' }) });
+  const feeds = { x: f32([2, 3], [1, -2, 0.5, 0.3, 0.7, -1]), t: f32([2, 3], [0, 1, 0, 1, 0, 1]) };
+  const r = await step.run(feeds);
+  const w = Float32Array.from(model.param('onnx::MatMul_7').data as Float32Array); // a copy: setParams writes into the model's array
+  const h = 1e-3, k = 4;
+  const at = async (v: number) => { const c = Float32Array.from(w); c[k] = v; model.setParams(new Map([['onnx::MatMul_7', c]])); return (await step.run(feeds)).loss; };
+  const fd = ((await at(w[k]! + h)) - (await at(w[k]! - h))) / (2 * h);
+  assert.ok(Math.abs(r.grads.get('onnx::MatMul_7')![k]! - fd) < 1e-2 * Math.max(1, Math.abs(fd)), `tied gradient ${r.grads.get('onnx::MatMul_7')![k]} vs finite difference ${fd}`);
+  await step.release(); await model.release();
+  // Separate parameters that are equal under their own names: every tie is undone, as keepTies: false.
+  const equal = applyExporterQuirks(build('equal'));
+  assert.equal(equal.report.equalParameters, 'layers.1.bias');
+  assert.deepEqual(equal.report.untied.sort(), ['b1', 'layers.1.bias', 'onnx::MatMul_9']);
+  assert.deepEqual(applyExporterQuirks(build(), { keepTies: false }).report.untied.sort(), ['b1', 'onnx::MatMul_9']);
+  assert.deepEqual(applyExporterQuirks(build(), { keepTies: true }).report.untied, []);
 });

@@ -1,5 +1,5 @@
 // keepTies and a tied lm_head: torch.onnx's constant folding stores `x @ wte.T` as a MatMul with a
-// transposed copy of the embedding. With keepTies the copy is read as Transpose(wte), so 'all'
+// transposed copy of the embedding. By default ('auto') and with keepTies: true the copy is read as Transpose(wte), so 'all'
 // trains one tensor whose gradient is PyTorch's tied gradient (the sum of both uses), and writing
 // the weights back into a file with a KV cache refreshes the copy too.
 import { test } from 'node:test';
@@ -24,7 +24,10 @@ for (const [name, weight] of [['gpt', WTE], ['qwen2', 'model.embed_tokens.weight
     };
     const tied = await load(true), untied = await load(false);
     assert.ok(!tied.parameterNames().includes(copy), `'${copy}' is no parameter of its own`);
-    assert.ok(untied.parameterNames().includes(copy), 'without keepTies the copy stays a parameter');
+    assert.ok(untied.parameterNames().includes(copy), 'with keepTies: false the copy stays a parameter');
+    const byDefault = await loadModel(f.modelPath, { threads: 1 });
+    assert.ok(!byDefault.parameterNames().includes(copy) && byDefault.parameterNames().includes(weight), 'by default the tie is kept');
+    await byDefault.release();
     const c = f.meta.cases[0]!;
     const ref = f.tensors.get(`${c.name}.grad.${weight}`)!;
     const run = async (m: typeof tied) => {
@@ -58,13 +61,14 @@ test('keepTies: only exact transposes are tied, the gathered table as the origin
   const { model, report } = applyExporterQuirks(b.build(), { keepTies: true });
   assert.deepEqual(report.retied, [['head', 'emb']]);
   assert.ok(!model.graph.initializers.has('head'));
-  assert.deepEqual(applyExporterQuirks(b.build()).report.retied, [], 'only with keepTies');
+  assert.deepEqual(applyExporterQuirks(b.build()).report.retied, [['head', 'emb']], 'by default too (keepTies \'auto\')');
+  assert.deepEqual(applyExporterQuirks(b.build(), { keepTies: false }).report.retied, [], 'not with keepTies: false');
 });
 
 test('keepTies with a KV cache: a trained wte written back refreshes the file\'s transposed copy', async () => {
   const f = readZoo('gpt2_merged');
   const [copy] = f.meta.params[WTE]!.find(([, transposed]) => transposed)!;
-  const base = await loadModel(f.modelPath, { threads: 1 });
+  const base = await loadModel(f.modelPath, { threads: 1, keepTies: false }); // the file's own tensors, its copy among them
   const trained = withoutKvCache(await loadModel(f.modelPath, { threads: 1, keepTies: true }));
   const step = trained.compileTrainStep({ trainable: [WTE], loss: lossOf(f.meta) });
   const r = await step.run(batchOf(f, f.meta.cases[0]!.name));
