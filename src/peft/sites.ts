@@ -4,6 +4,7 @@ import type { Graph, Node } from '../onnx/ir.ts';
 import { attrInt, attrInts, attrFloat, producers, consumers } from '../onnx/ir.ts';
 import { PeftError, closest } from './errors.ts';
 import { nbitsLayout } from '../onnx/nbits.ts';
+import { GENERATED_NAME as GENERATED } from '../onnx/exporter-quirks.ts';
 
 export type SiteOp = 'MatMul' | 'Gemm' | 'Conv';
 
@@ -61,12 +62,6 @@ export const moduleOf = (weight: string) => weight.replace(/_quantized$|_Q\d$/, 
 
 const isIntWeight = (t: { dtype: string } | undefined) => !!t && (t.dtype === 'int8' || t.dtype === 'uint8');
 
-/**
- * A weight name the exporter made up rather than took from the module: torch.onnx's folded
- * transposes (`onnx::MatMul_123`), and a Constant node's output made an initializer on load
- * (`/conv1/Constant_2_output_0`: torch's quantized models export their weights that way).
- */
-const GENERATED = /^onnx::|^\/.*_output_\d+$/;
 
 /**
  * The module path torch.onnx writes into a node's name: `/layers.0/self_attn/q_proj/MatMul` →
@@ -102,12 +97,34 @@ function nameFromNodes(sites: Site[]): void {
   });
 }
 
+/**
+ * Sites that read one weight (a module called twice, its folded copies tied by loadModel's
+ * keepTies) are one module, as PEFT wraps the module and every call goes through the adapter:
+ * they take the first one's name, so an adapter keeps one set of tensors for all of them.
+ */
+function oneModulePerWeight(sites: Site[]): void {
+  const first = new Map<string, Site>();
+  for (const s of sites) {
+    const f = first.get(s.weight);
+    if (!f) first.set(s.weight, s);
+    else if (s.module !== f.module) { s.alias ??= s.module; s.module = f.module; }
+  }
+}
+
+/** The sites of `sites` with distinct weights: what a merge folds, once per weight. */
+export const oneSitePerWeight = (sites: Site[]) => sites.filter((s, i) => sites.findIndex((o) => o.weight === s.weight) === i);
+
 /** Every site in the graph, in node order. `exclude` skips nodes and weights adapters created. */
 export function findSites(g: Graph, exclude: (name: string) => boolean = () => false): Site[] {
   const prod = producers(g);
   const cons = consumers(g);
   const sites: Site[] = [];
-  const init = (n: string) => g.initializers.get(n);
+  // A weight is an initializer, or an Identity of one: torch.onnx's alias of a weight used twice, kept as a tie.
+  const source = (n: string) => {
+    const p = g.initializers.has(n) ? undefined : prod.get(n);
+    return p && p.opType === 'Identity' && p.inputs[0] && g.initializers.has(p.inputs[0]) ? p.inputs[0] : n;
+  };
+  const init = (n: string) => g.initializers.get(source(n));
   // A weight read through DequantizeLinear of an integer initializer (QDQ): the integer initializer.
   const dqWeight = (n: string) => {
     const p = prod.get(n);
@@ -136,11 +153,11 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
     let site: Site | undefined;
     if (node.opType === 'MatMul') {
       const [x, b] = node.inputs as [string, string];
-      let w = init(b), weight = b, layout: Site['layout'] = 'in_out';
+      let w = init(b), weight = source(b), layout: Site['layout'] = 'in_out';
       const p = prod.get(b);
       const dq = dqWeight(b);
       if (!w && p && p.opType === 'Transpose' && init(p.inputs[0]!) && (attrInts(p, 'perm') ?? [1, 0]).join() === '1,0') {
-        weight = p.inputs[0]!; w = init(weight); layout = 'out_in';
+        weight = source(p.inputs[0]!); w = init(weight); layout = 'out_in';
       } else if (!w && dq) {
         weight = dq; w = init(dq);
       }
@@ -162,7 +179,7 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
       const transB = attrInt(node, 'transB', 0) === 1;
       const [dIn, dOut] = transB ? [w.dims[1]!, w.dims[0]!] : w.dims as [number, number];
       const c = node.inputs[2];
-      const weight = dq ?? node.inputs[1]!;
+      const weight = dq ?? source(node.inputs[1]!);
       site = {
         module: moduleOf(weight), node: node.name, op: 'Gemm', weight, layout: transB ? 'out_in' : 'in_out',
         dIn, dOut, x: floatInput(node.inputs[0]!), y: node.outputs[0]!, out: node.outputs[0]!, transA: attrInt(node, 'transA', 0) === 1,
@@ -170,7 +187,7 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
       };
     } else if (node.opType === 'Conv') {
       const dq = dqWeight(node.inputs[1]!);
-      const weight = dq ?? node.inputs[1]!;
+      const weight = dq ?? source(node.inputs[1]!);
       const w = init(weight);
       if (!w || w.dims.length < 3) continue;
       const group = attrInt(node, 'group', 1);
@@ -192,6 +209,7 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
     if (site && !exclude(site.weight)) sites.push(site);
   }
   nameFromNodes(sites);
+  oneModulePerWeight(sites);
   return sites;
 }
 

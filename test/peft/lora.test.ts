@@ -7,7 +7,7 @@ import { ModelBuilder } from '../../src/onnx/model-builder.ts';
 import { f32 } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { gradCheck } from '../../src/autodiff/gradcheck.ts';
-import { withAdapter, lora, dora, PeftError, svd } from '../../src/peft/index.ts';
+import { withAdapter, lora, dora, ia3, vera, PeftError, svd } from '../../src/peft/index.ts';
 import { mat, matmul, transpose } from '../../src/peft/linalg.ts';
 import { smallVit, images, maxDiff, perturb } from './helpers.ts';
 
@@ -115,4 +115,28 @@ test('Jacobi SVD reconstructs a random matrix and orders singular values', () =>
   for (let i = 0; i < 28; i++) assert.ok(Math.abs(back.data[i]! - a.data[i]!) < 1e-10);
   const wide = svd(transpose(a));
   for (let i = 0; i < 4; i++) assert.ok(Math.abs(wide.S[i]! - S[i]!) < 1e-10);
+});
+
+test('a weight used twice (torch.onnx\'s folded copy, kept as a tie) is one module: one LoRA pair at both uses, IA3 and VeRA too, each folded once by a merge', async () => {
+  // DeBERTa-v3's shared key projection: MatMul(x, W) and MatMul(h, Identity(W)), W a folded, transposed Linear weight.
+  const r = new Rng(4);
+  const base = new RefitModel(new ModelBuilder().input('x', 'float32', ['N', 4])
+    .initializer('onnx::MatMul_11', f32([4, 4], r.fill(new Float32Array(16), 0.5)))
+    .node('Identity', ['onnx::MatMul_11'], ['onnx::MatMul_12'])
+    .node('MatMul', ['x', 'onnx::MatMul_11'], ['h'], {}, '/enc/key_proj/MatMul')
+    .node('Tanh', ['h'], ['t'])
+    .node('MatMul', ['t', 'onnx::MatMul_12'], ['logits'], {}, '/enc/key_proj_1/MatMul')
+    .output('logits').build(), { threads: 1 });
+  const x = f32([3, 4], r.fill(new Float32Array(12)));
+  const p = withAdapter(base, 'ad', lora({ targets: /key_proj$/, rank: 2 }));
+  assert.deepEqual(p.trainableNames().sort(), ['ad.lora_A.enc.key_proj', 'ad.lora_B.enc.key_proj'], 'one pair, named after the first use');
+  perturb(p, 'ad', 0.3);
+  const y = (await p.run({ x })).logits;
+  for (const g of await gradCheck(p.ir, { x }, { params: p.trainableNames(), eps: 1e-2 })) assert.ok(g.relError < 1e-2, `${g.param}: ${g.relError}`);
+  assert.ok(maxDiff((await p.merge('ad').run({ x })).logits, y) <= 1e-5, 'the merge folds ΔW into the shared weight once');
+  for (const method of [ia3({ targets: /key_proj$/ }), vera({ targets: /key_proj$/, rank: 2 })]) {
+    const q = withAdapter(base, 'ad', method);
+    perturb(q, 'ad', 0.3);
+    assert.ok(maxDiff((await q.merge('ad').run({ x })).logits, (await q.run({ x })).logits) <= 1e-5, `${method.method}: merged once`);
+  }
 });

@@ -56,7 +56,7 @@ export function bottleneck(config: BottleneckConfig): AdapterMethod {
         peftType: 'BOTTLENECK', tensors, overrides: new Map(), trainable: [...tensors.keys()], fileKeys,
         fileConfig: {
           peft_type: 'BOTTLENECK', form: config.form, reduction_factor: rf, non_linearity: act, scaling,
-          target_modules: sites.map((s) => s.module), base_model_name_or_path: null,
+          target_modules: [...new Set(sites.map((s) => s.module))], base_model_name_or_path: null,
         },
         apply({ graph, em, gate }) {
           const sg = em.mul(gate, em.scalar(scaling));

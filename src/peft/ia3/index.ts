@@ -4,7 +4,7 @@
 // [out, 1] / [1, in] for linear layers, [1, C, 1, 1] for convolutions.
 import type { AdapterMethod, AdapterPlan, PlanContext } from '../types.ts';
 import { type Tensor, f32, cloneTensor } from '../../onnx/tensor.ts';
-import { selectSites, type TargetOptions, type TargetSelector } from '../sites.ts';
+import { selectSites, oneSitePerWeight, type TargetOptions, type TargetSelector } from '../sites.ts';
 import { intercept } from '../rewrite.ts';
 import { weightMat, toWeight, fanIn } from '../lora/layer.ts';
 import { PeftError } from '../errors.ts';
@@ -38,7 +38,7 @@ export function ia3(config: Ia3Config): AdapterMethod {
       return {
         peftType: 'IA3', tensors, overrides: new Map(), trainable: [...tensors.keys()], fileKeys,
         fileConfig: {
-          peft_type: 'IA3', task_type: null, target_modules: sites.map((s) => s.module), feedforward_modules: [...ff],
+          peft_type: 'IA3', task_type: null, target_modules: [...new Set(sites.map((s) => s.module))], feedforward_modules: [...ff],
           fan_in_fan_out: false, init_ia3_weights: true, modules_to_save: null, inference_mode: false, base_model_name_or_path: null,
         },
         apply({ graph, em, gate }) {
@@ -56,7 +56,7 @@ export function ia3(config: Ia3Config): AdapterMethod {
         },
         fold(value) {
           const out = new Map<string, Tensor>();
-          for (const s of sites) {
+          for (const s of oneSitePerWeight(sites)) {
             const l = value(name(s.module)).data as Float32Array;
             const w = out.get(s.weight) ?? value(s.weight);
             const m = weightMat(s, w);

@@ -4,7 +4,7 @@
 import type { AdapterMethod, AdapterPlan, PlanContext } from '../types.ts';
 import type { Tensor } from '../../onnx/tensor.ts';
 import { f32 } from '../../onnx/tensor.ts';
-import { selectSites, type Site } from '../sites.ts';
+import { selectSites, oneSitePerWeight, type Site } from '../sites.ts';
 import { intercept } from '../rewrite.ts';
 import { kaimingUniform, lowRank, toF32 } from '../linalg.ts';
 import { Rng } from '../../util/rng.ts';
@@ -22,7 +22,7 @@ export const loraNames = (name: string, module: string) => ({ a: `${name}.lora_A
 export function loraFileConfig(c: ResolvedLora, sites: Site[], extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     peft_type: 'LORA', task_type: null, r: c.rank, lora_alpha: c.alpha, lora_dropout: c.dropout, use_rslora: c.rsLora, use_dora: false,
-    target_modules: sites.map((s) => s.module), bias: 'none', fan_in_fan_out: false, init_lora_weights: c.init === 'pissa' ? 'pissa' : true,
+    target_modules: [...new Set(sites.map((s) => s.module))], bias: 'none', fan_in_fan_out: false, init_lora_weights: c.init === 'pissa' ? 'pissa' : true,
     modules_to_save: null, rank_pattern: {}, alpha_pattern: {}, inference_mode: false, base_model_name_or_path: null, ...extra,
   };
 }
@@ -32,7 +32,7 @@ export function initFactors(ctx: PlanContext, c: ResolvedLora, sites: Site[], me
   const rng = new Rng(c.seed);
   const tensors = new Map<string, Tensor>(), overrides = new Map<string, Tensor>();
   const scale = loraScale(c);
-  for (const s of sites) {
+  for (const s of oneSitePerWeight(sites)) {
     checkRank(method, s, c.rank);
     const { a, b } = factorShapes(s, c.rank);
     const n = loraNames(ctx.name, s.module);
@@ -55,7 +55,7 @@ export function initFactors(ctx: PlanContext, c: ResolvedLora, sites: Site[], me
 /** Fold scale·B·A into every site's weight. */
 export function foldLora(name: string, sites: Site[], scale: number, value: (n: string) => Tensor): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
-  for (const s of sites) {
+  for (const s of oneSitePerWeight(sites)) {
     const n = loraNames(name, s.module);
     const w = out.get(s.weight) ?? value(s.weight);
     out.set(s.weight, toWeight(s, addMat(weightMat(s, w), deltaW(s, value(n.a), value(n.b), scale)), w));

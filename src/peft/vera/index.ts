@@ -3,7 +3,7 @@
 // Layers narrower than the largest take the leading slice of A and B, as HF PEFT does.
 import type { AdapterMethod, AdapterPlan, PlanContext } from '../types.ts';
 import { type Tensor, f32 } from '../../onnx/tensor.ts';
-import { selectSites, type TargetOptions } from '../sites.ts';
+import { selectSites, oneSitePerWeight, type TargetOptions } from '../sites.ts';
 import { intercept, linearT } from '../rewrite.ts';
 import { kaimingUniform, mat, matmul } from '../linalg.ts';
 import { siteInput, weightMat, toWeight, addMat } from '../lora/layer.ts';
@@ -54,7 +54,7 @@ export function vera(config: VeraConfig): AdapterMethod {
       return {
         peftType: 'VERA', tensors, overrides: new Map(), trainable, fileKeys,
         fileConfig: {
-          peft_type: 'VERA', task_type: null, r: rank, target_modules: sites.map((s) => s.module), projection_prng_key: seed,
+          peft_type: 'VERA', task_type: null, r: rank, target_modules: [...new Set(sites.map((s) => s.module))], projection_prng_key: seed,
           save_projection: true, vera_dropout: 0, d_initial: dInitial, bias: 'none', fan_in_fan_out: false, modules_to_save: null,
           inference_mode: false, base_model_name_or_path: null,
         },
@@ -71,7 +71,7 @@ export function vera(config: VeraConfig): AdapterMethod {
         },
         fold(value) {
           const out = new Map<string, Tensor>();
-          for (const s of sites) {
+          for (const s of oneSitePerWeight(sites)) {
             const n = names(s.module);
             const { As, Bs } = sliceOf(value, s);
             const d = value(n.d).data as Float32Array, bv = value(n.b).data as Float32Array;
