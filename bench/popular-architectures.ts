@@ -1,6 +1,8 @@
 // Architectures people deploy with onnxruntime that no other bench holds (bench/popular_architectures.py:
 // YOLOv8's detector, a diffusers-style denoising U-Net, CLIP's dual encoder, SegFormer, Depth Anything,
-// T5, SAM's image encoder and mask decoder, ConvNeXt V2), written after
+// T5, SAM's image encoder and mask decoder, ConvNeXt V2; bench/arch_text.py: DeBERTa-v3;
+// bench/arch_detection.py: DETR, RT-DETR's deformable decoder; bench/arch_levit.py: LeViT;
+// bench/arch_vision.py: U²-Net / IS-Net (RMBG), MobileViT), written after
 // their reference code and exported as their tools export them: does refit's full step ('all') give
 // PyTorch's loss and every gradient, and do the PEFT and TTA paths a user of each would take run?
 //
@@ -72,7 +74,7 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
   },
   t5: () => {
     const loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' });
-    return { loss, keepTies: true, paths: [['LoRA on q and v (PEFT\'s T5 default)', peftStep(loraOn(/\.(q|v)$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+    return { loss, paths: [['LoRA on q and v (PEFT\'s T5 default)', peftStep(loraOn(/\.(q|v)$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
   },
   sam_encoder: () => {
     const loss = losses.mse({ output: 'image_embeddings', target: 'y' });
@@ -106,7 +108,7 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
     return { loss, paths: [['LoRA on attention', peftStep(loraOn(/(query|key|value)$/), loss)], ['Tent', tta('tent', 'pixel_values')]] };
   },
   u2net: () => {
-    const loss = losses.mse({ output: 'mask', target: 'y' });
+    const loss = losses.binaryCrossEntropy({ probabilities: 'mask', target: 'y' }); // U²-Net trains its sigmoid outputs with BCE
     return { loss, paths: [['BN-adapt', tta('bn-adapt', 'pixel_values')], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
   },
 };
@@ -124,14 +126,14 @@ exportMissing(join(here, 'popular_architectures.py'), dir, names, 'python3-torch
 
 const rows: (ParityRow & { paths: string })[] = [];
 for (const name of names) {
-  const ref = JSON.parse(readFileSync(join(dir, `${name}.json`), 'utf8')) as { loss: number; params: number; inputs: Record<string, number[]>; targets?: string[] };
+  const ref = JSON.parse(readFileSync(join(dir, `${name}.json`), 'utf8')) as { loss: number; params: number; inputs: Record<string, number[]>; targets?: string[]; stopGradient?: string[] };
   const feeds: Record<string, Tensor> = {};
   for (const input of [...Object.keys(ref.inputs), ...(ref.targets ?? ['y'])]) feeds[input] = savedTensor(dir, `${name}.${input}.npy`);
   const c = CASES[name]!();
   Object.assign(feeds, c.extraFeeds?.(feeds));
   const paths: string[] = [];
   const row = await stepAgainstTorch(dir, name, {
-    loss: c.loss, torchLoss: ref.loss, params: ref.params, feeds, ...(c.keepTies ? { keepTies: true } : {}),
+    loss: c.loss, torchLoss: ref.loss, params: ref.params, feeds, ...(c.keepTies ? { keepTies: true } : {}), ...(ref.stopGradient ? { stopGradient: ref.stopGradient } : {}),
     after: async (model) => {
       for (const [what, run] of c.paths) {
         try { paths.push(`${what} ${await run(model, feeds)}`); } catch (e) { paths.push(`${what} ✗ ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`); }
@@ -142,7 +144,7 @@ for (const name of names) {
   console.log(`${describeRow(row)} | ${paths.join(' | ')}`);
 }
 const lines = [`# Architectures people deploy, beyond the zoo (${new Date().toISOString()})`, '',
-  `\`npx tsx bench/popular-architectures.ts ${process.argv.slice(2).join(' ')}\`: torch.onnx exports as each model's tools write them (bench/popular_architectures.py: YOLOv8 at opset 12 with batch, height and width dynamic; a diffusers-style UNet2DModel at opset 17; CLIP at opset 14 with batch and sequence dynamic; SegFormer-B0 at opset 14 with batch, height and width dynamic; Depth Anything (DINOv2 + DPT) at opset 14 with batch, height and width dynamic; T5 in one graph at opset 14 with batch and both lengths dynamic, its tied embedding kept one tensor (keepTies); SAM's image encoder, and its prompt encoder with mask decoder, at opset 16; ConvNeXt V2 (GRN) at opset 14; random weights, width-reduced), refit's full step against PyTorch's loss (YOLOv8: MSE of the decoded output to a fixed target; U-Net: MSE to the noise; CLIP: the symmetric contrastive cross-entropy; SegFormer: per-pixel cross-entropy; Depth Anything: MSE of the depth map; T5: token cross-entropy; SAM's encoder: MSE of the embeddings; its decoder: binary cross-entropy of the masks plus MSE of the IoU scores; ConvNeXt V2: cross-entropy) on one batch; 2 threads. The last column runs what a user of each model would adapt with.`, '',
+  `\`npx tsx bench/popular-architectures.ts ${process.argv.slice(2).join(' ')}\`: torch.onnx exports as each model's tools write them (bench/popular_architectures.py: YOLOv8 at opset 12 with batch, height and width dynamic; a diffusers-style UNet2DModel at opset 17; CLIP at opset 14 with batch and sequence dynamic; SegFormer-B0 at opset 14 with batch, height and width dynamic; Depth Anything (DINOv2 + DPT) at opset 14 with batch, height and width dynamic; T5 in one graph at opset 14 with batch and both lengths dynamic, its tied embedding one tensor (loadModel's default); SAM's image encoder, and its prompt encoder with mask decoder, at opset 16; ConvNeXt V2 (GRN) at opset 14; DeBERTa-v3 (disentangled attention, share_att_key) at opset 12, batch and sequence dynamic; DETR (frozen BatchNorm, sine positions, learned queries) at opset 12, batch, height and width dynamic; RT-DETR's decoder (multi-scale deformable attention by GridSample, two layers, boxes detached between them: stopGradient) at opset 16; LeViT (attention biases gathered by an index buffer, BatchNorm1d) at opset 13; U²-Net (ceil-mode pools, bilinear resizes to odd sizes, sigmoid output) at opset 11, batch, height and width dynamic; MobileViT (unfolding with bilinear resizes at odd sizes) at opset 13; random weights, width-reduced), refit's full step against PyTorch's loss (YOLOv8: MSE of the decoded output to a fixed target; U-Net: MSE to the noise; CLIP: the symmetric contrastive cross-entropy; SegFormer: per-pixel cross-entropy; Depth Anything: MSE of the depth map; T5: token cross-entropy; SAM's encoder: MSE of the embeddings; its decoder: binary cross-entropy of the masks plus MSE of the IoU scores; ConvNeXt V2, DeBERTa-v3, LeViT, MobileViT: cross-entropy; DETR and RT-DETR: cross-entropy per query to matched labels plus MSE of the boxes; U²-Net: binary cross-entropy of the sigmoid mask) on one batch; 2 threads. The last column runs what a user of each model would adapt with.`, '',
   ...parityTable(rows, [{ head: 'adaptation paths', cell: (r) => (r as ParityRow & { paths: string }).paths }])];
 writeFileSync(`${out}.md`, lines.join('\n') + '\n');
 writeFileSync(`${out}.json`, JSON.stringify({ date: new Date().toISOString(), rows }, null, 1));

@@ -882,7 +882,7 @@ def convnextv2_case():
 CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case, "depth_anything": depth_anything_case, "t5": t5_case, "sam_encoder": sam_encoder_case, "sam_decoder": sam_decoder_case, "convnextv2": convnextv2_case}
 # More families, one module each, with CASES of the same form (a case may add "norms": its own
 # normalisation classes, perturbed like the ones below).
-for family in ("arch_text", "arch_detection", "arch_vision"):
+for family in ("arch_text", "arch_detection", "arch_vision", "arch_levit"):
     CASES.update(__import__(family).CASES)
 
 
@@ -927,7 +927,8 @@ def main():
         write_grads(path, grads)
         with open(f"{path}.json", "w") as f:
             json.dump({"loss": float(loss), "inputs": {k: list(v.shape) for k, v in inputs.items()}, "targets": sorted(targets), "outputs": [list(o.shape) for o in out],
-                       "params": sum(p.numel() for p in m.parameters() if p.requires_grad), "opset": case["opset"], "torch": torch.__version__, "grads": sorted(grads)}, f)
+                       "params": sum(p.numel() for p in m.parameters() if p.requires_grad), "opset": case["opset"], "torch": torch.__version__, "grads": sorted(grads),
+                       **({"stopGradient": case["stop_gradient"](proto)} if "stop_gradient" in case else {})}, f)
         print(f"{name}: loss {float(loss):.5f}, {len(grads)} parameters with gradients, outputs {[list(o.shape) for o in out]}", flush=True)
 
 

@@ -2,7 +2,10 @@
 // decomposed relative positions through Einsum, LayerNorm2d) and its prompt encoder with mask decoder
 // (Fourier features of points, Where-selected embeddings, a two-way transformer, ConvTranspose
 // upscaling), trained as MedSAM trains it (binary cross-entropy on the masks, MSE on the IoU
-// scores). Fixtures: test/fixtures/popular (bench/popular_architectures.py).
+// scores); DeBERTa-v3 (key and query projections shared with the relative-position path: a weight
+// used twice, which torch.onnx stores as an Identity alias of its folded copy); RT-DETR's decoder
+// (GridSample's gradient to the sampling offsets, boxes detached between layers, one
+// query_pos_head called by every layer). Fixtures: test/fixtures/popular (bench/popular_architectures.py).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -13,6 +16,7 @@ import * as losses from '../src/train/losses.ts';
 import type { LossSpec } from '../src/train/loss-spec.ts';
 import { f32, i64, type Tensor } from '../src/onnx/tensor.ts';
 import { assertCloseToTorch } from './helpers/close.ts';
+import * as peft from '../src/peft/index.ts';
 
 const dir = new URL('./fixtures/popular/', import.meta.url).pathname;
 
@@ -21,11 +25,12 @@ function npy(file: string): Tensor {
   return a.dtype === 'float32' || a.dtype === 'float64' ? f32(a.shape, Float32Array.from(a.values)) : i64(a.shape, Array.from(a.values, Number));
 }
 
-async function againstTorch(name: string, loss: LossSpec, feeds: Record<string, Tensor>, buffers: string[] = []): Promise<void> {
-  const ref = JSON.parse(readFileSync(`${dir}${name}.json`, 'utf8')) as { loss: number; inputs: Record<string, number[]> };
+/** `beyond`: what refit may train beyond PyTorch's parameters (buffers a file cannot tell from weights), by name or by test. */
+async function againstTorch(name: string, loss: LossSpec, feeds: Record<string, Tensor>, beyond: string[] | ((p: string, grad: Float32Array) => boolean) = []): Promise<void> {
+  const ref = JSON.parse(readFileSync(`${dir}${name}.json`, 'utf8')) as { loss: number; inputs: Record<string, number[]>; stopGradient?: string[] };
   for (const input of Object.keys(ref.inputs)) feeds[input] = npy(`${name}.${input}.npy`);
   const model = await loadModel(`${dir}${name}.onnx`, { threads: 1 });
-  const r = await model.compileTrainStep({ trainable: 'all', loss }).run(feeds);
+  const r = await model.compileTrainStep({ trainable: 'all', loss, ...(ref.stopGradient ? { stopGradient: ref.stopGradient } : {}) }).run(feeds);
   assert.ok(Math.abs(r.loss - ref.loss) <= 1e-5 * Math.abs(ref.loss), `${name}: loss ${r.loss} vs PyTorch ${ref.loss}`);
   const torch = parseSafetensors(readFileSync(`${dir}${name}.grads.safetensors`)).tensors;
   for (const [p, want] of torch) {
@@ -34,7 +39,9 @@ async function againstTorch(name: string, loss: LossSpec, feeds: Record<string, 
     assertCloseToTorch(`${name} ${p}`, got, want);
   }
   // What refit trains beyond PyTorch's parameters: only the buffers a file cannot tell from weights.
-  assert.deepEqual([...r.grads.keys()].filter((p) => !torch.has(p)), buffers);
+  const extra = [...r.grads.keys()].filter((p) => !torch.has(p));
+  if (Array.isArray(beyond)) assert.deepEqual(extra, beyond);
+  else for (const p of extra) assert.ok(beyond(p, r.grads.get(p)!), `${name}: refit trains '${p}' beyond PyTorch's parameters`);
   await model.release();
 }
 
@@ -48,4 +55,23 @@ test('SAM\'s prompt encoder and mask decoder, trained as MedSAM trains it: loss 
   const iou = f32(y.dims.slice(0, 2), new Float32Array(y.dims[0]! * y.dims[1]!).fill(0.5));
   // The random Fourier matrix is a PyTorch buffer stored as an initializer read as data: 'all' trains it.
   await againstTorch('sam_decoder', loss, { y, iou_target: iou }, ['pe_layer.positional_encoding_gaussian_matrix']);
+});
+
+test('DeBERTa-v3: the key and query projections, used twice, train as one tensor each with PyTorch\'s gradient; LoRA reaches both uses', async () => {
+  await againstTorch('deberta_v3', losses.crossEntropy({ logits: 'logits', labels: 'y' }), { y: npy('deberta_v3.y.npy') });
+  const model = await loadModel(`${dir}deberta_v3.onnx`, { threads: 1 });
+  const p = peft.withAdapter(model, 'ad', peft.lora({ targets: /(query|value)_proj$/, rank: 2 }));
+  const uses = (t: string) => p.ir.graph.nodes.filter((n) => n.inputs.includes(t)).length;
+  const a = p.trainableNames().filter((n) => n.includes('lora_A'));
+  assert.equal(a.length, 4, `one pair per projection and layer: ${a.join(', ')}`);
+  for (const n of a) assert.equal(uses(n), /query_proj/.test(n) ? 2 : 1, `${n}: applied at every use of its weight`);
+  await p.release();
+});
+
+test('RT-DETR\'s decoder: deformable attention\'s GridSample, boxes detached between layers (stopGradient) and its shared query_pos_head: loss and every gradient are PyTorch\'s', async () => {
+  const loss = losses.combine([{ loss: losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' }) }, { loss: losses.mse({ output: 'pred_boxes', target: 'boxes' }) }]);
+  // Beyond PyTorch's parameters: the frozen BatchNorms' folded scales and shifts (PyTorch buffers
+  // that 'all' trains), and the first layer's box head, whose only output the stop cuts (gradient 0).
+  await againstTorch('rtdetr', loss, { y: npy('rtdetr.y.npy'), boxes: npy('rtdetr.boxes.npy') },
+    (p, g) => /^onnx::(Mul|Add)_/.test(p) || g.every((v) => v === 0));
 });
