@@ -107,11 +107,32 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
     const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
     return { loss, paths: [['LoRA on attention', peftStep(loraOn(/(query|key|value)$/), loss)], ['Tent', tta('tent', 'pixel_values')]] };
   },
+  albert: () => {
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['LoRA on query and value (PEFT\'s ALBERT default)', peftStep(loraOn(/(query|value)$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
+  gemma: () => languageModel(/(q|v)_proj$/),
+  phi3: () => languageModel(/(qkv_proj|o_proj)$/),
+  mamba: () => languageModel(/(in_proj|out_proj)$/),
+  whisper: () => {
+    const loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['LoRA on q_proj and v_proj (PEFT\'s Whisper default)', peftStep(loraOn(/(q|v)_proj$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
+  silero_vad: () => {
+    const loss = losses.binaryCrossEntropy({ probabilities: 'output', target: 'y' });
+    return { loss, paths: [['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
   u2net: () => {
     const loss = losses.binaryCrossEntropy({ probabilities: 'mask', target: 'y' }); // U²-Net trains its sigmoid outputs with BCE
     return { loss, paths: [['BN-adapt', tta('bn-adapt', 'pixel_values')], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
   },
 };
+
+/** A causal language model: next-token cross-entropy (labels already shifted by the case), LoRA on `loraTargets`, norm-affine. */
+function languageModel(loraTargets: RegExp): Case {
+  const loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' });
+  return { loss, paths: [['LoRA', peftStep(() => peft.lora({ rank: 4, alpha: 8, targets: loraTargets }), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+}
 
 /** A set-prediction detector (DETR's heads): class cross-entropy per query against matched labels, plus the boxes' squared error. */
 function detection(loraTargets: RegExp): Case {
