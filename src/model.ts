@@ -11,7 +11,7 @@ import type { StopGradient } from './autodiff/backward.ts';
 import type { LossSpec } from './train/loss-spec.ts';
 import { selectParams, parameterCandidates, type ParamSelector } from './train/params.ts';
 import { upgradeOpset, type UpgradeOptions, type UpgradeReport } from './onnx/opset-upgrade.ts';
-import { applyExporterQuirks, type QuirkOptions } from './onnx/exporter-quirks.ts';
+import { applyExporterQuirks, type QuirkOptions, type QuirkReport } from './onnx/exporter-quirks.ts';
 import type { BudgetCompileOptions, BudgetedTrainStep } from './train/memory-budget.ts';
 import { addFeaturesOutput, findPenultimate, FeaturesError } from './onnx/penultimate.ts';
 import { defaultLogits } from './onnx/default-logits.ts';
@@ -48,6 +48,8 @@ export class RefitModel {
   private stamps = new Map<string, number>();
   private clock = 0;
   private inference = new Map<string, { stamp: number; session: Promise<ort.InferenceSession> }>();
+  /** What loading repaired in the exporter's storage (Constant weights, ties kept or undone, copied statistics). */
+  readonly quirks: QuirkReport;
 
   constructor(readonly ir: Model, readonly sessionOptions: SessionOptions = {}) {
     const v = opsetVersion(ir);
@@ -58,7 +60,9 @@ export class RefitModel {
     // share a weight's tensor) are repaired on a clone: the caller's IR and tensors stay untouched.
     // `keepTies` rides in the options object loadModel passes (see exporter-quirks.ts).
     const keepTies = (sessionOptions as QuirkOptions).keepTies;
-    this.ir = applyExporterQuirks(ir, keepTies === undefined ? {} : { keepTies }).model;
+    const repaired = applyExporterQuirks(ir, keepTies === undefined ? {} : { keepTies });
+    this.ir = repaired.model;
+    this.quirks = repaired.report;
   }
 
   get inputs() { return this.ir.graph.inputs; }

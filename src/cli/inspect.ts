@@ -36,6 +36,12 @@ export interface InspectResult {
   parameters: { tensors: number; values: number; quantized: number };
   /** A token model: the ids input, its vocabulary, and the inputs refit makes from the ids (withTokenInputs, --pad-token). */
   tokens?: { ids: string; vocab: number | null; companions: string[] };
+  /**
+   * Tensors the exporter stored once for several uses: `tied`, weights used twice that train as
+   * one tensor ([copy, the tensor it reads]); `untied`, how many equal tensors of one value train
+   * as separate parameters; `equalParameters`, the parameter that made loading undo every tie.
+   */
+  ties?: { tied: [string, string][]; untied: number; equalParameters?: string };
   /** A text decoder exported with a KV cache: what refit trains is the model without it (ops, gradients and groups below). */
   kvCache?: { past: number; useCacheBranch: boolean };
   /** Which `refit train --task` fits the model's inputs and outputs, and how; absent when none is clear. */
@@ -51,6 +57,7 @@ export async function inspectModel(path: string): Promise<InspectResult> {
   let upgradeError: string | undefined;
   let tokens: InspectResult['tokens'];
   let kvCache: InspectResult['kvCache'];
+  let ties: InspectResult['ties'];
   let ir: Model;
   let shown: Model; // the graph as given (inputs, outputs); `ir` is what trains
   try {
@@ -59,6 +66,10 @@ export async function inspectModel(path: string): Promise<InspectResult> {
     const t = kv ? withoutKvCache(m) : m;
     shown = m.ir;
     ir = t.ir;
+    const q = m.quirks;
+    const params = new Set(m.parameterNames());
+    const tied = [...q.tied, ...q.retied].filter(([, w]) => params.has(w)); // a buffer's ties (a causal mask's) train nothing
+    if (tied.length || q.untied.length) ties = { tied, untied: q.untied.length, ...(q.equalParameters ? { equalParameters: q.equalParameters } : {}) };
     if (kv) kvCache = { past: kv.past.length, useCacheBranch: kv.useCacheBranch !== undefined };
     const ids = tokenIdsInput(t);
     if (ids) tokens = { ids: ids.name, vocab: vocabularySize(t, ids.name), companions: t.inputs.filter((i) => (TOKEN_COMPANIONS as readonly string[]).includes(i.name)).map((i) => i.name) };
@@ -100,6 +111,7 @@ export async function inspectModel(path: string): Promise<InspectResult> {
     parameters: { tensors: groups.reduce((a, gr) => a + gr.tensors, 0), values: groups.reduce((a, gr) => a + gr.values, 0), quantized: quantizedValues(g) },
     ...(tokens ? { tokens } : {}),
     ...(kvCache ? { kvCache } : {}),
+    ...(ties ? { ties } : {}),
     ...(suggestTask(shown, tokens) ?? {}),
     groups,
     blockers: d.unsupportedOps.map(({ opType, domain, nodes, reason, groups: gs }) => ({ opType, domain, nodes, ...(reason ? { reason } : {}), groups: gs })),
@@ -145,6 +157,14 @@ const n = (v: number) => v.toLocaleString('en-US');
 const opName = (b: { domain: string; opType: string }) => (b.domain ? `${b.domain}:${b.opType}` : b.opType);
 const list = (xs: string[], max = 8) => xs.slice(0, max).map((x) => `'${x}'`).join(', ') + (xs.length > max ? `, … (${xs.length} in all)` : '');
 
+function formatTies(t: NonNullable<InspectResult['ties']>): string {
+  const parts: string[] = [];
+  if (t.equalParameters) parts.push(`none kept: '${t.equalParameters}' is a parameter of its own equal to another (an untrained model with copied layers?), so each copy trains on its own`);
+  if (t.tied.length) parts.push(`${t.tied.length} ${t.tied.length === 1 ? 'copy reads' : 'copies read'} a weight stored once and ${t.tied.length === 1 ? 'trains' : 'train'} with it as one tensor (${t.tied.slice(0, 3).map(([c, w]) => `'${c}' → '${w}'`).join(', ')}${t.tied.length > 3 ? ', …' : ''}; --untie trains each copy)`);
+  if (t.untied) parts.push(`${t.untied} equal ${t.untied === 1 ? 'tensor' : 'tensors'}${t.equalParameters ? '' : ' of one value (fresh ones and zeros)'} ${t.untied === 1 ? 'is a parameter' : 'are parameters'} of ${t.untied === 1 ? 'its' : 'their'} own`);
+  return parts.join('; ');
+}
+
 export function formatInspect(r: InspectResult): string {
   const out: string[] = [r.model];
   const up = r.upgrade;
@@ -157,6 +177,7 @@ export function formatInspect(r: InspectResult): string {
   if (r.task) out.push(`  task:       ${r.task.task}: ${r.task.how}`);
   if (r.kvCache) out.push(`  KV cache:   ${r.kvCache.past} past inputs${r.kvCache.useCacheBranch ? ' and use_cache_branch (optimum\'s merged decoder)' : ''}; refit trains the model without it (empty pasts${r.kvCache.useCacheBranch ? ', the uncached branch inlined' : ''}), as analysed below`);
   out.push(`  parameters: ${n(r.parameters.values)} values in ${r.parameters.tensors} tensors${r.parameters.quantized ? `, and ${n(r.parameters.quantized)} weight values stored quantized (frozen; adapters train on them)` : ''}`);
+  if (r.ties) out.push(`  ties:       ${formatTies(r.ties)}`);
   const counts = Object.entries(r.opCounts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   out.push(`  ops:        ${r.nodes} nodes: ${counts.map(([k, v]) => `${k} ×${v}`).join(', ')}`);
   out.push(`  gradients:  ${r.ops.differentiable.length} op types with rules${r.ops.lowered.length ? `, ${r.ops.lowered.join(', ')} by lowering` : ''}${r.ops.noGradient.length ? `, ${r.ops.noGradient.length} carry no gradient (${r.ops.noGradient.join(', ')})` : ''}`);

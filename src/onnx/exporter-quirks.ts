@@ -45,6 +45,8 @@ export interface QuirkReport {
   constants: string[];
   /** Identity outputs turned into their own initializers. */
   untied: string[];
+  /** Identity aliases kept as ties: [alias, the initializer it reads]. */
+  tied: [string, string][];
   /** BatchNorm running statistics given their own copy: [node, old name, new name]. */
   statCopies: [string, string, string][];
   /** Transposed copies now read as Transpose(original): [copy, original]. */
@@ -169,7 +171,7 @@ function constantValue(n: Node): Tensor | undefined {
 
 /** Apply the repairs. Returns the input model itself when nothing changed, else a repaired clone. */
 export function applyExporterQuirks(source: Model, opts: QuirkOptions = {}): { model: Model; report: QuirkReport } {
-  const report: QuirkReport = { constants: [], untied: [], statCopies: [], retied: [] };
+  const report: QuirkReport = { constants: [], untied: [], tied: [], statCopies: [], retied: [] };
   const model = cloneModel(source); // nodes and maps copied; tensors shared until replaced
   const g = model.graph;
   const outputs = new Set(g.outputs.map((o) => o.name));
@@ -206,7 +208,7 @@ export function applyExporterQuirks(source: Model, opts: QuirkOptions = {}): { m
     const src = n.inputs[0]!, out = n.outputs[0]!;
     const t = g.initializers.get(src)!;
     if (outputs.has(out) || g.initializers.has(out)) return true;
-    if (mode !== 'none' && !statSlots.has(out) && (mode === 'all' || (isFloat(t.dtype) && !uniform(t)))) return true;
+    if (mode !== 'none' && !statSlots.has(out) && (mode === 'all' || (isFloat(t.dtype) && !uniform(t)))) { report.tied.push([out, src]); return true; }
     g.initializers.set(out, cloneTensor(t));
     report.untied.push(out);
     changed = true;

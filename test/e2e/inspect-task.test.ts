@@ -42,3 +42,13 @@ test('inspect suggests no task for a detector (boxes, scores, labels): no CLI ta
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('inspect says which weights stored once train as one tensor, and how many equal tensors of one value are separate parameters', async () => {
+  const deberta = await inspectModel(fix('popular/deberta_v3.onnx'));
+  assert.equal(deberta.ties?.tied.length, 4, 'the key and query projections of two layers, used twice each');
+  assert.match(formatInspect(deberta), /ties: +4 copies read a weight stored once and train with it as one tensor \('onnx::MatMul_\d+' → 'onnx::MatMul_\d+'.*--untie trains each copy\)/);
+  const gpt = await inspectModel(fix('zoo/gpt/model.onnx'));
+  assert.deepEqual(gpt.ties?.tied.map(([, w]) => w), ['transformer.wte.weight'], 'the lm_head copy; the causal masks\' tie is a buffer\'s, not listed');
+  assert.ok((gpt.ties?.untied ?? 0) > 0);
+  assert.match(formatInspect(gpt), /\d+ equal tensors of one value \(fresh ones and zeros\) are parameters of their own/);
+});
