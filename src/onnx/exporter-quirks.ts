@@ -19,6 +19,7 @@
 import type { Graph, Model, Node } from './ir.ts';
 import { cloneModel } from './ir.ts';
 import { type Tensor, cloneTensor, isFloat } from './tensor.ts';
+import { GENERATED_NAME, modulePathOfNode } from './node-scope.ts';
 
 export interface QuirkOptions {
   /**
@@ -28,7 +29,9 @@ export interface QuirkOptions {
    * weight used twice; asking to train an alias by name is then an error that names its source.
    *
    * - `'auto'` (default): keep the ties of tensors with more than one value, which no two
-   *   separately trained parameters share; untie tensors of one value (fresh BatchNorm ones and
+   *   separately trained parameters share, where the nodes' names do not place the two uses in
+   *   different modules (an untrained Mamba's `A_log` is equal in every layer by its
+   *   initialisation); untie tensors of one value (fresh BatchNorm ones and
    *   zero biases, separate parameters in PyTorch). When an alias under a parameter's own name
    *   (a weight or bias) holds more than two values, the file holds separate parameters that are
    *   equal (an untrained model whose layers were deep-copied), so every tie is undone, as with
@@ -203,12 +206,14 @@ export function applyExporterQuirks(source: Model, opts: QuirkOptions = {}): { m
   const equal = (opts.keepTies ?? 'auto') === 'auto' ? equalParameters(g) : undefined;
   if (equal) report.equalParameters = equal;
   const mode = opts.keepTies === true ? 'all' : opts.keepTies === false || equal ? 'none' : 'varied';
+  const scopes = callScopes(g);
   g.nodes = g.nodes.filter((n) => {
     if (!isInitializerAlias(g, n)) return true;
     const src = n.inputs[0]!, out = n.outputs[0]!;
     const t = g.initializers.get(src)!;
     if (outputs.has(out) || g.initializers.has(out)) return true;
-    if (mode !== 'none' && !statSlots.has(out) && (mode === 'all' || (isFloat(t.dtype) && !uniform(t)))) { report.tied.push([out, src]); return true; }
+    const keep = mode === 'all' || (mode === 'varied' && isFloat(t.dtype) && !uniform(t) && sameModule(scopes(src), scopes(out)));
+    if (keep && !statSlots.has(out)) { report.tied.push([out, src]); return true; }
     g.initializers.set(out, cloneTensor(t));
     report.untied.push(out);
     changed = true;
@@ -273,15 +278,38 @@ function transposedCopies(g: Graph): [string, string][] {
   return out;
 }
 
+/**
+ * The modules that read each tensor, from torch.onnx's node names, with the suffix a repeated
+ * call adds (`query_proj_1`, `layers.0_1`) removed: the uses of one module called twice share a
+ * scope, two layers do not. Identity nodes and names without a module path are left out.
+ */
+function callScopes(g: Graph): (tensor: string) => Set<string> {
+  const byTensor = new Map<string, Set<string>>();
+  for (const n of g.nodes) {
+    if (n.opType === 'Identity') continue;
+    const path = modulePathOfNode(n.name);
+    if (path === undefined) continue;
+    const scope = path.split('.').map((p) => p.replace(/_\d+$/, '')).join('.');
+    for (const i of n.inputs) if (i) (byTensor.get(i) ?? byTensor.set(i, new Set()).get(i)!).add(scope);
+  }
+  return (t) => byTensor.get(t) ?? new Set();
+}
+
+/**
+ * Whether an alias is read in the module that reads its source (one module called twice:
+ * DeBERTa's `key_proj` and `key_proj_1`), or the names do not say. Equal tensors read by two
+ * layers are two parameters that happen to be equal: an untrained Mamba's `A_log`, which its
+ * initialisation makes the same in every layer.
+ */
+function sameModule(a: Set<string>, b: Set<string>): boolean {
+  if (a.size === 0 || b.size === 0) return true;
+  for (const x of a) if (b.has(x)) return true;
+  return false;
+}
+
 const isInitializerAlias = (g: Graph, n: Node) =>
   n.opType === 'Identity' && (n.domain === '' || n.domain === 'ai.onnx') && !!n.inputs[0] && !!n.outputs[0] && g.initializers.has(n.inputs[0]);
 
-/**
- * A name the exporter made up rather than took from a module: torch.onnx's folded tensors
- * (`onnx::MatMul_123`), and a Constant node's output made an initializer on load
- * (`/conv1/Constant_2_output_0`: torch's quantized models export their weights that way).
- */
-export const GENERATED_NAME = /^onnx::|^\/.*_output_\d+$/;
 
 /**
  * An Identity alias under a parameter's own name (`layers.1.linear1.bias`: a weight or bias) whose

@@ -4,7 +4,9 @@ import type { Graph, Node } from '../onnx/ir.ts';
 import { attrInt, attrInts, attrFloat, producers, consumers } from '../onnx/ir.ts';
 import { PeftError, closest } from './errors.ts';
 import { nbitsLayout } from '../onnx/nbits.ts';
-import { GENERATED_NAME as GENERATED } from '../onnx/exporter-quirks.ts';
+import { GENERATED_NAME as GENERATED, modulePathOfNode } from '../onnx/node-scope.ts';
+
+export { modulePathOfNode };
 
 export type SiteOp = 'MatMul' | 'Gemm' | 'Conv';
 
@@ -62,23 +64,6 @@ export const moduleOf = (weight: string) => weight.replace(/_quantized$|_Q\d$/, 
 
 const isIntWeight = (t: { dtype: string } | undefined) => !!t && (t.dtype === 'int8' || t.dtype === 'uint8');
 
-
-/**
- * The module path torch.onnx writes into a node's name: `/layers.0/self_attn/q_proj/MatMul` →
- * `layers.0.self_attn.q_proj`. A called container repeats in its child's scope (`/mlp/mlp.0/…`):
- * written once (`mlp.0`). Undefined for names of another form.
- */
-export function modulePathOfNode(node: string): string | undefined {
-  if (!node.startsWith('/')) return undefined;
-  const parts = node.slice(1).split('/').slice(0, -1);
-  if (parts.length === 0 || parts.some((p) => p === '')) return undefined;
-  const out: string[] = [];
-  for (const p of parts) {
-    if (out.length && p.startsWith(`${out[out.length - 1]}.`)) out[out.length - 1] = p;
-    else out.push(p);
-  }
-  return out.join('.');
-}
 
 /** A layer's module name from its weight and node (as findSites names it, short of its check that no two layers share one). */
 export function moduleOfLayer(weight: string, node: string): string {

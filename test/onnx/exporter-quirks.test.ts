@@ -342,3 +342,19 @@ test("keepTies 'auto' (the default): an alias of a tensor of more than one value
   assert.deepEqual(applyExporterQuirks(build(), { keepTies: false }).report.untied.sort(), ['b1', 'onnx::MatMul_9']);
   assert.deepEqual(applyExporterQuirks(build(), { keepTies: true }).report.untied, []);
 });
+
+test("keepTies 'auto': an alias read in the module that reads its source stays tied; one read by another layer is a separate parameter", () => {
+  // Readers named as torch.onnx names them: a module called twice (key_proj, key_proj_1) or two layers (an untrained Mamba's A_log, equal in every layer).
+  const build = (first: string, second: string) => {
+    const b = new ModelBuilder({ opset: 17 });
+    b.input('x', 'float32', [2, 3]);
+    b.initializer('onnx::MatMul_7', f32([3, 3], [0.5, -1, 2, 0.25, 1, -0.5, 3, 0.1, -2]));
+    b.node('Identity', ['onnx::MatMul_7'], ['onnx::MatMul_9']);
+    b.node('MatMul', ['x', 'onnx::MatMul_7'], ['h'], {}, first).node('MatMul', ['h', 'onnx::MatMul_9'], ['y'], {}, second).output('y', 'float32', [2, 3]);
+    return b.build();
+  };
+  assert.deepEqual(applyExporterQuirks(build('/enc/layer.0/key_proj/MatMul', '/enc/layer.0/key_proj_1/MatMul')).report.tied, [['onnx::MatMul_9', 'onnx::MatMul_7']]);
+  assert.deepEqual(applyExporterQuirks(build('/dec/query_pos_head/layers.1/MatMul', '/dec/query_pos_head/layers.1_1/MatMul')).report.tied.length, 1);
+  assert.deepEqual(applyExporterQuirks(build('/backbone/layers.0/mixer/MatMul', '/backbone/layers.1/mixer/MatMul')).report.untied, ['onnx::MatMul_9']);
+  assert.deepEqual(applyExporterQuirks(build('/backbone/layers.0/mixer/MatMul', '/backbone/layers.1/mixer/MatMul'), { keepTies: true }).report.tied.length, 1, 'keepTies: true keeps it');
+});
