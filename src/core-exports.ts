@@ -25,5 +25,6 @@ export * as fleet from './fleet/device-side.ts';
 export { useRuntime, type RuntimeBackend, type SessionOptions } from './onnx/runtime.ts';
 export { withTokenInputs, type TokenInputsOptions } from './onnx/token-companions.ts';
 export { withoutKvCache, kvCacheOf, writeWeightsBack, type KvCache } from './onnx/kv-cache.ts';
+export { withFixedInputs } from './onnx/fixed-inputs.ts';
 export { joinModels, splitWeights, type JoinOptions, type JoinResult } from './onnx/join.ts';
 export { inlineConstantIfs } from './onnx/inline-if.ts';

@@ -15,6 +15,7 @@ import { parseNpy } from '../src/cli/data-files.ts';
 import * as losses from '../src/train/losses.ts';
 import type { LossSpec } from '../src/train/loss-spec.ts';
 import { f32, i64, type Tensor } from '../src/onnx/tensor.ts';
+import { withFixedInputs } from '../src/onnx/fixed-inputs.ts';
 import { assertCloseToTorch } from './helpers/close.ts';
 import * as peft from '../src/peft/index.ts';
 
@@ -74,4 +75,31 @@ test('RT-DETR\'s decoder: deformable attention\'s GridSample, boxes detached bet
   // that 'all' trains), and the first layer's box head, whose only output the stop cuts (gradient 0).
   await againstTorch('rtdetr', loss, { y: npy('rtdetr.y.npy'), boxes: npy('rtdetr.boxes.npy') },
     (p, g) => /^onnx::(Mul|Add)_/.test(p) || g.every((v) => v === 0));
+});
+
+test('Silero VAD as its files take it (the sample rate an input, an If on it): refused naming the input; with the rate fixed, the 16 kHz branch trains with PyTorch\'s loss and gradients', async () => {
+  const loss = losses.binaryCrossEntropy({ probabilities: 'output', target: 'y' });
+  const feeds = { input: npy('silero_vad_if.input.npy'), h: npy('silero_vad_if.h.npy'), c: npy('silero_vad_if.c.npy'), sr: npy('silero_vad_if.sr.npy'), y: npy('silero_vad_if.y.npy') };
+  const plain = await loadModel(`${dir}silero_vad_if.onnx`, { threads: 1 });
+  await assert.rejects(plain.compileTrainStep({ trainable: 'all', loss }).run(feeds), /no gradient rule for op If.*\n[^]*computed from the input 'sr': fix it to a value with withFixedInputs\(model, \{ sr: … \}\)/);
+  assert.throws(() => withFixedInputs(plain, { rate: i64([], [16000]) }), /'rate' is not an input of the model; its inputs: input \(float32\), sr \(int64\), h \(float32\), c \(float32\)/);
+  assert.throws(() => withFixedInputs(plain, { sr: f32([], [16000]) }), /input 'sr' is int64; the value given is float32/);
+  const vad = withFixedInputs(plain, { sr: i64([], [16000]) });
+  assert.ok(!vad.ir.graph.nodes.some((n) => n.opType === 'If'), 'the branch 16 kHz takes is inlined at once, so adapters see its layers');
+  assert.ok(!vad.inputs.some((i) => i.name === 'sr'));
+  const ref = JSON.parse(readFileSync(`${dir}silero_vad_if.json`, 'utf8')) as { loss: number };
+  const { sr: _, ...rest } = feeds;
+  const r = await vad.compileTrainStep({ trainable: 'all', loss }).run(rest);
+  assert.ok(Math.abs(r.loss - ref.loss) <= 1e-5 * ref.loss, `loss ${r.loss} vs PyTorch ${ref.loss}`);
+  const torch = parseSafetensors(readFileSync(`${dir}silero_vad_if.grads.safetensors`)).tensors;
+  for (const [p, want] of torch) assertCloseToTorch(`silero_vad_if ${p}`, r.grads.get(p)!, want);
+  // The 8 kHz branch's weights are unused at 16 kHz: zero gradients.
+  for (const [p, g] of r.grads) if (p.startsWith('_model_8k.')) assert.ok(g.every((v) => v === 0), p);
+  // The rate as a stored constant instead: the If is inlined while the step compiles, after the
+  // shape probe, whose second run gives the branch's tensors (its LSTM needs them to unroll).
+  const stored = plain.rewritten((ir) => { ir.graph.initializers.set('sr', i64([], [16000])); ir.graph.inputs = ir.graph.inputs.filter((i) => i.name !== 'sr'); });
+  assert.ok(stored.ir.graph.nodes.some((n) => n.opType === 'If'));
+  const s = await stored.compileTrainStep({ trainable: 'all', loss }).run(rest);
+  assert.ok(Math.abs(s.loss - ref.loss) <= 1e-5 * ref.loss, `stored rate: loss ${s.loss} vs PyTorch ${ref.loss}`);
+  await Promise.all([vad.release(), plain.release(), stored.release()]);
 });

@@ -5,7 +5,7 @@ import type { ShapeMap } from '../onnx/shapes.ts';
 import { isFloat, f32 } from '../onnx/tensor.ts';
 import { makeContext } from './context.ts';
 import { ruleFor, NO_GRADIENT_OPS } from './rule.ts';
-import { findBlockers, missingRulesError } from './missing-rules.ts';
+import { findBlockers, inputsBehind, missingRulesError } from './missing-rules.ts';
 import './rules/index.ts';
 
 export interface BackwardOptions {
@@ -46,7 +46,12 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
   // before torchvision MViT's tensor_split Loops got a zero gradient.
   const mayCarryGradient = (t: string) => { if (stopped.has(t)) return false; const s = shapes.get(t); return !s || isFloat(s.dtype); };
   const blockers = findBlockers({ nodes: forward, wrt: opts.wrt, targets: [opts.loss], isFloat: mayCarryGradient });
-  if (blockers.length) throw missingRulesError(blockers, opts.wrt);
+  if (blockers.length) {
+    const inputs = new Set(graph.inputs.map((i) => i.name).filter((n) => !graph.initializers.has(n)));
+    const ifs = blockers.filter((b) => b.opType === 'If').flatMap((b) => b.nodes).map((name) => forward.find((n) => n.name === name)?.inputs[0]);
+    const deciding = [...new Set(ifs.flatMap((c) => (c ? inputsBehind(forward, inputs, c) : [])))];
+    throw missingRulesError(blockers, opts.wrt, deciding);
+  }
   // Which tensors depend on a trainable (and which trainable, for error messages).
   const origin = new Map<string, string>();
   for (const w of opts.wrt) origin.set(w, w);

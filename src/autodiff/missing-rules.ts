@@ -106,8 +106,27 @@ const list = (xs: readonly string[], max: number, quote = true) => {
   return q.length <= max ? q.join(', ') : `${q.slice(0, max).join(', ')} … (${q.length} in all)`;
 };
 
-/** The error a compile raises: every blocked op, its nodes, the parameters upstream, and what to do. */
-export function missingRulesError(blockers: Blocker[], wrt: readonly string[]): Error {
+/** The graph inputs `tensor` is computed from (what decides an If's branch, say). */
+export function inputsBehind(nodes: readonly Node[], inputs: ReadonlySet<string>, tensor: string): string[] {
+  const producer = new Map<string, Node>();
+  for (const n of nodes) for (const o of n.outputs) if (o) producer.set(o, n);
+  const found = new Set<string>(), seen = new Set<string>();
+  const stack = [tensor];
+  while (stack.length) {
+    const t = stack.pop()!;
+    if (seen.has(t)) continue;
+    seen.add(t);
+    if (inputs.has(t)) found.add(t);
+    for (const i of producer.get(t)?.inputs ?? []) if (i) stack.push(i);
+  }
+  return [...found];
+}
+
+/**
+ * The error a compile raises: every blocked op, its nodes, the parameters upstream, and what to
+ * do. `ifInputs`: the graph inputs the blocked Ifs' conditions are computed from.
+ */
+export function missingRulesError(blockers: Blocker[], wrt: readonly string[], ifInputs: readonly string[] = []): Error {
   const nNodes = blockers.reduce((a, b) => a + b.nodes.length, 0);
   const lines = blockers.map((b) => {
     const dom = b.domain ? ` (domain '${b.domain}')` : '';
@@ -125,8 +144,11 @@ export function missingRulesError(blockers: Blocker[], wrt: readonly string[]): 
   const head = blockers.length === 1 && !blockers[0]!.reason
     ? `no gradient rule for op ${ops[0]}`
     : `no gradient rule for ${blockers.length} op type${blockers.length > 1 ? 's' : ''} (${ops.join(', ')})`;
+  const fix = ifInputs.length
+    ? `Here the If's condition is computed from the input${ifInputs.length > 1 ? 's' : ''} ${list(ifInputs, 4)}: fix ${ifInputs.length > 1 ? 'them' : 'it'} to a value with withFixedInputs(model, { ${ifInputs[0]}: … }). `
+    : '';
   const control = ops.some((o) => o === 'If' || o === 'Loop' || o === 'Scan')
-    ? 'Control flow is not differentiated; an If whose branch is fixed can be inlined: for a text decoder exported with a KV cache (optimum\'s merged decoder, with use_cache_branch) train withoutKvCache(model). '
+    ? `Control flow is not differentiated; an If whose condition is a constant is inlined when the step compiles. ${fix}A text decoder exported with a KV cache (optimum's merged decoder, with use_cache_branch) trains as withoutKvCache(model). `
     : '';
   return new Error(
     `${head} on the gradient path (${nNodes} node${nNodes > 1 ? 's' : ''}):\n${lines.join('\n')}\n${control}${advice} ` +

@@ -13,13 +13,43 @@ import { graphFromProto } from './proto.ts';
 import { readsOf, subgraphsOf } from './subgraphs.ts';
 import { toNumbers } from './tensor.ts';
 
-/** The value of a one-element condition that is an initializer or a Constant node's output; undefined when it is computed or fed. */
+/**
+ * The value of a one-element condition that is an initializer or a Constant node's output, or a
+ * comparison, logical op or Cast of such values (Silero VAD's `Cast(Equal(sr, 16000))` once its
+ * sample rate is fixed); undefined when it is computed otherwise or fed.
+ */
 export function constantCondition(g: Graph, name: string): boolean | undefined {
+  const v = scalarValue(g, name, 8);
+  return v === undefined ? undefined : v !== 0;
+}
+
+const SCALAR_OPS: Partial<Record<string, (a: number, b: number) => number>> = {
+  Equal: (a, b) => Number(a === b), Greater: (a, b) => Number(a > b), Less: (a, b) => Number(a < b),
+  GreaterOrEqual: (a, b) => Number(a >= b), LessOrEqual: (a, b) => Number(a <= b),
+  And: (a, b) => Number(a !== 0 && b !== 0), Or: (a, b) => Number(a !== 0 || b !== 0), Xor: (a, b) => Number((a !== 0) !== (b !== 0)),
+};
+
+/** A one-element constant, or one computed from such by the ops above, Not, Identity and Cast (to bool: ≠ 0), at most `depth` nodes deep. */
+function scalarValue(g: Graph, name: string, depth: number): number | undefined {
   const init = g.initializers.get(name);
-  const fromNode = g.nodes.find((n) => n.opType === 'Constant' && n.outputs[0] === name)?.attrs.value;
-  const t = init ?? (fromNode?.kind === 'tensor' ? fromNode.value : undefined);
-  if (!t || t.data.length !== 1) return undefined;
-  return toNumbers(t)[0] !== 0;
+  if (init) return init.data.length === 1 ? toNumbers(init)[0] : undefined;
+  const n = g.nodes.find((x) => x.outputs[0] === name);
+  if (!n || depth === 0 || (n.domain !== '' && n.domain !== 'ai.onnx')) return undefined;
+  if (n.opType === 'Constant') {
+    const t = n.attrs.value?.kind === 'tensor' ? n.attrs.value.value : undefined;
+    return t && t.data.length === 1 ? toNumbers(t)[0] : undefined;
+  }
+  const args = n.inputs.map((i) => (i ? scalarValue(g, i, depth - 1) : undefined));
+  if (args.some((a) => a === undefined)) return undefined;
+  const [a, b] = args as number[];
+  if (n.opType === 'Identity') return a;
+  if (n.opType === 'Not') return Number(a === 0);
+  if (n.opType === 'Cast') {
+    const to = n.attrs.to?.kind === 'int' ? n.attrs.to.value : undefined;
+    return to === 9 ? Number(a !== 0) : to === 1 || to === 10 || to === 11 || to === 16 ? a : Math.trunc(a!); // 9 bool; 1, 10, 11, 16 floats
+  }
+  const op = SCALAR_OPS[n.opType];
+  return op && args.length === 2 ? op(a!, b!) : undefined;
 }
 
 /** The branch graph an If node takes for `value`. */

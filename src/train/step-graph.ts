@@ -81,15 +81,18 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
   applyFold(g, plan, values, { roots: [...opts.loss.reads, ...(opts.outputs ?? [])], keep: fed });
   // An If on a shape (PyTorch's `if x.dim() == 3:`, as its LocalResponseNorm export has) now has a
   // constant condition: the branch it takes replaces it, so gradients flow through.
-  inlineConstantIfs(g);
+  const inlined = inlineConstantIfs(g);
   // A Loop whose trip count the input shapes fix (PyTorch 1.13's repeat_interleave over a
   // dimension) is unrollable now that the fold made it a constant; what its copies compute from
-  // their iteration numbers (slice bounds) is folded in a second round.
-  if (unrollConstantLoops(g, opset, em) > 0) {
-    resolveStaticSequences(g, opset, (t) => forwardShapes.get(t)?.dims, em);
+  // their iteration numbers (slice bounds) is folded in a second round. The inlined branches'
+  // and the copies' tensors were inside subgraphs, which the probe does not see: a second probe
+  // gives their shapes (Silero VAD's LSTM, in the If on its sample rate, needs them to unroll).
+  const unrolled = unrollConstantLoops(g, opset, em);
+  if (inlined + unrolled > 0) {
+    if (unrolled > 0) resolveStaticSequences(g, opset, (t) => forwardShapes.get(t)?.dims, em);
     const again = planFold(g, fed);
-    const { shapes: unrolledShapes, values: more } = await probe(model, sig, { values: again.candidates, maxFloatElements: FLOAT_FOLD_MAX_ELEMENTS });
-    for (const [k, v] of unrolledShapes) if (!forwardShapes.has(k)) forwardShapes.set(k, v); // the copies' shapes, for the lowerings
+    const { shapes: inner, values: more } = await probe(model, sig, { values: again.candidates, maxFloatElements: FLOAT_FOLD_MAX_ELEMENTS });
+    for (const [k, v] of inner) if (!forwardShapes.has(k)) forwardShapes.set(k, v); // for the lowerings
     applyFold(g, again, more, { roots: [...opts.loss.reads, ...(opts.outputs ?? [])], keep: fed });
   }
   lap('fold');
