@@ -52,11 +52,12 @@ export function savedBatch(dir: string, name: string): { x: Tensor; y: Tensor } 
  * the model's inputs and the loss's label input, made from the saved x and y or given whole (a
  * model with several inputs). Errors are caught into the row.
  */
-export async function stepAgainstTorch(dir: string, name: string, opts: { loss: LossSpec; torchLoss: number; params: number; feeds: ((b: { x: Tensor; y: Tensor }) => Record<string, Tensor>) | Record<string, Tensor>; threads?: number; batchNorm?: 'train' | 'eval'; keepTies?: boolean; stopGradient?: string[]; after?: (model: RefitModel, feeds: Record<string, Tensor>) => Promise<void> }): Promise<ParityRow> {
+export async function stepAgainstTorch(dir: string, name: string, opts: { loss: LossSpec; torchLoss: number; params: number; feeds: ((b: { x: Tensor; y: Tensor }) => Record<string, Tensor>) | Record<string, Tensor>; threads?: number; batchNorm?: 'train' | 'eval'; keepTies?: boolean; stopGradient?: string[]; transform?: (model: RefitModel) => RefitModel; after?: (model: RefitModel, feeds: Record<string, Tensor>) => Promise<void> }): Promise<ParityRow> {
   const torchGrads = parseSafetensors(readFileSync(join(dir, `${name}.grads.safetensors`))).tensors;
   const feeds = typeof opts.feeds === 'function' ? opts.feeds(savedBatch(dir, name)) : opts.feeds;
   const row: ParityRow = { model: name, params: opts.params, input: Object.values(feeds)[0]!.dims.join('×'), loss: NaN, torchLoss: opts.torchLoss, grads: '', worstGrad: NaN, firstMs: NaN, stepMs: NaN };
-  const model = await loadModel(join(dir, `${name}.onnx`), { threads: opts.threads ?? 2, ...(opts.keepTies ? { keepTies: true } : {}) });
+  const loaded = await loadModel(join(dir, `${name}.onnx`), { threads: opts.threads ?? 2, ...(opts.keepTies ? { keepTies: true } : {}) });
+  const model = opts.transform ? opts.transform(loaded) : loaded;
   try {
     const step = model.compileTrainStep({ trainable: 'all', loss: opts.loss, ...(opts.batchNorm ? { batchNorm: opts.batchNorm } : {}), ...(opts.stopGradient?.length ? { stopGradient: opts.stopGradient } : {}) });
     let t = performance.now();
@@ -81,6 +82,7 @@ export async function stepAgainstTorch(dir: string, name: string, opts: { loss: 
   } catch (e) { row.error = (e as Error).message.split('\n')[0]!.slice(0, 200); }
   await opts.after?.(model, feeds);
   await model.release();
+  if (model !== loaded) await loaded.release();
   return row;
 }
 

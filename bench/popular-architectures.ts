@@ -19,7 +19,8 @@ import * as peft from '../src/peft/index.ts';
 import { createAdapter } from '../src/tta/index.ts';
 import type { RefitModel } from '../src/model.ts';
 import type { LossSpec } from '../src/train/loss-spec.ts';
-import { f32, type Tensor } from '../src/onnx/tensor.ts';
+import { f32, i64, type Tensor } from '../src/onnx/tensor.ts';
+import { withFixedInputs } from '../src/onnx/fixed-inputs.ts';
 import { exportMissing, stepAgainstTorch, parityTable, describeRow, savedTensor, type ParityRow } from './parity.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -32,6 +33,8 @@ interface Case {
   keepTies?: boolean;
   /** Loss inputs beyond the saved target (a constant target of a second term). */
   extraFeeds?: (feeds: Record<string, Tensor>) => Record<string, Tensor>;
+  /** Inputs fixed to a value before training (withFixedInputs): a sample rate an If branches on. */
+  fixed?: Record<string, Tensor>;
   /** What a user of this model would adapt: [column, what runs]. */
   paths: [string, (model: RefitModel, feeds: Record<string, Tensor>) => Promise<string>][];
 }
@@ -120,8 +123,10 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
   },
   silero_vad: () => {
     const loss = losses.binaryCrossEntropy({ probabilities: 'output', target: 'y' });
-    return { loss, paths: [['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+    return { loss, paths: [['BitFit (it has no norm layers)', peftStep(() => peft.bitfit(), loss)]] };
   },
+  // Silero's own interface: the sample rate as an input, an If on it; trained with the rate fixed.
+  silero_vad_if: () => ({ ...CASES.silero_vad!(), fixed: { sr: i64([], [16000]) } }),
   u2net: () => {
     const loss = losses.binaryCrossEntropy({ probabilities: 'mask', target: 'y' }); // U²-Net trains its sigmoid outputs with BCE
     return { loss, paths: [['BN-adapt', tta('bn-adapt', 'pixel_values')], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
@@ -152,9 +157,11 @@ for (const name of names) {
   for (const input of [...Object.keys(ref.inputs), ...(ref.targets ?? ['y'])]) feeds[input] = savedTensor(dir, `${name}.${input}.npy`);
   const c = CASES[name]!();
   Object.assign(feeds, c.extraFeeds?.(feeds));
+  for (const k of Object.keys(c.fixed ?? {})) delete feeds[k];
   const paths: string[] = [];
   const row = await stepAgainstTorch(dir, name, {
     loss: c.loss, torchLoss: ref.loss, params: ref.params, feeds, ...(c.keepTies ? { keepTies: true } : {}), ...(ref.stopGradient ? { stopGradient: ref.stopGradient } : {}),
+    ...(c.fixed ? { transform: (m: RefitModel) => withFixedInputs(m, c.fixed!) } : {}),
     after: async (model) => {
       for (const [what, run] of c.paths) {
         try { paths.push(`${what} ${await run(model, feeds)}`); } catch (e) { paths.push(`${what} ✗ ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`); }

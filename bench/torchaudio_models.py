@@ -5,9 +5,10 @@ and the CTC loss (what ASR fine-tuning trains), a Conformer encoder on 80 log-me
 feature frames), Wav2Letter (1-d convolutions) and Conv-TasNet (waveform source separation). For each:
 PyTorch's loss and every parameter's gradient on one batch, for bench/torchaudio-models.ts, computed
 in float64 (the model and batch cast up after the float32 export): the reference is the exact
-gradient, not PyTorch's float32 one, which is far from it on wav2vec 2.0 (its feature projection's
-LayerNorm sees features of std 4e-4, below its eps, and PyTorch's float32 backward there is 99 %
-off). PyTorch's own float32 error against it is saved too (`torch32_worst`).
+gradient, not PyTorch's float32 one, which is far from it on wav2vec 2.0 (99 % off: Debian's
+torch 1.13 computes F.gelu's float32 backward wrongly when the incoming gradient is not
+contiguous, as after the feature extractor's transpose; docs/real-models.md). PyTorch's own
+float32 error against it is saved too (`torch32_worst`).
 The CTC models take F.ctc_loss on label sequences, the other frame classifiers frame-level
 cross-entropy (F.cross_entropy over every frame), Conv-TasNet the mean squared error against target
 sources.
