@@ -129,6 +129,26 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
   },
   // Silero's own interface: the sample rate as an input, an If on it; trained with the rate fixed.
   silero_vad_if: () => ({ ...CASES.silero_vad!(), fixed: { sr: i64([], [16000]) } }),
+  bit_resnet: () => {
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['norm-affine', peftStep(() => peft.normAffine(), loss)], ['Tent', tta('tent', 'pixel_values')]] };
+  },
+  esrgan: () => {
+    const loss = losses.mse({ output: 'output', target: 'y' });
+    return { loss, paths: [['LoRA on the convolutions', peftStep(loraOn(/conv/), loss)], ['BitFit', peftStep(() => peft.bitfit(), loss)]] };
+  },
+  modnet: () => {
+    const loss = losses.mse({ output: 'matte', target: 'y' });
+    return { loss, paths: [['norm-affine', peftStep(() => peft.normAffine(), loss)], ['BN-adapt', tta('bn-adapt', 'input')]] };
+  },
+  trocr: () => {
+    const loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['LoRA on q_proj and v_proj', peftStep(loraOn(/(q_proj|v_proj|query|value)$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
+  owlvit: () => {
+    const loss = losses.combine([{ loss: losses.binaryCrossEntropy({ logits: 'logits', target: 'y' }) }, { loss: losses.mse({ output: 'pred_boxes', target: 'boxes' }) }]);
+    return { loss, paths: [['LoRA on attention', peftStep(loraOn(attention), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
   u2net: () => {
     const loss = losses.binaryCrossEntropy({ probabilities: 'mask', target: 'y' }); // U²-Net trains its sigmoid outputs with BCE
     return { loss, paths: [['BN-adapt', tta('bn-adapt', 'pixel_values')], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
