@@ -8,8 +8,9 @@
 //   one value (fresh BatchNorm ones, zero biases: separate parameters that happen to be equal)
 //   becomes its own initializer, and an alias of any other tensor stays a tie (one weight used
 //   twice, whose folded copies the exporter merged: DeBERTa's shared key projections, a module
-//   called in every decoder layer), unless the file shows separate parameters of equal values
-//   (below); `false` unties every alias, `true` keeps every one;
+//   called in every decoder layer), unless another layer reads the copy or the file shows
+//   separate parameters of equal values (QuirkOptions); `false` unties every alias, `true` keeps
+//   every one;
 // - BatchNorm running statistics that share storage with anything else (a weight, another BN)
 //   get their own copy, always: a buffer must never sit on a parameter's gradient path;
 // - a weight stored again transposed (constant folding of a tied lm_head) is read as a Transpose
@@ -309,7 +310,6 @@ function sameModule(a: Set<string>, b: Set<string>): boolean {
 
 const isInitializerAlias = (g: Graph, n: Node) =>
   n.opType === 'Identity' && (n.domain === '' || n.domain === 'ai.onnx') && !!n.inputs[0] && !!n.outputs[0] && g.initializers.has(n.inputs[0]);
-
 
 /**
  * An Identity alias under a parameter's own name (`layers.1.linear1.bias`: a weight or bias) whose
