@@ -113,8 +113,12 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
       const w = n.inputs[1]!, wt = g.initializers.get(w);
       const dims = shapeOf(n.outputs[0]!);
       const group = attrInt(n, 'group', 1);
-      const form = wt && wt.dtype === 'float32' && wt.dims.length === 4 && isBlockedDims(dims) && attrString(n, 'auto_pad', 'NOTSET') === 'NOTSET'
+      const candidate = wt && wt.dtype === 'float32' && wt.dims.length === 4 && isBlockedDims(dims) && attrString(n, 'auto_pad', 'NOTSET') === 'NOTSET'
         ? blockedForm(wt.dims as number[], group, block, { padChannels: true }) : null;
+      // onnxruntime's ReorderInput takes whole groups of 4 channels only (a Concat of 16 + 8 + 3 in
+      // MODNet has 27): such a conv stays in the standard form unless its input is blocked already.
+      const x0 = n.inputs[0]!;
+      const form = candidate && candidate.reorderInput && !blocked.has(x0) && (shapeOf(x0)?.[1] ?? 0) % 4 !== 0 ? null : candidate;
       const bn = form ? soleConsumer(n.outputs[0]!) : undefined;
       if (form && bn && isBatchNorm(bn) && form.filter === 'OIHWBiBo' && isPointwise(n) && isBlockedDims(shapeOf(n.inputs[0]!)) && pointwiseStats.current && padded(wt!.dims[1]!) <= padded(wt!.dims[0]!)) {
         checkRunningStats(g, bn);

@@ -237,3 +237,30 @@ test('a constant weight reordered by one 5-D Transpose (reorderConstantWeight) h
     }
   }
 });
+
+test('blocked BN-adapt: a conv whose input has a channel count that is no multiple of 4 (a Concat of 16 + 8 + 3, as in MODNet) stays standard and matches', { skip }, async () => {
+  // onnxruntime's ReorderInput refuses such inputs ("(channels % 4) == 0 was false").
+  const rng = new Rng(5);
+  const randn = (dims: number[], s: number) => f32(dims, Float32Array.from({ length: dims.reduce((p, d) => p * d, 1) }, () => rng.normal() * s));
+  const mb = new ModelBuilder({ opset: 13 });
+  mb.input('x', 'float32', ['N', 3, 16, 16]);
+  const convBn = (x: string, cin: number, cout: number, name: string) => {
+    mb.initializer(`${name}_w`, randn([cout, cin, 3, 3], Math.sqrt(2 / (cin * 9))));
+    mb.node('Conv', [x, `${name}_w`], [`${name}_c`], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] });
+    for (const [k, v] of [['s', 1], ['b', 0], ['m', 0], ['v', 1]] as const) mb.initializer(`${name}_${k}`, f32([cout], new Float32Array(cout).fill(v)));
+    mb.node('BatchNormalization', [`${name}_c`, `${name}_s`, `${name}_b`, `${name}_m`, `${name}_v`], [`${name}_bn`], { epsilon: 1e-5 });
+    mb.node('Relu', [`${name}_bn`], [name]);
+    return name;
+  };
+  const a = convBn('x', 3, 16, 'a'), b = convBn(a, 16, 8, 'b');
+  mb.node('Concat', [a, b, 'x'], ['cat'], { axis: 1 }); // 27 channels
+  const c = convBn('cat', 27, 16, 'c');
+  mb.node('GlobalAveragePool', [c], ['gap']).node('Flatten', ['gap'], ['flat'], { axis: 1 });
+  mb.initializer('fc', randn([16, 4], 0.3)).node('MatMul', ['flat', 'fc'], ['logits']).output('logits');
+  const m = new RefitModel(mb.build());
+  const x = input(4);
+  const standard = await logits(m, x, 'standard');
+  const blocked = await logits(m, x, 'blocked');
+  assert.ok(relErr(blocked, standard) <= 1e-5, `blocked vs standard: ${relErr(blocked, standard)}`);
+  await m.release();
+});
