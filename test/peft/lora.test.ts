@@ -92,11 +92,16 @@ test('LoRA+: B gets lrScale = loraPlusRatio in the optimizer param groups', () =
   assert.deepEqual(groups[0]!.params, ['ad.lora_B.blocks.0.attn.q', 'ad.lora_B.blocks.0.attn.v']);
 });
 
-test('errors: unmatched targets list close candidates; rank above min(d_in, d_out); grouped convs; duplicate names', () => {
+test('errors: unmatched targets list close candidates; rank above min(d_in, d_out) for PiSSA; grouped convs; duplicate names', async () => {
   const base = smallVit();
   assert.throws(() => withAdapter(base, 'ad', lora({ targets: ['blocks.0.attn.qq'] })), (e: Error) => e instanceof PeftError && /matches no .* layer\. Closest candidates: blocks\.0\.attn\.q/.test(e.message));
   assert.throws(() => withAdapter(base, 'ad', lora({ targets: /nothing/ })), /matched no MatMul\/Gemm\/Conv layer.*Candidates: patch_embed, blocks\.0\.attn\.q/);
-  assert.throws(() => withAdapter(base, 'ad', lora({ targets: 'head', rank: 16 })), /rank 16 exceeds min\(d_in, d_out\) = min\(32, 10\) = 10 for head/);
+  assert.throws(() => withAdapter(base, 'ad', lora({ targets: 'head', rank: 16, init: 'pissa' })), /rank 16 exceeds min\(d_in, d_out\) = min\(32, 10\) = 10 for head.*PiSSA/);
+  // Above the limit with the usual init, as HF PEFT allows: it trains and merges exactly.
+  const wide = withAdapter(base, 'ad', lora({ targets: 'head', rank: 16 }));
+  perturb(wide, 'ad', 0.3);
+  const xs = images(2);
+  assert.ok(maxDiff((await wide.merge('ad').run({ x: xs })).logits, (await wide.run({ x: xs })).logits) <= 1e-5);
   assert.throws(() => withAdapter(base, 'ad', dora({ targets: 'patch_embed' })), /matches no MatMul\/Gemm layer \(patch_embed is a Conv; this method targets MatMul, Gemm\)/);
   assert.throws(() => withAdapter(base, 'ad', lora({ targets: 'q', rank: 0 })), /option 'rank'/);
   const p = withAdapter(base, 'ad', lora({ targets: 'q' }));

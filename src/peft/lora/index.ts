@@ -33,7 +33,7 @@ export function initFactors(ctx: PlanContext, c: ResolvedLora, sites: Site[], me
   const tensors = new Map<string, Tensor>(), overrides = new Map<string, Tensor>();
   const scale = loraScale(c);
   for (const s of oneSitePerWeight(sites)) {
-    checkRank(method, s, c.rank);
+    checkRank(method, s, c.rank, c.init === 'pissa');
     const { a, b } = factorShapes(s, c.rank);
     const n = loraNames(ctx.name, s.module);
     if (c.init === 'pissa') {

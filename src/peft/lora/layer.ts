@@ -15,10 +15,15 @@ export function factorShapes(s: Site, r: number): { a: number[]; b: number[] } {
   return { a: [r, s.dIn], b: [s.dOut, r] };
 }
 
-export function checkRank(method: string, s: Site, r: number): void {
+/**
+ * A rank above min(d_in, d_out) adds nothing a smaller one could not, but HF PEFT allows it (a
+ * rank-8 adapter on Real-ESRGAN's 3-channel `conv_last`), so refit trains and loads it too; only
+ * PiSSA, whose factors are the top-r singular triplets, needs r ≤ min(d_in, d_out).
+ */
+export function checkRank(method: string, s: Site, r: number, singular = false): void {
   if (s.op === 'Conv' && (s.group ?? 1) !== 1) throw new PeftError(`${method}: ${s.module} is a grouped convolution (group ${s.group}); LoRA on convolutions needs group 1`);
   const limit = Math.min(fanIn(s), s.dOut);
-  if (r > limit) throw new PeftError(`${method}: rank ${r} exceeds min(d_in, d_out) = min(${fanIn(s)}, ${s.dOut}) = ${limit} for ${s.module} (${s.op} weight '${s.weight}'); use rank ≤ ${limit}`);
+  if (singular && r > limit) throw new PeftError(`${method}: rank ${r} exceeds min(d_in, d_out) = min(${fanIn(s)}, ${s.dOut}) = ${limit} for ${s.module} (${s.op} weight '${s.weight}'), which PiSSA's singular vectors need; use rank ≤ ${limit}`);
 }
 
 /** The module's input as a row-major [.., in] operand (Gemm with transA reads Xᵀ). */
