@@ -18,7 +18,8 @@
 // The caller's Model and tensors are never mutated: a changed model is a clone, and every
 // tensor the pass writes is a fresh copy.
 import type { Graph, Model, Node } from './ir.ts';
-import { cloneModel } from './ir.ts';
+import { cloneModel, opsetVersion } from './ir.ts';
+import { decomposeStatelessBatchNorms } from './stateless-batchnorm.ts';
 import { type Tensor, cloneTensor, isFloat } from './tensor.ts';
 import { GENERATED_NAME, modulePathOfNode } from './node-scope.ts';
 
@@ -57,6 +58,8 @@ export interface QuirkReport {
   retied: [string, string][];
   /** keepTies 'auto': the alias under a parameter's own name, of more than one value, for which every tie was undone. */
   equalParameters?: string;
+  /** Training-mode BatchNormalization nodes that were no BatchNorm layer (weight standardization), now standard ops. */
+  standardized?: string[];
 }
 
 /**
@@ -243,7 +246,12 @@ export function applyExporterQuirks(source: Model, opts: QuirkOptions = {}): { m
     }
   }
 
-  // 4. Transposed copies of a weight become a Transpose of it (placed first: it reads only an
+  // 4. A training-mode BatchNormalization whose statistics are no buffers and whose running
+  // outputs nothing reads (timm's weight standardization) becomes the ops it computes.
+  const decomposed = decomposeStatelessBatchNorms(g, opsetVersion(model));
+  if (decomposed.length) { report.standardized = decomposed; changed = true; }
+
+  // 5. Transposed copies of a weight become a Transpose of it (placed first: it reads only an
   // initializer).
   if (mode !== 'none') {
     for (const [copy, original] of transposedCopies(g)) {

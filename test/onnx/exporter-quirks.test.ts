@@ -10,7 +10,9 @@ import { decodeModel } from '../../src/onnx/proto.ts';
 import { applyExporterQuirks, isWeightConstant } from '../../src/onnx/exporter-quirks.ts';
 import * as losses from '../../src/train/losses.ts';
 import { withAdapter, lora } from '../../src/peft/index.ts';
-import { f32, type Tensor } from '../../src/onnx/tensor.ts';
+import { f32, i64, type Tensor } from '../../src/onnx/tensor.ts';
+import { Rng } from '../../src/util/rng.ts';
+import { createSession, toOrt, fromOrt } from '../../src/onnx/runtime.ts';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
 import { relErr } from '../helpers/close.ts';
 import { diagnoseTraining } from '../../src/autodiff/diagnose.ts';
@@ -357,4 +359,43 @@ test("keepTies 'auto': an alias read in the module that reads its source stays t
   assert.deepEqual(applyExporterQuirks(build('/dec/query_pos_head/layers.1/MatMul', '/dec/query_pos_head/layers.1_1/MatMul')).report.tied.length, 1);
   assert.deepEqual(applyExporterQuirks(build('/backbone/layers.0/mixer/MatMul', '/backbone/layers.1/mixer/MatMul')).report.untied, ['onnx::MatMul_9']);
   assert.deepEqual(applyExporterQuirks(build('/backbone/layers.0/mixer/MatMul', '/backbone/layers.1/mixer/MatMul'), { keepTies: true }).report.tied.length, 1, 'keepTies: true keeps it');
+});
+
+test('weight standardization (timm\'s StdConv2d: a training-mode BatchNormalization on the weight) becomes the ops it computes: the raw weight trains, its copy goes, no BatchNorm is left', async () => {
+  // As torch.onnx writes F.batch_norm(w.reshape(1, out, -1), None, None, training=True) at opset 13:
+  // the statistics from a transposed copy of the weight, five outputs, only the first read.
+  const rng = new Rng(2);
+  const w = Array.from({ length: 3 * 18 }, () => rng.normal() * 0.5 + 0.1);
+  const wT = Array.from({ length: 18 * 3 }, (_, k) => w[(k % 3) * 18 + Math.floor(k / 3)]!);
+  const b = new ModelBuilder({ opset: 13 });
+  b.input('x', 'float32', [2, 2, 5, 5]);
+  b.initializer('onnx::BatchNormalization_7', f32([1, 3, 18], w)).initializer('onnx::ReduceMean_9', f32([1, 18, 3], wT));
+  b.node('Constant', [], ['ones'], { value: f32([3], [1, 1, 1]) }).node('Constant', [], ['zeros'], { value: f32([3], [0, 0, 0]) });
+  b.node('ReduceMean', ['onnx::ReduceMean_9'], ['mean'], { axes: [0, 1], keepdims: 0 }, '/stem/conv/ReduceMean');
+  b.node('Sub', ['onnx::ReduceMean_9', 'mean'], ['d']).node('Mul', ['d', 'd'], ['d2']).node('ReduceMean', ['d2'], ['var'], { axes: [0, 1], keepdims: 0 });
+  b.node('BatchNormalization', ['onnx::BatchNormalization_7', 'ones', 'zeros', 'mean', 'var'], ['y', 'rm', 'rv', 'sm', 'sv'], { epsilon: 1e-8, momentum: { kind: 'float', value: 1 } }, '/stem/conv/BatchNormalization');
+  b.initializer('shape', i64([4], [3, 2, 3, 3])).node('Reshape', ['y', 'shape'], ['wstd']);
+  b.node('Conv', ['x', 'wstd'], ['out'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }).output('out', 'float32', [2, 3, 5, 5]);
+  const source = b.build();
+  const model = new RefitModel(source, { threads: 1 });
+  assert.deepEqual(model.quirks.standardized, ['/stem/conv/BatchNormalization']);
+  assert.ok(!model.ir.graph.nodes.some((n) => n.opType === 'BatchNormalization'), 'no BatchNorm left: Tent and BN-adapt do not take it for a layer');
+  assert.deepEqual(model.parameterNames(), ['onnx::BatchNormalization_7'], 'the copy the statistics were computed from is gone');
+  const x = f32([2, 2, 5, 5], Array.from({ length: 100 }, () => rng.normal()));
+  const session = await createSession(source);
+  const want = fromOrt((await session.run({ x: toOrt(x) })).out!).data as Float32Array;
+  await session.release();
+  const got = (await model.run({ x })).out!.data as Float32Array;
+  assert.ok(relErr(got, want) < 1e-5, `the same outputs as onnxruntime on the file: ${relErr(got, want)}`);
+  const t = f32([2, 3, 5, 5], Array.from({ length: 150 }, () => rng.normal()));
+  const step = model.compileTrainStep({ trainable: 'all', loss: losses.mse({ output: 'out', target: 't' }) });
+  const r = await step.run({ x, t });
+  const w0 = Float32Array.from(model.param('onnx::BatchNormalization_7').data as Float32Array);
+  for (const k of [0, 20, 53]) {
+    const at = async (v: number) => { const c = Float32Array.from(w0); c[k] = v; model.setParams(new Map([['onnx::BatchNormalization_7', c]])); return (await step.run({ x, t })).loss; };
+    const fd = ((await at(w0[k]! + 1e-3)) - (await at(w0[k]! - 1e-3))) / 2e-3;
+    const g = r.grads.get('onnx::BatchNormalization_7')![k]!;
+    assert.ok(Math.abs(g - fd) < 2e-2 * Math.max(1, Math.abs(fd)), `weight[${k}]: gradient ${g} vs finite difference ${fd}`);
+  }
+  await step.release(); await model.release();
 });
