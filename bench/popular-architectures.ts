@@ -150,6 +150,11 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
     const loss = losses.combine([{ loss: losses.binaryCrossEntropy({ logits: 'logits', target: 'y' }) }, { loss: losses.mse({ output: 'pred_boxes', target: 'boxes' }) }]);
     return { loss, paths: [['LoRA on attention', peftStep(loraOn(attention), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
   },
+  mixtral: () => languageModel(/(q_proj|v_proj)$/),
+  gcn: () => {
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['LoRA on the layers', peftStep(loraOn(/lin$/), loss)], ['BitFit', peftStep(() => peft.bitfit(), loss)]] };
+  },
   u2net: () => {
     const loss = losses.binaryCrossEntropy({ probabilities: 'mask', target: 'y' }); // U²-Net trains its sigmoid outputs with BCE
     return { loss, paths: [['BN-adapt', tta('bn-adapt', 'pixel_values')], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
