@@ -93,7 +93,8 @@ export class Emitter {
   }
 
   reshape(x: string, shape: number[]): string {
-    return this.op('Reshape', [x, this.ints(shape)]);
+    // A 0 here is an empty dimension (an expert given no token), not "copy the input's": allowzero.
+    return this.op('Reshape', [x, this.ints(shape)], shape.includes(0) && this.opset >= 14 ? { allowzero: 1 } : {});
   }
 
   unsqueeze(x: string, axes: number[]): string {

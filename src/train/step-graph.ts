@@ -11,7 +11,7 @@ import { buildBackward, type StopGradient } from '../autodiff/backward.ts';
 import { lowerForGradient } from '../autodiff/lower/index.ts';
 import { lowerQuantized } from '../autodiff/lower/quant.ts';
 import { NCHWC_DOMAIN, nchwcBlockSize } from '../onnx/nchwc.ts';
-import { isFloat, size } from '../onnx/tensor.ts';
+import { isFloat, size, type Tensor } from '../onnx/tensor.ts';
 import type { LossSpec } from './loss-spec.ts';
 import { lowerBatchNormTrain, type RunningStatUpdate } from './batchnorm-train.ts';
 import { checkpointStepGraph } from './checkpoint.ts';
@@ -51,7 +51,8 @@ export interface StepGraph {
 
 export const LOSS_OUTPUT = 'refit.loss';
 
-export async function buildStepGraph(given: Model, sig: InputSignature, opts: StepGraphOptions): Promise<StepGraph> {
+/** `batch`: the values to probe with, for a model whose shapes depend on them (src/onnx/data-shapes.ts); zeros otherwise. */
+export async function buildStepGraph(given: Model, sig: InputSignature, opts: StepGraphOptions, batch?: Record<string, Tensor>): Promise<StepGraph> {
   const timings: Record<string, number> = {};
   let clock = performance.now();
   const lap = (phase: string) => { const t = performance.now(); timings[phase] = (timings[phase] ?? 0) + t - clock; clock = t; };
@@ -68,7 +69,7 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
     : opts.trainable;
   const plan = planFold(source.graph, fed);
   lap('plan');
-  const { shapes: forwardShapes, values } = await probe(source, sig, { values: plan.candidates, maxFloatElements: FLOAT_FOLD_MAX_ELEMENTS });
+  const { shapes: forwardShapes, values } = await probe(source, sig, { feeds: batch, values: plan.candidates, maxFloatElements: FLOAT_FOLD_MAX_ELEMENTS });
   lap('probe');
   const shapeOf = (t: string) => {
     const s = forwardShapes.get(t);
@@ -91,7 +92,7 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
   if (inlined + unrolled > 0) {
     if (unrolled > 0) resolveStaticSequences(g, opset, (t) => forwardShapes.get(t)?.dims, em);
     const again = planFold(g, fed);
-    const { shapes: inner, values: more } = await probe(model, sig, { values: again.candidates, maxFloatElements: FLOAT_FOLD_MAX_ELEMENTS });
+    const { shapes: inner, values: more } = await probe(model, sig, { feeds: batch, values: again.candidates, maxFloatElements: FLOAT_FOLD_MAX_ELEMENTS });
     for (const [k, v] of inner) if (!forwardShapes.has(k)) forwardShapes.set(k, v); // for the lowerings
     applyFold(g, again, more, { roots: [...opts.loss.reads, ...(opts.outputs ?? [])], keep: fed });
   }
@@ -131,7 +132,7 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
   // Shapes for forward + loss (the backward pass needs the loss nodes' shapes too).
   g.outputs = [{ name: LOSS_OUTPUT, dtype: 'float32', shape: [] }];
   lap('loss');
-  const shapes = await probeShapes(model, { ...sig, ...lossSig });
+  const shapes = await probeShapes(model, { ...sig, ...lossSig }, batch);
   lap('probe');
   const lossShape = shapes.get(LOSS_OUTPUT)!;
   if (size(lossShape.dims) !== 1) throw new Error(`loss ${opts.loss.describe} must be a scalar, got shape [${lossShape.dims}]`);

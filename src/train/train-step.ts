@@ -8,6 +8,7 @@ import { type Tensor, formatShape } from '../onnx/tensor.ts';
 import { checkRunningStats } from './batchnorm-train.ts';
 import { buildStepGraph, type StepGraph, type StepGraphOptions } from './step-graph.ts';
 import { stepSource } from './step-opset.ts';
+import { DataShapes, dataShapedOutputs } from '../onnx/data-shapes.ts';
 import { denseTinyConvs } from './tiny-conv-dense.ts';
 
 export interface StepResult {
@@ -23,15 +24,22 @@ export interface StepResult {
 
 interface Compiled { graph: StepGraph; session: ort.InferenceSession }
 
+/** Steps kept compiled for the data-decided sizes of one model (src/onnx/data-shapes.ts). */
+const MAX_DATA_SHAPED = 8;
+
 export class TrainStep {
   private cache = new Map<string, Promise<Compiled>>();
   readonly trainable: string[];
   /** Parameters fed each run (trainables and BatchNorm running statistics); the rest are baked in. */
   private fed: Set<string>;
+  /** Sizes the batch's values decide (NonZero's): part of the signature a step is compiled for (src/onnx/data-shapes.ts). */
+  private dataShapes: DataShapes;
+  private dataKeys: string[] = [];
 
   constructor(readonly model: RefitModel, readonly options: StepGraphOptions, readonly session: SessionOptions = {}) {
     this.trainable = options.trainable;
     this.fed = new Set(options.trainable);
+    this.dataShapes = new DataShapes(model.ir, dataShapedOutputs(model.ir.graph), session);
     if (options.batchNorm === 'train') {
       for (const n of model.ir.graph.nodes) if (n.opType === 'BatchNormalization') {
         checkRunningStats(model.ir.graph, n); // a precise error now rather than a missing tensor later
@@ -40,16 +48,20 @@ export class TrainStep {
     }
   }
 
-  /** Build (or fetch from cache) the step for one input signature; rebuilt when a baked-in parameter changed. */
-  compile(sig: InputSignature): Promise<Compiled> {
-    const key = `${this.model.bakedStamp(this.fed)}|${signatureKey(sig)}`;
+  /**
+   * Build (or fetch from cache) the step for one input signature; rebuilt when a baked-in
+   * parameter changed. A model with data-shaped tensors gives their sizes on `batch` (`sizes`),
+   * and the step is probed on that batch.
+   */
+  compile(sig: InputSignature, data?: { batch: Record<string, Tensor>; sizes: string }): Promise<Compiled> {
+    const key = `${this.model.bakedStamp(this.fed)}|${signatureKey(sig)}${data ? `|${data.sizes}` : ''}`;
     let hit = this.cache.get(key);
     if (!hit) {
       hit = (async () => {
         // At opset 16 where that is exact and a MaxPool's gradient gains by it (step-opset.ts);
         // frozen convs on tiny images as dense MatMuls (tiny-conv-dense.ts).
         const source = denseTinyConvs(stepSource(this.model.ir).model, sig, (t) => !this.fed.has(t)).model;
-        const graph = await buildStepGraph(source, sig, this.options);
+        const graph = await buildStepGraph(source, sig, this.options, data?.batch);
         let t = performance.now();
         // graph.model stays the portable standard-op graph; the session may get a copy whose fed
         // convolutions run on onnxruntime-node's blocked kernels (src/onnx/nchwc.ts).
@@ -64,8 +76,20 @@ export class TrainStep {
       })();
       hit.catch(() => this.cache.delete(key));
       this.cache.set(key, hit);
+      if (data) this.keepNewestDataShaped(key);
     }
     return hit;
+  }
+
+  /** A mixture of experts routes most batches differently: keep the newest MAX_DATA_SHAPED steps compiled for data sizes. */
+  private keepNewestDataShaped(key: string): void {
+    this.dataKeys.push(key);
+    while (this.dataKeys.length > MAX_DATA_SHAPED) {
+      const k = this.dataKeys.shift()!;
+      const old = this.cache.get(k);
+      this.cache.delete(k);
+      void old?.then((c) => c.session.release(), () => undefined);
+    }
   }
 
   /** Run forward, loss and backward on one batch. Parameters are read, never written. */
@@ -74,7 +98,8 @@ export class TrainStep {
     const sig: InputSignature = {};
     for (const [k, t] of Object.entries(signatureOf(batch))) if (modelInputs.has(k)) sig[k] = t;
     checkSignature(this.model.ir.graph.inputs, sig);
-    const { graph, session } = await this.compile(sig);
+    const sizes = await this.dataShapes.key(batch);
+    const { graph, session } = await this.compile(sig, sizes ? { batch, sizes } : undefined);
     const feeds: Record<string, ort.Tensor> = {};
     for (const k of Object.keys(sig)) feeds[k] = toOrt(batch[k]!);
     for (const [lossName, inputName] of graph.lossInputs) {
@@ -104,5 +129,6 @@ export class TrainStep {
   async release(): Promise<void> {
     for (const p of this.cache.values()) (await p.catch(() => null))?.session.release();
     this.cache.clear();
+    await this.dataShapes.release();
   }
 }

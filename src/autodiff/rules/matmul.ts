@@ -1,6 +1,7 @@
 // MatMul (with batch broadcasting and 1-D operands) and Gemm (all transA/transB/alpha/beta forms).
 import { attrFloat, attrInt } from '../../onnx/ir.ts';
 import { registerRules, type GradContext } from '../rule.ts';
+import { f32 } from '../../onnx/tensor.ts';
 
 function swapLast2(rank: number): number[] {
   const p = Array.from({ length: rank }, (_, i) => i);
@@ -36,7 +37,10 @@ registerRules({
       if (sa.length === 1) dA = em.reshape(dA, sa);
     }
     if (needs[1]) {
-      if (shB.length === 2) {
+      if (shB.length === 2 && shY.slice(0, -1).includes(0)) {
+        // No rows (an expert that got no token): a sum over nothing, which Gemm refuses to contract.
+        dB = em.constant(f32([K, N], new Float32Array(K * N)), 'zero_grad');
+      } else if (shB.length === 2) {
         // dB = sum over leading dims of A^T @ dY: one Gemm on the flattened rows.
         const a2 = em.reshape(A, [-1, K]);
         const g2 = em.reshape(G, [-1, N]);
