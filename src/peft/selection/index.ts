@@ -3,7 +3,7 @@
 // norm-affine trains only normalisation scales and shifts (BatchNorm γ/β, LayerNorm, Group/InstanceNorm).
 import type { Graph } from '../../onnx/ir.ts';
 import type { AdapterMethod, AdapterPlan, PlanContext } from '../types.ts';
-import { type Tensor, cloneTensor } from '../../onnx/tensor.ts';
+import { type Tensor, cloneTensor, isFloat } from '../../onnx/tensor.ts';
 import { PeftError } from '../errors.ts';
 import { findNormLayers } from '../../onnx/norm-layers.ts';
 import { noNormLayerMessage, NORM_KINDS } from '../../onnx/norm-folding.ts';
@@ -33,11 +33,21 @@ function selection(kind: string, peftType: string, candidates: (g: Graph, ctx: P
   };
 }
 
-/** BitFit: biases of linear, conv and normalisation layers. */
+/**
+ * BitFit: biases of linear, conv and normalisation layers, and 1-D tensors named as PyTorch names
+ * a bias that an Add reads elsewhere (a graph convolution adds its bias after the aggregation).
+ */
 export function bitfit(config: SelectionConfig = {}): AdapterMethod {
   return selection('bitfit', 'BITFIT', (g, ctx) => {
     const out = ctx.sites.flatMap((s) => (s.bias ? [s.bias] : []));
     for (const l of findNormLayers(g)) if (l.bias) out.push(l.bias);
+    for (const n of g.nodes) {
+      if (n.opType !== 'Add') continue;
+      for (const i of n.inputs) {
+        const t = i ? g.initializers.get(i) : undefined;
+        if (t && t.dims.length === 1 && isFloat(t.dtype) && /(^|\.)bias$/.test(i!)) out.push(i!);
+      }
+    }
     return out;
   }, config);
 }
