@@ -9,7 +9,7 @@ import { cloneModel } from './ir.ts';
 import { createSession, toOrt, type SessionOptions, type ort } from './runtime.ts';
 import type { Tensor } from './tensor.ts';
 
-const DATA_SHAPED_OPS = new Set(['NonZero', 'Unique', 'Compress', 'NonMaxSuppression']);
+export const DATA_SHAPED_OPS = new Set(['NonZero', 'Unique', 'Compress', 'NonMaxSuppression']);
 
 /** The outputs of the ops whose output sizes depend on the values of their inputs. */
 export function dataShapedOutputs(g: Graph): string[] {

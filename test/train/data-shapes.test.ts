@@ -8,6 +8,11 @@ import { RefitModel } from '../../src/model.ts';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
 import { f32, i64 } from '../../src/onnx/tensor.ts';
 import * as losses from '../../src/train/losses.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { encodeModel } from '../../src/onnx/proto.ts';
+import { inspectModel, formatInspect } from '../../src/cli/inspect.ts';
 
 // out[1, 2] = Σ over the rows of x whose first value is positive of (row · W): rows picked by NonZero.
 function model(): RefitModel {
@@ -48,4 +53,15 @@ test('NonZero on the input values: a batch of the same shape that selects other 
     want.grad.forEach((g, i) => assert.ok(Math.abs(r.grads.get('W')![i]! - g) < 1e-5, `grad ${i}: ${r.grads.get('W')![i]} vs ${g}`));
   }
   await step.release(); await m.release();
+});
+
+test('refit inspect says which ops give sizes the data decides', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'refit-data-shapes-'));
+  try {
+    const path = join(dir, 'picked.onnx');
+    writeFileSync(path, encodeModel(model().ir));
+    const r = await inspectModel(path);
+    assert.deepEqual(r.dataShaped, { NonZero: 1 });
+    assert.match(formatInspect(r), /data sizes: NonZero ×1 give sizes the input values decide .*compiled again for each new set of sizes/);
+  } finally { rmSync(dir, { recursive: true, force: true }); }
 });
