@@ -3,7 +3,7 @@ import type { Graph } from '../onnx/ir.ts';
 import { attrTensor, producers } from '../onnx/ir.ts';
 import type { Emitter } from '../onnx/emitter.ts';
 import type { ShapeMap } from '../onnx/shapes.ts';
-import type { Tensor } from '../onnx/tensor.ts';
+import { f32, type Tensor } from '../onnx/tensor.ts';
 import type { GradContext } from './rule.ts';
 
 export function makeContext(graph: Graph, shapes: ShapeMap, em: Emitter, variables: ReadonlySet<string>): GradContext {
@@ -32,6 +32,10 @@ export function makeContext(graph: Graph, shapes: ShapeMap, em: Emitter, variabl
     },
     unbroadcast(grad, gradShape, targetShape) {
       if (sameShape(gradShape, targetShape)) return grad;
+      // A sum over an empty axis (a size-1 operand broadcast to 0 copies) is 0. Emitted as a
+      // constant: onnxruntime's ReduceSum over an empty input leaves a reused output buffer as it
+      // was (a length regulator's zero duration took the gradient of one copy).
+      if (gradShape.includes(0)) return em.constant(f32(targetShape, new Float32Array(targetShape.reduce((a, b) => a * b, 1))), 'zero_grad');
       const lead = gradShape.length - targetShape.length;
       const axes: number[] = [];
       for (let i = 0; i < gradShape.length; i++) {

@@ -1,9 +1,12 @@
 // Shapes the input values decide, not only the input shapes. NonZero (PyTorch's `torch.where(mask)`
 // in a mixture of experts' routing, PyG's `add_remaining_self_loops`), Unique, Compress and
-// NonMaxSuppression give as many elements as the data selects. A training step is compiled for
-// one input signature with every shape fixed, so for such a model the sizes these ops give on a
-// batch join the signature: the step is compiled for them, probed on that batch's own values,
-// and compiled again when a batch selects other sizes (an MoE's routing changes most batches).
+// NonMaxSuppression give as many elements as the data selects; a Range, Expand, Reshape, Slice …
+// whose target shape, sizes or bounds are computed from the values fed (a length regulator
+// repeating each token by a predicted duration, a slice to `lengths.max()`) does too. A training
+// step is compiled for one input signature with every shape fixed, so for such a model the sizes
+// these ops give on a batch join the signature: the step is compiled for them, probed on that
+// batch's own values, and compiled again when a batch gives other sizes (an MoE's routing changes
+// most batches).
 import type { Graph, Model } from './ir.ts';
 import { cloneModel } from './ir.ts';
 import { createSession, toOrt, type SessionOptions, type ort } from './runtime.ts';
@@ -11,9 +14,36 @@ import type { Tensor } from './tensor.ts';
 
 export const DATA_SHAPED_OPS = new Set(['NonZero', 'Unique', 'Compress', 'NonMaxSuppression']);
 
-/** The outputs of the ops whose output sizes depend on the values of their inputs. */
+/** Input slots that set an output's shape: a target shape, sizes, bounds, a count, axes. */
+const SHAPE_SLOTS: Partial<Record<string, readonly number[]>> = {
+  Reshape: [1], Expand: [1], Tile: [1], Slice: [1, 2, 3, 4], Pad: [1, 3], ConstantOfShape: [0], Range: [0, 1, 2],
+  TopK: [1], Split: [1], Squeeze: [1], Unsqueeze: [1], Resize: [2, 3], Upsample: [1], OneHot: [1], CenterCropPad: [1],
+  ReduceSum: [1], ReduceMean: [1], ReduceMax: [1], ReduceMin: [1], ReduceProd: [1], ReduceL1: [1], ReduceL2: [1],
+  ReduceLogSum: [1], ReduceLogSumExp: [1], ReduceSumSquare: [1],
+};
+
+const isDefault = (domain: string) => domain === '' || domain === 'ai.onnx';
+
+/**
+ * The outputs whose sizes the values fed decide: of the ops above, and of any op whose shape slot
+ * reads a tensor computed from those values. Shape and Size read only a tensor's shape, so what
+ * they give counts as computed from the values only where that shape is itself decided by them.
+ */
 export function dataShapedOutputs(g: Graph): string[] {
-  return g.nodes.filter((n) => DATA_SHAPED_OPS.has(n.opType) && (n.domain === '' || n.domain === 'ai.onnx')).flatMap((n) => n.outputs.filter(Boolean));
+  const valued = new Set(g.inputs.map((i) => i.name).filter((n) => !g.initializers.has(n)));
+  const shaped = new Set<string>();
+  const out: string[] = [];
+  for (const n of g.nodes) {
+    const slots = isDefault(n.domain) ? SHAPE_SLOTS[n.opType] : undefined;
+    const decides = (isDefault(n.domain) && DATA_SHAPED_OPS.has(n.opType)) || (slots ?? []).some((i) => !!n.inputs[i] && valued.has(n.inputs[i]!));
+    const readsShaped = n.inputs.some((i) => !!i && shaped.has(i));
+    const outputs = n.outputs.filter(Boolean);
+    if (decides) out.push(...outputs);
+    if (decides || readsShaped) for (const o of outputs) shaped.add(o);
+    const readsShapeOnly = n.opType === 'Shape' || n.opType === 'Size';
+    if (decides || (readsShapeOnly ? readsShaped : n.inputs.some((i) => !!i && valued.has(i)))) for (const o of outputs) valued.add(o);
+  }
+  return out;
 }
 
 /** Computes, per batch, the sizes of a model's data-shaped tensors: one session, created at first use. */
@@ -26,15 +56,20 @@ export class DataShapes {
   async key(batch: Record<string, Tensor>): Promise<string> {
     if (!this.tensors.length) return '';
     this.session ??= (() => {
+      // Their shapes only (a Shape node each), so a large tensor is never copied out.
       const m = cloneModel(this.model);
-      m.graph.outputs = this.tensors.map((name) => ({ name, dtype: 'int64', shape: null }));
+      m.graph.outputs = this.tensors.map((t, k) => {
+        const name = `refit.size_of_${k}`;
+        m.graph.nodes.push({ name, opType: 'Shape', domain: '', inputs: [t], outputs: [name], attrs: {} });
+        return { name, dtype: 'int64', shape: null };
+      });
       return createSession(m, this.options);
     })();
     const s = await this.session;
     const feeds: Record<string, ort.Tensor> = {};
     for (const i of s.inputNames) if (batch[i]) feeds[i] = toOrt(batch[i]);
     const out = await s.run(feeds);
-    return this.tensors.map((t) => out[t]!.dims.join('x')).join(';');
+    return this.tensors.map((_, k) => Array.from(out[`refit.size_of_${k}`]!.data as BigInt64Array, Number).join('x')).join(';');
   }
 
   async release(): Promise<void> {

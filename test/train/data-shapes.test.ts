@@ -65,3 +65,25 @@ test('refit inspect says which ops give sizes the data decides', async () => {
     assert.match(formatInspect(r), /data sizes: NonZero ×1 give sizes the input values decide .*compiled again for each new set of sizes/);
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });
+
+test('an Expand to a size computed from the values fed (a length regulator\'s total duration) is data-decided too', async () => {
+  // out[1, 2] = Σ over d copies of (x · W): the copies come from Expand to [d, 2], d an input value.
+  const b = new ModelBuilder({ opset: 14 });
+  b.input('x', 'float32', [1, 3]).input('d', 'int64', [1]);
+  b.initializer('W', f32([3, 2], [0.5, -1, 0.25, 2, -0.75, 0.1])).initializer('two', i64([1], [2])).initializer('axis0', i64([1], [0]));
+  b.node('MatMul', ['x', 'W'], ['h']).node('Concat', ['d', 'two'], ['shape'], { axis: 0 }).node('Expand', ['h', 'shape'], ['copies']);
+  b.node('ReduceSum', ['copies', 'axis0'], ['out'], { keepdims: 1 }).output('out', 'float32', [1, 2]);
+  const m = new RefitModel(b.build(), { threads: 1 });
+  const step = m.compileTrainStep({ trainable: ['W'], loss: losses.mse({ output: 'out', target: 't' }) });
+  const x = [1, -2, 0.5], W = [[0.5, -1], [0.25, 2], [-0.75, 0.1]], t = [0.3, -0.2];
+  for (const d of [3, 1, 3, 0]) {
+    const h = [0, 1].map((j) => x.reduce((a, v, i) => a + v * W[i]![j]!, 0));
+    const diff = h.map((v, j) => d * v - t[j]!);
+    const loss = (diff[0]! ** 2 + diff[1]! ** 2) / 2;
+    const grad = [0, 1, 2].flatMap((i) => [0, 1].map((j) => x[i]! * d * diff[j]!));
+    const r = await step.run({ x: f32([1, 3], x), d: i64([1], [d]), t: f32([1, 2], t) });
+    assert.ok(Math.abs(r.loss - loss) < 1e-5, `d ${d}: loss ${r.loss} vs ${loss}`);
+    grad.forEach((g, i) => assert.ok(Math.abs(r.grads.get('W')![i]! - g) < 1e-5, `d ${d}, grad ${i}: ${r.grads.get('W')![i]} vs ${g}`));
+  }
+  await step.release(); await m.release();
+});
