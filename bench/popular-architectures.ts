@@ -156,6 +156,18 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
     const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
     return { loss, paths: [['LoRA on the layers', peftStep(loraOn(/lin$/), loss)], ['BitFit', peftStep(() => peft.bitfit(), loss)]] };
   },
+  swin_v2: () => {
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['LoRA on qkv', peftStep(loraOn(/qkv$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
+  pointnet: () => {
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['Tent', tta('tent', 'points')], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
+  fastspeech2: () => {
+    const loss = losses.mse({ output: 'mel', target: 'y' });
+    return { loss, paths: [['LoRA on attention', peftStep(loraOn(/(w_qs|w_ks|w_vs|q_proj|k_proj|v_proj)$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
   u2net: () => {
     const loss = losses.binaryCrossEntropy({ probabilities: 'mask', target: 'y' }); // U²-Net trains its sigmoid outputs with BCE
     return { loss, paths: [['BN-adapt', tta('bn-adapt', 'pixel_values')], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
