@@ -70,15 +70,39 @@ export function moduleOfLayer(weight: string, node: string): string {
   return (GENERATED.test(weight) ? modulePathOfNode(node) : undefined) ?? moduleOf(weight);
 }
 
-/** Sites whose weight the exporter named get their module's name from their node, where that is unambiguous. */
-function nameFromNodes(sites: Site[]): void {
-  const derived = sites.map((s) => (GENERATED.test(s.weight) ? modulePathOfNode(s.node) : undefined));
-  const count = new Map<string, number>();
-  for (const s of sites) count.set(s.module, (count.get(s.module) ?? 0) + 1);
-  for (const d of derived) if (d) count.set(d, (count.get(d) ?? 0) + 1);
+/**
+ * The module a MatMul's addend names: torch.onnx folds `F.linear`'s transposed weight into
+ * `onnx::MatMul_N` but keeps the bias's name (`blocks.0.attn.proj.bias`), even when the bias is
+ * computed from constants first (Swin V2 zeroes the key third of `qkv.bias` by ScatterND). The
+ * `….bias` initializer with the layer's output width among the addend's constant ancestors, if
+ * exactly one; undefined when the addend depends on a graph input (a residual reads another
+ * layer's output, whose bias must not name this one).
+ */
+function biasModule(g: Graph, prod: Map<string, Node>, addend: string, dOut: number): string | undefined {
+  const found = new Set<string>();
+  const seen = new Set<string>();
+  const constant = (t: string): boolean => {
+    if (seen.has(t)) return true;
+    seen.add(t);
+    const w = g.initializers.get(t);
+    if (w) { if (/\.bias$/.test(t) && w.data.length === dOut) found.add(t.replace(/\.bias$/, '')); return true; }
+    const p = prod.get(t);
+    if (!p || seen.size > 32) return false; // a graph input, or too far to be a bias's own arithmetic
+    return p.inputs.every((i) => i === '' || constant(i));
+  };
+  return constant(addend) && found.size === 1 ? [...found][0] : undefined;
+}
+
+/** Sites whose weight the exporter named get their module's name from their bias or their node, where that is unambiguous. */
+function nameFromNodes(sites: Site[], biasModules: Map<Site, string>): void {
+  const derived = sites.map((s) => (GENERATED.test(s.weight) ? biasModules.get(s) ?? modulePathOfNode(s.node) : undefined));
+  // A name is free for a site when no other weight claims it (one module called twice reads one weight).
+  const weights = new Map<string, Set<string>>();
+  const claim = (name: string, weight: string) => weights.set(name, (weights.get(name) ?? new Set()).add(weight));
+  sites.forEach((s, i) => { claim(s.module, s.weight); if (derived[i]) claim(derived[i]!, s.weight); });
   sites.forEach((s, i) => {
     const d = derived[i];
-    if (d && count.get(d) === 1) { s.alias = s.module; s.module = d; } // two layers in one path keep their weights' names
+    if (d && weights.get(d)!.size === 1) { s.alias = s.module; s.module = d; } // two layers in one path keep their weights' names
   });
 }
 
@@ -104,6 +128,7 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
   const prod = producers(g);
   const cons = consumers(g);
   const sites: Site[] = [];
+  const biasModules = new Map<Site, string>();
   // A weight is an initializer, or an Identity of one: torch.onnx's alias of a weight used twice, kept as a tie.
   const source = (n: string) => {
     const p = g.initializers.has(n) ? undefined : prod.get(n);
@@ -189,11 +214,13 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
         const other = next[0]!.inputs.find((i) => i !== site!.y);
         const bt = other ? init(other) : undefined;
         if (bt && bt.data.length === site.dOut && bt.dims[bt.dims.length - 1] === site.dOut) { site.bias = other; site.out = next[0]!.outputs[0]!; }
+        const named = other && GENERATED.test(site.weight) ? biasModule(g, prod, other, site.dOut) : undefined;
+        if (named) biasModules.set(site, named);
       }
     }
     if (site && !exclude(site.weight)) sites.push(site);
   }
-  nameFromNodes(sites);
+  nameFromNodes(sites, biasModules);
   oneModulePerWeight(sites);
   return sites;
 }

@@ -92,3 +92,26 @@ test('weights torch exported as Constant nodes (its quantized models: `/conv1/Co
   const { mse } = await import('../../src/train/losses.ts');
   assert.throws(() => new RefitModel(q).compileTrainStep({ trainable: 'all', loss: mse({ output: 'y' }) }), /matched no parameter: the model has no float parameters \(its weights are stored quantized, and those stay frozen\): train an adapter/);
 });
+
+test('a Linear called by F.linear inside its parent (Swin V2\'s qkv and proj: one node scope, `attn`) takes its name from its bias, also a bias computed from constants; a residual addend names nothing', async () => {
+  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
+  const { RefitModel } = await import('../../src/model.ts');
+  const { f32 } = await import('../../src/onnx/tensor.ts');
+  const w = (n: number) => f32([4, n], Array.from({ length: 4 * n }, (_, i) => i / 10));
+  const m = new ModelBuilder({ opset: 13 }).input('x', 'float32', [2, 4])
+    .initializer('onnx::MatMul_1', w(4)).initializer('onnx::MatMul_2', w(4)).initializer('onnx::MatMul_3', w(4))
+    .initializer('blk.attn.qkv.bias', f32([4], [1, 2, 3, 4])).initializer('blk.attn.proj.bias', f32([4], [0, 0, 0, 0])).initializer('half', f32([4], [1, 1, 0, 0]))
+    .node('MatMul', ['x', 'onnx::MatMul_1'], ['q'], {}, '/blk/attn/MatMul')
+    .node('Mul', ['blk.attn.qkv.bias', 'half'], ['qkv_bias'], {}, '/blk/attn/Mul') // the bias with its key part zeroed, from constants only
+    .node('Add', ['qkv_bias', 'q'], ['h'], {}, '/blk/attn/Add')
+    .node('MatMul', ['h', 'onnx::MatMul_2'], ['p'], {}, '/blk/attn/MatMul_1')
+    .node('Add', ['blk.attn.proj.bias', 'p'], ['o'], {}, '/blk/attn/Add_1')
+    .node('MatMul', ['o', 'onnx::MatMul_3'], ['r'], {}, '/blk/attn/MatMul_2')
+    .node('Add', ['r', 'o'], ['y'], {}, '/blk/attn/Add_2') // a residual: `o` comes from the input, and proj's bias must not name this layer
+    .node('MatMul', ['y', 'onnx::MatMul_2'], ['p2'], {}, '/blk/attn_1/MatMul_1') // proj called again (ALBERT's shared layer): one module
+    .node('Add', ['blk.attn.proj.bias', 'p2'], ['y2'], {}, '/blk/attn_1/Add_1')
+    .output('y2', 'float32', [2, 4]).build();
+  const sites = findSites(new RefitModel(m).ir.graph);
+  assert.deepEqual(sites.map((s) => s.module), ['blk.attn.qkv', 'blk.attn.proj', 'blk.attn', 'blk.attn.proj'], 'the third, alone in its scope without a bias of its own, takes the scope');
+  assert.equal(sites[1]!.bias, 'blk.attn.proj.bias');
+});
