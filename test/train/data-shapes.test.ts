@@ -86,4 +86,10 @@ test('an Expand to a size computed from the values fed (a length regulator\'s to
     grad.forEach((g, i) => assert.ok(Math.abs(r.grads.get('W')![i]! - g) < 1e-5, `d ${d}, grad ${i}: ${r.grads.get('W')![i]} vs ${g}`));
   }
   await step.release(); await m.release();
+  // inspect names the Expand (it named only NonZero-like ops before), and not the ReduceSum after it
+  const dir = mkdtempSync(join(tmpdir(), 'refit-data-shapes-'));
+  try {
+    writeFileSync(join(dir, 'expand.onnx'), encodeModel(m.ir));
+    assert.deepEqual((await inspectModel(join(dir, 'expand.onnx'))).dataShaped, { Expand: 1 });
+  } finally { rmSync(dir, { recursive: true, force: true }); }
 });
