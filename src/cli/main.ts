@@ -54,6 +54,7 @@ program
   .option('--decoder <file>', '--task seq2seq: the decoder file (decoder_model.onnx or decoder_model_merged.onnx); both files are written into --out (an --adapter folded in)')
   .option('--decoder-start <id>', "--task seq2seq: the decoder's start token (config.json's decoder_start_token_id; default --pad-token)")
   .option('--ignore-index <v>', '--task segment: the mask value of pixels left out (default 255, the void of VOC-style masks)')
+  .option('--loss <loss>', '--task regress: mse (default), l1, smooth-l1 or huber (PyTorch\'s F.l1_loss, F.smooth_l1_loss and F.huber_loss with β = δ = 1: outlying targets weigh less)')
   .option('--vocab <file>', '--task ctc: a Hugging Face vocab.json (or the model folder holding it; its tokenizer_config.json read too) that turns --labels transcripts (.txt, one per line) into ids; its pad token is the blank')
   .option('--pooling <mode>', '--task pairs: token states to one embedding by mean over the attention mask (default) or cls (the first token)')
   .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there; next-token: positions before it get no label)')

@@ -2,11 +2,13 @@
 // class scores (a depth estimator's [N, H, W] map, a denoiser's image, keypoint heatmaps, a
 // regressor's numbers), trained on inputs as for classification (IDX, .npy, CSV, an image folder)
 // and targets of the output's shape (--labels: a float .npy [N, ...the output's dims per sample]),
-// with the mean squared error (losses.mse: PyTorch's F.mse_loss). There is no accuracy: the epoch
-// lines show '–' there, and evaluation reports the mean squared and the mean absolute error.
+// with the mean squared error (losses.mse: PyTorch's F.mse_loss) or, by --loss, the L1, smooth L1
+// or Huber loss (outliers in the targets weigh less). There is no accuracy: the epoch lines show
+// '–' there, and evaluation reports the mean squared and the mean absolute error.
 import type { RefitModel } from '../model.ts';
 import { f32, formatShape } from '../onnx/tensor.ts';
-import { mse } from '../train/losses.ts';
+import { mse, l1, smoothL1, huber } from '../train/losses.ts';
+import type { LossSpec } from '../train/loss-spec.ts';
 import { readBytes } from '../data/idx-node.ts';
 import { modelIO, loadData, batchOf, type Preprocess } from './common.ts';
 import { parseNpy } from './data-files.ts';
@@ -18,7 +20,13 @@ export interface RegressOptions extends Preprocess {
   labels?: string;
   /** The output the loss reads (default: the model's first output). */
   logits?: string;
+  /** Default 'mse'. */
+  loss?: RegressionLoss;
 }
+
+export const REGRESSION_LOSSES = ['mse', 'l1', 'smooth-l1', 'huber'] as const;
+export type RegressionLoss = typeof REGRESSION_LOSSES[number];
+const regressionLoss: Record<RegressionLoss, (o: { output: string; target: string }) => LossSpec> = { mse, l1, 'smooth-l1': smoothL1, huber };
 
 export async function regressTask(model: RefitModel, o: RegressOptions, what = 'refit train'): Promise<TrainTask> {
   if (!o.labels) throw new Error(`--task regress learns target values: give them with --labels <file> (a float .npy [N, ...] of the output's shape per sample)`);
@@ -47,7 +55,7 @@ export async function regressTask(model: RefitModel, o: RegressOptions, what = '
   return {
     data: { source: `${o.data} + ${o.labels}`, format: `${ds.format}, npy targets`, samples: ds.n, sampleShape: ds.sampleShape },
     logits: io.logits,
-    loss: mse({ output: io.logits, target: 'refit_targets' }),
+    loss: regressionLoss[o.loss ?? 'mse']({ output: io.logits, target: 'refit_targets' }),
     feeds: (idx) => ({ ...input(idx), refit_targets: targetsOf(idx) }),
     score: () => ({ correct: 0, scored: 0 }),
     async evaluate(m, idx, bs, onBatch) {

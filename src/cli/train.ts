@@ -21,7 +21,7 @@ import { nextTokenTask } from './token-task.ts';
 import { pairsTask } from './pairs-task.ts';
 import { loadSeq2seq, loadSeq2seqFile, seq2seqTask } from './seq2seq-task.ts';
 import { segmentTask } from './segment-task.ts';
-import { regressTask } from './regress-task.ts';
+import { regressTask, REGRESSION_LOSSES, type RegressionLoss } from './regress-task.ts';
 import { ctcTask } from './ctc-task.ts';
 import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts';
 
@@ -45,6 +45,8 @@ export interface TrainOptions {
   ignoreIndex?: string | number;
   /** --task ctc: a Hugging Face vocab.json (or its folder) that turns --labels transcripts into ids. */
   vocab?: string;
+  /** --task regress: the loss, mse (default), l1, smooth-l1 or huber (PyTorch's defaults, β = δ = 1). */
+  loss?: string;
   /** Token models: a token id whose positions are padding (no label for next-token; attention_mask 0). */
   padToken?: string | number;
   data: string;
@@ -160,6 +162,8 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   if (taskName === 'ctc' && o.labelColumn) throw new Error('--label-column reads CSV data; --task ctc reads label sequences from --labels (.npy [n, length], or transcripts with --vocab)');
   if (o.vocab !== undefined && taskName !== 'ctc') throw new Error('--vocab is for --task ctc (transcripts as label ids)');
   if (o.ignoreIndex !== undefined && taskName !== 'segment') throw new Error('--ignore-index is for --task segment');
+  if (o.loss !== undefined && taskName !== 'regress') throw new Error('--loss is for --task regress (the other tasks have their own loss)');
+  if (o.loss !== undefined && !(REGRESSION_LOSSES as readonly string[]).includes(o.loss)) throw new Error(`--loss ${o.loss}: choose one of ${REGRESSION_LOSSES.join(', ')}`);
   if (taskName === 'segment' && (o.labelColumn || o.padToken !== undefined)) throw new Error(`${o.labelColumn ? '--label-column' : '--pad-token'}: not for --task segment, which reads images (--data) and masks (--labels, .npy [N, H, W])`);
   if (taskName === 'regress' && (o.labelColumn || o.padToken !== undefined)) throw new Error(`${o.labelColumn ? '--label-column' : '--pad-token'}: not for --task regress, which reads inputs (--data) and float targets (--labels, .npy [N, ...])`);
   const ignoreIndex = o.ignoreIndex !== undefined ? finiteNumber('--ignore-index', o.ignoreIndex, Number.isInteger, 'an integer') : undefined;
@@ -194,7 +198,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
       case 'next-token': return nextTokenTask(base, { data: o.data, ...logits, ...pad });
       case 'pairs': return pairsTask(base, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...pad, ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) });
       case 'segment': return segmentTask(base, { data: o.data, labels: o.labels, ...logits, ...prep, ...(ignoreIndex !== undefined ? { ignoreIndex } : {}) });
-      case 'regress': return regressTask(base, { data: o.data, labels: o.labels, ...logits, ...prep });
+      case 'regress': return regressTask(base, { data: o.data, labels: o.labels, ...logits, ...prep, ...(o.loss ? { loss: o.loss as RegressionLoss } : {}) });
       case 'ctc': return ctcTask(base, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.vocab ? { vocab: o.vocab } : {}), ...(o.preprocessor ? { preprocessor: o.preprocessor, verbose: !o.json } : {}), ...logits, ...pad });
       default: return classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep });
     }

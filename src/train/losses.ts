@@ -262,11 +262,51 @@ function elementwiseLoss(name: string, output: string, target: string, w: Sample
 }
 
 /** Mean squared error between a model output and a target input of the same shape. */
-export function mse(o: SampleWeighting & { output: string; target?: string }): LossSpec {
+export function mse(o: RegressionOptions): LossSpec {
   return elementwiseLoss('mse', o.output, o.target ?? 'target', o, (em, z, y) => {
     const d = em.sub(z, y);
     return em.mul(d, d);
   });
+}
+
+export interface RegressionOptions extends SampleWeighting {
+  output: string;
+  /** Float target of the output's shape (default input name 'target'). */
+  target?: string;
+}
+
+/** Mean absolute error: PyTorch's F.l1_loss (mean). A zero difference has gradient 0 (sign(0), as PyTorch takes it). */
+export function l1(o: RegressionOptions): LossSpec {
+  return elementwiseLoss('l1', o.output, o.target ?? 'target', o, (em, z, y) => em.op('Abs', [em.sub(z, y)]));
+}
+
+/**
+ * Smooth L1: PyTorch's F.smooth_l1_loss(z, y, beta) (mean): 0.5·d²/β where |d| < β, |d| − 0.5·β
+ * elsewhere; β 0 is l1. Detectors' box regression (Faster R-CNN, SSD) trains with it.
+ */
+export function smoothL1(o: RegressionOptions & { beta?: number }): LossSpec {
+  const beta = o.beta ?? 1;
+  if (!(beta >= 0)) throw new Error(`smoothL1: beta must be ≥ 0, got ${o.beta}`);
+  if (beta === 0) return l1(o);
+  return elementwiseLoss('smoothL1', o.output, o.target ?? 'target', o, (em, z, y) => quadraticNearZero(em, em.sub(z, y), beta, 0.5 / beta, 1));
+}
+
+/**
+ * Huber: PyTorch's F.huber_loss(z, y, delta) (mean): 0.5·d² where |d| < δ, δ·(|d| − 0.5·δ)
+ * elsewhere (smoothL1 with β = δ, times δ).
+ */
+export function huber(o: RegressionOptions & { delta?: number }): LossSpec {
+  const delta = o.delta ?? 1;
+  if (!(delta > 0)) throw new Error(`huber: delta must be positive, got ${o.delta}`);
+  return elementwiseLoss('huber', o.output, o.target ?? 'target', o, (em, z, y) => quadraticNearZero(em, em.sub(z, y), delta, 0.5, delta));
+}
+
+/** where(|d| < t, q·d², s·(|d| − t/2)); with q = s/(2t), as both callers pass, the pieces meet at |d| = t in value and slope. */
+function quadraticNearZero(em: Emitter, d: string, t: number, q: number, s: number): string {
+  const a = em.op('Abs', [d]);
+  const near = em.mul(em.scalar(q), em.mul(d, d));
+  const far = em.mul(em.scalar(s), em.sub(a, em.scalar(t / 2)));
+  return em.op('Where', [em.op('Less', [a, em.scalar(t)]), near, far]);
 }
 
 export interface BinaryCrossEntropyOptions extends SampleWeighting {

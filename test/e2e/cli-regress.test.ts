@@ -58,3 +58,25 @@ test('refit train --task regress learns a depth-like map (MSE falls over 10×); 
   await assert.rejects(runTrain(p('depth.onnx'), { task: 'regress', data: p('x.npy'), out: p('bad.onnx'), json: true }), /--task regress learns target values: give them with --labels/);
   assert.ok(!existsSync(p('bad.onnx')), 'a refused run writes nothing');
 });
+
+test('refit train --task regress --loss l1 / huber: targets with outliers pull an MSE fit off and an L1 fit hardly; a bad --loss is refused', async () => {
+  writeFileSync(p('depth.onnx'), depthLike());
+  const n = 96, H = 6, W = 5, r = new Rng(4);
+  const x = Float32Array.from({ length: n * 2 * H * W }, () => r.normal());
+  const clean = new Float32Array(n * H * W);
+  for (let i = 0; i < n; i++) for (let k = 0; k < H * W; k++) clean[i * H * W + k] = x[i * 2 * H * W + k]! - 0.5 * x[i * 2 * H * W + H * W + k]! + 0.5;
+  const noisy = clean.slice();
+  for (let i = 0; i < n; i += 12) for (let k = 0; k < H * W; k++) noisy[i * H * W + k]! += 30; // 8 of 96 samples mislabelled by +30
+  writeFileSync(p('xo.npy'), npy('<f4', [n, 2, H, W], x));
+  writeFileSync(p('yo.npy'), npy('<f4', [n, H, W], noisy));
+  writeFileSync(p('yc.npy'), npy('<f4', [n, H, W], clean));
+  const cleanError: Record<string, number> = {};
+  for (const loss of ['mse', 'l1', 'huber']) {
+    await runTrain(p('depth.onnx'), { task: 'regress', loss, data: p('xo.npy'), labels: p('yo.npy'), epochs: 40, lr: 0.05, batchSize: 16, valSplit: 0, out: p(`${loss}.onnx`), json: true });
+    cleanError[loss] = (await runEval(p(`${loss}.onnx`), { task: 'regress', data: p('xo.npy'), labels: p('yc.npy'), json: true })).meanAbsoluteError!;
+  }
+  // MSE's constant term drifts toward the outliers' mean (8/96 · 30 = 2.5); L1 and Huber stay near the clean map.
+  assert.ok(cleanError.l1! < cleanError.mse! / 4 && cleanError.huber! < cleanError.mse! / 2, `error against the clean targets: ${JSON.stringify(cleanError)}`);
+  await assert.rejects(runTrain(p('depth.onnx'), { task: 'regress', loss: 'l2', data: p('xo.npy'), labels: p('yo.npy'), out: p('bad.onnx'), json: true }), /--loss l2: choose one of mse, l1, smooth-l1, huber/);
+  await assert.rejects(runTrain(p('depth.onnx'), { loss: 'l1', data: p('xo.npy'), labels: p('yo.npy'), out: p('bad.onnx'), json: true }), /--loss is for --task regress/);
+});
