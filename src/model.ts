@@ -38,6 +38,12 @@ export interface CompileOptions {
    * node `into` (src/autodiff/backward.ts).
    */
   stopGradient?: StopGradient[];
+  /**
+   * An embedding table's one all-zero row is PyTorch's `padding_idx`, which the export loses: its
+   * lookups pass no gradient, as in PyTorch (src/onnx/padding-rows.ts). Default true; false trains
+   * that row like any other.
+   */
+  paddingRows?: boolean;
   session?: SessionOptions;
   /** Choose what trains to fit a memory budget: see compileTrainStep and src/train/memory-budget.ts. */
   memoryBudget?: undefined;
@@ -227,7 +233,7 @@ export class RefitModel {
     if ('memoryBudget' in opts && opts.memoryBudget !== undefined) return import('./train/memory-budget.ts').then((m) => m.compileWithinBudget(this, opts as BudgetCompileOptions));
     if (opts.trainable === undefined) throw new Error('compileTrainStep: trainable is required (or pass memoryBudget to have it chosen)');
     const trainable = selectParams(this.ir.graph, opts.trainable);
-    return new TrainStep(this, { trainable, loss: opts.loss, outputs: opts.outputs, batchNorm: opts.batchNorm, ...(opts.checkpoint ? { checkpoint: opts.checkpoint } : {}), ...(opts.stopGradient?.length ? { stopGradient: opts.stopGradient } : {}) }, opts.session ?? this.sessionOptions);
+    return new TrainStep(this, { trainable, loss: opts.loss, outputs: opts.outputs, batchNorm: opts.batchNorm, ...(opts.checkpoint ? { checkpoint: opts.checkpoint } : {}), ...(opts.stopGradient?.length ? { stopGradient: opts.stopGradient } : {}), ...(opts.paddingRows === false ? { paddingRows: false } : {}) }, opts.session ?? this.sessionOptions);
   }
 
   toBytes(): Uint8Array {

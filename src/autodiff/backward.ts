@@ -20,6 +20,8 @@ export interface BackwardOptions {
    * use and kept another, and the export has one tensor for both).
    */
   stopGradient?: Iterable<StopGradient>;
+  /** Gather data inputs → the embedding row whose lookups pass no gradient (PyTorch's padding_idx; src/onnx/padding-rows.ts). */
+  paddingRows?: ReadonlyMap<string, number>;
 }
 
 export type StopGradient = string | { tensor: string; into: string };
@@ -74,7 +76,7 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
     return new Map(opts.wrt.map((w) => [w, null]));
   }
 
-  const ctx = makeContext(graph, shapes, em, new Set(opts.wrt));
+  const ctx = makeContext(graph, shapes, em, new Set(opts.wrt), opts.paddingRows);
   const contrib = new Map<string, string[]>();
   const addGrad = (name: string, g: string) => {
     const list = contrib.get(name);

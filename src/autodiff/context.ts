@@ -6,7 +6,7 @@ import type { ShapeMap } from '../onnx/shapes.ts';
 import { f32, type Tensor } from '../onnx/tensor.ts';
 import type { GradContext } from './rule.ts';
 
-export function makeContext(graph: Graph, shapes: ShapeMap, em: Emitter, variables: ReadonlySet<string>): GradContext {
+export function makeContext(graph: Graph, shapes: ShapeMap, em: Emitter, variables: ReadonlySet<string>, paddingRows: ReadonlyMap<string, number> = new Map()): GradContext {
   const prod = producers(graph);
   // Snapshot of the forward constants; trainables are initializers now but graph inputs later.
   const initializers = new Map([...graph.initializers].filter(([k]) => !variables.has(k)));
@@ -30,6 +30,7 @@ export function makeContext(graph: Graph, shapes: ShapeMap, em: Emitter, variabl
       if (p && p.opType === 'Constant') return attrTensor(p, 'value');
       return undefined;
     },
+    paddingRow: (table) => paddingRows.get(table),
     unbroadcast(grad, gradShape, targetShape) {
       if (sameShape(gradShape, targetShape)) return grad;
       // A sum over an empty axis (a size-1 operand broadcast to 0 copies) is 0. Emitted as a

@@ -13,6 +13,8 @@ export interface GradContext {
   constant(name: string): Tensor | undefined;
   /** Sum a gradient of a broadcast result down to the shape of `target` (NumPy broadcasting). */
   unbroadcast(grad: string, gradShape: number[], targetShape: number[]): string;
+  /** An embedding table's padding row, whose lookups pass no gradient (PyTorch's padding_idx: src/onnx/padding-rows.ts). */
+  paddingRow?(table: string): number | undefined;
 }
 
 /**

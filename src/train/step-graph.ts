@@ -14,6 +14,7 @@ import { NCHWC_DOMAIN, nchwcBlockSize } from '../onnx/nchwc.ts';
 import { isFloat, size, type Tensor } from '../onnx/tensor.ts';
 import type { LossSpec } from './loss-spec.ts';
 import { lowerBatchNormTrain, type RunningStatUpdate } from './batchnorm-train.ts';
+import { embeddingPaddingRows } from '../onnx/padding-rows.ts';
 import { checkpointStepGraph } from './checkpoint.ts';
 
 export interface StepGraphOptions {
@@ -32,6 +33,8 @@ export interface StepGraphOptions {
   checkpoint?: boolean | number;
   /** Where no gradient flows back (PyTorch's `.detach()`, which an export loses): a tensor, or one use of it (src/autodiff/backward.ts). */
   stopGradient?: StopGradient[];
+  /** Lookups of an embedding's one all-zero row pass no gradient (PyTorch's padding_idx; src/onnx/padding-rows.ts). Default true. */
+  paddingRows?: boolean;
 }
 
 export interface StepGraph {
@@ -137,7 +140,8 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
   const lossShape = shapes.get(LOSS_OUTPUT)!;
   if (size(lossShape.dims) !== 1) throw new Error(`loss ${opts.loss.describe} must be a scalar, got shape [${lossShape.dims}]`);
 
-  const grads = buildBackward(g, shapes, em, { loss: LOSS_OUTPUT, wrt: opts.trainable, ...(opts.stopGradient ? { stopGradient: opts.stopGradient } : {}) });
+  const paddingRows = opts.paddingRows === false ? undefined : embeddingPaddingRows(g);
+  const grads = buildBackward(g, shapes, em, { loss: LOSS_OUTPUT, wrt: opts.trainable, ...(opts.stopGradient ? { stopGradient: opts.stopGradient } : {}), ...(paddingRows?.size ? { paddingRows } : {}) });
   lap('backward');
 
   // Trainables and running statistics become inputs; everything else stays baked in.

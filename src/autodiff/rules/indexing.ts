@@ -207,7 +207,14 @@ registerRules({
     const [x, idx] = node.inputs as [string, string];
     const xDims = ctx.shape(x);
     const axis = normAxis(node, attrInt(node, 'axis', 0), xDims.length);
-    return [scatterAddAlongAxis(ctx, dY!, idx, xDims, axis, ctx.dtype(x)), null];
+    const pad = axis === 0 ? ctx.paddingRow?.(x) : undefined;
+    if (pad === undefined) return [scatterAddAlongAxis(ctx, dY!, idx, xDims, axis, ctx.dtype(x)), null];
+    // PyTorch's padding_idx: the lookups of the padding row pass nothing back to it.
+    const em = ctx.em, iDims = ctx.shape(idx);
+    const isPad = em.op('Equal', [idx, em.constant(tensor(ctx.dtype(idx), [], [pad]), 'padding_row')]);
+    const mask = em.unsqueeze(isPad, range(xDims.length - 1).map((i) => iDims.length + i));
+    const kept = em.op('Where', [mask, em.constant(tensor(ctx.dtype(x), [], [0]), 'zero'), dY!]);
+    return [scatterAddAlongAxis(ctx, kept, idx, xDims, axis, ctx.dtype(x)), null];
   },
 
   GatherElements(ctx, node, [dY], needs) {
