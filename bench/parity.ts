@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { loadModel, type RefitModel } from '../src/model.ts';
 import type { LossSpec } from '../src/train/loss-spec.ts';
-import { f32, i64, type Tensor } from '../src/onnx/tensor.ts';
+import { f32, i64, tensor, type Tensor } from '../src/onnx/tensor.ts';
 import { parseNpy } from '../src/cli/data-files.ts';
 import { parseSafetensors } from '../src/io/safetensors.ts';
 import { median } from './stats.ts';
@@ -33,9 +33,10 @@ const relErr = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-12);
 };
 
-/** A tensor a bench's Python script saved as `<dir>/<file>`: float32 (from float32/64) or int64. */
+/** A tensor a bench's Python script saved as `<dir>/<file>`: float32 (from float32/64), bool (a padding mask) or int64. */
 export function savedTensor(dir: string, file: string): Tensor {
   const a = parseNpy(new Uint8Array(readFileSync(join(dir, file))), file);
+  if (a.dtype === 'bool') return tensor('bool', a.shape, Uint8Array.from(a.values as ArrayLike<number>));
   return a.dtype === 'float32' || a.dtype === 'float64'
     ? f32(a.shape, Float32Array.from(a.values as ArrayLike<number>))
     : i64(a.shape, Array.from(a.values as ArrayLike<number>, Number));

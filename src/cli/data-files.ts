@@ -136,13 +136,13 @@ const rowIds = (n: number) => Array.from({ length: n }, (_, i) => String(i));
 // (https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html) before raw data.
 
 export interface NpyArray {
-  dtype: 'float32' | 'float64' | 'uint8' | 'int32' | 'int64';
+  dtype: 'float32' | 'float64' | 'uint8' | 'int32' | 'int64' | 'bool';
   shape: number[];
   /** Values as float64 (int64 values beyond 2^53 are refused). */
   values: Float64Array | Float32Array;
 }
 
-const NPY_DTYPES: Record<string, NpyArray['dtype']> = { '<f4': 'float32', '<f8': 'float64', '|u1': 'uint8', '<u1': 'uint8', '<i4': 'int32', '<i8': 'int64' };
+const NPY_DTYPES: Record<string, NpyArray['dtype']> = { '<f4': 'float32', '<f8': 'float64', '|u1': 'uint8', '<u1': 'uint8', '<i4': 'int32', '<i8': 'int64', '|b1': 'bool' };
 
 export function parseNpy(bytes: Uint8Array, name: string): NpyArray {
   const magic = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // \x93NUMPY
@@ -159,11 +159,11 @@ export function parseNpy(bytes: Uint8Array, name: string): NpyArray {
   const shapeText = /'shape'\s*:\s*\(([^)]*)\)/.exec(header)?.[1];
   if (descr === undefined || fortran === undefined || shapeText === undefined) throw new Error(`${name}: malformed NPY header ${JSON.stringify(header.trim())}`);
   const dtype = NPY_DTYPES[descr];
-  if (!dtype) throw new Error(`${name}: NPY dtype '${descr}' is not supported; save it as little-endian float32 ('<f4'), float64, uint8, int32 or int64 (e.g. arr.astype(np.float32))`);
+  if (!dtype) throw new Error(`${name}: NPY dtype '${descr}' is not supported; save it as little-endian float32 ('<f4'), float64, uint8, int32, int64 or bool (e.g. arr.astype(np.float32))`);
   if (fortran === 'True') throw new Error(`${name}: NPY array is in Fortran order; save it in C order (np.ascontiguousarray(arr))`);
   const shape = shapeText.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
   const count = prod(shape);
-  const size = { float32: 4, float64: 8, uint8: 1, int32: 4, int64: 8 }[dtype];
+  const size = { float32: 4, float64: 8, uint8: 1, int32: 4, int64: 8, bool: 1 }[dtype];
   const off = start + headerLen;
   if (bytes.length - off < count * size) throw new Error(`${name}: NPY data is truncated: shape ${fmtShape(shape)} of ${dtype} needs ${count * size} bytes, the file has ${bytes.length - off}`);
   // A copy, so typed-array views are aligned whatever the header length.
@@ -173,6 +173,12 @@ export function parseNpy(bytes: Uint8Array, name: string): NpyArray {
     case 'float32': values = new Float32Array(raw); break;
     case 'float64': values = new Float64Array(raw); break;
     case 'uint8': values = Float64Array.from(new Uint8Array(raw)); break;
+    case 'bool': { // one byte each, 0 or 1 as numpy writes them; any other byte is not a bool file
+      const b = new Uint8Array(raw), bad = b.findIndex((v) => v > 1);
+      if (bad >= 0) throw new Error(`${name}: bool NPY element ${bad} is byte ${b[bad]}, not 0 or 1`);
+      values = Float64Array.from(b);
+      break;
+    }
     case 'int32': values = Float64Array.from(new Int32Array(raw)); break;
     case 'int64': {
       const b = new BigInt64Array(raw);
