@@ -349,6 +349,9 @@ test('NPY reader: header versions and dtypes', () => {
   bad.set(new TextEncoder().encode('>f4'), bad.indexOf(0x3c)); // big-endian
   assert.throws(() => parseNpy(bad, 'b.npy'), /b\.npy: NPY dtype '>f4' is not supported/);
   assert.throws(() => parseNpy(npy('<f4', [4], Float32Array.from([1, 2])), 'c.npy'), /c\.npy: NPY data is truncated/);
+  const mask = parseNpy(npy('|b1', [2, 2], Uint8Array.from([0, 1, 1, 0])), 'mask.npy'); // np.save of a bool padding mask
+  assert.deepEqual([mask.dtype, mask.shape, Array.from(mask.values)], ['bool', [2, 2], [0, 1, 1, 0]]);
+  assert.throws(() => parseNpy(npy('|b1', [2], Uint8Array.from([1, 7])), 'm.npy'), /m\.npy: bool NPY element 1 is byte 7, not 0 or 1/);
 });
 
 test('adapter folder swap: a failed write leaves the old folder as it was and no temp folder behind', async () => {
