@@ -168,6 +168,23 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
     const loss = losses.mse({ output: 'mel', target: 'y' });
     return { loss, paths: [['LoRA on attention', peftStep(loraOn(/(w_qs|w_ks|w_vs|q_proj|k_proj|v_proj)$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
   },
+  ts_transformer: () => {
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    // HF PEFT adapts an nn.MultiheadAttention by its module name (its packed in_proj) and out_proj
+    return { loss, paths: [['LoRA on self_attn and out_proj', peftStep(loraOn(/self_attn(\.out_proj)?$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
+  tcn: () => {
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['LoRA on the convolutions', peftStep(loraOn(/conv\d$/), loss)], ['BitFit (no norm layers)', peftStep(() => peft.bitfit(), loss)]] };
+  },
+  hifigan: () => {
+    const loss = losses.l1({ output: 'waveform', target: 'y' });
+    return { loss, paths: [['LoRA on the resblocks\' convolutions', peftStep(loraOn(/convs[12]\.\d$/), loss)], ['BitFit (no norm layers)', peftStep(() => peft.bitfit(), loss)]] };
+  },
+  gru_tagger: () => {
+    const loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['LoRA on the output layer', peftStep(loraOn(/^out$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
   u2net: () => {
     const loss = losses.binaryCrossEntropy({ probabilities: 'mask', target: 'y' }); // U²-Net trains its sigmoid outputs with BCE
     return { loss, paths: [['BN-adapt', tta('bn-adapt', 'pixel_values')], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };

@@ -882,7 +882,7 @@ def convnextv2_case():
 CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case, "depth_anything": depth_anything_case, "t5": t5_case, "sam_encoder": sam_encoder_case, "sam_decoder": sam_decoder_case, "convnextv2": convnextv2_case}
 # More families, one module each, with CASES of the same form (a case may add "norms": its own
 # normalisation classes, perturbed like the ones below).
-for family in ("arch_text", "arch_detection", "arch_vision", "arch_levit", "arch_lm", "arch_lm2", "arch_speech", "arch_bit", "arch_restore", "arch_vl", "arch_moe", "arch_graph", "arch_points", "arch_tts"):
+for family in ("arch_text", "arch_detection", "arch_vision", "arch_levit", "arch_lm", "arch_lm2", "arch_speech", "arch_bit", "arch_restore", "arch_vl", "arch_moe", "arch_graph", "arch_points", "arch_tts", "arch_seq"):
     CASES.update(__import__(family).CASES)
 
 
@@ -904,6 +904,11 @@ def main():
                           dynamic_axes=case["dynamic"], training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=True)
         m.zero_grad(set_to_none=True)
         out = m(*inputs.values())
+        # weight norm (g · v / ‖v‖, computed by a forward pre-hook): torch.onnx folds it into one
+        # weight, whose gradient is the computed weight's, kept here
+        computed = [mod.weight for mod in m.modules() if hasattr(mod, "weight_g")]
+        for w in computed:
+            w.retain_grad()
         out = out if isinstance(out, tuple) else (out,)
         y = case["target"](out)
         loss = case["loss"](out, y)
@@ -924,6 +929,12 @@ def main():
                 arr = onnx.numpy_helper.to_array(i)
                 if arr.shape == want.shape and np.array_equal(arr, want):
                     grads[i.name] = fold(pgrads).numpy()
+        for w in computed:
+            want = w.detach().numpy()
+            for i in proto.graph.initializer:
+                arr = onnx.numpy_helper.to_array(i)
+                if arr.shape == want.shape and np.allclose(arr, want, rtol=1e-5, atol=1e-8):
+                    grads[i.name] = w.grad.numpy()
         write_grads(path, grads)
         with open(f"{path}.json", "w") as f:
             json.dump({"loss": float(loss), "inputs": {k: list(v.shape) for k, v in inputs.items()}, "targets": sorted(targets), "outputs": [list(o.shape) for o in out],
