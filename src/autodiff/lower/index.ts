@@ -11,6 +11,7 @@ import { isNchwcLowerable, lowerNchwc, nchwcRefusal } from './nchwc.ts';
 import { isOnnxAttentionLowerable, lowerOnnxAttention, onnxAttentionRefusal } from './onnx-attention.ts';
 import { isLrn, lowerLrn } from './lrn.ts';
 import { isGridSample, lowerGridSample, gridSampleRefusal } from './grid-sample.ts';
+import { isModePad, lowerModePad, modePadRefusal } from './pad-modes.ts';
 import type { DType } from '../../onnx/tensor.ts';
 
 export interface LowerOptions {
@@ -61,6 +62,7 @@ const LOWERINGS: Lowering[] = [
   },
   { takes: isLrn, refusal: () => undefined, lower: (n, em, ctx) => lowerLrn(n, em, ctx.shapeOf) },
   { takes: isGridSample, refusal: (n, _g, shapeOf) => gridSampleRefusal(n, shapeOf), lower: (n, em, ctx) => lowerGridSample(n, em, ctx.shapeOf) },
+  { takes: isModePad, refusal: (n, g, shapeOf) => modePadRefusal(n, g, shapeOf), lower: (n, em, ctx) => lowerModePad(n, ctx.graph, em, ctx.shapeOf) },
   {
     takes: isContribLowerable,
     refusal: (n, _g, shapeOf) => contribRefusal(n, shapeOf),

@@ -271,7 +271,7 @@ registerRules({
   Pad(ctx, node, [dY], needs) {
     const em = ctx.em;
     const mode = attrString(node, 'mode', 'constant');
-    if (mode !== 'constant') throw new Error(`Pad mode '${mode}' has no gradient rule yet (only mode 'constant')`);
+    if (mode !== 'constant') throw new Error(`Pad mode '${mode}' has no gradient rule (mode 'constant' has; reflect, edge and wrap are written as Gathers before differentiation: src/autodiff/lower/pad-modes.ts)`);
     const x = node.inputs[0]!;
     const xDims = ctx.shape(x), yDims = ctx.shape(node.outputs[0]!);
     const rank = xDims.length;
