@@ -7,9 +7,7 @@ import assert from 'node:assert/strict';
 import { gradCheck } from '../../src/autodiff/gradcheck.ts';
 import { assertLowersLikeOrt, oneOp, type OneOp } from './lower-helpers.ts';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
-import { RefitModel } from '../../src/model.ts';
 import { f32, i64 } from '../../src/onnx/tensor.ts';
-import * as losses from '../../src/train/losses.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { modePadRefusal } from '../../src/autodiff/lower/pad-modes.ts';
 

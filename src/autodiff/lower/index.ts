@@ -46,7 +46,7 @@ interface Lowering {
 const LOWERINGS: Lowering[] = [
   {
     takes: isRecurrent,
-    refusal: (n, graph, _s, ctx) => recurrentRefusal(n, graph, ctx ? seqLength(n, ctx.shapeOf) : undefined),
+    refusal: (n) => recurrentRefusal(n),
     lower: (n, em, ctx) => lowerRecurrent(n, ctx.graph, em, ctx.shapeOf),
   },
   {
@@ -119,9 +119,4 @@ export function lowerForGradient(graph: Graph, shapeOf: (t: string) => number[],
   const read = new Set(graph.nodes.flatMap((n) => n.inputs));
   for (const n of lower) for (const i of n.inputs) if (i && !read.has(i) && !graph.outputs.some((o) => o.name === i)) graph.initializers.delete(i);
   return report;
-}
-
-function seqLength(n: Node, shapeOf: (t: string) => number[]): number {
-  const d = shapeOf(n.inputs[0]!);
-  return (n.attrs.layout?.value === 1 ? d[1] : d[0])!;
 }

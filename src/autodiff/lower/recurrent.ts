@@ -6,7 +6,7 @@
 import type { Graph, Node } from '../../onnx/ir.ts';
 import { attrInt, attrString } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
-import { f32 } from '../../onnx/tensor.ts';
+import { f32, i64 } from '../../onnx/tensor.ts';
 import { floatAttr } from '../../onnx/ir.ts';
 import { bind, constantValue, present, refuse, split, wanted } from './util.ts';
 
@@ -57,11 +57,8 @@ function activate(em: Emitter, a: Activation, x: string): string {
   }
 }
 
-/**
- * Why this recurrent node cannot be unrolled exactly, or undefined when it can. `seqLen` is the
- * compiled sequence length when known (a full-length `sequence_lens` is then checked against it).
- */
-export function recurrentRefusal(node: Node, graph: Graph, seqLen?: number): string | undefined {
+/** Why this recurrent node cannot be unrolled exactly, or undefined when it can. */
+export function recurrentRefusal(node: Node): string | undefined {
   const direction = attrString(node, 'direction', 'forward');
   if (!['forward', 'reverse', 'bidirectional'].includes(direction)) return `unknown direction '${direction}'`;
   const nd = direction === 'bidirectional' ? 2 : 1;
@@ -71,14 +68,17 @@ export function recurrentRefusal(node: Node, graph: Graph, seqLen?: number): str
   if (node.opType === 'LSTM' && attrInt(node, 'input_forget', 0) !== 0) return 'attribute input_forget=1 (coupled input and forget gates) is not supported';
   const layout = attrInt(node, 'layout', 0);
   if (layout !== 0 && layout !== 1) return `unknown layout ${layout}`;
-  if (present(node, 4)) {
-    const lens = constantValue(graph, node.inputs[4]!);
-    if (!lens) return `input sequence_lens ('${node.inputs[4]}') is computed at run time; only full-length sequences are unrolled (omit sequence_lens or make it a constant equal to the sequence length)`;
-    const vals = Array.from(lens.data as ArrayLike<number | bigint>, Number);
-    const full = seqLen ?? vals[0];
-    if (vals.some((v) => v !== full)) return `sequence_lens [${vals.join(', ')}] is not all full-length${seqLen !== undefined ? ` (${seqLen})` : ''}; only full-length sequences are unrolled`;
-  }
   return undefined;
+}
+
+/**
+ * Whether the node's sequence_lens may end a sequence early (PyTorch's pack_padded_sequence feeds
+ * the lengths at run time): then each step is masked. A constant of full lengths needs no mask.
+ */
+function variableLengths(node: Node, graph: Graph, seqLen: number): boolean {
+  if (!present(node, 4)) return false;
+  const lens = constantValue(graph, node.inputs[4]!);
+  return !lens || Array.from(lens.data as ArrayLike<number | bigint>, Number).some((v) => v !== seqLen);
 }
 
 /** Replace one LSTM/GRU/RNN node by its unrolled form, writing its original output names. */
@@ -87,7 +87,7 @@ export function lowerRecurrent(node: Node, graph: Graph, em: Emitter, shapeOf: (
   const xDims = shapeOf(x);
   const layout = attrInt(node, 'layout', 0);
   const [S, Bn] = layout === 0 ? [xDims[0]!, xDims[1]!] : [xDims[1]!, xDims[0]!];
-  const why = recurrentRefusal(node, graph, S);
+  const why = recurrentRefusal(node);
   if (why) refuse(node, why);
   const direction = attrString(node, 'direction', 'forward');
   const nd = direction === 'bidirectional' ? 2 : 1;
@@ -111,6 +111,18 @@ export function lowerRecurrent(node: Node, graph: Graph, em: Emitter, shapeOf: (
   const c0s = node.opType === 'LSTM' ? perDir(stateIn(6), false) : [];
   const Ps = node.opType === 'LSTM' ? perDir(present(node, 7) ? node.inputs[7]! : null) : [];
   const zeros = () => em.constant(f32([1, Bn, H], new Float32Array(Bn * H)), 'zero_state');
+  // With sequence_lens, step t of sequence b runs only for t < lens[b] (ONNX's semantics): a masked
+  // step keeps the state it was given and outputs zeros. Forward, the state then stays at the
+  // last valid step; in reverse it stays at the initial state until the sequence's last element,
+  // so each sequence is read backwards from its own end.
+  let valid: string[] | null = null;
+  if (variableLengths(node, graph, S)) {
+    const lens = em.op('Cast', [node.inputs[4]!], { to: 7 }); // int32 by the spec; int64 for the comparison
+    const steps = em.constant(i64([S, 1], Array.from({ length: S }, (_, t) => t)), 'steps');
+    const mask = em.unsqueeze(em.op('Less', [steps, em.unsqueeze(lens, [0])]), [2]); // [S, B, 1]
+    valid = S === 1 ? [mask] : split(em, mask, Array.from({ length: S }, () => 1), 0);
+  }
+  const masked = (t: number, next: string, prev: string) => (valid ? em.op('Where', [valid[t]!, next, prev]) : next);
 
   const acts = activationsOf(node, nd) as Activation[][];
   const Ys: string[] = [], Yh: string[] = [], Yc: string[] = [];
@@ -150,6 +162,7 @@ export function lowerRecurrent(node: Node, graph: Graph, em: Emitter, shapeOf: (
     const hs: string[] = new Array(S);
     for (const t of order) {
       const xt = xSteps[t]!;
+      const [hPrev, cPrev] = [h, c];
       if (node.opType === 'LSTM') {
         const gates = em.add(xt, em.op('MatMul', [h, RT]));
         let i: string, fg: string, o: string, cc: string;
@@ -183,7 +196,9 @@ export function lowerRecurrent(node: Node, graph: Graph, em: Emitter, shapeOf: (
       } else {
         h = f(em.add(xt, em.op('MatMul', [h, RT])));
       }
-      hs[t] = h;
+      hs[t] = valid ? masked(t, h, em.constant(f32([], [0]), 'zero')) : h;
+      h = masked(t, h, hPrev);
+      if (node.opType === 'LSTM') c = masked(t, c, cPrev);
     }
     if (wanted(node, 0)) Ys.push(S === 1 ? hs[0]! : em.op('Concat', hs, { axis: 0 })); // [S, B, H]
     Yh.push(h);
