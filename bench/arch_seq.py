@@ -24,6 +24,10 @@ weights.
   length dynamic; loss: token cross-entropy. torch.onnx writes each layer as one GRU node whose
   W, R and B stack both directions with the gates reordered; PyTorch's gradients are folded the
   same way to compare.
+- lstm_packed: a text classifier on `pack_padded_sequence` (unsorted lengths [5, 8, 2] fed as an
+  input), a bidirectional nn.LSTM and its two final hidden states; torch.onnx sorts the batch by
+  TopK, passes the lengths as the LSTM's sequence_lens and unsorts by ScatterElements. Input
+  `input_ids` [3, 8] and `lengths` [3]; opset 13, batch and length dynamic; loss: cross-entropy.
 """
 import torch
 import torch.nn as nn
@@ -228,4 +232,42 @@ def gru_tagger_case():
                 derived=_gru_folds(0) + _gru_folds(1))
 
 
-CASES = {"ts_transformer": ts_transformer_case, "tcn": tcn_case, "hifigan": hifigan_case, "gru_tagger": gru_tagger_case}
+# ---------------------------------------------------------------- an LSTM text classifier on packed sequences
+def _gates_iofc(t):
+    """PyTorch stacks an LSTM's gates i, f, g, o; ONNX's LSTM takes i, o, f, c."""
+    h = t.shape[0] // 4
+    return torch.cat([t[:h], t[3 * h:], t[h:2 * h], t[2 * h:3 * h]])
+
+
+class PackedLSTMClassifier(nn.Module):
+    """The usual text classifier on variable-length batches: pack_padded_sequence (unsorted
+    lengths), a bidirectional nn.LSTM, the two final hidden states concatenated, a Linear."""
+
+    def __init__(self, vocab=50, d=12, hidden=10, classes=3):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d, padding_idx=0)
+        self.lstm = nn.LSTM(d, hidden, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * hidden, classes)
+
+    def forward(self, input_ids, lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(self.embed(input_ids), lengths, batch_first=True, enforce_sorted=False)
+        _, (h, _) = self.lstm(packed)
+        return self.fc(torch.cat([h[-2], h[-1]], 1))
+
+
+def lstm_packed_case():
+    ids = torch.randint(1, 50, (3, 8))
+    lengths = torch.tensor([5, 8, 2])
+    for b, n in enumerate(lengths.tolist()):
+        ids[b, n:] = 0
+    per_direction = lambda key: (lambda p: torch.stack([key(p, "l0"), key(p, "l0_reverse")]))
+    return dict(model=PackedLSTMClassifier(), inputs={"input_ids": ids, "lengths": lengths}, outputs=["logits"], opset=13,
+                dynamic={"input_ids": {0: "batch", 1: "tokens"}, "lengths": {0: "batch"}, "logits": {0: "batch"}},
+                target=lambda out: torch.tensor([0, 2, 1]),
+                loss=lambda out, y: F.cross_entropy(out[0], y),
+                derived=[per_direction(lambda p, s: _gates_iofc(p[f"lstm.weight_ih_{s}"])),
+                         per_direction(lambda p, s: _gates_iofc(p[f"lstm.weight_hh_{s}"])),
+                         per_direction(lambda p, s: torch.cat([_gates_iofc(p[f"lstm.bias_ih_{s}"]), _gates_iofc(p[f"lstm.bias_hh_{s}"])]))])
+
+
+CASES = {"ts_transformer": ts_transformer_case, "tcn": tcn_case, "hifigan": hifigan_case, "gru_tagger": gru_tagger_case, "lstm_packed": lstm_packed_case}
