@@ -18,6 +18,8 @@ import { f32, i64, type Tensor } from '../src/onnx/tensor.ts';
 import { withFixedInputs } from '../src/onnx/fixed-inputs.ts';
 import { assertCloseToTorch } from './helpers/close.ts';
 import * as peft from '../src/peft/index.ts';
+import { gradCheck } from '../src/autodiff/gradcheck.ts';
+import { subgraphDataShapes } from '../src/onnx/data-shapes.ts';
 
 const dir = new URL('./fixtures/popular/', import.meta.url).pathname;
 
@@ -102,4 +104,17 @@ test('Silero VAD as its files take it (the sample rate an input, an If on it): r
   const s = await stored.compileTrainStep({ trainable: 'all', loss }).run(rest);
   assert.ok(Math.abs(s.loss - ref.loss) <= 1e-5 * ref.loss, `stored rate: loss ${s.loss} vs PyTorch ${ref.loss}`);
   await Promise.all([vad.release(), plain.release(), stored.release()]);
+});
+
+test('a DLRM-style click model on EmbeddingBags (a Loop over the bags slicing the ids by offsets, one bag empty): PyTorch\'s loss and gradients; a batch of other bag sizes compiles its own step, which passes finite differences', async () => {
+  const loss = losses.binaryCrossEntropy({ logits: 'logit', target: 'y' });
+  await againstTorch('embedding_bag', loss, { y: npy('embedding_bag.y.npy') });
+  const model = await loadModel(`${dir}embedding_bag.onnx`, { threads: 1 });
+  assert.deepEqual(subgraphDataShapes(model.ir.graph).inputs, ['offsets_a', 'offsets_b']);
+  // the same ids and shapes, other bags: [7] [2] [1,29,4,5] and [2,19] [] [0,8,8]
+  const feeds = { dense: npy('embedding_bag.dense.npy'), ids_a: npy('embedding_bag.ids_a.npy'), offsets_a: i64([3], [0, 1, 3]), ids_b: npy('embedding_bag.ids_b.npy'), offsets_b: i64([3], [0, 2, 2]), y: npy('embedding_bag.y.npy') };
+  for (const r of await gradCheck(model.ir, feeds, { params: ['emb_sum.weight', 'emb_mean.weight', 'top.0.weight'], loss, eps: 1e-2 })) {
+    assert.ok(r.relError <= 1e-2 && r.analyticNorm > 0, `${r.param}: relative error ${r.relError.toExponential(2)}`);
+  }
+  await model.release();
 });

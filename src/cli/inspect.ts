@@ -10,7 +10,7 @@ import { opsetVersion, type Model, type ValueInfo } from '../onnx/ir.ts';
 import type { UpgradeReport } from '../onnx/opset-upgrade.ts';
 import { diagnoseTraining, type GroupBlocker } from '../autodiff/diagnose.ts';
 import { supportedOps, NO_GRADIENT_OPS } from '../autodiff/rule.ts';
-import { DATA_SHAPED_OPS, dataShapedOutputs } from '../onnx/data-shapes.ts';
+import { DATA_SHAPED_OPS, dataShapedOutputs, subgraphDataShapes } from '../onnx/data-shapes.ts';
 
 export interface InspectResult {
   model: string;
@@ -94,6 +94,7 @@ export async function inspectModel(path: string): Promise<InspectResult> {
     if (listed || follows) for (const o of x.outputs) after.add(o);
     return listed;
   });
+  shaped.push(...subgraphDataShapes(g).nodes); // a Loop whose body slices by values fed (an EmbeddingBag)
   const dataShaped = shaped.length ? Object.fromEntries([...new Set(shaped.map((x) => x.opType))].map((op) => [op, shaped.filter((x) => x.opType === op).length])) : undefined;
   const rules = new Set(supportedOps());
   const lowered = new Set(d.lowered.map((l) => l.opType));
@@ -192,7 +193,7 @@ export function formatInspect(r: InspectResult): string {
   if (r.kvCache) out.push(`  KV cache:   ${r.kvCache.past} past inputs${r.kvCache.useCacheBranch ? ' and use_cache_branch (optimum\'s merged decoder)' : ''}; refit trains the model without it (empty pasts${r.kvCache.useCacheBranch ? ', the uncached branch inlined' : ''}), as analysed below`);
   out.push(`  parameters: ${n(r.parameters.values)} values in ${r.parameters.tensors} tensors${r.parameters.quantized ? `, and ${n(r.parameters.quantized)} weight values stored quantized (frozen; adapters train on them)` : ''}`);
   if (r.ties) out.push(`  ties:       ${formatTies(r.ties)}`);
-  if (r.dataShaped) out.push(`  data sizes: ${Object.entries(r.dataShaped).map(([op, k]) => `${op} ×${k}`).join(', ')} give sizes the input values decide (an expert's tokens, a graph's edges, a length regulator's frames): a training step is compiled again for each new set of sizes`);
+  if (r.dataShaped) out.push(`  data sizes: ${Object.entries(r.dataShaped).map(([op, k]) => `${op} ×${k}`).join(', ')} give sizes the input values decide (an expert's tokens, a graph's edges, a length regulator's frames, an EmbeddingBag's bags): a training step is compiled again for each new set of sizes`);
   const counts = Object.entries(r.opCounts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   out.push(`  ops:        ${r.nodes} nodes: ${counts.map(([k, v]) => `${k} ×${v}`).join(', ')}`);
   out.push(`  gradients:  ${r.ops.differentiable.length} op types with rules${r.ops.lowered.length ? `, ${r.ops.lowered.join(', ')} by lowering` : ''}${r.ops.noGradient.length ? `, ${r.ops.noGradient.length} carry no gradient (${r.ops.noGradient.join(', ')})` : ''}`);

@@ -7,7 +7,9 @@
 // these ops give on a batch join the signature: the step is compiled for them, probed on that
 // batch's own values, and compiled again when a batch gives other sizes (an MoE's routing changes
 // most batches).
-import type { Graph, Model } from './ir.ts';
+import type onnxProto from 'onnx-proto';
+import type { Graph, Model, Node } from './ir.ts';
+import { subgraphsOf, readsOf } from './subgraphs.ts';
 import { cloneModel } from './ir.ts';
 import { createSession, toOrt, type SessionOptions, type ort } from './runtime.ts';
 import type { Tensor } from './tensor.ts';
@@ -46,15 +48,78 @@ export function dataShapedOutputs(g: Graph): string[] {
   return out;
 }
 
+type GraphProto = onnxProto.onnx.IGraphProto;
+
+/**
+ * Where values fed decide sizes inside a Loop, If or Scan body (PyTorch's EmbeddingBag exports a
+ * Loop over the bags whose body slices the ids at `offsets[i] … offsets[i + 1]`): the top-level
+ * sizer cannot see those sizes (a step unrolls such a Loop and folds them), so a step's key holds
+ * the values of the graph inputs they come from. `nodes`: the control-flow nodes concerned.
+ */
+export function subgraphDataShapes(g: Graph): { inputs: string[]; nodes: Node[] } {
+  const sources = new Map<string, Set<string>>(); // valued tensor → the graph inputs its values come from
+  for (const i of g.inputs) if (!g.initializers.has(i.name)) sources.set(i.name, new Set([i.name]));
+  const keyed = new Set<string>(), nodes: Node[] = [];
+  for (const n of g.nodes) {
+    const here = new Set<string>();
+    for (const body of subgraphsOf(n)) scanBody(body, n.opType, n.inputs, (t) => sources.get(t), here);
+    if (here.size) { nodes.push(n); for (const x of here) keyed.add(x); }
+    flow(n.opType, readsOf(n), n.outputs, (t) => sources.get(t), (t, s) => sources.set(t, s));
+  }
+  return { inputs: [...keyed], nodes };
+}
+
+/** A node's outputs take the sources of what it reads, except Shape and Size, which read no values. */
+function flow(op: string, reads: readonly string[], outputs: readonly string[], get: (t: string) => Set<string> | undefined, set: (t: string, s: Set<string>) => void): void {
+  if (op === 'Shape' || op === 'Size') return;
+  const s = new Set<string>();
+  for (const i of reads) for (const x of (i && get(i)) || []) s.add(x);
+  if (s.size) for (const o of outputs) if (o) set(o, s);
+}
+
+/** Body inputs that take a node's inputs: a Loop's carried values (after the iteration number and condition), a Scan's all. */
+function bodyInputSources(body: GraphProto, op: string, inputs: readonly string[], get: (t: string) => Set<string> | undefined): Map<string, Set<string>> {
+  const local = new Map<string, Set<string>>();
+  (body.input ?? []).forEach((v, k) => {
+    const outer = op === 'Loop' ? (k >= 2 ? inputs[k] : undefined) : op === 'Scan' ? inputs[k] : undefined;
+    const s = outer ? get(outer) : undefined;
+    if (v.name && s) local.set(v.name, s);
+  });
+  return local;
+}
+
+/** Adds to `keyed` the graph inputs whose values reach a shape slot (or a NonZero-like op) in `body` or its own subgraphs. */
+function scanBody(body: GraphProto, op: string, inputs: readonly string[], outer: (t: string) => Set<string> | undefined, keyed: Set<string>): void {
+  const local = bodyInputSources(body, op, inputs, outer);
+  const defined = new Set([...(body.input ?? []).map((v) => v.name ?? ''), ...(body.initializer ?? []).map((t) => t.name ?? '')]);
+  const get = (t: string) => local.get(t) ?? (defined.has(t) ? undefined : outer(t));
+  for (const n of body.node ?? []) {
+    const type = n.opType ?? '', domain = n.domain ?? '', ins = n.input ?? [];
+    if (isDefault(domain)) {
+      const slots = DATA_SHAPED_OPS.has(type) ? ins.map((_, i) => i) : SHAPE_SLOTS[type] ?? [];
+      for (const i of slots) for (const x of (ins[i] && get(ins[i]!)) || []) keyed.add(x);
+    }
+    for (const a of n.attribute ?? []) for (const sub of [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]) scanBody(sub, type, ins, get, keyed);
+    for (const o of n.output ?? []) if (o) defined.add(o);
+    flow(type, ins, n.output ?? [], get, (t, s) => local.set(t, s));
+  }
+}
+
 /** Computes, per batch, the sizes of a model's data-shaped tensors: one session, created at first use. */
 export class DataShapes {
   private session: Promise<ort.InferenceSession> | null = null;
 
-  constructor(private readonly model: Model, readonly tensors: string[], private readonly options: SessionOptions = {}) {}
+  /** `inputs`: graph inputs whose values themselves join the key (subgraphDataShapes). */
+  constructor(private readonly model: Model, readonly tensors: string[], private readonly options: SessionOptions = {}, readonly inputs: string[] = []) {}
 
   /** A key of the sizes on this batch ('' when the model has no data-shaped tensor). */
   async key(batch: Record<string, Tensor>): Promise<string> {
-    if (!this.tensors.length) return '';
+    const values = this.inputs.map((i) => `${i}=${batch[i] ? Array.from(batch[i]!.data as ArrayLike<number | bigint>, String).join(',') : ''}`).join(';');
+    if (!this.tensors.length) return values;
+    return `${await this.sizes(batch)}${values ? `|${values}` : ''}`;
+  }
+
+  private async sizes(batch: Record<string, Tensor>): Promise<string> {
     this.session ??= (() => {
       // Their shapes only (a Shape node each), so a large tensor is never copied out.
       const m = cloneModel(this.model);

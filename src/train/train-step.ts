@@ -8,7 +8,7 @@ import { type Tensor, formatShape } from '../onnx/tensor.ts';
 import { checkRunningStats } from './batchnorm-train.ts';
 import { buildStepGraph, type StepGraph, type StepGraphOptions } from './step-graph.ts';
 import { stepSource } from './step-opset.ts';
-import { DataShapes, dataShapedOutputs } from '../onnx/data-shapes.ts';
+import { DataShapes, dataShapedOutputs, subgraphDataShapes } from '../onnx/data-shapes.ts';
 import { denseTinyConvs } from './tiny-conv-dense.ts';
 
 export interface StepResult {
@@ -39,7 +39,7 @@ export class TrainStep {
   constructor(readonly model: RefitModel, readonly options: StepGraphOptions, readonly session: SessionOptions = {}) {
     this.trainable = options.trainable;
     this.fed = new Set(options.trainable);
-    this.dataShapes = new DataShapes(model.ir, dataShapedOutputs(model.ir.graph), session);
+    this.dataShapes = new DataShapes(model.ir, dataShapedOutputs(model.ir.graph), session, subgraphDataShapes(model.ir.graph).inputs);
     if (options.batchNorm === 'train') {
       for (const n of model.ir.graph.nodes) if (n.opType === 'BatchNormalization') {
         checkRunningStats(model.ir.graph, n); // a precise error now rather than a missing tensor later

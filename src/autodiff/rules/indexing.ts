@@ -88,6 +88,8 @@ function scatterAddAlongAxis(ctx: GradContext, g: string, idx: string, xDims: nu
   const D = xDims[axis]!;
   const pre = xDims.slice(0, axis), post = xDims.slice(axis + 1);
   const K = prod(idxDims);
+  // No index (an EmbeddingBag's empty bag): nothing to add, and onnxruntime's MatMul refuses to contract an empty axis.
+  if (K === 0) return zeros(ctx, xDims, dtype);
   if (ctx.opset >= 16) {
     const gi = validIndices(ctx, idx, D, 'int64');
     if (axis === 0) {
