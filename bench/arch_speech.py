@@ -38,6 +38,12 @@
   gradients the same way. The Fourier basis is an initializer too: refit's 'all' trains it.
   The released model has no normalization layer (its blocks are plain `reparam_conv`
   convolutions, re-parameterized before release), so norm-affine has nothing to train.
+- quartznet: NVIDIA NeMo's QuartzNet (ConvASREncoder of JasperBlocks: time-channel separable
+  convolutions, i.e. a depthwise Conv1d of a long kernel, 33 to 87 taps, then a pointwise Conv1d
+  and BatchNorm1d; residual 1×1 + BN; ReLU, dropout), width-reduced, BatchNorm statistics measured,
+  the 1×1 decoder giving frame logits [N, frames, vocab]. Input `audio_signal` [2, 16 features, 60
+  frames] (30 after the stride-2 prolog); opset 13, batch and frames dynamic; loss: CTC over every
+  frame (blank 0; labels padded with -100, clamped for PyTorch's call).
 """
 import math
 
@@ -335,4 +341,80 @@ def silero_vad_if_case():
                 loss=lambda out, y: F.binary_cross_entropy(out[0], y))
 
 
-CASES = {"whisper": whisper_case, "silero_vad": silero_vad_case, "silero_vad_if": silero_vad_if_case}
+# ---------------------------------------------------------------- QuartzNet (NVIDIA NeMo's ConvASREncoder / JasperBlock)
+class SeparableConvBN(nn.Module):
+    """NeMo's time-channel separable convolution: a depthwise Conv1d of a long kernel, a pointwise
+    Conv1d (no biases), BatchNorm1d."""
+
+    def __init__(self, cin, cout, k, stride=1, dilation=1):
+        super().__init__()
+        self.dw = nn.Conv1d(cin, cin, k, stride=stride, dilation=dilation, padding=dilation * (k - 1) // 2, groups=cin, bias=False)
+        self.pw = nn.Conv1d(cin, cout, 1, bias=False)
+        self.bn = nn.BatchNorm1d(cout, eps=1e-3)
+
+    def forward(self, x):
+        return self.bn(self.pw(self.dw(x)))
+
+
+class JasperBlock(nn.Module):
+    """R separable sub-blocks (ReLU and dropout between), a 1×1 conv + BN residual added before the last ReLU."""
+
+    def __init__(self, cin, cout, k, repeat=2):
+        super().__init__()
+        self.mconv = nn.ModuleList([SeparableConvBN(cin if r == 0 else cout, cout, k) for r in range(repeat)])
+        self.res = nn.Sequential(nn.Conv1d(cin, cout, 1, bias=False), nn.BatchNorm1d(cout, eps=1e-3))
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x):
+        out = x
+        for i, conv in enumerate(self.mconv):
+            out = conv(out)
+            if i < len(self.mconv) - 1:
+                out = self.drop(F.relu(out))
+        return self.drop(F.relu(out + self.res(x)))
+
+
+class QuartzNet(nn.Module):
+    """QuartzNet 5x2 laid out small: prolog (separable, k 33, stride 2), blocks of kernels 33, 39,
+    51, the epilog (separable k 87, dilation 2; then 1×1), the 1×1 decoder to the vocabulary,
+    frame logits [N, frames, vocab] (NeMo's ConvASRDecoder's layout)."""
+
+    def __init__(self, feats=16, c=24, vocab=12):
+        super().__init__()
+        self.prolog = SeparableConvBN(feats, c, 33, stride=2)
+        self.blocks = nn.Sequential(JasperBlock(c, c, 33), JasperBlock(c, c, 39), JasperBlock(c, 32, 51))
+        self.epilog = SeparableConvBN(32, 40, 87, dilation=2)
+        self.post = nn.Sequential(nn.Conv1d(40, 48, 1, bias=False), nn.BatchNorm1d(48, eps=1e-3))
+        self.decoder = nn.Conv1d(48, vocab, 1)
+
+    def forward(self, audio_signal):
+        x = F.relu(self.prolog(audio_signal))
+        x = self.blocks(x)
+        x = F.relu(self.epilog(x))
+        x = F.relu(self.post(x))
+        return self.decoder(x).transpose(1, 2)
+
+
+def quartznet_case():
+    labels = torch.tensor([[3, 5, 5, 2, 7, -100], [1, 4, 9, 9, 2, 6]])  # the second row's repeats need blanks between
+    lengths = (labels >= 0).sum(1)
+    return dict(model=calibrated_bn1d(QuartzNet(), torch.randn(4, 16, 60)), inputs={"audio_signal": torch.randn(2, 16, 60)}, outputs=["logits"], opset=13,
+                dynamic={"audio_signal": {0: "batch", 2: "frames"}, "logits": {0: "batch", 1: "steps"}},
+                target=lambda out: labels,
+                loss=lambda out, y: F.ctc_loss(out[0].log_softmax(-1).transpose(0, 1), y.clamp(min=0), torch.full((2,), out[0].shape[1], dtype=torch.long), lengths, blank=0))
+
+
+def calibrated_bn1d(m, x):
+    """BatchNorm running statistics measured on a batch in train mode (momentum None: the plain average)."""
+    bns = [mod for mod in m.modules() if isinstance(mod, nn.BatchNorm1d)]
+    for mod in bns:
+        mod.reset_running_stats()
+        mod.momentum = None
+    with torch.no_grad():
+        m.train()(x)
+    for mod in bns:
+        mod.momentum = 0.1
+    return m.eval()
+
+
+CASES = {"whisper": whisper_case, "silero_vad": silero_vad_case, "silero_vad_if": silero_vad_if_case, "quartznet": quartznet_case}
