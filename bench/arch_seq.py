@@ -28,9 +28,10 @@ weights.
   input), a bidirectional nn.LSTM and its two final hidden states; torch.onnx sorts the batch by
   TopK, passes the lengths as the LSTM's sequence_lens and unsorts by ScatterElements. Input
   `input_ids` [3, 8] and `lengths` [3]; opset 13, batch and length dynamic; loss: cross-entropy.
-- embedding_bag: a DLRM-style click model (a bottom MLP on dense features, nn.EmbeddingBag sum and
-  mean over `offsets`, one bag empty, pairwise dot interactions, a top MLP); torch.onnx writes each
-  EmbeddingBag as a Loop over the bags whose body slices the ids at offsets[i] … offsets[i + 1].
+- embedding_bag: a DLRM-style click model (a bottom MLP on dense features, nn.EmbeddingBag sum,
+  mean and max over `offsets`, one bag empty, pairwise dot interactions, a top MLP); torch.onnx
+  writes each EmbeddingBag as a Loop over the bags whose body slices the ids at offsets[i] …
+  offsets[i + 1].
   Opset 13, batch and id counts dynamic; loss: binary cross-entropy on the click logit.
 """
 import torch
@@ -276,32 +277,35 @@ def lstm_packed_case():
 
 # ---------------------------------------------------------------- a DLRM-style click model on EmbeddingBags
 class BagCTR(nn.Module):
-    """facebookresearch/dlrm's layout, width-reduced: dense features through a bottom MLP, two
-    sparse features pooled by nn.EmbeddingBag (sum and mean) over `offsets`, pairwise dot
-    interactions, a top MLP to one click logit."""
+    """facebookresearch/dlrm's layout, width-reduced: dense features through a bottom MLP, three
+    sparse features pooled by nn.EmbeddingBag (sum, mean, and max, which DLRM does not use but
+    users do) over `offsets`, pairwise dot interactions, a top MLP to one click logit."""
 
     def __init__(self, dense=4, d=6, rows=(30, 20)):
         super().__init__()
         self.bot = nn.Sequential(nn.Linear(dense, 8), nn.ReLU(), nn.Linear(8, d), nn.ReLU())
         self.emb_sum = nn.EmbeddingBag(rows[0], d, mode="sum")
         self.emb_mean = nn.EmbeddingBag(rows[1], d, mode="mean")
-        self.top = nn.Sequential(nn.Linear(d + 3, 8), nn.ReLU(), nn.Linear(8, 1))
+        self.emb_max = nn.EmbeddingBag(rows[1], d, mode="max")
+        self.top = nn.Sequential(nn.Linear(d + 6, 8), nn.ReLU(), nn.Linear(8, 1))
 
-    def forward(self, dense, ids_a, offsets_a, ids_b, offsets_b):
+    def forward(self, dense, ids_a, offsets_a, ids_b, offsets_b, ids_c, offsets_c):
         x = self.bot(dense)
-        a, b = self.emb_sum(ids_a, offsets_a), self.emb_mean(ids_b, offsets_b)
-        t = torch.stack([x, a, b], 1)  # [N, 3, d]
+        a, b, c = self.emb_sum(ids_a, offsets_a), self.emb_mean(ids_b, offsets_b), self.emb_max(ids_c, offsets_c)
+        t = torch.stack([x, a, b, c], 1)  # [N, 4, d]
         z = torch.bmm(t, t.transpose(1, 2))  # the pairwise dots
-        li, lj = torch.tril_indices(3, 3, offset=-1)
+        li, lj = torch.tril_indices(4, 4, offset=-1)
         return self.top(torch.cat([x, z[:, li, lj]], 1))
 
 
 def embedding_bag_case():
     ids_a, offsets_a = torch.tensor([3, 7, 7, 1, 29, 4, 5]), torch.tensor([0, 3, 4])  # bags of 3, 1 and 3
     ids_b, offsets_b = torch.tensor([2, 19, 0, 8, 8]), torch.tensor([0, 1, 1])  # bags of 1, 0 (empty: its mean is 0) and 4
-    return dict(model=BagCTR(), inputs={"dense": torch.randn(3, 4), "ids_a": ids_a, "offsets_a": offsets_a, "ids_b": ids_b, "offsets_b": offsets_b},
+    ids_c, offsets_c = torch.tensor([5, 11, 3, 17, 6, 2]), torch.tensor([0, 2, 3])  # bags of 2, 1 and 3
+    return dict(model=BagCTR(), inputs={"dense": torch.randn(3, 4), "ids_a": ids_a, "offsets_a": offsets_a, "ids_b": ids_b, "offsets_b": offsets_b, "ids_c": ids_c, "offsets_c": offsets_c},
                 outputs=["logit"], opset=13,
-                dynamic={"dense": {0: "batch"}, "ids_a": {0: "ids_a"}, "offsets_a": {0: "batch"}, "ids_b": {0: "ids_b"}, "offsets_b": {0: "batch"}, "logit": {0: "batch"}},
+                dynamic={"dense": {0: "batch"}, "ids_a": {0: "ids_a"}, "offsets_a": {0: "batch"}, "ids_b": {0: "ids_b"}, "offsets_b": {0: "batch"},
+                         "ids_c": {0: "ids_c"}, "offsets_c": {0: "batch"}, "logit": {0: "batch"}},
                 target=lambda out: torch.tensor([[1.0], [0.0], [1.0]]),
                 loss=lambda out, y: F.binary_cross_entropy_with_logits(out[0], y))
 

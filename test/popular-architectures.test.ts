@@ -20,6 +20,7 @@ import { assertCloseToTorch } from './helpers/close.ts';
 import * as peft from '../src/peft/index.ts';
 import { gradCheck } from '../src/autodiff/gradcheck.ts';
 import { subgraphDataShapes } from '../src/onnx/data-shapes.ts';
+import { embeddingBagOf } from '../src/onnx/embedding-bag.ts';
 
 const dir = new URL('./fixtures/popular/', import.meta.url).pathname;
 
@@ -106,14 +107,17 @@ test('Silero VAD as its files take it (the sample rate an input, an If on it): r
   await Promise.all([vad.release(), plain.release(), stored.release()]);
 });
 
-test('a DLRM-style click model on EmbeddingBags (a Loop over the bags slicing the ids by offsets, one bag empty): PyTorch\'s loss and gradients; a batch of other bag sizes compiles its own step, which passes finite differences', async () => {
+test('a DLRM-style click model on EmbeddingBags (Loops over the bags slicing the ids by offsets, one bag empty): PyTorch\'s loss and gradients; sum and mean bags become one fixed-shape product, a max bag keys its step on its offsets; other bags pass finite differences', async () => {
   const loss = losses.binaryCrossEntropy({ logits: 'logit', target: 'y' });
   await againstTorch('embedding_bag', loss, { y: npy('embedding_bag.y.npy') });
   const model = await loadModel(`${dir}embedding_bag.onnx`, { threads: 1 });
-  assert.deepEqual(subgraphDataShapes(model.ir.graph).inputs, ['offsets_a', 'offsets_b']);
-  // the same ids and shapes, other bags: [7] [2] [1,29,4,5] and [2,19] [] [0,8,8]
-  const feeds = { dense: npy('embedding_bag.dense.npy'), ids_a: npy('embedding_bag.ids_a.npy'), offsets_a: i64([3], [0, 1, 3]), ids_b: npy('embedding_bag.ids_b.npy'), offsets_b: i64([3], [0, 2, 2]), y: npy('embedding_bag.y.npy') };
-  for (const r of await gradCheck(model.ir, feeds, { params: ['emb_sum.weight', 'emb_mean.weight', 'top.0.weight'], loss, eps: 1e-2 })) {
+  const loops = model.ir.graph.nodes.filter((n) => n.opType === 'Loop');
+  assert.deepEqual(loops.map((n) => embeddingBagOf(n, model.ir.graph)?.mode), ['sum', 'mean', undefined]);
+  assert.deepEqual(subgraphDataShapes(model.ir.graph).inputs, ['offsets_c'], 'only the max bag\'s offsets decide a step\'s sizes');
+  // the same ids and shapes, other bags: [7] [2] [1,29,4,5]; [2,19] [] [0,8,8]; [5] [11,3,17] [6,2]
+  const feeds = { dense: npy('embedding_bag.dense.npy'), ids_a: npy('embedding_bag.ids_a.npy'), offsets_a: i64([3], [0, 1, 3]), ids_b: npy('embedding_bag.ids_b.npy'), offsets_b: i64([3], [0, 2, 2]),
+    ids_c: npy('embedding_bag.ids_c.npy'), offsets_c: i64([3], [0, 1, 4]), y: npy('embedding_bag.y.npy') };
+  for (const r of await gradCheck(model.ir, feeds, { params: ['emb_sum.weight', 'emb_mean.weight', 'emb_max.weight', 'top.0.weight'], loss, eps: 1e-2 })) {
     assert.ok(r.relError <= 1e-2 && r.analyticNorm > 0, `${r.param}: relative error ${r.relError.toExponential(2)}`);
   }
   await model.release();

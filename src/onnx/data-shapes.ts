@@ -10,6 +10,7 @@
 import type onnxProto from 'onnx-proto';
 import type { Graph, Model, Node } from './ir.ts';
 import { subgraphsOf, readsOf } from './subgraphs.ts';
+import { embeddingBagOf } from './embedding-bag.ts';
 import { cloneModel } from './ir.ts';
 import { createSession, toOrt, type SessionOptions, type ort } from './runtime.ts';
 import type { Tensor } from './tensor.ts';
@@ -62,7 +63,8 @@ export function subgraphDataShapes(g: Graph): { inputs: string[]; nodes: Node[] 
   const keyed = new Set<string>(), nodes: Node[] = [];
   for (const n of g.nodes) {
     const here = new Set<string>();
-    for (const body of subgraphsOf(n)) scanBody(body, n.opType, n.inputs, (t) => sources.get(t), here);
+    // an EmbeddingBag's Loop becomes a fixed-shape product in a step (embedding-bag.ts): its sizes do not vary
+    if (!embeddingBagOf(n, g)) for (const body of subgraphsOf(n)) scanBody(body, n.opType, n.inputs, (t) => sources.get(t), here);
     if (here.size) { nodes.push(n); for (const x of here) keyed.add(x); }
     flow(n.opType, readsOf(n), n.outputs, (t) => sources.get(t), (t, s) => sources.set(t, s));
   }

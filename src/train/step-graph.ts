@@ -6,6 +6,7 @@ import { probe, probeShapes, type InputSignature, type ShapeMap } from '../onnx/
 import { applyFold, planFold, FLOAT_FOLD_MAX_ELEMENTS } from '../onnx/fold.ts';
 import { inlineConstantIfs } from '../onnx/inline-if.ts';
 import { withUnrolledLoops, unrollConstantLoops } from '../onnx/unroll-loop.ts';
+import { withEmbeddingBags } from '../onnx/embedding-bag.ts';
 import { resolveStaticSequences } from '../onnx/static-sequences.ts';
 import { buildBackward, type StopGradient } from '../autodiff/backward.ts';
 import { lowerForGradient } from '../autodiff/lower/index.ts';
@@ -60,7 +61,7 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
   let clock = performance.now();
   const lap = (phase: string) => { const t = performance.now(); timings[phase] = (timings[phase] ?? 0) + t - clock; clock = t; };
   // Before the probe, so the fold sees what each iteration computes from its constant iteration number.
-  const source = withUnrolledLoops(given);
+  const source = withUnrolledLoops(withEmbeddingBags(given));
   const model = cloneModel(source);
   const g = model.graph;
   const opset = opsetVersion(model);
