@@ -16,6 +16,7 @@ import { createSession, toOrt, fromOrt } from '../../src/onnx/runtime.ts';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
 import { relErr } from '../helpers/close.ts';
 import { diagnoseTraining } from '../../src/autodiff/diagnose.ts';
+import { embeddingBagOf } from '../../src/onnx/embedding-bag.ts';
 
 const dir = new URL('../fixtures/exports/', import.meta.url);
 const path = (name: string) => new URL(`${name}/model.onnx`, dir).pathname;
@@ -398,4 +399,24 @@ test('weight standardization (timm\'s StdConv2d: a training-mode BatchNormalizat
     assert.ok(Math.abs(g - fd) < 2e-2 * Math.max(1, Math.abs(fd)), `weight[${k}]: gradient ${g} vs finite difference ${fd}`);
   }
   await step.release(); await model.release();
+});
+
+test('EmbeddingBag with per-sample weights (a Loop over the bags, one empty): the step\'s fixed-shape form gives PyTorch\'s loss and gradients, and onnxruntime\'s own Loop output on other bags', async () => {
+  const { tensors } = fixture('bag_weighted');
+  const model = await loadModel(path('bag_weighted'), { threads: 1 });
+  const loop = model.ir.graph.nodes.find((n) => n.opType === 'Loop')!;
+  assert.deepEqual({ ...embeddingBagOf(loop, model.ir.graph), starts: undefined, ends: undefined }, { starts: undefined, ends: undefined, ids: 'ids', table: 'bag.weight', weights: 'weights', mode: 'sum' });
+  const feeds = { ids: tensors.get('input.ids')!, offsets: tensors.get('input.offsets')!, weights: tensors.get('input.weights')! };
+  const step = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }), outputs: ['logits'] });
+  const r = await step.run({ ...feeds, y: tensors.get('label.y')! });
+  const refLoss = (tensors.get('loss')!.data as Float32Array)[0]!;
+  assert.ok(Math.abs(r.loss - refLoss) <= 1e-5 * Math.abs(refLoss), `loss ${r.loss} vs ${refLoss}`);
+  assert.equal(checkGrads(tensors, r.grads, 'grad.'), 3, 'the table and the Linear\'s two');
+  // other bags, the same shapes: the step's logits are onnxruntime's (which runs the Loop itself)
+  const other = { ...feeds, offsets: i64([4], [0, 0, 4, 6]) };
+  const got = (await step.run({ ...other, y: tensors.get('label.y')! })).outputs.logits!;
+  const want = (await model.run(other)).logits!;
+  assert.ok(relErr(got.data as Float32Array, want.data as Float32Array) < 1e-6, 'logits on other bags');
+  await step.release();
+  await model.release();
 });
