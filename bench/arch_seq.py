@@ -2,6 +2,11 @@
 (cases of the same form): the layers users reach for before any model hub, width-reduced, random
 weights.
 
+- translator: PyTorch's translation tutorial on nn.Transformer (√d-scaled embeddings plus a
+  sinusoidal buffer, 2 + 2 post-norm layers, the causal mask built in the forward pass by
+  generate_square_subsequent_mask, key-padding masks from pad id 1, a generator Linear). Inputs
+  `src` [2, 9] and `tgt` [2, 7]; opset 14, batch and both lengths dynamic; loss: token
+  cross-entropy (padded labels -100).
 - ts_transformer: a time-series classifier on nn.TransformerEncoder (batch_first, two post-norm
   layers with GELU, nn.MultiheadAttention's packed in_proj, a key-padding mask fed as a bool input,
   a learned position table, mean pooling over the unpadded steps, a Linear head). The encoder's
@@ -310,5 +315,45 @@ def embedding_bag_case():
                 loss=lambda out, y: F.binary_cross_entropy_with_logits(out[0], y))
 
 
-CASES = {"ts_transformer": ts_transformer_case, "tcn": tcn_case, "hifigan": hifigan_case, "gru_tagger": gru_tagger_case, "lstm_packed": lstm_packed_case,
+# ---------------------------------------------------------------- nn.Transformer for translation
+class Translator(nn.Module):
+    """PyTorch's translation tutorial layout: token embeddings scaled by √d plus a sinusoidal
+    table (a buffer), nn.Transformer (post-norm, 2 + 2 layers, ReLU) with the causal target mask
+    from generate_square_subsequent_mask (0 / −inf, built in the forward pass) and key-padding
+    masks from the pad id, a generator Linear to the target vocabulary."""
+
+    def __init__(self, src_vocab=40, tgt_vocab=36, d=32, heads=4, max_len=32):
+        super().__init__()
+        self.src_emb, self.tgt_emb = nn.Embedding(src_vocab, d), nn.Embedding(tgt_vocab, d)
+        pos = torch.arange(max_len).unsqueeze(1) * torch.exp(-torch.arange(0, d, 2) * (9.210340371976184 / d))
+        pe = torch.zeros(max_len, d)
+        pe[:, 0::2], pe[:, 1::2] = torch.sin(pos), torch.cos(pos)
+        self.register_buffer("pe", pe)
+        self.transformer = nn.Transformer(d, heads, 2, 2, 64, dropout=0.1, batch_first=True)
+        self.generator = nn.Linear(d, tgt_vocab)
+        self.d = d
+
+    def forward(self, src, tgt):
+        s = self.src_emb(src) * self.d ** 0.5 + self.pe[: src.shape[1]]
+        t = self.tgt_emb(tgt) * self.d ** 0.5 + self.pe[: tgt.shape[1]]
+        mask = self.transformer.generate_square_subsequent_mask(tgt.shape[1])
+        out = self.transformer(s, t, tgt_mask=mask, src_key_padding_mask=src == 1, tgt_key_padding_mask=tgt == 1, memory_key_padding_mask=src == 1)
+        return self.generator(out)
+
+
+def translator_case():
+    src = torch.randint(2, 40, (2, 9))
+    src[1, 6:] = 1  # pad id 1
+    tgt = torch.randint(2, 36, (2, 7))
+    tgt[0, 5:] = 1
+    labels = torch.randint(2, 36, (2, 7))
+    labels[0, 5:] = -100
+    axes_s, axes_t = {0: "batch", 1: "src"}, {0: "batch", 1: "tgt"}
+    return dict(model=Translator(), inputs={"src": src, "tgt": tgt}, outputs=["logits"], opset=14,
+                dynamic={"src": axes_s, "tgt": axes_t, "logits": axes_t},
+                target=lambda out: labels,
+                loss=lambda out, y: F.cross_entropy(out[0].transpose(1, 2), y))
+
+
+CASES = {"translator": translator_case, "ts_transformer": ts_transformer_case, "tcn": tcn_case, "hifigan": hifigan_case, "gru_tagger": gru_tagger_case, "lstm_packed": lstm_packed_case,
          "embedding_bag": embedding_bag_case}
