@@ -27,6 +27,10 @@ bench/popular_architectures.py (cases of the same form):
   measured at scale (arch_vision.calibrated);
   loss: MSE of the matte to a target. torch.onnx writes each InstanceNorm2d(affine=False) as
   InstanceNormalization with constant ones and zeros (initializers, not PyTorch parameters).
+- espcn: the super-resolution net of PyTorch's "exporting a model to ONNX and running it with
+  onnxruntime" tutorial (ESPCN: conv 5×5/3×3/3×3 with ReLU, a conv to 9 channels, PixelShuffle(3),
+  orthogonal init), exported as the tutorial does (opset 10, batch dynamic); input `input`
+  [2, 1, 24, 24]; loss: MSE to a target. At opset 10 refit's loadModel upgrades it to 13 first.
 """
 import torch
 import torch.nn as nn
@@ -379,4 +383,37 @@ def modnet_case():
                 loss=lambda out, y: F.mse_loss(out[0], y))
 
 
-CASES = {"esrgan": esrgan_case, "modnet": modnet_case}
+# ---------------------------------------------------------------- the PyTorch ONNX tutorial's super-resolution net
+class SuperResolutionNet(nn.Module):
+    """pytorch/tutorials' super_resolution_with_onnxruntime (ESPCN, Shi et al. 2016): conv 5×5, 3×3,
+    3×3 with ReLU, a conv to upscale² channels, PixelShuffle; orthogonal init as the tutorial's."""
+
+    def __init__(self, upscale_factor=3):
+        super().__init__()
+        self.relu = nn.ReLU()
+        self.conv1 = nn.Conv2d(1, 64, (5, 5), (1, 1), (2, 2))
+        self.conv2 = nn.Conv2d(64, 64, (3, 3), (1, 1), (1, 1))
+        self.conv3 = nn.Conv2d(64, 32, (3, 3), (1, 1), (1, 1))
+        self.conv4 = nn.Conv2d(32, upscale_factor ** 2, (3, 3), (1, 1), (1, 1))
+        self.pixel_shuffle = nn.PixelShuffle(upscale_factor)
+        nn.init.orthogonal_(self.conv1.weight, nn.init.calculate_gain("relu"))
+        nn.init.orthogonal_(self.conv2.weight, nn.init.calculate_gain("relu"))
+        nn.init.orthogonal_(self.conv3.weight, nn.init.calculate_gain("relu"))
+        nn.init.orthogonal_(self.conv4.weight)
+
+    def forward(self, x):
+        x = self.relu(self.conv1(x))
+        x = self.relu(self.conv2(x))
+        x = self.relu(self.conv3(x))
+        return self.pixel_shuffle(self.conv4(x))
+
+
+def espcn_case():
+    axes = {0: "batch_size"}  # the tutorial's dynamic_axes
+    return dict(model=SuperResolutionNet(), inputs={"input": torch.randn(2, 1, 24, 24)}, outputs=["output"], opset=10,
+                dynamic={"input": axes, "output": axes},
+                target=lambda out: torch.randn_like(out[0]),
+                loss=lambda out, y: F.mse_loss(out[0], y))
+
+
+CASES = {"esrgan": esrgan_case, "modnet": modnet_case, "espcn": espcn_case}
