@@ -13,7 +13,7 @@
   the 3×3 transform, the shared MLP (Conv1d + BN + ReLU, ReLU on every layer as charlesq34's
   original has it), the global max pool `torch.max(x, 2, keepdim=True)[0]`, the FC head with BN and
   dropout (off in eval) to `logits`. Input `points` [2, 3, 64], opset 13, batch dynamic;
-  BatchNorm statistics measured (`calibrated`, BatchNorm1d); loss: cross-entropy. The max pools
+  BatchNorm statistics measured (arch_vision's `calibrated`, BatchNorm1d); loss: cross-entropy. The max pools
   see ties (channels whose 64 ReLU outputs are all 0); those carry no parameter gradient either
   way, since ReLU's derivative at its zero side is 0.
 """
@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
+
+from arch_vision import calibrated
 
 
 def _zero(g, self):
@@ -97,24 +99,8 @@ class PointNetCls(nn.Module):
         return self.fc3(x)  # logits (fxia22 returns their log_softmax, trained with nll_loss: the same loss)
 
 
-def calibrated(m, x):
-    """arch_vision's calibrated() for BatchNorm1d: running_var the channel's mean square over the
-    batch (and points), running_mean 0, measured on a batch in train mode."""
-    bns = [mod for mod in m.modules() if isinstance(mod, nn.BatchNorm1d)]
-    for mod in bns:
-        mod.reset_running_stats()
-        mod.momentum = None
-    with torch.no_grad():
-        m.train()(x)
-    for mod in bns:
-        mod.running_var += mod.running_mean ** 2
-        mod.running_mean.zero_()
-        mod.momentum = 0.1
-    return m.eval()
-
-
 def pointnet_case():
-    return dict(model=calibrated(PointNetCls(), torch.randn(8, 3, 64)), inputs={"points": torch.randn(2, 3, 64)}, outputs=["logits"], opset=13,
+    return dict(model=calibrated(PointNetCls(), torch.randn(8, 3, 64), kinds=(nn.BatchNorm1d,)), inputs={"points": torch.randn(2, 3, 64)}, outputs=["logits"], opset=13,
                 dynamic={"points": {0: "batch"}, "logits": {0: "batch"}},
                 target=lambda out: torch.tensor([3, 7]),
                 loss=lambda out, y: F.cross_entropy(out[0], y))

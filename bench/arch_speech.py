@@ -51,6 +51,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from arch_vision import calibrated
+
 
 # ---------------------------------------------------------------- Whisper (transformers' modeling_whisper)
 class WhisperConfig:
@@ -398,23 +400,10 @@ class QuartzNet(nn.Module):
 def quartznet_case():
     labels = torch.tensor([[3, 5, 5, 2, 7, -100], [1, 4, 9, 9, 2, 6]])  # the second row's repeats need blanks between
     lengths = (labels >= 0).sum(1)
-    return dict(model=calibrated_bn1d(QuartzNet(), torch.randn(4, 16, 60)), inputs={"audio_signal": torch.randn(2, 16, 60)}, outputs=["logits"], opset=13,
+    return dict(model=calibrated(QuartzNet(), torch.randn(4, 16, 60), kinds=(nn.BatchNorm1d,), mean_square=False), inputs={"audio_signal": torch.randn(2, 16, 60)}, outputs=["logits"], opset=13,
                 dynamic={"audio_signal": {0: "batch", 2: "frames"}, "logits": {0: "batch", 1: "steps"}},
                 target=lambda out: labels,
                 loss=lambda out, y: F.ctc_loss(out[0].log_softmax(-1).transpose(0, 1), y.clamp(min=0), torch.full((2,), out[0].shape[1], dtype=torch.long), lengths, blank=0))
-
-
-def calibrated_bn1d(m, x):
-    """BatchNorm running statistics measured on a batch in train mode (momentum None: the plain average)."""
-    bns = [mod for mod in m.modules() if isinstance(mod, nn.BatchNorm1d)]
-    for mod in bns:
-        mod.reset_running_stats()
-        mod.momentum = None
-    with torch.no_grad():
-        m.train()(x)
-    for mod in bns:
-        mod.momentum = 0.1
-    return m.eval()
 
 
 CASES = {"whisper": whisper_case, "silero_vad": silero_vad_case, "silero_vad_if": silero_vad_if_case, "quartznet": quartznet_case}

@@ -386,8 +386,9 @@ class MobileViTForImageClassification(nn.Module):
 
 
 # ---------------------------------------------------------------- cases
-def calibrated(m, x):
-    """BatchNorm running statistics measured on a batch, at the scale a trained model has them, so
+def calibrated(m, x, kinds=(nn.BatchNorm2d,), mean_square=True):
+    """BatchNorm running statistics (of the layers of `kinds`) measured on a batch; with
+    `mean_square` (the default) at the scale a trained model has them, so
     the signal neither vanishes nor explodes dozens of layers deep: running_var the channel's
     mean square, running_mean 0. With a fresh model's zeros and ones the mask's gradients vanish (115 of
     U²-Net's 396 under 1e-6, left out of the worst error). With the measured means subtracted too,
@@ -395,18 +396,19 @@ def calibrated(m, x):
     it: over six input seeds the float64 gradients move by 3e-5…6e-2 (worst tensor) when the input
     moves by float32 rounding, and PyTorch's own float32 gradients differ from its float64 ones by
     6e-5…6e-2, so no float32 implementation can be held to better than that. Mean squares keep
-    the scale and leave each channel's mean in, away from the kink: 1e-6…3e-6 and 4e-6…2e-5."""
-    for mod in m.modules():
-        if isinstance(mod, nn.BatchNorm2d):
-            mod.reset_running_stats()
-            mod.momentum = None  # a cumulative average over the one batch
+    the scale and leave each channel's mean in, away from the kink: 1e-6…3e-6 and 4e-6…2e-5.
+    Without `mean_square`, the batch's own means and variances."""
+    bns = [mod for mod in m.modules() if isinstance(mod, kinds)]
+    for mod in bns:
+        mod.reset_running_stats()
+        mod.momentum = None  # a cumulative average over the one batch
     with torch.no_grad():
         m.train()(x)
-    for mod in m.modules():
-        if isinstance(mod, nn.BatchNorm2d):
+    for mod in bns:
+        if mean_square:
             mod.running_var += mod.running_mean ** 2
             mod.running_mean.zero_()
-            mod.momentum = 0.1
+        mod.momentum = 0.1
     return m.eval()
 
 
