@@ -2,7 +2,7 @@
 // The graph walk is diagnoseTraining's (src/autodiff/diagnose.ts); this file only loads and
 // formats.
 import { quantizedValues } from '../peft/accounting.ts';
-import { tokenIdsInput, vocabularySize, TOKEN_COMPANIONS } from '../onnx/token-companions.ts';
+import { tokenIdsInput, vocabularySize, isCompanion } from '../onnx/token-companions.ts';
 import { kvCacheOf, withoutKvCache } from '../onnx/kv-cache.ts';
 import { loadModel } from '../model.ts';
 import { readModelFile } from '../onnx/io.ts';
@@ -75,7 +75,7 @@ export async function inspectModel(path: string): Promise<InspectResult> {
     if (tied.length || q.untied.length) ties = { tied, untied: q.untied.length, ...(q.equalParameters ? { equalParameters: q.equalParameters } : {}) };
     if (kv) kvCache = { past: kv.past.length, useCacheBranch: kv.useCacheBranch !== undefined };
     const ids = tokenIdsInput(t);
-    if (ids) tokens = { ids: ids.name, vocab: vocabularySize(t, ids.name), companions: t.inputs.filter((i) => (TOKEN_COMPANIONS as readonly string[]).includes(i.name)).map((i) => i.name) };
+    if (ids) tokens = { ids: ids.name, vocab: vocabularySize(t, ids.name), companions: t.inputs.filter((i) => i.name !== ids.name && isCompanion(i)).map((i) => i.name) };
     await Promise.all([m.release(), t.release()]);
   } catch (e) {
     // A model refit cannot upgrade is still worth a look: show the graph as stored.

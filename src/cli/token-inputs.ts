@@ -4,6 +4,7 @@
 //   attention_mask  1 for a token, 0 for --pad-token (all 1 without one)
 //   token_type_ids  0 (one segment)
 //   position_ids    0 … length−1
+//   a lengths input the count of tokens that are not --pad-token per row (pack_padded_sequence's)
 // A model with any other input is refused with the list, before any data is read.
 import type { RefitModel } from '../model.ts';
 import { tensorOf, type DType, type Tensor } from '../onnx/tensor.ts';
@@ -11,13 +12,13 @@ import { parseNpy } from './data-files.ts';
 import { readBytes } from '../data/idx-node.ts';
 import { existsSync } from 'node:fs';
 import { kvCacheOf } from '../onnx/kv-cache.ts';
-import { TOKEN_COMPANIONS, TOKEN_DTYPES, tokenIdsInput, vocabularySize, type TokenCompanion } from '../onnx/token-companions.ts';
+import { COMPANIONS_SAID, TOKEN_DTYPES, isCompanion, isLengthsInput, tokenIdsInput, vocabularySize } from '../onnx/token-companions.ts';
 
 export interface TokenInputs {
   /** The input that takes the token ids. */
   ids: { name: string; dtype: 'int64' | 'int32' };
-  /** The Hugging Face inputs made from the ids, with their dtypes. */
-  companions: { name: TokenCompanion; dtype: DType }[];
+  /** The inputs made from the ids (Hugging Face's, a lengths input), with their dtypes. */
+  companions: { name: string; dtype: DType; lengths: boolean }[];
   /** The vocabulary size, when the ids feed an embedding table directly (a Gather on an initializer). */
   vocab: number | null;
 }
@@ -33,16 +34,16 @@ export function isTokenModel(model: RefitModel): boolean {
  */
 export function tokenInputs(model: RefitModel, what: string, fedElsewhere: readonly string[] = []): TokenInputs {
   const names = model.inputs.map((i) => `${i.name} (${i.dtype})`).join(', ');
-  const others = model.inputs.filter((i) => !(TOKEN_COMPANIONS as readonly string[]).includes(i.name) && !fedElsewhere.includes(i.name));
+  const others = model.inputs.filter((i) => !isCompanion(i) && !fedElsewhere.includes(i.name));
   const ids = tokenIdsInput(model);
   if (!ids) {
-    throw new Error(`${what} feeds one input of token ids; this model has ${names} (it needs int64 or int32 ids, e.g. input_ids, and makes ${TOKEN_COMPANIONS.join(', ')} from them); use the library for other inputs`);
+    throw new Error(`${what} feeds one input of token ids; this model has ${names} (it needs int64 or int32 ids, e.g. input_ids, and makes ${COMPANIONS_SAID} from them); use the library for other inputs`);
   }
   const unknown = others.filter((i) => i.name !== ids.name);
   const kv = kvCacheOf(model);
   if (kv) throw new Error(`${what}: the model has a KV cache (inputs ${[...kv.past.map((v) => v.name).slice(0, 2), ...(kv.useCacheBranch ? [kv.useCacheBranch] : [])].map((n) => `'${n}'`).join(', ')}…), the export of a text decoder for generation; refit train runs such a model without it, and the library's withoutKvCache(model) does so for other uses`);
-  if (unknown.length) throw new Error(`${what}: the CLI cannot make the model's input${unknown.length > 1 ? 's' : ''} ${unknown.map((i) => `'${i.name}'`).join(', ')} (it makes ${TOKEN_COMPANIONS.join(', ')} from the token ids); model inputs: ${names}; use the library for other inputs`);
-  const companions = model.inputs.filter((i) => i.name !== ids.name && !fedElsewhere.includes(i.name)).map((i) => ({ name: i.name as TokenCompanion, dtype: i.dtype }));
+  if (unknown.length) throw new Error(`${what}: the CLI cannot make the model's input${unknown.length > 1 ? 's' : ''} ${unknown.map((i) => `'${i.name}'`).join(', ')} (it makes ${COMPANIONS_SAID} from the token ids); model inputs: ${names}; use the library for other inputs`);
+  const companions = model.inputs.filter((i) => i.name !== ids.name && !fedElsewhere.includes(i.name)).map((i) => ({ name: i.name, dtype: i.dtype, lengths: isLengthsInput(i) }));
   for (const c of companions) {
     if (!TOKEN_DTYPES.has(c.dtype) && c.dtype !== 'float32') throw new Error(`${what}: the model's input '${c.name}' is ${c.dtype}; the CLI makes it as int64, int32 or float32`);
   }
@@ -79,8 +80,10 @@ export function tokenFeeds(t: TokenInputs, values: ArrayLike<number>, length: nu
   idx.forEach((s, k) => { for (let p = 0; p < length; p++) ids[k * length + p] = values[s * length + p]!; });
   const make = (dtype: DType, f: (i: number) => number): Tensor => tensorOf(dtype, [b, length], f);
   const feeds: Record<string, Tensor> = { [t.ids.name]: make(t.ids.dtype, (i) => ids[i]!) };
+  const tokensIn = (k: number) => { let n = 0; for (let p = 0; p < length; p++) if (ids[k * length + p] !== padToken) n++; return n; };
   for (const c of t.companions) {
-    feeds[c.name] = make(c.dtype, c.name === 'attention_mask' ? (i) => (ids[i] === padToken ? 0 : 1) : c.name === 'position_ids' ? (i) => i % length : () => 0);
+    feeds[c.name] = c.lengths ? tensorOf(c.dtype, [b], tokensIn)
+      : make(c.dtype, c.name === 'attention_mask' ? (i) => (ids[i] === padToken ? 0 : 1) : c.name === 'position_ids' ? (i) => i % length : () => 0);
   }
   return feeds;
 }

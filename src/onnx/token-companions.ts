@@ -5,18 +5,29 @@
 //   attention_mask  1 for a token, 0 for padToken (all 1 without one)
 //   token_type_ids  0 (one segment)
 //   position_ids    0 … length−1 in every row
+//   a lengths input (an integer [batch] whose name says len: PyTorch's pack_padded_sequence
+//                   lengths) the count of tokens that are not padToken in each row
 // The CLI makes the same inputs in JavaScript (src/cli/token-inputs.ts, tokenFeeds). A text decoder
 // exported with a KV cache loses it first (./kv-cache.ts: empty pasts, use_cache_branch false).
 import type { RefitModel } from '../model.ts';
 import type { DType } from './tensor.ts';
 import { i64, tensorOf } from './tensor.ts';
 import { Emitter } from './emitter.ts';
-import { opsetVersion } from './ir.ts';
+import { opsetVersion, type ValueInfo } from './ir.ts';
 import { withoutKvCache } from './kv-cache.ts';
 
 export const TOKEN_COMPANIONS = ['attention_mask', 'token_type_ids', 'position_ids'] as const;
 export type TokenCompanion = (typeof TOKEN_COMPANIONS)[number];
 export const TOKEN_DTYPES = new Set<DType>(['int64', 'int32']);
+
+/** A lengths input: an integer [batch] named …len… (a pack_padded_sequence model's `lengths`). */
+export const isLengthsInput = (i: Pick<ValueInfo, 'name' | 'dtype' | 'shape'>) => TOKEN_DTYPES.has(i.dtype) && i.shape?.length === 1 && /len/i.test(i.name);
+
+/** An input made from the token ids: one of TOKEN_COMPANIONS, or a lengths input. */
+export const isCompanion = (i: Pick<ValueInfo, 'name' | 'dtype' | 'shape'>) => (TOKEN_COMPANIONS as readonly string[]).includes(i.name) || isLengthsInput(i);
+
+/** What the inputs made from the ids are called in messages. */
+export const COMPANIONS_SAID = `${TOKEN_COMPANIONS.join(', ')} and a [batch] lengths input`;
 
 /** ONNX element types for Cast's `to`. */
 const ELEM: Partial<Record<DType, number>> = { float32: 1, int32: 6, int64: 7 };
@@ -28,7 +39,7 @@ export interface TokenInputsOptions {
 
 /** The token-id input: the one input that is not a companion (or 'input_ids'), of an integer type. */
 export function tokenIdsInput(model: RefitModel): { name: string; dtype: 'int64' | 'int32' } | undefined {
-  const others = model.inputs.filter((i) => !(TOKEN_COMPANIONS as readonly string[]).includes(i.name));
+  const others = model.inputs.filter((i) => !isCompanion(i));
   const ids = others.length === 1 ? others[0]! : model.inputs.find((i) => i.name === 'input_ids');
   return ids && TOKEN_DTYPES.has(ids.dtype) ? { name: ids.name, dtype: ids.dtype as 'int64' | 'int32' } : undefined;
 }
@@ -54,10 +65,10 @@ export function withTokenInputs(cached: RefitModel, opts: TokenInputsOptions = {
   const model = withoutKvCache(cached);
   const names = model.inputs.map((i) => `${i.name} (${i.dtype})`).join(', ');
   const ids = tokenIdsInput(model);
-  if (!ids) throw new Error(`withTokenInputs: the model needs one input of int64 or int32 token ids (e.g. input_ids) besides ${TOKEN_COMPANIONS.join(', ')}; it has ${names}`);
+  if (!ids) throw new Error(`withTokenInputs: the model needs one input of int64 or int32 token ids (e.g. input_ids) besides ${COMPANIONS_SAID}; it has ${names}`);
   const companions = model.inputs.filter((i) => i.name !== ids.name);
-  const unknown = companions.filter((i) => !(TOKEN_COMPANIONS as readonly string[]).includes(i.name));
-  if (unknown.length) throw new Error(`withTokenInputs: cannot make the input${unknown.length > 1 ? 's' : ''} ${unknown.map((i) => `'${i.name}'`).join(', ')} from the token ids (it makes ${TOKEN_COMPANIONS.join(', ')}); model inputs: ${names}`);
+  const unknown = companions.filter((i) => !isCompanion(i));
+  if (unknown.length) throw new Error(`withTokenInputs: cannot make the input${unknown.length > 1 ? 's' : ''} ${unknown.map((i) => `'${i.name}'`).join(', ')} from the token ids (it makes ${COMPANIONS_SAID}); model inputs: ${names}`);
   for (const c of companions) if (ELEM[c.dtype] === undefined) throw new Error(`withTokenInputs: the model's input '${c.name}' is ${c.dtype}; it makes int64, int32 or float32 companions`);
   const pad = opts.padToken;
   if (pad !== undefined && !(Number.isInteger(pad) && pad >= 0)) throw new Error(`withTokenInputs: padToken must be a non-negative integer, got ${pad}`);
@@ -69,11 +80,13 @@ export function withTokenInputs(cached: RefitModel, opts: TokenInputsOptions = {
   const before = g.nodes.length;
   const idConst = (v: number) => em.constant(tensorOf(ids.dtype, [], () => v), 'id');
   const cast = (x: string, c: { name: string; dtype: DType }) => g.nodes.push({ name: em.fresh(`${c.name}_node`), opType: 'Cast', domain: '', inputs: [x], outputs: [c.name], attrs: { to: { kind: 'int', value: ELEM[c.dtype]! } } });
+  // Equal(ids, ids) is all true: every position a token without a pad token.
+  const token = () => (pad === undefined ? em.op('Equal', [ids.name, ids.name]) : em.op('Not', [em.op('Equal', [ids.name, idConst(pad)])]));
   for (const c of companions) {
     if (c.name === 'attention_mask') {
-      // Equal(ids, ids) is all true: the mask without a pad token.
-      const token = pad === undefined ? em.op('Equal', [ids.name, ids.name]) : em.op('Not', [em.op('Equal', [ids.name, idConst(pad)])]);
-      cast(token, c);
+      cast(token(), c);
+    } else if (isLengthsInput(c)) {
+      cast(em.reduce('ReduceSum', em.op('Cast', [token()], { to: 7 }), [1], false), c);
     } else if (c.name === 'token_type_ids') {
       cast(em.op('Mul', [ids.name, idConst(0)]), c);
     } else {

@@ -70,7 +70,7 @@ test('attention_mask follows --pad-token: padded sequences score as their unpadd
   assert.deepEqual(Array.from(f.input_ids!.data as BigInt64Array, Number), [7, 0, 0, 5, 6, 0]);
   assert.deepEqual(Array.from(f.attention_mask!.data as BigInt64Array, Number), [1, 0, 0, 1, 1, 0]);
   assert.deepEqual(Array.from(f.token_type_ids!.data as BigInt64Array, Number), [0, 0, 0, 0, 0, 0]);
-  const positions = tokenFeeds({ ...t, companions: [{ name: 'position_ids', dtype: 'int32' }, { name: 'attention_mask', dtype: 'float32' }] }, [5, 6, 0, 7, 0, 0], 3, [0, 1]);
+  const positions = tokenFeeds({ ...t, companions: [{ name: 'position_ids', dtype: 'int32', lengths: false }, { name: 'attention_mask', dtype: 'float32', lengths: false }] }, [5, 6, 0, 7, 0, 0], 3, [0, 1]);
   assert.deepEqual(Array.from(positions.position_ids!.data as Int32Array), [0, 1, 2, 0, 1, 2]);
   assert.deepEqual(Array.from(positions.attention_mask!.data as Float32Array), [1, 1, 1, 1, 1, 1], 'no pad token: every position attends');
   await model.release();
