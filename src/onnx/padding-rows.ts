@@ -14,20 +14,18 @@ import { attrInt, producers } from './ir.ts';
  */
 export function embeddingPaddingRows(g: Graph): Map<string, number> {
   const prod = producers(g);
-  const table = (t: string) => {
+  const tableName = (t: string) => {
     const p = g.initializers.has(t) ? undefined : prod.get(t);
-    return g.initializers.get(p?.opType === 'Identity' ? p.inputs[0]! : t);
+    return p?.opType === 'Identity' ? p.inputs[0]! : t;
   };
   const rows = new Map<string, number>();
-  const zeroRow = new Map<string, number | undefined>();
+  const zeroRow = new Map<string, number | undefined>(); // per table, however many Gathers read it
   for (const n of g.nodes) {
     if (n.opType !== 'Gather' || (n.domain !== '' && n.domain !== 'ai.onnx') || attrInt(n, 'axis', 0) !== 0) continue;
-    const data = n.inputs[0]!;
-    const w = table(data);
+    const data = n.inputs[0]!, name = tableName(data), w = g.initializers.get(name);
     if (!w || w.dims.length !== 2 || w.dtype !== 'float32' || w.dims[0]! < 3) continue;
-    const key = `${w.dims.join('x')}:${data}`;
-    if (!zeroRow.has(key)) zeroRow.set(key, onlyZeroRow(w.data as Float32Array, w.dims[0]!, w.dims[1]!));
-    const r = zeroRow.get(key);
+    if (!zeroRow.has(name)) zeroRow.set(name, onlyZeroRow(w.data as Float32Array, w.dims[0]!, w.dims[1]!));
+    const r = zeroRow.get(name);
     if (r !== undefined) rows.set(data, r);
   }
   return rows;
