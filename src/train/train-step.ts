@@ -9,6 +9,7 @@ import { checkRunningStats } from './batchnorm-train.ts';
 import { buildStepGraph, type StepGraph, type StepGraphOptions } from './step-graph.ts';
 import { stepSource } from './step-opset.ts';
 import { DataShapes, dataShapedOutputs, subgraphDataShapes } from '../onnx/data-shapes.ts';
+import { withEmbeddingBags } from '../onnx/embedding-bag.ts';
 import { denseTinyConvs } from './tiny-conv-dense.ts';
 
 export interface StepResult {
@@ -58,9 +59,10 @@ export class TrainStep {
     let hit = this.cache.get(key);
     if (!hit) {
       hit = (async () => {
-        // At opset 16 where that is exact and a MaxPool's gradient gains by it (step-opset.ts);
-        // frozen convs on tiny images as dense MatMuls (tiny-conv-dense.ts).
-        const source = denseTinyConvs(stepSource(this.model.ir).model, sig, (t) => !this.fed.has(t)).model;
+        // At opset 16 where that is exact and a MaxPool's or an embedding's gradient gains by it
+        // (step-opset.ts; an EmbeddingBag's Loop rewritten first, so its table counts and no Loop
+        // forbids the lift); frozen convs on tiny images as dense MatMuls (tiny-conv-dense.ts).
+        const source = denseTinyConvs(stepSource(withEmbeddingBags(this.model.ir)).model, sig, (t) => !this.fed.has(t)).model;
         const graph = await buildStepGraph(source, sig, this.options, data?.batch);
         let t = performance.now();
         // graph.model stays the portable standard-op graph; the session may get a copy whose fed

@@ -16,7 +16,9 @@ import { createSession, toOrt, fromOrt } from '../../src/onnx/runtime.ts';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
 import { relErr } from '../helpers/close.ts';
 import { diagnoseTraining } from '../../src/autodiff/diagnose.ts';
-import { embeddingBagOf } from '../../src/onnx/embedding-bag.ts';
+import { embeddingBagOf, withEmbeddingBags } from '../../src/onnx/embedding-bag.ts';
+import { stepSource } from '../../src/train/step-opset.ts';
+import { signatureOf } from '../../src/onnx/shapes.ts';
 
 const dir = new URL('../fixtures/exports/', import.meta.url);
 const path = (name: string) => new URL(`${name}/model.onnx`, dir).pathname;
@@ -417,6 +419,23 @@ test('EmbeddingBag with per-sample weights (a Loop over the bags, one empty): th
   const got = (await step.run({ ...other, y: tensors.get('label.y')! })).outputs.logits!;
   const want = (await model.run(other)).logits!;
   assert.ok(relErr(got.data as Float32Array, want.data as Float32Array) < 1e-6, 'logits on other bags');
+  await step.release();
+  await model.release();
+});
+
+test('an EmbeddingBag over a vocabulary of 256 rows or more: rewritten first, its step is lifted to opset 16 (one ScatterND add, no one-hot of the vocabulary, no Loop)', async () => {
+  const { tensors } = fixture('bag_weighted');
+  const ir = readModelFile(path('bag_weighted'));
+  ir.graph.initializers.set('bag.weight', f32([300, 5], new Rng(5).fill(new Float32Array(1500), 0.5))); // the same ids, a larger vocabulary
+  assert.equal(stepSource(ir).lifted, false, 'as exported: the table is read inside the Loop, and a Loop forbids the lift');
+  assert.equal(stepSource(withEmbeddingBags(ir)).lifted, true);
+  const model = new RefitModel(ir, { threads: 1 });
+  const step = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) });
+  const feeds = { ids: tensors.get('input.ids')!, offsets: tensors.get('input.offsets')!, weights: tensors.get('input.weights')! };
+  const { graph } = await step.compile(signatureOf(feeds));
+  const ops = new Set(graph.model.graph.nodes.map((n) => n.opType));
+  assert.ok(ops.has('ScatterND') && !ops.has('OneHot') && !ops.has('Loop'), [...ops].join(', '));
+  assert.ok(Number.isFinite((await step.run({ ...feeds, y: tensors.get('label.y')! })).loss));
   await step.release();
   await model.release();
 });
