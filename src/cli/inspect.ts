@@ -161,6 +161,12 @@ function suggestTask(m: Model, tokens: InspectResult['tokens']): { task: { task:
   if (!tokens && image && logits.shape && ((rank(logits) === 3 && same(logits.shape.slice(1), image.slice(2))) || (rank(logits) === 4 && same(logits.shape.slice(1), image.slice(1))))) {
     return pick('regress', "values at the input's size (a depth map, a restored image): `--task regress --data <images> --labels <float .npy of targets [N, ...] of the output's shape>`");
   }
+  // One channel out (no per-pixel classes: cross-entropy over one class is 0), or the input's
+  // channels at a whole multiple of its size: an upscaler's image (ESPCN, Real-ESRGAN).
+  const scaled = (o: readonly (string | number | null)[], i: readonly (string | number | null)[]) => o.slice(2).every((d, k) => typeof d === 'number' && typeof i[k + 2] === 'number' && d > (i[k + 2] as number) && d % (i[k + 2] as number) === 0);
+  if (!tokens && image && logits.shape && rank(logits) === 4 && (logits.shape[1] === 1 || (logits.shape[1] === image[1] && scaled(logits.shape, image)))) {
+    return pick('regress', "an image out (one channel, or the input's channels at a multiple of its size: an upscaler): `--task regress --data <images> --labels <float .npy of targets [N, ...] of the output's shape>`");
+  }
   if (!tokens && rank(logits) === 3 && image) return pick('none', "no `refit train` task fits a detector's [N, 4 + classes, anchors] output: `refit adapt --method bn-adapt --out adapted.npy` adapts its normalization statistics (`--method actmad --source <clean images>` its weights too) and writes the adapted outputs; the library trains it with a loss of your own");
   if (!tokens && rank(logits) === 3) return pick('ctc', '`--task ctc --data <audio or features .npy> --labels <[N, length] label sequences, -100 after each row>` (a speech recogniser: frame logits [N, frames, classes], class 0 the blank unless --pad-token says)');
   if (!tokens && rank(logits) === 4) return pick('segment', '`--task segment --data <images> --labels <[N, H, W] masks .npy>` (per-pixel classes on axis 1)');

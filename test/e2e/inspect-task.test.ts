@@ -52,3 +52,27 @@ test('inspect says which weights stored once train as one tensor, and how many e
   assert.ok((gpt.ties?.untied ?? 0) > 0);
   assert.match(formatInspect(gpt), /\d+ equal tensors of one value \(fresh ones and zeros\) are parameters of their own/);
 });
+
+test('inspect suggests regress for one channel out (a matte, a saliency mask: cross-entropy over one class is 0) and for an upscaler\'s image, segment for classes', async () => {
+  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
+  const { encodeModel } = await import('../../src/onnx/proto.ts');
+  const { f32 } = await import('../../src/onnx/tensor.ts');
+  const { writeFileSync, mkdtempSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const conv = (out: number, post: (b: InstanceType<typeof ModelBuilder>) => InstanceType<typeof ModelBuilder>, shape: number[]) => post(new ModelBuilder({ opset: 13 })
+    .input('x', 'float32', ['batch', 3, 8, 8]).initializer('w', f32([out, 3, 1, 1], new Array(out * 3).fill(0.1)))
+    .node('Conv', ['x', 'w'], ['c'], { kernel_shape: [1, 1] })).output('y', 'float32', ['batch', ...shape]).build();
+  const dir = mkdtempSync(join(tmpdir(), 'refit-task-'));
+  try {
+    const cases: [string, ReturnType<typeof conv>, string][] = [
+      ['matte', conv(1, (b) => b.node('Sigmoid', ['c'], ['y']), [1, 8, 8]), 'regress'],
+      ['upscaler ×2', conv(12, (b) => b.node('DepthToSpace', ['c'], ['y'], { blocksize: 2 }), [3, 16, 16]), 'regress'],
+      ['5 classes', conv(5, (b) => b.node('Identity', ['c'], ['y']), [5, 8, 8]), 'segment'],
+    ];
+    for (const [what, m, task] of cases) {
+      writeFileSync(join(dir, 'm.onnx'), encodeModel(m));
+      assert.equal((await inspectModel(join(dir, 'm.onnx'))).task?.task, task, what);
+    }
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});
