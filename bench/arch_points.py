@@ -16,6 +16,10 @@
   BatchNorm statistics measured (arch_vision's `calibrated`, BatchNorm1d); loss: cross-entropy. The max pools
   see ties (channels whose 64 ReLU outputs are all 0); those carry no parameter gradient either
   way, since ReLU's derivative at its zero side is 0.
+- dgcnn: the DGCNN classifier (WangYueFTD/dgcnn's model.py, width-reduced): EdgeConv blocks whose
+  k-NN graph is recomputed in feature space each block (TopK of pairwise distances, neighbours by a
+  flattened Gather), max over neighbours, max and mean pooling over points. Input `points`
+  [2, 3, 32], k 4; opset 13, batch dynamic; BatchNorm statistics measured; loss: cross-entropy.
 """
 import torch
 import torch.nn as nn
@@ -106,4 +110,56 @@ def pointnet_case():
                 loss=lambda out, y: F.cross_entropy(out[0], y))
 
 
-CASES = {"swin_v2": swin_v2_case, "pointnet": pointnet_case}
+# ---------------------------------------------------------------- DGCNN (WangYueFTD/dgcnn, pytorch/model.py)
+def knn(x, k):
+    inner = -2 * torch.matmul(x.transpose(2, 1), x)
+    xx = torch.sum(x ** 2, dim=1, keepdim=True)
+    pairwise_distance = -xx - inner - xx.transpose(2, 1)
+    return pairwise_distance.topk(k=k, dim=-1)[1]  # (batch_size, num_points, k)
+
+
+def get_graph_feature(x, k=4):
+    batch_size, num_dims, num_points = x.size(0), x.size(1), x.size(2)
+    idx = knn(x, k=k)
+    idx_base = torch.arange(0, batch_size).view(-1, 1, 1) * num_points
+    idx = (idx + idx_base).view(-1)
+    x = x.transpose(2, 1).contiguous()
+    feature = x.view(batch_size * num_points, -1)[idx, :].view(batch_size, num_points, k, num_dims)
+    x = x.view(batch_size, num_points, 1, num_dims).repeat(1, 1, k, 1)
+    return torch.cat((feature - x, x), dim=3).permute(0, 3, 1, 2).contiguous()
+
+
+class DGCNN(nn.Module):
+    """The DGCNN classifier, width-reduced: EdgeConv blocks (k-NN by TopK on pairwise distances in
+    feature space, neighbours gathered by flattened index, Conv2d + BatchNorm2d + LeakyReLU 0.2,
+    max over the neighbours), a Conv1d + BN embedding, max and mean pooling over the points, an MLP
+    head with BatchNorm1d and dropout."""
+
+    def __init__(self, k=4, c=(16, 16, 32), emb=64, classes=10):
+        super().__init__()
+        self.k = k
+        self.conv1 = nn.Sequential(nn.Conv2d(6, c[0], 1, bias=False), nn.BatchNorm2d(c[0]), nn.LeakyReLU(0.2))
+        self.conv2 = nn.Sequential(nn.Conv2d(c[0] * 2, c[1], 1, bias=False), nn.BatchNorm2d(c[1]), nn.LeakyReLU(0.2))
+        self.conv3 = nn.Sequential(nn.Conv2d(c[1] * 2, c[2], 1, bias=False), nn.BatchNorm2d(c[2]), nn.LeakyReLU(0.2))
+        self.conv5 = nn.Sequential(nn.Conv1d(sum(c), emb, 1, bias=False), nn.BatchNorm1d(emb), nn.LeakyReLU(0.2))
+        self.linear1, self.bn6, self.dp1 = nn.Linear(emb * 2, 32, bias=False), nn.BatchNorm1d(32), nn.Dropout(0.5)
+        self.linear2 = nn.Linear(32, classes)
+
+    def forward(self, points):
+        x1 = self.conv1(get_graph_feature(points, self.k)).max(dim=-1, keepdim=False)[0]
+        x2 = self.conv2(get_graph_feature(x1, self.k)).max(dim=-1, keepdim=False)[0]
+        x3 = self.conv3(get_graph_feature(x2, self.k)).max(dim=-1, keepdim=False)[0]
+        x = self.conv5(torch.cat((x1, x2, x3), dim=1))
+        x = torch.cat((F.adaptive_max_pool1d(x, 1).view(x.size(0), -1), F.adaptive_avg_pool1d(x, 1).view(x.size(0), -1)), 1)
+        x = self.dp1(F.leaky_relu(self.bn6(self.linear1(x)), negative_slope=0.2))
+        return self.linear2(x)
+
+
+def dgcnn_case():
+    return dict(model=calibrated(DGCNN(), torch.randn(8, 3, 32), kinds=(nn.BatchNorm1d, nn.BatchNorm2d)), inputs={"points": torch.randn(2, 3, 32)}, outputs=["logits"], opset=13,
+                dynamic={"points": {0: "batch"}, "logits": {0: "batch"}},
+                target=lambda out: torch.tensor([3, 7]),
+                loss=lambda out, y: F.cross_entropy(out[0], y))
+
+
+CASES = {"swin_v2": swin_v2_case, "pointnet": pointnet_case, "dgcnn": dgcnn_case}
