@@ -5,6 +5,7 @@ import { loadModel } from '../model.ts';
 import { progressBar, positiveInt, finiteNumber, range, preprocessOptions } from './common.ts';
 import { classifyTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
+import { tagTask } from './tag-task.ts';
 import { pairsTask } from './pairs-task.ts';
 import { loadSeq2seq, loadSeq2seqFile, seq2seqTask } from './seq2seq-task.ts';
 import { segmentTask } from './segment-task.ts';
@@ -51,7 +52,7 @@ export interface EvalResult {
   accuracy: number;
   /** Mean cross-entropy (nats; per token for next-token; the in-batch-negatives loss over the whole set for pairs). */
   loss: number;
-  task?: 'next-token' | 'pairs' | 'seq2seq' | 'segment' | 'ctc' | 'regress';
+  task?: 'next-token' | 'tag' | 'pairs' | 'seq2seq' | 'segment' | 'ctc' | 'regress';
   /** --task regress: the mean absolute error (`loss` is the mean squared error; `accuracy` is NaN). */
   meanAbsoluteError?: number;
   /** --task segment: the mean intersection over union over the classes labelled or predicted. */
@@ -115,6 +116,17 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
     }
   }
   if (o.ignoreIndex !== undefined && taskName !== 'segment') throw new Error('--ignore-index is for --task segment');
+  if (taskName === 'tag') {
+    const model = await loadModel(modelPath);
+    try {
+      const task = tagTask(model, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) });
+      const n = task.data.samples;
+      const r = await task.evaluate(model, range(0, n), batchSize);
+      return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'tag', seconds: (performance.now() - t0) / 1000 };
+    } finally {
+      await model.release();
+    }
+  }
   const model = await loadModel(modelPath);
   try {
     if (taskName === 'ctc') {
@@ -158,6 +170,7 @@ export function formatEval(r: EvalResult): string {
   if (r.task === 'regress') return `${r.model} on ${r.data} (${r.samples} samples): mean squared error ${r.loss.toPrecision(5)}, mean absolute error ${(r.meanAbsoluteError ?? NaN).toPrecision(5)} per output value (${r.seconds.toFixed(1)} s)`;
   if (r.task === 'ctc') return `${r.model} on ${r.data} (${r.samples} sequences): label error rate ${(100 * (1 - r.accuracy)).toFixed(2)}% (greedy decoding against the labels, edit distance over label count), CTC loss ${r.loss.toFixed(4)} nats per label (${r.seconds.toFixed(1)} s)`;
   if (r.task === 'seq2seq') return `${r.model} on ${r.data} (${r.samples} sequences): target-token accuracy ${(100 * r.accuracy).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per token, perplexity ${Math.exp(r.loss).toFixed(2)} (${r.seconds.toFixed(1)} s)`;
+  if (r.task === 'tag') return `${r.model} on ${r.data} (${r.samples} sequences): token accuracy ${(100 * r.accuracy).toFixed(2)}% over the labelled tokens, loss ${r.loss.toFixed(4)} nats per token (${r.seconds.toFixed(1)} s)`;
   if (r.task === 'next-token') return `${r.model} on ${r.data} (${r.samples} sequences): next-token accuracy ${(100 * r.accuracy).toFixed(2)}%, loss ${r.loss.toFixed(4)} nats per token, perplexity ${Math.exp(r.loss).toFixed(2)} (${r.seconds.toFixed(1)} s)`;
   return `${r.model} on ${r.data}: accuracy ${(100 * r.accuracy).toFixed(2)}% (${Math.round(r.accuracy * r.samples)}/${r.samples}), loss ${r.loss.toFixed(4)} (${r.seconds.toFixed(1)} s)`;
 }

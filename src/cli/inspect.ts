@@ -151,6 +151,11 @@ function suggestTask(m: Model, tokens: InspectResult['tokens']): { task: { task:
   if (outs.some((o) => /^(pred_)?boxes$|^bboxes$/i.test(o.name))) return undefined;
   const logits = outs.find((o) => o.name === 'logits') ?? outs[0];
   if (!logits) return undefined;
+  // [batch, sequence, classes]: a language model when the classes are the vocabulary, else a tagger
+  const classes = rank(logits) === 3 ? logits.shape![2] : undefined;
+  if (tokens && rank(logits) === 3 && typeof classes === 'number' && tokens.vocab !== null && classes !== tokens.vocab) {
+    return pick('tag', '`--task tag --data <[sequences, length] ids> --labels <[sequences, length] class ids, -100 where none>` (a token classifier: named entities, parts of speech)');
+  }
   if (tokens && rank(logits) === 3) return pick('next-token', '`--task next-token --data <[sequences, length] ids>` (a language model)');
   if (rank(logits) === 2) return pick('classify', tokens ? '`--data <ids .npy> --labels <one per sequence>` (a sequence classifier)' : '`--data <samples> --labels <one per sample>` (the default task)');
   // An image in: a map of values at its size (a depth estimator's [N, H, W], a denoiser's image)

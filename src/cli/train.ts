@@ -18,6 +18,7 @@ import { Rng } from '../util/rng.ts';
 import { progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic, preprocessOptions, sameGraph } from './common.ts';
 import { classifyTask, type TrainTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
+import { tagTask } from './tag-task.ts';
 import { pairsTask } from './pairs-task.ts';
 import { loadSeq2seq, loadSeq2seqFile, seq2seqTask } from './seq2seq-task.ts';
 import { segmentTask } from './segment-task.ts';
@@ -26,7 +27,7 @@ import { ctcTask } from './ctc-task.ts';
 import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts';
 
 export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-affine'] as const;
-export const TASKS = ['classify', 'next-token', 'pairs', 'seq2seq', 'segment', 'ctc', 'regress'] as const;
+export const TASKS = ['classify', 'next-token', 'tag', 'pairs', 'seq2seq', 'segment', 'ctc', 'regress'] as const;
 
 export interface TrainOptions {
   /**
@@ -196,6 +197,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
     switch (taskName) {
       case 'seq2seq': return seq2seqTask(pair!, { data: o.data, ...(o.labels ? { targets: o.labels } : {}), ...pad, ...(decoderStart !== undefined ? { decoderStart } : {}) });
       case 'next-token': return nextTokenTask(base, { data: o.data, ...logits, ...pad });
+      case 'tag': return tagTask(base, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...logits, ...pad });
       case 'pairs': return pairsTask(base, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...pad, ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) });
       case 'segment': return segmentTask(base, { data: o.data, labels: o.labels, ...logits, ...prep, ...(ignoreIndex !== undefined ? { ignoreIndex } : {}) });
       case 'regress': return regressTask(base, { data: o.data, labels: o.labels, ...logits, ...prep, ...(o.loss ? { loss: o.loss as RegressionLoss } : {}) });
