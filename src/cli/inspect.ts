@@ -173,6 +173,8 @@ function suggestTask(m: Model, tokens: InspectResult['tokens']): { task: { task:
     return pick('regress', "an image out (one channel, or the input's channels at a multiple of its size: an upscaler): `--task regress --data <images> --labels <float .npy of targets [N, ...] of the output's shape>`");
   }
   if (!tokens && rank(logits) === 3 && image) return pick('none', "no `refit train` task fits a detector's [N, 4 + classes, anchors] output: `refit adapt --method bn-adapt --out adapted.npy` adapts its normalization statistics (`--method actmad --source <clean images>` its weights too) and writes the adapted outputs; the library trains it with a loss of your own");
+  // [N, 1, samples]: a vocoder's waveform or another one-channel signal, not frame logits
+  if (!tokens && rank(logits) === 3 && logits.shape![1] === 1) return pick('regress', "a one-channel signal (a vocoder's waveform): `--task regress --data <inputs .npy> --labels <float .npy of targets [N, 1, samples]>` (`--loss l1` as vocoders train)");
   if (!tokens && rank(logits) === 3) return pick('ctc', '`--task ctc --data <audio or features .npy> --labels <[N, length] label sequences, -100 after each row>` (a speech recogniser: frame logits [N, frames, classes], class 0 the blank unless --pad-token says)');
   if (!tokens && rank(logits) === 4) return pick('segment', '`--task segment --data <images> --labels <[N, H, W] masks .npy>` (per-pixel classes on axis 1)');
   return undefined;

@@ -76,3 +76,19 @@ test('inspect suggests regress for one channel out (a matte, a saliency mask: cr
     }
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });
+
+test('inspect suggests regress for a one-channel signal out ([N, 1, samples]: a vocoder), not the CTC task for frame logits', async () => {
+  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
+  const { encodeModel } = await import('../../src/onnx/proto.ts');
+  const { f32 } = await import('../../src/onnx/tensor.ts');
+  const { writeFileSync, mkdtempSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const vocoder = new ModelBuilder({ opset: 13 }).input('mel', 'float32', ['batch', 8, 'frames']).initializer('w', f32([1, 8, 1], new Array(8).fill(0.1)))
+    .node('Conv', ['mel', 'w'], ['c'], { kernel_shape: [1] }).node('Tanh', ['c'], ['waveform']).output('waveform', 'float32', ['batch', 1, 'frames']).build();
+  const dir = mkdtempSync(join(tmpdir(), 'refit-voc-'));
+  try {
+    writeFileSync(join(dir, 'v.onnx'), encodeModel(vocoder));
+    assert.equal((await inspectModel(join(dir, 'v.onnx'))).task?.task, 'regress');
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});
