@@ -3,9 +3,25 @@
 // speech recogniser: test/e2e/cli-ctc.test.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { inspectModel, formatInspect } from '../../src/cli/inspect.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { inspectModel, formatInspect, type InspectResult } from '../../src/cli/inspect.ts';
+import { ModelBuilder } from '../../src/onnx/model-builder.ts';
+import { encodeModel } from '../../src/onnx/proto.ts';
+import { f32 } from '../../src/onnx/tensor.ts';
+import type { Model } from '../../src/onnx/ir.ts';
 
 const fix = (p: string) => new URL(`../fixtures/${p}`, import.meta.url).pathname;
+
+/** inspectModel on a model built here, written to a temporary file. */
+async function inspectBuilt(m: Model): Promise<InspectResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'refit-inspect-'));
+  try {
+    writeFileSync(join(dir, 'm.onnx'), encodeModel(m));
+    return await inspectModel(join(dir, 'm.onnx'));
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+}
 
 test('inspect suggests the --task for each kind of model', async () => {
   const cases: [string, string][] = [
@@ -24,23 +40,11 @@ test('inspect suggests the --task for each kind of model', async () => {
 });
 
 test('inspect suggests no task for a detector (boxes, scores, labels): no CLI task trains one', async () => {
-  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
-  const { encodeModel } = await import('../../src/onnx/proto.ts');
-  const { f32 } = await import('../../src/onnx/tensor.ts');
-  const { writeFileSync, mkdtempSync, rmSync } = await import('node:fs');
-  const { join } = await import('node:path');
-  const { tmpdir } = await import('node:os');
   const m = new ModelBuilder({ opset: 13 }).input('x', 'float32', [1, 4]).initializer('w', f32([4, 4], new Array(16).fill(0.1)))
     .node('MatMul', ['x', 'w'], ['boxes']).node('Relu', ['boxes'], ['scores']).output('boxes', 'float32', [1, 4]).output('scores', 'float32', [1, 4]).build();
-  const dir = mkdtempSync(join(tmpdir(), 'refit-det-'));
-  try {
-    writeFileSync(join(dir, 'det.onnx'), encodeModel(m));
-    const r = await inspectModel(join(dir, 'det.onnx'));
-    assert.equal(r.task, undefined);
-    assert.doesNotMatch(formatInspect(r), /task:/);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  const r = await inspectBuilt(m);
+  assert.equal(r.task, undefined);
+  assert.doesNotMatch(formatInspect(r), /task:/);
 });
 
 test('inspect says which weights stored once train as one tensor, and how many equal tensors of one value are separate parameters', async () => {
@@ -54,41 +58,19 @@ test('inspect says which weights stored once train as one tensor, and how many e
 });
 
 test('inspect suggests regress for one channel out (a matte, a saliency mask: cross-entropy over one class is 0) and for an upscaler\'s image, segment for classes', async () => {
-  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
-  const { encodeModel } = await import('../../src/onnx/proto.ts');
-  const { f32 } = await import('../../src/onnx/tensor.ts');
-  const { writeFileSync, mkdtempSync, rmSync } = await import('node:fs');
-  const { join } = await import('node:path');
-  const { tmpdir } = await import('node:os');
-  const conv = (out: number, post: (b: InstanceType<typeof ModelBuilder>) => InstanceType<typeof ModelBuilder>, shape: number[]) => post(new ModelBuilder({ opset: 13 })
+  const conv = (out: number, post: (b: ModelBuilder) => ModelBuilder, shape: number[]) => post(new ModelBuilder({ opset: 13 })
     .input('x', 'float32', ['batch', 3, 8, 8]).initializer('w', f32([out, 3, 1, 1], new Array(out * 3).fill(0.1)))
     .node('Conv', ['x', 'w'], ['c'], { kernel_shape: [1, 1] })).output('y', 'float32', ['batch', ...shape]).build();
-  const dir = mkdtempSync(join(tmpdir(), 'refit-task-'));
-  try {
-    const cases: [string, ReturnType<typeof conv>, string][] = [
-      ['matte', conv(1, (b) => b.node('Sigmoid', ['c'], ['y']), [1, 8, 8]), 'regress'],
-      ['upscaler ×2', conv(12, (b) => b.node('DepthToSpace', ['c'], ['y'], { blocksize: 2 }), [3, 16, 16]), 'regress'],
-      ['5 classes', conv(5, (b) => b.node('Identity', ['c'], ['y']), [5, 8, 8]), 'segment'],
-    ];
-    for (const [what, m, task] of cases) {
-      writeFileSync(join(dir, 'm.onnx'), encodeModel(m));
-      assert.equal((await inspectModel(join(dir, 'm.onnx'))).task?.task, task, what);
-    }
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+  const cases: [string, Model, string][] = [
+    ['matte', conv(1, (b) => b.node('Sigmoid', ['c'], ['y']), [1, 8, 8]), 'regress'],
+    ['upscaler ×2', conv(12, (b) => b.node('DepthToSpace', ['c'], ['y'], { blocksize: 2 }), [3, 16, 16]), 'regress'],
+    ['5 classes', conv(5, (b) => b.node('Identity', ['c'], ['y']), [5, 8, 8]), 'segment'],
+  ];
+  for (const [what, m, task] of cases) assert.equal((await inspectBuilt(m)).task?.task, task, what);
 });
 
 test('inspect suggests regress for a one-channel signal out ([N, 1, samples]: a vocoder), not the CTC task for frame logits', async () => {
-  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
-  const { encodeModel } = await import('../../src/onnx/proto.ts');
-  const { f32 } = await import('../../src/onnx/tensor.ts');
-  const { writeFileSync, mkdtempSync, rmSync } = await import('node:fs');
-  const { join } = await import('node:path');
-  const { tmpdir } = await import('node:os');
   const vocoder = new ModelBuilder({ opset: 13 }).input('mel', 'float32', ['batch', 8, 'frames']).initializer('w', f32([1, 8, 1], new Array(8).fill(0.1)))
     .node('Conv', ['mel', 'w'], ['c'], { kernel_shape: [1] }).node('Tanh', ['c'], ['waveform']).output('waveform', 'float32', ['batch', 1, 'frames']).build();
-  const dir = mkdtempSync(join(tmpdir(), 'refit-voc-'));
-  try {
-    writeFileSync(join(dir, 'v.onnx'), encodeModel(vocoder));
-    assert.equal((await inspectModel(join(dir, 'v.onnx'))).task?.task, 'regress');
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+  assert.equal((await inspectBuilt(vocoder)).task?.task, 'regress');
 });
