@@ -116,19 +116,14 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
     }
   }
   if (o.ignoreIndex !== undefined && taskName !== 'segment') throw new Error('--ignore-index is for --task segment');
-  if (taskName === 'tag') {
-    const model = await loadModel(modelPath);
-    try {
+  const model = await loadModel(modelPath);
+  try {
+    if (taskName === 'tag') {
       const task = tagTask(model, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) });
       const n = task.data.samples;
       const r = await task.evaluate(model, range(0, n), batchSize);
       return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'tag', seconds: (performance.now() - t0) / 1000 };
-    } finally {
-      await model.release();
     }
-  }
-  const model = await loadModel(modelPath);
-  try {
     if (taskName === 'ctc') {
       const flags = [o.labelColumn && '--label-column', prep.pixels && '--mean/--std', prep.resize !== undefined && '--resize', o.pooling && '--pooling'].filter(Boolean);
       if (flags.length) throw new Error(`${flags.join(', ')}: not for --task ctc, which reads audio or features (--data) and label sequences (--labels)`);

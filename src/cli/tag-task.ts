@@ -7,7 +7,7 @@
 import type { RefitModel } from '../model.ts';
 import { parseNpy } from './data-files.ts';
 import { readBytes } from '../data/idx-node.ts';
-import { IGNORE, labelsPerPosition } from './token-task.ts';
+import { IGNORE, labelsPerPosition, positionLogits } from './token-task.ts';
 import { tokenInputs, readTokenIds, tokenFeeds } from './token-inputs.ts';
 import type { TrainTask } from './train-task.ts';
 
@@ -20,11 +20,7 @@ export interface TagOptions {
 
 export function tagTask(model: RefitModel, o: TagOptions): TrainTask {
   const inputs = tokenInputs(model, '--task tag');
-  const logits = o.logits ?? model.outputs.find((out) => out.shape?.length === 3)?.name;
-  const out = model.outputs.find((x) => x.name === logits);
-  if (!logits || !out) throw new Error(`--task tag needs [batch, sequence, classes] logits; name the output with --logits (outputs: ${model.outputs.map((x) => `${x.name} ${JSON.stringify(x.shape)}`).join(', ')})`);
-  const classDim = out.shape?.[2];
-  const classes = typeof classDim === 'number' && classDim > 0 ? classDim : null;
+  const { logits, size: classes } = positionLogits(model, o.logits, 'tag', 'classes');
   if (!o.labels) throw new Error('--task tag learns a class per token: give them with --labels <file> (a .npy [sequences, length] of integers, -100 where a position has no label)');
   if (!o.labels.toLowerCase().endsWith('.npy')) throw new Error(`--labels ${o.labels}: --task tag reads its labels from a .npy [sequences, length] of integers`);
   const a = readTokenIds(o.data, inputs.vocab);

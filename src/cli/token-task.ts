@@ -17,14 +17,22 @@ export interface NextTokenOptions {
 
 export const IGNORE = -100;
 
+/**
+ * The [batch, sequence, `last`] logits a per-position task reads: `named`, else the first 3-D
+ * output; with the size of their last axis where the export fixes it.
+ */
+export function positionLogits(model: RefitModel, named: string | undefined, task: string, last: string): { logits: string; size: number | null } {
+  const logits = named ?? model.outputs.find((out) => out.shape?.length === 3)?.name;
+  const out = model.outputs.find((x) => x.name === logits);
+  if (!logits || !out) throw new Error(`--task ${task} needs [batch, sequence, ${last}] logits; name the output with --logits (outputs: ${model.outputs.map((x) => `${x.name} ${JSON.stringify(x.shape)}`).join(', ')})`);
+  const d = out.shape?.[2];
+  return { logits, size: typeof d === 'number' && d > 0 ? d : null };
+}
+
 export function nextTokenTask(model: RefitModel, o: NextTokenOptions): TrainTask {
   const inputs = tokenInputs(model, '--task next-token');
-  const logits = o.logits ?? model.outputs.find((out) => out.shape?.length === 3)?.name;
-  if (!logits || !model.outputs.some((out) => out.name === logits)) {
-    throw new Error(`--task next-token needs [batch, sequence, vocabulary] logits; name the output with --logits (outputs: ${model.outputs.map((out) => `${out.name} ${JSON.stringify(out.shape)}`).join(', ')})`);
-  }
-  const vocabDim = model.outputs.find((out) => out.name === logits)!.shape?.[2];
-  const vocab = typeof vocabDim === 'number' && vocabDim > 0 ? vocabDim : inputs.vocab;
+  const { logits, size } = positionLogits(model, o.logits, 'next-token', 'vocabulary');
+  const vocab = size ?? inputs.vocab;
   if (o.padToken !== undefined && !(Number.isInteger(o.padToken) && o.padToken >= 0)) throw new Error(`--pad-token must be a non-negative integer, got ${o.padToken}`);
   const a = readTokenIds(o.data, vocab, 2);
   const n = a.n, T = a.length;

@@ -143,6 +143,13 @@ export function producers(graph: Graph): Map<string, Node> {
   return m;
 }
 
+/** The initializer `t` is, or the one an Identity copies into `t` (torch.onnx's alias of a weight stored once); undefined for neither. */
+export function initializerBehind(graph: Graph, prod: Map<string, Node>, t: string): string | undefined {
+  if (graph.initializers.has(t)) return t;
+  const p = prod.get(t);
+  return p && p.opType === 'Identity' && p.inputs[0] && graph.initializers.has(p.inputs[0]) ? p.inputs[0] : undefined;
+}
+
 /**
  * Remove nodes that no graph output depends on, then initializers nothing reads. An If, Loop or
  * Scan counts what its subgraphs read from this graph as read (./subgraphs.ts).

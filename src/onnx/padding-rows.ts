@@ -6,7 +6,7 @@
 // PyTorch keeps at zero. A tied output projection (a language model's lm_head reading the same
 // table) still trains the row, as it does in PyTorch.
 import type { Graph } from './ir.ts';
-import { attrInt, producers } from './ir.ts';
+import { attrInt, initializerBehind, producers } from './ir.ts';
 
 /**
  * Per Gather data input that reads an embedding table (a 2-D float initializer, directly or through
@@ -14,16 +14,12 @@ import { attrInt, producers } from './ir.ts';
  */
 export function embeddingPaddingRows(g: Graph): Map<string, number> {
   const prod = producers(g);
-  const tableName = (t: string) => {
-    const p = g.initializers.has(t) ? undefined : prod.get(t);
-    return p?.opType === 'Identity' ? p.inputs[0]! : t;
-  };
   const rows = new Map<string, number>();
   const zeroRow = new Map<string, number | undefined>(); // per table, however many Gathers read it
   for (const n of g.nodes) {
     if (n.opType !== 'Gather' || (n.domain !== '' && n.domain !== 'ai.onnx') || attrInt(n, 'axis', 0) !== 0) continue;
-    const data = n.inputs[0]!, name = tableName(data), w = g.initializers.get(name);
-    if (!w || w.dims.length !== 2 || w.dtype !== 'float32' || w.dims[0]! < 3) continue;
+    const data = n.inputs[0]!, name = initializerBehind(g, prod, data), w = name ? g.initializers.get(name) : undefined;
+    if (!name || !w || w.dims.length !== 2 || w.dtype !== 'float32' || w.dims[0]! < 3) continue;
     if (!zeroRow.has(name)) zeroRow.set(name, onlyZeroRow(w.data as Float32Array, w.dims[0]!, w.dims[1]!));
     const r = zeroRow.get(name);
     if (r !== undefined) rows.set(data, r);

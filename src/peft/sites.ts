@@ -1,7 +1,7 @@
 // Where adapters attach: the weight-bearing nodes of a graph (MatMul, Gemm, Conv with an
 // initializer weight), each named by its PyTorch-style module, and target selection over them.
 import type { Graph, Node } from '../onnx/ir.ts';
-import { attrInt, attrInts, attrFloat, producers, consumers } from '../onnx/ir.ts';
+import { attrInt, attrInts, attrFloat, producers, consumers, initializerBehind } from '../onnx/ir.ts';
 import { PeftError, closest } from './errors.ts';
 import { nbitsLayout } from '../onnx/nbits.ts';
 import { GENERATED_NAME as GENERATED, modulePathOfNode } from '../onnx/node-scope.ts';
@@ -130,10 +130,7 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
   const sites: Site[] = [];
   const biasModules = new Map<Site, string>();
   // A weight is an initializer, or an Identity of one: torch.onnx's alias of a weight used twice, kept as a tie.
-  const source = (n: string) => {
-    const p = g.initializers.has(n) ? undefined : prod.get(n);
-    return p && p.opType === 'Identity' && p.inputs[0] && g.initializers.has(p.inputs[0]) ? p.inputs[0] : n;
-  };
+  const source = (n: string) => initializerBehind(g, prod, n) ?? n;
   const init = (n: string) => g.initializers.get(source(n));
   // A weight read through DequantizeLinear of an integer initializer (QDQ): the integer initializer.
   const dqWeight = (n: string) => {
