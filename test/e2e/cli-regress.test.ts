@@ -31,13 +31,20 @@ function depthLike(): Uint8Array {
   return encodeModel(b.build());
 }
 
-test('refit train --task regress learns a depth-like map (MSE falls over 10×); eval reports it; targets of the wrong shape or non-finite are refused', async () => {
-  writeFileSync(p('depth.onnx'), depthLike());
-  const n = 96, H = 6, W = 5, r = new Rng(9);
+const n = 96, H = 6, W = 5;
+
+/** Random 2-channel inputs [n, 2, H, W] and their target map: channel 0 minus half of channel 1, plus 0.5 (a map one 3×3 conv can give exactly). */
+function depthData(seed: number): { x: Float32Array; y: Float32Array } {
+  const r = new Rng(seed);
   const x = Float32Array.from({ length: n * 2 * H * W }, () => r.normal());
-  // The target: channel 0 minus half of channel 1, plus 0.5 (a map one 3×3 conv can give exactly).
   const y = new Float32Array(n * H * W);
   for (let i = 0; i < n; i++) for (let k = 0; k < H * W; k++) y[i * H * W + k] = x[i * 2 * H * W + k]! - 0.5 * x[i * 2 * H * W + H * W + k]! + 0.5;
+  return { x, y };
+}
+
+test('refit train --task regress learns a depth-like map (MSE falls over 10×); eval reports it; targets of the wrong shape or non-finite are refused', async () => {
+  writeFileSync(p('depth.onnx'), depthLike());
+  const { x, y } = depthData(9);
   writeFileSync(p('x.npy'), npy('<f4', [n, 2, H, W], x));
   writeFileSync(p('y.npy'), npy('<f4', [n, H, W], y));
   assert.equal((await inspectModel(p('depth.onnx'))).task?.task, 'regress');
@@ -61,10 +68,7 @@ test('refit train --task regress learns a depth-like map (MSE falls over 10×); 
 
 test('refit train --task regress --loss l1 / huber: targets with outliers pull an MSE fit off and an L1 fit hardly; a bad --loss is refused', async () => {
   writeFileSync(p('depth.onnx'), depthLike());
-  const n = 96, H = 6, W = 5, r = new Rng(4);
-  const x = Float32Array.from({ length: n * 2 * H * W }, () => r.normal());
-  const clean = new Float32Array(n * H * W);
-  for (let i = 0; i < n; i++) for (let k = 0; k < H * W; k++) clean[i * H * W + k] = x[i * 2 * H * W + k]! - 0.5 * x[i * 2 * H * W + H * W + k]! + 0.5;
+  const { x, y: clean } = depthData(4);
   const noisy = clean.slice();
   for (let i = 0; i < n; i += 12) for (let k = 0; k < H * W; k++) noisy[i * H * W + k]! += 30; // 8 of 96 samples mislabelled by +30
   writeFileSync(p('xo.npy'), npy('<f4', [n, 2, H, W], x));
