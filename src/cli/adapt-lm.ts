@@ -11,6 +11,7 @@ import { tensorOf, type Tensor } from '../onnx/tensor.ts';
 import { createAdapter } from '../tta/index.ts';
 import { progressBar, range, scoreLogits, writeTextAtomic } from './common.ts';
 import { readTokenIds, tokenInputs } from './token-inputs.ts';
+import type { TextSource } from './text-tokens.ts';
 import { withoutKvCache } from '../onnx/kv-cache.ts';
 
 export interface LanguageModelScores {
@@ -36,7 +37,7 @@ function perSequence(z: Float32Array, ids: ArrayLike<number>, b: number, T: numb
   });
 }
 
-export async function adaptLanguageModel(modelPath: string, o: { method: string; stream: string; out: string; batchSize: number; padToken?: number; logits?: string; json?: boolean; methodOptions?: Record<string, unknown> }): Promise<{ samples: number; batches: number; scores: LanguageModelScores; ms: number }> {
+export async function adaptLanguageModel(modelPath: string, o: { method: string; stream: string; out: string; batchSize: number; padToken?: number; logits?: string; json?: boolean; methodOptions?: Record<string, unknown>; text?: TextSource }): Promise<{ samples: number; batches: number; scores: LanguageModelScores; ms: number; format: string }> {
   const ext = extname(o.out).toLowerCase();
   const given = await loadModel(modelPath);
   const base = withoutKvCache(given); // a model without a cache comes back as it is
@@ -44,9 +45,10 @@ export async function adaptLanguageModel(modelPath: string, o: { method: string;
   const logits = o.logits ?? base.outputs.find((out) => out.shape?.length === 3)?.name;
   if (!logits) throw new Error(`--method ${o.method} adapts language models: it needs [batch, sequence, vocabulary] logits; this model's outputs are ${base.outputs.map((out) => `${out.name} ${JSON.stringify(out.shape)}`).join(', ')}`);
   const vocab = base.outputs.find((out) => out.name === logits)!.shape?.[2];
-  const data = readTokenIds(o.stream, typeof vocab === 'number' ? vocab : inputs.vocab, 2);
-  const model = withTokenInputs(base, o.padToken !== undefined ? { padToken: o.padToken } : {});
-  const adapter = createAdapter(model, o.method, { logits, ...(o.padToken !== undefined ? { padToken: o.padToken } : {}), ...o.methodOptions });
+  const data = readTokenIds(o.stream, typeof vocab === 'number' ? vocab : inputs.vocab, 2, false, o.text && { ...o.text, fixedLength: inputs.length });
+  const padToken = o.padToken ?? data.padToken;
+  const model = withTokenInputs(base, padToken !== undefined ? { padToken } : {});
+  const adapter = createAdapter(model, o.method, { logits, ...(padToken !== undefined ? { padToken } : {}), ...o.methodOptions });
   const T = data.length;
   const batches = Math.ceil(data.n / o.batchSize);
   const lines = ext === '.csv' ? ['id,tokens,nll,source_nll'] : [];
@@ -59,11 +61,11 @@ export async function adaptLanguageModel(modelPath: string, o: { method: string;
       const ids = Array.from({ length: idx.length * T }, (_, i) => data.values[idx[0]! * T + i]!);
       const x: Tensor = tensorOf(inputs.ids.dtype, [idx.length, T], (i) => ids[i]!);
       // The unadapted model first (the adapter's copy changes, the model does not), then the method.
-      const before = perSequence((await model.run({ [model.inputs[0]!.name]: x }, { outputs: [logits] }))[logits]!.data as Float32Array, ids, idx.length, T, o.padToken);
+      const before = perSequence((await model.run({ [model.inputs[0]!.name]: x }, { outputs: [logits] }))[logits]!.data as Float32Array, ids, idx.length, T, padToken);
       const t0 = performance.now();
       const r = await adapter.predict(x);
       ms += performance.now() - t0;
-      const adapted = perSequence(r.logits.data as Float32Array, ids, idx.length, T, o.padToken);
+      const adapted = perSequence(r.logits.data as Float32Array, ids, idx.length, T, padToken);
       idx.forEach((id, s) => {
         const { sum: a, n } = adapted[s]!, b = before[s]!.sum;
         tokens += n; sum += a; sourceSum += b;
@@ -78,5 +80,5 @@ export async function adaptLanguageModel(modelPath: string, o: { method: string;
     await Promise.all([model.release(), base.release(), given.release()]);
   }
   writeTextAtomic(o.out, lines.join('\n') + '\n');
-  return { samples: data.n, batches, scores: { tokens, nll: sum / Math.max(1, tokens), sourceNll: sourceSum / Math.max(1, tokens) }, ms: ms / Math.max(1, batches) };
+  return { samples: data.n, batches, scores: { tokens, nll: sum / Math.max(1, tokens), sourceNll: sourceSum / Math.max(1, tokens) }, ms: ms / Math.max(1, batches), format: data.format };
 }

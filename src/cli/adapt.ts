@@ -15,9 +15,10 @@ import { renderReport, runProvenance } from '../report/html.ts';
 import { modelIO, withFeaturesFor, loadData, batchOf, progressBar, positiveInt, finiteNumber, range, topClass, writeTextAtomic, preprocessOptions, parseMethodOptions, csvCell, type ModelIO } from './common.ts';
 import { isTokenModel } from './token-inputs.ts';
 import { tokenStream, tokenSourceIds, TOKEN_METHODS, type StreamData } from './token-stream.ts';
+import { textSource, type TextOptions } from './text-tokens.ts';
 import { methodSetup, ACTMAD_NEEDS_SOURCE } from './method-setup.ts';
 
-export interface AdaptOptions {
+export interface AdaptOptions extends TextOptions {
   method: string;
   stream: string;
   labels?: string;
@@ -112,12 +113,13 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   if (o.deep === false && method !== 'continual') throw new Error(`--no-deep is for --method continual (it turns off the controller's level-3 deep learner)`);
   const methodOptions = parseMethodOptions(o.methodOptions) ?? {};
+  const text = textSource(modelPath, o, padToken);
   if (LANGUAGE_MODEL_METHODS.includes(method)) {
     const unused = [o.labels && '--labels', o.source && '--source', o.report && '--report', pixels && '--mean/--std', resize !== undefined && '--resize', o.inputAlign && '--input-align'].filter(Boolean);
     if (unused.length) throw new Error(`${unused.join(', ')}: not for --method ${method}, which scores a language model on the stream's own next tokens`);
-    const r = await adaptLanguageModel(modelPath, { method, stream: o.stream, out: o.out, batchSize, methodOptions, ...(padToken !== undefined ? { padToken } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(o.json ? { json: true } : {}) });
+    const r = await adaptLanguageModel(modelPath, { method, stream: o.stream, out: o.out, batchSize, methodOptions, text, ...(padToken !== undefined ? { padToken } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(o.json ? { json: true } : {}) });
     return {
-      model: modelPath, method, stream: { source: o.stream, format: 'npy token ids', samples: r.samples, batches: r.batches, batchSize, labelled: false },
+      model: modelPath, method, stream: { source: o.stream, format: r.format, samples: r.samples, batches: r.batches, batchSize, labelled: false },
       error: null, sourceError: null, languageModel: r.scores, out: o.out, report: null, msPerBatch: r.ms, seconds: (performance.now() - t0) / 1000,
     };
   }
@@ -126,17 +128,19 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   let io: ModelIO;
   let ds: StreamData;
   let tokenSource: Tensor | undefined;
+  let streamPad = padToken; // text data: the tokenizer's pad id where --pad-token gives none
   if (isTokenModel(model)) {
     // Token ids in: the companions made inside the graph, methods that leave the input as it is.
     if (method !== 'continual' && !(TOKEN_METHODS as readonly string[]).includes(method)) throw new Error(`--method ${method} on a token model: ${method} augments its input images; token models take ${TOKEN_METHODS.join(', ')}, continual`);
     const imageFlags = [pixels && '--mean/--std', resize !== undefined && '--resize', o.inputAlign && '--input-align', o.sourceLabels && '--source-labels'].filter(Boolean);
     if (imageFlags.length) throw new Error(`${imageFlags.join(', ')}: for image data; this model reads token ids`);
     // --source: in-distribution ids (the controller's entropy reference, EATA's Fisher).
-    if (o.source) tokenSource = tokenSourceIds(model, o.source, '--source');
-    ({ model, io, ds } = tokenStream(model, { stream: o.stream, labels: o.labels, logits: o.logits, ...(padToken !== undefined ? { padToken } : {}) }));
+    if (o.source) tokenSource = tokenSourceIds(model, o.source, '--source', text);
+    ({ model, io, ds, padToken: streamPad } = tokenStream(model, { stream: o.stream, labels: o.labels, logits: o.logits, text: { ...text, ...(o.labelColumn !== undefined ? { labelColumn: o.labelColumn } : {}) }, ...(padToken !== undefined ? { padToken } : {}) }));
     model = withFeaturesFor(method, model, io.logits, { embedding: o.embedding, quiet: o.json });
   } else {
     if (padToken !== undefined) throw new Error('--pad-token is for token models; this model takes float32 inputs');
+    if (o.tokenizer !== undefined || o.maxLength !== undefined || o.textColumn !== undefined) throw new Error('--tokenizer, --max-length and --text-column are for token models; this model takes float32 inputs');
     io = modelIO(model, o.logits, prep);
     const rank = model.outputs.find((v) => v.name === io.logits)?.shape?.length;
     if (rank !== undefined && rank !== 2 && rank !== 4) {
@@ -173,7 +177,7 @@ export async function runAdapt(modelPath: string, o: AdaptOptions): Promise<Adap
   let adapter: Adapter | null = null;
   let controller: ContinualController | null = null;
   if (method === 'continual') {
-    controller = new ContinualController(model, { ...setup.options, ...(padToken !== undefined ? { padToken } : {}), ...methodOptions });
+    controller = new ContinualController(model, { ...setup.options, ...(streamPad !== undefined ? { padToken: streamPad } : {}), ...methodOptions });
     if (setup.calibration) await controller.calibrate(setup.calibration);
     // Warm the level-3 deep learner up now, with progress, not inside the batch that first reaches level 3.
     if (setup.deepLearner && setup.calibration) {

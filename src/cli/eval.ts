@@ -13,8 +13,9 @@ import { regressTask } from './regress-task.ts';
 import { ctcTask } from './ctc-task.ts';
 import { TASKS } from './train.ts';
 import { withoutKvCache } from '../onnx/kv-cache.ts';
+import { textSource, type TextOptions } from './text-tokens.ts';
 
-export interface EvalOptions {
+export interface EvalOptions extends TextOptions {
   /** 'classify' (the default), 'next-token' (a language model on token sequences), 'pairs' (an embedding model's retrieval accuracy), 'seq2seq' (an encoder-decoder in two files) or 'segment' (a segmenter's pixel accuracy). */
   task?: string;
   /** --task pairs: 'mean' (over the attention mask, the default) or 'cls'. */
@@ -64,6 +65,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   const t0 = performance.now();
   const batchSize = positiveInt('--batch-size', o.batchSize ?? 256);
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
+  const text = textSource(modelPath, o, padToken);
   // --task ctc reads an audio feature extractor's config itself (hf-audio-preprocessor.ts)
   const prep = preprocessOptions(o.task === 'ctc' ? { ...o, preprocessor: undefined } : o, o.json);
   const taskName = o.task ?? 'classify';
@@ -77,7 +79,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
     const decoderStart = o.decoderStart !== undefined ? finiteNumber('--decoder-start', o.decoderStart, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
     const pair = o.decoder !== undefined ? await loadSeq2seq(modelPath, o.decoder) : await loadSeq2seqFile(modelPath);
     try {
-      const task = seq2seqTask(pair, { data: o.data, ...(o.labels ? { targets: o.labels } : {}), ...(padToken !== undefined ? { padToken } : {}), ...(decoderStart !== undefined ? { decoderStart } : {}) });
+      const task = seq2seqTask(pair, { data: o.data, ...(o.labels ? { targets: o.labels } : {}), ...(padToken !== undefined ? { padToken } : {}), text, ...(decoderStart !== undefined ? { decoderStart } : {}) });
       const n = task.data.samples;
       const r = await task.evaluate(pair.joined, range(0, n), batchSize);
       return { model: o.decoder !== undefined ? `${modelPath} + ${o.decoder}` : modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'seq2seq', seconds: (performance.now() - t0) / 1000 };
@@ -90,7 +92,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
     if (flags.length) throw new Error(`${flags.join(', ')}: not for --task pairs, which scores each anchor on finding its own positive`);
     const model = await loadModel(modelPath);
     try {
-      const task = pairsTask(model, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}), ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) });
+      const task = pairsTask(model, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}), text, ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) });
       const n = task.data.samples;
       const bar = progressBar(!o.json, 'examples');
       bar?.start(n, 0, { label: 'eval', metrics: '' });
@@ -107,7 +109,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
     const given = await loadModel(modelPath);
     const model = withoutKvCache(given); // a model without a cache comes back as it is
     try {
-      const task = nextTokenTask(model, { data: o.data, ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) });
+      const task = nextTokenTask(model, { data: o.data, ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}), text });
       const n = task.data.samples;
       const r = await task.evaluate(model, range(0, n), batchSize);
       return { model: modelPath, data: o.data, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'next-token', seconds: (performance.now() - t0) / 1000 };
@@ -147,7 +149,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
       const r = await task.evaluate(model, range(0, n), batchSize);
       return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'regress', meanAbsoluteError: r.meanAbsoluteError, seconds: (performance.now() - t0) / 1000 };
     }
-    const task = await classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep, needLabels: 'eval' }, 'refit eval');
+    const task = await classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, text, ...prep, needLabels: 'eval' }, 'refit eval');
     const n = task.data.samples;
     const bar = progressBar(!o.json, 'samples');
     bar?.start(n, 0, { label: 'eval', metrics: '' });

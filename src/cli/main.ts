@@ -29,9 +29,26 @@ Data (--data, --stream, --source):
 Pixel data (IDX, uint8 .npy, images) is divided by 255, then normalised per channel by --mean
 and --std where given (as torchvision's ToTensor and Normalize); float .npy and CSV values are fed
 as they are. --labels takes an idx1 file, an integer .npy, or a .csv/.txt file with one label a line.
-Token models (int64/int32 inputs, e.g. BERT or GPT exports; train and eval): --data is a .npy of
-token ids [sequences, length] from the model's own tokenizer; the CLI makes attention_mask (0 at
---pad-token, else 1), token_type_ids (0) and position_ids (0..length-1) where the model has them.`;
+Token models (int64/int32 inputs, e.g. BERT or GPT exports): --data (--stream) is a .npy of
+token ids [sequences, length], or text that the model's own tokenizer turns into ids:
+  .txt      one text a line (next-token, seq2seq, an unlabelled stream)
+  .csv/.tsv a header row, then one example a row: the text, or a pair of texts in two columns
+            (--text-column picks them), and its label (--label-column, as above; class names
+            become indices by config.json's label2id, else in sorted order); --task pairs: an
+            anchor, a positive and any hard negatives, one column each
+  .jsonl    one JSON object a line, with the same columns
+The tokenizer is --tokenizer (tokenizer.json or its folder), else the tokenizer.json beside the
+model or one folder up (transformers.js keeps onnx/model.onnx under the model folder). Texts get
+the tokenizer's special tokens, are cut to --max-length (default: the model's fixed length,
+else tokenizer_config.json's model_max_length, else 512) and padded with its pad token. The CLI
+makes attention_mask (0 at --pad-token, else 1), token_type_ids (0, or a pair's segments) and
+position_ids (0..length-1) where the model has them.`;
+
+const TEXT_HELP = {
+  tokenizer: "token models, text data: the model's tokenizer.json or its folder (default: beside the model or one folder up)",
+  maxLength: 'token models, text data: tokens a sequence at most (default: the model\'s fixed length, else the tokenizer\'s model_max_length, else 512)',
+  textColumn: 'token models, .csv/.tsv/.jsonl text: the text column, or two comma-separated for pairs (default: every column but the label\'s)',
+};
 
 program
   .command('inspect')
@@ -57,7 +74,10 @@ program
   .option('--loss <loss>', '--task regress: mse (default), l1, smooth-l1 or huber (PyTorch\'s F.l1_loss, F.smooth_l1_loss and F.huber_loss with β = δ = 1: outlying targets weigh less)')
   .option('--vocab <file>', '--task ctc: a Hugging Face vocab.json (or the model folder holding it; its tokenizer_config.json read too) that turns --labels transcripts (.txt, one per line) into ids; its pad token is the blank')
   .option('--pooling <mode>', '--task pairs: token states to one embedding by mean over the attention mask (default) or cls (the first token)')
-  .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there; next-token: positions before it get no label)')
+  .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there; next-token: positions before it get no label; text data: the tokenizer\'s by default)')
+  .option('--tokenizer <file>', TEXT_HELP.tokenizer)
+  .option('--max-length <n>', TEXT_HELP.maxLength)
+  .option('--text-column <names>', TEXT_HELP.textColumn)
   .option('--labels <path>', 'labels, when --data has none: idx1, .npy or .csv/.txt; --task seq2seq: the target token ids [sequences, length]; --task segment: masks (.npy [N, H, W] or a folder of PNG masks)')
   .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')
   .option('--adapter <method>', 'train an adapter instead of the whole model: lora, dora, ia3, bottleneck, bitfit, norm-affine')
@@ -120,7 +140,10 @@ program
   .option('--std <values>', 'pixel data: per-channel std to divide by, with --mean (e.g. ImageNet 0.229,0.224,0.225)')
   .option('--resize <size|stretch>', "image folders of another size: scale the shorter side to <size>, then crop the model's H×W from the centre (torchvision's Resize + CenterCrop, e.g. 256 for 224×224), or 'stretch' to H×W")
   .option('--preprocessor <file>', "a Hugging Face preprocessor_config.json (or the folder holding it): its resize, crop and normalisation as --resize, --mean and --std, where those are not given")
-  .option('--pad-token <id>', 'token models (a .npy of token ids as the stream): the padding token id (attention_mask 0 there)')
+  .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there; text data: the tokenizer\'s by default)')
+  .option('--tokenizer <file>', TEXT_HELP.tokenizer)
+  .option('--max-length <n>', TEXT_HELP.maxLength)
+  .option('--text-column <names>', TEXT_HELP.textColumn)
   .option('--method-options <json>', 'options of the method as a JSON object, e.g. \'{"lr": 0.001}\' (docs/tta.md lists each method\'s); for continual, on top of the recommended set')
   .option('--embedding <output>', 'continual: an [N, D] output for the error memory (default: "features" when present)')
   .option('--feedback-delay <batches>', 'continual: give the controller each batch\'s labels this many batches later (delayed feedback; needs --labels)')
@@ -164,7 +187,10 @@ program
   .option('--std <values>', 'pixel data: per-channel std to divide by, with --mean (e.g. ImageNet 0.229,0.224,0.225)')
   .option('--resize <size|stretch>', "image folders of another size: scale the shorter side to <size>, then crop the model's H×W from the centre (torchvision's Resize + CenterCrop, e.g. 256 for 224×224), or 'stretch' to H×W")
   .option('--preprocessor <file>', "a Hugging Face preprocessor_config.json (or the folder holding it): its resize, crop and normalisation as --resize, --mean and --std, where those are not given; --task ctc: a Wav2Vec2FeatureExtractor\'s per-utterance audio normalisation")
-  .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there)')
+  .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there; text data: the tokenizer\'s by default)')
+  .option('--tokenizer <file>', TEXT_HELP.tokenizer)
+  .option('--max-length <n>', TEXT_HELP.maxLength)
+  .option('--text-column <names>', TEXT_HELP.textColumn)
   .option('--json', 'print machine-readable JSON (no progress bar)')
   .addHelpText('after', examples(
     'refit eval models/fmnist-cnn.onnx --data data/fashion-mnist/t10k-images-idx3-ubyte.gz --labels data/fashion-mnist/t10k-labels-idx1-ubyte.gz',

@@ -9,6 +9,7 @@ import type { RefitModel } from '../model.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 import { inBatchNegatives } from '../train/losses.ts';
 import { tokenInputs, readTokenIds, tokenFeeds } from './token-inputs.ts';
+import type { TextSource } from './text-tokens.ts';
 import type { TrainTask } from './train-task.ts';
 
 export interface PairsOptions {
@@ -17,6 +18,8 @@ export interface PairsOptions {
   embeddings?: string;
   padToken?: number;
   pooling?: 'mean' | 'cls';
+  /** Text data: the tokenizer and how to read the file (./text-tokens.ts): one text column each. */
+  text?: TextSource;
 }
 
 const SCALE = 20; // sentence-transformers' MultipleNegativesRankingLoss default
@@ -30,7 +33,8 @@ export function pairsTask(model: RefitModel, o: PairsOptions): TrainTask {
   const out = model.outputs.find((v) => v.name === embeddings);
   if (!out) throw new Error(`the model has no output '${embeddings}' (outputs: ${names.join(', ')})`);
   if (out.shape && out.shape.length !== 2 && out.shape.length !== 3) throw new Error(`--task pairs trains embeddings: output '${embeddings}' must be [batch, dim] or [batch, tokens, dim], got ${JSON.stringify(out.shape)}`);
-  const a = readTokenIds(o.data, inputs.vocab, 1, true);
+  const a = readTokenIds(o.data, inputs.vocab, 1, true, o.text && { ...o.text, fixedLength: inputs.length });
+  const pad = o.padToken ?? a.padToken;
   if (a.n < 3) throw new Error(`${o.data}: ${a.n} example${a.n === 1 ? '' : 's'}; --task pairs needs at least 2 per batch to train and more to hold some out`);
   const { columns: k, length: T } = a;
   // a mask only where the model takes one: pooling then skips padding as the model's attention does
@@ -38,10 +42,10 @@ export function pairsTask(model: RefitModel, o: PairsOptions): TrainTask {
   const loss = inBatchNegatives({ embeddings, pooling, group: k, scale: SCALE, ...(mask ? { mask } : {}) });
   /** Rows of a batch of examples `idx`: column-major (every anchor, then every positive, …). */
   const rowsOf = (idx: readonly number[]) => Array.from({ length: k }, (_, c) => idx.map((i) => i * k + c)).flat();
-  const feeds = (idx: readonly number[]) => tokenFeeds(inputs, a.values, T, rowsOf(idx), o.padToken);
+  const feeds = (idx: readonly number[]) => tokenFeeds(inputs, a.values, T, rowsOf(idx), pad);
   const unitRows = (states: Tensor, f: Record<string, Tensor>) => unitEmbeddings(states, pooling, mask ? f[mask] : undefined);
   return {
-    data: { source: o.data, format: 'npy token id groups', samples: a.n, sampleShape: [k, T] },
+    data: { source: o.data, format: a.format === 'npy token ids' ? 'npy token id groups' : a.format, samples: a.n, sampleShape: [k, T] },
     logits: embeddings,
     loss,
     feeds: (idx) => feeds(idx),

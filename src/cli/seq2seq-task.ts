@@ -20,6 +20,7 @@ import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts
 import { tokenInputs, readTokenIds, tokenFeeds } from './token-inputs.ts';
 import { IGNORE, idRows, labelsPerPosition } from './token-task.ts';
 import type { TrainTask } from './train-task.ts';
+import type { TextSource } from './text-tokens.ts';
 
 export interface Seq2seqOptions {
   /** Source token ids [n, source length]. */
@@ -29,6 +30,8 @@ export interface Seq2seqOptions {
   padToken?: number;
   /** The decoder's first input token (config.json's decoder_start_token_id); default the pad token. */
   decoderStart?: number;
+  /** Text data (source and targets, one a line): the tokenizer (./text-tokens.ts). */
+  text?: TextSource;
 }
 
 /** The two files joined for training, and how to write what trained back into them. */
@@ -116,18 +119,19 @@ export function seq2seqTask(pair: Seq2seqPair, o: Seq2seqOptions): TrainTask {
   const logits = model.outputs.find((v) => v.shape?.length === 3)?.name ?? model.outputs[0]!.name;
   const vocabDim = model.outputs.find((v) => v.name === logits)?.shape?.[2];
   const vocab = typeof vocabDim === 'number' && vocabDim > 0 ? vocabDim : null;
-  const start = o.decoderStart ?? o.padToken;
+  const tgt = readTokenIds(o.targets, vocab, 1, false, o.text);
+  const pad = o.padToken ?? tgt.padToken;
+  const start = o.decoderStart ?? pad;
   if (start === undefined) throw new Error("--task seq2seq: give --decoder-start <id>, the model's decoder_start_token_id (config.json; Marian and T5 start with the pad id, BART with 2), or --pad-token when it is the pad id");
   if (!Number.isInteger(start) || start < 0 || (vocab !== null && start >= vocab)) throw new Error(`--decoder-start must be a token id in [0, ${vocab ?? '?'}), got ${start}`);
-  const tgt = readTokenIds(o.targets, vocab);
   if (tgt.n !== source.n) throw new Error(`${o.targets}: ${tgt.n} target sequences for ${source.n} sources in ${o.data}`);
   const T = tgt.length;
   // labels: the targets, padding unscored; decoder ids: the targets shifted right behind the start token
-  const labels = Float64Array.from({ length: tgt.n * T }, (_, i) => (tgt.values[i] === o.padToken ? IGNORE : tgt.values[i]!));
+  const labels = Float64Array.from({ length: tgt.n * T }, (_, i) => (tgt.values[i] === pad ? IGNORE : tgt.values[i]!));
   const shifted = Float64Array.from({ length: tgt.n * T }, (_, i) => (i % T === 0 ? start : tgt.values[i - 1]!));
   const feeds = (idx: number[]) => ({ ...source.feeds(idx), [pair.decoderIds]: idRows(shifted, T, idx) });
   return {
-    data: { source: `${o.data} → ${o.targets}`, format: `${source.format} → npy token ids`, samples: source.n, sampleShape: [...source.shape, T] },
+    data: { source: `${o.data} → ${o.targets}`, format: `${source.format} → ${tgt.format}`, samples: source.n, sampleShape: [...source.shape, T] },
     ...labelsPerPosition(logits, labels, T, feeds),
   };
 }
@@ -157,6 +161,7 @@ function sourceOf(pair: Seq2seqPair, o: Seq2seqOptions): { n: number; shape: num
   }
   // The joined model's inputs: the encoder's ids and companions, and the decoder's ids.
   const inputs = tokenInputs(pair.joined, '--task seq2seq (the encoder)', [pair.decoderIds]);
-  const src = readTokenIds(o.data, inputs.vocab);
-  return { n: src.n, shape: [src.length], format: 'npy token ids', feeds: (idx) => tokenFeeds(inputs, src.values, src.length, idx, o.padToken) };
+  const src = readTokenIds(o.data, inputs.vocab, 1, false, o.text && { ...o.text, fixedLength: inputs.length });
+  const pad = o.padToken ?? src.padToken;
+  return { n: src.n, shape: [src.length], format: src.format, feeds: (idx) => tokenFeeds(inputs, src.values, src.length, idx, pad, src.types) };
 }

@@ -1,6 +1,6 @@
 // `refit train --task next-token`: a language model's next-token loss on token sequences from a
-// .npy file of integer ids, [sequences, length] (tokenize with the model's own tokenizer first:
-// refit reads ids, not text). Position t's label is token t + 1; the last position and positions
+// .npy file of integer ids, [sequences, length], or text (one sequence a line of a .txt file)
+// tokenized by the model's own tokenizer (./text-tokens.ts). Position t's label is token t + 1; the last position and positions
 // whose next token is --pad-token have none (-100, as PyTorch's ignore_index).
 import type { RefitModel } from '../model.ts';
 import { i64, type Tensor } from '../onnx/tensor.ts';
@@ -8,11 +8,14 @@ import { tokenCrossEntropy } from '../train/losses.ts';
 import { scoreLogits } from './common.ts';
 import { tokenInputs, readTokenIds, tokenFeeds } from './token-inputs.ts';
 import type { TrainTask } from './train-task.ts';
+import type { TextSource } from './text-tokens.ts';
 
 export interface NextTokenOptions {
   data: string;
   logits?: string;
   padToken?: number;
+  /** Text data: the tokenizer and how to read the file (./text-tokens.ts). */
+  text?: TextSource;
 }
 
 export const IGNORE = -100;
@@ -34,17 +37,17 @@ export function nextTokenTask(model: RefitModel, o: NextTokenOptions): TrainTask
   const { logits, size } = positionLogits(model, o.logits, 'next-token', 'vocabulary');
   const vocab = size ?? inputs.vocab;
   if (o.padToken !== undefined && !(Number.isInteger(o.padToken) && o.padToken >= 0)) throw new Error(`--pad-token must be a non-negative integer, got ${o.padToken}`);
-  const a = readTokenIds(o.data, vocab, 2);
-  const n = a.n, T = a.length;
+  const a = readTokenIds(o.data, vocab, 2, false, o.text && { ...o.text, fixedLength: inputs.length });
+  const n = a.n, T = a.length, pad = o.padToken ?? a.padToken;
   const labels = new Float64Array(n * T);
   for (let s = 0; s < n; s++) {
     for (let t = 0; t < T; t++) {
       const next = t + 1 < T ? a.values[s * T + t + 1]! : IGNORE;
-      labels[s * T + t] = next === o.padToken ? IGNORE : next;
+      labels[s * T + t] = next === pad ? IGNORE : next;
     }
   }
-  const tokens = (idx: number[]) => tokenFeeds(inputs, a.values, T, idx, o.padToken);
-  return { data: { source: o.data, format: 'npy token ids', samples: n, sampleShape: [T] }, ...labelsPerPosition(logits, labels, T, tokens) };
+  const tokens = (idx: number[]) => tokenFeeds(inputs, a.values, T, idx, pad, a.types);
+  return { data: { source: o.data, format: a.format, samples: n, sampleShape: [T] }, ...labelsPerPosition(logits, labels, T, tokens) };
 }
 
 /** Rows `idx` of `src` [n, T] as an int64 tensor [idx.length, T]. */

@@ -7,6 +7,7 @@ import type { LossSpec } from '../train/loss-spec.ts';
 import { crossEntropy } from '../train/losses.ts';
 import { modelIO, loadData, batchOf, evaluateSet, scoreLogits, type Preprocess } from './common.ts';
 import { isTokenModel } from './token-inputs.ts';
+import { isTextFile, type TextSource } from './text-tokens.ts';
 import { sequenceClassifyTask } from './sequence-classify-task.ts';
 
 export interface TrainTask {
@@ -33,6 +34,8 @@ export interface ClassifyOptions extends Preprocess {
   padToken?: number;
   /** What the labels are for, in the error when there are none. @default 'training' */
   needLabels?: string;
+  /** Token models: text data's tokenizer and columns (./text-tokens.ts). */
+  text?: TextSource;
 }
 
 /**
@@ -41,9 +44,10 @@ export interface ClassifyOptions extends Preprocess {
  */
 export async function classifyTask(model: RefitModel, o: ClassifyOptions, what = 'refit train'): Promise<TrainTask> {
   if (isTokenModel(model)) {
-    if (o.labelColumn !== undefined) throw new Error(`--label-column reads CSV data; a token model's data is a .npy of token ids, with its labels in --labels`);
+    if (o.labelColumn !== undefined && !isTextFile(o.data)) throw new Error(`--label-column reads a column of text data (.csv, .tsv, .jsonl); with a .npy of token ids the labels are in --labels`);
     if (o.pixels || o.resize !== undefined) throw new Error(`--mean, --std and --resize prepare pixel data; a token model reads token ids`);
-    return sequenceClassifyTask(model, o, what);
+    const text = o.text && { ...o.text, ...(o.labelColumn !== undefined ? { labelColumn: o.labelColumn } : {}) };
+    return sequenceClassifyTask(model, { ...o, ...(text ? { text } : {}) }, what);
   }
   const io = modelIO(model, o.logits, o);
   const ds = await loadData(o.data, io, { labels: o.labels, labelColumn: o.labelColumn, needLabels: o.needLabels ?? 'training' });

@@ -24,12 +24,13 @@ import { loadSeq2seq, loadSeq2seqFile, seq2seqTask } from './seq2seq-task.ts';
 import { segmentTask } from './segment-task.ts';
 import { regressTask, REGRESSION_LOSSES, type RegressionLoss } from './regress-task.ts';
 import { ctcTask } from './ctc-task.ts';
+import { textSource, type TextOptions } from './text-tokens.ts';
 import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts';
 
 export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-affine'] as const;
 export const TASKS = ['classify', 'next-token', 'tag', 'pairs', 'seq2seq', 'segment', 'ctc', 'regress'] as const;
 
-export interface TrainOptions {
+export interface TrainOptions extends TextOptions {
   /**
    * 'classify' (labelled samples, the default), 'next-token' (token id sequences, token-task.ts),
    * 'pairs' (an embedding model on token id groups, pairs-task.ts), 'seq2seq' (an encoder-decoder
@@ -156,6 +157,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const taskName = o.task ?? 'classify';
   if (!(TASKS as readonly string[]).includes(taskName)) throw new Error(`unknown --task '${o.task}'; known tasks: ${TASKS.join(', ')}`);
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
+  const text = textSource(modelPath, o, padToken);
   // --task ctc reads an audio feature extractor's config itself (hf-audio-preprocessor.ts)
   const prep = preprocessOptions(o.task === 'ctc' ? { ...o, preprocessor: undefined } : o, o.json);
   const { pixels, resize } = prep;
@@ -192,7 +194,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const given = pair ? pair.joined : await loadModel(modelPath, ties);
   const kv = pair ? null : kvCacheOf(given);
   const base = kv ? withoutKvCache(given) : given;
-  const logits = o.logits ? { logits: o.logits } : {}, pad = padToken !== undefined ? { padToken } : {};
+  const logits = o.logits ? { logits: o.logits } : {}, pad = { ...(padToken !== undefined ? { padToken } : {}), text };
   const makeTask = async (): Promise<TrainTask> => {
     switch (taskName) {
       case 'seq2seq': return seq2seqTask(pair!, { data: o.data, ...(o.labels ? { targets: o.labels } : {}), ...pad, ...(decoderStart !== undefined ? { decoderStart } : {}) });
@@ -201,8 +203,8 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
       case 'pairs': return pairsTask(base, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...pad, ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) });
       case 'segment': return segmentTask(base, { data: o.data, labels: o.labels, ...logits, ...prep, ...(ignoreIndex !== undefined ? { ignoreIndex } : {}) });
       case 'regress': return regressTask(base, { data: o.data, labels: o.labels, ...logits, ...prep, ...(o.loss ? { loss: o.loss as RegressionLoss } : {}) });
-      case 'ctc': return ctcTask(base, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.vocab ? { vocab: o.vocab } : {}), ...(o.preprocessor ? { preprocessor: o.preprocessor, verbose: !o.json } : {}), ...logits, ...pad });
-      default: return classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, ...prep });
+      case 'ctc': return ctcTask(base, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.vocab ? { vocab: o.vocab } : {}), ...(o.preprocessor ? { preprocessor: o.preprocessor, verbose: !o.json } : {}), ...logits, ...(padToken !== undefined ? { padToken } : {}) });
+      default: return classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, text, ...prep });
     }
   };
   const task = await makeTask();

@@ -1,0 +1,258 @@
+// Text for token models, tokenized by the model's own Hugging Face tokenizer (tokenizer.json and
+// tokenizer_config.json, read by @huggingface/tokenizers, the tokenizer transformers.js uses), so a
+// user can point `refit train|eval|adapt` at a .txt, .csv, .tsv or .jsonl file instead of a .npy of
+// ids. The tokenizer is --tokenizer (the file or its folder) or, when not given, the tokenizer.json
+// beside the model or one folder up (transformers.js keeps onnx/model.onnx under the model folder).
+//
+// Rows are encoded as the Python tokenizer encodes them with `truncation=True`: special tokens from
+// the tokenizer's post-processor ([CLS] … [SEP], <s> … </s>), a text pair as one sequence (its
+// second segment's token_type_ids 1), the content cut at the end to fit --max-length, the longer of
+// a pair first (`longest_first`), and padded on the right with the pad token to one length: the
+// model's own where its export fixes one, else the longest row.
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, extname, join } from 'node:path';
+import { parse } from 'csv-parse/sync';
+import { Tokenizer } from '@huggingface/tokenizers';
+
+export const TEXT_EXTENSIONS = ['.txt', '.csv', '.tsv', '.jsonl'] as const;
+/** The longest sequence tokenized when neither --max-length, the model nor the tokenizer says. */
+export const DEFAULT_MAX_LENGTH = 512;
+const LABEL_NAMES = new Set(['label', 'labels', 'class', 'target', 'y']);
+
+/** What the CLI was told about text data: where the model is (to find its tokenizer) and the options. */
+export interface TextSource {
+  modelPath: string;
+  /** tokenizer.json, or the folder holding it (its tokenizer_config.json read too). */
+  tokenizer?: string;
+  maxLength?: number;
+  /** CSV/TSV/JSONL: the columns holding text, in order (default: every column but the label's). */
+  textColumns?: string[];
+  /** CSV/TSV/JSONL: the label column (a name, a 0-based index, 'last' or 'none'). */
+  labelColumn?: string;
+  /** The sequence length the model's export fixes, if any: every row is padded or cut to it. */
+  fixedLength?: number | null;
+  /** Pad id given by --pad-token (else the tokenizer's). */
+  padToken?: number;
+}
+
+export interface TextTokens {
+  /** Token ids [n · columns, length], row-major. */
+  values: Int32Array;
+  /** token_type_ids in the same layout (a pair's second segment 1), or null when all 0. */
+  types: Uint8Array | null;
+  n: number;
+  columns: number;
+  length: number;
+  padToken: number | undefined;
+  /** The label column's cells, one per row, when one was read. */
+  labels: string[] | null;
+  /** Rows cut to fit the length. */
+  truncated: number;
+  /** Where the tokenizer came from and which columns were read: for the report. */
+  format: string;
+}
+
+/** The CLI's options for text data, as commander gives them. */
+export interface TextOptions {
+  /** tokenizer.json or its folder (default: beside the model or one folder up). */
+  tokenizer?: string;
+  maxLength?: string | number;
+  /** Comma-separated text columns of a .csv, .tsv or .jsonl file. */
+  textColumn?: string;
+}
+
+/** The CLI's text options (--tokenizer, --max-length, --text-column), checked before anything loads. */
+export function textSource(modelPath: string, o: TextOptions, padToken?: number): TextSource {
+  let maxLength: number | undefined;
+  if (o.maxLength !== undefined) {
+    maxLength = Number(o.maxLength);
+    if (!Number.isInteger(maxLength) || maxLength < 2) throw new Error(`--max-length must be an integer ≥ 2 (tokens a sequence), got ${o.maxLength}`);
+  }
+  const textColumns = o.textColumn?.split(',').map((c) => c.trim()).filter((c) => c !== '');
+  return { modelPath, ...(o.tokenizer !== undefined ? { tokenizer: o.tokenizer } : {}), ...(maxLength !== undefined ? { maxLength } : {}),
+    ...(textColumns?.length ? { textColumns } : {}), ...(padToken !== undefined ? { padToken } : {}) };
+}
+
+export const isTextFile = (path: string): boolean => (TEXT_EXTENSIONS as readonly string[]).includes(extname(path).toLowerCase());
+
+interface LoadedTokenizer { tok: Tokenizer; path: string; config: Record<string, unknown> }
+
+/** The tokenizer for `src`: --tokenizer, else tokenizer.json beside the model or one folder up. */
+export function loadTokenizer(src: TextSource): LoadedTokenizer {
+  let file: string | undefined;
+  if (src.tokenizer !== undefined) {
+    if (!existsSync(src.tokenizer)) throw new Error(`--tokenizer ${src.tokenizer}: not found`);
+    file = statSync(src.tokenizer).isDirectory() ? join(src.tokenizer, 'tokenizer.json') : src.tokenizer;
+    if (!existsSync(file)) throw new Error(`--tokenizer ${src.tokenizer}: the folder has no tokenizer.json`);
+  } else {
+    const here = dirname(src.modelPath);
+    file = [join(here, 'tokenizer.json'), join(dirname(here), 'tokenizer.json')].find((f) => existsSync(f));
+    if (!file) throw new Error(`text data needs the model's tokenizer: no tokenizer.json beside ${src.modelPath} or one folder up; give --tokenizer <tokenizer.json or its folder> (or tokenize first and pass a .npy of ids)`);
+  }
+  const json = readJson(file, 'tokenizer.json');
+  const cfgFile = join(dirname(file), 'tokenizer_config.json');
+  const config = existsSync(cfgFile) ? readJson(cfgFile, 'tokenizer_config.json') : {};
+  try {
+    return { tok: new Tokenizer(json, config), path: file, config };
+  } catch (e) {
+    throw new Error(`${file}: not a tokenizer @huggingface/tokenizers can read (${(e as Error).message})`);
+  }
+}
+
+function readJson(file: string, what: string): Record<string, unknown> {
+  try {
+    const v = JSON.parse(readFileSync(file, 'utf8')) as unknown;
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not a JSON object');
+    return v as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`${file}: unreadable ${what} (${(e as Error).message})`);
+  }
+}
+
+/** A special token named by tokenizer_config.json (a string, or an object with `content`), as an id. */
+function configToken(t: LoadedTokenizer, key: string): number | undefined {
+  const v = t.config[key];
+  const content = typeof v === 'string' ? v : typeof v === 'object' && v !== null ? (v as { content?: unknown }).content : undefined;
+  return typeof content === 'string' ? t.tok.token_to_id(content) : undefined;
+}
+
+/**
+ * The pad id: --pad-token, the tokenizer's pad token, tokenizer.json's padding id, else its end of
+ * sequence token (what Hugging Face users set for GPT-2-style tokenizers, which have none).
+ */
+export function padId(t: LoadedTokenizer, given?: number): { id: number | undefined; said: string } {
+  if (given !== undefined) return { id: given, said: `--pad-token ${given}` };
+  const pad = configToken(t, 'pad_token');
+  if (pad !== undefined) return { id: pad, said: `pad token ${pad}` };
+  const padding = (t.tok as unknown as { tokenizer?: { padding?: { pad_id?: unknown } } }).tokenizer?.padding;
+  if (typeof padding?.pad_id === 'number') return { id: padding.pad_id, said: `pad token ${padding.pad_id}` };
+  const eos = configToken(t, 'eos_token');
+  if (eos !== undefined) return { id: eos, said: `no pad token: padded with the end-of-sequence token ${eos}` };
+  return { id: undefined, said: 'no pad token' };
+}
+
+/** Rows of text columns (and the label column's cells) from a .txt, .csv, .tsv or .jsonl file. */
+export function readTextRows(path: string, o: { textColumns?: string[]; labelColumn?: string; wantLabels: boolean }): { rows: string[][]; labels: string[] | null; columns: string[] } {
+  if (!existsSync(path)) throw new Error(`data not found: ${path}`);
+  const ext = extname(path).toLowerCase();
+  const content = readFileSync(path, 'utf8');
+  if (ext === '.txt') {
+    if (o.textColumns || (o.labelColumn !== undefined && o.labelColumn !== 'none')) throw new Error(`${path}: a .txt file is one text a line, with no columns; put texts and labels in a .csv, .tsv or .jsonl file, or labels in --labels`);
+    const rows = content.split(/\r?\n/).filter((l) => l.trim() !== '').map((l) => [l]);
+    if (!rows.length) throw new Error(`${path}: no text (every line is empty)`);
+    return { rows, labels: null, columns: ['text'] };
+  }
+  let records: Record<string, unknown>[];
+  if (ext === '.jsonl') {
+    records = content.split(/\r?\n/).map((l, i) => ({ l, i })).filter(({ l }) => l.trim() !== '').map(({ l, i }) => {
+      let v: unknown;
+      try { v = JSON.parse(l); } catch (e) { throw new Error(`${path}:${i + 1}: not JSON (${(e as Error).message})`); }
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${path}:${i + 1}: each line must be a JSON object of columns`);
+      return v as Record<string, unknown>;
+    });
+  } else {
+    try {
+      records = parse(content, { columns: true, skip_empty_lines: true, bom: true, delimiter: ext === '.tsv' ? '\t' : ',' }) as Record<string, unknown>[];
+    } catch (e) {
+      throw new Error(`${path}: ${(e as Error).message} (text data as CSV needs a header row naming its columns, and quotes around cells with commas or line breaks)`);
+    }
+  }
+  if (!records.length) throw new Error(`${path}: no rows`);
+  const columns = Object.keys(records[0]!);
+  const label = labelColumnOf(path, columns, o.labelColumn, o.wantLabels);
+  const text = o.textColumns ?? columns.filter((c) => c !== label);
+  for (const c of text) if (!columns.includes(c)) throw new Error(`${path}: no column '${c}' (columns: ${columns.join(', ')})`);
+  if (!text.length) throw new Error(`${path}: no text column (columns: ${columns.join(', ')})`);
+  const rows = records.map((r, i) => text.map((c) => {
+    const v = r[c];
+    if (typeof v !== 'string' && typeof v !== 'number') throw new Error(`${path}: row ${i + 1} has no text in column '${c}'`);
+    return String(v);
+  }));
+  const labels = label === null ? null : records.map((r, i) => {
+    const v = r[label];
+    if (v === undefined || v === null || String(v).trim() === '') throw new Error(`${path}: row ${i + 1} has no label in column '${label}'`);
+    return String(v).trim();
+  });
+  return { rows, labels, columns: text };
+}
+
+function labelColumnOf(path: string, columns: string[], given: string | undefined, want: boolean): string | null {
+  if (given === 'none' || (!want && given === undefined)) return null;
+  if (!want) throw new Error(`--label-column: this task reads no label column from ${path}`);
+  if (given === undefined) return columns.find((c) => LABEL_NAMES.has(c.toLowerCase())) ?? (columns.length > 1 ? columns.at(-1)! : null);
+  if (given === 'last') return columns.at(-1)!;
+  if (/^\d+$/.test(given)) {
+    const c = columns[Number(given)];
+    if (c === undefined) throw new Error(`${path}: label column ${given} is past the ${columns.length} columns`);
+    return c;
+  }
+  if (!columns.includes(given)) throw new Error(`${path}: no column named '${given}' (columns: ${columns.join(', ')}); give --label-column a name, a 0-based index, 'last' or 'none'`);
+  return given;
+}
+
+/**
+ * One row's ids and token types: `a` (and `b`, a pair) through the tokenizer's pre-tokenizer and
+ * model, the content cut longest-first to leave room for the special tokens, then its post-processor.
+ */
+export function encodeText(tok: Tokenizer, a: string, b: string | null, maxLength: number): { ids: number[]; types: number[]; truncated: boolean } {
+  const ta = tok.tokenize(a);
+  const tb = b === null ? null : tok.tokenize(b);
+  const content = ta.length + (tb?.length ?? 0);
+  const specials = postProcess(tok, [], tb === null ? null : []).tokens.length;
+  const room = maxLength - specials;
+  if (room < 1) throw new Error(`--max-length ${maxLength} leaves no room for text beside the tokenizer's ${specials} special tokens`);
+  const truncated = content > room;
+  // longest first, a tie cut from the pair (transformers' truncate_sequences and the Rust tokenizers agree)
+  while (ta.length + (tb?.length ?? 0) > room) (tb !== null && tb.length >= ta.length ? tb : ta).pop();
+  const r = postProcess(tok, ta, tb);
+  const unk = (tok.model as unknown as { unk_token_id?: number } | null)?.unk_token_id;
+  const ids = r.tokens.map((t) => {
+    const id = tok.token_to_id(t) ?? unk;
+    if (id === undefined) throw new Error(`the tokenizer has no id for token ${JSON.stringify(t)} and no unknown token`);
+    return id;
+  });
+  return { ids, types: r.types, truncated };
+}
+
+/** The post-processor's tokens and types for content tokens `a` and `b` (a pair merged as one sequence). */
+function postProcess(tok: Tokenizer, a: string[], b: string[] | null): { tokens: string[]; types: number[] } {
+  if (!tok.post_processor) return { tokens: [...a, ...(b ?? [])], types: [...a.map(() => 0), ...(b ?? []).map(() => 1)] };
+  const r = tok.post_processor(a, b, true);
+  // A post-processor that adds nothing (ByteLevel) hands a pair back unmerged.
+  const tokens = r.tokens_pair ? [...r.tokens, ...r.tokens_pair] : r.tokens;
+  const types = r.token_type_ids ?? [...r.tokens.map(() => 0), ...(r.tokens_pair ?? []).map(() => 1)];
+  return { tokens, types };
+}
+
+/**
+ * Text rows of `path` as token ids [n · columns, length]: each row one sequence (two text columns: a
+ * pair), or with `grouped` each column its own sequence (--task pairs: anchor, positive, negatives).
+ */
+export function readTextTokens(path: string, src: TextSource, o: { grouped?: boolean; wantLabels?: boolean; minLength?: number } = {}): TextTokens {
+  const t = loadTokenizer(src);
+  const { rows, labels, columns } = readTextRows(path, { ...(src.textColumns ? { textColumns: src.textColumns } : {}), ...(src.labelColumn !== undefined ? { labelColumn: src.labelColumn } : {}), wantLabels: o.wantLabels ?? false });
+  if (o.grouped && columns.length < 2) throw new Error(`${path}: --task pairs needs at least two text columns (anchor, positive, then any hard negatives); found ${columns.join(', ')}`);
+  if (!o.grouped && columns.length > 2) throw new Error(`${path}: ${columns.length} text columns (${columns.join(', ')}); a sequence is one text or a pair of two: choose with --text-column`);
+  const cap = src.fixedLength ?? src.maxLength ?? modelMaxLength(t);
+  const seqs = o.grouped ? rows.flatMap((r) => r.map((text) => [text, null] as const)) : rows.map((r) => [r[0]!, r[1] ?? null] as const);
+  const encoded = seqs.map(([a, b]) => encodeText(t.tok, a, b, cap));
+  const length = src.fixedLength ?? Math.max(o.minLength ?? 1, ...encoded.map((e) => e.ids.length));
+  const pad = padId(t, src.padToken);
+  if (pad.id === undefined && encoded.some((e) => e.ids.length < length)) throw new Error(`${t.path}: the tokenizer has no pad token (nor an end-of-sequence token) to pad the rows of ${path} to one length; give --pad-token`);
+  const values = new Int32Array(seqs.length * length).fill(pad.id ?? 0);
+  const types = new Uint8Array(seqs.length * length);
+  encoded.forEach((e, s) => { values.set(e.ids, s * length); types.set(e.types, s * length); });
+  const truncated = encoded.filter((e) => e.truncated).length;
+  const pairNote = !o.grouped && columns.length === 2 ? ' as pairs' : '';
+  return {
+    values, types: types.some((v) => v !== 0) ? types : null, n: rows.length, columns: o.grouped ? columns.length : 1, length,
+    padToken: pad.id, labels, truncated,
+    format: `text (${columns.join(', ')}${pairNote}) tokenized by ${t.path}; ${pad.said}${truncated ? `; ${truncated} of ${seqs.length} cut to ${length} tokens` : ''}`,
+  };
+}
+
+/** tokenizer_config.json's model_max_length where it is a real limit (not the 1e30 of "none"), else 512. */
+function modelMaxLength(t: LoadedTokenizer): number {
+  const m = t.config.model_max_length;
+  return typeof m === 'number' && Number.isInteger(m) && m > 0 && m <= 1e6 ? m : DEFAULT_MAX_LENGTH;
+}
