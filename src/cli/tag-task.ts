@@ -20,11 +20,11 @@ export interface TagOptions {
 }
 
 export function tagTask(model: RefitModel, o: TagOptions): TrainTask {
+  if (isTextFile(o.data)) throw new Error(`--task tag reads token ids (.npy) whose --labels name a class per token; text would need its labels aligned to the tokenizer's tokens, which the CLI does not do: tokenize first (e.g. with word_ids() in Python) and pass the ids`);
   const inputs = tokenInputs(model, '--task tag');
   const { logits, size: classes } = positionLogits(model, o.logits, 'tag', 'classes');
   if (!o.labels) throw new Error('--task tag learns a class per token: give them with --labels <file> (a .npy [sequences, length] of integers, -100 where a position has no label)');
   if (!o.labels.toLowerCase().endsWith('.npy')) throw new Error(`--labels ${o.labels}: --task tag reads its labels from a .npy [sequences, length] of integers`);
-  if (isTextFile(o.data)) throw new Error(`--task tag reads token ids (.npy) whose --labels name a class per token; text would need its labels aligned to the tokenizer's tokens, which the CLI does not do: tokenize first (e.g. with word_ids() in Python) and pass the ids`);
   const a = readTokenIds(o.data, inputs.vocab);
   const l = parseNpy(readBytes(o.labels, 'NPY file'), o.labels);
   if (l.dtype !== 'int64' && l.dtype !== 'int32') throw new Error(`${o.labels}: labels must be int64 or int32, got ${l.dtype}`);

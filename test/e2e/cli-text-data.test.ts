@@ -1,0 +1,138 @@
+// Text data for token models: `refit train|eval|adapt` read .txt, .csv and .jsonl files and tokenize
+// them with the model's own Hugging Face tokenizer (src/cli/text-tokens.ts), on the zoo's BERT-style
+// classifier and GPT-style decoder with tokenizers written for their 32-token vocabularies.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runTrain } from '../../src/cli/train.ts';
+import { runEval } from '../../src/cli/eval.ts';
+import { runAdapt } from '../../src/cli/adapt.ts';
+import { encodeText, loadTokenizer, readTextTokens } from '../../src/cli/text-tokens.ts';
+import { Rng } from '../../src/util/rng.ts';
+import { npy } from '../helpers/cli.ts';
+import { writeBertTokenizer, writeGptTokenizer } from '../helpers/tokenizers.ts';
+
+const zoo = (m: string) => new URL(`../fixtures/zoo/${m}/model.onnx`, import.meta.url).pathname;
+const dir = mkdtempSync(join(tmpdir(), 'refit-text-'));
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+const p = (f: string) => join(dir, f);
+writeBertTokenizer(p('bert-tok'));
+writeGptTokenizer(p('gpt-tok'));
+// transformers.js's layout: the tokenizer in the model folder, the model under onnx/
+mkdirSync(p('bert-hub/onnx'), { recursive: true });
+copyFileSync(zoo('bert'), p('bert-hub/onnx/model.onnx'));
+writeBertTokenizer(p('bert-hub'));
+
+/** Reviews whose label is whether a liked/good word or a hated/bad word comes first, some with commas and quotes. */
+function reviews(n: number, seed: number): { text: string; label: string }[] {
+  const r = new Rng(seed);
+  const pick = <T,>(a: T[]) => a[Math.floor(r.next() * a.length)]!;
+  return Array.from({ length: n }, () => {
+    const positive = r.next() < 0.5;
+    const word = positive ? pick(['good', 'great', 'fun', 'liked']) : pick(['bad', 'awful', 'dull', 'hated']);
+    const text = `${pick(['the film', 'the movie', 'the plot', 'i'])} ${word}${pick(['', ', and the music', '!', ', "very" dull story'.replace('dull', pick(['fun', 'dull']))])}`;
+    return { text, label: positive ? 'positive' : 'negative' };
+  });
+}
+const csvCell = (s: string) => (/[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s);
+
+test('rows are encoded as the tokenizer encodes them, pairs with their segments, cut longest first', () => {
+  const { tok } = loadTokenizer({ modelPath: 'unused', tokenizer: p('bert-tok') });
+  const one = 'The film was VERY good, I liked it!';
+  assert.deepEqual(encodeText(tok, one, null, 64).ids, tok.encode(one).ids);
+  const pair = encodeText(tok, 'the film', 'a fun plot', 64);
+  const want = tok.encode('the film', { text_pair: 'a fun plot', return_token_type_ids: true });
+  assert.deepEqual(pair.ids, want.ids);
+  assert.deepEqual(pair.types, want.token_type_ids);
+  assert.deepEqual(pair.types, [0, 0, 0, 0, 1, 1, 1, 1]);
+  // 4 + 3 content tokens into 8 − 3 special: the longer loses one, then the tie is cut from the pair (HF's longest_first)
+  const cut = encodeText(tok, 'the film was good', 'a fun plot', 8);
+  assert.equal(cut.truncated, true);
+  assert.deepEqual(cut.ids, tok.encode('the film was', { text_pair: 'a fun' }).ids);
+  const single = encodeText(tok, one, null, 5);
+  assert.deepEqual(single.ids, tok.encode('the film was').ids, '[CLS] and [SEP] kept around the cut content');
+  assert.throws(() => encodeText(tok, one, null, 2), /--max-length 2 leaves no room for text beside the tokenizer's 2 special tokens/);
+});
+
+test('a BERT-style classifier trains from a CSV of texts with named labels, and the same ids as .npy give the same evaluation', async () => {
+  const rows = reviews(240, 1);
+  writeFileSync(p('reviews.csv'), ['review,sentiment', ...rows.map((r) => `${csvCell(r.text)},${r.label}`)].join('\n') + '\n');
+  // Measured: validation accuracy 0.5 (chance) for 4 epochs, then 1.0 at epochs 5 and 6 (lr 0.01, seeded).
+  const r = await runTrain(p('bert-hub/onnx/model.onnx'), { data: p('reviews.csv'), epochs: 6, lr: 0.01, out: p('text.onnx'), json: true });
+  assert.match(r.data.format, /^text \(review\) tokenized by .*bert-hub\/tokenizer\.json; pad token 0; labels by sorted names: 0 negative, 1 positive$/);
+  assert.ok(r.epochs.at(-1)!.valAccuracy! >= 0.85, JSON.stringify(r.epochs.map((e) => e.valAccuracy)));
+  const byText = await runEval(p('text.onnx'), { data: p('reviews.csv'), tokenizer: p('bert-tok'), json: true });
+  // the same rows, tokenized here, padded with 0, as ids and labels files
+  const t = readTextTokens(p('reviews.csv'), { modelPath: zoo('bert'), tokenizer: p('bert-tok') }, { wantLabels: true });
+  writeFileSync(p('ids.npy'), npy('<i8', [t.n, t.length], BigInt64Array.from(t.values, BigInt)));
+  writeFileSync(p('labels.npy'), npy('<i8', [t.n], BigInt64Array.from(t.labels!, (l) => BigInt(l === 'positive' ? 1 : 0))));
+  const byIds = await runEval(p('text.onnx'), { data: p('ids.npy'), labels: p('labels.npy'), padToken: 0, json: true });
+  assert.equal(byText.samples, 240);
+  assert.ok(Math.abs(byText.loss - byIds.loss) < 1e-6 && byText.accuracy === byIds.accuracy, `text ${byText.loss} / ${byText.accuracy}, ids ${byIds.loss} / ${byIds.accuracy}`);
+});
+
+test('pairs of texts feed token_type_ids; config.json\'s label2id names the classes; JSONL reads the same', async () => {
+  writeFileSync(p('bert-hub/config.json'), JSON.stringify({ label2id: { contradiction: 0, entailment: 1 } }));
+  try {
+    const rows = Array.from({ length: 40 }, (_, i) => ({ premise: i % 2 ? 'the film was good' : 'the plot was dull', hypothesis: i % 3 ? 'it was fun' : 'it was bad', label: i % 2 ? 'entailment' : 'contradiction' }));
+    writeFileSync(p('nli.jsonl'), rows.map((r) => JSON.stringify(r)).join('\n'));
+    writeFileSync(p('nli.csv'), ['premise,hypothesis,label', ...rows.map((r) => `${r.premise},${r.hypothesis},${r.label}`)].join('\n'));
+    const jsonl = await runEval(p('bert-hub/onnx/model.onnx'), { data: p('nli.jsonl'), json: true });
+    const csv = await runEval(p('bert-hub/onnx/model.onnx'), { data: p('nli.csv'), json: true });
+    assert.equal(jsonl.loss, csv.loss);
+    const t = readTextTokens(p('nli.csv'), { modelPath: p('bert-hub/onnx/model.onnx') }, { wantLabels: true });
+    assert.ok(t.types && t.types.some((v) => v === 1), 'the hypothesis is segment 1');
+    assert.match(t.format, /premise, hypothesis as pairs/);
+    // the same ids as a .npy (token_type_ids all 0) score differently: the pair's segments reach the model
+    writeFileSync(p('nli-ids.npy'), npy('<i8', [t.n, t.length], BigInt64Array.from(t.values, BigInt)));
+    writeFileSync(p('nli-labels.npy'), npy('<i8', [t.n], BigInt64Array.from(rows, (r) => (r.label === 'entailment' ? 1n : 0n))));
+    const oneSegment = await runEval(p('bert-hub/onnx/model.onnx'), { data: p('nli-ids.npy'), labels: p('nli-labels.npy'), padToken: 0, json: true });
+    assert.ok(Math.abs(oneSegment.loss - csv.loss) > 1e-4, `segments ${csv.loss}, all 0 ${oneSegment.loss}`);
+    await assert.rejects(runEval(p('bert-hub/onnx/model.onnx'), { data: p('nli.csv'), textColumn: 'premise,label', labelColumn: 'hypothesis', json: true }),
+      /labels 'it was bad', 'it was fun' not in .*config\.json's label2id \(contradiction, entailment\)/);
+  } finally { rmSync(p('bert-hub/config.json')); }
+});
+
+test('a GPT-style decoder trains next-token on a .txt file; a tokenizer without a pad token pads with its end-of-sequence token', async () => {
+  const r = new Rng(3);
+  const words = ['ab', 'cd', 'ef', 'gh', 'abcd', 'efgh'];
+  const lines = Array.from({ length: 60 }, () => Array.from({ length: 2 + Math.floor(r.next() * 5) }, () => words[Math.floor(r.next() * words.length)]).join(' '));
+  writeFileSync(p('corpus.txt'), lines.join('\n') + '\n\n');
+  const before = await runEval(zoo('gpt'), { task: 'next-token', data: p('corpus.txt'), tokenizer: p('gpt-tok'), json: true });
+  const trained = await runTrain(zoo('gpt'), { task: 'next-token', data: p('corpus.txt'), tokenizer: p('gpt-tok'), maxLength: 16, epochs: 4, lr: 0.01, out: p('gpt.onnx'), json: true });
+  assert.match(trained.data.format, /no pad token: padded with the end-of-sequence token 0/);
+  assert.equal(trained.data.samples, 60);
+  // Measured: 3.84 → 2.78 (seeded)
+  const after = await runEval(p('gpt.onnx'), { task: 'next-token', data: p('corpus.txt'), tokenizer: p('gpt-tok'), json: true });
+  assert.ok(after.loss < before.loss - 0.3, `next-token loss ${before.loss} → ${after.loss}`);
+});
+
+test('refit adapt runs a TTA method on a text stream and scores it by its label column', async () => {
+  writeFileSync(p('stream.csv'), ['text,label', ...reviews(64, 4).map((r) => `${csvCell(r.text)},${r.label === 'positive' ? 1 : 0}`)].join('\n'));
+  const r = await runAdapt(zoo('bert'), { method: 'tent', stream: p('stream.csv'), tokenizer: p('bert-tok'), batchSize: 16, out: p('preds.csv'), json: true });
+  assert.equal(r.stream.samples, 64);
+  assert.equal(r.stream.labelled, true);
+  assert.ok(r.error !== null && r.error >= 0 && r.error <= 1);
+  assert.ok(existsSync(p('preds.csv')));
+});
+
+test('text data: clear errors before anything trains', async () => {
+  writeFileSync(p('few.csv'), 'text,label\nthe film was good,1\nthe plot was dull,0\n');
+  const out = p('never.onnx');
+  const fails = (o: Parameters<typeof runTrain>[1], re: RegExp) => assert.rejects(runTrain(zoo('bert'), { out, json: true, ...o }), re);
+  await fails({ data: p('few.csv') }, /text data needs the model's tokenizer: no tokenizer\.json beside .*model\.onnx or one folder up; give --tokenizer/);
+  await fails({ data: p('few.csv'), tokenizer: p('nowhere') }, /--tokenizer .*nowhere: not found/);
+  await fails({ data: p('few.csv'), tokenizer: p('gpt-tok'), maxLength: 1 }, /--max-length must be an integer ≥ 2/);
+  await fails({ data: p('few.csv'), tokenizer: p('bert-tok'), labelColumn: 'stars' }, /no column named 'stars' \(columns: text, label\)/);
+  writeFileSync(p('broken.csv'), 'text,label\n"the film was good,1\n');
+  await fails({ data: p('broken.csv'), tokenizer: p('bert-tok') }, /broken\.csv: .*needs a header row naming its columns, and quotes around cells/);
+  // a tokenizer whose ids run past the model's 32-token embedding
+  writeBertTokenizer(p('big-tok'), [...Array.from({ length: 40 }, (_, i) => `w${i}`), 'the', 'film', 'was', 'good']);
+  await fails({ data: p('few.csv'), tokenizer: p('big-tok') }, /token 4[4-7] .* outside the model's vocabulary \[0, 32\): is the tokenizer the model's own\?/);
+  await fails({ data: p('few.csv'), tokenizer: p('bert-tok'), task: 'tag', labels: p('labels.npy') }, /--task tag reads token ids \(\.npy\).*tokenize first/);
+  writeFileSync(p('lines.txt'), 'the film was good\n');
+  await fails({ data: p('lines.txt'), tokenizer: p('bert-tok'), labelColumn: 'label' }, /a \.txt file is one text a line, with no columns/);
+  assert.ok(!existsSync(out), 'nothing written');
+});
