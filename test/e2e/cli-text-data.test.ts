@@ -121,7 +121,7 @@ test('refit adapt runs a TTA method on a text stream and scores it by its label 
 test('text data: clear errors before anything trains', async () => {
   writeFileSync(p('few.csv'), 'text,label\nthe film was good,1\nthe plot was dull,0\n');
   const out = p('never.onnx');
-  const fails = (o: Parameters<typeof runTrain>[1], re: RegExp) => assert.rejects(runTrain(zoo('bert'), { out, json: true, ...o }), re);
+  const fails = (o: Omit<Parameters<typeof runTrain>[1], 'out'>, re: RegExp) => assert.rejects(runTrain(zoo('bert'), { ...o, out, json: true }), re);
   await fails({ data: p('few.csv') }, /text data needs the model's tokenizer: no tokenizer\.json beside .*model\.onnx or one folder up; give --tokenizer/);
   await fails({ data: p('few.csv'), tokenizer: p('nowhere') }, /--tokenizer .*nowhere: not found/);
   await fails({ data: p('few.csv'), tokenizer: p('gpt-tok'), maxLength: 1 }, /--max-length must be an integer ≥ 2/);

@@ -99,7 +99,7 @@ test('token models: bad data, labels and inputs get one clear error and nothing 
     [bert, { data: p('ids20.npy'), labels: p('y-big.npy'), out }, /label 7 is 5, but the model has 2 classes/],
     [bert, { data: p('oov.npy'), labels: p('y20.npy'), out }, /token 40 \(sequence 1, position 3\) is outside the model's vocabulary \[0, 32\)/],
     [bert, { data: p('f32.npy'), labels: p('y20.npy'), out }, /token ids must be int32 or int64, got float32/],
-    [bert, { data: p('ids20.npy'), labels: p('y20.npy'), labelColumn: 'y', out }, /--label-column reads CSV data/],
+    [bert, { data: p('ids20.npy'), labels: p('y20.npy'), labelColumn: 'y', out }, /--label-column reads a column of text data .*with a .npy of token ids the labels are in --labels/],
     [p('renamed.onnx'), { data: p('ids20.npy'), labels: p('y20.npy'), out }, /cannot make the model's input 'segment' \(it makes attention_mask, token_type_ids, position_ids/],
     [gpt, { data: p('ids20.npy'), labels: p('y20.npy'), out }, /needs \[batch, classes\] logits; output 'logits' has shape .* \(for a language model use --task next-token\)/],
   ];
