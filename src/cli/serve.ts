@@ -12,6 +12,8 @@ import { isTokenModel } from './token-inputs.ts';
 import { withTokenInputs } from '../onnx/token-companions.ts';
 import { tokenModelIO, tokenSourceIds } from './token-stream.ts';
 import { methodSetup, type MethodSetup } from './method-setup.ts';
+import { textEncoder, textSource } from './text-tokens.ts';
+import type { EncodeTexts } from '../serve/texts.ts';
 
 export interface RunServeOptions {
   /** Models, each `path` (named after the file) or `name=path`. */
@@ -47,6 +49,10 @@ export interface RunServeOptions {
   preprocessor?: string;
   /** Token models: the padding id (attention_mask 0 there); requests send the ids alone. */
   padToken?: string | number;
+  /** Token models: the tokenizer for text requests (tokenizer.json or its folder); default each model's own beside it (./text-tokens.ts). */
+  tokenizer?: string;
+  /** Token models, text requests: tokens a text at most. */
+  maxLength?: string | number;
   /** Origins of web pages allowed to call the service (CORS): comma-separated, or '*'. */
   cors?: string;
   /** Image inputs and pixel `source` data: per-channel normalisation, comma-separated (torchvision's Normalize). */
@@ -120,7 +126,10 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
   if (opts.deep === false && method !== 'continual') throw new Error(`--no-deep is for --method continual (it turns off the controller's level-3 deep learner)`);
   if (opts.deepParams !== undefined && method !== 'continual') throw new Error(`--deep-params is for --method continual (what its level-3 deep learner adapts)`);
 
+  const textOptions = textSource('', { ...(opts.tokenizer !== undefined ? { tokenizer: opts.tokenizer } : {}), ...(opts.maxLength !== undefined ? { maxLength: opts.maxLength } : {}) }, padToken);
   const models = new Map<string, RefitModel>();
+  const texts = new Map<string, EncodeTexts>();
+  const pads = new Map<string, number>(); // per token model: --pad-token, else its tokenizer's
   // Per model: the method's options (the controller's recommended set, what --source gives) and calibration batches.
   const setups = new Map<string, MethodSetup>();
   for (const [name, path] of specs) {
@@ -128,9 +137,23 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
       // Without onnxruntime's memory arena every tenant's sessions free what they do not hold:
       // about 6.5 MB per Tent tenant on the shipped CNN instead of 31 (docs/serve.md).
       let model = await loadModel(path, { memoryArena: false });
+      // Text requests: the model's tokenizer (--tokenizer, or its own beside it), padding with the id the mask leaves out.
+      const encoder = isTokenModel(model) ? textEncoder({ ...textOptions, modelPath: path, fixedLength: fixedSequence(model) }) : null;
+      if (!isTokenModel(model) && opts.tokenizer !== undefined && specs.length === 1) throw new Error(`--tokenizer is for a model of token ids; this one takes ${model.inputs[0]?.dtype}`);
+      const pad = padToken ?? encoder?.padToken;
+      if (pad !== undefined && isTokenModel(model)) pads.set(name, pad);
+      if (encoder) {
+        const masked = model.inputs.some((i) => i.name === 'attention_mask');
+        texts.set(name, (t) => {
+          const r = encoder.encode(t);
+          if (!masked && r.values.includes(pad ?? -1) && t.length > 1) throw new Error(`the model has no attention_mask, so padding would change its answers; send texts of one token length, or one text a request`);
+          return r;
+        });
+        log(`refit serve: model ${name} takes texts, tokenized by ${encoder.path}`);
+      }
       // A token model's attention_mask & co. made from its ids inside the graph: requests send the ids alone.
       if (isTokenModel(model) && model.inputs.length > 1) {
-        const wrapped = withTokenInputs(model, padToken !== undefined ? { padToken } : {});
+        const wrapped = withTokenInputs(model, pad !== undefined ? { padToken: pad } : {});
         await model.release();
         model = wrapped;
       }
@@ -141,7 +164,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
       const tokens = isTokenModel(model);
       if (tokens && (opts.sourceLabels || opts.inputAlign)) throw new Error(`${[opts.sourceLabels && '--source-labels', opts.inputAlign && '--input-align'].filter(Boolean).join(', ')}: for image data; this model reads token ids`);
       // A token model's --source: in-distribution ids (the controller's entropy reference, EATA's Fisher).
-      const tokenSource = tokens && opts.source ? tokenSourceIds(model, opts.source, '--source') : undefined;
+      const tokenSource = tokens && opts.source ? tokenSourceIds(model, opts.source, '--source', { ...textOptions, modelPath: path, ...(pad !== undefined ? { padToken: pad } : {}) }) : undefined;
       const needsSetup = !!method && (method === 'continual' || !!opts.source || !!opts.inputAlign);
       const needsIO = needsSetup || !!prep.processorSize; // modelIO checks the processor's size
       const io = !needsIO ? null : tokens ? tokenModelIO(model, undefined, 'refit serve on a token model') : modelIO(model, undefined, prep);
@@ -152,7 +175,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
     }
   }
   // The controller pads a token model's labelled rows with the pad token the model masks.
-  const padFor = (name: string) => (method === 'continual' && padToken !== undefined && isTokenModel(models.get(name)!) ? { padToken } : {});
+  const padFor = (name: string) => (method === 'continual' && pads.has(name) ? { padToken: pads.get(name)! } : {});
   const perModel = (name: string) => ({ ...setups.get(name)?.options, ...padFor(name), ...methodOptions });
   let registry;
   try {
@@ -167,7 +190,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
   try {
     app = await buildServer({
       models, registry, method: opts.method, methodOptions: setups.size ? perModel : methodOptions, calibration: (name) => setups.get(name)?.calibration,
-      token, protectReads: opts.protectReads === true, images: { ...(resize !== undefined ? { resize } : {}), ...(pixels ? { pixels } : {}) },
+      texts, token, protectReads: opts.protectReads === true, images: { ...(resize !== undefined ? { resize } : {}), ...(pixels ? { pixels } : {}) },
       maxTenants: int('--max-tenants', opts.maxTenants, 1), maxBatch: int('--max-batch', opts.maxBatch, 1), persistEvery: int('--persist-every', opts.persistEvery, 0),
       inferenceWorkers: int('--inference-workers', opts.inferenceWorkers ?? 2, 0), inferenceThreads: int('--inference-threads', opts.inferenceThreads, 1),
       microBatch: { ...(microBatchWait !== undefined ? { maxWaitMs: microBatchWait } : {}), ...(microBatchMax !== undefined ? { maxSamples: microBatchMax } : {}) },
@@ -218,4 +241,10 @@ function describeSetup(s: MethodSetup | undefined): string {
   if (!s) return '';
   const parts = [s.calibration && 'calibrated on --source', s.deepLearner && `deep learner${s.deepParams === 'norm' ? " over the normalization layers' scales and shifts" : ''}`, s.inputAlign && 'input alignment'].filter(Boolean);
   return parts.length ? ` (${parts.join(', ')})` : '';
+}
+
+/** The sequence length a token model's export fixes (its ids input's second axis), if any. */
+function fixedSequence(model: RefitModel): number | null {
+  const d = model.inputs.find((i) => i.dtype === 'int64' || i.dtype === 'int32')?.shape?.[1];
+  return typeof d === 'number' && d > 0 ? d : null;
 }

@@ -251,6 +251,37 @@ export function readTextTokens(path: string, src: TextSource, o: { grouped?: boo
   };
 }
 
+/** Texts (one sequence each) to ids [n, length], padded to the longest (or the model's fixed length). */
+export interface TextEncoder {
+  encode(texts: readonly string[]): { values: Int32Array; n: number; length: number };
+  /** The pad id the rows are padded with, which the model must mask. */
+  padToken: number | undefined;
+  /** The tokenizer.json read. */
+  path: string;
+}
+
+/**
+ * An encoder for requests (refit serve): the tokenizer of `src`, or null when none was given and
+ * none lies beside the model (the service then takes token ids only).
+ */
+export function textEncoder(src: TextSource): TextEncoder | null {
+  if (src.tokenizer === undefined && !existsSync(join(dirname(src.modelPath), 'tokenizer.json')) && !existsSync(join(dirname(dirname(src.modelPath)), 'tokenizer.json'))) return null;
+  const t = loadTokenizer(src);
+  const cap = src.fixedLength ?? src.maxLength ?? modelMaxLength(t);
+  const pad = padId(t, src.padToken).id;
+  return {
+    padToken: pad, path: t.path,
+    encode(texts) {
+      const rows = texts.map((text) => encodeText(t.tok, text, null, cap).ids);
+      const length = src.fixedLength ?? Math.max(...rows.map((r) => r.length));
+      if (pad === undefined && rows.some((r) => r.length < length)) throw new Error(`texts of different lengths need a pad token, and the tokenizer has none; send texts of one length or token ids`);
+      const values = new Int32Array(rows.length * length).fill(pad ?? 0);
+      rows.forEach((r, i) => values.set(r, i * length));
+      return { values, n: rows.length, length };
+    },
+  };
+}
+
 /** tokenizer_config.json's model_max_length where it is a real limit (not the 1e30 of "none"), else 512. */
 function modelMaxLength(t: LoadedTokenizer): number {
   const m = t.config.model_max_length;

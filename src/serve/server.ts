@@ -24,6 +24,7 @@ import { TenantPool, SERVE_METHODS, CONTINUAL, makeAdapter, optionsFor } from '.
 import { nameSchema, errorSchema, serviceOptions, allowOrigins } from './http-common.ts';
 import { MicroBatcher, modelRunner, type MicroBatchOptions } from './microbatch.ts';
 import { InferencePool } from './inference-pool.ts';
+import { isTextInputs, textsToTensor, type EncodeTexts } from './texts.ts';
 
 export interface ServeOptions {
   /** Base models by name (the name is the `{model}` path segment). */
@@ -57,6 +58,12 @@ export interface ServeOptions {
    * and normalised per channel (`pixels`). Tensor inputs are fed as they come.
    */
   images?: ImageOptions;
+  /**
+   * Per token model, how `inputs: { texts: [...] }` become ids (the model's tokenizer, padded with
+   * the id its attention mask leaves out; refit serve builds it with ../cli/text-tokens.ts). A
+   * token model without one takes ids only.
+   */
+  texts?: Map<string, EncodeTexts> | Record<string, EncodeTexts>;
   /** Request body limit for an adapter upload. @default 64 MiB */
   adapterBodyLimit?: number;
   /** Bearer token required by the write routes of the registry (PUT/DELETE adapters, rollback, good marks, tenant reset). Unset: open. */
@@ -100,7 +107,7 @@ const adapterParams = { type: 'object', required: ['model', 'name'], properties:
 // messages can then name the expected versus actual shape and the first non-finite value.
 const inputsSchema = {
   anyOf: [{ type: 'array' }, { type: 'object' }],
-  description: 'nested arrays in the model input\'s shape (e.g. [N][1][28][28]; one sample without the batch axis is accepted), { dims: [N, 1, 28, 28], data: [flat row-major numbers] }, or { dims, base64: the row-major values as little-endian float32 bytes in base64 } (the cheapest to parse: docs/serve.md), or { images: [base64 PNG or JPEG files] } (decoded, resized and normalised as the server was started: refit serve --resize, --mean, --std)',
+  description: 'nested arrays in the model input\'s shape (e.g. [N][1][28][28]; one sample without the batch axis is accepted), { dims: [N, 1, 28, 28], data: [flat row-major numbers] }, or { dims, base64: the row-major values as little-endian float32 bytes in base64 } (the cheapest to parse: docs/serve.md), or { images: [base64 PNG or JPEG files] } (decoded, resized and normalised as the server was started: refit serve --resize, --mean, --std), or for a token model { texts: [strings] } (tokenized by the model\'s tokenizer, padded to the longest)',
 } as const;
 // The 200 answer of predict, declared so that Fastify serializes it with fast-json-stringify
 // (compiled once) instead of JSON.stringify; `adaptation` differs by method and stays free-form.
@@ -143,6 +150,7 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
       if (C !== px.mean.length) throw new Error(`model '${k}': the image normalisation gives ${px.mean.length} channels, but its input '${m.inputs[0]?.name}' has shape ${JSON.stringify(m.inputs[0]?.shape)}; give one value or one per channel`);
     }
   }
+  const texts = opts.texts instanceof Map ? opts.texts : new Map(Object.entries(opts.texts ?? {}));
   // Token models (int64/int32 ids in): their vocabulary, to refuse an id out of it with a 400.
   const tokenInputs = new Map<string, { name: string; dtype: 'int64' | 'int32'; vocab: number | null }>();
   for (const [k, m] of models) {
@@ -155,7 +163,10 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
     if (logits?.shape && logits.shape.length !== 2) {
       throw new Error(`model '${k}': the service answers class scores [batch, classes], and output '${logits.name}' is [${logits.shape.join(', ')}] (${tokens ? "a language model's logits are not served" : 'per-position outputs (a segmenter, a speech recogniser, a detector, a depth map) are not served'}); use refit eval, refit adapt or the library`);
     }
-    if (!tokens) continue;
+    if (!tokens) {
+      if (texts.has(k)) throw new Error(`model '${k}': a text encoder is for a model of token ids, and its input '${input.name}' is ${input.dtype}`);
+      continue;
+    }
     tokenInputs.set(k, { name: input.name, dtype: input.dtype as 'int64' | 'int32', vocab: vocabularySize(m, input.name) });
   }
   const method = opts.method && opts.method !== 'none' ? opts.method : undefined;
@@ -388,9 +399,10 @@ export async function buildServer(opts: ServeOptions): Promise<FastifyInstance> 
     const ids = tokenInputs.get(m);
     let x: Tensor;
     if (ids) {
-      if (isImageInputs(body.inputs)) throw new HttpError(400, `model '${m}' takes token ids in '${input.name}', not images`, 'bad-token');
+      if (isImageInputs(body.inputs)) throw new HttpError(400, `model '${m}' takes token ids in '${input.name}' (or texts), not images`, 'bad-token');
       if (body.inputs && typeof body.inputs === 'object' && 'base64' in body.inputs) throw new HttpError(400, `model '${m}' takes token ids: give nested arrays or { dims, data }, not base64 float32`, 'bad-token');
-      x = toTokenTensor(toInputTensor(body.inputs, input.name, input.shape, maxBatch, 'float64'), ids, ids.vocab);
+      const parsed = isTextInputs(body.inputs) ? textsToTensor(body.inputs, texts.get(m), m, maxBatch) : toInputTensor(body.inputs, input.name, input.shape, maxBatch, 'float64');
+      x = toTokenTensor(parsed, ids, ids.vocab);
     } else {
       x = isImageInputs(body.inputs) ? await imagesToTensor(body.inputs, input.name, input.shape, maxBatch, opts.images) : toInputTensor(body.inputs, input.name, input.shape, maxBatch);
     }

@@ -35,7 +35,7 @@ test('predict on token ids: the logits of the model fed its companions, plain an
         [[[5, 9, 14.0000001, 3, 0, 0]], /value 2 is 14\.0000001/], // float32 would make it 14
         [{ dims: [1, 6], data: [5, 9, 3.00000001, 3, 0, 0] }, /value 2 is 3\.00000001/],
         [[[-1, 9, 3, 3, 0, 0]], /value 0 is -1/],
-        [{ images: ['aGVsbG8='] }, /takes token ids in 'input_ids', not images/],
+        [{ images: ['aGVsbG8='] }, /takes token ids in 'input_ids' \(or texts\), not images/],
         [{ dims: [1, 6], base64: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' }, /takes token ids: give nested arrays or \{ dims, data \}, not base64 float32/],
       ] as const) {
         const bad = await post(app, inputs);
@@ -93,4 +93,47 @@ test('a model whose logits are per position (a segmenter, a speech recogniser) i
   await assert.rejects(buildServer({ models: { seg: segmenter }, registry: new SqliteRegistry(':memory:'), defaultMetrics: false }),
     /model 'seg': the service answers class scores \[batch, classes\], and output 'logits' is \[batch, [^\]]+\] \(per-position outputs \(a segmenter, a speech recogniser, a detector, a depth map\) are not served\); use refit eval, refit adapt or the library/);
   await segmenter.release();
+});
+
+test('refit serve takes texts for a token model whose tokenizer lies beside it: the logits of the same ids sent as numbers; where none, a 400 that says so', async () => {
+  const { runServe } = await import('../../src/cli/serve.ts');
+  const { writeBertTokenizer } = await import('../helpers/tokenizers.ts');
+  const { copyFileSync, mkdirSync, mkdtempSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'refit-serve-text-'));
+  mkdirSync(join(dir, 'onnx'));
+  copyFileSync(new URL('../fixtures/zoo/bert/model.onnx', import.meta.url).pathname, join(dir, 'onnx/model.onnx'));
+  writeBertTokenizer(dir);
+  const lines: string[] = [];
+  const h = await runServe({ model: [`bert=${join(dir, 'onnx/model.onnx')}`, `plain=${new URL('../fixtures/zoo/bert/model.onnx', import.meta.url).pathname}`], port: 0, host: '127.0.0.1', signals: false, log: (l) => lines.push(l) });
+  const predict = async (model: string, inputs: unknown) => {
+    const r = await fetch(`${h.url}/v1/models/${model}/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs, output: 'logits' }) });
+    return { status: r.status, body: await r.json() as { logits: number[][]; message: string } };
+  };
+  try {
+    assert.ok(lines.some((l) => /model bert takes texts, tokenized by .*tokenizer\.json/.test(l)), lines.join('\n'));
+    // [CLS] the film was good [SEP] and [CLS] i hated it ! [SEP], padded with [PAD] 0 to 7
+    const byText = await predict('bert', { texts: ['The film was GOOD', 'i hated it!'] });
+    assert.equal(byText.status, 200, JSON.stringify(byText.body));
+    const byIds = await predict('bert', [[2, 8, 9, 11, 4, 3, 0], [2, 24, 26, 23, 29, 3, 0]]);
+    assert.equal(byIds.status, 200);
+    byText.body.logits.flat().forEach((v, i) => assert.ok(Math.abs(v - byIds.body.logits.flat()[i]!) < 1e-6, `logit ${i}`));
+    // the padded row answers as it does alone: the mask leaves the pad out
+    const alone = await predict('bert', { texts: ['The film was GOOD'] });
+    alone.body.logits[0]!.forEach((v, i) => assert.ok(Math.abs(v - byText.body.logits[0]![i]!) < 1e-5, `alone ${i}`));
+    for (const [model, inputs, re] of [
+      ['plain', { texts: ['the film'] }, /model 'plain' has no tokenizer on this server: send token ids, or start the server with the model's tokenizer/],
+      ['bert', { texts: [] }, /inputs\.texts must be a non-empty array of strings/],
+      ['bert', { texts: ['a', ['the film', 'a plot']] }, /inputs\.texts\[1\] is an array \(text pairs are not served/],
+      ['bert', { texts: ['a'], dims: [1] }, /inputs with texts takes no 'dims'/],
+    ] as const) {
+      const r = await predict(model, inputs);
+      assert.equal(r.status, 400, JSON.stringify(r.body));
+      assert.match(r.body.message, re);
+    }
+  } finally {
+    await h.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
