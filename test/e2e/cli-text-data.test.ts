@@ -9,10 +9,11 @@ import { join } from 'node:path';
 import { runTrain } from '../../src/cli/train.ts';
 import { runEval } from '../../src/cli/eval.ts';
 import { runAdapt } from '../../src/cli/adapt.ts';
+import { loadSeq2seq, seq2seqTask } from '../../src/cli/seq2seq-task.ts';
 import { encodeText, loadTokenizer, readTextTokens } from '../../src/cli/text-tokens.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { npy } from '../helpers/cli.ts';
-import { writeBertTokenizer, writeGptTokenizer } from '../helpers/tokenizers.ts';
+import { BERT_WORDS, writeBertTokenizer, writeGptTokenizer } from '../helpers/tokenizers.ts';
 
 const zoo = (m: string) => new URL(`../fixtures/zoo/${m}/model.onnx`, import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'refit-text-'));
@@ -107,6 +108,33 @@ test('a GPT-style decoder trains next-token on a .txt file; a tokenizer without 
   // Measured: 3.84 → 2.78 (seeded)
   const after = await runEval(p('gpt.onnx'), { task: 'next-token', data: p('corpus.txt'), tokenizer: p('gpt-tok'), json: true });
   assert.ok(after.loss < before.loss - 0.3, `next-token loss ${before.loss} → ${after.loss}`);
+});
+
+test('--task pairs reads an anchor and a positive column; --task seq2seq reads source and target lines', async () => {
+  // the feature-extraction export's 20 ids and the BART-style pair's 16: [PAD] [UNK] [CLS] [SEP] and 16 or 12 words
+  writeBertTokenizer(p('tok20'), BERT_WORDS.slice(0, 16));
+  writeBertTokenizer(p('tok16'), BERT_WORDS.slice(0, 12));
+  const r = new Rng(7);
+  const w = (k: number) => Array.from({ length: k }, () => BERT_WORDS[Math.floor(r.next() * 16)]!).join(' ');
+  writeFileSync(p('pairs.csv'), ['anchor,positive', ...Array.from({ length: 24 }, () => `${w(3)},${w(2)}`)].join('\n'));
+  const pairs = await runTrain(new URL('../fixtures/exports/feature_extraction/model.onnx', import.meta.url).pathname,
+    { task: 'pairs', data: p('pairs.csv'), tokenizer: p('tok20'), epochs: 1, batchSize: 8, out: p('pairs.onnx'), json: true });
+  assert.match(pairs.data.format, /^text \(anchor, positive\) tokenized by /);
+  assert.deepEqual(pairs.data.sampleShape, [2, 5], 'two columns of [CLS] + at most 3 words + [SEP]');
+
+  const fix = new URL('../fixtures/seq2seq/', import.meta.url).pathname;
+  writeFileSync(p('src.txt'), 'the film was good\nbad\n');
+  writeFileSync(p('tgt.txt'), 'good film the\nbad bad\n');
+  const pair = await loadSeq2seq(join(fix, 'encoder_model.onnx'), join(fix, 'decoder_model_merged.onnx'));
+  try {
+    const task = seq2seqTask(pair, { data: p('src.txt'), targets: p('tgt.txt'), decoderStart: 2, text: { modelPath: join(fix, 'encoder_model.onnx'), tokenizer: p('tok16') } });
+    const f = task.feeds([0, 1]);
+    // targets [CLS] good film the [SEP] / [CLS] bad bad [SEP] [PAD]: labels as they are, the pad unscored; decoder ids shifted right behind the start
+    assert.deepEqual([...f.refit_labels!.data].map(Number), [2, 4, 9, 8, 3, 2, 5, 5, 3, -100]);
+    assert.deepEqual([...f[pair.decoderIds]!.data].map(Number), [2, 2, 4, 9, 8, 2, 2, 5, 5, 3]);
+    assert.deepEqual([...f.input_ids!.data].map(Number), [2, 8, 9, 11, 4, 3, 2, 5, 3, 0, 0, 0]);
+    assert.deepEqual([...f.attention_mask!.data].map(Number), [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0]);
+  } finally { await pair.release(); }
 });
 
 test('refit adapt runs a TTA method on a text stream and scores it by its label column', async () => {
