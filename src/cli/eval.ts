@@ -121,7 +121,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   const model = await loadModel(modelPath);
   try {
     if (taskName === 'tag') {
-      const task = tagTask(model, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) });
+      const task = tagTask(model, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}), text: { ...text, ...(o.labelColumn !== undefined ? { labelColumn: o.labelColumn } : {}) } });
       const n = task.data.samples;
       const r = await task.evaluate(model, range(0, n), batchSize);
       return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'tag', seconds: (performance.now() - t0) / 1000 };

@@ -36,7 +36,10 @@ token ids [sequences, length], or text that the model's own tokenizer turns into
             (--text-column picks them), and its label (--label-column, as above; class names
             become indices by config.json's label2id, else in sorted order); --task pairs: an
             anchor, a positive and any hard negatives, one column each
-  .jsonl    one JSON object a line, with the same columns
+  .jsonl    one JSON object a line, with the same columns; --task tag: {"tokens": [words],
+            "ner_tags": [a label per word]} as HF datasets write it (or --label-column)
+  .conll    --task tag: a word and its label (the last column) a line, a blank line between
+            sentences; a word's first token carries its label, the rest are not scored
 The tokenizer is --tokenizer (tokenizer.json or its folder), else the tokenizer.json beside the
 model or one folder up (transformers.js keeps onnx/model.onnx under the model folder). Texts get
 the tokenizer's special tokens, are cut to --max-length (default: the model's fixed length,

@@ -199,7 +199,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
     switch (taskName) {
       case 'seq2seq': return seq2seqTask(pair!, { data: o.data, ...(o.labels ? { targets: o.labels } : {}), ...pad, ...(decoderStart !== undefined ? { decoderStart } : {}) });
       case 'next-token': return nextTokenTask(base, { data: o.data, ...logits, ...pad });
-      case 'tag': return tagTask(base, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...logits, ...pad });
+      case 'tag': return tagTask(base, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...logits, ...pad, text: { ...text, ...(o.labelColumn !== undefined ? { labelColumn: o.labelColumn } : {}) } });
       case 'pairs': return pairsTask(base, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...pad, ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) });
       case 'segment': return segmentTask(base, { data: o.data, labels: o.labels, ...logits, ...prep, ...(ignoreIndex !== undefined ? { ignoreIndex } : {}) });
       case 'regress': return regressTask(base, { data: o.data, labels: o.labels, ...logits, ...prep, ...(o.loss ? { loss: o.loss as RegressionLoss } : {}) });

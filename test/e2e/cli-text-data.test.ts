@@ -11,6 +11,10 @@ import { runEval } from '../../src/cli/eval.ts';
 import { runAdapt } from '../../src/cli/adapt.ts';
 import { loadSeq2seq, seq2seqTask } from '../../src/cli/seq2seq-task.ts';
 import { encodeText, loadTokenizer, readTextTokens } from '../../src/cli/text-tokens.ts';
+import { readTaggedText } from '../../src/cli/tagged-text.ts';
+import { ModelBuilder } from '../../src/onnx/model-builder.ts';
+import { encodeModel } from '../../src/onnx/proto.ts';
+import { f32 } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { npy } from '../helpers/cli.ts';
 import { BERT_WORDS, writeBertTokenizer, writeGptTokenizer } from '../helpers/tokenizers.ts';
@@ -36,6 +40,15 @@ function reviews(n: number, seed: number): { text: string; label: string }[] {
     const text = `${pick(['the film', 'the movie', 'the plot', 'i'])} ${word}${pick(['', ', and the music', '!', ', "very" dull story'.replace('dull', pick(['fun', 'dull']))])}`;
     return { text, label: positive ? 'positive' : 'negative' };
   });
+}
+/** ids [N, T] → an embedding of 20 rows → a Linear to 2 tags per token (a tagger's shape, untrained). */
+function tagger(): Uint8Array {
+  const r = new Rng(2);
+  const b = new ModelBuilder({ opset: 14 }).input('input_ids', 'int64', ['batch', 'tokens'])
+    .initializer('embed.weight', f32([20, 8], r.fill(new Float32Array(160), 0.1, 'normal'))).initializer('classifier.weight', f32([8, 2], r.fill(new Float32Array(16), 0.1, 'normal')))
+    .initializer('classifier.bias', f32([2], [0, 0]))
+    .node('Gather', ['embed.weight', 'input_ids'], ['h'], { axis: 0 }).node('MatMul', ['h', 'classifier.weight'], ['z']).node('Add', ['z', 'classifier.bias'], ['logits']);
+  return encodeModel(b.output('logits', 'float32', ['batch', 'tokens', 2]).build());
 }
 const csvCell = (s: string) => (/[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s);
 
@@ -137,6 +150,46 @@ test('--task pairs reads an anchor and a positive column; --task seq2seq reads s
   } finally { await pair.release(); }
 });
 
+test('--task tag reads words with a label each (JSONL as HF datasets write it, or CoNLL): each word\'s first token labelled, as HF\'s examples do', async () => {
+  const words = ['the', 'film', '##s', 'was', 'good', 'bad', 'plot', 'is', 'a', 'fun', 'dull', 'it', 'i', 'liked', 'hated', '.'];
+  writeBertTokenizer(p('tok-tag'), words); // ids: [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, the 4, film 5, ##s 6, was 7, good 8, …
+  writeFileSync(p('tiny.jsonl'), JSON.stringify({ id: '0', tokens: ['The', 'films', 'was', 'good'], ner_tags: ['O', 'B-ENT', 'O', 'O'] }) + '\n');
+  writeFileSync(p('tiny.conll'), '-DOCSTART- -X- O\n\nThe DT O\nfilms NNS B-ENT\nwas VBD O\ngood JJ O\n\n');
+  for (const f of ['tiny.jsonl', 'tiny.conll']) {
+    const t = readTaggedText(p(f), { modelPath: 'unused', tokenizer: p('tok-tag') });
+    assert.deepEqual(Array.from(t.values), [2, 4, 5, 6, 7, 8, 3]);
+    // sorted names: B-ENT 0, O 1; [CLS], the "##s" of "films" and [SEP] unlabelled
+    assert.deepEqual(Array.from(t.labels), [-100, 1, 0, -100, 1, 1, -100], f);
+    assert.match(t.format, /labels on each word's first token by sorted names: 0 B-ENT, 1 O/);
+  }
+  // a tagger learns which words are sentiment words (B-SENT) from JSONL, and eval agrees with training's last validation
+  writeFileSync(p('tagger.onnx'), tagger());
+  const r = new Rng(11);
+  const sentiment = new Set(['good', 'bad', 'fun', 'dull', 'liked', 'hated']);
+  const plain = ['the', 'film', 'films', 'was', 'plot', 'is', 'a', 'it', 'i', '.'];
+  const lines = Array.from({ length: 96 }, () => {
+    const toks = Array.from({ length: 2 + Math.floor(r.next() * 5) }, () => {
+      const pool = r.next() < 0.4 ? [...sentiment] : plain;
+      return pool[Math.floor(r.next() * pool.length)]!;
+    });
+    return JSON.stringify({ tokens: toks, ner_tags: toks.map((w) => (sentiment.has(w) ? 'B-SENT' : 'O')) });
+  });
+  writeFileSync(p('ner.jsonl'), lines.join('\n'));
+  const common = { task: 'tag', data: p('ner.jsonl'), tokenizer: p('tok-tag'), json: true };
+  const before = await runEval(p('tagger.onnx'), common);
+  const trained = await runTrain(p('tagger.onnx'), { ...common, epochs: 10, lr: 0.05, out: p('tagged.onnx') });
+  const after = await runEval(p('tagged.onnx'), common);
+  // Measured: token accuracy 0.50 → 1.00 (seeded)
+  assert.ok(after.accuracy > 0.9 && after.accuracy > before.accuracy + 0.2, `token accuracy ${before.accuracy} → ${after.accuracy}`);
+  assert.equal(trained.data.samples, 96);
+  await assert.rejects(runTrain(p('tagger.onnx'), { ...common, labels: p('labels.npy'), out: p('no.onnx') }), /carries a label per word already/);
+  writeFileSync(p('ragged.jsonl'), JSON.stringify({ tokens: ['the', 'film'], ner_tags: ['O'] }));
+  await assert.rejects(runTrain(p('tagger.onnx'), { ...common, data: p('ragged.jsonl'), out: p('no.onnx') }), /ragged\.jsonl:1: 'ner_tags' must hold one label \(a class index or name\) per word: 2 words, 1 labels/);
+  await assert.rejects(runTrain(p('tagger.onnx'), { ...common, data: p('tiny.conll'), labelColumn: 'x', out: p('no.onnx') }), /--label-column x: a CoNLL file's label is its last column/);
+  writeFileSync(p('tag.csv'), 'text,label\nthe film,O\n');
+  await assert.rejects(runTrain(p('tagger.onnx'), { ...common, data: p('tag.csv'), out: p('no.onnx') }), /--task tag reads words with a label each from \.jsonl .* or \.conll/);
+});
+
 test('refit adapt runs a TTA method on a text stream and scores it by its label column', async () => {
   writeFileSync(p('stream.csv'), ['text,label', ...reviews(64, 4).map((r) => `${csvCell(r.text)},${r.label === 'positive' ? 1 : 0}`)].join('\n'));
   const r = await runAdapt(zoo('bert'), { method: 'tent', stream: p('stream.csv'), tokenizer: p('bert-tok'), batchSize: 16, out: p('preds.csv'), json: true });
@@ -159,7 +212,6 @@ test('text data: clear errors before anything trains', async () => {
   // a tokenizer whose ids run past the model's 32-token embedding
   writeBertTokenizer(p('big-tok'), [...Array.from({ length: 40 }, (_, i) => `w${i}`), 'the', 'film', 'was', 'good']);
   await fails({ data: p('few.csv'), tokenizer: p('big-tok') }, /token 4[4-7] .* outside the model's vocabulary \[0, 32\): is the tokenizer the model's own\?/);
-  await fails({ data: p('few.csv'), tokenizer: p('bert-tok'), task: 'tag', labels: p('labels.npy') }, /--task tag reads token ids \(\.npy\).*tokenize first/);
   writeFileSync(p('lines.txt'), 'the film was good\n');
   await fails({ data: p('lines.txt'), tokenizer: p('bert-tok'), labelColumn: 'label' }, /a \.txt file is one text a line, with no columns/);
   assert.ok(!existsSync(out), 'nothing written');
