@@ -223,7 +223,8 @@ function readNpyData(path: string, spec: SampleSpec): Dataset {
 
 // ---- CSV -------------------------------------------------------------------------------------
 
-const LABEL_NAMES = new Set(['label', 'labels', 'class', 'target', 'y']);
+/** Header names read as the label column by default (numeric CSV here, text data in ./text-tokens.ts). */
+export const LABEL_NAMES = new Set(['label', 'labels', 'class', 'target', 'y']);
 const num = (s: string) => (s.trim() === '' ? NaN : Number(s));
 
 function readCsvData(path: string, spec: SampleSpec, labelColumn?: string): Dataset {

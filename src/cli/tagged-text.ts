@@ -8,7 +8,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { loadTokenizer, padId, type TextSource } from './text-tokens.ts';
+import { loadTokenizer, modelMaxLength, padId, postProcess, tokenIds, type TextSource } from './text-tokens.ts';
 import { classIds } from './text-labels.ts';
 import { IGNORE } from './token-task.ts';
 
@@ -38,7 +38,7 @@ export function readTaggedText(path: string, src: TextSource): TaggedText {
   const t = loadTokenizer(src);
   const ids = classIds(sentences.flatMap((s) => s.tags), path, src.modelPath);
   const spaced = prefixesSpace(t.tok);
-  const cap = src.fixedLength ?? src.maxLength ?? 512;
+  const cap = src.fixedLength ?? src.maxLength ?? modelMaxLength(t);
   let k = 0, truncated = 0;
   const rows = sentences.map((s) => {
     const tags = ids.ids.subarray(k, k + s.words.length);
@@ -83,22 +83,16 @@ function encodeWords(tok: Tokenizer, words: string[], tags: Int32Array, cap: num
     const pieces = tok.tokenize(spaced ? ` ${w}` : w);
     pieces.forEach((p: string, j: number) => { tokens.push(p); labels.push(j === 0 ? tags[i]! : IGNORE); });
   });
-  const processed = (a: string[]) => (tok.post_processor ? tok.post_processor(a, null, true).tokens : a);
-  const specials = processed([]).length;
+  const specials = postProcess(tok, [], null).tokens.length;
   const room = cap - specials;
   if (room < 1) throw new Error(`--max-length ${cap} leaves no room for words beside the tokenizer's ${specials} special tokens`);
   const truncated = tokens.length > room;
   tokens.length = Math.min(tokens.length, room);
   labels.length = tokens.length;
   // The post-processor places the special tokens around the content: find where the content went.
-  const all = processed(tokens);
+  const all = postProcess(tok, tokens, null).tokens;
   const start = specials === 0 ? 0 : all.indexOf(tokens[0]!);
-  const unk = (tok.model as unknown as { unk_token_id?: number } | null)?.unk_token_id;
-  const ids = all.map((t: string) => {
-    const id = tok.token_to_id(t) ?? unk;
-    if (id === undefined) throw new Error(`the tokenizer has no id for token ${JSON.stringify(t)} and no unknown token`);
-    return id;
-  });
+  const ids = tokenIds(tok, all);
   const out = new Array<number>(all.length).fill(IGNORE);
   labels.forEach((y, i) => (out[start + i] = y));
   return { ids, labels: out, truncated };

@@ -13,11 +13,11 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, extname, join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { Tokenizer } from '@huggingface/tokenizers';
+import { LABEL_NAMES } from './data-files.ts';
 
 export const TEXT_EXTENSIONS = ['.txt', '.csv', '.tsv', '.jsonl'] as const;
 /** The longest sequence tokenized when neither --max-length, the model nor the tokenizer says. */
 export const DEFAULT_MAX_LENGTH = 512;
-const LABEL_NAMES = new Set(['label', 'labels', 'class', 'target', 'y']);
 
 /** What the CLI was told about text data: where the model is (to find its tokenizer) and the options. */
 export interface TextSource {
@@ -75,7 +75,11 @@ export function textSource(modelPath: string, o: TextOptions, padToken?: number)
 
 export const isTextFile = (path: string): boolean => (TEXT_EXTENSIONS as readonly string[]).includes(extname(path).toLowerCase());
 
-interface LoadedTokenizer { tok: Tokenizer; path: string; config: Record<string, unknown> }
+export interface LoadedTokenizer { tok: Tokenizer; path: string; config: Record<string, unknown> }
+
+/** The tokenizer.json beside the model or one folder up (transformers.js's layout), if any. */
+const besideModel = (modelPath: string): string | undefined =>
+  [join(dirname(modelPath), 'tokenizer.json'), join(dirname(dirname(modelPath)), 'tokenizer.json')].find((f) => existsSync(f));
 
 /** The tokenizer for `src`: --tokenizer, else tokenizer.json beside the model or one folder up. */
 export function loadTokenizer(src: TextSource): LoadedTokenizer {
@@ -85,8 +89,7 @@ export function loadTokenizer(src: TextSource): LoadedTokenizer {
     file = statSync(src.tokenizer).isDirectory() ? join(src.tokenizer, 'tokenizer.json') : src.tokenizer;
     if (!existsSync(file)) throw new Error(`--tokenizer ${src.tokenizer}: the folder has no tokenizer.json`);
   } else {
-    const here = dirname(src.modelPath);
-    file = [join(here, 'tokenizer.json'), join(dirname(here), 'tokenizer.json')].find((f) => existsSync(f));
+    file = besideModel(src.modelPath);
     if (!file) throw new Error(`text data needs the model's tokenizer: no tokenizer.json beside ${src.modelPath} or one folder up; give --tokenizer <tokenizer.json or its folder> (or tokenize first and pass a .npy of ids)`);
   }
   const json = readJson(file, 'tokenizer.json');
@@ -205,17 +208,21 @@ export function encodeText(tok: Tokenizer, a: string, b: string | null, maxLengt
   // longest first, a tie cut from the pair (transformers' truncate_sequences and the Rust tokenizers agree)
   while (ta.length + (tb?.length ?? 0) > room) (tb !== null && tb.length >= ta.length ? tb : ta).pop();
   const r = postProcess(tok, ta, tb);
+  return { ids: tokenIds(tok, r.tokens), types: r.types, truncated };
+}
+
+/** The ids of `tokens` (added tokens included), an unknown one as the tokenizer's unknown token. */
+export function tokenIds(tok: Tokenizer, tokens: readonly string[]): number[] {
   const unk = (tok.model as unknown as { unk_token_id?: number } | null)?.unk_token_id;
-  const ids = r.tokens.map((t) => {
+  return tokens.map((t) => {
     const id = tok.token_to_id(t) ?? unk;
     if (id === undefined) throw new Error(`the tokenizer has no id for token ${JSON.stringify(t)} and no unknown token`);
     return id;
   });
-  return { ids, types: r.types, truncated };
 }
 
 /** The post-processor's tokens and types for content tokens `a` and `b` (a pair merged as one sequence). */
-function postProcess(tok: Tokenizer, a: string[], b: string[] | null): { tokens: string[]; types: number[] } {
+export function postProcess(tok: Tokenizer, a: string[], b: string[] | null): { tokens: string[]; types: number[] } {
   if (!tok.post_processor) return { tokens: [...a, ...(b ?? [])], types: [...a.map(() => 0), ...(b ?? []).map(() => 1)] };
   const r = tok.post_processor(a, b, true);
   // A post-processor that adds nothing (ByteLevel) hands a pair back unmerged.
@@ -265,7 +272,7 @@ export interface TextEncoder {
  * none lies beside the model (the service then takes token ids only).
  */
 export function textEncoder(src: TextSource): TextEncoder | null {
-  if (src.tokenizer === undefined && !existsSync(join(dirname(src.modelPath), 'tokenizer.json')) && !existsSync(join(dirname(dirname(src.modelPath)), 'tokenizer.json'))) return null;
+  if (src.tokenizer === undefined && !besideModel(src.modelPath)) return null;
   const t = loadTokenizer(src);
   const cap = src.fixedLength ?? src.maxLength ?? modelMaxLength(t);
   const pad = padId(t, src.padToken).id;
@@ -283,7 +290,7 @@ export function textEncoder(src: TextSource): TextEncoder | null {
 }
 
 /** tokenizer_config.json's model_max_length where it is a real limit (not the 1e30 of "none"), else 512. */
-function modelMaxLength(t: LoadedTokenizer): number {
+export function modelMaxLength(t: LoadedTokenizer): number {
   const m = t.config.model_max_length;
   return typeof m === 'number' && Number.isInteger(m) && m > 0 && m <= 1e6 ? m : DEFAULT_MAX_LENGTH;
 }
