@@ -121,6 +121,11 @@ test('a GPT-style decoder trains next-token on a .txt file; a tokenizer without 
   // Measured: 3.84 → 2.78 (seeded)
   const after = await runEval(p('gpt.onnx'), { task: 'next-token', data: p('corpus.txt'), tokenizer: p('gpt-tok'), json: true });
   assert.ok(after.loss < before.loss - 0.3, `next-token loss ${before.loss} → ${after.loss}`);
+  // dynamic evaluation over the same lines as a stream
+  const dyn = await runAdapt(zoo('gpt'), { method: 'dynamic-eval', stream: p('corpus.txt'), tokenizer: p('gpt-tok'), maxLength: 16, batchSize: 20, out: p('dyn.csv'), json: true });
+  assert.equal(dyn.stream.samples, 60);
+  assert.match(dyn.stream.format, /tokenized by .*gpt-tok/);
+  assert.ok(dyn.languageModel!.nll < dyn.languageModel!.sourceNll, `dynamic evaluation ${dyn.languageModel!.sourceNll} → ${dyn.languageModel!.nll}`);
 });
 
 test('--task pairs reads an anchor and a positive column; --task seq2seq reads source and target lines', async () => {
