@@ -11,6 +11,7 @@ import type { UpgradeReport } from '../onnx/opset-upgrade.ts';
 import { diagnoseTraining, type GroupBlocker } from '../autodiff/diagnose.ts';
 import { supportedOps, NO_GRADIENT_OPS } from '../autodiff/rule.ts';
 import { DATA_SHAPED_OPS, dataShapedOutputs, subgraphDataShapes } from '../onnx/data-shapes.ts';
+import { textEncoder } from './text-tokens.ts';
 
 export interface InspectResult {
   model: string;
@@ -36,7 +37,11 @@ export interface InspectResult {
   /** Float parameters; `quantized`: weight values the model holds quantized (int8, 4-bit), frozen. */
   parameters: { tensors: number; values: number; quantized: number };
   /** A token model: the ids input, its vocabulary, and the inputs refit makes from the ids (withTokenInputs, --pad-token). */
-  tokens?: { ids: string; vocab: number | null; companions: string[] };
+  tokens?: {
+    ids: string; vocab: number | null; companions: string[];
+    /** The Hugging Face tokenizer beside the model (./text-tokens.ts): text files then train, evaluate and adapt it. */
+    tokenizer?: { path: string; vocab: number; pad: string; fits: boolean };
+  };
   /**
    * Tensors the exporter stored once for several uses: `tied`, weights used twice that train as
    * one tensor ([copy, the tensor it reads]); `untied`, how many equal tensors of one value train
@@ -75,7 +80,10 @@ export async function inspectModel(path: string): Promise<InspectResult> {
     if (tied.length || q.untied.length) ties = { tied, untied: q.untied.length, ...(q.equalParameters ? { equalParameters: q.equalParameters } : {}) };
     if (kv) kvCache = { past: kv.past.length, useCacheBranch: kv.useCacheBranch !== undefined };
     const ids = tokenIdsInput(t);
-    if (ids) tokens = { ids: ids.name, vocab: vocabularySize(t, ids.name), companions: t.inputs.filter((i) => i.name !== ids.name && isCompanion(i)).map((i) => i.name) };
+    if (ids) {
+      const vocab = vocabularySize(t, ids.name);
+      tokens = { ids: ids.name, vocab, companions: t.inputs.filter((i) => i.name !== ids.name && isCompanion(i)).map((i) => i.name), ...tokenizerBeside(path, vocab) };
+    }
     await Promise.all([m.release(), t.release()]);
   } catch (e) {
     // A model refit cannot upgrade is still worth a look: show the graph as stored.
@@ -201,7 +209,9 @@ export function formatInspect(r: InspectResult): string {
   for (const note of up?.notes ?? []) out.push(`  note:       ${note}`);
   for (const i of r.inputs) out.push(`  input:      ${i.name} ${i.dtype} ${fmtShape(i.shape)}`);
   for (const o of r.outputs) out.push(`  output:     ${o.name} ${o.dtype} ${fmtShape(o.shape)}`);
-  if (r.tokens) out.push(`  token ids:  '${r.tokens.ids}'${r.tokens.vocab !== null ? ` (vocabulary ${n(r.tokens.vocab)})` : ''}, from a .npy of ids${r.tokens.companions.length ? `; refit makes ${r.tokens.companions.join(', ')} from them (--pad-token: the padding id)` : ''}`);
+  if (r.tokens) out.push(`  token ids:  '${r.tokens.ids}'${r.tokens.vocab !== null ? ` (vocabulary ${n(r.tokens.vocab)})` : ''}, from a .npy of ids${r.tokens.tokenizer ? ' or text' : ''}${r.tokens.companions.length ? `; refit makes ${r.tokens.companions.join(', ')} from them (--pad-token: the padding id)` : ''}`);
+  const tk = r.tokens?.tokenizer;
+  if (tk) out.push(`  tokenizer:  ${tk.path} (${n(tk.vocab)} tokens; ${tk.pad})${tk.fits ? ': train, eval, adapt and serve take text files and texts' : `: WARNING its ids run past the model's ${n(r.tokens!.vocab!)}-row embedding; is it the model's own?`}`);
   if (r.task) out.push(`  task:       ${r.task.task}: ${r.task.how}`);
   if (r.kvCache) out.push(`  KV cache:   ${r.kvCache.past} past inputs${r.kvCache.useCacheBranch ? ' and use_cache_branch (optimum\'s merged decoder)' : ''}; refit trains the model without it (empty pasts${r.kvCache.useCacheBranch ? ', the uncached branch inlined' : ''}), as analysed below`);
   out.push(`  parameters: ${n(r.parameters.values)} values in ${r.parameters.tensors} tensors${r.parameters.quantized ? `, and ${n(r.parameters.quantized)} weight values stored quantized (frozen; adapters train on them)` : ''}`);
@@ -231,4 +241,12 @@ export function formatInspect(r: InspectResult): string {
     for (const b of r.blockers) out.push(`    ${opName(b)}: no gradient rule${b.reason ? ` for this form (${b.reason})` : ''}; nodes ${list(b.nodes)}; blocks ${b.groups.join(', ')}`);
   } else out.push(`  every parameter group can train`);
   return out.join('\n');
+}
+
+/** The tokenizer.json beside the model or one folder up, if any and readable: its size and pad, and whether its ids fit the embedding. */
+function tokenizerBeside(modelPath: string, vocab: number | null): { tokenizer?: NonNullable<InspectResult['tokens']>['tokenizer'] } {
+  const enc = (() => { try { return textEncoder({ modelPath }); } catch { return null; } })();
+  if (!enc) return {};
+  const size = enc.vocabSize;
+  return { tokenizer: { path: enc.path, vocab: size, pad: enc.padSaid, fits: vocab === null || size <= vocab } };
 }

@@ -263,6 +263,10 @@ export interface TextEncoder {
   encode(texts: readonly string[]): { values: Int32Array; n: number; length: number };
   /** The pad id the rows are padded with, which the model must mask. */
   padToken: number | undefined;
+  /** How the pad was chosen, for messages. */
+  padSaid: string;
+  /** Ids the tokenizer can give (its vocabulary with added tokens). */
+  vocabSize: number;
   /** The tokenizer.json read. */
   path: string;
 }
@@ -275,9 +279,9 @@ export function textEncoder(src: TextSource): TextEncoder | null {
   if (src.tokenizer === undefined && !besideModel(src.modelPath)) return null;
   const t = loadTokenizer(src);
   const cap = src.fixedLength ?? src.maxLength ?? modelMaxLength(t);
-  const pad = padId(t, src.padToken).id;
+  const padded = padId(t, src.padToken), pad = padded.id;
   return {
-    padToken: pad, path: t.path,
+    padToken: pad, padSaid: padded.said, path: t.path, vocabSize: largestId(t.tok) + 1,
     encode(texts) {
       const rows = texts.map((text) => encodeText(t.tok, text, null, cap).ids);
       const length = src.fixedLength ?? Math.max(...rows.map((r) => r.length));
@@ -293,4 +297,11 @@ export function textEncoder(src: TextSource): TextEncoder | null {
 export function modelMaxLength(t: LoadedTokenizer): number {
   const m = t.config.model_max_length;
   return typeof m === 'number' && Number.isInteger(m) && m > 0 && m <= 1e6 ? m : DEFAULT_MAX_LENGTH;
+}
+
+/** The largest id the tokenizer gives (a loop: a 250k-token vocabulary is too many arguments to spread). */
+function largestId(tok: Tokenizer): number {
+  let m = -1;
+  for (const id of tok.get_vocab(true).values()) if (id > m) m = id;
+  return m;
 }
