@@ -163,7 +163,9 @@ export function readTextRows(path: string, o: { textColumns?: string[]; labelCol
   if (!records.length) throw new Error(`${path}: no rows`);
   const columns = Object.keys(records[0]!);
   const label = labelColumnOf(path, columns, o.labelColumn, o.wantLabels);
-  const text = o.textColumns ?? columns.filter((c) => c !== label);
+  // Where no label is read (a source set, a corpus), a column named like one is still not text.
+  const unread = !o.wantLabels ? columns.find((c) => LABEL_NAMES.has(c.toLowerCase())) : undefined;
+  const text = o.textColumns ?? columns.filter((c) => c !== label && c !== unread);
   for (const c of text) if (!columns.includes(c)) throw new Error(`${path}: no column '${c}' (columns: ${columns.join(', ')})`);
   if (!text.length) throw new Error(`${path}: no text column (columns: ${columns.join(', ')})`);
   const rows = records.map((r, i) => text.map((c) => {

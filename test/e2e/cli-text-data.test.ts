@@ -206,6 +206,10 @@ test('refit adapt runs a TTA method on a text stream and scores it by its label 
   assert.equal(r.stream.labelled, true);
   assert.ok(r.error !== null && r.error >= 0 && r.error <= 1);
   assert.ok(existsSync(p('preds.csv')));
+  // the same file as --source (read without labels): its label column is not read as a second text
+  const src = readTextTokens(p('stream.csv'), { modelPath: zoo('bert'), tokenizer: p('bert-tok') });
+  assert.equal(src.types, null);
+  assert.match(src.format, /^text \(text\) tokenized/);
 });
 
 test('text data: clear errors before anything trains', async () => {
