@@ -57,7 +57,7 @@ test('Conv 3-D', async () => {
 // gradients as the one it picks, which the finite-difference tests above check.
 const DX_FORMS: DxForm[] = ['conv-flip', 'conv-flip-matmul', 'conv-flip-gather', 'convtranspose', 'convtranspose-sympads', 'conv-zero-insert', 'polyphase', 'phases'];
 const DW_FORMS: DwForm[] = [
-  'onehot-gemm', 'onehot-matmul', 'slices-gemm', 'slices-matmul', 'onehot-mulsum', 'slices-mulsum', 'conv-xt', 'conv-nc', 'gather-matmul', 'gather-mulsum', 'taps-gemm',
+  'onehot-gemm', 'onehot-matmul', 'slices-gemm', 'slices-matmul', 'onehot-mulsum', 'slices-mulsum', 'conv-xt', 'conv-nc', 'gather-matmul', 'gather-mulsum', 'taps-gemm', 'onehot-swapped',
 ];
 const GEOMS: { x: number[]; w: number[]; attrs: Record<string, AttrInput> }[] = [
   { x: [2, 4, 7, 6], w: [6, 2, 3, 2], attrs: { group: 2, strides: [2, 1], pads: [1, 0, 0, 1], dilations: [1, 2] } },

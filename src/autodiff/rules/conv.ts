@@ -241,13 +241,13 @@ export function convDx(em: Emitter, g: ConvGeom, dY: string, w: string, form: Dx
  */
 export type DwForm =
   | 'conv-xt' | 'conv-nc' | 'onehot-gemm' | 'onehot-matmul' | 'onehot-mulsum' | 'slices-gemm' | 'slices-matmul' | 'slices-mulsum'
-  | 'gather-matmul' | 'gather-mulsum' | 'taps-gemm';
+  | 'gather-matmul' | 'gather-mulsum' | 'taps-gemm' | 'onehot-swapped';
 
 export const isDepthwise = (g: ConvGeom) => g.group === g.C && g.O === g.C;
 
 export function dwApplies(g: ConvGeom, form: DwForm): boolean {
   if (form.endsWith('-mulsum')) return isDepthwise(g);
-  if (form === 'taps-gemm') return g.group === 1;
+  if (form === 'taps-gemm' || form === 'onehot-swapped') return g.group === 1;
   if (form === 'conv-nc') return g.group === g.C;
   return true;
 }
@@ -371,6 +371,11 @@ export function convDw(em: Emitter, g: ConvGeom, x: string, dY: string, form: Dw
     const d4 = em.reshape(dY, [g.N, g.C, 1, L]);
     return em.reshape(em.reduce('ReduceSum', em.mul(c4, d4), [0, 3], false), [g.O, 1, ...g.k]);
   }
+  if (form === 'onehot-swapped') {
+    // MatMul(cols [N, C·K, L], dYᵀ [N, L, O]) then the sum over N: the transposed operand is dY, not the K-times-larger columns.
+    const m = em.op('MatMul', [em.reshape(cols, [g.N, g.C * K, L]), em.transpose(em.reshape(dY, [g.N, g.O, L]), [0, 2, 1])]);
+    return em.reshape(em.transpose(em.reduce('ReduceSum', m, [0], false), [1, 0]), [g.O, g.C, ...g.k]);
+  }
   if (form.endsWith('-matmul')) {
     // Batched over N (and groups): MatMul(dY [N, G, Og, L], colsᵀ [N, G, L, Cg·K]), then sum over N.
     // onnxruntime fuses the Transpose into the MatMul (FusedMatMul transB).
@@ -471,6 +476,17 @@ export function pickDx(g: ConvGeom, faults: BackendFaults = runtimeFaults()): Dx
 // 112² layers, first run in conv-grad-forms-summary.md) and Mul + ReduceSum over the one-hot columns (1.05–1.7×).
 /** Whether stride-1 dense convs take the tap-by-tap Gemm dW ('taps-gemm'); benches switch it off to compare. */
 export const dwTaps = { current: true };
+/**
+ * Whether dense convs with ≥ 64 output positions take 'onehot-swapped' (session 25): MatMul(cols
+ * [N, C·K, L], dYᵀ [N, L, O]), the sum over N, one small Transpose. Full steps, this form / the
+ * forms above, alternating in one process at 2 threads (bench/step-forms.ts --form swapped
+ * --config full, and a scratch A/B on the real-model bench's exports): cnn28 0.92–0.95, ResNet-18
+ * 64 0.92 and 0.98, ResNet-18 224 0.96; ESPCN 0.76, fast-neural-style 0.94, CycleGAN 0.95, MODNet
+ * 0.95, Real-ESRGAN, U²-Net, ConvNeXt V2 and the 3-D U-Net 0.97, BiT 0.99, YOLOv8 1.00–1.03. On
+ * every layer (including L < 64) it was 1.37 on ResNet-18 64: at 4×4 and 2×2 the per-sample
+ * products are too short (per layer at 4×4: 1.21 against the one-hot form, whose Gemm or the taps win there).
+ */
+export const dwSwapped = { current: true };
 
 //
 // Per backend (RuntimeBackend.faults, issue 14): a form the backend gets wrong is not emitted there.
@@ -483,6 +499,7 @@ export function pickDw(g: ConvGeom, faults: BackendFaults = runtimeFaults()): Dw
   const K = prod(g.k);
   const bad = (group: number, outs: number) => faults.groupedConv?.(group, outs) === true;
   const tapsFit = K <= (faults.maxConcatInputs ?? Infinity);
+  if (dwSwapped.current && g.group === 1 && prod(g.outSp) >= 64 && !isPointwise(g) && !bad(g.C, K)) return 'onehot-swapped';
   if (g.group > 1 && g.group === g.C && (K >= 25 || prod(g.outSp) <= 196) && !bad(g.N * g.C, g.O / g.C)) return 'conv-nc';
   if (dwTaps.current && g.group === 1 && g.C >= 16 && K > 1 && g.strides.every((s) => s === 1) && tapsFit) return 'taps-gemm';
   if (bad(g.C, K) && !isPointwise(g)) return tapsFit ? (g.group === 1 && prod(g.outSp) <= 64 ? 'slices-gemm' : 'slices-matmul') : 'gather-matmul';
