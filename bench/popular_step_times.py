@@ -1,6 +1,6 @@
 """PyTorch's time for one full training step (zero_grad, forward, the case's loss, backward) of each
 popular-architectures case, as bench/popular_architectures.py builds it (same seeds, sizes and
-losses), at 2 intra-op threads: median of 7 calls after 2 warm-up calls, in ms. For
+losses), at 2 intra-op threads (OpenBLAS, single-threaded inside them; the reference BLAS is refused): median of 7 calls after 2 warm-up calls, in ms. For
 bench/popular-architectures.ts --torch-times, which puts refit's step time beside it.
 
   /usr/bin/python3 bench/popular_step_times.py --out tmp/popular-step-times.json [--only yolov8,clip]
@@ -13,8 +13,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# as the other benches' PyTorch sides: intra-op threads from --threads, OpenBLAS single-threaded
+# inside them (two pools of 2 threads on 2 cores would contend)
+os.environ.setdefault("OMP_NUM_THREADS", sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "2")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import torch  # noqa: E402
 import popular_architectures as pa  # noqa: E402
+from torch_blas import require_fast_blas  # noqa: E402
 
 
 def main():
@@ -24,6 +29,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    require_fast_blas()  # refuse to time PyTorch on the reference BLAS (torch_blas.py)
     times = {}
     for name in a.only.split(","):
         torch.manual_seed(0)

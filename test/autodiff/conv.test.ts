@@ -115,3 +115,17 @@ for (const [gi, geo] of GEOMS.entries()) {
     }
   });
 }
+
+test('the dW choice: the swapped one-hot columns where they are small, the taps where they would be large, neither below 64 output positions', () => {
+  const pick = (x: number[], w: number[], strides = [1, 1]) => {
+    const node = new ModelBuilder({ opset: 17 }).input('x', 'float32', x).initializer('w', f32(w, new Float32Array(w.reduce((a, c) => a * c, 1))))
+      .node('Conv', ['x', 'w'], ['y'], { pads: [1, 1, 1, 1], strides }).build().graph.nodes[0]!;
+    const out = x.slice(2).map((d) => Math.floor((d + 2 - 3) / strides[0]!) + 1);
+    return pickDw(convGeom(node, x, w, [x[0]!, w[0]!, ...out]));
+  };
+  assert.equal(pick([2, 64, 24, 24], [64, 64, 3, 3]), 'onehot-swapped', "ESPCN's layer: 2.7 MB of columns");
+  assert.equal(pick([64, 32, 28, 28], [32, 32, 3, 3]), 'taps-gemm', 'cnn28: 58 MB of columns, over the cap: the taps build none');
+  assert.equal(pick([64, 3, 28, 28], [32, 3, 3, 3]), 'onehot-swapped', 'few channels: the one-hot columns either way, swapped');
+  assert.equal(pick([64, 32, 28, 28], [64, 32, 3, 3], [2, 2]), 'onehot-swapped', 'stride 2: the one-hot columns either way');
+  assert.equal(pick([64, 256, 4, 4], [256, 256, 3, 3]), 'taps-gemm', '16 output positions: per-sample products too short');
+});

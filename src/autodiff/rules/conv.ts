@@ -477,16 +477,19 @@ export function pickDx(g: ConvGeom, faults: BackendFaults = runtimeFaults()): Dx
 /** Whether stride-1 dense convs take the tap-by-tap Gemm dW ('taps-gemm'); benches switch it off to compare. */
 export const dwTaps = { current: true };
 /**
- * Whether dense convs with ≥ 64 output positions take 'onehot-swapped' (session 25): MatMul(cols
- * [N, C·K, L], dYᵀ [N, L, O]), the sum over N, one small Transpose. Full steps, this form / the
- * forms above, alternating in one process at 2 threads (bench/step-forms.ts --form swapped
- * --config full, and a scratch A/B on the real-model bench's exports): cnn28 0.92–0.95, ResNet-18
- * 64 0.92 and 0.98, ResNet-18 224 0.96; ESPCN 0.76, fast-neural-style 0.94, CycleGAN 0.95, MODNet
- * 0.95, Real-ESRGAN, U²-Net, ConvNeXt V2 and the 3-D U-Net 0.97, BiT 0.99, YOLOv8 1.00–1.03. On
- * every layer (including L < 64) it was 1.37 on ResNet-18 64: at 4×4 and 2×2 the per-sample
- * products are too short (per layer at 4×4: 1.21 against the one-hot form, whose Gemm or the taps win there).
+ * Dense convs with ≥ 64 output positions take 'onehot-swapped' (session 25): MatMul(cols
+ * [N, C·K, L], dYᵀ [N, L, O]), the sum over N, one small Transpose; where the taps form would
+ * apply (it builds no K-times-larger columns) only while the columns stay within maxColumnBytes.
+ * Full steps, this rule / the forms before, alternating in one process at 2 threads
+ * (bench/step-forms.ts --form swapped --config full, and a scratch A/B on the real-model bench's
+ * exports): ESPCN 0.75–0.76, fast-neural-style 0.89–0.94, ResNet-18 64 0.97–0.98, ResNet-18 224
+ * 0.99; CycleGAN, MODNet, Real-ESRGAN, U²-Net, ConvNeXt V2, the 3-D U-Net, BiT 0.95–0.99 and YOLOv8
+ * 1.00–1.03 (measured without the cap). Without the cap cnn28 was 0.92–0.95 but its peak RSS rose
+ * from 291–301 to 349–356 MB (its 32-channel 28×28 columns are 58 MB); with a 32 MB cap 329 MB and
+ * 1.00; with 16 MB, 307 MB. On every layer (L < 64 too) ResNet-18 64 was 1.37: at 4×4 and 2×2 the
+ * per-sample products are too short.
  */
-export const dwSwapped = { current: true };
+export const dwSwapped = { current: true, maxColumnBytes: 16 * 2 ** 20 };
 
 //
 // Per backend (RuntimeBackend.faults, issue 14): a form the backend gets wrong is not emitted there.
@@ -499,9 +502,11 @@ export function pickDw(g: ConvGeom, faults: BackendFaults = runtimeFaults()): Dw
   const K = prod(g.k);
   const bad = (group: number, outs: number) => faults.groupedConv?.(group, outs) === true;
   const tapsFit = K <= (faults.maxConcatInputs ?? Infinity);
-  if (dwSwapped.current && g.group === 1 && prod(g.outSp) >= 64 && !isPointwise(g) && !bad(g.C, K)) return 'onehot-swapped';
+  const tapsWin = dwTaps.current && g.group === 1 && g.C >= 16 && K > 1 && g.strides.every((s) => s === 1) && tapsFit;
+  const colsBytes = 4 * g.N * g.C * K * prod(g.outSp);
+  if (dwSwapped.current && g.group === 1 && prod(g.outSp) >= 64 && !isPointwise(g) && !bad(g.C, K) && (!tapsWin || colsBytes <= dwSwapped.maxColumnBytes)) return 'onehot-swapped';
   if (g.group > 1 && g.group === g.C && (K >= 25 || prod(g.outSp) <= 196) && !bad(g.N * g.C, g.O / g.C)) return 'conv-nc';
-  if (dwTaps.current && g.group === 1 && g.C >= 16 && K > 1 && g.strides.every((s) => s === 1) && tapsFit) return 'taps-gemm';
+  if (tapsWin) return 'taps-gemm';
   if (bad(g.C, K) && !isPointwise(g)) return tapsFit ? (g.group === 1 && prod(g.outSp) <= 64 ? 'slices-gemm' : 'slices-matmul') : 'gather-matmul';
   return g.group === 1 && prod(g.outSp) <= 64 ? 'onehot-gemm' : 'onehot-matmul';
 }
