@@ -18,7 +18,7 @@ import { encodeModel } from '../../src/onnx/proto.ts';
 import { f32 } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { npy } from '../helpers/cli.ts';
-import { BERT_WORDS, writeBertTokenizer, writeGptTokenizer } from '../helpers/tokenizers.ts';
+import { BERT_WORDS, writeBertTokenizer, writeGptTokenizer, writeLlamaTokenizer } from '../helpers/tokenizers.ts';
 
 const zoo = (m: string) => new URL(`../fixtures/zoo/${m}/model.onnx`, import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'refit-text-'));
@@ -69,6 +69,19 @@ test('rows are encoded as the tokenizer encodes them, pairs with their segments,
   const single = encodeText(tok, one, null, 5);
   assert.deepEqual(single.ids, tok.encode('the film was').ids, '[CLS] and [SEP] kept around the cut content');
   assert.throws(() => encodeText(tok, one, null, 2), /--max-length 2 leaves no room for text beside the tokenizer's 2 special tokens/);
+
+  // SentencePiece-style (Llama): ▁ from the normalizer, <s> in front only, no pad token (padded
+  // with </s>), 1e30 as model_max_length read as no limit (512); words for --task tag get their ▁ each
+  writeLlamaTokenizer(p('llama-tok'));
+  const llama = loadTokenizer({ modelPath: 'unused', tokenizer: p('llama-tok') });
+  for (const s of ['the cat', 'the cats', 'cat the the']) assert.deepEqual(encodeText(llama.tok, s, null, 512).ids, llama.tok.encode(s).ids, s);
+  assert.deepEqual(encodeText(llama.tok, 'the cats', null, 512).ids, [1, 11, 14, 15]);
+  assert.deepEqual(encodeText(llama.tok, 'the cat the cat', null, 3).ids, [1, 11, 14]);
+  writeFileSync(p('llama.jsonl'), JSON.stringify({ tokens: ['the', 'cats'], ner_tags: ['O', 'B'] }) + '\n' + JSON.stringify({ tokens: ['cat'], ner_tags: ['B'] }));
+  const tagged = readTaggedText(p('llama.jsonl'), { modelPath: 'unused', tokenizer: p('llama-tok') });
+  assert.deepEqual(Array.from(tagged.values), [1, 11, 14, 15, 1, 14, 2, 2]);
+  assert.deepEqual(Array.from(tagged.labels), [-100, 1, 0, -100, -100, 0, -100, -100]);
+  assert.match(tagged.format, /no pad token: padded with the end-of-sequence token 2/);
 });
 
 test('a BERT-style classifier trains from a CSV of texts with named labels, and the same ids as .npy give the same evaluation', async () => {

@@ -63,3 +63,25 @@ export function writeGptTokenizer(dir: string): void {
     bos_token: '<|endoftext|>', eos_token: '<|endoftext|>', unk_token: '<|endoftext|>',
   }));
 }
+
+/**
+ * A SentencePiece-style BPE as Llama's tokenizer.json writes it: no pre-tokenizer, a normalizer
+ * that prepends ▁ and turns spaces into ▁, byte fallback, <s> in front, and no pad token;
+ * tokenizer_config.json's model_max_length the 1e30 of "no limit".
+ */
+export function writeLlamaTokenizer(dir: string): void {
+  const vocab: Record<string, number> = { '<unk>': 0, '<s>': 1, '</s>': 2, '▁': 3, t: 4, h: 5, e: 6, c: 7, a: 8, '▁t': 9, '▁th': 10, '▁the': 11, '▁c': 12, '▁ca': 13, '▁cat': 14, s: 15, at: 16 };
+  const merges = ['▁ t', '▁t h', '▁th e', '▁ c', '▁c a', '▁ca t', 'a t'];
+  const bos = { SpecialToken: { id: '<s>', type_id: 0 } };
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({
+    version: '1.0', truncation: null, padding: null,
+    added_tokens: [special(0, '<unk>'), special(1, '<s>'), special(2, '</s>')],
+    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] },
+    pre_tokenizer: null,
+    post_processor: { type: 'TemplateProcessing', single: [bos, { Sequence: { id: 'A', type_id: 0 } }], pair: [bos, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '<s>', type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }], special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } } },
+    decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] },
+    model: { type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, vocab, merges },
+  }));
+  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', model_max_length: 1e30, legacy: false }));
+}
