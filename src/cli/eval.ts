@@ -66,6 +66,11 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   const batchSize = positiveInt('--batch-size', o.batchSize ?? 256);
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   const text = textSource(modelPath, o, padToken);
+  /** Text data: which tokenizer, pad, cut and label names it went through (as refit train says). */
+  const said = <T extends { data: { format: string } }>(task: T): T => {
+    if (!o.json && !o.data.toLowerCase().endsWith('.npy') && /tokeniz/.test(task.data.format)) process.stderr.write(`refit: ${o.data}: ${task.data.format}\n`);
+    return task;
+  };
   // --task ctc reads an audio feature extractor's config itself (hf-audio-preprocessor.ts)
   const prep = preprocessOptions(o.task === 'ctc' ? { ...o, preprocessor: undefined } : o, o.json);
   const taskName = o.task ?? 'classify';
@@ -79,7 +84,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
     const decoderStart = o.decoderStart !== undefined ? finiteNumber('--decoder-start', o.decoderStart, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
     const pair = o.decoder !== undefined ? await loadSeq2seq(modelPath, o.decoder) : await loadSeq2seqFile(modelPath);
     try {
-      const task = seq2seqTask(pair, { data: o.data, ...(o.labels ? { targets: o.labels } : {}), ...(padToken !== undefined ? { padToken } : {}), text, ...(decoderStart !== undefined ? { decoderStart } : {}) });
+      const task = said(seq2seqTask(pair, { data: o.data, ...(o.labels ? { targets: o.labels } : {}), ...(padToken !== undefined ? { padToken } : {}), text, ...(decoderStart !== undefined ? { decoderStart } : {}) }));
       const n = task.data.samples;
       const r = await task.evaluate(pair.joined, range(0, n), batchSize);
       return { model: o.decoder !== undefined ? `${modelPath} + ${o.decoder}` : modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'seq2seq', seconds: (performance.now() - t0) / 1000 };
@@ -92,7 +97,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
     if (flags.length) throw new Error(`${flags.join(', ')}: not for --task pairs, which scores each anchor on finding its own positive`);
     const model = await loadModel(modelPath);
     try {
-      const task = pairsTask(model, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}), text, ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) });
+      const task = said(pairsTask(model, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}), text, ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) }));
       const n = task.data.samples;
       const bar = progressBar(!o.json, 'examples');
       bar?.start(n, 0, { label: 'eval', metrics: '' });
@@ -109,7 +114,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
     const given = await loadModel(modelPath);
     const model = withoutKvCache(given); // a model without a cache comes back as it is
     try {
-      const task = nextTokenTask(model, { data: o.data, ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}), text });
+      const task = said(nextTokenTask(model, { data: o.data, ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}), text }));
       const n = task.data.samples;
       const r = await task.evaluate(model, range(0, n), batchSize);
       return { model: modelPath, data: o.data, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'next-token', seconds: (performance.now() - t0) / 1000 };
@@ -121,7 +126,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   const model = await loadModel(modelPath);
   try {
     if (taskName === 'tag') {
-      const task = tagTask(model, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}), text: { ...text, ...(o.labelColumn !== undefined ? { labelColumn: o.labelColumn } : {}) } });
+      const task = said(tagTask(model, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}), text: { ...text, ...(o.labelColumn !== undefined ? { labelColumn: o.labelColumn } : {}) } }));
       const n = task.data.samples;
       const r = await task.evaluate(model, range(0, n), batchSize);
       return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'tag', seconds: (performance.now() - t0) / 1000 };
@@ -149,7 +154,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
       const r = await task.evaluate(model, range(0, n), batchSize);
       return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'regress', meanAbsoluteError: r.meanAbsoluteError, seconds: (performance.now() - t0) / 1000 };
     }
-    const task = await classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, text, ...prep, needLabels: 'eval' }, 'refit eval');
+    const task = said(await classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, text, ...prep, needLabels: 'eval' }, 'refit eval'));
     const n = task.data.samples;
     const bar = progressBar(!o.json, 'samples');
     bar?.start(n, 0, { label: 'eval', metrics: '' });

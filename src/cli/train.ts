@@ -24,7 +24,7 @@ import { loadSeq2seq, loadSeq2seqFile, seq2seqTask } from './seq2seq-task.ts';
 import { segmentTask } from './segment-task.ts';
 import { regressTask, REGRESSION_LOSSES, type RegressionLoss } from './regress-task.ts';
 import { ctcTask } from './ctc-task.ts';
-import { isTextFile, textSource, type TextOptions } from './text-tokens.ts';
+import { textSource, type TextOptions } from './text-tokens.ts';
 import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts';
 
 export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-affine'] as const;
@@ -208,7 +208,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
     }
   };
   const task = await makeTask();
-  if (!o.json && isTextFile(o.data)) process.stderr.write(`refit: ${o.data}: ${task.data.format}\n`); // which tokenizer, pad, cut and label names
+  if (!o.json && /tokeniz/.test(task.data.format)) process.stderr.write(`refit: ${o.data}: ${task.data.format}\n`); // text: which tokenizer, pad, cut and label names
   const { train, val } = splitIndices(task.data.samples, valSplit, seed);
 
   let model: RefitModel = base;
