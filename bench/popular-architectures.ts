@@ -229,6 +229,16 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
     const loss = losses.l1({ output: 'output', target: 'y' });
     return { loss, paths: [['norm-affine', peftStep(() => peft.normAffine(), loss)], ['BN-adapt', tta('bn-adapt', 'image')]] };
   },
+  tabnet: () => {
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    // its shared GLU layers are one weight read by four modules: the file cannot tell that from
+    // copied layers, which 'auto' unties; inspect and train say so and name --keep-ties
+    return { loss, keepTies: true, paths: [['norm-affine (its ghost BatchNorms)', peftStep(() => peft.normAffine(), loss)], ['LoRA on the attentive transformers and the final mapping', peftStep(loraOn(/(att_transformers\.\d\.fc|final_mapping)$/), loss)]] };
+  },
+  ft_transformer: () => {
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['LoRA on attention and the ReGLU layers', peftStep(loraOn(/(attention|attention\.out_proj|linear_first|linear_second)$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
   u2net: () => {
     const loss = losses.binaryCrossEntropy({ probabilities: 'mask', target: 'y' }); // U²-Net trains its sigmoid outputs with BCE
     return { loss, paths: [['BN-adapt', tta('bn-adapt', 'pixel_values')], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };

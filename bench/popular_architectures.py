@@ -882,7 +882,7 @@ def convnextv2_case():
 CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case, "depth_anything": depth_anything_case, "t5": t5_case, "sam_encoder": sam_encoder_case, "sam_decoder": sam_decoder_case, "convnextv2": convnextv2_case}
 # More families, one module each, with CASES of the same form (a case may add "norms": its own
 # normalisation classes, perturbed like the ones below).
-for family in ("arch_text", "arch_detection", "arch_vision", "arch_levit", "arch_lm", "arch_lm2", "arch_speech", "arch_bit", "arch_restore", "arch_vl", "arch_moe", "arch_graph", "arch_points", "arch_tts", "arch_seq", "arch_gan", "arch_volume"):
+for family in ("arch_text", "arch_detection", "arch_vision", "arch_levit", "arch_lm", "arch_lm2", "arch_speech", "arch_bit", "arch_restore", "arch_vl", "arch_moe", "arch_graph", "arch_points", "arch_tts", "arch_seq", "arch_gan", "arch_volume", "arch_tabular"):
     CASES.update(__import__(family).CASES)
 
 

@@ -47,7 +47,7 @@ export interface InspectResult {
    * one tensor ([copy, the tensor it reads]); `untied`, how many equal tensors of one value train
    * as separate parameters; `equalParameters`, the parameter that made loading undo every tie.
    */
-  ties?: { tied: [string, string][]; untied: number; equalParameters?: string };
+  ties?: { tied: [string, string][]; untied: number; equalParameters?: string; acrossModules?: string[] };
   /** Ops whose output sizes the input values decide (NonZero…): a training step compiles again for each new set of sizes (src/onnx/data-shapes.ts). */
   dataShaped?: Record<string, number>;
   /** A text decoder exported with a KV cache: what refit trains is the model without it (ops, gradients and groups below). */
@@ -77,7 +77,9 @@ export async function inspectModel(path: string): Promise<InspectResult> {
     const q = m.quirks;
     const params = new Set(m.parameterNames());
     const tied = [...q.tied, ...q.retied].filter(([, w]) => params.has(w)); // a buffer's ties (a causal mask's) train nothing
-    if (tied.length || q.untied.length) ties = { tied, untied: q.untied.length, ...(q.equalParameters ? { equalParameters: q.equalParameters } : {}) };
+    // a buffer's copies across modules (a causal mask's) train nothing: not counted
+    const untied = q.untied.filter((n) => params.has(n) || !q.untiedAcrossModules?.includes(n));
+    if (tied.length || untied.length) ties = { tied, untied: untied.length, ...(q.equalParameters ? { equalParameters: q.equalParameters } : {}), ...(q.untiedAcrossModules?.some((n) => params.has(n)) ? { acrossModules: q.untiedAcrossModules.filter((n) => params.has(n)) } : {}) };
     if (kv) kvCache = { past: kv.past.length, useCacheBranch: kv.useCacheBranch !== undefined };
     const ids = tokenIdsInput(t);
     if (ids) {
@@ -197,7 +199,9 @@ function formatTies(t: NonNullable<InspectResult['ties']>): string {
   const parts: string[] = [];
   if (t.equalParameters) parts.push(`none kept: '${t.equalParameters}' is a parameter of its own equal to another (an untrained model with copied layers?), so each copy trains on its own`);
   if (t.tied.length) parts.push(`${t.tied.length} ${t.tied.length === 1 ? 'copy reads' : 'copies read'} a weight stored once and ${t.tied.length === 1 ? 'trains' : 'train'} with it as one tensor (${t.tied.slice(0, 3).map(([c, w]) => `'${c}' → '${w}'`).join(', ')}${t.tied.length > 3 ? ', …' : ''}; --untie trains each copy)`);
-  if (t.untied) parts.push(`${t.untied} equal ${t.untied === 1 ? 'tensor' : 'tensors'}${t.equalParameters ? '' : ' of one value (fresh ones and zeros)'} ${t.untied === 1 ? 'is a parameter' : 'are parameters'} of ${t.untied === 1 ? 'its' : 'their'} own`);
+  const across = t.acrossModules?.length ?? 0, uniformOnes = t.untied - across;
+  if (uniformOnes) parts.push(`${uniformOnes} equal ${uniformOnes === 1 ? 'tensor' : 'tensors'}${t.equalParameters ? '' : ' of one value (fresh ones and zeros)'} ${uniformOnes === 1 ? 'is a parameter' : 'are parameters'} of ${uniformOnes === 1 ? 'its' : 'their'} own`);
+  if (across) parts.push(`${across} equal ${across === 1 ? 'copy' : 'copies'} of a weight read by another module (${t.acrossModules!.slice(0, 3).map((c) => `'${c}'`).join(', ')}${across > 3 ? ', …' : ''}) ${across === 1 ? 'trains' : 'train'} on ${across === 1 ? 'its' : 'their'} own, as copied layers of an untrained model would; if the modules share that weight (TabNet's shared GLU layers), train with --keep-ties`);
   return parts.join('; ');
 }
 

@@ -208,6 +208,10 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
     }
   };
   const task = await makeTask();
+  // Copies of a weight that 'auto' untied across modules (a buffer's, a causal mask's, train nothing).
+  const params = new Set(given.parameterNames());
+  const across = pair ? [] : (given.quirks.untiedAcrossModules ?? []).filter((n) => params.has(n));
+  if (!o.json && across.length) process.stderr.write(`refit: ${across.length} equal ${across.length === 1 ? 'copy' : 'copies'} of a weight read by another module train on ${across.length === 1 ? 'its' : 'their'} own (the file cannot tell copied layers of an untrained model from one weight two modules share); if the modules share it, as TabNet's shared GLU layers do, train with --keep-ties\n`);
   if (!o.json && /tokeniz/.test(task.data.format)) process.stderr.write(`refit: ${o.data}: ${task.data.format}\n`); // text: which tokenizer, pad, cut and label names
   const { train, val } = splitIndices(task.data.samples, valSplit, seed);
 

@@ -50,6 +50,12 @@ export interface QuirkReport {
   constants: string[];
   /** Identity outputs turned into their own initializers. */
   untied: string[];
+  /**
+   * Of `untied`, the aliases of a tensor of several values read by another module (keepTies
+   * 'auto'): equal copies in two layers of an untrained model, or one weight that two modules
+   * share (TabNet's shared GLU layers). The file cannot tell which; `keepTies: true` ties them.
+   */
+  untiedAcrossModules?: string[];
   /** Identity aliases kept as ties: [alias, the initializer it reads]. */
   tied: [string, string][];
   /** BatchNorm running statistics given their own copy: [node, old name, new name]. */
@@ -220,6 +226,7 @@ export function applyExporterQuirks(source: Model, opts: QuirkOptions = {}): { m
     if (keep && !statSlots.has(out)) { report.tied.push([out, src]); return true; }
     g.initializers.set(out, cloneTensor(t));
     report.untied.push(out);
+    if (mode === 'varied' && isFloat(t.dtype) && !uniform(t)) (report.untiedAcrossModules ??= []).push(out);
     changed = true;
     return false;
   });

@@ -74,3 +74,14 @@ test('inspect suggests regress for a one-channel signal out ([N, 1, samples]: a 
     .node('Conv', ['mel', 'w'], ['c'], { kernel_shape: [1] }).node('Tanh', ['c'], ['waveform']).output('waveform', 'float32', ['batch', 1, 'frames']).build();
   assert.equal((await inspectBuilt(vocoder)).task?.task, 'regress');
 });
+
+test('inspect says when equal copies of a weight in two modules train apart, and names --keep-ties (a shared layer looks the same as copied ones)', async () => {
+  const b = new ModelBuilder({ opset: 17 }).input('x', 'float32', [2, 3]);
+  b.initializer('onnx::MatMul_7', f32([3, 3], [0.5, -1, 2, 0.25, 1, -0.5, 3, 0.1, -2]));
+  b.node('Identity', ['onnx::MatMul_7'], ['onnx::MatMul_9']);
+  b.node('MatMul', ['x', 'onnx::MatMul_7'], ['h'], {}, '/initial_splitter/shared/layers.0/fc/MatMul')
+    .node('MatMul', ['h', 'onnx::MatMul_9'], ['logits'], {}, '/feat_transformers.0/shared/layers.0/fc/MatMul').output('logits', 'float32', [2, 3]);
+  const r = await inspectBuilt(b.build());
+  assert.deepEqual(r.ties?.acrossModules, ['onnx::MatMul_9']);
+  assert.match(formatInspect(r), /1 equal copy of a weight read by another module \('onnx::MatMul_9'\) trains on its own, as copied layers of an untrained model would; if the modules share that weight \(TabNet's shared GLU layers\), train with --keep-ties/);
+});

@@ -346,6 +346,7 @@ test("keepTies 'auto' (the default): an alias of a tensor of more than one value
   const equal = applyExporterQuirks(build('equal'));
   assert.equal(equal.report.equalParameters, 'layers.1.bias');
   assert.deepEqual(equal.report.untied.sort(), ['b1', 'layers.1.bias', 'onnx::MatMul_9']);
+  assert.equal(equal.report.untiedAcrossModules, undefined, 'not a guess between two readings: the names show separate parameters');
   assert.deepEqual(applyExporterQuirks(build(), { keepTies: false }).report.untied.sort(), ['b1', 'onnx::MatMul_9']);
   assert.deepEqual(applyExporterQuirks(build(), { keepTies: true }).report.untied, []);
 });
@@ -362,7 +363,10 @@ test("keepTies 'auto': an alias read in the module that reads its source stays t
   };
   assert.deepEqual(applyExporterQuirks(build('/enc/layer.0/key_proj/MatMul', '/enc/layer.0/key_proj_1/MatMul')).report.tied, [['onnx::MatMul_9', 'onnx::MatMul_7']]);
   assert.deepEqual(applyExporterQuirks(build('/dec/query_pos_head/layers.1/MatMul', '/dec/query_pos_head/layers.1_1/MatMul')).report.tied.length, 1);
-  assert.deepEqual(applyExporterQuirks(build('/backbone/layers.0/mixer/MatMul', '/backbone/layers.1/mixer/MatMul')).report.untied, ['onnx::MatMul_9']);
+  const twoLayers = applyExporterQuirks(build('/backbone/layers.0/mixer/MatMul', '/backbone/layers.1/mixer/MatMul')).report;
+  assert.deepEqual(twoLayers.untied, ['onnx::MatMul_9']);
+  // said apart from the tensors of one value, so that inspect and train can name --keep-ties (TabNet's shared GLU layers look the same)
+  assert.deepEqual(twoLayers.untiedAcrossModules, ['onnx::MatMul_9']);
   assert.deepEqual(applyExporterQuirks(build('/backbone/layers.0/mixer/MatMul', '/backbone/layers.1/mixer/MatMul'), { keepTies: true }).report.tied.length, 1, 'keepTies: true keeps it');
 });
 
