@@ -155,7 +155,8 @@ export function readTextRows(path: string, o: { textColumns?: string[]; labelCol
     });
   } else {
     try {
-      records = parse(content, { columns: true, skip_empty_lines: true, bom: true, delimiter: ext === '.tsv' ? '\t' : ',' }) as Record<string, unknown>[];
+      // TSV as GLUE and most corpora write it: no quoting, a quote in a sentence is a character
+      records = parse(content, { columns: true, skip_empty_lines: true, bom: true, delimiter: ext === '.tsv' ? '\t' : ',', quote: ext === '.tsv' ? false : '"' }) as Record<string, unknown>[];
     } catch (e) {
       throw new Error(`${path}: ${(e as Error).message} (text data as CSV needs a header row naming its columns, and quotes around cells with commas or line breaks)`);
     }

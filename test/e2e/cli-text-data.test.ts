@@ -110,7 +110,12 @@ test('pairs of texts feed token_type_ids; config.json\'s label2id names the clas
     const rows = Array.from({ length: 40 }, (_, i) => ({ premise: i % 2 ? 'the film was good' : 'the plot was dull', hypothesis: i % 3 ? 'it was fun' : 'it was bad', label: i % 2 ? 'entailment' : 'contradiction' }));
     writeFileSync(p('nli.jsonl'), rows.map((r) => JSON.stringify(r)).join('\n'));
     writeFileSync(p('nli.csv'), ['premise,hypothesis,label', ...rows.map((r) => `${r.premise},${r.hypothesis},${r.label}`)].join('\n'));
+    // TSV as GLUE writes it: no quoting, so a quote inside a sentence is a character
+    writeFileSync(p('nli.tsv'), ['premise\thypothesis\tlabel', ...rows.map((r) => `${r.premise}\t${r.hypothesis}\t${r.label}`)].join('\n'));
+    writeFileSync(p('quoted.tsv'), 'sentence\tlabel\nthe "film" was good\tentailment\n');
+    assert.deepEqual(readTextTokens(p('quoted.tsv'), { modelPath: p('bert-hub/onnx/model.onnx') }, { wantLabels: true }).labels, ['entailment']);
     const jsonl = await runEval(p('bert-hub/onnx/model.onnx'), { data: p('nli.jsonl'), json: true });
+    assert.equal((await runEval(p('bert-hub/onnx/model.onnx'), { data: p('nli.tsv'), json: true })).loss, jsonl.loss);
     const csv = await runEval(p('bert-hub/onnx/model.onnx'), { data: p('nli.csv'), json: true });
     assert.equal(jsonl.loss, csv.loss);
     const t = readTextTokens(p('nli.csv'), { modelPath: p('bert-hub/onnx/model.onnx') }, { wantLabels: true });
