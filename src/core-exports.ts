@@ -22,6 +22,7 @@ export * as nn from './nn/index.ts';
 export * as drift from './drift/index.ts';
 export * as continual from './continual/index.ts';
 export * as fleet from './fleet/device-side.ts';
+export * as text from './text/encode.ts';
 export { useRuntime, type RuntimeBackend, type SessionOptions } from './onnx/runtime.ts';
 export { withTokenInputs, type TokenInputsOptions } from './onnx/token-companions.ts';
 export { withoutKvCache, kvCacheOf, writeWeightsBack, type KvCache } from './onnx/kv-cache.ts';

@@ -8,7 +8,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { loadTokenizer, modelMaxLength, padId, postProcess, tokenIds, type TextSource } from './text-tokens.ts';
+import { loadTokenizer, type TextSource } from './text-tokens.ts';
+import { modelMaxLength, padId, postProcess, tokenIds } from '../text/encode.ts';
 import { classIds } from './text-labels.ts';
 import { IGNORE } from './token-task.ts';
 

@@ -1,4 +1,4 @@
-// Text for token models, tokenized by the model's own Hugging Face tokenizer (tokenizer.json and
+// Text files for token models, tokenized by the model's own Hugging Face tokenizer (tokenizer.json and
 // tokenizer_config.json, read by @huggingface/tokenizers, the tokenizer transformers.js uses), so a
 // user can point `refit train|eval|adapt` at a .txt, .csv, .tsv or .jsonl file instead of a .npy of
 // ids. The tokenizer is --tokenizer (the file or its folder) or, when not given, the tokenizer.json
@@ -8,16 +8,16 @@
 // the tokenizer's post-processor ([CLS] … [SEP], <s> … </s>), a text pair as one sequence (its
 // second segment's token_type_ids 1), the content cut at the end to fit --max-length, the longer of
 // a pair first (`longest_first`), and padded on the right with the pad token to one length: the
-// model's own where its export fixes one, else the longest row.
+// model's own where its export fixes one, else the longest row. The encoding itself, which the
+// browser build shares, is ../text/encode.ts; this module finds and reads the files.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, extname, join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { Tokenizer } from '@huggingface/tokenizers';
+import { encodeText, encoderOf, modelMaxLength, padId, type LoadedTokenizer, type TextEncoder } from '../text/encode.ts';
 import { LABEL_NAMES } from './data-files.ts';
 
 export const TEXT_EXTENSIONS = ['.txt', '.csv', '.tsv', '.jsonl'] as const;
-/** The longest sequence tokenized when neither --max-length, the model nor the tokenizer says. */
-export const DEFAULT_MAX_LENGTH = 512;
 
 /** What the CLI was told about text data: where the model is (to find its tokenizer) and the options. */
 export interface TextSource {
@@ -75,8 +75,6 @@ export function textSource(modelPath: string, o: TextOptions, padToken?: number)
 
 export const isTextFile = (path: string): boolean => (TEXT_EXTENSIONS as readonly string[]).includes(extname(path).toLowerCase());
 
-export interface LoadedTokenizer { tok: Tokenizer; path: string; config: Record<string, unknown> }
-
 /** The tokenizer.json beside the model or one folder up (transformers.js's layout), if any. */
 const besideModel = (modelPath: string): string | undefined =>
   [join(dirname(modelPath), 'tokenizer.json'), join(dirname(dirname(modelPath)), 'tokenizer.json')].find((f) => existsSync(f));
@@ -110,28 +108,6 @@ function readJson(file: string, what: string): Record<string, unknown> {
   } catch (e) {
     throw new Error(`${file}: unreadable ${what} (${(e as Error).message})`);
   }
-}
-
-/** A special token named by tokenizer_config.json (a string, or an object with `content`), as an id. */
-function configToken(t: LoadedTokenizer, key: string): number | undefined {
-  const v = t.config[key];
-  const content = typeof v === 'string' ? v : typeof v === 'object' && v !== null ? (v as { content?: unknown }).content : undefined;
-  return typeof content === 'string' ? t.tok.token_to_id(content) : undefined;
-}
-
-/**
- * The pad id: --pad-token, the tokenizer's pad token, tokenizer.json's padding id, else its end of
- * sequence token (what Hugging Face users set for GPT-2-style tokenizers, which have none).
- */
-export function padId(t: LoadedTokenizer, given?: number): { id: number | undefined; said: string } {
-  if (given !== undefined) return { id: given, said: `--pad-token ${given}` };
-  const pad = configToken(t, 'pad_token');
-  if (pad !== undefined) return { id: pad, said: `pad token ${pad}` };
-  const padding = (t.tok as unknown as { tokenizer?: { padding?: { pad_id?: unknown } } }).tokenizer?.padding;
-  if (typeof padding?.pad_id === 'number') return { id: padding.pad_id, said: `pad token ${padding.pad_id}` };
-  const eos = configToken(t, 'eos_token');
-  if (eos !== undefined) return { id: eos, said: `no pad token: padded with the end-of-sequence token ${eos}` };
-  return { id: undefined, said: 'no pad token' };
 }
 
 /** Rows of text columns (and the label column's cells) from a .txt, .csv, .tsv or .jsonl file. */
@@ -197,44 +173,6 @@ function labelColumnOf(path: string, columns: string[], given: string | undefine
 }
 
 /**
- * One row's ids and token types: `a` (and `b`, a pair) through the tokenizer's pre-tokenizer and
- * model, the content cut longest-first to leave room for the special tokens, then its post-processor.
- */
-export function encodeText(tok: Tokenizer, a: string, b: string | null, maxLength: number): { ids: number[]; types: number[]; truncated: boolean } {
-  const ta = tok.tokenize(a);
-  const tb = b === null ? null : tok.tokenize(b);
-  const content = ta.length + (tb?.length ?? 0);
-  const specials = postProcess(tok, [], tb === null ? null : []).tokens.length;
-  const room = maxLength - specials;
-  if (room < 1) throw new Error(`--max-length ${maxLength} leaves no room for text beside the tokenizer's ${specials} special tokens`);
-  const truncated = content > room;
-  // longest first, a tie cut from the pair (transformers' truncate_sequences and the Rust tokenizers agree)
-  while (ta.length + (tb?.length ?? 0) > room) (tb !== null && tb.length >= ta.length ? tb : ta).pop();
-  const r = postProcess(tok, ta, tb);
-  return { ids: tokenIds(tok, r.tokens), types: r.types, truncated };
-}
-
-/** The ids of `tokens` (added tokens included), an unknown one as the tokenizer's unknown token. */
-export function tokenIds(tok: Tokenizer, tokens: readonly string[]): number[] {
-  const unk = (tok.model as unknown as { unk_token_id?: number } | null)?.unk_token_id;
-  return tokens.map((t) => {
-    const id = tok.token_to_id(t) ?? unk;
-    if (id === undefined) throw new Error(`the tokenizer has no id for token ${JSON.stringify(t)} and no unknown token`);
-    return id;
-  });
-}
-
-/** The post-processor's tokens and types for content tokens `a` and `b` (a pair merged as one sequence). */
-export function postProcess(tok: Tokenizer, a: string[], b: string[] | null): { tokens: string[]; types: number[] } {
-  if (!tok.post_processor) return { tokens: [...a, ...(b ?? [])], types: [...a.map(() => 0), ...(b ?? []).map(() => 1)] };
-  const r = tok.post_processor(a, b, true);
-  // A post-processor that adds nothing (ByteLevel) hands a pair back unmerged.
-  const tokens = r.tokens_pair ? [...r.tokens, ...r.tokens_pair] : r.tokens;
-  const types = r.token_type_ids ?? [...r.tokens.map(() => 0), ...(r.tokens_pair ?? []).map(() => 1)];
-  return { tokens, types };
-}
-
-/**
  * Text rows of `path` as token ids [n · columns, length]: each row one sequence (two text columns: a
  * pair), or with `grouped` each column its own sequence (--task pairs: anchor, positive, negatives).
  */
@@ -261,50 +199,12 @@ export function readTextTokens(path: string, src: TextSource, o: { grouped?: boo
   };
 }
 
-/** Texts (one sequence each) to ids [n, length], padded to the longest (or the model's fixed length). */
-export interface TextEncoder {
-  encode(texts: readonly string[]): { values: Int32Array; n: number; length: number };
-  /** The pad id the rows are padded with, which the model must mask. */
-  padToken: number | undefined;
-  /** How the pad was chosen, for messages. */
-  padSaid: string;
-  /** Ids the tokenizer can give (its vocabulary with added tokens). */
-  vocabSize: number;
-  /** The tokenizer.json read. */
-  path: string;
-}
-
 /**
  * An encoder for requests (refit serve): the tokenizer of `src`, or null when none was given and
  * none lies beside the model (the service then takes token ids only).
  */
 export function textEncoder(src: TextSource): TextEncoder | null {
   if (src.tokenizer === undefined && !besideModel(src.modelPath)) return null;
-  const t = loadTokenizer(src);
-  const cap = src.fixedLength ?? src.maxLength ?? modelMaxLength(t);
-  const padded = padId(t, src.padToken), pad = padded.id;
-  return {
-    padToken: pad, padSaid: padded.said, path: t.path, vocabSize: largestId(t.tok) + 1,
-    encode(texts) {
-      const rows = texts.map((text) => encodeText(t.tok, text, null, cap).ids);
-      const length = src.fixedLength ?? Math.max(...rows.map((r) => r.length));
-      if (pad === undefined && rows.some((r) => r.length < length)) throw new Error(`texts of different lengths need a pad token, and the tokenizer has none; send texts of one length or token ids`);
-      const values = new Int32Array(rows.length * length).fill(pad ?? 0);
-      rows.forEach((r, i) => values.set(r, i * length));
-      return { values, n: rows.length, length };
-    },
-  };
+  return encoderOf(loadTokenizer(src), src);
 }
 
-/** tokenizer_config.json's model_max_length where it is a real limit (not the 1e30 of "none"), else 512. */
-export function modelMaxLength(t: LoadedTokenizer): number {
-  const m = t.config.model_max_length;
-  return typeof m === 'number' && Number.isInteger(m) && m > 0 && m <= 1e6 ? m : DEFAULT_MAX_LENGTH;
-}
-
-/** The largest id the tokenizer gives (a loop: a 250k-token vocabulary is too many arguments to spread). */
-function largestId(tok: Tokenizer): number {
-  let m = -1;
-  for (const id of tok.get_vocab(true).values()) if (id > m) m = id;
-  return m;
-}

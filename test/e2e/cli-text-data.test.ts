@@ -3,14 +3,15 @@
 // classifier and GPT-style decoder with tokenizers written for their 32-token vocabularies.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTrain } from '../../src/cli/train.ts';
 import { runEval } from '../../src/cli/eval.ts';
 import { runAdapt } from '../../src/cli/adapt.ts';
 import { loadSeq2seq, seq2seqTask } from '../../src/cli/seq2seq-task.ts';
-import { encodeText, loadTokenizer, readTextTokens } from '../../src/cli/text-tokens.ts';
+import { loadTokenizer, readTextTokens, textEncoder } from '../../src/cli/text-tokens.ts';
+import { encodeText, createTextEncoder } from '../../src/text/encode.ts';
 import { readTaggedText } from '../../src/cli/tagged-text.ts';
 import { inspectModel, formatInspect } from '../../src/cli/inspect.ts';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
@@ -69,6 +70,12 @@ test('rows are encoded as the tokenizer encodes them, pairs with their segments,
   const single = encodeText(tok, one, null, 5);
   assert.deepEqual(single.ids, tok.encode('the film was').ids, '[CLS] and [SEP] kept around the cut content');
   assert.throws(() => encodeText(tok, one, null, 2), /--max-length 2 leaves no room for text beside the tokenizer's 2 special tokens/);
+  // the library's encoder from the parsed files (what a page holds) gives what the CLI's does
+  const parsed = createTextEncoder(JSON.parse(readFileSync(p('bert-tok/tokenizer.json'), 'utf8')), JSON.parse(readFileSync(p('bert-tok/tokenizer_config.json'), 'utf8')));
+  const fromFiles = textEncoder({ modelPath: 'unused', tokenizer: p('bert-tok') })!;
+  assert.deepEqual(parsed.encode([one, 'bad']), fromFiles.encode([one, 'bad']));
+  assert.deepEqual([parsed.encode([one, 'bad']).length, parsed.padToken, parsed.vocabSize], [12, 0, 32]);
+  assert.throws(() => createTextEncoder({ model: 'nonsense' }), /not a tokenizer @huggingface\/tokenizers can read/);
 
   // SentencePiece-style (Llama): ▁ from the normalizer, <s> in front only, no pad token (padded
   // with </s>), 1e30 as model_max_length read as no limit (512); words for --task tag get their ▁ each

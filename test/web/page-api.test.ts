@@ -127,3 +127,28 @@ test('corruptions run in the page as in Node (jpeg_compression needed a Buffer s
   assert.deepEqual(web, Array.from(node));
   assert.deepEqual(tp!.errors, []);
 });
+
+test('text.createTextEncoder in the page encodes as in Node, from the parsed tokenizer files (WordPiece, byte-level BPE, SentencePiece BPE)', { skip: chromiumMissing }, async () => {
+  const { mkdtempSync, readFileSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const { writeBertTokenizer, writeGptTokenizer, writeLlamaTokenizer } = await import('../helpers/tokenizers.ts');
+  const { createTextEncoder } = await import('../../src/text/encode.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'refit-page-text-'));
+  try {
+    const cases: [(d: string) => void, string[]][] = [
+      [writeBertTokenizer, ['The film was VERY good, I liked it!', 'bad']],
+      [writeGptTokenizer, ['abcd efgh ab cab', 'ab']],
+      [writeLlamaTokenizer, ['the cats', 'cat the the']],
+    ];
+    for (const [write, texts] of cases) {
+      const d = join(dir, write.name);
+      write(d);
+      const json = JSON.parse(readFileSync(join(d, 'tokenizer.json'), 'utf8')), config = JSON.parse(readFileSync(join(d, 'tokenizer_config.json'), 'utf8'));
+      const node = createTextEncoder(json, config);
+      const want = node.encode(texts);
+      const got = await tp!.page.evaluate(`(() => { const e = globalThis.refitTest.refit.text.createTextEncoder(${JSON.stringify(json)}, ${JSON.stringify(config)}); const r = e.encode(${JSON.stringify(texts)}); return { values: Array.from(r.values), n: r.n, length: r.length, pad: e.padToken }; })()`);
+      assert.deepEqual(got, { values: Array.from(want.values), n: want.n, length: want.length, pad: node.padToken }, write.name);
+    }
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});

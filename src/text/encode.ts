@@ -1,0 +1,142 @@
+// Text to token ids as the model's own Hugging Face tokenizer gives them (@huggingface/tokenizers,
+// the tokenizer transformers.js uses), with no file access: the CLI (../cli/text-tokens.ts) and the
+// browser build (`text.createTextEncoder` in refit and refit/web) share it.
+//
+// Each text is encoded as the Python tokenizer encodes it with `truncation=True`: special tokens
+// from the post-processor, a text pair as one sequence (its second segment's token_type_ids 1),
+// the content cut at the end to fit the length, the longer of a pair first, padded on the right
+// with the pad token.
+import { Tokenizer } from '@huggingface/tokenizers';
+
+/** The longest sequence tokenized when neither --max-length, the model nor the tokenizer says. */
+export const DEFAULT_MAX_LENGTH = 512;
+
+export interface LoadedTokenizer { tok: Tokenizer; path: string; config: Record<string, unknown> }
+
+
+/** Texts (one sequence each) to ids [n, length], padded to the longest (or the model's fixed length). */
+export interface TextEncoder {
+  encode(texts: readonly string[]): { values: Int32Array; n: number; length: number };
+  /** The pad id the rows are padded with, which the model must mask. */
+  padToken: number | undefined;
+  /** How the pad was chosen, for messages. */
+  padSaid: string;
+  /** Ids the tokenizer can give (its vocabulary with added tokens). */
+  vocabSize: number;
+  /** The tokenizer.json read. */
+  path: string;
+}
+
+/** Options of an encoder: the pad id (default the tokenizer's), the longest sequence, or one fixed length for every row. */
+export interface TextEncoderOptions {
+  padToken?: number;
+  maxLength?: number;
+  fixedLength?: number | null;
+}
+
+/**
+ * An encoder from the contents of tokenizer.json and tokenizer_config.json (parsed JSON), as a
+ * page or a program holds them: `encode(texts)` gives ids [n, length], padded to the longest text.
+ *
+ *   const enc = text.createTextEncoder(await (await fetch('tokenizer.json')).json(), await (await fetch('tokenizer_config.json')).json());
+ *   const { values, n, length } = enc.encode(['the film was good', 'awful']);
+ */
+export function createTextEncoder(tokenizerJson: object, config: object = {}, o: TextEncoderOptions = {}): TextEncoder {
+  let tok: Tokenizer;
+  try {
+    tok = new Tokenizer(tokenizerJson, config);
+  } catch (e) {
+    throw new Error(`not a tokenizer @huggingface/tokenizers can read (${(e as Error).message})`);
+  }
+  return encoderOf({ tok, path: 'the tokenizer given', config: config as Record<string, unknown> }, o);
+}
+
+/** The encoder of a loaded tokenizer. */
+export function encoderOf(t: LoadedTokenizer, o: TextEncoderOptions = {}): TextEncoder {
+  const cap = o.fixedLength ?? o.maxLength ?? modelMaxLength(t);
+  const padded = padId(t, o.padToken), pad = padded.id;
+  return {
+    padToken: pad, padSaid: padded.said, path: t.path, vocabSize: largestId(t.tok) + 1,
+    encode(texts) {
+      const rows = texts.map((text) => encodeText(t.tok, text, null, cap).ids);
+      const length = o.fixedLength ?? Math.max(...rows.map((r) => r.length));
+      if (pad === undefined && rows.some((r) => r.length < length)) throw new Error(`texts of different lengths need a pad token, and the tokenizer has none; send texts of one length or token ids`);
+      const values = new Int32Array(rows.length * length).fill(pad ?? 0);
+      rows.forEach((r, i) => values.set(r, i * length));
+      return { values, n: rows.length, length };
+    },
+  };
+}
+
+/** A special token named by tokenizer_config.json (a string, or an object with `content`), as an id. */
+function configToken(t: LoadedTokenizer, key: string): number | undefined {
+  const v = t.config[key];
+  const content = typeof v === 'string' ? v : typeof v === 'object' && v !== null ? (v as { content?: unknown }).content : undefined;
+  return typeof content === 'string' ? t.tok.token_to_id(content) : undefined;
+}
+
+/**
+ * The pad id: --pad-token, the tokenizer's pad token, tokenizer.json's padding id, else its end of
+ * sequence token (what Hugging Face users set for GPT-2-style tokenizers, which have none).
+ */
+export function padId(t: LoadedTokenizer, given?: number): { id: number | undefined; said: string } {
+  if (given !== undefined) return { id: given, said: `--pad-token ${given}` };
+  const pad = configToken(t, 'pad_token');
+  if (pad !== undefined) return { id: pad, said: `pad token ${pad}` };
+  const padding = (t.tok as unknown as { tokenizer?: { padding?: { pad_id?: unknown } } }).tokenizer?.padding;
+  if (typeof padding?.pad_id === 'number') return { id: padding.pad_id, said: `pad token ${padding.pad_id}` };
+  const eos = configToken(t, 'eos_token');
+  if (eos !== undefined) return { id: eos, said: `no pad token: padded with the end-of-sequence token ${eos}` };
+  return { id: undefined, said: 'no pad token' };
+}
+
+/**
+ * One row's ids and token types: `a` (and `b`, a pair) through the tokenizer's pre-tokenizer and
+ * model, the content cut longest-first to leave room for the special tokens, then its post-processor.
+ */
+export function encodeText(tok: Tokenizer, a: string, b: string | null, maxLength: number): { ids: number[]; types: number[]; truncated: boolean } {
+  const ta = tok.tokenize(a);
+  const tb = b === null ? null : tok.tokenize(b);
+  const content = ta.length + (tb?.length ?? 0);
+  const specials = postProcess(tok, [], tb === null ? null : []).tokens.length;
+  const room = maxLength - specials;
+  if (room < 1) throw new Error(`--max-length ${maxLength} leaves no room for text beside the tokenizer's ${specials} special tokens`);
+  const truncated = content > room;
+  // longest first, a tie cut from the pair (transformers' truncate_sequences and the Rust tokenizers agree)
+  while (ta.length + (tb?.length ?? 0) > room) (tb !== null && tb.length >= ta.length ? tb : ta).pop();
+  const r = postProcess(tok, ta, tb);
+  return { ids: tokenIds(tok, r.tokens), types: r.types, truncated };
+}
+
+/** The ids of `tokens` (added tokens included), an unknown one as the tokenizer's unknown token. */
+export function tokenIds(tok: Tokenizer, tokens: readonly string[]): number[] {
+  const unk = (tok.model as unknown as { unk_token_id?: number } | null)?.unk_token_id;
+  return tokens.map((t) => {
+    const id = tok.token_to_id(t) ?? unk;
+    if (id === undefined) throw new Error(`the tokenizer has no id for token ${JSON.stringify(t)} and no unknown token`);
+    return id;
+  });
+}
+
+/** The post-processor's tokens and types for content tokens `a` and `b` (a pair merged as one sequence). */
+export function postProcess(tok: Tokenizer, a: string[], b: string[] | null): { tokens: string[]; types: number[] } {
+  if (!tok.post_processor) return { tokens: [...a, ...(b ?? [])], types: [...a.map(() => 0), ...(b ?? []).map(() => 1)] };
+  const r = tok.post_processor(a, b, true);
+  // A post-processor that adds nothing (ByteLevel) hands a pair back unmerged.
+  const tokens = r.tokens_pair ? [...r.tokens, ...r.tokens_pair] : r.tokens;
+  const types = r.token_type_ids ?? [...r.tokens.map(() => 0), ...(r.tokens_pair ?? []).map(() => 1)];
+  return { tokens, types };
+}
+
+/** tokenizer_config.json's model_max_length where it is a real limit (not the 1e30 of "none"), else 512. */
+export function modelMaxLength(t: LoadedTokenizer): number {
+  const m = t.config.model_max_length;
+  return typeof m === 'number' && Number.isInteger(m) && m > 0 && m <= 1e6 ? m : DEFAULT_MAX_LENGTH;
+}
+
+/** The largest id the tokenizer gives (a loop: a 250k-token vocabulary is too many arguments to spread). */
+function largestId(tok: Tokenizer): number {
+  let m = -1;
+  for (const id of tok.get_vocab(true).values()) if (id > m) m = id;
+  return m;
+}
