@@ -13,7 +13,7 @@ import { regressTask } from './regress-task.ts';
 import { ctcTask } from './ctc-task.ts';
 import { TASKS } from './train.ts';
 import { withoutKvCache } from '../onnx/kv-cache.ts';
-import { textSource, type TextOptions } from './text-tokens.ts';
+import { sayTextData, textSource, type TextOptions } from './text-tokens.ts';
 
 export interface EvalOptions extends TextOptions {
   /** 'classify' (the default), 'next-token' (a language model on token sequences), 'pairs' (an embedding model's retrieval accuracy), 'seq2seq' (an encoder-decoder in two files) or 'segment' (a segmenter's pixel accuracy). */
@@ -66,11 +66,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   const batchSize = positiveInt('--batch-size', o.batchSize ?? 256);
   const padToken = o.padToken !== undefined ? finiteNumber('--pad-token', o.padToken, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer token id') : undefined;
   const text = textSource(modelPath, o, padToken);
-  /** Text data: which tokenizer, pad, cut and label names it went through (as refit train says). */
-  const said = <T extends { data: { format: string } }>(task: T): T => {
-    if (!o.json && !o.data.toLowerCase().endsWith('.npy') && /tokeniz/.test(task.data.format)) process.stderr.write(`refit: ${o.data}: ${task.data.format}\n`);
-    return task;
-  };
+  const said = <T extends { data: { format: string } }>(task: T): T => { sayTextData(o.data, task.data.format, o.json); return task; };
   // --task ctc reads an audio feature extractor's config itself (hf-audio-preprocessor.ts)
   const prep = preprocessOptions(o.task === 'ctc' ? { ...o, preprocessor: undefined } : o, o.json);
   const taskName = o.task ?? 'classify';

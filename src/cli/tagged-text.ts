@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { loadTokenizer, type TextSource } from './text-tokens.ts';
-import { modelMaxLength, padId, postProcess, tokenIds } from '../text/encode.ts';
+import { lengthCap, padId, padRows, postProcess, tokenIds } from '../text/encode.ts';
 import { classIds } from './text-labels.ts';
 import { IGNORE } from './token-task.ts';
 
@@ -39,7 +39,7 @@ export function readTaggedText(path: string, src: TextSource): TaggedText {
   const t = loadTokenizer(src);
   const ids = classIds(sentences.flatMap((s) => s.tags), path, src.modelPath);
   const spaced = prefixesSpace(t.tok);
-  const cap = src.fixedLength ?? src.maxLength ?? modelMaxLength(t);
+  const cap = lengthCap(t, src);
   let k = 0, truncated = 0;
   const rows = sentences.map((s) => {
     const tags = ids.ids.subarray(k, k + s.words.length);
@@ -50,10 +50,9 @@ export function readTaggedText(path: string, src: TextSource): TaggedText {
   });
   const length = src.fixedLength ?? Math.max(...rows.map((r) => r.ids.length));
   const pad = padId(t, src.padToken);
-  if (pad.id === undefined && rows.some((r) => r.ids.length < length)) throw new Error(`${t.path}: the tokenizer has no pad token (nor an end-of-sequence token) to pad the sentences of ${path} to one length; give --pad-token`);
-  const values = new Int32Array(rows.length * length).fill(pad.id ?? 0);
+  const values = padRows(rows.map((r) => r.ids), length, pad.id, `${t.path}: the tokenizer has no pad token (nor an end-of-sequence token) to pad the sentences of ${path} to one length; give --pad-token`);
   const labels = new Float64Array(rows.length * length).fill(IGNORE);
-  rows.forEach((r, i) => { values.set(r.ids, i * length); labels.set(r.labels, i * length); });
+  rows.forEach((r, i) => labels.set(r.labels, i * length));
   return {
     values, labels, n: rows.length, length, padToken: pad.id,
     format: `words with a label each, tokenized word by word by ${t.path}; ${pad.said}; labels on each word's first token${ids.mapping ? ` by ${ids.mapping}` : ''}${truncated ? `; ${truncated} of ${rows.length} cut to ${length} tokens` : ''}`,

@@ -13,8 +13,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, extname, join } from 'node:path';
 import { parse } from 'csv-parse/sync';
-import { Tokenizer } from '@huggingface/tokenizers';
-import { encodeText, encoderOf, modelMaxLength, padId, type LoadedTokenizer, type TextEncoder } from '../text/encode.ts';
+import { encodeText, encoderOf, lengthCap, padId, padRows, tokenizerOf, type LoadedTokenizer, type TextEncoder } from '../text/encode.ts';
 import { LABEL_NAMES } from './data-files.ts';
 
 export const TEXT_EXTENSIONS = ['.txt', '.csv', '.tsv', '.jsonl'] as const;
@@ -90,14 +89,8 @@ export function loadTokenizer(src: TextSource): LoadedTokenizer {
     file = besideModel(src.modelPath);
     if (!file) throw new Error(`text data needs the model's tokenizer: no tokenizer.json beside ${src.modelPath} or one folder up; give --tokenizer <tokenizer.json or its folder> (or tokenize first and pass a .npy of ids)`);
   }
-  const json = readJson(file, 'tokenizer.json');
   const cfgFile = join(dirname(file), 'tokenizer_config.json');
-  const config = existsSync(cfgFile) ? readJson(cfgFile, 'tokenizer_config.json') : {};
-  try {
-    return { tok: new Tokenizer(json, config), path: file, config };
-  } catch (e) {
-    throw new Error(`${file}: not a tokenizer @huggingface/tokenizers can read (${(e as Error).message})`);
-  }
+  return tokenizerOf(readJson(file, 'tokenizer.json'), existsSync(cfgFile) ? readJson(cfgFile, 'tokenizer_config.json') : {}, file);
 }
 
 function readJson(file: string, what: string): Record<string, unknown> {
@@ -181,15 +174,14 @@ export function readTextTokens(path: string, src: TextSource, o: { grouped?: boo
   const { rows, labels, columns } = readTextRows(path, { ...(src.textColumns ? { textColumns: src.textColumns } : {}), ...(src.labelColumn !== undefined ? { labelColumn: src.labelColumn } : {}), wantLabels: o.wantLabels ?? false });
   if (o.grouped && columns.length < 2) throw new Error(`${path}: --task pairs needs at least two text columns (anchor, positive, then any hard negatives); found ${columns.join(', ')}`);
   if (!o.grouped && columns.length > 2) throw new Error(`${path}: ${columns.length} text columns (${columns.join(', ')}); a sequence is one text or a pair of two: choose with --text-column`);
-  const cap = src.fixedLength ?? src.maxLength ?? modelMaxLength(t);
+  const cap = lengthCap(t, src);
   const seqs = o.grouped ? rows.flatMap((r) => r.map((text) => [text, null] as const)) : rows.map((r) => [r[0]!, r[1] ?? null] as const);
   const encoded = seqs.map(([a, b]) => encodeText(t.tok, a, b, cap));
   const length = src.fixedLength ?? Math.max(o.minLength ?? 1, ...encoded.map((e) => e.ids.length));
   const pad = padId(t, src.padToken);
-  if (pad.id === undefined && encoded.some((e) => e.ids.length < length)) throw new Error(`${t.path}: the tokenizer has no pad token (nor an end-of-sequence token) to pad the rows of ${path} to one length; give --pad-token`);
-  const values = new Int32Array(seqs.length * length).fill(pad.id ?? 0);
+  const values = padRows(encoded.map((e) => e.ids), length, pad.id, `${t.path}: the tokenizer has no pad token (nor an end-of-sequence token) to pad the rows of ${path} to one length; give --pad-token`);
   const types = new Uint8Array(seqs.length * length);
-  encoded.forEach((e, s) => { values.set(e.ids, s * length); types.set(e.types, s * length); });
+  encoded.forEach((e, s) => types.set(e.types, s * length));
   const truncated = encoded.filter((e) => e.truncated).length;
   const pairNote = !o.grouped && columns.length === 2 ? ' as pairs' : '';
   return {
@@ -203,6 +195,11 @@ export function readTextTokens(path: string, src: TextSource, o: { grouped?: boo
  * An encoder for requests (refit serve): the tokenizer of `src`, or null when none was given and
  * none lies beside the model (the service then takes token ids only).
  */
+/** Text data's one line on stderr, outside --json: which tokenizer, pad, cut and label names it went through (train, eval). */
+export function sayTextData(data: string, format: string, json?: boolean): void {
+  if (!json && /tokeniz/.test(format)) process.stderr.write(`refit: ${data}: ${format}\n`);
+}
+
 export function textEncoder(src: TextSource): TextEncoder | null {
   if (src.tokenizer === undefined && !besideModel(src.modelPath)) return null;
   return encoderOf(loadTokenizer(src), src);

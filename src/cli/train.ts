@@ -24,7 +24,7 @@ import { loadSeq2seq, loadSeq2seqFile, seq2seqTask } from './seq2seq-task.ts';
 import { segmentTask } from './segment-task.ts';
 import { regressTask, REGRESSION_LOSSES, type RegressionLoss } from './regress-task.ts';
 import { ctcTask } from './ctc-task.ts';
-import { textSource, type TextOptions } from './text-tokens.ts';
+import { sayTextData, textSource, type TextOptions } from './text-tokens.ts';
 import { kvCacheOf, withoutKvCache, writeWeightsBack } from '../onnx/kv-cache.ts';
 
 export const ADAPTERS = ['lora', 'dora', 'ia3', 'bottleneck', 'bitfit', 'norm-affine'] as const;
@@ -212,7 +212,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const params = new Set(given.parameterNames());
   const across = pair ? [] : (given.quirks.untiedAcrossModules ?? []).filter((n) => params.has(n));
   if (!o.json && across.length) process.stderr.write(`refit: ${across.length} equal ${across.length === 1 ? 'copy' : 'copies'} of a weight read by another module train on ${across.length === 1 ? 'its' : 'their'} own (the file cannot tell copied layers of an untrained model from one weight two modules share); if the modules share it, as TabNet's shared GLU layers do, train with --keep-ties\n`);
-  if (!o.json && /tokeniz/.test(task.data.format)) process.stderr.write(`refit: ${o.data}: ${task.data.format}\n`); // text: which tokenizer, pad, cut and label names
+  sayTextData(o.data, task.data.format, o.json);
   const { train, val } = splitIndices(task.data.samples, valSplit, seed);
 
   let model: RefitModel = base;

@@ -13,6 +13,14 @@ export const DEFAULT_MAX_LENGTH = 512;
 
 export interface LoadedTokenizer { tok: Tokenizer; path: string; config: Record<string, unknown> }
 
+/** The tokenizer of parsed tokenizer.json and tokenizer_config.json; `path` names it in messages. */
+export function tokenizerOf(tokenizerJson: object, config: object, path: string): LoadedTokenizer {
+  try {
+    return { tok: new Tokenizer(tokenizerJson, config), path, config: config as Record<string, unknown> };
+  } catch (e) {
+    throw new Error(`${path}: not a tokenizer @huggingface/tokenizers can read (${(e as Error).message})`);
+  }
+}
 
 /** Texts (one sequence each) to ids [n, length], padded to the longest (or the model's fixed length). */
 export interface TextEncoder {
@@ -42,30 +50,35 @@ export interface TextEncoderOptions {
  *   const { values, n, length } = enc.encode(['the film was good', 'awful']);
  */
 export function createTextEncoder(tokenizerJson: object, config: object = {}, o: TextEncoderOptions = {}): TextEncoder {
-  let tok: Tokenizer;
-  try {
-    tok = new Tokenizer(tokenizerJson, config);
-  } catch (e) {
-    throw new Error(`not a tokenizer @huggingface/tokenizers can read (${(e as Error).message})`);
-  }
-  return encoderOf({ tok, path: 'the tokenizer given', config: config as Record<string, unknown> }, o);
+  return encoderOf(tokenizerOf(tokenizerJson, config, 'the tokenizer given'), o);
 }
 
 /** The encoder of a loaded tokenizer. */
 export function encoderOf(t: LoadedTokenizer, o: TextEncoderOptions = {}): TextEncoder {
-  const cap = o.fixedLength ?? o.maxLength ?? modelMaxLength(t);
+  const cap = lengthCap(t, o);
   const padded = padId(t, o.padToken), pad = padded.id;
   return {
     padToken: pad, padSaid: padded.said, path: t.path, vocabSize: largestId(t.tok) + 1,
     encode(texts) {
       const rows = texts.map((text) => encodeText(t.tok, text, null, cap).ids);
       const length = o.fixedLength ?? Math.max(...rows.map((r) => r.length));
-      if (pad === undefined && rows.some((r) => r.length < length)) throw new Error(`texts of different lengths need a pad token, and the tokenizer has none; send texts of one length or token ids`);
-      const values = new Int32Array(rows.length * length).fill(pad ?? 0);
-      rows.forEach((r, i) => values.set(r, i * length));
+      const values = padRows(rows, length, pad, 'texts of different lengths need a pad token, and the tokenizer has none; send texts of one length or token ids');
       return { values, n: rows.length, length };
     },
   };
+}
+
+/** The longest sequence a row may take: the model's fixed length, else maxLength, else the tokenizer's model_max_length. */
+export function lengthCap(t: LoadedTokenizer, o: { fixedLength?: number | null; maxLength?: number }): number {
+  return o.fixedLength ?? o.maxLength ?? modelMaxLength(t);
+}
+
+/** Rows of ids as [rows, length], each padded on the right with `pad`; `noPad` is the error when rows differ in length and there is no pad. */
+export function padRows(rows: readonly (readonly number[])[], length: number, pad: number | undefined, noPad: string): Int32Array {
+  if (pad === undefined && rows.some((r) => r.length < length)) throw new Error(noPad);
+  const values = new Int32Array(rows.length * length).fill(pad ?? 0);
+  rows.forEach((r, i) => values.set(r, i * length));
+  return values;
 }
 
 /** A special token named by tokenizer_config.json (a string, or an object with `content`), as an id. */
