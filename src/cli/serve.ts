@@ -8,7 +8,7 @@ import { openRegistry } from '../registry/open.ts';
 import { isSafeName } from '../registry/types.ts';
 import { buildServer } from '../serve/server.ts';
 import { modelIO, preprocessOptions, finiteNumber, parseMethodOptions } from './common.ts';
-import { isTokenModel } from './token-inputs.ts';
+import { fixedSequenceLength, isTokenModel } from './token-inputs.ts';
 import { withTokenInputs } from '../onnx/token-companions.ts';
 import { tokenModelIO, tokenSourceIds } from './token-stream.ts';
 import { methodSetup, type MethodSetup } from './method-setup.ts';
@@ -138,7 +138,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
       // about 6.5 MB per Tent tenant on the shipped CNN instead of 31 (docs/serve.md).
       let model = await loadModel(path, { memoryArena: false });
       // Text requests: the model's tokenizer (--tokenizer, or its own beside it), padding with the id the mask leaves out.
-      const encoder = isTokenModel(model) ? textEncoder({ ...textOptions, modelPath: path, fixedLength: fixedSequence(model) }) : null;
+      const encoder = isTokenModel(model) ? textEncoder({ ...textOptions, modelPath: path, fixedLength: fixedSequenceLength(model) }) : null;
       if (!isTokenModel(model) && opts.tokenizer !== undefined && specs.length === 1) throw new Error(`--tokenizer is for a model of token ids; this one takes ${model.inputs[0]?.dtype}`);
       const pad = padToken ?? encoder?.padToken;
       if (pad !== undefined && isTokenModel(model)) pads.set(name, pad);
@@ -241,10 +241,4 @@ function describeSetup(s: MethodSetup | undefined): string {
   if (!s) return '';
   const parts = [s.calibration && 'calibrated on --source', s.deepLearner && `deep learner${s.deepParams === 'norm' ? " over the normalization layers' scales and shifts" : ''}`, s.inputAlign && 'input alignment'].filter(Boolean);
   return parts.length ? ` (${parts.join(', ')})` : '';
-}
-
-/** The sequence length a token model's export fixes (its ids input's second axis), if any. */
-function fixedSequence(model: RefitModel): number | null {
-  const d = model.inputs.find((i) => i.dtype === 'int64' || i.dtype === 'int32')?.shape?.[1];
-  return typeof d === 'number' && d > 0 ? d : null;
 }

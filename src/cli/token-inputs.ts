@@ -50,8 +50,14 @@ export function tokenInputs(model: RefitModel, what: string, fedElsewhere: reado
   for (const c of companions) {
     if (!TOKEN_DTYPES.has(c.dtype) && c.dtype !== 'float32') throw new Error(`${what}: the model's input '${c.name}' is ${c.dtype}; the CLI makes it as int64, int32 or float32`);
   }
-  const fixed = model.inputs.find((i) => i.name === ids.name)?.shape?.[1];
-  return { ids, companions, vocab: vocabularySize(model, ids.name), length: typeof fixed === 'number' && fixed > 0 ? fixed : null };
+  return { ids, companions, vocab: vocabularySize(model, ids.name), length: fixedSequenceLength(model) };
+}
+
+/** The sequence length a token model's export fixes (its ids input's second axis), if any. */
+export function fixedSequenceLength(model: RefitModel): number | null {
+  const ids = tokenIdsInput(model);
+  const d = ids ? model.inputs.find((i) => i.name === ids.name)?.shape?.[1] : undefined;
+  return typeof d === 'number' && d > 0 ? d : null;
 }
 
 /** Token ids as a file gives them, with what text data adds (./text-tokens.ts). */
