@@ -7,7 +7,7 @@
 // Rows are encoded as the Python tokenizer encodes them with `truncation=True`: special tokens from
 // the tokenizer's post-processor ([CLS] … [SEP], <s> … </s>), a text pair as one sequence (its
 // second segment's token_type_ids 1), the content cut at the end to fit --max-length, the longer of
-// a pair first (`longest_first`), and padded on the right with the pad token to one length: the
+// a pair first (`longest_first`, as the Rust tokenizers cut it), and padded on the right with the pad token to one length: the
 // model's own where its export fixes one, else the longest row. The encoding itself, which the
 // browser build shares, is ../text/encode.ts; this module finds and reads the files.
 import { existsSync, readFileSync, statSync } from 'node:fs';

@@ -81,6 +81,9 @@ export function padRows(rows: readonly (readonly number[])[], length: number, pa
   return values;
 }
 
+/** The pad tokens transformers' tokenizer classes default to, by name. */
+const CLASS_PAD_TOKENS = ['[PAD]', '<pad>'];
+
 /** A special token named by tokenizer_config.json (a string, or an object with `content`), as an id. */
 function configToken(t: LoadedTokenizer, key: string): number | undefined {
   const v = t.config[key];
@@ -89,8 +92,9 @@ function configToken(t: LoadedTokenizer, key: string): number | undefined {
 }
 
 /**
- * The pad id: --pad-token, the tokenizer's pad token, tokenizer.json's padding id, else its end of
- * sequence token (what Hugging Face users set for GPT-2-style tokenizers, which have none).
+ * The pad id: --pad-token, the tokenizer's pad token, tokenizer.json's padding id, a token named
+ * [PAD] or <pad> (the class default), else its end of sequence token (what Hugging Face users set
+ * for GPT-2-style tokenizers, which have none).
  */
 export function padId(t: LoadedTokenizer, given?: number): { id: number | undefined; said: string } {
   if (given !== undefined) return { id: given, said: `--pad-token ${given}` };
@@ -98,6 +102,12 @@ export function padId(t: LoadedTokenizer, given?: number): { id: number | undefi
   if (pad !== undefined) return { id: pad, said: `pad token ${pad}` };
   const padding = (t.tok as unknown as { tokenizer?: { padding?: { pad_id?: unknown } } }).tokenizer?.padding;
   if (typeof padding?.pad_id === 'number') return { id: padding.pad_id, said: `pad token ${padding.pad_id}` };
+  // transformers' tokenizer classes default the pad token where tokenizer_config.json names none
+  // (bert-base-uncased's names none: BertTokenizer pads with [PAD]; RoBERTa, T5, ALBERT with <pad>)
+  for (const name of CLASS_PAD_TOKENS) {
+    const id = t.tok.token_to_id(name);
+    if (id !== undefined) return { id, said: `pad token ${id} (${name}, the default of transformers' tokenizer classes; tokenizer_config.json names none)` };
+  }
   const eos = configToken(t, 'eos_token');
   if (eos !== undefined) return { id: eos, said: `no pad token: padded with the end-of-sequence token ${eos}` };
   return { id: undefined, said: 'no pad token' };
@@ -115,10 +125,25 @@ export function encodeText(tok: Tokenizer, a: string, b: string | null, maxLengt
   const room = maxLength - specials;
   if (room < 1) throw new Error(`--max-length ${maxLength} leaves no room for text beside the tokenizer's ${specials} special tokens`);
   const truncated = content > room;
-  // longest first, a tie cut from the pair (transformers' truncate_sequences and the Rust tokenizers agree)
-  while (ta.length + (tb?.length ?? 0) > room) (tb !== null && tb.length >= ta.length ? tb : ta).pop();
+  if (truncated && tb === null) ta.length = room;
+  else if (truncated && tb !== null) [ta.length, tb.length] = longestFirst(ta.length, tb.length, room);
   const r = postProcess(tok, ta, tb);
   return { ids: tokenIds(tok, r.tokens), types: r.types, truncated };
+}
+
+/**
+ * A pair's content lengths cut to `room` as the Rust tokenizers' `longest_first` cuts them
+ * (tokenizers/src/utils/truncation.rs, which transformers' fast tokenizers run): the shorter kept
+ * whole where the longer can take the rest, else both cut to half with the odd token to the longer,
+ * to the second on a tie. (The slow Python tokenizers' one-at-a-time loop gives a tie's odd token
+ * to the first.)
+ */
+export function longestFirst(na: number, nb: number, room: number): [number, number] {
+  const swap = na > nb;
+  let n1 = Math.min(na, nb), n2: number;
+  n2 = n1 > room ? n1 : Math.max(n1, room - n1);
+  if (n1 + n2 > room) { n1 = Math.floor(room / 2); n2 = n1 + (room % 2); }
+  return swap ? [n2, n1] : [n1, n2];
 }
 
 /** The ids of `tokens` (added tokens included), an unknown one as the tokenizer's unknown token. */
