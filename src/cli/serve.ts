@@ -142,18 +142,22 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
       if (!isTokenModel(model) && opts.tokenizer !== undefined && specs.length === 1) throw new Error(`--tokenizer is for a model of token ids; this one takes ${model.inputs[0]?.dtype}`);
       const pad = padToken ?? encoder?.padToken;
       if (pad !== undefined && isTokenModel(model)) pads.set(name, pad);
+      // A pair's token_type_ids, where the model takes them and the tokenizer marks them, rebuilt from the ids in the graph.
+      const typed = model.inputs.some((i) => i.name === 'token_type_ids') && encoder?.segments.marked === true;
+      const separator = typed ? encoder!.segments.separator : undefined;
       if (encoder) {
         const masked = model.inputs.some((i) => i.name === 'attention_mask');
         texts.set(name, (t) => {
+          if (typed && separator === undefined && t.some((x) => typeof x !== 'string')) throw new Error(`the model takes token_type_ids and ${encoder.path} marks a pair's second segment without a separator token, which the served model cannot rebuild from the ids; send one text each`);
           const r = encoder.encode(t);
           if (!masked && r.values.includes(pad ?? -1) && t.length > 1) throw new Error(`the model has no attention_mask, so padding would change its answers; send texts of one token length, or one text a request`);
           return r;
         });
-        log(`refit serve: model ${name} takes texts, tokenized by ${encoder.path}`);
+        log(`refit serve: model ${name} takes texts${separator !== undefined || !typed ? ' and text pairs' : ''}, tokenized by ${encoder.path}`);
       }
       // A token model's attention_mask & co. made from its ids inside the graph: requests send the ids alone.
       if (isTokenModel(model) && model.inputs.length > 1) {
-        const wrapped = withTokenInputs(model, pad !== undefined ? { padToken: pad } : {});
+        const wrapped = withTokenInputs(model, { ...(pad !== undefined ? { padToken: pad } : {}), ...(separator !== undefined ? { segmentAfter: separator } : {}) });
         await model.release();
         model = wrapped;
       }

@@ -1,14 +1,16 @@
 // `refit adapt` on a sequence classifier (BERT-style: token ids in, [batch, classes] logits out):
-// the stream is a .npy of token ids [sequences, length], labels (optional) one per sequence, and
-// the model gets its Hugging Face companion inputs made inside the graph (withTokenInputs), so
-// the adapters feed the ids alone.
+// the stream is a .npy of token ids [sequences, length] or text (one text or a text pair a row),
+// labels (optional) one per sequence, and the model gets its Hugging Face companion inputs made
+// inside the graph (withTokenInputs; a pair's token_type_ids from its separator), so the adapters
+// feed the ids alone.
 import type { RefitModel } from '../model.ts';
 import { tensorOf, type Tensor } from '../onnx/tensor.ts';
 import { withTokenInputs } from '../onnx/token-companions.ts';
 import { defaultLogits } from '../tta/types.ts';
 import { readLabels } from './data-files.ts';
 import { tokenInputs, readTokenIds } from './token-inputs.ts';
-import type { TextSource } from './text-tokens.ts';
+import { loadTokenizer, type TextSource } from './text-tokens.ts';
+import { pairSegments } from '../text/encode.ts';
 import { classIds } from './text-labels.ts';
 import type { ModelIO } from './common.ts';
 
@@ -49,9 +51,9 @@ export function tokenStream(model: RefitModel, o: { stream: string; labels?: str
   const inputs = tokenInputs(model, what);
   const logitsIO = tokenModelIO(model, o.logits, what); // its errors before the data's
   const a = readTokenIds(o.stream, inputs.vocab, 1, false, o.text && { ...o.text, fixedLength: inputs.length, wantLabels: !o.labels });
-  // the adapted model makes its companions in the graph (withTokenInputs): one segment only
-  if (a.types) throw new Error(`${o.stream}: refit adapt reads one text a row; this file gives pairs (two text columns): choose one with --text-column`);
+  // the adapted model makes its companions in the graph (withTokenInputs), a pair's segments from its separator
   const padToken = o.padToken ?? a.padToken;
+  const segmentAfter = a.types ? pairSeparator(model, { ...a, types: a.types, padToken }, o.stream, o.text!) : undefined;
   const io = { ...logitsIO, spec: { ...logitsIO.spec, dims: [a.length] } };
   const classes = io.classes;
   let labels: Int32Array | undefined;
@@ -67,9 +69,30 @@ export function tokenStream(model: RefitModel, o: { stream: string; labels?: str
     return tensorOf(dtype, [idx.length, a.length], v);
   };
   return {
-    model: withTokenInputs(model, padToken !== undefined ? { padToken } : {}),
+    model: withTokenInputs(model, { ...(padToken !== undefined ? { padToken } : {}), ...(segmentAfter !== undefined ? { segmentAfter } : {}) }),
     padToken,
     io,
     ds: { n: a.n, ids: Array.from({ length: a.n }, (_, i) => String(i)), ...(labels ? { labels } : {}), source: o.stream, format: a.format, batch },
   };
+}
+
+/**
+ * The separator after which a text pair's second segment starts, for a model that takes
+ * token_type_ids (undefined for one that does not: its ids alone say it all), checked to give the
+ * tokenizer's own types on every row of the stream (rows [n, length], padded with `pad`).
+ */
+function pairSeparator(model: RefitModel, a: { values: ArrayLike<number>; types: Uint8Array; length: number; padToken: number | undefined }, stream: string, text: TextSource): number | undefined {
+  if (!model.inputs.some((i) => i.name === 'token_type_ids')) return undefined;
+  const t = loadTokenizer(text);
+  const sep = pairSegments(t.tok).separator;
+  const refuse = (why: string) => new Error(`${stream}: text pairs (two text columns) for a model that takes token_type_ids: ${why}; choose one text column with --text-column`);
+  if (sep === undefined) throw refuse(`${t.path} marks the second segment without a separator token, which the adapted model (fed the ids alone) cannot rebuild`);
+  let seen = false;
+  for (let i = 0; i < a.types.length; i++) {
+    if (i % a.length === 0) seen = false;
+    const v = Number(a.values[i]);
+    if ((seen && v !== a.padToken ? 1 : 0) !== a.types[i]) throw refuse(`row ${Math.floor(i / a.length) + 1} holds the separator token ${sep} inside a text, so its segments cannot be rebuilt from the ids`);
+    if (v === sep) seen = true;
+  }
+  return sep;
 }

@@ -3,7 +3,9 @@
 // tokenizer would, so that what feeds one tensor (the test-time adaptation methods, the continual
 // controller, the service) can run the model on its ids alone:
 //   attention_mask  1 for a token, 0 for padToken (all 1 without one)
-//   token_type_ids  0 (one segment)
+//   token_type_ids  0 (one segment); with segmentAfter (a BERT tokenizer's [SEP]), 1 after a row's
+//                   first separator up to its padding, as the tokenizer marks a text pair's second
+//                   segment ([CLS] a [SEP] b [SEP])
 //   position_ids    0 … length−1 in every row
 //   a lengths input (an integer [batch] whose name says len: PyTorch's pack_padded_sequence
 //                   lengths) the count of tokens that are not padToken in each row
@@ -35,6 +37,13 @@ const ELEM: Partial<Record<DType, number>> = { float32: 1, int32: 6, int64: 7 };
 export interface TokenInputsOptions {
   /** The id that pads a row; attention_mask is 0 there. Without it every position is a token. */
   padToken?: number;
+  /**
+   * The separator id whose first occurrence in a row ends its first segment: token_type_ids is 1
+   * after it (pads excepted), as a BERT-style tokenizer marks a text pair. A row with one text
+   * ([CLS] a [SEP] and padding) stays 0, unless the text itself holds the separator token.
+   * Without it, token_type_ids is 0 everywhere. Needs opset 11 (CumSum).
+   */
+  segmentAfter?: number;
 }
 
 /** The token-id input: the one input that is not a companion (or 'input_ids'), of an integer type. */
@@ -72,6 +81,9 @@ export function withTokenInputs(cached: RefitModel, opts: TokenInputsOptions = {
   for (const c of companions) if (ELEM[c.dtype] === undefined) throw new Error(`withTokenInputs: the model's input '${c.name}' is ${c.dtype}; it makes int64, int32 or float32 companions`);
   const pad = opts.padToken;
   if (pad !== undefined && !(Number.isInteger(pad) && pad >= 0)) throw new Error(`withTokenInputs: padToken must be a non-negative integer, got ${pad}`);
+  const sep = opts.segmentAfter;
+  if (sep !== undefined && !(Number.isInteger(sep) && sep >= 0)) throw new Error(`withTokenInputs: segmentAfter must be a non-negative integer (the separator's id), got ${sep}`);
+  if (sep !== undefined && companions.some((c) => c.name === 'token_type_ids') && opsetVersion(model.ir) < 11) throw new Error(`withTokenInputs: segmentAfter marks segments with CumSum, which needs opset 11; the model is opset ${opsetVersion(model.ir)}`);
   if (!companions.length) return model;
 
   const m = model.clone({ copy: [] });
@@ -87,6 +99,10 @@ export function withTokenInputs(cached: RefitModel, opts: TokenInputsOptions = {
       cast(token(), c);
     } else if (isLengthsInput(c)) {
       cast(em.reduce('ReduceSum', em.op('Cast', [token()], { to: 7 }), [1], false), c);
+    } else if (c.name === 'token_type_ids' && sep !== undefined) {
+      // separators strictly before each position (an exclusive running count): ≥ 1 past the first
+      const before = em.op('CumSum', [em.op('Cast', [em.op('Equal', [ids.name, idConst(sep)])], { to: 7 }), em.constant(i64([], [1]), 'axis')], { exclusive: 1 });
+      cast(em.op('And', [em.op('Greater', [before, em.constant(i64([], [0]), 'zero')]), token()]), c);
     } else if (c.name === 'token_type_ids') {
       cast(em.op('Mul', [ids.name, idConst(0)]), c);
     } else {

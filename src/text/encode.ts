@@ -22,9 +22,15 @@ export function tokenizerOf(tokenizerJson: object, config: object, path: string)
   }
 }
 
+/** A text, or a text pair (premise and hypothesis, query and passage) encoded as one sequence. */
+export type TextInput = string | readonly [string, string];
+
 /** Texts (one sequence each) to ids [n, length], padded to the longest (or the model's fixed length). */
 export interface TextEncoder {
-  encode(texts: readonly string[]): { values: Int32Array; n: number; length: number };
+  /** Ids [n, length]; `types` the token_type_ids in the same layout (a pair's second segment 1), null when all 0. */
+  encode(texts: readonly TextInput[]): { values: Int32Array; n: number; length: number; types: Uint8Array | null };
+  /** How the tokenizer marks a pair's second segment (pairSegments): what a model fed the ids alone needs to rebuild token_type_ids. */
+  segments: PairSegments;
   /** The pad id the rows are padded with, which the model must mask. */
   padToken: number | undefined;
   /** How the pad was chosen, for messages. */
@@ -58,12 +64,14 @@ export function encoderOf(t: LoadedTokenizer, o: TextEncoderOptions = {}): TextE
   const cap = lengthCap(t, o);
   const padded = padId(t, o.padToken), pad = padded.id;
   return {
-    padToken: pad, padSaid: padded.said, path: t.path, vocabSize: largestId(t.tok) + 1,
+    padToken: pad, padSaid: padded.said, path: t.path, vocabSize: largestId(t.tok) + 1, segments: pairSegments(t.tok),
     encode(texts) {
-      const rows = texts.map((text) => encodeText(t.tok, text, null, cap).ids);
-      const length = o.fixedLength ?? Math.max(...rows.map((r) => r.length));
-      const values = padRows(rows, length, pad, 'texts of different lengths need a pad token, and the tokenizer has none; send texts of one length or token ids');
-      return { values, n: rows.length, length };
+      const rows = texts.map((text) => (typeof text === 'string' ? encodeText(t.tok, text, null, cap) : encodeText(t.tok, text[0], text[1], cap)));
+      const length = o.fixedLength ?? Math.max(...rows.map((r) => r.ids.length));
+      const values = padRows(rows.map((r) => r.ids), length, pad, 'texts of different lengths need a pad token, and the tokenizer has none; send texts of one length or token ids');
+      const types = new Uint8Array(rows.length * length);
+      rows.forEach((r, i) => types.set(r.types, i * length));
+      return { values, n: rows.length, length, types: types.some((v) => v !== 0) ? types : null };
     },
   };
 }
@@ -144,6 +152,29 @@ export function longestFirst(na: number, nb: number, room: number): [number, num
   n2 = n1 > room ? n1 : Math.max(n1, room - n1);
   if (n1 + n2 > room) { n1 = Math.floor(room / 2); n2 = n1 + (room % 2); }
   return swap ? [n2, n1] : [n1, n2];
+}
+
+/**
+ * How a tokenizer marks a text pair's second segment in token_type_ids: `marked` false when it does
+ * not (RoBERTa's and GPT-2's models take no token types); else `separator`, the special token
+ * after whose first occurrence the second segment starts (BERT's [SEP]: [CLS] a [SEP] b [SEP]), so
+ * that the types can be rebuilt from the ids alone (withTokenInputs' segmentAfter), or undefined
+ * where the tokenizer marks it some other way.
+ */
+export interface PairSegments { marked: boolean; separator?: number }
+
+export function pairSegments(tok: Tokenizer): PairSegments {
+  const afterFirst = (tokens: string[], sep: string) => { let seen = false; return tokens.map((x) => { const v = seen ? 1 : 0; if (x === sep) seen = true; return v; }); };
+  const probe = postProcess(tok, ['\u0001a'], ['\u0001b']);
+  const start = probe.types.indexOf(1);
+  if (start < 0) return { marked: false };
+  const sep = probe.tokens[start - 1];
+  const id = sep === undefined || sep.startsWith('\u0001') ? undefined : tok.token_to_id(sep);
+  if (id === undefined) return { marked: true };
+  // The rule must give the tokenizer's own types for pairs and single texts alike.
+  const probes = [postProcess(tok, ['\u0001a', '\u0001c'], ['\u0001b']), postProcess(tok, ['\u0001a'], null), probe];
+  const same = probes.every((r) => afterFirst(r.tokens, sep!).every((v, i) => v === r.types[i]));
+  return same ? { marked: true, separator: id } : { marked: true };
 }
 
 /** The ids of `tokens` (added tokens included), an unknown one as the tokenizer's unknown token. */

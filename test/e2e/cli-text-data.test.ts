@@ -237,6 +237,36 @@ test('refit adapt runs a TTA method on a text stream and scores it by its label 
   assert.match(src.format, /^text \(text\) tokenized/);
 });
 
+test('refit adapt on text pairs for a model that takes token_type_ids: the second segment rebuilt from the ids after [SEP], predictions as the model fed the tokenizer\'s types', async () => {
+  const rows = reviews(24, 9);
+  writeFileSync(p('pair-stream.csv'), ['premise,hypothesis,label', ...rows.map((r, i) => `${csvCell(r.text)},${csvCell(rows[(i + 5) % rows.length]!.text)},${r.label === 'positive' ? 1 : 0}`)].join('\n'));
+  // the zoo's BERT has 16 positions (its tokenizer's model_max_length says 512)
+  const r = await runAdapt(zoo('bert'), { method: 'source', stream: p('pair-stream.csv'), tokenizer: p('bert-tok'), maxLength: 16, batchSize: 8, out: p('pair-preds.jsonl'), json: true });
+  assert.equal(r.stream.samples, 24);
+  const got = readFileSync(p('pair-preds.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { confidence: number }).confidence);
+  const { loadModel } = await import('../../src/model.ts');
+  const { tokenInputs, tokenFeeds } = await import('../../src/cli/token-inputs.ts');
+  const bert = await loadModel(zoo('bert'));
+  try {
+    const t = readTextTokens(p('pair-stream.csv'), { modelPath: zoo('bert'), tokenizer: p('bert-tok'), maxLength: 16 }, { wantLabels: true });
+    assert.ok(t.types, 'two text columns are pairs');
+    const confidence = async (types: Uint8Array | null) => {
+      const l = (await bert.run(tokenFeeds(tokenInputs(bert, 'test'), t.values, t.length, rows.map((_, i) => i), t.padToken, types))).logits!;
+      const C = l.dims[1]!, d = l.data as Float32Array;
+      return rows.map((_, i) => { const z = Array.from(d.subarray(i * C, (i + 1) * C)), m = Math.max(...z), e = z.map((v) => Math.exp(v - m)); return Math.max(...e) / e.reduce((a, b) => a + b, 0); });
+    };
+    const want = await confidence(t.types), oneSegment = await confidence(null);
+    got.forEach((c, i) => assert.ok(Math.abs(c - want[i]!) < 1e-5, `row ${i}: confidence ${c} against ${want[i]}`));
+    assert.ok(want.some((c, i) => Math.abs(c - oneSegment[i]!) > 1e-4), 'the second segment\'s types change the answers');
+  } finally {
+    await bert.release();
+  }
+  // GPT-2's byte-level tokenizer marks a pair's second segment with no separator between: refused for a model fed the ids alone
+  writeFileSync(p('gpt-pairs.csv'), 'a,b,label\nabc,def,0\ncab,fed,1\n');
+  await assert.rejects(runAdapt(zoo('bert'), { method: 'source', stream: p('gpt-pairs.csv'), tokenizer: p('gpt-tok'), out: p('never.jsonl'), json: true }),
+    /gpt-pairs\.csv: text pairs \(two text columns\) for a model that takes token_type_ids: .*tokenizer\.json marks the second segment without a separator token, which the adapted model \(fed the ids alone\) cannot rebuild; choose one text column with --text-column/);
+});
+
 test('text data: clear errors before anything trains', async () => {
   writeFileSync(p('few.csv'), 'text,label\nthe film was good,1\nthe plot was dull,0\n');
   const out = p('never.onnx');

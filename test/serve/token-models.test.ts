@@ -98,7 +98,8 @@ test('a model whose logits are per position (a segmenter, a speech recogniser) i
 test('refit serve takes texts for a token model whose tokenizer lies beside it: the logits of the same ids sent as numbers; where none, a 400 that says so', async () => {
   const { runServe } = await import('../../src/cli/serve.ts');
   const { writeBertTokenizer } = await import('../helpers/tokenizers.ts');
-  const { copyFileSync, mkdirSync, mkdtempSync, rmSync } = await import('node:fs');
+  const { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } = await import('node:fs');
+  const { createTextEncoder } = await import('../../src/text/encode.ts');
   const { join } = await import('node:path');
   const { tmpdir } = await import('node:os');
   const dir = mkdtempSync(join(tmpdir(), 'refit-serve-text-'));
@@ -112,7 +113,7 @@ test('refit serve takes texts for a token model whose tokenizer lies beside it: 
     return { status: r.status, body: await r.json() as { logits: number[][]; message: string } };
   };
   try {
-    assert.ok(lines.some((l) => /model bert takes texts, tokenized by .*tokenizer\.json/.test(l)), lines.join('\n'));
+    assert.ok(lines.some((l) => /model bert takes texts and text pairs, tokenized by .*tokenizer\.json/.test(l)), lines.join('\n'));
     // [CLS] the film was good [SEP] and [CLS] i hated it ! [SEP], padded with [PAD] 0 to 7
     const byText = await predict('bert', { texts: ['The film was GOOD', 'i hated it!'] });
     assert.equal(byText.status, 200, JSON.stringify(byText.body));
@@ -122,10 +123,23 @@ test('refit serve takes texts for a token model whose tokenizer lies beside it: 
     // the padded row answers as it does alone: the mask leaves the pad out
     const alone = await predict('bert', { texts: ['The film was GOOD'] });
     alone.body.logits[0]!.forEach((v, i) => assert.ok(Math.abs(v - byText.body.logits[0]![i]!) < 1e-5, `alone ${i}`));
+    // Text pairs: token_type_ids 1 on the second segment, rebuilt in the served graph from the ids
+    // after the first [SEP], give the logits of the model fed the tokenizer's own types.
+    const pairs: [string, string][] = [['the film was good', 'i liked the music'], ['the plot', 'was dull and the acting was awful !']];
+    const byPairs = await predict('bert', { texts: [...pairs, 'the story'] });
+    assert.equal(byPairs.status, 200, JSON.stringify(byPairs.body));
+    const enc = createTextEncoder(JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')), JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8')));
+    const e = enc.encode([...pairs, 'the story']);
+    assert.ok(e.types && e.types.includes(1));
+    const fed = (types: Uint8Array | null) => bert.run(tokenFeeds(tokenInputs(bert, 'test'), e.values, e.length, [0, 1, 2], 0, types));
+    const want = (await fed(e.types)).logits!.data as Float32Array, oneSegment = (await fed(null)).logits!.data as Float32Array;
+    byPairs.body.logits.flat().forEach((v, i) => assert.ok(Math.abs(v - want[i]!) < 1e-5, `pair logit ${i}: ${v} against ${want[i]}`));
+    assert.ok(want.some((v, i) => Math.abs(v - oneSegment[i]!) > 1e-4), 'the second segment\'s types change the answer');
     for (const [model, inputs, re] of [
       ['plain', { texts: ['the film'] }, /model 'plain' has no tokenizer on this server: send token ids, or start the server with the model's tokenizer/],
       ['bert', { texts: [] }, /inputs\.texts must be a non-empty array of strings/],
-      ['bert', { texts: ['a', ['the film', 'a plot']] }, /inputs\.texts\[1\] is an array \(text pairs are not served/],
+      ['bert', { texts: ['a', ['the film', 'a plot', 'music']] }, /inputs\.texts\[1\] is an array of 3 strings; each text must be a string, or a pair of two strings/],
+      ['bert', { texts: [['the film', 7]] }, /inputs\.texts\[0\] is an array of 2 values that are not all strings/],
       ['bert', { texts: ['a'], dims: [1] }, /inputs with texts takes no 'dims'/],
     ] as const) {
       const r = await predict(model, inputs);

@@ -48,6 +48,30 @@ test('withTokenInputs: one input, and the outputs the model gives with the compa
   await img.release();
 });
 
+test('withTokenInputs with segmentAfter: a text pair\'s token_type_ids (1 after the first [SEP], pads 0) rebuilt from the ids, as the tokenizer gives them', async () => {
+  const CLS = 2, SEP = 3;
+  // [CLS] a [SEP] b [SEP] and padding; a single text [CLS] a [SEP] and padding; a row with no separator
+  const pairRows = [[CLS, 5, 9, SEP, 14, 20, SEP, PAD], [CLS, 7, SEP, 11, 12, 13, 4, SEP], [CLS, 8, 8, 8, SEP, PAD, PAD, PAD], [6, 7, 8, 9, 10, 11, 12, 13]];
+  const types = Uint8Array.from(pairRows.flatMap((r) => { let seen = false; return r.map((v) => { const t = seen && v !== PAD ? 1 : 0; if (v === SEP) seen = true; return t; }); }));
+  assert.deepEqual([...types.subarray(0, 8)], [0, 0, 0, 0, 1, 1, 1, 0]);
+  const flat = pairRows.flat(), idx = [0, 1, 2, 3];
+  const feeds = tokenFeeds(tokenInputs(bert, 'test'), flat, 8, idx, PAD, types);
+  const want = (await bert.run(feeds)).logits!;
+  const seg = withTokenInputs(bert, { padToken: PAD, segmentAfter: SEP });
+  try {
+    assert.equal(maxDiff(want, (await seg.run({ input_ids: feeds.input_ids! })).logits!), 0);
+    // one segment (types 0) answers otherwise on the pairs, the same on the single text and the row without a separator
+    const flatTypes = (await ids.run({ input_ids: feeds.input_ids! })).logits!;
+    const C = want.dims[1]!, rowDiff = (r: number) => { let d = 0; for (let j = 0; j < C; j++) d = Math.max(d, Math.abs(Number(want.data[r * C + j]) - Number(flatTypes.data[r * C + j]))); return d; };
+    assert.ok(rowDiff(0) > 1e-4 && rowDiff(1) > 1e-4, 'the second segment changes the pairs\' answers');
+    assert.equal(rowDiff(2), 0);
+    assert.equal(rowDiff(3), 0);
+  } finally {
+    await seg.release();
+  }
+  assert.throws(() => withTokenInputs(bert, { segmentAfter: 1.5 }), /segmentAfter must be a non-negative integer \(the separator's id\), got 1\.5/);
+});
+
 test('Tent on token ids: predicts as the model, lowers its entropy, and the padding mask holds', async () => {
   const tent = createAdapter(ids, 'tent', { lr: 0.05 });
   const plain = (await ids.run({ input_ids: batch(rows) })).logits!;
