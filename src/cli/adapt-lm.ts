@@ -45,7 +45,7 @@ export async function adaptLanguageModel(modelPath: string, o: { method: string;
   const logits = o.logits ?? base.outputs.find((out) => out.shape?.length === 3)?.name;
   if (!logits) throw new Error(`--method ${o.method} adapts language models: it needs [batch, sequence, vocabulary] logits; this model's outputs are ${base.outputs.map((out) => `${out.name} ${JSON.stringify(out.shape)}`).join(', ')}`);
   const vocab = base.outputs.find((out) => out.name === logits)!.shape?.[2];
-  const data = readTokenIds(o.stream, typeof vocab === 'number' ? vocab : inputs.vocab, 2, false, o.text && { ...o.text, fixedLength: inputs.length });
+  const data = readTokenIds(o.stream, typeof vocab === 'number' ? vocab : inputs.vocab, 2, false, o.text && { ...o.text, fixedLength: inputs.length, positions: inputs.positions });
   const padToken = o.padToken ?? data.padToken;
   const model = withTokenInputs(base, padToken !== undefined ? { padToken } : {});
   const adapter = createAdapter(model, o.method, { logits, ...(padToken !== undefined ? { padToken } : {}), ...o.methodOptions });

@@ -33,7 +33,7 @@ export function pairsTask(model: RefitModel, o: PairsOptions): TrainTask {
   const out = model.outputs.find((v) => v.name === embeddings);
   if (!out) throw new Error(`the model has no output '${embeddings}' (outputs: ${names.join(', ')})`);
   if (out.shape && out.shape.length !== 2 && out.shape.length !== 3) throw new Error(`--task pairs trains embeddings: output '${embeddings}' must be [batch, dim] or [batch, tokens, dim], got ${JSON.stringify(out.shape)}`);
-  const a = readTokenIds(o.data, inputs.vocab, 1, true, o.text && { ...o.text, fixedLength: inputs.length });
+  const a = readTokenIds(o.data, inputs.vocab, 1, true, o.text && { ...o.text, fixedLength: inputs.length, positions: inputs.positions });
   const pad = o.padToken ?? a.padToken;
   if (a.n < 3) throw new Error(`${o.data}: ${a.n} example${a.n === 1 ? '' : 's'}; --task pairs needs at least 2 per batch to train and more to hold some out`);
   const { columns: k, length: T } = a;

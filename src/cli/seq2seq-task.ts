@@ -161,7 +161,7 @@ function sourceOf(pair: Seq2seqPair, o: Seq2seqOptions): { n: number; shape: num
   }
   // The joined model's inputs: the encoder's ids and companions, and the decoder's ids.
   const inputs = tokenInputs(pair.joined, '--task seq2seq (the encoder)', [pair.decoderIds]);
-  const src = readTokenIds(o.data, inputs.vocab, 1, false, o.text && { ...o.text, fixedLength: inputs.length });
+  const src = readTokenIds(o.data, inputs.vocab, 1, false, o.text && { ...o.text, fixedLength: inputs.length, positions: inputs.positions });
   const pad = o.padToken ?? src.padToken;
   return { n: src.n, shape: [src.length], format: src.format, feeds: (idx) => tokenFeeds(inputs, src.values, src.length, idx, pad, src.types) };
 }

@@ -30,7 +30,7 @@ export function sequenceClassifyTask(model: RefitModel, o: SequenceClassifyOptio
   if (out.shape && out.shape.length !== 2) throw new Error(`${what} on a token model classifies sequences and needs [batch, classes] logits; output '${logits}' has shape ${JSON.stringify(out.shape)} (for a language model use --task next-token)`);
   const c = out.shape?.[1];
   const classes = typeof c === 'number' && c > 0 ? c : null;
-  const a = readTokenIds(o.data, inputs.vocab, 1, false, o.text && { ...o.text, fixedLength: inputs.length, wantLabels: !o.labels });
+  const a = readTokenIds(o.data, inputs.vocab, 1, false, o.text && { ...o.text, fixedLength: inputs.length, positions: inputs.positions, wantLabels: !o.labels });
   if (a.labels && o.labels) throw new Error(`${o.data} carries labels already (its label column); drop --labels ${o.labels} or pass --label-column none`);
   if (!a.labels && !o.labels) throw new Error(`${o.data}: ${a.format === 'npy token ids' ? 'token ids carry' : 'the text has'} no labels; give one per sequence with --labels <file> (.npy, .csv/.txt or idx1)${a.format === 'npy token ids' ? '' : ' or a label column'}`);
   const named = a.labels ? classIds(a.labels, o.data, o.text!.modelPath) : null;

@@ -9,7 +9,7 @@ import { isSafeName } from '../registry/types.ts';
 import { buildServer } from '../serve/server.ts';
 import { modelIO, preprocessOptions, finiteNumber, parseMethodOptions } from './common.ts';
 import { fixedSequenceLength, isTokenModel } from './token-inputs.ts';
-import { withTokenInputs } from '../onnx/token-companions.ts';
+import { positionTableRows, withTokenInputs } from '../onnx/token-companions.ts';
 import { tokenModelIO, tokenSourceIds } from './token-stream.ts';
 import { methodSetup, type MethodSetup } from './method-setup.ts';
 import { textEncoder, textSource } from './text-tokens.ts';
@@ -138,7 +138,7 @@ export async function runServe(opts: RunServeOptions): Promise<ServeHandle> {
       // about 6.5 MB per Tent tenant on the shipped CNN instead of 31 (docs/serve.md).
       let model = await loadModel(path, { memoryArena: false });
       // Text requests: the model's tokenizer (--tokenizer, or its own beside it), padding with the id the mask leaves out.
-      const encoder = isTokenModel(model) ? textEncoder({ ...textOptions, modelPath: path, fixedLength: fixedSequenceLength(model) }) : null;
+      const encoder = isTokenModel(model) ? textEncoder({ ...textOptions, modelPath: path, fixedLength: fixedSequenceLength(model), positions: positionTableRows(model) }) : null;
       if (!isTokenModel(model) && opts.tokenizer !== undefined && specs.length === 1) throw new Error(`--tokenizer is for a model of token ids; this one takes ${model.inputs[0]?.dtype}`);
       const pad = padToken ?? encoder?.padToken;
       if (pad !== undefined && isTokenModel(model)) pads.set(name, pad);

@@ -50,7 +50,7 @@ export function tagTask(model: RefitModel, o: TagOptions): TrainTask {
 function taggedTextTask(inputs: TokenInputs, logits: string, classes: number | null, o: TagOptions): TrainTask {
   if (o.labels) throw new Error(`--labels ${o.labels}: ${o.data} carries a label per word already; --labels is for a .npy of token ids`);
   if (!o.text) throw new Error(`${o.data}: text data is read with the model's tokenizer (refit train and eval)`);
-  const a = readTaggedText(o.data, { ...o.text, fixedLength: inputs.length });
+  const a = readTaggedText(o.data, { ...o.text, fixedLength: inputs.length, positions: inputs.positions });
   const bad = classes === null ? -1 : a.labels.findIndex((y) => y !== IGNORE && y >= classes);
   if (bad >= 0) throw new Error(`${o.data}: label ${a.labels[bad]} is outside the model's ${classes} classes (${a.format})`);
   for (let i = 0; i < a.values.length; i++) {

@@ -30,6 +30,8 @@ export interface TextSource {
   labelColumn?: string;
   /** The sequence length the model's export fixes, if any: every row is padded or cut to it. */
   fixedLength?: number | null;
+  /** The rows of the model's position table, if it has one: rows are cut to fit it. */
+  positions?: number | null;
   /** Pad id given by --pad-token (else the tokenizer's). */
   padToken?: number;
 }

@@ -13,7 +13,7 @@ import { readBytes } from '../data/idx-node.ts';
 import { existsSync } from 'node:fs';
 import { kvCacheOf } from '../onnx/kv-cache.ts';
 import { isTextFile, readTextTokens, TEXT_EXTENSIONS, type TextSource } from './text-tokens.ts';
-import { COMPANIONS_SAID, TOKEN_DTYPES, isCompanion, isLengthsInput, tokenIdsInput, vocabularySize } from '../onnx/token-companions.ts';
+import { COMPANIONS_SAID, TOKEN_DTYPES, isCompanion, isLengthsInput, positionTableRows, tokenIdsInput, vocabularySize } from '../onnx/token-companions.ts';
 
 export interface TokenInputs {
   /** The input that takes the token ids. */
@@ -24,6 +24,8 @@ export interface TokenInputs {
   vocab: number | null;
   /** The sequence length where the export fixes it (text data is padded or cut to it). */
   length: number | null;
+  /** The rows of the model's learned position table, if it has one (text data is cut to fit it). */
+  positions: number | null;
 }
 
 /** Whether the model takes integer inputs (token ids) rather than float32 samples. */
@@ -50,7 +52,7 @@ export function tokenInputs(model: RefitModel, what: string, fedElsewhere: reado
   for (const c of companions) {
     if (!TOKEN_DTYPES.has(c.dtype) && c.dtype !== 'float32') throw new Error(`${what}: the model's input '${c.name}' is ${c.dtype}; the CLI makes it as int64, int32 or float32`);
   }
-  return { ids, companions, vocab: vocabularySize(model, ids.name), length: fixedSequenceLength(model) };
+  return { ids, companions, vocab: vocabularySize(model, ids.name), length: fixedSequenceLength(model), positions: positionTableRows(model) };
 }
 
 /** The sequence length a token model's export fixes (its ids input's second axis), if any. */

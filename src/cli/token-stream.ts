@@ -41,8 +41,8 @@ export function tokenModelIO(model: RefitModel, logitsName: string | undefined, 
 
 /** In-distribution sequences for a token model (--source): a .npy of ids as one [M, length] tensor of the model's id type. */
 export function tokenSourceIds(model: RefitModel, path: string, what: string, text?: TextSource): Tensor {
-  const { ids, vocab, length } = tokenInputs(model, what);
-  const a = readTokenIds(path, vocab, 1, false, text && { ...text, fixedLength: length });
+  const { ids, vocab, length, positions } = tokenInputs(model, what);
+  const a = readTokenIds(path, vocab, 1, false, text && { ...text, fixedLength: length, positions });
   return tensorOf(ids.dtype, [a.n, a.length], (i) => a.values[i]!);
 }
 
@@ -50,7 +50,7 @@ export function tokenStream(model: RefitModel, o: { stream: string; labels?: str
   const what = 'refit adapt on a token model';
   const inputs = tokenInputs(model, what);
   const logitsIO = tokenModelIO(model, o.logits, what); // its errors before the data's
-  const a = readTokenIds(o.stream, inputs.vocab, 1, false, o.text && { ...o.text, fixedLength: inputs.length, wantLabels: !o.labels });
+  const a = readTokenIds(o.stream, inputs.vocab, 1, false, o.text && { ...o.text, fixedLength: inputs.length, positions: inputs.positions, wantLabels: !o.labels });
   // the adapted model makes its companions in the graph (withTokenInputs), a pair's segments from its separator
   const padToken = o.padToken ?? a.padToken;
   const segmentAfter = a.types ? pairSeparator(model, { ...a, types: a.types, padToken }, o.stream, o.text!) : undefined;

@@ -37,7 +37,7 @@ export function nextTokenTask(model: RefitModel, o: NextTokenOptions): TrainTask
   const { logits, size } = positionLogits(model, o.logits, 'next-token', 'vocabulary');
   const vocab = size ?? inputs.vocab;
   if (o.padToken !== undefined && !(Number.isInteger(o.padToken) && o.padToken >= 0)) throw new Error(`--pad-token must be a non-negative integer, got ${o.padToken}`);
-  const a = readTokenIds(o.data, vocab, 2, false, o.text && { ...o.text, fixedLength: inputs.length });
+  const a = readTokenIds(o.data, vocab, 2, false, o.text && { ...o.text, fixedLength: inputs.length, positions: inputs.positions });
   const n = a.n, T = a.length, pad = o.padToken ?? a.padToken;
   const labels = new Float64Array(n * T);
   for (let s = 0; s < n; s++) {

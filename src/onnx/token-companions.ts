@@ -64,6 +64,25 @@ export function vocabularySize(model: RefitModel, ids: string): number | null {
   return null;
 }
 
+/** Names Hugging Face and GPT-2-style exports give a learned position table (BERT, ALBERT, DistilBERT, RoBERTa, GPT-2's wpe, BART's embed_positions). */
+const POSITION_TABLE = /(^|[./_])(position_embeddings|wpe|embed_positions|pos_embed(ding)?s?)([./_]weight)?$/i;
+
+/**
+ * The rows of the model's learned position table (a Gather on an initializer named like BERT's
+ * position_embeddings or GPT-2's wpe), if it has one: no sequence may be longer. RoBERTa and BART
+ * start counting at 2, so theirs holds two positions fewer; their tokenizers' model_max_length
+ * says so already. Null for a model without one (rotary or relative positions).
+ */
+export function positionTableRows(model: RefitModel): number | null {
+  const g = model.ir.graph;
+  for (const n of g.nodes) {
+    if (n.opType !== 'Gather' || !POSITION_TABLE.test(n.inputs[0]!)) continue;
+    const table = g.initializers.get(n.inputs[0]!);
+    if (table && table.dims.length === 2) return table.dims[0]!;
+  }
+  return null;
+}
+
 /**
  * This model with its companion inputs (attention_mask, token_type_ids, position_ids) made from
  * the token ids inside the graph: a sharing clone whose only input is the ids. Throws, naming the

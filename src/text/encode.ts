@@ -46,6 +46,8 @@ export interface TextEncoderOptions {
   padToken?: number;
   maxLength?: number;
   fixedLength?: number | null;
+  /** The rows of the model's position table (positionTableRows): no row is cut longer. */
+  positions?: number | null;
 }
 
 /**
@@ -76,9 +78,15 @@ export function encoderOf(t: LoadedTokenizer, o: TextEncoderOptions = {}): TextE
   };
 }
 
-/** The longest sequence a row may take: the model's fixed length, else maxLength, else the tokenizer's model_max_length. */
-export function lengthCap(t: LoadedTokenizer, o: { fixedLength?: number | null; maxLength?: number }): number {
-  return o.fixedLength ?? o.maxLength ?? modelMaxLength(t);
+/**
+ * The longest sequence a row may take: the model's fixed length, else maxLength, else the
+ * tokenizer's model_max_length, never more than the model's position table holds.
+ */
+export function lengthCap(t: LoadedTokenizer, o: { fixedLength?: number | null; maxLength?: number; positions?: number | null }): number {
+  if (o.fixedLength != null) return o.fixedLength;
+  const positions = o.positions ?? Infinity;
+  if (o.maxLength !== undefined && o.maxLength > positions) throw new Error(`--max-length ${o.maxLength} is longer than the model can read: its position table has ${positions} rows`);
+  return o.maxLength ?? Math.min(modelMaxLength(t), positions);
 }
 
 /** Rows of ids as [rows, length], each padded on the right with `pad`; `noPad` is the error when rows differ in length and there is no pad. */

@@ -240,8 +240,11 @@ test('refit adapt runs a TTA method on a text stream and scores it by its label 
 test('refit adapt on text pairs for a model that takes token_type_ids: the second segment rebuilt from the ids after [SEP], predictions as the model fed the tokenizer\'s types', async () => {
   const rows = reviews(24, 9);
   writeFileSync(p('pair-stream.csv'), ['premise,hypothesis,label', ...rows.map((r, i) => `${csvCell(r.text)},${csvCell(rows[(i + 5) % rows.length]!.text)},${r.label === 'positive' ? 1 : 0}`)].join('\n'));
-  // the zoo's BERT has 16 positions (its tokenizer's model_max_length says 512)
-  const r = await runAdapt(zoo('bert'), { method: 'source', stream: p('pair-stream.csv'), tokenizer: p('bert-tok'), maxLength: 16, batchSize: 8, out: p('pair-preds.jsonl'), json: true });
+  // the zoo's BERT has 16 positions, fewer than its tokenizer's model_max_length (512) says: rows are cut to 16
+  const r = await runAdapt(zoo('bert'), { method: 'source', stream: p('pair-stream.csv'), tokenizer: p('bert-tok'), batchSize: 8, out: p('pair-preds.jsonl'), json: true });
+  assert.match(r.stream.format, /cut to 16 tokens/);
+  await assert.rejects(runAdapt(zoo('bert'), { method: 'source', stream: p('pair-stream.csv'), tokenizer: p('bert-tok'), maxLength: 20, out: p('never.jsonl'), json: true }),
+    /--max-length 20 is longer than the model can read: its position table has 16 rows/);
   assert.equal(r.stream.samples, 24);
   const got = readFileSync(p('pair-preds.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { confidence: number }).confidence);
   const { loadModel } = await import('../../src/model.ts');

@@ -72,6 +72,17 @@ test('withTokenInputs with segmentAfter: a text pair\'s token_type_ids (1 after 
   assert.throws(() => withTokenInputs(bert, { segmentAfter: 1.5 }), /segmentAfter must be a non-negative integer \(the separator's id\), got 1\.5/);
 });
 
+test('positionTableRows: the rows of a learned position table (BERT, RoBERTa, GPT-2 style), none for rotary positions', async () => {
+  const { positionTableRows } = await import('../../src/onnx/token-companions.ts');
+  const rows: Record<string, number | null> = {};
+  for (const z of ['bert', 'roberta', 'gpt', 'llama']) {
+    const m = await loadModel(new URL(`../fixtures/zoo/${z}/model.onnx`, import.meta.url).pathname);
+    rows[z] = positionTableRows(m);
+    await m.release();
+  }
+  assert.deepEqual(rows, { bert: 16, roberta: 18, gpt: 16, llama: null });
+});
+
 test('Tent on token ids: predicts as the model, lowers its entropy, and the padding mask holds', async () => {
   const tent = createAdapter(ids, 'tent', { lr: 0.05 });
   const plain = (await ids.run({ input_ids: batch(rows) })).logits!;
