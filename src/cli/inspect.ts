@@ -2,7 +2,7 @@
 // The graph walk is diagnoseTraining's (src/autodiff/diagnose.ts); this file only loads and
 // formats.
 import { quantizedValues } from '../peft/accounting.ts';
-import { tokenIdsInput, vocabularySize, isCompanion } from '../onnx/token-companions.ts';
+import { tokenIdsInput, vocabularySize, isCompanion, positionTableRows } from '../onnx/token-companions.ts';
 import { kvCacheOf, withoutKvCache } from '../onnx/kv-cache.ts';
 import { loadModel } from '../model.ts';
 import { readModelFile } from '../onnx/io.ts';
@@ -39,8 +39,14 @@ export interface InspectResult {
   /** A token model: the ids input, its vocabulary, and the inputs refit makes from the ids (withTokenInputs, --pad-token). */
   tokens?: {
     ids: string; vocab: number | null; companions: string[];
-    /** The Hugging Face tokenizer beside the model (./text-tokens.ts): text files then train, evaluate and adapt it. */
-    tokenizer?: { path: string; vocab: number; pad: string; fits: boolean };
+    /** The rows of the model's learned position table, if it has one: the longest sequence it reads. */
+    positions: number | null;
+    /**
+     * The Hugging Face tokenizer beside the model (./text-tokens.ts): text files then train, evaluate
+     * and adapt it. `maxLength`: its model_max_length (or 512); `pairs`: how a text pair's second
+     * segment reaches a model fed the ids alone.
+     */
+    tokenizer?: { path: string; vocab: number; pad: string; fits: boolean; maxLength: number; pairs: string };
   };
   /**
    * Tensors the exporter stored once for several uses: `tied`, weights used twice that train as
@@ -84,7 +90,8 @@ export async function inspectModel(path: string): Promise<InspectResult> {
     const ids = tokenIdsInput(t);
     if (ids) {
       const vocab = vocabularySize(t, ids.name);
-      tokens = { ids: ids.name, vocab, companions: t.inputs.filter((i) => i.name !== ids.name && isCompanion(i)).map((i) => i.name), ...tokenizerBeside(path, vocab) };
+      const typed = t.inputs.some((i) => i.name === 'token_type_ids');
+      tokens = { ids: ids.name, vocab, companions: t.inputs.filter((i) => i.name !== ids.name && isCompanion(i)).map((i) => i.name), positions: positionTableRows(t), ...tokenizerBeside(path, vocab, typed) };
     }
     await Promise.all([m.release(), t.release()]);
   } catch (e) {
@@ -215,7 +222,11 @@ export function formatInspect(r: InspectResult): string {
   for (const o of r.outputs) out.push(`  output:     ${o.name} ${o.dtype} ${fmtShape(o.shape)}`);
   if (r.tokens) out.push(`  token ids:  '${r.tokens.ids}'${r.tokens.vocab !== null ? ` (vocabulary ${n(r.tokens.vocab)})` : ''}, from a .npy of ids${r.tokens.tokenizer ? ' or text' : ''}${r.tokens.companions.length ? `; refit makes ${r.tokens.companions.join(', ')} from them (--pad-token: the padding id)` : ''}`);
   const tk = r.tokens?.tokenizer;
-  if (tk) out.push(`  tokenizer:  ${tk.path} (${n(tk.vocab)} tokens; ${tk.pad})${tk.fits ? ': train, eval, adapt and serve take text files and texts' : `: WARNING its ids run past the model's ${n(r.tokens!.vocab!)}-row embedding; is it the model's own?`}`);
+  if (tk) {
+    const p = r.tokens!.positions;
+    const length = p !== null && p < tk.maxLength ? `sequences cut to ${n(p)} tokens, the model's position table (the tokenizer says ${n(tk.maxLength)})` : `sequences cut to ${n(tk.maxLength)} tokens`;
+    out.push(`  tokenizer:  ${tk.path} (${n(tk.vocab)} tokens; ${tk.pad}; ${length}; ${tk.pairs})${tk.fits ? ': train, eval, adapt and serve take text files and texts' : `: WARNING its ids run past the model's ${n(r.tokens!.vocab!)}-row embedding; is it the model's own?`}`);
+  }
   if (r.task) out.push(`  task:       ${r.task.task}: ${r.task.how}`);
   if (r.kvCache) out.push(`  KV cache:   ${r.kvCache.past} past inputs${r.kvCache.useCacheBranch ? ' and use_cache_branch (optimum\'s merged decoder)' : ''}; refit trains the model without it (empty pasts${r.kvCache.useCacheBranch ? ', the uncached branch inlined' : ''}), as analysed below`);
   out.push(`  parameters: ${n(r.parameters.values)} values in ${r.parameters.tensors} tensors${r.parameters.quantized ? `, and ${n(r.parameters.quantized)} weight values stored quantized (frozen; adapters train on them)` : ''}`);
@@ -248,9 +259,12 @@ export function formatInspect(r: InspectResult): string {
 }
 
 /** The tokenizer.json beside the model or one folder up, if any and readable: its size and pad, and whether its ids fit the embedding. */
-function tokenizerBeside(modelPath: string, vocab: number | null): { tokenizer?: NonNullable<InspectResult['tokens']>['tokenizer'] } {
+function tokenizerBeside(modelPath: string, vocab: number | null, typed: boolean): { tokenizer?: NonNullable<InspectResult['tokens']>['tokenizer'] } {
   const enc = (() => { try { return textEncoder({ modelPath }); } catch { return null; } })();
   if (!enc) return {};
-  const size = enc.vocabSize;
-  return { tokenizer: { path: enc.path, vocab: size, pad: enc.padSaid, fits: vocab === null || size <= vocab } };
+  const size = enc.vocabSize, s = enc.segments;
+  const pairs = !typed || !s.marked ? 'text pairs as one sequence'
+    : s.separator !== undefined ? `text pairs: token_type_ids 1 after the first separator (id ${s.separator})`
+      : 'text pairs refused: the tokenizer marks the second segment without a separator, which refit cannot rebuild from the ids';
+  return { tokenizer: { path: enc.path, vocab: size, pad: enc.padSaid, fits: vocab === null || size <= vocab, maxLength: enc.maxLength, pairs } };
 }

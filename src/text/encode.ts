@@ -37,6 +37,8 @@ export interface TextEncoder {
   padSaid: string;
   /** Ids the tokenizer can give (its vocabulary with added tokens). */
   vocabSize: number;
+  /** The longest row it gives (lengthCap): a longer text is cut. */
+  maxLength: number;
   /** The tokenizer.json read. */
   path: string;
 }
@@ -66,7 +68,7 @@ export function encoderOf(t: LoadedTokenizer, o: TextEncoderOptions = {}): TextE
   const cap = lengthCap(t, o);
   const padded = padId(t, o.padToken), pad = padded.id;
   return {
-    padToken: pad, padSaid: padded.said, path: t.path, vocabSize: largestId(t.tok) + 1, segments: pairSegments(t.tok),
+    padToken: pad, padSaid: padded.said, path: t.path, vocabSize: largestId(t.tok) + 1, maxLength: cap, segments: pairSegments(t.tok),
     encode(texts) {
       const rows = texts.map((text) => (typeof text === 'string' ? encodeText(t.tok, text, null, cap) : encodeText(t.tok, text[0], text[1], cap)));
       const length = o.fixedLength ?? Math.max(...rows.map((r) => r.ids.length));

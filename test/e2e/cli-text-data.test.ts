@@ -98,8 +98,9 @@ test('a BERT-style classifier trains from a CSV of texts with named labels, and 
   const r = await runTrain(p('bert-hub/onnx/model.onnx'), { data: p('reviews.csv'), epochs: 6, lr: 0.01, out: p('text.onnx'), json: true });
   assert.match(r.data.format, /^text \(review\) tokenized by .*bert-hub\/tokenizer\.json; pad token 0; labels by sorted names: 0 negative, 1 positive$/);
   const info = await inspectModel(p('bert-hub/onnx/model.onnx'));
-  assert.deepEqual(info.tokens?.tokenizer, { path: p('bert-hub/tokenizer.json'), vocab: 32, pad: 'pad token 0', fits: true });
-  assert.match(formatInspect(info), /tokenizer: {2}.*bert-hub\/tokenizer\.json \(32 tokens; pad token 0\): train, eval, adapt and serve take text/);
+  assert.deepEqual(info.tokens?.tokenizer, { path: p('bert-hub/tokenizer.json'), vocab: 32, pad: 'pad token 0', fits: true, maxLength: 512, pairs: 'text pairs: token_type_ids 1 after the first separator (id 3)' });
+  assert.equal(info.tokens?.positions, 16);
+  assert.match(formatInspect(info), /tokenizer: {2}.*bert-hub\/tokenizer\.json \(32 tokens; pad token 0; sequences cut to 16 tokens, the model's position table \(the tokenizer says 512\); text pairs: token_type_ids 1 after the first separator \(id 3\)\): train, eval, adapt and serve take text/);
   assert.ok(r.epochs.at(-1)!.valAccuracy! >= 0.85, JSON.stringify(r.epochs.map((e) => e.valAccuracy)));
   const byText = await runEval(p('text.onnx'), { data: p('reviews.csv'), tokenizer: p('bert-tok'), json: true });
   // the same rows, tokenized here, padded with 0, as ids and labels files
@@ -286,7 +287,7 @@ test('text data: clear errors before anything trains', async () => {
   mkdirSync(p('mismatched/onnx'), { recursive: true });
   copyFileSync(zoo('bert'), p('mismatched/onnx/model.onnx'));
   writeBertTokenizer(p('mismatched'), [...Array.from({ length: 40 }, (_, i) => `w${i}`), 'the', 'film', 'was', 'good']);
-  assert.match(formatInspect(await inspectModel(p('mismatched/onnx/model.onnx'))), /\(48 tokens; pad token 0\): WARNING its ids run past the model's 32-row embedding/);
+  assert.match(formatInspect(await inspectModel(p('mismatched/onnx/model.onnx'))), /\(48 tokens; pad token 0; .*\): WARNING its ids run past the model's 32-row embedding/);
   writeFileSync(p('lines.txt'), 'the film was good\n');
   await fails({ data: p('lines.txt'), tokenizer: p('bert-tok'), labelColumn: 'label' }, /a \.txt file is one text a line, with no columns/);
   assert.ok(!existsSync(out), 'nothing written');

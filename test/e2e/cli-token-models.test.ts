@@ -150,7 +150,7 @@ test('refit adapt on token ids: Tent, the others that leave the input as it is, 
 test('refit inspect names the token-id input, its vocabulary and the inputs refit makes from it', async () => {
   const { inspectModel, formatInspect } = await import('../../src/cli/inspect.ts');
   const r = await inspectModel(bert);
-  assert.deepEqual(r.tokens, { ids: 'input_ids', vocab: 32, companions: ['token_type_ids', 'attention_mask'] });
+  assert.deepEqual(r.tokens, { ids: 'input_ids', vocab: 32, companions: ['token_type_ids', 'attention_mask'], positions: 16 });
   assert.match(formatInspect(r), /token ids: {2}'input_ids' \(vocabulary 32\), from a \.npy of ids; refit makes token_type_ids, attention_mask from them/);
   assert.equal((await inspectModel(new URL('../../models/fmnist-cnn.onnx', import.meta.url).pathname)).tokens, undefined);
 });
