@@ -30,6 +30,11 @@ export interface Node {
      * spatially flipped (src/onnx/nchwc.ts builds the blocked form straight from it).
      */
     flippedWeightOf?: string;
+    /**
+     * On a ConvTranspose that computes a conv's input gradient: the forward conv's geometry
+     * (src/autodiff/rules/conv.ts ConvGeom), so a backend pass can write it in another form.
+     */
+    dxOfConv?: object;
   };
 }
 

@@ -1,7 +1,7 @@
 // A compiled training step: one onnxruntime session per input signature, cached.
 import type { RefitModel } from '../model.ts';
 import { cloneModel } from '../onnx/ir.ts';
-import { blockFedConvsForSession } from '../onnx/nchwc.ts';
+import { blockFedConvs, nchwcBlockForSession } from '../onnx/nchwc.ts';
 import { createSession, toOrt, fromOrt, type SessionOptions, ort } from '../onnx/runtime.ts';
 import { signatureOf, signatureKey, checkSignature, type InputSignature } from '../onnx/shapes.ts';
 import { type Tensor, formatShape } from '../onnx/tensor.ts';
@@ -11,6 +11,7 @@ import { stepSource } from './step-opset.ts';
 import { DataShapes, dataShapedOutputs, subgraphDataShapes } from '../onnx/data-shapes.ts';
 import { withEmbeddingBags } from '../onnx/embedding-bag.ts';
 import { denseTinyConvs } from './tiny-conv-dense.ts';
+import { phaseFrozenStridedDx } from './frozen-strided-dx.ts';
 
 export interface StepResult {
   loss: number;
@@ -65,10 +66,15 @@ export class TrainStep {
         const source = denseTinyConvs(stepSource(withEmbeddingBags(this.model.ir)).model, sig, (t) => !this.fed.has(t)).model;
         const graph = await buildStepGraph(source, sig, this.options, data?.batch);
         let t = performance.now();
-        // graph.model stays the portable standard-op graph; the session may get a copy whose fed
-        // convolutions run on onnxruntime-node's blocked kernels (src/onnx/nchwc.ts).
+        // graph.model stays the portable standard-op graph; where onnxruntime-node's blocked kernels
+        // run, the session gets a copy whose fed convolutions use them (src/onnx/nchwc.ts) and whose
+        // frozen strided convs' input gradients are stride-1 Convs by phase (frozen-strided-dx.ts).
         const forSession = cloneModel(graph.model);
-        await blockFedConvsForSession(forSession, new Set(graph.paramInputs), this.session);
+        const block = await nchwcBlockForSession(this.session);
+        if (block) {
+          blockFedConvs(forSession, new Set(graph.paramInputs), block);
+          phaseFrozenStridedDx(forSession);
+        }
         graph.timings.blockedConvs = performance.now() - t;
         // Encoded inside createSession: the baked weights go to onnxruntime as views, not in the bytes.
         t = performance.now();

@@ -106,9 +106,12 @@ function polyphaseDx(em: Emitter, g: ConvGeom, dY: string, w: string): string {
  * dX of a 2-D stride-s conv, phase by phase: output rows s·q + a (per dim) get only the taps
  * s·m + r_a, so each of the s² phases is a stride-1 Conv of dY with its own small kernel (for
  * 3×3 s2: 2×2, 2×1, 1×2 and 1×1, 9 taps in all, no zero taps), gathered from the C↔O-swapped
- * weight; the phases are interleaved by Concat (channel c·s² + phase) and DepthToSpace (CRD).
+ * weight. The phases are interleaved by two Concats on inner axes: a row's phases side by side
+ * ([.., Q1, s] → [.., 1, Q1·s]), then the rows ([.., Q0, s, Q1·s] → [.., Q0·s, Q1·s]): half the
+ * time DepthToSpace takes beyond the copy (onnxruntime's is a generic 6-D transpose: 1.4 against
+ * 2.7 ms for [64, 4·32, 14, 14]).
  */
-function phasesDx(em: Emitter, g: ConvGeom, dY: string, w: string): string {
+export function phasesDx(em: Emitter, g: ConvGeom, dY: string, w: string): string {
   const s = g.strides[0]!, G = g.group, Og = g.O / G, [kh, kw] = g.k as [number, number];
   const Q = g.inSp.map((h) => Math.ceil(h / s));
   const wt = em.reshape(transposeWeight(em, g, w, false), [g.C, Og, kh * kw]);
@@ -125,22 +128,25 @@ function phasesDx(em: Emitter, g: ConvGeom, dY: string, w: string): string {
     if (E < 0) { keep = len + E; E = 0; }
     return { taps, drop0, keep, P, E };
   };
-  const outs: string[] = [];
-  for (let ah = 0; ah < s; ah++) for (let aw = 0; aw < s; aw++) {
-    const ph = dimPhase(0, ah), pw = dimPhase(1, aw);
-    const idx = ph.taps.flatMap((th) => pw.taps.map((tw) => th * kw + tw));
-    const k = em.reshape(em.op('Gather', [wt, em.ints(idx)], { axis: 2 }), [g.C, Og, ph.taps.length, pw.taps.length]);
-    let src = dY;
-    if (ph.drop0 || pw.drop0 || ph.keep < g.outSp[0]! - ph.drop0 || pw.keep < g.outSp[1]! - pw.drop0) {
-      src = em.op('Slice', [dY, em.ints([ph.drop0, pw.drop0]), em.ints([ph.drop0 + ph.keep, pw.drop0 + pw.keep]), em.ints([2, 3])]);
+  const rows: string[] = [];
+  for (let ah = 0; ah < s; ah++) {
+    const cols: string[] = [];
+    for (let aw = 0; aw < s; aw++) {
+      const ph = dimPhase(0, ah), pw = dimPhase(1, aw);
+      const idx = ph.taps.flatMap((th) => pw.taps.map((tw) => th * kw + tw));
+      const k = em.reshape(em.op('Gather', [wt, em.ints(idx)], { axis: 2 }), [g.C, Og, ph.taps.length, pw.taps.length]);
+      let src = dY;
+      if (ph.drop0 || pw.drop0 || ph.keep < g.outSp[0]! - ph.drop0 || pw.keep < g.outSp[1]! - pw.drop0) {
+        src = em.op('Slice', [dY, em.ints([ph.drop0, pw.drop0]), em.ints([ph.drop0 + ph.keep, pw.drop0 + pw.keep]), em.ints([2, 3])]);
+      }
+      const y = em.op('Conv', [src, k], { group: G, kernel_shape: [ph.taps.length, pw.taps.length], pads: [ph.P, pw.P, ph.E, pw.E] });
+      cols.push(em.reshape(y, [-1, g.C, Q[0]!, Q[1]!, 1])); // -1: the batch
     }
-    const y = em.op('Conv', [src, k], { group: G, kernel_shape: [ph.taps.length, pw.taps.length], pads: [ph.P, pw.P, ph.E, pw.E] });
-    outs.push(em.unsqueeze(y, [2]));
+    rows.push(em.reshape(em.op('Concat', cols, { axis: 4 }), [-1, g.C, Q[0]!, 1, Q[1]! * s]));
   }
-  const cat = em.reshape(em.op('Concat', outs, { axis: 2 }), [g.N, g.C * s * s, Q[0]!, Q[1]!]);
-  const d2s = em.op('DepthToSpace', [cat], { blocksize: s, mode: 'CRD' });
-  if (Q.every((q, i) => q * s === g.inSp[i])) return d2s;
-  return em.op('Slice', [d2s, em.ints([0, 0]), em.ints(g.inSp), em.ints([2, 3])]);
+  const full = em.reshape(em.op('Concat', rows, { axis: 3 }), [-1, g.C, Q[0]! * s, Q[1]! * s]);
+  if (Q.every((q, i) => q * s === g.inSp[i])) return full;
+  return em.op('Slice', [full, em.ints([0, 0]), em.ints(g.inSp), em.ints([2, 3])]);
 }
 
 /**
@@ -197,7 +203,9 @@ export function convDx(em: Emitter, g: ConvGeom, dY: string, w: string, form: Dx
     const { padE, outPad } = pads;
     const attrs: Record<string, number[] | number> = { strides: g.strides, dilations: g.dil, group: g.group, pads: [...g.padB, ...padE], kernel_shape: g.k };
     if (outPad.some((p) => p > 0)) attrs.output_padding = outPad;
-    return em.op('ConvTranspose', [dY, w], attrs);
+    const dx = em.op('ConvTranspose', [dY, w], attrs);
+    em.graph.nodes.at(-1)!.meta = { dxOfConv: g }; // lets a backend pass rewrite it where its weight is a constant (src/train/frozen-strided-dx.ts)
+    return dx;
   }
   if (form === 'polyphase') return polyphaseDx(em, g, dY, w);
   if (form === 'phases') return phasesDx(em, g, dY, w);
@@ -416,7 +424,11 @@ export function convDw(em: Emitter, g: ConvGeom, x: string, dY: string, form: Dw
 //   with the weight a constant (Tent), where those Convs get the NCHWc kernels and ConvTranspose
 //   does not (bench/results/conv-grad-forms-depthwise-dx-baked.md, load average ≈ 20, p25 ratio to
 //   ConvTranspose): 'phases' 1.72 at 96ch 112²→56², 1.79 at 144ch 56²→28², 1.70 at 192ch
-//   28²→14², 1.36 at 576ch 14²→7²; 'polyphase' 1.39–1.94. ConvTranspose stays.
+//   28²→14², 1.36 at 576ch 14²→7²; 'polyphase' 1.39–1.94. ConvTranspose stays in the portable
+//   graph. Session 26: for a dense (group 1) frozen conv, 'phases' with the interleave by two inner
+//   Concats instead of DepthToSpace made whole Tent steps 0.92–0.97× on onnxruntime-node (and
+//   1.02–1.03× on onnxruntime-web's wasm), so a Node-only pass writes it in the session's copy:
+//   src/train/frozen-strided-dx.ts.
 // Flipping the fed weight for the stride-1 dX ('wflip' rows of
 //   bench/results/conv-grad-forms-flip.md, ResNet-18 3×3 layers, load average ≈ 20): the C↔O
 //   Transpose followed by a MatMul with the k²×k² tap-reversal matrix ('conv-flip-matmul') beats
