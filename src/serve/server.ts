@@ -107,7 +107,7 @@ const adapterParams = { type: 'object', required: ['model', 'name'], properties:
 // messages can then name the expected versus actual shape and the first non-finite value.
 const inputsSchema = {
   anyOf: [{ type: 'array' }, { type: 'object' }],
-  description: 'nested arrays in the model input\'s shape (e.g. [N][1][28][28]; one sample without the batch axis is accepted), { dims: [N, 1, 28, 28], data: [flat row-major numbers] }, or { dims, base64: the row-major values as little-endian float32 bytes in base64 } (the cheapest to parse: docs/serve.md), or { images: [base64 PNG or JPEG files] } (decoded, resized and normalised as the server was started: refit serve --resize, --mean, --std), or for a token model { texts: [strings] } (tokenized by the model\'s tokenizer, padded to the longest)',
+  description: 'nested arrays in the model input\'s shape (e.g. [N][1][28][28]; one sample without the batch axis is accepted), { dims: [N, 1, 28, 28], data: [flat row-major numbers] }, or { dims, base64: the row-major values as little-endian float32 bytes in base64 } (the cheapest to parse: docs/serve.md), or { images: [base64 PNG or JPEG files] } (decoded, resized and normalised as the server was started: refit serve --resize, --mean, --std), or for a token model { texts: [strings, or [a, b] text pairs] } (tokenized by the model\'s tokenizer, padded to the longest)',
 } as const;
 // The 200 answer of predict, declared so that Fastify serializes it with fast-json-stringify
 // (compiled once) instead of JSON.stringify; `adaptation` differs by method and stays free-form.
