@@ -12,7 +12,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createTextEncoder, encodeText, tokenizerOf } from '../../src/text/encode.ts';
+import { createTextEncoder, encodeText, pairSegments, tokenizerOf } from '../../src/text/encode.ts';
 import { readTaggedText } from '../../src/cli/tagged-text.ts';
 import { IGNORE } from '../../src/cli/token-task.ts';
 
@@ -74,6 +74,19 @@ for (const [name, cases] of Object.entries(reference.tokenizers_cases)) {
     if (cases.pad_token_id !== null) assert.equal(enc.padToken, cases.pad_token_id);
     else assert.match(enc.padSaid, /end-of-sequence/);
     expected.forEach((ids, i) => assert.deepEqual([...values.subarray(i * length, (i + 1) * length)], [...ids, ...new Array(length - ids.length).fill(pad)]));
+  });
+
+  test(`${name}: how a pair's second segment is marked, as refit rebuilds token_type_ids from the ids`, () => {
+    // BERT's template: types 1 after the first [SEP] (102); GPT-2's and the Llama-style template
+    // mark the second text without a separator between, which the ids alone cannot tell apart
+    const want = { 'bert-base-uncased': { marked: true, separator: 102 }, gpt2: { marked: true }, llama2: { marked: true } }[name];
+    assert.deepEqual(pairSegments(t.tok), want);
+    if (want?.separator === undefined) return;
+    for (const c of cases.pairs) {
+      let seen = false;
+      const rebuilt = c.ids.map((id) => { const v = seen ? 1 : 0; if (id === want.separator) seen = true; return v; });
+      assert.deepEqual(rebuilt, c.types, `${JSON.stringify([c.a.slice(0, 20), c.b.slice(0, 20)])} at max_length ${c.max_length}`);
+    }
   });
 
   test(`${name}: words with a label each give is_split_into_words' ids, the label on each word's first token`, () => {
