@@ -25,7 +25,7 @@ export function phaseFrozenStridedDx(model: Model): number {
   for (const n of [...g.nodes]) {
     const geom = n.meta?.dxOfConv as ConvGeom | undefined;
     const w = n.inputs[1]!;
-    if (n.opType !== 'ConvTranspose' || !geom || geom.group !== 1 || !dxApplies(geom, 'phases') || g.initializers.get(w)?.dtype !== 'float32' || fed.has(w)) {
+    if (n.opType !== 'ConvTranspose' || !geom || geom.group !== 1 || !dxApplies(geom, 'phases') || !g.initializers.has(w) || fed.has(w)) {
       out.push(n);
       continue;
     }
