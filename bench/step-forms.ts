@@ -6,7 +6,7 @@
 //                 ScatterElements-add) vs the model's opset 13 (one-hot im2col + ArgMax form)
 //   --form dense  frozen convs on tiny images as dense MatMuls (src/train/tiny-conv-dense.ts) vs Conv
 //   --form both   lift and dense together vs neither; --form dense-wide: the dense form's wider limits
-//   --form phases a frozen strided conv's dX as one stride-1 Conv per output phase vs ConvTranspose
+//   --form phases a dense strided conv's dX as one stride-1 Conv per output phase vs ConvTranspose
 //   --form dwtaps the conv weight gradient as one Gemm per kernel tap (stride 1, ≥ 16 channels) vs the
 //                 one-hot im2col form (src/autodiff/rules/conv.ts dwTaps; use with --config full)
 //
@@ -20,7 +20,7 @@ import { loadModel } from '../src/model.ts';
 import { stepOpsetLift } from '../src/train/step-opset.ts';
 import { tinyConvDense } from '../src/train/tiny-conv-dense.ts';
 import { dwSwapped, dwTaps } from '../src/autodiff/rules/conv.ts';
-import { frozenStridedDx } from '../src/train/frozen-strided-dx.ts';
+import { stridedDxPhases } from '../src/train/strided-dx-phases.ts';
 import { softmaxEntropy } from '../src/train/losses.ts';
 import { normAffineParams } from '../src/tta/common.ts';
 import { f32 } from '../src/onnx/tensor.ts';
@@ -38,7 +38,7 @@ const FORMS: Record<string, { what: string; set: (on: boolean) => void }> = {
   lift: { what: 'step at opset 16 (MaxPool gradient by ScatterElements add) / at the model opset 13', set: (on) => { stepOpsetLift.current = on; } },
   dense: { what: 'frozen convs on tiny images as dense MatMuls (src/train/tiny-conv-dense.ts) / as Conv', set: (on) => { tinyConvDense.current = on; } },
   both: { what: 'opset-16 step and dense tiny convs / neither (the step before this pass)', set: (on) => { stepOpsetLift.current = on; tinyConvDense.current = on; } },
-  phases: { what: 'a frozen dense strided conv\'s dX as one stride-1 Conv per output phase (src/train/frozen-strided-dx.ts) / ConvTranspose', set: (on) => { frozenStridedDx.current = on; } },
+  phases: { what: 'a dense strided conv\'s dX as one stride-1 Conv per output phase (src/train/strided-dx-phases.ts) / ConvTranspose', set: (on) => { stridedDxPhases.current = on; } },
   swapped: { what: 'dense conv dW as the one-hot columns times dYᵀ / the picked forms', set: (on) => { dwSwapped.current = on; } },
   dwtaps: { what: 'conv dW as one Gemm per kernel tap over N·L / as the one-hot im2col and a MatMul batched over N', set: (on) => { dwTaps.current = on; } },
   'dense-wide': { what: 'dense MatMuls up to 2 matrix entries per conv multiply-add and 32 MB / up to 1 and 16 MB (the default)', set: (on) => { tinyConvDense.maxRatio = on ? 2 : 1; tinyConvDense.maxBytes = (on ? 32 : 16) * 2 ** 20; } },

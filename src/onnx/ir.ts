@@ -35,6 +35,12 @@ export interface Node {
      * (src/autodiff/rules/conv.ts ConvGeom), so a backend pass can write it in another form.
      */
     dxOfConv?: object;
+    /**
+     * On a Conv that computes one output phase of a strided conv's input gradient (conv.ts
+     * phasesDx): its weight is this tensor's C↔O swap with only the kernel taps `taps` (flat
+     * indices, in order), so src/onnx/nchwc.ts can build the blocked form from a fed weight.
+     */
+    phaseWeightOf?: { weight: string; taps: number[] };
   };
 }
 

@@ -165,7 +165,9 @@ export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: num
     // C↔O-swapped, flipped form, which is built here from the fed weight in the blocked layout.
     const direct = n.inputs[1] && fed.has(n.inputs[1]) ? n.inputs[1] : undefined;
     const flipped = !direct && n.meta?.flippedWeightOf && fed.has(n.meta.flippedWeightOf) ? n.meta.flippedWeightOf : undefined;
-    const w = direct ?? flipped;
+    // one output phase of a strided conv's input gradient (conv.ts phasesDx): swapped, some taps
+    const phase = !direct && !flipped && group === 1 && n.meta?.phaseWeightOf && fed.has(n.meta.phaseWeightOf.weight) ? n.meta.phaseWeightOf : undefined;
+    const w = direct ?? flipped ?? phase?.weight;
     const dims = w ? shapeOf.get(w) : undefined;
     if (!w || dims?.length !== 4 || !dims.every((d) => typeof d === 'number')) { nodes.push(n); continue; }
     const [Ow, Iw, kh, kw] = dims as number[];
@@ -173,7 +175,7 @@ export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: num
     const [O, I] = direct ? [Ow!, Iw!] : [Iw! * group, Ow! / group];
     const form = blockedForm([O, I], group, block);
     if (!form) { nodes.push(n); continue; }
-    const key = `${direct ? 'direct' : 'flipped'}:${w}`;
+    const key = `${direct ? 'direct' : flipped ? 'flipped' : `phase ${phase!.taps.join(',')}`}:${w}`;
     let wr = reordered.get(key);
     if (!wr) {
       // Target layouts: OIHWBiBo [O/b][I/b][kh][kw][b_in][b_out]; OIHWBo [O/b][I][kh][kw][b_out].
@@ -187,24 +189,28 @@ export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: num
           : permute(w, [toBo], [O, I, kh!, kw!]);
       } else {
         // Flip the taps of W [Ow, Iw, K] with one MatMul by the K×K reversal (the last axis, so no
-        // Transpose first), then one Transpose does the C↔O swap and the blocking together.
-        const K = kh! * kw!;
-        const rev = new Float32Array(K * K);
-        for (let i = 0; i < K; i++) rev[i * K + (K - 1 - i)] = 1;
-        const revName = fresh(`${w}.nchwc_tap_reversal`);
-        g.initializers.set(revName, tensor('float32', [K, K], rev));
-        const wf = op('MatMul', [op('Reshape', [w, ints(`${w}.nchwc_taps`, [Ow!, Iw!, K])]), revName]);
+        // Transpose first), or pick a phase's taps by a K×K' selection; then one Transpose does
+        // the C↔O swap and the blocking together.
+        const K0 = kh! * kw!;
+        const pick = phase ? phase.taps : Array.from({ length: K0 }, (_, i) => K0 - 1 - i);
+        const K = pick.length;
+        const sel = new Float32Array(K0 * K);
+        pick.forEach((t, j) => (sel[t * K + j] = 1));
+        const revName = fresh(`${w}.nchwc_${phase ? 'phase_taps' : 'tap_reversal'}`);
+        g.initializers.set(revName, tensor('float32', [K0, K], sel));
+        const wf = op('MatMul', [op('Reshape', [w, ints(`${w}.nchwc_taps`, [Ow!, Iw!, K0])]), revName]);
+        const taps = phase ? attrInts(n, 'kernel_shape')! : [kh!, kw!]; // the conv's own kernel: a phase's fewer taps
         if (group === 1 && form.filter === 'OIHWBiBo') {
           // wf (o, c, h, w) as [Ow/b, b, Iw/b, b, kh, kw] → [C/b][O/b][kh][kw][b_in = o][b_out = c].
           // Two steps: (ob·bo, cb, bc·K) → (cb, ob·bo, bc·K); then (cb·ob, bo·bc, K) → (cb·ob, K, bo·bc).
-          wr = permute(wf, [[[Ow!, Iw! / b, b * K], [1, 0, 2]], [[(Iw! / b) * (Ow! / b), b * b, K], [0, 2, 1]]], [O, I, kh!, kw!]);
+          wr = permute(wf, [[[Ow!, Iw! / b, b * K], [1, 0, 2]], [[(Iw! / b) * (Ow! / b), b * b, K], [0, 2, 1]]], [O, I, ...taps]);
         } else if (group === 1) {
           // Fewer than b gradient channels in (Ow < b): [C/b][Ow][kh][kw][b_out = c].
           // (o, cb, bc·K) → (cb, o, bc·K); then (cb·o, bc, K) → (cb·o, K, bc).
-          wr = permute(wf, [[[Ow!, Iw! / b, b * K], [1, 0, 2]], [[(Iw! / b) * Ow!, b, K], [0, 2, 1]]], [O, I, kh!, kw!]);
+          wr = permute(wf, [[[Ow!, Iw! / b, b * K], [1, 0, 2]], [[(Iw! / b) * Ow!, b, K], [0, 2, 1]]], [O, I, ...taps]);
         } else {
           // Depthwise: the swap is the identity; [C/b][1][kh][kw][b].
-          wr = permute(wf, [[[Ow! / b, b, K], [0, 2, 1]]], [O, I, kh!, kw!]);
+          wr = permute(wf, [[[Ow! / b, b, K], [0, 2, 1]]], [O, I, ...taps]);
         }
       }
       reordered.set(key, wr);

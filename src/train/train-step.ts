@@ -11,7 +11,7 @@ import { stepSource } from './step-opset.ts';
 import { DataShapes, dataShapedOutputs, subgraphDataShapes } from '../onnx/data-shapes.ts';
 import { withEmbeddingBags } from '../onnx/embedding-bag.ts';
 import { denseTinyConvs } from './tiny-conv-dense.ts';
-import { phaseFrozenStridedDx } from './frozen-strided-dx.ts';
+import { phaseStridedDx } from './strided-dx-phases.ts';
 
 export interface StepResult {
   loss: number;
@@ -68,12 +68,12 @@ export class TrainStep {
         let t = performance.now();
         // graph.model stays the portable standard-op graph; where onnxruntime-node's blocked kernels
         // run, the session gets a copy whose fed convolutions use them (src/onnx/nchwc.ts) and whose
-        // frozen strided convs' input gradients are stride-1 Convs by phase (frozen-strided-dx.ts).
+        // strided convs' input gradients are stride-1 Convs by phase (strided-dx-phases.ts).
         const forSession = cloneModel(graph.model);
         const block = await nchwcBlockForSession(this.session);
         if (block) {
+          phaseStridedDx(forSession);
           blockFedConvs(forSession, new Set(graph.paramInputs), block);
-          phaseFrozenStridedDx(forSession);
         }
         graph.timings.blockedConvs = performance.now() - t;
         // Encoded inside createSession: the baked weights go to onnxruntime as views, not in the bytes.

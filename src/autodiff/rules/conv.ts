@@ -140,6 +140,7 @@ export function phasesDx(em: Emitter, g: ConvGeom, dY: string, w: string): strin
         src = em.op('Slice', [dY, em.ints([ph.drop0, pw.drop0]), em.ints([ph.drop0 + ph.keep, pw.drop0 + pw.keep]), em.ints([2, 3])]);
       }
       const y = em.op('Conv', [src, k], { group: G, kernel_shape: [ph.taps.length, pw.taps.length], pads: [ph.P, pw.P, ph.E, pw.E] });
+      em.graph.nodes.at(-1)!.meta = { phaseWeightOf: { weight: w, taps: idx } }; // lets the NCHWc pass build the blocked weight from a fed one
       cols.push(em.reshape(y, [-1, g.C, Q[0]!, Q[1]!, 1])); // -1: the batch
     }
     rows.push(em.reshape(em.op('Concat', cols, { axis: 4 }), [-1, g.C, Q[0]!, 1, Q[1]! * s]));
@@ -204,7 +205,7 @@ export function convDx(em: Emitter, g: ConvGeom, dY: string, w: string, form: Dx
     const attrs: Record<string, number[] | number> = { strides: g.strides, dilations: g.dil, group: g.group, pads: [...g.padB, ...padE], kernel_shape: g.k };
     if (outPad.some((p) => p > 0)) attrs.output_padding = outPad;
     const dx = em.op('ConvTranspose', [dY, w], attrs);
-    em.graph.nodes.at(-1)!.meta = { dxOfConv: g }; // lets a backend pass rewrite it where its weight is a constant (src/train/frozen-strided-dx.ts)
+    em.graph.nodes.at(-1)!.meta = { dxOfConv: g }; // lets a backend pass write it by phase (src/train/strided-dx-phases.ts)
     return dx;
   }
   if (form === 'polyphase') return polyphaseDx(em, g, dY, w);
@@ -425,10 +426,11 @@ export function convDw(em: Emitter, g: ConvGeom, x: string, dY: string, form: Dw
 //   does not (bench/results/conv-grad-forms-depthwise-dx-baked.md, load average ≈ 20, p25 ratio to
 //   ConvTranspose): 'phases' 1.72 at 96ch 112²→56², 1.79 at 144ch 56²→28², 1.70 at 192ch
 //   28²→14², 1.36 at 576ch 14²→7²; 'polyphase' 1.39–1.94. ConvTranspose stays in the portable
-//   graph. Session 26: for a dense (group 1) frozen conv, 'phases' with the interleave by two inner
-//   Concats instead of DepthToSpace made whole Tent steps 0.92–0.97× on onnxruntime-node (and
-//   1.02–1.03× on onnxruntime-web's wasm), so a Node-only pass writes it in the session's copy:
-//   src/train/frozen-strided-dx.ts.
+//   graph. Session 26: for a dense (group 1) conv, 'phases' with the interleave by two inner
+//   Concats instead of DepthToSpace, its Convs on the blocked kernels (a fed weight's through
+//   src/onnx/nchwc.ts), made whole Tent steps 0.92–0.97× and full steps 0.95–0.97× on
+//   onnxruntime-node (and Tent 1.02–1.03× on onnxruntime-web's wasm), so a Node-only pass writes
+//   it in the session's copy: src/train/strided-dx-phases.ts.
 // Flipping the fed weight for the stride-1 dX ('wflip' rows of
 //   bench/results/conv-grad-forms-flip.md, ResNet-18 3×3 layers, load average ≈ 20): the C↔O
 //   Transpose followed by a MatMul with the k²×k² tap-reversal matrix ('conv-flip-matmul') beats

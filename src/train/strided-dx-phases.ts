@@ -1,0 +1,50 @@
+// A backend pass for onnxruntime-node's CPU provider: the input gradient of a dense strided conv
+// written phase by phase, one stride-1 Conv per output phase with only its taps (phasesDx),
+// instead of a ConvTranspose. Stride-1 Convs run on onnxruntime's blocked NCHWc kernels (by
+// themselves where the weight is a constant, as Tent, EATA, SAR and norm-affine steps bake frozen
+// convs; through src/onnx/nchwc.ts where it is fed, which builds each phase's blocked weight from
+// the fed one), and ConvTranspose does not. Whole steps, alternating in one process (`npx tsx
+// bench/step-forms.ts --form phases [--config full]`): Tent 0.92–0.97× (cnn28 0.94, ResNet-18 at
+// 64² 0.92, at 224² 0.97), full steps 0.95–0.97×. Without blocked kernels the phases lose slightly
+// (onnxruntime-web's wasm: 1.02–1.03× on the CNNs' Tent steps), so the portable graph
+// (StepGraph.model, the browser's) keeps the ConvTranspose; only the session's copy is rewritten.
+// A kernel shorter than the stride (a 1×1 stride-2 shortcut) keeps its ConvTranspose: its phases
+// no tap reaches would be zeros, which cost ResNet-18 at 224² 55–100 MB of peak memory for no time.
+import type { Model, Node } from '../onnx/ir.ts';
+import { opsetVersion } from '../onnx/ir.ts';
+import { Emitter } from '../onnx/emitter.ts';
+import { dxApplies, phasesDx, type ConvGeom } from '../autodiff/rules/conv.ts';
+
+/** Switch for bench/step-forms.ts (--form phases): the pass on, or every strided dX a ConvTranspose. */
+export const stridedDxPhases = { current: true };
+
+/**
+ * Rewrite, in place, each ConvTranspose that is a dense strided conv's dX (conv.ts marks them)
+ * with a float32 weight, constant or fed; returns how many. Run before blockFedConvs, which then
+ * puts the fed ones' phase convs on the blocked kernels.
+ */
+export function phaseStridedDx(model: Model): number {
+  if (!stridedDxPhases.current) return 0;
+  const g = model.graph;
+  const inputs = new Map(g.inputs.map((i) => [i.name, i]));
+  const em = new Emitter(g, opsetVersion(model), 'refit_phases_');
+  const out: Node[] = [];
+  let done = 0;
+  for (const n of [...g.nodes]) {
+    const geom = n.meta?.dxOfConv as ConvGeom | undefined;
+    const w = n.inputs[1]!;
+    const float = (inputs.get(w)?.dtype ?? g.initializers.get(w)?.dtype) === 'float32';
+    if (n.opType !== 'ConvTranspose' || !geom || geom.group !== 1 || !dxApplies(geom, 'phases') || !float) {
+      out.push(n);
+      continue;
+    }
+    const { value: dx, nodes } = em.collect(() => phasesDx(em, geom, n.inputs[0]!, w));
+    // the last node writes the result: give it the ConvTranspose's output name
+    const last = nodes.at(-1)!;
+    last.outputs = last.outputs.map((o) => (o === dx ? n.outputs[0]! : o));
+    out.push(...nodes);
+    done++;
+  }
+  g.nodes = out;
+  return done;
+}
