@@ -40,6 +40,7 @@ const FORMS: Record<string, { what: string; set: (on: boolean) => void }> = {
   both: { what: 'opset-16 step and dense tiny convs / neither (the step before this pass)', set: (on) => { stepOpsetLift.current = on; tinyConvDense.current = on; } },
   phases: { what: 'a dense strided conv\'s dX as one stride-1 Conv per output phase (src/train/strided-dx-phases.ts) / ConvTranspose', set: (on) => { stridedDxPhases.current = on; } },
   swapped: { what: 'dense conv dW as the one-hot columns times dYᵀ / the picked forms', set: (on) => { dwSwapped.current = on; } },
+  'swapped-64mb': { what: 'dense conv dW one-hot columns up to 64 MB / up to 16 MB (session 25\'s cap; the default is 128 MB since session 26)', set: (on) => { dwSwapped.maxColumnBytes = (on ? 64 : 16) * 2 ** 20; } },
   dwtaps: { what: 'conv dW as one Gemm per kernel tap over N·L / as the one-hot im2col and a MatMul batched over N', set: (on) => { dwTaps.current = on; } },
   'dense-wide': { what: 'dense MatMuls up to 2 matrix entries per conv multiply-add and 32 MB / up to 1 and 16 MB (the default)', set: (on) => { tinyConvDense.maxRatio = on ? 2 : 1; tinyConvDense.maxBytes = (on ? 32 : 16) * 2 ** 20; } },
 };

@@ -124,7 +124,8 @@ test('the dW choice: the swapped one-hot columns where they are small, the taps 
     return pickDw(convGeom(node, x, w, [x[0]!, w[0]!, ...out]));
   };
   assert.equal(pick([2, 64, 24, 24], [64, 64, 3, 3]), 'onehot-swapped', "ESPCN's layer: 2.7 MB of columns");
-  assert.equal(pick([64, 32, 28, 28], [32, 32, 3, 3]), 'taps-gemm', 'cnn28: 58 MB of columns, over the cap: the taps build none');
+  assert.equal(pick([64, 32, 28, 28], [32, 32, 3, 3]), 'onehot-swapped', 'cnn28: 58 MB of columns, under the cap');
+  assert.equal(pick([64, 64, 56, 56], [64, 64, 3, 3]), 'taps-gemm', "ResNet-18 224's layer1 at batch 64: 462 MB of columns, over the cap: the taps build none");
   assert.equal(pick([64, 3, 28, 28], [32, 3, 3, 3]), 'onehot-swapped', 'few channels: the one-hot columns either way, swapped');
   assert.equal(pick([64, 32, 28, 28], [64, 32, 3, 3], [2, 2]), 'onehot-swapped', 'stride 2: the one-hot columns either way');
   assert.equal(pick([64, 256, 4, 4], [256, 256, 3, 3]), 'taps-gemm', '16 output positions: per-sample products too short');

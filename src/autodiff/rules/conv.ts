@@ -501,9 +501,16 @@ export const dwTaps = { current: true };
  * 1.00–1.03 (measured without the cap). Without the cap cnn28 was 0.92–0.95 but its peak RSS rose
  * from 291–301 to 349–356 MB (its 32-channel 28×28 columns are 58 MB); with a 32 MB cap 329 MB and
  * 1.00; with 16 MB, 307 MB. On every layer (L < 64 too) ResNet-18 64 was 1.37: at 4×4 and 2×2 the
- * per-sample products are too short.
+ * per-sample products are too short. Session 26 raised the cap from 16 to 128 MB: full steps 0.94
+ * (cnn28) and 0.93 (ResNet-18 64) at 64 MB (`bench/step-forms.ts --form swapped-64mb --config
+ * full`), and peak RSS, one child process each (bench/foreign.ts --child, two rounds): cnn28
+ * 347–355 against 311–313 MB (PyTorch's full step: 437), ResNet-18 64 511–517 against 558–601
+ * (PyTorch 603), ResNet-18 224 at batch 16 916–920 (128 MB and over: its 56² layers' 115 MB
+ * columns) against 1027–1103 at 16–64 MB, 1211–1261 against 1261–1374 ms. The taps form's own
+ * copies (X transposed and padded, a slice per tap) weigh more there than the columns; the cap
+ * stays for larger batches, where the columns grow past what the taps hold.
  */
-export const dwSwapped = { current: true, maxColumnBytes: 16 * 2 ** 20 };
+export const dwSwapped = { current: true, maxColumnBytes: 128 * 2 ** 20 };
 
 //
 // Per backend (RuntimeBackend.faults, issue 14): a form the backend gets wrong is not emitted there.
