@@ -10,13 +10,22 @@
 // (StepGraph.model, the browser's) keeps the ConvTranspose; only the session's copy is rewritten.
 // A kernel shorter than the stride (a 1×1 stride-2 shortcut) keeps its ConvTranspose: its phases
 // no tap reaches would be zeros, which cost ResNet-18 at 224² 55–100 MB of peak memory for no time.
+// So do small gradients and strides over 2: each phase is a node of its own, and on the
+// real-model bench's small inputs (≤ 25k elements a gradient; SegFormer's 8×8 and 4×4 patch
+// convs, 64 and 16 phases of one tap each) the phases made full steps 1.24× (SegFormer) and 1.04×
+// (fast-neural-style) slower. The pass takes stride 2, a kernel longer than 2, and gradients of at
+// least minElements (cnn28's and ResNet-18's have 262k–1.6M).
 import type { Model, Node } from '../onnx/ir.ts';
 import { opsetVersion } from '../onnx/ir.ts';
 import { Emitter } from '../onnx/emitter.ts';
 import { dxApplies, phasesDx, type ConvGeom } from '../autodiff/rules/conv.ts';
 
-/** Switch for bench/step-forms.ts (--form phases): the pass on, or every strided dX a ConvTranspose. */
-export const stridedDxPhases = { current: true };
+/** Switch for bench/step-forms.ts (--form phases): the pass on, or every strided dX a ConvTranspose; and its limits (tests widen them). */
+export const stridedDxPhases = { current: true, minElements: 2 ** 17, maxStride: 2 };
+
+/** Stride ≤ maxStride, every kernel dim longer than the stride, and a gradient of at least minElements. */
+const worthIt = (g: ConvGeom): boolean => g.strides[0]! <= stridedDxPhases.maxStride && g.k.every((k) => k > g.strides[0]!)
+  && g.N * g.C * g.inSp.reduce((a, b) => a * b, 1) >= stridedDxPhases.minElements;
 
 /**
  * Rewrite, in place, each ConvTranspose that is a dense strided conv's dX (conv.ts marks them)
@@ -34,7 +43,7 @@ export function phaseStridedDx(model: Model): number {
     const geom = n.meta?.dxOfConv as ConvGeom | undefined;
     const w = n.inputs[1]!;
     const float = (inputs.get(w)?.dtype ?? g.initializers.get(w)?.dtype) === 'float32';
-    if (n.opType !== 'ConvTranspose' || !geom || geom.group !== 1 || !dxApplies(geom, 'phases') || !float) {
+    if (n.opType !== 'ConvTranspose' || !geom || geom.group !== 1 || !dxApplies(geom, 'phases') || !float || !worthIt(geom)) {
       out.push(n);
       continue;
     }
