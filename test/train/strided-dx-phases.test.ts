@@ -20,15 +20,21 @@ import { relErr } from '../helpers/close.ts';
 
 const N = 3, C = 4;
 
-/** x [N, C, H, H] → BN → Conv 3×3/2 → BN → Relu → Conv 5×4/3 (uneven pads) → BN → Relu → y, and the first BN's output → Conv 1×1/6 → p. */
-function net(H: number): Model {
+/** A builder and a seeded initializer writer for it: uniform values times `scale`, plus `offset`. */
+function builder(seed: number): { b: ModelBuilder; init: (name: string, dims: number[], scale: number, offset?: number) => void } {
   const b = new ModelBuilder({ opset: 13 });
-  const rng = new Rng(5);
+  const rng = new Rng(seed);
   const init = (name: string, dims: number[], scale: number, offset = 0) => {
     const d = rng.fill(new Float32Array(dims.reduce((p, q) => p * q, 1)), scale);
     for (let i = 0; i < d.length; i++) d[i]! += offset;
     b.initializer(name, f32(dims, d));
   };
+  return { b, init };
+}
+
+/** x [N, C, H, H] → BN → Conv 3×3/2 → BN → Relu → Conv 5×4/3 (uneven pads) → BN → Relu → y, and the first BN's output → Conv 1×1/6 → p. */
+function net(H: number): Model {
+  const { b, init } = builder(5);
   init('w0', [6, C, 3, 3], 0.3); init('w1', [5, 6, 5, 4], 0.2); init('wp', [5, C, 1, 1], 0.3);
   for (const [k, c] of [[1, 6], [2, 5], [3, C]] as const) { init(`g${k}`, [c], 0.2, 1); init(`be${k}`, [c], 0.2); init(`rm${k}`, [c], 0.1); init(`rv${k}`, [c], 0.1, 1); }
   const bn = (x: string, k: number, y: string) => b.node('BatchNormalization', [x, `g${k}`, `be${k}`, `rm${k}`, `rv${k}`], [y], { epsilon: 1e-5, momentum: 0.9 });
@@ -100,13 +106,7 @@ for (const H of [24, 25]) {
 
 /** x [N, 16, 24, 24] → Conv 3×3/2 to 32 → BN → Relu → r0; r0 → Conv 5×4/3 to 16 → y; r0 → Conv 3×3/2 to 8 → Relu → q: every weight trained. */
 function wide(): Model {
-  const b = new ModelBuilder({ opset: 13 });
-  const rng = new Rng(8);
-  const init = (name: string, dims: number[], scale: number, offset = 0) => {
-    const d = rng.fill(new Float32Array(dims.reduce((p, q) => p * q, 1)), scale);
-    for (let i = 0; i < d.length; i++) d[i]! += offset;
-    b.initializer(name, f32(dims, d));
-  };
+  const { b, init } = builder(8);
   init('w0', [32, 16, 3, 3], 0.1); init('w1', [16, 32, 5, 4], 0.05); init('wq', [8, 32, 3, 3], 0.1);
   init('g', [32], 0.2, 1); init('be', [32], 0.2); init('rm', [32], 0.1); init('rv', [32], 0.1, 1);
   b.input('x', 'float32', [N, 16, 24, 24]);
