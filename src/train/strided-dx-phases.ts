@@ -4,8 +4,8 @@
 // themselves where the weight is a constant, as Tent, EATA, SAR and norm-affine steps bake frozen
 // convs; through src/onnx/nchwc.ts where it is fed, which builds each phase's blocked weight from
 // the fed one), and ConvTranspose does not. Whole steps, alternating in one process (`npx tsx
-// bench/step-forms.ts --form phases [--config full]`): Tent 0.92–0.97× (cnn28 0.94, ResNet-18 at
-// 64² 0.92, at 224² 0.97), full steps 0.95–0.97×. Without blocked kernels the phases lose slightly
+// bench/step-forms.ts --form phases [--config full]`): Tent 0.91–0.97× (cnn28 0.91–0.96, ResNet-18 at
+// 64² 0.92–0.94, at 224² 0.97), full steps 0.95–0.98×. Without blocked kernels the phases lose slightly
 // (onnxruntime-web's wasm: 1.02–1.03× on the CNNs' Tent steps), so the portable graph
 // (StepGraph.model, the browser's) keeps the ConvTranspose; only the session's copy is rewritten.
 // A kernel shorter than the stride (a 1×1 stride-2 shortcut) keeps its ConvTranspose: its phases
