@@ -13,7 +13,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, extname, join } from 'node:path';
 import { parse } from 'csv-parse/sync';
-import { encodeText, encoderOf, lengthCap, padId, padRows, tokenizerOf, type LoadedTokenizer, type TextEncoder } from '../text/encode.ts';
+import { encodeText, encoderOf, lengthCap, padId, padRows, pairSegments, tokenizerOf, type LoadedTokenizer, type PairSegments, type TextEncoder } from '../text/encode.ts';
 import { LABEL_NAMES } from './data-files.ts';
 
 export const TEXT_EXTENSIONS = ['.txt', '.csv', '.tsv', '.jsonl'] as const;
@@ -51,6 +51,8 @@ export interface TextTokens {
   truncated: number;
   /** Where the tokenizer came from and which columns were read: for the report. */
   format: string;
+  /** The tokenizer.json read, and how it marks a pair's second segment (pairSegments). */
+  tokenizer: { path: string; segments: PairSegments };
 }
 
 /** The CLI's options for text data, as commander gives them. */
@@ -188,20 +190,20 @@ export function readTextTokens(path: string, src: TextSource, o: { grouped?: boo
   const pairNote = !o.grouped && columns.length === 2 ? ' as pairs' : '';
   return {
     values, types: types.some((v) => v !== 0) ? types : null, n: rows.length, columns: o.grouped ? columns.length : 1, length,
-    padToken: pad.id, labels, truncated,
+    padToken: pad.id, labels, truncated, tokenizer: { path: t.path, segments: pairSegments(t.tok) },
     format: `text (${columns.join(', ')}${pairNote}) tokenized by ${t.path}; ${pad.said}${truncated ? `; ${truncated} of ${seqs.length} cut to ${length} tokens` : ''}`,
   };
+}
+
+/** Text data's one line on stderr, outside --json: which tokenizer, pad, cut and label names it went through (train, eval). */
+export function sayTextData(data: string, format: string, json?: boolean): void {
+  if (!json && /tokeniz/.test(format)) process.stderr.write(`refit: ${data}: ${format}\n`);
 }
 
 /**
  * An encoder for requests (refit serve): the tokenizer of `src`, or null when none was given and
  * none lies beside the model (the service then takes token ids only).
  */
-/** Text data's one line on stderr, outside --json: which tokenizer, pad, cut and label names it went through (train, eval). */
-export function sayTextData(data: string, format: string, json?: boolean): void {
-  if (!json && /tokeniz/.test(format)) process.stderr.write(`refit: ${data}: ${format}\n`);
-}
-
 export function textEncoder(src: TextSource): TextEncoder | null {
   if (src.tokenizer === undefined && !besideModel(src.modelPath)) return null;
   return encoderOf(loadTokenizer(src), src);

@@ -12,7 +12,7 @@ import { parseNpy } from './data-files.ts';
 import { readBytes } from '../data/idx-node.ts';
 import { existsSync } from 'node:fs';
 import { kvCacheOf } from '../onnx/kv-cache.ts';
-import { isTextFile, readTextTokens, TEXT_EXTENSIONS, type TextSource } from './text-tokens.ts';
+import { isTextFile, readTextTokens, TEXT_EXTENSIONS, type TextSource, type TextTokens } from './text-tokens.ts';
 import { COMPANIONS_SAID, TOKEN_DTYPES, isCompanion, isLengthsInput, positionTableRows, tokenIdsInput, vocabularySize } from '../onnx/token-companions.ts';
 
 export interface TokenInputs {
@@ -75,6 +75,8 @@ export interface TokenIds {
   /** Text data's label column, one cell a row. */
   labels: string[] | null;
   format: string;
+  /** Text data's tokenizer (its file and how it marks a pair's second segment); null for ids. */
+  tokenizer: TextTokens['tokenizer'] | null;
 }
 
 /**
@@ -90,7 +92,7 @@ export function readTokenIds(path: string, vocab: number | null, minLength = 1, 
   if (isTextFile(path)) {
     if (!text) throw new Error(`${path}: text data is read by the CLI (refit train, eval, adapt) with the model's tokenizer; here give a .npy of token ids ${form}`);
     const t = readTextTokens(path, text, { grouped, minLength, wantLabels: text.wantLabels ?? false });
-    ids = { values: t.values, n: t.n, length: t.length, columns: t.columns, types: t.types, padToken: t.padToken, labels: t.labels, format: t.format };
+    ids = { values: t.values, n: t.n, length: t.length, columns: t.columns, types: t.types, padToken: t.padToken, labels: t.labels, format: t.format, tokenizer: t.tokenizer };
   } else {
     if (!path.toLowerCase().endsWith('.npy')) throw new Error(`${path}: token models read a .npy file of token ids ${form}, or text (${TEXT_EXTENSIONS.join(', ')}) that the model's tokenizer turns into ids`);
     const a = parseNpy(readBytes(path, 'NPY file'), path);
@@ -99,7 +101,7 @@ export function readTokenIds(path: string, vocab: number | null, minLength = 1, 
     if (grouped) {
       if (a.shape.length !== 3 || a.shape[1]! < 2 || length < minLength) throw new Error(`${path}: token ids must have shape [examples, columns, length] with columns ≥ 2 (anchor, positive, then any hard negatives) and length ≥ ${minLength}, got [${a.shape.join(', ')}]`);
     } else if (a.shape.length !== 2 || length < minLength) throw new Error(`${path}: token ids must have shape [sequences, length] with length ≥ ${minLength}, got [${a.shape.join(', ')}]`);
-    ids = { values: a.values, n: a.shape[0]!, length, columns: grouped ? a.shape[1]! : 1, types: null, padToken: undefined, labels: null, format: 'npy token ids' };
+    ids = { values: a.values, n: a.shape[0]!, length, columns: grouped ? a.shape[1]! : 1, types: null, padToken: undefined, labels: null, format: 'npy token ids', tokenizer: null };
   }
   const { values, length } = ids;
   for (let i = 0; i < values.length; i++) {

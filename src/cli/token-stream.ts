@@ -8,9 +8,8 @@ import { tensorOf, type Tensor } from '../onnx/tensor.ts';
 import { withTokenInputs } from '../onnx/token-companions.ts';
 import { defaultLogits } from '../tta/types.ts';
 import { readLabels } from './data-files.ts';
-import { tokenInputs, readTokenIds } from './token-inputs.ts';
-import { loadTokenizer, type TextSource } from './text-tokens.ts';
-import { pairSegments } from '../text/encode.ts';
+import { tokenInputs, readTokenIds, type TokenIds } from './token-inputs.ts';
+import type { TextSource } from './text-tokens.ts';
 import { classIds } from './text-labels.ts';
 import type { ModelIO } from './common.ts';
 
@@ -53,7 +52,7 @@ export function tokenStream(model: RefitModel, o: { stream: string; labels?: str
   const a = readTokenIds(o.stream, inputs.vocab, 1, false, o.text && { ...o.text, fixedLength: inputs.length, positions: inputs.positions, wantLabels: !o.labels });
   // the adapted model makes its companions in the graph (withTokenInputs), a pair's segments from its separator
   const padToken = o.padToken ?? a.padToken;
-  const segmentAfter = a.types ? pairSeparator(model, { ...a, types: a.types, padToken }, o.stream, o.text!) : undefined;
+  const segmentAfter = a.types ? pairSeparator(model, { ...a, types: a.types, padToken, tokenizer: a.tokenizer! }, o.stream) : undefined;
   const io = { ...logitsIO, spec: { ...logitsIO.spec, dims: [a.length] } };
   const classes = io.classes;
   let labels: Int32Array | undefined;
@@ -81,10 +80,10 @@ export function tokenStream(model: RefitModel, o: { stream: string; labels?: str
  * token_type_ids (undefined for one that does not: its ids alone say it all), checked to give the
  * tokenizer's own types on every row of the stream (rows [n, length], padded with `pad`).
  */
-function pairSeparator(model: RefitModel, a: { values: ArrayLike<number>; types: Uint8Array; length: number; padToken: number | undefined }, stream: string, text: TextSource): number | undefined {
+function pairSeparator(model: RefitModel, a: { values: ArrayLike<number>; types: Uint8Array; length: number; padToken: number | undefined; tokenizer: NonNullable<TokenIds['tokenizer']> }, stream: string): number | undefined {
   if (!model.inputs.some((i) => i.name === 'token_type_ids')) return undefined;
-  const t = loadTokenizer(text);
-  const sep = pairSegments(t.tok).separator;
+  const t = a.tokenizer;
+  const sep = t.segments.separator;
   const refuse = (why: string) => new Error(`${stream}: text pairs (two text columns) for a model that takes token_type_ids: ${why}; choose one text column with --text-column`);
   if (sep === undefined) throw refuse(`${t.path} marks the second segment without a separator token, which the adapted model (fed the ids alone) cannot rebuild`);
   let seen = false;
