@@ -10,17 +10,19 @@
 import type onnxProto from 'onnx-proto';
 import type { Graph, Node } from './ir.ts';
 import { graphFromProto } from './proto.ts';
-import { readsOf, subgraphsOf } from './subgraphs.ts';
+import { outerReads, readsOf } from './subgraphs.ts';
 import { toNumbers } from './tensor.ts';
 
 /**
  * The value of a one-element condition that is an initializer or a Constant node's output, or a
  * comparison, logical op or Cast of such values (Silero VAD's `Cast(Equal(sr, 16000))` once its
- * sample rate is fixed); undefined when it is computed otherwise or fed.
+ * sample rate is fixed), or of what a graph input's declared shape fixes (its rank, and its
+ * static dims: Silero VAD v5's `Cast(Squeeze(Gather(Shape(state), 0)))` on a state declared
+ * [2, ?, 128]); undefined when it is computed otherwise or fed.
  */
 export function constantCondition(g: Graph, name: string): boolean | undefined {
-  const v = scalarValue(g, name, 8);
-  return v === undefined ? undefined : v !== 0;
+  const v = smallValue(g, name, 8);
+  return v?.length === 1 && v[0] !== null ? v[0] !== 0 : undefined;
 }
 
 const SCALAR_OPS: Partial<Record<string, (a: number, b: number) => number>> = {
@@ -29,27 +31,55 @@ const SCALAR_OPS: Partial<Record<string, (a: number, b: number) => number>> = {
   And: (a, b) => Number(a !== 0 && b !== 0), Or: (a, b) => Number(a !== 0 || b !== 0), Xor: (a, b) => Number((a !== 0) !== (b !== 0)),
 };
 
-/** A one-element constant, or one computed from such by the ops above, Not, Identity and Cast (to bool: ≠ 0), at most `depth` nodes deep. */
-function scalarValue(g: Graph, name: string, depth: number): number | undefined {
+/** Elements a small value may have to be followed (a Shape's dims). */
+const MAX_ELEMENTS = 8;
+
+/**
+ * A small constant value, flat, with null for elements only a run decides (a symbolic dim): an
+ * initializer or Constant, the Shape and Size of a graph input with a declared shape, and what
+ * the ops above, Not, Identity, Cast, Gather with a constant index, Squeeze and Unsqueeze compute
+ * from such values, at most `depth` nodes deep.
+ */
+function smallValue(g: Graph, name: string, depth: number): (number | null)[] | undefined {
   const init = g.initializers.get(name);
-  if (init) return init.data.length === 1 ? toNumbers(init)[0] : undefined;
+  if (init) return init.data.length <= MAX_ELEMENTS ? toNumbers(init) : undefined;
+  const input = g.inputs.find((i) => i.name === name);
+  if (input) return undefined;
   const n = g.nodes.find((x) => x.outputs[0] === name);
   if (!n || depth === 0 || (n.domain !== '' && n.domain !== 'ai.onnx')) return undefined;
   if (n.opType === 'Constant') {
     const t = n.attrs.value?.kind === 'tensor' ? n.attrs.value.value : undefined;
-    return t && t.data.length === 1 ? toNumbers(t)[0] : undefined;
+    return t && t.data.length <= MAX_ELEMENTS ? toNumbers(t) : undefined;
   }
-  const args = n.inputs.map((i) => (i ? scalarValue(g, i, depth - 1) : undefined));
-  if (args.some((a) => a === undefined)) return undefined;
-  const [a, b] = args as number[];
-  if (n.opType === 'Identity') return a;
-  if (n.opType === 'Not') return Number(a === 0);
+  if (n.opType === 'Shape' || n.opType === 'Size') {
+    const dims = g.inputs.find((i) => i.name === n.inputs[0])?.shape;
+    if (!dims) return undefined;
+    const known = dims.map((d) => (typeof d === 'number' ? d : null));
+    if (n.opType === 'Size') return known.every((d) => d !== null) ? [known.reduce((a, b) => a! * b!, 1)] : undefined;
+    const start = n.attrs.start?.kind === 'int' ? n.attrs.start.value : 0;
+    const end = n.attrs.end?.kind === 'int' ? n.attrs.end.value : known.length;
+    return known.slice(start, end);
+  }
+  const args = n.inputs.map((i) => (i ? smallValue(g, i, depth - 1) : undefined));
+  const a = args[0];
+  if (!a) return undefined;
+  // Size of a Shape is the rank, known even where the dims are not.
+  if (n.opType === 'Size') return [a.length];
+  if (n.opType === 'Identity' || n.opType === 'Squeeze' || n.opType === 'Unsqueeze') return a;
+  if (n.opType === 'Gather') {
+    const idx = args[1];
+    if (!idx || (n.attrs.axis?.kind === 'int' && n.attrs.axis.value !== 0)) return undefined;
+    return idx.map((i) => (i === null ? null : a[i < 0 ? i + a.length : i] ?? null));
+  }
+  if (a.length !== 1 || a[0] === null) return undefined;
+  if (n.opType === 'Not') return [Number(a[0] === 0)];
   if (n.opType === 'Cast') {
     const to = n.attrs.to?.kind === 'int' ? n.attrs.to.value : undefined;
-    return to === 9 ? Number(a !== 0) : to === 1 || to === 10 || to === 11 || to === 16 ? a : Math.trunc(a!); // 9 bool; 1, 10, 11, 16 floats
+    return [to === 9 ? Number(a[0] !== 0) : to === 1 || to === 10 || to === 11 || to === 16 ? a[0] : Math.trunc(a[0])]; // 9 bool; 1, 10, 11, 16 floats
   }
+  const b = args[1];
   const op = SCALAR_OPS[n.opType];
-  return op && args.length === 2 ? op(a!, b!) : undefined;
+  return op && args.length === 2 && b?.length === 1 && b[0] !== null ? [op(a[0], b[0])] : undefined;
 }
 
 /** The branch graph an If node takes for `value`. */
@@ -58,7 +88,11 @@ function branchOf(n: Node, value: boolean): Graph {
   const a = n.attrs[key];
   const proto = a?.kind === 'opaque' ? (a.value as onnxProto.onnx.IAttributeProto).g : undefined;
   if (!proto) throw new Error(`If node '${n.name}' has no ${key} graph`);
-  return graphFromProto(proto);
+  const g = graphFromProto(proto);
+  // Only the outputs' names matter here; a nested branch's outputs are often written without a
+  // type (Silero VAD v5's), which graphFromProto drops as values it cannot describe.
+  g.outputs = (proto.output ?? []).map((o) => g.outputs.find((v) => v.name === o.name) ?? { name: o.name ?? '', dtype: 'float32', shape: null, untyped: true });
+  return g;
 }
 
 /** Replace If node `n` of `g` by the branch it takes when its condition is `value`. */
@@ -90,8 +124,11 @@ export function inlineIf(g: Graph, n: Node, value: boolean): void {
     if (own) rename.set(o.name, target);
     else copies.push({ name: fresh(outerNodes, `${n.name}_out${i}`), opType: 'Identity', domain: '', inputs: [rename.get(o.name) ?? o.name], outputs: [target], attrs: {} });
   });
-  if (rename.size && b.nodes.some((x) => subgraphsOf(x).length > 0)) { // outer-scope reads cannot follow a rename
-    throw new Error(`If node '${n.name}': its branch holds a nested subgraph and defines names the outer graph also uses (${[...rename.keys()].slice(0, 3).join(', ')}); refit cannot inline it`);
+  // A nested subgraph's outer-scope reads are not rewritten, so none may read a renamed name (a
+  // branch output taking the If output's name is a rename too: Silero VAD v5's nested Ifs read none).
+  const clash = b.nodes.flatMap((x) => outerReads(x).filter((name) => rename.has(name)));
+  if (clash.length) {
+    throw new Error(`If node '${n.name}': a subgraph nested in its branch reads names that inlining must rename (${[...new Set(clash)].slice(0, 3).join(', ')}); refit cannot inline it`);
   }
   const r = (name: string) => rename.get(name) ?? name;
   const nodes = b.nodes.map((x) => ({

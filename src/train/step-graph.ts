@@ -54,6 +54,8 @@ export interface StepGraph {
 }
 
 export const LOSS_OUTPUT = 'refit.loss';
+/** Fold rounds after the first (each a probe of the whole graph) while Ifs inline or Loops unroll. */
+const MAX_FOLD_ROUNDS = 8;
 
 /** `batch`: the values to probe with, for a model whose shapes depend on them (src/onnx/data-shapes.ts); zeros otherwise. */
 export async function buildStepGraph(given: Model, sig: InputSignature, opts: StepGraphOptions, batch?: Record<string, Tensor>): Promise<StepGraph> {
@@ -86,14 +88,17 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
   applyFold(g, plan, values, { roots: [...opts.loss.reads, ...(opts.outputs ?? [])], keep: fed });
   // An If on a shape (PyTorch's `if x.dim() == 3:`, as its LocalResponseNorm export has) now has a
   // constant condition: the branch it takes replaces it, so gradients flow through.
-  const inlined = inlineConstantIfs(g);
   // A Loop whose trip count the input shapes fix (PyTorch 1.13's repeat_interleave over a
   // dimension) is unrollable now that the fold made it a constant; what its copies compute from
-  // their iteration numbers (slice bounds) is folded in a second round. The inlined branches'
-  // and the copies' tensors were inside subgraphs, which the probe does not see: a second probe
+  // their iteration numbers (slice bounds) is folded in a further round. The inlined branches'
+  // and the copies' tensors were inside subgraphs, which the probe does not see: another probe
   // gives their shapes (Silero VAD's LSTM, in the If on its sample rate, needs them to unroll).
-  const unrolled = unrollConstantLoops(g, opset, em);
-  if (inlined + unrolled > 0) {
+  // Rounds repeat while they inline or unroll something: an inlined branch may hold Ifs on the
+  // shapes of its own tensors (Silero VAD v5's file nests them three deep: rank checks around its LSTM).
+  for (let round = 0; round < MAX_FOLD_ROUNDS; round++) {
+    const inlined = inlineConstantIfs(g);
+    const unrolled = unrollConstantLoops(g, opset, em);
+    if (inlined + unrolled === 0) break;
     if (unrolled > 0) resolveStaticSequences(g, opset, (t) => forwardShapes.get(t)?.dims, em);
     const again = planFold(g, fed);
     const { shapes: inner, values: more } = await probe(model, sig, { feeds: batch, values: again.candidates, maxFloatElements: FLOAT_FOLD_MAX_ELEMENTS });

@@ -13,6 +13,8 @@ import { f32, tensor, type Tensor } from '../../src/onnx/tensor.ts';
 import type { Attr } from '../../src/onnx/ir.ts';
 import * as losses from '../../src/train/losses.ts';
 import { diagnoseTraining } from '../../src/autodiff/diagnose.ts';
+import { withFixedInputs } from '../../src/onnx/fixed-inputs.ts';
+import { gradCheck } from '../../src/autodiff/gradcheck.ts';
 
 const { onnx } = onnxProto;
 const F = onnx.TensorProto.DataType.FLOAT;
@@ -94,4 +96,67 @@ test('a weight read only inside an If branch is refused on the gradient path, no
   await step.release();
   const d = diagnoseTraining(m.ir);
   assert.deepEqual(d.unsupportedOps.map((b) => [b.opType, b.nodes, b.params]), [['If', ['the_if'], ['w']]], 'diagnoseTraining names it too');
+});
+
+// Silero VAD v5's file as torch.jit.script exports it: the whole 16 kHz model inside an If on the
+// sample rate, its weights Constant nodes, and Ifs nested in the branch on shapes: one on a
+// static dim of the declared state ([2, ?, 4]), and inside that one a rank check of an
+// intermediate that only a shape probe decides. Branch outputs carry no type, and the 8 kHz
+// branch reads a weight of the outer graph.
+function nestedIfModel() {
+  const cst = (out: string, t: Tensor) => ({ opType: 'Constant', input: [], output: [out], name: `${out}_const`, attribute: [{ name: 'value', type: onnx.AttributeProto.AttributeType.TENSOR, t: tensorToProto('', t) }] });
+  const graph = (name: string, nodes: object[], outputs: string[]): Attr => ({ kind: 'opaque', value: { name, type: onnx.AttributeProto.AttributeType.GRAPH, g: { name, node: nodes, output: outputs.map((o) => ({ name: o })) } } });
+  const ifNode = (name: string, cond: string, outs: string[], then: Attr, els: Attr) => ({ opType: 'If', input: [cond], output: outs, name, attribute: [{ ...(then.value as object), name: 'then_branch' }, { ...(els.value as object), name: 'else_branch' }] });
+  const rank2 = ifNode('rank_if', 'is_2d', ['h4'],
+    graph('rank_then', [node('Relu', ['h3'], ['h4_then'], 'relu')], ['h4_then']),
+    graph('rank_else', [node('Identity', ['h3'], ['h4_else'], 'keep')], ['h4_else']));
+  const stateIf = ifNode('state_if', 'has_layers', ['h2'],
+    graph('state_then', [
+      cst('w2', f32([4, 4], Array.from({ length: 16 }, (_, i) => ((i * 7) % 5) / 4 - 0.5))),
+      node('MatMul', ['h', 'w2'], ['h3'], 'mm2'),
+      node('Shape', ['h3'], ['s3'], 'shape3'), node('Size', ['s3'], ['r3'], 'size3'),
+      cst('two', tensor('int64', [], [2])), node('Equal', ['r3', 'two'], ['is_2d'], 'eq3'),
+      rank2,
+    ], ['h4']),
+    graph('state_else', [node('Identity', ['h'], ['h_else'], 'skip')], ['h_else']));
+  const b = new ModelBuilder({ opset: 14 }).input('x', 'float32', ['n', 3]).input('state', 'float32', [2, 'n', 4]).input('sr', 'int64', []);
+  b.initializer('w8k', f32([3, 4], Array.from({ length: 12 }, (_, i) => i / 10)));
+  const m = b.build();
+  const sixteen = { name: 'rate', opType: 'Constant', domain: '', inputs: [], outputs: ['k16000'], attrs: { value: { kind: 'tensor' as const, value: tensor('int64', [], [16000]) } } };
+  m.graph.nodes.push(sixteen, { name: 'is16k', opType: 'Equal', domain: '', inputs: ['sr', 'k16000'], outputs: ['c'], attrs: {} });
+  m.graph.nodes.push({
+    name: 'rate_if', opType: 'If', domain: '', inputs: ['c'], outputs: ['y', 's'], attrs: {
+      then_branch: graph('then', [
+        cst('w1', f32([3, 4], Array.from({ length: 12 }, (_, i) => ((i * 5) % 7) / 6 - 0.4))),
+        node('MatMul', ['x', 'w1'], ['h'], 'mm1'),
+        node('Shape', ['state'], ['sh'], 'shape_state'), cst('zero', tensor('int64', [], [0])),
+        { ...node('Gather', ['sh', 'zero'], ['d0'], 'dim0') }, { ...node('Cast', ['d0'], ['has_layers'], 'to_bool'), attribute: [{ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: onnx.TensorProto.DataType.BOOL }] },
+        stateIf,
+        cst('ws', f32([4], [0.5, -1, 2, 0.25])), node('Mul', ['state', 'ws'], ['s_then'], 'scale_state'),
+        node('Identity', ['h2'], ['y_then'], 'out_y'),
+      ], ['y_then', 's_then']),
+      else_branch: graph('else', [node('MatMul', ['x', 'w8k'], ['y_else'], 'mm8k'), node('Identity', ['state'], ['s_else'], 'keep_state')], ['y_else', 's_else']),
+    },
+  });
+  m.graph.nodes.push({ name: 'y_out', opType: 'Identity', domain: '', inputs: ['y'], outputs: ['output'], attrs: {} }, { name: 's_out', opType: 'Identity', domain: '', inputs: ['s'], outputs: ['stateN'], attrs: {} });
+  m.graph.outputs.push({ name: 'output', dtype: 'float32', shape: ['n', 4] }, { name: 'stateN', dtype: 'float32', shape: [2, 'n', 4] });
+  return m;
+}
+
+test('Ifs nested as Silero VAD v5 nests them: the rate fixed inlines the branch and the If a declared dim decides; the rank check goes while a step compiles; the nested weights train', async () => {
+  const xs = f32([3, 3], [0.3, -1.2, 0.8, 1.1, 0.2, -0.7, -0.4, 0.9, 0.5]);
+  const state = f32([2, 3, 4], Array.from({ length: 24 }, (_, i) => Math.sin(i)));
+  const plain = new RefitModel(nestedIfModel());
+  const want = await plain.run({ x: xs, state, sr: tensor('int64', [], [16000]) });
+  const vad = withFixedInputs(plain, { sr: tensor('int64', [], [16000]) });
+  const ifs = vad.ir.graph.nodes.filter((n) => n.opType === 'If').map((n) => n.name);
+  assert.deepEqual(ifs, ['rank_if'], 'the rate and the declared dim decide two of the three Ifs');
+  assert.ok(!vad.ir.graph.initializers.has('w8k'), 'a weight only the branch not taken read is dropped');
+  assert.deepEqual(vad.parameterNames().sort(), ['w1', 'w2', 'ws'], 'Constant weights of both inlined branches are parameters');
+  const got = await vad.run({ x: xs, state });
+  for (const o of ['output', 'stateN']) assert.deepEqual(Array.from(got[o]!.data as Float32Array), Array.from(want[o]!.data as Float32Array), o);
+  const reports = await gradCheck(vad.ir, { x: xs, state }, { eps: 1e-2 });
+  assert.equal(reports.length, 3);
+  for (const r of reports) assert.ok(r.relError < 1e-3 && r.analyticNorm > 0, `${r.param}: ${r.relError}`);
+  await Promise.all([plain.release(), vad.release()]);
 });
