@@ -26,7 +26,9 @@
 // MatMulInteger (onnxruntime's quantize_dynamic: DynamicQuantizeLinear + MatMulInteger + Cast + Mul by
 // x_scale·w_scale) becomes MatMul(x_ste, W) with W = (W_q − W_zp)·w_scale dequantized here once, so
 // the gradient to x is dY·Wᵀ. Its forward differs from the integer kernel only by float32 summation
-// order (≈1e-7 relative). com.microsoft's DynamicQuantizeMatMul and MatMulIntegerToFloat are the same
+// order (≈1e-7 relative). ConvInteger in the same pattern (quantize_dynamic with Conv among its op
+// types; @imgly/background-removal's int8 models) becomes Conv(x_ste, W) with the node's attributes:
+// its padding with x's zero point is a padding with 0 in float. com.microsoft's DynamicQuantizeMatMul and MatMulIntegerToFloat are the same
 // layer fused, and are lowered the same way; a MatMulIntegerToFloat fed by a static QuantizeLinear
 // (onnxruntime's fusion of a QDQ MatMul, in a model it saved) takes the QDQ pair's straight-through.
 import type { Graph, Node } from '../../onnx/ir.ts';
@@ -108,7 +110,7 @@ export function dequantizeWeight(q: Tensor, scale: Tensor, zp: Tensor | undefine
 export function lowerQuantized(g: Graph, em: Emitter, trainable: readonly string[]): QuantLowerReport {
   lowerFloat16(g, trainable);
   const report: QuantLowerReport = { lowered: [] };
-  const isQuantOp = (n: Node) => ['QuantizeLinear', 'DynamicQuantizeLinear', 'MatMulInteger', 'DynamicQuantizeMatMul', 'MatMulIntegerToFloat'].includes(n.opType);
+  const isQuantOp = (n: Node) => ['QuantizeLinear', 'DynamicQuantizeLinear', 'MatMulInteger', 'ConvInteger', 'DynamicQuantizeMatMul', 'MatMulIntegerToFloat'].includes(n.opType);
   if (!g.nodes.some(isQuantOp)) return report;
   const dep = dependents({ nodes: g.nodes, wrt: trainable, isFloat: () => true });
   const prod = producers(g), cons = consumers(g);
@@ -186,21 +188,28 @@ export function lowerQuantized(g: Graph, em: Emitter, trainable: readonly string
         g.nodes.push({ ...node, outputs: [fq, ...node.outputs.slice(1)] });
         bindTo(em, em.add(fq, movedSte(traced)), out);
       });
-    } else if (node.opType === 'MatMulInteger') {
+    } else if (node.opType === 'MatMulInteger' || node.opType === 'ConvInteger') {
       const dql = prod.get(node.inputs[0]!);
       if (!dql || dql.opType !== 'DynamicQuantizeLinear' || !dep.has(dql.inputs[0]!)) continue;
+      const conv = node.opType === 'ConvInteger';
       const cast = only(node.outputs[0]!);
       const mul = cast && cast.opType === 'Cast' && attrInt(cast, 'to') === 1 ? only(cast.outputs[0]!) : undefined;
       const scales = mul && mul.opType === 'Mul' ? prod.get(mul.inputs.find((i) => i !== cast!.outputs[0])!) : undefined;
       const wScale = scales && scales.opType === 'Mul' && scales.inputs.includes(dql.outputs[1]!) ? scales.inputs.find((i) => i !== dql.outputs[1]) ?? scales.inputs[0] : undefined;
       if (!mul || !wScale) {
-        throw new Error(`MatMulInteger node '${node.name}': expected onnxruntime's dynamic quantization pattern (MatMulInteger → Cast(float) → Mul by x_scale·w_scale) to train through it; found ${cast ? `${cast.opType} '${cast.name}'` : 'no single consumer'}`);
+        throw new Error(`${node.opType} node '${node.name}': expected onnxruntime's dynamic quantization pattern (${node.opType} → Cast(float) → Mul by x_scale·w_scale) to train through it; found ${cast ? `${cast.opType} '${cast.name}'` : 'no single consumer'}`);
+      }
+      if ((node.inputs[2] || '') !== dql.outputs[2]) {
+        throw new Error(`${node.opType} node '${node.name}': its input zero point must be DynamicQuantizeLinear '${dql.name}'s to train through it`);
       }
       skip.add(node); skip.add(cast!);
       emitAt.set(mul, () => {
-        const w = weightOf(node, node.inputs[1]!, wScale, node.inputs[3], 1);
-        bindTo(em, em.op('MatMul', [dynamicSte(dql), w]), mul.outputs[0]!);
-        report.lowered.push({ opType: 'MatMulInteger', node: node.name });
+        // A conv weight's per-channel scale runs along its output channels (axis 0), a MatMul's along its columns.
+        const w = weightOf(node, node.inputs[1]!, wScale, node.inputs[3], conv ? 0 : 1);
+        // ConvInteger's attributes are Conv's.
+        const y = conv ? em.op('Conv', [dynamicSte(dql), w], { ...node.attrs }) : em.op('MatMul', [dynamicSte(dql), w]);
+        bindTo(em, y, mul.outputs[0]!);
+        report.lowered.push({ opType: node.opType, node: node.name });
       });
     } else if (node.domain === MS && node.opType === 'DynamicQuantizeMatMul') {
       const [a, b, bScale, bZp, bias] = node.inputs;
@@ -256,7 +265,7 @@ export function lowerQuantized(g: Graph, em: Emitter, trainable: readonly string
     for (const c of n.opType === 'QuantizeLinear' ? readers(n.outputs[0]!) : cons.get(n.outputs[0]!) ?? []) {
       if (!emitAt.has(c) && !skip.has(c)) {
         throw new Error(`${n.opType} node '${n.name}' quantizes '${n.inputs[0]}', which depends on a trainable parameter, and its integer output feeds ${c.opType} node '${c.name}', ` +
-          'a form refit cannot differentiate (it handles QuantizeLinear → DequantizeLinear with the same scale and zero point, and DynamicQuantizeLinear → MatMulInteger → Cast → Mul). ' +
+          'a form refit cannot differentiate (it handles QuantizeLinear → DequantizeLinear with the same scale and zero point, and DynamicQuantizeLinear → MatMulInteger or ConvInteger → Cast → Mul). ' +
           'Freeze the parameters upstream of it, or dequantize that layer.');
       }
     }
