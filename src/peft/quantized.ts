@@ -5,7 +5,8 @@
 //   name and gets it dequantized, (W_q − zero_point)·scale, per tensor or per channel.
 // - Merging: a fold returns a float weight under that name, and `floatizeQuantized` turns the
 //   layer into a float layer on it: DequantizeLinear(W) → MatMul reads the float weight directly;
-//   MatMulInteger + Cast + Mul becomes MatMul(DequantizeLinear(x_q, x_scale, x_zp), W). The input
+//   MatMulInteger + Cast + Mul becomes MatMul(DequantizeLinear(x_q, x_scale, x_zp), W), and
+//   ConvInteger + Cast + Mul the Conv of the same attributes. The input
 //   quantization stays, so the merged layer computes x_fq·(W + ΔW) while the adapter computed
 //   x_fq·W + ΔW·x: they differ by (x_fq − x)·ΔW, small since ΔW is (test/peft/quantized.test.ts
 //   measures it). The merged weight is not re-quantized: re-quantizing to int8 would add up to half
@@ -42,10 +43,11 @@ export function floatValue(g: Graph, name: string, t: Tensor): Tensor {
       if (typeof l === 'string' || !scales) throw new PeftError(`MatMulNBits node '${n.name}': cannot dequantize weight '${name}' (${typeof l === 'string' ? l : 'its scales are not an initializer'})`);
       return f32([l.K, l.N], dequantizeNBits(l, t, scales, init(n.inputs[3]))); // 'in_out', as the site says
     }
-    if (n.opType === 'MatMulInteger' && n.inputs[1] === name) {
+    if ((n.opType === 'MatMulInteger' || n.opType === 'ConvInteger') && n.inputs[1] === name) {
       const ws = weightScale(g, n);
-      if (!ws) throw new PeftError(`MatMulInteger node '${n.name}': cannot find the weight scale of '${name}' (expected MatMulInteger → Cast → Mul by x_scale·w_scale)`);
-      return dequantizeWeight(t, init(ws)!, init(n.inputs[3]), 1, `weight '${name}'`);
+      if (!ws) throw new PeftError(`${n.opType} node '${n.name}': cannot find the weight scale of '${name}' (expected ${n.opType} → Cast → Mul by x_scale·w_scale)`);
+      // per channel: along a MatMul weight's columns, a conv weight's output channels
+      return dequantizeWeight(t, init(ws)!, init(n.inputs[3]), n.opType === 'ConvInteger' ? 0 : 1, `weight '${name}'`);
     }
   }
   return t;
@@ -116,7 +118,8 @@ export function floatizeQuantized(g: Graph, em: Emitter): void {
     const mm: Node = { name: em.fresh(`${n.name}.merged`), opType: 'MatMul', domain: '', inputs: [n.inputs[0]!, n.inputs[1]!], outputs: [y], attrs: {} };
     return bias ? [mm, { name: em.fresh(`${n.name}.bias`), opType: 'Add', domain: '', inputs: [y, bias], outputs: [n.outputs[0]!], attrs: {} }] : [mm];
   });
-  if (!g.nodes.some((n) => (n.opType === 'DequantizeLinear' || n.opType === 'MatMulInteger') && floatInit(n.opType === 'MatMulInteger' ? n.inputs[1] : n.inputs[0]))) return;
+  const isDynamic = (n: Node) => n.opType === 'MatMulInteger' || n.opType === 'ConvInteger';
+  if (!g.nodes.some((n) => (n.opType === 'DequantizeLinear' || isDynamic(n)) && floatInit(isDynamic(n) ? n.inputs[1] : n.inputs[0]))) return;
   const prod = producers(g), cons = consumers(g);
   const drop = new Set<Node>();
   const rename = new Map<string, string>();
@@ -125,13 +128,14 @@ export function floatizeQuantized(g: Graph, em: Emitter): void {
     if (n.opType === 'DequantizeLinear' && floatInit(n.inputs[0])) {
       rename.set(n.outputs[0]!, n.inputs[0]!);
       drop.add(n);
-    } else if (n.opType === 'MatMulInteger' && floatInit(n.inputs[1])) {
+    } else if (isDynamic(n) && floatInit(n.inputs[1])) {
       const tail = dynamicTail(g, n, cons, prod);
       const dql = prod.get(n.inputs[0]!);
-      if (!tail || !dql || dql.opType !== 'DynamicQuantizeLinear') throw new PeftError(`cannot merge into MatMulInteger node '${n.name}': expected DynamicQuantizeLinear → MatMulInteger → Cast → Mul`);
+      if (!tail || !dql || dql.opType !== 'DynamicQuantizeLinear') throw new PeftError(`cannot merge into ${n.opType} node '${n.name}': expected DynamicQuantizeLinear → ${n.opType} → Cast → Mul`);
       const fq = em.fresh(`${dql.outputs[0]}.dequantized`);
       added.push({ name: em.fresh(`${n.name}.dequantize_input`), opType: 'DequantizeLinear', domain: '', inputs: dql.outputs.slice(0, 3), outputs: [fq], attrs: {} });
-      added.push({ name: em.fresh(`${n.name}.merged`), opType: 'MatMul', domain: '', inputs: [fq, n.inputs[1]!], outputs: [tail.mul.outputs[0]!], attrs: {} });
+      // A ConvInteger's attributes are a Conv's.
+      added.push({ name: em.fresh(`${n.name}.merged`), opType: n.opType === 'ConvInteger' ? 'Conv' : 'MatMul', domain: '', inputs: [fq, n.inputs[1]!], outputs: [tail.mul.outputs[0]!], attrs: n.opType === 'ConvInteger' ? n.attrs : {} });
       drop.add(n); drop.add(tail.cast); drop.add(tail.mul);
       if (tail.scales && (cons.get(tail.scales.outputs[0]!) ?? []).length === 1) drop.add(tail.scales);
     }

@@ -51,7 +51,7 @@ export interface Site {
   convNode?: Node;
   /**
    * A frozen quantized layer: 'qdq' (weight through DequantizeLinear of an integer initializer),
-   * 'dynamic' (onnxruntime's DynamicQuantizeLinear + MatMulInteger + Cast + Mul) or 'nbits'
+   * 'dynamic' (onnxruntime's DynamicQuantizeLinear + MatMulInteger or ConvInteger + Cast + Mul) or 'nbits'
    * (com.microsoft MatMulNBits: `weight` is its packed uint8 B, dIn/dOut its K/N). `weight` is then the
    * integer initializer, `x` the layer's float input before activation quantization (adapters read
    * it), and `y` the float output. Adapters see the dequantized weight (see ./quantized.ts).
@@ -179,6 +179,18 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
       if (!dql || dql.opType !== 'DynamicQuantizeLinear' || !isIntWeight(w) || w!.dims.length !== 2 || mul?.length !== 1 || mul[0]!.opType !== 'Mul') continue;
       const [dIn, dOut] = w!.dims as [number, number];
       site = { module: moduleOf(node.inputs[1]!), node: node.name, op: 'MatMul', weight: node.inputs[1]!, layout: 'in_out', dIn, dOut, x: dql.inputs[0]!, y: mul[0]!.outputs[0]!, out: mul[0]!.outputs[0]!, quant: 'dynamic' };
+    } else if (node.opType === 'ConvInteger') {
+      // The same pattern on a convolution (quantize_dynamic with Conv among its op types). Its
+      // input 2 is the activation's zero point, not a bias: the bias, if any, is an Add after the Mul.
+      const dql = prod.get(node.inputs[0]!), w = init(node.inputs[1]!);
+      const cast = cons.get(node.outputs[0]!);
+      const mul = cast?.length === 1 && cast[0]!.opType === 'Cast' ? cons.get(cast[0]!.outputs[0]!) : undefined;
+      if (!dql || dql.opType !== 'DynamicQuantizeLinear' || !isIntWeight(w) || w!.dims.length < 3 || mul?.length !== 1 || mul[0]!.opType !== 'Mul') continue;
+      const group = attrInt(node, 'group', 1);
+      site = {
+        module: moduleOf(node.inputs[1]!), node: node.name, op: 'Conv', weight: node.inputs[1]!, layout: 'conv', dIn: w!.dims[1]! * group, dOut: w!.dims[0]!,
+        x: dql.inputs[0]!, y: mul[0]!.outputs[0]!, out: mul[0]!.outputs[0]!, kernel: w!.dims.slice(2), group, convNode: node, quant: 'dynamic',
+      };
     } else if (node.opType === 'Gemm') {
       const dq = dqWeight(node.inputs[1]!);
       const w = init(dq ?? node.inputs[1]!);

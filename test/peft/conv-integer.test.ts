@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { RefitModel } from '../../src/model.ts';
 import { cloneModel, type Model, type Node } from '../../src/onnx/ir.ts';
 import { tensor, type Tensor } from '../../src/onnx/tensor.ts';
-import { quantizeDynamic } from '../../src/peft/index.ts';
+import { quantizeDynamic, findSites, withAdapter, lora } from '../../src/peft/index.ts';
 import { dequantizeWeight } from '../../src/autodiff/lower/quant.ts';
 import { crossEntropy } from '../../src/train/losses.ts';
 import { smallCnn, images, maxDiff } from './helpers.ts';
@@ -101,4 +101,44 @@ test('a ConvInteger whose input zero point is not its DynamicQuantizeLinear\'s i
   const m = new RefitModel(ir, { threads: 1 });
   const step = m.compileTrainStep({ trainable: m.parameterNames(), loss: crossEntropy({ logits: 'logits' }) });
   await assert.rejects(step.run({ x: images(2), y: tensor('int64', [2], [0, 1]) }), new RegExp(`ConvInteger node '${ci.name}': its input zero point`));
+});
+
+test('LoRA on ConvInteger layers: sites named as the float model\'s, a step forward = inference, training lowers the loss, the merge writes float Convs', async () => {
+  const float = smallCnn();
+  const q = new RefitModel(quantizedCnn(), { threads: 1 });
+  const floatConvs = findSites(float.ir.graph).filter((s) => s.op === 'Conv').map((s) => [s.module, s.dIn, s.dOut, s.kernel!.join('x')]);
+  const sites = findSites(q.ir.graph).filter((s) => s.op === 'Conv');
+  assert.deepEqual(sites.map((s) => [s.module, s.dIn, s.dOut, s.kernel!.join('x')]), floatConvs, 'the same modules, sizes and kernels');
+  assert.ok(sites.every((s) => s.quant === 'dynamic'));
+  const targets = sites.filter((s) => s.kernel!.length === 2 && s.module.startsWith('layer')).map((s) => s.module);
+  const p = withAdapter(q, 'ad', lora({ targets, rank: 2, alpha: 4 }));
+  for (const [k, t] of p.adapterValues('ad')) if (k.includes('lora_B')) (t.data as Float32Array).fill(0.02);
+  p.touch(p.trainableNames());
+  const x = images(8), y = tensor('int64', [8], [1, 7, 3, 0, 2, 2, 9, 4]);
+  const step = p.compileTrainStep({ trainable: p.trainableNames(), loss: crossEntropy({ logits: 'logits' }), outputs: ['logits'] });
+  const first = await step.run({ x, y });
+  assert.ok(maxDiff(first.outputs.logits!, (await p.run({ x })).logits!) <= 1e-4, 'step forward = inference');
+  for (const k of p.trainableNames()) assert.ok(first.grads.get(k)!.some((v) => v !== 0) && first.grads.get(k)!.every(Number.isFinite), k);
+  const losses: number[] = [first.loss];
+  for (let i = 0; i < 5; i++) {
+    const r = i === 0 ? first : await step.run({ x, y });
+    for (const k of p.trainableNames()) {
+      const d = p.param(k).data as Float32Array, g = r.grads.get(k)!;
+      for (let j = 0; j < d.length; j++) d[j] = d[j]! - 0.05 * g[j]!;
+    }
+    p.touch(p.trainableNames());
+    losses.push((await step.run({ x, y })).loss);
+  }
+  assert.ok(losses.at(-1)! < losses[0]!, `loss ${losses[0]} → ${losses.at(-1)}`);
+  const merged = p.merge('ad');
+  for (const t of targets) assert.ok(!merged.ir.graph.nodes.some((n) => n.opType === 'ConvInteger' && n.name === sites.find((s) => s.module === t)!.node), `${t} merged into a float Conv`);
+  // The merge computes x_fq·(W + ΔW) where the adapter computed x_fq·W + x·ΔW (src/peft/quantized.ts),
+  // and every later layer quantizes its input again, so a small change flips some roundings: the
+  // merged model may move as far as quantizing the base did (at ΔW = 0 the two agree to 1e-6).
+  const adapted = (await p.run({ x })).logits!;
+  const d = maxDiff((await merged.run({ x })).logits!, adapted);
+  const quantization = maxDiff((await q.run({ x })).logits!, (await float.run({ x })).logits!);
+  assert.ok(d <= quantization, `merged vs adapter: ${d}; int8 base vs float base: ${quantization}`);
+  await step.release();
+  await Promise.all([q.release(), float.release()]);
 });
