@@ -9,6 +9,8 @@ import { readModelFile } from '../onnx/io.ts';
 import { opsetVersion, type Model, type ValueInfo } from '../onnx/ir.ts';
 import type { UpgradeReport } from '../onnx/opset-upgrade.ts';
 import { diagnoseTraining, type GroupBlocker } from '../autodiff/diagnose.ts';
+import { inputsBehind } from '../autodiff/missing-rules.ts';
+import { branchWeights } from '../onnx/branch-weights.ts';
 import { supportedOps, NO_GRADIENT_OPS } from '../autodiff/rule.ts';
 import { DATA_SHAPED_OPS, dataShapedOutputs, subgraphDataShapes } from '../onnx/data-shapes.ts';
 import { textEncoder } from './text-tokens.ts';
@@ -58,6 +60,8 @@ export interface InspectResult {
   dataShaped?: Record<string, number>;
   /** A text decoder exported with a KV cache: what refit trains is the model without it (ops, gradients and groups below). */
   kvCache?: { past: number; useCacheBranch: boolean };
+  /** Ifs whose condition graph inputs decide, with the weights their branches hold (trained once those inputs are fixed). */
+  controlFlow?: { node: string; inputs: string[]; tensors: number; values: number }[];
   /** Which `refit train --task` fits the model's inputs and outputs, and how; absent when none is clear. */
   task?: { task: string; how: string };
   groups: { name: string; tensors: number; values: number; trainable: boolean; blockers: GroupBlocker[]; unreached: string[] }[];
@@ -102,6 +106,9 @@ export async function inspectModel(path: string): Promise<InspectResult> {
   }
   const g = ir.graph;
   const d = diagnoseTraining(ir);
+  const inputNames = new Set(g.inputs.map((i) => i.name));
+  const controlFlow = g.nodes.filter((x) => x.opType === 'If').map((x) => ({ node: x.name, inputs: inputsBehind(g.nodes, inputNames, x.inputs[0]!), ...branchWeights(x) }))
+    .filter((c) => c.inputs.length > 0 && c.tensors > 0);
   // The ops that select by value (NonZero …) and the first op on each other path whose size the
   // values decide (a length regulator's Range), not the Reshapes and Expands that follow them.
   const decided = new Set(dataShapedOutputs(g)), after = new Set<string>();
@@ -142,6 +149,7 @@ export async function inspectModel(path: string): Promise<InspectResult> {
     parameters: { tensors: groups.reduce((a, gr) => a + gr.tensors, 0), values: groups.reduce((a, gr) => a + gr.values, 0), quantized: quantizedValues(g) },
     ...(tokens ? { tokens } : {}),
     ...(kvCache ? { kvCache } : {}),
+    ...(controlFlow.length ? { controlFlow } : {}),
     ...(ties ? { ties } : {}),
     ...(dataShaped ? { dataShaped } : {}),
     ...(suggestTask(shown, tokens) ?? {}),
@@ -230,6 +238,9 @@ export function formatInspect(r: InspectResult): string {
   if (r.task) out.push(`  task:       ${r.task.task}: ${r.task.how}`);
   if (r.kvCache) out.push(`  KV cache:   ${r.kvCache.past} past inputs${r.kvCache.useCacheBranch ? ' and use_cache_branch (optimum\'s merged decoder)' : ''}; refit trains the model without it (empty pasts${r.kvCache.useCacheBranch ? ', the uncached branch inlined' : ''}), as analysed below`);
   out.push(`  parameters: ${n(r.parameters.values)} values in ${r.parameters.tensors} tensors${r.parameters.quantized ? `, and ${n(r.parameters.quantized)} weight values stored quantized (frozen; adapters train on them)` : ''}`);
+  for (const c of r.controlFlow ?? []) {
+    out.push(`  control:    If '${c.node}' on input${c.inputs.length > 1 ? 's' : ''} ${list(c.inputs)} holds ${n(c.values)} weight values in ${c.tensors} tensors in its branches, counted above only once a branch is chosen: fix ${c.inputs.length > 1 ? 'those inputs' : 'that input'} to train them (library: withFixedInputs(model, { ${c.inputs[0]}: … }))`);
+  }
   if (r.ties) out.push(`  ties:       ${formatTies(r.ties)}`);
   if (r.dataShaped) out.push(`  data sizes: ${Object.entries(r.dataShaped).map(([op, k]) => `${op} ×${k}`).join(', ')} give sizes the input values decide (an expert's tokens, a graph's edges, a length regulator's frames, an EmbeddingBag's bags): a training step is compiled again for each new set of sizes`);
   const counts = Object.entries(r.opCounts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));

@@ -8,13 +8,17 @@ import { RefitModel } from '../../src/model.ts';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
 import { inlineConstantIfs, constantCondition } from '../../src/onnx/inline-if.ts';
 import { outerReads } from '../../src/onnx/subgraphs.ts';
-import { tensorToProto } from '../../src/onnx/proto.ts';
 import { f32, tensor, type Tensor } from '../../src/onnx/tensor.ts';
 import type { Attr } from '../../src/onnx/ir.ts';
 import * as losses from '../../src/train/losses.ts';
 import { diagnoseTraining } from '../../src/autodiff/diagnose.ts';
 import { withFixedInputs } from '../../src/onnx/fixed-inputs.ts';
 import { gradCheck } from '../../src/autodiff/gradcheck.ts';
+import { inspectModel, formatInspect } from '../../src/cli/inspect.ts';
+import { encodeModel, tensorToProto } from '../../src/onnx/proto.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const { onnx } = onnxProto;
 const F = onnx.TensorProto.DataType.FLOAT;
@@ -142,6 +146,17 @@ function nestedIfModel() {
   m.graph.outputs.push({ name: 'output', dtype: 'float32', shape: ['n', 4] }, { name: 'stateN', dtype: 'float32', shape: [2, 'n', 4] });
   return m;
 }
+
+test('refit inspect names an If on an input whose branches hold the weights, and what they hold', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'refit-if-'));
+  try {
+    const path = join(dir, 'nested.onnx');
+    writeFileSync(path, encodeModel(nestedIfModel()));
+    const r = await inspectModel(path);
+    assert.deepEqual(r.controlFlow, [{ node: 'rate_if', inputs: ['sr'], tensors: 3, values: 32 }], 'w1 [3, 4], w2 [4, 4] (nested one If deeper), ws [4]; the 8 kHz branch reads w8k from the top graph');
+    assert.match(formatInspect(r), /control: {4}If 'rate_if' on input 'sr' holds 32 weight values in 3 tensors in its branches[^\n]*withFixedInputs\(model, \{ sr: … \}\)/);
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});
 
 test('Ifs nested as Silero VAD v5 nests them: the rate fixed inlines the branch and the If a declared dim decides; the rank check goes while a step compiles; the nested weights train', async () => {
   const xs = f32([3, 3], [0.3, -1.2, 0.8, 1.1, 0.2, -0.7, -0.4, 0.9, 0.5]);
