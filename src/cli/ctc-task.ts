@@ -7,6 +7,7 @@
 // `<pad>` the blank; default 0, or the vocabulary's pad token). Accuracy is 1 − label error rate: the edit distance between each
 // row's greedy decoding and its labels, over the label count.
 import type { RefitModel } from '../model.ts';
+import { opsetVersion } from '../onnx/ir.ts';
 import { i64, type Tensor } from '../onnx/tensor.ts';
 import { readBytes } from '../data/idx-node.ts';
 import { ctc } from '../train/losses.ts';
@@ -29,7 +30,7 @@ export interface CtcTaskOptions {
   padToken?: number;
   /** A Wav2Vec2FeatureExtractor preprocessor_config.json: its per-utterance normalisation (./hf-audio-preprocessor.ts). */
   preprocessor?: string;
-  /** Say what the preprocessor does on stderr (the CLI without --json). */
+  /** Say on stderr what the preprocessor does and which tensor the loss reads (the CLI without --json). */
   verbose?: boolean;
 }
 
@@ -47,6 +48,10 @@ export async function ctcTask(model: RefitModel, o: CtcTaskOptions): Promise<Tra
   const out = model.outputs.find((v) => v.name === io.logits)!;
   if (out.shape && out.shape.length !== 3) throw new Error(`--task ctc reads frame logits [batch, frames, classes]; output '${io.logits}' has shape ${JSON.stringify(out.shape)} (--logits names another output)`);
   const classes = io.classes;
+  // A recogniser exported with its Softmax (PaddleOCR's PP-OCR, many CRNN exports) gives
+  // probabilities; the CTC loss takes logits (it applies log-softmax), so it reads the Softmax's input.
+  const logits = softmaxInput(model, io.logits) ?? io.logits;
+  if (logits !== io.logits && o.verbose) process.stderr.write(`refit: '${io.logits}' is a Softmax over the classes; the CTC loss reads its input '${logits}' (the logits)\n`);
   const blank = o.padToken ?? vocab?.blank ?? 0;
   if (classes !== null && blank >= classes) throw new Error(`--pad-token ${blank} (the CTC blank) is not one of the model's ${classes} classes`);
   const audio = o.preprocessor !== undefined ? readAudioPreprocessor(o.preprocessor) : undefined;
@@ -87,11 +92,11 @@ export async function ctcTask(model: RefitModel, o: CtcTaskOptions): Promise<Tra
   };
   return {
     data: { source: `${o.data} → ${o.labels}`, format: `${ds.format} → ${vocab ? `transcripts (${vocab.file})` : 'npy label sequences'}`, samples: n, sampleShape: [...ds.sampleShape, S] },
-    logits: io.logits,
+    logits,
     // A row with more labels (and repeats) than the model has frames has no alignment: it counts
     // 0 rather than making the batch's loss +∞ (transformers' ctc_zero_infinity, which its CTC
     // fine-tuning examples turn on).
-    loss: ctc({ logits: io.logits, labels: 'refit_labels', blank, maxLabelLength: S, zeroInfinity: true }),
+    loss: ctc({ logits, labels: 'refit_labels', blank, maxLabelLength: S, zeroInfinity: true }),
     feeds: (idx) => ({ ...feeds(idx), refit_labels: labelFeed(idx) }),
     score(z, idx) {
       const t = tally(z, idx);
@@ -101,13 +106,23 @@ export async function ctcTask(model: RefitModel, o: CtcTaskOptions): Promise<Tra
       let errors = 0, count = 0, lossSum = 0;
       for (let s = 0; s < idx.length; s += bs) {
         const part = idx.slice(s, s + bs);
-        const t = tally((await m.run(feeds(part), { outputs: [io.logits] }))[io.logits]!, part);
+        const t = tally((await m.run(feeds(part), { outputs: [logits] }))[logits]!, part);
         errors += t.errors; count += t.count; lossSum += t.lossSum;
         onBatch?.(Math.min(s + bs, idx.length));
       }
       return { loss: lossSum / Math.max(idx.length, 1), accuracy: count ? Math.max(1 - errors / count, 0) : 0 };
     },
   };
+}
+
+/** The input of the Softmax over the last axis that writes output `name`, if one does. */
+function softmaxInput(model: RefitModel, name: string): string | undefined {
+  const n = model.ir.graph.nodes.find((x) => x.outputs[0] === name);
+  if (!n || n.opType !== 'Softmax' || (n.domain !== '' && n.domain !== 'ai.onnx')) return undefined;
+  const rank = model.outputs.find((v) => v.name === name)?.shape?.length ?? 3;
+  const axis = n.attrs.axis?.kind === 'int' ? n.attrs.axis.value : opsetVersion(model.ir) >= 13 ? -1 : 1;
+  // Before opset 13 Softmax flattens from its axis on: on [N, T, C] only axis 2 is the classes alone.
+  return axis === -1 || axis === rank - 1 ? n.inputs[0] : undefined;
 }
 
 /** A transcript file (one per line) as label ids [n, longest], -100 after each row's labels. */

@@ -197,6 +197,11 @@ function suggestTask(m: Model, tokens: InspectResult['tokens']): { task: { task:
   if (!tokens && image && logits.shape && rank(logits) === 4 && (logits.shape[1] === 1 || (logits.shape[1] === image[1] && scaled(logits.shape, image)))) {
     return pick('regress', "an image out (one channel, or the input's channels at a multiple of its size: an upscaler): `--task regress --data <images> --labels <float .npy of targets [N, ...] of the output's shape>`");
   }
+  // [N, frames, classes] with the frames free and the classes fixed: a text-line recogniser (CRNN,
+  // PaddleOCR's SVTR: frames along the image's width), not a detector's [N, 4 + classes, anchors].
+  if (!tokens && rank(logits) === 3 && image && typeof logits.shape![2] === 'number' && typeof logits.shape![1] !== 'number') {
+    return pick('ctc', '`--task ctc --data <text-line images .npy [n, C, H, W]> --labels <[n, length] label ids, -100 after each row>` (a text recogniser: frame classes [N, frames, classes] along the width, class 0 the blank unless --pad-token says; a final Softmax is read through to its logits)');
+  }
   if (!tokens && rank(logits) === 3 && image) return pick('none', "no `refit train` task fits a detector's [N, 4 + classes, anchors] output: `refit adapt --method bn-adapt --out adapted.npy` adapts its normalization statistics (`--method actmad --source <clean images>` its weights too) and writes the adapted outputs; the library trains it with a loss of your own");
   // [N, 1, samples]: a vocoder's waveform or another one-channel signal, not frame logits
   if (!tokens && rank(logits) === 3 && logits.shape![1] === 1) return pick('regress', "a one-channel signal (a vocoder's waveform): `--task regress --data <inputs .npy> --labels <float .npy of targets [N, 1, samples]>` (`--loss l1` as vocoders train)");

@@ -86,7 +86,7 @@ program
   .option('--adapter <method>', 'train an adapter instead of the whole model: lora, dora, ia3, bottleneck, bitfit, norm-affine')
   .option('--rank <r>', 'LoRA/DoRA rank', '8')
   .option('--alpha <a>', 'LoRA/DoRA alpha (default 8, as HF PEFT)')
-  .option('--targets <list>', 'layers the adapter attaches to: comma-separated module names or /regex/ (default: every layer the method supports)')
+  .option('--targets <list>', 'layers the adapter attaches to: comma-separated module names or /regex/ (default: every layer the method supports; LoRA and DoRA pass over grouped convolutions)')
   .option('--form <form>', 'bottleneck form: houlsby, pfeiffer or parallel', 'houlsby')
   .option('--trainable <sel>', 'full training: which parameters, all or /regex/', 'all')
   .option('--keep-ties', 'keep every tie the exporter wrote, tensors of one value too (by default a weight stored twice trains as one tensor, as PyTorch ties it: a tied lm_head folded into a transposed copy of the embedding, a module called twice; tensors of one value, such as fresh BatchNorm ones, are separate parameters)')

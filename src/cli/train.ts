@@ -12,6 +12,7 @@ import { adamw } from '../train/optim/index.ts';
 import { Trainer } from '../train/trainer.ts';
 import { withAdapter, lora, dora, ia3, bottleneck, bitfit, normAffine, accounting, type PeftModel } from '../peft/index.ts';
 import type { AdapterMethod } from '../peft/types.ts';
+import type { Site } from '../peft/sites.ts';
 import { saveAdapter } from '../peft/files-node.ts';
 import { hasBatchNorm } from '../tta/bn-adapt.ts';
 import { Rng } from '../util/rng.ts';
@@ -113,6 +114,8 @@ export interface TrainResult {
   seconds: number;
 }
 
+const denseLayers = (s: Site) => s.op !== 'Conv' || (s.group ?? 1) === 1;
+
 function makeAdapter(kind: string, o: TrainOptions): AdapterMethod {
   const targets = o.targets ? parseTargets(o.targets) : /./; // default: every layer the method supports (HF PEFT's 'all-linear')
   const rank = o.rank !== undefined ? positiveInt('--rank', o.rank) : 8;
@@ -123,8 +126,10 @@ function makeAdapter(kind: string, o: TrainOptions): AdapterMethod {
     return t instanceof RegExp ? t : (n: string) => t.includes(n);
   };
   switch (kind) {
-    case 'lora': return lora({ targets, rank, ...(alpha ? { alpha } : {}) });
-    case 'dora': return dora({ targets, rank, ...(alpha ? { alpha } : {}) });
+    // By default LoRA and DoRA pass over grouped and depthwise convolutions, which they cannot
+    // attach to (PP-OCRv4's recogniser mixes them with the dense layers they can).
+    case 'lora': return lora({ targets: o.targets ? targets : denseLayers, rank, ...(alpha ? { alpha } : {}) });
+    case 'dora': return dora({ targets: o.targets ? targets : denseLayers, rank, ...(alpha ? { alpha } : {}) });
     case 'ia3': return ia3({ targets });
     case 'bottleneck': {
       const form = (o.form ?? 'houlsby') as 'houlsby' | 'pfeiffer' | 'parallel';
@@ -203,7 +208,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
       case 'pairs': return pairsTask(base, { data: o.data, ...(o.logits ? { embeddings: o.logits } : {}), ...pad, ...(o.pooling ? { pooling: o.pooling as 'mean' } : {}) });
       case 'segment': return segmentTask(base, { data: o.data, labels: o.labels, ...logits, ...prep, ...(ignoreIndex !== undefined ? { ignoreIndex } : {}) });
       case 'regress': return regressTask(base, { data: o.data, labels: o.labels, ...logits, ...prep, ...(o.loss ? { loss: o.loss as RegressionLoss } : {}) });
-      case 'ctc': return ctcTask(base, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.vocab ? { vocab: o.vocab } : {}), ...(o.preprocessor ? { preprocessor: o.preprocessor, verbose: !o.json } : {}), ...logits, ...(padToken !== undefined ? { padToken } : {}) });
+      case 'ctc': return ctcTask(base, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.vocab ? { vocab: o.vocab } : {}), ...(o.preprocessor ? { preprocessor: o.preprocessor } : {}), verbose: !o.json, ...logits, ...(padToken !== undefined ? { padToken } : {}) });
       default: return classifyTask(base, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, text, ...prep });
     }
   };

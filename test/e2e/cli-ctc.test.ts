@@ -4,13 +4,13 @@
 // sequences alone, without frame alignments; the label error rate of greedy decoding falls.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTrain } from '../../src/cli/train.ts';
 import { runEval, formatEval } from '../../src/cli/eval.ts';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
-import { encodeModel } from '../../src/onnx/proto.ts';
+import { encodeModel, decodeModel } from '../../src/onnx/proto.ts';
 import { f32 } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { npy } from '../helpers/cli.ts';
@@ -140,4 +140,50 @@ test('--task ctc: labels that are the blank, out of range, after the fill, or of
   assert.ok(Number.isFinite(r.loss), `loss ${r.loss}`);
   const t = await runTrain(p('m.onnx'), { task: 'ctc', data: p('x8.npy'), labels: p('long.npy'), epochs: 1, batchSize: 8, valSplit: 0, out: p('long.onnx'), json: true });
   assert.ok(t.epochs.every((e) => Number.isFinite(e.trainLoss)), JSON.stringify(t.epochs));
+});
+
+// Recognisers are often exported with their Softmax (PaddleOCR's PP-OCR): probabilities out.
+test('--task ctc on a model that ends in a Softmax reads the Softmax\'s input: the same losses as the model without it', async () => {
+  const ir = decodeModel(model(3));
+  ir.graph.nodes.push({ name: 'softmax', opType: 'Softmax', domain: '', inputs: ['logits'], outputs: ['probs'], attrs: { axis: { kind: 'int', value: -1 } } });
+  ir.graph.outputs = [{ name: 'probs', dtype: 'float32', shape: ['N', T, C] }];
+  writeFileSync(p('logits.onnx'), model(3));
+  writeFileSync(p('probs.onnx'), encodeModel(ir));
+  const { x, y } = utterances(48, 9);
+  writeFileSync(p('x48.npy'), npy('<f4', [48, T, F], x));
+  writeFileSync(p('y48.npy'), npy('<i8', [48, S], y));
+  const runs: { before: number; train: number[] }[] = [];
+  for (const f of ['logits', 'probs']) {
+    const before = await runEval(p(`${f}.onnx`), { task: 'ctc', data: p('x48.npy'), labels: p('y48.npy'), json: true });
+    const r = await runTrain(p(`${f}.onnx`), { task: 'ctc', data: p('x48.npy'), labels: p('y48.npy'), epochs: 2, lr: 0.02, batchSize: 16, out: p(`${f}-tuned.onnx`), json: true });
+    runs.push({ before: before.loss, train: r.epochs.map((e) => e.trainLoss) });
+  }
+  assert.ok(Math.abs(runs[1]!.before - runs[0]!.before) <= 1e-5 * runs[0]!.before, `eval loss through the Softmax ${runs[1]!.before} vs logits ${runs[0]!.before}`);
+  runs[0]!.train.forEach((l, i) => assert.ok(Math.abs(runs[1]!.train[i]! - l) <= 1e-4 * l, `epoch ${i + 1}: ${runs[1]!.train[i]} vs ${l}`));
+});
+
+// A text-line recogniser in PP-OCR's shape: image in, a depthwise conv, frames along the width
+// [N, frames, classes] through a Softmax.
+test('a text-line recogniser (image in, frames along the width): inspect suggests --task ctc; LoRA by default passes over its depthwise conv', async () => {
+  const r = new Rng(11), rnd = (n: number, s: number) => Array.from({ length: n }, () => s * (r.next() - 0.5));
+  const K = 5;
+  writeFileSync(p('crnn.onnx'), encodeModel(new ModelBuilder({ opset: 17 }).input('x', 'float32', ['N', 3, 8, 'W'])
+    .initializer('c1.weight', f32([8, 3, 3, 3], rnd(216, 0.6))).initializer('dw.weight', f32([8, 1, 3, 3], rnd(72, 0.6)))
+    .initializer('head.weight', f32([8, K], rnd(8 * K, 0.6))).initializer('head.bias', f32([K], rnd(K, 0.1)))
+    .node('Conv', ['x', 'c1.weight'], ['h1'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, 'c1')
+    .node('Conv', ['h1', 'dw.weight'], ['h2'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1], group: 8 }, 'dw')
+    .node('Relu', ['h2'], ['h3']).node('ReduceMean', ['h3'], ['h4'], { axes: [2], keepdims: 0 })
+    .node('Transpose', ['h4'], ['seq'], { perm: [0, 2, 1] })
+    .node('MatMul', ['seq', 'head.weight'], ['z0'], {}, 'head').node('Add', ['z0', 'head.bias'], ['z'])
+    .node('Softmax', ['z'], ['probs'], { axis: -1 })
+    .output('probs', 'float32', ['N', 'T', K]).build()));
+  assert.equal((await inspectModel(p('crnn.onnx'))).task?.task, 'ctc', 'frames free, classes fixed: a recogniser, not a detector');
+  const n = 12, Wd = 16, y = new BigInt64Array(n * 3).fill(-100n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < 1 + (i % 3); j++) y[i * 3 + j] = BigInt(1 + ((i + j) % 4));
+  writeFileSync(p('lines.npy'), npy('<f4', [n, 3, 8, Wd], Float32Array.from(rnd(n * 3 * 8 * Wd, 2))));
+  writeFileSync(p('lines-y.npy'), npy('<i8', [n, 3], y));
+  const t = await runTrain(p('crnn.onnx'), { task: 'ctc', data: p('lines.npy'), labels: p('lines-y.npy'), adapter: 'lora', rank: 2, epochs: 1, batchSize: 4, out: p('crnn-lora'), json: true });
+  assert.equal(t.mode, 'adapter');
+  const config = JSON.parse(readFileSync(p('crnn-lora/adapter_config.json'), 'utf8')) as { target_modules: string[] };
+  assert.deepEqual([...config.target_modules].sort(), ['c1', 'head'], 'the depthwise conv is passed over');
 });
