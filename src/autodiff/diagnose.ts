@@ -63,6 +63,9 @@ const SEQUENCE_POSITIONS: Record<string, number[]> = {
   SequenceAt: [1], SequenceInsert: [2], SequenceErase: [1], SplitToSequence: [1],
 };
 
+/** Integer layers lowerQuantized (lower/quant.ts) rewrites in float when a trainable lies upstream. */
+const INT8_LAYERS = new Set(['MatMulInteger', 'ConvInteger', 'com.microsoft:DynamicQuantizeMatMul', 'com.microsoft:MatMulIntegerToFloat']);
+
 export const GROUP_ORDER = ['conv weights', 'linear weights', 'recurrent weights', 'norm affine', 'biases', 'embeddings', 'quantization scales', 'other'] as const;
 
 /** Diagnose which parameter groups can train; never throws on an unknown op. */
@@ -120,7 +123,9 @@ export function diagnoseTraining(source: Model, opts: DiagnoseOptions = {}): Dia
     const loop = n.opType === 'Loop' && isDefaultDomain(n) ? loops.get(n.name) : undefined;
     const unrolled = n.opType === 'Loop' && isDefaultDomain(n) && (!loop || judge(loop) === null);
     const resolved = SEQUENCE_POSITIONS[n.opType] !== undefined && isDefaultDomain(n) && (!kept.has(n.name) || judge(n) === null);
-    if (((isLowerable(n) || n.opType === 'If') && judge(n) === null) || unrolled || resolved) { // an If: inlined; a Loop: unrolled; a sequence op: resolved to tensors
+    // an int8 layer of onnxruntime's dynamic quantization: lowered to float with a straight-through gradient (lower/quant.ts)
+    const int8 = INT8_LAYERS.has(key);
+    if (((isLowerable(n) || n.opType === 'If') && judge(n) === null) || unrolled || resolved || int8) { // an If: inlined; a Loop: unrolled; a sequence op: resolved to tensors
       const l = lowered.get(key);
       if (l) l.push(n.name); else lowered.set(key, [n.name]);
     }
