@@ -54,6 +54,8 @@ export async function ctcTask(model: RefitModel, o: CtcTaskOptions): Promise<Tra
   if (logits !== io.logits && o.verbose) process.stderr.write(`refit: '${io.logits}' is a Softmax over the classes; the CTC loss reads its input '${logits}' (the logits)\n`);
   const blank = o.padToken ?? vocab?.blank ?? 0;
   if (classes !== null && blank >= classes) throw new Error(`--pad-token ${blank} (the CTC blank) is not one of the model's ${classes} classes`);
+  // A character dictionary fixes the class count (HF vocabularies may leave added tokens out).
+  if (vocab && /\.txt$/i.test(vocab.file) && classes !== null && vocab.size !== classes) throw new Error(`--vocab ${vocab.file} defines ${vocab.size} classes (blank included) and the model has ${classes}: is it the model's own?`);
   const audio = o.preprocessor !== undefined ? readAudioPreprocessor(o.preprocessor) : undefined;
   if (audio && o.verbose) process.stderr.write(`refit: preprocessing from ${audio.summary}\n`);
   const read = await loadData(o.data, io);

@@ -75,7 +75,7 @@ program
   .option('--decoder-start <id>', "--task seq2seq: the decoder's start token (config.json's decoder_start_token_id; default --pad-token)")
   .option('--ignore-index <v>', '--task segment: the mask value of pixels left out (default 255, the void of VOC-style masks)')
   .option('--loss <loss>', '--task regress: mse (default), l1, smooth-l1 or huber (PyTorch\'s F.l1_loss, F.smooth_l1_loss and F.huber_loss with β = δ = 1: outlying targets weigh less)')
-  .option('--vocab <file>', '--task ctc: a Hugging Face vocab.json (or the model folder holding it; its tokenizer_config.json read too) that turns --labels transcripts (.txt, one per line) into ids; its pad token is the blank')
+  .option('--vocab <file>', '--task ctc: a Hugging Face vocab.json (or the model folder holding it; its tokenizer_config.json read too) that turns --labels transcripts (.txt, one per line) into ids; its pad token is the blank. A .txt is a PaddleOCR character dictionary (ppocr_keys_v1.txt): blank 0, line k class k + 1, then the space')
   .option('--pooling <mode>', '--task pairs: token states to one embedding by mean over the attention mask (default) or cls (the first token)')
   .option('--pad-token <id>', 'token models: the padding token id (attention_mask 0 there; next-token: positions before it get no label; text data: the tokenizer\'s by default)')
   .option('--tokenizer <file>', TEXT_HELP.tokenizer)
@@ -119,6 +119,7 @@ program
     'refit train encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100 --out opus-mt-tuned/',
     'refit train deeplabv3.onnx --task segment --data images/ --labels masks/ --adapter lora --out deeplab-lora/   # masks/: a PNG per image, same name',
     'refit train wav2vec2-base-960h.onnx --task ctc --data audio.npy --labels transcripts.txt --vocab wav2vec2-base-960h/ --preprocessor wav2vec2-base-960h/ --adapter lora --out w2v-lora/   # audio.npy [n, samples] at 16 kHz, a transcript per line',
+    'refit train ch_PP-OCRv4_rec_infer.onnx --task ctc --data lines.npy --labels lines.txt --vocab ppocr_keys_v1.txt --adapter lora --out ocr-lora/   # lines.npy [n, 3, 48, W] text-line crops normalised as PaddleOCR does ((x/255 - 0.5)/0.5)',
     'refit train encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100 --adapter lora --out opus-mt-lora/   # folded into both files',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
@@ -179,7 +180,7 @@ program
   .option('--decoder <file>', '--task seq2seq: the decoder file; the model argument is the encoder, --labels the target ids')
   .option('--decoder-start <id>', "--task seq2seq: the decoder's start token (config.json's decoder_start_token_id; default --pad-token)")
   .option('--ignore-index <v>', '--task segment: the mask value of pixels left out (default 255)')
-  .option('--vocab <file>', '--task ctc: a Hugging Face vocab.json (or the model folder) for --labels transcripts (.txt)')
+  .option('--vocab <file>', '--task ctc: a Hugging Face vocab.json (or the model folder), or a PaddleOCR character dictionary (.txt), for --labels transcripts (.txt)')
   .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position scored on the next token), tag (token accuracy of a token classifier against --labels [N, length], -100 not scored), pairs (an embedding model: how often an anchor\'s nearest candidate is its own positive), seq2seq (an encoder-decoder on target sequences), segment (pixel accuracy of a segmenter against --labels masks), ctc (label error rate of a speech recogniser\'s greedy decoding against --labels sequences) or regress (mean squared and absolute error against --labels, a float .npy of targets)', 'classify')
   .option('--pooling <mode>', '--task pairs: mean (over the attention mask, the default) or cls')
   .option('--labels <path>', 'labels, when --data has none; --task seq2seq: the target token ids; --task segment: masks (.npy [N, H, W] or a folder of PNG masks)')

@@ -187,3 +187,18 @@ test('a text-line recogniser (image in, frames along the width): inspect suggest
   const config = JSON.parse(readFileSync(p('crnn-lora/adapter_config.json'), 'utf8')) as { target_modules: string[] };
   assert.deepEqual([...config.target_modules].sort(), ['c1', 'head'], 'the depthwise conv is passed over');
 });
+
+test('--vocab <dictionary>.txt reads a PaddleOCR character dictionary (blank 0, line k class k + 1, then the space): the same labels as ids; a dictionary of another size is refused', async () => {
+  writeFileSync(p('keys.txt'), '中\n文\na\n'); // with the blank and the space: 5 classes, the recogniser's
+  writeFileSync(p('lines3.txt'), '中a\n文  a\na中\n');
+  const ids = new BigInt64Array([1, 3, -100, 2, 4, 3, 3, 1, -100].map(BigInt)); // 文 a: the run of spaces is one space (class 4)
+  writeFileSync(p('lines3-ids.npy'), npy('<i8', [3, 3], ids));
+  writeFileSync(p('lines3.npy'), npy('<f4', [3, 3, 8, 16], Float32Array.from({ length: 3 * 3 * 8 * 16 }, (_, i) => Math.sin(i * 0.37))));
+  const fromText = await runEval(p('crnn.onnx'), { task: 'ctc', data: p('lines3.npy'), labels: p('lines3.txt'), vocab: p('keys.txt'), json: true });
+  const fromIds = await runEval(p('crnn.onnx'), { task: 'ctc', data: p('lines3.npy'), labels: p('lines3-ids.npy'), json: true });
+  assert.equal(fromText.loss, fromIds.loss);
+  writeFileSync(p('keys4.txt'), '中\n文\na\nb\n');
+  await assert.rejects(runEval(p('crnn.onnx'), { task: 'ctc', data: p('lines3.npy'), labels: p('lines3.txt'), vocab: p('keys4.txt'), json: true }), /keys4\.txt defines 6 classes \(blank included\) and the model has 5/);
+  writeFileSync(p('keys-bad.txt'), '中\nab\n');
+  await assert.rejects(runEval(p('crnn.onnx'), { task: 'ctc', data: p('lines3.npy'), labels: p('lines3.txt'), vocab: p('keys-bad.txt'), json: true }), /line 2 is "ab"; a character dictionary has one character a line/);
+});
