@@ -15,6 +15,8 @@ import { ctcGreedyDecode, ctcRowLoss, editDistance } from '../train/ctc-decode.t
 import { modelIO, loadData, batchOf } from './common.ts';
 import { parseNpy, type NpyArray } from './data-files.ts';
 import { readCtcVocab, encodeTranscript, type CtcVocab } from './ctc-vocab.ts';
+import { isLineLabelFile, readTextLines, DEFAULT_LINE_WIDTH } from './text-lines.ts';
+import type { Dataset } from './data-files.ts';
 import { readAudioPreprocessor, normalizeRows } from './hf-audio-preprocessor.ts';
 import { readFileSync } from 'node:fs';
 import type { TrainTask } from './train-task.ts';
@@ -38,8 +40,12 @@ export interface CtcTaskOptions {
 const FILL = -100;
 
 export async function ctcTask(model: RefitModel, o: CtcTaskOptions): Promise<TrainTask> {
-  if (!o.labels) throw new Error('--task ctc learns label sequences: give them with --labels <file> (.npy int [n, length], each row filled with -100 after its labels; or a .txt of transcripts with --vocab)');
-  const transcripts = /\.txt$/i.test(o.labels);
+  // PaddleOCR's recognition label file (`image<TAB>transcript` lines) carries images and transcripts both.
+  const lineFile = isLineLabelFile(o.data);
+  if (lineFile && o.labels) throw new Error(`--data ${o.data} is a recognition label file (image<TAB>transcript a line), which holds the labels; drop --labels`);
+  if (lineFile && !o.vocab) throw new Error(`--data ${o.data}: its transcripts need the model's vocabulary to become ids: give --vocab <vocab.json, or a PaddleOCR character dictionary such as ppocr_keys_v1.txt>`);
+  if (!o.labels && !lineFile) throw new Error('--task ctc learns label sequences: give them with --labels <file> (.npy int [n, length], each row filled with -100 after its labels; or a .txt of transcripts with --vocab), or --data a recognition label file (image<TAB>transcript a line)');
+  const transcripts = lineFile || /\.txt$/i.test(o.labels!);
   if (transcripts && !o.vocab) throw new Error(`--labels ${o.labels}: transcripts need the model's vocabulary to become ids: give --vocab <vocab.json or model folder>`);
   if (!transcripts && o.vocab) throw new Error(`--vocab turns transcripts (--labels <file>.txt) into ids; --labels ${o.labels} holds ids already`);
   const vocab = o.vocab ? readCtcVocab(o.vocab) : undefined;
@@ -58,13 +64,24 @@ export async function ctcTask(model: RefitModel, o: CtcTaskOptions): Promise<Tra
   if (vocab && /\.txt$/i.test(vocab.file) && classes !== null && vocab.size !== classes) throw new Error(`--vocab ${vocab.file} defines ${vocab.size} classes (blank included) and the model has ${classes}: is it the model's own?`);
   const audio = o.preprocessor !== undefined ? readAudioPreprocessor(o.preprocessor) : undefined;
   if (audio && o.verbose) process.stderr.write(`refit: preprocessing from ${audio.summary}\n`);
-  const read = await loadData(o.data, io);
-  const ds = audio?.normalize ? { ...read, x: normalizeRows(read.x, read.n) } : read;
-  const a = vocab ? transcriptIds(o.labels, vocab) : parseNpy(readBytes(o.labels, 'NPY file'), o.labels);
-  if (a.dtype !== 'int64' && a.dtype !== 'int32') throw new Error(`${o.labels}: label sequences must be integers (int64 or int32), got ${a.dtype}`);
-  if (a.shape.length !== 2) throw new Error(`${o.labels}: shape [${a.shape.join(', ')}]; label sequences are [n, length]`);
+  let ds: Dataset, a: NpyArray;
+  if (lineFile) {
+    const [C, H, W] = io.spec.dims;
+    if (io.spec.dims.length !== 3 || C !== 3 || typeof H !== 'number') throw new Error(`--data ${o.data}: text-line images go to a [N, 3, H, W] input of fixed height; the model's '${io.spec.input}' is [N, ${io.spec.dims.map((d) => d ?? '?').join(', ')}]`);
+    const lines = await readTextLines(o.data, H, W ?? DEFAULT_LINE_WIDTH);
+    if (o.verbose) process.stderr.write(`refit: ${lines.data.n} text lines resized to height ${H} and padded to width ${W ?? DEFAULT_LINE_WIDTH}, BGR, (x/255 - 0.5)/0.5, as PaddleOCR feeds its recognisers\n`);
+    ds = lines.data;
+    a = transcriptArray(lines.transcripts, vocab!, o.data);
+  } else {
+    const read = await loadData(o.data, io);
+    ds = audio?.normalize ? { ...read, x: normalizeRows(read.x, read.n) } : read;
+    a = vocab ? transcriptIds(o.labels!, vocab) : parseNpy(readBytes(o.labels!, 'NPY file'), o.labels!);
+  }
+  const labelSource = o.labels ?? o.data;
+  if (a.dtype !== 'int64' && a.dtype !== 'int32') throw new Error(`${labelSource}: label sequences must be integers (int64 or int32), got ${a.dtype}`);
+  if (a.shape.length !== 2) throw new Error(`${labelSource}: shape [${a.shape.join(', ')}]; label sequences are [n, length]`);
   const [n, S] = a.shape as [number, number];
-  if (n !== ds.n) throw new Error(`${o.labels}: ${n} label sequences for ${ds.n} samples in ${o.data}`);
+  if (n !== ds.n) throw new Error(`${labelSource}: ${n} label sequences for ${ds.n} samples in ${o.data}`);
   // rows as lists, checked: labels first, then only fill; every label a class other than the blank
   const rows: number[][] = [];
   for (let i = 0; i < n; i++) {
@@ -72,8 +89,8 @@ export async function ctcTask(model: RefitModel, o: CtcTaskOptions): Promise<Tra
     const len = row.findIndex((v) => v < 0);
     const labels = len < 0 ? row : row.slice(0, len);
     const bad = labels.find((v) => v === blank || (classes !== null && v >= classes));
-    if (bad !== undefined) throw new Error(`${o.labels}: row ${i} has label ${bad}, which is ${bad === blank ? 'the blank (--pad-token)' : `not a class (the model has ${classes})`}`);
-    if (len >= 0 && row.slice(len).some((v) => v >= 0)) throw new Error(`${o.labels}: row ${i} has a label after its fill; put each row's labels first, then -100`);
+    if (bad !== undefined) throw new Error(`${labelSource}: row ${i} has label ${bad}, which is ${bad === blank ? 'the blank (--pad-token)' : `not a class (the model has ${classes})`}`);
+    if (len >= 0 && row.slice(len).some((v) => v >= 0)) throw new Error(`${labelSource}: row ${i} has a label after its fill; put each row's labels first, then -100`);
     rows.push(labels);
   }
   const labelFeed = (idx: number[]) => i64([idx.length, S], idx.flatMap((i) => Array.from({ length: S }, (_, k) => rows[i]![k] ?? FILL)));
@@ -93,7 +110,7 @@ export async function ctcTask(model: RefitModel, o: CtcTaskOptions): Promise<Tra
     return { errors, count, lossSum };
   };
   return {
-    data: { source: `${o.data} → ${o.labels}`, format: `${ds.format} → ${vocab ? `transcripts (${vocab.file})` : 'npy label sequences'}`, samples: n, sampleShape: [...ds.sampleShape, S] },
+    data: { source: lineFile ? o.data : `${o.data} → ${labelSource}`, format: `${ds.format} → ${vocab ? `transcripts (${vocab.file})` : 'npy label sequences'}`, samples: n, sampleShape: [...ds.sampleShape, S] },
     logits,
     // A row with more labels (and repeats) than the model has frames has no alignment: it counts
     // 0 rather than making the batch's loss +∞ (transformers' ctc_zero_infinity, which its CTC
@@ -133,6 +150,11 @@ function transcriptIds(path: string, vocab: CtcVocab): NpyArray {
   try { text = readFileSync(path, 'utf8'); } catch (e) { throw new Error(`--labels ${path}: ${(e as Error).message}`); }
   const lines = text.split(/\r?\n/);
   if (lines.at(-1) === '') lines.pop();
+  return transcriptArray(lines, vocab, path);
+}
+
+/** Transcripts as label ids [n, longest], -100 after each row's labels; errors name `path` and the line. */
+function transcriptArray(lines: string[], vocab: CtcVocab, path: string): NpyArray {
   const rows = lines.map((line, i) => encodeTranscript(vocab, line, `${path} line ${i + 1}`));
   const S = Math.max(1, ...rows.map((r) => r.length));
   const values = new Float64Array(rows.length * S).fill(FILL);

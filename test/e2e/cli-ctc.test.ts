@@ -202,3 +202,27 @@ test('--vocab <dictionary>.txt reads a PaddleOCR character dictionary (blank 0, 
   writeFileSync(p('keys-bad.txt'), '中\nab\n');
   await assert.rejects(runEval(p('crnn.onnx'), { task: 'ctc', data: p('lines3.npy'), labels: p('lines3.txt'), vocab: p('keys-bad.txt'), json: true }), /line 2 is "ab"; a character dictionary has one character a line/);
 });
+
+test('--data a PaddleOCR recognition label file (image<TAB>transcript): images resized to the model\'s height, BGR, (x/255 − 0.5)/0.5, zero-padded to the width; its errors name the line', async () => {
+  const sharp = (await import('sharp')).default;
+  mkdirSync(p('crops'), { recursive: true });
+  // 4×2 pure red, 6×3 pure blue: both become 16 columns at height 8
+  await sharp(Buffer.from(new Uint8Array(4 * 2 * 3).map((_, i) => (i % 3 === 0 ? 255 : 0))), { raw: { width: 4, height: 2, channels: 3 } }).png().toFile(p('crops/red.png'));
+  await sharp(Buffer.from(new Uint8Array(6 * 3 * 3).map((_, i) => (i % 3 === 2 ? 255 : 0))), { raw: { width: 6, height: 3, channels: 3 } }).png().toFile(p('crops/blue.png'));
+  writeFileSync(p('crops/rec_gt.txt'), 'red.png\t中a\nblue.png\t文 a\n');
+  const { readTextLines, isLineLabelFile } = await import('../../src/cli/text-lines.ts');
+  assert.ok(isLineLabelFile(p('crops/rec_gt.txt')) && !isLineLabelFile(p('keys.txt')));
+  const lines = await readTextLines(p('crops/rec_gt.txt'), 8, 20);
+  assert.deepEqual(lines.transcripts, ['中a', '文 a']);
+  const at = (i: number, c: number, r: number, q: number) => lines.data.x[((i * 3 + c) * 8 + r) * 20 + q]!;
+  assert.deepEqual([at(0, 0, 3, 5), at(0, 1, 3, 5), at(0, 2, 3, 5), at(0, 2, 3, 15), at(0, 2, 3, 16)], [-1, -1, 1, 1, 0], 'red: B −1, G −1, R +1 over 16 columns, then padding');
+  assert.deepEqual([at(1, 0, 7, 0), at(1, 2, 7, 0), at(1, 0, 0, 19)], [1, -1, 0], 'blue: B +1, R −1, then padding');
+  const r = await runEval(p('crnn.onnx'), { task: 'ctc', data: p('crops/rec_gt.txt'), vocab: p('keys.txt'), json: true });
+  assert.equal(r.task, 'ctc');
+  await assert.rejects(runEval(p('crnn.onnx'), { task: 'ctc', data: p('crops/rec_gt.txt'), json: true }), /its transcripts need the model's vocabulary[^]*ppocr_keys_v1\.txt/);
+  await assert.rejects(runEval(p('crnn.onnx'), { task: 'ctc', data: p('crops/rec_gt.txt'), labels: p('y.npy'), vocab: p('keys.txt'), json: true }), /holds the labels; drop --labels/);
+  writeFileSync(p('crops/broken.txt'), 'red.png\t中a\nmissing.png\ta\n');
+  await assert.rejects(runEval(p('crnn.onnx'), { task: 'ctc', data: p('crops/broken.txt'), vocab: p('keys.txt'), json: true }), /broken\.txt line 2: cannot read image .*missing\.png/);
+  writeFileSync(p('crops/unknown.txt'), 'red.png\tab\n');
+  await assert.rejects(runEval(p('crnn.onnx'), { task: 'ctc', data: p('crops/unknown.txt'), vocab: p('keys.txt'), json: true }), /unknown\.txt line 1: character "b" is not in/);
+});
