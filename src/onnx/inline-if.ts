@@ -51,19 +51,19 @@ function smallValue(g: Graph, name: string, depth: number): (number | null)[] | 
     const t = n.attrs.value?.kind === 'tensor' ? n.attrs.value.value : undefined;
     return t && t.data.length <= MAX_ELEMENTS ? toNumbers(t) : undefined;
   }
-  if (n.opType === 'Shape' || n.opType === 'Size') {
-    const dims = g.inputs.find((i) => i.name === n.inputs[0])?.shape;
-    if (!dims) return undefined;
+  const dims = n.opType === 'Shape' || n.opType === 'Size' ? g.inputs.find((i) => i.name === n.inputs[0])?.shape : undefined;
+  if (dims) {
     const known = dims.map((d) => (typeof d === 'number' ? d : null));
     if (n.opType === 'Size') return known.every((d) => d !== null) ? [known.reduce((a, b) => a! * b!, 1)] : undefined;
     const start = n.attrs.start?.kind === 'int' ? n.attrs.start.value : 0;
     const end = n.attrs.end?.kind === 'int' ? n.attrs.end.value : known.length;
     return known.slice(start, end);
   }
+  if (n.opType === 'Shape') return undefined; // of a computed tensor: the step's fold decides it
   const args = n.inputs.map((i) => (i ? smallValue(g, i, depth - 1) : undefined));
   const a = args[0];
   if (!a) return undefined;
-  // Size of a Shape is the rank, known even where the dims are not.
+  // Size of a small value counts its elements: of a Shape, the rank, known even where the dims are not.
   if (n.opType === 'Size') return [a.length];
   if (n.opType === 'Identity' || n.opType === 'Squeeze' || n.opType === 'Unsqueeze') return a;
   if (n.opType === 'Gather') {

@@ -147,6 +147,17 @@ function nestedIfModel() {
   return m;
 }
 
+test('conditions a declared input shape decides: its rank, a static dim, not a symbolic one', () => {
+  const b = new ModelBuilder({ opset: 14 }).input('s', 'float32', [2, 'n', 4]).initializer('two', tensor('int64', [], [2])).initializer('one', tensor('int64', [], [1]))
+    .node('Shape', ['s'], ['sh']).node('Size', ['sh'], ['rank']).node('Equal', ['rank', 'two'], ['is2d'])
+    .node('Gather', ['sh', 'one'], ['d1']).node('Equal', ['d1', 'two'], ['n2'])
+    .node('Shape', ['s'], ['sh0'], { end: 1 }).node('Squeeze', ['sh0'], ['d0']).node('Equal', ['d0', 'two'], ['d0is2']);
+  const g = b.build().graph;
+  assert.equal(constantCondition(g, 'is2d'), false, 'rank 3');
+  assert.equal(constantCondition(g, 'n2'), undefined, 'dim 1 is symbolic');
+  assert.equal(constantCondition(g, 'd0is2'), true, 'dim 0 is 2');
+});
+
 test('refit inspect names an If on an input whose branches hold the weights, and what they hold', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'refit-if-'));
   try {
