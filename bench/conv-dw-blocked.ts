@@ -8,7 +8,8 @@
 import { ModelBuilder } from '../src/onnx/model-builder.ts';
 import { Emitter } from '../src/onnx/emitter.ts';
 import { encodeModel } from '../src/onnx/proto.ts';
-import { createSession, toOrt, ort } from '../src/onnx/runtime.ts';
+import type { Node } from '../src/onnx/ir.ts';
+import { createSession, toOrt } from '../src/onnx/runtime.ts';
 import { f32 } from '../src/onnx/tensor.ts';
 import { Rng } from '../src/util/rng.ts';
 import { convGeom, convDw, pickDw, type ConvGeom } from '../src/autodiff/rules/conv.ts';
@@ -31,7 +32,7 @@ const cases: Case[] = [
 ];
 const ints = (v: number[]) => ({ kind: 'ints' as const, value: v });
 
-function build(c: Case, body: (em: Emitter, g: ConvGeom, nodes: (n: any) => void) => string): Uint8Array {
+function build(c: Case, body: (em: Emitter, g: ConvGeom, nodes: (n: Node) => void) => string): Uint8Array {
   const OH = Math.floor((c.H + 2 * c.p - c.k) / c.s) + 1;
   const b = new ModelBuilder({ opset: OPSET });
   b.input('x', 'float32', [c.N, c.C, c.H, c.H]);
@@ -39,8 +40,8 @@ function build(c: Case, body: (em: Emitter, g: ConvGeom, nodes: (n: any) => void
   const m = b.build();
   m.opsets.push({ domain: 'com.microsoft.nchwc', version: 1 });
   const em = new Emitter(m.graph, OPSET);
-  const node = { name: 'conv', opType: 'Conv', domain: '', inputs: ['x', 'w'], outputs: ['y'], attrs: { pads: ints([c.p, c.p, c.p, c.p]), strides: ints([c.s, c.s]), kernel_shape: ints([c.k, c.k]) } };
-  const g = convGeom(node as any, [c.N, c.C, c.H, c.H], [c.O, c.C, c.k, c.k], [c.N, c.O, OH, OH]);
+  const node: Node = { name: 'conv', opType: 'Conv', domain: '', inputs: ['x', 'w'], outputs: ['y'], attrs: { pads: ints([c.p, c.p, c.p, c.p]), strides: ints([c.s, c.s]), kernel_shape: ints([c.k, c.k]) } };
+  const g = convGeom(node, [c.N, c.C, c.H, c.H], [c.O, c.C, c.k, c.k], [c.N, c.O, OH, OH]);
   const out = body(em, g, (n) => m.graph.nodes.push(n));
   m.graph.nodes.push({ name: 'out_node', opType: 'Identity', domain: '', inputs: [out], outputs: ['out'], attrs: {} });
   b.output('out');
@@ -48,7 +49,7 @@ function build(c: Case, body: (em: Emitter, g: ConvGeom, nodes: (n: any) => void
 }
 
 /** conv-xt with the Conv on the blocked kernels: X as [C, N/b, H, W, b], dY as an OIHWBiBo filter. */
-function xtBlocked(em: Emitter, g: ConvGeom, push: (n: any) => void): string {
+function xtBlocked(em: Emitter, g: ConvGeom, push: (n: Node) => void): string {
   const [N, C, O] = [g.N, g.C, g.O];
   const [H, W] = g.inSp as [number, number];
   const [OH, OW] = g.outSp as [number, number];
@@ -57,7 +58,7 @@ function xtBlocked(em: Emitter, g: ConvGeom, push: (n: any) => void): string {
   // filter [O/b][N/b][OH][OW][b_in = n][b_out = o] from dY [N, O, L]
   const wb = em.transpose(em.reshape('dy', [N / B, B, O / B, B, OH * OW]), [2, 0, 4, 1, 3]);
   const wb4 = em.reshape(wb, [O, N, OH, OW]);
-  const y = em.fresh ? em.fresh('xt_out') : 'xt_out';
+  const y = em.fresh('xt_out');
   push({ name: 'xt_conv', opType: 'Conv', domain: 'com.microsoft.nchwc', inputs: [xb4, wb4], outputs: [y], attrs: { group: { kind: 'int', value: 1 }, kernel_shape: ints([OH, OW]), dilations: ints(g.strides), strides: ints(g.dil), pads: ints([...g.padB, ...g.padE]) } });
   // y: logical [C, O, kh', kw'], memory [C, O/b, kh'·kw', b]
   const kh2 = H + g.padB[0]! + g.padE[0]! - ((OH - 1) * g.strides[0]! + 1) + 1;
@@ -78,8 +79,8 @@ for (const c of cases) {
     x: toOrt(f32([c.N, c.C, c.H, c.H], rng.fill(new Float32Array(c.N * c.C * c.H * c.H), 1, 'normal'))),
     dy: toOrt(f32([c.N, c.O, OH, OH], rng.fill(new Float32Array(c.N * c.O * OH * OH), 1, 'normal'))),
   };
-  const live = [];
-  for (const k of cands) live.push({ ...k, s: await createSession(k.bytes, { threads: 2 }), t: [] as number[], r: undefined as Float32Array | undefined });
+  const live: { name: string; s: Awaited<ReturnType<typeof createSession>>; t: number[]; r: Float32Array | undefined }[] = [];
+  for (const k of cands) live.push({ name: k.name, s: await createSession(k.bytes, { threads: 2 }), t: [], r: undefined });
   for (let r = 0; r < 3 + ROUNDS; r++) for (const k of live) {
     const t0 = performance.now();
     const o = await k.s.run(feeds);
@@ -87,8 +88,9 @@ for (const c of cases) {
     k.r ??= o.out!.data as Float32Array;
     if (r >= 3) k.t.push(dt);
   }
-  let g0: any; build(c, (em, g) => { g0 = g; return 'x'; });
+  let g0: ConvGeom | undefined;
+  build(c, (_em, g) => { g0 = g; return 'x'; });
   const base = quantile(live[0]!.t, 0.5);
-  console.log(`${c.name.padEnd(28)} chosen=${pickDw(g0)} ${base.toFixed(2)} ms; ` + live.slice(1).map((k) => `${k.name} ${quantile(k.t, 0.5).toFixed(2)} (${(quantile(k.t, 0.5) / base).toFixed(2)}) rel ${relDiff(k.r!, live[0]!.r!).toExponential(1)}`).join('; '));
+  console.log(`${c.name.padEnd(28)} chosen=${pickDw(g0!)} ${base.toFixed(2)} ms; ` + live.slice(1).map((k) => `${k.name} ${quantile(k.t, 0.5).toFixed(2)} (${(quantile(k.t, 0.5) / base).toFixed(2)}) rel ${relDiff(k.r!, live[0]!.r!).toExponential(1)}`).join('; '));
   for (const k of live) await k.s.release();
 }
