@@ -5,7 +5,6 @@
 import type { RefitModel } from '../model.ts';
 import type { Tensor } from './tensor.ts';
 import { inlineConstantIfs } from './inline-if.ts';
-import { readsOf } from './subgraphs.ts';
 
 /**
  * A sharing clone of `model` whose inputs named in `values` are constants of those values and no
@@ -31,10 +30,8 @@ export function withFixedInputs(model: RefitModel, values: Record<string, Tensor
       g.nodes.unshift({ name: `${name}_fixed`, opType: 'Constant', domain: '', inputs: [], outputs: [name], attrs: { value: { kind: 'tensor', value: t } } });
     }
     g.inputs = g.inputs.filter((i) => !(i.name in values));
-    if (inlineConstantIfs(g) === 0) return; // an If on a condition the constants decide (a step's compile folds the rest)
-    // Weights only the branches not taken read (Silero VAD's 8 kHz model beside its 16 kHz one)
-    // are no parameters of this model: training them would do nothing.
-    const read = new Set([...g.nodes.flatMap((n) => readsOf(n)), ...g.outputs.map((o) => o.name)]);
-    for (const name of [...g.initializers.keys()]) if (!read.has(name)) g.initializers.delete(name);
+    // An If on a condition the constants decide (a step's compile folds the rest); weights only the
+    // branches not taken read (Silero VAD's 8 kHz model beside its 16 kHz one) go with it.
+    inlineConstantIfs(g);
   });
 }

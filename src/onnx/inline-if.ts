@@ -143,16 +143,23 @@ export function inlineIf(g: Graph, n: Node, value: boolean): void {
   g.nodes.splice(at, 1, ...nodes, ...copies);
 }
 
-/** Inline every If whose condition is a constant, including those a branch brings in; returns how many. */
-export function inlineConstantIfs(g: Graph): number {
+/**
+ * Inline every If whose condition is a constant, including those a branch brings in; returns how
+ * many. Initializers only the If read (its condition, weights of the branches not taken: Silero
+ * VAD's 8 kHz model) go too, unless named in `keep` (onnxruntime warns about each unused one, and
+ * they are no parameters of what is left).
+ */
+export function inlineConstantIfs(g: Graph, keep: Iterable<string> = []): number {
+  const kept = new Set(keep);
   let count = 0;
   for (;;) {
     const n = g.nodes.find((x) => x.opType === 'If' && x.domain === '' && constantCondition(g, x.inputs[0]!) !== undefined);
     if (!n) return count;
-    const cond = n.inputs[0]!;
-    inlineIf(g, n, constantCondition(g, cond)!);
+    const readByIf = readsOf(n).filter((t) => t && g.initializers.has(t) && !kept.has(t));
+    inlineIf(g, n, constantCondition(g, n.inputs[0]!)!);
     count++;
-    // a condition nothing else reads goes too (onnxruntime warns about unused initializers)
-    if (g.initializers.has(cond) && !g.outputs.some((o) => o.name === cond) && !g.nodes.some((x) => readsOf(x).includes(cond))) g.initializers.delete(cond);
+    if (!readByIf.length) continue;
+    const read = new Set([...g.nodes.flatMap((x) => readsOf(x)), ...g.outputs.map((o) => o.name)]);
+    for (const t of readByIf) if (!read.has(t)) g.initializers.delete(t);
   }
 }

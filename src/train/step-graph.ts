@@ -96,7 +96,7 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
   // Rounds repeat while they inline or unroll something: an inlined branch may hold Ifs on the
   // shapes of its own tensors (Silero VAD v5's file nests them three deep: rank checks around its LSTM).
   for (let round = 0; round < MAX_FOLD_ROUNDS; round++) {
-    const inlined = inlineConstantIfs(g);
+    const inlined = inlineConstantIfs(g, fed);
     const unrolled = unrollConstantLoops(g, opset, em);
     if (inlined + unrolled === 0) break;
     if (unrolled > 0) resolveStaticSequences(g, opset, (t) => forwardShapes.get(t)?.dims, em);
