@@ -200,7 +200,7 @@ function suggestTask(m: Model, tokens: InspectResult['tokens']): { task: { task:
   // [N, frames, classes] with the frames free and the classes fixed: a text-line recogniser (CRNN,
   // PaddleOCR's SVTR: frames along the image's width), not a detector's [N, 4 + classes, anchors].
   if (!tokens && rank(logits) === 3 && image && typeof logits.shape![2] === 'number' && typeof logits.shape![1] !== 'number') {
-    return pick('ctc', '`--task ctc --data <text-line images .npy [n, C, H, W]> --labels <[n, length] label ids, -100 after each row>` (a text recogniser: frame classes [N, frames, classes] along the width, class 0 the blank unless --pad-token says; a final Softmax is read through to its logits)');
+    return pick('ctc', '`--task ctc --data <PaddleOCR label file: image path<TAB>transcript a line> --vocab <its character dictionary, e.g. ppocr_keys_v1.txt>`, or `--data <text-line images .npy [n, C, H, W]> --labels <[n, length] label ids, -100 after each row>` (a text recogniser: frame classes [N, frames, classes] along the width, class 0 the blank unless --pad-token says; a final Softmax is read through to its logits)');
   }
   if (!tokens && rank(logits) === 3 && image) return pick('none', "no `refit train` task fits a detector's [N, 4 + classes, anchors] output: `refit adapt --method bn-adapt --out adapted.npy` adapts its normalization statistics (`--method actmad --source <clean images>` its weights too) and writes the adapted outputs; the library trains it with a loss of your own");
   // [N, 1, samples]: a vocoder's waveform or another one-channel signal, not frame logits

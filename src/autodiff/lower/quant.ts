@@ -27,10 +27,11 @@
 // x_scale·w_scale) becomes MatMul(x_ste, W) with W = (W_q − W_zp)·w_scale dequantized here once, so
 // the gradient to x is dY·Wᵀ. Its forward differs from the integer kernel only by float32 summation
 // order (≈1e-7 relative). ConvInteger in the same pattern (quantize_dynamic with Conv among its op
-// types; @imgly/background-removal's int8 models) becomes Conv(x_ste, W) with the node's attributes:
-// its padding with x's zero point is a padding with 0 in float. com.microsoft's DynamicQuantizeMatMul and MatMulIntegerToFloat are the same
-// layer fused, and are lowered the same way; a MatMulIntegerToFloat fed by a static QuantizeLinear
-// (onnxruntime's fusion of a QDQ MatMul, in a model it saved) takes the QDQ pair's straight-through.
+// types; @imgly/background-removal's int8 models) becomes Conv(x_ste, W) with the node's
+// attributes: its padding with x's zero point is a padding with 0 in float. com.microsoft's
+// DynamicQuantizeMatMul and MatMulIntegerToFloat are the same layer fused, and are lowered the same
+// way; a MatMulIntegerToFloat fed by a static QuantizeLinear (onnxruntime's fusion of a QDQ MatMul,
+// in a model it saved) takes the QDQ pair's straight-through.
 import type { Graph, Node } from '../../onnx/ir.ts';
 import { attrInt, producers, consumers } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
