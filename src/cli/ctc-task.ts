@@ -5,7 +5,10 @@
 // with the model's vocab.json in --vocab, ./ctc-vocab.ts), with the CTC loss (losses.ctc), as
 // Hugging Face fine-tunes Wav2Vec2ForCTC. --pad-token is the blank (HF's vocabularies make
 // `<pad>` the blank; default 0, or the vocabulary's pad token). Accuracy is 1 − label error rate: the edit distance between each
-// row's greedy decoding and its labels, over the label count.
+// row's greedy decoding and its labels, over the label count. A text-line recogniser (PaddleOCR's
+// PP-OCR) trains the same way, from a .npy of line images, or from PaddleOCR's own label file and
+// character dictionary (./text-lines.ts, ./ctc-vocab.ts); a model ending in a Softmax is trained on
+// the Softmax's input.
 import type { RefitModel } from '../model.ts';
 import { opsetVersion } from '../onnx/ir.ts';
 import { i64, type Tensor } from '../onnx/tensor.ts';
