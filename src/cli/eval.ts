@@ -2,6 +2,7 @@
 // with --task next-token, a language model's next-token accuracy, log-loss and perplexity on
 // token sequences (a decoder exported with a KV cache runs without it).
 import { loadModel } from '../model.ts';
+import { loadAdapter } from '../peft/files-node.ts';
 import { progressBar, positiveInt, finiteNumber, range, preprocessOptions } from './common.ts';
 import { classifyTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
@@ -22,6 +23,8 @@ export interface EvalOptions extends TextOptions {
   pooling?: string;
   /** --task seq2seq: the decoder file (the model argument is the encoder); --labels holds the target ids. */
   decoder?: string;
+  /** An adapter folder (HF PEFT layout) applied to the model, not merged. */
+  adapter?: string;
   /** --task seq2seq: the decoder's start token (default --pad-token). */
   decoderStart?: string | number;
   /** --task segment: the mask value of pixels left out (default 255). */
@@ -74,6 +77,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
   if (o.pooling !== undefined && taskName !== 'pairs') throw new Error('--pooling is for --task pairs (an embedding model)');
   if (o.vocab !== undefined && taskName !== 'ctc') throw new Error('--vocab is for --task ctc (transcripts as label ids)');
   if (taskName !== 'seq2seq' && o.decoder !== undefined) throw new Error('--decoder is for --task seq2seq');
+  if (o.adapter !== undefined && ['seq2seq', 'pairs', 'next-token'].includes(taskName)) throw new Error(`--adapter: not for --task ${taskName}; merge it first (refit adapter merge)`);
   if (taskName === 'seq2seq') {
     const flags = [o.labelColumn && '--label-column', prep.pixels && '--mean/--std', prep.resize !== undefined && '--resize', o.pooling && '--pooling'].filter(Boolean);
     if (flags.length) throw new Error(`${flags.join(', ')}: not for --task seq2seq, which reads source ids (--data) and target ids (--labels)`);
@@ -119,13 +123,16 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
     }
   }
   if (o.ignoreIndex !== undefined && taskName !== 'segment') throw new Error('--ignore-index is for --task segment');
-  const model = await loadModel(modelPath);
+  const base = await loadModel(modelPath);
+  // An adapter folder applied as it trained (not merged: a merge into an int8 layer moves the outputs a little).
+  const model = o.adapter ? await loadAdapter(base, o.adapter).catch(async (e: Error) => { await base.release(); throw e; }) : base;
+  const shown = o.adapter ? `${modelPath} + ${o.adapter}` : modelPath;
   try {
     if (taskName === 'tag') {
       const task = said(tagTask(model, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}), text: { ...text, ...(o.labelColumn !== undefined ? { labelColumn: o.labelColumn } : {}) } }));
       const n = task.data.samples;
       const r = await task.evaluate(model, range(0, n), batchSize);
-      return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'tag', seconds: (performance.now() - t0) / 1000 };
+      return { model: shown, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'tag', seconds: (performance.now() - t0) / 1000 };
     }
     if (taskName === 'ctc') {
       const flags = [o.labelColumn && '--label-column', prep.pixels && '--mean/--std', prep.resize !== undefined && '--resize', o.pooling && '--pooling'].filter(Boolean);
@@ -133,7 +140,7 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
       const task = await ctcTask(model, { data: o.data, ...(o.labels ? { labels: o.labels } : {}), ...(o.vocab ? { vocab: o.vocab } : {}), ...(o.preprocessor ? { preprocessor: o.preprocessor, verbose: !o.json } : {}), ...(o.logits ? { logits: o.logits } : {}), ...(padToken !== undefined ? { padToken } : {}) });
       const n = task.data.samples;
       const r = await task.evaluate(model, range(0, n), batchSize);
-      return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'ctc', seconds: (performance.now() - t0) / 1000 };
+      return { model: shown, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'ctc', seconds: (performance.now() - t0) / 1000 };
     }
     if (taskName === 'segment') {
       if (o.labelColumn || padToken !== undefined) throw new Error(`${o.labelColumn ? '--label-column' : '--pad-token'}: not for --task segment, which reads images (--data) and masks (--labels, .npy [N, H, W])`);
@@ -141,14 +148,14 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
       const task = await segmentTask(model, { data: o.data, labels: o.labels, logits: o.logits, ...prep, ...(ignoreIndex !== undefined ? { ignoreIndex } : {}) }, 'refit eval');
       const n = task.data.samples;
       const r = await task.evaluate(model, range(0, n), batchSize);
-      return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'segment', meanIoU: r.meanIoU!, seconds: (performance.now() - t0) / 1000 };
+      return { model: shown, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'segment', meanIoU: r.meanIoU!, seconds: (performance.now() - t0) / 1000 };
     }
     if (taskName === 'regress') {
       if (o.labelColumn || padToken !== undefined) throw new Error(`${o.labelColumn ? '--label-column' : '--pad-token'}: not for --task regress, which reads inputs (--data) and float targets (--labels, .npy [N, ...])`);
       const task = await regressTask(model, { data: o.data, labels: o.labels, logits: o.logits, ...prep }, 'refit eval');
       const n = task.data.samples;
       const r = await task.evaluate(model, range(0, n), batchSize);
-      return { model: modelPath, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'regress', meanAbsoluteError: r.meanAbsoluteError, seconds: (performance.now() - t0) / 1000 };
+      return { model: shown, data: task.data.source, samples: n, accuracy: r.accuracy, loss: r.loss, task: 'regress', meanAbsoluteError: r.meanAbsoluteError, seconds: (performance.now() - t0) / 1000 };
     }
     const task = said(await classifyTask(model, { data: o.data, labels: o.labels, labelColumn: o.labelColumn, logits: o.logits, padToken, text, ...prep, needLabels: 'eval' }, 'refit eval'));
     const n = task.data.samples;
@@ -156,9 +163,10 @@ export async function runEval(modelPath: string, o: EvalOptions): Promise<EvalRe
     bar?.start(n, 0, { label: 'eval', metrics: '' });
     const r = await task.evaluate(model, range(0, n), batchSize, (done) => bar?.update(done));
     bar?.stop();
-    return { model: modelPath, data: o.data, samples: n, accuracy: r.accuracy, loss: r.loss, seconds: (performance.now() - t0) / 1000 };
+    return { model: shown, data: o.data, samples: n, accuracy: r.accuracy, loss: r.loss, seconds: (performance.now() - t0) / 1000 };
   } finally {
     await model.release();
+    if (model !== base) await base.release();
   }
 }
 

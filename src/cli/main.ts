@@ -183,6 +183,7 @@ program
   .option('--vocab <file>', '--task ctc: a Hugging Face vocab.json (or the model folder), or a PaddleOCR character dictionary (.txt), for --labels transcripts (.txt)')
   .option('--task <task>', 'classify (labelled samples), next-token (a language model: each position scored on the next token), tag (token accuracy of a token classifier against --labels [N, length], -100 not scored), pairs (an embedding model: how often an anchor\'s nearest candidate is its own positive), seq2seq (an encoder-decoder on target sequences), segment (pixel accuracy of a segmenter against --labels masks), ctc (label error rate of a speech or text recogniser\'s greedy decoding against --labels sequences, or a PaddleOCR recognition label file\'s transcripts) or regress (mean squared and absolute error against --labels, a float .npy of targets)', 'classify')
   .option('--pooling <mode>', '--task pairs: mean (over the attention mask, the default) or cls')
+  .option('--adapter <folder>', 'an adapter folder (HF PEFT layout, as refit train --adapter writes) applied to the model, not merged (classify, tag, ctc, segment, regress)')
   .option('--labels <path>', 'labels, when --data has none; --task seq2seq: the target token ids; --task segment: masks (.npy [N, H, W] or a folder of PNG masks)')
   .option('--label-column <col>', 'CSV: the label column (a header name, 0-based index, last or none)')
   .option('--batch-size <n>', 'batch size', '256')
@@ -203,6 +204,7 @@ program
     'refit eval decoder_model_merged.onnx --task next-token --data token-ids.npy --pad-token 0',
     'refit eval all-MiniLM-L6-v2.onnx --task pairs --data held-out-pairs.npy --pad-token 0',
     'refit eval encoder_model.onnx --decoder decoder_model_merged.onnx --task seq2seq --data source-ids.npy --labels target-ids.npy --pad-token 58100',
+    'refit eval ch_PP-OCRv4_rec_infer.onnx --adapter ocr-lora/ --task ctc --data rec_gt_test.txt --vocab ppocr_keys_v1.txt',
   ) + '\n' + dataHelp)
   .action(async (model: string, o) => {
     const { runEval, formatEval } = await import('./eval.ts');

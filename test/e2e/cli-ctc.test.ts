@@ -226,3 +226,16 @@ test('--data a PaddleOCR recognition label file (image<TAB>transcript): images r
   writeFileSync(p('crops/unknown.txt'), 'red.png\tab\n');
   await assert.rejects(runEval(p('crnn.onnx'), { task: 'ctc', data: p('crops/unknown.txt'), vocab: p('keys.txt'), json: true }), /unknown\.txt line 1: character "b" is not in/);
 });
+
+test('refit eval --adapter applies an adapter folder as trained: the merged model scores the same; tasks it is not for refuse it', async () => {
+  const t = await runTrain(p('crnn.onnx'), { task: 'ctc', data: p('crops/rec_gt.txt'), vocab: p('keys.txt'), adapter: 'lora', rank: 2, epochs: 2, batchSize: 1, lr: 0.05, out: p('crnn-lora2'), json: true });
+  assert.equal(t.mode, 'adapter');
+  const { mergeAdapters } = await import('../../src/cli/adapter.ts');
+  await mergeAdapters(p('crnn.onnx'), [p('crnn-lora2')], p('crnn-merged.onnx'));
+  const withAdapter = await runEval(p('crnn.onnx'), { task: 'ctc', data: p('crops/rec_gt.txt'), vocab: p('keys.txt'), adapter: p('crnn-lora2'), json: true });
+  const merged = await runEval(p('crnn-merged.onnx'), { task: 'ctc', data: p('crops/rec_gt.txt'), vocab: p('keys.txt'), json: true });
+  const plain = await runEval(p('crnn.onnx'), { task: 'ctc', data: p('crops/rec_gt.txt'), vocab: p('keys.txt'), json: true });
+  assert.ok(Math.abs(withAdapter.loss - merged.loss) <= 1e-5 * merged.loss && Math.abs(withAdapter.loss - plain.loss) > 1e-4, `adapter ${withAdapter.loss}, merged ${merged.loss}, base ${plain.loss}`);
+  assert.match(withAdapter.model, /crnn\.onnx \+ .*crnn-lora2/);
+  await assert.rejects(runEval(p('crnn.onnx'), { task: 'pairs', data: p('lines.npy'), adapter: p('crnn-lora2'), json: true }), /--adapter: not for --task pairs; merge it first/);
+});
