@@ -7,7 +7,8 @@
 // model as given, so the file keeps its cache for generation.
 import { mkdirSync } from 'node:fs';
 import { dirname, extname, resolve } from 'node:path';
-import { loadModel, type RefitModel } from '../model.ts';
+import { loadModel, RefitModel } from '../model.ts';
+import { upcastFloat16, downcastFloat16 } from '../autodiff/lower/float16.ts';
 import { adamw } from '../train/optim/index.ts';
 import { Trainer } from '../train/trainer.ts';
 import { withAdapter, lora, dora, ia3, bottleneck, bitfit, normAffine, accounting, type PeftModel } from '../peft/index.ts';
@@ -198,7 +199,12 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const pair = !seq2seq ? null : o.decoder !== undefined ? await loadSeq2seq(modelPath, o.decoder, ties) : await loadSeq2seqFile(modelPath, ties);
   const given = pair ? pair.joined : await loadModel(modelPath, ties);
   const kv = pair ? null : kvCacheOf(given);
-  const base = kv ? withoutKvCache(given) : given;
+  const loaded = kv ? withoutKvCache(given) : given;
+  // Full training of a float16 model (transformers.js's model_fp16.onnx, onnxconverter-common's
+  // output) runs on a float32 master copy, written back as float16 (rounded to nearest).
+  const half = !o.adapter && !pair && !kv && loaded.parameterNames('all').some((p) => loaded.param(p).dtype === 'float16');
+  const base = half ? new RefitModel(upcastFloat16(loaded.ir), loaded.sessionOptions) : loaded;
+  if (half && !o.json) process.stderr.write('refit: float16 weights: trained on a float32 copy, written back as float16\n');
   const logits = o.logits ? { logits: o.logits } : {}, pad = { ...(padToken !== undefined ? { padToken } : {}), text };
   const makeTask = async (): Promise<TrainTask> => {
     switch (taskName) {
@@ -313,7 +319,11 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   } else {
     mkdirSync(dirname(resolve(o.out)), { recursive: true }); // only now: a failed run creates nothing
     if (kv) writeWeightsBack(given, model, trainable);
-    await (kv ? given : model).save(o.out);
+    if (half) {
+      const written = new RefitModel(downcastFloat16(given.ir, model.ir), given.sessionOptions);
+      await written.save(o.out);
+      await written.release();
+    } else await (kv ? given : model).save(o.out);
   }
   await step.release();
   await Promise.all([model.release(), base.release(), given.release(), pair?.release()]);
