@@ -13,7 +13,8 @@ export function branchWeights(n: Node): { tensors: number; values: number } {
   const out = { tensors: 0, values: 0 };
   const count = (p: onnxProto.onnx.ITensorProto | null | undefined) => {
     if (!p) return;
-    const t = tensorFromProto(p);
+    let t;
+    try { t = tensorFromProto(p); } catch { return; } // stored outside the file, or a type refit does not read: not counted
     if (isWeightConstant(t)) { out.tensors++; out.values += t.data.length; }
   };
   const visit = (g: onnxProto.onnx.IGraphProto) => {
