@@ -270,6 +270,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
   const rng = new Rng(seed + 1);
   const bar = progressBar(!o.json, 'steps');
   const epochsOut: EpochMetrics[] = [];
+  let refusal = ''; // why the last refused step was refused
   for (let e = 1; e <= epochs; e++) {
     const te = performance.now();
     const order = Array.from(rng.shuffle(Uint32Array.from(train)));
@@ -279,7 +280,7 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
     for (let s = 0; s < stepsPerEpoch; s++) {
       const idx = order.slice(s * bs, (s + 1) * bs);
       const r = await trainer.step(task.feeds(idx));
-      if (!r.skipped) { lossSum += r.loss; lossSteps++; }
+      if (!r.skipped) { lossSum += r.loss; lossSteps++; } else refusal = r.reason ?? refusal;
       const logits = r.outputs[task.logits];
       if (logits) {
         const c = task.score(logits, idx);
@@ -302,7 +303,13 @@ export async function runTrain(modelPath: string, o: TrainOptions): Promise<Trai
     epochsOut.push(m);
     if (!o.json) console.log(formatEpoch(m, epochs));
   }
-  if (trainer.steps === 0) throw new Error(`every training step was refused (non-finite loss or gradient); nothing written. Try a smaller --lr (was ${lr})`);
+  if (trainer.steps === 0) {
+    // A gradient that is non-finite from the first step on is the parameter's, not the learning rate's
+    // (a Pow exponent over a negative base, as Silero VAD's legacy file stores its 2.0s).
+    const param = /^gradient of '([^']+)'/.exec(refusal)?.[1];
+    throw new Error(`every training step was refused (non-finite loss or gradient; the last: ${refusal}); nothing written. ` +
+      (param && !o.adapter ? `Leave '${param}' out (--trainable /regex/ without it), or try a smaller --lr (was ${lr})` : `Try a smaller --lr (was ${lr})`));
+  }
 
   if (o.adapter && pair) {
     // an adapter over two files has no HF PEFT layout: it is folded in, and both files are written
