@@ -4,20 +4,23 @@
 // the model's height H keeping its aspect ratio (width ⌈H·w/h⌉, at most W), channels in BGR order
 // as OpenCV reads them, scaled to (x/255 − 0.5)/0.5, padded with zeros on the right to W.
 // sharp's linear kernel stands in for OpenCV's INTER_LINEAR.
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import sharp from 'sharp';
 import type { Dataset } from './data-files.ts';
+import { MAX_PIXELS } from '../data/image-resize.ts';
 
 /** PaddleOCR's rec_image_shape width, where the model leaves the width free. */
 export const DEFAULT_LINE_WIDTH = 320;
-/** Largest image decoded, in pixels: a small compressed file can claim a huge image. */
-const MAX_PIXELS = 40_000_000;
 
 /** Whether `path` is a recognition label file: a .txt whose first line is `image<TAB>text`. */
 export function isLineLabelFile(path: string): boolean {
-  if (!/\.txt$/i.test(path) || !existsSync(path)) return false;
-  const first = readFileSync(path, 'utf8').split(/\r?\n/, 1)[0] ?? '';
+  if (!/\.txt$/i.test(path) || !existsSync(path) || !statSync(path).isFile()) return false;
+  // The first line only: the whole file is read once, by readTextLines.
+  const head = Buffer.alloc(4096), fd = openSync(path, 'r');
+  let n: number;
+  try { n = readSync(fd, head, 0, head.length, 0); } finally { closeSync(fd); }
+  const first = head.subarray(0, n).toString('utf8').split(/\r?\n/, 1)[0] ?? '';
   return /^[^\t]+\.(png|jpe?g|bmp|webp|tiff?|gif)\t/i.test(first);
 }
 

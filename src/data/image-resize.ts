@@ -14,7 +14,7 @@ import type { DecodedImage } from './pixels.ts';
 export type ResizeMode = number | 'stretch';
 
 /** Largest image decoded, in pixels: a small compressed file can claim a huge image. */
-const MAX_PIXELS = 40_000_000;
+export const MAX_PIXELS = 40_000_000;
 
 /** --resize's value, checked: 'stretch' or a positive integer. */
 export function parseResize(v: string | number | undefined): ResizeMode | undefined {

@@ -171,26 +171,21 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
       if (!w || w.dims.length !== 2) continue;
       const [dIn, dOut] = layout === 'in_out' ? w.dims as [number, number] : [w.dims[1]!, w.dims[0]!];
       site = { module: moduleOf(weight), node: node.name, op: 'MatMul', weight, layout, dIn, dOut, x: floatInput(x), y: node.outputs[0]!, out: node.outputs[0]!, ...(dq ? { quant: 'qdq' as const } : {}) };
-    } else if (node.opType === 'MatMulInteger') {
-      // onnxruntime's quantize_dynamic: DynamicQuantizeLinear(x) → MatMulInteger(x_q, W_q) → Cast → Mul(x_scale·w_scale).
+    } else if (node.opType === 'MatMulInteger' || node.opType === 'ConvInteger') {
+      // onnxruntime's quantize_dynamic: DynamicQuantizeLinear(x) → MatMulInteger or ConvInteger(x_q, W_q) →
+      // Cast → Mul(x_scale·w_scale). A ConvInteger's input 2 is the activation's zero point, not a
+      // bias: the bias, if any, is an Add after the Mul.
+      const conv = node.opType === 'ConvInteger';
       const dql = prod.get(node.inputs[0]!), w = init(node.inputs[1]!);
       const cast = cons.get(node.outputs[0]!);
       const mul = cast?.length === 1 && cast[0]!.opType === 'Cast' ? cons.get(cast[0]!.outputs[0]!) : undefined;
-      if (!dql || dql.opType !== 'DynamicQuantizeLinear' || !isIntWeight(w) || w!.dims.length !== 2 || mul?.length !== 1 || mul[0]!.opType !== 'Mul') continue;
-      const [dIn, dOut] = w!.dims as [number, number];
-      site = { module: moduleOf(node.inputs[1]!), node: node.name, op: 'MatMul', weight: node.inputs[1]!, layout: 'in_out', dIn, dOut, x: dql.inputs[0]!, y: mul[0]!.outputs[0]!, out: mul[0]!.outputs[0]!, quant: 'dynamic' };
-    } else if (node.opType === 'ConvInteger') {
-      // The same pattern on a convolution (quantize_dynamic with Conv among its op types). Its
-      // input 2 is the activation's zero point, not a bias: the bias, if any, is an Add after the Mul.
-      const dql = prod.get(node.inputs[0]!), w = init(node.inputs[1]!);
-      const cast = cons.get(node.outputs[0]!);
-      const mul = cast?.length === 1 && cast[0]!.opType === 'Cast' ? cons.get(cast[0]!.outputs[0]!) : undefined;
-      if (!dql || dql.opType !== 'DynamicQuantizeLinear' || !isIntWeight(w) || w!.dims.length < 3 || mul?.length !== 1 || mul[0]!.opType !== 'Mul') continue;
+      const rankOk = conv ? (w?.dims.length ?? 0) >= 3 : w?.dims.length === 2;
+      if (!dql || dql.opType !== 'DynamicQuantizeLinear' || !isIntWeight(w) || !rankOk || mul?.length !== 1 || mul[0]!.opType !== 'Mul') continue;
+      const common = { module: moduleOf(node.inputs[1]!), node: node.name, weight: node.inputs[1]!, x: dql.inputs[0]!, y: mul[0]!.outputs[0]!, out: mul[0]!.outputs[0]!, quant: 'dynamic' as const };
       const group = attrInt(node, 'group', 1);
-      site = {
-        module: moduleOf(node.inputs[1]!), node: node.name, op: 'Conv', weight: node.inputs[1]!, layout: 'conv', dIn: w!.dims[1]! * group, dOut: w!.dims[0]!,
-        x: dql.inputs[0]!, y: mul[0]!.outputs[0]!, out: mul[0]!.outputs[0]!, kernel: w!.dims.slice(2), group, convNode: node, quant: 'dynamic',
-      };
+      site = conv
+        ? { ...common, op: 'Conv', layout: 'conv', dIn: w!.dims[1]! * group, dOut: w!.dims[0]!, kernel: w!.dims.slice(2), group, convNode: node }
+        : { ...common, op: 'MatMul', layout: 'in_out', dIn: w!.dims[0]!, dOut: w!.dims[1]! };
     } else if (node.opType === 'Gemm') {
       const dq = dqWeight(node.inputs[1]!);
       const w = init(dq ?? node.inputs[1]!);

