@@ -234,6 +234,7 @@ function provenScalars(m: Model): Set<string> {
     if (!out || n.outputs.length !== 1) continue;
     const value = n.opType === 'Constant' && n.attrs.value?.kind === 'tensor' ? n.attrs.value.value : undefined;
     if (value && value.dims.length === 0) scalar.add(out);
+    else if (n.opType === 'Size') scalar.add(out); // a Size is a scalar by definition (ONNX's expanded LayerNormalization's Rank)
     else if (n.opType === 'Shape') shapes.add(out);
     else if (n.opType === 'Gather' && shapes.has(n.inputs[0] ?? '') && scalar.has(n.inputs[1] ?? '')) scalar.add(out);
     else if (SCALAR_PRESERVING.has(n.opType) && n.inputs.length > 0 && n.inputs.every((i) => scalar.has(i))) scalar.add(out);
@@ -249,15 +250,19 @@ function provenScalars(m: Model): Set<string> {
  * it: inference gives that Shape the dims [0] only when it knows the rank is 0.
  */
 async function scalarsOfKnownRank(m: Model, shapes: ShapeMap, names: string[]): Promise<Set<string>> {
-  const probes = names.map((n, i) => ({ of: n, out: `__rank_of_${i}` }));
-  const known = withConstants(m, shapeConstants(m, shapes));
+  const constants = shapeConstants(m, shapes);
+  // A name that became a constant has no node left to probe (and its value says its rank).
+  const constantScalars = names.filter((n) => constants.get(n)?.dims.length === 0);
+  const probes = names.filter((n) => !constants.has(n)).map((n, i) => ({ of: n, out: `__rank_of_${i}` }));
+  if (probes.length === 0) return new Set(constantScalars);
+  const known = withConstants(m, constants);
   known.graph.nodes = [...known.graph.nodes, ...probes.map((p) => ({ opType: 'Shape', domain: '', name: p.out, inputs: [p.of], outputs: [p.out], attrs: {} }))];
   known.graph.outputs = [...known.graph.outputs, ...probes.map((p) => ({ name: p.out, dtype: 'int64' as const, shape: null, untyped: true }))];
   const cut = cutTo(known, probes.map((p) => p.out));
   const session = await createSession(encodeModel(withoutWeights(cut)), { optimization: 'basic', threads: 1 });
   try {
     const rank = new Map(session.outputMetadata.map((meta) => [meta.name, meta.isTensor ? meta.shape : undefined]));
-    return new Set(probes.filter((p) => { const d = rank.get(p.out); return d?.length === 1 && d[0] === 0; }).map((p) => p.of));
+    return new Set([...constantScalars, ...probes.filter((p) => { const d = rank.get(p.out); return d?.length === 1 && d[0] === 0; }).map((p) => p.of)]);
   } finally {
     await session.release();
   }
