@@ -30,6 +30,7 @@ export interface BatchStatOptions {
 export function lowerBatchNormTrain(graph: Graph, em: Emitter, shapeOf: (t: string) => number[], opts: BatchStatOptions = {}): RunningStatUpdate[] {
   const updates: RunningStatUpdate[] = [];
   const original = graph.nodes;
+  const read = new Set([...original.flatMap((n) => n.inputs), ...graph.outputs.map((o) => o.name)]);
   graph.nodes = [];
   for (const node of original) {
     if (node.opType !== 'BatchNormalization') {
@@ -37,7 +38,10 @@ export function lowerBatchNormTrain(graph: Graph, em: Emitter, shapeOf: (t: stri
       continue;
     }
     checkRunningStats(graph, node);
-    updates.push(...emitTrainBN(node, graph, em, shapeOf, opts.prior ?? 0));
+    // The fused form passes no gradient back through its moments: a graph that reads the node's
+    // own running outputs gets the decomposed one.
+    const runningRead = node.outputs.slice(1).some((o) => o && read.has(o));
+    updates.push(...emitTrainBN(node, graph, em, shapeOf, opts.prior ?? 0, runningRead));
   }
   return updates;
 }
@@ -93,7 +97,22 @@ export function mixWithPrior(em: Emitter, prior: number, batch: number, source: 
   return { useMean: mix(source.mean, stats.mean), useVar: mix(source.variance, stats.variance) };
 }
 
-function emitTrainBN(node: Node, graph: Graph, em: Emitter, shapeOf: (t: string) => number[], prior: number): RunningStatUpdate[] {
+/**
+ * A node that is in training mode in the file itself (torch.onnx's TrainingMode.TRAINING export;
+ * opset 14's training_mode=1) declares its updated running statistics as outputs 1 and 2, and the
+ * graph may read them. ONNX defines them as momentum·running + (1 − momentum)·batch with the
+ * biased batch variance (refit's own running update, below, keeps PyTorch's unbiased one).
+ */
+function bindDeclaredRunningOutputs(node: Node, em: Emitter, mean: string, variance: string, batchMean: string, batchVar: string, momentum: number): void {
+  if (node.outputs[3] || node.outputs[4]) {
+    throw new Error(`BatchNormalization node '${node.name}' declares the saved mean and variance outputs of opsets 9–13's training form ('${node.outputs[3] ?? ''}', '${node.outputs[4] ?? ''}'), which refit does not compute; export the model in evaluation mode`);
+  }
+  const mix = (running: string, batch: string) => em.add(em.mul(running, em.scalar(momentum)), em.mul(batch, em.scalar(1 - momentum)));
+  if (node.outputs[1]) em.graph.nodes.push({ name: em.fresh(`${node.name}_running_mean`), opType: 'Identity', domain: '', inputs: [mix(mean, batchMean)], outputs: [node.outputs[1]], attrs: {} });
+  if (node.outputs[2]) em.graph.nodes.push({ name: em.fresh(`${node.name}_running_var`), opType: 'Identity', domain: '', inputs: [mix(variance, batchVar)], outputs: [node.outputs[2]], attrs: {} });
+}
+
+function emitTrainBN(node: Node, graph: Graph, em: Emitter, shapeOf: (t: string) => number[], prior: number, runningRead: boolean): RunningStatUpdate[] {
   const [x, scale, bias, mean, variance] = node.inputs as [string, string, string, string, string];
   const eps = attrFloat(node, 'epsilon', 1e-5);
   const momentum = attrFloat(node, 'momentum', 0.9);
@@ -103,7 +122,7 @@ function emitTrainBN(node: Node, graph: Graph, em: Emitter, shapeOf: (t: string)
   const n = axes.reduce((p, a) => p * dims[a]!, 1);
   const statType = graph.initializers.get(mean)?.dtype;
   // onnxruntime-web's WebGPU provider rejects the training-mode node at run time (onnx/webgpu-faults.ts).
-  const fusedOk = batchStatsForm.current === 'bn-train' && statType === 'float32' && graph.initializers.get(scale)?.dtype !== 'float16' && !runtimeFaults().batchNormTrainingMode;
+  const fusedOk = !runningRead && batchStatsForm.current === 'bn-train' && statType === 'float32' && graph.initializers.get(scale)?.dtype !== 'float16' && !runtimeFaults().batchNormTrainingMode;
   const epsAttr = { epsilon: { kind: 'float' as const, value: eps } };
   let batchMean: string, batchVar: string;
   if (fusedOk) {
@@ -130,12 +149,14 @@ function emitTrainBN(node: Node, graph: Graph, em: Emitter, shapeOf: (t: string)
       meta: { batchStatistics: prior === 0 },
     });
     [batchMean, batchVar] = [outs[1]!, outs[2]!];
+    bindDeclaredRunningOutputs(node, em, mean, variance, batchMean, batchVar, momentum);
     if (prior === 0) return runningUpdates(em, mean, variance, batchMean, batchVar, momentum, n);
   } else {
     const m = em.reduce('ReduceMean', x, axes, true);
     const centered = em.sub(x, m);
     batchMean = em.reshape(m, [C]);
     batchVar = em.reshape(em.reduce('ReduceMean', em.mul(centered, centered), axes, true), [C]);
+    bindDeclaredRunningOutputs(node, em, mean, variance, batchMean, batchVar, momentum);
   }
   // Mix source and batch statistics; the source ones are constants here (no gradient).
   const { useMean, useVar } = mixWithPrior(em, prior, dims[0]!, { mean, variance }, { mean: batchMean, variance: batchVar });

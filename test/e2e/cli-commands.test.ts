@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
-import { loadModel, loadAdapter, ModelBuilder, encodeModel, f32 } from '../../src/index.ts';
+import { loadModel, loadAdapter, ModelBuilder, encodeModel, f32, i64 } from '../../src/index.ts';
 import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
 import { encodeIdx } from '../../src/data/idx.ts';
 import { corrupt } from '../../src/data/corruptions/index.ts';
@@ -94,25 +94,29 @@ test('inspect: the torch CNN fixture trains in every group; an op without a rule
   assert.equal(j.blockers.length, 0);
   assert.equal(j.parameters.values, j.groups.reduce((a: number, g: { values: number }) => a + g.values, 0));
 
-  // x → MatMul(W1) → LpNormalization (no gradient rule) → MatMul(W2) → y: W1 is blocked, W2 is not.
+  // x → MatMul(W1) → Det (no gradient rule) → MatMul(W2) → y: W1 is blocked, W2 is not.
   const m = new ModelBuilder({ opset: 17 })
     .input('x', 'float32', ['N', 4])
     .initializer('fc1.weight', f32([4, 4], Array.from({ length: 16 }, (_, i) => i / 16)))
-    .initializer('fc2.weight', f32([4, 3], Array.from({ length: 12 }, (_, i) => i / 12)))
+    .initializer('fc2.weight', f32([1, 3], [0.5, -1, 2]))
+    .initializer('square', i64([3], [-1, 2, 2]))
+    .initializer('last', i64([1], [1]))
     .node('MatMul', ['x', 'fc1.weight'], ['h'], {}, 'fc1')
-    .node('LpNormalization', ['h'], ['hn'], { axis: -1, p: 2 }, 'odd_norm')
+    .node('Reshape', ['h', 'square'], ['h2x2'])
+    .node('Det', ['h2x2'], ['det'], {}, 'odd_det')
+    .node('Unsqueeze', ['det', 'last'], ['hn'])
     .node('MatMul', ['hn', 'fc2.weight'], ['logits'], {}, 'fc2')
     .output('logits', 'float32', ['N', 3])
     .build();
-  writeFileSync(p('lpnorm.onnx'), encodeModel(m));
-  const [t, js] = await Promise.all([refit('inspect', p('lpnorm.onnx')), refit('inspect', p('lpnorm.onnx'), '--json')]);
+  writeFileSync(p('det.onnx'), encodeModel(m));
+  const [t, js] = await Promise.all([refit('inspect', p('det.onnx')), refit('inspect', p('det.onnx'), '--json')]);
   ok(t);
-  assert.match(t.stdout, /LpNormalization: no gradient rule; nodes 'odd_norm'/);
-  assert.match(t.stdout, /without a rule: LpNormalization\n/, 'a blocker gets no "nothing to differentiate" note');
+  assert.match(t.stdout, /Det: no gradient rule; nodes 'odd_det'/);
+  assert.match(t.stdout, /without a rule: Det\n/, 'a blocker gets no "nothing to differentiate" note');
   const b = JSON.parse(js.stdout).blockers;
   assert.equal(b.length, 1);
-  assert.equal(b[0].opType, 'LpNormalization');
-  assert.deepEqual(b[0].nodes, ['odd_norm']);
+  assert.equal(b[0].opType, 'Det');
+  assert.deepEqual(b[0].nodes, ['odd_det']);
   // An op without a rule off every parameter's path (the exported nanoGPT's positions: Range) is said to be harmless.
   const gpt = await refit('inspect', join(root, 'test/fixtures/token-ce/model.onnx'));
   ok(gpt);

@@ -12,6 +12,9 @@ import { isOnnxAttentionLowerable, lowerOnnxAttention, onnxAttentionRefusal } fr
 import { isLrn, lowerLrn } from './lrn.ts';
 import { isGridSample, lowerGridSample, gridSampleRefusal } from './grid-sample.ts';
 import { isModePad, lowerModePad, modePadRefusal } from './pad-modes.ts';
+import { isNllLoss, lowerNllLoss, nllLossRefusal } from './nll-loss.ts';
+import { isMvn, lowerMvn } from './mvn.ts';
+import { isLpNormalization, lowerLpNormalization, lpNormalizationRefusal } from './lp-normalization.ts';
 import type { DType } from '../../onnx/tensor.ts';
 
 export interface LowerOptions {
@@ -63,6 +66,9 @@ const LOWERINGS: Lowering[] = [
   { takes: isLrn, refusal: () => undefined, lower: (n, em, ctx) => lowerLrn(n, em, ctx.shapeOf) },
   { takes: isGridSample, refusal: (n, _g, shapeOf) => gridSampleRefusal(n, shapeOf), lower: (n, em, ctx) => lowerGridSample(n, em, ctx.shapeOf) },
   { takes: isModePad, refusal: (n, g, shapeOf) => modePadRefusal(n, g, shapeOf), lower: (n, em, ctx) => lowerModePad(n, ctx.graph, em, ctx.shapeOf) },
+  { takes: isNllLoss, refusal: (n) => nllLossRefusal(n), lower: (n, em, ctx) => lowerNllLoss(n, em, ctx.shapeOf) },
+  { takes: isMvn, refusal: () => undefined, lower: (n, em) => lowerMvn(n, em) },
+  { takes: isLpNormalization, refusal: (n) => lpNormalizationRefusal(n), lower: (n, em, ctx) => lowerLpNormalization(n, em, ctx.shapeOf) },
   {
     takes: isContribLowerable,
     refusal: (n, _g, shapeOf) => contribRefusal(n, shapeOf),

@@ -1,4 +1,4 @@
-// Elementwise arithmetic with NumPy broadcasting: Add, Sub, Mul, Div, Neg, Sum.
+// Elementwise arithmetic with NumPy broadcasting: Add, Sub, Mul, Div, Neg, Sum, float Mod.
 import { registerRules, type GradContext } from '../rule.ts';
 
 /** Gradient of a broadcasting binary op for input i, given the elementwise local gradient. */
@@ -38,6 +38,17 @@ registerRules({
   },
   Neg(ctx, _node, [dY]) {
     return [ctx.em.neg(dY!)];
+  },
+  Mod(ctx, node, [dY], needs) {
+    // Float Mod is C's fmod (fmod=1; fmod=0 is for integers only): y = a − b·trunc(a/b), so
+    // dy/da = 1 and dy/db = −trunc(a/b), trunc(v) = sign(v)·floor(|v|). Integer Mod carries no gradient.
+    if (!needs[0] && !needs[1]) return [null, null];
+    const [a, b] = node.inputs as [string, string];
+    const y = node.outputs[0]!;
+    const em = ctx.em;
+    const q = em.div(a, b);
+    const trunc = em.mul(em.op('Sign', [q]), em.op('Floor', [em.op('Abs', [q])]));
+    return [needs[0] ? toInput(ctx, dY!, y, a) : null, needs[1] ? toInput(ctx, em.neg(em.mul(dY!, trunc)), y, b) : null];
   },
   Sum(ctx, node, [dY], needs) {
     const y = node.outputs[0]!;

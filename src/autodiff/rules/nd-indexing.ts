@@ -1,4 +1,5 @@
-// GatherND and ScatterND (reduction none, add, mul): index tuples into the leading dims of the data.
+// GatherND and ScatterND (reduction none, add, mul): index tuples into the leading dims of the data;
+// Compress, a GatherND of the positions its condition selects.
 //
 // GatherND's gradient adds dY back at the gathered positions (tuples may repeat): ScatterND
 // with reduction 'add' from opset 16, before that a one-hot MatMul over the flattened
@@ -100,5 +101,25 @@ registerRules({
     }
     if (needs[2]) out[2] = em.op('GatherND', [reduction === 'mul' ? em.mul(dY!, x) : dY!, ind]);
     return out;
+  },
+  Compress(ctx, node, [dY], needs) {
+    // y = the slices of x (along `axis`, or of x flattened) where cond is true; each position is
+    // taken at most once, so dX is dY scattered back into zeros at NonZero(cond).
+    if (!needs[0]) return [null, null];
+    const em = ctx.em;
+    const [x, cond] = node.inputs as [string, string];
+    const xDims = ctx.shape(x), dtype = ctx.dtype(x);
+    const taken = em.transpose(em.op('NonZero', [cond]), [1, 0]); // [K, 1]
+    const axisAttr = attrInt(node, 'axis');
+    if (axisAttr === undefined) {
+      const flat = em.op('ScatterND', [zeros(ctx, [prod(xDims)], dtype), taken, dY!]);
+      return [em.reshape(flat, xDims), null];
+    }
+    const axis = axisAttr < 0 ? axisAttr + xDims.length : axisAttr;
+    // the axis first, so the taken positions index the leading dim; then back
+    const perm = [axis, ...xDims.keys()].filter((d, i) => i === 0 || d !== axis);
+    const inv = perm.map((_, i) => perm.indexOf(i));
+    const moved = em.op('ScatterND', [zeros(ctx, perm.map((d) => xDims[d]!), dtype), taken, em.transpose(dY!, perm)]);
+    return [em.transpose(moved, inv), null];
   },
 });

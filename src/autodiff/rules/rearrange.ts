@@ -1,6 +1,7 @@
-// DepthToSpace and SpaceToDepth: pure permutations of elements, so each gradient is the inverse
-// permutation of dY. SpaceToDepth is exactly the inverse of DepthToSpace in DCR mode (and
-// vice versa); CRD mode is undone with one Reshape + Transpose + Reshape.
+// DepthToSpace, SpaceToDepth and ReverseSequence: pure permutations of elements, so each gradient
+// is the inverse permutation of dY. SpaceToDepth is exactly the inverse of DepthToSpace in DCR
+// mode (and vice versa); CRD mode is undone with one Reshape + Transpose + Reshape; reversing the
+// first seq_lens[b] steps of each sequence is its own inverse (tf2onnx's bidirectional RNNs).
 import { attrInt, attrString, type Node } from '../../onnx/ir.ts';
 import { registerRules, type GradContext } from '../rule.ts';
 
@@ -27,5 +28,10 @@ registerRules({
   SpaceToDepth(ctx, node, [dY]) {
     const { b } = blocksize(ctx, node);
     return [ctx.em.op('DepthToSpace', [dY!], { blocksize: b, mode: 'DCR' })];
+  },
+  ReverseSequence(ctx, node, [dY], needs) {
+    if (!needs[0]) return [null, null];
+    const batch_axis = attrInt(node, 'batch_axis', 1), time_axis = attrInt(node, 'time_axis', 0);
+    return [ctx.em.op('ReverseSequence', [dY!, node.inputs[1]!], { batch_axis, time_axis }), null];
   },
 });

@@ -1,0 +1,78 @@
+// Ops the ONNX backend tests showed without a gradient (test/real/onnx-backend-node.test.ts runs
+// every variant the ONNX project ships): NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss,
+// MeanVarianceNormalization and LpNormalization are written as ops with rules
+// (src/autodiff/lower/); ReverseSequence, Compress and float Mod have rules. Forward against
+// onnxruntime's kernels, gradients against finite differences.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { gradCheck } from '../../src/autodiff/gradcheck.ts';
+import { oneOp, assertLowersLikeOrt, type OneOp } from './lower-helpers.ts';
+import { ModelBuilder } from '../../src/onnx/model-builder.ts';
+import { f32, i64, tensor } from '../../src/onnx/tensor.ts';
+
+const s = (v: string) => ({ kind: 'string' as const, value: v });
+const labels = i64([2, 3], [0, 4, 2, 1, -1, 3]); // -1: ignored where ignore_index is -1
+const nll = (attrs: Record<string, unknown>, weight = false, op = 'NegativeLogLikelihoodLoss'): OneOp => ({
+  op, opset: 13, feed: '', outputs: ['loss'], attrs: attrs as never,
+  inputs: [['x', [2, 5, 3]], ['t', attrs.ignore_index ? labels : i64([2, 3], [0, 4, 2, 1, 0, 3])], ...(weight ? [['w', f32([5], [0.5, 1, 2, 1.5, 0.25])] as [string, ReturnType<typeof f32>]] : [])],
+});
+const LOSSES: [string, OneOp][] = [
+  ['NLL mean', nll({})],
+  ['NLL sum, weights', nll({ reduction: s('sum') }, true)],
+  ['NLL none, ignore_index -1', nll({ reduction: s('none'), ignore_index: -1 })],
+  ['NLL mean, weights, ignore_index -1', nll({ ignore_index: -1 }, true)],
+  ['SCE mean', nll({}, false, 'SoftmaxCrossEntropyLoss')],
+  ['SCE mean, weights, ignore_index -1', nll({ ignore_index: -1 }, true, 'SoftmaxCrossEntropyLoss')],
+];
+const NORMS: [string, OneOp][] = [
+  ['MVN, default axes', { op: 'MeanVarianceNormalization', opset: 13, feed: '', outputs: ['y'], inputs: [['x', [2, 3, 4, 2]]] }],
+  ['MVN, axes [1]', { op: 'MeanVarianceNormalization', opset: 13, feed: '', outputs: ['y'], attrs: { axes: [1] }, inputs: [['x', [2, 3, 4]]] }],
+  ['LpNormalization p 2, last axis', { op: 'LpNormalization', opset: 13, feed: '', outputs: ['y'], inputs: [['x', [3, 5]]] }],
+  ['LpNormalization p 1, axis 1', { op: 'LpNormalization', opset: 13, feed: '', outputs: ['y'], attrs: { p: 1, axis: 1 }, inputs: [['x', [2, 4, 3]]] }],
+];
+
+test('the loss and normalisation ops written as standard ops equal onnxruntime\'s kernels (≤ 1e-5)', async () => {
+  await assertLowersLikeOrt([...LOSSES, ...NORMS]);
+});
+
+test('finite differences through the lowered losses (the scores and the class weights) and normalisations', async () => {
+  for (const [label, spec] of [...LOSSES, ...NORMS]) {
+    const { model, feeds, params } = oneOp(spec);
+    const weights = model.graph.initializers.has('w') ? ['w'] : [];
+    for (const r of await gradCheck(model, feeds, { params: [...params, ...weights], eps: 1e-3, seed: 2 })) {
+      assert.ok(r.relError < 1e-2, `${label}, ${r.param}: ${r.relError}`);
+      assert.ok(r.analyticNorm > 0, `${label}, ${r.param}: no gradient`);
+    }
+  }
+});
+
+test('ReverseSequence, Compress (with and without an axis) and float Mod: gradients equal finite differences', async () => {
+  const cases: [string, ModelBuilder][] = [];
+  const w = (d: number[], seed: number) => f32(d, Array.from({ length: d.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i * 1.7 + seed) * 2));
+  {
+    const b = new ModelBuilder({ opset: 13 });
+    b.input('dummy', 'float32', [1]).initializer('x', w([4, 3, 2], 1)).initializer('lens', i64([3], [4, 2, 1]));
+    b.node('ReverseSequence', ['x', 'lens'], ['y'], { batch_axis: 1, time_axis: 0 });
+    cases.push(['ReverseSequence', b.output('y')]);
+  }
+  for (const axis of [undefined, 1, -1]) {
+    const b = new ModelBuilder({ opset: 13 });
+    b.input('dummy', 'float32', [1]).initializer('x', w([3, 4], 2)).initializer('c', tensor('bool', [axis === undefined ? 7 : axis === 1 ? 3 : 4], axis === 1 ? [1, 0, 1] : axis === -1 ? [0, 1, 1, 0] : [1, 0, 0, 1, 1, 0, 1]));
+    b.node('Compress', ['x', 'c'], ['y'], axis === undefined ? {} : { axis });
+    cases.push([`Compress axis ${axis}`, b.output('y')]);
+  }
+  {
+    const b = new ModelBuilder({ opset: 13 });
+    b.input('dummy', 'float32', [1]).initializer('x', w([2, 5], 3)).initializer('m', f32([5], [0.7, -1.3, 2.1, 0.9, -0.6]));
+    b.node('Mod', ['x', 'm'], ['y'], { fmod: 1 });
+    cases.push(['Mod fmod', b.output('y')]);
+  }
+  for (const [label, b] of cases) {
+    const model = b.build();
+    const params = [...model.graph.initializers.entries()].filter(([, t]) => t.dtype === 'float32').map(([k]) => k);
+    for (const r of await gradCheck(model, { dummy: f32([1], [0]) }, { params, eps: 1e-3, seed: 3 })) {
+      assert.ok(r.relError < 1e-2, `${label}, ${r.param}: ${r.relError}`);
+      assert.ok(r.analyticNorm > 0, `${label}, ${r.param}: no gradient`);
+    }
+  }
+});
