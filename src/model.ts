@@ -60,7 +60,7 @@ export class RefitModel {
   constructor(readonly ir: Model, readonly sessionOptions: SessionOptions = {}) {
     const v = opsetVersion(ir);
     if (v < MIN_OPSET) {
-      throw new Error(`model uses ONNX opset ${v}; RefitModel needs opsets ${MIN_OPSET}–21. Load it with loadModel(path), which upgrades opsets 7–12 to ${MIN_OPSET} and verifies the result, or convert the IR first with \`(await upgradeOpset(ir)).model\` (in Python: onnx.version_converter.convert_version(model, 17))`);
+      throw new Error(`model uses ONNX opset ${v}; RefitModel needs opsets ${MIN_OPSET}–21. Load it with loadModel(path), which upgrades opsets 1–12 to ${MIN_OPSET} and verifies the result, or convert the IR first with \`(await upgradeOpset(ir)).model\` (in Python: onnx.version_converter.convert_version(model, 17))`);
     }
     // Exporter quirks (Constant weights, torch.onnx's Identity aliases, running statistics that
     // share a weight's tensor) are repaired on a clone: the caller's IR and tensors stay untouched.
@@ -260,7 +260,7 @@ export class RefitModel {
 /** Session options, exporter-quirk options (keepTies, read by the constructor) and the opset upgrade. */
 export interface LoadOptions extends SessionOptions, QuirkOptions {
   /**
-   * Upgrade opset 7–12 models to opset 13 on load (default true), verified in onnxruntime on
+   * Upgrade opset 1–12 models to opset 13 on load (default true), verified in onnxruntime on
    * synthetic inputs (or `feeds`); see src/onnx/opset-upgrade.ts. `false` leaves the model as it
    * is, and RefitModel then refuses opsets below 13.
    */

@@ -1,4 +1,4 @@
-// Opset upgrade in TypeScript: default-domain opset 7–12 graphs become opset 13 (refit's
+// Opset upgrade in TypeScript: default-domain opset 1–12 graphs become opset 13 (refit's
 // minimum), op by op (./upgrade/rewrites.ts), and the result is accepted only if onnxruntime
 // gives the same outputs for the old and the new graph on the same inputs (./upgrade/verify.ts).
 // Python users have onnx.version_converter; a Node user loading a paddle2onnx or older
@@ -8,7 +8,7 @@ import { cloneModel, opsetVersion, attrString } from './ir.ts';
 import type { DType, Tensor } from './tensor.ts';
 import { formatShape } from './tensor.ts';
 import { REWRITES, UpgradeRefusal, type RewriteContext } from './upgrade/rewrites.ts';
-import { CONTROL_FLOW, MIN_SOURCE_OPSET, TARGET_OPSET, UNCHANGED } from './upgrade/tables.ts';
+import { CONTROL_FLOW, LEGACY_REFUSED, MIN_SOURCE_OPSET, TARGET_OPSET, UNCHANGED } from './upgrade/tables.ts';
 import { compareOutputs, runAll, syntheticFeeds, RELATIVE_TOLERANCE, type OutputComparison } from './upgrade/verify.ts';
 
 export { TARGET_OPSET, MIN_SOURCE_OPSET, RELATIVE_TOLERANCE };
@@ -61,6 +61,9 @@ function subgraphNodes(attrs: Record<string, Attr>): ProtoNode[] {
 /** Why a node cannot be converted, found without running anything; null when it can. */
 function staticProblem(node: Node, from: number): string | null {
   if (!isDefault(node)) return null; // other domains keep their own opset import
+  const legacy = LEGACY_REFUSED[node.opType];
+  if (legacy !== undefined && from < legacy) return `opset ${from}'s ${node.opType} differs from its opset ${legacy} form and is not converted`;
+  if (node.opType === 'Split' && from < 2 && node.inputs.length > 1) return 'Split-1 with its sizes as a second input is not converted';
   const rw = REWRITES[node.opType];
   if (rw && from < rw.below) return null;
   if (CONTROL_FLOW.has(node.opType)) {
@@ -111,7 +114,7 @@ function describeFeeds(feeds: Record<string, Tensor>, how: string): string {
 }
 
 /**
- * Convert a default-domain opset 7–12 model to opset 13 and verify it: the original and the
+ * Convert a default-domain opset 1–12 model to opset 13 and verify it: the original and the
  * converted model run in onnxruntime on the same inputs, and every output must be equal
  * (bit-exact, or within RELATIVE_TOLERANCE per element). Models at 13 or above are returned as they are.
  * Throws OpsetUpgradeError naming every node that cannot be converted, or the output that differs.
@@ -121,7 +124,7 @@ export async function upgradeOpset(model: Model, opts: UpgradeOptions = {}): Pro
   const from = opsetVersion(model);
   const fail = (msg: string) => new OpsetUpgradeError(`cannot upgrade this model from opset ${from} to ${TARGET_OPSET}: ${msg}`);
   if (from >= TARGET_OPSET) return { model, report: { from, to: from, rewritten: {}, verifiedOn: 'nothing (no upgrade needed)', outputs: [] } };
-  if (from < MIN_SOURCE_OPSET) throw fail(`opsets below ${MIN_SOURCE_OPSET} (legacy broadcast attributes) are not converted; in Python: onnx.version_converter.convert_version(model, ${TARGET_OPSET})`);
+  if (from < MIN_SOURCE_OPSET) throw fail(`opset ${from} is not an ONNX opset`);
 
   const problems = model.graph.nodes.map((n) => [n, staticProblem(n, from)] as const).filter((p) => p[1] !== null);
   if (problems.length) throw fail(problems.map(([n, why]) => `node '${n.name}' (${n.opType}): ${why}`).join('; '));
@@ -158,6 +161,8 @@ export async function upgradeOpset(model: Model, opts: UpgradeOptions = {}): Pro
       errors.push(`on ${describeFeeds(a.feeds, a.how)}: ${(e as Error).message.trim()}`);
     }
   }
+  const noKernel = /Could not find an implementation for (\w+)\((\d+)\)/.exec(errors.join(' '));
+  if (!ref && noKernel) throw fail(`onnxruntime has no kernel for ${noKernel[1]}-${noKernel[2]} (node types of opset ${from}), so it cannot run this file and refit cannot verify a conversion of it; in Python: onnx.version_converter.convert_version(model, ${TARGET_OPSET})`);
   if (!ref || !used) throw fail(`the converted model could not be verified, because the original does not run ${errors.join('; ')}. Pass \`feeds\` (inputs it runs on) to verify on`);
 
   const converted = cloneModel(original);
@@ -194,6 +199,8 @@ export async function upgradeOpset(model: Model, opts: UpgradeOptions = {}): Pro
       return name;
     },
   };
+  // Below opset 6 many ops carried `consumed_inputs`, a hint for in-place kernels that means nothing since.
+  if (from < 6) for (const n of g.nodes) if (isDefault(n) && n.attrs.consumed_inputs) delete n.attrs.consumed_inputs;
   const nodes: Node[] = [];
   const rewritten: Record<string, number> = {};
   const refusals: string[] = [];

@@ -1,4 +1,4 @@
-// Opset 7–12 models become opset 13 and compute exactly what they computed before
+// Opset 1–12 models become opset 13 and compute exactly what they computed before
 // (src/onnx/opset-upgrade.ts): every changed op at every opset where its old form exists, real
 // torch.onnx exports at opsets 9 and 11 (and with weights as Constant nodes), and the refusals.
 import { test } from 'node:test';
@@ -326,10 +326,26 @@ test('unconvertible nodes are all named at once, with op, node and why', async (
   await assert.rejects(upgradeOpset(b3.build()), /node 'mixed' \(Resize\): scales \[1, 1, 2, 0.5\] up-sample some axes and down-sample others/);
 });
 
-test('opsets below 7 are refused, and RefitModel refuses old opsets with the way to upgrade', async () => {
-  const b = new ModelBuilder({ opset: 6 });
-  b.input('x', 'float32', [2]).node('Relu', ['x'], ['y']).output('y');
-  await assert.rejects(upgradeOpset(b.build()), /opsets below 7/);
+test('opsets 1–6: what onnxruntime still runs is converted and verified, the rest refused with the op named; RefitModel refuses old opsets with the way to upgrade', async () => {
+  // Reshape-1 (shape as an attribute, consumed_inputs) and Transpose-1: converted and verified.
+  const b = new ModelBuilder({ opset: 4 });
+  b.input('x', 'float32', ['N', 6]);
+  b.node('Reshape', ['x'], ['r'], { shape: [-1, 2, 3], consumed_inputs: [0] }).node('Transpose', ['r'], ['y'], { perm: [0, 2, 1] }).output('y');
+  const r = await upgradeOpset(b.build());
+  assert.deepEqual(r.report.rewritten, { Reshape: 1 });
+  assert.ok(r.report.outputs.every((o) => o.verdict === 'exact'));
+  assert.equal(opsetVersion(r.model), 13);
+  assert.ok(!r.model.graph.nodes.some((n) => n.attrs.consumed_inputs || n.attrs.shape));
+  // Add-6 with the legacy broadcast attribute: onnxruntime has no kernel, so nothing can verify a conversion.
+  const legacy = new ModelBuilder({ opset: 6 });
+  legacy.input('x', 'float32', [2, 3, 4]).initializer('b', f32([3], [1, 2, 3]));
+  legacy.node('Add', ['x', 'b'], ['y'], { broadcast: 1, axis: 1 }).output('y');
+  await assert.rejects(upgradeOpset(legacy.build()), /from opset 6 to 13: onnxruntime has no kernel for Add-6 .*cannot verify a conversion.*convert_version/);
+  // An op whose early form means something else is refused by name before anything runs.
+  const gru = new ModelBuilder({ opset: 3 });
+  gru.input('x', 'float32', [2, 1, 3]).initializer('W', f32([1, 6, 3])).initializer('R', f32([1, 6, 2]));
+  gru.node('GRU', ['x', 'W', 'R'], ['y'], { hidden_size: 2 }, 'old_gru').output('y');
+  await assert.rejects(upgradeOpset(gru.build()), /node 'old_gru' \(GRU\): opset 3's GRU differs from its opset 7 form/);
   const c = caseModel(CASES[0]!, 11);
   assert.throws(() => new RefitModel(c), /opset 11.*loadModel\(path\).*upgradeOpset\(ir\)/);
   await assert.rejects(loadModel(encodeModel(c), { upgradeOpset: false }), /opset 11.*loadModel/);

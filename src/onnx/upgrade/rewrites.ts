@@ -138,6 +138,17 @@ function toResize11(ctx: RewriteContext, node: Node, scalesInput: string | undef
 }
 
 export const REWRITES: Record<string, Rewrite> = {
+  // 5: the shape became an input.
+  Reshape: {
+    below: 5,
+    apply(ctx, node) {
+      const shape = attrInts(node, 'shape');
+      if (shape === undefined) return [{ ...node, attrs: without(node.attrs, 'consumed_inputs') }];
+      const c = constant(ctx, node, 'shape', int64Tensor(shape));
+      return [c.node, { ...node, inputs: [node.inputs[0]!, c.name], attrs: without(node.attrs, 'shape', 'consumed_inputs') }];
+    },
+  },
+
   Softmax: softmaxFamily,
   LogSoftmax: softmaxFamily,
   Hardmax: softmaxFamily,

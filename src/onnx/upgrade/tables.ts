@@ -5,8 +5,18 @@
 // Ops with a rewrite are in ./rewrites.ts; any other op is refused by name.
 
 export const TARGET_OPSET = 13;
-/** Below 7, elementwise ops used the legacy `broadcast`/`axis` attributes: a different language. */
-export const MIN_SOURCE_OPSET = 7;
+/**
+ * Opsets 1–6 (PyTorch's 2017–2018 exports, the first model zoo) are converted where onnxruntime
+ * still runs them, since every conversion is verified against onnxruntime's run of the original:
+ * Conv, pooling, Relu-6, Softmax, Reshape-1 (its shape attribute becomes an input, ./rewrites.ts)
+ * and the like; `consumed_inputs` (an in-place hint) is dropped. onnxruntime has no kernels for the
+ * legacy-broadcast forms (Add-6, Mul-6, Gemm-6, PRelu-6, BatchNormalization-6 …), so a file that
+ * holds them is refused by the verification, naming the op; the ops below are refused by name.
+ */
+export const MIN_SOURCE_OPSET = 1;
+
+/** Ops whose form before opset 7 is not converted, with the version their current form starts at. */
+export const LEGACY_REFUSED: Record<string, number> = { Tile: 6, GRU: 7, LSTM: 7, RNN: 7, Upsample: 7 };
 
 export const UNCHANGED = new Set([
   // elementwise math and logic (7: numpy broadcasting; 9/11/12/13: types only)
