@@ -242,6 +242,8 @@ export function inferDtypes(g: Graph): Map<string, DType> {
     if (op === 'DequantizeLinear') { set(n, 0, d.get(n.inputs[1] ?? '') ?? 'float32'); continue; }
     if (op === 'MatMulInteger' || op === 'ConvInteger') { set(n, 0, 'int32'); continue; }
     if (op === 'OneHot') { set(n, 0, d.get(n.inputs[2] ?? '')); continue; }
+    // The signal ops' outputs are of their output_datatype (float by default), whatever their inputs.
+    if (['MelWeightMatrix', 'HannWindow', 'HammingWindow', 'BlackmanWindow'].includes(op)) { set(n, 0, safeDtype(attrInt(n, 'output_datatype', 1))); continue; }
     if (op === 'If' || op === 'Loop' || op === 'Scan') continue; // outputs typed by the subgraphs (unknown: treated as float)
     if (NO_GRADIENT_OPS.has(op) && op !== 'Sign' && op !== 'Floor' && op !== 'Ceil' && op !== 'Round') { continue; }
     const t = firstKnown(n);

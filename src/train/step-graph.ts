@@ -98,8 +98,10 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
   for (let round = 0; round < MAX_FOLD_ROUNDS; round++) {
     const inlined = inlineConstantIfs(g, fed);
     const unrolled = unrollConstantLoops(g, opset, em);
-    if (inlined + unrolled === 0) break;
-    if (unrolled > 0) resolveStaticSequences(g, opset, (t) => forwardShapes.get(t)?.dims, em);
+    // Sequences with known elements become those tensors: an unrolled Loop's, or the graph's own
+    // (SequenceConstruct, SequenceInsert and SequenceAt at constant positions).
+    const resolved = resolveStaticSequences(g, opset, (t) => forwardShapes.get(t)?.dims, em);
+    if (inlined + unrolled + resolved === 0) break;
     const again = planFold(g, fed);
     const { shapes: inner, values: more } = await probe(model, sig, { feeds: batch, values: again.candidates, maxFloatElements: FLOAT_FOLD_MAX_ELEMENTS });
     for (const [k, v] of inner) if (!forwardShapes.has(k)) forwardShapes.set(k, v); // for the lowerings
