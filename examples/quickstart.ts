@@ -6,7 +6,7 @@
 import { loadModel, Trainer, losses, optim, f32, i64 } from '../src/index.ts';
 import { loadFashionMnist } from '../src/data/fashion-mnist.ts';
 
-const model = await loadModel('models/fmnist-cnn.onnx');                // float32, float16 or int8 ONNX, opset 7–21 (upgraded on load)
+const model = await loadModel('models/fmnist-cnn.onnx');                // float32, float16 or int8 ONNX, opset 1–21 (upgraded on load)
 const step = model.compileTrainStep({
   trainable: /bn|head/,                                          // names, a regex, a predicate, or 'all'
   loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }),

@@ -15,6 +15,7 @@ import { isModePad, lowerModePad, modePadRefusal } from './pad-modes.ts';
 import { isNllLoss, lowerNllLoss, nllLossRefusal } from './nll-loss.ts';
 import { isMvn, lowerMvn } from './mvn.ts';
 import { isLpNormalization, lowerLpNormalization, lpNormalizationRefusal } from './lp-normalization.ts';
+import { isRoiAlign, lowerRoiAlign, roiAlignRefusal } from './roi-align.ts';
 import type { DType } from '../../onnx/tensor.ts';
 
 export interface LowerOptions {
@@ -69,6 +70,7 @@ const LOWERINGS: Lowering[] = [
   { takes: isNllLoss, refusal: (n) => nllLossRefusal(n), lower: (n, em, ctx) => lowerNllLoss(n, em, ctx.shapeOf) },
   { takes: isMvn, refusal: () => undefined, lower: (n, em) => lowerMvn(n, em) },
   { takes: isLpNormalization, refusal: (n) => lpNormalizationRefusal(n), lower: (n, em, ctx) => lowerLpNormalization(n, em, ctx.shapeOf) },
+  { takes: isRoiAlign, refusal: (n, _g, shapeOf) => roiAlignRefusal(n, shapeOf), lower: (n, em, ctx) => lowerRoiAlign(n, em, ctx.shapeOf, em.opset) },
   {
     takes: isContribLowerable,
     refusal: (n, _g, shapeOf) => contribRefusal(n, shapeOf),
