@@ -8,6 +8,7 @@ import { inlineConstantIfs } from '../onnx/inline-if.ts';
 import { withUnrolledLoops, unrollConstantLoops } from '../onnx/unroll-loop.ts';
 import { withEmbeddingBags } from '../onnx/embedding-bag.ts';
 import { resolveStaticSequences } from '../onnx/static-sequences.ts';
+import { edgeCutsAsTensors } from '../autodiff/edge-cuts.ts';
 import { buildBackward, type StopGradient } from '../autodiff/backward.ts';
 import { lowerForGradient } from '../autodiff/lower/index.ts';
 import { lowerQuantized } from '../autodiff/lower/quant.ts';
@@ -63,7 +64,9 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
   let clock = performance.now();
   const lap = (phase: string) => { const t = performance.now(); timings[phase] = (timings[phase] ?? 0) + t - clock; clock = t; };
   // Before the probe, so the fold sees what each iteration computes from its constant iteration number.
-  const source = withUnrolledLoops(withEmbeddingBags(given));
+  // An edge cut ({ tensor, into }) becomes a tensor of its own first, so lowering `into` keeps it.
+  const cut = edgeCutsAsTensors(withUnrolledLoops(withEmbeddingBags(given)), opts.stopGradient);
+  const source = cut.model;
   const model = cloneModel(source);
   const g = model.graph;
   const opset = opsetVersion(model);
@@ -149,7 +152,7 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
   if (size(lossShape.dims) !== 1) throw new Error(`loss ${opts.loss.describe} must be a scalar, got shape [${lossShape.dims}]`);
 
   const paddingRows = opts.paddingRows === false ? undefined : embeddingPaddingRows(g);
-  const grads = buildBackward(g, shapes, em, { loss: LOSS_OUTPUT, wrt: opts.trainable, ...(opts.stopGradient ? { stopGradient: opts.stopGradient } : {}), ...(paddingRows?.size ? { paddingRows } : {}) });
+  const grads = buildBackward(g, shapes, em, { loss: LOSS_OUTPUT, wrt: opts.trainable, ...(cut.stops ? { stopGradient: cut.stops.filter((t) => typeof t !== 'string' || !cut.made.has(t) || shapes.has(t)) } : {}), ...(paddingRows?.size ? { paddingRows } : {}) });
   lap('backward');
 
   // Trainables and running statistics become inputs; everything else stays baked in.

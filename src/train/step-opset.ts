@@ -3,7 +3,7 @@
 // gradient is one ScatterElements with reduction 'add' at the forward node's Indices instead of
 // an im2col Conv, ArgMax, Equal, Cast, Mul and a col2im ConvTranspose (src/autodiff/rules/pool.ts).
 // So does one with an embedding of EMBEDDING_ROWS rows or more (a language model exported at
-// torch's opset 14): the table's gradient is one ScatterND add instead of a one-hot [rows, tokens]
+// torch's opset 14): the table's gradient is one ScatterElements add instead of a one-hot [rows, tokens]
 // matrix product (rules/indexing.ts), and the loss's GatherElements one ScatterElements add; a
 // GPT-2-sized table (50257 × 768, 1024 tokens) stepped in 405 ms instead of 913, peak RSS 918
 // against 1021 MB (bench/embedding-grad.ts). The model itself is not changed.
@@ -49,7 +49,7 @@ export function hasOverlappingMaxPool(model: Model): boolean {
 
 /**
  * An embedding this large lifts the step too: below opset 16 its gradient is a one-hot
- * [rows, tokens] matrix times the output gradient; at 16 one ScatterND with reduction 'add'.
+ * [rows, tokens] matrix times the output gradient; at 16 one ScatterElements with reduction 'add'.
  */
 export const EMBEDDING_ROWS = 256;
 

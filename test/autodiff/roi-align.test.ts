@@ -51,3 +51,14 @@ test('sampling_ratio 0 and mode max are refused by name', async () => {
     await assert.rejects(step.run(feeds), want);
   }
 });
+
+test('a stopGradient on the edge into the RoiAlign node outlives its lowering: the boxes get no gradient, the features the same', async () => {
+  const { model, feeds } = oneOp(CASES[1]![1]);
+  const m = new RefitModel(model, { threads: 1 });
+  const loss = randomProjectionLoss(['y'], 1);
+  const free = await m.compileTrainStep({ trainable: ['x', 'rois'], loss }).run(feeds);
+  const cut = await m.compileTrainStep({ trainable: ['x', 'rois'], loss, stopGradient: [{ tensor: 'rois', into: 'node_under_test' }] }).run(feeds);
+  assert.ok(free.grads.get('rois')!.some((v) => v !== 0));
+  assert.ok(cut.grads.get('rois')!.every((v) => v === 0));
+  assert.deepEqual([...cut.grads.get('x')!], [...free.grads.get('x')!]);
+});

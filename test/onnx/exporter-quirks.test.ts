@@ -429,7 +429,7 @@ test('EmbeddingBag with per-sample weights (a Loop over the bags, one empty): th
   await model.release();
 });
 
-test('an EmbeddingBag over a vocabulary of 256 rows or more: rewritten first, its step is lifted to opset 16 (one ScatterND add, no one-hot of the vocabulary, no Loop)', async () => {
+test('an EmbeddingBag over a vocabulary of 256 rows or more: rewritten first, its step is lifted to opset 16 (one ScatterElements add, no one-hot of the vocabulary, no Loop)', async () => {
   const { tensors } = fixture('bag_weighted');
   const ir = readModelFile(path('bag_weighted'));
   ir.graph.initializers.set('bag.weight', f32([300, 5], new Rng(5).fill(new Float32Array(1500), 0.5))); // the same ids, a larger vocabulary
@@ -441,7 +441,7 @@ test('an EmbeddingBag over a vocabulary of 256 rows or more: rewritten first, it
   const { graph } = await step.compile(signatureOf(feeds));
   const ops = new Set(graph.model.graph.nodes.map((n) => n.opType));
   assert.equal(graph.model.opsets.find((o) => o.domain === '')?.version, 16);
-  assert.ok(ops.has('ScatterND') && !ops.has('Loop'), [...ops].join(', '));
+  assert.ok(ops.has('ScatterElements') && !ops.has('Loop'), [...ops].join(', '));
   // the only OneHot left is the loss's, over the 3 classes (not the table's 300 rows)
   const depths = graph.model.graph.nodes.filter((n) => n.opType === 'OneHot').map((n) => toNumbers(constantValue(graph.model.graph, n.inputs[1]!)!)[0]);
   assert.ok(depths.every((d) => d < 300), `one-hot depths ${depths}`);

@@ -91,19 +91,15 @@ function scatterAddAlongAxis(ctx: GradContext, g: string, idx: string, xDims: nu
   // No index (an EmbeddingBag's empty bag): nothing to add, and onnxruntime's MatMul refuses to contract an empty axis.
   if (K === 0) return zeros(ctx, xDims, dtype);
   if (ctx.opset >= 16) {
+    // ScatterElements, not ScatterND: onnxruntime's ScatterND with reduction 'add' splits its
+    // updates over threads and loses sums where indices repeat (a token read twice; 2 threads,
+    // from about 2,000 rows of 768: test/autodiff/scatter-add-threads.test.ts). ScatterElements
+    // adds in one pass; its indices are spread to the updates' shape.
     const gi = validIndices(ctx, idx, D, 'int64');
-    if (axis === 0) {
-      // updates' shape idxDims ++ post is exactly g's shape.
-      const ind = em.reshape(gi, [...(idxDims.length ? idxDims : [1]), 1]);
-      const upd = idxDims.length ? g : em.reshape(g, [1, ...post]);
-      return em.op('ScatterND', [zeros(ctx, xDims, dtype), ind, upd], { reduction: 'add' });
-    }
-    // Move the index dims first: [pre, K, post] → [K, pre, post]; scatter into [D, pre, post].
-    const g3 = em.reshape(g, [prod(pre), K, prod(post)]);
-    const gt = em.transpose(g3, [1, 0, 2]);
-    const ind = em.reshape(gi, [K, 1]);
-    const s = em.op('ScatterND', [zeros(ctx, [D, prod(pre), prod(post)], dtype), ind, gt], { reduction: 'add' });
-    return em.reshape(em.transpose(s, [1, 0, 2]), xDims);
+    const [P, Q] = [prod(pre), prod(post)];
+    const ind = em.op('Expand', [em.reshape(gi, [1, K, 1]), em.ints([P, K, Q])]);
+    const s = em.op('ScatterElements', [zeros(ctx, [P, D, Q], dtype), ind, em.reshape(g, [P, K, Q])], { axis: 1, reduction: 'add' });
+    return em.reshape(s, xDims);
   }
   // OneHot(idx) built transposed, [D, K] (it wraps negative indices itself); dX = onehot · g.
   // (Measured 2× faster than a [K, D] one-hot through Gemm transA=1.)

@@ -46,11 +46,19 @@ function fullIndices(ctx: GradContext, node: Node, x: string, idx: string, batch
 /** zeros(xDims) with `upd` added at the `n` index tuples `ind` of length `depth` (tuples may repeat). */
 function scatterAdd(ctx: GradContext, { ind, depth, n }: { ind: string; depth: number; n: number }, upd: string, xDims: number[], dtype: DType): string {
   const em = ctx.em;
-  if (ctx.opset >= 16) return em.op('ScatterND', [zeros(ctx, xDims, dtype), ind, upd], { reduction: 'add' });
-  // Before opset 16: flat position p = Σ ind_j·stride_j into x viewed as [N, rest]; dX = onehot(p)ᵀ · upd.
+  // Flat position p = Σ ind_j·stride_j into x viewed as [N, rest].
   const lead = xDims.slice(0, depth), rest = xDims.slice(depth);
   const strides = lead.map((_, j) => prod(lead.slice(j + 1)));
   const pos = em.reduce('ReduceSum', em.mul(em.reshape(ind, [n, depth]), em.constant(i64([depth], strides), 'strides')), [1], false);
+  if (ctx.opset >= 16) {
+    // ScatterElements along the flat positions, not ScatterND: onnxruntime's ScatterND with
+    // reduction 'add' loses sums over threads where tuples repeat (rules/indexing.ts says more).
+    const R = prod(rest);
+    const spread = em.op('Expand', [em.reshape(pos, [n, 1]), em.ints([n, R])]);
+    const s = em.op('ScatterElements', [zeros(ctx, [prod(lead), R], dtype), spread, em.reshape(upd, [n, R])], { axis: 0, reduction: 'add' });
+    return em.reshape(s, xDims);
+  }
+  // Before opset 16: dX = onehot(p)ᵀ · upd.
   const oh = em.op('OneHot', [pos, em.ints([prod(lead)]), em.constant(tensor(dtype, [2], [0, 1]), 'onehot_values')], { axis: 0 });
   return em.reshape(em.op('MatMul', [oh, em.reshape(upd, [n, prod(rest)])]), xDims);
 }
