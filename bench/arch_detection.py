@@ -33,6 +33,13 @@ F.cross_entropy(logits.flatten(0, 1), y.flatten()) + F.mse_loss(pred_boxes, boxe
   query_pos_head every layer calls reaches the file as folded copies merged into Identity aliases,
   one weight that refit keeps tied. d 32, 2 heads, 2 levels, 4 points, 6 queries, 4 classes; opset
   16 (GridSample), batch dynamic.
+- faster_rcnn: torchvision's own FasterRCNN (GeneralizedRCNNTransform, AnchorGenerator, the RPN
+  with its top-k and NMS, MultiScaleRoIAlign with sampling_ratio 2, TwoMLPHead, FastRCNNPredictor
+  and the postprocess's score filter and per-class NMS) on a two-stage Conv-BN-ReLU backbone, one
+  64×64 image, opset 11 (RoiAlign-10 computes torchvision's aligned=False; torchvision 0.14's
+  symbolic leaves coordinate_transformation_mode out, so an opset 16 export changes its meaning).
+  Its loss is the sum of the kept detections' scores (no target); the proposals are detached in
+  torchvision, a cut the export loses, so the case names RoiAlign's boxes for refit's stopGradient.
 """
 import math
 import re
@@ -418,4 +425,47 @@ def rtdetr_case():
                 target=detection_target, loss=detection_loss)
 
 
-CASES = {"detr": detr_case, "rtdetr": rtdetr_case}
+class TinyBackbone(nn.Module):
+    """Two stride-2 Conv-BN-ReLU stages to one 16-channel map at stride 4 ('0')."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.out_channels = 16
+
+    def forward(self, x):
+        return {"0": self.body(x)}
+
+
+class FasterRCNNScores(nn.Module):
+    """torchvision's own FasterRCNN (its transform, AnchorGenerator, RPN with NMS, MultiScaleRoIAlign,
+    TwoMLPHead, FastRCNNPredictor and postprocess), as exported for inference: one image in, the
+    kept detections' boxes and scores out."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models.detection import FasterRCNN
+        from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+        from torchvision.models.detection.rpn import AnchorGenerator
+        from torchvision.ops import MultiScaleRoIAlign
+        self.m = FasterRCNN(TinyBackbone(), num_classes=None, rpn_anchor_generator=AnchorGenerator(sizes=((16, 32),), aspect_ratios=((0.5, 1.0, 2.0),)),
+                            box_roi_pool=MultiScaleRoIAlign(["0"], output_size=4, sampling_ratio=2), box_head=TwoMLPHead(16 * 4 * 4, 32),
+                            box_predictor=FastRCNNPredictor(32, 4), min_size=64, max_size=64, rpn_pre_nms_top_n_test=60,
+                            rpn_post_nms_top_n_test=20, box_detections_per_img=12, box_score_thresh=0.0)
+
+    def forward(self, images):
+        out = self.m([images[0]])[0]
+        return out["boxes"], out["scores"]
+
+
+def roi_align_boxes(proto):
+    """The boxes RoiAlign reads: torchvision detaches its proposals, a cut the export loses."""
+    return [n.input[1] for n in proto.graph.node if n.op_type == "RoiAlign"]
+
+
+def faster_rcnn_case():
+    return dict(model=FasterRCNNScores(), stop_gradient=roi_align_boxes, inputs={"images": torch.rand(1, 3, 64, 64)}, outputs=["boxes", "scores"], opset=11,
+                dynamic={}, target=lambda out: {}, loss=lambda out, t: out[1].sum())
+
+
+CASES = {"detr": detr_case, "rtdetr": rtdetr_case, "faster_rcnn": faster_rcnn_case}

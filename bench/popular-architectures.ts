@@ -1,7 +1,7 @@
 // Architectures people deploy with onnxruntime that no other bench holds (bench/popular_architectures.py:
 // YOLOv8's detector, a diffusers-style denoising U-Net, CLIP's dual encoder, SegFormer, Depth Anything,
 // T5, SAM's image encoder and mask decoder, ConvNeXt V2; bench/arch_text.py: DeBERTa-v3;
-// bench/arch_detection.py: DETR, RT-DETR's deformable decoder; bench/arch_levit.py: LeViT;
+// bench/arch_detection.py: DETR, RT-DETR's deformable decoder, torchvision's Faster R-CNN; bench/arch_levit.py: LeViT;
 // bench/arch_vision.py: U²-Net / IS-Net (RMBG), MobileViT; bench/arch_lm.py: ALBERT, Gemma;
 // bench/arch_lm2.py: Phi-3, Mamba; bench/arch_speech.py: Whisper, Silero VAD with and without its
 // sample-rate If; bench/arch_bit.py: BiT's ResNetV2; bench/arch_restore.py: Real-ESRGAN, MODNet;
@@ -108,6 +108,11 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
   },
   detr: () => detection(/(q|v)_proj$/),
   rtdetr: () => detection(/(value_proj|sampling_offsets|q_proj|v_proj)$/),
+  faster_rcnn: () => {
+    // the kept detections' summed scores; torchvision detaches its proposals (the case's stopGradient)
+    const loss: LossSpec = { describe: 'sum(scores)', reads: ['scores'], inputs: [], build: (ctx) => ctx.em.reduce('ReduceSum', 'scores', [0], false) };
+    return { loss, paths: [['LoRA on the box head', peftStep(loraOn(/fc[67]$/), loss)]] };
+  },
   levit: () => {
     const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
     return { loss, paths: [['Tent', tta('tent', 'pixel_values')], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };

@@ -122,3 +122,9 @@ test('a DLRM-style click model on EmbeddingBags (Loops over the bags slicing the
   }
   await model.release();
 });
+
+test('torchvision\'s Faster R-CNN (RPN with NMS, MultiScaleRoIAlign, box head, postprocess), summed detection scores, proposals detached (stopGradient): loss and every gradient are PyTorch\'s', async () => {
+  const loss: LossSpec = { describe: 'sum(scores)', reads: ['scores'], inputs: [], build: (ctx) => ctx.em.reduce('ReduceSum', 'scores', [0], false) };
+  // Beyond PyTorch's parameters: the RPN head's, whose only paths to the scores the stop cuts (gradient 0).
+  await againstTorch('faster_rcnn', loss, {}, (p, g) => g.every((v) => v === 0));
+});

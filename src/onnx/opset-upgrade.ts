@@ -10,6 +10,7 @@ import { formatShape } from './tensor.ts';
 import { REWRITES, UpgradeRefusal, type RewriteContext } from './upgrade/rewrites.ts';
 import { CONTROL_FLOW, LEGACY_REFUSED, MIN_SOURCE_OPSET, TARGET_OPSET, UNCHANGED } from './upgrade/tables.ts';
 import { compareOutputs, runAll, syntheticFeeds, RELATIVE_TOLERANCE, type OutputComparison } from './upgrade/verify.ts';
+import { rewriteBodies, rewritesInBody } from './upgrade/subgraph-rewrites.ts';
 
 export { TARGET_OPSET, MIN_SOURCE_OPSET, RELATIVE_TOLERANCE };
 
@@ -43,7 +44,7 @@ export class OpsetUpgradeError extends Error {}
 const isDefault = (n: { domain?: string | null }) => !n.domain || n.domain === 'ai.onnx';
 
 /** The nodes, and their op types, inside a subgraph attribute (kept as raw onnx-proto by the IR). */
-interface ProtoNode { name?: string | null; opType?: string | null; domain?: string | null; input?: string[] | null; attribute?: ProtoAttr[] | null }
+interface ProtoNode { name?: string | null; opType?: string | null; domain?: string | null; input?: string[] | null; output?: string[] | null; attribute?: ProtoAttr[] | null }
 interface ProtoAttr { g?: { node?: ProtoNode[] | null } | null; graphs?: { node?: ProtoNode[] | null }[] | null }
 
 function subgraphNodes(attrs: Record<string, Attr>): ProtoNode[] {
@@ -72,7 +73,7 @@ function staticProblem(node: Node, from: number): string | null {
       if (!isDefault(inner)) continue;
       const op = inner.opType ?? '';
       const r = REWRITES[op];
-      if (r && from < r.below) return `its body holds ${op} (node '${inner.name ?? '?'}'), whose signature changed by opset ${TARGET_OPSET}; refit does not rewrite inside subgraphs`;
+      if (r && from < r.below && !rewritesInBody(op, from)) return `its body holds ${op} (node '${inner.name ?? '?'}'), whose rewrite to opset ${TARGET_OPSET} needs its input's rank or type, which refit does not know inside a body`;
       if (!r && !UNCHANGED.has(op) && !CONTROL_FLOW.has(op)) return `its body holds ${op} (node '${inner.name ?? '?'}'), which refit's opset ${from} → ${TARGET_OPSET} table does not know`;
     }
     return null;
@@ -184,7 +185,10 @@ export async function upgradeOpset(model: Model, opts: UpgradeOptions = {}): Pro
     taken.add(n.name);
     for (const t of [...n.inputs, ...n.outputs]) taken.add(t);
     for (const t of n.inputs) reads.add(t);
-    for (const inner of subgraphNodes(n.attrs)) for (const t of inner.input ?? []) reads.add(t);
+    for (const inner of subgraphNodes(n.attrs)) {
+      for (const t of inner.input ?? []) reads.add(t);
+      for (const t of [inner.name ?? '', ...inner.output ?? []]) taken.add(t);
+    }
   }
   const ctx: RewriteContext = {
     from,
@@ -206,6 +210,8 @@ export async function upgradeOpset(model: Model, opts: UpgradeOptions = {}): Pro
   const refusals: string[] = [];
   for (const n of g.nodes) {
     const rw = isDefault(n) ? REWRITES[n.opType] : undefined;
+    // Attribute-to-input moves inside If/Loop/Scan bodies (./upgrade/subgraph-rewrites.ts).
+    if (isDefault(n) && CONTROL_FLOW.has(n.opType)) { nodes.push({ ...n, attrs: rewriteBodies(n.attrs, from, ctx.fresh, rewritten) }); continue; }
     if (!rw || from >= rw.below) { nodes.push(n); continue; }
     try {
       nodes.push(...rw.apply(ctx, n));

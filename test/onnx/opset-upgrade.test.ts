@@ -296,6 +296,26 @@ for (const [file, opset, rewritten] of [
 
 // ---- refusals ----
 
+test('an If whose branches hold Squeeze and Unsqueeze with attribute axes (torchvision\'s detectors at opset 11) is rewritten inside, and verified', async () => {
+  const INT = 2, INTS = 7; // AttributeProto types
+  const b = new ModelBuilder({ opset: 11 });
+  b.input('x', 'float32', ['N', 3]).input('flag', 'bool', []);
+  const then = { name: 't', node: [
+    { name: 'up', opType: 'Unsqueeze', input: ['x'], output: ['x3'], attribute: [{ name: 'axes', type: INTS, ints: [0] }] },
+    { name: 'sum', opType: 'ReduceSum', input: ['x3'], output: ['s'], attribute: [{ name: 'axes', type: INTS, ints: [0] }, { name: 'keepdims', type: INT, i: 1 }] },
+    { name: 'down', opType: 'Squeeze', input: ['s'], output: ['t_out'], attribute: [{ name: 'axes', type: INTS, ints: [0] }] },
+  ], output: [{ name: 't_out', type: { tensorType: { elemType: 1 } } }] };
+  const other = { name: 'e', node: [{ name: 'neg', opType: 'Neg', input: ['x'], output: ['e_out'] }], output: [{ name: 'e_out', type: { tensorType: { elemType: 1 } } }] };
+  b.model.graph.nodes.push({ name: 'branch', opType: 'If', domain: '', inputs: ['flag'], outputs: ['y'], attrs: { then_branch: { kind: 'opaque', value: { name: 'then_branch', type: 5, g: then } }, else_branch: { kind: 'opaque', value: { name: 'else_branch', type: 5, g: other } } } });
+  b.output('y');
+  const x = f32([2, 3], [1, 2, 3, 4, 5, 6]);
+  const r = await upgradeOpset(b.build(), { feeds: { x, flag: { dtype: 'bool', dims: [], data: new Uint8Array([1]) } } });
+  assert.deepEqual(r.report.rewritten, { Unsqueeze: 1, ReduceSum: 1, Squeeze: 1 });
+  assert.ok(r.report.outputs.every((o) => o.verdict === 'exact'));
+  const m = await loadModel(encodeModel(r.model), { upgradeOpset: false });
+  assert.deepEqual([...(await m.run({ x, flag: { dtype: 'bool', dims: [], data: new Uint8Array([1]) } })).y!.data], [1, 2, 3, 4, 5, 6]);
+});
+
 test('unconvertible nodes are all named at once, with op, node and why', async () => {
   const b = new ModelBuilder({ opset: 9 });
   b.input('x', 'float32', ['N', 3, 4, 4]);
@@ -303,15 +323,15 @@ test('unconvertible nodes are all named at once, with op, node and why', async (
   b.node('Upsample', ['s', 'sc'], ['u'], { mode: 'cubic' }, 'up_cubic');
   b.initializer('sc', f32([4], [1, 1, 2, 2]));
   b.output('u');
-  // A Loop whose body holds a Squeeze (attributes at opset 9): refit does not rewrite subgraphs.
+  // A Loop whose body holds a Softmax on axis 1 (opset 9's 2-D coercion): its rewrite needs the input's rank, which a body's tensors do not show.
   b.initializer('trip', i64([], [2])).initializer('cond', { dtype: 'bool', dims: [], data: new Uint8Array([1]) });
-  const body = { name: 'body', type: 5, g: { name: 'b', node: [{ name: 'inner_squeeze', opType: 'Squeeze', input: ['v'], output: ['v2'], attribute: [] }] } };
+  const body = { name: 'body', type: 5, g: { name: 'b', node: [{ name: 'inner_softmax', opType: 'Softmax', input: ['v'], output: ['v2'], attribute: [{ name: 'axis', type: 2, i: 1 }] }] } };
   b.model.graph.nodes.push({ name: 'loop', opType: 'Loop', domain: '', inputs: ['trip', 'cond', 'x'], outputs: ['lo'], attrs: { body: { kind: 'opaque', value: body } } });
   await assert.rejects(upgradeOpset(b.build()), (e: Error) => {
     assert.ok(e instanceof OpsetUpgradeError);
     assert.match(e.message, /from opset 9 to 13/);
     assert.match(e.message, /node 'scaler' \(ImageScaler\): op ImageScaler is not in refit's opset 9 → 13 table/);
-    assert.match(e.message, /node 'loop' \(Loop\): its body holds Squeeze \(node 'inner_squeeze'\)/);
+    assert.match(e.message, /node 'loop' \(Loop\): its body holds Softmax \(node 'inner_softmax'\), whose rewrite to opset 13 needs its input's rank or type/);
     return true;
   });
   // Found only when the rewrite runs (needs the graph to run first): the Upsample mode.

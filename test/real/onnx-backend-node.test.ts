@@ -37,7 +37,6 @@ const EXPECTED: Record<string, { status: string; why: string }> = {
   'node/test_gridsample_reflection_padding': { status: 'refused', why: 'reflection padding is not lowered (zeros and border are)' },
   'node/test_resize_tf_crop_and_resize': { status: 'refused', why: 'the box depends on roi and extrapolates' },
   'node/test_scatternd_multiply': { status: 'refused', why: "reduction 'mul' with a repeated index has no product rule" },
-  'node/test_loop11': { status: 'upgrade', why: 'an opset 11 Loop whose body holds an op changed by 13: bodies are not rewritten' },
   'node/test_scan_sum': { status: 'upgrade', why: 'Scan-8 (batch axis semantics) is not converted' },
   'node/test_resize_downsample_scales_cubic_align_corners': { status: 'onnxruntime', why: "onnxruntime's kernel and ONNX 1.12's reference differ; refit's step computes what onnxruntime does" },
   'node/test_resize_downsample_scales_linear_align_corners': { status: 'onnxruntime', why: 'as above' },
