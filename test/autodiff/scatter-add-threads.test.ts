@@ -16,11 +16,11 @@ const V = 500, C = 256, K = 8192; // a small vocabulary read 8192 times: every r
 const rng = new Rng(11);
 const ids = Array.from({ length: K }, () => rng.int(V));
 
-async function gradOf(op: 'Gather' | 'GatherND'): Promise<{ got: Float32Array; want: Float64Array }> {
+async function gradOf(op: 'Gather' | 'GatherND', rowDims: number[] = [C]): Promise<{ got: Float32Array; want: Float64Array }> {
   const b = new ModelBuilder({ opset: 16 });
   // ids fed, so that nothing folds the scatter at session creation
   b.input('ids', 'int64', op === 'Gather' ? [K] : [K, 1]);
-  b.initializer('table', f32([V, C], rng.fill(new Float32Array(V * C), 1, 'normal')));
+  b.initializer('table', f32([V, ...rowDims], rng.fill(new Float32Array(V * C), 1, 'normal')));
   b.node(op, ['table', 'ids'], ['rows']);
   b.output('rows');
   const model = new RefitModel(b.build(), { threads: 2 });
@@ -42,10 +42,10 @@ function projection(seed: number): Float32Array {
   return out;
 }
 
-for (const op of ['Gather', 'GatherND'] as const) {
-  test(`${op}'s gradient at opset 16 with repeated indices is the exact sum at 2 threads`, async () => {
+for (const [op, rows] of [['Gather', [C]], ['GatherND', [C]], ['Gather', [16, 16]]] as const) {
+  test(`${op}'s gradient at opset 16 with repeated indices into rows of [${rows}] is the exact sum at 2 threads`, async () => {
     for (let run = 0; run < 3; run++) {
-      const { got, want } = await gradOf(op);
+      const { got, want } = await gradOf(op, [...rows]);
       let err = 0, scale = 0;
       for (let i = 0; i < want.length; i++) { err = Math.max(err, Math.abs(got[i]! - want[i]!)); scale = Math.max(scale, Math.abs(want[i]!)); }
       assert.ok(err / scale < 1e-5, `run ${run}: max error ${(err / scale).toExponential(2)} of the largest sum`);

@@ -91,12 +91,14 @@ function scatterAddAlongAxis(ctx: GradContext, g: string, idx: string, xDims: nu
   // No index (an EmbeddingBag's empty bag): nothing to add, and onnxruntime's MatMul refuses to contract an empty axis.
   if (K === 0) return zeros(ctx, xDims, dtype);
   if (ctx.opset >= 16) {
-    // ScatterElements, not ScatterND: onnxruntime's ScatterND with reduction 'add' splits its
-    // updates over threads and loses sums where indices repeat (a token read twice; 2 threads,
-    // from about 2,000 rows of 768: test/autodiff/scatter-add-threads.test.ts). ScatterElements
-    // adds in one pass; its indices are spread to the updates' shape.
     const gi = validIndices(ctx, idx, D, 'int64');
     const [P, Q] = [prod(pre), prod(post)];
+    if (P === 1) {
+      // no Reshape after it where the table is already [D, Q]: a graph output computed by a
+      // Reshape is a copy in onnxruntime (154 MB more at peak for GPT-2's table)
+      const rows = scatterAddRows(ctx, D, Q, idxDims.length === 1 ? gi : em.reshape(gi, [K]), idxDims.length === 1 && xDims.length === 2 ? g : em.reshape(g, [K, Q]), dtype);
+      return xDims.length === 2 ? rows : em.reshape(rows, xDims);
+    }
     const ind = em.op('Expand', [em.reshape(gi, [1, K, 1]), em.ints([P, K, Q])]);
     const s = em.op('ScatterElements', [zeros(ctx, [P, D, Q], dtype), ind, em.reshape(g, [P, K, Q])], { axis: 1, reduction: 'add' });
     return em.reshape(s, xDims);
@@ -106,6 +108,28 @@ function scatterAddAlongAxis(ctx: GradContext, g: string, idx: string, xDims: nu
   const oh = em.op('OneHot', [em.reshape(idx, [K]), em.ints([D]), em.constant(tensor(dtype, [2], [0, 1]), 'onehot_values')], { axis: 0 });
   const g3 = axis === 0 ? em.reshape(g, [K, prod(post)]) : em.reshape(g, [prod(pre), K, prod(post)]);
   return em.reshape(em.op('MatMul', [oh, g3]), xDims);
+}
+
+/**
+ * zeros([D, R]) with row `upd[k]` added at row `idx[k]` (int64 in [0, D), repeats allowed).
+ * Not one ScatterND with reduction 'add': onnxruntime's kernel splits the updates over threads and
+ * loses sums where indices repeat (a token read twice; 2 threads, from about 2,000 rows of 768;
+ * onnxruntime issue 18048; test/autodiff/scatter-add-threads.test.ts). The repeats are summed
+ * first, into one row per distinct index (Unique, then ScatterElements, which adds in one pass, on
+ * a table the size of the lookup), and those rows written once by a ScatterND without reduction.
+ * GPT-2's table (50257 × 768, 1,024 tokens, bench/embedding-grad.ts): 370–383 ms a step and 937–941
+ * MB at peak, against 360–371 ms and 920 MB for the single ScatterND add; one ScatterElements over
+ * the whole table instead held a second table (1,085–1,097 MB).
+ */
+export function scatterAddRows(ctx: GradContext, D: number, R: number, idx: string, upd: string, dtype: DType): string {
+  const em = ctx.em;
+  const [distinct, , inverse] = em.emit('Unique', [idx], { sorted: 0 }, 4, 'rows'); // [U], the first index of each, [K]
+  const sums = em.op('ScatterElements', [
+    em.op('ConstantOfShape', [em.op('Concat', [em.op('Shape', [distinct!]), em.ints([R])], { axis: 0 })], { value: tensor(dtype, [1], [0]) }),
+    em.op('Expand', [em.unsqueeze(inverse!, [1]), em.op('Shape', [upd])]),
+    upd,
+  ], { axis: 0, reduction: 'add' }); // [U, R]
+  return em.op('ScatterND', [zeros(ctx, [D, R], dtype), em.unsqueeze(distinct!, [1]), sums]);
 }
 
 /**

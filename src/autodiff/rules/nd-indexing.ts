@@ -8,6 +8,7 @@
 import { attrInt, attrString, type Node } from '../../onnx/ir.ts';
 import { ONNX_DTYPE, i64, tensor, toNumbers, type DType } from '../../onnx/tensor.ts';
 import { registerRules, type GradContext } from '../rule.ts';
+import { scatterAddRows } from './indexing.ts';
 
 const prod = (xs: readonly number[]) => xs.reduce((p, d) => p * d, 1);
 
@@ -50,13 +51,10 @@ function scatterAdd(ctx: GradContext, { ind, depth, n }: { ind: string; depth: n
   const lead = xDims.slice(0, depth), rest = xDims.slice(depth);
   const strides = lead.map((_, j) => prod(lead.slice(j + 1)));
   const pos = em.reduce('ReduceSum', em.mul(em.reshape(ind, [n, depth]), em.constant(i64([depth], strides), 'strides')), [1], false);
+  // Not one ScatterND with reduction 'add': onnxruntime loses sums over threads where tuples repeat (rules/indexing.ts).
   if (ctx.opset >= 16) {
-    // ScatterElements along the flat positions, not ScatterND: onnxruntime's ScatterND with
-    // reduction 'add' loses sums over threads where tuples repeat (rules/indexing.ts says more).
-    const R = prod(rest);
-    const spread = em.op('Expand', [em.reshape(pos, [n, 1]), em.ints([n, R])]);
-    const s = em.op('ScatterElements', [zeros(ctx, [prod(lead), R], dtype), spread, em.reshape(upd, [n, R])], { axis: 0, reduction: 'add' });
-    return em.reshape(s, xDims);
+    const rows = scatterAddRows(ctx, prod(lead), prod(rest), pos, em.reshape(upd, [n, prod(rest)]), dtype);
+    return lead.length === 1 && rest.length === 1 ? rows : em.reshape(rows, xDims); // a Reshape at a graph output is a copy
   }
   // Before opset 16: dX = onehot(p)ᵀ · upd.
   const oh = em.op('OneHot', [pos, em.ints([prod(lead)]), em.constant(tensor(dtype, [2], [0, 1]), 'onehot_values')], { axis: 0 });
