@@ -1,8 +1,8 @@
 // Ops the ONNX backend tests showed without a gradient (test/real/onnx-backend-node.test.ts runs
 // every variant the ONNX project ships): NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss,
 // MeanVarianceNormalization and LpNormalization are written as ops with rules
-// (src/autodiff/lower/); ReverseSequence, Compress and float Mod have rules. Forward against
-// onnxruntime's kernels, gradients against finite differences.
+// (src/autodiff/lower/); ReverseSequence, Compress, float Mod, DFT and MaxUnpool have rules.
+// Forward against onnxruntime's kernels, gradients against finite differences.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { gradCheck } from '../../src/autodiff/gradcheck.ts';
@@ -73,6 +73,43 @@ test('ReverseSequence, Compress (with and without an axis) and float Mod: gradie
     for (const r of await gradCheck(model, { dummy: f32([1], [0]) }, { params, eps: 1e-3, seed: 3 })) {
       assert.ok(r.relError < 1e-2, `${label}, ${r.param}: ${r.relError}`);
       assert.ok(r.analyticNorm > 0, `${label}, ${r.param}: no gradient`);
+    }
+  }
+});
+
+test('DFT (forward, one-sided, inverse of a complex signal, dft_length longer and shorter) and MaxUnpool: gradients equal finite differences', async () => {
+  const w = (d: number[], seed: number) => f32(d, Array.from({ length: d.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i * 1.3 + seed)));
+  const cases: [string, ModelBuilder][] = [];
+  const dft = (label: string, x: number[], attrs: Record<string, number>, length?: number) => {
+    const b = new ModelBuilder({ opset: 17 });
+    b.input('dummy', 'float32', [1]).initializer('x', w(x, cases.length));
+    if (length !== undefined) b.initializer('n', i64([], [length]));
+    b.node('DFT', length !== undefined ? ['x', 'n'] : ['x'], ['y'], attrs);
+    cases.push([label, b.output('y')]);
+  };
+  dft('DFT of a real signal', [2, 8, 1], { axis: 1 });
+  dft('one-sided DFT', [2, 8, 1], { axis: 1, onesided: 1 });
+  dft('inverse DFT of a complex signal', [2, 6, 2], { axis: 1, inverse: 1 });
+  dft('DFT with dft_length 10 > 8', [2, 8, 1], { axis: 1 }, 10);
+  dft('DFT with dft_length 5 < 8, on axis 2', [2, 3, 8, 2], { axis: 2 }, 5);
+  {
+    // opset 20: the axis is an input
+    const b = new ModelBuilder({ opset: 20 });
+    b.input('dummy', 'float32', [1]).initializer('x', w([2, 8, 1], 7)).initializer('axis', i64([], [1]));
+    b.node('DFT', ['x', '', 'axis'], ['y'], { onesided: 1 });
+    cases.push(['one-sided DFT-20, axis as an input', b.output('y')]);
+  }
+  {
+    const b = new ModelBuilder({ opset: 13 });
+    b.input('dummy', 'float32', [1]).initializer('x', w([1, 2, 2, 2], 9)).initializer('i', i64([1, 2, 2, 2], [0, 3, 9, 14, 17, 18, 28, 31]));
+    b.node('MaxUnpool', ['x', 'i'], ['y'], { kernel_shape: [2, 2], strides: [2, 2] });
+    cases.push(['MaxUnpool', b.output('y')]);
+  }
+  for (const [label, b] of cases) {
+    const model = b.build();
+    for (const r of await gradCheck(model, { dummy: f32([1], [0]) }, { params: ['x'], eps: 1e-3, seed: 5 })) {
+      assert.ok(r.relError < 1e-2, `${label}: ${r.relError}`);
+      assert.ok(r.analyticNorm > 0, `${label}: no gradient`);
     }
   }
 });

@@ -26,7 +26,7 @@ const FORWARD_TOLERANCE = 1e-3; // of the largest reference value
 const GRADIENT_TOLERANCE = 2e-2; // ‖analytic − numeric‖ / ‖numeric‖ at the best of three steps
 
 /** Ops refit has no gradient for, each reached by a test below: the step says so by name. */
-const NO_RULE = new Set(['Unique', 'DFT', 'STFT', 'RoiAlign', 'Det', 'Scan', 'Loop', 'MaxUnpool', 'MelWeightMatrix', 'OneHot']);
+const NO_RULE = new Set(['Unique', 'STFT', 'Det', 'Scan', 'Loop', 'MelWeightMatrix', 'OneHot']);
 
 /** Everything else that is not 'ok', by test, with why. */
 const EXPECTED: Record<string, { status: string; why: string }> = {
@@ -40,6 +40,7 @@ const EXPECTED: Record<string, { status: string; why: string }> = {
   'node/test_scan_sum': { status: 'upgrade', why: 'Scan-8 (batch axis semantics) is not converted' },
   'node/test_resize_downsample_scales_cubic_align_corners': { status: 'onnxruntime', why: "onnxruntime's kernel and ONNX 1.12's reference differ; refit's step computes what onnxruntime does" },
   'node/test_resize_downsample_scales_linear_align_corners': { status: 'onnxruntime', why: 'as above' },
+  'node/test_maxunpool_export_with_output_shape': { status: 'onnxruntime', why: 'onnxruntime places the values in the larger output_shape differently from the reference; refit\'s step computes what onnxruntime does' },
 };
 
 const readTensor = (path: string): Tensor => tensorFromProto(onnxProto.onnx.TensorProto.decode(readFileSync(path)));
@@ -213,5 +214,5 @@ test('the ONNX backend test models: forward equals the reference, gradients equa
   console.log(JSON.stringify(counts));
   assert.deepEqual(wrong, []);
   // The harness itself must not have skipped its way to green.
-  assert.ok((counts.ok ?? 0) >= 670, `only ${counts.ok} models checked: ${JSON.stringify(counts)}`);
+  assert.ok((counts.ok ?? 0) >= 679, `only ${counts.ok} models checked: ${JSON.stringify(counts)}`);
 });

@@ -16,3 +16,4 @@ import './activations-extra.ts';
 import './einsum.ts';
 import './nd-indexing.ts';
 import './quant.ts';
+import './dft.ts';

@@ -1,4 +1,4 @@
-// Pooling: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool (1-D, 2-D, 3-D).
+// Pooling: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool (1-D, 2-D, 3-D), and MaxUnpool.
 //
 // MaxPool routes each output gradient to the input its window picked. Where ScatterElements
 // can do the routing (disjoint windows, or opset ≥ 16 for reduction 'add'), the rule asks the
@@ -219,6 +219,14 @@ registerRules({
     const xs = ctx.shape(node.inputs[0]!);
     const em = ctx.em;
     return [em.op('Expand', [em.mul(dY!, em.scalar(1 / prod(xs.slice(2)))), em.ints(xs)])];
+  },
+  MaxUnpool(ctx, node, [dY], needs) {
+    // y is zeros with x[k] at flat position indices[k] of the whole output (MaxPool's Indices,
+    // SegNet's decoder), so dX[k] = dY.flat[indices[k]]; the indices and output_shape carry none.
+    const em = ctx.em;
+    const [x, indices] = node.inputs as [string, string];
+    const dx = needs[0] ? em.reshape(em.op('Gather', [em.reshape(dY!, [-1]), em.reshape(indices, [-1])], { axis: 0 }), ctx.shape(x)) : null;
+    return node.inputs.map((_, i) => (i === 0 ? dx : null));
   },
   GlobalMaxPool(ctx, node, [dY]) {
     const em = ctx.em;
