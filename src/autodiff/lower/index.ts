@@ -16,6 +16,7 @@ import { isNllLoss, lowerNllLoss, nllLossRefusal } from './nll-loss.ts';
 import { isMvn, lowerMvn } from './mvn.ts';
 import { isLpNormalization, lowerLpNormalization, lpNormalizationRefusal } from './lp-normalization.ts';
 import { isRoiAlign, lowerRoiAlign, roiAlignRefusal } from './roi-align.ts';
+import { isStft, lowerStft } from './stft.ts';
 import type { DType } from '../../onnx/tensor.ts';
 
 export interface LowerOptions {
@@ -71,6 +72,7 @@ const LOWERINGS: Lowering[] = [
   { takes: isMvn, refusal: () => undefined, lower: (n, em) => lowerMvn(n, em) },
   { takes: isLpNormalization, refusal: (n) => lpNormalizationRefusal(n), lower: (n, em, ctx) => lowerLpNormalization(n, em, ctx.shapeOf) },
   { takes: isRoiAlign, refusal: (n, _g, shapeOf) => roiAlignRefusal(n, shapeOf), lower: (n, em, ctx) => lowerRoiAlign(n, em, ctx.shapeOf, em.opset) },
+  { takes: isStft, refusal: () => undefined, lower: (n, em, ctx) => lowerStft(n, em, ctx.shapeOf) },
   {
     takes: isContribLowerable,
     refusal: (n, _g, shapeOf) => contribRefusal(n, shapeOf),
