@@ -151,7 +151,9 @@ async function inferShapes(m: Model, shapes: ShapeMap): Promise<string[]> {
       // A sequence (a Loop's carried list) has no tensor shape, and onnxruntime-node cannot return one.
       if (!meta.isTensor) continue;
       if (dtype && dims?.length === 0) scalars.set(meta.name, dtype);
-      else if (dtype && dims && dims.every((d): d is number => typeof d === 'number' && d >= 0)) inferred.set(meta.name, { dtype, dims: [...dims] });
+      // A dim of 2^31 or more is no tensor's: onnxruntime-web's metadata gives such garbage for
+      // some dims it could not infer (a SequenceAt's output, 51539607540); they are asked by a run.
+      else if (dtype && dims && dims.every((d): d is number => typeof d === 'number' && d >= 0 && d < 2 ** 31)) inferred.set(meta.name, { dtype, dims: [...dims] });
       else open.push(meta.name);
     }
   } finally {

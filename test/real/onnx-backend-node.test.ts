@@ -1,8 +1,9 @@
 // The ONNX project's own backend test models (Debian's libonnx-testdata, ONNX 1.12: one model per
 // op and attribute variant, with reference inputs and outputs), none made by refit. Every float
 // input of each model becomes a trained parameter; the step's forward must equal the reference
-// outputs, and every gradient the central differences of the step's own loss; `refit inspect`'s
-// diagnosis must name the same blockers the step meets. A model refit cannot differentiate must be
+// outputs, every gradient the central differences of the step's own loss and, on onnxruntime-web's
+// wasm (what refit/web runs in a page), Node's loss and gradients; `refit inspect`'s diagnosis must
+// name the same blockers the step meets. A model refit cannot differentiate must be
 // refused with a message, and only where this file says why.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,7 +15,8 @@ import { loadModel, type RefitModel } from '../../src/model.ts';
 import { createSession, toOrt, fromOrt } from '../../src/onnx/runtime.ts';
 import { randomProjectionLoss } from '../../src/autodiff/gradcheck.ts';
 import { diagnoseTraining } from '../../src/autodiff/diagnose.ts';
-import type { TrainStep } from '../../src/train/train-step.ts';
+import type { StepResult, TrainStep } from '../../src/train/train-step.ts';
+import { runtime, useRuntime, type RuntimeBackend } from '../../src/onnx/runtime.ts';
 import type { Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 
@@ -40,6 +42,11 @@ const EXPECTED: Record<string, { status: string; why: string }> = {
   'node/test_scan_sum': { status: 'upgrade', why: 'Scan-8 (batch axis semantics) is not converted' },
   'node/test_resize_downsample_scales_cubic_align_corners': { status: 'onnxruntime', why: "onnxruntime's kernel and ONNX 1.12's reference differ; refit's step computes what onnxruntime does" },
   'node/test_resize_downsample_scales_linear_align_corners': { status: 'onnxruntime', why: 'as above' },
+  // The class weights' gradient of a weighted mean over 5-D targets is a difference of two large
+  // sums: float32 summation in another order (wasm's kernels) moves it by 2–5e-3.
+  ...Object.fromEntries(['nllloss_NCd1d2d3d4d5_mean_weight', 'sce_NCd1d2d3d4d5_mean_weight', 'sce_NCd1d2d3d4d5_mean_weight_log_prob'].flatMap((t) => [`node/test_${t}`, `node/test_${t}_expanded`])
+    .map((t) => [t, { status: 'web', why: 'the class weights\' gradient, a difference of two sums, moves by 2–5e-3 with the summation order' }])),
+  'node/test_rnn_seq_length': { status: 'web', why: 'the bias gradient cancels to ~1e-6 (of inputs ~1), where the two builds\' rounding differs by 1e-7' },
   'node/test_maxunpool_export_with_output_shape': { status: 'onnxruntime', why: 'onnxruntime places the values in the larger output_shape differently from the reference; refit\'s step computes what onnxruntime does' },
 };
 
@@ -111,6 +118,32 @@ async function gradientError(model: RefitModel, step: TrainStep, params: string[
 }
 
 interface Outcome { status: string; detail: string }
+
+const WEB_TOLERANCE = 1e-4;
+const nodeRuntime = runtime();
+let webRuntime: Promise<RuntimeBackend> | undefined;
+/** Run `f` with refit's sessions on onnxruntime-web (wasm, 1 thread), then back on onnxruntime-node. */
+async function onWeb<T>(f: () => Promise<T>): Promise<T> {
+  // imported here: loading refit's web runtime makes it the current one
+  webRuntime ??= import('../../src/onnx/runtime-web.ts').then(async (w) => { await w.useWebRuntime({ threads: 1 }); return runtime(); });
+  useRuntime(await webRuntime);
+  try { return await f(); } finally { useRuntime(nodeRuntime); }
+}
+
+/** The largest relative difference of the loss and of each gradient (one below 1e-3 of the largest gradient compared at that scale: rounding, where a tanh saturates). */
+function webGap(a: StepResult, b: StepResult): { err: number; at: string } {
+  let err = Math.abs(a.loss - b.loss) / Math.max(Math.abs(a.loss), 1e-6), at = 'loss';
+  const norm = (g: Float32Array) => Math.sqrt(g.reduce((s, v) => s + v * v, 0));
+  const top = Math.max(...[...a.grads.values()].map(norm), 1e-12);
+  for (const [p, g] of a.grads) {
+    const h = b.grads.get(p);
+    if (!h) return { err: Infinity, at: `${p} (no gradient on the web)` };
+    let d = 0; for (let i = 0; i < g.length; i++) d += (g[i]! - h[i]!) ** 2;
+    const rel = Math.sqrt(d) / Math.max(norm(g), 1e-3 * top);
+    if (rel > err) { err = rel; at = `${p} (norms ${norm(g).toExponential(2)} and ${norm(h).toExponential(2)})`; }
+  }
+  return { err, at };
+}
 
 async function check(dir: string): Promise<Outcome> {
   const data = join(dir, 'test_data_set_0');
@@ -185,14 +218,28 @@ async function check(dir: string): Promise<Outcome> {
     const blockers = diagnoseTraining(model.ir, { params, targets: outputs }).unsupportedOps;
     if (blockers.length) return { status: 'inspect-disagrees', detail: `inspect names [${blockers.map((b) => b.opType)}], the step trains` };
     const g = await gradientError(model, step!, params, new Rng(3));
-    return g.err > GRADIENT_TOLERANCE ? { status: 'gradient', detail: `'${g.param}' off central differences by ${g.err.toExponential(2)}` } : { status: 'ok', detail: '' };
+    if (g.err > GRADIENT_TOLERANCE) return { status: 'gradient', detail: `'${g.param}' off central differences by ${g.err.toExponential(2)}` };
+    // The same step on onnxruntime-web's wasm (what refit/web runs in a page), at the values the
+    // differences left: its loss and gradients must be Node's.
+    const here = await step!.run({});
+    let web: StepResult;
+    try {
+      web = await onWeb(async () => {
+        const m = await loadModel(encodeModel(model.ir), { threads: 1 });
+        try { return await m.compileTrainStep({ trainable: params, loss: randomProjectionLoss(outputs, 1), outputs, ...(batchNorm ? { batchNorm } : {}) }).run({}); } finally { await m.release(); }
+      });
+    } catch (e) {
+      return { status: 'web', detail: `onnxruntime-web failed: ${String((e as Error).message || e)}` };
+    }
+    const w = webGap(here, web);
+    return w.err > WEB_TOLERANCE ? { status: 'web', detail: `onnxruntime-web differs from onnxruntime-node by ${w.err.toExponential(2)} at '${w.at}'` } : { status: 'ok', detail: '' };
   } finally {
     await step!.release();
     await model.release();
   }
 }
 
-test('the ONNX backend test models: forward equals the reference, gradients equal central differences, refusals only where expected', { timeout: 240_000 }, async () => {
+test('the ONNX backend test models: forward equals the reference, gradients equal central differences and onnxruntime-web\'s, refusals only where expected', { timeout: 240_000 }, async () => {
   assert.ok(existsSync(join(ROOT, 'node')), `${ROOT} is missing: install Debian's libonnx-testdata (.ci/run does)`);
   const counts: Record<string, number> = {};
   const wrong: string[] = [];
@@ -214,5 +261,5 @@ test('the ONNX backend test models: forward equals the reference, gradients equa
   console.log(JSON.stringify(counts));
   assert.deepEqual(wrong, []);
   // The harness itself must not have skipped its way to green.
-  assert.ok((counts.ok ?? 0) >= 681, `only ${counts.ok} models checked: ${JSON.stringify(counts)}`);
+  assert.ok((counts.ok ?? 0) >= 670, `only ${counts.ok} models checked: ${JSON.stringify(counts)}`);
 });
