@@ -40,6 +40,12 @@ F.cross_entropy(logits.flatten(0, 1), y.flatten()) + F.mse_loss(pred_boxes, boxe
   symbolic leaves coordinate_transformation_mode out, so an opset 16 export changes its meaning).
   Its loss is the sum of the kept detections' scores (no target); the proposals are detached in
   torchvision, a cut the export loses, so the case names RoiAlign's boxes for refit's stopGradient.
+- mask_rcnn, keypoint_rcnn, retinanet, fcos: torchvision's own MaskRCNN (the mask head's RoiAlign,
+  ConvTranspose and the masks pasted into the image), KeypointRCNN (heatmaps to keypoints and their
+  scores), RetinaNet and FCOS (anchor decoding, per-level top-k, batched NMS; FCOS's GroupNorm head
+  and centerness) on the same tiny backbone (32 channels for FCOS), opset 11; each loss sums the
+  kept scores plus what its head adds (the mean of the masks, 0.1 · the keypoints' scores,
+  0.01 · the decoded boxes).
 """
 import math
 import re
@@ -458,6 +464,57 @@ class FasterRCNNScores(nn.Module):
         return out["boxes"], out["scores"]
 
 
+class Tiny32Backbone(TinyBackbone):
+    """TinyBackbone at 32 channels: FCOS's head has GroupNorm(32)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU())
+        self.out_channels = 32
+
+
+class DetectorOutputs(nn.Module):
+    """A torchvision detector as exported for inference: one image in, the named outputs of its one result out."""
+
+    def __init__(self, m, keys):
+        super().__init__()
+        self.m, self.keys = m, keys
+
+    def forward(self, images):
+        out = self.m([images[0]])[0]
+        return tuple(out[k] for k in self.keys)
+
+
+def torchvision_detector(kind):
+    """torchvision's own MaskRCNN, KeypointRCNN, RetinaNet or FCOS on the tiny backbone, 64×64."""
+    from torchvision.models.detection import FCOS, KeypointRCNN, MaskRCNN, RetinaNet
+    from torchvision.models.detection.rpn import AnchorGenerator
+    from torchvision.ops import MultiScaleRoIAlign
+    anchors = AnchorGenerator(sizes=((16, 32),), aspect_ratios=((0.5, 1.0, 2.0),))
+    common = dict(min_size=64, max_size=64)
+    rpn = dict(rpn_anchor_generator=anchors, box_roi_pool=MultiScaleRoIAlign(["0"], 4, 2), rpn_pre_nms_top_n_test=60, rpn_post_nms_top_n_test=20,
+               box_detections_per_img=8, box_score_thresh=0.0, **common)
+    if kind == "mask_rcnn":
+        return MaskRCNN(TinyBackbone(), num_classes=3, mask_roi_pool=MultiScaleRoIAlign(["0"], 7, 2), representation_size=32, **rpn)
+    if kind == "keypoint_rcnn":
+        return KeypointRCNN(TinyBackbone(), num_classes=2, keypoint_roi_pool=MultiScaleRoIAlign(["0"], 7, 2), num_keypoints=5, **rpn)
+    if kind == "retinanet":
+        return RetinaNet(TinyBackbone(), num_classes=3, anchor_generator=anchors, detections_per_img=12, score_thresh=0.0, **common)
+    return FCOS(Tiny32Backbone(), num_classes=3, anchor_generator=AnchorGenerator(sizes=((8,),), aspect_ratios=((1.0,),)), detections_per_img=12, score_thresh=0.0, **common)
+
+
+def detector_case(kind, keys, loss):
+    def case():
+        m = torchvision_detector(kind)
+        with torch.no_grad():  # distinct scores: RetinaNet's prior makes every fresh score 0.01, and ties pick detections arbitrarily
+            for p in m.parameters():
+                if p.dim() == 1:
+                    p.add_(0.5 * torch.randn_like(p))
+        return dict(model=DetectorOutputs(m, keys), stop_gradient=roi_align_boxes, inputs={"images": torch.rand(1, 3, 64, 64)},
+                    outputs=list(keys), opset=11, dynamic={}, target=lambda out: {}, loss=loss)
+    return case
+
+
 def roi_align_boxes(proto):
     """The boxes RoiAlign reads: torchvision detaches its proposals, a cut the export loses."""
     return [n.input[1] for n in proto.graph.node if n.op_type == "RoiAlign"]
@@ -468,4 +525,9 @@ def faster_rcnn_case():
                 dynamic={}, target=lambda out: {}, loss=lambda out, t: out[1].sum())
 
 
-CASES = {"detr": detr_case, "rtdetr": rtdetr_case, "faster_rcnn": faster_rcnn_case}
+CASES = {"detr": detr_case, "rtdetr": rtdetr_case, "faster_rcnn": faster_rcnn_case,
+         # the kept detections' scores, and what each head adds: the pasted masks, the keypoints' scores, the decoded boxes
+         "mask_rcnn": detector_case("mask_rcnn", ("scores", "masks"), lambda out, t: out[0].sum() + out[1].mean()),
+         "keypoint_rcnn": detector_case("keypoint_rcnn", ("scores", "keypoints_scores"), lambda out, t: out[0].sum() + 0.1 * out[1].sum()),
+         "retinanet": detector_case("retinanet", ("scores", "boxes"), lambda out, t: out[0].sum() + 0.01 * out[1].sum()),
+         "fcos": detector_case("fcos", ("scores", "boxes"), lambda out, t: out[0].sum() + 0.01 * out[1].sum())}

@@ -1,7 +1,8 @@
 // Architectures people deploy with onnxruntime that no other bench holds (bench/popular_architectures.py:
 // YOLOv8's detector, a diffusers-style denoising U-Net, CLIP's dual encoder, SegFormer, Depth Anything,
 // T5, SAM's image encoder and mask decoder, ConvNeXt V2; bench/arch_text.py: DeBERTa-v3;
-// bench/arch_detection.py: DETR, RT-DETR's deformable decoder, torchvision's Faster R-CNN; bench/arch_levit.py: LeViT;
+// bench/arch_detection.py: DETR, RT-DETR's deformable decoder, torchvision's Faster R-CNN, Mask R-CNN,
+// Keypoint R-CNN, RetinaNet and FCOS; bench/arch_levit.py: LeViT;
 // bench/arch_vision.py: U²-Net / IS-Net (RMBG), MobileViT; bench/arch_lm.py: ALBERT, Gemma;
 // bench/arch_lm2.py: Phi-3, Mamba; bench/arch_speech.py: Whisper, Silero VAD with and without its
 // sample-rate If; bench/arch_bit.py: BiT's ResNetV2; bench/arch_restore.py: Real-ESRGAN, MODNet;
@@ -110,9 +111,13 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
   rtdetr: () => detection(/(value_proj|sampling_offsets|q_proj|v_proj)$/),
   faster_rcnn: () => {
     // the kept detections' summed scores; torchvision detaches its proposals (the case's stopGradient)
-    const loss: LossSpec = { describe: 'sum(scores)', reads: ['scores'], inputs: [], build: (ctx) => ctx.em.reduce('ReduceSum', 'scores', [0], false) };
+    const loss = detectorLoss([['scores', 1, 'sum']]);
     return { loss, paths: [['LoRA on the box head', peftStep(loraOn(/fc[67]$/), loss)]] };
   },
+  mask_rcnn: () => ({ loss: detectorLoss([['scores', 1, 'sum'], ['masks', 1, 'mean']]), paths: [] }),
+  keypoint_rcnn: () => ({ loss: detectorLoss([['scores', 1, 'sum'], ['keypoints_scores', 0.1, 'sum']]), paths: [] }),
+  retinanet: () => ({ loss: detectorLoss([['scores', 1, 'sum'], ['boxes', 0.01, 'sum']]), paths: [] }),
+  fcos: () => ({ loss: detectorLoss([['scores', 1, 'sum'], ['boxes', 0.01, 'sum']]), paths: [] }),
   levit: () => {
     const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
     return { loss, paths: [['Tent', tta('tent', 'pixel_values')], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
@@ -254,6 +259,14 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
 function languageModel(loraTargets: RegExp): Case {
   const loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' });
   return { loss, paths: [['LoRA', peftStep(() => peft.lora({ rank: 4, alpha: 8, targets: loraTargets }), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+}
+
+/** A torchvision detector's loss without targets (bench/arch_detection.py): weighted sums or means of its outputs. */
+export function detectorLoss(terms: [string, number, 'sum' | 'mean'][]): LossSpec {
+  return {
+    describe: terms.map(([o, w, how]) => `${w}·${how}(${o})`).join(' + '), reads: terms.map(([o]) => o), inputs: [],
+    build: (ctx) => ctx.em.sum(terms.map(([o, w, how]) => ctx.em.mul(ctx.em.reduce(how === 'sum' ? 'ReduceSum' : 'ReduceMean', o, ctx.shape(o).map((_, i) => i), false), ctx.em.scalar(w)))),
+  };
 }
 
 /** A set-prediction detector (DETR's heads): class cross-entropy per query against matched labels, plus the boxes' squared error. */

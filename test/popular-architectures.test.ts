@@ -128,3 +128,12 @@ test('torchvision\'s Faster R-CNN (RPN with NMS, MultiScaleRoIAlign, box head, p
   // Beyond PyTorch's parameters: the RPN head's, whose only paths to the scores the stop cuts (gradient 0).
   await againstTorch('faster_rcnn', loss, {}, (p, g) => g.every((v) => v === 0));
 });
+
+test('torchvision\'s RetinaNet and FCOS (anchor decoding, per-level top-k, batched NMS; FCOS\'s GroupNorm head and centerness): the kept scores plus 0.01 · the decoded boxes, loss and every gradient PyTorch\'s', async () => {
+  const loss: LossSpec = {
+    describe: 'sum(scores) + 0.01·sum(boxes)', reads: ['scores', 'boxes'], inputs: [],
+    build: (ctx) => ctx.em.add(ctx.em.reduce('ReduceSum', 'scores', [0], false), ctx.em.mul(ctx.em.reduce('ReduceSum', 'boxes', [0, 1], false), ctx.em.scalar(0.01))),
+  };
+  await againstTorch('retinanet', loss, {});
+  await againstTorch('fcos', loss, {});
+});
