@@ -62,6 +62,8 @@ export interface InspectResult {
   kvCache?: { past: number; useCacheBranch: boolean };
   /** Ifs whose condition graph inputs decide, with the weights their branches hold (trained once those inputs are fixed). */
   controlFlow?: { node: string; inputs: string[]; tensors: number; values: number }[];
+  /** What the file computes that its exporter's model did not (an export quirk refit reports and leaves). */
+  exportNotes?: string[];
   /** Which `refit train --task` fits the model's inputs and outputs, and how; absent when none is clear. */
   task?: { task: string; how: string };
   groups: { name: string; tensors: number; values: number; trainable: boolean; blockers: GroupBlocker[]; unreached: string[] }[];
@@ -152,11 +154,25 @@ export async function inspectModel(path: string): Promise<InspectResult> {
     ...(controlFlow.length ? { controlFlow } : {}),
     ...(ties ? { ties } : {}),
     ...(dataShaped ? { dataShaped } : {}),
+    ...(exportNotes(shown).length ? { exportNotes: exportNotes(shown) } : {}),
     ...(suggestTask(shown, tokens) ?? {}),
     groups,
     blockers: d.unsupportedOps.map(({ opType, domain, nodes, reason, groups: gs }) => ({ opType, domain, nodes, ...(reason ? { reason } : {}), groups: gs })),
     summary: d.summary,
   };
+}
+
+/**
+ * torchvision 0.14 and older register roi_align's ONNX symbolic for opset 11 only; exported at 16
+ * or later, the RoiAlign has no coordinate_transformation_mode, which there means half_pixel, while
+ * torchvision's detection heads pool with aligned=False (output_half_pixel): every box is read half
+ * a pixel off. Newer torchvision writes the attribute.
+ */
+function exportNotes(m: Model): string[] {
+  if (m.producerName !== 'pytorch' || opsetVersion(m) < 16) return [];
+  const roi = m.graph.nodes.filter((x) => x.opType === 'RoiAlign' && !x.attrs.coordinate_transformation_mode);
+  if (!roi.length) return [];
+  return [`${roi.length} RoiAlign node${roi.length > 1 ? 's' : ''} ('${roi[0]!.name}'${roi.length > 1 ? ', …' : ''}) ${roi.length > 1 ? 'have' : 'has'} no coordinate_transformation_mode, which at opset ${opsetVersion(m)} means half_pixel; torchvision 0.14 and older export roi_align so for aligned=False (its detection heads), so this file may pool every box half a pixel off from the PyTorch model. refit trains the file as it computes; export at opset 11, or set the attribute to output_half_pixel, to match PyTorch`];
 }
 
 /** The training task the CLI would use for a model of these inputs and outputs (a hint for the reader). */
@@ -230,7 +246,7 @@ export function formatInspect(r: InspectResult): string {
   const up = r.upgrade;
   out.push(`  opset:      ${r.opset}${up ? ` (upgraded on load from ${up.from} to ${up.to}; verified on ${up.verifiedOn})` : ''}`);
   if (r.upgradeError) out.push(`  upgrade:    failed (${r.upgradeError}); shown as stored`);
-  for (const note of up?.notes ?? []) out.push(`  note:       ${note}`);
+  for (const note of [...up?.notes ?? [], ...r.exportNotes ?? []]) out.push(`  note:       ${note}`);
   for (const i of r.inputs) out.push(`  input:      ${i.name} ${i.dtype} ${fmtShape(i.shape)}`);
   for (const o of r.outputs) out.push(`  output:     ${o.name} ${o.dtype} ${fmtShape(o.shape)}`);
   if (r.tokens) out.push(`  token ids:  '${r.tokens.ids}'${r.tokens.vocab !== null ? ` (vocabulary ${n(r.tokens.vocab)})` : ''}, from a .npy of ids${r.tokens.tokenizer ? ' or text' : ''}${r.tokens.companions.length ? `; refit makes ${r.tokens.companions.join(', ')} from them (--pad-token: the padding id)` : ''}`);

@@ -62,3 +62,25 @@ test('a stopGradient on the edge into the RoiAlign node outlives its lowering: t
   assert.ok(cut.grads.get('rois')!.every((v) => v === 0));
   assert.deepEqual([...cut.grads.get('x')!], [...free.grads.get('x')!]);
 });
+
+test('inspect notes a torch export at opset 16 whose RoiAlign has no coordinate_transformation_mode (torchvision 0.14 pools half a pixel off)', async () => {
+  const { inspectModel } = await import('../../src/cli/inspect.ts');
+  const { encodeModel } = await import('../../src/onnx/proto.ts');
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'refit-roi-'));
+  try {
+    const notes = [];
+    for (const mode of [undefined, 'output_half_pixel']) {
+      const { model } = oneOp(roi({ output_height: 2, output_width: 2, sampling_ratio: 2, ...(mode ? { coordinate_transformation_mode: s(mode) } : {}) }));
+      model.producerName = 'pytorch';
+      writeFileSync(join(dir, 'm.onnx'), encodeModel(model));
+      notes.push((await inspectModel(join(dir, 'm.onnx'))).exportNotes ?? []);
+    }
+    assert.match(notes[0]![0] ?? '', /1 RoiAlign node \('node_under_test'\) has no coordinate_transformation_mode, which at opset 16 means half_pixel/);
+    assert.deepEqual(notes[1], []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
