@@ -488,16 +488,22 @@ class DetectorOutputs(nn.Module):
 def torchvision_detector(kind):
     """torchvision's own MaskRCNN, KeypointRCNN, RetinaNet or FCOS on the tiny backbone, 64×64."""
     from torchvision.models.detection import FCOS, KeypointRCNN, MaskRCNN, RetinaNet
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
     from torchvision.models.detection.rpn import AnchorGenerator
     from torchvision.ops import MultiScaleRoIAlign
     anchors = AnchorGenerator(sizes=((16, 32),), aspect_ratios=((0.5, 1.0, 2.0),))
     common = dict(min_size=64, max_size=64)
-    rpn = dict(rpn_anchor_generator=anchors, box_roi_pool=MultiScaleRoIAlign(["0"], 4, 2), rpn_pre_nms_top_n_test=60, rpn_post_nms_top_n_test=20,
-               box_detections_per_img=8, box_score_thresh=0.0, **common)
+    # the heads at the backbone's 16 channels (torchvision's defaults, 256 to 1024 wide, would make 14–72 MB files)
+    rpn = dict(rpn_anchor_generator=anchors, box_roi_pool=MultiScaleRoIAlign(["0"], 4, 2), box_head=TwoMLPHead(16 * 4 * 4, 32), rpn_pre_nms_top_n_test=60,
+               rpn_post_nms_top_n_test=20, box_detections_per_img=8, box_score_thresh=0.0, **common)
     if kind == "mask_rcnn":
-        return MaskRCNN(TinyBackbone(), num_classes=3, mask_roi_pool=MultiScaleRoIAlign(["0"], 7, 2), representation_size=32, **rpn)
+        return MaskRCNN(TinyBackbone(), num_classes=None, box_predictor=FastRCNNPredictor(32, 3), mask_roi_pool=MultiScaleRoIAlign(["0"], 7, 2),
+                        mask_head=MaskRCNNHeads(16, (16, 16), 1), mask_predictor=MaskRCNNPredictor(16, 16, 3), **rpn)
     if kind == "keypoint_rcnn":
-        return KeypointRCNN(TinyBackbone(), num_classes=2, keypoint_roi_pool=MultiScaleRoIAlign(["0"], 7, 2), num_keypoints=5, **rpn)
+        return KeypointRCNN(TinyBackbone(), num_classes=None, box_predictor=FastRCNNPredictor(32, 2), keypoint_roi_pool=MultiScaleRoIAlign(["0"], 7, 2),
+                            keypoint_head=KeypointRCNNHeads(16, (16, 16)), keypoint_predictor=KeypointRCNNPredictor(16, 5), **rpn)
     if kind == "retinanet":
         return RetinaNet(TinyBackbone(), num_classes=3, anchor_generator=anchors, detections_per_img=12, score_thresh=0.0, **common)
     return FCOS(Tiny32Backbone(), num_classes=3, anchor_generator=AnchorGenerator(sizes=((8,),), aspect_ratios=((1.0,),)), detections_per_img=12, score_thresh=0.0, **common)

@@ -137,3 +137,13 @@ test('torchvision\'s RetinaNet and FCOS (anchor decoding, per-level top-k, batch
   await againstTorch('retinanet', loss, {});
   await againstTorch('fcos', loss, {});
 });
+
+test('torchvision\'s Mask R-CNN and Keypoint R-CNN (each mask resized to its box and pasted there, heatmaps to keypoints: Loops over the detections, unrolled), proposals detached: loss and every gradient PyTorch\'s', async () => {
+  const sumPlus = (extra: string, w: number, how: 'ReduceSum' | 'ReduceMean'): LossSpec => ({
+    describe: `sum(scores) + ${w}·${how}(${extra})`, reads: ['scores', extra], inputs: [],
+    build: (ctx) => ctx.em.add(ctx.em.reduce('ReduceSum', 'scores', [0], false), ctx.em.mul(ctx.em.reduce(how, extra, ctx.shape(extra).map((_, i) => i), false), ctx.em.scalar(w))),
+  });
+  // Beyond PyTorch's parameters: the RPN head's, whose only paths to the loss the stop cuts (gradient 0).
+  await againstTorch('mask_rcnn', sumPlus('masks', 1, 'ReduceMean'), {}, (p, g) => g.every((v) => v === 0));
+  await againstTorch('keypoint_rcnn', sumPlus('keypoints_scores', 0.1, 'ReduceSum'), {}, (p, g) => g.every((v) => v === 0));
+});

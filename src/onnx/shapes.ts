@@ -61,14 +61,18 @@ const META_DTYPE: Record<string, DType> = {
  * asked for and the outputs whose shape or type inference left open (data-dependent shapes),
  * in a graph cut down to what those need.
  */
-export async function probe(model: Model, sig: InputSignature, opts: { feeds?: Record<string, Tensor>; values?: Iterable<string>; maxFloatElements?: number } = {}): Promise<ProbeResult> {
+export async function probe(model: Model, sig: InputSignature, opts: { feeds?: Record<string, Tensor>; values?: Iterable<string>; maxFloatElements?: number; known?: ShapeMap } = {}): Promise<ProbeResult> {
   const feeds = opts.feeds;
   checkSignature(model.graph.inputs, sig);
   const m = cloneModel(model);
   // Static input shapes let onnxruntime infer static shapes downstream; stale value_info
-  // (symbolic 'batch' dims written by an exporter) would only blur them.
+  // (symbolic 'batch' dims written by an exporter) would only blur them. Shapes an earlier probe
+  // of the same inputs found (`known`) are declared: a Loop unrolled after it holds copies of its
+  // body whose inputs onnxruntime could not infer (of unknown rank, after NMS), and its inference
+  // of a Resize there then took computed sizes for 0 elements (torchvision's Mask R-CNN).
   m.graph.inputs = m.graph.inputs.map((v) => (sig[v.name] ? { ...v, shape: [...sig[v.name]!.dims] } : v));
-  m.graph.valueInfo = [];
+  const outputsOfNodes = new Set(m.graph.nodes.flatMap((n) => n.outputs));
+  m.graph.valueInfo = opts.known ? [...opts.known].filter(([k]) => outputsOfNodes.has(k)).map(([name, s]) => ({ name, dtype: s.dtype, shape: [...s.dims] })) : [];
   m.graph.nodes = m.graph.nodes.map(withoutSubgraphShapes);
   const produced = new Set<string>();
   for (const n of m.graph.nodes) for (const o of n.outputs) if (o) produced.add(o);

@@ -56,10 +56,15 @@ export function readsOf(n: Node): readonly string[] {
 
 type ValueInfoProto = onnxProto.onnx.IValueInfoProto;
 
-/** A value's type with its tensor shape dropped (element type kept); sequences and others as they are. */
+/**
+ * A value's type with its tensor dims made unknown (element type and rank kept); sequences and
+ * others as they are. The rank stays: without it onnxruntime's inference downstream can go wrong
+ * (torchvision's Keypoint R-CNN: an If's NMS indices of unknown rank, and a Resize in the Loop
+ * after it had its computed sizes inferred as 0 elements, and the session was refused).
+ */
 function withoutShape(v: ValueInfoProto): ValueInfoProto {
   const t = v.type?.tensorType;
-  return t?.shape ? { ...v, type: { ...v.type, tensorType: { elemType: t.elemType } } } : v;
+  return t?.shape ? { ...v, type: { ...v.type, tensorType: { elemType: t.elemType, shape: { dim: (t.shape.dim ?? []).map(() => ({})) } } } } : v;
 }
 
 function graphWithoutShapes(g: GraphProto): GraphProto {
@@ -77,7 +82,7 @@ function attrWithoutShapes(a: onnxProto.onnx.IAttributeProto): onnxProto.onnx.IA
 }
 
 /**
- * `n` with the output shapes and value_info its subgraphs declare removed (a copy; `n` itself when
+ * `n` with the output dims and value_info its subgraphs declare removed (a copy; `n` itself when
  * it has no subgraph). PyTorch's exporter can declare an If branch's output with the traced
  * example's dims ([2, 320, 384] where the run gives [2, 65, 384] in torchvision's MViT blocks), and
  * onnxruntime allocates the branch's output from that declaration and fails; inferred, it is right.

@@ -106,7 +106,7 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
     const resolved = resolveStaticSequences(g, opset, (t) => forwardShapes.get(t)?.dims, em);
     if (inlined + unrolled + resolved === 0) break;
     const again = planFold(g, fed);
-    const { shapes: inner, values: more } = await probe(model, sig, { feeds: batch, values: again.candidates, maxFloatElements: FLOAT_FOLD_MAX_ELEMENTS });
+    const { shapes: inner, values: more } = await probe(model, sig, { feeds: batch, values: again.candidates, maxFloatElements: FLOAT_FOLD_MAX_ELEMENTS, known: forwardShapes });
     for (const [k, v] of inner) if (!forwardShapes.has(k)) forwardShapes.set(k, v); // for the lowerings
     applyFold(g, again, more, { roots: [...opts.loss.reads, ...(opts.outputs ?? [])], keep: fed });
   }

@@ -111,6 +111,28 @@ function scatterAddAlongAxis(ctx: GradContext, g: string, idx: string, xDims: nu
 }
 
 /**
+ * A Slice whose starts the data decide (torchvision pastes each mask at its box): the output's
+ * size is fixed for a compiled step (its shapes are), its place is not, so dX is dY padded by
+ * pads computed at run time: before = the clamped start on each sliced axis, after = what is left.
+ * Axes and steps must be constants, the steps 1.
+ */
+function sliceDxAtRunTime(ctx: GradContext, node: Node, dY: string, xDims: number[], yDims: number[]): string {
+  const em = ctx.em, rank = xDims.length;
+  const given = node.inputs[3] ? constInts(ctx, node, 3, 'axes')! : undefined;
+  const steps = node.inputs[4] ? constInts(ctx, node, 4, 'steps')! : undefined;
+  if (steps?.some((st) => st !== 1)) throw new Error(`Slice node '${node.name}': starts computed at run time with steps [${steps}]: only steps of 1 have a gradient rule`);
+  const k = given?.length ?? ctx.shape(node.inputs[1]!)[0]!;
+  const axes = (given ?? range(k)).map((a) => normAxis(node, a, rank));
+  const dims = em.constant(i64([k], axes.map((a) => xDims[a]!)), 'slice_dims');
+  let s = ctx.dtype(node.inputs[1]!) === 'int64' ? node.inputs[1]! : em.op('Cast', [node.inputs[1]!], { to: ONNX_DTYPE.int64 });
+  s = em.op('Where', [em.op('Less', [s, em.constant(i64([], [0]), 'zero')]), em.add(s, dims), s]);
+  s = em.op('Min', [em.op('Max', [s, em.constant(i64([], [0]), 'zero')]), dims]);
+  const before = em.op('ScatterElements', [em.constant(i64([rank], range(rank).map(() => 0)), 'no_pads'), em.constant(i64([k], axes), 'slice_axes'), s], { axis: 0 });
+  const after = em.sub(em.constant(i64([rank], xDims.map((d, a) => d - yDims[a]!)), 'slice_room'), before);
+  return em.op('Pad', [dY, em.op('Concat', [before, after], { axis: 0 })]);
+}
+
+/**
  * zeros([D, R]) with row `upd[k]` added at row `idx[k]` (int64 in [0, D), repeats allowed).
  * Not one ScatterND with reduction 'add': onnxruntime's kernel splits the updates over threads and
  * loses sums where indices repeat (a token read twice; 2 threads, from about 2,000 rows of 768;
@@ -194,6 +216,7 @@ registerRules({
     const xDims = ctx.shape(x), yDims = ctx.shape(node.outputs[0]!);
     const rank = xDims.length;
     let starts: number[], axes: number[] | undefined, steps: number[] | undefined;
+    if (ctx.opset >= 10 && !ctx.constant(node.inputs[1]!)) return [sliceDxAtRunTime(ctx, node, dY!, xDims, yDims), ...node.inputs.slice(1).map(() => null)];
     if (ctx.opset >= 10) {
       starts = constInts(ctx, node, 1, 'starts')!;
       axes = constInts(ctx, node, 3, 'axes');

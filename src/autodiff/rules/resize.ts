@@ -161,7 +161,11 @@ export function resizeAxes(node: Node, opset: number, x: number[], y: number[], 
   } else {
     given = readInput(2, 'scales');
     if (given && given.length === 0) given = undefined;
-    if (!given) sizes = readInput(3, 'sizes');
+    // Sizes the data decide (torchvision resizes each mask to its box) are the output's dims in a
+    // compiled step, whose shapes are fixed; stretched, they alone give the scales.
+    const stretched = attrString(node, 'keep_aspect_ratio_policy', 'stretch') === 'stretch';
+    if (!given && node.inputs[3] && !constant(node.inputs[3]) && stretched) sizes = axes.map((ax) => y[ax]!);
+    else if (!given) sizes = readInput(3, 'sizes');
     if (!given && !sizes) throw new Error(`${where}: neither scales nor sizes is given`);
   }
   if (given) {
