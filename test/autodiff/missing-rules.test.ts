@@ -12,7 +12,7 @@ import { f32, i64 } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 import '../../src/autodiff/rules/index.ts';
 
-// Det and LpPool: ops onnxruntime runs that have no gradient rule (asserted below, so
+// Det and MaxRoiPool: ops onnxruntime runs that have no gradient rule (asserted below, so
 // this test notices if one gains a rule and must pick another op).
 function twoUnsupported() {
   const rng = new Rng(4);
@@ -25,7 +25,10 @@ function twoUnsupported() {
   b.node('Mul', ['h1', 'h1'], ['h1sq']);
   b.node('Det', ['h1sq'], ['d2'], {}, 'det_2');
   b.node('MatMul', ['x', 'b.weight'], ['h2']);
-  b.node('LpPool', ['h2'], ['r'], { kernel_shape: [1] }, 'lp_pool');
+  b.initializer('as4d', i64([4], [1, 2, 3, 3])).initializer('as3d', i64([3], [2, 3, 3])).initializer('roi', f32([1, 5], [0, 0, 0, 2, 2]));
+  b.node('Reshape', ['h2', 'as4d'], ['h4']);
+  b.node('MaxRoiPool', ['h4', 'roi'], ['p4'], { pooled_shape: [3, 3] }, 'roi_pool');
+  b.node('Reshape', ['p4', 'as3d'], ['r']);
   b.node('MatMul', ['r', 'head.weight'], ['out']);
   b.node('Add', ['d1', 'd2'], ['dets']);
   b.output('out').output('dets');
@@ -33,7 +36,7 @@ function twoUnsupported() {
 }
 
 test('the ops used here have no rule (otherwise pick others)', () => {
-  for (const op of ['Det', 'LpPool']) assert.ok(!ruleFor(op) && !NO_GRADIENT_OPS.has(op), `${op} gained a rule`);
+  for (const op of ['Det', 'MaxRoiPool']) assert.ok(!ruleFor(op) && !NO_GRADIENT_OPS.has(op), `${op} gained a rule`);
 });
 
 test('a compile names both unsupported ops, every node, the count and the parameters upstream, with what to freeze', async () => {
@@ -42,9 +45,9 @@ test('a compile names both unsupported ops, every node, the count and the parame
   const x = f32([2, 3, 3], new Float32Array(18).fill(0.3));
   await assert.rejects(step.run({ x }), (e: Error) => {
     const msg = e.message;
-    assert.match(msg, /no gradient rule for 2 op types \(Det, LpPool\) on the gradient path \(3 nodes\)/);
+    assert.match(msg, /no gradient rule for 2 op types \(Det, MaxRoiPool\) on the gradient path \(3 nodes\)/);
     assert.match(msg, /Det ×2: nodes 'det_1', 'det_2'; trainable parameters upstream: 'a\.weight'/);
-    assert.match(msg, /LpPool ×1: node 'lp_pool'; trainable parameters upstream: 'b\.weight'/);
+    assert.match(msg, /MaxRoiPool ×1: node 'roi_pool'; trainable parameters upstream: 'b\.weight'/);
     assert.match(msg, /the 1 not upstream of any of them would train, e\.g\. trainable: \['head\.weight'\]/);
     assert.doesNotMatch(msg, /TypeError/);
     return true;
@@ -62,10 +65,10 @@ test('freezing what the message names makes the same model compile', async () =>
 test('a single missing op keeps the familiar head line; the diagnosis agrees with the compile', () => {
   const model = twoUnsupported();
   const d = diagnoseTraining(model);
-  assert.deepEqual(d.unsupportedOps.map((u) => [u.opType, u.nodes]), [['Det', ['det_1', 'det_2']], ['LpPool', ['lp_pool']]]);
+  assert.deepEqual(d.unsupportedOps.map((u) => [u.opType, u.nodes]), [['Det', ['det_1', 'det_2']], ['MaxRoiPool', ['roi_pool']]]);
   const one = findBlockers({ nodes: model.graph.nodes, wrt: ['b.weight'], targets: ['out'], isFloat: () => true });
-  assert.deepEqual(one.map((b) => b.opType), ['LpPool']);
-  assert.match(missingRulesError(one, ['b.weight']).message, /^no gradient rule for op LpPool on the gradient path \(1 node\):/);
+  assert.deepEqual(one.map((b) => b.opType), ['MaxRoiPool']);
+  assert.match(missingRulesError(one, ['b.weight']).message, /^no gradient rule for op MaxRoiPool on the gradient path \(1 node\):/);
   assert.match(missingRulesError(one, ['b.weight']).message, /Every selected parameter lies upstream of one of them/);
 });
 

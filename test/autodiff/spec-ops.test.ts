@@ -1,6 +1,6 @@
 // Ops the ONNX backend tests showed without a gradient (test/real/onnx-backend-node.test.ts runs
 // every variant the ONNX project ships): NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss,
-// MeanVarianceNormalization, LpNormalization and STFT are written as ops with rules
+// MeanVarianceNormalization, LpNormalization, STFT, LpPool and GlobalLpPool are written as ops with rules
 // (src/autodiff/lower/); ReverseSequence, Compress, float Mod, DFT and MaxUnpool have rules.
 // Forward against onnxruntime's kernels, gradients against finite differences.
 import { test } from 'node:test';
@@ -28,6 +28,12 @@ const STFTS: [string, OneOp][] = [
   ['STFT, a window of 16 (trained too), step 6 (overlapping frames)', { op: 'STFT', opset: 17, feed: '', outputs: ['y'], inputs: [['signal', [2, 40, 1]], ['step', i64([], [6])], ['window', [16]]] }],
   ['STFT, frame_length 8, no window, two-sided', { op: 'STFT', opset: 17, feed: '', outputs: ['y'], attrs: { onesided: 0 }, inputs: [['signal', [1, 30, 1]], ['step', i64([], [8])], ['', [0]], ['length', i64([], [8])]] }],
 ];
+const POOLS: [string, OneOp][] = [
+  ['LpPool p 2, 3×3 stride 2, padded', { op: 'LpPool', opset: 13, feed: '', outputs: ['y'], attrs: { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }, inputs: [['x', [2, 3, 7, 6]]] }],
+  ['LpPool p 1, 1-D kernel 2', { op: 'LpPool', opset: 13, feed: '', outputs: ['y'], attrs: { kernel_shape: [2], p: 1 }, inputs: [['x', [2, 3, 9]]] }],
+  ['LpPool p 3, auto_pad SAME_UPPER', { op: 'LpPool', opset: 13, feed: '', outputs: ['y'], attrs: { kernel_shape: [2, 2], p: 3, auto_pad: s('SAME_UPPER') }, inputs: [['x', [1, 2, 5, 5]]] }],
+  ['GlobalLpPool p 2', { op: 'GlobalLpPool', opset: 13, feed: '', outputs: ['y'], inputs: [['x', [2, 3, 4, 5]]] }],
+];
 const NORMS: [string, OneOp][] = [
   ['MVN, default axes', { op: 'MeanVarianceNormalization', opset: 13, feed: '', outputs: ['y'], inputs: [['x', [2, 3, 4, 2]]] }],
   ['MVN, axes [1]', { op: 'MeanVarianceNormalization', opset: 13, feed: '', outputs: ['y'], attrs: { axes: [1] }, inputs: [['x', [2, 3, 4]]] }],
@@ -35,12 +41,12 @@ const NORMS: [string, OneOp][] = [
   ['LpNormalization p 1, axis 1', { op: 'LpNormalization', opset: 13, feed: '', outputs: ['y'], attrs: { p: 1, axis: 1 }, inputs: [['x', [2, 4, 3]]] }],
 ];
 
-test('the loss and normalisation ops and STFT written as standard ops equal onnxruntime\'s kernels (≤ 1e-5)', async () => {
-  await assertLowersLikeOrt([...LOSSES, ...NORMS, ...STFTS]);
+test('the loss, normalisation and pooling ops and STFT written as standard ops equal onnxruntime\'s kernels (≤ 1e-5)', async () => {
+  await assertLowersLikeOrt([...LOSSES, ...NORMS, ...STFTS, ...POOLS]);
 });
 
 test('finite differences through the lowered losses (the scores and the class weights) and normalisations', async () => {
-  for (const [label, spec] of [...LOSSES, ...NORMS, ...STFTS]) {
+  for (const [label, spec] of [...LOSSES, ...NORMS, ...STFTS, ...POOLS]) {
     const { model, feeds, params } = oneOp(spec);
     const weights = model.graph.initializers.has('w') ? ['w'] : [];
     for (const r of await gradCheck(model, feeds, { params: [...params, ...weights], eps: 1e-3, seed: 2 })) {

@@ -17,6 +17,7 @@ import { isMvn, lowerMvn } from './mvn.ts';
 import { isLpNormalization, lowerLpNormalization, lpNormalizationRefusal } from './lp-normalization.ts';
 import { isRoiAlign, lowerRoiAlign, roiAlignRefusal } from './roi-align.ts';
 import { isStft, lowerStft } from './stft.ts';
+import { isLpPool, lowerLpPool, lpPoolRefusal } from './lp-pool.ts';
 import type { DType } from '../../onnx/tensor.ts';
 
 export interface LowerOptions {
@@ -73,6 +74,7 @@ const LOWERINGS: Lowering[] = [
   { takes: isLpNormalization, refusal: (n) => lpNormalizationRefusal(n), lower: (n, em, ctx) => lowerLpNormalization(n, em, ctx.shapeOf) },
   { takes: isRoiAlign, refusal: (n, _g, shapeOf) => roiAlignRefusal(n, shapeOf), lower: (n, em, ctx) => lowerRoiAlign(n, em, ctx.shapeOf, em.opset) },
   { takes: isStft, refusal: () => undefined, lower: (n, em, ctx) => lowerStft(n, em, ctx.shapeOf) },
+  { takes: isLpPool, refusal: (n) => lpPoolRefusal(n), lower: (n, em, ctx) => lowerLpPool(n, em, ctx.shapeOf) },
   {
     takes: isContribLowerable,
     refusal: (n, _g, shapeOf) => contribRefusal(n, shapeOf),
