@@ -43,7 +43,7 @@ export function supportedOps(): string[] {
  * draws, and piecewise-constant functions (zero derivative almost everywhere: Sign, Floor, Ceil,
  * Round, Hardmax). Exact: an op with even one differentiable path is not listed, so reaching it
  * from a trainable is reported as a missing rule instead of a silent zero: TopK's and Unique's
- * values, OneHot's `values` input, float Range's start and delta. Quantization ops
+ * values, float Range's start and delta. Quantization ops
  * are left to their rules (straight-through estimation is a choice, not a fact).
  */
 export const NO_GRADIENT_OPS = new Set([

@@ -1,7 +1,7 @@
 // Ops the ONNX backend tests showed without a gradient (test/real/onnx-backend-node.test.ts runs
 // every variant the ONNX project ships): NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss,
 // MeanVarianceNormalization, LpNormalization, STFT, LpPool and GlobalLpPool are written as ops with rules
-// (src/autodiff/lower/); ReverseSequence, Compress, float Mod, DFT and MaxUnpool have rules.
+// (src/autodiff/lower/); ReverseSequence, Compress, float Mod, DFT, MaxUnpool and OneHot's values have rules.
 // Forward against onnxruntime's kernels, gradients against finite differences.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -87,7 +87,7 @@ test('ReverseSequence, Compress (with and without an axis) and float Mod: gradie
   }
 });
 
-test('DFT (forward, one-sided, inverse of a complex signal, dft_length longer and shorter) and MaxUnpool: gradients equal finite differences', async () => {
+test('DFT (forward, one-sided, inverse of a complex signal, dft_length longer and shorter), MaxUnpool and OneHot\'s values: gradients equal finite differences', async () => {
   const w = (d: number[], seed: number) => f32(d, Array.from({ length: d.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i * 1.3 + seed)));
   const cases: [string, ModelBuilder][] = [];
   const dft = (label: string, x: number[], attrs: Record<string, number>, length?: number) => {
@@ -114,6 +114,12 @@ test('DFT (forward, one-sided, inverse of a complex signal, dft_length longer an
     b.input('dummy', 'float32', [1]).initializer('x', w([1, 2, 2, 2], 9)).initializer('i', i64([1, 2, 2, 2], [0, 3, 9, 14, 17, 18, 28, 31]));
     b.node('MaxUnpool', ['x', 'i'], ['y'], { kernel_shape: [2, 2], strides: [2, 2] });
     cases.push(['MaxUnpool', b.output('y')]);
+  }
+  {
+    const b = new ModelBuilder({ opset: 13 });
+    b.input('dummy', 'float32', [1]).initializer('x', f32([2], [-0.3, 1.7])).initializer('i', i64([2, 3], [0, 2, 4, 1, 1, -1])).initializer('depth', i64([], [5]));
+    b.node('OneHot', ['i', 'depth', 'x'], ['y'], { axis: 1 });
+    cases.push(['OneHot\'s off and on values', b.output('y')]);
   }
   for (const [label, b] of cases) {
     const model = b.build();

@@ -246,6 +246,19 @@ registerRules({
     return [unslice(ctx, g, yDims, xDims, first, step), ...node.inputs.slice(1).map(() => null)];
   },
 
+  OneHot(ctx, node, [dY], needs) {
+    // y = off + (on − off)·hot: d/d(off) = Σ dY·(1 − hot), d/d(on) = Σ dY·hot; the indices and depth carry none.
+    if (!needs[2]) return [null, null, null];
+    const em = ctx.em;
+    const [indices, depth, values] = node.inputs as [string, string, string];
+    const dtype = ctx.dtype(values);
+    const hot = em.op('OneHot', [indices, depth, em.constant(tensor(dtype, [2], [0, 1]), 'onehot_01')], node.attrs);
+    const all = ctx.shape(node.outputs[0]!).map((_, i) => i);
+    const on = em.reduce('ReduceSum', em.mul(dY!, hot), all, false);
+    const off = em.sub(em.reduce('ReduceSum', dY!, all, false), on);
+    return [null, null, em.op('Concat', [em.unsqueeze(off, [0]), em.unsqueeze(on, [0])], { axis: 0 })];
+  },
+
   /** Embedding-style gradient: indices may repeat, so contributions are added, never overwritten. */
   Gather(ctx, node, [dY], needs) {
     if (!needs[0]) return [null, null];
