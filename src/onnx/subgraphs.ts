@@ -76,10 +76,13 @@ function graphWithoutShapes(g: GraphProto): GraphProto {
   };
 }
 
-function attrWithoutShapes(a: onnxProto.onnx.IAttributeProto): onnxProto.onnx.IAttributeProto {
+/** `a` with each subgraph it holds (If's branch, a body) replaced by `f` of it; `a` itself when it holds none. */
+export function mapSubgraphs(a: onnxProto.onnx.IAttributeProto, f: (g: GraphProto) => GraphProto): onnxProto.onnx.IAttributeProto {
   if (!a.g && !a.graphs?.length) return a;
-  return { ...a, ...(a.g ? { g: graphWithoutShapes(a.g) } : {}), ...(a.graphs?.length ? { graphs: a.graphs.map(graphWithoutShapes) } : {}) };
+  return { ...a, ...(a.g ? { g: f(a.g) } : {}), ...(a.graphs?.length ? { graphs: a.graphs.map(f) } : {}) };
 }
+
+const attrWithoutShapes = (a: onnxProto.onnx.IAttributeProto) => mapSubgraphs(a, graphWithoutShapes);
 
 /**
  * `n` with the output dims and value_info its subgraphs declare removed (a copy; `n` itself when

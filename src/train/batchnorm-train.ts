@@ -97,23 +97,11 @@ export function mixWithPrior(em: Emitter, prior: number, batch: number, source: 
   return { useMean: mix(source.mean, stats.mean), useVar: mix(source.variance, stats.variance) };
 }
 
-/**
- * A node that is in training mode in the file itself (torch.onnx's TrainingMode.TRAINING export;
- * opset 14's training_mode=1) declares its updated running statistics as outputs 1 and 2, and the
- * graph may read them. ONNX defines them as momentum·running + (1 − momentum)·batch with the
- * biased batch variance (refit's own running update, below, keeps PyTorch's unbiased one).
- */
-function bindDeclaredRunningOutputs(node: Node, em: Emitter, mean: string, variance: string, batchMean: string, batchVar: string, momentum: number): void {
+function emitTrainBN(node: Node, graph: Graph, em: Emitter, shapeOf: (t: string) => number[], prior: number, runningRead: boolean): RunningStatUpdate[] {
+  const [x, scale, bias, mean, variance] = node.inputs as [string, string, string, string, string];
   if (node.outputs[3] || node.outputs[4]) {
     throw new Error(`BatchNormalization node '${node.name}' declares the saved mean and variance outputs of opsets 9–13's training form ('${node.outputs[3] ?? ''}', '${node.outputs[4] ?? ''}'), which refit does not compute; export the model in evaluation mode`);
   }
-  const mix = (running: string, batch: string) => em.add(em.mul(running, em.scalar(momentum)), em.mul(batch, em.scalar(1 - momentum)));
-  if (node.outputs[1]) em.graph.nodes.push({ name: em.fresh(`${node.name}_running_mean`), opType: 'Identity', domain: '', inputs: [mix(mean, batchMean)], outputs: [node.outputs[1]], attrs: {} });
-  if (node.outputs[2]) em.graph.nodes.push({ name: em.fresh(`${node.name}_running_var`), opType: 'Identity', domain: '', inputs: [mix(variance, batchVar)], outputs: [node.outputs[2]], attrs: {} });
-}
-
-function emitTrainBN(node: Node, graph: Graph, em: Emitter, shapeOf: (t: string) => number[], prior: number, runningRead: boolean): RunningStatUpdate[] {
-  const [x, scale, bias, mean, variance] = node.inputs as [string, string, string, string, string];
   const eps = attrFloat(node, 'epsilon', 1e-5);
   const momentum = attrFloat(node, 'momentum', 0.9);
   const dims = shapeOf(x);
@@ -149,34 +137,40 @@ function emitTrainBN(node: Node, graph: Graph, em: Emitter, shapeOf: (t: string)
       meta: { batchStatistics: prior === 0 },
     });
     [batchMean, batchVar] = [outs[1]!, outs[2]!];
-    bindDeclaredRunningOutputs(node, em, mean, variance, batchMean, batchVar, momentum);
-    if (prior === 0) return runningUpdates(em, mean, variance, batchMean, batchVar, momentum, n);
   } else {
     const m = em.reduce('ReduceMean', x, axes, true);
     const centered = em.sub(x, m);
     batchMean = em.reshape(m, [C]);
     batchVar = em.reshape(em.reduce('ReduceMean', em.mul(centered, centered), axes, true), [C]);
-    bindDeclaredRunningOutputs(node, em, mean, variance, batchMean, batchVar, momentum);
   }
-  // Mix source and batch statistics; the source ones are constants here (no gradient).
-  const { useMean, useVar } = mixWithPrior(em, prior, dims[0]!, { mean, variance }, { mean: batchMean, variance: batchVar });
-  // The normalisation itself is onnxruntime's fused BatchNormalization kernel fed with the batch
-  // statistics. `batchStatistics` tells its gradient rule that mean and variance are functions
-  // of X, so it emits the full batch-statistics gradient in one fused form (norm.ts).
-  em.graph.nodes.push({
-    name: em.fresh(`${node.name}_batchstats`), opType: 'BatchNormalization', domain: '',
-    inputs: [x, scale, bias, useMean, useVar], outputs: [node.outputs[0]!],
-    attrs: epsAttr,
-    meta: { batchStatistics: prior === 0 },
-  });
-  return runningUpdates(em, mean, variance, batchMean, batchVar, momentum, n);
+  if (!fusedOk || prior !== 0) {
+    // Mix source and batch statistics; the source ones are constants here (no gradient).
+    const { useMean, useVar } = mixWithPrior(em, prior, dims[0]!, { mean, variance }, { mean: batchMean, variance: batchVar });
+    // The normalisation itself is onnxruntime's fused BatchNormalization kernel fed with the batch
+    // statistics. `batchStatistics` tells its gradient rule that mean and variance are functions
+    // of X, so it emits the full batch-statistics gradient in one fused form (norm.ts).
+    em.graph.nodes.push({
+      name: em.fresh(`${node.name}_batchstats`), opType: 'BatchNormalization', domain: '',
+      inputs: [x, scale, bias, useMean, useVar], outputs: [node.outputs[0]!],
+      attrs: epsAttr,
+      meta: { batchStatistics: prior === 0 },
+    });
+  }
+  // PyTorch's running-statistic update, with the unbiased batch variance.
+  const newMean = momentumMix(em, mean, batchMean, momentum);
+  const newVar = momentumMix(em, variance, em.mul(batchVar, em.scalar(n > 1 ? n / (n - 1) : 1)), momentum);
+  // A node in training mode in the file itself (torch.onnx's TrainingMode.TRAINING; opset 14's
+  // training_mode=1) declares its updated statistics as outputs 1 and 2, and the graph may read
+  // them: ONNX's mean is the one above, its variance mixes the biased batch variance.
+  const declare = (out: string | undefined, value: () => string, what: string) => {
+    if (out) em.graph.nodes.push({ name: em.fresh(`${node.name}_${what}`), opType: 'Identity', domain: '', inputs: [value()], outputs: [out], attrs: {} });
+  };
+  declare(node.outputs[1], () => newMean, 'running_mean');
+  declare(node.outputs[2], () => momentumMix(em, variance, batchVar, momentum), 'running_var');
+  return [{ param: mean, updated: newMean }, { param: variance, updated: newVar }];
 }
 
-/** PyTorch's running-statistic update, with the unbiased batch variance. */
-function runningUpdates(em: Emitter, mean: string, variance: string, batchMean: string, batchVar: string, momentum: number, n: number): RunningStatUpdate[] {
-  const m1 = em.scalar(momentum), m2 = em.scalar(1 - momentum);
-  const newMean = em.add(em.mul(mean, m1), em.mul(batchMean, m2));
-  const unbiased = em.mul(batchVar, em.scalar(n > 1 ? n / (n - 1) : 1));
-  const newVar = em.add(em.mul(variance, m1), em.mul(unbiased, m2));
-  return [{ param: mean, updated: newMean }, { param: variance, updated: newVar }];
+/** momentum·running + (1 − momentum)·batch, as ONNX and PyTorch (with its momentum the complement) update running statistics. */
+function momentumMix(em: Emitter, running: string, batch: string, momentum: number): string {
+  return em.add(em.mul(running, em.scalar(momentum)), em.mul(batch, em.scalar(1 - momentum)));
 }

@@ -9,6 +9,7 @@ import { attrInt, constantValue, isDefaultDomain } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
 import { i64, toNumbers } from '../../onnx/tensor.ts';
 import { bind, refuse } from './util.ts';
+import { emitDft } from '../rules/dft.ts';
 
 export const isStft = (node: Node) => isDefaultDomain(node) && node.opType === 'STFT';
 
@@ -28,9 +29,5 @@ export function lowerStft(node: Node, em: Emitter, shapeOf: (t: string) => numbe
   const table = Array.from({ length: F * L }, (_, k) => Math.floor(k / L) * step + (k % L));
   let frames = em.op('Gather', [signal, em.constant(i64([F, L], table), 'stft_frames')], { axis: 1 }); // [batch, F, L, c]
   if (window) frames = em.mul(frames, em.reshape(window, [1, 1, L, 1]));
-  const onesided = attrInt(node, 'onesided', 1);
-  const y = em.opset >= 20
-    ? em.op('DFT', [frames, '', em.constant(i64([], [2]), 'stft_axis')], { onesided })
-    : em.op('DFT', [frames], { axis: 2, onesided });
-  bind(em, y, node.outputs[0]!);
+  bind(em, emitDft(em, frames, 2, { onesided: attrInt(node, 'onesided', 1) === 1 }), node.outputs[0]!);
 }

@@ -10,6 +10,7 @@
 import { attrInt, type Node } from '../../onnx/ir.ts';
 import { i64, toNumbers } from '../../onnx/tensor.ts';
 import { registerRules, type GradContext } from '../rule.ts';
+import type { Emitter } from '../../onnx/emitter.ts';
 
 function signalAxis(ctx: GradContext, node: Node, rank: number): number {
   let axis = attrInt(node, 'axis', 1);
@@ -19,6 +20,12 @@ function signalAxis(ctx: GradContext, node: Node, rank: number): number {
     axis = given ? Number(toNumbers(given)[0]) : -2;
   }
   return axis < 0 ? axis + rank : axis;
+}
+
+/** A DFT along `axis`, in the form of the emitter's opset (the axis an attribute before 20, an input from 20). */
+export function emitDft(em: Emitter, x: string, axis: number, opts: { inverse?: boolean; onesided?: boolean }): string {
+  const attrs = { inverse: opts.inverse ? 1 : 0, onesided: opts.onesided ? 1 : 0 };
+  return em.opset >= 20 ? em.op('DFT', [x, '', em.constant(i64([], [axis]), 'dft_axis')], attrs) : em.op('DFT', [x], { axis, ...attrs });
 }
 
 registerRules({
@@ -43,11 +50,7 @@ registerRules({
     };
     let g = dY!;
     if (onesided) g = padAlong(g, L - yDims[axis]!);
-    const attrs = { axis, inverse: inverse ? 0 : 1, onesided: 0 };
-    const adj = ctx.opset >= 20
-      ? em.op('DFT', [g, '', em.constant(i64([], [axis]), 'dft_axis')], { inverse: attrs.inverse, onesided: 0 })
-      : em.op('DFT', [g], attrs);
-    let dx = em.mul(adj, em.scalar(inverse ? 1 / L : L)); // [..., L, 2]
+    let dx = em.mul(emitDft(em, g, axis, { inverse: !inverse }), em.scalar(inverse ? 1 / L : L)); // [..., L, 2]
     if (L > n) dx = em.op('Slice', [dx, em.ints([0]), em.ints([n]), em.ints([axis])]);
     else if (L < n) dx = padAlong(dx, n - L);
     if (xDims[xDims.length - 1] === 1) dx = em.op('Slice', [dx, em.ints([0]), em.ints([1]), em.ints([xDims.length - 1])]);

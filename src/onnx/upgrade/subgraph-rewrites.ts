@@ -9,6 +9,7 @@ import onnxProto from 'onnx-proto';
 import type { Attr } from '../ir.ts';
 import { tensorToProto } from '../proto.ts';
 import { i64 } from '../tensor.ts';
+import { mapSubgraphs } from '../subgraphs.ts';
 
 type NodeProto = onnxProto.onnx.INodeProto;
 type GraphProto = onnxProto.onnx.IGraphProto;
@@ -36,21 +37,15 @@ const num = (v: number | Long) => (typeof v === 'number' ? v : v.toNumber());
  * the protos; returns the rewritten attributes and counts per op. `fresh` names new tensors.
  */
 export function rewriteBodies(attrs: Record<string, Attr>, from: number, fresh: (hint: string) => string, counts: Record<string, number>): Record<string, Attr> {
-  const out: Record<string, Attr> = {};
-  for (const [k, a] of Object.entries(attrs)) {
-    if (a.kind !== 'opaque') { out[k] = a; continue; }
-    const p = a.value as onnxProto.onnx.IAttributeProto;
-    if (!p.g && !p.graphs?.length) { out[k] = a; continue; }
-    out[k] = { kind: 'opaque', value: { ...p, ...(p.g ? { g: rewriteGraph(p.g, from, fresh, counts) } : {}), ...(p.graphs?.length ? { graphs: p.graphs.map((g) => rewriteGraph(g, from, fresh, counts)) } : {}) } };
-  }
-  return out;
+  const rewrite = (g: GraphProto) => rewriteGraph(g, from, fresh, counts);
+  return Object.fromEntries(Object.entries(attrs).map(([k, a]) => [k, a.kind === 'opaque' ? { kind: 'opaque', value: mapSubgraphs(a.value as onnxProto.onnx.IAttributeProto, rewrite) } : a]));
 }
 
 function rewriteGraph(g: GraphProto, from: number, fresh: (hint: string) => string, counts: Record<string, number>): GraphProto {
   const nodes: NodeProto[] = [];
   for (const n0 of g.node ?? []) {
     // nested bodies first
-    const n: NodeProto = { ...n0, attribute: (n0.attribute ?? []).map((a) => (a.g || a.graphs?.length ? { ...a, ...(a.g ? { g: rewriteGraph(a.g, from, fresh, counts) } : {}), ...(a.graphs?.length ? { graphs: a.graphs.map((s) => rewriteGraph(s, from, fresh, counts)) } : {}) } : a)) };
+    const n: NodeProto = { ...n0, attribute: (n0.attribute ?? []).map((a) => mapSubgraphs(a, (s) => rewriteGraph(s, from, fresh, counts))) };
     const op = n.opType ?? '';
     if (!isDefault(n) || !rewritesInBody(op, from)) { nodes.push(n); continue; }
     const moves = op === 'Slice' ? [{ attr: 'starts', input: 1 }, { attr: 'ends', input: 2 }, { attr: 'axes', input: 3 }] : [MOVED[op]!];
