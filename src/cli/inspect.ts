@@ -138,6 +138,7 @@ export async function inspectModel(path: string): Promise<InspectResult> {
   }));
   const vi = (v: ValueInfo) => ({ name: v.name, dtype: v.dtype, shape: v.shape ? [...v.shape] : null });
   const initNames = new Set(shown.graph.initializers.keys());
+  const notes = exportNotes(shown);
   return {
     model: path,
     opset: opsetVersion(ir),
@@ -154,7 +155,7 @@ export async function inspectModel(path: string): Promise<InspectResult> {
     ...(controlFlow.length ? { controlFlow } : {}),
     ...(ties ? { ties } : {}),
     ...(dataShaped ? { dataShaped } : {}),
-    ...(exportNotes(shown).length ? { exportNotes: exportNotes(shown) } : {}),
+    ...(notes.length ? { exportNotes: notes } : {}),
     ...(suggestTask(shown, tokens) ?? {}),
     groups,
     blockers: d.unsupportedOps.map(({ opType, domain, nodes, reason, groups: gs }) => ({ opType, domain, nodes, ...(reason ? { reason } : {}), groups: gs })),

@@ -138,14 +138,14 @@ function toResize11(ctx: RewriteContext, node: Node, scalesInput: string | undef
 }
 
 export const REWRITES: Record<string, Rewrite> = {
-  // 5: the shape became an input.
+  // 5: the shape became an input (consumed_inputs, below 6, is dropped from every node first).
   Reshape: {
     below: 5,
     apply(ctx, node) {
       const shape = attrInts(node, 'shape');
-      if (shape === undefined) return [{ ...node, attrs: without(node.attrs, 'consumed_inputs') }];
+      if (shape === undefined) return [node];
       const c = constant(ctx, node, 'shape', int64Tensor(shape));
-      return [c.node, { ...node, inputs: [node.inputs[0]!, c.name], attrs: without(node.attrs, 'shape', 'consumed_inputs') }];
+      return [c.node, { ...node, inputs: [node.inputs[0]!, c.name], attrs: without(node.attrs, 'shape') }];
     },
   },
 

@@ -38,7 +38,7 @@ export function syntheticFeeds(inputs: ValueInfo[], seed: number, dynamicDim: nu
  * thread (so reductions run in one order). `expose` adds node outputs to the fetched values.
  */
 export async function runAll(model: Model, feeds: Record<string, Tensor>, expose = false): Promise<Map<string, Tensor>> {
-  if (!expose) return runExposing(model, feeds, () => true);
+  if (!expose) return runExposing(model, feeds, null);
   // onnxruntime-node returns tensors only: a sequence (SequenceInsert's, or one a Loop carries) is
   // not exposed. Control-flow outputs are left out only when exposing them fails.
   const sequence = (op: string) => SEQUENCE_OUTPUTS.has(op);
@@ -53,10 +53,11 @@ export async function runAll(model: Model, feeds: Record<string, Tensor>, expose
 /** Ops whose outputs are sequences, never tensors. */
 const SEQUENCE_OUTPUTS = new Set(['SequenceEmpty', 'SequenceConstruct', 'SequenceInsert', 'SequenceErase', 'SplitToSequence', 'SequenceMap']);
 
-async function runExposing(model: Model, feeds: Record<string, Tensor>, hidden: (opType: string) => boolean | undefined): Promise<Map<string, Tensor>> {
+/** Run with every node output exposed but those of ops `hidden` names; with `hidden` null, the graph's outputs only. */
+async function runExposing(model: Model, feeds: Record<string, Tensor>, hidden: ((opType: string) => boolean) | null): Promise<Map<string, Tensor>> {
   const m = cloneModel(model);
   const known = new Set(m.graph.outputs.map((o) => o.name));
-  for (const n of m.graph.nodes) for (const o of n.outputs) {
+  if (hidden) for (const n of m.graph.nodes) for (const o of n.outputs) {
     if (o && !known.has(o) && !hidden(n.opType)) {
       known.add(o);
       m.graph.outputs.push({ name: o, dtype: 'float32', shape: null, untyped: true });
