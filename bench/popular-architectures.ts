@@ -29,6 +29,7 @@ import type { LossSpec } from '../src/train/loss-spec.ts';
 import { f32, i64, type Tensor } from '../src/onnx/tensor.ts';
 import { withFixedInputs } from '../src/onnx/fixed-inputs.ts';
 import { exportMissing, stepAgainstTorch, parityTable, describeRow, savedTensor, type ParityRow } from './parity.ts';
+import { detectorLoss } from '../test/helpers/detector-loss.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..');
@@ -259,14 +260,6 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
 function languageModel(loraTargets: RegExp): Case {
   const loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' });
   return { loss, paths: [['LoRA', peftStep(() => peft.lora({ rank: 4, alpha: 8, targets: loraTargets }), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
-}
-
-/** A torchvision detector's loss without targets (bench/arch_detection.py): weighted sums or means of its outputs. */
-export function detectorLoss(terms: [string, number, 'sum' | 'mean'][]): LossSpec {
-  return {
-    describe: terms.map(([o, w, how]) => `${w}·${how}(${o})`).join(' + '), reads: terms.map(([o]) => o), inputs: [],
-    build: (ctx) => ctx.em.sum(terms.map(([o, w, how]) => ctx.em.mul(ctx.em.reduce(how === 'sum' ? 'ReduceSum' : 'ReduceMean', o, ctx.shape(o).map((_, i) => i), false), ctx.em.scalar(w)))),
-  };
 }
 
 /** A set-prediction detector (DETR's heads): class cross-entropy per query against matched labels, plus the boxes' squared error. */

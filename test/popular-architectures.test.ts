@@ -17,6 +17,7 @@ import type { LossSpec } from '../src/train/loss-spec.ts';
 import { f32, i64, type Tensor } from '../src/onnx/tensor.ts';
 import { withFixedInputs } from '../src/onnx/fixed-inputs.ts';
 import { assertCloseToTorch } from './helpers/close.ts';
+import { detectorLoss } from './helpers/detector-loss.ts';
 import * as peft from '../src/peft/index.ts';
 import { gradCheck } from '../src/autodiff/gradcheck.ts';
 import { subgraphDataShapes } from '../src/onnx/data-shapes.ts';
@@ -124,26 +125,18 @@ test('a DLRM-style click model on EmbeddingBags (Loops over the bags slicing the
 });
 
 test('torchvision\'s Faster R-CNN (RPN with NMS, MultiScaleRoIAlign, box head, postprocess), summed detection scores, proposals detached (stopGradient): loss and every gradient are PyTorch\'s', async () => {
-  const loss: LossSpec = { describe: 'sum(scores)', reads: ['scores'], inputs: [], build: (ctx) => ctx.em.reduce('ReduceSum', 'scores', [0], false) };
   // Beyond PyTorch's parameters: the RPN head's, whose only paths to the scores the stop cuts (gradient 0).
-  await againstTorch('faster_rcnn', loss, {}, (p, g) => g.every((v) => v === 0));
+  await againstTorch('faster_rcnn', detectorLoss([['scores', 1, 'sum']]), {}, (p, g) => g.every((v) => v === 0));
 });
 
 test('torchvision\'s RetinaNet and FCOS (anchor decoding, per-level top-k, batched NMS; FCOS\'s GroupNorm head and centerness): the kept scores plus 0.01 · the decoded boxes, loss and every gradient PyTorch\'s', async () => {
-  const loss: LossSpec = {
-    describe: 'sum(scores) + 0.01·sum(boxes)', reads: ['scores', 'boxes'], inputs: [],
-    build: (ctx) => ctx.em.add(ctx.em.reduce('ReduceSum', 'scores', [0], false), ctx.em.mul(ctx.em.reduce('ReduceSum', 'boxes', [0, 1], false), ctx.em.scalar(0.01))),
-  };
+  const loss = detectorLoss([['scores', 1, 'sum'], ['boxes', 0.01, 'sum']]);
   await againstTorch('retinanet', loss, {});
   await againstTorch('fcos', loss, {});
 });
 
 test('torchvision\'s Mask R-CNN and Keypoint R-CNN (each mask resized to its box and pasted there, heatmaps to keypoints: Loops over the detections, unrolled), proposals detached: loss and every gradient PyTorch\'s', async () => {
-  const sumPlus = (extra: string, w: number, how: 'ReduceSum' | 'ReduceMean'): LossSpec => ({
-    describe: `sum(scores) + ${w}·${how}(${extra})`, reads: ['scores', extra], inputs: [],
-    build: (ctx) => ctx.em.add(ctx.em.reduce('ReduceSum', 'scores', [0], false), ctx.em.mul(ctx.em.reduce(how, extra, ctx.shape(extra).map((_, i) => i), false), ctx.em.scalar(w))),
-  });
   // Beyond PyTorch's parameters: the RPN head's, whose only paths to the loss the stop cuts (gradient 0).
-  await againstTorch('mask_rcnn', sumPlus('masks', 1, 'ReduceMean'), {}, (p, g) => g.every((v) => v === 0));
-  await againstTorch('keypoint_rcnn', sumPlus('keypoints_scores', 0.1, 'ReduceSum'), {}, (p, g) => g.every((v) => v === 0));
+  await againstTorch('mask_rcnn', detectorLoss([['scores', 1, 'sum'], ['masks', 1, 'mean']]), {}, (p, g) => g.every((v) => v === 0));
+  await againstTorch('keypoint_rcnn', detectorLoss([['scores', 1, 'sum'], ['keypoints_scores', 0.1, 'sum']]), {}, (p, g) => g.every((v) => v === 0));
 });
