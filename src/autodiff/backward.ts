@@ -14,16 +14,20 @@ export interface BackwardOptions {
   /** Tensors (usually parameters) to differentiate with respect to. */
   wrt: string[];
   /**
-   * Where no gradient flows back, as if PyTorch had `.detach()`ed there (an ONNX export keeps the
-   * values and loses the cut: torchvision's RAFT detaches its flow coordinates): a tensor (every
-   * use of it), or `{ tensor, into }`, its use by the node named `into` only (PyTorch detached one
-   * use and kept another, and the export has one tensor for both).
+   * Tensors no gradient flows back through, as if PyTorch had `.detach()`ed them (an ONNX export
+   * keeps the values and loses the cut: torchvision's RAFT detaches its flow coordinates). A cut of
+   * one use only (`{ tensor, into }`) is made a tensor of its own before (./edge-cuts.ts).
    */
-  stopGradient?: Iterable<StopGradient>;
+  stopGradient?: Iterable<string>;
   /** Gather data inputs → the embedding row whose lookups pass no gradient (PyTorch's padding_idx; src/onnx/padding-rows.ts). */
   paddingRows?: ReadonlyMap<string, number>;
 }
 
+/**
+ * Where no gradient flows back: a tensor (every use of it), or `{ tensor, into }`, its use by the
+ * node named `into` only (PyTorch detached one use and kept another, and the export has one tensor
+ * for both).
+ */
 export type StopGradient = string | { tensor: string; into: string };
 
 /**
@@ -32,15 +36,10 @@ export type StopGradient = string | { tensor: string; into: string };
  */
 export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts: BackwardOptions): Map<string, string | null> {
   const forward = [...graph.nodes]; // nodes appended below are backward nodes
-  const stopped = new Set<string>(), cutEdges = new Set<string>();
-  for (const stop of opts.stopGradient ?? []) {
-    const t = typeof stop === 'string' ? stop : stop.tensor;
+  const stopped = new Set<string>();
+  for (const t of opts.stopGradient ?? []) {
     if (!shapes.has(t)) throw new Error(`stopGradient: '${t}' is not a tensor of the model`);
-    if (typeof stop === 'string') { stopped.add(t); continue; }
-    const into = forward.find((n) => n.name === stop.into);
-    if (!into) throw new Error(`stopGradient: no node of the model is named '${stop.into}'`);
-    if (!into.inputs.includes(t)) throw new Error(`stopGradient: node '${stop.into}' does not read '${t}' (its inputs: ${into.inputs.filter(Boolean).join(', ')})`);
-    cutEdges.add(`${t}\u0000${stop.into}`);
+    stopped.add(t);
   }
   // Name every op without a rule at once, before emitting anything. A value the probe gave no
   // shape is not a tensor (a Loop's sequence of activations): it may carry gradient, so the ops
@@ -102,7 +101,7 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
     if (!node.outputs.some((o) => origin.has(o) && reaches.has(o))) continue;
     const dOut = node.outputs.map((o) => (o ? gradOf(o) : null));
     if (dOut.every((g) => g === null)) continue;
-    const needs = node.inputs.map((i) => !!i && origin.has(i) && reaches.has(i) && !cutEdges.has(`${i}\u0000${node.name}`));
+    const needs = node.inputs.map((i) => !!i && origin.has(i) && reaches.has(i));
     if (!needs.some(Boolean)) continue;
     const rule = ruleFor(node.opType);
     if (!rule || node.domain !== '' && node.domain !== 'ai.onnx') {

@@ -10,14 +10,14 @@ import type { StopGradient } from './backward.ts';
  * model as given when no stop names an edge. `made` names the cut tensors: one the fold removes
  * (an edge into a Shape) carried no gradient, and is no error.
  */
-export function edgeCutsAsTensors(model: Model, stops: readonly StopGradient[] | undefined): { model: Model; stops: StopGradient[] | undefined; made: ReadonlySet<string> } {
-  if (!stops?.some((s) => typeof s !== 'string')) return { model, stops: stops ? [...stops] : undefined, made: new Set() };
+export function edgeCutsAsTensors(model: Model, stops: readonly StopGradient[] | undefined): { model: Model; stops: string[] | undefined; made: ReadonlySet<string> } {
+  if (!stops?.some((s) => typeof s !== 'string')) return { model, stops: stops?.filter((s): s is string => typeof s === 'string'), made: new Set() };
   const m = cloneModel(model);
   const g = m.graph;
   const taken = new Set(g.nodes.flatMap((n) => [n.name, ...n.inputs, ...n.outputs]));
   const fresh = (hint: string) => { let name = hint; for (let i = 1; taken.has(name); i++) name = `${hint}_${i}`; taken.add(name); return name; };
   const known = new Set([...g.inputs.map((i) => i.name), ...g.initializers.keys(), ...g.nodes.flatMap((n) => n.outputs)]);
-  const out: StopGradient[] = [];
+  const out: string[] = [];
   const made = new Set<string>();
   for (const stop of stops) {
     if (typeof stop === 'string') { out.push(stop); continue; }

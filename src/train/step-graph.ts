@@ -152,7 +152,7 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
   if (size(lossShape.dims) !== 1) throw new Error(`loss ${opts.loss.describe} must be a scalar, got shape [${lossShape.dims}]`);
 
   const paddingRows = opts.paddingRows === false ? undefined : embeddingPaddingRows(g);
-  const grads = buildBackward(g, shapes, em, { loss: LOSS_OUTPUT, wrt: opts.trainable, ...(cut.stops ? { stopGradient: cut.stops.filter((t) => typeof t !== 'string' || !cut.made.has(t) || shapes.has(t)) } : {}), ...(paddingRows?.size ? { paddingRows } : {}) });
+  const grads = buildBackward(g, shapes, em, { loss: LOSS_OUTPUT, wrt: opts.trainable, ...(cut.stops ? { stopGradient: cut.stops.filter((t) => !cut.made.has(t) || shapes.has(t)) } : {}), ...(paddingRows?.size ? { paddingRows } : {}) });
   lap('backward');
 
   // Trainables and running statistics become inputs; everything else stays baked in.
