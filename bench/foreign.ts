@@ -314,6 +314,7 @@ function save(out: string, meta: Record<string, unknown>, rows: Row[]): void {
 
 async function profile(models: string[]): Promise<void> {
   const out = resolve(arg('out', join(here, 'results', 'foreign-profile')));
+  mkdirSync(dirname(out), { recursive: true });
   const res: Record<string, unknown> = { date: new Date().toISOString(), uptimeStart: uptime() };
   for (const m of models) {
     const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--profile-child', m, arg('profile-configs', 'tent,full')], { encoding: 'utf8', maxBuffer: 1 << 28 });

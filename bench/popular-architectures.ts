@@ -254,12 +254,45 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
     const loss = losses.binaryCrossEntropy({ probabilities: 'mask', target: 'y' }); // U²-Net trains its sigmoid outputs with BCE
     return { loss, paths: [['BN-adapt', tta('bn-adapt', 'pixel_values')], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
   },
+  // bench/arch_hf.py: transformers' own classes, exported as optimum exports them
+  hf_bert: () => hfClassifier(/(query|value)$/),
+  hf_distilbert: () => hfClassifier(/(q_lin|v_lin)$/),
+  hf_roberta: () => hfClassifier(/(query|value)$/),
+  hf_electra: () => hfClassifier(/(query|value)$/),
+  hf_deberta_v2: () => hfClassifier(/(query_proj|value_proj)$/),
+  hf_gpt2: () => languageModel(/c_attn$/),
+  hf_llama: () => languageModel(/(q_proj|v_proj)$/),
+  hf_qwen2: () => languageModel(/(q_proj|v_proj)$/),
+  hf_mistral: () => languageModel(/(q_proj|v_proj)$/),
+  hf_phi3: () => languageModel(/(qkv_proj|o_proj)$/),
+  hf_gemma2: () => languageModel(/(q_proj|v_proj)$/),
+  hf_gpt_neox: () => languageModel(/query_key_value$/),
+  hf_opt: () => languageModel(/(q_proj|v_proj)$/),
+  hf_t5: () => languageModel(/\.(q|v)$/),
+  hf_bart: () => languageModel(/(q_proj|v_proj)$/),
+  hf_whisper: () => languageModel(/(q_proj|v_proj)$/),
+  hf_vit: () => hfImageClassifier(/(query|value)$/),
+  hf_swin: () => hfImageClassifier(/(query|value)$/),
+  hf_convnext: () => hfImageClassifier(/pwconv\d$/),
+  hf_dinov2: () => hfImageClassifier(/(query|value)$/),
 };
 
 /** A causal language model: next-token cross-entropy (labels already shifted by the case), LoRA on `loraTargets`, norm-affine. */
 function languageModel(loraTargets: RegExp): Case {
   const loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' });
   return { loss, paths: [['LoRA', peftStep(() => peft.lora({ rank: 4, alpha: 8, targets: loraTargets }), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+}
+
+/** A transformers sequence classifier: cross-entropy, LoRA on PEFT's default targets for it, norm-affine. */
+function hfClassifier(loraTargets: RegExp): Case {
+  const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+  return { loss, paths: [['LoRA (PEFT\'s default targets)', peftStep(() => peft.lora({ rank: 4, alpha: 8, targets: loraTargets }), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+}
+
+/** A transformers image classifier: cross-entropy, LoRA, and Tent on its norm layers. */
+function hfImageClassifier(loraTargets: RegExp): Case {
+  const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+  return { loss, paths: [['LoRA', peftStep(() => peft.lora({ rank: 4, alpha: 8, targets: loraTargets }), loss)], ['Tent', tta('tent', 'pixel_values')]] };
 }
 
 /** A set-prediction detector (DETR's heads): class cross-entropy per query against matched labels, plus the boxes' squared error. */

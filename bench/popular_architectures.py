@@ -882,7 +882,7 @@ def convnextv2_case():
 CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case, "depth_anything": depth_anything_case, "t5": t5_case, "sam_encoder": sam_encoder_case, "sam_decoder": sam_decoder_case, "convnextv2": convnextv2_case}
 # More families, one module each, with CASES of the same form (a case may add "norms": its own
 # normalisation classes, perturbed like the ones below).
-for family in ("arch_text", "arch_detection", "arch_vision", "arch_levit", "arch_lm", "arch_lm2", "arch_speech", "arch_bit", "arch_restore", "arch_vl", "arch_moe", "arch_graph", "arch_points", "arch_tts", "arch_seq", "arch_gan", "arch_volume", "arch_tabular"):
+for family in ("arch_text", "arch_detection", "arch_vision", "arch_levit", "arch_lm", "arch_lm2", "arch_speech", "arch_bit", "arch_restore", "arch_vl", "arch_moe", "arch_graph", "arch_points", "arch_tts", "arch_seq", "arch_gan", "arch_volume", "arch_tabular", "arch_hf"):
     CASES.update(__import__(family).CASES)
 
 
@@ -903,6 +903,10 @@ def main():
         torch.onnx.export(m, tuple(inputs.values()), f"{path}.onnx", opset_version=case["opset"], input_names=list(inputs), output_names=case["outputs"],
                           dynamic_axes=case["dynamic"], training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=True)
         m.zero_grad(set_to_none=True)
+        # a case may compute its reference without oneDNN, whose Conv1d weight gradients in
+        # Debian's torch 1.13 can be wrong and vary from run to run (arch_hf.py's Whisper)
+        onednn = torch.backends.mkldnn.flags(enabled=not case.get("reference_without_onednn", False))
+        onednn.__enter__()
         out = m(*inputs.values())
         # weight norm (g · v / ‖v‖, computed by a forward pre-hook): torch.onnx folds it into one
         # weight, whose gradient is the computed weight's, kept here
@@ -913,6 +917,7 @@ def main():
         y = case["target"](out)
         loss = case["loss"](out, y)
         loss.backward()
+        onednn.__exit__(None, None, None)
         for k, v in inputs.items():
             np.save(f"{path}.{k}.npy", v.numpy())
         targets = y if isinstance(y, dict) else {"y": y}  # several loss inputs: one file each

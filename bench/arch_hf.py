@@ -1,0 +1,146 @@
+"""Hugging Face transformers' own model classes (transformers 4.57.6, bench/requirements-hf.txt),
+not re-written: tiny random configs of the real modeling code, eager attention, exported by
+torch.onnx (Debian's torch 1.13) the way optimum's exporter calls it (input names as the model's
+forward arguments, batch and sequence axes dynamic, opset 14). For bench/popular_architectures.py.
+
+Without transformers installed (pip install --no-deps --target tmp/pypi/hf -r bench/requirements-hf.txt)
+this family has no cases and says so. bench/hf_compat.py lets transformers import beside torch 1.13.
+
+Every case: random token ids (or pixels, or audio), a padding mask where the model takes one
+(right padding for encoders, left padding for decoders, as transformers.js and generate pad),
+weights drawn with std 0.2 instead of the configs' 0.02 (0.02 leaves attention uniform and most
+gradients below the comparison's noise), norms perturbed by main. Losses: cross-entropy on the
+class logits; next-token cross-entropy (-100 at padding and the last position) for causal LMs and
+on the decoder's logits for encoder-decoders.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import hf_compat
+
+T = hf_compat.load()
+CASES = {}
+
+V = 97  # vocabulary
+
+
+def _std(m, std=0.2):
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d)):
+                mod.weight.normal_(0, std)
+                if getattr(mod, "bias", None) is not None:
+                    mod.bias.normal_(0, 0.1)
+    return m
+
+
+def _eager(config):
+    config._attn_implementation = "eager"
+    return config
+
+
+class Logits(nn.Module):
+    """The model called with keyword inputs, returning its logits (what optimum exports)."""
+
+    def __init__(self, m, names, **extra):
+        super().__init__()
+        self.m, self.names, self.extra = m, names, extra
+
+    def forward(self, *args):
+        return self.m(**dict(zip(self.names, args)), **self.extra, return_dict=True).logits
+
+
+def _norms():
+    """transformers' own norm classes that main's perturbation would miss."""
+    out = []
+    for mod, cls in (("llama", "LlamaRMSNorm"), ("qwen2", "Qwen2RMSNorm"), ("mistral", "MistralRMSNorm"), ("t5", "T5LayerNorm"), ("gemma2", "Gemma2RMSNorm"), ("phi3", "Phi3RMSNorm")):
+        try:
+            out.append(getattr(__import__(f"transformers.models.{mod}.modeling_{mod}", fromlist=[cls]), cls))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(out)
+
+
+def _ids(batch, seq, pad, pad_at="right", n_pad=3):
+    ids = torch.randint(3, V, (batch, seq))
+    mask = torch.ones_like(ids)
+    if pad_at == "right":
+        mask[-1, seq - n_pad:] = 0
+    else:
+        mask[-1, :n_pad] = 0
+    ids[mask == 0] = pad
+    return ids, mask
+
+
+def classifier(model, pad, opset=14):
+    ids, mask = _ids(2, 9, pad)
+    names = ["input_ids", "attention_mask"]
+    return dict(model=Logits(_std(model), names), inputs={"input_ids": ids, "attention_mask": mask}, outputs=["logits"], opset=opset,
+                dynamic={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}},
+                target=lambda out: torch.tensor([1, 0]), loss=lambda out, y: F.cross_entropy(out[0], y), norms=_norms())
+
+
+def causal_lm(model, pad=0, opset=14):
+    ids, mask = _ids(2, 8, pad, pad_at="left", n_pad=2)
+    names = ["input_ids", "attention_mask"]
+
+    def target(out):
+        keep = (mask[:, :-1] == 1) & (mask[:, 1:] == 1)
+        y = torch.full_like(ids, -100)
+        y[:, :-1] = torch.where(keep, ids[:, 1:], torch.full_like(ids[:, 1:], -100))
+        return y
+
+    return dict(model=Logits(_std(model), names, use_cache=False), inputs={"input_ids": ids, "attention_mask": mask}, outputs=["logits"], opset=opset,
+                dynamic={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}},
+                target=target, loss=lambda out, y: F.cross_entropy(out[0].flatten(0, 1), y.flatten(), ignore_index=-100), norms=_norms())
+
+
+def seq2seq(model, pad=0, opset=14, encoder_input="input_ids", encoder_value=None, reference_without_onednn=False):
+    dec = torch.randint(3, V, (2, 5))
+    names = [encoder_input, "attention_mask", "decoder_input_ids"] if encoder_value is None else [encoder_input, "decoder_input_ids"]
+    if encoder_value is None:
+        ids, mask = _ids(2, 9, pad)
+        inputs = {encoder_input: ids, "attention_mask": mask, "decoder_input_ids": dec}
+        dynamic = {encoder_input: {0: "batch", 1: "encoder_sequence"}, "attention_mask": {0: "batch", 1: "encoder_sequence"}}
+    else:
+        inputs = {encoder_input: encoder_value, "decoder_input_ids": dec}
+        dynamic = {encoder_input: {0: "batch"}}
+    dynamic.update({"decoder_input_ids": {0: "batch", 1: "decoder_sequence"}, "logits": {0: "batch", 1: "decoder_sequence"}})
+    return dict(model=Logits(_std(model), names, use_cache=False), inputs=inputs, outputs=["logits"], opset=opset, dynamic=dynamic,
+                target=lambda out: torch.randint(0, V, out[0].shape[:2]), loss=lambda out, y: F.cross_entropy(out[0].flatten(0, 1), y.flatten()), norms=_norms(),
+                reference_without_onednn=reference_without_onednn)
+
+
+def image_classifier(model, size=32, opset=14):
+    return dict(model=Logits(_std(model), ["pixel_values"]), inputs={"pixel_values": torch.randn(2, 3, size, size)}, outputs=["logits"], opset=opset,
+                dynamic={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+                target=lambda out: torch.tensor([3, 1]), loss=lambda out, y: F.cross_entropy(out[0], y), norms=_norms())
+
+
+if T is not None:
+    small = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+    decoder = dict(small, num_key_value_heads=2, tie_word_embeddings=False)
+    CASES.update({
+        "hf_bert": lambda: classifier(T.BertForSequenceClassification(_eager(T.BertConfig(**small))), 0),
+        "hf_distilbert": lambda: classifier(T.DistilBertForSequenceClassification(_eager(T.DistilBertConfig(vocab_size=V, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64))), 0),
+        "hf_roberta": lambda: classifier(T.RobertaForSequenceClassification(_eager(T.RobertaConfig(**small, pad_token_id=1))), 1),
+        "hf_electra": lambda: classifier(T.ElectraForSequenceClassification(_eager(T.ElectraConfig(**dict(small, embedding_size=16)))), 0),
+        "hf_deberta_v2": lambda: classifier(T.DebertaV2ForSequenceClassification(_eager(T.DebertaV2Config(**small, relative_attention=True, position_buckets=8, pos_att_type=["p2c", "c2p"], max_relative_positions=16, share_att_key=True, norm_rel_ebd="layer_norm"))), 0),
+        "hf_gpt2": lambda: causal_lm(T.GPT2LMHeadModel(_eager(T.GPT2Config(vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_positions=64)))),
+        "hf_llama": lambda: causal_lm(T.LlamaForCausalLM(_eager(T.LlamaConfig(**decoder)))),
+        "hf_qwen2": lambda: causal_lm(T.Qwen2ForCausalLM(_eager(T.Qwen2Config(**decoder)))),
+        "hf_mistral": lambda: causal_lm(T.MistralForCausalLM(_eager(T.MistralConfig(**decoder, sliding_window=4)))),
+        "hf_phi3": lambda: causal_lm(T.Phi3ForCausalLM(_eager(T.Phi3Config(**dict(decoder, pad_token_id=0), partial_rotary_factor=0.5)))),
+        "hf_gemma2": lambda: causal_lm(T.Gemma2ForCausalLM(_eager(T.Gemma2Config(**dict(decoder, tie_word_embeddings=True), head_dim=8, sliding_window=4, attn_logit_softcapping=50.0, final_logit_softcapping=30.0)))),
+        "hf_gpt_neox": lambda: causal_lm(T.GPTNeoXForCausalLM(_eager(T.GPTNeoXConfig(**small, rotary_pct=0.5)))),
+        "hf_opt": lambda: causal_lm(T.OPTForCausalLM(_eager(T.OPTConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64, max_position_embeddings=64, word_embed_proj_dim=32))), pad=1),
+        "hf_t5": lambda: seq2seq(T.T5ForConditionalGeneration(_eager(T.T5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8, feed_forward_proj="gated-gelu")))),
+        "hf_bart": lambda: seq2seq(T.BartForConditionalGeneration(_eager(T.BartConfig(vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64))), pad=1),
+        "hf_whisper": lambda: seq2seq(T.WhisperForConditionalGeneration(_eager(T.WhisperConfig(vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=16, max_source_positions=20, max_target_positions=32, pad_token_id=1, bos_token_id=2, eos_token_id=2, decoder_start_token_id=2))),
+                                      encoder_input="input_features", encoder_value=torch.randn(2, 16, 40), reference_without_onednn=True),
+        "hf_vit": lambda: image_classifier(T.ViTForImageClassification(_eager(T.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=5)))),
+        "hf_swin": lambda: image_classifier(T.SwinForImageClassification(_eager(T.SwinConfig(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4, num_labels=5)))),
+        "hf_convnext": lambda: image_classifier(T.ConvNextForImageClassification(T.ConvNextConfig(num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], num_labels=5))),
+        "hf_dinov2": lambda: image_classifier(T.Dinov2ForImageClassification(_eager(T.Dinov2Config(image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2, num_labels=5))), size=28),
+    })

@@ -1,0 +1,95 @@
+"""Import Hugging Face transformers 4.57 beside Debian's torch 1.13, for reference exports only.
+
+transformers 4.57 refuses torch < 2.1 and its import path (not the model code we export) touches a
+few torch 2 names. Nothing here changes what a model computes: it only lets the modules import.
+
+- importlib.metadata reports torch as 2.1.0 to transformers' version gates, and reports the
+  pinned tokenizers / huggingface_hub (bench/requirements-hf.txt: the newest this machine's index
+  has) within transformers' ranges; torchvision as absent (its image utilities want a torchvision
+  0.15 name, and no exported model uses them).
+- torch.compiler.disable and torch._dynamo.allow_in_graph as no-op decorators, torch.vmap as
+  functorch's (the causal masks are built with vmap), torch.utils._pytree.register_pytree_node as
+  1.13's private one, torch.distributed.tensor as an empty module, float8 dtypes as placeholders
+  (only named in tables of dtypes, never used by the float32 exports), and aten::bitwise_and
+  exported as And (on the bool masks it combines, what torch 2's exporter writes), and
+  torch.where's Python-scalar operand typed as its tensor operand (eager PyTorch's result type;
+  torch 1.13's exporter would write a double that onnxruntime refuses).
+
+    import hf_compat  # before transformers
+    transformers = hf_compat.load()  # None when transformers is not installed (see requirements-hf.txt)
+"""
+import importlib.metadata as metadata
+import os
+import sys
+import types
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SITE = os.environ.get("REFIT_HF_SITE", os.path.join(HERE, "..", "tmp", "pypi", "hf"))
+
+_REPORTED = {"torch": "2.1.0", "tokenizers": "0.22.1", "huggingface-hub": "0.36.0", "huggingface_hub": "0.36.0"}
+
+
+def _patch_torch():
+    def disable(fn=None, recursive=True):
+        return (lambda f: f) if fn is None else fn
+
+    if not hasattr(torch, "compiler"):
+        torch.compiler = types.SimpleNamespace(disable=disable, is_compiling=lambda: False, is_dynamo_compiling=lambda: False)
+    if not hasattr(torch, "_dynamo"):
+        torch._dynamo = types.SimpleNamespace(allow_in_graph=lambda f: f, is_compiling=lambda: False, disable=disable)
+    if not hasattr(torch, "vmap"):
+        from functorch import vmap
+
+        torch.vmap = vmap
+    for name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "uint16", "uint32", "uint64"):
+        if not hasattr(torch, name):
+            setattr(torch, name, torch.uint8)
+    pytree = torch.utils._pytree
+    if not hasattr(pytree, "register_pytree_node"):
+        pytree.register_pytree_node = lambda cls, flatten, unflatten, **_: pytree._register_pytree_node(cls, flatten, unflatten)
+    sys.modules.setdefault("torch.distributed.tensor", types.ModuleType("torch.distributed.tensor"))
+    # torch 1.13's exporter has no aten::bitwise_and (sliding-window masks combine bool masks with
+    # &); on bools it is ONNX And, which torch 2's exporter writes for it.
+    torch.onnx.register_custom_op_symbolic("aten::bitwise_and", lambda g, a, b: g.op("And", a, b), 9)
+    # torch.where(mask, tensor, python_float) (the eager attention masks' finfo.min): torch 1.13's
+    # exporter writes the float as a double, which onnxruntime refuses beside a float tensor; eager
+    # PyTorch gives the tensor's dtype, so the scalar becomes a tensor of that dtype first.
+    where = torch.where
+
+    def typed_where(cond, *ab, **kw):
+        if len(ab) == 2:
+            a, b = ab
+            if isinstance(b, (int, float)) and torch.is_tensor(a) and a.is_floating_point():
+                b = torch.tensor(b, dtype=a.dtype, device=a.device)
+            elif isinstance(a, (int, float)) and torch.is_tensor(b) and b.is_floating_point():
+                a = torch.tensor(a, dtype=b.dtype, device=b.device)
+            ab = (a, b)
+        return where(cond, *ab, **kw)
+
+    torch.where = typed_where
+
+
+def _patch_metadata():
+    real = metadata.version
+
+    def version(name):
+        if name == "torchvision":
+            raise metadata.PackageNotFoundError(name)
+        return _REPORTED.get(name) or real(name)
+
+    metadata.version = version
+
+
+def load():
+    """transformers, importable beside torch 1.13; None when it is not installed."""
+    if os.path.isdir(SITE) and SITE not in sys.path:
+        sys.path.insert(0, SITE)
+    _patch_torch()
+    _patch_metadata()
+    try:
+        import transformers
+    except ImportError:
+        return None
+    return transformers
