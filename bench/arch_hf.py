@@ -30,6 +30,8 @@ def _std(m, std=0.2):
         for mod in m.modules():
             if isinstance(mod, (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d)):
                 mod.weight.normal_(0, std)
+                if getattr(mod, "padding_idx", None) is not None and isinstance(mod, nn.Embedding):
+                    mod.weight[mod.padding_idx].zero_()  # as nn.Embedding keeps it: zero, and never trained
                 if getattr(mod, "bias", None) is not None:
                     mod.bias.normal_(0, 0.1)
     return m
@@ -54,7 +56,8 @@ class Logits(nn.Module):
 def _norms():
     """transformers' own norm classes that main's perturbation would miss."""
     out = []
-    for mod, cls in (("llama", "LlamaRMSNorm"), ("qwen2", "Qwen2RMSNorm"), ("mistral", "MistralRMSNorm"), ("t5", "T5LayerNorm"), ("gemma2", "Gemma2RMSNorm"), ("phi3", "Phi3RMSNorm")):
+    for mod, cls in (("llama", "LlamaRMSNorm"), ("qwen2", "Qwen2RMSNorm"), ("mistral", "MistralRMSNorm"), ("t5", "T5LayerNorm"), ("gemma2", "Gemma2RMSNorm"), ("phi3", "Phi3RMSNorm"),
+                     ("mobilebert", "NoNorm"), ("qwen3", "Qwen3RMSNorm"), ("olmo2", "Olmo2RMSNorm"), ("gemma3", "Gemma3RMSNorm"), ("stablelm", "StableLmLayerNorm")):
         try:
             out.append(getattr(__import__(f"transformers.models.{mod}.modeling_{mod}", fromlist=[cls]), cls))
         except (ImportError, AttributeError):
@@ -73,16 +76,16 @@ def _ids(batch, seq, pad, pad_at="right", n_pad=3):
     return ids, mask
 
 
-def classifier(model, pad, opset=14):
-    ids, mask = _ids(2, 9, pad)
+def classifier(model, pad, opset=14, batch=2, seq=9, std=0.2):
+    ids, mask = _ids(batch, seq, pad)
     names = ["input_ids", "attention_mask"]
-    return dict(model=Logits(_std(model), names), inputs={"input_ids": ids, "attention_mask": mask}, outputs=["logits"], opset=opset,
+    return dict(model=Logits(_std(model, std), names), inputs={"input_ids": ids, "attention_mask": mask}, outputs=["logits"], opset=opset,
                 dynamic={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}},
-                target=lambda out: torch.tensor([1, 0]), loss=lambda out, y: F.cross_entropy(out[0], y), norms=_norms())
+                target=lambda out: torch.arange(batch) % 2, loss=lambda out, y: F.cross_entropy(out[0], y), norms=_norms())
 
 
-def causal_lm(model, pad=0, opset=14):
-    ids, mask = _ids(2, 8, pad, pad_at="left", n_pad=2)
+def causal_lm(model, pad=0, opset=14, batch=2, seq=8, std=0.2):
+    ids, mask = _ids(batch, seq, pad, pad_at="left", n_pad=2)
     names = ["input_ids", "attention_mask"]
 
     def target(out):
@@ -91,7 +94,7 @@ def causal_lm(model, pad=0, opset=14):
         y[:, :-1] = torch.where(keep, ids[:, 1:], torch.full_like(ids[:, 1:], -100))
         return y
 
-    return dict(model=Logits(_std(model), names, use_cache=False), inputs={"input_ids": ids, "attention_mask": mask}, outputs=["logits"], opset=opset,
+    return dict(model=Logits(_std(model, std), names, use_cache=False), inputs={"input_ids": ids, "attention_mask": mask}, outputs=["logits"], opset=opset,
                 dynamic={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}},
                 target=target, loss=lambda out, y: F.cross_entropy(out[0].flatten(0, 1), y.flatten(), ignore_index=-100), norms=_norms())
 
@@ -118,6 +121,16 @@ def image_classifier(model, size=32, opset=14):
                 target=lambda out: torch.tensor([3, 1]), loss=lambda out, y: F.cross_entropy(out[0], y), norms=_norms())
 
 
+def audio_classifier(model, opset=14):
+    x = torch.randn(2, 400)
+    mask = torch.ones(2, 400, dtype=torch.long)
+    mask[-1, 320:] = 0
+    names = ["input_values", "attention_mask"]
+    return dict(model=Logits(_std(model), names), inputs={"input_values": x, "attention_mask": mask}, outputs=["logits"], opset=opset,
+                dynamic={"input_values": {0: "batch", 1: "samples"}, "attention_mask": {0: "batch", 1: "samples"}, "logits": {0: "batch"}},
+                target=lambda out: torch.tensor([2, 0]), loss=lambda out, y: F.cross_entropy(out[0], y), norms=_norms(), reference_without_onednn=True)
+
+
 if T is not None:
     small = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
     decoder = dict(small, num_key_value_heads=2, tie_word_embeddings=False)
@@ -142,5 +155,31 @@ if T is not None:
         "hf_vit": lambda: image_classifier(T.ViTForImageClassification(_eager(T.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=5)))),
         "hf_swin": lambda: image_classifier(T.SwinForImageClassification(_eager(T.SwinConfig(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4, num_labels=5)))),
         "hf_convnext": lambda: image_classifier(T.ConvNextForImageClassification(T.ConvNextConfig(num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], num_labels=5))),
+        "hf_mobilebert": lambda: classifier(T.MobileBertForSequenceClassification(_eager(T.MobileBertConfig(**dict(small, hidden_size=32, embedding_size=16, intra_bottleneck_size=16, true_hidden_size=16, num_feedforward_networks=2)))), 0),
+        "hf_albert": lambda: classifier(T.AlbertForSequenceClassification(_eager(T.AlbertConfig(**small, embedding_size=16))), 0),
+        "hf_xlm_roberta": lambda: classifier(T.XLMRobertaForSequenceClassification(_eager(T.XLMRobertaConfig(**small, pad_token_id=1))), 1),
+        "hf_bloom": lambda: causal_lm(T.BloomForCausalLM(_eager(T.BloomConfig(vocab_size=V, hidden_size=32, n_layer=2, n_head=4)))),
+        "hf_falcon": lambda: causal_lm(T.FalconForCausalLM(_eager(T.FalconConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, new_decoder_architecture=False, multi_query=True, parallel_attn=True, bias=False)))),
+        "hf_gptj": lambda: causal_lm(T.GPTJForCausalLM(_eager(T.GPTJConfig(vocab_size=V, n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=64)))),
+        "hf_gpt_bigcode": lambda: causal_lm(T.GPTBigCodeForCausalLM(_eager(T.GPTBigCodeConfig(vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_positions=64, multi_query=True)))),
+        "hf_stablelm": lambda: causal_lm(T.StableLmForCausalLM(_eager(T.StableLmConfig(**decoder, partial_rotary_factor=0.25)))),
+        "hf_qwen3": lambda: causal_lm(T.Qwen3ForCausalLM(_eager(T.Qwen3Config(**decoder, head_dim=8)))),
+        "hf_olmo2": lambda: causal_lm(T.Olmo2ForCausalLM(_eager(T.Olmo2Config(**decoder)))),
+        "hf_gemma3": lambda: causal_lm(T.Gemma3ForCausalLM(_eager(T.Gemma3TextConfig(**dict(decoder, tie_word_embeddings=True), head_dim=8, sliding_window=4, query_pre_attn_scalar=8)))),
+        "hf_marian": lambda: seq2seq(T.MarianMTModel(_eager(T.MarianConfig(vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=1, decoder_start_token_id=1))), pad=1),
+        "hf_m2m100": lambda: seq2seq(T.M2M100ForConditionalGeneration(_eager(T.M2M100Config(vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=1))), pad=1),
+        "hf_mt5": lambda: seq2seq(T.MT5ForConditionalGeneration(_eager(T.MT5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8)))),
+        "hf_wav2vec2": lambda: audio_classifier(T.Wav2Vec2ForSequenceClassification(_eager(T.Wav2Vec2Config(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4, num_labels=4)))),
+        "hf_hubert": lambda: audio_classifier(T.HubertForSequenceClassification(_eager(T.HubertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4, num_labels=4)))),
+        "hf_deit": lambda: image_classifier(T.DeiTForImageClassification(_eager(T.DeiTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=5)))),
+        "hf_beit": lambda: image_classifier(T.BeitForImageClassification(_eager(T.BeitConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=5, use_relative_position_bias=True, use_mean_pooling=True)))),
+        "hf_segformer": lambda: image_classifier(T.SegformerForImageClassification(_eager(T.SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], num_labels=5)))),
+        "hf_mobilevit": lambda: image_classifier(T.MobileViTForImageClassification(_eager(T.MobileViTConfig(image_size=32, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 32], num_attention_heads=2, num_labels=5)))),
+        "hf_resnet": lambda: image_classifier(T.ResNetForImageClassification(T.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic", num_labels=5))),
+        "hf_clip_vision": lambda: image_classifier(T.CLIPForImageClassification(_eager(T.CLIPConfig(vision_config=dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64), text_config=dict(vocab_size=V, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64), num_labels=5)))),
+        # published configs at full size (random weights, the configs' own 0.02 init), for step times:
+        # sentence-transformers' all-MiniLM-L6-v2 (a BERT) at batch 8 × 128 tokens, SmolLM-135M (a Llama) at 4 × 64
+        "hf_minilm_l6": lambda: classifier(T.BertForSequenceClassification(_eager(T.BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536, max_position_embeddings=512))), 0, batch=8, seq=128, std=0.02),
+        "hf_smollm_135m": lambda: causal_lm(T.LlamaForCausalLM(_eager(T.LlamaConfig(vocab_size=49152, hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536, max_position_embeddings=2048, tie_word_embeddings=True, rope_theta=10000.0))), batch=4, seq=64, std=0.02),
         "hf_dinov2": lambda: image_classifier(T.Dinov2ForImageClassification(_eager(T.Dinov2Config(image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2, num_labels=5))), size=28),
     })

@@ -8,7 +8,9 @@ few torch 2 names. Nothing here changes what a model computes: it only lets the 
   has) within transformers' ranges; torchvision as absent (its image utilities want a torchvision
   0.15 name, and no exported model uses them).
 - torch.compiler.disable and torch._dynamo.allow_in_graph as no-op decorators, torch.vmap as
-  functorch's (the causal masks are built with vmap), torch.utils._pytree.register_pytree_node as
+  functorch's (the causal masks are built with vmap), torch.compile and torch.jit.script as
+  identities (scripted helpers are traced as Python), a stub torch.distributed.fsdp (1.13's does not
+  import on Python 3.11), torch.utils._pytree.register_pytree_node as
   1.13's private one, torch.distributed.tensor as an empty module, float8 dtypes as placeholders
   (only named in tables of dtypes, never used by the float32 exports), and aten::bitwise_and
   exported as And (on the bool masks it combines, what torch 2's exporter writes), and
@@ -50,6 +52,15 @@ def _patch_torch():
     if not hasattr(pytree, "register_pytree_node"):
         pytree.register_pytree_node = lambda cls, flatten, unflatten, **_: pytree._register_pytree_node(cls, flatten, unflatten)
     sys.modules.setdefault("torch.distributed.tensor", types.ModuleType("torch.distributed.tensor"))
+    # torch 1.13's FSDP does not import on Python 3.11; transformers only asks whether a module is one
+    fsdp = types.ModuleType("torch.distributed.fsdp")
+    fsdp.FullyShardedDataParallel = type("FullyShardedDataParallel", (), {})
+    sys.modules.setdefault("torch.distributed.fsdp", fsdp)
+    torch.distributed.fsdp = sys.modules["torch.distributed.fsdp"]
+    if not hasattr(torch, "compile"):
+        torch.compile = lambda fn=None, **_: (lambda f: f) if fn is None else fn
+    # scripted helpers (GPT-BigCode's masked softmax) run as Python and are traced like the rest
+    torch.jit.script = lambda fn=None, *_, **__: fn
     # torch 1.13's exporter has no aten::bitwise_and (sliding-window masks combine bool masks with
     # &); on bools it is ONNX And, which torch 2's exporter writes for it.
     torch.onnx.register_custom_op_symbolic("aten::bitwise_and", lambda g, a, b: g.op("And", a, b), 9)

@@ -49,7 +49,7 @@ export function savedBatch(dir: string, name: string): { x: Tensor; y: Tensor } 
 
 /**
  * Compile `loss` over every parameter of `<dir>/<name>.onnx`, run it on the saved batch (first call,
- * then the median of 3), and compare with PyTorch's loss and every gradient it saved. `feeds` names
+ * then the median of 7 after one more), and compare with PyTorch's loss and every gradient it saved. `feeds` names
  * the model's inputs and the loss's label input, made from the saved x and y or given whole (a
  * model with several inputs). Errors are caught into the row.
  */
@@ -64,8 +64,12 @@ export async function stepAgainstTorch(dir: string, name: string, opts: { loss: 
     let t = performance.now();
     const r = await step.run(feeds);
     row.firstMs = performance.now() - t;
+    // as bench/popular_step_times.py times PyTorch: 2 calls of warm-up (the first one here), then
+    // the median of 7 (a large model's first calls also pay for page faults and collections of
+    // its fresh gradient buffers: SmolLM-135M's 2nd–4th steps took up to 2× its steady time)
+    await step.run(feeds);
     const times: number[] = [];
-    for (let i = 0; i < 3; i++) { t = performance.now(); await step.run(feeds); times.push(performance.now() - t); }
+    for (let i = 0; i < 7; i++) { t = performance.now(); await step.run(feeds); times.push(performance.now() - t); }
     row.stepMs = median(times);
     row.loss = r.loss;
     let compared = 0, worst = 0, zero = 0;

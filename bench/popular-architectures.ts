@@ -8,7 +8,8 @@
 // sample-rate If; bench/arch_bit.py: BiT's ResNetV2; bench/arch_restore.py: Real-ESRGAN, MODNet;
 // bench/arch_vl.py: TrOCR, OWL-ViT; bench/arch_moe.py: a Mixtral-style MoE; bench/arch_graph.py: a
 // PyG-style GCN), written after
-// their reference code and exported as their tools export them: does refit's full step ('all') give
+// their reference code and exported as their tools export them; and bench/arch_hf.py: 42 of
+// transformers' own model classes (not re-written), tiny random configs exported as optimum does: does refit's full step ('all') give
 // PyTorch's loss and every gradient, and do the PEFT and TTA paths a user of each would take run?
 //
 //   npx tsx bench/popular-architectures.ts [--only yolov8,clip] [--out bench/results/popular-architectures]
@@ -16,7 +17,7 @@
 //                               just before on the same machine): a column of refit's step over PyTorch's
 //
 // Exports into tmp/popular-architectures first (Debian's python3-torch and python3-onnx) when a model
-// is missing there. One batch; the step's first call (which compiles) and the median of 3 later calls;
+// is missing there. One batch; the step's first call (which compiles) and the median of 7 calls after one more;
 // gradients compared as ‖refit − PyTorch‖ / ‖PyTorch‖ per tensor, the worst reported.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -275,30 +276,58 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
   hf_swin: () => hfImageClassifier(/(query|value)$/),
   hf_convnext: () => hfImageClassifier(/pwconv\d$/),
   hf_dinov2: () => hfImageClassifier(/(query|value)$/),
+  hf_minilm_l6: () => hfClassifier(/(query|value)$/),
+  hf_smollm_135m: () => languageModel(/(q_proj|v_proj)$/),
+  hf_mobilebert: () => {
+    // its NoNorm (x·w + b, no statistics) is no normalization layer: BitFit trains those biases
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['LoRA (PEFT\'s default targets)', peftStep(loraOn(/(query|value)$/), loss)], ['BitFit', peftStep(() => peft.bitfit(), loss)]] };
+  },
+  hf_albert: () => hfClassifier(/(query|value)$/),
+  hf_xlm_roberta: () => hfClassifier(/(query|value)$/),
+  hf_bloom: () => languageModel(/query_key_value$/),
+  hf_falcon: () => languageModel(/query_key_value$/),
+  hf_gptj: () => languageModel(/(q_proj|v_proj)$/),
+  hf_gpt_bigcode: () => languageModel(/c_attn$/),
+  hf_stablelm: () => languageModel(/(q_proj|v_proj)$/),
+  hf_qwen3: () => languageModel(/(q_proj|v_proj)$/),
+  hf_olmo2: () => languageModel(/(q_proj|v_proj)$/),
+  hf_gemma3: () => languageModel(/(q_proj|v_proj)$/),
+  hf_marian: () => languageModel(/(q_proj|v_proj)$/),
+  hf_m2m100: () => languageModel(/(q_proj|v_proj)$/),
+  hf_mt5: () => languageModel(/\.(q|v)$/),
+  hf_wav2vec2: () => hfClassifier(/(q_proj|v_proj)$/),
+  hf_hubert: () => hfClassifier(/(q_proj|v_proj)$/),
+  hf_deit: () => hfImageClassifier(/(query|value)$/),
+  hf_beit: () => hfImageClassifier(/(query|value)$/),
+  hf_segformer: () => hfImageClassifier(/(query|value)$/),
+  hf_mobilevit: () => hfImageClassifier(/(query|value)$/),
+  hf_resnet: () => hfImageClassifier(/convolution$/),
+  hf_clip_vision: () => hfImageClassifier(/(q_proj|v_proj)$/),
 };
 
 /** A causal language model: next-token cross-entropy (labels already shifted by the case), LoRA on `loraTargets`, norm-affine. */
 function languageModel(loraTargets: RegExp): Case {
   const loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' });
-  return { loss, paths: [['LoRA', peftStep(() => peft.lora({ rank: 4, alpha: 8, targets: loraTargets }), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  return { loss, paths: [['LoRA', peftStep(loraOn(loraTargets), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
 }
 
-/** A transformers sequence classifier: cross-entropy, LoRA on PEFT's default targets for it, norm-affine. */
+/** A transformers sequence or audio classifier: cross-entropy, LoRA on PEFT's default targets for it, norm-affine. */
 function hfClassifier(loraTargets: RegExp): Case {
   const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
-  return { loss, paths: [['LoRA (PEFT\'s default targets)', peftStep(() => peft.lora({ rank: 4, alpha: 8, targets: loraTargets }), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  return { loss, paths: [['LoRA (PEFT\'s default targets)', peftStep(loraOn(loraTargets), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
 }
 
 /** A transformers image classifier: cross-entropy, LoRA, and Tent on its norm layers. */
 function hfImageClassifier(loraTargets: RegExp): Case {
   const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
-  return { loss, paths: [['LoRA', peftStep(() => peft.lora({ rank: 4, alpha: 8, targets: loraTargets }), loss)], ['Tent', tta('tent', 'pixel_values')]] };
+  return { loss, paths: [['LoRA', peftStep(loraOn(loraTargets), loss)], ['Tent', tta('tent', 'pixel_values')]] };
 }
 
 /** A set-prediction detector (DETR's heads): class cross-entropy per query against matched labels, plus the boxes' squared error. */
 function detection(loraTargets: RegExp): Case {
   const loss = losses.combine([{ loss: losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' }) }, { loss: losses.mse({ output: 'pred_boxes', target: 'boxes' }) }]);
-  return { loss, paths: [['LoRA on attention', peftStep(() => peft.lora({ rank: 4, alpha: 8, targets: loraTargets }), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  return { loss, paths: [['LoRA on attention', peftStep(loraOn(loraTargets), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
 }
 
 const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 ? process.argv[i + 1]! : d; };
@@ -329,7 +358,7 @@ for (const name of names) {
   console.log(`${describeRow(row)} | ${paths.join(' | ')}`);
 }
 const lines = [`# Architectures people deploy, beyond the zoo (${new Date().toISOString()})`, '',
-  `\`npx tsx bench/popular-architectures.ts ${process.argv.slice(2).join(' ')}\`: torch.onnx exports as each model's tools write them (bench/popular_architectures.py: YOLOv8 at opset 12 with batch, height and width dynamic; a diffusers-style UNet2DModel at opset 17; CLIP at opset 14 with batch and sequence dynamic; SegFormer-B0 at opset 14 with batch, height and width dynamic; Depth Anything (DINOv2 + DPT) at opset 14 with batch, height and width dynamic; T5 in one graph at opset 14 with batch and both lengths dynamic, its tied embedding one tensor (loadModel's default); SAM's image encoder, and its prompt encoder with mask decoder, at opset 16; ConvNeXt V2 (GRN) at opset 14; DeBERTa-v3 (disentangled attention, share_att_key) at opset 12, batch and sequence dynamic; DETR (frozen BatchNorm, sine positions, learned queries) at opset 12, batch, height and width dynamic; RT-DETR's decoder (multi-scale deformable attention by GridSample, two layers, boxes detached between them: stopGradient) at opset 16; LeViT (attention biases gathered by an index buffer, BatchNorm1d) at opset 13; U²-Net (ceil-mode pools, bilinear resizes to odd sizes, sigmoid output) at opset 11, batch, height and width dynamic; MobileViT (unfolding with bilinear resizes at odd sizes) at opset 13; ALBERT (one layer called three times) at opset 14; Gemma (tied, √d-scaled embedding, (1 + w) norms, left padding, grouped-query attention) at opset 14; Phi-3 (fused projections, partial rotary, sliding-window mask) at opset 14; Mamba (the selective scan unrolled, 8 steps) at opset 14; Whisper in one graph (conv front end, cross-attention, tied output) at opset 14; Silero VAD (STFT as a conv, LSTM with state) at opset 13, and as its files take it, with an If on the sample rate, fixed by withFixedInputs; BiT's ResNetV2 (weight-standardized convolutions, GroupNorm) at opset 13; Real-ESRGAN ×2 (pixel unshuffle, dense blocks, nearest upsampling) at opset 11 and MODNet (IBNorm: BatchNorm and InstanceNorm halves) at opset 11, batch, height and width dynamic; TrOCR in one graph (ViT encoder, tied decoder) and OWL-ViT (CLIP towers, class and box heads) at opset 14; Mixtral's sparse MoE block (top-2 of 4 experts by NonZero, index_add) at opset 14; a GCN as PyTorch Geometric computes it (self-loops by NonZero, scatter-add aggregation) at opset 16, nodes and edges dynamic; torchvision's Swin V2 layout (continuous position bias, cosine attention, shifted windows) at opset 14; PointNet (T-Net, shared MLP, max pool, BatchNorm1d) and DGCNN (k-NN by TopK in feature space, gathered neighbours) at opset 13; FastSpeech 2 (FFT blocks, duration predictor, a length regulator by index whose frame count the durations decide) at opset 14, batch and text length dynamic; torch.nn's own layers: a time-series nn.TransformerEncoder (packed in_proj, a bool key-padding mask input, two deep-copied layers the export deduplicates) at opset 14, a TCN (weight-normed dilated causal Conv1d) and HiFi-GAN's generator (weight norm, ConvTranspose1d, multi-receptive-field resblocks) at opset 13, a bidirectional two-layer GRU tagger (Embedding with padding_idx, LayerNorm) at opset 13; an LSTM classifier on pack_padded_sequence (lengths fed, LSTM sequence_lens) at opset 13; a DLRM-style click model on nn.EmbeddingBag (a Loop over the bags slicing by offsets, one bag empty) at opset 13; NeMo's QuartzNet (depthwise Conv1d of 33–87 taps, BatchNorm1d) at opset 13; nn.Transformer for translation (causal and key-padding masks, cross-attention) at opset 14; the PyTorch ONNX tutorial's ESPCN super-resolution net (PixelShuffle) at opset 10; MONAI's BasicUNet in 3-D (Conv3d, InstanceNorm3d, MaxPool3d, ConvTranspose3d) at opset 13; image-to-image generators: CycleGAN's ResnetGenerator (ReflectionPad2d, InstanceNorm without affine, ConvTranspose2d), fast-neural-style's TransformerNet (ReflectionPad2d, affine InstanceNorm, nearest upsampling) and pix2pix's UnetGenerator (BatchNorm, skip concatenations) at opset 13; random weights, width-reduced), refit's full step against PyTorch's loss (YOLOv8: MSE of the decoded output to a fixed target; U-Net: MSE to the noise; CLIP: the symmetric contrastive cross-entropy; SegFormer: per-pixel cross-entropy; Depth Anything: MSE of the depth map; T5: token cross-entropy; SAM's encoder: MSE of the embeddings; its decoder: binary cross-entropy of the masks plus MSE of the IoU scores; ConvNeXt V2, DeBERTa-v3, LeViT, MobileViT: cross-entropy; DETR and RT-DETR: cross-entropy per query to matched labels plus MSE of the boxes; U²-Net and Silero VAD: binary cross-entropy of the sigmoid output; ALBERT and BiT: cross-entropy; Gemma, Phi-3, Mamba, Whisper, TrOCR: next-token cross-entropy; Real-ESRGAN and MODNet: MSE of the output; OWL-ViT: binary cross-entropy of the query logits plus MSE of the boxes; Mixtral: next-token cross-entropy; GCN: cross-entropy per node; Swin V2 and PointNet: cross-entropy; FastSpeech 2: MSE of the mel frames; the time-series transformer and TCN: cross-entropy; HiFi-GAN: L1 of the waveform; the GRU tagger: token cross-entropy; the LSTM classifier: cross-entropy; the click model: binary cross-entropy; QuartzNet: CTC; the translator: token cross-entropy; ESPCN: MSE; the 3-D U-Net: per-voxel cross-entropy; CycleGAN and pix2pix: L1 to a target; fast-neural-style: MSE to a target; weight-normed weights compared with PyTorch's gradient of the computed weight, the GRU's W, R and B with PyTorch's gradients folded as the export folds them) on one batch; 2 threads. The last column runs what a user of each model would adapt with.`, '',
+  `\`npx tsx bench/popular-architectures.ts ${process.argv.slice(2).join(' ')}\`: models named hf_* are transformers 4.57.6's own classes (bench/arch_hf.py: tiny random configs, eager attention, opset 14, batch and sequence dynamic, padded masks; cross-entropy, next-token or decoder-token cross-entropy); the others are torch.onnx exports as each model's tools write them (bench/popular_architectures.py: YOLOv8 at opset 12 with batch, height and width dynamic; a diffusers-style UNet2DModel at opset 17; CLIP at opset 14 with batch and sequence dynamic; SegFormer-B0 at opset 14 with batch, height and width dynamic; Depth Anything (DINOv2 + DPT) at opset 14 with batch, height and width dynamic; T5 in one graph at opset 14 with batch and both lengths dynamic, its tied embedding one tensor (loadModel's default); SAM's image encoder, and its prompt encoder with mask decoder, at opset 16; ConvNeXt V2 (GRN) at opset 14; DeBERTa-v3 (disentangled attention, share_att_key) at opset 12, batch and sequence dynamic; DETR (frozen BatchNorm, sine positions, learned queries) at opset 12, batch, height and width dynamic; RT-DETR's decoder (multi-scale deformable attention by GridSample, two layers, boxes detached between them: stopGradient) at opset 16; LeViT (attention biases gathered by an index buffer, BatchNorm1d) at opset 13; U²-Net (ceil-mode pools, bilinear resizes to odd sizes, sigmoid output) at opset 11, batch, height and width dynamic; MobileViT (unfolding with bilinear resizes at odd sizes) at opset 13; ALBERT (one layer called three times) at opset 14; Gemma (tied, √d-scaled embedding, (1 + w) norms, left padding, grouped-query attention) at opset 14; Phi-3 (fused projections, partial rotary, sliding-window mask) at opset 14; Mamba (the selective scan unrolled, 8 steps) at opset 14; Whisper in one graph (conv front end, cross-attention, tied output) at opset 14; Silero VAD (STFT as a conv, LSTM with state) at opset 13, and as its files take it, with an If on the sample rate, fixed by withFixedInputs; BiT's ResNetV2 (weight-standardized convolutions, GroupNorm) at opset 13; Real-ESRGAN ×2 (pixel unshuffle, dense blocks, nearest upsampling) at opset 11 and MODNet (IBNorm: BatchNorm and InstanceNorm halves) at opset 11, batch, height and width dynamic; TrOCR in one graph (ViT encoder, tied decoder) and OWL-ViT (CLIP towers, class and box heads) at opset 14; Mixtral's sparse MoE block (top-2 of 4 experts by NonZero, index_add) at opset 14; a GCN as PyTorch Geometric computes it (self-loops by NonZero, scatter-add aggregation) at opset 16, nodes and edges dynamic; torchvision's Swin V2 layout (continuous position bias, cosine attention, shifted windows) at opset 14; PointNet (T-Net, shared MLP, max pool, BatchNorm1d) and DGCNN (k-NN by TopK in feature space, gathered neighbours) at opset 13; FastSpeech 2 (FFT blocks, duration predictor, a length regulator by index whose frame count the durations decide) at opset 14, batch and text length dynamic; torch.nn's own layers: a time-series nn.TransformerEncoder (packed in_proj, a bool key-padding mask input, two deep-copied layers the export deduplicates) at opset 14, a TCN (weight-normed dilated causal Conv1d) and HiFi-GAN's generator (weight norm, ConvTranspose1d, multi-receptive-field resblocks) at opset 13, a bidirectional two-layer GRU tagger (Embedding with padding_idx, LayerNorm) at opset 13; an LSTM classifier on pack_padded_sequence (lengths fed, LSTM sequence_lens) at opset 13; a DLRM-style click model on nn.EmbeddingBag (a Loop over the bags slicing by offsets, one bag empty) at opset 13; NeMo's QuartzNet (depthwise Conv1d of 33–87 taps, BatchNorm1d) at opset 13; nn.Transformer for translation (causal and key-padding masks, cross-attention) at opset 14; the PyTorch ONNX tutorial's ESPCN super-resolution net (PixelShuffle) at opset 10; MONAI's BasicUNet in 3-D (Conv3d, InstanceNorm3d, MaxPool3d, ConvTranspose3d) at opset 13; image-to-image generators: CycleGAN's ResnetGenerator (ReflectionPad2d, InstanceNorm without affine, ConvTranspose2d), fast-neural-style's TransformerNet (ReflectionPad2d, affine InstanceNorm, nearest upsampling) and pix2pix's UnetGenerator (BatchNorm, skip concatenations) at opset 13; random weights, width-reduced), refit's full step against PyTorch's loss (YOLOv8: MSE of the decoded output to a fixed target; U-Net: MSE to the noise; CLIP: the symmetric contrastive cross-entropy; SegFormer: per-pixel cross-entropy; Depth Anything: MSE of the depth map; T5: token cross-entropy; SAM's encoder: MSE of the embeddings; its decoder: binary cross-entropy of the masks plus MSE of the IoU scores; ConvNeXt V2, DeBERTa-v3, LeViT, MobileViT: cross-entropy; DETR and RT-DETR: cross-entropy per query to matched labels plus MSE of the boxes; U²-Net and Silero VAD: binary cross-entropy of the sigmoid output; ALBERT and BiT: cross-entropy; Gemma, Phi-3, Mamba, Whisper, TrOCR: next-token cross-entropy; Real-ESRGAN and MODNet: MSE of the output; OWL-ViT: binary cross-entropy of the query logits plus MSE of the boxes; Mixtral: next-token cross-entropy; GCN: cross-entropy per node; Swin V2 and PointNet: cross-entropy; FastSpeech 2: MSE of the mel frames; the time-series transformer and TCN: cross-entropy; HiFi-GAN: L1 of the waveform; the GRU tagger: token cross-entropy; the LSTM classifier: cross-entropy; the click model: binary cross-entropy; QuartzNet: CTC; the translator: token cross-entropy; ESPCN: MSE; the 3-D U-Net: per-voxel cross-entropy; CycleGAN and pix2pix: L1 to a target; fast-neural-style: MSE to a target; weight-normed weights compared with PyTorch's gradient of the computed weight, the GRU's W, R and B with PyTorch's gradients folded as the export folds them) on one batch; 2 threads. The last column runs what a user of each model would adapt with.`, '',
   ...parityTable(rows, [
     ...(torchTimes ? [{ head: 'PyTorch step ms (refit / PyTorch)', cell: (r: ParityRow) => (typeof torchTimes[r.model] === 'number' ? `${torchTimes[r.model]!.toFixed(1)} (${(r.stepMs / torchTimes[r.model]!).toFixed(2)})` : '–') }] : []),
     { head: 'adaptation paths', cell: (r) => (r as ParityRow & { paths: string }).paths }])];

@@ -140,3 +140,23 @@ test('torchvision\'s Mask R-CNN and Keypoint R-CNN (each mask resized to its box
   await againstTorch('mask_rcnn', detectorLoss([['scores', 1, 'sum'], ['masks', 1, 'mean']]), {}, (p, g) => g.every((v) => v === 0));
   await againstTorch('keypoint_rcnn', detectorLoss([['scores', 1, 'sum'], ['keypoints_scores', 0.1, 'sum']]), {}, (p, g) => g.every((v) => v === 0));
 });
+
+// transformers' own classes (bench/arch_hf.py), not re-written: the exporter's mask-building
+// subgraphs (vmap-made causal and sliding-window masks, left padding), their weight layouts.
+test('transformers\' MistralForCausalLM (rotary positions, grouped-query attention, a sliding-window causal mask over left padding) and GPT2LMHeadModel (Conv1D weights, the lm_head tied to wte): next-token loss and every gradient PyTorch\'s; LoRA finds q_proj and v_proj', async () => {
+  const loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' });
+  await againstTorch('hf_mistral', loss, { y: npy('hf_mistral.y.npy') });
+  await againstTorch('hf_gpt2', loss, { y: npy('hf_gpt2.y.npy') });
+  const model = await loadModel(`${dir}hf_mistral.onnx`, { threads: 1 });
+  const p = peft.withAdapter(model, 'ad', peft.lora({ targets: /(q_proj|v_proj)$/, rank: 2 }));
+  assert.deepEqual(p.trainableNames().filter((n) => n.includes('lora_A')).map((n) => n.replace('ad.lora_A.', '')).sort(),
+    ['layers.0.self_attn.q_proj', 'layers.0.self_attn.v_proj', 'layers.1.self_attn.q_proj', 'layers.1.self_attn.v_proj'].map((s) => `m.model.${s}`));
+  await p.release();
+});
+
+test('transformers\' MobileBertForSequenceClassification (trigram embeddings over the padding row, NoNorm, bottlenecks) and Wav2Vec2ForSequenceClassification (conv feature extractor with GroupNorm, weight-normed grouped positional conv, a sample mask): loss and every gradient PyTorch\'s', async () => {
+  // MobileBERT's trigram concatenation reads the padding token's row beside real tokens: PyTorch's
+  // padding_idx passes it no gradient, and neither does refit (the row is all zeros).
+  await againstTorch('hf_mobilebert', losses.crossEntropy({ logits: 'logits', labels: 'y' }), { y: npy('hf_mobilebert.y.npy') });
+  await againstTorch('hf_wav2vec2', losses.crossEntropy({ logits: 'logits', labels: 'y' }), { y: npy('hf_wav2vec2.y.npy') });
+});
