@@ -28,7 +28,7 @@ V = 97  # vocabulary
 def _std(m, std=0.2):
     with torch.no_grad():
         for mod in m.modules():
-            if isinstance(mod, (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d)):
+            if isinstance(mod, (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d)) or type(mod).__name__ == "Conv1D":  # GPT-2's transposed Linear
                 mod.weight.normal_(0, std)
                 if getattr(mod, "padding_idx", None) is not None and isinstance(mod, nn.Embedding):
                     mod.weight[mod.padding_idx].zero_()  # as nn.Embedding keeps it: zero, and never trained

@@ -13,7 +13,7 @@ import { signatureOf, checkSignature } from '../onnx/shapes.ts';
 import { type Tensor, cloneTensor, f32 } from '../onnx/tensor.ts';
 import type { ParamGroup } from '../train/optim/types.ts';
 import type { AdapterMethod, AdapterPlan } from './types.ts';
-import { findSites, type Site } from './sites.ts';
+import { findSites, withFusedAttentionNote, type Site } from './sites.ts';
 import { toposort } from './rewrite.ts';
 import { floatValue, floatizeQuantized, asStored, upcastAdapted, checkQuantizedPlan } from './quantized.ts';
 import { PeftError } from './errors.ts';
@@ -124,7 +124,10 @@ export class PeftModel extends RefitModel {
     if (!NAME.test(name)) throw new PeftError(`adapter name '${name}' must match ${NAME} (it prefixes tensor names)`);
     if ([...this.active, ...this.merged].some((e) => e.name === name)) throw new PeftError(`an adapter named '${name}' already exists; remove it first or choose another name`);
     const g = this.ir.graph;
-    const plan = method.plan({ graph: g, name, sites: this.sites(), value: (n) => floatValue(g, n, g.initializers.get(n) ?? missing(n)), source: { opsets: this.ir.opsets, producerName: this.ir.producerName } });
+    let plan: AdapterPlan;
+    try {
+      plan = method.plan({ graph: g, name, sites: this.sites(), value: (n) => floatValue(g, n, g.initializers.get(n) ?? missing(n)), source: { opsets: this.ir.opsets, producerName: this.ir.producerName } });
+    } catch (e) { throw withFusedAttentionNote(e, g); }
     checkQuantizedPlan(g, method.method, name, plan.overrides.keys(), plan.fileConfig, this.sites());
     for (const k of plan.tensors.keys()) if (g.initializers.has(k) || g.inputs.some((i) => i.name === k)) throw new PeftError(`${method.method} '${name}': tensor '${k}' already exists in the model`);
     for (const k of plan.overrides.keys()) {

@@ -230,6 +230,21 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
 }
 
 /**
+ * A target error made clearer where onnxruntime's transformer optimizer packed a model's query, key
+ * and value projections into com.microsoft Attention nodes (one [D, 3D] weight each): no adapter
+ * can attach inside them, so PEFT's `query`/`value` targets find nothing there. Other errors pass.
+ */
+export function withFusedAttentionNote(e: unknown, g: Graph): unknown {
+  if (!(e instanceof PeftError) || !/ match(es|ed) no /.test(e.message)) return e;
+  const fused = g.nodes.filter((n) => n.domain === 'com.microsoft' && n.opType === 'Attention' && !!n.inputs[1] && g.initializers.has(n.inputs[1]));
+  if (!fused.length) return e;
+  const names = fused.slice(0, 3).map((n) => n.name || n.outputs[0]).join(', ') + (fused.length > 3 ? ', …' : '');
+  const note = `This model's query, key and value projections are packed into ${fused.length} com.microsoft Attention node${fused.length > 1 ? 's' : ''} (${names}) by onnxruntime's transformer optimizer, where no adapter can attach: adapt the model as exported before that optimization (torch.onnx, or optimum without --optimize), or target other layers.`;
+  const at = e.message.search(/ (Closest c|C)andidates: /);
+  return new PeftError(at < 0 ? `${e.message}. ${note}` : `${e.message.slice(0, at)} ${note}${e.message.slice(at)}`);
+}
+
+/**
  * Which sites an adapter attaches to.
  * - a RegExp, tested against the module, weight and node names;
  * - a name or list of names: each must equal a module, weight or node name, or be a

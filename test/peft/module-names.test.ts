@@ -115,3 +115,24 @@ test('a Linear called by F.linear inside its parent (Swin V2\'s qkv and proj: on
   assert.deepEqual(sites.map((s) => s.module), ['blk.attn.qkv', 'blk.attn.proj', 'blk.attn', 'blk.attn.proj'], 'the third, alone in its scope without a bias of its own, takes the scope');
   assert.equal(sites[1]!.bias, 'blk.attn.proj.bias');
 });
+
+test('a model whose attention onnxruntime\'s optimizer packed into com.microsoft Attention: LoRA on query/value says why nothing matched and what to do', async () => {
+  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
+  const { RefitModel } = await import('../../src/model.ts');
+  const { f32 } = await import('../../src/onnx/tensor.ts');
+  const D = 4;
+  const m = new ModelBuilder({ opset: 14 }).input('x', 'float32', [1, 3, D])
+    .initializer('Attention_0_qkv_weight', f32([D, 3 * D], Array.from({ length: 3 * D * D }, (_, i) => (i % 7) / 10)))
+    .initializer('Attention_0_qkv_bias', f32([3 * D], new Array(3 * D).fill(0.1)))
+    .initializer('layer.0.attention.output.dense.weight', f32([D, D], Array.from({ length: D * D }, (_, i) => i / 20)))
+    .node('Attention', ['x', 'Attention_0_qkv_weight', 'Attention_0_qkv_bias'], ['a'], { num_heads: 2 }, 'Attention_0')
+    .node('MatMul', ['a', 'layer.0.attention.output.dense.weight'], ['y'], {}, '/layer.0/attention/output/dense/MatMul')
+    .output('y', 'float32', [1, 3, D]).build();
+  m.graph.nodes[0]!.domain = 'com.microsoft';
+  m.opsets.push({ domain: 'com.microsoft', version: 1 });
+  const model = new RefitModel(m);
+  for (const targets of [/(query|value)$/, ['query', 'value']]) {
+    assert.throws(() => withAdapter(model, 'ad', lora({ rank: 2, targets })), /packed into 1 com\.microsoft Attention node \(Attention_0\) by onnxruntime's transformer optimizer.*[Cc]andidates: layer\.0\.attention\.output\.dense/s);
+  }
+  assert.equal(withAdapter(model, 'ad', lora({ rank: 2, targets: /dense$/ })).trainableNames().length, 2, 'the other layers still take adapters');
+});

@@ -1,0 +1,128 @@
+// The files transformers.js and optimum users download: transformers' own classes (bench/arch_hf.py)
+// after onnxruntime's transformer optimizer (Attention, EmbedLayerNormalization,
+// SkipLayerNormalization, BiasGelu, FastGelu …) and after its dynamic int8 quantizer
+// (DynamicQuantizeLinear + MatMulInteger), both written by onnxruntime's own Python tools
+// (bench/ort_tools_variants.py). For each:
+// - fused: refit's full step against PyTorch's loss and gradients (PyTorch's gradients of the
+//   weights the optimizer concatenated, Q|K|V, concatenated the same way);
+// - int8: LoRA on the quantized base (PEFT's default targets), 10 Adam steps on one batch: the
+//   loss must fall; and the fused file's LoRA the same way.
+//
+//   npx tsx bench/ort-tools-variants.ts [--only hf_bert,hf_gpt2] [--out bench/results/ort-tools-variants]
+//
+// Needs the exports (bench/popular_architectures.py --only …) and the variants
+// (PYTHONPATH=tmp/pypi/ortnp /usr/bin/python3 bench/ort_tools_variants.py --dir tmp/popular-architectures)
+// in tmp/popular-architectures.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadModel, type RefitModel } from '../src/model.ts';
+import * as losses from '../src/train/losses.ts';
+import * as optim from '../src/train/optim/index.ts';
+import * as peft from '../src/peft/index.ts';
+import { Trainer } from '../src/train/trainer.ts';
+import type { LossSpec } from '../src/train/loss-spec.ts';
+import type { Tensor } from '../src/onnx/tensor.ts';
+import { parseSafetensors } from '../src/io/safetensors.ts';
+import { savedTensor } from './parity.ts';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const dir = join(resolve(here, '..'), 'tmp', 'popular-architectures');
+
+const CASES: Record<string, { loss: LossSpec; lora: RegExp }> = {
+  hf_bert: { loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }), lora: /(query|value)$/ },
+  hf_distilbert: { loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }), lora: /(q_lin|v_lin)$/ },
+  hf_roberta: { loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }), lora: /(query|value)$/ },
+  hf_gpt2: { loss: losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' }), lora: /c_attn$/ },
+  hf_vit: { loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }), lora: /(query|value)$/ },
+  hf_bart: { loss: losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' }), lora: /(q_proj|v_proj)$/ },
+  hf_t5: { loss: losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' }), lora: /\.(q|v)$/ },
+  hf_minilm_l6: { loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }), lora: /(query|value)$/ },
+};
+
+const relErr = (a: Float32Array, b: Float32Array) => {
+  let d = 0, n = 0;
+  for (let i = 0; i < a.length; i++) { d += (a[i]! - b[i]!) ** 2; n += b[i]! ** 2; }
+  return Math.sqrt(d / Math.max(n, 1e-30));
+};
+const same = (a: Float32Array, b: Float32Array) => a.length === b.length && a.every((v, i) => v === b[i]);
+
+/**
+ * PyTorch's gradient for each parameter of the fused file: by name where the optimizer kept it, or
+ * for a tensor it concatenated (Attention's Q|K|V weight [D, 3D] and bias [3D]) the concatenation of
+ * the parts' gradients, found by value among the original file's initializers.
+ */
+function torchGradsFor(fused: RefitModel, original: RefitModel, torch: Map<string, Float32Array>): { grads: Map<string, Float32Array>; unmatched: string[] } {
+  const grads = new Map<string, Float32Array>(), unmatched: string[] = [];
+  const originals = original.parameterNames().map((n) => [n, original.param(n)] as const);
+  for (const name of fused.parameterNames()) {
+    if (torch.has(name)) { grads.set(name, torch.get(name)!); continue; }
+    const t = fused.param(name), v = t.data as Float32Array;
+    const cols = t.dims.length === 2 ? t.dims[1]! : v.length, rows = t.dims.length === 2 ? t.dims[0]! : 1;
+    if (cols % 3 !== 0) { unmatched.push(name); continue; }
+    const w = cols / 3, block = (k: number) => { const out = new Float32Array(rows * w); for (let r = 0; r < rows; r++) out.set(v.subarray(r * cols + k * w, r * cols + (k + 1) * w), r * w); return out; };
+    const parts = [0, 1, 2].map((k) => originals.find(([, o]) => same(o.data as Float32Array, block(k)))?.[0]);
+    if (parts.some((p) => !p || !torch.has(p))) { unmatched.push(name); continue; }
+    const g = new Float32Array(v.length);
+    parts.forEach((p, k) => { const pg = torch.get(p!)!; for (let r = 0; r < rows; r++) g.set(pg.subarray(r * w, (r + 1) * w), r * cols + k * w); });
+    grads.set(name, g);
+  }
+  return { grads, unmatched };
+}
+
+/** 10 Adam steps of LoRA (rank 4) on one batch: first and last loss. */
+async function loraSteps(model: RefitModel, c: (typeof CASES)[string], feeds: Record<string, Tensor>): Promise<string> {
+  const m = peft.withAdapter(model, 'ad', peft.lora({ rank: 4, alpha: 8, targets: c.lora }));
+  const t = new Trainer(m.compileTrainStep({ trainable: m.trainableNames(), loss: c.loss }), optim.adam({ lr: 1e-2 }));
+  const first = (await t.step(feeds)).loss;
+  let last = first;
+  for (let i = 0; i < 9; i++) last = (await t.step(feeds)).loss;
+  const sites = m.trainableNames().filter((n) => n.includes('lora_A')).length;
+  await m.release();
+  return `${sites} sites, loss ${first.toFixed(4)} → ${last.toFixed(4)}${last < first ? '' : ' ✗ did not fall'}`;
+}
+
+const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 ? process.argv[i + 1]! : d; };
+const names = arg('only', Object.keys(CASES).join(',')).split(',');
+const out = arg('out', join(here, 'results', 'ort-tools-variants'));
+const rows: Record<string, unknown>[] = [];
+for (const name of names) {
+  const c = CASES[name]!;
+  if (!existsSync(join(dir, `${name}.fused.onnx`))) throw new Error(`${name}: no variants in ${dir}: run bench/ort_tools_variants.py first (see the header)`);
+  const ref = JSON.parse(readFileSync(join(dir, `${name}.json`), 'utf8')) as { loss: number; inputs: Record<string, number[]> };
+  const info = JSON.parse(readFileSync(join(dir, `${name}.variants.json`), 'utf8')) as { fused_stats: Record<string, number>; int8: Record<string, number> };
+  const feeds: Record<string, Tensor> = {};
+  for (const k of [...Object.keys(ref.inputs), 'y']) feeds[k] = savedTensor(dir, `${name}.${k}.npy`);
+  const torch = new Map([...parseSafetensors(readFileSync(join(dir, `${name}.grads.safetensors`))).tensors].map(([k, t]) => [k, t.data as Float32Array]));
+  const original = await loadModel(join(dir, `${name}.onnx`), { threads: 2 });
+  const fused = await loadModel(join(dir, `${name}.fused.onnx`), { threads: 2 });
+  const row: Record<string, unknown> = { model: name, fusions: Object.entries(info.fused_stats).filter(([, n]) => n).map(([k, n]) => `${k} ×${n}`).join(', ') };
+  try {
+    const r = await fused.compileTrainStep({ trainable: 'all', loss: c.loss }).run(feeds);
+    const { grads, unmatched } = torchGradsFor(fused, original, torch);
+    let worst = 0, compared = 0;
+    for (const [p, want] of grads) {
+      if (Math.sqrt(want.reduce((a, v) => a + v * v, 0)) < 1e-6) continue;
+      const e = relErr(r.grads.get(p)!, want);
+      if (process.env.DEBUG_VARIANTS && e > 1e-4) console.error(`${name} ${p}: ${e.toExponential(2)}`);
+      worst = Math.max(worst, e);
+      compared++;
+    }
+    Object.assign(row, { fusedLoss: r.loss, torchLoss: ref.loss, compared, unmatched, worstGrad: worst });
+  } catch (e) { row.fusedError = (e as Error).message.split('\n')[0]!.slice(0, 200); }
+  try { row.fusedLora = await loraSteps(fused, c, feeds); } catch (e) { row.fusedLora = `✗ ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`; }
+  const int8 = await loadModel(join(dir, `${name}.int8.onnx`), { threads: 2 });
+  row.int8Ops = Object.entries(info.int8).filter(([k]) => /Integer|Quantize/.test(k)).map(([k, n]) => `${k} ×${n}`).join(', ');
+  try { row.int8Lora = await loraSteps(int8, c, feeds); } catch (e) { row.int8Lora = `✗ ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`; }
+  for (const m of [original, fused, int8]) await m.release();
+  rows.push(row);
+  console.log(JSON.stringify(row));
+}
+const f = (v: unknown, d = 5) => (typeof v === 'number' ? (Math.abs(v) < 1e-3 && v !== 0 ? v.toExponential(1) : v.toFixed(d)) : String(v ?? ''));
+const lines = [`# onnxruntime's optimizer and quantizer outputs of transformers' own classes (${new Date().toISOString()})`, '',
+  `\`npx tsx bench/ort-tools-variants.ts ${process.argv.slice(2).join(' ')}\`: bench/arch_hf.py's exports after onnxruntime 1.30's \`optimizer.optimize_model(model_type, opt_level=1)\` (fused) and \`quantize_dynamic(weight_type=QInt8)\` (int8), bench/ort_tools_variants.py. Fused: refit's full step against PyTorch's loss and gradients (concatenated Q|K|V weights against PyTorch's gradients concatenated the same way; gradients of norm < 1e-6 not counted). LoRA (rank 4, PEFT's default targets): 10 Adam steps (lr 1e-2) on the one batch. 2 threads.`, '',
+  '| model | fusions | fused: loss refit / PyTorch | gradients compared (unmatched) | worst gradient relative error | fused: LoRA | int8 ops | int8: LoRA |', '|---|---|---|---|---:|---|---|---|'];
+for (const r of rows) lines.push(`| ${r.model} | ${r.fusions} | ${r.fusedError ? `✗ ${r.fusedError}` : `${f(r.fusedLoss)} / ${f(r.torchLoss)}`} | ${r.compared ?? ''} (${(r.unmatched as string[] | undefined)?.join(', ') || 'none'}) | ${f(r.worstGrad)} | ${r.fusedLora} | ${r.int8Ops} | ${r.int8Lora} |`);
+writeFileSync(`${out}.md`, lines.join('\n') + '\n');
+writeFileSync(`${out}.json`, JSON.stringify({ date: new Date().toISOString(), rows }, null, 1));
+console.log(`wrote ${out}.md and .json`);
