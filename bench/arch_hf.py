@@ -6,6 +6,11 @@ forward arguments, batch and sequence axes dynamic, opset 14). For bench/popular
 Without transformers installed (pip install --no-deps --target tmp/pypi/hf -r bench/requirements-hf.txt)
 this family has no cases and says so. bench/hf_compat.py lets transformers import beside torch 1.13.
 
+hf_llama_past and hf_qwen2_past are exported with past_key_values inputs and present outputs, as
+onnx-community's model.onnx (transformers.js's decoders); their reference runs the whole sequence
+with empty pasts, as refit trains them (withoutKvCache). hf_minilm_l6 and hf_smollm_135m are
+published configs at full size, for step times.
+
 Every case: random token ids (or pixels, or audio), a padding mask where the model takes one
 (right padding for encoders, left padding for decoders, as transformers.js and generate pad),
 weights drawn with std 0.2 instead of the configs' 0.02 (0.02 leaves attention uniform and most
@@ -131,6 +136,49 @@ def audio_classifier(model, opset=14):
                 target=lambda out: torch.tensor([2, 0]), loss=lambda out, y: F.cross_entropy(out[0], y), norms=_norms(), reference_without_onednn=True)
 
 
+class WithPast(nn.Module):
+    """A causal LM as onnx-community's model.onnx takes it (transformers.js's decoders): input_ids,
+    attention_mask, position_ids and past_key_values.{i}.key/value in, logits and present.{i}.key/value out."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):
+        # the layers hold the pasts as they are: from_legacy_cache would concatenate each onto an
+        # empty 1-D tensor first, which eager PyTorch allows and torch.onnx exports as an invalid Concat
+        cache = T.DynamicCache()
+        for i in range(len(past) // 2):
+            layer = T.cache_utils.DynamicLayer()
+            layer.lazy_initialization(past[2 * i])
+            layer.keys, layer.values = past[2 * i], past[2 * i + 1]
+            cache.layers.append(layer)
+        out = self.m(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache, use_cache=True, return_dict=True)
+        return (out.logits, *[t for kv in out.past_key_values.to_legacy_cache() for t in kv])
+
+
+def causal_lm_with_past(model, layers, kv_heads, head_dim, pad=0, opset=14):
+    """Exported with a past of 4 tokens (the graph must take any); the reference runs the whole
+    sequence with empty pasts, as refit trains it (withoutKvCache)."""
+    case = causal_lm(model, pad=pad, opset=opset)
+    ids, mask = case["inputs"]["input_ids"], case["inputs"]["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    past_names = [f"past_key_values.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+    present_names = [n.replace("past_key_values", "present") for n in past_names]
+    empty = {n: torch.zeros(2, kv_heads, 0, head_dim) for n in past_names}
+    dyn_past = {n: {0: "batch", 2: "past_sequence_length"} for n in past_names}
+    dyn_present = {n: {0: "batch", 2: "total_sequence_length"} for n in present_names}
+    case.update(
+        model=WithPast(case["model"].m),
+        inputs={"input_ids": ids, "attention_mask": mask, "position_ids": positions, **empty},
+        export_inputs={"input_ids": ids, "attention_mask": torch.cat([torch.ones(2, 4, dtype=mask.dtype), mask], 1), "position_ids": positions + 4,
+                       **{n: torch.randn(2, kv_heads, 4, head_dim) for n in past_names}},
+        outputs=["logits", *present_names],
+        dynamic={"input_ids": {0: "batch", 1: "sequence_length"}, "attention_mask": {0: "batch", 1: "total_sequence_length"}, "position_ids": {0: "batch", 1: "sequence_length"},
+                 **dyn_past, "logits": {0: "batch", 1: "sequence_length"}, **dyn_present})
+    return case
+
+
 if T is not None:
     small = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
     decoder = dict(small, num_key_value_heads=2, tie_word_embeddings=False)
@@ -181,5 +229,8 @@ if T is not None:
         # sentence-transformers' all-MiniLM-L6-v2 (a BERT) at batch 8 × 128 tokens, SmolLM-135M (a Llama) at 4 × 64
         "hf_minilm_l6": lambda: classifier(T.BertForSequenceClassification(_eager(T.BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536, max_position_embeddings=512))), 0, batch=8, seq=128, std=0.02),
         "hf_smollm_135m": lambda: causal_lm(T.LlamaForCausalLM(_eager(T.LlamaConfig(vocab_size=49152, hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536, max_position_embeddings=2048, tie_word_embeddings=True, rope_theta=10000.0))), batch=4, seq=64, std=0.02),
+        # with past_key_values inputs, as onnx-community's model.onnx (transformers.js)
+        "hf_llama_past": lambda: causal_lm_with_past(T.LlamaForCausalLM(_eager(T.LlamaConfig(**decoder))), 2, 2, 8),
+        "hf_qwen2_past": lambda: causal_lm_with_past(T.Qwen2ForCausalLM(_eager(T.Qwen2Config(**decoder))), 2, 2, 8),
         "hf_dinov2": lambda: image_classifier(T.Dinov2ForImageClassification(_eager(T.Dinov2Config(image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2, num_labels=5))), size=28),
     })

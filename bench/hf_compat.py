@@ -8,7 +8,8 @@ few torch 2 names. Nothing here changes what a model computes: it only lets the 
   has) within transformers' ranges; torchvision as absent (its image utilities want a torchvision
   0.15 name, and no exported model uses them).
 - torch.compiler.disable and torch._dynamo.allow_in_graph as no-op decorators, torch.vmap as
-  functorch's (the causal masks are built with vmap), torch.compile and torch.jit.script as
+  functorch's, though the masks are built by broadcasting instead (vmap bakes the traced length
+  into the export), torch.compile and torch.jit.script as
   identities (scripted helpers are traced as Python), a stub torch.distributed.fsdp (1.13's does not
   import on Python 3.11), torch.utils._pytree.register_pytree_node as
   1.13's private one, torch.distributed.tensor as an empty module, float8 dtypes as placeholders
@@ -103,4 +104,22 @@ def load():
         import transformers
     except ImportError:
         return None
+    _broadcast_masks()
     return transformers
+
+
+def _broadcast_masks():
+    """The masks' index functions by broadcasting instead of vmap: functorch's vmap under
+    torch.onnx's tracing bakes the traced sequence length into the graph (a Reshape to [8, 1]: the
+    file then runs at that length only). The mask functions are elementwise in their indices, so
+    broadcasting b, h, q and kv against each other gives the same [B, H, Q, KV] (or [Q, KV]) mask."""
+    from transformers import masking_utils
+
+    def for_bhqkv(mask_function, bh_indices=True):
+        def f(b, h, q, kv):
+            if bh_indices:
+                return mask_function(b[:, None, None, None], h[None, :, None, None], q[None, None, :, None], kv[None, None, None, :])
+            return mask_function(b, h, q[:, None], kv[None, :])
+        return f
+
+    masking_utils._vmap_for_bhqkv = for_bhqkv
