@@ -1,5 +1,7 @@
 // Load-time repairs for how exporters store parameters, so that selection, PEFT and saving
 // see every parameter as one initializer under its own name:
+// - torch.onnx's Constant nodes that onnxruntime's transformer optimizer stored as initializers
+//   (`/…/Constant_11_output_0`) become Constant nodes again: computed buffers, not parameters;
 // - weights written as `Constant` nodes (paddle2onnx) become initializers named after the output
 //   (not in torch.onnx's exports, which store every parameter as an initializer: their float
 //   Constants are computed buffers, such as a diffusion U-Net's timestep frequencies);
@@ -66,7 +68,12 @@ export interface QuirkReport {
   equalParameters?: string;
   /** Training-mode BatchNormalization nodes that were no BatchNorm layer (weight standardization), now standard ops. */
   standardized?: string[];
+  /** Initializers an optimizer made of torch.onnx's Constant nodes, Constant nodes again (their names). */
+  restoredConstants?: string[];
 }
+
+/** How torch.onnx names a Constant node's output: `/…/Constant_11_output_0`, `/Constant_output_0`. */
+const TORCH_CONSTANT_OUTPUT = /(^|\/)Constant(_\d+)?_output_0$/;
 
 /**
  * Input slots that carry shapes, indices, axes, scales or bounds, never data a parameter would
@@ -196,6 +203,27 @@ export function applyExporterQuirks(source: Model, opts: QuirkOptions = {}): { m
   // models, whose packed weights torch.onnx writes as Constants). Any other float Constant in a
   // torch.onnx export is what PyTorch computed from buffers, never a parameter ('all' would train it).
   const fromTorch = source.producerName === 'pytorch';
+
+  // 0. onnxruntime's transformer optimizer, run on a torch.onnx export, stores the export's
+  // Constant nodes as initializers under their output names: computed buffers (an attention's
+  // 1/√d, a mask's fill value), never parameters, which 'all' would train. They become Constant
+  // nodes again, which step 1 treats as it treats the export's own.
+  const restored = new Set<string>();
+  if (fromTorch || source.producerName === 'onnxruntime.transformers') {
+    const inputs = new Set(g.inputs.map((i) => i.name));
+    const nodes: Node[] = [];
+    for (const [name, t] of g.initializers) {
+      if (!TORCH_CONSTANT_OUTPUT.test(name) || inputs.has(name) || outputs.has(name)) continue;
+      nodes.push({ name: name.replace(/_output_0$/, ''), opType: 'Constant', domain: '', inputs: [], outputs: [name], attrs: { value: { kind: 'tensor', value: t } } });
+      g.initializers.delete(name);
+      restored.add(name);
+    }
+    if (nodes.length) {
+      g.nodes = [...nodes, ...g.nodes];
+      report.restoredConstants = [...restored];
+      changed = true;
+    }
+  }
   const isData = dataReaders(g);
   const dequantized = new Set<string>();
   for (const n of g.nodes) if (n.opType === 'DequantizeLinear') for (const i of n.inputs) if (i) dequantized.add(i);
@@ -203,7 +231,7 @@ export function applyExporterQuirks(source: Model, opts: QuirkOptions = {}): { m
     const t = constantValue(n);
     const out = n.outputs[0];
     if (!t || !out || outputs.has(out) || g.initializers.has(out)) return true;
-    if (!dequantized.has(out) && (fromTorch || !isData.has(out) || !isWeightConstant(t))) return true;
+    if (!dequantized.has(out) && (fromTorch || restored.has(out) || !isData.has(out) || !isWeightConstant(t))) return true;
     g.initializers.set(out, cloneTensor(t));
     report.constants.push(out);
     changed = true;

@@ -228,6 +228,31 @@ test('a float Constant in a torch.onnx export is a computed buffer (a U-Net\'s t
   assert.equal(paddle.loss, torch.loss);
 });
 
+test('torch.onnx Constants that onnxruntime\'s transformer optimizer stored as initializers (an attention\'s 1/√d) are constants again: \'all\' leaves them, naming one says what it is', async () => {
+  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
+  const { RefitModel } = await import('../../src/model.ts');
+  const { mse } = await import('../../src/train/losses.ts');
+  const { f32 } = await import('../../src/onnx/tensor.ts');
+  const scale = '/m/layer.0/attention/Constant_11_output_0';
+  const build = (producer: string) => {
+    const m = new ModelBuilder({ opset: 14 }).input('x', 'float32', [2, 2]).initializer('w', f32([2, 2], [0.1, -0.2, 0.3, 0.4])).initializer(scale, f32([], [0.35]))
+      .node('MatMul', ['x', 'w'], ['h']).node('Mul', ['h', scale], ['y']).output('y', 'float32', [2, 2]).build();
+    m.producerName = producer;
+    return new RefitModel(applyExporterQuirks(m).model);
+  };
+  const feeds = { x: f32([2, 2], [1, 2, 3, 4]), target: f32([2, 2], [0, 1, 1, 0]) };
+  for (const producer of ['onnxruntime.transformers', 'pytorch']) {
+    const model = build(producer);
+    assert.deepEqual(model.parameterNames(), ['w'], producer);
+    assert.ok(model.ir.graph.nodes.some((n) => n.opType === 'Constant' && n.outputs[0] === scale), `${producer}: a Constant node again`);
+    assert.throws(() => model.compileTrainStep({ trainable: [scale], loss: mse({ output: 'y' }) }), /computed by node/);
+    const r = await model.compileTrainStep({ trainable: 'all', loss: mse({ output: 'y' }) }).run(feeds);
+    assert.ok(Number.isFinite(r.loss));
+  }
+  // another tool's file keeps it: the name alone is torch.onnx's habit, not proof
+  assert.deepEqual(build('onnx.quantize').parameterNames().sort(), [scale, 'w']);
+});
+
 test('batchNorm \'train\' on a BatchNorm whose running statistic is computed: an error naming the node, not a TypeError', async () => {
   const m = decodeModel(readFileSync(path('constant_weights')));
   const bn = m.graph.nodes.find((n) => n.opType === 'BatchNormalization')!;
