@@ -179,6 +179,42 @@ def causal_lm_with_past(model, layers, kv_heads, head_dim, pad=0, opset=14):
     return case
 
 
+def layout_classifier(model, opset=14):
+    """LayoutLM: token ids with a box (x0, y0, x1, y1 in 0..1000) per token."""
+    case = classifier(model, 0, opset=opset)
+    ids, mask = case["inputs"]["input_ids"], case["inputs"]["attention_mask"]
+    x0, y0 = torch.randint(0, 500, ids.shape), torch.randint(0, 500, ids.shape)
+    bbox = torch.stack([x0, y0, x0 + torch.randint(1, 400, ids.shape), y0 + torch.randint(1, 400, ids.shape)], -1)
+    case["model"] = Logits(case["model"].m, ["input_ids", "bbox", "attention_mask"])
+    case["inputs"] = {"input_ids": ids, "bbox": bbox, "attention_mask": mask}
+    case["dynamic"]["bbox"] = {0: "batch", 1: "sequence"}
+    return case
+
+
+def dense(model, size=64, opset=14):
+    """Semantic segmentation: per-pixel cross-entropy at the logits' size (1/4 of the input)."""
+    case = image_classifier(model, size=size, opset=opset)
+    case.update(dynamic={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+                target=lambda out: torch.randint(0, out[0].shape[1], (out[0].shape[0], *out[0].shape[2:])))
+    return case
+
+
+def detection_tokens(model, opset=14):
+    """A set-prediction detector's class logits per detection token: cross-entropy to matched labels."""
+    case = image_classifier(model, opset=opset)
+    case.update(target=lambda out: torch.randint(0, out[0].shape[-1], out[0].shape[:2]), loss=lambda out, y: F.cross_entropy(out[0].flatten(0, 1), y.flatten()))
+    return case
+
+
+def ctc(model, opset=14):
+    """Speech recognition: CTC on the frame logits against 3 labels a row (ids 1..11; 0 is the blank)."""
+    case = audio_classifier(model, opset=opset)
+    case.update(dynamic={"input_values": {0: "batch", 1: "samples"}, "attention_mask": {0: "batch", 1: "samples"}, "logits": {0: "batch", 1: "frames"}},
+                target=lambda out: torch.randint(1, 12, (2, 3)),
+                loss=lambda out, y: F.ctc_loss(out[0].log_softmax(-1).transpose(0, 1), y, torch.full((2,), out[0].shape[1], dtype=torch.long), torch.full((2,), 3, dtype=torch.long), reduction="mean"))
+    return case
+
+
 if T is not None:
     small = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
     decoder = dict(small, num_key_value_heads=2, tie_word_embeddings=False)
@@ -232,5 +268,18 @@ if T is not None:
         # with past_key_values inputs, as onnx-community's model.onnx (transformers.js)
         "hf_llama_past": lambda: causal_lm_with_past(T.LlamaForCausalLM(_eager(T.LlamaConfig(**decoder))), 2, 2, 8),
         "hf_qwen2_past": lambda: causal_lm_with_past(T.Qwen2ForCausalLM(_eager(T.Qwen2Config(**decoder))), 2, 2, 8),
+        # a third round: sparse mixtures of experts (routing by top-k and NonZero), a selective
+        # state-space model, 2-D layout positions, relative attention, detection and dense heads
+        "hf_mixtral": lambda: causal_lm(T.MixtralForCausalLM(_eager(T.MixtralConfig(**decoder, num_local_experts=4, num_experts_per_tok=2)))),
+        "hf_qwen2_moe": lambda: causal_lm(T.Qwen2MoeForCausalLM(_eager(T.Qwen2MoeConfig(**decoder, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32, decoder_sparse_step=1)))),
+        "hf_mamba": lambda: causal_lm(T.MambaForCausalLM(T.MambaConfig(vocab_size=V, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2, conv_kernel=4))),
+        "hf_llama3_rope": lambda: causal_lm(T.LlamaForCausalLM(_eager(T.LlamaConfig(**decoder, rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16})))),
+        "hf_layoutlm": lambda: layout_classifier(T.LayoutLMForSequenceClassification(_eager(T.LayoutLMConfig(**small)))),
+        "hf_xlnet": lambda: classifier(T.XLNetForSequenceClassification(T.XLNetConfig(vocab_size=V, d_model=32, n_layer=2, n_head=4, d_inner=64)), 5),
+        "hf_funnel": lambda: classifier(T.FunnelForSequenceClassification(T.FunnelConfig(vocab_size=V, d_model=32, n_head=4, d_head=8, d_inner=64, block_sizes=[1, 1], num_decoder_layers=1)), 0),
+        "hf_yolos": lambda: detection_tokens(T.YolosForObjectDetection(_eager(T.YolosConfig(image_size=[32, 32], patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_detection_tokens=5, num_labels=3)))),
+        "hf_mobilenet_v2": lambda: image_classifier(T.MobileNetV2ForImageClassification(T.MobileNetV2Config(image_size=32, depth_multiplier=0.35, num_labels=5))),
+        "hf_segformer_seg": lambda: dense(T.SegformerForSemanticSegmentation(_eager(T.SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=32, num_labels=4)))),
+        "hf_wav2vec2_ctc": lambda: ctc(T.Wav2Vec2ForCTC(_eager(T.Wav2Vec2Config(vocab_size=12, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4, pad_token_id=0)))),
         "hf_dinov2": lambda: image_classifier(T.Dinov2ForImageClassification(_eager(T.Dinov2Config(image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2, num_labels=5))), size=28),
     })

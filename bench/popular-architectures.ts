@@ -283,6 +283,26 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
   hf_smollm_135m: () => languageModel(/(q_proj|v_proj)$/),
   hf_llama_past: () => ({ ...languageModel(/(q_proj|v_proj)$/), withoutCache: true }),
   hf_qwen2_past: () => ({ ...languageModel(/(q_proj|v_proj)$/), withoutCache: true }),
+  hf_mixtral: () => languageModel(/(q_proj|v_proj)$/),
+  hf_qwen2_moe: () => languageModel(/(q_proj|v_proj)$/),
+  hf_mamba: () => languageModel(/(in_proj|x_proj|out_proj)$/),
+  hf_llama3_rope: () => languageModel(/(q_proj|v_proj)$/),
+  hf_layoutlm: () => hfClassifier(/(query|value)$/),
+  hf_xlnet: () => hfClassifier(/(layer_1|layer_2)$/),
+  hf_funnel: () => hfClassifier(/(q_head|v_head)$/),
+  hf_yolos: () => {
+    const loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['LoRA on attention', peftStep(loraOn(/(query|value)$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
+  hf_mobilenet_v2: () => hfImageClassifier(/conv_1x1$|expand_1x1\.convolution$/),
+  hf_segformer_seg: () => {
+    const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
+    return { loss, paths: [['LoRA on attention', peftStep(loraOn(/(query|value)$/), loss)], ['Tent (per pixel)', tta('tent', 'pixel_values')]] };
+  },
+  hf_wav2vec2_ctc: () => {
+    const loss = losses.ctc({ logits: 'logits', labels: 'y', maxLabelLength: 3 });
+    return { loss, paths: [['LoRA on q_proj and v_proj', peftStep(loraOn(/(q_proj|v_proj)$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
   hf_mobilebert: () => {
     // its NoNorm (x·w + b, no statistics) is no normalization layer: BitFit trains those biases
     const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
@@ -340,7 +360,7 @@ async function otherSizes(model: RefitModel, feeds: Record<string, Tensor>): Pro
   const small: Record<string, Tensor> = {};
   for (const input of m.ir.graph.inputs) {
     const t = feeds[input.name]!;
-    const cut = ['input_ids', 'attention_mask', 'position_ids', 'decoder_input_ids', 'input_values'].includes(input.name) ? (audio ? 80 : 2) : 0;
+    const cut = ['input_ids', 'attention_mask', 'position_ids', 'token_type_ids', 'bbox', 'decoder_input_ids', 'input_values'].includes(input.name) ? (audio ? 80 : 2) : 0;
     const dims = [1, ...t.dims.slice(1)];
     if (cut) dims[1] = dims[1]! - cut;
     // row 0's first positions: in row-major order, the first n values

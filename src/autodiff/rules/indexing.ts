@@ -105,7 +105,7 @@ function scatterAddAlongAxis(ctx: GradContext, g: string, idx: string, xDims: nu
   }
   // OneHot(idx) built transposed, [D, K] (it wraps negative indices itself); dX = onehot · g.
   // (Measured 2× faster than a [K, D] one-hot through Gemm transA=1.)
-  const oh = em.op('OneHot', [em.reshape(oneHotIndices(ctx, idx), [K]), em.ints([D]), em.constant(tensor(dtype, [2], [0, 1]), 'onehot_values')], { axis: 0 });
+  const oh = em.op('OneHot', [em.reshape(asInt64(ctx, idx), [K]), em.ints([D]), em.constant(tensor(dtype, [2], [0, 1]), 'onehot_values')], { axis: 0 });
   const g3 = axis === 0 ? em.reshape(g, [K, prod(post)]) : em.reshape(g, [prod(pre), K, prod(post)]);
   return em.reshape(em.op('MatMul', [oh, g3]), xDims);
 }
@@ -155,18 +155,18 @@ export function scatterAddRows(ctx: GradContext, D: number, R: number, idx: stri
 }
 
 /**
- * Indices as `to` with negatives wrapped into [0, D): folded at compile time for constants,
- * else one Mod (fmod=0 takes the divisor's sign) — ScatterND does not promise negative indices.
+ * Indices as int64 (int32 ones cast). Also before a OneHot with an int64 depth: onnxruntime's CPU
+ * OneHot has no kernel for int32 indices beside an int64 depth and float values, and int32 ids are
+ * what its EmbedLayerNormalization takes (an optimizer-fused BERT's embedding lookups).
  */
-/**
- * Indices for a one-hot with an int64 depth: int32 ones cast to int64. onnxruntime's CPU OneHot has
- * no kernel for int32 indices with an int64 depth and float values; int32 ids are what its
- * EmbedLayerNormalization takes, so an optimizer-fused BERT's embedding lookups have them.
- */
-function oneHotIndices(ctx: GradContext, idx: string): string {
+function asInt64(ctx: GradContext, idx: string): string {
   return ctx.dtype(idx) === 'int64' ? idx : ctx.em.op('Cast', [idx], { to: ONNX_DTYPE.int64 });
 }
 
+/**
+ * Indices as `to` with negatives wrapped into [0, D): folded at compile time for constants,
+ * else one Mod (fmod=0 takes the divisor's sign) — ScatterND does not promise negative indices.
+ */
 function validIndices(ctx: GradContext, idx: string, D: number, to: 'int64'): string {
   const em = ctx.em;
   const c = ctx.constant(idx);
@@ -175,9 +175,7 @@ function validIndices(ctx: GradContext, idx: string, D: number, to: 'int64'): st
     if (v.every((k) => k >= 0) && c.dtype === to) return idx;
     return em.constant(i64(c.dims, v.map((k) => (k < 0 ? k + D : k))), 'indices');
   }
-  const dt = ctx.dtype(idx);
-  const asI64 = dt === 'int64' ? idx : em.op('Cast', [idx], { to: ONNX_DTYPE.int64 });
-  return em.op('Mod', [asI64, em.constant(i64([], [D]), 'dim')], { fmod: 0 });
+  return em.op('Mod', [asInt64(ctx, idx), em.constant(i64([], [D]), 'dim')], { fmod: 0 });
 }
 
 registerRules({
@@ -297,7 +295,7 @@ registerRules({
       return [em.op('ScatterElements', [zeros(ctx, xDims, dtype), idx, dY!], { axis, reduction: 'add' }), null];
     }
     // One-hot along a new axis after `axis`: [.., n, D, ..] · dY[.., n, 1, ..], summed over n.
-    const oh = em.op('OneHot', [oneHotIndices(ctx, idx), em.ints([xDims[axis]!]), em.constant(tensor(dtype, [2], [0, 1]), 'onehot_values')], { axis: axis + 1 });
+    const oh = em.op('OneHot', [asInt64(ctx, idx), em.ints([xDims[axis]!]), em.constant(tensor(dtype, [2], [0, 1]), 'onehot_values')], { axis: axis + 1 });
     const summed = em.reduce('ReduceSum', em.mul(oh, em.unsqueeze(dY!, [axis + 1])), [axis], false);
     // The index tensor may be smaller than the data on the other axes: pad those with zeros.
     const got = iDims.map((d, a) => (a === axis ? xDims[a]! : d));
