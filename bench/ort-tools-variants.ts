@@ -4,7 +4,7 @@
 // (DynamicQuantizeLinear + MatMulInteger), both written by onnxruntime's own Python tools
 // (bench/ort_tools_variants.py). For each:
 // - fused: refit's full step against PyTorch's loss and gradients (PyTorch's gradients of the
-//   weights the optimizer concatenated, Q|K|V, concatenated the same way);
+//   weights the optimizer concatenated, Q|K|V, concatenated the same way by ort_tools_variants.py);
 // - int8: LoRA on the quantized base (PEFT's default targets), 10 Adam steps on one batch: the
 //   loss must fall; and the fused file's LoRA the same way.
 //
@@ -45,31 +45,6 @@ const relErr = (a: Float32Array, b: Float32Array) => {
   for (let i = 0; i < a.length; i++) { d += (a[i]! - b[i]!) ** 2; n += b[i]! ** 2; }
   return Math.sqrt(d / Math.max(n, 1e-30));
 };
-const same = (a: Float32Array, b: Float32Array) => a.length === b.length && a.every((v, i) => v === b[i]);
-
-/**
- * PyTorch's gradient for each parameter of the fused file: by name where the optimizer kept it, or
- * for a tensor it concatenated (Attention's Q|K|V weight [D, 3D] and bias [3D]) the concatenation of
- * the parts' gradients, found by value among the original file's initializers.
- */
-function torchGradsFor(fused: RefitModel, original: RefitModel, torch: Map<string, Float32Array>): { grads: Map<string, Float32Array>; unmatched: string[] } {
-  const grads = new Map<string, Float32Array>(), unmatched: string[] = [];
-  const originals = original.parameterNames().map((n) => [n, original.param(n)] as const);
-  for (const name of fused.parameterNames()) {
-    if (torch.has(name)) { grads.set(name, torch.get(name)!); continue; }
-    const t = fused.param(name), v = t.data as Float32Array;
-    const cols = t.dims.length === 2 ? t.dims[1]! : v.length, rows = t.dims.length === 2 ? t.dims[0]! : 1;
-    if (cols % 3 !== 0) { unmatched.push(name); continue; }
-    const w = cols / 3, block = (k: number) => { const out = new Float32Array(rows * w); for (let r = 0; r < rows; r++) out.set(v.subarray(r * cols + k * w, r * cols + (k + 1) * w), r * w); return out; };
-    const parts = [0, 1, 2].map((k) => originals.find(([, o]) => same(o.data as Float32Array, block(k)))?.[0]);
-    if (parts.some((p) => !p || !torch.has(p))) { unmatched.push(name); continue; }
-    const g = new Float32Array(v.length);
-    parts.forEach((p, k) => { const pg = torch.get(p!)!; for (let r = 0; r < rows; r++) g.set(pg.subarray(r * w, (r + 1) * w), r * cols + k * w); });
-    grads.set(name, g);
-  }
-  return { grads, unmatched };
-}
-
 /** 10 Adam steps of LoRA (rank 4) on one batch: first and last loss. */
 async function loraSteps(model: RefitModel, c: (typeof CASES)[string], feeds: Record<string, Tensor>): Promise<string> {
   const m = peft.withAdapter(model, 'ad', peft.lora({ rank: 4, alpha: 8, targets: c.lora }));
@@ -93,13 +68,13 @@ for (const name of names) {
   const info = JSON.parse(readFileSync(join(dir, `${name}.variants.json`), 'utf8')) as { fused_stats: Record<string, number>; int8: Record<string, number> };
   const feeds: Record<string, Tensor> = {};
   for (const k of [...Object.keys(ref.inputs), 'y']) feeds[k] = savedTensor(dir, `${name}.${k}.npy`);
-  const torch = new Map([...parseSafetensors(readFileSync(join(dir, `${name}.grads.safetensors`))).tensors].map(([k, t]) => [k, t.data as Float32Array]));
-  const original = await loadModel(join(dir, `${name}.onnx`), { threads: 2 });
+  // PyTorch's gradients under the fused file's names (ort_tools_variants.py: packed Q|K|V concatenated)
+  const grads = new Map([...parseSafetensors(readFileSync(join(dir, `${name}.fused.grads.safetensors`))).tensors].map(([k, t]) => [k, t.data as Float32Array]));
   const fused = await loadModel(join(dir, `${name}.fused.onnx`), { threads: 2 });
   const row: Record<string, unknown> = { model: name, fusions: Object.entries(info.fused_stats).filter(([, n]) => n).map(([k, n]) => `${k} ×${n}`).join(', ') };
   try {
     const r = await fused.compileTrainStep({ trainable: 'all', loss: c.loss }).run(feeds);
-    const { grads, unmatched } = torchGradsFor(fused, original, torch);
+    const unmatched = fused.parameterNames().filter((p) => !grads.has(p));
     let worst = 0, compared = 0;
     for (const [p, want] of grads) {
       if (Math.sqrt(want.reduce((a, v) => a + v * v, 0)) < 1e-6) continue;
@@ -114,7 +89,7 @@ for (const name of names) {
   const int8 = await loadModel(join(dir, `${name}.int8.onnx`), { threads: 2 });
   row.int8Ops = Object.entries(info.int8).filter(([k]) => /Integer|Quantize/.test(k)).map(([k, n]) => `${k} ×${n}`).join(', ');
   try { row.int8Lora = await loraSteps(int8, c, feeds); } catch (e) { row.int8Lora = `✗ ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`; }
-  for (const m of [original, fused, int8]) await m.release();
+  for (const m of [fused, int8]) await m.release();
   rows.push(row);
   console.log(JSON.stringify(row));
 }

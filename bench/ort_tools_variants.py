@@ -12,15 +12,21 @@ their own folder so Debian's torch keeps its numpy; it imports no torch:
     pip install --no-deps --target tmp/pypi/ortnp -r bench/requirements-ort-tools.txt
     PYTHONPATH=tmp/pypi/ortnp /usr/bin/python3 bench/ort_tools_variants.py --dir tmp/popular-architectures --only hf_bert,hf_gpt2
 
-Writes <name>.fused.onnx and <name>.int8.onnx beside <name>.onnx, and <name>.variants.json (what
-each holds, by op type).
+Writes <name>.fused.onnx and <name>.int8.onnx beside <name>.onnx, <name>.variants.json (what
+each holds, by op type), and for the fused file PyTorch's gradients under its initializers' names
+(<name>.fused.grads.safetensors: a tensor the optimizer kept, by name; the Q|K|V weight and bias it
+packed for an Attention node, the three gradients concatenated as it concatenated the values) with
+<name>.fused.json (the loss; inputs are <name>'s).
 """
 import argparse
 import collections
 import json
 import os
+import struct
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers import optimizer
 
@@ -35,6 +41,44 @@ CASES = {
     "hf_t5": ("t5", 4, 32),
     "hf_minilm_l6": ("bert", 12, 384),
 }
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    return {k: np.frombuffer(data[v["data_offsets"][0]:v["data_offsets"][1]], dtype=np.float32).reshape(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+
+
+def write_safetensors(path, tensors):
+    header, blobs, at = {}, [], 0
+    for k, v in tensors.items():
+        b = np.ascontiguousarray(v, dtype=np.float32).tobytes()
+        header[k] = {"dtype": "F32", "shape": list(v.shape), "data_offsets": [at, at + len(b)]}
+        blobs.append(b)
+        at += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def fused_grads(src, fused, grads):
+    """PyTorch's gradients for the fused file's float initializers: by name, or for a tensor packed
+    from three of the original's along its last axis (an Attention's Q|K|V), concatenated alike."""
+    original = {i.name: numpy_helper.to_array(i) for i in onnx.load(src).graph.initializer}
+    out = {}
+    for init in onnx.load(fused).graph.initializer:
+        v = numpy_helper.to_array(init)
+        if init.name in grads:
+            out[init.name] = grads[init.name]
+        elif v.dtype == np.float32 and v.shape and v.shape[-1] % 3 == 0:
+            parts = np.split(v, 3, axis=-1)
+            names = [next((k for k, o in original.items() if o.shape == p.shape and np.array_equal(o, p)), None) for p in parts]
+            if all(n in grads for n in names):
+                out[init.name] = np.concatenate([grads[n] for n in names], axis=-1)
+    return out
 
 
 def ops(path):
@@ -54,6 +98,11 @@ def main():
         opt.save_model_to_file(fused)
         quantize_dynamic(src, int8, weight_type=QuantType.QInt8)
         info = {"fused": ops(fused), "int8": ops(int8), "fused_stats": opt.get_fused_operator_statistics()}
+        write_safetensors(os.path.join(a.dir, f"{name}.fused.grads.safetensors"), fused_grads(src, fused, read_safetensors(os.path.join(a.dir, f"{name}.grads.safetensors"))))
+        with open(os.path.join(a.dir, f"{name}.json")) as f:
+            ref = json.load(f)
+        with open(os.path.join(a.dir, f"{name}.fused.json"), "w") as f:
+            json.dump({"loss": ref["loss"], "inputs": ref["inputs"], "inputsFrom": name, "variantOf": name}, f)
         with open(os.path.join(a.dir, f"{name}.variants.json"), "w") as f:
             json.dump(info, f, indent=1)
         print(name, "fused:", {k: v for k, v in info["fused_stats"].items() if v}, "| int8:", {k: v for k, v in info["int8"].items() if "Integer" in k or "Quantize" in k}, flush=True)

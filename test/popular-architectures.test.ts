@@ -20,6 +20,8 @@ import { withFixedInputs } from '../src/onnx/fixed-inputs.ts';
 import { assertCloseToTorch } from './helpers/close.ts';
 import { detectorLoss } from './helpers/detector-loss.ts';
 import * as peft from '../src/peft/index.ts';
+import { Trainer } from '../src/train/trainer.ts';
+import * as optim from '../src/train/optim/index.ts';
 import { gradCheck } from '../src/autodiff/gradcheck.ts';
 import { subgraphDataShapes } from '../src/onnx/data-shapes.ts';
 import { embeddingBagOf } from '../src/onnx/embedding-bag.ts';
@@ -33,11 +35,12 @@ function npy(file: string): Tensor {
 
 /** `beyond`: what refit may train beyond PyTorch's parameters (buffers a file cannot tell from weights), by name or by test. */
 async function againstTorch(name: string, loss: LossSpec, feeds: Record<string, Tensor>, beyond: string[] | ((p: string, grad: Float32Array) => boolean) = [], transform?: (m: RefitModel) => RefitModel): Promise<void> {
-  const ref = JSON.parse(readFileSync(`${dir}${name}.json`, 'utf8')) as { loss: number; inputs: Record<string, number[]>; stopGradient?: string[] };
+  // inputsFrom: a variant of another export (onnxruntime's optimizer output) runs on that one's batch
+  const ref = JSON.parse(readFileSync(`${dir}${name}.json`, 'utf8')) as { loss: number; inputs: Record<string, number[]>; inputsFrom?: string; stopGradient?: string[] };
   const loaded = await loadModel(`${dir}${name}.onnx`, { threads: 1 });
   const model = transform ? transform(loaded) : loaded;
   // the inputs the model takes (a decoder without its cache no longer takes the empty pasts PyTorch ran with)
-  for (const input of Object.keys(ref.inputs)) if (model.ir.graph.inputs.some((i) => i.name === input)) feeds[input] = npy(`${name}.${input}.npy`);
+  for (const input of Object.keys(ref.inputs)) if (model.ir.graph.inputs.some((i) => i.name === input)) feeds[input] = npy(`${ref.inputsFrom ?? name}.${input}.npy`);
   const r = await model.compileTrainStep({ trainable: 'all', loss, ...(ref.stopGradient ? { stopGradient: ref.stopGradient } : {}) }).run(feeds);
   assert.ok(Math.abs(r.loss - ref.loss) <= 1e-5 * Math.abs(ref.loss), `${name}: loss ${r.loss} vs PyTorch ${ref.loss}`);
   const torch = parseSafetensors(readFileSync(`${dir}${name}.grads.safetensors`)).tensors;
@@ -184,4 +187,22 @@ test('transformers\' Qwen2ForCausalLM exported with past_key_values (onnx-commun
   for (let b = 0; b < 2; b++) for (let t = 0; t < 3; t++) for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(n[(b * 3 + t) * V + v]! - w[(b * 8 + 5 + t) * V + v]!));
   assert.ok(worst <= 1e-4, `cached logits differ by ${worst}`);
   await model.release();
+});
+
+test('transformers\' BERT after onnxruntime\'s own tools: fused (EmbedLayerNormalization on int32 ids, Attention with packed Q|K|V, SkipLayerNormalization, BiasGelu) gives PyTorch\'s loss and gradients; quantized to int8, LoRA on query and value trains', async () => {
+  const y = npy('hf_bert.y.npy');
+  // PyTorch's gradients under the fused file's names, the packed Q|K|V's concatenated (bench/ort_tools_variants.py)
+  await againstTorch('hf_bert.fused', losses.crossEntropy({ logits: 'logits', labels: 'y' }), { y });
+  const int8 = await loadModel(`${dir}hf_bert.int8.onnx`, { threads: 1 });
+  assert.ok(int8.ir.graph.nodes.some((n) => n.opType === 'MatMulInteger'));
+  const m = peft.withAdapter(int8, 'ad', peft.lora({ rank: 4, alpha: 8, targets: /(query|value)$/ }));
+  assert.deepEqual(m.trainableNames().filter((n) => n.includes('lora_A')).map((n) => n.replace('ad.lora_A.m.bert.encoder.', '')),
+    ['layer.0.attention.self.query', 'layer.0.attention.self.value', 'layer.1.attention.self.query', 'layer.1.attention.self.value']);
+  const t = new Trainer(m.compileTrainStep({ trainable: m.trainableNames(), loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) }), optim.adam({ lr: 1e-2 }));
+  const feeds = { input_ids: npy('hf_bert.input_ids.npy'), attention_mask: npy('hf_bert.attention_mask.npy'), y };
+  const first = (await t.step(feeds)).loss;
+  let last = first;
+  for (let i = 0; i < 9; i++) last = (await t.step(feeds)).loss;
+  assert.ok(last < 0.5 * first, `LoRA on the int8 base: loss ${first} → ${last}`);
+  await m.release();
 });
