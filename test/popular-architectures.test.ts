@@ -189,10 +189,13 @@ test('transformers\' Qwen2ForCausalLM exported with past_key_values (onnx-commun
   await model.release();
 });
 
-test('transformers\' BERT after onnxruntime\'s own tools: fused (EmbedLayerNormalization on int32 ids, Attention with packed Q|K|V, SkipLayerNormalization, BiasGelu) gives PyTorch\'s loss and gradients; quantized to int8, LoRA on query and value trains', async () => {
+test('transformers\' BERT after onnxruntime\'s own tools: fused (EmbedLayerNormalization on int32 ids, Attention with packed Q|K|V, SkipLayerNormalization, BiasGelu) gives PyTorch\'s loss and gradients, and inspect notes the packing; quantized to int8, LoRA on query and value trains', async () => {
   const y = npy('hf_bert.y.npy');
   // PyTorch's gradients under the fused file's names, the packed Q|K|V's concatenated (bench/ort_tools_variants.py)
   await againstTorch('hf_bert.fused', losses.crossEntropy({ logits: 'logits', labels: 'y' }), { y });
+  const { inspectModel } = await import('../src/cli/inspect.ts');
+  assert.match((await inspectModel(`${dir}hf_bert.fused.onnx`)).exportNotes?.join('\n') ?? '', /2 com\.microsoft Attention nodes pack the query, key and value projections/);
+  assert.equal((await inspectModel(`${dir}hf_bert.int8.onnx`)).exportNotes, undefined);
   const int8 = await loadModel(`${dir}hf_bert.int8.onnx`, { threads: 1 });
   assert.ok(int8.ir.graph.nodes.some((n) => n.opType === 'MatMulInteger'));
   const m = peft.withAdapter(int8, 'ad', peft.lora({ rank: 4, alpha: 8, targets: /(query|value)$/ }));

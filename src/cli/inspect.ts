@@ -163,13 +163,25 @@ export async function inspectModel(path: string): Promise<InspectResult> {
   };
 }
 
+/** What the file's exporter or optimizer did that a user should know before training it. */
+function exportNotes(m: Model): string[] {
+  return [...roiAlignNote(m), ...packedAttentionNote(m)];
+}
+
+/** onnxruntime's transformer optimizer packs Q, K and V into com.microsoft Attention (src/peft/sites.ts withFusedAttentionNote). */
+function packedAttentionNote(m: Model): string[] {
+  const packed = m.graph.nodes.filter((x) => x.domain === 'com.microsoft' && x.opType === 'Attention' && !!x.inputs[1] && m.graph.initializers.has(x.inputs[1]));
+  if (!packed.length) return [];
+  return [`${packed.length} com.microsoft Attention node${packed.length > 1 ? 's' : ''} pack${packed.length > 1 ? '' : 's'} the query, key and value projections into one weight (onnxruntime's transformer optimizer): full training trains that weight, adapters attach only to the other layers; for LoRA on query/value, adapt the model as exported before that optimization`];
+}
+
 /**
  * torchvision 0.14 and older register roi_align's ONNX symbolic for opset 11 only; exported at 16
  * or later, the RoiAlign has no coordinate_transformation_mode, which there means half_pixel, while
  * torchvision's detection heads pool with aligned=False (output_half_pixel): every box is read half
  * a pixel off. Newer torchvision writes the attribute.
  */
-function exportNotes(m: Model): string[] {
+function roiAlignNote(m: Model): string[] {
   if (m.producerName !== 'pytorch' || opsetVersion(m) < 16) return [];
   const roi = m.graph.nodes.filter((x) => x.opType === 'RoiAlign' && !x.attrs.coordinate_transformation_mode);
   if (!roi.length) return [];
