@@ -1,10 +1,14 @@
 // The files transformers.js and optimum users download: transformers' own classes (bench/arch_hf.py)
 // after onnxruntime's transformer optimizer (Attention, EmbedLayerNormalization,
 // SkipLayerNormalization, BiasGelu, FastGelu …) and after its dynamic int8 quantizer
-// (DynamicQuantizeLinear + MatMulInteger), both written by onnxruntime's own Python tools
+// (DynamicQuantizeLinear + MatMulInteger), and in float16 (its float16 tool, float32 inputs and
+// outputs kept: transformers.js's model_fp16.onnx), written by onnxruntime's own Python tools
 // (bench/ort_tools_variants.py). For each:
 // - fused: refit's full step against PyTorch's loss and gradients (PyTorch's gradients of the
 //   weights the optimizer concatenated, Q|K|V, concatenated the same way by ort_tools_variants.py);
+// - float16: the full step on a float32 master copy (upcastFloat16) against PyTorch's float32
+//   loss and gradients (the weights' rounding to float16 bounds the agreement), and LoRA on the
+//   float16 base as below;
 // - int8: LoRA on the quantized base (PEFT's default targets), 10 Adam steps on one batch: the
 //   loss must fall; and the fused file's LoRA the same way.
 //
@@ -16,7 +20,8 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadModel, type RefitModel } from '../src/model.ts';
+import { loadModel, RefitModel } from '../src/model.ts';
+import { upcastFloat16 } from '../src/autodiff/lower/float16.ts';
 import * as losses from '../src/train/losses.ts';
 import * as optim from '../src/train/optim/index.ts';
 import * as peft from '../src/peft/index.ts';
@@ -86,6 +91,24 @@ for (const name of names) {
     Object.assign(row, { fusedLoss: r.loss, torchLoss: ref.loss, compared, unmatched, worstGrad: worst });
   } catch (e) { row.fusedError = (e as Error).message.split('\n')[0]!.slice(0, 200); }
   try { row.fusedLora = await loraSteps(fused, c, feeds); } catch (e) { row.fusedLora = `✗ ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`; }
+  // float16 (transformers.js's model_fp16.onnx): PyTorch's float32 gradients under the original
+  // names; the weights' rounding to float16 bounds how close they can be
+  const fp16 = await loadModel(join(dir, `${name}.fp16.onnx`), { threads: 2 });
+  try {
+    // every parameter trains as a float32 master copy (refit refuses float16 trainables and names this way)
+    const master = new RefitModel(upcastFloat16(fp16.ir), fp16.sessionOptions);
+    const r = await master.compileTrainStep({ trainable: 'all', loss: c.loss }).run(feeds);
+    await master.release();
+    const torch = new Map([...parseSafetensors(readFileSync(join(dir, `${name}.grads.safetensors`))).tensors].map(([k, t]) => [k, t.data as Float32Array]));
+    let worst = 0;
+    for (const [p, want] of torch) {
+      const got = r.grads.get(p);
+      if (got && Math.sqrt(want.reduce((a, v) => a + v * v, 0)) >= 1e-6) worst = Math.max(worst, relErr(got, want));
+    }
+    Object.assign(row, { fp16Loss: r.loss, fp16WorstGrad: worst });
+  } catch (e) { row.fp16Error = (e as Error).message.split('\n')[0]!.slice(0, 200); }
+  try { row.fp16Lora = await loraSteps(fp16, c, feeds); } catch (e) { row.fp16Lora = `✗ ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`; }
+  await fp16.release();
   const int8 = await loadModel(join(dir, `${name}.int8.onnx`), { threads: 2 });
   row.int8Ops = Object.entries(info.int8).filter(([k]) => /Integer|Quantize/.test(k)).map(([k, n]) => `${k} ×${n}`).join(', ');
   try { row.int8Lora = await loraSteps(int8, c, feeds); } catch (e) { row.int8Lora = `✗ ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`; }
@@ -95,9 +118,9 @@ for (const name of names) {
 }
 const f = (v: unknown, d = 5) => (typeof v === 'number' ? (Math.abs(v) < 1e-3 && v !== 0 ? v.toExponential(1) : v.toFixed(d)) : String(v ?? ''));
 const lines = [`# onnxruntime's optimizer and quantizer outputs of transformers' own classes (${new Date().toISOString()})`, '',
-  `\`npx tsx bench/ort-tools-variants.ts ${process.argv.slice(2).join(' ')}\`: bench/arch_hf.py's exports after onnxruntime 1.30's \`optimizer.optimize_model(model_type, opt_level=1)\` (fused) and \`quantize_dynamic(weight_type=QInt8)\` (int8), bench/ort_tools_variants.py. Fused: refit's full step against PyTorch's loss and gradients (concatenated Q|K|V weights against PyTorch's gradients concatenated the same way; gradients of norm < 1e-6 not counted). LoRA (rank 4, PEFT's default targets): 10 Adam steps (lr 1e-2) on the one batch. 2 threads.`, '',
-  '| model | fusions | fused: loss refit / PyTorch | gradients compared (unmatched) | worst gradient relative error | fused: LoRA | int8 ops | int8: LoRA |', '|---|---|---|---|---:|---|---|---|'];
-for (const r of rows) lines.push(`| ${r.model} | ${r.fusions} | ${r.fusedError ? `✗ ${r.fusedError}` : `${f(r.fusedLoss)} / ${f(r.torchLoss)}`} | ${r.compared ?? ''} (${(r.unmatched as string[] | undefined)?.join(', ') || 'none'}) | ${f(r.worstGrad)} | ${r.fusedLora} | ${r.int8Ops} | ${r.int8Lora} |`);
+  `\`npx tsx bench/ort-tools-variants.ts ${process.argv.slice(2).join(' ')}\`: bench/arch_hf.py's exports after onnxruntime 1.30's \`optimizer.optimize_model(model_type, opt_level=1)\` (fused) and \`quantize_dynamic(weight_type=QInt8)\` (int8) and \`float16.convert_float_to_float16(keep_io_types=True)\` (float16), bench/ort_tools_variants.py. Fused: refit's full step against PyTorch's loss and gradients (concatenated Q|K|V weights against PyTorch's gradients concatenated the same way; gradients of norm < 1e-6 not counted). LoRA (rank 4, PEFT's default targets): 10 Adam steps (lr 1e-2) on the one batch. 2 threads.`, '',
+  '| model | fusions | fused: loss refit / PyTorch | gradients compared (unmatched) | worst gradient relative error | fused: LoRA | float16: loss, worst gradient | float16: LoRA | int8 ops | int8: LoRA |', '|---|---|---|---|---:|---|---|---|---|---|'];
+for (const r of rows) lines.push(`| ${r.model} | ${r.fusions} | ${r.fusedError ? `✗ ${r.fusedError}` : `${f(r.fusedLoss)} / ${f(r.torchLoss)}`} | ${r.compared ?? ''} (${(r.unmatched as string[] | undefined)?.join(', ') || 'none'}) | ${f(r.worstGrad)} | ${r.fusedLora} | ${r.fp16Error ? `✗ ${r.fp16Error}` : `${f(r.fp16Loss)}, ${f(r.fp16WorstGrad)}`} | ${r.fp16Lora} | ${r.int8Ops} | ${r.int8Lora} |`);
 writeFileSync(`${out}.md`, lines.join('\n') + '\n');
 writeFileSync(`${out}.json`, JSON.stringify({ date: new Date().toISOString(), rows }, null, 1));
 console.log(`wrote ${out}.md and .json`);

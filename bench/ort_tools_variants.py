@@ -12,7 +12,8 @@ their own folder so Debian's torch keeps its numpy; it imports no torch:
     pip install --no-deps --target tmp/pypi/ortnp -r bench/requirements-ort-tools.txt
     PYTHONPATH=tmp/pypi/ortnp /usr/bin/python3 bench/ort_tools_variants.py --dir tmp/popular-architectures --only hf_bert,hf_gpt2
 
-Writes <name>.fused.onnx and <name>.int8.onnx beside <name>.onnx, <name>.variants.json (what
+Writes <name>.fused.onnx, <name>.int8.onnx and <name>.fp16.onnx (its float16 tool, float32 inputs
+and outputs kept, as transformers.js's model_fp16.onnx) beside <name>.onnx, <name>.variants.json (what
 each holds, by op type), and for the fused file PyTorch's gradients under its initializers' names
 (<name>.fused.grads.safetensors: a tensor the optimizer kept, by name; the Q|K|V weight and bias it
 packed for an Attention node, the three gradients concatenated as it concatenated the values) with
@@ -28,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
-from onnxruntime.transformers import optimizer
+from onnxruntime.transformers import float16, optimizer
 
 # model_type for onnxruntime's optimizer, and heads / hidden size of bench/arch_hf.py's configs
 CASES = {
@@ -96,6 +97,9 @@ def main():
         fused, int8 = (os.path.join(a.dir, f"{name}.{v}.onnx") for v in ("fused", "int8"))
         opt = optimizer.optimize_model(src, model_type=model_type, num_heads=heads, hidden_size=hidden, opt_level=1, use_gpu=False)
         opt.save_model_to_file(fused)
+        # transformers.js's model_fp16.onnx: the float16 tool of onnxruntime's transformer package, float32 inputs and outputs kept
+        fp16 = onnx.load(src)
+        onnx.save(float16.convert_float_to_float16(fp16, keep_io_types=True), os.path.join(a.dir, f"{name}.fp16.onnx"))
         quantize_dynamic(src, int8, weight_type=QuantType.QInt8)
         info = {"fused": ops(fused), "int8": ops(int8), "fused_stats": opt.get_fused_operator_statistics()}
         write_safetensors(os.path.join(a.dir, f"{name}.fused.grads.safetensors"), fused_grads(src, fused, read_safetensors(os.path.join(a.dir, f"{name}.grads.safetensors"))))

@@ -12,6 +12,7 @@ import { edgeCutsAsTensors } from '../autodiff/edge-cuts.ts';
 import { buildBackward, type StopGradient } from '../autodiff/backward.ts';
 import { lowerForGradient } from '../autodiff/lower/index.ts';
 import { lowerQuantized } from '../autodiff/lower/quant.ts';
+import { refuseFloat16Trainables } from '../autodiff/lower/float16.ts';
 import { NCHWC_DOMAIN, nchwcBlockSize } from '../onnx/nchwc.ts';
 import { isFloat, size, type Tensor } from '../onnx/tensor.ts';
 import type { LossSpec } from './loss-spec.ts';
@@ -65,6 +66,7 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
   const lap = (phase: string) => { const t = performance.now(); timings[phase] = (timings[phase] ?? 0) + t - clock; clock = t; };
   // Before the probe, so the fold sees what each iteration computes from its constant iteration number.
   // An edge cut ({ tensor, into }) becomes a tensor of its own first, so lowering `into` keeps it.
+  refuseFloat16Trainables(given.graph, opts.trainable);
   const cut = edgeCutsAsTensors(withUnrolledLoops(withEmbeddingBags(given)), opts.stopGradient);
   const source = cut.model;
   const model = cloneModel(source);

@@ -93,15 +93,24 @@ export function graphToFloat32(g: Graph, castInputs: boolean): void {
   for (const v of [...g.outputs, ...g.valueInfo]) if (v.dtype === 'float16') v.dtype = 'float32';
 }
 
-/** The step graph's float16 pass: refuses float16 trainables (see upcastFloat16), upcasts the rest. */
-export function lowerFloat16(g: Graph, trainable: readonly string[]): void {
-  if (!hasHalf(g)) return;
+/**
+ * Refuses float16 trainables (see upcastFloat16). The step builder calls it before anything runs:
+ * its shape probe, which exposes intermediate float16 tensors, can trip onnxruntime's own cast
+ * insertion first (GPT-2's Pow, which has no float16 CPU kernel), and that error says nothing useful.
+ */
+export function refuseFloat16Trainables(g: Graph, trainable: readonly string[]): void {
   const half = trainable.filter((p) => g.initializers.get(p)?.dtype === 'float16');
   if (half.length) {
     throw new Error(`trainable parameter${half.length > 1 ? 's' : ''} ${half.map((p) => `'${p}'`).join(', ')} ${half.length > 1 ? 'are' : 'is'} float16; ` +
       'refit trains float32 values (float16 updates round away). Train a float32 master copy: `upcastFloat16(model)` ' +
       '(and `downcastFloat16` to write float16 again), or train float32 adapters (LoRA, (IA)^3, bottleneck) on the frozen float16 base.');
   }
+}
+
+/** The step graph's float16 pass: refuses float16 trainables, upcasts the rest. */
+export function lowerFloat16(g: Graph, trainable: readonly string[]): void {
+  if (!hasHalf(g)) return;
+  refuseFloat16Trainables(g, trainable);
   graphToFloat32(g, true);
 }
 
