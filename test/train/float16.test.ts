@@ -90,6 +90,13 @@ test('norm-affine on a float16 base trains float32 copies; a float16 trainable i
   // Full fine-tuning of the float16 tensors themselves is refused, naming the fix.
   const full = m16.compileTrainStep({ trainable: ['norm1.weight'], loss });
   await assert.rejects(full.run({ x: x16, y }), /'norm1\.weight' is float16.*upcastFloat16/s);
+  // …before anything runs: a model onnxruntime cannot even probe (here an op it has no kernel for;
+  // a float16 GPT-2's probe tripped its cast insertion) still gets this refusal, not that error
+  const broken = m16.rewritten((ir) => {
+    ir.graph.nodes.push({ name: 'nope', opType: 'NoSuchOp', domain: '', inputs: [ir.graph.outputs[0]!.name], outputs: ['extra'], attrs: {} });
+    ir.graph.outputs.push({ name: 'extra', dtype: 'float16', shape: null });
+  });
+  await assert.rejects(broken.compileTrainStep({ trainable: ['norm1.weight'], loss }).run({ x: x16, y }), /'norm1\.weight' is float16/);
   // …and the float32 master copy trains, and writes back as float16.
   const master = new RefitModel(upcastFloat16(m16.ir), { threads: 1 });
   const r = await master.compileTrainStep({ trainable: ['norm1.weight'], loss }).run({ x: xr, y });
