@@ -215,6 +215,43 @@ def ctc(model, opset=14):
     return case
 
 
+class Outputs(nn.Module):
+    """The model called with keyword inputs, returning the named outputs (a dual encoder's two logits, a depth map)."""
+
+    def __init__(self, m, names, outputs, **extra):
+        super().__init__()
+        self.m, self.names, self.outputs, self.extra = m, names, outputs, extra
+
+    def forward(self, *args):
+        out = self.m(**dict(zip(self.names, args)), **self.extra, return_dict=True)
+        return tuple(getattr(out, o) for o in self.outputs)
+
+
+def dual_encoder(model, sigmoid=False, opset=14):
+    """CLIP: 4 texts and 4 images, the symmetric cross-entropy; with `sigmoid`, SigLIP's pairwise
+    loss (binary cross-entropy of every image-text pair, the diagonal positive). (SigLIP itself
+    does not export with torch 1.13: its patch conv has padding="valid".)"""
+    ids, mask = _ids(4, 7, 0)
+    names = ["input_ids", "pixel_values"] + ([] if sigmoid else ["attention_mask"])
+    inputs = {"input_ids": ids, "pixel_values": torch.randn(4, 3, 32, 32), **({} if sigmoid else {"attention_mask": mask})}
+    dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "pixel_values": {0: "batch"}, "logits_per_image": {0: "batch", 1: "batch"}, "logits_per_text": {0: "batch", 1: "batch"}}
+    if not sigmoid:
+        dynamic["attention_mask"] = {0: "batch", 1: "sequence"}
+    case = dict(model=Outputs(_std(model, 0.02), names, ["logits_per_image", "logits_per_text"]), inputs=inputs, outputs=["logits_per_image", "logits_per_text"], opset=opset,
+                dynamic=dynamic, norms=_norms())
+    if sigmoid:
+        case.update(target=lambda out: torch.eye(4), loss=lambda out, y: F.binary_cross_entropy_with_logits(out[0], y))
+    else:
+        case.update(target=lambda out: torch.arange(4), loss=lambda out, y: (F.cross_entropy(out[0], y) + F.cross_entropy(out[1], y)) / 2)
+    return case
+
+
+def depth(model, opset=14):
+    """Monocular depth (Depth Anything): MSE of the predicted depth to a target."""
+    return dict(model=Outputs(_std(model), ["pixel_values"], ["predicted_depth"]), inputs={"pixel_values": torch.randn(2, 3, 56, 56)}, outputs=["predicted_depth"], opset=opset,
+                dynamic={"pixel_values": {0: "batch"}, "predicted_depth": {0: "batch"}}, target=lambda out: torch.rand_like(out[0]), loss=lambda out, y: F.mse_loss(out[0], y), norms=_norms())
+
+
 if T is not None:
     small = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
     decoder = dict(small, num_key_value_heads=2, tie_word_embeddings=False)
@@ -281,5 +318,12 @@ if T is not None:
         "hf_mobilenet_v2": lambda: image_classifier(T.MobileNetV2ForImageClassification(T.MobileNetV2Config(image_size=32, depth_multiplier=0.35, num_labels=5))),
         "hf_segformer_seg": lambda: dense(T.SegformerForSemanticSegmentation(_eager(T.SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=32, num_labels=4)))),
         "hf_wav2vec2_ctc": lambda: ctc(T.Wav2Vec2ForCTC(_eager(T.Wav2Vec2Config(vocab_size=12, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4, pad_token_id=0)))),
+        # dual encoders, depth, and two v2 vision families
+        "hf_clip": lambda: dual_encoder(T.CLIPModel(_eager(T.CLIPConfig(text_config=dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=16, eos_token_id=2),
+                                                                      vision_config=dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64), projection_dim=16)))),
+        "hf_depth_anything": lambda: depth(T.DepthAnythingForDepthEstimation(T.DepthAnythingConfig(backbone_config=_eager(T.Dinov2Config(image_size=56, patch_size=14, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, mlp_ratio=2, out_features=["stage1", "stage2", "stage3", "stage4"], reshape_hidden_states=False)),
+                                                                                                    reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_hidden_size=8))),
+        "hf_swinv2": lambda: image_classifier(T.Swinv2ForImageClassification(_eager(T.Swinv2Config(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4, num_labels=5)))),
+        "hf_convnextv2": lambda: image_classifier(T.ConvNextV2ForImageClassification(T.ConvNextV2Config(num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], num_labels=5))),
         "hf_dinov2": lambda: image_classifier(T.Dinov2ForImageClassification(_eager(T.Dinov2Config(image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2, num_labels=5))), size=28),
     })

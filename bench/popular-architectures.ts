@@ -303,6 +303,18 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
     const loss = losses.ctc({ logits: 'logits', labels: 'y', maxLabelLength: 3 });
     return { loss, paths: [['LoRA on q_proj and v_proj', peftStep(loraOn(/(q_proj|v_proj)$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
   },
+  hf_clip: () => {
+    const loss = losses.combine([
+      { loss: losses.crossEntropy({ logits: 'logits_per_image', labels: 'y' }), weight: 0.5 },
+      { loss: losses.crossEntropy({ logits: 'logits_per_text', labels: 'y' }), weight: 0.5 }]);
+    return { loss, paths: [['LoRA on q_proj and v_proj', peftStep(loraOn(/(q_proj|v_proj)$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
+  hf_depth_anything: () => {
+    const loss = losses.mse({ output: 'predicted_depth', target: 'y' });
+    return { loss, paths: [['LoRA on query and value', peftStep(loraOn(/(query|value)$/), loss)], ['norm-affine', peftStep(() => peft.normAffine(), loss)]] };
+  },
+  hf_swinv2: () => hfImageClassifier(/(query|value)$/),
+  hf_convnextv2: () => hfImageClassifier(/pwconv\d$/),
   hf_mobilebert: () => {
     // its NoNorm (x·w + b, no statistics) is no normalization layer: BitFit trains those biases
     const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
