@@ -325,5 +325,14 @@ if T is not None:
                                                                                                     reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_hidden_size=8))),
         "hf_swinv2": lambda: image_classifier(T.Swinv2ForImageClassification(_eager(T.Swinv2Config(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4, num_labels=5)))),
         "hf_convnextv2": lambda: image_classifier(T.ConvNextV2ForImageClassification(T.ConvNextV2Config(num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], num_labels=5))),
+        # a fourth round of decoders and seq2seq models (Cohere's export fails in onnxruntime itself:
+        # torch 1.13 writes its rotary table's expand(batch, -1, 1) as an invalid Expand)
+        "hf_gpt_neo": lambda: causal_lm(T.GPTNeoForCausalLM(_eager(T.GPTNeoConfig(vocab_size=V, hidden_size=32, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]], window_size=4, max_position_embeddings=64)))),
+        "hf_phi": lambda: causal_lm(T.PhiForCausalLM(_eager(T.PhiConfig(**dict(small), partial_rotary_factor=0.5)))),
+        "hf_granite": lambda: causal_lm(T.GraniteForCausalLM(_eager(T.GraniteConfig(**decoder, embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.2, logits_scaling=4.0)))),
+        "hf_starcoder2": lambda: causal_lm(T.Starcoder2ForCausalLM(_eager(T.Starcoder2Config(**decoder, sliding_window=4, use_bias=True)))),
+        "hf_pegasus": lambda: seq2seq(T.PegasusForConditionalGeneration(_eager(T.PegasusConfig(vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=0, decoder_start_token_id=0)))),
+        "hf_mbart": lambda: seq2seq(T.MBartForConditionalGeneration(_eager(T.MBartConfig(vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64))), pad=1),
+        "hf_bigbird": lambda: classifier(T.BigBirdForSequenceClassification(T.BigBirdConfig(**small, attention_type="original_full")), 0),
         "hf_dinov2": lambda: image_classifier(T.Dinov2ForImageClassification(_eager(T.Dinov2Config(image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2, num_labels=5))), size=28),
     })

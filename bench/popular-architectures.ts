@@ -315,6 +315,13 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
   },
   hf_swinv2: () => hfImageClassifier(/(query|value)$/),
   hf_convnextv2: () => hfImageClassifier(/pwconv\d$/),
+  hf_gpt_neo: () => languageModel(/(q_proj|v_proj)$/),
+  hf_phi: () => languageModel(/(q_proj|v_proj)$/),
+  hf_granite: () => languageModel(/(q_proj|v_proj)$/),
+  hf_starcoder2: () => languageModel(/(q_proj|v_proj)$/),
+  hf_pegasus: () => languageModel(/(q_proj|v_proj)$/),
+  hf_mbart: () => languageModel(/(q_proj|v_proj)$/),
+  hf_bigbird: () => hfClassifier(/(query|value)$/),
   hf_mobilebert: () => {
     // its NoNorm (x·w + b, no statistics) is no normalization layer: BitFit trains those biases
     const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
