@@ -8,7 +8,7 @@
 // sample-rate If; bench/arch_bit.py: BiT's ResNetV2; bench/arch_restore.py: Real-ESRGAN, MODNet;
 // bench/arch_vl.py: TrOCR, OWL-ViT; bench/arch_moe.py: a Mixtral-style MoE; bench/arch_graph.py: a
 // PyG-style GCN), written after
-// their reference code and exported as their tools export them; and bench/arch_hf.py: 42 of
+// their reference code and exported as their tools export them; and bench/arch_hf.py: 68 of
 // transformers' own model classes (not re-written), tiny random configs exported as optimum does: does refit's full step ('all') give
 // PyTorch's loss and every gradient, and do the PEFT and TTA paths a user of each would take run?
 //

@@ -5,7 +5,9 @@
 // scores); DeBERTa-v3 (key and query projections shared with the relative-position path: a weight
 // used twice, which torch.onnx stores as an Identity alias of its folded copy); RT-DETR's decoder
 // (GridSample's gradient to the sampling offsets, boxes detached between layers, one
-// query_pos_head called by every layer). Fixtures: test/fixtures/popular (bench/popular_architectures.py).
+// query_pos_head called by every layer); torchvision's detectors; and transformers' own classes
+// (Mistral, GPT-2, MobileBERT, wav2vec 2.0, Qwen2 with its cache, BERT after onnxruntime's
+// optimizer and quantizer). Fixtures: test/fixtures/popular (bench/popular_architectures.py).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -148,8 +150,8 @@ test('torchvision\'s Mask R-CNN and Keypoint R-CNN (each mask resized to its box
   await againstTorch('keypoint_rcnn', detectorLoss([['scores', 1, 'sum'], ['keypoints_scores', 0.1, 'sum']]), {}, (p, g) => g.every((v) => v === 0));
 });
 
-// transformers' own classes (bench/arch_hf.py), not re-written: the exporter's mask-building
-// subgraphs (vmap-made causal and sliding-window masks, left padding), their weight layouts.
+// transformers' own classes (bench/arch_hf.py), not re-written: the graphs their mask-building
+// code exports (causal and sliding-window masks over left padding), their weight layouts.
 test('transformers\' MistralForCausalLM (rotary positions, grouped-query attention, a sliding-window causal mask over left padding) and GPT2LMHeadModel (Conv1D weights, the lm_head tied to wte): next-token loss and every gradient PyTorch\'s; LoRA finds q_proj and v_proj', async () => {
   const loss = losses.tokenCrossEntropy({ logits: 'logits', labels: 'y' });
   await againstTorch('hf_mistral', loss, { y: npy('hf_mistral.y.npy') });
@@ -208,4 +210,5 @@ test('transformers\' BERT after onnxruntime\'s own tools: fused (EmbedLayerNorma
   for (let i = 0; i < 9; i++) last = (await t.step(feeds)).loss;
   assert.ok(last < 0.5 * first, `LoRA on the int8 base: loss ${first} → ${last}`);
   await m.release();
+  await int8.release();
 });
