@@ -1,24 +1,29 @@
 """Import Hugging Face transformers 4.57 beside Debian's torch 1.13, for reference exports only.
 
-transformers 4.57 refuses torch < 2.1 and its import path (not the model code we export) touches a
-few torch 2 names. Nothing here changes what a model computes: it only lets the modules import.
+transformers 4.57 refuses torch < 2.1, and its import path touches a few torch 2 names. Nothing
+here changes what a model computes; it lets the modules import, and works around four places where
+torch 1.13's exporter writes a wrong graph for this code.
 
-- importlib.metadata reports torch as 2.1.0 to transformers' version gates, and reports the
-  pinned tokenizers / huggingface_hub (bench/requirements-hf.txt: the newest this machine's index
-  has) within transformers' ranges; torchvision as absent (its image utilities want a torchvision
-  0.15 name, and no exported model uses them).
-- torch.compiler.disable and torch._dynamo.allow_in_graph as no-op decorators, torch.vmap as
-  functorch's, though the masks are built by broadcasting instead (vmap bakes the traced length
-  into the export), torch.compile and torch.jit.script as
-  identities (scripted helpers are traced as Python), a stub torch.distributed.fsdp (1.13's does not
-  import on Python 3.11), torch.utils._pytree.register_pytree_node as
-  1.13's private one, torch.distributed.tensor as an empty module, float8 dtypes as placeholders
-  (only named in tables of dtypes, never used by the float32 exports), and aten::bitwise_and
-  exported as And (on the bool masks it combines, what torch 2's exporter writes), and
-  torch.where's Python-scalar operand typed as its tensor operand (eager PyTorch's result type;
-  torch 1.13's exporter would write a double that onnxruntime refuses).
+Imports:
+- importlib.metadata reports torch as 2.1.0 to transformers' version gates, and the pinned
+  tokenizers / huggingface_hub (bench/requirements-hf.txt: the newest this machine's index has)
+  within transformers' ranges; torchvision as absent (its image utilities want a torchvision 0.15
+  name; no exported model uses them);
+- stubs: torch.compiler.disable and torch._dynamo.allow_in_graph as no-op decorators, torch.compile
+  and torch.jit.script as identities (scripted helpers are traced as Python), torch.vmap as
+  functorch's, torch.utils._pytree.register_pytree_node as 1.13's private one, empty
+  torch.distributed.tensor and a stub torch.distributed.fsdp (1.13's does not import on Python
+  3.11), float8 dtypes as placeholders (named in tables of dtypes, never used by float32 exports).
 
-    import hf_compat  # before transformers
+Exporter workarounds (each would otherwise give a file onnxruntime refuses or that runs at one size):
+- aten::bitwise_and (bool masks combined with &) has no export: written as And, as torch 2 does;
+- torch.where(mask, tensor, python_float) is written with a double: the scalar is typed as the
+  tensor (eager PyTorch's result type);
+- the masks' vmap bakes the traced sequence length into the graph: they are built by broadcasting;
+- (in arch_hf.py) a DynamicCache filled from tuples concatenates each past onto an empty 1-D tensor,
+  an invalid Concat: the cache layers are given the pasts directly.
+
+    import hf_compat
     transformers = hf_compat.load()  # None when transformers is not installed (see requirements-hf.txt)
 """
 import importlib.metadata as metadata
