@@ -334,5 +334,17 @@ if T is not None:
         "hf_pegasus": lambda: seq2seq(T.PegasusForConditionalGeneration(_eager(T.PegasusConfig(vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=0, decoder_start_token_id=0)))),
         "hf_mbart": lambda: seq2seq(T.MBartForConditionalGeneration(_eager(T.MBartConfig(vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64))), pad=1),
         "hf_bigbird": lambda: classifier(T.BigBirdForSequenceClassification(T.BigBirdConfig(**small, attention_type="original_full")), 0),
+        # a fifth round: dynamic and grouped convolutions, Nyström attention, relative positions,
+        # rotary encoders, gated relative position bias (FNet's FFT does not export with torch 1.13)
+        "hf_convbert": lambda: classifier(T.ConvBertForSequenceClassification(T.ConvBertConfig(**dict(small, embedding_size=32), conv_kernel_size=3, head_ratio=2)), 0),
+        "hf_squeezebert": lambda: classifier(T.SqueezeBertForSequenceClassification(T.SqueezeBertConfig(**small, embedding_size=32, q_groups=2, k_groups=2, v_groups=2, post_attention_groups=2, intermediate_groups=4, output_groups=2)), 0),
+        "hf_nystromformer": lambda: classifier(T.NystromformerForSequenceClassification(T.NystromformerConfig(**small, num_landmarks=3, segment_means_seq_len=9, conv_kernel_size=3)), 0),
+        "hf_mpnet": lambda: classifier(T.MPNetForSequenceClassification(_eager(T.MPNetConfig(**small, pad_token_id=1))), 1),
+        "hf_roformer": lambda: classifier(T.RoFormerForSequenceClassification(T.RoFormerConfig(**dict(small, embedding_size=32))), 0),
+        "hf_esm": lambda: classifier(T.EsmForSequenceClassification(_eager(T.EsmConfig(**small, pad_token_id=1, mask_token_id=2, position_embedding_type="rotary"))), 1),
+        "hf_wavlm": lambda: audio_classifier(T.WavLMForSequenceClassification(T.WavLMConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4, num_buckets=16, max_bucket_distance=32, num_labels=4))),
+        "hf_codegen": lambda: causal_lm(T.CodeGenForCausalLM(T.CodeGenConfig(vocab_size=V, n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=64))),
+        "hf_xglm": lambda: causal_lm(T.XGLMForCausalLM(_eager(T.XGLMConfig(vocab_size=V, d_model=32, num_layers=2, attention_heads=4, ffn_dim=64, max_position_embeddings=64, pad_token_id=1))), pad=1),
+        "hf_regnet": lambda: image_classifier(T.RegNetForImageClassification(T.RegNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], groups_width=8, num_labels=5))),
         "hf_dinov2": lambda: image_classifier(T.Dinov2ForImageClassification(_eager(T.Dinov2Config(image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2, num_labels=5))), size=28),
     })

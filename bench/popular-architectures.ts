@@ -8,7 +8,7 @@
 // sample-rate If; bench/arch_bit.py: BiT's ResNetV2; bench/arch_restore.py: Real-ESRGAN, MODNet;
 // bench/arch_vl.py: TrOCR, OWL-ViT; bench/arch_moe.py: a Mixtral-style MoE; bench/arch_graph.py: a
 // PyG-style GCN), written after
-// their reference code and exported as their tools export them; and bench/arch_hf.py: 68 of
+// their reference code and exported as their tools export them; and bench/arch_hf.py: 78 of
 // transformers' own model classes (not re-written), tiny random configs exported as optimum does: does refit's full step ('all') give
 // PyTorch's loss and every gradient, and do the PEFT and TTA paths a user of each would take run?
 //
@@ -322,6 +322,16 @@ const CASES: Record<string, (lossOnly?: boolean) => Case> = {
   hf_pegasus: () => languageModel(/(q_proj|v_proj)$/),
   hf_mbart: () => languageModel(/(q_proj|v_proj)$/),
   hf_bigbird: () => hfClassifier(/(query|value)$/),
+  hf_convbert: () => hfClassifier(/(query|value)$/),
+  hf_squeezebert: () => hfClassifier(/(query|value)$/),
+  hf_nystromformer: () => hfClassifier(/(query|value)$/),
+  hf_mpnet: () => hfClassifier(/\.(q|v)$/),
+  hf_roformer: () => hfClassifier(/(query|value)$/),
+  hf_esm: () => hfClassifier(/(query|value)$/),
+  hf_wavlm: () => hfClassifier(/(q_proj|v_proj)$/),
+  hf_codegen: () => languageModel(/qkv_proj$/),
+  hf_xglm: () => languageModel(/(q_proj|v_proj)$/),
+  hf_regnet: () => hfImageClassifier(/convolution$/),
   hf_mobilebert: () => {
     // its NoNorm (x·w + b, no statistics) is no normalization layer: BitFit trains those biases
     const loss = losses.crossEntropy({ logits: 'logits', labels: 'y' });
