@@ -29,7 +29,7 @@ import { Trainer } from '../src/train/trainer.ts';
 import type { LossSpec } from '../src/train/loss-spec.ts';
 import type { Tensor } from '../src/onnx/tensor.ts';
 import { parseSafetensors } from '../src/io/safetensors.ts';
-import { savedTensor } from './parity.ts';
+import { savedTensor, compareGrads } from './parity.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dir = join(resolve(here, '..'), 'tmp', 'popular-architectures');
@@ -45,11 +45,10 @@ const CASES: Record<string, { loss: LossSpec; lora: RegExp }> = {
   hf_minilm_l6: { loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }), lora: /(query|value)$/ },
 };
 
-const relErr = (a: Float32Array, b: Float32Array) => {
-  let d = 0, n = 0;
-  for (let i = 0; i < a.length; i++) { d += (a[i]! - b[i]!) ** 2; n += b[i]! ** 2; }
-  return Math.sqrt(d / Math.max(n, 1e-30));
-};
+/** PyTorch's gradients saved by a bench script, by name. */
+const torchGrads = (file: string) => new Map([...parseSafetensors(readFileSync(join(dir, file))).tensors].map(([k, t]) => [k, t.data as Float32Array]));
+/** An error's first line, shortened for a table cell. */
+const firstLine = (e: unknown, n = 160) => (e as Error).message.split('\n')[0]!.slice(0, n);
 /** 10 Adam steps of LoRA (rank 4) on one batch: first and last loss. */
 async function loraSteps(model: RefitModel, c: (typeof CASES)[string], feeds: Record<string, Tensor>): Promise<string> {
   const m = peft.withAdapter(model, 'ad', peft.lora({ rank: 4, alpha: 8, targets: c.lora }));
@@ -74,23 +73,16 @@ for (const name of names) {
   const feeds: Record<string, Tensor> = {};
   for (const k of [...Object.keys(ref.inputs), 'y']) feeds[k] = savedTensor(dir, `${name}.${k}.npy`);
   // PyTorch's gradients under the fused file's names (ort_tools_variants.py: packed Q|K|V concatenated)
-  const grads = new Map([...parseSafetensors(readFileSync(join(dir, `${name}.fused.grads.safetensors`))).tensors].map(([k, t]) => [k, t.data as Float32Array]));
+  const grads = torchGrads(`${name}.fused.grads.safetensors`);
   const fused = await loadModel(join(dir, `${name}.fused.onnx`), { threads: 2 });
   const row: Record<string, unknown> = { model: name, fusions: Object.entries(info.fused_stats).filter(([, n]) => n).map(([k, n]) => `${k} ×${n}`).join(', ') };
   try {
     const r = await fused.compileTrainStep({ trainable: 'all', loss: c.loss }).run(feeds);
     const unmatched = fused.parameterNames().filter((p) => !grads.has(p));
-    let worst = 0, compared = 0;
-    for (const [p, want] of grads) {
-      if (Math.sqrt(want.reduce((a, v) => a + v * v, 0)) < 1e-6) continue;
-      const e = relErr(r.grads.get(p)!, want);
-      if (process.env.DEBUG_VARIANTS && e > 1e-4) console.error(`${name} ${p}: ${e.toExponential(2)}`);
-      worst = Math.max(worst, e);
-      compared++;
-    }
+    const { compared, worst } = compareGrads(r.grads, grads);
     Object.assign(row, { fusedLoss: r.loss, torchLoss: ref.loss, compared, unmatched, worstGrad: worst });
-  } catch (e) { row.fusedError = (e as Error).message.split('\n')[0]!.slice(0, 200); }
-  try { row.fusedLora = await loraSteps(fused, c, feeds); } catch (e) { row.fusedLora = `✗ ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`; }
+  } catch (e) { row.fusedError = firstLine(e, 200); }
+  try { row.fusedLora = await loraSteps(fused, c, feeds); } catch (e) { row.fusedLora = `✗ ${firstLine(e)}`; }
   // float16 (transformers.js's model_fp16.onnx): PyTorch's float32 gradients under the original
   // names; the weights' rounding to float16 bounds how close they can be
   const fp16 = await loadModel(join(dir, `${name}.fp16.onnx`), { threads: 2 });
@@ -99,26 +91,20 @@ for (const name of names) {
     const master = new RefitModel(upcastFloat16(fp16.ir), fp16.sessionOptions);
     const r = await master.compileTrainStep({ trainable: 'all', loss: c.loss }).run(feeds);
     await master.release();
-    const torch = new Map([...parseSafetensors(readFileSync(join(dir, `${name}.grads.safetensors`))).tensors].map(([k, t]) => [k, t.data as Float32Array]));
-    let worst = 0;
-    for (const [p, want] of torch) {
-      const got = r.grads.get(p);
-      if (got && Math.sqrt(want.reduce((a, v) => a + v * v, 0)) >= 1e-6) worst = Math.max(worst, relErr(got, want));
-    }
-    Object.assign(row, { fp16Loss: r.loss, fp16WorstGrad: worst });
-  } catch (e) { row.fp16Error = (e as Error).message.split('\n')[0]!.slice(0, 200); }
-  try { row.fp16Lora = await loraSteps(fp16, c, feeds); } catch (e) { row.fp16Lora = `✗ ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`; }
+    Object.assign(row, { fp16Loss: r.loss, fp16WorstGrad: compareGrads(r.grads, torchGrads(`${name}.grads.safetensors`)).worst });
+  } catch (e) { row.fp16Error = firstLine(e, 200); }
+  try { row.fp16Lora = await loraSteps(fp16, c, feeds); } catch (e) { row.fp16Lora = `✗ ${firstLine(e)}`; }
   await fp16.release();
   const int8 = await loadModel(join(dir, `${name}.int8.onnx`), { threads: 2 });
   row.int8Ops = Object.entries(info.int8).filter(([k]) => /Integer|Quantize/.test(k)).map(([k, n]) => `${k} ×${n}`).join(', ');
-  try { row.int8Lora = await loraSteps(int8, c, feeds); } catch (e) { row.int8Lora = `✗ ${(e as Error).message.split('\n')[0]!.slice(0, 160)}`; }
+  try { row.int8Lora = await loraSteps(int8, c, feeds); } catch (e) { row.int8Lora = `✗ ${firstLine(e)}`; }
   for (const m of [fused, int8]) await m.release();
   rows.push(row);
   console.log(JSON.stringify(row));
 }
 const f = (v: unknown, d = 5) => (typeof v === 'number' ? (Math.abs(v) < 1e-3 && v !== 0 ? v.toExponential(1) : v.toFixed(d)) : String(v ?? ''));
 const lines = [`# onnxruntime's optimizer and quantizer outputs of transformers' own classes (${new Date().toISOString()})`, '',
-  `\`npx tsx bench/ort-tools-variants.ts ${process.argv.slice(2).join(' ')}\`: bench/arch_hf.py's exports after onnxruntime 1.30's \`optimizer.optimize_model(model_type, opt_level=1)\` (fused) and \`quantize_dynamic(weight_type=QInt8)\` (int8) and \`float16.convert_float_to_float16(keep_io_types=True)\` (float16), bench/ort_tools_variants.py. Fused: refit's full step against PyTorch's loss and gradients (concatenated Q|K|V weights against PyTorch's gradients concatenated the same way; gradients of norm < 1e-6 not counted). LoRA (rank 4, PEFT's default targets): 10 Adam steps (lr 1e-2) on the one batch. 2 threads.`, '',
+  `\`npx tsx bench/ort-tools-variants.ts ${process.argv.slice(2).join(' ')}\`: bench/arch_hf.py's exports after onnxruntime 1.30's \`optimizer.optimize_model(model_type, opt_level=1)\` (fused) and \`quantize_dynamic(weight_type=QInt8)\` (int8) and \`float16.convert_float_to_float16(keep_io_types=True)\` (float16), bench/ort_tools_variants.py. Fused: refit's full step against PyTorch's loss and gradients (concatenated Q|K|V weights against PyTorch's gradients concatenated the same way; gradients of norm < 1e-6 counted as compared, left out of the worst). LoRA (rank 4, PEFT's default targets): 10 Adam steps (lr 1e-2) on the one batch. 2 threads.`, '',
   '| model | fusions | fused: loss refit / PyTorch | gradients compared (unmatched) | worst gradient relative error | fused: LoRA | float16: loss, worst gradient | float16: LoRA | int8 ops | int8: LoRA |', '|---|---|---|---|---:|---|---|---|---|---|'];
 for (const r of rows) lines.push(`| ${r.model} | ${r.fusions} | ${r.fusedError ? `✗ ${r.fusedError}` : `${f(r.fusedLoss)} / ${f(r.torchLoss)}`} | ${r.compared ?? ''} (${(r.unmatched as string[] | undefined)?.join(', ') || 'none'}) | ${f(r.worstGrad)} | ${r.fusedLora} | ${r.fp16Error ? `✗ ${r.fp16Error}` : `${f(r.fp16Loss)}, ${f(r.fp16WorstGrad)}`} | ${r.fp16Lora} | ${r.int8Ops} | ${r.int8Lora} |`);
 writeFileSync(`${out}.md`, lines.join('\n') + '\n');

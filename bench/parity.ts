@@ -33,6 +33,25 @@ const relErr = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-12);
 };
 
+/**
+ * refit's gradients against PyTorch's, per tensor ‖refit − PyTorch‖ / ‖PyTorch‖: how many of
+ * PyTorch's refit has (`compared`), how many of those PyTorch gives a norm below ZERO_NORM (`zero`:
+ * left out of the worst, where the ratio is noise), and the worst ratio of the rest.
+ */
+export function compareGrads(refit: ReadonlyMap<string, ArrayLike<number>>, torch: ReadonlyMap<string, ArrayLike<number>>): { compared: number; zero: number; worst: number } {
+  let compared = 0, zero = 0, worst = 0;
+  for (const [p, want] of torch) {
+    const got = refit.get(p);
+    if (!got) continue;
+    compared++;
+    let n = 0;
+    for (let i = 0; i < want.length; i++) n += want[i]! ** 2;
+    if (Math.sqrt(n) < ZERO_NORM) { zero++; continue; }
+    worst = Math.max(worst, relErr(got, want));
+  }
+  return { compared, zero, worst };
+}
+
 /** A tensor a bench's Python script saved as `<dir>/<file>`: float32 (from float32/64), bool (a padding mask) or int64. */
 export function savedTensor(dir: string, file: string): Tensor {
   const a = parseNpy(new Uint8Array(readFileSync(join(dir, file))), file);
@@ -72,15 +91,7 @@ export async function stepAgainstTorch(dir: string, name: string, opts: { loss: 
     for (let i = 0; i < 7; i++) { t = performance.now(); await step.run(feeds); times.push(performance.now() - t); }
     row.stepMs = median(times);
     row.loss = r.loss;
-    let compared = 0, worst = 0, zero = 0;
-    for (const [p, want] of torchGrads) {
-      const got = r.grads.get(p);
-      if (!got) continue;
-      compared++;
-      const w = want.data as Float32Array;
-      if (Math.sqrt(w.reduce((a, v) => a + v * v, 0)) < ZERO_NORM) { zero++; continue; }
-      worst = Math.max(worst, relErr(got, w));
-    }
+    const { compared, zero, worst } = compareGrads(r.grads, new Map([...torchGrads].map(([k, t]) => [k, t.data as Float32Array])));
     row.grads = `${compared}/${torchGrads.size} (refit: ${r.grads.size}${zero ? `; ${zero} of norm < ${ZERO_NORM} not in the worst` : ''})`;
     row.worstGrad = worst;
     await step.release();
