@@ -107,11 +107,9 @@ export function refuseFloat16Trainables(g: Graph, trainable: readonly string[]):
   }
 }
 
-/** The step graph's float16 pass: refuses float16 trainables, upcasts the rest. */
-export function lowerFloat16(g: Graph, trainable: readonly string[]): void {
-  if (!hasHalf(g)) return;
-  refuseFloat16Trainables(g, trainable);
-  graphToFloat32(g, true);
+/** The step graph's float16 pass: upcasts every float16 tensor (the step builder refused float16 trainables first). */
+export function lowerFloat16(g: Graph): void {
+  if (hasHalf(g)) graphToFloat32(g, true);
 }
 
 /** A float32 copy of a float16 model (inputs, outputs and weights float32): a master copy to train. */

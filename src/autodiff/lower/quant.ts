@@ -109,7 +109,7 @@ export function dequantizeWeight(q: Tensor, scale: Tensor, zp: Tensor | undefine
  * float16.ts) so that gradients flow; in place, keeping topological order.
  */
 export function lowerQuantized(g: Graph, em: Emitter, trainable: readonly string[]): QuantLowerReport {
-  lowerFloat16(g, trainable);
+  lowerFloat16(g);
   const report: QuantLowerReport = { lowered: [] };
   const isQuantOp = (n: Node) => ['QuantizeLinear', 'DynamicQuantizeLinear', 'MatMulInteger', 'ConvInteger', 'DynamicQuantizeMatMul', 'MatMulIntegerToFloat'].includes(n.opType);
   if (!g.nodes.some(isQuantOp)) return report;
