@@ -2,6 +2,7 @@
 // The graph walk is diagnoseTraining's (src/autodiff/diagnose.ts); this file only loads and
 // formats.
 import { quantizedValues } from '../peft/accounting.ts';
+import { packedAttentionNodes } from '../peft/sites.ts';
 import { tokenIdsInput, vocabularySize, isCompanion, positionTableRows } from '../onnx/token-companions.ts';
 import { kvCacheOf, withoutKvCache } from '../onnx/kv-cache.ts';
 import { loadModel } from '../model.ts';
@@ -168,9 +169,9 @@ function exportNotes(m: Model): string[] {
   return [...roiAlignNote(m), ...packedAttentionNote(m)];
 }
 
-/** onnxruntime's transformer optimizer packs Q, K and V into com.microsoft Attention (src/peft/sites.ts withFusedAttentionNote). */
+/** onnxruntime's transformer optimizer packs Q, K and V into com.microsoft Attention (as LoRA's target errors say: src/peft/sites.ts). */
 function packedAttentionNote(m: Model): string[] {
-  const packed = m.graph.nodes.filter((x) => x.domain === 'com.microsoft' && x.opType === 'Attention' && !!x.inputs[1] && m.graph.initializers.has(x.inputs[1]));
+  const packed = packedAttentionNodes(m.graph);
   if (!packed.length) return [];
   return [`${packed.length} com.microsoft Attention node${packed.length > 1 ? 's' : ''} pack${packed.length > 1 ? '' : 's'} the query, key and value projections into one weight (onnxruntime's transformer optimizer): full training trains that weight, adapters attach only to the other layers; for LoRA on query/value, adapt the model as exported before that optimization`];
 }

@@ -229,6 +229,11 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
   return sites;
 }
 
+/** com.microsoft Attention nodes with a stored [D, 3D] weight: onnxruntime's transformer optimizer packed Q, K and V there. */
+export function packedAttentionNodes(g: Graph): Node[] {
+  return g.nodes.filter((n) => n.domain === 'com.microsoft' && n.opType === 'Attention' && !!n.inputs[1] && g.initializers.has(n.inputs[1]));
+}
+
 /**
  * A target error made clearer where onnxruntime's transformer optimizer packed a model's query, key
  * and value projections into com.microsoft Attention nodes (one [D, 3D] weight each): no adapter
@@ -236,7 +241,7 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
  */
 export function withFusedAttentionNote(e: unknown, g: Graph): unknown {
   if (!(e instanceof PeftError) || !/ match(es|ed) no /.test(e.message)) return e;
-  const fused = g.nodes.filter((n) => n.domain === 'com.microsoft' && n.opType === 'Attention' && !!n.inputs[1] && g.initializers.has(n.inputs[1]));
+  const fused = packedAttentionNodes(g);
   if (!fused.length) return e;
   const names = fused.slice(0, 3).map((n) => n.name || n.outputs[0]).join(', ') + (fused.length > 3 ? ', …' : '');
   const note = `This model's query, key and value projections are packed into ${fused.length} com.microsoft Attention node${fused.length > 1 ? 's' : ''} (${names}) by onnxruntime's transformer optimizer, where no adapter can attach: adapt the model as exported before that optimization (torch.onnx, or optimum without --optimize), or target other layers.`;
