@@ -2,7 +2,7 @@
 // The graph walk is diagnoseTraining's (src/autodiff/diagnose.ts); this file only loads and
 // formats.
 import { quantizedValues } from '../peft/accounting.ts';
-import { packedAttentionNodes } from '../peft/sites.ts';
+import { computedWeightNodes, packedAttentionNodes } from '../peft/sites.ts';
 import { tokenIdsInput, vocabularySize, isCompanion, positionTableRows } from '../onnx/token-companions.ts';
 import { kvCacheOf, withoutKvCache } from '../onnx/kv-cache.ts';
 import { loadModel } from '../model.ts';
@@ -166,7 +166,15 @@ export async function inspectModel(path: string): Promise<InspectResult> {
 
 /** What the file's exporter or optimizer did that a user should know before training it. */
 function exportNotes(m: Model): string[] {
-  return [...roiAlignNote(m), ...packedAttentionNote(m)];
+  return [...roiAlignNote(m), ...packedAttentionNote(m), ...computedWeightNote(m)];
+}
+
+/** Layers whose weight the graph computes (weight standardization): no adapter sites (src/peft/sites.ts). */
+function computedWeightNote(m: Model): string[] {
+  const nodes = computedWeightNodes(m.graph);
+  if (!nodes.length) return [];
+  const ops = [...new Set(nodes.map((n) => n.opType))].join('/');
+  return [`${nodes.length} ${ops} layer${nodes.length > 1 ? 's' : ''} compute${nodes.length > 1 ? '' : 's'} the weight in the graph from parameters (weight standardization, as BiT's and NFNet's StdConv2d): full training trains the stored parameters behind them; adapters attach only to layers with a stored weight`];
 }
 
 /** onnxruntime's transformer optimizer packs Q, K and V into com.microsoft Attention (as LoRA's target errors say: src/peft/sites.ts). */

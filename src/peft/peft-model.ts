@@ -13,7 +13,7 @@ import { signatureOf, checkSignature } from '../onnx/shapes.ts';
 import { type Tensor, cloneTensor, f32 } from '../onnx/tensor.ts';
 import type { ParamGroup } from '../train/optim/types.ts';
 import type { AdapterMethod, AdapterPlan } from './types.ts';
-import { findSites, withFusedAttentionNote, type Site } from './sites.ts';
+import { findSites, withTargetNotes, type Site } from './sites.ts';
 import { toposort } from './rewrite.ts';
 import { floatValue, floatizeQuantized, asStored, upcastAdapted, checkQuantizedPlan } from './quantized.ts';
 import { PeftError } from './errors.ts';
@@ -127,7 +127,7 @@ export class PeftModel extends RefitModel {
     let plan: AdapterPlan;
     try {
       plan = method.plan({ graph: g, name, sites: this.sites(), value: (n) => floatValue(g, n, g.initializers.get(n) ?? missing(n)), source: { opsets: this.ir.opsets, producerName: this.ir.producerName } });
-    } catch (e) { throw withFusedAttentionNote(e, g); }
+    } catch (e) { throw withTargetNotes(e, g); }
     checkQuantizedPlan(g, method.method, name, plan.overrides.keys(), plan.fileConfig, this.sites());
     for (const k of plan.tensors.keys()) if (g.initializers.has(k) || g.inputs.some((i) => i.name === k)) throw new PeftError(`${method.method} '${name}': tensor '${k}' already exists in the model`);
     for (const k of plan.overrides.keys()) {

@@ -235,16 +235,48 @@ export function packedAttentionNodes(g: Graph): Node[] {
 }
 
 /**
- * A target error made clearer where onnxruntime's transformer optimizer packed a model's query, key
- * and value projections into com.microsoft Attention nodes (one [D, 3D] weight each): no adapter
- * can attach inside them, so PEFT's `query`/`value` targets find nothing there. Other errors pass.
+ * Conv, MatMul and Gemm nodes whose weight the graph computes from parameters alone (no graph input
+ * behind it): weight standardization (BiT's and NFNet's StdConv2d, a BatchNormalization over the
+ * kernel), a scaled or reshaped parameter. They are no sites: an adapter attaches to a stored weight.
  */
-export function withFusedAttentionNote(e: unknown, g: Graph): unknown {
+export function computedWeightNodes(g: Graph): Node[] {
+  const prod = producers(g), inputs = new Set(g.inputs.map((i) => i.name));
+  const fromParameters = (t: string): boolean => {
+    const seen = new Set<string>(), stack = [t];
+    let reachesInitializer = false;
+    while (stack.length) {
+      const v = stack.pop()!;
+      if (seen.has(v) || !v) continue;
+      seen.add(v);
+      if (inputs.has(v)) return false;
+      if (g.initializers.has(v)) { reachesInitializer = true; continue; }
+      const p = prod.get(v);
+      if (!p) continue;
+      if (p.opType === 'DequantizeLinear') return false; // a quantized weight: a site of its own
+      stack.push(...p.inputs);
+    }
+    return reachesInitializer;
+  };
+  return g.nodes.filter((n) => (n.domain === '' || n.domain === 'ai.onnx') && ['Conv', 'MatMul', 'Gemm'].includes(n.opType) && !!n.inputs[1] &&
+    !g.initializers.has(n.inputs[1]) && prod.get(n.inputs[1])?.opType !== 'Identity' && prod.get(n.inputs[1])?.opType !== 'Transpose' && fromParameters(n.inputs[1]));
+}
+
+/**
+ * A target error made clearer where no adapter can attach to layers the user may have meant: the
+ * query, key and value projections onnxruntime's transformer optimizer packed into com.microsoft
+ * Attention nodes (one [D, 3D] weight each), and layers whose weight the graph computes
+ * (computedWeightNodes). Other errors pass.
+ */
+export function withTargetNotes(e: unknown, g: Graph): unknown {
   if (!(e instanceof PeftError) || !/ match(es|ed) no /.test(e.message)) return e;
+  const notes: string[] = [];
+  const listed = (nodes: Node[], name: (n: Node) => string) => nodes.slice(0, 3).map(name).join(', ') + (nodes.length > 3 ? ', …' : '');
   const fused = packedAttentionNodes(g);
-  if (!fused.length) return e;
-  const names = fused.slice(0, 3).map((n) => n.name || n.outputs[0]).join(', ') + (fused.length > 3 ? ', …' : '');
-  const note = `This model's query, key and value projections are packed into ${fused.length} com.microsoft Attention node${fused.length > 1 ? 's' : ''} (${names}) by onnxruntime's transformer optimizer, where no adapter can attach: adapt the model as exported before that optimization (torch.onnx, or optimum without --optimize), or target other layers.`;
+  if (fused.length) notes.push(`This model's query, key and value projections are packed into ${fused.length} com.microsoft Attention node${fused.length > 1 ? 's' : ''} (${listed(fused, (n) => n.name || n.outputs[0]!)}) by onnxruntime's transformer optimizer, where no adapter can attach: adapt the model as exported before that optimization (torch.onnx, or optimum without --optimize), or target other layers.`);
+  const computed = computedWeightNodes(g);
+  if (computed.length) notes.push(`${computed.length} ${[...new Set(computed.map((n) => n.opType))].join('/')} layer${computed.length > 1 ? 's' : ''} of this model (${listed(computed, (n) => modulePathOfNode(n.name) || n.name)}) compute${computed.length > 1 ? '' : 's'} the weight in the graph from parameters (weight standardization, as BiT's and NFNet's StdConv2d, or a scaled weight): refit attaches adapters only to stored weights, so these are no candidates; train them with trainable: 'all' or target other layers.`);
+  if (!notes.length) return e;
+  const note = notes.join(' ');
   const at = e.message.search(/ (Closest c|C)andidates: /);
   return new PeftError(at < 0 ? `${e.message}. ${note}` : `${e.message.slice(0, at)} ${note}${e.message.slice(at)}`);
 }

@@ -136,3 +136,36 @@ test('a model whose attention onnxruntime\'s optimizer packed into com.microsoft
   }
   assert.equal(withAdapter(model, 'ad', lora({ rank: 2, targets: /dense$/ })).trainableNames().length, 2, 'the other layers still take adapters');
 });
+
+test('a model whose convolutions standardize their weight in the graph (BiT\'s and NFNet\'s StdConv2d): LoRA on them says they compute their weight, and the stored-weight layers still take adapters', async () => {
+  const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
+  const { RefitModel } = await import('../../src/model.ts');
+  const { f32, i64: int64 } = await import('../../src/onnx/tensor.ts');
+  const { computedWeightNodes } = await import('../../src/peft/sites.ts');
+  // timm's ScaledStdConv2d as torch.onnx writes it: Reshape(W, [1, O, -1]) → BatchNormalization
+  // (training mode, the gain as its scale) → Reshape back → Conv; then a Linear head on the pooled map
+  const m = new ModelBuilder({ opset: 14 }).input('x', 'float32', [1, 2, 4, 4])
+    .initializer('stem.conv.weight', f32([3, 2, 3, 3], Array.from({ length: 54 }, (_, i) => Math.sin(i))))
+    .initializer('stem.conv.gain', f32([3], [1, 0.5, 2])).initializer('zeros', f32([3], [0, 0, 0]))
+    .initializer('flat', int64([3], [1, 3, -1])).initializer('back', int64([4], [3, 2, 3, 3]))
+    .initializer('head.fc.weight', f32([3, 3], Array.from({ length: 9 }, (_, i) => i / 9))).initializer('head.fc.bias', f32([3], [0, 0, 0]))
+    .node('Reshape', ['stem.conv.weight', 'flat'], ['w1'], {}, '/stem/conv/Reshape')
+    .node('BatchNormalization', ['w1', 'stem.conv.gain', 'zeros', 'zeros', 'zeros'], ['w2'], { training_mode: 1, epsilon: 1e-6 }, '/stem/conv/BatchNormalization')
+    .node('Reshape', ['w2', 'back'], ['w'], {}, '/stem/conv/Reshape_1')
+    .node('Conv', ['x', 'w'], ['h'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, '/stem/conv/Conv')
+    .node('GlobalAveragePool', ['h'], ['p'], {}, '/head/pool/GlobalAveragePool')
+    .node('Flatten', ['p'], ['f'], {}, '/head/Flatten')
+    .node('Gemm', ['f', 'head.fc.weight', 'head.fc.bias'], ['y'], { transB: 1 }, '/head/fc/Gemm')
+    .output('y', 'float32', [1, 3]).build();
+  const model = new RefitModel(m);
+  assert.deepEqual(computedWeightNodes(model.ir.graph).map((n) => n.name), ['/stem/conv/Conv'], 'the head\'s stored weight and the data path are no computed weights');
+  assert.throws(() => withAdapter(model, 'ad', lora({ rank: 2, targets: /conv/ })), /targets \/conv\/ matched no .*1 Conv layer of this model \(stem\.conv\) computes the weight in the graph from parameters \(weight standardization.*Candidates: head\.fc/s);
+  assert.equal(withAdapter(model, 'ad', lora({ rank: 2, targets: /fc/ })).trainableNames().length, 2);
+  const { encodeModel } = await import('../../src/onnx/proto.ts');
+  const { inspectModel } = await import('../../src/cli/inspect.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'refit-stdconv-'));
+  try {
+    writeFileSync(join(dir, 'm.onnx'), encodeModel(m));
+    assert.match((await inspectModel(join(dir, 'm.onnx'))).exportNotes?.join('\n') ?? '', /1 Conv layer computes the weight in the graph from parameters/);
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});
