@@ -882,7 +882,7 @@ def convnextv2_case():
 CASES = {"yolov8": yolov8_case, "unet2d": unet2d_case, "clip": clip_case, "segformer": segformer_case, "depth_anything": depth_anything_case, "t5": t5_case, "sam_encoder": sam_encoder_case, "sam_decoder": sam_decoder_case, "convnextv2": convnextv2_case}
 # More families, one module each, with CASES of the same form (a case may add "norms": its own
 # normalisation classes, perturbed like the ones below).
-for family in ("arch_text", "arch_detection", "arch_vision", "arch_levit", "arch_lm", "arch_lm2", "arch_speech", "arch_bit", "arch_restore", "arch_vl", "arch_moe", "arch_graph", "arch_points", "arch_tts", "arch_seq", "arch_gan", "arch_volume", "arch_tabular", "arch_hf"):
+for family in ("arch_text", "arch_detection", "arch_vision", "arch_levit", "arch_lm", "arch_lm2", "arch_speech", "arch_bit", "arch_restore", "arch_vl", "arch_moe", "arch_graph", "arch_points", "arch_tts", "arch_seq", "arch_gan", "arch_volume", "arch_tabular", "arch_hf", "arch_timm"):
     CASES.update(__import__(family).CASES)
 
 
@@ -899,6 +899,8 @@ def main():
                     if getattr(mod, "bias", None) is not None:
                         mod.bias.add_(0.1 * torch.randn_like(mod.bias))
         inputs = case["inputs"]
+        if "after_norms" in case:  # a case's own statistics, measured with the perturbed norms (arch_timm.py)
+            case["after_norms"](m)
         path = os.path.join(out_dir, name)
         # a case may export with other inputs than its reference runs (a decoder's non-empty past)
         torch.onnx.export(m, tuple(case.get("export_inputs", inputs).values()), f"{path}.onnx", opset_version=case["opset"], input_names=list(inputs), output_names=case["outputs"],
@@ -908,7 +910,18 @@ def main():
         # Debian's torch 1.13 can be wrong and vary from run to run (arch_hf.py's Whisper)
         onednn = torch.backends.mkldnn.flags(enabled=not case.get("reference_without_onednn", False))
         onednn.__enter__()
-        out = m(*inputs.values())
+        # or in float64 (arch_timm.py: on deep ReLU nets PyTorch's float32 gradients differ from its
+        # float64 ones by up to 1e-2 where a ReLU input lies within rounding of 0)
+        f64 = case.get("reference_float64", False)
+        if f64:
+            try:
+                out = m.double()(*[v.double() if v.is_floating_point() else v for v in inputs.values()])
+            except RuntimeError as e:  # a model that makes float32 tensors in its forward (timm's ConViT)
+                print(f"  reference in float32: {str(e).splitlines()[0][:100]}", flush=True)
+                f64 = False
+                m.float().zero_grad(set_to_none=True)
+        if not f64:
+            out = m(*inputs.values())
         # weight norm (g · v / ‖v‖, computed by a forward pre-hook): torch.onnx folds it into one
         # weight, whose gradient is the computed weight's, kept here
         computed = [mod.weight for mod in m.modules() if hasattr(mod, "weight_g")]
@@ -943,7 +956,7 @@ def main():
                     grads[i.name] = w.grad.numpy()
         write_grads(path, grads)
         with open(f"{path}.json", "w") as f:
-            json.dump({"loss": float(loss), "inputs": {k: list(v.shape) for k, v in inputs.items()}, "targets": sorted(targets), "outputs": [list(o.shape) for o in out],
+            json.dump({"loss": float(loss), **({"reference": "float64"} if f64 else {}), "inputs": {k: list(v.shape) for k, v in inputs.items()}, "targets": sorted(targets), "outputs": [list(o.shape) for o in out],
                        "params": sum(p.numel() for p in m.parameters() if p.requires_grad), "opset": case["opset"], "torch": torch.__version__, "grads": sorted(grads),
                        **({"stopGradient": case["stop_gradient"](proto)} if "stop_gradient" in case else {})}, f)
         print(f"{name}: loss {float(loss):.5f}, {len(grads)} parameters with gradients, outputs {[list(o.shape) for o in out]}", flush=True)

@@ -35,6 +35,8 @@ def main():
         torch.manual_seed(0)
         case = pa.CASES[name]()
         m = case["model"].eval()  # as the export: dropout off; the norms' batch statistics as each case sets them
+        if "after_norms" in case:  # statistics a case measures on its model (arch_timm.py)
+            case["after_norms"](m)
         inputs = case["inputs"]
 
         def step():
