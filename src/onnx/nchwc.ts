@@ -124,7 +124,7 @@ function sameData(a: Float32Array, t: Tensor): boolean {
  * left to onnxruntime (it blocks the baked ones itself). Returns the number of convs rewritten.
  * The model is changed in place and gains the com.microsoft.nchwc opset import.
  */
-export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: number): number {
+export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: number, small?: ReadonlySet<string>): number {
   const g = model.graph;
   const shapeOf = new Map(g.inputs.map((i) => [i.name, i.shape]));
   const used = new Set(g.nodes.flatMap((n) => [...n.inputs, ...n.outputs]));
@@ -168,6 +168,7 @@ export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: num
     // one output phase of a strided conv's input gradient (conv.ts phasesDx): swapped, some taps
     const phase = !direct && !flipped && group === 1 && n.meta?.phaseWeightOf && fed.has(n.meta.phaseWeightOf.weight) ? n.meta.phaseWeightOf : undefined;
     const w = direct ?? flipped ?? phase?.weight;
+    if (w && small?.has(w)) { nodes.push(n); continue; }
     const dims = w ? shapeOf.get(w) : undefined;
     if (!w || dims?.length !== 4 || !dims.every((d) => typeof d === 'number')) { nodes.push(n); continue; }
     const [Ow, Iw, kh, kw] = dims as number[];
@@ -238,6 +239,34 @@ export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: num
   }
   if (count && !model.opsets.some((o) => o.domain === NCHWC_DOMAIN)) model.opsets.push({ domain: NCHWC_DOMAIN, version: 1 });
   return count;
+}
+
+/**
+ * Below this many output positions a fed weight's convs stay on the plain kernels
+ * (fewPositionWeights). Full steps, alternating in one process, with the pass as before (every fed
+ * conv blocked) against this threshold: timm's ResNet-26-D, ResNet-18 with blur pooling and DLA-34
+ * at 64×64 took 0.81, 0.92 and 0.96 of the time at batch 2, 0.95, 1.02 and 1.00 at batch 8, and
+ * at batch 64 (ResNet-26-D, blur ResNet-18, RegNetX-200MF) 1.00, 0.98 and 1.03, where 1024 would
+ * have cost 5 % (ResNet-18-style layer4's 2×2 maps are 256 positions there).
+ */
+export const MIN_BLOCKED_POSITIONS = 256;
+
+/**
+ * Fed conv weights whose forward convs produce fewer than `min` output positions (batch × output
+ * pixels, summed over the convs that read the weight): there the per-step reorder of the weight,
+ * whose cost grows with the weight alone, outweighs what the blocked kernel saves, which grows with
+ * the positions (timm's ResNet-26-D at batch 2, 64×64: 4×4 and 2×2 maps of 256 and 512 channels).
+ */
+export function fewPositionWeights(model: Model, fed: ReadonlySet<string>, shapes: ReadonlyMap<string, { dims: readonly (number | string)[] }>, min: number): Set<string> {
+  const positions = new Map<string, number>();
+  for (const n of model.graph.nodes) {
+    const w = n.opType === 'Conv' && n.domain === '' ? n.inputs[1] : undefined;
+    const dims = w && fed.has(w) ? shapes.get(n.outputs[0]!)?.dims : undefined;
+    if (!w || !dims || !dims.every((d) => typeof d === 'number')) continue;
+    const p = (dims as number[]).reduce((a, d, i) => (i === 1 ? a : a * d), 1);
+    positions.set(w, (positions.get(w) ?? 0) + p);
+  }
+  return new Set([...positions].filter(([, p]) => p < min).map(([w]) => w));
 }
 
 /** The nodes without those whose outputs nobody reads (the flips the blocked weights replaced). */

@@ -1,7 +1,7 @@
 // A compiled training step: one onnxruntime session per input signature, cached.
 import type { RefitModel } from '../model.ts';
 import { cloneModel } from '../onnx/ir.ts';
-import { blockFedConvs, nchwcBlockForSession } from '../onnx/nchwc.ts';
+import { blockFedConvs, fewPositionWeights, MIN_BLOCKED_POSITIONS, nchwcBlockForSession } from '../onnx/nchwc.ts';
 import { createSession, toOrt, fromOrt, type SessionOptions, ort } from '../onnx/runtime.ts';
 import { signatureOf, signatureKey, checkSignature, type InputSignature } from '../onnx/shapes.ts';
 import { type Tensor, formatShape } from '../onnx/tensor.ts';
@@ -73,7 +73,8 @@ export class TrainStep {
         const block = await nchwcBlockForSession(this.session);
         if (block) {
           phaseStridedDx(forSession);
-          blockFedConvs(forSession, new Set(graph.paramInputs), block);
+          const fed = new Set(graph.paramInputs);
+          blockFedConvs(forSession, fed, block, fewPositionWeights(graph.model, fed, graph.shapes, MIN_BLOCKED_POSITIONS));
         }
         graph.timings.blockedConvs = performance.now() - t;
         // Encoded inside createSession: the baked weights go to onnxruntime as views, not in the bytes.

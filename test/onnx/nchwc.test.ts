@@ -14,7 +14,7 @@ import { buildStepGraph } from '../../src/train/step-graph.ts';
 import * as losses from '../../src/train/losses.ts';
 import { encodeModel } from '../../src/onnx/proto.ts';
 import { createSession, toOrt, fromOrt } from '../../src/onnx/runtime.ts';
-import { blockFedConvs, nchwcBlockSize, NCHWC_DOMAIN } from '../../src/onnx/nchwc.ts';
+import { blockFedConvs, fewPositionWeights, MIN_BLOCKED_POSITIONS, nchwcBlockSize, NCHWC_DOMAIN } from '../../src/onnx/nchwc.ts';
 import { cloneModel, type Model, type Node } from '../../src/onnx/ir.ts';
 import { f32, i64, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
@@ -149,4 +149,18 @@ test('the pass adds the nchwc opset import only when it rewrote something', { sk
   assert.ok(!untouched.opsets.some((o) => o.domain === NCHWC_DOMAIN));
   const baked = convModel([1, 32, 4, 4], [32, 32, 1, 1], {}, false);
   assert.equal(blockFedConvs(baked, new Set(), block!), 0, 'a weight that is not fed is left to onnxruntime');
+});
+
+test('fed weights of convs with few output positions stay on the plain kernels (fewPositionWeights, MIN_BLOCKED_POSITIONS)', { skip: block === null && 'no NCHWc kernels here' }, () => {
+  const shapes = (n: number, hw: number) => new Map([['y', { dims: [n, 32, hw, hw] }]]);
+  // 2 × 4 × 4 = 32 output positions: the weight's reorder would cost more than the blocked kernel saves
+  const tiny = convModel([2, 32, 4, 4], [32, 32, 3, 3], { pads: [1, 1, 1, 1] }, false);
+  const few = fewPositionWeights(tiny, new Set(['w']), shapes(2, 4), MIN_BLOCKED_POSITIONS);
+  assert.deepEqual([...few], ['w']);
+  assert.equal(blockFedConvs(tiny, new Set(['w']), block!, few), 0);
+  // 2 × 16 × 16 = 512: blocked as before
+  const large = convModel([2, 32, 16, 16], [32, 32, 3, 3], { pads: [1, 1, 1, 1] }, false);
+  const none = fewPositionWeights(large, new Set(['w']), shapes(2, 16), MIN_BLOCKED_POSITIONS);
+  assert.equal(none.size, 0);
+  if (block! <= 32) assert.equal(blockFedConvs(large, new Set(['w']), block!, none), 1);
 });
