@@ -240,25 +240,21 @@ export function packedAttentionNodes(g: Graph): Node[] {
  * kernel), a scaled or reshaped parameter. They are no sites: an adapter attaches to a stored weight.
  */
 export function computedWeightNodes(g: Graph): Node[] {
-  const prod = producers(g), inputs = new Set(g.inputs.map((i) => i.name));
-  const fromParameters = (t: string): boolean => {
-    const seen = new Set<string>(), stack = [t];
-    let reachesInitializer = false;
-    while (stack.length) {
-      const v = stack.pop()!;
-      if (seen.has(v) || !v) continue;
-      seen.add(v);
-      if (inputs.has(v)) return false;
-      if (g.initializers.has(v)) { reachesInitializer = true; continue; }
-      const p = prod.get(v);
-      if (!p) continue;
-      if (p.opType === 'DequantizeLinear') return false; // a quantized weight: a site of its own
-      stack.push(...p.inputs);
-    }
-    return reachesInitializer;
-  };
-  return g.nodes.filter((n) => (n.domain === '' || n.domain === 'ai.onnx') && ['Conv', 'MatMul', 'Gemm'].includes(n.opType) && !!n.inputs[1] &&
-    !g.initializers.has(n.inputs[1]) && prod.get(n.inputs[1])?.opType !== 'Identity' && prod.get(n.inputs[1])?.opType !== 'Transpose' && fromParameters(n.inputs[1]));
+  // One pass in graph order: which tensors depend on a graph input (or pass a DequantizeLinear,
+  // whose quantized weight is a site of its own), and which on an initializer.
+  const data = new Set(g.inputs.map((i) => i.name)), params = new Set(g.initializers.keys());
+  for (const n of g.nodes) {
+    const outs = n.outputs.filter(Boolean);
+    if (n.opType === 'DequantizeLinear' || n.inputs.some((t) => data.has(t))) for (const o of outs) data.add(o);
+    else if (n.inputs.some((t) => params.has(t))) for (const o of outs) params.add(o);
+  }
+  const prod = producers(g);
+  return g.nodes.filter((n) => {
+    const w = n.inputs[1];
+    if ((n.domain !== '' && n.domain !== 'ai.onnx') || !['Conv', 'MatMul', 'Gemm'].includes(n.opType) || !w || g.initializers.has(w)) return false;
+    const p = prod.get(w)?.opType;
+    return p !== 'Identity' && p !== 'Transpose' && !data.has(w) && params.has(w);
+  });
 }
 
 /**
