@@ -124,7 +124,7 @@ function sameData(a: Float32Array, t: Tensor): boolean {
  * left to onnxruntime (it blocks the baked ones itself). Returns the number of convs rewritten.
  * The model is changed in place and gains the com.microsoft.nchwc opset import.
  */
-export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: number, small?: ReadonlySet<string>): number {
+export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: number): number {
   const g = model.graph;
   const shapeOf = new Map(g.inputs.map((i) => [i.name, i.shape]));
   const used = new Set(g.nodes.flatMap((n) => [...n.inputs, ...n.outputs]));
@@ -168,7 +168,6 @@ export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: num
     // one output phase of a strided conv's input gradient (conv.ts phasesDx): swapped, some taps
     const phase = !direct && !flipped && group === 1 && n.meta?.phaseWeightOf && fed.has(n.meta.phaseWeightOf.weight) ? n.meta.phaseWeightOf : undefined;
     const w = direct ?? flipped ?? phase?.weight;
-    if (w && small?.has(w)) { nodes.push(n); continue; }
     const dims = w ? shapeOf.get(w) : undefined;
     if (!w || dims?.length !== 4 || !dims.every((d) => typeof d === 'number')) { nodes.push(n); continue; }
     const [Ow, Iw, kh, kw] = dims as number[];
@@ -242,8 +241,8 @@ export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: num
 }
 
 /**
- * Below this many output positions a fed weight's convs stay on the plain kernels
- * (fewPositionWeights). Full steps, alternating in one process, with the pass as before (every fed
+ * Below this many output positions a fed weight's convs stay on the plain kernels (fewPositionWeights:
+ * the step passes blockFedConvs only the other fed weights). Full steps, alternating in one process, with the pass as before (every fed
  * conv blocked) against this threshold: timm's ResNet-26-D, ResNet-18 with blur pooling and DLA-34
  * at 64×64 took 0.81, 0.92 and 0.96 of the time at batch 2, 0.95, 1.02 and 1.00 at batch 8, and
  * at batch 64 (ResNet-26-D, blur ResNet-18, RegNetX-200MF) 1.00, 0.98 and 1.03, where 1024 would

@@ -74,7 +74,8 @@ export class TrainStep {
         if (block) {
           phaseStridedDx(forSession);
           const fed = new Set(graph.paramInputs);
-          blockFedConvs(forSession, fed, block, fewPositionWeights(graph.model, fed, graph.shapes, MIN_BLOCKED_POSITIONS));
+          const few = fewPositionWeights(graph.model, fed, graph.shapes, MIN_BLOCKED_POSITIONS);
+          blockFedConvs(forSession, new Set([...fed].filter((w) => !few.has(w))), block);
         }
         graph.timings.blockedConvs = performance.now() - t;
         // Encoded inside createSession: the baked weights go to onnxruntime as views, not in the bytes.
