@@ -10,9 +10,7 @@
 // The configuration is the ≤ 5% one that comes within 1 point of full fine-tuning at 15 epochs in
 // docs/peft.md#benchmark: LoRA r=8 with PiSSA init on every attention and MLP layer (q, k, v, out,
 // fc1, fc2) of the two blocks nearest the input (4.93% of the parameters, with the new head).
-import { loadModel, Trainer, losses, optim, peft, saveAdapter, loadAdapter, f32, i64 } from '../src/index.ts';
-import { loadMnist } from '../src/data/mnist.ts';
-import { evaluate } from '../src/data/evaluate.ts';
+import { loadModel, Trainer, losses, optim, peft, saveAdapter, loadAdapter, data, f32, i64 } from '../src/index.ts';
 
 const steps = Number(process.argv[2] ?? 250);
 const batch = 64;
@@ -23,7 +21,7 @@ const model = peft.withAdapter(base, 'head', peft.head({ classes: 10 }))      //
 const acct = peft.accounting(model);
 console.log(`trainable: ${acct.trainableParams} parameters (${acct.trainablePercent.toFixed(2)}% of the base), AdamW state ${(acct.optimizerStateBytes / 1024).toFixed(0)} KiB`);
 
-const { train, test } = loadMnist({ trainSize: 8000, seed: 0 });
+const { train, test } = data.loadMnist({ trainSize: 8000, seed: 0 });
 const step = model.compileTrainStep({ trainable: model.trainableNames(), loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) });
 const trainer = new Trainer(step, optim.adamw({
   lr: 5e-3, weightDecay: 1e-2,
@@ -38,16 +36,16 @@ for (let s = 0; s < steps; s++) {
   const r = await trainer.step({ x, y });
   if ((s + 1) % 25 === 0 || s === steps - 1) console.log(`step ${s + 1}/${steps}: loss ${r.loss.toFixed(4)}`);
 }
-const accuracy = await evaluate(model, test.images, test.labels, test.n);
+const accuracy = await data.evaluate(model, test.images, test.labels, test.n);
 console.log(`test accuracy with the adapter: ${(100 * accuracy).toFixed(2)}%`);
 
 await saveAdapter(model, 'head', 'adapters/head/');       // adapter_model.safetensors + adapter_config.json
 await saveAdapter(model, 'digits', 'adapters/digits/');
 let reloaded = await loadAdapter(base, 'adapters/head/');
 reloaded = await loadAdapter(reloaded, 'adapters/digits/');
-console.log(`reloaded adapters: ${(100 * await evaluate(reloaded, test.images, test.labels, test.n)).toFixed(2)}%`);
+console.log(`reloaded adapters: ${(100 * await data.evaluate(reloaded, test.images, test.labels, test.n)).toFixed(2)}%`);
 
 // The head is baked in too: vit-digits.onnx is a plain model that runs anywhere.
 await model.mergeAll().save('vit-digits.onnx');           // folded into the base weights: no extra latency
 const merged = await loadModel('vit-digits.onnx');
-console.log(`merged model: ${(100 * await evaluate(merged, test.images, test.labels, test.n)).toFixed(2)}%, saved vit-digits.onnx`);
+console.log(`merged model: ${(100 * await data.evaluate(merged, test.images, test.labels, test.n)).toFixed(2)}%, saved vit-digits.onnx`);

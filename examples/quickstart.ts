@@ -3,8 +3,7 @@
 //   npx tsx examples/quickstart.ts
 // The README's first TypeScript block is an excerpt of this file (its lines appear here in order)
 // (test/e2e/readme-blocks.test.ts checks that; test/e2e/example.test.ts runs it).
-import { loadModel, Trainer, losses, optim, f32, i64 } from '../src/index.ts';
-import { loadFashionMnist } from '../src/data/fashion-mnist.ts';
+import { loadModel, Trainer, losses, optim, f32, i64, data } from '../src/index.ts';
 
 const model = await loadModel('models/fmnist-cnn.onnx');                // float32, float16 or int8 ONNX, opset 1–21 (upgraded on load)
 const step = model.compileTrainStep({
@@ -15,10 +14,10 @@ const step = model.compileTrainStep({
 });
 const trainer = new Trainer(step, optim.adamw({ lr: 1e-3, weightDecay: 1e-4 }), { clipNorm: 1 });
 
-const data = loadFashionMnist('test', { limit: 640 });             // 10 batches of 64 bundled test images
+const test = data.loadFashionMnist('test', { limit: 640 });        // 10 batches of 64 bundled test images
 for (let s = 0; s < 10; s++) {
-  const images = data.images.subarray(s * 64 * 784, (s + 1) * 64 * 784);
-  const labels = Array.from(data.labels.subarray(s * 64, (s + 1) * 64));
+  const images = test.images.subarray(s * 64 * 784, (s + 1) * 64 * 784);
+  const labels = Array.from(test.labels.subarray(s * 64, (s + 1) * 64));
   const r = await trainer.step({ x: f32([64, 1, 28, 28], images), y: i64([64], labels) });
   // r.loss, r.outputs.features, r.skipped (true when the loss/gradient was NaN/Inf: weights untouched)
   console.log(`step ${s}: loss ${r.loss.toFixed(4)}${r.skipped ? ' (skipped)' : ''}, features ${r.outputs.features!.dims}`);

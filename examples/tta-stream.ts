@@ -5,7 +5,6 @@
 // The README's test-time adaptation block is an excerpt of this file (its lines appear here in order)
 // (test/e2e/readme-blocks.test.ts checks that; test/e2e/example.test.ts runs it).
 import { loadModel, tta, data, f32 } from '../src/index.ts';
-import { argmaxRows } from '../src/data/evaluate.ts';
 
 const batchesPerDomain = Number(process.argv[2] ?? 20);
 
@@ -19,7 +18,7 @@ for (const batch of stream) {
   const { logits, info } = await adapter.predict(f32([batch.size, 1, 28, 28], batch.x)); // predict, then adapt
   const source = await unadapted.predict(f32([batch.size, 1, 28, 28], batch.x));
   // Labels only score: neither model sees them.
-  const errors = (l: typeof logits) => argmaxRows(l.data as Float32Array, l.dims[1]!).reduce((e, p, i) => e + (p !== batch.y[i] ? 1 : 0), 0);
+  const errors = (l: typeof logits) => data.argmaxRows(l.data as Float32Array, l.dims[1]!).reduce((e, p, i) => e + (p !== batch.y[i] ? 1 : 0), 0);
   wrong.tent += errors(logits);
   wrong.source += errors(source.logits);
   seen += batch.size;

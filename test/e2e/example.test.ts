@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +24,17 @@ function folder(): string {
 }
 const example = (cwd: string, name: string, ...args: string[]) =>
   execFileSync(process.execPath, ['--import', tsx, join(root, 'examples', name), ...args], { encoding: 'utf8', cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+
+// A user copies an example into a project and writes 'refit' for '../src/index.ts': that only works
+// while the examples import nothing but the package's entry points (package.json's `exports`).
+test('the examples import only refit\'s public entry points and Node\'s own modules', () => {
+  const entries = ['../src/index.ts', '../src/web.ts', '../src/fleet/cloud-side.ts'];
+  for (const f of readdirSync(join(root, 'examples')).filter((n) => n.endsWith('.ts'))) {
+    for (const m of readFileSync(join(root, 'examples', f), 'utf8').matchAll(/^import .* from '([^']+)';/gm)) {
+      assert.ok(entries.includes(m[1]!) || m[1]!.startsWith('node:'), `examples/${f} imports ${m[1]}, which an installed refit does not export`);
+    }
+  }
+});
 
 test('examples/quickstart.ts fine-tunes the shipped CNN and saves a model that loads', async () => {
   const cwd = folder();
