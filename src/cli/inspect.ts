@@ -169,12 +169,12 @@ function exportNotes(m: Model): string[] {
   return [...roiAlignNote(m), ...packedAttentionNote(m), ...computedWeightNote(m)];
 }
 
-/** Layers whose weight the graph computes (weight standardization): no adapter sites (src/peft/sites.ts). */
+/** Layers whose weight the graph computes (weight standardization, weight norm): LoRA's sites only, where they are convs (src/peft/sites.ts). */
 function computedWeightNote(m: Model): string[] {
   const nodes = computedWeightNodes(m.graph);
   if (!nodes.length) return [];
   const ops = [...new Set(nodes.map((n) => n.opType))].join('/');
-  return [`${nodes.length} ${ops} layer${nodes.length > 1 ? 's' : ''} compute${nodes.length > 1 ? '' : 's'} the weight in the graph from parameters (weight standardization, as BiT's and NFNet's StdConv2d): full training trains the stored parameters behind them; adapters attach only to layers with a stored weight`];
+  return [`${nodes.length} ${ops} layer${nodes.length > 1 ? 's' : ''} compute${nodes.length > 1 ? '' : 's'} the weight in the graph from parameters (weight standardization, as BiT's and NFNet's StdConv2d, or weight norm): full training trains the stored parameters behind them; LoRA attaches to such convolutions as a branch (merging bakes it into the graph), the other adapters only to layers with a stored weight`];
 }
 
 /** onnxruntime's transformer optimizer packs Q, K and V into com.microsoft Attention (as LoRA's target errors say: src/peft/sites.ts). */

@@ -1,9 +1,12 @@
 // Where adapters attach: the weight-bearing nodes of a graph (MatMul, Gemm, Conv with an
-// initializer weight), each named by its PyTorch-style module, and target selection over them.
+// initializer weight, and convs whose weight the graph computes, for LoRA), each named by its
+// PyTorch-style module, and target selection over them.
 import type { Graph, Node } from '../onnx/ir.ts';
+import type { Tensor } from '../onnx/tensor.ts';
 import { attrInt, attrInts, attrFloat, producers, consumers, initializerBehind } from '../onnx/ir.ts';
 import { PeftError, closest } from './errors.ts';
 import { nbitsLayout } from '../onnx/nbits.ts';
+import { constantDims } from '../onnx/constant-dims.ts';
 import { GENERATED_NAME as GENERATED, modulePathOfNode } from '../onnx/node-scope.ts';
 
 export { modulePathOfNode };
@@ -57,6 +60,13 @@ export interface Site {
    * it), and `y` the float output. Adapters see the dequantized weight (see ./quantized.ts).
    */
   quant?: 'qdq' | 'dynamic' | 'nbits';
+  /**
+   * A convolution whose weight the graph computes from parameters alone (BiT's and NFNet's weight
+   * standardization, weight norm): `weight` names the computed tensor, not an initializer, and the
+   * shapes come from the ops that compute it (src/onnx/constant-dims.ts). Only a LoRA branch of its own attaches (HF
+   * PEFT wraps such a Conv2d subclass the same way); nothing reads or folds into the weight.
+   */
+  computed?: true;
 }
 
 /** The module name for a weight initializer: `a.b.weight` → `a.b` (`a.b.weight_quantized` and `a.b.weight_Q4` too, as onnxruntime's quantizers name them). */
@@ -144,6 +154,11 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
     const q = d && d.opType === 'DequantizeLinear' ? prod.get(d.inputs[0]!) : undefined;
     return q && (q.opType === 'QuantizeLinear' || q.opType === 'DynamicQuantizeLinear') ? q.inputs[0]! : x;
   };
+  const computedConvs = new Map<Node, { name: string; dims: number[] }>();
+  for (const n of computedWeightNodes(g)) {
+    const dims = n.opType === 'Conv' ? constantDims(g, prod, n.inputs[1]!) : undefined;
+    if (dims) computedConvs.set(n, { name: largestParameterBehind(g, prod, n.inputs[1]!) ?? n.inputs[1]!, dims });
+  }
   for (const node of g.nodes) {
     if (exclude(node.name)) continue;
     if (node.domain === 'com.microsoft' && node.opType === 'MatMulNBits') {
@@ -202,14 +217,16 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
     } else if (node.opType === 'Conv') {
       const dq = dqWeight(node.inputs[1]!);
       const weight = dq ?? source(node.inputs[1]!);
-      const w = init(weight);
-      if (!w || w.dims.length < 3) continue;
+      const computed = !init(weight) && computedConvs.has(node) ? computedConvs.get(node) : undefined;
+      const w = init(weight) ?? (computed && { dims: computed.dims });
+      if (!w || w.dims.length < 3 || (computed && !computedShapeFits(node, w.dims))) continue;
       const group = attrInt(node, 'group', 1);
       const b = node.inputs[2];
       site = {
         module: moduleOf(weight), node: node.name, op: 'Conv', weight, layout: 'conv',
         dIn: w.dims[1]! * group, dOut: w.dims[0]!, x: floatInput(node.inputs[0]!), y: node.outputs[0]!, out: node.outputs[0]!,
         kernel: w.dims.slice(2), group, convNode: node, ...(b && init(b) ? { bias: b } : {}), ...(dq ? { quant: 'qdq' as const } : {}),
+        ...(computed ? { module: modulePathOfNode(node.name) ?? moduleOf(computed.name), computed: true as const } : {}),
       };
     }
     if (site && site.op === 'MatMul') {
@@ -237,7 +254,8 @@ export function packedAttentionNodes(g: Graph): Node[] {
 /**
  * Conv, MatMul and Gemm nodes whose weight the graph computes from parameters alone (no graph input
  * behind it): weight standardization (BiT's and NFNet's StdConv2d, a BatchNormalization over the
- * kernel), a scaled or reshaped parameter. They are no sites: an adapter attaches to a stored weight.
+ * kernel), weight norm, a scaled or reshaped parameter. The convs among them are LoRA's sites
+ * (`Site.computed`); every other adapter reads or scales a stored weight.
  */
 export function computedWeightNodes(g: Graph): Node[] {
   // One pass in graph order: which tensors depend on a graph input (or pass a DequantizeLinear,
@@ -257,6 +275,27 @@ export function computedWeightNodes(g: Graph): Node[] {
   });
 }
 
+/** The initializer with the most elements among a parameter-only tensor's ancestors: a computed conv weight's own parameter (StdConv's W, weight norm's v), which names its module where the node's name does not. */
+function largestParameterBehind(g: Graph, prod: Map<string, Node>, t: string): string | undefined {
+  let best: { name: string; param: Tensor } | undefined;
+  const seen = new Set<string>();
+  const walk = (x: string) => {
+    if (!x || seen.has(x)) return;
+    seen.add(x);
+    const w = g.initializers.get(x);
+    if (w) { if (!best || w.data.length > best.param.data.length) best = { name: x, param: w }; return; }
+    for (const i of prod.get(x)?.inputs ?? []) walk(i);
+  };
+  walk(t);
+  return best?.name;
+}
+
+/** A computed weight's shape must have the conv's rank and kernel (a kernel_shape attribute, when given, must agree). */
+function computedShapeFits(conv: Node, dims: readonly number[]): boolean {
+  const k = attrInts(conv, 'kernel_shape');
+  return dims.every((d) => d > 0) && (!k || (k.length === dims.length - 2 && k.every((v, i) => v === dims[i + 2])));
+}
+
 /**
  * A target error made clearer where no adapter can attach to layers the user may have meant: the
  * query, key and value projections onnxruntime's transformer optimizer packed into com.microsoft
@@ -270,7 +309,7 @@ export function withTargetNotes(e: unknown, g: Graph): unknown {
   const fused = packedAttentionNodes(g);
   if (fused.length) notes.push(`This model's query, key and value projections are packed into ${fused.length} com.microsoft Attention node${fused.length > 1 ? 's' : ''} (${listed(fused, (n) => n.name || n.outputs[0]!)}) by onnxruntime's transformer optimizer, where no adapter can attach: adapt the model as exported before that optimization (torch.onnx, or optimum without --optimize), or target other layers.`);
   const computed = computedWeightNodes(g);
-  if (computed.length) notes.push(`${computed.length} ${[...new Set(computed.map((n) => n.opType))].join('/')} layer${computed.length > 1 ? 's' : ''} of this model (${listed(computed, (n) => modulePathOfNode(n.name) || n.name)}) compute${computed.length > 1 ? '' : 's'} the weight in the graph from parameters (weight standardization, as BiT's and NFNet's StdConv2d, or a scaled weight): refit attaches adapters only to stored weights, so these are no candidates; train them with trainable: 'all' or target other layers.`);
+  if (computed.length) notes.push(`${computed.length} ${[...new Set(computed.map((n) => n.opType))].join('/')} layer${computed.length > 1 ? 's' : ''} of this model (${listed(computed, (n) => modulePathOfNode(n.name) || n.name)}) compute${computed.length > 1 ? '' : 's'} the weight in the graph from parameters (weight standardization, as BiT's and NFNet's StdConv2d, weight norm, or a scaled weight): of refit's adapters only LoRA attaches there (convolutions only: a branch beside the layer, which a merge bakes into the graph), the others need a stored weight; train them with trainable: 'all', LoRA, or target other layers.`);
   if (!notes.length) return e;
   const note = notes.join(' ');
   const at = e.message.search(/ (Closest c|C)andidates: /);
@@ -292,10 +331,11 @@ export interface TargetOptions {
   opTypes?: readonly SiteOp[];
 }
 
-export function selectSites(all: Site[], opts: TargetOptions, method: string, supported: readonly SiteOp[]): Site[] {
+/** `computed`: the method takes layers whose weight the graph computes (`Site.computed`; LoRA's branch does). */
+export function selectSites(all: Site[], opts: TargetOptions, method: string, supported: readonly SiteOp[], computed = false): Site[] {
   const ops = opts.opTypes ?? supported;
   for (const o of ops) if (!supported.includes(o)) throw new PeftError(`${method} does not support op type ${o}; it supports ${supported.join(', ')}`);
-  const sites = all.filter((s) => ops.includes(s.op));
+  const sites = all.filter((s) => ops.includes(s.op) && (computed || !s.computed));
   const names = (s: Site) => [s.module, s.weight, s.node];
   const candidates = [...new Set(sites.map((s) => s.module))];
   const t = opts.targets;

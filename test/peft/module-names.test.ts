@@ -137,35 +137,70 @@ test('a model whose attention onnxruntime\'s optimizer packed into com.microsoft
   assert.equal(withAdapter(model, 'ad', lora({ rank: 2, targets: /dense$/ })).trainableNames().length, 2, 'the other layers still take adapters');
 });
 
-test('a model whose convolutions standardize their weight in the graph (BiT\'s and NFNet\'s StdConv2d): LoRA on them says they compute their weight, and the stored-weight layers still take adapters', async () => {
+test('a model whose convolutions standardize their weight in the graph (BiT\'s and NFNet\'s StdConv2d): LoRA attaches as a branch equal to B·A added to the computed weight, trains, saves, reloads and merges by baking; the other adapters say why not', async () => {
   const { ModelBuilder } = await import('../../src/onnx/model-builder.ts');
   const { RefitModel } = await import('../../src/model.ts');
   const { f32, i64: int64 } = await import('../../src/onnx/tensor.ts');
   const { computedWeightNodes } = await import('../../src/peft/sites.ts');
+  const { ia3 } = await import('../../src/peft/index.ts');
+  const { gradCheck } = await import('../../src/autodiff/gradcheck.ts');
+  const { Rng } = await import('../../src/util/rng.ts');
   // timm's ScaledStdConv2d as torch.onnx writes it: Reshape(W, [1, O, -1]) → BatchNormalization
   // (training mode, the gain as its scale) → Reshape back → Conv; then a Linear head on the pooled map
-  const m = new ModelBuilder({ opset: 14 }).input('x', 'float32', [1, 2, 4, 4])
-    .initializer('stem.conv.weight', f32([3, 2, 3, 3], Array.from({ length: 54 }, (_, i) => Math.sin(i))))
-    .initializer('stem.conv.gain', f32([3], [1, 0.5, 2])).initializer('zeros', f32([3], [0, 0, 0]))
-    .initializer('flat', int64([3], [1, 3, -1])).initializer('back', int64([4], [3, 2, 3, 3]))
-    .initializer('head.fc.weight', f32([3, 3], Array.from({ length: 9 }, (_, i) => i / 9))).initializer('head.fc.bias', f32([3], [0, 0, 0]))
-    .node('Reshape', ['stem.conv.weight', 'flat'], ['w1'], {}, '/stem/conv/Reshape')
-    .node('BatchNormalization', ['w1', 'stem.conv.gain', 'zeros', 'zeros', 'zeros'], ['w2'], { training_mode: 1, epsilon: 1e-6 }, '/stem/conv/BatchNormalization')
-    .node('Reshape', ['w2', 'back'], ['w'], {}, '/stem/conv/Reshape_1')
-    .node('Conv', ['x', 'w'], ['h'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, '/stem/conv/Conv')
-    .node('GlobalAveragePool', ['h'], ['p'], {}, '/head/pool/GlobalAveragePool')
-    .node('Flatten', ['p'], ['f'], {}, '/head/Flatten')
-    .node('Gemm', ['f', 'head.fc.weight', 'head.fc.bias'], ['y'], { transB: 1 }, '/head/fc/Gemm')
-    .output('y', 'float32', [1, 3]).build();
-  const model = new RefitModel(m);
+  const stdConv = (stored?: Float32Array) => {
+    const b = new ModelBuilder({ opset: 14 }).input('x', 'float32', ['N', 2, 5, 5])
+      .initializer('head.fc.weight', f32([3, 3], Array.from({ length: 9 }, (_, i) => i / 9))).initializer('head.fc.bias', f32([3], [0, 0, 0]));
+    if (stored) b.initializer('stem.conv.weight', f32([3, 2, 3, 3], stored));
+    else {
+      b.initializer('stem.conv.weight', f32([3, 2, 3, 3], Array.from({ length: 54 }, (_, i) => Math.sin(i))))
+        .initializer('stem.conv.gain', f32([3], [1, 0.5, 2])).initializer('zeros', f32([3], [0, 0, 0])).initializer('ones', f32([3], [1, 1, 1]))
+        .initializer('flat', int64([3], [1, 3, -1])).initializer('back', int64([4], [3, 2, 3, 3]))
+        .node('Reshape', ['stem.conv.weight', 'flat'], ['w1'], {}, '/stem/conv/Reshape')
+        .node('BatchNormalization', ['w1', 'stem.conv.gain', 'zeros', 'zeros', 'ones'], ['w2', 'bn_mean', 'bn_var'], { training_mode: 1, epsilon: 1e-6 }, '/stem/conv/BatchNormalization')
+        .node('Reshape', ['w2', 'back'], ['w'], {}, '/stem/conv/Reshape_1');
+    }
+    return b.node('Conv', ['x', stored ? 'stem.conv.weight' : 'w'], ['h'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, '/stem/conv/Conv')
+      .node('Tanh', ['h'], ['t'], {}, '/act/Tanh')
+      .node('GlobalAveragePool', ['t'], ['p'], {}, '/head/pool/GlobalAveragePool')
+      .node('Flatten', ['p'], ['f'], {}, '/head/Flatten')
+      .node('Gemm', ['f', 'head.fc.weight', 'head.fc.bias'], ['y'], { transB: 1 }, '/head/fc/Gemm')
+      .output('y', 'float32', ['N', 3]).build();
+  };
+  const model = new RefitModel(stdConv(), { threads: 1 });
   assert.deepEqual(computedWeightNodes(model.ir.graph).map((n) => n.name), ['/stem/conv/Conv'], 'the head\'s stored weight and the data path are no computed weights');
-  assert.throws(() => withAdapter(model, 'ad', lora({ rank: 2, targets: /conv/ })), /targets \/conv\/ matched no .*1 Conv layer of this model \(stem\.conv\) computes the weight in the graph from parameters \(weight standardization.*Candidates: head\.fc/s);
-  assert.equal(withAdapter(model, 'ad', lora({ rank: 2, targets: /fc/ })).trainableNames().length, 2);
+  const x = f32([2, 2, 5, 5], new Rng(5).fill(new Float32Array(100)));
+  const p = withAdapter(model, 'ad', lora({ rank: 2, targets: ['stem.conv'] }));
+  assert.deepEqual(p.trainableNames(), ['ad.lora_A.stem.conv', 'ad.lora_B.stem.conv']);
+  assert.ok(maxDiff((await p.run({ x })).y, (await model.run({ x })).y) === 0, 'B starts at zero: the output is the base model\'s');
+  perturb(p, 'ad', 0.3);
+  // Finite differences (eps 1e-2 in float32, through a Tanh): 1e-2 is the bound the other LoRA gradient checks use.
+  for (const g of await gradCheck(p.ir, { x }, { params: p.trainableNames(), eps: 1e-2 })) assert.ok(g.relError < 1e-2, `${g.param}: ${g.relError}`);
+  // The branch is ΔW = s·B·A on the weight the conv sees: the same adapter folded into a model that
+  // stores that standardized weight gives the same output.
+  const w = (await model.run({ x }, { outputs: ['w'] })).w!;
+  const stored = withAdapter(new RefitModel(stdConv(w.data as Float32Array), { threads: 1 }), 'ad', lora({ rank: 2, targets: ['stem.conv'] }));
+  for (const [k, t] of p.adapterValues('ad')) (stored.adapterValues('ad').get(k)!.data as Float32Array).set(t.data as Float32Array);
+  stored.touch(stored.adapter('ad').trainable);
+  const adapted = (await p.run({ x })).y!;
+  assert.ok(maxDiff((await stored.merge('ad').run({ x })).y!, adapted) < 1e-5);
+  assert.ok(maxDiff(adapted, (await model.run({ x })).y!) > 1e-3, 'the perturbed adapter changes the output');
+  // Merging has no stored weight to fold into: the branch is baked into the graph, exactly.
+  const merged = p.merge('ad');
+  assert.ok(maxDiff((await merged.run({ x })).y!, adapted) < 1e-6);
+  assert.ok(maxDiff((await merged.unmerge('ad').run({ x })).y!, adapted) < 1e-6);
+  // Saved in HF PEFT's layout under PyTorch's module name, and loaded back.
+  const files = adapterFiles(p, 'ad');
+  assert.deepEqual(JSON.parse(files.config).target_modules, ['stem.conv']);
+  assert.deepEqual([...parseSafetensors(files.weights, 'w').tensors.keys()].sort(), ['base_model.model.stem.conv.lora_A.weight', 'base_model.model.stem.conv.lora_B.weight']);
+  assert.ok(maxDiff((await withAdapterFiles(model, 'back', files).run({ x })).y!, adapted) < 1e-6);
+  // Adapters that read or scale the stored weight are refused on it, with the reason.
+  assert.throws(() => withAdapter(model, 'ad', ia3({ targets: /conv/ })), /targets \/conv\/ matched no .*1 Conv layer of this model \(stem\.conv\) computes the weight in the graph from parameters \(weight standardization.*only LoRA attaches there.*Candidates: head\.fc/s);
+  assert.throws(() => withAdapter(model, 'ad', lora({ rank: 2, targets: /conv/, init: 'pissa' })), /PiSSA starts from the singular vectors of stem\.conv's weight, which this graph computes/);
   const { encodeModel } = await import('../../src/onnx/proto.ts');
   const { inspectModel } = await import('../../src/cli/inspect.ts');
   const dir = mkdtempSync(join(tmpdir(), 'refit-stdconv-'));
   try {
-    writeFileSync(join(dir, 'm.onnx'), encodeModel(m));
+    writeFileSync(join(dir, 'm.onnx'), encodeModel(stdConv()));
     assert.match((await inspectModel(join(dir, 'm.onnx'))).exportNotes?.join('\n') ?? '', /1 Conv layer computes the weight in the graph from parameters/);
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });

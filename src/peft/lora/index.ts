@@ -8,6 +8,7 @@ import { selectSites, oneSitePerWeight, type Site } from '../sites.ts';
 import { intercept } from '../rewrite.ts';
 import { kaimingUniform, lowRank, toF32 } from '../linalg.ts';
 import { Rng } from '../../util/rng.ts';
+import { PeftError } from '../errors.ts';
 import { type LoraConfig, type ResolvedLora, resolveLora, loraScale } from './config.ts';
 import { checkRank, factorShapes, fanIn, lowRankPath, deltaW, weightMat, toWeight, addMat } from './layer.ts';
 
@@ -37,6 +38,7 @@ export function initFactors(ctx: PlanContext, c: ResolvedLora, sites: Site[], me
     const { a, b } = factorShapes(s, c.rank);
     const n = loraNames(ctx.name, s.module);
     if (c.init === 'pissa') {
+      if (s.computed) throw new PeftError(`${method}: PiSSA starts from the singular vectors of ${s.module}'s weight, which this graph computes from parameters (weight standardization or weight norm) rather than stores; use the default init on it`);
       const w = ctx.value(s.weight);
       const W = weightMat(s, w);
       const { A, B } = lowRank(W, c.rank, scale);
@@ -56,6 +58,7 @@ export function initFactors(ctx: PlanContext, c: ResolvedLora, sites: Site[], me
 export function foldLora(name: string, sites: Site[], scale: number, value: (n: string) => Tensor): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
   for (const s of oneSitePerWeight(sites)) {
+    if (s.computed) throw new PeftError(`lora '${name}': ${s.module} computes its weight in the graph from parameters (weight standardization or weight norm), so B·A has no stored weight to fold into`);
     const n = loraNames(name, s.module);
     const w = out.get(s.weight) ?? value(s.weight);
     out.set(s.weight, toWeight(s, addMat(weightMat(s, w), deltaW(s, value(n.a), value(n.b), scale)), w));
@@ -91,7 +94,7 @@ export function lora(config: LoraConfig): AdapterMethod {
   return {
     method: 'lora',
     plan(ctx: PlanContext): AdapterPlan {
-      const sites = selectSites(ctx.sites, c, 'lora', LORA_OPS);
+      const sites = selectSites(ctx.sites, c, 'lora', LORA_OPS, true);
       const { tensors, overrides } = initFactors(ctx, c, sites, 'lora');
       const scale = loraScale(c);
       const fileKeys = new Map<string, string>();
@@ -113,7 +116,9 @@ export function lora(config: LoraConfig): AdapterMethod {
             intercept(graph, em, s.y, (old) => em.add(old, d));
           }
         },
-        fold: (value) => foldLora(ctx.name, sites, scale, value),
+        // A computed weight (Site.computed) has nothing stored to fold into: merging then bakes the
+        // branch into the base graph, as for a new head (exact, at the branch's cost per call).
+        ...(sites.some((s) => s.computed) ? {} : { fold: (value: (n: string) => Tensor) => foldLora(ctx.name, sites, scale, value) }),
         // PiSSA trains against residual weights, which a file cannot carry. As HF PEFT does
         // (`path_initial_model_for_weight_conversion`), save ΔW = s·(B·A − B₀·A₀) as a plain LoRA
         // of rank 2r — A' = [A; A₀], B' = [B, −B₀] — which applies to the original weights.

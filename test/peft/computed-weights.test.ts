@@ -1,0 +1,38 @@
+// LoRA on convolutions whose weight the graph computes (weight norm, spectral norm; BiT's and
+// NFNet's weight standardization in test/peft/module-names.test.ts), against PyTorch: an adapter
+// PyTorch wrote in HF PEFT's layout loads onto the exported model and gives PyTorch's logits, loss
+// and LoRA gradients (test/fixtures/peft/make_computed_weights.py, float64 reference).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { loadModel, loadAdapter, losses } from '../../src/index.ts';
+import { PeftModel } from '../../src/peft/index.ts';
+import { parseSafetensors } from '../../src/io/safetensors.ts';
+import { relErr } from '../helpers/close.ts';
+
+const dir = fileURLToPath(new URL('../fixtures/peft/computed_weights/', import.meta.url));
+const expected = parseSafetensors(readFileSync(`${dir}expected.safetensors`), 'expected.safetensors').tensors;
+const ref = (k: string) => expected.get(k)!;
+
+test('weight-normed and spectral-normed convs are LoRA sites with their own shapes; PyTorch\'s adapter file gives its logits, loss and gradients', async () => {
+  const base = await loadModel(`${dir}model.onnx`, { threads: 1 });
+  const sites = PeftModel.from(base).sites();
+  assert.deepEqual(sites.map((s) => [s.module, s.op, s.computed ?? false, s.dOut, s.dIn, s.kernel]), [
+    ['c1', 'Conv', true, 8, 4, [3]], ['c2', 'Conv', true, 8, 8, [5]], ['c3', 'Conv', true, 6, 8, [3]], ['fc', 'Gemm', false, 3, 6, undefined],
+  ]);
+  const model = await loadAdapter(base, `${dir}adapter`, 'torch');
+  const logits = (await model.run({ x: ref('x') })).logits!;
+  assert.ok(relErr(logits.data as Float32Array, ref('logits').data as Float32Array) < 1e-5, `logits ${relErr(logits.data as Float32Array, ref('logits').data as Float32Array)}`);
+  const step = model.compileTrainStep({ trainable: model.trainableNames('torch'), loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) });
+  const r = await step.run({ x: ref('x'), y: ref('y') });
+  assert.ok(Math.abs(r.loss - (ref('loss').data as Float32Array)[0]!) < 1e-5, `loss ${r.loss}`);
+  const fileKey = model.planOf('torch').fileKeys;
+  assert.equal(r.grads.size, 6);
+  for (const [name, g] of r.grads) {
+    const e = relErr(g, ref(`grad.${fileKey.get(name)}`).data as Float32Array);
+    assert.ok(e < 1e-4, `${name}: relative error ${e}`);
+  }
+  await step.release();
+  await model.release();
+});
