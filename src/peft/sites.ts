@@ -271,7 +271,9 @@ export function computedWeightNodes(g: Graph): Node[] {
     const w = n.inputs[1];
     if ((n.domain !== '' && n.domain !== 'ai.onnx') || !['Conv', 'MatMul', 'Gemm'].includes(n.opType) || !w || g.initializers.has(w)) return false;
     const p = prod.get(w)?.opType;
-    return p !== 'Identity' && p !== 'Transpose' && !data.has(w) && params.has(w);
+    // A layer applies its weight to data: a product of two parameter-only operands (spectral norm's
+    // power iteration, u·W·v) is part of computing a weight, not a layer.
+    return p !== 'Identity' && p !== 'Transpose' && !data.has(w) && params.has(w) && data.has(n.inputs[0]!);
   });
 }
 

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadModel, loadAdapter, losses } from '../../src/index.ts';
 import { PeftModel } from '../../src/peft/index.ts';
+import { computedWeightNodes } from '../../src/peft/sites.ts';
 import { parseSafetensors } from '../../src/io/safetensors.ts';
 import { relErr } from '../helpers/close.ts';
 
@@ -21,6 +22,8 @@ test('weight-normed and spectral-normed convs are LoRA sites with their own shap
   assert.deepEqual(sites.map((s) => [s.module, s.op, s.computed ?? false, s.dOut, s.dIn, s.kernel]), [
     ['c1', 'Conv', true, 8, 4, [3]], ['c2', 'Conv', true, 8, 8, [5]], ['c3', 'Conv', true, 6, 8, [3]], ['fc', 'Gemm', false, 3, 6, undefined],
   ]);
+  // Spectral norm's power iteration multiplies parameters by parameters (u·W·v): no layer of its own.
+  assert.deepEqual(computedWeightNodes(base.ir.graph).map((n) => n.name), ['/c1/Conv', '/c2/Conv', '/c3/Conv']);
   const model = await loadAdapter(base, `${dir}adapter`, 'torch');
   const logits = (await model.run({ x: ref('x') })).logits!;
   assert.ok(relErr(logits.data as Float32Array, ref('logits').data as Float32Array) < 1e-5, `logits ${relErr(logits.data as Float32Array, ref('logits').data as Float32Array)}`);
