@@ -129,4 +129,21 @@ test('the dW choice: the swapped one-hot columns where they are small, the taps 
   assert.equal(pick([64, 3, 28, 28], [32, 3, 3, 3]), 'onehot-swapped', 'few channels: the one-hot columns either way, swapped');
   assert.equal(pick([64, 32, 28, 28], [64, 32, 3, 3], [2, 2]), 'onehot-swapped', 'stride 2: the one-hot columns either way');
   assert.equal(pick([64, 256, 4, 4], [256, 256, 3, 3]), 'taps-gemm', '16 output positions: per-sample products too short');
+  assert.equal(pick([2, 256, 4, 4], [256, 256, 3, 3]), 'onehot-gemm', 'batch 2: 32 positions in all, so no per-tap Concat of weight-sized products');
+});
+
+test('the dX choice: a fed dense weight is flipped per step only where its conv has 256 output positions or more; a constant or grouped one always', () => {
+  const geom = (x: number[], w: number[]) => {
+    const node = new ModelBuilder({ opset: 17 }).input('x', 'float32', x).initializer('w', f32(w, new Float32Array(w.reduce((a, c) => a * c, 1))))
+      .node('Conv', ['x', 'w'], ['y'], { pads: [1, 1, 1, 1] }).build().graph.nodes[0]!;
+    return convGeom(node, x, w, [x[0]!, w[0]!, ...x.slice(2)]);
+  };
+  const few = geom([2, 512, 2, 2], [512, 512, 3, 3]), many = geom([64, 512, 2, 2], [512, 512, 3, 3]);
+  assert.equal(pickDx(few, {}, true), 'convtranspose', 'ResNet-18 layer4 at batch 2 and 64×64: 8 positions');
+  assert.equal(pickDx(few, {}, false), 'conv-flip-matmul');
+  assert.equal(pickDx(many, {}, true), 'conv-flip-matmul', '256 positions');
+  assert.equal(pickDx(few, { convTransposeUnequalPads: true }, true), 'convtranspose', 'equal pads here: no WebGPU detour needed');
+  const depthwise = convGeom(new ModelBuilder({ opset: 17 }).input('x', 'float32', [2, 512, 2, 2]).initializer('w', f32([512, 1, 3, 3], new Float32Array(4608)))
+    .node('Conv', ['x', 'w'], ['y'], { pads: [1, 1, 1, 1], group: 512 }).build().graph.nodes[0]!, [2, 512, 2, 2], [512, 1, 3, 3], [2, 512, 2, 2]);
+  assert.equal(pickDx(depthwise, {}, true), 'conv-flip-matmul', 'a grouped weight is small to flip, and grouped ConvTranspose is slow');
 });

@@ -73,7 +73,8 @@ test('shipped CNN full step: blocking the fed convs changes no loss or gradient 
 test('input-gradient convs of depthwise and narrow layers: same step with and without the pass', { skip: block === null && 'no NCHWc kernels here' }, async () => {
   // x → Conv 16→32 → Tanh → depthwise 3×3 (32) → Tanh → Conv 32→8 → Tanh → pool → logits [N, 8].
   // The dX of the depthwise conv is a blocked depthwise conv on the flipped weight; the dX of the
-  // 32→8 conv reads 8 < block gradient channels (the OIHWBo form without an input reorder).
+  // 32→8 conv reads 8 < block gradient channels (the OIHWBo form without an input reorder). 2×12×12 = 288
+  // output positions: fewer, and a fed weight's dX is a ConvTranspose (weightCopies in src/autodiff/rules/conv.ts).
   const rng = new Rng(11);
   const conv = (name: string, x: string, w: string, attrs: Node['attrs']): Node => ({ name, opType: 'Conv', domain: '', inputs: [x, w], outputs: [`${name}.y`], attrs });
   const act = (name: string, x: string): Node => ({ name, opType: 'Tanh', domain: '', inputs: [x], outputs: [`${name}.y`], attrs: {} });
@@ -82,7 +83,7 @@ test('input-gradient convs of depthwise and narrow layers: same step with and wi
   const model: Model = {
     irVersion: 8, opsets: [{ domain: '', version: 13 }], producerName: 'test', producerVersion: '', docString: '', metadata: {},
     graph: {
-      name: 'narrow', inputs: [{ name: 'x', dtype: 'float32', shape: [2, 16, 9, 9] }], outputs: [{ name: 'logits', dtype: 'float32', shape: [2, 8] }], valueInfo: [],
+      name: 'narrow', inputs: [{ name: 'x', dtype: 'float32', shape: [2, 16, 12, 12] }], outputs: [{ name: 'logits', dtype: 'float32', shape: [2, 8] }], valueInfo: [],
       initializers: new Map(weights.map(([n, d]) => [n, f32(d, Float32Array.from(randn(rng, d).data as Float32Array, (v) => v * 0.3))])),
       nodes: [
         conv('c1', 'x', 'w1', pads), act('a1', 'c1.y'),
@@ -94,8 +95,8 @@ test('input-gradient convs of depthwise and narrow layers: same step with and wi
     },
   };
   const trainable = weights.map(([n]) => n);
-  const sg = await buildStepGraph(model, { x: { dtype: 'float32', dims: [2, 16, 9, 9] } }, { trainable, loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) });
-  const feeds: Record<string, Tensor> = { x: randn(rng, [2, 16, 9, 9]) };
+  const sg = await buildStepGraph(model, { x: { dtype: 'float32', dims: [2, 16, 12, 12] } }, { trainable, loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }) });
+  const feeds: Record<string, Tensor> = { x: randn(rng, [2, 16, 12, 12]) };
   for (const [, inp] of sg.lossInputs) feeds[inp] = i64([2], [3, 5]);
   for (const p of sg.paramInputs) feeds[p] = model.graph.initializers.get(p)!;
   const r = await runBoth(sg.model, new Set(sg.paramInputs), feeds);

@@ -443,11 +443,29 @@ export function convDw(em: Emitter, g: ConvGeom, x: string, dY: string, form: Dw
 //   The MatMul is exact (each output is one weight times 1 plus zeros) unless a weight is ±Inf or
 //   NaN, which then also spreads NaN to the other taps of its kernel.
 //
+// Few output positions (N·OH·OW < 256: batch 2 at 64×64 from ResNet's third stage on), session 31:
+//   the products are small and the copies of a weight-sized tensor each step cost more than they
+//   save. A fed dense weight's flip for the stride-1 dX (a Transpose, the reversal MatMul and a
+//   Reshape over O·C·k² values; a constant's onnxruntime folds) goes: ConvTranspose reads W as it
+//   is. (Grouped weights keep the flip: they are small, and onnxruntime's grouped ConvTranspose is
+//   slow: with it Xception-41, MobileOne-S0, EfficientNet-B0 and ConvNeXt-atto lost 5–8 % at batch 8.) And
+//   the taps dW form ('taps-gemm', K Gemms of [O, C] then a Concat that interleaves them into
+//   [O, C, K]) gives way to one Gemm over the one-hot columns, which are small there. Full steps
+//   of 30 timm CNNs at 64×64, these rules / before, alternating in one process at 2 threads
+//   (bench/conv-few-positions.ts; bench/results/conv-few-positions-s31-b{2,8}.md): batch 2 median
+//   0.82 (0.69–0.93, every one faster), batch 8 median 0.95 (0.86–1.02). Either change alone gave
+//   0.81–0.97 (dX) and 0.85–0.99 (dW) at batch 2. Batch 64 at 64×64 has ≥ 256 positions
+//   everywhere, so nothing changes there; Tent and LoRA steps (constant weights, no dW) neither.
+/** Output positions (N·OH·OW) below which a conv's weight-sized copies per step cost more than they save (see above); benches set 0 to compare. */
+export const weightCopies = { minPositions: 256 };
+const positions = (g: ConvGeom) => g.N * prod(g.outSp);
+
 // Per backend (RuntimeBackend.faults): the flipped Conv has the forward's groups with C/group outputs
 // each, so where the backend gets that grouped Conv wrong ConvTranspose is taken; where ConvTranspose
 // is wrong with unequal begin and end pads (WebGPU), 'convtranspose-sympads' makes them equal.
-export function pickDx(g: ConvGeom, faults: BackendFaults = runtimeFaults()): DxForm {
-  if (dxApplies(g, 'conv-flip-matmul') && !faults.groupedConv?.(g.group, g.C / g.group)) return 'conv-flip-matmul';
+export function pickDx(g: ConvGeom, faults: BackendFaults = runtimeFaults(), fedWeight = false): DxForm {
+  const flipPays = !fedWeight || g.group > 1 || positions(g) >= weightCopies.minPositions;
+  if (flipPays && dxApplies(g, 'conv-flip-matmul') && !faults.groupedConv?.(g.group, g.C / g.group)) return 'conv-flip-matmul';
   const p = transposePads(g, false)!;
   if (faults.convTransposeUnequalPads && p.padE.some((e, i) => e !== g.padB[i]) && dxApplies(g, 'convtranspose-sympads')) return 'convtranspose-sympads';
   return 'convtranspose';
@@ -523,7 +541,7 @@ export function pickDw(g: ConvGeom, faults: BackendFaults = runtimeFaults()): Dw
   const K = prod(g.k);
   const bad = (group: number, outs: number) => faults.groupedConv?.(group, outs) === true;
   const tapsFit = K <= (faults.maxConcatInputs ?? Infinity);
-  const tapsWin = dwTaps.current && g.group === 1 && g.C >= 16 && K > 1 && g.strides.every((s) => s === 1) && tapsFit;
+  const tapsWin = dwTaps.current && g.group === 1 && g.C >= 16 && K > 1 && g.strides.every((s) => s === 1) && tapsFit && positions(g) >= weightCopies.minPositions;
   const colsBytes = 4 * g.N * g.C * K * prod(g.outSp);
   if (dwSwapped.current && g.group === 1 && prod(g.outSp) >= 64 && !isPointwise(g) && !bad(g.C, K) && (!tapsWin || colsBytes <= dwSwapped.maxColumnBytes)) return 'onehot-swapped';
   if (g.group > 1 && g.group === g.C && (K >= 25 || prod(g.outSp) <= 196) && !bad(g.N * g.C, g.O / g.C)) return 'conv-nc';
@@ -538,7 +556,7 @@ registerRules({
     if (ctx.opset < 11) throw new Error(`the Conv gradient needs opset ≥ 11 (Slice and Pad with inputs), the model has opset ${ctx.opset}`);
     const [x, w, b] = node.inputs as [string, string, string | undefined];
     const g = convGeom(node, ctx.shape(x), ctx.shape(w), ctx.shape(node.outputs[0]!));
-    const dX = needs[0] ? convDx(em, g, dY!, w, pickDx(g)) : null;
+    const dX = needs[0] ? convDx(em, g, dY!, w, pickDx(g, runtimeFaults(), !ctx.constant(w))) : null;
     const dW = needs[1] ? convDw(em, g, x, dY!, pickDw(g)) : null;
     const dB = b && needs[2] ? em.reduce('ReduceSum', dY!, [0, ...range(g.nd, 2)], false) : null;
     return [dX, dW, dB];
