@@ -2,7 +2,6 @@
 // initializer weight, and convs whose weight the graph computes, for LoRA), each named by its
 // PyTorch-style module, and target selection over them.
 import type { Graph, Node } from '../onnx/ir.ts';
-import type { Tensor } from '../onnx/tensor.ts';
 import { attrInt, attrInts, attrFloat, producers, consumers, initializerBehind } from '../onnx/ir.ts';
 import { PeftError, closest } from './errors.ts';
 import { nbitsLayout } from '../onnx/nbits.ts';
@@ -63,8 +62,9 @@ export interface Site {
   /**
    * A convolution whose weight the graph computes from parameters alone (BiT's and NFNet's weight
    * standardization, weight norm): `weight` names the computed tensor, not an initializer, and the
-   * shapes come from the ops that compute it (src/onnx/constant-dims.ts). Only a LoRA branch of its own attaches (HF
-   * PEFT wraps such a Conv2d subclass the same way); nothing reads or folds into the weight.
+   * shapes come from the ops that compute it (src/onnx/constant-dims.ts). Only a LoRA branch of
+   * its own attaches (HF PEFT wraps such a Conv2d subclass the same way); nothing reads or folds
+   * into the weight.
    */
   computed?: true;
 }
@@ -279,17 +279,17 @@ export function computedWeightNodes(g: Graph): Node[] {
 
 /** The initializer with the most elements among a parameter-only tensor's ancestors: a computed conv weight's own parameter (StdConv's W, weight norm's v), which names its module where the node's name does not. */
 function largestParameterBehind(g: Graph, prod: Map<string, Node>, t: string): string | undefined {
-  let best: { name: string; param: Tensor } | undefined;
+  let best: string | undefined, most = 0;
   const seen = new Set<string>();
   const walk = (x: string) => {
     if (!x || seen.has(x)) return;
     seen.add(x);
     const w = g.initializers.get(x);
-    if (w) { if (!best || w.data.length > best.param.data.length) best = { name: x, param: w }; return; }
+    if (w) { if (w.data.length > most) { best = x; most = w.data.length; } return; }
     for (const i of prod.get(x)?.inputs ?? []) walk(i);
   };
   walk(t);
-  return best?.name;
+  return best;
 }
 
 /** A computed weight's shape must have the conv's rank and kernel (a kernel_shape attribute, when given, must agree). */

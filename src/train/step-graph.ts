@@ -1,6 +1,6 @@
 // Build the one ONNX graph of a training step: forward, loss and reverse-mode gradients.
-import type { Model } from '../onnx/ir.ts';
-import { cloneModel, opsetVersion } from '../onnx/ir.ts';
+import type { Graph, Model, ValueInfo } from '../onnx/ir.ts';
+import { cloneModel, consumers, opsetVersion, producers } from '../onnx/ir.ts';
 import { Emitter } from '../onnx/emitter.ts';
 import { probe, probeShapes, type InputSignature, type ShapeMap } from '../onnx/shapes.ts';
 import { applyFold, planFold, FLOAT_FOLD_MAX_ELEMENTS } from '../onnx/fold.ts';
@@ -60,6 +60,30 @@ export const LOSS_OUTPUT = 'refit.loss';
 const MAX_FOLD_ROUNDS = 8;
 
 /** `batch`: the values to probe with, for a model whose shapes depend on them (src/onnx/data-shapes.ts); zeros otherwise. */
+/**
+ * For gradients whose last node is a Reshape (every conv weight gradient: its Gemm gives [O, C·k²])
+ * read by nothing else: the tensor before the Reshapes. onnxruntime copies a Reshape whose result
+ * is a graph output (a whole weight-sized copy per step: 4.4 ms for ResNet-50-sized 512×512×3×3
+ * weights at batch 2), and the step reads gradients flat, so it outputs the unreshaped tensor.
+ */
+/** Whether gradients are output before a final Reshape (gradientsBeforeViews); benches switch it off to compare. */
+export const gradientOutputs = { beforeReshape: true };
+
+function gradientsBeforeViews(g: Graph, names: string[]): Map<string, string> {
+  const prod = producers(g), readers = consumers(g);
+  const fixed = new Set([...g.outputs.map((o) => o.name), ...g.inputs.map((i) => i.name), ...g.initializers.keys()]);
+  const out = new Map<string, string>();
+  for (const name of names) {
+    const p = prod.get(name);
+    if (!p || p.opType !== 'Reshape' || (p.domain !== '' && p.domain !== 'ai.onnx')) continue;
+    // Only where nothing else reads the reshaped gradient (one parameter's, no other node's) and the
+    // tensor before it is the graph's own (not an input or a constant).
+    if (fixed.has(name) || readers.has(name) || names.indexOf(name) !== names.lastIndexOf(name) || fixed.has(p.inputs[0]!)) continue;
+    out.set(name, p.inputs[0]!);
+  }
+  return out;
+}
+
 export async function buildStepGraph(given: Model, sig: InputSignature, opts: StepGraphOptions, batch?: Record<string, Tensor>): Promise<StepGraph> {
   const timings: Record<string, number> = {};
   let clock = performance.now();
@@ -164,14 +188,17 @@ export async function buildStepGraph(given: Model, sig: InputSignature, opts: St
     g.initializers.delete(p);
     g.inputs.push({ name: p, dtype: t.dtype, shape: [...t.dims] });
   }
-  const outputs = [{ name: LOSS_OUTPUT, dtype: 'float32' as const, shape: lossShape.dims }];
+  const outputs: ValueInfo[] = [{ name: LOSS_OUTPUT, dtype: 'float32' as const, shape: lossShape.dims }];
   const gradOutputs = new Map<string, string | null>();
+  const unviewed = gradientOutputs.beforeReshape ? gradientsBeforeViews(g, [...grads.values()].filter((n): n is string => !!n)) : new Map<string, string>();
   for (const [p, gname] of grads) {
     if (!gname) { gradOutputs.set(p, null); continue; }
     const out = `refit.grad.${p}`;
     em.reserve(out);
-    g.nodes.push({ name: em.fresh('grad_out'), opType: 'Identity', domain: '', inputs: [gname], outputs: [out], attrs: {} });
-    outputs.push({ name: out, dtype: 'float32', shape: shapes.get(p)!.dims });
+    const src = unviewed.get(gname) ?? gname;
+    g.nodes.push({ name: em.fresh('grad_out'), opType: 'Identity', domain: '', inputs: [src], outputs: [out], attrs: {} });
+    // Read flat (TrainStep.run): a gradient output before its Reshape keeps the values, not the dims.
+    outputs.push({ name: out, dtype: 'float32', shape: src === gname ? shapes.get(p)!.dims : null });
     gradOutputs.set(p, out);
   }
   const extraOutputs = new Map<string, string>();

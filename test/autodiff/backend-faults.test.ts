@@ -11,7 +11,7 @@ import { WEBGPU_FAULTS } from '../../src/onnx/webgpu-faults.ts';
 import type { Model, Node } from '../../src/onnx/ir.ts';
 import { relErr } from '../helpers/close.ts';
 
-const N = 4;
+const N = 16; // c3 (4×4 maps) has N·16 = 256 output positions: enough for the taps dW form (a 9-input Concat) by default
 
 /** 3×3 convs with 3, 8 and 16 input channels at stride 1 and 2, a depthwise conv, BatchNorm in train mode, overlapping Max and Average pools. */
 function net(): Uint8Array {

@@ -452,7 +452,7 @@ export function convDw(em: Emitter, g: ConvGeom, x: string, dY: string, form: Dw
 //   the taps dW form ('taps-gemm', K Gemms of [O, C] then a Concat that interleaves them into
 //   [O, C, K]) gives way to one Gemm over the one-hot columns, which are small there. Full steps
 //   of 30 timm CNNs at 64×64, these rules / before, alternating in one process at 2 threads
-//   (bench/conv-few-positions.ts; bench/results/conv-few-positions-s31-b{2,8}.md): batch 2 median
+//   (bench/step-switches.ts; bench/results/conv-few-positions-s31-b{2,8}.md): batch 2 median
 //   0.82 (0.69–0.93, every one faster), batch 8 median 0.95 (0.86–1.02). Either change alone gave
 //   0.81–0.97 (dX) and 0.85–0.99 (dW) at batch 2. Batch 64 at 64×64 has ≥ 256 positions
 //   everywhere, so nothing changes there; Tent and LoRA steps (constant weights, no dW) neither.

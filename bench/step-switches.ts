@@ -1,9 +1,12 @@
-// Full steps over every parameter with conv gradient forms chosen as before session 31
-// (weightCopies.minPositions = 0: every fed dense weight flipped per step for its dX, the taps dW
-// form wherever it applied) and as now (256: convs with fewer output positions take ConvTranspose
-// and the one-hot columns). Both compiled in one process and run alternating, on the exports of
-// bench/popular_architectures.py (written where missing), random images of each file's size.
-//   npx tsx bench/conv-few-positions.ts --batch 2 --only timm_resnet26d,timm_dla34 [--rounds 9] [--out FILE]
+// Full steps over every parameter, with one of session 31's two changes off (before) and on (after),
+// both compiled in one process and run alternating, on the exports of bench/popular_architectures.py
+// (written where missing), random images of each file's size:
+// --switch weight-copies (default): conv gradient forms as before (weightCopies.minPositions = 0:
+//   every fed dense weight flipped per step for its dX, the taps dW form wherever it applied) and
+//   now (256: convs with fewer output positions take ConvTranspose and the one-hot columns);
+// --switch gradient-views: every gradient output after its final Reshape, or before it
+//   (gradientOutputs.beforeReshape, src/train/step-graph.ts).
+//   npx tsx bench/step-switches.ts --batch 2 --only timm_resnet26d,timm_dla34 [--switch gradient-views] [--rounds 9] [--out FILE]
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,12 +14,16 @@ import { loadModel } from '../src/model.ts';
 import * as losses from '../src/train/losses.ts';
 import { f32, i64 } from '../src/onnx/tensor.ts';
 import { weightCopies } from '../src/autodiff/rules/conv.ts';
+import { gradientOutputs } from '../src/train/step-graph.ts';
 import { exportMissing } from './parity.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dir = join(resolve(here, '..'), 'tmp', 'popular-architectures');
 const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 ? process.argv[i + 1]! : d; };
 const B = Number(arg('batch', '2')), R = Number(arg('rounds', '9'));
+const which = arg('switch', 'weight-copies');
+if (which !== 'weight-copies' && which !== 'gradient-views') throw new Error(`--switch: weight-copies or gradient-views, not '${which}'`);
+const set = (on: boolean) => { if (which === 'weight-copies') weightCopies.minPositions = on ? 256 : 0; else gradientOutputs.beforeReshape = on; };
 const names = arg('only', 'timm_resnet26d,timm_resnetblur18,timm_dla34').split(',');
 exportMissing(join(here, 'popular_architectures.py'), dir, names, 'python3-torch python3-onnx');
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
@@ -28,15 +35,15 @@ for (const name of names) {
   const per = dims.slice(1).reduce((a, b) => a * b, 1);
   const feeds = { [input]: f32([B, ...dims.slice(1)], Float32Array.from({ length: B * per }, () => Math.random() * 2 - 1)), y: i64([B], Array.from({ length: B }, (_, i) => i % 10)) };
   const steps = [], grads: Map<string, Float32Array>[] = [];
-  for (const minPositions of [0, 256]) {
-    weightCopies.minPositions = minPositions;
+  for (const on of [false, true]) {
+    set(on);
     const model = await loadModel(join(dir, `${name}.onnx`), { threads: 2 });
     const step = model.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'output0', labels: 'y' }) });
     grads.push((await step.run(feeds)).grads);
     await step.run(feeds);
     steps.push(step);
   }
-  weightCopies.minPositions = 256;
+  set(true);
   // The two forms' gradients, tensor by tensor (tensors whose gradient is zero in exact arithmetic, norm ≤ 1e-9, are float noise).
   let worst = 0;
   for (const [k, a] of grads[0]!) {
@@ -54,4 +61,4 @@ for (const name of names) {
   for (const s of steps) await s.release();
 }
 const out = arg('out', '');
-if (out) writeFileSync(out, `npx tsx bench/conv-few-positions.ts --batch ${B} --rounds ${R} --only ${names.join(',')}\n\n${lines.join('\n')}\n`);
+if (out) writeFileSync(out, `npx tsx bench/step-switches.ts --switch ${which} --batch ${B} --rounds ${R} --only ${names.join(',')}\n\n${lines.map((l) => `- ${l}`).join('\n')}\n`);
