@@ -59,16 +59,15 @@ export const LOSS_OUTPUT = 'refit.loss';
 /** Fold rounds after the first (each a probe of the whole graph) while Ifs inline or Loops unroll. */
 const MAX_FOLD_ROUNDS = 8;
 
-/** `batch`: the values to probe with, for a model whose shapes depend on them (src/onnx/data-shapes.ts); zeros otherwise. */
-/**
- * For gradients whose last node is a Reshape (every conv weight gradient: its Gemm gives [O, C·k²])
- * read by nothing else: the tensor before the Reshapes. onnxruntime copies a Reshape whose result
- * is a graph output (a whole weight-sized copy per step: 4.4 ms for ResNet-50-sized 512×512×3×3
- * weights at batch 2), and the step reads gradients flat, so it outputs the unreshaped tensor.
- */
 /** Whether gradients are output before a final Reshape (gradientsBeforeViews); benches switch it off to compare. */
 export const gradientOutputs = { beforeReshape: true };
 
+/**
+ * For gradients whose last node is a Reshape (every conv weight gradient: its Gemm gives [O, C·k²])
+ * read by nothing else: the tensor before the Reshape. onnxruntime copies a Reshape whose result
+ * is a graph output (a whole weight-sized copy per step: 4.4 ms for ResNet's 512×512×3×3 weights
+ * at batch 2), and the step reads gradients flat, so it outputs the unreshaped tensor.
+ */
 function gradientsBeforeViews(g: Graph, names: string[]): Map<string, string> {
   const prod = producers(g), readers = consumers(g);
   const fixed = new Set([...g.outputs.map((o) => o.name), ...g.inputs.map((i) => i.name), ...g.initializers.keys()]);
@@ -84,6 +83,7 @@ function gradientsBeforeViews(g: Graph, names: string[]): Map<string, string> {
   return out;
 }
 
+/** `batch`: the values to probe with, for a model whose shapes depend on them (src/onnx/data-shapes.ts); zeros otherwise. */
 export async function buildStepGraph(given: Model, sig: InputSignature, opts: StepGraphOptions, batch?: Record<string, Tensor>): Promise<StepGraph> {
   const timings: Record<string, number> = {};
   let clock = performance.now();
