@@ -11,6 +11,10 @@ import { PeftModel } from '../../src/peft/index.ts';
 import { computedWeightNodes } from '../../src/peft/sites.ts';
 import { parseSafetensors } from '../../src/io/safetensors.ts';
 import { relErr } from '../helpers/close.ts';
+import { refit } from '../helpers/cli.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const dir = fileURLToPath(new URL('../fixtures/peft/computed_weights/', import.meta.url));
 const expected = parseSafetensors(readFileSync(`${dir}expected.safetensors`), 'expected.safetensors').tensors;
@@ -38,4 +42,17 @@ test('weight-normed and spectral-normed convs are LoRA sites with their own shap
   }
   await step.release();
   await model.release();
+});
+
+test('`refit adapter merge` bakes the LoRA of computed-weight convs into a plain model that gives PyTorch\'s logits', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'refit-cw-'));
+  try {
+    const r = await refit('adapter', 'merge', `${dir}model.onnx`, `${dir}adapter`, '--out', join(out, 'merged.onnx'));
+    assert.equal(r.status, 0, r.stderr);
+    const merged = await loadModel(join(out, 'merged.onnx'), { threads: 1 });
+    assert.equal(merged.ir.graph.nodes.filter((n) => n.opType === 'Conv').length, 9, 'three convs and each LoRA branch\'s two');
+    const logits = (await merged.run({ x: ref('x') })).logits!.data as Float32Array;
+    assert.ok(relErr(logits, ref('logits').data as Float32Array) < 1e-5);
+    await merged.release();
+  } finally { rmSync(out, { recursive: true, force: true }); }
 });
