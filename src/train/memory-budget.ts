@@ -198,7 +198,8 @@ function signatureFor(model: RefitModel, mb: MemoryBudget): InputSignature {
     const dims = (i.shape ?? []).map((d, k) => {
       if (typeof d === 'number' && d > 0) return k === 0 && mb.batch !== undefined ? mb.batch : d;
       if (k === 0 && mb.batch !== undefined) return mb.batch;
-      throw new Error(`memoryBudget: input '${i.name}' has dimension ${k} = ${JSON.stringify(d)}, unknown until a batch arrives; pass memoryBudget.batch (the batch size to account at) or memoryBudget.inputs`);
+      const fix = k === 0 ? 'pass memoryBudget.batch (the batch size to account at) or memoryBudget.inputs' : `pass memoryBudget.inputs, every input's dims (e.g. { ${i.name}: { dtype: '${i.dtype}', dims: [${(i.shape ?? []).map((e, j) => (typeof e === 'number' && e > 0 ? e : j === 0 ? mb.batch ?? 'N' : '…')).join(', ')}] } }): batch fills only the first`;
+      throw new Error(`memoryBudget: input '${i.name}' has dimension ${k} = ${JSON.stringify(d)}, unknown until a batch arrives; ${fix}`);
     });
     if (i.shape === null) throw new Error(`memoryBudget: input '${i.name}' has no declared shape; pass memoryBudget.inputs`);
     sig[i.name] = { dtype: i.dtype, dims };

@@ -96,6 +96,11 @@ test('memoryBudget on the tiny model: the budget picks, the step runs, bad budge
   assert.equal(r.grads.size, 2);
   await step.release();
   await assert.rejects(m.compileTrainStep({ loss, memoryBudget: 1e6 }), /input 'x' has dimension 0 = "N", unknown until a batch arrives; pass memoryBudget\.batch/);
+  // A symbolic dim past the batch (an image's height): batch cannot fill it, and the message says so.
+  const images = new RefitModel(new ModelBuilder().input('x', 'float32', ['N', 1, 'H', 'W']).initializer('w', f32([2, 1, 3, 3], new Float32Array(18).fill(0.1)))
+    .node('Conv', ['x', 'w'], ['c'], { kernel_shape: [3, 3] }).node('GlobalAveragePool', ['c'], ['p']).node('Flatten', ['p'], ['logits']).output('logits').build());
+  await assert.rejects(images.compileTrainStep({ loss, memoryBudget: { bytes: 1e6, batch: 2 } }),
+    /input 'x' has dimension 2 = "H", unknown until a batch arrives; pass memoryBudget\.inputs, every input's dims \(e\.g\. \{ x: \{ dtype: 'float32', dims: \[2, 1, …, …\] \} \}\): batch fills only the first/);
   await assert.rejects(m.compileTrainStep({ loss, memoryBudget: -1 }), /memoryBudget\.bytes must be a positive number of bytes, got -1/);
   await assert.rejects(m.compileTrainStep({ loss, memoryBudget: { bytes: 1e6, batch: 5, candidates: ['everything' as BudgetRung] } }), /unknown rung 'everything'/);
   // 'head' is the last MatMul: activations 140 + batch 120 + w2, its gradient and AdamW's two
