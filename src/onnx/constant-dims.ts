@@ -33,7 +33,7 @@ function matmulDims(a: number[] | undefined, b: number[] | undefined): number[] 
 /** Reshape's target: 0 copies the input's dim (allowzero 0), one −1 takes what is left. */
 function reshaped(n: Node, x: number[], shape: number[]): number[] | undefined {
   const dims = shape.map((d, i) => (d === 0 && attrInt(n, 'allowzero', 0) === 0 ? x[i] : d));
-  if (dims.some((d) => d === undefined || d < -1 || dims.filter((v) => v === -1).length > 1)) return undefined;
+  if (dims.some((d) => d === undefined || d < -1) || dims.filter((d) => d === -1).length > 1) return undefined;
   const total = x.reduce((a, b) => a * b, 1), known = (dims as number[]).filter((d) => d !== -1).reduce((a, b) => a * b, 1);
   return (dims as number[]).map((d) => (d === -1 ? total / known : d));
 }

@@ -11,6 +11,7 @@
 import type { Graph, Node } from './ir.ts';
 import { attrFloat, attrInt, constantValue, producers } from './ir.ts';
 import { Emitter } from './emitter.ts';
+import { constantDims } from './constant-dims.ts';
 import { readsOf } from './subgraphs.ts';
 
 /** Whether `n` normalises with its batch's statistics, its statistics inputs are no buffers, and nothing reads its running outputs. */
@@ -33,15 +34,6 @@ function rankOf(g: Graph, prod: Map<string, Node>, t: string): number | undefine
   return g.inputs.find((i) => i.name === t)?.shape?.length ?? g.valueInfo.find((v) => v.name === t)?.shape?.length;
 }
 
-/** The first dim of `t` where the graph fixes it (an initializer, or a Reshape to a stored shape). */
-function leadingDim(g: Graph, prod: Map<string, Node>, t: string): number | undefined {
-  const init = g.initializers.get(t);
-  if (init) return init.dims[0];
-  const p = prod.get(t);
-  const shape = p?.opType === 'Reshape' && p.inputs[1] ? constantValue(g, p.inputs[1]) : undefined;
-  return shape && shape.data.length ? Number(shape.data[0]) : undefined;
-}
-
 /**
  * Replace each such node by InstanceNormalization where its input is one sample, else by
  * ReduceMean/Sub/Mul/ReduceMean/Add/Sqrt/Div and its scale and bias; then remove what computed its
@@ -57,7 +49,7 @@ export function decomposeStatelessBatchNorms(g: Graph, opset: number): string[] 
   for (const n of found) {
     const [x, scale, bias, mean, variance] = n.inputs as [string, string, string, string, string];
     const r = rankOf(g, prod, x)!;
-    if (r >= 3 && leadingDim(g, prod, x) === 1) {
+    if (r >= 3 && constantDims(g, prod, x)?.[0] === 1) {
       // One sample ([1, C, …], as StdConv2d reshapes its weight): per-channel statistics over the
       // rest are InstanceNormalization's, one node whose gradient rule takes a few passes over the
       // weight where the seven ops' rules took about twenty (NF-ResNet-26's full step: 0.74 of the

@@ -155,7 +155,7 @@ export function findSites(g: Graph, exclude: (name: string) => boolean = () => f
     return q && (q.opType === 'QuantizeLinear' || q.opType === 'DynamicQuantizeLinear') ? q.inputs[0]! : x;
   };
   const computedConvs = new Map<Node, { name: string; dims: number[] }>();
-  for (const n of computedWeightNodes(g)) {
+  for (const n of computedWeightNodes(g, prod)) {
     const dims = n.opType === 'Conv' ? constantDims(g, prod, n.inputs[1]!) : undefined;
     if (dims) computedConvs.set(n, { name: largestParameterBehind(g, prod, n.inputs[1]!) ?? n.inputs[1]!, dims });
   }
@@ -257,7 +257,7 @@ export function packedAttentionNodes(g: Graph): Node[] {
  * kernel), weight norm, a scaled or reshaped parameter. The convs among them are LoRA's sites
  * (`Site.computed`); every other adapter reads or scales a stored weight.
  */
-export function computedWeightNodes(g: Graph): Node[] {
+export function computedWeightNodes(g: Graph, prod: Map<string, Node> = producers(g)): Node[] {
   // One pass in graph order: which tensors depend on a graph input (or pass a DequantizeLinear,
   // whose quantized weight is a site of its own), and which on an initializer.
   const data = new Set(g.inputs.map((i) => i.name)), params = new Set(g.initializers.keys());
@@ -266,7 +266,6 @@ export function computedWeightNodes(g: Graph): Node[] {
     if (n.opType === 'DequantizeLinear' || n.inputs.some((t) => data.has(t))) for (const o of outs) data.add(o);
     else if (n.inputs.some((t) => params.has(t))) for (const o of outs) params.add(o);
   }
-  const prod = producers(g);
   return g.nodes.filter((n) => {
     const w = n.inputs[1];
     if ((n.domain !== '' && n.domain !== 'ai.onnx') || !['Conv', 'MatMul', 'Gemm'].includes(n.opType) || !w || g.initializers.has(w)) return false;

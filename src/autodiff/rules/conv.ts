@@ -456,7 +456,11 @@ export function convDw(em: Emitter, g: ConvGeom, x: string, dY: string, form: Dw
 //   0.82 (0.69–0.93, every one faster), batch 8 median 0.95 (0.86–1.02). Either change alone gave
 //   0.81–0.97 (dX) and 0.85–0.99 (dW) at batch 2. Batch 64 at 64×64 has ≥ 256 positions
 //   everywhere, so nothing changes there; Tent and LoRA steps (constant weights, no dW) neither.
-/** Output positions (N·OH·OW) below which a conv's weight-sized copies per step cost more than they save (see above); benches set 0 to compare. */
+/**
+ * Output positions (N·OH·OW) below which a conv's weight-sized copies per step cost more than they
+ * save (see above); benches set 0 to compare. The Node-only blocked-kernel pass has its own bound,
+ * measured the same way and also 256 (MIN_BLOCKED_POSITIONS, src/onnx/nchwc.ts).
+ */
 export const weightCopies = { minPositions: 256 };
 const positions = (g: ConvGeom) => g.N * prod(g.outSp);
 

@@ -54,11 +54,10 @@ export function initFactors(ctx: PlanContext, c: ResolvedLora, sites: Site[], me
   return { tensors, overrides };
 }
 
-/** Fold scale·B·A into every site's weight. */
+/** Fold scale·B·A into every site's weight (stored weights only: a plan with a computed site has no fold). */
 export function foldLora(name: string, sites: Site[], scale: number, value: (n: string) => Tensor): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
   for (const s of oneSitePerWeight(sites)) {
-    if (s.computed) throw new PeftError(`lora '${name}': ${s.module} computes its weight in the graph from parameters (weight standardization or weight norm), so B·A has no stored weight to fold into`);
     const n = loraNames(name, s.module);
     const w = out.get(s.weight) ?? value(s.weight);
     out.set(s.weight, toWeight(s, addMat(weightMat(s, w), deltaW(s, value(n.a), value(n.b), scale)), w));
