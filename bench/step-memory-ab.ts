@@ -9,6 +9,7 @@
 //
 // tent: BatchNorm affine trainable, softmax-entropy loss, BatchNorm in train mode (the Tent step);
 // lora: LoRA rank 8 on every non-grouped Conv and Gemm/MatMul, cross-entropy (bench/foreign.ts's lora);
+// full-sgd, full-adam: a Trainer's whole step (compiled step, checks, optimizer) over every parameter;
 // tent-adapter: the Tent adapter's predict (createAdapter); bn-adapt: BN-adapt's predict ("gradients
 // apart" is then how far apart the logits are). An adapter's call is not idempotent (Tent steps), but
 // both trees take the same steps in the same order, so their logits stay comparable.
@@ -48,6 +49,16 @@ async function tree(name: string, src: string, model: string, config: string): P
     const { createAdapter } = await imp('tta/index.ts');
     const a = createAdapter(m0, config === 'bn-adapt' ? 'bn-adapt' : 'tent');
     return { name, run: async () => { const r = await a.predict(x); return { loss: r.info.loss ?? 0, grads: new Map([['logits', r.logits.data as Float32Array]]) }; } };
+  }
+  // full-sgd / full-adam: a Trainer's step over every parameter, BatchNorm in train mode ("gradients
+  // apart" is then how far apart the parameters are after the same steps).
+  if (config === 'full-sgd' || config === 'full-adam') {
+    const { Trainer } = await imp('train/trainer.ts');
+    const optim = await imp('train/optim/index.ts');
+    const step = m0.compileTrainStep({ trainable: 'all', loss: losses.crossEntropy({ logits: 'logits', labels: 'y' }), batchNorm: 'train' });
+    const t = new Trainer(step, config === 'full-sgd' ? optim.sgd({ lr: 1e-3 }) : optim.adam({ lr: 1e-4 }));
+    const names: string[] = step.trainable;
+    return { name, run: async () => { const r = await t.step({ x, y }); return { loss: r.loss, grads: new Map(names.map((n) => [n, m0.param(n).data as Float32Array])) }; } };
   }
   let step;
   if (config === 'tent') {

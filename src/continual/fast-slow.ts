@@ -151,14 +151,12 @@ export class FastSlowLearner {
 
   /** A step's result is usable only if the loss and every gradient are finite. */
   private usable(r: StepResult): boolean {
-    if (!Number.isFinite(r.loss)) return false;
-    for (const g of r.grads.values()) if (allFinite(g) >= 0) return false;
-    return true;
+    return Number.isFinite(r.loss) && !r.nonFiniteGrad;
   }
 
   private applyFast(r: StepResult): boolean {
     if (!this.usable(r)) { this.skipped++; return false; }
-    this.opt.step(this.views(this.fast), r.grads);
+    this.opt.step(this.views(this.fast), r.grads, { gradsFinite: true });
     if (this.rng) this.stochasticRestore();
     this.fast.touch(this.params);
     this.steps++;

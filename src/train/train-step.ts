@@ -12,12 +12,19 @@ import { DataShapes, dataShapedOutputs, subgraphDataShapes } from '../onnx/data-
 import { withEmbeddingBags } from '../onnx/embedding-bag.ts';
 import { denseTinyConvs } from './tiny-conv-dense.ts';
 import { phaseStridedDx } from './strided-dx-phases.ts';
+import { firstNonFinite } from './optim/tensors.ts';
 
 export interface StepResult {
   loss: number;
   /** False when the loss was NaN or Inf; the caller must not apply the gradients. */
   finite: boolean;
   grads: Map<string, Float32Array>;
+  /**
+   * The first non-finite gradient value, or null when every gradient is finite; the caller must
+   * not apply gradients that are not. Found here once, so that whoever applies them tells the
+   * optimizer (`step(…, { gradsFinite: true })`) instead of scanning them again.
+   */
+  nonFiniteGrad: { param: string; index: number } | null;
   /** Requested extra forward tensors, by their model names. */
   outputs: Record<string, Tensor>;
   /** Updated BatchNorm running statistics (batchNorm: 'train'); apply with model.setParams to keep them. */
@@ -28,6 +35,14 @@ interface Compiled { graph: StepGraph; session: ort.InferenceSession }
 
 /** Steps kept compiled for the data-decided sizes of one model (src/onnx/data-shapes.ts). */
 const MAX_DATA_SHAPED = 8;
+
+function firstNonFiniteGrad(grads: Map<string, Float32Array>): StepResult['nonFiniteGrad'] {
+  for (const [param, g] of grads) {
+    const index = firstNonFinite(g);
+    if (index >= 0) return { param, index };
+  }
+  return null;
+}
 
 export class TrainStep {
   private cache = new Map<string, Promise<Compiled>>();
@@ -132,7 +147,7 @@ export class TrainStep {
     for (const [o, name] of graph.extraOutputs) outputs[o] = fromOrt(out[name]!);
     const runningStats = new Map<string, Float32Array>();
     for (const r of graph.runningStats) runningStats.set(r.param, out[r.updated]!.data as Float32Array);
-    return { loss, finite: Number.isFinite(loss), grads, outputs, runningStats };
+    return { loss, finite: Number.isFinite(loss), grads, nonFiniteGrad: firstNonFiniteGrad(grads), outputs, runningStats };
   }
 
   /** Free the onnxruntime sessions. */

@@ -1,7 +1,7 @@
 // The training loop step: run the compiled step, refuse non-finite results, clip, update.
 import type { TrainStep } from './train-step.ts';
 import type { Optimizer } from './optim/index.ts';
-import { clipGradNorm, firstNonFinite } from './optim/index.ts';
+import { clipGradNorm } from './optim/index.ts';
 import type { Tensor } from '../onnx/tensor.ts';
 
 export interface TrainerOptions {
@@ -36,12 +36,10 @@ export class Trainer {
   async step(batch: Record<string, Tensor>): Promise<TrainerStepResult> {
     const r = await this.compiled.run(batch);
     if (!r.finite) return this.skip(r.loss, `loss is ${r.loss}`, r.outputs);
-    for (const [p, g] of r.grads) {
-      const bad = firstNonFinite(g);
-      if (bad >= 0) return this.skip(r.loss, `gradient of '${p}' has a non-finite value at ${bad}`, r.outputs);
-    }
+    const bad = r.nonFiniteGrad;
+    if (bad) return this.skip(r.loss, `gradient of '${bad.param}' has a non-finite value at ${bad.index}`, r.outputs);
     const gradNorm = this.options.clipNorm ? clipGradNorm(r.grads, this.options.clipNorm) : undefined;
-    this.optimizer.step(this.params, r.grads);
+    this.optimizer.step(this.params, r.grads, { gradsFinite: true });
     const model = this.compiled.model;
     const changed = [...this.params.keys()];
     if (r.runningStats.size > 0 && this.options.keepRunningStats !== false) {

@@ -472,9 +472,8 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
   }
 
   /** True if the loss and every gradient are finite; otherwise counts a skipped step. */
-  protected finiteStep(r: Pick<StepResult, 'loss' | 'grads'>): boolean {
-    if (!Number.isFinite(r.loss)) { this.skipped++; return false; }
-    for (const g of r.grads.values()) if (allFinite(g) >= 0) { this.skipped++; return false; }
+  protected finiteStep(r: Pick<StepResult, 'loss' | 'nonFiniteGrad'>): boolean {
+    if (!Number.isFinite(r.loss) || r.nonFiniteGrad) { this.skipped++; return false; }
     return true;
   }
 
@@ -482,9 +481,9 @@ export abstract class ParamAdapter<O extends CommonOptions & { lr?: number }> im
    * Apply an optimizer step with `grads` unless the loss or a gradient is not finite; a refused
    * step is counted in `skipped` and changes nothing.
    */
-  protected applyStep(r: Pick<StepResult, 'loss' | 'grads'>, batch: number): boolean {
+  protected applyStep(r: Pick<StepResult, 'loss' | 'grads' | 'nonFiniteGrad'>, batch: number): boolean {
     if (!this.finiteStep(r)) return false;
-    this.optimizer(batch).step(this.views, r.grads);
+    this.optimizer(batch).step(this.views, r.grads, { gradsFinite: true });
     this.model.touch(this.trainable);
     this.steps++;
     return true;

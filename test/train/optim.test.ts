@@ -321,6 +321,24 @@ describe('step safety', () => {
     const grads = gradSet(0);
     grads.set('w', new Float32Array(11));
     assert.throws(() => opt.step(params, grads), /gradient of 'w' has 11 elements, parameter has 12/);
+    assert.throws(() => opt.step(params, grads, { gradsFinite: true }), /gradient of 'w' has 11 elements, parameter has 12/);
+  });
+
+  it('gradsFinite (the caller checked them): the same updates, without the scan', () => {
+    const a = optim.adam({ lr: 0.1 });
+    const b = optim.adam({ lr: 0.1 });
+    const pa = initParams(), pb = initParams();
+    for (let s = 0; s < 3; s++) {
+      a.step(pa, gradSet(s));
+      b.step(pb, gradSet(s), { gradsFinite: true });
+    }
+    assert.deepEqual(pb, pa);
+    assert.deepEqual(b.state(), a.state());
+    // The option means what it says: a NaN it vouched for is not looked for.
+    const grads = gradSet(0);
+    grads.get('b')![0] = NaN;
+    b.step(pb, grads, { gradsFinite: true });
+    assert.ok(Number.isNaN(pb.get('b')![0]));
   });
 });
 

@@ -1,7 +1,7 @@
 import { GroupTable, type ResolvedGroup } from './groups.ts';
 import { constant } from './schedules.ts';
 import { firstNonFinite, getTensor, tensorEntries } from './tensors.ts';
-import type { CommonOptions, Optimizer, OptimizerState, Schedule, TensorMap } from './types.ts';
+import type { CommonOptions, Optimizer, OptimizerState, OptimizerStepOptions, Schedule, TensorMap } from './types.ts';
 
 /** Per-parameter state: named Float32Array slots plus the parameter's own update count. */
 export interface ParamSlots {
@@ -60,7 +60,7 @@ export abstract class BaseOptimizer<H extends { lr: number }> implements Optimiz
     return g.hyper.lr * g.lrScale * this.lrMultiplier();
   }
 
-  step(params: TensorMap, grads: TensorMap): void {
+  step(params: TensorMap, grads: TensorMap, options: OptimizerStepOptions = {}): void {
     const mult = this.lrMultiplier();
     const work = this.work;
     let n = 0;
@@ -74,7 +74,7 @@ export abstract class BaseOptimizer<H extends { lr: number }> implements Optimiz
       if (g.length !== p.length) {
         throw new Error(`${this.kind}.step: gradient of '${name}' has ${g.length} elements, parameter has ${p.length}`);
       }
-      const bad = firstNonFinite(g);
+      const bad = options.gradsFinite ? -1 : firstNonFinite(g);
       if (bad >= 0) {
         throw new Error(
           `${this.kind}.step: gradient of '${name}' is not finite (element ${bad} is ${g[bad]}); ` +

@@ -17,6 +17,7 @@ export type {
   CommonOptions,
   Optimizer,
   OptimizerState,
+  OptimizerStepOptions,
   ParamGroup,
   ParamMatcher,
   Schedule,

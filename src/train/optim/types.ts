@@ -58,6 +58,16 @@ export interface OptimizerState {
   buffers: Record<string, Record<string, Float32Array>>;
 }
 
+/** Options of one `Optimizer.step`. */
+export interface OptimizerStepOptions {
+  /**
+   * The caller has already found every gradient finite (TrainStep.run's `nonFiniteGrad` is null),
+   * so the optimizer does not scan them again; lengths are still checked. A non-finite gradient
+   * passed with this set reaches the parameters.
+   */
+  gradsFinite?: boolean;
+}
+
 /** What every refit optimizer offers. */
 export interface Optimizer {
   /** 'sgd' | 'adam' | 'adamw' */
@@ -68,7 +78,7 @@ export interface Optimizer {
    * (finite, right length) before any parameter changes, so a bad grad throws
    * and leaves params and state untouched. Advances the schedule by one step.
    */
-  step(params: TensorMap, grads: TensorMap): void;
+  step(params: TensorMap, grads: TensorMap, options?: OptimizerStepOptions): void;
   /** Default base lr (before lrScale and schedule). Groups with their own lr keep it. */
   lr: number;
   /** Number of completed `step()` calls. */
