@@ -5,7 +5,9 @@
 //   every fed dense weight flipped per step for its dX, the taps dW form wherever it applied) and
 //   now (256: convs with fewer output positions take ConvTranspose and the one-hot columns);
 // --switch gradient-views: every gradient output after its final Reshape, or before it
-//   (gradientOutputs.beforeReshape, src/train/step-graph.ts).
+//   (gradientOutputs.beforeReshape, src/train/step-graph.ts);
+// --switch fed-dense (session 32): trained convolutions on tiny images as Convs, or as the dense
+//   MatMul whose matrix the step builds from the weight (tinyConvDense.fed, src/train/tiny-conv-dense.ts).
 //   npx tsx bench/step-switches.ts --batch 2 --only timm_resnet26d,timm_dla34 [--switch gradient-views] [--rounds 9] [--out FILE]
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -15,6 +17,7 @@ import * as losses from '../src/train/losses.ts';
 import { f32, i64 } from '../src/onnx/tensor.ts';
 import { weightCopies } from '../src/autodiff/rules/conv.ts';
 import { gradientOutputs } from '../src/train/step-graph.ts';
+import { tinyConvDense } from '../src/train/tiny-conv-dense.ts';
 import { exportMissing } from './parity.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -22,8 +25,12 @@ const dir = join(resolve(here, '..'), 'tmp', 'popular-architectures');
 const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 ? process.argv[i + 1]! : d; };
 const B = Number(arg('batch', '2')), R = Number(arg('rounds', '9'));
 const which = arg('switch', 'weight-copies');
-if (which !== 'weight-copies' && which !== 'gradient-views') throw new Error(`--switch: weight-copies or gradient-views, not '${which}'`);
-const set = (on: boolean) => { if (which === 'weight-copies') weightCopies.minPositions = on ? 256 : 0; else gradientOutputs.beforeReshape = on; };
+if (!['weight-copies', 'gradient-views', 'fed-dense'].includes(which)) throw new Error(`--switch: weight-copies, gradient-views or fed-dense, not '${which}'`);
+const set = (on: boolean) => {
+  if (which === 'weight-copies') weightCopies.minPositions = on ? 256 : 0;
+  else if (which === 'gradient-views') gradientOutputs.beforeReshape = on;
+  else tinyConvDense.fed = on;
+};
 const names = arg('only', 'timm_resnet26d,timm_resnetblur18,timm_dla34').split(',');
 exportMissing(join(here, 'popular_architectures.py'), dir, names, 'python3-torch python3-onnx');
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;

@@ -10,6 +10,12 @@
 // and at most 16 MB (tinyConvDense). It costs memory: the matrix, 16 MB for a 512-channel 2×2
 // layer (the conv kernel is 9 MB).
 //
+// A trained weight (a full step; a LoRA A conv) is fed each step, so its matrix is built in the
+// step every step (fedDenseMatrixNodes), from 64 output positions (FED_MIN_POSITIONS). On
+// ResNet-18's layer4 at 64×64 the fed weight's blocked Conv took 12 ms per call at batch 64, forward
+// and input gradient alike (1.2 G multiply-adds, most on padding), plus the weight's reorders:
+// the full step went 535–550 → 460–466 ms, peak RSS unchanged (bench/foreign.ts --child, session 32).
+//
 // The shapes come from a small static propagation through the ops CNN forwards are made of;
 // a conv whose input shape it cannot tell is left as it is.
 import type { Graph, Model, Node } from '../onnx/ir.ts';
@@ -19,9 +25,18 @@ import type { InputSignature } from '../onnx/shapes.ts';
 
 /**
  * On by default; tests and bench/step-forms.ts switch it off to compare. `maxRatio`: the most
- * matrix entries per conv multiply-add (per sample) where the dense form is used.
+ * matrix entries per conv multiply-add (per sample) where the dense form is used. `fed`: also for
+ * trained weights (fedDenseMatrixNodes), where the matrix is built from the weight every step.
  */
-export const tinyConvDense: { current: boolean; maxRatio: number; maxBytes: number; matrix: 'graph' | 'js' } = { current: true, maxRatio: 1, maxBytes: 16 * 2 ** 20, matrix: 'graph' };
+export const tinyConvDense: { current: boolean; fed: boolean; maxRatio: number; maxBytes: number; matrix: 'graph' | 'js' } = { current: true, fed: true, maxRatio: 1, maxBytes: 16 * 2 ** 20, matrix: 'graph' };
+
+/**
+ * A trained weight's matrix is built every step, a cost that does not shrink with the batch: the
+ * dense form pays from 64 output positions (batch 16 on a 2×2 image). ResNet-18 64's full step,
+ * fed dense / Conv (tmp A/B, alternating in one process): batch 8 (32 positions) 1.06, 16: 0.92,
+ * 32: 0.79, 64: 0.83.
+ */
+const FED_MIN_POSITIONS = 64;
 
 const SAME_SHAPE = new Set(['Relu', 'Clip', 'BatchNormalization', 'Identity', 'Sigmoid', 'HardSigmoid', 'HardSwish', 'LeakyRelu', 'Tanh', 'Dropout']);
 
@@ -117,9 +132,46 @@ function denseMatrixNodes(node: Node, w: string, wDims: number[], inDims: number
   const [C, H, W] = inDims as [number, number, number];
   const [Co, Ho, Wo] = outDims as [number, number, number];
   const k = wDims.slice(2) as [number, number];
+  const K = k[0] * k[1];
+  // One table over (ih, iw, oh, ow): the flat tap a·kw + b, or K (the zero tap) where none fits.
+  const table = tapTable(node, k, inDims, outDims);
+  const flat = add('Reshape', [w, constant(`${w}_dense_taps_shape`, i64([3], [Co, C, K]))]);
+  const padded = add('Pad', [flat, constant(`${w}_dense_pads`, i64([6], [0, 0, 0, 0, 0, 1]))]); // [Co, C, K + 1]
+  const both = add('Gather', [padded, constant(`${w}_dense_taps`, i64([H, W, Ho, Wo], table))], { axis: { kind: 'int', value: 2 } }); // [Co, C, H, W, Ho, Wo]
+  const laid = add('Transpose', [both], { perm: { kind: 'ints', value: [1, 2, 3, 0, 4, 5] } }); // [C, H, W, Co, Ho, Wo]
+  return add('Reshape', [laid, constant(`${w}_dense_shape`, i64([2], [C * H * W, Co * Ho * Wo]))]);
+}
+
+/**
+ * The dense matrix of a trained (fed) weight, built in the step graph every step in a form whose
+ * gradient is two MatMuls and a Transpose: the weight as [C, K, C'] (one Transpose), then one
+ * MatMul by a constant 0/1 selection S [H·W·H'·W', K] (S[(i, o), t] = 1 where tap t joins input
+ * position i to output position o) gives [C, H·W·H'·W', C'], i.e. rows (ci, i) and columns
+ * (o, co) of the matrix. Its gradient is Sᵀ times the matrix's gradient, then the Transpose back:
+ * no scatter. The columns are position-major, so the product comes out as [N, H'·W', C'] and
+ * takes one activation-sized Transpose to NCHW. Every entry is one weight or zero, as in the
+ * constant form (denseMatrixNodes).
+ */
+function fedDenseMatrixNodes(node: Node, w: string, wDims: number[], inDims: number[], outDims: number[], add: (opType: string, inputs: string[], attrs?: Node['attrs']) => string, constant: (base: string, t: Tensor) => string): string {
+  const [C, H, W] = inDims as [number, number, number];
+  const [Co, Ho, Wo] = outDims as [number, number, number];
+  const k = wDims.slice(2) as [number, number];
+  const K = k[0] * k[1];
+  const table = tapTable(node, k, inDims, outDims);
+  const sel = new Float32Array(table.length * K);
+  table.forEach((t, j) => { if (t < K) sel[j * K + t] = 1; });
+  const flat = add('Reshape', [w, constant(`${w}_dense_taps_shape`, i64([3], [Co, C, K]))]);
+  const taps = add('Transpose', [flat], { perm: { kind: 'ints', value: [1, 2, 0] } }); // [C, K, Co]
+  const spread = add('MatMul', [constant(`${w}_dense_select`, f32([table.length, K], sel)), taps]); // [C, H·W·H'·W', Co]
+  return add('Reshape', [spread, constant(`${w}_dense_shape`, i64([2], [C * H * W, Ho * Wo * Co]))]);
+}
+
+/** Per (ih, iw, oh, ow): the flat tap a·kw + b that joins them, or K = kh·kw where none does. */
+function tapTable(node: Node, k: [number, number], inDims: number[], outDims: number[]): number[] {
+  const [, H, W] = inDims as [number, number, number];
+  const [, Ho, Wo] = outDims as [number, number, number];
   const s = attrInts(node, 'strides', [1, 1]), d = attrInts(node, 'dilations', [1, 1]);
   const p = attrString(node, 'auto_pad', 'NOTSET') === 'VALID' ? [0, 0, 0, 0] : attrInts(node, 'pads', [0, 0, 0, 0]);
-  // One table over (ih, iw, oh, ow): the flat tap a·kw + b, or K (the zero tap) where none fits.
   const tap = (axis: 0 | 1, i: number, o: number) => {
     const off = i - o * s[axis]! + p[axis]!;
     const a = off / d[axis]!;
@@ -131,18 +183,14 @@ function denseMatrixNodes(node: Node, w: string, wDims: number[], inDims: number
     const a = tap(0, ih, oh), b = tap(1, iw, ow);
     table.push(a < 0 || b < 0 ? K : a * k[1] + b);
   }
-  const flat = add('Reshape', [w, constant(`${w}_dense_taps_shape`, i64([3], [Co, C, K]))]);
-  const padded = add('Pad', [flat, constant(`${w}_dense_pads`, i64([6], [0, 0, 0, 0, 0, 1]))]); // [Co, C, K + 1]
-  const both = add('Gather', [padded, constant(`${w}_dense_taps`, i64([H, W, Ho, Wo], table))], { axis: { kind: 'int', value: 2 } }); // [Co, C, H, W, Ho, Wo]
-  const laid = add('Transpose', [both], { perm: { kind: 'ints', value: [1, 2, 3, 0, 4, 5] } }); // [C, H, W, Co, Ho, Wo]
-  return add('Reshape', [laid, constant(`${w}_dense_shape`, i64([2], [C * H * W, Co * Ho * Wo]))]);
+  return table;
 }
 
 /** Why a conv keeps its form, or null when it becomes the dense MatMul. */
 function keep(n: Node, g: Graph, sh: Map<string, number[]>, frozen: (t: string) => boolean): string | null {
   if (!isDefault(n) || n.opType !== 'Conv') return 'not a Conv';
   const w = g.initializers.get(n.inputs[1] ?? '');
-  if (!w || !frozen(n.inputs[1]!) || w.dtype !== 'float32' || w.dims.length !== 4) return 'weight not a frozen float32 4-D constant';
+  if (!w || (!frozen(n.inputs[1]!) && !tinyConvDense.fed) || w.dtype !== 'float32' || w.dims.length !== 4) return 'weight not a float32 4-D initializer (frozen, or trained where tinyConvDense.fed)';
   if (attrInt(n, 'group', 1) !== 1) return 'grouped';
   const b = n.inputs[2];
   if (b && !g.initializers.has(b)) return 'computed bias';
@@ -151,6 +199,8 @@ function keep(n: Node, g: Graph, sh: Map<string, number[]>, frozen: (t: string) 
   const I = x[1]! * x[2]! * x[3]!, O = y[1]! * y[2]! * y[3]!;
   const macs = O * w.dims[1]! * w.dims[2]! * w.dims[3]!;
   if (I * O > tinyConvDense.maxRatio * macs) return `dense ${I}×${O} exceeds the conv's ${macs} multiply-adds per sample`;
+  const positions = x[0]! * y[2]! * y[3]!;
+  if (!frozen(n.inputs[1]!) && positions < FED_MIN_POSITIONS) return `trained weight over ${positions} output positions (< ${FED_MIN_POSITIONS}): building the matrix costs more than it saves`;
   if (I * O * 4 > tinyConvDense.maxBytes) return `dense matrix ${(I * O * 4 / 2 ** 20).toFixed(1)} MB > ${tinyConvDense.maxBytes / 2 ** 20} MB`;
   return null;
 }
@@ -176,23 +226,26 @@ export function denseTinyConvs(model: Model, sig: InputSignature, frozen: (t: st
     const xd = sh.get(x)!, yd = sh.get(n.outputs[0]!)!;
     const I = xd[1]! * xd[2]! * xd[3]!, O = yd[1]! * yd[2]! * yd[3]!;
     let mName = fresh(`${n.name || wName}_dense`);
-    if (tinyConvDense.matrix === 'js') inits.set(mName, f32([I, O], denseConvMatrix(g.initializers.get(wName)!, xd.slice(1), yd.slice(1), n)));
-    else {
-      const add = (opType: string, inputs: string[], attrs: Node['attrs'] = {}) => {
-        const out = fresh(`${mName}_${opType.toLowerCase()}`);
-        nodes.push({ name: fresh(`${out}_node`), opType, domain: '', inputs, outputs: [out], attrs });
-        return out;
-      };
-      const constant = (base: string, t: Tensor) => { const k = fresh(base); inits.set(k, t); return k; };
-      mName = denseMatrixNodes(n, wName, g.initializers.get(wName)!.dims, xd.slice(1), yd.slice(1), add, constant);
-    }
+    const add = (opType: string, inputs: string[], attrs: Node['attrs'] = {}) => {
+      const out = fresh(`${mName}_${opType.toLowerCase()}`);
+      nodes.push({ name: fresh(`${out}_node`), opType, domain: '', inputs, outputs: [out], attrs });
+      return out;
+    };
+    const constant = (base: string, t: Tensor) => { const k = fresh(base); inits.set(k, t); return k; };
+    const fed = !frozen(wName);
+    if (fed) mName = fedDenseMatrixNodes(n, wName, g.initializers.get(wName)!.dims, xd.slice(1), yd.slice(1), add, constant);
+    else if (tinyConvDense.matrix === 'js') inits.set(mName, f32([I, O], denseConvMatrix(g.initializers.get(wName)!, xd.slice(1), yd.slice(1), n)));
+    else mName = denseMatrixNodes(n, wName, g.initializers.get(wName)!.dims, xd.slice(1), yd.slice(1), add, constant);
     const sIn = fresh(`${mName}_in_shape`), sOut = fresh(`${mName}_out_shape`);
     inits.set(sIn, i64([2], [-1, I]));
     inits.set(sOut, i64([4], [-1, yd[1]!, yd[2]!, yd[3]!]));
-    const xf = fresh(`${mName}_x`), yf = fresh(`${mName}_y`);
+    const xf = fresh(`${mName}_x`);
+    let yf = fresh(`${mName}_y`);
     const out = n.outputs[0]!;
     nodes.push({ name: fresh(`${n.name}_flatten`), opType: 'Reshape', domain: '', inputs: [x, sIn], outputs: [xf], attrs: {} });
     nodes.push({ name: fresh(`${n.name}_dense`), opType: 'MatMul', domain: '', inputs: [xf, mName], outputs: [yf], attrs: {} });
+    // The fed form's columns are (position, channel): [N, H'·W', C'] to [N, C', H'·W'].
+    if (fed) yf = add('Transpose', [add('Reshape', [yf, constant(`${mName}_pos_shape`, i64([3], [-1, yd[2]! * yd[3]!, yd[1]!]))])], { perm: { kind: 'ints', value: [0, 2, 1] } });
     if (b) {
       const y4 = fresh(`${mName}_y4`), bShape = fresh(`${mName}_bias_shape`), b4 = fresh(`${mName}_bias4`);
       inits.set(bShape, i64([4], [1, yd[1]!, 1, 1]));

@@ -19,7 +19,7 @@ import { relErr } from '../helpers/close.ts';
 const N = 4, C = 8;
 
 /** x [N, C, 2S, 2S] → Conv 3×3/2 → BN → Relu → Conv 3×3 pad 1 (+ bias) → BN → Relu → Conv 3×3 pad 1 + b3 → y. */
-function net(S: number, C = 8): Model {
+function net(S: number, C = 8, n = N): Model {
   const b = new ModelBuilder({ opset: 13 });
   const rng = new Rng(9);
   const init = (name: string, dims: number[], scale: number, offset = 0) => {
@@ -30,7 +30,7 @@ function net(S: number, C = 8): Model {
   for (const k of [0, 1, 2]) init(`w${k}`, [C, C, 3, 3], 0.2);
   init('b1', [C], 0.3); init('b2', [C], 0.3);
   for (const k of [0, 1]) { init(`g${k}`, [C], 0.2, 1); init(`be${k}`, [C], 0.2); init(`rm${k}`, [C], 0.1); init(`rv${k}`, [C], 0.1, 1); }
-  b.input('x', 'float32', [N, C, 2 * S, 2 * S]);
+  b.input('x', 'float32', [n, C, 2 * S, 2 * S]);
   b.node('Conv', ['x', 'w0'], ['c0'], { pads: [1, 1, 1, 1], kernel_shape: [3, 3], strides: [2, 2] }, 'conv0');
   b.node('BatchNormalization', ['c0', 'g0', 'be0', 'rm0', 'rv0'], ['n0'], { epsilon: 1e-5, momentum: 0.9 });
   b.node('Relu', ['n0'], ['r0']);
@@ -42,7 +42,7 @@ function net(S: number, C = 8): Model {
   return b.build();
 }
 
-const batch = (S: number, C = 8): Record<string, Tensor> => ({ x: f32([N, C, 2 * S, 2 * S], new Rng(4).fill(new Float32Array(N * C * 4 * S * S), 1)) });
+const batch = (S: number, C = 8, n = N): Record<string, Tensor> => ({ x: f32([n, C, 2 * S, 2 * S], new Rng(4).fill(new Float32Array(n * C * 4 * S * S), 1)) });
 const TRAINABLE = ['g0', 'be0', 'g1', 'be1', 'b2'];
 
 async function step(ir: Model, dense: boolean, trainable = TRAINABLE) {
@@ -51,7 +51,8 @@ async function step(ir: Model, dense: boolean, trainable = TRAINABLE) {
   tinyConvDense.current = dense;
   const s = model.compileTrainStep({ trainable, loss: randomProjectionLoss(['y'], 5), batchNorm: 'train' });
   try {
-    const b = batch(ir.graph.inputs[0]!.shape![2] as number / 2, ir.graph.inputs[0]!.shape![1] as number);
+    const [n, c, s2] = ir.graph.inputs[0]!.shape! as number[];
+    const b = batch(s2! / 2, c, n);
     const { graph } = await s.compile(signatureOf(b));
     return { r: await s.run(b), ops: graph.model.graph.nodes.map((n) => n.opType), inits: [...graph.model.graph.initializers.values()] };
   } finally {
@@ -79,7 +80,7 @@ test('3×3 pad-1 convs on 2×2 as dense MatMuls: same loss, gradients and runnin
   for (const [k, v] of old.r.runningStats) assert.ok(relErr(dense.r.runningStats.get(k)!, v) <= 1e-5, `running ${k}`);
 });
 
-test('not chosen: 3×3 on 4×4 (the matrix would exceed the conv\'s multiply-adds), a trained weight, unknown shapes', () => {
+test('not chosen: 3×3 on 4×4 (the matrix would exceed the conv\'s multiply-adds), a trained weight over fewer than 64 output positions, unknown shapes', () => {
   const sig = (S: number) => ({ x: { dtype: 'float32' as const, dims: [N, C, 2 * S, 2 * S] } });
   const frozen = (t: string) => !TRAINABLE.includes(t);
   assert.deepEqual(denseTinyConvs(net(2), sig(2), frozen).rewritten, ['conv1', 'conv2']);
@@ -91,6 +92,28 @@ test('not chosen: 3×3 on 4×4 (the matrix would exceed the conv\'s multiply-add
   denseTinyConvs(m, sig(2), frozen);
   assert.equal(m.graph.nodes.length, before, 'the model is not changed');
   assert.ok(m.graph.initializers.has('w1'));
+});
+
+test('trained convs on 2×2 from 64 output positions: the matrix is built from the fed weight each step, with the Conv form\'s loss and gradients (weights, bias, BN affine; ≤ 1e-5)', async () => {
+  const n = 16; // 16 images × 2×2 = 64 output positions
+  const sig = (m: number) => ({ x: { dtype: 'float32' as const, dims: [m, C, 4, 4] } });
+  const trained = ['w1', 'w2', 'b2', 'g0', 'be0', 'g1', 'be1'];
+  const frozen = (t: string) => !trained.includes(t);
+  assert.deepEqual(denseTinyConvs(net(2, C, n), sig(n), frozen).rewritten, ['conv1', 'conv2']);
+  assert.deepEqual(denseTinyConvs(net(2, C, 8), sig(8), frozen).rewritten, [], '32 positions: the Convs stay');
+  const ir = net(2, C, n);
+  const old = await step(ir, false, trained);
+  const dense = await step(ir, true, trained);
+  const count = (ops: string[], op: string) => ops.filter((o) => o === op).length;
+  // The forward product and the selection that builds each matrix: four MatMuls, more in the backward.
+  assert.ok(count(dense.ops, 'MatMul') >= 4 && count(dense.ops, 'Conv') < count(old.ops, 'Conv'), 'conv1 and conv2 as MatMuls');
+  assert.ok(Math.abs(dense.r.loss - old.r.loss) <= 1e-5 * Math.abs(old.r.loss), `loss ${dense.r.loss} vs ${old.r.loss}`);
+  for (const [k, g] of old.r.grads) {
+    assert.ok(g.some((v) => v !== 0), `d/d${k} not all zero`);
+    const e = relErr(dense.r.grads.get(k)!, g);
+    assert.ok(e <= 1e-5, `d/d${k} differs by ${e.toExponential(2)}`);
+  }
+  for (const [k, v] of old.r.runningStats) assert.ok(relErr(dense.r.runningStats.get(k)!, v) <= 1e-5, `running ${k}`);
 });
 
 test("the matrix built in the graph (tinyConvDense.matrix 'graph') is denseConvMatrix's, bit for bit, over strides, pads, dilations and a 1×1", async () => {
