@@ -4,12 +4,13 @@
 import type { Graph, Node } from './ir.ts';
 import { attrInt, attrInts, constantValue } from './ir.ts';
 
-const SAME_AS_FIRST = new Set(['Identity', 'Cast', 'Neg', 'Abs', 'Sqrt', 'Exp', 'Log', 'Reciprocal', 'Relu', 'Sigmoid', 'Tanh', 'Clip',
+export const SAME_AS_FIRST = new Set(['Identity', 'Cast', 'Neg', 'Abs', 'Sqrt', 'Exp', 'Log', 'Reciprocal', 'Relu', 'Sigmoid', 'Tanh', 'Clip',
   'BatchNormalization', 'InstanceNormalization', 'LayerNormalization', 'LpNormalization', 'Softmax', 'Dropout']);
-const BROADCAST = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min', 'Where']);
-const REDUCE = /^Reduce(Sum|Mean|Max|Min|Prod|L1|L2|SumSquare|LogSum|LogSumExp)$/;
+export const BROADCAST = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min', 'Where']);
+export const REDUCE = /^Reduce(Sum|Mean|Max|Min|Prod|L1|L2|SumSquare|LogSum|LogSumExp)$/;
 
-function broadcast(shapes: number[][]): number[] | undefined {
+/** numpy broadcasting of `shapes`, or undefined where two dims other than 1 disagree. */
+export function broadcast(shapes: number[][]): number[] | undefined {
   const r = Math.max(...shapes.map((s) => s.length));
   const out: number[] = [];
   for (let i = 0; i < r; i++) {
@@ -21,7 +22,7 @@ function broadcast(shapes: number[][]): number[] | undefined {
 }
 
 /** numpy's matmul: a 1-D operand is a row (left) or a column (right) that the result drops. */
-function matmulDims(a: number[] | undefined, b: number[] | undefined): number[] | undefined {
+export function matmulDims(a: number[] | undefined, b: number[] | undefined): number[] | undefined {
   if (!a || !b || !a.length || !b.length) return undefined;
   const l = a.length === 1 ? [1, a[0]!] : a, r = b.length === 1 ? [b[0]!, 1] : b;
   if (l[l.length - 1] !== r[r.length - 2]) return undefined;
@@ -31,7 +32,7 @@ function matmulDims(a: number[] | undefined, b: number[] | undefined): number[] 
 }
 
 /** Reshape's target: 0 copies the input's dim (allowzero 0), one −1 takes what is left. */
-function reshaped(n: Node, x: number[], shape: number[]): number[] | undefined {
+export function reshaped(n: Node, x: number[], shape: number[]): number[] | undefined {
   const dims = shape.map((d, i) => (d === 0 && attrInt(n, 'allowzero', 0) === 0 ? x[i] : d));
   if (dims.some((d) => d === undefined || d < -1) || dims.filter((d) => d === -1).length > 1) return undefined;
   const total = x.reduce((a, b) => a * b, 1), known = (dims as number[]).filter((d) => d !== -1).reduce((a, b) => a * b, 1);

@@ -16,12 +16,13 @@
 // and input gradient alike (1.2 G multiply-adds, most on padding), plus the weight's reorders:
 // the full step went 535–550 → 460–466 ms, peak RSS unchanged (bench/foreign.ts --child, session 32).
 //
-// The shapes come from a small static propagation through the ops CNN forwards are made of;
-// a conv whose input shape it cannot tell is left as it is.
+// The shapes come from a static propagation through the ops image models are made of
+// (src/onnx/static-shapes.ts); a conv whose input shape it cannot tell is left as it is.
 import type { Graph, Model, Node } from '../onnx/ir.ts';
 import { attrInt, attrInts, attrString, isDefaultDomain as isDefault } from '../onnx/ir.ts';
 import { f32, i64, type Tensor } from '../onnx/tensor.ts';
 import type { InputSignature } from '../onnx/shapes.ts';
+import { staticShapes } from '../onnx/static-shapes.ts';
 
 /**
  * On by default; tests and bench/step-forms.ts switch it off to compare. `maxRatio`: the most
@@ -37,50 +38,6 @@ export const tinyConvDense: { current: boolean; fed: boolean; maxRatio: number; 
  * 32: 0.79, 64: 0.83.
  */
 const FED_MIN_POSITIONS = 64;
-
-const SAME_SHAPE = new Set(['Relu', 'Clip', 'BatchNormalization', 'Identity', 'Sigmoid', 'HardSigmoid', 'HardSwish', 'LeakyRelu', 'Tanh', 'Dropout']);
-
-/** Output size of a window op along one axis, or undefined where auto_pad is not NOTSET/VALID. */
-function windowOut(node: Node, inSp: number[], k: number[]): number[] | undefined {
-  const auto = attrString(node, 'auto_pad', 'NOTSET');
-  if (auto !== 'NOTSET' && auto !== 'VALID') return undefined;
-  const nd = inSp.length;
-  const s = attrInts(node, 'strides', new Array<number>(nd).fill(1));
-  const d = attrInts(node, 'dilations', new Array<number>(nd).fill(1));
-  const p = auto === 'VALID' ? new Array<number>(2 * nd).fill(0) : attrInts(node, 'pads', new Array<number>(2 * nd).fill(0));
-  const ceil = attrInt(node, 'ceil_mode', 0) === 1;
-  return inSp.map((h, i) => {
-    const span = h + p[i]! + p[i + nd]! - d[i]! * (k[i]! - 1) - 1;
-    return (ceil ? Math.ceil(span / s[i]!) : Math.floor(span / s[i]!)) + 1;
-  });
-}
-
-/** Static shapes of the tensors a CNN forward is made of, from the input signature. */
-export function staticShapes(g: Graph, sig: InputSignature): Map<string, number[]> {
-  const sh = new Map<string, number[]>();
-  for (const [k, v] of Object.entries(sig)) sh.set(k, v.dims);
-  for (const [k, t] of g.initializers) sh.set(k, t.dims);
-  for (const n of g.nodes) {
-    if (!isDefault(n)) continue;
-    const x = sh.get(n.inputs[0] ?? '');
-    if (!x) continue;
-    let y: number[] | undefined;
-    if (SAME_SHAPE.has(n.opType)) y = x;
-    else if (n.opType === 'Add' || n.opType === 'Sum' || n.opType === 'Mul' || n.opType === 'Sub') {
-      const all = n.inputs.map((i) => sh.get(i));
-      if (all.every((s) => s && s.join(',') === x.join(','))) y = x;
-    } else if (n.opType === 'Conv' && x.length === 4) {
-      const w = sh.get(n.inputs[1] ?? '');
-      const sp = w && windowOut(n, x.slice(2), w.slice(2));
-      if (w && sp) y = [x[0]!, w[0]!, ...sp];
-    } else if ((n.opType === 'MaxPool' || n.opType === 'AveragePool') && x.length === 4 && !n.outputs[1]) {
-      const sp = windowOut(n, x.slice(2), attrInts(n, 'kernel_shape', []));
-      if (sp) y = [x[0]!, x[1]!, ...sp];
-    } else if (n.opType === 'GlobalAveragePool' || n.opType === 'GlobalMaxPool') y = [x[0]!, x[1]!, ...x.slice(2).map(() => 1)];
-    if (y && n.outputs[0]) sh.set(n.outputs[0], y);
-  }
-  return sh;
-}
 
 /** The dense [C·H·W, C'·H'·W'] matrix of a 2-D group-1 convolution (y = x · M per sample). */
 export function denseConvMatrix(w: Tensor, inDims: number[], outDims: number[], node: Node): Float32Array {
@@ -198,7 +155,8 @@ function keep(n: Node, g: Graph, sh: Map<string, number[]>, frozen: (t: string) 
   if (!x || !y) return 'shape unknown';
   const I = x[1]! * x[2]! * x[3]!, O = y[1]! * y[2]! * y[3]!;
   const macs = O * w.dims[1]! * w.dims[2]! * w.dims[3]!;
-  if (I * O > tinyConvDense.maxRatio * macs) return `dense ${I}×${O} exceeds the conv's ${macs} multiply-adds per sample`;
+  // Strictly fewer: a 1×1 conv on a 1×1 image (an SE block's) is already the product, nothing to save.
+  if (I * O >= tinyConvDense.maxRatio * macs) return `dense ${I}×${O} is not below the conv's ${macs} multiply-adds per sample`;
   const positions = x[0]! * y[2]! * y[3]!;
   if (!frozen(n.inputs[1]!) && positions < FED_MIN_POSITIONS) return `trained weight over ${positions} output positions (< ${FED_MIN_POSITIONS}): building the matrix costs more than it saves`;
   if (I * O * 4 > tinyConvDense.maxBytes) return `dense matrix ${(I * O * 4 / 2 ** 20).toFixed(1)} MB > ${tinyConvDense.maxBytes / 2 ** 20} MB`;
@@ -208,14 +166,15 @@ function keep(n: Node, g: Graph, sh: Map<string, number[]>, frozen: (t: string) 
 /**
  * `model` with each qualifying convolution written as the dense MatMul (a copy; `model` is not
  * changed), or `model` itself when none qualifies. `frozen(name)`: the initializer is baked in the
- * step (not trained, not fed).
+ * step (not trained, not fed). `assumed`: each rewritten conv's input and the shape its matrix was
+ * built for, from the static propagation, for the caller to hold against a probe.
  */
-export function denseTinyConvs(model: Model, sig: InputSignature, frozen: (t: string) => boolean): { model: Model; rewritten: string[] } {
-  if (!tinyConvDense.current) return { model, rewritten: [] };
+export function denseTinyConvs(model: Model, sig: InputSignature, frozen: (t: string) => boolean): { model: Model; rewritten: string[]; assumed: Map<string, number[]> } {
+  if (!tinyConvDense.current) return { model, rewritten: [], assumed: new Map() };
   const g = model.graph;
   const sh = staticShapes(g, sig);
   const chosen = g.nodes.filter((n) => keep(n, g, sh, frozen) === null);
-  if (!chosen.length) return { model, rewritten: [] };
+  if (!chosen.length) return { model, rewritten: [], assumed: new Map() };
   const inits = new Map(g.initializers);
   const nodes: Node[] = [];
   const names = new Set([...g.initializers.keys(), ...g.nodes.flatMap((n) => [...n.inputs, ...n.outputs])]);
@@ -259,5 +218,7 @@ export function denseTinyConvs(model: Model, sig: InputSignature, frozen: (t: st
   // Weights no node reads any more leave the copy (the model keeps them).
   const read = new Set(nodes.flatMap((n) => n.inputs));
   for (const n of chosen) if (!read.has(n.inputs[1]!)) inits.delete(n.inputs[1]!);
-  return { model: { ...model, graph: { ...g, nodes, initializers: inits } }, rewritten: chosen.map((n) => n.name) };
+  // The input shapes the matrices were built for: the step's probe checks them (TrainStep.compile).
+  const assumed = new Map(chosen.map((n) => [n.inputs[0]!, sh.get(n.inputs[0]!)!]));
+  return { model: { ...model, graph: { ...g, nodes, initializers: inits } }, rewritten: chosen.map((n) => n.name), assumed };
 }

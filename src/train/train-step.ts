@@ -77,9 +77,14 @@ export class TrainStep {
       hit = (async () => {
         // At opset 16 where that is exact and a MaxPool's or an embedding's gradient gains by it
         // (step-opset.ts; an EmbeddingBag's Loop rewritten first, so its table counts and no Loop
-        // forbids the lift); frozen convs on tiny images as dense MatMuls (tiny-conv-dense.ts).
-        const source = denseTinyConvs(stepSource(withEmbeddingBags(this.model.ir)).model, sig, (t) => !this.fed.has(t)).model;
-        const graph = await buildStepGraph(source, sig, this.options, data?.batch);
+        // forbids the lift); convs on tiny images as dense MatMuls (tiny-conv-dense.ts).
+        const base = stepSource(withEmbeddingBags(this.model.ir)).model;
+        const dense = denseTinyConvs(base, sig, (t) => !this.fed.has(t));
+        // The dense matrices hold the shapes a static propagation found; where the probe disagrees
+        // (an op that propagation reads wrongly) or fails on them, the step is built without them.
+        const plain = () => buildStepGraph(base, sig, this.options, data?.batch);
+        let graph = dense.rewritten.length ? await buildStepGraph(dense.model, sig, this.options, data?.batch).catch(() => null) : await plain();
+        if (!graph || [...dense.assumed].some(([t, dims]) => graph!.shapes.get(t)?.dims.join() !== dims.join())) graph = await plain();
         let t = performance.now();
         // graph.model stays the portable standard-op graph; where onnxruntime-node's blocked kernels
         // run, the session gets a copy whose fed convolutions use them (src/onnx/nchwc.ts) and whose
