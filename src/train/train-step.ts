@@ -21,10 +21,10 @@ export interface StepResult {
   grads: Map<string, Float32Array>;
   /**
    * The first non-finite gradient value, or null when every gradient is finite; the caller must
-   * not apply gradients that are not. Found here once, so that whoever applies them tells the
-   * optimizer (`step(…, { gradsFinite: true })`) instead of scanning them again.
+   * not apply gradients that are not. Found once, when first read, so that whoever applies them
+   * tells the optimizer (`step(…, { gradsFinite: true })`) instead of scanning them again.
    */
-  nonFiniteGrad: { param: string; index: number } | null;
+  readonly nonFiniteGrad: { param: string; index: number } | null;
   /** Requested extra forward tensors, by their model names. */
   outputs: Record<string, Tensor>;
   /** Updated BatchNorm running statistics (batchNorm: 'train'); apply with model.setParams to keep them. */
@@ -152,7 +152,12 @@ export class TrainStep {
     for (const [o, name] of graph.extraOutputs) outputs[o] = fromOrt(out[name]!);
     const runningStats = new Map<string, Float32Array>();
     for (const r of graph.runningStats) runningStats.set(r.param, out[r.updated]!.data as Float32Array);
-    return { loss, finite: Number.isFinite(loss), grads, nonFiniteGrad: firstNonFiniteGrad(grads), outputs, runningStats };
+    // Scanned on first read only: a caller that does not apply the gradients pays nothing for it.
+    let scanned: StepResult['nonFiniteGrad'] | undefined;
+    return {
+      loss, finite: Number.isFinite(loss), grads, outputs, runningStats,
+      get nonFiniteGrad() { return scanned === undefined ? (scanned = firstNonFiniteGrad(grads)) : scanned; },
+    };
   }
 
   /** Free the onnxruntime sessions. */
