@@ -135,7 +135,8 @@ function outputShapes(n: Node, dims: (i: number) => number[] | undefined, value:
   if (REDUCE.test(op)) {
     const given = n.inputs[1] ? ints(value(1)) : attrInts(n, 'axes');
     if (n.inputs[1] && !given) return undefined;
-    const axes = (given ?? x.map((_, i) => i)).map((a) => (a < 0 ? a + x.length : a));
+    if (!given?.length && attrInt(n, 'noop_with_empty_axes', 0) === 1) return [x];
+    const axes = (given?.length ? given : x.map((_, i) => i)).map((a) => (a < 0 ? a + x.length : a));
     return [attrInt(n, 'keepdims', 1) === 1 ? x.map((d, i) => (axes.includes(i) ? 1 : d)) : x.filter((_, i) => !axes.includes(i))];
   }
   return undefined;
