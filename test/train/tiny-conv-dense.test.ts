@@ -16,6 +16,7 @@ import '../../src/autodiff/rules/index.ts';
 import { f32, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { relErr } from '../helpers/close.ts';
+import type { StepResult } from '../../src/train/train-step.ts';
 
 const N = 4, C = 8;
 
@@ -62,6 +63,17 @@ async function step(ir: Model, dense: boolean, trainable = TRAINABLE) {
   }
 }
 
+/** Loss, every gradient (none all zero) and running statistics within 1e-5 of the Conv form's. */
+function sameStep(dense: StepResult, old: StepResult): void {
+  assert.ok(Math.abs(dense.loss - old.loss) <= 1e-5 * Math.abs(old.loss), `loss ${dense.loss} vs ${old.loss}`);
+  for (const [k, g] of old.grads) {
+    assert.ok(g.some((v) => v !== 0), `d/d${k} not all zero`);
+    const e = relErr(dense.grads.get(k)!, g);
+    assert.ok(e <= 1e-5, `d/d${k} differs by ${e.toExponential(2)}`);
+  }
+  for (const [k, v] of old.runningStats) assert.ok(relErr(dense.runningStats.get(k)!, v) <= 1e-5, `running ${k}`);
+}
+
 test('3×3 pad-1 convs on 2×2 as dense MatMuls: same loss, gradients and running statistics as the Conv form (≤ 1e-5)', async () => {
   const ir = net(2);
   const old = await step(ir, false);
@@ -72,13 +84,7 @@ test('3×3 pad-1 convs on 2×2 as dense MatMuls: same loss, gradients and runnin
   // Two forward MatMuls, and the input gradient of conv2's as a Gemm against the matrix (transB).
   assert.equal(count(dense.ops, 'MatMul'), 2);
   assert.ok(count(dense.ops, 'Gemm') >= 1, 'input gradient through the dense map');
-  assert.ok(Math.abs(dense.r.loss - old.r.loss) <= 1e-5 * Math.abs(old.r.loss), `loss ${dense.r.loss} vs ${old.r.loss}`);
-  for (const [k, g] of old.r.grads) {
-    assert.ok(g.some((v) => v !== 0), `d/d${k} not all zero`);
-    const e = relErr(dense.r.grads.get(k)!, g);
-    assert.ok(e <= 1e-5, `d/d${k} differs by ${e.toExponential(2)}`);
-  }
-  for (const [k, v] of old.r.runningStats) assert.ok(relErr(dense.r.runningStats.get(k)!, v) <= 1e-5, `running ${k}`);
+  sameStep(dense.r, old.r);
 });
 
 test('not chosen: 3×3 on 4×4 (the matrix would exceed the conv\'s multiply-adds), a trained weight over fewer than 64 output positions, unknown shapes', () => {
@@ -108,13 +114,7 @@ test('trained convs on 2×2 from 64 output positions: the matrix is built from t
   const count = (ops: string[], op: string) => ops.filter((o) => o === op).length;
   // The forward product and the selection that builds each matrix: four MatMuls, more in the backward.
   assert.ok(count(dense.ops, 'MatMul') >= 4 && count(dense.ops, 'Conv') < count(old.ops, 'Conv'), 'conv1 and conv2 as MatMuls');
-  assert.ok(Math.abs(dense.r.loss - old.r.loss) <= 1e-5 * Math.abs(old.r.loss), `loss ${dense.r.loss} vs ${old.r.loss}`);
-  for (const [k, g] of old.r.grads) {
-    assert.ok(g.some((v) => v !== 0), `d/d${k} not all zero`);
-    const e = relErr(dense.r.grads.get(k)!, g);
-    assert.ok(e <= 1e-5, `d/d${k} differs by ${e.toExponential(2)}`);
-  }
-  for (const [k, v] of old.r.runningStats) assert.ok(relErr(dense.r.runningStats.get(k)!, v) <= 1e-5, `running ${k}`);
+  sameStep(dense.r, old.r);
 });
 
 test("the matrix built in the graph (tinyConvDense.matrix 'graph') is denseConvMatrix's, bit for bit, over strides, pads, dilations and a 1×1", async () => {
