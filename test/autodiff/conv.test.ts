@@ -57,7 +57,7 @@ test('Conv 3-D', async () => {
 // gradients as the one it picks, which the finite-difference tests above check.
 const DX_FORMS: DxForm[] = ['conv-flip', 'conv-flip-matmul', 'conv-flip-gather', 'convtranspose', 'convtranspose-sympads', 'conv-zero-insert', 'polyphase', 'phases'];
 const DW_FORMS: DwForm[] = [
-  'onehot-gemm', 'onehot-matmul', 'slices-gemm', 'slices-matmul', 'onehot-mulsum', 'slices-mulsum', 'conv-xt', 'conv-nc', 'gather-matmul', 'gather-mulsum', 'taps-gemm', 'onehot-swapped',
+  'onehot-gemm', 'onehot-matmul', 'slices-gemm', 'slices-matmul', 'onehot-mulsum', 'slices-mulsum', 'conv-xt', 'conv-nc', 'gather-matmul', 'gather-mulsum', 'taps-gemm', 'onehot-swapped', 'onehot-dy',
 ];
 const GEOMS: { x: number[]; w: number[]; attrs: Record<string, AttrInput> }[] = [
   { x: [2, 4, 7, 6], w: [6, 2, 3, 2], attrs: { group: 2, strides: [2, 1], pads: [1, 0, 0, 1], dilations: [1, 2] } },
@@ -68,6 +68,8 @@ const GEOMS: { x: number[]; w: number[]; attrs: Record<string, AttrInput> }[] = 
   // stride 1, groups 1 (the tap-by-tap Gemm form is picked): dilated with asymmetric pads, and 3-D
   { x: [2, 3, 8, 7], w: [5, 3, 3, 2], attrs: { dilations: [2, 1], pads: [2, 0, 1, 1] } },
   { x: [2, 2, 5, 4, 6], w: [3, 2, 2, 3, 3], attrs: { pads: [1, 1, 1, 0, 1, 1] } },
+  // stride 1, narrowing (O < C) with ≥ 64 output positions per image: dY's columns ('onehot-dy'), asymmetric pads
+  { x: [2, 6, 9, 8], w: [3, 6, 3, 3], attrs: { pads: [1, 0, 1, 2] } },
   // stride > 1 in 2-D (the polyphase form): asymmetric pads, odd sizes, kernels longer than 2s, groups
   { x: [2, 3, 7, 9], w: [4, 3, 3, 3], attrs: { strides: [2, 2], pads: [0, 1, 1, 0] } },
   { x: [1, 2, 11, 10], w: [3, 2, 5, 4], attrs: { strides: [3, 3], pads: [2, 1, 0, 2] } },
@@ -116,7 +118,7 @@ for (const [gi, geo] of GEOMS.entries()) {
   });
 }
 
-test('the dW choice: the swapped one-hot columns where they are small, the taps where they would be large, neither below 64 output positions', () => {
+test('the dW choice: the swapped one-hot columns where they are small (of dY where the conv narrows), the taps where they would be large, neither below 64 output positions', () => {
   const pick = (x: number[], w: number[], strides = [1, 1]) => {
     const node = new ModelBuilder({ opset: 17 }).input('x', 'float32', x).initializer('w', f32(w, new Float32Array(w.reduce((a, c) => a * c, 1))))
       .node('Conv', ['x', 'w'], ['y'], { pads: [1, 1, 1, 1], strides }).build().graph.nodes[0]!;
@@ -130,6 +132,9 @@ test('the dW choice: the swapped one-hot columns where they are small, the taps 
   assert.equal(pick([64, 32, 28, 28], [64, 32, 3, 3], [2, 2]), 'onehot-swapped', 'stride 2: the one-hot columns either way');
   assert.equal(pick([64, 256, 4, 4], [256, 256, 3, 3]), 'taps-gemm', '16 output positions: per-sample products too short');
   assert.equal(pick([2, 256, 4, 4], [256, 256, 3, 3]), 'onehot-gemm', 'batch 2: 32 positions in all, so no per-tap Concat of weight-sized products');
+  assert.equal(pick([64, 32, 28, 28], [8, 32, 3, 3]), 'onehot-dy', 'a LoRA A conv (8 of 32 channels): the columns of dY, 4× smaller');
+  assert.equal(pick([64, 32, 28, 28], [8, 32, 3, 3], [2, 2]), 'onehot-swapped', 'stride 2: X\'s columns');
+  assert.equal(pick([64, 256, 4, 4], [8, 256, 3, 3]), 'taps-gemm', '16 output positions per image: not the per-sample products');
 });
 
 test('the dX choice: a fed dense weight is flipped per step only where its conv has 256 output positions or more; a constant or grouped one always', () => {

@@ -248,15 +248,26 @@ export function convDx(em: Emitter, g: ConvGeom, dY: string, w: string, form: Dx
  * multiplier), one Conv of X as [1, N·C, H, W] with dY as [N·O, 1, OH, OW] for the kernel, group
  * N·C (no transposes: N and C are adjacent), then ReduceSum over N.
  */
+/**
+ * 'onehot-dy': the one-hot columns of dY instead of X, for stride 1 and dilation 1:
+ * dW[o, c, t] = Σ_n,q X[n, c, q] · dY[n, o, q − t + pB], i.e. dY's taps read in reverse over X's
+ * positions (pads k − 1 − pB before and k − 1 − pE after), then the per-sample products with X as
+ * 'onehot-swapped' takes them. The columns are O·K channels instead of C·K: C/O times smaller where
+ * a conv narrows (a LoRA A conv: O = r).
+ */
 export type DwForm =
   | 'conv-xt' | 'conv-nc' | 'onehot-gemm' | 'onehot-matmul' | 'onehot-mulsum' | 'slices-gemm' | 'slices-matmul' | 'slices-mulsum'
-  | 'gather-matmul' | 'gather-mulsum' | 'taps-gemm' | 'onehot-swapped';
+  | 'gather-matmul' | 'gather-mulsum' | 'taps-gemm' | 'onehot-swapped' | 'onehot-dy';
 
 export const isDepthwise = (g: ConvGeom) => g.group === g.C && g.O === g.C;
 
 export function dwApplies(g: ConvGeom, form: DwForm): boolean {
   if (form.endsWith('-mulsum')) return isDepthwise(g);
   if (form === 'taps-gemm' || form === 'onehot-swapped') return g.group === 1;
+  if (form === 'onehot-dy') {
+    return g.group === 1 && !isPointwise(g) && g.strides.every((s) => s === 1) && g.dil.every((d) => d === 1)
+      && g.k.every((k, i) => g.padB[i]! <= k - 1 && g.padE[i]! <= k - 1);
+  }
   if (form === 'conv-nc') return g.group === g.C;
   return true;
 }
@@ -367,6 +378,17 @@ export function convDw(em: Emitter, g: ConvGeom, x: string, dY: string, form: Dw
     const dy2 = em.reshape(em.transpose(dY, perm), [g.O, g.N * L]);
     const per = tapSlices(em, g, em.transpose(x, perm)).map((t) => em.unsqueeze(em.op('Gemm', [dy2, em.reshape(t, [g.C, g.N * L])], { transB: 1 }), [2]));
     return em.reshape(per.length === 1 ? per[0]! : em.op('Concat', per, { axis: 2 }), [g.O, g.C, ...g.k]);
+  }
+  if (form === 'onehot-dy') {
+    const Lx = prod(g.inSp);
+    const oh = new Float32Array(g.O * K * K);
+    for (let o = 0; o < g.O; o++) for (let t = 0; t < K; t++) oh[(o * K + t) * K + (K - 1 - t)] = 1; // taps reversed
+    const wk = em.constant(f32([g.O * K, 1, ...g.k], oh), 'im2col_dy_onehot');
+    const pads = [...g.k.map((k, i) => k - 1 - g.padB[i]!), ...g.k.map((k, i) => k - 1 - g.padE[i]!)];
+    const cols = em.op('Conv', [dY, wk], { group: g.O, kernel_shape: g.k, pads }); // [N, O·K, inSp...]
+    const m = em.op('MatMul', [em.reshape(cols, [g.N, g.O * K, Lx]), em.transpose(em.reshape(x, [g.N, g.C, Lx]), [0, 2, 1])]); // [N, O·K, C]
+    const r = em.reduce('ReduceSum', m, [0], false);
+    return em.reshape(em.transpose(em.reshape(r, [g.O, K, g.C]), [0, 2, 1]), [g.O, g.C, ...g.k]);
   }
   if (form === 'slices-mulsum') {
     // Depthwise, tap by tap: dW[c, t] = Σ_n,p slice_t(X)[n, c, p] dY[n, c, p].
@@ -534,6 +556,14 @@ export const dwTaps = { current: true };
  */
 export const dwSwapped = { current: true, maxColumnBytes: 128 * 2 ** 20 };
 
+/**
+ * Whether narrowing stride-1 convs (O < C) take their columns from dY ('onehot-dy', session 32);
+ * benches switch it off to compare. Alone, against 'onehot-swapped' (2 threads, medians of 15,
+ * tmp bench): O = 8 (a LoRA A conv) 0.14–0.31 of the time on [64, 32, 28, 28], [64, 64, 14, 14],
+ * [16, 64, 56, 56] and [16, 256, 14, 14]; O = C/2 0.64–0.73; O = C the same (not taken).
+ */
+export const dwDyColumns = { current: true };
+
 //
 // Per backend (RuntimeBackend.faults, issue 14): a form the backend gets wrong is not emitted there.
 // Where a grouped Conv is wrong (onnx/webgpu-faults.ts) the one-hot im2col (C groups of K
@@ -547,6 +577,7 @@ export function pickDw(g: ConvGeom, faults: BackendFaults = runtimeFaults()): Dw
   const tapsFit = K <= (faults.maxConcatInputs ?? Infinity);
   const tapsWin = dwTaps.current && g.group === 1 && g.C >= 16 && K > 1 && g.strides.every((s) => s === 1) && tapsFit && positions(g) >= weightCopies.minPositions;
   const colsBytes = 4 * g.N * g.C * K * prod(g.outSp);
+  if (dwDyColumns.current && g.O < g.C && prod(g.outSp) >= 64 && dwApplies(g, 'onehot-dy') && !bad(g.O, K) && 4 * g.N * g.O * K * prod(g.inSp) <= dwSwapped.maxColumnBytes) return 'onehot-dy';
   if (dwSwapped.current && g.group === 1 && prod(g.outSp) >= 64 && !isPointwise(g) && !bad(g.C, K) && (!tapsWin || colsBytes <= dwSwapped.maxColumnBytes)) return 'onehot-swapped';
   if (g.group > 1 && g.group === g.C && (K >= 25 || prod(g.outSp) <= 196) && !bad(g.N * g.C, g.O / g.C)) return 'conv-nc';
   if (tapsWin) return 'taps-gemm';
