@@ -9,7 +9,9 @@
 // --switch fed-dense (session 32): trained convolutions on tiny images as Convs, or as the dense
 //   MatMul whose matrix the step builds from the weight (tinyConvDense.fed, src/train/tiny-conv-dense.ts);
 // --switch dy-columns (session 32): weight gradients of narrowing stride-1 convs (O < C) from the
-//   one-hot columns of X or of dY (dwDyColumns, src/autodiff/rules/conv.ts).
+//   one-hot columns of X or of dY (dwDyColumns, src/autodiff/rules/conv.ts);
+// --switch grouped-phases (session 32): grouped strided convs' input gradients as ConvTranspose, or
+//   by phase in the session's copy (stridedDxPhases.grouped, src/train/strided-dx-phases.ts).
 //   npx tsx bench/step-switches.ts --batch 2 --only timm_resnet26d,timm_dla34 [--switch gradient-views] [--rounds 9] [--out FILE]
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -20,6 +22,7 @@ import { f32, i64 } from '../src/onnx/tensor.ts';
 import { dwDyColumns, weightCopies } from '../src/autodiff/rules/conv.ts';
 import { gradientOutputs } from '../src/train/step-graph.ts';
 import { tinyConvDense } from '../src/train/tiny-conv-dense.ts';
+import { stridedDxPhases } from '../src/train/strided-dx-phases.ts';
 import { exportMissing } from './parity.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -27,12 +30,13 @@ const dir = join(resolve(here, '..'), 'tmp', 'popular-architectures');
 const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 ? process.argv[i + 1]! : d; };
 const B = Number(arg('batch', '2')), R = Number(arg('rounds', '9'));
 const which = arg('switch', 'weight-copies');
-if (!['weight-copies', 'gradient-views', 'fed-dense', 'dy-columns'].includes(which)) throw new Error(`--switch: weight-copies, gradient-views, fed-dense or dy-columns, not '${which}'`);
+if (!['weight-copies', 'gradient-views', 'fed-dense', 'dy-columns', 'grouped-phases'].includes(which)) throw new Error(`--switch: weight-copies, gradient-views, fed-dense, dy-columns or grouped-phases, not '${which}'`);
 const set = (on: boolean) => {
   if (which === 'weight-copies') weightCopies.minPositions = on ? 256 : 0;
   else if (which === 'gradient-views') gradientOutputs.beforeReshape = on;
   else if (which === 'fed-dense') tinyConvDense.fed = on;
-  else dwDyColumns.current = on;
+  else if (which === 'dy-columns') dwDyColumns.current = on;
+  else stridedDxPhases.grouped = on;
 };
 const names = arg('only', 'timm_resnet26d,timm_resnetblur18,timm_dla34').split(',');
 exportMissing(join(here, 'popular_architectures.py'), dir, names, 'python3-torch python3-onnx');

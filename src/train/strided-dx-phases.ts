@@ -15,22 +15,28 @@
 // convs, 64 and 16 phases of one tap each) the phases made full steps 1.24× (SegFormer) and 1.04×
 // (fast-neural-style) slower. The pass takes stride 2, a kernel longer than 2, and gradients of at
 // least minElements (cnn28's and ResNet-18's have 262k–1.6M).
+// Grouped convs too (session 32; `grouped`): MobileNetV2's strided depthwise convs at 224², batch 16,
+// whose ConvTranspose took 33 ms for the 96-channel 56² → 112² gradient alone. Alternating in one
+// process: Tent 0.94–0.95, full step 0.90 (gradients within 3e-4 of the ConvTranspose's on the
+// BatchNorm scales, whose sums over 200k terms cancel: a 1e-7 relative nudge of the input moves
+// them by 1e-2). Session 5's measurement of depthwise phases (1.36–1.79× ConvTranspose) was of an
+// earlier form (DepthToSpace, not the Concats) on a machine at load average 20.
 import type { Model, Node } from '../onnx/ir.ts';
 import { opsetVersion } from '../onnx/ir.ts';
 import { Emitter } from '../onnx/emitter.ts';
 import { dxApplies, phasesDx, type ConvGeom } from '../autodiff/rules/conv.ts';
 
-/** Switch for bench/step-forms.ts (--form phases): the pass on, or every strided dX a ConvTranspose; and its limits (tests widen them). */
-export const stridedDxPhases = { current: true, minElements: 2 ** 17, maxStride: 2 };
+/** Switch for bench/step-forms.ts (--form phases): the pass on, or every strided dX a ConvTranspose; grouped convs too; and its limits (tests widen them). */
+export const stridedDxPhases = { current: true, minElements: 2 ** 17, maxStride: 2, grouped: true };
 
 /** Stride ≤ maxStride, every kernel dim longer than the stride, and a gradient of at least minElements. */
 const worthIt = (g: ConvGeom): boolean => g.strides[0]! <= stridedDxPhases.maxStride && g.k.every((k) => k > g.strides[0]!)
   && g.N * g.C * g.inSp.reduce((a, b) => a * b, 1) >= stridedDxPhases.minElements;
 
 /**
- * Rewrite, in place, each ConvTranspose that is a dense strided conv's dX (conv.ts marks them)
- * with a float32 weight, constant or fed; returns how many. Run before blockFedConvs, which then
- * puts the fed ones' phase convs on the blocked kernels.
+ * Rewrite, in place, each ConvTranspose that is a strided conv's dX (conv.ts marks them; a grouped
+ * conv's where stridedDxPhases.grouped) with a float32 weight, constant or fed; returns how many.
+ * Run before blockFedConvs, which then puts the fed ones' phase convs on the blocked kernels.
  */
 export function phaseStridedDx(model: Model): number {
   if (!stridedDxPhases.current) return 0;
@@ -43,7 +49,7 @@ export function phaseStridedDx(model: Model): number {
     const geom = n.meta?.dxOfConv as ConvGeom | undefined;
     const w = n.inputs[1]!;
     const float = (inputs.get(w)?.dtype ?? g.initializers.get(w)?.dtype) === 'float32';
-    if (n.opType !== 'ConvTranspose' || !geom || geom.group !== 1 || !dxApplies(geom, 'phases') || !float || !worthIt(geom)) {
+    if (n.opType !== 'ConvTranspose' || !geom || (geom.group !== 1 && !stridedDxPhases.grouped) || !dxApplies(geom, 'phases') || !float || !worthIt(geom)) {
       out.push(n);
       continue;
     }

@@ -138,3 +138,37 @@ test('fed strided convs\' input gradients by phase on the blocked kernels: the s
     assert.equal(blockFedConvs(copy, new Set(phased.params), block), plain + 13);
   }
 });
+
+/** x [N, 8, 24, 24] → BN → depthwise 3×3/2 → BN → Clip(0, 6) → depthwise 5×5/2, two per channel → BN → Relu → y (MobileNet's strided blocks). */
+function depthwise(): Model {
+  const { b, init } = builder(12);
+  init('wd0', [8, 1, 3, 3], 0.3); init('wd1', [16, 1, 5, 5], 0.2);
+  for (const [k, c] of [[0, 8], [1, 8], [2, 16]] as const) { init(`g${k}`, [c], 0.2, 1); init(`be${k}`, [c], 0.2); init(`rm${k}`, [c], 0.1); init(`rv${k}`, [c], 0.1, 1); }
+  const bn = (x: string, k: number, y: string) => b.node('BatchNormalization', [x, `g${k}`, `be${k}`, `rm${k}`, `rv${k}`], [y], { epsilon: 1e-5, momentum: 0.9 });
+  b.initializer('lo', f32([], [0])).initializer('hi', f32([], [6]));
+  b.input('x', 'float32', [N, 8, 24, 24]);
+  bn('x', 0, 'n0');
+  b.node('Conv', ['n0', 'wd0'], ['c0'], { group: 8, pads: [1, 1, 1, 1], kernel_shape: [3, 3], strides: [2, 2] });
+  bn('c0', 1, 'n1');
+  b.node('Clip', ['n1', 'lo', 'hi'], ['r1']);
+  b.node('Conv', ['r1', 'wd1'], ['c1'], { group: 8, pads: [2, 2, 2, 2], kernel_shape: [5, 5], strides: [2, 2] });
+  bn('c1', 2, 'n2');
+  b.node('Relu', ['n2'], ['y']);
+  b.output('y');
+  return b.build();
+}
+
+test('depthwise strided convs\' input gradients by phase, frozen and fed: the same loss and every gradient as ConvTranspose (≤ 1e-5)', async () => {
+  const ir = depthwise();
+  const norms = ['g0', 'be0', 'g1', 'be1', 'g2', 'be2'];
+  for (const trainable of [norms, [...norms, 'wd0', 'wd1']]) {
+    const old = await step(ir, false, trainable), phased = await step(ir, true, trainable);
+    same(old, phased);
+    assert.equal(transposes(phased.portable), 2, 'the portable graph keeps both ConvTransposes');
+    assert.equal(phasedCount(cloneModel(phased.portable)), 2, 'the session\'s copy writes both by phase');
+  }
+  // Grouped convs by phase can be switched off alone.
+  const saved = stridedDxPhases.grouped;
+  stridedDxPhases.grouped = false;
+  try { assert.equal(phasedCount(cloneModel((await step(ir, false, norms)).portable)), 0); } finally { stridedDxPhases.grouped = saved; }
+});
