@@ -11,7 +11,9 @@
 // --switch dy-columns (session 32): weight gradients of narrowing stride-1 convs (O < C) from the
 //   one-hot columns of X or of dY (dwDyColumns, src/autodiff/rules/conv.ts);
 // --switch grouped-phases (session 32): grouped strided convs' input gradients as ConvTranspose, or
-//   by phase in the session's copy (stridedDxPhases.grouped, src/train/strided-dx-phases.ts).
+//   by phase in the session's copy (stridedDxPhases.grouped, src/train/strided-dx-phases.ts);
+// --switch padded-outputs (session 32): fed convs whose output channels do not fill whole blocks on
+//   the plain kernels, or padded onto the blocked ones (padFedOutputs, src/onnx/nchwc.ts).
 //   npx tsx bench/step-switches.ts --batch 2 --only timm_resnet26d,timm_dla34 [--switch gradient-views] [--rounds 9] [--out FILE]
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -23,6 +25,7 @@ import { dwDyColumns, weightCopies } from '../src/autodiff/rules/conv.ts';
 import { gradientOutputs } from '../src/train/step-graph.ts';
 import { tinyConvDense } from '../src/train/tiny-conv-dense.ts';
 import { stridedDxPhases } from '../src/train/strided-dx-phases.ts';
+import { padFedOutputs } from '../src/onnx/nchwc.ts';
 import { exportMissing } from './parity.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -30,13 +33,15 @@ const dir = join(resolve(here, '..'), 'tmp', 'popular-architectures');
 const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 ? process.argv[i + 1]! : d; };
 const B = Number(arg('batch', '2')), R = Number(arg('rounds', '9'));
 const which = arg('switch', 'weight-copies');
-if (!['weight-copies', 'gradient-views', 'fed-dense', 'dy-columns', 'grouped-phases'].includes(which)) throw new Error(`--switch: weight-copies, gradient-views, fed-dense, dy-columns or grouped-phases, not '${which}'`);
+const SWITCHES = ['weight-copies', 'gradient-views', 'fed-dense', 'dy-columns', 'grouped-phases', 'padded-outputs'];
+if (!SWITCHES.includes(which)) throw new Error(`--switch: one of ${SWITCHES.join(', ')}, not '${which}'`);
 const set = (on: boolean) => {
   if (which === 'weight-copies') weightCopies.minPositions = on ? 256 : 0;
   else if (which === 'gradient-views') gradientOutputs.beforeReshape = on;
   else if (which === 'fed-dense') tinyConvDense.fed = on;
   else if (which === 'dy-columns') dwDyColumns.current = on;
-  else stridedDxPhases.grouped = on;
+  else if (which === 'grouped-phases') stridedDxPhases.grouped = on;
+  else padFedOutputs.current = on;
 };
 const names = arg('only', 'timm_resnet26d,timm_resnetblur18,timm_dla34').split(',');
 exportMissing(join(here, 'popular_architectures.py'), dir, names, 'python3-torch python3-onnx');

@@ -117,6 +117,9 @@ function sameData(a: Float32Array, t: Tensor): boolean {
   return true;
 }
 
+/** Whether fed convs with output channels short of whole blocks are padded onto the blocked kernels; benches switch it off to compare. */
+export const padFedOutputs = { current: true };
+
 /**
  * Rewrite every 2-D Conv whose weight is one of `fed` (graph inputs of known shape), or the flipped
  * form of one (input-gradient convs, marked by conv.ts), onto the blocked kernels, in the forms
@@ -173,7 +176,13 @@ export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: num
     const [Ow, Iw, kh, kw] = dims as number[];
     // The conv's own [O, I/group]: the weight's, or for the swapped form [C, O/group].
     const [O, I] = direct ? [Ow!, Iw!] : [Iw! * group, Ow! / group];
-    const form = blockedForm([O, I], group, block);
+    // A direct conv whose output channels do not fill whole blocks (a LoRA A conv: O = r) gets its
+    // weight padded with zero filters to whole blocks; ReorderOutput keeps the first O channels.
+    let form = blockedForm([O, I], group, block), Op = O;
+    if (!form && direct && group === 1 && O % block !== 0 && padFedOutputs.current) {
+      form = blockedForm([Math.ceil(O / block) * block, I], 1, block);
+      if (form) Op = Math.ceil(O / block) * block;
+    }
     if (!form) { nodes.push(n); continue; }
     const key = `${direct ? 'direct' : flipped ? 'flipped' : `phase ${phase!.taps.join(',')}`}:${w}`;
     let wr = reordered.get(key);
@@ -183,10 +192,11 @@ export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: num
       if (direct) {
         // (ob, bo, I·K) → (ob, I·K, bo); for OIHWBiBo then (ob·ib, bi, K, bo) → (ob·ib, K, bi, bo).
         const K = kh! * kw!;
-        const toBo: [number[], number[]] = [[O / b, b, I * K], [0, 2, 1]];
+        const wp = Op > O ? op('Pad', [w, ints(`${w}.nchwc_pads`, [0, 0, 0, 0, Op - O, 0, 0, 0])]) : w;
+        const toBo: [number[], number[]] = [[Op / b, b, I * K], [0, 2, 1]];
         wr = form.filter === 'OIHWBiBo'
-          ? permute(w, [toBo, [[(O / b) * (I / b), b, K, b], [0, 2, 1, 3]]], [O, I, kh!, kw!])
-          : permute(w, [toBo], [O, I, kh!, kw!]);
+          ? permute(wp, [toBo, [[(Op / b) * (I / b), b, K, b], [0, 2, 1, 3]]], [Op, I, kh!, kw!])
+          : permute(wp, [toBo], [Op, I, kh!, kw!]);
       } else {
         // Flip the taps of W [Ow, Iw, K] with one MatMul by the K×K reversal (the last axis, so no
         // Transpose first), or pick a phase's taps by a K×K' selection; then one Transpose does
@@ -225,7 +235,7 @@ export function blockFedConvs(model: Model, fed: ReadonlySet<string>, block: num
       nodes.push({ name: fresh(`${n.name}.reorder_in`), opType: 'ReorderInput', domain: NCHWC_DOMAIN, inputs: [n.inputs[0]!], outputs: [xr], attrs: { channels_last: { kind: 'int', value: 0 } } });
     }
     nodes.push(
-      { name: fresh(`${n.name}.nchwc`), opType: 'Conv', domain: NCHWC_DOMAIN, inputs: [xr, wr, ...(n.inputs[2] ? [n.inputs[2]] : [])], outputs: [yr], attrs },
+      { name: fresh(`${n.name}.nchwc`), opType: 'Conv', domain: NCHWC_DOMAIN, inputs: [xr, wr, ...(n.inputs[2] ? [Op > O ? op('Pad', [n.inputs[2], ints(`${n.inputs[2]}.nchwc_pads`, [0, Op - O])]) : n.inputs[2]] : [])], outputs: [yr], attrs },
       { name: fresh(`${n.name}.reorder_out`), opType: 'ReorderOutput', domain: NCHWC_DOMAIN, inputs: [yr], outputs: [n.outputs[0]!], attrs: { channels: { kind: 'int', value: O! }, channels_last: { kind: 'int', value: 0 } } },
     );
     count++;

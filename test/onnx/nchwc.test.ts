@@ -14,7 +14,7 @@ import { buildStepGraph } from '../../src/train/step-graph.ts';
 import * as losses from '../../src/train/losses.ts';
 import { encodeModel } from '../../src/onnx/proto.ts';
 import { createSession, toOrt, fromOrt } from '../../src/onnx/runtime.ts';
-import { blockFedConvs, fewPositionWeights, MIN_BLOCKED_POSITIONS, nchwcBlockSize, NCHWC_DOMAIN } from '../../src/onnx/nchwc.ts';
+import { blockFedConvs, fewPositionWeights, MIN_BLOCKED_POSITIONS, nchwcBlockSize, NCHWC_DOMAIN, padFedOutputs } from '../../src/onnx/nchwc.ts';
 import { cloneModel, type Model, type Node } from '../../src/onnx/ir.ts';
 import { f32, i64, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
@@ -100,9 +100,10 @@ test('input-gradient convs of depthwise and narrow layers: same step with and wi
   for (const [, inp] of sg.lossInputs) feeds[inp] = i64([2], [3, 5]);
   for (const p of sg.paramInputs) feeds[p] = model.graph.initializers.get(p)!;
   const r = await runBoth(sg.model, new Set(sg.paramInputs), feeds);
-  // Forward: c1, c2 (depthwise); c3 has 8 < block outputs and stays. Input gradients: of c2
-  // (depthwise, flipped) and of c3 (32 outputs, 8 inputs); c1's input x needs none.
-  if (block! <= 16) assert.equal(r.rewritten, 4);
+  // Forward: c1, c2 (depthwise), c3 (8 < block outputs: its weight padded with zero filters to a
+  // whole block, the padding dropped by ReorderOutput). Input gradients: of c2 (depthwise, flipped)
+  // and of c3 (32 outputs, 8 inputs); c1's input x needs none.
+  if (block! <= 16) assert.equal(r.rewritten, 5);
   assert.ok(r.worst <= 1e-5, `${r.worstName}: ${r.worst.toExponential(2)} relative`);
 });
 
@@ -127,7 +128,8 @@ const geometries: { what: string; x: number[]; w: number[]; attrs: Record<string
   { what: 'depthwise 5×5 stride 1', x: [2, 64, 9, 9], w: [64, 1, 5, 5], attrs: { group: 64, pads: [2, 2, 2, 2] }, bias: false, blocked: true },
   { what: '3×3 dilation 2, asymmetric pads', x: [2, 32, 12, 10], w: [48, 32, 3, 3], attrs: { dilations: [2, 2], pads: [2, 1, 0, 2] }, bias: true, blocked: true },
   { what: 'stem 7×7 stride 2 on 3 channels', x: [2, 3, 21, 21], w: [64, 3, 7, 7], attrs: { strides: [2, 2], pads: [3, 3, 3, 3] }, bias: false, blocked: true },
-  { what: 'output channels not a block multiple (left alone)', x: [2, 32, 8, 8], w: [40, 32, 3, 3], attrs: { pads: [1, 1, 1, 1] }, bias: false, blocked: false },
+  { what: 'output channels not a block multiple (padded to whole blocks)', x: [2, 32, 8, 8], w: [40, 32, 3, 3], attrs: { pads: [1, 1, 1, 1] }, bias: true, blocked: true },
+  { what: 'fewer output channels than a block, as a LoRA A conv (padded)', x: [2, 32, 8, 8], w: [8, 32, 3, 3], attrs: { pads: [1, 1, 1, 1] }, bias: false, blocked: true },
   { what: 'grouped, not depthwise (left alone)', x: [2, 32, 8, 8], w: [32, 16, 3, 3], attrs: { group: 2, pads: [1, 1, 1, 1] }, bias: false, blocked: false },
 ];
 
@@ -145,11 +147,13 @@ for (const g of geometries) {
 }
 
 test('the pass adds the nchwc opset import only when it rewrote something', { skip: block === null && 'no NCHWc kernels here' }, () => {
-  const untouched = convModel([1, 32, 4, 4], [40, 32, 1, 1], {}, false);
+  const untouched = convModel([1, 32, 4, 4], [32, 16, 1, 1], { group: 2 }, false);
   assert.equal(blockFedConvs(untouched, new Set(['w']), block!), 0);
   assert.ok(!untouched.opsets.some((o) => o.domain === NCHWC_DOMAIN));
   const baked = convModel([1, 32, 4, 4], [32, 32, 1, 1], {}, false);
   assert.equal(blockFedConvs(baked, new Set(), block!), 0, 'a weight that is not fed is left to onnxruntime');
+  padFedOutputs.current = false;
+  try { assert.equal(blockFedConvs(convModel([1, 32, 4, 4], [8, 32, 3, 3], { pads: [1, 1, 1, 1] }, false), new Set(['w']), block!), 0, 'padding switched off'); } finally { padFedOutputs.current = true; }
 });
 
 test('fed weights of convs with few output positions stay on the plain kernels (fewPositionWeights, MIN_BLOCKED_POSITIONS)', { skip: block === null && 'no NCHWc kernels here' }, () => {
