@@ -296,8 +296,8 @@ function withoutDeadNodes(nodes: Node[], graphOutputs: ReadonlySet<string>): Nod
  * with input channels a multiple of the block → reordered input and OIHWBiBo filter; ungrouped
  * with fewer input channels than the block (a stem on RGB) → the plain NCHW input and an OIHWBo
  * filter; depthwise → reordered input and OIHWBo. Output channels must fill whole blocks (the
- * transformer pads them; refit leaves such convs alone, unless `padChannels`: BN-adapt's blocked
- * graph (nchwc-batchstats.ts) pads weights and channels with zeros to whole blocks). Anything else: null.
+ * transformer pads them; so does `padChannels`, for BN-adapt's blocked graph (nchwc-batchstats.ts),
+ * and blockFedConvs asks again with whole blocks for a direct fed conv, padFedOutputs). Anything else: null.
  */
 export function blockedForm([O, I]: number[], group: number, block: number, opts: { padChannels?: boolean } = {}): { filter: 'OIHWBiBo' | 'OIHWBo'; reorderInput: boolean } | null {
   const pad = opts.padChannels === true;
