@@ -3,6 +3,7 @@
 // arithmetic. undefined where an op outside this list, or a shape only a run would tell, is met.
 import type { Graph, Node } from './ir.ts';
 import { attrInt, attrInts, constantValue } from './ir.ts';
+import type { Tensor } from './tensor.ts';
 
 export const SAME_AS_FIRST = new Set(['Identity', 'Cast', 'Neg', 'Abs', 'Sqrt', 'Exp', 'Log', 'Reciprocal', 'Relu', 'Sigmoid', 'Tanh', 'Clip',
   'BatchNormalization', 'InstanceNormalization', 'LayerNormalization', 'LpNormalization', 'Softmax', 'Dropout']);
@@ -39,43 +40,51 @@ export function reshaped(n: Node, x: number[], shape: number[]): number[] | unde
   return (dims as number[]).map((d) => (d === -1 ? total / known : d));
 }
 
+/** An integer tensor's values as numbers (undefined for none). */
+export const intValues = (t: Tensor | undefined) => (t ? Array.from(t.data as ArrayLike<number | bigint>, Number) : undefined);
+
+/**
+ * The output dims of `n` for the ops above, from its inputs' dims (`dims`) and its constant inputs'
+ * values (`value`); undefined for another op, or where a dim or a needed value is unknown. Both
+ * shape propagations read it: constantDims here, over constants, and staticShapes
+ * (static-shapes.ts), over an input signature.
+ */
+export function commonOpDims(n: Node, dims: (i: number) => number[] | undefined, value: (i: number) => Tensor | undefined): number[] | undefined {
+  const x = dims(0);
+  if (!x) return undefined;
+  const op = n.opType;
+  if (SAME_AS_FIRST.has(op)) return x;
+  if (BROADCAST.has(op)) {
+    const all = n.inputs.map((_, i) => (i === 0 ? x : dims(i)));
+    return all.every((d): d is number[] => !!d) ? broadcast(all) : undefined;
+  }
+  if (op === 'Reshape') {
+    const shape = intValues(value(1));
+    return shape ? reshaped(n, x, shape) : undefined;
+  }
+  if (op === 'Transpose') return (attrInts(n, 'perm') ?? x.map((_, i) => x.length - 1 - i)).map((p) => x[p]!);
+  if (op === 'Flatten') {
+    const axis = attrInt(n, 'axis', 1), at = axis < 0 ? axis + x.length : axis;
+    const prod = (d: number[]) => d.reduce((p, v) => p * v, 1);
+    return [prod(x.slice(0, at)), prod(x.slice(at))];
+  }
+  if (op === 'MatMul') return matmulDims(x, dims(1));
+  if (REDUCE.test(op)) {
+    const given = n.inputs[1] ? intValues(value(1)) : attrInts(n, 'axes');
+    if (n.inputs[1] && !given) return undefined;
+    // No axes: every axis, or none with noop_with_empty_axes (opset 18's input form).
+    if (!given?.length && attrInt(n, 'noop_with_empty_axes', 0) === 1) return x;
+    const axes = (given?.length ? given : x.map((_, i) => i)).map((a) => (a < 0 ? a + x.length : a));
+    return attrInt(n, 'keepdims', 1) === 1 ? x.map((d, i) => (axes.includes(i) ? 1 : d)) : x.filter((_, i) => !axes.includes(i));
+  }
+  return undefined;
+}
+
 /** Static dims of `t`, where it is a constant or computed from constants by the ops above. */
 export function constantDims(g: Graph, prod: Map<string, Node>, t: string, depth = 0): number[] | undefined {
   const c = constantValue(g, t);
   if (c) return [...c.dims];
   const n = prod.get(t);
   if (!n || depth > 64 || (n.domain !== '' && n.domain !== 'ai.onnx') || n.outputs[0] !== t) return undefined;
-  const dims = (i: number) => (n.inputs[i] ? constantDims(g, prod, n.inputs[i]!, depth + 1) : undefined);
-  if (SAME_AS_FIRST.has(n.opType)) return dims(0);
-  if (BROADCAST.has(n.opType)) {
-    const all = n.inputs.map((_, i) => dims(i));
-    return all.every((d): d is number[] => !!d) ? broadcast(all) : undefined;
-  }
-  if (n.opType === 'Reshape') {
-    const x = dims(0), shape = n.inputs[1] ? constantValue(g, n.inputs[1]) : undefined;
-    return x && shape ? reshaped(n, x, Array.from(shape.data as ArrayLike<number | bigint>, Number)) : undefined;
-  }
-  if (n.opType === 'Transpose') {
-    const x = dims(0);
-    const perm = attrInts(n, 'perm') ?? x?.map((_, i) => x.length - 1 - i);
-    return x && perm ? perm.map((p) => x[p]!) : undefined;
-  }
-  if (n.opType === 'Flatten') {
-    const x = dims(0);
-    if (!x) return undefined;
-    const axis = attrInt(n, 'axis', 1), at = axis < 0 ? axis + x.length : axis;
-    const prod = (d: number[]) => d.reduce((p, v) => p * v, 1);
-    return [prod(x.slice(0, at)), prod(x.slice(at))];
-  }
-  if (n.opType === 'MatMul') return matmulDims(dims(0), dims(1));
-  if (REDUCE.test(n.opType)) {
-    const x = dims(0);
-    if (!x) return undefined;
-    const fromInput = n.inputs[1] ? constantValue(g, n.inputs[1]) : undefined;
-    if (n.inputs[1] && !fromInput) return undefined;
-    const axes = (fromInput ? Array.from(fromInput.data as ArrayLike<number | bigint>, Number) : attrInts(n, 'axes') ?? x.map((_, i) => i)).map((a) => (a < 0 ? a + x.length : a));
-    const keep = attrInt(n, 'keepdims', 1) === 1;
-    return keep ? x.map((d, i) => (axes.includes(i) ? 1 : d)) : x.filter((_, i) => !axes.includes(i));
-  }
-  return undefined;
+  return commonOpDims(n, (i) => (n.inputs[i] ? constantDims(g, prod, n.inputs[i]!, depth + 1) : undefined), (i) => (n.inputs[i] ? constantValue(g, n.inputs[i]!) : undefined));
 }

@@ -6,9 +6,10 @@ import type { Graph, Node } from './ir.ts';
 import { attrInt, attrInts, attrString, attrTensor, isDefaultDomain } from './ir.ts';
 import type { Tensor } from './tensor.ts';
 import type { InputSignature } from './shapes.ts';
-import { BROADCAST, REDUCE, SAME_AS_FIRST, broadcast, matmulDims, reshaped } from './constant-dims.ts';
+import { broadcast, commonOpDims, intValues as ints } from './constant-dims.ts';
 
-const SAME_SHAPE = new Set([...SAME_AS_FIRST, 'HardSigmoid', 'HardSwish', 'LeakyRelu', 'Elu', 'Selu', 'Softplus', 'Mish', 'Erf', 'Gelu', 'PRelu', 'GroupNormalization']);
+/** Same-shape ops beyond constant-dims.ts's (activations of image models). */
+const SAME_SHAPE = new Set(['HardSigmoid', 'HardSwish', 'LeakyRelu', 'Elu', 'Selu', 'Softplus', 'Mish', 'Erf', 'Gelu', 'PRelu', 'GroupNormalization']);
 
 /** Output size of a window op along each spatial axis, or undefined where auto_pad is not NOTSET/VALID. */
 export function windowOut(node: Node, inSp: number[], k: number[]): number[] | undefined {
@@ -24,8 +25,6 @@ export function windowOut(node: Node, inSp: number[], k: number[]): number[] | u
     return (ceil ? Math.ceil(span / s[i]!) : Math.floor(span / s[i]!)) + 1;
   });
 }
-
-const ints = (t: Tensor | undefined) => (t ? Array.from(t.data as ArrayLike<number | bigint>, Number) : undefined);
 
 /** Static shapes of the tensors of `g` for the input signature `sig`. */
 export function staticShapes(g: Graph, sig: InputSignature): Map<string, number[]> {
@@ -52,7 +51,7 @@ function outputShapes(n: Node, dims: (i: number) => number[] | undefined, value:
   if (!x) return undefined;
   const op = n.opType;
   if (SAME_SHAPE.has(op)) return [x];
-  if (BROADCAST.has(op) || op === 'Sum') {
+  if (op === 'Sum') {
     const all = n.inputs.map((_, i) => dims(i));
     return all.every((d): d is number[] => !!d) ? [broadcast(all)] : undefined;
   }
@@ -89,20 +88,6 @@ function outputShapes(n: Node, dims: (i: number) => number[] | undefined, value:
     if (!given && x[axis]! % n.outputs.length !== 0) return undefined;
     return parts.map((p) => x.map((d, i) => (i === axis ? p : d)));
   }
-  if (op === 'Flatten') {
-    const a = attrInt(n, 'axis', 1), at = a < 0 ? a + x.length : a;
-    const prod = (d: number[]) => d.reduce((p, v) => p * v, 1);
-    return [[prod(x.slice(0, at)), prod(x.slice(at))]];
-  }
-  if (op === 'Reshape') {
-    const shape = ints(value(1));
-    return shape ? [reshaped(n, x, shape)] : undefined;
-  }
-  if (op === 'Transpose') {
-    const perm = attrInts(n, 'perm') ?? x.map((_, i) => x.length - 1 - i);
-    return [perm.map((p) => x[p]!)];
-  }
-  if (op === 'MatMul') return [matmulDims(x, dims(1))];
   if (op === 'Unsqueeze' || op === 'Squeeze') {
     const given = n.inputs[1] ? ints(value(1)) : attrInts(n, 'axes');
     if (n.inputs[1] && !given) return undefined;
@@ -132,12 +117,6 @@ function outputShapes(n: Node, dims: (i: number) => number[] | undefined, value:
     });
     return [y];
   }
-  if (REDUCE.test(op)) {
-    const given = n.inputs[1] ? ints(value(1)) : attrInts(n, 'axes');
-    if (n.inputs[1] && !given) return undefined;
-    if (!given?.length && attrInt(n, 'noop_with_empty_axes', 0) === 1) return [x];
-    const axes = (given?.length ? given : x.map((_, i) => i)).map((a) => (a < 0 ? a + x.length : a));
-    return [attrInt(n, 'keepdims', 1) === 1 ? x.map((d, i) => (axes.includes(i) ? 1 : d)) : x.filter((_, i) => !axes.includes(i))];
-  }
-  return undefined;
+  const y = commonOpDims(n, dims, value);
+  return y ? [y] : undefined;
 }
