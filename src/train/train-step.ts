@@ -11,6 +11,7 @@ import { stepSource } from './step-opset.ts';
 import { DataShapes, dataShapedOutputs, subgraphDataShapes } from '../onnx/data-shapes.ts';
 import { withEmbeddingBags } from '../onnx/embedding-bag.ts';
 import { denseTinyConvs } from './tiny-conv-dense.ts';
+import { pointwiseConvsAsMatMul } from './pointwise-matmul.ts';
 import { phaseStridedDx } from './strided-dx-phases.ts';
 import { firstNonFinite } from './optim/tensors.ts';
 
@@ -79,18 +80,24 @@ export class TrainStep {
         // (step-opset.ts; an EmbeddingBag's Loop rewritten first, so its table counts and no Loop
         // forbids the lift); convs on tiny images as dense MatMuls (tiny-conv-dense.ts).
         const base = stepSource(withEmbeddingBags(this.model.ir)).model;
-        const dense = denseTinyConvs(base, sig, (t) => !this.fed.has(t));
-        // The dense matrices hold the shapes a static propagation found; where the probe disagrees
-        // (an op that propagation reads wrongly) or fails on them, the step is built without them.
+        const frozen = (t: string) => !this.fed.has(t);
+        const block = await nchwcBlockForSession(this.session);
+        const dense = denseTinyConvs(base, sig, frozen);
+        // Only where onnxruntime blocks the convs: the reorders it writes around them are what the
+        // MatMuls save (pointwise-matmul.ts).
+        const pointwise = block ? pointwiseConvsAsMatMul(dense.model, sig, frozen) : { model: dense.model, assumed: new Map<string, number[]>() };
+        const assumed = [...dense.assumed, ...pointwise.assumed];
+        // The dense matrices and the 1×1 MatMuls hold the shapes a static propagation found; where
+        // the probe disagrees (an op that propagation reads wrongly) or fails on them, the step is
+        // built without them.
         const plain = () => buildStepGraph(base, sig, this.options, data?.batch);
-        let graph = dense.rewritten.length ? await buildStepGraph(dense.model, sig, this.options, data?.batch).catch(() => null) : await plain();
-        if (!graph || [...dense.assumed].some(([t, dims]) => graph!.shapes.get(t)?.dims.join() !== dims.join())) graph = await plain();
+        let graph = assumed.length ? await buildStepGraph(pointwise.model, sig, this.options, data?.batch).catch(() => null) : await plain();
+        if (!graph || assumed.some(([t, dims]) => graph!.shapes.get(t)?.dims.join() !== dims.join())) graph = await plain();
         let t = performance.now();
         // graph.model stays the portable standard-op graph; where onnxruntime-node's blocked kernels
         // run, the session gets a copy whose fed convolutions use them (src/onnx/nchwc.ts) and whose
         // strided convs' input gradients are stride-1 Convs by phase (strided-dx-phases.ts).
         const forSession = cloneModel(graph.model);
-        const block = await nchwcBlockForSession(this.session);
         if (block) {
           phaseStridedDx(forSession);
           const fed = new Set(graph.paramInputs);
