@@ -8,6 +8,8 @@
 //        [--configs infer,bn-adapt,tent,eata,sar,full,norm,lora] [--reps 10] [--warmup 2]
 //        [--skip resnet18_224/lora,...] [--out bench/results/foreign]
 //        [--resume [--redo-contended 0.1]]  keep finished rows; rerun those where other processes used > 10% CPU
+//        [--rounds 3]  run each cell's refit and PyTorch children 3 times, alternating; the row takes each
+//        side's median run and lists every run's ms (single runs of one cell moved by up to 40 % on some hosts)
 //        [--no-arena]   refit sessions with onnxruntime's CPU memory arena off (memoryArena: false)
 //        [--env K=V,...] extra environment for BOTH sides' children (e.g. MALLOC_MMAP_THRESHOLD_=131072,
 //                       glibc's fixed mmap threshold: docs/speed.md, memory pass of session 6)
@@ -63,6 +65,8 @@ const MODELS: Record<string, { chw: [number, number, number]; batch: number; lab
 const CONFIGS = ['infer', 'bn-adapt', 'tent', 'eata', 'sar', 'full', 'norm', 'lora'] as const;
 type Cfg = (typeof CONFIGS)[number];
 const modelDir = join(root, 'tmp', 'foreign-models');
+/** --rounds: children per side and cell. */
+let ROUNDS = 1;
 
 interface Job { model: string; config: Cfg; batch: number; reps: number; warmup: number; arena?: boolean }
 interface Side { steal?: number; cpu_s?: number; wall_s?: number; otherLoad?: number; ms: number; times: number[]; first_ms: number; peak_rss_mb: number; trainable?: number; used?: number; compile_ms?: number; error?: string }
@@ -251,9 +255,12 @@ async function main(): Promise<void> {
   const configs = arg('configs', CONFIGS.join(',')).split(',') as Cfg[];
   const skip = new Set(arg('skip', '').split(',').filter(Boolean));
   const reps = Number(arg('reps', '10')), warmup = Number(arg('warmup', '2'));
+  ROUNDS = Math.max(1, Number(arg('rounds', '1')));
   const out = resolve(arg('out', join(here, 'results', 'foreign')));
-  const meta = { date: new Date().toISOString(), node: process.version, threads: THREADS, reps, warmup, uptimeStart: uptime(), uptimeEnd: '', skipped: [...skip], command: `npx tsx bench/foreign.ts ${argv.join(' ')}`, blas: '' };
+  const meta = { date: new Date().toISOString(), node: process.version, threads: THREADS, reps, warmup, uptimeStart: uptime(), uptimeEnd: '', skipped: [...skip], command: `npx tsx bench/foreign.ts ${argv.join(' ')}`, blas: '', cpu: '' };
   meta.blas = execSync("update-alternatives --query libblas.so.3-x86_64-linux-gnu 2>/dev/null | grep '^Value' || true").toString().trim();
+  // Hosts differ between sessions (an AMD EPYC on 2026-12-06, session 33, after Intel Xeons): ratios compare only within one host.
+  meta.cpu = execSync("grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2 || true").toString().trim();
   const prev = existsSync(`${out}.json`) && argv.includes('--resume') ? (JSON.parse(readFileSync(`${out}.json`, 'utf8')) as { rows: Row[] }).rows : [];
   // --redo-contended T (with --resume): run again the rows where other processes used more than T of the CPU during either child.
   const redo = Number(arg('redo-contended', 'Infinity'));
@@ -264,11 +271,17 @@ async function main(): Promise<void> {
   for (const model of models) for (const config of configs) {
     if (skip.has(`${model}/${config}`) || rows.some((r) => r.model === model && r.config === config)) continue;
     const job: Job = { model, config, batch: MODELS[model]!.batch, reps, warmup, ...(argv.includes('--no-arena') ? { arena: false } : {}) };
-    const idleRefit = waitQuiet(30);
-    const refit = runChild(['--child', JSON.stringify(job)], false);
-    const idleTorch = waitQuiet(30);
-    const torch = runChild(['--run', model, '--config', config, '--batch', String(job.batch), '--threads', String(THREADS), '--reps', String(reps), '--warmup', String(warmup), '--dir', modelDir], true);
+    const refits: Side[] = [], torches: Side[] = [];
+    let idleRefit = NaN, idleTorch = NaN;
+    for (let round = 0; round < ROUNDS; round++) {
+      idleRefit = waitQuiet(30);
+      refits.push(runChild(['--child', JSON.stringify(job)], false));
+      idleTorch = waitQuiet(30);
+      torches.push(runChild(['--run', model, '--config', config, '--batch', String(job.batch), '--threads', String(THREADS), '--reps', String(reps), '--warmup', String(warmup), '--dir', modelDir], true));
+    }
+    const refit = medianRun(refits), torch = medianRun(torches);
     let row: Row = { model, config, batch: job.batch, refit, torch, ratio: refit.ms / torch.ms, idleRefit, idleTorch, loadavg: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ') };
+    if (ROUNDS > 1) row.runs = { refit: refits.map((r) => r.ms), torch: torches.map((r) => r.ms) };
     // A rerun keeps, per side, the attempt that ran with less contention.
     const old = earlier.get(`${model}/${config}`);
     if (old) {
@@ -286,19 +299,26 @@ async function main(): Promise<void> {
   process.stdout.write(readFileSync(`${out}.md`, 'utf8'));
 }
 
-interface Row { reruns?: number; model: string; config: Cfg; batch: number; refit: Side; torch: Side; ratio: number; idleRefit: number; idleTorch: number; loadavg: string }
+/** The run whose ms is the median of the runs without an error (the first run when all failed). */
+function medianRun(runs: Side[]): Side {
+  const ok = runs.filter((r) => !r.error && Number.isFinite(r.ms)).sort((a, b) => a.ms - b.ms);
+  return ok.length ? ok[(ok.length - 1) >> 1]! : runs[0]!;
+}
+
+interface Row { runs?: { refit: number[]; torch: number[] }; reruns?: number; model: string; config: Cfg; batch: number; refit: Side; torch: Side; ratio: number; idleRefit: number; idleTorch: number; loadavg: string }
 
 function save(out: string, meta: Record<string, unknown>, rows: Row[]): void {
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(`${out}.json`, JSON.stringify({ meta, rows }, null, 1));
   const f = (v: number | undefined, d = 1) => (v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(d));
   const L: string[] = ['# Foreign-model benchmark (issue 12)', ''];
-  L.push(`\`${meta.command}\` on ${String(meta.date).slice(0, 16)} UTC, Node ${meta.node}, ${THREADS} threads on both sides (onnxruntime-node intra-op; PyTorch 1.13 intra-op, OpenBLAS single-threaded inside), 2-core machine. Median of ${meta.reps} calls after ${meta.warmup} warm-up calls; "first" is the first call (refit compiles there). Each cell is its own child process; peak RSS is that process's. BatchNorm in train mode for every training step. EATA/SAR margins opened so that every sample updates (see bench/foreign.ts).`, '');
+  L.push(`\`${meta.command}\` on ${String(meta.date).slice(0, 16)} UTC, Node ${meta.node}, ${THREADS} threads on both sides (onnxruntime-node intra-op; PyTorch 1.13 intra-op, OpenBLAS single-threaded inside), 2-core machine${meta.cpu ? ` (${String(meta.cpu)})` : ''}. Median of ${meta.reps} calls after ${meta.warmup} warm-up calls${ROUNDS > 1 ? `; each side ${ROUNDS} child processes per cell, alternating, the median run shown (every run's ms in brackets)` : ''}; "first" is the first call (refit compiles there). Each cell is its own child process; peak RSS is that process's. BatchNorm in train mode for every training step. EATA/SAR margins opened so that every sample updates (see bench/foreign.ts).`, '');
   L.push(`Load: \`${meta.uptimeStart}\` at the start, \`${meta.uptimeEnd || '(running)'}\` at the end. Before each child the benchmark waits (at most 30 s) for a second with ≥ 85% of the CPU idle. "other load" is the CPU time other processes used while the child ran, as a share of both cores over its wall time (/proc/stat busy time minus the child's own user+system time): 0% = the child had the machine alone; above ~10% the row's time is inflated by contention. It includes the hypervisor's steal time (this is a VM), which the JSON also gives apart (\`steal\`).`, '');
   if ((meta.skipped as string[]).length) L.push(`Skipped: ${(meta.skipped as string[]).join(', ')}.`, '');
   L.push('| model | batch | config | refit ms | PyTorch ms | refit / PyTorch | refit first call (compile) ms | refit peak RSS MB | PyTorch peak RSS MB | RSS ratio | trainable | other load refit / torch |', '|---|---|---|---|---|---|---|---|---|---|---|---|');
+  const runs = (v: number[] | undefined) => (v && v.length > 1 ? ` (${v.map((x) => f(x, 0)).join(', ')})` : '');
   for (const r of rows) {
-    L.push(`| ${r.model} | ${r.batch} | ${r.config} | ${f(r.refit.ms)} | ${f(r.torch.ms)} | ${f(r.ratio, 2)} | ${f(r.refit.first_ms, 0)} | ${f(r.refit.peak_rss_mb, 0)} | ${f(r.torch.peak_rss_mb, 0)} | ${f(r.refit.peak_rss_mb / r.torch.peak_rss_mb, 2)} | ${r.refit.trainable ?? r.torch.trainable ?? ''} | ${f(100 * (r.refit.otherLoad ?? NaN), 0)}% / ${f(100 * (r.torch.otherLoad ?? NaN), 0)}% |`);
+    L.push(`| ${r.model} | ${r.batch} | ${r.config} | ${f(r.refit.ms)}${runs(r.runs?.refit)} | ${f(r.torch.ms)}${runs(r.runs?.torch)} | ${f(r.ratio, 2)} | ${f(r.refit.first_ms, 0)} | ${f(r.refit.peak_rss_mb, 0)} | ${f(r.torch.peak_rss_mb, 0)} | ${f(r.refit.peak_rss_mb / r.torch.peak_rss_mb, 2)} | ${r.refit.trainable ?? r.torch.trainable ?? ''} | ${f(100 * (r.refit.otherLoad ?? NaN), 0)}% / ${f(100 * (r.torch.otherLoad ?? NaN), 0)}% |`);
   }
   const errs = rows.filter((r) => r.refit.error || r.torch.error);
   if (errs.length) L.push('', 'Errors:', ...errs.map((r) => `- ${r.model}/${r.config}: ${(r.refit.error ?? r.torch.error ?? '').replace(/\n/g, ' ').slice(-300)}`));
