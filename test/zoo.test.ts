@@ -178,3 +178,40 @@ test('zoo convnext, mobilenet_v3_small and unet saved at onnxruntime\'s default 
   // U-Net: nearest and bilinear Resize become nchwc Upsample; the ConvTranspose stays standard
   await checkOptimized('unet', 'all', (m) => hasNode(m, (n) => n.domain === NCHWC_DOMAIN && n.opType === 'Upsample', 'nchwc Upsample'), 1);
 });
+
+// Frozen-conv steps (Tent's, norm-affine's) take their constant 1×1 convs as MatMuls where
+// onnxruntime blocks convs (src/train/pointwise-matmul.ts): on the zoo's CNNs with 1×1 convs and
+// squeeze-excitation gates, the BN-affine gradients of a train-mode step whose convs are all
+// frozen match PyTorch's (which do not depend on what else trains).
+test('zoo mobilenet_v2, mobilenet_v3_small, efficientnet_b0 and regnet_y: BN-affine steps with frozen 1×1 convs as MatMuls match PyTorch\'s BN gradients', { skip: (await nchwcBlockSize()) === null ? 'onnxruntime has no NCHWc kernels on this CPU: the rewrite is off' : false }, async () => {
+  for (const name of ['mobilenet_v2', 'mobilenet_v3_small', 'efficientnet_b0', 'regnet_y']) {
+    const f = readZoo(name);
+    const c = f.meta.cases.find((k) => k.batchNorm === 'train');
+    assert.ok(c, `${name}: no train-mode BatchNorm case`);
+    const model = await zooModel(f);
+    const bnParams = new Set(model.ir.graph.nodes.filter((n) => n.opType === 'BatchNormalization').flatMap((n) => n.inputs.slice(1, 3)));
+    const step = model.compileTrainStep({ trainable: (p: string) => bnParams.has(p), loss: lossOf(f.meta), batchNorm: 'train', outputs: [f.meta.output] });
+    try {
+      const batch = batchOf(f, c.name);
+      const { graph } = await step.compile(Object.fromEntries(Object.entries(batch).filter(([k]) => model.inputs.some((i) => i.name === k)).map(([k, t]) => [k, { dtype: t.dtype, dims: t.dims }])));
+      const pointwise = model.ir.graph.nodes.filter((n) => n.opType === 'Conv' && model.ir.graph.initializers.get(n.inputs[1]!)?.dims.slice(2).every((d) => d === 1) && (n.attrs.strides?.value as number[] | undefined ?? [1, 1]).every((s) => s === 1) && (n.attrs.group?.value ?? 1) === 1);
+      const left = graph.model.graph.nodes.filter((n) => pointwise.some((p) => p.name === n.name && n.opType === 'Conv'));
+      assert.ok(pointwise.length > 0 && left.length === 0, `${name}: ${left.length} of ${pointwise.length} 1×1 convs left as Convs`);
+      const r = await step.run(batch);
+      const refLoss = (f.tensors.get(`${c.name}.loss`)!.data as Float32Array)[0]!;
+      assert.ok(Math.abs(r.loss - refLoss) <= 1e-4 * Math.abs(refLoss) + 1e-6, `${name}: loss ${r.loss} vs PyTorch ${refLoss}`);
+      let n = 0;
+      for (const p of Object.keys(f.meta.params)) {
+        if (!f.meta.params[p]!.some(([onnx]) => bnParams.has(onnx))) continue;
+        const { grad } = torchGrad(f, p, r.grads);
+        if (!grad) continue;
+        assertCloseToTorch(`${name} ${c.name} grad ${p}`, grad, f.tensors.get(`${c.name}.grad.${p}`)!);
+        n++;
+      }
+      assert.ok(n >= 10, `${name}: only ${n} BN gradients compared`);
+    } finally {
+      await step.release();
+      await model.release();
+    }
+  }
+});
