@@ -78,7 +78,8 @@ export class TrainStep {
       hit = (async () => {
         // At opset 16 where that is exact and a MaxPool's or an embedding's gradient gains by it
         // (step-opset.ts; an EmbeddingBag's Loop rewritten first, so its table counts and no Loop
-        // forbids the lift); convs on tiny images as dense MatMuls (tiny-conv-dense.ts).
+        // forbids the lift); convs on tiny images as dense MatMuls (tiny-conv-dense.ts); constant
+        // 1×1 convs as MatMuls (pointwise-matmul.ts).
         const base = stepSource(withEmbeddingBags(this.model.ir)).model;
         const frozen = (t: string) => !this.fed.has(t);
         const block = await nchwcBlockForSession(this.session);
