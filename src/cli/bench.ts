@@ -12,7 +12,7 @@ import { hasBatchNorm } from '../tta/bn-adapt.ts';
 import { createAdapter, METHODS, sourceDataOptions } from '../tta/index.ts';
 import { f32, i64, type Tensor } from '../onnx/tensor.ts';
 import { Rng } from '../util/rng.ts';
-import { modelIO, progressBar, positiveInt } from './common.ts';
+import { modelIO, progressBar, positiveInt, denseLayers } from './common.ts';
 
 export interface BenchOptions {
   batchSize?: string | number;
@@ -112,7 +112,7 @@ export async function runBench(modelPath: string, o: BenchOptions = {}): Promise
     { name: 'inference', prepare: async () => ({ call: () => model.run({ [io.spec.input]: x }, { outputs: [io.logits] }), release: async () => {} }) },
     trainCase('full step', () => ({ m: model, trainable: model.parameterNames('all') })),
     trainCase('norm-affine step', () => { const pm = withAdapter(model, 'na', normAffine({})); return { m: pm, trainable: pm.trainableNames('na') }; }),
-    trainCase('lora step', () => { const pm = withAdapter(model, 'lora', lora({ targets: /./, rank })); return { m: pm, trainable: pm.trainableNames('lora') }; }),
+    trainCase('lora step', () => { const pm = withAdapter(model, 'lora', lora({ targets: denseLayers, rank })); return { m: pm, trainable: pm.trainableNames('lora') }; }),
     ...methods.map((method): Case => ({
       name: method,
       prepare: async () => {

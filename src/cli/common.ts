@@ -1,5 +1,6 @@
 // Shared pieces of the `refit` commands: what a model takes and gives, batches, a progress bar
 // with ETA, cross-entropy/accuracy in TypeScript, and writes that never leave half a file.
+import type { Site } from '../peft/sites.ts';
 import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, basename, join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
@@ -228,6 +229,12 @@ export async function replaceDirAtomic(dir: string, write: (tmp: string) => Prom
   }
   if (old) rmSync(old, { recursive: true, force: true });
 }
+
+/**
+ * The default LoRA/DoRA targets of `refit train` and `refit bench`: every linear layer and every
+ * convolution with one group (LoRA on a grouped or depthwise convolution is refused by peft).
+ */
+export const denseLayers = (s: Site) => s.op !== 'Conv' || (s.group ?? 1) === 1;
 
 /** Parse --targets: `/regex/flags` or a comma-separated list of names. */
 export function parseTargets(s: string): RegExp | string[] {

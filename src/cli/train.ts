@@ -13,11 +13,10 @@ import { adamw } from '../train/optim/index.ts';
 import { Trainer } from '../train/trainer.ts';
 import { withAdapter, lora, dora, ia3, bottleneck, bitfit, normAffine, accounting, type PeftModel } from '../peft/index.ts';
 import type { AdapterMethod } from '../peft/types.ts';
-import type { Site } from '../peft/sites.ts';
 import { saveAdapter } from '../peft/files-node.ts';
 import { hasBatchNorm } from '../tta/bn-adapt.ts';
 import { Rng } from '../util/rng.ts';
-import { progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic, preprocessOptions, sameGraph } from './common.ts';
+import { progressBar, positiveInt, finiteNumber, parseTargets, replaceDirAtomic, preprocessOptions, sameGraph, denseLayers } from './common.ts';
 import { classifyTask, type TrainTask } from './train-task.ts';
 import { nextTokenTask } from './token-task.ts';
 import { tagTask } from './tag-task.ts';
@@ -114,8 +113,6 @@ export interface TrainResult {
   out: string;
   seconds: number;
 }
-
-const denseLayers = (s: Site) => s.op !== 'Conv' || (s.group ?? 1) === 1;
 
 function makeAdapter(kind: string, o: TrainOptions): AdapterMethod {
   const targets = o.targets ? parseTargets(o.targets) : /./; // default: every layer the method supports (HF PEFT's 'all-linear')

@@ -36,6 +36,15 @@ test('refit bench: a case the model cannot run is reported with its reason, and 
   assert.match(by.tent!.error!, /tent adapts normalization layers/);
 });
 
+test('refit bench: the LoRA step on a model with depthwise convs adapts its dense layers (as refit train does), not every conv', async () => {
+  const mnv2 = join(root, 'test/fixtures/zoo/mobilenet_v2/model.onnx'); // torchvision MobileNetV2, width-reduced: depthwise convs
+  const r = await refit('bench', mnv2, '--batch-size', '2', '--reps', '1', '--warmup', '0', '--methods', 'tent', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  const lora = (JSON.parse(r.stdout) as BenchResult).cases.find((c) => c.name === 'lora step')!;
+  assert.equal(lora.error, undefined, String(lora.error));
+  assert.ok(lora.medianMs! > 0);
+});
+
 test('refit bench: bad options fail in one line, before loading the model', async () => {
   const [bad, size, help] = await Promise.all([
     refit('bench', cnn, '--methods', 'tent,nope'),
