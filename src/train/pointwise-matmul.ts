@@ -17,8 +17,8 @@
 // cannot tell is left as it is. Trained weights keep the Conv (their weight gradients have their
 // own forms, src/autodiff/rules/conv.ts).
 import type { Model, Node } from '../onnx/ir.ts';
-import { attrInt, attrInts, attrString, isDefaultDomain as isDefault } from '../onnx/ir.ts';
-import { i64 } from '../onnx/tensor.ts';
+import { attrInt, attrInts, attrString, opsetVersion, isDefaultDomain as isDefault } from '../onnx/ir.ts';
+import { Emitter } from '../onnx/emitter.ts';
 import type { InputSignature } from '../onnx/shapes.ts';
 import { staticShapes } from '../onnx/static-shapes.ts';
 
@@ -49,43 +49,26 @@ export function pointwiseConvsAsMatMul(model: Model, sig: InputSignature, frozen
     return x && w && frozen(w) && g.initializers.has(w) && isPointwise(n, g.initializers.get(w)!.dims) && sh.get(x)?.length === 4 && sh.get(n.outputs[0]!)?.length === 4;
   }));
   if (!chosen.size) return none;
-  const inits = new Map(g.initializers);
-  const names = new Set([...g.initializers.keys(), ...g.nodes.flatMap((n) => [...n.inputs, ...n.outputs])]);
-  const fresh = (base: string) => { let k = base, i = 0; while (names.has(k)) k = `${base}_${++i}`; names.add(k); return k; };
-  const nodes: Node[] = [];
-  const push = (name: string, opType: string, inputs: string[], outputs: string[]) => nodes.push({ name: fresh(name), opType, domain: '', inputs, outputs, attrs: {} });
-  const constant = (base: string, dims: number[], data: number[]) => { const k = fresh(base); inits.set(k, i64(dims, data)); return k; };
-  for (const n of g.nodes) {
-    if (!chosen.has(n)) { nodes.push(n); continue; }
+  // Emitted into a copy, each conv's nodes where it stood (as stateless-batchnorm.ts does).
+  const copy = { ...g, nodes: [...g.nodes], initializers: new Map(g.initializers) };
+  const em = new Emitter(copy, opsetVersion(model));
+  for (const n of chosen) {
     const [x, w, b] = n.inputs as [string, string, string | undefined];
     const [, C, H, W] = sh.get(x)!;
     const O = g.initializers.get(w)!.dims[0]!;
-    const base = n.name || w;
-    const w2 = fresh(`${base}_matrix`), x3 = fresh(`${base}_x3`), y3 = fresh(`${base}_y3`);
-    push(`${base}_matrix_view`, 'Reshape', [w, constant(`${base}_matrix_shape`, [2], [O, C!])], [w2]);
-    if (H! * W! === 1) {
+    const { nodes } = em.collect(() => {
+      const w2 = em.reshape(w, [O, C!]);
       // One position (a squeeze-excitation's convs after the global pool): one [N, C]·Wᵀ product
       // rather than N matrix-vector products.
-      const w2t = fresh(`${base}_matrix_t`);
-      nodes.push({ name: fresh(`${base}_matrix_transpose`), opType: 'Transpose', domain: '', inputs: [w2], outputs: [w2t], attrs: { perm: { kind: 'ints', value: [1, 0] } } });
-      push(`${base}_x_view`, 'Reshape', [x, constant(`${base}_x_shape`, [2], [-1, C!])], [x3]);
-      push(`${base}_matmul`, 'MatMul', [x3, w2t], [y3]);
-    } else {
-      push(`${base}_x_view`, 'Reshape', [x, constant(`${base}_x_shape`, [3], [0, C!, H! * W!])], [x3]);
-      push(`${base}_matmul`, 'MatMul', [w2, x3], [y3]);
-    }
-    const y4Shape = constant(`${base}_y_shape`, [4], [0, O, H!, W!]);
-    if (b) {
-      const y4 = fresh(`${base}_y4`), b4 = fresh(`${base}_bias4`);
-      push(`${base}_y_view`, 'Reshape', [y3, y4Shape], [y4]);
-      push(`${base}_bias_view`, 'Reshape', [b, constant(`${base}_bias_shape`, [4], [1, O, 1, 1])], [b4]);
-      push(`${base}_bias`, 'Add', [y4, b4], [n.outputs[0]!]);
-    } else {
-      push(`${base}_y_view`, 'Reshape', [y3, y4Shape], [n.outputs[0]!]);
-    }
+      const y3 = H! * W! === 1 ? em.op('MatMul', [em.reshape(x, [-1, C!]), em.transpose(w2, [1, 0])]) : em.op('MatMul', [w2, em.reshape(x, [-1, C!, H! * W!])]);
+      const y = em.reshape(y3, [-1, O, H!, W!]);
+      if (b) em.add(y, em.reshape(b, [1, O, 1, 1]));
+      copy.nodes[copy.nodes.length - 1]!.outputs[0] = n.outputs[0]!; // the last node writes the conv's output
+    });
+    copy.nodes.splice(copy.nodes.indexOf(n), 1, ...nodes);
   }
   return {
-    model: { ...model, graph: { ...g, nodes, initializers: inits } },
+    model: { ...model, graph: copy },
     rewritten: [...chosen].map((n) => n.name),
     assumed: new Map([...chosen].map((n) => [n.inputs[0]!, sh.get(n.inputs[0]!)!])),
   };

@@ -241,14 +241,10 @@ export function convDx(em: Emitter, g: ConvGeom, dY: string, w: string, form: Dx
  * kernel ('onehot-*') or one strided Slice per kernel tap ('slices-*'); the contraction is
  * one Gemm ('*-gemm', groups batched in a MatMul), a MatMul batched over N then a sum over N
  * ('*-matmul'), or, for depthwise convs only, Mul + ReduceSum ('*-mulsum').
- */
-/**
  * 'gather-*': the im2col as one Gather of the padded X flattened over space ([N, C, Hp·Wp] →
  * [N, C, K, L], constant indices). 'conv-nc': for one-input-channel groups (depthwise, any
  * multiplier), one Conv of X as [1, N·C, H, W] with dY as [N·O, 1, OH, OW] for the kernel, group
  * N·C (no transposes: N and C are adjacent), then ReduceSum over N.
- */
-/**
  * 'onehot-dy': the one-hot columns of dY instead of X, for stride 1 and dilation 1:
  * dW[o, c, t] = Σ_n,q X[n, c, q] · dY[n, o, q − t + pB], i.e. dY's taps read in reverse over X's
  * positions (pads k − 1 − pB before and k − 1 − pE after), then the per-sample products with X as
