@@ -17,6 +17,7 @@ import '../../src/autodiff/rules/index.ts';
 import { f32, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { relErr } from '../helpers/close.ts';
+import { randomInitializers } from '../helpers/random-init.ts';
 
 const N = 4, CIN = 3, H = 6;
 
@@ -24,11 +25,7 @@ const N = 4, CIN = 3, H = 6;
 function net(opset: number, C: number): { model: ReturnType<ModelBuilder['build']>; trainable: string[] } {
   const b = new ModelBuilder({ opset });
   const rng = new Rng(3);
-  const init = (name: string, dims: number[], scale: number, offset = 0) => {
-    const d = rng.fill(new Float32Array(dims.reduce((p, q) => p * q, 1)), scale);
-    for (let i = 0; i < d.length; i++) d[i]! += offset;
-    b.initializer(name, f32(dims, d));
-  };
+  const init = randomInitializers(b, rng);
   init('w1', [C, CIN, 3, 3], 0.3); init('b1', [C], 0.5, 40);
   init('w2', [C, C, 1, 1], 0.3);
   for (const k of [1, 2]) {

@@ -17,17 +17,14 @@ import '../../src/autodiff/rules/index.ts';
 import { f32, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { relErr } from '../helpers/close.ts';
+import { randomInitializers } from '../helpers/random-init.ts';
 
 const N = 4, C = 8, E = 24, S = 6;
 
 function block(): Model {
   const b = new ModelBuilder({ opset: 13 });
   const rng = new Rng(3);
-  const init = (name: string, dims: number[], scale: number, offset = 0) => {
-    const d = rng.fill(new Float32Array(dims.reduce((p, q) => p * q, 1)), scale);
-    for (let i = 0; i < d.length; i++) d[i]! += offset;
-    b.initializer(name, f32(dims, d));
-  };
+  const init = randomInitializers(b, rng);
   init('we', [E, C, 1, 1], 0.5); init('be', [E], 0.2);
   init('wd', [E, 1, 3, 3], 0.4);
   init('wp', [C, E, 1, 1], 0.3);

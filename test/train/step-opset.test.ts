@@ -16,17 +16,14 @@ import '../../src/autodiff/rules/index.ts';
 import { f32, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { relErr } from '../helpers/close.ts';
+import { randomInitializers } from '../helpers/random-init.ts';
 
 const N = 4, CIN = 3, H = 11, C = 8;
 
 function net(opset: number, pool: { k: number; s: number; p: number } = { k: 3, s: 2, p: 1 }): Model {
   const b = new ModelBuilder({ opset });
   const rng = new Rng(7);
-  const init = (name: string, dims: number[], scale: number, offset = 0) => {
-    const d = rng.fill(new Float32Array(dims.reduce((p, q) => p * q, 1)), scale);
-    for (let i = 0; i < d.length; i++) d[i]! += offset;
-    b.initializer(name, f32(dims, d));
-  };
+  const init = randomInitializers(b, rng);
   init('w1', [C, CIN, 3, 3], 0.3); init('w2', [C, C, 3, 3], 0.2);
   for (const k of [1, 2]) { init(`g${k}`, [C], 0.2, 1); init(`be${k}`, [C], 0.2); init(`rm${k}`, [C], 0.1); init(`rv${k}`, [C], 0.1, 1); }
   b.input('x', 'float32', [N, CIN, H, H]);

@@ -17,6 +17,7 @@ import '../../src/autodiff/rules/index.ts';
 import { f32, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { relErr } from '../helpers/close.ts';
+import { randomInitializers } from '../helpers/random-init.ts';
 
 const N = 3, C = 4;
 
@@ -24,11 +25,7 @@ const N = 3, C = 4;
 function builder(seed: number): { b: ModelBuilder; init: (name: string, dims: number[], scale: number, offset?: number) => void } {
   const b = new ModelBuilder({ opset: 13 });
   const rng = new Rng(seed);
-  const init = (name: string, dims: number[], scale: number, offset = 0) => {
-    const d = rng.fill(new Float32Array(dims.reduce((p, q) => p * q, 1)), scale);
-    for (let i = 0; i < d.length; i++) d[i]! += offset;
-    b.initializer(name, f32(dims, d));
-  };
+  const init = randomInitializers(b, rng);
   return { b, init };
 }
 

@@ -17,6 +17,7 @@ import { f32, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { relErr } from '../helpers/close.ts';
 import type { StepResult } from '../../src/train/train-step.ts';
+import { randomInitializers } from '../helpers/random-init.ts';
 
 const N = 4, C = 8;
 
@@ -24,11 +25,7 @@ const N = 4, C = 8;
 function net(S: number, C = 8, n = N): Model {
   const b = new ModelBuilder({ opset: 13 });
   const rng = new Rng(9);
-  const init = (name: string, dims: number[], scale: number, offset = 0) => {
-    const d = rng.fill(new Float32Array(dims.reduce((p, q) => p * q, 1)), scale);
-    for (let i = 0; i < d.length; i++) d[i]! += offset;
-    b.initializer(name, f32(dims, d));
-  };
+  const init = randomInitializers(b, rng);
   for (const k of [0, 1, 2]) init(`w${k}`, [C, C, 3, 3], 0.2);
   init('b1', [C], 0.3); init('b2', [C], 0.3);
   for (const k of [0, 1]) { init(`g${k}`, [C], 0.2, 1); init(`be${k}`, [C], 0.2); init(`rm${k}`, [C], 0.1); init(`rv${k}`, [C], 0.1, 1); }
