@@ -46,7 +46,7 @@ export function staticShapes(g: Graph, sig: InputSignature): Map<string, number[
 }
 
 /** The shapes of `n`'s outputs from its inputs' (`dims`) and constant inputs' values (`value`). */
-function outputShapes(n: Node, dims: (i: number) => number[] | undefined, value: (i: number) => Tensor | undefined): (number[] | undefined)[] | undefined {
+export function outputShapes(n: Node, dims: (i: number) => number[] | undefined, value: (i: number) => Tensor | undefined): (number[] | undefined)[] | undefined {
   const x = dims(0);
   if (!x) return undefined;
   const op = n.opType;

@@ -2,6 +2,7 @@
 import type { RefitModel } from '../model.ts';
 import { cloneModel } from '../onnx/ir.ts';
 import { blockFedConvs, fewPositionWeights, MIN_BLOCKED_POSITIONS, nchwcBlockForSession } from '../onnx/nchwc.ts';
+import { blockStepActivations, blockedStepFits } from '../onnx/nchwc-step.ts';
 import { createSession, toOrt, fromOrt, type SessionOptions, ort } from '../onnx/runtime.ts';
 import { signatureOf, signatureKey, checkSignature, type InputSignature } from '../onnx/shapes.ts';
 import { type Tensor, formatShape } from '../onnx/tensor.ts';
@@ -86,7 +87,10 @@ export class TrainStep {
         const dense = denseTinyConvs(base, sig, frozen);
         // Only where onnxruntime blocks the convs: the reorders it writes around them are what the
         // MatMuls save (pointwise-matmul.ts).
-        const pointwise = block ? pointwiseConvsAsMatMul(dense.model, sig, frozen) : { model: dense.model, assumed: new Map<string, number[]>() };
+        // MobileNet- and bottleneck-style steps whose convs are all constants run in the blocked
+        // layout instead (src/onnx/nchwc-step.ts), their 1×1 convs as convs.
+        const blocked = block !== null && this.options.batchNorm === 'train' && blockedStepFits(dense.model, frozen);
+        const pointwise = block && !blocked ? pointwiseConvsAsMatMul(dense.model, sig, frozen) : { model: dense.model, assumed: new Map<string, number[]>() };
         const assumed = [...dense.assumed, ...pointwise.assumed];
         // The dense matrices and the 1×1 MatMuls hold the shapes a static propagation found; where
         // the probe disagrees (an op that propagation reads wrongly) or fails on them, the step is
@@ -104,6 +108,7 @@ export class TrainStep {
           const fed = new Set(graph.paramInputs);
           const few = fewPositionWeights(graph.model, fed, graph.shapes, MIN_BLOCKED_POSITIONS);
           blockFedConvs(forSession, new Set([...fed].filter((w) => !few.has(w))), block);
+          if (blocked) blockStepActivations(forSession, graph.shapes, block);
         }
         graph.timings.blockedConvs = performance.now() - t;
         // Encoded inside createSession: the baked weights go to onnxruntime as views, not in the bytes.

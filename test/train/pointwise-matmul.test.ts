@@ -11,6 +11,7 @@ import { RefitModel } from '../../src/model.ts';
 import { randomProjectionLoss } from '../../src/autodiff/gradcheck.ts';
 import { pointwiseMatMul, pointwiseConvsAsMatMul } from '../../src/train/pointwise-matmul.ts';
 import { nchwcBlockSize } from '../../src/onnx/nchwc.ts';
+import { blockedStep } from '../../src/onnx/nchwc-step.ts';
 import { signatureOf } from '../../src/onnx/shapes.ts';
 import type { Model } from '../../src/onnx/ir.ts';
 import '../../src/autodiff/rules/index.ts';
@@ -59,6 +60,9 @@ const NORM = [0, 1, 2, 3].flatMap((k) => [`g${k}`, `b${k}`]);
 async function step(on: boolean, trainable: string[]) {
   const saved = pointwiseMatMul.current;
   pointwiseMatMul.current = on;
+  // The 1×1 MatMuls are the form where the blocked step (src/onnx/nchwc-step.ts) is off.
+  const savedBlocked = blockedStep.current;
+  blockedStep.current = false;
   const s = new RefitModel(block(), { threads: 1 }).compileTrainStep({ trainable, loss: randomProjectionLoss(['y'], 5), batchNorm: 'train' });
   try {
     const b = batch();
@@ -67,6 +71,7 @@ async function step(on: boolean, trainable: string[]) {
     return { r: await s.run(b), convs: graph.model.graph.nodes.filter((n) => n.opType === 'Conv' && forward.has(n.name)).map((n) => n.name), matmuls: graph.model.graph.nodes.filter((n) => n.opType === 'MatMul').length };
   } finally {
     pointwiseMatMul.current = saved;
+    blockedStep.current = savedBlocked;
     await s.release();
   }
 }

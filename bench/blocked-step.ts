@@ -1,0 +1,62 @@
+// Constant-weight TTA steps in the blocked NCHWc layout (src/onnx/nchwc-step.ts) against the
+// standard session graph (its 1×1 convs as MatMuls), both compiled in one process and run
+// alternating, on torchvision CNNs at 224×224 (batch 16) and the foreign bench's 64×64 / 28×28
+// models (batch 64). Prints ms per step of each and their ratio, and the largest difference of the
+// first step's outputs. Models missing from tmp/foreign-models are exported first (Debian's torch).
+//
+//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent] [--rounds 10]
+import { existsSync, mkdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadModel } from '../src/model.ts';
+import { createAdapter } from '../src/tta/index.ts';
+import { f32 } from '../src/onnx/tensor.ts';
+import { blockedStep } from '../src/onnx/nchwc-step.ts';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const dir = join(resolve(here, '..'), 'tmp', 'foreign-models');
+const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 ? process.argv[i + 1]! : d; };
+const models = arg('models', 'mobilenet_v2_224,mobilenet_v3_large,efficientnet_b0,resnet50,regnet_y_400mf,resnet18_224,resnet18_64,cnn28').split(',');
+const method = arg('method', 'tent'), rounds = Number(arg('rounds', '10'));
+/** The foreign bench's own models (bench/foreign_torch.py exports them) and their input sizes. */
+const FOREIGN: Record<string, [number, number, number]> = { cnn28: [64, 1, 28], resnet18_64: [64, 3, 64], resnet18_224: [16, 3, 224], mobilenet_v2_224: [16, 3, 224] };
+
+/** torchvision's classifiers as exported for issue 12's checks: 10 classes, BatchNorm kept, dynamic batch. */
+function exportTorchvision(name: string): void {
+  mkdirSync(dir, { recursive: true });
+  const py = `import torch, torchvision
+torch.manual_seed(0)
+m = getattr(torchvision.models, '${name}')(num_classes=10).eval()
+torch.onnx.export(m, torch.randn(2, 3, 224, 224), '${join(dir, `${name}.onnx`)}', input_names=['x'], output_names=['logits'], opset_version=13,
+  training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False, dynamic_axes={'x': {0: 'n'}, 'logits': {0: 'n'}})`;
+  const r = spawnSync('/usr/bin/python3', ['-c', py], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`exporting torchvision ${name} failed (Debian's python3-torch and python3-torchvision needed): ${r.stderr.slice(-500)}`);
+}
+
+for (const name of models) {
+  const file = join(dir, `${name}.onnx`);
+  if (!existsSync(file)) {
+    if (FOREIGN[name]) throw new Error(`${file} is missing: run npx tsx bench/foreign.ts once, which exports it`);
+    exportTorchvision(name);
+  }
+  const [batch, ch, hw] = FOREIGN[name] ?? [16, 3, 224];
+  const x = new Float32Array(batch * ch * hw * hw);
+  for (let i = 0; i < x.length; i++) x[i] = Math.sin(i * 0.1) + 0.3 * Math.cos(i * 0.013);
+  const X = f32([batch, ch, hw, hw], x);
+  const make = async (on: boolean) => {
+    blockedStep.current = on;
+    const m = await loadModel(file, { threads: 2 });
+    const a = createAdapter(m, method as never, method === 'sar' || method === 'eata' ? { marginFactor: 1.001 } : {});
+    const r = await a.predict(X);
+    return { a, logits: (r as { logits: { data: Float32Array } }).logits.data };
+  };
+  const off = await make(false), on = await make(true);
+  blockedStep.current = true;
+  let diff = 0, scale = 0;
+  for (let i = 0; i < off.logits.length; i++) { diff = Math.max(diff, Math.abs(off.logits[i]! - on.logits[i]!)); scale = Math.max(scale, Math.abs(off.logits[i]!)); }
+  const t = { off: [] as number[], on: [] as number[] };
+  for (let r = 0; r < rounds; r++) for (const [k, s] of [['off', off], ['on', on]] as const) { const t0 = performance.now(); await s.a.predict(X); t[k].push(performance.now() - t0); }
+  const med = (v: number[]) => [...v].sort((p, q) => p - q)[v.length >> 1]!;
+  console.log(`${name} ${method} b${batch}: standard ${med(t.off).toFixed(1)} ms, blocked ${med(t.on).toFixed(1)} ms, blocked/standard ${(med(t.on) / med(t.off)).toFixed(3)}; first outputs differ by ${diff.toExponential(1)} (largest |logit| ${scale.toFixed(2)})`);
+}

@@ -1,0 +1,481 @@
+// A training step whose convolutions are constants (Tent, EATA, SAR, norm-affine: only BatchNorm's
+// scale and shift are trained) kept in onnxruntime-node's blocked NCHWc layout from one
+// convolution to the next, forward and backward. A Node-only, CPU-only rewrite of the session's
+// copy of the step graph (train-step.ts); the standard-op graph stays the portable reference.
+//
+// Why: onnxruntime's NchwcTransformer blocks each constant-weight Conv but leaves the layout at
+// every node it does not know, and in a training step that is every node between two convs: the
+// train-mode BatchNormalization (single-threaded, NCHW only), the activation's mask, the
+// BatchNorm gradient's reductions and products. Each conv then pays a ReorderInput and a
+// ReorderOutput, forward and backward (MobileNetV2's Tent step: ~150 ms of reorders in a
+// ~500 ms step before the 1×1 convs became MatMuls, docs/speed.md).
+//
+// Here a blocked tensor is held as onnxruntime's nchwc tensor [N, Cp, H, W] (Cp: the channels
+// rounded up to whole blocks of b; memory [N, Cp/b, H, W, b]) and viewed as that 5-D shape for
+// standard element-wise ops, against which a per-channel [1, C, 1, 1] operand is the padded
+// vector viewed as [1, Cp/b, 1, 1, b] (no Transpose: channel c is block c/b, lane c%b in both).
+// Reductions over N, H, W are onnxruntime's keep-reduce-keep sums of the [N·Cp/b, H·W, b] view.
+// The train-mode BatchNormalization becomes two-pass batch moments and a blocked depthwise 1×1
+// Conv (a·(x − mean) + β) into which a following Relu/Clip or residual Add fuses; the inference
+// BatchNormalization of its gradient (norm.ts) the same Conv. Anything else reads the NCHW form,
+// reordered out at first use.
+//
+// The pad lanes (Cp − C of them) stay finite: convolutions write zeros there (zero-padded weights
+// and biases), per-channel operands are padded with zeros (a variance with ones), and only ops
+// that map finite values to finite values run on blocked tensors; the lanes never reach an NCHW
+// tensor (ReorderOutput keeps C channels, reductions are sliced to C).
+import { attrFloat, attrInt, attrInts, attrString, constantValue, dropDead, opsetVersion, type Model, type Node } from './ir.ts';
+import { Emitter } from './emitter.ts';
+import { NCHWC_DOMAIN, blockedForm } from './nchwc.ts';
+import { tensor, type Tensor } from './tensor.ts';
+import type { ShapeMap } from './shapes.ts';
+import { outputShapes } from './static-shapes.ts';
+import { broadcast } from './constant-dims.ts';
+import type { DType } from './tensor.ts';
+
+/** Whether constant-weight steps run in the blocked layout (tests and benches switch it off to compare). */
+export const blockedStep = { current: true };
+
+/** Element-wise ops that keep a blocked tensor blocked: finite inputs give finite outputs. */
+const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Neg', 'Relu', 'Clip', 'Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual', 'Equal', 'And', 'Or', 'Not', 'Cast', 'Where', 'Sum', 'Sigmoid', 'Tanh', 'HardSigmoid', 'Abs', 'Max', 'Min', 'Identity']);
+
+/**
+ * Whether a step of `model` is one the blocked layout serves (measured in docs/speed.md, session
+ * 34): every conv's weight is a constant of the step (`frozen`), each conv is one the blocked
+ * kernels take (ungrouped or depthwise), and at least one is depthwise or a stride-1 1×1 conv (a
+ * MobileNet- or bottleneck-style net; where there is none, ResNet-18 and the shipped CNN, the pass
+ * measured 0.97–1.07 of the standard step's time). A grouped conv (RegNet's, 8 channels a group)
+ * would leave the layout twice a block. Elsewhere the step keeps the standard session graph and
+ * its 1×1 convs as MatMuls (src/train/pointwise-matmul.ts).
+ */
+export function blockedStepFits(model: Model, frozen: (t: string) => boolean): boolean {
+  if (!blockedStep.current) return false;
+  const g = model.graph;
+  let fits = false;
+  for (const n of g.nodes) {
+    if (n.opType !== 'Conv' || n.domain !== '') continue;
+    const w = g.initializers.get(n.inputs[1] ?? '');
+    if (!w || !frozen(n.inputs[1]!) || w.dims.length !== 4) return false;
+    const group = attrInt(n, 'group', 1);
+    const depthwise = group > 1 && group === w.dims[0] && w.dims[1] === 1;
+    if (group !== 1 && !depthwise) return false;
+    const ones = (a: string, v: number) => (attrInts(n, a) ?? []).every((x) => x === v);
+    if (depthwise || (w.dims[2] === 1 && w.dims[3] === 1 && ones('strides', 1) && ones('pads', 0))) fits = true;
+  }
+  return fits;
+}
+
+/**
+ * Rewrite, in place, `model` (a step graph whose tensors `shapes` describes) so that its
+ * constant-weight convolutions and the element-wise work between them run on blocked tensors.
+ * Returns the number of convolutions moved (0: the model is unchanged).
+ */
+export function blockStepActivations(model: Model, shapes: ShapeMap, block: number): number {
+  if (!blockedStep.current) return 0;
+  const g = model.graph;
+  const original = g.nodes;
+  const { dims: known, dtypes } = stepShapes(model, shapes);
+  const em = new Emitter(g, opsetVersion(model), 'refit_nchwc_');
+  g.nodes = [];
+  const consumers = new Map<string, Node[]>();
+  for (const n of original) for (const i of n.inputs) if (i) consumers.set(i, [...(consumers.get(i) ?? []), n]);
+  const graphOutputs = new Set(g.outputs.map((o) => o.name));
+  const soleConsumer = (t: string): Node | undefined => {
+    const c = consumers.get(t);
+    return c?.length === 1 && !graphOutputs.has(t) ? c[0] : undefined;
+  };
+  const producer = new Map<string, Node>();
+  for (const n of original) for (const o of n.outputs) if (o) producer.set(o, n);
+  /** An initializer's value, or a Constant node's wherever it stands in the original order. */
+  const constantOf = (t: string): Tensor | undefined => {
+    const p = producer.get(t);
+    return g.initializers.get(t) ?? (p && p.opType === 'Constant' && p.domain === '' ? constantValue({ ...g, nodes: [p] }, t) : undefined);
+  };
+  /** NCHW name → its blocked twin [N, Cp, H, W]. */
+  const blocked = new Map<string, string>();
+  /** Tensors that exist in NCHW form. */
+  const plain = new Set<string>([...g.inputs.map((i) => i.name), ...g.initializers.keys()]);
+  const skip = new Set<Node>();
+  /** Affine Convs (emitAffine) without a Sum input yet, by the tensor they stand for. */
+  const open = new Map<string, Node>();
+  const padded = (c: number) => Math.ceil(c / block) * block;
+  const dimsOf = (t: string): number[] | undefined => known.get(t);
+  const dtypeOf = (t: string): DType | undefined => dtypes.get(t);
+  /** [N, C, H, W] with H·W > 1: a tensor that can live in the blocked layout. */
+  const spatial = (t: string): number[] | undefined => {
+    const d = dimsOf(t);
+    return d && d.length === 4 && d[2]! * d[3]! > 1 && d[1]! > 0 ? d : undefined;
+  };
+  const nchwcNode = (opType: string, inputs: string[], output: string, attrs: Node['attrs']) => {
+    g.nodes.push({ name: em.fresh(`${output}_${opType.toLowerCase()}`), opType, domain: NCHWC_DOMAIN, inputs, outputs: [output], attrs });
+  };
+  const push = (n: Node) => { g.nodes.push(n); for (const o of n.outputs) if (o) plain.add(o); };
+
+  /** The NCHW form of `t`: reordered out (float), or its producer run again on NCHW inputs (masks). */
+  const ensurePlain = (t: string): void => {
+    if (!t || plain.has(t)) return;
+    const b = blocked.get(t);
+    if (!b) return; // produced by a node not yet emitted (cannot happen in topological order) or a graph input
+    if (dtypeOf(t) === 'float32') {
+      nchwcNode('ReorderOutput', [b], t, { channels: { kind: 'int', value: spatial(t)![1]! }, channels_last: { kind: 'int', value: 0 } });
+      plain.add(t);
+      return;
+    }
+    const p = producer.get(t)!;
+    for (const i of p.inputs) ensurePlain(i);
+    push({ ...p, name: em.fresh(`${p.name}_nchw`) });
+  };
+  /** Whether onnxruntime's ReorderInput takes `t` (float, whole groups of 4 channels). */
+  const reorderable = (t: string) => dtypeOf(t) === 'float32' && !!spatial(t) && spatial(t)![1]! % 4 === 0;
+  const ensureBlocked = (t: string): string => {
+    let b = blocked.get(t);
+    if (!b) {
+      b = em.fresh(`${t}_nchwc`);
+      nchwcNode('ReorderInput', [t], b, { channels_last: { kind: 'int', value: 0 } });
+      blocked.set(t, b);
+    }
+    return b;
+  };
+  /** The 5-D memory view [N, Cp/b, H, W, b] of a blocked tensor of NCHW dims `d`. */
+  const view5 = (b: string, d: number[]) => em.reshape(b, [d[0]!, padded(d[1]!) / block, d[2]!, d[3]!, block]);
+  /** A [C] vector padded with `value` to [Cp] (constant vectors padded here, once). */
+  const padVec = (t: string, c: number, value = 0): string => {
+    if (padded(c) === c) return t;
+    const k = constantOf(t);
+    if (k && k.dtype === 'float32' && k.data.length === c) {
+      const v = new Float32Array(padded(c)).fill(value);
+      v.set(k.data as Float32Array);
+      return em.constant(tensor('float32', [padded(c)], v), `${t}_padded`);
+    }
+    return em.op('Pad', [em.reshape(t, [c]), em.ints([0, padded(c) - c]), ...(value ? [em.scalar(value)] : [])]);
+  };
+  /** A per-channel operand ([1, C, 1, 1], [C, 1, 1], [C] of a [.., C] vector) as [1, Cp/b, 1, 1, b]. */
+  const channelOperand = (t: string, c: number) => em.reshape(padVec(t, c), [1, padded(c) / block, 1, 1, block]);
+  /** Sums over N, H, W of a blocked tensor: [Cp]. `op` ReduceSumSquare sums squares. */
+  const channelSums = (b: string, d: number[], op: 'ReduceSum' | 'ReduceSumSquare' = 'ReduceSum') => {
+    const [N, C, H, W] = d as [number, number, number, number];
+    const Cb = padded(C) / block;
+    const perSample = em.reduce(op, em.reshape(b, [N * Cb, H * W, block]), [1], false);
+    return em.reduce('ReduceSum', em.reshape(perSample, [N, Cb * block]), [0], false);
+  };
+  const firstC = (v: string, c: number, dims: number[], out?: string) => {
+    const s = em.op('Slice', [v, em.ints([0]), em.ints([c]), em.ints([0])]);
+    const r = em.reshape(s, dims);
+    if (out) g.nodes[g.nodes.length - 1]!.outputs[0] = out;
+    return out ?? r;
+  };
+  let moved = 0;
+
+  for (const n of original) {
+    if (skip.has(n)) continue;
+    if (n.domain === '' && n.opType === 'Conv' && convToBlocked(n)) continue;
+    if (n.domain === '' && n.opType === 'BatchNormalization' && batchNormToBlocked(n)) continue;
+    if (n.domain === '' && (n.opType === 'ReduceSum' || n.opType === 'ReduceMean' || n.opType === 'ReduceSumSquare') && reduceToBlocked(n)) continue;
+    if (fuseLateSum(n)) continue;
+    if (n.domain === '' && ELEMENTWISE.has(n.opType) && elementwiseToBlocked(n)) continue;
+    for (const i of n.inputs) ensurePlain(i);
+    push(n);
+  }
+  for (const o of g.outputs) ensurePlain(o.name);
+  if (!moved) { g.nodes = original; return 0; }
+  dropDead(g);
+  if (!model.opsets.some((o) => o.domain === NCHWC_DOMAIN)) model.opsets.push({ domain: NCHWC_DOMAIN, version: 1 });
+  return moved;
+
+  /** A Conv whose weight is a constant: the forward conv's own, or an input-gradient conv's swapped form. */
+  function convToBlocked(n: Node): boolean {
+    const y = n.outputs[0]!, x = n.inputs[0]!;
+    const yd = spatial(y), xd = dimsOf(x);
+    if (!yd || !xd || xd.length !== 4 || attrString(n, 'auto_pad', 'NOTSET') !== 'NOTSET' || (n.inputs[2] && !constantOf(n.inputs[2]))) return false;
+    const w = constantWeight(n);
+    if (!w || w.dtype !== 'float32' || w.dims.length !== 4) return false;
+    const group = attrInt(n, 'group', 1);
+    const form = blockedForm(w.dims as number[], group, block, { padChannels: true });
+    if (!form || (form.reorderInput && !blocked.has(x) && !reorderable(x))) return false;
+    const xb = form.reorderInput ? ensureBlocked(x) : x;
+    if (!form.reorderInput) ensurePlain(x);
+    const [O, I] = w.dims as [number, number];
+    const depthwise = group !== 1;
+    const Op = padded(O), Ip = depthwise || !form.reorderInput ? I : padded(I);
+    const attrs: Node['attrs'] = { group: { kind: 'int', value: depthwise ? Op : 1 } };
+    for (const a of ['dilations', 'pads', 'strides', 'kernel_shape'] as const) {
+      const v = attrInts(n, a);
+      if (v) attrs[a] = { kind: 'ints', value: v };
+    }
+    const wr = em.constant(blockedWeight(w, Op, Ip, form.filter, block), `${n.name}_weight_nchwc`);
+    const bias = n.inputs[2] ? padVec(n.inputs[2], O) : undefined;
+    const { out, sum } = fuseTail(y, attrs);
+    const yb = em.fresh(`${out}_nchwc`);
+    nchwcNode('Conv', [xb, wr, ...(bias || sum ? [bias ?? ''] : []), ...(sum ? [sum] : [])], yb, attrs);
+    blocked.set(out, yb);
+    moved++;
+    return true;
+  }
+
+  /** The constant weight `n` convolves with, computed here for an input-gradient conv (conv.ts annotations). */
+  function constantWeight(n: Node): Tensor | undefined {
+    const direct = constantOf(n.inputs[1]!);
+    if (direct) return direct;
+    const job = n.meta?.phaseWeightOf ?? (n.meta?.flippedWeightOf ? { weight: n.meta.flippedWeightOf, taps: undefined } : undefined);
+    const w = job && g.initializers.get(job.weight);
+    const k = attrInts(n, 'kernel_shape');
+    if (!job || !w || w.dtype !== 'float32' || w.dims.length !== 4 || !k || k.length !== 2) return undefined;
+    const K = w.dims[2]! * w.dims[3]!;
+    const taps = job.taps ?? Array.from({ length: K }, (_, i) => K - 1 - i);
+    if (taps.length !== k[0]! * k[1]!) return undefined;
+    return swappedWeight(w, attrInt(n, 'group', 1), taps, k);
+  }
+
+  /**
+   * A train-mode BatchNormalization whose batch moments its gradient reads (batchnorm-train.ts:
+   * outputs 1 and 2 are the batch mean and biased variance), or an inference-mode one (the
+   * gradient's a·x + c, norm.ts), on a blocked input.
+   */
+  function batchNormToBlocked(n: Node): boolean {
+    const x = n.inputs[0]!, d = spatial(x);
+    if (!d || !blocked.has(x) || dtypeOf(x) !== 'float32') return false;
+    const C = d[1]!, count = d[0]! * d[2]! * d[3]!;
+    const eps = attrFloat(n, 'epsilon', 1e-5);
+    const attrs: Node['attrs'] = { group: { kind: 'int', value: padded(C) }, kernel_shape: { kind: 'ints', value: [1, 1] } };
+    const train = n.outputs.length > 1 && n.outputs.slice(1).some(Boolean);
+    if (train) {
+      if (!n.meta?.batchStatistics || n.outputs.slice(3).some((o) => o && consumers.has(o))) return false;
+      const xb = blocked.get(x)!;
+      const mean = em.mul(channelSums(xb, d), em.scalar(1 / count));
+      // One pass for each moment, var = E[x²] − E[x]² (clamped at 0): a centred second pass, which
+      // would write x − mean, cost more than the single-threaded kernel it replaces (docs/speed.md).
+      const variance = em.op('Relu', [em.sub(em.mul(channelSums(xb, d, 'ReduceSumSquare'), em.scalar(1 / count)), em.mul(mean, mean))]);
+      if (n.outputs[1]) firstC(mean, C, [C], n.outputs[1]);
+      if (n.outputs[2]) firstC(variance, C, [C], n.outputs[2]);
+      for (const o of n.outputs.slice(1, 3)) if (o) plain.add(o);
+      // y = a·(x − mean) + β = a·x + (β − a·mean), a = γ / √(var + ε); the pad lanes' γ is 0.
+      const a = em.div(padVec(n.inputs[1]!, C), em.op('Sqrt', [em.add(variance, em.scalar(eps))]));
+      emitAffine(n.outputs[0]!, xb, a, em.sub(padVec(n.inputs[2]!, C), em.mul(a, mean)), attrs);
+      return true;
+    }
+    const [, scale, bias, mu, v] = n.inputs as [string, string, string, string, string];
+    if (!mu || !v) return false;
+    const a = em.div(padVec(scale, C), em.op('Sqrt', [em.add(padVec(v, C, 1), em.scalar(eps))]));
+    const c = em.sub(padVec(bias, C), em.mul(padVec(mu, C), a));
+    emitAffine(n.outputs[0]!, blocked.get(x)!, a, c, attrs);
+    return true;
+  }
+
+  /** y = a·x + c per channel on blocked x: one blocked depthwise 1×1 Conv, with what follows fused. */
+  function emitAffine(y: string, xb: string, a: string, c: string, attrs: Node['attrs']): void {
+    const { out, sum } = fuseTail(y, attrs);
+    const yb = em.fresh(`${out}_nchwc`);
+    nchwcNode('Conv', [xb, em.reshape(a, [-1, 1, 1, 1]), c, ...(sum ? [sum] : [])], yb, attrs);
+    blocked.set(out, yb);
+    if (!sum && !attrs.activation) open.set(out, g.nodes[g.nodes.length - 1]!);
+  }
+
+  /**
+   * Add(A, B) where A is an affine Conv's output read only here and B is blocked: B becomes the
+   * Conv's Sum input (onnxruntime accumulates into it in place), the Conv moves after B's nodes.
+   */
+  function fuseLateSum(n: Node): boolean {
+    if (n.domain !== '' || (n.opType !== 'Add' && n.opType !== 'Sum') || n.inputs.length !== 2) return false;
+    for (const [a, b] of [[n.inputs[0]!, n.inputs[1]!], [n.inputs[1]!, n.inputs[0]!]]) {
+      const conv = open.get(a);
+      if (!conv || a === b || soleConsumer(a) !== n || !blocked.has(b) || dimsOf(a)?.join() !== dimsOf(b)?.join() || dimsOf(n.outputs[0]!)?.join() !== dimsOf(a)?.join()) continue;
+      conv.inputs[3] = blocked.get(b)!;
+      g.nodes.splice(g.nodes.indexOf(conv), 1);
+      g.nodes.push(conv);
+      open.delete(a);
+      blocked.set(n.outputs[0]!, conv.outputs[0]!);
+      return true;
+    }
+    return false;
+  }
+
+  /** Sum, mean or sum of squares over N, H, W (axes 0, 2, 3) of a blocked tensor. */
+  function reduceToBlocked(n: Node): boolean {
+    const x = n.inputs[0]!, d = spatial(x), outDims = dimsOf(n.outputs[0]!);
+    if (!d || !blocked.has(x) || !outDims || dtypeOf(x) !== 'float32') return false;
+    const axesT = n.inputs[1] ? constantOf(n.inputs[1]) : undefined;
+    const axes = (axesT ? Array.from(axesT.data as BigInt64Array, Number) : attrInts(n, 'axes') ?? []).map((a) => (a < 0 ? a + 4 : a)).sort();
+    if (axes.join() !== '0,2,3') return false;
+    let s = channelSums(blocked.get(x)!, d, n.opType === 'ReduceSumSquare' ? 'ReduceSumSquare' : 'ReduceSum');
+    if (n.opType === 'ReduceMean') s = em.mul(s, em.scalar(1 / (d[0]! * d[2]! * d[3]!)));
+    firstC(s, d[1]!, outDims, n.outputs[0]!);
+    plain.add(n.outputs[0]!);
+    return true;
+  }
+
+  /** An element-wise op over at least one blocked tensor and per-channel or scalar operands. */
+  function elementwiseToBlocked(n: Node): boolean {
+    const y = n.outputs[0]!, d = spatial(y);
+    if (!d || n.outputs.length !== 1 || !n.inputs.some((i) => blocked.has(i))) return false;
+    const C = d[1]!;
+    const operands: string[] = [];
+    for (const i of n.inputs) {
+      if (!i) { operands.push(i); continue; }
+      const id = dimsOf(i);
+      if (!id) return false;
+      if (blocked.has(i) || (id.join() === d.join() && reorderable(i))) { operands.push(''); continue; } // filled below
+      const size = id.reduce((p, q) => p * q, 1);
+      if (size === 1) { operands.push(i); continue; }
+      if (id.length <= 4 && size === C && id.at(-3) === C && (id.length === 3 || id[0] === 1)) { operands.push(''); continue; }
+      if (id.length === 4 && id[0] === d[0] && id[1] === C && id[2] === 1 && id[3] === 1 && (blocked.has(i) || (dtypeOf(i) === 'float32' && C % 4 === 0))) { operands.push(''); continue; }
+      return false;
+    }
+    if (n.opType === 'Clip' && n.inputs.slice(1).some((i) => i && dimsOf(i)!.reduce((p, q) => p * q, 1) !== 1)) return false;
+    n.inputs.forEach((i, k) => {
+      if (!i || operands[k] !== '') return;
+      const id = dimsOf(i)!;
+      operands[k] = id.join() === d.join() ? view5(ensureBlocked(i), d)
+        : id[0] === d[0] && id.length === 4 && d[0] !== 1 ? view5(ensureBlocked(i), id) // a per-sample vector (a squeeze-excitation gate)
+        : channelOperand(i, C);
+    });
+    const out5 = em.op(n.opType, operands, {});
+    g.nodes[g.nodes.length - 1]!.attrs = n.attrs;
+    blocked.set(y, em.reshape(out5, [d[0]!, padded(C), d[2]!, d[3]!]));
+    return true;
+  }
+
+  /**
+   * What a blocked Conv fuses after it, as onnxruntime's NchwcTransformer does: a residual Add whose
+   * other input is blocked (the Sum input), then Relu or Clip with constant bounds. Sets the
+   * activation attributes; returns the tensor the Conv then stands for and its Sum input.
+   */
+  function fuseTail(y: string, attrs: Node['attrs']): { out: string; sum?: string } {
+    const dims = spatial(y)!;
+    let out = y, sum: string | undefined;
+    const add = soleConsumer(out);
+    if (add && add.domain === '' && (add.opType === 'Add' || add.opType === 'Sum') && add.inputs.length === 2) {
+      const other = add.inputs[0] === out ? add.inputs[1]! : add.inputs[0]!;
+      if (other !== out && blocked.has(other) && dimsOf(other)?.join() === dims.join()) {
+        sum = blocked.get(other)!;
+        skip.add(add);
+        out = add.outputs[0]!;
+      }
+    }
+    const act = soleConsumer(out);
+    const bounds = act && act.domain === '' ? activation(act) : null;
+    if (bounds) {
+      attrs.activation = { kind: 'string', value: act!.opType };
+      if (act!.opType === 'Clip') attrs.activation_params = { kind: 'floats', value: bounds };
+      skip.add(act!);
+      out = act!.outputs[0]!;
+    }
+    return { out, sum };
+  }
+
+  /** Relu → []; Clip with constant bounds → [min, max]; anything else → null. */
+  function activation(n: Node): number[] | null {
+    if (n.opType === 'Relu') return [];
+    if (n.opType !== 'Clip') return null;
+    const lowest = -3.4028234663852886e38, highest = 3.4028234663852886e38;
+    if (n.inputs.length === 1) return [attrFloat(n, 'min', lowest), attrFloat(n, 'max', highest)];
+    const v = (i: number, dflt: number) => {
+      const t = n.inputs[i];
+      if (!t) return dflt;
+      const c = constantOf(t);
+      return c && c.data.length === 1 ? Number(c.data[0]) : undefined;
+    };
+    const lo = v(1, lowest), hi = v(2, highest);
+    return lo === undefined || hi === undefined ? null : [lo, hi];
+  }
+}
+
+/**
+ * W [O, C/G, kh, kw] (G groups) → [C, O/G, ...kernel] with the taps `taps` of W's (flat indices
+ * into kh·kw, in order): element [g·Cg + c, o, j] = W[g·Og + o, c, taps[j]]. An input-gradient
+ * conv's weight: all taps reversed (conv.ts convDx), or one phase's (conv.ts phasesDx).
+ */
+export function swappedWeight(w: Tensor, group: number, taps: readonly number[], kernel: readonly number[]): Tensor {
+  const [O, Cg, kh, kw] = w.dims as [number, number, number, number];
+  const K = kh * kw, J = taps.length, Og = O / group, C = Cg * group;
+  const src = w.data as Float32Array, out = new Float32Array(C * Og * J);
+  for (let gi = 0; gi < group; gi++) for (let c = 0; c < Cg; c++) for (let o = 0; o < Og; o++) {
+    const from = ((gi * Og + o) * Cg + c) * K, to = ((gi * Cg + c) * Og + o) * J;
+    for (let j = 0; j < J; j++) out[to + j] = src[from + taps[j]!]!;
+  }
+  return tensor('float32', [C, Og, ...kernel], out);
+}
+
+/** Comparisons and logic: their outputs are bool whatever their inputs. */
+const BOOL_OUT = new Set(['Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual', 'Equal', 'And', 'Or', 'Not', 'Xor', 'IsNaN', 'IsInf']);
+
+/**
+ * Static dims and dtypes of every tensor of a step graph: the probe's (`shapes`: forward and
+ * loss), then node by node through the backward pass (static-shapes.ts's ops; a BatchNormalization
+ * keeps its input's shape and gives [C] moments).
+ */
+function stepShapes(model: Model, shapes: ShapeMap): { dims: Map<string, number[]>; dtypes: Map<string, DType> } {
+  const g = model.graph;
+  const dims = new Map<string, number[]>(), dtypes = new Map<string, DType>();
+  for (const [k, v] of shapes) if (v.dims.every((d) => Number.isInteger(d) && d >= 0)) { dims.set(k, [...v.dims]); dtypes.set(k, v.dtype); }
+  for (const v of g.inputs) if (v.shape?.every((d) => typeof d === 'number')) { dims.set(v.name, v.shape as number[]); dtypes.set(v.name, v.dtype); }
+  for (const [k, t] of g.initializers) { dims.set(k, [...t.dims]); dtypes.set(k, t.dtype); }
+  for (const n of g.nodes) {
+    const c = n.opType === 'Constant' && n.domain === '' ? constantValue(g, n.outputs[0]!) : undefined;
+    if (c) { dims.set(n.outputs[0]!, [...c.dims]); dtypes.set(n.outputs[0]!, c.dtype); continue; }
+    if (n.domain !== '') continue;
+    if (n.outputs.every((o) => !o || dims.has(o))) continue;
+    const x = n.inputs[0] ? dims.get(n.inputs[0]) : undefined;
+    const shapeArg = n.opType === 'Expand' && n.inputs[1] ? g.initializers.get(n.inputs[1]) : undefined;
+    const outs = n.opType === 'BatchNormalization'
+      ? (x ? [x, ...n.outputs.slice(1).map(() => [x[1]!])] : undefined)
+      : n.opType === 'Expand'
+      ? (x && shapeArg ? [broadcast([x, Array.from(shapeArg.data as BigInt64Array, Number)])] : undefined)
+      : ELEMENTWISE.has(n.opType) || BOOL_OUT.has(n.opType) || n.opType === 'Div'
+      ? (n.inputs.every((i) => !i || dims.has(i)) ? [broadcast(n.inputs.filter(Boolean).map((i) => dims.get(i)!))] : undefined)
+      : n.opType === 'Gemm'
+      ? gemmDims(n, x, n.inputs[1] ? dims.get(n.inputs[1]) : undefined)
+      : n.opType === 'ConvTranspose' && n.meta?.dxOfConv && x
+      ? [[x[0]!, (n.meta.dxOfConv as { C: number }).C, ...(n.meta.dxOfConv as { inSp: number[] }).inSp]]
+      : outputShapes(n, (i) => (n.inputs[i] ? dims.get(n.inputs[i]!) ?? (i === 1 ? swappedDims(g, n) : undefined) : undefined), (i) => (n.inputs[i] ? g.initializers.get(n.inputs[i]!) : undefined));
+    const dtype: DType | undefined = BOOL_OUT.has(n.opType) ? 'bool' : n.opType === 'Cast' ? castTo(n) : n.inputs[0] ? dtypes.get(n.inputs[0]) : undefined;
+    outs?.forEach((d, i) => {
+      const o = n.outputs[i];
+      if (!o || !d || dims.has(o)) return;
+      dims.set(o, d);
+      if (dtype) dtypes.set(o, dtype);
+    });
+  }
+  return { dims, dtypes };
+}
+
+/** The dims of an input-gradient conv's swapped weight (conv.ts annotations): [C, O/G, ...kernel]. */
+function swappedDims(g: Model['graph'], n: Node): number[] | undefined {
+  const base = n.meta?.phaseWeightOf?.weight ?? n.meta?.flippedWeightOf;
+  const w = base ? g.initializers.get(base) : undefined;
+  const k = attrInts(n, 'kernel_shape');
+  if (n.opType !== 'Conv' || !w || w.dims.length !== 4 || !k) return undefined;
+  const group = attrInt(n, 'group', 1);
+  return [w.dims[1]! * group, w.dims[0]! / group, ...k];
+}
+
+function gemmDims(n: Node, a: number[] | undefined, b: number[] | undefined): number[][] | undefined {
+  if (!a || !b || a.length !== 2 || b.length !== 2) return undefined;
+  return [[attrInt(n, 'transA', 0) ? a[1]! : a[0]!, attrInt(n, 'transB', 0) ? b[0]! : b[1]!]];
+}
+
+function castTo(n: Node): DType | undefined {
+  const to = attrInt(n, 'to', 0);
+  return to === 1 ? 'float32' : to === 9 ? 'bool' : to === 7 ? 'int64' : undefined;
+}
+
+/**
+ * A constant conv weight W [O, I, kh, kw] zero-padded to [Op, Ip, kh, kw] in the layout
+ * onnxruntime's blocked Conv reads: OIHWBiBo [Op/b][Ip/b][kh][kw][b_in][b_out], or OIHWBo
+ * [Op/b][Ip][kh][kw][b_out] (depthwise, or fewer input channels than a block). Written here
+ * rather than as ops for onnxruntime to fold: one pass, no folded intermediates.
+ */
+export function blockedWeight(w: Tensor, Op: number, Ip: number, filter: 'OIHWBiBo' | 'OIHWBo', b: number): Tensor {
+  const [O, I, kh, kw] = w.dims as [number, number, number, number];
+  const K = kh * kw, src = w.data as Float32Array, out = new Float32Array(Op * Ip * K);
+  if (filter === 'OIHWBo') {
+    for (let o = 0; o < O; o++) for (let i = 0; i < I; i++) for (let t = 0; t < K; t++) {
+      out[((Math.floor(o / b) * Ip + i) * K + t) * b + (o % b)] = src[(o * I + i) * K + t]!;
+    }
+  } else {
+    const Ib = Ip / b;
+    for (let o = 0; o < O; o++) for (let i = 0; i < I; i++) for (let t = 0; t < K; t++) {
+      out[(((Math.floor(o / b) * Ib + Math.floor(i / b)) * K + t) * b + (i % b)) * b + (o % b)] = src[(o * I + i) * K + t]!;
+    }
+  }
+  return tensor('float32', [Op, Ip, kh, kw], out);
+}

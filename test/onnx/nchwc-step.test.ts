@@ -1,0 +1,119 @@
+// Constant-weight training steps in the blocked NCHWc layout (src/onnx/nchwc-step.ts), pinned
+// against the standard session graph on a MobileNet-style net (1×1 expansion with a bias → BN →
+// Clip(0, 6) → depthwise 3×3 stride 2 → BN → Relu → 1×1 projection to 24 channels (not whole
+// blocks) → BN → residual Add through a 1×1 shortcut, then a squeeze-excitation gate): loss,
+// every BN affine gradient and the running statistics within 1e-5; and the pass itself: every
+// conv blocked, no train-mode BatchNormalization left, its moments still graph tensors, the
+// swapped weights of the input-gradient convs element for element.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ModelBuilder } from '../../src/onnx/model-builder.ts';
+import { RefitModel } from '../../src/model.ts';
+import { randomProjectionLoss } from '../../src/autodiff/gradcheck.ts';
+import { NCHWC_DOMAIN, nchwcBlockSize } from '../../src/onnx/nchwc.ts';
+import { blockedStep, blockStepActivations, blockedWeight, swappedWeight } from '../../src/onnx/nchwc-step.ts';
+import { signatureOf } from '../../src/onnx/shapes.ts';
+import { cloneModel, type Model } from '../../src/onnx/ir.ts';
+import '../../src/autodiff/rules/index.ts';
+import { f32, type Tensor } from '../../src/onnx/tensor.ts';
+import { Rng } from '../../src/util/rng.ts';
+import { relErr } from '../helpers/close.ts';
+import { randomInitializers } from '../helpers/random-init.ts';
+
+const N = 4, C = 16, E = 32, P = 24, S = 8;
+const block = await nchwcBlockSize();
+const skip = block === null ? 'onnxruntime has no NCHWc kernels on this CPU: the pass is off' : false;
+
+function net(): Model {
+  const b = new ModelBuilder({ opset: 13 });
+  const init = randomInitializers(b, new Rng(5));
+  init('we', [E, C, 1, 1], 0.4); init('be', [E], 0.2);
+  init('wd', [E, 1, 3, 3], 0.4);
+  init('wp', [P, E, 1, 1], 0.3);
+  init('wsk', [P, C, 1, 1], 0.3);
+  init('wse', [P, P, 1, 1], 0.4); init('bse', [P], 0.1);
+  for (const [k, c] of [[0, E], [1, E], [2, P], [3, P]] as const) { init(`g${k}`, [c], 0.2, 1); init(`b${k}`, [c], 0.2); init(`m${k}`, [c], 0.1); init(`v${k}`, [c], 0.1, 1); }
+  b.initializer('lo', f32([], new Float32Array([0]))).initializer('hi', f32([], new Float32Array([6])));
+  b.input('x', 'float32', [N, C, S, S]);
+  const bn = (i: number, x: string, y: string) => b.node('BatchNormalization', [x, `g${i}`, `b${i}`, `m${i}`, `v${i}`], [y], { epsilon: 1e-5, momentum: 0.9 });
+  b.node('Conv', ['x', 'we', 'be'], ['e'], { kernel_shape: [1, 1] }, 'expand');
+  bn(0, 'e', 'en'); b.node('Clip', ['en', 'lo', 'hi'], ['er']);
+  b.node('Conv', ['er', 'wd'], ['d'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1], strides: [2, 2], group: E }, 'depthwise');
+  bn(1, 'd', 'dn'); b.node('Relu', ['dn'], ['dr']);
+  b.node('Conv', ['dr', 'wp'], ['p'], { kernel_shape: [1, 1] }, 'project');
+  bn(2, 'p', 'pn');
+  b.node('Conv', ['x', 'wsk'], ['sk'], { kernel_shape: [1, 1], strides: [2, 2] }, 'shortcut');
+  bn(3, 'sk', 'skn');
+  b.node('Add', ['pn', 'skn'], ['r']);
+  b.node('GlobalAveragePool', ['r'], ['pool']);
+  b.node('Conv', ['pool', 'wse', 'bse'], ['sc'], { kernel_shape: [1, 1] }, 'se');
+  b.node('Sigmoid', ['sc'], ['gate']);
+  b.node('Mul', ['r', 'gate'], ['y']);
+  b.output('y');
+  return b.build();
+}
+
+const batch = (): Record<string, Tensor> => ({ x: f32([N, C, S, S], new Rng(6).fill(new Float32Array(N * C * S * S), 1)) });
+const NORM = [0, 1, 2, 3].flatMap((k) => [`g${k}`, `b${k}`]);
+
+async function step(on: boolean) {
+  const saved = blockedStep.current;
+  blockedStep.current = on;
+  const s = new RefitModel(net(), { threads: 1 }).compileTrainStep({ trainable: NORM, loss: randomProjectionLoss(['y'], 7), batchNorm: 'train' });
+  try {
+    const b = batch();
+    const { graph } = await s.compile(signatureOf(b));
+    return { r: await s.run(b), graph };
+  } finally {
+    blockedStep.current = saved;
+    await s.release();
+  }
+}
+
+test('a constant-weight step in the blocked layout gives the standard step\'s loss, BN gradients and running statistics', { skip }, async () => {
+  const [std, blk] = [await step(false), await step(true)];
+  assert.ok(Math.abs(std.r.loss - blk.r.loss) <= 1e-5 * Math.abs(std.r.loss), `loss ${blk.r.loss} vs ${std.r.loss}`);
+  for (const p of NORM) {
+    const a = std.r.grads.get(p)!, g = blk.r.grads.get(p)!;
+    assert.ok(relErr(g, a) <= 1e-5, `grad ${p}: relative error ${relErr(g, a)}`);
+  }
+  assert.ok(std.r.runningStats.size > 0);
+  for (const [k, v] of std.r.runningStats) assert.ok(relErr(blk.r.runningStats.get(k)!, v) <= 1e-5, `running statistic ${k}`);
+});
+
+test('the pass: every conv blocked, no train-mode BatchNormalization left, its moments kept as graph tensors', { skip }, async () => {
+  const { graph } = await step(true); // its portable graph: the pass runs on the session's copy
+  const m = cloneModel(graph.model);
+  const moved = blockStepActivations(m, graph.shapes, block!);
+  const convs = (model: Model, domain: string) => model.graph.nodes.filter((n) => n.opType === 'Conv' && n.domain === domain).length;
+  // Left: the squeeze-excitation conv and its input gradient, on one position (nothing to block).
+  const left = m.graph.nodes.filter((n) => n.opType === 'Conv' && n.domain === '');
+  assert.ok(left.every((n) => n.inputs[1] === 'wse' || n.meta?.flippedWeightOf === 'wse'), `left as standard Convs: ${left.map((n) => n.name)}`);
+  assert.equal(moved, convs(graph.model, '') - left.length);
+  assert.ok(convs(m, NCHWC_DOMAIN) > moved, 'the BN normalisations are blocked convs too');
+  assert.deepEqual(m.graph.nodes.filter((n) => n.opType === 'BatchNormalization' && n.outputs.length > 1).map((n) => n.name), []);
+  const produced = new Set(m.graph.nodes.flatMap((n) => n.outputs));
+  for (const n of graph.model.graph.nodes.filter((k) => k.opType === 'BatchNormalization' && k.outputs.length > 1)) {
+    for (const o of n.outputs.slice(1, 3)) assert.ok(produced.has(o), `moment '${o}' is no longer computed`);
+  }
+  const off = cloneModel(graph.model);
+  blockedStep.current = false;
+  try { assert.equal(blockStepActivations(off, graph.shapes, block!), 0, 'the switch turns it off'); } finally { blockedStep.current = true; }
+});
+
+test('the input-gradient weights: every tap swapped per group, and the blocked layouts', () => {
+  // W [O=4, C/G=2, 3, 3], G=2: element [g·2 + c, o, j] = W[g·2 + o, c, taps[j]].
+  const w = f32([4, 2, 3, 3], Array.from({ length: 72 }, (_, i) => i));
+  const flipped = swappedWeight(w, 2, [8, 7, 6, 5, 4, 3, 2, 1, 0], [3, 3]);
+  assert.deepEqual(flipped.dims, [4, 2, 3, 3]);
+  const at = (t: Tensor, a: number, b: number, j: number) => (t.data as Float32Array)[(a * t.dims[1]! + b) * 9 + j];
+  for (let g = 0; g < 2; g++) for (let c = 0; c < 2; c++) for (let o = 0; o < 2; o++) for (let j = 0; j < 9; j++) assert.equal(at(flipped, g * 2 + c, o, j), at(w, g * 2 + o, c, 8 - j));
+  const phase = swappedWeight(w, 1, [4, 0], [2, 1]);
+  assert.deepEqual(phase.dims, [2, 4, 2, 1]);
+  assert.equal((phase.data as Float32Array)[(1 * 4 + 3) * 2 + 1], at(w, 3, 1, 0));
+  // OIHWBiBo with b = 2, padded from [3, 3] to [4, 4]: [O/b][I/b][kh][kw][b_in][b_out].
+  const small = f32([3, 3, 1, 1], Array.from({ length: 9 }, (_, i) => i + 1));
+  const bl = blockedWeight(small, 4, 4, 'OIHWBiBo', 2).data as Float32Array;
+  const idx = (o: number, i: number) => ((Math.floor(o / 2) * 2 + Math.floor(i / 2)) * 2 + (i % 2)) * 2 + (o % 2);
+  for (let o = 0; o < 4; o++) for (let i = 0; i < 4; i++) assert.equal(bl[idx(o, i)], o < 3 && i < 3 ? o * 3 + i + 1 : 0);
+});
