@@ -30,7 +30,7 @@
 // any more (prior 0) are dropped from the rewritten graph.
 import { attrInt, attrInts, attrFloat, attrString, opsetVersion, type Model, type Node } from './ir.ts';
 import { Emitter } from './emitter.ts';
-import { NCHWC_DOMAIN, blockedForm } from './nchwc.ts';
+import { NCHWC_DOMAIN, blockedForm, fuseConvTail, soleConsumerIn } from './nchwc.ts';
 import type { Tensor } from './tensor.ts';
 import { checkRunningStats, mixWithPrior } from '../train/batchnorm-train.ts';
 
@@ -58,13 +58,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
   const original = g.nodes;
   const em = new Emitter(g, opsetVersion(model));
   g.nodes = [];
-  const consumers = new Map<string, Node[]>();
-  for (const n of original) for (const i of n.inputs) if (i) consumers.set(i, [...(consumers.get(i) ?? []), n]);
-  const graphOutputs = new Set(g.outputs.map((o) => o.name));
-  const soleConsumer = (t: string): Node | undefined => {
-    const c = consumers.get(t);
-    return c?.length === 1 && !graphOutputs.has(t) ? c[0] : undefined;
-  };
+  const soleConsumer = soleConsumerIn({ ...g, nodes: original });
   /** NCHW name → its blocked twin (logical shape [N, C, H, W], memory [N, C/b, H, W, b]). */
   const blocked = new Map<string, string>();
   /** Channels of each blocked tensor without the pad lanes (what ReorderOutput keeps). */
@@ -308,48 +302,14 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
       ones('strides') && ones('dilations') && (attrInts(n, 'pads') ?? [0, 0, 0, 0]).every((v) => v === 0);
   }
 
-  /**
-   * What onnxruntime's NchwcTransformer fuses into a blocked conv, after BN node `n`: a residual
-   * Add (the Sum input), then Relu or Clip with constant bounds. Sets the activation attributes;
-   * returns the tensor the fused conv stands for and the Sum input.
-   */
+  /** What the blocked conv standing for BN node `n` fuses after it (nchwc.ts fuseConvTail). */
   function fuseTail(n: Node, attrs: Node['attrs']): { out: string; sum?: string } {
-    const dims = shapeOf(n.inputs[0]!)!;
-    let out = n.outputs[0]!;
-    let sum: string | undefined;
-    const add = soleConsumer(out);
-    if (add && add.domain === '' && add.opType === 'Add' && add.inputs.length === 2) {
-      const other = add.inputs[0] === out ? add.inputs[1]! : add.inputs[0]!;
-      if (other !== out && blocked.has(other) && sameDims(shapeOf(other), dims)) {
-        sum = blocked.get(other)!;
-        skip.add(add);
-        out = add.outputs[0]!;
-      }
-    }
-    const act = soleConsumer(out);
-    const bounds = act && act.domain === '' ? activation(act) : null;
-    if (bounds) {
-      attrs.activation = { kind: 'string', value: act!.opType };
-      if (act!.opType === 'Clip') attrs.activation_params = { kind: 'floats', value: bounds };
-      skip.add(act!);
-      out = act!.outputs[0]!;
-    }
-    return { out, sum };
-  }
-
-  /** Relu → []; Clip with constant bounds → [min, max]; anything else → null. */
-  function activation(n: Node): number[] | null {
-    if (n.opType === 'Relu') return [];
-    if (n.opType !== 'Clip') return null;
-    if (n.inputs.length === 1) return [attrFloat(n, 'min', -3.4028234663852886e38), attrFloat(n, 'max', 3.4028234663852886e38)];
-    const v = (i: number, dflt: number) => {
-      const t = n.inputs[i];
-      if (!t) return dflt;
-      const c = constantValue(t);
-      return c && c.data.length === 1 ? Number(c.data[0]) : undefined;
-    };
-    const lo = v(1, -3.4028234663852886e38), hi = v(2, 3.4028234663852886e38);
-    return lo === undefined || hi === undefined ? null : [lo, hi];
+    return fuseConvTail(n.outputs[0]!, attrs, {
+      soleConsumer,
+      blockedLike: (t, like) => (blocked.has(t) && sameDims(shapeOf(t), shapeOf(like) ?? shapeOf(n.inputs[0]!)) ? blocked.get(t) : undefined),
+      constant: constantValue,
+      fused: (k) => skip.add(k),
+    });
   }
 
   function constantValue(t: string): Tensor | undefined {

@@ -26,7 +26,7 @@
 // tensor (ReorderOutput keeps C channels, reductions are sliced to C).
 import { attrFloat, attrInt, attrInts, attrString, constantValue, dropDead, opsetVersion, type Model, type Node } from './ir.ts';
 import { Emitter } from './emitter.ts';
-import { NCHWC_DOMAIN, blockedForm } from './nchwc.ts';
+import { NCHWC_DOMAIN, blockedForm, fuseConvTail, soleConsumerIn } from './nchwc.ts';
 import { tensor, type Tensor } from './tensor.ts';
 import type { ShapeMap } from './shapes.ts';
 import { outputShapes } from './static-shapes.ts';
@@ -77,13 +77,8 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   const { dims: known, dtypes } = stepShapes(model, shapes);
   const em = new Emitter(g, opsetVersion(model), 'refit_nchwc_');
   g.nodes = [];
-  const consumers = new Map<string, Node[]>();
-  for (const n of original) for (const i of n.inputs) if (i) consumers.set(i, [...(consumers.get(i) ?? []), n]);
-  const graphOutputs = new Set(g.outputs.map((o) => o.name));
-  const soleConsumer = (t: string): Node | undefined => {
-    const c = consumers.get(t);
-    return c?.length === 1 && !graphOutputs.has(t) ? c[0] : undefined;
-  };
+  const soleConsumer = soleConsumerIn({ ...g, nodes: original });
+  const read = new Set([...original.flatMap((n) => n.inputs), ...g.outputs.map((o) => o.name)]);
   const producer = new Map<string, Node>();
   for (const n of original) for (const o of n.outputs) if (o) producer.set(o, n);
   /** An initializer's value, or a Constant node's wherever it stands in the original order. */
@@ -239,7 +234,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     const attrs: Node['attrs'] = { group: { kind: 'int', value: padded(C) }, kernel_shape: { kind: 'ints', value: [1, 1] } };
     const train = n.outputs.length > 1 && n.outputs.slice(1).some(Boolean);
     if (train) {
-      if (!n.meta?.batchStatistics || n.outputs.slice(3).some((o) => o && consumers.has(o))) return false;
+      if (!n.meta?.batchStatistics || n.outputs.slice(3).some((o) => o && read.has(o))) return false;
       const xb = blocked.get(x)!;
       const mean = em.mul(channelSums(xb, d), em.scalar(1 / count));
       // One pass for each moment, var = E[x²] − E[x]² (clamped at 0): a centred second pass, which
@@ -334,48 +329,14 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     return true;
   }
 
-  /**
-   * What a blocked Conv fuses after it, as onnxruntime's NchwcTransformer does: a residual Add whose
-   * other input is blocked (the Sum input), then Relu or Clip with constant bounds. Sets the
-   * activation attributes; returns the tensor the Conv then stands for and its Sum input.
-   */
+  /** What the blocked Conv writing `y` fuses after it (nchwc.ts fuseConvTail). */
   function fuseTail(y: string, attrs: Node['attrs']): { out: string; sum?: string } {
-    const dims = spatial(y)!;
-    let out = y, sum: string | undefined;
-    const add = soleConsumer(out);
-    if (add && add.domain === '' && (add.opType === 'Add' || add.opType === 'Sum') && add.inputs.length === 2) {
-      const other = add.inputs[0] === out ? add.inputs[1]! : add.inputs[0]!;
-      if (other !== out && blocked.has(other) && dimsOf(other)?.join() === dims.join()) {
-        sum = blocked.get(other)!;
-        skip.add(add);
-        out = add.outputs[0]!;
-      }
-    }
-    const act = soleConsumer(out);
-    const bounds = act && act.domain === '' ? activation(act) : null;
-    if (bounds) {
-      attrs.activation = { kind: 'string', value: act!.opType };
-      if (act!.opType === 'Clip') attrs.activation_params = { kind: 'floats', value: bounds };
-      skip.add(act!);
-      out = act!.outputs[0]!;
-    }
-    return { out, sum };
-  }
-
-  /** Relu → []; Clip with constant bounds → [min, max]; anything else → null. */
-  function activation(n: Node): number[] | null {
-    if (n.opType === 'Relu') return [];
-    if (n.opType !== 'Clip') return null;
-    const lowest = -3.4028234663852886e38, highest = 3.4028234663852886e38;
-    if (n.inputs.length === 1) return [attrFloat(n, 'min', lowest), attrFloat(n, 'max', highest)];
-    const v = (i: number, dflt: number) => {
-      const t = n.inputs[i];
-      if (!t) return dflt;
-      const c = constantOf(t);
-      return c && c.data.length === 1 ? Number(c.data[0]) : undefined;
-    };
-    const lo = v(1, lowest), hi = v(2, highest);
-    return lo === undefined || hi === undefined ? null : [lo, hi];
+    return fuseConvTail(y, attrs, {
+      soleConsumer,
+      blockedLike: (t, like) => (blocked.has(t) && dimsOf(t)?.join() === dimsOf(like)?.join() ? blocked.get(t) : undefined),
+      constant: constantOf,
+      fused: (k) => skip.add(k),
+    });
   }
 }
 

@@ -13,7 +13,7 @@
 // imports nothing Node-only (the web bundle reaches it through train-step.ts): files and the session
 // come from process.getBuiltinModule and the registered runtime, only when the backend is Node's.
 import { runtime, type SessionOptions } from './runtime.ts';
-import { attrInt, attrInts, type Model, type Node } from './ir.ts';
+import { attrFloat, attrInt, attrInts, type Graph, type Model, type Node } from './ir.ts';
 import { encodeModel, decodeModel } from './proto.ts';
 import { tensor, type Tensor } from './tensor.ts';
 
@@ -312,4 +312,76 @@ export function blockedForm([O, I]: number[], group: number, block: number, opts
 function attrString(n: Node): string {
   const a = n.attrs.auto_pad;
   return a && a.kind === 'string' ? a.value : 'NOTSET';
+}
+
+/**
+ * The activation a blocked Conv fuses (its `activation` attribute), as onnxruntime's
+ * NchwcTransformer does: Relu → []; Clip with constant bounds → [min, max] (`constant` looks a
+ * bound up); anything else → null.
+ */
+export function fusedActivation(n: Node, constant: (t: string) => Tensor | undefined): number[] | null {
+  if (n.opType === 'Relu') return [];
+  if (n.opType !== 'Clip') return null;
+  const lowest = -3.4028234663852886e38, highest = 3.4028234663852886e38;
+  if (n.inputs.length === 1) return [attrFloat(n, 'min', lowest), attrFloat(n, 'max', highest)];
+  const v = (i: number, dflt: number) => {
+    const t = n.inputs[i];
+    if (!t) return dflt;
+    const c = constant(t);
+    return c && c.data.length === 1 ? Number(c.data[0]) : undefined;
+  };
+  const lo = v(1, lowest), hi = v(2, highest);
+  return lo === undefined || hi === undefined ? null : [lo, hi];
+}
+
+/** What fuseConvTail needs to know of the graph being rewritten. */
+export interface TailContext {
+  /** The node that alone reads `t` (none for a graph output). */
+  soleConsumer(t: string): Node | undefined;
+  /** The blocked twin of `t` when it has one of `like`'s shape. */
+  blockedLike(t: string, like: string): string | undefined;
+  /** A constant's value (an activation's bounds). */
+  constant(t: string): Tensor | undefined;
+  /** Marks a node the fused Conv stands for. */
+  fused(n: Node): void;
+}
+
+/**
+ * What a blocked Conv writing `y` fuses after it, as onnxruntime's NchwcTransformer does: a
+ * residual Add whose other input is blocked (the Conv's Sum input, accumulated in place), then
+ * Relu or Clip with constant bounds (its activation attributes, set on `attrs`). Returns the tensor
+ * the Conv then stands for and its Sum input.
+ */
+export function fuseConvTail(y: string, attrs: Node['attrs'], ctx: TailContext): { out: string; sum?: string } {
+  let out = y, sum: string | undefined;
+  const add = ctx.soleConsumer(out);
+  if (add && add.domain === '' && (add.opType === 'Add' || add.opType === 'Sum') && add.inputs.length === 2) {
+    const other = add.inputs[0] === out ? add.inputs[1]! : add.inputs[0]!;
+    const twin = other !== out ? ctx.blockedLike(other, y) : undefined;
+    if (twin) {
+      sum = twin;
+      ctx.fused(add);
+      out = add.outputs[0]!;
+    }
+  }
+  const act = ctx.soleConsumer(out);
+  const bounds = act && act.domain === '' ? fusedActivation(act, ctx.constant) : null;
+  if (bounds) {
+    attrs.activation = { kind: 'string', value: act!.opType };
+    if (act!.opType === 'Clip') attrs.activation_params = { kind: 'floats', value: bounds };
+    ctx.fused(act!);
+    out = act!.outputs[0]!;
+  }
+  return { out, sum };
+}
+
+/** The node that alone reads a tensor of `g` (undefined when several do, none does, or it is a graph output). */
+export function soleConsumerIn(g: Graph): (t: string) => Node | undefined {
+  const readers = new Map<string, Node[]>();
+  for (const n of g.nodes) for (const i of n.inputs) if (i) readers.set(i, [...(readers.get(i) ?? []), n]);
+  const outputs = new Set(g.outputs.map((o) => o.name));
+  return (t) => {
+    const c = readers.get(t);
+    return c?.length === 1 && !outputs.has(t) ? c[0] : undefined;
+  };
 }
