@@ -73,7 +73,7 @@ export function blockedStepFits(model: Model, frozen: (t: string) => boolean): b
 export function blockStepActivations(model: Model, shapes: ShapeMap, block: number): number {
   if (!blockedStep.current) return 0;
   const g = model.graph;
-  const original = g.nodes;
+  const original = g.nodes, initializersBefore = new Set(g.initializers.keys());
   const { dims: known, dtypes } = stepShapes(model, shapes);
   const em = new Emitter(g, opsetVersion(model), 'refit_nchwc_');
   g.nodes = [];
@@ -144,7 +144,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     }
     return em.op('Pad', [em.reshape(t, [c]), em.ints([0, padded(c) - c]), ...(value ? [em.scalar(value)] : [])]);
   };
-  /** A per-channel operand ([1, C, 1, 1], [C, 1, 1], [C] of a [.., C] vector) as [1, Cp/b, 1, 1, b]. */
+  /** A per-channel operand ([1, C, 1, 1] or [C, 1, 1]) as [1, Cp/b, 1, 1, b]. */
   const channelOperand = (t: string, c: number) => em.reshape(padVec(t, c), [1, padded(c) / block, 1, 1, block]);
   /** Sums over N, H, W of a blocked tensor: [Cp]. `op` ReduceSumSquare sums squares. */
   const channelSums = (b: string, d: number[], op: 'ReduceSum' | 'ReduceSumSquare' = 'ReduceSum') => {
@@ -172,7 +172,11 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     push(n);
   }
   for (const o of g.outputs) ensurePlain(o.name);
-  if (!moved) { g.nodes = original; return 0; }
+  if (!moved) {
+    g.nodes = original;
+    for (const k of [...g.initializers.keys()]) if (!initializersBefore.has(k)) g.initializers.delete(k);
+    return 0;
+  }
   dropDead(g);
   if (!model.opsets.some((o) => o.domain === NCHWC_DOMAIN)) model.opsets.push({ domain: NCHWC_DOMAIN, version: 1 });
   return moved;
