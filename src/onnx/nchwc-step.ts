@@ -165,7 +165,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     if (skip.has(n)) continue;
     if (n.domain === '' && n.opType === 'Conv' && convToBlocked(n)) continue;
     if (n.domain === '' && n.opType === 'BatchNormalization' && batchNormToBlocked(n)) continue;
-    if (n.domain === '' && (n.opType === 'ReduceSum' || n.opType === 'ReduceMean' || n.opType === 'ReduceSumSquare') && reduceToBlocked(n)) continue;
+    if (n.domain === '' && REDUCTIONS.has(n.opType) && reduceToBlocked(n)) continue;
     if (fuseLateSum(n)) continue;
     if (n.domain === '' && ELEMENTWISE.has(n.opType) && elementwiseToBlocked(n)) continue;
     for (const i of n.inputs) ensurePlain(i);
@@ -288,16 +288,30 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     return false;
   }
 
-  /** Sum, mean or sum of squares over N, H, W (axes 0, 2, 3) of a blocked tensor. */
+  /**
+   * Sum, mean or sum of squares of a blocked tensor over N, H, W (axes 0, 2, 3: a per-channel
+   * vector), or over H, W (axes 2, 3, or a GlobalAveragePool: a squeeze-excitation's [N, C, 1, 1]).
+   */
   function reduceToBlocked(n: Node): boolean {
     const x = n.inputs[0]!, d = spatial(x), outDims = dimsOf(n.outputs[0]!);
     if (!d || !blocked.has(x) || !outDims || dtypeOf(x) !== 'float32') return false;
     const axesT = n.inputs[1] ? constantOf(n.inputs[1]) : undefined;
-    const axes = (axesT ? Array.from(axesT.data as BigInt64Array, Number) : attrInts(n, 'axes') ?? []).map((a) => (a < 0 ? a + 4 : a)).sort();
-    if (axes.join() !== '0,2,3') return false;
-    let s = channelSums(blocked.get(x)!, d, n.opType === 'ReduceSumSquare' ? 'ReduceSumSquare' : 'ReduceSum');
-    if (n.opType === 'ReduceMean') s = em.mul(s, em.scalar(1 / (d[0]! * d[2]! * d[3]!)));
-    firstC(s, d[1]!, outDims, n.outputs[0]!);
+    const axes = n.opType === 'GlobalAveragePool' ? [2, 3] : (axesT ? Array.from(axesT.data as BigInt64Array, Number) : attrInts(n, 'axes') ?? []).map((a) => (a < 0 ? a + 4 : a)).sort();
+    const op = n.opType === 'ReduceSumSquare' ? 'ReduceSumSquare' : 'ReduceSum';
+    const mean = n.opType === 'ReduceMean' || n.opType === 'GlobalAveragePool';
+    const [N, C, H, W] = d as [number, number, number, number];
+    if (axes.join() === '0,2,3') {
+      let s = channelSums(blocked.get(x)!, d, op);
+      if (mean) s = em.mul(s, em.scalar(1 / (N * H * W)));
+      firstC(s, C, outDims, n.outputs[0]!);
+    } else if (axes.join() === '2,3') {
+      // Per sample and channel over the [N·C/b, H·W, b] view, then out of the layout: [N, C, 1, 1].
+      let s = em.reduce(op, em.reshape(blocked.get(x)!, [N * (padded(C) / block), H * W, block]), [1], false);
+      if (mean) s = em.mul(s, em.scalar(1 / (H * W)));
+      const out = outDims.length === 4 ? n.outputs[0]! : em.fresh(`${n.outputs[0]}_nchw`);
+      nchwcNode('ReorderOutput', [em.reshape(s, [N, padded(C), 1, 1])], out, { channels: { kind: 'int', value: C }, channels_last: { kind: 'int', value: 0 } });
+      if (out !== n.outputs[0]) { em.reshape(out, outDims); g.nodes[g.nodes.length - 1]!.outputs[0] = n.outputs[0]!; }
+    } else return false;
     plain.add(n.outputs[0]!);
     return true;
   }
@@ -359,6 +373,9 @@ export function swappedWeight(w: Tensor, group: number, taps: readonly number[],
   }
   return tensor('float32', [C, Og, ...kernel], out);
 }
+
+/** Reductions the blocked layout keeps (over N, H, W or over H, W). */
+const REDUCTIONS = new Set(['ReduceSum', 'ReduceMean', 'ReduceSumSquare', 'GlobalAveragePool']);
 
 /** Comparisons and logic: their outputs are bool whatever their inputs. */
 const BOOL_OUT = new Set(['Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual', 'Equal', 'And', 'Or', 'Not', 'Xor', 'IsNaN', 'IsInf']);
