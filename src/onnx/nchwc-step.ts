@@ -14,11 +14,12 @@
 // rounded up to whole blocks of b; memory [N, Cp/b, H, W, b]) and viewed as that 5-D shape for
 // standard element-wise ops, against which a per-channel [1, C, 1, 1] operand is the padded
 // vector viewed as [1, Cp/b, 1, 1, b] (no Transpose: channel c is block c/b, lane c%b in both).
-// Reductions over N, H, W are onnxruntime's keep-reduce-keep sums of the [N·Cp/b, H·W, b] view.
-// The train-mode BatchNormalization becomes two-pass batch moments and a blocked depthwise 1×1
-// Conv (a·(x − mean) + β) into which a following Relu/Clip or residual Add fuses; the inference
-// BatchNormalization of its gradient (norm.ts) the same Conv. Anything else reads the NCHW form,
-// reordered out at first use.
+// Reductions over N, H, W (or over H, W: a squeeze-excitation's) are onnxruntime's keep-reduce-keep
+// sums of the [N·Cp/b, H·W, b] view. The train-mode BatchNormalization becomes one-pass batch
+// moments (Σx, Σx²) and a blocked depthwise 1×1 Conv a·x + (β − a·mean) into which a following
+// Relu/Clip or residual Add fuses; the inference BatchNormalization of its gradient (norm.ts) the
+// same Conv, with the Add after it as its Sum input. Anything else reads the NCHW form, reordered
+// out at first use.
 //
 // The pad lanes (Cp − C of them) stay finite: convolutions write zeros there (zero-padded weights
 // and biases), per-channel operands are padded with zeros (a variance with ones), and only ops
@@ -27,11 +28,10 @@
 import { attrFloat, attrInt, attrInts, attrString, constantValue, dropDead, opsetVersion, type Model, type Node } from './ir.ts';
 import { Emitter } from './emitter.ts';
 import { NCHWC_DOMAIN, blockedForm, fuseConvTail, soleConsumerIn } from './nchwc.ts';
-import { tensor, type Tensor } from './tensor.ts';
+import { tensor, type DType, type Tensor } from './tensor.ts';
 import type { ShapeMap } from './shapes.ts';
 import { outputShapes } from './static-shapes.ts';
 import { broadcast } from './constant-dims.ts';
-import type { DType } from './tensor.ts';
 
 /** Whether constant-weight steps run in the blocked layout (tests and benches switch it off to compare). */
 export const blockedStep = { current: true };
