@@ -30,7 +30,7 @@
 // any more (prior 0) are dropped from the rewritten graph.
 import { attrInt, attrInts, attrFloat, attrString, opsetVersion, type Model, type Node } from './ir.ts';
 import { Emitter } from './emitter.ts';
-import { NCHWC_DOMAIN, blockedForm, fuseConvTail, soleConsumerIn } from './nchwc.ts';
+import { NCHWC_DOMAIN, blockedChannelSums, blockedForm, fuseConvTail, soleConsumerIn } from './nchwc.ts';
 import type { Tensor } from './tensor.ts';
 import { checkRunningStats, mixWithPrior } from '../train/batchnorm-train.ts';
 
@@ -205,7 +205,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
     // Sums over N, H, W of the blocked [N·C/b, H·W, b] view (channel c = block index · b + lane):
     // onnxruntime's fast keep-reduce-keep reduction over H·W, then over N.
     const d = blocked.get(x)!;
-    const sumOver = (op: 'ReduceSum' | 'ReduceSumSquare') => em.reduce('ReduceSum', em.reshape(em.reduce(op, view3(d, N), [1], false), [N, C]), [0], false);
+    const sumOver = (op: 'ReduceSum' | 'ReduceSumSquare') => blockedChannelSums(em, d, [N, C, H, W], block, op);
     const meanD = em.mul(sumOver('ReduceSum'), em.scalar(1 / count));
     const batchMean = em.add(K, meanD);
     const batchVar = em.op('Relu', [em.sub(em.mul(sumOver('ReduceSumSquare'), em.scalar(1 / count)), em.mul(meanD, meanD))]);
@@ -270,7 +270,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
     const rows = em.sub(nhwc, K);
     // mean(x) − K from the blocked input's sums (the fast keep-reduce-keep reduction; a column sum
     // of the [N·H·W, I] rows took onnxruntime 9.6 ms on MobileNetV2's first expansion, 16 columns).
-    const sumX = em.reduce('ReduceSum', em.reshape(em.reduce('ReduceSum', em.reshape(xb, [N * (I / block), H * W, block]), [1], false), [N, I]), [0], false);
+    const sumX = blockedChannelSums(em, xb, [N, I, H, W], block);
     const mu = em.sub(em.mul(sumX, em.scalar(1 / count)), K);
     const gram = em.mul(em.op('MatMul', [em.transpose(rows, [1, 0]), rows]), em.scalar(1 / count));
     const sigma = em.sub(gram, em.mul(em.reshape(mu, [I!, 1]), em.reshape(mu, [1, I!])));

@@ -27,7 +27,7 @@
 // tensor (ReorderOutput keeps C channels, reductions are sliced to C).
 import { attrFloat, attrInt, attrInts, attrString, constantValue, dropDead, opsetVersion, type Model, type Node } from './ir.ts';
 import { Emitter } from './emitter.ts';
-import { NCHWC_DOMAIN, blockedForm, fuseConvTail, soleConsumerIn } from './nchwc.ts';
+import { NCHWC_DOMAIN, blockedChannelSums, blockedForm, blockedWeight, fuseConvTail, soleConsumerIn } from './nchwc.ts';
 import { tensor, type DType, type Tensor } from './tensor.ts';
 import type { ShapeMap } from './shapes.ts';
 import { outputShapes } from './static-shapes.ts';
@@ -146,13 +146,9 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   };
   /** A per-channel operand ([1, C, 1, 1] or [C, 1, 1]) as [1, Cp/b, 1, 1, b]. */
   const channelOperand = (t: string, c: number) => em.reshape(padVec(t, c), [1, padded(c) / block, 1, 1, block]);
-  /** Sums over N, H, W of a blocked tensor: [Cp]. `op` ReduceSumSquare sums squares. */
-  const channelSums = (b: string, d: number[], op: 'ReduceSum' | 'ReduceSumSquare' = 'ReduceSum') => {
-    const [N, C, H, W] = d as [number, number, number, number];
-    const Cb = padded(C) / block;
-    const perSample = em.reduce(op, em.reshape(b, [N * Cb, H * W, block]), [1], false);
-    return em.reduce('ReduceSum', em.reshape(perSample, [N, Cb * block]), [0], false);
-  };
+  /** Sums over N, H, W of a blocked tensor of NCHW dims `d`: [Cp]. `op` ReduceSumSquare sums squares. */
+  const channelSums = (b: string, d: number[], op: 'ReduceSum' | 'ReduceSumSquare' = 'ReduceSum') =>
+    blockedChannelSums(em, b, [d[0]!, padded(d[1]!), d[2]!, d[3]!], block, op);
   const firstC = (v: string, c: number, dims: number[], out?: string) => {
     const s = em.op('Slice', [v, em.ints([0]), em.ints([c]), em.ints([0])]);
     const r = em.reshape(s, dims);
@@ -438,26 +434,4 @@ function gemmDims(n: Node, a: number[] | undefined, b: number[] | undefined): nu
 function castTo(n: Node): DType | undefined {
   const to = attrInt(n, 'to', 0);
   return to === 1 ? 'float32' : to === 9 ? 'bool' : to === 7 ? 'int64' : undefined;
-}
-
-/**
- * A constant conv weight W [O, I, kh, kw] zero-padded to [Op, Ip, kh, kw] in the layout
- * onnxruntime's blocked Conv reads: OIHWBiBo [Op/b][Ip/b][kh][kw][b_in][b_out], or OIHWBo
- * [Op/b][Ip][kh][kw][b_out] (depthwise, or fewer input channels than a block). Written here
- * rather than as ops for onnxruntime to fold: one pass, no folded intermediates.
- */
-export function blockedWeight(w: Tensor, Op: number, Ip: number, filter: 'OIHWBiBo' | 'OIHWBo', b: number): Tensor {
-  const [O, I, kh, kw] = w.dims as [number, number, number, number];
-  const K = kh * kw, src = w.data as Float32Array, out = new Float32Array(Op * Ip * K);
-  if (filter === 'OIHWBo') {
-    for (let o = 0; o < O; o++) for (let i = 0; i < I; i++) for (let t = 0; t < K; t++) {
-      out[((Math.floor(o / b) * Ip + i) * K + t) * b + (o % b)] = src[(o * I + i) * K + t]!;
-    }
-  } else {
-    const Ib = Ip / b;
-    for (let o = 0; o < O; o++) for (let i = 0; i < I; i++) for (let t = 0; t < K; t++) {
-      out[(((Math.floor(o / b) * Ib + Math.floor(i / b)) * K + t) * b + (i % b)) * b + (o % b)] = src[(o * I + i) * K + t]!;
-    }
-  }
-  return tensor('float32', [Op, Ip, kh, kw], out);
 }

@@ -16,6 +16,7 @@ import { runtime, type SessionOptions } from './runtime.ts';
 import { attrFloat, attrInt, attrInts, type Graph, type Model, type Node } from './ir.ts';
 import { encodeModel, decodeModel } from './proto.ts';
 import { tensor, type Tensor } from './tensor.ts';
+import type { Emitter } from './emitter.ts';
 
 export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
 const CANDIDATE_BLOCKS = [4, 8, 16, 32, 64];
@@ -92,23 +93,11 @@ async function probeBlockSize(): Promise<number | null> {
     if (!opt.graph.nodes.some((n) => n.domain === NCHWC_DOMAIN && n.opType === 'Conv')) return null;
     const reordered = [...opt.graph.initializers.values()].find((t) => t.dims.length === 4 && t.data.length === w.length);
     if (!reordered) return null;
-    for (const b of CANDIDATE_BLOCKS) if (sameData(reorderOIHWBiBo(w, [C, C, k, k], b), reordered)) return b;
+    for (const b of CANDIDATE_BLOCKS) if (sameData(blockedWeight(tensor('float32', [C, C, k, k], w), C, C, 'OIHWBiBo', b).data as Float32Array, reordered)) return b;
     return null;
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-}
-
-/** The OIHWBiBo layout onnxruntime's blocked Conv reads: [O/b][I/b][kh][kw][b_in][b_out]. */
-function reorderOIHWBiBo(w: Float32Array, [O, I, kh, kw]: number[], b: number): Float32Array {
-  const out = new Float32Array(w.length);
-  let j = 0;
-  for (let ob = 0; ob < O / b; ob++) for (let ib = 0; ib < I / b; ib++) for (let h = 0; h < kh!; h++) for (let x = 0; x < kw!; x++) {
-    for (let bi = 0; bi < b; bi++) for (let bo = 0; bo < b; bo++) {
-      out[j++] = w[(((ob * b + bo) * I! + ib * b + bi) * kh! + h) * kw! + x]!;
-    }
-  }
-  return out;
 }
 
 function sameData(a: Float32Array, t: Tensor): boolean {
@@ -384,4 +373,35 @@ export function soleConsumerIn(g: Graph): (t: string) => Node | undefined {
     const c = readers.get(t);
     return c?.length === 1 && !outputs.has(t) ? c[0] : undefined;
   };
+}
+
+/**
+ * A constant conv weight W [O, I, kh, kw] zero-padded to [Op, Ip, kh, kw] in the layout
+ * onnxruntime's blocked Conv reads: OIHWBiBo [Op/b][Ip/b][kh][kw][b_in][b_out], or OIHWBo
+ * [Op/b][Ip][kh][kw][b_out] (depthwise, or fewer input channels than a block).
+ */
+export function blockedWeight(w: Tensor, Op: number, Ip: number, filter: 'OIHWBiBo' | 'OIHWBo', b: number): Tensor {
+  const [O, I, kh, kw] = w.dims as [number, number, number, number];
+  const K = kh * kw, src = w.data as Float32Array, out = new Float32Array(Op * Ip * K);
+  if (filter === 'OIHWBo') {
+    for (let o = 0; o < O; o++) for (let i = 0; i < I; i++) for (let t = 0; t < K; t++) {
+      out[((Math.floor(o / b) * Ip + i) * K + t) * b + (o % b)] = src[(o * I + i) * K + t]!;
+    }
+  } else {
+    const Ib = Ip / b;
+    for (let o = 0; o < O; o++) for (let i = 0; i < I; i++) for (let t = 0; t < K; t++) {
+      out[(((Math.floor(o / b) * Ib + Math.floor(i / b)) * K + t) * b + (i % b)) * b + (o % b)] = src[(o * I + i) * K + t]!;
+    }
+  }
+  return tensor('float32', [Op, Ip, kh, kw], out);
+}
+
+/**
+ * Per-channel sums over N, H, W of a blocked tensor whose channels `Cp` fill whole blocks of `b`:
+ * [Cp], channel c = block index · b + lane. onnxruntime's fast keep-reduce-keep reduction of the
+ * [N·Cp/b, H·W, b] view over H·W, then over N. `op` ReduceSumSquare sums squares.
+ */
+export function blockedChannelSums(em: Emitter, t: string, [N, Cp, H, W]: number[], b: number, op: 'ReduceSum' | 'ReduceSumSquare' = 'ReduceSum'): string {
+  const perSample = em.reduce(op, em.reshape(t, [N! * (Cp! / b), H! * W!, b]), [1], false);
+  return em.reduce('ReduceSum', em.reshape(perSample, [N!, Cp!]), [0], false);
 }

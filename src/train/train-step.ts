@@ -85,10 +85,10 @@ export class TrainStep {
         const frozen = (t: string) => !this.fed.has(t);
         const block = await nchwcBlockForSession(this.session);
         const dense = denseTinyConvs(base, sig, frozen);
-        // Only where onnxruntime blocks the convs: the reorders it writes around them are what the
-        // MatMuls save (pointwise-matmul.ts).
-        // MobileNet- and bottleneck-style steps whose convs are all constants run in the blocked
-        // layout instead (src/onnx/nchwc-step.ts), their 1×1 convs as convs.
+        // Only where onnxruntime blocks the convs: MobileNet- and bottleneck-style steps whose convs
+        // are all constants then run in the blocked layout (src/onnx/nchwc-step.ts), their 1×1 convs
+        // as convs; other steps take their 1×1 convs as MatMuls, saving the reorders onnxruntime
+        // writes around each conv (pointwise-matmul.ts).
         const blocked = block !== null && this.options.batchNorm === 'train' && blockedStepFits(dense.model, frozen);
         const pointwise = block && !blocked ? pointwiseConvsAsMatMul(dense.model, sig, frozen) : { model: dense.model, assumed: new Map<string, number[]>() };
         const assumed = [...dense.assumed, ...pointwise.assumed];
