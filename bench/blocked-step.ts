@@ -4,7 +4,10 @@
 // models (batch 64). Prints ms per step of each and their ratio, and the largest difference of the
 // first step's outputs. Models missing from tmp/foreign-models are exported first (Debian's torch).
 //
-//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent] [--rounds 10]
+// With --compare interleave, both sides are blocked and the first interleaves strided input
+// gradients' phases in NCHW (reordered out and back in), as before session 35.
+//
+//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent] [--rounds 10] [--compare standard|interleave]
 import { existsSync, mkdirSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
@@ -19,6 +22,11 @@ const dir = join(resolve(here, '..'), 'tmp', 'foreign-models');
 const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 ? process.argv[i + 1]! : d; };
 const models = arg('models', 'mobilenet_v2_224,mobilenet_v3_large,efficientnet_b0,resnet50,regnet_y_400mf,resnet18_224,resnet18_64,cnn28').split(',');
 const method = arg('method', 'tent'), rounds = Number(arg('rounds', '10'));
+const compare = arg('compare', 'standard');
+if (compare !== 'standard' && compare !== 'interleave') throw new Error(`--compare ${compare}: expected standard or interleave`);
+/** The switch the two sides differ in. */
+const flip = (on: boolean) => { if (compare === 'standard') blockedStep.current = on; else blockedStep.interleave = on; };
+const [offName, onName] = compare === 'standard' ? ['standard', 'blocked'] : ['NCHW interleave', 'blocked interleave'];
 /** The foreign bench's own models (bench/foreign_torch.py exports them) and their input sizes. */
 const FOREIGN: Record<string, [number, number, number]> = { cnn28: [64, 1, 28], resnet18_64: [64, 3, 64], resnet18_224: [16, 3, 224], mobilenet_v2_224: [16, 3, 224] };
 
@@ -45,18 +53,18 @@ for (const name of models) {
   for (let i = 0; i < x.length; i++) x[i] = Math.sin(i * 0.1) + 0.3 * Math.cos(i * 0.013);
   const X = f32([batch, ch, hw, hw], x);
   const make = async (on: boolean) => {
-    blockedStep.current = on;
+    flip(on);
     const m = await loadModel(file, { threads: 2 });
     const a = createAdapter(m, method as never, method === 'sar' || method === 'eata' ? { marginFactor: 1.001 } : {});
     const r = await a.predict(X);
     return { a, logits: (r as { logits: { data: Float32Array } }).logits.data };
   };
   const off = await make(false), on = await make(true);
-  blockedStep.current = true;
+  flip(true);
   let diff = 0, scale = 0;
   for (let i = 0; i < off.logits.length; i++) { diff = Math.max(diff, Math.abs(off.logits[i]! - on.logits[i]!)); scale = Math.max(scale, Math.abs(off.logits[i]!)); }
   const t = { off: [] as number[], on: [] as number[] };
   for (let r = 0; r < rounds; r++) for (const [k, s] of [['off', off], ['on', on]] as const) { const t0 = performance.now(); await s.a.predict(X); t[k].push(performance.now() - t0); }
   const med = (v: number[]) => [...v].sort((p, q) => p - q)[v.length >> 1]!;
-  console.log(`${name} ${method} b${batch}: standard ${med(t.off).toFixed(1)} ms, blocked ${med(t.on).toFixed(1)} ms, blocked/standard ${(med(t.on) / med(t.off)).toFixed(3)}; first outputs differ by ${diff.toExponential(1)} (largest |logit| ${scale.toFixed(2)})`);
+  console.log(`${name} ${method} b${batch}: ${offName} ${med(t.off).toFixed(1)} ms, ${onName} ${med(t.on).toFixed(1)} ms, ${onName}/${offName} ${(med(t.on) / med(t.off)).toFixed(3)}; first outputs differ by ${diff.toExponential(1)} (largest |logit| ${scale.toFixed(2)})`);
 }

@@ -41,6 +41,12 @@ export interface Node {
      * indices, in order), so src/onnx/nchwc.ts can build the blocked form from a fed weight.
      */
     phaseWeightOf?: { weight: string; taps: number[] };
+    /**
+     * On the Reshape that ends a phase-by-phase input gradient (conv.ts phasesDx): the phase
+     * Convs' outputs, row-major over (row phase, column phase), which the Concats before it
+     * interleave, so src/onnx/nchwc-step.ts can interleave blocked phases without leaving the layout.
+     */
+    phaseInterleave?: { phases: string[]; stride: number };
   };
 }
 

@@ -33,8 +33,11 @@ import type { ShapeMap } from './shapes.ts';
 import { outputShapes } from './static-shapes.ts';
 import { broadcast } from './constant-dims.ts';
 
-/** Whether constant-weight steps run in the blocked layout (tests and benches switch it off to compare). */
-export const blockedStep = { current: true };
+/**
+ * Whether constant-weight steps run in the blocked layout, and whether strided input gradients'
+ * phases are interleaved there (tests and benches switch them off to compare).
+ */
+export const blockedStep = { current: true, interleave: true };
 
 /** Element-wise ops that keep a blocked tensor blocked: finite inputs give finite outputs. */
 const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Neg', 'Relu', 'Clip', 'Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual', 'Equal', 'And', 'Or', 'Not', 'Cast', 'Where', 'Sum', 'Sigmoid', 'Tanh', 'HardSigmoid', 'Abs', 'Max', 'Min', 'Identity']);
@@ -156,16 +159,23 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     return out ?? r;
   };
   let moved = 0;
+  /** A phase-by-phase input gradient's last Reshape → the Reshapes and Concats before it, which wait for it. */
+  const interleaves = phaseInterleaves(original, producer, soleConsumer);
+  const waiting = new Set([...interleaves.values()].flat());
 
   for (const n of original) {
-    if (skip.has(n)) continue;
+    if (skip.has(n) || waiting.has(n)) continue;
+    const between = interleaves.get(n);
+    if (between) {
+      if (blockedStep.interleave && interleaveToBlocked(n)) continue;
+      for (const k of between) emitPlain(k);
+    }
     if (n.domain === '' && n.opType === 'Conv' && convToBlocked(n)) continue;
     if (n.domain === '' && n.opType === 'BatchNormalization' && batchNormToBlocked(n)) continue;
     if (n.domain === '' && REDUCTIONS.has(n.opType) && reduceToBlocked(n)) continue;
     if (fuseLateSum(n)) continue;
     if (n.domain === '' && ELEMENTWISE.has(n.opType) && elementwiseToBlocked(n)) continue;
-    for (const i of n.inputs) ensurePlain(i);
-    push(n);
+    emitPlain(n);
   }
   for (const o of g.outputs) ensurePlain(o.name);
   if (!moved) {
@@ -176,6 +186,34 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   dropDead(g);
   if (!model.opsets.some((o) => o.domain === NCHWC_DOMAIN)) model.opsets.push({ domain: NCHWC_DOMAIN, version: 1 });
   return moved;
+
+  function emitPlain(n: Node): void {
+    for (const i of n.inputs) ensurePlain(i);
+    push(n);
+  }
+
+  /**
+   * The interleave of a strided conv's input-gradient phases (conv.ts phasesDx) on blocked
+   * phases: the same two Concats on the 6-D views [N, Cp/b, Q0, Q1, 1, b] (a row's phases side by
+   * side) and [N, Cp/b, Q0, 1, W, b] (the rows), so the phases are not reordered out and their
+   * interleave not back in; the Concats move runs of b channels where the NCHW ones move single
+   * values (MobileNetV2's Tent step: docs/speed.md, session 35).
+   */
+  function interleaveToBlocked(n: Node): boolean {
+    const { phases, stride: s } = n.meta!.phaseInterleave!;
+    const y = n.outputs[0]!, d = spatial(y);
+    if (!d || d[2]! % s || d[3]! % s || phases.length !== s * s) return false;
+    const [N, C, H, W] = d as [number, number, number, number];
+    const fits = (p: string) => blocked.has(p) && spatial(p)?.join() === [N, C, H / s, W / s].join();
+    if (!phases.every(fits)) return false;
+    const Cb = padded(C) / block;
+    const rows = Array.from({ length: s }, (_, ah) => {
+      const cols = phases.slice(ah * s, ah * s + s).map((p) => em.reshape(blocked.get(p)!, [N, Cb, H / s, W / s, 1, block]));
+      return em.reshape(em.op('Concat', cols, { axis: 4 }), [N, Cb, H / s, 1, W, block]);
+    });
+    blocked.set(y, em.reshape(em.op('Concat', rows, { axis: 3 }), [N, padded(C), H, W]));
+    return true;
+  }
 
   /** A Conv whose weight is a constant: the forward conv's own, or an input-gradient conv's swapped form. */
   function convToBlocked(n: Node): boolean {
@@ -368,6 +406,31 @@ export function swappedWeight(w: Tensor, group: number, taps: readonly number[],
     for (let j = 0; j < J; j++) out[to + j] = src[from + taps[j]!]!;
   }
   return tensor('float32', [C, Og, ...kernel], out);
+}
+
+/**
+ * Each phase-by-phase input gradient (a Reshape marked by conv.ts phasesDx) with the Reshapes and
+ * Concats between its phase Convs and it, in graph order; only where each of those is read by
+ * the next one alone.
+ */
+function phaseInterleaves(nodes: readonly Node[], producer: ReadonlyMap<string, Node>, soleConsumer: (t: string) => Node | undefined): Map<Node, Node[]> {
+  const out = new Map<Node, Node[]>();
+  for (const n of nodes) {
+    const meta = n.meta?.phaseInterleave;
+    if (!meta || n.opType !== 'Reshape') continue;
+    const phases = new Set(meta.phases), between = new Set<Node>();
+    let ok = true;
+    const walk = (t: string, reader: Node): void => {
+      if (!ok || phases.has(t)) return;
+      const p = producer.get(t);
+      if (!p || (p.opType !== 'Reshape' && p.opType !== 'Concat') || soleConsumer(t) !== reader) { ok = false; return; }
+      between.add(p);
+      for (const i of p.opType === 'Reshape' ? [p.inputs[0]!] : p.inputs) walk(i, p);
+    };
+    walk(n.inputs[0]!, n);
+    if (ok) out.set(n, nodes.filter((k) => between.has(k)));
+  }
+  return out;
 }
 
 /** Reductions the blocked layout keeps (over N, H, W or over H, W). */

@@ -4,7 +4,9 @@
 // blocks) → BN → residual Add through a 1×1 shortcut, then a squeeze-excitation gate): loss,
 // every BN affine gradient and the running statistics within 1e-5; and the pass itself: every
 // conv blocked, no train-mode BatchNormalization left, its moments still graph tensors, the
-// swapped weights of the input-gradient convs element for element.
+// swapped weights of the input-gradient convs element for element. The strided depthwise conv's
+// input gradient is written by phase (its size limit lowered here) with 40 channels (8 pad lanes),
+// and its phases are interleaved in the blocked layout: the same numbers as interleaved in NCHW.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
@@ -12,15 +14,16 @@ import { RefitModel } from '../../src/model.ts';
 import { randomProjectionLoss } from '../../src/autodiff/gradcheck.ts';
 import { NCHWC_DOMAIN, blockedWeight, nchwcBlockSize } from '../../src/onnx/nchwc.ts';
 import { blockedStep, blockStepActivations, swappedWeight } from '../../src/onnx/nchwc-step.ts';
+import { phaseStridedDx, stridedDxPhases } from '../../src/train/strided-dx-phases.ts';
 import { signatureOf } from '../../src/onnx/shapes.ts';
-import { cloneModel, type Model } from '../../src/onnx/ir.ts';
+import { cloneModel, type Model, type Node } from '../../src/onnx/ir.ts';
 import '../../src/autodiff/rules/index.ts';
 import { f32, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { relErr } from '../helpers/close.ts';
 import { randomInitializers } from '../helpers/random-init.ts';
 
-const N = 4, C = 16, E = 32, P = 24, S = 8;
+const N = 4, C = 16, E = 40, P = 24, S = 8;
 const block = await nchwcBlockSize();
 const skip = block === null ? 'onnxruntime has no NCHWc kernels on this CPU: the pass is off' : false;
 
@@ -56,16 +59,18 @@ function net(): Model {
 const batch = (): Record<string, Tensor> => ({ x: f32([N, C, S, S], new Rng(6).fill(new Float32Array(N * C * S * S), 1)) });
 const NORM = [0, 1, 2, 3].flatMap((k) => [`g${k}`, `b${k}`]);
 
-async function step(on: boolean) {
-  const saved = blockedStep.current;
-  blockedStep.current = on;
+async function step(on: boolean, interleave = true) {
+  const saved = { ...blockedStep }, minElements = stridedDxPhases.minElements;
+  Object.assign(blockedStep, { current: on, interleave });
+  stridedDxPhases.minElements = 0;
   const s = new RefitModel(net(), { threads: 1 }).compileTrainStep({ trainable: NORM, loss: randomProjectionLoss(['y'], 7), batchNorm: 'train' });
   try {
     const b = batch();
     const { graph } = await s.compile(signatureOf(b));
     return { r: await s.run(b), graph };
   } finally {
-    blockedStep.current = saved;
+    Object.assign(blockedStep, saved);
+    stridedDxPhases.minElements = minElements;
     await s.release();
   }
 }
@@ -81,21 +86,38 @@ test('a constant-weight step in the blocked layout gives the standard step\'s lo
   for (const [k, v] of std.r.runningStats) assert.ok(relErr(blk.r.runningStats.get(k)!, v) <= 1e-5, `running statistic ${k}`);
 });
 
+test('a strided input gradient\'s phases interleaved in the blocked layout: the same numbers as interleaved in NCHW', { skip }, async () => {
+  const [nchw, blk] = [await step(true, false), await step(true, true)];
+  assert.equal(blk.r.loss, nchw.r.loss);
+  for (const p of NORM) assert.deepEqual(blk.r.grads.get(p), nchw.r.grads.get(p), `grad ${p}`);
+});
+
 test('the pass: every conv blocked, no train-mode BatchNormalization left, its moments kept as graph tensors', { skip }, async () => {
   const { graph } = await step(true); // its portable graph: the pass runs on the session's copy
   const m = cloneModel(graph.model);
-  const moved = blockStepActivations(m, graph.shapes, block!);
+  const minElements = stridedDxPhases.minElements;
+  stridedDxPhases.minElements = 0;
+  try { assert.equal(phaseStridedDx(m), 1, 'the depthwise conv\'s input gradient by phase, as train-step.ts writes the session\'s copy'); } finally { stridedDxPhases.minElements = minElements; }
   const convs = (model: Model, domain: string) => model.graph.nodes.filter((n) => n.opType === 'Conv' && n.domain === domain).length;
+  const before = convs(m, '');
+  const moved = blockStepActivations(m, graph.shapes, block!);
   // Left: the squeeze-excitation conv and its input gradient, on one position (nothing to block).
   const left = m.graph.nodes.filter((n) => n.opType === 'Conv' && n.domain === '');
   assert.ok(left.every((n) => n.inputs[1] === 'wse' || n.meta?.flippedWeightOf === 'wse'), `left as standard Convs: ${left.map((n) => n.name)}`);
-  assert.equal(moved, convs(graph.model, '') - left.length);
+  assert.equal(moved, before - left.length);
   assert.ok(convs(m, NCHWC_DOMAIN) > moved, 'the BN normalisations are blocked convs too');
   assert.deepEqual(m.graph.nodes.filter((n) => n.opType === 'BatchNormalization' && n.outputs.length > 1).map((n) => n.name), []);
   const produced = new Set(m.graph.nodes.flatMap((n) => n.outputs));
   for (const n of graph.model.graph.nodes.filter((k) => k.opType === 'BatchNormalization' && k.outputs.length > 1)) {
     for (const o of n.outputs.slice(1, 3)) assert.ok(produced.has(o), `moment '${o}' is no longer computed`);
   }
+  // The depthwise conv's input gradient by phase, interleaved by Concats of blocked phases (6-D
+  // views of nchwc Conv outputs), none reordered out.
+  const producer = new Map(m.graph.nodes.flatMap((n) => n.outputs.map((o) => [o, n] as const)));
+  const origin = (t: string): Node | undefined => { const p = producer.get(t); return p?.opType === 'Reshape' ? origin(p.inputs[0]!) : p; };
+  const concats = m.graph.nodes.filter((n) => n.opType === 'Concat');
+  assert.equal(concats.length, 3, 'two rows of two phases, then the rows');
+  for (const k of concats) for (const i of k.inputs) assert.ok(origin(i)?.domain === NCHWC_DOMAIN || origin(i)?.opType === 'Concat', `${k.name} reads ${origin(i)?.opType}`);
   const off = cloneModel(graph.model);
   blockedStep.current = false;
   try { assert.equal(blockStepActivations(off, graph.shapes, block!), 0, 'the switch turns it off'); } finally { blockedStep.current = true; }

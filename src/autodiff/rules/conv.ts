@@ -128,7 +128,7 @@ export function phasesDx(em: Emitter, g: ConvGeom, dY: string, w: string): strin
     if (E < 0) { keep = len + E; E = 0; }
     return { taps, drop0, keep, P, E };
   };
-  const rows: string[] = [];
+  const rows: string[] = [], phases: string[] = [];
   for (let ah = 0; ah < s; ah++) {
     const cols: string[] = [];
     for (let aw = 0; aw < s; aw++) {
@@ -141,11 +141,13 @@ export function phasesDx(em: Emitter, g: ConvGeom, dY: string, w: string): strin
       }
       const y = em.op('Conv', [src, k], { group: G, kernel_shape: [ph.taps.length, pw.taps.length], pads: [ph.P, pw.P, ph.E, pw.E] });
       em.graph.nodes.at(-1)!.meta = { phaseWeightOf: { weight: w, taps: idx } }; // lets the NCHWc pass build the blocked weight from a fed one
+      phases.push(y);
       cols.push(em.reshape(y, [-1, g.C, Q[0]!, Q[1]!, 1])); // -1: the batch
     }
     rows.push(em.reshape(em.op('Concat', cols, { axis: 4 }), [-1, g.C, Q[0]!, 1, Q[1]! * s]));
   }
   const full = em.reshape(em.op('Concat', rows, { axis: 3 }), [-1, g.C, Q[0]! * s, Q[1]! * s]);
+  em.graph.nodes.at(-1)!.meta = { phaseInterleave: { phases, stride: s } }; // lets the blocked step interleave in its layout
   if (Q.every((q, i) => q * s === g.inSp[i])) return full;
   return em.op('Slice', [full, em.ints([0, 0]), em.ints(g.inSp), em.ints([2, 3])]);
 }
