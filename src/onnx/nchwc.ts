@@ -397,11 +397,23 @@ export function blockedWeight(w: Tensor, Op: number, Ip: number, filter: 'OIHWBi
 }
 
 /**
+ * How blockedChannelSums sums squares: 'mul' squares in one Mul and sums like the first moment;
+ * 'reduce' is one ReduceSumSquare (benches and tests switch it to compare).
+ */
+export const sumOfSquares = { current: 'mul' as 'mul' | 'reduce' };
+
+/**
  * Per-channel sums over N, H, W of a blocked tensor whose channels `Cp` fill whole blocks of `b`:
  * [Cp], channel c = block index · b + lane. onnxruntime's fast keep-reduce-keep reduction of the
- * [N·Cp/b, H·W, b] view over H·W, then over N. `op` ReduceSumSquare sums squares.
+ * [N·Cp/b, H·W, b] view over H·W, then over N. `op` ReduceSumSquare sums squares, as x·x summed
+ * that way: onnxruntime's keep-reduce-keep ReduceSum is a product with a ones vector (MLAS, on
+ * every thread, and summing in blocks of K), where its ReduceSumSquare is one single-threaded
+ * chain of additions per output. Squares then sum took 0.92–0.96 of the time of Tent steps and
+ * BN-adapt on MobileNetV2 and EfficientNet-B0, and MobileNetV2's BN-adapt logits moved from
+ * 2.6e-3 to 4.7e-4 of a float64 forward (docs/speed.md, session 35).
  */
 export function blockedChannelSums(em: Emitter, t: string, [N, Cp, H, W]: number[], b: number, op: 'ReduceSum' | 'ReduceSumSquare' = 'ReduceSum'): string {
-  const perSample = em.reduce(op, em.reshape(t, [N! * (Cp! / b), H! * W!, b]), [1], false);
+  const v = em.reshape(t, [N! * (Cp! / b), H! * W!, b]);
+  const perSample = op === 'ReduceSumSquare' && sumOfSquares.current === 'mul' ? em.reduce('ReduceSum', em.mul(v, v), [1], false) : em.reduce(op, v, [1], false);
   return em.reduce('ReduceSum', em.reshape(perSample, [N!, Cp!]), [0], false);
 }
