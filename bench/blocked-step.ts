@@ -7,9 +7,11 @@
 // With --compare interleave, both sides are blocked and the first interleaves strided input
 // gradients' phases in NCHW (reordered out and back in), as before session 35; with --compare
 // sumsq, the first sums squares by ReduceSumSquare, the second by Mul and ReduceSum (nchwc.ts
-// sumOfSquares; BN-adapt's blocked pass uses it too: --method bn-adapt).
+// sumOfSquares; BN-adapt's blocked pass uses it too: --method bn-adapt); with --compare expand,
+// the first broadcasts per-channel operands over the blocked view, the second expands them over a
+// sample's map first (blockedStep.expandChannels).
 //
-//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent|bn-adapt|…] [--rounds 10] [--compare standard|interleave|sumsq]
+//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent|bn-adapt|…] [--rounds 10] [--compare standard|interleave|sumsq|expand]
 import { existsSync, mkdirSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
@@ -26,10 +28,10 @@ const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`)
 const models = arg('models', 'mobilenet_v2_224,mobilenet_v3_large,efficientnet_b0,resnet50,regnet_y_400mf,resnet18_224,resnet18_64,cnn28').split(',');
 const method = arg('method', 'tent'), rounds = Number(arg('rounds', '10'));
 const compare = arg('compare', 'standard');
-if (compare !== 'standard' && compare !== 'interleave' && compare !== 'sumsq') throw new Error(`--compare ${compare}: expected standard or interleave`);
+if (!['standard', 'interleave', 'sumsq', 'expand'].includes(compare)) throw new Error(`--compare ${compare}: expected standard, interleave, sumsq or expand`);
 /** The switch the two sides differ in. */
-const flip = (on: boolean) => { if (compare === 'standard') blockedStep.current = on; else if (compare === 'interleave') blockedStep.interleave = on; else sumOfSquares.current = on ? 'mul' : 'reduce'; };
-const [offName, onName] = compare === 'standard' ? ['standard', 'blocked'] : compare === 'interleave' ? ['NCHW interleave', 'blocked interleave'] : ['ReduceSumSquare', 'Mul+ReduceSum'];
+const flip = (on: boolean) => { if (compare === 'standard') blockedStep.current = on; else if (compare === 'interleave') blockedStep.interleave = on; else if (compare === 'expand') blockedStep.expandChannels = on; else sumOfSquares.current = on ? 'mul' : 'reduce'; };
+const [offName, onName] = compare === 'standard' ? ['standard', 'blocked'] : compare === 'interleave' ? ['NCHW interleave', 'blocked interleave'] : compare === 'expand' ? ['broadcast', 'expanded'] : ['ReduceSumSquare', 'Mul+ReduceSum'];
 /** The foreign bench's own models (bench/foreign_torch.py exports them) and their input sizes. */
 const FOREIGN: Record<string, [number, number, number]> = { cnn28: [64, 1, 28], resnet18_64: [64, 3, 64], resnet18_224: [16, 3, 224], mobilenet_v2_224: [16, 3, 224] };
 

@@ -37,7 +37,7 @@ import { broadcast } from './constant-dims.ts';
  * Whether constant-weight steps run in the blocked layout, and whether strided input gradients'
  * phases are interleaved there (tests and benches switch them off to compare).
  */
-export const blockedStep = { current: true, interleave: true };
+export const blockedStep = { current: true, interleave: true, expandChannels: true };
 
 /** Element-wise ops that keep a blocked tensor blocked: finite inputs give finite outputs. */
 const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Neg', 'Relu', 'Clip', 'Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual', 'Equal', 'And', 'Or', 'Not', 'Cast', 'Where', 'Sum', 'Sigmoid', 'Tanh', 'HardSigmoid', 'Abs', 'Max', 'Min', 'Identity']);
@@ -149,6 +149,16 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   };
   /** A per-channel operand ([1, C, 1, 1] or [C, 1, 1]) as [1, Cp/b, 1, 1, b]. */
   const channelOperand = (t: string, c: number) => em.reshape(padVec(t, c), [1, padded(c) / block, 1, 1, block]);
+  /**
+   * A [1, Cp/b, 1, 1, b] operand of an element-wise op over blocked tensors of NCHW dims `d`,
+   * expanded over one sample's map ([1, Cp/b, H, W, b]) when the batch has 4 or more samples:
+   * onnxruntime broadcasts an operand that varies in the innermost axis b runs at a time, and
+   * one over the batch axis alone as whole rows. A Mul of a [16, 96, 112, 112] blocked tensor by a
+   * channel vector took 13–20 ms broadcast against 8.5–8.8 expanded (alone, `tmp` script); the
+   * expanded copy is one sample's size. Tent steps 0.90–0.96 (docs/speed.md, session 35).
+   */
+  const spreadOverMap = (v: string, d: number[]) => (!blockedStep.expandChannels || d[0]! < 4 || d[2]! * d[3]! === 1 ? v
+    : em.op('Expand', [v, em.ints([1, padded(d[1]!) / block, d[2]!, d[3]!, block])]));
   /** Sums over N, H, W of a blocked tensor of NCHW dims `d`: [Cp]. `op` ReduceSumSquare sums squares. */
   const channelSums = (b: string, d: number[], op: 'ReduceSum' | 'ReduceSumSquare' = 'ReduceSum') =>
     blockedChannelSums(em, b, [d[0]!, padded(d[1]!), d[2]!, d[3]!], block, op);
@@ -373,7 +383,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
       const id = dimsOf(i)!;
       operands[k] = id.join() === d.join() ? view5(ensureBlocked(i), d)
         : id[0] === d[0] && id.length === 4 && d[0] !== 1 ? view5(ensureBlocked(i), id) // a per-sample vector (a squeeze-excitation gate)
-        : channelOperand(i, C);
+        : spreadOverMap(channelOperand(i, C), d);
     });
     const out5 = em.op(n.opType, operands, {});
     g.nodes[g.nodes.length - 1]!.attrs = n.attrs;

@@ -6,7 +6,8 @@
 // conv blocked, no train-mode BatchNormalization left, its moments still graph tensors, the
 // swapped weights of the input-gradient convs element for element. The strided depthwise conv's
 // input gradient is written by phase (its size limit lowered here) with 40 channels (8 pad lanes),
-// and its phases are interleaved in the blocked layout: the same numbers as interleaved in NCHW.
+// and its phases are interleaved in the blocked layout: the same numbers as interleaved in NCHW;
+// per-channel operands expanded over a sample's map give the same numbers as broadcast.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
@@ -59,9 +60,9 @@ function net(): Model {
 const batch = (): Record<string, Tensor> => ({ x: f32([N, C, S, S], new Rng(6).fill(new Float32Array(N * C * S * S), 1)) });
 const NORM = [0, 1, 2, 3].flatMap((k) => [`g${k}`, `b${k}`]);
 
-async function step(on: boolean, interleave = true) {
+async function step(on: boolean, forms: Partial<typeof blockedStep> = {}) {
   const saved = { ...blockedStep }, minElements = stridedDxPhases.minElements;
-  Object.assign(blockedStep, { current: on, interleave });
+  Object.assign(blockedStep, { current: on, ...forms });
   stridedDxPhases.minElements = 0;
   const s = new RefitModel(net(), { threads: 1 }).compileTrainStep({ trainable: NORM, loss: randomProjectionLoss(['y'], 7), batchNorm: 'train' });
   try {
@@ -86,10 +87,13 @@ test('a constant-weight step in the blocked layout gives the standard step\'s lo
   for (const [k, v] of std.r.runningStats) assert.ok(relErr(blk.r.runningStats.get(k)!, v) <= 1e-5, `running statistic ${k}`);
 });
 
-test('a strided input gradient\'s phases interleaved in the blocked layout: the same numbers as interleaved in NCHW', { skip }, async () => {
-  const [nchw, blk] = [await step(true, false), await step(true, true)];
-  assert.equal(blk.r.loss, nchw.r.loss);
-  for (const p of NORM) assert.deepEqual(blk.r.grads.get(p), nchw.r.grads.get(p), `grad ${p}`);
+test('the blocked step\'s forms give the same numbers as the forms they replaced: phases interleaved in NCHW, per-channel operands broadcast', { skip }, async () => {
+  const blk = await step(true);
+  for (const old of [{ interleave: false }, { expandChannels: false }]) {
+    const r = (await step(true, old)).r;
+    assert.equal(blk.r.loss, r.loss, JSON.stringify(old));
+    for (const p of NORM) assert.deepEqual(blk.r.grads.get(p), r.grads.get(p), `grad ${p} against ${JSON.stringify(old)}`);
+  }
 });
 
 test('the pass: every conv blocked, no train-mode BatchNormalization left, its moments kept as graph tensors', { skip }, async () => {
@@ -100,7 +104,10 @@ test('the pass: every conv blocked, no train-mode BatchNormalization left, its m
   try { assert.equal(phaseStridedDx(m), 1, 'the depthwise conv\'s input gradient by phase, as train-step.ts writes the session\'s copy'); } finally { stridedDxPhases.minElements = minElements; }
   const convs = (model: Model, domain: string) => model.graph.nodes.filter((n) => n.opType === 'Conv' && n.domain === domain).length;
   const before = convs(m, '');
+  const expands = (model: Model) => model.graph.nodes.filter((n) => n.opType === 'Expand').length;
+  const expandsBefore = expands(m);
   const moved = blockStepActivations(m, graph.shapes, block!);
+  assert.ok(expands(m) > expandsBefore, 'per-channel operands expanded over a sample\'s map (batch 4)');
   // Left: the squeeze-excitation conv and its input gradient, on one position (nothing to block).
   const left = m.graph.nodes.filter((n) => n.opType === 'Conv' && n.domain === '');
   assert.ok(left.every((n) => n.inputs[1] === 'wse' || n.meta?.flippedWeightOf === 'wse'), `left as standard Convs: ${left.map((n) => n.name)}`);
