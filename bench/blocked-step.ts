@@ -21,6 +21,7 @@ import { createAdapter } from '../src/tta/index.ts';
 import { f32 } from '../src/onnx/tensor.ts';
 import { blockedStep } from '../src/onnx/nchwc-step.ts';
 import { sumOfSquares } from '../src/onnx/nchwc.ts';
+import { siluGradient } from '../src/autodiff/silu.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dir = join(resolve(here, '..'), 'tmp', 'foreign-models');
@@ -28,10 +29,10 @@ const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`)
 const models = arg('models', 'mobilenet_v2_224,mobilenet_v3_large,efficientnet_b0,resnet50,regnet_y_400mf,resnet18_224,resnet18_64,cnn28').split(',');
 const method = arg('method', 'tent'), rounds = Number(arg('rounds', '10'));
 const compare = arg('compare', 'standard');
-if (!['standard', 'interleave', 'sumsq', 'expand'].includes(compare)) throw new Error(`--compare ${compare}: expected standard, interleave, sumsq or expand`);
+if (!['standard', 'interleave', 'sumsq', 'expand', 'silu'].includes(compare)) throw new Error(`--compare ${compare}: expected standard, interleave, sumsq or expand`);
 /** The switch the two sides differ in. */
-const flip = (on: boolean) => { if (compare === 'standard') blockedStep.current = on; else if (compare === 'interleave') blockedStep.interleave = on; else if (compare === 'expand') blockedStep.expandChannels = on; else sumOfSquares.current = on ? 'mul' : 'reduce'; };
-const [offName, onName] = compare === 'standard' ? ['standard', 'blocked'] : compare === 'interleave' ? ['NCHW interleave', 'blocked interleave'] : compare === 'expand' ? ['broadcast', 'expanded'] : ['ReduceSumSquare', 'Mul+ReduceSum'];
+const flip = (on: boolean) => { if (compare === 'standard') blockedStep.current = on; else if (compare === 'interleave') blockedStep.interleave = on; else if (compare === 'expand') blockedStep.expandChannels = on; else if (compare === 'silu') siluGradient.current = on; else sumOfSquares.current = on ? 'mul' : 'reduce'; };
+const [offName, onName] = compare === 'standard' ? ['standard', 'blocked'] : compare === 'interleave' ? ['NCHW interleave', 'blocked interleave'] : compare === 'expand' ? ['broadcast', 'expanded'] : compare === 'silu' ? ['Mul and Sigmoid rules', 'SiLU gradient'] : ['ReduceSumSquare', 'Mul+ReduceSum'];
 /** The foreign bench's own models (bench/foreign_torch.py exports them) and their input sizes. */
 const FOREIGN: Record<string, [number, number, number]> = { cnn28: [64, 1, 28], resnet18_64: [64, 3, 64], resnet18_224: [16, 3, 224], mobilenet_v2_224: [16, 3, 224] };
 

@@ -6,6 +6,7 @@ import { isFloat, f32 } from '../onnx/tensor.ts';
 import { makeContext } from './context.ts';
 import { ruleFor, NO_GRADIENT_OPS } from './rule.ts';
 import { findBlockers, inputsBehind, missingRulesError } from './missing-rules.ts';
+import { siluGrad, siluMuls } from './silu.ts';
 import './rules/index.ts';
 
 export interface BackwardOptions {
@@ -96,6 +97,7 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
   };
 
   const failures: { node: string; op: string; why: string; param: string }[] = [];
+  const silus = siluMuls(forward, new Set([...graph.outputs.map((o) => o.name), opts.loss]));
   for (let k = forward.length - 1; k >= 0; k--) {
     const node = forward[k]!;
     if (!node.outputs.some((o) => origin.has(o) && reaches.has(o))) continue;
@@ -109,6 +111,12 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
       throw missingRulesError([{ opType: node.opType, domain: node.domain, nodes: [node.name], params: [origin.get(node.inputs.find((i) => i && origin.has(i))!)!] }], opts.wrt);
     }
     let grads: (string | null)[];
+    const silu = silus.get(node);
+    if (silu && dOut[0]) {
+      // x·Sigmoid(x) as one (./silu.ts): the whole gradient to x, none to the Sigmoid's output.
+      if (needs[node.inputs.indexOf(silu.x)]) addGrad(silu.x, siluGrad(em, dOut[0], silu.x, silu.s, node.outputs[0]!));
+      continue;
+    }
     try {
       grads = rule(ctx, node, dOut, needs);
     } catch (e) {

@@ -1,0 +1,71 @@
+// SiLU as exports write it, x·Sigmoid(x), differentiated as one (src/autodiff/silu.ts): finite
+// differences on both sides of the derivative's zero (x ≈ −1.28) and far out, the same gradients
+// as the Mul and Sigmoid rules, the pattern recognised only where the Sigmoid's output has no other
+// reader.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ModelBuilder } from '../../src/onnx/model-builder.ts';
+import { RefitModel } from '../../src/model.ts';
+import { gradCheck, randomProjectionLoss } from '../../src/autodiff/gradcheck.ts';
+import { siluGradient, siluMuls } from '../../src/autodiff/silu.ts';
+import { f32, tensor, type Tensor } from '../../src/onnx/tensor.ts';
+import { Rng } from '../../src/util/rng.ts';
+import { relErr } from '../helpers/close.ts';
+
+/** w (a parameter) → x = w·2 → y = x·Sigmoid(x) (either operand order) [→ z = y + s when `alsoRead`]. */
+function net(values: Float32Array, swap = false, alsoRead = false) {
+  const b = new ModelBuilder({ opset: 13 });
+  b.initializer('w', f32([values.length], values)).initializer('two', f32([], new Float32Array([2])));
+  b.input('dummy', 'float32', [1]);
+  b.node('Mul', ['w', 'two'], ['x']);
+  b.node('Sigmoid', ['x'], ['s']);
+  b.node('Mul', swap ? ['s', 'x'] : ['x', 's'], ['y'], {}, 'silu');
+  if (alsoRead) b.node('Add', ['y', 's'], ['z']);
+  b.node('Identity', ['dummy'], ['dummy_out']);
+  b.output(alsoRead ? 'z' : 'y');
+  return b.build();
+}
+
+const feeds: Record<string, Tensor> = { dummy: tensor('float32', [1], [0]) };
+const values = (rng: Rng, n: number, lo: number, hi: number) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rng.uniform());
+
+async function grad(model: ReturnType<typeof net>, on: boolean): Promise<Float32Array> {
+  const saved = siluGradient.current;
+  siluGradient.current = on;
+  try {
+    const m = new RefitModel(model, { threads: 1 });
+    const step = m.compileTrainStep({ trainable: ['w'], loss: randomProjectionLoss([model.graph.outputs[0]!.name], 3) });
+    return (await step.run(feeds)).grads.get('w')! as Float32Array;
+  } finally {
+    siluGradient.current = saved;
+  }
+}
+
+test('x·Sigmoid(x) differentiated as one: finite differences below, around and above the derivative\'s zero', async () => {
+  const rng = new Rng(4);
+  // x = 2w: w in [−4, −1] (x far below, derivative ~0 and negative), [−0.9, −0.4] (around x ≈ −1.28), [0.5, 4] (x up to 8)
+  for (const [lo, hi] of [[-4, -1], [-0.9, -0.4], [0.5, 4]] as const) {
+    const [r] = await gradCheck(net(values(rng, 24, lo, hi)), feeds, { params: ['w'], outputs: ['y'], eps: 1e-2 });
+    assert.ok(r!.relError <= 2e-3, `w in [${lo}, ${hi}]: relative error ${r!.relError.toExponential(2)}`);
+  }
+});
+
+test('x·Sigmoid(x): the same gradient as the Mul and Sigmoid rules, in either operand order', async () => {
+  const w = values(new Rng(5), 64, -5, 5);
+  for (const swap of [false, true]) {
+    const [one, rules] = [await grad(net(w, swap), true), await grad(net(w, swap), false)];
+    assert.ok(relErr(one, rules) <= 1e-6, `swap ${swap}: ${relErr(one, rules)}`);
+  }
+});
+
+test('the pattern only where the Sigmoid\'s output has no other reader', () => {
+  const plain = net(new Float32Array(4));
+  assert.equal(siluMuls(plain.graph.nodes, new Set(['y'])).size, 1);
+  assert.equal(siluMuls(plain.graph.nodes, new Set(['y', 's'])).size, 0, 's is a graph output');
+  assert.equal(siluMuls(net(new Float32Array(4), false, true).graph.nodes, new Set(['z'])).size, 0, 's is read by the Add too');
+});
+
+test('x·Sigmoid(x) with the Sigmoid\'s output read elsewhere: the rules, still right', async () => {
+  const [r] = await gradCheck(net(values(new Rng(6), 24, -3, 3), false, true), feeds, { params: ['w'], outputs: ['z'], eps: 1e-2 });
+  assert.ok(r!.relError <= 2e-3, `relative error ${r!.relError.toExponential(2)}`);
+});
