@@ -5,6 +5,8 @@
 // files and the .pt weights come from bench/foreign_torch.py --export.
 //
 //   npx tsx bench/foreign.ts [--models cnn28,resnet18_64,resnet18_224,mobilenet_v2_224]
+//     (the default four; efficientnet_b0_224, mobilenet_v3_large_224, resnet50_224 and
+//     regnet_y_400mf_224 by name, exported on first use)
 //        [--configs infer,bn-adapt,tent,eata,sar,full,norm,lora] [--reps 10] [--warmup 2]
 //        [--skip resnet18_224/lora,...] [--out bench/results/foreign]
 //        [--resume [--redo-contended 0.1]]  keep finished rows; rerun those where other processes used > 10% CPU
@@ -61,7 +63,14 @@ const MODELS: Record<string, { chw: [number, number, number]; batch: number; lab
   resnet18_64: { chw: [3, 64, 64], batch: 64, label: 'torchvision ResNet-18, 64×64' },
   resnet18_224: { chw: [3, 224, 224], batch: 16, label: 'torchvision ResNet-18, 224×224' },
   mobilenet_v2_224: { chw: [3, 224, 224], batch: 16, label: 'torchvision MobileNetV2, 224×224' },
+  // Asked for by name (--models), exported on first use:
+  efficientnet_b0_224: { chw: [3, 224, 224], batch: 16, label: 'torchvision EfficientNet-B0, 224×224' },
+  mobilenet_v3_large_224: { chw: [3, 224, 224], batch: 16, label: 'torchvision MobileNetV3-Large, 224×224' },
+  resnet50_224: { chw: [3, 224, 224], batch: 16, label: 'torchvision ResNet-50, 224×224' },
+  regnet_y_400mf_224: { chw: [3, 224, 224], batch: 16, label: 'torchvision RegNetY-400MF, 224×224' },
 };
+/** The models a run takes without --models. */
+const DEFAULT_MODELS = ['cnn28', 'resnet18_64', 'resnet18_224', 'mobilenet_v2_224'];
 const CONFIGS = ['infer', 'bn-adapt', 'tent', 'eata', 'sar', 'full', 'norm', 'lora'] as const;
 type Cfg = (typeof CONFIGS)[number];
 const modelDir = join(root, 'tmp', 'foreign-models');
@@ -250,7 +259,11 @@ async function main(): Promise<void> {
   if (argv[0] === '--child') { process.stdout.write(JSON.stringify(await refitChild(JSON.parse(argv[1]!))) + '\n'); return; }
   if (argv[0] === '--profile-child') { process.stdout.write(JSON.stringify(await profileChild(argv[1]!, (argv[2] ?? 'tent,full').split(','))) + '\n'); return; }
   if (!existsSync(join(modelDir, 'cnn28.onnx'))) execSync(`/usr/bin/python3 ${join(here, 'foreign_torch.py')} --export ${modelDir}`, { stdio: 'inherit' });
-  const models = arg('models', Object.keys(MODELS).join(',')).split(',');
+  const models = arg('models', DEFAULT_MODELS.join(',')).split(',');
+  const unknown = models.filter((m) => !MODELS[m]);
+  if (unknown.length) throw new Error(`--models: unknown ${unknown.join(', ')}; known: ${Object.keys(MODELS).join(', ')}`);
+  const missing = models.filter((m) => !existsSync(join(modelDir, `${m}.onnx`)));
+  if (missing.length) execSync(`/usr/bin/python3 ${join(here, 'foreign_torch.py')} --export ${modelDir} --only ${missing.join(',')}`, { stdio: 'inherit' });
   if (argv.includes('--profile')) return profile(models);
   const configs = arg('configs', CONFIGS.join(',')).split(',') as Cfg[];
   const skip = new Set(arg('skip', '').split(',').filter(Boolean));

@@ -7,7 +7,10 @@ Run with Debian's system python (torch 1.13, torchvision 0.14):
         writes <name>.onnx (opset 13, BatchNormalization kept, dynamic batch) and <name>.pt (the
         same weights) for: cnn28 (bench/torch_models.make_cnn, the ResNet-style CNN of
         bench/models/cnn.onnx), resnet18_64 / resnet18_224 (torchvision resnet18, one torch model
-        exported at two input sizes), mobilenet_v2_224 (torchvision mobilenet_v2).
+        exported at two input sizes), mobilenet_v2_224 (torchvision mobilenet_v2); with
+        --only NAME,… just those, among them torchvision efficientnet_b0, mobilenet_v3_large,
+        resnet50 and regnet_y_400mf at 224×224 (efficientnet_b0_224, …), which bench/foreign.ts
+        exports when asked for them.
     /usr/bin/python3 bench/foreign_torch.py --run NAME --config CFG --batch 64 --threads 2 --reps 10
         times one configuration in this process and prints one JSON line (median ms, peak RSS).
 
@@ -69,36 +72,47 @@ MODELS = {
     "resnet18_64": ("resnet18", (3, 64, 64)),
     "resnet18_224": ("resnet18", (3, 224, 224)),
     "mobilenet_v2_224": ("mobilenet_v2", (3, 224, 224)),
+    "efficientnet_b0_224": ("efficientnet_b0", (3, 224, 224)),
+    "mobilenet_v3_large_224": ("mobilenet_v3_large", (3, 224, 224)),
+    "resnet50_224": ("resnet50", (3, 224, 224)),
+    "regnet_y_400mf_224": ("regnet_y_400mf", (3, 224, 224)),
 }
+FIRST = ("cnn28", "resnet18_64", "resnet18_224", "mobilenet_v2_224")  # --export without --only
+SEEDS = {"cnn": 0, "resnet18": 10, "mobilenet_v2": 11, "efficientnet_b0": 12, "mobilenet_v3_large": 13, "resnet50": 14, "regnet_y_400mf": 15}
 
 
 def build(arch):
     """Deterministic weights; BN statistics calibrated and BN affine perturbed (so the export keeps
     one initializer per tensor, as bench/torch_models.make_cnn explains), head scaled so the
     predictions are confident and varied (softmax entropy well below ln C)."""
-    torch.manual_seed({"cnn": 0, "resnet18": 10, "mobilenet_v2": 11}[arch])
+    torch.manual_seed(SEEDS[arch])
     if arch == "cnn":
         return make_cnn(32, CLASSES, seed=0)
-    m = torchvision.models.resnet18(num_classes=CLASSES) if arch == "resnet18" else torchvision.models.mobilenet_v2(num_classes=CLASSES)
+    m = getattr(torchvision.models, arch)(num_classes=CLASSES)
     hw = 64
     with torch.no_grad():
         for mod in m.modules():
             if isinstance(mod, nn.BatchNorm2d):
                 mod.weight.add_(0.01 * torch.randn(mod.weight.shape))
                 mod.bias.add_(0.01 * torch.randn(mod.bias.shape))
+            elif arch not in ("resnet18", "mobilenet_v2") and isinstance(mod, (nn.Conv2d, nn.Linear)) and mod.bias is not None:
+                # zero-initialised biases (squeeze-excitation, the head) would be one initializer in the export
+                mod.bias.add_(0.01 * torch.randn(mod.bias.shape))
         m.train()
         for _ in range(3):
             m(torch.randn(8, 3, hw, hw))
-        head = m.fc if arch == "resnet18" else m.classifier[1]
+        head = [mod for mod in m.modules() if isinstance(mod, nn.Linear)][-1]
         head.weight.mul_(20.0)
     return m
 
 
-def export(out_dir):
+def export(out_dir, only=None):
     import onnx
     os.makedirs(out_dir, exist_ok=True)
     made = {}
     for name, (arch, chw) in MODELS.items():
+        if (only is None and name not in FIRST) or (only is not None and name not in only):
+            continue
         if arch not in made:
             made[arch] = build(arch).eval()
             torch.save(made[arch].state_dict(), os.path.join(out_dir, f"{arch}.pt"))
@@ -299,6 +313,7 @@ def profile(args):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--export", metavar="DIR")
+    ap.add_argument("--only", help="with --export: these models (comma-separated)")
     ap.add_argument("--run", choices=list(MODELS))
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--dir", default=os.path.join(HERE, "..", "tmp", "foreign-models"))
@@ -309,7 +324,11 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     args = ap.parse_args()
     if args.export:
-        export(args.export)
+        only = args.only.split(",") if args.only else None
+        unknown = [n for n in only or [] if n not in MODELS]
+        if unknown:
+            sys.exit(f"--only: unknown models {unknown}; known: {list(MODELS)}")
+        export(args.export, only)
         return
     print(json.dumps(profile(args) if args.profile else run(args)))
 

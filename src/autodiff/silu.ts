@@ -1,6 +1,6 @@
-// SiLU (Swish) written as its exports write it, y = x·Sigmoid(x) (torch.nn.SiLU at opset < 14:
-// EfficientNet, MobileNetV3's squeeze-excitation-free blocks, YOLO and diffusion U-Nets): its
-// gradient taken as one, dX = dY·s·(1 + x − y), s = Sigmoid(x), instead of the Mul rule's two
+// SiLU (Swish) as exports write it, y = x·Sigmoid(x) (ONNX has no SiLU op; torch.nn.SiLU in
+// EfficientNet, YOLOv5/v8, diffusion U-Nets, and the gate of LLaMA-style MLPs): its gradient taken
+// as one, dX = dY·s·(1 + x − y), s = Sigmoid(x), instead of the Mul rule's two
 // products plus the Sigmoid rule's three ops and their Sum. Four passes over the activation
 // where the rules take six; the same derivative, s + x·s·(1 − s), rearranged.
 import type { Node } from '../onnx/ir.ts';
