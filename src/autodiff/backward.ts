@@ -114,7 +114,10 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
     const silu = silus.get(node);
     if (silu && dOut[0]) {
       // x·Sigmoid(x) as one (./silu.ts): the whole gradient to x, none to the Sigmoid's output.
-      if (needs[node.inputs.indexOf(silu.x)]) addGrad(silu.x, siluGrad(em, dOut[0], silu.x, silu.s, node.outputs[0]!));
+      // The backward of y's readers is already emitted: does it read y (then y is kept anyway)?
+      const y = node.outputs[0]!;
+      const kept = graph.nodes.slice(forward.length).some((b) => b.inputs.includes(y));
+      if (needs[node.inputs.indexOf(silu.x)]) addGrad(silu.x, siluGrad(em, dOut[0], silu.x, silu.s, y, kept));
       continue;
     }
     try {

@@ -1,8 +1,12 @@
 // SiLU (Swish) as exports write it, y = x·Sigmoid(x) (ONNX has no SiLU op; torch.nn.SiLU in
 // EfficientNet, YOLOv5/v8, diffusion U-Nets, and the gate of LLaMA-style MLPs): its gradient taken
-// as one, dX = dY·s·(1 + x − y), s = Sigmoid(x), instead of the Mul rule's two
-// products plus the Sigmoid rule's three ops and their Sum. Four passes over the activation
-// where the rules take six; the same derivative, s + x·s·(1 − s), rearranged.
+// as one, instead of the Mul rule's two products plus the Sigmoid rule's three ops and their Sum
+// (six passes over the activation): dY·s·((x − y) + 1), s = Sigmoid(x), four passes, where the
+// backward reads y = x·s anyway (a trained conv's weight gradient reads its input); elsewhere
+// dY·s·(x·(1 − s) + 1), five passes, which keeps only x and s for the backward, as the rules do.
+// EfficientNet-B0's Tent step (y read by nothing else): the four-pass form 0.87 of the rules'
+// time and 110 MB more peak RSS, the five-pass form 0.90 and the rules' RSS (docs/speed.md,
+// session 35).
 import type { Node } from '../onnx/ir.ts';
 import type { Emitter } from '../onnx/emitter.ts';
 
@@ -30,7 +34,11 @@ export function siluMuls(nodes: readonly Node[], graphOutputs: ReadonlySet<strin
   return out;
 }
 
-/** dX of y = x·s, s = Sigmoid(x): dY·(s·((x − y) + 1)). */
-export function siluGrad(em: Emitter, dY: string, x: string, s: string, y: string): string {
-  return em.mul(dY, em.mul(s, em.add(em.sub(x, y), em.scalar(1))));
+/**
+ * dX of y = x·s, s = Sigmoid(x), the derivative s + x·s·(1 − s): from y where the backward keeps
+ * it anyway (`kept`), else from x and s alone.
+ */
+export function siluGrad(em: Emitter, dY: string, x: string, s: string, y: string, kept: boolean): string {
+  const inner = kept ? em.sub(x, y) : em.mul(x, em.sub(em.scalar(1), s));
+  return em.mul(dY, em.mul(s, em.add(inner, em.scalar(1))));
 }

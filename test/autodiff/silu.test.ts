@@ -1,7 +1,7 @@
-// SiLU as exports write it, x·Sigmoid(x), differentiated as one (src/autodiff/silu.ts): finite
-// differences on both sides of the derivative's zero (x ≈ −1.28) and far out, the same gradients
-// as the Mul and Sigmoid rules, the pattern recognised only where the Sigmoid's output has no other
-// reader.
+// SiLU as exports write it, x·Sigmoid(x), differentiated as one (src/autodiff/silu.ts), in both
+// its forms (from x and s; from y where the backward reads y anyway): finite differences on both
+// sides of the derivative's zero (x ≈ −1.28) and far out, the same gradients as the Mul and
+// Sigmoid rules, the pattern recognised only where the Sigmoid's output has no other reader.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
@@ -11,50 +11,63 @@ import { siluGradient, siluMuls } from '../../src/autodiff/silu.ts';
 import { f32, tensor, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { relErr } from '../helpers/close.ts';
+import { signatureOf } from '../../src/onnx/shapes.ts';
 
-/** w (a parameter) → x = w·2 → y = x·Sigmoid(x) (either operand order) [→ z = y + s when `alsoRead`]. */
-function net(values: Float32Array, swap = false, alsoRead = false) {
+/**
+ * w (a parameter) → x = w·2 → y = x·Sigmoid(x) (either operand order); then z = y + s when
+ * `alsoRead`, or z = y·v with v trained when `scaled` (v's gradient reads y: the four-pass form).
+ */
+function net(values: Float32Array, swap = false, alsoRead = false, scaled = false) {
   const b = new ModelBuilder({ opset: 13 });
   b.initializer('w', f32([values.length], values)).initializer('two', f32([], new Float32Array([2])));
+  b.initializer('v', f32([values.length], values.map((_, i) => 0.5 + 0.1 * (i % 7))));
   b.input('dummy', 'float32', [1]);
   b.node('Mul', ['w', 'two'], ['x']);
   b.node('Sigmoid', ['x'], ['s']);
   b.node('Mul', swap ? ['s', 'x'] : ['x', 's'], ['y'], {}, 'silu');
   if (alsoRead) b.node('Add', ['y', 's'], ['z']);
+  if (scaled) b.node('Mul', ['y', 'v'], ['z']);
   b.node('Identity', ['dummy'], ['dummy_out']);
-  b.output(alsoRead ? 'z' : 'y');
+  b.output(alsoRead || scaled ? 'z' : 'y');
   return b.build();
 }
 
 const feeds: Record<string, Tensor> = { dummy: tensor('float32', [1], [0]) };
 const values = (rng: Rng, n: number, lo: number, hi: number) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rng.uniform());
 
-async function grad(model: ReturnType<typeof net>, on: boolean): Promise<Float32Array> {
+/** w's gradient, and whether the step graph took the four-pass form (a Sub of y from x). */
+async function grad(model: ReturnType<typeof net>, on: boolean, trainable = ['w']): Promise<{ g: Float32Array; fromY: boolean }> {
   const saved = siluGradient.current;
   siluGradient.current = on;
   try {
     const m = new RefitModel(model, { threads: 1 });
-    const step = m.compileTrainStep({ trainable: ['w'], loss: randomProjectionLoss([model.graph.outputs[0]!.name], 3) });
-    return (await step.run(feeds)).grads.get('w')! as Float32Array;
+    const step = m.compileTrainStep({ trainable, loss: randomProjectionLoss([model.graph.outputs[0]!.name], 3) });
+    const { graph } = await step.compile(signatureOf(feeds));
+    const fromY = graph.model.graph.nodes.some((n) => n.opType === 'Sub' && n.inputs[0] === 'x' && n.inputs[1] === 'y');
+    return { g: (await step.run(feeds)).grads.get('w')! as Float32Array, fromY };
   } finally {
     siluGradient.current = saved;
   }
 }
 
-test('x·Sigmoid(x) differentiated as one: finite differences below, around and above the derivative\'s zero', async () => {
+test('x·Sigmoid(x) differentiated as one: finite differences below, around and above the derivative\'s zero, in both forms', async () => {
   const rng = new Rng(4);
   // x = 2w: w in [−4, −1] (x far below, derivative ~0 and negative), [−0.9, −0.4] (around x ≈ −1.28), [0.5, 4] (x up to 8)
   for (const [lo, hi] of [[-4, -1], [-0.9, -0.4], [0.5, 4]] as const) {
-    const [r] = await gradCheck(net(values(rng, 24, lo, hi)), feeds, { params: ['w'], outputs: ['y'], eps: 1e-2 });
-    assert.ok(r!.relError <= 2e-3, `w in [${lo}, ${hi}]: relative error ${r!.relError.toExponential(2)}`);
+    for (const scaled of [false, true]) {
+      const reports = await gradCheck(net(values(rng, 24, lo, hi), false, false, scaled), feeds, { params: scaled ? ['w', 'v'] : ['w'], outputs: [scaled ? 'z' : 'y'], eps: 1e-2 });
+      for (const r of reports) assert.ok(r.relError <= 2e-3, `w in [${lo}, ${hi}], scaled ${scaled}, d/d${r.param}: relative error ${r.relError.toExponential(2)}`);
+    }
   }
 });
 
-test('x·Sigmoid(x): the same gradient as the Mul and Sigmoid rules, in either operand order', async () => {
+test('x·Sigmoid(x): the same gradient as the Mul and Sigmoid rules, in either operand order, from x and s or from y where the backward keeps it', async () => {
   const w = values(new Rng(5), 64, -5, 5);
-  for (const swap of [false, true]) {
-    const [one, rules] = [await grad(net(w, swap), true), await grad(net(w, swap), false)];
-    assert.ok(relErr(one, rules) <= 1e-6, `swap ${swap}: ${relErr(one, rules)}`);
+  for (const [swap, scaled] of [[false, false], [true, false], [false, true]] as const) {
+    const trainable = scaled ? ['w', 'v'] : ['w'];
+    const [one, rules] = [await grad(net(w, swap, false, scaled), true, trainable), await grad(net(w, swap, false, scaled), false, trainable)];
+    assert.equal(one.fromY, scaled, scaled ? 'v\'s gradient reads y: the form from y' : 'nothing else reads y: the form from x and s');
+    assert.ok(relErr(one.g, rules.g) <= 1e-6, `swap ${swap}, scaled ${scaled}: ${relErr(one.g, rules.g)}`);
   }
 });
 
