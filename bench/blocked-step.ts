@@ -28,11 +28,19 @@ const dir = join(resolve(here, '..'), 'tmp', 'foreign-models');
 const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 ? process.argv[i + 1]! : d; };
 const models = arg('models', 'mobilenet_v2_224,mobilenet_v3_large,efficientnet_b0,resnet50,regnet_y_400mf,resnet18_224,resnet18_64,cnn28').split(',');
 const method = arg('method', 'tent'), rounds = Number(arg('rounds', '10'));
+/** Each --compare: the switch the two sides differ in, and their names (off, on). */
+const COMPARISONS: Record<string, { set: (on: boolean) => void; names: [string, string] }> = {
+  standard: { set: (on) => { blockedStep.current = on; }, names: ['standard', 'blocked'] },
+  interleave: { set: (on) => { blockedStep.interleave = on; }, names: ['NCHW interleave', 'blocked interleave'] },
+  sumsq: { set: (on) => { sumOfSquares.current = on ? 'mul' : 'reduce'; }, names: ['ReduceSumSquare', 'Mul+ReduceSum'] },
+  expand: { set: (on) => { blockedStep.expandChannels = on; }, names: ['broadcast', 'expanded'] },
+  silu: { set: (on) => { siluGradient.current = on; }, names: ['Mul and Sigmoid rules', 'SiLU gradient'] },
+};
 const compare = arg('compare', 'standard');
-if (!['standard', 'interleave', 'sumsq', 'expand', 'silu'].includes(compare)) throw new Error(`--compare ${compare}: expected standard, interleave, sumsq or expand`);
-/** The switch the two sides differ in. */
-const flip = (on: boolean) => { if (compare === 'standard') blockedStep.current = on; else if (compare === 'interleave') blockedStep.interleave = on; else if (compare === 'expand') blockedStep.expandChannels = on; else if (compare === 'silu') siluGradient.current = on; else sumOfSquares.current = on ? 'mul' : 'reduce'; };
-const [offName, onName] = compare === 'standard' ? ['standard', 'blocked'] : compare === 'interleave' ? ['NCHW interleave', 'blocked interleave'] : compare === 'expand' ? ['broadcast', 'expanded'] : compare === 'silu' ? ['Mul and Sigmoid rules', 'SiLU gradient'] : ['ReduceSumSquare', 'Mul+ReduceSum'];
+const comparison = COMPARISONS[compare];
+if (!comparison) throw new Error(`--compare ${compare}: expected one of ${Object.keys(COMPARISONS).join(', ')}`);
+const flip = comparison.set;
+const [offName, onName] = comparison.names;
 /** The foreign bench's own models (bench/foreign_torch.py exports them) and their input sizes. */
 const FOREIGN: Record<string, [number, number, number]> = { cnn28: [64, 1, 28], resnet18_64: [64, 3, 64], resnet18_224: [16, 3, 224], mobilenet_v2_224: [16, 3, 224] };
 

@@ -367,7 +367,7 @@ export function fuseConvTail(y: string, attrs: Node['attrs'], ctx: TailContext):
 /** The node that alone reads a tensor of `g` (undefined when several do, none does, or it is a graph output). */
 export function soleConsumerIn(g: Graph): (t: string) => Node | undefined {
   const readers = new Map<string, Node[]>();
-  for (const n of g.nodes) for (const i of n.inputs) if (i) readers.set(i, [...(readers.get(i) ?? []), n]);
+  for (const n of g.nodes) for (const i of n.inputs) if (i) { const r = readers.get(i); if (r) r.push(n); else readers.set(i, [n]); }
   const outputs = new Set(g.outputs.map((o) => o.name));
   return (t) => {
     const c = readers.get(t);
