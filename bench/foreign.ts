@@ -15,6 +15,11 @@
 //        [--no-arena]   refit sessions with onnxruntime's CPU memory arena off (memoryArena: false)
 //        [--env K=V,...] extra environment for BOTH sides' children (e.g. MALLOC_MMAP_THRESHOLD_=131072,
 //                       glibc's fixed mmap threshold: docs/speed.md, memory pass of session 6)
+//        [--torch-heap]  also time PyTorch with glibc serving every block from its heap (TORCH_HEAP_ENV:
+//                       no mmap, no trim), a third child per round. By default glibc maps each block above
+//                       32 MB afresh and the kernel zeroes its pages on first touch, every call; PyTorch's
+//                       CPU allocator has no cache of its own, so a 224² step at batch 16 pays ~120k minor
+//                       faults per call (docs/speed.md, session 36). onnxruntime's arena keeps its blocks.
 //   npx tsx bench/foreign.ts --profile [--models …] [--out bench/results/foreign-profile]
 //        one onnxruntime profile (enableProfiling) of the Tent step and the full step per model,
 //        op types and nodes by time; PyTorch's autograd profiler on the same steps beside it.
@@ -78,7 +83,7 @@ const modelDir = join(root, 'tmp', 'foreign-models');
 let ROUNDS = 1;
 
 interface Job { model: string; config: Cfg; batch: number; reps: number; warmup: number; arena?: boolean }
-interface Side { steal?: number; cpu_s?: number; wall_s?: number; otherLoad?: number; ms: number; times: number[]; first_ms: number; peak_rss_mb: number; trainable?: number; used?: number; compile_ms?: number; error?: string }
+interface Side { minflt_per_call?: number; steal?: number; cpu_s?: number; wall_s?: number; otherLoad?: number; ms: number; times: number[]; first_ms: number; peak_rss_mb: number; trainable?: number; used?: number; compile_ms?: number; error?: string }
 
 const arg = (name: string, dflt: string) => { const i = process.argv.indexOf(`--${name}`); return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt; };
 
@@ -98,14 +103,15 @@ function bnParams(model: RefitModel): Set<string> {
   return s;
 }
 
-async function timeIt(fn: () => Promise<unknown>, reps: number, warmup: number): Promise<{ first: number; times: number[] }> {
+async function timeIt(fn: () => Promise<unknown>, reps: number, warmup: number): Promise<{ first: number; times: number[]; minflt: number }> {
   let t = performance.now();
   await fn();
   const first = performance.now() - t;
   for (let i = 0; i < warmup; i++) await fn();
   const times: number[] = [];
+  const f0 = process.resourceUsage().minorPageFault;
   for (let i = 0; i < reps; i++) { t = performance.now(); await fn(); times.push(performance.now() - t); }
-  return { first, times };
+  return { first, times, minflt: (process.resourceUsage().minorPageFault - f0) / reps };
 }
 
 // ------------------------------------------------------------------ refit child
@@ -140,10 +146,10 @@ async function refitChild(job: Job): Promise<Side> {
     extra.trainable = names.reduce((a, n) => a + m.param(n).data.length, 0);
     fn = () => trainer.step({ x, y });
   }
-  const { first, times } = await timeIt(fn, job.reps, job.warmup);
+  const { first, times, minflt } = await timeIt(fn, job.reps, job.warmup);
   const ms = median(times);
   const cpu = process.cpuUsage();
-  return { ms, times, first_ms: first, compile_ms: cfg === 'infer' ? undefined : first - ms, peak_rss_mb: process.resourceUsage().maxRSS / 1024, cpu_s: (cpu.user + cpu.system) / 1e6, ...extra };
+  return { ms, times, minflt_per_call: minflt, first_ms: first, compile_ms: cfg === 'infer' ? undefined : first - ms, peak_rss_mb: process.resourceUsage().maxRSS / 1024, cpu_s: (cpu.user + cpu.system) / 1e6, ...extra };
 }
 
 // ------------------------------------------------------------------ profile child
@@ -228,9 +234,9 @@ function waitQuiet(maxS: number): number {
 }
 
 /** Runs one child; otherLoad = CPU seconds used by other processes during the child, per second and core (0 = the child had the machine alone). */
-function runChild(args: string[], py: boolean): Side {
+function runChild(args: string[], py: boolean, env: Record<string, string> = {}): Side {
   const b0 = busySeconds(), s0 = statLine()[7] ?? 0, t0 = performance.now();
-  const side = runChild1(args, py);
+  const side = runChild1(args, py, env);
   const wall = (performance.now() - t0) / 1000, busy = busySeconds() - b0;
   side.wall_s = wall;
   side.steal = ((statLine()[7] ?? 0) - s0) / 100 / (THREADS * wall);
@@ -238,9 +244,11 @@ function runChild(args: string[], py: boolean): Side {
   return side;
 }
 const extraEnv = Object.fromEntries(arg('env', '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
-function runChild1(args: string[], py: boolean): Side {
+/** --torch-heap: glibc never maps a block of its own (MMAP_MAX 0) and never gives the heap's top back (TRIM_THRESHOLD 16 GiB), so freed activations are reused without page faults. */
+const TORCH_HEAP_ENV = { MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: String(16 * 2 ** 30) };
+function runChild1(args: string[], py: boolean, env: Record<string, string> = {}): Side {
   const r = py
-    ? spawnSync('/usr/bin/python3', [join(here, 'foreign_torch.py'), ...args], { encoding: 'utf8', env: { ...process.env, ...extraEnv, OMP_NUM_THREADS: String(THREADS), MKL_NUM_THREADS: String(THREADS), OPENBLAS_NUM_THREADS: '1' }, maxBuffer: 1 << 26 })
+    ? spawnSync('/usr/bin/python3', [join(here, 'foreign_torch.py'), ...args], { encoding: 'utf8', env: { ...process.env, ...extraEnv, ...env, OMP_NUM_THREADS: String(THREADS), MKL_NUM_THREADS: String(THREADS), OPENBLAS_NUM_THREADS: '1' }, maxBuffer: 1 << 26 })
     : spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), ...args], { encoding: 'utf8', env: { ...process.env, ...extraEnv }, maxBuffer: 1 << 26 });
   if (r.status !== 0) return { ms: NaN, times: [], first_ms: NaN, peak_rss_mb: NaN, error: (r.stderr || String(r.signal)).slice(-600) };
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
@@ -269,6 +277,7 @@ async function main(): Promise<void> {
   const skip = new Set(arg('skip', '').split(',').filter(Boolean));
   const reps = Number(arg('reps', '10')), warmup = Number(arg('warmup', '2'));
   ROUNDS = Math.max(1, Number(arg('rounds', '1')));
+  const torchHeap = argv.includes('--torch-heap');
   const out = resolve(arg('out', join(here, 'results', 'foreign')));
   const meta = { date: new Date().toISOString(), node: process.version, threads: THREADS, reps, warmup, uptimeStart: uptime(), uptimeEnd: '', skipped: [...skip], command: `npx tsx bench/foreign.ts ${argv.join(' ')}`, blas: '', cpu: '' };
   meta.blas = execSync("update-alternatives --query libblas.so.3-x86_64-linux-gnu 2>/dev/null | grep '^Value' || true").toString().trim();
@@ -284,17 +293,20 @@ async function main(): Promise<void> {
   for (const model of models) for (const config of configs) {
     if (skip.has(`${model}/${config}`) || rows.some((r) => r.model === model && r.config === config)) continue;
     const job: Job = { model, config, batch: MODELS[model]!.batch, reps, warmup, ...(argv.includes('--no-arena') ? { arena: false } : {}) };
-    const refits: Side[] = [], torches: Side[] = [];
+    const refits: Side[] = [], torches: Side[] = [], heaps: Side[] = [];
     let idleRefit = NaN, idleTorch = NaN;
+    const torchArgs = ['--run', model, '--config', config, '--batch', String(job.batch), '--threads', String(THREADS), '--reps', String(reps), '--warmup', String(warmup), '--dir', modelDir];
     for (let round = 0; round < ROUNDS; round++) {
       idleRefit = waitQuiet(30);
       refits.push(runChild(['--child', JSON.stringify(job)], false));
       idleTorch = waitQuiet(30);
-      torches.push(runChild(['--run', model, '--config', config, '--batch', String(job.batch), '--threads', String(THREADS), '--reps', String(reps), '--warmup', String(warmup), '--dir', modelDir], true));
+      torches.push(runChild(torchArgs, true));
+      if (torchHeap) { waitQuiet(30); heaps.push(runChild(torchArgs, true, TORCH_HEAP_ENV)); }
     }
     const refit = medianRun(refits), torch = medianRun(torches);
     let row: Row = { model, config, batch: job.batch, refit, torch, ratio: refit.ms / torch.ms, idleRefit, idleTorch, loadavg: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ') };
-    if (ROUNDS > 1) row.runs = { refit: refits.map((r) => r.ms), torch: torches.map((r) => r.ms) };
+    if (torchHeap) row.torchHeap = medianRun(heaps);
+    if (ROUNDS > 1) row.runs = { refit: refits.map((r) => r.ms), torch: torches.map((r) => r.ms), ...(torchHeap ? { torchHeap: heaps.map((r) => r.ms) } : {}) };
     // A rerun keeps, per side, the attempt that ran with less contention.
     const old = earlier.get(`${model}/${config}`);
     if (old) {
@@ -318,7 +330,7 @@ function medianRun(runs: Side[]): Side {
   return ok.length ? ok[(ok.length - 1) >> 1]! : runs[0]!;
 }
 
-interface Row { runs?: { refit: number[]; torch: number[] }; reruns?: number; model: string; config: Cfg; batch: number; refit: Side; torch: Side; ratio: number; idleRefit: number; idleTorch: number; loadavg: string }
+interface Row { runs?: { refit: number[]; torch: number[]; torchHeap?: number[] }; reruns?: number; model: string; config: Cfg; batch: number; refit: Side; torch: Side; torchHeap?: Side; ratio: number; idleRefit: number; idleTorch: number; loadavg: string }
 
 function save(out: string, meta: Record<string, unknown>, rows: Row[]): void {
   mkdirSync(dirname(out), { recursive: true });
@@ -328,10 +340,15 @@ function save(out: string, meta: Record<string, unknown>, rows: Row[]): void {
   L.push(`\`${meta.command}\` on ${String(meta.date).slice(0, 16)} UTC, Node ${meta.node}, ${THREADS} threads on both sides (onnxruntime-node intra-op; PyTorch 1.13 intra-op, OpenBLAS single-threaded inside), 2-core machine${meta.cpu ? ` (${String(meta.cpu)})` : ''}. Median of ${meta.reps} calls after ${meta.warmup} warm-up calls${ROUNDS > 1 ? `; each side ${ROUNDS} child processes per cell, alternating, the median run shown (every run's ms in brackets)` : ''}; "first" is the first call (refit compiles there). Each cell is its own child process; peak RSS is that process's. BatchNorm in train mode for every training step. EATA/SAR margins opened so that every sample updates (see bench/foreign.ts).`, '');
   L.push(`Load: \`${meta.uptimeStart}\` at the start, \`${meta.uptimeEnd || '(running)'}\` at the end. Before each child the benchmark waits (at most 30 s) for a second with ≥ 85% of the CPU idle. "other load" is the CPU time other processes used while the child ran, as a share of both cores over its wall time (/proc/stat busy time minus the child's own user+system time): 0% = the child had the machine alone; above ~10% the row's time is inflated by contention. It includes the hypervisor's steal time (this is a VM), which the JSON also gives apart (\`steal\`).`, '');
   if ((meta.skipped as string[]).length) L.push(`Skipped: ${(meta.skipped as string[]).join(', ')}.`, '');
-  L.push('| model | batch | config | refit ms | PyTorch ms | refit / PyTorch | refit first call (compile) ms | refit peak RSS MB | PyTorch peak RSS MB | RSS ratio | trainable | other load refit / torch |', '|---|---|---|---|---|---|---|---|---|---|---|---|');
+  // With --torch-heap: PyTorch again with glibc's heap only (TORCH_HEAP_ENV), its ratio and peak RSS beside the default's.
+  const heap = rows.some((r) => r.torchHeap);
+  if (heap) L.push('"PyTorch heap": the same PyTorch child with `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=17179869184` (glibc serves every block from its heap and keeps it), a third child per round. "faults": minor page faults per timed call, refit / PyTorch / PyTorch heap.', '');
+  L.push(`| model | batch | config | refit ms | PyTorch ms | refit / PyTorch |${heap ? ' PyTorch heap ms | refit / PyTorch heap |' : ''} refit first call (compile) ms | refit peak RSS MB | PyTorch peak RSS MB | RSS ratio |${heap ? ' PyTorch heap peak RSS MB | faults |' : ''} trainable | other load refit / torch |`, `|${'---|'.repeat(heap ? 16 : 12)}`);
   const runs = (v: number[] | undefined) => (v && v.length > 1 ? ` (${v.map((x) => f(x, 0)).join(', ')})` : '');
   for (const r of rows) {
-    L.push(`| ${r.model} | ${r.batch} | ${r.config} | ${f(r.refit.ms)}${runs(r.runs?.refit)} | ${f(r.torch.ms)}${runs(r.runs?.torch)} | ${f(r.ratio, 2)} | ${f(r.refit.first_ms, 0)} | ${f(r.refit.peak_rss_mb, 0)} | ${f(r.torch.peak_rss_mb, 0)} | ${f(r.refit.peak_rss_mb / r.torch.peak_rss_mb, 2)} | ${r.refit.trainable ?? r.torch.trainable ?? ''} | ${f(100 * (r.refit.otherLoad ?? NaN), 0)}% / ${f(100 * (r.torch.otherLoad ?? NaN), 0)}% |`);
+    const h = r.torchHeap;
+    const heapCols = (a: string) => (heap ? a : '');
+    L.push(`| ${r.model} | ${r.batch} | ${r.config} | ${f(r.refit.ms)}${runs(r.runs?.refit)} | ${f(r.torch.ms)}${runs(r.runs?.torch)} | ${f(r.ratio, 2)} |${heapCols(` ${f(h?.ms)}${runs(r.runs?.torchHeap)} | ${f(h ? r.refit.ms / h.ms : NaN, 2)} |`)} ${f(r.refit.first_ms, 0)} | ${f(r.refit.peak_rss_mb, 0)} | ${f(r.torch.peak_rss_mb, 0)} | ${f(r.refit.peak_rss_mb / r.torch.peak_rss_mb, 2)} |${heapCols(` ${f(h?.peak_rss_mb, 0)} | ${f(r.refit.minflt_per_call, 0)} / ${f(r.torch.minflt_per_call, 0)} / ${f(h?.minflt_per_call, 0)} |`)} ${r.refit.trainable ?? r.torch.trainable ?? ''} | ${f(100 * (r.refit.otherLoad ?? NaN), 0)}% / ${f(100 * (r.torch.otherLoad ?? NaN), 0)}% |`);
   }
   const errs = rows.filter((r) => r.refit.error || r.torch.error);
   if (errs.length) L.push('', 'Errors:', ...errs.map((r) => `- ${r.model}/${r.config}: ${(r.refit.error ?? r.torch.error ?? '').replace(/\n/g, ' ').slice(-300)}`));
