@@ -18,7 +18,7 @@
 //        [--torch-heap]  also time PyTorch with glibc serving every block from its heap (TORCH_HEAP_ENV:
 //                       no mmap, no trim), a third child per round. By default glibc maps each block above
 //                       32 MB afresh and the kernel zeroes its pages on first touch, every call; PyTorch's
-//                       CPU allocator has no cache of its own, so a 224² step at batch 16 pays ~120k minor
+//                       CPU allocator has no cache of its own, so a 224² step at batch 16 paid 46k–490k minor
 //                       faults per call (docs/speed.md, session 36). onnxruntime's arena keeps its blocks.
 //   npx tsx bench/foreign.ts --profile [--models …] [--out bench/results/foreign-profile]
 //        one onnxruntime profile (enableProfiling) of the Tent step and the full step per model,
@@ -342,7 +342,7 @@ function save(out: string, meta: Record<string, unknown>, rows: Row[]): void {
   if ((meta.skipped as string[]).length) L.push(`Skipped: ${(meta.skipped as string[]).join(', ')}.`, '');
   // With --torch-heap: PyTorch again with glibc's heap only (TORCH_HEAP_ENV), its ratio and peak RSS beside the default's.
   const heap = rows.some((r) => r.torchHeap);
-  if (heap) L.push('"PyTorch heap": the same PyTorch child with `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=17179869184` (glibc serves every block from its heap and keeps it), a third child per round. "faults": minor page faults per timed call, refit / PyTorch / PyTorch heap.', '');
+  if (heap) L.push(`"PyTorch heap": the same PyTorch child with \`${Object.entries(TORCH_HEAP_ENV).map(([k, v]) => `${k}=${v}`).join(' ')}\` (glibc serves every block from its heap and keeps it), a third child per round. "faults": minor page faults per timed call, refit / PyTorch / PyTorch heap.`, '');
   L.push(`| model | batch | config | refit ms | PyTorch ms | refit / PyTorch |${heap ? ' PyTorch heap ms | refit / PyTorch heap |' : ''} refit first call (compile) ms | refit peak RSS MB | PyTorch peak RSS MB | RSS ratio |${heap ? ' PyTorch heap peak RSS MB | faults |' : ''} trainable | other load refit / torch |`, `|${'---|'.repeat(heap ? 16 : 12)}`);
   const runs = (v: number[] | undefined) => (v && v.length > 1 ? ` (${v.map((x) => f(x, 0)).join(', ')})` : '');
   for (const r of rows) {
