@@ -13,7 +13,7 @@
 // imports nothing Node-only (the web bundle reaches it through train-step.ts): files and the session
 // come from process.getBuiltinModule and the registered runtime, only when the backend is Node's.
 import { runtime, type SessionOptions } from './runtime.ts';
-import { attrFloat, attrInt, attrInts, type Graph, type Model, type Node } from './ir.ts';
+import { attrFloat, attrInt, attrInts, consumers, type Graph, type Model, type Node } from './ir.ts';
 import { encodeModel, decodeModel } from './proto.ts';
 import { tensor, type Tensor } from './tensor.ts';
 import type { Emitter } from './emitter.ts';
@@ -366,8 +366,7 @@ export function fuseConvTail(y: string, attrs: Node['attrs'], ctx: TailContext):
 
 /** The node that alone reads a tensor of `g` (undefined when several do, none does, or it is a graph output). */
 export function soleConsumerIn(g: Graph): (t: string) => Node | undefined {
-  const readers = new Map<string, Node[]>();
-  for (const n of g.nodes) for (const i of n.inputs) if (i) { const r = readers.get(i); if (r) r.push(n); else readers.set(i, [n]); }
+  const readers = consumers(g);
   const outputs = new Set(g.outputs.map((o) => o.name));
   return (t) => {
     const c = readers.get(t);
