@@ -345,9 +345,9 @@ function save(out: string, meta: Record<string, unknown>, rows: Row[]): void {
   if (heap) L.push(`"PyTorch heap": the same PyTorch child with \`${Object.entries(TORCH_HEAP_ENV).map(([k, v]) => `${k}=${v}`).join(' ')}\` (glibc serves every block from its heap and keeps it), a third child per round. "faults": minor page faults per timed call, refit / PyTorch / PyTorch heap.`, '');
   L.push(`| model | batch | config | refit ms | PyTorch ms | refit / PyTorch |${heap ? ' PyTorch heap ms | refit / PyTorch heap |' : ''} refit first call (compile) ms | refit peak RSS MB | PyTorch peak RSS MB | RSS ratio |${heap ? ' PyTorch heap peak RSS MB | faults |' : ''} trainable | other load refit / torch |`, `|${'---|'.repeat(heap ? 16 : 12)}`);
   const runs = (v: number[] | undefined) => (v && v.length > 1 ? ` (${v.map((x) => f(x, 0)).join(', ')})` : '');
+  const heapCols = (a: string) => (heap ? a : '');
   for (const r of rows) {
     const h = r.torchHeap;
-    const heapCols = (a: string) => (heap ? a : '');
     L.push(`| ${r.model} | ${r.batch} | ${r.config} | ${f(r.refit.ms)}${runs(r.runs?.refit)} | ${f(r.torch.ms)}${runs(r.runs?.torch)} | ${f(r.ratio, 2)} |${heapCols(` ${f(h?.ms)}${runs(r.runs?.torchHeap)} | ${f(h ? r.refit.ms / h.ms : NaN, 2)} |`)} ${f(r.refit.first_ms, 0)} | ${f(r.refit.peak_rss_mb, 0)} | ${f(r.torch.peak_rss_mb, 0)} | ${f(r.refit.peak_rss_mb / r.torch.peak_rss_mb, 2)} |${heapCols(` ${f(h?.peak_rss_mb, 0)} | ${f(r.refit.minflt_per_call, 0)} / ${f(r.torch.minflt_per_call, 0)} / ${f(h?.minflt_per_call, 0)} |`)} ${r.refit.trainable ?? r.torch.trainable ?? ''} | ${f(100 * (r.refit.otherLoad ?? NaN), 0)}% / ${f(100 * (r.torch.otherLoad ?? NaN), 0)}% |`);
   }
   const errs = rows.filter((r) => r.refit.error || r.torch.error);
