@@ -37,8 +37,24 @@ import { checkRunningStats, mixWithPrior } from '../train/batchnorm-train.ts';
 /** Outputs per axis the BN shift is computed from (firstSampleWindow): a mean of up to 16 real outputs per channel. */
 const SHIFT_WINDOW = 4;
 
-/** Whether 1×1 convs take their BN statistics from the input's moments (tests and benches switch it). */
-export const pointwiseStats = { current: true };
+/**
+ * Whether 1×1 convs take their BN statistics from the input's moments (tests and benches switch it),
+ * and where: `maxCost` bounds the Gram route's multiply-adds per element of the conv's output,
+ * I²·(rows + O) / (rows·O), against the direct statistics' passes over that output (see
+ * pointwiseStatsPay). Infinity takes every conv that widens (the rule before session 37).
+ */
+export const pointwiseStats = { current: true, maxCost: 16 };
+
+/**
+ * Whether a 1×1 conv from I to O channels over `rows` output positions (N·H·W) should take its BN
+ * statistics from its input: the Gram product costs rows·I² and W·Σ·Wᵀ O·I² multiply-adds, the
+ * direct route about four passes over the rows·O output. A Gram product costs as much as the conv
+ * itself where I = O (RegNetY's 1×1 convs: BN-adapt 249 → 184 ms without it), and late layers,
+ * with few rows and wide channels, pay the O·I² term for little output.
+ */
+export function pointwiseStatsPay(I: number, O: number, rows: number, maxCost: number = pointwiseStats.maxCost): boolean {
+  return I <= O && (I * I * (rows + O)) / (rows * O) <= maxCost;
+}
 
 export interface BlockedBatchStatsResult {
   /** Convolutions and BatchNorm layers moved onto the blocked kernels. */
@@ -50,9 +66,9 @@ export interface BlockedBatchStatsResult {
  * Rewrite, in place, the convs (constant weights) and inference BatchNormalization nodes of
  * `model` that fit the blocked kernels into their blocked, batch-statistics form. BatchNorm nodes
  * left alone stay as they were: the caller lowers them with lowerBatchNormTrain afterwards.
- * `shapeOf` gives the dims of the model's tensors (from probeShapes). `prior` as in BatchStatOptions.
+ * `shapeOf` gives the dims of the model's tensors (from probeShapes). `prior` as in BatchStatOptions; `pointwiseMaxCost` overrides pointwiseStats.maxCost.
  */
-export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] | undefined, block: number, opts: { prior?: number } = {}): BlockedBatchStatsResult {
+export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] | undefined, block: number, opts: { prior?: number; pointwiseMaxCost?: number } = {}): BlockedBatchStatsResult {
   const g = model.graph;
   const prior = opts.prior ?? 0;
   const original = g.nodes;
@@ -95,6 +111,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
     }
     return b;
   };
+  const rowsOf = ([N, , H, W]: number[]) => N! * H! * W!;
   const isBlockedDims = (d: number[] | undefined): d is number[] => !!d && d.length === 4 && d.every((v) => Number.isInteger(v) && v > 0);
   /** Channels as the blocked layout holds them: rounded up to whole blocks (the pad lanes are zeros). */
   const padded = (c: number) => Math.ceil(c / block) * block;
@@ -114,7 +131,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
       const x0 = n.inputs[0]!;
       const form = candidate && candidate.reorderInput && !blocked.has(x0) && (shapeOf(x0)?.[1] ?? 0) % 4 !== 0 ? null : candidate;
       const bn = form ? soleConsumer(n.outputs[0]!) : undefined;
-      if (form && bn && isBatchNorm(bn) && form.filter === 'OIHWBiBo' && isPointwise(n) && isBlockedDims(shapeOf(n.inputs[0]!)) && pointwiseStats.current && padded(wt!.dims[1]!) <= padded(wt!.dims[0]!)) {
+      if (form && bn && isBatchNorm(bn) && form.filter === 'OIHWBiBo' && isPointwise(n) && isBlockedDims(shapeOf(n.inputs[0]!)) && pointwiseStats.current && pointwiseStatsPay(padded(wt!.dims[1]!), padded(wt!.dims[0]!), rowsOf(dims!), opts.pointwiseMaxCost)) {
         checkRunningStats(g, bn);
         pointwiseBatchNorm(n, bn, ensureBlocked(n.inputs[0]!), wt!.dims as number[]);
         skip.add(bn);

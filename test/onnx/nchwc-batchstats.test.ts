@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
 import { RefitModel } from '../../src/model.ts';
 import { batchStatModel, bnAdaptForm } from '../../src/tta/bn-adapt.ts';
-import { blockBatchStats, pointwiseStats } from '../../src/onnx/nchwc-batchstats.ts';
+import { blockBatchStats, pointwiseStats, pointwiseStatsPay } from '../../src/onnx/nchwc-batchstats.ts';
 import { nchwcBlockSize, NCHWC_DOMAIN } from '../../src/onnx/nchwc.ts';
 import { probeShapes, signatureOf } from '../../src/onnx/shapes.ts';
 import { cloneModel } from '../../src/onnx/ir.ts';
@@ -72,13 +72,14 @@ function model(b: number): RefitModel {
 }
 
 async function logits(m: RefitModel, x: Tensor, form: 'standard' | 'blocked', prior = 0, pointwise = true): Promise<Float32Array> {
-  const saved = [bnAdaptForm.current, pointwiseStats.current] as const;
+  const saved = [bnAdaptForm.current, pointwiseStats.current, pointwiseStats.maxCost] as const;
   bnAdaptForm.current = form;
   pointwiseStats.current = pointwise;
+  pointwiseStats.maxCost = Infinity; // every widening 1×1 conv of the small test model takes the Gram route
   try {
     const v = await batchStatModel(m, { x }, prior);
     try { return (await v.run({ x }, { outputs: ['logits'] })).logits!.data as Float32Array; } finally { await v.release(); }
-  } finally { [bnAdaptForm.current, pointwiseStats.current] = saved; }
+  } finally { [bnAdaptForm.current, pointwiseStats.current, pointwiseStats.maxCost] = saved; }
 }
 
 function relErr(a: Float32Array, ref: Float32Array): number {
@@ -94,7 +95,8 @@ test('blocked BN-adapt rewrites every blocked-size conv and BN, and leaves one r
   const x = input(4);
   const ir = cloneModel(m.ir);
   const shapes = await probeShapes(m.ir, signatureOf({ x }));
-  const r = blockBatchStats(ir, (t) => shapes.get(t)?.dims, block!);
+  // Every widening 1×1 conv on the Gram route, whatever the cost gate says of these small maps.
+  const r = blockBatchStats(ir, (t) => shapes.get(t)?.dims, block!, { pointwiseMaxCost: Infinity });
   // Every conv and BN (the 24-channel layer padded to whole blocks).
   assert.deepEqual(r, { convs: 9, batchNorms: 9 });
   const ops = ir.graph.nodes.map((n) => `${n.domain === NCHWC_DOMAIN ? 'nchwc.' : ''}${n.opType}`);
@@ -263,4 +265,17 @@ test('blocked BN-adapt: a conv whose input has a channel count that is no multip
   const blocked = await logits(m, x, 'blocked');
   assert.ok(relErr(blocked, standard) <= 1e-5, `blocked vs standard: ${relErr(blocked, standard)}`);
   await m.release();
+});
+
+test('pointwiseStatsPay: the Gram route for MobileNet-style expansions on large maps, not for equal widths or late narrow maps', () => {
+  // MobileNetV2's first expansion (16 → 96 channels on 112², batch 16) and a 24 → 144 one on 56².
+  assert.ok(pointwiseStatsPay(16, 96, 16 * 112 * 112));
+  assert.ok(pointwiseStatsPay(32, 144, 16 * 56 * 56));
+  // RegNetY-400MF's 1×1 convs keep the width (48 → 48 on 56²): the Gram product costs the conv again.
+  assert.ok(!pointwiseStatsPay(48, 48, 16 * 56 * 56));
+  // MobileNetV2's last expansion (160 → 960 on 7²): W·Σ·Wᵀ alone costs more than the output's passes.
+  assert.ok(!pointwiseStatsPay(160, 960, 16 * 7 * 7));
+  // Narrowing convs never take it; Infinity takes every widening one.
+  assert.ok(!pointwiseStatsPay(96, 16, 16 * 112 * 112, Infinity));
+  assert.ok(pointwiseStatsPay(160, 960, 16 * 7 * 7, Infinity));
 });
