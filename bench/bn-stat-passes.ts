@@ -8,6 +8,8 @@
 //   (onnxruntime's generic strided reduction)
 // - krk+rk: the same sums as [N·C/b, H·W, b] over axis 1 (its fast keep-reduce-keep path), then over N
 // - krk-sq-mul: as krk+rk with the squares as Mul + ReduceSum
+// - krk-sq-gram: as krk+rk with the squares as the diagonal of a batched Gram product vᵀv of each
+//   [H·W, b] slice (b× the multiply-adds, but no squared tensor written and read back)
 // - matmul-ones: the sums as a MatMul of a ones row against [N·C/b, H·W, b]
 // - nchw-rkr: the same sums on NCHW as [N, C, H·W] over axes 0, 2 (reduce-keep-reduce)
 // - bn-nchw: the whole training-mode BatchNormalization kernel on NCHW (moments + normalisation, one thread)
@@ -38,6 +40,12 @@ for (const [N, C, H] of geos) {
     'krk-sq-mul': (em) => {
       const v = em.reshape('x', [N * cb, HW, b]);
       return [v, em.mul(v, v)].map((t) => em.reduce('ReduceSum', em.reshape(em.reduce('ReduceSum', t, [1], false), [N, C]), [0], false));
+    },
+    'krk-sq-gram': (em) => {
+      const v = em.reshape('x', [N * cb, HW, b]);
+      const eye = em.constant(f32([b, b], Float32Array.from({ length: b * b }, (_, i) => (i % (b + 1) === 0 ? 1 : 0))));
+      const sq = em.reduce('ReduceSum', em.mul(em.op('MatMul', [em.transpose(v, [0, 2, 1]), v]), eye), [2], false);
+      return [em.reduce('ReduceSum', v, [1], false), sq].map((t) => em.reduce('ReduceSum', em.reshape(t, [N, C]), [0], false));
     },
     'matmul-ones': (em) => {
       const v = em.reshape('x', [N * cb, HW, b]);

@@ -2,16 +2,21 @@
 // EfficientNet, YOLOv5/v8, diffusion U-Nets, and the gate of LLaMA-style MLPs): its gradient taken
 // as one, instead of the Mul rule's two products plus the Sigmoid rule's three ops and their Sum
 // (six passes over the activation): dY·s·((x − y) + 1), s = Sigmoid(x), four passes, where the
-// backward reads y = x·s anyway (a trained conv's weight gradient reads its input); elsewhere
-// dY·s·(x·(1 − s) + 1), five passes, which keeps only x and s for the backward, as the rules do.
-// EfficientNet-B0's Tent step (y read by nothing else): the four-pass form 0.87 of the rules'
-// time and 110 MB more peak RSS, the five-pass form 0.90 and the rules' RSS (docs/speed.md,
-// session 35).
+// backward reads y = x·s anyway (a trained conv's weight gradient reads its input); elsewhere from
+// x alone, as PyTorch's silu_backward does: dY·(1 − t)·(x·t + 1) with t = Sigmoid(−x) recomputed
+// in the backward (seven passes), so the forward's s dies at its Mul instead of living until the
+// backward. EfficientNet-B0's Tent step: the four-pass form 0.87 of the rules' time and 110 MB
+// more peak RSS (session 35); keeping s (five passes) 0.90 and the rules' RSS; recomputing it the
+// same time as keeping it (0.95–1.04 over three runs) and 107 MB less peak RSS, 1882 → 1775 MB
+// (docs/speed.md, session 37).
 import type { Node } from '../onnx/ir.ts';
 import type { Emitter } from '../onnx/emitter.ts';
 
-/** Switch for benches and tests: the pattern's one gradient, or the Mul and Sigmoid rules'. */
-export const siluGradient = { current: true };
+/**
+ * Switches for benches and tests: the pattern's one gradient, or the Mul and Sigmoid rules'; and
+ * whether the five-pass form recomputes s from x in the backward instead of keeping it.
+ */
+export const siluGradient = { current: true, recompute: true };
 
 /**
  * Mul nodes that compute x·Sigmoid(x), each with the Sigmoid's output s and x, where s is read by
@@ -36,9 +41,18 @@ export function siluMuls(nodes: readonly Node[], graphOutputs: ReadonlySet<strin
 
 /**
  * dX of y = x·s, s = Sigmoid(x), the derivative s + x·s·(1 − s): from y where the backward keeps
- * it anyway (`kept`), else from x and s alone.
+ * it anyway (`kept`), else from x alone (s recomputed) or, with `siluGradient.recompute` off, from
+ * x and s.
  */
 export function siluGrad(em: Emitter, dY: string, x: string, s: string, y: string, kept: boolean): string {
+  if (!kept && siluGradient.recompute) {
+    // s + x·s·(1 − s) = (1 − t)·(1 + x·t) with t = Sigmoid(−x) = 1 − s. Not Sigmoid(x) again:
+    // onnxruntime's common-subexpression elimination merges that with the forward's and keeps s
+    // alive after all (measured: peak RSS unchanged).
+    const t = em.op('Sigmoid', [em.op('Neg', [x])]);
+    return em.mul(dY, em.mul(em.sub(em.scalar(1), t), em.add(em.mul(x, t), em.scalar(1))));
+  }
   const inner = kept ? em.sub(x, y) : em.mul(x, em.sub(em.scalar(1), s));
   return em.mul(dY, em.mul(s, em.add(inner, em.scalar(1))));
 }
+

@@ -1,7 +1,8 @@
 // SiLU as exports write it, x·Sigmoid(x), differentiated as one (src/autodiff/silu.ts), in both
 // its forms (from x and s; from y where the backward reads y anyway): finite differences on both
 // sides of the derivative's zero (x ≈ −1.28) and far out, the same gradients as the Mul and
-// Sigmoid rules, the pattern recognised only where the Sigmoid's output has no other reader.
+// Sigmoid rules, the pattern recognised only where the Sigmoid's output has no other reader, and
+// s recomputed in the backward (so the forward's s dies at its Mul) with the same gradient.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
@@ -35,18 +36,25 @@ function net(values: Float32Array, swap = false, alsoRead = false, scaled = fals
 const feeds: Record<string, Tensor> = { dummy: tensor('float32', [1], [0]) };
 const values = (rng: Rng, n: number, lo: number, hi: number) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rng.uniform());
 
-/** w's gradient, and whether the step graph took the four-pass form (a Sub of y from x). */
-async function grad(model: ReturnType<typeof net>, on: boolean, trainable = ['w']): Promise<{ g: Float32Array; fromY: boolean }> {
-  const saved = siluGradient.current;
-  siluGradient.current = on;
+/**
+ * w's gradient; whether the step graph took the four-pass form (a Sub of y from x); which nodes
+ * read s (the forward's Sigmoid output); whether the backward computes Sigmoid(−x) itself.
+ */
+async function grad(model: ReturnType<typeof net>, on: boolean, trainable = ['w'], recompute = siluGradient.recompute): Promise<{ g: Float32Array; fromY: boolean; sReaders: number; recomputed: boolean }> {
+  const saved = { ...siluGradient };
+  Object.assign(siluGradient, { current: on, recompute });
   try {
     const m = new RefitModel(model, { threads: 1 });
     const step = m.compileTrainStep({ trainable, loss: randomProjectionLoss([model.graph.outputs[0]!.name], 3) });
     const { graph } = await step.compile(signatureOf(feeds));
-    const fromY = graph.model.graph.nodes.some((n) => n.opType === 'Sub' && n.inputs[0] === 'x' && n.inputs[1] === 'y');
-    return { g: (await step.run(feeds)).grads.get('w')! as Float32Array, fromY };
+    const nodes = graph.model.graph.nodes;
+    const fromY = nodes.some((n) => n.opType === 'Sub' && n.inputs[0] === 'x' && n.inputs[1] === 'y');
+    const negs = new Set(nodes.filter((n) => n.opType === 'Neg' && n.inputs[0] === 'x').map((n) => n.outputs[0]));
+    const recomputed = nodes.some((n) => n.opType === 'Sigmoid' && negs.has(n.inputs[0]!));
+    const sReaders = nodes.filter((n) => n.inputs.includes('s')).length;
+    return { g: (await step.run(feeds)).grads.get('w')! as Float32Array, fromY, sReaders, recomputed };
   } finally {
-    siluGradient.current = saved;
+    Object.assign(siluGradient, saved);
   }
 }
 
@@ -69,6 +77,17 @@ test('x·Sigmoid(x): the same gradient as the Mul and Sigmoid rules, in either o
     assert.equal(one.fromY, scaled, scaled ? 'v\'s gradient reads y: the form from y' : 'nothing else reads y: the form from x and s');
     assert.ok(relErr(one.g, rules.g) <= 1e-6, `swap ${swap}, scaled ${scaled}: ${relErr(one.g, rules.g)}`);
   }
+});
+
+test('x·Sigmoid(x) with s recomputed in the backward as 1 − Sigmoid(−x): s read by its Mul alone, the same gradient as keeping it, and finite differences', async () => {
+  const w = values(new Rng(6), 64, -5, 5);
+  const [again, kept, rules] = [await grad(net(w), true, ['w'], true), await grad(net(w), true, ['w'], false), await grad(net(w), false)];
+  assert.ok(again.recomputed && again.sReaders === 1, `recomputed ${again.recomputed}, readers of s ${again.sReaders}`);
+  assert.ok(!kept.recomputed && kept.sReaders > 1, 'the kept form reads s in the backward');
+  assert.ok(relErr(again.g, kept.g) <= 1e-6 && relErr(again.g, rules.g) <= 1e-6, `${relErr(again.g, kept.g)}, ${relErr(again.g, rules.g)}`);
+  // Where y is kept anyway (v's gradient reads it), the four-pass form from y, nothing recomputed.
+  const scaled = await grad(net(w, false, false, true), true, ['w', 'v'], true);
+  assert.ok(scaled.fromY && !scaled.recomputed);
 });
 
 test('the pattern only where the Sigmoid\'s output has no other reader', () => {
