@@ -27,7 +27,7 @@
 // tensor (ReorderOutput keeps C channels, reductions are sliced to C).
 import { attrFloat, attrInt, attrInts, attrString, constantValue, dropDead, opsetVersion, type Model, type Node } from './ir.ts';
 import { Emitter } from './emitter.ts';
-import { NCHWC_DOMAIN, blockedChannelSums, blockedForm, blockedWeight, fuseConvTail, soleConsumerIn } from './nchwc.ts';
+import { NCHWC_DOMAIN, blockedChannelSums, blockedForm, blockedWeight, fuseConvTail, readersIn, soleConsumerIn } from './nchwc.ts';
 import { tensor, type DType, type Tensor } from './tensor.ts';
 import type { ShapeMap } from './shapes.ts';
 import { outputShapes } from './static-shapes.ts';
@@ -37,7 +37,7 @@ import { broadcast } from './constant-dims.ts';
  * Whether constant-weight steps run in the blocked layout, and whether strided input gradients'
  * phases are interleaved there (tests and benches switch them off to compare).
  */
-export const blockedStep = { current: true, interleave: true, expandChannels: true };
+export const blockedStep = { current: true, interleave: true, expandChannels: true, grouped: false };
 
 /** Element-wise ops that keep a blocked tensor blocked: finite inputs give finite outputs. */
 const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Neg', 'Relu', 'Clip', 'Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual', 'Equal', 'And', 'Or', 'Not', 'Cast', 'Where', 'Sum', 'Sigmoid', 'Tanh', 'HardSigmoid', 'Abs', 'Max', 'Min', 'Identity']);
@@ -61,7 +61,7 @@ export function blockedStepFits(model: Model, frozen: (t: string) => boolean): b
     if (!w || !frozen(n.inputs[1]!) || w.dims.length !== 4) return false;
     const group = attrInt(n, 'group', 1);
     const depthwise = group > 1 && group === w.dims[0] && w.dims[1] === 1;
-    if (group !== 1 && !depthwise) return false;
+    if (group !== 1 && !depthwise) { if (blockedStep.grouped) continue; return false; }
     const ones = (a: string, v: number) => (attrInts(n, a) ?? []).every((x) => x === v);
     if (depthwise || (w.dims[2] === 1 && w.dims[3] === 1 && ones('strides', 1) && ones('pads', 0))) fits = true;
   }
@@ -81,6 +81,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   const em = new Emitter(g, opsetVersion(model), 'refit_nchwc_');
   g.nodes = [];
   const soleConsumer = soleConsumerIn({ ...g, nodes: original });
+  const readers = readersIn({ ...g, nodes: original });
   const read = new Set([...original.flatMap((n) => n.inputs), ...g.outputs.map((o) => o.name)]);
   const producer = new Map<string, Node>();
   for (const n of original) for (const o of n.outputs) if (o) producer.set(o, n);
@@ -395,6 +396,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   function fuseTail(y: string, attrs: Node['attrs']): { out: string; sum?: string } {
     return fuseConvTail(y, attrs, {
       soleConsumer,
+      readers,
       blockedLike: (t, like) => (blocked.has(t) && dimsOf(t)?.join() === dimsOf(like)?.join() ? blocked.get(t) : undefined),
       constant: constantOf,
       fused: (k) => skip.add(k),

@@ -327,6 +327,8 @@ export function fusedActivation(n: Node, constant: (t: string) => Tensor | undef
 export interface TailContext {
   /** The node that alone reads `t` (none for a graph output). */
   soleConsumer(t: string): Node | undefined;
+  /** Every node that reads `t` (none for a graph output). */
+  readers(t: string): readonly Node[];
   /** The blocked twin of `t` when it has one of `like`'s shape. */
   blockedLike(t: string, like: string): string | undefined;
   /** A constant's value (an activation's bounds). */
@@ -353,6 +355,12 @@ export function fuseConvTail(y: string, attrs: Node['attrs'], ctx: TailContext):
       out = add.outputs[0]!;
     }
   }
+  const swish = hardSwishOf(out, ctx);
+  if (swish) {
+    attrs.activation = { kind: 'string', value: 'HardSwish' };
+    for (const k of swish) ctx.fused(k);
+    return { out: swish[1].outputs[0]!, sum };
+  }
   const act = ctx.soleConsumer(out);
   const bounds = act && act.domain === '' ? fusedActivation(act, ctx.constant) : null;
   if (bounds) {
@@ -364,13 +372,39 @@ export function fuseConvTail(y: string, attrs: Node['attrs'], ctx: TailContext):
   return { out, sum };
 }
 
-/** The node that alone reads a tensor of `g` (undefined when several do, none does, or it is a graph output). */
-export function soleConsumerIn(g: Graph): (t: string) => Node | undefined {
+/** Whether fuseConvTail takes x·HardSigmoid(x) as the conv's HardSwish (benches switch it off to compare). */
+export const fuseHardSwish = { current: true };
+
+/**
+ * x·HardSigmoid(x) with HardSwish's constants (α = 1/6, β = 0.5), as torch.onnx writes
+ * nn.Hardswish below opset 14 (MobileNetV3): the HardSigmoid and the Mul, when they are all that
+ * read x and the HardSigmoid's output feeds the Mul alone. onnxruntime's blocked Conv applies it as
+ * its activation 'HardSwish', as its own optimizer fuses it for inference.
+ */
+function hardSwishOf(x: string, ctx: TailContext): [Node, Node] | null {
+  if (!fuseHardSwish.current) return null;
+  const r = ctx.readers(x);
+  if (r.length !== 2 || r.some((n) => n.domain !== '')) return null;
+  const hs = r.find((n) => n.opType === 'HardSigmoid'), mul = r.find((n) => n.opType === 'Mul');
+  if (!hs || !mul || hs.inputs[0] !== x || Math.abs(attrFloat(hs, 'alpha', 0.2) - 1 / 6) > 1e-6 || attrFloat(hs, 'beta', 0.5) !== 0.5) return null;
+  const s = hs.outputs[0]!;
+  if (ctx.soleConsumer(s) !== mul || !(mul.inputs.length === 2 && mul.inputs.includes(x) && mul.inputs.includes(s))) return null;
+  return [hs, mul];
+}
+
+/** Every node that reads a tensor of `g` (none for a graph output, which must stay as it is). */
+export function readersIn(g: Graph): (t: string) => readonly Node[] {
   const readers = consumers(g);
   const outputs = new Set(g.outputs.map((o) => o.name));
+  return (t) => (outputs.has(t) ? [] : readers.get(t) ?? []);
+}
+
+/** The node that alone reads a tensor of `g` (undefined when several do, none does, or it is a graph output). */
+export function soleConsumerIn(g: Graph): (t: string) => Node | undefined {
+  const readers = readersIn(g);
   return (t) => {
-    const c = readers.get(t);
-    return c?.length === 1 && !outputs.has(t) ? c[0] : undefined;
+    const c = readers(t);
+    return c.length === 1 ? c[0] : undefined;
   };
 }
 

@@ -4,7 +4,7 @@
 // has every form the pass writes (stem on 3 channels, depthwise 3×3 stride 1 and 2, 1×1 expansion
 // convs whose statistics come from the input's moments, 1×1 projections, a residual Add fused as
 // the blocked conv's Sum input, Relu and Clip fused as its activation, a 24-channel layer padded to
-// whole blocks), with a source prior; and, against a float64 reference, on activations whose mean
+// whole blocks), with a source prior; x·HardSigmoid(x) fused as HardSwish; and, against a float64 reference, on activations whose mean
 // is 1000 times their spread (where E[x²] − E[x]² without the shift would lose most digits).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -278,4 +278,38 @@ test('pointwiseStatsPay: the Gram route for MobileNet-style expansions on large 
   // Narrowing convs never take it; Infinity takes every widening one.
   assert.ok(!pointwiseStatsPay(96, 16, 16 * 112 * 112, Infinity));
   assert.ok(pointwiseStatsPay(160, 960, 16 * 7 * 7, Infinity));
+});
+
+test('blocked BN-adapt fuses x·HardSigmoid(x) with HardSwish\'s constants (MobileNetV3 below opset 14) into the conv as HardSwish, and matches', { skip }, async () => {
+  const rng = new Rng(11);
+  const randn = (dims: number[], s: number) => f32(dims, Float32Array.from({ length: dims.reduce((p, d) => p * d, 1) }, () => rng.normal() * s));
+  const build = (alpha: number) => {
+    const mb = new ModelBuilder({ opset: 13 });
+    mb.input('x', 'float32', ['N', 3, 16, 16]);
+    let h = 'x', cin = 3;
+    for (const [name, cout, group] of [['a', 2 * block!, 1], ['b', 2 * block!, 2 * block!]] as const) {
+      mb.initializer(`${name}_w`, randn([cout, cin / group, 3, 3], Math.sqrt(2 / ((cin / group) * 9))));
+      mb.node('Conv', [h, `${name}_w`], [`${name}_c`], { kernel_shape: [3, 3], pads: [1, 1, 1, 1], group });
+      for (const [k, v] of [['s', 2.5], ['b', 0.3], ['m', 0], ['v', 1]] as const) mb.initializer(`${name}_${k}`, f32([cout], new Float32Array(cout).fill(v)));
+      mb.node('BatchNormalization', [`${name}_c`, `${name}_s`, `${name}_b`, `${name}_m`, `${name}_v`], [`${name}_bn`], { epsilon: 1e-5 });
+      mb.node('HardSigmoid', [`${name}_bn`], [`${name}_hs`], { alpha });
+      mb.node('Mul', name === 'a' ? [`${name}_bn`, `${name}_hs`] : [`${name}_hs`, `${name}_bn`], [name]); // either operand order
+      h = name; cin = cout;
+    }
+    mb.node('GlobalAveragePool', [h], ['gap']).node('Flatten', ['gap'], ['logits'], { axis: 1 });
+    mb.output('logits');
+    return new RefitModel(mb.build());
+  };
+  const x = input(4, 2);
+  for (const [alpha, fused] of [[1 / 6, 2], [0.2, 0]] as const) {
+    const m = build(alpha);
+    const ir = cloneModel(m.ir);
+    const shapes = await probeShapes(m.ir, signatureOf({ x }));
+    blockBatchStats(ir, (t) => shapes.get(t)?.dims, block!);
+    const swish = ir.graph.nodes.filter((n) => n.domain === NCHWC_DOMAIN && n.opType === 'Conv' && n.attrs.activation?.kind === 'string' && n.attrs.activation.value === 'HardSwish');
+    assert.equal(swish.length, fused, `alpha ${alpha}`);
+    assert.equal(ir.graph.nodes.filter((n) => n.opType === 'HardSigmoid').length, 2 - fused);
+    const e = relErr(await logits(m, x, 'blocked'), await logits(m, x, 'standard'));
+    assert.ok(e <= 1e-5, `alpha ${alpha}: ${e}`);
+  }
 });
