@@ -20,8 +20,10 @@
 // from its narrower input's mean and covariance and folds the BN into itself. Everything is
 // multi-threaded, and no reorder is left between two blocked convs. Channel counts that are not a
 // multiple of the block (MobileNetV2's 24) are padded with zero lanes, as onnxruntime's transformer
-// pads them. Tensors leave the layout (ReorderOutput) only where a node the pass does not know
-// reads them (the pooling head, MaxPool, …).
+// pads them. Relu, Clip, HardSwish (x·HardSigmoid(x)) and residual Adds fuse or stay in the layout;
+// so do SiLU, global average pooling and a squeeze-excitation gate's Mul where the channels fill
+// whole blocks (squeezeExciteToBlocked). Tensors leave the layout (ReorderOutput) only where a
+// node the pass does not know reads them (MaxPool, a Concat, …).
 //
 // The same numbers as the standard lowering (test/onnx/nchwc-batchstats.test.ts: ≤ 1e-5 relative,
 // and as close to float64 as the two-pass kernel at mean/std = 1000); the block size comes from
@@ -55,6 +57,9 @@ export const pointwiseStats = { current: true, maxCost: 16 };
 export function pointwiseStatsPay(I: number, O: number, rows: number, maxCost: number = pointwiseStats.maxCost): boolean {
   return I <= O && (I * I * (rows + O)) / (rows * O) <= maxCost;
 }
+
+/** Whether SiLU and squeeze-excitation ops keep the blocked layout (benches switch it off to compare). */
+export const squeezeExciteBlocked = { current: true };
 
 export interface BlockedBatchStatsResult {
   /** Convolutions and BatchNorm layers moved onto the blocked kernels. */
@@ -182,6 +187,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
       setBlocked(n.outputs[0]!, y, channels.get(n.inputs[0]!)!);
       continue;
     }
+    if (squeezeExciteToBlocked(n)) continue;
     for (const i of n.inputs) ensurePlain(i);
     push(n);
   }
@@ -194,6 +200,48 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
   for (const t of [...g.initializers.keys()]) if (!read.has(t)) g.initializers.delete(t);
   if (result.convs && !model.opsets.some((o) => o.domain === NCHWC_DOMAIN)) model.opsets.push({ domain: NCHWC_DOMAIN, version: 1 });
   return result;
+
+  /**
+   * SiLU's Sigmoid and Mul (EfficientNet), a squeeze-excitation's pooling and its gate's Mul
+   * (EfficientNet, MobileNetV3) on a blocked tensor whose channels fill whole blocks, so that they
+   * keep the layout instead of reordering every activation out and back in around them (a quarter
+   * of EfficientNet-B0's BN-adapt time, session 37). The pooled [N, C, 1, 1] and the gate are the
+   * same memory in either layout when C fills whole blocks. onnxruntime fuses x·Sigmoid(x) on the
+   * blocked tensor into one QuickGelu as it does on the plain one.
+   */
+  function squeezeExciteToBlocked(n: Node): boolean {
+    if (n.domain !== '' || !squeezeExciteBlocked.current) return false;
+    const whole = (t: string) => channels.has(t) && channels.get(t)! % block === 0 && shapeOf(t)?.length === 4;
+    const y = n.outputs[0]!, x = n.inputs[0]!;
+    if (n.opType === 'Sigmoid' && whole(x)) {
+      const b = em.op('Sigmoid', [blocked.get(x)!]);
+      setBlocked(y, b, channels.get(x)!);
+      return true;
+    }
+    if (n.opType === 'GlobalAveragePool' && whole(x)) {
+      const [N, C, H, W] = shapeOf(x)! as [number, number, number, number];
+      const pooled = em.reduce('ReduceMean', em.reshape(blocked.get(x)!, [N, C / block, H * W, block]), [2], true);
+      push({ name: em.fresh(`${n.name}_nchwc`), opType: 'Reshape', domain: '', inputs: [pooled, em.ints([N, C, 1, 1])], outputs: [y], attrs: {} });
+      return true;
+    }
+    if (n.opType !== 'Mul' || n.inputs.length !== 2) return false;
+    const [a, b] = n.inputs as [string, string];
+    if (whole(a) && whole(b) && sameDims(shapeOf(a), shapeOf(b))) {
+      setBlocked(y, em.mul(blocked.get(a)!, blocked.get(b)!), channels.get(a)!);
+      return true;
+    }
+    // y·gate, the gate [N, C, 1, 1] (blocked or plain: the same memory) viewed as [N, C/b, 1, b].
+    for (const [big, gate] of [[a, b], [b, a]] as const) {
+      const d = shapeOf(big), gd = shapeOf(gate);
+      if (!whole(big) || !d || !gd || gd.join() !== [d[0], d[1], 1, 1].join() || d[2]! * d[3]! === 1) continue;
+      const [N, C, H, W] = d as [number, number, number, number];
+      const gv = em.reshape(blocked.get(gate) ?? gate, [N, C / block, 1, block]);
+      const out = em.mul(em.reshape(blocked.get(big)!, [N, C / block, H * W, block]), gv);
+      setBlocked(y, em.reshape(out, [N, C, H, W]), C);
+      return true;
+    }
+    return false;
+  }
 
   function blockedBatchNorm(n: Node): void {
     const [x, C0] = [n.inputs[0]!, shapeOf(n.inputs[0]!)![1]!];

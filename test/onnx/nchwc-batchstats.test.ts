@@ -4,7 +4,8 @@
 // has every form the pass writes (stem on 3 channels, depthwise 3×3 stride 1 and 2, 1×1 expansion
 // convs whose statistics come from the input's moments, 1×1 projections, a residual Add fused as
 // the blocked conv's Sum input, Relu and Clip fused as its activation, a 24-channel layer padded to
-// whole blocks), with a source prior; x·HardSigmoid(x) fused as HardSwish; and, against a float64 reference, on activations whose mean
+// whole blocks), with a source prior; x·HardSigmoid(x) fused as HardSwish; SiLU and
+// squeeze-excitation kept in the layout; and, against a float64 reference, on activations whose mean
 // is 1000 times their spread (where E[x²] − E[x]² without the shift would lose most digits).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -90,7 +91,7 @@ function relErr(a: Float32Array, ref: Float32Array): number {
 
 const input = (n: number, scale = 1) => { const rng = new Rng(3); return f32([n, 3, 16, 16], Float32Array.from({ length: n * 3 * 256 }, () => rng.normal() * scale)); };
 
-test('blocked BN-adapt rewrites every blocked-size conv and BN, and leaves one reorder per exit from the layout', { skip }, async () => {
+test('blocked BN-adapt rewrites every blocked-size conv and BN, and the pooling head reads the blocked layout', { skip }, async () => {
   const m = model(block!);
   const x = input(4);
   const ir = cloneModel(m.ir);
@@ -101,7 +102,9 @@ test('blocked BN-adapt rewrites every blocked-size conv and BN, and leaves one r
   assert.deepEqual(r, { convs: 9, batchNorms: 9 });
   const ops = ir.graph.nodes.map((n) => `${n.domain === NCHWC_DOMAIN ? 'nchwc.' : ''}${n.opType}`);
   assert.equal(ops.filter((o) => o === 'BatchNormalization').length, 0);
-  assert.equal(ops.filter((o) => o === 'nchwc.ReorderOutput').length, 1, `one exit from the layout (to the pooling head): ${ops.join(' ')}`);
+  // The pooling head reads the blocked tensor (its channels fill whole blocks): no exit at all.
+  assert.equal(ops.filter((o) => o === 'nchwc.ReorderOutput').length, 0, `no exit from the layout: ${ops.join(' ')}`);
+  assert.equal(ops.filter((o) => o === 'GlobalAveragePool').length, 0);
   assert.equal(ops.filter((o) => o === 'nchwc.ReorderInput').length, 0, 'the stem reads the NCHW input itself');
   assert.equal(ops.filter((o) => o === 'Clip').length, 0, 'every Clip fuses into its conv');
   // The fused Clips' bounds leave the graph with them (onnxruntime would warn of each unused one).
@@ -311,5 +314,56 @@ test('blocked BN-adapt fuses x·HardSigmoid(x) with HardSwish\'s constants (Mobi
     assert.equal(ir.graph.nodes.filter((n) => n.opType === 'HardSigmoid').length, 2 - fused);
     const e = relErr(await logits(m, x, 'blocked'), await logits(m, x, 'standard'));
     assert.ok(e <= 1e-5, `alpha ${alpha}: ${e}`);
+  }
+});
+
+test('blocked BN-adapt keeps SiLU and squeeze-excitation (pooling, gate Mul; Sigmoid or HardSigmoid gate) in the layout, and matches', { skip }, async () => {
+  const rng = new Rng(13);
+  const randn = (dims: number[], s: number) => f32(dims, Float32Array.from({ length: dims.reduce((p, d) => p * d, 1) }, () => rng.normal() * s));
+  const C = 2 * block!;
+  const build = (gate: 'Sigmoid' | 'HardSigmoid') => {
+    const mb = new ModelBuilder({ opset: 13 });
+    mb.input('x', 'float32', ['N', 3, 16, 16]);
+    let k = 0;
+    const conv = (x: string, cin: number, cout: number, ks: number, stride = 1, group = 1, bias = false) => {
+      const w = `w${k}`, y = `c${k++}`;
+      mb.initializer(w, randn([cout, cin / group, ks, ks], Math.sqrt(2 / ((cin / group) * ks * ks))));
+      if (bias) mb.initializer(`${w}_b`, randn([cout], 0.2));
+      const p = (ks - 1) / 2;
+      mb.node('Conv', bias ? [x, w, `${w}_b`] : [x, w], [y], { kernel_shape: [ks, ks], strides: [stride, stride], pads: [p, p, p, p], group });
+      return y;
+    };
+    const bn = (x: string, c: number) => {
+      const y = `bn${k++}`;
+      for (const [s, v] of [['s', 1.1], ['b', 0.2], ['m', 0], ['v', 1]] as const) mb.initializer(`${y}_${s}`, f32([c], new Float32Array(c).fill(v)));
+      mb.node('BatchNormalization', [x, `${y}_s`, `${y}_b`, `${y}_m`, `${y}_v`], [y], { epsilon: 1e-5 });
+      return y;
+    };
+    const silu = (x: string) => { const s = `sg${k++}`, y = `silu${k++}`; mb.node('Sigmoid', [x], [s]).node('Mul', [x, s], [y]); return y; };
+    let h = silu(bn(conv('x', 3, C, 3, 2), C)); // stem
+    h = silu(bn(conv(h, C, C, 3, 1, C), C)); // depthwise
+    mb.node('GlobalAveragePool', [h], ['se_pool']);
+    const squeezed = silu(conv('se_pool', C, 4, 1, 1, 1, true)); // 4 channels: not a whole block, leaves the layout (tiny)
+    const g = `gate${k++}`;
+    mb.node(gate, [conv(squeezed, 4, C, 1, 1, 1, true)], [g], gate === 'HardSigmoid' ? { alpha: 1 / 6 } : {});
+    mb.node('Mul', [g, h], ['excited']); // the gate first: either operand order
+    h = bn(conv('excited', C, block!, 1), block!); // projection
+    mb.node('GlobalAveragePool', [h], ['gap']).node('Flatten', ['gap'], ['logits'], { axis: 1 });
+    mb.output('logits');
+    return new RefitModel(mb.build());
+  };
+  const x = input(4, 2);
+  for (const gate of ['Sigmoid', 'HardSigmoid'] as const) {
+    const m = build(gate);
+    const ir = cloneModel(m.ir);
+    const shapes = await probeShapes(m.ir, signatureOf({ x }));
+    blockBatchStats(ir, (t) => shapes.get(t)?.dims, block!);
+    // Reorders only of the squeezed [N, 4, 1, 1] tensors: none of an activation map.
+    const maps = ir.graph.nodes.filter((n) => n.domain === NCHWC_DOMAIN && n.opType.startsWith('Reorder')).map((n) => n.opType === 'ReorderOutput' ? n.outputs[0]! : n.inputs[0]!)
+      .filter((t) => { const d = shapes.get(t)?.dims; return !d || d[2]! * d[3]! > 1; });
+    assert.deepEqual(maps, [], `${gate}: activation maps reordered`);
+    assert.ok(!ir.graph.nodes.some((n) => n.opType === 'GlobalAveragePool'), 'both poolings read the blocked layout');
+    const e = relErr(await logits(m, x, 'blocked'), await logits(m, x, 'standard'));
+    assert.ok(e <= 1e-5, `${gate}: ${e}`);
   }
 });
