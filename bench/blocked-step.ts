@@ -9,9 +9,12 @@
 // sumsq, the first sums squares by ReduceSumSquare, the second by Mul and ReduceSum (nchwc.ts
 // sumOfSquares; BN-adapt's blocked pass uses it too: --method bn-adapt); with --compare expand,
 // the first broadcasts per-channel operands over the blocked view, the second expands them over a
-// sample's map first (blockedStep.expandChannels).
+// sample's map first (blockedStep.expandChannels); --compare silu-recompute: SiLU's gradient keeps
+// s or recomputes it (siluGradient.recompute, session 37); --compare views: a fresh 5-D view of a
+// blocked tensor per use, or one shared (blockedStep.shareViews, session 37: lets onnxruntime fuse
+// x·Sigmoid(x) into QuickGelu).
 //
-//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent|bn-adapt|…] [--rounds 10] [--compare standard|interleave|sumsq|expand]
+//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent|bn-adapt|…] [--rounds 10] [--compare standard|interleave|sumsq|expand|silu|silu-recompute|views]
 import { existsSync, mkdirSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
@@ -35,6 +38,8 @@ const COMPARISONS: Record<string, { set: (on: boolean) => void; names: [string, 
   sumsq: { set: (on) => { sumOfSquares.current = on ? 'mul' : 'reduce'; }, names: ['ReduceSumSquare', 'Mul+ReduceSum'] },
   expand: { set: (on) => { blockedStep.expandChannels = on; }, names: ['broadcast', 'expanded'] },
   silu: { set: (on) => { siluGradient.current = on; }, names: ['Mul and Sigmoid rules', 'SiLU gradient'] },
+  'silu-recompute': { set: (on) => { siluGradient.recompute = on; }, names: ['s kept', 's recomputed'] },
+  views: { set: (on) => { blockedStep.shareViews = on; }, names: ['a view per use', 'shared views'] },
 };
 const compare = arg('compare', 'standard');
 const comparison = COMPARISONS[compare];

@@ -35,9 +35,10 @@ import { broadcast } from './constant-dims.ts';
 
 /**
  * Whether constant-weight steps run in the blocked layout, and whether strided input gradients'
- * phases are interleaved there (tests and benches switch them off to compare).
+ * phases are interleaved there, per-channel operands expanded over a sample's map, and one 5-D
+ * view shared by every reader of a blocked tensor (tests and benches switch them off to compare).
  */
-export const blockedStep = { current: true, interleave: true, expandChannels: true };
+export const blockedStep = { current: true, interleave: true, expandChannels: true, shareViews: true };
 
 /** Element-wise ops that keep a blocked tensor blocked: finite inputs give finite outputs. */
 const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Neg', 'Relu', 'Clip', 'Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual', 'Equal', 'And', 'Or', 'Not', 'Cast', 'Where', 'Sum', 'Sigmoid', 'Tanh', 'HardSigmoid', 'Abs', 'Max', 'Min', 'Identity']);
@@ -137,7 +138,15 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     return b;
   };
   /** The 5-D memory view [N, Cp/b, H, W, b] of a blocked tensor of NCHW dims `d`. */
-  const view5 = (b: string, d: number[]) => em.reshape(b, [d[0]!, padded(d[1]!) / block, d[2]!, d[3]!, block]);
+  // One view per blocked tensor, and an element-wise op's own 5-D output as the view of its result:
+  // x·Sigmoid(x) then reads one name twice, the pattern onnxruntime fuses into QuickGelu.
+  const views = new Map<string, string>();
+  const view5 = (b: string, d: number[]) => {
+    const key = `${b}|${d.join()}`;
+    let v = blockedStep.shareViews ? views.get(key) : undefined;
+    if (!v) views.set(key, v = em.reshape(b, [d[0]!, padded(d[1]!) / block, d[2]!, d[3]!, block]));
+    return v;
+  };
   /** A [C] vector padded with `value` to [Cp] (constant vectors padded here, once). */
   const padVec = (t: string, c: number, value = 0): string => {
     if (padded(c) === c) return t;
@@ -389,7 +398,9 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     });
     const out5 = em.op(n.opType, operands, {});
     g.nodes[g.nodes.length - 1]!.attrs = n.attrs;
-    blocked.set(y, em.reshape(out5, [d[0]!, padded(C), d[2]!, d[3]!]));
+    const y4 = em.reshape(out5, [d[0]!, padded(C), d[2]!, d[3]!]);
+    blocked.set(y, y4);
+    views.set(`${y4}|${d.join()}`, out5);
     return true;
   }
 

@@ -7,7 +7,8 @@
 // swapped weights of the input-gradient convs element for element. The strided depthwise conv's
 // input gradient is written by phase (its size limit lowered here) with 40 channels (8 pad lanes),
 // and its phases are interleaved in the blocked layout: the same numbers as interleaved in NCHW;
-// per-channel operands expanded over a sample's map give the same numbers as broadcast.
+// per-channel operands expanded over a sample's map give the same numbers as broadcast, and one
+// shared 5-D view per blocked tensor the same as a view per use.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
@@ -87,9 +88,9 @@ test('a constant-weight step in the blocked layout gives the standard step\'s lo
   for (const [k, v] of std.r.runningStats) assert.ok(relErr(blk.r.runningStats.get(k)!, v) <= 1e-5, `running statistic ${k}`);
 });
 
-test('the blocked step\'s forms give the same numbers as the forms they replaced: phases interleaved in NCHW, per-channel operands broadcast', { skip }, async () => {
+test('the blocked step\'s forms give the same numbers as the forms they replaced: phases interleaved in NCHW, per-channel operands broadcast, a view per use', { skip }, async () => {
   const blk = await step(true);
-  for (const old of [{ interleave: false }, { expandChannels: false }]) {
+  for (const old of [{ interleave: false }, { expandChannels: false }, { shareViews: false }]) {
     const r = (await step(true, old)).r;
     assert.equal(blk.r.loss, r.loss, JSON.stringify(old));
     for (const p of NORM) assert.deepEqual(blk.r.grads.get(p), r.grads.get(p), `grad ${p} against ${JSON.stringify(old)}`);
@@ -125,6 +126,12 @@ test('the pass: every conv blocked, no train-mode BatchNormalization left, its m
   const concats = m.graph.nodes.filter((n) => n.opType === 'Concat');
   assert.equal(concats.length, 3, 'two rows of two phases, then the rows');
   for (const k of concats) for (const i of k.inputs) assert.ok(origin(i)?.domain === NCHWC_DOMAIN || origin(i)?.opType === 'Concat', `${k.name} reads ${origin(i)?.opType}`);
+  // One 5-D view per blocked tensor, however many element-wise ops read it (x·Sigmoid(x) must read
+  // one name twice for onnxruntime to fuse it into QuickGelu).
+  const shapeKey = (n: Node) => { const t = m.graph.initializers.get(n.inputs[1]!); return t ? `${n.inputs[0]}|${Array.from(t.data as BigInt64Array).join()}` : undefined; };
+  const views5 = m.graph.nodes.filter((n) => n.opType === 'Reshape' && m.graph.initializers.get(n.inputs[1]!)?.data.length === 5).map(shapeKey);
+  assert.ok(views5.length > 0);
+  assert.equal(new Set(views5).size, views5.length, 'a blocked tensor viewed twice');
   const off = cloneModel(graph.model);
   blockedStep.current = false;
   try { assert.equal(blockStepActivations(off, graph.shapes, block!), 0, 'the switch turns it off'); } finally { blockedStep.current = true; }
