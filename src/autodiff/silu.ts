@@ -55,4 +55,3 @@ export function siluGrad(em: Emitter, dY: string, x: string, s: string, y: strin
   const inner = kept ? em.sub(x, y) : em.mul(x, em.sub(em.scalar(1), s));
   return em.mul(dY, em.mul(s, em.add(inner, em.scalar(1))));
 }
-

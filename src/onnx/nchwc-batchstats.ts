@@ -71,7 +71,8 @@ export interface BlockedBatchStatsResult {
  * Rewrite, in place, the convs (constant weights) and inference BatchNormalization nodes of
  * `model` that fit the blocked kernels into their blocked, batch-statistics form. BatchNorm nodes
  * left alone stay as they were: the caller lowers them with lowerBatchNormTrain afterwards.
- * `shapeOf` gives the dims of the model's tensors (from probeShapes). `prior` as in BatchStatOptions; `pointwiseMaxCost` overrides pointwiseStats.maxCost.
+ * `shapeOf` gives the dims of the model's tensors (from probeShapes). `prior` as in
+ * BatchStatOptions; `pointwiseMaxCost` overrides pointwiseStats.maxCost.
  */
 export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] | undefined, block: number, opts: { prior?: number; pointwiseMaxCost?: number } = {}): BlockedBatchStatsResult {
   const g = model.graph;
