@@ -12,9 +12,11 @@
 // sample's map first (blockedStep.expandChannels); --compare silu-recompute: SiLU's gradient keeps
 // s or recomputes it (siluGradient.recompute, session 37); --compare views: a fresh 5-D view of a
 // blocked tensor per use, or one shared (blockedStep.shareViews, session 37: lets onnxruntime fuse
-// x·Sigmoid(x) into QuickGelu).
+// x·Sigmoid(x) into QuickGelu); with --method bn-adapt, --compare hardswish fuses x·HardSigmoid(x)
+// into the conv or not (fuseHardSwish) and --compare squeeze-excite keeps SiLU and squeeze-
+// excitation in the blocked layout or not (squeezeExciteBlocked), both session 37.
 //
-//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent|bn-adapt|…] [--rounds 10] [--compare standard|interleave|sumsq|expand|silu|silu-recompute|views]
+//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent|bn-adapt|…] [--rounds 10] [--compare standard|interleave|sumsq|expand|silu|silu-recompute|views|hardswish|squeeze-excite]
 import { existsSync, mkdirSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
@@ -23,7 +25,8 @@ import { loadModel } from '../src/model.ts';
 import { createAdapter } from '../src/tta/index.ts';
 import { f32 } from '../src/onnx/tensor.ts';
 import { blockedStep } from '../src/onnx/nchwc-step.ts';
-import { sumOfSquares } from '../src/onnx/nchwc.ts';
+import { fuseHardSwish, sumOfSquares } from '../src/onnx/nchwc.ts';
+import { squeezeExciteBlocked } from '../src/onnx/nchwc-batchstats.ts';
 import { siluGradient } from '../src/autodiff/silu.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -40,6 +43,8 @@ const COMPARISONS: Record<string, { set: (on: boolean) => void; names: [string, 
   silu: { set: (on) => { siluGradient.current = on; }, names: ['Mul and Sigmoid rules', 'SiLU gradient'] },
   'silu-recompute': { set: (on) => { siluGradient.recompute = on; }, names: ['s kept', 's recomputed'] },
   views: { set: (on) => { blockedStep.shareViews = on; }, names: ['a view per use', 'shared views'] },
+  hardswish: { set: (on) => { fuseHardSwish.current = on; }, names: ['HardSigmoid and Mul', 'fused HardSwish'] },
+  'squeeze-excite': { set: (on) => { squeezeExciteBlocked.current = on; }, names: ['SiLU and SE reordered out', 'SiLU and SE blocked'] },
 };
 const compare = arg('compare', 'standard');
 const comparison = COMPARISONS[compare];
