@@ -153,3 +153,20 @@ test('the input-gradient weights: every tap swapped per group, and the blocked l
   const idx = (o: number, i: number) => ((Math.floor(o / 2) * 2 + Math.floor(i / 2)) * 2 + (i % 2)) * 2 + (o % 2);
   for (let o = 0; o < 4; o++) for (let i = 0; i < 4; i++) assert.equal(bl[idx(o, i)], o < 3 && i < 3 ? o * 3 + i + 1 : 0);
 });
+
+// Known defect (session 37): the blocked step takes a train-mode BatchNorm's variance as
+// E[x²] − E[x]² without a shift, so activations whose mean is far above their spread lose digits
+// (input mean 30: gradients 5e-5..8e-5 off the standard step's; mean 1000: 11–16 % off, loss 3 %).
+// BN-adapt's blocked pass shifts by a first-sample window mean (nchwc-batchstats.ts); the step does
+// not yet. Marked todo until it does: it reports, and does not fail the suite.
+test('the blocked step keeps a BN\'s gradients when activations have mean 1000 and spread ~1', { skip, todo: 'unshifted one-pass variance in batchNormToBlocked' }, async () => {
+  const big = (): Record<string, Tensor> => { const rng = new Rng(6); return { x: f32([N, C, S, S], Float32Array.from({ length: N * C * S * S }, () => 1000 + rng.normal())) }; };
+  const run = async (on: boolean) => {
+    const saved = blockedStep.current;
+    blockedStep.current = on;
+    const s = new RefitModel(net(), { threads: 1 }).compileTrainStep({ trainable: NORM, loss: randomProjectionLoss(['y'], 7), batchNorm: 'train' });
+    try { return await s.run(big()); } finally { blockedStep.current = saved; await s.release(); }
+  };
+  const [std, blk] = [await run(false), await run(true)];
+  for (const p of NORM) assert.ok(relErr(blk.grads.get(p)!, std.grads.get(p)!) <= 1e-3, `grad ${p}: ${relErr(blk.grads.get(p)!, std.grads.get(p)!)}`);
+});
