@@ -32,7 +32,7 @@
 // any more (prior 0) are dropped from the rewritten graph.
 import { attrInt, attrInts, attrFloat, attrString, opsetVersion, type Model, type Node } from './ir.ts';
 import { Emitter } from './emitter.ts';
-import { NCHWC_DOMAIN, blockedChannelSums, blockedForm, fuseConvTail, readersIn, soleConsumerIn } from './nchwc.ts';
+import { NCHWC_DOMAIN, blockedChannelSums, blockedForm, fuseConvTail, readersIn, soleReader } from './nchwc.ts';
 import type { Tensor } from './tensor.ts';
 import { checkRunningStats, mixWithPrior } from '../train/batchnorm-train.ts';
 
@@ -80,8 +80,8 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
   const original = g.nodes;
   const em = new Emitter(g, opsetVersion(model));
   g.nodes = [];
-  const soleConsumer = soleConsumerIn({ ...g, nodes: original });
   const readers = readersIn({ ...g, nodes: original });
+  const soleConsumer = soleReader(readers);
   /** NCHW name → its blocked twin (logical shape [N, C, H, W], memory [N, C/b, H, W, b]). */
   const blocked = new Map<string, string>();
   /** Channels of each blocked tensor without the pad lanes (what ReorderOutput keeps). */
@@ -372,7 +372,6 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
   /** What the blocked conv standing for BN node `n` fuses after it (nchwc.ts fuseConvTail). */
   function fuseTail(n: Node, attrs: Node['attrs']): { out: string; sum?: string } {
     return fuseConvTail(n.outputs[0]!, attrs, {
-      soleConsumer,
       readers,
       blockedLike: (t, like) => (blocked.has(t) && sameDims(shapeOf(t), shapeOf(like) ?? shapeOf(n.inputs[0]!)) ? blocked.get(t) : undefined),
       constant: constantValue,

@@ -27,7 +27,7 @@
 // tensor (ReorderOutput keeps C channels, reductions are sliced to C).
 import { attrFloat, attrInt, attrInts, attrString, constantValue, dropDead, opsetVersion, type Model, type Node } from './ir.ts';
 import { Emitter } from './emitter.ts';
-import { NCHWC_DOMAIN, blockedChannelSums, blockedForm, blockedWeight, fuseConvTail, readersIn, soleConsumerIn } from './nchwc.ts';
+import { NCHWC_DOMAIN, blockedChannelSums, blockedForm, blockedWeight, fuseConvTail, readersIn, soleReader } from './nchwc.ts';
 import { tensor, type DType, type Tensor } from './tensor.ts';
 import type { ShapeMap } from './shapes.ts';
 import { outputShapes } from './static-shapes.ts';
@@ -82,8 +82,8 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   const { dims: known, dtypes } = stepShapes(model, shapes);
   const em = new Emitter(g, opsetVersion(model), 'refit_nchwc_');
   g.nodes = [];
-  const soleConsumer = soleConsumerIn({ ...g, nodes: original });
   const readers = readersIn({ ...g, nodes: original });
+  const soleConsumer = soleReader(readers);
   const read = new Set([...original.flatMap((n) => n.inputs), ...g.outputs.map((o) => o.name)]);
   const producer = new Map<string, Node>();
   for (const n of original) for (const o of n.outputs) if (o) producer.set(o, n);
@@ -407,7 +407,6 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   /** What the blocked Conv writing `y` fuses after it (nchwc.ts fuseConvTail). */
   function fuseTail(y: string, attrs: Node['attrs']): { out: string; sum?: string } {
     return fuseConvTail(y, attrs, {
-      soleConsumer,
       readers,
       blockedLike: (t, like) => (blocked.has(t) && dimsOf(t)?.join() === dimsOf(like)?.join() ? blocked.get(t) : undefined),
       constant: constantOf,

@@ -325,8 +325,6 @@ export function fusedActivation(n: Node, constant: (t: string) => Tensor | undef
 
 /** What fuseConvTail needs to know of the graph being rewritten. */
 export interface TailContext {
-  /** The node that alone reads `t` (none for a graph output). */
-  soleConsumer(t: string): Node | undefined;
   /** Every node that reads `t` (none for a graph output). */
   readers(t: string): readonly Node[];
   /** The blocked twin of `t` when it has one of `like`'s shape. */
@@ -345,7 +343,8 @@ export interface TailContext {
  */
 export function fuseConvTail(y: string, attrs: Node['attrs'], ctx: TailContext): { out: string; sum?: string } {
   let out = y, sum: string | undefined;
-  const add = ctx.soleConsumer(out);
+  const soleConsumer = soleReader(ctx.readers);
+  const add = soleConsumer(out);
   if (add && add.domain === '' && (add.opType === 'Add' || add.opType === 'Sum') && add.inputs.length === 2) {
     const other = add.inputs[0] === out ? add.inputs[1]! : add.inputs[0]!;
     const twin = other !== out ? ctx.blockedLike(other, y) : undefined;
@@ -355,13 +354,13 @@ export function fuseConvTail(y: string, attrs: Node['attrs'], ctx: TailContext):
       out = add.outputs[0]!;
     }
   }
-  const swish = hardSwishOf(out, ctx);
+  const swish = hardSwishOf(out, ctx.readers, soleConsumer);
   if (swish) {
     attrs.activation = { kind: 'string', value: 'HardSwish' };
     for (const k of swish) ctx.fused(k);
     return { out: swish[1].outputs[0]!, sum };
   }
-  const act = ctx.soleConsumer(out);
+  const act = soleConsumer(out);
   const bounds = act && act.domain === '' ? fusedActivation(act, ctx.constant) : null;
   if (bounds) {
     attrs.activation = { kind: 'string', value: act!.opType };
@@ -381,14 +380,14 @@ export const fuseHardSwish = { current: true };
  * read x and the HardSigmoid's output feeds the Mul alone. onnxruntime's blocked Conv applies it as
  * its activation 'HardSwish', as its own optimizer fuses it for inference.
  */
-function hardSwishOf(x: string, ctx: TailContext): [Node, Node] | null {
+function hardSwishOf(x: string, readers: TailContext['readers'], soleConsumer: (t: string) => Node | undefined): [Node, Node] | null {
   if (!fuseHardSwish.current) return null;
-  const r = ctx.readers(x);
+  const r = readers(x);
   if (r.length !== 2 || r.some((n) => n.domain !== '')) return null;
   const hs = r.find((n) => n.opType === 'HardSigmoid'), mul = r.find((n) => n.opType === 'Mul');
   if (!hs || !mul || hs.inputs[0] !== x || Math.abs(attrFloat(hs, 'alpha', 0.2) - 1 / 6) > 1e-6 || attrFloat(hs, 'beta', 0.5) !== 0.5) return null;
   const s = hs.outputs[0]!;
-  if (ctx.soleConsumer(s) !== mul || !(mul.inputs.length === 2 && mul.inputs.includes(x) && mul.inputs.includes(s))) return null;
+  if (soleConsumer(s) !== mul || !(mul.inputs.length === 2 && mul.inputs.includes(x) && mul.inputs.includes(s))) return null;
   return [hs, mul];
 }
 
@@ -399,9 +398,11 @@ export function readersIn(g: Graph): (t: string) => readonly Node[] {
   return (t) => (outputs.has(t) ? [] : readers.get(t) ?? []);
 }
 
-/** The node that alone reads a tensor of `g` (undefined when several do, none does, or it is a graph output). */
-export function soleConsumerIn(g: Graph): (t: string) => Node | undefined {
-  const readers = readersIn(g);
+/**
+ * The node that alone reads a tensor, from a readersIn lookup (undefined when several do, none
+ * does, or it is a graph output).
+ */
+export function soleReader(readers: (t: string) => readonly Node[]): (t: string) => Node | undefined {
   return (t) => {
     const c = readers(t);
     return c.length === 1 ? c[0] : undefined;
