@@ -47,6 +47,14 @@ export interface Node {
      * interleave, so src/onnx/nchwc-step.ts can interleave blocked phases without leaving the layout.
      */
     phaseInterleave?: { phases: string[]; stride: number };
+    /**
+     * On the nodes of a batch-statistics BatchNorm gradient (norm.ts) that read the BN's input `x`,
+     * and on the one Identity (`centre`) through which it reads the BN's batch mean: together they
+     * read the two only as x − mean, so a pass may give them x − K and mean − K for any per-channel
+     * K (src/onnx/nchwc-step.ts does, to keep one-pass moments precise). Also on the Reshape with
+     * which batchnorm-train.ts makes zeros from x: zeros either way.
+     */
+    shiftInvariant?: { x: string; centre?: true };
   };
 }
 

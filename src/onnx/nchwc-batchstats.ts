@@ -35,9 +35,7 @@ import { Emitter } from './emitter.ts';
 import { NCHWC_DOMAIN, blockedChannelSums, blockedForm, fuseConvTail, readersIn, soleReader } from './nchwc.ts';
 import type { Tensor } from './tensor.ts';
 import { checkRunningStats, mixWithPrior } from '../train/batchnorm-train.ts';
-
-/** Outputs per axis the BN shift is computed from (firstSampleWindow): a mean of up to 16 real outputs per channel. */
-const SHIFT_WINDOW = 4;
+import { shiftBlockedConv, type BlockedConvSource } from './nchwc-shift.ts';
 
 /**
  * Whether 1×1 convs take their BN statistics from the input's moments (tests and benches switch it),
@@ -91,7 +89,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
   const plain = new Set<string>([...g.inputs.map((i) => i.name), ...g.initializers.keys()]);
   const skip = new Set<Node>();
   /** Outputs of the convs moved here: their node, blocked (or stem) input, reordered weight, bias, attributes. */
-  const convs = new Map<string, { node: Node; x: string; w: string; bias?: string; attrs: Node['attrs']; inDims: number[]; inBlocked: boolean }>();
+  const convs = new Map<string, BlockedConvSource & { node: Node }>();
   const result: BlockedBatchStatsResult = { convs: 0, batchNorms: 0 };
 
   const push = (n: Node) => { g.nodes.push(n); for (const o of n.outputs) if (o) plain.add(o); };
@@ -163,7 +161,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
         const wr = reorderConstantWeight(em, wp, [Op, Ip, kh!, kw!], form.filter, block);
         const bias = n.inputs[2] ? padVec(n.inputs[2], O!) : undefined;
         nchwcNode('Conv', [x, wr, ...(bias ? [bias] : [])], y, attrs);
-        convs.set(n.outputs[0]!, { node: g.nodes[g.nodes.length - 1]!, x, w: wr, bias, attrs, inDims: shapeOf(n.inputs[0]!) ?? [], inBlocked: form.reorderInput });
+        convs.set(n.outputs[0]!, { node: g.nodes[g.nodes.length - 1]!, x, w: wr, bias, attrs, inDims: shapeOf(n.inputs[0]!) ?? [], inBlocked: form.reorderInput, kernel: [kh!, kw!] });
         setBlocked(n.outputs[0]!, y, O!);
         result.convs++;
         continue;
@@ -253,22 +251,14 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
     const count = N * H * W;
     const eps = attrFloat(n, 'epsilon', 1e-5);
     // The shift K: the mean of some of the conv's own outputs, computed apart: a window of at most
-    // SHIFT_WINDOW² outputs of the first sample away from the padding (firstSampleWindow), or the
+    // 16 outputs of the first sample away from the padding (nchwc-shift.ts firstSampleMean), or the
     // whole first sample where the map is no larger. The conv then writes d = y − K (its bias
     // minus K), and the moments come from one-pass sums of d and d²: var = E[d²] − E[d]² loses
     // only about (1 + (mean − K)²/var) × float32 rounding, and K is a mean of real outputs, so a
     // large common mean (|mean| ≫ std) cancels in d, not in the sums. (The whole first sample cost
     // 1/N of the conv again: a quarter of YOLOv8n's convolution time at batch 4, all of it at 1.)
     const conv = convs.get(x)!;
-    const view3 = (t: string, n: number, hw = H * W) => em.reshape(t, [n * (C / block), hw, block]);
-    const win = firstSampleWindow(conv, H, W);
-    const y0 = em.fresh(`${x}_first_sample`);
-    nchwcNode('Conv', [win?.x ?? em.op('Slice', [conv.x, em.ints([0]), em.ints([1]), em.ints([0])]), conv.w, ...(conv.bias ? [conv.bias] : [])], y0, win?.attrs ?? conv.attrs);
-    const K = em.reshape(em.reduce('ReduceMean', view3(y0, 1, win ? win.rows * win.cols : H * W), [1], false), [C]);
-    conv.node.inputs[2] = conv.bias ? em.sub(conv.bias, K) : em.neg(K);
-    // The conv now reads K: move it after K's nodes (only this BN reads its output).
-    g.nodes.splice(g.nodes.indexOf(conv.node), 1);
-    g.nodes.push(conv.node);
+    const K = shiftBlockedConv(em, conv, [C, H, W], block); // only this BN reads the conv's output
     // Sums over N, H, W of the blocked [N·C/b, H·W, b] view (channel c = block index · b + lane):
     // onnxruntime's fast keep-reduce-keep reduction over H·W, then over N.
     const d = blocked.get(x)!;
@@ -285,35 +275,6 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
     const y = em.fresh(`${out}_nchwc`);
     nchwcNode('Conv', [em.reshape(d, dims), em.reshape(a, [C, 1, 1, 1]), shift, ...(sum ? [sum] : [])], y, attrs);
     setBlocked(out, y, C0);
-  }
-
-  /**
-   * The first sample's input window whose convolution, without padding, gives outputs
-   * [rows, cols] ≤ SHIFT_WINDOW² of the conv's own (those whose receptive field lies inside the
-   * image), with the conv's attributes for it; undefined where the output map is no larger than
-   * the window (the whole first sample costs no more) or the window does not fit.
-   */
-  function firstSampleWindow(conv: { node: Node; x: string; attrs: Node['attrs']; inDims: number[]; inBlocked: boolean }, H: number, W: number): { x: string; attrs: Node['attrs']; rows: number; cols: number } | undefined {
-    const [, Cin, Hin, Win] = conv.inDims;
-    if (conv.inDims.length !== 4 || H * W <= SHIFT_WINDOW * SHIFT_WINDOW) return undefined;
-    const [kh, kw] = (attrInts(conv.node, 'kernel_shape') ?? [1, 1]) as [number, number];
-    const [sh, sw] = (attrInts(conv.node, 'strides') ?? [1, 1]) as [number, number];
-    const [dh, dw] = (attrInts(conv.node, 'dilations') ?? [1, 1]) as [number, number];
-    const [pt, pl] = (attrInts(conv.node, 'pads') ?? [0, 0, 0, 0]) as [number, number];
-    // Along one axis: the first output whose field starts at or after the padding, and how many fit.
-    const axis = (size: number, out: number, k: number, s: number, d: number, pad: number) => {
-      const first = Math.ceil(pad / s), start = first * s - pad;
-      const n = Math.min(SHIFT_WINDOW, out - first, Math.floor((size - start - (k - 1) * d - 1) / s) + 1);
-      return { start, n, len: (n - 1) * s + (k - 1) * d + 1 };
-    };
-    const r = axis(Hin!, H, kh, sh, dh, pt), c = axis(Win!, W, kw, sw, dw, pl);
-    if (r.n < 1 || c.n < 1) return undefined;
-    // A blocked input is sliced in its memory layout [N, C/b, H, W, b]; the slice is a blocked tensor.
-    const Cm = conv.inBlocked ? padded(Cin!) : Cin!;
-    const mem = conv.inBlocked ? em.reshape(conv.x, [conv.inDims[0]!, Cm / block, Hin!, Win!, block]) : conv.x;
-    const cut = em.op('Slice', [mem, em.ints([0, r.start, c.start]), em.ints([1, r.start + r.len, c.start + c.len]), em.ints([0, 2, 3])]);
-    const x = conv.inBlocked ? em.reshape(cut, [1, Cm, r.len, c.len]) : cut;
-    return { x, attrs: { ...conv.attrs, pads: { kind: 'ints', value: [0, 0, 0, 0] } }, rows: r.n, cols: c.n };
   }
 
   /**

@@ -32,6 +32,7 @@ import { tensor, type DType, type Tensor } from './tensor.ts';
 import type { ShapeMap } from './shapes.ts';
 import { outputShapes } from './static-shapes.ts';
 import { broadcast } from './constant-dims.ts';
+import { shiftBlockedConv, type BlockedConvSource } from './nchwc-shift.ts';
 
 /**
  * Whether constant-weight steps run in the blocked layout, and whether strided input gradients'
@@ -99,6 +100,10 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   const skip = new Set<Node>();
   /** Affine Convs (emitAffine) without a Sum input yet, by the tensor they stand for. */
   const open = new Map<string, Node>();
+  /** Blocked Convs with nothing fused after them, by the tensor they write: a BN's shift source. */
+  const convSources = new Map<string, BlockedConvSource & { node: Node }>();
+  /** A shifted BN's batch-mean output → its mean of x − K, which its gradient's centre reads. */
+  const shiftedMeans = new Map<string, string>();
   const padded = (c: number) => Math.ceil(c / block) * block;
   const dimsOf = (t: string): number[] | undefined => known.get(t);
   const dtypeOf = (t: string): DType | undefined => dtypes.get(t);
@@ -195,6 +200,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     if (n.domain === '' && n.opType === 'BatchNormalization' && batchNormToBlocked(n)) continue;
     if (n.domain === '' && REDUCTIONS.has(n.opType) && reduceToBlocked(n)) continue;
     if (fuseLateSum(n)) continue;
+    if (shiftedCentre(n)) continue;
     if (n.domain === '' && ELEMENTWISE.has(n.opType) && elementwiseToBlocked(n)) continue;
     emitPlain(n);
   }
@@ -262,6 +268,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     const yb = em.fresh(`${out}_nchwc`);
     nchwcNode('Conv', [xb, wr, ...(bias || sum ? [bias ?? ''] : []), ...(sum ? [sum] : [])], yb, attrs);
     blocked.set(out, yb);
+    if (out === y && !attrs.activation) convSources.set(y, { node: g.nodes[g.nodes.length - 1]!, x: xb, inDims: xd, inBlocked: form.reorderInput, w: wr, bias, attrs, kernel: w.dims.slice(2) as number[] });
     moved++;
     return true;
   }
@@ -293,18 +300,23 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     const attrs: Node['attrs'] = { group: { kind: 'int', value: padded(C) }, kernel_shape: { kind: 'ints', value: [1, 1] } };
     const train = n.outputs.length > 1 && n.outputs.slice(1).some(Boolean);
     if (train) {
-      if (!n.meta?.batchStatistics || n.outputs.slice(3).some((o) => o && read.has(o))) return false;
-      const xb = blocked.get(x)!;
-      const mean = em.mul(channelSums(xb, d), em.scalar(1 / count));
-      // One pass for each moment, var = E[x²] − E[x]² (clamped at 0): a centred second pass, which
-      // would write x − mean, cost more than the single-threaded kernel it replaces (docs/speed.md).
-      const variance = em.op('Relu', [em.sub(em.mul(channelSums(xb, d, 'ReduceSumSquare'), em.scalar(1 / count)), em.mul(mean, mean))]);
-      if (n.outputs[1]) firstC(mean, C, [C], n.outputs[1]);
+      const conv = convSources.get(x);
+      if (!n.meta?.batchStatistics || n.outputs.slice(3).some((o) => o && read.has(o)) || !conv || !shiftable(n)) return false;
+      // The conv writes d = x − K, K a mean of some of its first sample's outputs (nchwc-shift.ts),
+      // and the moments come from one pass each over d: var = E[d²] − E[d]² (clamped at 0) keeps
+      // its digits where |mean| ≫ std, as a centred second pass would, which would write x − mean
+      // and cost more than the single-threaded kernel it replaces (docs/speed.md, session 34).
+      const K = shiftBlockedConv(em, conv, [padded(C), d[2]!, d[3]!], block);
+      const db = blocked.get(x)!;
+      const meanD = em.mul(channelSums(db, d), em.scalar(1 / count));
+      const variance = em.op('Relu', [em.sub(em.mul(channelSums(db, d, 'ReduceSumSquare'), em.scalar(1 / count)), em.mul(meanD, meanD))]);
+      if (n.outputs[1]) firstC(em.add(K, meanD), C, [C], n.outputs[1]);
       if (n.outputs[2]) firstC(variance, C, [C], n.outputs[2]);
       for (const o of n.outputs.slice(1, 3)) if (o) plain.add(o);
-      // y = a·(x − mean) + β = a·x + (β − a·mean), a = γ / √(var + ε); the pad lanes' γ is 0.
+      if (n.outputs[1]) shiftedMeans.set(n.outputs[1], firstC(meanD, C, [C]));
+      // y = a·(x − mean) + β = a·d + (β − a·E[d]), a = γ / √(var + ε); the pad lanes' γ is 0.
       const a = em.div(padVec(n.inputs[1]!, C), em.op('Sqrt', [em.add(variance, em.scalar(eps))]));
-      emitAffine(n.outputs[0]!, xb, a, em.sub(padVec(n.inputs[2]!, C), em.mul(a, mean)), attrs);
+      emitAffine(n.outputs[0]!, db, a, em.sub(padVec(n.inputs[2]!, C), em.mul(a, meanD)), attrs);
       return true;
     }
     const [, scale, bias, mu, v] = n.inputs as [string, string, string, string, string];
@@ -312,6 +324,24 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     const a = em.div(padVec(scale, C), em.op('Sqrt', [em.add(padVec(v, C, 1), em.scalar(eps))]));
     const c = em.sub(padVec(bias, C), em.mul(padVec(mu, C), a));
     emitAffine(n.outputs[0]!, blocked.get(x)!, a, c, attrs);
+    return true;
+  }
+
+  /**
+   * Whether train-mode BN `n`'s input x may hold x − K: every other node that reads x is a node of
+   * its gradient that reads it only as x − mean (meta.shiftInvariant), the mean through the
+   * gradient's centre (shiftedCentre gives that mean − K). Elsewhere the BN stays onnxruntime's.
+   */
+  function shiftable(n: Node): boolean {
+    const x = n.inputs[0]!, r = readers(x);
+    return r.includes(n) && r.every((k) => k === n || (k.meta?.shiftInvariant?.x === x && !k.meta.shiftInvariant.centre));
+  }
+
+  /** A shifted BN's gradient centre (meta.shiftInvariant): the mean of x − K, as x's readers get x − K. */
+  function shiftedCentre(n: Node): boolean {
+    const shifted = n.meta?.shiftInvariant?.centre ? shiftedMeans.get(n.inputs[0]!) : undefined;
+    if (!shifted) return false;
+    push({ ...n, inputs: [shifted] });
     return true;
   }
 

@@ -122,7 +122,10 @@ function emitTrainBN(node: Node, graph: Graph, em: Emitter, shapeOf: (t: string)
     // initializers into one buffer that both outputs then aliased (wrong moments). Two distinct
     // tiny nodes (C elements from x, times 0) give each output a buffer of its own, every run;
     // they are non-finite only when x is, and then so are the moments.
-    const head = em.op('Slice', [em.reshape(x, [-1]), em.ints([0]), em.ints([C])], {}, `${node.name}_head`);
+    const flat = em.reshape(x, [-1]);
+    // Zeros whatever x is shifted by (meta.shiftInvariant: nchwc-step.ts may hand it x − K).
+    em.graph.nodes[em.graph.nodes.length - 1]!.meta = { shiftInvariant: { x } };
+    const head = em.op('Slice', [flat, em.ints([0]), em.ints([C])], {}, `${node.name}_head`);
     const zeroMean = em.mul(head, em.scalar(0));
     const zeroVar = em.mul(zeroMean, em.scalar(0));
     const train14 = em.opset >= 14;

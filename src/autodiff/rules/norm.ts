@@ -107,8 +107,13 @@ export interface BatchStatGradInputs { x: string; g: string; scale: string; mean
  * (the usual r·scale·(g − mean(g) − x̂·mean(g·x̂)), rearranged so x̂ is never materialised).
  */
 export function emitBatchStatisticsGrad(em: Emitter, p: BatchStatGradInputs, want: { dX: boolean }, form: BnGradForm) {
-  const { x, g, scale, mean, dims } = p;
+  const { x, g, scale, dims } = p;
   const C = dims[1]!, rank = dims.length;
+  const start = em.graph.nodes.length;
+  // The mean through one Identity (onnxruntime drops it), tagged with the nodes that read x: they
+  // read the two only as x − mean (see meta.shiftInvariant).
+  const mean = em.op('Identity', [p.mean]);
+  em.graph.nodes[em.graph.nodes.length - 1]!.meta = { shiftInvariant: { x, centre: true } };
   const others = range(0, rank).filter((a) => a !== 1);
   const n = others.reduce((q, a) => q * dims[a]!, 1);
   const pc = (t: string) => em.reshape(t, [1, C, ...Array<number>(rank - 2).fill(1)]);
@@ -131,6 +136,7 @@ export function emitBatchStatisticsGrad(em: Emitter, p: BatchStatGradInputs, wan
       dX = em.add(em.mul(g, pc(a)), em.add(em.mul(x, pc(b)), pc(c)));
     }
   }
+  for (const k of em.graph.nodes.slice(start)) if (k.inputs.includes(x)) k.meta = { ...k.meta, shiftInvariant: { x } };
   return { dX, dScale, dB };
 }
 
