@@ -14,9 +14,10 @@
 // blocked tensor per use, or one shared (blockedStep.shareViews, session 37: lets onnxruntime fuse
 // x·Sigmoid(x) into QuickGelu); with --method bn-adapt, --compare hardswish fuses x·HardSigmoid(x)
 // into the conv or not (fuseHardSwish) and --compare squeeze-excite keeps SiLU and squeeze-
-// excitation in the blocked layout or not (squeezeExciteBlocked), both session 37.
+// excitation in the blocked layout or not (squeezeExciteBlocked), both session 37; --compare
+// shift: BN moments about 0 or about a first-sample shift K (blockedStep.shiftMoments, session 38).
 //
-//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent|bn-adapt|…] [--rounds 10] [--compare standard|interleave|sumsq|expand|silu|silu-recompute|views|hardswish|squeeze-excite]
+//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent|bn-adapt|…] [--rounds 10] [--compare standard|interleave|sumsq|expand|silu|silu-recompute|views|shift|hardswish|squeeze-excite]
 import { existsSync, mkdirSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
@@ -25,7 +26,8 @@ import { loadModel } from '../src/model.ts';
 import { createAdapter } from '../src/tta/index.ts';
 import { f32 } from '../src/onnx/tensor.ts';
 import { blockedStep } from '../src/onnx/nchwc-step.ts';
-import { fuseHardSwish, sumOfSquares } from '../src/onnx/nchwc.ts';
+import { fuseHardSwish, sumOfSquares, twoStageSums } from '../src/onnx/nchwc.ts';
+import { shiftSample } from '../src/onnx/nchwc-shift.ts';
 import { squeezeExciteBlocked } from '../src/onnx/nchwc-batchstats.ts';
 import { siluGradient } from '../src/autodiff/silu.ts';
 
@@ -42,6 +44,9 @@ const COMPARISONS: Record<string, { set: (on: boolean) => void; names: [string, 
   expand: { set: (on) => { blockedStep.expandChannels = on; }, names: ['broadcast', 'expanded'] },
   silu: { set: (on) => { siluGradient.current = on; }, names: ['Mul and Sigmoid rules', 'SiLU gradient'] },
   'silu-recompute': { set: (on) => { siluGradient.recompute = on; }, names: ['s kept', 's recomputed'] },
+  shift: { set: (on) => { blockedStep.shiftMoments = on; }, names: ['unshifted', 'shifted'] },
+  'shift-grid': { set: (on) => { shiftSample.current = on ? 'grid' : 'window'; }, names: ['first-sample window', 'grid'] },
+  'two-stage': { set: (on) => { twoStageSums.current = on; }, names: ['one-stage sums', 'two-stage sums'] },
   views: { set: (on) => { blockedStep.shareViews = on; }, names: ['a view per use', 'shared views'] },
   hardswish: { set: (on) => { fuseHardSwish.current = on; }, names: ['HardSigmoid and Mul', 'fused HardSwish'] },
   'squeeze-excite': { set: (on) => { squeezeExciteBlocked.current = on; }, names: ['SiLU and SE reordered out', 'SiLU and SE blocked'] },

@@ -34,13 +34,39 @@ export interface BlockedConvSource {
  * firstSampleMean) and move it after K's nodes, at the end of the graph so far: only nodes not yet
  * emitted may read its output. Returns K [Cp].
  */
+export const shiftSample = { current: 'grid' as 'grid' | 'window' };
 export function shiftBlockedConv(em: Emitter, conv: BlockedConvSource & { node: Node }, outDims: number[], block: number): string {
-  const K = firstSampleMean(em, conv, outDims, block, conv.node.outputs[0]!);
+  const K = shiftSample.current === 'grid' ? gridMean(em, conv, outDims, block, conv.node.outputs[0]!) : firstSampleMean(em, conv, outDims, block, conv.node.outputs[0]!);
   conv.node.inputs[2] = conv.bias ? em.sub(conv.bias, K) : em.neg(K);
   const nodes = em.graph.nodes;
   nodes.splice(nodes.indexOf(conv.node), 1);
   nodes.push(conv.node);
   return K;
+}
+
+/** Outputs per channel the shift is the mean of, at least: a grid over every sample's map. */
+const SHIFT_SAMPLES = 64;
+
+/**
+ * K [Cp]: per channel, the mean of the conv's outputs at the centres of a grid of k × k cells over
+ * every sample's map, k as large as leaves at least SHIFT_SAMPLES of them: the same conv with its
+ * strides times k computes those outputs alone (1/k² of its work). Its top and left pads grow by
+ * (k − o)·stride so that its outputs from the second on are the conv's own at rows and columns
+ * o, o + k, … (o = ⌊k/2⌋, away from the padded border); the first, outside the image, is dropped.
+ */
+function gridMean(em: Emitter, conv: BlockedConvSource, [Cp, H, W]: number[], block: number, hint: string): string {
+  const N = conv.inDims[0]!;
+  const k = Math.max(1, Math.floor(Math.sqrt((N * H! * W!) / SHIFT_SAMPLES))), o = Math.floor(k / 2);
+  const ints = (a: string, d: number[]) => { const v = conv.attrs[a]; return v?.kind === 'ints' ? v.value : d; };
+  const strides = ints('strides', [1, 1]), pads = ints('pads', [0, 0, 0, 0]);
+  const grown = [0, 1].map((a) => pads[a]! + (k - o) * strides[a]!);
+  const attrs: Node['attrs'] = { ...conv.attrs, strides: { kind: 'ints', value: strides.map((v) => v * k) }, pads: { kind: 'ints', value: [...grown, pads[2]!, pads[3]!] } };
+  const y0 = em.fresh(`${hint}_grid`);
+  em.graph.nodes.push({ name: em.fresh('shift_grid_conv'), opType: 'Conv', domain: NCHWC_DOMAIN, inputs: [conv.x, conv.w, ...(conv.bias ? [conv.bias] : [])], outputs: [y0], attrs });
+  // Rows on the grid: o + i·k ≤ H − 1, after the dropped first.
+  const [h, w] = [Math.floor((H! - 1 - o) / k) + 1, Math.floor((W! - 1 - o) / k) + 1];
+  const grid = em.op('Slice', [em.reshape(y0, [N, Cp! / block, h + 1, w + 1, block]), em.ints([1, 1]), em.ints([h + 1, w + 1]), em.ints([2, 3])]);
+  return em.reshape(em.reduce('ReduceMean', grid, [0, 2, 3], false), [Cp!]);
 }
 
 /**

@@ -36,10 +36,12 @@ import { shiftBlockedConv, type BlockedConvSource } from './nchwc-shift.ts';
 
 /**
  * Whether constant-weight steps run in the blocked layout, and whether strided input gradients'
- * phases are interleaved there, per-channel operands expanded over a sample's map, and one 5-D
- * view shared by every reader of a blocked tensor (tests and benches switch them off to compare).
+ * phases are interleaved there, per-channel operands expanded over a sample's map, one 5-D view
+ * shared by every reader of a blocked tensor, and BN moments taken about a shift K (off: K = 0,
+ * the imprecise form before session 38, kept for bench/blocked-step.ts --compare shift alone).
+ * Tests and benches switch them off to compare.
  */
-export const blockedStep = { current: true, interleave: true, expandChannels: true, shareViews: true };
+export const blockedStep = { current: true, interleave: true, expandChannels: true, shareViews: true, shiftMoments: true };
 
 /** Element-wise ops that keep a blocked tensor blocked: finite inputs give finite outputs. */
 const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Neg', 'Relu', 'Clip', 'Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual', 'Equal', 'And', 'Or', 'Not', 'Cast', 'Where', 'Sum', 'Sigmoid', 'Tanh', 'HardSigmoid', 'Abs', 'Max', 'Min', 'Identity']);
@@ -306,7 +308,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
       // and the moments come from one pass each over d: var = E[d²] − E[d]² (clamped at 0) keeps
       // its digits where |mean| ≫ std, as a centred second pass would, which would write x − mean
       // and cost more than the single-threaded kernel it replaces (docs/speed.md, session 34).
-      const K = shiftBlockedConv(em, conv, [padded(C), d[2]!, d[3]!], block);
+      const K = blockedStep.shiftMoments ? shiftBlockedConv(em, conv, [padded(C), d[2]!, d[3]!], block) : em.constant(tensor('float32', [padded(C)], new Float32Array(padded(C))), 'no_shift');
       const db = blocked.get(x)!;
       const meanD = em.mul(channelSums(db, d), em.scalar(1 / count));
       const variance = em.op('Relu', [em.sub(em.mul(channelSums(db, d, 'ReduceSumSquare'), em.scalar(1 / count)), em.mul(meanD, meanD))]);

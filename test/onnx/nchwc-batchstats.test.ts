@@ -15,7 +15,7 @@ import { batchStatModel, bnAdaptForm } from '../../src/tta/bn-adapt.ts';
 import { blockBatchStats, pointwiseStats, pointwiseStatsPay } from '../../src/onnx/nchwc-batchstats.ts';
 import { nchwcBlockSize, NCHWC_DOMAIN } from '../../src/onnx/nchwc.ts';
 import { probeShapes, signatureOf } from '../../src/onnx/shapes.ts';
-import { cloneModel } from '../../src/onnx/ir.ts';
+import { cloneModel, type Node } from '../../src/onnx/ir.ts';
 import { f32, type Tensor } from '../../src/onnx/tensor.ts';
 import { Rng } from '../../src/util/rng.ts';
 
@@ -113,20 +113,16 @@ test('blocked BN-adapt rewrites every blocked-size conv and BN, and the pooling 
   assert.deepEqual(ir.graph.nodes.filter((n) => n.opType === 'Constant' && !n.outputs.some((o) => read.has(o))).map((n) => n.outputs[0]), [], 'Constant nodes no node reads');
   // The residual Add fused as a Sum input: no node writes its output.
   assert.ok(!ir.graph.nodes.some((n) => n.outputs.some((o) => /^add\d+$/.test(o))));
-  // Each BN's shift comes from a window of its conv's first-sample outputs, not the whole sample
-  // (which cost 1/N of the conv again): the stem (3×3, stride 2, pad 1 on 16×16) reads input rows
-  // 1..9 for its 4×4 outputs 1..4; the depthwise 3×3 (stride 1, pad 1, on 8×8) rows 0..5.
-  const value = (t: string) => Array.from(ir.graph.initializers.get(t)!.data as BigInt64Array, Number);
-  const windows = ir.graph.nodes.filter((n) => n.outputs[0]!.includes('_first_sample')).map((n) => {
-    let src = ir.graph.nodes.find((p) => p.outputs.includes(n.inputs[0]!))!;
-    if (src.opType === 'Reshape') src = ir.graph.nodes.find((p) => p.outputs.includes(src.inputs[0]!))!;
-    assert.equal(src.opType, 'Slice');
-    return [value(src.inputs[1]!), value(src.inputs[2]!)];
-  });
-  assert.equal(windows.length, 6, 'the three 1×1 expansions take their statistics from their inputs');
-  assert.deepEqual(windows[0], [[0, 1, 1], [1, 10, 10]]);
-  assert.deepEqual(windows[1], [[0, 0, 0], [1, 6, 6]]);
-  assert.deepEqual(windows[5], [[0], [1]], 'a 4×4 map is no larger than the window: the whole first sample');
+  // Each BN's shift K is the mean of its conv's outputs on a grid over every sample (nchwc-shift.ts):
+  // the same conv with strides times k and top/left pads grown by (k − ⌊k/2⌋)·stride, the first
+  // output row and column dropped. Batch 4: the stem (3×3, stride 2, pad 1, 8×8 out) and the
+  // depthwise 3×3 (stride 1, pad 1, 8×8) have 256 outputs a channel, so k = 2; a 4×4 map has 64: k = 1.
+  const ints = (n: Node, a: string) => (n.attrs[a] as { value: number[] }).value;
+  const grids = ir.graph.nodes.filter((n) => n.domain === NCHWC_DOMAIN && n.outputs[0]!.endsWith('_grid'));
+  assert.equal(grids.length, 6, 'the three 1×1 expansions take their statistics from their inputs');
+  assert.deepEqual([ints(grids[0]!, 'strides'), ints(grids[0]!, 'pads')], [[4, 4], [3, 3, 1, 1]]);
+  assert.deepEqual([ints(grids[1]!, 'strides'), ints(grids[1]!, 'pads')], [[2, 2], [2, 2, 1, 1]]);
+  assert.deepEqual([ints(grids[5]!, 'strides'), ints(grids[5]!, 'pads')], [[2, 2], [3, 3, 1, 1]], 'k = 1: the conv\'s own strides, every output but the dropped first');
 });
 
 test('blocked BN-adapt gives the standard lowering\'s logits (≤ 1e-5 relative), with and without the pointwise statistics', { skip }, async () => {
