@@ -24,13 +24,11 @@ import { blockStepActivations, blockedStep } from '../src/onnx/nchwc-step.ts';
 import { phaseStridedDx } from '../src/train/strided-dx-phases.ts';
 import { nchwcBlockSize, NCHWC_DOMAIN } from '../src/onnx/nchwc.ts';
 import { createSession } from '../src/onnx/runtime.ts';
-import { shiftSample } from '../src/onnx/nchwc-shift.ts';
 import '../src/autodiff/rules/index.ts';
 
 const arg = (k: string, d: string) => { const i = process.argv.indexOf(`--${k}`); return i >= 0 ? process.argv[i + 1]! : d; };
 const name = arg('model', 'mobilenet_v2_224'), layers = Number(arg('layers', '1000')), offset = Number(arg('mean', '0'));
 blockedStep.shiftMoments = !process.argv.includes('--no-shift');
-if (process.argv.includes('--shift-window')) shiftSample.current = 'window';
 const file = join('tmp', 'foreign-models', `${name}.onnx`);
 if (!existsSync(file)) throw new Error(`${file} is missing: run npx tsx bench/foreign.ts --only ${name} (or bench/blocked-step.ts) once, which exports it`);
 const block = await nchwcBlockSize();
@@ -95,7 +93,7 @@ for (const [k, t] of checks.entries()) {
   worstMean = Math.max(worstMean, meanErr); worstVar = Math.max(worstVar, varErr);
   console.log(`BN ${k} [${N}, ${C}, ${H}, ${W}]: mean off ${meanErr.toExponential(1)} std, variance ${varErr.toExponential(1)} relative; |mean − K| ≤ ${conditioning.toFixed(2)} std`);
 }
-console.log(`${name} (input mean ${offset}, ${standard ? 'standard step, onnxruntime\'s kernel' : blockedStep.shiftMoments ? `shifted (${shiftSample.current})` : 'unshifted'}): ${checks.length} BNs, worst mean ${worstMean.toExponential(1)} std, worst variance ${worstVar.toExponential(1)} relative`);
+console.log(`${name} (input mean ${offset}, ${standard ? 'standard step, onnxruntime\'s kernel' : blockedStep.shiftMoments ? 'shifted' : 'unshifted'}): ${checks.length} BNs, worst mean ${worstMean.toExponential(1)} std, worst variance ${worstVar.toExponential(1)} relative`);
 
 if (process.argv.includes('--torch')) {
   const arch = name.replace(/_224$/, '');

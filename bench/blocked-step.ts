@@ -26,8 +26,7 @@ import { loadModel } from '../src/model.ts';
 import { createAdapter } from '../src/tta/index.ts';
 import { f32 } from '../src/onnx/tensor.ts';
 import { blockedStep } from '../src/onnx/nchwc-step.ts';
-import { fuseHardSwish, sumOfSquares, twoStageSums } from '../src/onnx/nchwc.ts';
-import { shiftSample } from '../src/onnx/nchwc-shift.ts';
+import { fuseHardSwish, sumOfSquares } from '../src/onnx/nchwc.ts';
 import { squeezeExciteBlocked } from '../src/onnx/nchwc-batchstats.ts';
 import { siluGradient } from '../src/autodiff/silu.ts';
 
@@ -45,8 +44,6 @@ const COMPARISONS: Record<string, { set: (on: boolean) => void; names: [string, 
   silu: { set: (on) => { siluGradient.current = on; }, names: ['Mul and Sigmoid rules', 'SiLU gradient'] },
   'silu-recompute': { set: (on) => { siluGradient.recompute = on; }, names: ['s kept', 's recomputed'] },
   shift: { set: (on) => { blockedStep.shiftMoments = on; }, names: ['unshifted', 'shifted'] },
-  'shift-grid': { set: (on) => { shiftSample.current = on ? 'grid' : 'window'; }, names: ['first-sample window', 'grid'] },
-  'two-stage': { set: (on) => { twoStageSums.current = on; }, names: ['one-stage sums', 'two-stage sums'] },
   views: { set: (on) => { blockedStep.shareViews = on; }, names: ['a view per use', 'shared views'] },
   hardswish: { set: (on) => { fuseHardSwish.current = on; }, names: ['HardSigmoid and Mul', 'fused HardSwish'] },
   'squeeze-excite': { set: (on) => { squeezeExciteBlocked.current = on; }, names: ['SiLU and SE reordered out', 'SiLU and SE blocked'] },

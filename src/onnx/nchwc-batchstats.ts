@@ -10,10 +10,10 @@
 //
 // Here each BN whose input a blocked conv wrote becomes, on the blocked tensor viewed as
 // [N·C/b, H·W, b]: per-channel sums of d and d² (onnxruntime's fast keep-reduce-keep reduction,
-// then over N), where d = y − K is what the conv writes when its bias is lowered by K, the conv's
-// mean over the first sample (the same conv run on that sample alone: 1/N of its work). The shift
-// costs no pass over the activation and keeps var = E[d²] − E[d]² free of cancellation when
-// |mean| ≫ std (K is within a sample's spread of the mean). Then the normalisation a·d + β' as a
+// then over N), where d = y − K is what the conv writes when its bias is lowered by K, the mean
+// of its outputs on a sparse grid over every sample (nchwc-shift.ts: the same conv with larger
+// strides, about 1/k² of its work). The shift costs no pass over the activation and keeps
+// var = E[d²] − E[d]² free of cancellation when |mean| ≫ std (K is near the batch mean). Then the normalisation a·d + β' as a
 // blocked depthwise 1×1 Conv (a = scale/√(var + eps)), into which the following Relu/Clip and a
 // residual Add (the NCHWc Conv's Sum input) fuse, as onnxruntime's own NchwcTransformer does for
 // inference BatchNorm. A 1×1 expansion conv (pointwiseBatchNorm) instead takes its output moments
@@ -250,13 +250,11 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
     const dims = [N, C, H, W];
     const count = N * H * W;
     const eps = attrFloat(n, 'epsilon', 1e-5);
-    // The shift K: the mean of some of the conv's own outputs, computed apart: a window of at most
-    // 16 outputs of the first sample away from the padding (nchwc-shift.ts firstSampleMean), or the
-    // whole first sample where the map is no larger. The conv then writes d = y − K (its bias
-    // minus K), and the moments come from one-pass sums of d and d²: var = E[d²] − E[d]² loses
-    // only about (1 + (mean − K)²/var) × float32 rounding, and K is a mean of real outputs, so a
-    // large common mean (|mean| ≫ std) cancels in d, not in the sums. (The whole first sample cost
-    // 1/N of the conv again: a quarter of YOLOv8n's convolution time at batch 4, all of it at 1.)
+    // The shift K: the mean of the conv's own outputs on a sparse grid over every sample, computed
+    // apart (nchwc-shift.ts). The conv then writes d = y − K (its bias minus K), and the moments
+    // come from one-pass sums of d and d²: var = E[d²] − E[d]² loses only about
+    // (1 + (mean − K)²/var) × float32 rounding, and K is a mean of real outputs, so a large common
+    // mean (|mean| ≫ std) cancels in d, not in the sums.
     const conv = convs.get(x)!;
     const K = shiftBlockedConv(em, conv, [C, H, W], block); // only this BN reads the conv's output
     // Sums over N, H, W of the blocked [N·C/b, H·W, b] view (channel c = block index · b + lane):

@@ -304,7 +304,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     if (train) {
       const conv = convSources.get(x);
       if (!n.meta?.batchStatistics || n.outputs.slice(3).some((o) => o && read.has(o)) || !conv || !shiftable(n)) return false;
-      // The conv writes d = x − K, K a mean of some of its first sample's outputs (nchwc-shift.ts),
+      // The conv writes d = x − K, K the mean of its outputs on a grid over the batch (nchwc-shift.ts),
       // and the moments come from one pass each over d: var = E[d²] − E[d]² (clamped at 0) keeps
       // its digits where |mean| ≫ std, as a centred second pass would, which would write x − mean
       // and cost more than the single-threaded kernel it replaces (docs/speed.md, session 34).

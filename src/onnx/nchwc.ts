@@ -446,14 +446,7 @@ export const sumOfSquares = { current: 'mul' as 'mul' | 'reduce' };
  * BN-adapt on MobileNetV2 and EfficientNet-B0, and MobileNetV2's BN-adapt logits moved from
  * 2.6e-3 to 4.7e-4 of a float64 forward (docs/speed.md, session 35).
  */
-export const twoStageSums = { current: false };
 export function blockedChannelSums(em: Emitter, t: string, [N, Cp, H, W]: number[], b: number, op: 'ReduceSum' | 'ReduceSumSquare' = 'ReduceSum'): string {
-  if (twoStageSums.current && H! > 1 && W! > 1) {
-    const v = em.reshape(t, [N! * (Cp! / b) * H!, W!, b]);
-    const rows = op === 'ReduceSumSquare' && sumOfSquares.current === 'mul' ? em.reduce('ReduceSum', em.mul(v, v), [1], false) : em.reduce(op, v, [1], false);
-    const perSample = em.reduce('ReduceSum', em.reshape(rows, [N! * (Cp! / b), H!, b]), [1], false);
-    return em.reduce('ReduceSum', em.reshape(perSample, [N!, Cp!]), [0], false);
-  }
   const v = em.reshape(t, [N! * (Cp! / b), H! * W!, b]);
   const perSample = op === 'ReduceSumSquare' && sumOfSquares.current === 'mul' ? em.reduce('ReduceSum', em.mul(v, v), [1], false) : em.reduce(op, v, [1], false);
   return em.reduce('ReduceSum', em.reshape(perSample, [N!, Cp!]), [0], false);
