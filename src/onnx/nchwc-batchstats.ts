@@ -8,22 +8,22 @@
 // thread) → Clip → ReorderInput → next Conv. On MobileNetV2 at 224×224 the BN kernel, the two
 // reorders and the unfused Clip took 70% of the BN-adapt call (docs/speed.md, second pass).
 //
-// Here each BN whose input a blocked conv wrote becomes, on the blocked tensor viewed as
-// [N·C/b, H·W, b]: per-channel sums of d and d² (onnxruntime's fast keep-reduce-keep reduction,
-// then over N), where d = y − K is what the conv writes when its bias is lowered by K, the mean
-// of its outputs on a sparse grid over every sample (nchwc-shift.ts: the same conv with larger
-// strides, about 1/k² of its work). The shift costs no pass over the activation and keeps
-// var = E[d²] − E[d]² free of cancellation when |mean| ≫ std (K is near the batch mean). Then the normalisation a·d + β' as a
-// blocked depthwise 1×1 Conv (a = scale/√(var + eps)), into which the following Relu/Clip and a
-// residual Add (the NCHWc Conv's Sum input) fuse, as onnxruntime's own NchwcTransformer does for
-// inference BatchNorm. A 1×1 expansion conv (pointwiseBatchNorm) instead takes its output moments
-// from its narrower input's mean and covariance and folds the BN into itself. Everything is
-// multi-threaded, and no reorder is left between two blocked convs. Channel counts that are not a
-// multiple of the block (MobileNetV2's 24) are padded with zero lanes, as onnxruntime's transformer
-// pads them. Relu, Clip, HardSwish (x·HardSigmoid(x)) and residual Adds fuse or stay in the layout;
-// so do SiLU, global average pooling and a squeeze-excitation gate's Mul where the channels fill
-// whole blocks (squeezeExciteToBlocked). Tensors leave the layout (ReorderOutput) only where a
-// node the pass does not know reads them (MaxPool, a Concat, …).
+// Here each BN whose input a blocked conv wrote becomes, on the blocked tensor viewed as [N·C/b,
+// H·W, b]: per-channel sums of d and d² (onnxruntime's fast keep-reduce-keep reduction, then over
+// N), where d = y − K is what the conv writes when its bias is lowered by K, the mean of its
+// outputs on a sparse grid over every sample (nchwc-shift.ts: the same conv with larger strides,
+// about 1/k² of its work). The shift costs no pass over the activation and keeps var = E[d²] −
+// E[d]² free of cancellation when |mean| ≫ std (K is near the batch mean). Then the normalisation
+// a·d + β' as a blocked depthwise 1×1 Conv (a = scale/√(var + eps)), into which the following
+// Relu/Clip and a residual Add (the NCHWc Conv's Sum input) fuse, as onnxruntime's own
+// NchwcTransformer does for inference BatchNorm. A 1×1 expansion conv (pointwiseBatchNorm) instead
+// takes its output moments from its narrower input's mean and covariance and folds the BN into
+// itself. Everything is multi-threaded, and no reorder is left between two blocked convs. Channel
+// counts that are not a multiple of the block (MobileNetV2's 24) are padded with zero lanes, as
+// onnxruntime's transformer pads them. Relu, Clip, HardSwish (x·HardSigmoid(x)) and residual Adds
+// fuse or stay in the layout; so do SiLU, global average pooling and a squeeze-excitation gate's
+// Mul where the channels fill whole blocks (squeezeExciteToBlocked). Tensors leave the layout
+// (ReorderOutput) only where a node the pass does not know reads them (MaxPool, a Concat, …).
 //
 // The same numbers as the standard lowering (test/onnx/nchwc-batchstats.test.ts: ≤ 1e-5 relative,
 // and as close to float64 as the two-pass kernel at mean/std = 1000); the block size comes from
