@@ -106,6 +106,9 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   const convSources = new Map<string, BlockedConvSource & { node: Node }>();
   /** A shifted BN's batch-mean output → its mean of x − K, which its gradient's centre reads. */
   const shiftedMeans = new Map<string, string>();
+  /** The nodes that read a BN input x, or its mean, only as x − mean (meta.shiftInvariant), by x. */
+  const tagged = new Map<string, Node[]>();
+  for (const n of original) if (n.meta?.shiftInvariant) tagged.set(n.meta.shiftInvariant.x, [...tagged.get(n.meta.shiftInvariant.x) ?? [], n]);
   const padded = (c: number) => Math.ceil(c / block) * block;
   const dimsOf = (t: string): number[] | undefined => known.get(t);
   const dtypeOf = (t: string): DType | undefined => dtypes.get(t);
@@ -336,7 +339,11 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
    */
   function shiftable(n: Node): boolean {
     const x = n.inputs[0]!, r = readers(x);
-    return r.includes(n) && r.every((k) => k === n || (k.meta?.shiftInvariant?.x === x && !k.meta.shiftInvariant.centre));
+    // And every node tagged for x still reads x, or the mean (its centre): activation checkpointing
+    // (checkpoint.ts) copies tagged nodes onto a recomputed x. (Its Add(x, 0) reader of x already
+    // keeps such BNs unshifted; this holds whatever later passes do to the graph.)
+    return r.includes(n) && r.every((k) => k === n || (k.meta?.shiftInvariant?.x === x && !k.meta.shiftInvariant.centre)) &&
+      (tagged.get(x) ?? []).every((k) => (k.meta!.shiftInvariant!.centre ? k.inputs[0] === n.outputs[1] : k.inputs.includes(x)));
   }
 
   /** A shifted BN's gradient centre (meta.shiftInvariant): the mean of x − K, as x's readers get x − K. */

@@ -160,15 +160,21 @@ test('the input-gradient weights: every tap swapped per group, and the blocked l
 // session 38, blockedStep.shiftMoments off) a gradient is 15× off: the check fails.
 test('the blocked step keeps a BN\'s gradients when activations have mean 1000 and spread ~1', { skip }, async () => {
   const big = (): Record<string, Tensor> => { const rng = new Rng(6); return { x: f32([N, C, S, S], Float32Array.from({ length: N * C * S * S }, () => 1000 + rng.normal())) }; };
-  const run = async (on: boolean, shiftMoments = true) => {
+  const run = async (on: boolean, shiftMoments = true, checkpoint: number | false = false) => {
     const saved = { ...blockedStep };
     Object.assign(blockedStep, { current: on, shiftMoments });
-    const s = new RefitModel(net(), { threads: 1 }).compileTrainStep({ trainable: NORM, loss: randomProjectionLoss(['y'], 7), batchNorm: 'train' });
+    const s = new RefitModel(net(), { threads: 1 }).compileTrainStep({ trainable: NORM, loss: randomProjectionLoss(['y'], 7), batchNorm: 'train', checkpoint });
     try { return await s.run(big()); } finally { Object.assign(blockedStep, saved); await s.release(); }
   };
   const [std, blk, unshifted] = [await run(false), await run(true), await run(true, false)];
   const worst = (r: typeof blk) => Math.max(...NORM.map((p) => relErr(r.grads.get(p)!, std.grads.get(p)!)));
   assert.ok(worst(blk) <= 1e-3, `blocked step's BN gradients off the standard step's by ${worst(blk)}`);
   assert.ok(worst(unshifted) > 1e-2, `without the shift: ${worst(unshifted)} (the check would not see the defect)`);
+  // Activation checkpointing gives the gradient copies of x: a BN whose gradient reads one must not
+  // be shifted (its copies of x are not), and the others still are.
+  for (const segments of [2, 3, 4]) {
+    const ck = await run(true, true, segments);
+    assert.ok(worst(ck) <= 1e-3, `checkpointed (${segments} segments): ${worst(ck)}`);
+  }
   console.log(`# mean 1000: BN gradients off the standard step's by ${worst(blk).toExponential(1)} (shifted), ${worst(unshifted).toExponential(1)} (unshifted)`);
 });
