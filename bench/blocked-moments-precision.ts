@@ -54,15 +54,25 @@ const checks: { mean: string; variance: string; K?: string; d: string }[] = [];
 for (const bn of graph.model.graph.nodes.filter((n) => n.opType === 'BatchNormalization' && n.outputs.length > 1).slice(0, layers)) {
   const [mean, variance] = [bn.outputs[1]!, bn.outputs[2]!];
   if (standard) { checks.push({ mean, variance, d: bn.inputs[0]! }); continue; }
-  // mean = first C of Add(K, E[d]); E[d] = Mul(sums of a Reshape of the blocked d, 1/n).
+  // The mean output is the first C of M [Cp] (Reshape ← Slice ← M). After a 1×1 conv whose moments
+  // come from its input, the conv's bias is lowered by M itself (Sub(B, M) or Neg(M)): K = M and d
+  // is that conv's output. Elsewhere M = Add(K, E[d]), E[d] = Mul(sums of a Reshape of d, 1/n).
   let p = producer.get(mean);
-  while (p && p.opType !== 'Add') p = producer.get(p.inputs[0]!);
-  if (!p) { console.log(`${mean}: not a blocked BN (left to onnxruntime's kernel)`); continue; }
-  let q = producer.get(p.inputs[1]!);
-  while (q && !(q.opType === 'Reshape' && producer.get(q.inputs[0]!)?.domain === NCHWC_DOMAIN)) q = producer.get(q.inputs[0]!);
-  const d = `${q!.inputs[0]}_nchw_check`;
-  c.graph.nodes.push({ name: `${d}_reorder`, opType: 'ReorderOutput', domain: NCHWC_DOMAIN, inputs: [q!.inputs[0]!], outputs: [d], attrs: { channels: { kind: 'int', value: graph.shapes.get(bn.inputs[0]!)!.dims[1] as number }, channels_last: { kind: 'int', value: 0 } } });
-  checks.push({ mean, variance, K: p.inputs[0]!, d });
+  while (p && p.opType !== 'Slice') p = producer.get(p.inputs[0]!);
+  const M = p?.inputs[0];
+  const lowered = c.graph.nodes.find((k) => (k.opType === 'Sub' && k.inputs[1] === M) || (k.opType === 'Neg' && k.inputs[0] === M));
+  const pointwise = lowered && c.graph.nodes.find((k) => k.domain === NCHWC_DOMAIN && k.inputs[2] === lowered.outputs[0]);
+  const sum = M ? producer.get(M) : undefined;
+  if (!M || (!pointwise && sum?.opType !== 'Add')) { console.log(`${mean}: not a blocked BN (left to onnxruntime's kernel)`); continue; }
+  let blockedD = pointwise?.outputs[0];
+  if (!blockedD) {
+    let q = producer.get(sum!.inputs[1]!);
+    while (q && !(q.opType === 'Reshape' && producer.get(q.inputs[0]!)?.domain === NCHWC_DOMAIN)) q = producer.get(q.inputs[0]!);
+    blockedD = q!.inputs[0]!;
+  }
+  const d = `${blockedD}_nchw_check`;
+  c.graph.nodes.push({ name: `${d}_reorder`, opType: 'ReorderOutput', domain: NCHWC_DOMAIN, inputs: [blockedD], outputs: [d], attrs: { channels: { kind: 'int', value: graph.shapes.get(bn.inputs[0]!)!.dims[1] as number }, channels_last: { kind: 'int', value: 0 } } });
+  checks.push({ mean, variance, K: pointwise ? M : sum!.inputs[0]!, d });
 }
 c.graph.outputs.push(...checks.flatMap((k) => [k.mean, k.variance, ...(k.K ? [k.K] : []), k.d]).map((t) => ({ name: t, dtype: 'float32' as const, shape: null })));
 await step.release();

@@ -36,6 +36,7 @@ import { NCHWC_DOMAIN, blockedChannelSums, blockedForm, fuseConvTail, readersIn,
 import type { Tensor } from './tensor.ts';
 import { checkRunningStats, mixWithPrior } from '../train/batchnorm-train.ts';
 import { shiftBlockedConv, type BlockedConvSource } from './nchwc-shift.ts';
+import { pointwiseMoments } from './nchwc-pointwise-moments.ts';
 
 /**
  * Whether 1×1 convs take their BN statistics from the input's moments (tests and benches switch it),
@@ -276,35 +277,19 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
   }
 
   /**
-   * A 1×1 stride-1 conv y = W·x + B followed by a BN: the output moments follow from the input's,
-   * mean_y = W·mean_x + B and var_y = diag(W Σ_x Wᵀ), with Σ_x from one Gram MatMul of the
-   * (narrower) input; the BN then folds into the conv (a·W, a·(B − mean_y) + β) and the activation
-   * fuses with it, so the wide output is written once and never read for its statistics. The input
-   * is shifted by its first sample's mean before the Gram product (Σ = G/n − μμᵀ of the shifted
-   * data), for the same reason as in blockedBatchNorm.
+   * A 1×1 stride-1 conv y = W·x + B followed by a BN: the output moments from the input's
+   * (nchwc-pointwise-moments.ts); the BN then folds into the conv (a·W, a·(B − mean_y) + β) and the
+   * activation fuses with it, so the wide output is written once and never read for its statistics.
    */
   function pointwiseBatchNorm(conv: Node, n: Node, xb: string, [O0, I0]: number[]): void {
     const [scale, bias, runMean, runVar] = [padVec(n.inputs[1]!, O0!), padVec(n.inputs[2]!, O0!), padVec(n.inputs[3]!, O0!), padVec(n.inputs[4]!, O0!, 1)];
     const [N, , H, W] = shapeOf(conv.inputs[0]!)! as [number, number, number, number];
     const O = padded(O0!), I = padded(I0!);
     const convBias = conv.inputs[2] ? padVec(conv.inputs[2], O0!) : undefined;
-    const count = N * H * W;
     const eps = attrFloat(n, 'epsilon', 1e-5);
-    const K = em.reshape(em.reduce('ReduceMean', em.reshape(em.op('Slice', [xb, em.ints([0]), em.ints([1]), em.ints([0])]), [I! / block, H * W, block]), [1], false), [I!]);
-    // NHWC rows [N·H·W, I] of the blocked input (one block: the blocked layout already is), minus K.
-    const nhwc = I === block ? em.reshape(xb, [count, I]) : em.reshape(em.transpose(em.reshape(xb, [N, I / block, H * W, block]), [0, 2, 1, 3]), [count, I]);
-    const rows = em.sub(nhwc, K);
-    // mean(x) − K from the blocked input's sums (the fast keep-reduce-keep reduction; a column sum
-    // of the [N·H·W, I] rows took onnxruntime 9.6 ms on MobileNetV2's first expansion, 16 columns).
-    const sumX = blockedChannelSums(em, xb, [N, I, H, W], block);
-    const mu = em.sub(em.mul(sumX, em.scalar(1 / count)), K);
-    const gram = em.mul(em.op('MatMul', [em.transpose(rows, [1, 0]), rows]), em.scalar(1 / count));
-    const sigma = em.sub(gram, em.mul(em.reshape(mu, [I!, 1]), em.reshape(mu, [1, I!])));
     const wp = O === O0 && I === I0 ? conv.inputs[1]! : em.op('Pad', [conv.inputs[1]!, em.ints([0, 0, 0, 0, O - O0!, I - I0!, 0, 0])]);
     const w2 = em.reshape(wp, [O, I]);
-    let batchMean = em.reshape(em.op('MatMul', [w2, em.reshape(em.add(K, mu), [I!, 1])]), [O!]);
-    if (convBias) batchMean = em.add(batchMean, convBias);
-    const batchVar = em.op('Relu', [em.reduce('ReduceSum', em.mul(em.op('MatMul', [w2, sigma]), w2), [1], false)]);
+    const { mean: batchMean, variance: batchVar } = pointwiseMoments(em, xb, [N, I, H, W], w2, O, convBias, block);
     const { useMean, useVar } = mixWithPrior(em, prior, N, { mean: runMean, variance: runVar }, { mean: batchMean, variance: batchVar });
     const a = em.div(scale, em.op('Sqrt', [em.add(useVar, em.scalar(eps))]));
     // a·(W·x + B − useMean) + β = (a·W)·x + a·(B − useMean) + β.

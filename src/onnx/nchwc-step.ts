@@ -33,15 +33,18 @@ import type { ShapeMap } from './shapes.ts';
 import { outputShapes } from './static-shapes.ts';
 import { broadcast } from './constant-dims.ts';
 import { shiftBlockedConv, type BlockedConvSource } from './nchwc-shift.ts';
+import { pointwiseMoments } from './nchwc-pointwise-moments.ts';
+import { pointwiseStatsPay } from './nchwc-batchstats.ts';
 
 /**
  * Whether constant-weight steps run in the blocked layout, and whether strided input gradients'
  * phases are interleaved there, per-channel operands expanded over a sample's map, one 5-D view
- * shared by every reader of a blocked tensor, and BN moments taken about a shift K (off: K = 0,
- * the imprecise form before session 38, kept for bench/blocked-step.ts --compare shift alone).
- * Tests and benches switch them off to compare.
+ * shared by every reader of a blocked tensor, BN moments taken about a shift K (off: K = 0, the
+ * imprecise form before session 38, kept for bench/blocked-step.ts --compare shift alone), and a
+ * 1×1 conv's BN moments taken from its input where that pays (pointwiseMoments). Tests and benches
+ * switch them off to compare.
  */
-export const blockedStep = { current: true, interleave: true, expandChannels: true, shareViews: true, shiftMoments: true };
+export const blockedStep = { current: true, interleave: true, expandChannels: true, shareViews: true, shiftMoments: true, pointwiseMoments: true };
 
 /** Element-wise ops that keep a blocked tensor blocked: finite inputs give finite outputs. */
 const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Neg', 'Relu', 'Clip', 'Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual', 'Equal', 'And', 'Or', 'Not', 'Cast', 'Where', 'Sum', 'Sigmoid', 'Tanh', 'HardSigmoid', 'Abs', 'Max', 'Min', 'Identity']);
@@ -103,7 +106,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   /** Affine Convs (emitAffine) without a Sum input yet, by the tensor they stand for. */
   const open = new Map<string, Node>();
   /** Blocked Convs with nothing fused after them, by the tensor they write: a BN's shift source. */
-  const convSources = new Map<string, BlockedConvSource & { node: Node }>();
+  const convSources = new Map<string, BlockedConvSource & { node: Node; weight: Tensor }>();
   /** A shifted BN's batch-mean output → its mean of x − K, which its gradient's centre reads. */
   const shiftedMeans = new Map<string, string>();
   /** The nodes that read a BN input x, or its mean, only as x − mean (meta.shiftInvariant), by x. */
@@ -273,7 +276,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     const yb = em.fresh(`${out}_nchwc`);
     nchwcNode('Conv', [xb, wr, ...(bias || sum ? [bias ?? ''] : []), ...(sum ? [sum] : [])], yb, attrs);
     blocked.set(out, yb);
-    if (out === y && !attrs.activation) convSources.set(y, { node: g.nodes[g.nodes.length - 1]!, x: xb, inDims: xd, inBlocked: form.reorderInput, w: wr, bias, attrs, kernel: w.dims.slice(2) as number[] });
+    if (out === y && !attrs.activation) convSources.set(y, { node: g.nodes[g.nodes.length - 1]!, x: xb, inDims: xd, inBlocked: form.reorderInput, w: wr, bias, attrs, kernel: w.dims.slice(2) as number[], weight: w });
     moved++;
     return true;
   }
@@ -311,8 +314,12 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
       // and the moments come from one pass each over d: var = E[d²] − E[d]² (clamped at 0) keeps
       // its digits where |mean| ≫ std, as a centred second pass would, which would write x − mean
       // and cost more than the single-threaded kernel it replaces (docs/speed.md, session 34).
-      const K = blockedStep.shiftMoments ? shiftBlockedConv(em, conv, [padded(C), d[2]!, d[3]!], block) : em.constant(tensor('float32', [padded(C)], new Float32Array(padded(C))), 'no_shift');
       const db = blocked.get(x)!;
+      if (pointwiseFits(conv, d)) {
+        pointwiseBatchNorm(n, conv, db, d, eps, attrs);
+        return true;
+      }
+      const K = blockedStep.shiftMoments ? shiftBlockedConv(em, conv, [padded(C), d[2]!, d[3]!], block) : em.constant(tensor('float32', [padded(C)], new Float32Array(padded(C))), 'no_shift');
       const meanD = em.mul(channelSums(db, d), em.scalar(1 / count));
       const variance = em.op('Relu', [em.sub(em.mul(channelSums(db, d, 'ReduceSumSquare'), em.scalar(1 / count)), em.mul(meanD, meanD))]);
       if (n.outputs[1]) firstC(em.add(K, meanD), C, [C], n.outputs[1]);
@@ -330,6 +337,39 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     const c = em.sub(padVec(bias, C), em.mul(padVec(mu, C), a));
     emitAffine(n.outputs[0]!, blocked.get(x)!, a, c, attrs);
     return true;
+  }
+
+  /**
+   * Whether the blocked conv writing a BN's input (NCHW dims `d`) is a 1×1 stride-1 ungrouped conv
+   * on a blocked input whose output moments cost less from its input (nchwc-batchstats.ts
+   * pointwiseStatsPay): MobileNet-style expansions.
+   */
+  function pointwiseFits(conv: BlockedConvSource & { weight: Tensor }, d: number[]): boolean {
+    const ints = (a: string, v: number) => { const t = conv.attrs[a]; return t?.kind !== 'ints' || t.value.every((k) => k === v); };
+    const [O, I] = conv.weight.dims as [number, number];
+    return blockedStep.pointwiseMoments && conv.inBlocked && conv.kernel.every((k) => k === 1) && ints('strides', 1) && ints('dilations', 1) && ints('pads', 0) &&
+      (conv.attrs.group?.kind !== 'int' || conv.attrs.group.value === 1) && pointwiseStatsPay(padded(I), padded(O), d[0]! * d[2]! * d[3]!);
+  }
+
+  /**
+   * A train-mode BN after a 1×1 conv (pointwiseFits): its moments from the conv's input
+   * (nchwc-pointwise-moments.ts), and the conv's bias lowered by the batch mean itself, so it writes
+   * d = x − mean and the gradient's centre is 0 (no pass over the wide output for the moments).
+   */
+  function pointwiseBatchNorm(n: Node, conv: BlockedConvSource & { node: Node; weight: Tensor }, db: string, d: number[], eps: number, attrs: Node['attrs']): void {
+    const C = d[1]!, [O, I] = conv.weight.dims as [number, number];
+    const w2 = em.constant(padded2d(conv.weight.data as Float32Array, O, I, padded(O), padded(I)), `${conv.node.name}_pointwise_weight`);
+    const { mean, variance } = pointwiseMoments(em, conv.x, [d[0]!, padded(I), d[2]!, d[3]!], w2, padded(O), conv.bias, block);
+    conv.node.inputs[2] = conv.bias ? em.sub(conv.bias, mean) : em.neg(mean);
+    g.nodes.splice(g.nodes.indexOf(conv.node), 1);
+    g.nodes.push(conv.node);
+    if (n.outputs[1]) firstC(mean, C, [C], n.outputs[1]);
+    if (n.outputs[2]) firstC(variance, C, [C], n.outputs[2]);
+    for (const o of n.outputs.slice(1, 3)) if (o) plain.add(o);
+    if (n.outputs[1]) shiftedMeans.set(n.outputs[1], em.constant(tensor('float32', [C], new Float32Array(C)), 'centred_mean'));
+    // y = a·(x − mean) + β = a·d + β.
+    const a = em.div(padVec(n.inputs[1]!, C), em.op('Sqrt', [em.add(variance, em.scalar(eps))]));
+    emitAffine(n.outputs[0]!, db, a, padVec(n.inputs[2]!, C), attrs);
   }
 
   /**
@@ -559,4 +599,11 @@ function gemmDims(n: Node, a: number[] | undefined, b: number[] | undefined): nu
 function castTo(n: Node): DType | undefined {
   const to = attrInt(n, 'to', 0);
   return to === 1 ? 'float32' : to === 9 ? 'bool' : to === 7 ? 'int64' : undefined;
+}
+
+/** A row-major [O, I] matrix zero-padded to [Op, Ip]. */
+function padded2d(w: Float32Array, O: number, I: number, Op: number, Ip: number): Tensor {
+  const out = new Float32Array(Op * Ip);
+  for (let o = 0; o < O; o++) out.set(w.subarray(o * I, o * I + I), o * Ip);
+  return tensor('float32', [Op, Ip], out);
 }

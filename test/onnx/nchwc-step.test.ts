@@ -1,14 +1,15 @@
 // Constant-weight training steps in the blocked NCHWc layout (src/onnx/nchwc-step.ts), pinned
 // against the standard session graph on a MobileNet-style net (1×1 expansion with a bias → BN →
 // Clip(0, 6) → depthwise 3×3 stride 2 → BN → Relu → 1×1 projection to 24 channels (not whole
-// blocks) → BN → residual Add through a 1×1 shortcut, then a squeeze-excitation gate): loss,
-// every BN affine gradient and the running statistics within 1e-5; and the pass itself: every
-// conv blocked, no train-mode BatchNormalization left, its moments still graph tensors, the
-// swapped weights of the input-gradient convs element for element. The strided depthwise conv's
-// input gradient is written by phase (its size limit lowered here) with 40 channels (8 pad lanes),
-// and its phases are interleaved in the blocked layout: the same numbers as interleaved in NCHW;
-// per-channel operands expanded over a sample's map give the same numbers as broadcast, and one
-// shared 5-D view per blocked tensor the same as a view per use.
+// blocks) → BN → residual Add through a 1×1 shortcut, then a squeeze-excitation gate): loss, every
+// BN affine gradient and the running statistics within 1e-5; and the pass itself: every conv
+// blocked, no train-mode BatchNormalization left, its moments still graph tensors, the swapped
+// weights of the input-gradient convs element for element, the 1×1 expansion's BN moments taken
+// from its input. The strided depthwise conv's input gradient is written by phase (its size limit
+// lowered here) with 40 channels (8 pad lanes), and its phases are interleaved in the blocked
+// layout: the same numbers as interleaved in NCHW; per-channel operands expanded over a sample's
+// map give the same numbers as broadcast, and one shared 5-D view per blocked tensor the same as a
+// view per use.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
@@ -132,6 +133,14 @@ test('the pass: every conv blocked, no train-mode BatchNormalization left, its m
   const views5 = m.graph.nodes.filter((n) => n.opType === 'Reshape' && m.graph.initializers.get(n.inputs[1]!)?.data.length === 5).map(shapeKey);
   assert.ok(views5.length > 0);
   assert.equal(new Set(views5).size, views5.length, 'a blocked tensor viewed twice');
+  // The 1×1 expansion's BN moments from its input (16 channels, 256 positions: the Gram product
+  // pays): its Gram, W·mean and W·Σ MatMuls, none with the switch off.
+  const matmuls = (model: Model) => model.graph.nodes.filter((n) => n.opType === 'MatMul').length;
+  const direct = cloneModel(graph.model);
+  phaseStridedDx(direct);
+  blockedStep.pointwiseMoments = false;
+  try { blockStepActivations(direct, graph.shapes, block!); } finally { blockedStep.pointwiseMoments = true; }
+  assert.equal(matmuls(m) - matmuls(direct), 3, 'the expansion BN\'s moments from its input');
   const off = cloneModel(graph.model);
   blockedStep.current = false;
   try { assert.equal(blockStepActivations(off, graph.shapes, block!), 0, 'the switch turns it off'); } finally { blockedStep.current = true; }
