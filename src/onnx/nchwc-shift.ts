@@ -7,7 +7,7 @@
 // the nearer d's mean is to 0. The conv that writes x writes d instead when its bias is lowered by
 // K, so the shift costs no pass over the activation: K is the mean of the same conv's outputs on a
 // sparse grid over every sample. (A 4×4 window in the first sample's corner, the form before
-// session 38, sat up to 1.9 std from MobileNetV2's batch means and left its moments 4–12× less
+// session 38, sat up to 1.9 std from MobileNetV2's batch means and left its moments 3–19× less
 // precise than onnxruntime's two-pass kernel; the grid matches the kernel: docs/speed.md.)
 import { NCHWC_DOMAIN } from './nchwc.ts';
 import type { Emitter } from './emitter.ts';
@@ -35,11 +35,16 @@ export interface BlockedConvSource {
  */
 export function shiftBlockedConv(em: Emitter, conv: BlockedConvSource & { node: Node }, outDims: number[], block: number): string {
   const K = gridMean(em, conv, outDims, block, conv.node.outputs[0]!);
+  lowerConvBias(em, conv, K);
+  return K;
+}
+
+/** The blocked Conv `conv.node` lowered by K [Cp] (its bias minus K), moved after K's nodes. */
+export function lowerConvBias(em: Emitter, conv: { node: Node; bias?: string }, K: string): void {
   conv.node.inputs[2] = conv.bias ? em.sub(conv.bias, K) : em.neg(K);
   const nodes = em.graph.nodes;
   nodes.splice(nodes.indexOf(conv.node), 1);
   nodes.push(conv.node);
-  return K;
 }
 
 /** Outputs per channel the shift is the mean of, at least: a grid over every sample's map. */

@@ -32,7 +32,7 @@ import { tensor, type DType, type Tensor } from './tensor.ts';
 import type { ShapeMap } from './shapes.ts';
 import { outputShapes } from './static-shapes.ts';
 import { broadcast } from './constant-dims.ts';
-import { shiftBlockedConv, type BlockedConvSource } from './nchwc-shift.ts';
+import { lowerConvBias, shiftBlockedConv, type BlockedConvSource } from './nchwc-shift.ts';
 import { pointwiseMoments } from './nchwc-pointwise-moments.ts';
 import { pointwiseStatsPay } from './nchwc-batchstats.ts';
 
@@ -310,15 +310,15 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     if (train) {
       const conv = convSources.get(x);
       if (!n.meta?.batchStatistics || n.outputs.slice(3).some((o) => o && read.has(o)) || !conv || !shiftable(n)) return false;
-      // The conv writes d = x − K, K the mean of its outputs on a grid over the batch (nchwc-shift.ts),
-      // and the moments come from one pass each over d: var = E[d²] − E[d]² (clamped at 0) keeps
-      // its digits where |mean| ≫ std, as a centred second pass would, which would write x − mean
-      // and cost more than the single-threaded kernel it replaces (docs/speed.md, session 34).
       const db = blocked.get(x)!;
       if (pointwiseFits(conv, d)) {
         pointwiseBatchNorm(n, conv, db, d, eps, attrs);
         return true;
       }
+      // The conv writes d = x − K, K the mean of its outputs on a grid over the batch (nchwc-shift.ts),
+      // and the moments come from one pass each over d: var = E[d²] − E[d]² (clamped at 0) keeps
+      // its digits where |mean| ≫ std, as a centred second pass would, which would write x − mean
+      // and cost more than the single-threaded kernel it replaces (docs/speed.md, session 34).
       const K = blockedStep.shiftMoments ? shiftBlockedConv(em, conv, [padded(C), d[2]!, d[3]!], block) : em.constant(tensor('float32', [padded(C)], new Float32Array(padded(C))), 'no_shift');
       const meanD = em.mul(channelSums(db, d), em.scalar(1 / count));
       const variance = em.op('Relu', [em.sub(em.mul(channelSums(db, d, 'ReduceSumSquare'), em.scalar(1 / count)), em.mul(meanD, meanD))]);
@@ -360,9 +360,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     const C = d[1]!, [O, I] = conv.weight.dims as [number, number];
     const w2 = em.constant(padded2d(conv.weight.data as Float32Array, O, I, padded(O), padded(I)), `${conv.node.name}_pointwise_weight`);
     const { mean, variance } = pointwiseMoments(em, conv.x, [d[0]!, padded(I), d[2]!, d[3]!], w2, padded(O), conv.bias, block);
-    conv.node.inputs[2] = conv.bias ? em.sub(conv.bias, mean) : em.neg(mean);
-    g.nodes.splice(g.nodes.indexOf(conv.node), 1);
-    g.nodes.push(conv.node);
+    lowerConvBias(em, conv, mean);
     if (n.outputs[1]) firstC(mean, C, [C], n.outputs[1]);
     if (n.outputs[2]) firstC(variance, C, [C], n.outputs[2]);
     for (const o of n.outputs.slice(1, 3)) if (o) plain.add(o);
