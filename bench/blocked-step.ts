@@ -17,9 +17,10 @@
 // excitation in the blocked layout or not (squeezeExciteBlocked), both session 37; --compare
 // shift: BN moments about 0 or about a grid shift K (blockedStep.shiftMoments, session 38);
 // --compare pointwise: a 1×1 conv's BN moments from its output or from its input's Gram product
-// where that pays (blockedStep.pointwiseMoments, session 38).
+// where that pays (blockedStep.pointwiseMoments, session 38); --compare silu-quickgelu: SiLU's
+// recomputed gradient in seven standard ops or five with QuickGelu (blockedStep.quickGeluSilu).
 //
-//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent|bn-adapt|…] [--rounds 10] [--compare standard|interleave|sumsq|expand|silu|silu-recompute|views|shift|pointwise|hardswish|squeeze-excite]
+//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent|bn-adapt|…] [--rounds 10] [--compare standard|interleave|sumsq|expand|silu|silu-recompute|views|shift|pointwise|silu-quickgelu|hardswish|squeeze-excite]
 import { existsSync, mkdirSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
@@ -46,6 +47,7 @@ const COMPARISONS: Record<string, { set: (on: boolean) => void; names: [string, 
   silu: { set: (on) => { siluGradient.current = on; }, names: ['Mul and Sigmoid rules', 'SiLU gradient'] },
   'silu-recompute': { set: (on) => { siluGradient.recompute = on; }, names: ['s kept', 's recomputed'] },
   shift: { set: (on) => { blockedStep.shiftMoments = on; }, names: ['unshifted', 'shifted'] },
+  'silu-quickgelu': { set: (on) => { blockedStep.quickGeluSilu = on; }, names: ['SiLU gradient in seven ops', 'in five (QuickGelu)'] },
   pointwise: { set: (on) => { blockedStep.pointwiseMoments = on; }, names: ['1×1 moments from the output', '1×1 moments from the input'] },
   views: { set: (on) => { blockedStep.shareViews = on; }, names: ['a view per use', 'shared views'] },
   hardswish: { set: (on) => { fuseHardSwish.current = on; }, names: ['HardSigmoid and Mul', 'fused HardSwish'] },

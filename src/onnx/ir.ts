@@ -55,6 +55,11 @@ export interface Node {
      * which batchnorm-train.ts makes zeros from x: zeros either way.
      */
     shiftInvariant?: { x: string; centre?: true };
+    /**
+     * On the Mul that ends SiLU's recomputed input gradient (src/autodiff/silu.ts): it is
+     * dY·silu'(x), so a backend pass may write it in another form (src/onnx/nchwc-step.ts).
+     */
+    siluGradient?: { x: string; dY: string };
   };
 }
 

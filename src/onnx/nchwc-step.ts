@@ -25,7 +25,7 @@
 // and biases), per-channel operands are padded with zeros (a variance with ones), and only ops
 // that map finite values to finite values run on blocked tensors; the lanes never reach an NCHW
 // tensor (ReorderOutput keeps C channels, reductions are sliced to C).
-import { attrFloat, attrInt, attrInts, attrString, constantValue, dropDead, opsetVersion, type Model, type Node } from './ir.ts';
+import { attrFloat, attrInt, attrInts, attrString, constantValue, dropDead, floatAttr, opsetVersion, type Model, type Node } from './ir.ts';
 import { Emitter } from './emitter.ts';
 import { NCHWC_DOMAIN, blockedChannelSums, blockedForm, blockedWeight, fuseConvTail, readersIn, soleReader } from './nchwc.ts';
 import { tensor, type DType, type Tensor } from './tensor.ts';
@@ -41,10 +41,13 @@ import { pointwiseStatsPay } from './nchwc-batchstats.ts';
  * phases are interleaved there, per-channel operands expanded over a sample's map, one 5-D view
  * shared by every reader of a blocked tensor, BN moments taken about a shift K (off: K = 0, the
  * imprecise form before session 38, kept for bench/blocked-step.ts --compare shift alone), and a
- * 1×1 conv's BN moments taken from its input where that pays (pointwiseMoments). Tests and benches
- * switch them off to compare.
+ * 1×1 conv's BN moments taken from its input where that pays (pointwiseMoments), and SiLU's
+ * recomputed gradient in five ops (quickGeluSilu). Tests and benches switch them off to compare.
  */
-export const blockedStep = { current: true, interleave: true, expandChannels: true, shareViews: true, shiftMoments: true, pointwiseMoments: true };
+export const blockedStep = { current: true, interleave: true, expandChannels: true, shareViews: true, shiftMoments: true, pointwiseMoments: true, quickGeluSilu: true };
+
+/** onnxruntime's contrib domain (QuickGelu). */
+const MS_DOMAIN = 'com.microsoft';
 
 /** Element-wise ops that keep a blocked tensor blocked: finite inputs give finite outputs. */
 const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Neg', 'Relu', 'Clip', 'Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual', 'Equal', 'And', 'Or', 'Not', 'Cast', 'Where', 'Sum', 'Sigmoid', 'Tanh', 'HardSigmoid', 'Abs', 'Max', 'Min', 'Identity']);
@@ -209,6 +212,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     if (n.domain === '' && REDUCTIONS.has(n.opType) && reduceToBlocked(n)) continue;
     if (fuseLateSum(n)) continue;
     if (shiftedCentre(n)) continue;
+    if (siluGradToBlocked(n)) continue;
     if (n.domain === '' && ELEMENTWISE.has(n.opType) && elementwiseToBlocked(n)) continue;
     emitPlain(n);
   }
@@ -220,6 +224,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   }
   dropDead(g);
   if (!model.opsets.some((o) => o.domain === NCHWC_DOMAIN)) model.opsets.push({ domain: NCHWC_DOMAIN, version: 1 });
+  if (g.nodes.some((n) => n.domain === MS_DOMAIN) && !model.opsets.some((o) => o.domain === MS_DOMAIN)) model.opsets.push({ domain: MS_DOMAIN, version: 1 });
   return moved;
 
   function emitPlain(n: Node): void {
@@ -389,6 +394,29 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     const shifted = n.meta?.shiftInvariant?.centre ? shiftedMeans.get(n.inputs[0]!) : undefined;
     if (!shifted) return false;
     push({ ...n, inputs: [shifted] });
+    return true;
+  }
+
+  /**
+   * SiLU's recomputed input gradient (meta.siluGradient, silu.ts: dY·(1 − t)·(x·t + 1), t =
+   * Sigmoid(−x), seven ops) on blocked x and dY in five: dY·s·(1 + u) with u = x·t, onnxruntime's
+   * QuickGelu(x, α = −1), and s = Sigmoid(x) of the 4-D blocked tensor, a name the forward's
+   * x·Sigmoid(x) (on the 5-D view, fused into QuickGelu) does not read, so common-subexpression
+   * elimination leaves the two apart and the forward keeps no s. The seven ops, already emitted,
+   * die unread.
+   */
+  function siluGradToBlocked(n: Node): boolean {
+    const job = n.meta?.siluGradient;
+    const d = spatial(n.outputs[0]!);
+    if (!job || !blockedStep.quickGeluSilu || !d || !blocked.has(job.x) || !blocked.has(job.dY) || dimsOf(job.x)?.join() !== d.join() || dimsOf(job.dY)?.join() !== d.join()) return false;
+    const xv = view5(blocked.get(job.x)!, d);
+    const u = em.op('QuickGelu', [xv], { alpha: floatAttr(-1) });
+    g.nodes[g.nodes.length - 1]!.domain = MS_DOMAIN;
+    const s5 = em.reshape(em.op('Sigmoid', [blocked.get(job.x)!]), [d[0]!, padded(d[1]!) / block, d[2]!, d[3]!, block]);
+    const out5 = em.mul(view5(blocked.get(job.dY)!, d), em.mul(s5, em.add(u, em.scalar(1))));
+    const y4 = em.reshape(out5, [d[0]!, padded(d[1]!), d[2]!, d[3]!]);
+    blocked.set(n.outputs[0]!, y4);
+    views.set(`${y4}|${d.join()}`, out5);
     return true;
   }
 

@@ -187,3 +187,44 @@ test('the blocked step keeps a BN\'s gradients when activations have mean 1000 a
   }
   console.log(`# mean 1000: BN gradients off the standard step's by ${worst(blk).toExponential(1)} (shifted), ${worst(unshifted).toExponential(1)} (unshifted)`);
 });
+
+// SiLU's recomputed input gradient (silu.ts: seven ops) written on blocked tensors in five, with
+// onnxruntime's QuickGelu(x, α = −1) and a Sigmoid of the 4-D blocked tensor (blockedStep.quickGeluSilu):
+// the standard step's gradients, and the forward's x·Sigmoid(x) still fused (no Sigmoid kept for it).
+test('SiLU\'s gradient in the blocked step: five ops with QuickGelu give the standard step\'s BN gradients', { skip }, async () => {
+  const b = new ModelBuilder({ opset: 13 });
+  const init = randomInitializers(b, new Rng(8));
+  init('w1', [E, C, 1, 1], 0.4); init('w2', [E, 1, 3, 3], 0.4);
+  for (const [k, c] of [[0, E], [1, E]] as const) { init(`g${k}`, [c], 0.2, 1); init(`b${k}`, [c], 0.2); init(`m${k}`, [c], 0.1); init(`v${k}`, [c], 0.1, 1); }
+  b.input('x', 'float32', [N, C, S, S]);
+  const bn = (i: number, x: string, y: string) => b.node('BatchNormalization', [x, `g${i}`, `b${i}`, `m${i}`, `v${i}`], [y], { epsilon: 1e-5, momentum: 0.9 });
+  b.node('Conv', ['x', 'w1'], ['e'], { kernel_shape: [1, 1] });
+  bn(0, 'e', 'en'); b.node('Sigmoid', ['en'], ['es']); b.node('Mul', ['en', 'es'], ['ea']);
+  b.node('Conv', ['ea', 'w2'], ['d'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1], group: E });
+  bn(1, 'd', 'y');
+  b.output('y');
+  const model = b.build(), trainable = [0, 1].flatMap((k) => [`g${k}`, `b${k}`]);
+  const run = async (on: boolean, quickGeluSilu = true) => {
+    const saved = { ...blockedStep };
+    Object.assign(blockedStep, { current: on, quickGeluSilu });
+    const s = new RefitModel(model, { threads: 1 }).compileTrainStep({ trainable, loss: randomProjectionLoss(['y'], 7), batchNorm: 'train' });
+    try {
+      const x = batch();
+      const { graph } = await s.compile(signatureOf(x));
+      const m = cloneModel(graph.model);
+      if (on) blockStepActivations(m, graph.shapes, block!);
+      return { r: await s.run(x), m };
+    } finally { Object.assign(blockedStep, saved); await s.release(); }
+  };
+  const [std, five, seven] = [await run(false), await run(true), await run(true, false)];
+  for (const p of trainable) {
+    assert.ok(relErr(five.r.grads.get(p)!, std.r.grads.get(p)!) <= 1e-5, `grad ${p}: ${relErr(five.r.grads.get(p)!, std.r.grads.get(p)!)}`);
+    assert.ok(relErr(seven.r.grads.get(p)!, std.r.grads.get(p)!) <= 1e-5, `grad ${p} (seven ops): ${relErr(seven.r.grads.get(p)!, std.r.grads.get(p)!)}`);
+  }
+  const quick = five.m.graph.nodes.filter((n) => n.opType === 'QuickGelu');
+  assert.equal(quick.length, 1, 'one QuickGelu, the gradient\'s');
+  assert.deepEqual([quick[0]!.domain, quick[0]!.attrs.alpha], ['com.microsoft', { kind: 'float', value: -1 }]);
+  const negs = new Set(five.m.graph.nodes.filter((n) => n.opType === 'Neg').map((n) => n.outputs[0]));
+  assert.ok(!five.m.graph.nodes.some((n) => n.opType === 'Sigmoid' && negs.has(n.inputs[0]!)), 'the seven-op form (Sigmoid(−x)) is gone');
+  assert.equal(seven.m.graph.nodes.filter((n) => n.opType === 'QuickGelu').length, 0);
+});
