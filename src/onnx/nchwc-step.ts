@@ -308,7 +308,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   function batchNormToBlocked(n: Node): boolean {
     const x = n.inputs[0]!, d = spatial(x);
     if (!d || !blocked.has(x) || dtypeOf(x) !== 'float32') return false;
-    const C = d[1]!, count = d[0]! * d[2]! * d[3]!;
+    const C = d[1]!;
     const eps = attrFloat(n, 'epsilon', 1e-5);
     const attrs: Node['attrs'] = { group: { kind: 'int', value: padded(C) }, kernel_shape: { kind: 'ints', value: [1, 1] } };
     const train = n.outputs.length > 1 && n.outputs.slice(1).some(Boolean);
@@ -316,24 +316,15 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
       const conv = convSources.get(x);
       if (!n.meta?.batchStatistics || n.outputs.slice(3).some((o) => o && read.has(o)) || !conv || !shiftable(n)) return false;
       const db = blocked.get(x)!;
-      if (pointwiseFits(conv, d)) {
-        pointwiseBatchNorm(n, conv, db, d, eps, attrs);
-        return true;
-      }
-      // The conv writes d = x − K, K the mean of its outputs on a grid over the batch (nchwc-shift.ts),
-      // and the moments come from one pass each over d: var = E[d²] − E[d]² (clamped at 0) keeps
-      // its digits where |mean| ≫ std, as a centred second pass would, which would write x − mean
-      // and cost more than the single-threaded kernel it replaces (docs/speed.md, session 34).
-      const K = blockedStep.shiftMoments ? shiftBlockedConv(em, conv, [padded(C), d[2]!, d[3]!], block) : em.constant(tensor('float32', [padded(C)], new Float32Array(padded(C))), 'no_shift');
-      const meanD = em.mul(channelSums(db, d), em.scalar(1 / count));
-      const variance = em.op('Relu', [em.sub(em.mul(channelSums(db, d, 'ReduceSumSquare'), em.scalar(1 / count)), em.mul(meanD, meanD))]);
-      if (n.outputs[1]) firstC(em.add(K, meanD), C, [C], n.outputs[1]);
+      const { mean, variance, meanD } = pointwiseFits(conv, d) ? pointwiseMomentsOf(conv, d) : shiftedMoments(conv, db, d);
+      if (n.outputs[1]) firstC(mean, C, [C], n.outputs[1]);
       if (n.outputs[2]) firstC(variance, C, [C], n.outputs[2]);
       for (const o of n.outputs.slice(1, 3)) if (o) plain.add(o);
-      if (n.outputs[1]) shiftedMeans.set(n.outputs[1], firstC(meanD, C, [C]));
+      // The gradient's centre: E[d] = mean − K, what the mean is to d.
+      if (n.outputs[1]) shiftedMeans.set(n.outputs[1], meanD ? firstC(meanD, C, [C]) : em.constant(tensor('float32', [C], new Float32Array(C)), 'centred_mean'));
       // y = a·(x − mean) + β = a·d + (β − a·E[d]), a = γ / √(var + ε); the pad lanes' γ is 0.
       const a = em.div(padVec(n.inputs[1]!, C), em.op('Sqrt', [em.add(variance, em.scalar(eps))]));
-      emitAffine(n.outputs[0]!, db, a, em.sub(padVec(n.inputs[2]!, C), em.mul(a, meanD)), attrs);
+      emitAffine(n.outputs[0]!, db, a, meanD ? em.sub(padVec(n.inputs[2]!, C), em.mul(a, meanD)) : padVec(n.inputs[2]!, C), attrs);
       return true;
     }
     const [, scale, bias, mu, v] = n.inputs as [string, string, string, string, string];
@@ -357,22 +348,31 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   }
 
   /**
-   * A train-mode BN after a 1×1 conv (pointwiseFits): its moments from the conv's input
-   * (nchwc-pointwise-moments.ts), and the conv's bias lowered by the batch mean itself, so it writes
-   * d = x − mean and the gradient's centre is 0 (no pass over the wide output for the moments).
+   * The batch moments [Cp] of a BN input written by a 1×1 conv (pointwiseFits), from the conv's
+   * input (nchwc-pointwise-moments.ts), with the conv's bias lowered by the batch mean itself, so it
+   * writes d = x − mean: E[d] is 0 (no meanD) and no pass over the wide output goes to the moments.
    */
-  function pointwiseBatchNorm(n: Node, conv: BlockedConvSource & { node: Node; weight: Tensor }, db: string, d: number[], eps: number, attrs: Node['attrs']): void {
-    const C = d[1]!, [O, I] = conv.weight.dims as [number, number];
+  function pointwiseMomentsOf(conv: BlockedConvSource & { node: Node; weight: Tensor }, d: number[]): { mean: string; variance: string; meanD?: string } {
+    const [O, I] = conv.weight.dims as [number, number];
     const w2 = em.constant(padded2d(conv.weight.data as Float32Array, O, I, padded(O), padded(I)), `${conv.node.name}_pointwise_weight`);
     const { mean, variance } = pointwiseMoments(em, conv.x, [d[0]!, padded(I), d[2]!, d[3]!], w2, padded(O), conv.bias, block);
     lowerConvBias(em, conv, mean);
-    if (n.outputs[1]) firstC(mean, C, [C], n.outputs[1]);
-    if (n.outputs[2]) firstC(variance, C, [C], n.outputs[2]);
-    for (const o of n.outputs.slice(1, 3)) if (o) plain.add(o);
-    if (n.outputs[1]) shiftedMeans.set(n.outputs[1], em.constant(tensor('float32', [C], new Float32Array(C)), 'centred_mean'));
-    // y = a·(x − mean) + β = a·d + β.
-    const a = em.div(padVec(n.inputs[1]!, C), em.op('Sqrt', [em.add(variance, em.scalar(eps))]));
-    emitAffine(n.outputs[0]!, db, a, padVec(n.inputs[2]!, C), attrs);
+    return { mean, variance };
+  }
+
+  /**
+   * The batch moments [Cp] of a BN input x of NCHW dims `d` whose conv now writes d = x − K (`db`),
+   * K the mean of its outputs on a grid over the batch (nchwc-shift.ts), from one pass each over d:
+   * var = E[d²] − E[d]² (clamped at 0) keeps its digits where |mean| ≫ std, as a centred second
+   * pass would, which would write x − mean and cost more than the single-threaded kernel it
+   * replaces (docs/speed.md, session 34).
+   */
+  function shiftedMoments(conv: BlockedConvSource & { node: Node }, db: string, d: number[]): { mean: string; variance: string; meanD: string } {
+    const Cp = padded(d[1]!), count = d[0]! * d[2]! * d[3]!;
+    const K = blockedStep.shiftMoments ? shiftBlockedConv(em, conv, [Cp, d[2]!, d[3]!], block) : em.constant(tensor('float32', [Cp], new Float32Array(Cp)), 'no_shift');
+    const meanD = em.mul(channelSums(db, d), em.scalar(1 / count));
+    const variance = em.op('Relu', [em.sub(em.mul(channelSums(db, d, 'ReduceSumSquare'), em.scalar(1 / count)), em.mul(meanD, meanD))]);
+    return { mean: em.add(K, meanD), variance, meanD };
   }
 
   /**
