@@ -60,6 +60,13 @@ export interface Node {
      * dY·silu'(x), so a backend pass may write it in another form (src/onnx/nchwc-step.ts).
      */
     siluGradient?: { x: string; dY: string };
+    /**
+     * On the Add that ends a batch-statistics BatchNorm's input gradient in its 'bn-affine' form
+     * (norm.ts): it is a·g + b·x + c with `a`, `b`, `c` per-channel [C] vectors, `g` the gradient
+     * at the BN's output and `x` its input, so a backend pass may compute what reads it in another
+     * form (src/onnx/nchwc-step.ts: through a 1×1 conv, from the conv's input).
+     */
+    bnAffineDx?: { x: string; g: string; a: string; b: string; c: string };
   };
 }
 

@@ -11,11 +11,11 @@ import { blockedChannelSums } from './nchwc.ts';
 import type { Emitter } from './emitter.ts';
 
 /**
- * Mean and biased variance [Op] of W·x + B over N, H, W, for `xb` blocked [N, Ip, H, W] (`dims`,
+ * Mean and biased variance [Op] of W·x + B over N, H, W, and the mean [Ip] of x, for `xb` blocked [N, Ip, H, W] (`dims`,
  * Ip whole blocks of `block`), `w2` the weight as [Op, Ip] (pad rows and columns zero) and `bias`
  * [Op] or undefined.
  */
-export function pointwiseMoments(em: Emitter, xb: string, [N, I, H, W]: number[], w2: string, O: number, bias: string | undefined, block: number): { mean: string; variance: string } {
+export function pointwiseMoments(em: Emitter, xb: string, [N, I, H, W]: number[], w2: string, O: number, bias: string | undefined, block: number): { mean: string; variance: string; meanX: string } {
   const count = N! * H! * W!;
   const K = em.reshape(em.reduce('ReduceMean', em.reshape(em.op('Slice', [xb, em.ints([0]), em.ints([1]), em.ints([0])]), [I! / block, H! * W!, block]), [1], false), [I!]);
   // NHWC rows [N·H·W, I] of the blocked input (one block: the blocked layout already is), minus K.
@@ -26,8 +26,9 @@ export function pointwiseMoments(em: Emitter, xb: string, [N, I, H, W]: number[]
   const mu = em.sub(em.mul(blockedChannelSums(em, xb, [N!, I!, H!, W!], block), em.scalar(1 / count)), K);
   const gram = em.mul(em.op('MatMul', [em.transpose(rows, [1, 0]), rows]), em.scalar(1 / count));
   const sigma = em.sub(gram, em.mul(em.reshape(mu, [I!, 1]), em.reshape(mu, [1, I!])));
-  let mean = em.reshape(em.op('MatMul', [w2, em.reshape(em.add(K, mu), [I!, 1])]), [O]);
+  const meanX = em.add(K, mu);
+  let mean = em.reshape(em.op('MatMul', [w2, em.reshape(meanX, [I!, 1])]), [O]);
   if (bias) mean = em.add(mean, bias);
   const variance = em.op('Relu', [em.reduce('ReduceSum', em.mul(em.op('MatMul', [w2, sigma]), w2), [1], false)]);
-  return { mean, variance };
+  return { mean, variance, meanX };
 }

@@ -41,10 +41,11 @@ import { pointwiseStatsPay } from './nchwc-batchstats.ts';
  * phases are interleaved there, per-channel operands expanded over a sample's map, one 5-D view
  * shared by every reader of a blocked tensor, BN moments taken about a shift K (off: K = 0, the
  * imprecise form before session 38, kept for bench/blocked-step.ts --compare shift alone), and a
- * 1×1 conv's BN moments taken from its input where that pays (pointwiseMoments), and SiLU's
+ * 1×1 conv's BN moments taken from its input where that pays (pointwiseMoments), such a conv's
+ * input gradient taken through its BN's gradient from its input (pointwiseDx), and SiLU's
  * recomputed gradient in five ops (quickGeluSilu). Tests and benches switch them off to compare.
  */
-export const blockedStep = { current: true, interleave: true, expandChannels: true, shareViews: true, shiftMoments: true, pointwiseMoments: true, quickGeluSilu: true };
+export const blockedStep = { current: true, interleave: true, expandChannels: true, shareViews: true, shiftMoments: true, pointwiseMoments: true, pointwiseDx: true, quickGeluSilu: true };
 
 /** onnxruntime's contrib domain (QuickGelu). */
 const MS_DOMAIN = 'com.microsoft';
@@ -109,7 +110,9 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   /** Affine Convs (emitAffine) without a Sum input yet, by the tensor they stand for. */
   const open = new Map<string, Node>();
   /** Blocked Convs with nothing fused after them, by the tensor they write: a BN's shift source. */
-  const convSources = new Map<string, BlockedConvSource & { node: Node; weight: Tensor }>();
+  const convSources = new Map<string, BlockedConvSource & { node: Node; weight: Tensor; weightName: string }>();
+  /** A BN input written by a 1×1 conv whose moments came from the conv's input (pointwiseMomentsOf). */
+  const pointwiseBNs = new Map<string, { conv: BlockedConvSource & { weight: Tensor; weightName: string }; w2: string; meanX: string }>();
   /** A shifted BN's batch-mean output → its mean of x − K, which its gradient's centre reads. */
   const shiftedMeans = new Map<string, string>();
   /** The nodes that read a BN input x, or its mean, only as x − mean (meta.shiftInvariant), by x. */
@@ -207,6 +210,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
       if (blockedStep.interleave && interleaveToBlocked(n)) continue;
       for (const k of between) emitPlain(k);
     }
+    if (pointwiseDxToBlocked(n)) continue;
     if (n.domain === '' && n.opType === 'Conv' && convToBlocked(n)) continue;
     if (n.domain === '' && n.opType === 'BatchNormalization' && batchNormToBlocked(n)) continue;
     if (n.domain === '' && REDUCTIONS.has(n.opType) && reduceToBlocked(n)) continue;
@@ -281,7 +285,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     const yb = em.fresh(`${out}_nchwc`);
     nchwcNode('Conv', [xb, wr, ...(bias || sum ? [bias ?? ''] : []), ...(sum ? [sum] : [])], yb, attrs);
     blocked.set(out, yb);
-    if (out === y && !attrs.activation) convSources.set(y, { node: g.nodes[g.nodes.length - 1]!, x: xb, inDims: xd, inBlocked: form.reorderInput, w: wr, bias, attrs, kernel: w.dims.slice(2) as number[], weight: w });
+    if (out === y && !attrs.activation) convSources.set(y, { node: g.nodes[g.nodes.length - 1]!, x: xb, inDims: xd, inBlocked: form.reorderInput, w: wr, bias, attrs, kernel: w.dims.slice(2) as number[], weight: w, weightName: n.inputs[1]! });
     moved++;
     return true;
   }
@@ -316,7 +320,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
       const conv = convSources.get(x);
       if (!n.meta?.batchStatistics || n.outputs.slice(3).some((o) => o && read.has(o)) || !conv || !shiftable(n)) return false;
       const db = blocked.get(x)!;
-      const { mean, variance, meanD } = pointwiseFits(conv, d) ? pointwiseMomentsOf(conv, d) : shiftedMoments(conv, db, d);
+      const { mean, variance, meanD } = pointwiseFits(conv, d) ? pointwiseMomentsOf(x, conv, d) : shiftedMoments(conv, db, d);
       if (n.outputs[1]) firstC(mean, C, [C], n.outputs[1]);
       if (n.outputs[2]) firstC(variance, C, [C], n.outputs[2]);
       for (const o of n.outputs.slice(1, 3)) if (o) plain.add(o);
@@ -352,12 +356,55 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
    * input (nchwc-pointwise-moments.ts), with the conv's bias lowered by the batch mean itself, so it
    * writes d = x − mean: E[d] is 0 (no meanD) and no pass over the wide output goes to the moments.
    */
-  function pointwiseMomentsOf(conv: BlockedConvSource & { node: Node; weight: Tensor }, d: number[]): { mean: string; variance: string; meanD?: string } {
+  function pointwiseMomentsOf(x: string, conv: BlockedConvSource & { node: Node; weight: Tensor; weightName: string }, d: number[]): { mean: string; variance: string; meanD?: string } {
     const [O, I] = conv.weight.dims as [number, number];
     const w2 = em.constant(padded2d(conv.weight.data as Float32Array, O, I, padded(O), padded(I)), `${conv.node.name}_pointwise_weight`);
-    const { mean, variance } = pointwiseMoments(em, conv.x, [d[0]!, padded(I), d[2]!, d[3]!], w2, padded(O), conv.bias, block);
+    const { mean, variance, meanX } = pointwiseMoments(em, conv.x, [d[0]!, padded(I), d[2]!, d[3]!], w2, padded(O), conv.bias, block);
     lowerConvBias(em, conv, mean);
+    pointwiseBNs.set(x, { conv, w2, meanX });
     return { mean, variance };
+  }
+
+  /**
+   * The input gradient of a 1×1 conv whose BN took its moments from the conv's input
+   * (pointwiseMomentsOf), where the BN's input gradient a·g + b·d + c (norm.ts, meta.bnAffineDx)
+   * feeds it alone: the conv wrote d = W·xs exactly (xs = x − mean of x), so
+   *   Wᵀ(a·g + b·d + c) = Conv(g; Wᵀ·diag(a)) + Conv(xs; Wᵀ·diag(b)·W) + Wᵀc,
+   * two blocked convs, the second over the narrow input (I × I per position), in place of a pass
+   * over the wide g (a·g), an affine conv over the wide d (b·d + c, a·g its Sum) and this conv.
+   * The passes it replaces die unread. d is still read for Σ g·d (a cross product of xs and g
+   * over the batch measured slower than a Mul and a sum: batched MatMuls of 16-wide blocks).
+   */
+  function pointwiseDxToBlocked(n: Node): boolean {
+    if (!blockedStep.pointwiseDx || n.domain !== '' || n.opType !== 'Conv') return false;
+    const dX = n.inputs[0]!, job = producer.get(dX)?.meta?.bnAffineDx;
+    const bn = job && pointwiseBNs.get(job.x);
+    const y = n.outputs[0]!, yd = spatial(y), gd = dimsOf(job?.g ?? '');
+    if (!job || !bn || !yd || !gd || soleConsumer(dX) !== n || n.meta?.flippedWeightOf !== bn.conv.weightName || !blocked.has(job.g) || n.inputs[2]) return false;
+    const ones = (a: string, v: number) => (attrInts(n, a) ?? []).every((k) => k === v);
+    if (attrInt(n, 'group', 1) !== 1 || !ones('kernel_shape', 1) || !ones('strides', 1) || !ones('pads', 0) || !ones('dilations', 1)) return false;
+    const [O, I] = bn.conv.weight.dims as [number, number];
+    const Op = padded(O), Ip = padded(I), xd = bn.conv.inDims;
+    if (yd.join() !== xd.join() || gd[1] !== O) return false;
+    const wT = em.transpose(bn.w2, [1, 0]); // [Ip, Op]
+    // Wᵀ·diag(a) in the blocked filter layout [Ip/b, Op/b, b (input lane), b (output lane)].
+    const base = em.constant(blockedWeight(swappedWeight(bn.conv.weight, 1, [0], [1, 1]), Ip, Op, 'OIHWBiBo', block), `${n.name}_weight_nchwc`);
+    const wA = em.reshape(em.mul(em.reshape(base, [Ip / block, Op / block, block, block]), em.reshape(padVec(job.a, O), [1, Op / block, block, 1])), [Ip, Op, 1, 1]);
+    // Wᵀ·diag(b)·W [out, in] in the same layout: [Ip/b, b, Ip/b, b] → [out block, in block, in lane, out lane].
+    const m2 = em.op('MatMul', [em.mul(wT, em.reshape(padVec(job.b, O), [1, Op])), bn.w2]);
+    const wB = em.reshape(em.transpose(em.reshape(m2, [Ip / block, block, Ip / block, block]), [0, 2, 3, 1]), [Ip, Ip, 1, 1]);
+    const bias = em.reshape(em.op('MatMul', [wT, em.reshape(padVec(job.c, O), [Op, 1])]), [Ip]);
+    const xs5 = em.sub(view5(bn.conv.x, xd), spreadOverMap(em.reshape(bn.meanX, [1, Ip / block, 1, 1, block]), xd));
+    const xs = em.reshape(xs5, [xd[0]!, Ip, xd[2]!, xd[3]!]);
+    const attrs: Node['attrs'] = { group: { kind: 'int', value: 1 }, kernel_shape: { kind: 'ints', value: [1, 1] } };
+    const { out, sum } = fuseTail(y, attrs);
+    const fromX = em.fresh(`${out}_pointwise_dx`);
+    nchwcNode('Conv', [xs, wB, ...(sum ? ['', sum] : [])], fromX, { group: attrs.group!, kernel_shape: attrs.kernel_shape! });
+    const yb = em.fresh(`${out}_nchwc`);
+    nchwcNode('Conv', [blocked.get(job.g)!, wA, bias, fromX], yb, attrs);
+    blocked.set(out, yb);
+    moved++;
+    return true;
   }
 
   /**

@@ -228,3 +228,60 @@ test('SiLU\'s gradient in the blocked step: five ops with QuickGelu give the sta
   assert.ok(!five.m.graph.nodes.some((n) => n.opType === 'Sigmoid' && negs.has(n.inputs[0]!)), 'the seven-op form (Sigmoid(−x)) is gone');
   assert.equal(seven.m.graph.nodes.filter((n) => n.opType === 'QuickGelu').length, 0);
 });
+
+// A 1×1 expansion whose BN takes its moments from the conv's input, inside the net (a stem conv
+// and BN before it, a residual Add around it): its input gradient Wᵀ(a·g + b·d + c) is taken as
+// Conv(g; Wᵀ·diag(a)) + Conv(x − mean x; Wᵀ·diag(b)·W) + Wᵀc (blockedStep.pointwiseDx), not through
+// the wide d. The same gradients as the standard step and as the form it replaced, also where the
+// expansion's input has mean 300 (the stem BN's shift), where x is centred before the narrow conv.
+function expansionNet(stemShift: number): Model {
+  const b = new ModelBuilder({ opset: 13 });
+  const init = randomInitializers(b, new Rng(9));
+  init('ws', [C, C, 3, 3], 0.2); init('we', [E, C, 1, 1], 0.4); init('be', [E], 0.2);
+  init('wd', [E, 1, 3, 3], 0.4); init('wp', [C, E, 1, 1], 0.3);
+  for (const [k, c] of [[0, C], [1, E], [2, E], [3, C]] as const) { init(`g${k}`, [c], 0.2, 1); init(`b${k}`, [c], 0.2, k === 0 ? stemShift : 0); init(`m${k}`, [c], 0.1); init(`v${k}`, [c], 0.1, 1); }
+  b.initializer('lo', f32([], new Float32Array([0]))).initializer('hi', f32([], new Float32Array([6])));
+  b.input('x', 'float32', [N, C, S, S]);
+  const bn = (i: number, x: string, y: string) => b.node('BatchNormalization', [x, `g${i}`, `b${i}`, `m${i}`, `v${i}`], [y], { epsilon: 1e-5, momentum: 0.9 });
+  b.node('Conv', ['x', 'ws'], ['s'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] });
+  bn(0, 's', 'sn');
+  b.node('Conv', ['sn', 'we', 'be'], ['e'], { kernel_shape: [1, 1] });
+  bn(1, 'e', 'en'); b.node('Clip', ['en', 'lo', 'hi'], ['er']);
+  b.node('Conv', ['er', 'wd'], ['d'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1], group: E });
+  bn(2, 'd', 'dn'); b.node('Relu', ['dn'], ['dr']);
+  b.node('Conv', ['dr', 'wp'], ['p'], { kernel_shape: [1, 1] });
+  bn(3, 'p', 'pn');
+  b.node('Add', ['pn', 'sn'], ['y']);
+  b.output('y');
+  return b.build();
+}
+
+test('a 1×1 expansion\'s input gradient from its input in the blocked step gives the standard step\'s BN gradients', { skip }, async () => {
+  const trainable = [0, 1, 2, 3].flatMap((k) => [`g${k}`, `b${k}`]);
+  const run = async (shift: number, on: boolean, pointwiseDx = true) => {
+    const saved = { ...blockedStep };
+    Object.assign(blockedStep, { current: on, pointwiseDx });
+    const s = new RefitModel(expansionNet(shift), { threads: 1 }).compileTrainStep({ trainable, loss: randomProjectionLoss(['y'], 7), batchNorm: 'train' });
+    try {
+      const x = batch();
+      const { graph } = await s.compile(signatureOf(x));
+      const m = cloneModel(graph.model);
+      if (on) blockStepActivations(m, graph.shapes, block!);
+      return { r: await s.run(x), m };
+    } finally { Object.assign(blockedStep, saved); await s.release(); }
+  };
+  const worst = (r: { grads: Map<string, Tensor> }, ref: { grads: Map<string, Tensor> }) => Math.max(...trainable.map((p) => relErr(r.grads.get(p)!, ref.grads.get(p)!)));
+  for (const [shift, tol] of [[0, 1e-5], [300, 1e-3]] as const) {
+    const [std, folded, before] = [await run(shift, false), await run(shift, true), await run(shift, true, false)];
+    assert.ok(worst(folded.r, std.r) <= tol, `shift ${shift}: folded form off the standard step's by ${worst(folded.r, std.r)}`);
+    assert.ok(worst(before.r, std.r) <= tol, `shift ${shift}: the form before off the standard step's by ${worst(before.r, std.r)}`);
+    // The fold took place: two blocked convs write the expansion's input gradient (one over x − mean x,
+    // the skip's gradient its Sum input), and the affine conv over the wide d of its gradient is gone.
+    const convs = (m: Model) => m.graph.nodes.filter((n) => n.opType === 'Conv' && n.domain === NCHWC_DOMAIN);
+    const narrow = convs(folded.m).filter((n) => n.outputs[0]!.includes('_pointwise_dx'));
+    assert.equal(narrow.length, 1);
+    assert.equal(narrow[0]!.inputs.length, 4, 'the skip\'s gradient accumulates into it');
+    assert.equal(convs(folded.m).length, convs(before.m).length, 'one conv for another: the narrow one in, the affine one out');
+    if (shift) console.log(`# expansion input mean ${shift}: BN gradients off the standard step's by ${worst(folded.r, std.r).toExponential(1)} (from its input), ${worst(before.r, std.r).toExponential(1)} (through d)`);
+  }
+});

@@ -132,6 +132,7 @@ export function emitBatchStatisticsGrad(em: Emitter, p: BatchStatGradInputs, wan
       const bx = em.fresh('bn_affine');
       em.graph.nodes.push({ name: em.fresh('bn_affine_node'), opType: 'BatchNormalization', domain: '', inputs: [x, b, c, zeros, ones], outputs: [bx], attrs: { epsilon: { kind: 'float', value: 0 } } });
       dX = em.add(em.mul(g, pc(a)), bx);
+      em.graph.nodes[em.graph.nodes.length - 1]!.meta = { bnAffineDx: { x, g, a, b, c } };
     } else {
       dX = em.add(em.mul(g, pc(a)), em.add(em.mul(x, pc(b)), pc(c)));
     }
