@@ -270,7 +270,7 @@ test('a 1×1 expansion\'s input gradient from its input in the blocked step give
       return { r: await s.run(x), m };
     } finally { Object.assign(blockedStep, saved); await s.release(); }
   };
-  const worst = (r: { grads: Map<string, Tensor> }, ref: { grads: Map<string, Tensor> }) => Math.max(...trainable.map((p) => relErr(r.grads.get(p)!, ref.grads.get(p)!)));
+  const worst = (r: { grads: Map<string, Float32Array> }, ref: { grads: Map<string, Float32Array> }) => Math.max(...trainable.map((p) => relErr(r.grads.get(p)!, ref.grads.get(p)!)));
   for (const [shift, tol] of [[0, 1e-5], [300, 1e-3]] as const) {
     const [std, folded, before] = [await run(shift, false), await run(shift, true), await run(shift, true, false)];
     assert.ok(worst(folded.r, std.r) <= tol, `shift ${shift}: folded form off the standard step's by ${worst(folded.r, std.r)}`);
