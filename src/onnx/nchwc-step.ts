@@ -45,7 +45,7 @@ import { pointwiseStatsPay } from './nchwc-batchstats.ts';
  * input gradient taken through its BN's gradient from its input (pointwiseDx), and SiLU's
  * recomputed gradient in five ops (quickGeluSilu). Tests and benches switch them off to compare.
  */
-export const blockedStep = { current: true, interleave: true, expandChannels: true, shareViews: true, shiftMoments: true, pointwiseMoments: true, pointwiseDx: true, quickGeluSilu: true };
+export const blockedStep = { current: true, interleave: true, expandChannels: true, shareViews: true, shiftMoments: true, pointwiseMoments: true, pointwiseDx: true, quickGeluSilu: true, broadcastExpand: true };
 
 /** onnxruntime's contrib domain (QuickGelu). */
 const MS_DOMAIN = 'com.microsoft';
@@ -134,6 +134,8 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   /** The NCHW form of `t`: reordered out (float), or its producer run again on NCHW inputs (masks). */
   const ensurePlain = (t: string): void => {
     if (!t || plain.has(t)) return;
+    const e = expanded.get(t);
+    if (e) { expanded.delete(t); emitPlain(e); return; }
     const b = blocked.get(t);
     if (!b) return; // produced by a node not yet emitted (cannot happen in topological order) or a graph input
     if (dtypeOf(t) === 'float32') {
@@ -150,6 +152,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   const ensureBlocked = (t: string): string => {
     let b = blocked.get(t);
     if (!b) {
+      ensurePlain(t);
       b = em.fresh(`${t}_nchwc`);
       nchwcNode('ReorderInput', [t], b, { channels_last: { kind: 'int', value: 0 } });
       blocked.set(t, b);
@@ -160,6 +163,8 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   // One view per blocked tensor, and an element-wise op's own 5-D output as the view of its result:
   // x·Sigmoid(x) then reads one name twice, the pattern onnxruntime fuses into QuickGelu.
   const views = new Map<string, string>();
+  /** Expand nodes not emitted (expandToBlocked): their readers broadcast the input instead. */
+  const expanded = new Map<string, Node>();
   const view5 = (b: string, d: number[]) => {
     const key = `${b}|${d.join()}`;
     let v = blockedStep.shareViews ? views.get(key) : undefined;
@@ -217,6 +222,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     if (fuseLateSum(n)) continue;
     if (shiftedCentre(n)) continue;
     if (siluGradToBlocked(n)) continue;
+    if (expandToBlocked(n) || broadcastAdd(n)) continue;
     if (n.domain === '' && ELEMENTWISE.has(n.opType) && elementwiseToBlocked(n)) continue;
     emitPlain(n);
   }
@@ -552,6 +558,37 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     g.nodes[g.nodes.length - 1]!.attrs = n.attrs;
     const y4 = em.reshape(out5, [d[0]!, padded(C), d[2]!, d[3]!]);
     blocked.set(y, y4);
+    views.set(`${y4}|${d.join()}`, out5);
+    return true;
+  }
+
+  /**
+   * A per-sample, per-channel [N, C, 1, 1] tensor v expanded over the map (a global average pool's
+   * input gradient: a squeeze-excitation's) where every reader adds it to another tensor: not
+   * emitted; each Add reads v's blocked [N, Cp/b, 1, 1, b] view and broadcasts it (broadcastAdd).
+   * The NCHW Expand and the reorder of its output into the layout cost two passes over the map;
+   * an Expand on the blocked view measured no faster than that (onnxruntime copies b floats at a
+   * time), the broadcast Add 0.93 of EfficientNet-B0's Tent step (docs/speed.md, session 39).
+   */
+  function expandToBlocked(n: Node): boolean {
+    const y = n.outputs[0]!, d = spatial(y), v = n.inputs[0]!, vd = dimsOf(v);
+    if (!blockedStep.broadcastExpand || n.domain !== '' || n.opType !== 'Expand' || !d || !vd || vd.length !== 4 || dtypeOf(v) !== 'float32') return false;
+    if (vd[0] !== d[0] || vd[1] !== d[1] || vd[2] !== 1 || vd[3] !== 1 || (!blocked.has(v) && d[1]! % 4 !== 0)) return false;
+    if (!readers(y).every((k) => k.domain === '' && (k.opType === 'Add' || k.opType === 'Sum') && k.inputs.length === 2 && k.inputs[0] !== k.inputs[1])) return false;
+    expanded.set(y, n);
+    return true;
+  }
+
+  /** Add(A, Expand(v)) (expandToBlocked) with A blocked: A + v broadcast over the map, on the blocked layout. */
+  function broadcastAdd(n: Node): boolean {
+    const k = n.inputs.findIndex((i) => expanded.has(i));
+    if (k < 0) return false;
+    const [e, a] = [n.inputs[k]!, n.inputs[1 - k]!], d = spatial(n.outputs[0]!);
+    if (!d || !blocked.has(a) || dimsOf(a)?.join() !== d.join()) return false;
+    const v = expanded.get(e)!.inputs[0]!;
+    const out5 = em.op('Add', [view5(blocked.get(a)!, d), view5(ensureBlocked(v), dimsOf(v)!)]);
+    const y4 = em.reshape(out5, [d[0]!, padded(d[1]!), d[2]!, d[3]!]);
+    blocked.set(n.outputs[0]!, y4);
     views.set(`${y4}|${d.join()}`, out5);
     return true;
   }

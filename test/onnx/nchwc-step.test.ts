@@ -8,8 +8,8 @@
 // from its input. The strided depthwise conv's input gradient is written by phase (its size limit
 // lowered here) with 40 channels (8 pad lanes), and its phases are interleaved in the blocked
 // layout: the same numbers as interleaved in NCHW; per-channel operands expanded over a sample's
-// map give the same numbers as broadcast, and one shared 5-D view per blocked tensor the same as a
-// view per use.
+// map give the same numbers as broadcast, one shared 5-D view per blocked tensor the same as a
+// view per use, and the pool's gradient broadcast by the Add that reads it the same as expanded.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
@@ -89,9 +89,9 @@ test('a constant-weight step in the blocked layout gives the standard step\'s lo
   for (const [k, v] of std.r.runningStats) assert.ok(relErr(blk.r.runningStats.get(k)!, v) <= 1e-5, `running statistic ${k}`);
 });
 
-test('the blocked step\'s forms give the same numbers as the forms they replaced: phases interleaved in NCHW, per-channel operands broadcast, a view per use', { skip }, async () => {
+test('the blocked step\'s forms give the same numbers as the forms they replaced: phases interleaved in NCHW, per-channel operands broadcast, a view per use, the pool\'s gradient expanded', { skip }, async () => {
   const blk = await step(true);
-  for (const old of [{ interleave: false }, { expandChannels: false }, { shareViews: false }]) {
+  for (const old of [{ interleave: false }, { expandChannels: false }, { shareViews: false }, { broadcastExpand: false }]) {
     const r = (await step(true, old)).r;
     assert.equal(blk.r.loss, r.loss, JSON.stringify(old));
     for (const p of NORM) assert.deepEqual(blk.r.grads.get(p), r.grads.get(p), `grad ${p} against ${JSON.stringify(old)}`);
@@ -110,6 +110,11 @@ test('the pass: every conv blocked, no train-mode BatchNormalization left, its m
   const expandsBefore = expands(m);
   const moved = blockStepActivations(m, graph.shapes, block!);
   assert.ok(expands(m) > expandsBefore, 'per-channel operands expanded over a sample\'s map (batch 4)');
+  // The pool's input gradient (an Expand of [N, C, 1, 1] in the portable graph) is not expanded: the
+  // Add that reads it broadcasts it from its blocked [N, C/b, 1, 1, b] view.
+  const written = new Set(m.graph.nodes.flatMap((n) => n.outputs));
+  const gone = graph.model.graph.nodes.filter((n) => n.opType === 'Expand' && !written.has(n.outputs[0]!));
+  assert.equal(gone.length, 1, 'the squeeze-excitation pool\'s gradient alone');
   // Left: the squeeze-excitation conv and its input gradient, on one position (nothing to block).
   const left = m.graph.nodes.filter((n) => n.opType === 'Conv' && n.domain === '');
   assert.ok(left.every((n) => n.inputs[1] === 'wse' || n.meta?.flippedWeightOf === 'wse'), `left as standard Convs: ${left.map((n) => n.name)}`);
