@@ -22,9 +22,10 @@
 // --compare pointwise-dx: such a 1×1 conv's input gradient through its BN's over the wide d, or
 // from its input by two convs (blockedStep.pointwiseDx, session 39); --compare broadcast-expand: a
 // global average pool's gradient expanded in NCHW and reordered in, or broadcast by the Add that
-// reads it (blockedStep.broadcastExpand, session 39).
+// reads it (blockedStep.broadcastExpand, session 39); --compare hardswish-grad: x·HardSigmoid(x)'s
+// gradient by the Mul and HardSigmoid rules or from h in five ops (hardswish.ts, session 39).
 //
-//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent|bn-adapt|…] [--rounds 10] [--compare standard|interleave|sumsq|expand|silu|silu-recompute|views|shift|pointwise|pointwise-dx|broadcast-expand|silu-quickgelu|hardswish|squeeze-excite]
+//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent|bn-adapt|…] [--rounds 10] [--compare standard|interleave|sumsq|expand|silu|silu-recompute|views|shift|pointwise|pointwise-dx|broadcast-expand|hardswish-grad|silu-quickgelu|hardswish|squeeze-excite]
 import { existsSync, mkdirSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
@@ -36,6 +37,7 @@ import { blockedStep } from '../src/onnx/nchwc-step.ts';
 import { fuseHardSwish, sumOfSquares } from '../src/onnx/nchwc.ts';
 import { squeezeExciteBlocked } from '../src/onnx/nchwc-batchstats.ts';
 import { siluGradient } from '../src/autodiff/silu.ts';
+import { hardSwishGradient } from '../src/autodiff/hardswish.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dir = join(resolve(here, '..'), 'tmp', 'foreign-models');
@@ -54,6 +56,7 @@ const COMPARISONS: Record<string, { set: (on: boolean) => void; names: [string, 
   'silu-quickgelu': { set: (on) => { blockedStep.quickGeluSilu = on; }, names: ['SiLU gradient in seven ops', 'in five (QuickGelu)'] },
   pointwise: { set: (on) => { blockedStep.pointwiseMoments = on; }, names: ['1×1 moments from the output', '1×1 moments from the input'] },
   'pointwise-dx': { set: (on) => { blockedStep.pointwiseDx = on; }, names: ['1×1 input gradient through d', 'from the input'] },
+  'hardswish-grad': { set: (on) => { hardSwishGradient.current = on; }, names: ['Mul and HardSigmoid rules', 'HardSwish gradient from h'] },
   'broadcast-expand': { set: (on) => { blockedStep.broadcastExpand = on; }, names: ['NCHW Expand reordered in', 'broadcast Add'] },
   views: { set: (on) => { blockedStep.shareViews = on; }, names: ['a view per use', 'shared views'] },
   hardswish: { set: (on) => { fuseHardSwish.current = on; }, names: ['HardSigmoid and Mul', 'fused HardSwish'] },

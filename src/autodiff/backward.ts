@@ -7,6 +7,7 @@ import { makeContext } from './context.ts';
 import { ruleFor, NO_GRADIENT_OPS } from './rule.ts';
 import { findBlockers, inputsBehind, missingRulesError } from './missing-rules.ts';
 import { siluGrad, siluMuls } from './silu.ts';
+import { hardSwishGrad, hardSwishMuls } from './hardswish.ts';
 import './rules/index.ts';
 
 export interface BackwardOptions {
@@ -98,6 +99,7 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
 
   const failures: { node: string; op: string; why: string; param: string }[] = [];
   const silus = siluMuls(forward, new Set([...graph.outputs.map((o) => o.name), opts.loss]));
+  const hardSwishes = hardSwishMuls(forward, new Set([...graph.outputs.map((o) => o.name), opts.loss]));
   for (let k = forward.length - 1; k >= 0; k--) {
     const node = forward[k]!;
     if (!node.outputs.some((o) => origin.has(o) && reaches.has(o))) continue;
@@ -118,6 +120,12 @@ export function buildBackward(graph: Graph, shapes: ShapeMap, em: Emitter, opts:
       const y = node.outputs[0]!;
       const kept = graph.nodes.slice(forward.length).some((b) => b.inputs.includes(y));
       if (needs[node.inputs.indexOf(silu.x)]) addGrad(silu.x, siluGrad(em, dOut[0], silu.x, silu.s, y, kept));
+      continue;
+    }
+    const hardSwish = hardSwishes.get(node);
+    if (hardSwish && dOut[0]) {
+      // x·HardSigmoid(x) as one (./hardswish.ts): the whole gradient to x, from h alone.
+      if (needs[node.inputs.indexOf(hardSwish.x)]) addGrad(hardSwish.x, hardSwishGrad(em, dOut[0], hardSwish.h));
       continue;
     }
     try {

@@ -51,7 +51,7 @@ export const blockedStep = { current: true, interleave: true, expandChannels: tr
 const MS_DOMAIN = 'com.microsoft';
 
 /** Element-wise ops that keep a blocked tensor blocked: finite inputs give finite outputs. */
-const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Neg', 'Relu', 'Clip', 'Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual', 'Equal', 'And', 'Or', 'Not', 'Cast', 'Where', 'Sum', 'Sigmoid', 'Tanh', 'HardSigmoid', 'Abs', 'Max', 'Min', 'Identity']);
+const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Neg', 'Relu', 'Clip', 'Shrink', 'Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual', 'Equal', 'And', 'Or', 'Not', 'Cast', 'Where', 'Sum', 'Sigmoid', 'Tanh', 'HardSigmoid', 'Abs', 'Max', 'Min', 'Identity']);
 
 /**
  * Whether a step of `model` is one the blocked layout serves (measured in docs/speed.md, session

@@ -4,6 +4,7 @@ import { attrFloat, attrInt, attrString, type Node } from '../../onnx/ir.ts';
 import type { Emitter } from '../../onnx/emitter.ts';
 import { ONNX_DTYPE, type DType } from '../../onnx/tensor.ts';
 import { registerRules, type GradContext } from '../rule.ts';
+import { hardSwishGate, hardSwishGrad } from '../hardswish.ts';
 
 /** dY where `cond`, else `other` (a tensor) or 0. One Where instead of Cast + Mul. */
 function where(ctx: GradContext, cond: string, a: string, b?: string): string {
@@ -125,12 +126,9 @@ registerRules({
     return [where(ctx, inside, em.mul(dY!, em.scalar(alpha)))];
   },
   HardSwish(ctx, node, [dY]) {
-    // y = x·clip(x/6 + ½, 0, 1): y' = 0 for x < −3, 1 for x > 3, x/3 + ½ between.
-    const em = ctx.em;
-    const x = node.inputs[0]!;
-    const mid = em.add(em.mul(x, em.scalar(1 / 3)), em.scalar(0.5));
-    const d = where(ctx, em.op('Less', [x, em.scalar(-3)]), em.scalar(0), where(ctx, em.op('Greater', [x, em.scalar(3)]), em.scalar(1), mid));
-    return [em.mul(dY!, d)];
+    // y = x·clip(x/6 + ½, 0, 1): y' = 0 for x < −3, 1 for x > 3, x/3 + ½ between; from h =
+    // clip(x/6 + ½, 0, 1) recomputed, in five element-wise ops (../hardswish.ts).
+    return [hardSwishGrad(ctx.em, dY!, hardSwishGate(ctx.em, node.inputs[0]!))];
   },
   Elu(ctx, node, [dY]) {
     // y' = 1 for x > 0, else αeˣ = y + α
