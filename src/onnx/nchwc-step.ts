@@ -45,7 +45,7 @@ import { pointwiseStatsPay } from './nchwc-batchstats.ts';
  * input gradient taken through its BN's gradient from its input (pointwiseDx), and SiLU's
  * recomputed gradient in five ops (quickGeluSilu). Tests and benches switch them off to compare.
  */
-export const blockedStep = { current: true, interleave: true, expandChannels: true, shareViews: true, shiftMoments: true, pointwiseMoments: true, pointwiseDx: true, quickGeluSilu: true, broadcastExpand: true };
+export const blockedStep = { current: true, interleave: true, expandChannels: true, shareViews: true, shiftMoments: true, pointwiseMoments: true, pointwiseDx: true, quickGeluSilu: true, broadcastExpand: true, gateConv: true };
 
 /** onnxruntime's contrib domain (QuickGelu). */
 const MS_DOMAIN = 'com.microsoft';
@@ -222,7 +222,7 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     if (fuseLateSum(n)) continue;
     if (shiftedCentre(n)) continue;
     if (siluGradToBlocked(n)) continue;
-    if (expandToBlocked(n) || broadcastAdd(n)) continue;
+    if (expandToBlocked(n) || broadcastAdd(n) || gateToBlocked(n)) continue;
     if (n.domain === '' && ELEMENTWISE.has(n.opType) && elementwiseToBlocked(n)) continue;
     emitPlain(n);
   }
@@ -591,6 +591,31 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     blocked.set(n.outputs[0]!, y4);
     views.set(`${y4}|${d.join()}`, out5);
     return true;
+  }
+
+  /**
+   * Mul(A, v) with A blocked [N, C, H, W] and v a per-sample, per-channel [N, C, 1, 1] (a
+   * squeeze-excitation's gate, forward and backward) as a blocked depthwise 1×1 Conv over the
+   * [1, N·Cp, H, W] view of A (the same memory), v's blocked [N, Cp] its weight: onnxruntime
+   * broadcasts v b floats at a time, where the conv reads it once per row (docs/speed.md, session 39).
+   */
+  function gateToBlocked(n: Node): boolean {
+    if (!blockedStep.gateConv || n.domain !== '' || n.opType !== 'Mul' || n.inputs.length !== 2) return false;
+    const y = n.outputs[0]!, d = spatial(y);
+    if (!d || d[0]! < 2) return false;
+    const [N, C, H, W] = d as [number, number, number, number];
+    for (const [a, v] of [[n.inputs[0]!, n.inputs[1]!], [n.inputs[1]!, n.inputs[0]!]]) {
+      const vd = dimsOf(v);
+      if (!blocked.has(a) || dimsOf(a)?.join() !== d.join() || !vd || vd.join() !== [N, C, 1, 1].join() || dtypeOf(v) !== 'float32' || (!blocked.has(v) && C % 4 !== 0)) continue;
+      const Cp = padded(C);
+      const attrs: Node['attrs'] = { group: { kind: 'int', value: N * Cp }, kernel_shape: { kind: 'ints', value: [1, 1] } };
+      const { out, sum } = fuseTail(y, attrs);
+      const ob = em.fresh(`${out}_gate`);
+      nchwcNode('Conv', [em.reshape(blocked.get(a)!, [1, N * Cp, H, W]), em.reshape(ensureBlocked(v), [N * Cp, 1, 1, 1]), ...(sum ? ['', em.reshape(sum, [1, N * Cp, H, W])] : [])], ob, attrs);
+      blocked.set(out, em.reshape(ob, [N, Cp, H, W]));
+      return true;
+    }
+    return false;
   }
 
   /** What the blocked Conv writing `y` fuses after it (nchwc.ts fuseConvTail). */
