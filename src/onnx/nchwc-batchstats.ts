@@ -32,7 +32,7 @@
 // any more (prior 0) are dropped from the rewritten graph.
 import { attrInt, attrInts, attrFloat, attrString, opsetVersion, type Model, type Node } from './ir.ts';
 import { Emitter } from './emitter.ts';
-import { NCHWC_DOMAIN, blockedChannelSums, blockedForm, fuseConvTail, readersIn, soleReader } from './nchwc.ts';
+import { NCHWC_DOMAIN, blockedChannelSums, blockedForm, fuseConvTail, gateConv, readersIn, soleReader } from './nchwc.ts';
 import type { Tensor } from './tensor.ts';
 import { checkRunningStats, mixWithPrior } from '../train/batchnorm-train.ts';
 import { shiftBlockedConv, type BlockedConvSource } from './nchwc-shift.ts';
@@ -59,6 +59,9 @@ export function pointwiseStatsPay(I: number, O: number, rows: number, maxCost: n
 
 /** Whether SiLU and squeeze-excitation ops keep the blocked layout (benches switch it off to compare). */
 export const squeezeExciteBlocked = { current: true };
+
+/** Whether the gate's Mul is a depthwise conv over the batch (nchwc.ts gateConv; benches switch it off). */
+export const gateAsConv = { current: true };
 
 export interface BlockedBatchStatsResult {
   /** Convolutions and BatchNorm layers moved onto the blocked kernels. */
@@ -235,6 +238,10 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
       const d = shapeOf(big), gd = shapeOf(gate);
       if (!whole(big) || !d || !gd || gd.join() !== [d[0], d[1], 1, 1].join() || d[2]! * d[3]! === 1) continue;
       const [N, C, H, W] = d as [number, number, number, number];
+      if (gateAsConv.current) {
+        setBlocked(y, gateConv(em, blocked.get(big)!, blocked.get(gate) ?? gate, [N, C, H, W]), C);
+        return true;
+      }
       const gv = em.reshape(blocked.get(gate) ?? gate, [N, C / block, 1, block]);
       const out = em.mul(em.reshape(blocked.get(big)!, [N, C / block, H * W, block]), gv);
       setBlocked(y, em.reshape(out, [N, C, H, W]), C);

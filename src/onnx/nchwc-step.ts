@@ -27,7 +27,7 @@
 // tensor (ReorderOutput keeps C channels, reductions are sliced to C).
 import { attrFloat, attrInt, attrInts, attrString, constantValue, dropDead, floatAttr, opsetVersion, type Model, type Node } from './ir.ts';
 import { Emitter } from './emitter.ts';
-import { NCHWC_DOMAIN, blockedChannelSums, blockedForm, blockedWeight, fuseConvTail, readersIn, soleReader } from './nchwc.ts';
+import { NCHWC_DOMAIN, blockedChannelSums, blockedForm, blockedWeight, fuseConvTail, gateConv, readersIn, soleReader } from './nchwc.ts';
 import { tensor, type DType, type Tensor } from './tensor.ts';
 import type { ShapeMap } from './shapes.ts';
 import { outputShapes } from './static-shapes.ts';
@@ -595,9 +595,8 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
 
   /**
    * Mul(A, v) with A blocked [N, C, H, W] and v a per-sample, per-channel [N, C, 1, 1] (a
-   * squeeze-excitation's gate, forward and backward) as a blocked depthwise 1×1 Conv over the
-   * [1, N·Cp, H, W] view of A (the same memory), v's blocked [N, Cp] its weight: onnxruntime
-   * broadcasts v b floats at a time, where the conv reads it once per row (docs/speed.md, session 39).
+   * squeeze-excitation's gate, forward and backward) as a blocked depthwise conv over the batch
+   * (nchwc.ts gateConv), with what follows fused.
    */
   function gateToBlocked(n: Node): boolean {
     if (!blockedStep.gateConv || n.domain !== '' || n.opType !== 'Mul' || n.inputs.length !== 2) return false;
@@ -607,12 +606,9 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     for (const [a, v] of [[n.inputs[0]!, n.inputs[1]!], [n.inputs[1]!, n.inputs[0]!]]) {
       const vd = dimsOf(v);
       if (!blocked.has(a) || dimsOf(a)?.join() !== d.join() || !vd || vd.join() !== [N, C, 1, 1].join() || dtypeOf(v) !== 'float32' || (!blocked.has(v) && C % 4 !== 0)) continue;
-      const Cp = padded(C);
-      const attrs: Node['attrs'] = { group: { kind: 'int', value: N * Cp }, kernel_shape: { kind: 'ints', value: [1, 1] } };
+      const attrs: Node['attrs'] = {};
       const { out, sum } = fuseTail(y, attrs);
-      const ob = em.fresh(`${out}_gate`);
-      nchwcNode('Conv', [em.reshape(blocked.get(a)!, [1, N * Cp, H, W]), em.reshape(ensureBlocked(v), [N * Cp, 1, 1, 1]), ...(sum ? ['', em.reshape(sum, [1, N * Cp, H, W])] : [])], ob, attrs);
-      blocked.set(out, em.reshape(ob, [N, Cp, H, W]));
+      blocked.set(out, gateConv(em, blocked.get(a)!, ensureBlocked(v), [N, padded(C), H, W], { attrs, sum }));
       return true;
     }
     return false;

@@ -313,7 +313,7 @@ test('blocked BN-adapt fuses x·HardSigmoid(x) with HardSwish\'s constants (Mobi
   }
 });
 
-test('blocked BN-adapt keeps SiLU and squeeze-excitation (pooling, gate Mul; Sigmoid or HardSigmoid gate) in the layout, and matches', { skip }, async () => {
+test('blocked BN-adapt keeps SiLU and squeeze-excitation (pooling, gate Mul as a conv over the batch; Sigmoid or HardSigmoid gate) in the layout, and matches', { skip }, async () => {
   const rng = new Rng(13);
   const randn = (dims: number[], s: number) => f32(dims, Float32Array.from({ length: dims.reduce((p, d) => p * d, 1) }, () => rng.normal() * s));
   const C = 2 * block!;
@@ -359,6 +359,8 @@ test('blocked BN-adapt keeps SiLU and squeeze-excitation (pooling, gate Mul; Sig
       .filter((t) => { const d = shapes.get(t)?.dims; return !d || d[2]! * d[3]! > 1; });
     assert.deepEqual(maps, [], `${gate}: activation maps reordered`);
     assert.ok(!ir.graph.nodes.some((n) => n.opType === 'GlobalAveragePool'), 'both poolings read the blocked layout');
+    // The gate's Mul as a depthwise 1×1 conv over the batch-folded [1, N·C, H, W] view (nchwc.ts gateConv).
+    assert.equal(ir.graph.nodes.filter((n) => n.domain === NCHWC_DOMAIN && n.opType === 'Conv' && n.attrs.group?.value === 4 * C).length, 1, `${gate}: the gate conv`);
     const e = relErr(await logits(m, x, 'blocked'), await logits(m, x, 'standard'));
     assert.ok(e <= 1e-5, `${gate}: ${e}`);
   }
