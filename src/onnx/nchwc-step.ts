@@ -34,7 +34,7 @@ import { outputShapes } from './static-shapes.ts';
 import { broadcast } from './constant-dims.ts';
 import { lowerConvBias, shiftBlockedConv, type BlockedConvSource } from './nchwc-shift.ts';
 import { pointwiseMoments } from './nchwc-pointwise-moments.ts';
-import { pointwiseStatsPay } from './nchwc-batchstats.ts';
+import { pointwiseStats, pointwiseStatsPay } from './nchwc-batchstats.ts';
 
 /**
  * Whether constant-weight steps run in the blocked layout, and whether strided input gradients'
@@ -348,13 +348,13 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   /**
    * Whether the blocked conv writing a BN's input (NCHW dims `d`) is a 1×1 stride-1 ungrouped conv
    * on a blocked input whose output moments cost less from its input (nchwc-batchstats.ts
-   * pointwiseStatsPay): MobileNet-style expansions.
+   * pointwiseStatsPay, with the steps' bound): MobileNet-style expansions, ResNet-50's.
    */
   function pointwiseFits(conv: BlockedConvSource & { weight: Tensor }, d: number[]): boolean {
     const ints = (a: string, v: number) => { const t = conv.attrs[a]; return t?.kind !== 'ints' || t.value.every((k) => k === v); };
     const [O, I] = conv.weight.dims as [number, number];
     return blockedStep.pointwiseMoments && conv.inBlocked && conv.kernel.every((k) => k === 1) && ints('strides', 1) && ints('dilations', 1) && ints('pads', 0) &&
-      (conv.attrs.group?.kind !== 'int' || conv.attrs.group.value === 1) && pointwiseStatsPay(padded(I), padded(O), d[0]! * d[2]! * d[3]!);
+      (conv.attrs.group?.kind !== 'int' || conv.attrs.group.value === 1) && pointwiseStatsPay(padded(I), padded(O), d[0]! * d[2]! * d[3]!, pointwiseStats.stepMaxCost);
   }
 
   /**
