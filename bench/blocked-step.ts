@@ -26,9 +26,10 @@
 // gradient by the Mul and HardSigmoid rules or from h in five ops (hardswish.ts, session 39);
 // --compare gate-conv: a squeeze-excitation gate's products as broadcast Muls or as depthwise 1×1
 // convs over the [1, N·Cp, H, W] view (blockedStep.gateConv; with --method bn-adapt gateAsConv, session 39);
-// --compare pointwise-gate: the steps' Gram-route bound 16 or 40 (pointwiseStats.stepMaxCost).
+// --compare pointwise-gate: the steps' Gram-route bound 16 or 40 (pointwiseStats.stepMaxCost);
+// --compare gate-bias: the pool's gradient added to dY·gate, or that gate conv's bias (blockedStep.gateBias).
 //
-//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent|bn-adapt|…] [--rounds 10] [--compare standard|interleave|sumsq|expand|silu|silu-recompute|views|shift|pointwise|pointwise-dx|broadcast-expand|hardswish-grad|gate-conv|pointwise-gate|silu-quickgelu|hardswish|squeeze-excite]
+//   npx tsx bench/blocked-step.ts [--models mobilenet_v2_224,resnet50] [--method tent|bn-adapt|…] [--rounds 10] [--compare standard|interleave|sumsq|expand|silu|silu-recompute|views|shift|pointwise|pointwise-dx|broadcast-expand|hardswish-grad|gate-conv|gate-bias|pointwise-gate|silu-quickgelu|hardswish|squeeze-excite]
 import { existsSync, mkdirSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
@@ -59,6 +60,7 @@ const COMPARISONS: Record<string, { set: (on: boolean) => void; names: [string, 
   'silu-quickgelu': { set: (on) => { blockedStep.quickGeluSilu = on; }, names: ['SiLU gradient in seven ops', 'in five (QuickGelu)'] },
   pointwise: { set: (on) => { blockedStep.pointwiseMoments = on; }, names: ['1×1 moments from the output', '1×1 moments from the input'] },
   'pointwise-dx': { set: (on) => { blockedStep.pointwiseDx = on; }, names: ['1×1 input gradient through d', 'from the input'] },
+  'gate-bias': { set: (on) => { blockedStep.gateBias = on; }, names: ['pool gradient added', 'as the gate conv\'s bias'] },
   'pointwise-gate': { set: (on) => { pointwiseStats.stepMaxCost = on ? 40 : 16; }, names: ['Gram route at cost ≤ 16', 'at cost ≤ 40'] },
   'gate-conv': { set: (on) => { blockedStep.gateConv = on; gateAsConv.current = on; }, names: ['SE gate Mul broadcast', 'SE gate as a depthwise conv'] },
   'hardswish-grad': { set: (on) => { hardSwishGradient.current = on; }, names: ['Mul and HardSigmoid rules', 'HardSwish gradient from h'] },

@@ -45,7 +45,7 @@ import { pointwiseStats, pointwiseStatsPay } from './nchwc-batchstats.ts';
  * input gradient taken through its BN's gradient from its input (pointwiseDx), and SiLU's
  * recomputed gradient in five ops (quickGeluSilu). Tests and benches switch them off to compare.
  */
-export const blockedStep = { current: true, interleave: true, expandChannels: true, shareViews: true, shiftMoments: true, pointwiseMoments: true, pointwiseDx: true, quickGeluSilu: true, broadcastExpand: true, gateConv: true };
+export const blockedStep = { current: true, interleave: true, expandChannels: true, shareViews: true, shiftMoments: true, pointwiseMoments: true, pointwiseDx: true, quickGeluSilu: true, broadcastExpand: true, gateConv: true, gateBias: true };
 
 /** onnxruntime's contrib domain (QuickGelu). */
 const MS_DOMAIN = 'com.microsoft';
@@ -165,6 +165,8 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
   const views = new Map<string, string>();
   /** Expand nodes not emitted (expandToBlocked): their readers broadcast the input instead. */
   const expanded = new Map<string, Node>();
+  /** Gate convs (gateToBlocked) with no activation fused, by the tensor they write: a bias may still join them. */
+  const gates = new Map<string, { conv: Node; reshape: Node }>();
   const view5 = (b: string, d: number[]) => {
     const key = `${b}|${d.join()}`;
     let v = blockedStep.shareViews ? views.get(key) : undefined;
@@ -586,6 +588,16 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
     const [e, a] = [n.inputs[k]!, n.inputs[1 - k]!], d = spatial(n.outputs[0]!);
     if (!d || !blocked.has(a) || dimsOf(a)?.join() !== d.join()) return false;
     const v = expanded.get(e)!.inputs[0]!;
+    const gate = gates.get(a);
+    if (gate && blockedStep.gateBias && soleConsumer(a) === n) {
+      // A squeeze-excitation's r-gradient dY·gate (gateToBlocked) plus the pool's: the pool's is
+      // the gate conv's bias ([N·Cp] over the batch-folded channels), and the Add is no pass at all.
+      gate.conv.inputs[2] = em.reshape(ensureBlocked(v), [-1]);
+      const nodes = g.nodes;
+      for (const k of [gate.conv, gate.reshape]) { nodes.splice(nodes.indexOf(k), 1); nodes.push(k); }
+      blocked.set(n.outputs[0]!, blocked.get(a)!);
+      return true;
+    }
     const out5 = em.op('Add', [view5(blocked.get(a)!, d), view5(ensureBlocked(v), dimsOf(v)!)]);
     const y4 = em.reshape(out5, [d[0]!, padded(d[1]!), d[2]!, d[3]!]);
     blocked.set(n.outputs[0]!, y4);
@@ -608,7 +620,10 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
       if (!blocked.has(a) || dimsOf(a)?.join() !== d.join() || !vd || vd.join() !== [N, C, 1, 1].join() || dtypeOf(v) !== 'float32' || (!blocked.has(v) && C % 4 !== 0)) continue;
       const attrs: Node['attrs'] = {};
       const { out, sum } = fuseTail(y, attrs);
-      blocked.set(out, gateConv(em, blocked.get(a)!, ensureBlocked(v), [N, padded(C), H, W], { attrs, sum }));
+      const gb = ensureBlocked(v), at = g.nodes.length;
+      blocked.set(out, gateConv(em, blocked.get(a)!, gb, [N, padded(C), H, W], { attrs, sum }));
+      const conv = g.nodes.slice(at).find((k) => k.domain === NCHWC_DOMAIN && k.opType === 'Conv')!;
+      if (!attrs.activation) gates.set(out, { conv, reshape: g.nodes[g.nodes.length - 1]! });
       return true;
     }
     return false;

@@ -10,7 +10,8 @@
 // layout: the same numbers as interleaved in NCHW; per-channel operands expanded over a sample's
 // map give the same numbers as broadcast, one shared 5-D view per blocked tensor the same as a
 // view per use, the pool's gradient broadcast by the Add that reads it the same as expanded, and
-// the squeeze-excitation gate's products as depthwise convs over the batch the same as Muls.
+// the squeeze-excitation gate's products as depthwise convs over the batch the same as Muls (and
+// the pool's gradient as the backward one's bias the same as added).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ModelBuilder } from '../../src/onnx/model-builder.ts';
@@ -92,7 +93,7 @@ test('a constant-weight step in the blocked layout gives the standard step\'s lo
 
 test('the blocked step\'s forms give the same numbers as the forms they replaced: phases interleaved in NCHW, per-channel operands broadcast, a view per use, the pool\'s gradient expanded, the gate a Mul', { skip }, async () => {
   const blk = await step(true);
-  for (const old of [{ interleave: false }, { expandChannels: false }, { shareViews: false }, { broadcastExpand: false }, { gateConv: false }]) {
+  for (const old of [{ interleave: false }, { expandChannels: false }, { shareViews: false }, { broadcastExpand: false }, { gateConv: false }, { gateBias: false }]) {
     const r = (await step(true, old)).r;
     assert.equal(blk.r.loss, r.loss, JSON.stringify(old));
     for (const p of NORM) assert.deepEqual(blk.r.grads.get(p), r.grads.get(p), `grad ${p} against ${JSON.stringify(old)}`);
@@ -119,6 +120,7 @@ test('the pass: every conv blocked, no train-mode BatchNormalization left, its m
   // The gate's products (forward, and the gradient to r) as depthwise 1×1 convs over [1, N·Cp, H, W].
   const gates = m.graph.nodes.filter((n) => n.domain === NCHWC_DOMAIN && n.opType === 'Conv' && n.attrs.group?.value === N * 32);
   assert.equal(gates.length, 2, 'r·gate and dY·gate');
+  assert.equal(gates.filter((n) => n.inputs[2]).length, 1, 'the pool\'s gradient as dY·gate\'s bias');
   // Left: the squeeze-excitation conv and its input gradient, on one position (nothing to block).
   const left = m.graph.nodes.filter((n) => n.opType === 'Conv' && n.domain === '');
   assert.ok(left.every((n) => n.inputs[1] === 'wse' || n.meta?.flippedWeightOf === 'wse'), `left as standard Convs: ${left.map((n) => n.name)}`);
