@@ -13,6 +13,7 @@
 import type { Node } from '../onnx/ir.ts';
 import { attrFloat, floatAttr } from '../onnx/ir.ts';
 import type { Emitter } from '../onnx/emitter.ts';
+import { gatedMuls } from './gated-muls.ts';
 
 /** Switch for benches and tests: the one gradient, or the Mul and HardSigmoid rules'. */
 export const hardSwishGradient = { current: true };
@@ -30,20 +31,9 @@ function isHardSwishSigmoid(n: Node): boolean {
  * HardSigmoid's output h, where h is read by that Mul alone and is not a graph output.
  */
 export function hardSwishMuls(nodes: readonly Node[], graphOutputs: ReadonlySet<string>): Map<Node, { x: string; h: string }> {
-  const out = new Map<Node, { x: string; h: string }>();
-  if (!hardSwishGradient.current) return out;
-  const readers = new Map<string, number>();
-  for (const n of nodes) for (const i of n.inputs) if (i) readers.set(i, (readers.get(i) ?? 0) + 1);
-  const sigmoidOf = new Map<string, string>();
-  for (const n of nodes) if (n.opType === 'HardSigmoid' && n.domain === '' && n.outputs[0] && isHardSwishSigmoid(n)) sigmoidOf.set(n.outputs[0], n.inputs[0]!);
-  for (const n of nodes) {
-    if (n.opType !== 'Mul' || n.domain !== '' || n.inputs.length !== 2) continue;
-    const [a, b] = n.inputs as [string, string];
-    for (const [x, h] of [[a, b], [b, a]] as const) {
-      if (sigmoidOf.get(h) === x && x !== h && readers.get(h) === 1 && !graphOutputs.has(h)) { out.set(n, { x, h }); break; }
-    }
-  }
-  return out;
+  if (!hardSwishGradient.current) return new Map();
+  const muls = gatedMuls(nodes, graphOutputs, (n) => n.opType === 'HardSigmoid' && isHardSwishSigmoid(n));
+  return new Map([...muls].map(([n, { x, gate }]) => [n, { x, h: gate }]));
 }
 
 /** dX of y = x·h, h = HardSigmoid(x) with α = 1/6, β = ½: dY·(h + (u − Shrink(u))), u = h − ½. */

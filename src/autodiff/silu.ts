@@ -11,6 +11,7 @@
 // (docs/speed.md, session 37).
 import type { Node } from '../onnx/ir.ts';
 import type { Emitter } from '../onnx/emitter.ts';
+import { gatedMuls } from './gated-muls.ts';
 
 /**
  * Switches for benches and tests: the pattern's one gradient, or the Mul and Sigmoid rules'; and
@@ -23,20 +24,9 @@ export const siluGradient = { current: true, recompute: true };
  * that Mul alone (so no other gradient reaches s) and is not a graph output.
  */
 export function siluMuls(nodes: readonly Node[], graphOutputs: ReadonlySet<string>): Map<Node, { x: string; s: string }> {
-  const out = new Map<Node, { x: string; s: string }>();
-  if (!siluGradient.current) return out;
-  const readers = new Map<string, number>();
-  for (const n of nodes) for (const i of n.inputs) if (i) readers.set(i, (readers.get(i) ?? 0) + 1);
-  const sigmoidOf = new Map<string, string>();
-  for (const n of nodes) if (n.opType === 'Sigmoid' && n.domain === '' && n.outputs[0]) sigmoidOf.set(n.outputs[0], n.inputs[0]!);
-  for (const n of nodes) {
-    if (n.opType !== 'Mul' || n.domain !== '' || n.inputs.length !== 2) continue;
-    const [a, b] = n.inputs as [string, string];
-    for (const [x, s] of [[a, b], [b, a]] as const) {
-      if (sigmoidOf.get(s) === x && x !== s && readers.get(s) === 1 && !graphOutputs.has(s)) { out.set(n, { x, s }); break; }
-    }
-  }
-  return out;
+  if (!siluGradient.current) return new Map();
+  const muls = gatedMuls(nodes, graphOutputs, (n) => n.opType === 'Sigmoid');
+  return new Map([...muls].map(([n, { x, gate }]) => [n, { x, s: gate }]));
 }
 
 /**

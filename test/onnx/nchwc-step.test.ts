@@ -80,6 +80,23 @@ async function step(on: boolean, forms: Partial<typeof blockedStep> = {}) {
   }
 }
 
+/**
+ * One step of `model` (BN affines `trainable`) with the blocked pass's switches `forms`, and a copy
+ * of its portable graph through the pass (where the pass is on), to read the forms it wrote.
+ */
+async function stepAndPass(model: Model, trainable: string[], forms: Partial<typeof blockedStep>) {
+  const saved = { ...blockedStep };
+  Object.assign(blockedStep, forms);
+  const s = new RefitModel(model, { threads: 1 }).compileTrainStep({ trainable, loss: randomProjectionLoss(['y'], 7), batchNorm: 'train' });
+  try {
+    const x = batch();
+    const { graph } = await s.compile(signatureOf(x));
+    const m = cloneModel(graph.model);
+    if (blockedStep.current) blockStepActivations(m, graph.shapes, block!);
+    return { r: await s.run(x), m };
+  } finally { Object.assign(blockedStep, saved); await s.release(); }
+}
+
 test('a constant-weight step in the blocked layout gives the standard step\'s loss, BN gradients and running statistics', { skip }, async () => {
   const [std, blk] = [await step(false), await step(true)];
   assert.ok(Math.abs(std.r.loss - blk.r.loss) <= 1e-5 * Math.abs(std.r.loss), `loss ${blk.r.loss} vs ${std.r.loss}`);
@@ -215,18 +232,7 @@ test('SiLU\'s gradient in the blocked step: five ops with QuickGelu give the sta
   bn(1, 'd', 'y');
   b.output('y');
   const model = b.build(), trainable = [0, 1].flatMap((k) => [`g${k}`, `b${k}`]);
-  const run = async (on: boolean, quickGeluSilu = true) => {
-    const saved = { ...blockedStep };
-    Object.assign(blockedStep, { current: on, quickGeluSilu });
-    const s = new RefitModel(model, { threads: 1 }).compileTrainStep({ trainable, loss: randomProjectionLoss(['y'], 7), batchNorm: 'train' });
-    try {
-      const x = batch();
-      const { graph } = await s.compile(signatureOf(x));
-      const m = cloneModel(graph.model);
-      if (on) blockStepActivations(m, graph.shapes, block!);
-      return { r: await s.run(x), m };
-    } finally { Object.assign(blockedStep, saved); await s.release(); }
-  };
+  const run = (on: boolean, quickGeluSilu = true) => stepAndPass(model, trainable, { current: on, quickGeluSilu });
   const [std, five, seven] = [await run(false), await run(true), await run(true, false)];
   for (const p of trainable) {
     assert.ok(relErr(five.r.grads.get(p)!, std.r.grads.get(p)!) <= 1e-5, `grad ${p}: ${relErr(five.r.grads.get(p)!, std.r.grads.get(p)!)}`);
@@ -269,18 +275,7 @@ function expansionNet(stemShift: number): Model {
 
 test('a 1×1 expansion\'s input gradient from its input in the blocked step gives the standard step\'s BN gradients', { skip }, async () => {
   const trainable = [0, 1, 2, 3].flatMap((k) => [`g${k}`, `b${k}`]);
-  const run = async (shift: number, on: boolean, pointwiseDx = true) => {
-    const saved = { ...blockedStep };
-    Object.assign(blockedStep, { current: on, pointwiseDx });
-    const s = new RefitModel(expansionNet(shift), { threads: 1 }).compileTrainStep({ trainable, loss: randomProjectionLoss(['y'], 7), batchNorm: 'train' });
-    try {
-      const x = batch();
-      const { graph } = await s.compile(signatureOf(x));
-      const m = cloneModel(graph.model);
-      if (on) blockStepActivations(m, graph.shapes, block!);
-      return { r: await s.run(x), m };
-    } finally { Object.assign(blockedStep, saved); await s.release(); }
-  };
+  const run = (shift: number, on: boolean, pointwiseDx = true) => stepAndPass(expansionNet(shift), trainable, { current: on, pointwiseDx });
   const worst = (r: { grads: Map<string, Float32Array> }, ref: { grads: Map<string, Float32Array> }) => Math.max(...trainable.map((p) => relErr(r.grads.get(p)!, ref.grads.get(p)!)));
   for (const [shift, tol] of [[0, 1e-5], [300, 1e-3]] as const) {
     const [std, folded, before] = [await run(shift, false), await run(shift, true), await run(shift, true, false)];
