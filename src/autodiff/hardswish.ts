@@ -7,9 +7,10 @@
 // bool tensor and no Where, where the Mul and HardSigmoid rules take eight (two products, a
 // scaled one, Greater, Less, And, Where and their Sum; onnxruntime's Where is several times a
 // Mul's time, and so is its Shrink): on [16, 64, 112, 112] 0.57–0.89 of their kernel time, on
-// [16, 240, 28, 28] 0.53–0.55; MobileNetV3-Large's Tent step 0.988 (session 39, docs/speed.md). The backward reads h, not x. Inside or outside is read off h as
-// onnxruntime rounds it, as the HardSigmoid rule did: at 3 − ulp, x/6 + ½ rounds to 1 and the
-// derivative is 1 (PyTorch's hardswish_backward, reading x, gives 1.5 there).
+// [16, 240, 28, 28] 0.53–0.55; MobileNetV3-Large's Tent step 0.988 (session 39, docs/speed.md).
+// The backward reads h, not x. Inside or outside is read off h as onnxruntime rounds it, as the
+// HardSigmoid rule did: at 3 − ulp, x/6 + ½ rounds to 1 and the derivative is 1 (PyTorch's
+// hardswish_backward, reading x, gives 1.5 there).
 import type { Node } from '../onnx/ir.ts';
 import { attrFloat, floatAttr } from '../onnx/ir.ts';
 import type { Emitter } from '../onnx/emitter.ts';
