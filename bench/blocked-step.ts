@@ -2,7 +2,8 @@
 // standard session graph (its 1×1 convs as MatMuls), both compiled in one process and run
 // alternating, on torchvision CNNs at 224×224 (batch 16) and the foreign bench's 64×64 / 28×28
 // models (batch 64). Prints ms per step of each and their ratio, and the largest difference of the
-// first step's outputs. Models missing from tmp/foreign-models are exported first (Debian's torch).
+// first step's outputs (the forward) and of the second's (after one update: the gradients). Models
+// missing from tmp/foreign-models are exported first (Debian's torch).
 //
 // With --compare interleave, both sides are blocked and the first interleaves strided input
 // gradients' phases in NCHW (reordered out and back in), as before session 35; with --compare
@@ -103,15 +104,21 @@ for (const name of models) {
     flip(on);
     const m = await loadModel(file, { threads: 2 });
     const a = createAdapter(m, method as never, method === 'sar' || method === 'eata' ? { marginFactor: 1.001 } : {});
-    const r = await a.predict(X);
-    return { a, logits: (r as { logits: { data: Float32Array } }).logits.data };
+    // The first call's logits (the forward), and the second's: after one update, so they differ
+    // where the two forms' gradients do.
+    const logits = async () => ((await a.predict(X)) as { logits: { data: Float32Array } }).logits.data;
+    return { a, logits: await logits(), updated: await logits() };
   };
   const off = await make(false), on = await make(true);
   flip(true);
-  let diff = 0, scale = 0;
-  for (let i = 0; i < off.logits.length; i++) { diff = Math.max(diff, Math.abs(off.logits[i]! - on.logits[i]!)); scale = Math.max(scale, Math.abs(off.logits[i]!)); }
+  let diff = 0, scale = 0, diffUpdated = 0;
+  for (let i = 0; i < off.logits.length; i++) {
+    diff = Math.max(diff, Math.abs(off.logits[i]! - on.logits[i]!));
+    diffUpdated = Math.max(diffUpdated, Math.abs(off.updated[i]! - on.updated[i]!));
+    scale = Math.max(scale, Math.abs(off.logits[i]!));
+  }
   const t = { off: [] as number[], on: [] as number[] };
   for (let r = 0; r < rounds; r++) for (const [k, s] of [['off', off], ['on', on]] as const) { const t0 = performance.now(); await s.a.predict(X); t[k].push(performance.now() - t0); }
   const med = (v: number[]) => [...v].sort((p, q) => p - q)[v.length >> 1]!;
-  console.log(`${name} ${method} b${batch}: ${offName} ${med(t.off).toFixed(1)} ms, ${onName} ${med(t.on).toFixed(1)} ms, ${onName}/${offName} ${(med(t.on) / med(t.off)).toFixed(3)}; first outputs differ by ${diff.toExponential(1)} (largest |logit| ${scale.toFixed(2)})`);
+  console.log(`${name} ${method} b${batch}: ${offName} ${med(t.off).toFixed(1)} ms, ${onName} ${med(t.on).toFixed(1)} ms, ${onName}/${offName} ${(med(t.on) / med(t.off)).toFixed(3)}; first outputs differ by ${diff.toExponential(1)}, after one update by ${diffUpdated.toExponential(1)} (largest |logit| ${scale.toFixed(2)})`);
 }
