@@ -243,7 +243,7 @@ export function blockBatchStats(model: Model, shapeOf: (t: string) => number[] |
       if (!whole(big) || !d || !gd || gd.join() !== [d[0], d[1], 1, 1].join() || d[2]! * d[3]! === 1) continue;
       const [N, C, H, W] = d as [number, number, number, number];
       if (gateAsConv.current) {
-        setBlocked(y, gateConv(em, blocked.get(big)!, blocked.get(gate) ?? gate, [N, C, H, W]), C);
+        setBlocked(y, gateConv(em, blocked.get(big)!, blocked.get(gate) ?? gate, [N, C, H, W]).y, C);
         return true;
       }
       const gv = em.reshape(blocked.get(gate) ?? gate, [N, C / block, 1, block]);

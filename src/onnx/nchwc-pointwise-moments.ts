@@ -11,9 +11,9 @@ import { blockedChannelSums } from './nchwc.ts';
 import type { Emitter } from './emitter.ts';
 
 /**
- * Mean and biased variance [Op] of W·x + B over N, H, W, and the mean [Ip] of x, for `xb` blocked [N, Ip, H, W] (`dims`,
- * Ip whole blocks of `block`), `w2` the weight as [Op, Ip] (pad rows and columns zero) and `bias`
- * [Op] or undefined.
+ * Mean and biased variance [Op] of W·x + B over N, H, W, and the mean [Ip] of x, for `xb` blocked
+ * [N, Ip, H, W] (`dims`, Ip whole blocks of `block`), `w2` the weight as [Op, Ip] (pad rows and
+ * columns zero) and `bias` [Op] or undefined.
  */
 export function pointwiseMoments(em: Emitter, xb: string, [N, I, H, W]: number[], w2: string, O: number, bias: string | undefined, block: number): { mean: string; variance: string; meanX: string } {
   const count = N! * H! * W!;

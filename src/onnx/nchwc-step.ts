@@ -42,8 +42,11 @@ import { pointwiseStats, pointwiseStatsPay } from './nchwc-batchstats.ts';
  * shared by every reader of a blocked tensor, BN moments taken about a shift K (off: K = 0, the
  * imprecise form before session 38, kept for bench/blocked-step.ts --compare shift alone), and a
  * 1×1 conv's BN moments taken from its input where that pays (pointwiseMoments), such a conv's
- * input gradient taken through its BN's gradient from its input (pointwiseDx), and SiLU's
- * recomputed gradient in five ops (quickGeluSilu). Tests and benches switch them off to compare.
+ * input gradient taken through its BN's gradient from its input (pointwiseDx), SiLU's recomputed
+ * gradient in five ops (quickGeluSilu), a pool's gradient broadcast by the Add that reads it
+ * (broadcastExpand), a squeeze-excitation gate's product as a depthwise conv over the batch
+ * (gateConv) and the pool's gradient as that conv's bias (gateBias). Tests and benches switch
+ * them off to compare.
  */
 export const blockedStep = { current: true, interleave: true, expandChannels: true, shareViews: true, shiftMoments: true, pointwiseMoments: true, pointwiseDx: true, quickGeluSilu: true, broadcastExpand: true, gateConv: true, gateBias: true };
 
@@ -620,10 +623,9 @@ export function blockStepActivations(model: Model, shapes: ShapeMap, block: numb
       if (!blocked.has(a) || dimsOf(a)?.join() !== d.join() || !vd || vd.join() !== [N, C, 1, 1].join() || dtypeOf(v) !== 'float32' || (!blocked.has(v) && C % 4 !== 0)) continue;
       const attrs: Node['attrs'] = {};
       const { out, sum } = fuseTail(y, attrs);
-      const gb = ensureBlocked(v), at = g.nodes.length;
-      blocked.set(out, gateConv(em, blocked.get(a)!, gb, [N, padded(C), H, W], { attrs, sum }));
-      const conv = g.nodes.slice(at).find((k) => k.domain === NCHWC_DOMAIN && k.opType === 'Conv')!;
-      if (!attrs.activation) gates.set(out, { conv, reshape: g.nodes[g.nodes.length - 1]! });
+      const { y: product, conv, reshape } = gateConv(em, blocked.get(a)!, ensureBlocked(v), [N, padded(C), H, W], { attrs, sum });
+      blocked.set(out, product);
+      if (!attrs.activation) gates.set(out, { conv, reshape });
       return true;
     }
     return false;

@@ -458,12 +458,15 @@ export function blockedChannelSums(em: Emitter, t: string, [N, Cp, H, W]: number
  * [1, N·Cp, H, W] view of x (the same memory), the gate its weight. onnxruntime's broadcast Mul
  * reads the gate b floats at a time; the conv once per row. EfficientNet-B0's Tent step 0.93-0.96,
  * MobileNetV3-Large's 0.96 (docs/speed.md, session 39). `attrs` may carry a fused activation, `sum`
- * a blocked [N, Cp, H, W] the conv adds (its Sum input). Returns the blocked product [N, Cp, H, W].
+ * a blocked [N, Cp, H, W] the conv adds (its Sum input). Returns the blocked product [N, Cp, H, W]
+ * (`y`), the Conv and the Reshape that writes `y` (a bias may join the Conv later: nchwc-step.ts).
  */
-export function gateConv(em: Emitter, x: string, gate: string, [N, Cp, H, W]: number[], opts: { attrs?: Node['attrs']; sum?: string } = {}): string {
+export function gateConv(em: Emitter, x: string, gate: string, [N, Cp, H, W]: number[], opts: { attrs?: Node['attrs']; sum?: string } = {}): { y: string; conv: Node; reshape: Node } {
   const view = (t: string) => em.reshape(t, [1, N! * Cp!, H!, W!]);
   const out = em.fresh('gate_nchwc');
   const attrs: Node['attrs'] = { ...opts.attrs, group: { kind: 'int', value: N! * Cp! }, kernel_shape: { kind: 'ints', value: [1, 1] } };
-  em.graph.nodes.push({ name: em.fresh('gate_conv'), opType: 'Conv', domain: NCHWC_DOMAIN, inputs: [view(x), em.reshape(gate, [N! * Cp!, 1, 1, 1]), ...(opts.sum ? ['', view(opts.sum)] : [])], outputs: [out], attrs });
-  return em.reshape(out, [N!, Cp!, H!, W!]);
+  const conv: Node = { name: em.fresh('gate_conv'), opType: 'Conv', domain: NCHWC_DOMAIN, inputs: [view(x), em.reshape(gate, [N! * Cp!, 1, 1, 1]), ...(opts.sum ? ['', view(opts.sum)] : [])], outputs: [out], attrs };
+  em.graph.nodes.push(conv);
+  const y = em.reshape(out, [N!, Cp!, H!, W!]);
+  return { y, conv, reshape: em.graph.nodes[em.graph.nodes.length - 1]! };
 }
