@@ -1,21 +1,22 @@
 // SiLU (Swish) as exports write it, y = x·Sigmoid(x) (ONNX has no SiLU op; torch.nn.SiLU in
 // EfficientNet, YOLOv5/v8, diffusion U-Nets, and the gate of LLaMA-style MLPs): its gradient taken
 // as one, instead of the Mul rule's two products plus the Sigmoid rule's three ops and their Sum
-// (six passes over the activation): dY·s·((x − y) + 1), s = Sigmoid(x), four passes, where the
-// backward reads y = x·s anyway (a trained conv's weight gradient reads its input); elsewhere from
-// x alone, as PyTorch's silu_backward does: dY·(1 − t)·(x·t + 1) with t = Sigmoid(−x) recomputed
-// in the backward (seven passes), so the forward's s dies at its Mul instead of living until the
-// backward. EfficientNet-B0's Tent step: the four-pass form 0.87 of the rules' time and 110 MB
-// more peak RSS (session 35); keeping s (five passes) 0.90 and the rules' RSS; recomputing it the
-// same time as keeping it (0.95–1.04 over three runs) and 107 MB less peak RSS, 1882 → 1775 MB
-// (docs/speed.md, session 37).
+// (six passes over the activation): from x alone, as PyTorch's silu_backward does,
+// dY·(1 − t)·(x·t + 1) with t = Sigmoid(−x) recomputed in the backward (seven passes), so the
+// forward's s dies at its Mul instead of living until the backward. EfficientNet-B0's Tent step:
+// recomputing s the same time as keeping it (0.95–1.04 over three runs) and 107 MB less peak RSS,
+// 1882 → 1775 MB (docs/speed.md, session 37); its full step, where the backward keeps y = x·s
+// anyway (a trained conv's weight gradient reads its input) and the four-pass form
+// dY·s·((x − y) + 1) was used until session 40: 0.89 of that form's time and peak RSS 3367 →
+// 2224 MB. With `recompute` off (benches, tests): that four-pass form where y is kept, else five
+// passes from x and s.
 import type { Node } from '../onnx/ir.ts';
 import type { Emitter } from '../onnx/emitter.ts';
 import { gatedMuls } from './gated-muls.ts';
 
 /**
  * Switches for benches and tests: the pattern's one gradient, or the Mul and Sigmoid rules'; and
- * whether the five-pass form recomputes s from x in the backward instead of keeping it.
+ * whether the gradient recomputes s from x in the backward instead of keeping it.
  */
 export const siluGradient = { current: true, recompute: true };
 
@@ -30,12 +31,12 @@ export function siluMuls(nodes: readonly Node[], graphOutputs: ReadonlySet<strin
 }
 
 /**
- * dX of y = x·s, s = Sigmoid(x), the derivative s + x·s·(1 − s): from y where the backward keeps
- * it anyway (`kept`), else from x alone (s recomputed) or, with `siluGradient.recompute` off, from
- * x and s.
+ * dX of y = x·s, s = Sigmoid(x), the derivative s + x·s·(1 − s): from x alone (s recomputed), or,
+ * with `siluGradient.recompute` off, from y where the backward keeps it anyway (`kept`), else
+ * from x and s.
  */
 export function siluGrad(em: Emitter, dY: string, x: string, s: string, y: string, kept: boolean): string {
-  if (!kept && siluGradient.recompute) {
+  if (siluGradient.recompute) {
     // s + x·s·(1 − s) = (1 − t)·(1 + x·t) with t = Sigmoid(−x) = 1 − s. Not Sigmoid(x) again:
     // onnxruntime's common-subexpression elimination merges that with the forward's and keeps s
     // alive after all (measured: peak RSS unchanged).
