@@ -15,8 +15,7 @@
 //   npx tsx bench/continual/label-headroom.ts <cnn|vit> [--labels 10,100,500] [--epochs 10]
 //        [--fractions 0,0.01,0.1,0.5] [--delays 5,0] [--out bench/results/label-headroom-<model>]
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { streamFor, validationData, runController, type Sizes } from './lib.ts';
-import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
+import { streamFor, validationData, heldOutCleanData, runController, type Sizes } from './lib.ts';
 import { loadSourceSet } from '../../src/tta/index.ts';
 import { loadModel } from '../../src/model.ts';
 import { Trainer } from '../../src/train/trainer.ts';
@@ -39,14 +38,13 @@ const EVAL = 500, BATCH = 50;
 
 // ---- 1. the controller with more labels
 const tuned = JSON.parse(readFileSync(`bench/results/continual-tuned-${model}.json`, 'utf8')).chosen.controller;
-const tr = loadFashionMnist('train', { limit: 21000 });
-const clean = { images: tr.images.slice(20000 * 784), labels: tr.labels.slice(20000), n: 1000, height: 28, width: 28, classes: tr.classes };
+const validation = validationData(), clean = heldOutCleanData();
 const source = loadSourceSet();
 const controller: { fraction: number; delay: number; mean: number; clean: number; seconds: number }[] = [];
 for (const fraction of fractions) {
   for (const delay of fraction === 0 ? [delays[0]!] : delays) {
     const t0 = Date.now();
-    const row = await runController(modelPath, streamFor('continual', validationData(), sizes, 1), clean, sizes, tuned, source, fraction, delay);
+    const row = await runController(modelPath, streamFor('continual', validation, sizes, 1), clean, sizes, tuned, source, fraction, delay);
     controller.push({ fraction, delay, mean: row.mean, clean: row.clean, seconds: (Date.now() - t0) / 1000 });
     process.stderr.write(`controller, ${fraction} of labels ${delay} batches late: ${(100 * row.mean).toFixed(2)} %\n`);
   }
@@ -55,7 +53,7 @@ for (const fraction of fractions) {
 // ---- 2. the supervised bound per domain
 interface Domain { x: Float32Array[]; y: number[] }
 const domains = new Map<string, Domain>();
-for (const b of streamFor('continual', validationData(), sizes, 1)) {
+for (const b of streamFor('continual', validation, sizes, 1)) {
   const d = domains.get(b.domain) ?? domains.set(b.domain, { x: [], y: [] }).get(b.domain)!;
   for (let i = 0; i < b.size; i++) { d.x.push(b.x.slice(i * 784, (i + 1) * 784)); d.y.push(b.y[i]!); }
 }

@@ -62,6 +62,12 @@ export function validationData(): LabelledImages {
   return { images: tr.images.slice(lo * px), labels: tr.labels.slice(lo), n: tr.n - lo, height: 28, width: 28, classes: tr.classes };
 }
 
+/** Clean images held out from both the source set and the validation stream: training images 20000..20999. */
+export function heldOutCleanData(): LabelledImages {
+  const tr = loadFashionMnist('train', { limit: 21000 });
+  return { images: tr.images.slice(20000 * 784), labels: tr.labels.slice(20000), n: 1000, height: 28, width: 28, classes: tr.classes };
+}
+
 export function testData(): LabelledImages {
   return loadFashionMnist('test');
 }

@@ -7,8 +7,7 @@
 //
 // `val`: the validation stream (Fashion-MNIST training images 10000-19999, seed 1); otherwise the
 // test stream. Round samples are samples/10 (recurring, long), level samples samples/8 (gradual).
-import { streamFor, testData, validationData, runMethod, runController, type Sizes, type Setting } from './lib.ts';
-import { loadFashionMnist } from '../../src/data/fashion-mnist.ts';
+import { streamFor, testData, validationData, heldOutCleanData, runMethod, runController, type Sizes, type Setting } from './lib.ts';
 import { loadSourceSet } from '../../src/tta/index.ts';
 const [model, setting, samples, method, json, which] = process.argv.slice(2);
 const n = Number(samples);
@@ -16,13 +15,9 @@ const sizes: Sizes = { samples: n, correlatedSamples: n, roundSamples: Math.max(
 const data = which === 'val' ? validationData() : testData();
 // `val`: clean error after the stream on held-out training images 20000-20999 too, so that no
 // choice made with this script looks at test images.
-const clean = which === 'val' ? heldOutClean() : testData();
+const clean = which === 'val' ? heldOutCleanData() : testData();
 const stream = streamFor(setting as Setting, data, sizes, which === 'val' ? 1 : 0);
 const opts = JSON.parse(json ?? '{}');
-function heldOutClean() {
-  const tr = loadFashionMnist('train', { limit: 21000 });
-  return { images: tr.images.slice(20000 * 784), labels: tr.labels.slice(20000), n: 1000, height: 28, width: 28, classes: tr.classes };
-}
 const src = loadSourceSet();
 const t0 = Date.now();
 const modelPath = model.endsWith('.onnx') ? model : `models/fmnist-${model}.onnx`;
